@@ -1,0 +1,616 @@
+"""The Evo Voice client against the loopback stand-in, over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import httpx
+import pytest
+
+from bot.evovoice import (
+    AuthStatus,
+    BadLogin,
+    BadRequest,
+    EvoVoiceClient,
+    EvoVoiceError,
+    EvoVoiceTimeout,
+    EvoVoiceUnreachable,
+    MalformedResponse,
+    MissingRole,
+    NotFound,
+    OutcomeUnknown,
+    OwnedNumber,
+    RateLimited,
+    ServerError,
+    parse_retry_after,
+)
+from tests.standins.evovoice import (
+    Delayed,
+    DropConnection,
+    EmptyObject,
+    ErrorStatus,
+    EvoVoiceStandIn,
+    MalformedJson,
+    NoContent,
+    Respond,
+    TooManyRequests,
+)
+
+USERNAME = "bot@example.com"
+PASSWORD = "pa55-Very-S3cret"
+ACCOUNT = "acct-1"
+CUSTOMER = "+18144043093"
+OWNED = "+18145550100"
+
+MakeClient = Callable[..., EvoVoiceClient]
+
+
+class RecordingSleep:
+    """Stands in for asyncio.sleep: remembers the back-off delays instead of waiting."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+class CountingTransport(httpx.AsyncBaseTransport):
+    """Counts the attempts the client makes, whether or not they connect."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self._inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.attempts += 1
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[EvoVoiceStandIn]:
+    server = EvoVoiceStandIn(username=USERNAME, password=PASSWORD)
+    server.flows.append({"id": "flow-esc", "name": "Escalation", "accountId": ACCOUNT})
+    server.phone_numbers.append(
+        {"id": "ep-1", "displayName": "+1 814 555 0100", "phoneNumber": OWNED, "accountId": ACCOUNT}
+    )
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def sleep() -> RecordingSleep:
+    return RecordingSleep()
+
+
+@pytest.fixture
+async def make_client(standin: EvoVoiceStandIn, sleep: RecordingSleep) -> AsyncIterator[MakeClient]:
+    clients: list[EvoVoiceClient] = []
+
+    def make(**overrides: object) -> EvoVoiceClient:
+        options: dict[str, object] = {
+            "base_url": standin.url,
+            "username": USERNAME,
+            "password": PASSWORD,
+            "timeout": httpx.Timeout(5.0, connect=2.0),
+            "sleep": sleep,
+        }
+        options.update(overrides)
+        client = EvoVoiceClient(**options)  # type: ignore[arg-type]
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+@pytest.fixture
+def client(make_client: MakeClient) -> EvoVoiceClient:
+    return make_client()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# ------------------------------------------------------------------------------- auth and roles
+
+
+async def test_auth_status_is_parsed(client: EvoVoiceClient, standin: EvoVoiceStandIn) -> None:
+    status = await client.auth_status()
+
+    assert status == AuthStatus(
+        user_id="user-1",
+        is_authenticated=True,
+        roles=["Manager"],
+        account_ids=[ACCOUNT],
+        account_names=["Acme Ops"],
+        display_name="Callbot",
+    )
+    sent = standin.requests_to("GET", "/auth/status")[0]
+    expected = base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
+    assert sent.headers["Authorization"] == f"Basic {expected}"
+    assert sent.headers["Accept"] == "application/json"
+
+
+async def test_every_request_uses_basic_auth_and_no_cookies(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    await client.auth_status()
+    await client.auth_status()
+
+    second = standin.requests[1]
+    assert second.headers["Authorization"].startswith("Basic ")
+    assert "Cookie" not in second.headers
+
+
+async def test_wrong_password_is_bad_login(make_client: MakeClient) -> None:
+    client = make_client(password="wrong")
+
+    with pytest.raises(BadLogin) as caught:
+        await client.auth_status()
+
+    assert caught.value.status == 401
+    assert caught.value.message == "Invalid UserName or Password"
+
+
+async def test_user_without_manager_role_cannot_place_calls(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    standin.roles = ["Reporter"]
+
+    with pytest.raises(MissingRole) as caught:
+        await client.create_outgoing_session("flow-esc", CUSTOMER)
+
+    assert caught.value.status == 403
+    assert caught.value.message == "Invalid Role"
+    assert standin.sessions == {}
+
+
+# ------------------------------------------------------------------------------ flows, numbers
+
+
+async def test_list_flows_filters_by_account(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    standin.flows.append({"id": "flow-other", "name": "Other", "accountId": "acct-2"})
+
+    flows = await client.list_flows([ACCOUNT])
+
+    assert [(f.id, f.name, f.account_id) for f in flows] == [("flow-esc", "Escalation", ACCOUNT)]
+    query = standin.requests_to("GET", "/flows")[0].query
+    assert query["accountIds"] == ACCOUNT
+    assert query["all"] == "true"
+
+
+async def test_list_flows_follows_pages(client: EvoVoiceClient, standin: EvoVoiceStandIn) -> None:
+    standin.flows[:] = [
+        {"id": f"flow-{i}", "name": f"Flow {i}", "accountId": ACCOUNT} for i in range(5)
+    ]
+    standin.max_page_size = 2
+
+    flows = await client.list_flows([ACCOUNT, "acct-2"])
+
+    assert [f.id for f in flows] == [f"flow-{i}" for i in range(5)]
+    sent = standin.requests_to("GET", "/flows")
+    assert [r.query["page"] for r in sent] == ["0", "1", "2"]
+    assert sent[0].query["accountIds"] == f"{ACCOUNT},acct-2"
+
+
+async def test_list_phone_numbers_pages_and_falls_back_to_display_name(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    standin.phone_numbers += [
+        {"id": "ep-2", "displayName": "+1 (814) 555-0101", "accountId": ACCOUNT},
+        {"id": "ep-3", "displayName": "Front desk", "accountId": ACCOUNT},
+    ]
+    standin.max_page_size = 2
+
+    numbers = await client.list_phone_numbers([ACCOUNT])
+
+    assert numbers == [
+        OwnedNumber(
+            id="ep-1", phone_number=OWNED, display_name="+1 814 555 0100", account_id=ACCOUNT
+        ),
+        OwnedNumber(
+            id="ep-2",
+            phone_number="+18145550101",
+            display_name="+1 (814) 555-0101",
+            account_id=ACCOUNT,
+        ),
+        OwnedNumber(id="ep-3", phone_number=None, display_name="Front desk", account_id=ACCOUNT),
+    ]
+    sent = standin.requests_to("GET", "/endpoints")
+    assert len(sent) == 2
+    assert sent[0].query["type"] == "PhoneNumber"
+    assert standin.requests_to("POST", "/endpoints/phone-numbers") == []
+
+
+async def test_list_with_wrong_shape_is_malformed(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    standin.queue("GET", "/flows", MalformedJson())
+    with pytest.raises(MalformedResponse):
+        await client.list_flows([ACCOUNT])
+
+    standin.queue("GET", "/sessions/sess-9", EmptyObject())
+    with pytest.raises(MalformedResponse):
+        await client.get_session("sess-9")
+
+
+# --------------------------------------------------------------------------------- placing calls
+
+
+async def test_create_call_returns_the_session(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    placed = await client.create_outgoing_session("flow-esc", CUSTOMER, caller_id=OWNED)
+
+    assert placed.session_id is not None
+    assert placed.session is not None
+    assert placed.session.to_address == CUSTOMER
+    assert placed.session.from_address == OWNED
+    assert placed.session.call_state == "Ringing"
+    assert placed.session_id in standin.sessions
+    [post] = standin.outgoing_posts
+    assert post.json == {"flowId": "flow-esc", "numberToDial": CUSTOMER, "callerId": OWNED}
+
+
+async def test_create_call_omits_caller_id_when_not_given(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    await client.create_outgoing_session("flow-esc", CUSTOMER)
+
+    [post] = standin.outgoing_posts
+    assert post.json == {"flowId": "flow-esc", "numberToDial": CUSTOMER}
+
+
+@pytest.mark.parametrize("behaviour", [EmptyObject(), NoContent(), MalformedJson()])
+async def test_any_2xx_is_success_even_without_a_session(
+    client: EvoVoiceClient,
+    standin: EvoVoiceStandIn,
+    behaviour: EmptyObject | NoContent | MalformedJson,
+) -> None:
+    standin.queue_outgoing(behaviour)
+
+    placed = await client.create_outgoing_session("flow-esc", CUSTOMER)
+
+    assert placed.session_id is None
+    assert placed.session is None
+    assert len(standin.outgoing_posts) == 1
+    [found] = await client.find_sessions([ACCOUNT], to=CUSTOMER)
+    assert found.to_address == CUSTOMER
+
+
+async def test_slow_answer_within_the_read_timeout_succeeds(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    standin.queue_outgoing(Delayed(0.2))
+
+    placed = await client.create_outgoing_session("flow-esc", CUSTOMER)
+
+    assert placed.session_id in standin.sessions
+
+
+async def test_validation_error_is_bad_request_with_server_message(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    with pytest.raises(BadRequest) as caught:
+        await client.create_outgoing_session("flow-esc", CUSTOMER, caller_id="+18005550199")
+
+    assert caught.value.status == 400
+    assert caught.value.message == "Caller ID is not an owned number"
+    assert [e.field_name for e in caught.value.field_errors] == ["CallerId"]
+    assert standin.sessions == {}
+
+
+async def test_unknown_flow_is_bad_request(client: EvoVoiceClient) -> None:
+    with pytest.raises(BadRequest) as caught:
+        await client.create_outgoing_session("flow-nope", CUSTOMER)
+
+    assert caught.value.field_errors[0].field_name == "FlowId"
+
+
+async def test_rate_limited_post_is_not_retried(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn, sleep: RecordingSleep
+) -> None:
+    standin.queue_outgoing(TooManyRequests(retry_after="7"))
+
+    with pytest.raises(RateLimited) as caught:
+        await client.create_outgoing_session("flow-esc", CUSTOMER)
+
+    assert caught.value.retry_after == 7.0
+    assert len(standin.outgoing_posts) == 1
+    assert sleep.delays == []
+
+
+async def test_server_error_on_post_is_outcome_unknown_and_not_retried(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    standin.queue_outgoing(ErrorStatus(503, "Service Unavailable"))
+
+    with pytest.raises(OutcomeUnknown) as caught:
+        await client.create_outgoing_session("flow-esc", CUSTOMER)
+
+    assert caught.value.status == 503
+    assert "503" in caught.value.cause
+    assert len(standin.outgoing_posts) == 1
+
+
+async def test_500_on_post_is_outcome_unknown(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    standin.queue_outgoing(ErrorStatus(500))
+
+    with pytest.raises(OutcomeUnknown):
+        await client.create_outgoing_session("flow-esc", CUSTOMER)
+
+    assert len(standin.outgoing_posts) == 1
+
+
+async def test_read_timeout_on_post_is_outcome_unknown_and_not_retried(
+    make_client: MakeClient, standin: EvoVoiceStandIn
+) -> None:
+    client = make_client(timeout=httpx.Timeout(5.0, read=0.3))
+    standin.queue_outgoing(Delayed(30.0))
+
+    with pytest.raises(OutcomeUnknown) as caught:
+        await client.create_outgoing_session("flow-esc", CUSTOMER)
+
+    assert caught.value.cause == "no answer in time"
+    assert len(standin.outgoing_posts) == 1
+
+
+async def test_dropped_connection_on_post_is_outcome_unknown_and_not_retried(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    standin.queue_outgoing(DropConnection())
+
+    with pytest.raises(OutcomeUnknown):
+        await client.create_outgoing_session("flow-esc", CUSTOMER)
+
+    assert len(standin.outgoing_posts) == 1
+    # The ambiguous case: the call was placed, only the answer was lost.
+    [session] = await client.find_sessions([ACCOUNT], to=CUSTOMER)
+    assert session.to_address == CUSTOMER
+
+
+async def test_refused_connection_is_unreachable_after_all_attempts(
+    make_client: MakeClient, standin: EvoVoiceStandIn, sleep: RecordingSleep
+) -> None:
+    transport = CountingTransport()
+    client = make_client(
+        base_url=f"http://127.0.0.1:{closed_port()}",
+        transport=transport,
+        connect_retries=3,
+        retry_backoff=0.5,
+    )
+
+    with pytest.raises(EvoVoiceUnreachable) as caught:
+        await client.create_outgoing_session("flow-esc", CUSTOMER)
+
+    assert caught.value.attempts == 3
+    assert transport.attempts == 3
+    assert sleep.delays == [0.5, 1.0]
+    assert standin.requests == []
+
+
+# ------------------------------------------------------------------------------ reading sessions
+
+
+async def test_get_is_retried_once_on_503(client: EvoVoiceClient, standin: EvoVoiceStandIn) -> None:
+    standin.queue("GET", "/flows", ErrorStatus(503, "Service Unavailable"))
+
+    flows = await client.list_flows([ACCOUNT])
+
+    assert [f.id for f in flows] == ["flow-esc"]
+    assert len(standin.requests_to("GET", "/flows")) == 2
+
+
+async def test_get_failing_twice_is_server_error(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    standin.queue("GET", "/auth/status", ErrorStatus(503), ErrorStatus(502))
+
+    with pytest.raises(ServerError) as caught:
+        await client.auth_status()
+
+    assert caught.value.status == 502
+    assert len(standin.requests_to("GET", "/auth/status")) == 2
+
+
+async def test_get_read_timeout_is_retried_once_then_times_out(
+    make_client: MakeClient, standin: EvoVoiceStandIn
+) -> None:
+    client = make_client(timeout=httpx.Timeout(5.0, read=0.3))
+    session = standin.add_session(toAddress=CUSTOMER)
+    path = f"/sessions/{session['id']}"
+    standin.queue("GET", path, Delayed(30.0), Delayed(30.0))
+
+    with pytest.raises(EvoVoiceTimeout):
+        await client.get_session(session["id"])
+
+    assert len(standin.requests_to("GET", path)) == 2
+
+
+async def test_get_is_retried_once_after_a_dropped_connection(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    standin.queue("GET", "/auth/status", DropConnection())
+
+    status = await client.auth_status()
+
+    assert status.is_authenticated is True
+    assert len(standin.requests_to("GET", "/auth/status")) == 2
+
+
+async def test_hang_up_is_not_retried_after_it_was_sent(
+    make_client: MakeClient, standin: EvoVoiceStandIn
+) -> None:
+    client = make_client(timeout=httpx.Timeout(5.0, read=0.3))
+    session = standin.add_session(toAddress=CUSTOMER)
+    path = f"/sessions/{session['id']}"
+    standin.queue("DELETE", path, ErrorStatus(503), Delayed(30.0))
+
+    with pytest.raises(ServerError):
+        await client.hang_up(session["id"])
+    with pytest.raises(EvoVoiceTimeout):
+        await client.hang_up(session["id"])
+
+    assert len(standin.requests_to("DELETE", path)) == 2
+
+
+async def test_find_sessions_newest_first(client: EvoVoiceClient, standin: EvoVoiceStandIn) -> None:
+    first = await client.create_outgoing_session("flow-esc", CUSTOMER)
+    standin.add_session(toAddress="+18145550199")
+    second = await client.create_outgoing_session("flow-esc", CUSTOMER)
+
+    found = await client.find_sessions([ACCOUNT], to=CUSTOMER, start_date="2000-01-01", count=5)
+
+    assert [s.id for s in found] == [second.session_id, first.session_id]
+    query = standin.requests_to("GET", "/sessions")[0].query
+    assert query == {
+        "accountIds": ACCOUNT,
+        "to": CUSTOMER,
+        "startDate": "2000-01-01",
+        "sortField": "DateCreated",
+        "sortOrder": "Descend",
+        "countPerPage": "5",
+    }
+
+
+async def test_get_session_follows_state(client: EvoVoiceClient, standin: EvoVoiceStandIn) -> None:
+    placed = await client.create_outgoing_session("flow-esc", CUSTOMER)
+    assert placed.session_id is not None
+    standin.set_session_state(placed.session_id, callState="Connected", answeredByName="Human")
+
+    session = await client.get_session(placed.session_id)
+
+    assert session.call_state == "Connected"
+    assert session.answered_by_name == "Human"
+    assert session.ended is False
+
+
+async def test_unknown_session_is_not_found(client: EvoVoiceClient) -> None:
+    with pytest.raises(NotFound):
+        await client.get_session("sess-404")
+
+
+async def test_hang_up_ends_the_session(client: EvoVoiceClient, standin: EvoVoiceStandIn) -> None:
+    placed = await client.create_outgoing_session("flow-esc", CUSTOMER)
+    assert placed.session_id is not None
+
+    await client.hang_up(placed.session_id)
+
+    session = await client.get_session(placed.session_id)
+    assert session.ended is True
+    assert session.call_state == "Disconnected"
+    assert session.outcome == "Hung up"
+    assert len(standin.requests_to("DELETE", f"/sessions/{placed.session_id}")) == 1
+
+
+async def test_wait_for_posts_returns_once_they_arrived(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    await client.create_outgoing_session("flow-esc", CUSTOMER)
+
+    posts = await standin.wait_for_posts(1, timeout=1.0)
+
+    assert len(posts) == 1
+    with pytest.raises(AssertionError):
+        await standin.wait_for_posts(2, timeout=0.05)
+
+
+# ------------------------------------------------------------------------------------- secrets
+
+
+async def test_password_never_appears_in_errors_or_logs(
+    make_client: MakeClient, standin: EvoVoiceStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    # A server that echoes the password back must not get it shown to users.
+    standin.queue_outgoing(ErrorStatus(400, f"bad password {PASSWORD}"), DropConnection())
+    standin.queue("GET", "/flows", ErrorStatus(503), ErrorStatus(503))
+    client = make_client()
+    unreachable = make_client(base_url=f"http://127.0.0.1:{closed_port()}")
+    attempts: list[Callable[[], Awaitable[object]]] = [
+        lambda: client.create_outgoing_session("flow-esc", CUSTOMER),
+        lambda: client.create_outgoing_session("flow-esc", CUSTOMER),
+        lambda: client.list_flows([ACCOUNT]),
+        lambda: make_client(password="wrong").auth_status(),
+        lambda: unreachable.create_outgoing_session("flow-esc", CUSTOMER),
+    ]
+    errors: list[EvoVoiceError] = []
+    for attempt in attempts:
+        with pytest.raises(EvoVoiceError) as caught:
+            await attempt()
+        errors.append(caught.value)
+
+    assert [type(e) for e in errors] == [
+        BadRequest,
+        OutcomeUnknown,
+        ServerError,
+        BadLogin,
+        EvoVoiceUnreachable,
+    ]
+    basic = base64.b64encode(f"{USERNAME}:{PASSWORD}".encode()).decode()
+    for error in errors:
+        for text in (str(error), repr(error), error.message, repr(vars(error))):
+            assert PASSWORD not in text
+            assert basic not in text
+    assert PASSWORD not in caplog.text
+    assert basic not in caplog.text
+
+
+async def test_client_log_has_no_phone_numbers_or_query_strings(
+    client: EvoVoiceClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bot.evovoice")
+
+    await client.create_outgoing_session("flow-esc", CUSTOMER, caller_id=OWNED)
+    await client.find_sessions([ACCOUNT], to=CUSTOMER)
+
+    own = [r.getMessage() for r in caplog.records if r.name == "bot.evovoice"]
+    assert any("POST /sessions/outgoing -> 200" in line for line in own)
+    assert any("GET /sessions -> 200" in line for line in own)
+    for line in own:
+        assert "4043093" not in line
+        assert "5550100" not in line
+        assert "?" not in line
+
+
+# -------------------------------------------------------------------------------- pure helpers
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    later = datetime.now(UTC) + timedelta(seconds=120)
+
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    from_date = parse_retry_after(format_datetime(later, usegmt=True))
+    assert from_date is not None and 60 < from_date <= 120
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+async def test_respond_is_the_default_behaviour(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    standin.queue_outgoing(Respond())
+
+    placed = await client.create_outgoing_session("flow-esc", CUSTOMER)
+
+    assert placed.session is not None
