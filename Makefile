@@ -1,0 +1,30 @@
+# Two entry points: `make run` (set up and run the bot) and `make test` (set up and run the tests).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test check-types bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.run-deps
+	@test -f .env || { cp .env.example .env; echo "Created .env from .env.example: fill in the Slack and Evo Voice credentials."; }
+	@test -f callbot.toml || { cp callbot.example.toml callbot.toml; echo "Created callbot.toml from callbot.example.toml: list who may call."; }
+	$(BIN)/python -m bot
+
+test: $(VENV)/.test-deps
+	$(BIN)/pytest -q
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis

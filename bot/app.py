@@ -1,0 +1,91 @@
+"""create_app(): the Bolt AsyncApp with its listeners, its services in `context`, one error handler."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.response import BoltResponse
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from bot.config import Settings
+from bot.errors import reference_id
+from bot.listeners import command
+from bot.services import Services
+
+logger = logging.getLogger(__name__)
+
+SLACK_TIMEOUT_SECONDS = 10
+
+
+def create_slack_client(settings: Settings, session: aiohttp.ClientSession) -> AsyncWebClient:
+    return AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_api_url,
+        session=session,
+        timeout=SLACK_TIMEOUT_SECONDS,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=1),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def create_app(
+    settings: Settings, services: Services, client: AsyncWebClient, identity: AsyncSlackResponse
+) -> AsyncApp:
+    """`identity` is the bot's `auth.test`, made once at start-up.
+
+    Bolt's default single-team authorisation calls `auth.test` lazily, once per request until the
+    first answer arrives: a cold burst of 1,000 commands made 1,000 calls. Handing Bolt the answer
+    we already have avoids that.
+    """
+    secret = settings.slack_signing_secret
+    authorized = AuthorizeResult.from_auth_test_response(
+        auth_test_response=identity, bot_token=client.token
+    )
+
+    async def authorize(**_: Any) -> AuthorizeResult:
+        return authorized
+
+    app = AsyncApp(
+        # Without a token of its own (authorize supplies it), sharing the pool and base URL.
+        client=AsyncWebClient(
+            base_url=client.base_url, session=client.session, timeout=client.timeout,
+            retry_handlers=client.retry_handlers,
+        ),
+        authorize=authorize,
+        # Socket Mode requests are not signed; Bolt skips verification for them.
+        signing_secret=secret.get_secret_value() if secret else "socket-mode-unsigned",
+        process_before_response=False,
+        raise_error_for_unhandled_request=False,
+    )
+
+    async def inject_services(
+        context: AsyncBoltContext, next: Callable[[], Awaitable[BoltResponse]]
+    ) -> BoltResponse:
+        context["services"] = services
+        return await next()
+
+    app.middleware(inject_services)
+    command.register(app)
+    app.error(on_error)
+    return app
+
+
+async def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse:
+    ref = reference_id()
+    logger.error("unhandled error in a listener, reference %s", ref, exc_info=error)
+    return BoltResponse(
+        status=200,
+        body=f"Something went wrong on our side (reference {ref}). Tell the callbot operators.",
+    )

@@ -1,0 +1,208 @@
+"""The use case: check a call request, then dial it once and tell the requester what happened.
+
+    check()  authorise → number → flow → caller ID          (no side effects; refusals raise)
+    place()  parent message → POST /sessions/outgoing → result in the thread
+
+A call is dialled only after the parent message reached someone, so it is never placed without the
+requester being told. `POST /sessions/outgoing` is sent at most once per request: an ambiguous
+failure is reported as "outcome unknown", never retried (see evovoice).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot import views
+from bot.access import AccessControl
+from bot.catalog import Catalog
+from bot.errors import CallbotError, CannotNotify, describe
+from bot.evovoice import EvoVoiceClient, EvoVoiceError, OutcomeUnknown, Session
+from bot.idempotency import Claims
+from bot.notify import NotDelivered, Notifier, Thread
+from bot.phone import DialableNumber, DialPolicy, NumberRejected, check_dialable, to_e164
+
+logger = logging.getLogger(__name__)
+
+# How far back a session may have been created to count as the one an ambiguous attempt placed.
+AMBIGUOUS_LOOKUP_SLACK = dt.timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """What someone asked for, as typed; nothing in it is trusted yet."""
+
+    team_id: str
+    user_id: str
+    channel_id: str
+    number_text: str
+    flow_text: str
+    caller_id_text: str | None = None
+    reason: str | None = None
+    response_url: str | None = None
+    thread_ts: str | None = None
+    # Same key, same request: a redelivered or double-submitted request is placed at most once.
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class CheckedCall:
+    request: CallRequest
+    number: DialableNumber
+    flow_id: str
+    flow_name: str
+    caller_id: str | None
+
+
+class Outcome(StrEnum):
+    PLACED = "placed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    REFUSED = "refused"
+    UNTOLD = "untold"  # nobody could be told, so nothing was dialled
+    DUPLICATE = "duplicate"  # the same request was already handled
+
+
+@dataclass(frozen=True)
+class CallResult:
+    outcome: Outcome
+    session_id: str | None = None
+    thread: Thread | None = None
+    error: BaseException | None = None
+
+
+class CallService:
+    def __init__(
+        self,
+        *,
+        access: AccessControl,
+        catalog: Catalog,
+        evo: EvoVoiceClient,
+        notifier: Notifier,
+        claims: Claims,
+        dial_policy: DialPolicy,
+        default_caller_id: str | None,
+        account_ids: list[str],
+    ) -> None:
+        self._access = access
+        self._catalog = catalog
+        self._evo = evo
+        self._notifier = notifier
+        self._claims = claims
+        self._dial_policy = dial_policy
+        self._default_caller_id = default_caller_id
+        self._account_ids = account_ids
+
+    async def check(self, request: CallRequest) -> CheckedCall:
+        """Every refusal raises (RoleDenied, NumberRejected, FlowNotFound, CallerIdNotOwned, …)."""
+        await self._access.require(request.user_id)
+        number = check_dialable(request.number_text, self._dial_policy)
+        flow = await self._catalog.resolve_flow(request.flow_text)
+        caller_id = self._default_caller_id
+        if request.caller_id_text:
+            caller_id = to_e164(request.caller_id_text, self._dial_policy.default_region)
+        if caller_id is not None:
+            await self._catalog.check_caller_id(caller_id)
+        return CheckedCall(request, number, flow.id, flow.name, caller_id)
+
+    async def handle(self, request: CallRequest) -> CallResult:
+        """check() then place(); refusals go to the requester alone."""
+        if request.idempotency_key and not await self._claims.claim(request.idempotency_key):
+            logger.info("duplicate delivery of a request by %s ignored", request.user_id)
+            return CallResult(Outcome.DUPLICATE)
+        try:
+            checked = await self.check(request)
+        except (CallbotError, NumberRejected, EvoVoiceError) as exc:
+            logger.info("call refused for %s: %s", request.user_id, type(exc).__name__)
+            await self._notifier.tell(
+                user_id=request.user_id,
+                channel_id=request.channel_id,
+                response_url=request.response_url,
+                message=views.refusal(describe(exc)),
+            )
+            return CallResult(Outcome.REFUSED, error=exc)
+        return await self.place(checked)
+
+    async def place(self, call: CheckedCall) -> CallResult:
+        request = call.request
+        parent = views.call_parent(request.user_id, call.number.masked, call.flow_name, request.reason)
+        try:
+            thread = await self._notifier.start_thread(
+                request.channel_id,
+                parent,
+                response_url=request.response_url,
+                thread_ts=request.thread_ts,
+            )
+        except NotDelivered:
+            # No channel and no response_url: dialling now would leave the requester in the dark.
+            await self._notifier.tell(
+                user_id=request.user_id,
+                channel_id=None,
+                response_url=None,
+                message=views.refusal(CannotNotify().user_message),
+            )
+            return CallResult(Outcome.UNTOLD, error=CannotNotify())
+
+        result, message = await self._dial(call)
+        if not await self._notifier.reply(thread, message):
+            logger.error("call %s outcome could not be posted for %s", result.outcome, request.user_id)
+        return CallResult(result.outcome, result.session_id, thread, result.error)
+
+    async def _dial(self, call: CheckedCall) -> tuple[CallResult, views.Message]:
+        started = dt.datetime.now(dt.UTC)
+        log_args = (call.request.user_id, call.number.masked, call.flow_id)
+        try:
+            placed = await self._evo.create_outgoing_session(
+                call.flow_id, call.number.e164, call.caller_id
+            )
+        except OutcomeUnknown as exc:
+            logger.warning("call by %s to %s (flow %s): outcome unknown", *log_args)
+            session = await self._find_session_after(call.number.e164, started)
+            session_id = session.id if session else None
+            return (
+                CallResult(Outcome.UNKNOWN, session_id=session_id, error=exc),
+                views.call_unknown(describe(exc), session_id),
+            )
+        except EvoVoiceError as exc:
+            logger.warning("call by %s to %s (flow %s) failed: %s", *log_args, type(exc).__name__)
+            return CallResult(Outcome.FAILED, error=exc), views.call_failed(describe(exc))
+        logger.info("call by %s to %s (flow %s) placed: session %s", *log_args, placed.session_id)
+        return (
+            CallResult(Outcome.PLACED, session_id=placed.session_id),
+            views.call_placed(placed.session_id, call.caller_id),
+        )
+
+    async def _find_session_after(self, e164: str, started: dt.datetime) -> Session | None:
+        """One look for the session an ambiguous attempt may have created; never a second POST."""
+        try:
+            sessions = await self._evo.find_sessions(
+                self._account_ids, to=e164, start_date=started.date().isoformat(), count=5
+            )
+        except EvoVoiceError as exc:
+            logger.warning("session lookup after ambiguous call failed: %s", type(exc).__name__)
+            return None
+        for session in sessions:
+            created = parse_timestamp(session.date_created)
+            if created is not None and created >= started - AMBIGUOUS_LOOKUP_SLACK:
+                return session
+        return None
+
+
+_MS_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
+
+
+def parse_timestamp(value: str | None) -> dt.datetime | None:
+    """ServiceStack sends ISO 8601 or the WCF form `/Date(1700000000000-0000)/`; None if neither."""
+    if not value:
+        return None
+    match = _MS_DATE.fullmatch(value.strip())
+    if match:
+        return dt.datetime.fromtimestamp(int(match.group(1)) / 1000, dt.UTC)
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)

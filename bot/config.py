@@ -1,0 +1,293 @@
+"""Configuration: the environment (or `.env`) and the TOML policy file, validated once at start-up.
+
+Both are public interface: deployments depend on these names. Problems are collected, not raised one
+at a time, so an operator fixes a broken configuration in one pass: `ConfigError.problems` holds one
+line per problem, each naming the setting and what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import phonenumbers
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.phone import DEFAULT_ALLOWED_TYPES, DialPolicy, NumberRejected, to_e164
+from bot.store import DatabaseUrlError, sqlite_path
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_EVOVOICE_URL = "https://team.evovoice.io"
+DEFAULT_POLICY_PATH = Path("./callbot.toml")
+DEFAULT_DATABASE_URL = "sqlite:///./callbot.db"
+DEFAULT_PORT = 3000
+
+# Evo Voice roles that may create calls; the bot's own login must hold one, and the `[roles]` table
+# of the policy file uses the same names for the Slack users allowed to call.
+MANAGER = "Manager"
+SYSTEM_ADMINISTRATOR = "SystemAdministrator"
+KNOWN_ROLES = (MANAGER, SYSTEM_ADMINISTRATOR)
+
+_SLACK_USER_OR_GROUP = r"^[UWS][A-Z0-9]{2,20}$"
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def _blank_to_none(value: Any) -> Any:
+    # `.env.example` ships `SLACK_APP_TOKEN=`; an empty value means "not set", not "set to ''".
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+class Settings(BaseSettings):
+    """Environment variables (or `.env`). Secrets are `SecretStr` so they never print."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+    )
+
+    slack_bot_token: SecretStr
+    slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    evovoice_url: str = DEFAULT_EVOVOICE_URL
+    evovoice_username: str
+    evovoice_password: SecretStr
+    evovoice_account_id: str | None = None
+    evovoice_timeout: float = Field(default=15.0, gt=0, le=120)  # seconds to wait for an answer
+    callbot_config: Path = DEFAULT_POLICY_PATH
+    database_url: str = DEFAULT_DATABASE_URL
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)  # 0: any free port (tests)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator(
+        "slack_app_token", "slack_signing_secret", "evovoice_account_id", mode="before"
+    )
+    @classmethod
+    def _optional(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb- (OAuth & Permissions page)")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError(
+                "must be an app-level token starting with xapp- (Basic Information page, "
+                "scope connections:write); leave it empty for HTTP mode"
+            )
+        return value
+
+    @field_validator("slack_api_url", "evovoice_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        # slack_sdk joins method names onto the base URL; without the slash "api" + "chat.postMessage".
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            sqlite_path(value)
+        except DatabaseUrlError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> Settings:
+        if self.slack_app_token is None and self.slack_signing_secret is None:
+            raise ValueError(
+                "SLACK_SIGNING_SECRET is required in HTTP mode (set it, or set SLACK_APP_TOKEN "
+                "for Socket Mode)"
+            )
+        return self
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Policy(_Strict):
+    """The TOML policy file (`CALLBOT_CONFIG`): who may call, where, and with which flows."""
+
+    default_region: str = "US"
+    allowed_regions: tuple[str, ...] = ("US",)
+    default_caller_id: str | None = None
+    roles: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    flows: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        value = value.upper()
+        if value not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"{value!r} is not a region code (use two letters, like \"US\")")
+        return value
+
+    @field_validator("allowed_regions")
+    @classmethod
+    def _regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        upper = tuple(dict.fromkeys(v.upper() for v in value))
+        unknown = [v for v in upper if v not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"not region codes: {', '.join(unknown)} (use codes like \"US\", \"CA\")")
+        if not upper:
+            raise ValueError("is empty: no call could be placed; list at least one region")
+        return upper
+
+    @field_validator("roles")
+    @classmethod
+    def _roles(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        problems = []
+        for role, members in value.items():
+            if role not in KNOWN_ROLES:
+                problems.append(f"unknown role {role!r} (known: {', '.join(KNOWN_ROLES)})")
+            bad = [m for m in members if not re.fullmatch(_SLACK_USER_OR_GROUP, m)]
+            if bad:
+                problems.append(
+                    f"{role}: {', '.join(repr(b) for b in bad)} are not Slack user IDs (U…/W…) "
+                    "or user group IDs (S…); copy them from the profile's ⋮ menu"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        if not any(value.values()):
+            raise ValueError(
+                "nobody may place calls: list Slack user or user group IDs under Manager or "
+                "SystemAdministrator"
+            )
+        return value
+
+    @field_validator("flows")
+    @classmethod
+    def _aliases(cls, value: dict[str, str]) -> dict[str, str]:
+        empty = [alias for alias, flow_id in value.items() if not flow_id.strip()]
+        if empty:
+            raise ValueError(f"aliases with an empty flow ID: {', '.join(empty)}")
+        return {alias.lower(): flow_id.strip() for alias, flow_id in value.items()}
+
+    @model_validator(mode="after")
+    def _caller_id(self) -> Policy:
+        if self.default_caller_id is not None:
+            try:
+                e164 = to_e164(self.default_caller_id, self.default_region)
+            except NumberRejected as exc:
+                raise ValueError(f"default_caller_id: {exc.reason}") from None
+            object.__setattr__(self, "default_caller_id", e164)
+        return self
+
+    @property
+    def dial_policy(self) -> DialPolicy:
+        return DialPolicy(
+            default_region=self.default_region,
+            allowed_regions=frozenset(self.allowed_regions),
+            allowed_types=DEFAULT_ALLOWED_TYPES,
+        )
+
+    def members(self) -> dict[str, frozenset[str]]:
+        return {role: frozenset(ids) for role, ids in self.roles.items()}
+
+
+def _describe(error: ValidationError, *, prefix: str, env: bool) -> list[str]:
+    problems = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        if env:
+            name = loc[0].upper() if loc else "settings"
+        else:
+            name = ".".join(loc) if loc else "file"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "missing":
+            message = "is required but not set" if env else "is required"
+        elif item["type"] == "extra_forbidden":
+            message = "is not a known setting (check the spelling)"
+        problems.append(f"{prefix}{name}: {message}" if loc else f"{prefix}{message}")
+    return problems
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, prefix="", env=True)) from None
+
+
+def load_policy(path: Path) -> Policy:
+    where = f"{path}: "
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"CALLBOT_CONFIG: {path} does not exist (copy callbot.example.toml and edit it)"]
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"CALLBOT_CONFIG: cannot read {path}: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{where}not valid TOML: {exc}"]) from None
+    try:
+        return Policy.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, prefix=where, env=False)) from None
+
+
+def load_configuration(**overrides: Any) -> tuple[Settings, Policy]:
+    """Settings and policy together, with every problem of both reported at once."""
+    problems: list[str] = []
+    settings: Settings | None = None
+    try:
+        settings = load_settings(**overrides)
+    except ConfigError as exc:
+        problems += exc.problems
+    path = settings.callbot_config if settings else Path(
+        overrides.get("callbot_config") or _env_policy_path()
+    )
+    policy: Policy | None = None
+    try:
+        policy = load_policy(path)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems or settings is None or policy is None:
+        raise ConfigError(problems)
+    return settings, policy
+
+
+def _env_policy_path() -> Path:
+    return Path(os.environ.get("CALLBOT_CONFIG") or DEFAULT_POLICY_PATH)

@@ -1,0 +1,138 @@
+"""The project's own refusals and failures, and the one place that turns any error into words.
+
+    CallbotError                 a request we refuse or cannot complete; `.user_message` says why
+     ├─ RoleDenied               the requester holds none of the roles the action needs
+     ├─ GroupLookupFailed        Slack would not tell us a user group's members
+     ├─ FlowNotFound             no flow matches the word typed (with the closest names)
+     ├─ FlowAmbiguous            several flows match it
+     ├─ CallerIdNotOwned         the caller ID is not one of the account's numbers
+     └─ CannotNotify             neither the channel nor the requester can be told: nothing dialled
+
+Refusals from parsing live beside their parsers (`phone.NumberRejected`, `command.CommandRejected`),
+failures of the voice API in `evovoice`. `describe()` maps all of them to plain words that say what to
+do next; anything unexpected becomes a short reference id that is also in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+
+from bot import evovoice
+from bot.command import CommandRejected
+from bot.phone import NumberRejected
+
+logger = logging.getLogger(__name__)
+
+
+class CallbotError(Exception):
+    user_message: str = "Something went wrong."
+
+    def __init__(self, user_message: str | None = None) -> None:
+        if user_message is not None:
+            self.user_message = user_message
+        super().__init__(self.user_message)
+
+
+class RoleDenied(CallbotError):
+    def __init__(self, required: Sequence[str], action: str = "place calls") -> None:
+        self.required = tuple(required)
+        super().__init__(
+            f"You are not allowed to {action}: it needs the {' or '.join(self.required)} role. "
+            "Ask an administrator of callbot to add you (or one of your user groups) to the "
+            "policy file."
+        )
+
+
+class GroupLookupFailed(CallbotError):
+    def __init__(self, group_id: str, reason: str) -> None:
+        self.group_id = group_id
+        super().__init__(
+            f"I could not check your membership of user group {group_id} ({reason}). Try again in a "
+            "minute; if it persists, an administrator should check that the bot has the "
+            "usergroups:read scope."
+        )
+
+
+class FlowNotFound(CallbotError):
+    def __init__(self, text: str, suggestions: Sequence[str]) -> None:
+        self.text = text
+        self.suggestions = tuple(suggestions)
+        hint = (
+            "Closest flows: " + ", ".join(f"“{name}”" for name in self.suggestions) + "."
+            if self.suggestions
+            else "The account has no flows that callbot can use."
+        )
+        super().__init__(f"No flow is called “{text}”. {hint} Use a flow's name or its slug "
+                         "(wake-up-call for “Wake Up Call”).")
+
+
+class FlowAmbiguous(CallbotError):
+    def __init__(self, text: str, candidates: Sequence[str]) -> None:
+        self.text = text
+        self.candidates = tuple(candidates)
+        super().__init__(
+            f"“{text}” matches several flows: "
+            + ", ".join(f"“{name}”" for name in self.candidates)
+            + ". Ask an administrator to give each a distinct alias in the policy file's [flows]."
+        )
+
+
+class CallerIdNotOwned(CallbotError):
+    def __init__(self, masked: str, owned: Sequence[str]) -> None:
+        listing = ", ".join(owned) if owned else "none"
+        super().__init__(
+            f"{masked} is not one of the account's phone numbers, so it can't be the caller ID. "
+            f"Owned numbers: {listing}. Leave it out to use the default."
+        )
+
+
+class CannotNotify(CallbotError):
+    user_message = (
+        "I could not post the call's confirmation anywhere, so I did not dial. Invite the bot to "
+        "the channel (/invite @callbot) and try again."
+    )
+
+
+def reference_id() -> str:
+    return secrets.token_hex(4)
+
+
+def describe(exc: BaseException) -> str:
+    """Plain words for the requester: what happened and what to do next."""
+    if isinstance(exc, CallbotError):
+        return exc.user_message
+    if isinstance(exc, (NumberRejected, CommandRejected)):
+        return exc.reason
+    if isinstance(exc, evovoice.OutcomeUnknown):
+        return (
+            "⚠️ Outcome unknown: Evo Voice did not answer clearly, so the call may or may not have "
+            "been placed. I did not retry, to avoid ringing twice. Check the call log in Evo Voice "
+            "before calling again."
+        )
+    if isinstance(exc, evovoice.EvoVoiceUnreachable):
+        return (
+            "Evo Voice could not be reached, so nothing was dialled. Try again in a minute; if "
+            "it persists, check the voice service's status."
+        )
+    if isinstance(exc, evovoice.RateLimited):
+        wait = f" in {int(exc.retry_after + 0.999)} s" if exc.retry_after else " shortly"
+        return f"Evo Voice is rate-limiting calls, so nothing was dialled. Try again{wait}."
+    if isinstance(exc, evovoice.BadLogin):
+        return (
+            "The bot's Evo Voice login was refused, so nothing was dialled. An operator must fix "
+            "EVOVOICE_USERNAME / EVOVOICE_PASSWORD."
+        )
+    if isinstance(exc, evovoice.MissingRole):
+        return (
+            "The bot's Evo Voice login lacks the Manager role, so nothing was dialled. An operator "
+            "must grant it in Evo Voice."
+        )
+    if isinstance(exc, evovoice.EvoVoiceStatusError):
+        return f"Evo Voice refused the call: {exc.message}. Nothing was dialled."
+    if isinstance(exc, evovoice.EvoVoiceError):
+        return f"Evo Voice failed: {exc.message}. Try again in a minute."
+    ref = reference_id()
+    logger.error("unexpected error, reference %s", ref, exc_info=exc)
+    return f"Something went wrong on our side (reference {ref}). Tell the callbot operators."

@@ -1,0 +1,144 @@
+"""Running the bot: build everything, serve Slack over Socket Mode or HTTP, stop gracefully.
+
+    Socket Mode (SLACK_APP_TOKEN set): events arrive over a websocket the bot opens; `/healthz` is
+      still served on PORT so an orchestrator can probe the process.
+    HTTP mode: Slack POSTs signed requests to `/slack/events` on PORT; `/healthz` beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import aiohttp
+import httpx
+from aiohttp import web
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+from bot.app import create_app, create_slack_client
+from bot.config import ConfigError, Policy, Settings
+from bot.evovoice import EvoVoiceClient
+from bot.server import create_web_app, health_routes, slack_routes
+from bot.services import Services, build_services
+from bot.store import Database
+
+logger = logging.getLogger(__name__)
+
+# How long a stopping bot waits for calls already being placed to finish their bookkeeping.
+SHUTDOWN_GRACE_SECONDS = 20.0
+
+
+class Runtime:
+    def __init__(self, settings: Settings, policy: Policy) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.ready = False
+        self.services: Services | None = None
+        self.app: AsyncApp | None = None
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        self._evo: EvoVoiceClient | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._db: Database | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        # One connection pool for every Slack Web API call (slack_sdk opens one per call otherwise).
+        self._http = aiohttp.ClientSession()
+        slack = create_slack_client(settings, self._http)
+        self._evo = EvoVoiceClient(
+            settings.evovoice_url,
+            settings.evovoice_username,
+            settings.evovoice_password.get_secret_value(),
+            timeout=httpx.Timeout(settings.evovoice_timeout, connect=5.0),
+        )
+        self._db = Database(settings.database_url)
+        try:
+            await self._db.open()
+            self.services = await build_services(settings, self.policy, slack, self._evo, self._db)
+            identity = await check_slack_token(slack, settings)
+            self.app = create_app(settings, self.services, slack, identity)
+            routes = health_routes(lambda: self.ready)
+            if not settings.socket_mode:
+                assert settings.slack_signing_secret is not None  # Settings guarantees it
+                routes += slack_routes(self.app, settings.slack_signing_secret.get_secret_value())
+            await self._serve_http(routes)
+            if settings.socket_mode:
+                assert settings.slack_app_token is not None
+                self._socket = AsyncSocketModeHandler(
+                    self.app, settings.slack_app_token.get_secret_value()
+                )
+                await self._socket.connect_async()  # type: ignore[no-untyped-call]
+        except BaseException:
+            await self.stop()
+            raise
+        self.ready = True
+        mode = "Socket Mode" if settings.socket_mode else "HTTP mode"
+        logger.info("callbot ready (%s, port %s)", mode, self.port)
+
+    async def _serve_http(self, routes: list[web.RouteDef]) -> None:
+        self._runner = web.AppRunner(
+            create_web_app(routes), handle_signals=False, shutdown_timeout=5.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, port=self.settings.port)
+        await site.start()
+        # With PORT=0 each interface (IPv4, IPv6) gets its own free port; report the IPv4 one.
+        addresses = self._runner.addresses  # (host, port) for IPv4, 4-tuples for IPv6
+        ipv4 = [a for a in addresses if len(a) == 2] or addresses
+        self.port = int(ipv4[0][1]) if ipv4 else self.settings.port
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Stop taking work, let in-flight calls finish their bookkeeping, close connections."""
+        self.ready = False
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
+        if self._runner is not None:
+            # Stops listening and lets requests being answered (acks) finish first.
+            await self._runner.cleanup()
+            self._runner = None
+        if self.services is not None:
+            await self.services.tasks.drain(grace)
+        if self._evo is not None:
+            await self._evo.aclose()
+            self._evo = None
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+        logger.info("callbot stopped")
+
+
+async def check_slack_token(slack: AsyncWebClient, settings: Settings) -> AsyncSlackResponse:
+    try:
+        return await slack.auth_test()
+    except SlackApiError as exc:
+        error = exc.response.get("error", "unknown error")
+        raise ConfigError([
+            f"SLACK_BOT_TOKEN: Slack refused it ({error}); copy the Bot User OAuth Token "
+            "(xoxb-…) from the app's OAuth & Permissions page"
+        ]) from None
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise ConfigError([
+            f"SLACK_API_URL: cannot reach {settings.slack_api_url} ({type(exc).__name__})"
+        ]) from None
+
+
+async def run_until_signalled(runtime: Runtime) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
+    await stop.wait()
+    logger.info("signal received: finishing in-flight work")
+    await runtime.stop()

@@ -1,0 +1,139 @@
+"""The long-lived services a running bot shares, built once at start-up and handed to listeners.
+
+Start-up is where configuration meets the outside world: the bot's Evo Voice login, its roles and
+account, the flow aliases and the default caller ID are all checked here, so a broken set-up stops
+the bot with a clear message instead of failing on somebody's first call.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.access import AccessControl, UserGroups
+from bot.calls import CallService
+from bot.catalog import Catalog
+from bot.config import KNOWN_ROLES, ConfigError, Policy, Settings
+from bot.evovoice import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable
+from bot.idempotency import Claims
+from bot.notify import Notifier
+from bot.phone import mask
+from bot.store import Database
+from bot.tasks import BackgroundTasks
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    policy: Policy
+    evo: EvoVoiceClient
+    catalog: Catalog
+    access: AccessControl
+    notifier: Notifier
+    calls: CallService
+    tasks: BackgroundTasks
+    account_ids: list[str]
+    db: Database
+
+
+async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
+    """Check the bot's own Evo Voice login and pick its account; ConfigError says what to fix."""
+    try:
+        status = await evo.auth_status()
+    except BadLogin:
+        raise ConfigError([
+            "EVOVOICE_USERNAME / EVOVOICE_PASSWORD: Evo Voice refused the login; check both "
+            "(the bot logs in as an ordinary Evo Voice user)"
+        ]) from None
+    except EvoVoiceUnreachable:
+        raise ConfigError([
+            f"EVOVOICE_URL: cannot connect to {settings.evovoice_url}; check the URL and the network"
+        ]) from None
+    except EvoVoiceError as exc:
+        raise ConfigError([f"EVOVOICE_URL: GET /auth/status failed: {exc.message}"]) from None
+    if not status.is_authenticated:
+        raise ConfigError(["EVOVOICE_USERNAME / EVOVOICE_PASSWORD: the login is not authenticated"])
+    if not set(status.roles).intersection(KNOWN_ROLES):
+        raise ConfigError([
+            f"EVOVOICE_USERNAME: the Evo Voice user {settings.evovoice_username!r} lacks the Manager "
+            "or SystemAdministrator role, which placing calls requires; grant it in Evo Voice"
+        ])
+    accounts = dict(zip(status.account_ids, status.account_names or status.account_ids))
+    listing = ", ".join(f"{aid} ({name})" for aid, name in accounts.items())
+    if settings.evovoice_account_id is not None:
+        if settings.evovoice_account_id not in accounts:
+            raise ConfigError([
+                f"EVOVOICE_ACCOUNT_ID: {settings.evovoice_account_id!r} is not an account this "
+                f"login reaches; it reaches: {listing or 'none'}"
+            ])
+        return settings.evovoice_account_id
+    if len(accounts) == 1:
+        return next(iter(accounts))
+    if not accounts:
+        raise ConfigError(["EVOVOICE_USERNAME: the login reaches no Evo Voice account"])
+    raise ConfigError([
+        f"EVOVOICE_ACCOUNT_ID: the login reaches several accounts; set it to one of: {listing}"
+    ])
+
+
+async def check_policy_against_account(catalog: Catalog, policy: Policy) -> None:
+    problems = []
+    flow_ids = {flow.id for flow in await catalog.flows()}
+    for alias, flow_id in policy.flows.items():
+        if flow_id not in flow_ids:
+            problems.append(
+                f"{alias} in [flows]: flow ID {flow_id!r} does not exist in the Evo Voice account"
+            )
+    if policy.default_caller_id is not None:
+        owned = await catalog.owned_numbers()
+        if policy.default_caller_id not in owned:
+            problems.append(
+                f"default_caller_id: {mask(policy.default_caller_id)} is not one of the account's "
+                f"phone numbers ({', '.join(owned) or 'it owns none'})"
+            )
+    if problems:
+        raise ConfigError(problems)
+
+
+async def build_services(
+    settings: Settings,
+    policy: Policy,
+    slack: AsyncWebClient,
+    evo: EvoVoiceClient,
+    db: Database,
+) -> Services:
+    account_id = await choose_account(evo, settings)
+    account_ids = [account_id]
+    catalog = Catalog(evo, account_ids, policy.flows)
+    try:
+        await check_policy_against_account(catalog, policy)
+    except EvoVoiceError as exc:
+        raise ConfigError([f"EVOVOICE_URL: reading flows and numbers failed: {exc.message}"]) from None
+    access = AccessControl(policy.roles, UserGroups(slack))
+    notifier = Notifier(slack)
+    calls = CallService(
+        access=access,
+        catalog=catalog,
+        evo=evo,
+        notifier=notifier,
+        claims=Claims(db),
+        dial_policy=policy.dial_policy,
+        default_caller_id=policy.default_caller_id,
+        account_ids=account_ids,
+    )
+    return Services(
+        settings=settings,
+        policy=policy,
+        evo=evo,
+        catalog=catalog,
+        access=access,
+        notifier=notifier,
+        calls=calls,
+        tasks=BackgroundTasks(),
+        account_ids=account_ids,
+        db=db,
+    )

@@ -1,0 +1,202 @@
+"""Fixtures that run the real bot against loopback stand-ins for Slack and Evo Voice.
+
+`bot_factory(mode=...)` starts `bot.runtime.Runtime` exactly as `python -m bot` does (same settings,
+same start-up checks, same servers); `BotUnderTest.command()` then sends `/call` the way Slack does:
+a signed HTTP POST to /slack/events in HTTP mode, a `slash_commands` envelope over the websocket in
+Socket Mode.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import uuid
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.config import load_policy, load_settings
+from bot.runtime import Runtime
+from tests.standins.evovoice import EvoVoiceStandIn
+from tests.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
+
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+BOT_TOKEN = "xoxb-test"
+APP_TOKEN = "xapp-test"
+EVO_USER = "bot@example.com"
+EVO_PASSWORD = "evo-secret-password"
+
+FLOWS = [
+    {"id": "flow-esc", "name": "Escalation", "accountId": "acct-1"},
+    {"id": "flow-wake", "name": "Wake Up Call", "accountId": "acct-1"},
+    {"id": "flow-daily", "name": "Daily Check", "accountId": "acct-1"},
+    {"id": "flow-page", "name": "Pager Duty Page", "accountId": "acct-1"},
+]
+OWNED = [
+    {"id": "ep-1", "displayName": "Main line", "phoneNumber": "+18145550100", "accountId": "acct-1"},
+    {"id": "ep-2", "displayName": "Ops line", "phoneNumber": "+18145550101", "accountId": "acct-1"},
+]
+
+POLICY = textwrap.dedent(
+    """
+    default_region = "US"
+    allowed_regions = ["US", "CA"]
+    default_caller_id = "+18145550100"
+
+    [roles]
+    Manager = ["U0MANAGER", "S0LEADS"]
+    SystemAdministrator = ["U0ADMIN"]
+
+    [flows]
+    page = "flow-page"
+    """
+)
+
+
+@pytest.fixture
+async def evo() -> AsyncIterator[EvoVoiceStandIn]:
+    standin = EvoVoiceStandIn(username=EVO_USER, password=EVO_PASSWORD)
+    standin.flows[:] = [dict(f) for f in FLOWS]
+    standin.phone_numbers[:] = [dict(n) for n in OWNED]
+    await standin.start()
+    yield standin
+    await standin.stop()
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[SlackStandIn]:
+    standin = SlackStandIn(bot_token=BOT_TOKEN, app_token=APP_TOKEN)
+    standin.usergroups["S0LEADS"] = ["U0LEAD1", "U0LEAD2"]
+    await standin.start()
+    yield standin
+    await standin.stop()
+
+
+@pytest.fixture
+def policy_path(tmp_path: Path) -> Path:
+    path = tmp_path / "callbot.toml"
+    path.write_text(POLICY)
+    return path
+
+
+def bot_environment(
+    mode: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, port: int = 0
+) -> dict[str, str]:
+    """The environment a deployment would set, pointing at the stand-ins."""
+    env = {
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_API_URL": slack.api_url,
+        "EVOVOICE_URL": evo.url,
+        "EVOVOICE_USERNAME": EVO_USER,
+        "EVOVOICE_PASSWORD": EVO_PASSWORD,
+        "CALLBOT_CONFIG": str(policy_path),
+        "DATABASE_URL": f"sqlite:///{policy_path.parent / 'callbot.db'}",
+        "PORT": str(port),
+        "EVOVOICE_TIMEOUT": "2",
+    }
+    if mode == "socket":
+        env["SLACK_APP_TOKEN"] = APP_TOKEN
+    else:
+        env["SLACK_SIGNING_SECRET"] = SIGNING_SECRET
+    return env
+
+
+_TRIGGERS = itertools.count(1000)
+
+
+@dataclass
+class Ack:
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def text(self) -> str:
+        return json.dumps(self.body)
+
+
+@dataclass
+class BotUnderTest:
+    runtime: Runtime
+    mode: str
+    slack: SlackStandIn
+    evo: EvoVoiceStandIn
+    http: aiohttp.ClientSession
+
+    @property
+    def events_url(self) -> str:
+        return f"http://127.0.0.1:{self.runtime.port}/slack/events"
+
+    async def command(
+        self, text: str, *, user_id: str = "U0MANAGER", channel_id: str = "C0OPS",
+        response_url: str | None = None,
+    ) -> tuple[Ack, str]:
+        """Send `/call text` as Slack would; return the ack and the response_url used."""
+        url = response_url or self.slack.response_url()
+        # Slack mints a fresh trigger_id for every invocation.
+        trigger_id = f"{next(_TRIGGERS)}.{uuid.uuid4().hex[:12]}"
+        fields = dict(text=text, user_id=user_id, channel_id=channel_id, response_url=url,
+                      trigger_id=trigger_id)
+        if self.mode == "socket":
+            envelope = await self.slack.send_envelope(
+                "slash_commands", slash_command_payload(**fields)
+            )
+            return Ack(200, envelope.get("payload") or {}), url
+        body = slash_command_body(**fields)
+        return await self.post_signed(body), url
+
+    async def post_signed(self, body: bytes) -> Ack:
+        async with self.http.post(
+            self.events_url, data=body, headers=sign(body, SIGNING_SECRET)
+        ) as response:
+            raw = await response.text()
+            try:
+                parsed = json.loads(raw) if raw else {}
+            except json.JSONDecodeError:
+                parsed = {"text": raw}
+            return Ack(response.status, parsed)
+
+    async def settle(self) -> None:
+        """Wait until the work started by acked requests has finished."""
+        assert self.runtime.services is not None
+        await self.runtime.services.tasks.wait_idle()
+
+
+BotFactory = Callable[..., Awaitable[BotUnderTest]]
+
+
+@pytest.fixture
+async def bot_factory(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> AsyncIterator[BotFactory]:
+    started: list[BotUnderTest] = []
+    http = aiohttp.ClientSession()
+
+    async def start(mode: str = "http", policy: str | None = None, **env: str) -> BotUnderTest:
+        if policy is not None:
+            policy_path.write_text(policy)
+        values = bot_environment(mode, slack, evo, policy_path)
+        values.update(env)
+        settings = load_settings(_env_file=None, **{k.lower(): v for k, v in values.items()})
+        runtime = Runtime(settings, load_policy(settings.callbot_config))
+        await runtime.start()
+        bot = BotUnderTest(runtime, mode, slack, evo, http)
+        started.append(bot)
+        if mode == "socket":
+            await slack.wait_connected()
+        return bot
+
+    yield start
+    for bot in started:
+        await bot.runtime.stop(grace=5)
+    await http.close()
+
+
+@pytest.fixture(params=["http", "socket"])
+async def bot(request: pytest.FixtureRequest, bot_factory: BotFactory) -> BotUnderTest:
+    """The bot, once in HTTP mode and once in Socket Mode."""
+    return await bot_factory(request.param)

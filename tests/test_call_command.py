@@ -1,0 +1,239 @@
+"""`/call` end to end: the real bot, in HTTP mode and Socket Mode, against the loopback stand-ins."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.conftest import BotFactory, BotUnderTest
+from tests.standins.evovoice import Delayed, Respond
+from tests.standins.slack import SlackStandIn
+
+FULL = "+18144043093"
+MASKED = "+1 814 ••• 3093"
+
+
+def all_text(slack: SlackStandIn) -> str:
+    """Everything the bot sent to Slack: messages and response_url posts."""
+    parts = [str(call.params) for call in slack.calls]
+    parts += [str(body) for bodies in slack.responses.values() for body in bodies]
+    return "\n".join(parts)
+
+
+async def test_call_places_one_call_and_confirms_in_a_thread(bot: BotUnderTest) -> None:
+    ack, _ = await bot.command(f"{FULL} escalation")
+    assert ack.status == 200
+    await bot.settle()
+
+    [post] = bot.evo.outgoing_posts
+    assert post.json == {"flowId": "flow-esc", "numberToDial": FULL, "callerId": "+18145550100"}
+
+    parent = await bot.slack.wait_for_call("chat.postMessage", lambda c: "thread_ts" not in c.params)
+    assert parent.params["channel"] == "C0OPS"
+    assert "<@U0MANAGER>" in parent.params["text"]
+    assert MASKED in parent.params["text"] and "Escalation" in parent.params["text"]
+    [reply] = [c for c in bot.slack.calls_to("chat.postMessage") if c.params.get("thread_ts")]
+    session_id = next(iter(bot.evo.sessions))
+    assert reply.params["channel"] == "C0OPS"
+    assert session_id in reply.params["text"] and "+18145550100" in reply.params["text"]
+    assert FULL not in all_text(bot.slack), "the full number must never reach Slack"
+
+
+async def test_national_format_slug_and_explicit_caller_id(bot: BotUnderTest) -> None:
+    await bot.command("(814) 404-3093 wake-up-call +1 814 555 0101")
+    await bot.settle()
+    [post] = bot.evo.outgoing_posts
+    assert post.json == {"flowId": "flow-wake", "numberToDial": FULL, "callerId": "+18145550101"}
+
+
+async def test_flow_alias_and_case_insensitive_names(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} PAGE")
+    await bot.command(f"{FULL} daily CHECK")
+    await bot.settle()
+    assert sorted(p.json["flowId"] for p in bot.evo.outgoing_posts) == ["flow-daily", "flow-page"]
+
+
+async def test_help_answers_in_the_ack_and_dials_nothing(bot: BotUnderTest) -> None:
+    ack, _ = await bot.command("help")
+    assert ack.status == 200
+    assert "/call +18144043093 escalation" in ack.text
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_user_without_a_role_is_told_which_roles_and_nothing_is_dialled(
+    bot: BotUnderTest,
+) -> None:
+    _, url = await bot.command(f"{FULL} escalation", user_id="U0INTRUDER")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert answer["response_type"] == "ephemeral"
+    assert "Manager" in answer["text"] and "SystemAdministrator" in answer["text"]
+    assert bot.evo.outgoing_posts == []
+    assert bot.slack.calls_to("chat.postMessage") == []
+
+
+async def test_member_of_a_listed_user_group_may_call(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} escalation", user_id="U0LEAD2")
+    await bot.command(f"{FULL} escalation", user_id="U0LEAD1")
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2
+    # Cached: one lookup served both requests.
+    assert len(bot.slack.calls_to("usergroups.users.list")) == 1
+
+
+async def test_group_lookup_failure_is_explained(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    bot.slack.fail("usergroups.users.list", "missing_scope")
+    _, url = await bot.command(f"{FULL} escalation", user_id="U0LEAD1")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "usergroups:read" in answer["text"]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+@pytest.mark.parametrize(
+    ("number", "expected"),
+    [
+        ("+1 809 555 1234", "DO"),  # NANP but the Dominican Republic: region decides, not +1
+        ("+1 900 555 0123", "premium"),
+        ("+44 20 7946 0018", "GB"),
+        ("814404309", "number"),  # too short for the US
+        ("+1814404309３", "plain 0-9"),  # a fullwidth digit is not quietly cleaned
+        ("+18144043093x12", "xtension"),
+    ],
+)
+async def test_numbers_refused_by_policy_are_explained_and_not_dialled(
+    bot_factory: BotFactory, number: str, expected: str
+) -> None:
+    bot = await bot_factory("http")
+    _, url = await bot.command(f"{number} escalation")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert expected in answer["text"]
+    assert answer["response_type"] == "ephemeral"
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_unknown_flow_lists_the_flows(bot: BotUnderTest) -> None:
+    _, url = await bot.command(f"{FULL} escalate-now")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    for name in ("Escalation", "Wake Up Call", "Daily Check"):
+        assert name in answer["text"]
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_unknown_flow_among_many_lists_the_closest(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    bot.evo.flows.extend(
+        {"id": f"flow-{i}", "name": f"Team {i} Rota", "accountId": "acct-1"} for i in range(30)
+    )
+    bot.runtime.services.catalog._flows.invalidate()  # type: ignore[union-attr]
+    _, url = await bot.command(f"{FULL} escalatoin")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "Escalation" in answer["text"]
+    assert "Team 7 Rota" not in answer["text"]
+
+
+async def test_ambiguous_flow_names_every_candidate(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    bot.evo.flows.append({"id": "flow-esc-2", "name": "escalation", "accountId": "acct-1"})
+    bot.runtime.services.catalog._flows.invalidate()  # type: ignore[union-attr]
+    _, url = await bot.command(f"{FULL} escalation")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert "several flows" in answer["text"]
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_flow_list_is_cached_between_commands(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    before = len(bot.evo.requests_to("GET", "/flows"))
+    await asyncio.gather(*(bot.command(f"{FULL} escalation") for _ in range(5)))
+    await bot.settle()
+    assert len(bot.evo.requests_to("GET", "/flows")) == before
+    assert len(bot.evo.outgoing_posts) == 5
+
+
+async def test_caller_id_not_owned_is_refused_before_dialling(bot: BotUnderTest) -> None:
+    _, url = await bot.command(f"{FULL} escalation +18145550199")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert "not one of the account's phone numbers" in answer["text"]
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_without_default_caller_id_the_server_picks(bot_factory: BotFactory) -> None:
+    from tests.conftest import POLICY
+
+    bot = await bot_factory("http", policy=POLICY.replace('default_caller_id = "+18145550100"', ""))
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    [post] = bot.evo.outgoing_posts
+    assert "callerId" not in post.json
+    reply = bot.slack.calls_to("chat.postMessage")[-1]
+    assert "chosen by Evo Voice" in reply.params["text"]
+
+
+@pytest.mark.parametrize("error", ["not_in_channel", "channel_not_found"])
+async def test_where_the_bot_cannot_post_the_response_url_carries_the_news(
+    bot: BotUnderTest, error: str
+) -> None:
+    bot.slack.fail("chat.postMessage", error)
+    _, url = await bot.command(f"{FULL} escalation", channel_id="G0PRIVATE")
+    answers = await bot.slack.wait_for_response(url, n=2)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    assert MASKED in answers[0]["text"]
+    assert "Call placed" in answers[1]["text"]
+    assert all(a["response_type"] == "in_channel" for a in answers)
+
+
+async def test_nothing_is_dialled_when_nobody_could_be_told(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    bot.slack.fail("chat.postMessage", "channel_not_found")
+    url = bot.slack.response_url()
+    bot.slack.expire_response_url(url)
+    await bot.command(f"{FULL} escalation", response_url=url)
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_ack_does_not_wait_for_a_slow_voice_api(bot: BotUnderTest) -> None:
+    bot.evo.queue_outgoing(Delayed(1.5, Respond()))
+    ack, _ = await bot.command(f"{FULL} escalation")
+    assert ack.status == 200
+    # The ack came back while the POST was still unanswered: no result is in the thread yet.
+    assert [c for c in bot.slack.calls_to("chat.postMessage") if c.params.get("thread_ts")] == []
+    await bot.settle()
+    assert "Call placed" in bot.slack.calls_to("chat.postMessage")[-1].params["text"]
+
+
+async def test_a_redelivered_command_rings_once(bot: BotUnderTest) -> None:
+    from tests.standins.slack import slash_command_body, slash_command_payload
+
+    url = bot.slack.response_url()
+    fields = dict(text=f"{FULL} escalation", response_url=url, trigger_id="111.222.abc")
+    if bot.mode == "socket":
+        payload = slash_command_payload(**fields)
+        await bot.slack.send_envelope("slash_commands", payload)
+        await bot.slack.send_envelope("slash_commands", payload)
+    else:
+        data = slash_command_body(**fields)
+        assert (await bot.post_signed(data)).status == 200
+        assert (await bot.post_signed(data)).status == 200
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_a_cold_burst_asks_slack_who_we_are_only_once(bot: BotUnderTest) -> None:
+    await asyncio.gather(
+        *(bot.command(f"+1814404{3000 + i} escalation") for i in range(40))
+    )
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 40
+    assert len(bot.slack.calls_to("auth.test")) == 1  # the start-up check, nothing per request

@@ -1,0 +1,114 @@
+"""HTTP mode's front door: every forged or malformed request gets 401 or 400, never a 500."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
+from tests.standins.slack import sign, slash_command_body
+
+FULL = "+18144043093"
+
+
+@pytest.fixture
+async def http_bot(bot_factory: BotFactory) -> BotUnderTest:
+    return await bot_factory("http")
+
+
+def body(bot: BotUnderTest) -> bytes:
+    return slash_command_body(text=f"{FULL} escalation", response_url=bot.slack.response_url())
+
+
+async def post(bot: BotUnderTest, data: bytes, headers: dict[str, str]) -> int:
+    async with bot.http.post(bot.events_url, data=data, headers=headers) as response:
+        await response.read()
+        return response.status
+
+
+def signed_with(data: bytes, **changes: str) -> dict[str, str]:
+    headers = sign(data, SIGNING_SECRET)
+    headers.update(changes)
+    return headers
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda d: {"Content-Type": "application/x-www-form-urlencoded"},  # no signature at all
+        lambda d: signed_with(d, **{"X-Slack-Signature": "v0=" + "0" * 64}),
+        lambda d: sign(d, "not-the-secret"),
+        lambda d: sign(d, SIGNING_SECRET, timestamp=int(time.time()) - 600),  # replayed
+        lambda d: sign(d, SIGNING_SECRET, timestamp=int(time.time()) + 600),
+        lambda d: signed_with(d, **{"X-Slack-Request-Timestamp": "soon"}),
+        lambda d: signed_with(d, **{"X-Slack-Request-Timestamp": "１７００００００００"}),
+        lambda d: signed_with(d, **{"X-Slack-Request-Timestamp": ""}),
+        lambda d: signed_with(d, **{"X-Slack-Signature": "v0=é"}),
+    ],
+    ids=["unsigned", "wrong-signature", "wrong-secret", "stale", "future", "non-numeric-ts",
+         "unicode-digits-ts", "empty-ts", "non-ascii-signature"],
+)
+async def test_forged_requests_get_401_and_dial_nothing(
+    http_bot: BotUnderTest, tamper: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    data = body(http_bot)
+    assert await post(http_bot, data, tamper(data)) == 401  # type: ignore[operator]
+    await http_bot.settle()
+    assert http_bot.evo.outgoing_posts == []
+    assert "4043093" not in caplog.text and "/response/" not in caplog.text
+
+
+async def test_tampered_body_fails_its_signature(http_bot: BotUnderTest) -> None:
+    data = body(http_bot)
+    headers = sign(data, SIGNING_SECRET)
+    assert await post(http_bot, data.replace(b"U0MANAGER", b"U0ADMIN0X"), headers) == 401
+
+
+async def test_oversized_body_is_refused(http_bot: BotUnderTest) -> None:
+    data = body(http_bot) + b"&padding=" + b"a" * 400_000
+    assert await post(http_bot, data, sign(data, SIGNING_SECRET)) == 400
+    assert http_bot.evo.outgoing_posts == []
+
+
+async def test_signed_body_that_is_not_utf8_is_refused(http_bot: BotUnderTest) -> None:
+    data = b"text=\xff\xfe&user_id=U0MANAGER"
+    assert await post(http_bot, data, sign(data, SIGNING_SECRET)) == 400
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"payload=%7Bnot-json", b"payload=", b"\x00\x01garbage", b"%%%", b""],
+    ids=["bad-json", "empty-payload", "binary", "bad-percent", "empty"],
+)
+async def test_signed_but_malformed_bodies_never_500(http_bot: BotUnderTest, data: bytes) -> None:
+    status = await post(http_bot, data, sign(data, SIGNING_SECRET))
+    assert status in (200, 400, 401, 404)
+    assert http_bot.evo.outgoing_posts == []
+
+
+async def test_forged_request_body_is_not_logged(
+    http_bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    data = body(http_bot)
+    assert await post(http_bot, data, sign(data, "forged")) == 401
+    assert FULL not in caplog.text
+    assert "/response/" not in caplog.text
+
+
+async def test_healthz_answers_once_ready(http_bot: BotUnderTest) -> None:
+    async with http_bot.http.get(f"http://127.0.0.1:{http_bot.runtime.port}/healthz") as response:
+        assert response.status == 200
+        assert (await response.json()) == {"status": "ok"}
+
+
+async def test_healthz_in_socket_mode_too(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("socket")
+    async with bot.http.get(f"http://127.0.0.1:{bot.runtime.port}/healthz") as response:
+        assert response.status == 200
+    # Socket Mode has no public endpoint for Slack requests.
+    async with bot.http.post(bot.events_url, data=b"x") as response:
+        assert response.status in (404, 405)

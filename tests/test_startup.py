@@ -1,0 +1,241 @@
+"""Start-up: bad configuration stops the bot with one line per problem, naming the setting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_configuration, load_policy, load_settings
+from tests.conftest import POLICY, BotFactory, bot_environment
+from tests.standins.evovoice import EvoVoiceStandIn
+from tests.standins.slack import SlackStandIn, sign, slash_command_body
+
+BASE = {
+    "slack_bot_token": "xoxb-1",
+    "slack_app_token": "xapp-1",
+    "evovoice_username": "u",
+    "evovoice_password": "p",
+}
+
+
+def problems_of(policy_text: str, tmp_path: Path) -> list[str]:
+    path = tmp_path / "callbot.toml"
+    path.write_text(policy_text)
+    with pytest.raises(ConfigError) as raised:
+        load_policy(path)
+    return raised.value.problems
+
+
+def test_missing_settings_are_each_named() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(_env_file=None)
+    text = "\n".join(raised.value.problems)
+    for name in ("SLACK_BOT_TOKEN", "EVOVOICE_USERNAME", "EVOVOICE_PASSWORD"):
+        assert f"{name}: is required" in text
+
+
+def test_wrong_tokens_and_urls_are_explained() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(
+            _env_file=None, **{**BASE, "slack_bot_token": "xoxp-user", "slack_app_token": "xoxb-1",
+                               "evovoice_url": "team.evovoice.io", "port": "http"}
+        )
+    text = "\n".join(raised.value.problems)
+    assert "SLACK_BOT_TOKEN: must be a bot token" in text
+    assert "SLACK_APP_TOKEN: must be an app-level token" in text
+    assert "EVOVOICE_URL: must be an http:// or https:// URL" in text
+    assert "PORT:" in text
+    assert len(raised.value.problems) == 4
+
+
+def test_http_mode_needs_the_signing_secret() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(_env_file=None, **{**BASE, "slack_app_token": ""})
+    assert "SLACK_SIGNING_SECRET is required in HTTP mode" in raised.value.problems[0]
+
+
+def test_secrets_never_print() -> None:
+    settings = load_settings(_env_file=None, **{**BASE, "evovoice_password": "hunter2"})
+    assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
+
+
+def test_slack_api_url_gets_its_trailing_slash() -> None:
+    settings = load_settings(_env_file=None, **BASE, slack_api_url="http://127.0.0.1:9/api")
+    assert settings.slack_api_url == "http://127.0.0.1:9/api/"
+
+
+def test_policy_problems_are_each_named(tmp_path: Path) -> None:
+    problems = problems_of(
+        """
+        default_region = "USA"
+        allowed_regions = ["US", "XX"]
+        default_caller_id = "call me"
+        surprise = 1
+        [roles]
+        Manger = ["U0A"]
+        Manager = ["alice"]
+        [flows]
+        page = " "
+        """,
+        tmp_path,
+    )
+    text = "\n".join(problems)
+    assert "default_region: 'USA' is not a region code" in text
+    assert "allowed_regions: not region codes: XX" in text
+    assert "surprise: is not a known setting" in text
+    assert "unknown role 'Manger'" in text
+    assert "'alice' are not Slack user IDs" in text
+    assert "flows: aliases with an empty flow ID: page" in text
+    assert all(str(tmp_path) in p for p in problems)
+
+
+def test_policy_without_anybody_allowed_is_refused(tmp_path: Path) -> None:
+    problems = problems_of('[roles]\nManager = []\n', tmp_path)
+    assert "nobody may place calls" in problems[0]
+
+
+def test_policy_that_is_not_toml(tmp_path: Path) -> None:
+    assert "not valid TOML" in problems_of("roles = [", tmp_path)[0]
+
+
+def test_missing_policy_file_and_settings_are_reported_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        load_configuration()
+    text = "\n".join(raised.value.problems)
+    assert "SLACK_BOT_TOKEN: is required" in text
+    assert "CALLBOT_CONFIG: callbot.toml does not exist" in text
+
+
+def test_example_policy_file_is_valid() -> None:
+    policy = load_policy(Path(__file__).parent.parent / "callbot.example.toml")
+    assert policy.roles["Manager"] == ("U0MANAGER", "S0LEADS")
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"password": "wrong"}, "EVOVOICE_USERNAME / EVOVOICE_PASSWORD: Evo Voice refused the login"),
+        ({"roles": ("Agent",)}, "lacks the Manager or SystemAdministrator role"),
+        ({"accounts": (("a-1", "One"), ("a-2", "Two"))}, "EVOVOICE_ACCOUNT_ID: the login reaches "
+         "several accounts; set it to one of: a-1 (One), a-2 (Two)"),
+    ],
+)
+async def test_voice_login_problems_stop_start_up(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, change: dict[str, object], expected: str
+) -> None:
+    if "password" in change:
+        evo.password = str(change["password"])
+    if "roles" in change:
+        evo.roles = change["roles"]  # type: ignore[assignment]
+    if "accounts" in change:
+        evo.accounts = change["accounts"]  # type: ignore[assignment]
+    with pytest.raises(ConfigError) as raised:
+        await bot_factory("http")
+    assert expected in "\n".join(raised.value.problems)
+
+
+async def test_unknown_account_id_is_refused(bot_factory: BotFactory) -> None:
+    with pytest.raises(ConfigError) as raised:
+        await bot_factory("http", EVOVOICE_ACCOUNT_ID="acct-9")
+    assert "EVOVOICE_ACCOUNT_ID: 'acct-9' is not an account this login reaches" in str(raised.value)
+
+
+async def test_alias_and_caller_id_are_checked_against_the_account(
+    bot_factory: BotFactory,
+) -> None:
+    policy = POLICY.replace('"flow-page"', '"flow-gone"').replace("+18145550100", "+18145550177")
+    with pytest.raises(ConfigError) as raised:
+        await bot_factory("http", policy=policy)
+    problems = raised.value.problems
+    assert any("page in [flows]: flow ID 'flow-gone' does not exist" in p for p in problems)
+    assert any("default_caller_id: +1 814 ••• 0177 is not one of the account's" in p
+               for p in problems)
+
+
+async def test_unreachable_voice_api_is_a_clear_start_up_error(bot_factory: BotFactory) -> None:
+    with pytest.raises(ConfigError) as raised:
+        await bot_factory("http", EVOVOICE_URL="http://127.0.0.1:9")
+    assert "EVOVOICE_URL: cannot connect" in str(raised.value)
+
+
+async def run_bot_process(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
+    """`python -m bot` as a deployment runs it (from an empty folder: no stray .env is read)."""
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_"))}
+    full_env.update(env)
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", env=full_env, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def test_python_m_bot_reports_bad_configuration_and_exits_2(tmp_path: Path) -> None:
+    process = await run_bot_process({"CALLBOT_CONFIG": str(tmp_path / "x")}, tmp_path)
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    text = stderr.decode()
+    assert "callbot cannot start" in text and "✗ SLACK_BOT_TOKEN: is required" in text
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_python_m_bot_serves_until_sigterm(
+    mode: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, unused_tcp_port: int
+) -> None:
+    import aiohttp
+
+    env = bot_environment(mode, slack, evo, policy_path, port=unused_tcp_port)
+    process = await run_bot_process(env, policy_path.parent)
+    base = f"http://127.0.0.1:{unused_tcp_port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                try:
+                    async with http.get(base + "/healthz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the bot never became healthy")
+            url = slack.response_url()
+            if mode == "socket":
+                await slack.wait_connected()
+                from tests.standins.slack import slash_command_payload
+
+                await slack.send_envelope("slash_commands", slash_command_payload(
+                    text="+18144043093 escalation", response_url=url))
+            else:
+                data = slash_command_body(text="+18144043093 escalation", response_url=url)
+                from tests.conftest import SIGNING_SECRET
+
+                async with http.post(base + "/slack/events", data=data,
+                                     headers=sign(data, SIGNING_SECRET)) as response:
+                    assert response.status == 200
+            await evo.wait_for_posts(1, timeout=10)
+            await slack.wait_for_call("chat.postMessage", lambda c: "Call placed" in
+                                      str(c.params.get("text")), timeout=10)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    log = stderr.decode()
+    assert "callbot ready" in log and "callbot stopped" in log
+    assert "+18144043093" not in log and "evo-secret-password" not in log
+
+
+async def test_rejected_slack_token_is_a_clear_start_up_error(bot_factory: BotFactory) -> None:
+    with pytest.raises(ConfigError) as raised:
+        await bot_factory("http", SLACK_BOT_TOKEN="xoxb-revoked")
+    assert "SLACK_BOT_TOKEN: Slack refused it (invalid_auth)" in str(raised.value)

@@ -1,0 +1,117 @@
+"""What the requester hears, and how many POSTs are made, when Evo Voice misbehaves (end to end)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import BotFactory, BotUnderTest
+from tests.standins.evovoice import (
+    Behaviour,
+    Delayed,
+    DropConnection,
+    EmptyObject,
+    ErrorStatus,
+    MalformedJson,
+    NoContent,
+    TooManyRequests,
+)
+
+FULL = "+18144043093"
+
+
+def thread_result(bot: BotUnderTest) -> str:
+    replies = [c for c in bot.slack.calls_to("chat.postMessage") if c.params.get("thread_ts")]
+    assert len(replies) == 1, replies
+    return str(replies[0].params["text"])
+
+
+@pytest.mark.parametrize("behaviour", [EmptyObject(), NoContent(), MalformedJson()])
+async def test_any_2xx_is_a_placed_call_even_without_a_session_id(
+    bot_factory: BotFactory, behaviour: Behaviour
+) -> None:
+    bot = await bot_factory("http")
+    bot.evo.queue_outgoing(behaviour)
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    assert "Call placed" in thread_result(bot)
+
+
+@pytest.mark.parametrize(
+    "behaviour",
+    [ErrorStatus(500), ErrorStatus(503, "Service unavailable"), DropConnection(), Delayed(4.0)],
+    ids=["500", "503", "dropped", "read-timeout"],
+)
+async def test_ambiguous_failures_are_reported_unknown_and_never_resent(
+    bot: BotUnderTest, behaviour: Behaviour
+) -> None:
+    bot.evo.queue_outgoing(behaviour)
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    text = thread_result(bot)
+    assert "Outcome unknown" in text and "did not retry" in text
+
+
+async def test_ambiguous_failure_names_the_session_found_afterwards(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    bot.evo.queue_outgoing(DropConnection())  # the stand-in places the call, then drops the answer
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    [session_id] = bot.evo.sessions
+    assert session_id in thread_result(bot)
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_rate_limit_says_when_to_try_again(bot: BotUnderTest) -> None:
+    bot.evo.queue_outgoing(TooManyRequests(retry_after="7"))
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    text = thread_result(bot)
+    assert "rate-limiting" in text and "7 s" in text
+
+
+async def test_bad_request_shows_the_servers_message(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    bot.evo.queue_outgoing(ErrorStatus(400, "Flow is disabled"))
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    text = thread_result(bot)
+    assert "Flow is disabled" in text and "not placed" in text
+
+
+async def test_lost_login_is_an_operator_problem(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    bot.evo.queue_outgoing(ErrorStatus(401, "Invalid UserName or Password"))
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    assert "EVOVOICE_PASSWORD" in thread_result(bot)
+
+
+async def test_unreachable_voice_api_dials_nothing_and_says_so(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    await bot.evo.stop()  # connections are now refused
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    # The flow list was cached at start-up, so the refusal comes from the POST itself.
+    assert "could not be reached" in thread_result(bot)
+
+
+async def test_a_slow_call_does_not_hold_up_other_requesters(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")  # EVOVOICE_TIMEOUT is 2 s in the tests
+    bot.evo.queue_outgoing(Delayed(30.0))
+    await bot.command(f"{FULL} escalation", user_id="U0MANAGER")
+    await bot.evo.wait_for_posts(1)
+    await bot.command("+18144043094 escalation", user_id="U0ADMIN")
+    placed = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: "Call placed" in str(c.params.get("text"))
+    )
+    # The second call was confirmed while the first was still waiting for its answer.
+    assert not any("Outcome unknown" in str(c.params.get("text"))
+                   for c in bot.slack.calls_to("chat.postMessage"))
+    parents = [c for c in bot.slack.calls_to("chat.postMessage") if "thread_ts" not in c.params]
+    second_parent = next(p for p in parents if "<@U0ADMIN>" in p.params["text"])
+    assert placed.params["thread_ts"] == second_parent.response["ts"]
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2
