@@ -16,6 +16,9 @@ from bot.evovoice import EvoVoiceClient, Flow, OwnedNumber
 from bot.phone import mask
 
 CATALOG_CACHE_SECONDS = 60.0
+# Flows and numbers change rarely: for up to an hour a stale list is served while a refresh runs,
+# so a slow Evo Voice never delays a modal's validation or a command's checks.
+CATALOG_MAX_STALE_SECONDS = 3600.0
 # "All of them when the account has only a few": up to this many, an unknown flow lists every flow.
 LIST_ALL_FLOWS_UP_TO = 10
 MAX_SUGGESTIONS = 5
@@ -41,8 +44,10 @@ class Catalog:
         self._evo = evo
         self._account_ids = list(account_ids)
         self._aliases = {flow_key(alias): flow_id for alias, flow_id in aliases.items()}
-        self._flows: TTLCache[str, list[Flow]] = TTLCache(ttl)
-        self._numbers: TTLCache[str, list[OwnedNumber]] = TTLCache(ttl)
+        self._flows: TTLCache[str, list[Flow]] = TTLCache(ttl, max_stale=CATALOG_MAX_STALE_SECONDS)
+        self._numbers: TTLCache[str, list[OwnedNumber]] = TTLCache(
+            ttl, max_stale=CATALOG_MAX_STALE_SECONDS
+        )
 
     async def flows(self) -> list[Flow]:
         return await self._flows.get("flows", lambda: self._evo.list_flows(self._account_ids))

@@ -1,0 +1,107 @@
+"""TTLCache: one load per key at a time, stale values served while one refresh runs."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.cache import TTLCache
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_concurrent_callers_share_one_load() -> None:
+    loads = 0
+    gate = asyncio.Event()
+
+    async def load() -> int:
+        nonlocal loads
+        loads += 1
+        await gate.wait()
+        return 42
+
+    cache: TTLCache[str, int] = TTLCache(60)
+    waiters = [asyncio.create_task(cache.get("k", load)) for _ in range(100)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await asyncio.gather(*waiters) == [42] * 100
+    assert loads == 1
+
+
+async def test_a_failed_load_is_not_cached_and_reaches_every_waiter() -> None:
+    attempts = 0
+
+    async def load() -> int:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(0)
+        if attempts == 1:
+            raise RuntimeError("upstream down")
+        return 7
+
+    cache: TTLCache[str, int] = TTLCache(60)
+    results = await asyncio.gather(cache.get("k", load), cache.get("k", load),
+                                   return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert await cache.get("k", load) == 7
+
+
+async def test_stale_value_is_served_at_once_while_one_refresh_runs() -> None:
+    clock = Clock()
+    cache: TTLCache[str, str] = TTLCache(60, max_stale=3600, clock=clock)
+    refreshed = asyncio.Event()
+    release = asyncio.Event()
+    calls = 0
+
+    async def load() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return "old"
+        refreshed.set()
+        await release.wait()
+        return "new"
+
+    assert await cache.get("k", load) == "old"
+    clock.now = 120  # stale but usable
+    assert await cache.get("k", load) == "old"
+    assert await cache.get("k", load) == "old"
+    await refreshed.wait()
+    release.set()
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert await cache.get("k", load) == "new"
+    assert calls == 2
+
+
+async def test_too_old_values_are_not_served() -> None:
+    clock = Clock()
+    cache: TTLCache[str, str] = TTLCache(60, max_stale=600, clock=clock)
+    values = iter(["old", "new"])
+
+    async def load() -> str:
+        return next(values)
+
+    assert await cache.get("k", load) == "old"
+    clock.now = 601
+    assert await cache.get("k", load) == "new"
+
+
+@pytest.mark.parametrize("key", [None, "k"])
+async def test_invalidate_forces_a_reload(key: str | None) -> None:
+    values = iter([1, 2])
+
+    async def load() -> int:
+        return next(values)
+
+    cache: TTLCache[str, int] = TTLCache(60)
+    assert await cache.get("k", load) == 1
+    cache.invalidate(key)
+    assert await cache.get("k", load) == 2
