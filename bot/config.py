@@ -43,6 +43,10 @@ KNOWN_ROLES = (MANAGER, SYSTEM_ADMINISTRATOR)
 _SLACK_USER_OR_GROUP = r"^[UWS][A-Z0-9]{2,20}$"
 
 
+# The values .env.example ships with: a clear "fill me in" beats a network error at start-up.
+_PLACEHOLDERS = frozenset({"xoxb-your-bot-token", "xapp-your-app-level-token", "change-me"})
+
+
 class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
@@ -83,6 +87,17 @@ class Settings(BaseSettings):
     @classmethod
     def _optional(cls, value: Any) -> Any:
         return _blank_to_none(value)
+
+    @field_validator(
+        "slack_bot_token", "slack_app_token", "slack_signing_secret", "evovoice_password"
+    )
+    @classmethod
+    def _not_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() in _PLACEHOLDERS:
+            raise ValueError(
+                "still holds the placeholder from .env.example; put the real value in .env"
+            )
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

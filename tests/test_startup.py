@@ -239,3 +239,14 @@ async def test_rejected_slack_token_is_a_clear_start_up_error(bot_factory: BotFa
     with pytest.raises(ConfigError) as raised:
         await bot_factory("http", SLACK_BOT_TOKEN="xoxb-revoked")
     assert "SLACK_BOT_TOKEN: Slack refused it (invalid_auth)" in str(raised.value)
+
+
+def test_placeholders_from_env_example_are_named(tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copy(Path(__file__).parent.parent / ".env.example", tmp_path / ".env")
+    with pytest.raises(ConfigError) as raised:
+        load_settings(_env_file=tmp_path / ".env")
+    text = "\n".join(raised.value.problems)
+    for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "EVOVOICE_PASSWORD"):
+        assert f"{name}: still holds the placeholder" in text
