@@ -1,0 +1,24 @@
+"""The docs match the code: every setting is documented, the quick start is what CI runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from bot.config import Settings
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_every_setting_is_in_the_readme_and_env_example() -> None:
+    example = (ROOT / ".env.example").read_text()
+    for name in Settings.model_fields:
+        assert f"`{name.upper()}`" in README, f"{name.upper()} is not documented in README.md"
+        assert re.search(rf"^#? ?{name.upper()}=", example, re.M), f"{name.upper()} not in .env.example"
+
+
+def test_quick_start_commands_are_what_ci_runs() -> None:
+    quick_start = README.split("## Quick start", 1)[1].split("##", 1)[0]
+    assert "make run" in quick_start and "make test" in quick_start
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
