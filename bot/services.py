@@ -16,6 +16,7 @@ from bot.access import AccessControl, UserGroups
 from bot.calls import CallService
 from bot.catalog import Catalog
 from bot.config import KNOWN_ROLES, ConfigError, Policy, Settings
+from bot.errors import CallbotError
 from bot.evovoice import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable
 from bot.idempotency import Claims
 from bot.notify import Notifier
@@ -95,6 +96,11 @@ async def check_policy_against_account(catalog: Catalog, policy: Policy) -> None
                 f"default_caller_id: {mask(policy.default_caller_id)} is not one of the account's "
                 f"phone numbers ({', '.join(owned) or 'it owns none'})"
             )
+    if policy.oncall is not None:
+        try:
+            await catalog.resolve_flow(policy.oncall.flow)
+        except CallbotError as exc:
+            problems.append(f"oncall.flow: {exc.user_message}")
     if problems:
         raise ConfigError(problems)
 
