@@ -21,6 +21,7 @@ from bot.evovoice import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreac
 from bot.idempotency import Claims
 from bot.notify import Notifier
 from bot.phone import mask
+from bot.roster import OnCall, Overrides, PhoneBook
 from bot.store import Database
 from bot.tasks import BackgroundTasks
 
@@ -39,6 +40,7 @@ class Services:
     tasks: BackgroundTasks
     account_ids: list[str]
     db: Database
+    oncall: OnCall
 
 
 async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
@@ -142,4 +144,9 @@ async def build_services(
         tasks=BackgroundTasks(),
         account_ids=account_ids,
         db=db,
+        oncall=OnCall(
+            policy.oncall,
+            phones=PhoneBook(slack, policy.people, policy.dial_policy),
+            overrides=Overrides(db),
+        ),
     )
