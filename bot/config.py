@@ -7,25 +7,30 @@ line per problem, each naming the setting and what is wrong.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    AfterValidator,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.phone import DEFAULT_ALLOWED_TYPES, DialPolicy, NumberRejected, to_e164
+from bot.oncall import DEFAULT_HANDOFF, DEFAULT_START, HandoffRule, Rotation, parse_handoff
+from bot.phone import DEFAULT_ALLOWED_TYPES, DialPolicy, NumberRejected, check_dialable, to_e164
 from bot.store import DatabaseUrlError, sqlite_path
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -41,6 +46,12 @@ SYSTEM_ADMINISTRATOR = "SystemAdministrator"
 KNOWN_ROLES = (MANAGER, SYSTEM_ADMINISTRATOR)
 
 _SLACK_USER_OR_GROUP = r"^[UWS][A-Z0-9]{2,20}$"
+_SLACK_USER = r"^[UW][A-Z0-9]{2,20}$"
+# Seconds an escalation call may ring unanswered: long enough for a phone to be found, short
+# enough that an outage doesn't wait on one sleeping person.
+DEFAULT_ANSWER_TIMEOUT = 90
+MIN_ANSWER_TIMEOUT = 15
+MAX_ANSWER_TIMEOUT = 600
 
 
 # The values .env.example ships with: a clear "fill me in" beats a network error at start-up.
@@ -161,6 +172,116 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _slack_user_id(value: str) -> str:
+    if not re.fullmatch(_SLACK_USER, value):
+        raise ValueError(
+            f"{value!r} is not a Slack user ID (U… or W…); copy it from the profile's ⋮ menu"
+        )
+    return value
+
+
+def _user_ids(value: tuple[str, ...]) -> tuple[str, ...]:
+    bad = [v for v in value if not re.fullmatch(_SLACK_USER, v)]
+    if bad:
+        raise ValueError(
+            f"{', '.join(repr(b) for b in bad)} are not Slack user IDs (U…/W…); copy them from "
+            "the profile's ⋮ menu"
+        )
+    repeated = sorted({v for v in value if value.count(v) > 1})
+    if repeated:
+        raise ValueError(f"lists {', '.join(repeated)} more than once")
+    return value
+
+
+def _person_number(value: str, info: ValidationInfo) -> str:
+    region = info.data.get("default_region")
+    regions = info.data.get("allowed_regions")
+    if region is None or regions is None:
+        return value  # the region settings are wrong themselves (and reported): nothing to check
+    policy = DialPolicy(
+        default_region=region,
+        allowed_regions=frozenset(regions),
+        allowed_types=DEFAULT_ALLOWED_TYPES,
+    )
+    try:
+        return check_dialable(value, policy).e164
+    except NumberRejected as exc:
+        raise ValueError(exc.reason) from None
+
+
+SlackUserId = Annotated[str, AfterValidator(_slack_user_id)]
+PersonNumber = Annotated[str, AfterValidator(_person_number)]
+
+
+class OnCallPolicy(_Strict):
+    """The `[oncall]` section: the rotation (bot.oncall explains the hand-off rule), escalation."""
+
+    flow: str
+    rotation: tuple[str, ...]
+    handoff: str = DEFAULT_HANDOFF
+    timezone: str = "UTC"
+    start: dt.date = DEFAULT_START
+    answer_timeout: int = Field(
+        default=DEFAULT_ANSWER_TIMEOUT, ge=MIN_ANSWER_TIMEOUT, le=MAX_ANSWER_TIMEOUT
+    )
+    escalate_to: tuple[str, ...] = ()
+
+    @field_validator("flow")
+    @classmethod
+    def _flow(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty: name the Evo Voice flow used for escalation calls")
+        return value.strip()
+
+    @field_validator("rotation")
+    @classmethod
+    def _rotation(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("is empty: list the Slack user IDs of the people on call, in order")
+        return _user_ids(value)
+
+    @field_validator("escalate_to")
+    @classmethod
+    def _escalate_to(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _user_ids(value)
+
+    @field_validator("handoff")
+    @classmethod
+    def _handoff(cls, value: str) -> str:
+        return str(parse_handoff(value))
+
+    @field_validator("start", mode="before")
+    @classmethod
+    def _start(cls, value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            raise ValueError(
+                "must be a date like 2026-01-05, without a time (the time of day is handoff's)"
+            )
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"{value!r} is not an IANA time zone name (like \"America/New_York\" or \"UTC\")"
+            ) from None
+        return value
+
+    @property
+    def handoff_rule(self) -> HandoffRule:
+        return parse_handoff(self.handoff)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def schedule(self) -> Rotation:
+        return Rotation(self.rotation, self.handoff_rule, self.zone, self.start)
+
+
 class Policy(_Strict):
     """The TOML policy file (`CALLBOT_CONFIG`): who may call, where, and with which flows."""
 
@@ -169,6 +290,9 @@ class Policy(_Strict):
     default_caller_id: str | None = None
     roles: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     flows: dict[str, str] = Field(default_factory=dict)
+    # Phone numbers by Slack user ID, for the on-call rotation (else the Slack profile's phone).
+    people: dict[SlackUserId, PersonNumber] = Field(default_factory=dict)
+    oncall: OnCallPolicy | None = None
 
     @field_validator("default_region")
     @classmethod
@@ -244,7 +368,8 @@ class Policy(_Strict):
 def _describe(error: ValidationError, *, prefix: str, env: bool) -> list[str]:
     problems = []
     for item in error.errors():
-        loc = [str(part) for part in item["loc"]]
+        # A bad dict key is reported at (..., key, "[key]"): name the entry, as for a bad value.
+        loc = [str(part) for part in item["loc"] if part != "[key]"]
         if env:
             name = loc[0].upper() if loc else "settings"
         else:

@@ -6,7 +6,9 @@
      ├─ FlowNotFound             no flow matches the word typed (with the closest names)
      ├─ FlowAmbiguous            several flows match it
      ├─ CallerIdNotOwned         the caller ID is not one of the account's numbers
-     └─ CannotNotify             neither the channel nor the requester can be told: nothing dialled
+     ├─ CannotNotify             neither the channel nor the requester can be told: nothing dialled
+     ├─ OnCallNotConfigured      the policy file has no [oncall] section
+     └─ NoUsableNumber           a person has no phone number the bot may dial
 
 Refusals from parsing live beside their parsers (`phone.NumberRejected`, `command.CommandRejected`),
 failures of the voice API in `evovoice`. `describe()` maps all of them to plain words that say what to
@@ -93,6 +95,24 @@ class CannotNotify(CallbotError):
         "I could not post the call's confirmation anywhere, so I did not dial. Invite the bot to "
         "the channel (/invite @callbot) and try again."
     )
+
+
+class OnCallNotConfigured(CallbotError):
+    user_message = (
+        "No on-call rotation is set up. An administrator must add an [oncall] section (flow and "
+        "rotation) to the policy file."
+    )
+
+
+class NoUsableNumber(CallbotError):
+    def __init__(self, user_id: str, problem: str, action: str) -> None:
+        self.user_id = user_id
+        self.problem = problem
+        super().__init__(
+            f"You can't {action} without a phone number the bot can dial ({problem}). Add your "
+            "number to your Slack profile, or ask an administrator to list you under [people] "
+            "in the policy file."
+        )
 
 
 def reference_id() -> str:

@@ -16,10 +16,12 @@ from bot.access import AccessControl, UserGroups
 from bot.calls import CallService
 from bot.catalog import Catalog
 from bot.config import KNOWN_ROLES, ConfigError, Policy, Settings
+from bot.errors import CallbotError
 from bot.evovoice import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable
 from bot.idempotency import Claims
 from bot.notify import Notifier
 from bot.phone import mask
+from bot.roster import OnCall, Overrides, PhoneBook
 from bot.store import Database
 from bot.tasks import BackgroundTasks
 
@@ -38,6 +40,7 @@ class Services:
     tasks: BackgroundTasks
     account_ids: list[str]
     db: Database
+    oncall: OnCall
 
 
 async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
@@ -95,6 +98,11 @@ async def check_policy_against_account(catalog: Catalog, policy: Policy) -> None
                 f"default_caller_id: {mask(policy.default_caller_id)} is not one of the account's "
                 f"phone numbers ({', '.join(owned) or 'it owns none'})"
             )
+    if policy.oncall is not None:
+        try:
+            await catalog.resolve_flow(policy.oncall.flow)
+        except CallbotError as exc:
+            problems.append(f"oncall.flow: {exc.user_message}")
     if problems:
         raise ConfigError(problems)
 
@@ -136,4 +144,9 @@ async def build_services(
         tasks=BackgroundTasks(),
         account_ids=account_ids,
         db=db,
+        oncall=OnCall(
+            policy.oncall,
+            phones=PhoneBook(slack, policy.people, policy.dial_policy),
+            overrides=Overrides(db),
+        ),
     )

@@ -46,6 +46,21 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX claims_by_time ON claims (claimed_at)
         """,
     ),
+    Migration(
+        4,
+        "on-call overrides",
+        """
+        CREATE TABLE oncall_overrides (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id TEXT NOT NULL,
+            replaces TEXT NOT NULL,
+            taken_by TEXT NOT NULL,
+            starts_at REAL NOT NULL,
+            ends_at REAL NOT NULL
+        );
+        CREATE INDEX oncall_overrides_by_end ON oncall_overrides (ends_at)
+        """,
+    ),
 ]
 
 

@@ -10,6 +10,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from bot import views
 from bot.calls import CallRequest
 from bot.command import CallArgs, CommandRejected, FormArgs, HelpArgs, SubcommandArgs, parse_command
+from bot.listeners.oncall import on_oncall_subcommand
 from bot.services import Services
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ async def on_call_command(ack: AsyncAck, command: dict[str, Any], context: Async
         return
     if isinstance(parsed, HelpArgs):
         await ack(**views.help_message().as_kwargs())
+        return
+    if isinstance(parsed, SubcommandArgs) and parsed.name == "oncall":
+        await on_oncall_subcommand(ack, command, parsed.args, services)
         return
     if isinstance(parsed, (FormArgs, SubcommandArgs)):
         # The form and the subcommands come with their own features; until then, say how to call.

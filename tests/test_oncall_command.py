@@ -1,0 +1,196 @@
+"""`/call oncall` and `/call oncall take` end to end: the real bot against the stand-ins."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tests.conftest import POLICY, BotFactory, BotUnderTest
+from tests.standins.slack import slash_command_body
+
+ROSTER = POLICY + """
+[people]
+U0ALICE = "+18144043093"
+U0BOB = "+18144043094"
+U0MANAGER = "(814) 404-3090"
+
+[oncall]
+flow = "Escalation"
+rotation = ["U0ALICE", "U0BOB", "U0CAROL"]
+timezone = "America/New_York"
+escalate_to = ["U0MANAGER"]
+"""
+
+# Alice's shift: Monday 9 March 09:00 EDT to Monday 16 March 09:00 EDT (13:00 UTC).
+IN_ALICES_SHIFT = dt.datetime(2026, 3, 10, 15, tzinfo=dt.UTC)
+HANDOFF = dt.datetime(2026, 3, 16, 13, tzinfo=dt.UTC)
+IN_CAROLS_SHIFT = dt.datetime(2026, 3, 24, 15, tzinfo=dt.UTC)
+
+
+async def start(bot_factory: BotFactory, mode: str, at: dt.datetime,
+                policy: str = ROSTER) -> BotUnderTest:
+    bot = await bot_factory(mode, policy=policy)
+    set_clock(bot, at)
+    return bot
+
+
+def set_clock(bot: BotUnderTest, at: dt.datetime) -> None:
+    assert bot.runtime.services is not None
+    bot.runtime.services.oncall.clock = lambda: at
+
+
+async def ask(bot: BotUnderTest, text: str = "oncall", **kwargs: str) -> dict[str, object]:
+    """Run a command and return the one answer that reached the requester."""
+    _, url = await bot.command(text, **kwargs)
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    return answer
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_oncall_shows_now_and_next_with_masked_numbers(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot = await start(bot_factory, mode, IN_ALICES_SHIFT)
+    answer = await ask(bot, user_id="U0LEAD1")  # a role through a user group is enough
+    assert answer["response_type"] == "ephemeral"
+    text = str(answer["text"])
+    assert "On call now:* <@U0ALICE> · +1 814 ••• 3093 · until Mon 16 Mar 09:00 EDT" in text
+    assert "Next:* <@U0BOB> · +1 814 ••• 3094 · from Mon 16 Mar 09:00 EDT" in text
+    assert "Override" not in text
+    assert "+18144043093" not in str(answer) and "+18144043094" not in str(answer)
+    blocks = str(answer["blocks"])
+    assert "monday 09:00 (America/New_York)" in blocks
+    assert bot.evo.outgoing_posts == []
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_manager_takes_the_shift_until_the_next_handoff(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot = await start(bot_factory, mode, IN_ALICES_SHIFT)
+    ack, _ = await bot.command("oncall take", user_id="U0MANAGER")
+    assert ack.status == 200
+    await bot.settle()
+    [announcement] = bot.slack.calls_to("chat.postMessage")
+    assert announcement.params["channel"] == "C0OPS"
+    text = announcement.params["text"]
+    assert "<@U0MANAGER> is now on call instead of <@U0ALICE>, until Mon 16 Mar 09:00 EDT" in text
+    assert "+1 814 ••• 3090" in text and "+18144043090" not in text
+
+    status = str((await ask(bot, user_id="U0ADMIN"))["text"])
+    assert "On call now:* <@U0MANAGER> · +1 814 ••• 3090 · until Mon 16 Mar 09:00 EDT" in status
+    assert "Override: <@U0MANAGER> took the shift from <@U0ALICE>" in status
+    assert "Next:* <@U0BOB>" in status
+
+    set_clock(bot, HANDOFF)  # the hand-off ends the override
+    status = str((await ask(bot))["text"])
+    assert "On call now:* <@U0BOB>" in status and "Override" not in status
+
+
+async def test_override_survives_a_restart(bot_factory: BotFactory) -> None:
+    first = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    await first.command("oncall take", user_id="U0MANAGER")
+    await first.settle()
+    await first.runtime.stop()
+
+    second = await start(bot_factory, "http", IN_ALICES_SHIFT + dt.timedelta(days=2))
+    status = str((await ask(second))["text"])
+    assert "On call now:* <@U0MANAGER>" in status
+    assert "until Mon 16 Mar 09:00 EDT" in status
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_take_needs_manager_or_administrator(bot_factory: BotFactory, mode: str) -> None:
+    bot = await start(bot_factory, mode, IN_ALICES_SHIFT)
+    bot.slack.users["U0INTRUDER"] = {"profile": {"phone": "+18144043098"}}
+    answer = await ask(bot, "oncall take", user_id="U0INTRUDER")
+    assert answer["response_type"] == "ephemeral"
+    assert "not allowed to take the on-call shift" in str(answer["text"])
+    assert "Manager or SystemAdministrator" in str(answer["text"])
+    assert bot.slack.calls_to("chat.postMessage") == []
+    assert "On call now:* <@U0ALICE>" in str((await ask(bot))["text"])
+
+
+async def test_oncall_needs_a_role_to_see_the_roster(bot_factory: BotFactory) -> None:
+    bot = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    answer = await ask(bot, user_id="U0INTRUDER")
+    assert "not allowed to see who is on call" in str(answer["text"])
+    assert "3093" not in str(answer)
+
+
+async def test_take_is_refused_without_a_phone_number(bot_factory: BotFactory) -> None:
+    bot = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    answer = await ask(bot, "oncall take", user_id="U0ADMIN")  # not in [people], empty profile
+    text = str(answer["text"])
+    assert answer["response_type"] == "ephemeral"
+    assert "can't take the on-call shift without a phone number" in text
+    assert "Slack profile has no phone number" in text
+    assert bot.slack.calls_to("chat.postMessage") == []
+    assert "On call now:* <@U0ALICE>" in str((await ask(bot))["text"])
+
+
+async def test_take_with_the_slack_profile_phone(bot_factory: BotFactory) -> None:
+    bot = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    bot.slack.users["U0ADMIN"] = {"profile": {"phone": "+1 (814) 404-3099"}}
+    await bot.command("oncall take", user_id="U0ADMIN")
+    await bot.settle()
+    [announcement] = bot.slack.calls_to("chat.postMessage")
+    assert "<@U0ADMIN> is now on call" in announcement.params["text"]
+    assert "+1 814 ••• 3099" in announcement.params["text"]
+
+
+async def test_the_slack_profile_phone_is_shown_for_someone_not_in_people(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await start(bot_factory, "http", IN_CAROLS_SHIFT)
+    bot.slack.users["U0CAROL"] = {"profile": {"phone": "(814) 404-3095"}}
+    text = str((await ask(bot))["text"])
+    assert "On call now:* <@U0CAROL> · +1 814 ••• 3095 · until Mon 30 Mar 09:00 EDT" in text
+    assert "Next:* <@U0ALICE> · +1 814 ••• 3093" in text
+    await ask(bot)
+    assert [c.params["user"] for c in bot.slack.calls_to("users.info")] == ["U0CAROL"]  # cached
+
+
+async def test_someone_without_a_usable_number_is_flagged(bot_factory: BotFactory) -> None:
+    bot = await start(bot_factory, "http", IN_CAROLS_SHIFT)
+    text = str((await ask(bot))["text"])
+    assert ("On call now:* <@U0CAROL> · ⚠️ no usable phone number (not in [people], and the "
+            "Slack profile has no phone number)") in text
+
+
+async def test_a_redelivered_take_is_announced_once(bot_factory: BotFactory) -> None:
+    bot = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    body = slash_command_body(text="oncall take", user_id="U0MANAGER",
+                              response_url=bot.slack.response_url(), trigger_id="77.88.take")
+    assert (await bot.post_signed(body)).status == 200
+    assert (await bot.post_signed(body)).status == 200
+    await bot.settle()
+    assert len(bot.slack.calls_to("chat.postMessage")) == 1
+
+
+async def test_oncall_without_a_rotation_says_how_to_set_one_up(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    text = str((await ask(bot))["text"])
+    assert "No on-call rotation is set up" in text and "[oncall]" in text
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_unknown_oncall_words_get_the_usage_in_the_ack(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot = await start(bot_factory, mode, IN_ALICES_SHIFT)
+    ack, _ = await bot.command("oncall give U0BOB")
+    assert "/call oncall take" in ack.text
+    await bot.settle()
+    assert bot.slack.calls_to("chat.postMessage") == []
+
+
+async def test_the_person_on_call_may_take_their_own_shift(bot_factory: BotFactory) -> None:
+    policy = ROSTER.replace('Manager = ["U0MANAGER"', 'Manager = ["U0MANAGER", "U0ALICE"')
+    bot = await start(bot_factory, "http", IN_ALICES_SHIFT, policy=policy)
+    await bot.command("oncall take", user_id="U0ALICE")
+    await bot.settle()
+    [announcement] = bot.slack.calls_to("chat.postMessage")
+    assert "<@U0ALICE> stays on call until Mon 16 Mar 09:00 EDT" in announcement.params["text"]

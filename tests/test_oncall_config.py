@@ -1,0 +1,179 @@
+"""The roster in the policy file: [people] and [oncall], each problem named on its own line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, Policy, load_policy
+from tests.conftest import POLICY, BotFactory
+
+ROLES = '[roles]\nManager = ["U0MANAGER"]\n'
+
+ISSUE_EXAMPLE = ROLES + textwrap.dedent(
+    """
+    [people]
+    U0ALICE = "+18144043093"
+    U0BOB = "+18144043094"
+
+    [oncall]
+    flow = "Escalation"
+    rotation = ["U0ALICE", "U0BOB"]
+    handoff = "monday 09:00"
+    timezone = "America/New_York"
+    start = 2026-01-05
+    answer_timeout = 90
+    escalate_to = ["U0MANAGER"]
+    """
+)
+
+
+def load(text: str, tmp_path: Path) -> Policy:
+    path = tmp_path / "callbot.toml"
+    path.write_text(text)
+    return load_policy(path)
+
+
+def problems_of(text: str, tmp_path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as raised:
+        load(text, tmp_path)
+    return [p.split(": ", 1)[1] for p in raised.value.problems]  # without the file name
+
+
+def test_the_issues_example_loads(tmp_path: Path) -> None:
+    policy = load(ISSUE_EXAMPLE, tmp_path)
+    assert policy.people == {"U0ALICE": "+18144043093", "U0BOB": "+18144043094"}
+    assert policy.oncall is not None
+    assert policy.oncall.rotation == ("U0ALICE", "U0BOB")
+    assert policy.oncall.zone.key == "America/New_York"
+    assert policy.oncall.escalate_to == ("U0MANAGER",)
+
+
+def test_only_flow_and_rotation_are_required(tmp_path: Path) -> None:
+    policy = load(ROLES + '[oncall]\nflow = "page"\nrotation = ["U0ALICE"]\n', tmp_path)
+    oncall = policy.oncall
+    assert oncall is not None
+    assert oncall.handoff == "monday 09:00"
+    assert oncall.timezone == "UTC"
+    assert oncall.start == dt.date(2026, 1, 5)
+    assert oncall.start.weekday() == 0
+    assert oncall.answer_timeout == 90
+    assert oncall.escalate_to == ()
+    assert policy.people == {}
+
+
+def test_without_oncall_section_there_is_no_rotation(tmp_path: Path) -> None:
+    policy = load(ROLES + '[people]\nU0ALICE = "+18144043093"\n', tmp_path)
+    assert policy.oncall is None
+
+
+def test_people_numbers_become_e164_and_hand_off_rules_are_normalised(tmp_path: Path) -> None:
+    policy = load(
+        ROLES + '[people]\nU0ALICE = "(814) 404-3093"\nW0BOB = "+1 814 404 3094"\n'
+        '[oncall]\nflow = "page"\nrotation = ["U0ALICE"]\nhandoff = "Fri 7:30"\n',
+        tmp_path,
+    )
+    assert policy.people == {"U0ALICE": "+18144043093", "W0BOB": "+18144043094"}
+    assert policy.oncall is not None and policy.oncall.handoff == "friday 07:30"
+
+
+def test_each_bad_person_is_one_line_naming_the_entry(tmp_path: Path) -> None:
+    problems = problems_of(
+        ROLES
+        + textwrap.dedent(
+            """
+            [people]
+            U0ALICE = "+18144043093"
+            alice = "+18144043094"
+            U0BOB = "+1 809 555 1234"
+            U0CAROL = "+1 900 555 0123"
+            U0DAVE = "call me"
+            U0ERIN = "+18144043093x12"
+            S0GROUP = "+18144043095"
+            """
+        ),
+        tmp_path,
+    )
+    by_entry = {p.split(":", 1)[0]: p for p in problems}
+    assert len(problems) == len(by_entry) == 6
+    assert "not a Slack user ID" in by_entry["people.alice"]
+    assert "not a Slack user ID" in by_entry["people.S0GROUP"]
+    assert "Dominican Republic" in by_entry["people.U0BOB"]
+    assert "premium-rate" in by_entry["people.U0CAROL"]
+    assert "letters" in by_entry["people.U0DAVE"]
+    assert "xtension" in by_entry["people.U0ERIN"]
+    assert "555 1234" not in "\n".join(problems)  # numbers are masked, never echoed
+
+
+def test_people_numbers_follow_the_regions_of_the_policy(tmp_path: Path) -> None:
+    text = '[people]\nU0ANNE = "+44 20 7946 0018"\n'
+    [problem] = problems_of(ROLES + text, tmp_path)
+    assert problem.startswith("people.U0ANNE: ") and "United Kingdom" in problem
+    policy = load('allowed_regions = ["US", "GB"]\n' + ROLES + text, tmp_path)
+    assert policy.people["U0ANNE"] == "+442079460018"
+
+
+def test_oncall_needs_flow_and_rotation(tmp_path: Path) -> None:
+    problems = problems_of(ROLES + "[oncall]\nhandoff = \"daily 08:00\"\n", tmp_path)
+    assert sorted(problems) == ["oncall.flow: is required", "oncall.rotation: is required"]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('flow = " "', "oncall.flow: is empty"),
+        ("rotation = []", "oncall.rotation: is empty"),
+        ('rotation = ["U0ALICE", "bob"]', "oncall.rotation: 'bob' are not Slack user IDs"),
+        ('rotation = ["U0ALICE", "U0BOB", "U0ALICE"]',
+         "oncall.rotation: lists U0ALICE more than once"),
+        ('handoff = "mon 9am"',
+         'oncall.handoff: \'mon 9am\' is not a hand-off rule: write "<weekday> HH:MM"'),
+        ('handoff = "caturday 09:00"', "oncall.handoff: 'caturday' is not a day of the week"),
+        ('handoff = "daily 25:00"', "oncall.handoff: 'daily 25:00' has no such time of day"),
+        ('timezone = "Mars/Olympus"', "oncall.timezone: 'Mars/Olympus' is not an IANA time zone"),
+        ('timezone = "../../etc/passwd"', "oncall.timezone: '../../etc/passwd' is not an IANA"),
+        ("start = 2026-01-05T09:00:00", "oncall.start: must be a date like 2026-01-05"),
+        ('start = "next week"', "oncall.start:"),
+        ("answer_timeout = 5", "oncall.answer_timeout: Input should be greater than or equal to 15"),
+        ("answer_timeout = 3600", "oncall.answer_timeout: Input should be less than or equal to 600"),
+        ('escalate_to = ["S0LEADS"]', "oncall.escalate_to: 'S0LEADS' are not Slack user IDs"),
+        ('escalate_to = ["U0M", "U0M"]', "oncall.escalate_to: lists U0M more than once"),
+        ("surprise = 1", "oncall.surprise: is not a known setting"),
+    ],
+)
+def test_each_oncall_problem_is_named(tmp_path: Path, line: str, expected: str) -> None:
+    lines = {"flow": 'flow = "page"', "rotation": 'rotation = ["U0ALICE", "U0BOB"]'}
+    key = line.split(" ", 1)[0]
+    lines[key] = line
+    [problem] = problems_of(ROLES + "[oncall]\n" + "\n".join(lines.values()) + "\n", tmp_path)
+    assert problem.startswith(expected), problem
+
+
+def test_the_example_policy_files_roster_is_valid_once_uncommented(tmp_path: Path) -> None:
+    example = (Path(__file__).parent.parent / "callbot.example.toml").read_text()
+    head, roster = example.split("# [people]", 1)
+    assert "[oncall]" in roster
+    uncommented = "[people]" + "\n".join(
+        line.removeprefix("# ") for line in roster.splitlines()
+    )
+    policy = load(head + uncommented, tmp_path)
+    assert policy.oncall is not None and policy.people
+    assert policy.oncall.schedule().shift_at(dt.datetime(2026, 1, 5, 14, tzinfo=dt.UTC))
+
+
+async def test_startup_checks_the_oncall_flow_exists(bot_factory: BotFactory) -> None:
+    policy = POLICY + '\n[oncall]\nflow = "no-such-flow"\nrotation = ["U0MANAGER"]\n'
+    with pytest.raises(ConfigError) as raised:
+        await bot_factory("http", policy=policy)
+    [problem] = raised.value.problems
+    assert problem.startswith("oncall.flow: No flow is called “no-such-flow”")
+    assert "Escalation" in problem
+
+
+async def test_startup_accepts_an_oncall_flow_by_alias(bot_factory: BotFactory) -> None:
+    policy = POLICY + '\n[oncall]\nflow = "page"\nrotation = ["U0MANAGER"]\n'
+    bot = await bot_factory("http", policy=policy)
+    assert bot.runtime.ready
