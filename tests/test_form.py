@@ -190,6 +190,30 @@ async def test_slow_data_opens_a_loading_view_then_the_form(
     assert block(view.versions[-1], FormField.FLOW) is not None
 
 
+async def test_data_ready_while_the_loading_view_opens_still_replaces_it(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(form_listener, "OPEN_BUDGET_SECONDS", 0.05)
+    bot = await bot_factory("http")
+    groups_answered = asyncio.Event()
+
+    async def slow_groups(call: ApiCall) -> None:
+        await groups_answered.wait()
+
+    async def slow_open(call: ApiCall) -> None:
+        # The role check finishes while views.open (of the loading view) is still on its way.
+        groups_answered.set()
+        await bot.slack.wait_for_call("usergroups.users.list")
+        await asyncio.sleep(0.2)
+
+    bot.slack.on("usergroups.users.list", slow_groups)
+    bot.slack.on("views.open", slow_open)
+    view = await open_from_shortcut(bot, user_id="U0LEAD1")
+    assert "submit" not in view.versions[0]
+    await bot.settle()
+    assert block(view.versions[-1], FormField.FLOW) is not None
+
+
 async def test_when_the_form_cannot_be_opened_the_user_is_told(bot: BotUnderTest) -> None:
     bot.slack.fail("views.open", "expired_trigger_id")
     _, url = await bot.command("")

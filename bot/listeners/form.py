@@ -106,7 +106,8 @@ async def open_call_form(
     """Open the form for `user_id`; without a channel in `metadata` it also asks for one."""
     prepared = asyncio.ensure_future(_prepare_view(services, user_id, metadata, number_text))
     await asyncio.wait({prepared}, timeout=OPEN_BUDGET_SECONDS)
-    first = prepared.result() if prepared.done() else forms.loading_view(metadata)
+    loading = not prepared.done()
+    first = forms.loading_view(metadata) if loading else prepared.result()
     try:
         opened = await client.views_open(trigger_id=trigger_id, view=first)
     except _SLACK_FAILURES as exc:
@@ -115,7 +116,7 @@ async def open_call_form(
         await _tell(services, user_id, metadata,
                     f"I could not open the call form ({_error_code(exc)}). Try again.")
         return
-    if prepared.done():
+    if not loading:
         return
     view = await prepared
     opened_view = opened.get("view") or {}
@@ -197,7 +198,10 @@ async def on_form_submitted(
     if services.tasks.closed:
         await refuse({forms.GENERAL_ERROR_FIELD: RESTARTING})
         return
+    view_id = view.get("id")
     try:
+        if not isinstance(view_id, str) or not view_id:
+            raise FormMetadataInvalid("no view id")  # the key that makes the call happen once
         metadata = FormMetadata.decode(str(view.get("private_metadata") or ""), trusted)
     except FormMetadataInvalid as exc:
         logger.warning("call form from %s with unusable private_metadata (%s)", user_id, exc)
@@ -218,7 +222,7 @@ async def on_form_submitted(
         return
 
     # One call per view: a second Submit, or a racing duplicate, finds the claim taken.
-    if not await Claims(services.db).claim(f"form:{team_id}:{view.get('id')}"):
+    if not await Claims(services.db).claim(f"form:{team_id}:{view_id}"):
         logger.info("repeated submission of a call form by %s ignored", user_id)
         await ack()
         return
