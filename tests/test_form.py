@@ -593,3 +593,21 @@ def test_a_long_prefill_is_left_out_not_cut_short() -> None:
     view = forms.call_form(FormMetadata("C0OPS"), number_text="+1 814 404 3093 " + "9" * 30)
     number = block(view, FormField.NUMBER)
     assert number is not None and "initial_value" not in number["element"]
+
+
+def test_read_submission_takes_the_channel_selects_preset_and_its_response_url() -> None:
+    view = forms.call_form(FormMetadata(), ask_channel=True)
+    channel = block(view, FormField.CHANNEL)
+    assert channel is not None
+    channel["element"]["initial_conversation"] = "C0PRESET"  # untouched preset, absent from state
+    view["state"] = {"values": state()}
+    urls = [
+        {"block_id": FormField.CHANNEL, "channel_id": "C0OTHER", "response_url": "https://hooks.slack.com/a"},
+        {"block_id": FormField.CHANNEL, "channel_id": "C0PRESET", "response_url": "https://evil.example/b"},
+        {"block_id": FormField.CHANNEL, "channel_id": "C0PRESET", "response_url": "https://hooks.slack.com/c"},
+    ]
+    read = forms.read_submission(view, urls)
+    assert read.channel_id == "C0PRESET"
+    assert read.response_url == "https://hooks.slack.com/c"
+    assert read.number_text == FULL and read.flow_id == "flow-esc" and read.caller_id is None
+    assert FormField.CHANNEL in read.fields
