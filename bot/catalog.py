@@ -91,7 +91,48 @@ class Catalog:
         ordered = list(dict.fromkeys(close + starts))[:MAX_SUGGESTIONS]
         return [by_key[k] for k in ordered]
 
+    async def search_flows(self, query: str, limit: int) -> list[Flow]:
+        """Flows for a search box: best matches first (see `rank_flows`), at most `limit`."""
+        return rank_flows(await self.flows(), query, limit, self._aliases)
+
     async def check_caller_id(self, e164: str) -> None:
         owned = await self.owned_numbers()
         if e164 not in owned:
             raise CallerIdNotOwned(mask(e164), owned)
+
+
+def rank_flows(
+    flows: Sequence[Flow], query: str, limit: int, aliases: Mapping[str, str] | None = None
+) -> list[Flow]:
+    """The flows matching `query`, best first: exact name (or alias, or ID), then names starting
+    with it, then a word starting with it, then containing it (also with spaces ignored, so
+    `wakeup` finds "Wake Up Call"). Compared as `flow_key`s; ties in name order. Empty: all."""
+    key = flow_key(query)
+    squeezed = key.replace(" ", "")
+    by_alias: dict[str, int] = {}
+    for alias, flow_id in (aliases or {}).items():
+        if key and alias == key:
+            by_alias[flow_id] = 0
+        elif key and alias.startswith(key):
+            by_alias.setdefault(flow_id, 1)
+
+    def rank(flow: Flow) -> int | None:
+        name = flow_key(flow.name)
+        if not key:
+            return 0
+        found = [by_alias[flow.id]] if flow.id in by_alias else []
+        if name == key or flow.id == query.strip():
+            found.append(0)
+        elif name.startswith(key):
+            found.append(1)
+        elif f" {key}" in f" {name}":
+            found.append(2)
+        elif key in name:
+            found.append(3)
+        elif squeezed and squeezed in name.replace(" ", ""):
+            found.append(4)
+        return min(found) if found else None
+
+    ranked = [(r, flow_key(f.name), f.id, f) for f in flows if (r := rank(f)) is not None]
+    ranked.sort(key=lambda item: item[:3])
+    return [item[3] for item in ranked[:max(limit, 0)]]

@@ -6,10 +6,12 @@ import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import views
+from bot import forms, views
 from bot.calls import CallRequest
 from bot.command import CallArgs, CommandRejected, FormArgs, HelpArgs, SubcommandArgs, parse_command
+from bot.listeners.form import open_call_form
 from bot.listeners.oncall import on_oncall_subcommand
 from bot.services import Services
 
@@ -22,7 +24,9 @@ def register(app: AsyncApp) -> None:
     app.command(CALL_COMMAND)(on_call_command)
 
 
-async def on_call_command(ack: AsyncAck, command: dict[str, Any], context: AsyncBoltContext) -> None:
+async def on_call_command(
+    ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+) -> None:
     services: Services = context["services"]
     if services.tasks.closed:
         await ack(text="callbot is restarting; nothing was dialled. Try again in a few seconds.")
@@ -38,13 +42,42 @@ async def on_call_command(ack: AsyncAck, command: dict[str, Any], context: Async
     if isinstance(parsed, SubcommandArgs) and parsed.name == "oncall":
         await on_oncall_subcommand(ack, command, parsed.args, services)
         return
-    if isinstance(parsed, (FormArgs, SubcommandArgs)):
-        # The form and the subcommands come with their own features; until then, say how to call.
+    if isinstance(parsed, FormArgs):
+        await ack()
+        # Right after the ack: the trigger_id expires 3 s after Slack sent the command.
+        services.tasks.spawn(
+            open_call_form(
+                client,
+                services,
+                trigger_id=str(command.get("trigger_id") or ""),
+                user_id=str(command["user_id"]),
+                metadata=form_metadata_from(command, services),
+                number_text=parsed.number_text,
+            ),
+            name=f"call form for {command['user_id']}",
+        )
+        return
+    if isinstance(parsed, SubcommandArgs):
+        # The subcommands come with their own features; until then, say how to call.
         await ack(**views.help_message().as_kwargs())
         return
     await ack()
     request = call_request_from(command, parsed)
     services.tasks.spawn(services.calls.handle(request), name=f"call by {request.user_id}")
+
+
+def form_metadata_from(command: dict[str, Any], services: Services) -> forms.FormMetadata:
+    """Where the form's confirmation goes: this channel, with this command's response_url as the
+    fallback. Whatever doesn't look right is left out (the form then asks for a channel)."""
+    channel = command.get("channel_id")
+    url = command.get("response_url")
+    trusted = [forms.origin_of(services.settings.slack_api_url)]
+    if not forms.is_channel_id(channel):
+        return forms.FormMetadata()
+    return forms.FormMetadata(
+        channel_id=str(channel),
+        response_url=str(url) if forms.is_response_url(url, trusted) else None,
+    )
 
 
 def call_request_from(command: dict[str, Any], args: CallArgs) -> CallRequest:

@@ -1,0 +1,613 @@
+"""The call form end to end: `/call` alone (or the "Place a call" shortcut) opens a modal, its flow
+menu searches the account's flows, its submission is checked in the ack and dials exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+
+from bot import forms
+from bot.catalog import rank_flows
+from bot.evovoice import Flow
+from bot.forms import FormField, FormMetadata, FormMetadataInvalid
+from bot.listeners import form as form_listener
+from tests.conftest import Ack, BotFactory, BotUnderTest
+from tests.standins.slack import (
+    ApiCall,
+    View,
+    block_suggestion_payload,
+    global_shortcut_payload,
+    interactive_body,
+    slash_command_body,
+    slash_command_payload,
+    view_submission_payload,
+)
+from tests.test_manifest import load_schema, manifest
+
+FULL = "+18144043093"
+MASKED = "+1 814 ••• 3093"
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+async def interact(bot: BotUnderTest, payload: dict[str, Any]) -> dict[str, Any]:
+    """Send an interactive payload as Slack does in this mode; return the ack's body."""
+    if bot.mode == "socket":
+        envelope = await bot.slack.send_envelope("interactive", payload)
+        return envelope.get("payload") or {}
+    ack = await bot.post_signed(interactive_body(payload))
+    assert ack.status == 200, ack.body
+    return ack.body
+
+
+async def send_call(
+    bot: BotUnderTest, text: str, *, trigger_id: str, user_id: str = "U0MANAGER",
+    channel_id: str = "C0OPS", response_url: str | None = None,
+) -> tuple[Ack, str]:
+    """`/call text` with a trigger_id of the test's choosing (else like BotUnderTest.command)."""
+    url = response_url or bot.slack.response_url()
+    fields = dict(text=text, user_id=user_id, channel_id=channel_id, response_url=url,
+                  trigger_id=trigger_id)
+    if bot.mode == "socket":
+        envelope = await bot.slack.send_envelope("slash_commands", slash_command_payload(**fields))
+        return Ack(200, envelope.get("payload") or {}), url
+    return await bot.post_signed(slash_command_body(**fields)), url
+
+
+async def open_form(
+    bot: BotUnderTest, text: str = "", *, user_id: str = "U0MANAGER", channel_id: str = "C0OPS",
+    response_url: str | None = None,
+) -> View:
+    """Open the form with `/call text` and return the modal Slack now shows."""
+    before = len(bot.slack.calls_to("views.open"))
+    trigger = bot.slack.new_trigger_id()  # single use, and it expires like Slack's
+    ack, _ = await send_call(bot, text, trigger_id=trigger, user_id=user_id,
+                             channel_id=channel_id, response_url=response_url)
+    assert ack.status == 200
+    calls = await bot.slack.wait_for_calls("views.open", before + 1)
+    opened = calls[-1]
+    assert opened.params["trigger_id"] == trigger and opened.ok, opened.brief()
+    return bot.slack.views[opened.response["view"]["id"]]  # type: ignore[index]
+
+
+async def open_from_shortcut(bot: BotUnderTest, *, user_id: str = "U0MANAGER") -> View:
+    before = len(bot.slack.calls_to("views.open"))
+    trigger = bot.slack.new_trigger_id()
+    await interact(bot, global_shortcut_payload(
+        callback_id=forms.PLACE_CALL_SHORTCUT_ID, user_id=user_id, trigger_id=trigger))
+    calls = await bot.slack.wait_for_calls("views.open", before + 1)
+    assert calls[-1].params["trigger_id"] == trigger and calls[-1].ok, calls[-1].brief()
+    return bot.slack.views[calls[-1].response["view"]["id"]]  # type: ignore[index]
+
+
+def state(
+    number: str | None = FULL, flow: str | None = "flow-esc", caller_id: str | None = None,
+    reason: str | None = None, channel: str | None = None,
+) -> dict[str, dict[str, Any]]:
+    """`view.state.values` as Slack sends it for the form."""
+    def selected(kind: str, value: str | None) -> dict[str, Any]:
+        option = {"text": {"type": "plain_text", "text": value}, "value": value} if value else None
+        return {"type": kind, "selected_option": option}
+
+    values: dict[str, dict[str, Any]] = {
+        FormField.NUMBER: {FormField.NUMBER: {"type": "plain_text_input", "value": number}},
+        FormField.FLOW: {FormField.FLOW: selected("external_select", flow)},
+        FormField.CALLER_ID: {FormField.CALLER_ID: selected("static_select", caller_id)},
+        FormField.REASON: {FormField.REASON: {"type": "plain_text_input", "value": reason}},
+    }
+    if channel is not None:
+        values[FormField.CHANNEL] = {
+            FormField.CHANNEL: {"type": "conversations_select", "selected_conversation": channel}
+        }
+    return values
+
+
+def submission(
+    view: View, values: dict[str, dict[str, Any]], *, user_id: str = "U0MANAGER",
+    response_urls: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return view_submission_payload(
+        callback_id=forms.CALL_FORM_CALLBACK_ID, values=values, view=view.view, view_id=view.id,
+        user_id=user_id, response_urls=response_urls,
+    )
+
+
+def block(view: dict[str, Any], field: FormField) -> dict[str, Any] | None:
+    return next((b for b in view["blocks"] if b.get("block_id") == field), None)
+
+
+async def options_for(bot: BotUnderTest, text: str, user_id: str = "U0MANAGER") -> list[str]:
+    answer = await interact(bot, block_suggestion_payload(
+        action_id=FormField.FLOW, block_id=FormField.FLOW, value=text, user_id=user_id))
+    return [option["value"] for option in answer["options"]]
+
+
+def parents(bot: BotUnderTest) -> list[ApiCall]:
+    return [c for c in bot.slack.calls_to("chat.postMessage")
+            if "thread_ts" not in c.params and c.ok]
+
+
+# ------------------------------------------------------------------------------------- opening
+
+
+async def test_call_alone_opens_the_form_with_the_trigger(bot: BotUnderTest) -> None:
+    view = await open_form(bot)
+    posted = view.versions[-1]
+    assert posted["callback_id"] == forms.CALL_FORM_CALLBACK_ID
+    assert posted["submit"]["text"] == "Call"
+    assert [b["block_id"] for b in posted["blocks"] if b["type"] == "input"] == [
+        FormField.NUMBER, FormField.FLOW, FormField.CALLER_ID, FormField.REASON
+    ]
+    number = block(posted, FormField.NUMBER)
+    assert number is not None and "initial_value" not in number["element"]
+    assert "(814) 404-3093" in number["hint"]["text"]  # accepted formats
+    flow = block(posted, FormField.FLOW)
+    assert flow is not None and flow["element"]["type"] == "external_select"
+    caller = block(posted, FormField.CALLER_ID)
+    assert caller is not None and caller["optional"] is True
+    assert caller["element"]["initial_option"]["value"] == "+18145550100"
+    assert [o["value"] for o in caller["element"]["options"]] == ["+18145550100", "+18145550101"]
+    assert json.loads(posted["private_metadata"])["channel"] == "C0OPS"
+    assert "<#C0OPS>" in json.dumps(posted["blocks"])
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_a_number_without_a_flow_prefills_the_form(bot: BotUnderTest) -> None:
+    view = await open_form(bot, FULL)
+    number = block(view.versions[-1], FormField.NUMBER)
+    assert number is not None and number["element"]["initial_value"] == FULL
+
+
+async def test_a_user_without_a_role_gets_a_notice_instead_of_the_form(bot: BotUnderTest) -> None:
+    view = await open_form(bot, user_id="U0INTRUDER")
+    posted = view.versions[-1]
+    assert "submit" not in posted
+    assert "Manager" in json.dumps(posted["blocks"])
+
+
+async def test_slow_data_opens_a_loading_view_then_the_form(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(form_listener, "OPEN_BUDGET_SECONDS", 0.05)
+    bot = await bot_factory("http")
+    release = asyncio.Event()
+
+    async def slow_groups(call: ApiCall) -> None:
+        await release.wait()
+
+    bot.slack.on("usergroups.users.list", slow_groups)
+    view = await open_from_shortcut(bot, user_id="U0LEAD1")
+    assert "submit" not in view.versions[0]  # the loading view, opened within the trigger's life
+    release.set()
+    update = await bot.slack.wait_for_call("views.update")
+    assert update.ok and update.params["view_id"] == view.id
+    assert block(view.versions[-1], FormField.FLOW) is not None
+
+
+async def test_data_ready_while_the_loading_view_opens_still_replaces_it(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(form_listener, "OPEN_BUDGET_SECONDS", 0.05)
+    bot = await bot_factory("http")
+    groups_answered = asyncio.Event()
+
+    async def slow_groups(call: ApiCall) -> None:
+        await groups_answered.wait()
+
+    async def slow_open(call: ApiCall) -> None:
+        # The role check finishes while views.open (of the loading view) is still on its way.
+        groups_answered.set()
+        await bot.slack.wait_for_call("usergroups.users.list")
+        await asyncio.sleep(0.2)
+
+    bot.slack.on("usergroups.users.list", slow_groups)
+    bot.slack.on("views.open", slow_open)
+    view = await open_from_shortcut(bot, user_id="U0LEAD1")
+    assert "submit" not in view.versions[0]
+    await bot.settle()
+    assert block(view.versions[-1], FormField.FLOW) is not None
+
+
+async def test_when_the_form_cannot_be_opened_the_user_is_told(bot: BotUnderTest) -> None:
+    bot.slack.fail("views.open", "expired_trigger_id")
+    _, url = await bot.command("")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "could not open the call form" in answer["text"]
+    assert answer["response_type"] == "ephemeral"
+
+
+async def test_the_global_shortcut_opens_the_form_asking_for_a_channel(bot: BotUnderTest) -> None:
+    view = await open_from_shortcut(bot)
+    posted = view.versions[-1]
+    channel = block(posted, FormField.CHANNEL)
+    assert channel is not None
+    assert channel["element"]["type"] == "conversations_select"
+    assert channel["element"]["default_to_current_conversation"] is True
+    assert channel["element"]["response_url_enabled"] is True
+    assert json.loads(posted["private_metadata"] or "{}").get("channel") is None
+
+
+# ------------------------------------------------------------------------------------- options
+
+
+async def test_the_flow_menu_searches_by_name_and_slug(bot: BotUnderTest) -> None:
+    assert await options_for(bot, "") == ["flow-daily", "flow-esc", "flow-page", "flow-wake"]
+    assert await options_for(bot, "wake-up") == ["flow-wake"]
+    assert await options_for(bot, "CALL") == ["flow-wake"]
+    assert await options_for(bot, "page") == ["flow-page"]  # the policy's alias, and the name
+    assert await options_for(bot, "zzz") == []
+
+
+async def test_the_flow_menu_ranks_prefix_before_substring_and_stops_at_100(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    bot.evo.flows[:] = [
+        {"id": "flow-de", "name": "Deescalate", "accountId": "acct-1"},
+        {"id": "flow-team", "name": "Team Escalation", "accountId": "acct-1"},
+        {"id": "flow-esc", "name": "Escalation", "accountId": "acct-1"},
+        {"id": "flow-long", "name": "Escalation " + "x" * 100, "accountId": "acct-1"},
+    ] + [{"id": f"flow-{i}", "name": f"Rota {i:03}", "accountId": "acct-1"} for i in range(150)]
+    bot.runtime.services.catalog._flows.invalidate()  # type: ignore[union-attr]
+    assert await options_for(bot, "esc") == ["flow-esc", "flow-long", "flow-team", "flow-de"]
+    assert await options_for(bot, "escalation") == ["flow-esc", "flow-long", "flow-team"]
+    answer = await interact(bot, block_suggestion_payload(
+        action_id=FormField.FLOW, block_id=FormField.FLOW, value=""))
+    assert len(answer["options"]) == 100
+    assert all(len(o["text"]["text"]) <= 75 for o in answer["options"])
+
+
+async def test_the_flow_menu_is_empty_for_a_user_without_a_role(bot: BotUnderTest) -> None:
+    assert await options_for(bot, "", user_id="U0INTRUDER") == []
+
+
+# ------------------------------------------------------------------------------------- submitting
+
+
+async def test_a_valid_form_places_one_call_with_the_reason_in_the_thread(
+    bot: BotUnderTest,
+) -> None:
+    view = await open_form(bot, FULL)
+    answer = await interact(bot, submission(
+        view, state(flow="flow-wake", caller_id="+18145550101", reason="INC-42 <!channel>")))
+    assert answer.get("response_action") in (None, "clear")
+    await bot.settle()
+    [post] = bot.evo.outgoing_posts
+    assert post.json == {"flowId": "flow-wake", "numberToDial": FULL, "callerId": "+18145550101"}
+    [parent] = parents(bot)
+    assert parent.params["channel"] == "C0OPS"
+    assert MASKED in parent.params["text"] and "Wake Up Call" in parent.params["text"]
+    assert "INC-42 &lt;!channel&gt;" in parent.params["text"]  # the reason, escaped
+    [reply] = bot.slack.thread("C0OPS", parent.response["ts"])  # type: ignore[index]
+    assert "Call placed" in (reply.text or "")
+
+
+async def test_no_caller_id_chosen_uses_the_default(bot: BotUnderTest) -> None:
+    view = await open_form(bot)
+    await interact(bot, submission(view, state(caller_id=None)))
+    await bot.settle()
+    [post] = bot.evo.outgoing_posts
+    assert post.json["callerId"] == "+18145550100"
+
+
+@pytest.mark.parametrize(
+    ("values", "field", "expected"),
+    [
+        (state(number="+1 900 555 0123"), FormField.NUMBER, "premium"),
+        (state(number="+44 20 7946 0018"), FormField.NUMBER, "GB"),
+        (state(number=None), FormField.NUMBER, "No phone number"),
+        (state(number="+18144043093 x12"), FormField.NUMBER, "xtension"),
+        (state(flow=None), FormField.FLOW, "Choose a flow"),
+        (state(flow="flow-deleted"), FormField.FLOW, "No flow"),
+        (state(caller_id="+18145550199"), FormField.CALLER_ID, "not one of the account's"),
+        (state(caller_id="not a number"), FormField.CALLER_ID, "from the list"),
+    ],
+)
+async def test_each_invalid_field_gets_its_error_and_nothing_is_dialled(
+    bot_factory: BotFactory, values: dict[str, Any], field: FormField, expected: str
+) -> None:
+    bot = await bot_factory("http")
+    view = await open_form(bot)
+    answer = await interact(bot, submission(view, values))
+    assert answer["response_action"] == "errors"
+    assert list(answer["errors"]) == [field]
+    assert expected in answer["errors"][field]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+    assert parents(bot) == []
+
+
+async def test_several_bad_fields_are_reported_together(bot: BotUnderTest) -> None:
+    view = await open_form(bot)
+    answer = await interact(bot, submission(view, state(number="+1 900 555 0123", flow=None)))
+    assert answer["response_action"] == "errors"
+    assert set(answer["errors"]) == {FormField.NUMBER, FormField.FLOW}
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_after_fixing_the_errors_the_same_view_can_be_submitted(bot: BotUnderTest) -> None:
+    view = await open_form(bot)
+    first = await interact(bot, submission(view, state(flow=None)))
+    assert first["response_action"] == "errors"
+    second = await interact(bot, submission(view, state()))
+    assert second.get("response_action") is None
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_submit_pressed_twice_dials_once(bot: BotUnderTest) -> None:
+    view = await open_form(bot)
+    payload = submission(view, state())
+    first = await interact(bot, payload)
+    second = await interact(bot, payload)
+    assert first.get("response_action") is None and second.get("response_action") is None
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    assert len(parents(bot)) == 1
+
+
+async def test_racing_submissions_of_one_view_dial_once(bot: BotUnderTest) -> None:
+    view = await open_form(bot)
+    payload = submission(view, state())
+    answers = await asyncio.gather(*(interact(bot, payload) for _ in range(5)))
+    assert all(a.get("response_action") is None for a in answers)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_two_forms_are_two_calls(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    for _ in range(2):
+        view = await open_form(bot)
+        await interact(bot, submission(view, state()))
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2
+
+
+async def test_access_lost_after_opening_is_shown_in_the_form(bot: BotUnderTest) -> None:
+    view = await open_form(bot, user_id="U0LEAD1")
+    bot.slack.usergroups["S0LEADS"] = ["U0LEAD2"]  # removed from the group meanwhile
+    bot.runtime.services.access._groups._cache.invalidate()  # type: ignore[union-attr]
+    answer = await interact(bot, submission(view, state(), user_id="U0LEAD1"))
+    assert answer["response_action"] == "errors"
+    assert "not allowed to place calls" in answer["errors"][FormField.NUMBER]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_someone_else_submitting_the_view_is_checked_as_themselves(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    view = await open_form(bot)
+    answer = await interact(bot, submission(view, state(), user_id="U0INTRUDER"))
+    assert "not allowed" in answer["errors"][FormField.NUMBER]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_a_slow_check_answers_in_time_with_a_retry_hint(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(form_listener, "VALIDATION_BUDGET_SECONDS", 0.2)
+    bot = await bot_factory("http")
+    view = await open_form(bot, user_id="U0LEAD1")
+    release = asyncio.Event()
+
+    async def stuck_groups(call: ApiCall) -> None:
+        await release.wait()
+
+    bot.runtime.services.access._groups._cache.invalidate()  # type: ignore[union-attr]
+    bot.slack.on("usergroups.users.list", stuck_groups)
+    answer = await interact(bot, submission(view, state(), user_id="U0LEAD1"))
+    assert answer["response_action"] == "errors"
+    assert "press Call again" in answer["errors"][FormField.NUMBER]
+    release.set()
+    bot.slack.off("usergroups.users.list")
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+    # The view was not spent: submitting again works.
+    again = await interact(bot, submission(view, state(), user_id="U0LEAD1"))
+    assert again.get("response_action") is None
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_forged_private_metadata_is_refused(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    view = await open_form(bot)
+    for metadata in ('{"channel": "C0OPS", "response_url": "https://evil.example/x"}',
+                     '{"channel": "#general"}', "not json", '["C0OPS"]'):
+        view.view["private_metadata"] = metadata
+        answer = await interact(bot, submission(view, state()))
+        assert answer["response_action"] == "errors", metadata
+        assert "open a new one" in answer["errors"][FormField.NUMBER]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_where_the_bot_cannot_post_the_commands_response_url_carries_the_news(
+    bot: BotUnderTest,
+) -> None:
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == "G0PRIV")
+    url = bot.slack.response_url()
+    view = await open_form(bot, channel_id="G0PRIV", response_url=url)
+    await interact(bot, submission(view, state(reason="disk full")))
+    answers = await bot.slack.wait_for_response(url, n=2)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    assert MASKED in answers[0]["text"] and "disk full" in answers[0]["text"]
+    assert "Call placed" in answers[1]["text"]
+
+
+# ------------------------------------------------------------------------------------- shortcut
+
+
+async def test_shortcut_form_confirms_in_the_chosen_channel(bot: BotUnderTest) -> None:
+    view = await open_from_shortcut(bot)
+    answer = await interact(bot, submission(view, state(channel="C0INCIDENT", reason="INC-7")))
+    assert answer.get("response_action") is None
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    [parent] = parents(bot)
+    assert parent.params["channel"] == "C0INCIDENT" and "INC-7" in parent.params["text"]
+    [reply] = bot.slack.thread("C0INCIDENT", parent.response["ts"])  # type: ignore[index]
+    assert "Call placed" in (reply.text or "")
+
+
+async def test_shortcut_form_without_a_channel_asks_for_one(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    view = await open_from_shortcut(bot)
+    answer = await interact(bot, submission(view, state(channel=None)))
+    assert answer["errors"] == {FormField.CHANNEL: "Choose a channel for the confirmation."}
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_shortcut_form_falls_back_to_the_channel_selects_response_url(
+    bot: BotUnderTest,
+) -> None:
+    bot.slack.fail("chat.postMessage", "not_in_channel", when=lambda c: c["channel"] == "G0PRIV")
+    url = bot.slack.response_url()
+    view = await open_from_shortcut(bot)
+    await interact(bot, submission(view, state(channel="G0PRIV"), response_urls=[{
+        "block_id": FormField.CHANNEL, "action_id": FormField.CHANNEL, "channel_id": "G0PRIV",
+        "response_url": url,
+    }]))
+    answers = await bot.slack.wait_for_response(url, n=2)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    assert MASKED in answers[0]["text"] and "Call placed" in answers[1]["text"]
+
+
+async def test_shortcut_form_where_nobody_can_be_told_in_the_channel_tells_the_requester(
+    bot: BotUnderTest,
+) -> None:
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == "G0PRIV")
+    view = await open_from_shortcut(bot)
+    await interact(bot, submission(view, state(channel="G0PRIV")))
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+    [dm] = bot.slack.channel_messages("U0MANAGER")
+    assert "did not dial" in (dm.text or "")
+
+
+# ------------------------------------------------------------------------------------- manifest
+
+
+def test_the_manifest_declares_the_shortcut() -> None:
+    [shortcut] = manifest()["features"]["shortcuts"]
+    assert shortcut["callback_id"] == forms.PLACE_CALL_SHORTCUT_ID
+    assert shortcut["type"] == "global"
+
+
+def test_the_http_mode_manifest_of_the_readme_validates() -> None:
+    data = manifest()
+    url = "https://callbot.example.com/slack/events"
+    data["settings"]["socket_mode_enabled"] = False
+    data["features"]["slash_commands"][0]["url"] = url
+    data["settings"]["interactivity"]["request_url"] = url
+    data["settings"]["interactivity"]["message_menu_options_url"] = url
+    jsonschema.validate(data, load_schema())
+
+
+# ------------------------------------------------------------------------------------- units
+
+
+def flows(*names: str) -> list[Flow]:
+    return [Flow(id=f"id-{i}", name=name) for i, name in enumerate(names)]
+
+
+def test_rank_flows_orders_exact_prefix_word_substring() -> None:
+    catalog = flows("Deescalate", "Team Escalation", "Escalation Two", "Escalation", "Other")
+    ranked = [f.name for f in rank_flows(catalog, "escalat", 10)]
+    assert ranked == ["Escalation", "Escalation Two", "Team Escalation", "Deescalate"]
+    ranked = [f.name for f in rank_flows(catalog, "Escalation", 10)]
+    assert ranked == ["Escalation", "Escalation Two", "Team Escalation"]
+    assert [f.name for f in rank_flows(catalog, "", 2)] == ["Deescalate", "Escalation"]
+    assert [f.name for f in rank_flows(flows("Wake Up Call"), "wakeup", 10)] == ["Wake Up Call"]
+    assert [f.name for f in rank_flows(catalog, "ESCALATION_TWO", 10)] == ["Escalation Two"]
+    assert rank_flows(catalog, "nothing", 10) == []
+
+
+def test_rank_flows_knows_aliases_and_ids() -> None:
+    catalog = flows("Pager Duty", "Other")
+    assert [f.name for f in rank_flows(catalog, "oncall", 10, {"oncall": "id-1"})] == ["Other"]
+    assert [f.name for f in rank_flows(catalog, "id-0", 10)] == ["Pager Duty"]
+
+
+def test_flow_options_respect_slacks_limits() -> None:
+    catalog = [Flow(id=f"f{i}", name="N" * 200) for i in range(120)] + [Flow(id="x" * 151, name="a")]
+    options = forms.flow_options(catalog)
+    assert len(options) == 100
+    assert all(len(o["text"]["text"]) <= 75 and len(o["value"]) <= 150 for o in options)
+    assert forms.flow_options([Flow(id="x" * 151, name="a")]) == []
+
+
+def test_metadata_round_trip_and_refusals() -> None:
+    trusted = ["http://127.0.0.1:9"]
+    meta = FormMetadata("C0OPS", "https://hooks.slack.com/commands/T1/2/abc")
+    assert FormMetadata.decode(meta.encode(), trusted) == meta
+    assert FormMetadata.decode("", trusted) == FormMetadata()
+    local = FormMetadata("G0PRIV", "http://127.0.0.1:9/response/x")
+    assert FormMetadata.decode(local.encode(), trusted) == local
+    for bad in (
+        '{"channel": "C0OPS", "response_url": "http://hooks.slack.com/x"}',  # not https
+        '{"channel": "C0OPS", "response_url": "https://hooks.slack.com.evil.io/x"}',
+        '{"response_url": "https://hooks.slack.com/x"}',  # a response_url without its channel
+        '{"channel": "C0OPS", "extra": 1}',
+        '{"channel": 5}',
+        "x" * 3001,
+    ):
+        with pytest.raises(FormMetadataInvalid):
+            FormMetadata.decode(bad, trusted)
+
+
+def test_form_keeps_the_default_caller_id_among_the_first_hundred() -> None:
+    owned = [f"+1814555{i:04}" for i in range(150)]
+    view = forms.call_form(FormMetadata("C0OPS"), owned_numbers=owned,
+                           default_caller_id=owned[140])
+    caller = block(view, FormField.CALLER_ID)
+    assert caller is not None
+    assert len(caller["element"]["options"]) == 100
+    assert caller["element"]["initial_option"]["value"] == owned[140]
+    assert len(view["private_metadata"]) <= 3000
+
+
+def test_form_without_owned_numbers_has_no_caller_id_select() -> None:
+    view = forms.call_form(FormMetadata("C0OPS"), owned_numbers=None)
+    assert block(view, FormField.CALLER_ID) is None
+    # An error for the missing field moves under the first input instead of being lost.
+    errors = forms.field_errors({FormField.CALLER_ID: "bad"}, [FormField.NUMBER, FormField.FLOW])
+    assert errors == {FormField.NUMBER: "bad"}
+
+
+def test_a_long_prefill_is_left_out_not_cut_short() -> None:
+    view = forms.call_form(FormMetadata("C0OPS"), number_text="+1 814 404 3093 " + "9" * 30)
+    number = block(view, FormField.NUMBER)
+    assert number is not None and "initial_value" not in number["element"]
+
+
+def test_read_submission_takes_the_channel_selects_preset_and_its_response_url() -> None:
+    view = forms.call_form(FormMetadata(), ask_channel=True)
+    channel = block(view, FormField.CHANNEL)
+    assert channel is not None
+    channel["element"]["initial_conversation"] = "C0PRESET"  # untouched preset, absent from state
+    view["state"] = {"values": state()}
+    urls = [
+        {"block_id": FormField.CHANNEL, "channel_id": "C0OTHER", "response_url": "https://hooks.slack.com/a"},
+        {"block_id": FormField.CHANNEL, "channel_id": "C0PRESET", "response_url": "https://evil.example/b"},
+        {"block_id": FormField.CHANNEL, "channel_id": "C0PRESET", "response_url": "https://hooks.slack.com/c"},
+    ]
+    read = forms.read_submission(view, urls)
+    assert read.channel_id == "C0PRESET"
+    assert read.response_url == "https://hooks.slack.com/c"
+    assert read.number_text == FULL and read.flow_id == "flow-esc" and read.caller_id is None
+    assert FormField.CHANNEL in read.fields
