@@ -10,6 +10,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from bot import views
 from bot.calls import CallRequest
 from bot.command import CallArgs, CommandRejected, FormArgs, HelpArgs, SubcommandArgs, parse_command
+from bot.history import HistoryRequest
 from bot.services import Services
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,11 @@ async def on_call_command(ack: AsyncAck, command: dict[str, Any], context: Async
     if isinstance(parsed, HelpArgs):
         await ack(**views.help_message().as_kwargs())
         return
+    if isinstance(parsed, SubcommandArgs) and parsed.name == "history":
+        await ack()
+        history = history_request_from(command, parsed)
+        services.tasks.spawn(services.history.show(history), name=f"history for {history.user_id}")
+        return
     if isinstance(parsed, (FormArgs, SubcommandArgs)):
         # The form and the subcommands come with their own features; until then, say how to call.
         await ack(**views.help_message().as_kwargs())
@@ -56,4 +62,14 @@ def call_request_from(command: dict[str, Any], args: CallArgs) -> CallRequest:
         idempotency_key=f"command:{command.get('team_id')}:{command.get('trigger_id')}"
         if command.get("trigger_id")
         else None,
+    )
+
+
+def history_request_from(command: dict[str, Any], args: SubcommandArgs) -> HistoryRequest:
+    return HistoryRequest(
+        team_id=str(command.get("team_id") or ""),
+        user_id=str(command["user_id"]),
+        channel_id=str(command["channel_id"]),
+        args=args.args,
+        response_url=command.get("response_url") or None,
     )
