@@ -375,3 +375,17 @@ async def test_an_unconfirmed_call_never_takes_another_calls_session(
     assert session_id not in second.text
     newest, oldest = await audit_records(bot)
     assert newest.session_id is None and oldest.session_id == session_id
+
+
+async def test_many_calls_are_followed_at_once(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", **FAST)
+    numbers = [f"+1814404{3000 + i}" for i in range(30)]
+    await asyncio.gather(*(bot.command(f"{n} escalation") for n in numbers))
+    statuses = [await status_message(bot, i + 1) for i in range(len(numbers))]
+    await bot.settle()  # every placement done: each call has its follower by now
+    assert services(bot).follower.following == len(numbers)
+    for session_id in list(bot.evo.sessions):
+        end_session(bot, session_id, after_seconds=12, outcome="Completed")
+    for status in statuses:
+        await wait_for_edit(bot, status, "Ended")
+    assert all(len(texts(s)) == 2 for s in statuses)  # Ringing, then Ended: nothing in between
