@@ -10,11 +10,14 @@ failure is reported as "outcome unknown", never retried (see evovoice).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
+import time
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from bot import views
 from bot.access import AccessControl
@@ -24,6 +27,10 @@ from bot.evovoice import EvoVoiceClient, EvoVoiceError, OutcomeUnknown, Session
 from bot.idempotency import Claims
 from bot.notify import NotDelivered, Notifier, Thread
 from bot.phone import DialableNumber, DialPolicy, NumberRejected, check_dialable, to_e164
+
+if TYPE_CHECKING:
+    from bot.audit import AuditLog
+    from bot.follow import CallFollower
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +53,11 @@ class CallRequest:
     thread_ts: str | None = None
     # Same key, same request: a redelivered or double-submitted request is placed at most once.
     idempotency_key: str | None = None
+    # Claim the key only once the checks pass, so a refused or failed check doesn't use it up
+    # (Call again: one click dials once, but a click refused for a passing reason may be retried).
+    claim_after_check: bool = False
+    origin: str = "command"  # for the audit trail: command, call_again, …
+    repeat_of: int | None = None  # audit id of the attempt this one repeats
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,7 @@ class CallResult:
     session_id: str | None = None
     thread: Thread | None = None
     error: BaseException | None = None
+    session: Session | None = None  # the session as Evo Voice last showed it, when it did
 
 
 class CallService:
@@ -86,6 +99,8 @@ class CallService:
         dial_policy: DialPolicy,
         default_caller_id: str | None,
         account_ids: list[str],
+        audit: AuditLog | None = None,
+        follower: CallFollower | None = None,
     ) -> None:
         self._access = access
         self._catalog = catalog
@@ -95,6 +110,8 @@ class CallService:
         self._dial_policy = dial_policy
         self._default_caller_id = default_caller_id
         self._account_ids = account_ids
+        self._audit = audit
+        self._follower = follower
 
     async def check(self, request: CallRequest) -> CheckedCall:
         """Every refusal raises (RoleDenied, NumberRejected, FlowNotFound, CallerIdNotOwned, …)."""
@@ -110,13 +127,15 @@ class CallService:
 
     async def handle(self, request: CallRequest) -> CallResult:
         """check() then place(); refusals go to the requester alone."""
-        if request.idempotency_key and not await self._claims.claim(request.idempotency_key):
-            logger.info("duplicate delivery of a request by %s ignored", request.user_id)
-            return CallResult(Outcome.DUPLICATE)
+        if request.idempotency_key and not request.claim_after_check:
+            if not await self._claims.claim(request.idempotency_key):
+                return await self._duplicate(request)
         try:
             checked = await self.check(request)
         except (CallbotError, NumberRejected, EvoVoiceError) as exc:
             logger.info("call refused for %s: %s", request.user_id, type(exc).__name__)
+            if self._audit is not None:
+                await self._audit.refused(request, exc)
             await self._notifier.tell(
                 user_id=request.user_id,
                 channel_id=request.channel_id,
@@ -124,10 +143,21 @@ class CallService:
                 message=views.refusal(describe(exc)),
             )
             return CallResult(Outcome.REFUSED, error=exc)
+        if request.idempotency_key and request.claim_after_check:
+            if not await self._claims.claim(request.idempotency_key):
+                return await self._duplicate(request)
         return await self.place(checked)
+
+    async def _duplicate(self, request: CallRequest) -> CallResult:
+        logger.info("duplicate delivery of a request by %s ignored", request.user_id)
+        if self._audit is not None:
+            await self._audit.duplicate(request)
+        return CallResult(Outcome.DUPLICATE)
 
     async def place(self, call: CheckedCall) -> CallResult:
         request = call.request
+        # Recorded before dialling, so even a crash mid-call leaves a trace in the audit trail.
+        attempt_id = await self._audit.allowed(call) if self._audit is not None else None
         parent = views.call_parent(request.user_id, call.number.masked, call.flow_name, request.reason)
         try:
             thread = await self._notifier.start_thread(
@@ -144,12 +174,37 @@ class CallService:
                 response_url=None,
                 message=views.refusal(CannotNotify().user_message),
             )
-            return CallResult(Outcome.UNTOLD, error=CannotNotify())
+            untold = CallResult(Outcome.UNTOLD, error=CannotNotify())
+            await self._record_result(attempt_id, untold)
+            return untold
 
+        started = time.time()
         result, message = await self._dial(call)
-        if not await self._notifier.reply(thread, message):
+        tracked = None
+        if self._follower is not None:
+            # The thread reply becomes the call's status message, edited as the call goes on.
+            tracked = await self._follower.track(call, result, thread, attempt_id, started)
+            if tracked is not None:
+                message = self._follower.status_message(tracked)
+                if tracked.session_id != result.session_id:
+                    # The session found after an ambiguous attempt belongs to another call.
+                    result = dataclasses.replace(result, session_id=None, session=None)
+        await self._record_result(attempt_id, result)
+        posted = await self._notifier.post_reply(thread, message)
+        if not posted.delivered:
             logger.error("call %s outcome could not be posted for %s", result.outcome, request.user_id)
+        if tracked is not None and self._follower is not None:
+            await self._follower.begin(tracked, posted.ts)
         return CallResult(result.outcome, result.session_id, thread, result.error)
+
+    async def _record_result(self, attempt_id: int | None, result: CallResult) -> None:
+        if self._audit is None or attempt_id is None:
+            return
+        try:
+            await self._audit.result(attempt_id, result)
+        except Exception:
+            # The call is placed (or not) either way; the requester must still hear about it.
+            logger.exception("recording the result of attempt %s failed", attempt_id)
 
     async def _dial(self, call: CheckedCall) -> tuple[CallResult, views.Message]:
         started = dt.datetime.now(dt.UTC)
@@ -163,7 +218,7 @@ class CallService:
             session = await self._find_session_after(call.number.e164, started)
             session_id = session.id if session else None
             return (
-                CallResult(Outcome.UNKNOWN, session_id=session_id, error=exc),
+                CallResult(Outcome.UNKNOWN, session_id=session_id, error=exc, session=session),
                 views.call_unknown(describe(exc), session_id),
             )
         except EvoVoiceError as exc:
@@ -171,7 +226,7 @@ class CallService:
             return CallResult(Outcome.FAILED, error=exc), views.call_failed(describe(exc))
         logger.info("call by %s to %s (flow %s) placed: session %s", *log_args, placed.session_id)
         return (
-            CallResult(Outcome.PLACED, session_id=placed.session_id),
+            CallResult(Outcome.PLACED, session_id=placed.session_id, session=placed.session),
             views.call_placed(placed.session_id, call.caller_id),
         )
 

@@ -39,7 +39,8 @@ Usage: /call <number> <flow> [caller ID]
   /call +18144043093 escalation
   /call (814) 404-3093 wake-up-call +18145550100
   /call          (opens a form)
-  /call help     (shows this text)"""
+  /call help     (shows this text)
+  /call history [@person | number]   (recent calls; Managers and SystemAdministrators)"""
 
 _NUMBER_TOKEN = re.compile(r"[0-9+().\-]+")
 _DIGIT = re.compile(r"[0-9]")

@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     database_url: str = DEFAULT_DATABASE_URL
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)  # 0: any free port (tests)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Key of the audit trail's number hashes; empty: one generated and kept in the database.
+    audit_hash_key: SecretStr | None = None
+    # Following calls: the first poll interval, the back-off's ceiling, how long to look for the
+    # session of an unconfirmed call, and the most time any call is followed.
+    call_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+    call_poll_max_seconds: float = Field(default=15.0, gt=0, le=600)
+    call_find_seconds: float = Field(default=120.0, gt=0, le=3600)
+    call_follow_max_minutes: float = Field(default=240.0, gt=0, le=24 * 60)
 
     @field_validator(
         "slack_app_token", "slack_signing_secret", "evovoice_account_id", mode="before"
@@ -107,6 +115,21 @@ class Settings(BaseSettings):
         if value is not None and value.get_secret_value() in _PLACEHOLDERS:
             raise ValueError(
                 "still holds the placeholder from .env.example; put the real value in .env"
+            )
+        return value
+
+    @field_validator("audit_hash_key", mode="before")
+    @classmethod
+    def _optional_key(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @field_validator("audit_hash_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError(
+                "must be at least 16 characters (e.g. `openssl rand -hex 32`), or empty to let "
+                "the bot keep its own key in the database"
             )
         return value
 
@@ -153,6 +176,12 @@ class Settings(BaseSettings):
         except DatabaseUrlError as exc:
             raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _poll_ceiling(self) -> Settings:
+        if self.call_poll_max_seconds < self.call_poll_seconds:
+            raise ValueError("CALL_POLL_MAX_SECONDS must not be less than CALL_POLL_SECONDS")
+        return self
 
     @model_validator(mode="after")
     def _mode_needs(self) -> Settings:

@@ -41,6 +41,14 @@ class Thread:
         return self.ts is not None
 
 
+@dataclass(frozen=True)
+class Posted:
+    """Whether a reply reached anyone, and its `ts` when it is a message in the thread."""
+
+    delivered: bool
+    ts: str | None = None
+
+
 def _error_code(exc: Exception) -> str:
     if isinstance(exc, SlackApiError):
         return str(exc.response.get("error", "unknown"))
@@ -78,23 +86,48 @@ class Notifier:
 
     async def reply(self, thread: Thread, message: Message) -> bool:
         """Post under the thread, or through `response_url`. False if nobody could be told."""
+        return (await self.post_reply(thread, message)).delivered
+
+    async def post_reply(self, thread: Thread, message: Message) -> Posted:
+        """Like `reply`, also returning the reply's `ts` (None when it went through response_url)."""
         if thread.ts is not None:
             try:
-                await self._client.chat_postMessage(
+                response = await self._client.chat_postMessage(
                     channel=thread.channel, thread_ts=thread.ts, **message.as_kwargs()
                 )
-                return True
+                return Posted(True, str(response["ts"]) if response.get("ts") else None)
             except _SLACK_FAILURES as exc:
                 logger.warning("thread reply in %s failed (%s)", thread.channel, _error_code(exc))
                 if thread.response_url is None:
-                    return False
+                    return Posted(False)
                 # Out of the thread, the result alone would lack context: send both together.
-                return await self._respond(
+                return Posted(await self._respond(
                     thread.response_url, combined(thread.parent, message), in_channel=False
-                )
+                ))
         if thread.response_url is None:
+            return Posted(False)
+        return Posted(await self._respond(thread.response_url, message, in_channel=True))
+
+    async def update(self, channel: str, ts: str, message: Message) -> bool:
+        """Edit a message the bot posted (`chat.update`); False if Slack refused."""
+        try:
+            await self._client.chat_update(channel=channel, ts=ts, **message.as_kwargs())
+            return True
+        except _SLACK_FAILURES as exc:
+            logger.warning("editing a message in %s failed (%s)", channel, _error_code(exc))
             return False
-        return await self._respond(thread.response_url, message, in_channel=True)
+
+    async def react(self, channel: str, ts: str, emoji: str) -> bool:
+        """Add a reaction to a message; one already there counts as done."""
+        try:
+            await self._client.reactions_add(channel=channel, timestamp=ts, name=emoji)
+            return True
+        except _SLACK_FAILURES as exc:
+            code = _error_code(exc)
+            if code == "already_reacted":
+                return True
+            logger.warning("reacting in %s failed (%s)", channel, code)
+            return False
 
     async def tell(
         self, *, user_id: str, channel_id: str | None, response_url: str | None, message: Message

@@ -290,6 +290,14 @@ def check_dialable(text: str, policy: DialPolicy) -> DialableNumber:
     masked = mask(e164)
     allowed_regions = _list_regions(policy)
 
+    if not _E164_SHAPE.match(e164):
+        # phonenumbers calls some over-long national numbers valid (+49 201 00000000000); E.164
+        # allows at most 15 digits, and the voice API takes nothing else.
+        raise NumberRejected(
+            RejectCode.INVALID,
+            f"{masked} has more digits than a phone number can (at most 15 with the country "
+            f"code). Check the digits, like {FORMAT_HINT}.",
+        )
     if not phonenumbers.is_valid_number(number):
         raise NumberRejected(
             RejectCode.INVALID,

@@ -75,6 +75,8 @@ class Runtime:
                     self.app, settings.slack_app_token.get_secret_value()
                 )
                 await self._socket.connect_async()  # type: ignore[no-untyped-call]
+            # Calls followed when the bot last stopped are followed again.
+            await self.services.follower.resume()
         except BaseException:
             await self.stop()
             raise
@@ -106,6 +108,9 @@ class Runtime:
             self._runner = None
         if self.services is not None:
             await self.services.tasks.drain(grace)
+            # After the drain: calls placed during it have started to be followed. The rows stay,
+            # so the next start follows them again.
+            await self.services.follower.stop()
         if self._evo is not None:
             await self._evo.aclose()
             self._evo = None

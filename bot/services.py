@@ -13,11 +13,16 @@ from dataclasses import dataclass
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import AccessControl, UserGroups
+from bot.audit import AuditLog
+from bot.callstore import CallStore
 from bot.calls import CallService
 from bot.catalog import Catalog
 from bot.config import KNOWN_ROLES, ConfigError, Policy, Settings
 from bot.errors import CallbotError
+from bot.controls import CallControls
 from bot.evovoice import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable
+from bot.follow import CallFollower, FollowTiming
+from bot.history import HistoryService
 from bot.idempotency import Claims
 from bot.notify import Notifier
 from bot.phone import mask
@@ -41,6 +46,10 @@ class Services:
     account_ids: list[str]
     db: Database
     oncall: OnCall
+    audit: AuditLog
+    follower: CallFollower
+    controls: CallControls
+    history: HistoryService
 
 
 async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
@@ -123,6 +132,18 @@ async def build_services(
         raise ConfigError([f"EVOVOICE_URL: reading flows and numbers failed: {exc.message}"]) from None
     access = AccessControl(policy.roles, UserGroups(slack))
     notifier = Notifier(slack)
+    key = settings.audit_hash_key
+    audit = await AuditLog.open(
+        db, key.get_secret_value() if key else None, default_region=policy.default_region
+    )
+    follower = CallFollower(
+        evo=evo,
+        notifier=notifier,
+        store=CallStore(db),
+        audit=audit,
+        account_ids=account_ids,
+        timing=follow_timing(settings),
+    )
     calls = CallService(
         access=access,
         catalog=catalog,
@@ -132,6 +153,24 @@ async def build_services(
         dial_policy=policy.dial_policy,
         default_caller_id=policy.default_caller_id,
         account_ids=account_ids,
+        audit=audit,
+        follower=follower,
+    )
+    controls = CallControls(
+        store=follower.store,
+        follower=follower,
+        calls=calls,
+        access=access,
+        evo=evo,
+        audit=audit,
+        notifier=notifier,
+    )
+    history = HistoryService(
+        access=access,
+        audit=audit,
+        notifier=notifier,
+        slack=slack,
+        default_region=policy.default_region,
     )
     return Services(
         settings=settings,
@@ -149,4 +188,17 @@ async def build_services(
             phones=PhoneBook(slack, policy.people, policy.dial_policy),
             overrides=Overrides(db),
         ),
+        audit=audit,
+        follower=follower,
+        controls=controls,
+        history=history,
+    )
+
+
+def follow_timing(settings: Settings) -> FollowTiming:
+    return FollowTiming(
+        first_interval=settings.call_poll_seconds,
+        max_interval=settings.call_poll_max_seconds,
+        find_for=settings.call_find_seconds,
+        follow_for=settings.call_follow_max_minutes * 60,
     )

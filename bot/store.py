@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -44,6 +45,88 @@ MIGRATIONS: list[Migration] = [
             claimed_at REAL NOT NULL
         );
         CREATE INDEX claims_by_time ON claims (claimed_at)
+        """,
+    ),
+    Migration(
+        2,
+        "audit trail and followed calls",
+        """
+        CREATE TABLE audit_attempts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at TEXT NOT NULL,
+            team_id TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            channel_id TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            repeat_of INTEGER REFERENCES audit_attempts (id),
+            number_masked TEXT NOT NULL,
+            number_hash TEXT,
+            flow TEXT NOT NULL,
+            flow_id TEXT,
+            caller_id TEXT,
+            decision TEXT NOT NULL,
+            reason TEXT
+        );
+        CREATE INDEX audit_attempts_by_user ON audit_attempts (team_id, user_id, id);
+        CREATE INDEX audit_attempts_by_number ON audit_attempts (team_id, number_hash, id);
+        CREATE TRIGGER audit_attempts_no_update BEFORE UPDATE ON audit_attempts
+        BEGIN SELECT RAISE(ABORT, 'audit_attempts is append-only'); END;
+        CREATE TRIGGER audit_attempts_no_delete BEFORE DELETE ON audit_attempts
+        BEGIN SELECT RAISE(ABORT, 'audit_attempts is append-only'); END;
+
+        CREATE TABLE audit_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            attempt_id INTEGER NOT NULL REFERENCES audit_attempts (id),
+            at TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            actor_id TEXT,
+            reason TEXT,
+            session_id TEXT,
+            outcome TEXT,
+            answered_by TEXT,
+            duration_seconds REAL
+        );
+        CREATE INDEX audit_events_by_attempt ON audit_events (attempt_id, id);
+        CREATE TRIGGER audit_events_no_update BEFORE UPDATE ON audit_events
+        BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
+        CREATE TRIGGER audit_events_no_delete BEFORE DELETE ON audit_events
+        BEGIN SELECT RAISE(ABORT, 'audit_events is append-only'); END;
+
+        CREATE TABLE audit_keys (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+
+        CREATE TABLE calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            attempt_id INTEGER REFERENCES audit_attempts (id),
+            created_at REAL NOT NULL,
+            team_id TEXT NOT NULL,
+            requester_id TEXT NOT NULL,
+            channel_id TEXT NOT NULL,
+            parent_ts TEXT,
+            status_ts TEXT,
+            e164 TEXT,
+            number_masked TEXT NOT NULL,
+            flow_id TEXT NOT NULL,
+            flow_name TEXT NOT NULL,
+            caller_id TEXT,
+            placement TEXT NOT NULL,
+            note TEXT,
+            session_id TEXT UNIQUE,
+            state TEXT NOT NULL,
+            following INTEGER NOT NULL,
+            answered INTEGER NOT NULL DEFAULT 0,
+            answered_by TEXT,
+            outcome TEXT,
+            duration_seconds REAL,
+            hung_up_by TEXT,
+            called_again_by TEXT,
+            shown_digest TEXT,
+            marked INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX calls_being_followed ON calls (following)
         """,
     ),
     Migration(
@@ -191,4 +274,14 @@ class Transaction:
 
 
 def _statements(sql: str) -> list[str]:
-    return [s.strip() for s in sql.split(";") if s.strip()]
+    """Split a migration into statements; a `;` inside a trigger body or a string doesn't split."""
+    statements, pending = [], ""
+    for piece in sql.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                statements.append(pending.strip())
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        statements.append(pending.strip().removesuffix(";"))
+    return statements

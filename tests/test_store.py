@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import Database, DatabaseUrlError, Migration, sqlite_path
+from bot.store import Database, DatabaseUrlError, Migration, _statements, sqlite_path
 
 MIGRATIONS = [
     Migration(1, "counters", "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"),
@@ -80,3 +80,28 @@ async def test_transaction_rolls_back_on_error(db: Database) -> None:
             1 / 0
     row = await db.fetchone("SELECT value FROM counters WHERE name = 'x'")
     assert row is not None and row[0] == 1
+
+
+def test_statements_split_at_semicolons_outside_triggers_and_strings() -> None:
+    sql = """
+        CREATE TABLE t (a TEXT);
+        INSERT INTO t VALUES ('x;y');
+        CREATE TRIGGER t_fixed BEFORE UPDATE ON t
+        BEGIN SELECT RAISE(ABORT, 't is append-only; really'); END;
+        CREATE INDEX t_a ON t (a)
+    """
+    statements = _statements(sql)
+    assert len(statements) == 4
+    assert statements[2].startswith("CREATE TRIGGER") and statements[2].endswith("END;")
+
+
+async def test_a_migration_with_a_trigger_applies(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'trigger.db'}")
+    await database.open([Migration(1, "t", """
+        CREATE TABLE t (a INTEGER);
+        CREATE TRIGGER t_no_delete BEFORE DELETE ON t BEGIN SELECT RAISE(ABORT, 'kept; always'); END;
+        INSERT INTO t VALUES (1)
+    """)])
+    with pytest.raises(Exception, match="kept; always"):
+        await database.execute("DELETE FROM t")
+    await database.close()

@@ -13,6 +13,7 @@ from bot.calls import CallRequest
 from bot.command import CallArgs, CommandRejected, FormArgs, HelpArgs, SubcommandArgs, parse_command
 from bot.listeners.form import open_call_form
 from bot.listeners.oncall import on_oncall_subcommand
+from bot.history import HistoryRequest
 from bot.services import Services
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,13 @@ async def on_call_command(
             name=f"call form for {command['user_id']}",
         )
         return
+    if isinstance(parsed, SubcommandArgs) and parsed.name == "history":
+        await ack()
+        history = history_request_from(command, parsed)
+        services.tasks.spawn(services.history.show(history), name=f"history for {history.user_id}")
+        return
     if isinstance(parsed, SubcommandArgs):
-        # The subcommands come with their own features; until then, say how to call.
+        # Every subcommand is handled above; an unknown one gets the usage.
         await ack(**views.help_message().as_kwargs())
         return
     await ack()
@@ -93,4 +99,14 @@ def call_request_from(command: dict[str, Any], args: CallArgs) -> CallRequest:
         idempotency_key=f"command:{command.get('team_id')}:{command.get('trigger_id')}"
         if command.get("trigger_id")
         else None,
+    )
+
+
+def history_request_from(command: dict[str, Any], args: SubcommandArgs) -> HistoryRequest:
+    return HistoryRequest(
+        team_id=str(command.get("team_id") or ""),
+        user_id=str(command["user_id"]),
+        channel_id=str(command["channel_id"]),
+        args=args.args,
+        response_url=command.get("response_url") or None,
     )

@@ -1,0 +1,128 @@
+"""Helpers for the tests of calls after placing: the status message, its buttons, the audit trail."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from typing import Any
+
+from bot.audit import AuditRecord
+from bot.call_views import CALL_ACTIONS_BLOCK
+from bot.services import Services
+from tests.conftest import Ack, BotUnderTest
+from tests.standins.slack import ApiCall, Message, block_actions_payload, interactive_body
+
+FULL = "+18144043093"
+MASKED = "+1 814 ••• 3093"
+CHANNEL = "C0OPS"
+
+# Following fast: tests wait for what the bot does, never for how long it takes.
+FAST = {"CALL_POLL_SECONDS": "0.05", "CALL_POLL_MAX_SECONDS": "0.2", "CALL_FIND_SECONDS": "30"}
+
+_ACTION_TS = itertools.count(1)
+
+
+def services(bot: BotUnderTest) -> Services:
+    assert bot.runtime.services is not None
+    return bot.runtime.services
+
+
+def is_thread_reply(call: ApiCall) -> bool:
+    return call.method == "chat.postMessage" and bool(call.params.get("thread_ts"))
+
+
+async def status_message(bot: BotUnderTest, n: int = 1) -> Message:
+    """The n-th status message (a reply in a call's thread) the bot posted."""
+    posts = await bot.slack.wait_for_calls("chat.postMessage", n, is_thread_reply)
+    post = posts[n - 1]
+    assert post.response is not None
+    return bot.slack.messages[(post.response["channel"], post.response["ts"])]
+
+
+def parent_of(bot: BotUnderTest, status: Message) -> Message:
+    assert status.thread_ts is not None
+    return bot.slack.messages[(status.channel, status.thread_ts)]
+
+
+async def wait_for_edit(bot: BotUnderTest, status: Message, text: str, timeout: float = 10.0) -> None:
+    """Wait until the status message was edited to contain `text`."""
+    await bot.slack.wait_for_call(
+        "chat.update",
+        lambda c: c.params.get("ts") == status.ts and text in str(c.params.get("text")),
+        timeout=timeout,
+    )
+
+
+async def wait_for_mark(bot: BotUnderTest, parent: Message, timeout: float = 10.0) -> str:
+    call = await bot.slack.wait_for_call(
+        "reactions.add", lambda c: c.params.get("timestamp") == parent.ts, timeout=timeout
+    )
+    return str(call.params["name"])
+
+
+def buttons(message: Message) -> dict[str, str]:
+    """action_id -> value of the buttons the message shows now."""
+    found: dict[str, str] = {}
+    for block in message.blocks or []:
+        if block.get("type") == "actions":
+            for element in block.get("elements", []):
+                found[element["action_id"]] = element.get("value", "")
+    return found
+
+
+def texts(message: Message) -> list[str]:
+    return [str(v.get("text")) for v in message.versions]
+
+
+async def click(
+    bot: BotUnderTest,
+    status: Message,
+    action_id: str,
+    *,
+    user_id: str = "U0MANAGER",
+    value: str | None = None,
+    response_url: str | None = None,
+) -> tuple[Ack, str]:
+    """Click a button of the status message as Slack sends it; return the ack and response_url."""
+    url = response_url or bot.slack.response_url()
+    payload = block_actions_payload(
+        action_id=action_id,
+        block_id=CALL_ACTIONS_BLOCK,
+        value=value if value is not None else buttons(status)[action_id],
+        channel_id=status.channel,
+        message_ts=status.ts,
+        message=status.to_api(bot.slack.team_id),
+        response_url=url,
+        user_id=user_id,
+        # Every click has its own action_ts; a double click is two clicks.
+        extra_action={"action_ts": f"1700000100.{next(_ACTION_TS):06d}"},
+    )
+    if bot.mode == "socket":
+        envelope = await bot.slack.send_envelope("interactive", payload)
+        return Ack(200, envelope.get("payload") or {}), url
+    return await bot.post_signed(interactive_body(payload)), url
+
+
+def end_session(bot: BotUnderTest, session_id: str, *, after_seconds: float, **fields: Any) -> None:
+    """Let Evo Voice end the call `after_seconds` after it was created."""
+    created = dt.datetime.fromisoformat(
+        bot.evo.sessions[session_id]["dateCreated"].replace("Z", "+00:00")
+    )
+    completed = created + dt.timedelta(seconds=after_seconds)
+    bot.evo.set_session_state(
+        session_id,
+        ended=True,
+        callState="Disconnected",
+        dateCompleted=completed.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        **fields,
+    )
+
+
+async def audit_records(bot: BotUnderTest, limit: int = 100) -> list[AuditRecord]:
+    return await services(bot).audit.history(bot.slack.team_id, limit=limit)
+
+
+def everything_sent_to_slack(bot: BotUnderTest) -> str:
+    parts = [str(call.params) for call in bot.slack.calls]
+    parts += [str(body) for bodies in bot.slack.responses.values() for body in bodies]
+    return "\n".join(parts)

@@ -1,0 +1,248 @@
+"""The audit trail (every kind of attempt, append-only, keyed number hashes) and `/call history`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import sqlite3
+from typing import Any
+
+import pytest
+
+from bot.store import Database
+from tests.conftest import BotFactory, BotUnderTest
+from tests.follow_helpers import (
+    FAST,
+    FULL,
+    MASKED,
+    audit_records,
+    end_session,
+    services,
+    status_message,
+    wait_for_edit,
+)
+from tests.standins.evovoice import ErrorStatus
+from tests.standins.slack import ApiCall, slash_command_body
+
+OTHER = "+18145551234"
+
+
+def database(bot: BotUnderTest) -> Database:
+    return services(bot).db
+
+
+async def all_audit_text(bot: BotUnderTest) -> str:
+    rows = await database(bot).fetchall("SELECT * FROM audit_attempts")
+    rows += await database(bot).fetchall("SELECT * FROM audit_events")
+    return "\n".join(str(tuple(row)) for row in rows)
+
+
+async def test_every_kind_of_attempt_is_recorded(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    evo, slack = bot.evo, bot.slack
+
+    await bot.command(f"{FULL} escalation")  # placed
+    await bot.settle()
+    evo.queue_outgoing(ErrorStatus(400, "Flow is disabled"))
+    await bot.command(f"{FULL} escalation")  # failed
+    await bot.settle()
+    evo.queue_outgoing(ErrorStatus(500))
+    await bot.command(f"{FULL} escalation")  # unknown
+    await bot.settle()
+    await bot.command(f"{FULL} escalation", user_id="U0INTRUDER")  # denied
+    await bot.command("+1 900 555 0123 escalation")  # refused: premium rate
+    await bot.command(f"{FULL} escalate-now")  # refused: no such flow
+    await bot.settle()
+    redelivered = slash_command_body(
+        text=f"{OTHER} daily-check", response_url=slack.response_url(), trigger_id="77.88.dup"
+    )
+    await bot.post_signed(redelivered)  # placed
+    await bot.settle()
+    await bot.post_signed(redelivered)  # duplicate
+    await bot.settle()
+    services(bot).catalog._flows.invalidate()
+    evo.queue("GET", "/flows", ErrorStatus(500))
+    await bot.command(f"{FULL} escalation")  # failed before dialling: flows unreadable
+    await bot.settle()
+    slack.fail("chat.postMessage", "channel_not_found")
+    url = slack.response_url()
+    slack.expire_response_url(url)
+    await bot.command(f"{FULL} escalation", response_url=url)  # untold: nothing dialled
+    await bot.settle()
+
+    records = list(reversed(await audit_records(bot)))  # oldest first
+    summary = [
+        (r.decision, r.result.kind if r.result else None, r.reason) for r in records
+    ]
+    assert summary == [
+        ("allowed", "placed", None),
+        ("allowed", "failed", None),
+        ("allowed", "unknown", None),
+        ("denied", None, "RoleDenied"),
+        ("refused", None, "NumberRejected:type_not_allowed"),
+        ("refused", None, "FlowNotFound"),
+        ("allowed", "placed", None),
+        ("duplicate", None, None),
+        ("failed", None, "ServerError:500"),
+        ("allowed", "untold", None),
+    ]
+    assert records[1].result is not None and records[1].result.reason == "BadRequest:400"
+    assert records[2].result is not None
+    assert records[2].result.reason == "OutcomeUnknown:HTTP 500"
+    placed = records[0]
+    assert (placed.team_id, placed.user_id, placed.channel_id) == ("T0TEAM", "U0MANAGER", "C0OPS")
+    assert (placed.flow, placed.flow_id, placed.caller_id) == ("Escalation", "flow-esc", "+18145550100")
+    assert placed.number_masked == MASKED
+    assert placed.session_id == "sess-1"
+    assert placed.at.endswith("Z")  # UTC
+    assert records[3].user_id == "U0INTRUDER" and records[3].number_masked == MASKED
+    assert records[5].flow == "escalate-now"
+
+    # One keyed hash per number, the same whether the attempt was placed or refused.
+    [key_row] = await database(bot).fetchall("SELECT value FROM audit_keys")
+    expected = hmac.new(bytes.fromhex(key_row[0]), FULL.encode(), hashlib.sha256).hexdigest()
+    assert {r.number_hash for r in records if r.number_masked == MASKED} == {expected}
+    assert records[6].number_hash != expected
+    assert "8144043093" not in await all_audit_text(bot)
+    assert "5551234" not in await all_audit_text(bot)
+
+
+async def test_the_audit_trail_is_append_only(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    db = database(bot)
+    for statement in (
+        "UPDATE audit_attempts SET decision = 'denied'",
+        "DELETE FROM audit_attempts",
+        "UPDATE audit_events SET kind = 'failed'",
+        "DELETE FROM audit_events",
+    ):
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            await db.execute(statement)
+    [record] = await audit_records(bot)
+    assert record.decision == "allowed" and [e.kind for e in record.events] == ["placed"]
+
+
+async def test_a_configured_hash_key_is_used(bot_factory: BotFactory) -> None:
+    key = "a-long-secret-for-the-audit-hash"
+    bot = await bot_factory("http", AUDIT_HASH_KEY=key)
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    [record] = await audit_records(bot)
+    assert record.number_hash == hmac.new(key.encode(), FULL.encode(), hashlib.sha256).hexdigest()
+    assert await database(bot).fetchall("SELECT * FROM audit_keys") == []
+
+
+async def test_the_generated_key_survives_a_restart(bot_factory: BotFactory) -> None:
+    first = await bot_factory("http")
+    await first.command(f"{FULL} escalation")
+    await first.settle()
+    await first.runtime.stop()
+    second = await bot_factory("http")
+    await second.command(f"{FULL} escalation")
+    await second.settle()
+    hashes = {r.number_hash for r in await audit_records(second)}
+    assert len(hashes) == 1
+
+
+# ---------------------------------------------------------------------------------- history
+
+
+async def history(bot: BotUnderTest, args: str = "", user_id: str = "U0MANAGER") -> dict[str, Any]:
+    _, url = await bot.command(f"history {args}".strip(), user_id=user_id)
+    [answer] = await bot.slack.wait_for_response(url)
+    assert answer["response_type"] == "ephemeral"
+    return answer
+
+
+def lines(answer: dict[str, Any]) -> list[str]:
+    return str(answer["text"]).splitlines()[1:]  # after the heading
+
+
+async def test_history_is_for_managers_and_administrators_only(bot: BotUnderTest) -> None:
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    answer = await history(bot, user_id="U0INTRUDER")
+    assert "not allowed to see the call history" in answer["text"]
+    assert "<@U0MANAGER>" not in answer["text"]
+    answer = await history(bot, user_id="U0LEAD2")  # a Manager through a user group
+    [line] = lines(answer)
+    assert "<@U0MANAGER>" in line and MASKED in line and "Escalation" in line
+    assert FULL not in answer["text"]
+
+
+async def test_history_shows_the_last_20_newest_first(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", **FAST)
+    for i in range(21):
+        await bot.command(f"{FULL} no-such-flow-{i}")
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected", answeredByName="Alice")
+    await wait_for_edit(bot, status, "Connected")
+    end_session(bot, session_id, after_seconds=65, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended")
+    await bot.settle()
+
+    shown = lines(await history(bot))
+    assert len(shown) == 20
+    assert "answered by Alice" in shown[0] and "1m 05s" in shown[0] and session_id in shown[0]
+    assert "no-such-flow-20" in shown[1] and "refused (FlowNotFound)" in shown[1]
+    assert "no-such-flow-2”" in shown[-1]  # the oldest two are left out
+    assert not any("no-such-flow-1”" in line or "no-such-flow-0”" in line for line in shown)
+
+
+def users_list(members: dict[str, dict[str, str]]) -> Any:
+    def answer(call: ApiCall) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "members": [
+                {"id": uid, "name": m["name"], "deleted": False,
+                 "profile": {"display_name": m.get("display", ""), "real_name": m.get("real", "")}}
+                for uid, m in members.items()
+            ],
+            "response_metadata": {"next_cursor": ""},
+        }
+
+    return answer
+
+
+async def test_history_filters_by_person(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} escalation", user_id="U0LEAD1")
+    await bot.command(f"{OTHER} escalation", user_id="U0MANAGER")
+    await bot.command(f"{FULL} daily-check", user_id="U0LEAD1")
+    await bot.settle()
+    bot.slack.on("users.list", users_list({
+        "U0LEAD1": {"name": "lead1", "display": "Lee"},
+        "U0MANAGER": {"name": "manager", "display": "Mana"},
+    }))
+
+    for args in ("<@U0LEAD1|lead1>", "<@U0LEAD1>", "U0LEAD1", "@lead1", "@LEE"):
+        shown = lines(await history(bot, args))
+        assert len(shown) == 2, (args, shown)
+        assert all("<@U0LEAD1>" in line for line in shown)
+    answer = await history(bot, "@nobody")
+    assert "No one here goes by @nobody" in answer["text"] and "member ID" in answer["text"]
+
+
+async def test_history_filters_by_number(bot: BotUnderTest) -> None:
+    await bot.command(f"{FULL} escalation")
+    await bot.command(f"{OTHER} escalation")
+    await bot.command("+1 900 555 0123 escalation", user_id="U0LEAD1")  # refused, still recorded
+    await bot.settle()
+    shown = lines(await history(bot, "(814) 404-3093"))
+    assert len(shown) == 1 and MASKED in shown[0]
+    shown = lines(await history(bot, "+1 900 555 0123"))
+    assert len(shown) == 1 and "refused" in shown[0] and "<@U0LEAD1>" in shown[0]
+    answer = await history(bot, "+1 212 555 0000")
+    assert "nothing recorded" in answer["text"]
+
+
+async def test_history_explains_a_filter_it_cannot_use(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    answer = await history(bot, "yesterday please")
+    assert "Usage: /call history" in answer["text"]
+    answer = await history(bot, "+1 814")
+    assert "Usage: /call history" in answer["text"]

@@ -1,0 +1,310 @@
+"""The follower, the call store, the status and history views and the history filter, without Slack."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import call_views
+from bot.audit import AuditLog, Decision, reason_of
+from bot.callstore import CallState, CallStore, Placement, TrackedCall
+from bot.config import ConfigError, load_settings
+from bot.evovoice import EvoVoiceTimeout, NotFound, RateLimited, Session
+from bot.follow import CallFollower, FollowTiming, classify, duration_of
+from bot.history import HistoryFilter, HistoryFilterRejected, parse_history_filter
+from bot.phone import NumberRejected, RejectCode
+from bot.store import Database
+from bot.views import Message
+
+T0 = 1_800_000_000.0
+TIMING = FollowTiming(first_interval=2.0, max_interval=15.0, growth=1.5, find_for=120.0,
+                      follow_for=3600.0, number_retention=86400.0)
+
+
+def session(state: str = "Ringing", **fields: Any) -> Session:
+    values = {"id": "sess-1", "callState": state, "dateCreated": "2027-01-15T08:00:00.000Z"}
+    values.update(fields)
+    return Session.model_validate(values)
+
+
+class FakeEvo:
+    """Answers GET /sessions/{id} from a script; the last answer repeats."""
+
+    def __init__(self, answers: list[Session | Exception]) -> None:
+        self.answers = answers
+        self.polls = 0
+
+    async def get_session(self, session_id: str) -> Session:
+        answer = self.answers[min(self.polls, len(self.answers) - 1)]
+        self.polls += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def find_sessions(self, *args: Any, **kwargs: Any) -> list[Session]:
+        return []
+
+
+class FakeNotifier:
+    def __init__(self) -> None:
+        self.edits: list[Message] = []
+        self.reactions: list[str] = []
+
+    async def update(self, channel: str, ts: str, message: Message) -> bool:
+        self.edits.append(message)
+        return True
+
+    async def react(self, channel: str, ts: str, emoji: str) -> bool:
+        self.reactions.append(emoji)
+        return True
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Iterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'calls.db'}")
+    await database.open()
+    yield database  # type: ignore[misc]
+    await database.close()
+
+
+async def new_call(store: CallStore, **values: Any) -> TrackedCall:
+    row: dict[str, Any] = dict(
+        attempt_id=None, created_at=T0, team_id="T0", requester_id="U0", channel_id="C0",
+        parent_ts="1.1", status_ts="1.2", e164="+18144043093", number_masked="+1 814 ••• 3093",
+        flow_id="flow-esc", flow_name="Escalation", caller_id=None, placement="placed",
+        note=None, session_id="sess-1", state="ringing", following=True,
+    )
+    row.update(values)
+    return await store.insert(**row)
+
+
+async def follow(
+    db: Database, evo: FakeEvo, *, clock: Clock | None = None, audit: AuditLog | None = None,
+    **call: Any,
+) -> tuple[TrackedCall, FakeNotifier, list[float]]:
+    """Follow one call to its end; return it as stored, the Slack side, and each pause asked for."""
+    store, notifier, pauses = CallStore(db), FakeNotifier(), []
+
+    async def pause(wake: asyncio.Event, seconds: float) -> None:
+        pauses.append(seconds)
+        assert len(pauses) < 100, "the follower never stopped"
+
+    follower = CallFollower(
+        evo=evo, notifier=notifier, store=store, audit=audit,  # type: ignore[arg-type]
+        account_ids=["acct-1"], timing=TIMING, clock=clock or Clock(), pause=pause,
+    )
+    tracked = await new_call(store, **call)
+    await follower.begin(tracked, tracked.status_ts)
+    await asyncio.wait_for(asyncio.gather(*follower._tasks.values()), 5)
+    final = await store.get(tracked.id)
+    assert final is not None
+    return final, notifier, pauses
+
+
+async def test_polls_back_off_and_start_again_after_a_change(db: Database) -> None:
+    answers: list[Session | Exception] = [session("Ringing")] * 8
+    answers += [session("Connected"), session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z")]
+    call, notifier, pauses = await follow(db, FakeEvo(answers))
+    assert pauses == [2.0, 3.0, 4.5, 6.75, 10.125, 15.0, 15.0, 15.0, 2.0]
+    assert call.state == CallState.ENDED and not call.following and call.answered
+    assert call.duration_seconds == 60.0
+    assert [("Connected" in m.text, "Ended" in m.text) for m in notifier.edits] == [
+        (True, False), (False, True)
+    ]
+    assert notifier.reactions == [call_views.MARK_ANSWERED]
+
+
+async def test_a_rate_limit_waits_as_long_as_evo_voice_asks(db: Database) -> None:
+    answers: list[Session | Exception] = [
+        RateLimited(429, "slow down", retry_after=40.0),
+        EvoVoiceTimeout("no answer"),
+        session(ended=True, outcome="No answer"),
+    ]
+    call, notifier, pauses = await follow(db, FakeEvo(answers))
+    assert pauses == [40.0, 3.0]
+    assert call.state == CallState.ENDED and not call.answered
+    assert notifier.reactions == [call_views.MARK_NOT_ANSWERED]
+
+
+async def test_no_call_is_followed_beyond_the_time_limit(db: Database) -> None:
+    evo = FakeEvo([session("Connected")])
+    call, notifier, _ = await follow(db, evo, clock=Clock(T0 + TIMING.follow_for + 1))
+    assert call.state == CallState.LOST and not call.following
+    assert evo.polls == 0
+    assert "stopped following" in notifier.edits[-1].text
+    assert notifier.reactions == [call_views.MARK_UNCLEAR]
+
+
+async def test_a_session_that_stays_unknown_to_evo_voice_is_given_up(db: Database) -> None:
+    clock = Clock(T0 + TIMING.find_for + 1)
+    call, _, _ = await follow(db, FakeEvo([NotFound(404, "Session not found")]), clock=clock)
+    assert call.state == CallState.LOST
+
+
+async def test_resume_follows_what_was_being_followed(db: Database) -> None:
+    store = CallStore(db)
+    live = await new_call(store)
+    await new_call(store, session_id="sess-2", state="ended", following=False)
+    follower = CallFollower(
+        evo=FakeEvo([session(ended=True)]), notifier=FakeNotifier(), store=store,  # type: ignore[arg-type]
+        audit=None, account_ids=["acct-1"], timing=TIMING,
+    )
+    assert await follower.resume() == 1
+    await asyncio.wait_for(asyncio.gather(*follower._tasks.values()), 5)
+    again = await store.get(live.id)
+    assert again is not None and again.state == CallState.ENDED
+    await follower.stop()
+
+
+async def test_numbers_are_forgotten_once_calls_are_over_and_old(db: Database) -> None:
+    store = CallStore(db)
+    old_over = await new_call(store, created_at=T0 - 90000, session_id="s1", state="ended",
+                              following=False)
+    old_live = await new_call(store, created_at=T0 - 90000, session_id="s2")
+    new_over = await new_call(store, session_id="s3", state="ended", following=False)
+    assert await store.forget_numbers(T0 - 86400) == 1
+    assert [(await store.get(c.id)).e164 for c in (old_over, old_live, new_over)] == [  # type: ignore[union-attr]
+        None, "+18144043093", "+18144043093"
+    ]
+
+
+async def test_a_session_belongs_to_one_call(db: Database) -> None:
+    store = CallStore(db)
+    first = await new_call(store, session_id=None, state="finding")
+    second = await new_call(store, session_id=None, state="finding")
+    assert await store.claim_session(first.id, "sess-9")
+    assert not await store.claim_session(second.id, "sess-9")
+    assert await store.sessions_taken(["sess-9", "sess-10"]) == {"sess-9"}
+
+
+def test_session_states() -> None:
+    assert classify(session("Ringing")) == CallState.RINGING
+    assert classify(session("Connected")) == CallState.CONNECTED
+    assert classify(session("Hold")) == CallState.CONNECTED
+    assert classify(session("Disconnected")) == CallState.CALLING
+    assert classify(session(None)) == CallState.CALLING
+    assert classify(session("Connected", ended=True)) == CallState.ENDED
+    assert classify(session("Disconnected", dateCompleted="2027-01-15T08:00:09Z")) == CallState.ENDED
+    assert duration_of(session(dateCompleted="/Date(1800000009000-0000)/")) == 9.0
+    assert duration_of(session(dateCompleted="2027-01-15T07:00:00Z")) is None  # before creation
+    assert duration_of(session()) is None
+
+
+def tracked(**values: Any) -> TrackedCall:
+    row: dict[str, Any] = dict(
+        id=7, attempt_id=1, created_at=T0, team_id="T0", requester_id="U0", channel_id="C0",
+        parent_ts="1.1", status_ts="1.2", e164="+18144043093", number_masked="+1 814 ••• 3093",
+        flow_id="flow-esc", flow_name="Escalation", caller_id="+18145550100",
+        placement=Placement.PLACED, note=None, session_id="sess-1", state=CallState.RINGING,
+        following=True,
+    )
+    row.update(values)
+    return TrackedCall(**row)
+
+
+def action_ids(message: Message) -> list[str]:
+    return [e["action_id"] for b in message.blocks if b["type"] == "actions" for e in b["elements"]]
+
+
+def test_status_buttons_follow_the_state() -> None:
+    assert action_ids(call_views.call_status(tracked())) == [call_views.HANG_UP_ACTION]
+    assert action_ids(call_views.call_status(tracked(state=CallState.FINDING, session_id=None))) == []
+    ended = tracked(state=CallState.ENDED, following=False)
+    assert action_ids(call_views.call_status(ended)) == [call_views.CALL_AGAIN_ACTION]
+    assert action_ids(call_views.call_status(tracked(state=CallState.ENDED, following=False,
+                                                     e164=None))) == []
+    again = call_views.call_status(tracked(state=CallState.ENDED, following=False,
+                                           called_again_by="U9"))
+    assert action_ids(again) == [] and "<@U9> called this number again" in again.text
+
+
+def test_status_text_is_escaped_and_never_shows_a_full_number() -> None:
+    message = call_views.call_status(tracked(
+        state=CallState.ENDED, following=False, answered=True, answered_by="+1 814 404 3093",
+        outcome="<!channel> done", duration_seconds=3725,
+    ))
+    assert "8144043093" not in str(message) and "+1 814 ••• 3093" in message.text
+    assert "&lt;!channel&gt; done" in message.text and "<!channel>" not in message.text
+    assert "lasted 1h 02m" in message.text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "shown"), [(0, "0 s"), (59.6, "1m 00s"), (61, "1m 01s"), (3600, "1h 00m")]
+)
+def test_durations(seconds: float, shown: str) -> None:
+    assert call_views.format_duration(seconds) == shown
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ((), HistoryFilter()),
+        (("<@U0ABC|alex>",), HistoryFilter(user_id="U0ABC")),
+        (("<@W0ABC>",), HistoryFilter(user_id="W0ABC")),
+        (("U0ABC",), HistoryFilter(user_id="U0ABC")),
+        (("@alex.b",), HistoryFilter(user_name="alex.b")),
+        (("+1", "814", "404", "3093"), HistoryFilter(e164="+18144043093")),
+        (("(814)", "404-3093"), HistoryFilter(e164="+18144043093")),
+    ],
+)
+def test_history_filters(args: tuple[str, ...], expected: HistoryFilter) -> None:
+    assert parse_history_filter(args, "US") == expected
+
+
+@pytest.mark.parametrize("args", [("alex",), ("<@U0ABC>", "x"), ("<#C0ABC|ops>",), ("+1", "814")])
+def test_history_filters_refused(args: tuple[str, ...]) -> None:
+    with pytest.raises(HistoryFilterRejected):
+        parse_history_filter(args, "US")
+
+
+async def test_audit_key_is_generated_once(db: Database) -> None:
+    first = await AuditLog.open(db)
+    second = await AuditLog.open(db)
+    assert first.number_hash("+18144043093") == second.number_hash("+18144043093")
+    assert first.number_hash("+18144043093") != first.number_hash("+18144043094")
+    configured = await AuditLog.open(db, "x" * 32)
+    assert configured.number_hash("+18144043093") != first.number_hash("+18144043093")
+
+
+def test_reasons_name_the_error_not_its_text() -> None:
+    rejected = NumberRejected(RejectCode.TYPE_NOT_ALLOWED, "+1 900 ••• 0123 is premium rate")
+    assert reason_of(rejected) == "NumberRejected:type_not_allowed"
+    assert reason_of(RateLimited(429, "slow", "TooMany")) == "RateLimited:429:TooMany"
+    assert Decision.ALLOWED == "allowed"
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"audit_hash_key": "short"}, "AUDIT_HASH_KEY: must be at least 16 characters"),
+        ({"call_poll_seconds": "5", "call_poll_max_seconds": "2"}, "CALL_POLL_MAX_SECONDS"),
+        ({"call_poll_seconds": "0"}, "CALL_POLL_SECONDS"),
+    ],
+)
+def test_follow_settings_are_checked(env: dict[str, str], problem: str) -> None:
+    base = {"slack_bot_token": "xoxb-1", "slack_app_token": "xapp-1", "evovoice_username": "u",
+            "evovoice_password": "p"}
+    with pytest.raises(ConfigError) as raised:
+        load_settings(_env_file=None, **base, **env)
+    assert any(problem in p for p in raised.value.problems), raised.value.problems
+
+
+def test_follow_settings_default_and_blank_key() -> None:
+    settings = load_settings(
+        _env_file=None, slack_bot_token="xoxb-1", slack_app_token="xapp-1",
+        evovoice_username="u", evovoice_password="p", audit_hash_key="",
+    )
+    assert settings.audit_hash_key is None
+    assert (settings.call_poll_seconds, settings.call_poll_max_seconds) == (2.0, 15.0)
