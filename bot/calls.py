@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -86,6 +87,7 @@ class CallService:
         dial_policy: DialPolicy,
         default_caller_id: str | None,
         account_ids: list[str],
+        on_result: Callable[[CallResult], None] | None = None,
     ) -> None:
         self._access = access
         self._catalog = catalog
@@ -95,6 +97,8 @@ class CallService:
         self._dial_policy = dial_policy
         self._default_caller_id = default_caller_id
         self._account_ids = account_ids
+        # Hears every request's final outcome (metrics); never sees the number.
+        self._on_result = on_result
 
     async def check(self, request: CallRequest) -> CheckedCall:
         """Every refusal raises (RoleDenied, NumberRejected, FlowNotFound, CallerIdNotOwned, …)."""
@@ -112,7 +116,7 @@ class CallService:
         """check() then place(); refusals go to the requester alone."""
         if request.idempotency_key and not await self._claims.claim(request.idempotency_key):
             logger.info("duplicate delivery of a request by %s ignored", request.user_id)
-            return CallResult(Outcome.DUPLICATE)
+            return self._finished(CallResult(Outcome.DUPLICATE))
         try:
             checked = await self.check(request)
         except (CallbotError, NumberRejected, EvoVoiceError) as exc:
@@ -123,7 +127,7 @@ class CallService:
                 response_url=request.response_url,
                 message=views.refusal(describe(exc)),
             )
-            return CallResult(Outcome.REFUSED, error=exc)
+            return self._finished(CallResult(Outcome.REFUSED, error=exc))
         return await self.place(checked)
 
     async def place(self, call: CheckedCall) -> CallResult:
@@ -144,12 +148,17 @@ class CallService:
                 response_url=None,
                 message=views.refusal(CannotNotify().user_message),
             )
-            return CallResult(Outcome.UNTOLD, error=CannotNotify())
+            return self._finished(CallResult(Outcome.UNTOLD, error=CannotNotify()))
 
         result, message = await self._dial(call)
         if not await self._notifier.reply(thread, message):
             logger.error("call %s outcome could not be posted for %s", result.outcome, request.user_id)
-        return CallResult(result.outcome, result.session_id, thread, result.error)
+        return self._finished(CallResult(result.outcome, result.session_id, thread, result.error))
+
+    def _finished(self, result: CallResult) -> CallResult:
+        if self._on_result is not None:
+            self._on_result(result)
+        return result
 
     async def _dial(self, call: CheckedCall) -> tuple[CallResult, views.Message]:
         started = dt.datetime.now(dt.UTC)

@@ -8,7 +8,7 @@ the bot with a clear message instead of failing on somebody's first call.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -18,6 +18,7 @@ from bot.catalog import Catalog
 from bot.config import KNOWN_ROLES, ConfigError, Policy, Settings
 from bot.evovoice import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable
 from bot.idempotency import Claims
+from bot.metrics import Metrics
 from bot.notify import Notifier
 from bot.phone import mask
 from bot.store import Database
@@ -38,6 +39,7 @@ class Services:
     tasks: BackgroundTasks
     account_ids: list[str]
     db: Database
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
@@ -105,7 +107,9 @@ async def build_services(
     slack: AsyncWebClient,
     evo: EvoVoiceClient,
     db: Database,
+    metrics: Metrics | None = None,
 ) -> Services:
+    metrics = metrics or Metrics()
     account_id = await choose_account(evo, settings)
     account_ids = [account_id]
     catalog = Catalog(evo, account_ids, policy.flows)
@@ -124,6 +128,7 @@ async def build_services(
         dial_policy=policy.dial_policy,
         default_caller_id=policy.default_caller_id,
         account_ids=account_ids,
+        on_result=metrics.call_finished,
     )
     return Services(
         settings=settings,
@@ -136,4 +141,5 @@ async def build_services(
         tasks=BackgroundTasks(),
         account_ids=account_ids,
         db=db,
+        metrics=metrics,
     )

@@ -10,6 +10,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from bot import views
 from bot.calls import CallRequest
 from bot.command import CallArgs, CommandRejected, FormArgs, HelpArgs, SubcommandArgs, parse_command
+from bot.metrics import CommandOutcome
 from bot.services import Services
 
 logger = logging.getLogger(__name__)
@@ -24,20 +25,25 @@ def register(app: AsyncApp) -> None:
 async def on_call_command(ack: AsyncAck, command: dict[str, Any], context: AsyncBoltContext) -> None:
     services: Services = context["services"]
     if services.tasks.closed:
+        services.metrics.command(CALL_COMMAND, CommandOutcome.UNAVAILABLE)
         await ack(text="callbot is restarting; nothing was dialled. Try again in a few seconds.")
         return
     try:
         parsed = parse_command(str(command.get("text") or ""))
     except CommandRejected as exc:
+        services.metrics.command(CALL_COMMAND, CommandOutcome.INVALID)
         await ack(**views.refusal(exc.reason).as_kwargs())
         return
     if isinstance(parsed, HelpArgs):
+        services.metrics.command(CALL_COMMAND, CommandOutcome.HELP)
         await ack(**views.help_message().as_kwargs())
         return
     if isinstance(parsed, (FormArgs, SubcommandArgs)):
         # The form and the subcommands come with their own features; until then, say how to call.
+        services.metrics.command(CALL_COMMAND, CommandOutcome.HELP)
         await ack(**views.help_message().as_kwargs())
         return
+    services.metrics.command(CALL_COMMAND, CommandOutcome.ACCEPTED)
     await ack()
     request = call_request_from(command, parsed)
     services.tasks.spawn(services.calls.handle(request), name=f"call by {request.user_id}")
