@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -391,3 +392,14 @@ async def test_callbot_check_exits_0_when_all_pass_and_1_otherwise(
     assert "1 problem found" in out
     for secret in ("evo-secret-password", "xoxb-test", "xapp-test"):
         assert secret not in out
+
+
+def test_readme_troubleshooting_covers_every_check() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    troubleshooting = readme.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    source = Path(doctor.__file__).read_text()
+    subjects = set(re.findall(r'subject = "([^"]+)"', source))
+    subjects |= {"Settings", "Setting NAME", "Flow alias NAME"}
+    assert len(subjects) >= 12
+    for subject in sorted(subjects):
+        assert f"✗ {subject}" in troubleshooting, f"README has no entry for ✗ {subject}"
