@@ -1,9 +1,10 @@
-"""`python -m bot` / `callbot`: run the bot (default), check the set-up, or print the Slack manifest.
+"""`python -m bot` / `callbot`: run the bot (default), check the set-up, print the Slack manifest.
 
-    callbot [run]                         read the configuration, check it, serve Slack until SIGTERM
-    callbot check                         the doctor: every setting tried against Slack, Evo Voice and
-                                          the database, one ✓/✗ line each; exit code 0 when all pass
-    callbot manifest [--http https://HOST]  the Slack app manifest for Socket Mode or HTTP mode
+    callbot [run]       read the configuration, check it, serve Slack until SIGTERM
+    callbot check       the doctor: every setting tried against Slack, Evo Voice and the database,
+                        one ✓/✗ line each; exit code 0 only when all pass
+    callbot manifest [--http https://HOST]
+                        the Slack app manifest for Socket Mode, or for HTTP mode at HOST
 """
 
 from __future__ import annotations

@@ -139,6 +139,10 @@ def database_probe(db: Database) -> Probe:
 def readiness_for(slack: AsyncWebClient, evo: EvoVoiceClient, db: Database) -> Readiness:
     # The database is local and cheap: checked on every probe.
     return Readiness(
-        {"slack": slack_probe(slack), "evovoice": evovoice_probe(evo), "database": database_probe(db)},
+        {
+            "slack": slack_probe(slack),
+            "evovoice": evovoice_probe(evo),
+            "database": database_probe(db),
+        },
         uncached=frozenset({"database"}),
     )

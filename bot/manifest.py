@@ -27,7 +27,8 @@ def manifest_path() -> Path:
 
     The container image copies it to its working directory.
     """
-    candidates = [Path(__file__).resolve().parent.parent / MANIFEST_NAME, Path.cwd() / MANIFEST_NAME]
+    checkout = Path(__file__).resolve().parent.parent
+    candidates = [checkout / MANIFEST_NAME, Path.cwd() / MANIFEST_NAME]
     for path in candidates:
         if path.is_file():
             return path
@@ -38,7 +39,7 @@ def manifest_path() -> Path:
 
 
 def events_url(base: str) -> str:
-    """`https://host[/prefix]` → `https://host[/prefix]/slack/events`; anything but https refused."""
+    """`https://host[/prefix]` → `https://host[/prefix]/slack/events`; only https is accepted."""
     text = base.strip()
     parts = urlsplit(text)
     if parts.scheme != "https" or not parts.hostname:

@@ -1,11 +1,11 @@
 """Prometheus metrics, served at `GET /metrics`; one registry per running bot, not the global one.
 
-    callbot_commands_total{command, outcome}          slash commands by what their ack did
-    callbot_calls_total{outcome}                      call requests by final outcome (calls.Outcome)
-    callbot_slack_ack_seconds{kind}                   a Slack request's receipt → its ack, both modes
-    callbot_evovoice_request_seconds{method, route}   every HTTP attempt to Evo Voice
+    callbot_commands_total{command, outcome}            slash commands by what their ack did
+    callbot_calls_total{outcome}                        call requests by final outcome
+    callbot_slack_ack_seconds{kind}                     a Slack request's receipt → its ack
+    callbot_evovoice_request_seconds{method, route}     every HTTP attempt to Evo Voice
     callbot_evovoice_errors_total{method, route, kind}  failed attempts, by kind of failure
-    callbot_rate_limit_refusals_total{limit}          requests refused by callbot's own limits
+    callbot_rate_limit_refusals_total{limit}            requests refused by callbot's own limits
 
 Labels hold only bounded sets (outcomes, request kinds, routes with ids replaced by `{id}`), never a
 user, a number or a channel. To count a rate-limit refusal, call

@@ -79,8 +79,9 @@ def ignored(path: str) -> bool:
     parts = Path(path).parts
     for pattern in dockerignore():
         bare = pattern.removeprefix("**/")
-        for i in range(len(parts)):
-            if fnmatch.fnmatch("/".join(parts[: i + 1]), pattern) or fnmatch.fnmatch(parts[i], bare):
+        for i, part in enumerate(parts):
+            prefix = "/".join(parts[: i + 1])
+            if fnmatch.fnmatch(prefix, pattern) or fnmatch.fnmatch(part, bare):
                 return True
     return False
 

@@ -17,9 +17,9 @@ import pytest
 from bot.config import ConfigError, load_settings
 from bot.errors import describe, reference_id
 from bot.logs import (
+    TEXT_FORMAT,
     JsonFormatter,
     OneLineFormatter,
-    TEXT_FORMAT,
     current_request_id,
     make_handler,
     request_context,

@@ -45,7 +45,8 @@ async def wait_for_value(bot: BotUnderTest, name: str, expected: float, **labels
         if value(samples, name, **labels) == expected:
             return samples
         await asyncio.sleep(0.02)
-    raise AssertionError(f"{name}{labels} never reached {expected}: {value(samples, name, **labels)}")
+    last = value(samples, name, **labels)
+    raise AssertionError(f"{name}{labels} never reached {expected}: {last}")
 
 
 async def test_a_placed_call_is_counted_everywhere(bot: BotUnderTest) -> None:
