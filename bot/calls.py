@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -101,6 +102,7 @@ class CallService:
         account_ids: list[str],
         audit: AuditLog | None = None,
         follower: CallFollower | None = None,
+        on_result: Callable[[CallResult], None] | None = None,
     ) -> None:
         self._access = access
         self._catalog = catalog
@@ -112,6 +114,8 @@ class CallService:
         self._account_ids = account_ids
         self._audit = audit
         self._follower = follower
+        # Hears every request's final outcome (metrics); never sees the number.
+        self._on_result = on_result
 
     async def check(self, request: CallRequest) -> CheckedCall:
         """Every refusal raises (RoleDenied, NumberRejected, FlowNotFound, CallerIdNotOwned, …)."""
@@ -142,7 +146,7 @@ class CallService:
                 response_url=request.response_url,
                 message=views.refusal(describe(exc)),
             )
-            return CallResult(Outcome.REFUSED, error=exc)
+            return self._finished(CallResult(Outcome.REFUSED, error=exc))
         if request.idempotency_key and request.claim_after_check:
             if not await self._claims.claim(request.idempotency_key):
                 return await self._duplicate(request)
@@ -176,7 +180,7 @@ class CallService:
             )
             untold = CallResult(Outcome.UNTOLD, error=CannotNotify())
             await self._record_result(attempt_id, untold)
-            return untold
+            return self._finished(untold)
 
         started = time.time()
         result, message = await self._dial(call)
@@ -195,7 +199,12 @@ class CallService:
             logger.error("call %s outcome could not be posted for %s", result.outcome, request.user_id)
         if tracked is not None and self._follower is not None:
             await self._follower.begin(tracked, posted.ts)
-        return CallResult(result.outcome, result.session_id, thread, result.error)
+        return self._finished(CallResult(result.outcome, result.session_id, thread, result.error))
+
+    def _finished(self, result: CallResult) -> CallResult:
+        if self._on_result is not None:
+            self._on_result(result)
+        return result
 
     async def _record_result(self, attempt_id: int | None, result: CallResult) -> None:
         if self._audit is None or attempt_id is None:

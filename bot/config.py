@@ -99,6 +99,7 @@ class Settings(BaseSettings):
     call_poll_max_seconds: float = Field(default=15.0, gt=0, le=600)
     call_find_seconds: float = Field(default=120.0, gt=0, le=3600)
     call_follow_max_minutes: float = Field(default=240.0, gt=0, le=24 * 60)
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for log collectors
 
     @field_validator(
         "slack_app_token", "slack_signing_secret", "evovoice_account_id", mode="before"
@@ -137,6 +138,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("slack_bot_token")
     @classmethod

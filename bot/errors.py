@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 from bot import evovoice
 from bot.command import CommandRejected
+from bot.logs import current_request_id
 from bot.phone import NumberRejected
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,8 @@ class NoUsableNumber(CallbotError):
 
 
 def reference_id() -> str:
-    return secrets.token_hex(4)
+    """The Slack request's own id when there is one, so the user's reference finds its log lines."""
+    return current_request_id() or secrets.token_hex(4)
 
 
 def describe(exc: BaseException) -> str:

@@ -20,6 +20,9 @@ Retrying is decided per request, because a call must never ring twice: POST /ses
 repeated only when the connection could not be opened (nothing reached the server). GETs are
 idempotent and get one more try after a 502/503/504 or a lost answer. DELETE is retried only on
 connect failures.
+
+An optional ``observer`` hears about every attempt (route, seconds, status or kind of failure), for
+metrics; it never sees bodies, queries or credentials.
 """
 
 from __future__ import annotations
@@ -251,6 +254,37 @@ class CallPlaced(_ApiModel):
 
 _Item = TypeVar("_Item", bound=BaseModel)
 
+
+@dataclass(frozen=True)
+class RequestObserved:
+    """One HTTP attempt, for an observer: ``error`` is None when a 2xx came back."""
+
+    method: str
+    route: str  # the path with ids replaced by ``{id}``, so routes are few
+    seconds: float
+    status: int | None
+    error: str | None  # unreachable, timeout, connection_lost, bad_login, server_error, …
+
+
+RequestObserver = Callable[[RequestObserved], None]
+
+_FIXED_ROUTES = frozenset({"/auth/status", "/flows", "/endpoints", "/sessions", _OUTGOING_PATH})
+_STATUS_KINDS = {400: "bad_request", 401: "bad_login", 403: "missing_role", 404: "not_found",
+                 409: "conflict", 429: "rate_limited"}
+
+
+_AFTER_SEND_CAUSES = {"timeout": "no answer in time",
+                      "connection_lost": "connection lost before the answer",
+                      "unreadable_answer": "unreadable answer"}
+
+
+def _route(path: str) -> str:
+    return path if path in _FIXED_ROUTES else path.rsplit("/", 1)[0] + "/{id}"
+
+
+def _status_kind(status: int) -> str:
+    return _STATUS_KINDS.get(status, "server_error" if status >= 500 else "http_error")
+
 # --------------------------------------------------------------------------------------- client
 
 
@@ -268,6 +302,7 @@ class EvoVoiceClient:
         retry_backoff: float = DEFAULT_RETRY_BACKOFF,
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        observer: RequestObserver | None = None,
     ) -> None:
         if connect_retries < 1:
             raise ValueError("connect_retries counts attempts and must be at least 1")
@@ -275,6 +310,7 @@ class EvoVoiceClient:
         self._connect_retries = connect_retries
         self._retry_backoff = retry_backoff
         self._sleep = sleep
+        self._observer = observer
         # Basic auth on every request is the whole session: refuse the ss-id cookies the server
         # hands out, so no state outlives a request.
         no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
@@ -416,6 +452,7 @@ class EvoVoiceClient:
             except _CONNECT_FAILURES as exc:
                 connect_failures += 1
                 self._log_failure(method, path, exc, started)
+                self._observe(method, path, started, None, "unreachable")
                 if connect_failures >= self._connect_retries:
                     raise EvoVoiceUnreachable(
                         "Could not connect to Evo Voice; nothing was sent.",
@@ -425,19 +462,22 @@ class EvoVoiceClient:
                 continue
             except (httpx.UnsupportedProtocol, httpx.ProxyError) as exc:
                 self._log_failure(method, path, exc, started)
+                self._observe(method, path, started, None, "unreachable")
                 raise EvoVoiceUnreachable(
                     "Could not connect to Evo Voice; nothing was sent.", attempts=1
                 ) from exc
             except httpx.HTTPError as exc:
                 # Read/write timeouts, dropped connections: the request may have been acted on.
                 self._log_failure(method, path, exc, started)
-                cause = (
-                    "no answer in time"
+                kind = (
+                    "timeout"
                     if isinstance(exc, httpx.TimeoutException)
-                    else "connection lost before the answer"
+                    else "connection_lost"
                     if isinstance(exc, httpx.TransportError)
-                    else "unreadable answer"
+                    else "unreadable_answer"
                 )
+                cause = _AFTER_SEND_CAUSES[kind]
+                self._observe(method, path, started, None, kind)
                 if after_send_retries > 0:
                     after_send_retries -= 1
                     await self._sleep(self._retry_backoff)
@@ -450,6 +490,8 @@ class EvoVoiceClient:
                 raise EvoVoiceTimeout(f"Evo Voice did not answer ({cause}).") from exc
 
             elapsed_ms = (time.perf_counter() - started) * 1000
+            self._observe(method, path, started, response.status_code,
+                          None if response.is_success else _status_kind(response.status_code))
             logger.info(
                 "Evo Voice %s %s -> %d (%.0f ms)", method, path, response.status_code, elapsed_ms
             )
@@ -466,6 +508,19 @@ class EvoVoiceClient:
                     status=response.status_code,
                 )
             raise self._status_error(response)
+
+    def _observe(
+        self, method: str, path: str, started: float, status: int | None, error: str | None
+    ) -> None:
+        if self._observer is None:
+            return
+        observed = RequestObserved(
+            method, _route(path), time.perf_counter() - started, status, error
+        )
+        try:
+            self._observer(observed)
+        except Exception:  # metrics must never break a call
+            logger.exception("Evo Voice request observer failed")
 
     def _log_failure(self, method: str, path: str, exc: httpx.HTTPError, started: float) -> None:
         # The exception's text is left out on purpose: only its type is known to be harmless.

@@ -1,10 +1,24 @@
-"""Logging set-up. Log lines are one line each: user text can't forge a line of its own."""
+"""Logging set-up. Log lines are one line each: user text can't forge a line of its own.
+
+Two formats (`LOG_FORMAT`): `text` for people (the default) and `json` for log collectors, one JSON
+object per line. Each Slack request gets a short id (`request_context()`), kept in a context
+variable: every line logged while handling it, including by the background tasks it starts (asyncio
+tasks copy the context they are created in), carries the id, and so does any "reference" shown to
+the user when something unexpected goes wrong.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import datetime as dt
+import json
 import logging
 import re
+import secrets
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal, TextIO
 
 # Newlines would start a fake log line; bidi and zero-width controls can make one line read as another.
 _UNSAFE = re.compile(r"[\r\n\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
@@ -13,13 +27,55 @@ _UNSAFE = re.compile(r"[\r\n\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u20
 # numbers and response_urls, so these stay at WARNING whatever LOG_LEVEL says.
 _QUIET = ("httpx", "httpcore", "slack_sdk", "slack_bolt", "aiohttp.access", "asyncio")
 
+LogFormat = Literal["text", "json"]
+
+_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "callbot_request_id", default=None
+)
+
+
+def new_request_id() -> str:
+    """Short enough to read out over the phone, long enough not to collide within a day's logs."""
+    return secrets.token_hex(4)
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+@contextmanager
+def request_context(request_id: str | None = None) -> Iterator[str]:
+    """Everything logged inside (and in tasks started inside) carries this request's id."""
+    rid = request_id or new_request_id()
+    token = _request_id.set(rid)
+    try:
+        yield rid
+    finally:
+        _request_id.reset(token)
+
 
 def one_line(text: str) -> str:
     return _UNSAFE.sub(lambda m: "\\n" if m.group() == "\n" else "�", text)
 
 
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the current request id (None outside a Slack request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = current_request_id()
+        return True
+
+
+def _request_id_of(record: logging.LogRecord) -> str | None:
+    rid = getattr(record, "request_id", None)
+    return rid if isinstance(rid, str) else current_request_id()
+
+
 class OneLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
+        rid = _request_id_of(record)
+        record.request_tag = f" [{rid}]" if rid else ""
         formatted = super().format(record)
         if record.exc_info:
             # Keep tracebacks readable but unmistakably part of this record.
@@ -28,11 +84,43 @@ class OneLineFormatter(logging.Formatter):
         return one_line(formatted)
 
 
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, and exception if any.
+
+    `json.dumps` escapes newlines and (with ASCII output) every control or bidi character, so a
+    record can't break out of its line.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"
+            ).replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": _request_id_of(record),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=True)
+
+
+def make_handler(log_format: LogFormat = "text", stream: TextIO | None = None) -> logging.Handler:
+    handler: logging.StreamHandler[TextIO] = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RequestIdFilter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else OneLineFormatter(TEXT_FORMAT))
+    return handler
+
+
+def configure_logging(level: str = "INFO", log_format: LogFormat = "text") -> None:
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [make_handler(log_format)]
     root.setLevel(level)
     for name in _QUIET:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))

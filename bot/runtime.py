@@ -1,8 +1,8 @@
 """Running the bot: build everything, serve Slack over Socket Mode or HTTP, stop gracefully.
 
-    Socket Mode (SLACK_APP_TOKEN set): events arrive over a websocket the bot opens; `/healthz` is
-      still served on PORT so an orchestrator can probe the process.
-    HTTP mode: Slack POSTs signed requests to `/slack/events` on PORT; `/healthz` beside it.
+    Socket Mode (SLACK_APP_TOKEN set): events arrive over a websocket the bot opens; `/healthz`,
+      `/readyz` and `/metrics` are still served on PORT so an orchestrator can probe the process.
+    HTTP mode: Slack POSTs signed requests to `/slack/events` on PORT; the probes beside it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import signal
 import aiohttp
 import httpx
 from aiohttp import web
-from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -23,8 +22,17 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bot.app import create_app, create_slack_client
 from bot.config import ConfigError, Policy, Settings
 from bot.evovoice import EvoVoiceClient
-from bot.server import create_web_app, health_routes, slack_routes
+from bot.health import readiness_for
+from bot.metrics import Metrics
+from bot.server import (
+    create_web_app,
+    health_routes,
+    metrics_routes,
+    readiness_routes,
+    slack_routes,
+)
 from bot.services import Services, build_services
+from bot.socket_mode import ObservedSocketModeHandler
 from bot.store import Database
 
 logger = logging.getLogger(__name__)
@@ -41,8 +49,10 @@ class Runtime:
         self.services: Services | None = None
         self.app: AsyncApp | None = None
         self.port: int | None = None
+        # This bot's own registry: several bots in one process (tests) keep separate counts.
+        self.metrics = Metrics()
         self._runner: web.AppRunner | None = None
-        self._socket: AsyncSocketModeHandler | None = None
+        self._socket: ObservedSocketModeHandler | None = None
         self._evo: EvoVoiceClient | None = None
         self._http: aiohttp.ClientSession | None = None
         self._db: Database | None = None
@@ -57,22 +67,31 @@ class Runtime:
             settings.evovoice_username,
             settings.evovoice_password.get_secret_value(),
             timeout=httpx.Timeout(settings.evovoice_timeout, connect=5.0),
+            observer=self.metrics.evovoice_request,
         )
         self._db = Database(settings.database_url)
         try:
             await self._db.open()
-            self.services = await build_services(settings, self.policy, slack, self._evo, self._db)
+            self.services = await build_services(
+                settings, self.policy, slack, self._evo, self._db, metrics=self.metrics
+            )
             identity = await check_slack_token(slack, settings)
             self.app = create_app(settings, self.services, slack, identity)
             routes = health_routes(lambda: self.ready)
+            routes += readiness_routes(
+                lambda: self.ready, readiness_for(slack, self._evo, self._db)
+            )
+            routes += metrics_routes(self.metrics)
             if not settings.socket_mode:
                 assert settings.slack_signing_secret is not None  # Settings guarantees it
-                routes += slack_routes(self.app, settings.slack_signing_secret.get_secret_value())
+                routes += slack_routes(
+                    self.app, settings.slack_signing_secret.get_secret_value(), self.metrics
+                )
             await self._serve_http(routes)
             if settings.socket_mode:
                 assert settings.slack_app_token is not None
-                self._socket = AsyncSocketModeHandler(
-                    self.app, settings.slack_app_token.get_secret_value()
+                self._socket = ObservedSocketModeHandler(
+                    self.app, settings.slack_app_token.get_secret_value(), self.metrics
                 )
                 await self._socket.connect_async()  # type: ignore[no-untyped-call]
             # Calls followed when the bot last stopped are followed again.

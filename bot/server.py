@@ -1,4 +1,5 @@
-"""The HTTP side: Slack's signed requests at `POST /slack/events`, and `GET /healthz`.
+"""The HTTP side: Slack's signed requests at `POST /slack/events`, `GET /healthz` (the process is
+up), `GET /readyz` (Slack, Evo Voice and the database answer) and `GET /metrics` (Prometheus).
 
 Every request to /slack/events is checked here before Bolt sees it: size, timestamp, signature,
 UTF-8. A forged or malformed request of any kind gets 401 (400 when too large or undecodable after a
@@ -20,11 +21,16 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.errors import reference_id
+from bot.health import Readiness
+from bot.logs import request_context
+from bot.metrics import Metrics, request_kind
 
 logger = logging.getLogger(__name__)
 
 SLACK_EVENTS_PATH = "/slack/events"
 HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+METRICS_PATH = "/metrics"
 # Slack's largest payloads (view submissions of a full modal) are far below this.
 MAX_BODY_BYTES = 256 * 1024
 # Slack's own rule: a timestamp more than five minutes away is a replay.
@@ -58,8 +64,36 @@ def health_routes(is_ready: Callable[[], bool]) -> list[web.RouteDef]:
     return [web.get(HEALTH_PATH, healthz)]
 
 
-def slack_routes(app: AsyncApp, signing_secret: str) -> list[web.RouteDef]:
+def readiness_routes(is_started: Callable[[], bool], readiness: Readiness) -> list[web.RouteDef]:
+    async def readyz(request: web.Request) -> web.Response:
+        if not is_started():
+            return web.json_response({"status": "not ready", "failed": ["callbot"],
+                                      "checks": {"callbot": "starting or stopping"}}, status=503)
+        results = await readiness.check()
+        checks = {name: problem or "ok" for name, problem in results.items()}
+        failed = [name for name, problem in results.items() if problem is not None]
+        if failed:
+            return web.json_response(
+                {"status": "not ready", "failed": failed, "checks": checks}, status=503
+            )
+        return web.json_response({"status": "ready", "checks": checks})
+
+    return [web.get(READY_PATH, readyz)]
+
+
+def metrics_routes(metrics: Metrics) -> list[web.RouteDef]:
+    return [web.get(METRICS_PATH, metrics.serve)]
+
+
+def slack_routes(
+    app: AsyncApp, signing_secret: str, metrics: Metrics | None = None
+) -> list[web.RouteDef]:
     async def slack_events(request: web.Request) -> web.Response:
+        # Everything logged about this request, and by the work it starts, carries its id.
+        with request_context():
+            return await handle(request, time.perf_counter())
+
+    async def handle(request: web.Request, received: float) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return web.json_response({"error": "body too large"}, status=400)
         try:
@@ -85,6 +119,8 @@ def slack_routes(app: AsyncApp, signing_secret: str) -> list[web.RouteDef]:
                 body=text, query=request.query_string, headers=dict(headers)
             )
             bolt_response = await app.async_dispatch(bolt_request)
+            if metrics is not None:
+                metrics.slack_acked(request_kind(bolt_request.body), time.perf_counter() - received)
         except Exception as exc:
             # A signed body Bolt can't parse (bad form, bad JSON payload): the sender's fault.
             ref = reference_id()

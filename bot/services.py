@@ -8,7 +8,7 @@ the bot with a clear message instead of failing on somebody's first call.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -24,6 +24,7 @@ from bot.evovoice import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreac
 from bot.follow import CallFollower, FollowTiming
 from bot.history import HistoryService
 from bot.idempotency import Claims
+from bot.metrics import Metrics
 from bot.notify import Notifier
 from bot.phone import mask
 from bot.roster import OnCall, Overrides, PhoneBook
@@ -50,6 +51,7 @@ class Services:
     follower: CallFollower
     controls: CallControls
     history: HistoryService
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
@@ -122,7 +124,9 @@ async def build_services(
     slack: AsyncWebClient,
     evo: EvoVoiceClient,
     db: Database,
+    metrics: Metrics | None = None,
 ) -> Services:
+    metrics = metrics or Metrics()
     account_id = await choose_account(evo, settings)
     account_ids = [account_id]
     catalog = Catalog(evo, account_ids, policy.flows)
@@ -155,6 +159,7 @@ async def build_services(
         account_ids=account_ids,
         audit=audit,
         follower=follower,
+        on_result=metrics.call_finished,
     )
     controls = CallControls(
         store=follower.store,
@@ -192,6 +197,7 @@ async def build_services(
         follower=follower,
         controls=controls,
         history=history,
+        metrics=metrics,
     )
 
 

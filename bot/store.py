@@ -191,6 +191,21 @@ class Database:
         await self._conn.execute("PRAGMA foreign_keys = ON")
         await self.migrate(migrations)
 
+    async def open_read_only(self) -> None:
+        """Open an existing database without changing anything: no file, no migration, no pragma
+        that writes (for `callbot check`). Raises if the file doesn't exist or isn't readable."""
+        if self._path == ":memory:":
+            raise DatabaseUrlError("an in-memory database has nothing to inspect")
+        path = Path(self._path).resolve()
+        # Reading a WAL database makes SQLite create its -wal/-shm files. Without a -wal file no
+        # process is writing and everything is in the main file, which can be read as immutable
+        # (no side files); with one, the files are there already and must be read for fresh data.
+        wal = path.with_name(path.name + "-wal")
+        uri = path.as_uri() + ("?mode=ro" if wal.exists() else "?mode=ro&immutable=1")
+        self._conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+        self._conn.row_factory = aiosqlite.Row
+        await self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()
@@ -223,6 +238,12 @@ class Database:
         return done
 
     async def schema_version(self) -> int:
+        """The highest migration applied; 0 for a database never migrated."""
+        exists = await self.fetchone(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        )
+        if exists is None:
+            return 0
         row = await self.fetchone("SELECT MAX(version) FROM schema_migrations")
         return int(row[0]) if row and row[0] is not None else 0
 

@@ -14,6 +14,7 @@ from bot.command import CallArgs, CommandRejected, FormArgs, HelpArgs, Subcomman
 from bot.listeners.form import open_call_form
 from bot.listeners.oncall import on_oncall_subcommand
 from bot.history import HistoryRequest
+from bot.metrics import CommandOutcome
 from bot.services import Services
 
 logger = logging.getLogger(__name__)
@@ -30,20 +31,25 @@ async def on_call_command(
 ) -> None:
     services: Services = context["services"]
     if services.tasks.closed:
+        services.metrics.command(CALL_COMMAND, CommandOutcome.UNAVAILABLE)
         await ack(text="callbot is restarting; nothing was dialled. Try again in a few seconds.")
         return
     try:
         parsed = parse_command(str(command.get("text") or ""))
     except CommandRejected as exc:
+        services.metrics.command(CALL_COMMAND, CommandOutcome.INVALID)
         await ack(**views.refusal(exc.reason).as_kwargs())
         return
     if isinstance(parsed, HelpArgs):
+        services.metrics.command(CALL_COMMAND, CommandOutcome.HELP)
         await ack(**views.help_message().as_kwargs())
         return
     if isinstance(parsed, SubcommandArgs) and parsed.name == "oncall":
+        services.metrics.command(CALL_COMMAND, CommandOutcome.SUBCOMMAND)
         await on_oncall_subcommand(ack, command, parsed.args, services)
         return
     if isinstance(parsed, FormArgs):
+        services.metrics.command(CALL_COMMAND, CommandOutcome.FORM)
         await ack()
         # Right after the ack: the trigger_id expires 3 s after Slack sent the command.
         services.tasks.spawn(
@@ -59,14 +65,17 @@ async def on_call_command(
         )
         return
     if isinstance(parsed, SubcommandArgs) and parsed.name == "history":
+        services.metrics.command(CALL_COMMAND, CommandOutcome.SUBCOMMAND)
         await ack()
         history = history_request_from(command, parsed)
         services.tasks.spawn(services.history.show(history), name=f"history for {history.user_id}")
         return
     if isinstance(parsed, SubcommandArgs):
         # Every subcommand is handled above; an unknown one gets the usage.
+        services.metrics.command(CALL_COMMAND, CommandOutcome.HELP)
         await ack(**views.help_message().as_kwargs())
         return
+    services.metrics.command(CALL_COMMAND, CommandOutcome.ACCEPTED)
     await ack()
     request = call_request_from(command, parsed)
     services.tasks.spawn(services.calls.handle(request), name=f"call by {request.user_id}")

@@ -66,6 +66,7 @@ TEAM_DOMAIN = "test"
 WORKSPACE_URL = "https://test.slack.com/"
 DEFAULT_TRIGGER_ID = "13345224609.738474920.8088930838d88f008e0"
 VERIFICATION_TOKEN = "vErIfIcAtIoNtOkEnStAnDiN"
+DEFAULT_BOT_SCOPES = ("commands", "chat:write", "chat:write.public", "usergroups:read", "users:read")
 
 # Parameters that slack_sdk sends JSON-encoded inside form bodies; decoded for convenience.
 _JSON_PARAMS = ("blocks", "attachments", "view", "metadata")
@@ -281,6 +282,9 @@ class SlackStandIn:
         self.ws_url: str = ""
 
         # Web API state
+        self.bot_scopes: list[str] | None = list(DEFAULT_BOT_SCOPES)
+        """Scopes reported, like Slack, in the ``x-oauth-scopes`` header of calls made with the bot
+        token (``None``: no header)."""
         self.calls: list[ApiCall] = []
         self.usergroups: dict[str, list[str]] = {}
         self.users: dict[str, JSONDict] = {}
@@ -599,7 +603,10 @@ class SlackStandIn:
         call.response = reply.body
         self.calls.append(call)
         self._notify()
-        return web.json_response(reply.body, status=reply.status, headers=reply.headers)
+        headers = dict(reply.headers)
+        if token == self.bot_token and bad_body is None and self.bot_scopes is not None:
+            headers.setdefault("x-oauth-scopes", ",".join(self.bot_scopes))
+        return web.json_response(reply.body, status=reply.status, headers=headers)
 
     async def _dispatch(self, call: ApiCall) -> ApiReply:
         method = call.method

@@ -1,0 +1,196 @@
+"""The container image, checked without Docker: the Dockerfile and .dockerignore parsed for what
+they must hold, and the HEALTHCHECK's probe run against a real bot."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import os
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BotFactory
+
+ROOT = Path(__file__).parent.parent
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+
+
+def instructions() -> list[Instruction]:
+    """The Dockerfile's instructions, with `\\` continuations joined and comments dropped."""
+    result: list[Instruction] = []
+    pending = ""
+    for raw in (ROOT / "Dockerfile").read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        keyword, _, args = line.partition(" ")
+        result.append(Instruction(keyword.upper(), args.strip()))
+    assert not pending, "the Dockerfile ends in a continuation"
+    return result
+
+
+def stages() -> list[list[Instruction]]:
+    result: list[list[Instruction]] = []
+    for instruction in instructions():
+        if instruction.keyword == "FROM":
+            result.append([])
+        assert result, "the Dockerfile must start with FROM"
+        result[-1].append(instruction)
+    return result
+
+
+def only(stage: list[Instruction], keyword: str) -> Instruction:
+    found = [i for i in stage if i.keyword == keyword]
+    assert len(found) == 1, f"expected one {keyword}, found {found}"
+    return found[0]
+
+
+def env_of(stage: list[Instruction]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for instruction in stage:
+        if instruction.keyword == "ENV":
+            for pair in instruction.args.split():
+                name, _, value = pair.partition("=")
+                values[name] = value
+    return values
+
+
+def dockerignore() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def ignored(path: str) -> bool:
+    parts = Path(path).parts
+    for pattern in dockerignore():
+        bare = pattern.removeprefix("**/")
+        for i, part in enumerate(parts):
+            prefix = "/".join(parts[: i + 1])
+            if fnmatch.fnmatch(prefix, pattern) or fnmatch.fnmatch(part, bare):
+                return True
+    return False
+
+
+def test_multi_stage_build_a_wheel_then_install_it_into_a_slim_runtime() -> None:
+    build, runtime = stages()
+    assert build[0].args.endswith(" AS build")
+    assert "slim" in build[0].args and "slim" in runtime[0].args
+    build_steps = " ".join(i.args for i in build if i.keyword == "RUN")
+    assert "pip wheel" in build_steps and "pip install /wheels/" in build_steps
+    assert [i.args for i in runtime if i.keyword == "COPY" and "--from=build" in i.args] == [
+        "--from=build /opt/venv /opt/venv"]
+    assert "/opt/venv/bin" in env_of(runtime)["PATH"]
+    # No compiler or pip caches in the runtime: it installs nothing itself.
+    assert not any("pip" in i.args for i in runtime if i.keyword == "RUN")
+
+
+def test_python_version_matches_the_project() -> None:
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    minimum = requires.removeprefix(">=")
+    for stage in stages():
+        image = stage[0].args.split()[0]
+        assert image.startswith(f"python:{minimum}"), image
+
+
+def test_runs_as_a_non_root_user_created_in_the_image() -> None:
+    runtime = stages()[-1]
+    user = only(runtime, "USER").args
+    assert user not in ("root", "0") and not user.startswith("0:")
+    setup = " ".join(i.args for i in runtime if i.keyword == "RUN")
+    useradd = setup.split("useradd ", 1)[1].split("&&")[0].split()
+    assert useradd[-1] == user and "--uid" in useradd
+    keywords = [i.keyword for i in runtime]
+    assert keywords.index("USER") < keywords.index("CMD")
+    assert keywords.index("USER") > max(i for i, k in enumerate(keywords) if k == "RUN")
+
+
+def test_serves_port_3000_and_starts_the_bot() -> None:
+    runtime = stages()[-1]
+    assert only(runtime, "EXPOSE").args == "3000"
+    assert env_of(runtime)["PORT"] == "3000"
+    assert json.loads(only(runtime, "CMD").args) == ["python", "-m", "bot"]
+
+
+def test_healthcheck_probes_healthz_with_python() -> None:
+    runtime = stages()[-1]
+    healthcheck = only(runtime, "HEALTHCHECK").args
+    options, _, command = healthcheck.partition("CMD ")
+    assert json.loads(command) == ["python", "-m", "bot.healthcheck"]
+    assert "--interval=" in options and "--timeout=" in options
+    source = (ROOT / "bot" / "healthcheck.py").read_text()
+    assert "/healthz" in source and 'os.environ.get("PORT")' in source
+
+
+def test_configuration_comes_from_outside_and_state_goes_to_a_volume() -> None:
+    runtime = stages()[-1]
+    env = env_of(runtime)
+    assert env["CALLBOT_CONFIG"] == "/app/callbot.toml"
+    assert env["DATABASE_URL"] == "sqlite:////data/callbot.db"
+    assert json.loads(only(runtime, "VOLUME").args) == ["/data"]
+    setup = " ".join(i.args for i in runtime if i.keyword == "RUN")
+    assert "chown callbot:callbot /data" in setup
+    assert only(runtime, "WORKDIR").args == "/app"
+    # The manifest is there for `callbot manifest` (found in the working directory).
+    assert any(i.args == "manifest.yml /app/manifest.yml" for i in runtime if i.keyword == "COPY")
+    # Nothing secret is baked in.
+    text = (ROOT / "Dockerfile").read_text()
+    for name in ("SLACK_", "EVOVOICE_PASSWORD", "xoxb-", "xapp-"):
+        assert name not in text
+
+
+def test_every_copied_path_exists_and_is_in_the_build_context() -> None:
+    for stage in stages():
+        for instruction in stage:
+            if instruction.keyword != "COPY" or instruction.args.startswith("--from"):
+                continue
+            *sources, _ = instruction.args.split()
+            for source in sources:
+                assert (ROOT / source).exists(), source
+                assert not ignored(source), f"{source} is excluded by .dockerignore"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [".env", ".env.production", ".venv", ".git", "callbot.db", "callbot.db-wal", "callbot.toml",
+     "tests", "bot/__pycache__", ".mypy_cache", ".pytest_cache", "callbot.egg-info"],
+)
+def test_dockerignore_keeps_secrets_state_and_clutter_out(path: str) -> None:
+    assert ignored(path)
+
+
+async def healthcheck(port: int | str) -> int:
+    env = {**os.environ, "PORT": str(port)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.healthcheck", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await asyncio.wait_for(process.wait(), 30)
+
+
+async def test_the_healthcheck_passes_against_a_running_bot(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("socket")
+    assert await healthcheck(bot.runtime.port or 0) == 0
+
+
+async def test_the_healthcheck_fails_when_the_bot_is_down_or_not_ready(
+    bot_factory: BotFactory, unused_tcp_port: int
+) -> None:
+    assert await healthcheck(unused_tcp_port) == 1
+    bot = await bot_factory("http")
+    bot.runtime.ready = False  # /healthz answers 503 while starting or stopping
+    assert await healthcheck(bot.runtime.port or 0) == 1

@@ -1,0 +1,405 @@
+"""`callbot check`: every check against the stand-ins, each ✗ with its fix, and nothing changed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot import doctor
+from bot.config import ConfigError
+from bot.doctor import Finding, Status, report, run_checkup
+from bot.store import MIGRATIONS, Database, Migration
+from tests.conftest import POLICY, bot_environment
+from tests.standins.evovoice import ErrorStatus, EvoVoiceStandIn
+from tests.standins.slack import SlackStandIn
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only what a test passes counts: no variables or .env of the machine running the tests."""
+    for name in list(os.environ):
+        if name.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_", "LOG_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def overrides(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, mode: str = "http", **env: str
+) -> dict[str, Any]:
+    values = bot_environment(mode, slack, evo, policy_path)
+    values.update(env)
+    return {"_env_file": None, **{k.lower(): v for k, v in values.items()}}
+
+
+async def check(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, mode: str = "http", **env: str
+) -> list[Finding]:
+    return await run_checkup(**overrides(slack, evo, policy_path, mode, **env))
+
+
+def by_subject(findings: list[Finding]) -> dict[str, Finding]:
+    return {f.subject: f for f in findings}
+
+
+def failures(findings: list[Finding]) -> list[Finding]:
+    return [f for f in findings if f.status is Status.FAIL]
+
+
+async def migrated_database(policy_path: Path) -> Path:
+    path = policy_path.parent / "callbot.db"
+    db = Database(f"sqlite:///{path}")
+    await db.open()
+    await db.close()
+    return path
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.iterdir()}
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_good_set_up_passes_every_check_and_changes_nothing(
+    mode: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    await migrated_database(policy_path)
+    before = snapshot(policy_path.parent)
+
+    findings = await check(slack, evo, policy_path, mode)
+
+    assert failures(findings) == []
+    text, code = report(findings)
+    assert code == 0 and text.endswith("All checks passed.")
+    subjects = by_subject(findings)
+    for subject in ("Settings", "Policy file", "Slack bot token", "Slack scopes",
+                    "Evo Voice login", "Evo Voice role", "Evo Voice account", "Flow alias page",
+                    "Default caller ID", "Start-up check", "Database"):
+        assert subjects[subject].status is Status.PASS, subjects[subject]
+    assert "usergroups:read" in subjects["Slack scopes"].detail
+    assert "Manager" in subjects["Evo Voice role"].detail
+    assert "acct-1 (Acme Ops)" in subjects["Evo Voice account"].detail
+    assert "Pager Duty Page" in subjects["Flow alias page"].detail
+    assert f"schema version {max(m.version for m in MIGRATIONS)}" in subjects["Database"].detail
+    if mode == "socket":
+        assert subjects["Socket Mode token"].status is Status.PASS
+        assert len(slack.calls_to("apps.connections.open")) == 1
+        assert slack.socket_connections == 0, "the doctor must not connect the websocket"
+    else:
+        assert subjects["Socket Mode token"].status is Status.SKIP
+        assert "callbot manifest --http" in subjects["Socket Mode token"].detail
+    # Read-only everywhere: Slack was only asked who we are, Evo Voice only read, the DB untouched.
+    assert {c.method for c in slack.calls} <= {"auth.test", "apps.connections.open"}
+    assert {r.method for r in evo.requests} == {"GET"}
+    assert snapshot(policy_path.parent) == before
+
+
+async def test_a_database_not_created_yet_passes_and_is_not_created(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    missing = policy_path.parent / "data" / "callbot.db"
+    findings = await check(slack, evo, policy_path, DATABASE_URL=f"sqlite:///{missing}")
+    database = by_subject(findings)["Database"]
+    assert database.status is Status.PASS and "does not exist yet" in database.detail
+    assert not missing.parent.exists()
+
+
+async def test_missing_settings_are_each_a_line_and_the_rest_is_skipped(tmp_path: Path) -> None:
+    findings = await run_checkup(_env_file=None)
+    subjects = by_subject(findings)
+    token = subjects["Setting SLACK_BOT_TOKEN"]
+    assert token.status is Status.FAIL and token.detail == "is required but not set"
+    assert token.fix is not None and "OAuth & Permissions" in token.fix
+    assert subjects["Setting EVOVOICE_PASSWORD"].status is Status.FAIL
+    policy = subjects["Policy file"]
+    assert policy.status is Status.FAIL and "copy callbot.example.toml" in (policy.fix or "")
+    for later in ("Slack bot token", "Evo Voice login", "Database"):
+        assert subjects[later].status is Status.SKIP
+    assert report(findings)[1] == 1
+
+
+async def test_malformed_settings_say_what_is_wrong(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    findings = await check(slack, evo, policy_path, SLACK_BOT_TOKEN="xoxp-user-token",
+                           LOG_FORMAT="yaml")
+    subjects = by_subject(findings)
+    assert "must be a bot token starting with xoxb-" in subjects["Setting SLACK_BOT_TOKEN"].detail
+    assert subjects["Setting LOG_FORMAT"].status is Status.FAIL
+
+
+async def test_http_mode_without_signing_secret(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    findings = await check(slack, evo, policy_path, SLACK_SIGNING_SECRET="")
+    [problem] = failures(findings)
+    assert problem.subject == "Settings" and "SLACK_SIGNING_SECRET is required" in problem.detail
+
+
+async def test_invalid_policy_file(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    policy_path.write_text(POLICY.replace("Manager =", "Manger ="))
+    findings = await check(slack, evo, policy_path)
+    policy = by_subject(findings)["Policy file"]
+    assert policy.status is Status.FAIL and "unknown role 'Manger'" in policy.detail
+    assert policy.fix == f"edit {policy_path} (callbot.example.toml shows every key)"
+    assert by_subject(findings)["Slack scopes"].status is Status.SKIP
+
+
+async def test_refused_slack_token(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    findings = await check(slack, evo, policy_path, SLACK_BOT_TOKEN="xoxb-revoked")
+    token = by_subject(findings)["Slack bot token"]
+    assert token.status is Status.FAIL and "invalid_auth" in token.detail
+    assert "Bot User OAuth Token" in (token.fix or "")
+    assert by_subject(findings)["Slack scopes"].status is Status.SKIP
+
+
+async def test_unreachable_slack(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    findings = await check(slack, evo, policy_path, SLACK_API_URL="http://127.0.0.1:9/api/")
+    token = by_subject(findings)["Slack bot token"]
+    assert token.status is Status.FAIL and "cannot reach http://127.0.0.1:9/api/" in token.detail
+    assert "SLACK_API_URL" in (token.fix or "")
+
+
+async def test_missing_scopes_are_named_with_why_they_are_needed(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    assert slack.bot_scopes is not None
+    slack.bot_scopes.remove("usergroups:read")
+    slack.bot_scopes.remove("commands")
+    scopes = by_subject(await check(slack, evo, policy_path))["Slack scopes"]
+    assert scopes.status is Status.FAIL
+    assert scopes.detail == ("the bot token lacks commands (the /call command), usergroups:read "
+                             "(roles given to user groups: S0LEADS)")
+    assert "reinstall the app" in (scopes.fix or "")
+
+
+async def test_usergroups_scope_is_needed_only_when_roles_name_groups(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    assert slack.bot_scopes is not None
+    slack.bot_scopes.remove("usergroups:read")
+    policy_path.write_text(POLICY.replace(', "S0LEADS"', ""))
+    scopes = by_subject(await check(slack, evo, policy_path))["Slack scopes"]
+    assert scopes.status is Status.PASS and "usergroups:read" not in scopes.detail
+
+
+async def test_scopes_unknown_without_slacks_header(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    slack.bot_scopes = None
+    scopes = by_subject(await check(slack, evo, policy_path))["Slack scopes"]
+    assert scopes.status is Status.FAIL and "x-oauth-scopes" in scopes.detail
+
+
+async def test_refused_app_token(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    findings = await check(slack, evo, policy_path, "socket", SLACK_APP_TOKEN="xapp-revoked")
+    socket = by_subject(findings)["Socket Mode token"]
+    assert socket.status is Status.FAIL and "invalid_auth" in socket.detail
+    assert "connections:write" in (socket.fix or "")
+
+
+async def test_refused_evovoice_login_skips_what_needs_it(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    evo.password = "changed-by-someone"
+    findings = await check(slack, evo, policy_path)
+    subjects = by_subject(findings)
+    login = subjects["Evo Voice login"]
+    assert login.status is Status.FAIL and "refused the login 'bot@example.com'" in login.detail
+    assert "EVOVOICE_PASSWORD" in (login.fix or "")
+    for later in ("Evo Voice role", "Evo Voice account", "Flow aliases"):
+        assert subjects[later].status is Status.SKIP
+    assert "evo-secret-password" not in report(findings)[0]
+
+
+async def test_unreachable_evovoice(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    findings = await check(slack, evo, policy_path, EVOVOICE_URL="http://127.0.0.1:9")
+    login = by_subject(findings)["Evo Voice login"]
+    assert login.status is Status.FAIL and "cannot connect to http://127.0.0.1:9" in login.detail
+
+
+async def test_evovoice_server_error(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    evo.queue("GET", "/auth/status", ErrorStatus(500, "Database is down"))
+    login = by_subject(await check(slack, evo, policy_path))["Evo Voice login"]
+    assert login.status is Status.FAIL and "Database is down" in login.detail
+
+
+async def test_login_without_the_manager_role(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    evo.roles = ["Agent"]
+    findings = await check(slack, evo, policy_path)
+    role = by_subject(findings)["Evo Voice role"]
+    assert role.status is Status.FAIL and "its roles: Agent" in role.detail
+    assert role.fix == "grant that Evo Voice user the Manager role on the account"
+    assert by_subject(findings)["Evo Voice account"].status is Status.SKIP
+
+
+async def test_ambiguous_account(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    evo.accounts = [("acct-1", "Acme Ops"), ("acct-2", "Acme Sales")]
+    account = by_subject(await check(slack, evo, policy_path))["Evo Voice account"]
+    assert account.status is Status.FAIL
+    assert "several accounts" in account.detail and "acct-2 (Acme Sales)" in account.detail
+    assert "EVOVOICE_ACCOUNT_ID" in (account.fix or "")
+
+
+async def test_unknown_account_id(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    findings = await check(slack, evo, policy_path, EVOVOICE_ACCOUNT_ID="acct-9")
+    account = by_subject(findings)["Evo Voice account"]
+    assert account.status is Status.FAIL and "'acct-9' is not an account" in account.detail
+
+
+async def test_each_flow_alias_is_its_own_line(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    policy_path.write_text(POLICY + 'wake = "flow-wake"\ngone = "flow-gone"\n')
+    findings = await check(slack, evo, policy_path)
+    subjects = by_subject(findings)
+    assert subjects["Flow alias page"].status is Status.PASS
+    assert subjects["Flow alias wake"].status is Status.PASS
+    gone = subjects["Flow alias gone"]
+    assert gone.status is Status.FAIL and "'flow-gone' does not exist" in gone.detail
+    assert "Escalation (flow-esc)" in (gone.fix or "")
+    assert [f.subject for f in failures(findings)] == ["Flow alias gone"]
+
+
+async def test_default_caller_id_not_owned(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    policy_path.write_text(POLICY.replace("+18145550100", "+18145550177"))
+    findings = await check(slack, evo, policy_path)
+    caller = by_subject(findings)["Default caller ID"]
+    assert caller.status is Status.FAIL and "+1 814 ••• 0177" in caller.detail
+    assert "+18145550100, +18145550101" in (caller.fix or "")
+    assert "+18145550177" not in report(findings)[0], "only the account's own numbers in full"
+
+
+async def test_no_default_caller_id_is_not_a_problem(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    policy_path.write_text(POLICY.replace('default_caller_id = "+18145550100"', ""))
+    findings = await check(slack, evo, policy_path)
+    assert by_subject(findings)["Default caller ID"].status is Status.SKIP
+    assert failures(findings) == []
+
+
+async def test_a_start_up_check_the_doctor_has_no_line_for_still_shows(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def stricter_start_up(*_: object) -> None:
+        raise ConfigError(["oncall: flow ID 'x' does not exist"])
+
+    monkeypatch.setattr(doctor, "check_policy_against_account", stricter_start_up)
+    [problem] = failures(await check(slack, evo, policy_path))
+    assert problem.subject == "Start-up check" and "oncall" in problem.detail
+
+
+async def test_database_not_migrated(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    db = Database(f"sqlite:///{policy_path.parent / 'callbot.db'}")
+    await db.open(migrations=[])
+    await db.close()
+    database = by_subject(await check(slack, evo, policy_path))["Database"]
+    assert database.status is Status.FAIL
+    latest = max(m.version for m in MIGRATIONS)
+    assert f"schema version 0; this callbot needs {latest} (not migrated)" in database.detail
+    assert "applies the missing migrations" in (database.fix or "")
+    db = Database(f"sqlite:///{policy_path.parent / 'callbot.db'}")
+    await db.open_read_only()
+    assert await db.schema_version() == 0, "the doctor must not migrate"
+    await db.close()
+
+
+async def test_database_newer_than_the_code(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    db = Database(f"sqlite:///{policy_path.parent / 'callbot.db'}")
+    await db.open(migrations=[*MIGRATIONS, Migration(999, "from the future", "SELECT 1")])
+    await db.close()
+    database = by_subject(await check(slack, evo, policy_path))["Database"]
+    assert database.status is Status.FAIL and "schema version 999, newer" in database.detail
+
+
+async def test_a_file_that_is_not_a_database(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    (policy_path.parent / "callbot.db").write_text("these are not the tables you are looking for")
+    database = by_subject(await check(slack, evo, policy_path))["Database"]
+    assert database.status is Status.FAIL and "can't be read as a database" in database.detail
+
+
+async def test_a_database_in_use_by_a_running_bot_is_read_without_disturbing_it(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    running = Database(f"sqlite:///{policy_path.parent / 'callbot.db'}")
+    await running.open()
+    try:
+        await running.execute("INSERT INTO claims (key, claimed_at) VALUES ('k', 1)")
+        database = by_subject(await check(slack, evo, policy_path))["Database"]
+        assert database.status is Status.PASS
+        assert await running.fetchone("SELECT key FROM claims") is not None
+    finally:
+        await running.close()
+
+
+async def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_"))}
+    full_env.update(env)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", *args, env=full_env, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def test_callbot_check_exits_0_when_all_pass_and_1_otherwise(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    env = bot_environment("socket", slack, evo, policy_path)
+    code, out, _ = await run_cli(["check"], env, policy_path.parent)
+    assert code == 0, out
+    assert "✓ Slack bot token: valid" in out and out.rstrip().endswith("All checks passed.")
+    assert "✗" not in out
+
+    evo.roles = ["Agent"]
+    code, out, _ = await run_cli(["check"], env, policy_path.parent)
+    assert code == 1
+    assert "✗ Evo Voice role:" in out and "    fix: grant that Evo Voice user" in out
+    assert "1 problem found" in out
+    for secret in ("evo-secret-password", "xoxb-test", "xapp-test"):
+        assert secret not in out
+
+
+def test_readme_troubleshooting_covers_every_check() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    troubleshooting = readme.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    source = Path(doctor.__file__).read_text()
+    subjects = set(re.findall(r'subject = "([^"]+)"', source))
+    subjects |= {"Settings", "Setting NAME", "Flow alias NAME"}
+    assert len(subjects) >= 12
+    for subject in sorted(subjects):
+        assert f"✗ {subject}" in troubleshooting, f"README has no entry for ✗ {subject}"

@@ -1,0 +1,216 @@
+"""Logs: text or JSON (`LOG_FORMAT`), one line per record, a request id on every line about a Slack
+request and in any error reference shown to the user, and nothing secret in either format."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.config import ConfigError, load_settings
+from bot.errors import describe, reference_id
+from bot.logs import (
+    TEXT_FORMAT,
+    JsonFormatter,
+    OneLineFormatter,
+    current_request_id,
+    make_handler,
+    request_context,
+)
+from tests.conftest import (
+    APP_TOKEN,
+    BOT_TOKEN,
+    EVO_PASSWORD,
+    SIGNING_SECRET,
+    BotFactory,
+    BotUnderTest,
+    bot_environment,
+)
+from tests.standins.evovoice import EvoVoiceStandIn, TooManyRequests
+from tests.standins.slack import SlackStandIn, sign, slash_command_body
+from tests.test_startup import run_bot_process
+
+FULL = "+18144043093"
+SECRETS = (FULL, "4043093", EVO_PASSWORD, BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, "/response/")
+
+
+def record(message: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:
+    return logging.LogRecord("bot.test", logging.WARNING, __file__, 1, message, args,
+                             (type(exc), exc, exc.__traceback__) if exc else None)
+
+
+def test_json_lines_carry_the_fields_and_the_request_id() -> None:
+    with request_context("abc12345"):
+        line = JsonFormatter().format(record("call to %s\nfake line", "+1 814 ••• 3093"))
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert entry["level"] == "WARNING" and entry["logger"] == "bot.test"
+    assert entry["message"] == "call to +1 814 ••• 3093\nfake line"
+    assert entry["request_id"] == "abc12345"
+    assert entry["time"].endswith("Z")
+    assert "exception" not in entry
+
+
+def test_json_lines_include_the_exception() -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError as exc:
+        line = JsonFormatter().format(record("failed", exc=exc))
+    entry = json.loads(line)
+    assert "RuntimeError: boom" in entry["exception"] and entry["request_id"] is None
+
+
+def test_text_lines_show_the_request_id_only_inside_a_request() -> None:
+    formatter = OneLineFormatter(TEXT_FORMAT)
+    assert "bot.test: hello" in formatter.format(record("hello"))
+    with request_context("abc12345"):
+        assert "bot.test [abc12345]: hello" in formatter.format(record("hello"))
+    assert "\n" not in formatter.format(record("a\nb"))
+
+
+async def test_tasks_started_in_a_request_keep_its_id() -> None:
+    async def later() -> str | None:
+        await asyncio.sleep(0)
+        return current_request_id()
+
+    with request_context("abc12345"):
+        task = asyncio.create_task(later())
+    assert current_request_id() is None
+    assert await task == "abc12345"
+
+
+def test_an_unexpected_error_is_referenced_by_the_request_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with request_context("abc12345"):
+        assert reference_id() == "abc12345"
+        text = describe(RuntimeError("bug"))
+    assert "(reference abc12345)" in text
+    assert "reference abc12345" in caplog.text
+    assert len(reference_id()) == 8  # outside a request: a fresh one
+
+
+def test_log_format_setting() -> None:
+    base = {"_env_file": None, "slack_bot_token": "xoxb-1", "slack_app_token": "xapp-1",
+            "evovoice_username": "u", "evovoice_password": "p"}
+    assert load_settings(**base).log_format == "text"
+    assert load_settings(**base, log_format="JSON").log_format == "json"
+    with pytest.raises(ConfigError) as raised:
+        load_settings(**base, log_format="xml")
+    assert raised.value.problems[0].startswith("LOG_FORMAT: Input should be 'text' or 'json'")
+
+
+@pytest.fixture(params=["text", "json"])
+def captured(request: pytest.FixtureRequest) -> Iterator[tuple[str, io.StringIO]]:
+    """The root logger writing through the bot's own handler, at INFO, into a buffer."""
+    stream = io.StringIO()
+    handler = make_handler(request.param, stream)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        yield request.param, stream
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+
+
+def request_ids(log_format: str, text: str, needle: str) -> set[str | None]:
+    """The request ids of the lines that mention `needle`."""
+    ids: set[str | None] = set()
+    for line in text.splitlines():
+        if needle not in line:
+            continue
+        if log_format == "json":
+            ids.add(json.loads(line)["request_id"])
+        else:
+            head = line.split(": ", 1)[0]
+            ids.add(head.split("[")[1].rstrip("]") if "[" in head else None)
+    return ids
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_every_line_about_a_request_has_its_id_and_nothing_secret(
+    mode: str, bot_factory: BotFactory, captured: tuple[str, io.StringIO]
+) -> None:
+    log_format, stream = captured
+    bot = await bot_factory(mode)
+    bot.evo.queue_outgoing(TooManyRequests())
+    await bot.command(f"{FULL} escalation")
+    await bot.command(f"{FULL} escalation", user_id="U0INTRUDER")
+    await bot.settle()
+    text = stream.getvalue()
+
+    if log_format == "json":
+        [json.loads(line) for line in text.splitlines()]  # every line is one JSON object
+    # The voice API's answer and the bot's verdict on it, logged in the background task.
+    [failed] = request_ids(log_format, text, "failed: RateLimited")
+    assert failed is not None
+    assert request_ids(log_format, text, "Evo Voice POST /sessions/outgoing") == {failed}
+    [refused] = request_ids(log_format, text, "call refused for U0INTRUDER")
+    assert refused is not None and refused != failed
+    # Start-up isn't about a request.
+    assert request_ids(log_format, text, "callbot ready") in (set(), {None})
+    for secret in SECRETS:
+        assert secret not in text, secret
+
+
+async def test_the_reference_of_an_unexpected_error_is_the_request_id(
+    bot: BotUnderTest, captured: tuple[str, io.StringIO], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log_format, stream = captured
+
+    def bug(_: str) -> None:
+        raise RuntimeError("a bug in the parser")
+
+    monkeypatch.setattr("bot.listeners.command.parse_command", bug)
+    ack, _ = await bot.command(f"{FULL} escalation")
+    shown = ack.text.split("(reference ")[1].split(")")[0]
+    assert len(shown) == 8
+    assert request_ids(log_format, stream.getvalue(), "unhandled error in a listener") == {shown}
+    assert FULL not in stream.getvalue()
+
+
+async def test_python_m_bot_logs_json_lines_with_request_ids(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, unused_tcp_port: int
+) -> None:
+    env = bot_environment("http", slack, evo, policy_path, port=unused_tcp_port)
+    env["LOG_FORMAT"] = "json"
+    process = await run_bot_process(env, policy_path.parent)
+    base = f"http://127.0.0.1:{unused_tcp_port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                try:
+                    async with http.get(base + "/healthz") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    pass
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the bot never became healthy")
+            data = slash_command_body(text=f"{FULL} escalation", response_url=slack.response_url())
+            async with http.post(base + "/slack/events", data=data,
+                                 headers=sign(data, SIGNING_SECRET)) as response:
+                assert response.status == 200
+            await slack.wait_for_call("chat.postMessage", lambda c: "Call placed" in
+                                      str(c.params.get("text")), timeout=10)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    entries = [json.loads(line) for line in stderr.decode().splitlines()]
+    assert any(e["message"].startswith("callbot ready") for e in entries)
+    [placed] = [e for e in entries if " placed: session " in e["message"]]
+    assert placed["request_id"] and placed["logger"] == "bot.calls"
+    for secret in SECRETS:
+        assert secret not in stderr.decode()

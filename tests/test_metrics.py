@@ -1,0 +1,177 @@
+"""`GET /metrics`: what the bot counts, end to end in both modes, and the Evo Voice observer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot.calls import Outcome
+from bot.evovoice import EvoVoiceClient, RequestObserved
+from bot.metrics import Metrics, request_kind
+from tests.conftest import EVO_PASSWORD, EVO_USER, BotFactory, BotUnderTest
+from tests.standins.evovoice import ErrorStatus, EvoVoiceStandIn, TooManyRequests
+
+FULL = "+18144043093"
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def scrape(bot: BotUnderTest) -> Samples:
+    async with bot.http.get(f"http://127.0.0.1:{bot.runtime.port}/metrics") as response:
+        assert response.status == 200
+        assert response.content_type == "text/plain"
+        return parse(await response.text())
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def wait_for_value(bot: BotUnderTest, name: str, expected: float, **labels: str) -> Samples:
+    """Socket Mode records an ack just after sending it, so the test may look a moment early."""
+    for _ in range(250):
+        samples = await scrape(bot)
+        if value(samples, name, **labels) == expected:
+            return samples
+        await asyncio.sleep(0.02)
+    last = value(samples, name, **labels)
+    raise AssertionError(f"{name}{labels} never reached {expected}: {last}")
+
+
+async def test_a_placed_call_is_counted_everywhere(bot: BotUnderTest) -> None:
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    samples = await wait_for_value(bot, "callbot_slack_ack_seconds_count", 1, kind="slash_command")
+
+    assert value(samples, "callbot_commands_total", command="/call", outcome="accepted") == 1
+    assert value(samples, "callbot_calls_total", outcome="placed") == 1
+    assert value(samples, "callbot_calls_total", outcome="failed") == 0  # present from the start
+    assert value(samples, "callbot_slack_ack_seconds_bucket", kind="slash_command", le="+Inf") == 1
+    assert value(samples, "callbot_evovoice_request_seconds_count",
+                 method="POST", route="/sessions/outgoing") == 1
+    # Start-up's own requests are observed too.
+    assert value(samples, "callbot_evovoice_request_seconds_count",
+                 method="GET", route="/auth/status") >= 1
+    text = repr(samples)
+    assert "4043093" not in text and "U0MANAGER" not in text, "no users or numbers in labels"
+
+
+async def test_help_invalid_and_refused_requests(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    await bot.command("help")
+    await bot.command("escalation")  # no number
+    await bot.command(f"{FULL} escalation", user_id="U0INTRUDER")
+    await bot.settle()
+    samples = await scrape(bot)
+    assert value(samples, "callbot_commands_total", command="/call", outcome="help") == 1
+    assert value(samples, "callbot_commands_total", command="/call", outcome="invalid") == 1
+    assert value(samples, "callbot_commands_total", command="/call", outcome="accepted") == 1
+    assert value(samples, "callbot_calls_total", outcome="refused") == 1
+    assert value(samples, "callbot_slack_ack_seconds_count", kind="slash_command") == 3
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "kind", "outcome"),
+    [(ErrorStatus(500), "server_error", Outcome.UNKNOWN),
+     (TooManyRequests(), "rate_limited", Outcome.FAILED),
+     (ErrorStatus(403, "Invalid Role"), "missing_role", Outcome.FAILED)],
+)
+async def test_evovoice_errors_are_counted_by_kind(
+    bot_factory: BotFactory, behaviour: object, kind: str, outcome: Outcome
+) -> None:
+    bot = await bot_factory("http")
+    bot.evo.queue_outgoing(behaviour)  # type: ignore[arg-type]
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    samples = await scrape(bot)
+    assert value(samples, "callbot_evovoice_errors_total",
+                 method="POST", route="/sessions/outgoing", kind=kind) == 1
+    assert value(samples, "callbot_calls_total", outcome=outcome.value) == 1
+
+
+async def test_each_bot_counts_for_itself(bot_factory: BotFactory) -> None:
+    first = await bot_factory("http")
+    second = await bot_factory("socket")
+    await first.command(f"{FULL} escalation")
+    await first.settle()
+    assert value(await scrape(first), "callbot_calls_total", outcome="placed") == 1
+    assert value(await scrape(second), "callbot_calls_total", outcome="placed") == 0
+
+
+def test_rate_limit_refusals_have_a_counter_for_the_limits_to_use() -> None:
+    metrics = Metrics()
+    metrics.rate_limit_refused("per_user")
+    metrics.rate_limit_refused("per_user")
+    metrics.rate_limit_refused("per_number")
+    from prometheus_client import generate_latest
+
+    samples = parse(generate_latest(metrics.registry).decode())
+    assert value(samples, "callbot_rate_limit_refusals_total", limit="per_user") == 2
+    assert value(samples, "callbot_rate_limit_refusals_total", limit="per_number") == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [({"command": "/call", "text": "x"}, "slash_command"),
+     ({"type": "view_submission"}, "view_submission"),
+     ({"type": "block_actions"}, "block_actions"),
+     ({"type": "event_callback", "event": {}}, "event"),
+     ({"type": "something new"}, "other"),
+     ({}, "other")],
+)
+def test_request_kinds_are_a_small_fixed_set(body: dict[str, object], kind: str) -> None:
+    assert request_kind(body) == kind
+
+
+async def test_evovoice_observer_sees_each_attempt_with_ids_folded(evo: EvoVoiceStandIn) -> None:
+    seen: list[RequestObserved] = []
+    session = evo.add_session()
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD, observer=seen.append) as client:
+        await client.get_session(session["id"])
+    [observed] = seen
+    assert (observed.method, observed.route, observed.status, observed.error) == (
+        "GET", "/sessions/{id}", 200, None)
+    assert observed.seconds >= 0
+
+
+async def test_evovoice_observer_counts_every_failed_connect() -> None:
+    seen: list[RequestObserved] = []
+
+    async def no_wait(_: float) -> None:
+        return None
+
+    client = EvoVoiceClient("http://127.0.0.1:9", "u", "p", connect_retries=3, sleep=no_wait,
+                            observer=seen.append, timeout=httpx.Timeout(2.0))
+    with pytest.raises(Exception):
+        await client.auth_status()
+    await client.aclose()
+    assert [o.error for o in seen] == ["unreachable"] * 3
+
+
+async def test_a_failing_observer_never_breaks_a_request(evo: EvoVoiceStandIn) -> None:
+    def broken(_: RequestObserved) -> None:
+        raise RuntimeError("metrics backend exploded")
+
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD, observer=broken) as client:
+        status = await client.auth_status()
+    assert status.is_authenticated
+
+
+async def test_openmetrics_when_the_scraper_asks_for_it(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    async with bot.http.get(f"http://127.0.0.1:{bot.runtime.port}/metrics",
+                            headers={"Accept": "application/openmetrics-text"}) as response:
+        assert response.status == 200
+        assert response.content_type == "application/openmetrics-text"
+        assert (await response.text()).rstrip().endswith("# EOF")

@@ -1,0 +1,147 @@
+"""`GET /readyz`: 200 only when Slack, Evo Voice and the database answer; 503 naming what failed."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bot.health import ProbeFailed, Readiness
+from bot.server import create_web_app, readiness_routes
+from tests.conftest import BotFactory, BotUnderTest
+from tests.standins.evovoice import ErrorStatus
+
+
+async def readyz(bot: BotUnderTest) -> tuple[int, dict[str, Any]]:
+    async with bot.http.get(f"http://127.0.0.1:{bot.runtime.port}/readyz") as response:
+        return response.status, await response.json()
+
+
+async def test_ready_when_everything_answers(bot: BotUnderTest) -> None:
+    status, body = await readyz(bot)
+    assert status == 200
+    assert body == {"status": "ready",
+                    "checks": {"slack": "ok", "evovoice": "ok", "database": "ok"}}
+
+
+async def test_slack_refusing_the_token_is_named(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("socket")
+    bot.slack.fail("auth.test", "invalid_auth")
+    status, body = await readyz(bot)
+    assert status == 503
+    assert body["failed"] == ["slack"]
+    assert body["checks"]["slack"] == "auth.test failed: invalid_auth"
+    assert body["checks"]["evovoice"] == "ok"
+
+
+async def test_evovoice_failing_is_named(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    bot.evo.queue("GET", "/auth/status", ErrorStatus(500, "maintenance"))
+    status, body = await readyz(bot)
+    assert status == 503
+    assert body["failed"] == ["evovoice"]
+    assert "maintenance" in body["checks"]["evovoice"]
+
+
+async def test_database_gone_is_named(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    assert bot.runtime.services is not None
+    await bot.runtime.services.db.close()
+    status, body = await readyz(bot)
+    assert status == 503
+    assert body["failed"] == ["database"]
+    assert body["checks"]["database"] == "SELECT 1 failed (RuntimeError)"
+
+
+async def test_probes_within_the_cache_time_ask_slack_and_evovoice_once(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    before_slack = len(bot.slack.calls_to("auth.test"))
+    before_evo = len(bot.evo.requests_to("GET", "/auth/status"))
+    # Concurrent probes share one check in flight; sequential ones within 5 s reuse its answer.
+    results = await asyncio.gather(*(readyz(bot) for _ in range(5)))
+    assert {status for status, _ in results} == {200}
+    assert len(bot.slack.calls_to("auth.test")) - before_slack == 1
+    assert len(bot.evo.requests_to("GET", "/auth/status")) - before_evo == 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_answers_are_cached_for_the_ttl_failures_included() -> None:
+    clock = Clock()
+    calls: list[str] = []
+    healthy = {"value": False}
+
+    async def flaky() -> None:
+        calls.append("flaky")
+        if not healthy["value"]:
+            raise ProbeFailed("down")
+
+    readiness = Readiness({"flaky": flaky}, ttl=5.0, clock=clock)
+    assert await readiness.check() == {"flaky": "down"}
+    healthy["value"] = True
+    clock.now += 4.9
+    assert await readiness.check() == {"flaky": "down"}, "a failure is cached too"
+    clock.now += 0.2
+    assert await readiness.check() == {"flaky": None}
+    assert len(calls) == 2
+
+
+async def test_uncached_probes_run_every_time() -> None:
+    calls: list[str] = []
+
+    async def database() -> None:
+        calls.append("db")
+
+    readiness = Readiness({"database": database}, uncached=frozenset({"database"}))
+    await readiness.check()
+    await readiness.check()
+    assert len(calls) == 2
+
+
+async def test_a_hung_dependency_fails_the_probe_instead_of_hanging_it() -> None:
+    async def hangs() -> None:
+        await asyncio.Event().wait()
+
+    async def fine() -> None:
+        return None
+
+    readiness = Readiness({"voice": hangs, "db": fine}, timeout=0.05)
+    assert await readiness.check() == {"voice": "no answer within 0.05 s", "db": None}
+
+
+async def test_unexpected_errors_show_only_their_type() -> None:
+    async def leaky() -> None:
+        raise ValueError("password=hunter2")
+
+    assert await Readiness({"x": leaky}).check() == {"x": "failed (ValueError)"}
+
+
+async def test_not_ready_before_start_and_while_stopping(unused_tcp_port: int) -> None:
+    runner = web.AppRunner(create_web_app(readiness_routes(lambda: False, Readiness({}))))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{unused_tcp_port}/readyz") as response:
+                assert response.status == 503
+                assert (await response.json())["failed"] == ["callbot"]
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+async def test_probes_are_served_in_socket_mode_too(bot_factory: BotFactory, path: str) -> None:
+    bot = await bot_factory("socket")
+    async with bot.http.get(f"http://127.0.0.1:{bot.runtime.port}{path}") as response:
+        assert response.status == 200
