@@ -156,7 +156,7 @@ class CallService:
         logger.info("duplicate delivery of a request by %s ignored", request.user_id)
         if self._audit is not None:
             await self._audit.duplicate(request)
-        return CallResult(Outcome.DUPLICATE)
+        return self._finished(CallResult(Outcome.DUPLICATE))
 
     async def place(self, call: CheckedCall) -> CallResult:
         request = call.request
