@@ -7,7 +7,6 @@ import asyncio
 import json
 from typing import Any
 
-import jsonschema
 import pytest
 
 from bot import forms
@@ -26,7 +25,7 @@ from tests.standins.slack import (
     slash_command_payload,
     view_submission_payload,
 )
-from tests.test_manifest import load_schema, manifest
+from tests.test_manifest import manifest
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
@@ -506,16 +505,6 @@ def test_the_manifest_declares_the_shortcut() -> None:
     [shortcut] = manifest()["features"]["shortcuts"]
     assert shortcut["callback_id"] == forms.PLACE_CALL_SHORTCUT_ID
     assert shortcut["type"] == "global"
-
-
-def test_the_http_mode_manifest_of_the_readme_validates() -> None:
-    data = manifest()
-    url = "https://callbot.example.com/slack/events"
-    data["settings"]["socket_mode_enabled"] = False
-    data["features"]["slash_commands"][0]["url"] = url
-    data["settings"]["interactivity"]["request_url"] = url
-    data["settings"]["interactivity"]["message_menu_options_url"] = url
-    jsonschema.validate(data, load_schema())
 
 
 # ------------------------------------------------------------------------------------- units
