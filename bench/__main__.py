@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-readme", action="store_true",
                         help="rewrite the results block in README.md")
     parser.add_argument("--profile", type=Path, metavar="DIR",
-                        help="run the bot under pyinstrument (pip install pyinstrument); one text "
-                        "profile per burst in DIR")
+                        help="run the bot under pyinstrument (pip install -e '.[profile]'); one "
+                        "session per burst in DIR, shown by `pyinstrument --load FILE`")
     args = parser.parse_args(argv)
     modes = args.modes
     if unknown := [m for m in modes if m not in ("socket", "http")]:

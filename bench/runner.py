@@ -41,7 +41,7 @@ class Options:
     logs: Path = REPO_ROOT / "bench" / "results" / "logs"
     # After the last ack: how long the outcomes of N calls may take beyond the voice API's delay.
     settle_seconds: float = 60.0
-    # Set: the bot runs under pyinstrument, which writes its profile here when the bot stops.
+    # Set: the bot runs under pyinstrument, which saves its profile here when the bot stops.
     profile_dir: Path | None = None
 
 
@@ -92,8 +92,9 @@ async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
     if options.profile_dir is not None:
         options.profile_dir.mkdir(parents=True, exist_ok=True)
         module = "pyinstrument"
-        args = ["--renderer", "text", "--show-all", "-o", str(options.profile_dir / f"{tag}.txt"),
-                "-m", "bot"]
+        # A session file: `pyinstrument --load FILE` renders it (-r html, -p flat, …).
+        args = ["--renderer", "session", "-o",
+                str(options.profile_dir / f"{tag}.pyisession"), "-m", "bot"]
     bot = Child(module, env, cwd=workdir, log_path=options.logs / f"{tag}-bot.log", args=args)
     sampler = Sampler(bot)
 

@@ -15,7 +15,9 @@ The errors keep the meaning the client's retry rules depend on, erring towards "
     anything else                                                    ReadError
 
 aiohttp would quietly resend a GET or DELETE once when a kept-alive connection turns out dead;
-that is switched off, so the client alone decides what is repeated.
+that is switched off, so the client alone decides what is repeated. HTTP(S)_PROXY, ALL_PROXY and
+NO_PROXY are read once per host, as httpx reads them once per client (aiohttp's own `trust_env`
+would ask a thread for them, and for ~/.netrc, on every request).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import asyncio
 
 import aiohttp
 import httpx
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 # Calls placed at the same moment each hold a connection while Evo Voice sets them up (seconds);
 # beyond this many, requests wait for a free connection (up to the pool timeout) rather than open
@@ -65,6 +69,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._keepalive = keepalive
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str], tuple[URL | None, aiohttp.BasicAuth | None]] = {}
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -79,11 +84,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 cookie_jar=aiohttp.DummyCookieJar(),
                 # httpx decodes Content-Encoding itself.
                 auto_decompress=False,
-                # HTTP(S)_PROXY and NO_PROXY, as httpx honours them.
-                trust_env=True,
             )
             self._session._retry_connection = False
         return self._session
+
+    def _proxy_for(self, url: httpx.URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+        key = (url.scheme, url.host)
+        if key not in self._proxies:
+            try:
+                self._proxies[key] = get_env_proxy_for_url(URL(str(url)))
+            except LookupError:  # no proxy for this URL
+                self._proxies[key] = (None, None)
+        return self._proxies[key]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._open()
@@ -100,6 +112,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if name.lower() not in _DROPPED_REQUEST_HEADERS
         ]
         body = await request.aread()
+        proxy, proxy_auth = self._proxy_for(request.url)
         try:
             async with session.request(
                 request.method,
@@ -108,6 +121,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=body or None,
                 allow_redirects=False,
                 timeout=timeout,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
             ) as response:
                 content = await response.read()
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:

@@ -134,6 +134,21 @@ async def test_compressed_answers_are_decoded_once() -> None:
     assert response.json() == {"isAuthenticated": True}
 
 
+async def test_requests_go_through_the_proxy_the_environment_names(
+    standin: EvoVoiceStandIn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", standin.url)  # the stand-in serves the proxied request
+    monkeypatch.setenv("NO_PROXY", "bypassed.invalid")
+    transport = AiohttpTransport()
+    async with client_for("http://evo.invalid", transport) as client:
+        response = await client.get("/auth/status")
+    async with client_for("http://bypassed.invalid", transport) as client:
+        with pytest.raises(httpx.ConnectError):  # no proxy: the name itself must resolve
+            await client.get("/auth/status")
+    assert response.json()["isAuthenticated"] is True
+    assert len(standin.requests_to("GET", "/auth/status")) == 1
+
+
 async def _until(check: Callable[[], bool]) -> None:
     while not check():
         await asyncio.sleep(0.01)
