@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.driver import Ack, Sampler, Sender, wait_until
-from bench.processes import REPO_ROOT, Child, cpu_seconds, free_port
+from bench.processes import REPO_ROOT, Child, cpu_seconds, free_port, machine_busy_seconds
 from bench.scenario import (
     WARM_UP,
     bot_environment,
@@ -114,6 +114,7 @@ async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
         cpu_before = cpu_seconds(bot.pid)
         standins_cpu_before = standins.cpu_seconds()
         driver_cpu_before = time.process_time()
+        busy_before = machine_busy_seconds()
         sampler.start()
         started = time.monotonic()
         acks = await sender.burst(users)
@@ -126,6 +127,7 @@ async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
         cpu = cpu_seconds(bot.pid) - cpu_before
         standins_cpu = standins.cpu_seconds() - standins_cpu_before
         driver_cpu = time.process_time() - driver_cpu_before
+        busy = machine_busy_seconds() - busy_before
         results = await standins.results()
     finally:
         await sampler.stop()
@@ -153,6 +155,8 @@ async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
         # bench process's own (driver, and stand-ins when inline). Two cores in all.
         "standins_cpu_s": round(standins_cpu, 2),
         "driver_cpu_s": round(driver_cpu, 2),
+        # Everything else the machine ran meanwhile: non-zero means the figures were disturbed.
+        "others_cpu_s": round(max(0.0, busy - cpu - standins_cpu - driver_cpu), 2),
         "rss_idle_mb": round(idle.rss / MB, 1),
         "rss_in_flight_max_mb": round(sampler.max_rss / MB, 1),
         "rss_end_mb": round(end.rss / MB, 1),
@@ -216,11 +220,13 @@ def ratio(bot: dict[str, Any], bare: dict[str, Any]) -> float | None:
 
 
 async def run_pair(mode: str, n: int, options: Options) -> dict[str, Any]:
+    load = os.getloadavg()[0]
     _log(f"bench: {mode} N={n}: bot …")
     bot = await run_bot(mode, n, options)
     _log(f"bench: {mode} N={n}: bare Bolt app …")
     bare = await run_bare(mode, n, options)
-    return {"mode": mode, "n": n, "bot": bot, "bare": bare, "ratio_p99": ratio(bot, bare)}
+    return {"mode": mode, "n": n, "load_before": round(load, 2), "bot": bot, "bare": bare,
+            "ratio_p99": ratio(bot, bare)}
 
 
 def machine() -> dict[str, Any]:
