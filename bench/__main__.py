@@ -44,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"JSON results (default: {DEFAULT_OUTPUT.relative_to(REPO_ROOT)})")
     parser.add_argument("--update-readme", action="store_true",
                         help="rewrite the results block in README.md")
+    parser.add_argument("--from", dest="saved", type=Path, metavar="JSON",
+                        help="report a saved run (its JSON) instead of running")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="run the bot under pyinstrument (pip install -e '.[profile]'); one "
                         "session per burst in DIR, shown by `pyinstrument --load FILE`")
@@ -53,13 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown modes: {', '.join(unknown)}")
     ns = [100] if args.quick else args.n
 
-    options = Options(delay=args.delay, standins=args.standins,
-                      logs=args.output.parent / "logs", profile_dir=args.profile)
-    results = asyncio.run(run_benchmark(modes, ns, options, repeat=args.repeat))
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    if args.saved is not None:
+        results = json.loads(args.saved.read_text(encoding="utf-8"))
+    else:
+        options = Options(delay=args.delay, standins=args.standins,
+                          logs=args.output.parent / "logs", profile_dir=args.profile)
+        results = asyncio.run(run_benchmark(modes, ns, options, repeat=args.repeat))
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"JSON: {args.output}", file=sys.stderr)
     print(markdown(results))
-    print(f"\nJSON: {args.output}", file=sys.stderr)
     if args.update_readme:
         update_readme(REPO_ROOT / "README.md", results)
         print("README.md: benchmark block rewritten", file=sys.stderr)
