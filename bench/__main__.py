@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from bench.processes import REPO_ROOT
+from bench.processes import REPO_ROOT, ProcessFailed
 from bench.report import markdown, update_readme
 from bench.runner import Options, run_benchmark
 
@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         options = Options(delay=args.delay, standins=args.standins,
                           logs=args.output.parent / "logs", profile_dir=args.profile)
-        results = asyncio.run(run_benchmark(modes, ns, options, repeat=args.repeat))
+        try:
+            results = asyncio.run(run_benchmark(modes, ns, options, repeat=args.repeat))
+        except ProcessFailed as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 1
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"JSON: {args.output}", file=sys.stderr)

@@ -172,7 +172,10 @@ class Sampler:
             await asyncio.sleep(self.interval)
             self.lags.append(max(0.0, loop.time() - due))
             if self.child is not None and self.child.alive():
-                self.max_rss = max(self.max_rss, self.child.memory().rss)
+                try:
+                    self.max_rss = max(self.max_rss, self.child.memory().rss)
+                except OSError:  # it exited just now
+                    pass
 
     async def stop(self) -> None:
         if self._task is not None:
