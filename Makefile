@@ -1,4 +1,5 @@
-# Two entry points: `make run` (set up and run the bot) and `make test` (set up and run the tests).
+# Two entry points: `make run` (set up and run the bot) and `make test` (set up and run the tests);
+# `make bench` runs the benchmark (README: Benchmark).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -25,6 +26,9 @@ run: $(VENV)/.run-deps
 test: $(VENV)/.test-deps
 	$(BIN)/pytest -q
 	$(BIN)/mypy
+
+bench: $(VENV)/.run-deps
+	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .hypothesis

@@ -44,6 +44,8 @@ import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from bot.transport import AiohttpTransport
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://team.evovoice.io"
@@ -320,7 +322,8 @@ class EvoVoiceClient:
             headers={"Accept": "application/json"},
             timeout=timeout,
             cookies=no_cookies,
-            transport=transport,
+            # httpx's own pool costs too much CPU per request when many calls are placed at once.
+            transport=transport if transport is not None else AiohttpTransport(),
         )
 
     async def aclose(self) -> None:

@@ -12,7 +12,8 @@ what the bot sent from ``requests`` and script how the server misbehaves with *b
     assert len(standin.outgoing_posts) == 1
     await standin.stop()
 
-Behaviours (consumed in order per ``(method, path)``; ``Respond()`` when the queue is empty):
+Behaviours (consumed in order per ``(method, path)``; when the queue is empty, the route's entry in
+``default_behaviours``, else ``Respond()``):
 
 =====================  =========================================================  ============
 behaviour              answer                                                     side effect*
@@ -45,6 +46,7 @@ import contextlib
 import itertools
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -83,6 +85,8 @@ class Recorded:
     json: Any
     headers: Mapping[str, str]  # case-insensitive
     body: bytes = b""
+    time: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` when the request arrived (the clock of ``SlackStandIn`` records)."""
 
 
 # ----------------------------------------------------------------------------------- behaviours
@@ -211,6 +215,9 @@ class EvoVoiceStandIn:
         self.requests: list[Recorded] = []
         # Caps every page (even with all=true), to make a client follow hasMorePages.
         self.max_page_size: int | None = None
+        # What a request does when its queue is empty, by (method, path); else Respond(). E.g.
+        # ``{("POST", "/sessions/outgoing"): Delayed(2.0)}``: every call is slow to set up.
+        self.default_behaviours: dict[tuple[str, str], Behaviour] = {}
         self.url = ""
         self._queues: dict[tuple[str, str], list[Behaviour]] = {}
         self._ids = itertools.count(1)
@@ -235,7 +242,8 @@ class EvoVoiceStandIn:
         self._stopping.clear()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        # A burst of calls opens many connections at once (the benchmark); don't drop their SYNs.
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
@@ -360,7 +368,11 @@ class EvoVoiceStandIn:
     ) -> web.StreamResponse:
         """Answer per the next queued behaviour; ``produce`` does the side effect and answer."""
         queue = self._queues.get((request.method, request.path))
-        behaviour: Behaviour = queue.pop(0) if queue else Respond()
+        behaviour: Behaviour = (
+            queue.pop(0)
+            if queue
+            else self.default_behaviours.get((request.method, request.path), Respond())
+        )
         while isinstance(behaviour, Delayed):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), behaviour.seconds)

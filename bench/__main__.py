@@ -1,0 +1,79 @@
+"""`python -m bench`: run the bursts, print the table, write the JSON (and the README block)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from bench.processes import REPO_ROOT, ProcessFailed
+from bench.report import markdown, update_readme
+from bench.runner import Options, run_benchmark
+
+DEFAULT_OUTPUT = REPO_ROOT / "bench" / "results" / "latest.json"
+
+
+def _words(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(part) for part in _words(text)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Bursts of /call against the real bot and a bare slack-bolt app, on loopback "
+        "stand-ins: ack latency, dialling overhead, POSTs, confirmations, memory, start-up.",
+    )
+    parser.add_argument("--modes", default="socket,http", type=_words,
+                        help="comma-separated: socket, http (default: both)")
+    parser.add_argument("--n", default="100,1000", type=_sizes,
+                        help="burst sizes, comma-separated (default: 100,1000)")
+    parser.add_argument("--delay", type=float, default=2.0,
+                        help="seconds the Evo Voice stand-in takes to answer each POST (default 2)")
+    parser.add_argument("--quick", action="store_true", help="N=100 only: a smoke test")
+    parser.add_argument("--repeat", type=int, default=1, help="run every (mode, N) this many times")
+    parser.add_argument("--standins", choices=["process", "inline"], default="process",
+                        help="where the Slack Web API and Evo Voice stand-ins run (default: a "
+                        "process of their own; inline: on the driver's event loop)")
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
+                        help=f"JSON results (default: {DEFAULT_OUTPUT.relative_to(REPO_ROOT)})")
+    parser.add_argument("--update-readme", action="store_true",
+                        help="rewrite the results block in README.md")
+    parser.add_argument("--from", dest="saved", type=Path, metavar="JSON",
+                        help="report a saved run (its JSON) instead of running")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="run the bot under pyinstrument (pip install -e '.[profile]'); one "
+                        "session per burst in DIR, shown by `pyinstrument --load FILE`")
+    args = parser.parse_args(argv)
+    modes = args.modes
+    if unknown := [m for m in modes if m not in ("socket", "http")]:
+        parser.error(f"unknown modes: {', '.join(unknown)}")
+    ns = [100] if args.quick else args.n
+
+    if args.saved is not None:
+        results = json.loads(args.saved.read_text(encoding="utf-8"))
+    else:
+        options = Options(delay=args.delay, standins=args.standins,
+                          logs=args.output.parent / "logs", profile_dir=args.profile)
+        try:
+            results = asyncio.run(run_benchmark(modes, ns, options, repeat=args.repeat))
+        except ProcessFailed as exc:
+            print(f"bench: {exc}", file=sys.stderr)
+            return 1
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"JSON: {args.output}", file=sys.stderr)
+    print(markdown(results))
+    if args.update_readme:
+        update_readme(REPO_ROOT / "README.md", results)
+        print("README.md: benchmark block rewritten", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

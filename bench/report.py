@@ -1,0 +1,115 @@
+"""The results as a Markdown table, the issue's targets checked against them, the README block."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+README_BEGIN = "<!-- bench:begin (python -m bench --update-readme rewrites this block) -->"
+README_END = "<!-- bench:end -->"
+
+# The issue's targets, for N = 1,000 (2-core machine, both modes).
+TARGET_N = 1000
+MAX_RATIO_P99 = 2.0
+MAX_DIAL_P99_MS = 250.0
+MAX_PEAK_RSS_MB = 150.0
+MAX_STARTUP_S = 2.0
+
+
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
+def table(results: dict[str, Any]) -> str:
+    rows = [
+        "| mode | N | ack p50 / p99 / max (ms) | acks > 3 s | bare Bolt ack p99 (ms) "
+        "| bot / bare p99 | dialling p50 / p99 (ms) | POSTs | confirmed | RSS idle / peak (MB) "
+        "| start-up (s) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for run in results["runs"]:
+        bot, bare = run["bot"], run["bare"]
+        ack, dial = bot["ack"], bot["dial"]
+        ratio = run["ratio_p99"]
+        rows.append(
+            f"| {run['mode']} | {run['n']:,} "
+            f"| {_ms(ack['p50_ms'])} / {_ms(ack['p99_ms'])} / {_ms(ack['max_ms'])} "
+            f"| {ack['late']} | {_ms(bare['ack']['p99_ms'])} "
+            f"| {'–' if ratio is None else f'{ratio:.2f}'} "
+            f"| {_ms(dial['p50_ms'])} / {_ms(dial['p99_ms'])} "
+            f"| {bot['posts']:,} | {bot['confirmations']:,} "
+            f"| {bot['rss_idle_mb']:.0f} / {bot['rss_peak_mb']:.0f} | {bot['startup_s']:.2f} |"
+        )
+    return "\n".join(rows)
+
+
+def targets(results: dict[str, Any]) -> list[tuple[bool, str]]:
+    """(met in every run, description with each run's figure) per mode and target, at N = 1,000."""
+    checks: list[tuple[bool, str]] = []
+    for mode in dict.fromkeys(run["mode"] for run in results["runs"]):
+        runs = [r for r in results["runs"] if r["mode"] == mode and r["n"] == TARGET_N]
+        if not runs:
+            continue
+        bots = [r["bot"] for r in runs]
+
+        def check(values: list[Any], met: list[bool], what: str, target: str) -> None:
+            shown = ", ".join(str(v) for v in values)
+            checks.append((all(met), f"{mode}: {what} {shown} (target {target})"))
+
+        late = [b["ack"]["late"] for b in bots]
+        check(late, [x == 0 for x in late], "acks later than 3 s:", "0")
+        ratios = [r["ratio_p99"] for r in runs]
+        check(ratios, [x is not None and x <= MAX_RATIO_P99 for x in ratios],
+              "p99 ack ÷ bare Bolt app's p99:", f"≤ {MAX_RATIO_P99:g}")
+        posts = [f"{b['posts']:,}/{b['posts_distinct']:,}" for b in bots]
+        check(posts, [b["posts"] == b["posts_distinct"] == TARGET_N for b in bots],
+              "POSTs/distinct numbers:", f"exactly {TARGET_N:,}")
+        dial = [b["dial"]["p99_ms"] for b in bots]
+        check([_ms(x) for x in dial], [x is not None and x <= MAX_DIAL_P99_MS for x in dial],
+              "dialling overhead p99 (ms):", f"≤ {MAX_DIAL_P99_MS:.0f}")
+        rss = [b["rss_peak_mb"] for b in bots]
+        check([f"{x:.0f}" for x in rss], [x <= MAX_PEAK_RSS_MB for x in rss],
+              "peak RSS (MB):", f"≤ {MAX_PEAK_RSS_MB:.0f}")
+        startup = [b["startup_s"] for b in bots]
+        check([f"{x:.2f}" for x in startup], [x <= MAX_STARTUP_S for x in startup],
+              "start-up to ready (s):", f"≤ {MAX_STARTUP_S:g}")
+    return checks
+
+
+def describe_run(results: dict[str, Any]) -> str:
+    m, o = results["machine"], results["options"]
+    where = "in a process of their own" if o["standins"] == "process" else "in the bench process"
+    commit = f", commit `{results['commit']}`" if results.get("commit") else ""
+    return (
+        f"Measured {results['date'][:10]} on {m['cpus']} × {m['cpu_model']}, Python {m['python']}, "
+        f"{m['system']}{commit}. Evo Voice stand-in answers every POST after {o['delay_s']:g} s; "
+        f"stand-ins {where}."
+    )
+
+
+def disturbance(results: dict[str, Any]) -> str:
+    others = max((run["bot"]["others_cpu_s"] for run in results["runs"]), default=0.0)
+    load = max((run["load_before"] for run in results["runs"]), default=0.0)
+    return (
+        f"Other processes on the machine: up to {others:.1f} CPU-s during a bot burst; "
+        f"1-minute load average up to {load:.1f} before a run."
+    )
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [describe_run(results), "", table(results), "", disturbance(results)]
+    checks = targets(results)
+    if checks:
+        lines += ["", f"Targets (N = {TARGET_N:,}):", ""]
+        lines += [f"- {'✅' if met else '❌'} {text}" for met, text in checks]
+    return "\n".join(lines)
+
+
+def update_readme(path: Path, results: dict[str, Any]) -> None:
+    text = path.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.S)
+    if not pattern.search(text):
+        raise ValueError(f"{path} has no benchmark block ({README_BEGIN} … {README_END})")
+    block = f"{README_BEGIN}\n{markdown(results)}\n{README_END}"
+    path.write_text(pattern.sub(lambda _: block, text, count=1), encoding="utf-8")

@@ -1,0 +1,277 @@
+"""One burst against the bot, the same burst against the bare app, and the figures of both."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.driver import Ack, Sampler, Sender, wait_until
+from bench.processes import REPO_ROOT, Child, cpu_seconds, free_port, machine_busy_seconds
+from bench.scenario import (
+    WARM_UP,
+    bot_environment,
+    callers,
+    clean_environment,
+    policy_toml,
+)
+from bench.standins import InlineStandIns, ProcessStandIns, StandIns, create_slack
+from bench.stats import summary
+from tests.standins.slack import SlackStandIn
+
+LATE_ACK_SECONDS = 3.0  # Slack gives up (and retries) after 3 s
+CONFIRMED = "Call placed"
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Options:
+    delay: float = 2.0
+    standins: str = "process"  # or "inline"
+    logs: Path = REPO_ROOT / "bench" / "results" / "logs"
+    # After the last ack: how long the outcomes of N calls may take beyond the voice API's delay.
+    settle_seconds: float = 60.0
+    # Set: the bot runs under pyinstrument, which saves its profile here when the bot stops.
+    profile_dir: Path | None = None
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def ack_figures(acks: Sequence[Ack]) -> dict[str, Any]:
+    latencies = [a.latency for a in acks if a.ok and a.latency is not None]
+    return {
+        "sent": len(acks),
+        "acked": len(latencies),
+        **summary(latencies),
+        "late": sum(1 for x in latencies if x > LATE_ACK_SECONDS) + (len(acks) - len(latencies)),
+    }
+
+
+def lag_figures(sampler: Sampler) -> dict[str, Any]:
+    return {f"driver_lag_{k}": v for k, v in summary(sampler.lags).items()}
+
+
+async def _start_standins(
+    slack: SlackStandIn, options: Options, workdir: Path, tag: str
+) -> StandIns:
+    standins: StandIns
+    if options.standins == "process":
+        standins = ProcessStandIns(options.delay, slack.ws_url, workdir=workdir,
+                                   log_path=options.logs / f"{tag}-standins.log")
+    else:
+        standins = InlineStandIns(slack, options.delay)
+    await standins.start()
+    return standins
+
+
+async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
+    """Start `python -m bot`, warm it up with one call, send N at once, wait for every outcome."""
+    users = callers(n)
+    tag = f"{mode}-{n}"
+    workdir = Path(tempfile.mkdtemp(prefix="callbot-bench-"))
+    (workdir / "callbot.toml").write_text(policy_toml(users))
+    slack = create_slack()  # the driver's: Socket Mode envelopes and response_urls
+    await slack.start()
+    standins = await _start_standins(slack, options, workdir, tag)
+    port = free_port()
+    env = bot_environment(mode, slack_api_url=standins.slack_api_url, evo_url=standins.evo_url,
+                          workdir=workdir, port=port)
+    module, args = "bot", []
+    if options.profile_dir is not None:
+        options.profile_dir.mkdir(parents=True, exist_ok=True)
+        module = "pyinstrument"
+        # A session file: `pyinstrument --load FILE` renders it (-r html, -p flat, …).
+        args = ["--renderer", "session", "-o",
+                str(options.profile_dir / f"{tag}.pyisession"), "-m", "bot"]
+    bot = Child(module, env, cwd=workdir, log_path=options.logs / f"{tag}-bot.log", args=args)
+    sampler = Sampler(bot)
+
+    async def outcomes_at_least(k: int) -> bool:
+        return (await standins.counts())[1] >= k
+
+    try:
+        await bot.start()
+        startup = await bot.wait_healthy(f"http://127.0.0.1:{port}/healthz")
+        if mode == "socket":
+            await slack.wait_connected()
+        sender = Sender(mode, slack, f"http://127.0.0.1:{port}/slack/events")
+        await sender.burst([WARM_UP])
+        if not await wait_until(lambda: outcomes_at_least(1), options.settle_seconds):
+            raise bot.failed("never confirmed the warm-up call")
+        idle = bot.memory()
+        cpu_before = cpu_seconds(bot.pid)
+        standins_cpu_before = standins.cpu_seconds()
+        driver_cpu_before = time.process_time()
+        busy_before = machine_busy_seconds()
+        sampler.start()
+        started = time.monotonic()
+        acks = await sender.burst(users)
+        acked = time.monotonic()
+        await wait_until(lambda: outcomes_at_least(1 + n), options.delay + options.settle_seconds)
+        done = time.monotonic()
+        # With calls being followed (issue 4), they are still followed here: the bot's figures now
+        # are its figures with N calls followed. On builds without following, the calls are over.
+        end = bot.memory()
+        cpu = cpu_seconds(bot.pid) - cpu_before
+        standins_cpu = standins.cpu_seconds() - standins_cpu_before
+        driver_cpu = time.process_time() - driver_cpu_before
+        busy = machine_busy_seconds() - busy_before
+        results = await standins.results()
+    finally:
+        await sampler.stop()
+        code = await bot.stop()
+        await standins.stop()
+        await slack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    sent_at = {a.caller.number: a.sent for a in acks}
+    burst_posts = [p for p in results.posts if p.number in sent_at]
+    outcomes = [r.text for r in results.replies if r.time >= started]
+    return {
+        "target": "bot",
+        "startup_s": round(startup, 3),
+        "ack": ack_figures(acks),
+        "dial": summary([p.time - sent_at[p.number] for p in burst_posts]),
+        "posts": len(burst_posts),
+        "posts_distinct": len({p.number for p in burst_posts}),
+        "outcomes": len(outcomes),
+        "confirmations": sum(1 for text in outcomes if CONFIRMED in text),
+        "burst_s": round(acked - started, 3),
+        "all_outcomes_s": round(done - started, 3),
+        "cpu_s": round(cpu, 2),
+        # Whose CPU the burst used besides the bot's: the stand-ins' (0 when inline) and the
+        # bench process's own (driver, and stand-ins when inline). Two cores in all.
+        "standins_cpu_s": round(standins_cpu, 2),
+        "driver_cpu_s": round(driver_cpu, 2),
+        # Everything else the machine ran meanwhile: non-zero means the figures were disturbed.
+        "others_cpu_s": round(max(0.0, busy - cpu - standins_cpu - driver_cpu), 2),
+        "rss_idle_mb": round(idle.rss / MB, 1),
+        "rss_in_flight_max_mb": round(sampler.max_rss / MB, 1),
+        "rss_end_mb": round(end.rss / MB, 1),
+        "rss_peak_mb": round(end.hwm / MB, 1),
+        "exit_code": code,
+        **lag_figures(sampler),
+    }
+
+
+async def run_bare(mode: str, n: int, options: Options) -> dict[str, Any]:
+    """The same burst against `python -m bench.bare` (acks, then awaits `delay`)."""
+    users = callers(n)
+    tag = f"{mode}-{n}"
+    workdir = Path(tempfile.mkdtemp(prefix="callbot-bench-"))
+    slack = create_slack()
+    await slack.start()
+    bare = Child("bench.bare", clean_environment(), cwd=workdir,
+                 log_path=options.logs / f"{tag}-bare.log",
+                 args=[mode, slack.api_url, str(options.delay)], read_stdout=True)
+    sampler = Sampler(bare)
+    try:
+        await bare.start()
+        port = int((await bare.read_line()).removeprefix("ready "))
+        startup = time.monotonic() - bare.started_at
+        if mode == "socket":
+            await slack.wait_connected()
+        sender = Sender(mode, slack, f"http://127.0.0.1:{port}/slack/events")
+        await sender.burst([WARM_UP])
+        idle = bare.memory()
+        cpu_before = cpu_seconds(bare.pid)
+        sampler.start()
+        started = time.monotonic()
+        acks = await sender.burst(users)
+        acked = time.monotonic()
+        await asyncio.sleep(options.delay)  # the listeners' awaits end
+        end = bare.memory()
+        cpu = cpu_seconds(bare.pid) - cpu_before
+    finally:
+        await sampler.stop()
+        code = await bare.stop()
+        await slack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "target": "bare",
+        "startup_s": round(startup, 3),
+        "ack": ack_figures(acks),
+        "burst_s": round(acked - started, 3),
+        "cpu_s": round(cpu, 2),
+        "rss_idle_mb": round(idle.rss / MB, 1),
+        "rss_peak_mb": round(end.hwm / MB, 1),
+        "exit_code": code,
+        **lag_figures(sampler),
+    }
+
+
+def ratio(bot: dict[str, Any], bare: dict[str, Any]) -> float | None:
+    a, b = bot["ack"]["p99_ms"], bare["ack"]["p99_ms"]
+    if a is None or not b:
+        return None
+    return round(a / b, 2)
+
+
+async def run_pair(mode: str, n: int, options: Options) -> dict[str, Any]:
+    load = os.getloadavg()[0]
+    _log(f"bench: {mode} N={n}: bot …")
+    bot = await run_bot(mode, n, options)
+    _log(f"bench: {mode} N={n}: bare Bolt app …")
+    bare = await run_bare(mode, n, options)
+    return {"mode": mode, "n": n, "load_before": round(load, 2), "bot": bot, "bare": bare,
+            "ratio_p99": ratio(bot, bare)}
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+def git_commit() -> str | None:
+    """The commit measured, `+changes` when tracked files differ from it."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+            check=True,
+        )
+        clean = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=REPO_ROOT).returncode == 0
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    commit = out.stdout.strip()
+    return (commit if clean else f"{commit}+changes") or None
+
+
+async def run_benchmark(
+    modes: Sequence[str], ns: Sequence[int], options: Options, *, repeat: int = 1
+) -> dict[str, Any]:
+    runs = [
+        await run_pair(mode, n, options) for mode in modes for n in ns for _ in range(repeat)
+    ]
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "commit": git_commit(),
+        "options": {"delay_s": options.delay, "standins": options.standins, "modes": list(modes),
+                    "n": list(ns), "repeat": repeat},
+        "runs": runs,
+    }

@@ -1,0 +1,142 @@
+"""httpx requests sent over aiohttp: the Evo Voice client's transport.
+
+httpx stays the client's API (base URL, auth, timeouts, the errors `evovoice` maps); only the wire
+changes. httpx's own pool (httpcore) costs about 2 ms of CPU per request and its bookkeeping grows
+with the connections open: when a thousand calls were placed at once, the pool, not the network,
+decided when each POST left (benchmark: 26 s for the last POST). aiohttp's connector does the same
+work for about a tenth of that, and the bot already runs on aiohttp.
+
+The errors keep the meaning the client's retry rules depend on, erring towards "maybe sent":
+
+    could not connect or no connection free in time (nothing sent)   ConnectError, ConnectTimeout
+    proxy refused, URL unusable (nothing sent)                       ProxyError, UnsupportedProtocol
+    no answer in time after sending                                  ReadTimeout
+    connection dropped after sending                                 RemoteProtocolError
+    anything else                                                    ReadError
+
+aiohttp would quietly resend a GET or DELETE once when a kept-alive connection turns out dead;
+that is switched off, so the client alone decides what is repeated. HTTP(S)_PROXY, ALL_PROXY and
+NO_PROXY are read once per host, as httpx reads them once per client (aiohttp's own `trust_env`
+would ask a thread for them, and for ~/.netrc, on every request).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import httpx
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
+
+# Calls placed at the same moment each hold a connection while Evo Voice sets them up (seconds);
+# beyond this many, requests wait for a free connection (up to the pool timeout) rather than open
+# more sockets than a process may have.
+MAX_CONNECTIONS = 1000
+# Shorter than servers usually keep idle connections, so a POST rarely meets one the server has
+# closed (which would make its outcome unknown).
+KEEPALIVE_SECONDS = 5.0
+# Set by httpx's client and recomputed by aiohttp from the body.
+_DROPPED_REQUEST_HEADERS = frozenset({"content-length", "transfer-encoding"})
+
+
+def _as_httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+    message = f"{type(exc).__name__}: {exc}"
+    error_class: type[httpx.TransportError]
+    if isinstance(exc, (aiohttp.ClientProxyConnectionError, aiohttp.ClientHttpProxyError)):
+        error_class = httpx.ProxyError
+    elif isinstance(exc, aiohttp.ConnectionTimeoutError):
+        error_class = httpx.ConnectTimeout
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        error_class = httpx.ConnectError
+    elif isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+        error_class = httpx.UnsupportedProtocol
+    elif isinstance(exc, asyncio.TimeoutError):  # aiohttp.SocketTimeoutError among them
+        error_class = httpx.ReadTimeout
+    elif isinstance(exc, aiohttp.ServerDisconnectedError):
+        error_class = httpx.RemoteProtocolError
+    else:
+        error_class = httpx.ReadError
+    return error_class(message, request=request)
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """One aiohttp session (created on first use, in the running loop) for every request."""
+
+    def __init__(
+        self, *, max_connections: int = MAX_CONNECTIONS, keepalive: float = KEEPALIVE_SECONDS
+    ) -> None:
+        self._max_connections = max_connections
+        self._keepalive = keepalive
+        self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[tuple[str, str], tuple[URL | None, aiohttp.BasicAuth | None]] = {}
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                keepalive_timeout=self._keepalive,
+                ssl=httpx.create_ssl_context(),  # the CA bundle httpx would have used
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                # httpx's client keeps (or refuses) cookies; a second jar here would undo that.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                # httpx decodes Content-Encoding itself.
+                auto_decompress=False,
+            )
+            self._session._retry_connection = False
+        return self._session
+
+    def _proxy_for(self, url: httpx.URL) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+        key = (url.scheme, url.host)
+        if key not in self._proxies:
+            try:
+                self._proxies[key] = get_env_proxy_for_url(URL(str(url)))
+            except LookupError:  # no proxy for this URL
+                self._proxies[key] = (None, None)
+        return self._proxies[key]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._open()
+        timeouts = request.extensions.get("timeout", {})
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeouts.get("pool"),  # waiting for a free connection, and connecting
+            sock_connect=timeouts.get("connect"),
+            sock_read=timeouts.get("read"),
+        )
+        headers = [
+            (name, value)
+            for name, value in request.headers.multi_items()
+            if name.lower() not in _DROPPED_REQUEST_HEADERS
+        ]
+        body = await request.aread()
+        proxy, proxy_auth = self._proxy_for(request.url)
+        try:
+            async with session.request(
+                request.method,
+                str(request.url),
+                headers=headers,
+                data=body or None,
+                allow_redirects=False,
+                timeout=timeout,
+                proxy=proxy,
+                proxy_auth=proxy_auth,
+            ) as response:
+                content = await response.read()
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise _as_httpx_error(exc, request) from exc
+        return httpx.Response(
+            status_code=response.status,
+            headers=list(response.raw_headers),
+            content=content,
+            request=request,
+            extensions={"http_version": b"HTTP/1.1",
+                        "reason_phrase": (response.reason or "").encode("latin-1", "replace")},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

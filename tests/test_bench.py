@@ -1,0 +1,31 @@
+"""The benchmark's machinery at a tiny N: every call is sent, acked, dialled once and confirmed.
+
+Counts only: how long anything took is the benchmark's business, never a test's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.report import markdown
+from bench.runner import Options, run_benchmark
+
+N = 5
+
+
+async def test_bench_counts_every_call_in_both_modes(tmp_path: Path) -> None:
+    options = Options(delay=0.1, logs=tmp_path / "logs")
+
+    results = await run_benchmark(["socket", "http"], [N], options)
+
+    assert [(run["mode"], run["n"]) for run in results["runs"]] == [("socket", N), ("http", N)]
+    for run in results["runs"]:
+        bot, bare = run["bot"], run["bare"]
+        assert bot["ack"]["sent"] == bot["ack"]["acked"] == N
+        assert bot["posts"] == bot["posts_distinct"] == N
+        assert bot["outcomes"] == bot["confirmations"] == N
+        assert bot["exit_code"] == 0
+        assert bot["rss_peak_mb"] >= bot["rss_idle_mb"] > 0
+        assert bare["ack"]["sent"] == bare["ack"]["acked"] == N
+        assert bare["exit_code"] == 0
+    assert "| socket | 5 |" in markdown(results)
