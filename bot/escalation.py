@@ -395,8 +395,8 @@ class EscalationService:
             if call is not None and await self._answered_just_now(call):
                 await self._finish_answered(escalation, target)
                 return
-            note = await self._hang_up_unanswered(call, f"no answer in "
-                                                       f"{views.seconds(escalation.answer_timeout)}")
+            why = f"no answer in {views.seconds(escalation.answer_timeout)}"
+            note = await self._hang_up_unanswered(call, why)
         if escalation.step_call_id is None and not await self._step_recorded(escalation):
             # Claimed by a bot that stopped before recording the call: it may have rung.
             outcome = StepOutcome.UNKNOWN

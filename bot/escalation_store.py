@@ -1,12 +1,12 @@
 """On-call escalations in the database: each chain's state, and what became of each step.
 
-    escalations        one row per escalation: who asked, where its thread is, the order of people
-                       (frozen when it started), the step it is at, that step's deadline (an absolute
-                       Unix time) and call, and its state
+    escalations        one row per escalation: who asked, where its thread is, the order of
+                       people (frozen when it started), the step it is at, that step's deadline
+                       (an absolute Unix time) and call, and its state
     escalation_steps   one row per step reached: the person, the outcome, the call placed
 
-The chain is driven from these rows (bot.escalation), so a restarted bot carries on where the last one
-stopped. Changes that decide what happens next are compare-and-set (`begin_step`, `advance`,
+The chain is driven from these rows (bot.escalation), so a restarted bot carries on where the last
+one stopped. Changes that decide what happens next are compare-and-set (`begin_step`, `advance`,
 `set_state`): only one writer wins, however many tasks or clicks race for it.
 """
 

@@ -1,11 +1,12 @@
-"""Block Kit for on-call escalation: the shortcuts' modal, the escalation's message, its thread posts.
+"""Block Kit for on-call escalation: the shortcuts' modal, the escalation's message, the thread's
+posts.
 
     escalation_form()     who is on call (masked number, or why there is none), who comes after
                           them, the flow, a reason (prefilled with the quoted message and its
                           permalink), and, from the global shortcut, the channel
     loading_view(), notice_view()   as for the call form
-    escalation_message()  the escalation's own message, drawn from its row and steps every time, with
-                          the Stop escalation button while the chain runs
+    escalation_message()  the escalation's own message, drawn from its row and steps every time,
+                          with the Stop escalation button while the chain runs
     step_ended(), answered(), stopped(), exhausted()   the posts in the thread as the chain goes on
 
 Pure functions. User text (reasons, quoted messages, reasons a number is unusable) is escaped; Slack
@@ -68,7 +69,8 @@ class EscalationMetadata:
 
     channel_id: str | None = None
     thread_ts: str | None = None
-    response_url: str | None = None  # the shortcut's: to tell the requester if nothing can be posted
+    # The shortcut's: to tell the requester when nothing can be posted in the channel.
+    response_url: str | None = None
 
     def encode(self) -> str:
         data = {"channel": self.channel_id, "thread_ts": self.thread_ts,
@@ -90,7 +92,8 @@ class EscalationMetadata:
             raise EscalationMetadataInvalid("not JSON") from None
         if not isinstance(data, dict) or set(data) - {"channel", "thread_ts", "response_url"}:
             raise EscalationMetadataInvalid("unexpected shape")
-        channel, thread_ts, url = data.get("channel"), data.get("thread_ts"), data.get("response_url")
+        channel, thread_ts = data.get("channel"), data.get("thread_ts")
+        url = data.get("response_url")
         if channel is not None and not is_channel_id(channel):
             raise EscalationMetadataInvalid("bad channel")
         if thread_ts is not None and (
@@ -246,7 +249,8 @@ def escalation_form(
     else:
         where = "in the thread of the message"
     blocks.append(_context(
-        f"*Escalate* calls them at once. Every update, and a *Stop escalation* button, appear {where}."
+        f"*Escalate* calls them at once. Every update, and a *Stop escalation* button, appear "
+        f"{where}."
     ))
     return _modal(blocks, metadata, submit=True)
 
@@ -296,9 +300,11 @@ def read_submission(
 
     raw_reason = element(EscalationField.REASON).get("value")
     reason = raw_reason.strip() if isinstance(raw_reason, str) and raw_reason.strip() else None
+    blocks = view.get("blocks")
+    blocks = [b for b in blocks if isinstance(b, Mapping)] if isinstance(blocks, list) else []
     channel_element = element(EscalationField.CHANNEL)
     channel = channel_element.get("selected_conversation") or channel_element.get(
-        "initial_conversation")
+        "initial_conversation") or _preset_conversation(blocks)
     channel_id = channel if is_channel_id(channel) else None
     response_url = None
     for entry in response_urls or ():
@@ -309,17 +315,23 @@ def read_submission(
         ):
             response_url = str(entry["response_url"])
             break
-    blocks = view.get("blocks")
-    inputs = frozenset(
-        str(b.get("block_id")) for b in (blocks if isinstance(blocks, list) else [])
-        if isinstance(b, Mapping) and b.get("type") == "input"
-    )
+    inputs = frozenset(str(b.get("block_id")) for b in blocks if b.get("type") == "input")
     return EscalationSubmission(
         reason=clip(reason, MAX_REASON_CHARS) if reason else None,
         channel_id=channel_id,
         response_url=response_url,
         fields=inputs,
     )
+
+
+def _preset_conversation(blocks: Sequence[Mapping[str, Any]]) -> str | None:
+    """The channel select's preset, should Slack leave an untouched default out of the state."""
+    for block in blocks:
+        element = block.get("element")
+        if block.get("block_id") == EscalationField.CHANNEL and isinstance(element, Mapping):
+            value = element.get("initial_conversation")
+            return value if isinstance(value, str) else None
+    return None
 
 
 # ------------------------------------------------------------------------ the escalation message

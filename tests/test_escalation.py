@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from bot.escalation_store import EscalationState
 from bot.escalation_views import (
@@ -88,7 +89,7 @@ async def open_on_message(
     bot: BotUnderTest, *, text: str = "db primary is down", user_id: str = "U0ADMIN",
     thread_ts: str | None = None,
 ) -> tuple[View, Message]:
-    """Someone posts `text`; `user_id` uses the message shortcut on it. The modal and the message."""
+    """Someone posts `text`, `user_id` uses the message shortcut on it: the modal, the message."""
     message = bot.slack.add_message(CHANNEL, text, user="U0SOMEONE", thread_ts=thread_ts)
     before = len(bot.slack.calls_to("views.open"))
     trigger = bot.slack.new_trigger_id()
@@ -243,8 +244,8 @@ async def test_the_on_call_person_without_a_number_is_flagged_and_skipped(
     bot, _ = await start(bot_factory, at=IN_CAROLS_SHIFT)  # Carol has no [people] entry, no phone
     view, message = await open_on_message(bot)
     text = json.dumps(view.versions[-1]["blocks"], ensure_ascii=False)
-    assert "<@U0CAROL> · ⚠️ no usable phone number (not in [people], and the Slack profile has no " \
-           "phone number)" in text
+    assert ("<@U0CAROL> · ⚠️ no usable phone number (not in [people], and the Slack profile has "
+            "no phone number)") in text
     assert "They will be skipped" in text
 
     assert await submit(bot, view) == {}
@@ -331,8 +332,6 @@ async def test_escalate_calls_the_on_call_person_in_the_messages_thread_until_an
 
 
 def _metrics(bot: BotUnderTest) -> str:
-    from prometheus_client import generate_latest
-
     return generate_latest(bot.runtime.metrics.registry).decode().replace("callbot_", "")
 
 

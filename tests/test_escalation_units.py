@@ -173,3 +173,24 @@ def test_thread_posts_say_who_is_next() -> None:
     assert text == "⚠️ Couldn't call <@U0MANAGER>: Evo Voice &lt;failed&gt; — nobody left to call."
     loud = views.exhausted(_escalation(EscalationState.EXHAUSTED)).text
     assert loud.startswith("🚨 <@U0ADMIN>") and "<@U0ALICE>, <@U0BOB>, <@U0MANAGER>" in loud
+
+
+def test_a_submission_is_read_back_shape_checked() -> None:
+    view = {
+        "blocks": [
+            {"type": "input", "block_id": "escalation.reason"},
+            {"type": "input", "block_id": "escalation.channel",
+             "element": {"type": "conversations_select", "initial_conversation": "C0PRESET"}},
+        ],
+        "state": {"values": {"escalation.reason": {"escalation.reason": {
+            "type": "plain_text_input", "value": "  " + "r" * 900 + "  "}}}},
+    }
+    hook = {"block_id": "escalation.channel", "channel_id": "C0PRESET", "response_url": HOOK}
+    read = views.read_submission(view, [hook])
+    assert read.channel_id == "C0PRESET"  # the untouched preset
+    assert read.response_url == HOOK
+    assert read.reason is not None and len(read.reason) == views.MAX_REASON_CHARS
+    assert read.fields == {"escalation.reason", "escalation.channel"}
+    view["state"]["values"]["escalation.channel"] = {"escalation.channel": {  # type: ignore[index]
+        "type": "conversations_select", "selected_conversation": "not a channel"}}
+    assert views.read_submission(view).channel_id is None

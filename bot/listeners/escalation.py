@@ -47,11 +47,16 @@ _SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError)
 
 RESTARTING = "callbot is restarting; nobody was called. Press Escalate again in a few seconds."
 RESTARTING_OPEN = "callbot is restarting. Try again in a few seconds."
-RESTARTING_STOP = "callbot is restarting; the escalation was not stopped. Try again in a few seconds."
-SPENT_BY_RESTART = (
-    "callbot began restarting as this was sent; nobody was called. Open a new form in a few seconds."
+RESTARTING_STOP = (
+    "callbot is restarting; the escalation was not stopped. Try again in a few seconds."
 )
-TOO_SLOW = "Checking this took too long (Slack or Evo Voice is slow right now). Press Escalate again."
+SPENT_BY_RESTART = (
+    "callbot began restarting as this was sent; nobody was called. Open a new form in a few "
+    "seconds."
+)
+TOO_SLOW = (
+    "Checking this took too long (Slack or Evo Voice is slow right now). Press Escalate again."
+)
 STALE_FORM = "This form can't be used any more; nobody was called. Close it and open a new one."
 CHOOSE_CHANNEL = "Choose a channel for the escalation."
 NOT_SET_UP_SHORT = "No on-call rotation is set up, so there is nobody to escalate to."
