@@ -9,9 +9,10 @@
 
 Each chain is one task driving one row of the database (bot.escalation_store). A step:
 
-    1. begin: the step and its deadline (now + answer_timeout, an absolute time) are written, and
-       the step's claim `escalation:{id}:step:{n}` is taken. Only then is anything dialled, so
-       however often the bot restarts, a step is dialled at most once.
+    1. begin: the step and its deadline (now + answer_timeout, an absolute time; set again from
+       the moment the call is placed) are written, and the step's claim
+       `escalation:{id}:step:{n}` is taken. Only then is anything dialled, so however often the
+       bot restarts, a step is dialled at most once.
     2. the person's number is read again (`phones.lookup`): none usable → "⏭ Skipping @x: reason",
        next step. Else the call goes through `CallService` (checks, audit trail, the follower)
        into the escalation's thread.
@@ -349,7 +350,9 @@ class EscalationService:
         result = await self._calls.place(checked)
         masked = checked.number.masked
         if result.call_id is not None:
-            await self.store.set_step_call(escalation.id, n, result.call_id)
+            # The phone rings from now: a slow Evo Voice must not eat into the answer time.
+            await self.store.set_step_call(escalation.id, n, result.call_id,
+                                           self.clock() + escalation.answer_timeout)
         if result.outcome in (Outcome.PLACED, Outcome.UNKNOWN) and result.call_id is not None:
             await self.store.record_step(escalation.id, n, target.user_id, StepOutcome.CALLING,
                                          number_masked=masked, call_id=result.call_id)

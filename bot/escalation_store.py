@@ -171,10 +171,13 @@ class EscalationStore:
         )
         return changed == 1
 
-    async def set_step_call(self, escalation_id: int, step: int, call_id: int) -> None:
+    async def set_step_call(
+        self, escalation_id: int, step: int, call_id: int, deadline: float
+    ) -> None:
+        """The step's call, and its deadline counted from when it was placed."""
         await self._db.execute(
-            "UPDATE escalations SET step_call_id = ? WHERE id = ? AND step = ?",
-            (call_id, escalation_id, step),
+            "UPDATE escalations SET step_call_id = ?, step_deadline = ? WHERE id = ? AND step = ?",
+            (call_id, deadline, escalation_id, step),
         )
 
     async def advance(self, escalation_id: int, step: int) -> bool:
