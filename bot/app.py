@@ -19,7 +19,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import Settings
 from bot.errors import reference_id
-from bot.listeners import actions, command, form
+from bot.listeners import actions, command, escalation, form
 from bot.services import Services
 
 logger = logging.getLogger(__name__)
@@ -80,6 +80,7 @@ def create_app(
     command.register(app)
     form.register(app)
     actions.register(app)
+    escalation.register(app)
     app.error(on_error)
     return app
 

@@ -86,6 +86,7 @@ class CallResult:
     thread: Thread | None = None
     error: BaseException | None = None
     session: Session | None = None  # the session as Evo Voice last showed it, when it did
+    call_id: int | None = None  # the followed call's row (bot.callstore), when there is one
 
 
 class CallService:
@@ -199,7 +200,10 @@ class CallService:
             logger.error("call %s outcome could not be posted for %s", result.outcome, request.user_id)
         if tracked is not None and self._follower is not None:
             await self._follower.begin(tracked, posted.ts)
-        return self._finished(CallResult(result.outcome, result.session_id, thread, result.error))
+        return self._finished(CallResult(
+            result.outcome, result.session_id, thread, result.error,
+            call_id=tracked.id if tracked is not None else None,
+        ))
 
     def _finished(self, result: CallResult) -> CallResult:
         if self._on_result is not None:

@@ -38,6 +38,7 @@ from bot.config import (
     load_policy,
     load_settings,
 )
+from bot.errors import CallbotError
 from bot.evovoice import (
     AuthStatus,
     BadLogin,
@@ -400,6 +401,52 @@ async def check_default_caller_id(c: Checkup) -> list[Finding]:
     return passed(subject, f"{masked} is valid and one of the account's numbers")
 
 
+async def check_oncall(c: Checkup) -> list[Finding]:
+    """The escalation flow, and where each person's phone number comes from."""
+    subject = "On-call"
+    if c.policy is None:
+        return skipped(subject, "not checked (fix the policy file first)")
+    oncall = c.policy.oncall
+    if oncall is None:
+        return skipped(subject, "no [oncall] section: nobody to escalate to (the Escalate to "
+                                "on-call shortcuts say how to set one up)")
+    findings: list[Finding] = []
+    subject = "On-call flow"
+    if c.catalog is None:
+        findings += skipped(subject, "not checked (needs the Evo Voice account)")
+    else:
+        try:
+            flow = await c.catalog.resolve_flow(oncall.flow)
+        except CallbotError as exc:
+            c.item_failures += 1
+            findings += failed(subject, f"{oncall.flow!r}: {exc.user_message}",
+                               f"set oncall.flow in {c.policy_path} to one of the account's flows "
+                               "(its name, slug, [flows] alias or ID)")
+        except EvoVoiceError as exc:
+            c.item_failures += 1
+            findings += failed(subject, f"reading the account's flows failed: {exc.message}",
+                               "try again; if it persists, check the Evo Voice user's access")
+        else:
+            findings += passed(subject, f"{oncall.flow!r} → “{flow.name}” ({flow.id}); each "
+                                        f"person has {oncall.answer_timeout} s to answer")
+    places = {user: "rotation" for user in oncall.rotation}
+    for user in oncall.escalate_to:
+        places.setdefault(user, "escalate_to")
+    for user in c.policy.people:
+        places.setdefault(user, "in neither the rotation nor escalate_to")
+    for user, place in places.items():
+        subject = f"On-call number {user}"
+        number = c.policy.people.get(user)
+        if number is not None:
+            # Checked against the dialling rules when the policy file was read.
+            findings += passed(subject, f"{mask(number)} from [people] ({place})")
+        else:
+            findings += skipped(subject, f"not in [people]: read from their Slack profile when "
+                                         f"they are called ({place}); without a usable number "
+                                         "there they are skipped")
+    return findings
+
+
 async def check_start_up_agrees(c: Checkup) -> list[Finding]:
     """What `callbot run` checks at start-up, in case it checks more than the lines above."""
     subject = "Start-up check"
@@ -481,6 +528,7 @@ CHECKS: list[Check] = [
     check_evovoice_account,
     check_flow_aliases,
     check_default_caller_id,
+    check_oncall,
     check_start_up_agrees,
     check_database,
 ]

@@ -198,7 +198,8 @@ class CallFollower:
             team_id=request.team_id,
             requester_id=request.user_id,
             channel_id=thread.channel,
-            parent_ts=thread.ts,
+            # The call's own parent message: a reply when the call went into an existing thread.
+            parent_ts=thread.parent_ts or thread.ts,
             e164=call.number.e164,
             number_masked=call.number.masked,
             flow_id=call.flow_id,

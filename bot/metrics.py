@@ -6,6 +6,7 @@
     callbot_evovoice_request_seconds{method, route}     every HTTP attempt to Evo Voice
     callbot_evovoice_errors_total{method, route, kind}  failed attempts, by kind of failure
     callbot_rate_limit_refusals_total{limit}            requests refused by callbot's own limits
+    callbot_escalations_total{outcome}                  on-call escalations, by how they ended
 
 Labels hold only bounded sets (outcomes, request kinds, routes with ids replaced by `{id}`), never a
 user, a number or a channel. To count a rate-limit refusal, call
@@ -28,6 +29,9 @@ from bot.evovoice import RequestObserved
 # Slack's deadline is 3 s; the buckets are dense below it.
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
 EVOVOICE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0)
+
+# How an escalation can end (bot.escalation.EscalationState's final states).
+ESCALATION_OUTCOMES = ("answered", "stopped", "exhausted", "failed")
 
 _INTERACTIVE_KINDS = frozenset({
     "block_actions", "block_suggestion", "view_submission", "view_closed", "shortcut",
@@ -84,9 +88,15 @@ class Metrics:
             "callbot_rate_limit_refusals", "Requests refused by callbot's own rate limits.",
             ["limit"], registry=self.registry,
         )
+        self.escalations = Counter(
+            "callbot_escalations", "On-call escalations, by how they ended.", ["outcome"],
+            registry=self.registry,
+        )
         # Known label values start at 0, so a rate() over them works before the first event.
         for outcome in Outcome:
             self.calls.labels(outcome.value)
+        for ending in ESCALATION_OUTCOMES:
+            self.escalations.labels(ending)
 
     def command(self, command: str, outcome: CommandOutcome) -> None:
         self.commands.labels(command, outcome.value).inc()
@@ -104,6 +114,9 @@ class Metrics:
 
     def rate_limit_refused(self, limit: str) -> None:
         self.rate_limit_refusals.labels(limit).inc()
+
+    def escalation_finished(self, outcome: str) -> None:
+        self.escalations.labels(outcome).inc()
 
     async def serve(self, request: web.Request) -> web.Response:
         """`GET /metrics`: Prometheus' text format, or OpenMetrics when the scraper asks for it."""

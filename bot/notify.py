@@ -35,6 +35,8 @@ class Thread:
     ts: str | None
     response_url: str | None
     parent: Message
+    # The parent message's own ts: `ts` itself, unless the parent is a reply in an existing thread.
+    parent_ts: str | None = None
 
     @property
     def threaded(self) -> bool:
@@ -82,18 +84,25 @@ class Notifier:
                 raise NotDelivered(_error_code(exc)) from None
             return Thread(channel=channel, ts=None, response_url=response_url, parent=parent)
         ts = thread_ts or str(response["ts"])
-        return Thread(channel=channel, ts=ts, response_url=response_url, parent=parent)
+        return Thread(channel=channel, ts=ts, response_url=response_url, parent=parent,
+                      parent_ts=str(response["ts"]))
 
     async def reply(self, thread: Thread, message: Message) -> bool:
         """Post under the thread, or through `response_url`. False if nobody could be told."""
         return (await self.post_reply(thread, message)).delivered
 
-    async def post_reply(self, thread: Thread, message: Message) -> Posted:
-        """Like `reply`, also returning the reply's `ts` (None when it went through response_url)."""
+    async def post_reply(
+        self, thread: Thread, message: Message, *, broadcast: bool = False
+    ) -> Posted:
+        """Like `reply`, also returning the reply's `ts` (None when it went through response_url).
+
+        `broadcast`: the reply is also shown in the channel (Slack's "Also send to channel").
+        """
         if thread.ts is not None:
             try:
                 response = await self._client.chat_postMessage(
-                    channel=thread.channel, thread_ts=thread.ts, **message.as_kwargs()
+                    channel=thread.channel, thread_ts=thread.ts,
+                    reply_broadcast=True if broadcast else None, **message.as_kwargs()
                 )
                 return Posted(True, str(response["ts"]) if response.get("ts") else None)
             except _SLACK_FAILURES as exc:

@@ -100,6 +100,8 @@ class Runtime:
                 await self._socket.connect_async()  # type: ignore[no-untyped-call]
             # Calls followed when the bot last stopped are followed again.
             await self.services.follower.resume()
+            # So are the escalation chains that were running: each goes on from its step.
+            await self.services.escalations.resume()
         except BaseException:
             await self.stop()
             raise
@@ -131,6 +133,8 @@ class Runtime:
             self._runner = None
         if self.services is not None:
             await self.services.tasks.drain(grace)
+            # Chains pause between steps (never mid-dial); the next start resumes them.
+            await self.services.escalations.stop(grace)
             # After the drain: calls placed during it have started to be followed. The rows stay,
             # so the next start follows them again.
             await self.services.follower.stop()

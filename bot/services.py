@@ -20,6 +20,8 @@ from bot.catalog import Catalog
 from bot.config import KNOWN_ROLES, ConfigError, Policy, Settings
 from bot.errors import CallbotError
 from bot.controls import CallControls
+from bot.escalation import EscalationService
+from bot.escalation_store import EscalationStore
 from bot.evovoice import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable
 from bot.follow import CallFollower, FollowTiming
 from bot.history import HistoryService
@@ -51,6 +53,7 @@ class Services:
     follower: CallFollower
     controls: CallControls
     history: HistoryService
+    escalations: EscalationService
     metrics: Metrics = field(default_factory=Metrics)
 
 
@@ -177,6 +180,26 @@ async def build_services(
         slack=slack,
         default_region=policy.default_region,
     )
+    oncall = OnCall(
+        policy.oncall,
+        phones=PhoneBook(slack, policy.people, policy.dial_policy),
+        overrides=Overrides(db),
+    )
+    escalations = EscalationService(
+        store=EscalationStore(db),
+        oncall=oncall,
+        calls=calls,
+        callstore=follower.store,
+        follower=follower,
+        evo=evo,
+        notifier=notifier,
+        claims=Claims(db),
+        access=access,
+        audit=audit,
+        # A chain reads its call's row (kept up to date by the follower) as often as that is polled.
+        check_every=settings.call_poll_seconds,
+        on_finished=metrics.escalation_finished,
+    )
     return Services(
         settings=settings,
         policy=policy,
@@ -188,15 +211,12 @@ async def build_services(
         tasks=BackgroundTasks(),
         account_ids=account_ids,
         db=db,
-        oncall=OnCall(
-            policy.oncall,
-            phones=PhoneBook(slack, policy.people, policy.dial_policy),
-            overrides=Overrides(db),
-        ),
+        oncall=oncall,
         audit=audit,
         follower=follower,
         controls=controls,
         history=history,
+        escalations=escalations,
         metrics=metrics,
     )
 

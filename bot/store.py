@@ -144,6 +144,49 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX oncall_overrides_by_end ON oncall_overrides (ends_at)
         """,
     ),
+    Migration(
+        5,
+        "on-call escalations",
+        """
+        CREATE TABLE escalations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            request_key TEXT NOT NULL UNIQUE,
+            created_at REAL NOT NULL,
+            team_id TEXT NOT NULL,
+            requester_id TEXT NOT NULL,
+            channel_id TEXT NOT NULL,
+            thread_ts TEXT,
+            message_ts TEXT,
+            origin TEXT NOT NULL,
+            flow_id TEXT NOT NULL,
+            flow_name TEXT NOT NULL,
+            reason TEXT,
+            answer_timeout REAL NOT NULL,
+            people TEXT NOT NULL,
+            step INTEGER NOT NULL DEFAULT 0,
+            step_started_at REAL,
+            step_deadline REAL,
+            step_call_id INTEGER REFERENCES calls (id),
+            state TEXT NOT NULL,
+            answered_by TEXT,
+            stopped_by TEXT,
+            finished_at REAL,
+            shown_digest TEXT
+        );
+        CREATE INDEX escalations_by_state ON escalations (state);
+
+        CREATE TABLE escalation_steps (
+            escalation_id INTEGER NOT NULL REFERENCES escalations (id),
+            step INTEGER NOT NULL,
+            user_id TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            number_masked TEXT,
+            call_id INTEGER,
+            detail TEXT,
+            PRIMARY KEY (escalation_id, step)
+        )
+        """,
+    ),
 ]
 
 

@@ -1,0 +1,327 @@
+"""Escalate to on-call: the message and global shortcuts, their modal, and Stop escalation.
+
+    open      ack → views.open at once (the trigger lives 3 s): the form when the roster, the role
+              check and the message's permalink come quickly, else a loading view updated once they
+              do; a notice instead for someone without a role, or without an [oncall] section
+    submit    role (fresh), channel and flow checked within VALIDATION_BUDGET_SECONDS, errors in the
+              ack under their fields; a valid view is claimed (one chain per view, however often
+              Escalate is pressed), the ack closes the modal, the chain starts in the background
+    stop      ack → `EscalationService.stop_clicked` (which checks who clicked)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import escalation_views as forms
+from bot import views
+from bot.errors import CallbotError, GroupLookupFailed, RoleDenied, describe
+from bot.escalation import EscalationRequest
+from bot.escalation_views import (
+    EscalationField,
+    EscalationMetadata,
+    EscalationMetadataInvalid,
+    EscalationPreview,
+    EscalationSubmission,
+)
+from bot.evovoice import EvoVoiceError
+from bot.forms import is_response_url, origin_of
+from bot.idempotency import Claims
+from bot.listeners.actions import button_click_from
+from bot.services import Services
+
+logger = logging.getLogger(__name__)
+
+OPEN_BUDGET_SECONDS = 1.0
+VALIDATION_BUDGET_SECONDS = 2.0
+ACTION = "escalate to on-call"
+
+_SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError)
+
+RESTARTING = "callbot is restarting; nobody was called. Press Escalate again in a few seconds."
+RESTARTING_OPEN = "callbot is restarting. Try again in a few seconds."
+RESTARTING_STOP = (
+    "callbot is restarting; the escalation was not stopped. Try again in a few seconds."
+)
+SPENT_BY_RESTART = (
+    "callbot began restarting as this was sent; nobody was called. Open a new form in a few "
+    "seconds."
+)
+TOO_SLOW = (
+    "Checking this took too long (Slack or Evo Voice is slow right now). Press Escalate again."
+)
+STALE_FORM = "This form can't be used any more; nobody was called. Close it and open a new one."
+CHOOSE_CHANNEL = "Choose a channel for the escalation."
+NOT_SET_UP_SHORT = "No on-call rotation is set up, so there is nobody to escalate to."
+
+
+def register(app: AsyncApp) -> None:
+    app.message_shortcut(forms.ESCALATE_MESSAGE_SHORTCUT_ID)(on_message_shortcut)
+    app.global_shortcut(forms.ESCALATE_GLOBAL_SHORTCUT_ID)(on_global_shortcut)
+    app.view_submission(forms.ESCALATION_FORM_CALLBACK_ID)(on_escalation_submitted)
+    app.action(forms.STOP_ESCALATION_ACTION)(on_stop_escalation)
+
+
+# ------------------------------------------------------------------------------------- opening
+
+
+async def on_message_shortcut(
+    ack: AsyncAck, shortcut: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+) -> None:
+    await ack()
+    services: Services = context["services"]
+    message = shortcut.get("message") or {}
+    channel = (shortcut.get("channel") or {}).get("id")
+    message_ts = message.get("ts") or shortcut.get("message_ts")
+    trusted = [origin_of(services.settings.slack_api_url)]
+    url = shortcut.get("response_url")
+    try:
+        # The escalation goes in the message's thread: its thread_ts when it is a reply.
+        metadata = EscalationMetadata.decode(EscalationMetadata(
+            channel_id=str(channel) if channel else None,
+            thread_ts=str(message.get("thread_ts") or message_ts or "") or None,
+            response_url=str(url) if is_response_url(url, trusted) else None,
+        ).encode(), trusted)
+    except EscalationMetadataInvalid:
+        logger.warning("message shortcut with an unusable channel or message; asking for a channel")
+        metadata = EscalationMetadata()
+    quoted = (str(message.get("text") or ""), str(message_ts)) if metadata.channel_id else None
+    await _open(client, services, shortcut, metadata, quoted)
+
+
+async def on_global_shortcut(
+    ack: AsyncAck, shortcut: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+) -> None:
+    await ack()
+    await _open(client, context["services"], shortcut, EscalationMetadata(), None)
+
+
+async def _open(
+    client: AsyncWebClient,
+    services: Services,
+    shortcut: dict[str, Any],
+    metadata: EscalationMetadata,
+    quoted: tuple[str, str] | None,
+) -> None:
+    user_id = str(shortcut["user"]["id"])
+    trigger_id = str(shortcut["trigger_id"])
+    if services.tasks.closed:
+        try:
+            await client.views_open(trigger_id=trigger_id, view=forms.notice_view(RESTARTING_OPEN))
+        except _SLACK_FAILURES as exc:
+            logger.info("views.open while stopping failed (%s)", _error_code(exc))
+        return
+    services.tasks.spawn(
+        open_escalation_form(client, services, trigger_id=trigger_id, user_id=user_id,
+                             metadata=metadata, quoted=quoted),
+        name=f"escalation form for {user_id}",
+    )
+
+
+async def open_escalation_form(
+    client: AsyncWebClient,
+    services: Services,
+    *,
+    trigger_id: str,
+    user_id: str,
+    metadata: EscalationMetadata,
+    quoted: tuple[str, str] | None = None,
+) -> None:
+    """Open the modal; `quoted` is the message (text, ts) a message shortcut was used on."""
+    prepared = asyncio.ensure_future(_prepare_view(client, services, user_id, metadata, quoted))
+    await asyncio.wait({prepared}, timeout=OPEN_BUDGET_SECONDS)
+    loading = not prepared.done()
+    first = forms.loading_view(metadata) if loading else prepared.result()
+    try:
+        opened = await client.views_open(trigger_id=trigger_id, view=first)
+    except _SLACK_FAILURES as exc:
+        prepared.cancel()
+        logger.warning("views.open of the escalation form for %s failed (%s)", user_id,
+                       _error_code(exc))
+        await services.notifier.tell(
+            user_id=user_id, channel_id=metadata.channel_id, response_url=metadata.response_url,
+            message=views.refusal(
+                f"I could not open the escalation form ({_error_code(exc)}). Try again."),
+        )
+        return
+    if not loading:
+        return
+    view = await prepared
+    opened_view = opened.get("view") or {}
+    try:
+        await client.views_update(
+            view_id=str(opened_view.get("id")), hash=opened_view.get("hash"), view=view
+        )
+    except _SLACK_FAILURES as exc:
+        logger.info("views.update of the escalation form for %s failed (%s)", user_id,
+                    _error_code(exc))
+
+
+async def _prepare_view(
+    client: AsyncWebClient,
+    services: Services,
+    user_id: str,
+    metadata: EscalationMetadata,
+    quoted: tuple[str, str] | None,
+) -> forms.View:
+    """The form, or a notice saying why there is none; never raises."""
+    oncall = services.oncall
+    if not oncall.configured:
+        return forms.notice_view(forms.NOT_SET_UP)
+    try:
+        await services.access.require(user_id, action=ACTION)
+        policy = oncall.policy
+        people = await oncall.chain(oncall.now())
+    except Exception as exc:
+        return forms.notice_view(describe(exc))
+    try:
+        flow_name = (await services.catalog.resolve_flow(policy.flow)).name or policy.flow
+    except (CallbotError, EvoVoiceError) as exc:
+        # Shown as configured; Escalate checks it again and says what is wrong.
+        logger.warning("escalation flow unavailable for the form: %s", type(exc).__name__)
+        flow_name = policy.flow
+    reason = None
+    if quoted is not None and metadata.channel_id is not None:
+        text, ts = quoted
+        reason = forms.quote_reason(text, await _permalink(client, metadata.channel_id, ts))
+    preview = EscalationPreview(people, flow_name, policy.answer_timeout, oncall.rotation.tz)
+    return forms.escalation_form(preview, metadata, reason=reason,
+                                 ask_channel=metadata.channel_id is None)
+
+
+async def _permalink(client: AsyncWebClient, channel: str, ts: str) -> str | None:
+    try:
+        response = await client.chat_getPermalink(channel=channel, message_ts=ts)
+    except _SLACK_FAILURES as exc:
+        logger.info("chat.getPermalink failed (%s); the reason quotes the text alone",
+                    _error_code(exc))
+        return None
+    link = response.get("permalink")
+    return link if isinstance(link, str) and link.startswith("https://") else None
+
+
+# ------------------------------------------------------------------------------------- submitting
+
+
+async def on_escalation_submitted(
+    ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
+) -> None:
+    services: Services = context["services"]
+    user_id = str(body["user"]["id"])
+    team_id = str((body.get("team") or {}).get("id") or view.get("team_id") or "")
+    trusted = [origin_of(services.settings.slack_api_url)]
+    submission = forms.read_submission(view, body.get("response_urls"), trusted)
+    fields = submission.fields or frozenset(str(f) for f in EscalationField)
+
+    async def refuse(errors: dict[EscalationField, str]) -> None:
+        await ack(response_action="errors", errors=forms.field_errors(errors, fields))
+
+    if services.tasks.closed:
+        await refuse({forms.GENERAL_ERROR_FIELD: RESTARTING})
+        return
+    view_id = view.get("id")
+    try:
+        if not isinstance(view_id, str) or not view_id:
+            raise EscalationMetadataInvalid("no view id")
+        metadata = EscalationMetadata.decode(str(view.get("private_metadata") or ""), trusted)
+    except EscalationMetadataInvalid as exc:
+        logger.warning("escalation form from %s with unusable private_metadata (%s)", user_id, exc)
+        await refuse({forms.GENERAL_ERROR_FIELD: STALE_FORM})
+        return
+    try:
+        checked = await asyncio.wait_for(
+            validate(services, user_id, team_id, view_id, metadata, submission),
+            VALIDATION_BUDGET_SECONDS,
+        )
+    except asyncio.TimeoutError:
+        logger.warning("escalation form from %s: validation took too long", user_id)
+        await refuse({forms.GENERAL_ERROR_FIELD: TOO_SLOW})
+        return
+    if isinstance(checked, dict):
+        logger.info("escalation form from %s refused: %s", user_id, ", ".join(checked))
+        await refuse(checked)
+        return
+    # One chain per view: a second Escalate, or a racing duplicate, finds the claim taken.
+    if not await Claims(services.db).claim(f"escalation-form:{team_id}:{view_id}"):
+        logger.info("repeated submission of an escalation form by %s ignored", user_id)
+        await ack()
+        return
+    try:
+        services.tasks.spawn(
+            services.escalations.start(checked, services.oncall.now()),
+            name=f"escalation by {user_id}",
+        )
+    except RuntimeError:  # shutdown began after the check above; this view is spent
+        await refuse({forms.GENERAL_ERROR_FIELD: SPENT_BY_RESTART})
+        return
+    await ack()
+
+
+async def validate(
+    services: Services,
+    user_id: str,
+    team_id: str,
+    view_id: str,
+    metadata: EscalationMetadata,
+    submission: EscalationSubmission,
+) -> EscalationRequest | dict[EscalationField, str]:
+    """The request to start, or an error for each field that needs one."""
+    if not services.oncall.configured:
+        return {forms.GENERAL_ERROR_FIELD: NOT_SET_UP_SHORT}
+    try:
+        # Fresh: access may have changed since the form was opened.
+        await services.access.require(user_id, action=ACTION)
+    except (RoleDenied, GroupLookupFailed) as exc:
+        return {forms.GENERAL_ERROR_FIELD: describe(exc)}
+    channel_id = metadata.channel_id or submission.channel_id
+    if channel_id is None:
+        return {EscalationField.CHANNEL: CHOOSE_CHANNEL}
+    try:
+        flow = await services.catalog.resolve_flow(services.oncall.policy.flow)
+    except (CallbotError, EvoVoiceError) as exc:
+        return {forms.GENERAL_ERROR_FIELD: f"The escalation flow can't be used: {describe(exc)}"}
+    from_message = metadata.channel_id is not None
+    return EscalationRequest(
+        request_key=f"{team_id}:{view_id}",
+        team_id=team_id,
+        requester_id=user_id,
+        channel_id=channel_id,
+        thread_ts=metadata.thread_ts if from_message else None,
+        flow_id=flow.id,
+        flow_name=flow.name or flow.id,
+        reason=submission.reason,
+        origin="message_shortcut" if from_message else "global_shortcut",
+        response_url=metadata.response_url if from_message else submission.response_url,
+    )
+
+
+# ------------------------------------------------------------------------------------- stopping
+
+
+async def on_stop_escalation(
+    ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext
+) -> None:
+    await ack()
+    services: Services = context["services"]
+    click = button_click_from(body)
+    if services.tasks.closed:
+        await services.notifier.tell(
+            user_id=click.user_id, channel_id=click.channel_id, response_url=click.response_url,
+            message=views.refusal(RESTARTING_STOP),
+        )
+        return
+    services.tasks.spawn(services.escalations.stop_clicked(click),
+                         name=f"stop escalation by {click.user_id}")
+
+
+def _error_code(exc: Exception) -> str:
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error", "unknown"))
+    return type(exc).__name__

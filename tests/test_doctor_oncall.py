@@ -1,0 +1,59 @@
+"""`callbot check` on the on-call set-up: the escalation flow, and each person's number."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.doctor import Status, report
+from tests.standins.evovoice import EvoVoiceStandIn
+from tests.standins.slack import SlackStandIn
+from tests.test_doctor import (  # noqa: F401  (no_ambient_settings: autouse here too)
+    by_subject,
+    check,
+    failures,
+    migrated_database,
+    no_ambient_settings,
+)
+from tests.test_escalation import ROSTER
+
+
+async def test_the_oncall_flow_and_everyones_number_get_a_line(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    policy_path.write_text(ROSTER)
+    await migrated_database(policy_path)
+    findings = await check(slack, evo, policy_path)
+    assert failures(findings) == []
+    assert report(findings)[1] == 0
+    subjects = by_subject(findings)
+    flow = subjects["On-call flow"]
+    assert flow.status is Status.PASS
+    assert "“Escalation” (flow-esc)" in flow.detail and "90 s to answer" in flow.detail
+    alice = subjects["On-call number U0ALICE"]
+    assert alice.status is Status.PASS
+    assert alice.detail == "+1 814 ••• 3093 from [people] (rotation)"
+    manager = subjects["On-call number U0MANAGER"]
+    assert manager.status is Status.PASS and "(escalate_to)" in manager.detail
+    carol = subjects["On-call number U0CAROL"]
+    assert carol.status is Status.SKIP and "read from their Slack profile" in carol.detail
+    assert "+18144043093" not in report(findings)[0]
+    assert {c.method for c in slack.calls} <= {"auth.test", "apps.connections.open"}
+
+
+async def test_an_unknown_oncall_flow_fails_once_with_its_fix(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    policy_path.write_text(ROSTER.replace('flow = "Escalation"', 'flow = "Wake Me"'))
+    findings = await check(slack, evo, policy_path)
+    [problem] = failures(findings)
+    assert problem.subject == "On-call flow"
+    assert "No flow is called “Wake Me”" in problem.detail
+    assert problem.fix is not None and "oncall.flow" in problem.fix
+    assert "Start-up check" not in by_subject(findings)  # said once, not twice
+
+
+async def test_without_oncall_the_check_says_there_is_none(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    oncall = by_subject(await check(slack, evo, policy_path))["On-call"]
+    assert oncall.status is Status.SKIP and "no [oncall] section" in oncall.detail

@@ -1,0 +1,564 @@
+"""Escalate to on-call end to end: the shortcuts and their prefilled modal, the chain in the
+message's thread (unanswered → next person → escalate_to → exhausted; answered → stop), Stop
+escalation, a restart mid-chain, and one chain per submitted form.
+
+Deadlines run on the escalation service's clock, which these tests move by hand: nobody waits for
+answer_timeout, and nothing here depends on how long anything takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from typing import Any
+
+import pytest
+from prometheus_client import generate_latest
+
+from bot.escalation_store import EscalationState
+from bot.escalation_views import (
+    ESCALATE_GLOBAL_SHORTCUT_ID,
+    ESCALATE_MESSAGE_SHORTCUT_ID,
+    ESCALATION_ACTIONS_BLOCK,
+    ESCALATION_FORM_CALLBACK_ID,
+    STOP_ESCALATION_ACTION,
+    EscalationField,
+)
+from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
+from tests.follow_helpers import FAST, services
+from tests.standins.evovoice import Delayed, ErrorStatus
+from tests.standins.slack import (
+    ApiCall,
+    Message,
+    View,
+    block_actions_payload,
+    global_shortcut_payload,
+    interactive_body,
+    message_shortcut_payload,
+    view_submission_payload,
+)
+from tests.test_form import interact
+
+ROSTER = POLICY + """
+[people]
+U0ALICE = "+18144043093"
+U0BOB = "+18144043094"
+U0MANAGER = "(814) 404-3090"
+
+[oncall]
+flow = "Escalation"
+rotation = ["U0ALICE", "U0BOB", "U0CAROL"]
+timezone = "America/New_York"
+escalate_to = ["U0MANAGER"]
+"""
+
+ALICE, BOB, MANAGER = "+18144043093", "+18144043094", "+18144043090"
+CHANNEL = "C0OPS"
+# Alice's shift: Monday 9 March 09:00 EDT to Monday 16 March 09:00 EDT.
+IN_ALICES_SHIFT = dt.datetime(2026, 3, 10, 15, tzinfo=dt.UTC)
+IN_CAROLS_SHIFT = dt.datetime(2026, 3, 24, 15, tzinfo=dt.UTC)
+
+
+class Clock:
+    """The escalation service's clock: real time at first, then moved on by the test."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def start(
+    bot_factory: BotFactory, mode: str = "http", *, policy: str = ROSTER,
+    at: dt.datetime = IN_ALICES_SHIFT, clock: Clock | None = None,
+) -> tuple[BotUnderTest, Clock]:
+    bot = await bot_factory(mode, policy=policy, **FAST)
+    clock = clock or Clock()
+    services(bot).oncall.clock = lambda: at
+    services(bot).escalations.clock = clock
+    return bot, clock
+
+
+async def open_on_message(
+    bot: BotUnderTest, *, text: str = "db primary is down", user_id: str = "U0ADMIN",
+    thread_ts: str | None = None,
+) -> tuple[View, Message]:
+    """Someone posts `text`, `user_id` uses the message shortcut on it: the modal, the message."""
+    message = bot.slack.add_message(CHANNEL, text, user="U0SOMEONE", thread_ts=thread_ts)
+    before = len(bot.slack.calls_to("views.open"))
+    trigger = bot.slack.new_trigger_id()
+    await interact(bot, message_shortcut_payload(
+        callback_id=ESCALATE_MESSAGE_SHORTCUT_ID, channel_id=CHANNEL, message_ts=message.ts,
+        message_text=text, thread_ts=message.thread_ts, response_url=bot.slack.response_url(),
+        user_id=user_id, trigger_id=trigger,
+    ))
+    opened = (await bot.slack.wait_for_calls("views.open", before + 1))[-1]
+    assert opened.params["trigger_id"] == trigger and opened.ok, opened.brief()
+    return bot.slack.views[opened.response["view"]["id"]], message  # type: ignore[index]
+
+
+async def open_global(bot: BotUnderTest, *, user_id: str = "U0ADMIN") -> View:
+    before = len(bot.slack.calls_to("views.open"))
+    trigger = bot.slack.new_trigger_id()
+    await interact(bot, global_shortcut_payload(
+        callback_id=ESCALATE_GLOBAL_SHORTCUT_ID, user_id=user_id, trigger_id=trigger))
+    opened = (await bot.slack.wait_for_calls("views.open", before + 1))[-1]
+    assert opened.ok, opened.brief()
+    return bot.slack.views[opened.response["view"]["id"]]  # type: ignore[index]
+
+
+def reason_block(view: dict[str, Any]) -> dict[str, Any]:
+    return next(b for b in view["blocks"] if b.get("block_id") == EscalationField.REASON)
+
+
+async def submit(
+    bot: BotUnderTest, view: View, *, user_id: str = "U0ADMIN", reason: str | None = None,
+    channel: str | None = None,
+) -> dict[str, Any]:
+    """Press Escalate, with the reason as prefilled unless given; return the ack's body."""
+    shown = view.versions[-1]
+    if reason is None:
+        reason = reason_block(shown)["element"].get("initial_value")
+    values: dict[str, dict[str, Any]] = {
+        EscalationField.REASON: {EscalationField.REASON: {"type": "plain_text_input",
+                                                          "value": reason}},
+    }
+    if channel is not None:
+        values[EscalationField.CHANNEL] = {EscalationField.CHANNEL: {
+            "type": "conversations_select", "selected_conversation": channel}}
+    return await interact(bot, view_submission_payload(
+        callback_id=ESCALATION_FORM_CALLBACK_ID, values=values, view=view.view, view_id=view.id,
+        user_id=user_id,
+    ))
+
+
+def posts_in(bot: BotUnderTest, channel: str, root: str) -> list[Message]:
+    return bot.slack.thread(channel, root)
+
+
+async def wait_for_post(bot: BotUnderTest, text: str, timeout: float = 10.0) -> ApiCall:
+    return await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: text in str(c.params.get("text")), timeout=timeout)
+
+
+async def escalation_message(bot: BotUnderTest) -> Message:
+    call = await wait_for_post(bot, "*On-call escalation*")
+    assert call.response is not None
+    return bot.slack.messages[(call.response["channel"], call.response["ts"])]
+
+
+async def wait_for_edit(bot: BotUnderTest, message: Message, text: str) -> None:
+    await bot.slack.wait_for_call(
+        "chat.update",
+        lambda c: c.params.get("ts") == message.ts and text in str(c.params.get("text")),
+        timeout=10.0,
+    )
+
+
+def dialled(bot: BotUnderTest) -> list[str]:
+    return [str(r.json["numberToDial"]) for r in bot.evo.outgoing_posts]
+
+
+def session_of(bot: BotUnderTest, number: str) -> str:
+    [session_id] = [sid for sid, s in bot.evo.sessions.items() if s.get("toAddress") == number]
+    return session_id
+
+
+def hung_up(bot: BotUnderTest, session_id: str) -> bool:
+    return bool(bot.evo.requests_to("DELETE", f"/sessions/{session_id}"))
+
+
+async def click_stop(
+    bot: BotUnderTest, message: Message, *, user_id: str
+) -> tuple[Ack, str]:
+    url = bot.slack.response_url()
+    [value] = [e["value"] for b in message.blocks or [] if b.get("type") == "actions"
+               for e in b["elements"] if e["action_id"] == STOP_ESCALATION_ACTION]
+    payload = block_actions_payload(
+        action_id=STOP_ESCALATION_ACTION, block_id=ESCALATION_ACTIONS_BLOCK, value=value,
+        channel_id=message.channel, message_ts=message.ts,
+        message=message.to_api(bot.slack.team_id), response_url=url, user_id=user_id,
+    )
+    if bot.mode == "socket":
+        envelope = await bot.slack.send_envelope("interactive", payload)
+        return Ack(200, envelope.get("payload") or {}), url
+    return await bot.post_signed(interactive_body(payload)), url
+
+
+def has_stop_button(message: Message) -> bool:
+    return STOP_ESCALATION_ACTION in json.dumps(message.blocks or [])
+
+
+async def state_of(bot: BotUnderTest) -> str:
+    [row] = await services(bot).db.fetchall("SELECT state FROM escalations")
+    return str(row["state"])
+
+
+async def wait_for_state(bot: BotUnderTest, state: str, timeout: float = 10.0) -> None:
+    async def reached() -> None:
+        while await state_of(bot) != state:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(reached(), timeout)
+
+
+# ------------------------------------------------------------------------------------- the form
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_the_message_shortcut_opens_a_prefilled_form(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, _ = await start(bot_factory, mode)
+    view, message = await open_on_message(
+        bot, text="db primary is down <@U0BOB> &amp; <https://status.example.com|status page>")
+    shown = view.versions[-1]
+    assert shown["callback_id"] == ESCALATION_FORM_CALLBACK_ID
+    assert shown["title"]["text"] == "Escalate to on-call" and shown["submit"]["text"] == "Escalate"
+    text = json.dumps(shown["blocks"], ensure_ascii=False)
+    assert "*On call now:* <@U0ALICE> · +1 814 ••• 3093 · until Mon 16 Mar 09:00 EDT" in text
+    assert "Then: <@U0BOB>, then <@U0CAROL>, then <@U0MANAGER> (escalate_to)" in text
+    assert "*Flow:* “Escalation”" in text
+    assert "90 s" in text
+    reason = reason_block(shown)["element"]["initial_value"]
+    assert reason.startswith(
+        "“db primary is down @U0BOB & status page (https://status.example.com)” — ")
+    permalink = f"https://test.slack.com/archives/{CHANNEL}/p{message.ts.replace('.', '')}"
+    assert reason.endswith(permalink)
+    assert [c.params["message_ts"] for c in bot.slack.calls_to("chat.getPermalink")] == [message.ts]
+    assert EscalationField.CHANNEL not in text  # the message says where
+    assert ALICE not in text and BOB not in text  # numbers are masked
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_the_on_call_person_without_a_number_is_flagged_and_skipped(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory, at=IN_CAROLS_SHIFT)  # Carol has no [people] entry, no phone
+    view, message = await open_on_message(bot)
+    text = json.dumps(view.versions[-1]["blocks"], ensure_ascii=False)
+    assert ("<@U0CAROL> · ⚠️ no usable phone number (not in [people], and the Slack profile has "
+            "no phone number)") in text
+    assert "They will be skipped" in text
+
+    assert await submit(bot, view) == {}
+    await wait_for_post(bot, "⏭ Skipping <@U0CAROL>: no usable phone number")
+    await bot.evo.wait_for_posts(1)
+    assert dialled(bot) == [ALICE]  # the next in the rotation after Carol
+    skip = await wait_for_post(bot, "Skipping")
+    assert "— calling <@U0ALICE>." in skip.params["text"]
+    assert skip.params["thread_ts"] == message.ts
+
+
+async def test_a_user_without_a_role_gets_a_notice(bot_factory: BotFactory) -> None:
+    bot, _ = await start(bot_factory)
+    view, _ = await open_on_message(bot, user_id="U0INTRUDER")
+    shown = view.versions[-1]
+    assert "submit" not in shown
+    text = json.dumps(shown["blocks"])
+    assert "not allowed to escalate to on-call" in text and "Manager" in text
+    assert "3093" not in text  # no roster for those who may not see it
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_the_role_is_checked_again_on_submit(bot_factory: BotFactory, mode: str) -> None:
+    bot, _ = await start(bot_factory, mode)
+    view, _ = await open_on_message(bot, user_id="U0LEAD1")  # a Manager through user group S0LEADS
+    bot.slack.usergroups["S0LEADS"] = ["U0LEAD2"]
+    services(bot).access._groups._cache.invalidate()  # removed from the group meanwhile
+    answer = await submit(bot, view, user_id="U0LEAD1")
+    assert answer["response_action"] == "errors"
+    assert "not allowed to escalate to on-call" in answer["errors"][EscalationField.REASON]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+    assert await services(bot).db.fetchall("SELECT id FROM escalations") == []
+
+
+async def test_without_oncall_the_shortcuts_explain_how_to_set_it_up(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory, policy=POLICY)
+    view, _ = await open_on_message(bot)
+    text = json.dumps(view.versions[-1]["blocks"])
+    assert "submit" not in view.versions[-1]
+    assert "No on-call rotation is set up" in text and "[oncall]" in text and "rotation" in text
+    view = await open_global(bot, user_id="U0INTRUDER")
+    assert "No on-call rotation is set up" in json.dumps(view.versions[-1]["blocks"])
+
+
+# ------------------------------------------------------------------------------------- the chain
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_escalate_calls_the_on_call_person_in_the_messages_thread_until_answered(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, _ = await start(bot_factory, mode)
+    view, message = await open_on_message(bot)
+    assert await submit(bot, view) == {}  # the modal closes
+
+    escalation = await escalation_message(bot)
+    assert escalation.thread_ts == message.ts  # in the message's thread, not the channel
+    assert "🚨 *On-call escalation* by <@U0ADMIN>" in (escalation.text or "")
+    assert "db primary is down" in (escalation.text or "")
+    assert has_stop_button(escalation)
+    await bot.evo.wait_for_posts(1)
+    [post] = bot.evo.outgoing_posts
+    assert post.json["numberToDial"] == ALICE and post.json["flowId"] == "flow-esc"
+    await wait_for_edit(bot, escalation, "<@U0ALICE> (+1 814 ••• 3093) — 📞 calling…")
+
+    bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected",
+                              answeredByName="Alice")
+    await wait_for_post(bot, "✅ <@U0ALICE> answered — escalation stopped.")
+    await wait_for_edit(bot, escalation, "<@U0ALICE> answered.")
+    assert not has_stop_button(escalation)
+    assert await state_of(bot) == EscalationState.ANSWERED
+    assert dialled(bot) == [ALICE]
+    # Everything went into the message's thread: the escalation, the call's own messages, the end.
+    thread = posts_in(bot, CHANNEL, message.ts)
+    assert [m.text for m in bot.slack.channel_messages(CHANNEL)] == [message.text]
+    texts = [m.text or "" for m in thread]
+    assert any("is calling +1 814 ••• 3093" in t for t in texts)  # the call's parent
+    assert any("Call placed" in t for t in texts)  # its status message
+    assert texts[-1].startswith("✅ <@U0ALICE> answered")
+    assert "escalations_total{outcome=\"answered\"} 1.0" in _metrics(bot)
+
+
+def _metrics(bot: BotUnderTest) -> str:
+    return generate_latest(bot.runtime.metrics.registry).decode().replace("callbot_", "")
+
+
+async def test_a_reply_escalates_in_its_thread(bot_factory: BotFactory) -> None:
+    bot, _ = await start(bot_factory)
+    root = bot.slack.add_message(CHANNEL, "checkout is slow")
+    view, reply = await open_on_message(bot, text="now it is down", thread_ts=root.ts)
+    assert reply.thread_ts == root.ts
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    assert escalation.thread_ts == root.ts
+    await bot.evo.wait_for_posts(1)
+    parent = await wait_for_post(bot, "is calling +1 814 ••• 3093")
+    assert parent.params["thread_ts"] == root.ts
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_the_global_shortcut_asks_for_the_channel_and_starts_a_thread_there(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, _ = await start(bot_factory, mode)
+    view = await open_global(bot)
+    shown = view.versions[-1]
+    channel = next(b for b in shown["blocks"] if b.get("block_id") == EscalationField.CHANNEL)
+    assert channel["element"]["type"] == "conversations_select"
+    assert "initial_value" not in reason_block(shown)["element"]
+
+    answer = await submit(bot, view, reason="INC-7: payments down")  # no channel chosen
+    assert answer["response_action"] == "errors"
+    assert "Choose a channel" in answer["errors"][EscalationField.CHANNEL]
+    assert await submit(bot, view, reason="INC-7: payments down", channel="C0INC") == {}
+
+    escalation = await escalation_message(bot)
+    assert escalation.channel == "C0INC" and not escalation.is_reply  # a new thread's root
+    assert "INC-7: payments down" in (escalation.text or "")
+    await bot.evo.wait_for_posts(1)
+    parent = await wait_for_post(bot, "is calling +1 814 ••• 3093")
+    assert parent.params["channel"] == "C0INC" and parent.params["thread_ts"] == escalation.ts
+
+
+async def test_nobody_answers_the_chain_goes_down_the_rotation_then_escalate_to(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock = await start(bot_factory)
+    view, message = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    alice = session_of(bot, ALICE)
+    await wait_for_edit(bot, escalation, "📞 calling…")
+
+    clock.advance(91)  # Alice's phone rang for answer_timeout without an answer
+    await wait_for_post(bot, "No answer from <@U0ALICE> after 90 s — calling <@U0BOB>.")
+    await bot.evo.wait_for_posts(2)
+    assert hung_up(bot, alice)  # her phone stopped ringing before Bob's started
+    order = [(r.method, r.path) for r in bot.evo.requests
+             if r.method in ("POST", "DELETE")]
+    assert order == [("POST", "/sessions/outgoing"), ("DELETE", f"/sessions/{alice}"),
+                     ("POST", "/sessions/outgoing")]
+
+    bob = session_of(bot, BOB)
+    bot.evo.set_session_state(bob, ended=True, callState="Disconnected", outcome="Busy")
+    # Bob's call ended unanswered before the timeout; Carol has no number; the manager is next.
+    await wait_for_post(bot, "<@U0BOB> didn't answer (the call ended) — calling <@U0CAROL>.")
+    await wait_for_post(bot, "⏭ Skipping <@U0CAROL>: no usable phone number")
+    await bot.evo.wait_for_posts(3)
+    assert dialled(bot) == [ALICE, BOB, MANAGER]
+    assert not hung_up(bot, bob)
+
+    await wait_for_edit(bot, escalation, "<@U0MANAGER> (escalate_to) (+1 814 ••• 3090) — 📞")
+    clock.advance(91)
+    await wait_for_post(bot, "No answer from <@U0MANAGER> after 90 s — nobody left to call.")
+    loud = await wait_for_post(bot, "Nobody answered the on-call escalation")
+    assert loud.params["text"].startswith("🚨 <@U0ADMIN>")  # the requester, mentioned
+    assert loud.params["reply_broadcast"] in (True, "true", "1")  # also shown in the channel
+    assert loud.params["thread_ts"] == message.ts
+    await wait_for_edit(bot, escalation, "nobody answered.")
+    assert hung_up(bot, session_of(bot, MANAGER))
+    assert await state_of(bot) == EscalationState.EXHAUSTED
+    assert not has_stop_button(escalation)
+    final = escalation.text or ""
+    assert "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s" in final
+    assert "2. <@U0BOB> (+1 814 ••• 3094) — ❌ didn't answer (the call ended)" in final
+    assert "3. <@U0CAROL> — ⏭ skipped: no usable phone number" in final
+    assert "4. <@U0MANAGER> (escalate_to) (+1 814 ••• 3090) — ❌ no answer after 90 s" in final
+    # Every update went to the message's thread, each once.
+    texts = [m.text or "" for m in posts_in(bot, CHANNEL, message.ts)]
+    assert sum("No answer from" in t for t in texts) == 2
+    assert sum("Nobody answered" in t for t in texts) == 1
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 3
+
+
+async def test_a_failed_hang_up_is_said_and_the_chain_goes_on(bot_factory: BotFactory) -> None:
+    bot, clock = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await bot.evo.wait_for_posts(1)
+    alice = session_of(bot, ALICE)
+    bot.evo.queue("DELETE", f"/sessions/{alice}", ErrorStatus(500, "Internal server error"))
+    await wait_for_edit(bot, await escalation_message(bot), "📞 calling…")
+    clock.advance(91)
+    post = await wait_for_post(bot, "No answer from <@U0ALICE>")
+    assert "Hanging up that call failed" in post.params["text"]
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+
+
+# ------------------------------------------------------------------------------------- stopping
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_stop_escalation_by_the_requester_or_a_manager_only(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, clock = await start(bot_factory, mode)
+    view, message = await open_on_message(bot, user_id="U0LEAD1")
+    await submit(bot, view, user_id="U0LEAD1")
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    await wait_for_edit(bot, escalation, "📞 calling…")
+
+    _, url = await click_stop(bot, escalation, user_id="U0INTRUDER")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert answer["response_type"] == "ephemeral"
+    assert "not allowed to stop this escalation" in answer["text"]
+    await bot.settle()
+    assert await state_of(bot) == EscalationState.RUNNING
+    assert not hung_up(bot, session_of(bot, ALICE))
+
+    await click_stop(bot, escalation, user_id="U0ADMIN")  # a SystemAdministrator
+    post = await wait_for_post(bot, "⏹ Escalation stopped by <@U0ADMIN>.")
+    assert "The call to <@U0ALICE> was hung up." in post.params["text"]
+    assert post.params["thread_ts"] == message.ts
+    await wait_for_edit(bot, escalation, "stopped by <@U0ADMIN>.")
+    assert hung_up(bot, session_of(bot, ALICE))
+    assert not has_stop_button(escalation)
+    await wait_for_state(bot, EscalationState.STOPPED)
+
+    clock.advance(1000)  # long past every deadline: nobody else is called
+    _, url = await _late_click(bot, escalation)
+    [late] = await bot.slack.wait_for_response(url)
+    assert "already over" in late["text"]
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
+
+
+async def _late_click(bot: BotUnderTest, escalation: Message) -> tuple[Ack, str]:
+    """A click on the button as the requester still sees it (their client hadn't refreshed)."""
+    stale = Message(channel=escalation.channel, ts=escalation.ts, text=escalation.text,
+                    blocks=escalation.versions[0]["blocks"])
+    return await click_stop(bot, stale, user_id="U0LEAD1")
+
+
+# ------------------------------------------------------------------------------------- restarts
+
+
+async def test_a_restart_mid_chain_carries_on_without_dialling_a_step_twice(
+    bot_factory: BotFactory,
+) -> None:
+    first, clock = await start(bot_factory)
+    view, message = await open_on_message(first)
+    await submit(first, view)
+    escalation = await escalation_message(first)
+    await first.evo.wait_for_posts(1)
+    await wait_for_edit(first, escalation, "📞 calling…")
+    await first.runtime.stop(grace=5)
+
+    clock.advance(91)  # Alice's deadline passed while the bot was down
+    second, _ = await start(bot_factory, clock=clock)  # the same database
+    await wait_for_post(second, "No answer from <@U0ALICE> after 90 s — calling <@U0BOB>.")
+    await second.evo.wait_for_posts(2)
+    assert hung_up(second, session_of(second, ALICE))
+    assert dialled(second) == [ALICE, BOB]  # Alice once, Bob once
+    await wait_for_edit(second, escalation, "<@U0BOB> (+1 814 ••• 3094) — 📞 calling…")
+
+    second.evo.set_session_state(session_of(second, BOB), callState="Connected")
+    await wait_for_post(second, "✅ <@U0BOB> answered — escalation stopped.")
+    await wait_for_edit(second, escalation, "<@U0BOB> answered.")
+    await second.settle()
+    assert dialled(second) == [ALICE, BOB]
+    texts = [m.text or "" for m in posts_in(second, CHANNEL, message.ts)]
+    assert sum("*On-call escalation*" in t for t in texts) == 1  # one escalation message, edited
+
+
+async def test_a_restart_while_dialling_never_dials_that_step_again(
+    bot_factory: BotFactory,
+) -> None:
+    first, clock = await start(bot_factory)
+    first.evo.queue_outgoing(Delayed(30))  # Evo Voice takes its time to answer the first call
+    view, message = await open_on_message(first)
+    await submit(first, view)
+    await first.evo.wait_for_posts(1)
+    await first.runtime.stop(grace=0.1)  # stopped before the call's answer came back
+
+    clock.advance(91)
+    second, _ = await start(bot_factory, clock=clock)
+    post = await wait_for_post(second, "The bot restarted while calling <@U0ALICE>")
+    assert "not calling them again — calling <@U0BOB>." in post.params["text"]
+    await second.evo.wait_for_posts(2)
+    assert dialled(second) == [ALICE, BOB]
+    assert post.params["thread_ts"] == message.ts
+
+
+async def test_a_double_submitted_form_starts_one_chain(bot_factory: BotFactory) -> None:
+    bot, _ = await start(bot_factory)
+    view, message = await open_on_message(bot)
+    answers = await asyncio.gather(submit(bot, view), submit(bot, view))
+    assert answers == [{}, {}]  # both close the modal
+    await submit(bot, view)
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    assert len(await services(bot).db.fetchall("SELECT id FROM escalations")) == 1
+    texts = [m.text or "" for m in posts_in(bot, CHANNEL, message.ts)]
+    assert sum("*On-call escalation*" in t for t in texts) == 1
+    assert dialled(bot) == [ALICE]
+
+
+async def test_the_escalation_is_not_started_where_the_bot_cannot_post(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory)
+    view = await open_global(bot)
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == "G0PRIV")
+    await submit(bot, view, reason="x", channel="G0PRIV")
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+    [dm] = bot.slack.channel_messages("U0ADMIN")
+    assert "did not start and nobody was called" in (dm.text or "")
+    assert await state_of(bot) == EscalationState.FAILED

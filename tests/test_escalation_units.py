@@ -1,0 +1,196 @@
+"""The escalation's pieces without Slack: quoting a message, the modal's metadata, the store's
+compare-and-set steps, and the escalation message drawn from its rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bot import escalation_views as views
+from bot.escalation_store import (
+    Escalation,
+    EscalationState,
+    EscalationStore,
+    Step,
+    StepOutcome,
+    Target,
+)
+from bot.escalation_views import EscalationMetadata, EscalationMetadataInvalid
+from bot.store import Database
+
+HOOK = "https://hooks.slack.com/actions/T0/1/abc"
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [
+        ("db primary is down", "db primary is down"),
+        ("ping <@U0BOB> and <@U0AMY|amy>", "ping @U0BOB and @amy"),
+        ("see <#C0OPS|ops> / <#C0X>", "see #ops / #C0X"),
+        ("<!here> <!channel> <!subteam^S0LEADS|@leads>", "@here @channel @leads"),
+        ("<https://x.example/a?b=1&amp;c=2|dashboard> and <https://y.example>",
+         "dashboard (https://x.example/a?b=1&c=2) and https://y.example"),
+        ("a &lt;b&gt; &amp; c\n\n  d", "a <b> & c d"),
+    ],
+)
+def test_a_message_is_quoted_as_a_person_reads_it(text: str, plain: str) -> None:
+    assert views.plain_message_text(text) == plain
+
+
+def test_a_long_message_is_trimmed_and_keeps_its_link() -> None:
+    link = "https://test.slack.com/archives/C0OPS/p1700000000000100"
+    reason = views.quote_reason("x" * 2000, link)
+    assert reason.endswith(" — " + link)
+    assert len(reason) <= views.MAX_REASON_CHARS
+    assert "…”" in reason
+    assert views.quote_reason("", None) == ""
+    assert views.quote_reason("down", None) == "“down”"
+
+
+def test_metadata_round_trips_and_refuses_what_the_bot_did_not_write() -> None:
+    data = EscalationMetadata("C0OPS", "1700000000.000100", HOOK)
+    assert EscalationMetadata.decode(data.encode()) == data
+    assert EscalationMetadata.decode("") == EscalationMetadata()
+    for bad in (
+        json.dumps({"channel": "#ops"}),
+        json.dumps({"channel": "C0OPS", "thread_ts": "now"}),
+        json.dumps({"thread_ts": "1700000000.000100"}),  # a thread without its channel
+        json.dumps({"channel": "C0OPS", "response_url": "https://evil.example/hook"}),
+        json.dumps({"channel": "C0OPS", "extra": 1}),
+        "[1]", "{", "x" * 4000,
+    ):
+        with pytest.raises(EscalationMetadataInvalid):
+            EscalationMetadata.decode(bad)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> EscalationStore:
+    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    await db.open()
+    return EscalationStore(db)
+
+
+def _new(**extra: object) -> dict[str, object]:
+    values: dict[str, object] = dict(
+        request_key="T0:V1", created_at=1.0, team_id="T0", requester_id="U0ADMIN",
+        channel_id="C0OPS", origin="message_shortcut", flow_id="flow-esc",
+        flow_name="Escalation", reason=None, answer_timeout=90.0,
+    )
+    values.update(extra)
+    return values
+
+
+async def test_one_escalation_per_request_key(store: EscalationStore) -> None:
+    people = [Target("U0ALICE", "rotation"), Target("U0MANAGER", "escalate_to")]
+    first = await store.create(people=people, **_new())
+    assert first is not None and first.people == tuple(people) and first.step == 0
+    assert first.state == EscalationState.RUNNING and first.target == people[0]
+    assert await store.create(people=people, **_new()) is None
+
+
+async def test_steps_begin_and_advance_once(store: EscalationStore) -> None:
+    esc = await store.create(people=[Target("U0ALICE", "rotation")], **_new())
+    assert esc is not None
+    assert await store.begin_step(esc.id, 0, 10.0, 100.0)
+    assert not await store.begin_step(esc.id, 0, 11.0, 101.0)  # begun already
+    got = await store.get(esc.id)
+    assert got is not None and got.step_deadline == 100.0
+    assert await store.advance(esc.id, 0)
+    assert not await store.advance(esc.id, 0)  # moved on already
+    got = await store.get(esc.id)
+    assert got is not None and got.step == 1 and got.target is None
+    assert got.step_started_at is None and got.step_deadline is None
+
+
+async def test_state_changes_are_compare_and_set(store: EscalationStore) -> None:
+    esc = await store.create(people=[Target("U0ALICE", "rotation")], **_new())
+    assert esc is not None
+    running = {EscalationState.RUNNING}
+    assert await store.set_state(esc.id, running, EscalationState.STOPPING, stopped_by="U0X")
+    assert not await store.set_state(esc.id, running, EscalationState.ANSWERED)
+    assert not await store.begin_step(esc.id, 0, 1.0, 2.0)  # a stopped chain begins nothing
+    assert [e.id for e in await store.active()] == [esc.id]
+    assert await store.set_state(esc.id, {EscalationState.STOPPING}, EscalationState.STOPPED)
+    assert await store.active() == []
+
+
+async def test_a_steps_outcome_is_final_once_recorded(store: EscalationStore) -> None:
+    esc = await store.create(people=[Target("U0ALICE", "rotation")], **_new())
+    assert esc is not None
+    await store.record_step(esc.id, 0, "U0ALICE", StepOutcome.CALLING,
+                            number_masked="+1 814 ••• 3093", call_id=7)
+    await store.record_step(esc.id, 0, "U0ALICE", StepOutcome.NO_ANSWER)
+    await store.record_step(esc.id, 0, "U0ALICE", StepOutcome.ENDED)  # e.g. after a restart
+    [step] = await store.steps(esc.id)
+    assert (step.outcome, step.number_masked, step.call_id) == ("no_answer", "+1 814 ••• 3093", 7)
+
+
+def _escalation(state: str, step: int = 0, reason: str | None = None) -> Escalation:
+    return Escalation(
+        id=3, request_key="k", created_at=1.0, team_id="T0", requester_id="U0ADMIN",
+        channel_id="C0OPS", thread_ts="1.1", message_ts="1.2", origin="global_shortcut",
+        flow_id="flow-esc", flow_name="Escalation <b>", reason=reason, answer_timeout=90.0,
+        people=(Target("U0ALICE", "rotation"), Target("U0BOB", "rotation"),
+                Target("U0MANAGER", "escalate_to")),
+        step=step, step_started_at=None, step_deadline=None, step_call_id=None, state=state,
+        answered_by="U0BOB", stopped_by="U0LEAD1",
+    )
+
+
+def test_the_escalation_message_shows_every_person_and_stop_while_running() -> None:
+    steps = [Step(0, "U0ALICE", StepOutcome.NO_ANSWER, "+1 814 ••• 3093", 1)]
+    running = views.escalation_message(
+        _escalation(EscalationState.RUNNING, step=1, reason="<!channel> db down"), steps)
+    assert "&lt;!channel&gt; db down" in running.text and "<!channel>" not in running.text
+    assert "“Escalation &lt;b&gt;”" in json.dumps(running.blocks, ensure_ascii=False)
+    lines = running.text.splitlines()
+    assert lines[2:] == [
+        "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s",
+        "2. <@U0BOB> — 📞 calling…",
+        "3. <@U0MANAGER> (escalate_to) — ⏳ next",
+    ]
+    [actions] = [b for b in running.blocks if b["type"] == "actions"]
+    assert actions["elements"][0]["value"] == "3"
+
+    answered = views.escalation_message(_escalation(EscalationState.ANSWERED, step=1), steps + [
+        Step(1, "U0BOB", StepOutcome.ANSWERED, "+1 814 ••• 3094", 2)])
+    assert answered.text.startswith("✅ *On-call escalation* by <@U0ADMIN>: <@U0BOB> answered.")
+    assert "3. <@U0MANAGER> (escalate_to) — – not called" in answered.text
+    assert not [b for b in answered.blocks if b["type"] == "actions"]
+    stopping = views.escalation_message(_escalation(EscalationState.STOPPING), [])
+    assert "stopped by <@U0LEAD1>" in stopping.text
+    assert not [b for b in stopping.blocks if b["type"] == "actions"]
+
+
+def test_thread_posts_say_who_is_next() -> None:
+    alice, bob = Target("U0ALICE", "rotation"), Target("U0MANAGER", "escalate_to")
+    text = views.step_ended(alice, StepOutcome.NO_ANSWER, answer_timeout=90, following=bob).text
+    assert text == "No answer from <@U0ALICE> after 90 s — calling <@U0MANAGER> (escalate_to)."
+    text = views.step_ended(bob, StepOutcome.FAILED, answer_timeout=90, following=None,
+                            detail="Evo Voice <failed>").text
+    assert text == "⚠️ Couldn't call <@U0MANAGER>: Evo Voice &lt;failed&gt; — nobody left to call."
+    loud = views.exhausted(_escalation(EscalationState.EXHAUSTED)).text
+    assert loud.startswith("🚨 <@U0ADMIN>") and "<@U0ALICE>, <@U0BOB>, <@U0MANAGER>" in loud
+
+
+def test_a_submission_is_read_back_shape_checked() -> None:
+    view = {
+        "blocks": [
+            {"type": "input", "block_id": "escalation.reason"},
+            {"type": "input", "block_id": "escalation.channel",
+             "element": {"type": "conversations_select", "initial_conversation": "C0PRESET"}},
+        ],
+        "state": {"values": {"escalation.reason": {"escalation.reason": {
+            "type": "plain_text_input", "value": "  " + "r" * 900 + "  "}}}},
+    }
+    hook = {"block_id": "escalation.channel", "channel_id": "C0PRESET", "response_url": HOOK}
+    read = views.read_submission(view, [hook])
+    assert read.channel_id == "C0PRESET"  # the untouched preset
+    assert read.response_url == HOOK
+    assert read.reason is not None and len(read.reason) == views.MAX_REASON_CHARS
+    assert read.fields == {"escalation.reason", "escalation.channel"}
+    view["state"]["values"]["escalation.channel"] = {"escalation.channel": {  # type: ignore[index]
+        "type": "conversations_select", "selected_conversation": "not a channel"}}
+    assert views.read_submission(view).channel_id is None
