@@ -19,7 +19,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import Settings
 from bot.errors import reference_id
-from bot.listeners import command
+from bot.listeners import command, confirm
 from bot.services import Services
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def create_app(
 
     app.middleware(inject_services)
     command.register(app)
+    confirm.register(app)
     app.error(on_error)
     return app
 

@@ -16,8 +16,10 @@ from bot.access import AccessControl, UserGroups
 from bot.calls import CallService
 from bot.catalog import Catalog
 from bot.config import KNOWN_ROLES, ConfigError, Policy, Settings
+from bot.confirmations import Confirmations
 from bot.evovoice import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable
 from bot.idempotency import Claims
+from bot.limits import CallLimits
 from bot.notify import Notifier
 from bot.phone import mask
 from bot.store import Database
@@ -124,6 +126,14 @@ async def build_services(
         dial_policy=policy.dial_policy,
         default_caller_id=policy.default_caller_id,
         account_ids=account_ids,
+        limits=CallLimits(
+            db,
+            per_user=policy.rules.per_user,
+            per_number=policy.rules.per_number,
+            per_day=policy.rules.per_day,
+        ),
+        confirmations=Confirmations(db),
+        confirm_outside=policy.confirm_outside,
     )
     return Services(
         settings=settings,

@@ -54,6 +54,11 @@ POLICY = textwrap.dedent(
 
     [flows]
     page = "flow-page"
+
+    [policy]                 # generous, so tests that call often don't meet the default limits
+    per_user = "1000/10m"
+    per_number = "1000/10m"
+    per_day = 100000
     """
 )
 
