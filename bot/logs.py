@@ -10,12 +10,28 @@ import sys
 _UNSAFE = re.compile(r"[\r\n\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 # Libraries that log request URLs or bodies at INFO/DEBUG: bodies and `to=` queries hold phone
-# numbers and response_urls, so these stay at WARNING whatever LOG_LEVEL says.
-_QUIET = ("httpx", "httpcore", "slack_sdk", "slack_bolt", "aiohttp.access", "asyncio")
+# numbers and response_urls, so these stay at WARNING whatever LOG_LEVEL says. aiosqlite logs
+# every statement with its parameters (pending calls hold their number until confirmed).
+_QUIET = ("httpx", "httpcore", "slack_sdk", "slack_bolt", "aiohttp.access", "asyncio", "aiosqlite")
 
 
 def one_line(text: str) -> str:
     return _UNSAFE.sub(lambda m: "\\n" if m.group() == "\n" else "�", text)
+
+
+class QuietThirdParty(logging.Filter):
+    """Drops the quiet libraries' records below WARNING whatever their loggers' levels say.
+
+    Setting the level of `slack_bolt` is not enough: Bolt gives each of its loggers the root's
+    level when it creates them, so at LOG_LEVEL=DEBUG its Socket Mode client logged every
+    envelope: phone numbers and live response_urls.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return not any(record.name == name or record.name.startswith(name + ".")
+                       for name in _QUIET)
 
 
 class OneLineFormatter(logging.Formatter):
@@ -31,6 +47,7 @@ class OneLineFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(QuietThirdParty())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

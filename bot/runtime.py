@@ -14,7 +14,6 @@ import signal
 import aiohttp
 import httpx
 from aiohttp import web
-from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -25,24 +24,35 @@ from bot.config import ConfigError, Policy, Settings
 from bot.evovoice import EvoVoiceClient
 from bot.server import create_web_app, health_routes, slack_routes
 from bot.services import Services, build_services
+from bot.socket_mode import WATCHDOG_INTERVAL_SECONDS, SocketWatchdog, TrackedSocketModeHandler
 from bot.store import Database
 
 logger = logging.getLogger(__name__)
 
 # How long a stopping bot waits for calls already being placed to finish their bookkeeping.
 SHUTDOWN_GRACE_SECONDS = 20.0
+# How long it then waits for Socket Mode acks still being sent.
+ACK_GRACE_SECONDS = 3.0
 
 
 class Runtime:
-    def __init__(self, settings: Settings, policy: Policy) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy,
+        *,
+        watchdog_interval: float = WATCHDOG_INTERVAL_SECONDS,
+    ) -> None:
         self.settings = settings
         self.policy = policy
+        self.watchdog_interval = watchdog_interval
+        self.watchdog: SocketWatchdog | None = None
         self.ready = False
         self.services: Services | None = None
         self.app: AsyncApp | None = None
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
-        self._socket: AsyncSocketModeHandler | None = None
+        self._socket: TrackedSocketModeHandler | None = None
         self._evo: EvoVoiceClient | None = None
         self._http: aiohttp.ClientSession | None = None
         self._db: Database | None = None
@@ -71,10 +81,12 @@ class Runtime:
             await self._serve_http(routes)
             if settings.socket_mode:
                 assert settings.slack_app_token is not None
-                self._socket = AsyncSocketModeHandler(
+                self._socket = TrackedSocketModeHandler(
                     self.app, settings.slack_app_token.get_secret_value()
                 )
                 await self._socket.connect_async()  # type: ignore[no-untyped-call]
+                self.watchdog = SocketWatchdog(self._socket.client, interval=self.watchdog_interval)
+                self.watchdog.start()
         except BaseException:
             await self.stop()
             raise
@@ -95,17 +107,26 @@ class Runtime:
         self.port = int(ipv4[0][1]) if ipv4 else self.settings.port
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Stop taking work, let in-flight calls finish their bookkeeping, close connections."""
+        """Stop taking work, let in-flight calls finish their bookkeeping, close connections.
+
+        Slack is still answered while calls finish: new requests hear "restarting, nothing was
+        dialled" (the listeners check `tasks.closed`) rather than meeting a closed door, and
+        /healthz says 503 so a load balancer stops sending them.
+        """
         self.ready = False
+        if self.watchdog is not None:
+            await self.watchdog.stop()
+            self.watchdog = None
+        if self.services is not None:
+            await self.services.tasks.drain(grace)
         if self._socket is not None:
+            await self._socket.wait_acks(ACK_GRACE_SECONDS)
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
         if self._runner is not None:
             # Stops listening and lets requests being answered (acks) finish first.
             await self._runner.cleanup()
             self._runner = None
-        if self.services is not None:
-            await self.services.tasks.drain(grace)
         if self._evo is not None:
             await self._evo.aclose()
             self._evo = None

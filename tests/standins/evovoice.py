@@ -25,6 +25,7 @@ behaviour              answer                                                   
 ``ErrorStatus(s, m)``  status ``s`` with a ServiceStack error body (message m)    no
 ``TooManyRequests()``  429 with a ``Retry-After`` header                          no
 ``Delayed(n, then)``   waits ``n`` seconds, then does ``then`` (default Respond)  as ``then``
+``Gated(gate, then)``  waits until the test sets ``gate`` (an asyncio.Event)       as ``then``
 =====================  =========================================================  ============
 
 \\* the route's side effect: POST /sessions/outgoing creates a session (so ``GET /sessions?to=``
@@ -61,6 +62,7 @@ __all__ = [
     "EmptyObject",
     "ErrorStatus",
     "EvoVoiceStandIn",
+    "Gated",
     "MalformedJson",
     "NoContent",
     "Recorded",
@@ -144,6 +146,17 @@ class Delayed:
     then: Behaviour = field(default_factory=Respond)
 
 
+@dataclass(frozen=True)
+class Gated:
+    """Wait until the test sets ``gate`` (or ``stop()``), then behave as ``then``.
+
+    Holds a request open for exactly as long as a test needs, with no timing guess.
+    """
+
+    gate: asyncio.Event
+    then: Behaviour = field(default_factory=Respond)
+
+
 Behaviour = (
     Respond
     | EmptyObject
@@ -153,6 +166,7 @@ Behaviour = (
     | ErrorStatus
     | TooManyRequests
     | Delayed
+    | Gated
 )
 
 
@@ -361,9 +375,16 @@ class EvoVoiceStandIn:
         """Answer per the next queued behaviour; ``produce`` does the side effect and answer."""
         queue = self._queues.get((request.method, request.path))
         behaviour: Behaviour = queue.pop(0) if queue else Respond()
-        while isinstance(behaviour, Delayed):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), behaviour.seconds)
+        while isinstance(behaviour, (Delayed, Gated)):
+            if isinstance(behaviour, Gated):
+                stopping = asyncio.ensure_future(self._stopping.wait())
+                opened = asyncio.ensure_future(behaviour.gate.wait())
+                await asyncio.wait({stopping, opened}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                opened.cancel()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), behaviour.seconds)
             behaviour = behaviour.then
         if isinstance(behaviour, ErrorStatus):
             return _error(
