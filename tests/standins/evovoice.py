@@ -235,8 +235,8 @@ class EvoVoiceStandIn:
 
     # ------------------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Bind 127.0.0.1 on a free port and set ``url``."""
+    async def start(self, port: int = 0) -> None:
+        """Bind 127.0.0.1 on ``port`` (0: a free one) and set ``url``."""
         app = web.Application(middlewares=[self._record_and_authenticate])
         app.router.add_get("/auth/status", self._auth_status)
         app.router.add_get("/flows", self._list_flows)
@@ -249,7 +249,7 @@ class EvoVoiceStandIn:
         self._stopping.clear()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
