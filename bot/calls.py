@@ -221,7 +221,6 @@ class CallService:
                 return session
         return None
 
-
     # ------------------------------------------------------------------ confirmations and limits
 
     async def _admit(self, call: CheckedCall) -> Slot | None:

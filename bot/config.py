@@ -190,7 +190,9 @@ class DialingRules(_Strict):
                 f"unknown number types: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
             )
         if not names:
-            raise ValueError("is empty: no call could be placed; list at least MOBILE or FIXED_LINE")
+            raise ValueError(
+                "is empty: no call could be placed; list at least MOBILE or FIXED_LINE"
+            )
         return names
 
     @field_validator("blocked_prefixes", mode="before")

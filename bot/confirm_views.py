@@ -30,7 +30,9 @@ def confirm_call(
         question = f"{masked_number} is in {region} — are you sure you want to call it?"
     details = [f"{masked_number} with flow “{escape(flow_name)}”."]
     if region is not None:
-        details.append(f"It is in {escape(region)}; calls outside {escape(home_regions)} ask first.")
+        details.append(
+            f"It is in {escape(region)}; calls outside {escape(home_regions)} ask first."
+        )
     details.append(f"Nothing has been dialled. This question expires in {expires_minutes} minutes.")
     context = " ".join(details)
     blocks: list[Block] = [

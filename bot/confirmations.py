@@ -1,4 +1,4 @@
-"""Calls waiting for their requester's "yes": a number outside the home region, a repeat within 60 s.
+"""Calls waiting for their requester's "yes": a number outside the home region, a quick repeat.
 
 The question goes out with a button whose value is only a random id; the request itself (with its
 number) waits here, in the database, so that the button carries no phone number and a restart
@@ -91,6 +91,7 @@ class Confirmations:
         """Remove and return the pending call, if it exists, belongs to `user_id` and is fresh."""
         if not valid_id(confirmation_id):
             return Taken(TakeStatus.GONE)
+        now = self._clock()
         async with self._db.transaction() as tx:
             row = await tx.fetchone(
                 "SELECT id, created_at, user_id, reasons, request FROM pending_confirmations"
@@ -101,8 +102,11 @@ class Confirmations:
                 return Taken(TakeStatus.GONE)
             if row["user_id"] != user_id:
                 return Taken(TakeStatus.NOT_YOURS)
-            await tx.execute("DELETE FROM pending_confirmations WHERE id = ?", (confirmation_id,))
-        if float(row["created_at"]) < self._clock() - self._lifetime:
+            await tx.execute(
+                "DELETE FROM pending_confirmations WHERE id = ? OR created_at < ?",
+                (confirmation_id, now - self._lifetime),
+            )
+        if float(row["created_at"]) < now - self._lifetime:
             return Taken(TakeStatus.EXPIRED)
         reasons = frozenset(Reason(r) for r in str(row["reasons"]).split(",") if r)
         pending = Pending(

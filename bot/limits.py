@@ -173,7 +173,7 @@ class CallLimits:
         return hmac.new(self._key, e164.encode(), hashlib.sha256).hexdigest()
 
     async def last_call(self, user_id: str, e164: str, flow_id: str) -> float | None:
-        """Seconds since this user called this number with this flow, if within the repeat window."""
+        """Seconds since this user called this number with this flow, within the repeat window."""
         number_key = await self.number_key(e164)
         now = self._clock()
         row = await self._db.fetchone(
@@ -205,7 +205,8 @@ class CallLimits:
             for scope, rate in self._windows:
                 retry_after = await self._retry_after(tx, scope, rate, now, user_id, number_key)
                 if retry_after is not None:
-                    logger.info("call by %s refused: %s limit %s reached", user_id, scope, rate.text)
+                    logger.info("call by %s refused: %s limit %s reached",
+                                user_id, scope, rate.text)
                     raise LimitReached(scope, rate, retry_after, mask(e164))
             await tx.execute(
                 "INSERT INTO rate_events (at, user_key, number_key, flow_id) VALUES (?, ?, ?, ?)",

@@ -40,7 +40,9 @@ class TrackedSocketModeHandler(AsyncSocketModeHandler):
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+    async def handle(  # type: ignore[override]
+        self, client: SocketModeClient, req: SocketModeRequest
+    ) -> None:
         self._in_flight += 1
         self._idle.clear()
         try:
@@ -55,7 +57,8 @@ class TrackedSocketModeHandler(AsyncSocketModeHandler):
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except asyncio.TimeoutError:
-            logger.warning("closing Socket Mode with %d request(s) still unanswered", self._in_flight)
+            logger.warning("closing Socket Mode with %d request(s) still unanswered",
+                           self._in_flight)
 
 
 class SocketWatchdog:

@@ -13,6 +13,7 @@ import pytest
 
 from bot.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
 from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
+from tests.test_policy_rules import policy_with
 from tests.standins.slack import block_actions_payload, interactive_body
 
 US = "+18144043093"
@@ -92,7 +93,7 @@ async def test_home_region_numbers_are_dialled_without_asking(bot_factory: BotFa
 async def test_confirm_outside_lists_the_regions_dialled_without_asking(
     bot_factory: BotFactory,
 ) -> None:
-    bot = await bot_factory("http", policy=POLICY + 'confirm_outside = ["US", "CA"]\n')
+    bot = await bot_factory("http", policy=policy_with(confirm_outside=["US", "CA"]))
     await bot.command(f"{CANADA} escalation")
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 1

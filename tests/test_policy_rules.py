@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -12,6 +14,20 @@ from bot.phone import NumberRejected, RejectCode, check_dialable
 from tests.conftest import POLICY, BotFactory
 
 BASE = '[roles]\nManager = ["U0MANAGER"]\n'
+
+
+def policy_with(**rules: object) -> str:
+    """The shared test policy with keys of its [policy] section set (TOML values as Python)."""
+    text = POLICY
+    for key, value in rules.items():
+        line = f"{key} = {json.dumps(value, ensure_ascii=False)}"
+        pattern = re.compile(rf"^{key} = .*$", re.MULTILINE)
+        if pattern.search(text):
+            text = pattern.sub(line, text, count=1)
+        else:
+            text = re.sub(r"^\[policy\].*$", lambda m: m.group(0) + "\n" + line, text, count=1,
+                          flags=re.MULTILINE)
+    return text
 
 
 def policy_from(text: str, tmp_path: Path):  # type: ignore[no-untyped-def]
@@ -116,7 +132,7 @@ def test_example_policy_file_documents_the_section() -> None:
 
 
 async def test_a_blocked_prefix_is_refused_end_to_end(bot_factory: BotFactory) -> None:
-    bot = await bot_factory("http", policy=POLICY + 'blocked_prefixes = ["+1814404"]\n')
+    bot = await bot_factory("http", policy=policy_with(blocked_prefixes=["+1814404"]))
     _, url = await bot.command("+18144043093 escalation")
     [answer] = await bot.slack.wait_for_response(url)
     await bot.settle()

@@ -7,18 +7,16 @@ import re
 
 import pytest
 
-from tests.conftest import POLICY, BotFactory, BotUnderTest
+from tests.conftest import BotFactory, BotUnderTest
 from tests.standins.evovoice import ErrorStatus
+from tests.test_policy_rules import policy_with
 
 US = "+18144043093"
 
 
 def limited(**rules: str | int) -> str:
-    """The test policy with its [policy] limits replaced."""
-    base = POLICY.split("[policy]")[0]
-    values = {"per_user": "1000/10m", "per_number": "1000/10m", "per_day": 100000} | rules
-    lines = [f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}" for k, v in values.items()]
-    return base + "[policy]\n" + "\n".join(lines) + "\n"
+    """The test policy with some of its generous [policy] limits replaced."""
+    return policy_with(**rules)
 
 
 async def refusal(bot: BotUnderTest, text: str, user_id: str = "U0MANAGER") -> str:
