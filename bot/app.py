@@ -83,9 +83,14 @@ def create_app(
     return app
 
 
-async def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse:
+async def on_error(
+    error: Exception, body: dict[str, Any], response: BoltResponse | None = None
+) -> BoltResponse | None:
     ref = reference_id()
     logger.error("unhandled error in a listener, reference %s", ref, exc_info=error)
+    if response is None:
+        # Raised after the ack: the answer is gone (Bolt asserts if we return one); the log has it.
+        return None
     return BoltResponse(
         status=200,
         body=f"Something went wrong on our side (reference {ref}). Tell the callbot operators.",

@@ -12,10 +12,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bot.command import CallArgs, CommandRejected, parse_command
+from bot.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
 from bot.errors import CallbotError
 from bot.phone import NumberRejected, check_dialable, to_e164
 from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
-from tests.standins.slack import sign, slash_command_body
+from tests.standins.slack import block_actions_payload, sign, slash_command_body
 
 # One bot serves every example of a test, as one deployment serves every request.
 FIXTURE_SHARED = settings(
@@ -191,3 +192,35 @@ async def test_arbitrary_interactive_payloads_never_answer_500(
         await r.read()
         assert r.status in (200, 400, 401, 404), (r.status, payload)
     assert http_bot.evo.outgoing_posts == []
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from(["id", "channel_id", "value"]), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@FIXTURE_SHARED
+@given(
+    action_id=st.sampled_from([CONFIRM_CALL_ACTION, CANCEL_CALL_ACTION]),
+    value=JSONISH, user=JSONISH, channel=JSONISH, container=JSONISH, response_url=JSONISH,
+)
+async def test_forged_button_clicks_never_fail_and_never_dial(
+    http_bot: BotUnderTest, caplog: pytest.LogCaptureFixture, action_id: str, value: Any,
+    user: Any, channel: Any, container: Any, response_url: Any,
+) -> None:
+    """Signed clicks of our buttons with every field mangled (HTTP mode: a Socket Mode envelope
+    comes from Slack itself over an authenticated connection)."""
+    bot = http_bot
+    payload = block_actions_payload(action_id=action_id, value="x")
+    payload["actions"][0]["value"] = value
+    payload.update(user=user, channel=channel, container=container, response_url=response_url)
+    body = _signed_interactive(payload)
+    async with bot.http.post(bot.events_url, data=body, headers=sign(body, SIGNING_SECRET)) as r:
+        assert r.status in (200, 400, 404)
+        assert "Something went wrong" not in await r.text()
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -25,17 +25,23 @@ def register(app: AsyncApp) -> None:
     app.action(CANCEL_CALL_ACTION)(on_cancel)
 
 
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _field(body: dict[str, Any], key: str, inner: str) -> str | None:
+    part = body.get(key)
+    return _text(part.get(inner)) if isinstance(part, dict) else None
+
+
 def _click(body: dict[str, Any], action: dict[str, Any]) -> tuple[str, str, str | None, str | None]:
-    user_id = str((body.get("user") or {}).get("id") or "")
-    channel_id = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
-        "channel_id"
-    )
-    response_url = body.get("response_url") or None
+    """(confirmation id, clicker, channel, response_url) from a payload that may be forged."""
+    channel_id = _field(body, "channel", "id") or _field(body, "container", "channel_id")
     return (
-        str(action.get("value") or ""),
-        user_id,
-        str(channel_id) if channel_id else None,
-        str(response_url) if response_url else None,
+        _text(action.get("value")) or "",
+        _field(body, "user", "id") or "",
+        channel_id,
+        _text(body.get("response_url")),
     )
 
 
