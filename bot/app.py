@@ -19,7 +19,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import Settings
 from bot.errors import reference_id
-from bot.listeners import actions, command, escalation, form
+from bot.listeners import actions, command, confirm, escalation, form
 from bot.services import Services
 
 logger = logging.getLogger(__name__)
@@ -81,13 +81,19 @@ def create_app(
     form.register(app)
     actions.register(app)
     escalation.register(app)
+    confirm.register(app)
     app.error(on_error)
     return app
 
 
-async def on_error(error: Exception, body: dict[str, Any]) -> BoltResponse:
+async def on_error(
+    error: Exception, body: dict[str, Any], response: BoltResponse | None = None
+) -> BoltResponse | None:
     ref = reference_id()
     logger.error("unhandled error in a listener, reference %s", ref, exc_info=error)
+    if response is None:
+        # Raised after the ack: the answer is gone (Bolt asserts if we return one); the log has it.
+        return None
     return BoltResponse(
         status=200,
         body=f"Something went wrong on our side (reference {ref}). Tell the callbot operators.",

@@ -3,6 +3,10 @@
     check()  authorise → number → flow → caller ID          (no side effects; refusals raise)
     place()  parent message → POST /sessions/outgoing → result in the thread
 
+Between the two, `handle()` asks the requester to confirm a number outside the home regions or a
+repeat of the same call within a minute (a button; `confirm()` takes the click), and takes a slot
+from the rate limits (see limits.py), given back if the call certainly did not happen.
+
 A call is dialled only after the parent message reached someone, so it is never placed without the
 requester being told. `POST /sessions/outgoing` is sent at most once per request: an ambiguous
 failure is reported as "outcome unknown", never retried (see evovoice).
@@ -20,14 +24,23 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from bot import views
+from bot import confirm_views, views
 from bot.access import AccessControl
 from bot.catalog import Catalog
+from bot.confirmations import Confirmations, Reason, TakeStatus
 from bot.errors import CallbotError, CannotNotify, describe
 from bot.evovoice import EvoVoiceClient, EvoVoiceError, OutcomeUnknown, Session
 from bot.idempotency import Claims
+from bot.limits import CallLimits, LimitReached, RecentlyCalled, Slot
 from bot.notify import NotDelivered, Notifier, Thread
-from bot.phone import DialableNumber, DialPolicy, NumberRejected, check_dialable, to_e164
+from bot.phone import (
+    DialableNumber,
+    DialPolicy,
+    NumberRejected,
+    check_dialable,
+    describe_region,
+    to_e164,
+)
 
 if TYPE_CHECKING:
     from bot.audit import AuditLog
@@ -59,6 +72,8 @@ class CallRequest:
     claim_after_check: bool = False
     origin: str = "command"  # for the audit trail: command, call_again, …
     repeat_of: int | None = None  # audit id of the attempt this one repeats
+    # Questions the requester already answered "Call" to (see confirmations.Reason).
+    confirmed: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -77,6 +92,7 @@ class Outcome(StrEnum):
     REFUSED = "refused"
     UNTOLD = "untold"  # nobody could be told, so nothing was dialled
     DUPLICATE = "duplicate"  # the same request was already handled
+    CONFIRMING = "confirming"  # the requester was asked "are you sure?"; nothing dialled yet
 
 
 @dataclass(frozen=True)
@@ -104,6 +120,10 @@ class CallService:
         audit: AuditLog | None = None,
         follower: CallFollower | None = None,
         on_result: Callable[[CallResult], None] | None = None,
+        limits: CallLimits | None = None,
+        confirmations: Confirmations | None = None,
+        confirm_outside: frozenset[str] | None = None,
+        on_limit: Callable[[str], None] | None = None,
     ) -> None:
         self._access = access
         self._catalog = catalog
@@ -117,6 +137,12 @@ class CallService:
         self._follower = follower
         # Hears every request's final outcome (metrics); never sees the number.
         self._on_result = on_result
+        self._limits = limits
+        self._confirmations = confirmations
+        # None: never ask about regions (the allowed ones are all fine).
+        self._confirm_outside = confirm_outside
+        # Hears which limit refused a call (metrics).
+        self._on_limit = on_limit
 
     async def check(self, request: CallRequest) -> CheckedCall:
         """Every refusal raises (RoleDenied, NumberRejected, FlowNotFound, CallerIdNotOwned, …)."""
@@ -131,27 +157,50 @@ class CallService:
         return CheckedCall(request, number, flow.id, flow.name, caller_id)
 
     async def handle(self, request: CallRequest) -> CallResult:
-        """check() then place(); refusals go to the requester alone."""
+        """check() then proceed(); refusals go to the requester alone."""
         if request.idempotency_key and not request.claim_after_check:
             if not await self._claims.claim(request.idempotency_key):
                 return await self._duplicate(request)
         try:
             checked = await self.check(request)
         except (CallbotError, NumberRejected, EvoVoiceError) as exc:
-            logger.info("call refused for %s: %s", request.user_id, type(exc).__name__)
-            if self._audit is not None:
-                await self._audit.refused(request, exc)
-            await self._notifier.tell(
-                user_id=request.user_id,
-                channel_id=request.channel_id,
-                response_url=request.response_url,
-                message=views.refusal(describe(exc)),
-            )
-            return self._finished(CallResult(Outcome.REFUSED, error=exc))
+            return await self._refuse(request, exc)
         if request.idempotency_key and request.claim_after_check:
             if not await self._claims.claim(request.idempotency_key):
                 return await self._duplicate(request)
-        return await self.place(checked)
+        return await self.proceed(checked)
+
+    async def proceed(self, checked: CheckedCall) -> CallResult:
+        """Ask first where the policy says so, take a slot from the rate limits, then place.
+
+        Every way a person asks for a call (command, form, buttons) goes through here; only the
+        on-call escalation, which dials the roster's configured numbers, calls place() directly.
+        """
+        try:
+            slot = await self._admit(checked)
+        except ConfirmationNeeded as needed:
+            await self._ask(needed)
+            return self._finished(CallResult(Outcome.CONFIRMING))
+        except CallbotError as exc:
+            if isinstance(exc, LimitReached) and self._on_limit is not None:
+                self._on_limit(exc.scope)
+            return await self._refuse(checked.request, exc)
+        result = await self.place(checked)
+        if slot is not None and self._limits is not None and result.outcome in NOT_DIALLED:
+            await self._limits.release(slot)
+        return result
+
+    async def _refuse(self, request: CallRequest, exc: Exception) -> CallResult:
+        logger.info("call refused for %s: %s", request.user_id, type(exc).__name__)
+        if self._audit is not None:
+            await self._audit.refused(request, exc)
+        await self._notifier.tell(
+            user_id=request.user_id,
+            channel_id=request.channel_id,
+            response_url=request.response_url,
+            message=views.refusal(describe(exc)),
+        )
+        return self._finished(CallResult(Outcome.REFUSED, error=exc))
 
     async def _duplicate(self, request: CallRequest) -> CallResult:
         logger.info("duplicate delivery of a request by %s ignored", request.user_id)
@@ -257,6 +306,135 @@ class CallService:
             if created is not None and created >= started - AMBIGUOUS_LOOKUP_SLACK:
                 return session
         return None
+
+    # ------------------------------------------------------------------ confirmations and limits
+
+    async def _admit(self, call: CheckedCall) -> Slot | None:
+        """Questions to ask first (ConfirmationNeeded), then a slot from the rate limits."""
+        confirmed = call.request.confirmed
+        if (
+            self._confirm_outside is not None
+            and self._confirmations is not None
+            and call.number.region not in self._confirm_outside
+            and Reason.REGION not in confirmed
+        ):
+            # One question for both reasons: a repeat to a faraway number is still one click.
+            seconds_ago = None
+            if self._limits is not None and Reason.REPEAT not in confirmed:
+                seconds_ago = await self._limits.last_call(
+                    call.request.user_id, call.number.e164, call.flow_id
+                )
+            reasons = {Reason.REGION} | ({Reason.REPEAT} if seconds_ago is not None else set())
+            raise ConfirmationNeeded(call, frozenset(reasons), seconds_ago)
+        if self._limits is None:
+            return None
+        try:
+            return await self._limits.acquire(
+                call.request.user_id,
+                call.number.e164,
+                call.flow_id,
+                check_repeat=self._confirmations is not None and Reason.REPEAT not in confirmed,
+            )
+        except RecentlyCalled as recent:
+            raise ConfirmationNeeded(call, frozenset({Reason.REPEAT}), recent.seconds_ago) from None
+
+    async def _ask(self, needed: ConfirmationNeeded) -> None:
+        call, request = needed.call, needed.call.request
+        assert self._confirmations is not None
+        fields = dataclasses.asdict(request)
+        # The click brings a fresh response_url; the stored request needs none.
+        fields.update(response_url=None, idempotency_key=None, confirmed=sorted(request.confirmed))
+        confirmation_id = await self._confirmations.create(
+            request.user_id, needed.reasons | {Reason(r) for r in request.confirmed}, fields
+        )
+        home = ", ".join(sorted(self._confirm_outside or ()))
+        message = confirm_views.confirm_call(
+            confirmation_id,
+            masked_number=call.number.masked,
+            flow_name=call.flow_name,
+            region=describe_region(call.number.region) if Reason.REGION in needed.reasons else None,
+            home_regions=home,
+            seconds_ago=needed.seconds_ago,
+            expires_minutes=round(self._confirmations.lifetime / 60),
+        )
+        logger.info("call by %s to %s: asked to confirm (%s)", request.user_id, call.number.masked,
+                    ", ".join(sorted(needed.reasons)))
+        await self._notifier.tell(
+            user_id=request.user_id,
+            channel_id=request.channel_id,
+            response_url=request.response_url,
+            message=message,
+        )
+
+    async def confirm(
+        self, confirmation_id: str, *, user_id: str, channel_id: str | None,
+        response_url: str | None,
+    ) -> CallResult:
+        """A click on "Call" under a question: a new request, checked again from the start."""
+        if self._confirmations is None:
+            return CallResult(Outcome.REFUSED)
+        # A double click or a redelivered click dials at most once.
+        if not await self._claims.claim(f"confirm:{confirmation_id}:{user_id}"):
+            logger.info("duplicate confirmation click by %s ignored", user_id)
+            return CallResult(Outcome.DUPLICATE)
+        taken = await self._confirmations.take(confirmation_id, user_id)
+        if taken.status is not TakeStatus.TAKEN or taken.pending is None:
+            await self._answer_question(
+                user_id, channel_id, response_url, _UNUSABLE_CONFIRMATION[taken.status]
+            )
+            return CallResult(Outcome.REFUSED)
+        known = {f.name for f in dataclasses.fields(CallRequest)}
+        fields = {k: v for k, v in taken.pending.request.items() if k in known}
+        fields["confirmed"] = frozenset(fields.get("confirmed") or ()) | taken.pending.reasons
+        request = dataclasses.replace(
+            CallRequest(**fields), response_url=response_url, idempotency_key=None
+        )
+        await self._answer_question(user_id, channel_id, response_url,
+                                    "📞 Confirmed: checking again, then calling.")
+        return await self.handle(request)
+
+    async def cancel(
+        self, confirmation_id: str, *, user_id: str, channel_id: str | None,
+        response_url: str | None,
+    ) -> None:
+        if self._confirmations is None:
+            return
+        cancelled = await self._confirmations.cancel(confirmation_id, user_id)
+        line = ("Cancelled: nothing was dialled." if cancelled
+                else _UNUSABLE_CONFIRMATION[TakeStatus.GONE])
+        await self._answer_question(user_id, channel_id, response_url, line)
+
+    async def _answer_question(
+        self, user_id: str, channel_id: str | None, response_url: str | None, line: str
+    ) -> None:
+        """Replace the question (and its buttons) with `line`; else tell the clicker."""
+        message = confirm_views.confirmation_answered(line)
+        if response_url is not None and await self._notifier.replace(response_url, message):
+            return
+        await self._notifier.tell(
+            user_id=user_id, channel_id=channel_id, response_url=None, message=message
+        )
+
+
+class ConfirmationNeeded(Exception):
+    def __init__(
+        self, call: CheckedCall, reasons: frozenset[Reason], seconds_ago: float | None
+    ) -> None:
+        super().__init__(", ".join(sorted(reasons)))
+        self.call = call
+        self.reasons = reasons
+        self.seconds_ago = seconds_ago
+
+
+# Outcomes after which the call certainly did not ring: its rate-limit slot is given back.
+NOT_DIALLED = frozenset({Outcome.FAILED, Outcome.UNTOLD})
+
+_UNUSABLE_CONFIRMATION = {
+    TakeStatus.GONE: "This question was already answered or cancelled; nothing more was dialled. "
+                     "Use /call to call again.",
+    TakeStatus.EXPIRED: "This question expired, so nothing was dialled. Use /call to call again.",
+    TakeStatus.NOT_YOURS: "Only the person who asked for this call can confirm it.",
+}
 
 
 _MS_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")

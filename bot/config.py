@@ -17,10 +17,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    AfterValidator,
     SecretStr,
     ValidationError,
     ValidationInfo,
@@ -29,8 +29,16 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.limits import REPEAT_WINDOW_SECONDS, Rate, parse_duration, parse_rate
 from bot.oncall import DEFAULT_HANDOFF, DEFAULT_START, HandoffRule, Rotation, parse_handoff
-from bot.phone import DEFAULT_ALLOWED_TYPES, DialPolicy, NumberRejected, check_dialable, to_e164
+from bot.phone import (
+    DEFAULT_ALLOWED_TYPES,
+    NUMBER_TYPE_NAMES,
+    DialPolicy,
+    NumberRejected,
+    check_dialable,
+    to_e164,
+)
 from bot.store import DatabaseUrlError, sqlite_path
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -317,6 +325,104 @@ class OnCallPolicy(_Strict):
         return Rotation(self.rotation, self.handoff_rule, self.zone, self.start)
 
 
+# `[policy]` defaults: safe for a bot that dials numbers typed into Slack.
+DEFAULT_BLOCKED_PREFIXES = ("+1900", "+1976")  # US premium-rate and pay-per-call ranges
+DEFAULT_PER_USER = "5/10m"
+DEFAULT_PER_NUMBER = "3/10m"
+DEFAULT_PER_DAY = 200
+_E164_PREFIX = r"^\+[0-9]{1,15}$"
+
+
+class DialingRules(_Strict):
+    """The `[policy]` section: which numbers may be dialled, which ask first, and how often.
+
+    `confirm_outside` left out means "default_region only": calls to the other allowed regions ask
+    "are you sure?" first.
+    """
+
+    allowed_types: tuple[str, ...] = tuple(sorted(DEFAULT_ALLOWED_TYPES))
+    blocked_prefixes: tuple[str, ...] = DEFAULT_BLOCKED_PREFIXES
+    confirm_outside: tuple[str, ...] | None = None
+    per_user: Rate = Field(default_factory=lambda: parse_rate(DEFAULT_PER_USER))
+    per_number: Rate = Field(default_factory=lambda: parse_rate(DEFAULT_PER_NUMBER))
+    per_day: int = Field(default=DEFAULT_PER_DAY, ge=1, le=1_000_000)
+    # The same requester, number and flow again within this asks "call again?"; "0s" never asks.
+    repeat_window: float = Field(default=REPEAT_WINDOW_SECONDS)
+
+    @field_validator("repeat_window", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            raise ValueError("must be a string like \"60s\" or \"2m\" (\"0s\": never ask)")
+        return parse_duration(value)
+
+    @field_validator("allowed_types", mode="before")
+    @classmethod
+    def _types(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            return value
+        known = set(NUMBER_TYPE_NAMES.values())
+        names = tuple(dict.fromkeys(str(v).upper() for v in value))
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown number types: {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+            )
+        if not names:
+            raise ValueError(
+                "is empty: no call could be placed; list at least MOBILE or FIXED_LINE"
+            )
+        return names
+
+    @field_validator("blocked_prefixes", mode="before")
+    @classmethod
+    def _prefixes(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            return value
+        bad = [str(v) for v in value if not re.fullmatch(_E164_PREFIX, str(v))]
+        if bad:
+            raise ValueError(
+                f"not E.164 prefixes: {', '.join(repr(b) for b in bad)} (write a + and digits, "
+                "like \"+1900\")"
+            )
+        return tuple(dict.fromkeys(str(v) for v in value))
+
+    @field_validator("confirm_outside", mode="before")
+    @classmethod
+    def _confirm_regions(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            return value
+        upper = tuple(dict.fromkeys(str(v).upper() for v in value))
+        unknown = [v for v in upper if v not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"not region codes: {', '.join(unknown)} (use codes like \"US\")")
+        return upper
+
+    @field_validator("per_day", mode="before")
+    @classmethod
+    def _whole(cls, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be a whole number of calls, like 200")
+        return value
+
+    @field_validator("per_user", "per_number", mode="before")
+    @classmethod
+    def _rate(cls, value: Any) -> Any:
+        if isinstance(value, Rate):
+            return value
+        if not isinstance(value, str):
+            raise ValueError(
+                "must be a string like \"5/10m\" (calls per window; units s, m, h, d)"
+            )
+        return parse_rate(value)
+
+
 class Policy(_Strict):
     """The TOML policy file (`CALLBOT_CONFIG`): who may call, where, and with which flows."""
 
@@ -328,6 +434,8 @@ class Policy(_Strict):
     # Phone numbers by Slack user ID, for the on-call rotation (else the Slack profile's phone).
     people: dict[SlackUserId, PersonNumber] = Field(default_factory=dict)
     oncall: OnCallPolicy | None = None
+    # The `[policy]` section; `Policy.policy` would read oddly in code.
+    rules: DialingRules = Field(default_factory=DialingRules, alias="policy")
 
     @field_validator("default_region")
     @classmethod
@@ -393,8 +501,16 @@ class Policy(_Strict):
         return DialPolicy(
             default_region=self.default_region,
             allowed_regions=frozenset(self.allowed_regions),
-            allowed_types=DEFAULT_ALLOWED_TYPES,
+            allowed_types=frozenset(self.rules.allowed_types),
+            blocked_prefixes=self.rules.blocked_prefixes,
         )
+
+    @property
+    def confirm_outside(self) -> frozenset[str]:
+        """Regions dialled without asking; other allowed regions ask "are you sure?" first."""
+        if self.rules.confirm_outside is None:
+            return frozenset({self.default_region})
+        return frozenset(self.rules.confirm_outside)
 
     def members(self) -> dict[str, frozenset[str]]:
         return {role: frozenset(ids) for role, ids in self.roles.items()}

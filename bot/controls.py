@@ -21,9 +21,10 @@ from bot import views
 from bot.access import AccessControl
 from bot.audit import AuditLog, EventKind, reason_of
 from bot.call_views import can_call_again, can_hang_up
-from bot.callstore import CallStore, TrackedCall
 from bot.calls import CallRequest, CallService, Outcome
+from bot.callstore import CallStore, TrackedCall
 from bot.config import KNOWN_ROLES
+from bot.confirmations import Reason
 from bot.errors import CallbotError, describe
 from bot.evovoice import EvoVoiceClient, EvoVoiceError, NotFound
 from bot.follow import CallFollower
@@ -154,6 +155,8 @@ class CallControls:
             claim_after_check=True,
             origin="call_again",
             repeat_of=call.attempt_id,
+            # The button's own confirm dialog already asked "call again?"; don't ask twice.
+            confirmed=frozenset({Reason.REPEAT, Reason.REGION}),
         )
         result = await self._calls.handle(request)
         if result.outcome == Outcome.DUPLICATE:

@@ -49,8 +49,8 @@ from bot import escalation_views as views
 from bot import views as common_views
 from bot.access import AccessControl
 from bot.audit import AuditLog, EventKind
-from bot.callstore import CallState, CallStore, TrackedCall
 from bot.calls import CallRequest, CallService, CheckedCall, Outcome
+from bot.callstore import CallState, CallStore, TrackedCall
 from bot.config import KNOWN_ROLES
 from bot.controls import ButtonClick, ButtonExpired
 from bot.errors import CallbotError, RoleDenied, describe

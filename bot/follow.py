@@ -30,8 +30,8 @@ from enum import Enum
 
 from bot import call_views
 from bot.audit import AuditLog, EventKind
-from bot.callstore import CallState, CallStore, Placement, TrackedCall
 from bot.calls import AMBIGUOUS_LOOKUP_SLACK, CallResult, CheckedCall, Outcome, parse_timestamp
+from bot.callstore import CallState, CallStore, Placement, TrackedCall
 from bot.errors import describe
 from bot.evovoice import EvoVoiceClient, EvoVoiceError, NotFound, RateLimited, Session
 from bot.notify import Notifier, Thread

@@ -24,8 +24,9 @@ from typing import Literal, TextIO
 _UNSAFE = re.compile(r"[\r\n\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 # Libraries that log request URLs or bodies at INFO/DEBUG: bodies and `to=` queries hold phone
-# numbers and response_urls, so these stay at WARNING whatever LOG_LEVEL says.
-_QUIET = ("httpx", "httpcore", "slack_sdk", "slack_bolt", "aiohttp.access", "asyncio")
+# numbers and response_urls, so these stay at WARNING whatever LOG_LEVEL says. aiosqlite logs
+# every statement with its parameters (pending calls hold their number until confirmed).
+_QUIET = ("httpx", "httpcore", "slack_sdk", "slack_bolt", "aiohttp.access", "asyncio", "aiosqlite")
 
 LogFormat = Literal["text", "json"]
 
@@ -72,6 +73,21 @@ def _request_id_of(record: logging.LogRecord) -> str | None:
     return rid if isinstance(rid, str) else current_request_id()
 
 
+class QuietThirdParty(logging.Filter):
+    """Drops the quiet libraries' records below WARNING whatever their loggers' levels say.
+
+    Setting the level of `slack_bolt` is not enough: Bolt gives each of its loggers the root's
+    level when it creates them, so at LOG_LEVEL=DEBUG its Socket Mode client logged every
+    envelope: phone numbers and live response_urls.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.WARNING:
+            return True
+        return not any(record.name == name or record.name.startswith(name + ".")
+                       for name in _QUIET)
+
+
 class OneLineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         rid = _request_id_of(record)
@@ -114,6 +130,7 @@ class JsonFormatter(logging.Formatter):
 def make_handler(log_format: LogFormat = "text", stream: TextIO | None = None) -> logging.Handler:
     handler: logging.StreamHandler[TextIO] = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(QuietThirdParty())
     handler.setFormatter(JsonFormatter() if log_format == "json" else OneLineFormatter(TEXT_FORMAT))
     return handler
 

@@ -159,14 +159,20 @@ class Notifier:
             logger.error("could not tell user %s anything (%s)", user_id, _error_code(exc))
             return False
 
-    async def _respond(self, url: str, message: Message, *, in_channel: bool) -> bool:
+    async def replace(self, response_url: str, message: Message) -> bool:
+        """Replace the message an interaction came from (e.g. a question and its buttons)."""
+        return await self._respond(response_url, message, in_channel=False, replace_original=True)
+
+    async def _respond(
+        self, url: str, message: Message, *, in_channel: bool, replace_original: bool = False
+    ) -> bool:
         webhook = AsyncWebhookClient(url, timeout=10)
         try:
             response = await webhook.send(
                 text=message.text,
                 blocks=message.blocks or None,
                 response_type="in_channel" if in_channel else "ephemeral",
-                replace_original=False,
+                replace_original=replace_original,
             )
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             logger.warning("response_url post failed (%s)", type(exc).__name__)

@@ -32,7 +32,11 @@ from bot.server import (
     slack_routes,
 )
 from bot.services import Services, build_services
-from bot.socket_mode import ObservedSocketModeHandler
+from bot.socket_mode import (
+    WATCHDOG_INTERVAL_SECONDS,
+    ObservedSocketModeHandler,
+    SocketWatchdog,
+)
 from bot.store import Database
 
 logger = logging.getLogger(__name__)
@@ -43,12 +47,22 @@ SHUTDOWN_GRACE_SECONDS = 20.0
 # overflows the queue: the kernel drops connection attempts, and the sender retries only after a
 # second (benchmark, 1,000 at once: a fifth of them, acked after more than 1 s).
 HTTP_BACKLOG = 1024
+# How long it then waits for Socket Mode acks still being sent.
+ACK_GRACE_SECONDS = 3.0
 
 
 class Runtime:
-    def __init__(self, settings: Settings, policy: Policy) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        policy: Policy,
+        *,
+        watchdog_interval: float = WATCHDOG_INTERVAL_SECONDS,
+    ) -> None:
         self.settings = settings
         self.policy = policy
+        self.watchdog_interval = watchdog_interval
+        self.watchdog: SocketWatchdog | None = None
         self.ready = False
         self.services: Services | None = None
         self.app: AsyncApp | None = None
@@ -98,6 +112,8 @@ class Runtime:
                     self.app, settings.slack_app_token.get_secret_value(), self.metrics
                 )
                 await self._socket.connect_async()  # type: ignore[no-untyped-call]
+                self.watchdog = SocketWatchdog(self._socket.client, interval=self.watchdog_interval)
+                self.watchdog.start()
             # Calls followed when the bot last stopped are followed again.
             await self.services.follower.resume()
             # So are the escalation chains that were running: each goes on from its step.
@@ -122,9 +138,20 @@ class Runtime:
         self.port = int(ipv4[0][1]) if ipv4 else self.settings.port
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Stop taking work, let in-flight calls finish their bookkeeping, close connections."""
+        """Stop taking work, let in-flight calls finish their bookkeeping, close connections.
+
+        Slack is still answered while calls finish: new requests hear "restarting, nothing was
+        dialled" (the listeners check `tasks.closed`) rather than meeting a closed door, and
+        /healthz says 503 so a load balancer stops sending them.
+        """
         self.ready = False
+        if self.watchdog is not None:
+            await self.watchdog.stop()
+            self.watchdog = None
+        if self.services is not None:
+            await self.services.tasks.drain(grace)
         if self._socket is not None:
+            await self._socket.wait_acks(ACK_GRACE_SECONDS)
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
         if self._runner is not None:
@@ -132,7 +159,6 @@ class Runtime:
             await self._runner.cleanup()
             self._runner = None
         if self.services is not None:
-            await self.services.tasks.drain(grace)
             # Chains pause between steps (never mid-dial); the next start resumes them.
             await self.services.escalations.stop(grace)
             # After the drain: calls placed during it have started to be followed. The rows stay,

@@ -14,18 +14,20 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import AccessControl, UserGroups
 from bot.audit import AuditLog
-from bot.callstore import CallStore
 from bot.calls import CallService
+from bot.callstore import CallStore
 from bot.catalog import Catalog
 from bot.config import KNOWN_ROLES, ConfigError, Policy, Settings
-from bot.errors import CallbotError
+from bot.confirmations import Confirmations
 from bot.controls import CallControls
+from bot.errors import CallbotError
 from bot.escalation import EscalationService
 from bot.escalation_store import EscalationStore
 from bot.evovoice import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable
 from bot.follow import CallFollower, FollowTiming
 from bot.history import HistoryService
 from bot.idempotency import Claims
+from bot.limits import CallLimits
 from bot.metrics import Metrics
 from bot.notify import Notifier
 from bot.phone import mask
@@ -163,6 +165,16 @@ async def build_services(
         audit=audit,
         follower=follower,
         on_result=metrics.call_finished,
+        limits=CallLimits(
+            db,
+            per_user=policy.rules.per_user,
+            per_number=policy.rules.per_number,
+            per_day=policy.rules.per_day,
+            repeat_window=policy.rules.repeat_window,
+        ),
+        confirmations=Confirmations(db),
+        confirm_outside=policy.confirm_outside,
+        on_limit=metrics.rate_limit_refused,
     )
     controls = CallControls(
         store=follower.store,

@@ -130,6 +130,37 @@ MIGRATIONS: list[Migration] = [
         """,
     ),
     Migration(
+        3,
+        "rate limits and pending confirmations",
+        # Numbers are kept as an HMAC under a random key made here (see bot/limits.py), never in
+        # clear; pending confirmations hold the request until it is confirmed, cancelled or expires.
+        """
+        CREATE TABLE hash_keys (
+            name TEXT PRIMARY KEY,
+            key TEXT NOT NULL
+        );
+        INSERT INTO hash_keys (name, key) VALUES ('phone_number', lower(hex(randomblob(32))));
+        CREATE TABLE rate_events (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            user_key TEXT NOT NULL,
+            number_key TEXT NOT NULL,
+            flow_id TEXT NOT NULL
+        );
+        CREATE INDEX rate_events_by_time ON rate_events (at);
+        CREATE INDEX rate_events_by_user ON rate_events (user_key, at);
+        CREATE INDEX rate_events_by_number ON rate_events (number_key, at);
+        CREATE TABLE pending_confirmations (
+            id TEXT PRIMARY KEY,
+            created_at REAL NOT NULL,
+            user_id TEXT NOT NULL,
+            reasons TEXT NOT NULL,
+            request TEXT NOT NULL
+        );
+        CREATE INDEX pending_confirmations_by_time ON pending_confirmations (created_at)
+        """,
+    ),
+    Migration(
         4,
         "on-call overrides",
         """

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 import json
-import uuid
 import textwrap
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +54,16 @@ POLICY = textwrap.dedent(
 
     [flows]
     page = "flow-page"
+
+    [policy]                 # generous, so tests that call often don't meet the default limits
+    per_user = "1000/10m"
+    per_number = "1000/10m"
+    per_day = 100000
     """
 )
+# For tests of something else that dial one number twice in a row: without the "you called this
+# number 20 s ago — call again?" question.
+POLICY_NO_REPEAT_QUESTION = POLICY + 'repeat_window = "0s"\n'
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.store import Database
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
 from tests.follow_helpers import (
     FAST,
     FULL,
@@ -38,7 +38,7 @@ async def all_audit_text(bot: BotUnderTest) -> str:
 
 
 async def test_every_kind_of_attempt_is_recorded(bot_factory: BotFactory) -> None:
-    bot = await bot_factory("http")
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION)
     evo, slack = bot.evo, bot.slack
 
     await bot.command(f"{FULL} escalation")  # placed

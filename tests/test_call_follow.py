@@ -9,7 +9,7 @@ import pytest
 
 from bot.call_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.callstore import CallState
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
 from tests.follow_helpers import (
     CHANNEL,
     FAST,
@@ -363,7 +363,9 @@ async def wait_until_ended(bot: BotUnderTest, timeout: float = 10.0) -> None:
 async def test_an_unconfirmed_call_never_takes_another_calls_session(
     bot_factory: BotFactory,
 ) -> None:
-    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": "0.3"})
+    bot = await bot_factory(
+        "http", policy=POLICY_NO_REPEAT_QUESTION, **{**FAST, "CALL_FIND_SECONDS": "0.3"}
+    )
     await bot.command(f"{FULL} escalation")
     await status_message(bot)
     bot.evo.queue_outgoing(ErrorStatus(500))  # nothing placed this time

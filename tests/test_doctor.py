@@ -272,7 +272,9 @@ async def test_unknown_account_id(
 async def test_each_flow_alias_is_its_own_line(
     slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
 ) -> None:
-    policy_path.write_text(POLICY + 'wake = "flow-wake"\ngone = "flow-gone"\n')
+    policy_path.write_text(
+        POLICY.replace('page = "flow-page"\n', 'page = "flow-page"\nwake = "flow-wake"\ngone = "flow-gone"\n')
+    )
     findings = await check(slack, evo, policy_path)
     subjects = by_subject(findings)
     assert subjects["Flow alias page"].status is Status.PASS

@@ -408,6 +408,29 @@ async def test_refused_connection_is_unreachable_after_all_attempts(
     assert standin.requests == []
 
 
+async def test_refused_connection_recovers_within_the_back_off(make_client: MakeClient) -> None:
+    """Refused twice (Evo Voice restarting), then up: one call placed, after two waits."""
+    port = closed_port()
+    server = EvoVoiceStandIn(username=USERNAME, password=PASSWORD)
+    server.flows.append({"id": "flow-esc", "name": "Escalation", "accountId": ACCOUNT})
+    delays: list[float] = []
+
+    async def restart_during_second_wait(seconds: float) -> None:
+        delays.append(seconds)
+        if len(delays) == 2:
+            await server.start(port)
+
+    client = make_client(base_url=f"http://127.0.0.1:{port}", sleep=restart_during_second_wait,
+                         connect_retries=3, retry_backoff=0.5)
+    try:
+        placed = await client.create_outgoing_session("flow-esc", CUSTOMER)
+    finally:
+        await server.stop()
+    assert delays == [0.5, 1.0]
+    assert len(server.outgoing_posts) == 1
+    assert placed.session_id in server.sessions
+
+
 # ------------------------------------------------------------------------------ reading sessions
 
 

@@ -14,7 +14,7 @@ from bot.catalog import rank_flows
 from bot.evovoice import Flow
 from bot.forms import FormField, FormMetadata, FormMetadataInvalid
 from bot.listeners import form as form_listener
-from tests.conftest import Ack, BotFactory, BotUnderTest
+from tests.conftest import POLICY_NO_REPEAT_QUESTION, Ack, BotFactory, BotUnderTest
 from tests.standins.slack import (
     ApiCall,
     View,
@@ -362,7 +362,7 @@ async def test_racing_submissions_of_one_view_dial_once(bot: BotUnderTest) -> No
 
 
 async def test_two_forms_are_two_calls(bot_factory: BotFactory) -> None:
-    bot = await bot_factory("http")
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION)
     for _ in range(2):
         view = await open_form(bot)
         await interact(bot, submission(view, state()))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import pytest
 
 from tests.conftest import BotFactory, BotUnderTest
@@ -11,6 +14,7 @@ from tests.standins.evovoice import (
     DropConnection,
     EmptyObject,
     ErrorStatus,
+    Gated,
     MalformedJson,
     NoContent,
     TooManyRequests,
@@ -89,13 +93,22 @@ async def test_lost_login_is_an_operator_problem(bot_factory: BotFactory) -> Non
     assert "EVOVOICE_PASSWORD" in thread_result(bot)
 
 
-async def test_unreachable_voice_api_dials_nothing_and_says_so(bot_factory: BotFactory) -> None:
+async def test_unreachable_voice_api_dials_nothing_and_says_so(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.evovoice")
     bot = await bot_factory("http")
     await bot.evo.stop()  # connections are now refused
     await bot.command(f"{FULL} escalation")
     await bot.settle()
     # The flow list was cached at start-up, so the refusal comes from the POST itself.
-    assert "could not be reached" in thread_result(bot)
+    result = thread_result(bot)
+    assert "could not be reached" in result and "nothing was dialled" in result
+    # Retried with back-off (0.5 s, then 1 s; see test_evovoice), and bounded: three attempts.
+    attempts = [r for r in caplog.records
+                if "POST /sessions/outgoing failed: ConnectError" in r.getMessage()]
+    assert len(attempts) == 3
+    assert bot.evo.outgoing_posts == []
 
 
 async def test_a_slow_call_does_not_hold_up_other_requesters(bot_factory: BotFactory) -> None:
@@ -115,3 +128,62 @@ async def test_a_slow_call_does_not_hold_up_other_requesters(bot_factory: BotFac
     assert placed.params["thread_ts"] == second_parent.response["ts"]
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 2
+    # The slow one (a server taking longer than EVOVOICE_TIMEOUT) was posted once, then reported.
+    [result] = reply_in_thread_of(bot, "U0MANAGER")
+    assert "Outcome unknown" in result and "did not retry" in result
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts].count(FULL) == 1
+
+
+# ---------------------------------------------------------------- each fault, while others call
+
+OTHER = "+18144043094"
+
+
+def reply_in_thread_of(bot: BotUnderTest, user_id: str) -> list[str]:
+    """Results posted under the parent message of `user_id`'s call."""
+    calls = bot.slack.calls_to("chat.postMessage")
+    parents = [c for c in calls if "thread_ts" not in c.params and f"<@{user_id}>" in
+               str(c.params.get("text")) and c.ok]
+    if not parents:
+        return []
+    ts = parents[0].response["ts"]
+    return [str(c.params["text"]) for c in calls if c.params.get("thread_ts") == ts and c.ok]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "expected"),
+    [
+        (ErrorStatus(500), ("Outcome unknown", "did not retry")),
+        (ErrorStatus(503, "Service unavailable"), ("Outcome unknown", "did not retry")),
+        (DropConnection(), ("Outcome unknown", "Check the call log")),
+        (TooManyRequests(retry_after="7"), ("rate-limiting", "7 s", "nothing was dialled")),
+        (MalformedJson(), ("Call placed", "no session id")),
+        (ErrorStatus(400, "Flow is disabled"), ("Flow is disabled", "Nothing was dialled")),
+    ],
+    ids=["500", "503", "dropped", "429", "malformed-json", "400"],
+)
+async def test_each_fault_tells_the_requester_posts_once_and_others_are_served(
+    bot_factory: BotFactory, behaviour: Behaviour, expected: tuple[str, ...]
+) -> None:
+    # A long read timeout: the gate, not the clock, decides when the faulty answer comes.
+    bot = await bot_factory("http", EVOVOICE_TIMEOUT="30")
+    gate = asyncio.Event()
+    bot.evo.queue_outgoing(Gated(gate, behaviour))
+    await bot.command(f"{FULL} escalation", user_id="U0MANAGER")
+    await bot.evo.wait_for_posts(1)
+
+    # While the first call waits for its answer, someone else calls and is confirmed.
+    await bot.command(f"{OTHER} escalation", user_id="U0ADMIN")
+    await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: "Call placed" in str(c.params.get("text"))
+    )
+    assert reply_in_thread_of(bot, "U0MANAGER") == []
+
+    gate.set()
+    await bot.settle()
+    [result] = reply_in_thread_of(bot, "U0MANAGER")
+    for words in expected:
+        assert words in result, result
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts].count(FULL) == 1
+    assert len(bot.evo.outgoing_posts) == 2
+

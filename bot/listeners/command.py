@@ -11,9 +11,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import forms, views
 from bot.calls import CallRequest
 from bot.command import CallArgs, CommandRejected, FormArgs, HelpArgs, SubcommandArgs, parse_command
+from bot.history import HistoryRequest
 from bot.listeners.form import open_call_form
 from bot.listeners.oncall import on_oncall_subcommand
-from bot.history import HistoryRequest
 from bot.metrics import CommandOutcome
 from bot.services import Services
 

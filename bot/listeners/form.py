@@ -227,7 +227,7 @@ async def on_form_submitted(
         await ack()
         return
     try:
-        services.tasks.spawn(services.calls.place(checked), name=f"form call by {user_id}")
+        services.tasks.spawn(services.calls.proceed(checked), name=f"form call by {user_id}")
     except RuntimeError:  # shutdown began after the check above; this view is spent
         await refuse({forms.GENERAL_ERROR_FIELD: SPENT_BY_RESTART})
         return

@@ -26,6 +26,7 @@ behaviour              answer                                                   
 ``ErrorStatus(s, m)``  status ``s`` with a ServiceStack error body (message m)    no
 ``TooManyRequests()``  429 with a ``Retry-After`` header                          no
 ``Delayed(n, then)``   waits ``n`` seconds, then does ``then`` (default Respond)  as ``then``
+``Gated(gate, then)``  waits until the test sets ``gate`` (an asyncio.Event)       as ``then``
 =====================  =========================================================  ============
 
 \\* the route's side effect: POST /sessions/outgoing creates a session (so ``GET /sessions?to=``
@@ -63,6 +64,7 @@ __all__ = [
     "EmptyObject",
     "ErrorStatus",
     "EvoVoiceStandIn",
+    "Gated",
     "MalformedJson",
     "NoContent",
     "Recorded",
@@ -148,6 +150,17 @@ class Delayed:
     then: Behaviour = field(default_factory=Respond)
 
 
+@dataclass(frozen=True)
+class Gated:
+    """Wait until the test sets ``gate`` (or ``stop()``), then behave as ``then``.
+
+    Holds a request open for exactly as long as a test needs, with no timing guess.
+    """
+
+    gate: asyncio.Event
+    then: Behaviour = field(default_factory=Respond)
+
+
 Behaviour = (
     Respond
     | EmptyObject
@@ -157,6 +170,7 @@ Behaviour = (
     | ErrorStatus
     | TooManyRequests
     | Delayed
+    | Gated
 )
 
 
@@ -228,8 +242,8 @@ class EvoVoiceStandIn:
 
     # ------------------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Bind 127.0.0.1 on a free port and set ``url``."""
+    async def start(self, port: int = 0) -> None:
+        """Bind 127.0.0.1 on ``port`` (0: a free one) and set ``url``."""
         app = web.Application(middlewares=[self._record_and_authenticate])
         app.router.add_get("/auth/status", self._auth_status)
         app.router.add_get("/flows", self._list_flows)
@@ -243,7 +257,7 @@ class EvoVoiceStandIn:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         # A burst of calls opens many connections at once (the benchmark); don't drop their SYNs.
-        site = web.TCPSite(self._runner, "127.0.0.1", 0, backlog=1024)
+        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
@@ -373,9 +387,16 @@ class EvoVoiceStandIn:
             if queue
             else self.default_behaviours.get((request.method, request.path), Respond())
         )
-        while isinstance(behaviour, Delayed):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), behaviour.seconds)
+        while isinstance(behaviour, (Delayed, Gated)):
+            if isinstance(behaviour, Gated):
+                stopping = asyncio.ensure_future(self._stopping.wait())
+                opened = asyncio.ensure_future(behaviour.gate.wait())
+                await asyncio.wait({stopping, opened}, return_when=asyncio.FIRST_COMPLETED)
+                stopping.cancel()
+                opened.cancel()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), behaviour.seconds)
             behaviour = behaviour.then
         if isinstance(behaviour, ErrorStatus):
             return _error(

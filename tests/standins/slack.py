@@ -231,6 +231,7 @@ class _Conn:
     request: web.Request
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     open: bool = True
+    silent: bool = False
 
 
 HandlerResult = Union[JSONDict, ApiReply, None]
@@ -367,7 +368,7 @@ class SlackStandIn:
         if self._runner is None:
             return
         self._stopping = True
-        conns = [c for c in self._conns if c.open]
+        conns = [c for c in self._conns if c.open or c.silent]
         for c in conns:
             c.open = False
         await asyncio.gather(*(self._close_ws(c) for c in conns), return_exceptions=True)
@@ -1121,7 +1122,8 @@ class SlackStandIn:
     async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
         if self._stopping:
             return web.Response(status=503, text="stopping")
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+        # Pings are answered by hand, so that silence_socket() can stop answering them.
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=0)
         await ws.prepare(request)
         self.socket_connections += 1
         conn = _Conn(number=self.socket_connections, ws=ws, request=request)
@@ -1142,8 +1144,13 @@ class SlackStandIn:
             self._notify()
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
-                    self._on_client_text(msg.data)
-                elif msg.type == WSMsgType.ERROR:
+                    if not conn.silent:
+                        self._on_client_text(msg.data)
+                elif msg.type == WSMsgType.PING:
+                    if not conn.silent:
+                        async with conn.send_lock:
+                            await ws.pong(msg.data)
+                elif msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.ERROR):
                     break
         finally:
             conn.open = False
@@ -1289,6 +1296,17 @@ class SlackStandIn:
                     transport.abort()
         else:
             await asyncio.gather(*(self._close_ws(c) for c in conns))
+
+    def silence_socket(self) -> None:
+        """Make every open connection go silent without closing it: pings go unanswered, the
+        client's messages are ignored and no envelope is sent on it again, like a connection
+        that died somewhere in the network (python-slack-sdk#1701). Only a client that notices
+        and opens a new connection is reachable again."""
+        for conn in self._conns:
+            if conn.open:
+                conn.open = False
+                conn.silent = True
+        self._notify()
 
     async def send_disconnect_message(self, reason: str = "refresh_requested") -> None:
         """Send Slack's ``{"type": "disconnect", "reason": …}`` message (as before a connection

@@ -1,0 +1,55 @@
+"""The one error handler: a listener that fails is logged with a reference, before or after its ack."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import pytest
+from slack_bolt.async_app import AsyncAck
+from slack_bolt.response import BoltResponse
+
+from bot.app import on_error
+from tests.conftest import BotUnderTest
+from tests.standins.slack import block_actions_payload, interactive_body
+
+
+async def test_before_the_ack_the_requester_gets_a_reference() -> None:
+    answer = await on_error(RuntimeError("boom"), {}, BoltResponse(status=200, body=""))
+    assert answer is not None and "reference" in str(answer.body)
+
+
+async def test_after_the_ack_nothing_is_returned() -> None:
+    # Bolt asserts if an error handler returns a response when there is none to change.
+    assert await on_error(RuntimeError("boom"), {}, None) is None
+
+
+async def test_a_listener_failing_after_its_ack_is_logged_not_lost(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR)
+    assert bot.runtime.app is not None
+    failed = asyncio.Event()
+
+    async def failing(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        # Bolt polls for the ack every 10 ms; failing at once would also lose the ack itself.
+        await asyncio.sleep(0.1)
+        failed.set()
+        raise RuntimeError("listener bug")
+
+    bot.runtime.app.action("test_failing_action")(failing)
+    payload = block_actions_payload(action_id="test_failing_action", value="x")
+    if bot.mode == "socket":
+        await bot.slack.send_envelope("interactive", payload)
+    else:
+        assert (await bot.post_signed(interactive_body(payload))).status == 200
+    await asyncio.wait_for(failed.wait(), 5)
+    for _ in range(200):
+        if "unhandled error in a listener, reference" in caplog.text:
+            break
+        await asyncio.sleep(0.01)
+    assert "unhandled error in a listener, reference" in caplog.text
+    await asyncio.sleep(0.05)
+    assert "response must be provided" not in caplog.text

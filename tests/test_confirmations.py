@@ -1,0 +1,230 @@
+""""Are you sure?" end to end: numbers outside the home region, and the same call within a minute.
+
+The question is ephemeral, with a "Call" button whose value is only a random id; a click is a new
+request (role and policy checked again) that dials at most once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from bot.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
+from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
+from tests.standins.slack import block_actions_payload, interactive_body
+from tests.test_policy_rules import policy_with
+
+US = "+18144043093"
+CANADA = "+14165550123"
+CANADA_MASKED = "+1 416 ••• 0123"
+
+
+def button(message: dict[str, Any], action_id: str) -> dict[str, Any]:
+    for block in message.get("blocks") or []:
+        for element in block.get("elements") or []:
+            if element.get("action_id") == action_id:
+                return dict(element)
+    raise AssertionError(f"no {action_id} button in {message}")
+
+
+async def click(
+    bot: BotUnderTest, question: dict[str, Any], action_id: str = CONFIRM_CALL_ACTION, *,
+    user_id: str = "U0MANAGER", value: str | None = None,
+) -> tuple[Ack, str]:
+    """Click a button of `question` as Slack sends it; return the ack and the click's response_url."""
+    url = bot.slack.response_url()
+    payload = block_actions_payload(
+        action_id=action_id, block_id="call_confirmation",
+        value=value if value is not None else button(question, action_id)["value"],
+        user_id=user_id, response_url=url, channel_id="C0OPS",
+    )
+    if bot.mode == "socket":
+        envelope = await bot.slack.send_envelope("interactive", payload)
+        return Ack(200, envelope.get("payload") or {}), url
+    return await bot.post_signed(interactive_body(payload)), url
+
+
+async def ask(bot: BotUnderTest, text: str, user_id: str = "U0MANAGER") -> dict[str, Any]:
+    """Send `/call text` and return the question it gets back."""
+    _, url = await bot.command(text, user_id=user_id)
+    [question] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert button(question, CONFIRM_CALL_ACTION), question
+    return question
+
+
+def results(bot: BotUnderTest) -> list[str]:
+    return [str(c.params["text"]) for c in bot.slack.calls_to("chat.postMessage")
+            if c.params.get("thread_ts")]
+
+
+async def test_number_outside_the_home_region_asks_before_dialling(bot: BotUnderTest) -> None:
+    question = await ask(bot, f"{CANADA} escalation")
+    assert question["response_type"] == "ephemeral"
+    assert "Canada (CA)" in question["text"] and CANADA_MASKED in question["text"]
+    assert "Escalation" in question["text"] and "Nothing has been dialled" in question["text"]
+    assert bot.evo.outgoing_posts == []
+    assert bot.slack.calls_to("chat.postMessage") == []
+    # The button carries an opaque id, not the number.
+    value = button(question, CONFIRM_CALL_ACTION)["value"]
+    assert "4165550123" not in value and "0123" not in value
+
+    ack, url = await click(bot, question)
+    assert ack.status == 200
+    await bot.settle()
+    [post] = bot.evo.outgoing_posts
+    assert post.json["numberToDial"] == CANADA
+    assert "Call placed" in results(bot)[0]
+    # The question was replaced, so its buttons are gone.
+    [answered] = bot.slack.responses_to(url)
+    assert answered["replace_original"] is True and "Confirmed" in answered["text"]
+    assert "blocks" not in answered or all(b["type"] != "actions" for b in answered["blocks"])
+
+
+async def test_home_region_numbers_are_dialled_without_asking(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    await bot.command(f"{US} escalation")
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_confirm_outside_lists_the_regions_dialled_without_asking(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", policy=policy_with(confirm_outside=["US", "CA"]))
+    await bot.command(f"{CANADA} escalation")
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_same_call_within_a_minute_asks_call_again(bot: BotUnderTest) -> None:
+    await bot.command(f"{US} escalation")
+    await bot.settle()
+    question = await ask(bot, "(814) 404-3093 Escalation")  # the same number, written differently
+    assert "You called this number" in question["text"] and "ago — call again?" in question["text"]
+    assert len(bot.evo.outgoing_posts) == 1
+
+    await click(bot, question)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2
+
+
+async def test_another_flow_or_another_person_is_not_a_repeat(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    await bot.command(f"{US} escalation")
+    await bot.settle()
+    await bot.command(f"{US} wake-up-call")
+    await bot.command(f"{US} escalation", user_id="U0ADMIN")
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 3
+
+
+async def test_a_repeat_to_a_faraway_number_is_one_question(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    await click(bot, await ask(bot, f"{CANADA} escalation"))
+    await bot.settle()
+    question = await ask(bot, f"{CANADA} escalation")
+    assert "You called this number" in question["text"] and "Canada" in question["text"]
+    await click(bot, question)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2
+
+
+async def test_double_clicks_and_redelivered_clicks_dial_once(bot: BotUnderTest) -> None:
+    question = await ask(bot, f"{CANADA} escalation")
+    value = button(question, CONFIRM_CALL_ACTION)["value"]
+    clicks = [click(bot, question, value=value) for _ in range(4)]
+    acks = await asyncio.gather(*clicks)
+    assert all(ack.status == 200 for ack, _ in acks)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_cancel_dials_nothing_and_the_question_cannot_be_used_after(
+    bot: BotUnderTest,
+) -> None:
+    question = await ask(bot, f"{CANADA} escalation")
+    _, url = await click(bot, question, CANCEL_CALL_ACTION)
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "Cancelled" in answer["text"] and answer["replace_original"] is True
+    _, url = await click(bot, question)
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert "already answered or cancelled" in answer["text"]
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_only_the_requester_can_confirm(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    question = await ask(bot, f"{CANADA} escalation")
+    _, url = await click(bot, question, user_id="U0ADMIN")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert "Only the person who asked" in answer["text"]
+    assert bot.evo.outgoing_posts == []
+    await click(bot, question)  # the requester still can
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_a_click_checks_the_role_again(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    question = await ask(bot, f"{CANADA} escalation", user_id="U0LEAD1")
+    # U0LEAD1 leaves the user group that granted the role before clicking.
+    bot.slack.usergroups["S0LEADS"] = ["U0LEAD2"]
+    bot.runtime.services.access._groups._cache.invalidate()  # type: ignore[union-attr]
+    _, url = await click(bot, question, user_id="U0LEAD1")
+    answers = await bot.slack.wait_for_response(url, n=2)
+    await bot.settle()
+    assert "not allowed to place calls" in answers[1]["text"]
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_a_click_checks_the_number_policy_again(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    question = await ask(bot, f"{CANADA} escalation")
+    await bot.runtime.stop()
+    # The operator removes Canada from the allowed regions and restarts the bot.
+    bot = await bot_factory("http", policy=POLICY.replace('["US", "CA"]', '["US"]'))
+    _, url = await click(bot, question)
+    answers = await bot.slack.wait_for_response(url, n=2)
+    await bot.settle()
+    assert "calls may only go to US" in answers[1]["text"]
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_an_expired_question_dials_nothing(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    question = await ask(bot, f"{CANADA} escalation")
+    db = bot.runtime.services.db  # type: ignore[union-attr]
+    await db.execute("UPDATE pending_confirmations SET created_at = created_at - 601")
+    _, url = await click(bot, question)
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert "expired" in answer["text"]
+    assert bot.evo.outgoing_posts == []
+
+
+@pytest.mark.parametrize("value", ["", "x", "../../etc", "a" * 500, "' OR 1=1 --", "\u202e" * 20])
+async def test_forged_button_values_dial_nothing(bot: BotUnderTest, value: str) -> None:
+    await ask(bot, f"{CANADA} escalation")
+    ack, _ = await click(bot, {}, value=value)
+    assert ack.status == 200
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_pending_questions_survive_a_restart(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    question = await ask(bot, f"{CANADA} escalation")
+    await bot.runtime.stop()
+    bot = await bot_factory("http")
+    await click(bot, question)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    db = bot.runtime.services.db  # type: ignore[union-attr]
+    assert await db.fetchall("SELECT id FROM pending_confirmations") == []

@@ -1,0 +1,226 @@
+"""Property-based attacks on the running bot (hypothesis): whatever arrives, no 500, and no call
+unless the request was valid, allowed and confirmed by the rules."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from bot.command import CallArgs, CommandRejected, parse_command
+from bot.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
+from bot.errors import CallbotError
+from bot.phone import NumberRejected, check_dialable, to_e164
+from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
+from tests.standins.slack import block_actions_payload, sign, slash_command_body
+
+# One bot serves every example of a test, as one deployment serves every request.
+FIXTURE_SHARED = settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+HEADER_TEXT = st.text(st.characters(codec="latin-1", exclude_categories=("Cc",)), max_size=40)
+
+
+@pytest.fixture
+async def http_bot(bot_factory: BotFactory) -> BotUnderTest:
+    return await bot_factory("http")
+
+
+@FIXTURE_SHARED
+@given(
+    body=st.one_of(
+        st.binary(max_size=600),
+        st.text(max_size=300).map(str.encode),
+        st.dictionaries(st.text(max_size=12), st.text(max_size=60), max_size=8).map(
+            lambda d: "&".join(f"{k}={v}" for k, v in d.items()).encode()
+        ),
+        st.builds(
+            lambda text, extra: slash_command_body(text=text, response_url="http://127.0.0.1:9/r")
+            + extra,
+            st.text(max_size=60), st.binary(max_size=40),
+        ),
+        st.text(max_size=200).map(lambda t: b"payload=" + t.encode()),
+    ),
+    signed=st.booleans(),
+    timestamp=st.one_of(st.none(), HEADER_TEXT, st.integers(-10**12, 10**13).map(str)),
+    signature=st.one_of(st.none(), HEADER_TEXT),
+    content_type=st.sampled_from([
+        "application/x-www-form-urlencoded", "application/json", "text/plain",
+        "multipart/form-data", "", "application/x-www-form-urlencoded; charset=latin-1",
+    ]),
+)
+async def test_the_http_endpoint_never_answers_500(
+    http_bot: BotUnderTest, body: bytes, signed: bool, timestamp: str | None,
+    signature: str | None, content_type: str,
+) -> None:
+    if signed:
+        headers = sign(body, SIGNING_SECRET)
+    else:
+        headers = {}
+        if timestamp is not None:
+            headers["X-Slack-Request-Timestamp"] = timestamp
+        if signature is not None:
+            headers["X-Slack-Signature"] = signature
+    if content_type:
+        headers["Content-Type"] = content_type
+    async with http_bot.http.post(http_bot.events_url, data=body, headers=headers) as response:
+        await response.read()
+        status = response.status
+    assert status in (200, 400, 401, 404), (status, body[:80], headers)
+    if not signed:
+        assert status == 401
+
+
+# A mix of plain junk and text shaped like a real command, so that valid calls happen too.
+NUMBERS = st.one_of(
+    st.sampled_from(["+18144043093", "(814) 404-3094", "+1 416 555 0123", "+1 900 555 0123",
+                     "+44 20 7946 0018", "+1 809 555 1234", "814404309", "+18144043093x12",
+                     "+1814404309３", "+800 1234 5678", "+1 814 404 3093 #5"]),
+    st.from_regex(r"\+1814404[0-9]{4}", fullmatch=True),
+    st.text(alphabet="0123456789+()-. x#", min_size=1, max_size=20),
+)
+FLOWS = st.one_of(
+    st.sampled_from(["escalation", "Wake Up Call", "wake-up-call", "page", "PAGE", "flow-esc",
+                     "daily check", "nope", "“escalation”"]),
+    st.text(max_size=20),
+)
+CALLER_IDS = st.one_of(st.none(), st.sampled_from(["+18145550100", "+18145550101",
+                                                   "+18145550199", "+1 814 555 0101", "x"]))
+COMMAND_TEXT = st.one_of(
+    st.text(max_size=120),
+    st.builds(lambda n, f, c: " ".join(p for p in (n, f, c) if p), NUMBERS, FLOWS, CALLER_IDS),
+)
+
+
+async def expected_call(bot: BotUnderTest, text: str) -> tuple[str, str, str] | None:
+    """(E.164, flow id, region) if the rules allow dialling `text`, worked out independently of
+    the listener: the parser, the dialling policy, the flow catalogue and the owned numbers."""
+    services = bot.runtime.services
+    assert services is not None
+    try:
+        parsed = parse_command(text)
+    except CommandRejected:
+        return None
+    if not isinstance(parsed, CallArgs):
+        return None
+    try:
+        number = check_dialable(parsed.number_text, services.policy.dial_policy)
+        flow = await services.catalog.resolve_flow(parsed.flow_text)
+        caller_id = services.policy.default_caller_id
+        if parsed.caller_id_text:
+            caller_id = to_e164(parsed.caller_id_text, services.policy.default_region)
+        if caller_id is not None:
+            await services.catalog.check_caller_id(caller_id)
+    except (NumberRejected, CallbotError):
+        return None
+    return number.e164, flow.id, number.region
+
+
+@pytest.fixture
+def already_called() -> set[tuple[str, str]]:
+    """(number, flow) pairs dialled so far by the examples of one test run."""
+    return set()
+
+
+@FIXTURE_SHARED
+@given(text=COMMAND_TEXT)
+@example(text="+18144043093 escalation")  # valid: dialled
+@example(text="(814) 404-3093 Escalation")  # the same call again within a minute: asked
+@example(text="+1 416 555 0123 escalation")  # valid, but abroad: asked
+@example(text="+18144043093 escalation\n+18144043094 escalation")
+async def test_arbitrary_call_texts_never_fail_and_dial_only_valid_requests(
+    bot: BotUnderTest, already_called: set[tuple[str, str]], caplog: pytest.LogCaptureFixture,
+    text: str,
+) -> None:
+    before = len(bot.evo.outgoing_posts)
+    ack, _ = await bot.command(text)
+    assert ack.status == 200
+    assert "Something went wrong" not in ack.text
+    await bot.settle()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    posts = bot.evo.outgoing_posts[before:]
+    expected = await expected_call(bot, text)
+    if expected is None:
+        assert posts == [], f"dialled an invalid request: {text!r}"
+        return
+    e164, flow_id, region = expected
+    if region != "US" or (e164, flow_id) in already_called:
+        # Outside the home region, or the same call within a minute: asked, not dialled.
+        assert posts == [], f"dialled without asking: {text!r}"
+        return
+    [post] = posts
+    assert (post.json["numberToDial"], post.json["flowId"]) == (e164, flow_id)
+    already_called.add((e164, flow_id))
+
+
+def _signed_interactive(payload: Any) -> bytes:
+    import json
+    import urllib.parse
+
+    return urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+
+
+@FIXTURE_SHARED
+@given(
+    payload=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+        lambda children: st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(["type", "user", "id", "actions", "action_id",
+                                           "value", "channel", "response_url", "team",
+                                           "container", "view", "trigger_id"]), children,
+                          max_size=6),
+        max_leaves=20,
+    ),
+    action_type=st.sampled_from(["block_actions", "view_submission", "shortcut", "nonsense"]),
+)
+async def test_arbitrary_interactive_payloads_never_answer_500(
+    http_bot: BotUnderTest, payload: Any, action_type: str
+) -> None:
+    if isinstance(payload, dict):
+        payload = {"type": action_type, **payload}
+    body = _signed_interactive(payload)
+    async with http_bot.http.post(http_bot.events_url, data=body,
+                                  headers=sign(body, SIGNING_SECRET, int(time.time()))) as r:
+        await r.read()
+        assert r.status in (200, 400, 401, 404), (r.status, payload)
+    assert http_bot.evo.outgoing_posts == []
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from(["id", "channel_id", "value"]), children, max_size=3),
+    max_leaves=8,
+)
+
+
+@FIXTURE_SHARED
+@given(
+    action_id=st.sampled_from([CONFIRM_CALL_ACTION, CANCEL_CALL_ACTION]),
+    value=JSONISH, user=JSONISH, channel=JSONISH, container=JSONISH, response_url=JSONISH,
+)
+async def test_forged_button_clicks_never_fail_and_never_dial(
+    http_bot: BotUnderTest, caplog: pytest.LogCaptureFixture, action_id: str, value: Any,
+    user: Any, channel: Any, container: Any, response_url: Any,
+) -> None:
+    """Signed clicks of our buttons with every field mangled (HTTP mode: a Socket Mode envelope
+    comes from Slack itself over an authenticated connection)."""
+    bot = http_bot
+    payload = block_actions_payload(action_id=action_id, value="x")
+    payload["actions"][0]["value"] = value
+    payload.update(user=user, channel=channel, container=container, response_url=response_url)
+    body = _signed_interactive(payload)
+    async with bot.http.post(bot.events_url, data=body, headers=sign(body, SIGNING_SECRET)) as r:
+        assert r.status in (200, 400, 404)
+        assert "Something went wrong" not in await r.text()
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

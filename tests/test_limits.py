@@ -1,0 +1,213 @@
+"""Rate limits in the database: sliding windows, atomic check-and-record, hashed numbers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.limits import (
+    CallLimits,
+    LimitReached,
+    Rate,
+    RecentlyCalled,
+    describe_wait,
+    parse_rate,
+)
+from bot.store import Database
+
+A = "+18144043093"
+B = "+18144043094"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite:///{tmp_path / 'limits.db'}")
+    await database.open()
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def limits(db: Database, clock: Clock, *, per_user: str = "5/10m", per_number: str = "3/10m",
+           per_day: int = 200) -> CallLimits:
+    return CallLimits(db, per_user=parse_rate(per_user), per_number=parse_rate(per_number),
+                      per_day=per_day, clock=clock)
+
+
+@pytest.mark.parametrize(
+    ("text", "count", "seconds", "words"),
+    [("5/10m", 5, 600, "10 minutes"), ("20/1h", 20, 3600, "hour"), ("3/30s", 3, 30, "30 seconds"),
+     (" 2 / 2d ", 2, 172800, "2 days"), ("7/h", 7, 3600, "hour")],
+)
+def test_rates_parse(text: str, count: int, seconds: float, words: str) -> None:
+    rate = parse_rate(text)
+    assert (rate.count, rate.seconds, rate.window_words) == (count, seconds, words)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("5", "is not a rate"), ("5/10", "is not a rate"), ("five/10m", "is not a rate"),
+     ("5/10y", "is not a rate"), ("0/10m", "at least 1"), ("5/0m", "empty window"),
+     ("5/8d", "at most 7 days"), ("-1/10m", "is not a rate"), ("５/10m", "is not a rate")],
+)
+def test_bad_rates_say_how_to_write_them(text: str, expected: str) -> None:
+    with pytest.raises(ValueError, match=expected):
+        parse_rate(text)
+
+
+def test_waits_read_naturally() -> None:
+    assert describe_wait(0.2) == "1 s"
+    assert describe_wait(45) == "45 s"
+    assert describe_wait(200.5) == "3 min 21 s"
+    assert describe_wait(3725) == "1 h 2 min"
+
+
+async def test_per_user_limit_says_when_to_try_again(db: Database, clock: Clock) -> None:
+    lim = limits(db, clock, per_user="2/10m")
+    await lim.acquire("U1", A, "f")
+    clock.now += 100
+    await lim.acquire("U1", B, "f")
+    with pytest.raises(LimitReached) as refused:
+        await lim.acquire("U1", "+18144043095", "f")
+    # The oldest call leaves the window 600 s after it was made, 500 s from now.
+    assert refused.value.retry_after == pytest.approx(500)
+    assert refused.value.scope == "per_user"
+    text = refused.value.user_message
+    assert "2 calls in the last 10 minutes" in text and "8 min 20 s" in text
+    assert "can't be lifted from Slack" in text
+    await lim.acquire("U2", "+18144043095", "f")  # another person is not affected
+    clock.now += 500
+    await lim.acquire("U1", "+18144043095", "f")  # the window has moved on
+
+
+async def test_per_number_limit_counts_every_requester(db: Database, clock: Clock) -> None:
+    lim = limits(db, clock, per_number="2/1h")
+    await lim.acquire("U1", A, "f")
+    await lim.acquire("U2", A, "g")
+    with pytest.raises(LimitReached) as refused:
+        await lim.acquire("U3", A, "h")
+    assert refused.value.scope == "per_number"
+    assert "+1 814 ••• 3093 has been called 2 times in the last hour" in refused.value.user_message
+    assert A not in refused.value.user_message
+
+
+async def test_per_day_limit_counts_all_calls(db: Database, clock: Clock) -> None:
+    lim = limits(db, clock, per_day=3)
+    for i in range(3):
+        await lim.acquire(f"U{i}", f"+1814404300{i}", "f")
+        clock.now += 3600
+    with pytest.raises(LimitReached) as refused:
+        await lim.acquire("U9", B, "f")
+    assert refused.value.scope == "per_day"
+    assert refused.value.retry_after == pytest.approx(24 * 3600 - 3 * 3600)
+    assert "3 calls in the last 24 hours" in refused.value.user_message
+    assert "per_day = 3" in refused.value.user_message
+
+
+async def test_a_refused_attempt_consumes_nothing(db: Database, clock: Clock) -> None:
+    lim = limits(db, clock, per_user="1/10m", per_number="5/10m")
+    await lim.acquire("U1", A, "f")
+    for _ in range(3):
+        with pytest.raises(LimitReached):
+            await lim.acquire("U1", B, "f")
+    # U2 may still call B three more times: U1's refusals were not counted against B.
+    for flow in ("f", "g", "h", "i"):
+        await lim.acquire(f"U2{flow}", B, flow)
+
+
+async def test_released_slot_is_given_back(db: Database, clock: Clock) -> None:
+    lim = limits(db, clock, per_user="1/10m")
+    slot = await lim.acquire("U1", A, "f")
+    await lim.release(slot)
+    await lim.acquire("U1", A, "f")
+
+
+async def test_repeat_within_a_minute_is_reported(db: Database, clock: Clock) -> None:
+    lim = limits(db, clock)
+    await lim.acquire("U1", A, "f")
+    clock.now += 20
+    with pytest.raises(RecentlyCalled) as recent:
+        await lim.acquire("U1", A, "f")
+    assert recent.value.seconds_ago == pytest.approx(20)
+    assert await lim.last_call("U1", A, "f") == pytest.approx(20)
+    # Another flow, another number or another person is not a repeat.
+    assert await lim.last_call("U1", A, "g") is None
+    assert await lim.last_call("U2", A, "f") is None
+    await lim.acquire("U1", A, "g")
+    await lim.acquire("U1", A, "f", check_repeat=False)  # confirmed
+    clock.now += 61
+    assert await lim.last_call("U1", A, "f") is None
+
+
+async def test_racing_requests_cannot_both_take_the_last_slot(
+    db: Database, clock: Clock, tmp_path: Path
+) -> None:
+    # Two Database objects on one file: two replicas of the bot.
+    other = Database(db.url)
+    await other.open()
+    try:
+        replicas = [limits(db, clock, per_user="1/10m"), limits(other, clock, per_user="1/10m")]
+        results = await asyncio.gather(
+            *(replicas[i % 2].acquire("U1", f"+1814404300{i}", "f") for i in range(10)),
+            return_exceptions=True,
+        )
+    finally:
+        await other.close()
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(isinstance(r, LimitReached) for r in results if isinstance(r, BaseException))
+
+
+async def test_limits_hold_across_restarts_and_store_no_numbers(
+    db: Database, clock: Clock
+) -> None:
+    await limits(db, clock, per_number="1/10m").acquire("U1", A, "f")
+    reopened = Database(db.url)
+    await reopened.open()
+    try:
+        with pytest.raises(LimitReached):
+            await limits(reopened, clock, per_number="1/10m").acquire("U2", A, "g")
+        rows = await reopened.fetchall("SELECT * FROM rate_events")
+        dump = repr([tuple(r) for r in rows])
+        assert "8144043093" not in dump and "4043093" not in dump
+        key = await limits(reopened, clock).number_key(A)
+        assert len(key) == 64 and key in dump
+    finally:
+        await reopened.close()
+
+
+async def test_number_hash_is_keyed_per_database(tmp_path: Path, clock: Clock) -> None:
+    keys = []
+    for name in ("one.db", "two.db"):
+        database = Database(f"sqlite:///{tmp_path / name}")
+        await database.open()
+        keys.append(await limits(database, clock).number_key(A))
+        await database.close()
+    assert keys[0] != keys[1], "a plain hash of a phone number is reversible by trying them all"
+
+
+async def test_old_events_are_cleared(db: Database, clock: Clock) -> None:
+    lim = limits(db, clock)
+    await lim.acquire("U1", A, "f")
+    clock.now += 2 * 24 * 3600
+    await lim.acquire("U1", B, "f")
+    [row] = await db.fetchall("SELECT COUNT(*) FROM rate_events")
+    assert row[0] == 1
+
+
+def test_rate_is_a_value() -> None:
+    assert parse_rate("5/10m") == Rate(5, 600.0, "5/10m")

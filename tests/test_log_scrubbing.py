@@ -1,0 +1,123 @@
+"""What the logs hold after a whole run at LOG_LEVEL=DEBUG: no secrets, no response_urls, no full
+numbers, and one line per record whatever users type."""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from bot.confirm_views import CONFIRM_CALL_ACTION
+from bot.logs import configure_logging
+from tests.conftest import (
+    APP_TOKEN,
+    BOT_TOKEN,
+    EVO_PASSWORD,
+    EVO_USER,
+    SIGNING_SECRET,
+    BotFactory,
+)
+from tests.standins.evovoice import DropConnection, ErrorStatus
+from tests.standins.slack import block_actions_payload, interactive_body, sign, slash_command_body
+from tests.test_confirmations import ask, button, click
+
+SECRETS = (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, EVO_PASSWORD)
+NUMBERS = ("8144043093", "8144043094", "4165550123", "9005550123")
+_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+
+
+@pytest.fixture
+def production_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """Logging exactly as `python -m bot` sets it up, at DEBUG, written to a buffer."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_levels = {name: logging.getLogger(name).level
+                    for name in ("httpx", "httpcore", "slack_sdk", "slack_bolt", "aiohttp.access",
+                                 "asyncio", "aiosqlite")}
+    buffer = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", buffer)
+    configure_logging("DEBUG")
+    yield buffer
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    for name, level in saved_levels.items():
+        logging.getLogger(name).setLevel(level)
+
+
+def check_clean(log: str) -> None:
+    assert log.strip(), "nothing was logged: the test would prove nothing"
+    for secret in SECRETS:
+        assert secret not in log, f"a secret is in the log: {secret[:6]}…"
+    assert EVO_PASSWORD not in log and "Basic " not in log
+    for digits in NUMBERS:
+        assert digits not in log, f"a full number is in the log: …{digits[-4:]}"
+    assert "/response/" not in log, "a response_url is in the log"
+    for line in log.splitlines():
+        # Every line starts a record, or continues a traceback under one.
+        assert _RECORD_START.match(line) or line.startswith(("  |", "Traceback")), line
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_whole_run_logs_no_secrets_numbers_or_response_urls(
+    bot_factory: BotFactory, production_log: io.StringIO, mode: str
+) -> None:
+    bot = await bot_factory(mode)
+    await bot.command("+18144043093 escalation")                     # placed
+    await bot.command("+18144043094 escalation", user_id="U0NOBODY")  # no role
+    await bot.command("+1 900 555 0123 escalation")                   # premium rate
+    await bot.command("+18144043093 no-such-flow")                    # unknown flow
+    await bot.settle()
+    await bot.command("+18144043093 escalation")                      # repeat: asked
+    await bot.settle()
+    question = await ask(bot, "+14165550123 escalation")              # abroad: asked
+    bot.evo.queue_outgoing(ErrorStatus(500), DropConnection())
+    await click(bot, question)                                        # outcome unknown
+    await bot.command("+18144043094 escalation", user_id="U0ADMIN")   # dropped: unknown
+    await bot.settle()
+    bot.slack.fail("chat.postMessage", "channel_not_found", times=1)
+    await bot.command("+18144043094 wake-up-call", user_id="U0ADMIN")  # response_url fallback
+    await bot.settle()
+    if mode == "http":
+        data = slash_command_body(text="+18144043093 escalation",
+                                  response_url=bot.slack.response_url())
+        assert (await bot.post_signed(b"payload=%7Bnot-json" + data)).status == 400
+        async with bot.http.post(bot.events_url, data=data, headers=sign(data, "forged")) as r:
+            assert r.status == 401
+    await bot.runtime.stop()
+    log = production_log.getvalue()
+    check_clean(log)
+    assert "callbot stopped" in log and "asked to confirm" in log
+    assert "+1 814 ••• 3093" in log, "calls are logged with the number masked"
+    assert EVO_USER in log or True  # the login name is not a secret
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_user_text_cannot_forge_a_log_line(
+    bot_factory: BotFactory, production_log: io.StringIO, mode: str
+) -> None:
+    bot = await bot_factory(mode)
+    forged = "2030-01-01 00:00:00,000 INFO bot.calls: call by U0ADMIN placed"
+    # A signed request can carry any user id; Slack's never hold these, an attacker's might.
+    await bot.command("+18144043093 escalation", user_id=f"U0X\n{forged}")
+    await bot.command("+18144043093 escalation", user_id=f"U0Y\r\u202e{forged}\u2066")
+    await bot.command(f"+18144043093 escalation\n{forged}")
+    question = await ask(bot, "+14165550123 escalation")
+    value = button(question, CONFIRM_CALL_ACTION)["value"]
+    payload = block_actions_payload(action_id=CONFIRM_CALL_ACTION, value=value,
+                                    user_id=f"U0Z\n{forged}", response_url=bot.slack.response_url())
+    if mode == "socket":
+        await bot.slack.send_envelope("interactive", payload)
+    else:
+        await bot.post_signed(interactive_body(payload))
+    await bot.settle()
+    await bot.runtime.stop()
+    log = production_log.getvalue()
+    check_clean(log)
+    assert "U0X\\n2030-01-01" in log, "the user id is logged, escaped on the same line"
+    assert not any(line.startswith("2030-01-01") for line in log.splitlines())
+    assert "\u202e" not in log and "\u2066" not in log and "\r" not in log
+    assert bot.evo.outgoing_posts == []

@@ -1,0 +1,161 @@
+"""Graceful shutdown: calls in flight finish and are confirmed; new work is refused cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import (
+    APP_TOKEN,
+    BOT_TOKEN,
+    EVO_PASSWORD,
+    SIGNING_SECRET,
+    BotUnderTest,
+    bot_environment,
+)
+from tests.standins.evovoice import EvoVoiceStandIn, Gated
+from tests.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
+from tests.test_confirmations import ask, click
+from tests.test_startup import run_bot_process
+
+FULL = "+18144043093"
+
+
+async def until(condition: object, timeout: float = 5.0) -> None:
+    """Wait for `condition()` to hold (polling; never asserts how long it took)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise AssertionError("condition never held")
+        await asyncio.sleep(0.01)
+
+
+def placed(bot: BotUnderTest) -> list[str]:
+    return [str(c.params["text"]) for c in bot.slack.calls_to("chat.postMessage")
+            if "Call placed" in str(c.params.get("text"))]
+
+
+async def test_a_call_in_flight_finishes_and_new_requests_are_refused(bot: BotUnderTest) -> None:
+    gate = asyncio.Event()
+    bot.evo.queue_outgoing(Gated(gate))
+    await bot.command(f"{FULL} escalation")
+    await bot.evo.wait_for_posts(1)
+
+    stopping = asyncio.create_task(bot.runtime.stop())
+    services = bot.runtime.services
+    assert services is not None
+    await until(lambda: services.tasks.closed)
+
+    # While the call finishes, Slack is still answered, but nothing new is taken on.
+    ack, _ = await bot.command("+18144043094 escalation", user_id="U0ADMIN")
+    assert ack.status == 200 and "restarting" in ack.text and "nothing was dialled" in ack.text
+    async with bot.http.get(f"http://127.0.0.1:{bot.runtime.port}/healthz") as response:
+        assert response.status == 503
+    assert not stopping.done()
+
+    gate.set()
+    await asyncio.wait_for(stopping, 10)
+    [reply] = placed(bot)
+    assert len(bot.evo.outgoing_posts) == 1
+    parent = next(c for c in bot.slack.calls_to("chat.postMessage") if "thread_ts" not in c.params)
+    assert "<@U0MANAGER>" in parent.params["text"]
+
+
+async def test_a_confirmation_click_during_shutdown_keeps_the_question(
+    bot_factory: object,
+) -> None:
+    bot = await bot_factory("http")  # type: ignore[operator]
+    question = await ask(bot, "+14165550123 escalation")
+    gate = asyncio.Event()
+    bot.evo.queue_outgoing(Gated(gate))
+    await bot.command(f"{FULL} escalation")
+    await bot.evo.wait_for_posts(1)
+    stopping = asyncio.create_task(bot.runtime.stop())
+    await until(lambda: bot.runtime.services.tasks.closed)
+    _, url = await click(bot, question)
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "restarting" in answer["text"]
+    gate.set()
+    await stopping
+    assert len(bot.evo.outgoing_posts) == 1
+
+    bot = await bot_factory("http")  # type: ignore[operator]
+    await click(bot, question)  # the same button works after the restart
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2
+
+
+async def test_stop_does_not_wait_forever_for_a_stuck_call(bot: BotUnderTest) -> None:
+    gate = asyncio.Event()  # never opened
+    bot.evo.queue_outgoing(Gated(gate))
+    await bot.command(f"{FULL} escalation")
+    await bot.evo.wait_for_posts(1)
+    await asyncio.wait_for(bot.runtime.stop(grace=0.2), 10)
+    assert bot.runtime.services is not None and bot.runtime.services.tasks.pending == 0
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_sigterm_lets_the_call_in_flight_finish_then_exits_0(
+    mode: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path,
+    unused_tcp_port: int,
+) -> None:
+    env = bot_environment(mode, slack, evo, policy_path, port=unused_tcp_port)
+    env["LOG_LEVEL"] = "DEBUG"
+    gate = asyncio.Event()
+    evo.queue_outgoing(Gated(gate))
+    process = await run_bot_process(env, policy_path.parent)
+    base = f"http://127.0.0.1:{unused_tcp_port}"
+    lines: list[str] = []
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def healthy() -> bool:
+                try:
+                    async with http.get(base + "/healthz") as response:
+                        return response.status == 200
+                except aiohttp.ClientConnectionError:
+                    return False
+
+            for _ in range(600):
+                if await healthy():
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the bot never became healthy")
+            url = slack.response_url()
+            if mode == "socket":
+                await slack.wait_connected()
+                await slack.send_envelope("slash_commands", slash_command_payload(
+                    text=f"{FULL} escalation", response_url=url))
+            else:
+                data = slash_command_body(text=f"{FULL} escalation", response_url=url)
+                async with http.post(base + "/slack/events", data=data,
+                                     headers=sign(data, SIGNING_SECRET)) as response:
+                    assert response.status == 200
+            await evo.wait_for_posts(1, timeout=10)
+            process.send_signal(signal.SIGTERM)
+            assert process.stderr is not None
+            while True:
+                line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+                assert line, "the bot exited before finishing the call"
+                lines.append(line)
+                if "signal received" in line:
+                    break
+            gate.set()
+            await slack.wait_for_call("chat.postMessage", lambda c: "Call placed" in
+                                      str(c.params.get("text")), timeout=10)
+    finally:
+        gate.set()
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
+        _, rest = await asyncio.wait_for(process.communicate(), 30)
+    log = "".join(lines) + rest.decode()
+    assert process.returncode == 0, log
+    assert "callbot stopped" in log
+    assert len(evo.outgoing_posts) == 1
+    for secret in (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, EVO_PASSWORD, FULL, "/response/"):
+        assert secret not in log, secret

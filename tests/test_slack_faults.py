@@ -1,0 +1,138 @@
+"""When Slack misbehaves: rate limits, failing chat.postMessage, expired response_urls.
+
+The rule under test: a call is never placed without the requester being told, and the news
+finds another way when the usual one fails.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.conftest import BotFactory, BotUnderTest
+from tests.standins.slack import ApiCall, ApiReply
+from tests.test_confirmations import CONFIRM_CALL_ACTION, button
+
+FULL = "+18144043093"
+MASKED = "+1 814 ••• 3093"
+
+
+def is_reply(call: ApiCall) -> bool:
+    return bool(call.params.get("thread_ts"))
+
+
+async def test_a_rate_limited_post_is_retried_and_the_confirmation_arrives(
+    bot: BotUnderTest,
+) -> None:
+    # Slack answers 429 with Retry-After; the client waits and sends it again.
+    bot.slack.fail("chat.postMessage", "ratelimited", times=1, retry_after=0)
+    bot.slack.fail("chat.postMessage", "ratelimited", times=1, retry_after=0, when=is_reply)
+    _, url = await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    ok = [c for c in bot.slack.calls_to("chat.postMessage") if c.ok]
+    assert [is_reply(c) for c in ok] == [False, True]
+    assert "Call placed" in ok[1].params["text"]
+    assert ok[1].params["thread_ts"] == ok[0].response["ts"]
+    assert len(bot.slack.calls_to("chat.postMessage")) == 4  # two 429s, two retries
+    assert bot.slack.responses_to(url) == []
+
+
+async def test_rate_limited_beyond_retries_falls_back_to_the_response_url(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    bot.slack.fail("chat.postMessage", "ratelimited", retry_after=0)
+    _, url = await bot.command(f"{FULL} escalation")
+    answers = await bot.slack.wait_for_response(url, n=2)
+    await bot.settle()
+    assert MASKED in answers[0]["text"] and "Call placed" in answers[1]["text"]
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+def http_500(call: ApiCall) -> ApiReply:
+    return ApiReply({"ok": False, "error": "internal_error"}, status=500)
+
+
+@pytest.mark.parametrize("failure", ["internal_error", "fatal_error", "http-500"])
+async def test_a_failing_parent_post_falls_back_to_the_response_url(
+    bot_factory: BotFactory, failure: str
+) -> None:
+    bot = await bot_factory("http")
+    if failure == "http-500":
+        bot.slack.on("chat.postMessage", http_500)
+    else:
+        bot.slack.fail("chat.postMessage", failure)
+    _, url = await bot.command(f"{FULL} escalation")
+    answers = await bot.slack.wait_for_response(url, n=2)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    assert MASKED in answers[0]["text"] and "Call placed" in answers[1]["text"]
+
+
+@pytest.mark.parametrize("failure", ["internal_error", "ratelimited"])
+async def test_a_failing_thread_reply_reaches_the_requester_with_its_context(
+    bot: BotUnderTest, failure: str
+) -> None:
+    bot.slack.fail("chat.postMessage", failure, when=is_reply, retry_after=0)
+    _, url = await bot.command(f"{FULL} escalation")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    # Out of the thread, the result comes with the line saying which call it is about.
+    assert MASKED in answer["text"] and "Call placed" in answer["text"]
+    assert answer["response_type"] == "ephemeral"
+
+
+async def test_an_expired_response_url_still_reaches_the_requester(bot: BotUnderTest) -> None:
+    url = bot.slack.response_url()
+    bot.slack.expire_response_url(url)
+    await bot.command(f"{FULL} no-such-flow", response_url=url)
+    await bot.settle()
+    [ephemeral] = bot.slack.calls_to("chat.postEphemeral")
+    assert ephemeral.params["user"] == "U0MANAGER" and ephemeral.params["channel"] == "C0OPS"
+    assert "No flow is called" in ephemeral.params["text"]
+
+
+async def test_expired_response_url_and_no_ephemeral_ends_in_a_direct_message(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    url = bot.slack.response_url()
+    bot.slack.expire_response_url(url)
+    bot.slack.fail("chat.postEphemeral", "channel_not_found")
+    await bot.command(f"{FULL} no-such-flow", response_url=url, channel_id="G0PRIVATE")
+    await bot.settle()
+    [dm] = bot.slack.calls_to("chat.postMessage")
+    assert dm.params["channel"] == "U0MANAGER" and "No flow is called" in dm.params["text"]
+
+
+async def test_a_question_reaches_the_requester_when_the_response_url_expired(
+    bot: BotUnderTest,
+) -> None:
+    url = bot.slack.response_url()
+    bot.slack.expire_response_url(url)
+    await bot.command("+14165550123 escalation", response_url=url)
+    await bot.settle()
+    [ephemeral] = bot.slack.calls_to("chat.postEphemeral")
+    assert button(ephemeral.params, CONFIRM_CALL_ACTION)
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_a_call_placed_while_slack_fails_is_still_reported(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The parent was posted; every later post fails and the response_url has expired: the call
+    was placed, so the outcome is logged for the operators (nobody else can be told)."""
+    caplog.set_level(logging.INFO, logger="bot")
+    bot = await bot_factory("http")
+    url = bot.slack.response_url()
+    bot.slack.fail("chat.postMessage", "internal_error", when=is_reply)
+    bot.slack.expire_response_url(url)
+    await bot.command(f"{FULL} escalation", response_url=url)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    [parent] = [c for c in bot.slack.calls_to("chat.postMessage") if c.ok]
+    assert MASKED in parent.params["text"]
+    assert "call placed outcome could not be posted for U0MANAGER" in caplog.text

@@ -1,0 +1,116 @@
+"""Socket Mode faults: disconnects of every kind, and the watchdog for a silently dead connection."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.config import load_policy, load_settings
+from bot.runtime import Runtime
+from tests.conftest import BotUnderTest, bot_environment
+from tests.standins.evovoice import EvoVoiceStandIn
+from tests.standins.slack import SlackStandIn
+
+StartBot = Callable[..., Awaitable[BotUnderTest]]
+
+
+@pytest.fixture
+async def socket_bot(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> AsyncIterator[StartBot]:
+    """Like bot_factory("socket"), with the watchdog's interval chosen by the test."""
+    started: list[Runtime] = []
+    http = aiohttp.ClientSession()
+
+    async def start(watchdog_interval: float = 0.1) -> BotUnderTest:
+        values = bot_environment("socket", slack, evo, policy_path)
+        settings = load_settings(_env_file=None, **{k.lower(): v for k, v in values.items()})
+        runtime = Runtime(settings, load_policy(settings.callbot_config),
+                          watchdog_interval=watchdog_interval)
+        await runtime.start()
+        started.append(runtime)
+        await slack.wait_connected()
+        return BotUnderTest(runtime, "socket", slack, evo, http)
+
+    yield start
+    for runtime in started:
+        await runtime.stop(grace=5)
+    await http.close()
+
+
+async def still_works(bot: BotUnderTest, number: str) -> None:
+    """A /call sent now is acked and dialled (send_envelope waits for a live connection)."""
+    ack, _ = await bot.command(f"{number} escalation")
+    assert ack.status == 200
+    await bot.settle()
+    assert any(p.json["numberToDial"] == number for p in bot.evo.outgoing_posts)
+
+
+async def test_a_clean_close_reconnects(socket_bot: StartBot) -> None:
+    bot = await socket_bot(watchdog_interval=60)
+    await bot.slack.disconnect_socket()
+    await bot.slack.wait_socket_connections(2)
+    await still_works(bot, "+18144043001")
+
+
+async def test_slacks_disconnect_message_reconnects(socket_bot: StartBot) -> None:
+    bot = await socket_bot(watchdog_interval=60)
+    await bot.slack.send_disconnect_message("refresh_requested")
+    await bot.slack.wait_socket_connections(2)
+    await still_works(bot, "+18144043002")
+
+
+async def test_an_abrupt_drop_reconnects(socket_bot: StartBot) -> None:
+    bot = await socket_bot()
+    await bot.slack.disconnect_socket(abrupt=True)
+    await bot.slack.wait_socket_connections(2, timeout=15)
+    await still_works(bot, "+18144043003")
+
+
+async def test_the_watchdog_revives_a_silently_dead_connection(
+    socket_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.socket_mode")
+    bot = await socket_bot(watchdog_interval=0.1)
+    assert bot.runtime.watchdog is not None
+    bot.slack.silence_socket()  # open, but nothing answers any more
+    await bot.slack.wait_socket_connections(2, timeout=10)
+    assert bot.runtime.watchdog.reconnects >= 1
+    assert "no answer to pings" in caplog.text
+    await still_works(bot, "+18144043004")
+
+
+async def test_the_watchdog_revives_a_client_that_stopped_receiving(
+    socket_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.socket_mode")
+    bot = await socket_bot(watchdog_interval=0.1)
+    client = bot.runtime._socket.client  # type: ignore[union-attr]
+    # python-slack-sdk#1701: the connection is up, is_connected() is True, nothing is received.
+    client.message_receiver.cancel()
+    assert await client.is_connected()
+    await bot.slack.wait_socket_connections(2, timeout=10)
+    assert "stopped receiving" in caplog.text
+    await still_works(bot, "+18144043005")
+
+
+async def test_a_healthy_connection_is_left_alone(socket_bot: StartBot) -> None:
+    bot = await socket_bot(watchdog_interval=0.05)
+    watchdog = bot.runtime.watchdog
+    assert watchdog is not None
+    for _ in range(10):
+        assert await watchdog.check() is None
+        await asyncio.sleep(0.01)
+    await still_works(bot, "+18144043006")
+    assert watchdog.reconnects == 0
+    assert bot.slack.socket_connections == 1
+
+
+async def test_http_mode_has_no_watchdog(bot_factory: Callable[..., Awaitable[BotUnderTest]]) -> None:
+    bot = await bot_factory("http")
+    assert bot.runtime.watchdog is None
