@@ -10,7 +10,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.config import Policy
 from bot.phone import DEFAULT_ALLOWED_TYPES, DialPolicy, check_dialable
 
 BOT_TOKEN = "xoxb-bench"
@@ -27,9 +26,9 @@ OWNED = [
     {"id": "ep-1", "displayName": "Main line", "phoneNumber": CALLER_ID, "accountId": "acct-1"}
 ]
 
-# Safety limits: the `[policy]` section issue 5 adds to the policy file. Written only when the bot's
-# Policy model has that section, so the benchmark runs on builds with and without it. Generous on
-# purpose: a burst is N distinct users calling N distinct numbers once each, plus one warm-up call.
+# The policy file's `[policy]` limits for the benchmark. Generous on purpose: a burst is N distinct
+# users calling N distinct numbers once each, plus one warm-up call; the defaults (200 a day) would
+# refuse most of it and measure the limits, not the bot.
 SAFETY_LIMITS: dict[str, str | int] = {
     "per_user": "100/1m",
     "per_number": "100/1m",
@@ -78,9 +77,9 @@ def policy_toml(users: list[Caller]) -> str:
         "[roles]",
         f"Manager = [{ids}]",
     ]
-    if "policy" in Policy.model_fields:
-        lines += ["", "[policy]"]
-        lines += [f"{key} = {json.dumps(value)}" for key, value in SAFETY_LIMITS.items()]
+    # The bot's safety limits must not distort the burst: the benchmark sets its own.
+    lines += ["", "[policy]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in SAFETY_LIMITS.items()]
     return "\n".join(lines) + "\n"
 
 
