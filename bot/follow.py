@@ -221,7 +221,7 @@ class CallFollower:
             shown = digest(self.status_message(call)) if status_ts else None
             await self._store.update(call.id, status_ts=status_ts, shown_digest=shown)
             if call.following:
-                self._spawn(call.id)
+                self._spawn(call.id, first_poll_later=True)
             else:
                 await self.refresh(call.id)  # marks the parent of a failed call
             await self._purge_numbers()
@@ -252,10 +252,12 @@ class CallFollower:
         """Poll this call now rather than at its next turn (after a hang-up, say)."""
         self._wake.setdefault(call_id, asyncio.Event()).set()
 
-    def _spawn(self, call_id: int) -> None:
+    def _spawn(self, call_id: int, *, first_poll_later: bool = False) -> None:
         if self._closed or call_id in self._tasks:
             return
-        task = asyncio.create_task(self._run(call_id), name=f"follow call {call_id}")
+        task = asyncio.create_task(
+            self._run(call_id, first_poll_later), name=f"follow call {call_id}"
+        )
         self._tasks[call_id] = task
 
         def done(_: asyncio.Task[None]) -> None:
@@ -264,9 +266,9 @@ class CallFollower:
 
         task.add_done_callback(done)
 
-    async def _run(self, call_id: int) -> None:
+    async def _run(self, call_id: int, first_poll_later: bool) -> None:
         try:
-            await self._follow(call_id)
+            await self._follow(call_id, first_poll_later)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -284,10 +286,15 @@ class CallFollower:
 
     # ----------------------------------------------------------------------------- following
 
-    async def _follow(self, call_id: int) -> None:
+    async def _follow(self, call_id: int, first_poll_later: bool = False) -> None:
         timing = self._timing
         interval = timing.first_interval
         await self.refresh(call_id)  # an edit lost to a restart is made now
+        if first_poll_later:
+            # A call placed a moment ago is ringing at best. Polling it at once would only compete,
+            # during a burst of pages, with the calls still waiting to be dialled.
+            await self._pause(call_id, interval)
+            interval = min(timing.max_interval, interval * timing.growth)
         while True:
             call = await self._store.get(call_id)
             if call is None or not call.following:

@@ -117,7 +117,8 @@ async def test_polls_back_off_and_start_again_after_a_change(db: Database) -> No
     answers: list[Session | Exception] = [session("Ringing")] * 8
     answers += [session("Connected"), session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z")]
     call, notifier, pauses = await follow(db, FakeEvo(answers))
-    assert pauses == [2.0, 3.0, 4.5, 6.75, 10.125, 15.0, 15.0, 15.0, 2.0]
+    # A new call is first polled after 2 s, then less and less often; a change starts over.
+    assert pauses == [2.0, 3.0, 4.5, 6.75, 10.125, 15.0, 15.0, 15.0, 15.0, 2.0]
     assert call.state == CallState.ENDED and not call.following and call.answered
     assert call.duration_seconds == 60.0
     assert [("Connected" in m.text, "Ended" in m.text) for m in notifier.edits] == [
@@ -133,7 +134,7 @@ async def test_a_rate_limit_waits_as_long_as_evo_voice_asks(db: Database) -> Non
         session(ended=True, outcome="No answer"),
     ]
     call, notifier, pauses = await follow(db, FakeEvo(answers))
-    assert pauses == [40.0, 3.0]
+    assert pauses == [2.0, 40.0, 4.5]
     assert call.state == CallState.ENDED and not call.answered
     assert notifier.reactions == [call_views.MARK_NOT_ANSWERED]
 
