@@ -25,7 +25,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.escalation_store import Escalation, EscalationState, Step, StepOutcome, Target
-from bot.forms import MAX_METADATA, is_channel_id, is_response_url
+from bot.forms import MAX_METADATA, ViewState, is_channel_id, is_response_url
+from bot.forms import field_errors as _field_errors
 from bot.oncall_views import local_time, reach
 from bot.roster import OnCallPerson, Source
 from bot.views import Block, Message, escape
@@ -275,13 +276,7 @@ NOT_SET_UP = (
 
 
 def field_errors(errors: Mapping[EscalationField, str], fields: Iterable[str]) -> dict[str, str]:
-    present = set(fields)
-    out: dict[str, str] = {}
-    for field_id, message in errors.items():
-        key = str(field_id) if field_id in present else str(GENERAL_ERROR_FIELD)
-        text = clip(message, MAX_ERROR_CHARS)
-        out[key] = f"{out[key]} {text}" if key in out else text
-    return out
+    return _field_errors(errors, fields, general=GENERAL_ERROR_FIELD)
 
 
 def read_submission(
@@ -289,49 +284,17 @@ def read_submission(
     response_urls: Sequence[Mapping[str, Any]] | None = None,
     trusted_origins: Iterable[str] = (),
 ) -> EscalationSubmission:
-    state = view.get("state")
-    values = state.get("values") if isinstance(state, Mapping) else None
-    values = values if isinstance(values, Mapping) else {}
-
-    def element(field_id: EscalationField) -> Mapping[str, Any]:
-        block = values.get(field_id)
-        value = block.get(field_id) if isinstance(block, Mapping) else None
-        return value if isinstance(value, Mapping) else {}
-
-    raw_reason = element(EscalationField.REASON).get("value")
-    reason = raw_reason.strip() if isinstance(raw_reason, str) and raw_reason.strip() else None
-    blocks = view.get("blocks")
-    blocks = [b for b in blocks if isinstance(b, Mapping)] if isinstance(blocks, list) else []
-    channel_element = element(EscalationField.CHANNEL)
-    channel = channel_element.get("selected_conversation") or channel_element.get(
-        "initial_conversation") or _preset_conversation(blocks)
-    channel_id = channel if is_channel_id(channel) else None
-    response_url = None
-    for entry in response_urls or ():
-        if (
-            entry.get("block_id") == EscalationField.CHANNEL
-            and entry.get("channel_id") == channel_id
-            and is_response_url(entry.get("response_url"), trusted_origins)
-        ):
-            response_url = str(entry["response_url"])
-            break
-    inputs = frozenset(str(b.get("block_id")) for b in blocks if b.get("type") == "input")
+    state = ViewState(view)
+    channel_id, response_url = state.channel(
+        EscalationField.CHANNEL, response_urls, trusted_origins
+    )
+    reason = state.text(EscalationField.REASON)
     return EscalationSubmission(
         reason=clip(reason, MAX_REASON_CHARS) if reason else None,
         channel_id=channel_id,
         response_url=response_url,
-        fields=inputs,
+        fields=state.input_block_ids(),
     )
-
-
-def _preset_conversation(blocks: Sequence[Mapping[str, Any]]) -> str | None:
-    """The channel select's preset, should Slack leave an untouched default out of the state."""
-    for block in blocks:
-        element = block.get("element")
-        if block.get("block_id") == EscalationField.CHANNEL and isinstance(element, Mapping):
-            value = element.get("initial_conversation")
-            return value if isinstance(value, str) else None
-    return None
 
 
 # ------------------------------------------------------------------------ the escalation message

@@ -19,7 +19,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from bot.evovoice import Flow
@@ -302,16 +302,72 @@ def notice_view(text: str) -> View:
     return _modal(blocks, FormMetadata(), submit=False)
 
 
-def field_errors(errors: Mapping[FormField, str], fields: Iterable[str]) -> dict[str, str]:
+_FieldId = TypeVar("_FieldId", bound=str)
+
+
+def field_errors(
+    errors: Mapping[_FieldId, str], fields: Iterable[str], general: str = GENERAL_ERROR_FIELD
+) -> dict[str, str]:
     """`response_action: errors` keyed by block_id; an error for a field the view lacks moves to
-    the general spot (Slack rejects errors naming a block it doesn't show)."""
+    the `general` spot (Slack rejects errors naming a block it doesn't show)."""
     present = set(fields)
     out: dict[str, str] = {}
     for field_id, message in errors.items():
-        key = str(field_id) if field_id in present else str(GENERAL_ERROR_FIELD)
+        key = str(field_id) if field_id in present else str(general)
         text = _truncate(message, MAX_ERROR_CHARS)
         out[key] = f"{out[key]} {text}" if key in out else text
     return out
+
+
+class ViewState:
+    """A submitted modal's `view.state.values`, read defensively: any shape Slack (or a forger)
+    sends gives values or None, never an exception. Block and action ids are the same here."""
+
+    def __init__(self, view: Mapping[str, Any]) -> None:
+        self._view = view
+        state = view.get("state")
+        values = state.get("values") if isinstance(state, Mapping) else None
+        self._values: Mapping[str, Any] = values if isinstance(values, Mapping) else {}
+
+    def element(self, block_id: str) -> Mapping[str, Any]:
+        block = self._values.get(block_id)
+        value = block.get(block_id) if isinstance(block, Mapping) else None
+        return value if isinstance(value, Mapping) else {}
+
+    def text(self, block_id: str) -> str | None:
+        value = self.element(block_id).get("value")
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
+    def selected(self, block_id: str) -> str | None:
+        option = self.element(block_id).get("selected_option")
+        value = option.get("value") if isinstance(option, Mapping) else None
+        return value if isinstance(value, str) and value else None
+
+    def input_block_ids(self) -> frozenset[str]:
+        return frozenset(_input_block_ids(self._view))
+
+    def channel(
+        self,
+        block_id: str,
+        response_urls: Sequence[Mapping[str, Any]] | None,
+        trusted_origins: Iterable[str],
+    ) -> tuple[str | None, str | None]:
+        """The chosen conversation, and the response URL Slack minted for it (if trustworthy)."""
+        chosen = self.element(block_id)
+        channel = (
+            chosen.get("selected_conversation")
+            or chosen.get("initial_conversation")
+            or _initial_conversation(self._view, block_id)
+        )
+        channel_id = str(channel) if is_channel_id(channel) else None
+        for entry in response_urls or ():
+            if (
+                entry.get("block_id") == block_id
+                and entry.get("channel_id") == channel_id
+                and is_response_url(entry.get("response_url"), trusted_origins)
+            ):
+                return channel_id, str(entry["response_url"])
+        return channel_id, None
 
 
 def read_submission(
@@ -320,49 +376,17 @@ def read_submission(
     trusted_origins: Iterable[str] = (),
 ) -> Submission:
     """The form's values from a `view_submission` (`view.state.values`), shape-checked."""
-    state = view.get("state")
-    values = state.get("values") if isinstance(state, Mapping) else None
-    values = values if isinstance(values, Mapping) else {}
-
-    def element(field_id: FormField) -> Mapping[str, Any]:
-        block = values.get(field_id)
-        value = block.get(field_id) if isinstance(block, Mapping) else None
-        return value if isinstance(value, Mapping) else {}
-
-    def text(field_id: FormField) -> str | None:
-        value = element(field_id).get("value")
-        return value.strip() if isinstance(value, str) and value.strip() else None
-
-    def selected(field_id: FormField) -> str | None:
-        option = element(field_id).get("selected_option")
-        value = option.get("value") if isinstance(option, Mapping) else None
-        return value if isinstance(value, str) and value else None
-
-    channel = element(FormField.CHANNEL).get("selected_conversation") or element(
-        FormField.CHANNEL
-    ).get("initial_conversation") or _initial_conversation(view)
-    channel_id = channel if is_channel_id(channel) else None
-
-    response_url = None
-    for entry in response_urls or ():
-        if (
-            entry.get("block_id") == FormField.CHANNEL
-            and entry.get("channel_id") == channel_id
-            and is_response_url(entry.get("response_url"), trusted_origins)
-        ):
-            response_url = str(entry["response_url"])
-            break
-
-    caller_id = selected(FormField.CALLER_ID)
-    reason = text(FormField.REASON)
+    state = ViewState(view)
+    channel_id, response_url = state.channel(FormField.CHANNEL, response_urls, trusted_origins)
+    reason = state.text(FormField.REASON)
     return Submission(
-        number_text=text(FormField.NUMBER) or "",
-        flow_id=selected(FormField.FLOW),
-        caller_id=caller_id,
+        number_text=state.text(FormField.NUMBER) or "",
+        flow_id=state.selected(FormField.FLOW),
+        caller_id=state.selected(FormField.CALLER_ID),
         reason=_truncate(reason, MAX_REASON_CHARS) if reason else None,
         channel_id=channel_id,
         response_url=response_url,
-        fields=frozenset(_input_block_ids(view)),
+        fields=state.input_block_ids(),
     )
 
 
@@ -382,10 +406,10 @@ def _input_block_ids(view: Mapping[str, Any]) -> list[str]:
     ]
 
 
-def _initial_conversation(view: Mapping[str, Any]) -> str | None:
+def _initial_conversation(view: Mapping[str, Any], block_id: str) -> str | None:
     """The channel select's preset, if Slack left an untouched default out of the state."""
     for block in _blocks(view):
-        if block.get("block_id") == FormField.CHANNEL:
+        if block.get("block_id") == block_id:
             element = block.get("element")
             if isinstance(element, Mapping):
                 value = element.get("initial_conversation")
