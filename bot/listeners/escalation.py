@@ -33,8 +33,8 @@ from bot.escalation_views import (
 )
 from bot.evovoice import EvoVoiceError
 from bot.forms import is_response_url, origin_of
-from bot.idempotency import Claims
 from bot.listeners.actions import button_click_from
+from bot.listeners.submission import Wording, accept_once
 from bot.services import Services
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ TOO_SLOW = (
     "Checking this took too long (Slack or Evo Voice is slow right now). Press Escalate again."
 )
 STALE_FORM = "This form can't be used any more; nobody was called. Close it and open a new one."
+WORDING = Wording(forms.GENERAL_ERROR_FIELD, too_slow=TOO_SLOW, spent_by_restart=SPENT_BY_RESTART)
 CHOOSE_CHANNEL = "Choose a channel for the escalation."
 NOT_SET_UP_SHORT = "No on-call rotation is set up, so there is nobody to escalate to."
 
@@ -235,33 +236,18 @@ async def on_escalation_submitted(
         logger.warning("escalation form from %s with unusable private_metadata (%s)", user_id, exc)
         await refuse({forms.GENERAL_ERROR_FIELD: STALE_FORM})
         return
-    try:
-        checked = await asyncio.wait_for(
-            validate(services, user_id, team_id, view_id, metadata, submission),
-            VALIDATION_BUDGET_SECONDS,
-        )
-    except asyncio.TimeoutError:
-        logger.warning("escalation form from %s: validation took too long", user_id)
-        await refuse({forms.GENERAL_ERROR_FIELD: TOO_SLOW})
-        return
-    if isinstance(checked, dict):
-        logger.info("escalation form from %s refused: %s", user_id, ", ".join(checked))
-        await refuse(checked)
-        return
-    # One chain per view: a second Escalate, or a racing duplicate, finds the claim taken.
-    if not await Claims(services.db).claim(f"escalation-form:{team_id}:{view_id}"):
-        logger.info("repeated submission of an escalation form by %s ignored", user_id)
-        await ack()
-        return
-    try:
-        services.tasks.spawn(
-            services.escalations.start(checked, services.oncall.now()),
-            name=f"escalation by {user_id}",
-        )
-    except RuntimeError:  # shutdown began after the check above; this view is spent
-        await refuse({forms.GENERAL_ERROR_FIELD: SPENT_BY_RESTART})
-        return
-    await ack()
+    await accept_once(
+        ack,
+        refuse,
+        services,
+        what="escalation form",
+        user_id=user_id,
+        claim_key=f"escalation-form:{team_id}:{view_id}",
+        validation=validate(services, user_id, team_id, view_id, metadata, submission),
+        start=lambda checked: services.escalations.start(checked, services.oncall.now()),
+        wording=WORDING,
+        budget=VALIDATION_BUDGET_SECONDS,
+    )
 
 
 async def validate(

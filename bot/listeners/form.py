@@ -33,7 +33,7 @@ from bot.errors import (
 )
 from bot.evovoice import EvoVoiceError, Flow
 from bot.forms import FormField, FormMetadata, FormMetadataInvalid, Submission
-from bot.idempotency import Claims
+from bot.listeners.submission import Wording, accept_once
 from bot.phone import NumberRejected, check_dialable
 from bot.services import Services
 
@@ -60,6 +60,7 @@ TOO_SLOW = (
     "press Call again."
 )
 STALE_FORM = "This form can't be used any more; nothing was dialled. Close it and open a new one."
+WORDING = Wording(forms.GENERAL_ERROR_FIELD, too_slow=TOO_SLOW, spent_by_restart=SPENT_BY_RESTART)
 CHOOSE_FLOW = "Choose a flow."
 CHOOSE_CHANNEL = "Choose a channel for the confirmation."
 BAD_CALLER_ID = "Choose the caller ID from the list."
@@ -208,30 +209,18 @@ async def on_form_submitted(
         await refuse({forms.GENERAL_ERROR_FIELD: STALE_FORM})
         return
 
-    try:
-        checked = await asyncio.wait_for(
-            validate(services, user_id, team_id, metadata, submission), VALIDATION_BUDGET_SECONDS
-        )
-    except asyncio.TimeoutError:
-        logger.warning("call form from %s: validation took too long", user_id)
-        await refuse({forms.GENERAL_ERROR_FIELD: TOO_SLOW})
-        return
-    if isinstance(checked, dict):
-        logger.info("call form from %s refused: %s", user_id, ", ".join(checked))
-        await refuse(checked)
-        return
-
-    # One call per view: a second Submit, or a racing duplicate, finds the claim taken.
-    if not await Claims(services.db).claim(f"form:{team_id}:{view_id}"):
-        logger.info("repeated submission of a call form by %s ignored", user_id)
-        await ack()
-        return
-    try:
-        services.tasks.spawn(services.calls.proceed(checked), name=f"form call by {user_id}")
-    except RuntimeError:  # shutdown began after the check above; this view is spent
-        await refuse({forms.GENERAL_ERROR_FIELD: SPENT_BY_RESTART})
-        return
-    await ack()
+    await accept_once(
+        ack,
+        refuse,
+        services,
+        what="call form",
+        user_id=user_id,
+        claim_key=f"form:{team_id}:{view_id}",
+        validation=validate(services, user_id, team_id, metadata, submission),
+        start=services.calls.proceed,
+        wording=WORDING,
+        budget=VALIDATION_BUDGET_SECONDS,
+    )
 
 
 async def validate(
