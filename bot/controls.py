@@ -86,6 +86,22 @@ class ButtonClick:
     value: str
     response_url: str | None
 
+    def row_id(self) -> int:
+        """The database id a button carries as its value; ButtonExpired if it isn't one."""
+        if not _CALL_ID.fullmatch(self.value):
+            raise ButtonExpired()
+        return int(self.value)
+
+    def came_from(self, team_id: str, channel_id: str, message_ts: str | None) -> bool:
+        """Whether the click came from that message: a button value copied elsewhere, or forged,
+        names a row whose message is somewhere else."""
+        return (
+            self.team_id == team_id
+            and self.channel_id == channel_id
+            and message_ts is not None
+            and self.message_ts == message_ts
+        )
+
 
 class CallControls:
     def __init__(
@@ -179,16 +195,8 @@ class CallControls:
 
     async def _load(self, click: ButtonClick) -> TrackedCall:
         """The call behind the button, if the click really came from its status message."""
-        if not _CALL_ID.fullmatch(click.value):
-            raise ButtonExpired()
-        call = await self._store.get(int(click.value))
-        if (
-            call is None
-            or call.team_id != click.team_id
-            or call.channel_id != click.channel_id
-            or call.status_ts is None
-            or call.status_ts != click.message_ts
-        ):
+        call = await self._store.get(click.row_id())
+        if call is None or not click.came_from(call.team_id, call.channel_id, call.status_ts):
             raise ButtonExpired()
         return call
 

@@ -563,15 +563,9 @@ class EscalationService:
             self._spawn(escalation.id)
 
     async def _load(self, click: ButtonClick) -> Escalation:
-        if not click.value.isdigit() or len(click.value) > 18:
-            raise ButtonExpired()
-        escalation = await self.store.get(int(click.value))
-        if (
-            escalation is None
-            or escalation.team_id != click.team_id
-            or escalation.channel_id != click.channel_id
-            or escalation.message_ts is None
-            or escalation.message_ts != click.message_ts
+        escalation = await self.store.get(click.row_id())
+        if escalation is None or not click.came_from(
+            escalation.team_id, escalation.channel_id, escalation.message_ts
         ):
             raise ButtonExpired()
         return escalation
