@@ -20,7 +20,8 @@ from bot.views import Message, combined
 
 logger = logging.getLogger(__name__)
 
-_SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError)
+# What a Slack Web API call can fail with: Slack's refusal, or no answer at all.
+SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError)
 
 
 class NotDelivered(Exception):
@@ -51,7 +52,8 @@ class Posted:
     ts: str | None = None
 
 
-def _error_code(exc: Exception) -> str:
+def slack_error_code(exc: Exception) -> str:
+    """Slack's error code (`not_in_channel`), or the exception's class for a network failure."""
     if isinstance(exc, SlackApiError):
         return str(exc.response.get("error", "unknown"))
     return type(exc).__name__
@@ -77,11 +79,11 @@ class Notifier:
             response = await self._client.chat_postMessage(
                 channel=channel, thread_ts=thread_ts, **parent.as_kwargs()
             )
-        except _SLACK_FAILURES as exc:
-            logger.warning("posting to %s failed (%s)", channel, _error_code(exc))
+        except SLACK_FAILURES as exc:
+            logger.warning("posting to %s failed (%s)", channel, slack_error_code(exc))
             if response_url is None or not await self._respond(response_url, parent,
                                                                in_channel=True):
-                raise NotDelivered(_error_code(exc)) from None
+                raise NotDelivered(slack_error_code(exc)) from None
             return Thread(channel=channel, ts=None, response_url=response_url, parent=parent)
         ts = thread_ts or str(response["ts"])
         return Thread(channel=channel, ts=ts, response_url=response_url, parent=parent,
@@ -105,8 +107,8 @@ class Notifier:
                     reply_broadcast=True if broadcast else None, **message.as_kwargs()
                 )
                 return Posted(True, str(response["ts"]) if response.get("ts") else None)
-            except _SLACK_FAILURES as exc:
-                logger.warning("thread reply in %s failed (%s)", thread.channel, _error_code(exc))
+            except SLACK_FAILURES as exc:
+                logger.warning("thread reply in %s failed (%s)", thread.channel, slack_error_code(exc))
                 if thread.response_url is None:
                     return Posted(False)
                 # Out of the thread, the result alone would lack context: send both together.
@@ -122,8 +124,8 @@ class Notifier:
         try:
             await self._client.chat_update(channel=channel, ts=ts, **message.as_kwargs())
             return True
-        except _SLACK_FAILURES as exc:
-            logger.warning("editing a message in %s failed (%s)", channel, _error_code(exc))
+        except SLACK_FAILURES as exc:
+            logger.warning("editing a message in %s failed (%s)", channel, slack_error_code(exc))
             return False
 
     async def react(self, channel: str, ts: str, emoji: str) -> bool:
@@ -131,8 +133,8 @@ class Notifier:
         try:
             await self._client.reactions_add(channel=channel, timestamp=ts, name=emoji)
             return True
-        except _SLACK_FAILURES as exc:
-            code = _error_code(exc)
+        except SLACK_FAILURES as exc:
+            code = slack_error_code(exc)
             if code == "already_reacted":
                 return True
             logger.warning("reacting in %s failed (%s)", channel, code)
@@ -150,13 +152,13 @@ class Notifier:
                     channel=channel_id, user=user_id, **message.as_kwargs()
                 )
                 return True
-            except _SLACK_FAILURES as exc:
-                logger.warning("ephemeral post failed (%s)", _error_code(exc))
+            except SLACK_FAILURES as exc:
+                logger.warning("ephemeral post failed (%s)", slack_error_code(exc))
         try:
             await self._client.chat_postMessage(channel=user_id, **message.as_kwargs())
             return True
-        except _SLACK_FAILURES as exc:
-            logger.error("could not tell user %s anything (%s)", user_id, _error_code(exc))
+        except SLACK_FAILURES as exc:
+            logger.error("could not tell user %s anything (%s)", user_id, slack_error_code(exc))
             return False
 
     async def replace(self, response_url: str, message: Message) -> bool:

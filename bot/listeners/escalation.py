@@ -11,13 +11,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
-import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import escalation_views as forms
@@ -34,7 +31,8 @@ from bot.escalation_views import (
 from bot.evovoice import EvoVoiceError
 from bot.forms import is_response_url, origin_of
 from bot.listeners.actions import button_click_from
-from bot.listeners.submission import Wording, accept_once
+from bot.listeners.modals import Wording, accept_once, open_modal
+from bot.notify import SLACK_FAILURES, slack_error_code
 from bot.services import Services
 
 logger = logging.getLogger(__name__)
@@ -43,7 +41,6 @@ OPEN_BUDGET_SECONDS = 1.0
 VALIDATION_BUDGET_SECONDS = 2.0
 ACTION = "escalate to on-call"
 
-_SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError)
 
 RESTARTING = "callbot is restarting; nobody was called. Press Escalate again in a few seconds."
 RESTARTING_OPEN = "callbot is restarting. Try again in a few seconds."
@@ -116,8 +113,8 @@ async def _open(
     if services.tasks.closed:
         try:
             await client.views_open(trigger_id=trigger_id, view=forms.notice_view(RESTARTING_OPEN))
-        except _SLACK_FAILURES as exc:
-            logger.info("views.open while stopping failed (%s)", _error_code(exc))
+        except SLACK_FAILURES as exc:
+            logger.info("views.open while stopping failed (%s)", slack_error_code(exc))
         return
     services.tasks.spawn(
         open_escalation_form(client, services, trigger_id=trigger_id, user_id=user_id,
@@ -136,33 +133,23 @@ async def open_escalation_form(
     quoted: tuple[str, str] | None = None,
 ) -> None:
     """Open the modal; `quoted` is the message (text, ts) a message shortcut was used on."""
-    prepared = asyncio.ensure_future(_prepare_view(client, services, user_id, metadata, quoted))
-    await asyncio.wait({prepared}, timeout=OPEN_BUDGET_SECONDS)
-    loading = not prepared.done()
-    first = forms.loading_view(metadata) if loading else prepared.result()
-    try:
-        opened = await client.views_open(trigger_id=trigger_id, view=first)
-    except _SLACK_FAILURES as exc:
-        prepared.cancel()
-        logger.warning("views.open of the escalation form for %s failed (%s)", user_id,
-                       _error_code(exc))
+
+    async def tell_failure(code: str) -> None:
         await services.notifier.tell(
             user_id=user_id, channel_id=metadata.channel_id, response_url=metadata.response_url,
-            message=views.refusal(
-                f"I could not open the escalation form ({_error_code(exc)}). Try again."),
+            message=views.refusal(f"I could not open the escalation form ({code}). Try again."),
         )
-        return
-    if not loading:
-        return
-    view = await prepared
-    opened_view = opened.get("view") or {}
-    try:
-        await client.views_update(
-            view_id=str(opened_view.get("id")), hash=opened_view.get("hash"), view=view
-        )
-    except _SLACK_FAILURES as exc:
-        logger.info("views.update of the escalation form for %s failed (%s)", user_id,
-                    _error_code(exc))
+
+    await open_modal(
+        client,
+        what="escalation form",
+        user_id=user_id,
+        trigger_id=trigger_id,
+        view=_prepare_view(client, services, user_id, metadata, quoted),
+        loading_view=forms.loading_view(metadata),
+        budget=OPEN_BUDGET_SECONDS,
+        on_failure=tell_failure,
+    )
 
 
 async def _prepare_view(
@@ -200,9 +187,9 @@ async def _prepare_view(
 async def _permalink(client: AsyncWebClient, channel: str, ts: str) -> str | None:
     try:
         response = await client.chat_getPermalink(channel=channel, message_ts=ts)
-    except _SLACK_FAILURES as exc:
+    except SLACK_FAILURES as exc:
         logger.info("chat.getPermalink failed (%s); the reason quotes the text alone",
-                    _error_code(exc))
+                    slack_error_code(exc))
         return None
     link = response.get("permalink")
     return link if isinstance(link, str) and link.startswith("https://") else None
@@ -306,8 +293,3 @@ async def on_stop_escalation(
     services.tasks.spawn(services.escalations.stop_clicked(click),
                          name=f"stop escalation by {click.user_id}")
 
-
-def _error_code(exc: Exception) -> str:
-    if isinstance(exc, SlackApiError):
-        return str(exc.response.get("error", "unknown"))
-    return type(exc).__name__

@@ -15,9 +15,7 @@ import asyncio
 import logging
 from typing import Any
 
-import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import forms, views
@@ -33,7 +31,8 @@ from bot.errors import (
 )
 from bot.evovoice import EvoVoiceError, Flow
 from bot.forms import FormField, FormMetadata, FormMetadataInvalid, Submission
-from bot.listeners.submission import Wording, accept_once
+from bot.listeners.modals import Wording, accept_once, open_modal
+from bot.notify import SLACK_FAILURES, slack_error_code
 from bot.phone import NumberRejected, check_dialable
 from bot.services import Services
 
@@ -47,7 +46,6 @@ VALIDATION_BUDGET_SECONDS = 2.0
 OPTIONS_BUDGET_SECONDS = 2.0
 MAX_QUERY_CHARS = 100
 
-_SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError)
 
 RESTARTING = "callbot is restarting; nothing was dialled. Press Call again in a few seconds."
 RESTARTING_OPEN = "callbot is restarting. Try again in a few seconds."
@@ -85,8 +83,8 @@ async def on_place_call_shortcut(
     if services.tasks.closed:
         try:
             await client.views_open(trigger_id=trigger_id, view=forms.notice_view(RESTARTING_OPEN))
-        except _SLACK_FAILURES as exc:
-            logger.info("views.open while stopping failed (%s)", _error_code(exc))
+        except SLACK_FAILURES as exc:
+            logger.info("views.open while stopping failed (%s)", slack_error_code(exc))
         return
     services.tasks.spawn(
         open_call_form(client, services, trigger_id=trigger_id, user_id=user_id,
@@ -105,29 +103,22 @@ async def open_call_form(
     number_text: str | None = None,
 ) -> None:
     """Open the form for `user_id`; without a channel in `metadata` it also asks for one."""
-    prepared = asyncio.ensure_future(_prepare_view(services, user_id, metadata, number_text))
-    await asyncio.wait({prepared}, timeout=OPEN_BUDGET_SECONDS)
-    loading = not prepared.done()
-    first = forms.loading_view(metadata) if loading else prepared.result()
-    try:
-        opened = await client.views_open(trigger_id=trigger_id, view=first)
-    except _SLACK_FAILURES as exc:
-        prepared.cancel()
-        logger.warning("views.open for %s failed (%s)", user_id, _error_code(exc))
-        await _tell(services, user_id, metadata,
-                    f"I could not open the call form ({_error_code(exc)}). Try again.")
-        return
-    if not loading:
-        return
-    view = await prepared
-    opened_view = opened.get("view") or {}
-    try:
-        await client.views_update(
-            view_id=str(opened_view.get("id")), hash=opened_view.get("hash"), view=view
+
+    async def tell_failure(code: str) -> None:
+        await _tell(
+            services, user_id, metadata, f"I could not open the call form ({code}). Try again."
         )
-    except _SLACK_FAILURES as exc:
-        # not_found: the user closed the loading view; hash_conflict: it changed meanwhile.
-        logger.info("views.update of the call form for %s failed (%s)", user_id, _error_code(exc))
+
+    await open_modal(
+        client,
+        what="call form",
+        user_id=user_id,
+        trigger_id=trigger_id,
+        view=_prepare_view(services, user_id, metadata, number_text),
+        loading_view=forms.loading_view(metadata),
+        budget=OPEN_BUDGET_SECONDS,
+        on_failure=tell_failure,
+    )
 
 
 async def _prepare_view(
@@ -289,8 +280,3 @@ async def _tell(services: Services, user_id: str, metadata: FormMetadata, text: 
         message=views.refusal(text),
     )
 
-
-def _error_code(exc: Exception) -> str:
-    if isinstance(exc, SlackApiError):
-        return str(exc.response.get("error", "unknown"))
-    return type(exc).__name__
