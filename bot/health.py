@@ -107,7 +107,9 @@ def slack_probe(client: AsyncWebClient) -> Probe:
         try:
             await client.auth_test()
         except SlackApiError as exc:
-            raise ProbeFailed(f"auth.test failed: {exc.response.get('error', 'unknown error')}")
+            raise ProbeFailed(
+                f"auth.test failed: {exc.response.get('error', 'unknown error')}"
+            ) from None
         except aiohttp.ClientError as exc:
             raise ProbeFailed(f"cannot reach Slack ({type(exc).__name__})") from None
 

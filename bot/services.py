@@ -81,7 +81,12 @@ async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
             f"EVOVOICE_USERNAME: the Evo Voice user {settings.evovoice_username!r} lacks the Manager "
             "or SystemAdministrator role, which placing calls requires; grant it in Evo Voice"
         ])
-    accounts = dict(zip(status.account_ids, status.account_names or status.account_ids))
+    # Names are only labels: a shorter (or missing) list must not drop an account from the choice.
+    names = list(status.account_names)
+    accounts = {
+        aid: names[i] if i < len(names) and names[i] else aid
+        for i, aid in enumerate(status.account_ids)
+    }
     listing = ", ".join(f"{aid} ({name})" for aid, name in accounts.items())
     if settings.evovoice_account_id is not None:
         if settings.evovoice_account_id not in accounts:

@@ -250,3 +250,20 @@ def test_placeholders_from_env_example_are_named(tmp_path: Path) -> None:
     text = "\n".join(raised.value.problems)
     for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "EVOVOICE_PASSWORD"):
         assert f"{name}: still holds the placeholder" in text
+
+
+async def test_an_account_without_a_name_is_still_an_account() -> None:
+    from bot.evovoice import AuthStatus
+    from bot.services import choose_account
+
+    class TwoAccountsOneName:
+        async def auth_status(self) -> AuthStatus:
+            return AuthStatus.model_validate({
+                "isAuthenticated": True, "roles": ["Manager"],
+                "accountIds": ["a-1", "a-2"], "accountNames": ["One"],
+            })
+
+    settings = load_settings(_env_file=None, **BASE)
+    with pytest.raises(ConfigError) as raised:
+        await choose_account(TwoAccountsOneName(), settings)  # type: ignore[arg-type]
+    assert "set it to one of: a-1 (One), a-2 (a-2)" in str(raised.value)
