@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -295,30 +296,33 @@ class AuditLog:
         decision: Decision,
         reason: str | None,
     ) -> int:
-        async with self._db.transaction() as tx:
-            await tx.execute(
+        values = (
+            _iso(self._clock()),
+            request.team_id,
+            request.user_id,
+            request.channel_id,
+            request.origin,
+            request.repeat_of,
+            number_masked,
+            number_hash,
+            flow,
+            flow_id,
+            caller_id,
+            str(decision),
+            reason,
+        )
+
+        def insert(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
                 "INSERT INTO audit_attempts (at, team_id, user_id, channel_id, origin, repeat_of,"
                 " number_masked, number_hash, flow, flow_id, caller_id, decision, reason)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    _iso(self._clock()),
-                    request.team_id,
-                    request.user_id,
-                    request.channel_id,
-                    request.origin,
-                    request.repeat_of,
-                    number_masked,
-                    number_hash,
-                    flow,
-                    flow_id,
-                    caller_id,
-                    str(decision),
-                    reason,
-                ),
+                values,
             )
-            row = await tx.fetchone("SELECT last_insert_rowid()")
-        assert row is not None
-        return int(row[0])
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+        return await self._db.atomic(insert)
 
     # -------------------------------------------------------------------------------- history
 

@@ -102,14 +102,17 @@ class CallStore:
         names = [name for name in values if name in _COLUMNS and name != "id"]
         if len(names) != len(values):
             raise ValueError(f"unknown columns: {sorted(set(values) - set(names))}")
-        async with self._db.transaction() as tx:
-            await tx.execute(
+        def insert(conn: sqlite3.Connection) -> sqlite3.Row:
+            cursor = conn.execute(
                 f"INSERT INTO calls ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
                 [values[name] for name in names],
             )
-            row = await tx.fetchone("SELECT * FROM calls WHERE id = last_insert_rowid()")
-        assert row is not None
-        return _call(row)
+            row: sqlite3.Row = conn.execute(
+                "SELECT * FROM calls WHERE id = ?", (cursor.lastrowid,)
+            ).fetchone()
+            return row
+
+        return _call(await self._db.atomic(insert))
 
     async def get(self, call_id: int) -> TrackedCall | None:
         row = await self._db.fetchone("SELECT * FROM calls WHERE id = ?", (call_id,))

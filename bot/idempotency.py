@@ -7,6 +7,7 @@ one INSERT on a primary key, atomic across coroutines and processes sharing the 
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 
@@ -24,9 +25,12 @@ class Claims:
     async def claim(self, key: str) -> bool:
         """True for the first claim of `key`; False for every later one (until it expires)."""
         now = self._clock()
-        async with self._db.transaction() as tx:
-            await tx.execute("DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_LIFETIME_SECONDS,))
-            inserted = await tx.execute(
+
+        def claim(conn: sqlite3.Connection) -> bool:
+            conn.execute("DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_LIFETIME_SECONDS,))
+            inserted = conn.execute(
                 "INSERT OR IGNORE INTO claims (key, claimed_at) VALUES (?, ?)", (key, now)
             )
-        return inserted == 1
+            return inserted.rowcount == 1
+
+        return await self._db.atomic(claim)

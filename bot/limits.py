@@ -26,13 +26,14 @@ import hmac
 import logging
 import math
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.errors import CallbotError
 from bot.phone import mask
-from bot.store import Database, Transaction
+from bot.store import Database
 
 logger = logging.getLogger(__name__)
 
@@ -208,36 +209,43 @@ class CallLimits:
         """
         number_key = await self.number_key(e164)
         now = self._clock()
-        async with self._db.transaction() as tx:
-            await tx.execute("DELETE FROM rate_events WHERE at <= ?", (now - self._horizon,))
+
+        # One trip to the database thread: during a burst, a transaction of several awaited
+        # statements would hold the write lock across several turns of a busy event loop.
+        def acquire(conn: sqlite3.Connection) -> Slot:
+            conn.execute("DELETE FROM rate_events WHERE at <= ?", (now - self._horizon,))
             if check_repeat:
-                row = await tx.fetchone(
+                row = conn.execute(
                     "SELECT MAX(at) FROM rate_events WHERE user_key = ? AND number_key = ?"
                     " AND flow_id = ? AND at > ?",
                     (user_id, number_key, flow_id, now - self._repeat_window),
-                )
+                ).fetchone()
                 if row is not None and row[0] is not None:
                     raise RecentlyCalled(max(0.0, now - float(row[0])))
             for scope, rate in self._windows:
-                retry_after = await self._retry_after(tx, scope, rate, now, user_id, number_key)
+                retry_after = self._retry_after(conn, scope, rate, now, user_id, number_key)
                 if retry_after is not None:
-                    logger.info("call by %s refused: %s limit %s reached",
-                                user_id, scope, rate.text)
                     raise LimitReached(scope, rate, retry_after, mask(e164))
-            await tx.execute(
+            cursor = conn.execute(
                 "INSERT INTO rate_events (at, user_key, number_key, flow_id) VALUES (?, ?, ?, ?)",
                 (now, user_id, number_key, flow_id),
             )
-            row = await tx.fetchone("SELECT last_insert_rowid()")
-        assert row is not None
-        return Slot(int(row[0]))
+            assert cursor.lastrowid is not None
+            return Slot(cursor.lastrowid)
+
+        try:
+            return await self._db.atomic(acquire)
+        except LimitReached as refused:
+            logger.info("call by %s refused: %s limit %s reached",
+                        user_id, refused.scope, refused.rate.text)
+            raise
 
     async def release(self, slot: Slot) -> None:
         await self._db.execute("DELETE FROM rate_events WHERE id = ?", (slot.event_id,))
 
     @staticmethod
-    async def _retry_after(
-        tx: Transaction, scope: str, rate: Rate, now: float, user_id: str, number_key: str
+    def _retry_after(
+        conn: sqlite3.Connection, scope: str, rate: Rate, now: float, user_id: str, number_key: str
     ) -> float | None:
         """None if one more call fits in the window; else seconds until it will."""
         where = "at > ?"
@@ -248,10 +256,10 @@ class CallLimits:
         elif scope == "per_number":
             where += " AND number_key = ?"
             params.append(number_key)
-        rows = await tx.fetchall(
+        rows = conn.execute(
             f"SELECT at FROM rate_events WHERE {where} ORDER BY at DESC LIMIT ?",
             (*params, rate.count),
-        )
+        ).fetchall()
         if len(rows) < rate.count:
             return None
         # The call that must leave the window before one more fits: the rate.count-th newest.

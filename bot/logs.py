@@ -24,9 +24,8 @@ from typing import Literal, TextIO
 _UNSAFE = re.compile(r"[\r\n\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 # Libraries that log request URLs or bodies at INFO/DEBUG: bodies and `to=` queries hold phone
-# numbers and response_urls, so these stay at WARNING whatever LOG_LEVEL says. aiosqlite logs
-# every statement with its parameters (pending calls hold their number until confirmed).
-_QUIET = ("httpx", "httpcore", "slack_sdk", "slack_bolt", "aiohttp.access", "asyncio", "aiosqlite")
+# numbers and response_urls, so these stay at WARNING whatever LOG_LEVEL says.
+_QUIET = ("httpx", "httpcore", "slack_sdk", "slack_bolt", "aiohttp.access", "asyncio")
 
 LogFormat = Literal["text", "json"]
 

@@ -2,8 +2,14 @@
 
 SQLite (in WAL mode, with a busy timeout) lets several bot processes on one host share the file, so
 what must hold across restarts and replicas (audit trail, limits, idempotency claims, calls being
-followed) lives here. Every statement goes through aiosqlite's own thread, so the event loop never
-waits on the disk.
+followed) lives here. Every statement runs on the database's own thread (one connection, one
+thread), so the event loop never waits on the disk.
+
+Two ways to write atomically:
+- `transaction()`: an `async with` block; each statement is one trip to the database thread.
+- `atomic(fn)`: `fn` runs on the database thread inside BEGIN IMMEDIATE … COMMIT, in one trip,
+  however many statements it makes. For hot paths (claims, rate limits): during a burst every trip
+  waits its turn on a busy event loop, and a transaction holds the lock across all of its trips.
 
 Migrations are append-only: a released migration is never edited. Each is applied once, in version
 order, inside a transaction, and recorded in `schema_migrations`.
@@ -14,13 +20,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -243,26 +250,43 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self._path = sqlite_path(url)
-        self._conn: aiosqlite.Connection | None = None
+        self._sqlite: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
         # One connection serves every coroutine: without this lock a statement of one request could
         # slip into another request's open transaction.
         self._lock = asyncio.Lock()
 
     @property
-    def conn(self) -> aiosqlite.Connection:
-        if self._conn is None:
+    def conn(self) -> sqlite3.Connection:
+        """The connection, for use on the database thread only (inside `atomic`)."""
+        if self._sqlite is None:
             raise RuntimeError("database is not open")
-        return self._conn
+        return self._sqlite
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the database thread (no lock: callers hold it where needed)."""
+        if self._thread is None:
+            raise RuntimeError("database is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def _connect(self, target: str, *, uri: bool = False) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callbot-db")
+
+        def connect() -> sqlite3.Connection:
+            # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
+            conn = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            return conn
+
+        self._sqlite = await self.run(connect)
 
     async def open(self, migrations: Sequence[Migration] = MIGRATIONS) -> None:
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
-        self._conn = await aiosqlite.connect(self._path, isolation_level=None)
-        self._conn.row_factory = aiosqlite.Row
-        await self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        await self._conn.execute("PRAGMA journal_mode = WAL")
-        await self._conn.execute("PRAGMA foreign_keys = ON")
+        await self._connect(self._path)
+        await self.execute("PRAGMA journal_mode = WAL")
+        await self.execute("PRAGMA foreign_keys = ON")
         await self.migrate(migrations)
 
     async def open_read_only(self) -> None:
@@ -276,14 +300,15 @@ class Database:
         # (no side files); with one, the files are there already and must be read for fresh data.
         wal = path.with_name(path.name + "-wal")
         uri = path.as_uri() + ("?mode=ro" if wal.exists() else "?mode=ro&immutable=1")
-        self._conn = await aiosqlite.connect(uri, uri=True, isolation_level=None)
-        self._conn.row_factory = aiosqlite.Row
-        await self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await self._connect(uri, uri=True)
 
     async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-            self._conn = None
+        if self._sqlite is not None:
+            await self.run(self._sqlite.close)
+            self._sqlite = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=False)
+            self._thread = None
 
     async def migrate(self, migrations: Sequence[Migration]) -> list[int]:
         versions = [m.version for m in migrations]
@@ -329,43 +354,74 @@ class Database:
         the lock this transaction holds).
         """
         async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
+            tx = Transaction(self)
+            await tx.execute("BEGIN IMMEDIATE")
             try:
-                yield Transaction(self.conn)
+                yield tx
             except BaseException:
-                await self.conn.execute("ROLLBACK")
+                await tx.execute("ROLLBACK")
                 raise
             else:
-                await self.conn.execute("COMMIT")
+                await tx.execute("COMMIT")
+
+    async def atomic(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """`fn(conn)` on the database thread inside BEGIN IMMEDIATE … COMMIT, in one trip.
+
+        `fn` must only use the connection it is given (no awaiting, no other I/O); an exception
+        from it rolls everything back and reaches the caller.
+        """
+
+        def unit() -> T:
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        async with self._lock:
+            return await self.run(unit)
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         async with self._lock:
-            return await Transaction(self.conn).execute(sql, params)
+            return await Transaction(self).execute(sql, params)
 
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
         async with self._lock:
-            return await Transaction(self.conn).fetchone(sql, params)
+            return await Transaction(self).fetchone(sql, params)
 
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         async with self._lock:
-            return await Transaction(self.conn).fetchall(sql, params)
+            return await Transaction(self).fetchall(sql, params)
 
 
 class Transaction:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
+    """Statements inside `Database.transaction()`: each is one trip to the database thread."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
-        cursor = await self._conn.execute(sql, tuple(params))
-        return cursor.rowcount
+        def run() -> int:
+            return self._db.conn.execute(sql, tuple(params)).rowcount
 
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> aiosqlite.Row | None:
-        async with self._conn.execute(sql, tuple(params)) as cursor:
-            return await cursor.fetchone()
+        return await self._db.run(run)
 
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[aiosqlite.Row]:
-        async with self._conn.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        def run() -> sqlite3.Row | None:
+            row: sqlite3.Row | None = self._db.conn.execute(sql, tuple(params)).fetchone()
+            return row
+
+        return await self._db.run(run)
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        def run() -> list[sqlite3.Row]:
+            return list(self._db.conn.execute(sql, tuple(params)).fetchall())
+
+        return await self._db.run(run)
 
 
 def _statements(sql: str) -> list[str]:

@@ -37,7 +37,7 @@ def production_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     saved_handlers, saved_level = root.handlers[:], root.level
     saved_levels = {name: logging.getLogger(name).level
                     for name in ("httpx", "httpcore", "slack_sdk", "slack_bolt", "aiohttp.access",
-                                 "asyncio", "aiosqlite")}
+                                 "asyncio")}
     buffer = io.StringIO()
     monkeypatch.setattr(sys, "stderr", buffer)
     configure_logging("DEBUG")

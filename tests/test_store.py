@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,24 @@ async def test_a_migration_with_a_trigger_applies(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="kept; always"):
         await database.execute("DELETE FROM t")
     await database.close()
+
+
+async def test_atomic_units_are_all_or_nothing_and_lose_no_update(db: Database) -> None:
+    def increment(conn: sqlite3.Connection) -> int:
+        value = conn.execute("SELECT value FROM counters WHERE name = 'calls'").fetchone()[0]
+        conn.execute("UPDATE counters SET value = ? WHERE name = 'calls'", (value + 1,))
+        return int(value) + 1
+
+    results = await asyncio.gather(*(db.atomic(increment) for _ in range(50)))
+    assert sorted(results) == list(range(1, 51))
+
+    def half_done(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE counters SET value = 99")
+        raise LookupError("refused midway")
+
+    with pytest.raises(LookupError):
+        await db.atomic(half_done)
+    row = await db.fetchone("SELECT value FROM counters WHERE name = 'x'")
+    assert row is not None and row[0] == 1
+    # The connection is usable afterwards: the failed unit was rolled back, not left open.
+    assert await db.atomic(increment) == 51
