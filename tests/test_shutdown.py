@@ -3,22 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from bot import escalation_views, forms
 from tests.conftest import (
     APP_TOKEN,
     BOT_TOKEN,
     EVO_PASSWORD,
     SIGNING_SECRET,
+    BotFactory,
     BotUnderTest,
     bot_environment,
 )
 from tests.standins.evovoice import EvoVoiceStandIn, Gated
-from tests.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
+from tests.standins.slack import (
+    SlackStandIn,
+    global_shortcut_payload,
+    interactive_body,
+    sign,
+    slash_command_body,
+    slash_command_payload,
+)
 from tests.test_confirmations import ask, click
 from tests.test_startup import run_bot_process
 
@@ -159,3 +169,21 @@ async def test_sigterm_lets_the_call_in_flight_finish_then_exits_0(
     assert len(evo.outgoing_posts) == 1
     for secret in (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, EVO_PASSWORD, FULL, "/response/"):
         assert secret not in log, secret
+
+
+@pytest.mark.parametrize(
+    "callback_id", [forms.PLACE_CALL_SHORTCUT_ID, escalation_views.ESCALATE_GLOBAL_SHORTCUT_ID]
+)
+async def test_a_shortcut_during_shutdown_says_so_instead_of_opening_a_form(
+    bot_factory: BotFactory, callback_id: str
+) -> None:
+    bot = await bot_factory("http")
+    assert bot.runtime.services is not None
+    await bot.runtime.services.tasks.drain(0)  # the start of a shutdown: no new work
+    trigger = bot.slack.new_trigger_id()
+    payload = global_shortcut_payload(callback_id=callback_id, trigger_id=trigger)
+    assert (await bot.post_signed(interactive_body(payload))).status == 200
+    opened = await bot.slack.wait_for_call("views.open")
+    assert opened.params["trigger_id"] == trigger
+    assert "restarting" in json.dumps(opened.params["view"])
+    assert "submit" not in opened.params["view"], "a notice, not a form"

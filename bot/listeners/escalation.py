@@ -31,7 +31,7 @@ from bot.escalation_views import (
 from bot.evovoice import EvoVoiceError
 from bot.forms import is_response_url, origin_of
 from bot.listeners.actions import button_click_from
-from bot.listeners.modals import Wording, accept_once, open_modal
+from bot.listeners.modals import Wording, accept_once, open_modal, open_unless_stopping
 from bot.notify import SLACK_FAILURES, slack_error_code
 from bot.services import Services
 
@@ -110,16 +110,17 @@ async def _open(
 ) -> None:
     user_id = str(shortcut["user"]["id"])
     trigger_id = str(shortcut["trigger_id"])
-    if services.tasks.closed:
-        try:
-            await client.views_open(trigger_id=trigger_id, view=forms.notice_view(RESTARTING_OPEN))
-        except SLACK_FAILURES as exc:
-            logger.info("views.open while stopping failed (%s)", slack_error_code(exc))
-        return
-    services.tasks.spawn(
-        open_escalation_form(client, services, trigger_id=trigger_id, user_id=user_id,
-                             metadata=metadata, quoted=quoted),
-        name=f"escalation form for {user_id}",
+    await open_unless_stopping(
+        client,
+        services,
+        what="escalation form",
+        user_id=user_id,
+        trigger_id=trigger_id,
+        stopping_view=forms.notice_view(RESTARTING_OPEN),
+        opening=open_escalation_form(
+            client, services, trigger_id=trigger_id, user_id=user_id, metadata=metadata,
+            quoted=quoted,
+        ),
     )
 
 

@@ -31,8 +31,7 @@ from bot.errors import (
 )
 from bot.evovoice import EvoVoiceError, Flow
 from bot.forms import FormField, FormMetadata, FormMetadataInvalid, Submission
-from bot.listeners.modals import Wording, accept_once, open_modal
-from bot.notify import SLACK_FAILURES, slack_error_code
+from bot.listeners.modals import Wording, accept_once, open_modal, open_unless_stopping
 from bot.phone import NumberRejected, check_dialable
 from bot.services import Services
 
@@ -80,16 +79,16 @@ async def on_place_call_shortcut(
     await ack()
     user_id = str(shortcut["user"]["id"])
     trigger_id = str(shortcut["trigger_id"])
-    if services.tasks.closed:
-        try:
-            await client.views_open(trigger_id=trigger_id, view=forms.notice_view(RESTARTING_OPEN))
-        except SLACK_FAILURES as exc:
-            logger.info("views.open while stopping failed (%s)", slack_error_code(exc))
-        return
-    services.tasks.spawn(
-        open_call_form(client, services, trigger_id=trigger_id, user_id=user_id,
-                       metadata=FormMetadata()),
-        name=f"call form for {user_id}",
+    await open_unless_stopping(
+        client,
+        services,
+        what="call form",
+        user_id=user_id,
+        trigger_id=trigger_id,
+        stopping_view=forms.notice_view(RESTARTING_OPEN),
+        opening=open_call_form(
+            client, services, trigger_id=trigger_id, user_id=user_id, metadata=FormMetadata()
+        ),
     )
 
 
