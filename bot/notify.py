@@ -168,7 +168,8 @@ class Notifier:
     async def _respond(
         self, url: str, message: Message, *, in_channel: bool, replace_original: bool = False
     ) -> bool:
-        webhook = AsyncWebhookClient(url, timeout=10)
+        # The Web API client's connection pool: without it every post opens a session of its own.
+        webhook = AsyncWebhookClient(url, timeout=10, session=self._client.session)
         try:
             response = await webhook.send(
                 text=message.text,
