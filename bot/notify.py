@@ -89,14 +89,11 @@ class Notifier:
         return Thread(channel=channel, ts=ts, response_url=response_url, parent=parent,
                       parent_ts=str(response["ts"]))
 
-    async def reply(self, thread: Thread, message: Message) -> bool:
-        """Post under the thread, or through `response_url`. False if nobody could be told."""
-        return (await self.post_reply(thread, message)).delivered
-
     async def post_reply(
         self, thread: Thread, message: Message, *, broadcast: bool = False
     ) -> Posted:
-        """Like `reply`, also returning the reply's `ts` (None when it went through response_url).
+        """Post under the thread, or through `response_url`; `delivered` False if nobody could
+        be told, `ts` the reply's (None when it went through response_url).
 
         `broadcast`: the reply is also shown in the channel (Slack's "Also send to channel").
         """
