@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from bench.processes import Child
 from bench.scenario import CHANNEL, SIGNING_SECRET, Caller
-from tests.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
+from bot.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
 
 # Far beyond Slack's 3 s: a late ack is measured, not lost.
 ACK_WAIT_SECONDS = 60.0

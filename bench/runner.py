@@ -27,7 +27,7 @@ from bench.scenario import (
 )
 from bench.standins import InlineStandIns, ProcessStandIns, StandIns, create_slack
 from bench.stats import summary
-from tests.standins.slack import SlackStandIn
+from bot.standins.slack import SlackStandIn
 
 LATE_ACK_SECONDS = 3.0  # Slack gives up (and retries) after 3 s
 CONFIRMED = "Call placed"

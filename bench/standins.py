@@ -30,8 +30,8 @@ from bench.scenario import (
     OWNED,
     clean_environment,
 )
-from tests.standins.evovoice import OUTGOING_PATH, Delayed, EvoVoiceStandIn, Respond
-from tests.standins.slack import ApiCall, SlackStandIn
+from bot.standins.evovoice import OUTGOING_PATH, Delayed, EvoVoiceStandIn, Respond
+from bot.standins.slack import ApiCall, SlackStandIn
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import asyncio
 import sys
 
 from bot.config import ConfigError, load_configuration
-from bot.logs import configure_logging
+from bot.ops.logs import configure_logging
 from bot.runtime import Runtime, run_until_signalled
 
 EXIT_CONFIG = 2
@@ -63,7 +63,7 @@ def _run() -> int:
 
 
 def _check() -> int:
-    from bot import doctor
+    from bot.ops import check as doctor
 
     # The checks say what went wrong; library warnings would only repeat it.
     configure_logging("ERROR")
@@ -71,7 +71,7 @@ def _check() -> int:
 
 
 def _manifest(parser: argparse.ArgumentParser, http: str | None) -> int:
-    from bot.manifest import ManifestError, render
+    from bot.slack.manifest import ManifestError, render
 
     try:
         text = render(http)

@@ -19,7 +19,9 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import Settings
 from bot.errors import reference_id
-from bot.listeners import actions, command, confirm, escalation, form
+from bot.listeners import actions, confirm, escalation
+from bot.listeners import call_command as command
+from bot.listeners import call_form as form
 from bot.services import Services
 
 logger = logging.getLogger(__name__)

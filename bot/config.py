@@ -29,8 +29,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bot.limits import REPEAT_WINDOW_SECONDS, Rate, parse_duration, parse_rate
-from bot.oncall import DEFAULT_HANDOFF, DEFAULT_START, HandoffRule, Rotation, parse_handoff
+from bot.calls.limits import REPEAT_WINDOW_SECONDS, Rate, parse_duration, parse_rate
+from bot.oncall.rotation import DEFAULT_HANDOFF, DEFAULT_START, HandoffRule, Rotation, parse_handoff
 from bot.phone import (
     DEFAULT_ALLOWED_TYPES,
     NUMBER_TYPE_NAMES,
@@ -39,7 +39,7 @@ from bot.phone import (
     check_dialable,
     to_e164,
 )
-from bot.store import DatabaseUrlError, sqlite_path
+from bot.storage.database import DatabaseUrlError, sqlite_path
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_EVOVOICE_URL = "https://team.evovoice.io"

@@ -21,9 +21,9 @@ import logging
 import secrets
 from collections.abc import Sequence
 
-from bot import evovoice
-from bot.command import CommandRejected
-from bot.logs import current_request_id
+from bot.calls.command_text import CommandRejected
+from bot.evovoice import client as evovoice
+from bot.ops.logs import current_request_id
 from bot.phone import NumberRejected
 
 logger = logging.getLogger(__name__)

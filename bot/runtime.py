@@ -21,23 +21,23 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.app import create_app, create_slack_client
 from bot.config import ConfigError, Policy, Settings
-from bot.evovoice import EvoVoiceClient
-from bot.health import readiness_for
-from bot.metrics import Metrics
-from bot.server import (
+from bot.evovoice.client import EvoVoiceClient
+from bot.ops.metrics import Metrics
+from bot.ops.readiness import readiness_for
+from bot.services import Services, build_services
+from bot.slack.http import (
     create_web_app,
     health_routes,
     metrics_routes,
     readiness_routes,
     slack_routes,
 )
-from bot.services import Services, build_services
-from bot.socket_mode import (
+from bot.slack.socket_mode import (
     WATCHDOG_INTERVAL_SECONDS,
     ObservedSocketModeHandler,
     SocketWatchdog,
 )
-from bot.store import Database
+from bot.storage.database import Database
 
 logger = logging.getLogger(__name__)
 

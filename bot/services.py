@@ -13,26 +13,26 @@ from dataclasses import dataclass, field
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import AccessControl, UserGroups
-from bot.audit import AuditLog
-from bot.calls import CallService
-from bot.callstore import CallStore
-from bot.catalog import Catalog
+from bot.audit.history import HistoryService
+from bot.audit.trail import AuditLog
+from bot.calls.confirmations import Confirmations
+from bot.calls.controls import CallControls
+from bot.calls.follow import CallFollower, FollowTiming
+from bot.calls.limits import CallLimits
+from bot.calls.service import CallService
+from bot.calls.store import CallStore
 from bot.config import KNOWN_ROLES, ConfigError, Policy, Settings
-from bot.confirmations import Confirmations
-from bot.controls import CallControls
 from bot.errors import CallbotError
-from bot.escalation import EscalationService
-from bot.escalation_store import EscalationStore
-from bot.evovoice import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable
-from bot.follow import CallFollower, FollowTiming
-from bot.history import HistoryService
-from bot.idempotency import Claims
-from bot.limits import CallLimits
-from bot.metrics import Metrics
-from bot.notify import Notifier
+from bot.evovoice.catalog import Catalog
+from bot.evovoice.client import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable
+from bot.oncall.escalation import EscalationService
+from bot.oncall.escalation_store import EscalationStore
+from bot.oncall.roster import OnCall, Overrides, PhoneBook
+from bot.ops.metrics import Metrics
 from bot.phone import mask
-from bot.roster import OnCall, Overrides, PhoneBook
-from bot.store import Database
+from bot.slack.notify import Notifier
+from bot.storage.claims import Claims
+from bot.storage.database import Database
 from bot.tasks import BackgroundTasks
 
 logger = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ import pytest
 
 from bot.config import load_policy, load_settings
 from bot.runtime import Runtime
-from tests.standins.evovoice import EvoVoiceStandIn
-from tests.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
+from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test"

@@ -6,11 +6,11 @@ import datetime as dt
 import itertools
 from typing import Any
 
-from bot.audit import AuditRecord
-from bot.call_views import CALL_ACTIONS_BLOCK
+from bot.audit.trail import AuditRecord
+from bot.calls.status_views import CALL_ACTIONS_BLOCK
 from bot.services import Services
+from bot.standins.slack import ApiCall, Message, block_actions_payload, interactive_body
 from tests.conftest import Ack, BotUnderTest
-from tests.standins.slack import ApiCall, Message, block_actions_payload, interactive_body
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"

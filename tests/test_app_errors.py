@@ -11,8 +11,8 @@ from slack_bolt.async_app import AsyncAck
 from slack_bolt.response import BoltResponse
 
 from bot.app import on_error
+from bot.standins.slack import block_actions_payload, interactive_body
 from tests.conftest import BotUnderTest
-from tests.standins.slack import block_actions_payload, interactive_body
 
 
 async def test_before_the_ack_the_requester_gets_a_reference() -> None:

@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from bot.store import Database
+from bot.standins.evovoice import ErrorStatus
+from bot.standins.slack import ApiCall, slash_command_body
+from bot.storage.database import Database
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
 from tests.follow_helpers import (
     FAST,
@@ -21,8 +23,6 @@ from tests.follow_helpers import (
     status_message,
     wait_for_edit,
 )
-from tests.standins.evovoice import ErrorStatus
-from tests.standins.slack import ApiCall, slash_command_body
 
 OTHER = "+18145551234"
 

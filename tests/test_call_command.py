@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from bot.standins.evovoice import Delayed, Respond
+from bot.standins.slack import SlackStandIn
 from tests.conftest import BotFactory, BotUnderTest
-from tests.standins.evovoice import Delayed, Respond
-from tests.standins.slack import SlackStandIn
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
@@ -215,7 +215,7 @@ async def test_ack_does_not_wait_for_a_slow_voice_api(bot: BotUnderTest) -> None
 
 
 async def test_a_redelivered_command_rings_once(bot: BotUnderTest) -> None:
-    from tests.standins.slack import slash_command_body, slash_command_payload
+    from bot.standins.slack import slash_command_body, slash_command_payload
 
     url = bot.slack.response_url()
     fields = dict(text=f"{FULL} escalation", response_url=url, trigger_id="111.222.abc")

@@ -7,8 +7,9 @@ import asyncio
 
 import pytest
 
-from bot.call_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
-from bot.callstore import CallState
+from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
+from bot.calls.store import CallState
+from bot.standins.evovoice import EmptyObject, ErrorStatus
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
 from tests.follow_helpers import (
     CHANNEL,
@@ -27,7 +28,6 @@ from tests.follow_helpers import (
     wait_for_edit,
     wait_for_mark,
 )
-from tests.standins.evovoice import EmptyObject, ErrorStatus
 
 
 @pytest.fixture(params=["http", "socket"])

@@ -1,4 +1,4 @@
-"""bot.command: splitting `/call` text into number, flow and caller ID."""
+"""bot.calls.command_text: splitting `/call` text into number, flow and caller ID."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.command import (
+from bot.calls.command_text import (
     MAX_TEXT,
     SUBCOMMANDS,
     USAGE,

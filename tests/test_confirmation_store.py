@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.confirmations import Confirmations, Reason, TakeStatus, valid_id
-from bot.store import Database
+from bot.calls.confirmations import Confirmations, Reason, TakeStatus, valid_id
+from bot.storage.database import Database
 
 REQUEST = {"user_id": "U1", "channel_id": "C1", "number_text": "+14165550123", "flow_text": "esc"}
 

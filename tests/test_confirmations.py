@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from bot.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
+from bot.calls.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
+from bot.standins.slack import block_actions_payload, interactive_body
 from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
-from tests.standins.slack import block_actions_payload, interactive_body
 from tests.test_policy_rules import policy_with
 
 US = "+18144043093"

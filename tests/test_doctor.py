@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from bot import doctor
 from bot.config import ConfigError
-from bot.doctor import Finding, Status, report, run_checkup
-from bot.store import MIGRATIONS, Database, Migration
+from bot.ops import check as doctor
+from bot.ops.check import Finding, Status, report, run_checkup
+from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
+from bot.standins.slack import SlackStandIn
+from bot.storage.database import MIGRATIONS, Database, Migration
 from tests.conftest import POLICY, bot_environment
-from tests.standins.evovoice import ErrorStatus, EvoVoiceStandIn
-from tests.standins.slack import SlackStandIn
 
 
 @pytest.fixture(autouse=True)

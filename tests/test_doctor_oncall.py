@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.doctor import Status, report
-from tests.standins.evovoice import EvoVoiceStandIn
-from tests.standins.slack import SlackStandIn
+from bot.ops.check import Status, report
+from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.slack import SlackStandIn
 from tests.test_doctor import (  # noqa: F401  (no_ambient_settings: autouse here too)
     by_subject,
     check,

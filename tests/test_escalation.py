@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from bot.escalation_store import EscalationState
-from bot.escalation_views import (
+from bot.oncall.escalation_store import EscalationState
+from bot.oncall.escalation_views import (
     ESCALATE_GLOBAL_SHORTCUT_ID,
     ESCALATE_MESSAGE_SHORTCUT_ID,
     ESCALATION_ACTIONS_BLOCK,
@@ -26,10 +26,8 @@ from bot.escalation_views import (
     STOP_ESCALATION_ACTION,
     EscalationField,
 )
-from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
-from tests.follow_helpers import FAST, services
-from tests.standins.evovoice import Delayed, ErrorStatus
-from tests.standins.slack import (
+from bot.standins.evovoice import Delayed, ErrorStatus
+from bot.standins.slack import (
     ApiCall,
     Message,
     View,
@@ -39,6 +37,8 @@ from tests.standins.slack import (
     message_shortcut_payload,
     view_submission_payload,
 )
+from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
+from tests.follow_helpers import FAST, services
 from tests.test_form import interact
 
 ROSTER = POLICY + """

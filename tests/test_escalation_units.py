@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot import escalation_views as views
-from bot.escalation_store import (
+from bot.oncall import escalation_views as views
+from bot.oncall.escalation_store import (
     Escalation,
     EscalationState,
     EscalationStore,
@@ -17,8 +17,8 @@ from bot.escalation_store import (
     StepOutcome,
     Target,
 )
-from bot.escalation_views import EscalationMetadata, EscalationMetadataInvalid
-from bot.store import Database
+from bot.oncall.escalation_views import EscalationMetadata, EscalationMetadataInvalid
+from bot.storage.database import Database
 
 HOOK = "https://hooks.slack.com/actions/T0/1/abc"
 

@@ -12,7 +12,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from bot.evovoice import (
+from bot.evovoice.client import (
     AuthStatus,
     BadLogin,
     BadRequest,
@@ -29,7 +29,7 @@ from bot.evovoice import (
     ServerError,
     parse_retry_after,
 )
-from tests.standins.evovoice import (
+from bot.standins.evovoice import (
     Delayed,
     DropConnection,
     EmptyObject,
@@ -601,12 +601,12 @@ async def test_password_never_appears_in_errors_or_logs(
 async def test_client_log_has_no_phone_numbers_or_query_strings(
     client: EvoVoiceClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="bot.evovoice")
+    caplog.set_level(logging.DEBUG, logger="bot.evovoice.client")
 
     await client.create_outgoing_session("flow-esc", CUSTOMER, caller_id=OWNED)
     await client.find_sessions([ACCOUNT], to=CUSTOMER)
 
-    own = [r.getMessage() for r in caplog.records if r.name == "bot.evovoice"]
+    own = [r.getMessage() for r in caplog.records if r.name == "bot.evovoice.client"]
     assert any("POST /sessions/outgoing -> 200" in line for line in own)
     assert any("GET /sessions -> 200" in line for line in own)
     for line in own:

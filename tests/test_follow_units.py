@@ -9,16 +9,16 @@ from typing import Any
 
 import pytest
 
-from bot import call_views
-from bot.audit import AuditLog, Decision, reason_of
-from bot.callstore import CallState, CallStore, Placement, TrackedCall
+from bot.audit.history import HistoryFilter, HistoryFilterRejected, parse_history_filter
+from bot.audit.trail import AuditLog, Decision, reason_of
+from bot.calls import status_views as call_views
+from bot.calls.follow import CallFollower, FollowTiming, classify, duration_of
+from bot.calls.messages import Message
+from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.config import ConfigError, load_settings
-from bot.evovoice import EvoVoiceTimeout, NotFound, RateLimited, Session
-from bot.follow import CallFollower, FollowTiming, classify, duration_of
-from bot.history import HistoryFilter, HistoryFilterRejected, parse_history_filter
+from bot.evovoice.client import EvoVoiceTimeout, NotFound, RateLimited, Session
 from bot.phone import NumberRejected, RejectCode
-from bot.store import Database
-from bot.views import Message
+from bot.storage.database import Database
 
 T0 = 1_800_000_000.0
 TIMING = FollowTiming(first_interval=2.0, max_interval=15.0, growth=1.5, find_for=120.0,

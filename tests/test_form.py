@@ -9,13 +9,12 @@ from typing import Any
 
 import pytest
 
-from bot import forms
-from bot.catalog import rank_flows
-from bot.evovoice import Flow
-from bot.forms import FormField, FormMetadata, FormMetadataInvalid
-from bot.listeners import form as form_listener
-from tests.conftest import POLICY_NO_REPEAT_QUESTION, Ack, BotFactory, BotUnderTest
-from tests.standins.slack import (
+from bot.calls import form as forms
+from bot.calls.form import FormField, FormMetadata, FormMetadataInvalid
+from bot.evovoice.catalog import rank_flows
+from bot.evovoice.client import Flow
+from bot.listeners import call_form as form_listener
+from bot.standins.slack import (
     ApiCall,
     View,
     block_suggestion_payload,
@@ -25,6 +24,7 @@ from tests.standins.slack import (
     slash_command_payload,
     view_submission_payload,
 )
+from tests.conftest import POLICY_NO_REPEAT_QUESTION, Ack, BotFactory, BotUnderTest
 from tests.test_manifest import manifest
 
 FULL = "+18144043093"

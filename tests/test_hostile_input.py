@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bot.command import CallArgs, CommandRejected, parse_command
-from bot.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
+from bot.calls.command_text import CallArgs, CommandRejected, parse_command
+from bot.calls.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
 from bot.errors import CallbotError
 from bot.phone import NumberRejected, check_dialable, to_e164
+from bot.standins.slack import block_actions_payload, sign, slash_command_body
 from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
-from tests.standins.slack import block_actions_payload, sign, slash_command_body
 
 # One bot serves every example of a test, as one deployment serves every request.
 FIXTURE_SHARED = settings(

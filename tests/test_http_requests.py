@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from bot.standins.slack import sign, slash_command_body
 from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
-from tests.standins.slack import sign, slash_command_body
 
 FULL = "+18144043093"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.limits import (
+from bot.calls.limits import (
     CallLimits,
     LimitReached,
     Rate,
@@ -16,7 +16,7 @@ from bot.limits import (
     describe_wait,
     parse_rate,
 )
-from bot.store import Database
+from bot.storage.database import Database
 
 A = "+18144043093"
 B = "+18144043094"

@@ -11,8 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.confirm_views import CONFIRM_CALL_ACTION
-from bot.logs import configure_logging
+from bot.calls.confirm_views import CONFIRM_CALL_ACTION
+from bot.ops.logs import configure_logging
+from bot.standins.evovoice import DropConnection, ErrorStatus
+from bot.standins.slack import block_actions_payload, interactive_body, sign, slash_command_body
 from tests.conftest import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -21,8 +23,6 @@ from tests.conftest import (
     SIGNING_SECRET,
     BotFactory,
 )
-from tests.standins.evovoice import DropConnection, ErrorStatus
-from tests.standins.slack import block_actions_payload, interactive_body, sign, slash_command_body
 from tests.test_confirmations import ask, button, click
 
 SECRETS = (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, EVO_PASSWORD)

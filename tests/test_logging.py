@@ -16,7 +16,7 @@ import pytest
 
 from bot.config import ConfigError, load_settings
 from bot.errors import describe, reference_id
-from bot.logs import (
+from bot.ops.logs import (
     TEXT_FORMAT,
     JsonFormatter,
     OneLineFormatter,
@@ -24,6 +24,8 @@ from bot.logs import (
     make_handler,
     request_context,
 )
+from bot.standins.evovoice import EvoVoiceStandIn, TooManyRequests
+from bot.standins.slack import SlackStandIn, sign, slash_command_body
 from tests.conftest import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -33,8 +35,6 @@ from tests.conftest import (
     BotUnderTest,
     bot_environment,
 )
-from tests.standins.evovoice import EvoVoiceStandIn, TooManyRequests
-from tests.standins.slack import SlackStandIn, sign, slash_command_body
 from tests.test_startup import run_bot_process
 
 FULL = "+18144043093"
@@ -171,7 +171,7 @@ async def test_the_reference_of_an_unexpected_error_is_the_request_id(
     def bug(_: str) -> None:
         raise RuntimeError("a bug in the parser")
 
-    monkeypatch.setattr("bot.listeners.command.parse_command", bug)
+    monkeypatch.setattr("bot.listeners.call_command.parse_command", bug)
     ack, _ = await bot.command(f"{FULL} escalation")
     shown = ack.text.split("(reference ")[1].split(")")[0]
     assert len(shown) == 8
@@ -211,6 +211,6 @@ async def test_python_m_bot_logs_json_lines_with_request_ids(
     entries = [json.loads(line) for line in stderr.decode().splitlines()]
     assert any(e["message"].startswith("callbot ready") for e in entries)
     [placed] = [e for e in entries if " placed: session " in e["message"]]
-    assert placed["request_id"] and placed["logger"] == "bot.calls"
+    assert placed["request_id"] and placed["logger"] == "bot.calls.service"
     for secret in SECRETS:
         assert secret not in stderr.decode()

@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from bot.listeners.command import CALL_COMMAND
+from bot.listeners.call_command import CALL_COMMAND
 
 ROOT = Path(__file__).parent.parent
 SCHEMA_CANDIDATES = [

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from bot.__main__ import main
-from bot.manifest import ManifestError, events_url, http_mode, render
+from bot.slack.manifest import ManifestError, events_url, http_mode, render
 from tests.test_manifest import ROOT, load_schema, manifest
 
 HOST = "https://callbot.example.com"

@@ -8,11 +8,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.calls import Outcome
-from bot.evovoice import EvoVoiceClient, RequestObserved
-from bot.metrics import Metrics, request_kind
+from bot.calls.service import Outcome
+from bot.evovoice.client import EvoVoiceClient, RequestObserved
+from bot.ops.metrics import Metrics, request_kind
+from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, TooManyRequests
 from tests.conftest import EVO_PASSWORD, EVO_USER, BotFactory, BotUnderTest
-from tests.standins.evovoice import ErrorStatus, EvoVoiceStandIn, TooManyRequests
 
 FULL = "+18144043093"
 

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.oncall import DEFAULT_START, HandoffRule, Rotation, parse_handoff
+from bot.oncall.rotation import DEFAULT_START, HandoffRule, Rotation, parse_handoff
 
 UTC = dt.UTC
 NEW_YORK = ZoneInfo("America/New_York")

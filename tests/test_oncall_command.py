@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
+from bot.standins.slack import slash_command_body
 from tests.conftest import POLICY, BotFactory, BotUnderTest
-from tests.standins.slack import slash_command_body
 
 ROSTER = POLICY + """
 [people]

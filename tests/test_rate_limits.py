@@ -7,8 +7,8 @@ import re
 
 import pytest
 
+from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory, BotUnderTest
-from tests.standins.evovoice import ErrorStatus
 from tests.test_policy_rules import policy_with
 
 US = "+18144043093"

@@ -9,10 +9,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bot.health import ProbeFailed, Readiness
-from bot.server import create_web_app, readiness_routes
+from bot.ops.readiness import ProbeFailed, Readiness
+from bot.slack.http import create_web_app, readiness_routes
+from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory, BotUnderTest
-from tests.standins.evovoice import ErrorStatus
 
 
 async def readyz(bot: BotUnderTest) -> tuple[int, dict[str, Any]]:

@@ -11,10 +11,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import OnCallPolicy, Policy
 from bot.errors import NoUsableNumber, OnCallNotConfigured
-from bot.roster import OnCall, Overrides, PhoneBook, Source
-from bot.store import Database
+from bot.oncall.roster import OnCall, Overrides, PhoneBook, Source
+from bot.standins.slack import SlackStandIn
+from bot.storage.database import Database
 from tests.conftest import BOT_TOKEN
-from tests.standins.slack import SlackStandIn
 
 PEOPLE = {"U0ALICE": "+18144043093", "U0BOB": "+18144043094", "U0MANAGER": "+18144043090",
           "U0DAN": "+18144043097"}

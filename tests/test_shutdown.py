@@ -10,7 +10,17 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot import escalation_views, forms
+from bot.calls import form as forms
+from bot.oncall import escalation_views
+from bot.standins.evovoice import EvoVoiceStandIn, Gated
+from bot.standins.slack import (
+    SlackStandIn,
+    global_shortcut_payload,
+    interactive_body,
+    sign,
+    slash_command_body,
+    slash_command_payload,
+)
 from tests.conftest import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -19,15 +29,6 @@ from tests.conftest import (
     BotFactory,
     BotUnderTest,
     bot_environment,
-)
-from tests.standins.evovoice import EvoVoiceStandIn, Gated
-from tests.standins.slack import (
-    SlackStandIn,
-    global_shortcut_payload,
-    interactive_body,
-    sign,
-    slash_command_body,
-    slash_command_payload,
 )
 from tests.test_confirmations import ask, click
 from tests.test_startup import run_bot_process

@@ -10,8 +10,8 @@ import logging
 
 import pytest
 
+from bot.standins.slack import ApiCall, ApiReply
 from tests.conftest import BotFactory, BotUnderTest
-from tests.standins.slack import ApiCall, ApiReply
 from tests.test_confirmations import CONFIRM_CALL_ACTION, button
 
 FULL = "+18144043093"

@@ -12,9 +12,9 @@ import pytest
 
 from bot.config import load_policy, load_settings
 from bot.runtime import Runtime
+from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.slack import SlackStandIn
 from tests.conftest import BotUnderTest, bot_environment
-from tests.standins.evovoice import EvoVoiceStandIn
-from tests.standins.slack import SlackStandIn
 
 StartBot = Callable[..., Awaitable[BotUnderTest]]
 
@@ -75,7 +75,7 @@ async def test_an_abrupt_drop_reconnects(socket_bot: StartBot) -> None:
 async def test_the_watchdog_revives_a_silently_dead_connection(
     socket_bot: StartBot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.socket_mode")
+    caplog.set_level(logging.INFO, logger="bot.slack.socket_mode")
     bot = await socket_bot(watchdog_interval=0.1)
     assert bot.runtime.watchdog is not None
     bot.slack.silence_socket()  # open, but nothing answers any more
@@ -88,7 +88,7 @@ async def test_the_watchdog_revives_a_silently_dead_connection(
 async def test_the_watchdog_revives_a_client_that_stopped_receiving(
     socket_bot: StartBot, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.socket_mode")
+    caplog.set_level(logging.INFO, logger="bot.slack.socket_mode")
     bot = await socket_bot(watchdog_interval=0.1)
     client = bot.runtime._socket.client  # type: ignore[union-attr]
     # python-slack-sdk#1701: the connection is up, is_connected() is True, nothing is received.

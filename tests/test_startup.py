@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from bot.config import ConfigError, load_configuration, load_policy, load_settings
+from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.slack import SlackStandIn, sign, slash_command_body
 from tests.conftest import POLICY, BotFactory, bot_environment
-from tests.standins.evovoice import EvoVoiceStandIn
-from tests.standins.slack import SlackStandIn, sign, slash_command_body
 
 BASE = {
     "slack_bot_token": "xoxb-1",
@@ -212,7 +212,7 @@ async def test_python_m_bot_serves_until_sigterm(
             url = slack.response_url()
             if mode == "socket":
                 await slack.wait_connected()
-                from tests.standins.slack import slash_command_payload
+                from bot.standins.slack import slash_command_payload
 
                 await slack.send_envelope("slash_commands", slash_command_payload(
                     text="+18144043093 escalation", response_url=url))
@@ -253,7 +253,7 @@ def test_placeholders_from_env_example_are_named(tmp_path: Path) -> None:
 
 
 async def test_an_account_without_a_name_is_still_an_account() -> None:
-    from bot.evovoice import AuthStatus
+    from bot.evovoice.client import AuthStatus
     from bot.services import choose_account
 
     class TwoAccountsOneName:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import Database, DatabaseUrlError, Migration, _statements, sqlite_path
+from bot.storage.database import Database, DatabaseUrlError, Migration, _statements, sqlite_path
 
 MIGRATIONS = [
     Migration(1, "counters", "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"),

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from aiohttp import web
 
-from bot.evovoice import EvoVoiceClient, EvoVoiceUnreachable
-from bot.transport import AiohttpTransport
-from tests.standins.evovoice import Delayed, DropConnection, EvoVoiceStandIn
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceUnreachable
+from bot.evovoice.transport import AiohttpTransport
+from bot.standins.evovoice import Delayed, DropConnection, EvoVoiceStandIn
 
 USER, PASSWORD = "bot@example.com", "secret"
 

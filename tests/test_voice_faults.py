@@ -7,8 +7,7 @@ import logging
 
 import pytest
 
-from tests.conftest import BotFactory, BotUnderTest
-from tests.standins.evovoice import (
+from bot.standins.evovoice import (
     Behaviour,
     Delayed,
     DropConnection,
@@ -19,6 +18,7 @@ from tests.standins.evovoice import (
     NoContent,
     TooManyRequests,
 )
+from tests.conftest import BotFactory, BotUnderTest
 
 FULL = "+18144043093"
 
@@ -96,7 +96,7 @@ async def test_lost_login_is_an_operator_problem(bot_factory: BotFactory) -> Non
 async def test_unreachable_voice_api_dials_nothing_and_says_so(
     bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="bot.evovoice")
+    caplog.set_level(logging.INFO, logger="bot.evovoice.client")
     bot = await bot_factory("http")
     await bot.evo.stop()  # connections are now refused
     await bot.command(f"{FULL} escalation")

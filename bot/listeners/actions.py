@@ -7,9 +7,9 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 
-from bot import views
-from bot.call_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
-from bot.controls import ButtonClick
+from bot.calls import messages as views
+from bot.calls.controls import ButtonClick
+from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.services import Services
 
 logger = logging.getLogger(__name__)

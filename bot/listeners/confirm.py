@@ -11,8 +11,8 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 
-from bot.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION, confirmation_answered
-from bot.confirmations import valid_id
+from bot.calls.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION, confirmation_answered
+from bot.calls.confirmations import valid_id
 from bot.services import Services
 
 logger = logging.getLogger(__name__)

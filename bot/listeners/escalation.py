@@ -17,23 +17,23 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import escalation_views as forms
-from bot import views
+from bot.calls import messages as views
+from bot.calls.form import is_response_url, origin_of
 from bot.errors import CallbotError, GroupLookupFailed, RoleDenied, describe
-from bot.escalation import EscalationRequest
-from bot.escalation_views import (
+from bot.evovoice.client import EvoVoiceError
+from bot.listeners.actions import button_click_from
+from bot.listeners.modals import Wording, accept_once, open_modal, open_unless_stopping
+from bot.oncall import escalation_views as forms
+from bot.oncall.escalation import EscalationRequest
+from bot.oncall.escalation_views import (
     EscalationField,
     EscalationMetadata,
     EscalationMetadataInvalid,
     EscalationPreview,
     EscalationSubmission,
 )
-from bot.evovoice import EvoVoiceError
-from bot.forms import is_response_url, origin_of
-from bot.listeners.actions import button_click_from
-from bot.listeners.modals import Wording, accept_once, open_modal, open_unless_stopping
-from bot.notify import SLACK_FAILURES, slack_error_code
 from bot.services import Services
+from bot.slack.notify import SLACK_FAILURES, slack_error_code
 
 logger = logging.getLogger(__name__)
 

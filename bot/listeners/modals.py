@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 from slack_bolt.async_app import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.idempotency import Claims
-from bot.notify import SLACK_FAILURES, slack_error_code
 from bot.services import Services
+from bot.slack.notify import SLACK_FAILURES, slack_error_code
+from bot.storage.claims import Claims
 
 logger = logging.getLogger(__name__)
 

@@ -12,13 +12,13 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck
 
-from bot import views
+from bot.calls import messages as views
 from bot.config import MANAGER, SYSTEM_ADMINISTRATOR
 from bot.errors import describe
-from bot.idempotency import Claims
-from bot.notify import NotDelivered
-from bot.oncall_views import ONCALL_USAGE, status_message, taken_message
+from bot.oncall.roster_views import ONCALL_USAGE, status_message, taken_message
 from bot.services import Services
+from bot.slack.notify import NotDelivered
+from bot.storage.claims import Claims
 
 logger = logging.getLogger(__name__)
 

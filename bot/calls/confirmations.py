@@ -1,0 +1,129 @@
+"""Calls waiting for their requester's "yes": a number outside the home region, a quick repeat.
+
+The question goes out with a button whose value is only a random id; the request itself (with its
+number) waits here, in the database, so that the button carries no phone number and a restart
+doesn't lose it. A pending call is used at most once: `take()` deletes it in the same statement
+that reads it. It expires after `CONFIRMATION_LIFETIME_SECONDS`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from bot.storage.database import Database
+
+CONFIRMATION_LIFETIME_SECONDS = 600.0
+_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+class Reason(StrEnum):
+    REGION = "region"  # the number is in an allowed region outside `confirm_outside`
+    REPEAT = "repeat"  # same requester, number and flow within the repeat window
+
+
+class TakeStatus(StrEnum):
+    TAKEN = "taken"
+    GONE = "gone"  # never existed, already used or cancelled
+    EXPIRED = "expired"
+    NOT_YOURS = "not_yours"
+
+
+@dataclass(frozen=True)
+class Pending:
+    id: str
+    user_id: str
+    reasons: frozenset[Reason]
+    request: dict[str, Any]  # the CallRequest's fields (see calls.py); no response_url
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Taken:
+    status: TakeStatus
+    pending: Pending | None = None
+
+
+def valid_id(value: object) -> bool:
+    return isinstance(value, str) and _ID.fullmatch(value) is not None
+
+
+class Confirmations:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        lifetime: float = CONFIRMATION_LIFETIME_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._lifetime = lifetime
+        self._clock = clock
+
+    @property
+    def lifetime(self) -> float:
+        return self._lifetime
+
+    async def create(
+        self, user_id: str, reasons: frozenset[Reason], request: dict[str, Any]
+    ) -> str:
+        confirmation_id = secrets.token_urlsafe(18)
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            # Expired questions are only a risk kept on disk; clear them as new ones come.
+            await tx.execute(
+                "DELETE FROM pending_confirmations WHERE created_at < ?", (now - self._lifetime,)
+            )
+            await tx.execute(
+                "INSERT INTO pending_confirmations (id, created_at, user_id, reasons, request)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (confirmation_id, now, user_id, ",".join(sorted(reasons)), json.dumps(request)),
+            )
+        return confirmation_id
+
+    async def take(self, confirmation_id: str, user_id: str) -> Taken:
+        """Remove and return the pending call, if it exists, belongs to `user_id` and is fresh."""
+        if not valid_id(confirmation_id):
+            return Taken(TakeStatus.GONE)
+        now = self._clock()
+        async with self._db.transaction() as tx:
+            row = await tx.fetchone(
+                "SELECT id, created_at, user_id, reasons, request FROM pending_confirmations"
+                " WHERE id = ?",
+                (confirmation_id,),
+            )
+            if row is None:
+                return Taken(TakeStatus.GONE)
+            if row["user_id"] != user_id:
+                return Taken(TakeStatus.NOT_YOURS)
+            await tx.execute(
+                "DELETE FROM pending_confirmations WHERE id = ? OR created_at < ?",
+                (confirmation_id, now - self._lifetime),
+            )
+        if float(row["created_at"]) < now - self._lifetime:
+            return Taken(TakeStatus.EXPIRED)
+        reasons = frozenset(Reason(r) for r in str(row["reasons"]).split(",") if r)
+        pending = Pending(
+            id=str(row["id"]),
+            user_id=str(row["user_id"]),
+            reasons=reasons,
+            request=json.loads(row["request"]),
+            created_at=float(row["created_at"]),
+        )
+        return Taken(TakeStatus.TAKEN, pending)
+
+    async def cancel(self, confirmation_id: str, user_id: str) -> bool:
+        if not valid_id(confirmation_id):
+            return False
+        async with self._db.transaction() as tx:
+            deleted = await tx.execute(
+                "DELETE FROM pending_confirmations WHERE id = ? AND user_id = ?",
+                (confirmation_id, user_id),
+            )
+        return deleted == 1

@@ -1,0 +1,222 @@
+"""The buttons on a call's status message: Hang up and Call again.
+
+A click is a new request and is checked as one: it must come from the call's own status message,
+and the clicker must be the requester or hold Manager or SystemAdministrator. Call again then goes
+through `CallService` like any call (role, number, flow, caller ID) with the call's own number,
+flow and caller ID, which only the database holds: the button carries the call's id, nothing more.
+
+Call again dials once per status message. Its idempotency key is the call's (`again:<call id>`), not
+the click's: a double click and a redelivered click are one request. To call a third time, use the
+newer call's button. The key is claimed only once the checks pass, so a click refused for a passing
+reason (a user group lookup failing) may simply be tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+from bot.access import AccessControl
+from bot.audit.trail import AuditLog, EventKind, reason_of
+from bot.calls import messages as views
+from bot.calls.confirmations import Reason
+from bot.calls.follow import CallFollower
+from bot.calls.service import CallRequest, CallService, Outcome
+from bot.calls.status_views import can_call_again, can_hang_up
+from bot.calls.store import CallStore, TrackedCall
+from bot.config import KNOWN_ROLES
+from bot.errors import CallbotError, describe
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound
+from bot.slack.notify import Notifier
+
+logger = logging.getLogger(__name__)
+
+_CALL_ID = re.compile(r"^[0-9]{1,18}$")
+
+
+class ButtonExpired(CallbotError):
+    user_message = "This button no longer works. Use /call to place a new call."
+
+
+class NotAllowedOnCall(CallbotError):
+    user_message = (
+        "You are not allowed to use this call's buttons: only the person who placed the call, or "
+        "someone with the Manager or SystemAdministrator role, may."
+    )
+
+
+class CallNotLive(CallbotError):
+    user_message = "This call is no longer going on, so there is nothing to hang up."
+
+
+class CallStillLive(CallbotError):
+    user_message = (
+        "This call is still going on. Hang up first, or wait for it to end, before calling again."
+    )
+
+
+class AlreadyCalledAgain(CallbotError):
+    user_message = (
+        "This call was already called again from this message (one click dials once). To call "
+        "once more, use the buttons on the newer call."
+    )
+
+
+class CallTooOld(CallbotError):
+    user_message = (
+        "This call is too old to repeat: its number is no longer kept. Use /call with the number."
+    )
+
+
+class HangUpFailed(CallbotError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"Evo Voice did not hang up: {detail} The call may still be going on; try again, or "
+            "end it in Evo Voice."
+        )
+
+
+@dataclass(frozen=True)
+class ButtonClick:
+    team_id: str
+    user_id: str
+    channel_id: str | None
+    message_ts: str | None
+    value: str
+    response_url: str | None
+
+    def row_id(self) -> int:
+        """The database id a button carries as its value; ButtonExpired if it isn't one."""
+        if not _CALL_ID.fullmatch(self.value):
+            raise ButtonExpired()
+        return int(self.value)
+
+    def came_from(self, team_id: str, channel_id: str, message_ts: str | None) -> bool:
+        """Whether the click came from that message: a button value copied elsewhere, or forged,
+        names a row whose message is somewhere else."""
+        return (
+            self.team_id == team_id
+            and self.channel_id == channel_id
+            and message_ts is not None
+            and self.message_ts == message_ts
+        )
+
+
+class CallControls:
+    def __init__(
+        self,
+        *,
+        store: CallStore,
+        follower: CallFollower,
+        calls: CallService,
+        access: AccessControl,
+        evo: EvoVoiceClient,
+        audit: AuditLog | None,
+        notifier: Notifier,
+    ) -> None:
+        self._store = store
+        self._follower = follower
+        self._calls = calls
+        self._access = access
+        self._evo = evo
+        self._audit = audit
+        self._notifier = notifier
+
+    async def hang_up(self, click: ButtonClick) -> None:
+        try:
+            call = await self._authorised(click)
+            if not can_hang_up(call):
+                raise CallNotLive()
+            assert call.session_id is not None
+            try:
+                await self._evo.hang_up(call.session_id)
+            except NotFound:
+                # Evo Voice has forgotten it: it ended on its own. The follower will show that.
+                self._follower.poke(call.id)
+                raise CallNotLive() from None
+            except EvoVoiceError as exc:
+                await self._record(call, EventKind.HANG_UP_FAILED, click, reason_of(exc))
+                raise HangUpFailed(exc.message) from None
+            logger.info("call %s hung up by %s", call.id, click.user_id)
+            await self._record(call, EventKind.HANG_UP, click)
+            await self._store.update(call.id, hung_up_by=click.user_id)
+            # Should the follower have seen the end before the row said who hung up, show it now.
+            await self._follower.refresh(call.id)
+            self._follower.poke(call.id)
+        except CallbotError as exc:
+            await self._tell(click, exc)
+
+    async def call_again(self, click: ButtonClick) -> None:
+        try:
+            call = await self._authorised(click)
+            if call.called_again_by is not None:
+                raise AlreadyCalledAgain()
+            if not call.is_final or call.following:
+                raise CallStillLive()
+            if not can_call_again(call) or call.e164 is None:
+                raise CallTooOld()
+        except CallbotError as exc:
+            await self._tell(click, exc)
+            return
+        request = CallRequest(
+            team_id=call.team_id,
+            user_id=click.user_id,
+            channel_id=call.channel_id,
+            number_text=call.e164,
+            flow_text=call.flow_id,
+            caller_id_text=call.caller_id,
+            response_url=click.response_url,
+            idempotency_key=f"again:{call.id}",
+            claim_after_check=True,
+            origin="call_again",
+            repeat_of=call.attempt_id,
+            # The button's own confirm dialog already asked "call again?"; don't ask twice.
+            confirmed=frozenset({Reason.REPEAT, Reason.REGION}),
+        )
+        result = await self._calls.handle(request)
+        if result.outcome == Outcome.DUPLICATE:
+            await self._tell(click, AlreadyCalledAgain())
+            return
+        if result.outcome in (Outcome.PLACED, Outcome.UNKNOWN, Outcome.FAILED):
+            await self._record(call, EventKind.CALLED_AGAIN, click)
+            await self._store.update(call.id, called_again_by=click.user_id)
+            await self._follower.refresh(call.id)
+
+    async def _authorised(self, click: ButtonClick) -> TrackedCall:
+        call = await self._load(click)
+        if click.user_id != call.requester_id:
+            # A failed group lookup (GroupLookupFailed) is told like any refusal.
+            roles = await self._access.roles_of(click.user_id)
+            if roles.isdisjoint(KNOWN_ROLES):
+                logger.info("button of call %s refused to %s", call.id, click.user_id)
+                raise NotAllowedOnCall()
+        return call
+
+    async def _load(self, click: ButtonClick) -> TrackedCall:
+        """The call behind the button, if the click really came from its status message."""
+        call = await self._store.get(click.row_id())
+        if call is None or not click.came_from(call.team_id, call.channel_id, call.status_ts):
+            raise ButtonExpired()
+        return call
+
+    async def _record(
+        self, call: TrackedCall, kind: EventKind, click: ButtonClick, reason: str | None = None
+    ) -> None:
+        if self._audit is None or call.attempt_id is None:
+            return
+        try:
+            await self._audit.event(
+                call.attempt_id, kind, actor_id=click.user_id, reason=reason,
+                session_id=call.session_id,
+            )
+        except Exception:
+            logger.exception("recording %s of call %s failed", kind, call.id)
+
+    async def _tell(self, click: ButtonClick, exc: BaseException) -> None:
+        await self._notifier.tell(
+            user_id=click.user_id,
+            channel_id=click.channel_id,
+            response_url=click.response_url,
+            message=views.refusal(describe(exc)),
+        )

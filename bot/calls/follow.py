@@ -1,0 +1,484 @@
+"""Following a call after it was placed: poll Evo Voice, edit one status message, mark the parent.
+
+Evo Voice has no webhook for call progress, so every followed call is a task that polls
+`GET /sessions/{id}`: at once, then after `first_interval`, then less and less often up to
+`max_interval`, starting again from `first_interval` whenever something changed. Hundreds of calls
+are followed at once without blocking anything: each task spends its time waiting.
+
+A call whose creation was unconfirmed ("outcome unknown"), or accepted without a session id, has no
+session yet: its task looks for it (`GET /sessions?to=…`, created since the attempt, not already tied
+to another call) until `find_for` has passed, then reports it as not found. No call is followed for
+longer than `follow_for`.
+
+The calls being followed are rows in the database (`CallStore`), so `resume()` picks them up again
+after a restart. Every edit of a status message goes through `refresh()`, which draws the message from
+the row and edits it only when the drawing changed (one call at a time): Ringing → Connected → Ended
+is three versions of one message, however often the call was polled, and however often the bot restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from bot.audit.trail import AuditLog, EventKind
+from bot.calls import status_views as call_views
+from bot.calls.messages import Message
+from bot.calls.service import (
+    AMBIGUOUS_LOOKUP_SLACK,
+    CallResult,
+    CheckedCall,
+    Outcome,
+    parse_timestamp,
+)
+from bot.calls.store import CallState, CallStore, Placement, TrackedCall
+from bot.errors import describe
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, RateLimited, Session
+from bot.slack.notify import Notifier, Thread
+
+logger = logging.getLogger(__name__)
+
+MAX_OUTCOME_CHARS = 200
+# How many times the final edit of a status message is tried before giving up on it.
+FINAL_EDIT_ATTEMPTS = 3
+NUMBER_PURGE_EVERY_SECONDS = 3600.0
+
+
+class _Step(Enum):
+    SAME = "same"  # nothing changed
+    CHANGED = "changed"
+    DONE = "done"  # the call is no longer followed
+
+
+@dataclass(frozen=True)
+class FollowTiming:
+    first_interval: float = 2.0  # seconds between the first polls
+    max_interval: float = 15.0  # the back-off stops growing here
+    growth: float = 1.5
+    find_for: float = 120.0  # how long to look for the session of an unconfirmed call
+    follow_for: float = 4 * 3600.0  # no call is followed for longer
+    number_retention: float = 24 * 3600.0  # the full number is erased this long after the call
+
+
+def classify(session: Session) -> CallState:
+    if session.ended or session.date_completed:
+        return CallState.ENDED
+    state = (session.call_state or "").casefold()
+    if state in ("connected", "hold"):
+        return CallState.CONNECTED
+    if state == "ringing":
+        return CallState.RINGING
+    return CallState.CALLING
+
+
+def duration_of(session: Session) -> float | None:
+    """From creation to completion, by Evo Voice's own clock (ringing included)."""
+    created = parse_timestamp(session.date_created)
+    completed = parse_timestamp(session.date_completed)
+    if created is None or completed is None or completed < created:
+        return None
+    return (completed - created).total_seconds()
+
+
+def _clip(text: str | None) -> str | None:
+    if not text:
+        return None
+    text = text.strip()
+    return text if len(text) <= MAX_OUTCOME_CHARS else text[: MAX_OUTCOME_CHARS - 1] + "…"
+
+
+def _created_since(session: Session, since: dt.datetime) -> bool:
+    created = parse_timestamp(session.date_created)
+    return created is not None and created >= since
+
+
+async def wait_or_wake(wake: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds`, or less if `wake` is set (a poke)."""
+    try:
+        await asyncio.wait_for(wake.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+def digest(message: Message) -> str:
+    raw = json.dumps({"text": message.text, "blocks": message.blocks}, sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class CallFollower:
+    def __init__(
+        self,
+        *,
+        evo: EvoVoiceClient,
+        notifier: Notifier,
+        store: CallStore,
+        audit: AuditLog | None,
+        account_ids: list[str],
+        timing: FollowTiming = FollowTiming(),
+        clock: Callable[[], float] = time.time,
+        pause: Callable[[asyncio.Event, float], Awaitable[None]] = wait_or_wake,
+    ) -> None:
+        self._evo = evo
+        self._notifier = notifier
+        self._store = store
+        self._audit = audit
+        self._account_ids = account_ids
+        self._timing = timing
+        self._clock = clock
+        self._wait = pause
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._wake: dict[int, asyncio.Event] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._closed = False
+        self._last_purge = 0.0
+
+    @property
+    def store(self) -> CallStore:
+        return self._store
+
+    @property
+    def following(self) -> int:
+        """How many calls this process is following now."""
+        return len(self._tasks)
+
+    # ------------------------------------------------------------------ called by CallService
+
+    async def track(
+        self,
+        call: CheckedCall,
+        result: CallResult,
+        thread: Thread,
+        attempt_id: int | None,
+        started: float,
+    ) -> TrackedCall | None:
+        """Keep a row for a placed, unconfirmed or failed call; None if it needs no status message.
+
+        Never raises: a bookkeeping failure must not keep the requester from hearing the result.
+        """
+        try:
+            return await self._track(call, result, thread, attempt_id, started)
+        except Exception:
+            logger.exception("could not keep track of a call by %s", call.request.user_id)
+            return None
+
+    async def _track(
+        self,
+        call: CheckedCall,
+        result: CallResult,
+        thread: Thread,
+        attempt_id: int | None,
+        started: float,
+    ) -> TrackedCall | None:
+        note = describe(result.error) if result.error is not None else None
+        if result.outcome == Outcome.PLACED:
+            placement = Placement.PLACED
+        elif result.outcome == Outcome.UNKNOWN:
+            placement = Placement.UNKNOWN
+        elif result.outcome == Outcome.FAILED:
+            placement = Placement.FAILED
+        else:
+            return None
+        session_id = result.session_id
+        if session_id and await self._store.sessions_taken([session_id]):
+            session_id = None  # another call has it: look for ours instead
+        if placement == Placement.FAILED:
+            state, following = CallState.FAILED, False
+        elif session_id is None:
+            state, following = CallState.FINDING, True
+        else:
+            state = CallState.CALLING
+            if result.session is not None and result.session.id == session_id:
+                state = classify(result.session)
+            following = state != CallState.ENDED
+        request = call.request
+        return await self._store.insert(
+            attempt_id=attempt_id,
+            created_at=started,
+            team_id=request.team_id,
+            requester_id=request.user_id,
+            channel_id=thread.channel,
+            # The call's own parent message: a reply when the call went into an existing thread.
+            parent_ts=thread.parent_ts or thread.ts,
+            e164=call.number.e164,
+            number_masked=call.number.masked,
+            flow_id=call.flow_id,
+            flow_name=call.flow_name,
+            caller_id=call.caller_id,
+            placement=str(placement),
+            note=note,
+            session_id=session_id,
+            state=str(state),
+            following=following,
+        )
+
+    def status_message(self, call: TrackedCall) -> Message:
+        return call_views.call_status(call)
+
+    async def begin(self, call: TrackedCall, status_ts: str | None) -> None:
+        """The status message is posted (`status_ts`, None where there is no thread): follow it."""
+        try:
+            shown = digest(self.status_message(call)) if status_ts else None
+            await self._store.update(call.id, status_ts=status_ts, shown_digest=shown)
+            if call.following:
+                self._spawn(call.id, first_poll_later=True)
+            else:
+                await self.refresh(call.id)  # marks the parent of a failed call
+            await self._purge_numbers()
+        except Exception:
+            logger.exception("could not start following call %s", call.id)
+
+    # ----------------------------------------------------------------------------- lifecycle
+
+    async def resume(self) -> int:
+        """Follow again every call that was being followed when the bot last stopped."""
+        await self._purge_numbers(force=True)
+        calls = await self._store.being_followed()
+        for call in calls:
+            self._spawn(call.id)
+        if calls:
+            logger.info("following %d call(s) again after a restart", len(calls))
+        return len(calls)
+
+    async def stop(self) -> None:
+        """Stop following (the rows stay: the next start resumes them)."""
+        self._closed = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def poke(self, call_id: int) -> None:
+        """Poll this call now rather than at its next turn (after a hang-up, say)."""
+        self._wake.setdefault(call_id, asyncio.Event()).set()
+
+    def _spawn(self, call_id: int, *, first_poll_later: bool = False) -> None:
+        if self._closed or call_id in self._tasks:
+            return
+        task = asyncio.create_task(
+            self._run(call_id, first_poll_later), name=f"follow call {call_id}"
+        )
+        self._tasks[call_id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(call_id, None)
+            self._wake.pop(call_id, None)
+
+        task.add_done_callback(done)
+
+    async def _run(self, call_id: int, first_poll_later: bool) -> None:
+        try:
+            await self._follow(call_id, first_poll_later)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug, not a call problem: the row stays followed, so the next start tries again.
+            logger.exception("following call %s failed", call_id)
+
+    async def _purge_numbers(self, *, force: bool = False) -> None:
+        now = self._clock()
+        if not force and now - self._last_purge < NUMBER_PURGE_EVERY_SECONDS:
+            return
+        self._last_purge = now
+        erased = await self._store.forget_numbers(now - self._timing.number_retention)
+        if erased:
+            logger.info("erased the numbers of %d finished call(s)", erased)
+
+    # ----------------------------------------------------------------------------- following
+
+    async def _follow(self, call_id: int, first_poll_later: bool = False) -> None:
+        timing = self._timing
+        interval = timing.first_interval
+        await self.refresh(call_id)  # an edit lost to a restart is made now
+        if first_poll_later:
+            # A call placed a moment ago is ringing at best. Polling it at once would only compete,
+            # during a burst of pages, with the calls still waiting to be dialled.
+            await self._pause(call_id, interval)
+            interval = min(timing.max_interval, interval * timing.growth)
+        while True:
+            call = await self._store.get(call_id)
+            if call is None or not call.following:
+                return
+            age = self._clock() - call.created_at
+            if age > timing.follow_for:
+                await self._stop_following(call, CallState.LOST, EventKind.UNFOLLOWED, "time limit")
+                return
+            pause = interval
+            try:
+                if call.session_id is None:
+                    step = await self._look_for_session(call, age)
+                else:
+                    step = await self._check_session(call, age)
+            except RateLimited as exc:
+                step = _Step.SAME
+                pause = max(interval, exc.retry_after or 0.0)
+            except EvoVoiceError as exc:
+                logger.warning("following call %s: %s", call_id, type(exc).__name__)
+                step = _Step.SAME
+            if step == _Step.DONE:
+                return
+            if step == _Step.CHANGED:
+                interval = pause = timing.first_interval
+            await self._pause(call_id, pause)
+            interval = min(timing.max_interval, interval * timing.growth)
+
+    async def _pause(self, call_id: int, seconds: float) -> None:
+        wake = self._wake.setdefault(call_id, asyncio.Event())
+        await self._wait(wake, seconds)
+        wake.clear()
+
+    async def _look_for_session(self, call: TrackedCall, age: float) -> _Step:
+        if call.e164 is None:
+            await self._stop_following(call, CallState.LOST, EventKind.UNFOLLOWED, "no number")
+            return _Step.DONE
+        since = dt.datetime.fromtimestamp(call.created_at, dt.UTC) - AMBIGUOUS_LOOKUP_SLACK
+        sessions = await self._evo.find_sessions(
+            self._account_ids, to=call.e164, start_date=since.date().isoformat(), count=10
+        )
+        # Closest in time to the attempt first: of two calls to one number a few seconds apart,
+        # each gets its own session, and an older call to the number loses to a newer one.
+        started = dt.datetime.fromtimestamp(call.created_at, dt.UTC)
+        fresh = sorted(
+            (s for s in sessions if _created_since(s, since)),
+            key=lambda s: abs(((parse_timestamp(s.date_created) or since) - started).total_seconds()),
+        )
+        taken = await self._store.sessions_taken([s.id for s in fresh])
+        for session in fresh:
+            if session.id in taken or not await self._store.claim_session(call.id, session.id):
+                continue
+            logger.info("call %s: found its session %s", call.id, session.id)
+            await self._record(call, EventKind.SESSION_FOUND, session_id=session.id)
+            step = await self._apply(replace(call, session_id=session.id), session)
+            return _Step.DONE if step == _Step.DONE else _Step.CHANGED
+        if age > self._timing.find_for:
+            await self._stop_following(call, CallState.NOT_FOUND, EventKind.NOT_FOUND, None)
+            return _Step.DONE
+        return _Step.SAME
+
+    async def _check_session(self, call: TrackedCall, age: float) -> _Step:
+        assert call.session_id is not None
+        try:
+            session = await self._evo.get_session(call.session_id)
+        except NotFound:
+            if age > self._timing.find_for:
+                await self._stop_following(
+                    call, CallState.LOST, EventKind.UNFOLLOWED, "session not found"
+                )
+                return _Step.DONE
+            return _Step.SAME
+        return await self._apply(call, session)
+
+    async def _apply(self, call: TrackedCall, session: Session) -> _Step:
+        """Store what the session shows, and show it if anything changed."""
+        state = classify(session)
+        answered_by = _clip(session.answered_by_name) or call.answered_by
+        answered = call.answered or state == CallState.CONNECTED or answered_by is not None
+        newly_answered = answered and not call.answered
+        if newly_answered:
+            await self._record(call, EventKind.ANSWERED, answered_by=answered_by)
+        if state == CallState.ENDED:
+            outcome, duration = _clip(session.outcome), duration_of(session)
+            # The audit event first: were the bot stopped in between, the event may be written
+            # twice on resuming, but never lost.
+            await self._record(
+                call,
+                EventKind.ENDED,
+                outcome=outcome,
+                answered_by=answered_by,
+                duration_seconds=duration,
+            )
+            await self._store.update(
+                call.id,
+                state=str(state),
+                following=False,
+                answered=answered,
+                answered_by=answered_by,
+                outcome=outcome,
+                duration_seconds=duration,
+            )
+            logger.info("call %s ended (%s)", call.id, "answered" if answered else "not answered")
+            await self._refresh_until_shown(call.id)
+            return _Step.DONE
+        if state == call.state and not newly_answered and answered_by == call.answered_by:
+            return _Step.SAME
+        await self._store.update(
+            call.id, state=str(state), answered=answered, answered_by=answered_by
+        )
+        await self.refresh(call.id)
+        return _Step.CHANGED
+
+    async def _stop_following(
+        self, call: TrackedCall, state: CallState, kind: EventKind, reason: str | None
+    ) -> None:
+        logger.info("call %s: %s", call.id, state)
+        await self._record(call, kind, reason=reason)
+        await self._store.update(call.id, state=str(state), following=False)
+        await self._refresh_until_shown(call.id)
+
+    async def _record(
+        self,
+        call: TrackedCall,
+        kind: EventKind,
+        *,
+        session_id: str | None = None,
+        reason: str | None = None,
+        outcome: str | None = None,
+        answered_by: str | None = None,
+        duration_seconds: float | None = None,
+    ) -> None:
+        if self._audit is None or call.attempt_id is None:
+            return
+        try:
+            await self._audit.event(
+                call.attempt_id,
+                kind,
+                session_id=session_id or call.session_id,
+                reason=reason,
+                outcome=outcome,
+                answered_by=answered_by,
+                duration_seconds=duration_seconds,
+            )
+        except Exception:
+            logger.exception("recording %s of call %s failed", kind, call.id)
+
+    # ------------------------------------------------------------------------- the message
+
+    async def refresh(self, call_id: int) -> bool:
+        """Make the status message and the parent's mark match the row; False if Slack refused."""
+        lock = self._locks.setdefault(call_id, asyncio.Lock())
+        async with lock:
+            call = await self._store.get(call_id)
+            if call is None:
+                return True
+            shown = True
+            if call.status_ts is not None:
+                message = self.status_message(call)
+                drawn = digest(message)
+                if drawn != call.shown_digest:
+                    if await self._notifier.update(call.channel_id, call.status_ts, message):
+                        await self._store.update(call.id, shown_digest=drawn)
+                    else:
+                        shown = False
+            mark = call_views.parent_mark(call)
+            if mark and not call.marked and call.parent_ts is not None:
+                if await self._notifier.react(call.channel_id, call.parent_ts, mark):
+                    await self._store.update(call.id, marked=True)
+                else:
+                    shown = False
+        if call.is_final and not call.following and not lock.locked():
+            self._locks.pop(call_id, None)
+        return shown
+
+    async def _refresh_until_shown(self, call_id: int) -> None:
+        for attempt in range(FINAL_EDIT_ATTEMPTS):
+            if await self.refresh(call_id):
+                return
+            if attempt + 1 < FINAL_EDIT_ATTEMPTS:
+                await self._wait(asyncio.Event(), self._timing.first_interval)
+        logger.warning("call %s: the final status could not be shown", call_id)

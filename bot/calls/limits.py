@@ -1,0 +1,266 @@
+"""Rate limits on dialling, kept in the database so they hold across restarts and replicas.
+
+Three sliding windows, from the policy file's `[policy]` section:
+
+    per_user    calls one Slack user may place per window        ("5/10m")
+    per_number  calls one number may receive per window           ("3/10m", all users together)
+    per_day     calls the bot places in any 24 hours              (200)
+
+and the repeat check: the same requester calling the same number with the same flow within
+`REPEAT_WINDOW_SECONDS` is asked to confirm instead of dialling (see calls.py).
+
+`acquire()` checks every window and records the attempt in one `BEGIN IMMEDIATE` transaction, just
+before dialling: a request refused earlier (role, number, flow) consumes nothing, and two racing
+requests can't both take the last slot, whichever process they run in. A call that certainly did not
+happen (nobody could be told, Evo Voice refused or was unreachable) gives its slot back with
+`release()`.
+
+Numbers are stored as a keyed hash (HMAC-SHA256 with a random key created by the migration), never
+in clear: the table can say "this number was called 3 times" without saying which number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import re
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.errors import CallbotError
+from bot.phone import mask
+from bot.storage.database import Database
+
+logger = logging.getLogger(__name__)
+
+DAY_SECONDS = 24 * 3600
+REPEAT_WINDOW_SECONDS = 60.0
+# The longest window a rate may use; longer ones would keep numbers' hashes for weeks.
+MAX_WINDOW_SECONDS = 7 * DAY_SECONDS
+NUMBER_HASH_KEY = "phone_number"
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": DAY_SECONDS}
+_UNIT_WORDS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+_RATE = re.compile(r"\s*(\d{1,6})\s*/\s*(\d{0,6})\s*([smhd])\s*", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Rate:
+    """`count` calls per `seconds`; `text` is how the policy file wrote it."""
+
+    count: int
+    seconds: float
+    text: str
+
+    @property
+    def window_words(self) -> str:
+        """"10m" → "10 minutes", "1h" → "hour" (as in "in the last hour")."""
+        match = _RATE.fullmatch(self.text)
+        if match is None:
+            return f"{self.seconds:g} seconds"
+        amount = int(match.group(2) or 1)
+        word = _UNIT_WORDS[match.group(3)]
+        return word if amount == 1 else f"{amount} {word}s"
+
+
+def parse_rate(text: str) -> Rate:
+    """"5/10m" → Rate(5, 600). Units s, m, h, d; "5/h" means per hour. Raises ValueError."""
+    match = _RATE.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a rate; write calls/window like \"5/10m\", \"20/1h\" or \"3/30s\""
+        )
+    count, amount, unit = int(match.group(1)), int(match.group(2) or 1), match.group(3)
+    seconds = amount * _UNITS[unit]
+    if count < 1:
+        raise ValueError(f"{text!r} allows no calls at all; the count must be at least 1")
+    if seconds < 1:
+        raise ValueError(f"{text!r} has an empty window; use at least 1s")
+    if seconds > MAX_WINDOW_SECONDS:
+        raise ValueError(f"{text!r}: the window may be at most 7 days")
+    return Rate(count=count, seconds=float(seconds), text=f"{count}/{amount}{unit}")
+
+
+_DURATION = re.compile(r"(\d{1,7})([smhd])")
+
+
+def parse_duration(text: str) -> float:
+    """"60s" → 60.0, "2m" → 120.0, "0s" → 0.0 (off). Units s, m, h, d. Raises ValueError."""
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a duration; write it like \"60s\", \"2m\" or \"0s\" (off)"
+        )
+    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    if seconds > MAX_WINDOW_SECONDS:
+        raise ValueError(f"{text!r}: at most 7 days")
+    return float(seconds)
+
+
+def describe_wait(seconds: float) -> str:
+    """3725 → "1 h 2 min 5 s"; always rounded up to whole seconds, at least "1 s"."""
+    total = max(1, math.ceil(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = []
+    if hours:
+        parts.append(f"{hours} h")
+    if minutes:
+        parts.append(f"{minutes} min")
+    if secs and not hours:
+        parts.append(f"{secs} s")
+    return " ".join(parts) or f"{secs} s"
+
+
+class LimitReached(CallbotError):
+    """A rate limit refuses the call; `retry_after` is how long until one more call fits."""
+
+    def __init__(self, scope: str, rate: Rate, retry_after: float, masked_number: str) -> None:
+        self.scope = scope
+        self.rate = rate
+        self.retry_after = retry_after
+        wait = describe_wait(retry_after)
+        window = rate.window_words
+        if scope == "per_user":
+            what = (f"You have placed {rate.count} call{'s' if rate.count != 1 else ''} in the "
+                    f"last {window}, the most one person may place")
+        elif scope == "per_number":
+            what = (f"{masked_number} has been called {rate.count} time"
+                    f"{'s' if rate.count != 1 else ''} in the last {window}, the most one number "
+                    "may receive")
+        else:
+            what = (f"callbot has placed {rate.count} call{'s' if rate.count != 1 else ''} in the "
+                    f"last {window}, the most it may place")
+        setting = f"per_day = {rate.count}" if scope == "per_day" else f'{scope} = "{rate.text}"'
+        super().__init__(
+            f"{what}, so nothing was dialled. You may call again in {wait}. Limits are set by the "
+            f"operators in the policy file ({setting}); they can't be lifted from Slack."
+        )
+
+
+class RecentlyCalled(Exception):
+    """The same requester called the same number with the same flow `seconds_ago` seconds ago."""
+
+    def __init__(self, seconds_ago: float) -> None:
+        super().__init__(f"called {seconds_ago:.0f} s ago")
+        self.seconds_ago = seconds_ago
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One recorded attempt, to give back with `release()` if the call certainly didn't happen."""
+
+    event_id: int
+
+
+class CallLimits:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        per_user: Rate,
+        per_number: Rate,
+        per_day: int,
+        repeat_window: float = REPEAT_WINDOW_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._windows = [
+            ("per_user", per_user),
+            ("per_number", per_number),
+            ("per_day", Rate(per_day, float(DAY_SECONDS), f"{per_day}/24h")),
+        ]
+        self._repeat_window = repeat_window
+        self._clock = clock
+        self._key: bytes | None = None
+        self._horizon = max(max(rate.seconds for _, rate in self._windows), repeat_window)
+
+    async def number_key(self, e164: str) -> str:
+        if self._key is None:
+            row = await self._db.fetchone(
+                "SELECT key FROM hash_keys WHERE name = ?", (NUMBER_HASH_KEY,)
+            )
+            if row is None:
+                raise RuntimeError("the database has no number hash key (migration 3 missing?)")
+            self._key = bytes.fromhex(str(row[0]))
+        return hmac.new(self._key, e164.encode(), hashlib.sha256).hexdigest()
+
+    async def last_call(self, user_id: str, e164: str, flow_id: str) -> float | None:
+        """Seconds since this user called this number with this flow, within the repeat window."""
+        number_key = await self.number_key(e164)
+        now = self._clock()
+        row = await self._db.fetchone(
+            "SELECT MAX(at) FROM rate_events WHERE user_key = ? AND number_key = ? AND flow_id = ?"
+            " AND at > ?",
+            (user_id, number_key, flow_id, now - self._repeat_window),
+        )
+        return None if row is None or row[0] is None else max(0.0, now - float(row[0]))
+
+    async def acquire(
+        self, user_id: str, e164: str, flow_id: str, *, check_repeat: bool = True
+    ) -> Slot:
+        """Check every window and record the attempt atomically.
+
+        Raises RecentlyCalled (when `check_repeat`) or LimitReached; records nothing then.
+        """
+        number_key = await self.number_key(e164)
+        now = self._clock()
+
+        # One trip to the database thread: during a burst, a transaction of several awaited
+        # statements would hold the write lock across several turns of a busy event loop.
+        def acquire(conn: sqlite3.Connection) -> Slot:
+            conn.execute("DELETE FROM rate_events WHERE at <= ?", (now - self._horizon,))
+            if check_repeat:
+                row = conn.execute(
+                    "SELECT MAX(at) FROM rate_events WHERE user_key = ? AND number_key = ?"
+                    " AND flow_id = ? AND at > ?",
+                    (user_id, number_key, flow_id, now - self._repeat_window),
+                ).fetchone()
+                if row is not None and row[0] is not None:
+                    raise RecentlyCalled(max(0.0, now - float(row[0])))
+            for scope, rate in self._windows:
+                retry_after = self._retry_after(conn, scope, rate, now, user_id, number_key)
+                if retry_after is not None:
+                    raise LimitReached(scope, rate, retry_after, mask(e164))
+            cursor = conn.execute(
+                "INSERT INTO rate_events (at, user_key, number_key, flow_id) VALUES (?, ?, ?, ?)",
+                (now, user_id, number_key, flow_id),
+            )
+            assert cursor.lastrowid is not None
+            return Slot(cursor.lastrowid)
+
+        try:
+            return await self._db.atomic(acquire)
+        except LimitReached as refused:
+            logger.info("call by %s refused: %s limit %s reached",
+                        user_id, refused.scope, refused.rate.text)
+            raise
+
+    async def release(self, slot: Slot) -> None:
+        await self._db.execute("DELETE FROM rate_events WHERE id = ?", (slot.event_id,))
+
+    @staticmethod
+    def _retry_after(
+        conn: sqlite3.Connection, scope: str, rate: Rate, now: float, user_id: str, number_key: str
+    ) -> float | None:
+        """None if one more call fits in the window; else seconds until it will."""
+        where = "at > ?"
+        params: list[object] = [now - rate.seconds]
+        if scope == "per_user":
+            where += " AND user_key = ?"
+            params.append(user_id)
+        elif scope == "per_number":
+            where += " AND number_key = ?"
+            params.append(number_key)
+        rows = conn.execute(
+            f"SELECT at FROM rate_events WHERE {where} ORDER BY at DESC LIMIT ?",
+            (*params, rate.count),
+        ).fetchall()
+        if len(rows) < rate.count:
+            return None
+        # The call that must leave the window before one more fits: the rate.count-th newest.
+        return max(1.0, float(rows[-1][0]) + rate.seconds - now)

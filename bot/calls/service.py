@@ -1,0 +1,455 @@
+"""The use case: check a call request, then dial it once and tell the requester what happened.
+
+    check()  authorise → number → flow → caller ID          (no side effects; refusals raise)
+    place()  parent message → POST /sessions/outgoing → result in the thread
+
+Between the two, `handle()` asks the requester to confirm a number outside the home regions or a
+repeat of the same call within a minute (a button; `confirm()` takes the click), and takes a slot
+from the rate limits (see limits.py), given back if the call certainly did not happen.
+
+A call is dialled only after the parent message reached someone, so it is never placed without the
+requester being told. `POST /sessions/outgoing` is sent at most once per request: an ambiguous
+failure is reported as "outcome unknown", never retried (see evovoice).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from bot.access import AccessControl
+from bot.calls import confirm_views
+from bot.calls import messages as views
+from bot.calls.confirmations import Confirmations, Reason, TakeStatus
+from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, Slot
+from bot.errors import CallbotError, CannotNotify, describe
+from bot.evovoice.catalog import Catalog
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, OutcomeUnknown, Session
+from bot.phone import (
+    DialableNumber,
+    DialPolicy,
+    NumberRejected,
+    check_dialable,
+    describe_region,
+    to_e164,
+)
+from bot.slack.notify import NotDelivered, Notifier, Thread
+from bot.storage.claims import Claims
+
+if TYPE_CHECKING:
+    from bot.audit.trail import AuditLog
+    from bot.calls.follow import CallFollower
+
+logger = logging.getLogger(__name__)
+
+# How far back a session may have been created to count as the one an ambiguous attempt placed.
+AMBIGUOUS_LOOKUP_SLACK = dt.timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """What someone asked for, as typed; nothing in it is trusted yet."""
+
+    team_id: str
+    user_id: str
+    channel_id: str
+    number_text: str
+    flow_text: str
+    caller_id_text: str | None = None
+    reason: str | None = None
+    response_url: str | None = None
+    thread_ts: str | None = None
+    # Same key, same request: a redelivered or double-submitted request is placed at most once.
+    idempotency_key: str | None = None
+    # Claim the key only once the checks pass, so a refused or failed check doesn't use it up
+    # (Call again: one click dials once, but a click refused for a passing reason may be retried).
+    claim_after_check: bool = False
+    origin: str = "command"  # for the audit trail: command, call_again, …
+    repeat_of: int | None = None  # audit id of the attempt this one repeats
+    # Questions the requester already answered "Call" to (see confirmations.Reason).
+    confirmed: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class CheckedCall:
+    request: CallRequest
+    number: DialableNumber
+    flow_id: str
+    flow_name: str
+    caller_id: str | None
+
+
+class Outcome(StrEnum):
+    PLACED = "placed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    REFUSED = "refused"
+    UNTOLD = "untold"  # nobody could be told, so nothing was dialled
+    DUPLICATE = "duplicate"  # the same request was already handled
+    CONFIRMING = "confirming"  # the requester was asked "are you sure?"; nothing dialled yet
+
+
+@dataclass(frozen=True)
+class CallResult:
+    outcome: Outcome
+    session_id: str | None = None
+    thread: Thread | None = None
+    error: BaseException | None = None
+    session: Session | None = None  # the session as Evo Voice last showed it, when it did
+    call_id: int | None = None  # the followed call's row (bot.callstore), when there is one
+
+
+class CallService:
+    def __init__(
+        self,
+        *,
+        access: AccessControl,
+        catalog: Catalog,
+        evo: EvoVoiceClient,
+        notifier: Notifier,
+        claims: Claims,
+        dial_policy: DialPolicy,
+        default_caller_id: str | None,
+        account_ids: list[str],
+        audit: AuditLog | None = None,
+        follower: CallFollower | None = None,
+        on_result: Callable[[CallResult], None] | None = None,
+        limits: CallLimits | None = None,
+        confirmations: Confirmations | None = None,
+        confirm_outside: frozenset[str] | None = None,
+        on_limit: Callable[[str], None] | None = None,
+    ) -> None:
+        self._access = access
+        self._catalog = catalog
+        self._evo = evo
+        self._notifier = notifier
+        self._claims = claims
+        self._dial_policy = dial_policy
+        self._default_caller_id = default_caller_id
+        self._account_ids = account_ids
+        self._audit = audit
+        self._follower = follower
+        # Hears every request's final outcome (metrics); never sees the number.
+        self._on_result = on_result
+        self._limits = limits
+        self._confirmations = confirmations
+        # None: never ask about regions (the allowed ones are all fine).
+        self._confirm_outside = confirm_outside
+        # Hears which limit refused a call (metrics).
+        self._on_limit = on_limit
+
+    async def check(self, request: CallRequest) -> CheckedCall:
+        """Every refusal raises (RoleDenied, NumberRejected, FlowNotFound, CallerIdNotOwned, …)."""
+        await self._access.require(request.user_id)
+        number = check_dialable(request.number_text, self._dial_policy)
+        flow = await self._catalog.resolve_flow(request.flow_text)
+        caller_id = self._default_caller_id
+        if request.caller_id_text:
+            caller_id = to_e164(request.caller_id_text, self._dial_policy.default_region)
+        if caller_id is not None:
+            await self._catalog.check_caller_id(caller_id)
+        return CheckedCall(request, number, flow.id, flow.name, caller_id)
+
+    async def handle(self, request: CallRequest) -> CallResult:
+        """check() then proceed(); refusals go to the requester alone."""
+        if request.idempotency_key and not request.claim_after_check:
+            if not await self._claims.claim(request.idempotency_key):
+                return await self._duplicate(request)
+        try:
+            checked = await self.check(request)
+        except (CallbotError, NumberRejected, EvoVoiceError) as exc:
+            return await self._refuse(request, exc)
+        if request.idempotency_key and request.claim_after_check:
+            if not await self._claims.claim(request.idempotency_key):
+                return await self._duplicate(request)
+        return await self.proceed(checked)
+
+    async def proceed(self, checked: CheckedCall) -> CallResult:
+        """Ask first where the policy says so, take a slot from the rate limits, then place.
+
+        Every way a person asks for a call (command, form, buttons) goes through here; only the
+        on-call escalation, which dials the roster's configured numbers, calls place() directly.
+        """
+        try:
+            slot = await self._admit(checked)
+        except ConfirmationNeeded as needed:
+            await self._ask(needed)
+            return self._finished(CallResult(Outcome.CONFIRMING))
+        except CallbotError as exc:
+            if isinstance(exc, LimitReached) and self._on_limit is not None:
+                self._on_limit(exc.scope)
+            return await self._refuse(checked.request, exc)
+        result = await self.place(checked)
+        if slot is not None and self._limits is not None and result.outcome in NOT_DIALLED:
+            await self._limits.release(slot)
+        return result
+
+    async def _refuse(self, request: CallRequest, exc: Exception) -> CallResult:
+        logger.info("call refused for %s: %s", request.user_id, type(exc).__name__)
+        if self._audit is not None:
+            await self._audit.refused(request, exc)
+        await self._notifier.tell(
+            user_id=request.user_id,
+            channel_id=request.channel_id,
+            response_url=request.response_url,
+            message=views.refusal(describe(exc)),
+        )
+        return self._finished(CallResult(Outcome.REFUSED, error=exc))
+
+    async def _duplicate(self, request: CallRequest) -> CallResult:
+        logger.info("duplicate delivery of a request by %s ignored", request.user_id)
+        if self._audit is not None:
+            await self._audit.duplicate(request)
+        return self._finished(CallResult(Outcome.DUPLICATE))
+
+    async def place(self, call: CheckedCall) -> CallResult:
+        request = call.request
+        # Recorded before dialling, so even a crash mid-call leaves a trace in the audit trail.
+        attempt_id = await self._audit.allowed(call) if self._audit is not None else None
+        parent = views.call_parent(request.user_id, call.number.masked, call.flow_name, request.reason)
+        try:
+            thread = await self._notifier.start_thread(
+                request.channel_id,
+                parent,
+                response_url=request.response_url,
+                thread_ts=request.thread_ts,
+            )
+        except NotDelivered:
+            # No channel and no response_url: dialling now would leave the requester in the dark.
+            await self._notifier.tell(
+                user_id=request.user_id,
+                channel_id=None,
+                response_url=None,
+                message=views.refusal(CannotNotify().user_message),
+            )
+            untold = CallResult(Outcome.UNTOLD, error=CannotNotify())
+            await self._record_result(attempt_id, untold)
+            return self._finished(untold)
+
+        started = time.time()
+        result, message = await self._dial(call)
+        tracked = None
+        if self._follower is not None:
+            # The thread reply becomes the call's status message, edited as the call goes on.
+            tracked = await self._follower.track(call, result, thread, attempt_id, started)
+            if tracked is not None:
+                message = self._follower.status_message(tracked)
+                if tracked.session_id != result.session_id:
+                    # The session found after an ambiguous attempt belongs to another call.
+                    result = dataclasses.replace(result, session_id=None, session=None)
+        await self._record_result(attempt_id, result)
+        posted = await self._notifier.post_reply(thread, message)
+        if not posted.delivered:
+            logger.error("call %s outcome could not be posted for %s", result.outcome, request.user_id)
+        if tracked is not None and self._follower is not None:
+            await self._follower.begin(tracked, posted.ts)
+        return self._finished(CallResult(
+            result.outcome, result.session_id, thread, result.error,
+            call_id=tracked.id if tracked is not None else None,
+        ))
+
+    def _finished(self, result: CallResult) -> CallResult:
+        if self._on_result is not None:
+            self._on_result(result)
+        return result
+
+    async def _record_result(self, attempt_id: int | None, result: CallResult) -> None:
+        if self._audit is None or attempt_id is None:
+            return
+        try:
+            await self._audit.result(attempt_id, result)
+        except Exception:
+            # The call is placed (or not) either way; the requester must still hear about it.
+            logger.exception("recording the result of attempt %s failed", attempt_id)
+
+    async def _dial(self, call: CheckedCall) -> tuple[CallResult, views.Message]:
+        started = dt.datetime.now(dt.UTC)
+        log_args = (call.request.user_id, call.number.masked, call.flow_id)
+        try:
+            placed = await self._evo.create_outgoing_session(
+                call.flow_id, call.number.e164, call.caller_id
+            )
+        except OutcomeUnknown as exc:
+            logger.warning("call by %s to %s (flow %s): outcome unknown", *log_args)
+            session = await self._find_session_after(call.number.e164, started)
+            session_id = session.id if session else None
+            return (
+                CallResult(Outcome.UNKNOWN, session_id=session_id, error=exc, session=session),
+                views.call_unknown(describe(exc), session_id),
+            )
+        except EvoVoiceError as exc:
+            logger.warning("call by %s to %s (flow %s) failed: %s", *log_args, type(exc).__name__)
+            return CallResult(Outcome.FAILED, error=exc), views.call_failed(describe(exc))
+        logger.info("call by %s to %s (flow %s) placed: session %s", *log_args, placed.session_id)
+        return (
+            CallResult(Outcome.PLACED, session_id=placed.session_id, session=placed.session),
+            views.call_placed(placed.session_id, call.caller_id),
+        )
+
+    async def _find_session_after(self, e164: str, started: dt.datetime) -> Session | None:
+        """One look for the session an ambiguous attempt may have created; never a second POST."""
+        try:
+            sessions = await self._evo.find_sessions(
+                self._account_ids, to=e164, start_date=started.date().isoformat(), count=5
+            )
+        except EvoVoiceError as exc:
+            logger.warning("session lookup after ambiguous call failed: %s", type(exc).__name__)
+            return None
+        for session in sessions:
+            created = parse_timestamp(session.date_created)
+            if created is not None and created >= started - AMBIGUOUS_LOOKUP_SLACK:
+                return session
+        return None
+
+    # ------------------------------------------------------------------ confirmations and limits
+
+    async def _admit(self, call: CheckedCall) -> Slot | None:
+        """Questions to ask first (ConfirmationNeeded), then a slot from the rate limits."""
+        confirmed = call.request.confirmed
+        if (
+            self._confirm_outside is not None
+            and self._confirmations is not None
+            and call.number.region not in self._confirm_outside
+            and Reason.REGION not in confirmed
+        ):
+            # One question for both reasons: a repeat to a faraway number is still one click.
+            seconds_ago = None
+            if self._limits is not None and Reason.REPEAT not in confirmed:
+                seconds_ago = await self._limits.last_call(
+                    call.request.user_id, call.number.e164, call.flow_id
+                )
+            reasons = {Reason.REGION} | ({Reason.REPEAT} if seconds_ago is not None else set())
+            raise ConfirmationNeeded(call, frozenset(reasons), seconds_ago)
+        if self._limits is None:
+            return None
+        try:
+            return await self._limits.acquire(
+                call.request.user_id,
+                call.number.e164,
+                call.flow_id,
+                check_repeat=self._confirmations is not None and Reason.REPEAT not in confirmed,
+            )
+        except RecentlyCalled as recent:
+            raise ConfirmationNeeded(call, frozenset({Reason.REPEAT}), recent.seconds_ago) from None
+
+    async def _ask(self, needed: ConfirmationNeeded) -> None:
+        call, request = needed.call, needed.call.request
+        assert self._confirmations is not None
+        fields = dataclasses.asdict(request)
+        # The click brings a fresh response_url; the stored request needs none.
+        fields.update(response_url=None, idempotency_key=None, confirmed=sorted(request.confirmed))
+        confirmation_id = await self._confirmations.create(
+            request.user_id, needed.reasons | {Reason(r) for r in request.confirmed}, fields
+        )
+        home = ", ".join(sorted(self._confirm_outside or ()))
+        message = confirm_views.confirm_call(
+            confirmation_id,
+            masked_number=call.number.masked,
+            flow_name=call.flow_name,
+            region=describe_region(call.number.region) if Reason.REGION in needed.reasons else None,
+            home_regions=home,
+            seconds_ago=needed.seconds_ago,
+            expires_minutes=round(self._confirmations.lifetime / 60),
+        )
+        logger.info("call by %s to %s: asked to confirm (%s)", request.user_id, call.number.masked,
+                    ", ".join(sorted(needed.reasons)))
+        await self._notifier.tell(
+            user_id=request.user_id,
+            channel_id=request.channel_id,
+            response_url=request.response_url,
+            message=message,
+        )
+
+    async def confirm(
+        self, confirmation_id: str, *, user_id: str, channel_id: str | None,
+        response_url: str | None,
+    ) -> CallResult:
+        """A click on "Call" under a question: a new request, checked again from the start."""
+        if self._confirmations is None:
+            return CallResult(Outcome.REFUSED)
+        # A double click or a redelivered click dials at most once.
+        if not await self._claims.claim(f"confirm:{confirmation_id}:{user_id}"):
+            logger.info("duplicate confirmation click by %s ignored", user_id)
+            return CallResult(Outcome.DUPLICATE)
+        taken = await self._confirmations.take(confirmation_id, user_id)
+        if taken.status is not TakeStatus.TAKEN or taken.pending is None:
+            await self._answer_question(
+                user_id, channel_id, response_url, _UNUSABLE_CONFIRMATION[taken.status]
+            )
+            return CallResult(Outcome.REFUSED)
+        known = {f.name for f in dataclasses.fields(CallRequest)}
+        fields = {k: v for k, v in taken.pending.request.items() if k in known}
+        fields["confirmed"] = frozenset(fields.get("confirmed") or ()) | taken.pending.reasons
+        request = dataclasses.replace(
+            CallRequest(**fields), response_url=response_url, idempotency_key=None
+        )
+        await self._answer_question(user_id, channel_id, response_url,
+                                    "📞 Confirmed: checking again, then calling.")
+        return await self.handle(request)
+
+    async def cancel(
+        self, confirmation_id: str, *, user_id: str, channel_id: str | None,
+        response_url: str | None,
+    ) -> None:
+        if self._confirmations is None:
+            return
+        cancelled = await self._confirmations.cancel(confirmation_id, user_id)
+        line = ("Cancelled: nothing was dialled." if cancelled
+                else _UNUSABLE_CONFIRMATION[TakeStatus.GONE])
+        await self._answer_question(user_id, channel_id, response_url, line)
+
+    async def _answer_question(
+        self, user_id: str, channel_id: str | None, response_url: str | None, line: str
+    ) -> None:
+        """Replace the question (and its buttons) with `line`; else tell the clicker."""
+        message = confirm_views.confirmation_answered(line)
+        if response_url is not None and await self._notifier.replace(response_url, message):
+            return
+        await self._notifier.tell(
+            user_id=user_id, channel_id=channel_id, response_url=None, message=message
+        )
+
+
+class ConfirmationNeeded(Exception):
+    def __init__(
+        self, call: CheckedCall, reasons: frozenset[Reason], seconds_ago: float | None
+    ) -> None:
+        super().__init__(", ".join(sorted(reasons)))
+        self.call = call
+        self.reasons = reasons
+        self.seconds_ago = seconds_ago
+
+
+# Outcomes after which the call certainly did not ring: its rate-limit slot is given back.
+NOT_DIALLED = frozenset({Outcome.FAILED, Outcome.UNTOLD})
+
+_UNUSABLE_CONFIRMATION = {
+    TakeStatus.GONE: "This question was already answered or cancelled; nothing more was dialled. "
+                     "Use /call to call again.",
+    TakeStatus.EXPIRED: "This question expired, so nothing was dialled. Use /call to call again.",
+    TakeStatus.NOT_YOURS: "Only the person who asked for this call can confirm it.",
+}
+
+
+_MS_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
+
+
+def parse_timestamp(value: str | None) -> dt.datetime | None:
+    """ServiceStack sends ISO 8601 or the WCF form `/Date(1700000000000-0000)/`; None if neither."""
+    if not value:
+        return None
+    match = _MS_DATE.fullmatch(value.strip())
+    if match:
+        return dt.datetime.fromtimestamp(int(match.group(1)) / 1000, dt.UTC)
+    try:
+        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)

@@ -1,0 +1,281 @@
+"""Block Kit for a call after it was placed: its status message, the parent's mark, `/call history`.
+
+Pure functions from stored facts to messages. The status message is drawn from the call's row every
+time, so an edit after a restart looks exactly like one before it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from bot.audit.trail import AuditRecord, Decision, EventKind
+from bot.calls.messages import Block, Message, escape
+from bot.calls.store import CallState, Placement, TrackedCall
+from bot.evovoice.client import as_e164
+from bot.phone import mask
+
+HANG_UP_ACTION = "call_hang_up"
+CALL_AGAIN_ACTION = "call_again"
+CALL_ACTIONS_BLOCK = "call_actions"
+
+# Reactions on the parent message once the call is over.
+MARK_ANSWERED = "white_check_mark"
+MARK_NOT_ANSWERED = "x"
+MARK_UNCLEAR = "warning"
+
+_MAX_SHOWN = 80
+
+
+def _section(markdown: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": markdown}}
+
+
+def _context(markdown: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": markdown}]}
+
+
+def _plain(text: str) -> dict[str, str]:
+    return {"type": "plain_text", "text": text}
+
+
+def shown(text: str | None) -> str:
+    """Text from Evo Voice (a name, an outcome): clipped, escaped, and masked if it is a number."""
+    if not text:
+        return ""
+    text = text.strip()
+    if as_e164(text):
+        return mask(as_e164(text) or "")
+    if len(text) > _MAX_SHOWN:
+        text = text[: _MAX_SHOWN - 1] + "…"
+    return escape(text)
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    total = max(0, int(round(seconds)))
+    if total < 60:
+        return f"{total} s"
+    if total < 3600:
+        return f"{total // 60}m {total % 60:02d}s"
+    return f"{total // 3600}h {total % 3600 // 60:02d}m"
+
+
+def _headline(call: TrackedCall) -> str:
+    if call.placement == Placement.FAILED:
+        return f"❌ Call not placed. {escape(call.note or '')}".rstrip()
+    if call.placement == Placement.UNKNOWN:
+        line = escape(call.note or "⚠️ Outcome unknown.")
+        if call.session_id:
+            line += f"\nA session to this number turned up in Evo Voice: `{escape(call.session_id)}`."
+        return line
+    session = (
+        f"session `{escape(call.session_id)}`" if call.session_id else "no session id returned yet"
+    )
+    caller = f"caller ID {call.caller_id}" if call.caller_id else "caller ID chosen by Evo Voice"
+    return f"✅ Call placed: {session}, {caller}."
+
+
+def _state_line(call: TrackedCall) -> str | None:
+    state = call.state
+    if state == CallState.FINDING:
+        return "🔎 Looking for the call in Evo Voice…"
+    if state == CallState.CALLING:
+        return "⏳ Calling…"
+    if state == CallState.RINGING:
+        return "🔔 Ringing…"
+    if state == CallState.CONNECTED:
+        who = f" (answered by {shown(call.answered_by)})" if call.answered_by else ""
+        return f"🟢 Connected{who}"
+    if state == CallState.ENDED:
+        return _ended_line(call)
+    if state == CallState.NOT_FOUND:
+        if call.placement == Placement.UNKNOWN:
+            return (
+                "❔ No call to this number showed up in Evo Voice, so it was most likely not "
+                "placed. Check the call log in Evo Voice before calling again."
+            )
+        return (
+            "❔ Evo Voice accepted the call, but I could not find it to follow. Its call log "
+            "shows how it went."
+        )
+    if state == CallState.LOST:
+        return "⏱ I stopped following this call; the call log in Evo Voice shows how it ended."
+    return None
+
+
+def _ended_line(call: TrackedCall) -> str:
+    mark = "✅" if call.answered else "❌"
+    outcome = shown(call.outcome) or ("answered" if call.answered else "not answered")
+    parts = [f"{mark} Ended: {outcome}"]
+    if call.answered_by:
+        parts.append(f"answered by {shown(call.answered_by)}")
+    if call.duration_seconds is not None:
+        parts.append(f"lasted {format_duration(call.duration_seconds)}")
+    line = ", ".join(parts) + "."
+    if call.hung_up_by:
+        line += f" Hung up by <@{call.hung_up_by}>."
+    return line
+
+
+def can_hang_up(call: TrackedCall) -> bool:
+    return call.following and call.is_live
+
+
+def can_call_again(call: TrackedCall) -> bool:
+    return (
+        call.is_final
+        and not call.following
+        and call.e164 is not None
+        and call.called_again_by is None
+    )
+
+
+def _buttons(call: TrackedCall) -> list[Block]:
+    value = str(call.id)
+    elements: list[Block] = []
+    if can_hang_up(call):
+        elements.append({
+            "type": "button",
+            "action_id": HANG_UP_ACTION,
+            "text": _plain("Hang up"),
+            "style": "danger",
+            "value": value,
+            "confirm": {
+                "title": _plain("Hang up?"),
+                "text": _plain(f"End the call to {call.number_masked} now?"),
+                "confirm": _plain("Hang up"),
+                "deny": _plain("Keep it"),
+                "style": "danger",
+            },
+        })
+    if can_call_again(call):
+        flow = call.flow_name if len(call.flow_name) <= 60 else call.flow_name[:59] + "…"
+        elements.append({
+            "type": "button",
+            "action_id": CALL_AGAIN_ACTION,
+            "text": _plain("Call again"),
+            "value": value,
+            "confirm": {
+                "title": _plain("Call again?"),
+                "text": _plain(f"Call {call.number_masked} again with “{flow}”?"),
+                "confirm": _plain("Call"),
+                "deny": _plain("Cancel"),
+            },
+        })
+    if not elements:
+        return []
+    return [{"type": "actions", "block_id": CALL_ACTIONS_BLOCK, "elements": elements}]
+
+
+def call_status(call: TrackedCall) -> Message:
+    """The status message in the thread: what was placed, how the call is going, its buttons."""
+    lines = [_headline(call)]
+    state = _state_line(call)
+    if state:
+        lines.append(state)
+    blocks = [_section("\n".join(lines))]
+    if call.called_again_by:
+        again = f"🔁 <@{call.called_again_by}> called this number again."
+        lines.append(again)
+        blocks.append(_context(again))
+    blocks += _buttons(call)
+    return Message(text="\n".join(lines), blocks=blocks)
+
+
+def parent_mark(call: TrackedCall) -> str | None:
+    """The reaction that tells the channel how the call went, once it is over."""
+    if call.state == CallState.ENDED:
+        return MARK_ANSWERED if call.answered else MARK_NOT_ANSWERED
+    if call.state == CallState.FAILED:
+        return MARK_NOT_ANSWERED
+    if call.state in (CallState.NOT_FOUND, CallState.LOST):
+        return MARK_UNCLEAR
+    return None
+
+
+# ------------------------------------------------------------------------------------ history
+
+
+def _when(iso: str) -> str:
+    try:
+        when = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return escape(iso)
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _what_happened(record: AuditRecord) -> str:
+    reason = f" ({escape(record.reason)})" if record.reason else ""
+    if record.decision == Decision.DENIED:
+        return f"⛔ denied{reason}"
+    if record.decision == Decision.REFUSED:
+        return f"🚫 refused{reason}"
+    if record.decision == Decision.FAILED:
+        return f"⚠️ could not be checked{reason}"
+    if record.decision == Decision.DUPLICATE:
+        return "♻️ duplicate, ignored"
+    result = record.result
+    if result is None:
+        return "❔ allowed, no result recorded"
+    result_reason = f" ({escape(result.reason)})" if result.reason else ""
+    if result.kind == EventKind.FAILED:
+        return f"❌ not placed{result_reason}"
+    if result.kind == EventKind.UNTOLD:
+        return "❌ not dialled: nobody could be told"
+    ended = record.last(EventKind.ENDED)
+    if ended is not None:
+        answered = ended.answered_by or record.last(EventKind.ANSWERED) is not None
+        parts = ["✅ answered" if answered else "❌ not answered"]
+        if ended.answered_by:
+            parts[0] += f" by {shown(ended.answered_by)}"
+        if ended.outcome:
+            parts.append(shown(ended.outcome))
+        if ended.duration_seconds is not None:
+            parts.append(format_duration(ended.duration_seconds))
+        hang_up = record.last(EventKind.HANG_UP)
+        if hang_up is not None and hang_up.actor_id:
+            parts.append(f"hung up by <@{hang_up.actor_id}>")
+        return ", ".join(parts)
+    if record.last(EventKind.NOT_FOUND) is not None:
+        return "❔ placed?, no session found" if result.kind == EventKind.UNKNOWN else "❔ not found"
+    if record.last(EventKind.UNFOLLOWED) is not None:
+        return "⏱ no longer followed"
+    if result.kind == EventKind.UNKNOWN and record.last(EventKind.SESSION_FOUND) is None:
+        return f"⚠️ outcome unknown{result_reason}"
+    if record.last(EventKind.ANSWERED) is not None:
+        return "🟢 in progress, answered"
+    return "📞 placed, in progress"
+
+
+def history_line(record: AuditRecord) -> str:
+    parts = [
+        f"`{_when(record.at)}`",
+        f"<@{record.user_id}>",
+        record.number_masked,
+        f"“{escape(record.flow)}”" if record.flow else "no flow",
+        _what_happened(record),
+    ]
+    extra = []
+    session = record.session_id
+    if session:
+        extra.append(f"session `{escape(session)}`")
+    if record.caller_id:
+        extra.append(f"from {record.caller_id}")
+    if record.origin != "command":
+        extra.append(escape(record.origin.replace("_", " ")))
+    line = " · ".join(parts)
+    return line + (f" ({', '.join(extra)})" if extra else "")
+
+
+def history(records: Sequence[AuditRecord], heading: str) -> Message:
+    if not records:
+        text = f"{heading}: nothing recorded."
+        return Message(text=text, blocks=[_section(text)])
+    lines = [history_line(r) for r in records]
+    title = f"*{heading}* (newest first)"
+    return Message(
+        text="\n".join([title, *lines]),
+        blocks=[_section(title), *(_section(line) for line in lines)],
+    )

@@ -1,0 +1,162 @@
+"""Calls after placing: the working state behind each status message, kept in the database.
+
+One row per call that got a status message (placed, outcome unknown, or failed). The follower reads
+and writes it as the call goes on, the buttons read it, and after a restart the calls still being
+followed are found here. Unlike the audit trail this is mutable state, not a record: the status
+message is always drawn from the row as it is now.
+
+The full number is kept only as long as a button may need it (Call again, or finding the session of
+an unconfirmed call): `forget_numbers()` erases it once a call is over and older than the retention.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+from bot.storage.database import Database
+
+
+class CallState(StrEnum):
+    FINDING = "finding"  # placed or unconfirmed; its session is not known yet
+    CALLING = "calling"  # session known, not ringing yet
+    RINGING = "ringing"
+    CONNECTED = "connected"
+    ENDED = "ended"
+    NOT_FOUND = "not_found"  # no session showed up in time
+    LOST = "lost"  # stopped following before the end was seen
+    FAILED = "failed"  # creating the call failed: nothing was dialled
+
+
+LIVE_STATES = frozenset({CallState.CALLING, CallState.RINGING, CallState.CONNECTED})
+FINAL_STATES = frozenset(
+    {CallState.ENDED, CallState.NOT_FOUND, CallState.LOST, CallState.FAILED}
+)
+
+
+class Placement(StrEnum):
+    """What `POST /sessions/outgoing` told us."""
+
+    PLACED = "placed"
+    UNKNOWN = "unknown"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class TrackedCall:
+    id: int
+    attempt_id: int | None
+    created_at: float  # Unix time of the attempt
+    team_id: str
+    requester_id: str
+    channel_id: str
+    parent_ts: str | None
+    status_ts: str | None
+    e164: str | None
+    number_masked: str
+    flow_id: str
+    flow_name: str
+    caller_id: str | None
+    placement: str
+    note: str | None  # what went wrong, in words, for failed and unconfirmed calls
+    session_id: str | None
+    state: str
+    following: bool
+    answered: bool = False
+    answered_by: str | None = None
+    outcome: str | None = None
+    duration_seconds: float | None = None
+    hung_up_by: str | None = None
+    called_again_by: str | None = None
+    shown_digest: str | None = None
+    marked: bool = False
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
+    def is_live(self) -> bool:
+        return self.state in LIVE_STATES and self.session_id is not None
+
+
+_COLUMNS = tuple(f.name for f in fields(TrackedCall))
+_UPDATABLE = frozenset(_COLUMNS) - {"id", "attempt_id", "created_at", "team_id", "requester_id"}
+_BOOLEANS = frozenset({"following", "answered", "marked"})
+
+
+def _call(row: Any) -> TrackedCall:
+    values = {name: row[name] for name in _COLUMNS}
+    for name in _BOOLEANS:
+        values[name] = bool(values[name])
+    return TrackedCall(**values)
+
+
+class CallStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def insert(self, **values: Any) -> TrackedCall:
+        names = [name for name in values if name in _COLUMNS and name != "id"]
+        if len(names) != len(values):
+            raise ValueError(f"unknown columns: {sorted(set(values) - set(names))}")
+        def insert(conn: sqlite3.Connection) -> sqlite3.Row:
+            cursor = conn.execute(
+                f"INSERT INTO calls ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+                [values[name] for name in names],
+            )
+            row: sqlite3.Row = conn.execute(
+                "SELECT * FROM calls WHERE id = ?", (cursor.lastrowid,)
+            ).fetchone()
+            return row
+
+        return _call(await self._db.atomic(insert))
+
+    async def get(self, call_id: int) -> TrackedCall | None:
+        row = await self._db.fetchone("SELECT * FROM calls WHERE id = ?", (call_id,))
+        return _call(row) if row is not None else None
+
+    async def update(self, call_id: int, **values: Any) -> None:
+        unknown = set(values) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        if not values:
+            return
+        assignments = ", ".join(f"{name} = ?" for name in values)
+        await self._db.execute(
+            f"UPDATE calls SET {assignments} WHERE id = ?", (*values.values(), call_id)
+        )
+
+    async def claim_session(self, call_id: int, session_id: str) -> bool:
+        """Tie a session to the call, unless another call already has it."""
+        try:
+            changed = await self._db.execute(
+                "UPDATE calls SET session_id = ? WHERE id = ? AND session_id IS NULL",
+                (session_id, call_id),
+            )
+        except sqlite3.IntegrityError:
+            return False
+        return changed == 1
+
+    async def sessions_taken(self, session_ids: list[str]) -> set[str]:
+        if not session_ids:
+            return set()
+        rows = await self._db.fetchall(
+            f"SELECT session_id FROM calls WHERE session_id IN ({','.join('?' * len(session_ids))})",
+            session_ids,
+        )
+        return {str(row[0]) for row in rows}
+
+    async def being_followed(self) -> list[TrackedCall]:
+        rows = await self._db.fetchall("SELECT * FROM calls WHERE following = 1 ORDER BY id")
+        return [_call(row) for row in rows]
+
+    async def forget_numbers(self, created_before: float) -> int:
+        """Erase the full number of calls that are over and older than `created_before`."""
+        return await self._db.execute(
+            "UPDATE calls SET e164 = NULL WHERE e164 IS NOT NULL AND following = 0"
+            " AND created_at < ?",
+            (created_before,),
+        )

@@ -1,0 +1,129 @@
+"""The `/call` slash command: parse in the ack (pure and fast), do everything slow after it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.audit.history import HistoryRequest
+from bot.calls import form as forms
+from bot.calls import messages as views
+from bot.calls.command_text import (
+    CallArgs,
+    CommandRejected,
+    FormArgs,
+    HelpArgs,
+    SubcommandArgs,
+    parse_command,
+)
+from bot.calls.service import CallRequest
+from bot.listeners.call_form import open_call_form
+from bot.listeners.oncall import on_oncall_subcommand
+from bot.ops.metrics import CommandOutcome
+from bot.services import Services
+
+logger = logging.getLogger(__name__)
+
+CALL_COMMAND = "/call"
+
+
+def register(app: AsyncApp) -> None:
+    app.command(CALL_COMMAND)(on_call_command)
+
+
+async def on_call_command(
+    ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+) -> None:
+    services: Services = context["services"]
+    if services.tasks.closed:
+        services.metrics.command(CALL_COMMAND, CommandOutcome.UNAVAILABLE)
+        await ack(text="callbot is restarting; nothing was dialled. Try again in a few seconds.")
+        return
+    try:
+        parsed = parse_command(str(command.get("text") or ""))
+    except CommandRejected as exc:
+        services.metrics.command(CALL_COMMAND, CommandOutcome.INVALID)
+        await ack(**views.refusal(exc.reason).as_kwargs())
+        return
+    if isinstance(parsed, HelpArgs):
+        services.metrics.command(CALL_COMMAND, CommandOutcome.HELP)
+        await ack(**views.help_message().as_kwargs())
+        return
+    if isinstance(parsed, SubcommandArgs) and parsed.name == "oncall":
+        services.metrics.command(CALL_COMMAND, CommandOutcome.SUBCOMMAND)
+        await on_oncall_subcommand(ack, command, parsed.args, services)
+        return
+    if isinstance(parsed, FormArgs):
+        services.metrics.command(CALL_COMMAND, CommandOutcome.FORM)
+        await ack()
+        # Right after the ack: the trigger_id expires 3 s after Slack sent the command.
+        services.tasks.spawn(
+            open_call_form(
+                client,
+                services,
+                trigger_id=str(command.get("trigger_id") or ""),
+                user_id=str(command["user_id"]),
+                metadata=form_metadata_from(command, services),
+                number_text=parsed.number_text,
+            ),
+            name=f"call form for {command['user_id']}",
+        )
+        return
+    if isinstance(parsed, SubcommandArgs) and parsed.name == "history":
+        services.metrics.command(CALL_COMMAND, CommandOutcome.SUBCOMMAND)
+        await ack()
+        history = history_request_from(command, parsed)
+        services.tasks.spawn(services.history.show(history), name=f"history for {history.user_id}")
+        return
+    if isinstance(parsed, SubcommandArgs):
+        # Every subcommand is handled above; an unknown one gets the usage.
+        services.metrics.command(CALL_COMMAND, CommandOutcome.HELP)
+        await ack(**views.help_message().as_kwargs())
+        return
+    services.metrics.command(CALL_COMMAND, CommandOutcome.ACCEPTED)
+    await ack()
+    request = call_request_from(command, parsed)
+    services.tasks.spawn(services.calls.handle(request), name=f"call by {request.user_id}")
+
+
+def form_metadata_from(command: dict[str, Any], services: Services) -> forms.FormMetadata:
+    """Where the form's confirmation goes: this channel, with this command's response_url as the
+    fallback. Whatever doesn't look right is left out (the form then asks for a channel)."""
+    channel = command.get("channel_id")
+    url = command.get("response_url")
+    trusted = [forms.origin_of(services.settings.slack_api_url)]
+    if not forms.is_channel_id(channel):
+        return forms.FormMetadata()
+    return forms.FormMetadata(
+        channel_id=str(channel),
+        response_url=str(url) if forms.is_response_url(url, trusted) else None,
+    )
+
+
+def call_request_from(command: dict[str, Any], args: CallArgs) -> CallRequest:
+    return CallRequest(
+        team_id=str(command.get("team_id") or ""),
+        user_id=str(command["user_id"]),
+        channel_id=str(command["channel_id"]),
+        number_text=args.number_text,
+        flow_text=args.flow_text,
+        caller_id_text=args.caller_id_text,
+        response_url=command.get("response_url") or None,
+        # A trigger_id is unique to one invocation; a redelivered envelope carries the same one.
+        idempotency_key=f"command:{command.get('team_id')}:{command.get('trigger_id')}"
+        if command.get("trigger_id")
+        else None,
+    )
+
+
+def history_request_from(command: dict[str, Any], args: SubcommandArgs) -> HistoryRequest:
+    return HistoryRequest(
+        team_id=str(command.get("team_id") or ""),
+        user_id=str(command["user_id"]),
+        channel_id=str(command["channel_id"]),
+        args=args.args,
+        response_url=command.get("response_url") or None,
+    )

@@ -1,0 +1,282 @@
+"""The call form: opened by `/call` (see listeners.command) or the global shortcut, fed flow options
+through `block_suggestion`, validated in the ack of its submission, then dialled once.
+
+    open      ack → views.open right away (the trigger lives 3 s): the whole form when the role check
+              and the owned numbers come quickly, else a loading view that is updated once they do
+    options   the ack is the answer: flows matching the typed text, only for people with a role
+    submit    role, then every field, all within VALIDATION_BUDGET_SECONDS; errors go back in the
+              ack under their fields. A valid view is claimed (one call per view, however often
+              Submit is pressed), the ack closes the modal, and the call is placed in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.calls import form as forms
+from bot.calls import messages as views
+from bot.calls.form import FormField, FormMetadata, FormMetadataInvalid, Submission
+from bot.calls.service import CallRequest, CheckedCall
+from bot.errors import (
+    CallbotError,
+    CallerIdNotOwned,
+    FlowAmbiguous,
+    FlowNotFound,
+    GroupLookupFailed,
+    RoleDenied,
+    describe,
+)
+from bot.evovoice.client import EvoVoiceError, Flow
+from bot.listeners.modals import Wording, accept_once, open_modal, open_unless_stopping
+from bot.phone import NumberRejected, check_dialable
+from bot.services import Services
+
+logger = logging.getLogger(__name__)
+
+# How long the open waits for the role check and the owned numbers before showing a loading view.
+OPEN_BUDGET_SECONDS = 1.0
+# A view_submission must be answered within 3 s; checking gets this much of it.
+VALIDATION_BUDGET_SECONDS = 2.0
+# block_suggestion likewise: the ack is the answer.
+OPTIONS_BUDGET_SECONDS = 2.0
+MAX_QUERY_CHARS = 100
+
+
+RESTARTING = "callbot is restarting; nothing was dialled. Press Call again in a few seconds."
+RESTARTING_OPEN = "callbot is restarting. Try again in a few seconds."
+SPENT_BY_RESTART = (
+    "callbot began restarting as this was sent; nothing was dialled. Open a new form in a few "
+    "seconds."
+)
+TOO_SLOW = (
+    "Checking this took too long (Slack or Evo Voice is slow right now). Nothing was dialled; "
+    "press Call again."
+)
+STALE_FORM = "This form can't be used any more; nothing was dialled. Close it and open a new one."
+WORDING = Wording(forms.GENERAL_ERROR_FIELD, too_slow=TOO_SLOW, spent_by_restart=SPENT_BY_RESTART)
+CHOOSE_FLOW = "Choose a flow."
+CHOOSE_CHANNEL = "Choose a channel for the confirmation."
+BAD_CALLER_ID = "Choose the caller ID from the list."
+
+
+def register(app: AsyncApp) -> None:
+    app.global_shortcut(forms.PLACE_CALL_SHORTCUT_ID)(on_place_call_shortcut)
+    app.block_suggestion(FormField.FLOW.value)(on_flow_options)
+    app.view_submission(forms.CALL_FORM_CALLBACK_ID)(on_form_submitted)
+
+
+# ------------------------------------------------------------------------------------- opening
+
+
+async def on_place_call_shortcut(
+    ack: AsyncAck, shortcut: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+) -> None:
+    services: Services = context["services"]
+    await ack()
+    user_id = str(shortcut["user"]["id"])
+    trigger_id = str(shortcut["trigger_id"])
+    await open_unless_stopping(
+        client,
+        services,
+        what="call form",
+        user_id=user_id,
+        trigger_id=trigger_id,
+        stopping_view=forms.notice_view(RESTARTING_OPEN),
+        opening=open_call_form(
+            client, services, trigger_id=trigger_id, user_id=user_id, metadata=FormMetadata()
+        ),
+    )
+
+
+async def open_call_form(
+    client: AsyncWebClient,
+    services: Services,
+    *,
+    trigger_id: str,
+    user_id: str,
+    metadata: FormMetadata,
+    number_text: str | None = None,
+) -> None:
+    """Open the form for `user_id`; without a channel in `metadata` it also asks for one."""
+
+    async def tell_failure(code: str) -> None:
+        await _tell(
+            services, user_id, metadata, f"I could not open the call form ({code}). Try again."
+        )
+
+    await open_modal(
+        client,
+        what="call form",
+        user_id=user_id,
+        trigger_id=trigger_id,
+        view=_prepare_view(services, user_id, metadata, number_text),
+        loading_view=forms.loading_view(metadata),
+        budget=OPEN_BUDGET_SECONDS,
+        on_failure=tell_failure,
+    )
+
+
+async def _prepare_view(
+    services: Services, user_id: str, metadata: FormMetadata, number_text: str | None
+) -> forms.View:
+    """The form, or a notice saying why there is none; never raises."""
+    try:
+        await services.access.require(user_id)
+    except Exception as exc:
+        # RoleDenied and GroupLookupFailed say why; anything else gets a reference id (and its log
+        # line) from describe(). Either way the user sees words instead of a form that never opens.
+        return forms.notice_view(describe(exc))
+    policy = services.policy
+    try:
+        owned: list[str] | None = await services.catalog.owned_numbers()
+    except EvoVoiceError as exc:
+        # The form still works: the caller ID falls back to the default (or Evo Voice's choice).
+        logger.warning("owned numbers unavailable for the call form: %s", type(exc).__name__)
+        owned = None
+    return forms.call_form(
+        metadata,
+        number_text=number_text,
+        owned_numbers=owned,
+        default_caller_id=policy.default_caller_id,
+        allowed_regions=policy.allowed_regions,
+        ask_channel=metadata.channel_id is None,
+    )
+
+
+# ------------------------------------------------------------------------------------- options
+
+
+async def on_flow_options(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+    services: Services = context["services"]
+    user_id = str((body.get("user") or {}).get("id") or "")
+    query = str(body.get("value") or "")[:MAX_QUERY_CHARS]
+    try:
+        flows = await asyncio.wait_for(_flows_for(services, user_id, query), OPTIONS_BUDGET_SECONDS)
+    except (asyncio.TimeoutError, GroupLookupFailed, EvoVoiceError) as exc:
+        logger.warning("flow options for %s unavailable: %s", user_id, type(exc).__name__)
+        flows = []
+    await ack(options=forms.flow_options(flows))
+
+
+async def _flows_for(services: Services, user_id: str, query: str) -> list[Flow]:
+    # Flow names are all the menu shows, but still only to people who may call.
+    if not await services.access.roles_of(user_id):
+        return []
+    return await services.catalog.search_flows(query, forms.MAX_OPTIONS)
+
+
+# ------------------------------------------------------------------------------------- submitting
+
+
+async def on_form_submitted(
+    ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
+) -> None:
+    services: Services = context["services"]
+    user_id = str(body["user"]["id"])
+    team_id = str((body.get("team") or {}).get("id") or view.get("team_id") or "")
+    trusted = [forms.origin_of(services.settings.slack_api_url)]
+    fields = [str(f) for f in FormField]
+
+    async def refuse(errors: dict[FormField, str]) -> None:
+        await ack(response_action="errors",
+                  errors=forms.field_errors(errors, submission.fields or fields))
+
+    submission = forms.read_submission(view, body.get("response_urls"), trusted)
+    if services.tasks.closed:
+        await refuse({forms.GENERAL_ERROR_FIELD: RESTARTING})
+        return
+    view_id = view.get("id")
+    try:
+        if not isinstance(view_id, str) or not view_id:
+            raise FormMetadataInvalid("no view id")  # the key that makes the call happen once
+        metadata = FormMetadata.decode(str(view.get("private_metadata") or ""), trusted)
+    except FormMetadataInvalid as exc:
+        logger.warning("call form from %s with unusable private_metadata (%s)", user_id, exc)
+        await refuse({forms.GENERAL_ERROR_FIELD: STALE_FORM})
+        return
+
+    await accept_once(
+        ack,
+        refuse,
+        services,
+        what="call form",
+        user_id=user_id,
+        claim_key=f"form:{team_id}:{view_id}",
+        validation=validate(services, user_id, team_id, metadata, submission),
+        start=services.calls.proceed,
+        wording=WORDING,
+        budget=VALIDATION_BUDGET_SECONDS,
+    )
+
+
+async def validate(
+    services: Services, user_id: str, team_id: str, metadata: FormMetadata, submission: Submission
+) -> CheckedCall | dict[FormField, str]:
+    """The checked call, or an error for each field that needs one."""
+    try:
+        # First, and fresh: access may have changed since the form was opened.
+        await services.access.require(user_id)
+    except (RoleDenied, GroupLookupFailed) as exc:
+        return {forms.GENERAL_ERROR_FIELD: describe(exc)}
+
+    errors: dict[FormField, str] = {}
+    channel_id = metadata.channel_id or submission.channel_id
+    if channel_id is None:
+        errors[FormField.CHANNEL] = CHOOSE_CHANNEL
+    if submission.flow_id is None:
+        errors[FormField.FLOW] = CHOOSE_FLOW
+    if submission.caller_id is not None and not forms.is_e164(submission.caller_id):
+        errors[FormField.CALLER_ID] = BAD_CALLER_ID
+    try:
+        check_dialable(submission.number_text, services.policy.dial_policy)
+    except NumberRejected as exc:
+        errors[FormField.NUMBER] = describe(exc)
+    if errors or channel_id is None or submission.flow_id is None:
+        return errors
+
+    request = CallRequest(
+        team_id=team_id,
+        user_id=user_id,
+        channel_id=channel_id,
+        number_text=submission.number_text,
+        flow_text=submission.flow_id,
+        caller_id_text=submission.caller_id,
+        reason=submission.reason,
+        # The command's response_url reaches the command's channel only.
+        response_url=metadata.response_url if metadata.channel_id else submission.response_url,
+    )
+    try:
+        return await services.calls.check(request)
+    except (CallbotError, NumberRejected, EvoVoiceError) as exc:
+        return {field_for(exc): describe(exc)}
+
+
+def field_for(exc: BaseException) -> FormField:
+    """The field an error from `CallService.check` belongs under."""
+    if isinstance(exc, (FlowNotFound, FlowAmbiguous)):
+        return FormField.FLOW
+    if isinstance(exc, CallerIdNotOwned):
+        return FormField.CALLER_ID
+    if isinstance(exc, NumberRejected):
+        return FormField.NUMBER
+    if isinstance(exc, CallbotError) and not isinstance(exc, (RoleDenied, GroupLookupFailed)):
+        return FormField.FLOW  # the one other refusal check() makes: an alias pointing nowhere
+    return forms.GENERAL_ERROR_FIELD
+
+
+# ------------------------------------------------------------------------------------- helpers
+
+
+async def _tell(services: Services, user_id: str, metadata: FormMetadata, text: str) -> None:
+    await services.notifier.tell(
+        user_id=user_id,
+        channel_id=metadata.channel_id,
+        response_url=metadata.response_url,
+        message=views.refusal(text),
+    )
+

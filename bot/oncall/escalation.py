@@ -1,0 +1,597 @@
+"""On-call escalation: call the people on call one after another until somebody answers.
+
+    start()         a checked request becomes a chain: the order of people is frozen
+                    (`OnCall.chain(now)`: who is on call, the rest of the rotation, `escalate_to`),
+                    the escalation's message is posted in its thread, and the chain runs
+    resume()        at start-up, chains that were running go on where they were
+    stop_clicked()  the Stop escalation button
+    stop()          at shutdown: the chains pause (their rows stay; the next start resumes them)
+
+Each chain is one task driving one row of the database (bot.escalation_store). A step:
+
+    1. begin: the step and its deadline (now + answer_timeout, an absolute time; set again from
+       the moment the call is placed) are written, and the step's claim
+       `escalation:{id}:step:{n}` is taken. Only then is anything dialled, so however often the
+       bot restarts, a step is dialled at most once.
+    2. the person's number is read again (`phones.lookup`): none usable → "⏭ Skipping @x: reason",
+       next step. Else the call goes through `CallService` (checks, audit trail, the follower)
+       into the escalation's thread.
+    3. wait, reading the call's row (the follower keeps it up to date), until the call is answered
+       (→ "@x answered — escalation stopped"), ends unanswered, or the deadline passes
+       (→ "No answer from @x after 90 s — calling @y").
+
+A call still ringing when its deadline passes is hung up (`DELETE /sessions/{id}`) before the next
+person is called, so one page never rings two phones at once; just before, the session is read
+fresh, so a call answered at the last moment counts as answered. If the hang-up fails, the thread
+says so and the chain goes on. Stop escalation hangs up a call still ringing, too.
+
+After a restart mid-step the call is followed again (its row is the follower's) and the deadline
+is the one written at the start. A step begun but whose call was not recorded (the bot stopped
+while dialling) is not dialled again: the chain waits out its deadline and says it can't tell
+whether that phone rang.
+
+Every post in the thread that reports a step's end, or the chain's, is made under its own claim,
+so a restart never posts it twice. The escalation's own message is drawn from the rows and edited
+only when the drawing changes, like a call's status message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
+
+from bot.access import AccessControl
+from bot.audit.trail import AuditLog, EventKind
+from bot.calls import messages as common_views
+from bot.calls.controls import ButtonClick, ButtonExpired
+from bot.calls.follow import CallFollower, classify, digest, wait_or_wake
+from bot.calls.service import CallRequest, CallService, CheckedCall, Outcome
+from bot.calls.store import CallState, CallStore, TrackedCall
+from bot.config import KNOWN_ROLES
+from bot.errors import CallbotError, RoleDenied, describe
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound
+from bot.oncall import escalation_views as views
+from bot.oncall.escalation_store import (
+    ACTIVE_STATES,
+    Escalation,
+    EscalationState,
+    EscalationStore,
+    StepOutcome,
+    Target,
+)
+from bot.oncall.roster import OnCall
+from bot.phone import NumberRejected
+from bot.slack.notify import NotDelivered, Notifier, Thread
+from bot.storage.claims import Claims
+
+logger = logging.getLogger(__name__)
+
+ORIGIN = "escalation"  # in the audit trail
+
+
+class NotAllowedToStop(CallbotError):
+    user_message = (
+        "You are not allowed to stop this escalation: only the person who started it, or someone "
+        "with the Manager or SystemAdministrator role, may."
+    )
+
+
+class EscalationOver(CallbotError):
+    user_message = "This escalation is already over; there is nothing to stop."
+
+
+@dataclass(frozen=True)
+class EscalationRequest:
+    """A checked request to escalate (the form validated it): where, by whom, with which flow."""
+
+    request_key: str  # one escalation per key: a repeated submission starts no second chain
+    team_id: str
+    requester_id: str
+    channel_id: str
+    thread_ts: str | None  # the message's thread; None: a new thread in the channel
+    flow_id: str
+    flow_name: str
+    reason: str | None
+    origin: str  # message_shortcut or global_shortcut
+    response_url: str | None = None  # to tell the requester if nothing can be posted
+
+
+class _Verdict(Enum):
+    ANSWERED = "answered"
+    ENDED = "ended"  # the call ended (or failed) unanswered
+    TIMED_OUT = "timed_out"
+    STATE_CHANGED = "state_changed"  # stopped, or no longer at this step
+    CLOSING = "closing"  # the bot is stopping
+
+
+class EscalationService:
+    def __init__(
+        self,
+        *,
+        store: EscalationStore,
+        oncall: OnCall,
+        calls: CallService,
+        callstore: CallStore,
+        follower: CallFollower,
+        evo: EvoVoiceClient,
+        notifier: Notifier,
+        claims: Claims,
+        access: AccessControl,
+        audit: AuditLog | None,
+        check_every: float = 1.0,
+        clock: Callable[[], float] = time.time,
+        pause: Callable[[asyncio.Event, float], Awaitable[None]] = wait_or_wake,
+        on_finished: Callable[[str], None] | None = None,
+    ) -> None:
+        self.store = store
+        self._oncall = oncall
+        self._calls = calls
+        self._callstore = callstore
+        self._follower = follower
+        self._evo = evo
+        self._notifier = notifier
+        self._claims = claims
+        self._access = access
+        self._audit = audit
+        # How often a chain looks at its call's row (the database, not the network).
+        self._check_every = check_every
+        # Public, like OnCall.clock: deadlines are absolute times on this clock, and tests move it.
+        self.clock = clock
+        self._pause = pause
+        self._on_finished = on_finished
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._wake: dict[int, asyncio.Event] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._closed = False
+
+    @property
+    def running(self) -> int:
+        """How many chains this process is driving now."""
+        return len(self._tasks)
+
+    # ----------------------------------------------------------------------------- starting
+
+    async def start(self, request: EscalationRequest, now: dt.datetime) -> Escalation | None:
+        """Freeze the order, post the escalation's message, run the chain. None for a repeat (or
+        when nothing could be posted: the requester is told, nobody is called)."""
+        policy = self._oncall.policy
+        people = [Target(p.user_id, str(p.source)) for p in await self._oncall.chain(now)]
+        escalation = await self.store.create(
+            people=people,
+            request_key=request.request_key,
+            created_at=self.clock(),
+            team_id=request.team_id,
+            requester_id=request.requester_id,
+            channel_id=request.channel_id,
+            origin=request.origin,
+            flow_id=request.flow_id,
+            flow_name=request.flow_name,
+            reason=request.reason,
+            answer_timeout=float(policy.answer_timeout),
+        )
+        if escalation is None:
+            logger.info("repeated escalation request %s ignored", request.request_key)
+            return None
+        message = views.escalation_message(escalation, [])
+        try:
+            thread = await self._notifier.start_thread(
+                request.channel_id, message, response_url=None, thread_ts=request.thread_ts
+            )
+        except NotDelivered:
+            logger.warning("escalation %s: could not post in %s", escalation.id, request.channel_id)
+            await self.store.set_state(escalation.id, ACTIVE_STATES, EscalationState.FAILED,
+                                       finished_at=self.clock())
+            self._finished(EscalationState.FAILED)
+            # Not ephemerally in a channel the bot can't post in: the response_url, else a DM.
+            await self._notifier.tell(
+                user_id=request.requester_id, channel_id=None,
+                response_url=request.response_url,
+                message=views.could_not_start(request.channel_id),
+            )
+            return None
+        await self.store.update(
+            escalation.id, thread_ts=thread.ts, message_ts=thread.parent_ts,
+            shown_digest=digest(message),
+        )
+        logger.info(
+            "escalation %s by %s started: %s", escalation.id, request.requester_id,
+            ", ".join(t.user_id for t in people),
+        )
+        self._spawn(escalation.id)
+        return await self.store.get(escalation.id)
+
+    # ---------------------------------------------------------------------------- lifecycle
+
+    async def resume(self) -> int:
+        """Drive again every chain that was running when the bot last stopped."""
+        count = 0
+        for escalation in await self.store.active():
+            if escalation.message_ts is None or escalation.thread_ts is None:
+                # Stopped before its message was posted: nothing was dialled, nobody can be told.
+                await self.store.set_state(escalation.id, ACTIVE_STATES, EscalationState.FAILED,
+                                           finished_at=self.clock())
+                continue
+            self._spawn(escalation.id)
+            count += 1
+        if count:
+            logger.info("resuming %d escalation(s) after a restart", count)
+        return count
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Pause every chain at its next safe point (never in the middle of dialling, unless that
+        takes longer than `grace`); the rows stay, so the next start resumes them."""
+        self._closed = True
+        for wake in self._wake.values():
+            wake.set()
+        tasks = list(self._tasks.values())
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    def poke(self, escalation_id: int) -> None:
+        self._wake.setdefault(escalation_id, asyncio.Event()).set()
+
+    def _spawn(self, escalation_id: int) -> None:
+        if self._closed or escalation_id in self._tasks:
+            return
+        task = asyncio.create_task(self._run(escalation_id), name=f"escalation {escalation_id}")
+        self._tasks[escalation_id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(escalation_id, None)
+            self._wake.pop(escalation_id, None)
+
+        task.add_done_callback(done)
+
+    async def _run(self, escalation_id: int) -> None:
+        try:
+            await self._drive(escalation_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # A bug, not a phone problem. The row stays active, so the next start tries again;
+            # meanwhile the thread must not fall silent on a page nobody is answering.
+            await self._report_failure(escalation_id, exc)
+
+    async def _report_failure(self, escalation_id: int, exc: Exception) -> None:
+        try:
+            escalation = await self.store.get(escalation_id)
+            if escalation is not None and escalation.thread_ts is not None:
+                await self._post(escalation, views.failed(
+                    escalation, f"{describe(exc)} Nobody more will be called until callbot "
+                                "restarts: reach the people on call another way."))
+            else:
+                describe(exc)  # logs it with a reference id
+        except Exception:
+            logger.exception("escalation %s failed, and saying so failed too", escalation_id)
+
+    # ------------------------------------------------------------------------------ the chain
+
+    async def _drive(self, escalation_id: int) -> None:
+        while not self._closed:
+            escalation = await self.store.get(escalation_id)
+            if escalation is None or escalation.thread_ts is None:
+                return
+            if escalation.state == EscalationState.STOPPING:
+                await self._finish_stopped(escalation)
+                return
+            if escalation.state != EscalationState.RUNNING:
+                return
+            target = escalation.target
+            if target is None:
+                await self._finish_exhausted(escalation)
+                return
+            if escalation.step_started_at is None:
+                started = self.clock()
+                await self.store.begin_step(escalation.id, escalation.step, started,
+                                            started + escalation.answer_timeout)
+                continue  # read the row again: stopped or moved on meanwhile, or begun
+            if escalation.step_call_id is None and await self._claims.claim(
+                f"escalation:{escalation.id}:step:{escalation.step}"
+            ):
+                # The claim is the gate: whoever takes it dials, and a step is claimed only once.
+                # (A step begun but never claimed, by a bot that stopped in between, dials now.)
+                await self._place_step(escalation, target)
+                continue
+            verdict, call = await self._watch(escalation)
+            if verdict == _Verdict.ANSWERED:
+                await self._finish_answered(escalation, target)
+                return
+            if verdict in (_Verdict.ENDED, _Verdict.TIMED_OUT):
+                await self._end_step(escalation, target, verdict, call)
+            # STATE_CHANGED: look again; CLOSING: the loop ends.
+        logger.info("escalation %s paused: the bot is stopping", escalation_id)
+
+    async def _place_step(self, escalation: Escalation, target: Target) -> None:
+        n = escalation.step
+        lookup = await self._oncall.phones.lookup(target.user_id)
+        if lookup.number is None:
+            logger.info("escalation %s: skipping %s (no usable number)", escalation.id,
+                        target.user_id)
+            await self._conclude_step(escalation, target, StepOutcome.SKIPPED,
+                                      detail=lookup.problem)
+            return
+        total = len(escalation.people)
+        request = CallRequest(
+            team_id=escalation.team_id,
+            user_id=escalation.requester_id,
+            channel_id=escalation.channel_id,
+            number_text=lookup.number.e164,
+            flow_text=escalation.flow_id,
+            reason=f"on-call escalation, step {n + 1} of {total}",
+            thread_ts=escalation.thread_ts,
+            origin=ORIGIN,
+        )
+        try:
+            checked = await self._calls.check(request)
+        except RoleDenied as exc:
+            if self._audit is not None:
+                await self._audit.refused(request, exc)
+            await self._fail(escalation, f"<@{escalation.requester_id}> is no longer allowed to "
+                                         "place calls.")
+            return
+        except (CallbotError, NumberRejected, EvoVoiceError) as exc:
+            if self._audit is not None:
+                await self._audit.refused(request, exc)
+            await self._conclude_step(escalation, target, StepOutcome.FAILED, detail=describe(exc))
+            return
+        await self._dial(escalation, target, checked)
+
+    async def _dial(self, escalation: Escalation, target: Target, checked: CheckedCall) -> None:
+        n = escalation.step
+        result = await self._calls.place(checked)
+        masked = checked.number.masked
+        if result.call_id is not None:
+            # The phone rings from now: a slow Evo Voice must not eat into the answer time.
+            await self.store.set_step_call(escalation.id, n, result.call_id,
+                                           self.clock() + escalation.answer_timeout)
+        if result.outcome in (Outcome.PLACED, Outcome.UNKNOWN) and result.call_id is not None:
+            await self.store.record_step(escalation.id, n, target.user_id, StepOutcome.CALLING,
+                                         number_masked=masked, call_id=result.call_id)
+            await self.refresh(escalation.id)
+            return
+        detail = describe(result.error) if result.error is not None else "the call was not placed"
+        if result.outcome in (Outcome.PLACED, Outcome.UNKNOWN):
+            # Placed, but its status can't be followed: nothing to wait on but the clock.
+            await self.store.record_step(escalation.id, n, target.user_id, StepOutcome.CALLING,
+                                         number_masked=masked)
+            await self.refresh(escalation.id)
+            return
+        await self._conclude_step(escalation, target, StepOutcome.FAILED, detail=detail,
+                                  number_masked=masked, call_id=result.call_id)
+
+    async def _watch(self, escalation: Escalation) -> tuple[_Verdict, TrackedCall | None]:
+        """Wait for this step's call to be answered or end, or for its deadline."""
+        wake = self._wake.setdefault(escalation.id, asyncio.Event())
+        n = escalation.step
+        while not self._closed:
+            current = await self.store.get(escalation.id)
+            if current is None or current.state != EscalationState.RUNNING or current.step != n:
+                return _Verdict.STATE_CHANGED, None
+            call = (await self._callstore.get(current.step_call_id)
+                    if current.step_call_id is not None else None)
+            if call is not None and call.answered:
+                return _Verdict.ANSWERED, call
+            if call is not None and call.is_final:
+                return _Verdict.ENDED, call
+            deadline = current.step_deadline or current.created_at
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return _Verdict.TIMED_OUT, call
+            await self._pause(wake, min(self._check_every, remaining))
+            wake.clear()
+        return _Verdict.CLOSING, None
+
+    async def _end_step(
+        self, escalation: Escalation, target: Target, verdict: _Verdict, call: TrackedCall | None
+    ) -> None:
+        note = None
+        if verdict == _Verdict.TIMED_OUT:
+            if call is not None and await self._answered_just_now(call):
+                await self._finish_answered(escalation, target)
+                return
+            why = f"no answer in {views.seconds(escalation.answer_timeout)}"
+            note = await self._hang_up_unanswered(call, why)
+        if escalation.step_call_id is None and not await self._step_recorded(escalation):
+            # Claimed by a bot that stopped before recording the call: it may have rung.
+            outcome = StepOutcome.UNKNOWN
+        elif verdict == _Verdict.TIMED_OUT:
+            outcome = StepOutcome.NO_ANSWER
+        elif call is not None and call.state == CallState.FAILED:
+            outcome = StepOutcome.FAILED
+        else:
+            outcome = StepOutcome.ENDED
+        detail = call.note if call is not None and outcome == StepOutcome.FAILED else None
+        await self._conclude_step(escalation, target, outcome, detail=detail, note=note)
+
+    async def _conclude_step(
+        self,
+        escalation: Escalation,
+        target: Target,
+        outcome: StepOutcome,
+        *,
+        detail: str | None = None,
+        note: str | None = None,
+        number_masked: str | None = None,
+        call_id: int | None = None,
+    ) -> None:
+        """Record the step's outcome, say it in the thread (once), move on to the next person."""
+        n = escalation.step
+        await self.store.record_step(escalation.id, n, target.user_id, outcome, detail=detail,
+                                     number_masked=number_masked, call_id=call_id)
+        following = escalation.people[n + 1] if n + 1 < len(escalation.people) else None
+        if await self._claims.claim(f"escalation:{escalation.id}:step:{n}:end"):
+            await self._post(escalation, views.step_ended(
+                target, outcome, answer_timeout=escalation.answer_timeout, following=following,
+                detail=detail, note=note,
+            ))
+        await self.store.advance(escalation.id, n)
+        await self.refresh(escalation.id)
+
+    async def _step_recorded(self, escalation: Escalation) -> bool:
+        return any(step.step == escalation.step for step in await self.store.steps(escalation.id))
+
+    async def _answered_just_now(self, call: TrackedCall) -> bool:
+        """Read the session fresh at the deadline: the follower may not have seen an answer yet."""
+        if call.session_id is None or call.is_final:
+            return False
+        try:
+            session = await self._evo.get_session(call.session_id)
+        except EvoVoiceError:
+            return False
+        return classify(session) == CallState.CONNECTED or bool(session.answered_by_name)
+
+    async def _hang_up_unanswered(self, call: TrackedCall | None, why: str) -> str | None:
+        """Hang up a call that is still ringing; a note for the thread when that didn't work."""
+        if call is None or call.is_final or call.answered:
+            return None
+        if call.session_id is None:
+            return "(Its call could not be found in Evo Voice to hang it up; it may still ring.)"
+        try:
+            await self._evo.hang_up(call.session_id)
+        except NotFound:
+            pass  # it ended on its own
+        except EvoVoiceError as exc:
+            logger.warning("escalation: hanging up call %s failed: %s", call.id, type(exc).__name__)
+            await self._record_call_event(call, EventKind.HANG_UP_FAILED, f"escalation: {why}")
+            return f"(Hanging up that call failed: {describe(exc)} It may still ring.)"
+        else:
+            logger.info("escalation: call %s hung up (%s)", call.id, why)
+            await self._record_call_event(call, EventKind.HANG_UP, f"escalation: {why}")
+        self._follower.poke(call.id)
+        return None
+
+    async def _record_call_event(self, call: TrackedCall, kind: EventKind, reason: str) -> None:
+        if self._audit is None or call.attempt_id is None:
+            return
+        try:
+            await self._audit.event(call.attempt_id, kind, reason=reason,
+                                    session_id=call.session_id)
+        except Exception:
+            logger.exception("recording %s of call %s failed", kind, call.id)
+
+    # ---------------------------------------------------------------------------- the end
+
+    async def _finish_answered(self, escalation: Escalation, target: Target) -> None:
+        await self.store.record_step(escalation.id, escalation.step, target.user_id,
+                                     StepOutcome.ANSWERED)
+        if await self._claims.claim(f"escalation:{escalation.id}:end"):
+            await self._post(escalation, views.answered(target.user_id))
+        if await self.store.set_state(escalation.id, {EscalationState.RUNNING},
+                                      EscalationState.ANSWERED, answered_by=target.user_id,
+                                      finished_at=self.clock()):
+            logger.info("escalation %s: %s answered", escalation.id, target.user_id)
+            self._finished(EscalationState.ANSWERED)
+        await self.refresh(escalation.id)
+
+    async def _finish_exhausted(self, escalation: Escalation) -> None:
+        if await self._claims.claim(f"escalation:{escalation.id}:end"):
+            await self._post(escalation, views.exhausted(escalation), broadcast=True)
+        if await self.store.set_state(escalation.id, {EscalationState.RUNNING},
+                                      EscalationState.EXHAUSTED, finished_at=self.clock()):
+            logger.warning("escalation %s: nobody answered", escalation.id)
+            self._finished(EscalationState.EXHAUSTED)
+        await self.refresh(escalation.id)
+
+    async def _finish_stopped(self, escalation: Escalation) -> None:
+        note, hung_up = None, None
+        target = escalation.target
+        if target is not None and escalation.step_started_at is not None:
+            call = (await self._callstore.get(escalation.step_call_id)
+                    if escalation.step_call_id is not None else None)
+            if call is not None and not call.answered and not call.is_final:
+                note = await self._hang_up_unanswered(call, "escalation stopped")
+                hung_up = target.user_id if note is None else None
+                await self.store.record_step(escalation.id, escalation.step, target.user_id,
+                                             StepOutcome.STOPPED)
+        if await self._claims.claim(f"escalation:{escalation.id}:end"):
+            await self._post(escalation, views.stopped(escalation.stopped_by or "",
+                                                       hung_up=hung_up, note=note))
+        if await self.store.set_state(escalation.id, {EscalationState.STOPPING},
+                                      EscalationState.STOPPED, finished_at=self.clock()):
+            logger.info("escalation %s stopped by %s", escalation.id, escalation.stopped_by)
+            self._finished(EscalationState.STOPPED)
+        await self.refresh(escalation.id)
+
+    async def _fail(self, escalation: Escalation, why: str) -> None:
+        if await self._claims.claim(f"escalation:{escalation.id}:end"):
+            await self._post(escalation, views.failed(escalation, why))
+        if await self.store.set_state(escalation.id, {EscalationState.RUNNING},
+                                      EscalationState.FAILED, finished_at=self.clock()):
+            self._finished(EscalationState.FAILED)
+        await self.refresh(escalation.id)
+
+    def _finished(self, state: EscalationState) -> None:
+        if self._on_finished is not None:
+            self._on_finished(str(state))
+
+    # --------------------------------------------------------------------------- the button
+
+    async def stop_clicked(self, click: ButtonClick) -> None:
+        """Stop escalation: the requester, or a Manager/SystemAdministrator."""
+        try:
+            escalation = await self._load(click)
+            if click.user_id != escalation.requester_id:
+                roles = await self._access.roles_of(click.user_id)
+                if roles.isdisjoint(KNOWN_ROLES):
+                    logger.info("stop of escalation %s refused to %s", escalation.id,
+                                click.user_id)
+                    raise NotAllowedToStop()
+            if not await self.store.set_state(escalation.id, {EscalationState.RUNNING},
+                                              EscalationState.STOPPING, stopped_by=click.user_id):
+                raise EscalationOver()
+        except CallbotError as exc:
+            await self._notifier.tell(
+                user_id=click.user_id, channel_id=click.channel_id,
+                response_url=click.response_url,
+                message=common_views.refusal(describe(exc)),
+            )
+            return
+        logger.info("escalation %s: stop clicked by %s", escalation.id, click.user_id)
+        await self.refresh(escalation.id)
+        if escalation.id in self._tasks:
+            self.poke(escalation.id)
+        else:
+            self._spawn(escalation.id)
+
+    async def _load(self, click: ButtonClick) -> Escalation:
+        escalation = await self.store.get(click.row_id())
+        if escalation is None or not click.came_from(
+            escalation.team_id, escalation.channel_id, escalation.message_ts
+        ):
+            raise ButtonExpired()
+        return escalation
+
+    # -------------------------------------------------------------------------- the message
+
+    async def refresh(self, escalation_id: int) -> None:
+        """Make the escalation's message match its rows (edited only when the drawing changed)."""
+        lock = self._locks.setdefault(escalation_id, asyncio.Lock())
+        async with lock:
+            escalation = await self.store.get(escalation_id)
+            if escalation is None or escalation.message_ts is None:
+                return
+            message = views.escalation_message(escalation, await self.store.steps(escalation_id))
+            drawn = digest(message)
+            if drawn != escalation.shown_digest and await self._notifier.update(
+                escalation.channel_id, escalation.message_ts, message
+            ):
+                await self.store.update(escalation_id, shown_digest=drawn)
+        if not escalation.active and not lock.locked():
+            self._locks.pop(escalation_id, None)
+
+    async def _post(self, escalation: Escalation, message: common_views.Message,
+                    *, broadcast: bool = False) -> None:
+        thread = Thread(channel=escalation.channel_id, ts=escalation.thread_ts, response_url=None,
+                        parent=message)
+        if not (await self._notifier.post_reply(thread, message, broadcast=broadcast)).delivered:
+            logger.error("escalation %s: a post in its thread was lost", escalation.id)
+

@@ -1,0 +1,237 @@
+"""On-call escalations in the database: each chain's state, and what became of each step.
+
+    escalations        one row per escalation: who asked, where its thread is, the order of
+                       people (frozen when it started), the step it is at, that step's deadline
+                       (an absolute Unix time) and call, and its state
+    escalation_steps   one row per step reached: the person, the outcome, the call placed
+
+The chain is driven from these rows (bot.escalation), so a restarted bot carries on where the last
+one stopped. Changes that decide what happens next are compare-and-set (`begin_step`, `advance`,
+`set_state`): only one writer wins, however many tasks or clicks race for it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+from bot.storage.database import Database
+
+
+class EscalationState(StrEnum):
+    RUNNING = "running"
+    STOPPING = "stopping"  # Stop escalation was clicked; the chain winds down (hangs up, says so)
+    ANSWERED = "answered"
+    STOPPED = "stopped"
+    EXHAUSTED = "exhausted"  # everybody was tried, nobody answered
+    FAILED = "failed"  # could not go on (no thread to post in, the requester lost their role)
+
+
+ACTIVE_STATES = frozenset({EscalationState.RUNNING, EscalationState.STOPPING})
+
+
+class StepOutcome(StrEnum):
+    CALLING = "calling"
+    ANSWERED = "answered"
+    NO_ANSWER = "no_answer"  # not answered within answer_timeout
+    ENDED = "ended"  # the call ended unanswered before the timeout
+    SKIPPED = "skipped"  # no usable phone number
+    FAILED = "failed"  # the call was refused or could not be placed
+    UNKNOWN = "unknown"  # the bot stopped while placing it: it may or may not have rung
+    STOPPED = "stopped"  # Stop escalation while this step's call was ringing
+
+
+@dataclass(frozen=True)
+class Target:
+    """One person in an escalation's order, and why they are in it (rotation, override, …)."""
+
+    user_id: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Escalation:
+    id: int
+    request_key: str
+    created_at: float
+    team_id: str
+    requester_id: str
+    channel_id: str
+    thread_ts: str | None  # the thread every update goes to
+    message_ts: str | None  # the escalation's own message (with Stop escalation)
+    origin: str
+    flow_id: str
+    flow_name: str
+    reason: str | None
+    answer_timeout: float
+    people: tuple[Target, ...]
+    step: int
+    step_started_at: float | None
+    step_deadline: float | None
+    step_call_id: int | None
+    state: str
+    answered_by: str | None = None
+    stopped_by: str | None = None
+    finished_at: float | None = None
+    shown_digest: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    @property
+    def target(self) -> Target | None:
+        """The person of the current step; None once everybody was tried."""
+        return self.people[self.step] if self.step < len(self.people) else None
+
+
+@dataclass(frozen=True)
+class Step:
+    step: int
+    user_id: str
+    outcome: str
+    number_masked: str | None = None
+    call_id: int | None = None
+    detail: str | None = None
+
+
+_COLUMNS = tuple(f.name for f in fields(Escalation))
+_UPDATABLE = frozenset(_COLUMNS) - {
+    "id", "request_key", "created_at", "team_id", "requester_id", "channel_id", "origin", "people",
+    "step", "state",  # changed only by the compare-and-set methods
+}
+
+
+def _escalation(row: Any) -> Escalation:
+    values = {name: row[name] for name in _COLUMNS}
+    values["people"] = tuple(Target(str(u), str(s)) for u, s in json.loads(values["people"]))
+    return Escalation(**values)
+
+
+def _step(row: Any) -> Step:
+    return Step(**{f.name: row[f.name] for f in fields(Step)})
+
+
+class EscalationStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, *, people: list[Target], **values: Any) -> Escalation | None:
+        """A new running escalation; None if one with this `request_key` exists (a repeat)."""
+        values = {**values, "people": json.dumps([[t.user_id, t.source] for t in people]),
+                  "state": str(EscalationState.RUNNING), "step": 0}
+        unknown = set(values) - set(_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown columns: {sorted(unknown)}")
+        names = list(values)
+        async with self._db.transaction() as tx:
+            inserted = await tx.execute(
+                f"INSERT OR IGNORE INTO escalations ({', '.join(names)})"
+                f" VALUES ({', '.join('?' * len(names))})",
+                [values[name] for name in names],
+            )
+            if inserted != 1:
+                return None
+            row = await tx.fetchone("SELECT * FROM escalations WHERE id = last_insert_rowid()")
+        assert row is not None
+        return _escalation(row)
+
+    async def get(self, escalation_id: int) -> Escalation | None:
+        row = await self._db.fetchone("SELECT * FROM escalations WHERE id = ?", (escalation_id,))
+        return _escalation(row) if row is not None else None
+
+    async def active(self) -> list[Escalation]:
+        states = sorted(ACTIVE_STATES)
+        rows = await self._db.fetchall(
+            f"SELECT * FROM escalations WHERE state IN ({','.join('?' * len(states))}) ORDER BY id",
+            states,
+        )
+        return [_escalation(row) for row in rows]
+
+    async def update(self, escalation_id: int, **values: Any) -> None:
+        unknown = set(values) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        if values:
+            assignments = ", ".join(f"{name} = ?" for name in values)
+            await self._db.execute(
+                f"UPDATE escalations SET {assignments} WHERE id = ?",
+                (*values.values(), escalation_id),
+            )
+
+    async def begin_step(self, escalation_id: int, step: int, started: float,
+                         deadline: float) -> bool:
+        """Mark `step` begun, with its deadline; False if it was begun already (or moved on)."""
+        changed = await self._db.execute(
+            "UPDATE escalations SET step_started_at = ?, step_deadline = ?, step_call_id = NULL"
+            " WHERE id = ? AND step = ? AND step_started_at IS NULL AND state = ?",
+            (started, deadline, escalation_id, step, str(EscalationState.RUNNING)),
+        )
+        return changed == 1
+
+    async def set_step_call(
+        self, escalation_id: int, step: int, call_id: int, deadline: float
+    ) -> None:
+        """The step's call, and its deadline counted from when it was placed."""
+        await self._db.execute(
+            "UPDATE escalations SET step_call_id = ?, step_deadline = ? WHERE id = ? AND step = ?",
+            (call_id, deadline, escalation_id, step),
+        )
+
+    async def advance(self, escalation_id: int, step: int) -> bool:
+        """Move from `step` to the next one; False if the chain was no longer at `step`."""
+        changed = await self._db.execute(
+            "UPDATE escalations SET step = step + 1, step_started_at = NULL, step_deadline = NULL,"
+            " step_call_id = NULL WHERE id = ? AND step = ?",
+            (escalation_id, step),
+        )
+        return changed == 1
+
+    async def set_state(
+        self, escalation_id: int, before: frozenset[str] | set[str], after: str, **values: Any
+    ) -> bool:
+        """Change the state if it is one of `before` (and set `values`); False otherwise."""
+        unknown = set(values) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"not updatable: {sorted(unknown)}")
+        states = sorted(before)
+        assignments = ", ".join(["state = ?", *(f"{name} = ?" for name in values)])
+        changed = await self._db.execute(
+            f"UPDATE escalations SET {assignments}"
+            f" WHERE id = ? AND state IN ({','.join('?' * len(states))})",
+            (after, *values.values(), escalation_id, *states),
+        )
+        return changed == 1
+
+    async def record_step(
+        self,
+        escalation_id: int,
+        step: int,
+        user_id: str,
+        outcome: StepOutcome,
+        *,
+        number_masked: str | None = None,
+        call_id: int | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """What became of a step. Once the step has an outcome other than `calling`, it stays."""
+        await self._db.execute(
+            "INSERT INTO escalation_steps"
+            " (escalation_id, step, user_id, outcome, number_masked, call_id, detail)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (escalation_id, step) DO UPDATE SET outcome = excluded.outcome,"
+            " number_masked = COALESCE(excluded.number_masked, number_masked),"
+            " call_id = COALESCE(excluded.call_id, call_id),"
+            " detail = COALESCE(excluded.detail, detail)"
+            " WHERE escalation_steps.outcome = 'calling'",
+            (escalation_id, step, user_id, str(outcome), number_masked, call_id, detail),
+        )
+
+    async def steps(self, escalation_id: int) -> list[Step]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM escalation_steps WHERE escalation_id = ? ORDER BY step",
+            (escalation_id,),
+        )
+        return [_step(row) for row in rows]

@@ -1,0 +1,465 @@
+"""Block Kit for on-call escalation: the shortcuts' modal, the escalation's message, the thread's
+posts.
+
+    escalation_form()     who is on call (masked number, or why there is none), who comes after
+                          them, the flow, a reason (prefilled with the quoted message and its
+                          permalink), and, from the global shortcut, the channel
+    loading_view(), notice_view()   as for the call form
+    escalation_message()  the escalation's own message, drawn from its row and steps every time,
+                          with the Stop escalation button while the chain runs
+    step_ended(), answered(), stopped(), exhausted()   the posts in the thread as the chain goes on
+
+Pure functions. User text (reasons, quoted messages, reasons a number is unusable) is escaped; Slack
+user ids become mentions; numbers are always masked. Like the call form's, the modal's
+`private_metadata` comes back signed by Slack but is still parsed as untrusted input.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bot.calls.form import MAX_METADATA, ViewState, is_channel_id, is_response_url
+from bot.calls.form import field_errors as _field_errors
+from bot.calls.messages import Block, Message, escape
+from bot.oncall.escalation_store import Escalation, EscalationState, Step, StepOutcome, Target
+from bot.oncall.roster import OnCallPerson, Source
+from bot.oncall.roster_views import local_time, reach
+
+ESCALATE_MESSAGE_SHORTCUT_ID = "escalate_message"
+ESCALATE_GLOBAL_SHORTCUT_ID = "escalate_global"
+ESCALATION_FORM_CALLBACK_ID = "escalation_form"
+STOP_ESCALATION_ACTION = "escalation_stop"
+ESCALATION_ACTIONS_BLOCK = "escalation_actions"
+
+TITLE = "Escalate to on-call"
+SUBMIT = "Escalate"
+MAX_REASON_CHARS = 500
+MAX_QUOTE_CHARS = 300  # leaves room in the reason for the permalink
+MAX_DETAIL_CHARS = 200
+MAX_ERROR_CHARS = 600
+
+_TS = re.compile(r"[0-9]{1,12}\.[0-9]{1,9}")
+
+
+class EscalationField(StrEnum):
+    """The block_id of each input; its element's action_id is the same string."""
+
+    REASON = "escalation.reason"
+    CHANNEL = "escalation.channel"
+
+
+# Errors about the whole request (role, restart) go under the reason: every form has it.
+GENERAL_ERROR_FIELD = EscalationField.REASON
+
+View = dict[str, Any]
+
+
+class EscalationMetadataInvalid(Exception):
+    """`private_metadata` is not something this bot wrote."""
+
+
+@dataclass(frozen=True)
+class EscalationMetadata:
+    """Where the escalation goes: from a message shortcut, that message's channel and thread."""
+
+    channel_id: str | None = None
+    thread_ts: str | None = None
+    # The shortcut's: to tell the requester when nothing can be posted in the channel.
+    response_url: str | None = None
+
+    def encode(self) -> str:
+        data = {"channel": self.channel_id, "thread_ts": self.thread_ts,
+                "response_url": self.response_url}
+        text = json.dumps({k: v for k, v in data.items() if v is not None}, separators=(",", ":"))
+        if len(text) > MAX_METADATA:
+            return EscalationMetadata(self.channel_id, self.thread_ts).encode()
+        return text
+
+    @classmethod
+    def decode(cls, text: str, trusted_origins: Iterable[str] = ()) -> EscalationMetadata:
+        if not text:
+            return cls()
+        if len(text) > MAX_METADATA:
+            raise EscalationMetadataInvalid("too long")
+        try:
+            data = json.loads(text)
+        except ValueError:
+            raise EscalationMetadataInvalid("not JSON") from None
+        if not isinstance(data, dict) or set(data) - {"channel", "thread_ts", "response_url"}:
+            raise EscalationMetadataInvalid("unexpected shape")
+        channel, thread_ts = data.get("channel"), data.get("thread_ts")
+        url = data.get("response_url")
+        if channel is not None and not is_channel_id(channel):
+            raise EscalationMetadataInvalid("bad channel")
+        if thread_ts is not None and (
+            channel is None or not isinstance(thread_ts, str) or not _TS.fullmatch(thread_ts)
+        ):
+            raise EscalationMetadataInvalid("bad thread_ts")
+        if url is not None and (channel is None or not is_response_url(url, trusted_origins)):
+            raise EscalationMetadataInvalid("bad response_url")
+        return cls(channel, thread_ts, url)
+
+
+@dataclass(frozen=True)
+class EscalationPreview:
+    """What the form shows: the order of people as it is now, the flow, the timeout."""
+
+    people: Sequence[OnCallPerson]
+    flow_name: str
+    answer_timeout: float
+    tz: ZoneInfo
+
+
+@dataclass(frozen=True)
+class EscalationSubmission:
+    reason: str | None
+    channel_id: str | None
+    response_url: str | None  # from the channel select (`response_url_enabled`)
+    fields: frozenset[str]
+
+
+# ------------------------------------------------------------------------------- quoting a message
+
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
+_CHANNEL = re.compile(r"<#([CGD][A-Z0-9]+)(?:\|([^>]*))?>")
+_SPECIAL = re.compile(r"<!(?:subteam\^[A-Z0-9]+\|)?([^>|]*)(?:\|([^>]*))?>")
+_LINK = re.compile(r"<((?:https?|mailto):[^>|]+)(?:\|([^>]*))?>")
+
+
+def plain_message_text(text: str) -> str:
+    """A message's text as a person reads it: Slack's markup and entities turned into plain text,
+    whitespace collapsed onto one line."""
+    text = _MENTION.sub(lambda m: "@" + (m.group(2) or m.group(1)), text)
+    text = _CHANNEL.sub(lambda m: "#" + (m.group(2) or m.group(1)), text)
+    text = _SPECIAL.sub(lambda m: (m.group(2) or "@" + m.group(1).lstrip("@")), text)
+    text = _LINK.sub(lambda m: f"{m.group(2)} ({m.group(1)})" if m.group(2) else m.group(1), text)
+    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    return " ".join(text.split())
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def quote_reason(message_text: str, permalink: str | None) -> str:
+    """The reason a message shortcut prefills: the message, quoted and trimmed, and its link."""
+    quoted = clip(plain_message_text(message_text), MAX_QUOTE_CHARS)
+    parts = [f"“{quoted}”" if quoted else ""]
+    if permalink:
+        parts.append(permalink)
+    return clip(" — ".join(p for p in parts if p), MAX_REASON_CHARS)
+
+
+# ------------------------------------------------------------------------------------------ modal
+
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def _section(markdown: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": markdown}}
+
+
+def _context(markdown: str) -> Block:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": markdown}]}
+
+
+def _modal(blocks: list[Block], metadata: EscalationMetadata, *, submit: bool) -> View:
+    view: View = {
+        "type": "modal",
+        "callback_id": ESCALATION_FORM_CALLBACK_ID,
+        "title": _plain(TITLE),
+        "close": _plain("Cancel" if submit else "Close"),
+        "blocks": blocks,
+        "private_metadata": metadata.encode(),
+    }
+    if submit:
+        view["submit"] = _plain(SUBMIT)
+    return view
+
+
+def seconds(value: float) -> str:
+    return f"{int(round(value))} s"
+
+
+def _who(user_id: str, source: str) -> str:
+    return f"<@{user_id}>" + (" (escalate_to)" if source == Source.ESCALATE_TO else "")
+
+
+def escalation_form(
+    preview: EscalationPreview,
+    metadata: EscalationMetadata,
+    *,
+    reason: str | None = None,
+    ask_channel: bool = False,
+) -> View:
+    first, rest = preview.people[0], preview.people[1:]
+    on_call = f"*On call now:* {reach(first)}"
+    if first.until is not None:
+        on_call += f" · until {local_time(first.until, preview.tz)}"
+    if first.number is None:
+        on_call += "\nThey will be skipped; the escalation starts with the next person."
+    blocks: list[Block] = [_section(on_call)]
+    timeout = seconds(preview.answer_timeout)
+    if rest:
+        after = ", then ".join(_who(p.user_id, p.source) for p in rest)
+        blocks.append(_context(f"Each person has {timeout} to answer. Then: {after}."))
+    else:
+        blocks.append(_context(f"They have {timeout} to answer; nobody comes after them."))
+    blocks.append(_section(f"*Flow:* “{escape(preview.flow_name)}”"))
+
+    reason_input: dict[str, Any] = {
+        "type": "plain_text_input",
+        "action_id": EscalationField.REASON,
+        "multiline": True,
+        "max_length": MAX_REASON_CHARS,
+        "placeholder": _plain("What is wrong, e.g. INC-1234: db primary is down"),
+    }
+    if reason:
+        reason_input["initial_value"] = clip(reason, MAX_REASON_CHARS)
+    blocks.append({
+        "type": "input",
+        "block_id": EscalationField.REASON,
+        "optional": True,
+        "label": _plain("Reason"),
+        "element": reason_input,
+        "hint": _plain("Shown in the thread with the escalation."),
+    })
+    if ask_channel:
+        blocks.append({
+            "type": "input",
+            "block_id": EscalationField.CHANNEL,
+            "label": _plain("Post the escalation in"),
+            "element": {
+                "type": "conversations_select",
+                "action_id": EscalationField.CHANNEL,
+                "placeholder": _plain("Choose a channel"),
+                "default_to_current_conversation": True,
+                "response_url_enabled": True,
+                "filter": {"exclude_bot_users": True},
+            },
+        })
+        where = "in a new thread in the channel you choose"
+    else:
+        where = "in the thread of the message"
+    blocks.append(_context(
+        f"*Escalate* calls them at once. Every update, and a *Stop escalation* button, appear "
+        f"{where}."
+    ))
+    return _modal(blocks, metadata, submit=True)
+
+
+def loading_view(metadata: EscalationMetadata) -> View:
+    return _modal([_section("⏳ Looking up who is on call…")], metadata, submit=False)
+
+
+def notice_view(text: str) -> View:
+    return _modal([_section(escape(text))], EscalationMetadata(), submit=False)
+
+
+NOT_SET_UP = (
+    "No on-call rotation is set up, so there is nobody to escalate to. An administrator can add "
+    "one to the policy file (CALLBOT_CONFIG):\n\n"
+    "[oncall]\n"
+    "flow = \"Escalation\"              # the Evo Voice flow for escalation calls\n"
+    "rotation = [\"U0ALICE\", \"U0BOB\"]  # Slack user IDs, in order\n\n"
+    "and the phone numbers under [people] (else they are read from Slack profiles). README.md, "
+    "\"On-call roster\", explains every key."
+)
+
+
+def field_errors(errors: Mapping[EscalationField, str], fields: Iterable[str]) -> dict[str, str]:
+    return _field_errors(errors, fields, general=GENERAL_ERROR_FIELD)
+
+
+def read_submission(
+    view: Mapping[str, Any],
+    response_urls: Sequence[Mapping[str, Any]] | None = None,
+    trusted_origins: Iterable[str] = (),
+) -> EscalationSubmission:
+    state = ViewState(view)
+    channel_id, response_url = state.channel(
+        EscalationField.CHANNEL, response_urls, trusted_origins
+    )
+    reason = state.text(EscalationField.REASON)
+    return EscalationSubmission(
+        reason=clip(reason, MAX_REASON_CHARS) if reason else None,
+        channel_id=channel_id,
+        response_url=response_url,
+        fields=state.input_block_ids(),
+    )
+
+
+# ------------------------------------------------------------------------ the escalation message
+
+
+def _detail(text: str | None) -> str:
+    return escape(clip(text.strip(), MAX_DETAIL_CHARS)) if text and text.strip() else ""
+
+
+def _step_line(escalation: Escalation, index: int, target: Target, step: Step | None) -> str:
+    who = _who(target.user_id, target.source)
+    timeout = seconds(escalation.answer_timeout)
+    number = f" ({step.number_masked})" if step is not None and step.number_masked else ""
+    if step is None:
+        if escalation.active and index == escalation.step:
+            state = "📞 calling…"
+        elif escalation.active:
+            state = "⏳ next" if index == escalation.step + 1 else "⏳ waiting"
+        else:
+            state = "– not called"
+    elif step.outcome == StepOutcome.CALLING:
+        state = "📞 calling…" if escalation.active else "– no longer followed"
+    elif step.outcome == StepOutcome.ANSWERED:
+        state = "✅ answered"
+    elif step.outcome == StepOutcome.NO_ANSWER:
+        state = f"❌ no answer after {timeout}"
+    elif step.outcome == StepOutcome.ENDED:
+        state = "❌ didn't answer (the call ended)"
+    elif step.outcome == StepOutcome.SKIPPED:
+        state = f"⏭ skipped: no usable phone number ({_detail(step.detail) or 'none known'})"
+    elif step.outcome == StepOutcome.FAILED:
+        state = f"⚠️ couldn't be called: {_detail(step.detail)}"
+    elif step.outcome == StepOutcome.UNKNOWN:
+        state = "❔ may have rung (the bot restarted while calling)"
+    else:
+        state = "⏹ stopped while ringing"
+    return f"{index + 1}. {who}{number} — {state}"
+
+
+def _headline(escalation: Escalation) -> str:
+    base = f"*On-call escalation* by <@{escalation.requester_id}>"
+    state = escalation.state
+    if state == EscalationState.ANSWERED:
+        return f"✅ {base}: <@{escalation.answered_by}> answered."
+    if state in (EscalationState.STOPPING, EscalationState.STOPPED):
+        return f"⏹ {base}: stopped by <@{escalation.stopped_by}>."
+    if state == EscalationState.EXHAUSTED:
+        return f"🚨 {base}: nobody answered."
+    if state == EscalationState.FAILED:
+        return f"⚠️ {base}: could not go on."
+    return f"🚨 {base}"
+
+
+def escalation_message(escalation: Escalation, steps: Sequence[Step]) -> Message:
+    by_index = {step.step: step for step in steps}
+    headline = _headline(escalation)
+    lines = [
+        _step_line(escalation, index, target, by_index.get(index))
+        for index, target in enumerate(escalation.people)
+    ]
+    footer = (
+        f"Flow “{escape(escalation.flow_name)}” · each person has "
+        f"{seconds(escalation.answer_timeout)} to answer"
+    )
+    blocks: list[Block] = [_section(headline)]
+    text_lines = [headline]
+    if escalation.reason:
+        reason = f"Reason: {escape(escalation.reason)}"
+        blocks.append(_context(reason))
+        text_lines.append(reason)
+    blocks.append(_section("\n".join(lines)))
+    blocks.append(_context(footer))
+    text_lines += lines
+    if escalation.state == EscalationState.RUNNING:
+        blocks.append({
+            "type": "actions",
+            "block_id": ESCALATION_ACTIONS_BLOCK,
+            "elements": [{
+                "type": "button",
+                "action_id": STOP_ESCALATION_ACTION,
+                "text": _plain("Stop escalation"),
+                "style": "danger",
+                "value": str(escalation.id),
+                "confirm": {
+                    "title": _plain("Stop escalation?"),
+                    "text": _plain("Nobody else will be called, and a call still ringing is "
+                                   "hung up."),
+                    "confirm": _plain("Stop"),
+                    "deny": _plain("Keep going"),
+                    "style": "danger",
+                },
+            }],
+        })
+    return Message(text="\n".join(text_lines), blocks=blocks)
+
+
+# ---------------------------------------------------------------------------- posts in the thread
+
+
+def _line(markdown: str) -> Message:
+    return Message(text=markdown, blocks=[_section(markdown)])
+
+
+def step_ended(
+    target: Target,
+    outcome: StepOutcome,
+    *,
+    answer_timeout: float,
+    following: Target | None,
+    detail: str | None = None,
+    note: str | None = None,
+) -> Message:
+    """"No answer from @alice after 90 s — calling @bob." and its kin."""
+    who = f"<@{target.user_id}>"
+    if outcome == StepOutcome.NO_ANSWER:
+        line = f"No answer from {who} after {seconds(answer_timeout)}"
+    elif outcome == StepOutcome.ENDED:
+        line = f"{who} didn't answer (the call ended)"
+    elif outcome == StepOutcome.SKIPPED:
+        line = f"⏭ Skipping {who}: no usable phone number ({_detail(detail) or 'none known'})"
+    elif outcome == StepOutcome.UNKNOWN:
+        line = (f"❔ The bot restarted while calling {who}, so I can't tell whether it rang; not "
+                f"calling them again")
+    else:
+        line = f"⚠️ Couldn't call {who}: {_detail(detail)}"
+    if following is not None:
+        line += f" — calling {_who(following.user_id, following.source)}."
+    else:
+        line += " — nobody left to call."
+    if note:
+        line += f" {escape(note)}"
+    return _line(line)
+
+
+def answered(user_id: str) -> Message:
+    return _line(f"✅ <@{user_id}> answered — escalation stopped.")
+
+
+def stopped(by: str, *, hung_up: str | None = None, note: str | None = None) -> Message:
+    """`hung_up`: whose ringing call was hung up; `note`: what went wrong hanging it up."""
+    line = f"⏹ Escalation stopped by <@{by}>. Nobody else will be called."
+    if hung_up:
+        line += f" The call to <@{hung_up}> was hung up."
+    return _line(line + (f" {escape(note)}" if note else ""))
+
+
+def exhausted(escalation: Escalation) -> Message:
+    tried = ", ".join(f"<@{t.user_id}>" for t in escalation.people)
+    line = (
+        f"🚨 <@{escalation.requester_id}> *Nobody answered the on-call escalation.* Tried: "
+        f"{tried}. Nobody has been reached by phone: reach someone another way, or escalate again."
+    )
+    return _line(line)
+
+
+def failed(escalation: Escalation, why: str) -> Message:
+    return _line(
+        f"⚠️ <@{escalation.requester_id}> The on-call escalation stopped: {escape(why)}"
+    )
+
+
+def could_not_start(channel_id: str) -> Message:
+    text = (
+        f"I could not post in <#{channel_id}>, so the escalation did not start and nobody was "
+        "called. Invite the bot to the channel (/invite @callbot) and try again, or escalate from "
+        "another channel."
+    )
+    return _line(text)

@@ -1,0 +1,303 @@
+"""Who is on call, how to reach them, and who comes after them.
+
+    OnCall      the service: the rotation (bot.oncall) with overrides from the database, and
+                everyone's phone number; `current()`, `status()`, `chain()`, `take()`
+    PhoneBook   a person's number: the policy file's [people], else their Slack profile's phone
+                (`users.info`, cached briefly); either way it must pass the dialling policy
+    Overrides   `/call oncall take`: someone covers the current shift until its hand-off; kept in
+                the database so a restart doesn't hand the pager back
+
+A person without a usable number is still on call (the rotation says so); they are reported with
+`number=None` and the reason, so whoever reads or dials the roster can say so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from zoneinfo import ZoneInfo
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.cache import TTLCache
+from bot.config import OnCallPolicy
+from bot.errors import NoUsableNumber, OnCallNotConfigured
+from bot.oncall.rotation import Rotation, Shift
+from bot.phone import DialableNumber, DialPolicy, NumberRejected, check_dialable
+from bot.storage.database import Database
+
+logger = logging.getLogger(__name__)
+
+# A profile's phone changes rarely, but someone fixing theirs mid-incident should not wait long.
+PROFILE_CACHE_SECONDS = 120.0
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Source(StrEnum):
+    ROTATION = "rotation"  # the rotation's person for the shift
+    OVERRIDE = "override"  # someone who took the shift with /call oncall take
+    ESCALATE_TO = "escalate_to"  # after the rotation, from `oncall.escalate_to`
+
+
+@dataclass(frozen=True)
+class PhoneLookup:
+    number: DialableNumber | None
+    problem: str | None = None  # why there is no usable number, in plain words
+
+
+@dataclass(frozen=True)
+class OnCallPerson:
+    user_id: str
+    number: DialableNumber | None
+    # The end of their duty, for whoever is on call now; None for those after them in a chain.
+    until: dt.datetime | None
+    source: Source
+    no_number_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Override:
+    user_id: str  # who is on call instead
+    replaces: str  # who was on call when it was taken
+    taken_by: str
+    starts: dt.datetime
+    ends: dt.datetime  # the hand-off that ends the shift it covers
+
+
+@dataclass(frozen=True)
+class OnCallStatus:
+    now: OnCallPerson
+    next: OnCallPerson  # `until` is the end of their shift
+    next_from: dt.datetime
+    shift: Shift  # the rotation's shift now (its person is on call unless overridden)
+    override: Override | None
+    tz: ZoneInfo
+    handoff: str
+
+
+class ProfileUnavailable(Exception):
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+class PhoneBook:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        people: Mapping[str, str],
+        dial_policy: DialPolicy,
+        *,
+        ttl: float = PROFILE_CACHE_SECONDS,
+    ) -> None:
+        self._client = client
+        self._people = dict(people)
+        self._policy = dial_policy
+        self._profiles: TTLCache[str, str] = TTLCache(ttl)
+
+    async def lookup(self, user_id: str) -> PhoneLookup:
+        listed = self._people.get(user_id)
+        if listed is not None:
+            return self._check(listed, "their number in [people]")
+        try:
+            phone = await self._profiles.get(user_id, lambda: self._profile_phone(user_id))
+        except ProfileUnavailable as exc:
+            hint = " (the bot needs the users:read scope)" if exc.error == "missing_scope" else ""
+            return PhoneLookup(
+                None,
+                f"not in [people], and the Slack profile could not be read: {exc.error}{hint}",
+            )
+        if not phone.strip():
+            return PhoneLookup(None, "not in [people], and the Slack profile has no phone number")
+        return self._check(phone, "the Slack profile's phone number")
+
+    def _check(self, text: str, what: str) -> PhoneLookup:
+        try:
+            return PhoneLookup(check_dialable(text, self._policy))
+        except NumberRejected as exc:
+            # The reason shows the masked number at most, never the raw text.
+            return PhoneLookup(None, f"{what} can't be dialled: {exc.reason}")
+
+    async def _profile_phone(self, user_id: str) -> str:
+        try:
+            response = await self._client.users_info(user=user_id)
+        except SlackApiError as exc:
+            raise ProfileUnavailable(str(exc.response.get("error", "unknown error"))) from None
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise ProfileUnavailable(type(exc).__name__) from None
+        user = response.get("user") or {}
+        profile = (user.get("profile") or {}) if isinstance(user, dict) else {}
+        phone = profile.get("phone") if isinstance(profile, dict) else None
+        return phone if isinstance(phone, str) else ""
+
+
+class Overrides:
+    """Overrides in the database; the latest one covering an instant wins."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def add(self, override: Override) -> None:
+        await self._db.execute(
+            "INSERT INTO oncall_overrides (user_id, replaces, taken_by, starts_at, ends_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (
+                override.user_id,
+                override.replaces,
+                override.taken_by,
+                override.starts.timestamp(),
+                override.ends.timestamp(),
+            ),
+        )
+
+    async def active(self, now: dt.datetime) -> Override | None:
+        instant = now.timestamp()
+        row = await self._db.fetchone(
+            "SELECT user_id, replaces, taken_by, starts_at, ends_at FROM oncall_overrides"
+            " WHERE starts_at <= ? AND ends_at > ? ORDER BY id DESC LIMIT 1",
+            (instant, instant),
+        )
+        if row is None:
+            return None
+        return Override(
+            user_id=row["user_id"],
+            replaces=row["replaces"],
+            taken_by=row["taken_by"],
+            starts=dt.datetime.fromtimestamp(row["starts_at"], dt.UTC),
+            ends=dt.datetime.fromtimestamp(row["ends_at"], dt.UTC),
+        )
+
+
+class OnCall:
+    """The on-call roster. Every method takes `now` so callers (and tests) decide the instant."""
+
+    def __init__(
+        self,
+        policy: OnCallPolicy | None,
+        *,
+        phones: PhoneBook,
+        overrides: Overrides,
+        clock: Callable[[], dt.datetime] = utc_now,
+    ) -> None:
+        self._policy = policy
+        self._rotation = policy.schedule() if policy is not None else None
+        self.phones = phones
+        self._overrides = overrides
+        # Public so a test can fix the instant the running bot sees.
+        self.clock = clock
+
+    @property
+    def configured(self) -> bool:
+        return self._policy is not None
+
+    @property
+    def policy(self) -> OnCallPolicy:
+        """`flow`, `answer_timeout`, `escalate_to`, …; OnCallNotConfigured without [oncall]."""
+        if self._policy is None:
+            raise OnCallNotConfigured()
+        return self._policy
+
+    @property
+    def rotation(self) -> Rotation:
+        if self._rotation is None:
+            raise OnCallNotConfigured()
+        return self._rotation
+
+    def now(self) -> dt.datetime:
+        return self.clock()
+
+    async def current(self, now: dt.datetime) -> OnCallPerson:
+        """Whoever is on call at `now`: an active override, else the rotation's person."""
+        shift = self.rotation.shift_at(now)
+        override = await self._overrides.active(now)
+        if override is not None:
+            return await self._person(override.user_id, Source.OVERRIDE, override.ends)
+        return await self._person(shift.person, Source.ROTATION, shift.ends)
+
+    async def status(self, now: dt.datetime) -> OnCallStatus:
+        """Now and next, for `/call oncall`."""
+        rotation = self.rotation
+        shift = rotation.shift_at(now)
+        override = await self._overrides.active(now)
+        if override is not None:
+            current_id, source, until = override.user_id, Source.OVERRIDE, override.ends
+        else:
+            current_id, source, until = shift.person, Source.ROTATION, shift.ends
+        following = rotation.shift_at(until)
+        current, upcoming = await asyncio.gather(
+            self._person(current_id, source, until),
+            self._person(following.person, Source.ROTATION, following.ends),
+        )
+        return OnCallStatus(
+            now=current,
+            next=upcoming,
+            next_from=until,
+            shift=shift,
+            override=override,
+            tz=rotation.tz,
+            handoff=self.policy.handoff,
+        )
+
+    async def chain(self, now: dt.datetime) -> list[OnCallPerson]:
+        """The escalation order at `now`: who is on call, then the rest of the rotation in its
+        order after the shift's person (wrapping round), then `escalate_to`; nobody twice.
+
+        An override's taker comes first, then the rotation's person for the shift they cover.
+        """
+        rotation = self.rotation
+        shift = rotation.shift_at(now)
+        override = await self._overrides.active(now)
+        order: list[tuple[str, Source, dt.datetime | None]] = []
+        if override is not None:
+            order.append((override.user_id, Source.OVERRIDE, override.ends))
+        people = rotation.people
+        first = shift.index % len(people)
+        for step in range(len(people)):
+            until = shift.ends if step == 0 and override is None else None
+            order.append((people[(first + step) % len(people)], Source.ROTATION, until))
+        order += [(user_id, Source.ESCALATE_TO, None) for user_id in self.policy.escalate_to]
+        seen: set[str] = set()
+        unique = []
+        for user_id, source, until in order:
+            if user_id not in seen:
+                seen.add(user_id)
+                unique.append((user_id, source, until))
+        return list(await asyncio.gather(*(self._person(*entry) for entry in unique)))
+
+    async def take(self, user_id: str, now: dt.datetime) -> tuple[Override, OnCallPerson]:
+        """`user_id` covers the current shift until its hand-off. They need a usable number."""
+        rotation = self.rotation
+        lookup = await self.phones.lookup(user_id)
+        if lookup.number is None:
+            raise NoUsableNumber(user_id, lookup.problem or "none known",
+                                 action="take the on-call shift")
+        shift = rotation.shift_at(now)
+        current = await self._overrides.active(now)
+        override = Override(
+            user_id=user_id,
+            replaces=current.user_id if current is not None else shift.person,
+            taken_by=user_id,
+            starts=now.astimezone(dt.UTC),
+            ends=shift.ends,
+        )
+        await self._overrides.add(override)
+        logger.info(
+            "on-call shift taken by %s from %s until %s",
+            user_id, override.replaces, override.ends.isoformat(),
+        )
+        return override, OnCallPerson(user_id, lookup.number, override.ends, Source.OVERRIDE)
+
+    async def _person(
+        self, user_id: str, source: Source, until: dt.datetime | None
+    ) -> OnCallPerson:
+        lookup = await self.phones.lookup(user_id)
+        return OnCallPerson(user_id, lookup.number, until, source, lookup.problem)

@@ -1,0 +1,150 @@
+"""Readiness: can the bot do its job right now? Slack, Evo Voice and the database, each probed.
+
+`GET /healthz` says the process is up; `GET /readyz` says its dependencies answer. An orchestrator
+probes every few seconds, so each answer is kept for a few seconds (failures too): probes never
+hammer Slack or Evo Voice, and concurrent probes share one check in flight. Each check has its own
+deadline, so a hung dependency makes the probe fail rather than hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError
+from bot.storage.database import Database
+
+logger = logging.getLogger(__name__)
+
+READINESS_CACHE_SECONDS = 5.0
+READINESS_TIMEOUT_SECONDS = 3.0
+
+Probe = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class _Result:
+    at: float
+    problem: str | None
+
+
+class Readiness:
+    """Runs named probes; a probe passes by returning and fails by raising (the text says why)."""
+
+    def __init__(
+        self,
+        probes: Mapping[str, Probe],
+        *,
+        ttl: float = READINESS_CACHE_SECONDS,
+        timeout: float = READINESS_TIMEOUT_SECONDS,
+        uncached: frozenset[str] = frozenset(),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._probes = dict(probes)
+        self._ttl = ttl
+        self._timeout = timeout
+        self._uncached = uncached
+        self._clock = clock
+        self._results: dict[str, _Result] = {}
+        self._running: dict[str, asyncio.Future[str | None]] = {}
+
+    async def check(self) -> dict[str, str | None]:
+        """Each probe's problem, or None when it passed."""
+        names = list(self._probes)
+        problems = await asyncio.gather(*(self._check_one(name) for name in names))
+        return dict(zip(names, problems))
+
+    async def _check_one(self, name: str) -> str | None:
+        cached = self._results.get(name)
+        if cached is not None and name not in self._uncached:
+            if self._clock() - cached.at < self._ttl:
+                return cached.problem
+        running = self._running.get(name)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._running[name] = future
+        try:
+            problem = await self._run(name)
+        except asyncio.CancelledError:
+            future.cancel()  # whoever shares it must not wait forever
+            raise
+        else:
+            self._results[name] = _Result(self._clock(), problem)
+            future.set_result(problem)
+            return problem
+        finally:
+            del self._running[name]
+
+    async def _run(self, name: str) -> str | None:
+        try:
+            await asyncio.wait_for(self._probes[name](), self._timeout)
+        except TimeoutError:
+            problem = f"no answer within {self._timeout:g} s"
+        except ProbeFailed as exc:
+            problem = str(exc)
+        except Exception as exc:  # only the type: the text of an unknown error may hold anything
+            problem = f"failed ({type(exc).__name__})"
+        else:
+            return None
+        logger.warning("readiness: %s is not ready: %s", name, problem)
+        return problem
+
+
+class ProbeFailed(Exception):
+    """A probe's failure, in words that are safe to show on an unauthenticated endpoint."""
+
+
+def slack_probe(client: AsyncWebClient) -> Probe:
+    async def probe() -> None:
+        try:
+            await client.auth_test()
+        except SlackApiError as exc:
+            raise ProbeFailed(
+                f"auth.test failed: {exc.response.get('error', 'unknown error')}"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise ProbeFailed(f"cannot reach Slack ({type(exc).__name__})") from None
+
+    return probe
+
+
+def evovoice_probe(evo: EvoVoiceClient) -> Probe:
+    async def probe() -> None:
+        try:
+            status = await evo.auth_status()
+        except EvoVoiceError as exc:
+            raise ProbeFailed(f"GET /auth/status failed: {exc.message}") from None
+        if not status.is_authenticated:
+            raise ProbeFailed("the bot's login is not authenticated")
+
+    return probe
+
+
+def database_probe(db: Database) -> Probe:
+    async def probe() -> None:
+        try:
+            await db.fetchone("SELECT 1")
+        except Exception as exc:
+            raise ProbeFailed(f"SELECT 1 failed ({type(exc).__name__})") from None
+
+    return probe
+
+
+def readiness_for(slack: AsyncWebClient, evo: EvoVoiceClient, db: Database) -> Readiness:
+    # The database is local and cheap: checked on every probe.
+    return Readiness(
+        {
+            "slack": slack_probe(slack),
+            "evovoice": evovoice_probe(evo),
+            "database": database_probe(db),
+        },
+        uncached=frozenset({"database"}),
+    )

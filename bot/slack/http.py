@@ -1,0 +1,138 @@
+"""The HTTP side: Slack's signed requests at `POST /slack/events`, `GET /healthz` (the process is
+up), `GET /readyz` (Slack, Evo Voice and the database answer) and `GET /metrics` (Prometheus).
+
+Every request to /slack/events is checked here before Bolt sees it: size, timestamp, signature,
+UTF-8. A forged or malformed request of any kind gets 401 (400 when too large or undecodable after a
+valid signature), never a 500, and its body is never logged: it carries phone numbers and a live
+`response_url`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+
+from bot.errors import reference_id
+from bot.ops.logs import request_context
+from bot.ops.metrics import Metrics, request_kind
+from bot.ops.readiness import Readiness
+
+logger = logging.getLogger(__name__)
+
+SLACK_EVENTS_PATH = "/slack/events"
+HEALTH_PATH = "/healthz"
+READY_PATH = "/readyz"
+METRICS_PATH = "/metrics"
+# Slack's largest payloads (view submissions of a full modal) are far below this.
+MAX_BODY_BYTES = 256 * 1024
+# Slack's own rule: a timestamp more than five minutes away is a replay.
+MAX_CLOCK_SKEW_SECONDS = 300
+
+
+def _unauthorized() -> web.Response:
+    return web.json_response({"error": "invalid request"}, status=401)
+
+
+def signature_valid(
+    secret: str, body: bytes, timestamp: str | None, signature: str | None, now: float
+) -> bool:
+    if not timestamp or not signature:
+        return False
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
+        return False
+    if abs(now - int(timestamp)) > MAX_CLOCK_SKEW_SECONDS:
+        return False
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace"))
+
+
+def health_routes(is_ready: Callable[[], bool]) -> list[web.RouteDef]:
+    async def healthz(request: web.Request) -> web.Response:
+        if is_ready():
+            return web.json_response({"status": "ok"})
+        return web.json_response({"status": "starting"}, status=503)
+
+    return [web.get(HEALTH_PATH, healthz)]
+
+
+def readiness_routes(is_started: Callable[[], bool], readiness: Readiness) -> list[web.RouteDef]:
+    async def readyz(request: web.Request) -> web.Response:
+        if not is_started():
+            return web.json_response({"status": "not ready", "failed": ["callbot"],
+                                      "checks": {"callbot": "starting or stopping"}}, status=503)
+        results = await readiness.check()
+        checks = {name: problem or "ok" for name, problem in results.items()}
+        failed = [name for name, problem in results.items() if problem is not None]
+        if failed:
+            return web.json_response(
+                {"status": "not ready", "failed": failed, "checks": checks}, status=503
+            )
+        return web.json_response({"status": "ready", "checks": checks})
+
+    return [web.get(READY_PATH, readyz)]
+
+
+def metrics_routes(metrics: Metrics) -> list[web.RouteDef]:
+    return [web.get(METRICS_PATH, metrics.serve)]
+
+
+def slack_routes(
+    app: AsyncApp, signing_secret: str, metrics: Metrics | None = None
+) -> list[web.RouteDef]:
+    async def slack_events(request: web.Request) -> web.Response:
+        # Everything logged about this request, and by the work it starts, carries its id.
+        with request_context():
+            return await handle(request, time.perf_counter())
+
+    async def handle(request: web.Request, received: float) -> web.Response:
+        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+            return web.json_response({"error": "body too large"}, status=400)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response({"error": "body too large"}, status=400)
+        headers = request.headers
+        if not signature_valid(
+            signing_secret,
+            body,
+            headers.get("X-Slack-Request-Timestamp"),
+            headers.get("X-Slack-Signature"),
+            time.time(),
+        ):
+            logger.warning("rejected an unsigned or badly signed request (%d bytes)", len(body))
+            return _unauthorized()
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return web.json_response({"error": "body is not UTF-8"}, status=400)
+        try:
+            bolt_request = AsyncBoltRequest(
+                body=text, query=request.query_string, headers=dict(headers)
+            )
+            bolt_response = await app.async_dispatch(bolt_request)
+            if metrics is not None:
+                metrics.slack_acked(request_kind(bolt_request.body), time.perf_counter() - received)
+        except Exception as exc:
+            # A signed body Bolt can't parse (bad form, bad JSON payload): the sender's fault.
+            ref = reference_id()
+            logger.warning("signed request could not be handled, reference %s: %s", ref,
+                           type(exc).__name__)
+            return web.json_response({"error": "malformed request", "reference": ref}, status=400)
+        return await to_aiohttp_response(bolt_response)
+
+    return [web.post(SLACK_EVENTS_PATH, slack_events)]
+
+
+def create_web_app(routes: list[web.RouteDef]) -> web.Application:
+    web_app = web.Application(client_max_size=MAX_BODY_BYTES)
+    web_app.add_routes(routes)
+    return web_app

@@ -1,0 +1,162 @@
+"""Socket Mode that stays alive: a watchdog for silently dead connections, and acks that go out.
+
+slack_sdk's aiohttp client reconnects by itself when a connection closes, but it can also stop
+receiving while believing it is connected (python-slack-sdk#1701, bolt-python#1529): then every
+`/call` fails until someone restarts the bot. `SocketWatchdog` checks the connection every
+`interval` seconds, independently of the client's own monitor, and forces a new connection when
+
+    the websocket is closed, the client's receiving task has ended, the client says it is not
+    connected, or a ping has gone unanswered for `max_silence` seconds.
+
+It pings in the client's own format (`sdk-ping-pong:<time>`), so the client's receiver records the
+answer in `last_ping_pong_time`, which the watchdog reads.
+
+`ObservedSocketModeHandler` gives each envelope a request id (for the logs; Bolt's aiohttp handler
+runs every envelope in a task of its own, so the id is seen by that envelope's listener and the work
+it starts, and by nothing else), times its ack for the metrics, and counts the envelopes being
+handled, so that shutdown can let their acks go out before it closes the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+
+from bot.ops.logs import request_context
+from bot.ops.metrics import Metrics, request_kind
+
+logger = logging.getLogger(__name__)
+
+WATCHDOG_INTERVAL_SECONDS = 10.0
+# A ping unanswered this many intervals means the connection is dead, even if it looks open.
+SILENT_INTERVALS = 3
+
+
+class ObservedSocketModeHandler(AsyncSocketModeHandler):
+    def __init__(self, app: AsyncApp, app_token: str, metrics: Metrics | None = None) -> None:
+        super().__init__(app, app_token)
+        self._metrics = metrics
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def handle(  # type: ignore[override]
+        self, client: SocketModeClient, req: SocketModeRequest
+    ) -> None:
+        received = time.perf_counter()
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            with request_context():
+                # Returns once the ack has been sent back over the websocket.
+                await super().handle(client, req)
+                if self._metrics is not None:
+                    payload = req.payload if isinstance(req.payload, dict) else {}
+                    self._metrics.slack_acked(request_kind(payload), time.perf_counter() - received)
+        finally:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
+
+    async def wait_acks(self, timeout: float) -> None:
+        """Wait (at most `timeout` s) until every envelope received so far has been answered."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except asyncio.TimeoutError:
+            logger.warning("closing Socket Mode with %d request(s) still unanswered",
+                           self._in_flight)
+
+
+class SocketWatchdog:
+    def __init__(
+        self,
+        client: SocketModeClient,
+        *,
+        interval: float = WATCHDOG_INTERVAL_SECONDS,
+        max_silence: float | None = None,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("the watchdog interval must be positive")
+        self._client = client
+        self.interval = interval
+        self.max_silence = max_silence if max_silence is not None else SILENT_INTERVALS * interval
+        self.reconnects = 0
+        self._unanswered_since: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="socket mode watchdog")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        while not self._client.closed:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.check()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The watchdog must outlive any one failed reconnect; it tries again next time.
+                logger.exception("Socket Mode watchdog check failed")
+
+    async def check(self) -> str | None:
+        """One look at the connection; reconnects and returns the reason if it looks dead."""
+        client = self._client
+        if client.closed:
+            return None
+        reason = await self._problem()
+        if reason is None:
+            await self._ping()
+            return None
+        self.reconnects += 1
+        logger.warning("Socket Mode connection looks dead (%s); reconnecting", reason)
+        self._unanswered_since = None
+        await client.connect_to_new_endpoint(force=True)
+        logger.info("Socket Mode reconnected by the watchdog")
+        return reason
+
+    async def _problem(self) -> str | None:
+        client = self._client
+        session = client.current_session
+        if session is None or session.closed:
+            return "the connection is closed"
+        receiver = client.message_receiver
+        if receiver is None or receiver.done():
+            return "the client stopped receiving"
+        answered = client.last_ping_pong_time
+        if self._unanswered_since is not None:
+            if answered is not None and answered >= self._unanswered_since:
+                self._unanswered_since = None
+            elif time.time() - self._unanswered_since > self.max_silence:
+                return f"no answer to pings for {self.max_silence:g} s"
+        if not await client.is_connected():
+            return "the client reports it is not connected"
+        return None
+
+    async def _ping(self) -> None:
+        session = self._client.current_session
+        if session is None:
+            return
+        now = time.time()
+        try:
+            await session.ping(f"sdk-ping-pong:{now}".encode())
+        except Exception as exc:  # a failing ping is only a sign; the next check decides
+            logger.info("Socket Mode watchdog ping failed: %s", type(exc).__name__)
+            return
+        if self._unanswered_since is None:
+            self._unanswered_since = now
