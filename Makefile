@@ -1,5 +1,5 @@
 # Two entry points: `make run` (set up and run the bot) and `make test` (set up and run the tests);
-# `make bench` runs the benchmark (README: Benchmark).
+# `make bench` runs the benchmark (docs/benchmark.md).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

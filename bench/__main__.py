@@ -1,4 +1,4 @@
-"""`python -m bench`: run the bursts, print the table, write the JSON (and the README block)."""
+"""`python -m bench`: run the bursts, print the table, write the JSON (and the results block of docs/benchmark.md)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from bench.processes import REPO_ROOT, ProcessFailed
-from bench.report import markdown, update_readme
+from bench.report import RESULTS_DOC, markdown, update_results_block
 from bench.runner import Options, run_benchmark
 
 DEFAULT_OUTPUT = REPO_ROOT / "bench" / "results" / "latest.json"
@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
                         "process of their own; inline: on the driver's event loop)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help=f"JSON results (default: {DEFAULT_OUTPUT.relative_to(REPO_ROOT)})")
-    parser.add_argument("--update-readme", action="store_true",
-                        help="rewrite the results block in README.md")
+    # The flag kept its name when the results moved from README.md to docs/benchmark.md.
+    parser.add_argument("--update-readme", "--update-docs", dest="update_docs", action="store_true",
+                        help="rewrite the results block in docs/benchmark.md")
     parser.add_argument("--from", dest="saved", type=Path, metavar="JSON",
                         help="report a saved run (its JSON) instead of running")
     parser.add_argument("--profile", type=Path, metavar="DIR",
@@ -69,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         args.output.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
         print(f"JSON: {args.output}", file=sys.stderr)
     print(markdown(results))
-    if args.update_readme:
-        update_readme(REPO_ROOT / "README.md", results)
-        print("README.md: benchmark block rewritten", file=sys.stderr)
+    if args.update_docs:
+        update_results_block(RESULTS_DOC, results)
+        print(f"{RESULTS_DOC.relative_to(REPO_ROOT)}: benchmark block rewritten", file=sys.stderr)
     return 0
 
 

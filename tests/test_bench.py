@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bench.report import markdown
+from bench.report import README_BEGIN, README_END, RESULTS_DOC, markdown, update_results_block
 from bench.runner import Options, run_benchmark
 
 N = 5
@@ -29,3 +29,12 @@ async def test_bench_counts_every_call_in_both_modes(tmp_path: Path) -> None:
         assert bare["ack"]["sent"] == bare["ack"]["acked"] == N
         assert bare["exit_code"] == 0
     assert "| socket | 5 |" in markdown(results)
+
+    # `--update-readme` rewrites the block in docs/benchmark.md, and only the block.
+    doc = tmp_path / "benchmark.md"
+    doc.write_text(RESULTS_DOC.read_text(encoding="utf-8"), encoding="utf-8")
+    update_results_block(doc, results)
+    before, after = RESULTS_DOC.read_text(encoding="utf-8"), doc.read_text(encoding="utf-8")
+    assert "| socket | 5 |" in after
+    assert after.split(README_BEGIN)[0] == before.split(README_BEGIN)[0]
+    assert after.split(README_END)[1] == before.split(README_END)[1]

@@ -22,3 +22,12 @@ def test_quick_start_commands_are_what_ci_runs() -> None:
     quick_start = README.split("## Quick start", 1)[1].split("##", 1)[0]
     assert "make run" in quick_start and "make test" in quick_start
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_is_a_users_guide_and_the_rest_lives_in_docs() -> None:
+    parts = re.findall(r"^## (.+)$", README, re.M)
+    assert parts[:2] == ["Quick start", "Setting it up"]
+    assert {"Using it", "Running it", "Troubleshooting"} <= set(parts)
+    assert "bench:begin" not in README
+    for doc in ("docs/benchmark.md", "docs/development.md"):
+        assert (ROOT / doc).is_file() and f"]({doc})" in README
