@@ -26,6 +26,7 @@ run: $(VENV)/.run-deps
 test: $(VENV)/.test-deps
 	$(BIN)/pytest -q
 	$(BIN)/mypy
+	$(BIN)/ruff check bot tests bench
 
 bench: $(VENV)/.run-deps
 	$(BIN)/python -m bench

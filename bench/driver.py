@@ -69,7 +69,7 @@ class Sender:
             return_exceptions=True,
         )
         acks = []
-        for caller, envelope_id in zip(callers, ids):
+        for caller, envelope_id in zip(callers, ids, strict=True):
             record = self.slack.envelopes[envelope_id]
             acks.append(Ack(caller, record.sent_at, record.acked_at, record.ack is not None))
         return acks
@@ -98,7 +98,7 @@ class Sender:
                 return Ack(caller, sent, None, False)
             try:
                 answer = await asyncio.wait_for(answered, ACK_WAIT_SECONDS)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 answer = None
             finally:
                 transport.close()
@@ -106,7 +106,8 @@ class Sender:
                 return Ack(caller, sent, None, False)
             return Ack(caller, sent, answer[0], answer[1] == 200)
 
-        return list(await asyncio.gather(*(send(c, r) for c, r in zip(callers, requests))))
+        pairs = zip(callers, requests, strict=True)
+        return list(await asyncio.gather(*(send(c, r) for c, r in pairs)))
 
 
 class _OneRequest(asyncio.Protocol):

@@ -144,7 +144,7 @@ class Child:
         assert self.proc is not None and self.proc.stdout is not None
         try:
             line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise self.failed(f"said nothing within {timeout:.0f} s") from None
         if not line:
             await self.proc.wait()
@@ -164,7 +164,7 @@ class Child:
             self.proc.send_signal(signal.SIGTERM)
             try:
                 await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT_SECONDS)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
         if self._log is not None:

@@ -57,7 +57,7 @@ def targets(results: dict[str, Any]) -> list[tuple[bool, str]]:
 
         def check(values: list[Any], met: list[bool], what: str, target: str) -> None:
             shown = ", ".join(str(v) for v in values)
-            checks.append((all(met), f"{mode}: {what} {shown} (target {target})"))
+            checks.append((all(met), f"{mode}: {what} {shown} (target {target})"))  # noqa: B023 (called in the loop)
 
         late = [b["ack"]["late"] for b in bots]
         check(late, [x == 0 for x in late], "acks later than 3 s:", "0")

@@ -18,7 +18,8 @@ GROUP_CACHE_SECONDS = 300.0
 
 
 class UserGroups:
-    """Members of Slack user groups (`usergroups.users.list`), cached and shared by concurrent asks."""
+    """Members of Slack user groups (`usergroups.users.list`), cached and shared by concurrent
+    asks."""
 
     def __init__(self, client: AsyncWebClient, *, ttl: float = GROUP_CACHE_SECONDS) -> None:
         self._client = client
@@ -42,7 +43,8 @@ class AccessControl:
         self._groups = groups
 
     async def roles_of(self, user_id: str) -> frozenset[str]:
-        """Every role `user_id` holds. A failed group lookup only matters if no other path grants it."""
+        """Every role `user_id` holds. A failed group lookup only matters if no other path grants
+        it."""
         held: set[str] = set()
         failure: GroupLookupFailed | None = None
         for role, ids in self._roles.items():

@@ -1,4 +1,5 @@
-"""create_app(): the Bolt AsyncApp with its listeners, its services in `context`, one error handler."""
+"""create_app(): the Bolt AsyncApp with its listeners, its services in `context`, one error
+handler."""
 
 from __future__ import annotations
 

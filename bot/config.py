@@ -179,7 +179,8 @@ class Settings(BaseSettings):
     @field_validator("slack_api_url")
     @classmethod
     def _trailing_slash(cls, value: str) -> str:
-        # slack_sdk joins method names onto the base URL; without the slash "api" + "chat.postMessage".
+        # slack_sdk joins method names onto the base URL; without the slash "api" +
+        # "chat.postMessage".
         return value if value.endswith("/") else value + "/"
 
     @field_validator("database_url")
@@ -451,7 +452,9 @@ class Policy(_Strict):
         upper = tuple(dict.fromkeys(v.upper() for v in value))
         unknown = [v for v in upper if v not in phonenumbers.SUPPORTED_REGIONS]
         if unknown:
-            raise ValueError(f"not region codes: {', '.join(unknown)} (use codes like \"US\", \"CA\")")
+            raise ValueError(
+                f"not region codes: {', '.join(unknown)} (use codes like \"US\", \"CA\")"
+            )
         if not upper:
             raise ValueError("is empty: no call could be placed; list at least one region")
         return upper

@@ -11,8 +11,8 @@
      └─ NoUsableNumber           a person has no phone number the bot may dial
 
 Refusals from parsing live beside their parsers (`phone.NumberRejected`, `command.CommandRejected`),
-failures of the voice API in `evovoice`. `describe()` maps all of them to plain words that say what to
-do next; anything unexpected becomes a short reference id that is also in the log.
+failures of the voice API in `evovoice`. `describe()` maps all of them to plain words that say what
+to do next; anything unexpected becomes a short reference id that is also in the log.
 """
 
 from __future__ import annotations
@@ -52,9 +52,9 @@ class GroupLookupFailed(CallbotError):
     def __init__(self, group_id: str, reason: str) -> None:
         self.group_id = group_id
         super().__init__(
-            f"I could not check your membership of user group {group_id} ({reason}). Try again in a "
-            "minute; if it persists, an administrator should check that the bot has the "
-            "usergroups:read scope."
+            f"I could not check your membership of user group {group_id} ({reason}). "
+            "Try again in a minute; if it persists, an administrator should check that the bot "
+            "has the usergroups:read scope."
         )
 
 

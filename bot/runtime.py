@@ -185,7 +185,7 @@ async def check_slack_token(slack: AsyncWebClient, settings: Settings) -> AsyncS
             f"SLACK_BOT_TOKEN: Slack refused it ({error}); copy the Bot User OAuth Token "
             "(xoxb-…) from the app's OAuth & Permissions page"
         ]) from None
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         raise ConfigError([
             f"SLACK_API_URL: cannot reach {settings.slack_api_url} ({type(exc).__name__})"
         ]) from None

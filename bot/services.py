@@ -69,17 +69,21 @@ async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
             "(the bot logs in as an ordinary Evo Voice user)"
         ]) from None
     except EvoVoiceUnreachable:
-        raise ConfigError([
-            f"EVOVOICE_URL: cannot connect to {settings.evovoice_url}; check the URL and the network"
-        ]) from None
+        raise ConfigError(
+            [
+                f"EVOVOICE_URL: cannot connect to {settings.evovoice_url}; "
+                "check the URL and the network"
+            ]
+        ) from None
     except EvoVoiceError as exc:
         raise ConfigError([f"EVOVOICE_URL: GET /auth/status failed: {exc.message}"]) from None
     if not status.is_authenticated:
         raise ConfigError(["EVOVOICE_USERNAME / EVOVOICE_PASSWORD: the login is not authenticated"])
     if not set(status.roles).intersection(KNOWN_ROLES):
         raise ConfigError([
-            f"EVOVOICE_USERNAME: the Evo Voice user {settings.evovoice_username!r} lacks the Manager "
-            "or SystemAdministrator role, which placing calls requires; grant it in Evo Voice"
+            f"EVOVOICE_USERNAME: the Evo Voice user {settings.evovoice_username!r} lacks the "
+            "Manager or SystemAdministrator role, which placing calls requires; "
+            "grant it in Evo Voice"
         ])
     # Names are only labels: a shorter (or missing) list must not drop an account from the choice.
     names = list(status.account_names)
@@ -143,7 +147,9 @@ async def build_services(
     try:
         await check_policy_against_account(catalog, policy)
     except EvoVoiceError as exc:
-        raise ConfigError([f"EVOVOICE_URL: reading flows and numbers failed: {exc.message}"]) from None
+        raise ConfigError(
+            [f"EVOVOICE_URL: reading flows and numbers failed: {exc.message}"]
+        ) from None
     access = AccessControl(policy.roles, UserGroups(slack))
     notifier = Notifier(slack)
     key = settings.audit_hash_key

@@ -1,4 +1,5 @@
-"""Work that runs after an ack, tracked so that shutdown can wait for it and nothing fails silently."""
+"""Work that runs after an ack, tracked so that shutdown can wait for it and nothing fails
+silently."""
 
 from __future__ import annotations
 

@@ -38,7 +38,12 @@ FLOWS = [
     {"id": "flow-page", "name": "Pager Duty Page", "accountId": "acct-1"},
 ]
 OWNED = [
-    {"id": "ep-1", "displayName": "Main line", "phoneNumber": "+18145550100", "accountId": "acct-1"},
+    {
+        "id": "ep-1",
+        "displayName": "Main line",
+        "phoneNumber": "+18145550100",
+        "accountId": "acct-1",
+    },
     {"id": "ep-2", "displayName": "Ops line", "phoneNumber": "+18145550101", "accountId": "acct-1"},
 ]
 
@@ -140,15 +145,24 @@ class BotUnderTest:
         return f"http://127.0.0.1:{self.runtime.port}/slack/events"
 
     async def command(
-        self, text: str, *, user_id: str = "U0MANAGER", channel_id: str = "C0OPS",
+        self,
+        text: str,
+        *,
+        user_id: str = "U0MANAGER",
+        channel_id: str = "C0OPS",
         response_url: str | None = None,
     ) -> tuple[Ack, str]:
         """Send `/call text` as Slack would; return the ack and the response_url used."""
         url = response_url or self.slack.response_url()
         # Slack mints a fresh trigger_id for every invocation.
         trigger_id = f"{next(_TRIGGERS)}.{uuid.uuid4().hex[:12]}"
-        fields = dict(text=text, user_id=user_id, channel_id=channel_id, response_url=url,
-                      trigger_id=trigger_id)
+        fields = dict(
+            text=text,
+            user_id=user_id,
+            channel_id=channel_id,
+            response_url=url,
+            trigger_id=trigger_id,
+        )
         if self.mode == "socket":
             envelope = await self.slack.send_envelope(
                 "slash_commands", slash_command_payload(**fields)

@@ -1,4 +1,5 @@
-"""Helpers for the tests of calls after placing: the status message, its buttons, the audit trail."""
+"""Helpers for the tests of calls after placing: the status message, its buttons, the audit
+trail."""
 
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ def parent_of(bot: BotUnderTest, status: Message) -> Message:
     return bot.slack.messages[(status.channel, status.thread_ts)]
 
 
-async def wait_for_edit(bot: BotUnderTest, status: Message, text: str, timeout: float = 10.0) -> None:
+async def wait_for_edit(
+    bot: BotUnderTest, status: Message, text: str, timeout: float = 10.0
+) -> None:
     """Wait until the status message was edited to contain `text`."""
     await bot.slack.wait_for_call(
         "chat.update",

@@ -1,4 +1,5 @@
-"""The one error handler: a listener that fails is logged with a reference, before or after its ack."""
+"""The one error handler: a listener that fails is logged with a reference, before or after its
+ack."""
 
 from __future__ import annotations
 

@@ -91,7 +91,11 @@ async def test_every_kind_of_attempt_is_recorded(bot_factory: BotFactory) -> Non
     assert records[2].result.reason == "OutcomeUnknown:HTTP 500"
     placed = records[0]
     assert (placed.team_id, placed.user_id, placed.channel_id) == ("T0TEAM", "U0MANAGER", "C0OPS")
-    assert (placed.flow, placed.flow_id, placed.caller_id) == ("Escalation", "flow-esc", "+18145550100")
+    assert (placed.flow, placed.flow_id, placed.caller_id) == (
+        "Escalation",
+        "flow-esc",
+        "+18145550100",
+    )
     assert placed.number_masked == MASKED
     assert placed.session_id == "sess-1"
     assert placed.at.endswith("Z")  # UTC
@@ -198,8 +202,15 @@ def users_list(members: dict[str, dict[str, str]]) -> Any:
         return {
             "ok": True,
             "members": [
-                {"id": uid, "name": m["name"], "deleted": False,
-                 "profile": {"display_name": m.get("display", ""), "real_name": m.get("real", "")}}
+                {
+                    "id": uid,
+                    "name": m["name"],
+                    "deleted": False,
+                    "profile": {
+                        "display_name": m.get("display", ""),
+                        "real_name": m.get("real", ""),
+                    },
+                }
                 for uid, m in members.items()
             ],
             "response_metadata": {"next_cursor": ""},
@@ -214,10 +225,15 @@ async def test_history_filters_by_person(bot_factory: BotFactory) -> None:
     await bot.command(f"{OTHER} escalation", user_id="U0MANAGER")
     await bot.command(f"{FULL} daily-check", user_id="U0LEAD1")
     await bot.settle()
-    bot.slack.on("users.list", users_list({
-        "U0LEAD1": {"name": "lead1", "display": "Lee"},
-        "U0MANAGER": {"name": "manager", "display": "Mana"},
-    }))
+    bot.slack.on(
+        "users.list",
+        users_list(
+            {
+                "U0LEAD1": {"name": "lead1", "display": "Lee"},
+                "U0MANAGER": {"name": "manager", "display": "Mana"},
+            }
+        ),
+    )
 
     for args in ("<@U0LEAD1|lead1>", "<@U0LEAD1>", "U0LEAD1", "@lead1", "@LEE"):
         shown = lines(await history(bot, args))

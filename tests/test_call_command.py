@@ -1,4 +1,5 @@
-"""`/call` end to end: the real bot, in HTTP mode and Socket Mode, against the loopback stand-ins."""
+"""`/call` end to end: the real bot, in HTTP mode and Socket Mode, against the loopback
+stand-ins."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ async def test_call_places_one_call_and_confirms_in_a_thread(bot: BotUnderTest) 
     [post] = bot.evo.outgoing_posts
     assert post.json == {"flowId": "flow-esc", "numberToDial": FULL, "callerId": "+18145550100"}
 
-    parent = await bot.slack.wait_for_call("chat.postMessage", lambda c: "thread_ts" not in c.params)
+    parent = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: "thread_ts" not in c.params
+    )
     assert parent.params["channel"] == "C0OPS"
     assert "<@U0MANAGER>" in parent.params["text"]
     assert MASKED in parent.params["text"] and "Escalation" in parent.params["text"]
@@ -232,9 +235,7 @@ async def test_a_redelivered_command_rings_once(bot: BotUnderTest) -> None:
 
 
 async def test_a_cold_burst_asks_slack_who_we_are_only_once(bot: BotUnderTest) -> None:
-    await asyncio.gather(
-        *(bot.command(f"+1814404{3000 + i} escalation") for i in range(40))
-    )
+    await asyncio.gather(*(bot.command(f"+1814404{3000 + i} escalation") for i in range(40)))
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 40
     assert len(bot.slack.calls_to("auth.test")) == 1  # the start-up check, nothing per request

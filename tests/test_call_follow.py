@@ -211,7 +211,9 @@ async def test_call_again_goes_through_the_same_checks(bot_factory: BotFactory) 
     assert len(bot.evo.outgoing_posts) == 1
 
     # The refusal did not use the button up: once the number is back, it works.
-    bot.evo.phone_numbers.append({"id": "ep-2", "phoneNumber": "+18145550101", "accountId": "acct-1"})
+    bot.evo.phone_numbers.append(
+        {"id": "ep-2", "phoneNumber": "+18145550101", "accountId": "acct-1"}
+    )
     services(bot).catalog._numbers.invalidate()
     await click(bot, status, CALL_AGAIN_ACTION, user_id="U0LEAD1")
     await status_message(bot, 2)

@@ -33,7 +33,8 @@ async def click(
     bot: BotUnderTest, question: dict[str, Any], action_id: str = CONFIRM_CALL_ACTION, *,
     user_id: str = "U0MANAGER", value: str | None = None,
 ) -> tuple[Ack, str]:
-    """Click a button of `question` as Slack sends it; return the ack and the click's response_url."""
+    """Click a button of `question` as Slack sends it; return the ack and the click's
+    response_url."""
     url = bot.slack.response_url()
     payload = block_actions_payload(
         action_id=action_id, block_id="call_confirmation",

@@ -15,7 +15,9 @@ def test_every_setting_is_in_the_readme_and_env_example() -> None:
     example = (ROOT / ".env.example").read_text()
     for name in Settings.model_fields:
         assert f"`{name.upper()}`" in README, f"{name.upper()} is not documented in README.md"
-        assert re.search(rf"^#? ?{name.upper()}=", example, re.M), f"{name.upper()} not in .env.example"
+        assert re.search(rf"^#? ?{name.upper()}=", example, re.M), (
+            f"{name.upper()} not in .env.example"
+        )
 
 
 def test_quick_start_commands_are_what_ci_runs() -> None:

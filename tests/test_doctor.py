@@ -273,7 +273,9 @@ async def test_each_flow_alias_is_its_own_line(
     slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
 ) -> None:
     policy_path.write_text(
-        POLICY.replace('page = "flow-page"\n', 'page = "flow-page"\nwake = "flow-wake"\ngone = "flow-gone"\n')
+        POLICY.replace(
+            'page = "flow-page"\n', 'page = "flow-page"\nwake = "flow-wake"\ngone = "flow-gone"\n'
+        )
     )
     findings = await check(slack, evo, policy_path)
     subjects = by_subject(findings)
@@ -366,12 +368,21 @@ async def test_a_database_in_use_by_a_running_bot_is_read_without_disturbing_it(
 
 
 async def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_"))}
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_"))
+    }
     full_env.update(env)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", *args, env=full_env, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        env=full_env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None

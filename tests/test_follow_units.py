@@ -1,4 +1,5 @@
-"""The follower, the call store, the status and history views and the history filter, without Slack."""
+"""The follower, the call store, the status and history views and the history filter, without
+Slack."""
 
 from __future__ import annotations
 
@@ -115,14 +116,16 @@ async def follow(
 
 async def test_polls_back_off_and_start_again_after_a_change(db: Database) -> None:
     answers: list[Session | Exception] = [session("Ringing")] * 8
-    answers += [session("Connected"), session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z")]
+    ended = session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z")
+    answers += [session("Connected"), ended]
     call, notifier, pauses = await follow(db, FakeEvo(answers))
     # A new call is first polled after 2 s, then less and less often; a change starts over.
     assert pauses == [2.0, 3.0, 4.5, 6.75, 10.125, 15.0, 15.0, 15.0, 15.0, 2.0]
     assert call.state == CallState.ENDED and not call.following and call.answered
     assert call.duration_seconds == 60.0
     assert [("Connected" in m.text, "Ended" in m.text) for m in notifier.edits] == [
-        (True, False), (False, True)
+        (True, False),
+        (False, True),
     ]
     assert notifier.reactions == [call_views.MARK_ANSWERED]
 
@@ -159,8 +162,12 @@ async def test_resume_follows_what_was_being_followed(db: Database) -> None:
     live = await new_call(store)
     await new_call(store, session_id="sess-2", state="ended", following=False)
     follower = CallFollower(
-        evo=FakeEvo([session(ended=True)]), notifier=FakeNotifier(), store=store,  # type: ignore[arg-type]
-        audit=None, account_ids=["acct-1"], timing=TIMING,
+        evo=FakeEvo([session(ended=True)]),
+        notifier=FakeNotifier(),
+        store=store,  # type: ignore[arg-type]
+        audit=None,
+        account_ids=["acct-1"],
+        timing=TIMING,
     )
     assert await follower.resume() == 1
     await asyncio.wait_for(asyncio.gather(*follower._tasks.values()), 5)
@@ -171,13 +178,16 @@ async def test_resume_follows_what_was_being_followed(db: Database) -> None:
 
 async def test_numbers_are_forgotten_once_calls_are_over_and_old(db: Database) -> None:
     store = CallStore(db)
-    old_over = await new_call(store, created_at=T0 - 90000, session_id="s1", state="ended",
-                              following=False)
+    old_over = await new_call(
+        store, created_at=T0 - 90000, session_id="s1", state="ended", following=False
+    )
     old_live = await new_call(store, created_at=T0 - 90000, session_id="s2")
     new_over = await new_call(store, session_id="s3", state="ended", following=False)
     assert await store.forget_numbers(T0 - 86400) == 1
     assert [(await store.get(c.id)).e164 for c in (old_over, old_live, new_over)] == [  # type: ignore[union-attr]
-        None, "+18144043093", "+18144043093"
+        None,
+        "+18144043093",
+        "+18144043093",
     ]
 
 
@@ -197,7 +207,9 @@ def test_session_states() -> None:
     assert classify(session("Disconnected")) == CallState.CALLING
     assert classify(session(None)) == CallState.CALLING
     assert classify(session("Connected", ended=True)) == CallState.ENDED
-    assert classify(session("Disconnected", dateCompleted="2027-01-15T08:00:09Z")) == CallState.ENDED
+    assert (
+        classify(session("Disconnected", dateCompleted="2027-01-15T08:00:09Z")) == CallState.ENDED
+    )
     assert duration_of(session(dateCompleted="/Date(1800000009000-0000)/")) == 9.0
     assert duration_of(session(dateCompleted="2027-01-15T07:00:00Z")) is None  # before creation
     assert duration_of(session()) is None
@@ -205,10 +217,23 @@ def test_session_states() -> None:
 
 def tracked(**values: Any) -> TrackedCall:
     row: dict[str, Any] = dict(
-        id=7, attempt_id=1, created_at=T0, team_id="T0", requester_id="U0", channel_id="C0",
-        parent_ts="1.1", status_ts="1.2", e164="+18144043093", number_masked="+1 814 ••• 3093",
-        flow_id="flow-esc", flow_name="Escalation", caller_id="+18145550100",
-        placement=Placement.PLACED, note=None, session_id="sess-1", state=CallState.RINGING,
+        id=7,
+        attempt_id=1,
+        created_at=T0,
+        team_id="T0",
+        requester_id="U0",
+        channel_id="C0",
+        parent_ts="1.1",
+        status_ts="1.2",
+        e164="+18144043093",
+        number_masked="+1 814 ••• 3093",
+        flow_id="flow-esc",
+        flow_name="Escalation",
+        caller_id="+18145550100",
+        placement=Placement.PLACED,
+        note=None,
+        session_id="sess-1",
+        state=CallState.RINGING,
         following=True,
     )
     row.update(values)
@@ -221,21 +246,34 @@ def action_ids(message: Message) -> list[str]:
 
 def test_status_buttons_follow_the_state() -> None:
     assert action_ids(call_views.call_status(tracked())) == [call_views.HANG_UP_ACTION]
-    assert action_ids(call_views.call_status(tracked(state=CallState.FINDING, session_id=None))) == []
+    assert (
+        action_ids(call_views.call_status(tracked(state=CallState.FINDING, session_id=None))) == []
+    )
     ended = tracked(state=CallState.ENDED, following=False)
     assert action_ids(call_views.call_status(ended)) == [call_views.CALL_AGAIN_ACTION]
-    assert action_ids(call_views.call_status(tracked(state=CallState.ENDED, following=False,
-                                                     e164=None))) == []
-    again = call_views.call_status(tracked(state=CallState.ENDED, following=False,
-                                           called_again_by="U9"))
+    assert (
+        action_ids(
+            call_views.call_status(tracked(state=CallState.ENDED, following=False, e164=None))
+        )
+        == []
+    )
+    again = call_views.call_status(
+        tracked(state=CallState.ENDED, following=False, called_again_by="U9")
+    )
     assert action_ids(again) == [] and "<@U9> called this number again" in again.text
 
 
 def test_status_text_is_escaped_and_never_shows_a_full_number() -> None:
-    message = call_views.call_status(tracked(
-        state=CallState.ENDED, following=False, answered=True, answered_by="+1 814 404 3093",
-        outcome="<!channel> done", duration_seconds=3725,
-    ))
+    message = call_views.call_status(
+        tracked(
+            state=CallState.ENDED,
+            following=False,
+            answered=True,
+            answered_by="+1 814 404 3093",
+            outcome="<!channel> done",
+            duration_seconds=3725,
+        )
+    )
     assert "8144043093" not in str(message) and "+1 814 ••• 3093" in message.text
     assert "&lt;!channel&gt; done" in message.text and "<!channel>" not in message.text
     assert "lasted 1h 02m" in message.text
@@ -295,8 +333,12 @@ def test_reasons_name_the_error_not_its_text() -> None:
     ],
 )
 def test_follow_settings_are_checked(env: dict[str, str], problem: str) -> None:
-    base = {"slack_bot_token": "xoxb-1", "slack_app_token": "xapp-1", "evovoice_username": "u",
-            "evovoice_password": "p"}
+    base = {
+        "slack_bot_token": "xoxb-1",
+        "slack_app_token": "xapp-1",
+        "evovoice_username": "u",
+        "evovoice_password": "p",
+    }
     with pytest.raises(ConfigError) as raised:
         load_settings(_env_file=None, **base, **env)
     assert any(problem in p for p in raised.value.problems), raised.value.problems
@@ -304,8 +346,12 @@ def test_follow_settings_are_checked(env: dict[str, str], problem: str) -> None:
 
 def test_follow_settings_default_and_blank_key() -> None:
     settings = load_settings(
-        _env_file=None, slack_bot_token="xoxb-1", slack_app_token="xapp-1",
-        evovoice_username="u", evovoice_password="p", audit_hash_key="",
+        _env_file=None,
+        slack_bot_token="xoxb-1",
+        slack_app_token="xapp-1",
+        evovoice_username="u",
+        evovoice_password="p",
+        audit_hash_key="",
     )
     assert settings.audit_hash_key is None
     assert (settings.call_poll_seconds, settings.call_poll_max_seconds) == (2.0, 15.0)

@@ -533,7 +533,8 @@ def test_rank_flows_knows_aliases_and_ids() -> None:
 
 
 def test_flow_options_respect_slacks_limits() -> None:
-    catalog = [Flow(id=f"f{i}", name="N" * 200) for i in range(120)] + [Flow(id="x" * 151, name="a")]
+    catalog = [Flow(id=f"f{i}", name="N" * 200) for i in range(120)]
+    catalog.append(Flow(id="x" * 151, name="a"))
     options = forms.flow_options(catalog)
     assert len(options) == 100
     assert all(len(o["text"]["text"]) <= 75 and len(o["value"]) <= 150 for o in options)
@@ -561,8 +562,7 @@ def test_metadata_round_trip_and_refusals() -> None:
 
 def test_form_keeps_the_default_caller_id_among_the_first_hundred() -> None:
     owned = [f"+1814555{i:04}" for i in range(150)]
-    view = forms.call_form(FormMetadata("C0OPS"), owned_numbers=owned,
-                           default_caller_id=owned[140])
+    view = forms.call_form(FormMetadata("C0OPS"), owned_numbers=owned, default_caller_id=owned[140])
     caller = block(view, FormField.CALLER_ID)
     assert caller is not None
     assert len(caller["element"]["options"]) == 100
@@ -591,9 +591,21 @@ def test_read_submission_takes_the_channel_selects_preset_and_its_response_url()
     channel["element"]["initial_conversation"] = "C0PRESET"  # untouched preset, absent from state
     view["state"] = {"values": state()}
     urls = [
-        {"block_id": FormField.CHANNEL, "channel_id": "C0OTHER", "response_url": "https://hooks.slack.com/a"},
-        {"block_id": FormField.CHANNEL, "channel_id": "C0PRESET", "response_url": "https://evil.example/b"},
-        {"block_id": FormField.CHANNEL, "channel_id": "C0PRESET", "response_url": "https://hooks.slack.com/c"},
+        {
+            "block_id": FormField.CHANNEL,
+            "channel_id": "C0OTHER",
+            "response_url": "https://hooks.slack.com/a",
+        },
+        {
+            "block_id": FormField.CHANNEL,
+            "channel_id": "C0PRESET",
+            "response_url": "https://evil.example/b",
+        },
+        {
+            "block_id": FormField.CHANNEL,
+            "channel_id": "C0PRESET",
+            "response_url": "https://hooks.slack.com/c",
+        },
     ]
     read = forms.read_submission(view, urls)
     assert read.channel_id == "C0PRESET"

@@ -27,7 +27,9 @@ from tests.test_confirmations import ask, button, click
 
 SECRETS = (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, EVO_PASSWORD)
 NUMBERS = ("8144043093", "8144043094", "4165550123", "9005550123")
-_RECORD_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
+_RECORD_START = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) "
+)
 
 
 @pytest.fixture
@@ -35,9 +37,10 @@ def production_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     """Logging exactly as `python -m bot` sets it up, at DEBUG, written to a buffer."""
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-    saved_levels = {name: logging.getLogger(name).level
-                    for name in ("httpx", "httpcore", "slack_sdk", "slack_bolt", "aiohttp.access",
-                                 "asyncio")}
+    saved_levels = {
+        name: logging.getLogger(name).level
+        for name in ("httpx", "httpcore", "slack_sdk", "slack_bolt", "aiohttp.access", "asyncio")
+    }
     buffer = io.StringIO()
     monkeypatch.setattr(sys, "stderr", buffer)
     configure_logging("DEBUG")
@@ -66,24 +69,25 @@ async def test_a_whole_run_logs_no_secrets_numbers_or_response_urls(
     bot_factory: BotFactory, production_log: io.StringIO, mode: str
 ) -> None:
     bot = await bot_factory(mode)
-    await bot.command("+18144043093 escalation")                     # placed
+    await bot.command("+18144043093 escalation")  # placed
     await bot.command("+18144043094 escalation", user_id="U0NOBODY")  # no role
-    await bot.command("+1 900 555 0123 escalation")                   # premium rate
-    await bot.command("+18144043093 no-such-flow")                    # unknown flow
+    await bot.command("+1 900 555 0123 escalation")  # premium rate
+    await bot.command("+18144043093 no-such-flow")  # unknown flow
     await bot.settle()
-    await bot.command("+18144043093 escalation")                      # repeat: asked
+    await bot.command("+18144043093 escalation")  # repeat: asked
     await bot.settle()
-    question = await ask(bot, "+14165550123 escalation")              # abroad: asked
+    question = await ask(bot, "+14165550123 escalation")  # abroad: asked
     bot.evo.queue_outgoing(ErrorStatus(500), DropConnection())
-    await click(bot, question)                                        # outcome unknown
-    await bot.command("+18144043094 escalation", user_id="U0ADMIN")   # dropped: unknown
+    await click(bot, question)  # outcome unknown
+    await bot.command("+18144043094 escalation", user_id="U0ADMIN")  # dropped: unknown
     await bot.settle()
     bot.slack.fail("chat.postMessage", "channel_not_found", times=1)
     await bot.command("+18144043094 wake-up-call", user_id="U0ADMIN")  # response_url fallback
     await bot.settle()
     if mode == "http":
-        data = slash_command_body(text="+18144043093 escalation",
-                                  response_url=bot.slack.response_url())
+        data = slash_command_body(
+            text="+18144043093 escalation", response_url=bot.slack.response_url()
+        )
         assert (await bot.post_signed(b"payload=%7Bnot-json" + data)).status == 400
         async with bot.http.post(bot.events_url, data=data, headers=sign(data, "forged")) as r:
             assert r.status == 401
@@ -107,8 +111,12 @@ async def test_user_text_cannot_forge_a_log_line(
     await bot.command(f"+18144043093 escalation\n{forged}")
     question = await ask(bot, "+14165550123 escalation")
     value = button(question, CONFIRM_CALL_ACTION)["value"]
-    payload = block_actions_payload(action_id=CONFIRM_CALL_ACTION, value=value,
-                                    user_id=f"U0Z\n{forged}", response_url=bot.slack.response_url())
+    payload = block_actions_payload(
+        action_id=CONFIRM_CALL_ACTION,
+        value=value,
+        user_id=f"U0Z\n{forged}",
+        response_url=bot.slack.response_url(),
+    )
     if mode == "socket":
         await bot.slack.send_envelope("interactive", payload)
     else:

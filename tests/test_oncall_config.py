@@ -127,18 +127,28 @@ def test_oncall_needs_flow_and_rotation(tmp_path: Path) -> None:
         ('flow = " "', "oncall.flow: is empty"),
         ("rotation = []", "oncall.rotation: is empty"),
         ('rotation = ["U0ALICE", "bob"]', "oncall.rotation: 'bob' are not Slack user IDs"),
-        ('rotation = ["U0ALICE", "U0BOB", "U0ALICE"]',
-         "oncall.rotation: lists U0ALICE more than once"),
-        ('handoff = "mon 9am"',
-         'oncall.handoff: \'mon 9am\' is not a hand-off rule: write "<weekday> HH:MM"'),
+        (
+            'rotation = ["U0ALICE", "U0BOB", "U0ALICE"]',
+            "oncall.rotation: lists U0ALICE more than once",
+        ),
+        (
+            'handoff = "mon 9am"',
+            "oncall.handoff: 'mon 9am' is not a hand-off rule: write \"<weekday> HH:MM\"",
+        ),
         ('handoff = "caturday 09:00"', "oncall.handoff: 'caturday' is not a day of the week"),
         ('handoff = "daily 25:00"', "oncall.handoff: 'daily 25:00' has no such time of day"),
         ('timezone = "Mars/Olympus"', "oncall.timezone: 'Mars/Olympus' is not an IANA time zone"),
         ('timezone = "../../etc/passwd"', "oncall.timezone: '../../etc/passwd' is not an IANA"),
         ("start = 2026-01-05T09:00:00", "oncall.start: must be a date like 2026-01-05"),
         ('start = "next week"', "oncall.start:"),
-        ("answer_timeout = 5", "oncall.answer_timeout: Input should be greater than or equal to 15"),
-        ("answer_timeout = 3600", "oncall.answer_timeout: Input should be less than or equal to 600"),
+        (
+            "answer_timeout = 5",
+            "oncall.answer_timeout: Input should be greater than or equal to 15",
+        ),
+        (
+            "answer_timeout = 3600",
+            "oncall.answer_timeout: Input should be less than or equal to 600",
+        ),
         ('escalate_to = ["S0LEADS"]', "oncall.escalate_to: 'S0LEADS' are not Slack user IDs"),
         ('escalate_to = ["U0M", "U0M"]', "oncall.escalate_to: lists U0M more than once"),
         ("surprise = 1", "oncall.surprise: is not a known setting"),
@@ -156,9 +166,7 @@ def test_the_example_policy_files_roster_is_valid_once_uncommented(tmp_path: Pat
     example = (Path(__file__).parent.parent / "callbot.example.toml").read_text()
     head, roster = example.split("# [people]", 1)
     assert "[oncall]" in roster
-    uncommented = "[people]" + "\n".join(
-        line.removeprefix("# ") for line in roster.splitlines()
-    )
+    uncommented = "[people]" + "\n".join(line.removeprefix("# ") for line in roster.splitlines())
     policy = load(head + uncommented, tmp_path)
     assert policy.oncall is not None and policy.people
     assert policy.oncall.schedule().shift_at(dt.datetime(2026, 1, 5, 14, tzinfo=dt.UTC))

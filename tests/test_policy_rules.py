@@ -25,8 +25,9 @@ def policy_with(**rules: object) -> str:
         if pattern.search(text):
             text = pattern.sub(line, text, count=1)
         else:
-            text = re.sub(r"^\[policy\].*$", lambda m: m.group(0) + "\n" + line, text, count=1,
-                          flags=re.MULTILINE)
+            # a function, not a template: the line may hold backslashes
+            text = re.sub(r"^\[policy\].*$", lambda m, line=line: f"{m.group(0)}\n{line}", text,
+                          count=1, flags=re.MULTILINE)
     return text
 
 
@@ -89,7 +90,10 @@ def test_each_problem_is_named(tmp_path: Path) -> None:
     assert "policy.allowed_types: unknown number types: LANDLINE" in text
     assert "policy.blocked_prefixes: not E.164 prefixes: '1900', '+1 976'" in text
     assert "policy.confirm_outside: not region codes: UK" in text
-    assert "policy.per_user: '5 per 10 minutes' is not a rate; write calls/window like \"5/10m\"" in text
+    assert (
+        "policy.per_user: '5 per 10 minutes' is not a rate; write calls/window like \"5/10m\""
+        in text
+    )
     assert "policy.per_number: '0/10m' allows no calls at all" in text
     assert "policy.per_day:" in text
     assert "policy.max_cost: is not a known setting" in text

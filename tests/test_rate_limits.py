@@ -1,4 +1,5 @@
-"""Rate limits end to end: per person, per number, per day; kept in the database; refusals say when."""
+"""Rate limits end to end: per person, per number, per day; kept in the database; refusals say
+when."""
 
 from __future__ import annotations
 
@@ -65,7 +66,9 @@ async def test_per_day_limit_counts_all_calls(bot_factory: BotFactory) -> None:
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
-async def test_racing_requests_cannot_pass_the_last_slot(bot_factory: BotFactory, mode: str) -> None:
+async def test_racing_requests_cannot_pass_the_last_slot(
+    bot_factory: BotFactory, mode: str
+) -> None:
     bot = await bot_factory(mode, policy=limited(per_user="3/10m"))
     await asyncio.gather(*(bot.command(f"+181440430{10 + i} escalation") for i in range(12)))
     await bot.settle()

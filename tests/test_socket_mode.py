@@ -1,4 +1,5 @@
-"""Socket Mode faults: disconnects of every kind, and the watchdog for a silently dead connection."""
+"""Socket Mode faults: disconnects of every kind, and the watchdog for a silently dead
+connection."""
 
 from __future__ import annotations
 
@@ -111,6 +112,8 @@ async def test_a_healthy_connection_is_left_alone(socket_bot: StartBot) -> None:
     assert bot.slack.socket_connections == 1
 
 
-async def test_http_mode_has_no_watchdog(bot_factory: Callable[..., Awaitable[BotUnderTest]]) -> None:
+async def test_http_mode_has_no_watchdog(
+    bot_factory: Callable[..., Awaitable[BotUnderTest]],
+) -> None:
     bot = await bot_factory("http")
     assert bot.runtime.watchdog is None

@@ -1,4 +1,5 @@
-"""The Slack stand-in speaks Slack's protocols: proven with the real slack_sdk / slack_bolt clients."""
+"""The Slack stand-in speaks Slack's protocols: proven with the real slack_sdk / slack_bolt
+clients."""
 
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ def new_app(slack: SlackStandIn) -> AsyncApp:
 
 
 @asynccontextmanager
-async def socket_mode(slack: SlackStandIn, app: AsyncApp, *, ping_interval: float = 10) -> AsyncIterator[AsyncSocketModeHandler]:
+async def socket_mode(
+    slack: SlackStandIn, app: AsyncApp, *, ping_interval: float = 10
+) -> AsyncIterator[AsyncSocketModeHandler]:
     handler = AsyncSocketModeHandler(app, slack.app_token, ping_interval=ping_interval)
     try:
         await handler.connect_async()  # type: ignore[no-untyped-call]
@@ -80,7 +83,7 @@ async def test_auth_test(slack: SlackStandIn) -> None:
     assert resp["team_id"] == "T0TEAM"
     assert resp["bot_id"] == "B0BOT"
     assert resp["url"] == "https://test.slack.com/"
-    call = (await slack.wait_for_call("auth.test"))
+    call = await slack.wait_for_call("auth.test")
     assert call.token == "xoxb-test"
 
 
@@ -166,7 +169,9 @@ async def test_ephemeral(slack: SlackStandIn) -> None:
 
 async def test_fail_not_in_channel_raises(slack: SlackStandIn) -> None:
     client = web_client(slack)
-    slack.fail("chat.postMessage", "not_in_channel", when=lambda c: c.params.get("channel") == "C0PRIV")
+    slack.fail(
+        "chat.postMessage", "not_in_channel", when=lambda c: c.params.get("channel") == "C0PRIV"
+    )
     with pytest.raises(SlackApiError) as err:
         await client.chat_postMessage(channel="C0PRIV", text="hello")
     assert err.value.response["error"] == "not_in_channel"
@@ -196,7 +201,9 @@ async def test_ratelimited_is_429_with_retry_after(slack: SlackStandIn) -> None:
 
     # slack_sdk's rate-limit retry handler waits Retry-After and retries: the second try succeeds
     slack.fail("chat.postMessage", "ratelimited", times=1)
-    retrying = web_client(slack, retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)])
+    retrying = web_client(
+        slack, retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)]
+    )
     resp = await retrying.chat_postMessage(channel="C0OPS", text="after retry")
     assert resp["ok"] is True
     assert [c.status for c in slack.calls_to("chat.postMessage")] == [429, 429, 200]
@@ -214,7 +221,11 @@ async def test_usergroups_and_users(slack: SlackStandIn) -> None:
     default = await client.users_info(user="U0ANY")
     assert default["user"]["id"] == "U0ANY"
     assert default["user"]["tz"]
-    slack.users["U0ALICE"] = {"real_name": "Alice", "tz": "Europe/Berlin", "profile": {"phone": "+49 30 1234567"}}
+    slack.users["U0ALICE"] = {
+        "real_name": "Alice",
+        "tz": "Europe/Berlin",
+        "profile": {"phone": "+49 30 1234567"},
+    }
     alice = await client.users_info(user="U0ALICE")
     assert alice["user"]["real_name"] == "Alice"
     assert alice["user"]["tz"] == "Europe/Berlin"
@@ -237,7 +248,9 @@ async def test_token_checks_and_unknown_method(slack: SlackStandIn) -> None:
         await AsyncWebClient(base_url=slack.api_url).auth_test()
     assert err.value.response["error"] == "not_authed"
     with pytest.raises(SlackApiError) as err:  # the app-level token is no bot token
-        await AsyncWebClient(token=slack.app_token, base_url=slack.api_url).chat_postMessage(channel="C", text="x")
+        await AsyncWebClient(token=slack.app_token, base_url=slack.api_url).chat_postMessage(
+            channel="C", text="x"
+        )
     assert err.value.response["error"] == "not_allowed_token_type"
     with pytest.raises(SlackApiError) as err:  # and apps.connections.open wants the app-level token
         await web_client(slack).apps_connections_open(app_token=slack.bot_token)
@@ -261,10 +274,16 @@ async def test_on_override(slack: SlackStandIn) -> None:
     resp = await client.chat_postMessage(channel="C0OPS", text="x")
     assert resp["ts"] and seen[0].params["text"] == "x"
 
-    slack.on("conversations.info", lambda call: {"ok": True, "channel": {"id": call["channel"], "name": "custom"}})
+    slack.on(
+        "conversations.info",
+        lambda call: {"ok": True, "channel": {"id": call["channel"], "name": "custom"}},
+    )
     assert (await client.conversations_info(channel="C1"))["channel"]["name"] == "custom"
 
-    slack.on("chat.scheduleMessage", lambda call: ApiReply({"ok": False, "error": "fatal_error"}, status=500))
+    slack.on(
+        "chat.scheduleMessage",
+        lambda call: ApiReply({"ok": False, "error": "fatal_error"}, status=500),
+    )
     with pytest.raises(SlackApiError) as err:
         await client.chat_scheduleMessage(channel="C0OPS", text="x", post_at=1)
     assert err.value.response.status_code == 500
@@ -280,8 +299,14 @@ async def test_views(slack: SlackStandIn) -> None:
         "callback_id": "place_call",
         "title": {"type": "plain_text", "text": "Place a call"},
         "submit": {"type": "plain_text", "text": "Call"},
-        "blocks": [{"type": "input", "block_id": "num", "label": {"type": "plain_text", "text": "Number"},
-                    "element": {"type": "plain_text_input", "action_id": "v"}}],
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "num",
+                "label": {"type": "plain_text", "text": "Number"},
+                "element": {"type": "plain_text_input", "action_id": "v"},
+            }
+        ],
     }
     opened = await client.views_open(trigger_id="123.456.abc", view=view)
     view_id = opened["view"]["id"]
@@ -290,7 +315,9 @@ async def test_views(slack: SlackStandIn) -> None:
     assert opened["view"]["callback_id"] == "place_call"
     assert slack.views[view_id].versions == [view]
 
-    updated = await client.views_update(view_id=view_id, view={**view, "private_metadata": "x"}, hash=opened["view"]["hash"])
+    updated = await client.views_update(
+        view_id=view_id, view={**view, "private_metadata": "x"}, hash=opened["view"]["hash"]
+    )
     assert updated["view"]["private_metadata"] == "x"
     assert len(slack.views[view_id].versions) == 2
     with pytest.raises(SlackApiError) as err:  # stale hash
@@ -304,11 +331,15 @@ async def test_views(slack: SlackStandIn) -> None:
 
     # Slack's limits: title <= 24 characters, input blocks need a submit button
     with pytest.raises(SlackApiError) as err:
-        await client.views_open(trigger_id="1.2.3", view={**view, "title": {"type": "plain_text", "text": "x" * 25}})
+        await client.views_open(
+            trigger_id="1.2.3", view={**view, "title": {"type": "plain_text", "text": "x" * 25}}
+        )
     assert err.value.response["error"] == "invalid_arguments"
     assert "title" in err.value.response["response_metadata"]["messages"][0]
     with pytest.raises(SlackApiError) as err:
-        await client.views_open(trigger_id="1.2.3", view={k: v for k, v in view.items() if k != "submit"})
+        await client.views_open(
+            trigger_id="1.2.3", view={k: v for k, v in view.items() if k != "submit"}
+        )
     assert err.value.response["error"] == "invalid_arguments"
 
     # a minted trigger_id works once
@@ -321,7 +352,11 @@ async def test_views(slack: SlackStandIn) -> None:
 
 async def test_wait_for_call_future_and_timeout_dump(slack: SlackStandIn) -> None:
     client = web_client(slack)
-    waiter = asyncio.create_task(slack.wait_for_call("chat.postMessage", lambda c: c.params.get("text") == "second", timeout=WAIT))
+    waiter = asyncio.create_task(
+        slack.wait_for_call(
+            "chat.postMessage", lambda c: c.params.get("text") == "second", timeout=WAIT
+        )
+    )
     await client.chat_postMessage(channel="C0OPS", text="first")
     await client.chat_postMessage(channel="C0OPS", text="second")
     call = await waiter
@@ -342,7 +377,9 @@ async def test_response_url(slack: SlackStandIn) -> None:
     other = slack.response_url()
     assert url != other and url.startswith(f"http://127.0.0.1:{slack.port}/response/")
     async with aiohttp.ClientSession() as session:
-        async with session.post(url, json={"text": "Calling…", "response_type": "ephemeral"}) as resp:
+        async with session.post(
+            url, json={"text": "Calling…", "response_type": "ephemeral"}
+        ) as resp:
             assert resp.status == 200
             assert await resp.text() == "ok"
     # bolt's respond() goes through slack_sdk's AsyncWebhookClient
@@ -378,10 +415,16 @@ async def test_socket_mode_slash_command_end_to_end(slack: SlackStandIn) -> None
     done = asyncio.Event()
 
     @app.command("/call")
-    async def call_command(ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond) -> None:
+    async def call_command(
+        ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
         await ack(f"Calling {command['text']}…")
-        parent = await client.chat_postMessage(channel=command["channel_id"], text=f"Call to {command['text']}")
-        await client.chat_postMessage(channel=command["channel_id"], thread_ts=parent["ts"], text="ringing")
+        parent = await client.chat_postMessage(
+            channel=command["channel_id"], text=f"Call to {command['text']}"
+        )
+        await client.chat_postMessage(
+            channel=command["channel_id"], thread_ts=parent["ts"], text="ringing"
+        )
         await respond("placed")
         done.set()
 
@@ -392,7 +435,9 @@ async def test_socket_mode_slash_command_end_to_end(slack: SlackStandIn) -> None
 
         url = slack.response_url()
         ack = await slack.send_envelope(
-            "slash_commands", slash_command_payload(text="+1 814 404 3093", response_url=url), timeout=WAIT
+            "slash_commands",
+            slash_command_payload(text="+1 814 404 3093", response_url=url),
+            timeout=WAIT,
         )
         assert ack["payload"] == {"text": "Calling +1 814 404 3093…"}
         assert isinstance(ack["envelope_id"], str)
@@ -400,7 +445,9 @@ async def test_socket_mode_slash_command_end_to_end(slack: SlackStandIn) -> None
 
         auth = await slack.wait_for_call("auth.test", timeout=WAIT)
         assert auth.token == "xoxb-test"
-        parent_call = await slack.wait_for_call("chat.postMessage", lambda c: "thread_ts" not in c.params, timeout=WAIT)
+        parent_call = await slack.wait_for_call(
+            "chat.postMessage", lambda c: "thread_ts" not in c.params, timeout=WAIT
+        )
         assert parent_call.response is not None
         parent_ts = parent_call.response["ts"]
         assert [m.text for m in slack.thread("C0OPS", parent_ts)] == ["ringing"]
@@ -419,7 +466,9 @@ async def test_socket_mode_hello_message_shape(slack: SlackStandIn) -> None:
             assert hello["connection_info"] == {"app_id": "A0APP"}
             assert "debug_info" in hello
             await slack.wait_connected(WAIT)
-            sender = asyncio.create_task(slack.send_envelope("events_api", {"event": {"type": "x"}}, timeout=WAIT))
+            sender = asyncio.create_task(
+                slack.send_envelope("events_api", {"event": {"type": "x"}}, timeout=WAIT)
+            )
             envelope = await ws.receive_json(timeout=WAIT)
             assert envelope["type"] == "events_api"
             assert envelope["accepts_response_payload"] is True
@@ -445,7 +494,11 @@ async def test_socket_mode_200_concurrent_envelopes(slack: SlackStandIn) -> None
         url = slack.response_url()
         acks = await asyncio.gather(
             *(
-                slack.send_envelope("slash_commands", slash_command_payload(text=str(i), response_url=url), timeout=WAIT)
+                slack.send_envelope(
+                    "slash_commands",
+                    slash_command_payload(text=str(i), response_url=url),
+                    timeout=WAIT,
+                )
                 for i in range(200)
             )
         )
@@ -464,12 +517,18 @@ async def test_socket_mode_reconnects_after_server_close(slack: SlackStandIn) ->
 
     async with socket_mode(slack, app):
         url = slack.response_url()
-        assert (await slack.send_envelope("slash_commands", slash_command_payload(text="1", response_url=url), timeout=WAIT))["payload"] == {"text": "ok"}
+        assert (
+            await slack.send_envelope(
+                "slash_commands", slash_command_payload(text="1", response_url=url), timeout=WAIT
+            )
+        )["payload"] == {"text": "ok"}
 
         await slack.disconnect_socket()
         await slack.wait_socket_connections(2, timeout=WAIT)
         assert len(slack.calls_to("apps.connections.open")) >= 2  # a fresh URL for every reconnect
-        ack = await slack.send_envelope("slash_commands", slash_command_payload(text="2", response_url=url), timeout=WAIT)
+        ack = await slack.send_envelope(
+            "slash_commands", slash_command_payload(text="2", response_url=url), timeout=WAIT
+        )
         assert ack["payload"] == {"text": "ok"}
         assert slack.envelopes[ack["envelope_id"]].connection >= 2
 
@@ -477,7 +536,9 @@ async def test_socket_mode_reconnects_after_server_close(slack: SlackStandIn) ->
         before = slack.socket_connections
         await slack.send_disconnect_message("refresh_requested")
         await slack.wait_socket_connections(before + 1, timeout=WAIT)
-        ack = await slack.send_envelope("slash_commands", slash_command_payload(text="3", response_url=url), timeout=WAIT)
+        ack = await slack.send_envelope(
+            "slash_commands", slash_command_payload(text="3", response_url=url), timeout=WAIT
+        )
         assert ack["payload"] == {"text": "ok"}
 
 
@@ -488,13 +549,16 @@ async def test_socket_mode_reconnects_after_abrupt_drop(slack: SlackStandIn) -> 
     async def call_command(ack: AsyncAck) -> None:
         await ack("ok")
 
-    # Detection takes up to ping_interval. Don't go much lower: slack_sdk passes heartbeat=ping_interval
-    # to aiohttp, which drops the connection if no pong comes within ping_interval / 2.
+    # Detection takes up to ping_interval. Don't go much lower: slack_sdk passes
+    # heartbeat=ping_interval to aiohttp, which drops the connection if no pong comes within
+    # ping_interval / 2.
     async with socket_mode(slack, app, ping_interval=2):
         await slack.disconnect_socket(abrupt=True)
         await slack.wait_socket_connections(2, timeout=WAIT)
         url = slack.response_url()
-        ack = await slack.send_envelope("slash_commands", slash_command_payload(text="x", response_url=url), timeout=WAIT)
+        ack = await slack.send_envelope(
+            "slash_commands", slash_command_payload(text="x", response_url=url), timeout=WAIT
+        )
         assert ack["payload"] == {"text": "ok"}
 
 
@@ -527,11 +591,15 @@ async def test_socket_mode_interactive_payloads_route_in_bolt(slack: SlackStandI
 
     @app.options("pick_user")
     async def options(ack: AsyncAck, payload: dict[str, Any]) -> None:
-        await ack(options=[{"text": {"type": "plain_text", "text": payload["value"]}, "value": "U1"}])
+        await ack(
+            options=[{"text": {"type": "plain_text", "text": payload["value"]}, "value": "U1"}]
+        )
 
     async with socket_mode(slack, app):
         url = slack.response_url()
-        ack = await slack.send_envelope("interactive", global_shortcut_payload(callback_id="global_call"), timeout=WAIT)
+        ack = await slack.send_envelope(
+            "interactive", global_shortcut_payload(callback_id="global_call"), timeout=WAIT
+        )
         assert "payload" not in ack
         assert seen["shortcut"]["type"] == "shortcut"
 
@@ -539,30 +607,47 @@ async def test_socket_mode_interactive_payloads_route_in_bolt(slack: SlackStandI
         await slack.send_envelope(
             "interactive",
             message_shortcut_payload(
-                callback_id="call_about_message", message_ts=target.ts, message_text=target.text or "", response_url=url
+                callback_id="call_about_message",
+                message_ts=target.ts,
+                message_text=target.text or "",
+                response_url=url,
             ),
             timeout=WAIT,
         )
         assert seen["message_action"]["message"]["ts"] == target.ts
 
-        bad = view_submission_payload(callback_id="place_call", values={"num": {"v": {"type": "plain_text_input", "value": "123"}}})
+        bad = view_submission_payload(
+            callback_id="place_call",
+            values={"num": {"v": {"type": "plain_text_input", "value": "123"}}},
+        )
         ack = await slack.send_envelope("interactive", bad, timeout=WAIT)
         assert ack["payload"] == {"response_action": "errors", "errors": {"num": "Use +E.164"}}
-        good = view_submission_payload(callback_id="place_call", values={"num": {"v": {"type": "plain_text_input", "value": "+1"}}})
+        good = view_submission_payload(
+            callback_id="place_call",
+            values={"num": {"v": {"type": "plain_text_input", "value": "+1"}}},
+        )
         ack = await slack.send_envelope("interactive", good, timeout=WAIT)
         assert "payload" not in ack
 
         await slack.send_envelope(
-            "interactive", block_actions_payload(action_id="hang_up", value="call-1", response_url=url), timeout=WAIT
+            "interactive",
+            block_actions_payload(action_id="hang_up", value="call-1", response_url=url),
+            timeout=WAIT,
         )
         assert seen["block_actions"]["actions"][0]["value"] == "call-1"
 
-        ack = await slack.send_envelope("interactive", block_suggestion_payload(action_id="pick_user", value="ali"), timeout=WAIT)
+        ack = await slack.send_envelope(
+            "interactive",
+            block_suggestion_payload(action_id="pick_user", value="ali"),
+            timeout=WAIT,
+        )
         assert ack["payload"]["options"][0]["text"]["text"] == "ali"
 
         # an unhandled request gets no ack from bolt: send_envelope times out with a hint
         with pytest.raises(AssertionError) as err:
-            await slack.send_envelope("interactive", global_shortcut_payload(callback_id="nobody"), timeout=0.5)
+            await slack.send_envelope(
+                "interactive", global_shortcut_payload(callback_id="nobody"), timeout=0.5
+            )
         assert "no ack" in str(err.value).lower()
 
 
@@ -576,7 +661,9 @@ async def test_stop_while_connected_fails_pending_acks() -> None:
         await slack.wait_connected(WAIT)
         # nobody listens for this shortcut, so bolt never acks it
         pending = asyncio.create_task(
-            slack.send_envelope("interactive", global_shortcut_payload(callback_id="nobody"), timeout=WAIT)
+            slack.send_envelope(
+                "interactive", global_shortcut_payload(callback_id="nobody"), timeout=WAIT
+            )
         )
         while not slack.envelopes:
             await asyncio.sleep(0.01)
@@ -598,9 +685,13 @@ def test_sign_matches_slack_sdk_verifier() -> None:
     body = slash_command_body(text="+1 814 404 3093", response_url="http://127.0.0.1:1/response/x")
     headers = sign(body, secret)
     verifier = SignatureVerifier(secret)
-    assert verifier.is_valid(body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"])
+    assert verifier.is_valid(
+        body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
+    )
     assert verifier.is_valid_request(body, headers)
-    assert not SignatureVerifier("other").is_valid(body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"])
+    assert not SignatureVerifier("other").is_valid(
+        body, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
+    )
     assert headers["Content-Type"] == "application/x-www-form-urlencoded"
     # an old timestamp is signed correctly but rejected by the verifier (older than 5 minutes)
     old = sign(body, secret, timestamp=1_600_000_000)
@@ -609,10 +700,23 @@ def test_sign_matches_slack_sdk_verifier() -> None:
 
     fields = dict(urllib.parse.parse_qsl(body.decode()))
     assert set(fields) == {
-        "token", "team_id", "team_domain", "channel_id", "channel_name", "user_id", "user_name",
-        "command", "text", "api_app_id", "is_enterprise_install", "response_url", "trigger_id",
+        "token",
+        "team_id",
+        "team_domain",
+        "channel_id",
+        "channel_name",
+        "user_id",
+        "user_name",
+        "command",
+        "text",
+        "api_app_id",
+        "is_enterprise_install",
+        "response_url",
+        "trigger_id",
     }
-    assert fields == slash_command_payload(text="+1 814 404 3093", response_url="http://127.0.0.1:1/response/x")
+    assert fields == slash_command_payload(
+        text="+1 814 404 3093", response_url="http://127.0.0.1:1/response/x"
+    )
     assert interactive_body({"a": 1}) == b"payload=%7B%22a%22%3A+1%7D"
 
 

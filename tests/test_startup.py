@@ -125,10 +125,16 @@ def test_example_policy_file_is_valid() -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"password": "wrong"}, "EVOVOICE_USERNAME / EVOVOICE_PASSWORD: Evo Voice refused the login"),
+        (
+            {"password": "wrong"},
+            "EVOVOICE_USERNAME / EVOVOICE_PASSWORD: Evo Voice refused the login",
+        ),
         ({"roles": ("Agent",)}, "lacks the Manager or SystemAdministrator role"),
-        ({"accounts": (("a-1", "One"), ("a-2", "Two"))}, "EVOVOICE_ACCOUNT_ID: the login reaches "
-         "several accounts; set it to one of: a-1 (One), a-2 (Two)"),
+        (
+            {"accounts": (("a-1", "One"), ("a-2", "Two"))},
+            "EVOVOICE_ACCOUNT_ID: the login reaches "
+            "several accounts; set it to one of: a-1 (One), a-2 (Two)",
+        ),
     ],
 )
 async def test_voice_login_problems_stop_start_up(
@@ -159,8 +165,9 @@ async def test_alias_and_caller_id_are_checked_against_the_account(
         await bot_factory("http", policy=policy)
     problems = raised.value.problems
     assert any("page in [flows]: flow ID 'flow-gone' does not exist" in p for p in problems)
-    assert any("default_caller_id: +1 814 ••• 0177 is not one of the account's" in p
-               for p in problems)
+    assert any(
+        "default_caller_id: +1 814 ••• 0177 is not one of the account's" in p for p in problems
+    )
 
 
 async def test_unreachable_voice_api_is_a_clear_start_up_error(bot_factory: BotFactory) -> None:
@@ -171,12 +178,18 @@ async def test_unreachable_voice_api_is_a_clear_start_up_error(bot_factory: BotF
 
 async def run_bot_process(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
     """`python -m bot` as a deployment runs it (from an empty folder: no stray .env is read)."""
-    full_env = {k: v for k, v in os.environ.items()
-                if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_"))}
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_"))
+    }
     full_env.update(env)
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot", env=full_env, cwd=cwd,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bot",
+        env=full_env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 
@@ -214,18 +227,22 @@ async def test_python_m_bot_serves_until_sigterm(
                 await slack.wait_connected()
                 from bot.standins.slack import slash_command_payload
 
-                await slack.send_envelope("slash_commands", slash_command_payload(
-                    text="+18144043093 escalation", response_url=url))
+                await slack.send_envelope(
+                    "slash_commands",
+                    slash_command_payload(text="+18144043093 escalation", response_url=url),
+                )
             else:
                 data = slash_command_body(text="+18144043093 escalation", response_url=url)
                 from tests.conftest import SIGNING_SECRET
 
-                async with http.post(base + "/slack/events", data=data,
-                                     headers=sign(data, SIGNING_SECRET)) as response:
+                async with http.post(
+                    base + "/slack/events", data=data, headers=sign(data, SIGNING_SECRET)
+                ) as response:
                     assert response.status == 200
             await evo.wait_for_posts(1, timeout=10)
-            await slack.wait_for_call("chat.postMessage", lambda c: "Call placed" in
-                                      str(c.params.get("text")), timeout=10)
+            await slack.wait_for_call(
+                "chat.postMessage", lambda c: "Call placed" in str(c.params.get("text")), timeout=10
+            )
     finally:
         process.send_signal(signal.SIGTERM)
         _, stderr = await asyncio.wait_for(process.communicate(), 30)
@@ -258,10 +275,14 @@ async def test_an_account_without_a_name_is_still_an_account() -> None:
 
     class TwoAccountsOneName:
         async def auth_status(self) -> AuthStatus:
-            return AuthStatus.model_validate({
-                "isAuthenticated": True, "roles": ["Manager"],
-                "accountIds": ["a-1", "a-2"], "accountNames": ["One"],
-            })
+            return AuthStatus.model_validate(
+                {
+                    "isAuthenticated": True,
+                    "roles": ["Manager"],
+                    "accountIds": ["a-1", "a-2"],
+                    "accountNames": ["One"],
+                }
+            )
 
     settings = load_settings(_env_file=None, **BASE)
     with pytest.raises(ConfigError) as raised:

@@ -11,8 +11,12 @@ import pytest
 from bot.storage.database import Database, DatabaseUrlError, Migration, _statements, sqlite_path
 
 MIGRATIONS = [
-    Migration(1, "counters", "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"),
-    Migration(2, "seed", "INSERT INTO counters VALUES ('calls', 0); INSERT INTO counters VALUES ('x', 1)"),
+    Migration(
+        1, "counters", "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+    ),
+    Migration(
+        2, "seed", "INSERT INTO counters VALUES ('calls', 0); INSERT INTO counters VALUES ('x', 1)"
+    ),
 ]
 
 
@@ -98,11 +102,19 @@ def test_statements_split_at_semicolons_outside_triggers_and_strings() -> None:
 
 async def test_a_migration_with_a_trigger_applies(tmp_path: Path) -> None:
     database = Database(f"sqlite:///{tmp_path / 'trigger.db'}")
-    await database.open([Migration(1, "t", """
+    await database.open(
+        [
+            Migration(
+                1,
+                "t",
+                """
         CREATE TABLE t (a INTEGER);
-        CREATE TRIGGER t_no_delete BEFORE DELETE ON t BEGIN SELECT RAISE(ABORT, 'kept; always'); END;
-        INSERT INTO t VALUES (1)
-    """)])
+        CREATE TRIGGER t_no_delete BEFORE DELETE ON t BEGIN SELECT RAISE(ABORT, 'kept; always');
+        END; INSERT INTO t VALUES (1)
+    """,
+            )
+        ]
+    )
     with pytest.raises(Exception, match="kept; always"):
         await database.execute("DELETE FROM t")
     await database.close()

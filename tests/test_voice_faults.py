@@ -57,7 +57,9 @@ async def test_ambiguous_failures_are_reported_unknown_and_never_resent(
     assert "Outcome unknown" in text and "did not retry" in text
 
 
-async def test_ambiguous_failure_names_the_session_found_afterwards(bot_factory: BotFactory) -> None:
+async def test_ambiguous_failure_names_the_session_found_afterwards(
+    bot_factory: BotFactory,
+) -> None:
     bot = await bot_factory("http")
     bot.evo.queue_outgoing(DropConnection())  # the stand-in places the call, then drops the answer
     await bot.command(f"{FULL} escalation")
@@ -105,8 +107,11 @@ async def test_unreachable_voice_api_dials_nothing_and_says_so(
     result = thread_result(bot)
     assert "could not be reached" in result and "nothing was dialled" in result
     # Retried with back-off (0.5 s, then 1 s; see test_evovoice), and bounded: three attempts.
-    attempts = [r for r in caplog.records
-                if "POST /sessions/outgoing failed: ConnectError" in r.getMessage()]
+    attempts = [
+        r
+        for r in caplog.records
+        if "POST /sessions/outgoing failed: ConnectError" in r.getMessage()
+    ]
     assert len(attempts) == 3
     assert bot.evo.outgoing_posts == []
 
@@ -121,8 +126,10 @@ async def test_a_slow_call_does_not_hold_up_other_requesters(bot_factory: BotFac
         "chat.postMessage", lambda c: "Call placed" in str(c.params.get("text"))
     )
     # The second call was confirmed while the first was still waiting for its answer.
-    assert not any("Outcome unknown" in str(c.params.get("text"))
-                   for c in bot.slack.calls_to("chat.postMessage"))
+    assert not any(
+        "Outcome unknown" in str(c.params.get("text"))
+        for c in bot.slack.calls_to("chat.postMessage")
+    )
     parents = [c for c in bot.slack.calls_to("chat.postMessage") if "thread_ts" not in c.params]
     second_parent = next(p for p in parents if "<@U0ADMIN>" in p.params["text"])
     assert placed.params["thread_ts"] == second_parent.response["ts"]
@@ -142,8 +149,11 @@ OTHER = "+18144043094"
 def reply_in_thread_of(bot: BotUnderTest, user_id: str) -> list[str]:
     """Results posted under the parent message of `user_id`'s call."""
     calls = bot.slack.calls_to("chat.postMessage")
-    parents = [c for c in calls if "thread_ts" not in c.params and f"<@{user_id}>" in
-               str(c.params.get("text")) and c.ok]
+    parents = [
+        c
+        for c in calls
+        if "thread_ts" not in c.params and f"<@{user_id}>" in str(c.params.get("text")) and c.ok
+    ]
     if not parents:
         return []
     ts = parents[0].response["ts"]
@@ -186,4 +196,3 @@ async def test_each_fault_tells_the_requester_posts_once_and_others_are_served(
         assert words in result, result
     assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts].count(FULL) == 1
     assert len(bot.evo.outgoing_posts) == 2
-

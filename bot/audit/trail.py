@@ -11,8 +11,8 @@ as it was written, whatever the code above it does. The attempt row is written *
 (decision `allowed`); the result follows as an event, so a crash mid-call still leaves a trace.
 
 The full number is never stored here. Its E.164 form is hashed with HMAC-SHA256 under a secret key,
-so the records of one number can be found (`/call history +1814…`) without keeping the number. The key
-is `AUDIT_HASH_KEY` when set, else one generated at first start and kept in the database
+so the records of one number can be found (`/call history +1814…`) without keeping the number. The
+key is `AUDIT_HASH_KEY` when set, else one generated at first start and kept in the database
 (`audit_keys`); hashes made under one key don't match those made under another.
 """
 

@@ -6,14 +6,15 @@ Evo Voice has no webhook for call progress, so every followed call is a task tha
 are followed at once without blocking anything: each task spends its time waiting.
 
 A call whose creation was unconfirmed ("outcome unknown"), or accepted without a session id, has no
-session yet: its task looks for it (`GET /sessions?to=…`, created since the attempt, not already tied
-to another call) until `find_for` has passed, then reports it as not found. No call is followed for
-longer than `follow_for`.
+session yet: its task looks for it (`GET /sessions?to=…`, created since the attempt, not already
+tied to another call) until `find_for` has passed, then reports it as not found. No call is followed
+for longer than `follow_for`.
 
 The calls being followed are rows in the database (`CallStore`), so `resume()` picks them up again
-after a restart. Every edit of a status message goes through `refresh()`, which draws the message from
-the row and edits it only when the drawing changed (one call at a time): Ringing → Connected → Ended
-is three versions of one message, however often the call was polled, and however often the bot restarted.
+after a restart. Every edit of a status message goes through `refresh()`, which draws the message
+from the row and edits it only when the drawing changed (one call at a time): Ringing → Connected →
+Ended is three versions of one message, however often the call was polled, and however often the bot
+restarted.
 """
 
 from __future__ import annotations
@@ -346,7 +347,9 @@ class CallFollower:
         started = dt.datetime.fromtimestamp(call.created_at, dt.UTC)
         fresh = sorted(
             (s for s in sessions if _created_since(s, since)),
-            key=lambda s: abs(((parse_timestamp(s.date_created) or since) - started).total_seconds()),
+            key=lambda s: abs(
+                ((parse_timestamp(s.date_created) or since) - started).total_seconds()
+            ),
         )
         taken = await self._store.sessions_taken([s.id for s in fresh])
         for session in fresh:

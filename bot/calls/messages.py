@@ -1,4 +1,5 @@
-"""Block Kit builders: pure functions from facts to messages. Every message carries a `text` fallback."""
+"""Block Kit builders: pure functions from facts to messages. Every message carries a `text`
+fallback."""
 
 from __future__ import annotations
 
@@ -69,7 +70,9 @@ def call_failed(description: str) -> Message:
 def call_unknown(description: str, session_id: str | None = None) -> Message:
     line = description
     if session_id:
-        line += f" A session to this number appeared just after the attempt: `{escape(session_id)}`."
+        line += (
+            f" A session to this number appeared just after the attempt: `{escape(session_id)}`."
+        )
     return Message(text=line, blocks=[_section(escape(line))])
 
 

@@ -213,7 +213,9 @@ class CallService:
         request = call.request
         # Recorded before dialling, so even a crash mid-call leaves a trace in the audit trail.
         attempt_id = await self._audit.allowed(call) if self._audit is not None else None
-        parent = views.call_parent(request.user_id, call.number.masked, call.flow_name, request.reason)
+        parent = views.call_parent(
+            request.user_id, call.number.masked, call.flow_name, request.reason
+        )
         try:
             thread = await self._notifier.start_thread(
                 request.channel_id,
@@ -247,7 +249,9 @@ class CallService:
         await self._record_result(attempt_id, result)
         posted = await self._notifier.post_reply(thread, message)
         if not posted.delivered:
-            logger.error("call %s outcome could not be posted for %s", result.outcome, request.user_id)
+            logger.error(
+                "call %s outcome could not be posted for %s", result.outcome, request.user_id
+            )
         if tracked is not None and self._follower is not None:
             await self._follower.begin(tracked, posted.ts)
         return self._finished(CallResult(

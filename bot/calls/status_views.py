@@ -68,7 +68,9 @@ def _headline(call: TrackedCall) -> str:
     if call.placement == Placement.UNKNOWN:
         line = escape(call.note or "⚠️ Outcome unknown.")
         if call.session_id:
-            line += f"\nA session to this number turned up in Evo Voice: `{escape(call.session_id)}`."
+            line += (
+                f"\nA session to this number turned up in Evo Voice: `{escape(call.session_id)}`."
+            )
         return line
     session = (
         f"session `{escape(call.session_id)}`" if call.session_id else "no session id returned yet"
@@ -239,7 +241,9 @@ def _what_happened(record: AuditRecord) -> str:
             parts.append(f"hung up by <@{hang_up.actor_id}>")
         return ", ".join(parts)
     if record.last(EventKind.NOT_FOUND) is not None:
-        return "❔ placed?, no session found" if result.kind == EventKind.UNKNOWN else "❔ not found"
+        if result.kind == EventKind.UNKNOWN:
+            return "❔ placed?, no session found"
+        return "❔ not found"
     if record.last(EventKind.UNFOLLOWED) is not None:
         return "⏱ no longer followed"
     if result.kind == EventKind.UNKNOWN and record.last(EventKind.SESSION_FOUND) is None:

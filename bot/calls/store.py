@@ -144,7 +144,8 @@ class CallStore:
         if not session_ids:
             return set()
         rows = await self._db.fetchall(
-            f"SELECT session_id FROM calls WHERE session_id IN ({','.join('?' * len(session_ids))})",
+            "SELECT session_id FROM calls WHERE session_id IN "
+            f"({','.join('?' * len(session_ids))})",
             session_ids,
         )
         return {str(row[0]) for row in rows}

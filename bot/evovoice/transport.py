@@ -125,7 +125,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 proxy_auth=proxy_auth,
             ) as response:
                 content = await response.read()
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _as_httpx_error(exc, request) from exc
         return httpx.Response(
             status_code=response.status,

@@ -1,12 +1,13 @@
 """The call form: opened by `/call` (see listeners.command) or the global shortcut, fed flow options
 through `block_suggestion`, validated in the ack of its submission, then dialled once.
 
-    open      ack → views.open right away (the trigger lives 3 s): the whole form when the role check
-              and the owned numbers come quickly, else a loading view that is updated once they do
+    open      ack → views.open right away (the trigger lives 3 s): the whole form when the
+              role check and the owned numbers come quickly, else a loading view that is
+              updated once they do
     options   the ack is the answer: flows matching the typed text, only for people with a role
     submit    role, then every field, all within VALIDATION_BUDGET_SECONDS; errors go back in the
               ack under their fields. A valid view is claimed (one call per view, however often
-              Submit is pressed), the ack closes the modal, and the call is placed in the background.
+              Submit is pressed), the ack closes the modal, the call is placed in the background.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ async def on_flow_options(ack: AsyncAck, body: dict[str, Any], context: AsyncBol
     query = str(body.get("value") or "")[:MAX_QUERY_CHARS]
     try:
         flows = await asyncio.wait_for(_flows_for(services, user_id, query), OPTIONS_BUDGET_SECONDS)
-    except (asyncio.TimeoutError, GroupLookupFailed, EvoVoiceError) as exc:
+    except (TimeoutError, GroupLookupFailed, EvoVoiceError) as exc:
         logger.warning("flow options for %s unavailable: %s", user_id, type(exc).__name__)
         flows = []
     await ack(options=forms.flow_options(flows))

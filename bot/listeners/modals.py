@@ -59,7 +59,7 @@ async def accept_once(
     """Validate, claim `claim_key`, start the work; every refusal goes back in the ack."""
     try:
         checked = await asyncio.wait_for(validation, budget)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         logger.warning("%s from %s: validation took too long", what, user_id)
         await refuse({wording.general_field: wording.too_slow})
         return

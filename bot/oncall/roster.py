@@ -132,7 +132,7 @@ class PhoneBook:
             response = await self._client.users_info(user=user_id)
         except SlackApiError as exc:
             raise ProfileUnavailable(str(exc.response.get("error", "unknown error"))) from None
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise ProfileUnavailable(type(exc).__name__) from None
         user = response.get("user") or {}
         profile = (user.get("profile") or {}) if isinstance(user, dict) else {}

@@ -72,6 +72,8 @@ def taken_message(override: Override, person: OnCallPerson, tz: ZoneInfo) -> Mes
     if override.replaces == override.user_id:
         line = f"📟 <@{override.user_id}> stays on call {until}."
     else:
-        line = f"📟 <@{override.user_id}> is now on call instead of <@{override.replaces}>, {until}."
+        line = (
+            f"📟 <@{override.user_id}> is now on call instead of <@{override.replaces}>, {until}."
+        )
     detail = f"Escalation calls will ring {reach(person)}."
     return Message(text=f"{line} {detail}", blocks=[_section(line), _context(detail)])

@@ -339,7 +339,8 @@ async def check_evovoice_account(c: Checkup) -> list[Finding]:
         else:
             fix = "set EVOVOICE_ACCOUNT_ID to one of the accounts listed"
         return [Finding(Status.FAIL, subject, problem, fix) for problem in exc.problems]
-    names = dict(zip(c.auth_status.account_ids, c.auth_status.account_names))
+    # A shorter list of names leaves the last accounts unnamed, not unchecked.
+    names = dict(zip(c.auth_status.account_ids, c.auth_status.account_names, strict=False))
     name = names.get(c.account_id)
     return passed(subject, f"{c.account_id}" + (f" ({name})" if name else ""))
 

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal, TextIO
 
-# Newlines would start a fake log line; bidi and zero-width controls can make one line read as another.
+# Newlines would start a fake log line; bidi and zero-width controls can make one line read as
+# another.
 _UNSAFE = re.compile(r"[\r\n\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 # Libraries that log request URLs or bodies at INFO/DEBUG: bodies and `to=` queries hold phone

@@ -59,7 +59,7 @@ class Readiness:
         """Each probe's problem, or None when it passed."""
         names = list(self._probes)
         problems = await asyncio.gather(*(self._check_one(name) for name in names))
-        return dict(zip(names, problems))
+        return dict(zip(names, problems, strict=True))
 
     async def _check_one(self, name: str) -> str | None:
         cached = self._results.get(name)

@@ -1,8 +1,10 @@
-"""Telling people: a parent message and thread replies in the channel, with `response_url` as fallback.
+"""Telling people: a parent message and thread replies in the channel, with `response_url` as
+fallback.
 
 The bot can't post where it isn't a member (`not_in_channel`, `channel_not_found`: private channels,
-DMs between people). Then the command's `response_url` carries the news instead, but it keeps no `ts`,
-so later replies go there too rather than into a thread. The requester must always learn the outcome.
+DMs between people). Then the command's `response_url` carries the news instead, but it keeps no
+`ts`, so later replies go there too rather than into a thread. The requester must always learn the
+outcome.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ class NotDelivered(Exception):
 
 @dataclass
 class Thread:
-    """Where a call's news goes: a channel thread (`ts`), or `response_url` when the bot can't post."""
+    """Where a call's news goes: a channel thread (`ts`), or `response_url` when the bot can't
+    post."""
 
     channel: str
     ts: str | None
@@ -71,7 +74,8 @@ class Notifier:
         response_url: str | None,
         thread_ts: str | None = None,
     ) -> Thread:
-        """Post the parent message (or reply under `thread_ts`); raise NotDelivered if nobody hears it.
+        """Post the parent message (or reply under `thread_ts`); raise NotDelivered if nobody hears
+        it.
 
         Called before dialling: a call is only placed once we know its news can reach someone.
         """
@@ -105,7 +109,9 @@ class Notifier:
                 )
                 return Posted(True, str(response["ts"]) if response.get("ts") else None)
             except SLACK_FAILURES as exc:
-                logger.warning("thread reply in %s failed (%s)", thread.channel, slack_error_code(exc))
+                logger.warning(
+                    "thread reply in %s failed (%s)", thread.channel, slack_error_code(exc)
+                )
                 if thread.response_url is None:
                     return Posted(False)
                 # Out of the thread, the result alone would lack context: send both together.
@@ -141,7 +147,9 @@ class Notifier:
         self, *, user_id: str, channel_id: str | None, response_url: str | None, message: Message
     ) -> bool:
         """An ephemeral word for one person: `response_url`, else an ephemeral post, else a DM."""
-        if response_url is not None and await self._respond(response_url, message, in_channel=False):
+        if response_url is not None and await self._respond(
+            response_url, message, in_channel=False
+        ):
             return True
         if channel_id is not None:
             try:
@@ -174,7 +182,7 @@ class Notifier:
                 response_type="in_channel" if in_channel else "ephemeral",
                 replace_original=replace_original,
             )
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             logger.warning("response_url post failed (%s)", type(exc).__name__)
             return False
         if response.status_code != 200:

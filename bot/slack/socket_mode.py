@@ -68,7 +68,7 @@ class ObservedSocketModeHandler(AsyncSocketModeHandler):
         """Wait (at most `timeout` s) until every envelope received so far has been answered."""
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.warning("closing Socket Mode with %d request(s) still unanswered",
                            self._in_flight)
 

@@ -8,8 +8,8 @@ One aiohttp server on 127.0.0.1 (free port) plays three parts of Slack:
 * **response_url** endpoints (``/response/<id>``): mint one with :meth:`SlackStandIn.response_url`,
   put it in a slash-command or interactive payload, and read what the app posted back.
 * **Socket Mode** (``/link/``): ``apps.connections.open`` answers ``ws_url``; the stand-in sends
-  ``hello``, then envelopes (:meth:`SlackStandIn.send_envelope`) and routes the client's acks back by
-  ``envelope_id``.
+  ``hello``, then envelopes (:meth:`SlackStandIn.send_envelope`) and routes the client's acks back
+  by ``envelope_id``.
 
 Module-level helpers build what Slack sends to an app: signed HTTP bodies (:func:`sign`,
 :func:`slash_command_body`, :func:`interactive_body`) and payloads (:func:`slash_command_payload`,
@@ -35,7 +35,8 @@ import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Union
+from typing import Any
+from collections.abc import Awaitable, Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -66,7 +67,13 @@ TEAM_DOMAIN = "test"
 WORKSPACE_URL = "https://test.slack.com/"
 DEFAULT_TRIGGER_ID = "13345224609.738474920.8088930838d88f008e0"
 VERIFICATION_TOKEN = "vErIfIcAtIoNtOkEnStAnDiN"
-DEFAULT_BOT_SCOPES = ("commands", "chat:write", "chat:write.public", "usergroups:read", "users:read")
+DEFAULT_BOT_SCOPES = (
+    "commands",
+    "chat:write",
+    "chat:write.public",
+    "usergroups:read",
+    "users:read",
+)
 
 # Parameters that slack_sdk sends JSON-encoded inside form bodies; decoded for convenience.
 _JSON_PARAMS = ("blocks", "attachments", "view", "metadata")
@@ -157,7 +164,12 @@ class Message:
         if self.bot_id is not None:
             msg["bot_id"] = self.bot_id
             msg["app_id"] = APP_ID
-            msg["bot_profile"] = {"id": self.bot_id, "app_id": APP_ID, "name": "callbot", "team_id": team_id}
+            msg["bot_profile"] = {
+                "id": self.bot_id,
+                "app_id": APP_ID,
+                "name": "callbot",
+                "team_id": team_id,
+            }
         msg["team"] = team_id
         if self.blocks is not None:
             msg["blocks"] = self.blocks
@@ -234,8 +246,8 @@ class _Conn:
     silent: bool = False
 
 
-HandlerResult = Union[JSONDict, ApiReply, None]
-Handler = Callable[[ApiCall], Union[HandlerResult, Awaitable[HandlerResult]]]
+HandlerResult = JSONDict | ApiReply | None
+Handler = Callable[[ApiCall], HandlerResult | Awaitable[HandlerResult]]
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -312,7 +324,8 @@ class SlackStandIn:
         # Socket Mode state
         self.socket_connections: int = 0
         self.socket_messages: list[JSONDict] = []
-        """Every text message a Socket Mode client sent (parsed JSON; ``{"raw": text}`` if not JSON)."""
+        """Every text message a Socket Mode client sent (parsed JSON; ``{"raw": text}`` if not
+        JSON)."""
         self.envelopes: dict[str, EnvelopeRecord] = {}
         self._conns: list[_Conn] = []
         self._ack_futures: dict[str, asyncio.Future[JSONDict]] = {}
@@ -374,7 +387,9 @@ class SlackStandIn:
         await asyncio.gather(*(self._close_ws(c) for c in conns), return_exceptions=True)
         for envelope_id, fut in self._ack_futures.items():
             if not fut.done():
-                fut.set_exception(AssertionError(f"SlackStandIn stopped before envelope {envelope_id} was acked"))
+                fut.set_exception(
+                    AssertionError(f"SlackStandIn stopped before envelope {envelope_id} was acked")
+                )
                 fut.exception()  # mark retrieved: nobody may be waiting
         self._ack_futures.clear()
         runner, self._runner = self._runner, None
@@ -406,7 +421,7 @@ class SlackStandIn:
                 raise AssertionError(describe())
             try:
                 await asyncio.wait_for(event.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     # ---------------------------------------------------------------- Web API: public helpers
@@ -435,7 +450,8 @@ class SlackStandIn:
         predicate: Callable[[ApiCall], bool] | None = None,
         timeout: float = 5.0,
     ) -> list[ApiCall]:
-        """The first ``n`` calls to ``method`` (matching ``predicate``), waiting for them if needed."""
+        """The first ``n`` calls to ``method`` (matching ``predicate``), waiting for them if
+        needed."""
 
         def check() -> list[ApiCall] | None:
             found = [c for c in self.calls_to(method) if predicate is None or predicate(c)]
@@ -521,7 +537,11 @@ class SlackStandIn:
         A user id as ``channel`` is mapped to the bot's DM channel with that user.
         """
         channel = self._dm_channel_if_user(channel)
-        replies = [m for m in self.messages.values() if m.channel == channel and m.thread_ts == ts and m.ts != ts]
+        replies = [
+            m
+            for m in self.messages.values()
+            if m.channel == channel and m.thread_ts == ts and m.ts != ts
+        ]
         return sorted(replies, key=lambda m: _ts_key(m.ts))
 
     def channel_messages(self, channel: str) -> list[Message]:
@@ -635,7 +655,10 @@ class SlackStandIn:
             if isinstance(result, dict):
                 return ApiReply(result)
             if result is not None:
-                raise TypeError(f"on({method!r}) handler returned {type(result).__name__}, not dict/ApiReply/None")
+                raise TypeError(
+                    f"on({method!r}) handler returned {type(result).__name__}, "
+                    "not dict/ApiReply/None"
+                )
         default = self._defaults.get(method)
         if default is None:
             return ApiReply(_err("unknown_method", req_method=method))
@@ -676,8 +699,14 @@ class SlackStandIn:
             return parent.thread_ts
         return thread_ts
 
-    def _validate_message_content(self, params: JSONDict, *, require_content: bool = True) -> str | None:
-        text, blocks, attachments = params.get("text"), params.get("blocks"), params.get("attachments")
+    def _validate_message_content(
+        self, params: JSONDict, *, require_content: bool = True
+    ) -> str | None:
+        text, blocks, attachments = (
+            params.get("text"),
+            params.get("blocks"),
+            params.get("attachments"),
+        )
         if require_content and not text and not blocks and not attachments:
             return "no_text"
         if blocks is not None:
@@ -732,7 +761,13 @@ class SlackStandIn:
             user=self.bot_user_id,
             bot_id=self.bot_id,
             metadata=p.get("metadata"),
-            versions=[{"text": p.get("text"), "blocks": p.get("blocks"), "attachments": p.get("attachments")}],
+            versions=[
+                {
+                    "text": p.get("text"),
+                    "blocks": p.get("blocks"),
+                    "attachments": p.get("attachments"),
+                }
+            ],
             params=dict(p),
         )
         self.messages[(channel, ts)] = msg
@@ -759,8 +794,16 @@ class SlackStandIn:
             msg.attachments = p["attachments"] or None
         if "metadata" in p:
             msg.metadata = p["metadata"]
-        msg.versions.append({"text": msg.text, "blocks": msg.blocks, "attachments": msg.attachments})
-        return {"ok": True, "channel": channel, "ts": ts, "text": msg.text or "", "message": msg.to_api(self.team_id)}
+        msg.versions.append(
+            {"text": msg.text, "blocks": msg.blocks, "attachments": msg.attachments}
+        )
+        return {
+            "ok": True,
+            "channel": channel,
+            "ts": ts,
+            "text": msg.text or "",
+            "message": msg.to_api(self.team_id),
+        }
 
     def _chat_delete(self, call: ApiCall) -> JSONDict:
         channel, ts = call.params.get("channel", ""), call.params.get("ts", "")
@@ -824,7 +867,9 @@ class SlackStandIn:
         self._used_triggers.add(trigger_id)
         return None
 
-    def _store_view(self, posted: JSONDict, *, view_id: str | None, opened_by: str, trigger_id: str | None) -> View:
+    def _store_view(
+        self, posted: JSONDict, *, view_id: str | None, opened_by: str, trigger_id: str | None
+    ) -> View:
         if view_id is None:
             view_id = self._new_id("V")
             record = View(
@@ -868,7 +913,12 @@ class SlackStandIn:
     def _validated_view(self, call: ApiCall) -> JSONDict | ApiReply:
         view = call.params.get("view")
         if not isinstance(view, dict):
-            return ApiReply(_err("invalid_arguments", response_metadata={"messages": ["[ERROR] missing required field: view"]}))
+            return ApiReply(
+                _err(
+                    "invalid_arguments",
+                    response_metadata={"messages": ["[ERROR] missing required field: view"]},
+                )
+            )
         problems = _view_problems(view)
         if problems:
             return ApiReply(_err("invalid_arguments", response_metadata={"messages": problems}))
@@ -907,7 +957,9 @@ class SlackStandIn:
         expected_hash = call.params.get("hash")
         if expected_hash and expected_hash != record.hash:
             return _err("hash_conflict")
-        self._store_view(posted, view_id=record.id, opened_by=record.opened_by, trigger_id=record.trigger_id)
+        self._store_view(
+            posted, view_id=record.id, opened_by=record.opened_by, trigger_id=record.trigger_id
+        )
         return {"ok": True, "view": record.view}
 
     def _views_publish(self, call: ApiCall) -> JSONDict | ApiReply:
@@ -924,7 +976,9 @@ class SlackStandIn:
             record.user_id = user_id
             self.home_views[user_id] = record
         else:
-            record = self._store_view(posted, view_id=existing.id, opened_by=call.method, trigger_id=None)
+            record = self._store_view(
+                posted, view_id=existing.id, opened_by=call.method, trigger_id=None
+            )
         return {"ok": True, "view": record.view}
 
     def _usergroups_users_list(self, call: ApiCall) -> JSONDict:
@@ -1003,7 +1057,10 @@ class SlackStandIn:
         users = [u for u in users if u]
         if not users:
             return _err("users_list_not_supplied")
-        return {"ok": True, "channel": {"id": self.dm_channel(users[0]) if len(users) == 1 else self._new_id("G")}}
+        return {
+            "ok": True,
+            "channel": {"id": self.dm_channel(users[0]) if len(users) == 1 else self._new_id("G")},
+        }
 
     # ---------------------------------------------------------------- response_url
 
@@ -1032,7 +1089,10 @@ class SlackStandIn:
 
         def describe() -> str:
             got = self.responses.get(rid, [])
-            lines = [f"Timed out after {timeout}s waiting for {n} post(s) to response_url {rid}; got {len(got)}:"]
+            lines = [
+                f"Timed out after {timeout}s waiting for {n} post(s) to response_url {rid}; "
+                f"got {len(got)}:"
+            ]
             lines += [f"  {_short(b, 300)}" for b in got]
             others = [p for p in self.response_posts if p.id != rid]
             if others:
@@ -1070,7 +1130,12 @@ class SlackStandIn:
             status, answer = 400, "invalid_payload"
         elif len(self.responses[rid]) >= self.response_url_max_posts:
             status, answer = 404, "used_url"
-        elif not (body.get("text") or body.get("blocks") or body.get("attachments") or body.get("delete_original")):
+        elif not (
+            body.get("text")
+            or body.get("blocks")
+            or body.get("attachments")
+            or body.get("delete_original")
+        ):
             status, answer = 400, "no_text"
         self.response_posts.append(
             ResponsePost(
@@ -1098,22 +1163,28 @@ class SlackStandIn:
         await self._wait_until(
             lambda: self.open_socket_connections > 0,
             timeout,
-            lambda: self._socket_state(f"Timed out after {timeout}s waiting for a Socket Mode connection."),
+            lambda: self._socket_state(
+                f"Timed out after {timeout}s waiting for a Socket Mode connection."
+            ),
         )
 
     async def wait_socket_connections(self, n: int, timeout: float = 5.0) -> None:
-        """Wait until ``socket_connections >= n`` and one of them is open (e.g. after a reconnect)."""
+        """Wait until ``socket_connections >= n`` and one of them is open (e.g. after a
+        reconnect)."""
         await self._wait_until(
             lambda: self.socket_connections >= n and self.open_socket_connections > 0,
             timeout,
-            lambda: self._socket_state(f"Timed out after {timeout}s waiting for Socket Mode connection #{n}."),
+            lambda: self._socket_state(
+                f"Timed out after {timeout}s waiting for Socket Mode connection #{n}."
+            ),
         )
 
     def _socket_state(self, headline: str) -> str:
         opens = self.calls_to("apps.connections.open")
         lines = [
             headline,
-            f"socket_connections accepted so far: {self.socket_connections}, open now: {self.open_socket_connections}",
+            f"socket_connections accepted so far: {self.socket_connections}, "
+            f"open now: {self.open_socket_connections}",
             f"apps.connections.open calls: {len(opens)}",
         ]
         lines += [f"  {c.brief()}" for c in opens[-5:]]
@@ -1232,18 +1303,24 @@ class SlackStandIn:
             raise AssertionError(f"No envelope {envelope_id!r} was sent")
         try:
             return await asyncio.wait_for(asyncio.shield(fut), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(self._ack_timeout_dump(envelope_id, timeout)) from None
 
     def _ack_timeout_dump(self, envelope_id: str, timeout: float) -> str:
         record = self.envelopes.get(envelope_id)
         lines = [
             f"Timed out after {timeout}s waiting for the ack of envelope {envelope_id}"
-            + (f" (type {record.type!r}, sent on connection #{record.connection})" if record else ""),
-            "Note: slack_bolt sends NO ack when the request is unhandled (no matching listener: 404) or "
-            "authorization failed (e.g. auth.test failed), and none if the listener never calls ack().",
+            + (
+                f" (type {record.type!r}, sent on connection #{record.connection})"
+                if record
+                else ""
+            ),
+            "Note: slack_bolt sends NO ack when the request is unhandled (no matching listener: "
+            "404) or authorization failed (e.g. auth.test failed), and none if the listener never "
+            "calls ack().",
             self._socket_state("Socket Mode state:"),
-            f"acked envelopes: {sum(1 for r in self.envelopes.values() if r.ack is not None)} of {len(self.envelopes)}",
+            f"acked envelopes: {sum(1 for r in self.envelopes.values() if r.ack is not None)} "
+            f"of {len(self.envelopes)}",
         ]
         if record is not None:
             lines.append(f"payload: {_short(record.payload, 400)}")
@@ -1263,7 +1340,8 @@ class SlackStandIn:
     ) -> JSONDict:
         """Send ``{"envelope_id", "type", "payload", "accepts_response_payload"}`` to the connected
         client and return its ack. Many may be in flight at once; acks are routed by envelope_id.
-        Raises AssertionError (with a state dump) if no connection or ack comes within ``timeout``."""
+        Raises AssertionError (with a state dump) if no connection or ack comes within
+        ``timeout``."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         envelope_id = await self.post_envelope(
@@ -1273,8 +1351,10 @@ class SlackStandIn:
 
     async def _close_ws(self, conn: _Conn) -> None:
         try:
-            await asyncio.wait_for(conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server closing"), 5.0)
-        except (asyncio.TimeoutError, ConnectionError):
+            await asyncio.wait_for(
+                conn.ws.close(code=WSCloseCode.GOING_AWAY, message=b"server closing"), 5.0
+            )
+        except (TimeoutError, ConnectionError):
             pass
 
     async def disconnect_socket(self, *, abrupt: bool = False) -> None:
@@ -1310,8 +1390,11 @@ class SlackStandIn:
 
     async def send_disconnect_message(self, reason: str = "refresh_requested") -> None:
         """Send Slack's ``{"type": "disconnect", "reason": …}`` message (as before a connection
-        refresh) to every open connection. The slack_sdk client then opens a new connection itself."""
-        message = json.dumps({"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-standin"}})
+        refresh) to every open connection. The slack_sdk client then opens a new connection
+        itself."""
+        message = json.dumps(
+            {"type": "disconnect", "reason": reason, "debug_info": {"host": "applink-standin"}}
+        )
         for conn in [c for c in self._conns if c.open]:
             async with conn.send_lock:
                 await conn.ws.send_str(message)
@@ -1346,22 +1429,38 @@ def _block_problems(blocks: list[Any], pointer: str) -> list[str]:
             return
         block_id = node.get("block_id")
         if isinstance(block_id, str) and len(block_id) > 255:
-            problems.append(f"[ERROR] must be less than 256 characters [json-pointer:{ptr}/block_id]")
+            problems.append(
+                f"[ERROR] must be less than 256 characters [json-pointer:{ptr}/block_id]"
+            )
         for key in ("label", "hint"):
             text = _text_of(node.get(key))
             if text is not None and len(text) > 2000:
-                problems.append(f"[ERROR] must be less than 2001 characters [json-pointer:{ptr}/{key}/text]")
+                problems.append(
+                    f"[ERROR] must be less than 2001 characters [json-pointer:{ptr}/{key}/text]"
+                )
         options = node.get("options")
-        if isinstance(options, list) and options and all(isinstance(o, dict) and "value" in o for o in options):
+        if (
+            isinstance(options, list)
+            and options
+            and all(isinstance(o, dict) and "value" in o for o in options)
+        ):
             if len(options) > 100:
-                problems.append(f"[ERROR] must provide no more than 100 items [json-pointer:{ptr}/options]")
+                problems.append(
+                    f"[ERROR] must provide no more than 100 items [json-pointer:{ptr}/options]"
+                )
             for i, option in enumerate(options):
                 text = _text_of(option.get("text"))
                 if text is not None and len(text) > 75:
-                    problems.append(f"[ERROR] must be less than 76 characters [json-pointer:{ptr}/options/{i}/text/text]")
+                    problems.append(
+                        "[ERROR] must be less than 76 characters "
+                        f"[json-pointer:{ptr}/options/{i}/text/text]"
+                    )
                 value = option.get("value")
                 if isinstance(value, str) and len(value) > 150:
-                    problems.append(f"[ERROR] must be less than 151 characters [json-pointer:{ptr}/options/{i}/value]")
+                    problems.append(
+                        "[ERROR] must be less than 151 characters "
+                        f"[json-pointer:{ptr}/options/{i}/value]"
+                    )
         for key, value in node.items():
             if isinstance(value, (dict, list)) and key != "options":
                 walk(value, f"{ptr}/{key}")
@@ -1380,26 +1479,39 @@ def _view_problems(view: JSONDict) -> list[str]:
         if title is None:
             problems.append("[ERROR] missing required field: title [json-pointer:/view]")
         elif len(title) > 24:
-            problems.append("[ERROR] must be less than 25 characters [json-pointer:/view/title/text]")
+            problems.append(
+                "[ERROR] must be less than 25 characters [json-pointer:/view/title/text]"
+            )
         for key in ("submit", "close"):
             text = _text_of(view.get(key))
             if text is not None and len(text) > 24:
-                problems.append(f"[ERROR] must be less than 25 characters [json-pointer:/view/{key}/text]")
+                problems.append(
+                    f"[ERROR] must be less than 25 characters [json-pointer:/view/{key}/text]"
+                )
     blocks = view.get("blocks")
     if not isinstance(blocks, list):
         problems.append("[ERROR] missing required field: blocks [json-pointer:/view]")
     else:
         if len(blocks) > 100:
-            problems.append("[ERROR] must provide no more than 100 items [json-pointer:/view/blocks]")
-        if vtype == "modal" and view.get("submit") is None and any(
-            isinstance(b, dict) and b.get("type") == "input" for b in blocks
+            problems.append(
+                "[ERROR] must provide no more than 100 items [json-pointer:/view/blocks]"
+            )
+        if (
+            vtype == "modal"
+            and view.get("submit") is None
+            and any(isinstance(b, dict) and b.get("type") == "input" for b in blocks)
         ):
-            problems.append("[ERROR] must provide a submit property when using input blocks [json-pointer:/view]")
+            problems.append(
+                "[ERROR] must provide a submit property when using input blocks "
+                "[json-pointer:/view]"
+            )
         problems += _block_problems(blocks, "/view/blocks")
     for key, limit in (("private_metadata", 3000), ("callback_id", 255), ("external_id", 255)):
         value = view.get(key)
         if isinstance(value, str) and len(value) > limit:
-            problems.append(f"[ERROR] must be less than {limit + 1} characters [json-pointer:/view/{key}]")
+            problems.append(
+                f"[ERROR] must be less than {limit + 1} characters [json-pointer:/view/{key}]"
+            )
     return problems
 
 
@@ -1463,7 +1575,8 @@ def slash_command_body(
     user_name: str = "manager",
     channel_name: str = "ops",
 ) -> bytes:
-    """The form-encoded body Slack POSTs for a slash command in HTTP mode (sign it with :func:`sign`)."""
+    """The form-encoded body Slack POSTs for a slash command in HTTP mode (sign it with
+    :func:`sign`)."""
     payload = slash_command_payload(
         text=text,
         user_id=user_id,
@@ -1529,7 +1642,12 @@ def message_shortcut_payload(
     trigger_id: str = DEFAULT_TRIGGER_ID,
 ) -> JSONDict:
     """A message shortcut (``type: message_action``) on the message ``(channel_id, message_ts)``."""
-    message: JSONDict = {"type": "message", "user": message_user, "ts": message_ts, "text": message_text}
+    message: JSONDict = {
+        "type": "message",
+        "user": message_user,
+        "ts": message_ts,
+        "text": message_text,
+    }
     if thread_ts is not None:
         message["thread_ts"] = thread_ts
     return {
@@ -1602,7 +1720,8 @@ def view_submission_payload(
 ) -> JSONDict:
     """A ``view_submission``. ``values`` is ``view.state.values``:
     ``{block_id: {action_id: {"type": "plain_text_input", "value": "..."}}}``.
-    ``view`` (e.g. the one the app opened, from ``standin.views[id].versions[-1]``) fills the rest."""
+    ``view`` (e.g. the one the app opened, from ``standin.views[id].versions[-1]``) fills the
+    rest."""
     return {
         "type": "view_submission",
         "team": _team(team_id),
