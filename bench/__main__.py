@@ -1,4 +1,5 @@
-"""`python -m bench`: run the bursts, print the table, write the JSON (and the results block of docs/benchmark.md)."""
+"""`python -m bench`: run the bursts, print the table, write the JSON (and the results block of
+docs/benchmark.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The results as a Markdown table, the issue's targets checked against them, the block in docs/benchmark.md."""
+"""The results as a Markdown table, the issue's targets checked against them, the block in
+docs/benchmark.md."""
 
 from __future__ import annotations
 
