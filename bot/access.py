@@ -15,6 +15,8 @@ from bot.errors import GroupLookupFailed, RoleDenied
 logger = logging.getLogger(__name__)
 
 GROUP_CACHE_SECONDS = 300.0
+# Slack's answer to usergroups.users.list for a group ID the workspace doesn't have.
+NO_SUCH_GROUP = "no_such_subteam"
 
 
 class UserGroups:
@@ -31,6 +33,15 @@ class UserGroups:
                 response = await self._client.usergroups_users_list(usergroup=group_id)
             except SlackApiError as exc:
                 error = str(exc.response.get("error", "unknown error"))
+                if error == NO_SUCH_GROUP:
+                    # A mistake in the policy file, not a passing failure: asking again won't
+                    # help, so the group grants nothing and the operators hear about it.
+                    logger.warning(
+                        "user group %s in [roles] does not exist in this workspace (%s): it "
+                        "grants nobody a role; fix [roles] in the policy file (`callbot check` "
+                        "lists every ID Slack doesn't know)", group_id, error,
+                    )
+                    return frozenset()
                 raise GroupLookupFailed(group_id, error) from None
             return frozenset(response.get("users") or ())
 

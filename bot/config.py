@@ -12,6 +12,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -537,11 +538,51 @@ def _describe(error: ValidationError, *, prefix: str, env: bool) -> list[str]:
     return problems
 
 
+FILE_SUFFIX = "_FILE"
+
+
+def settings_from_files(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[dict[str, str], list[str]]:
+    """Settings read from the files that `NAME_FILE` variables name (Docker and Kubernetes secrets).
+
+    Only the environment is searched for `NAME_FILE`; a value in the environment for NAME itself
+    makes it ambiguous, which is a problem rather than a silent choice.
+    """
+    environ = os.environ if environ is None else environ
+    present = {key.upper(): value for key, value in environ.items()}
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    for field in Settings.model_fields:
+        name = field.upper()
+        path = present.get(name + FILE_SUFFIX)
+        if not path:
+            continue
+        if name in present:
+            problems.append(f"{name}: both {name} and {name}{FILE_SUFFIX} are set; keep one")
+            continue
+        try:
+            # Secret files usually end with a newline that is no part of the secret.
+            values[field] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            problems.append(f"{name}: cannot read {name}{FILE_SUFFIX} ({path}): {reason}")
+    return values, problems
+
+
 def load_settings(**overrides: Any) -> Settings:
+    from_files, problems = settings_from_files()
+    arguments = {**from_files, **overrides}
     try:
-        return Settings(**overrides)
+        settings = Settings(**arguments)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, prefix="", env=True)) from None
+        described = _describe(exc, prefix="", env=True)
+        named = {problem.partition(":")[0] for problem in problems}
+        raise ConfigError(problems + [p for p in described
+                                      if p.partition(":")[0] not in named]) from None
+    if problems:
+        raise ConfigError(problems)
+    return settings
 
 
 def load_policy(path: Path) -> Policy:

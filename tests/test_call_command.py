@@ -98,6 +98,26 @@ async def test_group_lookup_failure_is_explained(bot_factory: BotFactory) -> Non
     assert bot.evo.outgoing_posts == []
 
 
+async def test_a_user_group_that_does_not_exist_grants_nothing_and_warns_the_operators(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`no_such_subteam` is a mistake in [roles]: "not allowed", never "try again in a minute"."""
+    bot = await bot_factory("http")
+    del bot.slack.usergroups["S0LEADS"]
+    _, url = await bot.command(f"{FULL} escalation", user_id="U0LEAD1")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert "Manager" in answer["text"] and "try again" not in answer["text"].lower()
+    assert bot.evo.outgoing_posts == []
+    warnings = [r for r in caplog.records
+                if r.levelname == "WARNING" and "S0LEADS" in r.getMessage()]
+    assert warnings and "does not exist" in warnings[0].getMessage()
+    # People listed directly still may call.
+    await bot.command(f"{FULL} escalation", user_id="U0MANAGER")
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+
+
 @pytest.mark.parametrize(
     ("number", "expected"),
     [

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 from bot.config import Settings
+from bot.runtime import ACK_GRACE_SECONDS, SHUTDOWN_GRACE_SECONDS
 
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text()
@@ -33,3 +34,13 @@ def test_readme_is_a_users_guide_and_the_rest_lives_in_docs() -> None:
     assert "bench:begin" not in README
     for doc in ("docs/benchmark.md", "docs/development.md"):
         assert (ROOT / doc).is_file() and f"]({doc})" in README
+
+
+def test_the_container_section_gives_the_bot_time_to_stop() -> None:
+    """Docker kills after 10 s by default, well inside the bot's own shutdown grace."""
+    section = README.split("### Running in a container", 1)[1].split("\n### ", 1)[0]
+    needed = 2 * SHUTDOWN_GRACE_SECONDS + ACK_GRACE_SECONDS  # drain, acks, escalations pause
+    timeouts = [int(s) for s in re.findall(r"--stop-timeout (\d+)", section)]
+    assert timeouts and all(t > needed for t in timeouts)
+    assert f"stop_grace_period: {timeouts[0]}s" in section
+    assert f"terminationGracePeriodSeconds: {timeouts[0]}" in section

@@ -93,7 +93,9 @@ async def test_a_good_set_up_passes_every_check_and_changes_nothing(
         assert subjects["Socket Mode token"].status is Status.SKIP
         assert "callbot manifest --http" in subjects["Socket Mode token"].detail
     # Read-only everywhere: Slack was only asked who we are, Evo Voice only read, the DB untouched.
-    assert {c.method for c in slack.calls} <= {"auth.test", "apps.connections.open"}
+    assert {c.method for c in slack.calls} <= {"auth.test", "apps.connections.open",
+                                               "users.info", "usergroups.users.list"}
+    assert "2 users and 1 user group found" in subjects["Slack IDs"].detail
     assert {r.method for r in evo.requests} == {"GET"}
     assert snapshot(policy_path.parent) == before
 
@@ -416,3 +418,72 @@ def test_readme_troubleshooting_covers_every_check() -> None:
     assert len(subjects) >= 12
     for subject in sorted(subjects):
         assert f"✗ {subject}" in troubleshooting, f"README has no entry for ✗ {subject}"
+
+
+async def test_users_and_groups_slack_does_not_know_are_each_a_problem(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    slack.only_added_users_exist = True
+    slack.users.update({"U0MANAGER": {}, "U0ADMIN": {"deleted": True}})
+    policy_path.write_text(POLICY.replace('"S0LEADS"', '"S0LEADS", "S0TYPO", "U0GONE"'))
+
+    findings = await check(slack, evo, policy_path)
+
+    problems = {f.detail.split(":")[0]: f for f in failures(findings)}
+    assert set(problems) == {"S0TYPO", "U0GONE", "U0ADMIN"}
+    assert all(f.subject == "Slack IDs" for f in problems.values())
+    assert "no_such_subteam" in problems["S0TYPO"].detail
+    assert "user_not_found" in problems["U0GONE"].detail
+    assert "[roles] Manager" in problems["U0GONE"].detail
+    assert "deactivated" in problems["U0ADMIN"].detail
+    assert "Copy member ID" in (problems["U0GONE"].fix or "")
+    assert report(findings)[1] == 1
+
+
+async def test_the_example_files_placeholder_ids_are_refused(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    policy_path.write_text((Path(__file__).parent.parent / "callbot.example.toml").read_text())
+    findings = await check(slack, evo, policy_path)
+    [example_ids] = [f for f in failures(findings) if f.subject == "Example IDs"]
+    for placeholder in ("U0EXAMPLEMANAGER", "S0EXAMPLELEADS", "U0EXAMPLEADMIN"):
+        assert placeholder in example_ids.detail
+    assert "callbot init" in (example_ids.fix or "")
+    # Not looked up again: the placeholders have their line.
+    assert by_subject(findings)["Slack IDs"].status is Status.SKIP
+
+
+async def test_every_id_in_the_example_file_is_recognised_as_a_placeholder() -> None:
+    example = (Path(__file__).parent.parent / "callbot.example.toml").read_text()
+    ids = set(re.findall(r"\b[UWS]0[A-Z0-9]{2,20}\b", example))
+    assert len(ids) >= 5
+    assert all(doctor.is_example_id(slack_id) for slack_id in ids)
+
+
+async def test_checks_waiting_on_a_problem_fold_into_one_line(tmp_path: Path) -> None:
+    findings = await run_checkup(_env_file=None)
+    text, code = report(findings)
+    assert code == 1
+    waiting = [line for line in text.splitlines() if line.startswith("– ")]
+    assert len(waiting) == 1 and waiting[0].startswith("– Not checked yet: waiting on the lines")
+    assert "Slack bot token" in waiting[0] and "Database" in waiting[0]
+
+
+async def test_secrets_can_come_from_files(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, tmp_path: Path
+) -> None:
+    env = bot_environment("socket", slack, evo, policy_path)
+    for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "EVOVOICE_PASSWORD"):
+        secret = tmp_path / name.lower()
+        secret.write_text(env.pop(name) + "\n")  # as `echo … > file` or a Kubernetes secret
+        env[f"{name}_FILE"] = str(secret)
+    code, out, _ = await run_cli(["check"], env, policy_path.parent)
+    assert code == 0, out
+
+    env["EVOVOICE_PASSWORD"] = "also-set"
+    env["SLACK_BOT_TOKEN_FILE"] = str(tmp_path / "missing")
+    code, out, _ = await run_cli(["check"], env, policy_path.parent)
+    assert code == 1
+    assert "EVOVOICE_PASSWORD: both EVOVOICE_PASSWORD and EVOVOICE_PASSWORD_FILE are set" in out
+    assert "SLACK_BOT_TOKEN: cannot read SLACK_BOT_TOKEN_FILE" in out
+    assert "evo-secret-password" not in out and "also-set" not in out

@@ -37,7 +37,8 @@ async def test_the_oncall_flow_and_everyones_number_get_a_line(
     carol = subjects["On-call number U0CAROL"]
     assert carol.status is Status.SKIP and "read from their Slack profile" in carol.detail
     assert "+18144043093" not in report(findings)[0]
-    assert {c.method for c in slack.calls} <= {"auth.test", "apps.connections.open"}
+    assert {c.method for c in slack.calls} <= {"auth.test", "apps.connections.open", "users.info",
+                                               "usergroups.users.list"}
 
 
 async def test_an_unknown_oncall_flow_fails_once_with_its_fix(

@@ -119,7 +119,7 @@ def test_missing_policy_file_and_settings_are_reported_together(
 
 def test_example_policy_file_is_valid() -> None:
     policy = load_policy(Path(__file__).parent.parent / "callbot.example.toml")
-    assert policy.roles["Manager"] == ("U0MANAGER", "S0LEADS")
+    assert policy.roles["Manager"] == ("U0EXAMPLEMANAGER", "S0EXAMPLELEADS")
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,7 @@ REQUIRED_SCOPES = {
 }
 GROUP_SCOPE = "usergroups:read"
 LIST_AT_MOST = 10
+WAITING = "not checked"  # a skipped check's detail starts so when it waits on an earlier ✗
 
 _SETTING_FIXES = {
     "SLACK_BOT_TOKEN": "copy the Bot User OAuth Token (xoxb-…) from the Slack app's OAuth & "
@@ -191,11 +192,46 @@ async def check_policy(c: Checkup) -> list[Finding]:
             fix = f"edit {path} (callbot.example.toml shows every key)"
         return [Finding(Status.FAIL, "Policy file", problem, fix) for problem in exc.problems]
     callers = sum(len(ids) for ids in c.policy.roles.values())
-    return passed(
+    findings = passed(
         "Policy file",
         f"{path} is valid ({_count(callers, 'Slack user or group', 'Slack users or groups')} "
         f"may call, {_count(len(c.policy.flows), 'flow alias', 'flow aliases')})",
     )
+    examples = {slack_id: places for slack_id, places in policy_slack_ids(c.policy).items()
+                if is_example_id(slack_id)}
+    if examples:
+        findings += failed(
+            "Example IDs",
+            "still the placeholders of callbot.example.toml: " + _listing(examples),
+            f"in {path}, replace them with your people's member IDs (Slack: a profile's ⋮ menu → "
+            "Copy member ID) or user group IDs, or let `callbot init` look them up by email",
+        )
+    return findings
+
+
+def is_example_id(slack_id: str) -> bool:
+    """callbot.example.toml's IDs all say EXAMPLE: real Slack IDs are random letters and digits."""
+    return "EXAMPLE" in slack_id
+
+
+def policy_slack_ids(policy: Policy) -> dict[str, list[str]]:
+    """Every Slack user or group ID the policy file names, with where it names it."""
+    places: dict[str, list[str]] = {}
+    for role, ids in policy.roles.items():
+        for slack_id in ids:
+            places.setdefault(slack_id, []).append(f"[roles] {role}")
+    for slack_id in policy.people:
+        places.setdefault(slack_id, []).append("[people]")
+    if policy.oncall is not None:
+        for slack_id in policy.oncall.rotation:
+            places.setdefault(slack_id, []).append("oncall.rotation")
+        for slack_id in policy.oncall.escalate_to:
+            places.setdefault(slack_id, []).append("oncall.escalate_to")
+    return places
+
+
+def _listing(places: dict[str, list[str]]) -> str:
+    return "; ".join(f"{slack_id} ({', '.join(where)})" for slack_id, where in places.items())
 
 
 def _count(n: int, one: str, many: str) -> str:
@@ -254,6 +290,55 @@ def _granted_scopes(response: AsyncSlackResponse) -> set[str] | None:
     for name, value in (response.headers or {}).items():
         if name.lower() == SCOPES_HEADER:
             return {scope.strip() for scope in str(value).split(",") if scope.strip()}
+    return None
+
+
+async def check_slack_ids(c: Checkup) -> list[Finding]:
+    """Every user and group the policy file names exists (a typo grants none)."""
+    subject = "Slack IDs"
+    if c.identity is None or c.policy is None:
+        return skipped(subject, "not checked (needs a valid bot token and policy file)")
+    places = {slack_id: where for slack_id, where in policy_slack_ids(c.policy).items()
+              if not is_example_id(slack_id)}  # already a ✗ of their own
+    if not places:
+        return skipped(subject, "none to look up")
+    team = c.identity.get("team")
+    findings: list[Finding] = []
+    users = groups = 0
+    for slack_id, where in places.items():
+        problem = await _slack_id_problem(c.slack(), slack_id)
+        if problem is None:
+            groups += slack_id.startswith("S")
+            users += not slack_id.startswith("S")
+            continue
+        findings.append(Finding(
+            Status.FAIL, subject, f"{slack_id}: {problem} (listed in {', '.join(where)})",
+            f"in {c.policy_path}, replace it with the right member ID (a profile's ⋮ menu → Copy "
+            "member ID) or user group ID, or remove it",
+        ))
+    if not findings:
+        findings += passed(subject, f"{_count(users, 'user', 'users')} and "
+                                    f"{_count(groups, 'user group', 'user groups')} found in "
+                                    f"workspace {team}")
+    return findings
+
+
+async def _slack_id_problem(slack: AsyncWebClient, slack_id: str) -> str | None:
+    """What is wrong with a user or group ID, in words; None when it names someone who can act."""
+    try:
+        if slack_id.startswith("S"):
+            await slack.usergroups_users_list(usergroup=slack_id)
+            return None
+        user = (await slack.users_info(user=slack_id)).get("user") or {}
+    except SlackApiError as exc:
+        error = exc.response.get("error", "unknown error")
+        if error == "no_such_subteam":
+            return "no user group of this workspace has this ID (no_such_subteam)"
+        if error == "user_not_found":
+            return "no user of this workspace has this ID (user_not_found)"
+        return f"could not be looked up ({error})"
+    if user.get("deleted"):
+        return "this user is deactivated"
     return None
 
 
@@ -523,6 +608,7 @@ CHECKS: list[Check] = [
     check_policy,
     check_slack_token,
     check_slack_scopes,
+    check_slack_ids,
     check_socket_mode_token,
     check_evovoice_login,
     check_evovoice_role,
@@ -554,8 +640,8 @@ async def run_checkup(checks: Sequence[Check] = CHECKS, **overrides: Any) -> lis
 
 def report(findings: Sequence[Finding]) -> tuple[str, int]:
     """The text to print and the exit code."""
-    lines = [finding.render() for finding in findings]
     problems = sum(1 for finding in findings if finding.status is Status.FAIL)
+    lines = [finding.render() for finding in (_fold_waiting(findings) if problems else findings)]
     if problems:
         lines.append(f"\n{problems} problem{'s' if problems != 1 else ''} found: fix the lines "
                      "marked ✗ (README.md, \"Troubleshooting\", explains each) and run "
@@ -563,6 +649,17 @@ def report(findings: Sequence[Finding]) -> tuple[str, int]:
         return "\n".join(lines), EXIT_PROBLEMS
     lines.append("\nAll checks passed.")
     return "\n".join(lines), EXIT_OK
+
+
+def _fold_waiting(findings: Sequence[Finding]) -> list[Finding]:
+    """The checks waiting on an earlier ✗ as one line, so the ✗ lines stand out."""
+    waiting = [f for f in findings if f.status is Status.SKIP and f.detail.startswith(WAITING)]
+    if len(waiting) < 2:
+        return list(findings)
+    folded = Finding(Status.SKIP, "Not checked yet",
+                     "waiting on the lines marked ✗: " + ", ".join(f.subject for f in waiting))
+    rest = [f for f in findings if not any(f is w for w in waiting)]
+    return rest + [folded]
 
 
 async def main(**overrides: Any) -> int:

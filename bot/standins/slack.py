@@ -301,6 +301,10 @@ class SlackStandIn:
         self.calls: list[ApiCall] = []
         self.usergroups: dict[str, list[str]] = {}
         self.users: dict[str, JSONDict] = {}
+        self.only_added_users_exist = False
+        """True: like a real workspace, users.info and users.lookupByEmail know only ``users`` (and
+        the bot), anyone else is ``user_not_found``. False: every ID answers as a user, for tests
+        that don't care who exists. users.list always lists ``users`` and the bot."""
         self.channels: dict[str, JSONDict] = {}
         """conversations.info overrides by channel id, merged over a default public channel."""
         self.messages: dict[tuple[str, str], Message] = {}
@@ -350,6 +354,8 @@ class SlackStandIn:
             "views.publish": self._views_publish,
             "usergroups.users.list": self._usergroups_users_list,
             "users.info": self._users_info,
+            "users.list": self._users_list,
+            "users.lookupByEmail": self._users_lookup_by_email,
             "users.profile.get": self._users_profile_get,
             "conversations.info": self._conversations_info,
             "conversations.open": self._conversations_open,
@@ -1023,11 +1029,39 @@ class SlackStandIn:
         user["profile"] = profile
         return user
 
+    def _user_exists(self, user_id: str) -> bool:
+        if not self.only_added_users_exist:
+            return True
+        return user_id in self.users or user_id == self.bot_user_id
+
     def _users_info(self, call: ApiCall) -> JSONDict:
         user_id = call.params.get("user")
-        if not user_id:
+        if not user_id or not self._user_exists(str(user_id)):
             return _err("user_not_found")
         return {"ok": True, "user": self._user(user_id)}
+
+    def _users_list(self, call: ApiCall) -> JSONDict:
+        # Paginated like Slack's: `limit` per page, an opaque cursor, "" once there is no more.
+        everyone = [self._user(uid) for uid in dict.fromkeys([*self.users, self.bot_user_id])]
+        try:
+            limit = int(call.params.get("limit") or 0) or len(everyone) or 1
+            start = int(str(call.params.get("cursor") or "0").removeprefix("dXNlcjo") or 0)
+        except ValueError:
+            return _err("invalid_cursor")
+        page = everyone[start:start + limit]
+        after = start + limit
+        cursor = f"dXNlcjo{after}" if after < len(everyone) else ""
+        return {"ok": True, "members": page, "response_metadata": {"next_cursor": cursor}}
+
+    def _users_lookup_by_email(self, call: ApiCall) -> JSONDict:
+        email = str(call.params.get("email") or "").strip().lower()
+        if not email:
+            return _err("invalid_arguments")
+        for uid in self.users:
+            user = self._user(uid)
+            if str(user["profile"].get("email", "")).lower() == email:
+                return {"ok": True, "user": user}
+        return _err("users_not_found")
 
     def _users_profile_get(self, call: ApiCall) -> JSONDict:
         user_id = call.params.get("user") or self.bot_user_id
