@@ -25,8 +25,13 @@ from bot.calls.command_text import CommandRejected
 from bot.evovoice import client as evovoice
 from bot.ops.logs import current_request_id
 from bot.phone import NumberRejected
+from bot.slack.blocks import listing
 
 logger = logging.getLogger(__name__)
+
+# A refusal names what would have been accepted, but a long account (250 numbers, 400 flows) must
+# not push the message past what Slack shows (3,000 characters a text): the rest is "and N more".
+MAX_LISTING_CHARS = 1200
 
 
 class CallbotError(Exception):
@@ -77,17 +82,17 @@ class FlowAmbiguous(CallbotError):
         self.candidates = tuple(candidates)
         super().__init__(
             f"“{text}” matches several flows: "
-            + ", ".join(f"“{name}”" for name in self.candidates)
+            + listing([f"“{name}”" for name in self.candidates], MAX_LISTING_CHARS)
             + ". Ask an administrator to give each a distinct alias in the policy file's [flows]."
         )
 
 
 class CallerIdNotOwned(CallbotError):
     def __init__(self, masked: str, owned: Sequence[str]) -> None:
-        listing = ", ".join(owned) if owned else "none"
+        numbers = listing(owned, MAX_LISTING_CHARS)
         super().__init__(
             f"{masked} is not one of the account's phone numbers, so it can't be the caller ID. "
-            f"Owned numbers: {listing}. Leave it out to use the default."
+            f"Owned numbers: {numbers}. Leave it out to use the default."
         )
 
 

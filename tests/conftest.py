@@ -23,7 +23,13 @@ import pytest
 from bot.config import load_policy, load_settings
 from bot.runtime import Runtime
 from bot.standins.evovoice import EvoVoiceStandIn
-from bot.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
+from bot.standins.slack import (
+    SlackStandIn,
+    message_problems,
+    sign,
+    slash_command_body,
+    slash_command_payload,
+)
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test"
@@ -167,9 +173,13 @@ class BotUnderTest:
             envelope = await self.slack.send_envelope(
                 "slash_commands", slash_command_payload(**fields)
             )
-            return Ack(200, envelope.get("payload") or {}), url
-        body = slash_command_body(**fields)
-        return await self.post_signed(body), url
+            ack = Ack(200, envelope.get("payload") or {})
+        else:
+            ack = await self.post_signed(slash_command_body(**fields))
+        # Slack shows the user an error instead of an ack it can't render.
+        refused = message_problems(ack.body)
+        assert not refused, f"Slack refuses this ack: {refused}"
+        return ack, url
 
     async def post_signed(self, body: bytes) -> Ack:
         async with self.http.post(

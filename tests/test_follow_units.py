@@ -14,7 +14,7 @@ from bot.audit.history import HistoryFilter, HistoryFilterRejected, parse_histor
 from bot.audit.trail import AuditLog, Decision, reason_of
 from bot.calls import status_views as call_views
 from bot.calls.follow import CallFollower, FollowTiming, classify, duration_of
-from bot.calls.messages import Message
+from bot.slack.blocks import Message
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.config import ConfigError, load_settings
 from bot.evovoice.client import EvoVoiceTimeout, NotFound, RateLimited, Session

@@ -5,7 +5,7 @@ The button values carry only the pending call's random id (see confirmations.py)
 
 from __future__ import annotations
 
-from bot.calls.messages import Block, Message, escape
+from bot.slack.blocks import Block, Message, context, escape, plain, section
 
 CONFIRM_CALL_ACTION = "call_confirm"
 CANCEL_CALL_ACTION = "call_cancel"
@@ -34,10 +34,10 @@ def confirm_call(
             f"It is in {escape(region)}; calls outside {escape(home_regions)} ask first."
         )
     details.append(f"Nothing has been dialled. This question expires in {expires_minutes} minutes.")
-    context = " ".join(details)
+    details_line = " ".join(details)
     blocks: list[Block] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{escape(question)}*"}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": context}]},
+        section(f"*{escape(question)}*"),
+        context(details_line),
         {
             "type": "actions",
             "block_id": CONFIRM_BLOCK,
@@ -45,23 +45,22 @@ def confirm_call(
                 {
                     "type": "button",
                     "action_id": CONFIRM_CALL_ACTION,
-                    "text": {"type": "plain_text", "text": "Call"},
+                    "text": plain("Call"),
                     "style": "primary",
                     "value": confirmation_id,
                 },
                 {
                     "type": "button",
                     "action_id": CANCEL_CALL_ACTION,
-                    "text": {"type": "plain_text", "text": "Cancel"},
+                    "text": plain("Cancel"),
                     "value": confirmation_id,
                 },
             ],
         },
     ]
-    return Message(text=f"{question} {context}", blocks=blocks)
+    return Message(text=f"{question} {details_line}", blocks=blocks)
 
 
 def confirmation_answered(line: str) -> Message:
     """Replaces the question (its buttons gone) once it is answered."""
-    return Message(text=line, blocks=[{"type": "section", "text": {"type": "mrkdwn",
-                                                                     "text": escape(line)}}])
+    return Message(text=line, blocks=[section(escape(line))])

@@ -31,7 +31,7 @@ from enum import Enum
 
 from bot.audit.trail import AuditLog, EventKind
 from bot.calls import status_views as call_views
-from bot.calls.messages import Message
+from bot.slack.blocks import Message
 from bot.calls.service import (
     AMBIGUOUS_LOOKUP_SLACK,
     CallResult,

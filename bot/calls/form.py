@@ -22,9 +22,19 @@ from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from bot.calls.messages import escape
 from bot.evovoice.client import Flow
 from bot.phone import FORMAT_HINT, MAX_NUMBER_CHARS, describe_region
+from bot.slack.blocks import (
+    MAX_METADATA,
+    MAX_OPTION_TEXT,
+    MAX_OPTION_VALUE,
+    MAX_OPTIONS,
+    clip,
+    context,
+    escape,
+    plain,
+    section,
+)
 
 CALL_FORM_CALLBACK_ID = "call_form"
 PLACE_CALL_SHORTCUT_ID = "place_call"
@@ -32,11 +42,6 @@ PLACE_CALL_SHORTCUT_ID = "place_call"
 TITLE = "Place a call"
 SUBMIT = "Call"
 MAX_REASON_CHARS = 200
-# Slack's limits: options per menu, characters in an option's text and value, private_metadata.
-MAX_OPTIONS = 100
-MAX_OPTION_TEXT = 75
-MAX_OPTION_VALUE = 150
-MAX_METADATA = 3000
 # Slack documents no limit for a field error; long ones (a list of numbers) only get in the way.
 MAX_ERROR_CHARS = 600
 
@@ -140,34 +145,26 @@ class Submission:
     fields: frozenset[str]  # the inputs this view has (errors may only name these)
 
 
-def _plain(text: str) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text, "emoji": True}
-
-
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _modal(blocks: list[dict[str, Any]], metadata: FormMetadata, *, submit: bool) -> View:
     view: View = {
         "type": "modal",
         "callback_id": CALL_FORM_CALLBACK_ID,
-        "title": _plain(TITLE),
-        "close": _plain("Cancel" if submit else "Close"),
+        "title": plain(TITLE),
+        "close": plain("Cancel" if submit else "Close"),
         "blocks": blocks,
         "private_metadata": metadata.encode(),
     }
     if submit:
-        view["submit"] = _plain(SUBMIT)
+        view["submit"] = plain(SUBMIT)
     return view
 
 
 def caller_id_option(e164: str) -> Option:
-    return {"text": _plain(e164), "value": e164}
+    return {"text": plain(e164), "value": e164}
 
 
 def flow_option(flow: Flow) -> Option:
-    return {"text": _plain(_truncate(flow.name or flow.id, MAX_OPTION_TEXT)), "value": flow.id}
+    return {"text": plain(flow.name or flow.id, MAX_OPTION_TEXT), "value": flow.id}
 
 
 def flow_options(flows: Sequence[Flow]) -> list[Option]:
@@ -188,20 +185,14 @@ def call_form(
     """The form. `owned_numbers` None (unknown) or empty leaves the caller ID to the default."""
     blocks: list[dict[str, Any]] = []
     if metadata.channel_id is not None:
-        blocks.append({
-            "type": "context",
-            "elements": [{
-                "type": "mrkdwn",
-                "text": f"The confirmation will be posted in <#{metadata.channel_id}>.",
-            }],
-        })
+        blocks.append(context(f"The confirmation will be posted in <#{metadata.channel_id}>."))
 
     regions = ", ".join(describe_region(region) for region in allowed_regions)
     number_input: dict[str, Any] = {
         "type": "plain_text_input",
         "action_id": FormField.NUMBER,
         "max_length": MAX_NUMBER_CHARS,
-        "placeholder": _plain("+18144043093"),
+        "placeholder": plain("+18144043093"),
     }
     if number_text and len(number_text) <= MAX_NUMBER_CHARS:
         # Longer text is not cut short: a truncated number could be someone else's.
@@ -209,9 +200,9 @@ def call_form(
     blocks.append({
         "type": "input",
         "block_id": FormField.NUMBER,
-        "label": _plain("Number to call"),
+        "label": plain("Number to call"),
         "element": number_input,
-        "hint": _plain(
+        "hint": plain(
             f"With country code or in national format: {FORMAT_HINT}."
             + (f" Calls may go to {regions}." if regions else "")
         ),
@@ -220,14 +211,14 @@ def call_form(
     blocks.append({
         "type": "input",
         "block_id": FormField.FLOW,
-        "label": _plain("Flow"),
+        "label": plain("Flow"),
         "element": {
             "type": "external_select",
             "action_id": FormField.FLOW,
-            "placeholder": _plain("Type to search flows by name"),
+            "placeholder": plain("Type to search flows by name"),
             "min_query_length": 0,
         },
-        "hint": _plain("What the call does once answered: the Evo Voice flow."),
+        "hint": plain("What the call does once answered: the Evo Voice flow."),
     })
 
     numbers = list(dict.fromkeys(owned_numbers or ()))
@@ -240,7 +231,7 @@ def call_form(
         select: dict[str, Any] = {
             "type": "static_select",
             "action_id": FormField.CALLER_ID,
-            "placeholder": _plain("Choose one of the account's numbers"),
+            "placeholder": plain("Choose one of the account's numbers"),
             "options": options,
         }
         if default_caller_id in numbers:
@@ -249,9 +240,9 @@ def call_form(
             "type": "input",
             "block_id": FormField.CALLER_ID,
             "optional": True,
-            "label": _plain("Caller ID"),
+            "label": plain("Caller ID"),
             "element": select,
-            "hint": _plain(
+            "hint": plain(
                 "The number the callee sees. "
                 + ("Preselected: the default." if default_caller_id in numbers
                    else "Left empty, Evo Voice picks one of the account's numbers.")
@@ -262,25 +253,25 @@ def call_form(
         "type": "input",
         "block_id": FormField.REASON,
         "optional": True,
-        "label": _plain("Reason"),
+        "label": plain("Reason"),
         "element": {
             "type": "plain_text_input",
             "action_id": FormField.REASON,
             "max_length": MAX_REASON_CHARS,
-            "placeholder": _plain("e.g. INC-1234: checkout is down"),
+            "placeholder": plain("e.g. INC-1234: checkout is down"),
         },
-        "hint": _plain("Shown in the confirmation."),
+        "hint": plain("Shown in the confirmation."),
     })
 
     if ask_channel:
         blocks.append({
             "type": "input",
             "block_id": FormField.CHANNEL,
-            "label": _plain("Post the confirmation in"),
+            "label": plain("Post the confirmation in"),
             "element": {
                 "type": "conversations_select",
                 "action_id": FormField.CHANNEL,
-                "placeholder": _plain("Choose a channel"),
+                "placeholder": plain("Choose a channel"),
                 # Slack fills in the conversation the user is viewing, where it knows it.
                 "default_to_current_conversation": True,
                 # The submission then carries a response_url for the chosen conversation: the
@@ -293,12 +284,12 @@ def call_form(
 
 
 def loading_view(metadata: FormMetadata) -> View:
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": "⏳ Loading the call form…"}}]
+    blocks = [section("⏳ Loading the call form…")]
     return _modal(blocks, metadata, submit=False)
 
 
 def notice_view(text: str) -> View:
-    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": escape(text)}}]
+    blocks = [section(escape(text))]
     return _modal(blocks, FormMetadata(), submit=False)
 
 
@@ -314,7 +305,7 @@ def field_errors(
     out: dict[str, str] = {}
     for field_id, message in errors.items():
         key = str(field_id) if field_id in present else str(general)
-        text = _truncate(message, MAX_ERROR_CHARS)
+        text = clip(message, MAX_ERROR_CHARS)
         out[key] = f"{out[key]} {text}" if key in out else text
     return out
 
@@ -383,7 +374,7 @@ def read_submission(
         number_text=state.text(FormField.NUMBER) or "",
         flow_id=state.selected(FormField.FLOW),
         caller_id=state.selected(FormField.CALLER_ID),
-        reason=_truncate(reason, MAX_REASON_CHARS) if reason else None,
+        reason=clip(reason, MAX_REASON_CHARS) if reason else None,
         channel_id=channel_id,
         response_url=response_url,
         fields=state.input_block_ids(),

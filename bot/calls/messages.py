@@ -3,54 +3,29 @@ fallback."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from bot.calls.command_text import USAGE
-
-Block = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Message:
-    text: str
-    blocks: list[Block] = field(default_factory=list)
-
-    def as_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"text": self.text}
-        if self.blocks:
-            kwargs["blocks"] = self.blocks
-        return kwargs
-
-
-def _section(markdown: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": markdown}}
-
-
-def _context(markdown: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": markdown}]}
-
-
-def escape(text: str) -> str:
-    """Slack mrkdwn escaping: user text must not turn into mentions or links."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+from bot.slack.blocks import Block as Block
+from bot.slack.blocks import Message as Message
+from bot.slack.blocks import context
+from bot.slack.blocks import escape as escape
+from bot.slack.blocks import section
 
 
 def help_message() -> Message:
-    return Message(text=USAGE, blocks=[_section(escape(USAGE))])
+    return Message(text=USAGE, blocks=[section(escape(USAGE))])
 
 
 def refusal(description: str) -> Message:
-    return Message(text=description, blocks=[_section(escape(description))])
+    return Message(text=description, blocks=[section(escape(description))])
 
 
 def call_parent(
     requester_id: str, masked_number: str, flow_name: str, reason: str | None = None
 ) -> Message:
     line = f"📞 <@{requester_id}> is calling {masked_number} with flow “{escape(flow_name)}”"
-    blocks = [_section(line)]
+    blocks = [section(line)]
     if reason:
-        blocks.append(_context(f"Reason: {escape(reason)}"))
+        blocks.append(context(f"Reason: {escape(reason)}"))
     text = line + (f" — reason: {escape(reason)}" if reason else "")
     return Message(text=text, blocks=blocks)
 
@@ -59,12 +34,12 @@ def call_placed(session_id: str | None, caller_id: str | None) -> Message:
     session = f"session `{escape(session_id)}`" if session_id else "no session id returned yet"
     caller = f"caller ID {caller_id}" if caller_id else "caller ID chosen by Evo Voice"
     line = f"✅ Call placed: {session}, {caller}."
-    return Message(text=line, blocks=[_section(line)])
+    return Message(text=line, blocks=[section(line)])
 
 
 def call_failed(description: str) -> Message:
     line = f"❌ Call not placed. {description}"
-    return Message(text=line, blocks=[_section(escape(line))])
+    return Message(text=line, blocks=[section(escape(line))])
 
 
 def call_unknown(description: str, session_id: str | None = None) -> Message:
@@ -73,7 +48,7 @@ def call_unknown(description: str, session_id: str | None = None) -> Message:
         line += (
             f" A session to this number appeared just after the attempt: `{escape(session_id)}`."
         )
-    return Message(text=line, blocks=[_section(escape(line))])
+    return Message(text=line, blocks=[section(escape(line))])
 
 
 def combined(parent: Message, result: Message) -> Message:

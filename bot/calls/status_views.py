@@ -10,10 +10,10 @@ import datetime as dt
 from collections.abc import Sequence
 
 from bot.audit.trail import AuditRecord, Decision, EventKind
-from bot.calls.messages import Block, Message, escape
 from bot.calls.store import CallState, Placement, TrackedCall
 from bot.evovoice.client import as_e164
 from bot.phone import mask
+from bot.slack.blocks import Block, Message, clip, context, escape, plain, section, sections
 
 HANG_UP_ACTION = "call_hang_up"
 CALL_AGAIN_ACTION = "call_again"
@@ -27,18 +27,6 @@ MARK_UNCLEAR = "warning"
 _MAX_SHOWN = 80
 
 
-def _section(markdown: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": markdown}}
-
-
-def _context(markdown: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": markdown}]}
-
-
-def _plain(text: str) -> dict[str, str]:
-    return {"type": "plain_text", "text": text}
-
-
 def shown(text: str | None) -> str:
     """Text from Evo Voice (a name, an outcome): clipped, escaped, and masked if it is a number."""
     if not text:
@@ -46,9 +34,7 @@ def shown(text: str | None) -> str:
     text = text.strip()
     if as_e164(text):
         return mask(as_e164(text) or "")
-    if len(text) > _MAX_SHOWN:
-        text = text[: _MAX_SHOWN - 1] + "…"
-    return escape(text)
+    return escape(clip(text, _MAX_SHOWN))
 
 
 def format_duration(seconds: float | None) -> str:
@@ -141,29 +127,29 @@ def _buttons(call: TrackedCall) -> list[Block]:
         elements.append({
             "type": "button",
             "action_id": HANG_UP_ACTION,
-            "text": _plain("Hang up"),
+            "text": plain("Hang up"),
             "style": "danger",
             "value": value,
             "confirm": {
-                "title": _plain("Hang up?"),
-                "text": _plain(f"End the call to {call.number_masked} now?"),
-                "confirm": _plain("Hang up"),
-                "deny": _plain("Keep it"),
+                "title": plain("Hang up?"),
+                "text": plain(f"End the call to {call.number_masked} now?"),
+                "confirm": plain("Hang up"),
+                "deny": plain("Keep it"),
                 "style": "danger",
             },
         })
     if can_call_again(call):
-        flow = call.flow_name if len(call.flow_name) <= 60 else call.flow_name[:59] + "…"
+        flow = clip(call.flow_name, 60)
         elements.append({
             "type": "button",
             "action_id": CALL_AGAIN_ACTION,
-            "text": _plain("Call again"),
+            "text": plain("Call again"),
             "value": value,
             "confirm": {
-                "title": _plain("Call again?"),
-                "text": _plain(f"Call {call.number_masked} again with “{flow}”?"),
-                "confirm": _plain("Call"),
-                "deny": _plain("Cancel"),
+                "title": plain("Call again?"),
+                "text": plain(f"Call {call.number_masked} again with “{flow}”?"),
+                "confirm": plain("Call"),
+                "deny": plain("Cancel"),
             },
         })
     if not elements:
@@ -177,11 +163,11 @@ def call_status(call: TrackedCall) -> Message:
     state = _state_line(call)
     if state:
         lines.append(state)
-    blocks = [_section("\n".join(lines))]
+    blocks = [section("\n".join(lines))]
     if call.called_again_by:
         again = f"🔁 <@{call.called_again_by}> called this number again."
         lines.append(again)
-        blocks.append(_context(again))
+        blocks.append(context(again))
     blocks += _buttons(call)
     return Message(text="\n".join(lines), blocks=blocks)
 
@@ -276,10 +262,10 @@ def history_line(record: AuditRecord) -> str:
 def history(records: Sequence[AuditRecord], heading: str) -> Message:
     if not records:
         text = f"{heading}: nothing recorded."
-        return Message(text=text, blocks=[_section(text)])
+        return Message(text=text, blocks=[section(text)])
     lines = [history_line(r) for r in records]
     title = f"*{heading}* (newest first)"
     return Message(
         text="\n".join([title, *lines]),
-        blocks=[_section(title), *(_section(line) for line in lines)],
+        blocks=[section(title), *sections(lines)],
     )

@@ -36,6 +36,7 @@ from bot.evovoice.client import EvoVoiceError, Flow
 from bot.listeners.modals import Wording, accept_once, open_modal, open_unless_stopping
 from bot.phone import NumberRejected, check_dialable
 from bot.services import Services
+from bot.slack.blocks import MAX_OPTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +169,7 @@ async def _flows_for(services: Services, user_id: str, query: str) -> list[Flow]
     # Flow names are all the menu shows, but still only to people who may call.
     if not await services.access.roles_of(user_id):
         return []
-    return await services.catalog.search_flows(query, forms.MAX_OPTIONS)
+    return await services.catalog.search_flows(query, MAX_OPTIONS)
 
 
 # ------------------------------------------------------------------------------------- submitting

@@ -24,12 +24,22 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.calls.form import MAX_METADATA, ViewState, is_channel_id, is_response_url
+from bot.calls.form import ViewState, is_channel_id, is_response_url
 from bot.calls.form import field_errors as _field_errors
-from bot.calls.messages import Block, Message, escape
 from bot.oncall.escalation_store import Escalation, EscalationState, Step, StepOutcome, Target
 from bot.oncall.roster import OnCallPerson, Source
 from bot.oncall.roster_views import local_time, reach
+from bot.slack.blocks import (
+    MAX_METADATA,
+    Block,
+    Message,
+    clip,
+    context,
+    escape,
+    plain,
+    section,
+    sections,
+)
 
 ESCALATE_MESSAGE_SHORTCUT_ID = "escalate_message"
 ESCALATE_GLOBAL_SHORTCUT_ID = "escalate_global"
@@ -143,10 +153,6 @@ def plain_message_text(text: str) -> str:
     return " ".join(text.split())
 
 
-def clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
 def quote_reason(message_text: str, permalink: str | None) -> str:
     """The reason a message shortcut prefills: the message, quoted and trimmed, and its link."""
     quoted = clip(plain_message_text(message_text), MAX_QUOTE_CHARS)
@@ -159,29 +165,17 @@ def quote_reason(message_text: str, permalink: str | None) -> str:
 # ------------------------------------------------------------------------------------------ modal
 
 
-def _plain(text: str) -> dict[str, Any]:
-    return {"type": "plain_text", "text": text, "emoji": True}
-
-
-def _section(markdown: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": markdown}}
-
-
-def _context(markdown: str) -> Block:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": markdown}]}
-
-
 def _modal(blocks: list[Block], metadata: EscalationMetadata, *, submit: bool) -> View:
     view: View = {
         "type": "modal",
         "callback_id": ESCALATION_FORM_CALLBACK_ID,
-        "title": _plain(TITLE),
-        "close": _plain("Cancel" if submit else "Close"),
+        "title": plain(TITLE),
+        "close": plain("Cancel" if submit else "Close"),
         "blocks": blocks,
         "private_metadata": metadata.encode(),
     }
     if submit:
-        view["submit"] = _plain(SUBMIT)
+        view["submit"] = plain(SUBMIT)
     return view
 
 
@@ -206,21 +200,21 @@ def escalation_form(
         on_call += f" · until {local_time(first.until, preview.tz)}"
     if first.number is None:
         on_call += "\nThey will be skipped; the escalation starts with the next person."
-    blocks: list[Block] = [_section(on_call)]
+    blocks: list[Block] = [section(on_call)]
     timeout = seconds(preview.answer_timeout)
     if rest:
         after = ", then ".join(_who(p.user_id, p.source) for p in rest)
-        blocks.append(_context(f"Each person has {timeout} to answer. Then: {after}."))
+        blocks.append(context(f"Each person has {timeout} to answer. Then: {after}."))
     else:
-        blocks.append(_context(f"They have {timeout} to answer; nobody comes after them."))
-    blocks.append(_section(f"*Flow:* “{escape(preview.flow_name)}”"))
+        blocks.append(context(f"They have {timeout} to answer; nobody comes after them."))
+    blocks.append(section(f"*Flow:* “{escape(preview.flow_name)}”"))
 
     reason_input: dict[str, Any] = {
         "type": "plain_text_input",
         "action_id": EscalationField.REASON,
         "multiline": True,
         "max_length": MAX_REASON_CHARS,
-        "placeholder": _plain("What is wrong, e.g. INC-1234: db primary is down"),
+        "placeholder": plain("What is wrong, e.g. INC-1234: db primary is down"),
     }
     if reason:
         reason_input["initial_value"] = clip(reason, MAX_REASON_CHARS)
@@ -228,19 +222,19 @@ def escalation_form(
         "type": "input",
         "block_id": EscalationField.REASON,
         "optional": True,
-        "label": _plain("Reason"),
+        "label": plain("Reason"),
         "element": reason_input,
-        "hint": _plain("Shown in the thread with the escalation."),
+        "hint": plain("Shown in the thread with the escalation."),
     })
     if ask_channel:
         blocks.append({
             "type": "input",
             "block_id": EscalationField.CHANNEL,
-            "label": _plain("Post the escalation in"),
+            "label": plain("Post the escalation in"),
             "element": {
                 "type": "conversations_select",
                 "action_id": EscalationField.CHANNEL,
-                "placeholder": _plain("Choose a channel"),
+                "placeholder": plain("Choose a channel"),
                 "default_to_current_conversation": True,
                 "response_url_enabled": True,
                 "filter": {"exclude_bot_users": True},
@@ -249,7 +243,7 @@ def escalation_form(
         where = "in a new thread in the channel you choose"
     else:
         where = "in the thread of the message"
-    blocks.append(_context(
+    blocks.append(context(
         f"*Escalate* calls them at once. Every update, and a *Stop escalation* button, appear "
         f"{where}."
     ))
@@ -257,11 +251,11 @@ def escalation_form(
 
 
 def loading_view(metadata: EscalationMetadata) -> View:
-    return _modal([_section("⏳ Looking up who is on call…")], metadata, submit=False)
+    return _modal([section("⏳ Looking up who is on call…")], metadata, submit=False)
 
 
 def notice_view(text: str) -> View:
-    return _modal([_section(escape(text))], EscalationMetadata(), submit=False)
+    return _modal([section(escape(text))], EscalationMetadata(), submit=False)
 
 
 NOT_SET_UP = (
@@ -359,14 +353,14 @@ def escalation_message(escalation: Escalation, steps: Sequence[Step]) -> Message
         f"Flow “{escape(escalation.flow_name)}” · each person has "
         f"{seconds(escalation.answer_timeout)} to answer"
     )
-    blocks: list[Block] = [_section(headline)]
+    blocks: list[Block] = [section(headline)]
     text_lines = [headline]
     if escalation.reason:
         reason = f"Reason: {escape(escalation.reason)}"
-        blocks.append(_context(reason))
+        blocks.append(context(reason))
         text_lines.append(reason)
-    blocks.append(_section("\n".join(lines)))
-    blocks.append(_context(footer))
+    blocks += sections(lines)
+    blocks.append(context(footer))
     text_lines += lines
     if escalation.state == EscalationState.RUNNING:
         blocks.append({
@@ -375,15 +369,15 @@ def escalation_message(escalation: Escalation, steps: Sequence[Step]) -> Message
             "elements": [{
                 "type": "button",
                 "action_id": STOP_ESCALATION_ACTION,
-                "text": _plain("Stop escalation"),
+                "text": plain("Stop escalation"),
                 "style": "danger",
                 "value": str(escalation.id),
                 "confirm": {
-                    "title": _plain("Stop escalation?"),
-                    "text": _plain("Nobody else will be called, and a call still ringing is "
+                    "title": plain("Stop escalation?"),
+                    "text": plain("Nobody else will be called, and a call still ringing is "
                                    "hung up."),
-                    "confirm": _plain("Stop"),
-                    "deny": _plain("Keep going"),
+                    "confirm": plain("Stop"),
+                    "deny": plain("Keep going"),
                     "style": "danger",
                 },
             }],
@@ -395,7 +389,7 @@ def escalation_message(escalation: Escalation, steps: Sequence[Step]) -> Message
 
 
 def _line(markdown: str) -> Message:
-    return Message(text=markdown, blocks=[_section(markdown)])
+    return Message(text=markdown, blocks=[section(markdown)])
 
 
 def step_ended(

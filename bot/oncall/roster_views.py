@@ -9,22 +9,14 @@ from __future__ import annotations
 import datetime as dt
 from zoneinfo import ZoneInfo
 
-from bot.calls.messages import Message, escape
 from bot.oncall.roster import OnCallPerson, OnCallStatus, Override
+from bot.slack.blocks import Message, context, escape, section
 
 ONCALL_USAGE = (
     "Usage: /call oncall        (who is on call now and next)\n"
     "       /call oncall take   (take the current shift until the next hand-off; "
     "Manager or SystemAdministrator)"
 )
-
-
-def _section(markdown: str) -> dict[str, object]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": markdown}}
-
-
-def _context(markdown: str) -> dict[str, object]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": markdown}]}
 
 
 def local_time(instant: dt.datetime, tz: ZoneInfo) -> str:
@@ -46,17 +38,17 @@ def status_message(status: OnCallStatus) -> Message:
     now_line = f"*On call now:* {reach(status.now)} · until {local_time(status.next_from, tz)}"
     next_line = f"*Next:* {reach(status.next)} · from {local_time(status.next_from, tz)}"
     lines = [now_line, next_line]
-    blocks = [_section(now_line)]
+    blocks = [section(now_line)]
     if status.override is not None:
         override_line = override_note(status.override, tz)
-        blocks.append(_context(override_line))
+        blocks.append(context(override_line))
         lines.insert(1, override_line)
-    blocks.append(_section(next_line))
+    blocks.append(section(next_line))
     footer = (
         f"Hand-off {escape(status.handoff)} ({escape(tz.key)}). "
         "`/call oncall take` takes the current shift until then."
     )
-    blocks.append(_context(footer))
+    blocks.append(context(footer))
     return Message(text="\n".join(lines), blocks=blocks)
 
 
@@ -76,4 +68,4 @@ def taken_message(override: Override, person: OnCallPerson, tz: ZoneInfo) -> Mes
             f"📟 <@{override.user_id}> is now on call instead of <@{override.replaces}>, {until}."
         )
     detail = f"Escalation calls will ring {reach(person)}."
-    return Message(text=f"{line} {detail}", blocks=[_section(line), _context(detail)])
+    return Message(text=f"{line} {detail}", blocks=[section(line), context(detail)])

@@ -18,7 +18,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.calls.messages import Message, combined
+from bot.calls.messages import combined
+from bot.slack.blocks import Message
 
 logger = logging.getLogger(__name__)
 
@@ -177,8 +178,7 @@ class Notifier:
         webhook = AsyncWebhookClient(url, timeout=10, session=self._client.session)
         try:
             response = await webhook.send(
-                text=message.text,
-                blocks=message.blocks or None,
+                **message.as_kwargs(),
                 response_type="in_channel" if in_channel else "ephemeral",
                 replace_original=replace_original,
             )

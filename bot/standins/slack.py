@@ -715,11 +715,8 @@ class SlackStandIn:
         )
         if require_content and not text and not blocks and not attachments:
             return "no_text"
-        if blocks is not None:
-            if not isinstance(blocks, list) or len(blocks) > 50:
-                return "invalid_blocks"
-            if _block_problems(blocks, "/blocks"):
-                return "invalid_blocks"
+        if message_problems(params):
+            return "invalid_blocks"
         if isinstance(text, str) and len(text) > 40000:
             return "msg_too_long"
         return None
@@ -1171,6 +1168,9 @@ class SlackStandIn:
             or body.get("delete_original")
         ):
             status, answer = 400, "no_text"
+        elif (problem := self._validate_message_content(body, require_content=False)) is not None:
+            # Slack refuses a response_url post it would refuse from chat.postMessage, as a 400.
+            status, answer = 400, problem
         self.response_posts.append(
             ResponsePost(
                 id=rid,
@@ -1472,6 +1472,7 @@ def _block_problems(blocks: list[Any], pointer: str) -> list[str]:
                 problems.append(
                     f"[ERROR] must be less than 2001 characters [json-pointer:{ptr}/{key}/text]"
                 )
+        problems.extend(_element_problems(node, ptr))
         options = node.get("options")
         if (
             isinstance(options, list)
@@ -1500,6 +1501,65 @@ def _block_problems(blocks: list[Any], pointer: str) -> list[str]:
                 walk(value, f"{ptr}/{key}")
 
     walk(blocks, pointer)
+    return problems
+
+
+def _element_problems(node: JSONDict, ptr: str) -> list[str]:
+    """Text objects (1 to 3,000 characters), buttons, confirm dialogs, and the element counts."""
+    problems: list[str] = []
+
+    def longer(value: Any, limit: int, where: str) -> None:
+        if isinstance(value, str) and len(value) > limit:
+            problems.append(
+                f"[ERROR] must be less than {limit + 1} characters [json-pointer:{ptr}/{where}]"
+            )
+
+    def more(items: Any, most: int, where: str) -> None:
+        if isinstance(items, list) and len(items) > most:
+            problems.append(
+                f"[ERROR] must provide no more than {most} items [json-pointer:{ptr}/{where}]"
+            )
+
+    kind = node.get("type")
+    if kind in ("plain_text", "mrkdwn"):
+        text = node.get("text")
+        if not isinstance(text, str) or not text:
+            problems.append(f"[ERROR] must be more than 0 characters [json-pointer:{ptr}/text]")
+        longer(text, 3000, "text")
+    limits: tuple[tuple[str, int], ...] = ()
+    if kind == "button":
+        limits = (("text", 75),)
+        longer(node.get("value"), 2000, "value")
+    elif kind == "header":
+        limits = (("text", 150),)
+    elif "confirm" in node and "deny" in node and "title" in node:
+        limits = (("title", 100), ("text", 300), ("confirm", 30), ("deny", 30))
+    for key, limit in limits:
+        longer(_text_of(node.get(key)), limit, f"{key}/text")
+    longer(node.get("action_id"), 255, "action_id")
+    most = {"context": 10, "actions": 25}.get(str(kind))
+    if most is not None:
+        more(node.get("elements"), most, "elements")
+    fields = node.get("fields")
+    if kind == "section" and isinstance(fields, list):
+        more(fields, 10, "fields")
+        for i, item in enumerate(fields):
+            longer(_text_of(item), 2000, f"fields/{i}/text")
+    return problems
+
+
+def message_problems(body: Any) -> list[str]:
+    """Why Slack would refuse ``body`` as a message (an ack, a ``response_url`` post): blocks."""
+    if not isinstance(body, dict):
+        return []
+    blocks = body.get("blocks")
+    if blocks is None:
+        return []
+    if not isinstance(blocks, list):
+        return ["[ERROR] must be an array [json-pointer:/blocks]"]
+    problems = _block_problems(blocks, "/blocks")
+    if len(blocks) > 50:
+        problems.append("[ERROR] must provide no more than 50 items [json-pointer:/blocks]")
     return problems
 
 

@@ -1,0 +1,153 @@
+"""Slack's limits on what the bot posts: the Block Kit primitives that keep every post within them,
+the Slack stand-in refusing what Slack refuses (response_url posts and acks included), and the two
+posts that used to break: a refusal listing 250 owned caller IDs, an escalation of 120 people.
+"""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+import pytest
+
+from bot.slack import blocks
+from bot.slack.blocks import Message
+from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.slack import SlackStandIn, message_problems
+from tests.conftest import POLICY, BotFactory
+from tests.test_escalation import (
+    CHANNEL,
+    click_stop,
+    escalation_message,
+    has_stop_button,
+    open_on_message,
+    start,
+    submit,
+    wait_for_post,
+)
+
+# ------------------------------------------------------------------------------- the primitives
+
+
+def test_clip_never_cuts_a_mention_or_an_entity() -> None:
+    assert blocks.clip("short", 10) == "short"
+    assert blocks.clip("call <@U0ALICE> now", 12) == "call…"
+    assert blocks.clip("a &amp; b", 5) == "a…"
+    assert len(blocks.clip("x" * 5000, 3000)) == 3000
+
+
+def test_listing_says_how_many_are_left_out() -> None:
+    numbers = [f"+1814555{n:04d}" for n in range(250)]
+    text = blocks.listing(numbers, 200)
+    assert len(text) <= 200
+    assert text.startswith("+18145550000, +18145550001")
+    shown = text.split(" and ")[0].split(", ")
+    assert text.endswith(f" and {250 - len(shown)} more")
+    assert blocks.listing(["a", "b"], 200) == "a, b"
+    assert blocks.listing([], 200) == "none"
+
+
+def test_lines_are_packed_into_sections_within_the_limit() -> None:
+    lines = [f"{i}. <@U{i:08d}> — ⏳ waiting" for i in range(300)]
+    packed = blocks.sections(lines)
+    assert len(packed) > 1
+    assert all(len(b["text"]["text"]) <= blocks.MAX_TEXT for b in packed)
+    assert "\n".join(b["text"]["text"] for b in packed) == "\n".join(lines)
+
+
+def test_a_message_keeps_its_buttons_when_shortened_to_fifty_blocks() -> None:
+    buttons = {"type": "actions", "elements": []}
+    message = Message("x" * 50_000, [blocks.section(str(i)) for i in range(80)] + [buttons])
+    kwargs = message.as_kwargs()
+    assert len(kwargs["blocks"]) == blocks.MAX_MESSAGE_BLOCKS
+    assert kwargs["blocks"][-1] is buttons
+    assert "and 32 more not shown" in kwargs["blocks"][-2]["elements"][0]["text"]
+    assert len(kwargs["text"]) == blocks.MAX_MESSAGE_TEXT
+    assert not message_problems(kwargs)
+
+
+# ---------------------------------------------------------------------------- the Slack stand-in
+
+
+@pytest.mark.parametrize("body", [
+    {"text": "t", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}]},
+    {"text": "t", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": ""}}]},
+    {"text": "t",
+     "blocks": [{"type": "context", "elements": [{"type": "mrkdwn", "text": "x"}] * 11}]},
+    {"text": "t", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "x"}}] * 51},
+    {"text": "t", "blocks": [{"type": "actions", "elements": [
+        {"type": "button", "action_id": "a", "text": {"type": "plain_text", "text": "b"},
+         "value": "v" * 2001}]}]},
+    {"text": "t", "blocks": [{"type": "actions", "elements": [
+        {"type": "button", "action_id": "a", "text": {"type": "plain_text", "text": "b"},
+         "confirm": {"title": {"type": "plain_text", "text": "t"},
+                     "text": {"type": "plain_text", "text": "x" * 301},
+                     "confirm": {"type": "plain_text", "text": "ok"},
+                     "deny": {"type": "plain_text", "text": "no"}}}]}]},
+])
+async def test_the_stand_in_refuses_what_slack_refuses_on_a_response_url(
+    slack: SlackStandIn, body: dict[str, object]
+) -> None:
+    url = slack.response_url()
+    async with aiohttp.ClientSession() as http, http.post(url, json=body) as response:
+        assert response.status == 400
+        assert await response.text() == "invalid_blocks"
+    assert slack.responses_to(url) == []
+    assert message_problems(body)
+
+
+# ------------------------------------------------------------------- posts that used to break
+
+
+MANY_NUMBERS = [
+    {"id": f"ep-{n}", "displayName": f"Line {n}", "phoneNumber": f"+1814555{n:04d}",
+     "accountId": "acct-1"}
+    for n in range(100, 350)
+]
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_refusal_listing_250_owned_caller_ids_reaches_the_requester(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, mode: str
+) -> None:
+    evo.phone_numbers[:] = MANY_NUMBERS
+    bot = await bot_factory(mode)
+    ack, url = await bot.command("+18144043093 escalation +18149990000")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "is not one of the account's phone numbers" in answer["text"]
+    assert "+18145550100, +18145550101" in answer["text"]
+    assert len(answer["text"]) < 1500
+    assert " more. Leave it out to use the default." in answer["text"]
+    assert not message_problems(answer)
+    assert not bot.evo.outgoing_posts
+
+
+def _roster(people: int) -> str:
+    ids = [f"U0P{n:03d}" for n in range(people)]
+    numbers = "\n".join(f'{uid} = "+1814404{n:04d}"' for n, uid in enumerate(ids))
+    return POLICY + f"""
+[people]
+{numbers}
+
+[oncall]
+flow = "Escalation"
+rotation = {json.dumps(ids)}
+timezone = "America/New_York"
+"""
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_an_escalation_of_many_people_is_posted_and_can_be_stopped(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, _ = await start(bot_factory, mode, policy=_roster(120))
+    view, message = await open_on_message(bot)
+    assert not message_problems({"blocks": view.versions[-1]["blocks"]})
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    assert has_stop_button(escalation)
+    assert "120. <@U0P" in json.dumps(escalation.blocks)
+    await bot.evo.wait_for_posts(1)
+    await click_stop(bot, escalation, user_id="U0ADMIN")
+    await wait_for_post(bot, "⏹ Escalation stopped by <@U0ADMIN>.")
+    assert [m.text for m in bot.slack.channel_messages(CHANNEL)] == [message.text]
