@@ -516,9 +516,6 @@ class Policy(_Strict):
             return frozenset({self.default_region})
         return frozenset(self.rules.confirm_outside)
 
-    def members(self) -> dict[str, frozenset[str]]:
-        return {role: frozenset(ids) for role, ids in self.roles.items()}
-
 
 def _describe(error: ValidationError, *, prefix: str, env: bool) -> list[str]:
     problems = []

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.calls.service import Outcome
+from bot.calls.models import Outcome
 from bot.evovoice.client import EvoVoiceClient, RequestObserved
 from bot.ops.metrics import Metrics, request_kind
 from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, TooManyRequests

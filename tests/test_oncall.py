@@ -65,11 +65,11 @@ def test_weekly_boundary_at_the_handoff_instant() -> None:
     assert r.shift_at(utc(2026, 1, 26, 9)).index == 3
 
 
-def test_next_shift() -> None:
+def test_the_shift_after_the_current_one() -> None:
     r = rotation()
-    upcoming = r.next_shift(utc(2026, 1, 7, 12))
+    upcoming = r.shift(r.shift_at(utc(2026, 1, 7, 12)).index + 1)
     assert (upcoming.person, upcoming.index, upcoming.starts) == ("U0BOB", 1, utc(2026, 1, 12, 9))
-    assert r.next_shift(utc(2026, 1, 12, 9)).person == "U0CAROL"
+    assert r.shift(r.shift_at(utc(2026, 1, 12, 9)).index + 1).person == "U0CAROL"
 
 
 def test_first_handoff_is_the_first_matching_weekday_on_or_after_start() -> None:
@@ -180,7 +180,7 @@ def test_before_the_start_the_first_shift_is_in_effect() -> None:
     for before in (utc(2025, 12, 1), utc(2026, 1, 5, 9) - TICK, utc(1999, 1, 1)):
         shift = r.shift_at(before)
         assert (shift.person, shift.index, shift.ends) == ("U0ALICE", 0, utc(2026, 1, 12, 9))
-        assert r.next_shift(before).person == "U0BOB"
+        assert r.shift(shift.index + 1).person == "U0BOB"
 
 
 def test_every_instant_of_a_year_falls_in_exactly_one_shift() -> None:

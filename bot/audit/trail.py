@@ -31,7 +31,7 @@ from typing import Any
 
 import phonenumbers
 
-from bot.calls.service import CallRequest, CallResult, CheckedCall, Outcome
+from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
 from bot.errors import GroupLookupFailed, RoleDenied
 from bot.evovoice.client import EvoVoiceError, EvoVoiceStatusError, OutcomeUnknown
 from bot.phone import NumberRejected, mask, parse_number

@@ -22,7 +22,8 @@ from bot.audit.trail import AuditLog, EventKind, reason_of
 from bot.calls import messages as views
 from bot.calls.confirmations import Reason
 from bot.calls.follow import CallFollower
-from bot.calls.service import CallRequest, CallService, Outcome
+from bot.calls.models import CallRequest, Outcome
+from bot.calls.service import CallService
 from bot.calls.status_views import can_call_again, can_hang_up
 from bot.calls.store import CallStore, TrackedCall
 from bot.config import KNOWN_ROLES

@@ -17,11 +17,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from bot.access import AccessControl
@@ -29,18 +26,26 @@ from bot.calls import confirm_views
 from bot.calls import messages as views
 from bot.calls.confirmations import Confirmations, Reason, TakeStatus
 from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, Slot
+from bot.calls.models import (
+    AMBIGUOUS_LOOKUP_SLACK,
+    NOT_DIALLED,
+    CallRequest,
+    CallResult,
+    CheckedCall,
+    Outcome,
+)
 from bot.errors import CallbotError, CannotNotify, describe
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, OutcomeUnknown, Session
+from bot.evovoice.dates import parse_timestamp
 from bot.phone import (
-    DialableNumber,
     DialPolicy,
     NumberRejected,
     check_dialable,
     describe_region,
     to_e164,
 )
-from bot.slack.notify import NotDelivered, Notifier, Thread
+from bot.slack.notify import NotDelivered, Notifier
 from bot.storage.claims import Claims
 
 if TYPE_CHECKING:
@@ -48,63 +53,6 @@ if TYPE_CHECKING:
     from bot.calls.follow import CallFollower
 
 logger = logging.getLogger(__name__)
-
-# How far back a session may have been created to count as the one an ambiguous attempt placed.
-AMBIGUOUS_LOOKUP_SLACK = dt.timedelta(seconds=30)
-
-
-@dataclass(frozen=True)
-class CallRequest:
-    """What someone asked for, as typed; nothing in it is trusted yet."""
-
-    team_id: str
-    user_id: str
-    channel_id: str
-    number_text: str
-    flow_text: str
-    caller_id_text: str | None = None
-    reason: str | None = None
-    response_url: str | None = None
-    thread_ts: str | None = None
-    # Same key, same request: a redelivered or double-submitted request is placed at most once.
-    idempotency_key: str | None = None
-    # Claim the key only once the checks pass, so a refused or failed check doesn't use it up
-    # (Call again: one click dials once, but a click refused for a passing reason may be retried).
-    claim_after_check: bool = False
-    origin: str = "command"  # for the audit trail: command, call_again, …
-    repeat_of: int | None = None  # audit id of the attempt this one repeats
-    # Questions the requester already answered "Call" to (see confirmations.Reason).
-    confirmed: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class CheckedCall:
-    request: CallRequest
-    number: DialableNumber
-    flow_id: str
-    flow_name: str
-    caller_id: str | None
-
-
-class Outcome(StrEnum):
-    PLACED = "placed"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-    REFUSED = "refused"
-    UNTOLD = "untold"  # nobody could be told, so nothing was dialled
-    DUPLICATE = "duplicate"  # the same request was already handled
-    CONFIRMING = "confirming"  # the requester was asked "are you sure?"; nothing dialled yet
-
-
-@dataclass(frozen=True)
-class CallResult:
-    outcome: Outcome
-    session_id: str | None = None
-    thread: Thread | None = None
-    error: BaseException | None = None
-    session: Session | None = None  # the session as Evo Voice last showed it, when it did
-    call_id: int | None = None  # the followed call's row (bot.callstore), when there is one
-
 
 class CallService:
     def __init__(
@@ -431,29 +379,9 @@ class ConfirmationNeeded(Exception):
         self.seconds_ago = seconds_ago
 
 
-# Outcomes after which the call certainly did not ring: its rate-limit slot is given back.
-NOT_DIALLED = frozenset({Outcome.FAILED, Outcome.UNTOLD})
-
 _UNUSABLE_CONFIRMATION = {
     TakeStatus.GONE: "This question was already answered or cancelled; nothing more was dialled. "
                      "Use /call to call again.",
     TakeStatus.EXPIRED: "This question expired, so nothing was dialled. Use /call to call again.",
     TakeStatus.NOT_YOURS: "Only the person who asked for this call can confirm it.",
 }
-
-
-_MS_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
-
-
-def parse_timestamp(value: str | None) -> dt.datetime | None:
-    """ServiceStack sends ISO 8601 or the WCF form `/Date(1700000000000-0000)/`; None if neither."""
-    if not value:
-        return None
-    match = _MS_DATE.fullmatch(value.strip())
-    if match:
-        return dt.datetime.fromtimestamp(int(match.group(1)) / 1000, dt.UTC)
-    try:
-        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)

@@ -48,7 +48,6 @@ from bot.evovoice.transport import AiohttpTransport
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_BASE_URL = "https://team.evovoice.io"
 # Reads may take up to 15 s: the server is slow to answer while it sets a call up.
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 DEFAULT_CONNECT_RETRIES = 3

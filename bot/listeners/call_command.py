@@ -19,7 +19,7 @@ from bot.calls.command_text import (
     SubcommandArgs,
     parse_command,
 )
-from bot.calls.service import CallRequest
+from bot.calls.models import CallRequest
 from bot.listeners.call_form import open_call_form
 from bot.listeners.oncall import on_oncall_subcommand
 from bot.ops.metrics import CommandOutcome
@@ -52,9 +52,15 @@ async def on_call_command(
         services.metrics.command(CALL_COMMAND, CommandOutcome.HELP)
         await ack(**views.help_message().as_kwargs())
         return
-    if isinstance(parsed, SubcommandArgs) and parsed.name == "oncall":
+    if isinstance(parsed, SubcommandArgs):
         services.metrics.command(CALL_COMMAND, CommandOutcome.SUBCOMMAND)
-        await on_oncall_subcommand(ack, command, parsed.args, services)
+        if parsed.name == "oncall":
+            await on_oncall_subcommand(ack, command, parsed.args, services)
+            return
+        # history: parse_command knows no other subcommand (SUBCOMMANDS)
+        await ack()
+        history = history_request_from(command, parsed)
+        services.tasks.spawn(services.history.show(history), name=f"history for {history.user_id}")
         return
     if isinstance(parsed, FormArgs):
         services.metrics.command(CALL_COMMAND, CommandOutcome.FORM)
@@ -71,17 +77,6 @@ async def on_call_command(
             ),
             name=f"call form for {command['user_id']}",
         )
-        return
-    if isinstance(parsed, SubcommandArgs) and parsed.name == "history":
-        services.metrics.command(CALL_COMMAND, CommandOutcome.SUBCOMMAND)
-        await ack()
-        history = history_request_from(command, parsed)
-        services.tasks.spawn(services.history.show(history), name=f"history for {history.user_id}")
-        return
-    if isinstance(parsed, SubcommandArgs):
-        # Every subcommand is handled above; an unknown one gets the usage.
-        services.metrics.command(CALL_COMMAND, CommandOutcome.HELP)
-        await ack(**views.help_message().as_kwargs())
         return
     services.metrics.command(CALL_COMMAND, CommandOutcome.ACCEPTED)
     await ack()

@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.calls import form as forms
 from bot.calls import messages as views
 from bot.calls.form import FormField, FormMetadata, FormMetadataInvalid, Submission
-from bot.calls.service import CallRequest, CheckedCall
+from bot.calls.models import CallRequest, CheckedCall
 from bot.errors import (
     CallbotError,
     CallerIdNotOwned,

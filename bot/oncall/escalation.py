@@ -50,7 +50,8 @@ from bot.audit.trail import AuditLog, EventKind
 from bot.calls import messages as common_views
 from bot.calls.controls import ButtonClick, ButtonExpired
 from bot.calls.follow import CallFollower, classify, digest, wait_or_wake
-from bot.calls.service import CallRequest, CallService, CheckedCall, Outcome
+from bot.calls.models import CallRequest, CheckedCall, Outcome
+from bot.calls.service import CallService
 from bot.calls.store import CallState, CallStore, TrackedCall
 from bot.config import KNOWN_ROLES
 from bot.errors import CallbotError, RoleDenied, describe

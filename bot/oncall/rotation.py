@@ -146,10 +146,6 @@ class Rotation:
             index += 1
         return self.shift(index)
 
-    def next_shift(self, when: dt.datetime) -> Shift:
-        """The shift after the one in effect at `when`."""
-        return self.shift(self.shift_at(when).index + 1)
-
 
 def _utc(when: dt.datetime) -> dt.datetime:
     if when.tzinfo is None or when.utcoffset() is None:

@@ -23,7 +23,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import choose_encoder
 
-from bot.calls.service import CallResult, Outcome
+from bot.calls.models import CallResult, Outcome
 from bot.evovoice.client import RequestObserved
 
 # Slack's deadline is 3 s; the buckets are dense below it.

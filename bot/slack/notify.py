@@ -43,10 +43,6 @@ class Thread:
     # The parent message's own ts: `ts` itself, unless the parent is a reply in an existing thread.
     parent_ts: str | None = None
 
-    @property
-    def threaded(self) -> bool:
-        return self.ts is not None
-
 
 @dataclass(frozen=True)
 class Posted:

@@ -1,0 +1,75 @@
+"""What a call is while it is being decided and placed: the request, the checked call, the outcome.
+
+A leaf: these value types import nothing of the calls feature, so the use case (service), the
+follower, the audit trail and the views can all speak of a call without importing one another.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from enum import StrEnum
+
+from bot.evovoice.client import Session
+from bot.phone import DialableNumber
+from bot.slack.notify import Thread
+
+# How far back a session may have been created to count as the one an ambiguous attempt placed.
+AMBIGUOUS_LOOKUP_SLACK = dt.timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """What someone asked for, as typed; nothing in it is trusted yet."""
+
+    team_id: str
+    user_id: str
+    channel_id: str
+    number_text: str
+    flow_text: str
+    caller_id_text: str | None = None
+    reason: str | None = None
+    response_url: str | None = None
+    thread_ts: str | None = None
+    # Same key, same request: a redelivered or double-submitted request is placed at most once.
+    idempotency_key: str | None = None
+    # Claim the key only once the checks pass, so a refused or failed check doesn't use it up
+    # (Call again: one click dials once, but a click refused for a passing reason may be retried).
+    claim_after_check: bool = False
+    origin: str = "command"  # for the audit trail: command, call_again, …
+    repeat_of: int | None = None  # audit id of the attempt this one repeats
+    # Questions the requester already answered "Call" to (see confirmations.Reason).
+    confirmed: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class CheckedCall:
+    request: CallRequest
+    number: DialableNumber
+    flow_id: str
+    flow_name: str
+    caller_id: str | None
+
+
+class Outcome(StrEnum):
+    PLACED = "placed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    REFUSED = "refused"
+    UNTOLD = "untold"  # nobody could be told, so nothing was dialled
+    DUPLICATE = "duplicate"  # the same request was already handled
+    CONFIRMING = "confirming"  # the requester was asked "are you sure?"; nothing dialled yet
+
+
+@dataclass(frozen=True)
+class CallResult:
+    outcome: Outcome
+    session_id: str | None = None
+    thread: Thread | None = None
+    error: BaseException | None = None
+    session: Session | None = None  # the session as Evo Voice last showed it, when it did
+    call_id: int | None = None  # the followed call's row (bot.callstore), when there is one
+
+
+# Outcomes after which the call certainly did not ring: its rate-limit slot is given back.
+NOT_DIALLED = frozenset({Outcome.FAILED, Outcome.UNTOLD})
