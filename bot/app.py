@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import Settings
-from bot.errors import reference_id
+from bot.errors import reference_id, unexpected_words
 from bot.listeners import actions, confirm, escalation
 from bot.listeners import call_command as command
 from bot.listeners import call_form as form
@@ -99,5 +99,5 @@ async def on_error(
         return None
     return BoltResponse(
         status=200,
-        body=f"Something went wrong on our side (reference {ref}). Tell the callbot operators.",
+        body=unexpected_words(ref),
     )

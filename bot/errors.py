@@ -1,18 +1,49 @@
-"""The project's own refusals and failures, and the one place that turns any error into words.
+"""Every error callbot shows a person, drawn in one tree; the words for each; the reference id.
 
-    CallbotError                 a request we refuse or cannot complete; `.user_message` says why
-     ├─ RoleDenied               the requester holds none of the roles the action needs
-     ├─ GroupLookupFailed        Slack would not tell us a user group's members
-     ├─ FlowNotFound             no flow matches the word typed (with the closest names)
-     ├─ FlowAmbiguous            several flows match it
-     ├─ CallerIdNotOwned         the caller ID is not one of the account's numbers
-     ├─ CannotNotify             neither the channel nor the requester can be told: nothing dialled
-     ├─ OnCallNotConfigured      the policy file has no [oncall] section
-     └─ NoUsableNumber           a person has no phone number the bot may dial
+    CallbotError                    a request refused or not completed; `.user_message` says why
+     ├─ RoleDenied                  the requester holds none of the roles the action needs
+     ├─ GroupLookupFailed           Slack would not tell us a user group's members
+     ├─ FlowNotFound                no flow matches the word typed (with the closest names)
+     ├─ FlowAmbiguous               several flows match it
+     ├─ CallerIdNotOwned            the caller ID is not one of the account's numbers
+     ├─ CannotNotify                nobody can be told of the call, so nothing was dialled
+     ├─ OnCallNotConfigured         the policy file has no [oncall] section
+     ├─ NoUsableNumber              a person has no phone number the bot may dial
+     ├─ NumberRejected              phone.py: a number that must not be dialled (`.code`, `.reason`)
+     ├─ CommandRejected             calls/command_text.py: /call text that can't be understood
+     ├─ HistoryFilterRejected       audit/history.py: a /call history filter that can't be used
+     ├─ LimitReached                calls/limits.py: a rate limit refuses the call (`.retry_after`)
+     ├─ ButtonExpired               calls/controls.py: the call buttons' refusals ...
+     ├─ NotAllowedOnCall              the clicker neither placed the call nor manages
+     ├─ CallNotLive                   nothing to hang up
+     ├─ CallStillLive                 hang up before calling again
+     ├─ AlreadyCalledAgain            one click dials once
+     ├─ CallTooOld                    the number is no longer kept
+     ├─ HangUpFailed                  Evo Voice did not hang up
+     ├─ NotAllowedToStop            oncall/escalation.py: Stop escalation by someone who may not
+     └─ EscalationOver                and on an escalation that already ended
 
-Refusals from parsing live beside their parsers (`phone.NumberRejected`, `command.CommandRejected`),
-failures of the voice API in `evovoice`. `describe()` maps all of them to plain words that say what
-to do next; anything unexpected becomes a short reference id that is also in the log.
+    EvoVoiceError                   evovoice/client.py: the voice API failed; `.message`
+     ├─ EvoVoiceUnreachable         the connection never opened: nothing was sent
+     ├─ OutcomeUnknown              the call may or may not have been placed: never retried
+     ├─ EvoVoiceTimeout             a GET or DELETE got no answer
+     ├─ MalformedResponse           a 2xx whose body is not what the API documents
+     └─ EvoVoiceStatusError         a non-2xx answer (`.status`)
+         ├─ BadRequest              400
+         ├─ BadLogin                401
+         ├─ MissingRole             403
+         ├─ NotFound                404
+         ├─ Conflict                409
+         ├─ RateLimited             429 (`.retry_after`)
+         └─ ServerError             5xx on a request that cannot have placed a call
+
+The voice client's tree stands apart because the client is a library of its own (it knows
+nothing of Slack or of the people asking). `Expected` is both roots: what a request may meet.
+
+Words and logs are two steps. `describe()` gives the words for an expected error and has no side
+effect. Anything else is a bug: `log_unexpected()` logs it under a reference id and returns the
+words that give the person that reference. `describe_any()` does whichever applies, for the
+places that catch everything so that nobody is left without an answer.
 """
 
 from __future__ import annotations
@@ -21,10 +52,8 @@ import logging
 import secrets
 from collections.abc import Sequence
 
-from bot.calls.command_text import CommandRejected
 from bot.evovoice import client as evovoice
 from bot.ops.logs import current_request_id
-from bot.phone import NumberRejected
 from bot.slack.blocks import listing
 
 logger = logging.getLogger(__name__)
@@ -126,12 +155,13 @@ def reference_id() -> str:
     return current_request_id() or secrets.token_hex(4)
 
 
-def describe(exc: BaseException) -> str:
-    """Plain words for the requester: what happened and what to do next."""
+Expected = CallbotError | evovoice.EvoVoiceError
+
+
+def describe(exc: Expected) -> str:
+    """Plain words for the requester: what happened and what to do next. No side effects."""
     if isinstance(exc, CallbotError):
         return exc.user_message
-    if isinstance(exc, (NumberRejected, CommandRejected)):
-        return exc.reason
     if isinstance(exc, evovoice.OutcomeUnknown):
         return (
             "⚠️ Outcome unknown: Evo Voice did not answer clearly, so the call may or may not have "
@@ -158,8 +188,22 @@ def describe(exc: BaseException) -> str:
         )
     if isinstance(exc, evovoice.EvoVoiceStatusError):
         return f"Evo Voice refused the call: {exc.message}. Nothing was dialled."
-    if isinstance(exc, evovoice.EvoVoiceError):
-        return f"Evo Voice failed: {exc.message}. Try again in a minute."
+    return f"Evo Voice failed: {exc.message}. Try again in a minute."
+
+
+def log_unexpected(exc: BaseException, what: str = "unexpected error") -> str:
+    """Log a bug with its traceback under a reference id; return the words that give it."""
     ref = reference_id()
-    logger.error("unexpected error, reference %s", ref, exc_info=exc)
+    logger.error("%s, reference %s", what, ref, exc_info=exc)
+    return unexpected_words(ref)
+
+
+def unexpected_words(ref: str) -> str:
     return f"Something went wrong on our side (reference {ref}). Tell the callbot operators."
+
+
+def describe_any(exc: BaseException) -> str:
+    """describe() an expected error; log anything else (log_unexpected) and give its reference."""
+    if isinstance(exc, Expected):
+        return describe(exc)
+    return log_unexpected(exc)

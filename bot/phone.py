@@ -5,9 +5,9 @@ call costs money (toll fraud) or wakes the wrong person. So the rules here refus
 repair, and the only string ever handed to the dialler is the E.164 form produced by
 ``phonenumbers.format_number(..., E164)`` in :func:`check_dialable`.
 
-Errors::
+Errors (the whole tree is drawn in bot/errors.py)::
 
-    Exception
+    CallbotError
      └── NumberRejected        .code: RejectCode, .reason: plain words for the user
                                (never echoes the raw input; shows the masked number or nothing)
 
@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType, ValidationResult
+
+from bot.errors import CallbotError
 
 __all__ = [
     "DEFAULT_ALLOWED_TYPES",
@@ -163,7 +165,7 @@ class RejectCode(enum.StrEnum):
     BLOCKED_PREFIX = "blocked_prefix"
 
 
-class NumberRejected(Exception):
+class NumberRejected(CallbotError):
     """A number that must not be dialled (or used as a caller ID), and why, in plain words."""
 
     def __init__(self, code: RejectCode, reason: str) -> None:

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from bot.config import ConfigError, load_settings
-from bot.errors import describe, reference_id
+from bot.errors import describe_any, reference_id
 from bot.ops.logs import (
     TEXT_FORMAT,
     JsonFormatter,
@@ -91,7 +91,7 @@ def test_an_unexpected_error_is_referenced_by_the_request_id(
 ) -> None:
     with request_context("abc12345"):
         assert reference_id() == "abc12345"
-        text = describe(RuntimeError("bug"))
+        text = describe_any(RuntimeError("bug"))
     assert "(reference abc12345)" in text
     assert "reference abc12345" in caplog.text
     assert len(reference_id()) == 8  # outside a request: a fresh one

@@ -108,7 +108,7 @@ class HistoryService:
     async def show(self, request: HistoryRequest) -> None:
         try:
             message = await self._history(request)
-        except (CallbotError, NumberRejected) as exc:
+        except CallbotError as exc:
             message = views.refusal(describe(exc))
         await self._notifier.tell(
             user_id=request.user_id,

@@ -4,9 +4,9 @@ This module only splits words; it never decides whether a number may be dialled.
 caller-ID texts go on to :mod:`bot.phone`, which gives its own precise reasons. Splitting first
 matters: ``phonenumbers.parse("+1 814 404 3093 escalation")`` fails as "too long".
 
-Errors::
+Errors (the whole tree is drawn in bot/errors.py)::
 
-    Exception
+    CallbotError
      └── CommandRejected       .reason: plain words plus a usage hint
 """
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+
+from bot.errors import CallbotError
 
 __all__ = [
     "HELP_WORDS",
@@ -81,7 +83,7 @@ class SubcommandArgs:
 Command = CallArgs | HelpArgs | FormArgs | SubcommandArgs
 
 
-class CommandRejected(Exception):
+class CommandRejected(CallbotError):
     """The command text can't be understood; ``reason`` says why and how to type it."""
 
     def __init__(self, reason: str) -> None:

@@ -214,7 +214,7 @@ class CallControls:
         except Exception:
             logger.exception("recording %s of call %s failed", kind, call.id)
 
-    async def _tell(self, click: ButtonClick, exc: BaseException) -> None:
+    async def _tell(self, click: ButtonClick, exc: CallbotError) -> None:
         await self._notifier.tell(
             user_id=click.user_id,
             channel_id=click.channel_id,

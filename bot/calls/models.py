@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bot.errors import Expected
 from bot.evovoice.client import Session
 from bot.phone import DialableNumber
 from bot.slack.notify import Thread
@@ -66,7 +67,7 @@ class CallResult:
     outcome: Outcome
     session_id: str | None = None
     thread: Thread | None = None
-    error: BaseException | None = None
+    error: Expected | None = None
     session: Session | None = None  # the session as Evo Voice last showed it, when it did
     call_id: int | None = None  # the followed call's row (bot.callstore), when there is one
 

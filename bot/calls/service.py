@@ -34,13 +34,12 @@ from bot.calls.models import (
     CheckedCall,
     Outcome,
 )
-from bot.errors import CallbotError, CannotNotify, describe
+from bot.errors import CallbotError, CannotNotify, Expected, describe
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, OutcomeUnknown, Session
 from bot.evovoice.dates import parse_timestamp
 from bot.phone import (
     DialPolicy,
-    NumberRejected,
     check_dialable,
     describe_region,
     to_e164,
@@ -112,7 +111,7 @@ class CallService:
                 return await self._duplicate(request)
         try:
             checked = await self.check(request)
-        except (CallbotError, NumberRejected, EvoVoiceError) as exc:
+        except (CallbotError, EvoVoiceError) as exc:
             return await self._refuse(request, exc)
         if request.idempotency_key and request.claim_after_check:
             if not await self._claims.claim(request.idempotency_key):
@@ -139,7 +138,7 @@ class CallService:
             await self._limits.release(slot)
         return result
 
-    async def _refuse(self, request: CallRequest, exc: Exception) -> CallResult:
+    async def _refuse(self, request: CallRequest, exc: Expected) -> CallResult:
         logger.info("call refused for %s: %s", request.user_id, type(exc).__name__)
         if self._audit is not None:
             await self._audit.refused(request, exc)

@@ -30,6 +30,7 @@ from bot.errors import (
     FlowNotFound,
     GroupLookupFailed,
     RoleDenied,
+    describe_any,
     describe,
 )
 from bot.evovoice.client import EvoVoiceError, Flow
@@ -131,8 +132,8 @@ async def _prepare_view(
         await services.access.require(user_id)
     except Exception as exc:
         # RoleDenied and GroupLookupFailed say why; anything else gets a reference id (and its log
-        # line) from describe(). Either way the user sees words instead of a form that never opens.
-        return forms.notice_view(describe(exc))
+        # line). Either way the user sees words instead of a form that never opens.
+        return forms.notice_view(describe_any(exc))
     policy = services.policy
     try:
         owned: list[str] | None = await services.catalog.owned_numbers()
@@ -254,7 +255,7 @@ async def validate(
     )
     try:
         return await services.calls.check(request)
-    except (CallbotError, NumberRejected, EvoVoiceError) as exc:
+    except (CallbotError, EvoVoiceError) as exc:
         return {field_for(exc): describe(exc)}
 
 

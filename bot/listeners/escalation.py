@@ -19,7 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls import messages as views
 from bot.calls.form import is_response_url, origin_of
-from bot.errors import CallbotError, GroupLookupFailed, RoleDenied, describe
+from bot.errors import CallbotError, GroupLookupFailed, RoleDenied, describe, describe_any
 from bot.evovoice.client import EvoVoiceError
 from bot.listeners.actions import button_click_from
 from bot.listeners.modals import Wording, accept_once, open_modal, open_unless_stopping
@@ -169,7 +169,7 @@ async def _prepare_view(
         policy = oncall.policy
         people = await oncall.chain(oncall.now())
     except Exception as exc:
-        return forms.notice_view(describe(exc))
+        return forms.notice_view(describe_any(exc))
     try:
         flow_name = (await services.catalog.resolve_flow(policy.flow)).name or policy.flow
     except (CallbotError, EvoVoiceError) as exc:

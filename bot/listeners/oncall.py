@@ -14,7 +14,7 @@ from slack_bolt.async_app import AsyncAck
 
 from bot.calls import messages as views
 from bot.config import MANAGER, SYSTEM_ADMINISTRATOR
-from bot.errors import describe
+from bot.errors import describe_any
 from bot.oncall.roster_views import ONCALL_USAGE, status_message, taken_message
 from bot.services import Services
 from bot.slack.notify import NotDelivered
@@ -48,8 +48,8 @@ async def show_on_call(services: Services, command: dict[str, Any]) -> None:
         await services.access.require(user_id, action="see who is on call")
         status = await services.oncall.status(services.oncall.now())
         message = status_message(status)
-    except Exception as exc:  # every failure reaches the requester, in words (describe logs it)
-        message = views.refusal(describe(exc))
+    except Exception as exc:  # every failure reaches the requester, in words
+        message = views.refusal(describe_any(exc))
     await _tell(services, command, message)
 
 
@@ -66,7 +66,7 @@ async def take_shift(services: Services, command: dict[str, Any]) -> None:
         )
         override, person = await services.oncall.take(user_id, services.oncall.now())
     except Exception as exc:
-        await _tell(services, command, views.refusal(describe(exc)))
+        await _tell(services, command, views.refusal(describe_any(exc)))
         return
     message = taken_message(override, person, services.oncall.rotation.tz)
     try:

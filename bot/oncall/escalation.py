@@ -54,7 +54,7 @@ from bot.calls.models import CallRequest, CheckedCall, Outcome
 from bot.calls.service import CallService
 from bot.calls.store import CallState, CallStore, TrackedCall
 from bot.config import KNOWN_ROLES
-from bot.errors import CallbotError, RoleDenied, describe
+from bot.errors import CallbotError, RoleDenied, describe, describe_any, log_unexpected
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_store import (
@@ -66,7 +66,6 @@ from bot.oncall.escalation_store import (
     Target,
 )
 from bot.oncall.roster import OnCall
-from bot.phone import NumberRejected
 from bot.slack.notify import NotDelivered, Notifier, Thread
 from bot.storage.claims import Claims
 
@@ -267,10 +266,10 @@ class EscalationService:
             escalation = await self.store.get(escalation_id)
             if escalation is not None and escalation.thread_ts is not None:
                 await self._post(escalation, views.failed(
-                    escalation, f"{describe(exc)} Nobody more will be called until callbot "
+                    escalation, f"{describe_any(exc)} Nobody more will be called until callbot "
                                 "restarts: reach the people on call another way."))
             else:
-                describe(exc)  # logs it with a reference id
+                log_unexpected(exc, f"escalation {escalation_id} failed")
         except Exception:
             logger.exception("escalation %s failed, and saying so failed too", escalation_id)
 
@@ -339,7 +338,7 @@ class EscalationService:
             await self._fail(escalation, f"<@{escalation.requester_id}> is no longer allowed to "
                                          "place calls.")
             return
-        except (CallbotError, NumberRejected, EvoVoiceError) as exc:
+        except (CallbotError, EvoVoiceError) as exc:
             if self._audit is not None:
                 await self._audit.refused(request, exc)
             await self._conclude_step(escalation, target, StepOutcome.FAILED, detail=describe(exc))
