@@ -12,12 +12,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.cache import TTLCache
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError
 from bot.storage.database import Database
 
@@ -27,12 +27,6 @@ READINESS_CACHE_SECONDS = 5.0
 READINESS_TIMEOUT_SECONDS = 3.0
 
 Probe = Callable[[], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class _Result:
-    at: float
-    problem: str | None
 
 
 class Readiness:
@@ -48,12 +42,11 @@ class Readiness:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._probes = dict(probes)
-        self._ttl = ttl
         self._timeout = timeout
         self._uncached = uncached
-        self._clock = clock
-        self._results: dict[str, _Result] = {}
-        self._running: dict[str, asyncio.Future[str | None]] = {}
+        # Answers (failures too) kept for `ttl`; an uncached probe still shares a check in flight.
+        self._kept: TTLCache[str, str | None] = TTLCache(ttl, clock=clock)
+        self._shared: TTLCache[str, str | None] = TTLCache(0.0, clock=clock)
 
     async def check(self) -> dict[str, str | None]:
         """Each probe's problem, or None when it passed."""
@@ -62,26 +55,8 @@ class Readiness:
         return dict(zip(names, problems, strict=True))
 
     async def _check_one(self, name: str) -> str | None:
-        cached = self._results.get(name)
-        if cached is not None and name not in self._uncached:
-            if self._clock() - cached.at < self._ttl:
-                return cached.problem
-        running = self._running.get(name)
-        if running is not None:
-            return await asyncio.shield(running)
-        future: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        self._running[name] = future
-        try:
-            problem = await self._run(name)
-        except asyncio.CancelledError:
-            future.cancel()  # whoever shares it must not wait forever
-            raise
-        else:
-            self._results[name] = _Result(self._clock(), problem)
-            future.set_result(problem)
-            return problem
-        finally:
-            del self._running[name]
+        cache = self._shared if name in self._uncached else self._kept
+        return await cache.get(name, lambda: self._run(name))
 
     async def _run(self, name: str) -> str | None:
         try:
