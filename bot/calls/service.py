@@ -19,12 +19,13 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from bot.access import AccessControl
+from bot.audit.trail import AuditLog
 from bot.calls import confirm_views
 from bot.calls import messages as views
 from bot.calls.confirmations import Confirmations, Reason, TakeStatus
+from bot.calls.follow import CallFollower
 from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, Slot
 from bot.calls.models import (
     AMBIGUOUS_LOOKUP_SLACK,
@@ -47,10 +48,6 @@ from bot.phone import (
 from bot.slack.notify import NotDelivered, Notifier
 from bot.storage.claims import Claims
 
-if TYPE_CHECKING:
-    from bot.audit.trail import AuditLog
-    from bot.calls.follow import CallFollower
-
 logger = logging.getLogger(__name__)
 
 class CallService:
@@ -65,13 +62,13 @@ class CallService:
         dial_policy: DialPolicy,
         default_caller_id: str | None,
         account_ids: list[str],
-        audit: AuditLog | None = None,
-        follower: CallFollower | None = None,
-        on_result: Callable[[CallResult], None] | None = None,
-        limits: CallLimits | None = None,
-        confirmations: Confirmations | None = None,
-        confirm_outside: frozenset[str] | None = None,
-        on_limit: Callable[[str], None] | None = None,
+        audit: AuditLog,
+        follower: CallFollower,
+        limits: CallLimits,
+        confirmations: Confirmations,
+        confirm_outside: frozenset[str] | None,
+        on_result: Callable[[CallResult], None],
+        on_limit: Callable[[str], None],
     ) -> None:
         self._access = access
         self._catalog = catalog
@@ -130,18 +127,17 @@ class CallService:
             await self._ask(needed)
             return self._finished(CallResult(Outcome.CONFIRMING))
         except CallbotError as exc:
-            if isinstance(exc, LimitReached) and self._on_limit is not None:
+            if isinstance(exc, LimitReached):
                 self._on_limit(exc.scope)
             return await self._refuse(checked.request, exc)
         result = await self.place(checked)
-        if slot is not None and self._limits is not None and result.outcome in NOT_DIALLED:
+        if result.outcome in NOT_DIALLED:
             await self._limits.release(slot)
         return result
 
     async def _refuse(self, request: CallRequest, exc: Expected) -> CallResult:
         logger.info("call refused for %s: %s", request.user_id, type(exc).__name__)
-        if self._audit is not None:
-            await self._audit.refused(request, exc)
+        await self._audit.refused(request, exc)
         await self._notifier.tell(
             user_id=request.user_id,
             channel_id=request.channel_id,
@@ -152,14 +148,13 @@ class CallService:
 
     async def _duplicate(self, request: CallRequest) -> CallResult:
         logger.info("duplicate delivery of a request by %s ignored", request.user_id)
-        if self._audit is not None:
-            await self._audit.duplicate(request)
+        await self._audit.duplicate(request)
         return self._finished(CallResult(Outcome.DUPLICATE))
 
     async def place(self, call: CheckedCall) -> CallResult:
         request = call.request
         # Recorded before dialling, so even a crash mid-call leaves a trace in the audit trail.
-        attempt_id = await self._audit.allowed(call) if self._audit is not None else None
+        attempt_id = await self._audit.allowed(call)
         parent = views.call_parent(
             request.user_id, call.number.masked, call.flow_name, request.reason
         )
@@ -184,22 +179,20 @@ class CallService:
 
         started = time.time()
         result, message = await self._dial(call)
-        tracked = None
-        if self._follower is not None:
-            # The thread reply becomes the call's status message, edited as the call goes on.
-            tracked = await self._follower.track(call, result, thread, attempt_id, started)
-            if tracked is not None:
-                message = self._follower.status_message(tracked)
-                if tracked.session_id != result.session_id:
-                    # The session found after an ambiguous attempt belongs to another call.
-                    result = dataclasses.replace(result, session_id=None, session=None)
+        # The thread reply becomes the call's status message, edited as the call goes on.
+        tracked = await self._follower.track(call, result, thread, attempt_id, started)
+        if tracked is not None:
+            message = self._follower.status_message(tracked)
+            if tracked.session_id != result.session_id:
+                # The session found after an ambiguous attempt belongs to another call.
+                result = dataclasses.replace(result, session_id=None, session=None)
         await self._record_result(attempt_id, result)
         posted = await self._notifier.post_reply(thread, message)
         if not posted.delivered:
             logger.error(
                 "call %s outcome could not be posted for %s", result.outcome, request.user_id
             )
-        if tracked is not None and self._follower is not None:
+        if tracked is not None:
             await self._follower.begin(tracked, posted.ts)
         return self._finished(CallResult(
             result.outcome, result.session_id, thread, result.error,
@@ -207,13 +200,10 @@ class CallService:
         ))
 
     def _finished(self, result: CallResult) -> CallResult:
-        if self._on_result is not None:
-            self._on_result(result)
+        self._on_result(result)
         return result
 
-    async def _record_result(self, attempt_id: int | None, result: CallResult) -> None:
-        if self._audit is None or attempt_id is None:
-            return
+    async def _record_result(self, attempt_id: int, result: CallResult) -> None:
         try:
             await self._audit.result(attempt_id, result)
         except Exception:
@@ -261,38 +251,34 @@ class CallService:
 
     # ------------------------------------------------------------------ confirmations and limits
 
-    async def _admit(self, call: CheckedCall) -> Slot | None:
+    async def _admit(self, call: CheckedCall) -> Slot:
         """Questions to ask first (ConfirmationNeeded), then a slot from the rate limits."""
         confirmed = call.request.confirmed
         if (
             self._confirm_outside is not None
-            and self._confirmations is not None
             and call.number.region not in self._confirm_outside
             and Reason.REGION not in confirmed
         ):
             # One question for both reasons: a repeat to a faraway number is still one click.
             seconds_ago = None
-            if self._limits is not None and Reason.REPEAT not in confirmed:
+            if Reason.REPEAT not in confirmed:
                 seconds_ago = await self._limits.last_call(
                     call.request.user_id, call.number.e164, call.flow_id
                 )
             reasons = {Reason.REGION} | ({Reason.REPEAT} if seconds_ago is not None else set())
             raise ConfirmationNeeded(call, frozenset(reasons), seconds_ago)
-        if self._limits is None:
-            return None
         try:
             return await self._limits.acquire(
                 call.request.user_id,
                 call.number.e164,
                 call.flow_id,
-                check_repeat=self._confirmations is not None and Reason.REPEAT not in confirmed,
+                check_repeat=Reason.REPEAT not in confirmed,
             )
         except RecentlyCalled as recent:
             raise ConfirmationNeeded(call, frozenset({Reason.REPEAT}), recent.seconds_ago) from None
 
     async def _ask(self, needed: ConfirmationNeeded) -> None:
         call, request = needed.call, needed.call.request
-        assert self._confirmations is not None
         fields = dataclasses.asdict(request)
         # The click brings a fresh response_url; the stored request needs none.
         fields.update(response_url=None, idempotency_key=None, confirmed=sorted(request.confirmed))
@@ -323,8 +309,6 @@ class CallService:
         response_url: str | None,
     ) -> CallResult:
         """A click on "Call" under a question: a new request, checked again from the start."""
-        if self._confirmations is None:
-            return CallResult(Outcome.REFUSED)
         # A double click or a redelivered click dials at most once.
         if not await self._claims.claim(f"confirm:{confirmation_id}:{user_id}"):
             logger.info("duplicate confirmation click by %s ignored", user_id)
@@ -349,8 +333,6 @@ class CallService:
         self, confirmation_id: str, *, user_id: str, channel_id: str | None,
         response_url: str | None,
     ) -> None:
-        if self._confirmations is None:
-            return
         cancelled = await self._confirmations.cancel(confirmation_id, user_id)
         line = ("Cancelled: nothing was dialled." if cancelled
                 else _UNUSABLE_CONFIRMATION[TakeStatus.GONE])
