@@ -23,6 +23,7 @@ from bot.errors import reference_id, unexpected_words
 from bot.listeners import actions, confirm, escalation
 from bot.listeners import call_command as command
 from bot.listeners import call_form as form
+from bot.listeners.restarting import refuse_while_restarting
 from bot.services import Services
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ def create_app(
         return await next()
 
     app.middleware(inject_services)
+    app.middleware(refuse_while_restarting)
     command.register(app)
     form.register(app)
     actions.register(app)

@@ -15,6 +15,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.access import AccessControl, UserGroups
 from bot.audit.history import HistoryService
 from bot.audit.trail import AuditLog
+from bot.calls.form import origin_of
 from bot.calls.confirmations import Confirmations
 from bot.calls.controls import CallControls
 from bot.calls.follow import CallFollower, FollowTiming
@@ -57,6 +58,12 @@ class Services:
     history: HistoryService
     escalations: EscalationService
     metrics: Metrics = field(default_factory=Metrics)
+
+    @property
+    def trusted_origins(self) -> list[str]:
+        """Where a response_url may point besides Slack's own hosts: SLACK_API_URL's origin (a
+        proxy, or the stand-in in tests)."""
+        return [origin_of(self.settings.slack_api_url)]
 
 
 async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:

@@ -13,13 +13,17 @@ import pytest
 from bot.calls import form as forms
 from bot.oncall import escalation_views
 from bot.standins.evovoice import EvoVoiceStandIn, Gated
+from bot.calls.status_views import HANG_UP_ACTION
 from bot.standins.slack import (
     SlackStandIn,
+    block_actions_payload,
+    block_suggestion_payload,
     global_shortcut_payload,
     interactive_body,
     sign,
     slash_command_body,
     slash_command_payload,
+    view_submission_payload,
 )
 from tests.conftest import (
     APP_TOKEN,
@@ -188,3 +192,45 @@ async def test_a_shortcut_during_shutdown_says_so_instead_of_opening_a_form(
     assert opened.params["trigger_id"] == trigger
     assert "restarting" in json.dumps(opened.params["view"])
     assert "submit" not in opened.params["view"], "a notice, not a form"
+
+
+async def test_during_shutdown_a_button_click_is_answered_and_does_nothing(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    assert bot.runtime.services is not None
+    await bot.runtime.services.tasks.drain(0)
+    url = bot.slack.response_url()
+    payload = block_actions_payload(action_id=HANG_UP_ACTION, value="1", response_url=url)
+    assert (await bot.post_signed(interactive_body(payload))).status == 200
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "restarting" in answer["text"] and answer.get("replace_original") is not True
+    await bot.settle()
+    assert not [r for r in bot.evo.requests if r.method == "DELETE"]
+
+
+async def test_during_shutdown_a_submitted_form_stays_open_with_the_reason(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    assert bot.runtime.services is not None
+    view = forms.call_form(forms.FormMetadata())
+    await bot.runtime.services.tasks.drain(0)
+    payload = view_submission_payload(
+        callback_id=forms.CALL_FORM_CALLBACK_ID, values={}, view=view
+    )
+    ack = await bot.post_signed(interactive_body(payload))
+    assert ack.body["response_action"] == "errors"
+    [(block_id, text)] = ack.body["errors"].items()
+    first_input = next(b for b in view["blocks"] if b["type"] == "input")
+    assert block_id == first_input["block_id"] and "restarting" in text
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_during_shutdown_a_menu_offers_nothing(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    assert bot.runtime.services is not None
+    await bot.runtime.services.tasks.drain(0)
+    payload = block_suggestion_payload(action_id="flow", value="esc")
+    ack = await bot.post_signed(interactive_body(payload))
+    assert ack.status == 200 and ack.body == {"options": []}

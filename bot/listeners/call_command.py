@@ -38,10 +38,6 @@ async def on_call_command(
     ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
 ) -> None:
     services: Services = context["services"]
-    if services.tasks.closed:
-        services.metrics.command(CALL_COMMAND, CommandOutcome.UNAVAILABLE)
-        await ack(text="callbot is restarting; nothing was dialled. Try again in a few seconds.")
-        return
     try:
         parsed = parse_command(str(command.get("text") or ""))
     except CommandRejected as exc:
@@ -89,7 +85,7 @@ def form_metadata_from(command: dict[str, Any], services: Services) -> forms.For
     fallback. Whatever doesn't look right is left out (the form then asks for a channel)."""
     channel = command.get("channel_id")
     url = command.get("response_url")
-    trusted = [forms.origin_of(services.settings.slack_api_url)]
+    trusted = services.trusted_origins
     if not forms.is_channel_id(channel):
         return forms.FormMetadata()
     return forms.FormMetadata(

@@ -34,7 +34,7 @@ from bot.errors import (
     describe,
 )
 from bot.evovoice.client import EvoVoiceError, Flow
-from bot.listeners.modals import Wording, accept_once, open_modal, open_unless_stopping
+from bot.listeners.modals import Wording, accept_once, open_modal
 from bot.phone import NumberRejected, check_dialable
 from bot.services import Services
 from bot.slack.blocks import MAX_OPTIONS
@@ -50,8 +50,6 @@ OPTIONS_BUDGET_SECONDS = 2.0
 MAX_QUERY_CHARS = 100
 
 
-RESTARTING = "callbot is restarting; nothing was dialled. Press Call again in a few seconds."
-RESTARTING_OPEN = "callbot is restarting. Try again in a few seconds."
 SPENT_BY_RESTART = (
     "callbot began restarting as this was sent; nothing was dialled. Open a new form in a few "
     "seconds."
@@ -83,16 +81,11 @@ async def on_place_call_shortcut(
     await ack()
     user_id = str(shortcut["user"]["id"])
     trigger_id = str(shortcut["trigger_id"])
-    await open_unless_stopping(
-        client,
-        services,
-        what="call form",
-        user_id=user_id,
-        trigger_id=trigger_id,
-        stopping_view=forms.notice_view(RESTARTING_OPEN),
-        opening=open_call_form(
+    services.tasks.spawn(
+        open_call_form(
             client, services, trigger_id=trigger_id, user_id=user_id, metadata=FormMetadata()
         ),
+        name=f"call form for {user_id}",
     )
 
 
@@ -182,7 +175,7 @@ async def on_form_submitted(
     services: Services = context["services"]
     user_id = str(body["user"]["id"])
     team_id = str((body.get("team") or {}).get("id") or view.get("team_id") or "")
-    trusted = [forms.origin_of(services.settings.slack_api_url)]
+    trusted = services.trusted_origins
     fields = [str(f) for f in FormField]
 
     async def refuse(errors: dict[FormField, str]) -> None:
@@ -190,9 +183,6 @@ async def on_form_submitted(
                   errors=forms.field_errors(errors, submission.fields or fields))
 
     submission = forms.read_submission(view, body.get("response_urls"), trusted)
-    if services.tasks.closed:
-        await refuse({forms.GENERAL_ERROR_FIELD: RESTARTING})
-        return
     view_id = view.get("id")
     try:
         if not isinstance(view_id, str) or not view_id:

@@ -18,11 +18,11 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls import messages as views
-from bot.calls.form import is_response_url, origin_of
+from bot.calls.form import is_response_url
 from bot.errors import CallbotError, GroupLookupFailed, RoleDenied, describe, describe_any
 from bot.evovoice.client import EvoVoiceError
 from bot.listeners.actions import button_click_from
-from bot.listeners.modals import Wording, accept_once, open_modal, open_unless_stopping
+from bot.listeners.modals import Wording, accept_once, open_modal
 from bot.oncall import escalation_views as forms
 from bot.oncall.escalation import EscalationRequest
 from bot.oncall.escalation_views import (
@@ -42,11 +42,6 @@ VALIDATION_BUDGET_SECONDS = 2.0
 ACTION = "escalate to on-call"
 
 
-RESTARTING = "callbot is restarting; nobody was called. Press Escalate again in a few seconds."
-RESTARTING_OPEN = "callbot is restarting. Try again in a few seconds."
-RESTARTING_STOP = (
-    "callbot is restarting; the escalation was not stopped. Try again in a few seconds."
-)
 SPENT_BY_RESTART = (
     "callbot began restarting as this was sent; nobody was called. Open a new form in a few "
     "seconds."
@@ -78,7 +73,7 @@ async def on_message_shortcut(
     message = shortcut.get("message") or {}
     channel = (shortcut.get("channel") or {}).get("id")
     message_ts = message.get("ts") or shortcut.get("message_ts")
-    trusted = [origin_of(services.settings.slack_api_url)]
+    trusted = services.trusted_origins
     url = shortcut.get("response_url")
     try:
         # The escalation goes in the message's thread: its thread_ts when it is a reply.
@@ -110,17 +105,12 @@ async def _open(
 ) -> None:
     user_id = str(shortcut["user"]["id"])
     trigger_id = str(shortcut["trigger_id"])
-    await open_unless_stopping(
-        client,
-        services,
-        what="escalation form",
-        user_id=user_id,
-        trigger_id=trigger_id,
-        stopping_view=forms.notice_view(RESTARTING_OPEN),
-        opening=open_escalation_form(
+    services.tasks.spawn(
+        open_escalation_form(
             client, services, trigger_id=trigger_id, user_id=user_id, metadata=metadata,
             quoted=quoted,
         ),
+        name=f"escalation form for {user_id}",
     )
 
 
@@ -205,16 +195,13 @@ async def on_escalation_submitted(
     services: Services = context["services"]
     user_id = str(body["user"]["id"])
     team_id = str((body.get("team") or {}).get("id") or view.get("team_id") or "")
-    trusted = [origin_of(services.settings.slack_api_url)]
+    trusted = services.trusted_origins
     submission = forms.read_submission(view, body.get("response_urls"), trusted)
     fields = submission.fields or frozenset(str(f) for f in EscalationField)
 
     async def refuse(errors: dict[EscalationField, str]) -> None:
         await ack(response_action="errors", errors=forms.field_errors(errors, fields))
 
-    if services.tasks.closed:
-        await refuse({forms.GENERAL_ERROR_FIELD: RESTARTING})
-        return
     view_id = view.get("id")
     try:
         if not isinstance(view_id, str) or not view_id:
@@ -285,12 +272,6 @@ async def on_stop_escalation(
     await ack()
     services: Services = context["services"]
     click = button_click_from(body)
-    if services.tasks.closed:
-        await services.notifier.tell(
-            user_id=click.user_id, channel_id=click.channel_id, response_url=click.response_url,
-            message=views.refusal(RESTARTING_STOP),
-        )
-        return
     services.tasks.spawn(services.escalations.stop_clicked(click),
                          name=f"stop escalation by {click.user_id}")
 

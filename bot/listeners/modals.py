@@ -119,25 +119,3 @@ async def open_modal(
         # not_found: the user closed the loading view; hash_conflict: it changed meanwhile.
         logger.info("views.update of the %s for %s failed (%s)", what, user_id,
                     slack_error_code(exc))
-
-
-async def open_unless_stopping(
-    client: AsyncWebClient,
-    services: Services,
-    *,
-    what: str,
-    user_id: str,
-    trigger_id: str,
-    stopping_view: View,
-    opening: Coroutine[Any, Any, None],
-) -> None:
-    """Start `opening` (an open_modal call) in the background; while the bot is shutting down,
-    show `stopping_view` with the trigger instead (the shortcut must not just do nothing)."""
-    if services.tasks.closed:
-        opening.close()
-        try:
-            await client.views_open(trigger_id=trigger_id, view=stopping_view)
-        except SLACK_FAILURES as exc:
-            logger.info("views.open while stopping failed (%s)", slack_error_code(exc))
-        return
-    services.tasks.spawn(opening, name=f"{what} for {user_id}")

@@ -1,0 +1,123 @@
+"""While the bot shuts down, every request is answered "restarting" here, before any listener.
+
+Shutdown closes `services.tasks` first: work in flight finishes, nothing new starts. Each Slack
+surface still gets an answer it can show, in one wording, so nobody wonders whether a click did
+something:
+
+    /call                 the ack's text
+    a button              an ephemeral reply through the click's response_url (the message and its
+                          buttons stay, so the same button works once the bot is back)
+    a form's submission   an error under the form's first field (the form stays, filled in)
+    a shortcut            a notice opened with the trigger (a shortcut must not just do nothing)
+    a menu's options      none
+Anything else (events) goes on to the listeners, which start no work while the tasks are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from slack_bolt.async_app import AsyncBoltContext
+from slack_bolt.response import BoltResponse
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.calls import messages as views
+from bot.listeners.actions import button_click_from
+from bot.ops.metrics import CommandOutcome
+from bot.services import Services
+from bot.slack.notify import SLACK_FAILURES, slack_error_code
+
+logger = logging.getLogger(__name__)
+
+RESTARTING = (
+    "callbot is restarting, so nothing was dialled or changed. Try again in a few seconds."
+)
+
+# The answers sent after the ack: shutdown no longer takes tasks, and these must not be lost to
+# the garbage collector before they are sent.
+_answers: set[asyncio.Task[None]] = set()
+
+
+async def refuse_while_restarting(
+    body: dict[str, Any],
+    context: AsyncBoltContext,
+    client: AsyncWebClient,
+    next: Callable[[], Awaitable[BoltResponse]],
+) -> BoltResponse | None:
+    services: Services = context["services"]
+    if not services.tasks.closed:
+        return await next()
+    kind = body.get("type")
+    if "command" in body:
+        services.metrics.command(str(body["command"]), CommandOutcome.UNAVAILABLE)
+        return BoltResponse(status=200, body={"text": RESTARTING})
+    if kind == "block_actions":
+        _answer_later(_reply(services, body), "reply to a click")
+        return BoltResponse(status=200, body="")
+    if kind == "view_submission":
+        block_id = _first_input(body.get("view"))
+        if block_id is None:
+            return BoltResponse(status=200, body={"response_action": "clear"})
+        return BoltResponse(
+            status=200, body={"response_action": "errors", "errors": {block_id: RESTARTING}}
+        )
+    if kind in ("shortcut", "message_action"):
+        trigger_id = body.get("trigger_id")
+        if isinstance(trigger_id, str) and trigger_id:
+            _answer_later(_notice(client, trigger_id), "notice for a shortcut")
+        return BoltResponse(status=200, body="")
+    if kind == "block_suggestion":
+        return BoltResponse(status=200, body={"options": []})
+    return await next()
+
+
+def notice_view(text: str) -> dict[str, Any]:
+    return {
+        "type": "modal",
+        "title": {"type": "plain_text", "text": "callbot"},
+        "close": {"type": "plain_text", "text": "Close"},
+        "blocks": views.refusal(text).blocks,
+    }
+
+
+def _first_input(view: object) -> str | None:
+    blocks = view.get("blocks") if isinstance(view, dict) else None
+    for block in blocks if isinstance(blocks, list) else ():
+        if isinstance(block, dict) and block.get("type") == "input":
+            block_id = block.get("block_id")
+            if isinstance(block_id, str) and block_id:
+                return block_id
+    return None
+
+
+async def _reply(services: Services, body: dict[str, Any]) -> None:
+    click = button_click_from(body)
+    if click.user_id:
+        await services.notifier.tell(
+            user_id=click.user_id,
+            channel_id=click.channel_id,
+            response_url=click.response_url,
+            message=views.refusal(RESTARTING),
+        )
+
+
+async def _notice(client: AsyncWebClient, trigger_id: str) -> None:
+    try:
+        await client.views_open(trigger_id=trigger_id, view=notice_view(RESTARTING))
+    except SLACK_FAILURES as exc:
+        logger.info("views.open while stopping failed (%s)", slack_error_code(exc))
+
+
+def _answer_later(answer: Awaitable[None], what: str) -> None:
+    async def run() -> None:
+        try:
+            await answer
+        except Exception:
+            logger.exception("%s during shutdown failed", what)
+
+    task = asyncio.get_running_loop().create_task(run())
+    _answers.add(task)
+    task.add_done_callback(_answers.discard)
