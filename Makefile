@@ -1,10 +1,11 @@
 # Two entry points: `make run` (set up and run the bot) and `make test` (set up and run the tests);
-# `make bench` runs the benchmark (docs/benchmark.md).
+# `make demo` tries it in a browser with no credentials; `make bench` runs the benchmark
+# (docs/benchmark.md).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test check-types bench clean
+.PHONY: run test check-types bench demo screenshot clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,13 @@ test: $(VENV)/.test-deps
 	$(BIN)/pytest -q
 	$(BIN)/mypy
 	$(BIN)/ruff check bot tests bench
+
+demo: $(VENV)/.run-deps
+	$(BIN)/python -m bot demo
+
+# The README's picture of the demo (needs chromium: apt-get install chromium fonts-noto-color-emoji).
+screenshot: $(VENV)/.test-deps
+	$(BIN)/python -m bot.demo.screenshot docs/demo.png
 
 bench: $(VENV)/.run-deps
 	$(BIN)/python -m bench

@@ -5,15 +5,19 @@
                         one ✓/✗ line each; exit code 0 only when all pass
     callbot manifest [--http https://HOST]
                         the Slack app manifest for Socket Mode, or for HTTP mode at HOST
+    callbot demo [--port N]
+                        the real bot against built-in stand-ins for Slack and Evo Voice, with a
+                        local web page playing Slack's part: no credentials, no network
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
-from bot.config import ConfigError, load_configuration
+from bot.config import DEFAULT_PORT, ConfigError, load_configuration
 from bot.ops.logs import configure_logging
 from bot.runtime import Runtime, run_until_signalled
 
@@ -24,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="callbot", description="Slack bot that places phone calls through Evo Voice."
     )
-    actions = parser.add_subparsers(dest="action", metavar="{run,check,manifest}")
+    actions = parser.add_subparsers(dest="action", metavar="{run,check,manifest,demo}")
     actions.add_parser("run", help="run the bot (the default)")
     actions.add_parser(
         "check", help="check the configuration against Slack, Evo Voice and the database"
@@ -37,7 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         help="the bot's public address: print the manifest for HTTP mode, with Slack's request "
         "URLs pointing at https://HOST/slack/events",
     )
+    demo = actions.add_parser(
+        "demo", help="try callbot in a browser: the real bot against a simulated Slack and Evo "
+        "Voice, no credentials needed",
+    )
+    demo.add_argument(
+        "--port", type=int, default=None,
+        help="port of the demo page on 127.0.0.1 (default: PORT, else 3000; 0: any free port)",
+    )
     args = parser.parse_args(argv)
+    if args.action == "demo":
+        return _demo(parser, args.port)
     if args.action == "check":
         return _check()
     if args.action == "manifest":
@@ -68,6 +82,28 @@ def _check() -> int:
     # The checks say what went wrong; library warnings would only repeat it.
     configure_logging("ERROR")
     return asyncio.run(doctor.main())
+
+
+def _demo(parser: argparse.ArgumentParser, port: int | None) -> int:
+    from bot.demo.web import serve
+
+    if port is None:
+        raw = os.environ.get("PORT") or str(DEFAULT_PORT)
+        try:
+            port = int(raw)
+        except ValueError:
+            parser.exit(EXIT_CONFIG, f"callbot demo: PORT={raw!r} is not a port number\n")
+    if not 0 <= port <= 65535:
+        parser.exit(EXIT_CONFIG, f"callbot demo: {port} is not a port number\n")
+    configure_logging("WARNING")
+    try:
+        asyncio.run(serve(port))
+    except OSError as exc:
+        parser.exit(EXIT_CONFIG, f"callbot demo: cannot listen on port {port} ({exc.strerror}); "
+                    "choose another with --port\n")
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _manifest(parser: argparse.ArgumentParser, http: str | None) -> int:

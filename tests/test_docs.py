@@ -29,7 +29,7 @@ def test_quick_start_commands_are_what_ci_runs() -> None:
 
 def test_readme_is_a_users_guide_and_the_rest_lives_in_docs() -> None:
     parts = re.findall(r"^## (.+)$", README, re.M)
-    assert parts[:2] == ["Quick start", "Setting it up"]
+    assert parts[:3] == ["Try it", "Quick start", "Setting it up"]
     assert {"Using it", "Running it", "Troubleshooting"} <= set(parts)
     assert "bench:begin" not in README
     for doc in ("docs/benchmark.md", "docs/development.md"):

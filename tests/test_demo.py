@@ -1,0 +1,142 @@
+"""`callbot demo` without a browser: the command, the page's API, the sample world's rotation."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.config import load_policy
+from bot.demo.screenshot import set_scene
+from bot.demo.web import Demo
+from bot.demo.world import CHANNEL, YOU, sample_policy_path
+
+
+@pytest.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
+    running = Demo(0, tmp_path)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("the demo never got there")
+        await asyncio.sleep(0.05)
+
+
+def thread_text(demo: Demo, parent_ts: str) -> str:
+    replies = demo.world.slack.thread(CHANNEL, parent_ts)
+    return "\n".join(str(m.text) for m in replies)
+
+
+async def test_callbot_demo_serves_the_page_on_the_port_it_prints(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_"))}
+    env["PORT"] = "0"  # no --port: PORT decides
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "demo", env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert match, line
+        assert "no credentials" in line
+        async with aiohttp.ClientSession() as http:
+            async with http.get(match.group(0)) as response:
+                assert response.status == 200
+                assert "callbot demo" in await response.text()
+            async with http.get(match.group(0) + "api/state") as response:
+                state = await response.json()
+        assert state["channel"]["name"] == "ops" and state["messages"] == []
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 30)
+    assert process.returncode == 0
+    assert list(tmp_path.iterdir()) == [], "the demo keeps its database in a temporary directory"
+
+
+async def test_the_page_api_turns_bad_requests_away(demo: Demo) -> None:
+    async with aiohttp.ClientSession() as http:
+        for name, body in [("say", b"not json"), ("say", b"[1]"), ("phone", b'{"session_id": "x"}'),
+                           ("phone", b'{"session_id": "nope", "action": "answer"}'),
+                           ("shortcut", b'{"callback_id": "rm -rf"}'),
+                           ("escalate", b'{"channel": "C0OPS", "ts": "1.2"}')]:
+            async with http.post(demo.url + "api/" + name, data=body,
+                                 headers={"Content-Type": "application/json"}) as response:
+                assert response.status == 400, (name, body)
+                assert "error" in await response.json()
+
+
+async def test_the_demo_reaches_nothing_beyond_this_machine(demo: Demo) -> None:
+    runtime = demo.world.runtime
+    assert runtime is not None
+    settings = runtime.settings
+    for url in (settings.slack_api_url, settings.evovoice_url, demo.url):
+        assert url.startswith("http://127.0.0.1:"), url
+    assert settings.socket_mode  # the websocket too is the stand-in's, on the loopback
+
+
+async def test_the_screenshots_scene_is_set_through_the_demo(demo: Demo) -> None:
+    """`make screenshot` photographs this scene: a call answered, an escalation ringing."""
+    await set_scene(demo)
+    states = sorted(p["state"] for p in demo.world.state()["phones"])
+    assert states == ["connected", "ringing"]
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "](docs/demo.png)" in readme
+    assert (Path(__file__).parent.parent / "docs" / "demo.png").stat().st_size > 10_000
+    assert "bot.demo.screenshot docs/demo.png" in (
+        Path(__file__).parent.parent / "Makefile").read_text()
+
+
+async def test_the_sample_rotation_skips_the_person_without_a_number(demo: Demo) -> None:
+    """Three people on call, Carol with no number anywhere: declined calls move the chain on."""
+    world = demo.world
+    policy = load_policy(sample_policy_path())
+    assert policy.oncall is not None and len(policy.oncall.rotation) == 3
+    assert "U0CAROL" not in policy.people
+
+    await world.say("the checkout is down")
+    [message] = world.slack.channel_messages(CHANNEL)
+    await world.escalate(CHANNEL, message.ts)
+    form = await world.form_opened()
+    view = world.slack.views[form.view_id].view
+    values = {b["block_id"]: {b["element"]["action_id"]: {
+        "type": b["element"]["type"], "value": b["element"].get("initial_value")}}
+        for b in view["blocks"] if b["type"] == "input"}
+    await world.submit(form.view_id, values)
+    assert world.forms == []
+
+    declined: set[str] = set()
+    while "Nobody answered" not in thread_text(demo, message.ts):
+        ringing = await eventually(lambda: [
+            p for p in world.state()["phones"]
+            if p["state"] == "ringing" and p["session_id"] not in declined
+        ] or "Nobody answered" in thread_text(demo, message.ts))
+        if ringing is True:
+            break
+        for phone in ringing:
+            world.phone(phone["session_id"], "decline")
+            declined.add(phone["session_id"])
+    text = thread_text(demo, message.ts)
+    assert "Skipping <@U0CAROL>" in text and "no usable phone number" in text
+    # Alice and Bob from [people], you from your Slack profile; Carol never rang.
+    dialled = {post.json["numberToDial"] for post in world.evo.outgoing_posts}
+    assert dialled == {"+18144043093", "+18144043094", "+18144043095"}
+    assert f"<@{YOU}>" in text

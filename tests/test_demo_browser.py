@@ -1,0 +1,124 @@
+"""`callbot demo` in a real headless browser: place, follow, hang up and escalate a call.
+
+Drives Debian's chromium through Playwright (no browser download: `.ci/run` installs the package).
+Outside CI the test is skipped when chromium or Playwright is missing; in CI it must run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.demo.web import Demo
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+WAIT_MS = 15_000
+
+try:
+    from playwright.async_api import Page, async_playwright, expect
+except ImportError:  # pragma: no cover - CI installs it (see .ci/run)
+    async_playwright = None
+
+if (async_playwright is None or not os.path.exists(CHROMIUM)) and not os.environ.get("CI"):
+    pytest.skip("needs Playwright and Debian's chromium (.ci/run installs both)",
+                allow_module_level=True)
+
+
+@pytest.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
+    running = Demo(0, tmp_path)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def page(demo: Demo) -> AsyncIterator[Any]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        tab = await browser.new_page(viewport={"width": 1280, "height": 860})
+        tab.set_default_timeout(WAIT_MS)
+        expect.set_options(timeout=WAIT_MS)
+        await tab.goto(demo.url)
+        await tab.wait_for_selector("body[data-ready='1']")
+        yield tab
+        await browser.close()
+
+
+async def say(page: Page, text: str) -> None:
+    await page.fill("#composer-input", text)
+    await page.press("#composer-input", "Enter")
+
+
+async def test_place_follow_and_hang_up_a_call(page: Page, demo: Demo) -> None:
+    await say(page, "/call +1 814 404 3093 escalation")
+
+    parent = page.locator("#messages > .msg").filter(has_text="is calling +1 814 ••• 3093")
+    await expect(parent).to_be_visible()
+    thread = parent.locator(".thread")
+    await expect(thread).to_contain_text("Ringing")
+
+    alice = page.locator(".phone.ringing").filter(has_text="Alice Example")
+    await alice.get_by_role("button", name="Answer").click()
+    await expect(thread).to_contain_text("Connected")
+    await expect(page.locator(".phone.connected")).to_contain_text("Alice Example")
+
+    await thread.get_by_role("button", name="Hang up").click()
+    dialog = page.locator("#confirm-root [role=alertdialog]")
+    await expect(dialog).to_contain_text("Hang up?")
+    await dialog.get_by_role("button", name="Hang up").click()
+    await expect(thread).to_contain_text("Ended")
+    await expect(page.locator(".phone.ended")).to_contain_text("Alice Example")
+    await expect(thread.get_by_role("button", name="Call again")).to_be_visible()
+    assert len(demo.world.evo.outgoing_posts) == 1
+
+
+async def test_escalate_a_message_and_acknowledge_the_page(page: Page, demo: Demo) -> None:
+    await say(page, "db primary is down")
+    message = page.locator("#messages > .msg").filter(has_text="db primary is down")
+    await message.hover()
+    await message.get_by_role("button", name="More actions").click()
+    await message.locator(".menu").get_by_role("button", name="Escalate to on-call").click()
+
+    form = page.locator("#modal-root [role=dialog]")
+    await expect(form).to_contain_text("db primary is down")  # the reason, prefilled
+    await form.locator("#modal-submit").click()
+    await expect(form).to_have_count(0)
+
+    thread = message.locator(".thread")
+    await expect(thread).to_contain_text("On-call escalation")
+    # Whoever the rotation has on call today: the first phone to ring.
+    on_call = page.locator(".phone.ringing").first
+    await on_call.get_by_role("button", name="Acknowledge (press 1)").click()
+    await expect(thread).to_contain_text("escalation stopped")
+    assert len(demo.world.evo.outgoing_posts) == 1  # nobody else was called
+
+
+async def test_the_call_form_shows_errors_under_their_field(page: Page, demo: Demo) -> None:
+    await say(page, "/call")
+    form = page.locator("#modal-root [role=dialog]")
+    await expect(form).to_contain_text("Number to call")
+    number = form.locator(".input").filter(has_text="Number to call").locator("input")
+    await number.fill("+1 900 555 0123")
+    await form.locator("#modal-submit").click()
+    await expect(form.locator(".input.has-error .error").first).to_be_visible()
+    await expect(form).to_be_visible()
+    assert demo.world.evo.outgoing_posts == []
+
+    await form.locator("#modal-close").click()
+    await expect(form).to_have_count(0)
+
+
+async def test_a_refusal_is_shown_only_to_you(page: Page) -> None:
+    await say(page, "/call help")
+    await expect(page.locator("#ephemerals .ephemeral").first).to_contain_text("/call")
+    await expect(page.locator("#ephemerals")).to_contain_text("Only visible to you")
