@@ -67,7 +67,7 @@ async def test_every_kind_of_attempt_is_recorded(bot_factory: BotFactory) -> Non
     slack.fail("chat.postMessage", "channel_not_found")
     url = slack.response_url()
     slack.expire_response_url(url)
-    await bot.command(f"{FULL} escalation", response_url=url)  # untold: nothing dialled
+    await bot.command(f"{FULL} escalation", response_url=url)  # placed: told by a DM
     await bot.settle()
 
     records = list(reversed(await audit_records(bot)))  # oldest first
@@ -84,7 +84,7 @@ async def test_every_kind_of_attempt_is_recorded(bot_factory: BotFactory) -> Non
         ("allowed", "placed", None),
         ("duplicate", None, None),
         ("failed", None, "ServerError:500"),
-        ("allowed", "untold", None),
+        ("allowed", "placed", None),
     ]
     assert records[1].result is not None and records[1].result.reason == "BadRequest:400"
     assert records[2].result is not None

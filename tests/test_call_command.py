@@ -217,14 +217,21 @@ async def test_where_the_bot_cannot_post_the_response_url_carries_the_news(
     assert all(a["response_type"] == "in_channel" for a in answers)
 
 
-async def test_nothing_is_dialled_when_nobody_could_be_told(bot_factory: BotFactory) -> None:
+async def test_where_neither_channel_nor_response_url_works_a_direct_message_tells_the_outcome(
+    bot_factory: BotFactory,
+) -> None:
     bot = await bot_factory("http")
-    bot.slack.fail("chat.postMessage", "channel_not_found")
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == "G0PRIV")
     url = bot.slack.response_url()
     bot.slack.expire_response_url(url)
-    await bot.command(f"{FULL} escalation", response_url=url)
+    await bot.command(f"{FULL} escalation", response_url=url, channel_id="G0PRIV")
     await bot.settle()
-    assert bot.evo.outgoing_posts == []
+    # Dialled at once, before anything was known about where the news could go.
+    assert len(bot.evo.outgoing_posts) == 1
+    [parent] = bot.slack.channel_messages("U0MANAGER")
+    assert MASKED in (parent.text or "")
+    [status] = bot.slack.thread(parent.channel, parent.ts)
+    assert "Call placed" in (status.text or "")
 
 
 async def test_ack_does_not_wait_for_a_slow_voice_api(bot: BotUnderTest) -> None:

@@ -33,7 +33,7 @@ def call_parent(
 def call_placed(session_id: str | None, caller_id: str | None) -> Message:
     session = f"session `{escape(session_id)}`" if session_id else "no session id returned yet"
     caller = f"caller ID {caller_id}" if caller_id else "caller ID chosen by Evo Voice"
-    line = f"✅ Call placed: {session}, {caller}."
+    line = f"📲 Call placed: {session}, {caller}."
     return Message(text=line, blocks=[section(line)])
 
 

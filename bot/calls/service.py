@@ -1,19 +1,23 @@
 """The use case: check a call request, then dial it once and tell the requester what happened.
 
     check()  authorise → number → flow → caller ID          (no side effects; refusals raise)
-    place()  parent message → POST /sessions/outgoing → result in the thread
+    place()  POST /sessions/outgoing, the parent message alongside → result in the thread
 
 Between the two, `handle()` asks the requester to confirm a number outside the home regions or a
 repeat of the same call within a minute (a button; `confirm()` takes the click), and takes a slot
 from the rate limits (see limits.py), given back if the call certainly did not happen.
 
-A call is dialled only after the parent message reached someone, so it is never placed without the
-requester being told. `POST /sessions/outgoing` is sent at most once per request: an ambiguous
-failure is reported as "outcome unknown", never retried (see evovoice).
+Once a call passed its checks, `POST /sessions/outgoing` leaves at once: the confirmation thread is
+posted alongside and told the result when it comes, so Slack (slow, rate-limited, failing) never
+delays a dial. Every request has a way to the requester that needs no channel: its `response_url`
+(commands, forms opened from /call, buttons), else a direct message (forms from a shortcut,
+escalation steps). `POST /sessions/outgoing` is sent at most once per request: an ambiguous failure
+is reported as "outcome unknown", never retried (see evovoice).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import logging
@@ -35,7 +39,7 @@ from bot.calls.models import (
     CheckedCall,
     Outcome,
 )
-from bot.errors import CallbotError, CannotNotify, Expected, describe
+from bot.errors import CallbotError, Expected, describe
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, OutcomeUnknown, Session
 from bot.evovoice.dates import parse_timestamp
@@ -45,7 +49,7 @@ from bot.phone import (
     describe_region,
     to_e164,
 )
-from bot.slack.notify import NotDelivered, Notifier
+from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
 
 logger = logging.getLogger(__name__)
@@ -152,33 +156,37 @@ class CallService:
         return self._finished(CallResult(Outcome.DUPLICATE))
 
     async def place(self, call: CheckedCall) -> CallResult:
+        """Dial at once; the confirmation thread is opened alongside and told the result.
+
+        Slack is never on the dialling path: a slow, rate-limited or failing Slack delays no call
+        and stops none. The requester always has a way to hear the outcome: the channel, else the
+        request's `response_url`, else a direct message (see Notifier.open_thread).
+        """
         request = call.request
         # Recorded before dialling, so even a crash mid-call leaves a trace in the audit trail.
         attempt_id = await self._audit.allowed(call)
         parent = views.call_parent(
             request.user_id, call.number.masked, call.flow_name, request.reason
         )
-        try:
-            thread = await self._notifier.start_thread(
-                request.channel_id,
-                parent,
-                response_url=request.response_url,
-                thread_ts=request.thread_ts,
-            )
-        except NotDelivered:
-            # No channel and no response_url: dialling now would leave the requester in the dark.
-            await self._notifier.tell(
-                user_id=request.user_id,
-                channel_id=None,
-                response_url=None,
-                message=views.refusal(CannotNotify().user_message),
-            )
-            untold = CallResult(Outcome.UNTOLD, error=CannotNotify())
-            await self._record_result(attempt_id, untold)
-            return self._finished(untold)
-
+        opening = asyncio.create_task(self._notifier.open_thread(
+            request.channel_id,
+            parent,
+            user_id=request.user_id,
+            response_url=request.response_url,
+            thread_ts=request.thread_ts,
+        ), name=f"confirmation thread for {request.user_id}")
         started = time.time()
-        result, message = await self._dial(call)
+        try:
+            result, message = await self._dial(call)
+        finally:
+            # Even when dialling broke, the parent post finishes (and is never left unawaited).
+            thread = await opening
+        if thread is None:
+            await self._record_result(attempt_id, result)
+            # Placed (or not) with nobody to tell: the operators are the last ones who can know.
+            logger.error("call %s outcome could not be posted for %s", result.outcome,
+                         request.user_id, extra=_fields(request, result))
+            return self._finished(CallResult(result.outcome, result.session_id, None, result.error))
         # The thread reply becomes the call's status message, edited as the call goes on.
         tracked = await self._follower.track(call, result, thread, attempt_id, started)
         if tracked is not None:
@@ -189,9 +197,8 @@ class CallService:
         await self._record_result(attempt_id, result)
         posted = await self._notifier.post_reply(thread, message)
         if not posted.delivered:
-            logger.error(
-                "call %s outcome could not be posted for %s", result.outcome, request.user_id
-            )
+            logger.error("call %s outcome could not be posted for %s", result.outcome,
+                         request.user_id, extra=_fields(request, result))
         if tracked is not None:
             await self._follower.begin(tracked, posted.ts)
         return self._finished(CallResult(
@@ -366,3 +373,9 @@ _UNUSABLE_CONFIRMATION = {
     TakeStatus.EXPIRED: "This question expired, so nothing was dialled. Use /call to call again.",
     TakeStatus.NOT_YOURS: "Only the person who asked for this call can confirm it.",
 }
+
+
+def _fields(request: CallRequest, result: CallResult) -> dict[str, object]:
+    """Structured log fields for a call's result (LOG_FORMAT=json)."""
+    return {"user_id": request.user_id, "session_id": result.session_id,
+            "outcome": str(result.outcome)}

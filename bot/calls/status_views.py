@@ -62,7 +62,7 @@ def _headline(call: TrackedCall) -> str:
         f"session `{escape(call.session_id)}`" if call.session_id else "no session id returned yet"
     )
     caller = f"caller ID {call.caller_id}" if call.caller_id else "caller ID chosen by Evo Voice"
-    return f"✅ Call placed: {session}, {caller}."
+    return f"📲 Call placed: {session}, {caller}."
 
 
 def _state_line(call: TrackedCall) -> str | None:

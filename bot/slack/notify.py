@@ -63,6 +63,37 @@ class Notifier:
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client
 
+    async def open_thread(
+        self,
+        channel: str,
+        parent: Message,
+        *,
+        user_id: str,
+        response_url: str | None,
+        thread_ts: str | None = None,
+    ) -> Thread | None:
+        """Post a call's parent message wherever it can be seen; None if nowhere.
+
+        Runs alongside the dial, never before it: the channel first, else the command's
+        `response_url` (seen in the channel, even one the bot isn't in), else a direct message to
+        the requester, whose thread then carries the call's news.
+        """
+        try:
+            return await self.start_thread(
+                channel, parent, response_url=response_url, thread_ts=thread_ts
+            )
+        except NotDelivered:
+            pass
+        try:
+            response = await self._client.chat_postMessage(channel=user_id, **parent.as_kwargs())
+        except SLACK_FAILURES as exc:
+            logger.error("could not tell user %s about their call anywhere (%s)", user_id,
+                         slack_error_code(exc), extra={"user_id": user_id})
+            return None
+        ts = str(response["ts"])
+        return Thread(channel=str(response.get("channel") or user_id), ts=ts, response_url=None,
+                      parent=parent, parent_ts=ts)
+
     async def start_thread(
         self,
         channel: str,
@@ -71,11 +102,8 @@ class Notifier:
         response_url: str | None,
         thread_ts: str | None = None,
     ) -> Thread:
-        """Post the parent message (or reply under `thread_ts`); raise NotDelivered if nobody hears
-        it.
-
-        Called before dialling: a call is only placed once we know its news can reach someone.
-        """
+        """Post the parent message (or reply under `thread_ts`), else through `response_url`;
+        raise NotDelivered if nobody hears it."""
         try:
             response = await self._client.chat_postMessage(
                 channel=channel, thread_ts=thread_ts, **parent.as_kwargs()

@@ -4,7 +4,10 @@ One aiohttp server on 127.0.0.1 (free port) plays three parts of Slack:
 
 * the **Web API** (``/api/<method>``): point ``AsyncWebClient(base_url=standin.api_url)`` (or
   ``SLACK_API_URL``) at it. Every call is recorded as an :class:`ApiCall`; messages, threads,
-  reactions and views are kept as state; failures can be injected with :meth:`SlackStandIn.fail`.
+  reactions and views are kept as state; failures can be injected with :meth:`SlackStandIn.fail`,
+  calls held at a gate with :meth:`SlackStandIn.hold`, every answer delayed by ``latency`` (Slack on
+  a bad day), and Slack's per-channel posting limit switched on with
+  :meth:`SlackStandIn.limit_posting`.
 * **response_url** endpoints (``/response/<id>``): mint one with :meth:`SlackStandIn.response_url`,
   put it in a slash-command or interactive payload, and read what the app posted back.
 * **Socket Mode** (``/link/``): ``apps.connections.open`` answers ``ws_url``; the stand-in sends
@@ -30,6 +33,7 @@ import hmac
 import inspect
 import itertools
 import json
+import math
 import socket
 import time
 import urllib.parse
@@ -44,6 +48,7 @@ __all__ = [
     "ApiCall",
     "ApiReply",
     "EnvelopeRecord",
+    "Gate",
     "Message",
     "ResponsePost",
     "SlackStandIn",
@@ -236,6 +241,48 @@ class _Failure:
     headers: dict[str, str]
 
 
+class Gate:
+    """Holds the calls to one Web API method until :meth:`open` (see :meth:`SlackStandIn.hold`).
+
+    A held call has arrived but is not answered: it is not yet in ``SlackStandIn.calls``.
+    """
+
+    def __init__(self, when: Callable[[ApiCall], bool] | None) -> None:
+        self.when = when
+        self.waiting = 0
+        """How many calls are held now."""
+        self.arrived = asyncio.Event()
+        self._open = asyncio.Event()
+
+    def open(self) -> None:
+        self._open.set()
+
+    async def wait_until_held(self, n: int = 1, timeout: float = 5.0) -> None:
+        """Wait until at least ``n`` calls are held at the gate."""
+        async with asyncio.timeout(timeout):
+            while self.waiting < n:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+    async def _pass(self, call: ApiCall) -> None:
+        if self._open.is_set() or (self.when is not None and not self.when(call)):
+            return
+        self.waiting += 1
+        self.arrived.set()
+        try:
+            await self._open.wait()
+        finally:
+            self.waiting -= 1
+
+
+@dataclass
+class _Bucket:
+    """Slack's per-channel posting limit: about one message per second, short bursts allowed."""
+
+    tokens: float
+    updated: float
+
+
 @dataclass
 class _Conn:
     number: int
@@ -315,6 +362,13 @@ class SlackStandIn:
         self.home_views: dict[str, View] = {}
         self._handlers: dict[str, Handler] = {}
         self._failures: dict[str, list[_Failure]] = {}
+        self._gates: dict[str, list[Gate]] = {}
+        self.latency: float = 0.0
+        """Seconds every Web API call waits before it is answered (0.25, 3: a slow Slack)."""
+        self.posting_rate: float | None = None
+        """Messages per second per channel ``chat.postMessage`` accepts (None: no limit)."""
+        self.posting_burst: int = 1
+        self._buckets: dict[str, _Bucket] = {}
         self._ts_counter = itertools.count(1)
         self._id_counter = itertools.count(1)
         self._triggers: dict[str, float] = {}
@@ -387,6 +441,9 @@ class SlackStandIn:
         if self._runner is None:
             return
         self._stopping = True
+        for gates in self._gates.values():
+            for gate in gates:
+                gate.open()
         conns = [c for c in self._conns if c.open or c.silent]
         for c in conns:
             c.open = False
@@ -488,9 +545,12 @@ class SlackStandIn:
         self._handlers[method] = handler
 
     def off(self, method: str) -> None:
-        """Remove an :meth:`on` handler and any :meth:`fail` injections for ``method``."""
+        """Remove an :meth:`on` handler and any :meth:`fail` injections for ``method``; open its
+        gates."""
         self._handlers.pop(method, None)
         self._failures.pop(method, None)
+        for gate in self._gates.pop(method, []):
+            gate.open()
 
     def fail(
         self,
@@ -512,6 +572,40 @@ class SlackStandIn:
         if error == "ratelimited":
             status, headers = 429, {"Retry-After": str(retry_after)}
         self._failures.setdefault(method, []).append(_Failure(error, times, when, status, headers))
+
+    def hold(self, method: str, *, when: Callable[[ApiCall], bool] | None = None) -> Gate:
+        """Hold calls to ``method`` (those for which ``when`` is true) unanswered until the returned
+        gate is opened: a Slack that hangs, for exactly as long as a test needs."""
+        gate = Gate(when)
+        self._gates.setdefault(method, []).append(gate)
+        return gate
+
+    def limit_posting(self, per_second: float = 1.0, burst: int = 3) -> None:
+        """Enforce Slack's per-channel posting limit on ``chat.postMessage``.
+
+        Slack documents about one message per second per channel, short bursts allowed, and
+        answers a message over the limit with HTTP 429 ``ratelimited`` and ``Retry-After`` in whole
+        seconds; the message is not posted. Modelled as a token bucket of ``burst`` messages
+        refilled at ``per_second``; ephemeral messages and edits don't count.
+        """
+        self.posting_rate = per_second
+        self.posting_burst = burst
+        self._buckets.clear()
+
+    def _over_posting_limit(self, call: ApiCall) -> ApiReply | None:
+        if self.posting_rate is None or call.method != "chat.postMessage":
+            return None
+        channel = self._dm_channel_if_user(str(call.params.get("channel") or ""))
+        now = time.monotonic()
+        bucket = self._buckets.setdefault(channel, _Bucket(float(self.posting_burst), now))
+        bucket.tokens = min(float(self.posting_burst),
+                            bucket.tokens + (now - bucket.updated) * self.posting_rate)
+        bucket.updated = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return None
+        wait = (1.0 - bucket.tokens) / self.posting_rate
+        return ApiReply(_err("ratelimited"), 429, {"Retry-After": str(max(1, math.ceil(wait)))})
 
     def add_message(
         self,
@@ -622,6 +716,10 @@ class SlackStandIn:
             http_method=request.method,
             content_type=ctype,
         )
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        for gate in self._gates.get(method, []):
+            await gate._pass(call)
         if bad_body is not None:
             reply = ApiReply(_err(bad_body))
         else:
@@ -651,6 +749,9 @@ class SlackStandIn:
                 if failure.remaining <= 0:
                     failures.remove(failure)
             return ApiReply(_err(failure.error), failure.status, dict(failure.headers))
+        limited = self._over_posting_limit(call)
+        if limited is not None:
+            return limited
         handler = self._handlers.get(method)
         if handler is not None:
             result = handler(call)
