@@ -50,13 +50,17 @@ class FakeEvo:
         return []
 
 
+PARENT_TS = "1.1"
+
+
 class FakeNotifier:
     def __init__(self) -> None:
-        self.edits: list[Message] = []
+        self.edits: list[Message] = []  # of the status message
+        self.parent_edits: list[Message] = []
         self.reactions: list[str] = []
 
     async def update(self, channel: str, ts: str, message: Message) -> bool:
-        self.edits.append(message)
+        (self.parent_edits if ts == PARENT_TS else self.edits).append(message)
         return True
 
     async def react(self, channel: str, ts: str, emoji: str) -> bool:
@@ -83,7 +87,7 @@ async def db(tmp_path: Path) -> Iterator[Database]:
 async def new_call(store: CallStore, **values: Any) -> TrackedCall:
     row: dict[str, Any] = dict(
         attempt_id=None, created_at=T0, team_id="T0", requester_id="U0", channel_id="C0",
-        parent_ts="1.1", status_ts="1.2", e164="+18144043093", number_masked="+1 814 ••• 3093",
+        parent_ts=PARENT_TS, status_ts="1.2", e164="+18144043093", number_masked="+1 814 ••• 3093",
         flow_id="flow-esc", flow_name="Escalation", caller_id=None, placement="placed",
         note=None, session_id="sess-1", state="ringing", following=True,
     )
@@ -128,6 +132,8 @@ async def test_polls_back_off_and_start_again_after_a_change(db: Database) -> No
         (False, True),
     ]
     assert notifier.reactions == [call_views.MARK_ANSWERED]
+    [parent] = notifier.parent_edits  # the outcome on the parent itself, once it is known
+    assert parent.text.endswith("✅ Answered.")
 
 
 async def test_a_rate_limit_waits_as_long_as_evo_voice_asks(db: Database) -> None:

@@ -493,9 +493,12 @@ async def test_shortcut_form_where_nobody_can_be_told_in_the_channel_tells_the_r
     view = await open_from_shortcut(bot)
     await interact(bot, submission(view, state(channel="G0PRIV")))
     await bot.settle()
-    assert bot.evo.outgoing_posts == []
+    # Dialled at once; the confirmation and its status go to the requester directly.
+    assert len(bot.evo.outgoing_posts) == 1
     [dm] = bot.slack.channel_messages("U0MANAGER")
-    assert "did not dial" in (dm.text or "")
+    assert "is calling" in (dm.text or "")
+    [status] = bot.slack.thread(dm.channel, dm.ts)
+    assert "Call placed" in (status.text or "")
 
 
 # ------------------------------------------------------------------------------------- manifest

@@ -7,8 +7,11 @@ or when the phone rings.
 
 from __future__ import annotations
 
+import asyncio
+
 from bot.standins.slack import ApiCall
 from tests.conftest import BotFactory, BotUnderTest
+from tests.follow_helpers import FAST, end_session
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
@@ -41,14 +44,117 @@ async def test_an_escalation_step_whose_own_post_fails_is_still_dialled(
 
     bot, _ = await start(bot_factory)
     view, _message = await open_on_message(bot)
-    # The escalation's message goes up; then every post in the channel fails (12 s of 429s, say).
+    # The escalation's message goes up; the step's own parent post fails (Slack's 5xx, say).
+    bot.slack.fail("chat.postMessage", "internal_error",
+                   when=lambda c: c["channel"] == "C0OPS" and "is calling" in c["text"])
     await submit(bot, view)
     await escalation_message(bot)
-    bot.slack.fail("chat.postMessage", "ratelimited", retry_after=0,
-                   when=lambda c: c["channel"] == "C0OPS")
     await bot.evo.wait_for_posts(1)
     assert dialled(bot) == [ALICE]
     # The requester hears about the step's call directly instead.
     dm = await bot.slack.wait_for_call("chat.postMessage", lambda c: c["channel"] == "U0ADMIN"
                                        and "is calling +1 814 ••• 3093" in c["text"])
     assert dm.ok
+
+
+# ------------------------------------------------------------ where the bot can't post: response_url
+
+
+async def private_channel_call(bot: BotUnderTest, url: str | None = None) -> tuple[str, str]:
+    """`/call` in a private channel the bot isn't in; the response_url and the session id."""
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == "G0PRIV")
+    _, url = await bot.command(f"{FULL} escalation", channel_id="G0PRIV", response_url=url)
+    await bot.evo.wait_for_posts(1)
+    [session_id] = bot.evo.sessions
+    return url, session_id
+
+
+async def test_the_status_is_kept_current_through_the_response_url(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    url, session_id = await private_channel_call(bot)
+    first = await bot.slack.wait_for_response(url, n=2)
+    assert MASKED in first[0]["text"] and first[0]["response_type"] == "in_channel"
+    assert "Ringing" in first[1]["text"] and first[1]["replace_original"] is True
+    bot.evo.set_session_state(session_id, callState="Connected", answeredByName="Alice")
+    await bot.slack.wait_for_response(url, n=3)
+    end_session(bot, session_id, after_seconds=42, outcome="Completed")
+    answers = await bot.slack.wait_for_response(url, n=4)
+    await bot.settle()
+    # One message, replaced as the call went on: the parent's line stays, the status follows.
+    assert ["Connected" in a["text"] for a in answers] == [False, False, True, False]
+    final = answers[-1]
+    assert MASKED in final["text"] and "Ended: Completed" in final["text"]
+    assert final["replace_original"] is True and final["response_type"] == "in_channel"
+    assert "actions" not in str(final["blocks"])  # no buttons: no thread for a click to name
+    assert bot.slack.channel_messages("U0MANAGER") == []  # no DM was needed
+
+
+async def test_once_the_response_url_is_spent_the_outcome_comes_by_direct_message(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    url, session_id = await private_channel_call(bot)
+    await bot.slack.wait_for_response(url, n=2)
+    bot.slack.expire_response_url(url)  # 30 minutes later, say
+    end_session(bot, session_id, after_seconds=42, outcome="No answer")
+    dm = await bot.slack.wait_for_call("chat.postMessage", lambda c: c["channel"] == "U0MANAGER")
+    await bot.settle()
+    assert MASKED in dm["text"] and "Ended: No answer" in dm["text"]
+
+
+async def test_the_last_use_of_the_response_url_is_kept_for_the_outcome(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    url, session_id = await private_channel_call(bot)
+    await bot.slack.wait_for_response(url, n=2)
+    # Ringing → Connected → Ringing → Connected: more changes than Slack's five posts allow.
+    for state in ("Connected", "Ringing", "Connected"):
+        bot.evo.set_session_state(session_id, callState=state)
+        await _polled(bot, session_id)
+    end_session(bot, session_id, after_seconds=42, outcome="Completed")
+    answers = await bot.slack.wait_for_response(url, n=5)
+    await bot.settle()
+    assert "Ended: Completed" in answers[-1]["text"]
+    assert [p.status for p in bot.slack.response_posts] == [200] * 5
+
+
+async def _polled(bot: BotUnderTest, session_id: str, times: int = 2) -> None:
+    """Wait until the bot read the session `times` more times."""
+    path = f"/sessions/{session_id}"
+    seen = len(bot.evo.requests_to("GET", path))
+    async with asyncio.timeout(5):
+        while len(bot.evo.requests_to("GET", path)) < seen + times:
+            await asyncio.sleep(0.01)
+
+
+# ------------------------------------------------------------ Slack's per-channel posting limit
+
+
+async def test_twenty_calls_in_one_channel_under_the_posting_limit(bot: BotUnderTest) -> None:
+    # Slack's mechanics (a bucket per channel, 429 + Retry-After in whole seconds), at a rate that
+    # keeps the test short: bursts of 5, refilled at 5 messages a second.
+    bot.slack.limit_posting(per_second=5, burst=5)
+    bot.slack.latency = 0.01  # long enough for posts sent side by side to overlap
+    gate = bot.slack.hold("chat.postMessage")
+    numbers = [f"+1814404{3000 + i}" for i in range(20)]
+    await asyncio.gather(*(bot.command(f"{n} escalation") for n in numbers))
+    # All 20 dialled at once, while Slack had not yet answered a single post.
+    await bot.evo.wait_for_posts(20)
+    assert bot.slack.calls_to("chat.postMessage") == []
+    gate.open()
+    await bot.settle()
+    posts = bot.slack.calls_to("chat.postMessage")
+    assert any(c.status == 429 for c in posts)  # the limit was met…
+    assert bot.slack.response_posts == []  # …and nothing fell back to the response_urls
+    parents = bot.slack.channel_messages("C0OPS")
+    assert len(parents) == 20
+    for parent in parents:
+        [status] = bot.slack.thread("C0OPS", parent.ts)
+        assert "Call placed" in (status.text or "")
+    # In order: the channel's posts were sent one at a time, each after the previous answer.
+    assert all(later.time >= earlier.answered for earlier, later in zip(posts, posts[1:]))
+    dialled = {str(r.json["numberToDial"]) for r in bot.evo.outgoing_posts}
+    assert dialled == set(numbers)

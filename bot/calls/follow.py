@@ -37,7 +37,7 @@ from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.errors import describe
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, RateLimited, Session
 from bot.evovoice.dates import parse_timestamp
-from bot.slack.notify import Notifier, Thread
+from bot.slack.notify import Notifier, Relay, Thread
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,10 @@ class CallFollower:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake: dict[int, asyncio.Event] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        # Kept in memory only: the parent as posted (with its reason), and the response_url relay of
+        # a call without a thread. After a restart the parent is drawn again from the row.
+        self._parents: dict[int, Message] = {}
+        self._relays: dict[int, Relay] = {}
         self._closed = False
         self._last_purge = 0.0
 
@@ -214,13 +218,23 @@ class CallFollower:
             following=following,
         )
 
-    def status_message(self, call: TrackedCall) -> Message:
-        return call_views.call_status(call)
+    def status_message(self, call: TrackedCall, *, buttons: bool = True) -> Message:
+        return call_views.call_status(call, buttons=buttons)
 
-    async def begin(self, call: TrackedCall, status_ts: str | None) -> None:
-        """The status message is posted (`status_ts`, None where there is no thread): follow it."""
+    async def begin(
+        self, call: TrackedCall, status_ts: str | None, thread: Thread | None = None
+    ) -> None:
+        """The status message is posted (`status_ts`; None where there is no thread, and the
+        `thread`'s relay keeps the requester told instead): follow it."""
         try:
-            shown = digest(self.status_message(call)) if status_ts else None
+            if thread is not None:
+                self._parents[call.id] = thread.parent
+                if thread.relay is not None:
+                    self._relays[call.id] = thread.relay
+            relayed = status_ts is None and call.id in self._relays
+            shown = None
+            if status_ts or relayed:
+                shown = digest(self.status_message(call, buttons=not relayed))
             await self._store.update(call.id, status_ts=status_ts, shown_digest=shown)
             if call.following:
                 self._spawn(call.id, first_poll_later=True)
@@ -455,6 +469,7 @@ class CallFollower:
             if call is None:
                 return True
             shown = True
+            relay = self._relays.get(call_id)
             if call.status_ts is not None:
                 message = self.status_message(call)
                 drawn = digest(message)
@@ -463,14 +478,30 @@ class CallFollower:
                         await self._store.update(call.id, shown_digest=drawn)
                     else:
                         shown = False
+            elif relay is not None:
+                message = self.status_message(call, buttons=False)
+                drawn = digest(message)
+                if drawn != call.shown_digest:
+                    if await self._notifier.relay_status(relay, message, final=call.is_final):
+                        await self._store.update(call.id, shown_digest=drawn)
+                    else:
+                        shown = False
             mark = call_views.parent_mark(call)
             if mark and not call.marked and call.parent_ts is not None:
-                if await self._notifier.react(call.channel_id, call.parent_ts, mark):
+                # The channel sees the outcome on the parent itself, not only as a reaction.
+                parent = self._parents.get(call_id) or call_views.parent_of(call)
+                edited = await self._notifier.update(
+                    call.channel_id, call.parent_ts, call_views.parent_with_outcome(parent, call)
+                )
+                if edited and await self._notifier.react(call.channel_id, call.parent_ts, mark):
                     await self._store.update(call.id, marked=True)
                 else:
                     shown = False
         if call.is_final and not call.following and not lock.locked():
             self._locks.pop(call_id, None)
+            if shown:
+                self._parents.pop(call_id, None)
+                self._relays.pop(call_id, None)
         return shown
 
     async def _refresh_until_shown(self, call_id: int) -> None:

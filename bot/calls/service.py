@@ -190,7 +190,7 @@ class CallService:
         # The thread reply becomes the call's status message, edited as the call goes on.
         tracked = await self._follower.track(call, result, thread, attempt_id, started)
         if tracked is not None:
-            message = self._follower.status_message(tracked)
+            message = self._follower.status_message(tracked, buttons=thread.threaded)
             if tracked.session_id != result.session_id:
                 # The session found after an ambiguous attempt belongs to another call.
                 result = dataclasses.replace(result, session_id=None, session=None)
@@ -200,7 +200,7 @@ class CallService:
             logger.error("call %s outcome could not be posted for %s", result.outcome,
                          request.user_id, extra=_fields(request, result))
         if tracked is not None:
-            await self._follower.begin(tracked, posted.ts)
+            await self._follower.begin(tracked, posted.ts, thread)
         return self._finished(CallResult(
             result.outcome, result.session_id, thread, result.error,
             call_id=tracked.id if tracked is not None else None,

@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from bot.audit.trail import AuditRecord, Decision, EventKind
+from bot.calls.messages import call_parent
 from bot.calls.store import CallState, Placement, TrackedCall
 from bot.evovoice.client import as_e164
 from bot.phone import mask
@@ -157,8 +158,9 @@ def _buttons(call: TrackedCall) -> list[Block]:
     return [{"type": "actions", "block_id": CALL_ACTIONS_BLOCK, "elements": elements}]
 
 
-def call_status(call: TrackedCall) -> Message:
-    """The status message in the thread: what was placed, how the call is going, its buttons."""
+def call_status(call: TrackedCall, *, buttons: bool = True) -> Message:
+    """The status message in the thread: what was placed, how the call is going, its buttons
+    (`buttons` False where no thread keeps the message's ts for a click to name)."""
     lines = [_headline(call)]
     state = _state_line(call)
     if state:
@@ -168,7 +170,8 @@ def call_status(call: TrackedCall) -> Message:
         again = f"🔁 <@{call.called_again_by}> called this number again."
         lines.append(again)
         blocks.append(context(again))
-    blocks += _buttons(call)
+    if buttons:
+        blocks += _buttons(call)
     return Message(text="\n".join(lines), blocks=blocks)
 
 
@@ -181,6 +184,29 @@ def parent_mark(call: TrackedCall) -> str | None:
     if call.state in (CallState.NOT_FOUND, CallState.LOST):
         return MARK_UNCLEAR
     return None
+
+
+def parent_outcome(call: TrackedCall) -> str | None:
+    """The line added to the parent message once the call is over (None before)."""
+    if call.state == CallState.ENDED:
+        return "✅ Answered." if call.answered else "❌ Not answered."
+    if call.state == CallState.FAILED:
+        return "❌ Not placed."
+    if call.state in (CallState.NOT_FOUND, CallState.LOST):
+        return "⚠️ Outcome unclear: see the thread."
+    return None
+
+
+def parent_of(call: TrackedCall) -> Message:
+    """The call's parent message drawn again from its row (after a restart: without the reason)."""
+    return call_parent(call.requester_id, call.number_masked, call.flow_name)
+
+
+def parent_with_outcome(parent: Message, call: TrackedCall) -> Message:
+    outcome = parent_outcome(call)
+    if outcome is None:
+        return parent
+    return Message(text=f"{parent.text}\n{outcome}", blocks=parent.blocks + [context(outcome)])
 
 
 # ------------------------------------------------------------------------------------ history

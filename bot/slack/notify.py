@@ -2,20 +2,32 @@
 fallback.
 
 The bot can't post where it isn't a member (`not_in_channel`, `channel_not_found`: private channels,
-DMs between people). Then the command's `response_url` carries the news instead, but it keeps no
-`ts`, so later replies go there too rather than into a thread. The requester must always learn the
-outcome.
+DMs between people). Then the command's `response_url` carries the news instead: it keeps no `ts`,
+so the call's status is kept current by replacing that message (`replace_original`; Slack takes 5
+posts within 30 minutes, the last kept for the outcome), then by a direct message. The requester
+must always learn the outcome.
+
+Slack accepts about one message per second per channel (short bursts allowed) and answers more with
+429 and `Retry-After`. Every `chat.postMessage` goes through its channel's lane: one at a time, in
+the order they were asked for, each waiting out the channel's `Retry-After` and then sent again, so
+a burst of calls in one channel shows every thread, in order, as fast as Slack allows. None of this
+is on a call's dialling path (see calls/service.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.calls.messages import combined
@@ -26,9 +38,30 @@ logger = logging.getLogger(__name__)
 # What a Slack Web API call can fail with: Slack's refusal, or no answer at all.
 SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError)
 
+# A message waits out its channel's Retry-After for this long in all, and is rate-limited at most
+# this often; beyond either, it takes the next way to the requester.
+MAX_POSTING_WAIT_SECONDS = 60.0
+MAX_RATE_LIMITED = 10
+# Slack: a response_url takes up to 5 posts within 30 minutes (a minute kept as a margin).
+RESPONSE_URL_USES = 5
+RESPONSE_URL_LIFETIME_SECONDS = 29 * 60.0
+
 
 class NotDelivered(Exception):
     """Nothing we tried reached anyone."""
+
+
+@dataclass
+class Relay:
+    """A call's news where there is no thread: one message through `response_url`, replaced as the
+    call goes on, then a direct message to the requester, edited likewise."""
+
+    url: str
+    user_id: str
+    parent: Message
+    opened: float  # the Notifier's clock when the response_url was first used
+    uses: int = 1
+    dm: tuple[str, str] | None = None  # (channel, ts) of the direct message, once it took over
 
 
 @dataclass
@@ -42,6 +75,8 @@ class Thread:
     parent: Message
     # The parent message's own ts: `ts` itself, unless the parent is a reply in an existing thread.
     parent_ts: str | None = None
+    # Where there is no thread (`ts` None): how the news keeps reaching the requester.
+    relay: Relay | None = None
 
 
 @dataclass(frozen=True)
@@ -59,9 +94,76 @@ def slack_error_code(exc: Exception) -> str:
     return type(exc).__name__
 
 
+@dataclass
+class _Lane:
+    """One channel's queue of posts: its lock is fair, so posts leave in the order they came."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+    not_before: float = 0.0  # the channel's Retry-After, on the Notifier's clock
+
+
+def retry_after(exc: SlackApiError) -> float | None:
+    """Seconds Slack asks to wait before posting again (429), else None."""
+    if exc.response.status_code != 429:
+        return None
+    headers = {k.lower(): v for k, v in (exc.response.headers or {}).items()}
+    raw = headers.get("retry-after")
+    if isinstance(raw, list):
+        raw = raw[0] if raw else None
+    try:
+        return max(0.0, float(raw)) if raw is not None else 1.0
+    except ValueError:
+        return 1.0
+
+
 class Notifier:
-    def __init__(self, client: AsyncWebClient) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._client = client
+        # Posts wait out Retry-After in their channel's lane, in order; a client that waited on its
+        # own would hold a lane's later posts behind one it retries blindly.
+        self._poster = AsyncWebClient(
+            token=client.token, base_url=client.base_url, session=client.session,
+            timeout=client.timeout,
+            retry_handlers=[h for h in client.retry_handlers
+                            if not isinstance(h, AsyncRateLimitErrorRetryHandler)],
+        )
+        self._clock = clock
+        self._sleep = sleep
+        self._lanes: dict[str, _Lane] = {}
+
+    async def _post_message(self, channel: str, **kwargs: Any) -> AsyncSlackResponse:
+        """`chat.postMessage` in `channel`'s lane: one at a time, in order, 429s waited out."""
+        lane = self._lanes.setdefault(channel, _Lane())
+        lane.users += 1
+        try:
+            async with lane.lock:
+                waited = 0.0
+                for attempt in range(1, MAX_RATE_LIMITED + 1):
+                    delay = lane.not_before - self._clock()
+                    if delay > 0:
+                        await self._sleep(delay)
+                    try:
+                        return await self._poster.chat_postMessage(channel=channel, **kwargs)
+                    except SlackApiError as exc:
+                        wait = retry_after(exc)
+                        if (wait is None or waited + wait > MAX_POSTING_WAIT_SECONDS
+                                or attempt == MAX_RATE_LIMITED):
+                            raise
+                        waited += wait
+                        lane.not_before = self._clock() + wait
+                        logger.info("posting in %s: rate-limited, waiting %.0f s", channel, wait)
+                raise AssertionError("unreachable")  # the last attempt returns or raises
+        finally:
+            lane.users -= 1
+            if lane.users == 0 and lane.not_before <= self._clock():
+                self._lanes.pop(channel, None)
 
     async def open_thread(
         self,
@@ -79,13 +181,17 @@ class Notifier:
         the requester, whose thread then carries the call's news.
         """
         try:
-            return await self.start_thread(
+            thread = await self.start_thread(
                 channel, parent, response_url=response_url, thread_ts=thread_ts
             )
         except NotDelivered:
             pass
+        else:
+            if thread.ts is None and thread.response_url is not None:
+                thread.relay = Relay(thread.response_url, user_id, parent, self._clock())
+            return thread
         try:
-            response = await self._client.chat_postMessage(channel=user_id, **parent.as_kwargs())
+            response = await self._post_message(user_id, **parent.as_kwargs())
         except SLACK_FAILURES as exc:
             logger.error("could not tell user %s about their call anywhere (%s)", user_id,
                          slack_error_code(exc), extra={"user_id": user_id})
@@ -105,8 +211,8 @@ class Notifier:
         """Post the parent message (or reply under `thread_ts`), else through `response_url`;
         raise NotDelivered if nobody hears it."""
         try:
-            response = await self._client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, **parent.as_kwargs()
+            response = await self._post_message(
+                channel, thread_ts=thread_ts, **parent.as_kwargs()
             )
         except SLACK_FAILURES as exc:
             logger.warning("posting to %s failed (%s)", channel, slack_error_code(exc))
@@ -128,8 +234,8 @@ class Notifier:
         """
         if thread.ts is not None:
             try:
-                response = await self._client.chat_postMessage(
-                    channel=thread.channel, thread_ts=thread.ts,
+                response = await self._post_message(
+                    thread.channel, thread_ts=thread.ts,
                     reply_broadcast=True if broadcast else None, **message.as_kwargs()
                 )
                 return Posted(True, str(response["ts"]) if response.get("ts") else None)
@@ -143,9 +249,36 @@ class Notifier:
                 return Posted(await self._respond(
                     thread.response_url, combined(thread.parent, message), in_channel=False
                 ))
+        if thread.relay is not None:
+            return Posted(await self.relay_status(thread.relay, message, final=False))
         if thread.response_url is None:
             return Posted(False)
         return Posted(await self._respond(thread.response_url, message, in_channel=True))
+
+    async def relay_status(self, relay: Relay, message: Message, *, final: bool) -> bool:
+        """Show `message` under the relay's parent: replace the response_url's message while it
+        lasts (its last use kept for the `final` status), then a direct message, edited after.
+        False if nothing reached the requester."""
+        shown = combined(relay.parent, message)
+        if relay.dm is None:
+            fresh = self._clock() - relay.opened < RESPONSE_URL_LIFETIME_SECONDS
+            room = RESPONSE_URL_USES - relay.uses - (0 if final else 1)
+            if fresh and room > 0:
+                relay.uses += 1
+                if await self._respond(relay.url, shown, in_channel=True, replace_original=True):
+                    return True
+                relay.uses = RESPONSE_URL_USES  # refused: expired or used up
+            elif fresh and not final:
+                return True  # not worth the last use: the outcome will replace it
+            try:
+                response = await self._post_message(relay.user_id, **shown.as_kwargs())
+            except SLACK_FAILURES as exc:
+                logger.error("could not tell user %s how their call goes (%s)", relay.user_id,
+                             slack_error_code(exc), extra={"user_id": relay.user_id})
+                return False
+            relay.dm = (str(response.get("channel") or relay.user_id), str(response["ts"]))
+            return True
+        return await self.update(relay.dm[0], relay.dm[1], shown)
 
     async def update(self, channel: str, ts: str, message: Message) -> bool:
         """Edit a message the bot posted (`chat.update`); False if Slack refused."""
@@ -185,7 +318,7 @@ class Notifier:
             except SLACK_FAILURES as exc:
                 logger.warning("ephemeral post failed (%s)", slack_error_code(exc))
         try:
-            await self._client.chat_postMessage(channel=user_id, **message.as_kwargs())
+            await self._post_message(user_id, **message.as_kwargs())
             return True
         except SLACK_FAILURES as exc:
             logger.error("could not tell user %s anything (%s)", user_id, slack_error_code(exc))

@@ -107,6 +107,8 @@ class ApiCall:
     """HTTP status the stand-in answered."""
     response: JSONDict | None = None
     """JSON body the stand-in answered."""
+    answered: float = 0.0
+    """``time.monotonic()`` when the stand-in answered (after ``latency`` and any gate)."""
 
     @property
     def ok(self) -> bool:
@@ -726,6 +728,7 @@ class SlackStandIn:
             reply = await self._dispatch(call)
         call.status = reply.status
         call.response = reply.body
+        call.answered = time.monotonic()
         self.calls.append(call)
         self._notify()
         headers = dict(reply.headers)
