@@ -40,7 +40,14 @@ async def test_the_post_leaves_while_chat_post_message_hangs(bot: BotUnderTest) 
 async def test_an_escalation_step_whose_own_post_fails_is_still_dialled(
     bot_factory: BotFactory,
 ) -> None:
-    from tests.test_escalation import ALICE, dialled, escalation_message, open_on_message, start, submit
+    from tests.test_escalation import (
+        ALICE,
+        dialled,
+        escalation_message,
+        open_on_message,
+        start,
+        submit,
+    )
 
     bot, _ = await start(bot_factory)
     view, _message = await open_on_message(bot)
@@ -57,7 +64,7 @@ async def test_an_escalation_step_whose_own_post_fails_is_still_dialled(
     assert dm.ok
 
 
-# ------------------------------------------------------------ where the bot can't post: response_url
+# ---------------------------------------------------- where the bot can't post: response_url
 
 
 async def private_channel_call(bot: BotUnderTest, url: str | None = None) -> tuple[str, str]:
@@ -155,6 +162,7 @@ async def test_twenty_calls_in_one_channel_under_the_posting_limit(bot: BotUnder
         [status] = bot.slack.thread("C0OPS", parent.ts)
         assert "Call placed" in (status.text or "")
     # In order: the channel's posts were sent one at a time, each after the previous answer.
-    assert all(later.time >= earlier.answered for earlier, later in zip(posts, posts[1:]))
+    pairs = zip(posts, posts[1:], strict=False)
+    assert all(later.time >= earlier.answered for earlier, later in pairs)
     dialled = {str(r.json["numberToDial"]) for r in bot.evo.outgoing_posts}
     assert dialled == set(numbers)
