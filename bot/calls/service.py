@@ -190,7 +190,7 @@ class CallService:
         # The thread reply becomes the call's status message, edited as the call goes on.
         tracked = await self._follower.track(call, result, thread, attempt_id, started)
         if tracked is not None:
-            message = self._follower.status_message(tracked, buttons=thread.threaded)
+            message = self._follower.status_message(tracked, buttons=thread.ts is not None)
             if tracked.session_id != result.session_id:
                 # The session found after an ambiguous attempt belongs to another call.
                 result = dataclasses.replace(result, session_id=None, session=None)
