@@ -179,12 +179,22 @@ def describe(exc: Expected) -> str:
     if isinstance(exc, evovoice.BadLogin):
         return (
             "The bot's Evo Voice login was refused, so nothing was dialled. An operator must fix "
-            "EVOVOICE_USERNAME / EVOVOICE_PASSWORD."
+            "EVOVOICE_USERNAME / EVOVOICE_PASSWORD, or EVOVOICE_URL (`callbot check` says which)."
+        )
+    if isinstance(exc, evovoice.MissingRole) and exc.needed == (evovoice.HANG_UP_ROLE,):
+        return (
+            f"{exc.message} An operator can grant the bot's Evo Voice login the "
+            f"{evovoice.HANG_UP_ROLE} role."
         )
     if isinstance(exc, evovoice.MissingRole):
         return (
             "The bot's Evo Voice login lacks the Manager role, so nothing was dialled. An operator "
             "must grant it in Evo Voice."
+        )
+    if isinstance(exc, evovoice.Forbidden):
+        return (
+            f"Evo Voice refused the request (HTTP 403: {exc.message}); this is not a missing role. "
+            "Nothing was dialled. Tell the callbot operators."
         )
     if isinstance(exc, evovoice.EvoVoiceStatusError):
         return f"Evo Voice refused the call: {exc.message}. Nothing was dialled."

@@ -89,7 +89,7 @@ async def test_hang_up_ends_the_call_in_evo_voice(fast_bot: BotUnderTest) -> Non
     ack, _ = await click(bot, status, HANG_UP_ACTION)
     assert ack.status == 200
     await wait_for_edit(bot, status, "Hung up by <@U0MANAGER>")
-    assert len(bot.evo.requests_to("DELETE", f"/sessions/{session_id}")) == 1
+    assert len(bot.evo.hang_ups(session_id)) == 1
     assert "Ended: Hung up" in status.text
     assert HANG_UP_ACTION not in buttons(status)
     assert await wait_for_mark(bot, parent_of(bot, status)) == "x"
@@ -110,11 +110,11 @@ async def test_only_the_requester_or_a_manager_may_hang_up(bot_factory: BotFacto
     assert answer["response_type"] == "ephemeral"
     assert "not allowed" in answer["text"]
     await bot.settle()
-    assert bot.evo.requests_to("DELETE", f"/sessions/{session_id}") == []
+    assert bot.evo.hang_ups(session_id) == []
 
     await click(bot, status, HANG_UP_ACTION, user_id="U0ADMIN")  # a SystemAdministrator
     await wait_for_edit(bot, status, "Hung up by <@U0ADMIN>")
-    assert len(bot.evo.requests_to("DELETE", f"/sessions/{session_id}")) == 1
+    assert len(bot.evo.hang_ups(session_id)) == 1
 
 
 async def test_hang_up_after_the_end_sends_nothing(bot_factory: BotFactory) -> None:
@@ -130,7 +130,7 @@ async def test_hang_up_after_the_end_sends_nothing(bot_factory: BotFactory) -> N
     _, url = await click(bot, status, HANG_UP_ACTION, value=hang_up_value)
     [answer] = await bot.slack.wait_for_response(url)
     assert "no longer going on" in answer["text"]
-    assert bot.evo.requests_to("DELETE", f"/sessions/{session_id}") == []
+    assert bot.evo.hang_ups(session_id) == []
 
 
 async def test_a_forged_or_foreign_button_value_does_nothing(bot_factory: BotFactory) -> None:
@@ -141,7 +141,7 @@ async def test_a_forged_or_foreign_button_value_does_nothing(bot_factory: BotFac
         _, url = await click(bot, status, HANG_UP_ACTION, value=value)
         [answer] = await bot.slack.wait_for_response(url)
         assert "no longer works" in answer["text"]
-    assert bot.evo.requests_to("DELETE", f"/sessions/{next(iter(bot.evo.sessions))}") == []
+    assert bot.evo.hang_ups(next(iter(bot.evo.sessions))) == []
 
 
 async def test_call_again_dials_once_with_the_same_number_flow_and_caller_id(

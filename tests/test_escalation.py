@@ -171,7 +171,7 @@ def session_of(bot: BotUnderTest, number: str) -> str:
 
 
 def hung_up(bot: BotUnderTest, session_id: str) -> bool:
-    return bool(bot.evo.requests_to("DELETE", f"/sessions/{session_id}"))
+    return bool(bot.evo.hang_ups(session_id))
 
 
 async def click_stop(
@@ -387,10 +387,11 @@ async def test_nobody_answers_the_chain_goes_down_the_rotation_then_escalate_to(
     await wait_for_post(bot, "No answer from <@U0ALICE> after 90 s — calling <@U0BOB>.")
     await bot.evo.wait_for_posts(2)
     assert hung_up(bot, alice)  # her phone stopped ringing before Bob's started
+    # The login holds Manager only: EndSession (DELETE) is refused, PatchSession ends the call.
     order = [(r.method, r.path) for r in bot.evo.requests
-             if r.method in ("POST", "DELETE")]
+             if r.method in ("POST", "DELETE", "PATCH")]
     assert order == [("POST", "/sessions/outgoing"), ("DELETE", f"/sessions/{alice}"),
-                     ("POST", "/sessions/outgoing")]
+                     ("PATCH", f"/sessions/{alice}"), ("POST", "/sessions/outgoing")]
 
     bob = session_of(bot, BOB)
     bot.evo.set_session_state(bob, ended=True, callState="Disconnected", outcome="Busy")
@@ -431,7 +432,7 @@ async def test_a_failed_hang_up_is_said_and_the_chain_goes_on(bot_factory: BotFa
     await submit(bot, view)
     await bot.evo.wait_for_posts(1)
     alice = session_of(bot, ALICE)
-    bot.evo.queue("DELETE", f"/sessions/{alice}", ErrorStatus(500, "Internal server error"))
+    bot.evo.queue("PATCH", f"/sessions/{alice}", ErrorStatus(500, "Internal server error"))
     await wait_for_edit(bot, await escalation_message(bot), "📞 calling…")
     clock.advance(91)
     post = await wait_for_post(bot, "No answer from <@U0ALICE>")

@@ -75,6 +75,9 @@ class CountingTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+LONG_AGO = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 @pytest.fixture
 async def standin() -> AsyncIterator[EvoVoiceStandIn]:
     server = EvoVoiceStandIn(username=USERNAME, password=PASSWORD)
@@ -157,14 +160,22 @@ async def test_every_request_uses_basic_auth_and_no_cookies(
     assert "Cookie" not in second.headers
 
 
-async def test_wrong_password_is_bad_login(make_client: MakeClient) -> None:
+@pytest.mark.parametrize("answer", ["unauthenticated", "no_content"])
+async def test_a_refused_login_is_bad_login_though_auth_status_never_says_401(
+    make_client: MakeClient, standin: EvoVoiceStandIn, answer: str
+) -> None:
+    # ServiceStack: no [Authenticate] on AuthStatus, so 200 isAuthenticated:false, or 204.
+    standin.refused_login = answer
     client = make_client(password="wrong")
 
     with pytest.raises(BadLogin) as caught:
         await client.auth_status()
 
-    assert caught.value.status == 401
-    assert caught.value.message == "Invalid UserName or Password"
+    assert caught.value.status == (200 if answer == "unauthenticated" else 204)
+    assert "EVOVOICE_URL" in caught.value.message
+    with pytest.raises(BadLogin) as other:
+        await client.list_flows([ACCOUNT])  # the routes that do carry [Authenticate]: 401
+    assert other.value.status == 401
 
 
 async def test_user_without_manager_role_cannot_place_calls(
@@ -193,7 +204,7 @@ async def test_list_flows_filters_by_account(
     assert [(f.id, f.name, f.account_id) for f in flows] == [("flow-esc", "Escalation", ACCOUNT)]
     query = standin.requests_to("GET", "/flows")[0].query
     assert query["accountIds"] == ACCOUNT
-    assert query["all"] == "true"
+    assert "all" not in query  # one paging scheme: all=true alongside page could repeat items
 
 
 async def test_list_flows_follows_pages(client: EvoVoiceClient, standin: EvoVoiceStandIn) -> None:
@@ -291,7 +302,7 @@ async def test_any_2xx_is_success_even_without_a_session(
     assert placed.session_id is None
     assert placed.session is None
     assert len(standin.outgoing_posts) == 1
-    [found] = await client.find_sessions([ACCOUNT], to=CUSTOMER)
+    [found] = await client.find_sessions([ACCOUNT], to=CUSTOMER, since=LONG_AGO)
     assert found.to_address == CUSTOMER
 
 
@@ -384,7 +395,7 @@ async def test_dropped_connection_on_post_is_outcome_unknown_and_not_retried(
 
     assert len(standin.outgoing_posts) == 1
     # The ambiguous case: the call was placed, only the answer was lost.
-    [session] = await client.find_sessions([ACCOUNT], to=CUSTOMER)
+    [session] = await client.find_sessions([ACCOUNT], to=CUSTOMER, since=LONG_AGO)
     assert session.to_address == CUSTOMER
 
 
@@ -486,6 +497,7 @@ async def test_hang_up_is_not_retried_after_it_was_sent(
     client = make_client(timeout=httpx.Timeout(5.0, read=0.3))
     session = standin.add_session(toAddress=CUSTOMER)
     path = f"/sessions/{session['id']}"
+    standin.roles = ["Manager", "User"]  # EndSession needs User
     standin.queue("DELETE", path, ErrorStatus(503), Delayed(30.0))
 
     with pytest.raises(ServerError):
@@ -497,21 +509,23 @@ async def test_hang_up_is_not_retried_after_it_was_sent(
 
 
 async def test_find_sessions_newest_first(client: EvoVoiceClient, standin: EvoVoiceStandIn) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=5)
     first = await client.create_outgoing_session("flow-esc", CUSTOMER)
     standin.add_session(toAddress="+18145550199")
     second = await client.create_outgoing_session("flow-esc", CUSTOMER)
 
-    found = await client.find_sessions([ACCOUNT], to=CUSTOMER, start_date="2000-01-01", count=5)
+    found = await client.find_sessions([ACCOUNT], to=CUSTOMER, since=since)
 
     assert [s.id for s in found] == [second.session_id, first.session_id]
     query = standin.requests_to("GET", "/sessions")[0].query
     assert query == {
         "accountIds": ACCOUNT,
         "to": CUSTOMER,
-        "startDate": "2000-01-01",
+        "startDate": (since - timedelta(days=1)).date().isoformat(),
         "sortField": "DateCreated",
         "sortOrder": "Descend",
-        "countPerPage": "5",
+        "page": "0",
+        "countPerPage": "50",
     }
 
 
@@ -542,7 +556,7 @@ async def test_hang_up_ends_the_session(client: EvoVoiceClient, standin: EvoVoic
     assert session.ended is True
     assert session.call_state == "Disconnected"
     assert session.outcome == "Hung up"
-    assert len(standin.requests_to("DELETE", f"/sessions/{placed.session_id}")) == 1
+    assert standin.hang_ups(placed.session_id) == ["PATCH"]  # Manager only: EndSession refused
 
 
 async def test_wait_for_posts_returns_once_they_arrived(
@@ -604,7 +618,7 @@ async def test_client_log_has_no_phone_numbers_or_query_strings(
     caplog.set_level(logging.DEBUG, logger="bot.evovoice.client")
 
     await client.create_outgoing_session("flow-esc", CUSTOMER, caller_id=OWNED)
-    await client.find_sessions([ACCOUNT], to=CUSTOMER)
+    await client.find_sessions([ACCOUNT], to=CUSTOMER, since=LONG_AGO)
 
     own = [r.getMessage() for r in caplog.records if r.name == "bot.evovoice.client"]
     assert any("POST /sessions/outgoing -> 200" in line for line in own)

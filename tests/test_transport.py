@@ -13,7 +13,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from bot.evovoice.client import EvoVoiceClient, EvoVoiceUnreachable
+from bot.evovoice.client import USER_AGENT, EvoVoiceClient, EvoVoiceUnreachable
 from bot.evovoice.transport import AiohttpTransport
 from bot.standins.evovoice import Delayed, DropConnection, EvoVoiceStandIn
 
@@ -33,6 +33,7 @@ def client_for(url: str, transport: AiohttpTransport, **timeouts: float) -> http
     return httpx.AsyncClient(
         base_url=url, auth=(USER, PASSWORD), transport=transport,
         timeout=httpx.Timeout(5.0, **timeouts),
+        headers={"User-Agent": USER_AGENT},  # Evo Voice turns away library defaults
     )
 
 
@@ -104,6 +105,7 @@ async def test_a_request_on_a_dead_kept_alive_connection_is_not_resent(
 ) -> None:
     session = standin.add_session(toAddress="+18144043093")
     path = f"/sessions/{session['id']}"
+    standin.roles = ["Manager", "User"]  # EndSession requires User
     standin.queue("DELETE", path, DropConnection())
     async with client_for(standin.url, AiohttpTransport()) as client:
         await client.get("/auth/status")  # leaves a kept-alive connection for the DELETE

@@ -63,15 +63,41 @@ class FollowTiming:
     number_retention: float = 24 * 3600.0  # the full number is erased this long after the call
 
 
-def classify(session: Session) -> CallState:
-    if session.ended or session.date_completed:
+_LIVE = frozenset({CallState.RINGING, CallState.CONNECTED})
+
+
+def classify(session: Session, previous: str | None = None) -> CallState:
+    """The bot's reading of a session (docs/evovoice-api.md; README, "What the bot relies on").
+
+    `ended` and `callState` decide; `dateCompleted` only confirms an end `callState` already says:
+
+        ended true                                        ENDED, whatever else the session says
+        callState Connected or Hold                       CONNECTED (the only sign of an answer)
+        callState Ringing                                 RINGING
+        callState Disconnected, and the call was seen ringing or connected before, or
+            dateCompleted is a real time                  ENDED
+        anything else (no callState, Passive, Disconnected before anything happened)   CALLING
+
+    `dateCompleted` alone never ends a call (it may be a placeholder); `answeredByName` never
+    answers one (it may be filled while the phone still rings): see `answered_by`.
+    """
+    if session.ended:
         return CallState.ENDED
     state = (session.call_state or "").casefold()
     if state in ("connected", "hold"):
         return CallState.CONNECTED
     if state == "ringing":
         return CallState.RINGING
+    if state == "disconnected" and (
+        previous in _LIVE or parse_timestamp(session.date_completed) is not None
+    ):
+        return CallState.ENDED
     return CallState.CALLING
+
+
+def answered_by_name(session: Session, answered: bool) -> str | None:
+    """`answeredByName`, once the call is known to be answered; a hint, never the evidence."""
+    return _clip(session.answered_by_name) if answered else None
 
 
 def duration_of(session: Session) -> float | None:
@@ -88,11 +114,6 @@ def _clip(text: str | None) -> str | None:
         return None
     text = text.strip()
     return text if len(text) <= MAX_OUTCOME_CHARS else text[: MAX_OUTCOME_CHARS - 1] + "…"
-
-
-def _created_since(session: Session, since: dt.datetime) -> bool:
-    created = parse_timestamp(session.date_created)
-    return created is not None and created >= since
 
 
 async def wait_or_wake(wake: asyncio.Event, seconds: float) -> None:
@@ -348,14 +369,20 @@ class CallFollower:
             await self._stop_following(call, CallState.LOST, EventKind.UNFOLLOWED, "no number")
             return _Step.DONE
         since = dt.datetime.fromtimestamp(call.created_at, dt.UTC) - AMBIGUOUS_LOOKUP_SLACK
-        sessions = await self._evo.find_sessions(
-            self._account_ids, to=call.e164, start_date=since.date().isoformat(), count=10
-        )
+        try:
+            sessions = await self._evo.find_sessions(self._account_ids, to=call.e164, since=since)
+        except EvoVoiceError as exc:
+            # A lookup that keeps failing (400, 403, 5xx) ends like one that finds nothing.
+            if age > self._timing.find_for:
+                logger.warning("call %s: lookup still failing (%s)", call.id, type(exc).__name__)
+                await self._stop_following(call, CallState.NOT_FOUND, EventKind.NOT_FOUND, None)
+                return _Step.DONE
+            raise
         # Closest in time to the attempt first: of two calls to one number a few seconds apart,
         # each gets its own session, and an older call to the number loses to a newer one.
         started = dt.datetime.fromtimestamp(call.created_at, dt.UTC)
         fresh = sorted(
-            (s for s in sessions if _created_since(s, since)),
+            sessions,
             key=lambda s: abs(
                 ((parse_timestamp(s.date_created) or since) - started).total_seconds()
             ),
@@ -388,9 +415,9 @@ class CallFollower:
 
     async def _apply(self, call: TrackedCall, session: Session) -> _Step:
         """Store what the session shows, and show it if anything changed."""
-        state = classify(session)
-        answered_by = _clip(session.answered_by_name) or call.answered_by
-        answered = call.answered or state == CallState.CONNECTED or answered_by is not None
+        state = classify(session, call.state)
+        answered = call.answered or state == CallState.CONNECTED
+        answered_by = call.answered_by or answered_by_name(session, answered)
         newly_answered = answered and not call.answered
         if newly_answered:
             await self._record(call, EventKind.ANSWERED, answered_by=answered_by)

@@ -42,7 +42,6 @@ from bot.calls.models import (
 from bot.errors import CallbotError, Expected, describe
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, OutcomeUnknown, Session
-from bot.evovoice.dates import parse_timestamp
 from bot.phone import (
     DialPolicy,
     check_dialable,
@@ -245,16 +244,12 @@ class CallService:
         """One look for the session an ambiguous attempt may have created; never a second POST."""
         try:
             sessions = await self._evo.find_sessions(
-                self._account_ids, to=e164, start_date=started.date().isoformat(), count=5
+                self._account_ids, to=e164, since=started - AMBIGUOUS_LOOKUP_SLACK
             )
         except EvoVoiceError as exc:
             logger.warning("session lookup after ambiguous call failed: %s", type(exc).__name__)
             return None
-        for session in sessions:
-            created = parse_timestamp(session.date_created)
-            if created is not None and created >= started - AMBIGUOUS_LOOKUP_SLACK:
-                return session
-        return None
+        return sessions[0] if sessions else None
 
     # ------------------------------------------------------------------ confirmations and limits
 

@@ -9,8 +9,9 @@ Every failure reaches callers as one of these (never an ``httpx`` exception or a
     ├── MalformedResponse           a GET answered 2xx with a body of the wrong shape
     └── EvoVoiceStatusError         the server answered with an error status
         ├── BadRequest              400 (.field_errors)
-        ├── BadLogin                401
-        ├── MissingRole             403
+        ├── BadLogin                401, or /auth/status saying "not authenticated" (200 or 204)
+        ├── Forbidden               403 for another reason than a role (e.g. a refused client)
+        │   └── MissingRole         403 "Invalid Role" (.needed: the role(s) the operation needs)
         ├── NotFound                404
         ├── Conflict                409
         ├── RateLimited             429 (.retry_after seconds, or None)
@@ -18,8 +19,24 @@ Every failure reaches callers as one of these (never an ``httpx`` exception or a
 
 Retrying is decided per request, because a call must never ring twice: POST /sessions/outgoing is
 repeated only when the connection could not be opened (nothing reached the server). GETs are
-idempotent and get one more try after a 502/503/504 or a lost answer. DELETE is retried only on
-connect failures.
+idempotent and get one more try after a 502/503/504 or a lost answer. DELETE and PATCH are retried
+only on connect failures.
+
+What the evidence says about the server (docs/evovoice-api.md, with grades) and how this client
+copes where it is unsure:
+
+- ``GET /auth/status`` carries no ``[Authenticate]``: a refused Basic login answers 200 with
+  ``isAuthenticated: false`` or an empty 204, not 401. All three are ``BadLogin``.
+- Hanging up: ``DELETE /sessions/{id}`` (EndSession) needs the role User, which a Manager-only
+  login lacks; ``PATCH /sessions/{id}`` ``{"callState": "Disconnected"}`` (PatchSession) needs
+  authentication only. ``hang_up`` tries one, falls back to the other on 403 "Invalid Role", and
+  remembers which worked (``hang_up_method``).
+- Listing flows and numbers: one paging scheme (``page``/``countPerPage``, never ``all=true``
+  alongside), items de-duplicated by id, bounded, and stopping when a page brings nothing new.
+- ``find_sessions``: ``startDate`` is a date in an unknown time zone, ``to`` matches by substring,
+  ``sortField`` values are undocumented; it asks from the day before, pages through (bounded), and
+  keeps only sessions to exactly that number created since the given instant.
+- The server rejects some clients by User-Agent: every request says ``callbot/<version>``.
 
 An optional ``observer`` hears about every attempt (route, seconds, status or kind of failure), for
 metrics; it never sees bodies, queries or credentials.
@@ -29,13 +46,14 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import importlib.metadata
 import logging
 import math
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Annotated, Any, Self, TypeVar
 from urllib.parse import quote
@@ -44,16 +62,34 @@ import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from bot.evovoice.dates import parse_timestamp
 from bot.evovoice.transport import AiohttpTransport
 
 logger = logging.getLogger(__name__)
 
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("callbot")
+    except importlib.metadata.PackageNotFoundError:
+        return "dev"
+
+
+# The vendor's CLI names evovoice.io production and team.evovoice.io staging; the API page this bot
+# was built from shows team.evovoice.io. Either may be the one a login belongs to.
+KNOWN_HOSTS = ("https://evovoice.io", "https://team.evovoice.io")
+USER_AGENT = f"callbot/{_version()}"
 # Reads may take up to 15 s: the server is slow to answer while it sets a call up.
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 DEFAULT_CONNECT_RETRIES = 3
 DEFAULT_RETRY_BACKOFF = 0.5
 PAGE_SIZE = 100
 MAX_PAGES = 50
+# A session lookup pages through one or two days of sessions to one number: a few pages at most.
+FIND_MAX_PAGES = 5
+FIND_PAGE_SIZE = 50
+# The role EndSession (DELETE /sessions/{id}) requires; PatchSession requires none.
+HANG_UP_ROLE = "User"
 _MAX_MESSAGE_CHARS = 300
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -136,8 +172,14 @@ class BadLogin(EvoVoiceStatusError):
     """401: the bot's Evo Voice username or password is wrong."""
 
 
-class MissingRole(EvoVoiceStatusError):
-    """403: the bot's Evo Voice user lacks the Manager (or SystemAdministrator) role."""
+class Forbidden(EvoVoiceStatusError):
+    """403 that is not "Invalid Role": the server refused the request for another reason."""
+
+
+class MissingRole(Forbidden):
+    """403 "Invalid Role": the bot's Evo Voice user lacks a role the operation needs."""
+
+    needed: tuple[str, ...] = ("Manager", "SystemAdministrator")
 
 
 class NotFound(EvoVoiceStatusError):
@@ -171,7 +213,7 @@ class ServerError(EvoVoiceStatusError):
 _STATUS_ERRORS: dict[int, tuple[type[EvoVoiceStatusError], str]] = {
     400: (BadRequest, "Evo Voice rejected the request as invalid."),
     401: (BadLogin, "Evo Voice rejected the bot's login; check its username and password."),
-    403: (MissingRole, "The bot's Evo Voice user lacks the Manager role."),
+    403: (Forbidden, "Evo Voice refused the request (HTTP 403)."),
     404: (NotFound, "Evo Voice could not find what was asked for."),
     409: (Conflict, "Evo Voice reported a conflict with the current state."),
     429: (RateLimited, "Evo Voice is receiving too many requests; try again shortly."),
@@ -254,6 +296,7 @@ class CallPlaced(_ApiModel):
 
 
 _Item = TypeVar("_Item", bound=BaseModel)
+_HasId = TypeVar("_HasId", Flow, "OwnedNumber", Session)
 
 
 @dataclass(frozen=True)
@@ -308,6 +351,8 @@ class EvoVoiceClient:
         if connect_retries < 1:
             raise ValueError("connect_retries counts attempts and must be at least 1")
         self._password = password
+        # DELETE until the server says this login lacks the role for it, then PATCH for good.
+        self.hang_up_method = "DELETE"
         self._connect_retries = connect_retries
         self._retry_backoff = retry_backoff
         self._sleep = sleep
@@ -318,7 +363,7 @@ class EvoVoiceClient:
         self._http = httpx.AsyncClient(
             base_url=base_url,
             auth=httpx.BasicAuth(username, password),
-            headers={"Accept": "application/json"},
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
             timeout=timeout,
             cookies=no_cookies,
             # httpx's own pool costs too much CPU per request when many calls are placed at once.
@@ -337,13 +382,27 @@ class EvoVoiceClient:
     # ----------------------------------------------------------------------------- operations
 
     async def auth_status(self) -> AuthStatus:
-        """Who the bot is logged in as: its roles and the accounts it can reach."""
-        return self._model(AuthStatus, await self._get_json("/auth/status"), "/auth/status")
+        """Who the bot is logged in as: its roles and the accounts it can reach.
+
+        BadLogin when the login is refused, whichever way the server says so: 401, an empty 204,
+        or 200 with ``isAuthenticated: false`` (ServiceStack's answer to wrong Basic credentials).
+        """
+        response = await self._send("GET", "/auth/status")
+        if response.status_code == 204 or not response.content.strip():
+            raise BadLogin(204, _REFUSED_LOGIN)
+        try:
+            data = response.json()
+        except ValueError:
+            raise MalformedResponse("Evo Voice sent an answer the bot could not read.") from None
+        status = self._model(AuthStatus, data, "/auth/status")
+        if not status.is_authenticated:
+            raise BadLogin(response.status_code, _REFUSED_LOGIN)
+        return status
 
     async def list_flows(self, account_ids: list[str]) -> list[Flow]:
-        return await self._get_all_pages(
-            Flow, "/flows", {"accountIds": ",".join(account_ids), "all": "true"}
-        )
+        # Never all=true: with page/countPerPage a server honouring both could send every flow on
+        # every page; the vendor's CLI sends it alone. Paging alone means one thing everywhere.
+        return await self._get_all_pages(Flow, "/flows", {"accountIds": ",".join(account_ids)})
 
     async def list_phone_numbers(self, account_ids: list[str]) -> list[OwnedNumber]:
         # Read-only on purpose: POST /endpoints/phone-numbers would *buy* a number.
@@ -371,45 +430,107 @@ class EvoVoiceClient:
         path = _session_path(session_id)
         return self._model(Session, await self._get_json(path), path)
 
-    async def find_sessions(
-        self,
-        account_ids: list[str],
-        *,
-        to: str | None = None,
-        start_date: str | None = None,
-        count: int = 10,
-    ) -> list[Session]:
-        """The latest sessions, newest first, optionally only those to ``to`` since ``start_date``.
+    def find_sessions_query(
+        self, account_ids: list[str], to: str, since: datetime
+    ) -> dict[str, str]:
+        """The query ``find_sessions`` sends first (``callbot check`` sends the same)."""
+        # startDate's time zone is undocumented: the day before, in UTC, is on or before `since`
+        # in every zone from UTC-12 to UTC+14.
+        day_before = (since.astimezone(UTC) - timedelta(days=1)).date().isoformat()
+        return {
+            "accountIds": ",".join(account_ids),
+            "to": to,
+            "startDate": day_before,
+            "sortField": "DateCreated",
+            "sortOrder": "Descend",
+            "page": "0",
+            "countPerPage": str(FIND_PAGE_SIZE),
+        }
 
-        ``start_date`` is ``YYYY-MM-DD``.
+    async def find_sessions(
+        self, account_ids: list[str], *, to: str, since: datetime
+    ) -> list[Session]:
+        """Sessions to exactly ``to`` created at or after ``since``, newest first.
+
+        ``to`` is a *contains* filter on the server and its sort may be ignored, so every page of
+        the window is read (at most ``FIND_MAX_PAGES``) and filtered here, by ``toAddress`` and by
+        ``dateCreated``. A session whose ``dateCreated`` can't be read is kept (it can't be ruled
+        out), after the others.
         """
-        params: dict[str, str] = {"accountIds": ",".join(account_ids)}
-        if to is not None:
-            params["to"] = to
-        if start_date is not None:
-            params["startDate"] = start_date
-        params |= {"sortField": "DateCreated", "sortOrder": "Descend", "countPerPage": str(count)}
-        data = await self._get_json("/sessions", params)
-        return self._items(Session, data, "/sessions")
+        params = self.find_sessions_query(account_ids, to, since)
+        found: dict[str, Session] = {}
+        for page in range(FIND_MAX_PAGES):
+            data = await self._get_json("/sessions", params | {"page": str(page)})
+            batch = self._items(Session, data, "/sessions")
+            new = [item for item in batch if item.id not in found]
+            for session in new:
+                if as_e164(session.to_address) != to:
+                    continue
+                created = parse_timestamp(session.date_created)
+                if created is None or created >= since:
+                    found[session.id] = session
+            if not new or not (isinstance(data, dict) and data.get("hasMorePages") is True):
+                break
+        else:
+            logger.warning("Evo Voice GET /sessions: stopped after %d pages", FIND_MAX_PAGES)
+        oldest = datetime.min.replace(tzinfo=UTC)
+        return sorted(
+            found.values(),
+            key=lambda s: parse_timestamp(s.date_created) or oldest,
+            reverse=True,
+        )
 
     async def hang_up(self, session_id: str) -> None:
-        await self._send("DELETE", _session_path(session_id))
+        """End a live call: EndSession, or PatchSession when the login lacks the role for it.
+
+        Whichever works is remembered; a 403 other than "Invalid Role" is not a missing role and is
+        raised as it is. The path is built from a non-empty id only: ``DELETE /sessions`` without
+        one deletes an account's sessions in bulk.
+        """
+        path = _session_path(session_id)
+        first = self.hang_up_method
+        for method in (first, "PATCH" if first == "DELETE" else "DELETE"):
+            try:
+                if method == "DELETE":
+                    await self._send("DELETE", path)
+                else:
+                    await self._send("PATCH", path, json={"callState": "Disconnected"})
+            except MissingRole as exc:
+                logger.warning("Evo Voice %s %s: Invalid Role", method, _route(path))
+                refused = exc
+                continue
+            if method != self.hang_up_method:
+                logger.info("Evo Voice: hanging up with %s from now on", method)
+                self.hang_up_method = method
+            return
+        refused.needed = (HANG_UP_ROLE,)
+        refused.message = (
+            "Evo Voice refused to end the call: the bot's login lacks the role needed to hang up "
+            f"(EndSession needs {HANG_UP_ROLE}; PatchSession was refused too)."
+        )
+        raise refused
 
     # ------------------------------------------------------------------------------ plumbing
 
+    def list_query(self, path: str, params: dict[str, str], page: int = 0) -> dict[str, str]:
+        """The query of one page of a listing (``callbot check`` sends the same)."""
+        return params | {"page": str(page), "countPerPage": str(PAGE_SIZE)}
+
     async def _get_all_pages(
-        self, model: type[_Item], path: str, params: dict[str, str]
-    ) -> list[_Item]:
-        items: list[_Item] = []
+        self, model: type[_HasId], path: str, params: dict[str, str]
+    ) -> list[_HasId]:
+        """Every page, items de-duplicated by id: a server that ignores ``page``, or sends all
+        items on every page, still yields each item once, and a page with nothing new ends it."""
+        items: dict[str, _HasId] = {}
         for page in range(MAX_PAGES):
-            query = params | {"page": str(page), "countPerPage": str(PAGE_SIZE)}
-            data = await self._get_json(path, query)
+            data = await self._get_json(path, self.list_query(path, params, page))
             batch = self._items(model, data, path)
-            items.extend(batch)
-            if not (isinstance(data, dict) and data.get("hasMorePages") is True) or not batch:
-                return items
+            new = [item for item in batch if item.id not in items]
+            items.update((item.id, item) for item in new)
+            if not (isinstance(data, dict) and data.get("hasMorePages") is True) or not new:
+                return list(items.values())
         logger.warning("Evo Voice GET %s: stopped after %d pages", path, MAX_PAGES)
-        return items
+        return list(items.values())
 
     async def _get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
         response = await self._send("GET", path, params=params)
@@ -542,6 +663,8 @@ class EvoVoiceClient:
         server_message, error_code, field_errors = _parse_response_status(response)
         if not server_message and field_errors:
             server_message = field_errors[0].message
+        if status == 403 and _is_invalid_role(server_message, error_code):
+            error_class = MissingRole
         message = self._safe(server_message) or default
         field_errors = [
             FieldError(e.field_name, self._safe(e.message), e.error_code) for e in field_errors
@@ -567,6 +690,14 @@ class EvoVoiceClient:
 
 
 # ------------------------------------------------------------------------------------- parsing
+
+
+_REFUSED_LOGIN = "Evo Voice refused the login; check the username, the password and EVOVOICE_URL."
+
+
+def _is_invalid_role(message: str | None, error_code: str | None) -> bool:
+    """ServiceStack's RequiredRole answers 403 "Invalid Role"; any other 403 is something else."""
+    return any("invalid role" in (text or "").casefold() for text in (message, error_code))
 
 
 def _session_path(session_id: str) -> str:

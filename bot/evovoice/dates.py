@@ -6,17 +6,23 @@ import datetime as dt
 import re
 
 _MS_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
+# A DateTime never set comes as .NET's MinValue (0001-01-01) or the epoch: a placeholder.
+_PLACEHOLDER_YEAR = 1970
 
 
 def parse_timestamp(value: str | None) -> dt.datetime | None:
-    """ServiceStack sends ISO 8601 or the WCF form `/Date(1700000000000-0000)/`; None if neither."""
+    """ServiceStack sends ISO 8601 or the WCF form `/Date(1700000000000-0000)/`; None if neither,
+    or if it is a placeholder (`0001-01-01`, the epoch). An ISO time without an offset is UTC."""
     if not value:
         return None
     match = _MS_DATE.fullmatch(value.strip())
     if match:
-        return dt.datetime.fromtimestamp(int(match.group(1)) / 1000, dt.UTC)
-    try:
-        parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+        parsed = dt.datetime.fromtimestamp(int(match.group(1)) / 1000, dt.UTC)
+    else:
+        try:
+            parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+    return parsed if parsed.year > _PLACEHOLDER_YEAR else None

@@ -447,7 +447,7 @@ class EscalationService:
             session = await self._evo.get_session(call.session_id)
         except EvoVoiceError:
             return False
-        return classify(session) == CallState.CONNECTED or bool(session.answered_by_name)
+        return classify(session, call.state) == CallState.CONNECTED
 
     async def _hang_up_unanswered(self, call: TrackedCall | None, why: str) -> str | None:
         """Hang up a call that is still ringing; a note for the thread when that didn't work."""

@@ -35,8 +35,25 @@ finds it even when the answer was lost), DELETE /sessions/{id} ends the session.
 an invalid request gets its 400 and leaves the queue alone.
 
 Routes: GET /auth/status, GET /flows, GET /endpoints?type=PhoneNumber, POST /sessions/outgoing,
-GET /sessions, GET /sessions/{id}, DELETE /sessions/{id}. Anything else answers 404 (and is still
-recorded, so a test can assert e.g. that ``POST /endpoints/phone-numbers`` was never sent).
+GET /sessions, GET /sessions/{id}, DELETE /sessions/{id}, PATCH /sessions/{id}. Anything else
+answers 404 (and is still recorded, so a test can assert e.g. that ``POST /endpoints/phone-numbers``
+was never sent).
+
+It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
+
+- ``GET /auth/status`` has no ``[Authenticate]``: a wrong login gets 200 ``isAuthenticated:
+  false`` (or, with ``refused_login="no_content"``, an empty 204), never 401. Every other route
+  answers 401.
+- EndSession (``DELETE /sessions/{id}``) requires the role ``User``: a Manager-only login (the
+  default ``roles``) gets 403 "Invalid Role". PatchSession (``PATCH /sessions/{id}`` with
+  ``{"callState": "Disconnected"}``) requires authentication only.
+- ``GET /sessions``: ``to`` is a *contains* filter; ``startDate`` is a date read in
+  ``sessions_utc_offset`` (unknown: tests try several); ``sort_honoured`` False ignores
+  ``sortField`` (oldest first); lists default to ``countPerPage=25``.
+- ``all=true`` on a list: ``all_reading`` says what it does, since nothing public does:
+  ``"everything"`` (all items, no more pages), ``"every_page"`` (all items on every page, yet
+  ``hasMorePages`` as if paged: what the issue feared), ``"ignored"`` (paging as usual).
+- The server rejects clients that send a library's or curl's User-Agent (403, not a role).
 """
 
 from __future__ import annotations
@@ -73,6 +90,9 @@ __all__ = [
 ]
 
 MANAGER_ROLES = frozenset({"Manager", "SystemAdministrator"})
+END_SESSION_ROLE = "User"
+# Default User-Agents of curl and of HTTP libraries: the vendor warns the server rejects curl.
+_REJECTED_AGENTS = ("curl/", "python-httpx/", "python-requests/", "python/", "aiohttp/", "wget/")
 OUTGOING_PATH = "/sessions/outgoing"
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
@@ -227,8 +247,16 @@ class EvoVoiceStandIn:
         self.phone_numbers: list[dict[str, Any]] = []
         self.sessions: dict[str, dict[str, Any]] = {}
         self.requests: list[Recorded] = []
+        # (method, session id) for every request that ended a session: DELETE or PATCH.
+        self.ended_by: list[tuple[str, str]] = []
         # Caps every page (even with all=true), to make a client follow hasMorePages.
         self.max_page_size: int | None = None
+        # Where the evidence is silent: each test may pick the variant it checks (see docstring).
+        self.refused_login = "unauthenticated"  # or "no_content"
+        self.all_reading = "everything"  # or "every_page", "ignored"
+        self.sessions_utc_offset = timedelta(0)  # the zone startDate is read in
+        self.sort_honoured = True
+        self.page_honoured = True  # False: every page is the first one
         # What a request does when its queue is empty, by (method, path); else Respond(). E.g.
         # ``{("POST", "/sessions/outgoing"): Delayed(2.0)}``: every call is slow to set up.
         self.default_behaviours: dict[tuple[str, str], Behaviour] = {}
@@ -252,6 +280,7 @@ class EvoVoiceStandIn:
         app.router.add_get("/sessions", self._find_sessions)
         app.router.add_get("/sessions/{id}", self._get_session)
         app.router.add_delete("/sessions/{id}", self._hang_up)
+        app.router.add_patch("/sessions/{id}", self._patch_session)
         app.router.add_route("*", "/{tail:.*}", self._unknown_route)
         self._stopping.clear()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -288,6 +317,10 @@ class EvoVoiceStandIn:
 
     def requests_to(self, method: str, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method.upper() and r.path == path]
+
+    def hang_ups(self, session_id: str) -> list[str]:
+        """How ``session_id`` was ended by a request, each time: ``"DELETE"`` or ``"PATCH"``."""
+        return [method for method, sid in self.ended_by if sid == session_id]
 
     @property
     def outgoing_posts(self) -> list[Recorded]:
@@ -354,7 +387,15 @@ class EvoVoiceStandIn:
                 )
             )
             self._changed.notify_all()
+        agent = request.headers.get("User-Agent", "")
+        if not agent or agent.lower().startswith(_REJECTED_AGENTS):
+            return _error(403, "Forbidden", "Access denied")
         if not self._authenticated(request):
+            if request.path == "/auth/status" and request.method == "GET":
+                # No [Authenticate] on AuthStatus: a failed Basic login is "no session".
+                if self.refused_login == "no_content":
+                    return web.Response(status=204)
+                return web.json_response({"isAuthenticated": False})
             return _error(401, "Unauthorized", "Invalid UserName or Password")
         response = await handler(request)
         if isinstance(response, web.Response) and not response.prepared:
@@ -422,10 +463,18 @@ class EvoVoiceStandIn:
 
     def _page(self, items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
         per_page = int(query.get("countPerPage", "25"))
-        page = int(query.get("page", "0"))
+        page = int(query.get("page", "0")) if self.page_honoured else 0
         if self.max_page_size is not None:
             per_page = min(per_page, self.max_page_size)
-        elif query.get("all", "").lower() == "true":
+        everything = query.get("all", "").lower() == "true" and self.all_reading != "ignored"
+        if everything and self.all_reading == "every_page":
+            return {
+                "items": items,
+                "totalCount": len(items),
+                "totalPages": math.ceil(len(items) / per_page) if per_page > 0 else 0,
+                "hasMorePages": (page + 1) * per_page < len(items),
+            }
+        if everything and self.max_page_size is None:
             per_page = max(len(items), 1)
             page = 0
         chunk = items[page * per_page : (page + 1) * per_page]
@@ -519,6 +568,13 @@ class EvoVoiceStandIn:
 
         return await self._behave(request, place_call)
 
+    def _local_date(self, stamp: Any) -> str:
+        try:
+            created = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+        except ValueError:
+            return ""
+        return (created.astimezone(UTC) + self.sessions_utc_offset).date().isoformat()
+
     async def _find_sessions(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         to, start = query.get("to"), query.get("startDate")
@@ -528,11 +584,11 @@ class EvoVoiceStandIn:
                 s
                 for s in self.sessions.values()
                 if self._in_accounts(s, query)
-                and (to is None or s.get("toAddress") == to)
-                and (start is None or str(s.get("dateCreated", ""))[:10] >= start)
+                and (to is None or to in str(s.get("toAddress") or ""))
+                and (start is None or self._local_date(s.get("dateCreated")) >= start)
             ),
             key=lambda s: (str(s.get("dateCreated", "")), order[s["id"]]),
-            reverse=query.get("sortOrder") == "Descend",
+            reverse=self.sort_honoured and query.get("sortOrder") == "Descend",
         )
         return await self._behave(request, lambda: web.json_response(self._page(found, query)))
 
@@ -546,25 +602,44 @@ class EvoVoiceStandIn:
 
         return await self._behave(request, answer)
 
-    async def _hang_up(self, request: web.Request) -> web.StreamResponse:
-        forbidden = self._forbidden_unless_manager()
-        if forbidden is not None:
-            return forbidden
-        session_id = request.match_info["id"]
+    def _end_session(self, method: str, session_id: str) -> web.Response:
+        if session_id not in self.sessions:
+            return _error(404, "NotFound", "Session not found")
+        self.ended_by.append((method, session_id))
+        self.set_session_state(
+            session_id,
+            ended=True,
+            callState="Disconnected",
+            outcome="Hung up",
+            dateCompleted=self._next_timestamp(),
+        )
+        return web.Response(status=204)
 
-        def hang_up() -> web.Response:
+    async def _hang_up(self, request: web.Request) -> web.StreamResponse:
+        # EndSession: "Requires Authentication · Required role: User" (its metadata page).
+        if END_SESSION_ROLE not in self.roles:
+            return _error(403, "Forbidden", "Invalid Role")
+        session_id = request.match_info["id"]
+        return await self._behave(request, lambda: self._end_session("DELETE", session_id))
+
+    async def _patch_session(self, request: web.Request) -> web.StreamResponse:
+        # PatchSession: authentication only.
+        session_id = request.match_info["id"]
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return _error(400, "SerializationException", "The request body is not a JSON object")
+
+        def patch() -> web.Response:
+            if body.get("callState") == "Disconnected":
+                return self._end_session("PATCH", session_id)
             if session_id not in self.sessions:
                 return _error(404, "NotFound", "Session not found")
-            self.set_session_state(
-                session_id,
-                ended=True,
-                callState="Disconnected",
-                outcome="Hung up",
-                dateCompleted=self._next_timestamp(),
-            )
-            return web.Response(status=204)
+            return web.json_response(self.sessions[session_id])
 
-        return await self._behave(request, hang_up)
+        return await self._behave(request, patch)
 
     async def _unknown_route(self, request: web.Request) -> web.StreamResponse:
         return _error(404, "NotFound", f"No route for {request.method} {request.path}")
