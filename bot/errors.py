@@ -30,8 +30,9 @@
      ├─ MalformedResponse           a 2xx whose body is not what the API documents
      └─ EvoVoiceStatusError         a non-2xx answer (`.status`)
          ├─ BadRequest              400
-         ├─ BadLogin                401
-         ├─ MissingRole             403
+         ├─ BadLogin                401, or /auth/status saying "not authenticated"
+         ├─ Forbidden               403 for another reason than a role
+         │   └─ MissingRole         403 "Invalid Role" (`.needed`)
          ├─ NotFound                404
          ├─ Conflict                409
          ├─ RateLimited             429 (`.retry_after`)
