@@ -214,3 +214,53 @@ async def test_python_m_bot_logs_json_lines_with_request_ids(
     assert placed["request_id"] and placed["logger"] == "bot.calls.service"
     for secret in SECRETS:
         assert secret not in stderr.decode()
+
+
+def test_json_lines_carry_the_structured_fields_a_record_has() -> None:
+    entry = json.loads(JsonFormatter().format(logging.makeLogRecord({
+        "name": "bot.calls.follow", "levelno": logging.INFO, "levelname": "INFO",
+        "msg": "call %s ended", "args": (7,), "call_id": 7, "session_id": "sess-1",
+        "outcome": "answered", "user_id": "U0MANAGER", "escalation_id": None,
+    })))
+    assert (entry["call_id"], entry["session_id"], entry["outcome"], entry["user_id"]) == (
+        7, "sess-1", "answered", "U0MANAGER")
+    assert "escalation_id" not in entry  # absent, not null
+
+
+async def test_routine_polls_log_at_debug_and_what_happened_at_info(
+    bot_factory: BotFactory,
+) -> None:
+    from tests.follow_helpers import FAST, end_session
+
+    stream = io.StringIO()
+    handler = make_handler("json", stream)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        bot = await bot_factory("http", **FAST)
+        await bot.command(f"{FULL} escalation")
+        await bot.evo.wait_for_posts(1)
+        [session_id] = bot.evo.sessions
+        for _ in range(50):  # polled a few times while ringing
+            if len(bot.evo.requests_to("GET", f"/sessions/{session_id}")) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        end_session(bot, session_id, after_seconds=5, outcome="Completed")
+        for _ in range(100):
+            if "ended" in stream.getvalue():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    messages = [e["message"] for e in entries]
+    assert not any(f"GET /sessions/{session_id}" in m for m in messages)  # polls: DEBUG
+    assert any("POST /sessions/outgoing" in m for m in messages)
+    [ended] = [e for e in entries if "ended" in e["message"]]
+    assert ended["session_id"] == session_id and ended["outcome"] == "not answered"
+    assert isinstance(ended["call_id"], int)
+    [placed] = [e for e in entries if "placed: session" in e["message"]]
+    assert placed["user_id"] == "U0MANAGER" and placed["outcome"] == "placed"

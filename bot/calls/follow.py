@@ -350,7 +350,8 @@ class CallFollower:
                 step = _Step.SAME
                 pause = max(interval, exc.retry_after or 0.0)
             except EvoVoiceError as exc:
-                logger.warning("following call %s: %s", call_id, type(exc).__name__)
+                logger.warning("following call %s: %s", call_id, type(exc).__name__,
+                               extra={"call_id": call_id})
                 step = _Step.SAME
             if step == _Step.DONE:
                 return
@@ -391,7 +392,8 @@ class CallFollower:
         for session in fresh:
             if session.id in taken or not await self._store.claim_session(call.id, session.id):
                 continue
-            logger.info("call %s: found its session %s", call.id, session.id)
+            logger.info("call %s: found its session %s", call.id, session.id,
+                        extra={"call_id": call.id, "session_id": session.id})
             await self._record(call, EventKind.SESSION_FOUND, session_id=session.id)
             step = await self._apply(replace(call, session_id=session.id), session)
             return _Step.DONE if step == _Step.DONE else _Step.CHANGED
@@ -441,7 +443,9 @@ class CallFollower:
                 outcome=outcome,
                 duration_seconds=duration,
             )
-            logger.info("call %s ended (%s)", call.id, "answered" if answered else "not answered")
+            verdict = "answered" if answered else "not answered"
+            logger.info("call %s ended (%s)", call.id, verdict, extra={
+                "call_id": call.id, "session_id": call.session_id, "outcome": verdict})
             await self._refresh_until_shown(call.id)
             return _Step.DONE
         if state == call.state and not newly_answered and answered_by == call.answered_by:
@@ -449,13 +453,16 @@ class CallFollower:
         await self._store.update(
             call.id, state=str(state), answered=answered, answered_by=answered_by
         )
+        logger.info("call %s: %s", call.id, state,
+                    extra={"call_id": call.id, "session_id": call.session_id})
         await self.refresh(call.id)
         return _Step.CHANGED
 
     async def _stop_following(
         self, call: TrackedCall, state: CallState, kind: EventKind, reason: str | None
     ) -> None:
-        logger.info("call %s: %s", call.id, state)
+        logger.info("call %s: %s", call.id, state, extra={
+            "call_id": call.id, "session_id": call.session_id, "outcome": str(state)})
         await self._record(call, kind, reason=reason)
         await self._store.update(call.id, state=str(state), following=False)
         await self._refresh_until_shown(call.id)

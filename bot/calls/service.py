@@ -139,7 +139,8 @@ class CallService:
         return result
 
     async def _refuse(self, request: CallRequest, exc: Expected) -> CallResult:
-        logger.info("call refused for %s: %s", request.user_id, type(exc).__name__)
+        logger.info("call refused for %s: %s", request.user_id, type(exc).__name__,
+                    extra={"user_id": request.user_id, "outcome": str(Outcome.REFUSED)})
         await self._audit.refused(request, exc)
         await self._notifier.tell(
             user_id=request.user_id,
@@ -224,7 +225,8 @@ class CallService:
                 call.flow_id, call.number.e164, call.caller_id
             )
         except OutcomeUnknown as exc:
-            logger.warning("call by %s to %s (flow %s): outcome unknown", *log_args)
+            logger.warning("call by %s to %s (flow %s): outcome unknown", *log_args,
+                           extra={"user_id": call.request.user_id, "outcome": "unknown"})
             session = await self._find_session_after(call.number.e164, started)
             session_id = session.id if session else None
             return (
@@ -232,9 +234,12 @@ class CallService:
                 views.call_unknown(describe(exc), session_id),
             )
         except EvoVoiceError as exc:
-            logger.warning("call by %s to %s (flow %s) failed: %s", *log_args, type(exc).__name__)
+            logger.warning("call by %s to %s (flow %s) failed: %s", *log_args, type(exc).__name__,
+                           extra={"user_id": call.request.user_id, "outcome": "failed"})
             return CallResult(Outcome.FAILED, error=exc), views.call_failed(describe(exc))
-        logger.info("call by %s to %s (flow %s) placed: session %s", *log_args, placed.session_id)
+        logger.info("call by %s to %s (flow %s) placed: session %s", *log_args, placed.session_id,
+                    extra={"user_id": call.request.user_id, "session_id": placed.session_id,
+                           "outcome": "placed"})
         return (
             CallResult(Outcome.PLACED, session_id=placed.session_id, session=placed.session),
             views.call_placed(placed.session_id, call.caller_id),

@@ -615,8 +615,10 @@ class EvoVoiceClient:
             elapsed_ms = (time.perf_counter() - started) * 1000
             self._observe(method, path, started, response.status_code,
                           None if response.is_success else _status_kind(response.status_code))
-            logger.info(
-                "Evo Voice %s %s -> %d (%.0f ms)", method, path, response.status_code, elapsed_ms
+            # Routine reads (a followed call's poll, every few seconds) are DEBUG: 9 lines in 10.
+            logger.log(
+                logging.DEBUG if method == "GET" and response.is_success else logging.INFO,
+                "Evo Voice %s %s -> %d (%.0f ms)", method, path, response.status_code, elapsed_ms,
             )
             if response.is_success:
                 return response

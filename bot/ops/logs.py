@@ -103,8 +103,14 @@ class OneLineFormatter(logging.Formatter):
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
 
 
+# Structured fields a record may carry (`logger.info(..., extra={"call_id": 7})`); JSON lines show
+# each one present, so the lines of one call, session or escalation can be found by field.
+LOG_FIELDS = ("call_id", "session_id", "escalation_id", "user_id", "outcome")
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request_id, and exception if any.
+    """One JSON object per line: time, level, logger, message, request_id, the structured fields
+    (LOG_FIELDS) the record carries, and exception if any.
 
     `json.dumps` escapes newlines and (with ASCII output) every control or bidi character, so a
     record can't break out of its line.
@@ -120,6 +126,10 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": _request_id_of(record),
         }
+        for name in LOG_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value if isinstance(value, int | float) else str(value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
