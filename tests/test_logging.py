@@ -258,7 +258,7 @@ async def test_routine_polls_log_at_debug_and_what_happened_at_info(
     entries = [json.loads(line) for line in stream.getvalue().splitlines()]
     messages = [e["message"] for e in entries]
     assert not any(f"GET /sessions/{session_id}" in m for m in messages)  # polls: DEBUG
-    assert any("POST /sessions/outgoing" in m for m in messages)
+    assert not any("POST /sessions/outgoing" in m for m in messages)  # "placed" says it
     [ended] = [e for e in entries if "ended" in e["message"]]
     assert ended["session_id"] == session_id and ended["outcome"] == "not answered"
     assert isinstance(ended["call_id"], int)

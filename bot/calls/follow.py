@@ -326,8 +326,11 @@ class CallFollower:
     async def _follow(self, call_id: int, first_poll_later: bool = False) -> None:
         timing = self._timing
         interval = timing.first_interval
-        await self.refresh(call_id)  # an edit lost to a restart is made now
-        if first_poll_later:
+        if not first_poll_later:
+            # An edit lost to a restart is made now. (A call begun just now was drawn as it is:
+            # reading its row back would cost every call of a burst a trip to the database.)
+            await self.refresh(call_id)
+        else:
             # A call placed a moment ago is ringing at best. Polling it at once would only compete,
             # during a burst of pages, with the calls still waiting to be dialled.
             await self._pause(call_id, interval)

@@ -615,9 +615,10 @@ class EvoVoiceClient:
             elapsed_ms = (time.perf_counter() - started) * 1000
             self._observe(method, path, started, response.status_code,
                           None if response.is_success else _status_kind(response.status_code))
-            # Routine reads (a followed call's poll, every few seconds) are DEBUG: 9 lines in 10.
+            # Successes are DEBUG: routine reads (a followed call's poll, every few seconds) were
+            # 9 lines in 10, and what a success means (a call placed, hung up) its caller logs.
             logger.log(
-                logging.DEBUG if method == "GET" and response.is_success else logging.INFO,
+                logging.DEBUG if response.is_success else logging.INFO,
                 "Evo Voice %s %s -> %d (%.0f ms)", method, path, response.status_code, elapsed_ms,
             )
             if response.is_success:
