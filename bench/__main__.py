@@ -24,6 +24,10 @@ def _sizes(text: str) -> list[int]:
     return [int(part) for part in _words(text)]
 
 
+def _seconds_list(text: str) -> list[float]:
+    return [float(part) / 1000 for part in _words(text)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -36,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="burst sizes, comma-separated (default: 100,1000)")
     parser.add_argument("--delay", type=float, default=2.0,
                         help="seconds the Evo Voice stand-in takes to answer each POST (default 2)")
+    parser.add_argument("--slack-latency", default="", type=_seconds_list, metavar="MS,MS",
+                        help="after the main runs, run every (mode, N) once more with Slack's Web "
+                        "API answering after each of these milliseconds (e.g. 0,250,3000)")
+    parser.add_argument("--slack-latency-n", default="", type=_sizes, metavar="N,N",
+                        help="burst sizes for the --slack-latency runs (default: --n's)")
     parser.add_argument("--quick", action="store_true", help="N=100 only: a smoke test")
     parser.add_argument("--repeat", type=int, default=1, help="run every (mode, N) this many times")
     parser.add_argument("--standins", choices=["process", "inline"], default="process",
@@ -63,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         options = Options(delay=args.delay, standins=args.standins,
                           logs=args.output.parent / "logs", profile_dir=args.profile)
         try:
-            results = asyncio.run(run_benchmark(modes, ns, options, repeat=args.repeat))
+            results = asyncio.run(run_benchmark(modes, ns, options, repeat=args.repeat,
+                                                slack_latencies=args.slack_latency,
+                                                slack_latency_ns=args.slack_latency_n or None))
         except ProcessFailed as exc:
             print(f"bench: {exc}", file=sys.stderr)
             return 1

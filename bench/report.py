@@ -15,7 +15,9 @@ README_END = "<!-- bench:end -->"
 # The issue's targets, for N = 1,000 (2-core machine, both modes).
 TARGET_N = 1000
 MAX_RATIO_P99 = 2.0
-MAX_DIAL_P99_MS = 250.0
+MAX_DIAL_P99_MS = 1000.0  # issue 15; 250 ms needs more processes than one (docs/benchmark.md)
+# Dialling must not wait on Slack: at N = 1, whatever Slack's latency (issue 15).
+MAX_DIAL_P50_ONE_MS = 50.0
 MAX_PEAK_RSS_MB = 150.0
 MAX_STARTUP_S = 2.0
 
@@ -24,24 +26,32 @@ def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:,.0f}"
 
 
+def _cpu_per_call(bot: dict[str, Any], n: int) -> str:
+    per_call = bot.get("cpu_ms_per_call")
+    if per_call is None:  # a run saved before the figure existed
+        per_call = bot["cpu_s"] * 1000 / n
+    return f"{per_call:.1f}"
+
+
 def table(results: dict[str, Any]) -> str:
     rows = [
-        "| mode | N | ack p50 / p99 / max (ms) | acks > 3 s | bare Bolt ack p99 (ms) "
-        "| bot / bare p99 | dialling p50 / p99 (ms) | POSTs | confirmed | RSS idle / peak (MB) "
-        "| start-up (s) |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| mode | N | Slack latency (ms) | ack p50 / p99 / max (ms) | acks > 3 s "
+        "| bare Bolt ack p99 (ms) | bot / bare p99 | dialling p50 / p99 (ms) | POSTs | confirmed "
+        "| bot CPU per call (ms) | RSS idle / peak (MB) | start-up (s) |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for run in results["runs"]:
         bot, bare = run["bot"], run["bare"]
         ack, dial = bot["ack"], bot["dial"]
         ratio = run["ratio_p99"]
         rows.append(
-            f"| {run['mode']} | {run['n']:,} "
+            f"| {run['mode']} | {run['n']:,} | {_ms(run.get('slack_latency_s', 0.0) * 1000)} "
             f"| {_ms(ack['p50_ms'])} / {_ms(ack['p99_ms'])} / {_ms(ack['max_ms'])} "
             f"| {ack['late']} | {_ms(bare['ack']['p99_ms'])} "
             f"| {'–' if ratio is None else f'{ratio:.2f}'} "
             f"| {_ms(dial['p50_ms'])} / {_ms(dial['p99_ms'])} "
             f"| {bot['posts']:,} | {bot['confirmations']:,} "
+            f"| {_cpu_per_call(bot, run['n'])} "
             f"| {bot['rss_idle_mb']:.0f} / {bot['rss_peak_mb']:.0f} | {bot['startup_s']:.2f} |"
         )
     return "\n".join(rows)
@@ -51,7 +61,8 @@ def targets(results: dict[str, Any]) -> list[tuple[bool, str]]:
     """(met in every run, description with each run's figure) per mode and target, at N = 1,000."""
     checks: list[tuple[bool, str]] = []
     for mode in dict.fromkeys(run["mode"] for run in results["runs"]):
-        runs = [r for r in results["runs"] if r["mode"] == mode and r["n"] == TARGET_N]
+        runs = [r for r in results["runs"] if r["mode"] == mode and r["n"] == TARGET_N
+                and not r.get("slack_latency_s")]
         if not runs:
             continue
         bots = [r["bot"] for r in runs]
@@ -77,6 +88,14 @@ def targets(results: dict[str, Any]) -> list[tuple[bool, str]]:
         startup = [b["startup_s"] for b in bots]
         check([f"{x:.2f}" for x in startup], [x <= MAX_STARTUP_S for x in startup],
               "start-up to ready (s):", f"≤ {MAX_STARTUP_S:g}")
+    slow = [r for r in results["runs"] if r["n"] == 1]
+    if slow:
+        p50s = [r["bot"]["dial"]["p50_ms"] for r in slow]
+        shown = ", ".join(f"{r['mode']} Slack {r.get('slack_latency_s', 0.0) * 1000:g} ms: "
+                          f"{_ms(x)}" for r, x in zip(slow, p50s, strict=True))
+        checks.append((all(x is not None and x <= MAX_DIAL_P50_ONE_MS for x in p50s),
+                       f"N = 1: dialling overhead p50 (ms): {shown} "
+                       f"(target ≤ {MAX_DIAL_P50_ONE_MS:.0f})"))
     return checks
 
 

@@ -11,7 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,8 @@ class Options:
     settle_seconds: float = 60.0
     # Set: the bot runs under pyinstrument, which saves its profile here when the bot stops.
     profile_dir: Path | None = None
+    # Seconds the Slack Web API stand-in takes to answer every call (0.25, 3: Slack on a bad day).
+    slack_latency: float = 0.0
 
 
 def _log(message: str) -> None:
@@ -69,9 +71,10 @@ async def _start_standins(
     standins: StandIns
     if options.standins == "process":
         standins = ProcessStandIns(options.delay, slack.ws_url, workdir=workdir,
-                                   log_path=options.logs / f"{tag}-standins.log")
+                                   log_path=options.logs / f"{tag}-standins.log",
+                                   latency=options.slack_latency)
     else:
-        standins = InlineStandIns(slack, options.delay)
+        standins = InlineStandIns(slack, options.delay, options.slack_latency)
     await standins.start()
     return standins
 
@@ -151,6 +154,8 @@ async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
         "burst_s": round(acked - started, 3),
         "all_outcomes_s": round(done - started, 3),
         "cpu_s": round(cpu, 2),
+        # The bot's CPU per call of the burst: steadier than wall time on a shared machine.
+        "cpu_ms_per_call": round(cpu * 1000 / n, 2),
         # Whose CPU the burst used besides the bot's: the stand-ins' (0 when inline) and the
         # bench process's own (driver, and stand-ins when inline). Two cores in all.
         "standins_cpu_s": round(standins_cpu, 2),
@@ -221,11 +226,13 @@ def ratio(bot: dict[str, Any], bare: dict[str, Any]) -> float | None:
 
 async def run_pair(mode: str, n: int, options: Options) -> dict[str, Any]:
     load = os.getloadavg()[0]
-    _log(f"bench: {mode} N={n}: bot …")
+    slow = f", Slack {options.slack_latency * 1000:g} ms" if options.slack_latency else ""
+    _log(f"bench: {mode} N={n}{slow}: bot …")
     bot = await run_bot(mode, n, options)
     _log(f"bench: {mode} N={n}: bare Bolt app …")
     bare = await run_bare(mode, n, options)
-    return {"mode": mode, "n": n, "load_before": round(load, 2), "bot": bot, "bare": bare,
+    return {"mode": mode, "n": n, "slack_latency_s": options.slack_latency,
+            "load_before": round(load, 2), "bot": bot, "bare": bare,
             "ratio_p99": ratio(bot, bare)}
 
 
@@ -262,16 +269,23 @@ def git_commit() -> str | None:
 
 
 async def run_benchmark(
-    modes: Sequence[str], ns: Sequence[int], options: Options, *, repeat: int = 1
+    modes: Sequence[str], ns: Sequence[int], options: Options, *, repeat: int = 1,
+    slack_latencies: Sequence[float] = (), slack_latency_ns: Sequence[int] | None = None,
 ) -> dict[str, Any]:
+    """Every (mode, N) `repeat` times; then, for each of `slack_latencies`, every (mode, N in
+    `slack_latency_ns`, else `ns`) once more with the Slack stand-in answering that late: the rows
+    about dialling while Slack is slow."""
     runs = [
         await run_pair(mode, n, options) for mode in modes for n in ns for _ in range(repeat)
     ]
+    for latency in slack_latencies:
+        slow = replace(options, slack_latency=latency)
+        runs += [await run_pair(mode, n, slow) for mode in modes for n in slack_latency_ns or ns]
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "commit": git_commit(),
         "options": {"delay_s": options.delay, "standins": options.standins, "modes": list(modes),
-                    "n": list(ns), "repeat": repeat},
+                    "n": list(ns), "repeat": repeat, "slack_latencies_s": list(slack_latencies)},
         "runs": runs,
     }

@@ -4,7 +4,8 @@ Every `POST /sessions/outgoing` is answered after `delay` seconds (`Delayed(dela
 warm-up call's, which is answered at once.
 
     inline    both stand-ins share the driver's event loop (and its SlackStandIn), as in the tests
-    process   `python -m bench.standins DELAY WS_URL` serves both from a process of its own, so
+    process   `python -m bench.standins DELAY WS_URL [SLACK_LATENCY]` serves both from a process of
+              its own, so
               the 2N Web API calls and N voice API calls of a burst don't delay the driver's clock
               readings; `apps.connections.open` there answers the driver's websocket URL, so Socket
               Mode envelopes still come from the driver. It prints `ready <slack api url> <evo url>`
@@ -61,8 +62,9 @@ def create_evo(delay: float) -> EvoVoiceStandIn:
     return evo
 
 
-def create_slack(ws_url: str | None = None) -> SlackStandIn:
+def create_slack(ws_url: str | None = None, latency: float = 0.0) -> SlackStandIn:
     slack = SlackStandIn(bot_token=BOT_TOKEN, app_token=APP_TOKEN)
+    slack.latency = latency  # every Web API answer: Slack on a bad day
     if ws_url is not None:
         slack.on("apps.connections.open", lambda call: {"ok": True, "url": ws_url})
     return slack
@@ -108,8 +110,9 @@ class StandIns(Protocol):
 
 
 class InlineStandIns:
-    def __init__(self, slack: SlackStandIn, delay: float) -> None:
+    def __init__(self, slack: SlackStandIn, delay: float, latency: float = 0.0) -> None:
         self.slack = slack
+        slack.latency = latency
         self.evo = create_evo(delay)
         self._tally = _Tally(slack, self.evo)
         self.slack_api_url = slack.api_url
@@ -133,9 +136,12 @@ class InlineStandIns:
 
 
 class ProcessStandIns:
-    def __init__(self, delay: float, ws_url: str, *, workdir: Path, log_path: Path) -> None:
+    def __init__(
+        self, delay: float, ws_url: str, *, workdir: Path, log_path: Path, latency: float = 0.0
+    ) -> None:
         self.child = Child("bench.standins", clean_environment(), cwd=workdir, log_path=log_path,
-                           args=[str(delay), ws_url], read_stdout=True, write_stdin=True)
+                           args=[str(delay), ws_url, str(latency)], read_stdout=True,
+                           write_stdin=True)
         self.slack_api_url = ""
         self.evo_url = ""
 
@@ -165,8 +171,8 @@ class ProcessStandIns:
         return cpu_seconds(self.child.pid)
 
 
-async def serve(delay: float, ws_url: str) -> None:
-    slack, evo = create_slack(ws_url), create_evo(delay)
+async def serve(delay: float, ws_url: str, latency: float = 0.0) -> None:
+    slack, evo = create_slack(ws_url, latency), create_evo(delay)
     await slack.start()
     await evo.start()
     tally = _Tally(slack, evo)
@@ -190,4 +196,5 @@ async def serve(delay: float, ws_url: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(float(sys.argv[1]), sys.argv[2]))
+    asyncio.run(serve(float(sys.argv[1]), sys.argv[2],
+                      float(sys.argv[3]) if len(sys.argv) > 3 else 0.0))
