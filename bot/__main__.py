@@ -20,6 +20,7 @@ import sys
 from bot.config import DEFAULT_PORT, ConfigError, load_configuration
 from bot.ops.logs import configure_logging
 from bot.runtime import Runtime, run_until_signalled
+from bot.storage.database import SchemaTooNew
 
 EXIT_CONFIG = 2
 
@@ -70,6 +71,10 @@ def _run() -> int:
         asyncio.run(run_until_signalled(Runtime(settings, policy)))
     except ConfigError as exc:
         _report(exc)
+        return EXIT_CONFIG
+    except SchemaTooNew as exc:
+        # Never run on a schema this code doesn't know: it could write what a newer one forbids.
+        print(f"callbot cannot start: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         pass

@@ -40,7 +40,7 @@ from bot.phone import (
     check_dialable,
     to_e164,
 )
-from bot.storage.database import DatabaseUrlError, sqlite_path
+from bot.storage.database import DatabaseUrlError, check_url
 
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 DEFAULT_EVOVOICE_URL = "https://team.evovoice.io"
@@ -188,7 +188,7 @@ class Settings(BaseSettings):
     @classmethod
     def _database_url(cls, value: str) -> str:
         try:
-            sqlite_path(value)
+            check_url(value)
         except DatabaseUrlError as exc:
             raise ValueError(str(exc)) from None
         return value

@@ -189,6 +189,7 @@ async def build_services(
             per_number=policy.rules.per_number,
             per_day=policy.rules.per_day,
             repeat_window=policy.rules.repeat_window,
+            hasher=audit.hasher,
         ),
         confirmations=Confirmations(db),
         confirm_outside=policy.confirm_outside,

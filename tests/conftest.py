@@ -30,6 +30,8 @@ from bot.standins.slack import (
     slash_command_body,
     slash_command_payload,
 )
+from bot.storage.database import Database
+from tests.databases import BACKENDS, SQLITE, fresh_database, skipped_for_postgres
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test"
@@ -103,8 +105,38 @@ def policy_path(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """An empty database: SQLite unless the test is marked `on_both_databases` (tests/databases.py).
+
+    The SQLite file is the one `bot_environment` names, so a test can open the bot's database."""
+    async with fresh_database(getattr(request, "param", SQLITE), tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(params=BACKENDS)
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    """An open, migrated database, once on each backend."""
+    async with fresh_database(request.param, tmp_path) as url:
+        database = Database(url)
+        await database.open()
+        try:
+            yield database
+        finally:
+            await database.close()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if skipped_for_postgres:
+        terminalreporter.write_line(
+            f"{len(skipped_for_postgres)} PostgreSQL tests skipped: set CALLBOT_TEST_POSTGRES_URL "
+            "(like postgresql://postgres@127.0.0.1:5432/test) to run them", yellow=True
+        )
+
+
 def bot_environment(
-    mode: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, port: int = 0
+    mode: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, port: int = 0,
+    database_url: str | None = None,
 ) -> dict[str, str]:
     """The environment a deployment would set, pointing at the stand-ins."""
     env = {
@@ -114,7 +146,7 @@ def bot_environment(
         "EVOVOICE_USERNAME": EVO_USER,
         "EVOVOICE_PASSWORD": EVO_PASSWORD,
         "CALLBOT_CONFIG": str(policy_path),
-        "DATABASE_URL": f"sqlite:///{policy_path.parent / 'callbot.db'}",
+        "DATABASE_URL": database_url or f"sqlite:///{policy_path.parent / 'callbot.db'}",
         "PORT": str(port),
         "EVOVOICE_TIMEOUT": "2",
     }
@@ -203,7 +235,7 @@ BotFactory = Callable[..., Awaitable[BotUnderTest]]
 
 @pytest.fixture
 async def bot_factory(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, database_url: str
 ) -> AsyncIterator[BotFactory]:
     started: list[BotUnderTest] = []
     http = aiohttp.ClientSession()
@@ -211,7 +243,7 @@ async def bot_factory(
     async def start(mode: str = "http", policy: str | None = None, **env: str) -> BotUnderTest:
         if policy is not None:
             policy_path.write_text(policy)
-        values = bot_environment(mode, slack, evo, policy_path)
+        values = bot_environment(mode, slack, evo, policy_path, database_url=database_url)
         values.update(env)
         settings = load_settings(_env_file=None, **{k.lower(): v for k, v in values.items()})
         runtime = Runtime(settings, load_policy(settings.callbot_config))

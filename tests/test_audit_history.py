@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import sqlite3
 from typing import Any
 
 import pytest
 
 from bot.standins.evovoice import ErrorStatus
 from bot.standins.slack import ApiCall, slash_command_body
-from bot.storage.database import Database
+from bot.storage.database import Database, IntegrityError
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
+from tests.databases import on_both_databases
 from tests.follow_helpers import (
     FAST,
     FULL,
@@ -37,6 +37,7 @@ async def all_audit_text(bot: BotUnderTest) -> str:
     return "\n".join(str(tuple(row)) for row in rows)
 
 
+@on_both_databases
 async def test_every_kind_of_attempt_is_recorded(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION)
     evo, slack = bot.evo, bot.slack
@@ -103,7 +104,7 @@ async def test_every_kind_of_attempt_is_recorded(bot_factory: BotFactory) -> Non
     assert records[5].flow == "escalate-now"
 
     # One keyed hash per number, the same whether the attempt was placed or refused.
-    [key_row] = await database(bot).fetchall("SELECT value FROM audit_keys")
+    [key_row] = await database(bot).fetchall("SELECT value FROM hash_keys")
     expected = hmac.new(bytes.fromhex(key_row[0]), FULL.encode(), hashlib.sha256).hexdigest()
     assert {r.number_hash for r in records if r.number_masked == MASKED} == {expected}
     assert records[6].number_hash != expected
@@ -111,6 +112,7 @@ async def test_every_kind_of_attempt_is_recorded(bot_factory: BotFactory) -> Non
     assert "5551234" not in await all_audit_text(bot)
 
 
+@on_both_databases
 async def test_the_audit_trail_is_append_only(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
     await bot.command(f"{FULL} escalation")
@@ -122,7 +124,7 @@ async def test_the_audit_trail_is_append_only(bot_factory: BotFactory) -> None:
         "UPDATE audit_events SET kind = 'failed'",
         "DELETE FROM audit_events",
     ):
-        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        with pytest.raises(IntegrityError, match="append-only"):
             await db.execute(statement)
     [record] = await audit_records(bot)
     assert record.decision == "allowed" and [e.kind for e in record.events] == ["placed"]
@@ -135,7 +137,7 @@ async def test_a_configured_hash_key_is_used(bot_factory: BotFactory) -> None:
     await bot.settle()
     [record] = await audit_records(bot)
     assert record.number_hash == hmac.new(key.encode(), FULL.encode(), hashlib.sha256).hexdigest()
-    assert await database(bot).fetchall("SELECT * FROM audit_keys") == []
+    assert await database(bot).fetchall("SELECT * FROM hash_keys") == []
 
 
 async def test_the_generated_key_survives_a_restart(bot_factory: BotFactory) -> None:

@@ -11,6 +11,7 @@ from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.calls.store import CallState
 from bot.standins.evovoice import EmptyObject, ErrorStatus
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
+from tests.databases import on_both_databases
 from tests.follow_helpers import (
     CHANNEL,
     FAST,
@@ -246,6 +247,7 @@ async def test_a_failed_call_offers_call_again(bot_factory: BotFactory) -> None:
     assert len(bot.evo.outgoing_posts) == 2
 
 
+@on_both_databases
 async def test_a_restart_while_a_call_is_followed(bot_factory: BotFactory) -> None:
     first = await bot_factory("http", **FAST)
     await first.command(f"{FULL} escalation")
@@ -269,6 +271,7 @@ async def test_a_restart_while_a_call_is_followed(bot_factory: BotFactory) -> No
     assert [e.kind for e in record.events] == ["placed", "answered", "ended"]
 
 
+@on_both_databases
 async def test_an_unconfirmed_call_is_resolved_when_its_session_shows_up(
     fast_bot: BotUnderTest,
 ) -> None:

@@ -20,14 +20,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'c.db'}")
-    await database.open()
-    yield database
-    await database.close()
-
-
 async def test_a_pending_call_is_taken_once_with_its_reasons(db: Database) -> None:
     store = Confirmations(db, clock=Clock())
     cid = await store.create("U1", frozenset({Reason.REGION, Reason.REPEAT}), REQUEST)

@@ -14,6 +14,7 @@ import pytest
 from bot.calls.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
 from bot.standins.slack import block_actions_payload, interactive_body
 from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
+from tests.databases import on_both_databases
 from tests.test_policy_rules import policy_with
 
 US = "+18144043093"
@@ -133,6 +134,7 @@ async def test_a_repeat_to_a_faraway_number_is_one_question(bot_factory: BotFact
     assert len(bot.evo.outgoing_posts) == 2
 
 
+@on_both_databases
 async def test_double_clicks_and_redelivered_clicks_dial_once(bot: BotUnderTest) -> None:
     question = await ask(bot, f"{CANADA} escalation")
     value = button(question, CONFIRM_CALL_ACTION)["value"]
@@ -219,6 +221,7 @@ async def test_forged_button_values_dial_nothing(bot: BotUnderTest, value: str) 
     assert bot.evo.outgoing_posts == []
 
 
+@on_both_databases
 async def test_pending_questions_survive_a_restart(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
     question = await ask(bot, f"{CANADA} escalation")

@@ -38,6 +38,7 @@ from bot.standins.slack import (
     view_submission_payload,
 )
 from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
+from tests.databases import on_both_databases
 from tests.follow_helpers import FAST, services
 from tests.test_form import interact
 
@@ -372,6 +373,7 @@ async def test_the_global_shortcut_asks_for_the_channel_and_starts_a_thread_ther
     assert parent.params["channel"] == "C0INC" and parent.params["thread_ts"] == escalation.ts
 
 
+@on_both_databases
 async def test_nobody_answers_the_chain_goes_down_the_rotation_then_escalate_to(
     bot_factory: BotFactory,
 ) -> None:
@@ -490,6 +492,7 @@ async def _late_click(bot: BotUnderTest, escalation: Message) -> tuple[Ack, str]
 # ------------------------------------------------------------------------------------- restarts
 
 
+@on_both_databases
 async def test_a_restart_mid_chain_carries_on_without_dialling_a_step_twice(
     bot_factory: BotFactory,
 ) -> None:
@@ -537,6 +540,7 @@ async def test_a_restart_while_dialling_never_dials_that_step_again(
     assert post.params["thread_ts"] == message.ts
 
 
+@on_both_databases
 async def test_a_double_submitted_form_starts_one_chain(bot_factory: BotFactory) -> None:
     bot, _ = await start(bot_factory)
     view, message = await open_on_message(bot)

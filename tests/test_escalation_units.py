@@ -66,9 +66,7 @@ def test_metadata_round_trips_and_refuses_what_the_bot_did_not_write() -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> EscalationStore:
-    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    await db.open()
+async def store(db: Database) -> EscalationStore:
     return EscalationStore(db)
 
 

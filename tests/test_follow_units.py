@@ -76,14 +76,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture
-async def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'calls.db'}")
-    await database.open()
-    yield database  # type: ignore[misc]
-    await database.close()
-
-
 async def new_call(store: CallStore, **values: Any) -> TrackedCall:
     row: dict[str, Any] = dict(
         attempt_id=None, created_at=T0, team_id="T0", requester_id="U0", channel_id="C0",

@@ -17,6 +17,7 @@ from bot.calls.limits import (
     parse_rate,
 )
 from bot.storage.database import Database
+from tests.databases import BACKENDS, fresh_database
 
 A = "+18144043093"
 B = "+18144043094"
@@ -28,14 +29,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'limits.db'}")
-    await database.open()
-    yield database
-    await database.close()
 
 
 @pytest.fixture
@@ -190,13 +183,15 @@ async def test_limits_hold_across_restarts_and_store_no_numbers(
         await reopened.close()
 
 
-async def test_number_hash_is_keyed_per_database(tmp_path: Path, clock: Clock) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_number_hash_is_keyed_per_database(backend: str, tmp_path: Path, clock: Clock) -> None:
     keys = []
-    for name in ("one.db", "two.db"):
-        database = Database(f"sqlite:///{tmp_path / name}")
-        await database.open()
-        keys.append(await limits(database, clock).number_key(A))
-        await database.close()
+    for name in ("one", "two"):
+        async with fresh_database(backend, tmp_path, name) as url:
+            database = Database(url)
+            await database.open()
+            keys.append(await limits(database, clock).number_key(A))
+            await database.close()
     assert keys[0] != keys[1], "a plain hash of a phone number is reversible by trying them all"
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from bot.standins.slack import slash_command_body
 from tests.conftest import POLICY, BotFactory, BotUnderTest
+from tests.databases import on_both_databases
 
 ROSTER = POLICY + """
 [people]
@@ -89,6 +90,7 @@ async def test_a_manager_takes_the_shift_until_the_next_handoff(
     assert "On call now:* <@U0BOB>" in status and "Override" not in status
 
 
+@on_both_databases
 async def test_override_survives_a_restart(bot_factory: BotFactory) -> None:
     first = await start(bot_factory, "http", IN_ALICES_SHIFT)
     await first.command("oncall take", user_id="U0MANAGER")

@@ -10,6 +10,7 @@ import pytest
 
 from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory, BotUnderTest
+from tests.databases import on_both_databases
 from tests.test_policy_rules import policy_with
 
 US = "+18144043093"
@@ -45,6 +46,7 @@ async def test_per_user_limit_refuses_and_says_when(bot_factory: BotFactory, mod
     assert len(bot.evo.outgoing_posts) == 3
 
 
+@on_both_databases
 async def test_per_number_limit_counts_every_requester(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http", policy=limited(per_number="2/1h"))
     await bot.command(f"{US} escalation", user_id="U0MANAGER")
@@ -65,6 +67,7 @@ async def test_per_day_limit_counts_all_calls(bot_factory: BotFactory) -> None:
     assert len(bot.evo.outgoing_posts) == 2
 
 
+@on_both_databases
 @pytest.mark.parametrize("mode", ["http", "socket"])
 async def test_racing_requests_cannot_pass_the_last_slot(
     bot_factory: BotFactory, mode: str
@@ -105,6 +108,7 @@ async def test_a_call_whose_outcome_is_unknown_keeps_its_slot(bot_factory: BotFa
     assert len(bot.evo.outgoing_posts) == 1
 
 
+@on_both_databases
 async def test_limits_hold_across_a_restart(bot_factory: BotFactory) -> None:
     policy = limited(per_number="1/10m")
     bot = await bot_factory("http", policy=policy)

@@ -32,14 +32,6 @@ ALICES_SHIFT_ENDS = dt.datetime(2026, 3, 16, 13, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite:///{tmp_path / 'roster.db'}")
-    await database.open()
-    yield database
-    await database.close()
-
-
-@pytest.fixture
 def client(slack: SlackStandIn) -> AsyncWebClient:
     return AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url)
 

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from bot.storage.database import Database, DatabaseUrlError, Migration, _statements, sqlite_path
+from bot.storage.database import (
+    MIGRATIONS as CALLBOT_MIGRATIONS,
+    Connection,
+    Database,
+    DatabaseUrlError,
+    IntegrityError,
+    Migration,
+    SchemaTooNew,
+    _numbered,
+    _statements,
+    dialect_of,
+    sqlite_path,
+)
+from tests.databases import BACKENDS, fresh_database
 
 MIGRATIONS = [
     Migration(
@@ -20,11 +33,17 @@ MIGRATIONS = [
 ]
 
 
+@pytest.fixture(params=BACKENDS)
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    async with fresh_database(request.param, tmp_path) as url:
+        yield url
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> Database:
-    database = Database(f"sqlite:///{tmp_path / 'test.db'}")
+async def db(url: str) -> AsyncIterator[Database]:
+    database = Database(url)
     await database.open(MIGRATIONS)
-    yield database  # type: ignore[misc]
+    yield database
     await database.close()
 
 
@@ -36,7 +55,20 @@ def test_sqlite_urls() -> None:
             sqlite_path(bad)
 
 
-async def test_migrations_apply_once_and_survive_reopening(db: Database, tmp_path: Path) -> None:
+def test_the_url_picks_the_backend() -> None:
+    assert dialect_of("sqlite:///./callbot.db") == "sqlite"
+    assert dialect_of("postgresql://bot:pw@db:5432/callbot") == "postgresql"
+    assert dialect_of("postgres://bot@db/callbot") == "postgresql"
+    for bad in ("mysql://x", "callbot.db", "", "postgresql:/x"):
+        with pytest.raises(DatabaseUrlError):
+            dialect_of(bad)
+
+
+def test_placeholders_are_numbered_for_postgresql_outside_strings() -> None:
+    assert _numbered("SELECT ? , '?' , \"a?\" , ?") == "SELECT $1 , '?' , \"a?\" , $2"
+
+
+async def test_migrations_apply_once_and_survive_reopening(db: Database) -> None:
     assert await db.schema_version() == 2
     rows = await db.fetchall("SELECT name, value FROM counters ORDER BY name")
     assert [tuple(r) for r in rows] == [("calls", 0), ("x", 1)]
@@ -48,14 +80,36 @@ async def test_migrations_apply_once_and_survive_reopening(db: Database, tmp_pat
     await again.close()
 
 
-async def test_failed_migration_leaves_nothing_half_done(tmp_path: Path) -> None:
-    database = Database(f"sqlite:///{tmp_path / 'broken.db'}")
+async def test_failed_migration_leaves_nothing_half_done(url: str) -> None:
+    database = Database(url)
     broken = MIGRATIONS + [Migration(3, "broken", "CREATE TABLE t (a INTEGER); SELECT nonsense(")]
     with pytest.raises(Exception):
         await database.open(broken)
     assert await database.schema_version() == 2
-    assert await database.fetchone("SELECT name FROM sqlite_master WHERE name = 't'") is None
+    with pytest.raises(Exception):
+        await database.fetchone("SELECT * FROM t")
     await database.close()
+
+
+async def test_replicas_starting_together_migrate_once(url: str) -> None:
+    replicas = [Database(url) for _ in range(4)]
+    try:
+        applied = await asyncio.gather(*(r.open(MIGRATIONS) for r in replicas))
+        assert applied == [None] * 4
+        rows = await replicas[0].fetchall("SELECT name, value FROM counters ORDER BY name")
+        assert [tuple(r) for r in rows] == [("calls", 0), ("x", 1)]  # the seed ran once
+    finally:
+        for replica in replicas:
+            await replica.close()
+
+
+async def test_a_schema_newer_than_this_code_is_refused(db: Database) -> None:
+    await db.migrate([*MIGRATIONS, Migration(3, "from the future", "SELECT 1")])
+    await db.close()
+    again = Database(db.url)
+    with pytest.raises(SchemaTooNew, match="schema version 3, newer than this callbot knows .2."):
+        await again.open(MIGRATIONS)
+    await again.close()
 
 
 async def test_duplicate_versions_are_refused(tmp_path: Path) -> None:
@@ -100,6 +154,28 @@ def test_statements_split_at_semicolons_outside_triggers_and_strings() -> None:
     assert statements[2].startswith("CREATE TRIGGER") and statements[2].endswith("END;")
 
 
+async def test_the_audit_trail_is_append_only_in_the_database(url: str) -> None:
+    database = Database(url)
+    await database.open(CALLBOT_MIGRATIONS)
+    try:
+        await database.execute(
+            "INSERT INTO audit_attempts (at, team_id, user_id, channel_id, origin, number_masked,"
+            " flow, decision) VALUES ('t', 'T', 'U', 'C', 'o', '+1 ••• 0', 'f', 'allowed')"
+        )
+        [row] = await database.fetchall("SELECT id FROM audit_attempts")
+        await database.execute(
+            "INSERT INTO audit_events (attempt_id, at, kind) VALUES (?, 't', 'placed')", (row[0],)
+        )
+        for table in ("audit_attempts", "audit_events"):
+            with pytest.raises(IntegrityError, match=f"{table} is append-only"):
+                await database.execute(f"UPDATE {table} SET at = 'rewritten'")
+            with pytest.raises(IntegrityError, match=f"{table} is append-only"):
+                await database.execute(f"DELETE FROM {table}")
+        assert len(await database.fetchall("SELECT * FROM audit_events")) == 1
+    finally:
+        await database.close()
+
+
 async def test_a_migration_with_a_trigger_applies(tmp_path: Path) -> None:
     database = Database(f"sqlite:///{tmp_path / 'trigger.db'}")
     await database.open(
@@ -121,16 +197,17 @@ async def test_a_migration_with_a_trigger_applies(tmp_path: Path) -> None:
 
 
 async def test_atomic_units_are_all_or_nothing_and_lose_no_update(db: Database) -> None:
-    def increment(conn: sqlite3.Connection) -> int:
-        value = conn.execute("SELECT value FROM counters WHERE name = 'calls'").fetchone()[0]
-        conn.execute("UPDATE counters SET value = ? WHERE name = 'calls'", (value + 1,))
-        return int(value) + 1
+    async def increment(conn: Connection) -> int:
+        row = await conn.fetchone("SELECT value FROM counters WHERE name = 'calls'")
+        assert row is not None
+        await conn.execute("UPDATE counters SET value = ? WHERE name = 'calls'", (row[0] + 1,))
+        return int(row[0]) + 1
 
     results = await asyncio.gather(*(db.atomic(increment) for _ in range(50)))
     assert sorted(results) == list(range(1, 51))
 
-    def half_done(conn: sqlite3.Connection) -> None:
-        conn.execute("UPDATE counters SET value = 99")
+    async def half_done(conn: Connection) -> None:
+        await conn.execute("UPDATE counters SET value = 99")
         raise LookupError("refused midway")
 
     with pytest.raises(LookupError):
@@ -139,3 +216,18 @@ async def test_atomic_units_are_all_or_nothing_and_lose_no_update(db: Database) 
     assert row is not None and row[0] == 1
     # The connection is usable afterwards: the failed unit was rolled back, not left open.
     assert await db.atomic(increment) == 51
+
+
+async def test_an_atomic_unit_may_await_only_its_connection(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'unit.db'}")
+    await database.open(MIGRATIONS)
+
+    async def sleeps(conn: Connection) -> None:
+        await conn.execute("UPDATE counters SET value = 7")
+        await asyncio.sleep(0)
+
+    with pytest.raises(RuntimeError, match="awaited something other than its connection"):
+        await database.atomic(sleeps)
+    row = await database.fetchone("SELECT value FROM counters WHERE name = 'x'")
+    assert row is not None and row[0] == 1
+    await database.close()

@@ -10,20 +10,14 @@ Both tables are append-only: triggers in the database refuse UPDATE and DELETE, 
 as it was written, whatever the code above it does. The attempt row is written *before* dialling
 (decision `allowed`); the result follows as an event, so a crash mid-call still leaves a trace.
 
-The full number is never stored here. Its E.164 form is hashed with HMAC-SHA256 under a secret key,
-so the records of one number can be found (`/call history +1814…`) without keeping the number. The
-key is `AUDIT_HASH_KEY` when set, else one generated at first start and kept in the database
-(`audit_keys`); hashes made under one key don't match those made under another.
+The full number is never stored here, only its keyed hash (bot/storage/number_hash.py), so the
+records of one number can be found (`/call history +1814…`) without keeping the number.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import logging
-import secrets
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,10 +30,10 @@ from bot.errors import GroupLookupFailed, RoleDenied
 from bot.evovoice.client import EvoVoiceError, EvoVoiceStatusError, OutcomeUnknown
 from bot.phone import NumberRejected, mask, parse_number
 from bot.storage.database import Database
+from bot.storage.number_hash import NumberHasher
 
 logger = logging.getLogger(__name__)
 
-HASH_KEY_NAME = "number_hash"
 MAX_FLOW_TEXT = 100
 MAX_TEXT = 200
 
@@ -161,15 +155,13 @@ class AuditLog:
     def __init__(
         self,
         db: Database,
-        key: bytes,
+        hasher: NumberHasher,
         *,
         default_region: str = "US",
         clock: Callable[[], dt.datetime] = _utc_now,
     ) -> None:
-        if len(key) < 16:
-            raise ValueError("the audit hash key must be at least 16 bytes")
         self._db = db
-        self._key = key
+        self.hasher = hasher
         self._default_region = default_region
         self._clock = clock
 
@@ -182,21 +174,11 @@ class AuditLog:
         default_region: str = "US",
         clock: Callable[[], dt.datetime] = _utc_now,
     ) -> AuditLog:
-        """With no configured key, use the database's own, generating it on first use."""
-        if configured_key:
-            return cls(db, configured_key.encode(), default_region=default_region, clock=clock)
-        async with db.transaction() as tx:
-            # INSERT OR IGNORE: two processes starting together on one database agree on one key.
-            await tx.execute(
-                "INSERT OR IGNORE INTO audit_keys (name, value, created_at) VALUES (?, ?, ?)",
-                (HASH_KEY_NAME, secrets.token_hex(32), _iso(clock())),
-            )
-            row = await tx.fetchone("SELECT value FROM audit_keys WHERE name = ?", (HASH_KEY_NAME,))
-        assert row is not None
-        return cls(db, bytes.fromhex(str(row[0])), default_region=default_region, clock=clock)
+        hasher = await NumberHasher.open(db, configured_key)
+        return cls(db, hasher, default_region=default_region, clock=clock)
 
     def number_hash(self, e164: str) -> str:
-        return hmac.new(self._key, e164.encode(), hashlib.sha256).hexdigest()
+        return self.hasher(e164)
 
     # ------------------------------------------------------------------- what CallService reports
 
@@ -312,17 +294,14 @@ class AuditLog:
             reason,
         )
 
-        def insert(conn: sqlite3.Connection) -> int:
-            cursor = conn.execute(
-                "INSERT INTO audit_attempts (at, team_id, user_id, channel_id, origin, repeat_of,"
-                " number_masked, number_hash, flow, flow_id, caller_id, decision, reason)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                values,
-            )
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
-
-        return await self._db.atomic(insert)
+        row = await self._db.fetchone(
+            "INSERT INTO audit_attempts (at, team_id, user_id, channel_id, origin, repeat_of,"
+            " number_masked, number_hash, flow, flow_id, caller_id, decision, reason)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            values,
+        )
+        assert row is not None
+        return int(row[0])
 
     # -------------------------------------------------------------------------------- history
 

@@ -15,25 +15,23 @@ requests can't both take the last slot, whichever process they run in. A call th
 happen (nobody could be told, Evo Voice refused or was unreachable) gives its slot back with
 `release()`.
 
-Numbers are stored as a keyed hash (HMAC-SHA256 with a random key created by the migration), never
-in clear: the table can say "this number was called 3 times" without saying which number.
+Numbers are stored as their keyed hash (bot/storage/number_hash.py), never in clear: the table can
+say "this number was called 3 times" without saying which number.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import math
 import re
-import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from bot.errors import CallbotError
 from bot.phone import mask
-from bot.storage.database import Database
+from bot.storage.database import Connection, Database
+from bot.storage.number_hash import NumberHasher
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +39,6 @@ DAY_SECONDS = 24 * 3600
 REPEAT_WINDOW_SECONDS = 60.0
 # The longest window a rate may use; longer ones would keep numbers' hashes for weeks.
 MAX_WINDOW_SECONDS = 7 * DAY_SECONDS
-NUMBER_HASH_KEY = "phone_number"
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": DAY_SECONDS}
 _UNIT_WORDS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
@@ -167,8 +164,10 @@ class CallLimits:
         per_day: int,
         repeat_window: float = REPEAT_WINDOW_SECONDS,
         clock: Callable[[], float] = time.time,
+        hasher: NumberHasher | None = None,
     ) -> None:
         self._db = db
+        self._hasher = hasher
         self._windows = [
             ("per_user", per_user),
             ("per_number", per_number),
@@ -176,25 +175,19 @@ class CallLimits:
         ]
         self._repeat_window = repeat_window
         self._clock = clock
-        self._key: bytes | None = None
         self._horizon = max(max(rate.seconds for _, rate in self._windows), repeat_window)
 
     async def number_key(self, e164: str) -> str:
-        if self._key is None:
-            row = await self._db.fetchone(
-                "SELECT key FROM hash_keys WHERE name = ?", (NUMBER_HASH_KEY,)
-            )
-            if row is None:
-                raise RuntimeError("the database has no number hash key (migration 3 missing?)")
-            self._key = bytes.fromhex(str(row[0]))
-        return hmac.new(self._key, e164.encode(), hashlib.sha256).hexdigest()
+        if self._hasher is None:
+            self._hasher = await NumberHasher.open(self._db)
+        return self._hasher(e164)
 
     async def last_call(self, user_id: str, e164: str, flow_id: str) -> float | None:
         """Seconds since this user called this number with this flow, within the repeat window."""
         number_key = await self.number_key(e164)
         now = self._clock()
         row = await self._db.fetchone(
-            "SELECT MAX(at) FROM rate_events WHERE user_key = ? AND number_key = ? AND flow_id = ?"
+            "SELECT MAX(at) FROM rate_events WHERE user_id = ? AND number_key = ? AND flow_id = ?"
             " AND at > ?",
             (user_id, number_key, flow_id, now - self._repeat_window),
         )
@@ -212,26 +205,27 @@ class CallLimits:
 
         # One trip to the database thread: during a burst, a transaction of several awaited
         # statements would hold the write lock across several turns of a busy event loop.
-        def acquire(conn: sqlite3.Connection) -> Slot:
-            conn.execute("DELETE FROM rate_events WHERE at <= ?", (now - self._horizon,))
+        async def acquire(conn: Connection) -> Slot:
+            await conn.execute("DELETE FROM rate_events WHERE at <= ?", (now - self._horizon,))
             if check_repeat:
-                row = conn.execute(
-                    "SELECT MAX(at) FROM rate_events WHERE user_key = ? AND number_key = ?"
+                row = await conn.fetchone(
+                    "SELECT MAX(at) FROM rate_events WHERE user_id = ? AND number_key = ?"
                     " AND flow_id = ? AND at > ?",
                     (user_id, number_key, flow_id, now - self._repeat_window),
-                ).fetchone()
+                )
                 if row is not None and row[0] is not None:
                     raise RecentlyCalled(max(0.0, now - float(row[0])))
             for scope, rate in self._windows:
-                retry_after = self._retry_after(conn, scope, rate, now, user_id, number_key)
+                retry_after = await self._retry_after(conn, scope, rate, now, user_id, number_key)
                 if retry_after is not None:
                     raise LimitReached(scope, rate, retry_after, mask(e164))
-            cursor = conn.execute(
-                "INSERT INTO rate_events (at, user_key, number_key, flow_id) VALUES (?, ?, ?, ?)",
+            inserted = await conn.fetchone(
+                "INSERT INTO rate_events (at, user_id, number_key, flow_id) VALUES (?, ?, ?, ?)"
+                " RETURNING id",
                 (now, user_id, number_key, flow_id),
             )
-            assert cursor.lastrowid is not None
-            return Slot(cursor.lastrowid)
+            assert inserted is not None
+            return Slot(int(inserted[0]))
 
         try:
             return await self._db.atomic(acquire)
@@ -244,22 +238,22 @@ class CallLimits:
         await self._db.execute("DELETE FROM rate_events WHERE id = ?", (slot.event_id,))
 
     @staticmethod
-    def _retry_after(
-        conn: sqlite3.Connection, scope: str, rate: Rate, now: float, user_id: str, number_key: str
+    async def _retry_after(
+        conn: Connection, scope: str, rate: Rate, now: float, user_id: str, number_key: str
     ) -> float | None:
         """None if one more call fits in the window; else seconds until it will."""
         where = "at > ?"
         params: list[object] = [now - rate.seconds]
         if scope == "per_user":
-            where += " AND user_key = ?"
+            where += " AND user_id = ?"
             params.append(user_id)
         elif scope == "per_number":
             where += " AND number_key = ?"
             params.append(number_key)
-        rows = conn.execute(
+        rows = await conn.fetchall(
             f"SELECT at FROM rate_events WHERE {where} ORDER BY at DESC LIMIT ?",
             (*params, rate.count),
-        ).fetchall()
+        )
         if len(rows) < rate.count:
             return None
         # The call that must leave the window before one more fits: the rate.count-th newest.

@@ -11,12 +11,11 @@ an unconfirmed call): `forget_numbers()` erases it once a call is over and older
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-from bot.storage.database import Database
+from bot.storage.database import Database, IntegrityError
 
 
 class CallState(StrEnum):
@@ -102,17 +101,13 @@ class CallStore:
         names = [name for name in values if name in _COLUMNS and name != "id"]
         if len(names) != len(values):
             raise ValueError(f"unknown columns: {sorted(set(values) - set(names))}")
-        def insert(conn: sqlite3.Connection) -> sqlite3.Row:
-            cursor = conn.execute(
-                f"INSERT INTO calls ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                [values[name] for name in names],
-            )
-            row: sqlite3.Row = conn.execute(
-                "SELECT * FROM calls WHERE id = ?", (cursor.lastrowid,)
-            ).fetchone()
-            return row
-
-        return _call(await self._db.atomic(insert))
+        row = await self._db.fetchone(
+            f"INSERT INTO calls ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+            " RETURNING *",
+            [values[name] for name in names],
+        )
+        assert row is not None
+        return _call(row)
 
     async def get(self, call_id: int) -> TrackedCall | None:
         row = await self._db.fetchone("SELECT * FROM calls WHERE id = ?", (call_id,))
@@ -136,7 +131,7 @@ class CallStore:
                 "UPDATE calls SET session_id = ? WHERE id = ? AND session_id IS NULL",
                 (session_id, call_id),
             )
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             return False
         return changed == 1
 

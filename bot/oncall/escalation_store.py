@@ -126,17 +126,12 @@ class EscalationStore:
         if unknown:
             raise ValueError(f"unknown columns: {sorted(unknown)}")
         names = list(values)
-        async with self._db.transaction() as tx:
-            inserted = await tx.execute(
-                f"INSERT OR IGNORE INTO escalations ({', '.join(names)})"
-                f" VALUES ({', '.join('?' * len(names))})",
-                [values[name] for name in names],
-            )
-            if inserted != 1:
-                return None
-            row = await tx.fetchone("SELECT * FROM escalations WHERE id = last_insert_rowid()")
-        assert row is not None
-        return _escalation(row)
+        row = await self._db.fetchone(
+            f"INSERT INTO escalations ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+            " ON CONFLICT DO NOTHING RETURNING *",
+            [values[name] for name in names],
+        )
+        return _escalation(row) if row is not None else None
 
     async def get(self, escalation_id: int) -> Escalation | None:
         row = await self._db.fetchone("SELECT * FROM escalations WHERE id = ?", (escalation_id,))
@@ -222,9 +217,9 @@ class EscalationStore:
             " (escalation_id, step, user_id, outcome, number_masked, call_id, detail)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (escalation_id, step) DO UPDATE SET outcome = excluded.outcome,"
-            " number_masked = COALESCE(excluded.number_masked, number_masked),"
-            " call_id = COALESCE(excluded.call_id, call_id),"
-            " detail = COALESCE(excluded.detail, detail)"
+            " number_masked = COALESCE(excluded.number_masked, escalation_steps.number_masked),"
+            " call_id = COALESCE(excluded.call_id, escalation_steps.call_id),"
+            " detail = COALESCE(excluded.detail, escalation_steps.detail)"
             " WHERE escalation_steps.outcome = 'calling'",
             (escalation_id, step, user_id, str(outcome), number_masked, call_id, detail),
         )

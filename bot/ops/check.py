@@ -14,6 +14,7 @@ in `CHECKS`; README's troubleshooting section is keyed by each check's subject.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,7 @@ from bot.evovoice.client import (
 )
 from bot.phone import mask
 from bot.services import check_policy_against_account, choose_account
-from bot.storage.database import MIGRATIONS, Database, sqlite_path
+from bot.storage.database import MIGRATIONS, POSTGRESQL, Database, dialect_of, sqlite_path
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -557,6 +558,8 @@ async def check_database(c: Checkup) -> list[Finding]:
         return skipped(subject, "not checked (fix the settings first)")
     url = c.settings.database_url
     latest = max((m.version for m in MIGRATIONS), default=0)
+    if dialect_of(url) == POSTGRESQL:
+        return await _check_postgres(url, latest)
     raw = sqlite_path(url)
     if raw == ":memory:":
         return passed(subject, "in memory: nothing is kept across restarts (set DATABASE_URL to "
@@ -584,16 +587,43 @@ async def check_database(c: Checkup) -> list[Finding]:
                       "creates a new one")
     finally:
         await db.close()
+    return _schema_finding(str(path), version, latest, "back the file up first")
+
+
+async def _check_postgres(url: str, latest: int) -> list[Finding]:
+    subject = "Database"
+    where = _without_password(url)
+    db = Database(url)
+    try:
+        await db.open_read_only()
+        version = await db.schema_version()
+    except Exception as exc:  # the driver's words say what failed (refused, auth, no database)
+        return failed(subject, f"{where} can't be reached ({type(exc).__name__}: "
+                               f"{_without_password(str(exc))})",
+                      "check DATABASE_URL (host, port, user, password, database name) and that "
+                      "PostgreSQL accepts connections from here")
+    finally:
+        await db.close()
+    return _schema_finding(where, version, latest, "take a backup first (pg_dump)")
+
+
+def _schema_finding(where: str, version: int, latest: int, backup: str) -> list[Finding]:
+    subject = "Database"
     if version < latest:
-        return failed(subject, f"{path} is at schema version {version}; this callbot needs "
+        return failed(subject, f"{where} is at schema version {version}; this callbot needs "
                                f"{latest} (not migrated)",
-                      "start the bot (`callbot`): it applies the missing migrations at start-up; "
-                      "back the file up first")
+                      f"start the bot (`callbot`): it applies the missing migrations at start-up; "
+                      f"{backup}")
     if version > latest:
-        return failed(subject, f"{path} is at schema version {version}, newer than this callbot "
+        return failed(subject, f"{where} is at schema version {version}, newer than this callbot "
                                f"knows ({latest})",
                       "run the callbot version that migrated it (or a newer one)")
-    return passed(subject, f"{path} is reachable and migrated (schema version {version})")
+    return passed(subject, f"{where} is reachable and migrated (schema version {version})")
+
+
+def _without_password(text: str) -> str:
+    """`postgresql://bot:secret@db/callbot` → `postgresql://bot:•••@db/callbot`."""
+    return re.sub(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]*@", r"\1•••@", text)
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -7,11 +7,10 @@ one INSERT on a primary key, atomic across coroutines and processes sharing the 
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Callable
 
-from bot.storage.database import Database
+from bot.storage.database import Connection, Database
 
 # Slack redelivers within minutes; a day is far beyond any retry, and keeps the table small.
 CLAIM_LIFETIME_SECONDS = 24 * 3600
@@ -26,11 +25,14 @@ class Claims:
         """True for the first claim of `key`; False for every later one (until it expires)."""
         now = self._clock()
 
-        def claim(conn: sqlite3.Connection) -> bool:
-            conn.execute("DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_LIFETIME_SECONDS,))
-            inserted = conn.execute(
-                "INSERT OR IGNORE INTO claims (key, claimed_at) VALUES (?, ?)", (key, now)
+        async def claim(conn: Connection) -> bool:
+            await conn.execute(
+                "DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_LIFETIME_SECONDS,)
             )
-            return inserted.rowcount == 1
+            inserted = await conn.execute(
+                "INSERT INTO claims (key, claimed_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (key, now),
+            )
+            return inserted == 1
 
         return await self._db.atomic(claim)

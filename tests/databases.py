@@ -1,0 +1,65 @@
+"""The two database backends for tests: SQLite in the test's own directory, PostgreSQL in a fresh
+schema of the database at CALLBOT_TEST_POSTGRES_URL (dropped afterwards).
+
+Without CALLBOT_TEST_POSTGRES_URL the PostgreSQL cases are skipped and the summary says how many;
+with CALLBOT_TEST_REQUIRE_POSTGRES=1 (CI sets it) that skip is a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import pytest
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+BACKENDS = [SQLITE, POSTGRESQL]
+POSTGRES_URL_VARIABLE = "CALLBOT_TEST_POSTGRES_URL"
+
+# Marks a test (or, as `pytestmark`, a module) to run once per backend; the test then asks for the
+# `database_url` fixture, directly or through `bot_factory`.
+on_both_databases = pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+
+skipped_for_postgres: list[str] = []
+
+
+def postgres_url() -> str:
+    url = os.environ.get(POSTGRES_URL_VARIABLE, "")
+    if url:
+        return url
+    reason = f"PostgreSQL: {POSTGRES_URL_VARIABLE} is not set"
+    if os.environ.get("CALLBOT_TEST_REQUIRE_POSTGRES"):
+        pytest.fail(f"{reason}, and CALLBOT_TEST_REQUIRE_POSTGRES asks for these tests")
+    skipped_for_postgres.append(reason)
+    pytest.skip(reason)
+
+
+def with_schema(url: str, schema: str) -> str:
+    """The URL with `search_path` set (asyncpg passes unknown query parameters to the server)."""
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode({"search_path": schema})) if q)
+    return urlunsplit(parts._replace(query=query))
+
+
+@asynccontextmanager
+async def fresh_database(backend: str, directory: Path, name: str = "callbot") -> AsyncIterator[str]:
+    """The URL of an empty database of `backend`, to be opened by the code under test."""
+    if backend == SQLITE:
+        yield f"sqlite:///{directory / (name + '.db')}"
+        return
+    import asyncpg
+
+    server = postgres_url()
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}")
+        yield with_schema(server, schema)
+    finally:
+        await admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        await admin.close()
