@@ -47,7 +47,9 @@ def with_schema(url: str, schema: str) -> str:
 
 
 @asynccontextmanager
-async def fresh_database(backend: str, directory: Path, name: str = "callbot") -> AsyncIterator[str]:
+async def fresh_database(
+    backend: str, directory: Path, name: str = "callbot"
+) -> AsyncIterator[str]:
     """The URL of an empty database of `backend`, to be opened by the code under test."""
     if backend == SQLITE:
         yield f"sqlite:///{directory / (name + '.db')}"

@@ -4,7 +4,6 @@ compare-and-set steps, and the escalation message drawn from its rows."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

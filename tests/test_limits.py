@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -184,7 +183,9 @@ async def test_limits_hold_across_restarts_and_store_no_numbers(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-async def test_number_hash_is_keyed_per_database(backend: str, tmp_path: Path, clock: Clock) -> None:
+async def test_number_hash_is_keyed_per_database(
+    backend: str, tmp_path: Path, clock: Clock
+) -> None:
     keys = []
     for name in ("one", "two"):
         async with fresh_database(backend, tmp_path, name) as url:

@@ -271,7 +271,8 @@ class _SQLiteBackend:
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)", ()
         )
-        applied = [int(r[0]) for r in await self.fetchall("SELECT version FROM schema_migrations", ())]
+        rows = await self.fetchall("SELECT version FROM schema_migrations", ())
+        applied = [int(row[0]) for row in rows]
         _check_versions(applied, migrations)
         done = []
         for migration in migrations:

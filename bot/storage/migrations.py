@@ -219,8 +219,9 @@ MIGRATIONS: list[Migration] = [
     Migration(
         3,
         "rate limits and pending confirmations",
-        # Numbers are kept as an HMAC under a random key made here (see bot/calls/limits.py), never in
-        # clear; pending confirmations hold the request until it is confirmed, cancelled or expires.
+        # Numbers are kept as an HMAC under a random key made here (see bot/calls/limits.py), never
+        # in clear; pending confirmations hold the request until it is confirmed, cancelled or
+        # expires.
         """
         CREATE TABLE hash_keys (
             name TEXT PRIMARY KEY,
