@@ -92,8 +92,11 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = DEFAULT_SLACK_API_URL
     evovoice_url: str = DEFAULT_EVOVOICE_URL
-    evovoice_username: str
-    evovoice_password: SecretStr
+    # simulate: real Slack, calls to a simulated Evo Voice inside the bot (bot/evovoice/simulator).
+    evovoice_mode: Literal["live", "simulate"] = "live"
+    # Required when live; declared after evovoice_mode, which their validator reads.
+    evovoice_username: str = ""
+    evovoice_password: SecretStr = SecretStr("")
     evovoice_account_id: str | None = None
     evovoice_timeout: float = Field(default=15.0, gt=0, le=120)  # seconds to wait for an answer
     callbot_config: Path = DEFAULT_POLICY_PATH
@@ -126,6 +129,19 @@ class Settings(BaseSettings):
             raise ValueError(
                 "still holds the placeholder from .env.example; put the real value in .env"
             )
+        return value
+
+    @field_validator("evovoice_mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("evovoice_username", "evovoice_password")
+    @classmethod
+    def _needed_when_live(cls, value: str | SecretStr, info: ValidationInfo) -> str | SecretStr:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not raw.strip() and info.data.get("evovoice_mode", "live") == "live":
+            raise ValueError("is required but not set")
         return value
 
     @field_validator("audit_hash_key", mode="before")

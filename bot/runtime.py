@@ -22,6 +22,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bot.app import create_app, create_slack_client
 from bot.config import ConfigError, Policy, Settings
 from bot.evovoice.client import EvoVoiceClient
+from bot.evovoice.simulator import SimulatedEvoVoice
 from bot.ops.metrics import Metrics
 from bot.ops.readiness import readiness_for
 from bot.services import Services, build_services
@@ -74,16 +75,26 @@ class Runtime:
         self._evo: EvoVoiceClient | None = None
         self._http: aiohttp.ClientSession | None = None
         self._db: Database | None = None
+        self.simulator: SimulatedEvoVoice | None = None
 
     async def start(self) -> None:
         settings = self.settings
         # One connection pool for every Slack Web API call (slack_sdk opens one per call otherwise).
         self._http = aiohttp.ClientSession()
         slack = create_slack_client(settings, self._http)
+        url, username = settings.evovoice_url, settings.evovoice_username
+        password = settings.evovoice_password.get_secret_value()
+        if settings.evovoice_mode == "simulate":
+            self.simulator = SimulatedEvoVoice(self.policy, settings.evovoice_account_id)
+            await self.simulator.start()
+            url, username, password = (self.simulator.url, self.simulator.username,
+                                       self.simulator.password)
+            logger.warning("EVOVOICE_MODE=simulate: calls go to a simulated Evo Voice account; "
+                           "no phone will ring")
         self._evo = EvoVoiceClient(
-            settings.evovoice_url,
-            settings.evovoice_username,
-            settings.evovoice_password.get_secret_value(),
+            url,
+            username,
+            password,
             timeout=httpx.Timeout(settings.evovoice_timeout, connect=5.0),
             observer=self.metrics.evovoice_request,
         )
@@ -167,6 +178,9 @@ class Runtime:
         if self._evo is not None:
             await self._evo.aclose()
             self._evo = None
+        if self.simulator is not None:
+            await self.simulator.stop()
+            self.simulator = None
         if self._http is not None:
             await self._http.close()
             self._http = None

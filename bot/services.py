@@ -28,6 +28,7 @@ from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable
 from bot.oncall.escalation import EscalationService
 from bot.oncall.escalation_store import EscalationStore
+from bot.evovoice.simulator import BANNER
 from bot.oncall.roster import OnCall, Overrides, PhoneBook
 from bot.ops.metrics import Metrics
 from bot.phone import mask
@@ -158,7 +159,7 @@ async def build_services(
             [f"EVOVOICE_URL: reading flows and numbers failed: {exc.message}"]
         ) from None
     access = AccessControl(policy.roles, UserGroups(slack))
-    notifier = Notifier(slack)
+    notifier = Notifier(slack, banner=BANNER if settings.evovoice_mode == "simulate" else None)
     key = settings.audit_hash_key
     audit = await AuditLog.open(
         db, key.get_secret_value() if key else None, default_region=policy.default_region

@@ -240,7 +240,7 @@ def test_usage_shows_the_examples() -> None:
 
 
 def test_subcommands_are_reserved() -> None:
-    assert SUBCOMMANDS == frozenset({"history", "oncall"})
+    assert SUBCOMMANDS == frozenset({"history", "oncall", "test"})
 
 
 # --- with bot.phone ------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 MAX_TEXT = 500
-SUBCOMMANDS = frozenset({"history", "oncall"})
+SUBCOMMANDS = frozenset({"history", "oncall", "test"})
 HELP_WORDS = frozenset({"help", "-h", "--help", "?"})
 
 USAGE = """\
@@ -42,7 +42,8 @@ Usage: /call <number> <flow> [caller ID]
   /call (814) 404-3093 wake-up-call +18145550100
   /call          (opens a form)
   /call help     (shows this text)
-  /call history [@person | number]   (recent calls; Managers and SystemAdministrators)"""
+  /call history [@person | number]   (recent calls; Managers and SystemAdministrators)
+  /call test     (rings your own phone with the on-call flow)"""
 
 _NUMBER_TOKEN = re.compile(r"[0-9+().\-]+")
 _DIGIT = re.compile(r"[0-9]")

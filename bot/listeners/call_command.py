@@ -22,6 +22,7 @@ from bot.calls.command_text import (
 from bot.calls.models import CallRequest
 from bot.listeners.call_form import open_call_form
 from bot.listeners.oncall import on_oncall_subcommand
+from bot.listeners.test_call import on_test_subcommand
 from bot.ops.metrics import CommandOutcome
 from bot.services import Services
 
@@ -52,6 +53,9 @@ async def on_call_command(
         services.metrics.command(CALL_COMMAND, CommandOutcome.SUBCOMMAND)
         if parsed.name == "oncall":
             await on_oncall_subcommand(ack, command, parsed.args, services)
+            return
+        if parsed.name == "test":
+            await on_test_subcommand(ack, command, parsed.args, services)
             return
         # history: parse_command knows no other subcommand (SUBCOMMANDS)
         await ack()

@@ -378,6 +378,9 @@ async def check_evovoice_login(c: Checkup) -> list[Finding]:
     if c.settings is None:
         return skipped(subject, "not checked (fix the settings first)")
     user, url = c.settings.evovoice_username, c.settings.evovoice_url
+    if c.settings.evovoice_mode == "simulate":
+        return skipped(subject, "not used: EVOVOICE_MODE=simulate, calls go to a simulated account "
+                                "inside the bot (set EVOVOICE_MODE=live to check the real one)")
     try:
         status = await c.evo().auth_status()
     except BadLogin:

@@ -31,7 +31,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.calls.messages import combined
-from bot.slack.blocks import Message
+from bot.slack.blocks import Message, context, escape
 
 logger = logging.getLogger(__name__)
 
@@ -124,8 +124,11 @@ class Notifier:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        banner: str | None = None,
     ) -> None:
         self._client = client
+        # Said at the end of every message posted (EVOVOICE_MODE=simulate says calls are simulated).
+        self._banner = banner
         # Posts wait out Retry-After in their channel's lane, in order; a client that waited on its
         # own would hold a lane's later posts behind one it retries blindly.
         self._poster = AsyncWebClient(
@@ -137,6 +140,15 @@ class Notifier:
         self._clock = clock
         self._sleep = sleep
         self._lanes: dict[str, _Lane] = {}
+
+    def _out(self, message: Message) -> dict[str, Any]:
+        if self._banner is None:
+            return message.as_kwargs()
+        text = f"{message.text}\n{self._banner}"
+        if not message.blocks:  # a text-only message stays one
+            return Message(text=text).as_kwargs()
+        blocks = [*message.blocks, context(escape(self._banner))]
+        return Message(text=text, blocks=blocks).as_kwargs()
 
     async def _post_message(self, channel: str, **kwargs: Any) -> AsyncSlackResponse:
         """`chat.postMessage` in `channel`'s lane: one at a time, in order, 429s waited out."""
@@ -191,7 +203,7 @@ class Notifier:
                 thread.relay = Relay(thread.response_url, user_id, parent, self._clock())
             return thread
         try:
-            response = await self._post_message(user_id, **parent.as_kwargs())
+            response = await self._post_message(user_id, **self._out(parent))
         except SLACK_FAILURES as exc:
             logger.error("could not tell user %s about their call anywhere (%s)", user_id,
                          slack_error_code(exc), extra={"user_id": user_id})
@@ -212,7 +224,7 @@ class Notifier:
         raise NotDelivered if nobody hears it."""
         try:
             response = await self._post_message(
-                channel, thread_ts=thread_ts, **parent.as_kwargs()
+                channel, thread_ts=thread_ts, **self._out(parent)
             )
         except SLACK_FAILURES as exc:
             logger.warning("posting to %s failed (%s)", channel, slack_error_code(exc))
@@ -236,7 +248,7 @@ class Notifier:
             try:
                 response = await self._post_message(
                     thread.channel, thread_ts=thread.ts,
-                    reply_broadcast=True if broadcast else None, **message.as_kwargs()
+                    reply_broadcast=True if broadcast else None, **self._out(message)
                 )
                 return Posted(True, str(response["ts"]) if response.get("ts") else None)
             except SLACK_FAILURES as exc:
@@ -271,7 +283,7 @@ class Notifier:
             elif fresh and not final:
                 return True  # not worth the last use: the outcome will replace it
             try:
-                response = await self._post_message(relay.user_id, **shown.as_kwargs())
+                response = await self._post_message(relay.user_id, **self._out(shown))
             except SLACK_FAILURES as exc:
                 logger.error("could not tell user %s how their call goes (%s)", relay.user_id,
                              slack_error_code(exc), extra={"user_id": relay.user_id})
@@ -283,7 +295,7 @@ class Notifier:
     async def update(self, channel: str, ts: str, message: Message) -> bool:
         """Edit a message the bot posted (`chat.update`); False if Slack refused."""
         try:
-            await self._client.chat_update(channel=channel, ts=ts, **message.as_kwargs())
+            await self._client.chat_update(channel=channel, ts=ts, **self._out(message))
             return True
         except SLACK_FAILURES as exc:
             logger.warning("editing a message in %s failed (%s)", channel, slack_error_code(exc))
@@ -312,13 +324,13 @@ class Notifier:
         if channel_id is not None:
             try:
                 await self._client.chat_postEphemeral(
-                    channel=channel_id, user=user_id, **message.as_kwargs()
+                    channel=channel_id, user=user_id, **self._out(message)
                 )
                 return True
             except SLACK_FAILURES as exc:
                 logger.warning("ephemeral post failed (%s)", slack_error_code(exc))
         try:
-            await self._post_message(user_id, **message.as_kwargs())
+            await self._post_message(user_id, **self._out(message))
             return True
         except SLACK_FAILURES as exc:
             logger.error("could not tell user %s anything (%s)", user_id, slack_error_code(exc))
@@ -335,7 +347,7 @@ class Notifier:
         webhook = AsyncWebhookClient(url, timeout=10, session=self._client.session)
         try:
             response = await webhook.send(
-                **message.as_kwargs(),
+                **self._out(message),
                 response_type="in_channel" if in_channel else "ephemeral",
                 replace_original=replace_original,
             )

@@ -1,0 +1,62 @@
+"""`/call test`: ring the requester's own phone with the on-call flow: what a page sounds like.
+
+Routed here by the `/call` listener. The number is the requester's own, from `[people]` or their
+Slack profile (the same lookup as the on-call roster), never typed: so a test call can only ever
+ring the person who asked. Everything else is an ordinary call: the role, the dialling rules, the
+rate limits, the confirmation in the channel and the status message that follows it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck
+
+from bot.calls import messages as views
+from bot.calls.models import CallRequest
+from bot.errors import NoUsableNumber, describe_any
+from bot.services import Services
+
+TEST_REASON = "test call: this is how an on-call page sounds"
+
+
+async def on_test_subcommand(
+    ack: AsyncAck, command: dict[str, Any], args: tuple[str, ...], services: Services
+) -> None:
+    if args:
+        await ack(**views.refusal(
+            "`/call test` takes nothing after it: it rings your own phone with the on-call flow."
+        ).as_kwargs())
+        return
+    await ack()
+    services.tasks.spawn(place_test_call(services, command),
+                         name=f"test call by {command.get('user_id')}")
+
+
+async def place_test_call(services: Services, command: dict[str, Any]) -> None:
+    user_id = str(command["user_id"])
+    try:
+        flow = services.oncall.policy.flow
+        found = await services.oncall.phones.lookup(user_id)
+        if found.number is None:
+            raise NoUsableNumber(user_id, found.problem or "none found", "get a test call")
+    except Exception as exc:  # every refusal reaches the requester, in words
+        await services.notifier.tell(
+            user_id=user_id, channel_id=str(command.get("channel_id") or "") or None,
+            response_url=command.get("response_url") or None,
+            message=views.refusal(describe_any(exc)),
+        )
+        return
+    trigger = command.get("trigger_id")
+    request = CallRequest(
+        team_id=str(command.get("team_id") or ""),
+        user_id=user_id,
+        channel_id=str(command["channel_id"]),
+        number_text=found.number.e164,
+        flow_text=flow,
+        reason=TEST_REASON,
+        response_url=command.get("response_url") or None,
+        idempotency_key=f"command:{command.get('team_id')}:{trigger}" if trigger else None,
+        origin="test",
+    )
+    await services.calls.handle(request)

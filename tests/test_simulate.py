@@ -1,0 +1,79 @@
+"""`EVOVOICE_MODE=simulate`: real Slack (here its stand-in), calls to a simulated Evo Voice."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+from bot.evovoice.simulator import BANNER, RING_SECONDS
+from bot.ops.check import Status, run_checkup
+from bot.standins.evovoice import EvoVoiceStandIn
+from tests.conftest import BotFactory, bot_environment
+
+SIMULATE = {"EVOVOICE_MODE": "simulate", "EVOVOICE_USERNAME": "", "EVOVOICE_PASSWORD": "",
+            "EVOVOICE_URL": "https://evo.invalid"}
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_calls_are_simulated_and_every_message_says_so(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, mode: str
+) -> None:
+    bot = await bot_factory(mode, **SIMULATE)
+    simulator = bot.runtime.simulator
+    assert simulator is not None
+
+    await bot.command("+1 814 404 3093 escalation")
+    [post] = await simulator.standin.wait_for_posts(1)
+    await bot.settle()
+    assert post.json["numberToDial"] == "+18144043093"
+    assert evo.requests == [], "nothing reaches a real Evo Voice"
+    [parent] = bot.slack.channel_messages("C0OPS")
+    [status] = bot.slack.thread("C0OPS", parent.ts)
+    for message in (parent, status):
+        assert BANNER in str(message.text)
+        assert BANNER in str(message.blocks)
+
+    # Nobody answers a simulated call: it rings out and the status says so.
+    created = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=RING_SECONDS + 1)
+    simulator.end_calls_rung_out(created)
+    for _ in range(200):
+        if "Ended" in str(bot.slack.thread("C0OPS", parent.ts)[0].text):
+            break
+        await asyncio.sleep(0.05)
+    [status] = bot.slack.thread("C0OPS", parent.ts)
+    assert "Ended" in str(status.text) and "No answer (simulated)" in str(status.text)
+    assert BANNER in str(status.text)
+
+
+async def test_the_policy_files_flows_and_caller_id_exist_in_the_simulated_account(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **SIMULATE)  # POLICY: alias page -> flow-page, +18145550100
+    await bot.command("+1 814 404 3093 page")
+    assert bot.runtime.simulator is not None
+    [post] = await bot.runtime.simulator.standin.wait_for_posts(1)
+    assert post.json["flowId"] == "flow-page"
+    assert post.json.get("callerId") in (None, "+18145550100")
+
+
+def test_a_live_bot_needs_the_evovoice_login_a_simulated_one_does_not() -> None:
+    base = {"_env_file": None, "slack_bot_token": "xoxb-x", "slack_app_token": "xapp-x"}
+    with pytest.raises(ConfigError) as refused:
+        load_settings(**base)
+    assert "EVOVOICE_USERNAME: is required but not set" in refused.value.problems
+    assert "EVOVOICE_PASSWORD: is required but not set" in refused.value.problems
+    assert load_settings(**base, evovoice_mode="Simulate").evovoice_mode == "simulate"
+
+
+async def test_callbot_check_says_the_evovoice_login_is_not_used(
+    slack: object, evo: EvoVoiceStandIn, policy_path: object,
+) -> None:
+    env = bot_environment("http", slack, evo, policy_path)  # type: ignore[arg-type]
+    env.update(SIMULATE)
+    findings = await run_checkup(_env_file=None, **{k.lower(): v for k, v in env.items()})
+    login = [f for f in findings if f.subject == "Evo Voice login"][0]
+    assert login.status is Status.SKIP and "EVOVOICE_MODE=simulate" in login.detail
+    assert evo.requests == []

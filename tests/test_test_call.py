@@ -1,0 +1,76 @@
+"""`/call test` end to end: it rings the requester's own phone with the on-call flow, no other."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import POLICY, BotFactory, BotUnderTest
+
+ROSTER = POLICY + """
+[people]
+U0MANAGER = "(814) 404-3090"
+
+[oncall]
+flow = "Escalation"
+rotation = ["U0MANAGER"]
+"""
+
+
+async def answer_to(bot: BotUnderTest, text: str, **kwargs: str) -> dict[str, object]:
+    _, url = await bot.command(text, **kwargs)
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    return answer
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_rings_the_requesters_own_number_with_the_oncall_flow(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot = await bot_factory(mode, policy=ROSTER)
+    await bot.command("test")
+    [post] = await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    assert post.json["numberToDial"] == "+18144043090"
+    assert post.json["flowId"] == "flow-esc"
+    [parent] = bot.slack.channel_messages("C0OPS")
+    assert "test call" in str(parent.params) and "+1 814 ••• 3090" in str(parent.text)
+
+
+async def test_a_number_from_the_slack_profile_serves_too(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", policy=ROSTER)
+    bot.slack.users["U0ADMIN"] = {"profile": {"phone": "+1 814 404 3099"}}
+    await bot.command("test", user_id="U0ADMIN")
+    [post] = await bot.evo.wait_for_posts(1)
+    assert post.json["numberToDial"] == "+18144043099"
+
+
+async def test_without_a_number_nothing_rings_and_you_learn_why(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", policy=ROSTER)
+    answer = await answer_to(bot, "test", user_id="U0ADMIN")  # no [people] entry, empty profile
+    assert answer["response_type"] == "ephemeral"
+    assert "phone number" in str(answer["text"]) and "Slack profile" in str(answer["text"])
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_needs_an_oncall_flow(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")  # POLICY: no [oncall]
+    answer = await answer_to(bot, "test")
+    assert "No on-call rotation is set up" in str(answer["text"])
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_needs_a_role_like_any_call(bot_factory: BotFactory) -> None:
+    intruder = 'U0MANAGER = "(814) 404-3090"\nU0INTRUDER = "+18144043091"'
+    bot = await bot_factory("http", policy=ROSTER.replace('U0MANAGER = "(814) 404-3090"', intruder))
+    answer = await answer_to(bot, "test", user_id="U0INTRUDER")
+    assert "Manager" in str(answer["text"])
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_takes_no_arguments(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", policy=ROSTER)
+    ack, _ = await bot.command("test +18144043093")
+    assert "takes nothing after it" in ack.text
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
