@@ -231,6 +231,8 @@ async def build_services(
         # A chain reads its call's row (kept up to date by the follower) as often as that is polled.
         check_every=settings.call_poll_seconds,
         on_finished=metrics.escalation_finished,
+        on_paged=metrics.oncall_paged,
+        on_acknowledged=metrics.oncall_acknowledged,
     )
     return Services(
         settings=settings,

@@ -1,6 +1,7 @@
 """Escalate to on-call end to end: the shortcuts and their prefilled modal, the chain in the
-message's thread (unanswered → next person → escalate_to → exhausted; answered → stop), Stop
-escalation, a restart mid-chain, and one chain per submitted form.
+message's thread (unacknowledged → next person → escalate_to → exhausted), Stop escalation, a
+restart mid-chain, and one chain per submitted form. Acknowledging (I'm on it, flow outcomes,
+`ack = "answer"`) has its own file, test_escalation_ack.py.
 
 Deadlines run on the escalation service's clock, which these tests move by hand: nobody waits for
 answer_timeout, and nothing here depends on how long anything takes.
@@ -21,6 +22,7 @@ from bot.oncall.escalation_store import EscalationState
 from bot.oncall.escalation_views import (
     ESCALATE_GLOBAL_SHORTCUT_ID,
     ESCALATE_MESSAGE_SHORTCUT_ID,
+    ACK_ESCALATION_ACTION,
     ESCALATION_ACTIONS_BLOCK,
     ESCALATION_FORM_CALLBACK_ID,
     STOP_ESCALATION_ACTION,
@@ -148,6 +150,14 @@ async def wait_for_post(bot: BotUnderTest, text: str, timeout: float = 10.0) -> 
         "chat.postMessage", lambda c: text in str(c.params.get("text")), timeout=timeout)
 
 
+async def page_of(bot: BotUnderTest, user_id: str) -> Message:
+    """The direct message paging `user_id` (the first, when they were paged more than once)."""
+    call = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.params.get("channel") == user_id, timeout=10.0)
+    assert call.response is not None
+    return bot.slack.messages[(call.response["channel"], call.response["ts"])]
+
+
 async def escalation_message(bot: BotUnderTest) -> Message:
     call = await wait_for_post(bot, "*On-call escalation*")
     assert call.response is not None
@@ -178,11 +188,23 @@ def hung_up(bot: BotUnderTest, session_id: str) -> bool:
 async def click_stop(
     bot: BotUnderTest, message: Message, *, user_id: str
 ) -> tuple[Ack, str]:
+    return await click(bot, message, STOP_ESCALATION_ACTION, user_id=user_id)
+
+
+async def click_ack(bot: BotUnderTest, message: Message, *, user_id: str) -> tuple[Ack, str]:
+    """I'm on it, on the escalation's message or on a page."""
+    return await click(bot, message, ACK_ESCALATION_ACTION, user_id=user_id)
+
+
+async def click(
+    bot: BotUnderTest, message: Message, action_id: str, *, user_id: str
+) -> tuple[Ack, str]:
     url = bot.slack.response_url()
-    [value] = [e["value"] for b in message.blocks or [] if b.get("type") == "actions"
-               for e in b["elements"] if e["action_id"] == STOP_ESCALATION_ACTION]
+    [(block_id, value)] = [(b.get("block_id"), e["value"]) for b in message.blocks or []
+                           if b.get("type") == "actions"
+                           for e in b["elements"] if e["action_id"] == action_id]
     payload = block_actions_payload(
-        action_id=STOP_ESCALATION_ACTION, block_id=ESCALATION_ACTIONS_BLOCK, value=value,
+        action_id=action_id, block_id=block_id, value=value,
         channel_id=message.channel, message_ts=message.ts,
         message=message.to_api(bot.slack.team_id), response_url=url, user_id=user_id,
     )
@@ -250,12 +272,12 @@ async def test_the_on_call_person_without_a_number_is_flagged_and_skipped(
     assert "They will be skipped" in text
 
     assert await submit(bot, view) == {}
-    await wait_for_post(bot, "⏭ Skipping <@U0CAROL>: no usable phone number")
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0CAROL> — ⏭ skipped: no usable phone number")
     await bot.evo.wait_for_posts(1)
     assert dialled(bot) == [ALICE]  # the next in the rotation after Carol
-    skip = await wait_for_post(bot, "Skipping")
-    assert "— calling <@U0ALICE>." in skip.params["text"]
-    assert skip.params["thread_ts"] == message.ts
+    await wait_for_edit(bot, escalation, "2. <@U0ALICE> (+1 814 ••• 3093) — 📞 calling…")
+    assert escalation.thread_ts == message.ts
 
 
 async def test_a_user_without_a_role_gets_a_notice(bot_factory: BotFactory) -> None:
@@ -298,10 +320,10 @@ async def test_without_oncall_the_shortcuts_explain_how_to_set_it_up(
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
-async def test_escalate_calls_the_on_call_person_in_the_messages_thread_until_answered(
+async def test_with_ack_answer_the_call_connecting_ends_the_escalation_as_before(
     bot_factory: BotFactory, mode: str
 ) -> None:
-    bot, _ = await start(bot_factory, mode)
+    bot, _ = await start(bot_factory, mode, policy=ROSTER + 'ack = "answer"\n')
     view, message = await open_on_message(bot)
     assert await submit(bot, view) == {}  # the modal closes
 
@@ -317,19 +339,21 @@ async def test_escalate_calls_the_on_call_person_in_the_messages_thread_until_an
 
     bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected",
                               answeredByName="Alice")
-    await wait_for_post(bot, "✅ <@U0ALICE> answered — escalation stopped.")
     await wait_for_edit(bot, escalation, "<@U0ALICE> answered.")
+    assert "1. <@U0ALICE> (+1 814 ••• 3093) — ✅ answered" in (escalation.text or "")
+    assert "90 s to answer" in json.dumps(escalation.blocks, ensure_ascii=False)
     assert not has_stop_button(escalation)
-    assert await state_of(bot) == EscalationState.ANSWERED
+    await wait_for_state(bot, EscalationState.ANSWERED)
+    await bot.settle()
     assert dialled(bot) == [ALICE]
-    # Everything went into the message's thread: the escalation, the call's own messages, the end.
+    # Everything went into the message's thread, and no post says what the message shows.
     thread = posts_in(bot, CHANNEL, message.ts)
     assert [m.text for m in bot.slack.channel_messages(CHANNEL)] == [message.text]
-    texts = [m.text or "" for m in thread]
-    assert any("is calling +1 814 ••• 3093" in t for t in texts)  # the call's parent
-    assert any("Call placed" in t for t in texts)  # its status message
-    assert texts[-1].startswith("✅ <@U0ALICE> answered")
-    assert "escalations_total{outcome=\"answered\"} 1.0" in _metrics(bot)
+    assert not any("<@U0ALICE> answered" in (m.text or "") for m in thread
+                   if m.ts != escalation.ts)
+    metrics = _metrics(bot)
+    assert "escalations_total{outcome=\"answered\"} 1.0" in metrics
+    assert "oncall_acknowledgements_total{via=\"answer\"} 1.0" in metrics
 
 
 def _metrics(bot: BotUnderTest) -> str:
@@ -386,7 +410,7 @@ async def test_nobody_answers_the_chain_goes_down_the_rotation_then_escalate_to(
     await wait_for_edit(bot, escalation, "📞 calling…")
 
     clock.advance(91)  # Alice's phone rang for answer_timeout without an answer
-    await wait_for_post(bot, "No answer from <@U0ALICE> after 90 s — calling <@U0BOB>.")
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s")
     await bot.evo.wait_for_posts(2)
     assert hung_up(bot, alice)  # her phone stopped ringing before Bob's started
     # The login holds Manager only: EndSession (DELETE) is refused, PatchSession ends the call.
@@ -398,34 +422,39 @@ async def test_nobody_answers_the_chain_goes_down_the_rotation_then_escalate_to(
     bob = session_of(bot, BOB)
     bot.evo.set_session_state(bob, ended=True, callState="Disconnected", outcome="Busy")
     # Bob's call ended unanswered before the timeout; Carol has no number; the manager is next.
-    await wait_for_post(bot, "<@U0BOB> didn't answer (the call ended) — calling <@U0CAROL>.")
-    await wait_for_post(bot, "⏭ Skipping <@U0CAROL>: no usable phone number")
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — ❌ didn't answer")
     await bot.evo.wait_for_posts(3)
     assert dialled(bot) == [ALICE, BOB, MANAGER]
     assert not hung_up(bot, bob)
 
     await wait_for_edit(bot, escalation, "<@U0MANAGER> (escalate_to) (+1 814 ••• 3090) — 📞")
     clock.advance(91)
-    await wait_for_post(bot, "No answer from <@U0MANAGER> after 90 s — nobody left to call.")
-    loud = await wait_for_post(bot, "Nobody answered the on-call escalation")
+    loud = await wait_for_post(bot, "Nobody acknowledged the on-call escalation")
     assert loud.params["text"].startswith("🚨 <@U0ADMIN>")  # the requester, mentioned
     assert loud.params["reply_broadcast"] in (True, "true", "1")  # also shown in the channel
     assert loud.params["thread_ts"] == message.ts
-    await wait_for_edit(bot, escalation, "nobody answered.")
+    await wait_for_edit(bot, escalation, "nobody acknowledged.")
     assert hung_up(bot, session_of(bot, MANAGER))
     assert await state_of(bot) == EscalationState.EXHAUSTED
     assert not has_stop_button(escalation)
+    assert ACK_ESCALATION_ACTION in json.dumps(escalation.blocks)  # a late "I'm on it" helps
     final = escalation.text or ""
     assert "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s" in final
     assert "2. <@U0BOB> (+1 814 ••• 3094) — ❌ didn't answer (the call ended)" in final
     assert "3. <@U0CAROL> — ⏭ skipped: no usable phone number" in final
     assert "4. <@U0MANAGER> (escalate_to) (+1 814 ••• 3090) — ❌ no answer after 90 s" in final
-    # Every update went to the message's thread, each once.
-    texts = [m.text or "" for m in posts_in(bot, CHANNEL, message.ts)]
-    assert sum("No answer from" in t for t in texts) == 2
-    assert sum("Nobody answered" in t for t in texts) == 1
+    # The thread is calm: the escalation's message, edited, and one loud post at the end.
+    ours = [m.text or "" for m in posts_in(bot, CHANNEL, message.ts)
+            if "is calling" not in (m.text or "") and "Call placed" not in (m.text or "")]
+    assert len(ours) == 2 and "Nobody acknowledged" in ours[-1]
+    # Each person with a number got a page in Slack, too.
+    for person in ("U0ALICE", "U0BOB", "U0MANAGER"):
+        [page] = bot.slack.channel_messages(bot.slack.dm_channel(person))
+        assert "You are being paged" in (page.versions[0]["text"] or "")
+    assert bot.slack.channel_messages(bot.slack.dm_channel("U0CAROL")) == []
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 3
+    assert "oncall_pages_total 3.0" in _metrics(bot)
 
 
 async def test_a_failed_hang_up_is_said_and_the_chain_goes_on(bot_factory: BotFactory) -> None:
@@ -437,9 +466,8 @@ async def test_a_failed_hang_up_is_said_and_the_chain_goes_on(bot_factory: BotFa
     bot.evo.queue("PATCH", f"/sessions/{alice}", ErrorStatus(500, "Internal server error"))
     await wait_for_edit(bot, await escalation_message(bot), "📞 calling…")
     clock.advance(91)
-    post = await wait_for_post(bot, "No answer from <@U0ALICE>")
-    assert "Hanging up that call failed" in post.params["text"]
     await bot.evo.wait_for_posts(2)
+    await wait_for_edit(bot, await escalation_message(bot), "Hanging up that call failed")
     assert dialled(bot) == [ALICE, BOB]
 
 
@@ -466,10 +494,8 @@ async def test_stop_escalation_by_the_requester_or_a_manager_only(
     assert not hung_up(bot, session_of(bot, ALICE))
 
     await click_stop(bot, escalation, user_id="U0ADMIN")  # a SystemAdministrator
-    post = await wait_for_post(bot, "⏹ Escalation stopped by <@U0ADMIN>.")
-    assert "The call to <@U0ALICE> was hung up." in post.params["text"]
-    assert post.params["thread_ts"] == message.ts
-    await wait_for_edit(bot, escalation, "stopped by <@U0ADMIN>.")
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ⏹ stopped while ringing")
+    assert "stopped by <@U0ADMIN>." in (escalation.text or "")
     assert hung_up(bot, session_of(bot, ALICE))
     assert not has_stop_button(escalation)
     await wait_for_state(bot, EscalationState.STOPPED)
@@ -506,15 +532,14 @@ async def test_a_restart_mid_chain_carries_on_without_dialling_a_step_twice(
 
     clock.advance(91)  # Alice's deadline passed while the bot was down
     second, _ = await start(bot_factory, clock=clock)  # the same database
-    await wait_for_post(second, "No answer from <@U0ALICE> after 90 s — calling <@U0BOB>.")
     await second.evo.wait_for_posts(2)
+    await wait_for_edit(second, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer")
     assert hung_up(second, session_of(second, ALICE))
     assert dialled(second) == [ALICE, BOB]  # Alice once, Bob once
     await wait_for_edit(second, escalation, "<@U0BOB> (+1 814 ••• 3094) — 📞 calling…")
 
-    second.evo.set_session_state(session_of(second, BOB), callState="Connected")
-    await wait_for_post(second, "✅ <@U0BOB> answered — escalation stopped.")
-    await wait_for_edit(second, escalation, "<@U0BOB> answered.")
+    await click_ack(second, await page_of(second, "U0BOB"), user_id="U0BOB")
+    await wait_for_edit(second, escalation, "<@U0BOB> acknowledged at")
     await second.settle()
     assert dialled(second) == [ALICE, BOB]
     texts = [m.text or "" for m in posts_in(second, CHANNEL, message.ts)]
@@ -533,11 +558,12 @@ async def test_a_restart_while_dialling_never_dials_that_step_again(
 
     clock.advance(91)
     second, _ = await start(bot_factory, clock=clock)
-    post = await wait_for_post(second, "The bot restarted while calling <@U0ALICE>")
-    assert "not calling them again — calling <@U0BOB>." in post.params["text"]
+    escalation = await escalation_message(second)
+    await wait_for_edit(second, escalation,
+                        "1. <@U0ALICE> — ❔ may have rung (the bot restarted while calling)")
     await second.evo.wait_for_posts(2)
     assert dialled(second) == [ALICE, BOB]
-    assert post.params["thread_ts"] == message.ts
+    assert escalation.thread_ts == message.ts
 
 
 @on_both_databases

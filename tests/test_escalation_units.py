@@ -9,6 +9,8 @@ import pytest
 
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_store import (
+    AckMode,
+    AckVia,
     Escalation,
     EscalationState,
     EscalationStore,
@@ -124,16 +126,18 @@ async def test_a_steps_outcome_is_final_once_recorded(store: EscalationStore) ->
     assert (step.outcome, step.number_masked, step.call_id) == ("no_answer", "+1 814 ••• 3093", 7)
 
 
-def _escalation(state: str, step: int = 0, reason: str | None = None) -> Escalation:
-    return Escalation(
+def _escalation(state: str, step: int = 0, reason: str | None = None,
+                **extra: object) -> Escalation:
+    values: dict[str, object] = dict(
         id=3, request_key="k", created_at=1.0, team_id="T0", requester_id="U0ADMIN",
         channel_id="C0OPS", thread_ts="1.1", message_ts="1.2", origin="global_shortcut",
         flow_id="flow-esc", flow_name="Escalation <b>", reason=reason, answer_timeout=90.0,
         people=(Target("U0ALICE", "rotation"), Target("U0BOB", "rotation"),
                 Target("U0MANAGER", "escalate_to")),
         step=step, step_started_at=None, step_deadline=None, step_call_id=None, state=state,
-        answered_by="U0BOB", stopped_by="U0LEAD1",
+        answered_by="U0BOB", stopped_by="U0LEAD1", ack_mode=AckMode.ACKNOWLEDGE,
     )
+    return Escalation(**{**values, **extra})  # type: ignore[arg-type]
 
 
 def test_the_escalation_message_shows_every_person_and_stop_while_running() -> None:
@@ -149,7 +153,11 @@ def test_the_escalation_message_shows_every_person_and_stop_while_running() -> N
         "3. <@U0MANAGER> (escalate_to) — ⏳ next",
     ]
     [actions] = [b for b in running.blocks if b["type"] == "actions"]
-    assert actions["elements"][0]["value"] == "3"
+    assert [e["action_id"] for e in actions["elements"]] == [
+        views.ACK_ESCALATION_ACTION, views.STOP_ESCALATION_ACTION]
+    assert {e["value"] for e in actions["elements"]} == {"3"}
+    assert "90 s to acknowledge" in running.text or "90 s to acknowledge" in json.dumps(
+        running.blocks, ensure_ascii=False)
 
     answered = views.escalation_message(_escalation(EscalationState.ANSWERED, step=1), steps + [
         Step(1, "U0BOB", StepOutcome.ANSWERED, "+1 814 ••• 3094", 2)])
@@ -161,15 +169,68 @@ def test_the_escalation_message_shows_every_person_and_stop_while_running() -> N
     assert not [b for b in stopping.blocks if b["type"] == "actions"]
 
 
-def test_thread_posts_say_who_is_next() -> None:
-    alice, bob = Target("U0ALICE", "rotation"), Target("U0MANAGER", "escalate_to")
-    text = views.step_ended(alice, StepOutcome.NO_ANSWER, answer_timeout=90, following=bob).text
-    assert text == "No answer from <@U0ALICE> after 90 s — calling <@U0MANAGER> (escalate_to)."
-    text = views.step_ended(bob, StepOutcome.FAILED, answer_timeout=90, following=None,
-                            detail="Evo Voice <failed>").text
-    assert text == "⚠️ Couldn't call <@U0MANAGER>: Evo Voice &lt;failed&gt; — nobody left to call."
+def test_an_acknowledged_escalation_says_who_when_and_how() -> None:
+    steps = [Step(0, "U0ALICE", StepOutcome.NOT_ACKNOWLEDGED, "+1 814 ••• 3093", 1),
+             Step(1, "U0BOB", StepOutcome.CALLED_OFF, "+1 814 ••• 3094", 2)]
+    done = views.escalation_message(_escalation(
+        EscalationState.ACKNOWLEDGED, step=1, acknowledged_by="U0ALICE",
+        acknowledged_at=1_773_151_200.0, acknowledged_via=AckVia.BUTTON, acknowledged_step=1,
+    ), steps)
+    assert done.text.startswith(
+        "✅ *On-call escalation* by <@U0ADMIN>: <@U0ALICE> acknowledged at "
+        "<!date^1773151200^{date_short_pretty} {time}|2026-03-10 14:00 UTC>.")
+    lines = done.text.splitlines()
+    assert ("1. <@U0ALICE> (+1 814 ••• 3093) — ❌ the call was answered but not acknowledged "
+            "(voicemail?) · ✅ acknowledged") in lines
+    assert "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ call ended: someone else acknowledged" in lines
+    assert not [b for b in done.blocks if b["type"] == "actions"]
+    by_call = views.escalation_message(_escalation(
+        EscalationState.ACKNOWLEDGED, acknowledged_by="U0ALICE", acknowledged_at=5.0,
+        acknowledged_via=AckVia.OUTCOME, acknowledged_step=0), [])
+    assert "<@U0ALICE> acknowledged on the call at" in by_call.text
+
+
+def test_the_page_offers_i_m_on_it_until_the_escalation_is_over() -> None:
+    running = views.page_message(_escalation(EscalationState.RUNNING, reason="db <down>"),
+                                 "U0ALICE", 0, "https://test.slack.com/archives/C0OPS/p1")
+    text = json.dumps(running.blocks, ensure_ascii=False)
+    assert "You are being paged" in running.text and "<@U0ADMIN> escalated" in running.text
+    assert "<https://test.slack.com/archives/C0OPS/p1|the escalation in <#C0OPS>>" in text
+    assert "db &lt;down&gt;" in running.text
+    assert views.ACK_ESCALATION_ACTION in text
+    mine = views.page_message(_escalation(
+        EscalationState.ACKNOWLEDGED, acknowledged_by="U0ALICE", acknowledged_at=5.0),
+        "U0ALICE", 0, None)
+    assert mine.text.startswith("✅ You acknowledged this page at <!date^5^")
+    theirs = views.page_message(_escalation(
+        EscalationState.ACKNOWLEDGED, acknowledged_by="U0BOB", acknowledged_at=5.0),
+        "U0ALICE", 0, None)
+    assert theirs.text.startswith("✅ <@U0BOB> acknowledged") and "Nothing more" in theirs.text
+    for over in (mine, theirs):
+        assert views.ACK_ESCALATION_ACTION not in json.dumps(over.blocks)
+    # Nobody came: a late "I'm on it" still helps.
+    exhausted = views.page_message(_escalation(EscalationState.EXHAUSTED), "U0ALICE", 0, None)
+    assert views.ACK_ESCALATION_ACTION in json.dumps(exhausted.blocks)
+
+
+def test_the_only_thread_posts_are_loud_ones() -> None:
     loud = views.exhausted(_escalation(EscalationState.EXHAUSTED)).text
-    assert loud.startswith("🚨 <@U0ADMIN>") and "<@U0ALICE>, <@U0BOB>, <@U0MANAGER>" in loud
+    assert loud.startswith("🚨 <@U0ADMIN> *Nobody acknowledged the on-call escalation.*")
+    assert "<@U0ALICE>, <@U0BOB>, <@U0MANAGER>" in loud
+    answer_mode = views.exhausted(_escalation(EscalationState.EXHAUSTED, ack_mode=AckMode.ANSWER))
+    assert "*Nobody answered the on-call escalation.*" in answer_mode.text
+
+
+async def test_the_first_acknowledgement_wins(store: EscalationStore) -> None:
+    esc = await store.create(people=[Target("U0ALICE", "rotation")], **_new())
+    assert esc is not None
+    assert await store.acknowledge(esc.id, by="U0ALICE", at=5.0, via=AckVia.BUTTON)
+    assert not await store.acknowledge(esc.id, by="U0BOB", at=6.0, via=AckVia.BUTTON)
+    got = await store.get(esc.id)
+    assert got is not None and got.state == EscalationState.ACKNOWLEDGING
+    assert (got.acknowledged_by, got.acknowledged_at, got.acknowledged_via) == (
+        "U0ALICE", 5.0, "button")
+    assert [e.id for e in await store.active()] == [esc.id]  # a restart finishes it
 
 
 def test_a_submission_is_read_back_shape_checked() -> None:

@@ -185,3 +185,25 @@ async def test_startup_accepts_an_oncall_flow_by_alias(bot_factory: BotFactory) 
     policy = POLICY + '\n[oncall]\nflow = "page"\nrotation = ["U0MANAGER"]\n'
     bot = await bot_factory("http", policy=policy)
     assert bot.runtime.ready
+
+
+def test_acknowledgement_is_required_by_default(tmp_path: Path) -> None:
+    oncall = load(ISSUE_EXAMPLE, tmp_path).oncall
+    assert oncall is not None
+    assert oncall.ack == "acknowledge" and oncall.acknowledges and oncall.ack_outcomes == ()
+    assert not oncall.is_ack_outcome("Acknowledged")
+
+
+def test_ack_modes_and_outcomes(tmp_path: Path) -> None:
+    oncall = load(ISSUE_EXAMPLE + 'ack = "Answer"\nack_outcomes = ["Acknowledged", "Pressed 1"]\n',
+                  tmp_path).oncall
+    assert oncall is not None and oncall.ack == "answer" and not oncall.acknowledges
+    assert oncall.is_ack_outcome(" acknowledged ") and oncall.is_ack_outcome("PRESSED 1")
+    assert not oncall.is_ack_outcome("Completed") and not oncall.is_ack_outcome(None)
+
+
+def test_a_bad_ack_setting_says_what_is_allowed(tmp_path: Path) -> None:
+    [ack] = problems_of(ISSUE_EXAMPLE + 'ack = "ring"\n', tmp_path)
+    assert ack.startswith("oncall.ack: must be \"acknowledge\"") and "\"answer\"" in ack
+    [outcomes] = problems_of(ISSUE_EXAMPLE + 'ack_outcomes = ["ok", " "]\n', tmp_path)
+    assert outcomes.startswith("oncall.ack_outcomes: lists an empty outcome")

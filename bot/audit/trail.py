@@ -59,6 +59,7 @@ class EventKind(StrEnum):
     HANG_UP_FAILED = "hang_up_failed"
     CALLED_AGAIN = "called_again"
     UNFOLLOWED = "unfollowed"  # following stopped before the call was seen to end
+    ACKNOWLEDGED = "acknowledged"  # an on-call page was acknowledged (by actor_id; reason: how)
 
 
 RESULT_KINDS = frozenset({EventKind.PLACED, EventKind.FAILED, EventKind.UNKNOWN, EventKind.UNTOLD})

@@ -451,10 +451,14 @@ class CallFollower:
                 "call_id": call.id, "session_id": call.session_id, "outcome": verdict})
             await self._refresh_until_shown(call.id)
             return _Step.DONE
-        if state == call.state and not newly_answered and answered_by == call.answered_by:
+        # A flow may set its outcome before the call ends (an on-call acknowledgement after
+        # "press 1"): kept at once, for whoever waits on it (bot.oncall.escalation).
+        outcome = _clip(session.outcome) or call.outcome
+        if (state == call.state and not newly_answered and answered_by == call.answered_by
+                and outcome == call.outcome):
             return _Step.SAME
         await self._store.update(
-            call.id, state=str(state), answered=answered, answered_by=answered_by
+            call.id, state=str(state), answered=answered, answered_by=answered_by, outcome=outcome
         )
         logger.info("call %s: %s", call.id, state,
                     extra={"call_id": call.id, "session_id": call.session_id})

@@ -7,6 +7,8 @@
               ack under their fields; a valid view is claimed (one chain per view, however often
               Escalate is pressed), the ack closes the modal, the chain starts in the background
     stop      ack → `EscalationService.stop_clicked` (which checks who clicked)
+    I'm on it ack → `EscalationService.ack_clicked` (which checks who clicked); even while the bot
+              restarts: the acknowledgement is written at once and the next start acts on it
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ def register(app: AsyncApp) -> None:
     app.global_shortcut(forms.ESCALATE_GLOBAL_SHORTCUT_ID)(on_global_shortcut)
     app.view_submission(forms.ESCALATION_FORM_CALLBACK_ID)(on_escalation_submitted)
     app.action(forms.STOP_ESCALATION_ACTION)(on_stop_escalation)
+    app.action(forms.ACK_ESCALATION_ACTION)(on_acknowledge)
 
 
 # ------------------------------------------------------------------------------------- opening
@@ -275,3 +278,27 @@ async def on_stop_escalation(
     services.tasks.spawn(services.escalations.stop_clicked(click),
                          name=f"stop escalation by {click.user_id}")
 
+
+
+# ------------------------------------------------------------------------------- acknowledging
+
+
+async def on_acknowledge(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+    await ack()
+    services: Services = context["services"]
+    click = button_click_from(body)
+
+    async def may_escalate(user_id: str) -> bool:
+        try:
+            await services.access.require(user_id, action=ACTION)
+        except (RoleDenied, GroupLookupFailed):
+            return False
+        return True
+
+    acknowledging = services.escalations.ack_clicked(click, may_escalate=may_escalate)
+    if services.tasks.closed:
+        # Restarting: nobody may be left believing their "I'm on it" was lost. The row is written
+        # now, within this request; the next start hangs up and finishes the escalation.
+        await acknowledging
+        return
+    services.tasks.spawn(acknowledging, name=f"acknowledgement by {click.user_id}")

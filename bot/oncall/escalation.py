@@ -1,11 +1,21 @@
-"""On-call escalation: call the people on call one after another until somebody answers.
+"""On-call escalation: page the people on call one after another until somebody acknowledges.
 
     start()         a checked request becomes a chain: the order of people is frozen
                     (`OnCall.chain(now)`: who is on call, the rest of the rotation, `escalate_to`),
-                    the escalation's message is posted in its thread, and the chain runs
+                    so is what ends a step (`[oncall] ack`), the escalation's message is posted in
+                    its thread, and the chain runs
     resume()        at start-up, chains that were running go on where they were
+    ack_clicked()   I'm on it, on a page (the person's DM) or on the escalation's message
     stop_clicked()  the Stop escalation button
     stop()          at shutdown: the chains pause (their rows stay; the next start resumes them)
+
+What ends a step. With `ack = "acknowledge"` (the default) only an acknowledgement does: I'm on it,
+clicked by a paged person or anyone allowed to escalate, or the call's session `outcome` being one
+of `[oncall] ack_outcomes` (set by the team's Evo Voice flow, e.g. after "press 1"). A call that
+connects and ends without one (voicemail, a pocket answer) moves the chain on at once; one still
+connected at the deadline is left alone (the person may still be listening) and the chain moves
+on. With `ack = "answer"` the call connecting ends the chain, as before acknowledgements existed;
+I'm on it works in both modes. The mode is frozen in the escalation's row when it starts.
 
 Each chain is one task driving one row of the database (bot.escalation_store). A step:
 
@@ -16,9 +26,11 @@ Each chain is one task driving one row of the database (bot.escalation_store). A
     2. the person's number is read again (`phones.lookup`): none usable → "⏭ Skipping @x: reason",
        next step. Else the call goes through `CallService` (checks, audit trail, the follower)
        into the escalation's thread.
-    3. wait, reading the call's row (the follower keeps it up to date), until the call is answered
-       (→ "@x answered — escalation stopped"), ends unanswered, or the deadline passes
-       (→ "No answer from @x after 90 s — calling @y").
+    3. the person gets a direct message (the page: reason, who asked, a link to the thread,
+       I'm on it), after the call is placed: nothing on Slack's side delays a dial
+    4. wait, reading the call's row (the follower keeps it up to date), until the step is
+       acknowledged (or, `ack = "answer"`, the call connects), the call ends without that, or the
+       deadline passes; the escalation's message shows how the step went, and the next begins.
 
 A call still ringing when its deadline passes is hung up (`DELETE /sessions/{id}`) before the next
 person is called, so one page never rings two phones at once; just before, the session is read
@@ -30,9 +42,15 @@ is the one written at the start. A step begun but whose call was not recorded (t
 while dialling) is not dialled again: the chain waits out its deadline and says it can't tell
 whether that phone rang.
 
-Every post in the thread that reports a step's end, or the chain's, is made under its own claim,
-so a restart never posts it twice. The escalation's own message is drawn from the rows and edited
-only when the drawing changes, like a call's status message.
+An acknowledgement is a compare-and-set on the row (`acknowledge`: the first one wins and is
+kept, with who, when and how); the chain then winds down like Stop: a call still ringing is hung
+up, nobody else is called. A click that lands while the bot is restarting is still written, and
+the next start finishes the job (the row is in an active state).
+
+The thread stays calm: the escalation's own message is drawn from the rows and edited in place
+(each person, how their step went, who acknowledged), like a call's status message; the only post
+is the final broadcast when nobody acknowledged (made under a claim, so a restart never repeats it).
+The pages are edited too once the escalation is over.
 """
 
 from __future__ import annotations
@@ -55,13 +73,16 @@ from bot.calls.service import CallService
 from bot.calls.store import CallState, CallStore, TrackedCall
 from bot.config import KNOWN_ROLES
 from bot.errors import CallbotError, RoleDenied, describe, describe_any, log_unexpected
-from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, Session
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_store import (
     ACTIVE_STATES,
+    AckMode,
+    AckVia,
     Escalation,
     EscalationState,
     EscalationStore,
+    Page,
     StepOutcome,
     Target,
 )
@@ -85,6 +106,29 @@ class EscalationOver(CallbotError):
     user_message = "This escalation is already over; there is nothing to stop."
 
 
+class NotAllowedToAcknowledge(CallbotError):
+    user_message = (
+        "You can't acknowledge this page: only the people it pages, and those allowed to "
+        "escalate to on-call, may."
+    )
+
+
+class AlreadyAcknowledged(CallbotError):
+    def __init__(self, by: str, at: float, *, you: bool) -> None:
+        when = views.slack_time(at)
+        who = "You" if you else f"<@{by}>"
+        super().__init__(
+            f"{who} acknowledged this page first, at {when}. Nobody else is being called."
+        )
+
+
+class AcknowledgedTooLate(CallbotError):
+    user_message = (
+        "This escalation is already over (it was stopped, or could not go on), so there is "
+        "nothing to acknowledge. Escalate again if someone still needs to come."
+    )
+
+
 @dataclass(frozen=True)
 class EscalationRequest:
     """A checked request to escalate (the form validated it): where, by whom, with which flow."""
@@ -102,7 +146,8 @@ class EscalationRequest:
 
 
 class _Verdict(Enum):
-    ANSWERED = "answered"
+    ANSWERED = "answered"  # `ack = "answer"`: the call connected
+    ACK_OUTCOME = "ack_outcome"  # the session's outcome is one of ack_outcomes
     ENDED = "ended"  # the call ended (or failed) unanswered
     TIMED_OUT = "timed_out"
     STATE_CHANGED = "state_changed"  # stopped, or no longer at this step
@@ -127,6 +172,8 @@ class EscalationService:
         clock: Callable[[], float] = time.time,
         pause: Callable[[asyncio.Event, float], Awaitable[None]] = wait_or_wake,
         on_finished: Callable[[str], None] | None = None,
+        on_paged: Callable[[], None] | None = None,
+        on_acknowledged: Callable[[str, float], None] | None = None,
     ) -> None:
         self.store = store
         self._oncall = oncall
@@ -144,6 +191,9 @@ class EscalationService:
         self.clock = clock
         self._pause = pause
         self._on_finished = on_finished
+        # Metrics: a person paged; an acknowledgement (how, seconds since the escalation began).
+        self._on_paged = on_paged
+        self._on_acknowledged = on_acknowledged
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake: dict[int, asyncio.Event] = {}
         self._locks: dict[int, asyncio.Lock] = {}
@@ -173,6 +223,7 @@ class EscalationService:
             flow_name=request.flow_name,
             reason=request.reason,
             answer_timeout=float(policy.answer_timeout),
+            ack_mode=str(AckMode(policy.ack)),
         )
         if escalation is None:
             logger.info("repeated escalation request %s ignored", request.request_key)
@@ -283,6 +334,9 @@ class EscalationService:
             if escalation.state == EscalationState.STOPPING:
                 await self._finish_stopped(escalation)
                 return
+            if escalation.state == EscalationState.ACKNOWLEDGING:
+                await self._finish_acknowledged(escalation)
+                return
             if escalation.state != EscalationState.RUNNING:
                 return
             target = escalation.target
@@ -305,9 +359,11 @@ class EscalationService:
             if verdict == _Verdict.ANSWERED:
                 await self._finish_answered(escalation, target)
                 return
-            if verdict in (_Verdict.ENDED, _Verdict.TIMED_OUT):
+            if verdict == _Verdict.ACK_OUTCOME:
+                await self._acknowledged_by_call(escalation, target, call)
+            elif verdict in (_Verdict.ENDED, _Verdict.TIMED_OUT):
                 await self._end_step(escalation, target, verdict, call)
-            # STATE_CHANGED: look again; CLOSING: the loop ends.
+            # ACK_OUTCOME, STATE_CHANGED: look again; CLOSING: the loop ends.
         logger.info("escalation %s paused: the bot is stopping", escalation_id)
 
     async def _place_step(self, escalation: Escalation, target: Target) -> None:
@@ -353,18 +409,14 @@ class EscalationService:
             # The phone rings from now: a slow Evo Voice must not eat into the answer time.
             await self.store.set_step_call(escalation.id, n, result.call_id,
                                            self.clock() + escalation.answer_timeout)
-        if result.outcome in (Outcome.PLACED, Outcome.UNKNOWN) and result.call_id is not None:
+        if result.outcome in (Outcome.PLACED, Outcome.UNKNOWN):
+            # Without a call id its status can't be followed: nothing to wait on but the clock.
             await self.store.record_step(escalation.id, n, target.user_id, StepOutcome.CALLING,
                                          number_masked=masked, call_id=result.call_id)
             await self.refresh(escalation.id)
+            await self._page(escalation, target)
             return
         detail = describe(result.error) if result.error is not None else "the call was not placed"
-        if result.outcome in (Outcome.PLACED, Outcome.UNKNOWN):
-            # Placed, but its status can't be followed: nothing to wait on but the clock.
-            await self.store.record_step(escalation.id, n, target.user_id, StepOutcome.CALLING,
-                                         number_masked=masked)
-            await self.refresh(escalation.id)
-            return
         await self._conclude_step(escalation, target, StepOutcome.FAILED, detail=detail,
                                   number_masked=masked, call_id=result.call_id)
 
@@ -378,7 +430,9 @@ class EscalationService:
                 return _Verdict.STATE_CHANGED, None
             call = (await self._callstore.get(current.step_call_id)
                     if current.step_call_id is not None else None)
-            if call is not None and call.answered:
+            if call is not None and self._is_ack_outcome(call.outcome):
+                return _Verdict.ACK_OUTCOME, call
+            if call is not None and call.answered and not current.acknowledges:
                 return _Verdict.ANSWERED, call
             if call is not None and call.is_final:
                 return _Verdict.ENDED, call
@@ -394,15 +448,27 @@ class EscalationService:
         self, escalation: Escalation, target: Target, verdict: _Verdict, call: TrackedCall | None
     ) -> None:
         note = None
+        answered = call is not None and call.answered
         if verdict == _Verdict.TIMED_OUT:
-            if call is not None and await self._answered_just_now(call):
+            fresh = await self._session_now(call) if call is not None else None
+            if fresh is not None and self._is_ack_outcome(fresh.outcome):
+                await self._acknowledged_by_call(escalation, target, call, fresh.outcome)
+                return
+            answered = answered or (
+                fresh is not None and classify(fresh, call.state if call else None)
+                == CallState.CONNECTED)
+            if answered and not escalation.acknowledges:
                 await self._finish_answered(escalation, target)
                 return
-            why = f"no answer in {views.seconds(escalation.answer_timeout)}"
-            note = await self._hang_up_unanswered(call, why)
+            if not answered:
+                why = f"no answer in {views.seconds(escalation.answer_timeout)}"
+                note = await self._hang_up_unanswered(call, why)
+            # A call connected but not acknowledged is left on: the person may still be listening.
         if escalation.step_call_id is None and not await self._step_recorded(escalation):
             # Claimed by a bot that stopped before recording the call: it may have rung.
             outcome = StepOutcome.UNKNOWN
+        elif answered:
+            outcome = StepOutcome.NOT_ACKNOWLEDGED
         elif verdict == _Verdict.TIMED_OUT:
             outcome = StepOutcome.NO_ANSWER
         elif call is not None and call.state == CallState.FAILED:
@@ -410,7 +476,7 @@ class EscalationService:
         else:
             outcome = StepOutcome.ENDED
         detail = call.note if call is not None and outcome == StepOutcome.FAILED else None
-        await self._conclude_step(escalation, target, outcome, detail=detail, note=note)
+        await self._conclude_step(escalation, target, outcome, detail=note or detail)
 
     async def _conclude_step(
         self,
@@ -419,35 +485,36 @@ class EscalationService:
         outcome: StepOutcome,
         *,
         detail: str | None = None,
-        note: str | None = None,
         number_masked: str | None = None,
         call_id: int | None = None,
     ) -> None:
-        """Record the step's outcome, say it in the thread (once), move on to the next person."""
+        """Record the step's outcome and move on to the next person; the escalation's message
+        shows it (no post in the thread: one message edited in place keeps the thread calm)."""
         n = escalation.step
         await self.store.record_step(escalation.id, n, target.user_id, outcome, detail=detail,
                                      number_masked=number_masked, call_id=call_id)
-        following = escalation.people[n + 1] if n + 1 < len(escalation.people) else None
-        if await self._claims.claim(f"escalation:{escalation.id}:step:{n}:end"):
-            await self._post(escalation, views.step_ended(
-                target, outcome, answer_timeout=escalation.answer_timeout, following=following,
-                detail=detail, note=note,
-            ))
+        logger.info("escalation %s: step %d (%s) %s", escalation.id, n + 1, target.user_id,
+                    outcome)
         await self.store.advance(escalation.id, n)
         await self.refresh(escalation.id)
 
     async def _step_recorded(self, escalation: Escalation) -> bool:
         return any(step.step == escalation.step for step in await self.store.steps(escalation.id))
 
-    async def _answered_just_now(self, call: TrackedCall) -> bool:
-        """Read the session fresh at the deadline: the follower may not have seen an answer yet."""
+    async def _session_now(self, call: TrackedCall) -> Session | None:
+        """Read the session fresh at the deadline: the follower may not have seen an answer, or
+        an acknowledging outcome, yet."""
         if call.session_id is None or call.is_final:
-            return False
+            return None
         try:
-            session = await self._evo.get_session(call.session_id)
+            return await self._evo.get_session(call.session_id)
         except EvoVoiceError:
+            return None
+
+    def _is_ack_outcome(self, outcome: str | None) -> bool:
+        if not outcome or not self._oncall.configured:
             return False
-        return classify(session, call.state) == CallState.CONNECTED
+        return self._oncall.policy.is_ack_outcome(outcome)
 
     async def _hang_up_unanswered(self, call: TrackedCall | None, why: str) -> str | None:
         """Hang up a call that is still ringing; a note for the thread when that didn't work."""
@@ -469,28 +536,87 @@ class EscalationService:
         self._follower.poke(call.id)
         return None
 
-    async def _record_call_event(self, call: TrackedCall, kind: EventKind, reason: str) -> None:
+    async def _record_call_event(
+        self, call: TrackedCall, kind: EventKind, reason: str, *, actor_id: str | None = None
+    ) -> None:
         if self._audit is None or call.attempt_id is None:
             return
         try:
             await self._audit.event(call.attempt_id, kind, reason=reason,
-                                    session_id=call.session_id)
+                                    session_id=call.session_id, actor_id=actor_id)
         except Exception:
             logger.exception("recording %s of call %s failed", kind, call.id)
 
     # ---------------------------------------------------------------------------- the end
 
     async def _finish_answered(self, escalation: Escalation, target: Target) -> None:
+        """`ack = "answer"`: the call connecting is the acknowledgement."""
         await self.store.record_step(escalation.id, escalation.step, target.user_id,
                                      StepOutcome.ANSWERED)
-        if await self._claims.claim(f"escalation:{escalation.id}:end"):
-            await self._post(escalation, views.answered(target.user_id))
+        now = self.clock()
         if await self.store.set_state(escalation.id, {EscalationState.RUNNING},
                                       EscalationState.ANSWERED, answered_by=target.user_id,
-                                      finished_at=self.clock()):
+                                      finished_at=now):
             logger.info("escalation %s: %s answered", escalation.id, target.user_id)
             self._finished(EscalationState.ANSWERED)
+            if self._on_acknowledged is not None:
+                self._on_acknowledged(str(AckVia.ANSWER), now - escalation.created_at)
         await self.refresh(escalation.id)
+
+    async def _acknowledged_by_call(
+        self, escalation: Escalation, target: Target, call: TrackedCall | None,
+        outcome: str | None = None,
+    ) -> None:
+        """The step's call reports an outcome listed in ack_outcomes: its person acknowledged."""
+        if await self.store.acknowledge(escalation.id, by=target.user_id, at=self.clock(),
+                                        via=AckVia.OUTCOME):
+            logger.info("escalation %s: %s acknowledged through the call (outcome %r)",
+                        escalation.id, target.user_id, outcome or (call.outcome if call else None))
+
+    async def _finish_acknowledged(self, escalation: Escalation) -> None:
+        """Somebody acknowledged: nobody else is called; a call still ringing is hung up."""
+        by = escalation.acknowledged_by or ""
+        target = escalation.target
+        if target is not None and escalation.step_started_at is not None:
+            call = (await self._callstore.get(escalation.step_call_id)
+                    if escalation.step_call_id is not None else None)
+            note = None
+            if call is not None and not call.answered and not call.is_final:
+                note = await self._hang_up_unanswered(call, f"acknowledged by {by}")
+            outcome = (StepOutcome.ACKNOWLEDGED if target.user_id == by
+                       else StepOutcome.CALLED_OFF)
+            await self.store.record_step(escalation.id, escalation.step, target.user_id, outcome,
+                                         detail=note)
+        await self._record_acknowledgement(escalation)
+        if await self.store.set_state(escalation.id, {EscalationState.ACKNOWLEDGING},
+                                      EscalationState.ACKNOWLEDGED, finished_at=self.clock()):
+            logger.info("escalation %s acknowledged by %s (%s)", escalation.id, by,
+                        escalation.acknowledged_via)
+            self._finished(EscalationState.ACKNOWLEDGED)
+        await self.refresh(escalation.id)
+
+    async def _record_acknowledgement(self, escalation: Escalation) -> None:
+        """The audit trail (on the acknowledging person's call, else the current step's) and
+        the metrics; once, whatever restarts in between."""
+        if not await self._claims.claim(f"escalation:{escalation.id}:acknowledged"):
+            return
+        by, at = escalation.acknowledged_by or "", escalation.acknowledged_at or self.clock()
+        if self._on_acknowledged is not None:
+            self._on_acknowledged(str(escalation.acknowledged_via or AckVia.BUTTON),
+                                  max(0.0, at - escalation.created_at))
+        steps = await self.store.steps(escalation.id)
+        call_ids = [s.call_id for s in steps if s.user_id == by and s.call_id is not None]
+        call_ids += [escalation.step_call_id] if escalation.step_call_id is not None else []
+        if not call_ids:
+            return
+        call = await self._callstore.get(call_ids[0])
+        if call is not None:
+            how = ("I'm on it" if escalation.acknowledged_via == AckVia.BUTTON
+                   else f"call outcome {call.outcome!r}")
+            await self._record_call_event(
+                call, EventKind.ACKNOWLEDGED,
+                f"escalation {escalation.id} acknowledged by {by} ({how})", actor_id=by,
+            )
 
     async def _finish_exhausted(self, escalation: Escalation) -> None:
         if await self._claims.claim(f"escalation:{escalation.id}:end"):
@@ -502,19 +628,14 @@ class EscalationService:
         await self.refresh(escalation.id)
 
     async def _finish_stopped(self, escalation: Escalation) -> None:
-        note, hung_up = None, None
         target = escalation.target
         if target is not None and escalation.step_started_at is not None:
             call = (await self._callstore.get(escalation.step_call_id)
                     if escalation.step_call_id is not None else None)
             if call is not None and not call.answered and not call.is_final:
                 note = await self._hang_up_unanswered(call, "escalation stopped")
-                hung_up = target.user_id if note is None else None
                 await self.store.record_step(escalation.id, escalation.step, target.user_id,
-                                             StepOutcome.STOPPED)
-        if await self._claims.claim(f"escalation:{escalation.id}:end"):
-            await self._post(escalation, views.stopped(escalation.stopped_by or "",
-                                                       hung_up=hung_up, note=note))
+                                             StepOutcome.STOPPED, detail=note)
         if await self.store.set_state(escalation.id, {EscalationState.STOPPING},
                                       EscalationState.STOPPED, finished_at=self.clock()):
             logger.info("escalation %s stopped by %s", escalation.id, escalation.stopped_by)
@@ -533,7 +654,84 @@ class EscalationService:
         if self._on_finished is not None:
             self._on_finished(str(state))
 
-    # --------------------------------------------------------------------------- the button
+    # ------------------------------------------------------------------------------ the page
+
+    async def _page(self, escalation: Escalation, target: Target) -> None:
+        """The person's direct message: once per step, however often the bot restarts."""
+        n = escalation.step
+        if not await self._claims.claim(f"escalation:{escalation.id}:step:{n}:page"):
+            return
+        if self._on_paged is not None:
+            self._on_paged()
+        link = (await self._notifier.permalink(escalation.channel_id, escalation.message_ts)
+                if escalation.message_ts is not None else None)
+        current = await self.store.get(escalation.id) or escalation
+        message = views.page_message(current, target.user_id, n, link)
+        posted = await self._notifier.direct_message(target.user_id, message)
+        if posted is None:
+            logger.warning("escalation %s: the page to %s could not be sent", escalation.id,
+                           target.user_id)
+            return
+        channel, ts = posted
+        await self.store.add_page(Page(escalation.id, n, target.user_id, channel, ts, link,
+                                       digest(message)))
+
+    # --------------------------------------------------------------------------- the buttons
+
+    async def ack_clicked(self, click: ButtonClick, *, may_escalate: Callable[
+            [str], Awaitable[bool]] | None = None) -> None:
+        """I'm on it: by a person the escalation pages, or anyone allowed to escalate
+        (`may_escalate`). The first acknowledgement wins; a later click hears whose it was."""
+        try:
+            escalation = await self._load(click, pages=True)
+            if click.user_id not in {t.user_id for t in escalation.people} and not (
+                may_escalate is not None and await may_escalate(click.user_id)
+            ):
+                logger.info("acknowledgement of escalation %s refused to %s", escalation.id,
+                            click.user_id)
+                raise NotAllowedToAcknowledge()
+            now = self.clock()
+            if await self.store.acknowledge(escalation.id, by=click.user_id, at=now,
+                                            via=AckVia.BUTTON):
+                logger.info("escalation %s: acknowledged by %s", escalation.id, click.user_id)
+                if escalation.id in self._tasks:
+                    self.poke(escalation.id)
+                else:
+                    self._spawn(escalation.id)
+                return
+            if await self.store.acknowledge(
+                escalation.id, by=click.user_id, at=now, via=AckVia.BUTTON,
+                before={EscalationState.EXHAUSTED}, after=EscalationState.ACKNOWLEDGED,
+            ):
+                await self._acknowledged_after_exhausted(escalation.id)
+                return
+            current = await self.store.get(escalation.id)
+            if current is not None and current.acknowledged_by is not None:
+                raise AlreadyAcknowledged(current.acknowledged_by,
+                                          current.acknowledged_at or now,
+                                          you=current.acknowledged_by == click.user_id)
+            if current is not None and current.state == EscalationState.ANSWERED:
+                raise AlreadyAcknowledged(current.answered_by or "",
+                                          current.finished_at or now, you=False)
+            raise AcknowledgedTooLate()
+        except CallbotError as exc:
+            await self._notifier.tell(
+                user_id=click.user_id, channel_id=click.channel_id,
+                response_url=click.response_url,
+                message=common_views.refusal(describe(exc)),
+            )
+
+    async def _acknowledged_after_exhausted(self, escalation_id: int) -> None:
+        """Everybody was tried and the channel was told nobody came; now somebody has."""
+        escalation = await self.store.get(escalation_id)
+        if escalation is None:
+            return
+        logger.info("escalation %s: acknowledged by %s after everybody was tried",
+                    escalation.id, escalation.acknowledged_by)
+        await self._record_acknowledgement(escalation)
+        if await self._claims.claim(f"escalation:{escalation.id}:late-ack"):
+            await self._post(escalation, views.acknowledged_late(escalation), broadcast=True)
+        await self.refresh(escalation.id)
 
     async def stop_clicked(self, click: ButtonClick) -> None:
         """Stop escalation: the requester, or a Manager/SystemAdministrator."""
@@ -562,13 +760,20 @@ class EscalationService:
         else:
             self._spawn(escalation.id)
 
-    async def _load(self, click: ButtonClick) -> Escalation:
+    async def _load(self, click: ButtonClick, *, pages: bool = False) -> Escalation:
+        """The escalation a button names, if the click came from its message (or, `pages`,
+        from one of its pages); ButtonExpired otherwise."""
         escalation = await self.store.get(click.row_id())
-        if escalation is None or not click.came_from(
-            escalation.team_id, escalation.channel_id, escalation.message_ts
-        ):
+        if escalation is None:
             raise ButtonExpired()
-        return escalation
+        if click.came_from(escalation.team_id, escalation.channel_id, escalation.message_ts):
+            return escalation
+        if pages and any(
+            click.came_from(escalation.team_id, page.channel_id, page.message_ts)
+            for page in await self.store.pages(escalation.id)
+        ):
+            return escalation
+        raise ButtonExpired()
 
     # -------------------------------------------------------------------------- the message
 
@@ -579,14 +784,27 @@ class EscalationService:
             escalation = await self.store.get(escalation_id)
             if escalation is None or escalation.message_ts is None:
                 return
-            message = views.escalation_message(escalation, await self.store.steps(escalation_id))
+            steps = await self.store.steps(escalation_id)
+            message = views.escalation_message(escalation, steps)
             drawn = digest(message)
             if drawn != escalation.shown_digest and await self._notifier.update(
                 escalation.channel_id, escalation.message_ts, message
             ):
                 await self.store.update(escalation_id, shown_digest=drawn)
+            if escalation.state != EscalationState.RUNNING:
+                await self._refresh_pages(escalation)
         if not escalation.active and not lock.locked():
             self._locks.pop(escalation_id, None)
+
+    async def _refresh_pages(self, escalation: Escalation) -> None:
+        """Once the escalation is over (or winding down), each page says so, without a button."""
+        for page in await self.store.pages(escalation.id):
+            message = views.page_message(escalation, page.user_id, page.step, page.link)
+            drawn = digest(message)
+            if drawn != page.shown_digest and await self._notifier.update(
+                page.channel_id, page.message_ts, message
+            ):
+                await self.store.set_page_digest(escalation.id, page.step, drawn)
 
     async def _post(self, escalation: Escalation, message: common_views.Message,
                     *, broadcast: bool = False) -> None:

@@ -4,6 +4,8 @@
                        people (frozen when it started), the step it is at, that step's deadline
                        (an absolute Unix time) and call, and its state
     escalation_steps   one row per step reached: the person, the outcome, the call placed
+    escalation_pages   the direct message each person got when their step began (with I'm on
+                       it), so a click on it can be checked and the message edited at the end
 
 The chain is driven from these rows (bot.escalation), so a restarted bot carries on where the last
 one stopped. Changes that decide what happens next are compare-and-set (`begin_step`, `advance`,
@@ -23,24 +25,46 @@ from bot.storage.database import Database
 class EscalationState(StrEnum):
     RUNNING = "running"
     STOPPING = "stopping"  # Stop escalation was clicked; the chain winds down (hangs up, says so)
-    ANSWERED = "answered"
+    # Someone acknowledged (I'm on it, or a flow outcome); the chain winds down like STOPPING.
+    ACKNOWLEDGING = "acknowledging"
+    ACKNOWLEDGED = "acknowledged"
+    ANSWERED = "answered"  # `ack = "answer"`: the call connected
     STOPPED = "stopped"
     EXHAUSTED = "exhausted"  # everybody was tried, nobody answered
     FAILED = "failed"  # could not go on (no thread to post in, the requester lost their role)
 
 
-ACTIVE_STATES = frozenset({EscalationState.RUNNING, EscalationState.STOPPING})
+ACTIVE_STATES = frozenset(
+    {EscalationState.RUNNING, EscalationState.STOPPING, EscalationState.ACKNOWLEDGING}
+)
 
 
 class StepOutcome(StrEnum):
     CALLING = "calling"
     ANSWERED = "answered"
+    ACKNOWLEDGED = "acknowledged"
     NO_ANSWER = "no_answer"  # not answered within answer_timeout
+    # Connected but not acknowledged: ended (voicemail, a pocket answer) or still on at the deadline
+    NOT_ACKNOWLEDGED = "not_acknowledged"
     ENDED = "ended"  # the call ended unanswered before the timeout
     SKIPPED = "skipped"  # no usable phone number
     FAILED = "failed"  # the call was refused or could not be placed
     UNKNOWN = "unknown"  # the bot stopped while placing it: it may or may not have rung
     STOPPED = "stopped"  # Stop escalation while this step's call was ringing
+    CALLED_OFF = "called_off"  # someone else acknowledged while this step's call was ringing
+
+
+class AckMode(StrEnum):
+    """What ends a step (`[oncall] ack`), frozen in each escalation when it starts."""
+
+    ACKNOWLEDGE = "acknowledge"
+    ANSWER = "answer"
+
+
+class AckVia(StrEnum):
+    BUTTON = "button"  # I'm on it, on the page or the escalation's message
+    OUTCOME = "outcome"  # the call's session outcome is one of `ack_outcomes`
+    ANSWER = "answer"  # `ack = "answer"`: the call connected
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,16 @@ class Escalation:
     stopped_by: str | None = None
     finished_at: float | None = None
     shown_digest: str | None = None
+    ack_mode: str = AckMode.ANSWER
+    acknowledged_by: str | None = None
+    acknowledged_at: float | None = None
+    acknowledged_via: str | None = None
+    acknowledged_step: int | None = None
+
+    @property
+    def acknowledges(self) -> bool:
+        """Whether its steps need an acknowledgement (else the call connecting is enough)."""
+        return self.ack_mode == AckMode.ACKNOWLEDGE
 
     @property
     def active(self) -> bool:
@@ -101,7 +135,21 @@ _COLUMNS = tuple(f.name for f in fields(Escalation))
 _UPDATABLE = frozenset(_COLUMNS) - {
     "id", "request_key", "created_at", "team_id", "requester_id", "channel_id", "origin", "people",
     "step", "state",  # changed only by the compare-and-set methods
+    "acknowledged_by", "acknowledged_at", "acknowledged_via", "acknowledged_step",  # acknowledge()
 }
+
+
+@dataclass(frozen=True)
+class Page:
+    """The direct message a person got when their step began."""
+
+    escalation_id: int
+    step: int
+    user_id: str
+    channel_id: str
+    message_ts: str
+    link: str | None = None  # to the escalation's message
+    shown_digest: str | None = None
 
 
 def _escalation(row: Any) -> Escalation:
@@ -230,3 +278,63 @@ class EscalationStore:
             (escalation_id,),
         )
         return [_step(row) for row in rows]
+
+    async def acknowledge(
+        self, escalation_id: int, *, by: str, at: float, via: AckVia,
+        before: frozenset[str] | set[str] = frozenset({EscalationState.RUNNING}),
+        after: str = EscalationState.ACKNOWLEDGING,
+    ) -> bool:
+        """Record the first acknowledgement; False if the escalation was acknowledged already, or
+        no longer in one of `before`."""
+        states = sorted(before)
+        changed = await self._db.execute(
+            "UPDATE escalations SET state = ?, acknowledged_by = ?, acknowledged_at = ?,"
+            " acknowledged_via = ?, acknowledged_step = step"
+            f" WHERE id = ? AND acknowledged_by IS NULL AND state IN ({','.join('?' * len(states))})",
+            (after, by, at, str(via), escalation_id, *states),
+        )
+        return changed == 1
+
+    async def started_by_since(self, requester_id: str, since: float) -> int:
+        """How many escalations `requester_id` started since `since` (for their own limit)."""
+        row = await self._db.fetchone(
+            "SELECT COUNT(*) AS n FROM escalations WHERE requester_id = ? AND created_at >= ?",
+            (requester_id, since),
+        )
+        return int(row["n"]) if row is not None else 0
+
+    async def add_page(self, page: Page) -> None:
+        await self._db.execute(
+            "INSERT INTO escalation_pages"
+            " (escalation_id, step, user_id, channel_id, message_ts, link, shown_digest)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (page.escalation_id, page.step, page.user_id, page.channel_id, page.message_ts,
+             page.link, page.shown_digest),
+        )
+
+    async def pages(self, escalation_id: int) -> list[Page]:
+        rows = await self._db.fetchall(
+            "SELECT * FROM escalation_pages WHERE escalation_id = ? ORDER BY step",
+            (escalation_id,),
+        )
+        return [_page(row) for row in rows]
+
+    async def set_page_digest(self, escalation_id: int, step: int, digest: str) -> None:
+        await self._db.execute(
+            "UPDATE escalation_pages SET shown_digest = ? WHERE escalation_id = ? AND step = ?",
+            (digest, escalation_id, step),
+        )
+
+    async def recent_for(self, user_id: str, count: int) -> list[Escalation]:
+        """The latest escalations `user_id` started or was paged in, newest first."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM escalations WHERE requester_id = ? OR id IN"
+            " (SELECT escalation_id FROM escalation_steps WHERE user_id = ?)"
+            " ORDER BY created_at DESC, id DESC LIMIT ?",
+            (user_id, user_id, count),
+        )
+        return [_escalation(row) for row in rows]
+
+
+def _page(row: Any) -> Page:
+    return Page(**{f.name: row[f.name] for f in fields(Page)})

@@ -6,8 +6,10 @@ posts.
                           permalink), and, from the global shortcut, the channel
     loading_view(), notice_view()   as for the call form
     escalation_message()  the escalation's own message, drawn from its row and steps every time,
-                          with the Stop escalation button while the chain runs
-    step_ended(), answered(), stopped(), exhausted()   the posts in the thread as the chain goes on
+                          with I'm on it and Stop escalation while the chain runs
+    page_message()        the direct message a person gets when their step begins (I'm on it),
+                          redrawn once the escalation is over
+    exhausted(), acknowledged_late(), failed()   the only posts in the thread
 
 Pure functions. User text (reasons, quoted messages, reasons a number is unusable) is escaped; Slack
 user ids become mentions; numbers are always masked. Like the call form's, the modal's
@@ -16,6 +18,7 @@ user ids become mentions; numbers are always masked. Like the call form's, the m
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,7 +29,14 @@ from zoneinfo import ZoneInfo
 
 from bot.calls.form import ViewState, is_channel_id, is_response_url
 from bot.calls.form import field_errors as _field_errors
-from bot.oncall.escalation_store import Escalation, EscalationState, Step, StepOutcome, Target
+from bot.oncall.escalation_store import (
+    AckVia,
+    Escalation,
+    EscalationState,
+    Step,
+    StepOutcome,
+    Target,
+)
 from bot.oncall.roster import OnCallPerson, Source
 from bot.oncall.roster_views import local_time, reach
 from bot.slack.blocks import (
@@ -45,7 +55,10 @@ ESCALATE_MESSAGE_SHORTCUT_ID = "escalate_message"
 ESCALATE_GLOBAL_SHORTCUT_ID = "escalate_global"
 ESCALATION_FORM_CALLBACK_ID = "escalation_form"
 STOP_ESCALATION_ACTION = "escalation_stop"
+ACK_ESCALATION_ACTION = "escalation_ack"  # I'm on it, on the escalation's message and on pages
 ESCALATION_ACTIONS_BLOCK = "escalation_actions"
+PAGE_ACTIONS_BLOCK = "escalation_page_actions"
+I_M_ON_IT = "I'm on it"
 
 TITLE = "Escalate to on-call"
 SUBMIT = "Escalate"
@@ -313,6 +326,12 @@ def _step_line(escalation: Escalation, index: int, target: Target, step: Step | 
         state = "📞 calling…" if escalation.active else "– no longer followed"
     elif step.outcome == StepOutcome.ANSWERED:
         state = "✅ answered"
+    elif step.outcome == StepOutcome.ACKNOWLEDGED:
+        state = "✅ acknowledged"
+    elif step.outcome == StepOutcome.NOT_ACKNOWLEDGED:
+        state = "❌ the call was answered but not acknowledged (voicemail?)"
+    elif step.outcome == StepOutcome.CALLED_OFF:
+        state = "⏹ call ended: someone else acknowledged"
     elif step.outcome == StepOutcome.NO_ANSWER:
         state = f"❌ no answer after {timeout}"
     elif step.outcome == StepOutcome.ENDED:
@@ -325,18 +344,48 @@ def _step_line(escalation: Escalation, index: int, target: Target, step: Step | 
         state = "❔ may have rung (the bot restarted while calling)"
     else:
         state = "⏹ stopped while ringing"
+    if step is not None and step.detail and step.outcome in _NOTED_OUTCOMES:
+        state += f" {_detail(step.detail)}"
+    if escalation.acknowledged_by == target.user_id and (
+        step is None or step.outcome != StepOutcome.ACKNOWLEDGED
+    ):
+        state += " · ✅ acknowledged"
     return f"{index + 1}. {who}{number} — {state}"
+
+
+# Outcomes whose detail is a note about hanging up (e.g. "it may still ring").
+_NOTED_OUTCOMES = frozenset({
+    StepOutcome.NO_ANSWER, StepOutcome.STOPPED, StepOutcome.CALLED_OFF, StepOutcome.ACKNOWLEDGED,
+})
+
+
+def slack_time(at: float) -> str:
+    """A time every reader sees in their own time zone (Slack's `<!date>`), UTC as fallback."""
+    when = dt.datetime.fromtimestamp(at, dt.UTC)
+    return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{when:%Y-%m-%d %H:%M} UTC>"
+
+
+def _acknowledgement(escalation: Escalation) -> str:
+    """`<@bob> acknowledged at …` (and how, when it was the call)."""
+    how = " on the call" if escalation.acknowledged_via == AckVia.OUTCOME else ""
+    at = escalation.acknowledged_at
+    when = f" at {slack_time(at)}" if at is not None else ""
+    return f"<@{escalation.acknowledged_by}> acknowledged{how}{when}"
 
 
 def _headline(escalation: Escalation) -> str:
     base = f"*On-call escalation* by <@{escalation.requester_id}>"
     state = escalation.state
+    if escalation.acknowledged_by is not None:
+        late = " (after everybody was tried)" if escalation.acknowledged_step is not None and (
+            escalation.acknowledged_step >= len(escalation.people)) else ""
+        return f"✅ {base}: {_acknowledgement(escalation)}{late}."
     if state == EscalationState.ANSWERED:
         return f"✅ {base}: <@{escalation.answered_by}> answered."
     if state in (EscalationState.STOPPING, EscalationState.STOPPED):
         return f"⏹ {base}: stopped by <@{escalation.stopped_by}>."
     if state == EscalationState.EXHAUSTED:
-        return f"🚨 {base}: nobody answered."
+        return f"🚨 {base}: nobody {_reached(escalation)}."
     if state == EscalationState.FAILED:
         return f"⚠️ {base}: could not go on."
     return f"🚨 {base}"
@@ -351,7 +400,9 @@ def escalation_message(escalation: Escalation, steps: Sequence[Step]) -> Message
     ]
     footer = (
         f"Flow “{escape(escalation.flow_name)}” · each person has "
-        f"{seconds(escalation.answer_timeout)} to answer"
+        f"{seconds(escalation.answer_timeout)} to "
+        + ("acknowledge (I'm on it, here or in the page they get)" if escalation.acknowledges
+           else "answer")
     )
     blocks: list[Block] = [section(headline)]
     text_lines = [headline]
@@ -362,11 +413,14 @@ def escalation_message(escalation: Escalation, steps: Sequence[Step]) -> Message
     blocks += sections(lines)
     blocks.append(context(footer))
     text_lines += lines
+    if escalation.state == EscalationState.EXHAUSTED and escalation.acknowledged_by is None:
+        blocks.append({"type": "actions", "block_id": ESCALATION_ACTIONS_BLOCK,
+                       "elements": [_ack_button(escalation)]})
     if escalation.state == EscalationState.RUNNING:
         blocks.append({
             "type": "actions",
             "block_id": ESCALATION_ACTIONS_BLOCK,
-            "elements": [{
+            "elements": [_ack_button(escalation), {
                 "type": "button",
                 "action_id": STOP_ESCALATION_ACTION,
                 "text": plain("Stop escalation"),
@@ -385,6 +439,69 @@ def escalation_message(escalation: Escalation, steps: Sequence[Step]) -> Message
     return Message(text="\n".join(text_lines), blocks=blocks)
 
 
+def _ack_button(escalation: Escalation) -> dict[str, Any]:
+    return {
+        "type": "button",
+        "action_id": ACK_ESCALATION_ACTION,
+        "text": plain(f"✋ {I_M_ON_IT}"),
+        "style": "primary",
+        "value": str(escalation.id),
+    }
+
+
+def _reached(escalation: Escalation) -> str:
+    return "acknowledged" if escalation.acknowledges else "answered"
+
+
+# ------------------------------------------------------------------------------------- the page
+
+
+def page_message(escalation: Escalation, user_id: str, step: int, link: str | None) -> Message:
+    """The direct message paging `user_id` (step `step`): with I'm on it while it may matter,
+    and, once the escalation is over, how it ended."""
+    where = f"<{link}|the escalation in <#{escalation.channel_id}>>" if link else (
+        f"the escalation in <#{escalation.channel_id}>")
+    asked = f"<@{escalation.requester_id}> escalated to on-call: see {where}."
+    reason = f"Reason: {escape(escalation.reason)}" if escalation.reason else None
+    state = escalation.state
+    button = False
+    if escalation.acknowledged_by is not None:
+        who = "You" if escalation.acknowledged_by == user_id else (
+            f"<@{escalation.acknowledged_by}>")
+        at = escalation.acknowledged_at
+        headline = f"✅ {who} acknowledged this page" + (
+            f" at {slack_time(at)}" if at is not None else "") + "."
+        if escalation.acknowledged_by != user_id:
+            headline += " Nothing more is asked of you."
+    elif state == EscalationState.ANSWERED:
+        headline = f"✅ <@{escalation.answered_by}> answered the page. Nothing more is asked of you."
+    elif state in (EscalationState.STOPPING, EscalationState.STOPPED):
+        headline = f"⏹ <@{escalation.stopped_by}> stopped this escalation. Nothing more is asked."
+    elif state == EscalationState.EXHAUSTED:
+        headline = (f"🚨 *Nobody {_reached(escalation)} this page* and everybody was tried. If "
+                    f"you can help, click {I_M_ON_IT}.")
+        button = True
+    elif state == EscalationState.FAILED:
+        headline = "⚠️ This escalation could not go on; see the thread."
+    else:
+        headline = "📟 *You are being paged.* Your phone is ringing too."
+        button = True
+    lines = [headline, asked] + ([reason] if reason else [])
+    blocks: list[Block] = [section(headline), section(asked)]
+    if reason:
+        blocks.append(context(reason))
+    if button:
+        if state == EscalationState.RUNNING:
+            hint = (f"{I_M_ON_IT} tells everyone you are coming, and nobody else is called."
+                    if escalation.acknowledges else
+                    f"Answering the call, or {I_M_ON_IT}, tells everyone you are coming.")
+            blocks.append(context(hint))
+            lines.append(hint)
+        blocks.append({"type": "actions", "block_id": PAGE_ACTIONS_BLOCK,
+                       "elements": [_ack_button(escalation)]})
+    return Message(text="\n".join(lines), blocks=blocks)
+
+
 # ---------------------------------------------------------------------------- posts in the thread
 
 
@@ -392,56 +509,18 @@ def _line(markdown: str) -> Message:
     return Message(text=markdown, blocks=[section(markdown)])
 
 
-def step_ended(
-    target: Target,
-    outcome: StepOutcome,
-    *,
-    answer_timeout: float,
-    following: Target | None,
-    detail: str | None = None,
-    note: str | None = None,
-) -> Message:
-    """"No answer from @alice after 90 s — calling @bob." and its kin."""
-    who = f"<@{target.user_id}>"
-    if outcome == StepOutcome.NO_ANSWER:
-        line = f"No answer from {who} after {seconds(answer_timeout)}"
-    elif outcome == StepOutcome.ENDED:
-        line = f"{who} didn't answer (the call ended)"
-    elif outcome == StepOutcome.SKIPPED:
-        line = f"⏭ Skipping {who}: no usable phone number ({_detail(detail) or 'none known'})"
-    elif outcome == StepOutcome.UNKNOWN:
-        line = (f"❔ The bot restarted while calling {who}, so I can't tell whether it rang; not "
-                f"calling them again")
-    else:
-        line = f"⚠️ Couldn't call {who}: {_detail(detail)}"
-    if following is not None:
-        line += f" — calling {_who(following.user_id, following.source)}."
-    else:
-        line += " — nobody left to call."
-    if note:
-        line += f" {escape(note)}"
-    return _line(line)
-
-
-def answered(user_id: str) -> Message:
-    return _line(f"✅ <@{user_id}> answered — escalation stopped.")
-
-
-def stopped(by: str, *, hung_up: str | None = None, note: str | None = None) -> Message:
-    """`hung_up`: whose ringing call was hung up; `note`: what went wrong hanging it up."""
-    line = f"⏹ Escalation stopped by <@{by}>. Nobody else will be called."
-    if hung_up:
-        line += f" The call to <@{hung_up}> was hung up."
-    return _line(line + (f" {escape(note)}" if note else ""))
-
-
 def exhausted(escalation: Escalation) -> Message:
     tried = ", ".join(f"<@{t.user_id}>" for t in escalation.people)
     line = (
-        f"🚨 <@{escalation.requester_id}> *Nobody answered the on-call escalation.* Tried: "
-        f"{tried}. Nobody has been reached by phone: reach someone another way, or escalate again."
+        f"🚨 <@{escalation.requester_id}> *Nobody {_reached(escalation)} the on-call "
+        f"escalation.* Tried: {tried}. Nobody is known to be coming: reach someone another way, "
+        f"or escalate again."
     )
     return _line(line)
+
+
+def acknowledged_late(escalation: Escalation) -> Message:
+    return _line(f"✅ {_acknowledgement(escalation)}: they are on it.")
 
 
 def failed(escalation: Escalation, why: str) -> Message:

@@ -7,6 +7,11 @@
     callbot_evovoice_errors_total{method, route, kind}  failed attempts, by kind of failure
     callbot_rate_limit_refusals_total{limit}            requests refused by callbot's own limits
     callbot_escalations_total{outcome}                  on-call escalations, by how they ended
+                                                        (outcome="exhausted": nobody acknowledged)
+    callbot_oncall_pages_total                          people paged (their step began: DM + call)
+    callbot_oncall_acknowledgements_total{via}          escalations acknowledged: button, outcome
+                                                        (the call's flow), answer (ack = "answer")
+    callbot_oncall_time_to_acknowledge_seconds          escalation start → first acknowledgement
 
 Labels hold only bounded sets (outcomes, request kinds, routes with ids replaced by `{id}`), never a
 user, a number or a channel. To count a rate-limit refusal, call
@@ -30,8 +35,13 @@ from bot.evovoice.client import RequestObserved
 ACK_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0)
 EVOVOICE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0)
 
+# An on-call page is acknowledged within minutes, or the chain has long moved on.
+ACKNOWLEDGE_BUCKETS = (10.0, 30.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0, 900.0, 1800.0, 3600.0)
+
 # How an escalation can end (bot.escalation.EscalationState's final states).
-ESCALATION_OUTCOMES = ("answered", "stopped", "exhausted", "failed")
+ESCALATION_OUTCOMES = ("acknowledged", "answered", "stopped", "exhausted", "failed")
+# How an acknowledgement came (bot.oncall.escalation_store.AckVia).
+ACKNOWLEDGED_VIA = ("button", "outcome", "answer")
 
 _INTERACTIVE_KINDS = frozenset({
     "block_actions", "block_suggestion", "view_submission", "view_closed", "shortcut",
@@ -92,11 +102,26 @@ class Metrics:
             "callbot_escalations", "On-call escalations, by how they ended.", ["outcome"],
             registry=self.registry,
         )
+        self.pages = Counter(
+            "callbot_oncall_pages", "People paged by an on-call escalation (a step began).",
+            registry=self.registry,
+        )
+        self.acknowledgements = Counter(
+            "callbot_oncall_acknowledgements", "On-call escalations acknowledged, by how.",
+            ["via"], registry=self.registry,
+        )
+        self.time_to_acknowledge = Histogram(
+            "callbot_oncall_time_to_acknowledge_seconds",
+            "Seconds from the start of an on-call escalation to its acknowledgement.",
+            buckets=ACKNOWLEDGE_BUCKETS, registry=self.registry,
+        )
         # Known label values start at 0, so a rate() over them works before the first event.
         for outcome in Outcome:
             self.calls.labels(outcome.value)
         for ending in ESCALATION_OUTCOMES:
             self.escalations.labels(ending)
+        for via in ACKNOWLEDGED_VIA:
+            self.acknowledgements.labels(via)
 
     def command(self, command: str, outcome: CommandOutcome) -> None:
         self.commands.labels(command, outcome.value).inc()
@@ -117,6 +142,13 @@ class Metrics:
 
     def escalation_finished(self, outcome: str) -> None:
         self.escalations.labels(outcome).inc()
+
+    def oncall_paged(self) -> None:
+        self.pages.inc()
+
+    def oncall_acknowledged(self, via: str, seconds: float) -> None:
+        self.acknowledgements.labels(via).inc()
+        self.time_to_acknowledge.observe(seconds)
 
     async def serve(self, request: web.Request) -> web.Response:
         """`GET /metrics`: Prometheus' text format, or OpenMetrics when the scraper asks for it."""

@@ -301,6 +301,29 @@ class Notifier:
             logger.warning("editing a message in %s failed (%s)", channel, slack_error_code(exc))
             return False
 
+    async def direct_message(self, user_id: str, message: Message) -> tuple[str, str] | None:
+        """Post in the bot's direct messages with `user_id` (the app's Messages tab): the DM's
+        channel and the message's ts, or None if Slack refused."""
+        try:
+            response = await self._client.chat_postMessage(channel=user_id, **message.as_kwargs())
+        except SLACK_FAILURES as exc:
+            logger.warning("direct message to %s failed (%s)", user_id, slack_error_code(exc))
+            return None
+        channel, ts = response.get("channel"), response.get("ts")
+        if not isinstance(channel, str) or not isinstance(ts, str):
+            return None
+        return channel, ts
+
+    async def permalink(self, channel: str, ts: str) -> str | None:
+        """A link to a message (`chat.getPermalink`); None if Slack refused."""
+        try:
+            response = await self._client.chat_getPermalink(channel=channel, message_ts=ts)
+        except SLACK_FAILURES as exc:
+            logger.info("chat.getPermalink failed (%s)", slack_error_code(exc))
+            return None
+        link = response.get("permalink")
+        return link if isinstance(link, str) and link.startswith("https://") else None
+
     async def react(self, channel: str, ts: str, emoji: str) -> bool:
         """Add a reaction to a message; one already there counts as done."""
         try:

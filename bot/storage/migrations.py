@@ -395,4 +395,48 @@ MIGRATIONS: list[Migration] = [
         ALTER TABLE rate_events RENAME COLUMN user_key TO user_id
         """,
     ),
+    Migration(
+        7,
+        "escalations end on an acknowledgement; the page each person got in Slack",
+        # Escalations started before this ran under the old rule (the call connecting ends them):
+        # ack_mode 'answer' keeps it for them.
+        """
+        ALTER TABLE escalations ADD COLUMN ack_mode TEXT NOT NULL DEFAULT 'answer';
+        ALTER TABLE escalations ADD COLUMN acknowledged_by TEXT;
+        ALTER TABLE escalations ADD COLUMN acknowledged_at REAL;
+        ALTER TABLE escalations ADD COLUMN acknowledged_via TEXT;
+        ALTER TABLE escalations ADD COLUMN acknowledged_step INTEGER;
+
+        CREATE TABLE escalation_pages (
+            escalation_id INTEGER NOT NULL REFERENCES escalations (id),
+            step INTEGER NOT NULL,
+            user_id TEXT NOT NULL,
+            channel_id TEXT NOT NULL,
+            message_ts TEXT NOT NULL,
+            link TEXT,
+            shown_digest TEXT,
+            PRIMARY KEY (escalation_id, step)
+        );
+        CREATE INDEX escalations_by_requester ON escalations (requester_id, created_at)
+        """,
+        postgres="""
+        ALTER TABLE escalations ADD COLUMN ack_mode TEXT NOT NULL DEFAULT 'answer';
+        ALTER TABLE escalations ADD COLUMN acknowledged_by TEXT;
+        ALTER TABLE escalations ADD COLUMN acknowledged_at DOUBLE PRECISION;
+        ALTER TABLE escalations ADD COLUMN acknowledged_via TEXT;
+        ALTER TABLE escalations ADD COLUMN acknowledged_step INTEGER;
+
+        CREATE TABLE escalation_pages (
+            escalation_id BIGINT NOT NULL REFERENCES escalations (id),
+            step INTEGER NOT NULL,
+            user_id TEXT NOT NULL,
+            channel_id TEXT NOT NULL,
+            message_ts TEXT NOT NULL,
+            link TEXT,
+            shown_digest TEXT,
+            PRIMARY KEY (escalation_id, step)
+        );
+        CREATE INDEX escalations_by_requester ON escalations (requester_id, created_at)
+        """,
+    ),
 ]

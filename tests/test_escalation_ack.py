@@ -1,0 +1,230 @@
+"""An escalation ends when someone acknowledges the page, end to end in both modes: I'm on it on
+the page (the person's DM) or on the escalation's message, a flow outcome listed in
+`ack_outcomes`, a voicemail (connected, ended, no acknowledgement) moving the chain on at once, a
+call still connected at the deadline, a later click hearing who was first, and an acknowledgement
+that lands while the bot restarts.
+
+Deadlines run on the escalation service's clock, moved by hand (see test_escalation.py).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.oncall.escalation_store import EscalationState
+from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
+from bot.standins.slack import Message
+from tests.conftest import BotFactory
+from tests.follow_helpers import services
+from tests.test_escalation import (
+    ALICE,
+    BOB,
+    ROSTER,
+    _metrics,
+    click_ack,
+    dialled,
+    escalation_message,
+    hung_up,
+    open_on_message,
+    page_of,
+    session_of,
+    start,
+    state_of,
+    submit,
+    wait_for_edit,
+    wait_for_state,
+)
+
+WITH_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n'
+
+
+async def _escalate(bot_factory: BotFactory, mode: str = "http", policy: str = ROSTER):
+    bot, clock = await start(bot_factory, mode, policy=policy)
+    view, message = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    await wait_for_edit(bot, escalation, "📞 calling…")
+    return bot, clock, escalation
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_voicemail_moves_the_chain_on_at_once(bot_factory: BotFactory, mode: str) -> None:
+    bot, _, escalation = await _escalate(bot_factory, mode)
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, callState="Connected", answeredByName="Voicemail")
+    await bot.settle()
+    assert dialled(bot) == [ALICE]  # connected is not acknowledged: still waiting, not moving on
+    bot.evo.set_session_state(alice, callState="Disconnected", ended=True, outcome="Completed")
+    # No clock moved: the call ended without an acknowledgement, so the next person at once.
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ the call was "
+                                         "answered but not acknowledged (voicemail?)")
+    assert not hung_up(bot, alice)
+    assert await state_of(bot) == EscalationState.RUNNING
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_i_m_on_it_on_the_page_stops_the_chain_and_a_later_click_hears_who_was_first(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, clock, escalation = await _escalate(bot_factory, mode)
+    page = await page_of(bot, "U0ALICE")
+    assert page.channel == bot.slack.dm_channel("U0ALICE")
+    assert "<@U0ADMIN> escalated to on-call" in (page.text or "")
+    assert "db primary is down" in (page.text or "")  # the reason
+    assert f"archives/C0OPS/p{escalation.ts.replace('.', '')}" in json.dumps(page.blocks)
+    alice = session_of(bot, ALICE)
+
+    clock.advance(30)
+    await click_ack(bot, page, user_id="U0ALICE")
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged at <!date^")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    assert "1. <@U0ALICE> (+1 814 ••• 3093) — ✅ acknowledged" in (escalation.text or "")
+    assert ACK_ESCALATION_ACTION not in json.dumps(escalation.blocks)
+    assert hung_up(bot, alice)  # her phone stops ringing: she is on it
+    await bot.slack.wait_for_call(
+        "chat.update", lambda c: c.params.get("ts") == page.ts
+        and "You acknowledged this page" in str(c.params.get("text")), timeout=10.0)
+
+    clock.advance(1000)  # long past every deadline: nobody else is called
+    stale = Message(channel=escalation.channel, ts=escalation.ts, text=escalation.text,
+                    blocks=escalation.versions[0]["blocks"])  # Bob's client hadn't refreshed
+    _, url = await click_ack(bot, stale, user_id="U0BOB")
+    [late] = await bot.slack.wait_for_response(url)
+    assert late["response_type"] == "ephemeral"
+    assert late["text"].startswith("<@U0ALICE> acknowledged this page first, at <!date^")
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
+
+    db = services(bot).db
+    [event] = await db.fetchall("SELECT * FROM audit_events WHERE kind = 'acknowledged'")
+    assert event["actor_id"] == "U0ALICE" and "I'm on it" in event["reason"]
+    metrics = _metrics(bot)
+    assert 'oncall_acknowledgements_total{via="button"} 1.0' in metrics
+    assert 'escalations_total{outcome="acknowledged"} 1.0' in metrics
+    assert "oncall_time_to_acknowledge_seconds_count 1.0" in metrics
+    assert 'oncall_time_to_acknowledge_seconds_bucket{le="30.0"} 1.0' in metrics
+    # The thread stayed calm: the escalation's message, edited, and the call's own messages.
+    texts = [m.text or "" for m in bot.slack.thread("C0OPS", escalation.thread_ts or "")]
+    assert not any("acknowledged" in t for t in texts if not t.startswith("✅ *On-call"))
+
+
+@pytest.mark.parametrize("when", ["while connected", "as it ends"])
+async def test_a_flow_outcome_in_ack_outcomes_acknowledges(
+    bot_factory: BotFactory, when: str
+) -> None:
+    # Whether a flow's outcome shows while the call is on, or only once it ended, is not known:
+    # both are honoured.
+    bot, clock, escalation = await _escalate(bot_factory, policy=WITH_OUTCOMES)
+    alice = session_of(bot, ALICE)
+    if when == "while connected":
+        bot.evo.set_session_state(alice, callState="Connected", outcome="pressed 1")
+    else:
+        bot.evo.set_session_state(alice, callState="Disconnected", ended=True,
+                                  outcome="Acknowledged")
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    clock.advance(1000)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
+    assert not hung_up(bot, alice)  # it was answered: never cut short
+    assert 'oncall_acknowledgements_total{via="outcome"} 1.0' in _metrics(bot)
+
+
+async def test_an_outcome_not_listed_is_no_acknowledgement(bot_factory: BotFactory) -> None:
+    bot, _, escalation = await _escalate(bot_factory, policy=WITH_OUTCOMES)
+    bot.evo.set_session_state(session_of(bot, ALICE), callState="Disconnected", ended=True,
+                              outcome="Hung up before pressing 1")
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+    assert await state_of(bot) == EscalationState.RUNNING
+
+
+async def test_a_call_connected_at_the_deadline_is_left_on_and_the_chain_moves_on(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock, escalation = await _escalate(bot_factory)
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, callState="Connected")
+    await bot.slack.wait_for_call("chat.update", lambda c: "Connected" in str(c.params.get("text"))
+                                  or "connected" in str(c.params.get("text")), timeout=10.0)
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+    assert not hung_up(bot, alice)  # she may still be listening
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ the call was "
+                                         "answered but not acknowledged")
+
+
+async def test_acknowledging_an_earlier_page_hangs_up_the_phone_ringing_now(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock, escalation = await _escalate(bot_factory)
+    alices_page = await page_of(bot, "U0ALICE")
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    bob = session_of(bot, BOB)
+    await click_ack(bot, alices_page, user_id="U0ALICE")  # Alice saw her page late
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ call ended: "
+                                         "someone else acknowledged")
+    assert "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s · ✅ acknowledged" in (
+        escalation.text or "")
+    assert hung_up(bot, bob)
+    clock.advance(1000)
+    await bot.settle()
+    assert dialled(bot) == [ALICE, BOB]
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_guest_cannot_acknowledge(bot_factory: BotFactory, mode: str) -> None:
+    bot, _, escalation = await _escalate(bot_factory, mode)
+    bot.slack.users["U0GUEST"] = {"is_restricted": True}
+    _, url = await click_ack(bot, escalation, user_id="U0GUEST")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "can't acknowledge this page" in answer["text"]
+    await bot.settle()
+    assert await state_of(bot) == EscalationState.RUNNING
+    assert not hung_up(bot, session_of(bot, ALICE))
+
+
+async def test_an_acknowledgement_while_the_bot_restarts_is_honoured_and_nobody_is_dialled_twice(
+    bot_factory: BotFactory,
+) -> None:
+    first, clock, escalation = await _escalate(bot_factory)
+    page = await page_of(first, "U0ALICE")
+    alice = session_of(first, ALICE)
+    # The bot is shutting down: new work is refused and the chains have paused, but Slack is
+    # still answered. The click is written then and there.
+    await services(first).tasks.drain(5)
+    await services(first).escalations.stop()
+    await click_ack(first, page, user_id="U0ALICE")
+    assert await state_of(first) == EscalationState.ACKNOWLEDGING
+    assert not hung_up(first, alice)
+    await first.runtime.stop(grace=5)
+
+    clock.advance(1000)  # every deadline passed while the bot was down
+    second, _ = await start(bot_factory, clock=clock)
+    await wait_for_state(second, EscalationState.ACKNOWLEDGED)
+    await wait_for_edit(second, escalation, "<@U0ALICE> acknowledged at")
+    assert hung_up(second, alice)
+    await second.settle()
+    assert dialled(second) == [ALICE]
+
+
+async def test_nobody_came_then_a_late_i_m_on_it_is_still_heard(bot_factory: BotFactory) -> None:
+    policy = ROSTER.replace('rotation = ["U0ALICE", "U0BOB", "U0CAROL"]', 'rotation = ["U0ALICE"]')
+    policy = policy.replace('escalate_to = ["U0MANAGER"]', "")
+    bot, clock, escalation = await _escalate(bot_factory, policy=policy)
+    page = await page_of(bot, "U0ALICE")
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await click_ack(bot, page, user_id="U0ALICE")
+    late = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: "they are on it" in str(c.params.get("text")), timeout=10.0)
+    assert late.params["reply_broadcast"] in (True, "true", "1")  # as loud as "nobody came"
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged at")
+    assert await state_of(bot) == EscalationState.ACKNOWLEDGED
