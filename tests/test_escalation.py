@@ -23,7 +23,6 @@ from bot.oncall.escalation_views import (
     ESCALATE_GLOBAL_SHORTCUT_ID,
     ESCALATE_MESSAGE_SHORTCUT_ID,
     ACK_ESCALATION_ACTION,
-    ESCALATION_ACTIONS_BLOCK,
     ESCALATION_FORM_CALLBACK_ID,
     STOP_ESCALATION_ACTION,
     EscalationField,
@@ -410,7 +409,8 @@ async def test_nobody_answers_the_chain_goes_down_the_rotation_then_escalate_to(
     await wait_for_edit(bot, escalation, "📞 calling…")
 
     clock.advance(91)  # Alice's phone rang for answer_timeout without an answer
-    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s")
+    await wait_for_edit(bot, escalation,
+                        "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s")
     await bot.evo.wait_for_posts(2)
     assert hung_up(bot, alice)  # her phone stopped ringing before Bob's started
     # The login holds Manager only: EndSession (DELETE) is refused, PatchSession ends the call.
@@ -494,7 +494,8 @@ async def test_stop_escalation_by_the_requester_or_a_manager_only(
     assert not hung_up(bot, session_of(bot, ALICE))
 
     await click_stop(bot, escalation, user_id="U0ADMIN")  # a SystemAdministrator
-    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ⏹ stopped while ringing")
+    await wait_for_edit(bot, escalation,
+                        "1. <@U0ALICE> (+1 814 ••• 3093) — ⏹ stopped while ringing")
     assert "stopped by <@U0ADMIN>." in (escalation.text or "")
     assert hung_up(bot, session_of(bot, ALICE))
     assert not has_stop_button(escalation)

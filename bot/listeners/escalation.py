@@ -7,12 +7,13 @@
               ack under their fields; a valid view is claimed (one chain per view, however often
               Escalate is pressed), the ack closes the modal, the chain starts in the background
     stop      ack → `EscalationService.stop_clicked` (which checks who clicked)
-    I'm on it ack → `EscalationService.ack_clicked` (which checks who clicked); even while the bot
-              restarts: the acknowledgement is written at once and the next start acts on it
+    I'm on it ack → `EscalationService.ack_clicked` (which checks who clicked); while the bot
+              restarts, the acknowledgement is written before the ack, and the next start acts on it
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -40,10 +41,14 @@ from bot.slack.notify import SLACK_FAILURES, slack_error_code
 logger = logging.getLogger(__name__)
 
 OPEN_BUDGET_SECONDS = 1.0
+ACK_WHILE_RESTARTING_SECONDS = 2.0
 VALIDATION_BUDGET_SECONDS = 2.0
 ACTION = "escalate to on-call"
 
 
+RESTARTING_ACK = (
+    "callbot is restarting and could not record your I'm on it. Click it again in a few seconds."
+)
 SPENT_BY_RESTART = (
     "callbot began restarting as this was sent; nobody was called. Open a new form in a few "
     "seconds."
@@ -284,7 +289,6 @@ async def on_stop_escalation(
 
 
 async def on_acknowledge(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
-    await ack()
     services: Services = context["services"]
     click = button_click_from(body)
 
@@ -297,8 +301,20 @@ async def on_acknowledge(ack: AsyncAck, body: dict[str, Any], context: AsyncBolt
 
     acknowledging = services.escalations.ack_clicked(click, may_escalate=may_escalate)
     if services.tasks.closed:
-        # Restarting: nobody may be left believing their "I'm on it" was lost. The row is written
-        # now, within this request; the next start hangs up and finishes the escalation.
-        await acknowledging
+        # Restarting: nobody may be left believing their "I'm on it" was lost. The acknowledgement
+        # is written before the click is acked (a database write; the next start hangs up and
+        # finishes the escalation), within most of Slack's 3 s.
+        try:
+            await asyncio.wait_for(acknowledging, ACK_WHILE_RESTARTING_SECONDS)
+        except TimeoutError:
+            logger.warning("acknowledgement by %s not written while restarting", click.user_id)
+            await ack()
+            await services.notifier.tell(
+                user_id=click.user_id, channel_id=click.channel_id,
+                response_url=click.response_url, message=views.refusal(RESTARTING_ACK),
+            )
+            return
+        await ack()
         return
+    await ack()
     services.tasks.spawn(acknowledging, name=f"acknowledgement by {click.user_id}")

@@ -11,6 +11,10 @@ something:
     a shortcut            a notice opened with the trigger (a shortcut must not just do nothing)
     a menu's options      none
 Anything else (events) goes on to the listeners, which start no work while the tasks are closed.
+
+One click is honoured even now: I'm on it on an on-call page. Someone answering a page must never
+be told to come back later; its listener writes the acknowledgement before acking, and the next
+start acts on it (bot.oncall.escalation).
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls import messages as views
 from bot.listeners.actions import button_click_from
+from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
 from bot.ops.metrics import CommandOutcome
 from bot.services import Services
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
 
 logger = logging.getLogger(__name__)
+
+HONOURED_WHILE_RESTARTING = frozenset({ACK_ESCALATION_ACTION})
 
 RESTARTING = (
     "callbot is restarting, so nothing was dialled or changed. Try again in a few seconds."
@@ -54,6 +61,8 @@ async def refuse_while_restarting(
     if "command" in body:
         services.metrics.command(str(body["command"]), CommandOutcome.UNAVAILABLE)
         return BoltResponse(status=200, body={"text": RESTARTING})
+    if kind == "block_actions" and _action_id(body) in HONOURED_WHILE_RESTARTING:
+        return await next()
     if kind == "block_actions":
         _answer_later(_reply(services, body), "reply to a click")
         return BoltResponse(status=200, body="")
@@ -81,6 +90,13 @@ def notice_view(text: str) -> dict[str, Any]:
         "close": {"type": "plain_text", "text": "Close"},
         "blocks": views.refusal(text).blocks,
     }
+
+
+def _action_id(body: dict[str, Any]) -> str | None:
+    actions = body.get("actions")
+    first = actions[0] if isinstance(actions, list) and actions else None
+    action_id = first.get("action_id") if isinstance(first, dict) else None
+    return action_id if isinstance(action_id, str) else None
 
 
 def _first_input(view: object) -> str | None:

@@ -287,10 +287,11 @@ class EscalationStore:
         """Record the first acknowledgement; False if the escalation was acknowledged already, or
         no longer in one of `before`."""
         states = sorted(before)
+        marks = ",".join("?" * len(states))
         changed = await self._db.execute(
             "UPDATE escalations SET state = ?, acknowledged_by = ?, acknowledged_at = ?,"
             " acknowledged_via = ?, acknowledged_step = step"
-            f" WHERE id = ? AND acknowledged_by IS NULL AND state IN ({','.join('?' * len(states))})",
+            f" WHERE id = ? AND acknowledged_by IS NULL AND state IN ({marks})",
             (after, by, at, str(via), escalation_id, *states),
         )
         return changed == 1

@@ -474,7 +474,8 @@ def page_message(escalation: Escalation, user_id: str, step: int, link: str | No
         if escalation.acknowledged_by != user_id:
             headline += " Nothing more is asked of you."
     elif state == EscalationState.ANSWERED:
-        headline = f"✅ <@{escalation.answered_by}> answered the page. Nothing more is asked of you."
+        headline = (f"✅ <@{escalation.answered_by}> answered the page. Nothing more is asked "
+                    "of you.")
     elif state in (EscalationState.STOPPING, EscalationState.STOPPED):
         headline = f"⏹ <@{escalation.stopped_by}> stopped this escalation. Nothing more is asked."
     elif state == EscalationState.EXHAUSTED:
