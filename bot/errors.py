@@ -21,7 +21,10 @@
      ├─ CallTooOld                    the number is no longer kept
      ├─ HangUpFailed                  Evo Voice did not hang up
      ├─ NotAllowedToStop            oncall/escalation.py: Stop escalation by someone who may not
-     └─ EscalationOver                and on an escalation that already ended
+     ├─ EscalationOver                and on an escalation that already ended
+     ├─ NotAllowedToAcknowledge       I'm on it by someone neither paged nor allowed to escalate
+     ├─ AlreadyAcknowledged           somebody acknowledged first (who, when)
+     └─ AcknowledgedTooLate           the escalation was stopped or failed: nothing to acknowledge
 
     EvoVoiceError                   evovoice/client.py: the voice API failed; `.message`
      ├─ EvoVoiceUnreachable         the connection never opened: nothing was sent

@@ -23,7 +23,7 @@ from tests.test_escalation import (
     open_on_message,
     start,
     submit,
-    wait_for_post,
+    wait_for_edit,
 )
 
 # ------------------------------------------------------------------------------- the primitives
@@ -149,5 +149,5 @@ async def test_an_escalation_of_many_people_is_posted_and_can_be_stopped(
     assert "120. <@U0P" in json.dumps(escalation.blocks)
     await bot.evo.wait_for_posts(1)
     await click_stop(bot, escalation, user_id="U0ADMIN")
-    await wait_for_post(bot, "⏹ Escalation stopped by <@U0ADMIN>.")
+    await wait_for_edit(bot, escalation, "stopped by <@U0ADMIN>.")
     assert [m.text for m in bot.slack.channel_messages(CHANNEL)] == [message.text]
