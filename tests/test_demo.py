@@ -124,18 +124,18 @@ async def test_the_sample_rotation_skips_the_person_without_a_number(demo: Demo)
     assert world.forms == []
 
     declined: set[str] = set()
-    while "Nobody answered" not in thread_text(demo, message.ts):
+    while "Nobody acknowledged" not in thread_text(demo, message.ts):
         ringing = await eventually(lambda: [
             p for p in world.state()["phones"]
             if p["state"] == "ringing" and p["session_id"] not in declined
-        ] or "Nobody answered" in thread_text(demo, message.ts))
+        ] or "Nobody acknowledged" in thread_text(demo, message.ts))
         if ringing is True:
             break
         for phone in ringing:
             world.phone(phone["session_id"], "decline")
             declined.add(phone["session_id"])
     text = thread_text(demo, message.ts)
-    assert "Skipping <@U0CAROL>" in text and "no usable phone number" in text
+    assert "<@U0CAROL> — ⏭ skipped: no usable phone number" in text
     # Alice and Bob from [people], you from your Slack profile; Carol never rang.
     dialled = {post.json["numberToDial"] for post in world.evo.outgoing_posts}
     assert dialled == {"+18144043093", "+18144043094", "+18144043095"}

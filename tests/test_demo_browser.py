@@ -99,7 +99,7 @@ async def test_escalate_a_message_and_acknowledge_the_page(page: Page, demo: Dem
     # Whoever the rotation has on call today: the first phone to ring.
     on_call = page.locator(".phone.ringing").first
     await on_call.get_by_role("button", name="Acknowledge (press 1)").click()
-    await expect(thread).to_contain_text("escalation stopped")
+    await expect(thread).to_contain_text("acknowledged on the call")
     assert len(demo.world.evo.outgoing_posts) == 1  # nobody else was called
 
 
