@@ -16,7 +16,7 @@ import pytest
 from bot.oncall.escalation_store import EscalationState
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
 from bot.standins.slack import Message
-from tests.conftest import BotFactory
+from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import services
 from tests.test_escalation import (
     ALICE,
@@ -40,6 +40,13 @@ from tests.test_escalation import (
 WITH_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n'
 
 
+async def call_seen_connected(bot: BotUnderTest) -> None:
+    """Wait until the call's status message shows the call connected (the follower saw it)."""
+    await bot.slack.wait_for_call(
+        "chat.update", lambda c: "connected" in str(c.params.get("text")).casefold()
+        and "On-call escalation" not in str(c.params.get("text")), timeout=10.0)
+
+
 async def _escalate(bot_factory: BotFactory, mode: str = "http", policy: str = ROSTER):
     bot, clock = await start(bot_factory, mode, policy=policy)
     view, message = await open_on_message(bot)
@@ -55,7 +62,7 @@ async def test_a_voicemail_moves_the_chain_on_at_once(bot_factory: BotFactory, m
     bot, _, escalation = await _escalate(bot_factory, mode)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Connected", answeredByName="Voicemail")
-    await bot.settle()
+    await call_seen_connected(bot)
     assert dialled(bot) == [ALICE]  # connected is not acknowledged: still waiting, not moving on
     bot.evo.set_session_state(alice, callState="Disconnected", ended=True, outcome="Completed")
     # No clock moved: the call ended without an acknowledgement, so the next person at once.
@@ -150,8 +157,7 @@ async def test_a_call_connected_at_the_deadline_is_left_on_and_the_chain_moves_o
     bot, clock, escalation = await _escalate(bot_factory)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Connected")
-    await bot.slack.wait_for_call("chat.update", lambda c: "Connected" in str(c.params.get("text"))
-                                  or "connected" in str(c.params.get("text")), timeout=10.0)
+    await call_seen_connected(bot)
     clock.advance(91)
     await bot.evo.wait_for_posts(2)
     assert dialled(bot) == [ALICE, BOB]
