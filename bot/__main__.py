@@ -5,6 +5,7 @@
                         one ✓/✗ line each; exit code 0 only when all pass
     callbot manifest [--http https://HOST]
                         the Slack app manifest for Socket Mode, or for HTTP mode at HOST
+    callbot init        a wizard: asks, checks each answer live, writes .env and callbot.toml
     callbot demo [--port N]
                         the real bot against built-in stand-ins for Slack and Evo Voice, with a
                         local web page playing Slack's part: no credentials, no network
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="callbot", description="Slack bot that places phone calls through Evo Voice."
     )
-    actions = parser.add_subparsers(dest="action", metavar="{run,check,manifest,demo}")
+    actions = parser.add_subparsers(dest="action", metavar="{run,check,manifest,demo,init}")
     actions.add_parser("run", help="run the bot (the default)")
     actions.add_parser(
         "check", help="check the configuration against Slack, Evo Voice and the database"
@@ -50,7 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         "--port", type=int, default=None,
         help="port of the demo page on 127.0.0.1 (default: PORT, else 3000; 0: any free port)",
     )
+    actions.add_parser(
+        "init", help="set up: answer a few questions, each checked live; writes .env and "
+        "callbot.toml",
+    )
     args = parser.parse_args(argv)
+    if args.action == "init":
+        from bot.ops.init import main as init
+
+        return init()
     if args.action == "demo":
         return _demo(parser, args.port)
     if args.action == "check":

@@ -1,0 +1,137 @@
+"""`callbot init` driven as a person would, through a pseudo-terminal, against the stand-ins.
+
+What it writes must pass `callbot check` as it stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.slack import SlackStandIn
+from tests.conftest import APP_TOKEN, BOT_TOKEN, EVO_PASSWORD, EVO_USER
+
+TIMEOUT = 30
+
+
+def clean_environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_", "PORT"))}
+    env.update(extra)
+    return env
+
+
+async def answer(child: pexpect.spawn, prompt: str, reply: str) -> None:
+    await child.expect(prompt, timeout=TIMEOUT, async_=True)
+    child.sendline(reply)
+
+
+@pytest.fixture
+def workspace(slack: SlackStandIn) -> SlackStandIn:
+    slack.only_added_users_exist = True
+    slack.users.update({
+        "U0ALICE1": {"name": "alice", "real_name": "Alice Example"},
+        "U0BOB1": {"name": "bob", "real_name": "Bob Example"},
+        "U0LEAD1": {"name": "lead", "real_name": "Lea Lead"},
+    })
+    return slack
+
+
+async def test_init_writes_a_configuration_that_callbot_check_passes(
+    workspace: SlackStandIn, evo: EvoVoiceStandIn, tmp_path: Path
+) -> None:
+    child = pexpect.spawn(sys.executable, ["-m", "bot", "init"], cwd=str(tmp_path),
+                          env=clean_environment(SLACK_API_URL=workspace.api_url),
+                          encoding="utf-8", timeout=TIMEOUT)
+    try:
+        await answer(child, "Bot User OAuth Token", "xoxb-mistyped")
+        await child.expect("✗ Slack refused it", async_=True)
+        await answer(child, "Bot User OAuth Token", BOT_TOKEN)
+        await child.expect("✓ connected to Test Team as @callbot", async_=True)
+        await answer(child, "App-level token", APP_TOKEN)
+        await child.expect("✓ Socket Mode works", async_=True)
+
+        await answer(child, "Evo Voice address", evo.url)
+        await answer(child, "Evo Voice username", EVO_USER)
+        await answer(child, "Evo Voice password", "wrong")
+        await child.expect("✗ Evo Voice refused the login", async_=True)
+        await answer(child, "Evo Voice username", EVO_USER)
+        await answer(child, "Evo Voice password", EVO_PASSWORD)
+        await child.expect(r"✓ logged in as .* \(Manager\)", async_=True)
+        await child.expect(r"(\d+)\. \+18145550101", async_=True)
+        await answer(child, "Default caller ID", child.match.group(1))
+
+        await answer(child, "Home region", "")
+        await answer(child, "People who may call", "lead@example.com, @ghost")
+        await child.expect("✗ nobody in Test Team is called @ghost", async_=True)
+        await answer(child, "People who may call", "lead@example.com")
+        await child.expect("✓ lead@example.com \\(Lea Lead\\) → U0LEAD1", async_=True)
+
+        await answer(child, "on-call rotation", "y")
+        await child.expect(r"(\d+)\. Escalation", async_=True)
+        await answer(child, "Flow for on-call calls", child.match.group(1))
+        await answer(child, "The rotation, in order", "@alice, Bob Example")
+        await answer(child, "Phone number of @alice", "+1 900 555 0123")
+        await child.expect("✗", async_=True)  # premium rate: not dialled
+        await answer(child, "Phone number of @alice", "(814) 404-3093")
+        await answer(child, "Phone number of @bob example", "")
+        await child.expect("Wrote", async_=True)
+        await child.expect(pexpect.EOF, async_=True)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, child.before
+
+    env_file = (tmp_path / ".env").read_text()
+    assert f"SLACK_BOT_TOKEN={BOT_TOKEN}" in env_file and f"SLACK_APP_TOKEN={APP_TOKEN}" in env_file
+    assert f"EVOVOICE_PASSWORD={EVO_PASSWORD}" in env_file
+    assert (tmp_path / ".env").stat().st_mode & 0o077 == 0, ".env holds secrets"
+    policy = tomllib.loads((tmp_path / "callbot.toml").read_text())
+    assert policy["roles"] == {"Manager": ["U0LEAD1"]}
+    assert policy["default_caller_id"] == "+18145550101"
+    assert policy["oncall"]["flow"] == "Escalation"
+    assert policy["oncall"]["rotation"] == ["U0ALICE1", "U0BOB1"]
+    assert policy["people"] == {"U0ALICE1": "+18144043093"}
+    assert "# Who may place calls" in (tmp_path / "callbot.toml").read_text()
+
+    check = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "check", cwd=tmp_path, env=clean_environment(),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(check.communicate(), 60)
+    assert check.returncode == 0, out.decode()
+    assert "All checks passed." in out.decode()
+
+
+async def test_init_leaves_existing_files_alone_unless_told(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("KEEP=1\n")
+    child = pexpect.spawn(sys.executable, ["-m", "bot", "init"], cwd=str(tmp_path),
+                          env=clean_environment(), encoding="utf-8", timeout=TIMEOUT)
+    try:
+        await answer(child, "exist already; replace them", "")
+        await child.expect(pexpect.EOF, async_=True)
+    finally:
+        child.close()
+    assert child.exitstatus == 1
+    assert (tmp_path / ".env").read_text() == "KEEP=1\n"
+    assert not (tmp_path / "callbot.toml").exists()
+
+
+async def test_init_stopped_midway_writes_nothing(tmp_path: Path) -> None:
+    child = pexpect.spawn(sys.executable, ["-m", "bot", "init"], cwd=str(tmp_path),
+                          env=clean_environment(), encoding="utf-8", timeout=TIMEOUT)
+    try:
+        await child.expect("Bot User OAuth Token", async_=True)
+        child.sendeof()
+        await child.expect("nothing was written", async_=True)
+        await child.expect(pexpect.EOF, async_=True)
+    finally:
+        child.close()
+    assert child.exitstatus == 1
+    assert list(tmp_path.iterdir()) == []
