@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.slack.notify import LANE_IN_FLIGHT
 from bot.standins.slack import ApiCall
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import FAST, end_session
@@ -128,6 +129,16 @@ async def test_the_last_use_of_the_response_url_is_kept_for_the_outcome(
     assert [p.status for p in bot.slack.response_posts] == [200] * 5
 
 
+def most_at_once(calls: list[ApiCall]) -> int:
+    """The most calls the stand-in was holding (received, not yet answered) at one time."""
+    events = sorted([(c.time, 1) for c in calls] + [(c.answered, -1) for c in calls])
+    most = held = 0
+    for _, step in events:
+        held += step
+        most = max(most, held)
+    return most
+
+
 async def _polled(bot: BotUnderTest, session_id: str, times: int = 2) -> None:
     """Wait until the bot read the session `times` more times."""
     path = f"/sessions/{session_id}"
@@ -161,8 +172,7 @@ async def test_twenty_calls_in_one_channel_under_the_posting_limit(bot: BotUnder
     for parent in parents:
         [status] = bot.slack.thread("C0OPS", parent.ts)
         assert "Call placed" in (status.text or "")
-    # In order: the channel's posts were sent one at a time, each after the previous answer.
-    pairs = zip(posts, posts[1:], strict=False)
-    assert all(later.time >= earlier.answered for earlier, later in pairs)
+    # A few at a time, never the whole burst at Slack at once.
+    assert 1 < most_at_once(posts) <= LANE_IN_FLIGHT
     dialled = {str(r.json["numberToDial"]) for r in bot.evo.outgoing_posts}
     assert dialled == set(numbers)

@@ -8,10 +8,12 @@ posts within 30 minutes, the last kept for the outcome), then by a direct messag
 must always learn the outcome.
 
 Slack accepts about one message per second per channel (short bursts allowed) and answers more with
-429 and `Retry-After`. Every `chat.postMessage` goes through its channel's lane: one at a time, in
-the order they were asked for, each waiting out the channel's `Retry-After` and then sent again, so
-a burst of calls in one channel shows every thread, in order, as fast as Slack allows. None of this
-is on a call's dialling path (see calls/service.py).
+429 and `Retry-After`. Every `chat.postMessage` goes through its channel's lane: posts start in the
+order they were asked for, a few at a time (LANE_IN_FLIGHT: enough to keep up with Slack's rate
+when it answers slowly), and a 429 holds the whole channel for its `Retry-After` before the post is
+sent again. A burst of calls in one channel shows every thread as fast as Slack allows; a thread's
+own messages are in order because each waits for the one before (a reply needs its parent's `ts`).
+None of this is on a call's dialling path (see calls/service.py).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError)
 # this often; beyond either, it takes the next way to the requester.
 MAX_POSTING_WAIT_SECONDS = 60.0
 MAX_RATE_LIMITED = 10
+# Posts in flight per channel: enough to reach Slack's ~1 message per second per channel even when
+# each answer takes 3 s, few enough that a burst doesn't throw itself at the limit all at once.
+LANE_IN_FLIGHT = 4
 # Slack: a response_url takes up to 5 posts within 30 minutes (a minute kept as a margin).
 RESPONSE_URL_USES = 5
 RESPONSE_URL_LIFETIME_SECONDS = 29 * 60.0
@@ -96,9 +101,11 @@ def slack_error_code(exc: Exception) -> str:
 
 @dataclass
 class _Lane:
-    """One channel's queue of posts: its lock is fair, so posts leave in the order they came."""
+    """One channel's posts: they start in the order they came (the lock is fair), at most
+    LANE_IN_FLIGHT at a time, and all wait out the channel's Retry-After."""
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LANE_IN_FLIGHT))
     users: int = 0
     not_before: float = 0.0  # the channel's Retry-After, on the Notifier's clock
 
@@ -151,11 +158,14 @@ class Notifier:
         return Message(text=text, blocks=blocks).as_kwargs()
 
     async def _post_message(self, channel: str, **kwargs: Any) -> AsyncSlackResponse:
-        """`chat.postMessage` in `channel`'s lane: one at a time, in order, 429s waited out."""
+        """`chat.postMessage` in `channel`'s lane: started in order, a few at a time, 429s waited
+        out by every post of the channel."""
         lane = self._lanes.setdefault(channel, _Lane())
         lane.users += 1
         try:
             async with lane.lock:
+                await lane.slots.acquire()
+            try:
                 waited = 0.0
                 for attempt in range(1, MAX_RATE_LIMITED + 1):
                     delay = lane.not_before - self._clock()
@@ -169,9 +179,11 @@ class Notifier:
                                 or attempt == MAX_RATE_LIMITED):
                             raise
                         waited += wait
-                        lane.not_before = self._clock() + wait
+                        lane.not_before = max(lane.not_before, self._clock() + wait)
                         logger.info("posting in %s: rate-limited, waiting %.0f s", channel, wait)
                 raise AssertionError("unreachable")  # the last attempt returns or raises
+            finally:
+                lane.slots.release()
         finally:
             lane.users -= 1
             if lane.users == 0 and lane.not_before <= self._clock():
