@@ -162,39 +162,44 @@ def reference_id() -> str:
 Expected = CallbotError | evovoice.EvoVoiceError
 
 
+# The voice API's failures in fixed words, looked up in class order (MissingRole before Forbidden);
+# the others say the server's message.
+_VOICE_WORDS: dict[type[evovoice.EvoVoiceError], str] = {
+    evovoice.OutcomeUnknown: (
+        "⚠️ Outcome unknown: Evo Voice did not answer clearly, so the call may or may not have "
+        "been placed. I did not retry, to avoid ringing twice. Check the call log in Evo Voice "
+        "before calling again."
+    ),
+    evovoice.EvoVoiceUnreachable: (
+        "Evo Voice could not be reached, so nothing was dialled. Try again in a minute; if "
+        "it persists, check the voice service's status."
+    ),
+    evovoice.BadLogin: (
+        "The bot's Evo Voice login was refused, so nothing was dialled. An operator must fix "
+        "EVOVOICE_USERNAME / EVOVOICE_PASSWORD, or EVOVOICE_URL (`callbot check` says which)."
+    ),
+    evovoice.MissingRole: (
+        "The bot's Evo Voice login lacks the Manager role, so nothing was dialled. An operator "
+        "must grant it in Evo Voice."
+    ),
+}
+
+
 def describe(exc: Expected) -> str:
     """Plain words for the requester: what happened and what to do next. No side effects."""
     if isinstance(exc, CallbotError):
         return exc.user_message
-    if isinstance(exc, evovoice.OutcomeUnknown):
-        return (
-            "⚠️ Outcome unknown: Evo Voice did not answer clearly, so the call may or may not have "
-            "been placed. I did not retry, to avoid ringing twice. Check the call log in Evo Voice "
-            "before calling again."
-        )
-    if isinstance(exc, evovoice.EvoVoiceUnreachable):
-        return (
-            "Evo Voice could not be reached, so nothing was dialled. Try again in a minute; if "
-            "it persists, check the voice service's status."
-        )
-    if isinstance(exc, evovoice.RateLimited):
-        wait = f" in {int(exc.retry_after + 0.999)} s" if exc.retry_after else " shortly"
-        return f"Evo Voice is rate-limiting calls, so nothing was dialled. Try again{wait}."
-    if isinstance(exc, evovoice.BadLogin):
-        return (
-            "The bot's Evo Voice login was refused, so nothing was dialled. An operator must fix "
-            "EVOVOICE_USERNAME / EVOVOICE_PASSWORD, or EVOVOICE_URL (`callbot check` says which)."
-        )
     if isinstance(exc, evovoice.MissingRole) and exc.needed == (evovoice.HANG_UP_ROLE,):
         return (
             f"{exc.message} An operator can grant the bot's Evo Voice login the "
             f"{evovoice.HANG_UP_ROLE} role."
         )
-    if isinstance(exc, evovoice.MissingRole):
-        return (
-            "The bot's Evo Voice login lacks the Manager role, so nothing was dialled. An operator "
-            "must grant it in Evo Voice."
-        )
+    words = next((_VOICE_WORDS[c] for c in type(exc).__mro__ if c in _VOICE_WORDS), None)
+    if words is not None:
+        return words
+    if isinstance(exc, evovoice.RateLimited):
+        wait = f" in {int(exc.retry_after + 0.999)} s" if exc.retry_after else " shortly"
+        return f"Evo Voice is rate-limiting calls, so nothing was dialled. Try again{wait}."
     if isinstance(exc, evovoice.Forbidden):
         return (
             f"Evo Voice refused the request (HTTP 403: {exc.message}); this is not a missing role. "

@@ -86,6 +86,7 @@ class ButtonClick:
     message_ts: str | None
     value: str
     response_url: str | None
+    action_id: str = ""
 
     def row_id(self) -> int:
         """The database id a button carries as its value; ButtonExpired if it isn't one."""

@@ -45,6 +45,7 @@ def button_click_from(body: dict[str, Any]) -> ButtonClick:
         message_ts=_field(body, "container", "message_ts") or _field(body, "message", "ts"),
         value=_text(action.get("value") if isinstance(action, dict) else None) or "",
         response_url=_text(body.get("response_url")),
+        action_id=_text(action.get("action_id") if isinstance(action, dict) else None) or "",
     )
 
 

@@ -19,36 +19,22 @@ from bot.services import Services
 logger = logging.getLogger(__name__)
 
 def register(app: AsyncApp) -> None:
-    app.action(CONFIRM_CALL_ACTION)(on_confirm)
-    app.action(CANCEL_CALL_ACTION)(on_cancel)
+    app.action(CONFIRM_CALL_ACTION)(on_answer)
+    app.action(CANCEL_CALL_ACTION)(on_answer)
 
 
-async def on_confirm(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+async def on_answer(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+    """"Call" or "Cancel": the button's action id says which, its value names the question."""
     await ack()
     services: Services = context["services"]
     click = button_click_from(body)
     if not click.user_id or not valid_id(click.value):
         logger.warning("ignored a confirmation click without a user or a valid id")
         return
+    confirming = click.action_id == CONFIRM_CALL_ACTION
+    answer = services.calls.confirm if confirming else services.calls.cancel
     services.tasks.spawn(
-        services.calls.confirm(
-            click.value, user_id=click.user_id, channel_id=click.channel_id,
-            response_url=click.response_url,
-        ),
-        name=f"confirmed call by {click.user_id}",
-    )
-
-
-async def on_cancel(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
-    await ack()
-    services: Services = context["services"]
-    click = button_click_from(body)
-    if not click.user_id or not valid_id(click.value):
-        return
-    services.tasks.spawn(
-        services.calls.cancel(
-            click.value, user_id=click.user_id, channel_id=click.channel_id,
-            response_url=click.response_url,
-        ),
-        name=f"cancelled call by {click.user_id}",
+        answer(click.value, user_id=click.user_id, channel_id=click.channel_id,
+               response_url=click.response_url),
+        name=f"{'confirmed' if confirming else 'cancelled'} call by {click.user_id}",
     )
