@@ -27,6 +27,9 @@ class UserGroups:
         self._client = client
         self._cache: TTLCache[str, frozenset[str]] = TTLCache(ttl)
 
+    def forget(self) -> None:
+        self._cache.invalidate()
+
     async def members(self, group_id: str) -> frozenset[str]:
         async def load() -> frozenset[str]:
             try:
@@ -52,6 +55,10 @@ class AccessControl:
     def __init__(self, roles: Mapping[str, Iterable[str]], groups: UserGroups) -> None:
         self._roles = {role: frozenset(ids) for role, ids in roles.items()}
         self._groups = groups
+
+    def forget_groups(self) -> None:
+        """Ask Slack for user groups' members afresh on the next check (a group just changed)."""
+        self._groups.forget()
 
     async def roles_of(self, user_id: str) -> frozenset[str]:
         """Every role `user_id` holds. A failed group lookup only matters if no other path grants

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import textwrap
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 
 from bot.config import load_policy, load_settings
 from bot.runtime import Runtime
@@ -264,3 +266,37 @@ async def bot_factory(
 async def bot(request: pytest.FixtureRequest, bot_factory: BotFactory) -> BotUnderTest:
     """The bot, once in HTTP mode and once in Socket Mode."""
     return await bot_factory(request.param)
+
+
+def policy_with(**rules: object) -> str:
+    """The shared test policy with keys of its [policy] section set (TOML values as Python)."""
+    text = POLICY
+    for key, value in rules.items():
+        line = f"{key} = {json.dumps(value, ensure_ascii=False)}"
+        pattern = re.compile(rf"^{key} = .*$", re.MULTILINE)
+        if pattern.search(text):
+            text = pattern.sub(line, text, count=1)
+        else:
+            # a function, not a template: the line may hold backslashes
+            text = re.sub(r"^\[policy\].*$", lambda m, line=line: f"{m.group(0)}\n{line}", text,
+                          count=1, flags=re.MULTILINE)
+    return text
+
+
+# The Slack app manifest and the schema Slack publishes for it.
+ROOT = Path(__file__).parent.parent
+SCHEMA_CANDIDATES = [
+    ROOT.parent / "shared" / "schemas" / "slack-app-manifest.schema.json",
+    ROOT / "tests" / "schemas" / "slack-app-manifest.schema.json",
+]
+
+
+def load_schema() -> dict[str, Any]:
+    for path in SCHEMA_CANDIDATES:
+        if path.exists():
+            return json.loads(path.read_text())  # type: ignore[no-any-return]
+    raise AssertionError(f"schema not found in {SCHEMA_CANDIDATES}")
+
+
+def manifest() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "manifest.yml").read_text())  # type: ignore[no-any-return]

@@ -61,7 +61,7 @@ async def test_every_kind_of_attempt_is_recorded(bot_factory: BotFactory) -> Non
     await bot.settle()
     await bot.post_signed(redelivered)  # duplicate
     await bot.settle()
-    services(bot).catalog._flows.invalidate()
+    services(bot).catalog.forget()
     evo.queue("GET", "/flows", ErrorStatus(500))
     await bot.command(f"{FULL} escalation")  # failed before dialling: flows unreadable
     await bot.settle()

@@ -155,7 +155,7 @@ async def test_unknown_flow_among_many_lists_the_closest(bot_factory: BotFactory
     bot.evo.flows.extend(
         {"id": f"flow-{i}", "name": f"Team {i} Rota", "accountId": "acct-1"} for i in range(30)
     )
-    bot.runtime.services.catalog._flows.invalidate()  # type: ignore[union-attr]
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
     _, url = await bot.command(f"{FULL} escalatoin")
     [answer] = await bot.slack.wait_for_response(url)
     assert "Escalation" in answer["text"]
@@ -165,7 +165,7 @@ async def test_unknown_flow_among_many_lists_the_closest(bot_factory: BotFactory
 async def test_ambiguous_flow_names_every_candidate(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
     bot.evo.flows.append({"id": "flow-esc-2", "name": "escalation", "accountId": "acct-1"})
-    bot.runtime.services.catalog._flows.invalidate()  # type: ignore[union-attr]
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
     _, url = await bot.command(f"{FULL} escalation")
     [answer] = await bot.slack.wait_for_response(url)
     await bot.settle()

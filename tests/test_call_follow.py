@@ -204,7 +204,7 @@ async def test_call_again_goes_through_the_same_checks(bot_factory: BotFactory) 
 
     # The caller ID is no longer the account's: refused before dialling, like a typed command.
     bot.evo.phone_numbers[:] = [n for n in bot.evo.phone_numbers if n["id"] != "ep-2"]
-    services(bot).catalog._numbers.invalidate()
+    services(bot).catalog.forget()
     _, url = await click(bot, status, CALL_AGAIN_ACTION, user_id="U0LEAD1")
     [answer] = await bot.slack.wait_for_response(url)
     assert "not one of the account's phone numbers" in answer["text"]
@@ -215,7 +215,7 @@ async def test_call_again_goes_through_the_same_checks(bot_factory: BotFactory) 
     bot.evo.phone_numbers.append(
         {"id": "ep-2", "phoneNumber": "+18145550101", "accountId": "acct-1"}
     )
-    services(bot).catalog._numbers.invalidate()
+    services(bot).catalog.forget()
     await click(bot, status, CALL_AGAIN_ACTION, user_id="U0LEAD1")
     await status_message(bot, 2)
     await bot.settle()

@@ -7,54 +7,17 @@ request (role and policy checked again) that dials at most once.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
 from bot.calls.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
-from bot.standins.slack import block_actions_payload, interactive_body
-from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
+from tests.conftest import POLICY, BotFactory, BotUnderTest, policy_with
 from tests.databases import on_both_databases
-from tests.test_policy_rules import policy_with
+from tests.interactions import ask, button, click
 
 US = "+18144043093"
 CANADA = "+14165550123"
 CANADA_MASKED = "+1 416 ••• 0123"
-
-
-def button(message: dict[str, Any], action_id: str) -> dict[str, Any]:
-    for block in message.get("blocks") or []:
-        for element in block.get("elements") or []:
-            if element.get("action_id") == action_id:
-                return dict(element)
-    raise AssertionError(f"no {action_id} button in {message}")
-
-
-async def click(
-    bot: BotUnderTest, question: dict[str, Any], action_id: str = CONFIRM_CALL_ACTION, *,
-    user_id: str = "U0MANAGER", value: str | None = None,
-) -> tuple[Ack, str]:
-    """Click a button of `question` as Slack sends it; return the ack and the click's
-    response_url."""
-    url = bot.slack.response_url()
-    payload = block_actions_payload(
-        action_id=action_id, block_id="call_confirmation",
-        value=value if value is not None else button(question, action_id)["value"],
-        user_id=user_id, response_url=url, channel_id="C0OPS",
-    )
-    if bot.mode == "socket":
-        envelope = await bot.slack.send_envelope("interactive", payload)
-        return Ack(200, envelope.get("payload") or {}), url
-    return await bot.post_signed(interactive_body(payload)), url
-
-
-async def ask(bot: BotUnderTest, text: str, user_id: str = "U0MANAGER") -> dict[str, Any]:
-    """Send `/call text` and return the question it gets back."""
-    _, url = await bot.command(text, user_id=user_id)
-    [question] = await bot.slack.wait_for_response(url)
-    await bot.settle()
-    assert button(question, CONFIRM_CALL_ACTION), question
-    return question
 
 
 def results(bot: BotUnderTest) -> list[str]:
@@ -177,7 +140,7 @@ async def test_a_click_checks_the_role_again(bot_factory: BotFactory) -> None:
     question = await ask(bot, f"{CANADA} escalation", user_id="U0LEAD1")
     # U0LEAD1 leaves the user group that granted the role before clicking.
     bot.slack.usergroups["S0LEADS"] = ["U0LEAD2"]
-    bot.runtime.services.access._groups._cache.invalidate()  # type: ignore[union-attr]
+    bot.runtime.services.access.forget_groups()  # type: ignore[union-attr]
     _, url = await click(bot, question, user_id="U0LEAD1")
     answers = await bot.slack.wait_for_response(url, n=2)
     await bot.settle()

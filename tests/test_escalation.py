@@ -41,7 +41,7 @@ from bot.standins.slack import (
 from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
 from tests.databases import on_both_databases
 from tests.follow_helpers import FAST, services
-from tests.test_form import interact
+from tests.interactions import interact
 
 ROSTER = POLICY + """
 [people]
@@ -294,7 +294,7 @@ async def test_the_role_is_checked_again_on_submit(bot_factory: BotFactory, mode
     bot, _ = await start(bot_factory, mode)
     view, _ = await open_on_message(bot, user_id="U0LEAD1")  # a Manager through user group S0LEADS
     bot.slack.usergroups["S0LEADS"] = ["U0LEAD2"]
-    services(bot).access._groups._cache.invalidate()  # removed from the group meanwhile
+    services(bot).access.forget_groups()  # removed from the group meanwhile
     answer = await submit(bot, view, user_id="U0LEAD1")
     assert answer["response_action"] == "errors"
     assert "not allowed to escalate to on-call" in answer["errors"][EscalationField.REASON]

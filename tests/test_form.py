@@ -16,104 +16,16 @@ from bot.evovoice.client import Flow
 from bot.listeners import call_form as form_listener
 from bot.standins.slack import (
     ApiCall,
-    View,
     block_suggestion_payload,
-    global_shortcut_payload,
-    interactive_body,
-    slash_command_body,
-    slash_command_payload,
-    view_submission_payload,
 )
-from tests.conftest import POLICY_NO_REPEAT_QUESTION, Ack, BotFactory, BotUnderTest
-from tests.test_manifest import manifest
+from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest, manifest
+from tests.interactions import interact, open_form, open_from_shortcut, state, submission
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
 
 
 # ------------------------------------------------------------------------------------- helpers
-
-
-async def interact(bot: BotUnderTest, payload: dict[str, Any]) -> dict[str, Any]:
-    """Send an interactive payload as Slack does in this mode; return the ack's body."""
-    if bot.mode == "socket":
-        envelope = await bot.slack.send_envelope("interactive", payload)
-        return envelope.get("payload") or {}
-    ack = await bot.post_signed(interactive_body(payload))
-    assert ack.status == 200, ack.body
-    return ack.body
-
-
-async def send_call(
-    bot: BotUnderTest, text: str, *, trigger_id: str, user_id: str = "U0MANAGER",
-    channel_id: str = "C0OPS", response_url: str | None = None,
-) -> tuple[Ack, str]:
-    """`/call text` with a trigger_id of the test's choosing (else like BotUnderTest.command)."""
-    url = response_url or bot.slack.response_url()
-    fields = dict(text=text, user_id=user_id, channel_id=channel_id, response_url=url,
-                  trigger_id=trigger_id)
-    if bot.mode == "socket":
-        envelope = await bot.slack.send_envelope("slash_commands", slash_command_payload(**fields))
-        return Ack(200, envelope.get("payload") or {}), url
-    return await bot.post_signed(slash_command_body(**fields)), url
-
-
-async def open_form(
-    bot: BotUnderTest, text: str = "", *, user_id: str = "U0MANAGER", channel_id: str = "C0OPS",
-    response_url: str | None = None,
-) -> View:
-    """Open the form with `/call text` and return the modal Slack now shows."""
-    before = len(bot.slack.calls_to("views.open"))
-    trigger = bot.slack.new_trigger_id()  # single use, and it expires like Slack's
-    ack, _ = await send_call(bot, text, trigger_id=trigger, user_id=user_id,
-                             channel_id=channel_id, response_url=response_url)
-    assert ack.status == 200
-    calls = await bot.slack.wait_for_calls("views.open", before + 1)
-    opened = calls[-1]
-    assert opened.params["trigger_id"] == trigger and opened.ok, opened.brief()
-    return bot.slack.views[opened.response["view"]["id"]]  # type: ignore[index]
-
-
-async def open_from_shortcut(bot: BotUnderTest, *, user_id: str = "U0MANAGER") -> View:
-    before = len(bot.slack.calls_to("views.open"))
-    trigger = bot.slack.new_trigger_id()
-    await interact(bot, global_shortcut_payload(
-        callback_id=forms.PLACE_CALL_SHORTCUT_ID, user_id=user_id, trigger_id=trigger))
-    calls = await bot.slack.wait_for_calls("views.open", before + 1)
-    assert calls[-1].params["trigger_id"] == trigger and calls[-1].ok, calls[-1].brief()
-    return bot.slack.views[calls[-1].response["view"]["id"]]  # type: ignore[index]
-
-
-def state(
-    number: str | None = FULL, flow: str | None = "flow-esc", caller_id: str | None = None,
-    reason: str | None = None, channel: str | None = None,
-) -> dict[str, dict[str, Any]]:
-    """`view.state.values` as Slack sends it for the form."""
-    def selected(kind: str, value: str | None) -> dict[str, Any]:
-        option = {"text": {"type": "plain_text", "text": value}, "value": value} if value else None
-        return {"type": kind, "selected_option": option}
-
-    values: dict[str, dict[str, Any]] = {
-        FormField.NUMBER: {FormField.NUMBER: {"type": "plain_text_input", "value": number}},
-        FormField.FLOW: {FormField.FLOW: selected("external_select", flow)},
-        FormField.CALLER_ID: {FormField.CALLER_ID: selected("static_select", caller_id)},
-        FormField.REASON: {FormField.REASON: {"type": "plain_text_input", "value": reason}},
-    }
-    if channel is not None:
-        values[FormField.CHANNEL] = {
-            FormField.CHANNEL: {"type": "conversations_select", "selected_conversation": channel}
-        }
-    return values
-
-
-def submission(
-    view: View, values: dict[str, dict[str, Any]], *, user_id: str = "U0MANAGER",
-    response_urls: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    return view_submission_payload(
-        callback_id=forms.CALL_FORM_CALLBACK_ID, values=values, view=view.view, view_id=view.id,
-        user_id=user_id, response_urls=response_urls,
-    )
 
 
 def block(view: dict[str, Any], field: FormField) -> dict[str, Any] | None:
@@ -253,7 +165,7 @@ async def test_the_flow_menu_ranks_prefix_before_substring_and_stops_at_100(
         {"id": "flow-esc", "name": "Escalation", "accountId": "acct-1"},
         {"id": "flow-long", "name": "Escalation " + "x" * 100, "accountId": "acct-1"},
     ] + [{"id": f"flow-{i}", "name": f"Rota {i:03}", "accountId": "acct-1"} for i in range(150)]
-    bot.runtime.services.catalog._flows.invalidate()  # type: ignore[union-attr]
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
     assert await options_for(bot, "esc") == ["flow-esc", "flow-long", "flow-team", "flow-de"]
     assert await options_for(bot, "escalation") == ["flow-esc", "flow-long", "flow-team"]
     answer = await interact(bot, block_suggestion_payload(
@@ -373,7 +285,7 @@ async def test_two_forms_are_two_calls(bot_factory: BotFactory) -> None:
 async def test_access_lost_after_opening_is_shown_in_the_form(bot: BotUnderTest) -> None:
     view = await open_form(bot, user_id="U0LEAD1")
     bot.slack.usergroups["S0LEADS"] = ["U0LEAD2"]  # removed from the group meanwhile
-    bot.runtime.services.access._groups._cache.invalidate()  # type: ignore[union-attr]
+    bot.runtime.services.access.forget_groups()  # type: ignore[union-attr]
     answer = await interact(bot, submission(view, state(), user_id="U0LEAD1"))
     assert answer["response_action"] == "errors"
     assert "not allowed to place calls" in answer["errors"][FormField.NUMBER]
@@ -403,7 +315,7 @@ async def test_a_slow_check_answers_in_time_with_a_retry_hint(
     async def stuck_groups(call: ApiCall) -> None:
         await release.wait()
 
-    bot.runtime.services.access._groups._cache.invalidate()  # type: ignore[union-attr]
+    bot.runtime.services.access.forget_groups()  # type: ignore[union-attr]
     bot.slack.on("usergroups.users.list", stuck_groups)
     answer = await interact(bot, submission(view, state(), user_id="U0LEAD1"))
     assert answer["response_action"] == "errors"

@@ -23,7 +23,7 @@ from tests.conftest import (
     SIGNING_SECRET,
     BotFactory,
 )
-from tests.test_confirmations import ask, button, click
+from tests.interactions import ask, button, click
 
 SECRETS = (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, EVO_PASSWORD)
 NUMBERS = ("8144043093", "8144043094", "4165550123", "9005550123")

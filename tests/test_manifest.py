@@ -2,31 +2,10 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-from typing import Any
-
 import jsonschema
-import yaml
 
 from bot.listeners.call_command import CALL_COMMAND
-
-ROOT = Path(__file__).parent.parent
-SCHEMA_CANDIDATES = [
-    ROOT.parent / "shared" / "schemas" / "slack-app-manifest.schema.json",
-    ROOT / "tests" / "schemas" / "slack-app-manifest.schema.json",
-]
-
-
-def load_schema() -> dict[str, Any]:
-    for path in SCHEMA_CANDIDATES:
-        if path.exists():
-            return json.loads(path.read_text())  # type: ignore[no-any-return]
-    raise AssertionError(f"schema not found in {SCHEMA_CANDIDATES}")
-
-
-def manifest() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "manifest.yml").read_text())  # type: ignore[no-any-return]
+from tests.conftest import load_schema, manifest
 
 
 def test_manifest_validates_against_slacks_schema() -> None:

@@ -14,7 +14,7 @@ import yaml
 
 from bot.__main__ import main
 from bot.slack.manifest import ManifestError, events_url, http_mode, render
-from tests.test_manifest import ROOT, load_schema, manifest
+from tests.conftest import ROOT, load_schema, manifest
 
 HOST = "https://callbot.example.com"
 URL = f"{HOST}/slack/events"

@@ -8,7 +8,7 @@ import pytest
 
 from bot.config import ConfigError, load_policy
 from tests.conftest import POLICY, BotFactory, BotUnderTest
-from tests.test_form import interact, open_form, state, submission
+from tests.interactions import interact, open_form, state, submission
 
 FULL = "+18144043093"
 

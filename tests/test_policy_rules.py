@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import re
 import textwrap
 from pathlib import Path
 
@@ -11,24 +9,9 @@ import pytest
 
 from bot.config import ConfigError, load_policy
 from bot.phone import NumberRejected, RejectCode, check_dialable
-from tests.conftest import POLICY, BotFactory
+from tests.conftest import BotFactory, policy_with
 
 BASE = '[roles]\nManager = ["U0MANAGER"]\n'
-
-
-def policy_with(**rules: object) -> str:
-    """The shared test policy with keys of its [policy] section set (TOML values as Python)."""
-    text = POLICY
-    for key, value in rules.items():
-        line = f"{key} = {json.dumps(value, ensure_ascii=False)}"
-        pattern = re.compile(rf"^{key} = .*$", re.MULTILINE)
-        if pattern.search(text):
-            text = pattern.sub(line, text, count=1)
-        else:
-            # a function, not a template: the line may hold backslashes
-            text = re.sub(r"^\[policy\].*$", lambda m, line=line: f"{m.group(0)}\n{line}", text,
-                          count=1, flags=re.MULTILINE)
-    return text
 
 
 def policy_from(text: str, tmp_path: Path):  # type: ignore[no-untyped-def]

@@ -10,8 +10,8 @@ import pytest
 
 from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import policy_with
 from tests.databases import on_both_databases
-from tests.test_policy_rules import policy_with
 
 US = "+18144043093"
 
@@ -122,7 +122,7 @@ async def test_limits_hold_across_a_restart(bot_factory: BotFactory) -> None:
 
 
 async def test_a_confirmed_call_still_meets_the_limits(bot_factory: BotFactory) -> None:
-    from tests.test_confirmations import ask, click
+    from tests.interactions import ask, click
 
     bot = await bot_factory("http", policy=limited(per_user="1/10m"))
     question = await ask(bot, "+14165550123 escalation")  # asks: no slot taken yet

@@ -34,7 +34,7 @@ from tests.conftest import (
     BotUnderTest,
     bot_environment,
 )
-from tests.test_confirmations import ask, click
+from tests.interactions import ask, click
 from tests.test_startup import run_bot_process
 
 FULL = "+18144043093"

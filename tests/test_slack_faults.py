@@ -12,7 +12,8 @@ import pytest
 
 from bot.standins.slack import ApiCall, ApiReply
 from tests.conftest import BotFactory, BotUnderTest
-from tests.test_confirmations import CONFIRM_CALL_ACTION, button
+from bot.calls.confirm_views import CONFIRM_CALL_ACTION
+from tests.interactions import button
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"

@@ -49,6 +49,11 @@ class Catalog:
             ttl, max_stale=CATALOG_MAX_STALE_SECONDS
         )
 
+    def forget(self) -> None:
+        """Read the flows and numbers afresh on the next request (the account just changed)."""
+        self._flows.invalidate()
+        self._numbers.invalidate()
+
     async def flows(self) -> list[Flow]:
         return await self._flows.get("flows", lambda: self._evo.list_flows(self._account_ids))
 
