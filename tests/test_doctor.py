@@ -391,8 +391,20 @@ async def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int,
     return process.returncode, stdout.decode(), stderr.decode()
 
 
+async def check_from_environment(
+    env: dict[str, str], cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str]:
+    """What `callbot check` prints and exits with, run in this process (no interpreter to start):
+    the settings come from the environment, as the command's do."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(cwd)
+    text, code = report(await run_checkup())
+    return code, text
+
+
 async def test_callbot_check_exits_0_when_all_pass_and_1_otherwise(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = bot_environment("socket", slack, evo, policy_path)
     code, out, _ = await run_cli(["check"], env, policy_path.parent)
@@ -401,7 +413,7 @@ async def test_callbot_check_exits_0_when_all_pass_and_1_otherwise(
     assert "✗" not in out
 
     evo.roles = ["Agent"]
-    code, out, _ = await run_cli(["check"], env, policy_path.parent)
+    code, out = await check_from_environment(env, policy_path.parent, monkeypatch)
     assert code == 1
     assert "✗ Evo Voice role:" in out and "    fix: grant that Evo Voice user" in out
     assert "1 problem found" in out
@@ -470,19 +482,20 @@ async def test_checks_waiting_on_a_problem_fold_into_one_line(tmp_path: Path) ->
 
 
 async def test_secrets_can_come_from_files(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, tmp_path: Path
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = bot_environment("socket", slack, evo, policy_path)
     for name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "EVOVOICE_PASSWORD"):
         secret = tmp_path / name.lower()
         secret.write_text(env.pop(name) + "\n")  # as `echo … > file` or a Kubernetes secret
         env[f"{name}_FILE"] = str(secret)
-    code, out, _ = await run_cli(["check"], env, policy_path.parent)
+    code, out = await check_from_environment(env, policy_path.parent, monkeypatch)
     assert code == 0, out
 
     env["EVOVOICE_PASSWORD"] = "also-set"
     env["SLACK_BOT_TOKEN_FILE"] = str(tmp_path / "missing")
-    code, out, _ = await run_cli(["check"], env, policy_path.parent)
+    code, out = await check_from_environment(env, policy_path.parent, monkeypatch)
     assert code == 1
     assert "EVOVOICE_PASSWORD: both EVOVOICE_PASSWORD and EVOVOICE_PASSWORD_FILE are set" in out
     assert "SLACK_BOT_TOKEN: cannot read SLACK_BOT_TOKEN_FILE" in out
