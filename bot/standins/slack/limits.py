@@ -1,0 +1,174 @@
+"""The Block Kit and view limits Slack enforces and bots trip over, checked like Slack does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.standins.slack.records import (
+    JSONDict,
+)
+
+
+def _text_of(obj: Any) -> str | None:
+    if isinstance(obj, dict):
+        text = obj.get("text")
+        return text if isinstance(text, str) else None
+    return None
+
+
+def _block_problems(blocks: list[Any], pointer: str) -> list[str]:
+    problems: list[str] = []
+
+    def walk(node: Any, ptr: str) -> None:
+        if isinstance(node, list):
+            for i, item in enumerate(node):
+                walk(item, f"{ptr}/{i}")
+            return
+        if not isinstance(node, dict):
+            return
+        block_id = node.get("block_id")
+        if isinstance(block_id, str) and len(block_id) > 255:
+            problems.append(
+                f"[ERROR] must be less than 256 characters [json-pointer:{ptr}/block_id]"
+            )
+        for key in ("label", "hint"):
+            text = _text_of(node.get(key))
+            if text is not None and len(text) > 2000:
+                problems.append(
+                    f"[ERROR] must be less than 2001 characters [json-pointer:{ptr}/{key}/text]"
+                )
+        problems.extend(_element_problems(node, ptr))
+        options = node.get("options")
+        if (
+            isinstance(options, list)
+            and options
+            and all(isinstance(o, dict) and "value" in o for o in options)
+        ):
+            if len(options) > 100:
+                problems.append(
+                    f"[ERROR] must provide no more than 100 items [json-pointer:{ptr}/options]"
+                )
+            for i, option in enumerate(options):
+                text = _text_of(option.get("text"))
+                if text is not None and len(text) > 75:
+                    problems.append(
+                        "[ERROR] must be less than 76 characters "
+                        f"[json-pointer:{ptr}/options/{i}/text/text]"
+                    )
+                value = option.get("value")
+                if isinstance(value, str) and len(value) > 150:
+                    problems.append(
+                        "[ERROR] must be less than 151 characters "
+                        f"[json-pointer:{ptr}/options/{i}/value]"
+                    )
+        for key, value in node.items():
+            if isinstance(value, (dict, list)) and key != "options":
+                walk(value, f"{ptr}/{key}")
+
+    walk(blocks, pointer)
+    return problems
+
+
+def _element_problems(node: JSONDict, ptr: str) -> list[str]:
+    """Text objects (1 to 3,000 characters), buttons, confirm dialogs, and the element counts."""
+    problems: list[str] = []
+
+    def longer(value: Any, limit: int, where: str) -> None:
+        if isinstance(value, str) and len(value) > limit:
+            problems.append(
+                f"[ERROR] must be less than {limit + 1} characters [json-pointer:{ptr}/{where}]"
+            )
+
+    def more(items: Any, most: int, where: str) -> None:
+        if isinstance(items, list) and len(items) > most:
+            problems.append(
+                f"[ERROR] must provide no more than {most} items [json-pointer:{ptr}/{where}]"
+            )
+
+    kind = node.get("type")
+    if kind in ("plain_text", "mrkdwn"):
+        text = node.get("text")
+        if not isinstance(text, str) or not text:
+            problems.append(f"[ERROR] must be more than 0 characters [json-pointer:{ptr}/text]")
+        longer(text, 3000, "text")
+    limits: tuple[tuple[str, int], ...] = ()
+    if kind == "button":
+        limits = (("text", 75),)
+        longer(node.get("value"), 2000, "value")
+    elif kind == "header":
+        limits = (("text", 150),)
+    elif "confirm" in node and "deny" in node and "title" in node:
+        limits = (("title", 100), ("text", 300), ("confirm", 30), ("deny", 30))
+    for key, limit in limits:
+        longer(_text_of(node.get(key)), limit, f"{key}/text")
+    longer(node.get("action_id"), 255, "action_id")
+    most = {"context": 10, "actions": 25}.get(str(kind))
+    if most is not None:
+        more(node.get("elements"), most, "elements")
+    fields = node.get("fields")
+    if kind == "section" and isinstance(fields, list):
+        more(fields, 10, "fields")
+        for i, item in enumerate(fields):
+            longer(_text_of(item), 2000, f"fields/{i}/text")
+    return problems
+
+
+def message_problems(body: Any) -> list[str]:
+    """Why Slack would refuse ``body`` as a message (an ack, a ``response_url`` post): blocks."""
+    if not isinstance(body, dict):
+        return []
+    blocks = body.get("blocks")
+    if blocks is None:
+        return []
+    if not isinstance(blocks, list):
+        return ["[ERROR] must be an array [json-pointer:/blocks]"]
+    problems = _block_problems(blocks, "/blocks")
+    if len(blocks) > 50:
+        problems.append("[ERROR] must provide no more than 50 items [json-pointer:/blocks]")
+    return problems
+
+
+def _view_problems(view: JSONDict) -> list[str]:
+    problems: list[str] = []
+    vtype = view.get("type")
+    if vtype not in ("modal", "home"):
+        problems.append("[ERROR] must be one of [modal, home] [json-pointer:/view/type]")
+    if vtype == "modal":
+        title = _text_of(view.get("title"))
+        if title is None:
+            problems.append("[ERROR] missing required field: title [json-pointer:/view]")
+        elif len(title) > 24:
+            problems.append(
+                "[ERROR] must be less than 25 characters [json-pointer:/view/title/text]"
+            )
+        for key in ("submit", "close"):
+            text = _text_of(view.get(key))
+            if text is not None and len(text) > 24:
+                problems.append(
+                    f"[ERROR] must be less than 25 characters [json-pointer:/view/{key}/text]"
+                )
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list):
+        problems.append("[ERROR] missing required field: blocks [json-pointer:/view]")
+    else:
+        if len(blocks) > 100:
+            problems.append(
+                "[ERROR] must provide no more than 100 items [json-pointer:/view/blocks]"
+            )
+        if (
+            vtype == "modal"
+            and view.get("submit") is None
+            and any(isinstance(b, dict) and b.get("type") == "input" for b in blocks)
+        ):
+            problems.append(
+                "[ERROR] must provide a submit property when using input blocks "
+                "[json-pointer:/view]"
+            )
+        problems += _block_problems(blocks, "/view/blocks")
+    for key, limit in (("private_metadata", 3000), ("callback_id", 255), ("external_id", 255)):
+        value = view.get(key)
+        if isinstance(value, str) and len(value) > limit:
+            problems.append(
+                f"[ERROR] must be less than {limit + 1} characters [json-pointer:/view/{key}]"
+            )
+    return problems

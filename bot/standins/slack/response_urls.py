@@ -1,0 +1,115 @@
+"""The Slack stand-in's response_url endpoints: minted per payload, read back by tests."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from bot.standins.slack.core import StandInCore
+from bot.standins.slack.records import (
+    JSONDict,
+    ResponsePost,
+    _short,
+)
+
+
+class ResponseUrls(StandInCore):
+    """response_url endpoints (``/response/<id>``)."""
+
+    # ---------------------------------------------------------------- response_url
+
+    def response_url(self) -> str:
+        """Mint a fresh response_url (``http://127.0.0.1:PORT/response/<id>``)."""
+        if not self.base_url:
+            raise RuntimeError("start() the stand-in first")
+        rid = uuid.uuid4().hex
+        self.responses[rid] = []
+        return f"{self.base_url}/response/{rid}"
+
+    def _response_id(self, url_or_id: str) -> str:
+        return url_or_id.rstrip("/").rsplit("/", 1)[-1]
+
+    def responses_to(self, url: str) -> list[JSONDict]:
+        """The JSON bodies accepted at ``url`` (a response_url or its id), in order."""
+        return self.responses.get(self._response_id(url), [])
+
+    async def wait_for_response(self, url: str, n: int = 1, timeout: float = 5.0) -> list[JSONDict]:
+        """Wait until ``n`` posts to ``url`` (or its id) were accepted; return the first ``n``."""
+        rid = self._response_id(url)
+
+        def check() -> list[JSONDict] | None:
+            got = self.responses.get(rid, [])
+            return list(got[:n]) if len(got) >= n else None
+
+        def describe() -> str:
+            got = self.responses.get(rid, [])
+            lines = [
+                f"Timed out after {timeout}s waiting for {n} post(s) to response_url {rid}; "
+                f"got {len(got)}:"
+            ]
+            lines += [f"  {_short(b, 300)}" for b in got]
+            others = [p for p in self.response_posts if p.id != rid]
+            if others:
+                lines.append("Posts to other response_urls:")
+                lines += [f"  {p.id}: {p.status} {_short(p.body, 200)}" for p in others[-20:]]
+            rejected = [p for p in self.response_posts if p.id == rid and p.status != 200]
+            if rejected:
+                lines.append("Rejected posts to this one:")
+                lines += [f"  {p.status} {p.answer}: {_short(p.body, 200)}" for p in rejected]
+            return "\n".join(lines)
+
+        result: list[JSONDict] = await self._wait_until(check, timeout, describe)
+        return result
+
+    def expire_response_url(self, url: str) -> None:
+        """Later posts to ``url`` (or its id) are answered 404 ``expired_url``, as Slack does."""
+        self._expired_responses.add(self._response_id(url))
+
+    async def _handle_response_url(self, request: web.Request) -> web.StreamResponse:
+        rid = request.match_info["rid"]
+        raw = await request.text()
+        body: Any
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            form = dict(urllib.parse.parse_qsl(raw))
+            try:
+                body = json.loads(form["payload"])
+            except (KeyError, ValueError):
+                body = raw
+        status, answer = 200, "ok"
+        if rid not in self.responses or rid in self._expired_responses:
+            status, answer = 404, "expired_url"
+        elif not isinstance(body, dict):
+            status, answer = 400, "invalid_payload"
+        elif len(self.responses[rid]) >= self.response_url_max_posts:
+            status, answer = 404, "used_url"
+        elif not (
+            body.get("text")
+            or body.get("blocks")
+            or body.get("attachments")
+            or body.get("delete_original")
+        ):
+            status, answer = 400, "no_text"
+        elif (problem := self._validate_message_content(body, require_content=False)) is not None:
+            # Slack refuses a response_url post it would refuse from chat.postMessage, as a 400.
+            status, answer = 400, problem
+        self.response_posts.append(
+            ResponsePost(
+                id=rid,
+                url=f"{self.base_url}/response/{rid}",
+                body=body,
+                status=status,
+                answer=answer,
+                time=time.monotonic(),
+            )
+        )
+        if status == 200:
+            self.responses[rid].append(body)
+        self._notify()
+        return web.Response(status=status, text=answer, content_type="text/plain")
