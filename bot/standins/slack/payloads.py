@@ -61,31 +61,10 @@ def slash_command_payload(
     }
 
 
-def slash_command_body(
-    *,
-    text: str,
-    user_id: str = "U0MANAGER",
-    channel_id: str = "C0OPS",
-    team_id: str = "T0TEAM",
-    command: str = "/call",
-    response_url: str,
-    trigger_id: str = DEFAULT_TRIGGER_ID,
-    user_name: str = "manager",
-    channel_name: str = "ops",
-) -> bytes:
+def slash_command_body(*, text: str, response_url: str, **fields: str) -> bytes:
     """The form-encoded body Slack POSTs for a slash command in HTTP mode (sign it with
-    :func:`sign`)."""
-    payload = slash_command_payload(
-        text=text,
-        user_id=user_id,
-        channel_id=channel_id,
-        team_id=team_id,
-        command=command,
-        response_url=response_url,
-        trigger_id=trigger_id,
-        user_name=user_name,
-        channel_name=channel_name,
-    )
+    :func:`sign`); the fields are those of :func:`slash_command_payload`."""
+    payload = slash_command_payload(text=text, response_url=response_url, **fields)
     return urllib.parse.urlencode(payload).encode()
 
 
