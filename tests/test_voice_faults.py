@@ -29,7 +29,11 @@ def thread_result(bot: BotUnderTest) -> str:
     return str(replies[0].params["text"])
 
 
-@pytest.mark.parametrize("behaviour", [EmptyObject(), NoContent(), MalformedJson()])
+# Malformed JSON, 500, 503, a dropped connection, 429 and 400 are each tested once, with others
+# served meanwhile: test_each_fault_tells_the_requester_posts_once_and_others_are_served below.
+
+
+@pytest.mark.parametrize("behaviour", [EmptyObject(), NoContent()])
 async def test_any_2xx_is_a_placed_call_even_without_a_session_id(
     bot_factory: BotFactory, behaviour: Behaviour
 ) -> None:
@@ -41,15 +45,10 @@ async def test_any_2xx_is_a_placed_call_even_without_a_session_id(
     assert "Call placed" in thread_result(bot)
 
 
-@pytest.mark.parametrize(
-    "behaviour",
-    [ErrorStatus(500), ErrorStatus(503, "Service unavailable"), DropConnection(), Delayed(4.0)],
-    ids=["500", "503", "dropped", "read-timeout"],
-)
-async def test_ambiguous_failures_are_reported_unknown_and_never_resent(
-    bot: BotUnderTest, behaviour: Behaviour
+async def test_an_answer_slower_than_the_read_timeout_is_unknown_and_never_resent(
+    bot: BotUnderTest,
 ) -> None:
-    bot.evo.queue_outgoing(behaviour)
+    bot.evo.queue_outgoing(Delayed(4.0))  # EVOVOICE_TIMEOUT is 2 s in the tests
     await bot.command(f"{FULL} escalation")
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 1
@@ -67,24 +66,6 @@ async def test_ambiguous_failure_names_the_session_found_afterwards(
     [session_id] = bot.evo.sessions
     assert session_id in thread_result(bot)
     assert len(bot.evo.outgoing_posts) == 1
-
-
-async def test_rate_limit_says_when_to_try_again(bot: BotUnderTest) -> None:
-    bot.evo.queue_outgoing(TooManyRequests(retry_after="7"))
-    await bot.command(f"{FULL} escalation")
-    await bot.settle()
-    assert len(bot.evo.outgoing_posts) == 1
-    text = thread_result(bot)
-    assert "rate-limiting" in text and "7 s" in text
-
-
-async def test_bad_request_shows_the_servers_message(bot_factory: BotFactory) -> None:
-    bot = await bot_factory("http")
-    bot.evo.queue_outgoing(ErrorStatus(400, "Flow is disabled"))
-    await bot.command(f"{FULL} escalation")
-    await bot.settle()
-    text = thread_result(bot)
-    assert "Flow is disabled" in text and "not placed" in text
 
 
 async def test_lost_login_is_an_operator_problem(bot_factory: BotFactory) -> None:
