@@ -15,7 +15,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.access import AccessControl, UserGroups
 from bot.audit.history import HistoryService
 from bot.audit.trail import AuditLog
-from bot.calls.form import origin_of
 from bot.calls.confirmations import Confirmations
 from bot.calls.controls import CallControls
 from bot.calls.follow import CallFollower, FollowTiming
@@ -32,6 +31,7 @@ from bot.evovoice.simulator import BANNER
 from bot.oncall.roster import OnCall, Overrides, PhoneBook
 from bot.ops.metrics import Metrics
 from bot.phone import mask
+from bot.slack.modals import origin_of
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
 from bot.storage.database import Database

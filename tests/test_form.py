@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 from bot.calls import form as forms
-from bot.calls.form import FormField, FormMetadata, FormMetadataInvalid
+from bot.calls.form import FormField
 from bot.evovoice.catalog import rank_flows
 from bot.evovoice.client import Flow
 from bot.listeners import call_form as form_listener
+from bot.slack.modals import MetadataInvalid, ModalMetadata, field_errors
 from bot.standins.slack import (
     ApiCall,
     block_suggestion_payload,
@@ -458,11 +459,11 @@ def test_flow_options_respect_slacks_limits() -> None:
 
 def test_metadata_round_trip_and_refusals() -> None:
     trusted = ["http://127.0.0.1:9"]
-    meta = FormMetadata("C0OPS", "https://hooks.slack.com/commands/T1/2/abc")
-    assert FormMetadata.decode(meta.encode(), trusted) == meta
-    assert FormMetadata.decode("", trusted) == FormMetadata()
-    local = FormMetadata("G0PRIV", "http://127.0.0.1:9/response/x")
-    assert FormMetadata.decode(local.encode(), trusted) == local
+    meta = ModalMetadata("C0OPS", response_url="https://hooks.slack.com/commands/T1/2/abc")
+    assert ModalMetadata.decode(meta.encode(), trusted) == meta
+    assert ModalMetadata.decode("", trusted) == ModalMetadata()
+    local = ModalMetadata("G0PRIV", response_url="http://127.0.0.1:9/response/x")
+    assert ModalMetadata.decode(local.encode(), trusted) == local
     for bad in (
         '{"channel": "C0OPS", "response_url": "http://hooks.slack.com/x"}',  # not https
         '{"channel": "C0OPS", "response_url": "https://hooks.slack.com.evil.io/x"}',
@@ -471,13 +472,15 @@ def test_metadata_round_trip_and_refusals() -> None:
         '{"channel": 5}',
         "x" * 3001,
     ):
-        with pytest.raises(FormMetadataInvalid):
-            FormMetadata.decode(bad, trusted)
+        with pytest.raises(MetadataInvalid):
+            ModalMetadata.decode(bad, trusted)
 
 
 def test_form_keeps_the_default_caller_id_among_the_first_hundred() -> None:
     owned = [f"+1814555{i:04}" for i in range(150)]
-    view = forms.call_form(FormMetadata("C0OPS"), owned_numbers=owned, default_caller_id=owned[140])
+    view = forms.call_form(
+        ModalMetadata("C0OPS"), owned_numbers=owned, default_caller_id=owned[140]
+    )
     caller = block(view, FormField.CALLER_ID)
     assert caller is not None
     assert len(caller["element"]["options"]) == 100
@@ -486,21 +489,23 @@ def test_form_keeps_the_default_caller_id_among_the_first_hundred() -> None:
 
 
 def test_form_without_owned_numbers_has_no_caller_id_select() -> None:
-    view = forms.call_form(FormMetadata("C0OPS"), owned_numbers=None)
+    view = forms.call_form(ModalMetadata("C0OPS"), owned_numbers=None)
     assert block(view, FormField.CALLER_ID) is None
     # An error for the missing field moves under the first input instead of being lost.
-    errors = forms.field_errors({FormField.CALLER_ID: "bad"}, [FormField.NUMBER, FormField.FLOW])
+    errors = field_errors(
+        {FormField.CALLER_ID: "bad"}, [FormField.NUMBER, FormField.FLOW], forms.GENERAL_ERROR_FIELD
+    )
     assert errors == {FormField.NUMBER: "bad"}
 
 
 def test_a_long_prefill_is_left_out_not_cut_short() -> None:
-    view = forms.call_form(FormMetadata("C0OPS"), number_text="+1 814 404 3093 " + "9" * 30)
+    view = forms.call_form(ModalMetadata("C0OPS"), number_text="+1 814 404 3093 " + "9" * 30)
     number = block(view, FormField.NUMBER)
     assert number is not None and "initial_value" not in number["element"]
 
 
 def test_read_submission_takes_the_channel_selects_preset_and_its_response_url() -> None:
-    view = forms.call_form(FormMetadata(), ask_channel=True)
+    view = forms.call_form(ModalMetadata(), ask_channel=True)
     channel = block(view, FormField.CHANNEL)
     assert channel is not None
     channel["element"]["initial_conversation"] = "C0PRESET"  # untouched preset, absent from state

@@ -11,9 +11,10 @@ import aiohttp
 import pytest
 
 from bot.calls import form as forms
-from bot.oncall import escalation_views
-from bot.standins.evovoice import EvoVoiceStandIn, Gated
 from bot.calls.status_views import HANG_UP_ACTION
+from bot.oncall import escalation_views
+from bot.slack.modals import ModalMetadata
+from bot.standins.evovoice import EvoVoiceStandIn, Gated
 from bot.standins.slack import (
     SlackStandIn,
     block_actions_payload,
@@ -214,7 +215,7 @@ async def test_during_shutdown_a_submitted_form_stays_open_with_the_reason(
 ) -> None:
     bot = await bot_factory("http")
     assert bot.runtime.services is not None
-    view = forms.call_form(forms.FormMetadata())
+    view = forms.call_form(ModalMetadata())
     await bot.runtime.services.tasks.drain(0)
     payload = view_submission_payload(
         callback_id=forms.CALL_FORM_CALLBACK_ID, values={}, view=view

@@ -9,7 +9,6 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.audit.history import HistoryRequest
-from bot.calls import form as forms
 from bot.calls import messages as views
 from bot.calls.command_text import (
     CallArgs,
@@ -25,6 +24,7 @@ from bot.listeners.oncall import on_oncall_subcommand
 from bot.listeners.test_call import on_test_subcommand
 from bot.ops.metrics import CommandOutcome
 from bot.services import Services
+from bot.slack.modals import ModalMetadata, is_channel_id, is_response_url
 
 logger = logging.getLogger(__name__)
 
@@ -84,17 +84,17 @@ async def on_call_command(
     services.tasks.spawn(services.calls.handle(request), name=f"call by {request.user_id}")
 
 
-def form_metadata_from(command: dict[str, Any], services: Services) -> forms.FormMetadata:
+def form_metadata_from(command: dict[str, Any], services: Services) -> ModalMetadata:
     """Where the form's confirmation goes: this channel, with this command's response_url as the
     fallback. Whatever doesn't look right is left out (the form then asks for a channel)."""
     channel = command.get("channel_id")
     url = command.get("response_url")
     trusted = services.trusted_origins
-    if not forms.is_channel_id(channel):
-        return forms.FormMetadata()
-    return forms.FormMetadata(
+    if not is_channel_id(channel):
+        return ModalMetadata()
+    return ModalMetadata(
         channel_id=str(channel),
-        response_url=str(url) if forms.is_response_url(url, trusted) else None,
+        response_url=str(url) if is_response_url(url, trusted) else None,
     )
 
 

@@ -21,7 +21,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls import form as forms
 from bot.calls import messages as views
-from bot.calls.form import FormField, FormMetadata, FormMetadataInvalid, Submission
+from bot.calls.form import FormField, Submission
 from bot.calls.models import CallRequest, CheckedCall
 from bot.errors import (
     CallbotError,
@@ -30,14 +30,15 @@ from bot.errors import (
     FlowNotFound,
     GroupLookupFailed,
     RoleDenied,
-    describe_any,
     describe,
+    describe_any,
 )
 from bot.evovoice.client import EvoVoiceError, Flow
 from bot.listeners.modals import Wording, accept_once, open_modal
 from bot.phone import NumberRejected, check_dialable
 from bot.services import Services
 from bot.slack.blocks import MAX_OPTIONS
+from bot.slack.modals import MetadataInvalid, ModalMetadata, View, field_errors
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ async def on_place_call_shortcut(
     trigger_id = str(shortcut["trigger_id"])
     services.tasks.spawn(
         open_call_form(
-            client, services, trigger_id=trigger_id, user_id=user_id, metadata=FormMetadata()
+            client, services, trigger_id=trigger_id, user_id=user_id, metadata=ModalMetadata()
         ),
         name=f"call form for {user_id}",
     )
@@ -95,7 +96,7 @@ async def open_call_form(
     *,
     trigger_id: str,
     user_id: str,
-    metadata: FormMetadata,
+    metadata: ModalMetadata,
     number_text: str | None = None,
 ) -> None:
     """Open the form for `user_id`; without a channel in `metadata` it also asks for one."""
@@ -111,22 +112,22 @@ async def open_call_form(
         user_id=user_id,
         trigger_id=trigger_id,
         view=_prepare_view(services, user_id, metadata, number_text),
-        loading_view=forms.loading_view(metadata),
+        loading_view=forms.CALL_FORM.loading_view(metadata),
         budget=OPEN_BUDGET_SECONDS,
         on_failure=tell_failure,
     )
 
 
 async def _prepare_view(
-    services: Services, user_id: str, metadata: FormMetadata, number_text: str | None
-) -> forms.View:
+    services: Services, user_id: str, metadata: ModalMetadata, number_text: str | None
+) -> View:
     """The form, or a notice saying why there is none; never raises."""
     try:
         await services.access.require(user_id)
     except Exception as exc:
         # RoleDenied and GroupLookupFailed say why; anything else gets a reference id (and its log
         # line). Either way the user sees words instead of a form that never opens.
-        return forms.notice_view(describe_any(exc))
+        return forms.CALL_FORM.notice_view(describe_any(exc))
     policy = services.policy
     try:
         owned: list[str] | None = await services.catalog.owned_numbers()
@@ -180,15 +181,16 @@ async def on_form_submitted(
 
     async def refuse(errors: dict[FormField, str]) -> None:
         await ack(response_action="errors",
-                  errors=forms.field_errors(errors, submission.fields or fields))
+                  errors=field_errors(errors, submission.fields or fields,
+                                      forms.GENERAL_ERROR_FIELD))
 
     submission = forms.read_submission(view, body.get("response_urls"), trusted)
     view_id = view.get("id")
     try:
         if not isinstance(view_id, str) or not view_id:
-            raise FormMetadataInvalid("no view id")  # the key that makes the call happen once
-        metadata = FormMetadata.decode(str(view.get("private_metadata") or ""), trusted)
-    except FormMetadataInvalid as exc:
+            raise MetadataInvalid("no view id")  # the key that makes the call happen once
+        metadata = ModalMetadata.decode(str(view.get("private_metadata") or ""), trusted)
+    except MetadataInvalid as exc:
         logger.warning("call form from %s with unusable private_metadata (%s)", user_id, exc)
         await refuse({forms.GENERAL_ERROR_FIELD: STALE_FORM})
         return
@@ -208,7 +210,7 @@ async def on_form_submitted(
 
 
 async def validate(
-    services: Services, user_id: str, team_id: str, metadata: FormMetadata, submission: Submission
+    services: Services, user_id: str, team_id: str, metadata: ModalMetadata, submission: Submission
 ) -> CheckedCall | dict[FormField, str]:
     """The checked call, or an error for each field that needs one."""
     try:
@@ -265,7 +267,7 @@ def field_for(exc: BaseException) -> FormField:
 # ------------------------------------------------------------------------------------- helpers
 
 
-async def _tell(services: Services, user_id: str, metadata: FormMetadata, text: str) -> None:
+async def _tell(services: Services, user_id: str, metadata: ModalMetadata, text: str) -> None:
     await services.notifier.tell(
         user_id=user_id,
         channel_id=metadata.channel_id,

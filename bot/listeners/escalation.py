@@ -21,7 +21,6 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls import messages as views
-from bot.calls.form import is_response_url
 from bot.errors import CallbotError, GroupLookupFailed, RoleDenied, describe, describe_any
 from bot.evovoice.client import EvoVoiceError
 from bot.listeners.actions import button_click_from
@@ -36,6 +35,7 @@ from bot.oncall.escalation_views import (
     EscalationSubmission,
 )
 from bot.services import Services
+from bot.slack.modals import is_response_url
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
 
 logger = logging.getLogger(__name__)

@@ -27,8 +27,6 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.calls.form import ViewState, is_channel_id, is_response_url
-from bot.calls.form import field_errors as _field_errors
 from bot.oncall.escalation_store import (
     AckVia,
     Escalation,
@@ -50,6 +48,8 @@ from bot.slack.blocks import (
     section,
     sections,
 )
+from bot.slack.modals import ViewState, is_channel_id, is_response_url
+from bot.slack.modals import field_errors as _field_errors
 
 ESCALATE_MESSAGE_SHORTCUT_ID = "escalate_message"
 ESCALATE_GLOBAL_SHORTCUT_ID = "escalate_global"
