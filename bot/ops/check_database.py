@@ -1,0 +1,91 @@
+"""`callbot check`: the database is reachable, writable and migrated."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from bot.ops.checkup import Checkup, Finding, failed, passed, skipped
+from bot.storage.database import MIGRATIONS, POSTGRESQL, Database, dialect_of, sqlite_path
+
+
+async def check_database(c: Checkup) -> list[Finding]:
+    subject = "Database"
+    if c.settings is None:
+        return skipped(subject, "not checked (fix the settings first)")
+    url = c.settings.database_url
+    latest = max((m.version for m in MIGRATIONS), default=0)
+    if dialect_of(url) == POSTGRESQL:
+        return await _check_postgres(url, latest)
+    raw = sqlite_path(url)
+    if raw == ":memory:":
+        return passed(subject, "in memory: nothing is kept across restarts (set DATABASE_URL to "
+                               "a file to keep call history and limits)")
+    path = Path(raw)
+    if not path.exists():
+        parent = _existing_ancestor(path.parent)
+        if os.access(parent, os.W_OK | os.X_OK):
+            return passed(subject, f"{path} does not exist yet; the bot creates and migrates it "
+                                   "at start-up")
+        return failed(subject, f"{path} does not exist and {parent} is not writable",
+                      "give the bot's user write access there, or point DATABASE_URL elsewhere "
+                      "(in the container image: a volume at /data)")
+    if not os.access(path, os.R_OK | os.W_OK) or not os.access(path.parent, os.W_OK | os.X_OK):
+        return failed(subject, f"{path} or its directory is not writable for this user",
+                      "give the bot's user read and write access to the file and its directory")
+    db = Database(url)
+    try:
+        await db.open_read_only()
+        await db.fetchone("SELECT 1")
+        version = await db.schema_version()
+    except Exception as exc:  # sqlite3 errors say what is wrong with the file, nothing secret
+        return failed(subject, f"{path} can't be read as a database ({exc})",
+                      "point DATABASE_URL at callbot's database, or move this file away so the bot "
+                      "creates a new one")
+    finally:
+        await db.close()
+    return _schema_finding(str(path), version, latest, "back the file up first")
+
+
+async def _check_postgres(url: str, latest: int) -> list[Finding]:
+    subject = "Database"
+    where = _without_password(url)
+    db = Database(url)
+    try:
+        await db.open_read_only()
+        version = await db.schema_version()
+    except Exception as exc:  # the driver's words say what failed (refused, auth, no database)
+        return failed(subject, f"{where} can't be reached ({type(exc).__name__}: "
+                               f"{_without_password(str(exc))})",
+                      "check DATABASE_URL (host, port, user, password, database name) and that "
+                      "PostgreSQL accepts connections from here")
+    finally:
+        await db.close()
+    return _schema_finding(where, version, latest, "take a backup first (pg_dump)")
+
+
+def _schema_finding(where: str, version: int, latest: int, backup: str) -> list[Finding]:
+    subject = "Database"
+    if version < latest:
+        return failed(subject, f"{where} is at schema version {version}; this callbot needs "
+                               f"{latest} (not migrated)",
+                      f"start the bot (`callbot`): it applies the missing migrations at start-up; "
+                      f"{backup}")
+    if version > latest:
+        return failed(subject, f"{where} is at schema version {version}, newer than this callbot "
+                               f"knows ({latest})",
+                      "run the callbot version that migrated it (or a newer one)")
+    return passed(subject, f"{where} is reachable and migrated (schema version {version})")
+
+
+def _without_password(text: str) -> str:
+    """`postgresql://bot:secret@db/callbot` → `postgresql://bot:•••@db/callbot`."""
+    return re.sub(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]*@", r"\1•••@", text)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    path = path.resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path

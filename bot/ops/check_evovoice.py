@@ -1,0 +1,190 @@
+"""`callbot check`: the Evo Voice login, its role and account, the policy against the account."""
+
+from __future__ import annotations
+
+from bot.config import KNOWN_ROLES, ConfigError
+from bot.errors import CallbotError
+from bot.evovoice.catalog import Catalog
+from bot.evovoice.client import BadLogin, EvoVoiceError, EvoVoiceUnreachable
+from bot.ops.checkup import LIST_AT_MOST, Checkup, Finding, Status, failed, passed, skipped
+from bot.phone import mask
+from bot.services import check_policy_against_account, choose_account
+
+
+async def check_evovoice_login(c: Checkup) -> list[Finding]:
+    subject = "Evo Voice login"
+    if c.settings is None:
+        return skipped(subject, "not checked (fix the settings first)")
+    user, url = c.settings.evovoice_username, c.settings.evovoice_url
+    if c.settings.evovoice_mode == "simulate":
+        return skipped(subject, "not used: EVOVOICE_MODE=simulate, calls go to a simulated account "
+                                "inside the bot (set EVOVOICE_MODE=live to check the real one)")
+    try:
+        status = await c.evo().auth_status()
+    except BadLogin:
+        return failed(subject, f"Evo Voice refused the login {user!r}",
+                      f"check EVOVOICE_USERNAME and EVOVOICE_PASSWORD by logging in at {url}")
+    except EvoVoiceUnreachable:
+        return failed(subject, f"cannot connect to {url}",
+                      "check EVOVOICE_URL (https://team.evovoice.io or https://evovoice.io) and "
+                      "that this host may make outgoing HTTPS connections")
+    except EvoVoiceError as exc:
+        return failed(subject, f"GET /auth/status failed: {exc.message}",
+                      f"check EVOVOICE_URL ({url}) points at the Evo Voice API; try again later")
+    if not status.is_authenticated:
+        return failed(subject, f"{user!r} is not authenticated",
+                      "check EVOVOICE_USERNAME and EVOVOICE_PASSWORD")
+    c.auth_status = status
+    return passed(subject, f"{user!r} logs in at {url}")
+
+
+async def check_evovoice_role(c: Checkup) -> list[Finding]:
+    subject = "Evo Voice role"
+    if c.auth_status is None or c.settings is None:
+        return skipped(subject, "not checked (needs a working Evo Voice login)")
+    held = [role for role in KNOWN_ROLES if role in c.auth_status.roles]
+    if not held:
+        roles = ", ".join(c.auth_status.roles) or "none"
+        return failed(
+            subject, f"{c.settings.evovoice_username!r} holds neither Manager nor "
+            f"SystemAdministrator (its roles: {roles}); placing calls needs one",
+            "grant that Evo Voice user the Manager role on the account",
+        )
+    c.login_has_role = True
+    return passed(subject, f"{c.settings.evovoice_username!r} holds {', '.join(held)}")
+
+
+async def check_evovoice_account(c: Checkup) -> list[Finding]:
+    subject = "Evo Voice account"
+    if not c.login_has_role or c.settings is None or c.auth_status is None:
+        return skipped(subject, "not checked (needs a working Evo Voice login with its role)")
+    try:
+        c.account_id = await choose_account(c.evo(), c.settings)
+    except ConfigError as exc:
+        if not c.auth_status.account_ids:
+            fix = "give the Evo Voice user access to the account callbot should use"
+        else:
+            fix = "set EVOVOICE_ACCOUNT_ID to one of the accounts listed"
+        return [Finding(Status.FAIL, subject, problem, fix) for problem in exc.problems]
+    # A shorter list of names leaves the last accounts unnamed, not unchecked.
+    names = dict(zip(c.auth_status.account_ids, c.auth_status.account_names, strict=False))
+    name = names.get(c.account_id)
+    return passed(subject, f"{c.account_id}" + (f" ({name})" if name else ""))
+
+
+async def check_flow_aliases(c: Checkup) -> list[Finding]:
+    subject = "Flow aliases"
+    if c.account_id is None or c.policy is None:
+        return skipped(subject, "not checked (needs the Evo Voice account and the policy file)")
+    c.catalog = Catalog(c.evo(), [c.account_id], c.policy.flows)
+    try:
+        c.flows = await c.catalog.flows()
+    except EvoVoiceError as exc:
+        c.item_failures += 1
+        return failed(subject, f"reading the account's flows failed: {exc.message}",
+                      "try again; if it persists, check the Evo Voice user's access to the account")
+    if not c.policy.flows:
+        return skipped(subject, "none in [flows] (flows are chosen by name)")
+    by_id = {flow.id: flow for flow in c.flows}
+    findings = []
+    for alias, flow_id in c.policy.flows.items():
+        flow = by_id.get(flow_id)
+        if flow is not None:
+            findings.append(Finding(Status.PASS, f"Flow alias {alias}",
+                                    f"→ “{flow.name}” ({flow_id})"))
+            continue
+        c.item_failures += 1
+        listing = ", ".join(f"{f.name} ({f.id})" for f in c.flows[:LIST_AT_MOST]) or "none"
+        findings.append(Finding(
+            Status.FAIL, f"Flow alias {alias}",
+            f"flow ID {flow_id!r} does not exist in account {c.account_id}",
+            f"in [flows] of {c.policy_path}, set {alias} to one of the account's flows or remove "
+            f"it; the account's flows: {listing}",
+        ))
+    return findings
+
+
+async def check_default_caller_id(c: Checkup) -> list[Finding]:
+    subject = "Default caller ID"
+    if c.policy is None:
+        return skipped(subject, "not checked (fix the policy file first)")
+    if c.policy.default_caller_id is None:
+        return skipped(subject, "not set (Evo Voice picks one of the account's numbers)")
+    if c.catalog is None:
+        return skipped(subject, "not checked (needs the Evo Voice account)")
+    masked = mask(c.policy.default_caller_id)
+    try:
+        owned = await c.catalog.owned_numbers()
+    except EvoVoiceError as exc:
+        c.item_failures += 1
+        return failed(subject, f"reading the account's phone numbers failed: {exc.message}",
+                      "try again; if it persists, check the Evo Voice user's access to the account")
+    if c.policy.default_caller_id not in owned:
+        c.item_failures += 1
+        listing = ", ".join(owned[:LIST_AT_MOST]) or "the account owns none"
+        return failed(
+            subject, f"{masked} is not one of account {c.account_id}'s phone numbers",
+            f"set default_caller_id in {c.policy_path} to one of: {listing}; or remove it",
+        )
+    return passed(subject, f"{masked} is valid and one of the account's numbers")
+
+
+async def check_oncall(c: Checkup) -> list[Finding]:
+    """The escalation flow, and where each person's phone number comes from."""
+    subject = "On-call"
+    if c.policy is None:
+        return skipped(subject, "not checked (fix the policy file first)")
+    oncall = c.policy.oncall
+    if oncall is None:
+        return skipped(subject, "no [oncall] section: nobody to escalate to (the Escalate to "
+                                "on-call shortcuts say how to set one up)")
+    findings: list[Finding] = []
+    subject = "On-call flow"
+    if c.catalog is None:
+        findings += skipped(subject, "not checked (needs the Evo Voice account)")
+    else:
+        try:
+            flow = await c.catalog.resolve_flow(oncall.flow)
+        except CallbotError as exc:
+            c.item_failures += 1
+            findings += failed(subject, f"{oncall.flow!r}: {exc.user_message}",
+                               f"set oncall.flow in {c.policy_path} to one of the account's flows "
+                               "(its name, slug, [flows] alias or ID)")
+        except EvoVoiceError as exc:
+            c.item_failures += 1
+            findings += failed(subject, f"reading the account's flows failed: {exc.message}",
+                               "try again; if it persists, check the Evo Voice user's access")
+        else:
+            findings += passed(subject, f"{oncall.flow!r} → “{flow.name}” ({flow.id}); each "
+                                        f"person has {oncall.answer_timeout} s to answer")
+    places = {user: "rotation" for user in oncall.rotation}
+    for user in oncall.escalate_to:
+        places.setdefault(user, "escalate_to")
+    for user in c.policy.people:
+        places.setdefault(user, "in neither the rotation nor escalate_to")
+    for user, place in places.items():
+        subject = f"On-call number {user}"
+        number = c.policy.people.get(user)
+        if number is not None:
+            # Checked against the dialling rules when the policy file was read.
+            findings += passed(subject, f"{mask(number)} from [people] ({place})")
+        else:
+            findings += skipped(subject, f"not in [people]: read from their Slack profile when "
+                                         f"they are called ({place}); without a usable number "
+                                         "there they are skipped")
+    return findings
+
+
+async def check_start_up_agrees(c: Checkup) -> list[Finding]:
+    """What `callbot run` checks at start-up, in case it checks more than the lines above."""
+    subject = "Start-up check"
+    if c.catalog is None or c.policy is None or c.item_failures:
+        return []  # the lines above already say what is wrong
+    try:
+        await check_policy_against_account(c.catalog, c.policy)
+    except ConfigError as exc:
+        return [Finding(Status.FAIL, subject, problem, f"fix it in {c.policy_path}")
+                for problem in exc.problems]
+    except EvoVoiceError as exc:
+        return failed(subject, f"Evo Voice failed: {exc.message}", "try again")
+    return passed(subject, "the policy agrees with the Evo Voice account")

@@ -1,0 +1,87 @@
+"""`callbot check`: the settings, the policy file, and the Slack IDs it names."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from bot.config import DEFAULT_POLICY_PATH, ConfigError, Policy, load_policy, load_settings
+from bot.ops.checkup import SETTING_FIXES, Checkup, Finding, Status, count, failed, passed
+
+
+async def check_settings(c: Checkup) -> list[Finding]:
+    try:
+        c.settings = load_settings(**c.overrides)
+    except ConfigError as exc:
+        return [_setting_problem(problem) for problem in exc.problems]
+    mode = "Socket Mode" if c.settings.socket_mode else "HTTP mode"
+    return passed("Settings", f"complete and well-formed ({mode})")
+
+
+def _setting_problem(problem: str) -> Finding:
+    name, sep, message = problem.partition(": ")
+    if sep and name.replace("_", "").isalnum() and name.isupper():
+        fix = SETTING_FIXES.get(name, "fix it in .env or the environment (.env.example lists "
+                                       "every setting)")
+        return Finding(Status.FAIL, f"Setting {name}", message, fix)
+    return Finding(Status.FAIL, "Settings", problem,
+                   "fix it in .env or the environment (.env.example lists every setting)")
+
+
+async def check_policy(c: Checkup) -> list[Finding]:
+    if c.settings is not None:
+        path = c.settings.callbot_config
+    else:
+        path = Path(c.overrides.get("callbot_config") or os.environ.get("CALLBOT_CONFIG")
+                    or DEFAULT_POLICY_PATH)
+    c.policy_path = path
+    try:
+        c.policy = load_policy(path)
+    except ConfigError as exc:
+        if not path.exists():
+            fix = (f"copy callbot.example.toml to {path} and list who may call, or point "
+                   "CALLBOT_CONFIG at the policy file")
+        else:
+            fix = f"edit {path} (callbot.example.toml shows every key)"
+        return [Finding(Status.FAIL, "Policy file", problem, fix) for problem in exc.problems]
+    callers = sum(len(ids) for ids in c.policy.roles.values())
+    findings = passed(
+        "Policy file",
+        f"{path} is valid ({count(callers, 'Slack user or group', 'Slack users or groups')} "
+        f"may call, {count(len(c.policy.flows), 'flow alias', 'flow aliases')})",
+    )
+    examples = {slack_id: places for slack_id, places in policy_slack_ids(c.policy).items()
+                if is_example_id(slack_id)}
+    if examples:
+        findings += failed(
+            "Example IDs",
+            "still the placeholders of callbot.example.toml: " + _listing(examples),
+            f"in {path}, replace them with your people's member IDs (Slack: a profile's ⋮ menu → "
+            "Copy member ID) or user group IDs, or let `callbot init` look them up by email",
+        )
+    return findings
+
+
+def is_example_id(slack_id: str) -> bool:
+    """callbot.example.toml's IDs all say EXAMPLE: real Slack IDs are random letters and digits."""
+    return "EXAMPLE" in slack_id
+
+
+def policy_slack_ids(policy: Policy) -> dict[str, list[str]]:
+    """Every Slack user or group ID the policy file names, with where it names it."""
+    places: dict[str, list[str]] = {}
+    for role, ids in policy.roles.items():
+        for slack_id in ids:
+            places.setdefault(slack_id, []).append(f"[roles] {role}")
+    for slack_id in policy.people:
+        places.setdefault(slack_id, []).append("[people]")
+    if policy.oncall is not None:
+        for slack_id in policy.oncall.rotation:
+            places.setdefault(slack_id, []).append("oncall.rotation")
+        for slack_id in policy.oncall.escalate_to:
+            places.setdefault(slack_id, []).append("oncall.escalate_to")
+    return places
+
+
+def _listing(places: dict[str, list[str]]) -> str:
+    return "; ".join(f"{slack_id} ({', '.join(where)})" for slack_id, where in places.items())
