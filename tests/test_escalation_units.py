@@ -18,7 +18,6 @@ from bot.oncall.escalation_store import (
     StepOutcome,
     Target,
 )
-from bot.oncall.escalation_views import EscalationMetadata, EscalationMetadataInvalid
 from bot.storage.database import Database
 
 HOOK = "https://hooks.slack.com/actions/T0/1/abc"
@@ -48,22 +47,6 @@ def test_a_long_message_is_trimmed_and_keeps_its_link() -> None:
     assert "…”" in reason
     assert views.quote_reason("", None) == ""
     assert views.quote_reason("down", None) == "“down”"
-
-
-def test_metadata_round_trips_and_refuses_what_the_bot_did_not_write() -> None:
-    data = EscalationMetadata("C0OPS", "1700000000.000100", HOOK)
-    assert EscalationMetadata.decode(data.encode()) == data
-    assert EscalationMetadata.decode("") == EscalationMetadata()
-    for bad in (
-        json.dumps({"channel": "#ops"}),
-        json.dumps({"channel": "C0OPS", "thread_ts": "now"}),
-        json.dumps({"thread_ts": "1700000000.000100"}),  # a thread without its channel
-        json.dumps({"channel": "C0OPS", "response_url": "https://evil.example/hook"}),
-        json.dumps({"channel": "C0OPS", "extra": 1}),
-        "[1]", "{", "x" * 4000,
-    ):
-        with pytest.raises(EscalationMetadataInvalid):
-            EscalationMetadata.decode(bad)
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from bot.errors import (
     describe_any,
 )
 from bot.evovoice.client import EvoVoiceError, Flow
-from bot.listeners.modals import Wording, accept_once, open_modal
+from bot.listeners.modals import Wording, accept_once, open_modal, submitted_view
 from bot.phone import NumberRejected, check_dialable
 from bot.services import Services
 from bot.slack.blocks import MAX_OPTIONS
@@ -185,11 +185,8 @@ async def on_form_submitted(
                                       forms.GENERAL_ERROR_FIELD))
 
     submission = forms.read_submission(view, body.get("response_urls"), trusted)
-    view_id = view.get("id")
     try:
-        if not isinstance(view_id, str) or not view_id:
-            raise MetadataInvalid("no view id")  # the key that makes the call happen once
-        metadata = ModalMetadata.decode(str(view.get("private_metadata") or ""), trusted)
+        view_id, metadata = submitted_view(view, trusted)
     except MetadataInvalid as exc:
         logger.warning("call form from %s with unusable private_metadata (%s)", user_id, exc)
         await refuse({forms.GENERAL_ERROR_FIELD: STALE_FORM})

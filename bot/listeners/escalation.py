@@ -24,18 +24,16 @@ from bot.calls import messages as views
 from bot.errors import CallbotError, GroupLookupFailed, RoleDenied, describe, describe_any
 from bot.evovoice.client import EvoVoiceError
 from bot.listeners.actions import button_click_from
-from bot.listeners.modals import Wording, accept_once, open_modal
+from bot.listeners.modals import Wording, accept_once, open_modal, submitted_view
 from bot.oncall import escalation_views as forms
 from bot.oncall.escalation import EscalationRequest
 from bot.oncall.escalation_views import (
     EscalationField,
-    EscalationMetadata,
-    EscalationMetadataInvalid,
     EscalationPreview,
     EscalationSubmission,
 )
 from bot.services import Services
-from bot.slack.modals import is_response_url
+from bot.slack.modals import MetadataInvalid, ModalMetadata, View, field_errors, is_response_url
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
 
 logger = logging.getLogger(__name__)
@@ -85,14 +83,14 @@ async def on_message_shortcut(
     url = shortcut.get("response_url")
     try:
         # The escalation goes in the message's thread: its thread_ts when it is a reply.
-        metadata = EscalationMetadata.decode(EscalationMetadata(
+        metadata = ModalMetadata.decode(ModalMetadata(
             channel_id=str(channel) if channel else None,
             thread_ts=str(message.get("thread_ts") or message_ts or "") or None,
             response_url=str(url) if is_response_url(url, trusted) else None,
         ).encode(), trusted)
-    except EscalationMetadataInvalid:
+    except MetadataInvalid:
         logger.warning("message shortcut with an unusable channel or message; asking for a channel")
-        metadata = EscalationMetadata()
+        metadata = ModalMetadata()
     quoted = (str(message.get("text") or ""), str(message_ts)) if metadata.channel_id else None
     await _open(client, services, shortcut, metadata, quoted)
 
@@ -101,14 +99,14 @@ async def on_global_shortcut(
     ack: AsyncAck, shortcut: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
 ) -> None:
     await ack()
-    await _open(client, context["services"], shortcut, EscalationMetadata(), None)
+    await _open(client, context["services"], shortcut, ModalMetadata(), None)
 
 
 async def _open(
     client: AsyncWebClient,
     services: Services,
     shortcut: dict[str, Any],
-    metadata: EscalationMetadata,
+    metadata: ModalMetadata,
     quoted: tuple[str, str] | None,
 ) -> None:
     user_id = str(shortcut["user"]["id"])
@@ -128,7 +126,7 @@ async def open_escalation_form(
     *,
     trigger_id: str,
     user_id: str,
-    metadata: EscalationMetadata,
+    metadata: ModalMetadata,
     quoted: tuple[str, str] | None = None,
 ) -> None:
     """Open the modal; `quoted` is the message (text, ts) a message shortcut was used on."""
@@ -145,7 +143,7 @@ async def open_escalation_form(
         user_id=user_id,
         trigger_id=trigger_id,
         view=_prepare_view(client, services, user_id, metadata, quoted),
-        loading_view=forms.loading_view(metadata),
+        loading_view=forms.ESCALATION_FORM.loading_view(metadata),
         budget=OPEN_BUDGET_SECONDS,
         on_failure=tell_failure,
     )
@@ -155,19 +153,19 @@ async def _prepare_view(
     client: AsyncWebClient,
     services: Services,
     user_id: str,
-    metadata: EscalationMetadata,
+    metadata: ModalMetadata,
     quoted: tuple[str, str] | None,
-) -> forms.View:
+) -> View:
     """The form, or a notice saying why there is none; never raises."""
     oncall = services.oncall
     if not oncall.configured:
-        return forms.notice_view(forms.NOT_SET_UP)
+        return forms.ESCALATION_FORM.notice_view(forms.NOT_SET_UP)
     try:
         await services.access.require(user_id, action=ACTION)
         policy = oncall.policy
         people = await oncall.chain(oncall.now())
     except Exception as exc:
-        return forms.notice_view(describe_any(exc))
+        return forms.ESCALATION_FORM.notice_view(describe_any(exc))
     try:
         flow_name = (await services.catalog.resolve_flow(policy.flow)).name or policy.flow
     except (CallbotError, EvoVoiceError) as exc:
@@ -208,14 +206,12 @@ async def on_escalation_submitted(
     fields = submission.fields or frozenset(str(f) for f in EscalationField)
 
     async def refuse(errors: dict[EscalationField, str]) -> None:
-        await ack(response_action="errors", errors=forms.field_errors(errors, fields))
+        await ack(response_action="errors",
+                  errors=field_errors(errors, fields, forms.GENERAL_ERROR_FIELD))
 
-    view_id = view.get("id")
     try:
-        if not isinstance(view_id, str) or not view_id:
-            raise EscalationMetadataInvalid("no view id")
-        metadata = EscalationMetadata.decode(str(view.get("private_metadata") or ""), trusted)
-    except EscalationMetadataInvalid as exc:
+        view_id, metadata = submitted_view(view, trusted)
+    except MetadataInvalid as exc:
         logger.warning("escalation form from %s with unusable private_metadata (%s)", user_id, exc)
         await refuse({forms.GENERAL_ERROR_FIELD: STALE_FORM})
         return
@@ -238,7 +234,7 @@ async def validate(
     user_id: str,
     team_id: str,
     view_id: str,
-    metadata: EscalationMetadata,
+    metadata: ModalMetadata,
     submission: EscalationSubmission,
 ) -> EscalationRequest | dict[EscalationField, str]:
     """The request to start, or an error for each field that needs one."""

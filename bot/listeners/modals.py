@@ -20,6 +20,7 @@ from slack_bolt.async_app import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.services import Services
+from bot.slack.modals import MetadataInvalid, ModalMetadata
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
 from bot.storage.claims import Claims
 
@@ -119,3 +120,14 @@ async def open_modal(
         # not_found: the user closed the loading view; hash_conflict: it changed meanwhile.
         logger.info("views.update of the %s for %s failed (%s)", what, user_id,
                     slack_error_code(exc))
+
+
+def submitted_view(
+    view: Mapping[str, Any], trusted_origins: list[str]
+) -> tuple[str, ModalMetadata]:
+    """A submitted form's view id (the key that makes it act once) and its metadata, read back as
+    untrusted input; MetadataInvalid if either is unusable."""
+    view_id = view.get("id")
+    if not isinstance(view_id, str) or not view_id:
+        raise MetadataInvalid("no view id")
+    return view_id, ModalMetadata.decode(str(view.get("private_metadata") or ""), trusted_origins)

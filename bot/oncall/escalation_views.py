@@ -4,7 +4,7 @@ posts.
     escalation_form()     who is on call (masked number, or why there is none), who comes after
                           them, the flow, a reason (prefilled with the quoted message and its
                           permalink), and, from the global shortcut, the channel
-    loading_view(), notice_view()   as for the call form
+    ESCALATION_FORM.loading_view(), .notice_view()   from the kit (bot/slack/modals.py)
     escalation_message()  the escalation's own message, drawn from its row and steps every time,
                           with I'm on it and Stop escalation while the chain runs
     page_message()        the direct message a person gets when their step begins (I'm on it),
@@ -19,7 +19,6 @@ user ids become mentions; numbers are always masked. Like the call form's, the m
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,7 +37,6 @@ from bot.oncall.escalation_store import (
 from bot.oncall.roster import OnCallPerson, Source
 from bot.oncall.roster_views import local_time, reach
 from bot.slack.blocks import (
-    MAX_METADATA,
     Block,
     Message,
     clip,
@@ -48,8 +46,7 @@ from bot.slack.blocks import (
     section,
     sections,
 )
-from bot.slack.modals import ViewState, is_channel_id, is_response_url
-from bot.slack.modals import field_errors as _field_errors
+from bot.slack.modals import Form, ModalMetadata, View, ViewState
 
 ESCALATE_MESSAGE_SHORTCUT_ID = "escalate_message"
 ESCALATE_GLOBAL_SHORTCUT_ID = "escalate_global"
@@ -65,9 +62,7 @@ SUBMIT = "Escalate"
 MAX_REASON_CHARS = 500
 MAX_QUOTE_CHARS = 300  # leaves room in the reason for the permalink
 MAX_DETAIL_CHARS = 200
-MAX_ERROR_CHARS = 600
 
-_TS = re.compile(r"[0-9]{1,12}\.[0-9]{1,9}")
 
 
 class EscalationField(StrEnum):
@@ -80,53 +75,9 @@ class EscalationField(StrEnum):
 # Errors about the whole request (role, restart) go under the reason: every form has it.
 GENERAL_ERROR_FIELD = EscalationField.REASON
 
-View = dict[str, Any]
-
-
-class EscalationMetadataInvalid(Exception):
-    """`private_metadata` is not something this bot wrote."""
-
-
-@dataclass(frozen=True)
-class EscalationMetadata:
-    """Where the escalation goes: from a message shortcut, that message's channel and thread."""
-
-    channel_id: str | None = None
-    thread_ts: str | None = None
-    # The shortcut's: to tell the requester when nothing can be posted in the channel.
-    response_url: str | None = None
-
-    def encode(self) -> str:
-        data = {"channel": self.channel_id, "thread_ts": self.thread_ts,
-                "response_url": self.response_url}
-        text = json.dumps({k: v for k, v in data.items() if v is not None}, separators=(",", ":"))
-        if len(text) > MAX_METADATA:
-            return EscalationMetadata(self.channel_id, self.thread_ts).encode()
-        return text
-
-    @classmethod
-    def decode(cls, text: str, trusted_origins: Iterable[str] = ()) -> EscalationMetadata:
-        if not text:
-            return cls()
-        if len(text) > MAX_METADATA:
-            raise EscalationMetadataInvalid("too long")
-        try:
-            data = json.loads(text)
-        except ValueError:
-            raise EscalationMetadataInvalid("not JSON") from None
-        if not isinstance(data, dict) or set(data) - {"channel", "thread_ts", "response_url"}:
-            raise EscalationMetadataInvalid("unexpected shape")
-        channel, thread_ts = data.get("channel"), data.get("thread_ts")
-        url = data.get("response_url")
-        if channel is not None and not is_channel_id(channel):
-            raise EscalationMetadataInvalid("bad channel")
-        if thread_ts is not None and (
-            channel is None or not isinstance(thread_ts, str) or not _TS.fullmatch(thread_ts)
-        ):
-            raise EscalationMetadataInvalid("bad thread_ts")
-        if url is not None and (channel is None or not is_response_url(url, trusted_origins)):
-            raise EscalationMetadataInvalid("bad response_url")
-        return cls(channel, thread_ts, url)
+ESCALATION_FORM = Form(
+    ESCALATION_FORM_CALLBACK_ID, TITLE, SUBMIT, loading="⏳ Looking up who is on call…"
+)
 
 
 @dataclass(frozen=True)
@@ -178,20 +129,6 @@ def quote_reason(message_text: str, permalink: str | None) -> str:
 # ------------------------------------------------------------------------------------------ modal
 
 
-def _modal(blocks: list[Block], metadata: EscalationMetadata, *, submit: bool) -> View:
-    view: View = {
-        "type": "modal",
-        "callback_id": ESCALATION_FORM_CALLBACK_ID,
-        "title": plain(TITLE),
-        "close": plain("Cancel" if submit else "Close"),
-        "blocks": blocks,
-        "private_metadata": metadata.encode(),
-    }
-    if submit:
-        view["submit"] = plain(SUBMIT)
-    return view
-
-
 def seconds(value: float) -> str:
     return f"{int(round(value))} s"
 
@@ -202,7 +139,7 @@ def _who(user_id: str, source: str) -> str:
 
 def escalation_form(
     preview: EscalationPreview,
-    metadata: EscalationMetadata,
+    metadata: ModalMetadata,
     *,
     reason: str | None = None,
     ask_channel: bool = False,
@@ -260,15 +197,7 @@ def escalation_form(
         f"*Escalate* calls them at once. Every update, and a *Stop escalation* button, appear "
         f"{where}."
     ))
-    return _modal(blocks, metadata, submit=True)
-
-
-def loading_view(metadata: EscalationMetadata) -> View:
-    return _modal([section("⏳ Looking up who is on call…")], metadata, submit=False)
-
-
-def notice_view(text: str) -> View:
-    return _modal([section(escape(text))], EscalationMetadata(), submit=False)
+    return ESCALATION_FORM.modal(blocks, metadata, submit=True)
 
 
 NOT_SET_UP = (
@@ -280,10 +209,6 @@ NOT_SET_UP = (
     "and the phone numbers under [people] (else they are read from Slack profiles). README.md, "
     "\"On-call roster\", explains every key."
 )
-
-
-def field_errors(errors: Mapping[EscalationField, str], fields: Iterable[str]) -> dict[str, str]:
-    return _field_errors(errors, fields, general=GENERAL_ERROR_FIELD)
 
 
 def read_submission(
