@@ -1,18 +1,35 @@
 # callbot's container image: `docker build -t callbot .`, then see README.md, "Running in a container".
 
-# Build stage: the source becomes a wheel, installed with its dependencies into a virtualenv.
+# Reproducible: every Python package comes from requirements.lock / requirements-build.lock,
+# pinned by version and sha256 (`make lock` writes them; pip refuses anything else). The base image
+# is named by tag only: pin it by digest where the registry can be reached, in both FROM lines, as
+# python:3.11-slim@sha256:<digest> (`docker buildx imagetools inspect python:3.11-slim` shows it).
+
+# Build stage: the source becomes a wheel, installed with its locked dependencies into a virtualenv.
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+COPY requirements.lock requirements-build.lock ./
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock \
+ && python -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes --no-deps -r requirements-build.lock
 COPY pyproject.toml README.md ./
 COPY bot ./bot
-RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
- && /opt/venv/bin/pip install /wheels/*.whl
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /wheels . \
+ && /opt/venv/bin/pip install --no-deps /wheels/*.whl \
+ && /opt/venv/bin/pip check
 
 # Runtime stage: the virtualenv and the Slack manifest; no source tree, no build tools, no caches.
 FROM python:3.11-slim
+# Keep VERSION equal to pyproject.toml's version (tests/test_dockerfile.py checks it).
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="callbot" \
+      org.opencontainers.image.description="Slack bot that places outgoing phone calls through Evo Voice" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="LicenseRef-Proprietary" \
+      org.opencontainers.image.base.name="docker.io/library/python:3.11-slim"
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PATH=/opt/venv/bin:$PATH \

@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test check-types bench demo screenshot clean
+.PHONY: run test check-types bench demo screenshot lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ demo: $(VENV)/.run-deps
 # The README's picture of the demo (needs chromium: apt-get install chromium fonts-noto-color-emoji).
 screenshot: $(VENV)/.test-deps
 	$(BIN)/python -m bot.demo.screenshot docs/demo.png
+
+# requirements.lock and requirements-build.lock, hash-pinned, for the Dockerfile (after changing
+# the dependencies in pyproject.toml; run on CPython 3.11 linux x86_64, the image's platform).
+lock: $(BIN)/python
+	$(BIN)/python scripts/lock.py
 
 bench: $(VENV)/.run-deps
 	$(BIN)/python -m bench

@@ -7,12 +7,15 @@ import asyncio
 import fnmatch
 import json
 import os
+import re
 import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.conftest import BotFactory
 
@@ -91,7 +94,7 @@ def test_multi_stage_build_a_wheel_then_install_it_into_a_slim_runtime() -> None
     assert build[0].args.endswith(" AS build")
     assert "slim" in build[0].args and "slim" in runtime[0].args
     build_steps = " ".join(i.args for i in build if i.keyword == "RUN")
-    assert "pip wheel" in build_steps and "pip install /wheels/" in build_steps
+    assert "pip wheel" in build_steps and "pip install --no-deps /wheels/" in build_steps
     assert [i.args for i in runtime if i.keyword == "COPY" and "--from=build" in i.args] == [
         "--from=build /opt/venv /opt/venv"]
     assert "/opt/venv/bin" in env_of(runtime)["PATH"]
@@ -194,3 +197,58 @@ async def test_the_healthcheck_fails_when_the_bot_is_down_or_not_ready(
     bot = await bot_factory("http")
     bot.runtime.ready = False  # /healthz answers 503 while starting or stopping
     assert await healthcheck(bot.runtime.port or 0) == 1
+
+
+def lock_pins(name: str) -> dict[str, tuple[str, list[str]]]:
+    """A lock file's pins: normalised name -> (version, its sha256 hashes)."""
+    text = (ROOT / name).read_text().replace("\\\n", " ")
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        requirement, *options = line.split()
+        package, _, version = requirement.partition("==")
+        hashes = [o.removeprefix("--hash=sha256:") for o in options]
+        assert version and hashes, f"{name}: {line!r} is not pinned with a hash"
+        assert all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), line
+        pins[canonicalize_name(package)] = (version, hashes)
+    return pins
+
+
+def test_python_packages_come_only_from_hash_pinned_locks() -> None:
+    build = stages()[0]
+    steps = " && ".join(i.args for i in build if i.keyword == "RUN").split(" && ")
+    installs = [s for s in steps if " install " in s]
+    assert installs and all("--no-deps" in s for s in installs), installs
+    assert any("--require-hashes" in s and "-r requirements.lock" in s for s in installs)
+    assert any("--require-hashes" in s and "-r requirements-build.lock" in s for s in installs)
+    # The wheel is built with the locked setuptools, not whatever build isolation would fetch.
+    assert all("--no-build-isolation" in s for s in steps if "pip wheel" in s)
+
+
+def test_the_lock_pins_every_runtime_dependency_within_its_range() -> None:
+    pins = lock_pins("requirements.lock")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for dependency in project["dependencies"]:
+        requirement = Requirement(dependency)
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} is not in requirements.lock: run `make lock`"
+        assert requirement.specifier.contains(pins[name][0]), f"{name} {pins[name][0]}"
+    assert {"setuptools", "wheel"} <= set(lock_pins("requirements-build.lock"))
+
+
+def test_the_image_is_labelled_with_the_projects_version() -> None:
+    runtime = stages()[-1]
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    assert f"VERSION={version}" in [i.args for i in runtime if i.keyword == "ARG"]
+    labels = only(runtime, "LABEL").args
+    assert 'org.opencontainers.image.version="${VERSION}"' in labels
+    assert 'org.opencontainers.image.title="callbot"' in labels
+
+
+def test_both_stages_start_from_the_same_base_image() -> None:
+    images = [stage[0].args.split()[0] for stage in stages()]
+    assert len(set(images)) == 1, images
+    image = images[0]
+    if "@" in image:  # pinned: the digest must be whole (see the Dockerfile's comment)
+        assert re.fullmatch(r"[^@]+@sha256:[0-9a-f]{64}", image), image
