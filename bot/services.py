@@ -22,15 +22,14 @@ from bot.calls.limits import CallLimits
 from bot.calls.service import CallService
 from bot.calls.store import CallStore
 from bot.config import KNOWN_ROLES, ConfigError, Policy, Settings
-from bot.errors import CallbotError
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable
+from bot.evovoice.simulator import BANNER
 from bot.oncall.escalation import EscalationService
 from bot.oncall.escalation_store import EscalationStore
-from bot.evovoice.simulator import BANNER
 from bot.oncall.roster import OnCall, Overrides, PhoneBook
 from bot.ops.metrics import Metrics
-from bot.phone import mask
+from bot.ops.policy_checks import first_policy_problem
 from bot.slack.modals import origin_of
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
@@ -117,27 +116,11 @@ async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
 
 
 async def check_policy_against_account(catalog: Catalog, policy: Policy) -> None:
-    problems = []
-    flow_ids = {flow.id for flow in await catalog.flows()}
-    for alias, flow_id in policy.flows.items():
-        if flow_id not in flow_ids:
-            problems.append(
-                f"{alias} in [flows]: flow ID {flow_id!r} does not exist in the Evo Voice account"
-            )
-    if policy.default_caller_id is not None:
-        owned = await catalog.owned_numbers()
-        if policy.default_caller_id not in owned:
-            problems.append(
-                f"default_caller_id: {mask(policy.default_caller_id)} is not one of the account's "
-                f"phone numbers ({', '.join(owned) or 'it owns none'})"
-            )
-    if policy.oncall is not None:
-        try:
-            await catalog.resolve_flow(policy.oncall.flow)
-        except CallbotError as exc:
-            problems.append(f"oncall.flow: {exc.user_message}")
-    if problems:
-        raise ConfigError(problems)
+    """The policy file against the account, as `callbot check` checks it: the first ✗ stops
+    start-up (ConfigError); EvoVoiceError when the account can't be read."""
+    problem = await first_policy_problem(catalog, policy, "the policy file")
+    if problem is not None:
+        raise ConfigError([problem.as_problem()])
 
 
 async def build_services(

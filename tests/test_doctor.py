@@ -11,9 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.config import ConfigError
 from bot.ops import check as doctor
-from bot.ops import check_evovoice
 from bot.ops.check import Finding, Status, report, run_checkup
 from bot.ops.check_setup import is_example_id
 from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
@@ -80,7 +78,7 @@ async def test_a_good_set_up_passes_every_check_and_changes_nothing(
     subjects = by_subject(findings)
     for subject in ("Settings", "Policy file", "Slack bot token", "Slack scopes",
                     "Evo Voice login", "Evo Voice role", "Evo Voice account", "Flow alias page",
-                    "Default caller ID", "Start-up check", "Database"):
+                    "Default caller ID", "Database"):
         assert subjects[subject].status is Status.PASS, subjects[subject]
     assert "usergroups:read" in subjects["Slack scopes"].detail
     assert "Manager" in subjects["Evo Voice role"].detail
@@ -309,17 +307,6 @@ async def test_no_default_caller_id_is_not_a_problem(
     findings = await check(slack, evo, policy_path)
     assert by_subject(findings)["Default caller ID"].status is Status.SKIP
     assert failures(findings) == []
-
-
-async def test_a_start_up_check_the_doctor_has_no_line_for_still_shows(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def stricter_start_up(*_: object) -> None:
-        raise ConfigError(["oncall: flow ID 'x' does not exist"])
-
-    monkeypatch.setattr(check_evovoice, "check_policy_against_account", stricter_start_up)
-    [problem] = failures(await check(slack, evo, policy_path))
-    assert problem.subject == "Start-up check" and "oncall" in problem.detail
 
 
 async def test_database_not_migrated(

@@ -177,7 +177,8 @@ async def test_startup_checks_the_oncall_flow_exists(bot_factory: BotFactory) ->
     with pytest.raises(ConfigError) as raised:
         await bot_factory("http", policy=policy)
     [problem] = raised.value.problems
-    assert problem.startswith("oncall.flow: No flow is called “no-such-flow”")
+    assert problem.startswith("On-call flow: 'no-such-flow': No flow is called “no-such-flow”")
+    assert "set oncall.flow in the policy file" in problem
     assert "Escalation" in problem
 
 

@@ -163,11 +163,16 @@ async def test_alias_and_caller_id_are_checked_against_the_account(
     policy = POLICY.replace('"flow-page"', '"flow-gone"').replace("+18145550100", "+18145550177")
     with pytest.raises(ConfigError) as raised:
         await bot_factory("http", policy=policy)
-    problems = raised.value.problems
-    assert any("page in [flows]: flow ID 'flow-gone' does not exist" in p for p in problems)
-    assert any(
-        "default_caller_id: +1 814 ••• 0177 is not one of the account's" in p for p in problems
-    )
+    # The first ✗ of the checks `callbot check` makes, in its words and with its fix.
+    [problem] = raised.value.problems
+    assert problem.startswith("Flow alias page: flow ID 'flow-gone' does not exist in account")
+    assert "(fix: in [flows] of the policy file, set page to one of the account's flows" in problem
+
+    policy = POLICY.replace("+18145550100", "+18145550177")
+    with pytest.raises(ConfigError) as raised:
+        await bot_factory("http", policy=policy)
+    [problem] = raised.value.problems
+    assert problem.startswith("Default caller ID: +1 814 ••• 0177 is not one of account acct-1's")
 
 
 async def test_unreachable_voice_api_is_a_clear_start_up_error(bot_factory: BotFactory) -> None:

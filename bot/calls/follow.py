@@ -32,11 +32,11 @@ from enum import Enum
 from bot.audit.trail import AuditLog, EventKind
 from bot.calls import status_views as call_views
 from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK, CallResult, CheckedCall, Outcome
-from bot.slack.blocks import Message
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.errors import describe
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, RateLimited, Session
 from bot.evovoice.dates import parse_timestamp
+from bot.slack.blocks import Message
 from bot.slack.notify import Notifier, Relay, Thread
 
 logger = logging.getLogger(__name__)

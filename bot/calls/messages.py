@@ -6,9 +6,8 @@ from __future__ import annotations
 from bot.calls.command_text import USAGE
 from bot.slack.blocks import Block as Block
 from bot.slack.blocks import Message as Message
-from bot.slack.blocks import context
+from bot.slack.blocks import context, section
 from bot.slack.blocks import escape as escape
-from bot.slack.blocks import section
 
 
 def help_message() -> Message:

@@ -49,6 +49,10 @@ class Catalog:
             ttl, max_stale=CATALOG_MAX_STALE_SECONDS
         )
 
+    @property
+    def account_ids(self) -> list[str]:
+        return list(self._account_ids)
+
     def forget(self) -> None:
         """Read the flows and numbers afresh on the next request (the account just changed)."""
         self._flows.invalidate()

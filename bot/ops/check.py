@@ -27,7 +27,6 @@ from bot.ops.check_evovoice import (
     check_evovoice_role,
     check_flow_aliases,
     check_oncall,
-    check_start_up_agrees,
 )
 from bot.ops.check_setup import check_policy, check_settings
 from bot.ops.check_slack import (
@@ -36,7 +35,8 @@ from bot.ops.check_slack import (
     check_slack_token,
     check_socket_mode_token,
 )
-from bot.ops.checkup import WAITING, Check, Checkup, Finding, Status, failed
+from bot.ops.checkup import WAITING, Check, Checkup
+from bot.ops.findings import Finding, Status, failed
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -54,7 +54,6 @@ CHECKS: list[Check] = [
     check_flow_aliases,
     check_default_caller_id,
     check_oncall,
-    check_start_up_agrees,
     check_database,
 ]
 

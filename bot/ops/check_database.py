@@ -6,7 +6,8 @@ import os
 import re
 from pathlib import Path
 
-from bot.ops.checkup import Checkup, Finding, failed, passed, skipped
+from bot.ops.checkup import Checkup
+from bot.ops.findings import Finding, failed, passed, skipped
 from bot.storage.database import MIGRATIONS, POSTGRESQL, Database, dialect_of, sqlite_path
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from bot.config import KNOWN_ROLES, ConfigError
-from bot.errors import CallbotError
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import BadLogin, EvoVoiceError, EvoVoiceUnreachable
-from bot.ops.checkup import LIST_AT_MOST, Checkup, Finding, Status, failed, passed, skipped
+from bot.ops import policy_checks
+from bot.ops.checkup import Checkup
+from bot.ops.findings import Finding, Status, failed, passed, skipped
 from bot.phone import mask
-from bot.services import check_policy_against_account, choose_account
+from bot.services import choose_account
 
 
 async def check_evovoice_login(c: Checkup) -> list[Finding]:
@@ -73,90 +74,34 @@ async def check_evovoice_account(c: Checkup) -> list[Finding]:
 
 
 async def check_flow_aliases(c: Checkup) -> list[Finding]:
-    subject = "Flow aliases"
     if c.account_id is None or c.policy is None:
-        return skipped(subject, "not checked (needs the Evo Voice account and the policy file)")
+        return skipped("Flow aliases",
+                       "not checked (needs the Evo Voice account and the policy file)")
     c.catalog = Catalog(c.evo(), [c.account_id], c.policy.flows)
-    try:
-        c.flows = await c.catalog.flows()
-    except EvoVoiceError as exc:
-        c.item_failures += 1
-        return failed(subject, f"reading the account's flows failed: {exc.message}",
-                      "try again; if it persists, check the Evo Voice user's access to the account")
-    if not c.policy.flows:
-        return skipped(subject, "none in [flows] (flows are chosen by name)")
-    by_id = {flow.id: flow for flow in c.flows}
-    findings = []
-    for alias, flow_id in c.policy.flows.items():
-        flow = by_id.get(flow_id)
-        if flow is not None:
-            findings.append(Finding(Status.PASS, f"Flow alias {alias}",
-                                    f"→ “{flow.name}” ({flow_id})"))
-            continue
-        c.item_failures += 1
-        listing = ", ".join(f"{f.name} ({f.id})" for f in c.flows[:LIST_AT_MOST]) or "none"
-        findings.append(Finding(
-            Status.FAIL, f"Flow alias {alias}",
-            f"flow ID {flow_id!r} does not exist in account {c.account_id}",
-            f"in [flows] of {c.policy_path}, set {alias} to one of the account's flows or remove "
-            f"it; the account's flows: {listing}",
-        ))
-    return findings
+    return await _against_account(c, policy_checks.flow_aliases, "Flow aliases", "flows")
 
 
 async def check_default_caller_id(c: Checkup) -> list[Finding]:
     subject = "Default caller ID"
     if c.policy is None:
         return skipped(subject, "not checked (fix the policy file first)")
-    if c.policy.default_caller_id is None:
-        return skipped(subject, "not set (Evo Voice picks one of the account's numbers)")
-    if c.catalog is None:
+    if c.catalog is None and c.policy.default_caller_id is not None:
         return skipped(subject, "not checked (needs the Evo Voice account)")
-    masked = mask(c.policy.default_caller_id)
-    try:
-        owned = await c.catalog.owned_numbers()
-    except EvoVoiceError as exc:
-        c.item_failures += 1
-        return failed(subject, f"reading the account's phone numbers failed: {exc.message}",
-                      "try again; if it persists, check the Evo Voice user's access to the account")
-    if c.policy.default_caller_id not in owned:
-        c.item_failures += 1
-        listing = ", ".join(owned[:LIST_AT_MOST]) or "the account owns none"
-        return failed(
-            subject, f"{masked} is not one of account {c.account_id}'s phone numbers",
-            f"set default_caller_id in {c.policy_path} to one of: {listing}; or remove it",
-        )
-    return passed(subject, f"{masked} is valid and one of the account's numbers")
+    return await _against_account(c, policy_checks.default_caller_id, subject, "phone numbers")
 
 
 async def check_oncall(c: Checkup) -> list[Finding]:
     """The escalation flow, and where each person's phone number comes from."""
-    subject = "On-call"
     if c.policy is None:
-        return skipped(subject, "not checked (fix the policy file first)")
+        return skipped("On-call", "not checked (fix the policy file first)")
     oncall = c.policy.oncall
     if oncall is None:
-        return skipped(subject, "no [oncall] section: nobody to escalate to (the Escalate to "
-                                "on-call shortcuts say how to set one up)")
-    findings: list[Finding] = []
-    subject = "On-call flow"
+        return skipped("On-call", "no [oncall] section: nobody to escalate to (the Escalate to "
+                                  "on-call shortcuts say how to set one up)")
     if c.catalog is None:
-        findings += skipped(subject, "not checked (needs the Evo Voice account)")
+        findings = skipped("On-call flow", "not checked (needs the Evo Voice account)")
     else:
-        try:
-            flow = await c.catalog.resolve_flow(oncall.flow)
-        except CallbotError as exc:
-            c.item_failures += 1
-            findings += failed(subject, f"{oncall.flow!r}: {exc.user_message}",
-                               f"set oncall.flow in {c.policy_path} to one of the account's flows "
-                               "(its name, slug, [flows] alias or ID)")
-        except EvoVoiceError as exc:
-            c.item_failures += 1
-            findings += failed(subject, f"reading the account's flows failed: {exc.message}",
-                               "try again; if it persists, check the Evo Voice user's access")
-        else:
-            findings += passed(subject, f"{oncall.flow!r} → “{flow.name}” ({flow.id}); each "
-                                        f"person has {oncall.answer_timeout} s to answer")
+        findings = await _against_account(c, policy_checks.oncall_flow, "On-call flow", "flows")
     places = {user: "rotation" for user in oncall.rotation}
     for user in oncall.escalate_to:
         places.setdefault(user, "escalate_to")
@@ -175,16 +120,13 @@ async def check_oncall(c: Checkup) -> list[Finding]:
     return findings
 
 
-async def check_start_up_agrees(c: Checkup) -> list[Finding]:
-    """What `callbot run` checks at start-up, in case it checks more than the lines above."""
-    subject = "Start-up check"
-    if c.catalog is None or c.policy is None or c.item_failures:
-        return []  # the lines above already say what is wrong
+async def _against_account(
+    c: Checkup, check: policy_checks.PolicyCheck, subject: str, what: str
+) -> list[Finding]:
+    """One of the policy checks start-up makes too (policy_checks.py), on this checkup."""
+    assert c.catalog is not None and c.policy is not None
     try:
-        await check_policy_against_account(c.catalog, c.policy)
-    except ConfigError as exc:
-        return [Finding(Status.FAIL, subject, problem, f"fix it in {c.policy_path}")
-                for problem in exc.problems]
+        return await check(c.catalog, c.policy, str(c.policy_path))
     except EvoVoiceError as exc:
-        return failed(subject, f"Evo Voice failed: {exc.message}", "try again")
-    return passed(subject, "the policy agrees with the Evo Voice account")
+        return failed(subject, f"reading the account's {what} failed: {exc.message}",
+                      "try again; if it persists, check the Evo Voice user's access to the account")

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from bot.config import DEFAULT_POLICY_PATH, ConfigError, Policy, load_policy, load_settings
-from bot.ops.checkup import SETTING_FIXES, Checkup, Finding, Status, count, failed, passed
+from bot.ops.checkup import SETTING_FIXES, Checkup, count
+from bot.ops.findings import Finding, Status, failed, passed
 
 
 async def check_settings(c: Checkup) -> list[Finding]:

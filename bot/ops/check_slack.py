@@ -9,7 +9,8 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.app import SLACK_TIMEOUT_SECONDS
 from bot.ops.check_setup import is_example_id, policy_slack_ids
-from bot.ops.checkup import SETTING_FIXES, Checkup, Finding, Status, count, failed, passed, skipped
+from bot.ops.checkup import SETTING_FIXES, Checkup, count
+from bot.ops.findings import Finding, Status, failed, passed, skipped
 
 SCOPES_HEADER = "x-oauth-scopes"
 # Scope → what needs it; usergroups:read only when [roles] lists user groups.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,9 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bot.app import create_slack_client
 from bot.config import Policy, Settings
 from bot.evovoice.catalog import Catalog
-from bot.evovoice.client import AuthStatus, EvoVoiceClient, Flow
+from bot.evovoice.client import AuthStatus, EvoVoiceClient
+from bot.ops.findings import Finding
 
-LIST_AT_MOST = 10
 WAITING = "not checked"  # a skipped check's detail starts so when it waits on an earlier ✗
 
 SETTING_FIXES = {
@@ -31,36 +30,6 @@ SETTING_FIXES = {
     "EVOVOICE_USERNAME": "set the bot's own Evo Voice login (a user holding the Manager role)",
     "EVOVOICE_PASSWORD": "set the password of the bot's Evo Voice login",
 }
-
-
-class Status(StrEnum):
-    PASS = "✓"
-    FAIL = "✗"
-    SKIP = "–"
-
-
-@dataclass(frozen=True)
-class Finding:
-    status: Status
-    subject: str  # stable: README's troubleshooting is keyed by it
-    detail: str
-    fix: str | None = None
-
-    def render(self) -> str:
-        line = f"{self.status.value} {self.subject}: {self.detail}"
-        return line + (f"\n    fix: {self.fix}" if self.fix else "")
-
-
-def passed(subject: str, detail: str) -> list[Finding]:
-    return [Finding(Status.PASS, subject, detail)]
-
-
-def failed(subject: str, detail: str, fix: str) -> list[Finding]:
-    return [Finding(Status.FAIL, subject, detail, fix)]
-
-
-def skipped(subject: str, why: str) -> list[Finding]:
-    return [Finding(Status.SKIP, subject, why)]
 
 
 @dataclass
@@ -76,8 +45,6 @@ class Checkup:
     login_has_role: bool = False
     account_id: str | None = None
     catalog: Catalog | None = None
-    flows: list[Flow] | None = None
-    item_failures: int = 0  # ✗ among the policy-against-account checks
     _http: aiohttp.ClientSession | None = None
     _slack: AsyncWebClient | None = None
     _evo: EvoVoiceClient | None = None

@@ -1,0 +1,50 @@
+"""What a check finds: a ✓, ✗ or – line with a stable subject and, for a ✗, the fix.
+
+A leaf module: `callbot check` prints every finding; start-up (services.py) stops at the first ✗
+of the same checks (policy_checks.py), so both say the same thing in the same words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+LIST_AT_MOST = 10
+
+
+class Status(StrEnum):
+    PASS = "✓"
+    FAIL = "✗"
+    SKIP = "–"
+
+
+@dataclass(frozen=True)
+class Finding:
+    status: Status
+    subject: str  # stable: README's troubleshooting is keyed by it
+    detail: str
+    fix: str | None = None
+
+    def render(self) -> str:
+        line = f"{self.status.value} {self.subject}: {self.detail}"
+        return line + (f"\n    fix: {self.fix}" if self.fix else "")
+
+    def as_problem(self) -> str:
+        """One line, for start-up's "callbot cannot start" list."""
+        return f"{self.subject}: {self.detail}" + (f" (fix: {self.fix})" if self.fix else "")
+
+
+def passed(subject: str, detail: str) -> list[Finding]:
+    return [Finding(Status.PASS, subject, detail)]
+
+
+def failed(subject: str, detail: str, fix: str) -> list[Finding]:
+    return [Finding(Status.FAIL, subject, detail, fix)]
+
+
+def skipped(subject: str, why: str) -> list[Finding]:
+    return [Finding(Status.SKIP, subject, why)]
+
+
+def first_failure(findings: list[Finding]) -> Finding | None:
+    return next((f for f in findings if f.status is Status.FAIL), None)
