@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = DEFAULT_SLACK_API_URL
     evovoice_url: str = DEFAULT_EVOVOICE_URL
+    # Where the login is tried when EVOVOICE_URL refuses it, to say "set EVOVOICE_URL=…" instead
+    # of blaming the password; empty: the other of evovoice.io and team.evovoice.io.
+    evovoice_other_url: str | None = None
     # simulate: real Slack, calls to a simulated Evo Voice inside the bot (bot/evovoice/simulator).
     evovoice_mode: Literal["live", "simulate"] = "live"
     # Required when live; declared after evovoice_mode, which their validator reads.
@@ -122,7 +125,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for log collectors
 
     @field_validator(
-        "slack_app_token", "slack_signing_secret", "evovoice_account_id", mode="before"
+        "slack_app_token", "slack_signing_secret", "evovoice_account_id", "evovoice_other_url",
+        mode="before",
     )
     @classmethod
     def _optional(cls, value: Any) -> Any:

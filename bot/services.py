@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import httpx
+
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import AccessControl, UserGroups
@@ -23,7 +25,14 @@ from bot.calls.service import CallService
 from bot.calls.store import CallStore
 from bot.config import KNOWN_ROLES, ConfigError, Policy, Settings
 from bot.evovoice.catalog import Catalog
-from bot.evovoice.client import BadLogin, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable
+from bot.evovoice.client import (
+    HANG_UP_ROLE,
+    BadLogin,
+    EvoVoiceClient,
+    EvoVoiceError,
+    EvoVoiceUnreachable,
+    other_host,
+)
 from bot.evovoice.simulator import BANNER
 from bot.oncall.escalation import EscalationService
 from bot.oncall.escalation_store import EscalationStore
@@ -66,15 +75,47 @@ class Services:
         return [origin_of(self.settings.slack_api_url)]
 
 
+async def login_works_at(settings: Settings) -> str | None:
+    """The other Evo Voice host, if the bot's login works there (EVOVOICE_OTHER_URL, else the
+    other of evovoice.io and team.evovoice.io); None if it doesn't or there is none to try."""
+    url = settings.evovoice_other_url or other_host(settings.evovoice_url)
+    if url is None or url.rstrip("/") == settings.evovoice_url.rstrip("/"):
+        return None
+    async with EvoVoiceClient(
+        url, settings.evovoice_username, settings.evovoice_password.get_secret_value(),
+        timeout=httpx.Timeout(settings.evovoice_timeout, connect=5.0), connect_retries=1,
+    ) as other:
+        try:
+            await other.auth_status()
+        except EvoVoiceError:
+            return None
+    return url
+
+
+def refused_login_problem(settings: Settings, works_at: str | None) -> str:
+    if works_at is not None:
+        return (
+            f"EVOVOICE_URL: Evo Voice at {settings.evovoice_url} refused the login, but it works "
+            f"at {works_at}: set EVOVOICE_URL={works_at}"
+        )
+    return (
+        f"EVOVOICE_USERNAME / EVOVOICE_PASSWORD / EVOVOICE_URL: Evo Voice at "
+        f"{settings.evovoice_url} refused the login; check the username and password (the bot "
+        "logs in as an ordinary Evo Voice user) and that EVOVOICE_URL is the host the login "
+        "belongs to (production https://evovoice.io, staging https://team.evovoice.io)"
+    )
+
+
 async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
-    """Check the bot's own Evo Voice login and pick its account; ConfigError says what to fix."""
+    """Check the bot's own Evo Voice login and pick its account; ConfigError says what to fix.
+
+    Also sets how the client hangs up: EndSession needs the role User, PatchSession doesn't.
+    """
     try:
         status = await evo.auth_status()
     except BadLogin:
-        raise ConfigError([
-            "EVOVOICE_USERNAME / EVOVOICE_PASSWORD: Evo Voice refused the login; check both "
-            "(the bot logs in as an ordinary Evo Voice user)"
-        ]) from None
+        works_at = await login_works_at(settings)
+        raise ConfigError([refused_login_problem(settings, works_at)]) from None
     except EvoVoiceUnreachable:
         raise ConfigError(
             [
@@ -84,8 +125,7 @@ async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
         ) from None
     except EvoVoiceError as exc:
         raise ConfigError([f"EVOVOICE_URL: GET /auth/status failed: {exc.message}"]) from None
-    if not status.is_authenticated:
-        raise ConfigError(["EVOVOICE_USERNAME / EVOVOICE_PASSWORD: the login is not authenticated"])
+    evo.hang_up_method = "DELETE" if HANG_UP_ROLE in status.roles else "PATCH"
     if not set(status.roles).intersection(KNOWN_ROLES):
         raise ConfigError([
             f"EVOVOICE_USERNAME: the Evo Voice user {settings.evovoice_username!r} lacks the "

@@ -413,11 +413,11 @@ async def test_nobody_answers_the_chain_goes_down_the_rotation_then_escalate_to(
                         "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s")
     await bot.evo.wait_for_posts(2)
     assert hung_up(bot, alice)  # her phone stopped ringing before Bob's started
-    # The login holds Manager only: EndSession (DELETE) is refused, PatchSession ends the call.
+    # The login holds Manager only, not User, which EndSession (DELETE) needs: PatchSession.
     order = [(r.method, r.path) for r in bot.evo.requests
              if r.method in ("POST", "DELETE", "PATCH")]
-    assert order == [("POST", "/sessions/outgoing"), ("DELETE", f"/sessions/{alice}"),
-                     ("PATCH", f"/sessions/{alice}"), ("POST", "/sessions/outgoing")]
+    assert order == [("POST", "/sessions/outgoing"), ("PATCH", f"/sessions/{alice}"),
+                     ("POST", "/sessions/outgoing")]
 
     bob = session_of(bot, BOB)
     bot.evo.set_session_state(bob, ended=True, callState="Disconnected", outcome="Busy")

@@ -127,7 +127,7 @@ def test_example_policy_file_is_valid() -> None:
     [
         (
             {"password": "wrong"},
-            "EVOVOICE_USERNAME / EVOVOICE_PASSWORD: Evo Voice refused the login",
+            "EVOVOICE_USERNAME / EVOVOICE_PASSWORD / EVOVOICE_URL: Evo Voice at",
         ),
         ({"roles": ("Agent",)}, "lacks the Manager or SystemAdministrator role"),
         (

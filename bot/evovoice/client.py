@@ -78,6 +78,15 @@ def _version() -> str:
 # The vendor's CLI names evovoice.io production and team.evovoice.io staging; the API page this bot
 # was built from shows team.evovoice.io. Either may be the one a login belongs to.
 KNOWN_HOSTS = ("https://evovoice.io", "https://team.evovoice.io")
+
+
+def other_host(url: str) -> str | None:
+    """The other of the two known hosts, for a URL naming one of them; else None."""
+    here = url.rstrip("/").lower()
+    if here not in KNOWN_HOSTS:
+        return None
+    return KNOWN_HOSTS[1 - KNOWN_HOSTS.index(here)]
+
 USER_AGENT = f"callbot/{_version()}"
 # Reads may take up to 15 s: the server is slow to answer while it sets a call up.
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
@@ -265,6 +274,15 @@ class OwnedNumber(_ApiModel):
     phone_number: str | None = None
     display_name: str | None = None
     account_id: str | None = None
+    # The endpoint's field names as sent, for `callbot check` when no E.164 number is found.
+    fields_seen: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _remember_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {**data, "fieldsSeen": tuple(str(key) for key in data)}
+        return data
 
     @model_validator(mode="after")
     def _number_from_display_name(self) -> Self:

@@ -8,7 +8,8 @@ opened), reads from Evo Voice with GETs, and opens the database read-only, witho
 
 Checks run in order over one `Checkup` (checkup.py), which carries what earlier checks established
 (settings, clients, the account). They live by what they check: check_setup.py (settings, policy
-file), check_slack.py, check_evovoice.py, check_database.py. To add one, write
+file), check_slack.py, check_evovoice.py, check_evovoice_requests.py (the requests the bot will
+send, tried harmlessly), check_database.py. To add one, write
 `async def check_x(c: Checkup) -> list[Finding]` there and put it in `CHECKS`; README's
 troubleshooting section is keyed by each check's subject.
 """
@@ -28,6 +29,7 @@ from bot.ops.check_evovoice import (
     check_flow_aliases,
     check_oncall,
 )
+from bot.ops.check_evovoice_requests import check_evovoice_requests
 from bot.ops.check_setup import check_policy, check_settings
 from bot.ops.check_slack import (
     check_slack_ids,
@@ -51,6 +53,7 @@ CHECKS: list[Check] = [
     check_evovoice_login,
     check_evovoice_role,
     check_evovoice_account,
+    check_evovoice_requests,
     check_flow_aliases,
     check_default_caller_id,
     check_oncall,

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from bot.config import KNOWN_ROLES, ConfigError
 from bot.evovoice.catalog import Catalog
-from bot.evovoice.client import BadLogin, EvoVoiceError, EvoVoiceUnreachable
+from bot.evovoice.client import (
+    HANG_UP_ROLE,
+    AuthStatus,
+    BadLogin,
+    EvoVoiceError,
+    EvoVoiceUnreachable,
+)
 from bot.ops import policy_checks
 from bot.ops.checkup import Checkup
 from bot.ops.findings import Finding, Status, failed, passed, skipped
 from bot.phone import mask
-from bot.services import choose_account
+from bot.services import choose_account, login_works_at
+
+HANG_UP_SUBJECT = "Evo Voice hang-up"
 
 
 async def check_evovoice_login(c: Checkup) -> list[Finding]:
@@ -23,8 +31,14 @@ async def check_evovoice_login(c: Checkup) -> list[Finding]:
     try:
         status = await c.evo().auth_status()
     except BadLogin:
-        return failed(subject, f"Evo Voice refused the login {user!r}",
-                      f"check EVOVOICE_USERNAME and EVOVOICE_PASSWORD by logging in at {url}")
+        works_at = await login_works_at(c.settings)
+        if works_at is not None:
+            return failed(subject, f"{url} refused the login {user!r}; your login works at "
+                                   f"{works_at}", f"set EVOVOICE_URL={works_at}")
+        return failed(subject, f"Evo Voice refused the login {user!r} at {url}",
+                      f"check EVOVOICE_USERNAME and EVOVOICE_PASSWORD by logging in at {url}, and "
+                      "that EVOVOICE_URL is the host the login belongs to (production "
+                      "https://evovoice.io, staging https://team.evovoice.io)")
     except EvoVoiceUnreachable:
         return failed(subject, f"cannot connect to {url}",
                       "check EVOVOICE_URL (https://team.evovoice.io or https://evovoice.io) and "
@@ -32,9 +46,6 @@ async def check_evovoice_login(c: Checkup) -> list[Finding]:
     except EvoVoiceError as exc:
         return failed(subject, f"GET /auth/status failed: {exc.message}",
                       f"check EVOVOICE_URL ({url}) points at the Evo Voice API; try again later")
-    if not status.is_authenticated:
-        return failed(subject, f"{user!r} is not authenticated",
-                      "check EVOVOICE_USERNAME and EVOVOICE_PASSWORD")
     c.auth_status = status
     return passed(subject, f"{user!r} logs in at {url}")
 
@@ -52,7 +63,23 @@ async def check_evovoice_role(c: Checkup) -> list[Finding]:
             "grant that Evo Voice user the Manager role on the account",
         )
     c.login_has_role = True
-    return passed(subject, f"{c.settings.evovoice_username!r} holds {', '.join(held)}")
+    return passed(subject, f"{c.settings.evovoice_username!r} holds {', '.join(held)}") + (
+        _hang_up_way(c.auth_status)
+    )
+
+
+def _hang_up_way(status: AuthStatus) -> list[Finding]:
+    """Which way Hang up, Stop escalation and the chain's no-answer hang-up will go (never a ✗:
+    either way ends calls)."""
+    subject = HANG_UP_SUBJECT
+    if HANG_UP_ROLE in status.roles:
+        return passed(subject, f"with EndSession (DELETE /sessions/{{id}}): the login holds "
+                               f"{HANG_UP_ROLE}; PatchSession is the fallback")
+    return passed(
+        subject, f"with PatchSession (PATCH /sessions/{{id}} callState=Disconnected): the login "
+        f"lacks {HANG_UP_ROLE}, which EndSession requires; granting {HANG_UP_ROLE} makes "
+        "EndSession available too (nothing to fix)",
+    )
 
 
 async def check_evovoice_account(c: Checkup) -> list[Finding]:

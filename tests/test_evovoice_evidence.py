@@ -1,0 +1,305 @@
+"""The bot against Evo Voice as the evidence says it behaves (docs/evovoice.md), end to end.
+
+Each test is a finding of issue #12 and fails on the bot as it was before: a Manager-only login
+hanging up (EndSession needs the role User), a refused login that is not a 401, the other host, a
+403 that is not a missing role, the session lookup under every plausible reading of its filters,
+listings under every reading of `all=true`, and the reading of a session's fields.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import pytest
+
+from bot.calls.status_views import HANG_UP_ACTION
+from bot.config import ConfigError
+from bot.ops.check_evovoice_requests import PROBE_NUMBER
+from bot.ops.findings import Status
+from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, NoContent
+from bot.standins.slack import SlackStandIn
+from tests.conftest import EVO_PASSWORD, EVO_USER, FLOWS, POLICY_NO_REPEAT_QUESTION, BotFactory
+from tests.follow_helpers import FAST, FULL, click, status_message, wait_for_edit
+from tests.test_doctor import by_subject, check
+from tests.test_escalation import (
+    ALICE,
+    BOB,
+    click_stop,
+    dialled,
+    escalation_message,
+    open_on_message,
+    session_of,
+    start,
+    submit,
+    wait_for_post,
+)
+from tests.test_escalation import wait_for_edit as wait_for_escalation_edit
+
+MODES = pytest.mark.parametrize("mode", ["http", "socket"])
+
+# ----------------------------------------------------------------------------------- hanging up
+
+
+@MODES
+async def test_a_manager_only_login_hangs_up_with_patch_session(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot = await bot_factory(mode, **FAST)
+    assert bot.evo.roles == ["Manager"]  # no User: EndSession would answer 403 Invalid Role
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+
+    await click(bot, status, HANG_UP_ACTION)
+    await wait_for_edit(bot, status, "Hung up by <@U0MANAGER>")
+    assert bot.evo.hang_ups(session_id) == ["PATCH"]
+    assert bot.evo.requests_to("DELETE", f"/sessions/{session_id}") == []
+    assert all(r.headers["User-Agent"].startswith("callbot/") for r in bot.evo.requests)
+
+
+async def test_a_login_with_user_hangs_up_with_end_session(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    evo.roles = ["Manager", "User"]
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    await click(bot, status, HANG_UP_ACTION)
+    await wait_for_edit(bot, status, "Hung up by <@U0MANAGER>")
+    assert bot.evo.hang_ups(session_id) == ["DELETE"]
+
+
+async def test_end_session_refused_falls_back_to_patch_and_keeps_to_it(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    evo.roles = ["Manager", "User"]
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION, **FAST)
+    for n in (1, 2):
+        await bot.command(f"{FULL} escalation")
+        status = await status_message(bot, n)
+        session_id = list(bot.evo.sessions)[-1]
+        # A User role that the server still doesn't accept for EndSession.
+        bot.evo.queue("DELETE", f"/sessions/{session_id}", ErrorStatus(403, "Invalid Role"))
+        await click(bot, status, HANG_UP_ACTION)
+        await wait_for_edit(bot, status, "Hung up by <@U0MANAGER>")
+        assert bot.evo.hang_ups(session_id) == ["PATCH"]
+    deletes = [r for r in bot.evo.requests if r.method == "DELETE"]
+    assert len(deletes) == 1  # the second hang-up went straight to PatchSession
+
+
+@MODES
+async def test_a_manager_only_login_moves_the_chain_on_and_stops_it(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, clock = await start(bot_factory, mode)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    await wait_for_escalation_edit(bot, escalation, "📞 calling…")
+    clock.advance(91)
+    await wait_for_post(bot, "No answer from <@U0ALICE> after 90 s — calling <@U0BOB>.")
+    await bot.evo.wait_for_posts(2)
+    assert bot.evo.hang_ups(session_of(bot, ALICE)) == ["PATCH"]
+
+    await click_stop(bot, escalation, user_id="U0ADMIN")
+    post = await wait_for_post(bot, "⏹ Escalation stopped by <@U0ADMIN>.")
+    assert "The call to <@U0BOB> was hung up." in post.params["text"]
+    assert bot.evo.hang_ups(session_of(bot, BOB)) == ["PATCH"]
+    assert dialled(bot) == [ALICE, BOB]
+
+
+# ------------------------------------------------------------------------------ reading sessions
+
+
+async def test_answered_by_name_while_ringing_does_not_stop_the_escalation(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, callState="Ringing", answeredByName="Alice's phone")
+    await wait_for_escalation_edit(bot, escalation, "📞 calling…")
+    clock.advance(91)
+    await wait_for_post(bot, "No answer from <@U0ALICE> after 90 s — calling <@U0BOB>.")
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+
+
+@pytest.mark.parametrize("placeholder", ["0001-01-01T00:00:00", "/Date(-62135596800000)/",
+                                         "1970-01-01T00:00:00Z"])
+async def test_a_placeholder_date_completed_does_not_end_a_ringing_call(
+    bot_factory: BotFactory, placeholder: str
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected", dateCompleted=placeholder)
+    await wait_for_edit(bot, status, "🟢 Connected")
+    bot.evo.set_session_state(session_id, callState="Disconnected")
+    await wait_for_edit(bot, status, "Ended")  # Disconnected after being live: over
+
+
+async def test_disconnected_before_anything_happened_is_not_the_end(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(NoContent())
+    await bot.command(f"{FULL} escalation")
+    await bot.evo.wait_for_posts(1)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Disconnected",
+                              dateCompleted="0001-01-01T00:00:00")
+    status = await status_message(bot)
+    bot.evo.set_session_state(session_id, callState="Ringing")
+    await wait_for_edit(bot, status, "🔔 Ringing")
+
+
+# ----------------------------------------------------------------------------- finding a call
+
+
+@pytest.mark.parametrize("offset_hours", [-12, 0, 14])
+@pytest.mark.parametrize("sort_honoured", [True, False])
+async def test_a_call_without_a_session_id_is_found_whatever_the_filters_mean(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, offset_hours: int, sort_honoured: bool
+) -> None:
+    evo.sessions_utc_offset = dt.timedelta(hours=offset_hours)
+    evo.sort_honoured = sort_honoured
+    yesterday = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=20)).isoformat()
+    for _ in range(60):  # earlier calls to the number: more than a page, older than the attempt
+        evo.add_session(toAddress=FULL, dateCreated=yesterday, ended=True,
+                        callState="Disconnected")
+    evo.add_session(toAddress=FULL + "9", callState="Ringing")  # `to` is a contains filter
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(NoContent())
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    session_id = list(bot.evo.sessions)[-1]
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "🟢 Connected")
+    query = bot.evo.requests_to("GET", "/sessions")[0].query
+    asked = dt.date.fromisoformat(query["startDate"])
+    assert asked < dt.datetime.now(dt.UTC).date()  # the day before: any time zone
+    assert "all" not in query
+
+
+async def test_a_lookup_that_keeps_failing_ends_as_not_found(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    evo.default_behaviours[("GET", "/sessions")] = ErrorStatus(400, "Invalid sortField")
+    bot = await bot_factory("http", **(FAST | {"CALL_FIND_SECONDS": "0.3"}))
+    bot.evo.queue_outgoing(NoContent())
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    await wait_for_edit(bot, status, "I could not find it to follow")
+
+
+# -------------------------------------------------------------------------------------- listings
+
+
+@pytest.mark.parametrize("reading", ["everything", "every_page", "ignored"])
+async def test_250_flows_are_each_listed_once_whatever_all_means(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, reading: str
+) -> None:
+    evo.all_reading = reading
+    evo.flows[:] = [dict(f) for f in FLOWS] + [
+        {"id": f"flow-{n}", "name": f"Flow {n}", "accountId": "acct-1"} for n in range(250)
+    ]
+    bot = await bot_factory("http", **FAST)
+    _, url = await bot.command(f"{FULL} escalation")
+    await bot.evo.wait_for_posts(1)
+    assert bot.evo.outgoing_posts[0].json["flowId"] == "flow-esc"
+    assert all("all" not in r.query for r in bot.evo.requests_to("GET", "/flows"))
+
+
+# -------------------------------------------------------------------------------------- logging in
+
+
+@pytest.mark.parametrize("answer", ["unauthenticated", "no_content"])
+async def test_a_refused_login_names_the_url_and_the_host_where_it_works(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, slack: SlackStandIn, policy_path: Path,
+    answer: str,
+) -> None:
+    evo.refused_login = answer
+    evo.password = "not-the-bot's"
+    async with EvoVoiceStandIn(username=EVO_USER, password=EVO_PASSWORD) as other:
+        with pytest.raises(ConfigError) as raised:
+            await bot_factory("http")
+        assert "EVOVOICE_URL" in raised.value.problems[0]
+        assert "refused the login" in raised.value.problems[0]
+
+        with pytest.raises(ConfigError) as raised:
+            await bot_factory("http", EVOVOICE_OTHER_URL=other.url)
+        assert f"set EVOVOICE_URL={other.url}" in raised.value.problems[0]
+
+        findings = by_subject(await check(slack, evo, policy_path, EVOVOICE_OTHER_URL=other.url))
+    login = findings["Evo Voice login"]
+    assert login.status is Status.FAIL and f"your login works at {other.url}" in login.detail
+    assert login.fix == f"set EVOVOICE_URL={other.url}"
+
+
+async def test_a_403_that_is_not_invalid_role_is_not_called_a_missing_role(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(ErrorStatus(403, "Access denied"))
+    await bot.command(f"{FULL} escalation")
+    said = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: "Call not placed" in str(c.params.get("text")))
+    assert "not a missing role" in said.params["text"]
+    assert "Manager role" not in said.params["text"]
+
+
+# ------------------------------------------------------------------------------- callbot check
+
+
+async def test_check_tries_every_request_with_the_parameters_the_bot_uses(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    findings = by_subject(await check(slack, evo, policy_path))
+    assert findings["Evo Voice hang-up"].status is Status.PASS
+    assert "PatchSession" in findings["Evo Voice hang-up"].detail
+    assert "lacks User" in findings["Evo Voice hang-up"].detail
+    for subject in ("Evo Voice flows listing", "Evo Voice phone numbers",
+                    "Evo Voice session lookup"):
+        assert findings[subject].status is Status.PASS, findings[subject]
+    [lookup] = evo.requests_to("GET", "/sessions")
+    assert lookup.query["to"] == PROBE_NUMBER
+    assert PROBE_NUMBER not in findings["Evo Voice session lookup"].detail  # masked
+    assert not [r for r in evo.requests if r.method not in ("GET",)]  # nothing dialled or ended
+
+    evo.roles = ["Manager", "User"]
+    findings = by_subject(await check(slack, evo, policy_path))
+    assert "EndSession" in findings["Evo Voice hang-up"].detail
+
+
+async def test_check_names_the_fields_when_no_endpoint_has_a_number(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    evo.phone_numbers[:] = [{"id": "ep-1", "name": "Main", "number": "8145550100",
+                             "accountId": "acct-1"}]
+    findings = by_subject(await check(slack, evo, policy_path))
+    numbers = findings["Evo Voice phone numbers"]
+    assert numbers.status is Status.FAIL
+    assert "none has an E.164 number" in numbers.detail
+    assert "number" in numbers.detail and "name" in numbers.detail
+
+
+async def test_check_says_when_the_session_lookup_is_refused(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    evo.queue("GET", "/sessions", ErrorStatus(
+        400, "Validation failed", field_errors=[{"fieldName": "SortField", "errorCode": "Invalid",
+                                                 "message": "Unknown sort field"}]))
+    lookup = by_subject(await check(slack, evo, policy_path))["Evo Voice session lookup"]
+    assert lookup.status is Status.FAIL
+    assert "SortField: Unknown sort field" in lookup.detail
+    evo.queue("GET", "/sessions", ErrorStatus(403, "Access denied"))
+    lookup = by_subject(await check(slack, evo, policy_path))["Evo Voice session lookup"]
+    assert lookup.status is Status.FAIL and "not a missing role" in lookup.detail
