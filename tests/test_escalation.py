@@ -18,15 +18,14 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from bot.oncall.escalation_store import EscalationState
-from bot.oncall.escalation_views import (
+from bot.oncall.escalation_form import (
     ESCALATE_GLOBAL_SHORTCUT_ID,
     ESCALATE_MESSAGE_SHORTCUT_ID,
-    ACK_ESCALATION_ACTION,
     ESCALATION_FORM_CALLBACK_ID,
-    STOP_ESCALATION_ACTION,
     EscalationField,
 )
+from bot.oncall.escalation_store import EscalationState
+from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.standins.evovoice import Delayed, ErrorStatus
 from bot.standins.slack import (
     ApiCall,

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from bot.oncall import escalation_form as forms
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_store import (
     AckMode,
@@ -36,17 +37,17 @@ HOOK = "https://hooks.slack.com/actions/T0/1/abc"
     ],
 )
 def test_a_message_is_quoted_as_a_person_reads_it(text: str, plain: str) -> None:
-    assert views.plain_message_text(text) == plain
+    assert forms.plain_message_text(text) == plain
 
 
 def test_a_long_message_is_trimmed_and_keeps_its_link() -> None:
     link = "https://test.slack.com/archives/C0OPS/p1700000000000100"
-    reason = views.quote_reason("x" * 2000, link)
+    reason = forms.quote_reason("x" * 2000, link)
     assert reason.endswith(" — " + link)
-    assert len(reason) <= views.MAX_REASON_CHARS
+    assert len(reason) <= forms.MAX_REASON_CHARS
     assert "…”" in reason
-    assert views.quote_reason("", None) == ""
-    assert views.quote_reason("down", None) == "“down”"
+    assert forms.quote_reason("", None) == ""
+    assert forms.quote_reason("down", None) == "“down”"
 
 
 @pytest.fixture
@@ -227,11 +228,11 @@ def test_a_submission_is_read_back_shape_checked() -> None:
             "type": "plain_text_input", "value": "  " + "r" * 900 + "  "}}}},
     }
     hook = {"block_id": "escalation.channel", "channel_id": "C0PRESET", "response_url": HOOK}
-    read = views.read_submission(view, [hook])
+    read = forms.read_submission(view, [hook])
     assert read.channel_id == "C0PRESET"  # the untouched preset
     assert read.response_url == HOOK
-    assert read.reason is not None and len(read.reason) == views.MAX_REASON_CHARS
+    assert read.reason is not None and len(read.reason) == forms.MAX_REASON_CHARS
     assert read.fields == {"escalation.reason", "escalation.channel"}
     view["state"]["values"]["escalation.channel"] = {"escalation.channel": {  # type: ignore[index]
         "type": "conversations_select", "selected_conversation": "not a channel"}}
-    assert views.read_submission(view).channel_id is None
+    assert forms.read_submission(view).channel_id is None

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bot.calls.form import CALL_FORM
-from bot.oncall.escalation_views import ESCALATION_FORM
+from bot.oncall.escalation_form import ESCALATION_FORM
 from bot.slack.modals import Form, MetadataInvalid, ModalMetadata, field_errors
 
 HOOK = "https://hooks.slack.com/actions/T0/1/abc"

@@ -12,7 +12,7 @@ import pytest
 
 from bot.calls import form as forms
 from bot.calls.status_views import HANG_UP_ACTION
-from bot.oncall import escalation_views
+from bot.oncall import escalation_form
 from bot.slack.modals import ModalMetadata
 from bot.standins.evovoice import EvoVoiceStandIn, Gated
 from bot.standins.slack import (
@@ -178,7 +178,7 @@ async def test_sigterm_lets_the_call_in_flight_finish_then_exits_0(
 
 
 @pytest.mark.parametrize(
-    "callback_id", [forms.PLACE_CALL_SHORTCUT_ID, escalation_views.ESCALATE_GLOBAL_SHORTCUT_ID]
+    "callback_id", [forms.PLACE_CALL_SHORTCUT_ID, escalation_form.ESCALATE_GLOBAL_SHORTCUT_ID]
 )
 async def test_a_shortcut_during_shutdown_says_so_instead_of_opening_a_form(
     bot_factory: BotFactory, callback_id: str

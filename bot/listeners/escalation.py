@@ -25,13 +25,14 @@ from bot.errors import CallbotError, GroupLookupFailed, RoleDenied, describe, de
 from bot.evovoice.client import EvoVoiceError
 from bot.listeners.actions import button_click_from
 from bot.listeners.modals import Wording, accept_once, open_modal, submitted_view
-from bot.oncall import escalation_views as forms
+from bot.oncall import escalation_form as forms
 from bot.oncall.escalation import EscalationRequest
-from bot.oncall.escalation_views import (
+from bot.oncall.escalation_form import (
     EscalationField,
     EscalationPreview,
     EscalationSubmission,
 )
+from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.services import Services
 from bot.slack.modals import MetadataInvalid, ModalMetadata, View, field_errors, is_response_url
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
@@ -64,8 +65,8 @@ def register(app: AsyncApp) -> None:
     app.message_shortcut(forms.ESCALATE_MESSAGE_SHORTCUT_ID)(on_message_shortcut)
     app.global_shortcut(forms.ESCALATE_GLOBAL_SHORTCUT_ID)(on_global_shortcut)
     app.view_submission(forms.ESCALATION_FORM_CALLBACK_ID)(on_escalation_submitted)
-    app.action(forms.STOP_ESCALATION_ACTION)(on_stop_escalation)
-    app.action(forms.ACK_ESCALATION_ACTION)(on_acknowledge)
+    app.action(STOP_ESCALATION_ACTION)(on_stop_escalation)
+    app.action(ACK_ESCALATION_ACTION)(on_acknowledge)
 
 
 # ------------------------------------------------------------------------------------- opening

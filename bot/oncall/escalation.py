@@ -75,6 +75,7 @@ from bot.config import KNOWN_ROLES
 from bot.errors import CallbotError, RoleDenied, describe, describe_any, log_unexpected
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, Session
 from bot.oncall import escalation_views as views
+from bot.oncall.escalation_form import seconds
 from bot.oncall.escalation_store import (
     ACTIVE_STATES,
     AckMode,
@@ -461,7 +462,7 @@ class EscalationService:
                 await self._finish_answered(escalation, target)
                 return
             if not answered:
-                why = f"no answer in {views.seconds(escalation.answer_timeout)}"
+                why = f"no answer in {seconds(escalation.answer_timeout)}"
                 note = await self._hang_up_unanswered(call, why)
             # A call connected but not acknowledged is left on: the person may still be listening.
         if escalation.step_call_id is None and not await self._step_recorded(escalation):
