@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from bot.config import load_policy, load_settings
+from bot.demo.web import Demo
 from bot.runtime import Runtime
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import (
@@ -300,3 +301,12 @@ def load_schema() -> dict[str, Any]:
 
 def manifest() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "manifest.yml").read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
+    """`callbot demo`'s world and page, on a free port (tests/test_demo*.py)."""
+    running = Demo(0, tmp_path)
+    await running.start()
+    yield running
+    await running.stop()

@@ -7,25 +7,16 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from bot.config import load_policy
 from bot.demo.screenshot import set_scene
 from bot.demo.web import Demo
 from bot.demo.world import CHANNEL, YOU, sample_policy_path
-
-
-@pytest.fixture
-async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
-    running = Demo(0, tmp_path)
-    await running.start()
-    yield running
-    await running.stop()
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:

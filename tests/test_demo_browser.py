@@ -7,20 +7,15 @@ Outside CI the test is skipped when chromium or Playwright is missing; in CI it 
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bot.demo.screenshot import CHROMIUM_FLAGS, chromium_path
 from bot.demo.web import Demo
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
+CHROMIUM = chromium_path()
 WAIT_MS = 15_000
 
 try:
@@ -31,14 +26,6 @@ except ImportError:  # pragma: no cover - CI installs it (see .ci/run)
 if (async_playwright is None or not os.path.exists(CHROMIUM)) and not os.environ.get("CI"):
     pytest.skip("needs Playwright and Debian's chromium (.ci/run installs both)",
                 allow_module_level=True)
-
-
-@pytest.fixture
-async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
-    running = Demo(0, tmp_path)
-    await running.start()
-    yield running
-    await running.stop()
 
 
 @pytest.fixture

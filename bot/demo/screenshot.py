@@ -64,10 +64,15 @@ def _prefilled(view: dict[str, object]) -> dict[str, dict[str, dict[str, object]
     return values
 
 
+def chromium_path() -> str:
+    """Debian's chromium (Playwright is told to use it; it never downloads a browser)."""
+    return shutil.which("chromium") or "/usr/bin/chromium"
+
+
 async def take(path: Path) -> None:
     from playwright.async_api import async_playwright
 
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    chromium = chromium_path()
     with tempfile.TemporaryDirectory(prefix="callbot-demo-") as data_dir:
         demo = Demo(0, Path(data_dir))
         await demo.start()
