@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench.processes import Child
+from bench.processes import Child, cpu_seconds
 from bench.scenario import CHANNEL, SIGNING_SECRET, Caller
 from bot.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
 
@@ -155,12 +155,14 @@ async def wait_until(
 
 @dataclass
 class Sampler:
-    """Every `interval` s: the driver loop's lateness, and the child's resident memory."""
+    """Every `interval` s: the driver loop's lateness, the child's resident memory and its CPU
+    seconds so far (with the time, to tell how much CPU the child had used by a given moment)."""
 
     child: Child | None = None
     interval: float = 0.02
     lags: list[float] = field(default_factory=list)
     max_rss: int = 0
+    cpu: list[tuple[float, float]] = field(default_factory=list)  # (monotonic time, CPU-s)
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -175,8 +177,13 @@ class Sampler:
             if self.child is not None and self.child.alive():
                 try:
                     self.max_rss = max(self.max_rss, self.child.memory().rss)
+                    self.cpu.append((time.monotonic(), cpu_seconds(self.child.pid)))
                 except OSError:  # it exited just now
                     pass
+
+    def cpu_by(self, moment: float) -> float | None:
+        """The child's CPU seconds at the first sample taken at or after `moment`."""
+        return next((cpu for at, cpu in self.cpu if at >= moment), None)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -141,6 +141,11 @@ async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
 
     sent_at = {a.caller.number: a.sent for a in acks}
     burst_posts = [p for p in results.posts if p.number in sent_at]
+    # The bot's CPU from the burst's start until its last POST left: the work each call costs
+    # before its phone can ring, which the issue's target is about.
+    last_post = max((p.time for p in burst_posts), default=None)
+    cpu_at_last_post = sampler.cpu_by(last_post) if last_post is not None else None
+    dial_cpu = None if cpu_at_last_post is None else max(0.0, cpu_at_last_post - cpu_before)
     outcomes = [r.text for r in results.replies if r.time >= started]
     return {
         "target": "bot",
@@ -156,6 +161,7 @@ async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
         "cpu_s": round(cpu, 2),
         # The bot's CPU per call of the burst: steadier than wall time on a shared machine.
         "cpu_ms_per_call": round(cpu * 1000 / n, 2),
+        "dial_cpu_ms_per_call": None if dial_cpu is None else round(dial_cpu * 1000 / n, 2),
         # Whose CPU the burst used besides the bot's: the stand-ins' (0 when inline) and the
         # bench process's own (driver, and stand-ins when inline). Two cores in all.
         "standins_cpu_s": round(standins_cpu, 2),
