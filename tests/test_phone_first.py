@@ -112,6 +112,24 @@ async def test_once_the_response_url_is_spent_the_outcome_comes_by_direct_messag
     assert MASKED in dm["text"] and "Ended: No answer" in dm["text"]
 
 
+async def test_when_only_the_thread_fails_the_requester_still_sees_the_status_to_the_end(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    bot.slack.fail("chat.postMessage", "internal_error", when=is_reply)
+    _, url = await bot.command(f"{FULL} escalation")
+    await bot.evo.wait_for_posts(1)
+    [session_id] = bot.evo.sessions
+    [first] = await bot.slack.wait_for_response(url)
+    # The parent is in the channel: the requester alone sees its status, with its context.
+    assert first["response_type"] == "ephemeral" and MASKED in first["text"]
+    end_session(bot, session_id, after_seconds=42, outcome="Completed")
+    answers = await bot.slack.wait_for_response(url, n=2)
+    await bot.settle()
+    assert "Ended: Completed" in answers[-1]["text"]
+    assert answers[-1]["replace_original"] is True
+
+
 async def test_the_last_use_of_the_response_url_is_kept_for_the_outcome(
     bot_factory: BotFactory,
 ) -> None:

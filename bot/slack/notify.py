@@ -61,12 +61,15 @@ class Relay:
     """A call's news where there is no thread: one message through `response_url`, replaced as the
     call goes on, then a direct message to the requester, edited likewise."""
 
-    url: str
+    url: str | None  # None: straight to the direct message
     user_id: str
     parent: Message
     opened: float  # the Notifier's clock when the response_url was first used
     uses: int = 1
     dm: tuple[str, str] | None = None  # (channel, ts) of the direct message, once it took over
+    # Seen by the channel (the parent is nowhere else), or by the requester alone (the parent is
+    # in the channel, only its thread failed).
+    in_channel: bool = True
 
 
 @dataclass
@@ -80,8 +83,10 @@ class Thread:
     parent: Message
     # The parent message's own ts: `ts` itself, unless the parent is a reply in an existing thread.
     parent_ts: str | None = None
-    # Where there is no thread (`ts` None): how the news keeps reaching the requester.
+    # Where there is no thread (`ts` None, or its replies fail): how the news keeps reaching the
+    # requester.
     relay: Relay | None = None
+    requester: str | None = None  # who asked (open_thread): the direct message's recipient
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,7 @@ class Notifier:
         except NotDelivered:
             pass
         else:
+            thread.requester = user_id
             if thread.ts is None and thread.response_url is not None:
                 thread.relay = Relay(thread.response_url, user_id, parent, self._clock())
             return thread
@@ -222,7 +228,7 @@ class Notifier:
             return None
         ts = str(response["ts"])
         return Thread(channel=str(response.get("channel") or user_id), ts=ts, response_url=None,
-                      parent=parent, parent_ts=ts)
+                      parent=parent, parent_ts=ts, requester=user_id)
 
     async def start_thread(
         self,
@@ -267,9 +273,14 @@ class Notifier:
                 logger.warning(
                     "thread reply in %s failed (%s)", thread.channel, slack_error_code(exc)
                 )
+                if thread.requester is not None:
+                    # Out of the thread, the status alone would lack context: the relay sends
+                    # both together, and keeps them current (never a status left at Ringing).
+                    thread.relay = Relay(thread.response_url, thread.requester, thread.parent,
+                                         self._clock(), uses=0, in_channel=False)
+                    return Posted(await self.relay_status(thread.relay, message, final=False))
                 if thread.response_url is None:
                     return Posted(False)
-                # Out of the thread, the result alone would lack context: send both together.
                 return Posted(await self._respond(
                     thread.response_url, combined(thread.parent, message), in_channel=False
                 ))
@@ -285,11 +296,16 @@ class Notifier:
         False if nothing reached the requester."""
         shown = combined(relay.parent, message)
         if relay.dm is None:
-            fresh = self._clock() - relay.opened < RESPONSE_URL_LIFETIME_SECONDS
+            fresh = (relay.url is not None
+                     and self._clock() - relay.opened < RESPONSE_URL_LIFETIME_SECONDS)
             room = RESPONSE_URL_USES - relay.uses - (0 if final else 1)
-            if fresh and room > 0:
+            if relay.url is not None and fresh and room > 0:
+                # The first post of a relay that follows a failed thread reply has nothing to
+                # replace yet.
+                replace = relay.in_channel or relay.uses > 0
                 relay.uses += 1
-                if await self._respond(relay.url, shown, in_channel=True, replace_original=True):
+                if await self._respond(relay.url, shown, in_channel=relay.in_channel,
+                                       replace_original=replace):
                     return True
                 relay.uses = RESPONSE_URL_USES  # refused: expired or used up
             elif fresh and not final:
