@@ -92,7 +92,7 @@ async def on_message_shortcut(
     except MetadataInvalid:
         logger.warning("message shortcut with an unusable channel or message; asking for a channel")
         metadata = ModalMetadata()
-    quoted = (str(message.get("text") or ""), str(message_ts)) if metadata.channel_id else None
+    quoted = (forms.message_words(message), str(message_ts)) if metadata.channel_id else None
     await _open(client, services, shortcut, metadata, quoted)
 
 

@@ -86,6 +86,24 @@ def plain_message_text(text: str) -> str:
     return " ".join(text.split())
 
 
+def message_words(message: Mapping[str, Any]) -> str:
+    """What a message says, attachments included: a monitoring bot's alert often has no `text`
+    of its own, only attachments (pretext, title, text, fields; the fallback when nothing else)."""
+    parts = [str(message.get("text") or "")]
+    attachments = message.get("attachments")
+    for attachment in attachments if isinstance(attachments, list) else []:
+        if not isinstance(attachment, dict):
+            continue
+        said = [str(attachment.get(key) or "") for key in ("pretext", "title", "text")]
+        fields = attachment.get("fields")
+        for item in fields if isinstance(fields, list) else []:
+            if isinstance(item, dict):
+                said.append(f"{item.get('title') or ''}: {item.get('value') or ''}".strip(": "))
+        said = [s for s in said if s.strip()]
+        parts += said or [str(attachment.get("fallback") or "")]
+    return " · ".join(p.strip() for p in parts if p.strip())
+
+
 def quote_reason(message_text: str, permalink: str | None) -> str:
     """The reason a message shortcut prefills: the message, quoted and trimmed, and its link."""
     quoted = clip(plain_message_text(message_text), MAX_QUOTE_CHARS)

@@ -117,6 +117,7 @@ def message_shortcut_payload(
     channel_name: str = "ops",
     team_id: str = "T0TEAM",
     trigger_id: str = DEFAULT_TRIGGER_ID,
+    message_attachments: list[JSONDict] | None = None,
 ) -> JSONDict:
     """A message shortcut (``type: message_action``) on the message ``(channel_id, message_ts)``."""
     message: JSONDict = {
@@ -125,6 +126,8 @@ def message_shortcut_payload(
         "ts": message_ts,
         "text": message_text,
     }
+    if message_attachments is not None:
+        message["attachments"] = message_attachments
     if thread_ts is not None:
         message["thread_ts"] = thread_ts
     return {
