@@ -1,0 +1,77 @@
+"""`/call oncall` and `/call oncall take` after their ack: who is on call, and taking the shift.
+
+The answer goes to the requester alone, except a taken shift, which is announced in the channel
+so the team knows whom the pager reaches. Every failure reaches the requester in words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.access import AccessControl
+from bot.calls import messages as views
+from bot.config import MANAGER, SYSTEM_ADMINISTRATOR
+from bot.errors import describe_any
+from bot.oncall.roster import OnCall
+from bot.oncall.roster_views import status_message, taken_message
+from bot.slack.notify import NotDelivered, Notifier
+from bot.storage.claims import Claims
+
+
+@dataclass(frozen=True)
+class RosterRequest:
+    """Who asked, where, and how to answer them; `request_key` is unique to one invocation."""
+
+    user_id: str
+    channel_id: str | None
+    response_url: str | None
+    request_key: str | None
+
+
+class RosterCommands:
+    def __init__(
+        self, *, access: AccessControl, oncall: OnCall, notifier: Notifier, claims: Claims
+    ) -> None:
+        self._access = access
+        self._oncall = oncall
+        self._notifier = notifier
+        self._claims = claims
+
+    async def show(self, request: RosterRequest) -> None:
+        try:
+            await self._access.require(request.user_id, action="see who is on call")
+            message = status_message(await self._oncall.status(self._oncall.now()))
+        except Exception as exc:  # every failure reaches the requester, in words
+            message = views.refusal(describe_any(exc))
+        await self._tell(request, message)
+
+    async def take(self, request: RosterRequest) -> None:
+        # A redelivered command must not announce the change twice.
+        if request.request_key and not await self._claims.claim(request.request_key):
+            return
+        try:
+            await self._access.require(
+                request.user_id, roles=(MANAGER, SYSTEM_ADMINISTRATOR),
+                action="take the on-call shift",
+            )
+            override, person = await self._oncall.take(request.user_id, self._oncall.now())
+        except Exception as exc:
+            await self._tell(request, views.refusal(describe_any(exc)))
+            return
+        message = taken_message(override, person, self._oncall.rotation.tz)
+        try:
+            if request.channel_id is None:
+                raise NotDelivered("no channel")
+            await self._notifier.start_thread(
+                request.channel_id, message, response_url=request.response_url
+            )
+        except NotDelivered:
+            await self._tell(request, message)
+
+    async def _tell(self, request: RosterRequest, message: views.Message) -> None:
+        await self._notifier.tell(
+            user_id=request.user_id,
+            channel_id=request.channel_id,
+            response_url=request.response_url,
+            message=message,
+        )
