@@ -33,9 +33,36 @@ async def answer(child: pexpect.spawn, prompt: str, reply: str) -> None:
     child.sendline(reply)
 
 
+def spawn_init(folder: Path, slack: SlackStandIn) -> pexpect.spawn:
+    return pexpect.spawn(sys.executable, ["-m", "bot", "init"], cwd=str(folder),
+                         env=clean_environment(SLACK_API_URL=slack.api_url),
+                         encoding="utf-8", timeout=TIMEOUT)
+
+
+async def connect_slack_and_evovoice(child: pexpect.spawn, evo: EvoVoiceStandIn) -> None:
+    """The first questions, a mistyped token and password included."""
+    await answer(child, "Bot User OAuth Token", "xoxb-mistyped")
+    await child.expect("✗ Slack refused it", async_=True)
+    await answer(child, "Bot User OAuth Token", BOT_TOKEN)
+    await child.expect("✓ connected to Test Team as @callbot", async_=True)
+    await answer(child, "App-level token", APP_TOKEN)
+    await child.expect("✓ Socket Mode works", async_=True)
+    await answer(child, "Evo Voice address", evo.url)
+    await answer(child, "Evo Voice username", EVO_USER)
+    await answer(child, "Evo Voice password", "wrong")
+    await child.expect("✗ Evo Voice refused the login", async_=True)
+    await answer(child, "Evo Voice username", EVO_USER)
+    await answer(child, "Evo Voice password", EVO_PASSWORD)
+    await child.expect(r"✓ logged in as .* \(Manager\)", async_=True)
+    await child.expect(r"(\d+)\. \+18145550101", async_=True)
+    await answer(child, "Default caller ID", child.match.group(1))
+
+
 @pytest.fixture
 def workspace(slack: SlackStandIn) -> SlackStandIn:
     slack.only_added_users_exist = True
+    assert slack.bot_scopes is not None
+    slack.bot_scopes.append("users:read.email")  # for users.lookupByEmail
     slack.users.update({
         "U0ALICE1": {"name": "alice", "real_name": "Alice Example"},
         "U0BOB1": {"name": "bob", "real_name": "Bob Example"},
@@ -47,27 +74,9 @@ def workspace(slack: SlackStandIn) -> SlackStandIn:
 async def test_init_writes_a_configuration_that_callbot_check_passes(
     workspace: SlackStandIn, evo: EvoVoiceStandIn, tmp_path: Path
 ) -> None:
-    child = pexpect.spawn(sys.executable, ["-m", "bot", "init"], cwd=str(tmp_path),
-                          env=clean_environment(SLACK_API_URL=workspace.api_url),
-                          encoding="utf-8", timeout=TIMEOUT)
+    child = spawn_init(tmp_path, workspace)
     try:
-        await answer(child, "Bot User OAuth Token", "xoxb-mistyped")
-        await child.expect("✗ Slack refused it", async_=True)
-        await answer(child, "Bot User OAuth Token", BOT_TOKEN)
-        await child.expect("✓ connected to Test Team as @callbot", async_=True)
-        await answer(child, "App-level token", APP_TOKEN)
-        await child.expect("✓ Socket Mode works", async_=True)
-
-        await answer(child, "Evo Voice address", evo.url)
-        await answer(child, "Evo Voice username", EVO_USER)
-        await answer(child, "Evo Voice password", "wrong")
-        await child.expect("✗ Evo Voice refused the login", async_=True)
-        await answer(child, "Evo Voice username", EVO_USER)
-        await answer(child, "Evo Voice password", EVO_PASSWORD)
-        await child.expect(r"✓ logged in as .* \(Manager\)", async_=True)
-        await child.expect(r"(\d+)\. \+18145550101", async_=True)
-        await answer(child, "Default caller ID", child.match.group(1))
-
+        await connect_slack_and_evovoice(child, evo)
         await answer(child, "Home region", "")
         await answer(child, "People who may call", "lead@example.com, @ghost")
         await child.expect("✗ nobody in Test Team is called @ghost", async_=True)
@@ -135,3 +144,26 @@ async def test_init_stopped_midway_writes_nothing(tmp_path: Path) -> None:
         child.close()
     assert child.exitstatus == 1
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_without_the_email_scope_it_says_so_and_handles_still_work(
+    workspace: SlackStandIn, evo: EvoVoiceStandIn, tmp_path: Path
+) -> None:
+    assert workspace.bot_scopes is not None
+    workspace.bot_scopes.remove("users:read.email")
+    child = spawn_init(tmp_path, workspace)
+    try:
+        await connect_slack_and_evovoice(child, evo)
+        await answer(child, "Home region", "CA")
+        await answer(child, "People who may call", "lead@example.com")
+        await child.expect("needs the users:read.email scope", async_=True)
+        await answer(child, "People who may call", "@lead")
+        await child.expect("✓ @lead \\(Lea Lead\\) → U0LEAD1", async_=True)
+        await answer(child, "on-call rotation", "n")
+        await child.expect(pexpect.EOF, async_=True)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, child.before
+    policy = tomllib.loads((tmp_path / "callbot.toml").read_text())
+    assert policy["roles"] == {"Manager": ["U0LEAD1"]} and policy["default_region"] == "CA"
+    assert "oncall" not in policy

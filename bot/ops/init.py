@@ -307,9 +307,12 @@ class Wizard:
                 error = exc.response.get("error")
                 if error == "users_not_found":
                     problems.append(f"nobody in {self.answers.workspace} has the email {name}")
+                elif error == "missing_scope":
+                    problems.append(f"looking up {name} by email needs the users:read.email "
+                                    "scope (OAuth & Permissions); type their @handle instead")
                 else:
-                    problems.append(f"looking up {name} failed ({error}); the bot needs "
-                                    "users:read and users:read.email")
+                    problems.append(f"looking up {name} failed ({error}); the bot needs the "
+                                    "users:read scope")
         return found, problems
 
     # ---------------------------------------------------------------------------------- files

@@ -9,6 +9,8 @@ from bot.standins.slack.records import (
     _err,
 )
 
+EMAIL_SCOPE = "users:read.email"
+
 
 class PeopleMethods(StandInCore):
     """users.*, usergroups.users.list, conversations.*."""
@@ -83,6 +85,10 @@ class PeopleMethods(StandInCore):
         email = str(call.params.get("email") or "").strip().lower()
         if not email:
             return _err("invalid_arguments")
+        # Slack's documentation: this method needs users:read.email (callbot's manifest lacks it).
+        if self.bot_scopes is not None and EMAIL_SCOPE not in self.bot_scopes:
+            return _err("missing_scope", needed=EMAIL_SCOPE,
+                        provided=",".join(self.bot_scopes))
         for uid in self.users:
             user = self._user(uid)
             if str(user["profile"].get("email", "")).lower() == email:
