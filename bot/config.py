@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     call_find_seconds: float = Field(default=120.0, gt=0, le=3600)
     call_follow_max_minutes: float = Field(default=240.0, gt=0, le=24 * 60)
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for log collectors
+    # Several replicas: a replica that dies has its followed calls and escalations taken over by
+    # another within this many seconds (bot/storage/leases.py).
+    lease_seconds: float = Field(default=15.0, ge=3, le=300)
 
     @field_validator(
         "slack_app_token", "slack_signing_secret", "evovoice_account_id", "evovoice_other_url",

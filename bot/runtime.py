@@ -125,10 +125,16 @@ class Runtime:
                 await self._socket.connect_async()  # type: ignore[no-untyped-call]
                 self.watchdog = SocketWatchdog(self._socket.client, interval=self.watchdog_interval)
                 self.watchdog.start()
+            # Say this replica is alive before taking work, so `callbot check` counts it.
+            await self.services.leases.renew()
             # Calls followed when the bot last stopped are followed again.
             await self.services.follower.resume()
             # So are the escalation chains that were running: each goes on from its step.
             await self.services.escalations.resume()
+            # From now on: keep this replica's leases, and take over those of replicas that die.
+            self.services.leases.keep(
+                [self.services.follower.take_over, self.services.escalations.take_over]
+            )
         except BaseException:
             await self.stop()
             raise
@@ -170,10 +176,12 @@ class Runtime:
             await self._runner.cleanup()
             self._runner = None
         if self.services is not None:
-            # Chains pause between steps (never mid-dial); the next start resumes them.
+            # No more taking over: this replica is leaving.
+            await self.services.leases.stop()
+            # Chains pause between steps (never mid-dial) and are released: another replica, or
+            # the next start, goes on from the rows at once.
             await self.services.escalations.stop(grace)
-            # After the drain: calls placed during it have started to be followed. The rows stay,
-            # so the next start follows them again.
+            # After the drain: calls placed during it have started to be followed. Released too.
             await self.services.follower.stop()
         if self._evo is not None:
             await self._evo.aclose()

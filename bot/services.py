@@ -43,6 +43,7 @@ from bot.slack.modals import origin_of
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
 from bot.storage.database import Database
+from bot.storage.leases import Leases
 from bot.tasks import BackgroundTasks
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ class Services:
     controls: CallControls
     history: HistoryService
     escalations: EscalationService
+    leases: Leases
     metrics: Metrics = field(default_factory=Metrics)
 
     @property
@@ -187,6 +189,7 @@ async def build_services(
     audit = await AuditLog.open(
         db, key.get_secret_value() if key else None, default_region=policy.default_region
     )
+    leases = Leases(db, lease_seconds=settings.lease_seconds)
     follower = CallFollower(
         evo=evo,
         notifier=notifier,
@@ -194,6 +197,7 @@ async def build_services(
         audit=audit,
         account_ids=account_ids,
         timing=follow_timing(settings),
+        leases=leases,
     )
     calls = CallService(
         access=access,
@@ -256,6 +260,7 @@ async def build_services(
         on_finished=metrics.escalation_finished,
         on_paged=metrics.oncall_paged,
         on_acknowledged=metrics.oncall_acknowledged,
+        leases=leases,
     )
     return Services(
         settings=settings,
@@ -274,6 +279,7 @@ async def build_services(
         controls=controls,
         history=history,
         escalations=escalations,
+        leases=leases,
         metrics=metrics,
     )
 

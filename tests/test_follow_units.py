@@ -102,7 +102,7 @@ async def follow(
     )
     tracked = await new_call(store, **call)
     await follower.begin(tracked, tracked.status_ts)
-    await asyncio.wait_for(asyncio.gather(*follower._tasks.values()), 5)
+    await asyncio.wait_for(asyncio.gather(*follower.tasks()), 5)
     final = await store.get(tracked.id)
     assert final is not None
     return final, notifier, pauses
@@ -166,7 +166,7 @@ async def test_resume_follows_what_was_being_followed(db: Database) -> None:
         timing=TIMING,
     )
     assert await follower.resume() == 1
-    await asyncio.wait_for(asyncio.gather(*follower._tasks.values()), 5)
+    await asyncio.wait_for(asyncio.gather(*follower.tasks()), 5)
     again = await store.get(live.id)
     assert again is not None and again.state == CallState.ENDED
     await follower.stop()

@@ -36,8 +36,10 @@ from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.errors import describe
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, RateLimited, Session
 from bot.evovoice.dates import parse_timestamp
+from bot.runner import RowRunner
 from bot.slack.blocks import Message
 from bot.slack.notify import Notifier, Relay, Thread
+from bot.storage.leases import Leases
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ MAX_OUTCOME_CHARS = 200
 # How many times the final edit of a status message is tried before giving up on it.
 FINAL_EDIT_ATTEMPTS = 3
 NUMBER_PURGE_EVERY_SECONDS = 3600.0
+LEASE_KIND = "call"  # a followed call's lease (bot/storage/leases.py)
 
 
 class _Step(Enum):
@@ -141,6 +144,7 @@ class CallFollower:
         timing: FollowTiming = FollowTiming(),
         clock: Callable[[], float] = time.time,
         pause: Callable[[asyncio.Event, float], Awaitable[None]] = wait_or_wake,
+        leases: Leases | None = None,
     ) -> None:
         self._evo = evo
         self._notifier = notifier
@@ -150,14 +154,13 @@ class CallFollower:
         self._timing = timing
         self._clock = clock
         self._wait = pause
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._wake: dict[int, asyncio.Event] = {}
+        self._runner = RowRunner(LEASE_KIND, leases, on_error=self._failed)
         self._locks: dict[int, asyncio.Lock] = {}
         # Kept in memory only: the parent as posted (with its reason), and the response_url relay of
-        # a call without a thread. After a restart the parent is drawn again from the row.
+        # a call without a thread. After a restart (or a takeover by another replica) the parent
+        # is drawn again from the row.
         self._parents: dict[int, Message] = {}
         self._relays: dict[int, Relay] = {}
-        self._closed = False
         self._last_purge = 0.0
 
     @property
@@ -167,7 +170,7 @@ class CallFollower:
     @property
     def following(self) -> int:
         """How many calls this process is following now."""
-        return len(self._tasks)
+        return self._runner.running
 
     # ------------------------------------------------------------------ called by CallService
 
@@ -219,7 +222,7 @@ class CallFollower:
                 state = classify(result.session)
             following = state != CallState.ENDED
         request = call.request
-        return await self._store.insert(
+        tracked = await self._store.insert(
             attempt_id=attempt_id,
             created_at=started,
             team_id=request.team_id,
@@ -238,6 +241,9 @@ class CallFollower:
             state=str(state),
             following=following,
         )
+        if following:
+            await self._runner.reserve(tracked.id)
+        return tracked
 
     def status_message(self, call: TrackedCall, *, buttons: bool = True) -> Message:
         return call_views.call_status(call, buttons=buttons)
@@ -258,7 +264,7 @@ class CallFollower:
                 shown = digest(self.status_message(call, buttons=not relayed))
             await self._store.update(call.id, status_ts=status_ts, shown_digest=shown)
             if call.following:
-                self._spawn(call.id, first_poll_later=True)
+                await self._runner.start(call.id, lambda: self._follow(call.id, True))
             else:
                 await self.refresh(call.id)  # marks the parent of a failed call
             await self._purge_numbers()
@@ -270,47 +276,39 @@ class CallFollower:
     async def resume(self) -> int:
         """Follow again every call that was being followed when the bot last stopped."""
         await self._purge_numbers(force=True)
+        count = await self._take_over()
+        if count:
+            logger.info("following %d call(s) again after a restart", count)
+        return count
+
+    async def take_over(self) -> None:
+        """A lease keeper's round: follow the calls whose replica stopped or died."""
+        await self._runner.keep()
+        count = await self._take_over()
+        if count:
+            logger.info("taking over %d call(s) another replica was following", count)
+
+    async def _take_over(self) -> int:
         calls = await self._store.being_followed()
-        for call in calls:
-            self._spawn(call.id)
-        if calls:
-            logger.info("following %d call(s) again after a restart", len(calls))
-        return len(calls)
+        started = await self._runner.adopt(
+            [call.id for call in calls], lambda call_id: lambda: self._follow(call_id)
+        )
+        return len(started)
 
     async def stop(self) -> None:
-        """Stop following (the rows stay: the next start resumes them)."""
-        self._closed = True
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Stop following and let go of the calls: another replica, or the next start, goes on."""
+        await self._runner.stop()
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return self._runner.tasks()
 
     def poke(self, call_id: int) -> None:
         """Poll this call now rather than at its next turn (after a hang-up, say)."""
-        self._wake.setdefault(call_id, asyncio.Event()).set()
+        self._runner.poke(call_id)
 
-    def _spawn(self, call_id: int, *, first_poll_later: bool = False) -> None:
-        if self._closed or call_id in self._tasks:
-            return
-        task = asyncio.create_task(
-            self._run(call_id, first_poll_later), name=f"follow call {call_id}"
-        )
-        self._tasks[call_id] = task
-
-        def done(_: asyncio.Task[None]) -> None:
-            self._tasks.pop(call_id, None)
-            self._wake.pop(call_id, None)
-
-        task.add_done_callback(done)
-
-    async def _run(self, call_id: int, first_poll_later: bool) -> None:
-        try:
-            await self._follow(call_id, first_poll_later)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            # A bug, not a call problem: the row stays followed, so the next start tries again.
-            logger.exception("following call %s failed", call_id)
+    async def _failed(self, call_id: int, exc: Exception) -> None:
+        # A bug, not a call problem: the row stays followed, so the next start tries again.
+        logger.error("following call %s failed", call_id, exc_info=exc)
 
     async def _purge_numbers(self, *, force: bool = False) -> None:
         now = self._clock()
@@ -364,7 +362,7 @@ class CallFollower:
             interval = min(timing.max_interval, interval * timing.growth)
 
     async def _pause(self, call_id: int, seconds: float) -> None:
-        wake = self._wake.setdefault(call_id, asyncio.Event())
+        wake = self._runner.wake(call_id)
         await self._wait(wake, seconds)
         wake.clear()
 

@@ -6,8 +6,10 @@
                     its thread, and the chain runs
     resume()        at start-up, chains that were running go on where they were
     ack_clicked()   I'm on it, on a page (the person's DM) or on the escalation's message
+    take_over()     every few seconds: chains whose replica died go on here (bot/storage/leases.py)
     stop_clicked()  the Stop escalation button
-    stop()          at shutdown: the chains pause (their rows stay; the next start resumes them)
+    stop()          at shutdown: the chains pause and their leases are released, so another
+                    replica (or the next start) goes on from the rows
 
 What ends a step. With `ack = "acknowledge"` (the default) only an acknowledgement does: I'm on it,
 clicked by a paged person or anyone allowed to escalate, or the call's session `outcome` being one
@@ -17,7 +19,8 @@ connected at the deadline is left alone (the person may still be listening) and 
 on. With `ack = "answer"` the call connecting ends the chain, as before acknowledgements existed;
 I'm on it works in both modes. The mode is frozen in the escalation's row when it starts.
 
-Each chain is one task driving one row of the database (bot.escalation_store). A step:
+Each chain is one task driving one row of the database (bot.escalation_store), in the one replica
+holding its lease (bot/runner.py). A step:
 
     1. begin: the step and its deadline (now + answer_timeout, an absolute time; set again from
        the moment the call is placed) are written, and the step's claim
@@ -88,12 +91,15 @@ from bot.oncall.escalation_store import (
     Target,
 )
 from bot.oncall.roster import OnCall
+from bot.runner import RowRunner
 from bot.slack.notify import NotDelivered, Notifier, Thread
 from bot.storage.claims import Claims
+from bot.storage.leases import Leases
 
 logger = logging.getLogger(__name__)
 
 ORIGIN = "escalation"  # in the audit trail
+LEASE_KIND = "escalation"  # a running chain's lease (bot/storage/leases.py)
 
 
 class NotAllowedToStop(CallbotError):
@@ -175,6 +181,7 @@ class EscalationService:
         on_finished: Callable[[str], None] | None = None,
         on_paged: Callable[[], None] | None = None,
         on_acknowledged: Callable[[str, float], None] | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.store = store
         self._oncall = oncall
@@ -195,15 +202,17 @@ class EscalationService:
         # Metrics: a person paged; an acknowledgement (how, seconds since the escalation began).
         self._on_paged = on_paged
         self._on_acknowledged = on_acknowledged
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._wake: dict[int, asyncio.Event] = {}
+        self._runner = RowRunner(LEASE_KIND, leases, on_error=self._report_failure)
         self._locks: dict[int, asyncio.Lock] = {}
-        self._closed = False
 
     @property
     def running(self) -> int:
         """How many chains this process is driving now."""
-        return len(self._tasks)
+        return self._runner.running
+
+    @property
+    def _closed(self) -> bool:
+        return self._runner.closed
 
     # ----------------------------------------------------------------------------- starting
 
@@ -229,6 +238,8 @@ class EscalationService:
         if escalation is None:
             logger.info("repeated escalation request %s ignored", request.request_key)
             return None
+        # Ours from now: no other replica takes it over while its message is being posted.
+        await self._runner.reserve(escalation.id)
         message = views.escalation_message(escalation, [])
         try:
             thread = await self._notifier.start_thread(
@@ -254,66 +265,56 @@ class EscalationService:
             "escalation %s by %s started: %s", escalation.id, request.requester_id,
             ", ".join(t.user_id for t in people),
         )
-        self._spawn(escalation.id)
+        await self._runner.start(escalation.id, lambda: self._drive(escalation.id))
         return await self.store.get(escalation.id)
 
     # ---------------------------------------------------------------------------- lifecycle
 
     async def resume(self) -> int:
         """Drive again every chain that was running when the bot last stopped."""
-        count = 0
-        for escalation in await self.store.active():
-            if escalation.message_ts is None or escalation.thread_ts is None:
-                # Stopped before its message was posted: nothing was dialled, nobody can be told.
-                await self.store.set_state(escalation.id, ACTIVE_STATES, EscalationState.FAILED,
-                                           finished_at=self.clock())
-                continue
-            self._spawn(escalation.id)
-            count += 1
+        count = await self._take_over()
         if count:
             logger.info("resuming %d escalation(s) after a restart", count)
         return count
 
+    async def take_over(self) -> None:
+        """A lease keeper's round: drive the chains whose replica stopped or died."""
+        await self._runner.keep()
+        count = await self._take_over()
+        if count:
+            logger.info("taking over %d escalation(s) from another replica", count)
+
+    async def _take_over(self) -> int:
+        started = await self._runner.adopt(
+            [escalation.id for escalation in await self.store.active()],
+            lambda escalation_id: lambda: self._adopt(escalation_id),
+        )
+        return len(started)
+
+    async def _adopt(self, escalation_id: int) -> None:
+        escalation = await self.store.get(escalation_id)
+        if escalation is None:
+            return
+        if escalation.message_ts is None or escalation.thread_ts is None:
+            # Stopped before its message was posted: nothing was dialled, nobody can be told.
+            await self.store.set_state(escalation.id, ACTIVE_STATES, EscalationState.FAILED,
+                                       finished_at=self.clock())
+            return
+        await self._drive(escalation_id)
+
     async def stop(self, grace: float = 5.0) -> None:
         """Pause every chain at its next safe point (never in the middle of dialling, unless that
-        takes longer than `grace`); the rows stay, so the next start resumes them."""
-        self._closed = True
-        for wake in self._wake.values():
-            wake.set()
-        tasks = list(self._tasks.values())
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        takes longer than `grace`) and let go of them: another replica, or the next start, goes
+        on from the rows."""
+        await self._runner.stop(grace)
 
     def poke(self, escalation_id: int) -> None:
-        self._wake.setdefault(escalation_id, asyncio.Event()).set()
-
-    def _spawn(self, escalation_id: int) -> None:
-        if self._closed or escalation_id in self._tasks:
-            return
-        task = asyncio.create_task(self._run(escalation_id), name=f"escalation {escalation_id}")
-        self._tasks[escalation_id] = task
-
-        def done(_: asyncio.Task[None]) -> None:
-            self._tasks.pop(escalation_id, None)
-            self._wake.pop(escalation_id, None)
-
-        task.add_done_callback(done)
-
-    async def _run(self, escalation_id: int) -> None:
-        try:
-            await self._drive(escalation_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            # A bug, not a phone problem. The row stays active, so the next start tries again;
-            # meanwhile the thread must not fall silent on a page nobody is answering.
-            await self._report_failure(escalation_id, exc)
+        self._runner.poke(escalation_id)
 
     async def _report_failure(self, escalation_id: int, exc: Exception) -> None:
+        # A bug, not a phone problem. The row stays active, and this replica keeps its lease, so
+        # the chain is tried again when it restarts; meanwhile the thread must not fall silent on
+        # a page nobody is answering.
         try:
             escalation = await self.store.get(escalation_id)
             if escalation is not None and escalation.thread_ts is not None:
@@ -423,7 +424,7 @@ class EscalationService:
 
     async def _watch(self, escalation: Escalation) -> tuple[_Verdict, TrackedCall | None]:
         """Wait for this step's call to be answered or end, or for its deadline."""
-        wake = self._wake.setdefault(escalation.id, asyncio.Event())
+        wake = self._runner.wake(escalation.id)
         n = escalation.step
         while not self._closed:
             current = await self.store.get(escalation.id)
@@ -695,10 +696,7 @@ class EscalationService:
             if await self.store.acknowledge(escalation.id, by=click.user_id, at=now,
                                             via=AckVia.BUTTON):
                 logger.info("escalation %s: acknowledged by %s", escalation.id, click.user_id)
-                if escalation.id in self._tasks:
-                    self.poke(escalation.id)
-                else:
-                    self._spawn(escalation.id)
+                await self._nudge(escalation.id)
                 return
             if await self.store.acknowledge(
                 escalation.id, by=click.user_id, at=now, via=AckVia.BUTTON,
@@ -756,10 +754,16 @@ class EscalationService:
             return
         logger.info("escalation %s: stop clicked by %s", escalation.id, click.user_id)
         await self.refresh(escalation.id)
-        if escalation.id in self._tasks:
-            self.poke(escalation.id)
+        await self._nudge(escalation.id)
+
+    async def _nudge(self, escalation_id: int) -> None:
+        """The chain sees a change of its row now: woken here, or run here when it is ours and
+        stopped (a failed chain) or nobody's. A chain another replica drives sees the change at
+        its next check."""
+        if escalation_id in self._runner:
+            self.poke(escalation_id)
         else:
-            self._spawn(escalation.id)
+            await self._runner.start(escalation_id, lambda: self._drive(escalation_id))
 
     async def _load(self, click: ButtonClick, *, pages: bool = False) -> Escalation:
         """The escalation a button names, if the click came from its message (or, `pages`,

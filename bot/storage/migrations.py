@@ -439,4 +439,42 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX escalations_by_requester ON escalations (requester_id, created_at)
         """,
     ),
+    Migration(
+        8,
+        "leases and replicas",
+        # Who runs what: one lease per followed call or running escalation, held by one replica and
+        # renewed while it lives; another takes the work over once the lease has expired.
+        """
+        CREATE TABLE leases (
+            kind TEXT NOT NULL,
+            row_id INTEGER NOT NULL,
+            owner TEXT NOT NULL,
+            expires_at REAL NOT NULL,
+            PRIMARY KEY (kind, row_id)
+        );
+        CREATE INDEX leases_by_owner ON leases (owner);
+        CREATE TABLE replicas (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            seen_at REAL NOT NULL
+        )
+        """,
+        postgres="""
+        CREATE TABLE leases (
+            kind TEXT NOT NULL,
+            row_id BIGINT NOT NULL,
+            owner TEXT NOT NULL,
+            expires_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (kind, row_id)
+        );
+        CREATE INDEX leases_by_owner ON leases (owner);
+        CREATE TABLE replicas (
+            id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            seen_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+    ),
 ]

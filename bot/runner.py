@@ -1,0 +1,150 @@
+"""One task per database row this replica runs: a followed call, an escalation chain.
+
+`CallFollower` and `EscalationService` both keep long-running work keyed by a row id; this is the
+one place that starts it at most once per process, holds its lease (bot/storage/leases.py) so it
+runs in one replica only, wakes it early, and stops it. Without leases (unit tests building a
+service alone) the rules are the same within the process.
+
+- `start(row_id, work)`: take the lease, then run `work()` as a task, unless it runs already or
+  another replica holds the lease.
+- `adopt(ids, work_for)`: start each row not running anywhere (its lease expired: its replica died).
+- `drop_lost(held)`: stop the tasks whose lease this replica no longer holds (it stalled so long
+  that another replica took them over).
+- `stop(grace)`: wake every task, give them `grace` seconds to reach a safe point (work that
+  checks `closed`), cancel the rest, and release the leases so other replicas continue at once.
+
+A task that ends normally gives its lease back. A task that fails (a bug) keeps it, so no replica
+retries the same failure in a loop; it is tried again when this replica stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from bot.storage.leases import Leases
+
+logger = logging.getLogger(__name__)
+
+Work = Callable[[], Awaitable[None]]
+
+
+class RowRunner:
+    def __init__(
+        self,
+        kind: str,
+        leases: Leases | None,
+        *,
+        on_error: Callable[[int, Exception], Awaitable[None]],
+    ) -> None:
+        self.kind = kind
+        self._leases = leases
+        self._on_error = on_error
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._wake: dict[int, asyncio.Event] = {}
+        self._failed: set[int] = set()
+        self.closed = False
+
+    @property
+    def running(self) -> int:
+        return len(self._tasks)
+
+    def __contains__(self, row_id: int) -> bool:
+        return row_id in self._tasks
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._tasks.values())
+
+    def wake(self, row_id: int) -> asyncio.Event:
+        """The event that cuts this row's current pause short."""
+        return self._wake.setdefault(row_id, asyncio.Event())
+
+    def poke(self, row_id: int) -> None:
+        self.wake(row_id).set()
+
+    async def reserve(self, row_id: int) -> bool:
+        """Take the lease of a row just created here, before its work starts (so no other
+        replica adopts it meanwhile)."""
+        return self._leases is None or await self._leases.take(self.kind, row_id)
+
+    async def start(self, row_id: int, work: Work) -> bool:
+        if self.closed or row_id in self._tasks:
+            return False
+        if self._leases is not None and not await self._leases.take(self.kind, row_id):
+            return False
+        if self.closed or row_id in self._tasks:  # while the lease was being taken
+            return False
+        task = asyncio.create_task(self._run(row_id, work), name=f"{self.kind} {row_id}")
+        self._tasks[row_id] = task
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._tasks.pop(row_id, None)
+            self._wake.pop(row_id, None)
+
+        task.add_done_callback(done)
+        return True
+
+    async def adopt(self, row_ids: Iterable[int], work_for: Callable[[int], Work]) -> list[int]:
+        """Start the rows among `row_ids` that no replica runs; the ids started."""
+        candidates = [i for i in row_ids if i not in self._failed and i not in self._tasks]
+        if self._leases is not None:
+            candidates = await self._leases.unowned(self.kind, candidates)
+        started = []
+        for row_id in candidates:
+            if row_id in self._failed or row_id in self._tasks:
+                continue
+            if await self.start(row_id, work_for(row_id)):
+                started.append(row_id)
+        return started
+
+    def drop_lost(self, held: set[int]) -> None:
+        for row_id, task in list(self._tasks.items()):
+            if row_id not in held:
+                logger.warning("%s %s: its lease was taken over by another replica; "
+                               "leaving it to them", self.kind, row_id)
+                task.cancel()
+
+    async def keep(self) -> None:
+        """One round of the lease keeper: let go of the rows another replica has taken."""
+        if self._leases is not None:
+            self.drop_lost(await self._leases.held(self.kind))
+
+    async def _run(self, row_id: int, work: Work) -> None:
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._failed.add(row_id)
+            await self._on_error(row_id, exc)
+            return
+        if self._leases is not None:
+            try:
+                await self._leases.release(self.kind, row_id)
+            except Exception:
+                logger.warning("%s %s: giving its lease back failed; it expires on its own",
+                               self.kind, row_id, exc_info=True)
+
+    async def stop(self, grace: float = 0.0) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        tasks = list(self._tasks.values())
+        if tasks:
+            pending: Iterable[asyncio.Task[None]] = tasks
+            if grace > 0:
+                # Woken, the work sees `closed` and ends at its next safe point. Not without a
+                # grace: a task woken and cancelled at once may see only the wake-up.
+                for wake in self._wake.values():
+                    wake.set()
+                _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if self._leases is not None:
+            try:
+                await self._leases.release(self.kind)
+            except Exception:
+                logger.warning("giving the %s leases back failed; they expire on their own",
+                               self.kind, exc_info=True)

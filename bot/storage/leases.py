@@ -1,0 +1,161 @@
+"""Leases: which replica runs which followed call and which escalation.
+
+Several replicas share one database; each piece of long-running work (following a call, driving
+an escalation chain) must run in exactly one of them. Its lease is a row (kind, row id, owner,
+expiry): taken when the work starts, renewed while the owner lives, deleted when the work ends or
+the owner stops (SIGTERM). A replica that dies (SIGKILL, a lost host) stops renewing; once its
+leases expire another replica takes the work over, from the state in the database.
+
+Timing, for `LEASE_SECONDS` = L: a lease is valid for 2/3 L after each renewal, renewals and the
+search for work to take over happen every L/6, so a dead replica's work is taken over within
+5/6 L (and a replica that misses three renewals in a row still keeps its work). Expiry times are
+read on each replica's own clock: keep the hosts' clocks in sync (NTP), as every cluster does.
+
+The replicas table is each replica's heartbeat, for `callbot check` ("which replicas are alive").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from bot.storage.database import Database
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_LEASE_SECONDS = 15.0
+FORGET_AFTER = 24 * 3600.0
+LEASES_MIGRATION = 8  # the schema version that made the leases and replicas tables
+
+
+@dataclass(frozen=True)
+class Replica:
+    id: str
+    host: str
+    started_at: float
+    seen_at: float
+
+
+def replica_id() -> str:
+    """Host, process and a random suffix: a restarted process on one host is a new replica."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+class Leases:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        owner: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self.owner = owner or replica_id()
+        self.lease_seconds = lease_seconds
+        self.valid_for = lease_seconds * 2 / 3
+        self.every = lease_seconds / 6
+        self._clock = clock
+        self._started_at = clock()
+        self._keeper: asyncio.Task[None] | None = None
+
+    async def take(self, kind: str, row_id: int) -> bool:
+        """Take the lease of (kind, row_id) if nobody holds it, it has expired, or it is ours."""
+        now = self._clock()
+        taken = await self._db.execute(
+            "INSERT INTO leases (kind, row_id, owner, expires_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (kind, row_id) DO UPDATE SET owner = excluded.owner,"
+            " expires_at = excluded.expires_at"
+            " WHERE leases.expires_at < ? OR leases.owner = excluded.owner",
+            (kind, row_id, self.owner, now + self.valid_for, now),
+        )
+        return taken == 1
+
+    async def unowned(self, kind: str, row_ids: list[int]) -> list[int]:
+        """Those of `row_ids` whose lease nobody holds: never taken, expired, or released."""
+        if not row_ids:
+            return []
+        rows = await self._db.fetchall(
+            "SELECT row_id FROM leases WHERE kind = ? AND expires_at >= ?", (kind, self._clock())
+        )
+        leased = {int(row[0]) for row in rows}
+        return [row_id for row_id in row_ids if row_id not in leased]
+
+    async def held(self, kind: str) -> set[int]:
+        rows = await self._db.fetchall(
+            "SELECT row_id FROM leases WHERE kind = ? AND owner = ?", (kind, self.owner)
+        )
+        return {int(row[0]) for row in rows}
+
+    async def release(self, kind: str, row_id: int | None = None) -> None:
+        """Let go of one lease, or of every lease of this kind (at shutdown)."""
+        if row_id is None:
+            await self._db.execute(
+                "DELETE FROM leases WHERE kind = ? AND owner = ?", (kind, self.owner)
+            )
+        else:
+            await self._db.execute(
+                "DELETE FROM leases WHERE kind = ? AND row_id = ? AND owner = ?",
+                (kind, row_id, self.owner),
+            )
+
+    async def renew(self) -> None:
+        """Extend every lease this replica holds, and say it is alive."""
+        now = self._clock()
+        await self._db.execute(
+            "UPDATE leases SET expires_at = ? WHERE owner = ?", (now + self.valid_for, self.owner)
+        )
+        await self._db.execute(
+            "INSERT INTO replicas (id, host, started_at, seen_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at",
+            (self.owner, socket.gethostname(), self._started_at, now),
+        )
+        # Replicas killed long ago are forgotten (those stopped cleanly removed themselves).
+        await self._db.execute("DELETE FROM replicas WHERE seen_at < ?", (now - FORGET_AFTER,))
+
+    async def alive(self) -> list[Replica]:
+        """The replicas seen within one lease period, oldest first (reads only)."""
+        return await replicas_alive(self._db, self.lease_seconds, self._clock())
+
+    # ---------------------------------------------------------------------------- keeping
+
+    def keep(self, rounds: list[Callable[[], Awaitable[None]]]) -> None:
+        """Every `every` seconds: renew, then run each of `rounds` (check and take over work)."""
+        if self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep(rounds), name="lease keeper")
+
+    async def _keep(self, rounds: list[Callable[[], Awaitable[None]]]) -> None:
+        while True:
+            try:
+                await self.renew()
+                for round_ in rounds:
+                    await round_()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # The database may be briefly unreachable; the leases last several rounds.
+                logger.exception("renewing leases failed; trying again in %.1f s", self.every)
+            await asyncio.sleep(self.every)
+
+    async def stop(self) -> None:
+        """Stop renewing and leave the replicas table (the leases are released by their runners)."""
+        keeper, self._keeper = self._keeper, None
+        if keeper is None:
+            return  # never kept, or stopped already
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+        await self._db.execute("DELETE FROM replicas WHERE id = ?", (self.owner,))
+
+
+async def replicas_alive(db: Database, lease_seconds: float, now: float) -> list[Replica]:
+    rows = await db.fetchall(
+        "SELECT id, host, started_at, seen_at FROM replicas WHERE seen_at >= ? ORDER BY started_at",
+        (now - lease_seconds,),
+    )
+    return [Replica(str(r[0]), str(r[1]), float(r[2]), float(r[3])) for r in rows]
