@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -181,20 +182,25 @@ async def test_unreachable_voice_api_is_a_clear_start_up_error(bot_factory: BotF
     assert "EVOVOICE_URL: cannot connect" in str(raised.value)
 
 
-async def run_bot_process(env: dict[str, str], cwd: Path) -> asyncio.subprocess.Process:
-    """`python -m bot` as a deployment runs it (from an empty folder: no stray .env is read)."""
+async def run_bot_process(
+    env: dict[str, str], cwd: Path, output: Path | None = None
+) -> asyncio.subprocess.Process:
+    """`python -m bot` as a deployment runs it (from an empty folder: no stray .env is read).
+
+    Its output is piped, or written to `output` (for a bot nobody reads while it runs)."""
     full_env = {
         k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_"))
     }
     full_env.update(env)
+    sink: Any = asyncio.subprocess.PIPE if output is None else output.open("wb")
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bot",
         env=full_env,
         cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        stdout=sink,
+        stderr=sink if output is None else asyncio.subprocess.STDOUT,
     )
 
 

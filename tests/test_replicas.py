@@ -1,0 +1,184 @@
+"""Two real bot processes on one database: shared limits, one dial per view, and the loss of a
+replica (SIGKILL) while it follows a call or drives an escalation.
+
+Each replica is `python -m bot` as a deployment runs it, in HTTP mode behind its own port (a load
+balancer would spread Slack's requests over them), with a short LEASE_SECONDS so a takeover comes
+quickly. The survivor's first action after the kill is printed (takeover time, for the record);
+no test asserts how long anything took.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.slack import SlackStandIn
+from tests.conftest import BotUnderTest, bot_environment
+from tests.databases import on_both_databases
+from tests.follow_helpers import FAST, FULL, end_session, status_message, wait_for_edit
+from tests.test_escalation import (
+    ROSTER,
+    dialled,
+    escalation_message,
+    hung_up,
+    open_on_message,
+    session_of,
+    submit,
+)
+from tests.test_form import interact, open_form, state, submission
+from tests.test_policy_rules import policy_with
+from tests.test_shutdown import until
+from tests.test_startup import run_bot_process
+
+LEASE_SECONDS = "3"
+
+
+@dataclass
+class Replica(BotUnderTest):
+    """A bot running in its own process; Slack's requests reach it on its own port."""
+
+    port: int = 0
+    process: Any = None
+    log: Path = field(default_factory=Path)
+
+    @property
+    def events_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/slack/events"
+
+    async def kill(self) -> float:
+        """SIGKILL: no shutdown, no lease released. The moment it died (monotonic clock)."""
+        self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+        return time.monotonic()
+
+
+@pytest.fixture
+async def replicas(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, database_url: str,
+    unused_tcp_port_factory: Callable[[], int],
+) -> AsyncIterator[Callable[..., Any]]:
+    started: list[Replica] = []
+    http = aiohttp.ClientSession()
+
+    async def start(count: int = 2, policy: str | None = None, **env: str) -> list[Replica]:
+        if policy is not None:
+            policy_path.write_text(policy)
+        group = []
+        for n in range(count):
+            port = unused_tcp_port_factory()
+            values = bot_environment("http", slack, evo, policy_path, port=port,
+                                     database_url=database_url)
+            values.update(FAST, LEASE_SECONDS=LEASE_SECONDS, **env)
+            log = policy_path.parent / f"replica-{len(started) + n}.log"
+            process = await run_bot_process(values, policy_path.parent, output=log)
+            group.append(Replica(runtime=None, mode="http", slack=slack, evo=evo,  # type: ignore[arg-type]
+                                 http=http, port=port, process=process, log=log))
+        started.extend(group)
+        for replica in group:  # started together: they migrate the database at the same time
+            await until_ready(replica)
+        return group
+
+    yield start
+    for replica in started:
+        if replica.process.returncode is None:
+            replica.process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(replica.process.wait(), 30)
+    await http.close()
+
+
+async def until_ready(replica: Replica) -> None:
+    for _ in range(600):
+        if replica.process.returncode is not None:
+            pytest.fail(f"replica exited: {replica.log.read_text()[-3000:]}")
+        try:
+            async with replica.http.get(f"http://127.0.0.1:{replica.port}/healthz") as response:
+                if response.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.05)
+    pytest.fail(f"replica never became healthy: {replica.log.read_text()[-3000:]}")
+
+
+def first_request_after(evo: EvoVoiceStandIn, moment: float) -> float:
+    return min(r.time for r in evo.requests if r.time > moment)
+
+
+@on_both_databases
+async def test_limits_are_shared_by_the_replicas(replicas: Any, evo: EvoVoiceStandIn) -> None:
+    a, b = await replicas(policy=policy_with(per_user="1/10m"))
+    await a.command(f"{FULL} escalation")
+    await evo.wait_for_posts(1)
+    _, url = await b.command("+18144043094 escalation")
+    [refusal] = await b.slack.wait_for_response(url)
+    assert "You have placed 1 call in the last 10 minutes" in str(refusal), refusal
+    assert len(evo.outgoing_posts) == 1
+
+
+@on_both_databases
+async def test_a_view_submitted_to_both_replicas_at_once_dials_once(
+    replicas: Any, evo: EvoVoiceStandIn
+) -> None:
+    a, b = await replicas()
+    view = await open_form(a)
+    payload = submission(view, state())
+    answers = await asyncio.gather(interact(a, payload), interact(b, payload))
+    assert all(answer.get("response_action") is None for answer in answers)
+    await evo.wait_for_posts(1)
+    await a.slack.wait_for_call("chat.postMessage", lambda c: "Call placed" in str(c.params))
+    assert len(evo.outgoing_posts) == 1
+
+
+@on_both_databases
+async def test_a_call_followed_by_a_replica_that_dies_is_followed_to_its_end_by_another(
+    replicas: Any, evo: EvoVoiceStandIn,
+) -> None:
+    a, b = await replicas()
+    await a.command(f"{FULL} escalation")
+    status = await status_message(a)
+    [session_id] = evo.sessions
+    await until(lambda: evo.requests_to("GET", f"/sessions/{session_id}"))  # a follows it
+    died = await a.kill()
+
+    end_session(a, session_id, after_seconds=42, outcome="Completed")
+    await wait_for_edit(b, status, "Ended", timeout=30)
+    print(f"\nfollowed call taken over {first_request_after(evo, died) - died:.2f} s after SIGKILL")
+    assert len(evo.outgoing_posts) == 1
+
+
+@on_both_databases
+async def test_an_escalation_whose_replica_dies_mid_step_goes_on_in_another(
+    replicas: Any, evo: EvoVoiceStandIn,
+) -> None:
+    a, b = await replicas(policy=ROSTER + "answer_timeout = 15\n")  # the shortest allowed
+    view, _ = await open_on_message(a)
+    assert await submit(a, view) == {}
+    escalation = await escalation_message(a)
+    [first] = [str(r.json["numberToDial"]) for r in await evo.wait_for_posts(1)]
+    await a.slack.wait_for_call(
+        "chat.update", lambda c: c.params.get("ts") == escalation.ts and "calling" in str(c.params)
+    )
+    died = await a.kill()
+
+    # Nobody answers: after the step's deadline the survivor hangs up and dials the next person.
+    await evo.wait_for_posts(2, timeout=60)
+    print(f"\nescalation taken over {first_request_after(evo, died) - died:.2f} s after SIGKILL")
+    second = dialled(a)[1]
+    assert second != first
+    assert hung_up(a, session_of(a, first))
+    await a.slack.wait_for_call(
+        "chat.update",
+        lambda c: c.params.get("ts") == escalation.ts and "no answer" in str(c.params),
+        timeout=30,
+    )
+    assert dialled(a) == [first, second], "each step dialled once"
+    assert len(evo.requests_to("DELETE", f"/sessions/{session_of(a, first)}")) == 1
