@@ -17,7 +17,7 @@ from bot.ops.check_setup import is_example_id
 from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from bot.storage.database import MIGRATIONS, Database, Migration
-from tests.conftest import POLICY, bot_environment
+from tests.conftest import POLICY, BotFactory, bot_environment
 
 
 @pytest.fixture(autouse=True)
@@ -356,6 +356,23 @@ async def test_a_database_in_use_by_a_running_bot_is_read_without_disturbing_it(
         assert await running.fetchone("SELECT key FROM claims") is not None
     finally:
         await running.close()
+
+
+async def test_the_replicas_alive_are_listed(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, bot_factory: BotFactory
+) -> None:
+    await migrated_database(policy_path)
+    database = by_subject(await check(slack, evo, policy_path))["Database"]
+    assert "replicas alive: none" in database.detail
+    first, second = await bot_factory("http"), await bot_factory("http")
+    database = by_subject(await check(slack, evo, policy_path))["Database"]
+    assert database.status is Status.PASS
+    for bot in (first, second):
+        assert bot.runtime.services is not None
+        assert bot.runtime.services.leases.owner in database.detail
+    await first.runtime.stop()
+    database = by_subject(await check(slack, evo, policy_path))["Database"]
+    assert first.runtime.services.leases.owner not in database.detail, "left when it stopped"
 
 
 async def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
+import time
 from pathlib import Path
 
 from bot.ops.checkup import Checkup
 from bot.ops.findings import Finding, failed, passed, skipped
 from bot.storage.database import MIGRATIONS, POSTGRESQL, Database, dialect_of, sqlite_path
+from bot.storage.leases import LEASES_MIGRATION, Replica, replicas_alive
 
 
 async def check_database(c: Checkup) -> list[Finding]:
@@ -18,7 +21,7 @@ async def check_database(c: Checkup) -> list[Finding]:
     url = c.settings.database_url
     latest = max((m.version for m in MIGRATIONS), default=0)
     if dialect_of(url) == POSTGRESQL:
-        return await _check_postgres(url, latest)
+        return await _check_postgres(url, latest, c.settings.lease_seconds)
     raw = sqlite_path(url)
     if raw == ":memory:":
         return passed(subject, "in memory: nothing is kept across restarts (set DATABASE_URL to "
@@ -40,22 +43,24 @@ async def check_database(c: Checkup) -> list[Finding]:
         await db.open_read_only()
         await db.fetchone("SELECT 1")
         version = await db.schema_version()
+        alive = await _replicas(db, version, c.settings.lease_seconds)
     except Exception as exc:  # sqlite3 errors say what is wrong with the file, nothing secret
         return failed(subject, f"{path} can't be read as a database ({exc})",
                       "point DATABASE_URL at callbot's database, or move this file away so the bot "
                       "creates a new one")
     finally:
         await db.close()
-    return _schema_finding(str(path), version, latest, "back the file up first")
+    return _schema_finding(str(path), version, latest, "back the file up first", alive)
 
 
-async def _check_postgres(url: str, latest: int) -> list[Finding]:
+async def _check_postgres(url: str, latest: int, lease_seconds: float) -> list[Finding]:
     subject = "Database"
     where = _without_password(url)
     db = Database(url)
     try:
         await db.open_read_only()
         version = await db.schema_version()
+        alive = await _replicas(db, version, lease_seconds)
     except Exception as exc:  # the driver's words say what failed (refused, auth, no database)
         return failed(subject, f"{where} can't be reached ({type(exc).__name__}: "
                                f"{_without_password(str(exc))})",
@@ -63,10 +68,18 @@ async def _check_postgres(url: str, latest: int) -> list[Finding]:
                       "PostgreSQL accepts connections from here")
     finally:
         await db.close()
-    return _schema_finding(where, version, latest, "take a backup first (pg_dump)")
+    return _schema_finding(where, version, latest, "take a backup first (pg_dump)", alive)
 
 
-def _schema_finding(where: str, version: int, latest: int, backup: str) -> list[Finding]:
+async def _replicas(db: Database, version: int, lease_seconds: float) -> list[Replica]:
+    if version < LEASES_MIGRATION:
+        return []
+    return await replicas_alive(db, lease_seconds, time.time())
+
+
+def _schema_finding(
+    where: str, version: int, latest: int, backup: str, alive: list[Replica]
+) -> list[Finding]:
     subject = "Database"
     if version < latest:
         return failed(subject, f"{where} is at schema version {version}; this callbot needs "
@@ -77,7 +90,13 @@ def _schema_finding(where: str, version: int, latest: int, backup: str) -> list[
         return failed(subject, f"{where} is at schema version {version}, newer than this callbot "
                                f"knows ({latest})",
                       "run the callbot version that migrated it (or a newer one)")
-    return passed(subject, f"{where} is reachable and migrated (schema version {version})")
+    running = ", ".join(f"{r.id} (up since {_utc(r.started_at)})" for r in alive) or "none"
+    return passed(subject, f"{where} is reachable and migrated (schema version {version}); "
+                           f"replicas alive: {running}")
+
+
+def _utc(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _without_password(text: str) -> str:
