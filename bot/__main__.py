@@ -9,6 +9,8 @@
     callbot demo [--port N]
                         the real bot against built-in stand-ins for Slack and Evo Voice, with a
                         local web page playing Slack's part: no credentials, no network
+    callbot backup PATH a consistent copy of the SQLite database at DATABASE_URL, taken while
+                        the bot runs
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="callbot", description="Slack bot that places phone calls through Evo Voice."
     )
-    actions = parser.add_subparsers(dest="action", metavar="{run,check,manifest,demo,init}")
+    actions = parser.add_subparsers(dest="action", metavar="{run,check,manifest,demo,init,backup}")
     actions.add_parser("run", help="run the bot (the default)")
     actions.add_parser(
         "check", help="check the configuration against Slack, Evo Voice and the database"
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         "init", help="set up: answer a few questions, each checked live; writes .env and "
         "callbot.toml",
     )
+    copy = actions.add_parser(
+        "backup", help="copy the SQLite database to PATH while the bot runs (online backup)"
+    )
+    copy.add_argument("path", metavar="PATH", help="the new file to write")
     args = parser.parse_args(argv)
     if args.action == "init":
         from bot.ops.init import main as init
@@ -62,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return init()
     if args.action == "demo":
         return _demo(parser, args.port)
+    if args.action == "backup":
+        return _backup(args.path)
     if args.action == "check":
         return _check()
     if args.action == "manifest":
@@ -87,6 +95,22 @@ def _run() -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _backup(path: str) -> int:
+    from pathlib import Path
+
+    from bot.config import DEFAULT_DATABASE_URL
+    from bot.ops.backup import BackupRefused, backup
+
+    url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    try:
+        pages = backup(url, Path(path))
+    except BackupRefused as exc:
+        print(f"callbot backup: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"callbot backup: {path} written ({pages} pages), a consistent copy")
     return 0
 
 

@@ -1,0 +1,48 @@
+"""`callbot backup PATH`: a consistent copy of the SQLite database, taken while bots run.
+
+SQLite's online backup API copies the database page by page under a read transaction, so the copy
+is one consistent state of the database, WAL included, even while bots write to it; the bots are
+never stopped. For PostgreSQL, `pg_dump` is the tool (README: Databases).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from bot.storage.database import POSTGRESQL, dialect_of, sqlite_path
+
+
+class BackupRefused(Exception):
+    """Nothing was written: the reason, in words for the operator."""
+
+
+def backup(database_url: str, target: Path) -> int:
+    """Copy the database at `database_url` to `target` (a new file); the pages copied."""
+    if dialect_of(database_url) == POSTGRESQL:
+        raise BackupRefused(
+            "DATABASE_URL names PostgreSQL: back it up with pg_dump (README: Databases)"
+        )
+    source_path = Path(sqlite_path(database_url))
+    if not source_path.exists():
+        raise BackupRefused(f"{source_path} does not exist: check DATABASE_URL")
+    if target.exists():
+        raise BackupRefused(f"{target} exists already: name a new file")
+    source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True)
+    copy = sqlite3.connect(target)
+    pages = 0
+
+    def progress(status: int, remaining: int, total: int) -> None:
+        nonlocal pages
+        pages = total
+
+    try:
+        source.backup(copy, progress=progress)
+        ok = copy.execute("PRAGMA integrity_check").fetchone()
+    finally:
+        copy.close()
+        source.close()
+    if ok is None or ok[0] != "ok":
+        target.unlink(missing_ok=True)
+        raise BackupRefused(f"the copy failed its integrity check ({ok}); nothing was kept")
+    return pages
