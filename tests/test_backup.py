@@ -37,8 +37,7 @@ async def test_a_backup_taken_while_the_bot_runs_is_a_consistent_database(
 
 
 async def test_postgresql_is_backed_up_with_pg_dump(tmp_path: Path) -> None:
-    code, _, err = await run_cli(
-        ["backup", str(tmp_path / "x.db")], {"DATABASE_URL": "postgresql://bot@db/callbot"}, tmp_path
-    )
+    env = {"DATABASE_URL": "postgresql://bot@db/callbot"}
+    code, _, err = await run_cli(["backup", str(tmp_path / "x.db")], env, tmp_path)
     assert code == 2 and "pg_dump" in err
     assert not (tmp_path / "x.db").exists()
