@@ -21,7 +21,7 @@ import aiohttp
 import pytest
 
 from bot.standins.evovoice import EvoVoiceStandIn
-from bot.standins.slack import SlackStandIn
+from bot.standins.slack import SlackStandIn, slash_command_payload
 from tests.conftest import BotUnderTest, bot_environment
 from tests.databases import on_both_databases
 from tests.follow_helpers import FAST, FULL, end_session, status_message, wait_for_edit
@@ -69,18 +69,20 @@ async def replicas(
     started: list[Replica] = []
     http = aiohttp.ClientSession()
 
-    async def start(count: int = 2, policy: str | None = None, **env: str) -> list[Replica]:
+    async def start(
+        count: int = 2, policy: str | None = None, mode: str = "http", **env: str
+    ) -> list[Replica]:
         if policy is not None:
             policy_path.write_text(policy)
         group = []
         for n in range(count):
             port = unused_tcp_port_factory()
-            values = bot_environment("http", slack, evo, policy_path, port=port,
+            values = bot_environment(mode, slack, evo, policy_path, port=port,
                                      database_url=database_url)
             values.update(FAST, LEASE_SECONDS=LEASE_SECONDS, **env)
             log = policy_path.parent / f"replica-{len(started) + n}.log"
             process = await run_bot_process(values, policy_path.parent, output=log)
-            group.append(Replica(runtime=None, mode="http", slack=slack, evo=evo,  # type: ignore[arg-type]
+            group.append(Replica(runtime=None, mode=mode, slack=slack, evo=evo,  # type: ignore[arg-type]
                                  http=http, port=port, process=process, log=log))
         started.extend(group)
         for replica in group:  # started together: they migrate the database at the same time
@@ -182,3 +184,20 @@ async def test_an_escalation_whose_replica_dies_mid_step_goes_on_in_another(
     )
     assert dialled(a) == [first, second], "each step dialled once"
     assert len(evo.requests_to("DELETE", f"/sessions/{session_of(a, first)}")) == 1
+
+
+async def test_socket_mode_envelopes_spread_over_the_replicas_connections(
+    replicas: Any, slack: SlackStandIn, evo: EvoVoiceStandIn,
+) -> None:
+    slack.spread_envelopes = True
+    a, b = await replicas(mode="socket")
+    await slack.wait_socket_connections(2, timeout=30)
+    numbers = [f"+1814404300{i}" for i in range(4)]
+    ids = [await slack.post_envelope("slash_commands", slash_command_payload(
+        text=f"{number} escalation", response_url=slack.response_url(),
+        trigger_id=slack.new_trigger_id())) for number in numbers]
+    acks = [await slack.wait_for_ack(envelope_id, timeout=10) for envelope_id in ids]
+    assert all(ack["envelope_id"] in ids for ack in acks)
+    assert {slack.envelopes[i].connection for i in ids} == {1, 2}, "both replicas served"
+    await evo.wait_for_posts(4, timeout=10)
+    assert sorted(str(r.json["numberToDial"]) for r in evo.outgoing_posts) == numbers

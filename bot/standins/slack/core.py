@@ -110,6 +110,11 @@ class StandInCore:
         JSON)."""
         self.envelopes: dict[str, EnvelopeRecord] = {}
         self._conns: list[_Conn] = []
+        # Several replicas each hold a connection and Slack spreads envelopes over them (up to 10
+        # per app); which one gets an envelope is Slack's choice. True: round-robin over the open
+        # connections; False: the newest (one client reconnecting).
+        self.spread_envelopes = False
+        self._spread_turn = 0
         self._ack_futures: dict[str, asyncio.Future[JSONDict]] = {}
 
         self._changed = asyncio.Event()

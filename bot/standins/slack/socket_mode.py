@@ -118,6 +118,11 @@ class SocketMode(StandInCore):
                 fut.set_result(message)
 
     def _current_conn(self) -> _Conn | None:
+        if self.spread_envelopes:
+            open_conns = [c for c in self._conns if c.open and not c.ws.closed]
+            if open_conns:
+                self._spread_turn += 1
+                return open_conns[self._spread_turn % len(open_conns)]
         for conn in reversed(self._conns):
             if conn.open and not conn.ws.closed:
                 return conn
