@@ -44,6 +44,7 @@ class RowRunner:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake: dict[int, asyncio.Event] = {}
         self._failed: set[int] = set()
+        self._reserved: set[int] = set()
         self.closed = False
 
     @property
@@ -66,12 +67,17 @@ class RowRunner:
     async def reserve(self, row_id: int) -> bool:
         """Take the lease of a row just created here, before its work starts (so no other
         replica adopts it meanwhile)."""
-        return self._leases is None or await self._leases.take(self.kind, row_id)
+        if self._leases is not None and not await self._leases.take(self.kind, row_id):
+            return False
+        self._reserved.add(row_id)
+        return True
 
     async def start(self, row_id: int, work: Work) -> bool:
         if self.closed or row_id in self._tasks:
             return False
-        if self._leases is not None and not await self._leases.take(self.kind, row_id):
+        if row_id in self._reserved:
+            self._reserved.discard(row_id)  # its lease was taken a moment ago: no second trip
+        elif self._leases is not None and not await self._leases.take(self.kind, row_id):
             return False
         if self.closed or row_id in self._tasks:  # while the lease was being taken
             return False
