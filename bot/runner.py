@@ -8,6 +8,7 @@ service alone) the rules are the same within the process.
 - `start(row_id, work)`: take the lease, then run `work()` as a task, unless it runs already or
   another replica holds the lease.
 - `adopt(ids, work_for)`: start each row not running anywhere (its lease expired: its replica died).
+- `take_over(row_ids, work_for)`: a lease keeper's round: `drop_lost`, then `adopt`.
 - `drop_lost(held)`: stop the tasks whose lease this replica no longer holds (it stalled so long
   that another replica took them over).
 - `stop(grace)`: wake every task, give them `grace` seconds to reach a safe point (work that
@@ -111,10 +112,18 @@ class RowRunner:
                                "leaving it to them", self.kind, row_id)
                 task.cancel()
 
-    async def keep(self) -> None:
-        """One round of the lease keeper: let go of the rows another replica has taken."""
+    async def take_over(
+        self, row_ids: Callable[[], Awaitable[list[int]]], work_for: Callable[[int], Work]
+    ) -> list[int]:
+        """One round of the lease keeper: let go of the rows another replica has taken, and start
+        those whose replica stopped or died."""
         if self._leases is not None:
             self.drop_lost(await self._leases.held(self.kind))
+        started = await self.adopt(await row_ids(), work_for)
+        if started:
+            logger.info("taking over %s %d (another replica stopped or died)", self.kind,
+                        len(started))
+        return started
 
     async def _run(self, row_id: int, work: Work) -> None:
         try:

@@ -133,6 +133,10 @@ async def test_a_runner_lets_go_of_a_row_another_replica_took_over(db: Database)
     await asyncio.sleep(0)
     clock.now += leases_a.valid_for + 1  # a stalled past its lease
     assert await leases_b.take("escalation", 5)
-    await a.keep()
+    await a.take_over(_no_rows, lambda _: run)
     await asyncio.wait_for(stopped.wait(), 5)
     assert a.running == 0
+
+
+async def _no_rows() -> list[int]:
+    return []

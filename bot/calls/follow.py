@@ -36,7 +36,7 @@ from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.errors import describe
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, RateLimited, Session
 from bot.evovoice.dates import parse_timestamp
-from bot.runner import RowRunner
+from bot.runner import RowRunner, Work
 from bot.slack.blocks import Message
 from bot.slack.notify import Notifier, Relay, Thread
 from bot.storage.leases import Leases
@@ -276,24 +276,20 @@ class CallFollower:
     async def resume(self) -> int:
         """Follow again every call that was being followed when the bot last stopped."""
         await self._purge_numbers(force=True)
-        count = await self._take_over()
+        count = len(await self._runner.adopt(await self._followed(), self._work))
         if count:
             logger.info("following %d call(s) again after a restart", count)
         return count
 
     async def take_over(self) -> None:
         """A lease keeper's round: follow the calls whose replica stopped or died."""
-        await self._runner.keep()
-        count = await self._take_over()
-        if count:
-            logger.info("taking over %d call(s) another replica was following", count)
+        await self._runner.take_over(self._followed, self._work)
 
-    async def _take_over(self) -> int:
-        calls = await self._store.being_followed()
-        started = await self._runner.adopt(
-            [call.id for call in calls], lambda call_id: lambda: self._follow(call_id)
-        )
-        return len(started)
+    async def _followed(self) -> list[int]:
+        return [call.id for call in await self._store.being_followed()]
+
+    def _work(self, call_id: int) -> Work:
+        return lambda: self._follow(call_id)
 
     async def stop(self) -> None:
         """Stop following and let go of the calls: another replica, or the next start, goes on."""

@@ -91,7 +91,7 @@ from bot.oncall.escalation_store import (
     Target,
 )
 from bot.oncall.roster import OnCall
-from bot.runner import RowRunner
+from bot.runner import RowRunner, Work
 from bot.slack.notify import NotDelivered, Notifier, Thread
 from bot.storage.claims import Claims
 from bot.storage.leases import Leases
@@ -272,24 +272,20 @@ class EscalationService:
 
     async def resume(self) -> int:
         """Drive again every chain that was running when the bot last stopped."""
-        count = await self._take_over()
+        count = len(await self._runner.adopt(await self._active(), self._work))
         if count:
             logger.info("resuming %d escalation(s) after a restart", count)
         return count
 
     async def take_over(self) -> None:
         """A lease keeper's round: drive the chains whose replica stopped or died."""
-        await self._runner.keep()
-        count = await self._take_over()
-        if count:
-            logger.info("taking over %d escalation(s) from another replica", count)
+        await self._runner.take_over(self._active, self._work)
 
-    async def _take_over(self) -> int:
-        started = await self._runner.adopt(
-            [escalation.id for escalation in await self.store.active()],
-            lambda escalation_id: lambda: self._adopt(escalation_id),
-        )
-        return len(started)
+    async def _active(self) -> list[int]:
+        return [escalation.id for escalation in await self.store.active()]
+
+    def _work(self, escalation_id: int) -> Work:
+        return lambda: self._adopt(escalation_id)
 
     async def _adopt(self, escalation_id: int) -> None:
         escalation = await self.store.get(escalation_id)
