@@ -1,14 +1,21 @@
 """Two requests Slack sends that the bot must read as Slack means them: the certificate check of a
-slash command's URL (`ssl_check`), and a message shortcut on a monitoring bot's alert, whose words
-are in its attachments rather than its text."""
+slash command's URL (`ssl_check`), a message shortcut on a monitoring bot's alert, whose words are
+in its attachments rather than its text, and a /call from a Slack Connect user of another team."""
 
 from __future__ import annotations
 
 import pytest
 
 from bot.oncall.escalation_form import ESCALATE_MESSAGE_SHORTCUT_ID
-from bot.standins.slack import message_shortcut_payload, sign
-from tests.conftest import SIGNING_SECRET, BotFactory
+from bot.standins.slack import (
+    message_shortcut_payload,
+    sign,
+    slash_command_body,
+    slash_command_payload,
+)
+from tests.conftest import POLICY_NO_REPEAT_QUESTION, SIGNING_SECRET, BotFactory
+from tests.follow_helpers import FULL
+from tests.test_audit_history import history
 from tests.test_escalation import CHANNEL, reason_block, start
 from tests.test_form import interact
 
@@ -52,3 +59,21 @@ async def test_the_reason_quotes_an_alert_with_only_attachments(
     assert "db-primary unreachable for 5m" in reason
     assert "severity: critical" in reason
     assert not reason.startswith("“”")
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_slack_connect_users_call_is_in_the_host_workspaces_history(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot = await bot_factory(mode, policy=POLICY_NO_REPEAT_QUESTION)
+    # A Manager from another organisation's team, calling from the shared channel.
+    fields = dict(text=f"{FULL} escalation", user_id="U0LEAD1", team_id="T0PARTNER",
+                  response_url=bot.slack.response_url(), trigger_id="91.connect")
+    if mode == "socket":
+        await bot.slack.send_envelope("slash_commands", slash_command_payload(**fields))
+    else:
+        await bot.post_signed(slash_command_body(**fields))
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    answer = await history(bot, user_id="U0ADMIN")  # the host workspace's administrator
+    assert "<@U0LEAD1>" in answer["text"]

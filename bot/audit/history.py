@@ -124,8 +124,11 @@ class HistoryService:
         if wanted.user_name is not None:
             user_id = await self._user_named(wanted.user_name)
         number_hash = self._audit.number_hash(wanted.e164) if wanted.e164 else None
+        # Every call made through this installation, whoever's team the caller belongs to: a
+        # Slack Connect or Enterprise Grid user from another team calls from this workspace too,
+        # and their calls are recorded under their own team_id.
         records = await self._audit.history(
-            request.team_id, user_id=user_id, number_hash=number_hash, limit=self._limit
+            None, user_id=user_id, number_hash=number_hash, limit=self._limit
         )
         heading = f"Last {self._limit} calls"
         if user_id is not None:

@@ -308,14 +308,19 @@ class AuditLog:
 
     async def history(
         self,
-        team_id: str,
+        team_id: str | None = None,
         *,
         user_id: str | None = None,
         number_hash: str | None = None,
         limit: int = 20,
     ) -> list[AuditRecord]:
-        """The latest attempts, newest first, with their events."""
-        where, params = ["team_id = ?"], [team_id]
+        """The latest attempts, newest first, with their events; of one Slack team, or (None) of
+        every team whose people used this installation."""
+        where: list[str] = ["1 = 1"]
+        params: list[str] = []
+        if team_id is not None:
+            where.append("team_id = ?")
+            params.append(team_id)
         if user_id is not None:
             where.append("user_id = ?")
             params.append(user_id)
