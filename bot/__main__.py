@@ -11,6 +11,8 @@
                         local web page playing Slack's part: no credentials, no network
     callbot backup PATH a consistent copy of the SQLite database at DATABASE_URL, taken while
                         the bot runs
+    callbot migrate-db POSTGRES_URL
+                        copy the (stopped) SQLite installation at DATABASE_URL to PostgreSQL
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="callbot", description="Slack bot that places phone calls through Evo Voice."
     )
-    actions = parser.add_subparsers(dest="action", metavar="{run,check,manifest,demo,init,backup}")
+    actions = parser.add_subparsers(
+        dest="action", metavar="{run,check,manifest,demo,init,backup,migrate-db}"
+    )
     actions.add_parser("run", help="run the bot (the default)")
     actions.add_parser(
         "check", help="check the configuration against Slack, Evo Voice and the database"
@@ -61,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         "backup", help="copy the SQLite database to PATH while the bot runs (online backup)"
     )
     copy.add_argument("path", metavar="PATH", help="the new file to write")
+    move = actions.add_parser(
+        "migrate-db", help="copy the SQLite database at DATABASE_URL into an empty PostgreSQL one"
+    )
+    move.add_argument("target", metavar="POSTGRES_URL", help="postgresql://USER:PASSWORD@HOST/DB")
     args = parser.parse_args(argv)
     if args.action == "init":
         from bot.ops.init import main as init
@@ -70,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         return _demo(parser, args.port)
     if args.action == "backup":
         return _backup(args.path)
+    if args.action == "migrate-db":
+        return _migrate_db(args.target)
     if args.action == "check":
         return _check()
     if args.action == "manifest":
@@ -111,6 +121,22 @@ def _backup(path: str) -> int:
         print(f"callbot backup: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"callbot backup: {path} written ({pages} pages), a consistent copy")
+    return 0
+
+
+def _migrate_db(target: str) -> int:
+    from bot.config import DEFAULT_DATABASE_URL
+    from bot.ops.migrate_db import MigrationRefused, migrate_db
+    from bot.storage.database import DatabaseUrlError
+
+    url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
+    try:
+        copied = asyncio.run(migrate_db(url, target))
+    except (MigrationRefused, DatabaseUrlError) as exc:
+        print(f"callbot migrate-db: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    rows = ", ".join(f"{table} {n}" for table, n in copied.items() if n) or "no rows"
+    print(f"callbot migrate-db: copied {rows}; now set DATABASE_URL to the PostgreSQL URL")
     return 0
 
 

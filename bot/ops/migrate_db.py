@@ -1,0 +1,73 @@
+"""`callbot migrate-db POSTGRES_URL`: move a SQLite installation's data to PostgreSQL.
+
+Stop the bot first: the file must not change during the copy. Both databases are brought to this
+callbot's schema, the PostgreSQL one must hold no callbot data yet, and every table is copied in one
+transaction (all or nothing), ids kept, so the audit trail, limits, pending confirmations,
+overrides and escalations carry on as they were; the number hash key comes along, so `/call history`
+still finds the numbers recorded before. Leases and the replicas' heartbeats are not copied: they
+belong to running processes. Then point DATABASE_URL at PostgreSQL and start the bots.
+"""
+
+from __future__ import annotations
+
+from bot.storage.database import POSTGRESQL, SQLITE, Database, dialect_of
+
+# In an order that satisfies the foreign keys.
+TABLES = (
+    "hash_keys",
+    "claims",
+    "audit_attempts",
+    "audit_events",
+    "calls",
+    "rate_events",
+    "pending_confirmations",
+    "oncall_overrides",
+    "escalations",
+    "escalation_steps",
+    "escalation_pages",
+)
+# Tables whose ids PostgreSQL generates: their counters must start past the copied ids.
+GENERATED_IDS = ("audit_attempts", "audit_events", "calls", "rate_events", "oncall_overrides",
+                 "escalations")
+
+
+class MigrationRefused(Exception):
+    """Nothing was copied: the reason, in words for the operator."""
+
+
+async def migrate_db(sqlite_url: str, postgres_url: str) -> dict[str, int]:
+    """Copy every table of the SQLite database into the empty PostgreSQL one; rows per table."""
+    if dialect_of(sqlite_url) != SQLITE:
+        raise MigrationRefused("DATABASE_URL must name the SQLite database to copy (sqlite:///…)")
+    if dialect_of(postgres_url) != POSTGRESQL:
+        raise MigrationRefused("the target must be a postgresql:// URL")
+    source, target = Database(sqlite_url), Database(postgres_url)
+    try:
+        await source.open()
+        await target.open()
+        for table in TABLES:
+            if await target.fetchone(f"SELECT 1 FROM {table} LIMIT 1") is not None:
+                raise MigrationRefused(
+                    f"the PostgreSQL database already holds callbot data ({table}): copy into an "
+                    "empty database"
+                )
+        copied: dict[str, int] = {}
+        async with target.transaction() as tx:
+            for table in TABLES:
+                rows = await source.fetchall(f"SELECT * FROM {table}")
+                if rows:
+                    columns = list(rows[0].keys())
+                    insert = (f"INSERT INTO {table} ({', '.join(columns)})"
+                              f" VALUES ({', '.join('?' * len(columns))})")
+                    for row in rows:
+                        await tx.execute(insert, [row[column] for column in columns])
+                copied[table] = len(rows)
+            for table in GENERATED_IDS:
+                await tx.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
+                    f" COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
+                )
+        return copied
+    finally:
+        await target.close()
+        await source.close()

@@ -1,0 +1,65 @@
+"""`callbot migrate-db`: a SQLite installation's data moved to PostgreSQL, as it was."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from bot.ops.migrate_db import TABLES, MigrationRefused, migrate_db
+from bot.storage.database import Database
+from tests.conftest import BotFactory
+from tests.databases import POSTGRESQL, fresh_database
+from tests.follow_helpers import FULL, services
+
+
+async def test_a_sqlite_installation_moves_to_postgresql_as_it_was(
+    bot_factory: BotFactory, tmp_path: Path
+) -> None:
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} escalation")
+    await bot.command("+1 416 555 0123 escalation")  # another region: a pending confirmation
+    await bot.settle()
+    sqlite_url = services(bot).db.url
+    hashed = services(bot).audit.number_hash(FULL)
+    await bot.runtime.stop()  # stopped first, as the README says
+
+    async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
+        copied = await migrate_db(sqlite_url, postgres_url)
+        source, target = Database(sqlite_url), Database(postgres_url)
+        await source.open()
+        await target.open()
+        try:
+            for table in TABLES:
+                rows = await source.fetchall(f"SELECT * FROM {table} ORDER BY 1")
+                again = await target.fetchall(f"SELECT * FROM {table} ORDER BY 1")
+                assert [tuple(r) for r in again] == [tuple(r) for r in rows], table
+                assert copied[table] == len(rows)
+            assert copied["audit_attempts"] >= 1 and copied["calls"] == 1
+            assert copied["pending_confirmations"] == 1
+            # The key came along: the old records of a number are found under its hash.
+            [row] = await target.fetchall(
+                "SELECT COUNT(*) FROM audit_attempts WHERE number_hash = ?", (hashed,))
+            assert row[0] >= 1
+            # New rows get ids after the copied ones.
+            last = await target.fetchone("SELECT MAX(id) FROM calls")
+            new = await target.fetchone(
+                "INSERT INTO calls (created_at, team_id, requester_id, channel_id, number_masked,"
+                " flow_id, flow_name, placement, state, following)"
+                " VALUES (1, 'T', 'U', 'C', 'm', 'f', 'F', 'placed', 'ended', 0) RETURNING id")
+            assert last is not None and new is not None and new[0] > last[0]
+        finally:
+            await source.close()
+            await target.close()
+
+        with pytest.raises(MigrationRefused, match="already holds callbot data"):
+            await migrate_db(sqlite_url, postgres_url)
+
+
+def test_the_urls_are_checked_before_anything_is_opened(tmp_path: Path) -> None:
+    with pytest.raises(MigrationRefused, match="postgresql://"):
+        asyncio.run(migrate_db(f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"))
+    with pytest.raises(MigrationRefused, match="SQLite"):
+        asyncio.run(migrate_db("postgresql://x@db/y", "postgresql://x@db/z"))
+    assert not (tmp_path / "a.db").exists()
