@@ -212,6 +212,17 @@ def _error(
     return web.json_response(_error_body(error_code, message, errors), status=status)
 
 
+async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
+    """The request's JSON object, or ServiceStack's 400 for a body that is not one."""
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return _error(400, "SerializationException", "The request body is not a JSON object")
+    return body
+
+
 def _field_error(field_name: str, error_code: str, message: str) -> web.Response:
     return _error(
         400,
@@ -531,12 +542,9 @@ class EvoVoiceStandIn:
         forbidden = self._forbidden_unless_manager()
         if forbidden is not None:
             return forbidden
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            return _error(400, "SerializationException", "The request body is not a JSON object")
+        body = await _json_object(request)
+        if isinstance(body, web.Response):
+            return body
         flow_id, number, caller_id = (
             body.get("flowId"),
             body.get("numberToDial"),
@@ -625,12 +633,9 @@ class EvoVoiceStandIn:
     async def _patch_session(self, request: web.Request) -> web.StreamResponse:
         # PatchSession: authentication only.
         session_id = request.match_info["id"]
-        try:
-            body = await request.json()
-        except ValueError:
-            body = None
-        if not isinstance(body, dict):
-            return _error(400, "SerializationException", "The request body is not a JSON object")
+        body = await _json_object(request)
+        if isinstance(body, web.Response):
+            return body
 
         def patch() -> web.Response:
             if body.get("callState") == "Disconnected":
