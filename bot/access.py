@@ -1,4 +1,17 @@
-"""Who may do what: roles from the policy file, held directly or through a Slack user group."""
+"""Who may do what: roles from the policy file, held directly or through a Slack user group; and
+who may escalate to on-call and see the rotation (responders).
+
+    AccessControl   roles (Manager, SystemAdministrator): dialling any number, /call history, …
+    Responders      escalating to on-call, `/call oncall`, acknowledging a page. A responder is:
+                      - a role holder, or a member of the rotation or `escalate_to`: always;
+                      - with `[oncall] responders = "everyone"` (the default): every full member
+                        of the workspace (users.info: not a guest, not deactivated, not a bot,
+                        not from another organisation through Slack Connect);
+                      - else: the users and the members of the user groups it lists (a guest or
+                        an external person only this way, by being listed).
+                    Slack's answers are cached (RESPONDER_CACHE_SECONDS): a person removed from a
+                    group or made a guest is refused within minutes.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +22,14 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.cache import TTLCache
-from bot.config import KNOWN_ROLES
-from bot.errors import GroupLookupFailed, RoleDenied
+from bot.config import KNOWN_ROLES, RESPONDERS_EVERYONE, OnCallPolicy
+from bot.errors import GroupLookupFailed, MembershipUnknown, NotAResponder, RoleDenied
+from bot.slack.notify import SLACK_FAILURES, slack_error_code
 
 logger = logging.getLogger(__name__)
 
 GROUP_CACHE_SECONDS = 300.0
+RESPONDER_CACHE_SECONDS = 300.0
 # Slack's answer to usergroups.users.list for a group ID the workspace doesn't have.
 NO_SUCH_GROUP = "no_such_subteam"
 
@@ -89,3 +104,99 @@ class AccessControl:
         if not held.intersection(wanted):
             raise RoleDenied(wanted, action)
         return held
+
+
+class Responders:
+    """Who may escalate to on-call, see the rotation and acknowledge a page (see the module)."""
+
+    def __init__(
+        self,
+        access: AccessControl,
+        groups: UserGroups,
+        client: AsyncWebClient,
+        policy: OnCallPolicy | None,
+        *,
+        ttl: float = RESPONDER_CACHE_SECONDS,
+    ) -> None:
+        self._access = access
+        self._groups = groups
+        self._client = client
+        self._policy = policy
+        self._members: TTLCache[str, bool] = TTLCache(ttl)
+        self._team: TTLCache[str, str] = TTLCache(24 * 3600.0)
+
+    @property
+    def everyone(self) -> bool:
+        return self._policy is None or self._policy.responders == RESPONDERS_EVERYONE
+
+    async def require(self, user_id: str, action: str = "escalate to on-call") -> bool:
+        """NotAResponder unless `user_id` is a responder; True when they hold a role (their
+        escalations are not limited)."""
+        try:
+            if await self._access.roles_of(user_id):
+                return True
+        except GroupLookupFailed:
+            pass  # a role is one way in; the others may still let them in
+        if self._policy is not None and user_id in (
+            *self._policy.rotation, *self._policy.escalate_to
+        ):
+            return False
+        if await self._listed(user_id) or (self.everyone and await self._full_member(user_id)):
+            return False
+        raise NotAResponder(action, listed_only=not self.everyone)
+
+    async def allows(self, user_id: str) -> bool:
+        try:
+            await self.require(user_id)
+        except (NotAResponder, GroupLookupFailed, MembershipUnknown):
+            return False
+        return True
+
+    async def _listed(self, user_id: str) -> bool:
+        if self._policy is None or isinstance(self._policy.responders, str):
+            return False
+        listed = self._policy.responders
+        if user_id in listed:
+            return True
+        failure: GroupLookupFailed | None = None
+        for group in (i for i in listed if i.startswith("S")):
+            try:
+                if user_id in await self._groups.members(group):
+                    return True
+            except GroupLookupFailed as exc:
+                failure = exc
+        if failure is not None:
+            raise failure
+        return False
+
+    async def _full_member(self, user_id: str) -> bool:
+        """A person of this workspace's own organisation, neither a guest nor deactivated."""
+
+        async def load() -> bool:
+            team = await self._team.get("team", self._own_team)
+            try:
+                response = await self._client.users_info(user=user_id)
+            except SLACK_FAILURES as exc:
+                logger.warning("users.info for %s failed (%s): not counted as a responder",
+                               user_id, slack_error_code(exc))
+                raise MembershipUnknown(slack_error_code(exc)) from None
+            user = response.get("user")
+            if not isinstance(user, dict):
+                return False
+            refused = [flag for flag in ("deleted", "is_bot", "is_restricted",
+                                         "is_ultra_restricted", "is_stranger") if user.get(flag)]
+            if team and user.get("team_id") not in (None, team):
+                refused.append("another organisation")
+            if refused:
+                logger.info("%s is not a full member (%s)", user_id, ", ".join(refused))
+            return not refused
+
+        return await self._members.get(user_id, load)
+
+    async def _own_team(self) -> str:
+        try:
+            response = await self._client.auth_test()
+        except SLACK_FAILURES:
+            return ""
+        team = response.get("team_id")
+        return team if isinstance(team, str) else ""

@@ -2,6 +2,8 @@
 
     CallbotError                    a request refused or not completed; `.user_message` says why
      ├─ RoleDenied                  the requester holds none of the roles the action needs
+ ├─ NotAResponder               access.py: not allowed to escalate to on-call (responders)
+ ├─ MembershipUnknown           access.py: Slack did not say whether someone is a full member
      ├─ GroupLookupFailed           Slack would not tell us a user group's members
      ├─ FlowNotFound                no flow matches the word typed (with the closest names)
      ├─ FlowAmbiguous               several flows match it
@@ -83,6 +85,26 @@ class RoleDenied(CallbotError):
             f"You are not allowed to {action}: it needs the {' or '.join(self.required)} role. "
             "Ask an administrator of callbot to add you (or one of your user groups) to the "
             "policy file."
+        )
+
+
+class NotAResponder(CallbotError):
+    def __init__(self, action: str = "escalate to on-call", *, listed_only: bool = False) -> None:
+        who = ("the people listed under [oncall] responders, the rotation and the Manager or "
+               "SystemAdministrator role holders" if listed_only else
+               "the workspace's full members (not guests or people from other organisations, "
+               "unless listed under [oncall] responders) and the rotation")
+        super().__init__(
+            f"You are not allowed to {action}: only {who} may. Ask an administrator of callbot "
+            "to add you to [oncall] responders in the policy file."
+        )
+
+
+class MembershipUnknown(CallbotError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"I could not check whether you may escalate to on-call: Slack did not tell me who "
+            f"you are ({reason}). Try again in a minute."
         )
 
 

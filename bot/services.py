@@ -14,7 +14,7 @@ import httpx
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.access import AccessControl, UserGroups
+from bot.access import AccessControl, Responders, UserGroups
 from bot.audit.history import HistoryService
 from bot.audit.trail import AuditLog
 from bot.calls.confirmations import Confirmations
@@ -68,6 +68,7 @@ class Services:
     history: HistoryService
     escalations: EscalationService
     leases: Leases
+    responders: Responders
     metrics: Metrics = field(default_factory=Metrics)
 
     @property
@@ -183,7 +184,9 @@ async def build_services(
         raise ConfigError(
             [f"EVOVOICE_URL: reading flows and numbers failed: {exc.message}"]
         ) from None
-    access = AccessControl(policy.roles, UserGroups(slack))
+    groups = UserGroups(slack)
+    access = AccessControl(policy.roles, groups)
+    responders = Responders(access, groups, slack, policy.oncall)
     notifier = Notifier(slack, banner=BANNER if settings.evovoice_mode == "simulate" else None)
     key = settings.audit_hash_key
     audit = await AuditLog.open(
@@ -254,6 +257,7 @@ async def build_services(
         notifier=notifier,
         claims=Claims(db),
         access=access,
+        responders=responders,
         audit=audit,
         # A chain reads its call's row (kept up to date by the follower) as often as that is polled.
         check_every=settings.call_poll_seconds,
@@ -280,6 +284,7 @@ async def build_services(
         history=history,
         escalations=escalations,
         leases=leases,
+        responders=responders,
         metrics=metrics,
     )
 

@@ -28,7 +28,12 @@ async def test_the_oncall_flow_and_everyones_number_get_a_line(
     subjects = by_subject(findings)
     flow = subjects["On-call flow"]
     assert flow.status is Status.PASS
-    assert "“Escalation” (flow-esc)" in flow.detail and "90 s to answer" in flow.detail
+    assert "“Escalation” (flow-esc)" in flow.detail and "90 s to acknowledge" in flow.detail
+    ack = subjects["On-call acknowledgement"]
+    assert ack.status is Status.PASS and ack.detail.startswith('ack = "acknowledge"')
+    assert "no flow outcome counts" in ack.detail
+    responders = subjects["On-call responders"]
+    assert "every full member" in responders.detail and "3/1h each" in responders.detail
     alice = subjects["On-call number U0ALICE"]
     assert alice.status is Status.PASS
     assert alice.detail == "+1 814 ••• 3093 from [people] (rotation)"
@@ -58,3 +63,14 @@ async def test_without_oncall_the_check_says_there_is_none(
 ) -> None:
     oncall = by_subject(await check(slack, evo, policy_path))["On-call"]
     assert oncall.status is Status.SKIP and "no [oncall] section" in oncall.detail
+
+
+async def test_the_check_says_which_acknowledgement_rule_is_in_force(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    policy_path.write_text(ROSTER + 'ack_outcomes = ["Acknowledged"]\n')
+    ack = by_subject(await check(slack, evo, policy_path))["On-call acknowledgement"]
+    assert "I'm on it, or the call's outcome “Acknowledged”" in ack.detail
+    policy_path.write_text(ROSTER + 'ack = "answer"\n')
+    ack = by_subject(await check(slack, evo, policy_path))["On-call acknowledgement"]
+    assert ack.detail.startswith('ack = "answer": a step ends when its call connects')

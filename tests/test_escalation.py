@@ -278,19 +278,22 @@ async def test_the_on_call_person_without_a_number_is_flagged_and_skipped(
     assert escalation.thread_ts == message.ts
 
 
-async def test_a_user_without_a_role_gets_a_notice(bot_factory: BotFactory) -> None:
+async def test_a_guest_gets_a_notice(bot_factory: BotFactory) -> None:
     bot, _ = await start(bot_factory)
+    bot.slack.users["U0INTRUDER"] = {"is_restricted": True}
     view, _ = await open_on_message(bot, user_id="U0INTRUDER")
     shown = view.versions[-1]
     assert "submit" not in shown
     text = json.dumps(shown["blocks"])
-    assert "not allowed to escalate to on-call" in text and "Manager" in text
+    assert "not allowed to escalate to on-call" in text and "guests" in text
     assert "3093" not in text  # no roster for those who may not see it
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
-async def test_the_role_is_checked_again_on_submit(bot_factory: BotFactory, mode: str) -> None:
-    bot, _ = await start(bot_factory, mode)
+async def test_the_right_to_escalate_is_checked_again_on_submit(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, _ = await start(bot_factory, mode, policy=ROSTER + 'responders = ["S0LEADS"]\n')
     view, _ = await open_on_message(bot, user_id="U0LEAD1")  # a Manager through user group S0LEADS
     bot.slack.usergroups["S0LEADS"] = ["U0LEAD2"]
     services(bot).access.forget_groups()  # removed from the group meanwhile

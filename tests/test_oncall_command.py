@@ -115,8 +115,9 @@ async def test_take_needs_manager_or_administrator(bot_factory: BotFactory, mode
     assert "On call now:* <@U0ALICE>" in str((await ask(bot))["text"])
 
 
-async def test_oncall_needs_a_role_to_see_the_roster(bot_factory: BotFactory) -> None:
+async def test_a_guest_may_not_see_the_roster(bot_factory: BotFactory) -> None:
     bot = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    bot.slack.users["U0INTRUDER"] = {"is_restricted": True}  # a guest: not a responder
     answer = await ask(bot, user_id="U0INTRUDER")
     assert "not allowed to see who is on call" in str(answer["text"])
     assert "3093" not in str(answer)

@@ -10,8 +10,47 @@ from bot.slack.blocks import context, section
 from bot.slack.blocks import escape as escape
 
 
-def help_message() -> Message:
-    return Message(text=USAGE, blocks=[section(escape(USAGE))])
+def help_message(
+    *, has_role: bool | None = None, responder: bool | None = None, oncall: bool = True
+) -> Message:
+    """`/call help`: everything the asker can do, led by the 3 a.m. action. `has_role` and
+    `responder` None: not known in time, so everything is listed with who may use it."""
+    unknown = has_role is None or responder is None
+    lines: list[str] = []
+    if oncall and responder is not False:
+        lines += [
+            "🚨 *Escalate to on-call*: on the message about the problem, ⋮ → *More message "
+            "shortcuts* → *Escalate to on-call* (or the ⚡ shortcuts menu). Calls whoever is on "
+            "call and pages them in Slack, then the next person, until someone clicks *I'm on it*.",
+            "✋ *I'm on it*: on a page or an escalation, tells everyone you are coming; nobody "
+            "else is called.",
+            "`/call oncall`: who is on call now and next.",
+        ]
+    role_lines = [
+        "`/call <number> <flow> [caller ID]`, e.g. `/call +18144043093 escalation`: call a "
+        "number with an Evo Voice flow. `/call` alone opens a form.",
+        "`/call history [@person | number]`: recent calls.",
+        "`/call test`: rings your own phone with the on-call flow.",
+    ]
+    if oncall:
+        role_lines.append("`/call oncall take`: you are on call until the next hand-off.")
+    if has_role is not False:
+        suffix = " _(Manager or SystemAdministrator)_" if unknown else ""
+        lines += [line + suffix for line in role_lines]
+    lines.append("`/call help`: this list.")
+    footer = None
+    if has_role is False:
+        footer = ("Placing calls to any number, `/call history`, `/call test` and `/call oncall "
+                  "take` need the Manager or SystemAdministrator role.")
+    if oncall and responder is False:
+        footer = ("You can't escalate to on-call or see the rotation here: ask an administrator "
+                  "of callbot to add you to [oncall] responders.")
+    title = "*What you can do with callbot*"
+    blocks: list[Block] = [section(title), section("\n".join(lines))]
+    if footer:
+        blocks.append(context(footer))
+    text = "\n".join([title, *lines, *([footer] if footer else []), "", USAGE])
+    return Message(text=text, blocks=blocks)
 
 
 def refusal(description: str) -> Message:

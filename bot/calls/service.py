@@ -92,9 +92,13 @@ class CallService:
         # Hears which limit refused a call (metrics).
         self._on_limit = on_limit
 
-    async def check(self, request: CallRequest) -> CheckedCall:
-        """Every refusal raises (RoleDenied, NumberRejected, FlowNotFound, CallerIdNotOwned, …)."""
-        await self._access.require(request.user_id)
+    async def check(self, request: CallRequest, *, authorised: bool = False) -> CheckedCall:
+        """Every refusal raises (RoleDenied, NumberRejected, FlowNotFound, CallerIdNotOwned, …).
+
+        `authorised`: the caller has checked the requester's right itself (an on-call escalation
+        dials the roster's numbers for any responder, not only for role holders)."""
+        if not authorised:
+            await self._access.require(request.user_id)
         number = check_dialable(request.number_text, self._dial_policy)
         flow = await self._catalog.resolve_flow(request.flow_text)
         caller_id = self._default_caller_id

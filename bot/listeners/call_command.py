@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -19,6 +20,7 @@ from bot.calls.command_text import (
     parse_command,
 )
 from bot.calls.models import CallRequest
+from bot.errors import CallbotError
 from bot.listeners.call_form import open_call_form
 from bot.listeners.oncall import on_oncall_subcommand
 from bot.listeners.test_call import on_test_subcommand
@@ -29,6 +31,7 @@ from bot.slack.modals import ModalMetadata, is_channel_id, is_response_url
 logger = logging.getLogger(__name__)
 
 CALL_COMMAND = "/call"
+HELP_BUDGET_SECONDS = 1.0
 
 
 def register(app: AsyncApp) -> None:
@@ -47,7 +50,7 @@ async def on_call_command(
         return
     if isinstance(parsed, HelpArgs):
         services.metrics.command(CALL_COMMAND, CommandOutcome.HELP)
-        await ack(**views.help_message().as_kwargs())
+        await ack(**(await help_for(services, str(command.get("user_id") or ""))).as_kwargs())
         return
     if isinstance(parsed, SubcommandArgs):
         services.metrics.command(CALL_COMMAND, CommandOutcome.SUBCOMMAND)
@@ -82,6 +85,22 @@ async def on_call_command(
     await ack()
     request = call_request_from(command, parsed)
     services.tasks.spawn(services.calls.handle(request), name=f"call by {request.user_id}")
+
+
+async def help_for(services: Services, user_id: str) -> views.Message:
+    """The help that fits the asker, if their roles are known within HELP_BUDGET_SECONDS (the
+    help is the ack); else all of it, saying who may use what."""
+
+    async def tailored() -> views.Message:
+        has_role = bool(await services.access.roles_of(user_id))
+        responder = has_role or await services.responders.allows(user_id)
+        return views.help_message(has_role=has_role, responder=responder,
+                                  oncall=services.oncall.configured)
+
+    try:
+        return await asyncio.wait_for(tailored(), HELP_BUDGET_SECONDS)
+    except (TimeoutError, CallbotError):
+        return views.help_message(oncall=services.oncall.configured)
 
 
 def form_metadata_from(command: dict[str, Any], services: Services) -> ModalMetadata:

@@ -1,11 +1,14 @@
 """Escalate to on-call: the message and global shortcuts, their modal, and Stop escalation.
 
-    open      ack → views.open at once (the trigger lives 3 s): the form when the roster, the role
-              check and the message's permalink come quickly, else a loading view updated once they
-              do; a notice instead for someone without a role, or without an [oncall] section
-    submit    role (fresh), channel and flow checked within VALIDATION_BUDGET_SECONDS, errors in the
-              ack under their fields; a valid view is claimed (one chain per view, however often
-              Escalate is pressed), the ack closes the modal, the chain starts in the background
+    open      ack → views.open at once (the trigger lives 3 s): the form when the roster, the
+              responder check and the message's permalink come quickly, else a loading view
+              updated once they do; a notice instead for someone who isn't a responder
+              (bot.access.Responders), or without an [oncall] section
+    submit    responder (fresh), their own limit when they hold no role
+              (`[oncall] escalations_per_person`), channel and flow, checked within
+              VALIDATION_BUDGET_SECONDS, errors in the ack under their fields; a valid view is
+              claimed (one chain per view, however often Escalate is pressed), the ack closes
+              the modal, the chain starts in the background
     stop      ack → `EscalationService.stop_clicked` (which checks who clicked)
     I'm on it ack → `EscalationService.ack_clicked` (which checks who clicked); while the bot
               restarts, the acknowledgement is written before the ack, and the next start acts on it
@@ -21,7 +24,14 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls import messages as views
-from bot.errors import CallbotError, GroupLookupFailed, RoleDenied, describe, describe_any
+from bot.errors import (
+    CallbotError,
+    GroupLookupFailed,
+    MembershipUnknown,
+    NotAResponder,
+    describe,
+    describe_any,
+)
 from bot.evovoice.client import EvoVoiceError
 from bot.listeners.actions import button_click_from
 from bot.listeners.modals import Wording, accept_once, open_modal, submitted_view
@@ -59,6 +69,11 @@ STALE_FORM = "This form can't be used any more; nobody was called. Close it and 
 WORDING = Wording(forms.GENERAL_ERROR_FIELD, too_slow=TOO_SLOW, spent_by_restart=SPENT_BY_RESTART)
 CHOOSE_CHANNEL = "Choose a channel for the escalation."
 NOT_SET_UP_SHORT = "No on-call rotation is set up, so there is nobody to escalate to."
+TOO_MANY = (
+    "You have started {count} escalations in the last {window}, the most allowed without a "
+    "Manager or SystemAdministrator role ([oncall] escalations_per_person). Nobody was called: "
+    "ask someone with a role to escalate, or reach the people on call another way."
+)
 
 
 def register(app: AsyncApp) -> None:
@@ -162,7 +177,7 @@ async def _prepare_view(
     if not oncall.configured:
         return forms.ESCALATION_FORM.notice_view(forms.NOT_SET_UP)
     try:
-        await services.access.require(user_id, action=ACTION)
+        await services.responders.require(user_id, action=ACTION)
         policy = oncall.policy
         people = await oncall.chain(oncall.now())
     except Exception as exc:
@@ -243,9 +258,16 @@ async def validate(
         return {forms.GENERAL_ERROR_FIELD: NOT_SET_UP_SHORT}
     try:
         # Fresh: access may have changed since the form was opened.
-        await services.access.require(user_id, action=ACTION)
-    except (RoleDenied, GroupLookupFailed) as exc:
+        has_role = await services.responders.require(user_id, action=ACTION)
+    except (NotAResponder, GroupLookupFailed, MembershipUnknown) as exc:
         return {forms.GENERAL_ERROR_FIELD: describe(exc)}
+    if not has_role:
+        limit = services.oncall.policy.escalations_per_person
+        since = services.escalations.clock() - limit.seconds
+        if await services.escalations.store.started_by_since(user_id, since) >= limit.count:
+            logger.info("escalation by %s refused: their own limit (%s)", user_id, limit.text)
+            return {forms.GENERAL_ERROR_FIELD: TOO_MANY.format(
+                count=limit.count, window=limit.window_words)}
     channel_id = metadata.channel_id or submission.channel_id
     if channel_id is None:
         return {EscalationField.CHANNEL: CHOOSE_CHANNEL}
@@ -289,14 +311,7 @@ async def on_acknowledge(ack: AsyncAck, body: dict[str, Any], context: AsyncBolt
     services: Services = context["services"]
     click = button_click_from(body)
 
-    async def may_escalate(user_id: str) -> bool:
-        try:
-            await services.access.require(user_id, action=ACTION)
-        except (RoleDenied, GroupLookupFailed):
-            return False
-        return True
-
-    acknowledging = services.escalations.ack_clicked(click, may_escalate=may_escalate)
+    acknowledging = services.escalations.ack_clicked(click)
     if services.tasks.closed:
         # Restarting: nobody may be left believing their "I'm on it" was lost. The acknowledgement
         # is written before the click is acked (a database write; the next start hangs up and

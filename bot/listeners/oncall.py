@@ -28,8 +28,9 @@ async def on_oncall_subcommand(
         await ack(**views.refusal(ONCALL_USAGE).as_kwargs())
         return
     await ack()
-    commands = RosterCommands(access=services.access, oncall=services.oncall,
-                              notifier=services.notifier, claims=Claims(services.db))
+    commands = RosterCommands(access=services.access, responders=services.responders,
+                              oncall=services.oncall, notifier=services.notifier,
+                              claims=Claims(services.db))
     work = commands.take if words == [TAKE] else commands.show
     services.tasks.spawn(
         work(roster_request_from(command)),

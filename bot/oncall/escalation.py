@@ -66,7 +66,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
-from bot.access import AccessControl
+from bot.access import AccessControl, Responders
 from bot.audit.trail import AuditLog, EventKind
 from bot.calls import messages as common_views
 from bot.calls.controls import ButtonClick, ButtonExpired
@@ -75,7 +75,14 @@ from bot.calls.models import CallRequest, CheckedCall, Outcome
 from bot.calls.service import CallService
 from bot.calls.store import CallState, CallStore, TrackedCall
 from bot.config import KNOWN_ROLES
-from bot.errors import CallbotError, RoleDenied, describe, describe_any, log_unexpected
+from bot.errors import (
+    CallbotError,
+    NotAResponder,
+    RoleDenied,
+    describe,
+    describe_any,
+    log_unexpected,
+)
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, Session
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_form import seconds
@@ -174,6 +181,7 @@ class EscalationService:
         notifier: Notifier,
         claims: Claims,
         access: AccessControl,
+        responders: Responders,
         audit: AuditLog | None,
         check_every: float = 1.0,
         clock: Callable[[], float] = time.time,
@@ -192,6 +200,7 @@ class EscalationService:
         self._notifier = notifier
         self._claims = claims
         self._access = access
+        self._responders = responders
         self._audit = audit
         # How often a chain looks at its call's row (the database, not the network).
         self._check_every = check_every
@@ -385,12 +394,15 @@ class EscalationService:
             origin=ORIGIN,
         )
         try:
-            checked = await self._calls.check(request)
-        except RoleDenied as exc:
+            # Any responder may escalate: the chain dials the roster's own numbers, so the
+            # requester's right is theirs to escalate, checked afresh at every step.
+            await self._responders.require(escalation.requester_id)
+            checked = await self._calls.check(request, authorised=True)
+        except (RoleDenied, NotAResponder) as exc:
             if self._audit is not None:
                 await self._audit.refused(request, exc)
             await self._fail(escalation, f"<@{escalation.requester_id}> is no longer allowed to "
-                                         "place calls.")
+                                         "escalate to on-call.")
             return
         except (CallbotError, EvoVoiceError) as exc:
             if self._audit is not None:
@@ -676,14 +688,13 @@ class EscalationService:
 
     # --------------------------------------------------------------------------- the buttons
 
-    async def ack_clicked(self, click: ButtonClick, *, may_escalate: Callable[
-            [str], Awaitable[bool]] | None = None) -> None:
-        """I'm on it: by a person the escalation pages, or anyone allowed to escalate
-        (`may_escalate`). The first acknowledgement wins; a later click hears whose it was."""
+    async def ack_clicked(self, click: ButtonClick) -> None:
+        """I'm on it: by a person the escalation pages, or anyone allowed to escalate. The first
+        acknowledgement wins; a later click hears whose it was."""
         try:
             escalation = await self._load(click, pages=True)
             if click.user_id not in {t.user_id for t in escalation.people} and not (
-                may_escalate is not None and await may_escalate(click.user_id)
+                await self._responders.allows(click.user_id)
             ):
                 logger.info("acknowledgement of escalation %s refused to %s", escalation.id,
                             click.user_id)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.access import AccessControl
+from bot.access import AccessControl, Responders
 from bot.calls import messages as views
 from bot.config import MANAGER, SYSTEM_ADMINISTRATOR
 from bot.errors import describe_any
@@ -30,16 +30,19 @@ class RosterRequest:
 
 class RosterCommands:
     def __init__(
-        self, *, access: AccessControl, oncall: OnCall, notifier: Notifier, claims: Claims
+        self, *, access: AccessControl, responders: Responders, oncall: OnCall,
+        notifier: Notifier, claims: Claims,
     ) -> None:
         self._access = access
+        self._responders = responders
         self._oncall = oncall
         self._notifier = notifier
         self._claims = claims
 
     async def show(self, request: RosterRequest) -> None:
         try:
-            await self._access.require(request.user_id, action="see who is on call")
+            # Responders (bot.access.Responders), not only role holders, may see the rotation.
+            await self._responders.require(request.user_id, action="see who is on call")
             message = status_message(await self._oncall.status(self._oncall.now()))
         except Exception as exc:  # every failure reaches the requester, in words
             message = views.refusal(describe_any(exc))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.config import KNOWN_ROLES, ConfigError
+from bot.config import KNOWN_ROLES, ConfigError, OnCallPolicy
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import (
     HANG_UP_ROLE,
@@ -129,6 +129,13 @@ async def check_oncall(c: Checkup) -> list[Finding]:
         findings = skipped("On-call flow", "not checked (needs the Evo Voice account)")
     else:
         findings = await _against_account(c, policy_checks.oncall_flow, "On-call flow", "flows")
+    findings += passed("On-call acknowledgement", acknowledgement_rule(oncall))
+    who = ("every full member of the workspace (no guests, nobody from another organisation)"
+           if isinstance(oncall.responders, str) else
+           f"{len(oncall.responders)} listed user(s) and group(s)")
+    findings += passed("On-call responders", f"{who}, the rotation and role holders may "
+                                             f"escalate; without a role, "
+                                             f"{oncall.escalations_per_person.text} each")
     places = {user: "rotation" for user in oncall.rotation}
     for user in oncall.escalate_to:
         places.setdefault(user, "escalate_to")
@@ -145,6 +152,18 @@ async def check_oncall(c: Checkup) -> list[Finding]:
                                          f"they are called ({place}); without a usable number "
                                          "there they are skipped")
     return findings
+
+
+def acknowledgement_rule(oncall: OnCallPolicy) -> str:
+    """Which rule ends an escalation step, in words (`[oncall] ack`, `ack_outcomes`)."""
+    if not oncall.acknowledges:
+        return ('ack = "answer": a step ends when its call connects (a voicemail counts); '
+                "I'm on it ends it too")
+    outcomes = ", ".join(f"“{o}”" for o in oncall.ack_outcomes)
+    by_call = (f", or the call's outcome {outcomes}" if outcomes else
+               "; no flow outcome counts (ack_outcomes is empty)")
+    return (f'ack = "acknowledge": a step ends on I\'m on it{by_call}; a call answered but not '
+            "acknowledged moves on")
 
 
 async def _against_account(

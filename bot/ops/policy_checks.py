@@ -69,7 +69,8 @@ async def oncall_flow(catalog: Catalog, policy: Policy, where: str) -> list[Find
                       f"set oncall.flow in {where} to one of the account's flows (its name, "
                       "slug, [flows] alias or ID)")
     return passed(subject, f"{oncall.flow!r} → “{flow.name}” ({flow.id}); each person has "
-                           f"{oncall.answer_timeout} s to answer")
+                           f"{oncall.answer_timeout} s to "
+                           + ("acknowledge" if oncall.acknowledges else "answer"))
 
 
 POLICY_CHECKS: list[PolicyCheck] = [flow_aliases, default_caller_id, oncall_flow]

@@ -1,0 +1,150 @@
+"""Who may escalate to on-call and see the rotation, end to end: by default every full member of the
+workspace (a responder without a role escalates, and the chain dials for them), never guests or
+people from other organisations; `[oncall] responders` narrows it; a responder without a role has
+a limit of their own. Dialling arbitrary numbers stays with the roles.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.oncall.escalation_store import EscalationState
+from bot.oncall.escalation_views import EscalationField
+from tests.conftest import BotFactory, BotUnderTest
+from tests.follow_helpers import services
+from tests.test_escalation import (
+    ALICE,
+    ROSTER,
+    click_ack,
+    dialled,
+    escalation_message,
+    open_on_message,
+    page_of,
+    start,
+    submit,
+    wait_for_edit,
+    wait_for_state,
+)
+
+DEVELOPER = "U0DEV"  # a full member of the workspace, no role, not in the rotation
+
+
+async def oncall_answer(bot: BotUnderTest, user_id: str) -> str:
+    _, url = await bot.command("oncall", user_id=user_id)
+    [answer] = await bot.slack.wait_for_response(url)
+    return json.dumps(answer, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_responder_without_a_role_escalates_and_sees_the_rotation(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, _ = await start(bot_factory, mode)
+    assert "On call now:* <@U0ALICE>" in await oncall_answer(bot, DEVELOPER)
+    view, _ = await open_on_message(bot, user_id=DEVELOPER)
+    assert await submit(bot, view, user_id=DEVELOPER) == {}
+    escalation = await escalation_message(bot)
+    assert f"*On-call escalation* by <@{DEVELOPER}>" in (escalation.text or "")
+    await bot.evo.wait_for_posts(1)
+    assert dialled(bot) == [ALICE]
+    await click_ack(bot, await page_of(bot, "U0ALICE"), user_id="U0ALICE")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    # Dialling a number of their choosing still needs a role.
+    _, url = await bot.command("+18144043099 escalation", user_id=DEVELOPER)
+    [refusal] = await bot.slack.wait_for_response(url)
+    assert "not allowed to place calls" in refusal["text"] and "Manager" in refusal["text"]
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
+
+
+@pytest.mark.parametrize("who", ["guest", "single-channel guest", "Slack Connect", "deactivated"])
+async def test_guests_and_other_organisations_are_not_responders(
+    bot_factory: BotFactory, who: str
+) -> None:
+    bot, _ = await start(bot_factory)
+    bot.slack.users["U0OTHER"] = {
+        "guest": {"is_restricted": True},
+        "single-channel guest": {"is_restricted": True, "is_ultra_restricted": True},
+        "Slack Connect": {"team_id": "T0PARTNER"},
+        "deactivated": {"deleted": True},
+    }[who]
+    assert "not allowed to see who is on call" in await oncall_answer(bot, "U0OTHER")
+    view, _ = await open_on_message(bot, user_id="U0OTHER")
+    assert "submit" not in view.versions[-1]
+    assert "not allowed to escalate to on-call" in json.dumps(view.versions[-1]["blocks"])
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_responders_narrow_who_may_escalate(bot_factory: BotFactory, mode: str) -> None:
+    policy = ROSTER + 'responders = ["S0ONCALL", "U0CONTRACTOR"]\n'
+    bot, _ = await start(bot_factory, mode, policy=policy)
+    bot.slack.usergroups["S0ONCALL"] = ["U0SRE"]
+    bot.slack.users["U0CONTRACTOR"] = {"is_restricted": True}  # a guest, listed by name
+
+    # Outside the list: a full member is refused, the roster stays hidden.
+    answer = await oncall_answer(bot, DEVELOPER)
+    assert "not allowed to see who is on call" in answer and "3093" not in answer
+    view, _ = await open_on_message(bot, user_id=DEVELOPER)
+    assert "submit" not in view.versions[-1]
+    # In the group, listed by name, in the rotation, holding a role: all allowed.
+    for user_id in ("U0SRE", "U0CONTRACTOR", "U0BOB", "U0MANAGER"):
+        assert "On call now:*" in await oncall_answer(bot, user_id), user_id
+    view, _ = await open_on_message(bot, user_id="U0CONTRACTOR")
+    assert await submit(bot, view, user_id="U0CONTRACTOR") == {}
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    # Someone outside the list can't acknowledge either (they are not paged).
+    _, url = await click_ack(bot, escalation, user_id=DEVELOPER)
+    [refused] = await bot.slack.wait_for_response(url)
+    assert "can't acknowledge this page" in refused["text"]
+    await click_ack(bot, escalation, user_id="U0SRE")  # a responder, not paged: may
+    await wait_for_edit(bot, escalation, "<@U0SRE> acknowledged at")
+
+
+async def test_a_responder_without_a_role_has_a_limit_of_their_own(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory, policy=ROSTER + 'escalations_per_person = "1/1h"\n')
+    view, _ = await open_on_message(bot, user_id=DEVELOPER)
+    assert await submit(bot, view, user_id=DEVELOPER) == {}
+    await bot.evo.wait_for_posts(1)
+    view, _ = await open_on_message(bot, text="still down", user_id=DEVELOPER)
+    answer = await submit(bot, view, user_id=DEVELOPER)
+    assert answer["response_action"] == "errors"
+    assert "You have started 1 escalations in the last hour" in (
+        answer["errors"][EscalationField.REASON])
+    # Role holders have no such limit.
+    for text in ("again", "and again"):
+        view, _ = await open_on_message(bot, text=text, user_id="U0ADMIN")
+        assert await submit(bot, view, user_id="U0ADMIN") == {}
+    await bot.settle()
+    rows = await services(bot).db.fetchall("SELECT requester_id FROM escalations ORDER BY id")
+    assert [r["requester_id"] for r in rows] == [DEVELOPER, "U0ADMIN", "U0ADMIN"]
+
+
+async def _help(bot: BotUnderTest, user_id: str) -> str:
+    ack, _ = await bot.command("help", user_id=user_id)
+    return json.dumps(ack.body.get("blocks"), ensure_ascii=False)
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_help_leads_with_escalating_and_lists_what_the_asker_may_do(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, _ = await start(bot_factory, mode)
+    manager = await _help(bot, "U0MANAGER")
+    assert manager.index("Escalate to on-call") < manager.index("/call oncall")
+    for line in ("I'm on it", "`/call oncall`", "`/call oncall take`", "`/call history",
+                 "`/call test`", "/call +18144043093 escalation"):
+        assert line in manager, line
+    developer = await _help(bot, DEVELOPER)
+    assert "Escalate to on-call" in developer and "`/call oncall`" in developer
+    assert "`/call oncall take`:" not in developer and "`/call history [" not in developer
+    assert "need the Manager or SystemAdministrator role" in developer
+    bot.slack.users["U0GUEST"] = {"is_restricted": True}
+    guest = await _help(bot, "U0GUEST")
+    assert "Escalate to on-call*:" not in guest and "add you to [oncall] responders" in guest
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
