@@ -50,8 +50,11 @@ async def test_every_kind_of_attempt_is_recorded(bot_factory: BotFactory) -> Non
     evo.queue_outgoing(ErrorStatus(500))
     await bot.command(f"{FULL} escalation")  # unknown
     await bot.settle()
+    # One at a time: the records are compared in the order they were written.
     await bot.command(f"{FULL} escalation", user_id="U0INTRUDER")  # denied
+    await bot.settle()
     await bot.command("+1 900 555 0123 escalation")  # refused: premium rate
+    await bot.settle()
     await bot.command(f"{FULL} escalate-now")  # refused: no such flow
     await bot.settle()
     redelivered = slash_command_body(
