@@ -11,7 +11,7 @@ import json
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
-from bot.oncall.escalation_views import EscalationField
+from bot.oncall.escalation_form import EscalationField
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import services
 from tests.test_escalation import (
