@@ -20,7 +20,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.config import Settings
 from bot.errors import reference_id, unexpected_words
-from bot.listeners import actions, confirm, escalation
+from bot.listeners import actions, confirm, escalation, home
 from bot.listeners import call_command as command
 from bot.listeners import call_form as form
 from bot.listeners.restarting import refuse_while_restarting
@@ -87,6 +87,7 @@ def create_app(
     actions.register(app)
     escalation.register(app)
     confirm.register(app)
+    home.register(app)
     app.error(on_error)
     return app
 

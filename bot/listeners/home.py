@@ -1,0 +1,98 @@
+"""The App Home tab (`app_home_opened`) and its buttons: Escalate to on-call, Place a call.
+
+The tab is drawn for the person opening it, from what they may do: responders see who is on call
+and their recent pages and escalations; role holders their recent calls too. Every button click is
+a new request: the forms they open check the person again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.listeners.call_form import open_call_form
+from bot.listeners.escalation import open_escalation_form
+from bot.oncall.home_views import HOME_CALL_ACTION, HOME_ESCALATE_ACTION, home_view
+from bot.services import Services
+from bot.slack.modals import ModalMetadata
+from bot.slack.notify import SLACK_FAILURES, slack_error_code
+
+logger = logging.getLogger(__name__)
+
+RECENT = 5
+
+
+def register(app: AsyncApp) -> None:
+    app.event("app_home_opened")(on_home_opened)
+    app.action(HOME_CALL_ACTION)(on_home_call)
+    app.action(HOME_ESCALATE_ACTION)(on_home_escalate)
+
+
+async def on_home_opened(event: dict[str, Any], client: AsyncWebClient,
+                         context: AsyncBoltContext) -> None:
+    services: Services = context["services"]
+    user_id = event.get("user")
+    if event.get("tab") != "home" or not isinstance(user_id, str) or services.tasks.closed:
+        return
+    team_id = str(context.get("team_id") or "")
+    services.tasks.spawn(publish_home(client, services, user_id, team_id),
+                         name=f"home tab for {user_id}")
+
+
+async def publish_home(client: AsyncWebClient, services: Services, user_id: str,
+                       team_id: str) -> None:
+    can_call = bool(await _quietly(services.access.roles_of(user_id), frozenset()))
+    may_escalate = can_call or await services.responders.allows(user_id)
+    status, escalations = None, []
+    if may_escalate and services.oncall.configured:
+        status = await services.oncall.status(services.oncall.now())
+        escalations = await services.escalations.store.recent_for(user_id, RECENT)
+    calls = (await services.audit.history(team_id, user_id=user_id, limit=RECENT)
+             if can_call else [])
+    view = home_view(user_id, status=status, escalations=escalations, calls=calls,
+                     can_call=can_call, may_escalate=may_escalate)
+    try:
+        await client.views_publish(user_id=user_id, view=view)
+    except SLACK_FAILURES as exc:
+        logger.warning("publishing the home tab for %s failed (%s)", user_id,
+                       slack_error_code(exc))
+
+
+async def _quietly(work: Any, default: Any) -> Any:
+    try:
+        return await work
+    except Exception:
+        logger.warning("reading roles for the home tab failed; shown without them")
+        return default
+
+
+async def on_home_call(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient,
+                       context: AsyncBoltContext) -> None:
+    await ack()
+    services: Services = context["services"]
+    user_id, trigger_id = _who(body)
+    services.tasks.spawn(
+        open_call_form(client, services, trigger_id=trigger_id, user_id=user_id,
+                       metadata=ModalMetadata()),
+        name=f"call form from home for {user_id}",
+    )
+
+
+async def on_home_escalate(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient,
+                           context: AsyncBoltContext) -> None:
+    await ack()
+    services: Services = context["services"]
+    user_id, trigger_id = _who(body)
+    services.tasks.spawn(
+        open_escalation_form(client, services, trigger_id=trigger_id, user_id=user_id,
+                             metadata=ModalMetadata()),
+        name=f"escalation form from home for {user_id}",
+    )
+
+
+def _who(body: dict[str, Any]) -> tuple[str, str]:
+    user = body.get("user") or {}
+    return str(user.get("id") or ""), str(body.get("trigger_id") or "")

@@ -1,0 +1,103 @@
+"""The App Home tab: who is on call now and next, the viewer's recent pages and calls, and buttons
+to place a call or escalate. Pure Block Kit builders.
+
+Times are Slack's `<!date^…>`, so each viewer reads them in their own time zone (the roster's
+`/call oncall` shows the team's zone instead: everyone quotes the same hand-off there).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from bot.audit.trail import AuditRecord
+from bot.oncall.escalation_store import Escalation, EscalationState
+from bot.oncall.escalation_views import slack_time
+from bot.oncall.roster import OnCallStatus
+from bot.oncall.roster_views import reach
+from bot.slack.blocks import Block, context, escape, plain, section
+
+HOME_CALL_ACTION = "home_place_call"
+HOME_ESCALATE_ACTION = "home_escalate"
+HOME_ACTIONS_BLOCK = "home_actions"
+
+_ENDINGS = {
+    EscalationState.RUNNING: "📞 going on",
+    EscalationState.STOPPING: "⏹ stopped",
+    EscalationState.STOPPED: "⏹ stopped",
+    EscalationState.ANSWERED: "✅ answered",
+    EscalationState.EXHAUSTED: "🚨 nobody acknowledged",
+    EscalationState.FAILED: "⚠️ could not go on",
+}
+
+
+def _when(iso_or_ts: str | float) -> str:
+    if isinstance(iso_or_ts, str):
+        try:
+            at = dt.datetime.fromisoformat(iso_or_ts.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return escape(iso_or_ts)
+    else:
+        at = iso_or_ts
+    return slack_time(at)
+
+
+def escalation_line(escalation: Escalation, viewer: str) -> str:
+    who = "You" if escalation.requester_id == viewer else f"<@{escalation.requester_id}>"
+    if escalation.acknowledged_by is not None:
+        how = ("you" if escalation.acknowledged_by == viewer
+               else f"<@{escalation.acknowledged_by}>")
+        ending = f"✅ acknowledged by {how}"
+    else:
+        ending = _ENDINGS.get(EscalationState(escalation.state), escape(escalation.state))
+    return (f"{_when(escalation.created_at)} · {who} escalated in <#{escalation.channel_id}> · "
+            f"{ending}")
+
+
+def call_line(record: AuditRecord) -> str:
+    result = record.result
+    outcome = result.kind if result is not None else record.decision
+    return (f"{_when(record.at)} · {escape(record.number_masked)} · "
+            f"“{escape(record.flow)}” · {escape(outcome)}")
+
+
+def home_view(
+    viewer: str,
+    *,
+    status: OnCallStatus | None,
+    escalations: Sequence[Escalation],
+    calls: Sequence[AuditRecord],
+    can_call: bool,
+    may_escalate: bool,
+) -> dict[str, Any]:
+    blocks: list[Block] = [{"type": "header", "text": plain("callbot")}]
+    if status is not None:
+        blocks.append(section(f"*On call now:* {reach(status.now)} · until "
+                              f"{slack_time(status.next_from.timestamp())}"))
+        blocks.append(section(f"*Next:* {reach(status.next)} · from "
+                              f"{slack_time(status.next_from.timestamp())}"))
+    elif may_escalate:
+        blocks.append(section("No on-call rotation is set up."))
+    buttons: list[dict[str, Any]] = []
+    if may_escalate and status is not None:
+        buttons.append({"type": "button", "action_id": HOME_ESCALATE_ACTION, "style": "danger",
+                        "text": plain("🚨 Escalate to on-call"), "value": "escalate"})
+    if can_call:
+        buttons.append({"type": "button", "action_id": HOME_CALL_ACTION,
+                        "text": plain("📞 Place a call"), "value": "call"})
+    if buttons:
+        blocks.append({"type": "actions", "block_id": HOME_ACTIONS_BLOCK, "elements": buttons})
+    if may_escalate:
+        blocks.append({"type": "divider"})
+        blocks.append(section("*Your recent pages and escalations*"))
+        lines = [escalation_line(e, viewer) for e in escalations]
+        blocks.append(context("\n".join(lines) if lines else "None yet."))
+    if can_call:
+        blocks.append(section("*Your recent calls*"))
+        lines = [call_line(r) for r in calls]
+        blocks.append(context("\n".join(lines) if lines else "None yet."))
+    if not may_escalate and not can_call:
+        blocks.append(section("You can't escalate to on-call or place calls here: ask an "
+                              "administrator of callbot to add you to [oncall] responders."))
+    return {"type": "home", "blocks": blocks}
