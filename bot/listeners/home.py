@@ -13,6 +13,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.errors import CallbotError
 from bot.listeners.call_form import open_call_form
 from bot.listeners.escalation import open_escalation_form
 from bot.oncall.home_views import HOME_CALL_ACTION, HOME_ESCALATE_ACTION, home_view
@@ -27,8 +28,8 @@ RECENT = 5
 
 def register(app: AsyncApp) -> None:
     app.event("app_home_opened")(on_home_opened)
-    app.action(HOME_CALL_ACTION)(on_home_call)
-    app.action(HOME_ESCALATE_ACTION)(on_home_escalate)
+    app.action(HOME_CALL_ACTION)(on_home_button)
+    app.action(HOME_ESCALATE_ACTION)(on_home_button)
 
 
 async def on_home_opened(event: dict[str, Any], client: AsyncWebClient,
@@ -44,7 +45,10 @@ async def on_home_opened(event: dict[str, Any], client: AsyncWebClient,
 
 async def publish_home(client: AsyncWebClient, services: Services, user_id: str,
                        team_id: str) -> None:
-    can_call = bool(await _quietly(services.access.roles_of(user_id), frozenset()))
+    try:
+        can_call = bool(await services.access.roles_of(user_id))
+    except CallbotError:  # a user group Slack would not list: shown without what it grants
+        can_call = False
     may_escalate = can_call or await services.responders.allows(user_id)
     status, escalations = None, []
     if may_escalate and services.oncall.configured:
@@ -61,38 +65,17 @@ async def publish_home(client: AsyncWebClient, services: Services, user_id: str,
                        slack_error_code(exc))
 
 
-async def _quietly(work: Any, default: Any) -> Any:
-    try:
-        return await work
-    except Exception:
-        logger.warning("reading roles for the home tab failed; shown without them")
-        return default
-
-
-async def on_home_call(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient,
-                       context: AsyncBoltContext) -> None:
+async def on_home_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient,
+                         context: AsyncBoltContext) -> None:
+    """Escalate to on-call or Place a call: the same forms as the shortcuts open."""
     await ack()
     services: Services = context["services"]
-    user_id, trigger_id = _who(body)
-    services.tasks.spawn(
-        open_call_form(client, services, trigger_id=trigger_id, user_id=user_id,
-                       metadata=ModalMetadata()),
-        name=f"call form from home for {user_id}",
-    )
-
-
-async def on_home_escalate(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient,
-                           context: AsyncBoltContext) -> None:
-    await ack()
-    services: Services = context["services"]
-    user_id, trigger_id = _who(body)
-    services.tasks.spawn(
-        open_escalation_form(client, services, trigger_id=trigger_id, user_id=user_id,
-                             metadata=ModalMetadata()),
-        name=f"escalation form from home for {user_id}",
-    )
-
-
-def _who(body: dict[str, Any]) -> tuple[str, str]:
     user = body.get("user") or {}
-    return str(user.get("id") or ""), str(body.get("trigger_id") or "")
+    user_id, trigger_id = str(user.get("id") or ""), str(body.get("trigger_id") or "")
+    action = str(((body.get("actions") or [{}])[0] or {}).get("action_id") or "")
+    open_form = open_call_form if action == HOME_CALL_ACTION else open_escalation_form
+    services.tasks.spawn(
+        open_form(client, services, trigger_id=trigger_id, user_id=user_id,
+                  metadata=ModalMetadata()),
+        name=f"{action} from home for {user_id}",
+    )
