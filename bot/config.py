@@ -71,6 +71,14 @@ RESPONDERS_EVERYONE = "everyone"
 DEFAULT_ESCALATIONS_PER_PERSON = "3/1h"
 
 
+# Slack tokens and secrets are printable ASCII without spaces; a line break or a space inside one
+# (a secrets file pasted with its newline, two lines joined) would otherwise reach an HTTP header.
+_TOKEN_JUNK = re.compile(r"[\s\x00-\x1f\x7f]")
+# The Evo Voice login may hold spaces, but never a line break or another control character.
+_LOGIN_JUNK = re.compile(r"[\x00-\x1f\x7f]")
+# A policy file is a few kilobytes; anything much larger is the wrong file (or /dev/zero).
+MAX_POLICY_BYTES = 1024 * 1024
+
 # The values .env.example ships with: a clear "fill me in" beats a network error at start-up.
 _PLACEHOLDERS = frozenset({"xoxb-your-bot-token", "xapp-your-app-level-token", "change-me"})
 
@@ -159,6 +167,28 @@ class Settings(BaseSettings):
             raise ValueError("is required but not set")
         return value
 
+    @field_validator("slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
+    @classmethod
+    def _no_junk_in_token(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            # A secrets file usually ends with a newline: that one is not part of the token.
+            value = value.strip()
+            if _TOKEN_JUNK.search(value):
+                raise ValueError(
+                    "contains a line break, a space or a control character; copy the token again "
+                    "as one line"
+                )
+        return value
+
+    @field_validator("evovoice_username", "evovoice_password", mode="before")
+    @classmethod
+    def _no_junk_in_login(cls, value: Any) -> Any:
+        if isinstance(value, str) and _LOGIN_JUNK.search(value):
+            raise ValueError(
+                "contains a line break or a control character; set it again as one line"
+            )
+        return value
+
     @field_validator("audit_hash_key", mode="before")
     @classmethod
     def _optional_key(cls, value: Any) -> Any:
@@ -206,6 +236,13 @@ class Settings(BaseSettings):
     def _url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
+        # The authority is what sits between "//" and the next "/", "?" or "#".
+        if "@" in re.split(r"[/?#]", value.split("//", 1)[1], maxsplit=1)[0]:
+            # Never echo the value: what precedes the @ is a password.
+            raise ValueError(
+                "must not contain a user name or password (user:password@…); put them in "
+                "EVOVOICE_USERNAME and EVOVOICE_PASSWORD (SLACK_API_URL: take them out)"
+            )
         return value
 
     @field_validator("slack_api_url")
@@ -529,7 +566,8 @@ class Policy(_Strict):
     default_region: str = "US"
     allowed_regions: tuple[str, ...] = ("US",)
     default_caller_id: str | None = None
-    roles: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    # Required: without it nobody may place calls, which is never what a deployment wants.
+    roles: dict[str, tuple[str, ...]]
     flows: dict[str, str] = Field(default_factory=dict)
     # Phone numbers by Slack user ID, for the on-call rotation (else the Slack profile's phone).
     people: dict[SlackUserId, PersonNumber] = Field(default_factory=dict)
@@ -683,7 +721,7 @@ def load_settings(**overrides: Any) -> Settings:
 def load_policy(path: Path) -> Policy:
     where = f"{path}: "
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(_read_policy_text(path))
     except FileNotFoundError:
         raise ConfigError(
             [f"CALLBOT_CONFIG: {path} does not exist (copy callbot.example.toml and edit it)"]
@@ -692,10 +730,26 @@ def load_policy(path: Path) -> Policy:
         raise ConfigError([f"CALLBOT_CONFIG: cannot read {path}: {exc}"]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{where}not valid TOML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError([
+            f"{where}arrays or tables are nested too deeply to read; a policy file needs at most "
+            "a few levels"
+        ]) from None
     try:
         return Policy.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, prefix=where, env=False)) from None
+
+
+def _read_policy_text(path: Path) -> str:
+    with path.open("rb") as file:
+        data = file.read(MAX_POLICY_BYTES + 1)
+    if len(data) > MAX_POLICY_BYTES:
+        raise ConfigError([
+            f"CALLBOT_CONFIG: {path} is larger than {MAX_POLICY_BYTES // 1024} KiB; name the "
+            "policy file (copy callbot.example.toml)"
+        ])
+    return data.decode("utf-8")
 
 
 def load_configuration(**overrides: Any) -> tuple[Settings, Policy]:

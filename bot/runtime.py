@@ -8,8 +8,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
+import sqlite3
+import uuid
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -100,7 +104,7 @@ class Runtime:
         )
         self._db = Database(settings.database_url)
         try:
-            await self._db.open()
+            await open_database(self._db)
             self.services = await build_services(
                 settings, self.policy, slack, self._evo, self._db, metrics=self.metrics
             )
@@ -148,7 +152,17 @@ class Runtime:
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, port=self.settings.port, backlog=HTTP_BACKLOG)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError([
+                    f"PORT: {self.settings.port} is already in use by another program (another "
+                    "callbot?); stop it or set PORT to a free port"
+                ]) from None
+            raise ConfigError([
+                f"PORT: cannot listen on {self.settings.port}: {exc.strerror or exc}"
+            ]) from None
         # With PORT=0 each interface (IPv4, IPv6) gets its own free port; report the IPv4 one.
         addresses = self._runner.addresses  # (host, port) for IPv4, 4-tuples for IPv6
         ipv4 = [a for a in addresses if len(a) == 2] or addresses
@@ -198,6 +212,34 @@ class Runtime:
         logger.info("callbot stopped")
 
 
+async def open_database(db: Database) -> None:
+    """Open and migrate the database; what stops it is a ConfigError naming DATABASE_URL."""
+    try:
+        await db.open()
+    except (sqlite3.Error, OSError) as exc:
+        raise ConfigError([f"DATABASE_URL: {describe_database_failure(db, exc)}"]) from None
+
+
+def describe_database_failure(db: Database, exc: BaseException) -> str:
+    where = db.path
+    text = str(exc).lower()
+    if isinstance(exc, IsADirectoryError) or Path(where).is_dir():
+        return f"{where} is a folder; name a file inside it, like sqlite:///{where}/callbot.db"
+    if "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
+        return (
+            f"{where} is read-only (the file, its folder or the disk); callbot must write there: "
+            "fix the permissions or mount it writable"
+        )
+    if "full" in text:
+        return f"the disk holding {where} is full; free some space and start again"
+    if "not a database" in text or "malformed" in text or "corrupt" in text:
+        return (
+            f"{where} is not a usable SQLite database ({exc}); restore it from a backup, or "
+            "move it aside to start with an empty one"
+        )
+    return f"cannot open {where} ({exc}); check the path, its permissions and the disk"
+
+
 async def check_slack_token(slack: AsyncWebClient, settings: Settings) -> AsyncSlackResponse:
     try:
         return await slack.auth_test()
@@ -218,7 +260,18 @@ async def run_until_signalled(runtime: Runtime) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await runtime.start()
+    try:
+        await runtime.start()
+    except ConfigError:
+        raise
+    except Exception as exc:
+        # An operator reads one line on the terminal; the traceback is for whoever turns DEBUG on.
+        reference = uuid.uuid4().hex[:8]
+        logger.debug("start-up failed (reference %s)", reference, exc_info=True)
+        raise ConfigError([
+            f"start-up failed: {type(exc).__name__}: {exc} (reference {reference}; LOG_LEVEL=DEBUG "
+            "logs the details)"
+        ]) from None
     await stop.wait()
     logger.info("signal received: finishing in-flight work")
     await runtime.stop()

@@ -183,17 +183,23 @@ async def test_unreachable_voice_api_is_a_clear_start_up_error(bot_factory: BotF
 
 
 async def run_bot_process(
-    env: dict[str, str], cwd: Path, output: Path | None = None
+    env: dict[str, str],
+    cwd: Path,
+    output: Path | None = None,
+    *,
+    argv_prefix: list[str] | None = None,
 ) -> asyncio.subprocess.Process:
     """`python -m bot` as a deployment runs it (from an empty folder: no stray .env is read).
 
-    Its output is piped, or written to `output` (for a bot nobody reads while it runs)."""
+    Its output is piped, or written to `output` (for a bot nobody reads while it runs);
+    `argv_prefix` runs it under another program (e.g. `unshare`)."""
     full_env = {
         k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_"))
     }
     full_env.update(env)
     sink: Any = asyncio.subprocess.PIPE if output is None else output.open("wb")
     return await asyncio.create_subprocess_exec(
+        *(argv_prefix or []),
         sys.executable,
         "-m",
         "bot",

@@ -217,6 +217,11 @@ class _SQLiteBackend:
         self._lock = asyncio.Lock()
 
     @property
+    def path(self) -> str:
+        """The file the URL names (or ":memory:")."""
+        return self._path
+
+    @property
     def conn(self) -> sqlite3.Connection:
         if self._sqlite is None:
             raise RuntimeError("database is not open")

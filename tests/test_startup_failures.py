@@ -1,0 +1,210 @@
+"""Start-up failures an operator can cause: each is one plain line and exit code 2, no traceback.
+
+Each case runs `python -m bot` as a deployment does, against the loopback stand-ins, and reads what
+the operator would read on the terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_policy, load_settings
+from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.slack import SlackStandIn
+from tests.conftest import POLICY, bot_environment
+from tests.test_startup import run_bot_process
+
+BASE = {
+    "slack_bot_token": "xoxb-1",
+    "slack_app_token": "xapp-1",
+    "evovoice_username": "u",
+    "evovoice_password": "p",
+}
+
+
+async def start_and_fail(env: dict[str, str], cwd: Path, *, argv_prefix: list[str] | None = None
+                         ) -> str:
+    process = await run_bot_process(env, cwd, argv_prefix=argv_prefix)
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    text = stderr.decode()
+    assert process.returncode == 2, text
+    assert "Traceback" not in text, text
+    assert "callbot cannot start" in text, text
+    return text
+
+
+def _directory(path: Path) -> None:
+    path.mkdir()
+
+
+def _not_a_database(path: Path) -> None:
+    path.write_bytes(b"these are somebody's notes, not a database\n" * 200)
+
+
+def _corrupt(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (a)")
+    conn.executemany("INSERT INTO t VALUES (?)", [("x" * 500,)] * 200)
+    conn.commit()
+    conn.close()
+    data = bytearray(path.read_bytes())
+    data[4096:4096 * 3] = b"\xff" * (4096 * 2)  # the schema still reads, the pages behind it don't
+    data[100:200] = b"\x00" * 100
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "prepare", [_directory, _not_a_database, _corrupt], ids=["directory", "not-a-db", "corrupt"]
+)
+async def test_a_database_that_cannot_be_used_is_one_line(
+    prepare: Callable[[Path], None], slack: SlackStandIn, evo: EvoVoiceStandIn,
+    policy_path: Path,
+) -> None:
+    path = policy_path.parent / "callbot.db"
+    prepare(path)
+    env = bot_environment("http", slack, evo, policy_path)
+    text = await start_and_fail(env, policy_path.parent)
+    assert "✗ DATABASE_URL:" in text
+
+
+async def test_a_full_disk_at_start_up_is_one_line(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    env = bot_environment("http", slack, evo, policy_path)
+    env["DATABASE_URL"] = "sqlite:////dev/full"
+    text = await start_and_fail(env, policy_path.parent)
+    assert "✗ DATABASE_URL:" in text and "full" in text
+
+
+async def test_a_read_only_database_is_one_line(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    # Permissions don't stop root, a read-only mount does: the folder is mounted read-only in a
+    # mount namespace of the bot's own.
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1) to mount a folder read-only")
+    folder = policy_path.parent / "ro"
+    folder.mkdir()
+    sqlite3.connect(folder / "callbot.db").close()
+    probe = await asyncio.create_subprocess_exec(
+        "unshare", "-m", "true",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    if await probe.wait() != 0:
+        pytest.skip("no permission to make a mount namespace")
+    env = bot_environment("http", slack, evo, policy_path)
+    env["DATABASE_URL"] = f"sqlite:///{folder / 'callbot.db'}"
+    text = await start_and_fail(env, policy_path.parent, argv_prefix=[
+        "unshare", "-m", "sh", "-c", f"mount --bind -o ro {folder} {folder} && exec \"$@\"", "sh",
+    ])
+    assert "✗ DATABASE_URL:" in text and "read-only" in text
+
+
+async def test_a_port_in_use_is_one_line(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = bot_environment("http", slack, evo, policy_path, port=port)
+        text = await start_and_fail(env, policy_path.parent)
+    assert f"✗ PORT: {port} is already in use" in text
+
+
+@pytest.mark.parametrize(
+    ("policy_text", "expected"),
+    [
+        ('default_region = "US"\n', "roles: is required"),
+        ("a = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ],
+    ids=["no-roles", "deeply-nested"],
+)
+async def test_policy_files_an_operator_could_write_are_one_line(
+    policy_text: str, expected: str, slack: SlackStandIn, evo: EvoVoiceStandIn,
+    policy_path: Path,
+) -> None:
+    policy_path.write_text(policy_text)
+    env = bot_environment("http", slack, evo, policy_path)
+    text = await start_and_fail(env, policy_path.parent)
+    assert expected in text
+
+
+async def test_a_policy_path_that_never_ends_is_refused(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    env = bot_environment("http", slack, evo, policy_path)
+    env["CALLBOT_CONFIG"] = "/dev/zero"
+    text = await start_and_fail(env, policy_path.parent)
+    assert "✗ CALLBOT_CONFIG: /dev/zero is larger than" in text
+
+
+def test_a_policy_without_a_roles_table_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "callbot.toml"
+    path.write_text(POLICY.replace("[roles]", "[unused]").split("[unused]")[0])
+    with pytest.raises(ConfigError) as raised:
+        load_policy(path)
+    assert "roles: is required" in str(raised.value)
+
+
+@pytest.mark.parametrize("name", ["slack_bot_token", "slack_app_token", "slack_signing_secret"])
+@pytest.mark.parametrize("junk", ["\r\n", "\n", "\r", " ", "\t", "\x00"])
+def test_line_breaks_and_spaces_inside_tokens_are_named(name: str, junk: str) -> None:
+    values = {**BASE, "slack_signing_secret": "abc"}
+    values[name] = values[name] + junk + "x"
+    with pytest.raises(ConfigError) as raised:
+        load_settings(_env_file=None, **values)
+    text = str(raised.value)
+    assert f"{name.upper()}: contains a line break, a space or a control character" in text
+    assert values[name] not in text
+
+
+@pytest.mark.parametrize("name", ["evovoice_username", "evovoice_password"])
+@pytest.mark.parametrize("junk", ["\r\n", "\n", "\x00", "\x7f"])
+def test_line_breaks_inside_the_evovoice_login_are_named(name: str, junk: str) -> None:
+    values = {**BASE, name: "bot" + junk + "x"}
+    with pytest.raises(ConfigError) as raised:
+        load_settings(_env_file=None, **values)
+    text = str(raised.value)
+    assert f"{name.upper()}: contains a line break or a control character" in text
+    assert values[name] not in text
+
+
+def test_a_space_inside_the_evovoice_password_is_a_password() -> None:
+    settings = load_settings(_env_file=None, **{**BASE, "evovoice_password": "correct horse"})
+    assert settings.evovoice_password.get_secret_value() == "correct horse"
+
+
+def test_a_trailing_newline_from_a_secrets_file_is_trimmed() -> None:
+    settings = load_settings(_env_file=None, **{**BASE, "slack_bot_token": "xoxb-1\n"})
+    assert settings.slack_bot_token.get_secret_value() == "xoxb-1"
+
+
+@pytest.mark.parametrize("url", [
+    "https://bot@example.com:hunter2@team.evovoice.io",
+    "https://bot:hunter2@team.evovoice.io",
+    "https://hunter2@team.evovoice.io/",
+])
+def test_credentials_inside_evovoice_url_are_refused_without_echoing_them(url: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(_env_file=None, **BASE, evovoice_url=url)
+    text = str(raised.value)
+    assert "EVOVOICE_URL: must not contain a user name or password" in text
+    assert "hunter2" not in text
+
+
+async def test_line_break_in_a_token_stops_python_m_bot_with_one_line(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    env = bot_environment("http", slack, evo, policy_path)
+    env["SLACK_BOT_TOKEN"] = "xoxb-test\r\nX-Injected: 1"
+    text = await start_and_fail(env, policy_path.parent)
+    assert "✗ SLACK_BOT_TOKEN: contains a line break" in text
+    assert "X-Injected" not in text
