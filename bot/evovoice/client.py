@@ -63,7 +63,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic.alias_generators import to_camel
 
 from bot.evovoice.dates import parse_timestamp
-from bot.evovoice.transport import AiohttpTransport
+from bot.evovoice.transport import AiohttpTransport, AnswerTooLarge
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,9 @@ FIND_PAGE_SIZE = 50
 # The role EndSession (DELETE /sessions/{id}) requires; PatchSession requires none.
 HANG_UP_ROLE = "User"
 _MAX_MESSAGE_CHARS = 300
+# A Retry-After longer than this is read as this: one 429 asking for a day must not silence a
+# followed call (or an escalation step) for a day.
+MAX_RETRY_AFTER_SECONDS = 60.0
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _NUMBER_DECORATION = re.compile(r"[\s\-().]")
@@ -607,6 +610,21 @@ class EvoVoiceClient:
                 raise EvoVoiceUnreachable(
                     "Could not connect to Evo Voice; nothing was sent.", attempts=1
                 ) from exc
+            except AnswerTooLarge as exc:
+                # The server answered: a GET is not worth repeating; a 2xx to the POST is a placed
+                # call whose session is to be looked up, anything else may or may not be one.
+                self._log_failure(method, path, exc, started)
+                self._observe(method, path, started, exc.status, "answer_too_large")
+                if places_call and 200 <= exc.status < 300:
+                    return httpx.Response(exc.status, request=exc.request)
+                if places_call:
+                    raise OutcomeUnknown(
+                        "Evo Voice did not confirm the call; it may or may not have been placed.",
+                        cause="answer too large to read",
+                    ) from exc
+                raise MalformedResponse(
+                    "Evo Voice sent an answer too large for the bot to read."
+                ) from exc
             except httpx.HTTPError as exc:
                 # Read/write timeouts, dropped connections: the request may have been acted on.
                 self._log_failure(method, path, exc, started)
@@ -696,7 +714,7 @@ class EvoVoiceClient:
                 message,
                 error_code,
                 field_errors,
-                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                retry_after=capped_retry_after(response.headers.get("Retry-After")),
             )
         return error_class(status, message, error_code, field_errors)
 
@@ -777,6 +795,12 @@ def parse_retry_after(value: str | None) -> float | None:
     if not math.isfinite(seconds):
         return None
     return max(0.0, seconds)
+
+
+def capped_retry_after(value: str | None) -> float | None:
+    """``parse_retry_after``, but never more than ``MAX_RETRY_AFTER_SECONDS``."""
+    seconds = parse_retry_after(value)
+    return None if seconds is None else min(seconds, MAX_RETRY_AFTER_SECONDS)
 
 
 def _parse_call_placed(response: httpx.Response) -> CallPlaced:

@@ -6,11 +6,16 @@ with the connections open: when a thousand calls were placed at once, the pool, 
 decided when each POST left (benchmark: 26 s for the last POST). aiohttp's connector does the same
 work for about a tenth of that, and the bot already runs on aiohttp.
 
+Two limits a plain aiohttp request lacks: the read timeout bounds the whole answer from the moment
+the connection is ready (aiohttp's own read timeout restarts at every byte, so a body trickled one
+byte a second never trips it), and an answer larger than `MAX_ANSWER_BYTES` is not read into memory.
+
 The errors keep the meaning the client's retry rules depend on, erring towards "maybe sent":
 
     could not connect or no connection free in time (nothing sent)   ConnectError, ConnectTimeout
     proxy refused, URL unusable (nothing sent)                       ProxyError, UnsupportedProtocol
-    no answer in time after sending                                  ReadTimeout
+    no (whole) answer in time after connecting                       ReadTimeout
+    an answer larger than MAX_ANSWER_BYTES                           AnswerTooLarge
     connection dropped after sending                                 RemoteProtocolError
     anything else                                                    ReadError
 
@@ -23,6 +28,7 @@ would ask a thread for them, and for ~/.netrc, on every request).
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import aiohttp
 import httpx
@@ -36,6 +42,9 @@ MAX_CONNECTIONS = 1000
 # Shorter than servers usually keep idle connections, so a POST rarely meets one the server has
 # closed (which would make its outcome unknown).
 KEEPALIVE_SECONDS = 5.0
+# Evo Voice's largest answers are pages of 100 flows or sessions (tens of kilobytes); a bigger one
+# is a fault, and reading it whole could take the process's memory (a 40 MB answer: 1.4 GB).
+MAX_ANSWER_BYTES = 8 * 1024 * 1024
 # Set by httpx's client and recomputed by aiohttp from the body.
 _DROPPED_REQUEST_HEADERS = frozenset({"content-length", "transfer-encoding"})
 
@@ -60,14 +69,71 @@ def _as_httpx_error(exc: BaseException, request: httpx.Request) -> httpx.Transpo
     return error_class(message, request=request)
 
 
+class AnswerTooLarge(httpx.DecodingError):
+    """The answer was larger than the transport reads; the request did reach the server, which
+    answered with ``status``."""
+
+    def __init__(self, message: str, *, request: httpx.Request, status: int) -> None:
+        super().__init__(message, request=request)
+        self.status = status
+
+
+class _AnswerDeadline:
+    """Starts the whole-answer deadline once a connection is ready (new or reused)."""
+
+    def __init__(self, deadline: asyncio.Timeout, seconds: float | None) -> None:
+        self._deadline = deadline
+        self._seconds = seconds
+
+    def start(self) -> None:
+        if self._seconds is not None and self._deadline.when() is None:
+            self._deadline.reschedule(asyncio.get_running_loop().time() + self._seconds)
+
+
+async def _connection_ready(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+) -> None:
+    deadline = context.trace_request_ctx
+    if isinstance(deadline, _AnswerDeadline):
+        deadline.start()
+
+
+def _deadline_tracing() -> aiohttp.TraceConfig:
+    tracing = aiohttp.TraceConfig()
+    tracing.on_connection_create_end.append(_connection_ready)
+    tracing.on_connection_reuseconn.append(_connection_ready)
+    return tracing
+
+
+async def _read_limited(
+    response: aiohttp.ClientResponse, limit: int, request: httpx.Request
+) -> bytes:
+    too_large = AnswerTooLarge(
+        f"answer larger than {limit} bytes", request=request, status=response.status
+    )
+    if response.content_length is not None and response.content_length > limit:
+        raise too_large
+    content = bytearray()
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        content += chunk
+        if len(content) > limit:
+            raise too_large
+    return bytes(content)
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """One aiohttp session (created on first use, in the running loop) for every request."""
 
     def __init__(
-        self, *, max_connections: int = MAX_CONNECTIONS, keepalive: float = KEEPALIVE_SECONDS
+        self,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        keepalive: float = KEEPALIVE_SECONDS,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self._max_connections = max_connections
         self._keepalive = keepalive
+        self._max_answer_bytes = max_answer_bytes
         self._session: aiohttp.ClientSession | None = None
         self._proxies: dict[tuple[str, str], tuple[URL | None, aiohttp.BasicAuth | None]] = {}
 
@@ -84,6 +150,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 cookie_jar=aiohttp.DummyCookieJar(),
                 # httpx decodes Content-Encoding itself.
                 auto_decompress=False,
+                trace_configs=[_deadline_tracing()],
             )
             self._session._retry_connection = False
         return self._session
@@ -114,17 +181,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         body = await request.aread()
         proxy, proxy_auth = self._proxy_for(request.url)
         try:
-            async with session.request(
-                request.method,
-                str(request.url),
-                headers=headers,
-                data=body or None,
-                allow_redirects=False,
-                timeout=timeout,
-                proxy=proxy,
-                proxy_auth=proxy_auth,
-            ) as response:
-                content = await response.read()
+            # No deadline while waiting for a connection (the pool and connect timeouts bound
+            # that, and nothing has been sent); from the moment one is ready, the read timeout.
+            async with asyncio.timeout(None) as deadline:
+                async with session.request(
+                    request.method,
+                    str(request.url),
+                    headers=headers,
+                    data=body or None,
+                    allow_redirects=False,
+                    timeout=timeout,
+                    proxy=proxy,
+                    proxy_auth=proxy_auth,
+                    trace_request_ctx=_AnswerDeadline(deadline, timeouts.get("read")),
+                ) as response:
+                    content = await _read_limited(response, self._max_answer_bytes, request)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _as_httpx_error(exc, request) from exc
         return httpx.Response(

@@ -27,6 +27,8 @@ behaviour              answer                                                   
 ``TooManyRequests()``  429 with a ``Retry-After`` header                          no
 ``Delayed(n, then)``   waits ``n`` seconds, then does ``then`` (default Respond)  as ``then``
 ``Gated(gate, then)``  waits until the test sets ``gate`` (an asyncio.Event)       as ``then``
+``Trickled(s)``        the normal answer, its body one byte every ``s`` seconds   yes
+``Oversized(n)``       200 with a JSON body of ``n`` bytes, chunked (no length)   yes
 =====================  =========================================================  ============
 
 \\* the route's side effect: POST /sessions/outgoing creates a session (so ``GET /sessions?to=``
@@ -87,6 +89,8 @@ __all__ = [
     "Recorded",
     "Respond",
     "TooManyRequests",
+    "Trickled",
+    "Oversized",
 ]
 
 MANAGER_ROLES = frozenset({"Manager", "SystemAdministrator"})
@@ -181,6 +185,22 @@ class Gated:
     then: Behaviour = field(default_factory=Respond)
 
 
+@dataclass(frozen=True)
+class Trickled:
+    """Do the route's side effect and answer as usual, but send the body one byte every
+    ``seconds_per_byte`` (a server, or a proxy, that is slow while never quite silent)."""
+
+    seconds_per_byte: float = 1.0
+
+
+@dataclass(frozen=True)
+class Oversized:
+    """Do the route's side effect, answer 200 with ``size`` bytes of valid JSON, sent chunked
+    (no Content-Length), so only counting what arrives can tell it is too large."""
+
+    size: int = 40 * 1024 * 1024
+
+
 Behaviour = (
     Respond
     | EmptyObject
@@ -191,6 +211,8 @@ Behaviour = (
     | TooManyRequests
     | Delayed
     | Gated
+    | Trickled
+    | Oversized
 )
 
 
@@ -470,7 +492,45 @@ class EvoVoiceStandIn:
             if request.transport is not None:
                 request.transport.close()
             return web.Response()
+        if isinstance(behaviour, Trickled):
+            return await self._trickle(request, normal, behaviour.seconds_per_byte)
+        if isinstance(behaviour, Oversized):
+            return await self._oversized(request, behaviour.size)
         return normal
+
+    async def _trickle(
+        self, request: web.Request, normal: web.Response, seconds_per_byte: float
+    ) -> web.StreamResponse:
+        body = normal.body if isinstance(normal.body, bytes) else b""
+        response = web.StreamResponse(status=normal.status, headers=normal.headers)
+        response.content_length = len(body)
+        await response.prepare(request)
+        for i in range(len(body)):
+            await response.write(body[i:i + 1])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), seconds_per_byte)
+            if self._stopping.is_set() or request.transport is None:
+                break
+        return response
+
+    @staticmethod
+    async def _oversized(request: web.Request, size: int) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)
+        response.content_type = "application/json"
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        head, tail = b'{"items": [], "padding": "', b'"}'
+        chunk = b"x" * 65536
+        await response.write(head)
+        left = max(0, size - len(head) - len(tail))
+        try:
+            while left > 0:
+                await response.write(chunk[:left])
+                left -= min(left, len(chunk))
+            await response.write(tail)
+        except (ConnectionResetError, RuntimeError):  # the client stopped reading: fine
+            pass
+        return response
 
     def _page(self, items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
         per_page = int(query.get("countPerPage", "25"))

@@ -1,0 +1,97 @@
+"""Evo Voice answers that are slow, huge or ask for a long wait: the bot stays within its bounds.
+
+EVOVOICE_TIMEOUT bounds a whole answer (not each byte of it), answers are read only up to a size,
+and a Retry-After is obeyed only up to a ceiling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from bot.evovoice.client import (
+    MAX_RETRY_AFTER_SECONDS,
+    EvoVoiceClient,
+    EvoVoiceTimeout,
+    MalformedResponse,
+    RateLimited,
+)
+from bot.evovoice.transport import AiohttpTransport, AnswerTooLarge
+from bot.standins.evovoice import EvoVoiceStandIn, Oversized, TooManyRequests, Trickled
+from tests.conftest import EVO_PASSWORD, EVO_USER, FLOWS, BotFactory, BotUnderTest
+from tests.follow_helpers import FAST, FULL, end_session, status_message, wait_for_edit
+
+# Long enough that a test could never pass by waiting it out.
+ONE_BYTE_A_SECOND = Trickled(seconds_per_byte=1.0)
+
+
+def thread_replies(bot: BotUnderTest) -> list[str]:
+    return [str(c.params.get("text")) for c in bot.slack.calls_to("chat.postMessage")
+            if c.params.get("thread_ts")]
+
+
+async def test_a_trickled_answer_to_a_call_is_cut_at_the_timeout(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", EVOVOICE_TIMEOUT="1")
+    bot.evo.queue_outgoing(ONE_BYTE_A_SECOND)
+    await bot.command(f"{FULL} escalation")
+    # The answer would take minutes to arrive; the requester hears well before.
+    await asyncio.wait_for(bot.settle(), 30)
+    assert len(bot.evo.outgoing_posts) == 1
+    [text] = thread_replies(bot)
+    # The stand-in placed the call before trickling its answer: the bot finds it instead of
+    # dialling again.
+    [session_id] = bot.evo.sessions
+    assert "Outcome unknown" in text and session_id in text
+
+
+async def test_a_trickled_lookup_is_a_timeout(evo: EvoVoiceStandIn) -> None:
+    evo.queue("GET", "/auth/status", ONE_BYTE_A_SECOND, ONE_BYTE_A_SECOND)
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD,
+                              timeout=httpx.Timeout(1.0, connect=5.0)) as client:
+        with pytest.raises(EvoVoiceTimeout):
+            await asyncio.wait_for(client.auth_status(), 30)
+
+
+async def test_a_huge_answer_is_refused_not_read(evo: EvoVoiceStandIn) -> None:
+    evo.queue("GET", "/flows", Oversized(40 * 1024 * 1024))
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD) as client:
+        with pytest.raises(MalformedResponse) as raised:
+            await client.list_flows(["acct-1"])
+        assert "too large" in raised.value.message
+        # The next answer is read as usual.
+        assert [f.id for f in await client.list_flows(["acct-1"])] == [f["id"] for f in FLOWS]
+    assert len(evo.requests_to("GET", "/flows")) == 2  # a huge answer is not asked for twice
+
+
+async def test_the_transport_stops_reading_past_its_limit(evo: EvoVoiceStandIn) -> None:
+    evo.queue("GET", "/flows", Oversized(5 * 1024 * 1024))
+    transport = AiohttpTransport(max_answer_bytes=1024 * 1024)
+    async with httpx.AsyncClient(base_url=evo.url, auth=(EVO_USER, EVO_PASSWORD),
+                                 transport=transport) as http:
+        with pytest.raises(AnswerTooLarge) as raised:
+            await http.get("/flows")
+    assert raised.value.status == 200
+
+
+async def test_a_huge_answer_to_a_placed_call_is_still_a_placed_call(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(Oversized(20 * 1024 * 1024))
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    # Accepted with a 200: the call's session is looked up and followed, never dialled again.
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=30, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended")
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_a_day_long_retry_after_is_read_as_the_ceiling(evo: EvoVoiceStandIn) -> None:
+    evo.queue("GET", "/auth/status", TooManyRequests(retry_after="86400"))
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD) as client:
+        with pytest.raises(RateLimited) as raised:
+            await client.auth_status()
+    assert raised.value.retry_after == MAX_RETRY_AFTER_SECONDS
