@@ -89,6 +89,11 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+class DependencyUnavailable(ConfigError):
+    """Slack or Evo Voice could not be reached (or failed) at start-up: nothing to fix in the
+    configuration yet, maybe. A running bot waits for it instead of exiting."""
+
+
 def _blank_to_none(value: Any) -> Any:
     # `.env.example` ships `SLACK_APP_TOKEN=`; an empty value means "not set", not "set to ''".
     if isinstance(value, str) and not value.strip():

@@ -8,11 +8,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import signal
 import sqlite3
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -24,13 +26,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.app import create_app, create_slack_client
-from bot.config import ConfigError, Policy, Settings
+from bot.config import ConfigError, DependencyUnavailable, Policy, Settings
 from bot.evovoice.client import EvoVoiceClient
 from bot.evovoice.simulator import SimulatedEvoVoice
 from bot.ops.metrics import Metrics
-from bot.ops.readiness import readiness_for
+from bot.ops.readiness import Readiness, readiness_for
 from bot.services import Services, build_services
 from bot.slack.http import (
+    SLACK_EVENTS_PATH,
     create_web_app,
     health_routes,
     metrics_routes,
@@ -46,12 +49,17 @@ from bot.storage.database import Database
 
 logger = logging.getLogger(__name__)
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 # How long a stopping bot waits for calls already being placed to finish their bookkeeping.
 SHUTDOWN_GRACE_SECONDS = 20.0
 # Connections waiting to be accepted. With the usual 128, a burst of Slack requests arriving at once
 # overflows the queue: the kernel drops connection attempts, and the sender retries only after a
 # second (benchmark, 1,000 at once: a fifth of them, acked after more than 1 s).
 HTTP_BACKLOG = 1024
+# Slack or Evo Voice unreachable at start-up: the first pause before trying again, and the longest.
+RECONNECT_FIRST_SECONDS = 1.0
+RECONNECT_MAX_SECONDS = 30.0
 # How long it then waits for Socket Mode acks still being sent.
 ACK_GRACE_SECONDS = 3.0
 
@@ -63,6 +71,7 @@ class Runtime:
         policy: Policy,
         *,
         watchdog_interval: float = WATCHDOG_INTERVAL_SECONDS,
+        reconnect_interval: float = RECONNECT_FIRST_SECONDS,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -80,8 +89,23 @@ class Runtime:
         self._http: aiohttp.ClientSession | None = None
         self._db: Database | None = None
         self.simulator: SimulatedEvoVoice | None = None
+        # Set while Slack or Evo Voice is awaited at start-up: what is missing, for /readyz.
+        self.waiting_for: str | None = None
+        self.reconnect_interval = reconnect_interval
+        self._reconnecting: asyncio.Task[None] | None = None
+        self._slack_handler: Handler | None = None
+        # Set when the bot gave up starting after all (see `failure`).
+        self.failed = asyncio.Event()
+        self.failure: ConfigError | None = None
 
     async def start(self) -> None:
+        """Start serving; ready once Slack and Evo Voice have answered.
+
+        When either can't be reached (or fails) at start-up, the bot starts all the same, not
+        ready: `/healthz` says it is alive, `/readyz` says what it waits for, and it tries again
+        with a growing pause until both answer, then finishes starting (followed calls and
+        escalation chains resume then). An orchestrator restarting it would only try the same.
+        """
         settings = self.settings
         # One connection pool for every Slack Web API call (slack_sdk opens one per call otherwise).
         self._http = aiohttp.ClientSession()
@@ -105,46 +129,94 @@ class Runtime:
         self._db = Database(settings.database_url)
         try:
             await open_database(self._db)
-            self.services = await build_services(
-                settings, self.policy, slack, self._evo, self._db, metrics=self.metrics
-            )
-            identity = await check_slack_token(slack, settings)
-            self.app = create_app(settings, self.services, slack, identity)
-            routes = health_routes(lambda: self.ready)
-            routes += readiness_routes(
-                lambda: self.ready, readiness_for(slack, self._evo, self._db)
-            )
-            routes += metrics_routes(self.metrics)
-            if not settings.socket_mode:
-                assert settings.slack_signing_secret is not None  # Settings guarantees it
-                routes += slack_routes(
-                    self.app, settings.slack_signing_secret.get_secret_value(), self.metrics
-                )
-            await self._serve_http(routes)
-            if settings.socket_mode:
-                assert settings.slack_app_token is not None
-                self._socket = ObservedSocketModeHandler(
-                    self.app, settings.slack_app_token.get_secret_value(), self.metrics
-                )
-                await self._socket.connect_async()  # type: ignore[no-untyped-call]
-                self.watchdog = SocketWatchdog(self._socket.client, interval=self.watchdog_interval)
-                self.watchdog.start()
-            # Say this replica is alive before taking work, so `callbot check` counts it.
-            await self.services.leases.renew()
-            # Calls followed when the bot last stopped are followed again.
-            await self.services.follower.resume()
-            # So are the escalation chains that were running: each goes on from its step.
-            await self.services.escalations.resume()
-            # From now on: keep this replica's leases, and take over those of replicas that die.
-            self.services.leases.keep(
-                [self.services.follower.take_over, self.services.escalations.take_over]
-            )
+            await self._serve_http(self._routes(readiness_for(slack, self._evo, self._db)))
+            try:
+                await self._connect(slack)
+            except DependencyUnavailable as exc:
+                self._wait_for_dependencies(slack, exc)
         except BaseException:
             await self.stop()
             raise
+
+    def _routes(self, readiness: Readiness) -> list[web.RouteDef]:
+        # Served from the start, before the Slack app exists: /slack/events answers 503 until then.
+        routes = health_routes(lambda: self.ready or self.waiting_for is not None)
+        routes += readiness_routes(
+            lambda: self.ready or self.waiting_for is not None, readiness,
+            waiting_for=lambda: self.waiting_for,
+        )
+        routes += metrics_routes(self.metrics)
+        if not self.settings.socket_mode:
+            routes.append(web.post(SLACK_EVENTS_PATH, self._slack_events))
+        return routes
+
+    async def _slack_events(self, request: web.Request) -> web.StreamResponse:
+        if self._slack_handler is None:
+            # Slack retries a 503; by then the bot may have started.
+            return web.json_response({"error": "callbot is starting"}, status=503)
+        return await self._slack_handler(request)
+
+    async def _connect(self, slack: AsyncWebClient) -> None:
+        """Log in to Evo Voice and Slack, start serving Slack, resume the work left running."""
+        settings = self.settings
+        assert self._evo is not None and self._db is not None
+        services = await build_services(
+            settings, self.policy, slack, self._evo, self._db, metrics=self.metrics
+        )
+        identity = await check_slack_token(slack, settings)
+        self.services = services
+        self.app = create_app(settings, services, slack, identity)
+        if not settings.socket_mode:
+            assert settings.slack_signing_secret is not None  # Settings guarantees it
+            [events] = slack_routes(
+                self.app, settings.slack_signing_secret.get_secret_value(), self.metrics
+            )
+            self._slack_handler = events.handler
+        if settings.socket_mode:
+            assert settings.slack_app_token is not None
+            self._socket = ObservedSocketModeHandler(
+                self.app, settings.slack_app_token.get_secret_value(), self.metrics
+            )
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
+            self.watchdog = SocketWatchdog(self._socket.client, interval=self.watchdog_interval)
+            self.watchdog.start()
+        # Say this replica is alive before taking work, so `callbot check` counts it.
+        await services.leases.renew()
+        # Calls followed when the bot last stopped are followed again.
+        await services.follower.resume()
+        # So are the escalation chains that were running: each goes on from its step.
+        await services.escalations.resume()
+        # From now on: keep this replica's leases, and take over those of replicas that die.
+        services.leases.keep([services.follower.take_over, services.escalations.take_over])
+        self.waiting_for = None
         self.ready = True
         mode = "Socket Mode" if settings.socket_mode else "HTTP mode"
         logger.info("callbot ready (%s, port %s)", mode, self.port)
+
+    def _wait_for_dependencies(self, slack: AsyncWebClient, exc: DependencyUnavailable) -> None:
+        self.waiting_for = "; ".join(exc.problems)
+        logger.warning("callbot is up but not ready: %s (trying again)", self.waiting_for)
+        self._reconnecting = asyncio.create_task(
+            self._keep_connecting(slack), name="callbot: waiting for Slack and Evo Voice"
+        )
+
+    async def _keep_connecting(self, slack: AsyncWebClient) -> None:
+        pause = self.reconnect_interval
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                await self._connect(slack)
+                return
+            except DependencyUnavailable as exc:
+                self.waiting_for = "; ".join(exc.problems)
+                logger.warning("callbot still not ready: %s (trying again in %.0f s)",
+                               self.waiting_for, pause)
+                pause = min(pause * 2, RECONNECT_MAX_SECONDS)
+            except Exception as exc:
+                # Reachable now, and refusing the set-up (a wrong password...): stop as at start-up.
+                self.failure = exc if isinstance(exc, ConfigError) else unexpected_start_up(exc)
+                self.failed.set()
+                return
 
     async def _serve_http(self, routes: list[web.RouteDef]) -> None:
         self._runner = web.AppRunner(
@@ -176,6 +248,11 @@ class Runtime:
         /healthz says 503 so a load balancer stops sending them.
         """
         self.ready = False
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
+            self._reconnecting = None
         if self.watchdog is not None:
             await self.watchdog.stop()
             self.watchdog = None
@@ -245,12 +322,17 @@ async def check_slack_token(slack: AsyncWebClient, settings: Settings) -> AsyncS
         return await slack.auth_test()
     except SlackApiError as exc:
         error = exc.response.get("error", "unknown error")
+        if exc.response.status_code >= 500 or exc.response.status_code == 429:
+            raise DependencyUnavailable([
+                f"SLACK_API_URL: Slack answered auth.test with HTTP {exc.response.status_code} "
+                f"({error})"
+            ]) from None
         raise ConfigError([
             f"SLACK_BOT_TOKEN: Slack refused it ({error}); copy the Bot User OAuth Token "
             "(xoxb-…) from the app's OAuth & Permissions page"
         ]) from None
     except (TimeoutError, aiohttp.ClientError) as exc:
-        raise ConfigError([
+        raise DependencyUnavailable([
             f"SLACK_API_URL: cannot reach {settings.slack_api_url} ({type(exc).__name__})"
         ]) from None
 
@@ -265,13 +347,24 @@ async def run_until_signalled(runtime: Runtime) -> None:
     except ConfigError:
         raise
     except Exception as exc:
-        # An operator reads one line on the terminal; the traceback is for whoever turns DEBUG on.
-        reference = uuid.uuid4().hex[:8]
-        logger.debug("start-up failed (reference %s)", reference, exc_info=True)
-        raise ConfigError([
-            f"start-up failed: {type(exc).__name__}: {exc} (reference {reference}; LOG_LEVEL=DEBUG "
-            "logs the details)"
-        ]) from None
-    await stop.wait()
-    logger.info("signal received: finishing in-flight work")
+        raise unexpected_start_up(exc) from None
+    signalled = asyncio.ensure_future(stop.wait())
+    gave_up = asyncio.ensure_future(runtime.failed.wait())
+    await asyncio.wait({signalled, gave_up}, return_when=asyncio.FIRST_COMPLETED)
+    signalled.cancel()
+    gave_up.cancel()
+    if runtime.failure is None:
+        logger.info("signal received: finishing in-flight work")
     await runtime.stop()
+    if runtime.failure is not None:
+        raise runtime.failure
+
+
+def unexpected_start_up(exc: Exception) -> ConfigError:
+    """One line for the terminal; the traceback is for whoever turns DEBUG on."""
+    reference = uuid.uuid4().hex[:8]
+    logger.debug("start-up failed (reference %s)", reference, exc_info=exc)
+    return ConfigError([
+        f"start-up failed: {type(exc).__name__}: {exc} (reference {reference}; LOG_LEVEL=DEBUG "
+        "logs the details)"
+    ])

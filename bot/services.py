@@ -23,14 +23,17 @@ from bot.calls.follow import CallFollower, FollowTiming
 from bot.calls.limits import CallLimits
 from bot.calls.service import CallService
 from bot.calls.store import CallStore
-from bot.config import KNOWN_ROLES, ConfigError, Policy, Settings
+from bot.config import KNOWN_ROLES, ConfigError, DependencyUnavailable, Policy, Settings
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import (
     HANG_UP_ROLE,
     BadLogin,
     EvoVoiceClient,
     EvoVoiceError,
+    EvoVoiceTimeout,
     EvoVoiceUnreachable,
+    RateLimited,
+    ServerError,
     other_host,
 )
 from bot.evovoice.simulator import BANNER
@@ -120,14 +123,14 @@ async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
         works_at = await login_works_at(settings)
         raise ConfigError([refused_login_problem(settings, works_at)]) from None
     except EvoVoiceUnreachable:
-        raise ConfigError(
+        raise DependencyUnavailable(
             [
                 f"EVOVOICE_URL: cannot connect to {settings.evovoice_url}; "
                 "check the URL and the network"
             ]
         ) from None
     except EvoVoiceError as exc:
-        raise ConfigError([f"EVOVOICE_URL: GET /auth/status failed: {exc.message}"]) from None
+        raise start_up_error(exc, f"EVOVOICE_URL: GET /auth/status failed: {exc.message}") from None
     evo.hang_up_method = "DELETE" if HANG_UP_ROLE in status.roles else "PATCH"
     if not set(status.roles).intersection(KNOWN_ROLES):
         raise ConfigError([
@@ -158,6 +161,14 @@ async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
     ])
 
 
+def start_up_error(exc: EvoVoiceError, problem: str) -> ConfigError:
+    """Evo Voice failing (unreachable, slow, 5xx, 429) is waited for; any other answer is a
+    problem with the set-up."""
+    if isinstance(exc, (EvoVoiceUnreachable, EvoVoiceTimeout, ServerError, RateLimited)):
+        return DependencyUnavailable([problem])
+    return ConfigError([problem])
+
+
 async def check_policy_against_account(catalog: Catalog, policy: Policy) -> None:
     """The policy file against the account, as `callbot check` checks it: the first ✗ stops
     start-up (ConfigError); EvoVoiceError when the account can't be read."""
@@ -181,8 +192,8 @@ async def build_services(
     try:
         await check_policy_against_account(catalog, policy)
     except EvoVoiceError as exc:
-        raise ConfigError(
-            [f"EVOVOICE_URL: reading flows and numbers failed: {exc.message}"]
+        raise start_up_error(
+            exc, f"EVOVOICE_URL: reading flows and numbers failed: {exc.message}"
         ) from None
     groups = UserGroups(slack)
     access = AccessControl(policy.roles, groups)

@@ -72,12 +72,22 @@ def health_routes(is_ready: Callable[[], bool]) -> list[web.RouteDef]:
     return [web.get(HEALTH_PATH, healthz)]
 
 
-def readiness_routes(is_started: Callable[[], bool], readiness: Readiness) -> list[web.RouteDef]:
+def readiness_routes(
+    is_started: Callable[[], bool],
+    readiness: Readiness,
+    *,
+    waiting_for: Callable[[], str | None] = lambda: None,
+) -> list[web.RouteDef]:
+    """`waiting_for`: what a bot started without Slack or Evo Voice still waits for, if anything."""
+
     async def readyz(request: web.Request) -> web.Response:
         if not is_started():
             return web.json_response({"status": "not ready", "failed": ["callbot"],
                                       "checks": {"callbot": "starting or stopping"}}, status=503)
         results = await readiness.check()
+        waiting = waiting_for()
+        if waiting is not None:
+            results = {**results, "callbot": f"waiting to start: {waiting}"}
         checks = {name: problem or "ok" for name, problem in results.items()}
         failed = [name for name, problem in results.items() if problem is not None]
         if failed:

@@ -1,0 +1,143 @@
+"""Slack or Evo Voice unreachable at start-up: the bot starts not ready, says why on /readyz, and
+finishes starting (followed calls resumed) when they come back, instead of exiting to be restarted
+into the same wall."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.slack import ApiCall, ApiReply, SlackStandIn, sign, slash_command_body
+from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest, bot_environment
+from tests.follow_helpers import FAST, FULL, end_session, status_message, wait_for_edit
+from tests.test_startup import run_bot_process
+
+
+async def probe(base: str, path: str) -> tuple[int, dict[str, Any]]:
+    async with aiohttp.ClientSession() as http, http.get(base + path) as response:
+        return response.status, await response.json()
+
+
+def base_of(bot: BotUnderTest) -> str:
+    return f"http://127.0.0.1:{bot.runtime.port}"
+
+
+async def until_ready(bot: BotUnderTest, timeout: float = 20.0) -> None:
+    async def ready() -> None:
+        while not bot.runtime.ready:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(ready(), timeout)
+
+
+async def test_evo_voice_down_at_start_up_then_back_resumes_followed_calls(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    first = await bot_factory("http", **FAST)
+    await first.command(f"{FULL} escalation")
+    status = await status_message(first)
+    [session_id] = evo.sessions
+    await first.runtime.stop(grace=5)
+
+    port = URL(evo.url).port
+    assert port is not None
+    await evo.stop()
+    second = await bot_factory("http", **FAST)  # starts, not ready
+    assert not second.runtime.ready
+    code, health = await probe(base_of(second), "/healthz")
+    assert code == 200, health  # alive: an orchestrator must not restart it into the same wall
+    code, ready = await probe(base_of(second), "/readyz")
+    assert code == 503 and "callbot" in ready["failed"]
+    assert "EVOVOICE_URL: cannot connect" in ready["checks"]["callbot"]
+    body = slash_command_body(text=f"{FULL} escalation", response_url=second.slack.response_url())
+    async with aiohttp.ClientSession() as http, http.post(
+        second.events_url, data=body, headers=sign(body, SIGNING_SECRET)
+    ) as response:
+        assert response.status == 503  # Slack retries; nothing is dialled meanwhile
+
+    evo.set_session_state(session_id, callState="Connected", answeredByName="Bo")
+    await evo.start(port=port)
+    await until_ready(second)
+    await wait_for_edit(second, status, "Connected (answered by Bo)")
+    end_session(second, session_id, after_seconds=42, outcome="Completed")
+    await wait_for_edit(second, status, "Ended")
+    assert len(evo.outgoing_posts) == 1  # the call was followed again, never placed again
+
+
+async def test_slack_failing_at_start_up_is_waited_for(
+    bot_factory: BotFactory, slack: SlackStandIn
+) -> None:
+    def unavailable(call: ApiCall) -> ApiReply:
+        return ApiReply({"ok": False, "error": "service_unavailable"}, status=503)
+
+    slack.on("auth.test", unavailable)
+    bot = await bot_factory("http")
+    assert not bot.runtime.ready
+    code, ready = await probe(base_of(bot), "/readyz")
+    assert code == 503 and "HTTP 503" in ready["checks"]["callbot"]
+    slack.off("auth.test")
+    await until_ready(bot)
+    ack, _ = await bot.command(f"{FULL} escalation")
+    assert ack.status == 200
+    await bot.evo.wait_for_posts(1)
+
+
+async def test_python_m_bot_waits_for_evo_voice_and_stops_on_sigterm(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, unused_tcp_port: int
+) -> None:
+    port = URL(evo.url).port
+    await evo.stop()
+    env = bot_environment("http", slack, evo, policy_path, port=unused_tcp_port)
+    process = await run_bot_process(env, policy_path.parent)
+    base = f"http://127.0.0.1:{unused_tcp_port}"
+    try:
+        ready = await until_served(base, "/readyz")
+        assert "cannot connect" in ready["checks"]["callbot"]
+        assert process.returncode is None  # still running, not crash-looping
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 0, stderr.decode()
+    assert port is not None
+
+
+async def test_a_login_refused_once_evo_voice_is_back_stops_python_m_bot_with_one_line(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, unused_tcp_port: int
+) -> None:
+    port = URL(evo.url).port
+    await evo.stop()
+    env = bot_environment("http", slack, evo, policy_path, port=unused_tcp_port)
+    process = await run_bot_process(env, policy_path.parent)
+    try:
+        await until_served(f"http://127.0.0.1:{unused_tcp_port}", "/readyz")
+        evo.password = "changed-meanwhile"
+        await evo.start(port=port or 0)
+        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = stderr.decode()
+    assert process.returncode == 2, text
+    assert "✗ EVOVOICE_USERNAME / EVOVOICE_PASSWORD: Evo Voice refused the login" in text
+    assert "Traceback" not in text
+
+
+async def until_served(base: str, path: str) -> dict[str, Any]:
+    for _ in range(600):
+        try:
+            code, body = await probe(base, path)
+        except aiohttp.ClientConnectionError:
+            await asyncio.sleep(0.05)
+            continue
+        if code == 503 and "callbot" in body.get("checks", {}) and "waiting" in str(body):
+            return body
+        await asyncio.sleep(0.05)
+    pytest.fail(f"{path} never said what the bot waits for")
