@@ -41,7 +41,16 @@ from bot.calls.models import (
 )
 from bot.errors import CallbotError, Expected, describe
 from bot.evovoice.catalog import Catalog
-from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, OutcomeUnknown, Session
+from bot.calls.retry import TimeLeft, wait_to_retry
+from bot.evovoice.client import (
+    CallPlaced,
+    EvoVoiceClient,
+    EvoVoiceError,
+    EvoVoiceUnreachable,
+    OutcomeUnknown,
+    RateLimited,
+    Session,
+)
 from bot.phone import (
     DialPolicy,
     check_dialable,
@@ -159,12 +168,14 @@ class CallService:
         await self._audit.duplicate(request)
         return self._finished(CallResult(Outcome.DUPLICATE))
 
-    async def place(self, call: CheckedCall) -> CallResult:
+    async def place(self, call: CheckedCall, *, retry_for: TimeLeft | None = None) -> CallResult:
         """Dial at once; the confirmation thread is opened alongside and told the result.
 
         Slack is never on the dialling path: a slow, rate-limited or failing Slack delays no call
         and stops none. The requester always has a way to hear the outcome: the channel, else the
         request's `response_url`, else a direct message (see Notifier.open_thread).
+
+        `retry_for`: how long a "not now" refusal may be tried again (bot.calls.retry).
         """
         request = call.request
         # Recorded before dialling, so even a crash mid-call leaves a trace in the audit trail.
@@ -181,7 +192,7 @@ class CallService:
         ), name=f"confirmation thread for {request.user_id}")
         started = time.time()
         try:
-            result, message = await self._dial(call)
+            result, message = await self._dial(call, retry_for)
         finally:
             # Even when dialling broke, the parent post finishes (and is never left unawaited).
             thread = await opening
@@ -221,13 +232,13 @@ class CallService:
             # The call is placed (or not) either way; the requester must still hear about it.
             logger.exception("recording the result of attempt %s failed", attempt_id)
 
-    async def _dial(self, call: CheckedCall) -> tuple[CallResult, views.Message]:
+    async def _dial(
+        self, call: CheckedCall, retry_for: TimeLeft | None = None
+    ) -> tuple[CallResult, views.Message]:
         started = dt.datetime.now(dt.UTC)
         log_args = (call.request.user_id, call.number.masked, call.flow_id)
         try:
-            placed = await self._evo.create_outgoing_session(
-                call.flow_id, call.number.e164, call.caller_id
-            )
+            placed = await self._post_call(call, retry_for)
         except OutcomeUnknown as exc:
             logger.warning("call by %s to %s (flow %s): outcome unknown", *log_args,
                            extra={"user_id": call.request.user_id, "outcome": "unknown"})
@@ -248,6 +259,21 @@ class CallService:
             CallResult(Outcome.PLACED, session_id=placed.session_id, session=placed.session),
             views.call_placed(placed.session_id, call.caller_id),
         )
+
+    async def _post_call(self, call: CheckedCall, retry_for: TimeLeft | None) -> CallPlaced:
+        """POST /sessions/outgoing, again after a "not now" while `retry_for` leaves time."""
+        attempt = 0
+        while True:
+            try:
+                return await self._evo.create_outgoing_session(
+                    call.flow_id, call.number.e164, call.caller_id
+                )
+            except (RateLimited, EvoVoiceUnreachable) as exc:
+                attempt += 1
+                if not await wait_to_retry(exc, attempt, retry_for):
+                    raise
+                logger.info("call by %s to %s: %s, trying again", call.request.user_id,
+                            call.number.masked, type(exc).__name__)
 
     async def _find_session_after(self, e164: str, started: dt.datetime) -> Session | None:
         """One look for the session an ambiguous attempt may have created; never a second POST."""

@@ -413,7 +413,12 @@ class EscalationService:
 
     async def _dial(self, escalation: Escalation, target: Target, checked: CheckedCall) -> None:
         n = escalation.step
-        result = await self._calls.place(checked)
+        deadline = escalation.step_deadline
+        # A 429 or an unreachable Evo Voice is tried again until the step's deadline: ten seconds
+        # of 429s must not run through the whole chain. Refusals that won't change move on.
+        result = await self._calls.place(
+            checked, retry_for=(lambda: deadline - self.clock()) if deadline is not None else None
+        )
         masked = checked.number.masked
         if result.call_id is not None:
             # The phone rings from now: a slow Evo Voice must not eat into the answer time.

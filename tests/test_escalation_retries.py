@@ -1,0 +1,93 @@
+"""An escalation step refused with "not now" (429, Evo Voice unreachable) is dialled again within
+its deadline instead of being marked failed at once; refusals that won't change move on."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from yarl import URL
+
+from bot.oncall.escalation_store import EscalationState
+from bot.standins.evovoice import ErrorStatus, Respond, TooManyRequests
+from tests.conftest import BotFactory
+from tests.test_escalation import (
+    ALICE,
+    BOB,
+    dialled,
+    escalation_message,
+    open_on_message,
+    session_of,
+    start,
+    state_of,
+    submit,
+    wait_for_edit,
+    wait_for_post,
+)
+
+OUTGOING = ("POST", "/sessions/outgoing")
+
+
+async def test_a_rate_limited_step_is_dialled_again_until_it_rings(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory)
+    bot.evo.queue_outgoing(*[TooManyRequests(retry_after="0.05")] * 3)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(4)
+    await wait_for_edit(bot, escalation, "<@U0ALICE> (+1 814 ••• 3093) — 📞 calling…")
+    assert dialled(bot) == [ALICE] * 4  # three 429s, then the call that rang
+    assert len(bot.evo.sessions) == 1
+    bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected", answeredByName="A")
+    await wait_for_post(bot, "✅ <@U0ALICE> answered — escalation stopped.")
+    assert await state_of(bot) == EscalationState.ANSWERED
+    assert BOB not in dialled(bot)
+
+
+async def test_429s_past_the_steps_deadline_move_on_to_the_next_person(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock = await start(bot_factory)
+    bot.evo.default_behaviours[OUTGOING] = TooManyRequests(retry_after="0.05")
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await escalation_message(bot)
+    await bot.evo.wait_for_posts(2)
+    assert BOB not in dialled(bot)  # still on Alice's step
+    bot.evo.default_behaviours[OUTGOING] = Respond()
+    clock.advance(91)  # Alice's step ran out while Evo Voice kept saying "not now"
+    await wait_for_post(bot, "<@U0BOB>")
+    await bot.evo.wait_for_posts(len(bot.evo.outgoing_posts) + 1)
+    assert dialled(bot)[-1] == BOB
+    assert {s.get("toAddress") for s in bot.evo.sessions.values()} == {BOB}
+
+
+async def test_a_refused_login_still_moves_on_at_once(bot_factory: BotFactory) -> None:
+    bot, _ = await start(bot_factory)
+    bot.evo.queue_outgoing(ErrorStatus(401, "Invalid UserName or Password"))
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await escalation_message(bot)
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]  # no second try for Alice: a 401 won't change
+
+
+async def test_evo_voice_unreachable_for_a_moment_is_tried_again(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.calls.service")
+    bot, _ = await start(bot_factory)
+    port = URL(bot.evo.url).port
+    assert port is not None
+    await bot.evo.stop()  # connections refused: the client's own three tries fail
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await escalation_message(bot)
+    while not any("EvoVoiceUnreachable, trying again" in r.getMessage() for r in caplog.records):
+        await asyncio.sleep(0.02)
+    await bot.evo.start(port=port)
+    await bot.evo.wait_for_posts(1, timeout=30)
+    assert dialled(bot) == [ALICE]
