@@ -9,6 +9,7 @@
      ├─ FlowAmbiguous               several flows match it
      ├─ CallerIdNotOwned            the caller ID is not one of the account's numbers
      ├─ CannotNotify                nobody can be told of the call, so nothing was dialled
+     ├─ DatabaseUnavailable         the database failed before anything was dialled
      ├─ OnCallNotConfigured         the policy file has no [oncall] section
      ├─ NoUsableNumber              a person has no phone number the bot may dial
      ├─ NumberRejected              phone.py: a number that must not be dialled (`.code`, `.reason`)
@@ -173,6 +174,18 @@ class NoUsableNumber(CallbotError):
             f"You can't {action} without a phone number the bot can dial ({problem}). Add your "
             "number to your Slack profile, or ask an administrator to list you under [people] "
             "in the policy file."
+        )
+
+
+class DatabaseUnavailable(CallbotError):
+    """The database failed (locked past the busy timeout, full, read-only) before anything was
+    dialled; the reference finds the log line with the database's own words."""
+
+    def __init__(self, reference: str) -> None:
+        self.reference = reference
+        super().__init__(
+            f"callbot could not write to its database, so nothing was dialled (reference "
+            f"{reference}). Try again in a minute; if it persists, tell the callbot operators."
         )
 
 

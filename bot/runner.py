@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
+from bot.storage.faults import until_database_answers
 from bot.storage.leases import Leases
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,9 @@ class RowRunner:
 
     async def _run(self, row_id: int, work: Work) -> None:
         try:
-            await work()
+            # A database that fails for a while (locked, full, read-only, a PostgreSQL failover)
+            # is waited for: the call goes on ringing, the chain must go on after it.
+            await until_database_answers(work, f"{self.kind} {row_id}")
         except asyncio.CancelledError:
             raise
         except Exception as exc:

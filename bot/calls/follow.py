@@ -40,6 +40,7 @@ from bot.runner import RowRunner, Work
 from bot.slack.blocks import Message
 from bot.slack.notify import Notifier, Relay, Thread
 from bot.storage.leases import Leases
+from bot.storage.faults import DATABASE_FAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -253,19 +254,33 @@ class CallFollower:
     ) -> None:
         """The status message is posted (`status_ts`; None where there is no thread, and the
         `thread`'s relay keeps the requester told instead): follow it."""
-        try:
-            if thread is not None:
-                self._parents[call.id] = thread.parent
-                if thread.relay is not None:
-                    self._relays[call.id] = thread.relay
-            relayed = status_ts is None and call.id in self._relays
+        if thread is not None:
+            self._parents[call.id] = thread.parent
+            if thread.relay is not None:
+                self._relays[call.id] = thread.relay
+        relayed = status_ts is None and call.id in self._relays
+
+        async def keep_status_ts() -> None:
             shown = None
             if status_ts or relayed:
                 shown = digest(self.status_message(call, buttons=not relayed))
             await self._store.update(call.id, status_ts=status_ts, shown_digest=shown)
+
+        try:
             if call.following:
-                await self._runner.start(call.id, lambda: self._follow(call.id, True))
+                async def keep_then_follow() -> None:
+                    await keep_status_ts()
+                    await self._follow(call.id, True)
+
+                try:
+                    await keep_status_ts()
+                    await self._runner.start(call.id, lambda: self._follow(call.id, True))
+                except DATABASE_FAULTS:
+                    # Kept by the follow task once the database answers: a message left at
+                    # "Ringing" for good is not the price of a database failing now.
+                    await self._runner.start(call.id, keep_then_follow)
             else:
+                await keep_status_ts()
                 await self.refresh(call.id)  # marks the parent of a failed call
             await self._purge_numbers()
         except Exception:
@@ -491,6 +506,8 @@ class CallFollower:
                 answered_by=answered_by,
                 duration_seconds=duration_seconds,
             )
+        except DATABASE_FAULTS:
+            raise  # the follow task tries again once the database answers: the event is not lost
         except Exception:
             logger.exception("recording %s of call %s failed", kind, call.id)
 

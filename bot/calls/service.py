@@ -39,7 +39,7 @@ from bot.calls.models import (
     CheckedCall,
     Outcome,
 )
-from bot.errors import CallbotError, Expected, describe
+from bot.errors import CallbotError, DatabaseUnavailable, Expected, describe, reference_id
 from bot.evovoice.catalog import Catalog
 from bot.calls.retry import TimeLeft, wait_to_retry
 from bot.evovoice.client import (
@@ -59,6 +59,7 @@ from bot.phone import (
 )
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
+from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,8 @@ class CallService:
         self._confirm_outside = confirm_outside
         # Hears which limit refused a call (metrics).
         self._on_limit = on_limit
+        # Audit records waiting for the database to answer again.
+        self._pending_records: set[asyncio.Task[int]] = set()
 
     async def check(self, request: CallRequest, *, authorised: bool = False) -> CheckedCall:
         """Every refusal raises (RoleDenied, NumberRejected, FlowNotFound, CallerIdNotOwned, …).
@@ -119,6 +122,17 @@ class CallService:
 
     async def handle(self, request: CallRequest) -> CallResult:
         """check() then proceed(); refusals go to the requester alone."""
+        try:
+            return await self._handle(request)
+        except DATABASE_FAULTS as exc:
+            # Everything that writes after the POST keeps its own failures to itself (place()),
+            # so a database fault that reaches here came before anything was dialled.
+            reference = reference_id()
+            logger.error("call by %s not placed: the database failed (%s), reference %s",
+                         request.user_id, exc, reference)
+            return await self._refuse(request, DatabaseUnavailable(reference))
+
+    async def _handle(self, request: CallRequest) -> CallResult:
         if request.idempotency_key and not request.claim_after_check:
             if not await self._claims.claim(request.idempotency_key):
                 return await self._duplicate(request)
@@ -154,7 +168,7 @@ class CallService:
     async def _refuse(self, request: CallRequest, exc: Expected) -> CallResult:
         logger.info("call refused for %s: %s", request.user_id, type(exc).__name__,
                     extra={"user_id": request.user_id, "outcome": str(Outcome.REFUSED)})
-        await self._audit.refused(request, exc)
+        await self._record_refusal(request, exc)
         await self._notifier.tell(
             user_id=request.user_id,
             channel_id=request.channel_id,
@@ -162,6 +176,22 @@ class CallService:
             message=views.refusal(describe(exc)),
         )
         return self._finished(CallResult(Outcome.REFUSED, error=exc))
+
+    async def _record_refusal(self, request: CallRequest, exc: Expected) -> None:
+        """The refusal goes into the audit trail now, or once the database answers again; the
+        requester hears of it meanwhile (and isn't kept waiting on a database known to fail)."""
+        audit = self._audit
+        if not isinstance(exc, DatabaseUnavailable):
+            try:
+                await audit.refused(request, exc)
+                return
+            except DATABASE_FAULTS:
+                pass
+        task = asyncio.create_task(until_database_answers(
+            lambda: audit.refused(request, exc), f"recording a refusal for {request.user_id}"
+        ))
+        self._pending_records.add(task)
+        task.add_done_callback(self._pending_records.discard)
 
     async def _duplicate(self, request: CallRequest) -> CallResult:
         logger.info("duplicate delivery of a request by %s ignored", request.user_id)

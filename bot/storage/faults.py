@@ -1,0 +1,50 @@
+"""When the database fails for a while: another process holding the write lock past the busy
+timeout, a full disk, a file turned read-only. Nothing about the request is wrong, and the database
+usually comes back: work that must not be lost (following a call, running an escalation, an audit
+record) waits and tries again instead of dying.
+
+    until_database_answers(work, what)   runs work() again after 0.5 s, 1 s, 2 s… (at most 30 s)
+                                          for as long as the database fails
+    DATABASE_FAULTS                       the errors that mean "the database failed", not "a bug"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Locked, full, read-only, disk I/O error: all OperationalError. An IntegrityError is a bug.
+DATABASE_FAULTS: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+FIRST_PAUSE_SECONDS = 0.5
+MAX_PAUSE_SECONDS = 30.0
+
+
+def is_database_fault(exc: BaseException) -> bool:
+    return isinstance(exc, DATABASE_FAULTS)
+
+
+async def until_database_answers(
+    work: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    first_pause: float = FIRST_PAUSE_SECONDS,
+    max_pause: float = MAX_PAUSE_SECONDS,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """`work()`, run again after a growing pause for as long as the database fails."""
+    pause = first_pause
+    while True:
+        try:
+            return await work()
+        except DATABASE_FAULTS as exc:
+            logger.warning("%s: the database failed (%s); trying again in %.1f s",
+                           what, exc, pause)
+        await sleep(pause)
+        pause = min(pause * 2, max_pause)

@@ -1,0 +1,115 @@
+"""The database failing for a while (another process holding the write lock past the busy timeout,
+which is how a full disk or a read-only file looks to callbot too: writes fail, reads go on).
+
+Nothing is dialled unrecorded; the requester is told, with a reference; following a call and the
+audit trail carry on once the database answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from tests.conftest import BotFactory, BotUnderTest
+from tests.follow_helpers import (
+    FAST,
+    FULL,
+    audit_records,
+    end_session,
+    services,
+    status_message,
+)
+from tests.follow_helpers import wait_for_edit as wait_for_status
+
+
+@contextmanager
+def write_lock(bot: BotUnderTest) -> Iterator[None]:
+    """Another process takes the database's write lock and keeps it."""
+    other = sqlite3.connect(services(bot).db.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        yield
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def until_logged(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 60) -> None:
+    async def logged() -> None:
+        while not any(text in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(logged(), timeout)
+
+
+async def test_a_locked_database_dials_nothing_and_says_so_with_a_reference(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    with write_lock(bot):
+        _, url = await bot.command(f"{FULL} escalation")
+        [answer] = await bot.slack.wait_for_response(url, timeout=20)
+    text = str(answer)
+    assert "could not write to its database, so nothing was dialled (reference " in text
+    assert bot.evo.outgoing_posts == []
+
+    async def recorded() -> None:  # the refusal reaches the audit trail once the lock is gone
+        while not await audit_records(bot):
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(recorded(), 20)
+    [record] = await audit_records(bot)
+    assert record.decision != "allowed"
+
+
+async def test_a_followed_call_outlives_a_locked_database(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.storage.faults")
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    with write_lock(bot):
+        end_session(bot, session_id, after_seconds=30, outcome="Completed")
+        await until_logged(caplog, "the database failed")
+    await wait_for_status(bot, status, "Ended", timeout=30)
+    [record] = await audit_records(bot)
+    assert [e.kind for e in record.events] == ["placed", "ended"]  # retried, not lost, once
+
+
+async def test_an_escalation_carries_on_after_a_locked_database(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.test_escalation import (
+        ALICE,
+        BOB,
+        dialled,
+        escalation_message,
+        open_on_message,
+        start,
+        submit,
+        wait_for_edit,
+        wait_for_post,
+    )
+
+    caplog.set_level(logging.WARNING, logger="bot.storage.faults")
+    bot, clock = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    await wait_for_edit(bot, escalation, "📞 calling…")  # Alice's call is recorded
+    with write_lock(bot):
+        clock.advance(91)  # Alice's step ends while the database can't be written
+        await until_logged(caplog, "escalation 1: the database failed")
+    # The step ends (as unanswered, or as hung up if the follower saw that first), then Bob.
+    await wait_for_post(bot, "— calling <@U0BOB>.", 30)
+    await bot.evo.wait_for_posts(2, timeout=30)
+    assert dialled(bot) == [ALICE, BOB]
+    texts = [str(c.params.get("text")) for c in bot.slack.calls_to("chat.postMessage")]
+    assert not any("until callbot restarts" in t for t in texts)
