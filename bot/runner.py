@@ -74,6 +74,17 @@ class RowRunner:
         self._reserved.add(row_id)
         return True
 
+    async def release(self, row_id: int) -> None:
+        """Give back a reserved row's lease: its work will not start here."""
+        self._reserved.discard(row_id)
+        if self._leases is not None:
+            await self._leases.release(self.kind, row_id)
+
+    async def unowned(self, row_ids: Iterable[int]) -> list[int]:
+        """Those of `row_ids` that no replica runs or holds (this one included)."""
+        ids = [i for i in row_ids if i not in self._tasks and i not in self._reserved]
+        return await self._leases.unowned(self.kind, ids) if self._leases is not None else ids
+
     async def start(self, row_id: int, work: Work) -> bool:
         if self.closed or row_id in self._tasks:
             return False

@@ -561,9 +561,9 @@ async def test_a_restart_while_dialling_never_dials_that_step_again(
 
     clock.advance(91)
     second, _ = await start(bot_factory, clock=clock)
+    # The step's call was recorded before its POST: it is looked for, its step ends as
+    # unanswered (tests/test_crash_windows.py follows one that turns up), never dialled again.
     escalation = await escalation_message(second)
-    await wait_for_edit(second, escalation,
-                        "1. <@U0ALICE> — ❔ may have rung (the bot restarted while calling)")
     await second.evo.wait_for_posts(2)
     assert dialled(second) == [ALICE, BOB]
     assert escalation.thread_ts == message.ts

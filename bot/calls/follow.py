@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from bot.audit.trail import AuditLog, EventKind
+from bot.calls import messages as call_messages
 from bot.calls import status_views as call_views
 from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK, CallResult, CheckedCall, Outcome
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
@@ -49,6 +50,9 @@ MAX_OUTCOME_CHARS = 200
 FINAL_EDIT_ATTEMPTS = 3
 NUMBER_PURGE_EVERY_SECONDS = 3600.0
 LEASE_KIND = "call"  # a followed call's lease (bot/storage/leases.py)
+RESTARTED_WHILE_DIALLING = (
+    "⚠️ callbot restarted while placing this call, so it may or may not have been placed."
+)
 
 
 class _Step(Enum):
@@ -175,20 +179,48 @@ class CallFollower:
 
     # ------------------------------------------------------------------ called by CallService
 
+    async def note_dialling(
+        self, call: CheckedCall, attempt_id: int | None, started: float
+    ) -> TrackedCall:
+        """The row of a call about to be dialled: should the bot stop before the POST's answer is
+        recorded, the next start finds it (`reconcile_dialling`) instead of forgetting a call
+        that may ring. Raises when the database fails: then nothing must be dialled."""
+        request = call.request
+        row = await self._store.insert(
+            attempt_id=attempt_id,
+            created_at=started,
+            team_id=request.team_id,
+            requester_id=request.user_id,
+            channel_id=request.channel_id,
+            parent_ts=request.thread_ts,
+            e164=call.number.e164,
+            number_masked=call.number.masked,
+            flow_id=call.flow_id,
+            flow_name=call.flow_name,
+            caller_id=call.caller_id,
+            placement=str(Placement.DIALLING),
+            state=str(CallState.FINDING),
+            following=False,
+        )
+        # Held while it is dialled, so no other replica takes it for a call left behind.
+        await self._runner.reserve(row.id)
+        return row
+
     async def track(
         self,
         call: CheckedCall,
         result: CallResult,
-        thread: Thread,
-        attempt_id: int | None,
-        started: float,
+        thread: Thread | None,
+        dialling: TrackedCall,
     ) -> TrackedCall | None:
-        """Keep a row for a placed, unconfirmed or failed call; None if it needs no status message.
+        """Fill in the `dialling` row (written before the POST) with the POST's answer; the row,
+        or None if it needs no status message (nobody to tell).
 
-        Never raises: a bookkeeping failure must not keep the requester from hearing the result.
+        Never raises: a bookkeeping failure must not keep the requester from hearing the result
+        (the row then stays "dialling", and the next start reconciles it).
         """
         try:
-            return await self._track(call, result, thread, attempt_id, started)
+            return await self._track(call, result, thread, dialling)
         except Exception:
             logger.exception("could not keep track of a call by %s", call.request.user_id)
             return None
@@ -197,19 +229,16 @@ class CallFollower:
         self,
         call: CheckedCall,
         result: CallResult,
-        thread: Thread,
-        attempt_id: int | None,
-        started: float,
+        thread: Thread | None,
+        dialling: TrackedCall,
     ) -> TrackedCall | None:
         note = describe(result.error) if result.error is not None else None
         if result.outcome == Outcome.PLACED:
             placement = Placement.PLACED
         elif result.outcome == Outcome.UNKNOWN:
             placement = Placement.UNKNOWN
-        elif result.outcome == Outcome.FAILED:
-            placement = Placement.FAILED
         else:
-            return None
+            placement = Placement.FAILED
         session_id = result.session_id
         if session_id and await self._store.sessions_taken([session_id]):
             session_id = None  # another call has it: look for ours instead
@@ -222,29 +251,24 @@ class CallFollower:
             if result.session is not None and result.session.id == session_id:
                 state = classify(result.session)
             following = state != CallState.ENDED
-        request = call.request
-        tracked = await self._store.insert(
-            attempt_id=attempt_id,
-            created_at=started,
-            team_id=request.team_id,
-            requester_id=request.user_id,
-            channel_id=thread.channel,
+        if thread is None:
+            # Nobody to tell: no status message, and nothing to reconcile after a restart.
+            following = False
+            state = CallState.LOST if placement != Placement.FAILED else CallState.FAILED
+        await self._store.update(
+            dialling.id,
+            channel_id=thread.channel if thread is not None else call.request.channel_id,
             # The call's own parent message: a reply when the call went into an existing thread.
-            parent_ts=thread.parent_ts or thread.ts,
-            e164=call.number.e164,
-            number_masked=call.number.masked,
-            flow_id=call.flow_id,
-            flow_name=call.flow_name,
-            caller_id=call.caller_id,
+            parent_ts=(thread.parent_ts or thread.ts) if thread is not None else None,
             placement=str(placement),
             note=note,
             session_id=session_id,
             state=str(state),
             following=following,
         )
-        if following:
-            await self._runner.reserve(tracked.id)
-        return tracked
+        if not following:
+            await self._runner.release(dialling.id)  # reserved while it was being dialled
+        return await self._store.get(dialling.id) if thread is not None else None
 
     def status_message(self, call: TrackedCall, *, buttons: bool = True) -> Message:
         return call_views.call_status(call, buttons=buttons)
@@ -289,15 +313,19 @@ class CallFollower:
     # ----------------------------------------------------------------------------- lifecycle
 
     async def resume(self) -> int:
-        """Follow again every call that was being followed when the bot last stopped."""
+        """Follow again every call that was being followed when the bot last stopped, and the
+        calls it stopped in the middle of dialling (`reconcile_dialling`)."""
         await self._purge_numbers(force=True)
+        await self.reconcile_dialling()
         count = len(await self._runner.adopt(await self._followed(), self._work))
         if count:
             logger.info("following %d call(s) again after a restart", count)
         return count
 
     async def take_over(self) -> None:
-        """A lease keeper's round: follow the calls whose replica stopped or died."""
+        """A lease keeper's round: follow the calls whose replica stopped or died (those it was
+        dialling too)."""
+        await self.reconcile_dialling()
         await self._runner.take_over(self._followed, self._work)
 
     async def _followed(self) -> list[int]:
@@ -305,6 +333,39 @@ class CallFollower:
 
     def _work(self, call_id: int) -> Work:
         return lambda: self._follow(call_id)
+
+    async def reconcile_dialling(self) -> int:
+        """Calls the bot stopped in the middle of dialling: their POST may have reached Evo Voice,
+        and nobody was told. Each becomes an unconfirmed call: looked for in Evo Voice (by number,
+        since the attempt), followed if found, reported "not found" if not; its requester gets a
+        status message saying so, edited like any other."""
+        # Only rows no live replica holds: another one may be dialling this very moment.
+        orphans = set(await self._runner.unowned([c.id for c in await self._store.dialling()]))
+        calls = [c for c in await self._store.dialling() if c.id in orphans]
+        for call in calls:
+            logger.warning("call %s was being dialled when callbot stopped: looking for it",
+                           call.id)
+            await self._store.update(
+                call.id, placement=str(Placement.UNKNOWN), state=str(CallState.FINDING),
+                following=True, note=RESTARTED_WHILE_DIALLING,
+            )
+            reconciled = await self._store.get(call.id)
+            if reconciled is not None:
+                await self._announce(reconciled)
+        return len(calls)
+
+    async def _announce(self, call: TrackedCall) -> None:
+        """A status message for a call whose requester was never told of it."""
+        parent = call_messages.call_parent(call.requester_id, call.number_masked, call.flow_name)
+        thread = await self._notifier.open_thread(
+            call.channel_id, parent, user_id=call.requester_id, response_url=None,
+            thread_ts=call.parent_ts,
+        )
+        if thread is None:
+            return  # followed all the same: the audit trail gets its outcome
+        posted = await self._notifier.post_reply(thread, self.status_message(call))
+        await self._store.update(call.id, parent_ts=thread.parent_ts or thread.ts)
+        await self.begin(call, posted.ts, thread)
 
     async def stop(self) -> None:
         """Stop following and let go of the calls: another replica, or the next start, goes on."""

@@ -22,7 +22,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot.access import AccessControl
 from bot.audit.trail import AuditLog
@@ -198,7 +198,13 @@ class CallService:
         await self._audit.duplicate(request)
         return self._finished(CallResult(Outcome.DUPLICATE))
 
-    async def place(self, call: CheckedCall, *, retry_for: TimeLeft | None = None) -> CallResult:
+    async def place(
+        self,
+        call: CheckedCall,
+        *,
+        retry_for: TimeLeft | None = None,
+        on_dialling: Callable[[int], Awaitable[None]] | None = None,
+    ) -> CallResult:
         """Dial at once; the confirmation thread is opened alongside and told the result.
 
         Slack is never on the dialling path: a slow, rate-limited or failing Slack delays no call
@@ -206,10 +212,17 @@ class CallService:
         request's `response_url`, else a direct message (see Notifier.open_thread).
 
         `retry_for`: how long a "not now" refusal may be tried again (bot.calls.retry).
+        `on_dialling`: hears the call's row id before anything is dialled (an escalation step
+        keeps it, so a restart finds the step's call).
         """
         request = call.request
         # Recorded before dialling, so even a crash mid-call leaves a trace in the audit trail.
         attempt_id = await self._audit.allowed(call)
+        started = time.time()
+        # So is the call's row: a bot stopped before the POST's answer is recorded finds it again.
+        dialling = await self._follower.note_dialling(call, attempt_id, started)
+        if on_dialling is not None:
+            await on_dialling(dialling.id)
         parent = views.call_parent(
             request.user_id, call.number.masked, call.flow_name, request.reason
         )
@@ -220,20 +233,20 @@ class CallService:
             response_url=request.response_url,
             thread_ts=request.thread_ts,
         ), name=f"confirmation thread for {request.user_id}")
-        started = time.time()
         try:
             result, message = await self._dial(call, retry_for)
         finally:
             # Even when dialling broke, the parent post finishes (and is never left unawaited).
             thread = await opening
         if thread is None:
+            await self._follower.track(call, result, None, dialling)
             await self._record_result(attempt_id, result)
             # Placed (or not) with nobody to tell: the operators are the last ones who can know.
             logger.error("call %s outcome could not be posted for %s", result.outcome,
                          request.user_id, extra=_fields(request, result))
             return self._finished(CallResult(result.outcome, result.session_id, None, result.error))
         # The thread reply becomes the call's status message, edited as the call goes on.
-        tracked = await self._follower.track(call, result, thread, attempt_id, started)
+        tracked = await self._follower.track(call, result, thread, dialling)
         if tracked is not None:
             message = self._follower.status_message(tracked, buttons=thread.ts is not None)
             if tracked.session_id != result.session_id:

@@ -1,8 +1,9 @@
 """Calls after placing: the working state behind each status message, kept in the database.
 
-One row per call that got a status message (placed, outcome unknown, or failed). The follower reads
-and writes it as the call goes on, the buttons read it, and after a restart the calls still being
-followed are found here. Unlike the audit trail this is mutable state, not a record: the status
+One row per call that got a status message (placed, outcome unknown, or failed), written as
+"dialling" just before the call is dialled. The follower reads and writes it as the call goes on,
+the buttons read it, and after a restart the calls still being followed (or still "dialling") are
+found here. Unlike the audit trail this is mutable state, not a record: the status
 message is always drawn from the row as it is now.
 
 The full number is kept only as long as a button may need it (Call again, or finding the session of
@@ -41,6 +42,9 @@ class Placement(StrEnum):
     PLACED = "placed"
     UNKNOWN = "unknown"
     FAILED = "failed"
+    # Written before the POST, replaced by one of the above once it answered: a row still
+    # "dialling" after a restart is a call whose POST may have reached Evo Voice unrecorded.
+    DIALLING = "dialling"
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,13 @@ class CallStore:
             session_ids,
         )
         return {str(row[0]) for row in rows}
+
+    async def dialling(self) -> list[TrackedCall]:
+        """Calls whose POST was sent (or about to be) when the bot stopped, before its answer."""
+        rows = await self._db.fetchall(
+            "SELECT * FROM calls WHERE placement = ? ORDER BY id", (str(Placement.DIALLING),)
+        )
+        return [_call(row) for row in rows]
 
     async def being_followed(self) -> list[TrackedCall]:
         rows = await self._db.fetchall("SELECT * FROM calls WHERE following = 1 ORDER BY id")

@@ -416,8 +416,16 @@ class EscalationService:
         deadline = escalation.step_deadline
         # A 429 or an unreachable Evo Voice is tried again until the step's deadline: ten seconds
         # of 429s must not run through the whole chain. Refusals that won't change move on.
+        async def keep_step_call(call_id: int) -> None:
+            # Before the POST: a bot stopped mid-dial finds this step's call again, follows it
+            # and ends it at the deadline before dialling the next person.
+            await self.store.set_step_call(escalation.id, n, call_id,
+                                           self.clock() + escalation.answer_timeout)
+
         result = await self._calls.place(
-            checked, retry_for=(lambda: deadline - self.clock()) if deadline is not None else None
+            checked,
+            retry_for=(lambda: deadline - self.clock()) if deadline is not None else None,
+            on_dialling=keep_step_call,
         )
         masked = checked.number.masked
         if result.call_id is not None:

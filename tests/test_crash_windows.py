@@ -1,0 +1,90 @@
+"""The bot stopped (crashed, or past its shutdown grace) in the middle of dialling: Evo Voice got
+the POST, the bot never recorded its answer. The next start finds the call instead of forgetting it.
+
+The POST is held at a gate in the Evo Voice stand-in, the bot is stopped with a grace too short to
+wait for it (its task is cancelled there, as a SIGKILL would leave it), then Evo Voice places the
+call. Nothing here waits on a timing guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.standins.evovoice import Gated
+from tests.conftest import BotFactory
+from tests.follow_helpers import FAST, FULL, end_session, services, wait_for_edit
+from tests.test_escalation import (
+    ALICE,
+    BOB,
+    Clock,
+    dialled,
+    escalation_message,
+    open_on_message,
+    session_of,
+    start,
+    submit,
+    wait_for_post,
+)
+
+
+async def test_a_call_dialled_as_the_bot_died_is_found_followed_and_reported(
+    bot_factory: BotFactory,
+) -> None:
+    first = await bot_factory("http", **FAST)
+    gate = asyncio.Event()
+    first.evo.queue_outgoing(Gated(gate))
+    await first.command(f"{FULL} escalation")
+    await first.evo.wait_for_posts(1)
+    await first.runtime.stop(grace=0)  # dies with the POST in flight, its answer never recorded
+    gate.set()  # Evo Voice places the call all the same
+    while not first.evo.sessions:
+        await asyncio.sleep(0.01)
+    [session_id] = first.evo.sessions
+
+    second = await bot_factory("http", **FAST)  # the same database
+    assert services(second).follower.following == 1
+    status_post = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: "restarted while placing" in str(c.params.get("text")))
+    assert status_post.response is not None
+    status = second.slack.messages[(status_post.response["channel"], status_post.response["ts"])]
+    await wait_for_edit(second, status, session_id)  # found in Evo Voice, and followed
+    end_session(second, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_edit(second, status, "Ended")
+    assert len(second.evo.outgoing_posts) == 1  # never dialled again
+
+
+async def test_an_escalation_step_dialled_as_the_bot_died_is_ended_before_the_next_person(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock = await start(bot_factory)
+    gate = asyncio.Event()
+    bot.evo.queue_outgoing(Gated(gate))
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    await bot.runtime.stop(grace=0)
+    gate.set()
+    while not bot.evo.sessions:
+        await asyncio.sleep(0.01)
+    alice = session_of(bot, ALICE)
+
+    second, _ = await start(bot_factory, clock=clock)
+    # Alice's call is found and followed: nobody else is dialled while it may ring.
+    post = await wait_for_post(second, "restarted while placing")
+    assert post.response is not None
+    status = second.slack.messages[(post.response["channel"], post.response["ts"])]
+    await wait_for_edit(second, status, alice)
+    assert dialled(second) == [ALICE]
+    clock.advance(91)  # her step's deadline passes unanswered
+    await wait_for_post(second, "— calling <@U0BOB>.", 20)
+    await second.evo.wait_for_posts(2)
+    assert dialled(second) == [ALICE, BOB]
+    order = [(r.method, r.path) for r in second.evo.requests if r.method in ("POST", "DELETE")]
+    assert order == [("POST", "/sessions/outgoing"), ("DELETE", f"/sessions/{alice}"),
+                     ("POST", "/sessions/outgoing")]  # her phone stopped before Bob's rang
+    texts = [str(c.params.get("text")) for c in second.slack.calls_to("chat.postMessage")]
+    assert not any("can't tell whether it rang" in t for t in texts)
+
+
+__all__ = ["Clock"]
