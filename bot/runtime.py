@@ -45,7 +45,8 @@ from bot.slack.socket_mode import (
     ObservedSocketModeHandler,
     SocketWatchdog,
 )
-from bot.storage.database import Database
+from bot.storage.database import SQLITE, Database, sqlite_path
+from bot.storage.faults import DATABASE_FAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -289,16 +290,25 @@ class Runtime:
         logger.info("callbot stopped")
 
 
+_OPEN_FAILURES: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, *DATABASE_FAULTS)
+
+
 async def open_database(db: Database) -> None:
     """Open and migrate the database; what stops it is a ConfigError naming DATABASE_URL."""
     try:
         await db.open()
-    except (sqlite3.Error, OSError) as exc:
+    except _OPEN_FAILURES as exc:
         raise ConfigError([f"DATABASE_URL: {describe_database_failure(db, exc)}"]) from None
 
 
 def describe_database_failure(db: Database, exc: BaseException) -> str:
-    where = db.path
+    if db.dialect != SQLITE:
+        # Never the URL itself: it may hold the password.
+        return (
+            f"cannot open the PostgreSQL database ({type(exc).__name__}); check that the server "
+            "is running and the URL, user and database are right"
+        )
+    where = sqlite_path(db.url)
     text = str(exc).lower()
     if isinstance(exc, IsADirectoryError) or Path(where).is_dir():
         return f"{where} is a folder; name a file inside it, like sqlite:///{where}/callbot.db"

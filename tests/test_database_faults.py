@@ -14,6 +14,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from bot.storage.database import sqlite_path
+
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import (
     FAST,
@@ -29,7 +31,7 @@ from tests.follow_helpers import wait_for_edit as wait_for_status
 @contextmanager
 def write_lock(bot: BotUnderTest) -> Iterator[None]:
     """Another process takes the database's write lock and keeps it."""
-    other = sqlite3.connect(services(bot).db.path, isolation_level=None)
+    other = sqlite3.connect(sqlite_path(services(bot).db.url), isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")
         yield

@@ -20,8 +20,29 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# Locked, full, read-only, disk I/O error: all OperationalError. An IntegrityError is a bug.
-DATABASE_FAULTS: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+
+
+def _faults() -> tuple[type[Exception], ...]:
+    # SQLite: locked, full, read-only, disk I/O error are all OperationalError; an IntegrityError
+    # is a bug. PostgreSQL: the server gone or refusing, a full disk, a read-only server, a lock.
+    faults: list[type[Exception]] = [sqlite3.OperationalError, ConnectionError]
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return tuple(faults)
+    faults += [
+        asyncpg.PostgresConnectionError,
+        asyncpg.exceptions.InterfaceError,
+        asyncpg.exceptions.InsufficientResourcesError,  # disk full, out of memory
+        asyncpg.exceptions.ReadOnlySQLTransactionError,
+        asyncpg.exceptions.LockNotAvailableError,
+        asyncpg.exceptions.QueryCanceledError,  # statement or lock timeout
+        asyncpg.exceptions.CannotConnectNowError,
+    ]
+    return tuple(faults)
+
+
+DATABASE_FAULTS: tuple[type[Exception], ...] = _faults()
 FIRST_PAUSE_SECONDS = 0.5
 MAX_PAUSE_SECONDS = 30.0
 
