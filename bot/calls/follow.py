@@ -46,8 +46,11 @@ from bot.storage.faults import DATABASE_FAULTS
 logger = logging.getLogger(__name__)
 
 MAX_OUTCOME_CHARS = 200
-# How many times the final edit of a status message is tried before giving up on it.
-FINAL_EDIT_ATTEMPTS = 3
+# The final edit of a status message is tried again, each pause twice the last (from the first poll
+# interval, at most FINAL_EDIT_MAX_PAUSE), for this long: a Slack storm of a minute must not leave
+# a call at "Ringing" for good.
+FINAL_EDIT_FOR_SECONDS = 600.0
+FINAL_EDIT_MAX_PAUSE = 60.0
 NUMBER_PURGE_EVERY_SECONDS = 3600.0
 LEASE_KIND = "call"  # a followed call's lease (bot/storage/leases.py)
 RESTARTED_WHILE_DIALLING = (
@@ -618,9 +621,11 @@ class CallFollower:
         return shown
 
     async def _refresh_until_shown(self, call_id: int) -> None:
-        for attempt in range(FINAL_EDIT_ATTEMPTS):
-            if await self.refresh(call_id):
+        pause, waited = self._timing.first_interval, 0.0
+        while not await self.refresh(call_id):
+            if waited >= FINAL_EDIT_FOR_SECONDS:
+                logger.warning("call %s: the final status could not be shown", call_id)
                 return
-            if attempt + 1 < FINAL_EDIT_ATTEMPTS:
-                await self._wait(asyncio.Event(), self._timing.first_interval)
-        logger.warning("call %s: the final status could not be shown", call_id)
+            await self._wait(asyncio.Event(), pause)
+            waited += pause
+            pause = min(pause * 2, FINAL_EDIT_MAX_PAUSE)

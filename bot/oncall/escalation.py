@@ -119,6 +119,12 @@ class NotAllowedToStop(CallbotError):
 class EscalationOver(CallbotError):
     user_message = "This escalation is already over; there is nothing to stop."
 
+# A post in an escalation's thread that Slack refused is tried again after 1 s, 2 s, 4 s… (at most
+# a minute apart) for up to ten minutes.
+POST_RETRY_FIRST_SECONDS = 1.0
+POST_RETRY_MAX_PAUSE = 60.0
+POST_RETRY_FOR_SECONDS = 600.0
+
 
 class NotAllowedToAcknowledge(CallbotError):
     user_message = (
@@ -213,6 +219,8 @@ class EscalationService:
         self._on_acknowledged = on_acknowledged
         self._runner = RowRunner(LEASE_KIND, leases, on_error=self._report_failure)
         self._locks: dict[int, asyncio.Lock] = {}
+        # Posts in a thread that Slack refused, being tried again (see _post).
+        self._deliveries: set[asyncio.Task[None]] = set()
 
     @property
     def running(self) -> int:
@@ -311,6 +319,8 @@ class EscalationService:
         """Pause every chain at its next safe point (never in the middle of dialling, unless that
         takes longer than `grace`) and let go of them: another replica, or the next start, goes
         on from the rows."""
+        for delivery in list(self._deliveries):
+            delivery.cancel()
         await self._runner.stop(grace)
 
     def poke(self, escalation_id: int) -> None:
@@ -835,6 +845,26 @@ class EscalationService:
                     *, broadcast: bool = False) -> None:
         thread = Thread(channel=escalation.channel_id, ts=escalation.thread_ts, response_url=None,
                         parent=message)
-        if not (await self._notifier.post_reply(thread, message, broadcast=broadcast)).delivered:
-            logger.error("escalation %s: a post in its thread was lost", escalation.id)
+        if (await self._notifier.post_reply(thread, message, broadcast=broadcast)).delivered:
+            return
+        # Claimed already, so nobody else will post it: delivered later rather than never, and
+        # in the background, so a failing Slack delays nobody's call.
+        task = asyncio.create_task(
+            self._deliver_later(escalation.id, thread, message, broadcast),
+            name=f"escalation {escalation.id}: a post to deliver",
+        )
+        self._deliveries.add(task)
+        task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver_later(self, escalation_id: int, thread: Thread,
+                             message: common_views.Message, broadcast: bool) -> None:
+        pause, waited = POST_RETRY_FIRST_SECONDS, 0.0
+        while waited < POST_RETRY_FOR_SECONDS:
+            await asyncio.sleep(pause)
+            waited += pause
+            if (await self._notifier.post_reply(thread, message, broadcast=broadcast)).delivered:
+                logger.info("escalation %s: a post delivered after %.0f s", escalation_id, waited)
+                return
+            pause = min(pause * 2, POST_RETRY_MAX_PAUSE)
+        logger.error("escalation %s: a post in its thread was lost", escalation_id)
 
