@@ -18,12 +18,10 @@ from tests.test_escalation import (
     dialled,
     escalation_message,
     open_on_message,
-    session_of,
     start,
     state_of,
     submit,
     wait_for_edit,
-    wait_for_post,
 )
 
 OUTGOING = ("POST", "/sessions/outgoing")
@@ -41,10 +39,7 @@ async def test_a_rate_limited_step_is_dialled_again_until_it_rings(
     await wait_for_edit(bot, escalation, "<@U0ALICE> (+1 814 ••• 3093) — 📞 calling…")
     assert dialled(bot) == [ALICE] * 4  # three 429s, then the call that rang
     assert len(bot.evo.sessions) == 1
-    bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected", answeredByName="A")
-    await wait_for_post(bot, "✅ <@U0ALICE> answered — escalation stopped.")
-    assert await state_of(bot) == EscalationState.ANSWERED
-    assert BOB not in dialled(bot)
+    assert await state_of(bot) == EscalationState.RUNNING  # on Alice's step, her phone ringing
 
 
 async def test_429s_past_the_steps_deadline_move_on_to_the_next_person(
@@ -59,7 +54,6 @@ async def test_429s_past_the_steps_deadline_move_on_to_the_next_person(
     assert BOB not in dialled(bot)  # still on Alice's step
     bot.evo.default_behaviours[OUTGOING] = Respond()
     clock.advance(91)  # Alice's step ran out while Evo Voice kept saying "not now"
-    await wait_for_post(bot, "<@U0BOB>")
     await bot.evo.wait_for_posts(len(bot.evo.outgoing_posts) + 1)
     assert dialled(bot)[-1] == BOB
     assert {s.get("toAddress") for s in bot.evo.sessions.values()} == {BOB}

@@ -9,6 +9,7 @@ from tests.follow_helpers import FAST, FULL, end_session, status_message
 from tests.test_escalation import (
     ALICE,
     BOB,
+    MANAGER,
     dialled,
     escalation_message,
     open_on_message,
@@ -35,24 +36,27 @@ async def test_the_final_status_edit_outlasts_a_slack_storm(bot_factory: BotFact
     assert "Ended" in (status.text or "")
 
 
-async def test_a_step_post_refused_by_slack_is_delivered_later_and_delays_no_call(
+async def test_nobody_acknowledged_refused_by_slack_is_delivered_later(
     bot_factory: BotFactory,
 ) -> None:
     bot, clock = await start(bot_factory)
     view, _ = await open_on_message(bot)
     await submit(bot, view)
     escalation = await escalation_message(bot)
-    await bot.evo.wait_for_posts(1)
-    await wait_for_edit(bot, escalation, "📞 calling…")  # Alice's step runs from its call
 
-    def refused(c: ApiCall) -> bool:
-        return "calling <@U0BOB>" in str(c.params.get("text"))
+    def loud(c: ApiCall) -> bool:
+        return "Nobody acknowledged" in str(c.params.get("text"))
 
-    bot.slack.fail("chat.postMessage", "internal_error", times=2, when=refused)
-    clock.advance(91)
-    await bot.evo.wait_for_posts(2)  # Bob is called whatever Slack says
-    assert dialled(bot) == [ALICE, BOB]
+    bot.slack.fail("chat.postMessage", "internal_error", times=2, when=loud)
+    # Down the chain: Alice and Bob don't answer, Carol has no number, the manager doesn't either.
+    steps = [("<@U0ALICE> (+1 814 ••• 3093)", "1. "), ("<@U0BOB> (+1 814 ••• 3094)", "2. "),
+             ("<@U0MANAGER> (escalate_to) (+1 814 ••• 3090)", "4. ")]
+    for person, place in steps:
+        await wait_for_edit(bot, escalation, f"{place}{person} — 📞")  # ringing, deadline set
+        clock.advance(91)
+        await wait_for_edit(bot, escalation, f"{place}{person} — ❌ no answer after 90 s")
+    assert dialled(bot) == [ALICE, BOB, MANAGER]
     delivered = await bot.slack.wait_for_call(
-        "chat.postMessage", lambda c: c.ok and refused(c), timeout=30)
-    assert "No answer from <@U0ALICE>" in str(delivered.params["text"])
-    assert sum(1 for c in bot.slack.calls_to("chat.postMessage") if c.ok and refused(c)) == 1
+        "chat.postMessage", lambda c: c.ok and loud(c), timeout=30)
+    assert delivered.params["reply_broadcast"] in (True, "true", "1")
+    assert sum(1 for c in bot.slack.calls_to("chat.postMessage") if c.ok and loud(c)) == 1
