@@ -45,7 +45,6 @@ from bot.oncall.escalation_form import (
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.services import Services
 from bot.slack.modals import MetadataInvalid, ModalMetadata, View, field_errors, is_response_url
-from bot.slack.notify import SLACK_FAILURES, slack_error_code
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +157,7 @@ async def open_escalation_form(
         what="escalation form",
         user_id=user_id,
         trigger_id=trigger_id,
-        view=_prepare_view(client, services, user_id, metadata, quoted),
+        view=_prepare_view(services, user_id, metadata, quoted),
         loading_view=forms.ESCALATION_FORM.loading_view(metadata),
         budget=OPEN_BUDGET_SECONDS,
         on_failure=tell_failure,
@@ -166,7 +165,6 @@ async def open_escalation_form(
 
 
 async def _prepare_view(
-    client: AsyncWebClient,
     services: Services,
     user_id: str,
     metadata: ModalMetadata,
@@ -191,21 +189,11 @@ async def _prepare_view(
     reason = None
     if quoted is not None and metadata.channel_id is not None:
         text, ts = quoted
-        reason = forms.quote_reason(text, await _permalink(client, metadata.channel_id, ts))
+        link = await services.notifier.permalink(metadata.channel_id, ts)
+        reason = forms.quote_reason(text, link)
     preview = EscalationPreview(people, flow_name, policy.answer_timeout, oncall.rotation.tz)
     return forms.escalation_form(preview, metadata, reason=reason,
                                  ask_channel=metadata.channel_id is None)
-
-
-async def _permalink(client: AsyncWebClient, channel: str, ts: str) -> str | None:
-    try:
-        response = await client.chat_getPermalink(channel=channel, message_ts=ts)
-    except SLACK_FAILURES as exc:
-        logger.info("chat.getPermalink failed (%s); the reason quotes the text alone",
-                    slack_error_code(exc))
-        return None
-    link = response.get("permalink")
-    return link if isinstance(link, str) and link.startswith("https://") else None
 
 
 # ------------------------------------------------------------------------------------- submitting
