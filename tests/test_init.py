@@ -167,3 +167,24 @@ async def test_without_the_email_scope_it_says_so_and_handles_still_work(
     policy = tomllib.loads((tmp_path / "callbot.toml").read_text())
     assert policy["roles"] == {"Manager": ["U0LEAD1"]} and policy["default_region"] == "CA"
     assert "oncall" not in policy
+
+
+async def test_init_checks_token_prefixes_and_offers_http_mode(
+    workspace: SlackStandIn, tmp_path: Path
+) -> None:
+    child = spawn_init(tmp_path, workspace)
+    try:
+        await answer(child, "Bot User OAuth Token", APP_TOKEN)
+        await child.expect("✗ a bot token starts with xoxb-", async_=True)
+        await answer(child, "Bot User OAuth Token", BOT_TOKEN)
+        await child.expect("✓ connected to Test Team as @callbot", async_=True)
+        await answer(child, "App-level token", BOT_TOKEN)
+        await child.expect("✗ an app-level token starts with xapp-", async_=True)
+        await answer(child, "App-level token", "")  # HTTP mode
+        await answer(child, "Signing Secret", "")
+        await child.expect("✗ HTTP mode needs the signing secret", async_=True)
+        await answer(child, "App-level token", "")
+        await answer(child, "Signing Secret", "0123456789abcdef")
+        await child.expect("Evo Voice address", async_=True)
+    finally:
+        child.close()
