@@ -14,7 +14,7 @@ import asyncio
 import getpass
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -118,35 +118,47 @@ class Wizard:
     def slack(self) -> None:
         a = self.answers
         self.t.say("Slack (https://api.slack.com/apps → your app; create it from manifest.yml).")
-        while True:
-            token = self.t.secret("Bot User OAuth Token, xoxb-… (OAuth & Permissions)")
-            if not token.startswith("xoxb-"):
-                self.t.say("  ✗ a bot token starts with xoxb-.")
-                continue
-            ok, said = _run(self._auth_test(token))
-            self.t.say(f"  {'✓' if ok else '✗'} {said}")
-            if ok:
-                a.bot_token = token
-                break
+        a.bot_token = self._token(
+            "Bot User OAuth Token, xoxb-… (OAuth & Permissions)", "xoxb-", "a bot token",
+            self._auth_test,
+        )
         self.t.say("Socket Mode needs no public address (recommended); HTTP mode needs the "
                    "signing secret and a public https URL.")
+        a.app_token = self._token(
+            "App-level token, xapp-… (Basic Information → App-Level Tokens; empty for HTTP mode)",
+            "xapp-", "an app-level token", self._socket_mode, on_empty=self._signing_secret,
+        )
+
+    def _token(
+        self,
+        prompt: str,
+        prefix: str,
+        what: str,
+        check: Callable[[str], Coroutine[Any, Any, tuple[bool, str]]],
+        on_empty: Callable[[], bool] | None = None,
+    ) -> str:
+        """Ask until a token with `prefix` passes `check` live; an empty answer goes to
+        `on_empty` where there is one ("", no token, once it is satisfied)."""
         while True:
-            token = self.t.secret("App-level token, xapp-… (Basic Information → App-Level "
-                                  "Tokens; empty for HTTP mode)")
-            if not token:
-                a.signing_secret = self.t.secret("Signing Secret (Basic Information)")
-                if a.signing_secret:
-                    break
-                self.t.say("  ✗ HTTP mode needs the signing secret.")
+            token = self.t.secret(prompt)
+            if not token and on_empty is not None:
+                if on_empty():
+                    return ""
                 continue
-            if not token.startswith("xapp-"):
-                self.t.say("  ✗ an app-level token starts with xapp-.")
+            if not token.startswith(prefix):
+                self.t.say(f"  ✗ {what} starts with {prefix}.")
                 continue
-            ok, said = _run(self._socket_mode(token))
+            ok, said = _run(check(token))
             self.t.say(f"  {'✓' if ok else '✗'} {said}")
             if ok:
-                a.app_token = token
-                break
+                return token
+
+    def _signing_secret(self) -> bool:
+        self.answers.signing_secret = self.t.secret("Signing Secret (Basic Information)")
+        if self.answers.signing_secret:
+            return True
+        self.t.say("  ✗ HTTP mode needs the signing secret.")
+        return False
 
     def _slack_client(self, token: str | None = None) -> AsyncWebClient:
         return AsyncWebClient(token=token or self.answers.bot_token,
