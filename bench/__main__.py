@@ -9,9 +9,17 @@ import json
 import sys
 from pathlib import Path
 
+from bench.databases import (
+    DATABASES,
+    LOCAL_POSTGRES_URL,
+    POSTGRES_URL_VARIABLE,
+    SQLITE,
+    default_postgres_url,
+)
 from bench.processes import REPO_ROOT, ProcessFailed
 from bench.report import RESULTS_DOC, markdown, update_results_block
 from bench.runner import Options, run_benchmark
+from bench.scenario import MAX_REPLICAS
 
 DEFAULT_OUTPUT = REPO_ROOT / "bench" / "results" / "latest.json"
 
@@ -45,6 +53,16 @@ def main(argv: list[str] | None = None) -> int:
                         "API answering after each of these milliseconds (e.g. 0,250,3000)")
     parser.add_argument("--slack-latency-n", default="", type=_sizes, metavar="N,N",
                         help="burst sizes for the --slack-latency runs (default: --n's)")
+    parser.add_argument("--database", dest="databases", default=SQLITE, type=_words,
+                        help="comma-separated: sqlite, postgresql (default: sqlite); every "
+                        "(mode, N) runs on each, in a fresh database dropped afterwards")
+    parser.add_argument("--replicas", default="1", type=_sizes, metavar="K,K",
+                        help="bot processes sharing the database, comma-separated (default: 1); "
+                        "every (mode, N, database) runs with each count")
+    parser.add_argument("--postgres-url", default=default_postgres_url(), metavar="URL",
+                        help=f"the PostgreSQL server for --database postgresql; each run makes "
+                        f"a schema of its own there (default: ${POSTGRES_URL_VARIABLE}, else "
+                        f"{LOCAL_POSTGRES_URL})")
     parser.add_argument("--quick", action="store_true", help="N=100 only: a smoke test")
     parser.add_argument("--repeat", type=int, default=1, help="run every (mode, N) this many times")
     parser.add_argument("--standins", choices=["process", "inline"], default="process",
@@ -64,17 +82,24 @@ def main(argv: list[str] | None = None) -> int:
     modes = args.modes
     if unknown := [m for m in modes if m not in ("socket", "http")]:
         parser.error(f"unknown modes: {', '.join(unknown)}")
+    if unknown := [d for d in args.databases if d not in DATABASES]:
+        parser.error(f"unknown databases: {', '.join(unknown)}")
+    if wrong := [r for r in args.replicas if not 1 <= r <= MAX_REPLICAS]:
+        parser.error(f"replicas must be between 1 and {MAX_REPLICAS}: {wrong}")
     ns = [100] if args.quick else args.n
 
     if args.saved is not None:
         results = json.loads(args.saved.read_text(encoding="utf-8"))
     else:
         options = Options(delay=args.delay, standins=args.standins,
-                          logs=args.output.parent / "logs", profile_dir=args.profile)
+                          logs=args.output.parent / "logs", profile_dir=args.profile,
+                          postgres_url=args.postgres_url)
         try:
             results = asyncio.run(run_benchmark(modes, ns, options, repeat=args.repeat,
                                                 slack_latencies=args.slack_latency,
-                                                slack_latency_ns=args.slack_latency_n or None))
+                                                slack_latency_ns=args.slack_latency_n or None,
+                                                databases=args.databases,
+                                                replicas=args.replicas))
         except ProcessFailed as exc:
             print(f"bench: {exc}", file=sys.stderr)
             return 1

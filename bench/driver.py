@@ -3,7 +3,9 @@
 Socket Mode: `slash_commands` envelopes over the Slack stand-in's websocket, one after another as
 Slack sends them; the stand-in records each envelope's send and ack times. HTTP: every signed
 request at once, each on its own connection (Slack's senders don't queue behind each other); the
-time runs from opening the connection to the whole response being in.
+time runs from opening the connection to the whole response being in. With several replicas the
+envelopes go round their connections (the stand-in's `spread_envelopes`), the requests round their
+ports, as Slack and a load balancer spread them.
 Bodies and signatures are built before the clock starts, so the burst is only sending.
 """
 
@@ -49,12 +51,14 @@ def _fields(caller: Caller, slack: SlackStandIn) -> dict[str, str]:
 
 
 class Sender:
-    def __init__(self, mode: str, slack: SlackStandIn, events_url: str | None = None) -> None:
+    def __init__(self, mode: str, slack: SlackStandIn, events_urls: Sequence[str] = ()) -> None:
         if mode not in ("socket", "http"):
             raise ValueError(f"unknown mode {mode!r}")
+        if mode == "http" and not events_urls:
+            raise ValueError("HTTP mode needs the events URL of at least one replica")
         self.mode = mode
         self.slack = slack
-        self.events_url = events_url
+        self.events_urls = list(events_urls)
 
     async def burst(self, callers: Sequence[Caller]) -> list[Ack]:
         if self.mode == "socket":
@@ -75,19 +79,19 @@ class Sender:
         return acks
 
     async def _http_burst(self, callers: Sequence[Caller]) -> list[Ack]:
-        assert self.events_url is not None
-        url = urllib.parse.urlsplit(self.events_url)
-        host, port = url.hostname or "127.0.0.1", url.port or 80
+        urls = [urllib.parse.urlsplit(u) for u in self.events_urls]
         requests = []
-        for caller in callers:
+        for i, caller in enumerate(callers):
+            url = urls[i % len(urls)]  # round-robin over the replicas, as a load balancer spreads
+            host, port = url.hostname or "127.0.0.1", url.port or 80
             body = slash_command_body(**_fields(caller, self.slack))
             head = {"Host": f"{host}:{port}", "Content-Length": str(len(body)),
                     "Connection": "close", **sign(body, SIGNING_SECRET)}
             lines = [f"POST {url.path} HTTP/1.1", *(f"{k}: {v}" for k, v in head.items())]
-            requests.append(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+            requests.append((host, port, ("\r\n".join(lines) + "\r\n\r\n").encode() + body))
         loop = asyncio.get_running_loop()
 
-        async def send(caller: Caller, request: bytes) -> Ack:
+        async def send(caller: Caller, host: str, port: int, request: bytes) -> Ack:
             sent = time.monotonic()
             answered: asyncio.Future[tuple[float, int] | None] = loop.create_future()
             try:
@@ -107,7 +111,7 @@ class Sender:
             return Ack(caller, sent, answer[0], answer[1] == 200)
 
         pairs = zip(callers, requests, strict=True)
-        return list(await asyncio.gather(*(send(c, r) for c, r in pairs)))
+        return list(await asyncio.gather(*(send(c, *r) for c, r in pairs)))
 
 
 class _OneRequest(asyncio.Protocol):

@@ -11,19 +11,22 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.databases import SQLITE, default_postgres_url, fresh_database, server_cpu_between
 from bench.driver import Ack, Sampler, Sender, wait_until
-from bench.processes import REPO_ROOT, Child, cpu_seconds, free_port, machine_busy_seconds
+from bench.processes import REPO_ROOT, Child, cpu_seconds, machine_busy_seconds
+from bench.replicas import MB, create_replicas, start_replicas, stop_replicas
 from bench.scenario import (
     WARM_UP,
     bot_environment,
     callers,
     clean_environment,
     policy_toml,
+    warm_ups,
 )
 from bench.standins import InlineStandIns, ProcessStandIns, StandIns, create_slack
 from bench.stats import summary
@@ -31,7 +34,6 @@ from bot.standins.slack import SlackStandIn
 
 LATE_ACK_SECONDS = 3.0  # Slack gives up (and retries) after 3 s
 CONFIRMED = "Call placed"
-MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,10 @@ class Options:
     profile_dir: Path | None = None
     # Seconds the Slack Web API stand-in takes to answer every call (0.25, 3: Slack on a bad day).
     slack_latency: float = 0.0
+    # The bot's database (bench.databases: sqlite, postgresql), and how many bots share it.
+    database: str = SQLITE
+    postgres_url: str = field(default_factory=default_postgres_url)
+    replicas: int = 1
 
 
 def _log(message: str) -> None:
@@ -79,77 +85,94 @@ async def _start_standins(
     return standins
 
 
-async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
-    """Start `python -m bot`, warm it up with one call, send N at once, wait for every outcome."""
-    users = callers(n)
+def tag_of(mode: str, n: int, options: Options) -> str:
+    """The run's name in log and profile file names."""
     tag = f"{mode}-{n}"
+    if options.database != SQLITE or options.replicas != 1:
+        tag += f"-{options.database}-x{options.replicas}"
+    return tag
+
+
+async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
+    """Start `python -m bot` (`options.replicas` of them on one database), warm each up with one
+    call, send N at once, wait for every outcome."""
+    users = callers(n)
+    warm = warm_ups(options.replicas)
+    tag = tag_of(mode, n, options)
     workdir = Path(tempfile.mkdtemp(prefix="callbot-bench-"))
     (workdir / "callbot.toml").write_text(policy_toml(users))
     slack = create_slack()  # the driver's: Socket Mode envelopes and response_urls
+    slack.spread_envelopes = True  # over the replicas' connections, as Slack does
     await slack.start()
     standins = await _start_standins(slack, options, workdir, tag)
-    port = free_port()
-    env = bot_environment(mode, slack_api_url=standins.slack_api_url, evo_url=standins.evo_url,
-                          workdir=workdir, port=port)
-    module, args = "bot", []
-    if options.profile_dir is not None:
-        options.profile_dir.mkdir(parents=True, exist_ok=True)
-        module = "pyinstrument"
-        # A session file: `pyinstrument --load FILE` renders it (-r html, -p flat, …).
-        args = ["--renderer", "session", "-o",
-                str(options.profile_dir / f"{tag}.pyisession"), "-m", "bot"]
-    bot = Child(module, env, cwd=workdir, log_path=options.logs / f"{tag}-bot.log", args=args)
-    sampler = Sampler(bot)
+    lag = Sampler()  # the driver's event-loop lag
 
     async def outcomes_at_least(k: int) -> bool:
         return (await standins.counts())[1] >= k
 
+    codes: list[int | None] = []
     try:
-        await bot.start()
-        startup = await bot.wait_healthy(f"http://127.0.0.1:{port}/healthz")
-        if mode == "socket":
-            await slack.wait_connected()
-        sender = Sender(mode, slack, f"http://127.0.0.1:{port}/slack/events")
-        await sender.burst([WARM_UP])
-        if not await wait_until(lambda: outcomes_at_least(1), options.settle_seconds):
-            raise bot.failed("never confirmed the warm-up call")
-        idle = bot.memory()
-        cpu_before = cpu_seconds(bot.pid)
-        standins_cpu_before = standins.cpu_seconds()
-        driver_cpu_before = time.process_time()
-        busy_before = machine_busy_seconds()
-        sampler.start()
-        started = time.monotonic()
-        acks = await sender.burst(users)
-        acked = time.monotonic()
-        await wait_until(lambda: outcomes_at_least(1 + n), options.delay + options.settle_seconds)
-        done = time.monotonic()
-        # With calls being followed (issue 4), they are still followed here: the bot's figures now
-        # are its figures with N calls followed. On builds without following, the calls are over.
-        end = bot.memory()
-        cpu = cpu_seconds(bot.pid) - cpu_before
-        standins_cpu = standins.cpu_seconds() - standins_cpu_before
-        driver_cpu = time.process_time() - driver_cpu_before
-        busy = machine_busy_seconds() - busy_before
-        results = await standins.results()
+        async with fresh_database(options.database, workdir, options.postgres_url) as database:
+            bots = create_replicas(
+                options.replicas, workdir=workdir, logs=options.logs, tag=tag,
+                profile_dir=options.profile_dir,
+                environment=lambda port: bot_environment(
+                    mode, slack_api_url=standins.slack_api_url, evo_url=standins.evo_url,
+                    workdir=workdir, port=port, database_url=database.url),
+            )
+            try:
+                await start_replicas(bots)
+                if mode == "socket":
+                    await slack.wait_socket_connections(len(bots), timeout=30)
+                sender = Sender(mode, slack, [b.events_url for b in bots])
+                await sender.burst(warm)  # one call each
+                if not await wait_until(lambda: outcomes_at_least(len(warm)),
+                                        options.delay + options.settle_seconds):
+                    raise bots[0].child.failed("never confirmed the warm-up calls")
+                for bot in bots:
+                    await bot.mark_idle()
+                    bot.sampler.start()
+                standins_cpu_before = standins.cpu_seconds()
+                server_cpu_before = await database.server_cpu()
+                driver_cpu_before = time.process_time()
+                busy_before = machine_busy_seconds()
+                lag.start()
+                started = time.monotonic()
+                acks = await sender.burst(users)
+                acked = time.monotonic()
+                await wait_until(lambda: outcomes_at_least(len(warm) + n),
+                                 options.delay + options.settle_seconds)
+                done = time.monotonic()
+                # With calls being followed (issue 4), they are still followed here: the bots'
+                # figures now are their figures with N calls followed.
+                for bot in bots:
+                    await bot.measure()
+                standins_cpu = standins.cpu_seconds() - standins_cpu_before
+                server_cpu = server_cpu_between(server_cpu_before, await database.server_cpu())
+                driver_cpu = time.process_time() - driver_cpu_before
+                busy = machine_busy_seconds() - busy_before
+                results = await standins.results()
+            finally:
+                await lag.stop()
+                codes = await stop_replicas(bots)
     finally:
-        await sampler.stop()
-        code = await bot.stop()
         await standins.stop()
         await slack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
+    cpu = sum(b.figures["cpu_s"] for b in bots)
     sent_at = {a.caller.number: a.sent for a in acks}
     burst_posts = [p for p in results.posts if p.number in sent_at]
-    # The bot's CPU from the burst's start until its last POST left: the work each call costs
+    # The bots' CPU from the burst's start until its last POST left: the work each call costs
     # before its phone can ring, which the issue's target is about.
     last_post = max((p.time for p in burst_posts), default=None)
-    cpu_at_last_post = sampler.cpu_by(last_post) if last_post is not None else None
-    dial_cpu = None if cpu_at_last_post is None else max(0.0, cpu_at_last_post - cpu_before)
+    dial_cpus = [None if last_post is None else b.cpu_until(last_post) for b in bots]
+    dial_cpu = None if None in dial_cpus else sum(c or 0.0 for c in dial_cpus)
     outcomes = [r.text for r in results.replies if r.time >= started]
+    per_replica = [{**b.figures, "exit_code": code} for b, code in zip(bots, codes, strict=True)]
     return {
         "target": "bot",
-        "startup_s": round(startup, 3),
+        "startup_s": max(r["startup_s"] for r in per_replica),
         "ack": ack_figures(acks),
         "dial": summary([p.time - sent_at[p.number] for p in burst_posts]),
         "posts": len(burst_posts),
@@ -159,21 +182,24 @@ async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
         "burst_s": round(acked - started, 3),
         "all_outcomes_s": round(done - started, 3),
         "cpu_s": round(cpu, 2),
-        # The bot's CPU per call of the burst: steadier than wall time on a shared machine.
+        # The bots' CPU per call of the burst: steadier than wall time on a shared machine.
         "cpu_ms_per_call": round(cpu * 1000 / n, 2),
         "dial_cpu_ms_per_call": None if dial_cpu is None else round(dial_cpu * 1000 / n, 2),
-        # Whose CPU the burst used besides the bot's: the stand-ins' (0 when inline) and the
+        # Whose CPU the burst used besides the bots': the stand-ins' (0 when inline) and the
         # bench process's own (driver, and stand-ins when inline). Two cores in all.
         "standins_cpu_s": round(standins_cpu, 2),
         "driver_cpu_s": round(driver_cpu, 2),
+        # PostgreSQL's processes serving the bots' connections (0 for SQLite, which runs in the
+        # bots): with the bots' CPU, what the burst cost in all.
+        "database_cpu_s": round(server_cpu, 2),
         # Everything else the machine ran meanwhile: non-zero means the figures were disturbed.
-        "others_cpu_s": round(max(0.0, busy - cpu - standins_cpu - driver_cpu), 2),
-        "rss_idle_mb": round(idle.rss / MB, 1),
-        "rss_in_flight_max_mb": round(sampler.max_rss / MB, 1),
-        "rss_end_mb": round(end.rss / MB, 1),
-        "rss_peak_mb": round(end.hwm / MB, 1),
-        "exit_code": code,
-        **lag_figures(sampler),
+        "others_cpu_s": round(max(0.0, busy - cpu - standins_cpu - driver_cpu - server_cpu), 2),
+        # One replica: its figures. Several: the largest of each (per_replica has them all).
+        **{key: max(r[key] for r in per_replica)
+           for key in ("rss_idle_mb", "rss_in_flight_max_mb", "rss_end_mb", "rss_peak_mb")},
+        "exit_code": next((c for c in codes if c != 0), 0),
+        "per_replica": per_replica,
+        **lag_figures(lag),
     }
 
 
@@ -194,7 +220,7 @@ async def run_bare(mode: str, n: int, options: Options) -> dict[str, Any]:
         startup = time.monotonic() - bare.started_at
         if mode == "socket":
             await slack.wait_connected()
-        sender = Sender(mode, slack, f"http://127.0.0.1:{port}/slack/events")
+        sender = Sender(mode, slack, [f"http://127.0.0.1:{port}/slack/events"])
         await sender.burst([WARM_UP])
         idle = bare.memory()
         cpu_before = cpu_seconds(bare.pid)
@@ -233,11 +259,13 @@ def ratio(bot: dict[str, Any], bare: dict[str, Any]) -> float | None:
 async def run_pair(mode: str, n: int, options: Options) -> dict[str, Any]:
     load = os.getloadavg()[0]
     slow = f", Slack {options.slack_latency * 1000:g} ms" if options.slack_latency else ""
-    _log(f"bench: {mode} N={n}{slow}: bot …")
+    setup = f", {options.database} × {options.replicas}"
+    _log(f"bench: {mode} N={n}{setup}{slow}: bot …")
     bot = await run_bot(mode, n, options)
     _log(f"bench: {mode} N={n}: bare Bolt app …")
     bare = await run_bare(mode, n, options)
     return {"mode": mode, "n": n, "slack_latency_s": options.slack_latency,
+            "database": options.database, "replicas": options.replicas,
             "load_before": round(load, 2), "bot": bot, "bare": bare,
             "ratio_p99": ratio(bot, bare)}
 
@@ -277,21 +305,26 @@ def git_commit() -> str | None:
 async def run_benchmark(
     modes: Sequence[str], ns: Sequence[int], options: Options, *, repeat: int = 1,
     slack_latencies: Sequence[float] = (), slack_latency_ns: Sequence[int] | None = None,
+    databases: Sequence[str] = (SQLITE,), replicas: Sequence[int] = (1,),
 ) -> dict[str, Any]:
-    """Every (mode, N) `repeat` times; then, for each of `slack_latencies`, every (mode, N in
-    `slack_latency_ns`, else `ns`) once more with the Slack stand-in answering that late: the rows
-    about dialling while Slack is slow."""
+    """Every (mode, N, database, replicas) `repeat` times; then, for each of `slack_latencies`,
+    every (mode, N in `slack_latency_ns`, else `ns`) once more with the Slack stand-in answering
+    that late, on the first database and replica count: the rows about dialling while Slack is
+    slow."""
+    setups = [replace(options, database=d, replicas=r) for d in databases for r in replicas]
     runs = [
-        await run_pair(mode, n, options) for mode in modes for n in ns for _ in range(repeat)
+        await run_pair(mode, n, setup)
+        for mode in modes for n in ns for setup in setups for _ in range(repeat)
     ]
     for latency in slack_latencies:
-        slow = replace(options, slack_latency=latency)
+        slow = replace(setups[0], slack_latency=latency)
         runs += [await run_pair(mode, n, slow) for mode in modes for n in slack_latency_ns or ns]
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "commit": git_commit(),
         "options": {"delay_s": options.delay, "standins": options.standins, "modes": list(modes),
-                    "n": list(ns), "repeat": repeat, "slack_latencies_s": list(slack_latencies)},
+                    "n": list(ns), "repeat": repeat, "slack_latencies_s": list(slack_latencies),
+                    "databases": list(databases), "replicas": list(replicas)},
         "runs": runs,
     }

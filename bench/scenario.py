@@ -51,6 +51,15 @@ class Caller:
 
 
 WARM_UP = Caller("U0BENCHWARM", "+18144039999")
+MAX_REPLICAS = 9
+
+
+def warm_ups(replicas: int) -> list[Caller]:
+    """One warm-up call per replica, each its own caller and number (WARM_UP first)."""
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise ValueError(f"replicas must be between 1 and {MAX_REPLICAS}")
+    return [WARM_UP] + [Caller(f"U0BENCHWARM{i}", f"+1814403{9999 - i}")
+                        for i in range(1, replicas)]
 
 _DIAL_POLICY = DialPolicy(
     default_region="US", allowed_regions=frozenset({"US"}), allowed_types=DEFAULT_ALLOWED_TYPES
@@ -62,13 +71,13 @@ def callers(n: int) -> list[Caller]:
     if not 1 <= n <= MAX_CALLERS:
         raise ValueError(f"N must be between 1 and {MAX_CALLERS}")
     chosen = [Caller(f"U0BENCH{i:04d}", f"+1814404{i:04d}") for i in range(1, n + 1)]
-    for caller in chosen + [WARM_UP]:
+    for caller in chosen + warm_ups(MAX_REPLICAS):
         check_dialable(caller.number, _DIAL_POLICY)  # raises NumberRejected if the scheme breaks
     return chosen
 
 
 def policy_toml(users: list[Caller]) -> str:
-    ids = ", ".join(json.dumps(c.user_id) for c in [WARM_UP, *users])
+    ids = ", ".join(json.dumps(c.user_id) for c in [*warm_ups(MAX_REPLICAS), *users])
     lines = [
         'default_region = "US"',
         'allowed_regions = ["US"]',
@@ -92,9 +101,11 @@ def clean_environment() -> dict[str, str]:
 
 
 def bot_environment(
-    mode: str, *, slack_api_url: str, evo_url: str, workdir: Path, port: int
+    mode: str, *, slack_api_url: str, evo_url: str, workdir: Path, port: int,
+    database_url: str | None = None,
 ) -> dict[str, str]:
-    """The environment of `python -m bot`, as a deployment sets it (production defaults else)."""
+    """The environment of `python -m bot`, as a deployment sets it (production defaults else);
+    the database is a SQLite file in `workdir` unless `database_url` says otherwise."""
     env = clean_environment()
     env.update({
         "SLACK_BOT_TOKEN": BOT_TOKEN,
@@ -103,7 +114,7 @@ def bot_environment(
         "EVOVOICE_USERNAME": EVO_USER,
         "EVOVOICE_PASSWORD": EVO_PASSWORD,
         "CALLBOT_CONFIG": str(workdir / "callbot.toml"),
-        "DATABASE_URL": f"sqlite:///{workdir / 'callbot.db'}",
+        "DATABASE_URL": database_url or f"sqlite:///{workdir / 'callbot.db'}",
         "PORT": str(port),
         "LOG_LEVEL": "INFO",
     })

@@ -28,14 +28,14 @@ async def test_bench_counts_every_call_in_both_modes(tmp_path: Path) -> None:
         assert bot["rss_peak_mb"] >= bot["rss_idle_mb"] > 0
         assert bare["ack"]["sent"] == bare["ack"]["acked"] == N
         assert bare["exit_code"] == 0
-    assert "| socket | 5 | 0 |" in markdown(results)
+    assert "| socket | sqlite | 1 | 5 | 0 |" in markdown(results)
 
     # `--update-readme` rewrites the block in docs/benchmark.md, and only the block.
     doc = tmp_path / "benchmark.md"
     doc.write_text(RESULTS_DOC.read_text(encoding="utf-8"), encoding="utf-8")
     update_results_block(doc, results)
     before, after = RESULTS_DOC.read_text(encoding="utf-8"), doc.read_text(encoding="utf-8")
-    assert "| socket | 5 | 0 |" in after
+    assert "| socket | sqlite | 1 | 5 | 0 |" in after
     assert after.split(README_BEGIN)[0] == before.split(README_BEGIN)[0]
     assert after.split(README_END)[1] == before.split(README_END)[1]
 
@@ -50,4 +50,4 @@ async def test_bench_runs_the_slack_latency_rows(tmp_path: Path) -> None:
         bot = run["bot"]
         assert bot["posts"] == bot["posts_distinct"] == bot["confirmations"] == N
         assert bot["cpu_ms_per_call"] >= 0
-    assert "| http | 5 | 50 |" in markdown(results)
+    assert "| http | sqlite | 1 | 5 | 50 |" in markdown(results)
