@@ -1,0 +1,175 @@
+"""The escalation's buttons: I'm on it (on the card and on the pages) and Stop escalation.
+
+A click is checked like any request: it must come from the escalation's card (or, for I'm on it,
+from one of its pages), and the clicker must be allowed (see each method). Refusals go to the
+clicker alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from bot.access import AccessControl, Responders
+from bot.calls import messages as common_views
+from bot.calls.controls import ButtonClick, ButtonExpired
+from bot.config import KNOWN_ROLES
+from bot.errors import CallbotError, describe
+from bot.oncall import escalation_views as views
+from bot.oncall.escalation_card import EscalationCard
+from bot.oncall.escalation_endings import Endings
+from bot.oncall.escalation_store import AckVia, Escalation, EscalationState, EscalationStore
+from bot.slack.notify import Notifier
+from bot.storage.claims import Claims
+
+logger = logging.getLogger(__name__)
+
+
+class NotAllowedToStop(CallbotError):
+    user_message = (
+        "You are not allowed to stop this escalation: only the person who started it, or someone "
+        "with the Manager or SystemAdministrator role, may."
+    )
+
+
+class EscalationOver(CallbotError):
+    user_message = "This escalation is already over; there is nothing to stop."
+
+
+class NotAllowedToAcknowledge(CallbotError):
+    user_message = (
+        "You can't acknowledge this page: only the people it pages, and those allowed to "
+        "escalate to on-call, may."
+    )
+
+
+class AlreadyAcknowledged(CallbotError):
+    def __init__(self, by: str, at: float, *, you: bool) -> None:
+        when = views.slack_time(at)
+        who = "You" if you else f"<@{by}>"
+        super().__init__(
+            f"{who} acknowledged this page first, at {when}. Nobody else is being called."
+        )
+
+
+class AcknowledgedTooLate(CallbotError):
+    user_message = (
+        "This escalation is already over (it was stopped, or could not go on), so there is "
+        "nothing to acknowledge. Escalate again if someone still needs to come."
+    )
+
+
+class EscalationButtons:
+    def __init__(
+        self,
+        *,
+        store: EscalationStore,
+        notifier: Notifier,
+        claims: Claims,
+        access: AccessControl,
+        responders: Responders,
+        card: EscalationCard,
+        endings: Endings,
+        clock: Callable[[], float],
+        nudge: Callable[[int], Awaitable[None]],
+    ) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._claims = claims
+        self._access = access
+        self._responders = responders
+        self._card = card
+        self._endings = endings
+        self._clock = clock
+        # The chain sees a change of its row now (EscalationService._nudge).
+        self._nudge = nudge
+
+    async def ack_clicked(self, click: ButtonClick) -> None:
+        """I'm on it: by a person the escalation pages, or anyone allowed to escalate. The first
+        acknowledgement wins; a later click hears whose it was."""
+        try:
+            escalation = await self._load(click, pages=True)
+            if click.user_id not in {t.user_id for t in escalation.people} and not (
+                await self._responders.allows(click.user_id)
+            ):
+                logger.info("acknowledgement of escalation %s refused to %s", escalation.id,
+                            click.user_id)
+                raise NotAllowedToAcknowledge()
+            now = self._clock()
+            if await self._store.acknowledge(escalation.id, by=click.user_id, at=now,
+                                             via=AckVia.BUTTON):
+                logger.info("escalation %s: acknowledged by %s", escalation.id, click.user_id)
+                await self._nudge(escalation.id)
+                return
+            if await self._store.acknowledge(
+                escalation.id, by=click.user_id, at=now, via=AckVia.BUTTON,
+                before={EscalationState.EXHAUSTED}, after=EscalationState.ACKNOWLEDGED,
+            ):
+                await self._acknowledged_after_exhausted(escalation.id)
+                return
+            current = await self._store.get(escalation.id)
+            if current is not None and current.acknowledged_by is not None:
+                raise AlreadyAcknowledged(current.acknowledged_by,
+                                          current.acknowledged_at or now,
+                                          you=current.acknowledged_by == click.user_id)
+            if current is not None and current.state == EscalationState.ANSWERED:
+                raise AlreadyAcknowledged(current.answered_by or "",
+                                          current.finished_at or now, you=False)
+            raise AcknowledgedTooLate()
+        except CallbotError as exc:
+            await self._refuse(click, exc)
+
+    async def _acknowledged_after_exhausted(self, escalation_id: int) -> None:
+        """Everybody was tried and the channel was told nobody came; now somebody has."""
+        escalation = await self._store.get(escalation_id)
+        if escalation is None:
+            return
+        logger.info("escalation %s: acknowledged by %s after everybody was tried",
+                    escalation.id, escalation.acknowledged_by)
+        await self._endings.record_acknowledgement(escalation)
+        if await self._claims.claim(f"escalation:{escalation.id}:late-ack"):
+            await self._card.post(escalation, views.acknowledged_late(escalation), broadcast=True)
+        await self._card.refresh(escalation.id)
+
+    async def stop_clicked(self, click: ButtonClick) -> None:
+        """Stop escalation: the requester, or a Manager/SystemAdministrator."""
+        try:
+            escalation = await self._load(click)
+            if click.user_id != escalation.requester_id:
+                roles = await self._access.roles_of(click.user_id)
+                if roles.isdisjoint(KNOWN_ROLES):
+                    logger.info("stop of escalation %s refused to %s", escalation.id,
+                                click.user_id)
+                    raise NotAllowedToStop()
+            if not await self._store.set_state(escalation.id, {EscalationState.RUNNING},
+                                               EscalationState.STOPPING,
+                                               stopped_by=click.user_id):
+                raise EscalationOver()
+        except CallbotError as exc:
+            await self._refuse(click, exc)
+            return
+        logger.info("escalation %s: stop clicked by %s", escalation.id, click.user_id)
+        await self._card.refresh(escalation.id)
+        await self._nudge(escalation.id)
+
+    async def _refuse(self, click: ButtonClick, exc: CallbotError) -> None:
+        await self._notifier.tell(
+            user_id=click.user_id, channel_id=click.channel_id,
+            response_url=click.response_url,
+            message=common_views.refusal(describe(exc)),
+        )
+
+    async def _load(self, click: ButtonClick, *, pages: bool = False) -> Escalation:
+        """The escalation a button names, if the click came from its message (or, `pages`,
+        from one of its pages); ButtonExpired otherwise."""
+        escalation = await self._store.get(click.row_id())
+        if escalation is None:
+            raise ButtonExpired()
+        if click.came_from(escalation.team_id, escalation.channel_id, escalation.message_ts):
+            return escalation
+        if pages and any(
+            click.came_from(escalation.team_id, page.channel_id, page.message_ts)
+            for page in await self._store.pages(escalation.id)
+        ):
+            return escalation
+        raise ButtonExpired()

@@ -1,0 +1,205 @@
+"""How an escalation ends, and the hang-ups on the way.
+
+    answered()          `ack = "answer"`: the call connecting ends it
+    acknowledged()      somebody acknowledged (I'm on it, or the call's outcome): a call still
+                        ringing is hung up, nobody else is called
+    exhausted()         everybody was tried: the final broadcast, the only loud post
+    stopped()           Stop escalation: a call still ringing is hung up
+    fail()              it can't go on (the requester lost the right to escalate, a bug)
+
+Each end is a compare-and-set of the escalation's state (bot.oncall.escalation_store), and each
+post or audit record is made under a claim, so a restart in between never repeats one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from bot.audit.trail import AuditLog, EventKind
+from bot.calls.follow import CallFollower
+from bot.calls.store import CallStore, TrackedCall
+from bot.errors import describe
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound
+from bot.oncall import escalation_views as views
+from bot.oncall.escalation_card import EscalationCard
+from bot.oncall.escalation_store import (
+    AckVia,
+    Escalation,
+    EscalationState,
+    EscalationStore,
+    StepOutcome,
+    Target,
+)
+from bot.storage.claims import Claims
+
+logger = logging.getLogger(__name__)
+
+
+class Endings:
+    def __init__(
+        self,
+        *,
+        store: EscalationStore,
+        callstore: CallStore,
+        follower: CallFollower,
+        evo: EvoVoiceClient,
+        claims: Claims,
+        audit: AuditLog | None,
+        card: EscalationCard,
+        clock: Callable[[], float],
+        on_finished: Callable[[str], None] | None = None,
+        on_acknowledged: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._callstore = callstore
+        self._follower = follower
+        self._evo = evo
+        self._claims = claims
+        self._audit = audit
+        self._card = card
+        self._clock = clock
+        self._on_finished = on_finished
+        # Metrics: an acknowledgement (how, seconds since the escalation began).
+        self._on_acknowledged = on_acknowledged
+
+    async def answered(self, escalation: Escalation, target: Target) -> None:
+        """`ack = "answer"`: the call connecting is the acknowledgement."""
+        await self._store.record_step(escalation.id, escalation.step, target.user_id,
+                                      StepOutcome.ANSWERED)
+        now = self._clock()
+        if await self._store.set_state(escalation.id, {EscalationState.RUNNING},
+                                       EscalationState.ANSWERED, answered_by=target.user_id,
+                                       finished_at=now):
+            logger.info("escalation %s: %s answered", escalation.id, target.user_id)
+            self._finished(EscalationState.ANSWERED)
+            if self._on_acknowledged is not None:
+                self._on_acknowledged(str(AckVia.ANSWER), now - escalation.created_at)
+        await self._card.refresh(escalation.id)
+
+    async def acknowledged_by_call(
+        self, escalation: Escalation, target: Target, call: TrackedCall | None,
+        outcome: str | None = None,
+    ) -> None:
+        """The step's call reports an outcome listed in ack_outcomes: its person acknowledged."""
+        if await self._store.acknowledge(escalation.id, by=target.user_id, at=self._clock(),
+                                         via=AckVia.OUTCOME):
+            logger.info("escalation %s: %s acknowledged through the call (outcome %r)",
+                        escalation.id, target.user_id, outcome or (call.outcome if call else None))
+
+    async def acknowledged(self, escalation: Escalation) -> None:
+        """Somebody acknowledged: nobody else is called; a call still ringing is hung up."""
+        by = escalation.acknowledged_by or ""
+        target = escalation.target
+        if target is not None and escalation.step_started_at is not None:
+            call = await self._step_call(escalation)
+            note = None
+            if call is not None and not call.answered and not call.is_final:
+                note = await self.hang_up_unanswered(call, f"acknowledged by {by}")
+            outcome = (StepOutcome.ACKNOWLEDGED if target.user_id == by
+                       else StepOutcome.CALLED_OFF)
+            await self._store.record_step(escalation.id, escalation.step, target.user_id,
+                                          outcome, detail=note)
+        await self.record_acknowledgement(escalation)
+        if await self._store.set_state(escalation.id, {EscalationState.ACKNOWLEDGING},
+                                       EscalationState.ACKNOWLEDGED, finished_at=self._clock()):
+            logger.info("escalation %s acknowledged by %s (%s)", escalation.id, by,
+                        escalation.acknowledged_via)
+            self._finished(EscalationState.ACKNOWLEDGED)
+        await self._card.refresh(escalation.id)
+
+    async def record_acknowledgement(self, escalation: Escalation) -> None:
+        """The audit trail (on the acknowledging person's call, else the current step's) and
+        the metrics; once, whatever restarts in between."""
+        if not await self._claims.claim(f"escalation:{escalation.id}:acknowledged"):
+            return
+        by, at = escalation.acknowledged_by or "", escalation.acknowledged_at or self._clock()
+        if self._on_acknowledged is not None:
+            self._on_acknowledged(str(escalation.acknowledged_via or AckVia.BUTTON),
+                                  max(0.0, at - escalation.created_at))
+        steps = await self._store.steps(escalation.id)
+        call_ids = [s.call_id for s in steps if s.user_id == by and s.call_id is not None]
+        call_ids += [escalation.step_call_id] if escalation.step_call_id is not None else []
+        if not call_ids:
+            return
+        call = await self._callstore.get(call_ids[0])
+        if call is not None:
+            how = ("I'm on it" if escalation.acknowledged_via == AckVia.BUTTON
+                   else f"call outcome {call.outcome!r}")
+            await self.record_call_event(
+                call, EventKind.ACKNOWLEDGED,
+                f"escalation {escalation.id} acknowledged by {by} ({how})", actor_id=by,
+            )
+
+    async def exhausted(self, escalation: Escalation) -> None:
+        if await self._claims.claim(f"escalation:{escalation.id}:end"):
+            await self._card.post(escalation, views.exhausted(escalation), broadcast=True)
+        if await self._store.set_state(escalation.id, {EscalationState.RUNNING},
+                                       EscalationState.EXHAUSTED, finished_at=self._clock()):
+            logger.warning("escalation %s: nobody answered", escalation.id)
+            self._finished(EscalationState.EXHAUSTED)
+        await self._card.refresh(escalation.id)
+
+    async def stopped(self, escalation: Escalation) -> None:
+        target = escalation.target
+        if target is not None and escalation.step_started_at is not None:
+            call = await self._step_call(escalation)
+            if call is not None and not call.answered and not call.is_final:
+                note = await self.hang_up_unanswered(call, "escalation stopped")
+                await self._store.record_step(escalation.id, escalation.step, target.user_id,
+                                              StepOutcome.STOPPED, detail=note)
+        if await self._store.set_state(escalation.id, {EscalationState.STOPPING},
+                                       EscalationState.STOPPED, finished_at=self._clock()):
+            logger.info("escalation %s stopped by %s", escalation.id, escalation.stopped_by)
+            self._finished(EscalationState.STOPPED)
+        await self._card.refresh(escalation.id)
+
+    async def fail(self, escalation: Escalation, why: str) -> None:
+        if await self._claims.claim(f"escalation:{escalation.id}:end"):
+            await self._card.post(escalation, views.failed(escalation, why))
+        if await self._store.set_state(escalation.id, {EscalationState.RUNNING},
+                                       EscalationState.FAILED, finished_at=self._clock()):
+            self._finished(EscalationState.FAILED)
+        await self._card.refresh(escalation.id)
+
+    def _finished(self, state: EscalationState) -> None:
+        if self._on_finished is not None:
+            self._on_finished(str(state))
+
+    async def _step_call(self, escalation: Escalation) -> TrackedCall | None:
+        if escalation.step_call_id is None:
+            return None
+        return await self._callstore.get(escalation.step_call_id)
+
+    # ---------------------------------------------------------------------------- hang-ups
+
+    async def hang_up_unanswered(self, call: TrackedCall | None, why: str) -> str | None:
+        """Hang up a call that is still ringing; a note for the card when that didn't work."""
+        if call is None or call.is_final or call.answered:
+            return None
+        if call.session_id is None:
+            return "(Its call could not be found in Evo Voice to hang it up; it may still ring.)"
+        try:
+            await self._evo.hang_up(call.session_id)
+        except NotFound:
+            pass  # it ended on its own
+        except EvoVoiceError as exc:
+            logger.warning("escalation: hanging up call %s failed: %s", call.id, type(exc).__name__)
+            await self.record_call_event(call, EventKind.HANG_UP_FAILED, f"escalation: {why}")
+            return f"(Hanging up that call failed: {describe(exc)} It may still ring.)"
+        else:
+            logger.info("escalation: call %s hung up (%s)", call.id, why)
+            await self.record_call_event(call, EventKind.HANG_UP, f"escalation: {why}")
+        self._follower.poke(call.id)
+        return None
+
+    async def record_call_event(
+        self, call: TrackedCall, kind: EventKind, reason: str, *, actor_id: str | None = None
+    ) -> None:
+        if self._audit is None or call.attempt_id is None:
+            return
+        try:
+            await self._audit.event(call.attempt_id, kind, reason=reason,
+                                    session_id=call.session_id, actor_id=actor_id)
+        except Exception:
+            logger.exception("recording %s of call %s failed", kind, call.id)

@@ -1,0 +1,291 @@
+"""Driving an escalation's chain: one step after another, from its row, until it ends.
+
+`Chain.drive()` is the one task per running escalation (bot/runner.py): it reads the row, begins
+the step, claims it and dials (once), waits for the step to be acknowledged, answered, ended or
+timed out, records how it went, and moves on; the ends are bot.oncall.escalation_endings. See
+bot/oncall/escalation.py for the rules it keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from enum import Enum
+
+from bot.access import Responders
+from bot.audit.trail import AuditLog
+from bot.calls.follow import classify
+from bot.calls.models import CallRequest, CheckedCall, Outcome
+from bot.calls.service import CallService
+from bot.calls.store import CallState, CallStore, TrackedCall
+from bot.errors import CallbotError, NotAResponder, RoleDenied, describe
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, Session
+from bot.oncall.escalation_card import EscalationCard
+from bot.oncall.escalation_endings import Endings
+from bot.oncall.escalation_form import seconds
+from bot.oncall.escalation_store import (
+    Escalation,
+    EscalationState,
+    EscalationStore,
+    StepOutcome,
+    Target,
+)
+from bot.oncall.roster import OnCall
+from bot.runner import RowRunner
+from bot.storage.claims import Claims
+
+logger = logging.getLogger(__name__)
+
+ORIGIN = "escalation"  # in the audit trail
+
+
+class _Verdict(Enum):
+    ANSWERED = "answered"  # `ack = "answer"`: the call connected
+    ACK_OUTCOME = "ack_outcome"  # the session's outcome is one of ack_outcomes
+    ENDED = "ended"  # the call ended (or failed) unanswered
+    TIMED_OUT = "timed_out"
+    STATE_CHANGED = "state_changed"  # stopped, or no longer at this step
+    CLOSING = "closing"  # the bot is stopping
+
+
+class Chain:
+    def __init__(
+        self,
+        *,
+        runner: RowRunner,
+        card: EscalationCard,
+        endings: Endings,
+        store: EscalationStore,
+        callstore: CallStore,
+        oncall: OnCall,
+        responders: Responders,
+        calls: CallService,
+        evo: EvoVoiceClient,
+        claims: Claims,
+        audit: AuditLog | None,
+        clock: Callable[[], float],
+        check_every: float,
+        pause: Callable[[asyncio.Event, float], Awaitable[None]],
+    ) -> None:
+        self._runner = runner  # the task driving each chain, its wake-ups, whether closing
+        self._card = card
+        self._endings = endings
+        self._store = store
+        self._callstore = callstore
+        self._oncall = oncall
+        self._responders = responders
+        self._calls = calls
+        self._evo = evo
+        self._claims = claims
+        self._audit = audit
+        self._clock = clock
+        # How often a chain looks at its call's row (the database, not the network).
+        self._check_every = check_every
+        self._pause = pause
+
+    async def drive(self, escalation_id: int) -> None:
+        while not self._runner.closed:
+            escalation = await self._store.get(escalation_id)
+            if escalation is None or escalation.thread_ts is None:
+                return
+            if escalation.state == EscalationState.STOPPING:
+                await self._endings.stopped(escalation)
+                return
+            if escalation.state == EscalationState.ACKNOWLEDGING:
+                await self._endings.acknowledged(escalation)
+                return
+            if escalation.state != EscalationState.RUNNING:
+                return
+            target = escalation.target
+            if target is None:
+                await self._endings.exhausted(escalation)
+                return
+            if escalation.step_started_at is None:
+                started = self._clock()
+                await self._store.begin_step(escalation.id, escalation.step, started,
+                                             started + escalation.answer_timeout)
+                continue  # read the row again: stopped or moved on meanwhile, or begun
+            if escalation.step_call_id is None and await self._claims.claim(
+                f"escalation:{escalation.id}:step:{escalation.step}"
+            ):
+                # The claim is the gate: whoever takes it dials, and a step is claimed only once.
+                # (A step begun but never claimed, by a bot that stopped in between, dials now.)
+                await self._place_step(escalation, target)
+                continue
+            verdict, call = await self._watch(escalation)
+            if verdict == _Verdict.ANSWERED:
+                await self._endings.answered(escalation, target)
+                return
+            if verdict == _Verdict.ACK_OUTCOME:
+                await self._endings.acknowledged_by_call(escalation, target, call)
+            elif verdict in (_Verdict.ENDED, _Verdict.TIMED_OUT):
+                await self._end_step(escalation, target, verdict, call)
+            # ACK_OUTCOME, STATE_CHANGED: look again; CLOSING: the loop ends.
+        logger.info("escalation %s paused: the bot is stopping", escalation_id)
+
+    async def _place_step(self, escalation: Escalation, target: Target) -> None:
+        n = escalation.step
+        lookup = await self._oncall.phones.lookup(target.user_id)
+        if lookup.number is None:
+            logger.info("escalation %s: skipping %s (no usable number)", escalation.id,
+                        target.user_id)
+            await self._conclude_step(escalation, target, StepOutcome.SKIPPED,
+                                      detail=lookup.problem)
+            return
+        total = len(escalation.people)
+        request = CallRequest(
+            team_id=escalation.team_id,
+            user_id=escalation.requester_id,
+            channel_id=escalation.channel_id,
+            number_text=lookup.number.e164,
+            flow_text=escalation.flow_id,
+            reason=f"on-call escalation, step {n + 1} of {total}",
+            thread_ts=escalation.thread_ts,
+            origin=ORIGIN,
+        )
+        try:
+            # Any responder may escalate: the chain dials the roster's own numbers, so the
+            # requester's right is theirs to escalate, checked afresh at every step.
+            await self._responders.require(escalation.requester_id)
+            checked = await self._calls.check(request, authorised=True)
+        except (RoleDenied, NotAResponder) as exc:
+            if self._audit is not None:
+                await self._audit.refused(request, exc)
+            await self._endings.fail(escalation, f"<@{escalation.requester_id}> is no longer "
+                                                 "allowed to escalate to on-call.")
+            return
+        except (CallbotError, EvoVoiceError) as exc:
+            if self._audit is not None:
+                await self._audit.refused(request, exc)
+            await self._conclude_step(escalation, target, StepOutcome.FAILED, detail=describe(exc))
+            return
+        await self._dial(escalation, target, checked)
+
+    async def _dial(self, escalation: Escalation, target: Target, checked: CheckedCall) -> None:
+        n = escalation.step
+        deadline = escalation.step_deadline
+        # A 429 or an unreachable Evo Voice is tried again until the step's deadline: ten seconds
+        # of 429s must not run through the whole chain. Refusals that won't change move on.
+        async def keep_step_call(call_id: int) -> None:
+            # Before the POST: a bot stopped mid-dial finds this step's call again, follows it
+            # and ends it at the deadline before dialling the next person.
+            await self._store.set_step_call(escalation.id, n, call_id,
+                                            self._clock() + escalation.answer_timeout)
+
+        result = await self._calls.place(
+            checked,
+            retry_for=(lambda: deadline - self._clock()) if deadline is not None else None,
+            on_dialling=keep_step_call,
+        )
+        masked = checked.number.masked
+        if result.call_id is not None:
+            # The phone rings from now: a slow Evo Voice must not eat into the answer time.
+            await self._store.set_step_call(escalation.id, n, result.call_id,
+                                            self._clock() + escalation.answer_timeout)
+        if result.outcome in (Outcome.PLACED, Outcome.UNKNOWN):
+            # Without a call id its status can't be followed: nothing to wait on but the clock.
+            await self._store.record_step(escalation.id, n, target.user_id, StepOutcome.CALLING,
+                                          number_masked=masked, call_id=result.call_id)
+            await self._card.refresh(escalation.id)
+            await self._card.page(escalation, target)
+            return
+        detail = describe(result.error) if result.error is not None else "the call was not placed"
+        await self._conclude_step(escalation, target, StepOutcome.FAILED, detail=detail,
+                                  number_masked=masked, call_id=result.call_id)
+
+    async def _watch(self, escalation: Escalation) -> tuple[_Verdict, TrackedCall | None]:
+        """Wait for this step's call to be answered or end, or for its deadline."""
+        wake = self._runner.wake(escalation.id)
+        n = escalation.step
+        while not self._runner.closed:
+            current = await self._store.get(escalation.id)
+            if current is None or current.state != EscalationState.RUNNING or current.step != n:
+                return _Verdict.STATE_CHANGED, None
+            call = (await self._callstore.get(current.step_call_id)
+                    if current.step_call_id is not None else None)
+            if call is not None and self._is_ack_outcome(call.outcome):
+                return _Verdict.ACK_OUTCOME, call
+            if call is not None and call.answered and not current.acknowledges:
+                return _Verdict.ANSWERED, call
+            if call is not None and call.is_final:
+                return _Verdict.ENDED, call
+            deadline = current.step_deadline or current.created_at
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return _Verdict.TIMED_OUT, call
+            await self._pause(wake, min(self._check_every, remaining))
+            wake.clear()
+        return _Verdict.CLOSING, None
+
+    async def _end_step(
+        self, escalation: Escalation, target: Target, verdict: _Verdict, call: TrackedCall | None
+    ) -> None:
+        note = None
+        answered = call is not None and call.answered
+        if verdict == _Verdict.TIMED_OUT:
+            fresh = await self._session_now(call) if call is not None else None
+            if fresh is not None and self._is_ack_outcome(fresh.outcome):
+                await self._endings.acknowledged_by_call(escalation, target, call, fresh.outcome)
+                return
+            answered = answered or (
+                fresh is not None and classify(fresh, call.state if call else None)
+                == CallState.CONNECTED)
+            if answered and not escalation.acknowledges:
+                await self._endings.answered(escalation, target)
+                return
+            if not answered:
+                why = f"no answer in {seconds(escalation.answer_timeout)}"
+                note = await self._endings.hang_up_unanswered(call, why)
+            # A call connected but not acknowledged is left on: the person may still be listening.
+        if escalation.step_call_id is None and not await self._step_recorded(escalation):
+            # Claimed by a bot that stopped before recording the call: it may have rung.
+            outcome = StepOutcome.UNKNOWN
+        elif answered:
+            outcome = StepOutcome.NOT_ACKNOWLEDGED
+        elif verdict == _Verdict.TIMED_OUT:
+            outcome = StepOutcome.NO_ANSWER
+        elif call is not None and call.state == CallState.FAILED:
+            outcome = StepOutcome.FAILED
+        else:
+            outcome = StepOutcome.ENDED
+        detail = call.note if call is not None and outcome == StepOutcome.FAILED else None
+        await self._conclude_step(escalation, target, outcome, detail=note or detail)
+
+    async def _conclude_step(
+        self,
+        escalation: Escalation,
+        target: Target,
+        outcome: StepOutcome,
+        *,
+        detail: str | None = None,
+        number_masked: str | None = None,
+        call_id: int | None = None,
+    ) -> None:
+        """Record the step's outcome and move on to the next person; the escalation's message
+        shows it (no post in the thread: one message edited in place keeps the thread calm)."""
+        n = escalation.step
+        await self._store.record_step(escalation.id, n, target.user_id, outcome, detail=detail,
+                                      number_masked=number_masked, call_id=call_id)
+        logger.info("escalation %s: step %d (%s) %s", escalation.id, n + 1, target.user_id,
+                    outcome)
+        await self._store.advance(escalation.id, n)
+        await self._card.refresh(escalation.id)
+
+    async def _step_recorded(self, escalation: Escalation) -> bool:
+        return any(step.step == escalation.step for step in await self._store.steps(escalation.id))
+
+    async def _session_now(self, call: TrackedCall) -> Session | None:
+        """Read the session fresh at the deadline: the follower may not have seen an answer, or
+        an acknowledging outcome, yet."""
+        if call.session_id is None or call.is_final:
+            return None
+        try:
+            return await self._evo.get_session(call.session_id)
+        except EvoVoiceError:
+            return None
+
+    def _is_ack_outcome(self, outcome: str | None) -> bool:
+        if not outcome or not self._oncall.configured:
+            return False
+        return self._oncall.policy.is_ack_outcome(outcome)
