@@ -31,6 +31,7 @@ from bot.calls import messages as views
 from bot.calls.confirmations import Confirmations, Reason, TakeStatus
 from bot.calls.follow import CallFollower
 from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, Slot
+from bot.calls.store import TrackedCall
 from bot.calls.models import (
     AMBIGUOUS_LOOKUP_SLACK,
     NOT_DIALLED,
@@ -57,7 +58,7 @@ from bot.phone import (
     describe_region,
     to_e164,
 )
-from bot.slack.notify import Notifier
+from bot.slack.notify import Notifier, Thread
 from bot.storage.claims import Claims
 from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 
@@ -204,6 +205,7 @@ class CallService:
         *,
         retry_for: TimeLeft | None = None,
         on_dialling: Callable[[int], Awaitable[None]] | None = None,
+        quiet: bool = False,
     ) -> CallResult:
         """Dial at once; the confirmation thread is opened alongside and told the result.
 
@@ -214,6 +216,8 @@ class CallService:
         `retry_for`: how long a "not now" refusal may be tried again (bot.calls.retry).
         `on_dialling`: hears the call's row id before anything is dialled (an escalation step
         keeps it, so a restart finds the step's call).
+        `quiet`: nothing is posted; the call is followed all the same (its row kept current) for
+        a caller that tells its own story (an escalation step: its card and the person's page).
         """
         request = call.request
         # Recorded before dialling, so even a crash mid-call leaves a trace in the audit trail.
@@ -226,6 +230,8 @@ class CallService:
         parent = views.call_parent(
             request.user_id, call.number.masked, call.flow_name, request.reason
         )
+        if quiet:
+            return await self._place_quietly(call, retry_for, attempt_id, dialling, parent)
         opening = asyncio.create_task(self._notifier.open_thread(
             request.channel_id,
             parent,
@@ -262,6 +268,24 @@ class CallService:
         return self._finished(CallResult(
             result.outcome, result.session_id, thread, result.error,
             call_id=tracked.id if tracked is not None else None,
+        ))
+
+    async def _place_quietly(
+        self, call: CheckedCall, retry_for: TimeLeft | None, attempt_id: int,
+        dialling: TrackedCall, parent: views.Message,
+    ) -> CallResult:
+        result, _ = await self._dial(call, retry_for)
+        # A thread with nowhere to post: the call is followed, and no message is kept current.
+        silent = Thread(channel=call.request.channel_id, ts=None, response_url=None, parent=parent)
+        tracked = await self._follower.track(call, result, silent, dialling)
+        if tracked is not None and tracked.session_id != result.session_id:
+            result = dataclasses.replace(result, session_id=None, session=None)
+        await self._record_result(attempt_id, result)
+        if tracked is not None:
+            await self._follower.begin(tracked, None)
+        return self._finished(CallResult(
+            result.outcome, result.session_id, None, result.error,
+            call_id=tracked.id if tracked is not None else dialling.id,
         ))
 
     def _finished(self, result: CallResult) -> CallResult:
