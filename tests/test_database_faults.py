@@ -104,7 +104,7 @@ async def test_an_escalation_carries_on_after_a_locked_database(
     await submit(bot, view)
     escalation = await escalation_message(bot)
     await bot.evo.wait_for_posts(1)
-    await wait_for_edit(bot, escalation, "📞 calling…")  # Alice's call is recorded
+    await wait_for_edit(bot, escalation, "🔔 ringing…")  # Alice's call is recorded
     with write_lock(bot):
         clock.advance(91)  # Alice's step ends while the database can't be written
         await until_logged(caplog, "escalation 1: the database failed")

@@ -274,7 +274,7 @@ async def test_the_on_call_person_without_a_number_is_flagged_and_skipped(
     await wait_for_edit(bot, escalation, "1. <@U0CAROL> — ⏭ skipped: no usable phone number")
     await bot.evo.wait_for_posts(1)
     assert dialled(bot) == [ALICE]  # the next in the rotation after Carol
-    await wait_for_edit(bot, escalation, "2. <@U0ALICE> (+1 814 ••• 3093) — 📞 calling…")
+    await wait_for_edit(bot, escalation, "2. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
     assert escalation.thread_ts == message.ts
 
 
@@ -336,7 +336,7 @@ async def test_with_ack_answer_the_call_connecting_ends_the_escalation_as_before
     await bot.evo.wait_for_posts(1)
     [post] = bot.evo.outgoing_posts
     assert post.json["numberToDial"] == ALICE and post.json["flowId"] == "flow-esc"
-    await wait_for_edit(bot, escalation, "<@U0ALICE> (+1 814 ••• 3093) — 📞 calling…")
+    await wait_for_edit(bot, escalation, "<@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
 
     bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected",
                               answeredByName="Alice")
@@ -370,8 +370,9 @@ async def test_a_reply_escalates_in_its_thread(bot_factory: BotFactory) -> None:
     escalation = await escalation_message(bot)
     assert escalation.thread_ts == root.ts
     await bot.evo.wait_for_posts(1)
-    parent = await wait_for_post(bot, "is calling +1 814 ••• 3093")
-    assert parent.params["thread_ts"] == root.ts
+    await wait_for_edit(bot, escalation, "— 🔔 ringing…")
+    # The card alone in the thread: Alice's call posts nothing of its own.
+    assert [m.ts for m in posts_in(bot, CHANNEL, root.ts)] == [reply.ts, escalation.ts]
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
@@ -394,8 +395,9 @@ async def test_the_global_shortcut_asks_for_the_channel_and_starts_a_thread_ther
     assert escalation.channel == "C0INC" and not escalation.is_reply  # a new thread's root
     assert "INC-7: payments down" in (escalation.text or "")
     await bot.evo.wait_for_posts(1)
-    parent = await wait_for_post(bot, "is calling +1 814 ••• 3093")
-    assert parent.params["channel"] == "C0INC" and parent.params["thread_ts"] == escalation.ts
+    await wait_for_edit(bot, escalation, "— 🔔 ringing…")
+    assert bot.slack.channel_messages("C0INC") == [escalation]
+    assert posts_in(bot, "C0INC", escalation.ts) == []
 
 
 @on_both_databases
@@ -408,7 +410,7 @@ async def test_nobody_answers_the_chain_goes_down_the_rotation_then_escalate_to(
     escalation = await escalation_message(bot)
     await bot.evo.wait_for_posts(1)
     alice = session_of(bot, ALICE)
-    await wait_for_edit(bot, escalation, "📞 calling…")
+    await wait_for_edit(bot, escalation, "🔔 ringing…")
 
     clock.advance(91)  # Alice's phone rang for answer_timeout without an answer
     await wait_for_edit(bot, escalation,
@@ -429,7 +431,7 @@ async def test_nobody_answers_the_chain_goes_down_the_rotation_then_escalate_to(
     assert dialled(bot) == [ALICE, BOB, MANAGER]
     assert not hung_up(bot, bob)
 
-    await wait_for_edit(bot, escalation, "<@U0MANAGER> (escalate_to) (+1 814 ••• 3090) — 📞")
+    await wait_for_edit(bot, escalation, "<@U0MANAGER> (escalate_to) (+1 814 ••• 3090) — 🔔")
     clock.advance(91)
     loud = await wait_for_post(bot, "Nobody acknowledged the on-call escalation")
     assert loud.params["text"].startswith("🚨 <@U0ADMIN>")  # the requester, mentioned
@@ -446,9 +448,8 @@ async def test_nobody_answers_the_chain_goes_down_the_rotation_then_escalate_to(
     assert "3. <@U0CAROL> — ⏭ skipped: no usable phone number" in final
     assert "4. <@U0MANAGER> (escalate_to) (+1 814 ••• 3090) — ❌ no answer after 90 s" in final
     # The thread is calm: the escalation's message, edited, and one loud post at the end.
-    ours = [m.text or "" for m in posts_in(bot, CHANNEL, message.ts)
-            if "is calling" not in (m.text or "") and "Call placed" not in (m.text or "")]
-    assert len(ours) == 2 and "Nobody acknowledged" in ours[-1]
+    ours = [m.text or "" for m in posts_in(bot, CHANNEL, message.ts)]
+    assert len(ours) == 2 and "*On-call escalation*" in ours[0] and "Nobody acknowledged" in ours[1]
     # Each person with a number got a page in Slack, too.
     for person in ("U0ALICE", "U0BOB", "U0MANAGER"):
         [page] = bot.slack.channel_messages(bot.slack.dm_channel(person))
@@ -466,7 +467,7 @@ async def test_a_failed_hang_up_is_said_and_the_chain_goes_on(bot_factory: BotFa
     await bot.evo.wait_for_posts(1)
     alice = session_of(bot, ALICE)
     bot.evo.queue("PATCH", f"/sessions/{alice}", ErrorStatus(500, "Internal server error"))
-    await wait_for_edit(bot, await escalation_message(bot), "📞 calling…")
+    await wait_for_edit(bot, await escalation_message(bot), "🔔 ringing…")
     clock.advance(91)
     await bot.evo.wait_for_posts(2)
     await wait_for_edit(bot, await escalation_message(bot), "Hanging up that call failed")
@@ -485,7 +486,7 @@ async def test_stop_escalation_by_the_requester_or_a_manager_only(
     await submit(bot, view, user_id="U0LEAD1")
     escalation = await escalation_message(bot)
     await bot.evo.wait_for_posts(1)
-    await wait_for_edit(bot, escalation, "📞 calling…")
+    await wait_for_edit(bot, escalation, "🔔 ringing…")
 
     _, url = await click_stop(bot, escalation, user_id="U0INTRUDER")
     [answer] = await bot.slack.wait_for_response(url)
@@ -530,7 +531,7 @@ async def test_a_restart_mid_chain_carries_on_without_dialling_a_step_twice(
     await submit(first, view)
     escalation = await escalation_message(first)
     await first.evo.wait_for_posts(1)
-    await wait_for_edit(first, escalation, "📞 calling…")
+    await wait_for_edit(first, escalation, "🔔 ringing…")
     await first.runtime.stop(grace=5)
 
     clock.advance(91)  # Alice's deadline passed while the bot was down
@@ -539,7 +540,7 @@ async def test_a_restart_mid_chain_carries_on_without_dialling_a_step_twice(
     await wait_for_edit(second, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer")
     assert hung_up(second, session_of(second, ALICE))
     assert dialled(second) == [ALICE, BOB]  # Alice once, Bob once
-    await wait_for_edit(second, escalation, "<@U0BOB> (+1 814 ••• 3094) — 📞 calling…")
+    await wait_for_edit(second, escalation, "<@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
 
     await click_ack(second, await page_of(second, "U0BOB"), user_id="U0BOB")
     await wait_for_edit(second, escalation, "<@U0BOB> acknowledged at")

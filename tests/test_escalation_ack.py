@@ -40,11 +40,10 @@ from tests.test_escalation import (
 WITH_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n'
 
 
-async def call_seen_connected(bot: BotUnderTest) -> None:
-    """Wait until the call's status message shows the call connected (the follower saw it)."""
-    await bot.slack.wait_for_call(
-        "chat.update", lambda c: "connected" in str(c.params.get("text")).casefold()
-        and "On-call escalation" not in str(c.params.get("text")), timeout=10.0)
+async def call_seen_connected(bot: BotUnderTest, escalation: Message) -> None:
+    """Wait until the card shows Alice's call connected (the follower saw it)."""
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🟢 on the phone, "
+                                         "not acknowledged yet")
 
 
 async def _escalate(bot_factory: BotFactory, mode: str = "http", policy: str = ROSTER):
@@ -53,7 +52,7 @@ async def _escalate(bot_factory: BotFactory, mode: str = "http", policy: str = R
     assert await submit(bot, view) == {}
     escalation = await escalation_message(bot)
     await bot.evo.wait_for_posts(1)
-    await wait_for_edit(bot, escalation, "📞 calling…")
+    await wait_for_edit(bot, escalation, "🔔 ringing…")
     return bot, clock, escalation
 
 
@@ -62,7 +61,7 @@ async def test_a_voicemail_moves_the_chain_on_at_once(bot_factory: BotFactory, m
     bot, _, escalation = await _escalate(bot_factory, mode)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Connected", answeredByName="Voicemail")
-    await call_seen_connected(bot)
+    await call_seen_connected(bot, escalation)
     assert dialled(bot) == [ALICE]  # connected is not acknowledged: still waiting, not moving on
     bot.evo.set_session_state(alice, callState="Disconnected", ended=True, outcome="Completed")
     # No clock moved: the call ended without an acknowledgement, so the next person at once.
@@ -90,7 +89,7 @@ async def test_i_m_on_it_on_the_page_stops_the_chain_and_a_later_click_hears_who
     await click_ack(bot, page, user_id="U0ALICE")
     await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged at <!date^")
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
-    assert "1. <@U0ALICE> (+1 814 ••• 3093) — ✅ acknowledged" in (escalation.text or "")
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ✅ acknowledged at")
     assert ACK_ESCALATION_ACTION not in json.dumps(escalation.blocks)
     assert hung_up(bot, alice)  # her phone stops ringing: she is on it
     await bot.slack.wait_for_call(
@@ -157,7 +156,7 @@ async def test_a_call_connected_at_the_deadline_is_left_on_and_the_chain_moves_o
     bot, clock, escalation = await _escalate(bot_factory)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Connected")
-    await call_seen_connected(bot)
+    await call_seen_connected(bot, escalation)
     clock.advance(91)
     await bot.evo.wait_for_posts(2)
     assert dialled(bot) == [ALICE, BOB]
@@ -177,7 +176,8 @@ async def test_acknowledging_an_earlier_page_hangs_up_the_phone_ringing_now(
     await click_ack(bot, alices_page, user_id="U0ALICE")  # Alice saw her page late
     await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ call ended: "
                                          "someone else acknowledged")
-    assert "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s · ✅ acknowledged" in (
+    assert ("1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s (hung up) · "
+            "✅ acknowledged at") in (
         escalation.text or "")
     assert hung_up(bot, bob)
     clock.advance(1000)

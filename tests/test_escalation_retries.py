@@ -36,7 +36,7 @@ async def test_a_rate_limited_step_is_dialled_again_until_it_rings(
     await submit(bot, view)
     escalation = await escalation_message(bot)
     await bot.evo.wait_for_posts(4)
-    await wait_for_edit(bot, escalation, "<@U0ALICE> (+1 814 ••• 3093) — 📞 calling…")
+    await wait_for_edit(bot, escalation, "<@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
     assert dialled(bot) == [ALICE] * 4  # three 429s, then the call that rang
     assert len(bot.evo.sessions) == 1
     assert await state_of(bot) == EscalationState.RUNNING  # on Alice's step, her phone ringing

@@ -165,7 +165,8 @@ def test_an_acknowledged_escalation_says_who_when_and_how() -> None:
         "<!date^1773151200^{date_short_pretty} {time}|2026-03-10 14:00 UTC>.")
     lines = done.text.splitlines()
     assert ("1. <@U0ALICE> (+1 814 ••• 3093) — ❌ the call was answered but not acknowledged "
-            "(voicemail?) · ✅ acknowledged") in lines
+            "(voicemail?) · ✅ acknowledged at <!date^1773151200^{date_short_pretty} {time}|"
+            "2026-03-10 14:00 UTC>") in lines
     assert "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ call ended: someone else acknowledged" in lines
     assert not [b for b in done.blocks if b["type"] == "actions"]
     by_call = views.escalation_message(_escalation(

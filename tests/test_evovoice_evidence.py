@@ -98,13 +98,13 @@ async def test_a_manager_only_login_moves_the_chain_on_and_stops_it(
     await submit(bot, view)
     escalation = await escalation_message(bot)
     await bot.evo.wait_for_posts(1)
-    await wait_for_escalation_edit(bot, escalation, "📞 calling…")
+    await wait_for_escalation_edit(bot, escalation, "🔔 ringing…")
     clock.advance(91)
     await wait_for_escalation_edit(bot, escalation, NO_ANSWER_FROM_ALICE)
     await bot.evo.wait_for_posts(2)
     assert bot.evo.hang_ups(session_of(bot, ALICE)) == ["PATCH"]
 
-    await wait_for_escalation_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 📞")
+    await wait_for_escalation_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔")
     await click_stop(bot, escalation, user_id="U0ADMIN")
     await wait_for_escalation_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ stopped")
     assert bot.evo.hang_ups(session_of(bot, BOB)) == ["PATCH"]
@@ -124,7 +124,7 @@ async def test_answered_by_name_while_ringing_does_not_stop_the_escalation(
     await bot.evo.wait_for_posts(1)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Ringing", answeredByName="Alice's phone")
-    await wait_for_escalation_edit(bot, escalation, "📞 calling…")
+    await wait_for_escalation_edit(bot, escalation, "🔔 ringing…")
     clock.advance(91)
     await wait_for_escalation_edit(bot, escalation, NO_ANSWER_FROM_ALICE)
     await bot.evo.wait_for_posts(2)

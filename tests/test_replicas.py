@@ -166,7 +166,7 @@ async def test_an_escalation_whose_replica_dies_mid_step_goes_on_in_another(
     escalation = await escalation_message(a)
     [first] = [str(r.json["numberToDial"]) for r in await evo.wait_for_posts(1)]
     await a.slack.wait_for_call(
-        "chat.update", lambda c: c.params.get("ts") == escalation.ts and "calling" in str(c.params)
+        "chat.update", lambda c: c.params.get("ts") == escalation.ts and "ringing" in str(c.params)
     )
     died = await a.kill()
 

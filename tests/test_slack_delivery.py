@@ -52,7 +52,7 @@ async def test_nobody_acknowledged_refused_by_slack_is_delivered_later(
     steps = [("<@U0ALICE> (+1 814 ••• 3093)", "1. "), ("<@U0BOB> (+1 814 ••• 3094)", "2. "),
              ("<@U0MANAGER> (escalate_to) (+1 814 ••• 3090)", "4. ")]
     for person, place in steps:
-        await wait_for_edit(bot, escalation, f"{place}{person} — 📞")  # ringing, deadline set
+        await wait_for_edit(bot, escalation, f"{place}{person} — 🔔")  # ringing, deadline set
         clock.advance(91)
         await wait_for_edit(bot, escalation, f"{place}{person} — ❌ no answer after 90 s")
     assert dialled(bot) == [ALICE, BOB, MANAGER]

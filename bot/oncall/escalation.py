@@ -28,7 +28,7 @@ holding its lease (bot/runner.py). A step:
        bot restarts, a step is dialled at most once.
     2. the person's number is read again (`phones.lookup`): none usable → "⏭ Skipping @x: reason",
        next step. Else the call goes through `CallService` (checks, audit trail, the follower)
-       into the escalation's thread.
+       quietly: it posts nothing, the escalation's card shows it (calling, ringing, on the phone).
     3. the person gets a direct message (the page: reason, who asked, a link to the thread,
        I'm on it), after the call is placed: nothing on Slack's side delays a dial
     4. wait, reading the call's row (the follower keeps it up to date), until the step is
@@ -50,10 +50,11 @@ kept, with who, when and how); the chain then winds down like Stop: a call still
 up, nobody else is called. A click that lands while the bot is restarting is still written, and
 the next start finishes the job (the row is in an active state).
 
-The thread stays calm: the escalation's own message is drawn from the rows and edited in place
-(each person, how their step went, who acknowledged), like a call's status message; the only post
-is the final broadcast when nobody acknowledged (made under a claim, so a restart never repeats it).
-The pages are edited too once the escalation is over.
+The thread stays calm: the escalation's own message, its card, is drawn from the rows (and the
+current step's call) and edited in place (each person, how their step went, who acknowledged and
+when), like a call's status message; a step posts nothing in the thread, and the only post is the
+final broadcast when nobody acknowledged (made under a claim, so a restart never repeats it). The
+pages are edited too once the escalation is over.
 """
 
 from __future__ import annotations
@@ -148,8 +149,8 @@ class EscalationService:
         # Public, like OnCall.clock: deadlines are absolute times on this clock, and tests move it.
         self.clock = clock
         self._runner = RowRunner(LEASE_KIND, leases, on_error=self._report_failure)
-        self._card = EscalationCard(store=store, notifier=notifier, claims=claims,
-                                    on_paged=on_paged)
+        self._card = EscalationCard(store=store, callstore=callstore, notifier=notifier,
+                                    claims=claims, on_paged=on_paged)
         self._endings = Endings(
             store=store, callstore=callstore, follower=follower, evo=evo, claims=claims,
             audit=audit, card=self._card, clock=self._now, on_finished=on_finished,

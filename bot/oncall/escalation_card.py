@@ -1,8 +1,10 @@
 """An escalation in Slack: its card (the escalation's own message, edited in place), the pages (a
 direct message to each person paged), and the few posts its thread gets.
 
-    refresh()   make the card match the rows (edited only when the drawing changed); once the
-                escalation is over, the pages too
+    refresh()   make the card match the rows (edited only when the drawing changed): each
+                person and how their step went, the current step's call as it goes (calling,
+                ringing, on the phone), who acknowledged and when; once the escalation is over,
+                the pages too
     page()      the person's direct message when their step begins, once per step
     post()      a post in the escalation's thread (the final broadcast); a post Slack refused is
                 delivered later, in the background, rather than never
@@ -16,6 +18,7 @@ from collections.abc import Callable
 
 from bot.calls import messages as common_views
 from bot.calls.follow import digest
+from bot.calls.store import CallStore
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_store import (
     Escalation,
@@ -41,11 +44,13 @@ class EscalationCard:
         self,
         *,
         store: EscalationStore,
+        callstore: CallStore,
         notifier: Notifier,
         claims: Claims,
         on_paged: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        self._callstore = callstore  # the current step's call: how it is going
         self._notifier = notifier
         self._claims = claims
         self._on_paged = on_paged  # metrics: a person paged
@@ -67,9 +72,12 @@ class EscalationCard:
             if escalation is None or escalation.message_ts is None:
                 return
             steps = await self._store.steps(escalation_id)
+            call = (await self._callstore.get(escalation.step_call_id)
+                    if escalation.active and escalation.step_call_id is not None else None)
             drawn = await self._redraw(
                 escalation.channel_id, escalation.message_ts,
-                views.escalation_message(escalation, steps), escalation.shown_digest,
+                views.escalation_message(escalation, steps, call.state if call else None),
+                escalation.shown_digest,
             )
             if drawn is not None:
                 await self._store.update(escalation_id, shown_digest=drawn)

@@ -173,8 +173,11 @@ class Endings:
 
     # ---------------------------------------------------------------------------- hang-ups
 
-    async def hang_up_unanswered(self, call: TrackedCall | None, why: str) -> str | None:
-        """Hang up a call that is still ringing; a note for the card when that didn't work."""
+    async def hang_up_unanswered(
+        self, call: TrackedCall | None, why: str, *, done: str | None = None
+    ) -> str | None:
+        """Hang up a call that is still ringing; a note for the card when that didn't work
+        (`done` when it did)."""
         if call is None or call.is_final or call.answered:
             return None
         if call.session_id is None:
@@ -182,7 +185,7 @@ class Endings:
         try:
             await self._evo.hang_up(call.session_id)
         except NotFound:
-            pass  # it ended on its own
+            done = None  # it ended on its own
         except EvoVoiceError as exc:
             logger.warning("escalation: hanging up call %s failed: %s", call.id, type(exc).__name__)
             await self.record_call_event(call, EventKind.HANG_UP_FAILED, f"escalation: {why}")
@@ -191,7 +194,7 @@ class Endings:
             logger.info("escalation: call %s hung up (%s)", call.id, why)
             await self.record_call_event(call, EventKind.HANG_UP, f"escalation: {why}")
         self._follower.poke(call.id)
-        return None
+        return done
 
     async def record_call_event(
         self, call: TrackedCall, kind: EventKind, reason: str, *, actor_id: str | None = None

@@ -177,6 +177,7 @@ class Chain:
             checked,
             retry_for=(lambda: deadline - self._clock()) if deadline is not None else None,
             on_dialling=keep_step_call,
+            quiet=True,  # the card and the page tell it: no posts per step in the thread
         )
         masked = checked.number.masked
         if result.call_id is not None:
@@ -198,6 +199,7 @@ class Chain:
         """Wait for this step's call to be answered or end, or for its deadline."""
         wake = self._runner.wake(escalation.id)
         n = escalation.step
+        shown: str | None = None  # the call's state the card was last drawn with
         while not self._runner.closed:
             current = await self._store.get(escalation.id)
             if current is None or current.state != EscalationState.RUNNING or current.step != n:
@@ -210,6 +212,9 @@ class Chain:
                 return _Verdict.ANSWERED, call
             if call is not None and call.is_final:
                 return _Verdict.ENDED, call
+            if call is not None and call.state != shown:
+                shown = call.state
+                await self._card.refresh(escalation.id)  # ringing, on the phone
             deadline = current.step_deadline or current.created_at
             remaining = deadline - self._clock()
             if remaining <= 0:
@@ -236,7 +241,7 @@ class Chain:
                 return
             if not answered:
                 why = f"no answer in {seconds(escalation.answer_timeout)}"
-                note = await self._endings.hang_up_unanswered(call, why)
+                note = await self._endings.hang_up_unanswered(call, why, done="(hung up)")
             # A call connected but not acknowledged is left on: the person may still be listening.
         if escalation.step_call_id is None and not await self._step_recorded(escalation):
             # Claimed by a bot that stopped before recording the call: it may have rung.

@@ -1,8 +1,9 @@
 """Block Kit for on-call escalation: the escalation's message, the pages, the thread's posts (the
 form is escalation_form.py).
 
-    escalation_message()  the escalation's own message, drawn from its row and steps every time,
-                          with I'm on it and Stop escalation while the chain runs
+    escalation_message()  the card: the escalation's own message, drawn from its row, its steps
+                          and the current step's call every time, with I'm on it and Stop
+                          escalation while the chain runs
     page_message()        the direct message a person gets when their step begins (I'm on it),
                           redrawn once the escalation is over
     exhausted(), acknowledged_late(), failed()   the only posts in the thread
@@ -53,23 +54,36 @@ def _detail(text: str | None) -> str:
     return escape(clip(text.strip(), MAX_DETAIL_CHARS)) if text and text.strip() else ""
 
 
-def _step_line(escalation: Escalation, index: int, target: Target, step: Step | None) -> str:
+def _calling(escalation: Escalation, call_state: str | None) -> str:
+    """The current step while its call goes on: how it is going, as the call's row says."""
+    if call_state == "ringing":
+        return "🔔 ringing…"
+    if call_state == "connected":
+        return ("🟢 on the phone, not acknowledged yet" if escalation.acknowledges
+                else "🟢 connected")
+    return "📞 calling…"
+
+
+def _step_line(escalation: Escalation, index: int, target: Target, step: Step | None,
+               call_state: str | None) -> str:
     person = who(target.user_id, target.source)
     timeout = seconds(escalation.answer_timeout)
     number = f" ({step.number_masked})" if step is not None and step.number_masked else ""
+    current = escalation.active and index == escalation.step
     if step is None:
-        if escalation.active and index == escalation.step:
+        if current:
             state = "📞 calling…"
         elif escalation.active:
             state = "⏳ next" if index == escalation.step + 1 else "⏳ waiting"
         else:
             state = "– not called"
     elif step.outcome == StepOutcome.CALLING:
-        state = "📞 calling…" if escalation.active else "– no longer followed"
+        state = (_calling(escalation, call_state if current else None) if escalation.active
+                 else "– no longer followed")
     elif step.outcome == StepOutcome.ANSWERED:
         state = "✅ answered"
     elif step.outcome == StepOutcome.ACKNOWLEDGED:
-        state = "✅ acknowledged"
+        state = "✅ acknowledged" + _at(escalation.acknowledged_at)
     elif step.outcome == StepOutcome.NOT_ACKNOWLEDGED:
         state = "❌ the call was answered but not acknowledged (voicemail?)"
     elif step.outcome == StepOutcome.CALLED_OFF:
@@ -91,8 +105,12 @@ def _step_line(escalation: Escalation, index: int, target: Target, step: Step | 
     if escalation.acknowledged_by == target.user_id and (
         step is None or step.outcome != StepOutcome.ACKNOWLEDGED
     ):
-        state += " · ✅ acknowledged"
+        state += " · ✅ acknowledged" + _at(escalation.acknowledged_at)
     return f"{index + 1}. {person}{number} — {state}"
+
+
+def _at(at: float | None) -> str:
+    return f" at {slack_time(at)}" if at is not None else ""
 
 
 # Outcomes whose detail is a note about hanging up (e.g. "it may still ring").
@@ -110,9 +128,7 @@ def slack_time(at: float) -> str:
 def _acknowledgement(escalation: Escalation) -> str:
     """`<@bob> acknowledged at …` (and how, when it was the call)."""
     how = " on the call" if escalation.acknowledged_via == AckVia.OUTCOME else ""
-    at = escalation.acknowledged_at
-    when = f" at {slack_time(at)}" if at is not None else ""
-    return f"<@{escalation.acknowledged_by}> acknowledged{how}{when}"
+    return f"<@{escalation.acknowledged_by}> acknowledged{how}{_at(escalation.acknowledged_at)}"
 
 
 def _headline(escalation: Escalation) -> str:
@@ -133,11 +149,15 @@ def _headline(escalation: Escalation) -> str:
     return f"🚨 {base}"
 
 
-def escalation_message(escalation: Escalation, steps: Sequence[Step]) -> Message:
+def escalation_message(
+    escalation: Escalation, steps: Sequence[Step], call_state: str | None = None
+) -> Message:
+    """The card: `call_state` is the state of the current step's call, as its row says
+    (calling, ringing, connected…), None when it has none."""
     by_index = {step.step: step for step in steps}
     headline = _headline(escalation)
     lines = [
-        _step_line(escalation, index, target, by_index.get(index))
+        _step_line(escalation, index, target, by_index.get(index), call_state)
         for index, target in enumerate(escalation.people)
     ]
     footer = (
@@ -210,9 +230,7 @@ def page_message(escalation: Escalation, user_id: str, step: int, link: str | No
     if escalation.acknowledged_by is not None:
         who = "You" if escalation.acknowledged_by == user_id else (
             f"<@{escalation.acknowledged_by}>")
-        at = escalation.acknowledged_at
-        headline = f"✅ {who} acknowledged this page" + (
-            f" at {slack_time(at)}" if at is not None else "") + "."
+        headline = f"✅ {who} acknowledged this page{_at(escalation.acknowledged_at)}."
         if escalation.acknowledged_by != user_id:
             headline += " Nothing more is asked of you."
     elif state == EscalationState.ANSWERED:

@@ -1,0 +1,98 @@
+"""The escalation's thread is calm, end to end in both modes: one card edited in place, a page (a
+direct message) for each person called, and one broadcast at the end only when nobody
+acknowledged. A step posts nothing of its own in the thread: every post the bot makes is counted
+through the Slack stand-in, step by step.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.standins.slack import ApiCall
+from tests.conftest import BotFactory, BotUnderTest
+from tests.test_escalation import (
+    ALICE,
+    BOB,
+    CHANNEL,
+    MANAGER,
+    click_ack,
+    dialled,
+    escalation_message,
+    open_on_message,
+    page_of,
+    posts_in,
+    start,
+    submit,
+    wait_for_edit,
+    wait_for_post,
+)
+
+STEPS = [  # who is called, in order (Carol, third in the rotation, has no number: skipped)
+    ("U0ALICE", "1. <@U0ALICE> (+1 814 ••• 3093)"),
+    ("U0BOB", "2. <@U0BOB> (+1 814 ••• 3094)"),
+    ("U0MANAGER", "4. <@U0MANAGER> (escalate_to) (+1 814 ••• 3090)"),
+]
+
+
+def posts(bot: BotUnderTest) -> list[ApiCall]:
+    """Every message the bot posted (edits aside), oldest first."""
+    return [c for c in bot.slack.calls_to("chat.postMessage") if c.ok]
+
+
+def where(call: ApiCall) -> str:
+    """The channel of a post, "thread" for a reply in the escalation's thread."""
+    return "thread" if call.params.get("thread_ts") else str(call.params["channel"])
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_each_step_posts_only_its_page_and_nobody_acknowledging_one_broadcast(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, clock = await start(bot_factory, mode)
+    view, message = await open_on_message(bot)
+    await submit(bot, view)
+    card = await escalation_message(bot)
+    for n, (user, line) in enumerate(STEPS):
+        await bot.evo.wait_for_posts(n + 1)
+        await page_of(bot, user)
+        await wait_for_edit(bot, card, f"{line} — 🔔 ringing…")
+        # The card, then one page per person called so far: nothing else, in the thread or out.
+        assert [where(c) for c in posts(bot)] == ["thread"] + [u for u, _ in STEPS[: n + 1]]
+        clock.advance(91)  # nobody acknowledges
+        await wait_for_edit(bot, card, f"{line} — ❌ no answer after 90 s (hung up)")
+    await wait_for_post(bot, "Nobody acknowledged the on-call escalation")
+    await wait_for_edit(bot, card, "nobody acknowledged.")
+    await bot.settle()
+    assert dialled(bot) == [ALICE, BOB, MANAGER]
+    assert [where(c) for c in posts(bot)] == ["thread", "U0ALICE", "U0BOB", "U0MANAGER", "thread"]
+    thread = posts_in(bot, CHANNEL, message.ts)
+    assert [m.ts for m in thread][0] == card.ts and len(thread) == 2
+    assert thread[1].text and thread[1].text.startswith("🚨 <@U0ADMIN> *Nobody acknowledged")
+    assert bot.slack.calls_to("chat.postEphemeral") == []
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_an_acknowledged_escalation_posts_the_card_and_the_pages_only(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, clock = await start(bot_factory, mode)
+    view, message = await open_on_message(bot)
+    await submit(bot, view)
+    card = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    await wait_for_edit(bot, card, f"{STEPS[0][1]} — 🔔 ringing…")
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    page = await page_of(bot, "U0BOB")
+    await wait_for_edit(bot, card, f"{STEPS[1][1]} — 🔔 ringing…")
+    clock.advance(10)
+    await click_ack(bot, page, user_id="U0BOB")
+    await wait_for_edit(bot, card, f"{STEPS[1][1]} — ✅ acknowledged at <!date^")
+    assert "<@U0BOB> acknowledged at <!date^" in (card.text or "")  # the headline: who, when
+    assert f"{STEPS[0][1]} — ❌ no answer after 90 s (hung up)" in (card.text or "")
+    clock.advance(1000)
+    await bot.settle()
+    assert dialled(bot) == [ALICE, BOB]
+    # Acknowledged: the card says so, edited in place; no broadcast, no post of any kind.
+    assert [where(c) for c in posts(bot)] == ["thread", "U0ALICE", "U0BOB"]
+    assert [m.ts for m in posts_in(bot, CHANNEL, message.ts)] == [card.ts]
