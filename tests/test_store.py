@@ -16,11 +16,11 @@ from bot.storage.database import (
     IntegrityError,
     Migration,
     SchemaTooNew,
-    _numbered,
-    _statements,
     dialect_of,
     sqlite_path,
 )
+from bot.storage.postgres import numbered_placeholders
+from bot.storage.sqlite import split_statements
 from tests.databases import BACKENDS, fresh_database
 
 MIGRATIONS = [
@@ -65,7 +65,7 @@ def test_the_url_picks_the_backend() -> None:
 
 
 def test_placeholders_are_numbered_for_postgresql_outside_strings() -> None:
-    assert _numbered("SELECT ? , '?' , \"a?\" , ?") == "SELECT $1 , '?' , \"a?\" , $2"
+    assert numbered_placeholders("SELECT ? , '?' , \"a?\" , ?") == "SELECT $1 , '?' , \"a?\" , $2"
 
 
 async def test_migrations_apply_once_and_survive_reopening(db: Database) -> None:
@@ -149,7 +149,7 @@ def test_statements_split_at_semicolons_outside_triggers_and_strings() -> None:
         BEGIN SELECT RAISE(ABORT, 't is append-only; really'); END;
         CREATE INDEX t_a ON t (a)
     """
-    statements = _statements(sql)
+    statements = split_statements(sql)
     assert len(statements) == 4
     assert statements[2].startswith("CREATE TRIGGER") and statements[2].endswith("END;")
 

@@ -1,0 +1,112 @@
+"""What the database is to the code above it, whatever the backend: the URL that picks one, the
+errors both raise alike, a row and a connection, and what each backend (bot/storage/sqlite.py,
+bot/storage/postgres.py) provides to the `Database` in front of them (bot/storage/database.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol, TypeVar
+
+from bot.storage.migrations import Migration
+
+T = TypeVar("T")
+
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+
+
+class DatabaseUrlError(ValueError):
+    pass
+
+
+class IntegrityError(Exception):
+    """A constraint refused the statement (a unique key taken, a trigger's refusal), on either
+    backend."""
+
+
+class SchemaTooNew(RuntimeError):
+    def __init__(self, found: int, known: int) -> None:
+        super().__init__(
+            f"the database is at schema version {found}, newer than this callbot knows ({known}): "
+            "run the callbot version that migrated it, or a newer one"
+        )
+        self.found = found
+        self.known = known
+
+
+class Row(Protocol):
+    """A result row: by column name or by position (sqlite3.Row and asyncpg.Record both are)."""
+
+    def __getitem__(self, key: Any, /) -> Any: ...
+
+    def keys(self) -> Any: ...
+
+
+class Connection(Protocol):
+    """What a transaction or an atomic unit gets; `?` placeholders on both backends."""
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """The statement's rowcount (rows inserted, updated or deleted)."""
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Row | None: ...
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]: ...
+
+
+def dialect_of(url: str) -> str:
+    if url.startswith(("postgresql://", "postgres://")):
+        return POSTGRESQL
+    if url.startswith("sqlite:"):
+        return SQLITE
+    raise DatabaseUrlError(
+        "use sqlite:///PATH (like sqlite:///./callbot.db or sqlite:////var/lib/callbot/callbot.db) "
+        "or postgresql://USER:PASSWORD@HOST:5432/DBNAME"
+    )
+
+
+def sqlite_path(url: str) -> str:
+    """`sqlite:///./callbot.db` → `./callbot.db`; `sqlite:////var/lib/x.db` → `/var/lib/x.db`."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise DatabaseUrlError(
+            "only sqlite:/// URLs name a file, like sqlite:///./callbot.db or "
+            "sqlite:////var/lib/callbot/callbot.db"
+        )
+    path = url[len(prefix):]
+    if not path:
+        raise DatabaseUrlError("the URL names no file (sqlite:///./callbot.db)")
+    return path
+
+
+def check_url(url: str) -> None:
+    """Raise DatabaseUrlError unless `url` is one the bot can open."""
+    if dialect_of(url) == SQLITE:
+        sqlite_path(url)
+
+
+
+class Backend(Protocol):
+    """One dialect's side of `Database` (see its docstring for what each method promises)."""
+
+    async def open(self) -> None: ...
+    async def open_read_only(self) -> None: ...
+    async def close(self) -> None: ...
+    async def migrate(
+        self, migrations: Sequence[Migration], on_applied: Callable[[Migration], None]
+    ) -> list[int]:
+        """Apply those not applied yet, in order; `on_applied(m)` as each is committed."""
+    async def schema_version(self) -> int: ...
+    def transaction(self) -> AbstractAsyncContextManager[Connection]: ...
+    async def atomic(self, unit: Callable[[Connection], Coroutine[Any, Any, T]]) -> T: ...
+    async def execute(self, sql: str, params: tuple[Any, ...]) -> int: ...
+    async def fetchone(self, sql: str, params: tuple[Any, ...]) -> Row | None: ...
+    async def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[Row]: ...
+
+
+def check_versions(applied: Iterable[int], migrations: Sequence[Migration]) -> None:
+    """SchemaTooNew if the database was migrated further than `migrations` go."""
+    known = max((m.version for m in migrations), default=0)
+    found = max(applied, default=0)
+    if found > known:
+        raise SchemaTooNew(found, known)

@@ -1,0 +1,170 @@
+"""The PostgreSQL backend (`postgresql://` or `postgres://`): a pool of asyncpg connections.
+
+Every writing transaction takes one advisory lock, so check-then-write inside `transaction()` is
+atomic as it is on SQLite; replicas starting together migrate once (a session-level advisory lock).
+asyncpg is imported only when a PostgreSQL database is opened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from contextlib import asynccontextmanager
+from functools import lru_cache
+from typing import Any, TypeVar
+
+from bot.storage.backend import POSTGRESQL, Connection, IntegrityError, Row, check_versions
+from bot.storage.migrations import Migration
+
+T = TypeVar("T")
+
+POSTGRES_POOL_SIZE = 10
+# pg_advisory_xact_lock keys, per schema (hashtext(current_schema()) is mixed in), so two callbot
+# databases in one PostgreSQL database (tests do that) don't wait on each other.
+_PG_WRITE_LOCK = 0x63616C6C  # "call"
+_PG_MIGRATION_LOCK = 0x6D696772  # "migr"
+
+
+@lru_cache(maxsize=512)
+def numbered_placeholders(sql: str) -> str:
+    """`?` placeholders → asyncpg's `$1, $2, …`; a `?` inside a quoted string stays."""
+    out, n, quote = [], 0, ""
+    for ch in sql:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "?":
+            n += 1
+            out.append(f"${n}")
+            continue
+        out.append(ch)
+    return "".join(out)
+
+
+def _rowcount(status: str) -> int:
+    """asyncpg's command tag (`INSERT 0 1`, `UPDATE 3`, `DELETE 0`) → the row count."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else 0
+
+
+class _PostgresConnection:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        import asyncpg
+
+        try:
+            return _rowcount(await self._conn.execute(numbered_placeholders(sql), *params))
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError(str(exc)) from exc
+        except asyncpg.RaiseError as exc:  # a trigger's refusal (the append-only audit tables)
+            raise IntegrityError(str(exc)) from exc
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+        import asyncpg
+
+        try:
+            row: Row | None = await self._conn.fetchrow(numbered_placeholders(sql), *params)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise IntegrityError(str(exc)) from exc
+        return row
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        return list(await self._conn.fetch(numbered_placeholders(sql), *params))
+
+
+class PostgresBackend:
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._pool: Any = None
+
+    async def open(self) -> None:
+        # Imported here: a SQLite installation never loads the PostgreSQL driver.
+        import asyncpg
+
+        self._pool = await asyncpg.create_pool(
+            self._url, min_size=1, max_size=POSTGRES_POOL_SIZE, command_timeout=30
+        )
+
+    async def open_read_only(self) -> None:
+        await self.open()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @property
+    def pool(self) -> Any:
+        if self._pool is None:
+            raise RuntimeError("database is not open")
+        return self._pool
+
+    async def migrate(
+        self, migrations: Sequence[Migration], on_applied: Callable[[Migration], None]
+    ) -> list[int]:
+        done = []
+        async with self.pool.acquire() as conn:
+            # Session-level lock: replicas starting together wait here, then find the work done.
+            await conn.execute(
+                "SELECT pg_advisory_lock(hashtext(current_schema()), $1)", _PG_MIGRATION_LOCK
+            )
+            try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                )
+                applied = [r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+                check_versions(applied, migrations)
+                for migration in migrations:
+                    if migration.version in applied:
+                        continue
+                    async with conn.transaction():
+                        # No parameters: the simple protocol runs the whole script at once.
+                        await conn.execute(migration.text_for(POSTGRESQL))
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (version, name, applied_at) VALUES"
+                            " ($1, $2, to_char(now() AT TIME ZONE 'UTC',"
+                            " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))",
+                            migration.version, migration.name,
+                        )
+                    on_applied(migration)
+                    done.append(migration.version)
+            finally:
+                await conn.execute(
+                    "SELECT pg_advisory_unlock(hashtext(current_schema()), $1)", _PG_MIGRATION_LOCK
+                )
+        return done
+
+    async def schema_version(self) -> int:
+        exists = await self.pool.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        if not exists:
+            return 0
+        version = await self.pool.fetchval("SELECT MAX(version) FROM schema_migrations")
+        return int(version) if version is not None else 0
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(current_schema()), $1)", _PG_WRITE_LOCK
+            )
+            yield _PostgresConnection(conn)
+
+    async def atomic(self, unit: Callable[[Connection], Coroutine[Any, Any, T]]) -> T:
+        async with self.transaction() as tx:
+            return await unit(tx)
+
+    async def execute(self, sql: str, params: tuple[Any, ...]) -> int:
+        async with self.pool.acquire() as conn:
+            return await _PostgresConnection(conn).execute(sql, params)
+
+    async def fetchone(self, sql: str, params: tuple[Any, ...]) -> Row | None:
+        async with self.pool.acquire() as conn:
+            return await _PostgresConnection(conn).fetchone(sql, params)
+
+    async def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
+        async with self.pool.acquire() as conn:
+            return await _PostgresConnection(conn).fetchall(sql, params)
