@@ -1,0 +1,276 @@
+"""The environment (or `.env`, or files named by `NAME_FILE`): `Settings`, validated at start-up."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.config.problems import ConfigError, describe_problems
+from bot.storage.database import DatabaseUrlError, check_url
+
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+DEFAULT_EVOVOICE_URL = "https://team.evovoice.io"
+DEFAULT_POLICY_PATH = Path("./callbot.toml")
+DEFAULT_DATABASE_URL = "sqlite:///./callbot.db"
+DEFAULT_PORT = 3000
+
+# Slack tokens and secrets are printable ASCII without spaces; a line break or a space inside one
+# (a secrets file pasted with its newline, two lines joined) would otherwise reach an HTTP header.
+_TOKEN_JUNK = re.compile(r"[\s\x00-\x1f\x7f]")
+# The Evo Voice login may hold spaces, but never a line break or another control character.
+_LOGIN_JUNK = re.compile(r"[\x00-\x1f\x7f]")
+
+# The values .env.example ships with: a clear "fill me in" beats a network error at start-up.
+_PLACEHOLDERS = frozenset({"xoxb-your-bot-token", "xapp-your-app-level-token", "change-me"})
+
+
+def _blank_to_none(value: Any) -> Any:
+    # `.env.example` ships `SLACK_APP_TOKEN=`; an empty value means "not set", not "set to ''".
+    if isinstance(value, str) and not value.strip():
+        return None
+    return value
+
+
+class Settings(BaseSettings):
+    """Environment variables (or `.env`). Secrets are `SecretStr` so they never print."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+    )
+
+    slack_bot_token: SecretStr
+    slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    evovoice_url: str = DEFAULT_EVOVOICE_URL
+    # Where the login is tried when EVOVOICE_URL refuses it, to say "set EVOVOICE_URL=…" instead
+    # of blaming the password; empty: the other of evovoice.io and team.evovoice.io.
+    evovoice_other_url: str | None = None
+    # simulate: real Slack, calls to a simulated Evo Voice inside the bot (bot/evovoice/simulator).
+    evovoice_mode: Literal["live", "simulate"] = "live"
+    # Required when live; declared after evovoice_mode, which their validator reads.
+    evovoice_username: str = ""
+    evovoice_password: SecretStr = SecretStr("")
+    evovoice_account_id: str | None = None
+    evovoice_timeout: float = Field(default=15.0, gt=0, le=120)  # seconds to wait for an answer
+    callbot_config: Path = DEFAULT_POLICY_PATH
+    database_url: str = DEFAULT_DATABASE_URL
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)  # 0: any free port (tests)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Key of the audit trail's number hashes; empty: one generated and kept in the database.
+    audit_hash_key: SecretStr | None = None
+    # Following calls: the first poll interval, the back-off's ceiling, how long to look for the
+    # session of an unconfirmed call, and the most time any call is followed.
+    call_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+    call_poll_max_seconds: float = Field(default=15.0, gt=0, le=600)
+    call_find_seconds: float = Field(default=120.0, gt=0, le=3600)
+    call_follow_max_minutes: float = Field(default=240.0, gt=0, le=24 * 60)
+    log_format: Literal["text", "json"] = "text"  # json: one object per line, for log collectors
+    # Several replicas: a replica that dies has its followed calls and escalations taken over by
+    # another within this many seconds (bot/storage/leases.py).
+    lease_seconds: float = Field(default=15.0, ge=3, le=300)
+
+    @field_validator(
+        "slack_app_token", "slack_signing_secret", "evovoice_account_id", "evovoice_other_url",
+        mode="before",
+    )
+    @classmethod
+    def _optional(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @field_validator(
+        "slack_bot_token", "slack_app_token", "slack_signing_secret", "evovoice_password"
+    )
+    @classmethod
+    def _not_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() in _PLACEHOLDERS:
+            raise ValueError(
+                "still holds the placeholder from .env.example; put the real value in .env"
+            )
+        return value
+
+    @field_validator("evovoice_mode", mode="before")
+    @classmethod
+    def _mode(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("evovoice_username", "evovoice_password")
+    @classmethod
+    def _needed_when_live(cls, value: str | SecretStr, info: ValidationInfo) -> str | SecretStr:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if not raw.strip() and info.data.get("evovoice_mode", "live") == "live":
+            raise ValueError("is required but not set")
+        return value
+
+    @field_validator("slack_bot_token", "slack_app_token", "slack_signing_secret", mode="before")
+    @classmethod
+    def _no_junk_in_token(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            # A secrets file usually ends with a newline: that one is not part of the token.
+            value = value.strip()
+            if _TOKEN_JUNK.search(value):
+                raise ValueError(
+                    "contains a line break, a space or a control character; copy the token again "
+                    "as one line"
+                )
+        return value
+
+    @field_validator("evovoice_username", "evovoice_password", mode="before")
+    @classmethod
+    def _no_junk_in_login(cls, value: Any) -> Any:
+        if isinstance(value, str) and _LOGIN_JUNK.search(value):
+            raise ValueError(
+                "contains a line break or a control character; set it again as one line"
+            )
+        return value
+
+    @field_validator("audit_hash_key", mode="before")
+    @classmethod
+    def _optional_key(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @field_validator("audit_hash_key")
+    @classmethod
+    def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError(
+                "must be at least 16 characters (e.g. `openssl rand -hex 32`), or empty to let "
+                "the bot keep its own key in the database"
+            )
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb- (OAuth & Permissions page)")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError(
+                "must be an app-level token starting with xapp- (Basic Information page, "
+                "scope connections:write); leave it empty for HTTP mode"
+            )
+        return value
+
+    @field_validator("slack_api_url", "evovoice_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        # The authority is what sits between "//" and the next "/", "?" or "#".
+        if "@" in re.split(r"[/?#]", value.split("//", 1)[1], maxsplit=1)[0]:
+            # Never echo the value: what precedes the @ is a password.
+            raise ValueError(
+                "must not contain a user name or password (user:password@…); put them in "
+                "EVOVOICE_USERNAME and EVOVOICE_PASSWORD (SLACK_API_URL: take them out)"
+            )
+        return value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        # slack_sdk joins method names onto the base URL; without the slash "api" +
+        # "chat.postMessage".
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            check_url(value)
+        except DatabaseUrlError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _poll_ceiling(self) -> Settings:
+        if self.call_poll_max_seconds < self.call_poll_seconds:
+            raise ValueError("CALL_POLL_MAX_SECONDS must not be less than CALL_POLL_SECONDS")
+        return self
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> Settings:
+        if self.slack_app_token is None and self.slack_signing_secret is None:
+            raise ValueError(
+                "SLACK_SIGNING_SECRET is required in HTTP mode (set it, or set SLACK_APP_TOKEN "
+                "for Socket Mode)"
+            )
+        return self
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
+
+FILE_SUFFIX = "_FILE"
+
+
+def settings_from_files(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[dict[str, str], list[str]]:
+    """Settings read from the files that `NAME_FILE` variables name (Docker and Kubernetes secrets).
+
+    Only the environment is searched for `NAME_FILE`; a value in the environment for NAME itself
+    makes it ambiguous, which is a problem rather than a silent choice.
+    """
+    environ = os.environ if environ is None else environ
+    present = {key.upper(): value for key, value in environ.items()}
+    values: dict[str, str] = {}
+    problems: list[str] = []
+    for field in Settings.model_fields:
+        name = field.upper()
+        path = present.get(name + FILE_SUFFIX)
+        if not path:
+            continue
+        if name in present:
+            problems.append(f"{name}: both {name} and {name}{FILE_SUFFIX} are set; keep one")
+            continue
+        try:
+            # Secret files usually end with a newline that is no part of the secret.
+            values[field] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or type(exc).__name__
+            problems.append(f"{name}: cannot read {name}{FILE_SUFFIX} ({path}): {reason}")
+    return values, problems
+
+
+def load_settings(**overrides: Any) -> Settings:
+    from_files, problems = settings_from_files()
+    arguments = {**from_files, **overrides}
+    try:
+        settings = Settings(**arguments)
+    except ValidationError as exc:
+        described = describe_problems(exc, prefix="", env=True)
+        named = {problem.partition(":")[0] for problem in problems}
+        raise ConfigError(problems + [p for p in described
+                                      if p.partition(":")[0] not in named]) from None
+    if problems:
+        raise ConfigError(problems)
+    return settings
