@@ -1,0 +1,99 @@
+"""The phones the demo's Evo Voice rings, and what the person holding one does with it (answer,
+decline, voicemail, acknowledge, hang up): each is a change to the stand-in's session, as the real
+Evo Voice would report it."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+from bot.config import Policy
+from bot.demo import DemoError
+from bot.demo.seed import FLOWS, PEOPLE
+from bot.phone import mask
+from bot.standins.evovoice import EvoVoiceStandIn
+
+JSON = dict[str, Any]
+
+# How a voicemail plays out: it picks up, records for a moment, hangs up.
+VOICEMAIL_SECONDS = 3.0
+PHONE_ACTIONS = ("answer", "decline", "voicemail", "acknowledge", "hangup")
+
+
+class Phones:
+    def __init__(self, evo: EvoVoiceStandIn) -> None:
+        self.evo = evo
+        self.policy: Policy | None = None  # its people's numbers name who a phone belongs to
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    def act(self, session_id: str, action: str) -> None:
+        """What the person whose phone rings does."""
+        if action not in PHONE_ACTIONS:
+            raise DemoError(f"a phone can't {action!r}")
+        session = self.evo.sessions.get(session_id)
+        if session is None or session.get("ended"):
+            raise DemoError("that call is over")
+        person = self._person_of(str(session.get("toAddress", "")))
+        connected = session.get("callState") == "Connected"
+        if action == "answer":
+            self.evo.set_session_state(session_id, callState="Connected", answeredByName=person)
+        elif action == "acknowledge":
+            # A flow that asks "press 1 to acknowledge" reports it in the session's outcome.
+            self.evo.set_session_state(session_id, callState="Connected", answeredByName=person,
+                                       outcome="Acknowledged")
+        elif action == "voicemail":
+            self.evo.set_session_state(session_id, callState="Connected",
+                                       answeredByName=f"Voicemail of {person}")
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(VOICEMAIL_SECONDS, self._end, session_id, "Voicemail")
+            self._timers.add(timer)
+        elif action == "decline":
+            self._end(session_id, "Completed" if connected else "Declined")
+        else:
+            self._end(session_id, "Completed" if connected else "Declined")
+
+    def stop(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+
+    def shown(self) -> list[JSON]:
+        """Every phone rung so far, newest first, as the page shows it."""
+        phones = []
+        flow_names = {flow["id"]: flow["name"] for flow in FLOWS}
+        for session in self.evo.sessions.values():
+            number = str(session.get("toAddress") or "")
+            ended, state = bool(session.get("ended")), str(session.get("callState") or "")
+            phones.append({
+                "session_id": session["id"],
+                "person": self._person_of(number),
+                "number": mask(number) if number else "",
+                "flow": flow_names.get(str(session.get("flowId")), ""),
+                "state": "ended" if ended else ("connected" if state == "Connected" else "ringing"),
+                "outcome": session.get("outcome") or "",
+            })
+        return phones[::-1]
+
+    def _end(self, session_id: str, outcome: str) -> None:
+        session = self.evo.sessions.get(session_id)
+        if session is None or session.get("ended"):
+            return
+        fields: JSON = {"ended": True, "callState": "Disconnected",
+                        "dateCompleted": _now_iso()}
+        if not session.get("outcome"):
+            fields["outcome"] = outcome
+        self.evo.set_session_state(session_id, **fields)
+
+    def _person_of(self, number: str) -> str:
+        assert self.policy is not None
+        for user_id, e164 in self.policy.people.items():
+            if e164 == number:
+                return PEOPLE.get(user_id, (user_id, user_id, ""))[1]
+        for _, real_name, phone in PEOPLE.values():
+            if phone and "".join(ch for ch in phone if ch.isdigit() or ch == "+") == number:
+                return real_name
+        return mask(number) if number else "unknown"
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
