@@ -15,18 +15,16 @@ import getpass
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiohttp
-import httpx
 import phonenumbers
-from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import DEFAULT_EVOVOICE_URL, DEFAULT_SLACK_API_URL, KNOWN_ROLES, MANAGER
-from bot.evovoice.client import BadLogin, EvoVoiceClient, EvoVoiceError, Flow
+from bot.config import DEFAULT_SLACK_API_URL
+from bot.evovoice.client import Flow
+from bot.ops.init_checks import auth_test, catalog, login, members, socket_mode
+from bot.ops.init_files import Answers, render_env, render_policy
 from bot.phone import DialPolicy, NumberRejected, check_dialable
 
 T = TypeVar("T")
@@ -36,26 +34,6 @@ EXIT_STOPPED = 1
 
 class Stop(Exception):
     """The person ended the wizard (end of input, or Ctrl-C)."""
-
-
-@dataclass
-class Answers:
-    slack_api_url: str = DEFAULT_SLACK_API_URL
-    bot_token: str = ""
-    app_token: str = ""
-    signing_secret: str = ""
-    workspace: str = ""
-    evovoice_url: str = DEFAULT_EVOVOICE_URL
-    evovoice_username: str = ""
-    evovoice_password: str = ""
-    account_id: str = ""
-    several_accounts: bool = False
-    default_region: str = "US"
-    default_caller_id: str = ""
-    managers: list[tuple[str, str]] = field(default_factory=list)  # (member ID, who)
-    oncall_flow: str = ""
-    rotation: list[tuple[str, str]] = field(default_factory=list)
-    people: dict[str, str] = field(default_factory=dict)  # member ID -> E.164
 
 
 class Terminal:
@@ -120,13 +98,14 @@ class Wizard:
         self.t.say("Slack (https://api.slack.com/apps → your app; create it from manifest.yml).")
         a.bot_token = self._token(
             "Bot User OAuth Token, xoxb-… (OAuth & Permissions)", "xoxb-", "a bot token",
-            self._auth_test,
+            partial(auth_test, self.answers),
         )
         self.t.say("Socket Mode needs no public address (recommended); HTTP mode needs the "
                    "signing secret and a public https URL.")
         a.app_token = self._token(
             "App-level token, xapp-… (Basic Information → App-Level Tokens; empty for HTTP mode)",
-            "xapp-", "an app-level token", self._socket_mode, on_empty=self._signing_secret,
+            "xapp-", "an app-level token", partial(socket_mode, self.answers),
+            on_empty=self._signing_secret,
         )
 
     def _token(
@@ -160,30 +139,6 @@ class Wizard:
         self.t.say("  ✗ HTTP mode needs the signing secret.")
         return False
 
-    def _slack_client(self, token: str | None = None) -> AsyncWebClient:
-        return AsyncWebClient(token=token or self.answers.bot_token,
-                              base_url=self.answers.slack_api_url, timeout=10)
-
-    async def _auth_test(self, token: str) -> tuple[bool, str]:
-        try:
-            identity = await self._slack_client(token).auth_test()
-        except SlackApiError as exc:
-            return False, f"Slack refused it ({exc.response.get('error')}); copy it again."
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return False, f"cannot reach {self.answers.slack_api_url} ({type(exc).__name__})."
-        self.answers.workspace = str(identity.get("team"))
-        return True, f"connected to {identity.get('team')} as @{identity.get('user')}"
-
-    async def _socket_mode(self, app_token: str) -> tuple[bool, str]:
-        try:
-            await self._slack_client().apps_connections_open(app_token=app_token)
-        except SlackApiError as exc:
-            return False, (f"Slack refused it ({exc.response.get('error')}); it needs the "
-                           "connections:write scope, and Socket Mode must be on.")
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            return False, f"cannot reach Slack ({type(exc).__name__})."
-        return True, "Socket Mode works with it"
-
     # ------------------------------------------------------------------------------ Evo Voice
 
     def evovoice(self) -> None:
@@ -193,7 +148,7 @@ class Wizard:
         while True:
             a.evovoice_username = self.t.ask("Evo Voice username (email)")
             a.evovoice_password = self.t.secret("Evo Voice password")
-            ok, said, accounts = _run(self._login())
+            ok, said, accounts = _run(login(a))
             self.t.say(f"  {'✓' if ok else '✗'} {said}")
             if ok:
                 break
@@ -204,49 +159,12 @@ class Wizard:
             a.account_id = accounts[index][0]
         else:
             a.account_id = accounts[0][0]
-        self._flows, numbers = _run(self._catalog())
+        self._flows, numbers = _run(catalog(a))
         if numbers:
             self.t.say("Caller ID: the number people see when callbot calls.")
             index = self.t.pick("Default caller ID", numbers,
                                 allow_none="let Evo Voice choose each time")
             a.default_caller_id = numbers[index] if index >= 0 else ""
-
-    def _evo(self) -> EvoVoiceClient:
-        a = self.answers
-        return EvoVoiceClient(a.evovoice_url, a.evovoice_username, a.evovoice_password,
-                              timeout=httpx.Timeout(15.0, connect=5.0))
-
-    async def _login(self) -> tuple[bool, str, list[tuple[str, str]]]:
-        evo = self._evo()
-        try:
-            status = await evo.auth_status()
-        except BadLogin:
-            return False, "Evo Voice refused the login; try again.", []
-        except EvoVoiceError as exc:
-            return False, f"{exc.message}; check the address.", []
-        finally:
-            await evo.aclose()
-        held = [role for role in KNOWN_ROLES if role in status.roles]
-        if not held:
-            roles = ", ".join(status.roles) or "none"
-            return False, (f"this login holds neither Manager nor SystemAdministrator (its roles: "
-                           f"{roles}); grant it Manager in Evo Voice, or use another login."), []
-        names = list(status.account_names)
-        accounts = [(aid, names[i] if i < len(names) and names[i] else aid)
-                    for i, aid in enumerate(status.account_ids)]
-        if not accounts:
-            return False, "this login reaches no account; give it access in Evo Voice.", []
-        return True, (f"logged in as {status.display_name or self.answers.evovoice_username} "
-                      f"({', '.join(held)})"), accounts
-
-    async def _catalog(self) -> tuple[list[Flow], list[str]]:
-        evo = self._evo()
-        try:
-            flows = await evo.list_flows([self.answers.account_id])
-            owned = await evo.list_phone_numbers([self.answers.account_id])
-        finally:
-            await evo.aclose()
-        return flows, [n.phone_number for n in owned if n.phone_number]
 
     # ---------------------------------------------------------------------------------- policy
 
@@ -285,47 +203,13 @@ class Wizard:
             if not names:
                 self.t.say("  ✗ name at least one person.")
                 continue
-            found, problems = _run(self._members(names))
+            found, problems = _run(members(self.answers, names))
             for member, who in found:
                 self.t.say(f"  ✓ {who} → {member}")
             for problem in problems:
                 self.t.say(f"  ✗ {problem}")
             if not problems:
                 return found
-
-    async def _members(self, names: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
-        client = self._slack_client()
-        found: list[tuple[str, str]] = []
-        problems: list[str] = []
-        directory: list[dict[str, Any]] | None = None
-        for name in names:
-            try:
-                if "@" in name and not name.startswith("@"):
-                    user = (await client.users_lookupByEmail(email=name)).get("user") or {}
-                    found.append((str(user["id"]), f"{name} ({_label(user)})"))
-                    continue
-                if directory is None:
-                    directory = await _everyone(client)
-                handle = name.removeprefix("@").lower()
-                matches = [u for u in directory if handle in _handles(u)]
-                if len(matches) == 1:
-                    found.append((str(matches[0]["id"]), f"@{handle} ({_label(matches[0])})"))
-                elif matches:
-                    ids = ", ".join(f"{_label(u)} {u['id']}" for u in matches)
-                    problems.append(f"@{handle} matches several people ({ids}); use an email")
-                else:
-                    problems.append(f"nobody in {self.answers.workspace} is called @{handle}")
-            except SlackApiError as exc:
-                error = exc.response.get("error")
-                if error == "users_not_found":
-                    problems.append(f"nobody in {self.answers.workspace} has the email {name}")
-                elif error == "missing_scope":
-                    problems.append(f"looking up {name} by email needs the users:read.email "
-                                    "scope (OAuth & Permissions); type their @handle instead")
-                else:
-                    problems.append(f"looking up {name} failed ({error}); the bot needs the "
-                                    "users:read scope")
-        return found, problems
 
     # ---------------------------------------------------------------------------------- files
 
@@ -345,92 +229,9 @@ class Wizard:
         self.t.say("Next: `callbot check` tries it all, then `callbot` starts the bot.")
 
 
-async def _everyone(client: AsyncWebClient) -> list[dict[str, Any]]:
-    members: list[dict[str, Any]] = []
-    cursor = ""
-    while True:
-        page = await client.users_list(limit=200, cursor=cursor or None)
-        members += [m for m in page.get("members") or [] if not m.get("deleted")
-                    and not m.get("is_bot")]
-        cursor = str((page.get("response_metadata") or {}).get("next_cursor") or "")
-        if not cursor:
-            return members
-
-
-def _handles(user: dict[str, Any]) -> set[str]:
-    profile = user.get("profile") or {}
-    return {str(v).lower() for v in (user.get("name"), profile.get("display_name"),
-                                     profile.get("real_name"), user.get("real_name")) if v}
-
-
-def _label(user: dict[str, Any]) -> str:
-    return str(user.get("real_name") or (user.get("profile") or {}).get("real_name")
-               or user.get("name") or user.get("id"))
-
-
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     # One event loop per check: the questions between them are blocking reads of the terminal.
     return asyncio.run(coroutine)
-
-
-def _list(ids: Sequence[str]) -> str:
-    return ", ".join(f'"{i}"' for i in ids)
-
-
-def render_env(a: Answers) -> str:
-    lines = [
-        "# callbot settings, written by `callbot init`. Real environment variables take "
-        "precedence;",
-        "# .env.example lists every setting. Keep this file secret.",
-        f"SLACK_BOT_TOKEN={a.bot_token}",
-        "# Set: Socket Mode (no public URL needed). Empty: HTTP mode, with SLACK_SIGNING_SECRET.",
-        f"SLACK_APP_TOKEN={a.app_token}",
-        f"SLACK_SIGNING_SECRET={a.signing_secret}",
-    ]
-    if a.slack_api_url != DEFAULT_SLACK_API_URL:
-        lines.append(f"SLACK_API_URL={a.slack_api_url}")
-    lines += [
-        f"EVOVOICE_URL={a.evovoice_url}",
-        "# The bot's own Evo Voice login; it holds the Manager role.",
-        f"EVOVOICE_USERNAME={a.evovoice_username}",
-        f"EVOVOICE_PASSWORD={a.evovoice_password}",
-        "# The account callbot uses (needed when the login reaches several).",
-        f"EVOVOICE_ACCOUNT_ID={a.account_id if a.several_accounts else ''}",
-        "CALLBOT_CONFIG=./callbot.toml",
-        "DATABASE_URL=sqlite:///./callbot.db",
-        "PORT=3000",
-        "LOG_LEVEL=INFO",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def render_policy(a: Answers) -> str:
-    lines = [
-        "# callbot policy file, written by `callbot init` (callbot.example.toml and README.md",
-        "# explain every key). Checked at start-up; `callbot check` tries it against Slack and",
-        "# Evo Voice.",
-        "",
-        f'default_region = "{a.default_region}"              # for numbers typed without a '
-        "country code",
-        f'allowed_regions = ["{a.default_region}"]           # where calls may go',
-    ]
-    if a.default_caller_id:
-        lines.append(f'default_caller_id = "{a.default_caller_id}"  # one of the account\'s '
-                     "numbers")
-    lines += ["", "# Who may place calls, by Slack member ID:"]
-    lines += [f"#   {member}: {who}" for member, who in a.managers]
-    lines += ["[roles]", f"{MANAGER} = [{_list([m for m, _ in a.managers])}]", ""]
-    if a.oncall_flow:
-        lines += ["[people]                             # phone numbers; others: their Slack "
-                  "profile's"]
-        lines += [f'{member} = "{number}"' for member, number in a.people.items()]
-        lines += ["", "[oncall]", f'flow = "{a.oncall_flow}"',
-                  "# The rotation, in order:"]
-        lines += [f"#   {member}: {who}" for member, who in a.rotation]
-        lines += [f"rotation = [{_list([m for m, _ in a.rotation])}]",
-                  'handoff = "monday 09:00"             # when the duty passes on',
-                  'timezone = "UTC"                     # the team\'s IANA time zone', ""]
-    return "\n".join(lines)
 
 
 def main(folder: Path | None = None, terminal: Terminal | None = None) -> int:

@@ -1,0 +1,89 @@
+"""What `callbot init` collects (`Answers`) and the two files it writes from them: `.env` and
+`callbot.toml`, each line commented, both passing `callbot check`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from bot.config import DEFAULT_EVOVOICE_URL, DEFAULT_SLACK_API_URL, MANAGER
+
+
+@dataclass
+class Answers:
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    bot_token: str = ""
+    app_token: str = ""
+    signing_secret: str = ""
+    workspace: str = ""
+    evovoice_url: str = DEFAULT_EVOVOICE_URL
+    evovoice_username: str = ""
+    evovoice_password: str = ""
+    account_id: str = ""
+    several_accounts: bool = False
+    default_region: str = "US"
+    default_caller_id: str = ""
+    managers: list[tuple[str, str]] = field(default_factory=list)  # (member ID, who)
+    oncall_flow: str = ""
+    rotation: list[tuple[str, str]] = field(default_factory=list)
+    people: dict[str, str] = field(default_factory=dict)  # member ID -> E.164
+
+
+def _list(ids: Sequence[str]) -> str:
+    return ", ".join(f'"{i}"' for i in ids)
+
+
+def render_env(a: Answers) -> str:
+    lines = [
+        "# callbot settings, written by `callbot init`. Real environment variables take "
+        "precedence;",
+        "# .env.example lists every setting. Keep this file secret.",
+        f"SLACK_BOT_TOKEN={a.bot_token}",
+        "# Set: Socket Mode (no public URL needed). Empty: HTTP mode, with SLACK_SIGNING_SECRET.",
+        f"SLACK_APP_TOKEN={a.app_token}",
+        f"SLACK_SIGNING_SECRET={a.signing_secret}",
+    ]
+    if a.slack_api_url != DEFAULT_SLACK_API_URL:
+        lines.append(f"SLACK_API_URL={a.slack_api_url}")
+    lines += [
+        f"EVOVOICE_URL={a.evovoice_url}",
+        "# The bot's own Evo Voice login; it holds the Manager role.",
+        f"EVOVOICE_USERNAME={a.evovoice_username}",
+        f"EVOVOICE_PASSWORD={a.evovoice_password}",
+        "# The account callbot uses (needed when the login reaches several).",
+        f"EVOVOICE_ACCOUNT_ID={a.account_id if a.several_accounts else ''}",
+        "CALLBOT_CONFIG=./callbot.toml",
+        "DATABASE_URL=sqlite:///./callbot.db",
+        "PORT=3000",
+        "LOG_LEVEL=INFO",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_policy(a: Answers) -> str:
+    lines = [
+        "# callbot policy file, written by `callbot init` (callbot.example.toml and README.md",
+        "# explain every key). Checked at start-up; `callbot check` tries it against Slack and",
+        "# Evo Voice.",
+        "",
+        f'default_region = "{a.default_region}"              # for numbers typed without a '
+        "country code",
+        f'allowed_regions = ["{a.default_region}"]           # where calls may go',
+    ]
+    if a.default_caller_id:
+        lines.append(f'default_caller_id = "{a.default_caller_id}"  # one of the account\'s '
+                     "numbers")
+    lines += ["", "# Who may place calls, by Slack member ID:"]
+    lines += [f"#   {member}: {who}" for member, who in a.managers]
+    lines += ["[roles]", f"{MANAGER} = [{_list([m for m, _ in a.managers])}]", ""]
+    if a.oncall_flow:
+        lines += ["[people]                             # phone numbers; others: their Slack "
+                  "profile's"]
+        lines += [f'{member} = "{number}"' for member, number in a.people.items()]
+        lines += ["", "[oncall]", f'flow = "{a.oncall_flow}"',
+                  "# The rotation, in order:"]
+        lines += [f"#   {member}: {who}" for member, who in a.rotation]
+        lines += [f"rotation = [{_list([m for m, _ in a.rotation])}]",
+                  'handoff = "monday 09:00"             # when the duty passes on',
+                  'timezone = "UTC"                     # the team\'s IANA time zone', ""]
+    return "\n".join(lines)
