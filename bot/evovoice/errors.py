@@ -1,0 +1,216 @@
+"""The Evo Voice client's errors, and reading them from an answer.
+
+Every failure reaches callers as one of these (never an ``httpx`` exception or a raw dict)::
+
+    EvoVoiceError                   .message is safe to show to a user
+    ├── EvoVoiceUnreachable         could not connect after retries: nothing was sent
+    ├── OutcomeUnknown              POST /sessions/outgoing may have placed the call (.cause)
+    ├── EvoVoiceTimeout             a GET/DELETE was sent but no answer came back
+    ├── MalformedResponse           a GET answered 2xx with a body of the wrong shape
+    └── EvoVoiceStatusError         the server answered with an error status
+        ├── BadRequest              400 (.field_errors)
+        ├── BadLogin                401, or /auth/status saying "not authenticated" (200 or 204)
+        ├── Forbidden               403 for another reason than a role (e.g. a refused client)
+        │   └── MissingRole         403 "Invalid Role" (.needed: the role(s) the operation needs)
+        ├── NotFound                404
+        ├── Conflict                409
+        ├── RateLimited             429 (.retry_after seconds, or None)
+        └── ServerError             5xx on anything but POST /sessions/outgoing
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+# A Retry-After longer than this is read as this: one 429 asking for a day must not silence a
+# followed call (or an escalation step) for a day.
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+class EvoVoiceError(Exception):
+    """Base of every error this client raises; ``message`` is safe to show to users."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class EvoVoiceUnreachable(EvoVoiceError):
+    """The connection could not be opened, even after retries: nothing was sent."""
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class OutcomeUnknown(EvoVoiceError):
+    """POST /sessions/outgoing reached the server (maybe) but no clear answer came back.
+
+    The call may have been placed: look it up with ``find_sessions`` instead of dialling again.
+    """
+
+    def __init__(self, message: str, *, cause: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.status = status
+
+
+class EvoVoiceTimeout(EvoVoiceError):
+    """A GET or DELETE was sent but its answer did not arrive (timed out or connection lost)."""
+
+
+class MalformedResponse(EvoVoiceError):
+    """A GET answered 2xx with a body that is not the expected JSON shape."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One entry of ServiceStack's ``responseStatus.errors``."""
+
+    field_name: str | None
+    message: str
+    error_code: str | None = None
+
+
+class EvoVoiceStatusError(EvoVoiceError):
+    """The server answered with a non-2xx status."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_code: str | None = None,
+        field_errors: list[FieldError] | None = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_code = error_code
+        self.field_errors: list[FieldError] = list(field_errors or [])
+        # Only a 429 carries one (RateLimited); kept here so every status error is built alike.
+        self.retry_after = retry_after
+
+
+class BadRequest(EvoVoiceStatusError):
+    """400: the server rejected an argument (see ``field_errors``)."""
+
+
+class BadLogin(EvoVoiceStatusError):
+    """401: the bot's Evo Voice username or password is wrong."""
+
+
+class Forbidden(EvoVoiceStatusError):
+    """403 that is not "Invalid Role": the server refused the request for another reason."""
+
+
+class MissingRole(Forbidden):
+    """403 "Invalid Role": the bot's Evo Voice user lacks a role the operation needs."""
+
+    needed: tuple[str, ...] = ("Manager", "SystemAdministrator")
+
+
+class NotFound(EvoVoiceStatusError):
+    """404."""
+
+
+class Conflict(EvoVoiceStatusError):
+    """409."""
+
+
+class RateLimited(EvoVoiceStatusError):
+    """429: too many requests; ``retry_after`` is the server's wait in seconds, if it gave one."""
+
+
+class ServerError(EvoVoiceStatusError):
+    """5xx on a call that cannot have placed a phone call."""
+
+
+_STATUS_ERRORS: dict[int, tuple[type[EvoVoiceStatusError], str]] = {
+    400: (BadRequest, "Evo Voice rejected the request as invalid."),
+    401: (BadLogin, "Evo Voice rejected the bot's login; check its username and password."),
+    403: (Forbidden, "Evo Voice refused the request (HTTP 403)."),
+    404: (NotFound, "Evo Voice could not find what was asked for."),
+    409: (Conflict, "Evo Voice reported a conflict with the current state."),
+    429: (RateLimited, "Evo Voice is receiving too many requests; try again shortly."),
+}
+
+
+def status_error_class(status: int) -> tuple[type[EvoVoiceStatusError], str]:
+    """The error class for an HTTP error status, and its message when the server gave none."""
+    return _STATUS_ERRORS.get(
+        status,
+        (ServerError, "Evo Voice had an internal problem; try again later.")
+        if status >= 500
+        else (EvoVoiceStatusError, f"Evo Voice answered with HTTP status {status}."),
+    )
+
+
+def is_invalid_role(message: str | None, error_code: str | None) -> bool:
+    """ServiceStack's RequiredRole answers 403 "Invalid Role"; any other 403 is something else."""
+    return any("invalid role" in (text or "").casefold() for text in (message, error_code))
+
+
+def camel_field(data: dict[str, Any], name: str) -> Any:
+    """ServiceStack speaks camelCase unless configured otherwise: accept PascalCase too."""
+    return data.get(name, data.get(name[:1].upper() + name[1:]))
+
+
+def nonempty_text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def parse_response_status(
+    response: httpx.Response,
+) -> tuple[str | None, str | None, list[FieldError]]:
+    try:
+        data = response.json()
+    except ValueError:
+        return None, None, []
+    status = camel_field(data, "responseStatus") if isinstance(data, dict) else None
+    if not isinstance(status, dict):
+        return None, None, []
+    errors = camel_field(status, "errors")
+    field_errors = [
+        FieldError(
+            field_name=nonempty_text(camel_field(e, "fieldName")),
+            message=nonempty_text(camel_field(e, "message")) or "",
+            error_code=nonempty_text(camel_field(e, "errorCode")),
+        )
+        for e in (errors if isinstance(errors, list) else [])
+        if isinstance(e, dict)
+    ]
+    message, code = camel_field(status, "message"), camel_field(status, "errorCode")
+    return nonempty_text(message), nonempty_text(code), field_errors
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date), else None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def capped_retry_after(value: str | None) -> float | None:
+    """``parse_retry_after``, but never more than ``MAX_RETRY_AFTER_SECONDS``."""
+    seconds = parse_retry_after(value)
+    return None if seconds is None else min(seconds, MAX_RETRY_AFTER_SECONDS)

@@ -1,0 +1,124 @@
+"""What the Evo Voice API answers, as typed models (camelCase on the wire, ``extra`` ignored)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Annotated, Any, Self
+
+import httpx
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from bot.evovoice.errors import camel_field
+
+logger = logging.getLogger("bot.evovoice.client")
+
+OUTGOING_PATH = "/sessions/outgoing"
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_NUMBER_DECORATION = re.compile(r"[\s\-().]")
+
+
+# ServiceStack may send null for an empty list or a false flag.
+_StrList = Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v)]
+_Flag = Annotated[bool, BeforeValidator(lambda v: False if v is None else v)]
+
+
+class _ApiModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        coerce_numbers_to_str=True,
+    )
+
+
+class AuthStatus(_ApiModel):
+    user_id: str | None = Field(default=None, alias="id")
+    is_authenticated: _Flag = False
+    roles: _StrList = Field(default_factory=list)
+    account_ids: _StrList = Field(default_factory=list)
+    account_names: _StrList = Field(default_factory=list)
+    display_name: str | None = None
+
+
+class Flow(_ApiModel):
+    id: str
+    name: str = ""
+    description: str | None = None
+    account_id: str | None = None
+
+
+def as_e164(text: str | None) -> str | None:
+    """``text`` as an E.164 number if it is one once spaces, dashes and brackets go; else None."""
+    if not text:
+        return None
+    candidate = _NUMBER_DECORATION.sub("", text)
+    return candidate if _E164.match(candidate) else None
+
+
+class OwnedNumber(_ApiModel):
+    id: str
+    phone_number: str | None = None
+    display_name: str | None = None
+    account_id: str | None = None
+    # The endpoint's field names as sent, for `callbot check` when no E.164 number is found.
+    fields_seen: tuple[str, ...] = ()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _remember_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {**data, "fieldsSeen": tuple(str(key) for key in data)}
+        return data
+
+    @model_validator(mode="after")
+    def _number_from_display_name(self) -> Self:
+        # The E.164 is only *likely* in phoneNumber; the display name often holds it instead.
+        if not self.phone_number:
+            self.phone_number = as_e164(self.display_name)
+        return self
+
+
+class Session(_ApiModel):
+    id: str
+    date_created: str | None = None
+    date_completed: str | None = None
+    to_address: str | None = None
+    from_address: str | None = None
+    call_state: str | None = None
+    dial_state: str | None = None
+    ended: _Flag = False
+    outcome: str | None = None
+    answered_by_name: str | None = None
+    channel: str | None = None
+
+
+class CallPlaced(_ApiModel):
+    """The server accepted a new outgoing call; its answer may or may not name the session."""
+
+    session_id: str | None = None
+    session: Session | None = None
+
+
+def parse_call_placed(response: httpx.Response) -> CallPlaced:
+    """Read whatever a 2xx to POST /sessions/outgoing carried; the call is accepted regardless."""
+    if response.status_code == 204 or not response.content.strip():
+        return CallPlaced()
+    try:
+        data = response.json()
+    except ValueError:
+        logger.warning("Evo Voice POST %s: 2xx body is not JSON; call accepted", OUTGOING_PATH)
+        return CallPlaced()
+    if not isinstance(data, dict):
+        return CallPlaced()
+    candidate = camel_field(data, "session")
+    if not isinstance(candidate, dict):
+        candidate = data
+    try:
+        session = Session.model_validate(candidate)
+    except ValidationError:
+        raw_id = camel_field(candidate, "sessionId") or camel_field(data, "sessionId")
+        session_id = str(raw_id) if isinstance(raw_id, (str, int)) and raw_id != "" else None
+        return CallPlaced(session_id=session_id)
+    return CallPlaced(session_id=session.id, session=session)

@@ -1,0 +1,300 @@
+"""Sending one request to Evo Voice: the retry rules, the errors, and what an observer hears.
+
+Retrying is decided per request, because a call must never ring twice: POST /sessions/outgoing is
+repeated only when the connection could not be opened (nothing reached the server). GETs are
+idempotent and get one more try after a 502/503/504 or a lost answer. DELETE and PATCH are retried
+only on connect failures.
+
+An optional ``observer`` hears about every attempt (route, seconds, status or kind of failure), for
+metrics; it never sees bodies, queries or credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from bot.evovoice.errors import (
+    EvoVoiceStatusError,
+    FieldError,
+    EvoVoiceTimeout,
+    EvoVoiceUnreachable,
+    MalformedResponse,
+    MissingRole,
+    OutcomeUnknown,
+    RateLimited,
+    capped_retry_after,
+    is_invalid_role,
+    parse_response_status,
+    status_error_class,
+)
+from bot.evovoice.models import OUTGOING_PATH
+from bot.evovoice.transport import AiohttpTransport, AnswerTooLarge
+
+# The client's requests keep the logger name operators filter on.
+logger = logging.getLogger("bot.evovoice.client")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("callbot")
+    except importlib.metadata.PackageNotFoundError:
+        return "dev"
+
+
+USER_AGENT = f"callbot/{_version()}"
+# Reads may take up to 15 s: the server is slow to answer while it sets a call up.
+DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+DEFAULT_CONNECT_RETRIES = 3
+DEFAULT_RETRY_BACKOFF = 0.5
+_MAX_MESSAGE_CHARS = 300
+# Failures that happen before any byte of the request left: always safe to repeat.
+_CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_GATEWAY_STATUSES = frozenset({502, 503, 504})
+
+_Item = TypeVar("_Item", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class RequestObserved:
+    """One HTTP attempt, for an observer: ``error`` is None when a 2xx came back."""
+
+    method: str
+    route: str  # the path with ids replaced by ``{id}``, so routes are few
+    seconds: float
+    status: int | None
+    error: str | None  # unreachable, timeout, connection_lost, bad_login, server_error, …
+
+
+RequestObserver = Callable[[RequestObserved], None]
+
+_FIXED_ROUTES = frozenset({"/auth/status", "/flows", "/endpoints", "/sessions", OUTGOING_PATH})
+_STATUS_KINDS = {400: "bad_request", 401: "bad_login", 403: "missing_role", 404: "not_found",
+                 409: "conflict", 429: "rate_limited"}
+
+
+_AFTER_SEND_CAUSES = {"timeout": "no answer in time",
+                      "connection_lost": "connection lost before the answer",
+                      "unreadable_answer": "unreadable answer"}
+
+
+def route_of(path: str) -> str:
+    return path if path in _FIXED_ROUTES else path.rsplit("/", 1)[0] + "/{id}"
+
+
+def _status_kind(status: int) -> str:
+    return _STATUS_KINDS.get(status, "server_error" if status >= 500 else "http_error")
+
+
+class Requester:
+    """One pooled connection to Evo Voice, with HTTP Basic on every request; the client's base
+    (bot/evovoice/client.py adds the API's operations)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        connect_retries: int = DEFAULT_CONNECT_RETRIES,
+        retry_backoff: float = DEFAULT_RETRY_BACKOFF,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        observer: RequestObserver | None = None,
+    ) -> None:
+        if connect_retries < 1:
+            raise ValueError("connect_retries counts attempts and must be at least 1")
+        self._password = password
+        self._connect_retries = connect_retries
+        self._retry_backoff = retry_backoff
+        self._sleep = sleep
+        self._observer = observer
+        # Basic auth on every request is the whole session: refuse the ss-id cookies the server
+        # hands out, so no state outlives a request.
+        no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            auth=httpx.BasicAuth(username, password),
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            timeout=timeout,
+            cookies=no_cookies,
+            # httpx's own pool costs too much CPU per request when many calls are placed at once.
+            transport=transport if transport is not None else AiohttpTransport(),
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
+        response = await self._send("GET", path, params=params)
+        try:
+            return response.json()
+        except ValueError:
+            raise MalformedResponse("Evo Voice sent an answer the bot could not read.") from None
+
+    def _model(self, model: type[_Item], data: Any, path: str) -> _Item:
+        try:
+            return model.model_validate(data)
+        except ValidationError:
+            logger.warning("Evo Voice GET %s: unexpected body shape for %s", path, model.__name__)
+            raise MalformedResponse("Evo Voice sent an answer the bot could not read.") from None
+
+    def _items(self, model: type[_Item], data: Any, path: str) -> list[_Item]:
+        # ServiceStack leaves out null properties, so a missing "items" is an empty page.
+        raw = data.get("items") if isinstance(data, dict) else data
+        if raw is None and isinstance(data, dict):
+            raw = []
+        if not isinstance(raw, list):
+            logger.warning("Evo Voice GET %s: expected a list of items", path)
+            raise MalformedResponse("Evo Voice sent an answer the bot could not read.")
+        return [self._model(model, item, path) for item in raw]
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        """Send with the retry rules of the module docstring; return only a 2xx response."""
+        places_call = method == "POST" and path == OUTGOING_PATH
+        after_send_retries = 1 if method == "GET" else 0
+        connect_failures = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                response = await self._http.request(method, path, params=params, json=json)
+            except _CONNECT_FAILURES as exc:
+                connect_failures += 1
+                self._log_failure(method, path, exc, started)
+                self._observe(method, path, started, None, "unreachable")
+                if connect_failures >= self._connect_retries:
+                    raise EvoVoiceUnreachable(
+                        "Could not connect to Evo Voice; nothing was sent.",
+                        attempts=connect_failures,
+                    ) from exc
+                await self._sleep(self._retry_backoff * 2 ** (connect_failures - 1))
+                continue
+            except (httpx.UnsupportedProtocol, httpx.ProxyError) as exc:
+                self._log_failure(method, path, exc, started)
+                self._observe(method, path, started, None, "unreachable")
+                raise EvoVoiceUnreachable(
+                    "Could not connect to Evo Voice; nothing was sent.", attempts=1
+                ) from exc
+            except AnswerTooLarge as exc:
+                # The server answered: a GET is not worth repeating; a 2xx to the POST is a placed
+                # call whose session is to be looked up, anything else may or may not be one.
+                self._log_failure(method, path, exc, started)
+                self._observe(method, path, started, exc.status, "answer_too_large")
+                if places_call and 200 <= exc.status < 300:
+                    return httpx.Response(exc.status, request=exc.request)
+                if places_call:
+                    raise OutcomeUnknown(
+                        "Evo Voice did not confirm the call; it may or may not have been placed.",
+                        cause="answer too large to read",
+                    ) from exc
+                raise MalformedResponse(
+                    "Evo Voice sent an answer too large for the bot to read."
+                ) from exc
+            except httpx.HTTPError as exc:
+                # Read/write timeouts, dropped connections: the request may have been acted on.
+                self._log_failure(method, path, exc, started)
+                kind = (
+                    "timeout"
+                    if isinstance(exc, httpx.TimeoutException)
+                    else "connection_lost"
+                    if isinstance(exc, httpx.TransportError)
+                    else "unreadable_answer"
+                )
+                cause = _AFTER_SEND_CAUSES[kind]
+                self._observe(method, path, started, None, kind)
+                if after_send_retries > 0:
+                    after_send_retries -= 1
+                    await self._sleep(self._retry_backoff)
+                    continue
+                if places_call:
+                    raise OutcomeUnknown(
+                        "Evo Voice did not confirm the call; it may or may not have been placed.",
+                        cause=cause,
+                    ) from exc
+                raise EvoVoiceTimeout(f"Evo Voice did not answer ({cause}).") from exc
+
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            self._observe(method, path, started, response.status_code,
+                          None if response.is_success else _status_kind(response.status_code))
+            # Successes are DEBUG: routine reads (a followed call's poll, every few seconds) were
+            # 9 lines in 10, and what a success means (a call placed, hung up) its caller logs.
+            logger.log(
+                logging.DEBUG if response.is_success else logging.INFO,
+                "Evo Voice %s %s -> %d (%.0f ms)", method, path, response.status_code, elapsed_ms,
+            )
+            if response.is_success:
+                return response
+            if response.status_code in _GATEWAY_STATUSES and after_send_retries > 0:
+                after_send_retries -= 1
+                await self._sleep(self._retry_backoff)
+                continue
+            if places_call and response.status_code >= 500:
+                raise OutcomeUnknown(
+                    "Evo Voice failed while placing the call; it may or may not have been placed.",
+                    cause=f"HTTP {response.status_code}",
+                    status=response.status_code,
+                )
+            raise self._status_error(response)
+
+    def _observe(
+        self, method: str, path: str, started: float, status: int | None, error: str | None
+    ) -> None:
+        if self._observer is None:
+            return
+        observed = RequestObserved(
+            method, route_of(path), time.perf_counter() - started, status, error
+        )
+        try:
+            self._observer(observed)
+        except Exception:  # metrics must never break a call
+            logger.exception("Evo Voice request observer failed")
+
+    def _log_failure(self, method: str, path: str, exc: httpx.HTTPError, started: float) -> None:
+        # The exception's text is left out on purpose: only its type is known to be harmless.
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        logger.warning(
+            "Evo Voice %s %s failed: %s (%.0f ms)", method, path, type(exc).__name__, elapsed_ms
+        )
+
+    def _status_error(self, response: httpx.Response) -> EvoVoiceStatusError:
+        status = response.status_code
+        error_class, default = status_error_class(status)
+        server_message, error_code, field_errors = parse_response_status(response)
+        if not server_message and field_errors:
+            server_message = field_errors[0].message
+        if status == 403 and is_invalid_role(server_message, error_code):
+            error_class = MissingRole
+        message = self._safe(server_message) or default
+        field_errors = [
+            FieldError(e.field_name, self._safe(e.message), e.error_code) for e in field_errors
+        ]
+        retry_after = None
+        if error_class is RateLimited:
+            retry_after = capped_retry_after(response.headers.get("Retry-After"))
+        return error_class(status, message, error_code, field_errors, retry_after=retry_after)
+
+    def _safe(self, text: str | None) -> str:
+        """Server text trimmed for users, with the bot's password blanked should it ever echo."""
+        text = (text or "").strip()
+        if self._password:
+            text = text.replace(self._password, "***")
+        if len(text) > _MAX_MESSAGE_CHARS:
+            text = text[: _MAX_MESSAGE_CHARS - 1] + "…"
+        return text
