@@ -1,0 +1,255 @@
+"""Following one placed call: poll Evo Voice, store what changed, show it.
+
+Evo Voice has no webhook for call progress, so every followed call is a task that polls its
+session: at once, then after `first_interval`, then less and less often up to `max_interval`,
+starting again from `first_interval` whenever something changed. Hundreds of calls are followed at
+once without blocking anything: each task spends its time waiting.
+
+A call whose creation was unconfirmed ("outcome unknown"), or accepted without a session id, has no
+session yet: its task looks for it (`GET /sessions?to=…`, created since the attempt, not already
+tied to another call) until `find_for` has passed, then reports it as not found. No call is followed
+for longer than `follow_for`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from enum import Enum
+
+from bot.audit.trail import AuditLog, EventKind
+from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK
+from bot.calls.progress import answered_by_name, classify, clip, duration_of
+from bot.calls.status_message import StatusMessages
+from bot.calls.store import CallState, CallStore, TrackedCall
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, RateLimited, Session
+from bot.evovoice.dates import parse_timestamp
+from bot.storage.faults import DATABASE_FAULTS
+
+logger = logging.getLogger("bot.calls.follow")
+
+
+class _Step(Enum):
+    SAME = "same"  # nothing changed
+    CHANGED = "changed"
+    DONE = "done"  # the call is no longer followed
+
+
+@dataclass(frozen=True)
+class FollowTiming:
+    first_interval: float = 2.0  # seconds between the first polls
+    max_interval: float = 15.0  # the back-off stops growing here
+    growth: float = 1.5
+    find_for: float = 120.0  # how long to look for the session of an unconfirmed call
+    follow_for: float = 4 * 3600.0  # no call is followed for longer
+    number_retention: float = 24 * 3600.0  # the full number is erased this long after the call
+
+
+
+class CallPoller:
+    """The follow task of one call at a time (`follow`); `CallFollower` decides which calls."""
+
+    def __init__(
+        self,
+        *,
+        evo: EvoVoiceClient,
+        store: CallStore,
+        audit: AuditLog | None,
+        account_ids: list[str],
+        timing: FollowTiming,
+        clock: Callable[[], float],
+        pause: Callable[[asyncio.Event, float], Awaitable[None]],
+        messages: StatusMessages,
+        wake: Callable[[int], asyncio.Event],
+    ) -> None:
+        self._evo = evo
+        self._store = store
+        self._audit = audit
+        self._account_ids = account_ids
+        self._timing = timing
+        self._clock = clock
+        self._wait = pause
+        self._messages = messages
+        self._wake = wake
+
+    async def follow(self, call_id: int, first_poll_later: bool = False) -> None:
+        timing = self._timing
+        interval = timing.first_interval
+        if not first_poll_later:
+            # An edit lost to a restart is made now. (A call begun just now was drawn as it is:
+            # reading its row back would cost every call of a burst a trip to the database.)
+            await self._messages.refresh(call_id)
+        else:
+            # A call placed a moment ago is ringing at best. Polling it at once would only compete,
+            # during a burst of pages, with the calls still waiting to be dialled.
+            await self._pause(call_id, interval)
+            interval = min(timing.max_interval, interval * timing.growth)
+        while True:
+            call = await self._store.get(call_id)
+            if call is None or not call.following:
+                return
+            age = self._clock() - call.created_at
+            if age > timing.follow_for:
+                await self._stop_following(call, CallState.LOST, EventKind.UNFOLLOWED, "time limit")
+                return
+            pause = interval
+            try:
+                if call.session_id is None:
+                    step = await self._look_for_session(call, age)
+                else:
+                    step = await self._check_session(call, age)
+            except RateLimited as exc:
+                step = _Step.SAME
+                pause = max(interval, exc.retry_after or 0.0)
+            except EvoVoiceError as exc:
+                logger.warning("following call %s: %s", call_id, type(exc).__name__,
+                               extra={"call_id": call_id})
+                step = _Step.SAME
+            if step == _Step.DONE:
+                return
+            if step == _Step.CHANGED:
+                interval = pause = timing.first_interval
+            await self._pause(call_id, pause)
+            interval = min(timing.max_interval, interval * timing.growth)
+
+    async def _pause(self, call_id: int, seconds: float) -> None:
+        wake = self._wake(call_id)
+        await self._wait(wake, seconds)
+        wake.clear()
+
+    async def _look_for_session(self, call: TrackedCall, age: float) -> _Step:
+        if call.e164 is None:
+            await self._stop_following(call, CallState.LOST, EventKind.UNFOLLOWED, "no number")
+            return _Step.DONE
+        since = dt.datetime.fromtimestamp(call.created_at, dt.UTC) - AMBIGUOUS_LOOKUP_SLACK
+        try:
+            sessions = await self._evo.find_sessions(self._account_ids, to=call.e164, since=since)
+        except EvoVoiceError as exc:
+            # A lookup that keeps failing (400, 403, 5xx) ends like one that finds nothing.
+            if age > self._timing.find_for:
+                logger.warning("call %s: lookup still failing (%s)", call.id, type(exc).__name__)
+                await self._stop_following(call, CallState.NOT_FOUND, EventKind.NOT_FOUND, None)
+                return _Step.DONE
+            raise
+        # Closest in time to the attempt first: of two calls to one number a few seconds apart,
+        # each gets its own session, and an older call to the number loses to a newer one.
+        started = dt.datetime.fromtimestamp(call.created_at, dt.UTC)
+        fresh = sorted(
+            sessions,
+            key=lambda s: abs(
+                ((parse_timestamp(s.date_created) or since) - started).total_seconds()
+            ),
+        )
+        taken = await self._store.sessions_taken([s.id for s in fresh])
+        for session in fresh:
+            if session.id in taken or not await self._store.claim_session(call.id, session.id):
+                continue
+            logger.info("call %s: found its session %s", call.id, session.id,
+                        extra={"call_id": call.id, "session_id": session.id})
+            await self._record(call, EventKind.SESSION_FOUND, session_id=session.id)
+            step = await self._apply(replace(call, session_id=session.id), session)
+            return _Step.DONE if step == _Step.DONE else _Step.CHANGED
+        if age > self._timing.find_for:
+            await self._stop_following(call, CallState.NOT_FOUND, EventKind.NOT_FOUND, None)
+            return _Step.DONE
+        return _Step.SAME
+
+    async def _check_session(self, call: TrackedCall, age: float) -> _Step:
+        assert call.session_id is not None
+        try:
+            session = await self._evo.get_session(call.session_id)
+        except NotFound:
+            if age > self._timing.find_for:
+                await self._stop_following(
+                    call, CallState.LOST, EventKind.UNFOLLOWED, "session not found"
+                )
+                return _Step.DONE
+            return _Step.SAME
+        return await self._apply(call, session)
+
+    async def _apply(self, call: TrackedCall, session: Session) -> _Step:
+        """Store what the session shows, and show it if anything changed."""
+        state = classify(session, call.state)
+        answered = call.answered or state == CallState.CONNECTED
+        answered_by = call.answered_by or answered_by_name(session, answered)
+        newly_answered = answered and not call.answered
+        if newly_answered:
+            await self._record(call, EventKind.ANSWERED, answered_by=answered_by)
+        if state == CallState.ENDED:
+            outcome, duration = clip(session.outcome), duration_of(session)
+            # The audit event first: were the bot stopped in between, the event may be written
+            # twice on resuming, but never lost.
+            await self._record(
+                call,
+                EventKind.ENDED,
+                outcome=outcome,
+                answered_by=answered_by,
+                duration_seconds=duration,
+            )
+            await self._store.update(
+                call.id,
+                state=str(state),
+                following=False,
+                answered=answered,
+                answered_by=answered_by,
+                outcome=outcome,
+                duration_seconds=duration,
+            )
+            verdict = "answered" if answered else "not answered"
+            logger.info("call %s ended (%s)", call.id, verdict, extra={
+                "call_id": call.id, "session_id": call.session_id, "outcome": verdict})
+            await self._messages.refresh_until_shown(call.id)
+            return _Step.DONE
+        # A flow may set its outcome before the call ends (an on-call acknowledgement after
+        # "press 1"): kept at once, for whoever waits on it (bot.oncall.escalation).
+        outcome = clip(session.outcome) or call.outcome
+        if (state == call.state and not newly_answered and answered_by == call.answered_by
+                and outcome == call.outcome):
+            return _Step.SAME
+        await self._store.update(
+            call.id, state=str(state), answered=answered, answered_by=answered_by, outcome=outcome
+        )
+        logger.info("call %s: %s", call.id, state,
+                    extra={"call_id": call.id, "session_id": call.session_id})
+        await self._messages.refresh(call.id)
+        return _Step.CHANGED
+
+    async def _stop_following(
+        self, call: TrackedCall, state: CallState, kind: EventKind, reason: str | None
+    ) -> None:
+        logger.info("call %s: %s", call.id, state, extra={
+            "call_id": call.id, "session_id": call.session_id, "outcome": str(state)})
+        await self._record(call, kind, reason=reason)
+        await self._store.update(call.id, state=str(state), following=False)
+        await self._messages.refresh_until_shown(call.id)
+
+    async def _record(
+        self,
+        call: TrackedCall,
+        kind: EventKind,
+        *,
+        session_id: str | None = None,
+        reason: str | None = None,
+        outcome: str | None = None,
+        answered_by: str | None = None,
+        duration_seconds: float | None = None,
+    ) -> None:
+        if self._audit is None or call.attempt_id is None:
+            return
+        try:
+            await self._audit.event(
+                call.attempt_id,
+                kind,
+                session_id=session_id or call.session_id,
+                reason=reason,
+                outcome=outcome,
+                answered_by=answered_by,
+                duration_seconds=duration_seconds,
+            )
+        except DATABASE_FAULTS:
+            raise  # the follow task tries again once the database answers: the event is not lost
+        except Exception:
+            logger.exception("recording %s of call %s failed", kind, call.id)

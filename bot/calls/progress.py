@@ -1,0 +1,66 @@
+"""What a session says about a call: ringing, answered, ended, and how long it lasted.
+
+The bot's reading of Evo Voice's session fields (docs/evovoice-api.md; README, "What the bot relies
+on"), shared by followed calls and escalation steps.
+"""
+
+from __future__ import annotations
+
+from bot.calls.store import CallState
+from bot.evovoice.client import Session
+from bot.evovoice.dates import parse_timestamp
+
+MAX_OUTCOME_CHARS = 200
+
+_LIVE = frozenset({CallState.RINGING, CallState.CONNECTED})
+
+
+def classify(session: Session, previous: str | None = None) -> CallState:
+    """The bot's reading of a session (docs/evovoice-api.md; README, "What the bot relies on").
+
+    `ended` and `callState` decide; `dateCompleted` only confirms an end `callState` already says:
+
+        ended true                                        ENDED, whatever else the session says
+        callState Connected or Hold                       CONNECTED (the only sign of an answer)
+        callState Ringing                                 RINGING
+        callState Disconnected, and the call was seen ringing or connected before, or
+            dateCompleted is a real time                  ENDED
+        anything else (no callState, Passive, Disconnected before anything happened)   CALLING
+
+    `dateCompleted` alone never ends a call (it may be a placeholder); `answeredByName` never
+    answers one (it may be filled while the phone still rings): see `answered_by`.
+    """
+    if session.ended:
+        return CallState.ENDED
+    state = (session.call_state or "").casefold()
+    if state in ("connected", "hold"):
+        return CallState.CONNECTED
+    if state == "ringing":
+        return CallState.RINGING
+    if state == "disconnected" and (
+        previous in _LIVE or parse_timestamp(session.date_completed) is not None
+    ):
+        return CallState.ENDED
+    return CallState.CALLING
+
+
+def answered_by_name(session: Session, answered: bool) -> str | None:
+    """`answeredByName`, once the call is known to be answered; a hint, never the evidence."""
+    return clip(session.answered_by_name) if answered else None
+
+
+def duration_of(session: Session) -> float | None:
+    """From creation to completion, by Evo Voice's own clock (ringing included)."""
+    created = parse_timestamp(session.date_created)
+    completed = parse_timestamp(session.date_completed)
+    if created is None or completed is None or completed < created:
+        return None
+    return (completed - created).total_seconds()
+
+
+def clip(text: str | None) -> str | None:
+    if not text:
+        return None
+    text = text.strip()
+    return text if len(text) <= MAX_OUTCOME_CHARS else text[: MAX_OUTCOME_CHARS - 1] + "…"
+

@@ -1,0 +1,119 @@
+"""A followed call's status message and its parent's mark, kept in step with the call's row.
+
+Every edit goes through `refresh()`, which draws the message from the row and edits it only when
+the drawing changed (one call at a time): Ringing → Connected → Ended is three versions of one
+message, however often the call was polled, and however often the bot restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from bot.calls import status_views as call_views
+from bot.calls.store import CallStore, TrackedCall
+from bot.slack.blocks import Message
+from bot.slack.notify import Notifier, Relay, Thread
+
+logger = logging.getLogger(__name__)
+
+# The final edit of a status message is tried again, each pause twice the last (from the first poll
+# interval, at most FINAL_EDIT_MAX_PAUSE), for this long: a Slack storm of a minute must not leave
+# a call at "Ringing" for good.
+FINAL_EDIT_FOR_SECONDS = 600.0
+FINAL_EDIT_MAX_PAUSE = 60.0
+
+
+def digest(message: Message) -> str:
+    raw = json.dumps({"text": message.text, "blocks": message.blocks}, sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+
+class StatusMessages:
+    def __init__(
+        self,
+        notifier: Notifier,
+        store: CallStore,
+        *,
+        first_pause: float,
+        pause: Callable[[asyncio.Event, float], Awaitable[None]],
+    ) -> None:
+        self._notifier = notifier
+        self._store = store
+        self._first_pause = first_pause
+        self._wait = pause
+        self._locks: dict[int, asyncio.Lock] = {}
+        # Kept in memory only: the parent as posted (with its reason), and the response_url relay of
+        # a call without a thread. After a restart (or a takeover by another replica) the parent
+        # is drawn again from the row.
+        self._parents: dict[int, Message] = {}
+        self._relays: dict[int, Relay] = {}
+
+    def draw(self, call: TrackedCall, *, buttons: bool = True) -> Message:
+        return call_views.call_status(call, buttons=buttons)
+
+    def keep(self, call_id: int, thread: Thread) -> None:
+        """The parent as posted, and the relay of a call without a thread, for later edits."""
+        self._parents[call_id] = thread.parent
+        if thread.relay is not None:
+            self._relays[call_id] = thread.relay
+
+    def relayed(self, call_id: int) -> bool:
+        return call_id in self._relays
+
+    async def refresh(self, call_id: int) -> bool:
+        """Make the status message and the parent's mark match the row; False if Slack refused."""
+        lock = self._locks.setdefault(call_id, asyncio.Lock())
+        async with lock:
+            call = await self._store.get(call_id)
+            if call is None:
+                return True
+            shown = True
+            relay = self._relays.get(call_id)
+            if call.status_ts is not None:
+                message = self.draw(call)
+                drawn = digest(message)
+                if drawn != call.shown_digest:
+                    if await self._notifier.update(call.channel_id, call.status_ts, message):
+                        await self._store.update(call.id, shown_digest=drawn)
+                    else:
+                        shown = False
+            elif relay is not None:
+                message = self.draw(call, buttons=False)
+                drawn = digest(message)
+                if drawn != call.shown_digest:
+                    if await self._notifier.relay_status(relay, message, final=call.is_final):
+                        await self._store.update(call.id, shown_digest=drawn)
+                    else:
+                        shown = False
+            mark = call_views.parent_mark(call)
+            if mark and not call.marked and call.parent_ts is not None:
+                # The channel sees the outcome on the parent itself, not only as a reaction.
+                parent = self._parents.get(call_id) or call_views.parent_of(call)
+                edited = await self._notifier.update(
+                    call.channel_id, call.parent_ts, call_views.parent_with_outcome(parent, call)
+                )
+                if edited and await self._notifier.react(call.channel_id, call.parent_ts, mark):
+                    await self._store.update(call.id, marked=True)
+                else:
+                    shown = False
+        if call.is_final and not call.following and not lock.locked():
+            self._locks.pop(call_id, None)
+            if shown:
+                self._parents.pop(call_id, None)
+                self._relays.pop(call_id, None)
+        return shown
+
+    async def refresh_until_shown(self, call_id: int) -> None:
+        pause, waited = self._first_pause, 0.0
+        while not await self.refresh(call_id):
+            if waited >= FINAL_EDIT_FOR_SECONDS:
+                logger.warning("call %s: the final status could not be shown", call_id)
+                return
+            await self._wait(asyncio.Event(), pause)
+            waited += pause
+            pause = min(pause * 2, FINAL_EDIT_MAX_PAUSE)
