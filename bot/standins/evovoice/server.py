@@ -1,73 +1,13 @@
-"""A loopback stand-in for the Evo Voice API (an aiohttp.web server on 127.0.0.1).
-
-It speaks the parts of the real protocol the bot uses: HTTP Basic on every request, ServiceStack
-error bodies, paged lists, and ``POST /sessions/outgoing`` with its undeclared response. Tests read
-what the bot sent from ``requests`` and script how the server misbehaves with *behaviours*::
-
-    standin = EvoVoiceStandIn()
-    await standin.start()
-    standin.flows.append({"id": "flow-esc", "name": "Escalation", "accountId": "acct-1"})
-    standin.queue_outgoing(DropConnection(), Respond())   # first call: answer lost; second: fine
-    ...                                                   # point EvoVoiceClient at standin.url
-    assert len(standin.outgoing_posts) == 1
-    await standin.stop()
-
-Behaviours (consumed in order per ``(method, path)``; when the queue is empty, the route's entry in
-``default_behaviours``, else ``Respond()``):
-
-=====================  =========================================================  ============
-behaviour              answer                                                     side effect*
-=====================  =========================================================  ============
-``Respond()``          what the route normally answers (outgoing: the session)    yes
-``EmptyObject()``      200 ``{}``                                                 yes
-``NoContent()``        204, no body                                               yes
-``MalformedJson()``    200 with a body that is not JSON                           yes
-``DropConnection()``   closes the socket after reading the request, no answer     yes
-``ErrorStatus(s, m)``  status ``s`` with a ServiceStack error body (message m)    no
-``TooManyRequests()``  429 with a ``Retry-After`` header                          no
-``Delayed(n, then)``   waits ``n`` seconds, then does ``then`` (default Respond)  as ``then``
-``Gated(gate, then)``  waits until the test sets ``gate`` (an asyncio.Event)       as ``then``
-``Trickled(s)``        the normal answer, its body one byte every ``s`` seconds   yes
-``Oversized(n)``       200 with a JSON body of ``n`` bytes, chunked (no length)   yes
-=====================  =========================================================  ============
-
-\\* the route's side effect: POST /sessions/outgoing creates a session (so ``GET /sessions?to=``
-finds it even when the answer was lost), DELETE /sessions/{id} ends the session. ``POST
-/sessions/outgoing`` checks auth, role and the body *before* taking a behaviour from its queue, so
-an invalid request gets its 400 and leaves the queue alone.
-
-Routes: GET /auth/status, GET /flows, GET /endpoints?type=PhoneNumber, POST /sessions/outgoing,
-GET /sessions, GET /sessions/{id}, DELETE /sessions/{id}, PATCH /sessions/{id}. Anything else
-answers 404 (and is still recorded, so a test can assert e.g. that ``POST /endpoints/phone-numbers``
-was never sent).
-
-It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
-
-- ``GET /auth/status`` has no ``[Authenticate]``: a wrong login gets 200 ``isAuthenticated:
-  false`` (or, with ``refused_login="no_content"``, an empty 204), never 401. Every other route
-  answers 401.
-- EndSession (``DELETE /sessions/{id}``) requires the role ``User``: a Manager-only login (the
-  default ``roles``) gets 403 "Invalid Role". PatchSession (``PATCH /sessions/{id}`` with
-  ``{"callState": "Disconnected"}``) requires authentication only.
-- ``GET /sessions``: ``to`` is a *contains* filter; ``startDate`` is a date read in
-  ``sessions_utc_offset`` (unknown: tests try several); ``sort_honoured`` False ignores
-  ``sortField`` (oldest first); lists default to ``countPerPage=25``.
-- ``all=true`` on a list: ``all_reading`` says what it does, since nothing public does:
-  ``"everything"`` (all items, no more pages), ``"every_page"`` (all items on every page, yet
-  ``hasMorePages`` as if paged: what the issue feared), ``"ignored"`` (paging as usual).
-- The server rejects clients that send a library's or curl's User-Agent (403, not a role).
-"""
+"""The Evo Voice stand-in's server: its routes, what it stores, and the test-side helpers."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import itertools
-import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
@@ -75,23 +15,15 @@ from typing import Any, Self
 from aiohttp import web
 from multidict import CIMultiDict
 
-__all__ = [
-    "MANAGER_ROLES",
-    "Behaviour",
-    "Delayed",
-    "DropConnection",
-    "EmptyObject",
-    "ErrorStatus",
-    "EvoVoiceStandIn",
-    "Gated",
-    "MalformedJson",
-    "NoContent",
-    "Recorded",
-    "Respond",
-    "TooManyRequests",
-    "Trickled",
-    "Oversized",
-]
+from bot.standins.evovoice.behaviours import (
+    Behaviour,
+    Respond,
+    error,
+    field_error,
+    json_object,
+    perform,
+)
+from bot.standins.evovoice.listing import in_accounts, page_of
 
 MANAGER_ROLES = frozenset({"Manager", "SystemAdministrator"})
 END_SESSION_ROLE = "User"
@@ -113,148 +45,6 @@ class Recorded:
     body: bytes = b""
     time: float = field(default_factory=time.monotonic)
     """``time.monotonic()`` when the request arrived (the clock of ``SlackStandIn`` records)."""
-
-
-# ----------------------------------------------------------------------------------- behaviours
-
-
-@dataclass(frozen=True)
-class Respond:
-    """Answer as the route normally does (POST /sessions/outgoing: 200 with the new session)."""
-
-
-@dataclass(frozen=True)
-class EmptyObject:
-    """Do the route's side effect, answer 200 ``{}``."""
-
-
-@dataclass(frozen=True)
-class NoContent:
-    """Do the route's side effect, answer 204 with no body."""
-
-
-@dataclass(frozen=True)
-class MalformedJson:
-    """Do the route's side effect, answer 200 with a body that does not parse as JSON."""
-
-    body: str = '{"id": "sess-'
-
-
-@dataclass(frozen=True)
-class DropConnection:
-    """Do the route's side effect, then close the socket without answering.
-
-    The client sees ``httpx.RemoteProtocolError``: the call was placed but the answer was lost.
-    """
-
-
-@dataclass(frozen=True)
-class ErrorStatus:
-    """Answer ``status`` with a ServiceStack error body; no side effect."""
-
-    status: int = 500
-    message: str = "Internal server error"
-    error_code: str | None = None
-    field_errors: Sequence[Mapping[str, str]] = ()  # {"fieldName", "message", "errorCode"}
-
-
-@dataclass(frozen=True)
-class TooManyRequests:
-    """Answer 429 with ``Retry-After: retry_after`` (seconds or an HTTP-date; None: no header)."""
-
-    retry_after: str | None = "2"
-    message: str = "Too many requests"
-
-
-@dataclass(frozen=True)
-class Delayed:
-    """Wait ``seconds`` (cut short by ``stop()``), then behave as ``then``."""
-
-    seconds: float
-    then: Behaviour = field(default_factory=Respond)
-
-
-@dataclass(frozen=True)
-class Gated:
-    """Wait until the test sets ``gate`` (or ``stop()``), then behave as ``then``.
-
-    Holds a request open for exactly as long as a test needs, with no timing guess.
-    """
-
-    gate: asyncio.Event
-    then: Behaviour = field(default_factory=Respond)
-
-
-@dataclass(frozen=True)
-class Trickled:
-    """Do the route's side effect and answer as usual, but send the body one byte every
-    ``seconds_per_byte`` (a server, or a proxy, that is slow while never quite silent)."""
-
-    seconds_per_byte: float = 1.0
-
-
-@dataclass(frozen=True)
-class Oversized:
-    """Do the route's side effect, answer 200 with ``size`` bytes of valid JSON, sent chunked
-    (no Content-Length), so only counting what arrives can tell it is too large."""
-
-    size: int = 40 * 1024 * 1024
-
-
-Behaviour = (
-    Respond
-    | EmptyObject
-    | NoContent
-    | MalformedJson
-    | DropConnection
-    | ErrorStatus
-    | TooManyRequests
-    | Delayed
-    | Gated
-    | Trickled
-    | Oversized
-)
-
-
-def _error_body(
-    error_code: str | None, message: str, errors: Iterable[Mapping[str, str]] = ()
-) -> dict[str, Any]:
-    status: dict[str, Any] = {"message": message}
-    if error_code:
-        status["errorCode"] = error_code
-    errors = [dict(e) for e in errors]
-    if errors:
-        status["errors"] = errors
-    return {"responseStatus": status}
-
-
-def _error(
-    status: int, error_code: str | None, message: str, errors: Iterable[Mapping[str, str]] = ()
-) -> web.Response:
-    return web.json_response(_error_body(error_code, message, errors), status=status)
-
-
-async def _json_object(request: web.Request) -> dict[str, Any] | web.Response:
-    """The request's JSON object, or ServiceStack's 400 for a body that is not one."""
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        return _error(400, "SerializationException", "The request body is not a JSON object")
-    return body
-
-
-def _field_error(field_name: str, error_code: str, message: str) -> web.Response:
-    return _error(
-        400,
-        error_code,
-        message,
-        [{"errorCode": error_code, "fieldName": field_name, "message": message}],
-    )
-
-
-# -------------------------------------------------------------------------------------- server
 
 
 class EvoVoiceStandIn:
@@ -422,14 +212,14 @@ class EvoVoiceStandIn:
             self._changed.notify_all()
         agent = request.headers.get("User-Agent", "")
         if not agent or agent.lower().startswith(_REJECTED_AGENTS):
-            return _error(403, "Forbidden", "Access denied")
+            return error(403, "Forbidden", "Access denied")
         if not self._authenticated(request):
             if request.path == "/auth/status" and request.method == "GET":
                 # No [Authenticate] on AuthStatus: a failed Basic login is "no session".
                 if self.refused_login == "no_content":
                     return web.Response(status=204)
                 return web.json_response({"isAuthenticated": False})
-            return _error(401, "Unauthorized", "Invalid UserName or Password")
+            return error(401, "Unauthorized", "Invalid UserName or Password")
         response = await handler(request)
         if isinstance(response, web.Response) and not response.prepared:
             # Like ServiceStack: hand out a session cookie the client has no business keeping.
@@ -448,7 +238,7 @@ class EvoVoiceStandIn:
 
     def _forbidden_unless_manager(self) -> web.Response | None:
         if MANAGER_ROLES.isdisjoint(self.roles):
-            return _error(403, "Forbidden", "Invalid Role")
+            return error(403, "Forbidden", "Invalid Role")
         return None
 
     async def _behave(
@@ -461,105 +251,11 @@ class EvoVoiceStandIn:
             if queue
             else self.default_behaviours.get((request.method, request.path), Respond())
         )
-        while isinstance(behaviour, (Delayed, Gated)):
-            if isinstance(behaviour, Gated):
-                stopping = asyncio.ensure_future(self._stopping.wait())
-                opened = asyncio.ensure_future(behaviour.gate.wait())
-                await asyncio.wait({stopping, opened}, return_when=asyncio.FIRST_COMPLETED)
-                stopping.cancel()
-                opened.cancel()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), behaviour.seconds)
-            behaviour = behaviour.then
-        if isinstance(behaviour, ErrorStatus):
-            return _error(
-                behaviour.status, behaviour.error_code, behaviour.message, behaviour.field_errors
-            )
-        if isinstance(behaviour, TooManyRequests):
-            response = _error(429, "TooManyRequests", behaviour.message)
-            if behaviour.retry_after is not None:
-                response.headers["Retry-After"] = behaviour.retry_after
-            return response
-        normal = produce()
-        if isinstance(behaviour, EmptyObject):
-            return web.json_response({})
-        if isinstance(behaviour, NoContent):
-            return web.Response(status=204)
-        if isinstance(behaviour, MalformedJson):
-            return web.Response(text=behaviour.body, content_type="application/json")
-        if isinstance(behaviour, DropConnection):
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response()
-        if isinstance(behaviour, Trickled):
-            return await self._trickle(request, normal, behaviour.seconds_per_byte)
-        if isinstance(behaviour, Oversized):
-            return await self._oversized(request, behaviour.size)
-        return normal
-
-    async def _trickle(
-        self, request: web.Request, normal: web.Response, seconds_per_byte: float
-    ) -> web.StreamResponse:
-        body = normal.body if isinstance(normal.body, bytes) else b""
-        response = web.StreamResponse(status=normal.status, headers=normal.headers)
-        response.content_length = len(body)
-        await response.prepare(request)
-        for i in range(len(body)):
-            await response.write(body[i:i + 1])
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), seconds_per_byte)
-            if self._stopping.is_set() or request.transport is None:
-                break
-        return response
-
-    @staticmethod
-    async def _oversized(request: web.Request, size: int) -> web.StreamResponse:
-        response = web.StreamResponse(status=200)
-        response.content_type = "application/json"
-        response.enable_chunked_encoding()
-        await response.prepare(request)
-        head, tail = b'{"items": [], "padding": "', b'"}'
-        chunk = b"x" * 65536
-        await response.write(head)
-        left = max(0, size - len(head) - len(tail))
-        try:
-            while left > 0:
-                await response.write(chunk[:left])
-                left -= min(left, len(chunk))
-            await response.write(tail)
-        except (ConnectionResetError, RuntimeError):  # the client stopped reading: fine
-            pass
-        return response
+        return await perform(behaviour, request, produce, self._stopping)
 
     def _page(self, items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
-        per_page = int(query.get("countPerPage", "25"))
-        page = int(query.get("page", "0")) if self.page_honoured else 0
-        if self.max_page_size is not None:
-            per_page = min(per_page, self.max_page_size)
-        everything = query.get("all", "").lower() == "true" and self.all_reading != "ignored"
-        if everything and self.all_reading == "every_page":
-            return {
-                "items": items,
-                "totalCount": len(items),
-                "totalPages": math.ceil(len(items) / per_page) if per_page > 0 else 0,
-                "hasMorePages": (page + 1) * per_page < len(items),
-            }
-        if everything and self.max_page_size is None:
-            per_page = max(len(items), 1)
-            page = 0
-        chunk = items[page * per_page : (page + 1) * per_page]
-        return {
-            "items": chunk,
-            "totalCount": len(items),
-            "totalPages": math.ceil(len(items) / per_page) if per_page > 0 else 0,
-            "hasMorePages": (page + 1) * per_page < len(items),
-        }
-
-    @staticmethod
-    def _in_accounts(item: Mapping[str, Any], query: Mapping[str, str]) -> bool:
-        wanted = {a for a in query.get("accountIds", "").split(",") if a}
-        return not wanted or item.get("accountId") in wanted
+        return page_of(items, query, max_page_size=self.max_page_size,
+                       all_reading=self.all_reading, page_honoured=self.page_honoured)
 
     # ------------------------------------------------------------------------------- routes
 
@@ -585,7 +281,7 @@ class EvoVoiceStandIn:
         flows = [
             f
             for f in self.flows
-            if self._in_accounts(f, query) and name_filter in str(f.get("name", "")).lower()
+            if in_accounts(f, query) and name_filter in str(f.get("name", "")).lower()
         ]
         return await self._behave(request, lambda: web.json_response(self._page(flows, query)))
 
@@ -594,7 +290,7 @@ class EvoVoiceStandIn:
         numbers = [
             n
             for n in self.phone_numbers
-            if self._in_accounts(n, query) and query.get("type", "PhoneNumber") == "PhoneNumber"
+            if in_accounts(n, query) and query.get("type", "PhoneNumber") == "PhoneNumber"
         ]
         return await self._behave(request, lambda: web.json_response(self._page(numbers, query)))
 
@@ -602,7 +298,7 @@ class EvoVoiceStandIn:
         forbidden = self._forbidden_unless_manager()
         if forbidden is not None:
             return forbidden
-        body = await _json_object(request)
+        body = await json_object(request)
         if isinstance(body, web.Response):
             return body
         flow_id, number, caller_id = (
@@ -612,18 +308,18 @@ class EvoVoiceStandIn:
         )
         flow = next((f for f in self.flows if f.get("id") == flow_id), None)
         if not flow_id:
-            return _field_error("FlowId", "NotEmpty", "'Flow Id' must not be empty.")
+            return field_error("FlowId", "NotEmpty", "'Flow Id' must not be empty.")
         if flow is None:
-            return _field_error("FlowId", "NotFound", "Flow ID is not a known flow")
+            return field_error("FlowId", "NotFound", "Flow ID is not a known flow")
         if not isinstance(number, str) or not _E164.match(number):
-            return _field_error(
+            return field_error(
                 "NumberToDial",
                 "Invalid",
                 "Number to dial must be an E164 number, e.g. +18144043093",
             )
         owned = [n.get("phoneNumber") for n in self.phone_numbers if n.get("phoneNumber")]
         if caller_id is not None and caller_id not in owned:
-            return _field_error("CallerId", "Invalid", "Caller ID is not an owned number")
+            return field_error("CallerId", "Invalid", "Caller ID is not an owned number")
 
         def place_call() -> web.Response:
             session = self.add_session(
@@ -651,7 +347,7 @@ class EvoVoiceStandIn:
             (
                 s
                 for s in self.sessions.values()
-                if self._in_accounts(s, query)
+                if in_accounts(s, query)
                 and (to is None or to in str(s.get("toAddress") or ""))
                 and (start is None or self._local_date(s.get("dateCreated")) >= start)
             ),
@@ -665,14 +361,14 @@ class EvoVoiceStandIn:
 
         def answer() -> web.Response:
             if session_id not in self.sessions:
-                return _error(404, "NotFound", "Session not found")
+                return error(404, "NotFound", "Session not found")
             return web.json_response(self.sessions[session_id])
 
         return await self._behave(request, answer)
 
     def _end_session(self, method: str, session_id: str) -> web.Response:
         if session_id not in self.sessions:
-            return _error(404, "NotFound", "Session not found")
+            return error(404, "NotFound", "Session not found")
         self.ended_by.append((method, session_id))
         self.set_session_state(
             session_id,
@@ -686,14 +382,14 @@ class EvoVoiceStandIn:
     async def _hang_up(self, request: web.Request) -> web.StreamResponse:
         # EndSession: "Requires Authentication · Required role: User" (its metadata page).
         if END_SESSION_ROLE not in self.roles:
-            return _error(403, "Forbidden", "Invalid Role")
+            return error(403, "Forbidden", "Invalid Role")
         session_id = request.match_info["id"]
         return await self._behave(request, lambda: self._end_session("DELETE", session_id))
 
     async def _patch_session(self, request: web.Request) -> web.StreamResponse:
         # PatchSession: authentication only.
         session_id = request.match_info["id"]
-        body = await _json_object(request)
+        body = await json_object(request)
         if isinstance(body, web.Response):
             return body
 
@@ -701,10 +397,10 @@ class EvoVoiceStandIn:
             if body.get("callState") == "Disconnected":
                 return self._end_session("PATCH", session_id)
             if session_id not in self.sessions:
-                return _error(404, "NotFound", "Session not found")
+                return error(404, "NotFound", "Session not found")
             return web.json_response(self.sessions[session_id])
 
         return await self._behave(request, patch)
 
     async def _unknown_route(self, request: web.Request) -> web.StreamResponse:
-        return _error(404, "NotFound", f"No route for {request.method} {request.path}")
+        return error(404, "NotFound", f"No route for {request.method} {request.path}")

@@ -1,0 +1,102 @@
+"""A loopback stand-in for the Evo Voice API (an aiohttp.web server on 127.0.0.1).
+
+It speaks the parts of the real protocol the bot uses: HTTP Basic on every request, ServiceStack
+error bodies, paged lists, and ``POST /sessions/outgoing`` with its undeclared response. Tests read
+what the bot sent from ``requests`` and script how the server misbehaves with *behaviours*::
+
+    standin = EvoVoiceStandIn()
+    await standin.start()
+    standin.flows.append({"id": "flow-esc", "name": "Escalation", "accountId": "acct-1"})
+    standin.queue_outgoing(DropConnection(), Respond())   # first call: answer lost; second: fine
+    ...                                                   # point EvoVoiceClient at standin.url
+    assert len(standin.outgoing_posts) == 1
+    await standin.stop()
+
+Behaviours (consumed in order per ``(method, path)``; when the queue is empty, the route's entry in
+``default_behaviours``, else ``Respond()``):
+
+=====================  =========================================================  ============
+behaviour              answer                                                     side effect*
+=====================  =========================================================  ============
+``Respond()``          what the route normally answers (outgoing: the session)    yes
+``EmptyObject()``      200 ``{}``                                                 yes
+``NoContent()``        204, no body                                               yes
+``MalformedJson()``    200 with a body that is not JSON                           yes
+``DropConnection()``   closes the socket after reading the request, no answer     yes
+``ErrorStatus(s, m)``  status ``s`` with a ServiceStack error body (message m)    no
+``TooManyRequests()``  429 with a ``Retry-After`` header                          no
+``Delayed(n, then)``   waits ``n`` seconds, then does ``then`` (default Respond)  as ``then``
+``Gated(gate, then)``  waits until the test sets ``gate`` (an asyncio.Event)       as ``then``
+``Trickled(s)``        the normal answer, its body one byte every ``s`` seconds   yes
+``Oversized(n)``       200 with a JSON body of ``n`` bytes, chunked (no length)   yes
+=====================  =========================================================  ============
+
+\\* the route's side effect: POST /sessions/outgoing creates a session (so ``GET /sessions?to=``
+finds it even when the answer was lost), DELETE /sessions/{id} ends the session. ``POST
+/sessions/outgoing`` checks auth, role and the body *before* taking a behaviour from its queue, so
+an invalid request gets its 400 and leaves the queue alone.
+
+Routes: GET /auth/status, GET /flows, GET /endpoints?type=PhoneNumber, POST /sessions/outgoing,
+GET /sessions, GET /sessions/{id}, DELETE /sessions/{id}, PATCH /sessions/{id}. Anything else
+answers 404 (and is still recorded, so a test can assert e.g. that ``POST /endpoints/phone-numbers``
+was never sent).
+
+It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
+
+- ``GET /auth/status`` has no ``[Authenticate]``: a wrong login gets 200 ``isAuthenticated:
+  false`` (or, with ``refused_login="no_content"``, an empty 204), never 401. Every other route
+  answers 401.
+- EndSession (``DELETE /sessions/{id}``) requires the role ``User``: a Manager-only login (the
+  default ``roles``) gets 403 "Invalid Role". PatchSession (``PATCH /sessions/{id}`` with
+  ``{"callState": "Disconnected"}``) requires authentication only.
+- ``GET /sessions``: ``to`` is a *contains* filter; ``startDate`` is a date read in
+  ``sessions_utc_offset`` (unknown: tests try several); ``sort_honoured`` False ignores
+  ``sortField`` (oldest first); lists default to ``countPerPage=25``.
+- ``all=true`` on a list: ``all_reading`` says what it does, since nothing public does:
+  ``"everything"`` (all items, no more pages), ``"every_page"`` (all items on every page, yet
+  ``hasMorePages`` as if paged: what the issue feared), ``"ignored"`` (paging as usual).
+- The server rejects clients that send a library's or curl's User-Agent (403, not a role).
+
+The package: behaviours.py (how an answer misbehaves), listing.py (paged lists, as ServiceStack
+pages them), server.py (the routes and the test-side helpers).
+"""
+
+from bot.standins.evovoice.behaviours import (
+    Behaviour,
+    Delayed,
+    DropConnection,
+    EmptyObject,
+    ErrorStatus,
+    Gated,
+    MalformedJson,
+    NoContent,
+    Oversized,
+    Respond,
+    TooManyRequests,
+    Trickled,
+)
+from bot.standins.evovoice.server import (
+    MANAGER_ROLES,
+    OUTGOING_PATH,
+    EvoVoiceStandIn,
+    Recorded,
+)
+
+__all__ = [
+    "MANAGER_ROLES",
+    "OUTGOING_PATH",
+    "Behaviour",
+    "Delayed",
+    "DropConnection",
+    "EmptyObject",
+    "ErrorStatus",
+    "EvoVoiceStandIn",
+    "Gated",
+    "MalformedJson",
+    "NoContent",
+    "Oversized",
+    "Recorded",
+    "Respond",
+    "TooManyRequests",
+    "Trickled",
+]
