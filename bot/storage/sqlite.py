@@ -1,5 +1,7 @@
 """The SQLite backend (`sqlite:///path`): one connection on its own thread, so the event loop never
 waits on the disk; WAL mode and a busy timeout let several processes on one host share the file.
+Writes that arrive while the thread is busy are committed together, each in a savepoint of its own
+(group_commit.py): a burst pays one disk sync per trip, not one per write.
 
 `transaction()` takes the write lock up front (BEGIN IMMEDIATE); `atomic(unit)` runs the whole unit
 on the database thread in one trip (see bot/storage/database.py for why).
@@ -24,6 +26,7 @@ from bot.storage.backend import (
     check_versions,
     sqlite_path,
 )
+from bot.storage.group_commit import GroupCommit
 from bot.storage.migrations import Migration
 
 T = TypeVar("T")
@@ -36,9 +39,11 @@ class SQLiteBackend:
         self._path = sqlite_path(url)
         self._sqlite: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
-        # One connection serves every coroutine: without this lock a statement of one request could
-        # slip into another request's open transaction.
+        # One connection serves every coroutine: held while a transaction() is open, so that no
+        # statement of another request slips into it.
         self._lock = asyncio.Lock()
+        # Writes outside transaction(): those arriving together are committed together.
+        self._writes = GroupCommit(self._send, self._lock)
 
     @property
     def path(self) -> str:
@@ -56,6 +61,18 @@ class SQLiteBackend:
         if self._thread is None:
             raise RuntimeError("database is not open")
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _send(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        if self._thread is None:
+            raise RuntimeError("database is not open")
+        return asyncio.get_running_loop().run_in_executor(self._thread, fn, self.conn)
+
+    async def _outside_transactions(self) -> None:
+        """Returns when no transaction() is open; the caller's next trip must leave at once (in
+        this turn of the loop), so that a transaction opened later queues behind it."""
+        if self._lock.locked():
+            async with self._lock:
+                pass
 
     async def _connect(self, target: str, *, uri: bool = False) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callbot-db")
@@ -170,22 +187,35 @@ class SQLiteBackend:
                 await tx.execute("COMMIT")
 
     async def atomic(self, unit: Callable[[Connection], Coroutine[Any, Any, T]]) -> T:
-        def run_unit(conn: sqlite3.Connection) -> T:
-            return _run_inline(unit(_SQLiteInline(conn)))
-
-        return await self._locked(run_unit)
+        return await self._writes.write(lambda conn: _run_inline(unit(_SQLiteInline(conn))))
 
     async def execute(self, sql: str, params: tuple[Any, ...]) -> int:
-        async with self._lock:
-            return await _SQLiteTrips(self).execute(sql, params)
+        if _writes_rows(sql):
+            return await self._writes.write(
+                lambda conn: _sqlite_execute(conn, sql, params).rowcount
+            )
+        await self._outside_transactions()
+        return await _SQLiteTrips(self).execute(sql, params)
 
     async def fetchone(self, sql: str, params: tuple[Any, ...]) -> Row | None:
-        async with self._lock:
-            return await _SQLiteTrips(self).fetchone(sql, params)
+        if _writes_rows(sql):
+            return await self._writes.write(lambda conn: _sqlite_fetchone(conn, sql, params))
+        await self._outside_transactions()
+        return await _SQLiteTrips(self).fetchone(sql, params)
 
     async def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
-        async with self._lock:
-            return await _SQLiteTrips(self).fetchall(sql, params)
+        if _writes_rows(sql):
+            return await self._writes.write(
+                lambda conn: list(_sqlite_execute(conn, sql, params).fetchall())
+            )
+        await self._outside_transactions()
+        return await _SQLiteTrips(self).fetchall(sql, params)
+
+
+def _writes_rows(sql: str) -> bool:
+    """INSERT, UPDATE, DELETE, REPLACE: committed with the writes that arrive with it (reads,
+    PRAGMAs and schema changes are one trip each, as they must be outside a transaction)."""
+    return sql.lstrip()[:7].upper().startswith(("INSERT", "UPDATE", "DELETE", "REPLACE"))
 
 
 def _sqlite_execute(conn: sqlite3.Connection, sql: str, params: Iterable[Any]) -> sqlite3.Cursor:

@@ -1,0 +1,123 @@
+"""SQLite writes that wait for the database thread are committed together, each in its own right."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.storage.group_commit import GroupCommit
+
+
+class DatabaseThread:
+    """The one thread a SQLite database runs on, with a gate that holds its trips until opened
+    (so that writes arriving meanwhile wait together), and every statement it ran."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.gate = threading.Event()
+        self.statements: list[str] = []
+        conn.set_trace_callback(self.statements.append)
+        self._executor = ThreadPoolExecutor(max_workers=1)
+
+    def send(self, fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        def when_open(conn: sqlite3.Connection) -> Any:
+            assert self.gate.wait(30)
+            return fn(conn)
+
+        return asyncio.get_running_loop().run_in_executor(self._executor, when_open, self.conn)
+
+    def close(self) -> None:
+        self.gate.set()
+        self._executor.shutdown()
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    path = tmp_path / "callbot.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE keys (key TEXT PRIMARY KEY)")
+    return path
+
+
+@pytest.fixture
+def thread(path: Path) -> Iterator[DatabaseThread]:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 0")
+    thread = DatabaseThread(conn)
+    yield thread
+    thread.close()
+    conn.close()
+
+
+def insert(key: str) -> Callable[[sqlite3.Connection], int]:
+    return lambda conn: conn.execute("INSERT INTO keys VALUES (?)", (key,)).rowcount
+
+
+def count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM keys").fetchone()[0])
+
+
+def stored(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [row[0] for row in conn.execute("SELECT key FROM keys ORDER BY key")]
+
+
+async def test_writes_that_wait_together_commit_together_and_fail_alone(
+    thread: DatabaseThread, path: Path
+) -> None:
+    commits = GroupCommit(thread.send, asyncio.Lock())
+    first = asyncio.create_task(commits.write(insert("a")))
+    await asyncio.sleep(0)  # on its way, alone, held at the gate
+    waiting = [asyncio.create_task(commits.write(w)) for w in (insert("b"), insert("a"), count)]
+    await asyncio.sleep(0)
+    thread.gate.set()
+
+    assert await first == 1
+    b, second_a, seen = await asyncio.gather(*waiting, return_exceptions=True)
+    assert b == 1
+    assert isinstance(second_a, sqlite3.IntegrityError)  # refused alone …
+    assert seen == 2  # … while the writes around it stand, each seeing those before it
+    assert stored(path) == ["a", "b"]
+    assert thread.statements.count("BEGIN IMMEDIATE") == 2
+    assert thread.statements.count("COMMIT") == 2
+
+
+async def test_a_transaction_that_fails_fails_every_write_in_it(
+    thread: DatabaseThread, path: Path
+) -> None:
+    commits = GroupCommit(thread.send, asyncio.Lock())
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    writes = [asyncio.create_task(commits.write(insert(key))) for key in ("a", "b")]
+    await asyncio.sleep(0)
+    thread.gate.set()
+    for outcome in await asyncio.gather(*writes, return_exceptions=True):
+        assert isinstance(outcome, sqlite3.OperationalError)
+    other.execute("ROLLBACK")
+    other.close()
+
+    assert await commits.write(insert("c")) == 1  # and the next trip goes ahead
+    assert stored(path) == ["c"]
+
+
+async def test_writes_wait_until_an_open_transaction_ends(thread: DatabaseThread) -> None:
+    transaction_open = asyncio.Lock()
+    commits = GroupCommit(thread.send, transaction_open)
+    thread.gate.set()
+    await transaction_open.acquire()
+    write = asyncio.create_task(commits.write(insert("a")))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not write.done()
+    assert thread.statements == []  # nothing was sent into the open transaction
+    transaction_open.release()
+
+    assert await write == 1
+    assert thread.statements[0] == "BEGIN IMMEDIATE"
