@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls import form as forms
-from bot.calls import messages as views
 from bot.calls.form import FormField, Submission
 from bot.calls.models import CallRequest, CheckedCall
 from bot.errors import (
@@ -34,11 +34,11 @@ from bot.errors import (
     describe_any,
 )
 from bot.evovoice.client import EvoVoiceError, Flow
-from bot.listeners.modals import Wording, accept_once, open_modal, submitted_view
+from bot.listeners.modals import FormSpec, Submitted, Wording, accept_submission, open_form
 from bot.phone import NumberRejected, check_dialable
 from bot.services import Services
 from bot.slack.blocks import MAX_OPTIONS
-from bot.slack.modals import MetadataInvalid, ModalMetadata, View, field_errors
+from bot.slack.modals import ModalMetadata, View
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,15 @@ TOO_SLOW = (
     "press Call again."
 )
 STALE_FORM = "This form can't be used any more; nothing was dialled. Close it and open a new one."
-WORDING = Wording(forms.GENERAL_ERROR_FIELD, too_slow=TOO_SLOW, spent_by_restart=SPENT_BY_RESTART)
+FORM = FormSpec(
+    forms.CALL_FORM,
+    what="call form",
+    claim_prefix="form",
+    fields=frozenset(FormField),
+    read=forms.read_submission,
+    wording=Wording(forms.GENERAL_ERROR_FIELD, too_slow=TOO_SLOW,
+                    spent_by_restart=SPENT_BY_RESTART, stale_form=STALE_FORM),
+)
 CHOOSE_FLOW = "Choose a flow."
 CHOOSE_CHANNEL = "Choose a channel for the confirmation."
 BAD_CALLER_ID = "Choose the caller ID from the list."
@@ -101,20 +109,15 @@ async def open_call_form(
 ) -> None:
     """Open the form for `user_id`; without a channel in `metadata` it also asks for one."""
 
-    async def tell_failure(code: str) -> None:
-        await _tell(
-            services, user_id, metadata, f"I could not open the call form ({code}). Try again."
-        )
-
-    await open_modal(
+    await open_form(
         client,
-        what="call form",
+        services,
+        FORM,
         user_id=user_id,
         trigger_id=trigger_id,
+        metadata=metadata,
         view=_prepare_view(services, user_id, metadata, number_text),
-        loading_view=forms.CALL_FORM.loading_view(metadata),
         budget=OPEN_BUDGET_SECONDS,
-        on_failure=tell_failure,
     )
 
 
@@ -174,42 +177,19 @@ async def on_form_submitted(
     ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
 ) -> None:
     services: Services = context["services"]
-    user_id = str(body["user"]["id"])
-    team_id = str((body.get("team") or {}).get("id") or view.get("team_id") or "")
-    trusted = services.trusted_origins
-    fields = [str(f) for f in FormField]
-
-    async def refuse(errors: dict[FormField, str]) -> None:
-        await ack(response_action="errors",
-                  errors=field_errors(errors, submission.fields or fields,
-                                      forms.GENERAL_ERROR_FIELD))
-
-    submission = forms.read_submission(view, body.get("response_urls"), trusted)
-    try:
-        view_id, metadata = submitted_view(view, trusted)
-    except MetadataInvalid as exc:
-        logger.warning("call form from %s with unusable private_metadata (%s)", user_id, exc)
-        await refuse({forms.GENERAL_ERROR_FIELD: STALE_FORM})
-        return
-
-    await accept_once(
-        ack,
-        refuse,
-        services,
-        what="call form",
-        user_id=user_id,
-        claim_key=f"form:{team_id}:{view_id}",
-        validation=validate(services, user_id, team_id, metadata, submission),
+    await accept_submission(
+        ack, body, view, services, FORM,
+        validate=partial(validate, services),
         start=services.calls.proceed,
-        wording=WORDING,
         budget=VALIDATION_BUDGET_SECONDS,
     )
 
 
 async def validate(
-    services: Services, user_id: str, team_id: str, metadata: ModalMetadata, submission: Submission
+    services: Services, submitted: Submitted[Submission]
 ) -> CheckedCall | dict[FormField, str]:
     """The checked call, or an error for each field that needs one."""
+    user_id, metadata, submission = submitted.user_id, submitted.metadata, submitted.values
     try:
         # First, and fresh: access may have changed since the form was opened.
         await services.access.require(user_id)
@@ -232,7 +212,7 @@ async def validate(
         return errors
 
     request = CallRequest(
-        team_id=team_id,
+        team_id=submitted.team_id,
         user_id=user_id,
         channel_id=channel_id,
         number_text=submission.number_text,
@@ -259,16 +239,4 @@ def field_for(exc: BaseException) -> FormField:
     if isinstance(exc, CallbotError) and not isinstance(exc, (RoleDenied, GroupLookupFailed)):
         return FormField.FLOW  # the one other refusal check() makes: an alias pointing nowhere
     return forms.GENERAL_ERROR_FIELD
-
-
-# ------------------------------------------------------------------------------------- helpers
-
-
-async def _tell(services: Services, user_id: str, metadata: ModalMetadata, text: str) -> None:
-    await services.notifier.tell(
-        user_id=user_id,
-        channel_id=metadata.channel_id,
-        response_url=metadata.response_url,
-        message=views.refusal(text),
-    )
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
@@ -34,7 +35,7 @@ from bot.errors import (
 )
 from bot.evovoice.client import EvoVoiceError
 from bot.listeners.actions import button_click_from
-from bot.listeners.modals import Wording, accept_once, open_modal, submitted_view
+from bot.listeners.modals import FormSpec, Submitted, Wording, accept_submission, open_form
 from bot.oncall import escalation_form as forms
 from bot.oncall.escalation import EscalationRequest
 from bot.oncall.escalation_form import (
@@ -44,7 +45,7 @@ from bot.oncall.escalation_form import (
 )
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.services import Services
-from bot.slack.modals import MetadataInvalid, ModalMetadata, View, field_errors, is_response_url
+from bot.slack.modals import MetadataInvalid, ModalMetadata, View, is_response_url
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,15 @@ TOO_SLOW = (
     "Checking this took too long (Slack or Evo Voice is slow right now). Press Escalate again."
 )
 STALE_FORM = "This form can't be used any more; nobody was called. Close it and open a new one."
-WORDING = Wording(forms.GENERAL_ERROR_FIELD, too_slow=TOO_SLOW, spent_by_restart=SPENT_BY_RESTART)
+FORM = FormSpec(
+    forms.ESCALATION_FORM,
+    what="escalation form",
+    claim_prefix="escalation-form",
+    fields=frozenset(EscalationField),
+    read=forms.read_submission,
+    wording=Wording(forms.GENERAL_ERROR_FIELD, too_slow=TOO_SLOW,
+                    spent_by_restart=SPENT_BY_RESTART, stale_form=STALE_FORM),
+)
 CHOOSE_CHANNEL = "Choose a channel for the escalation."
 NOT_SET_UP_SHORT = "No on-call rotation is set up, so there is nobody to escalate to."
 TOO_MANY = (
@@ -146,21 +155,15 @@ async def open_escalation_form(
 ) -> None:
     """Open the modal; `quoted` is the message (text, ts) a message shortcut was used on."""
 
-    async def tell_failure(code: str) -> None:
-        await services.notifier.tell(
-            user_id=user_id, channel_id=metadata.channel_id, response_url=metadata.response_url,
-            message=views.refusal(f"I could not open the escalation form ({code}). Try again."),
-        )
-
-    await open_modal(
+    await open_form(
         client,
-        what="escalation form",
+        services,
+        FORM,
         user_id=user_id,
         trigger_id=trigger_id,
+        metadata=metadata,
         view=_prepare_view(services, user_id, metadata, quoted),
-        loading_view=forms.ESCALATION_FORM.loading_view(metadata),
         budget=OPEN_BUDGET_SECONDS,
-        on_failure=tell_failure,
     )
 
 
@@ -203,45 +206,19 @@ async def on_escalation_submitted(
     ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
 ) -> None:
     services: Services = context["services"]
-    user_id = str(body["user"]["id"])
-    team_id = str((body.get("team") or {}).get("id") or view.get("team_id") or "")
-    trusted = services.trusted_origins
-    submission = forms.read_submission(view, body.get("response_urls"), trusted)
-    fields = submission.fields or frozenset(str(f) for f in EscalationField)
-
-    async def refuse(errors: dict[EscalationField, str]) -> None:
-        await ack(response_action="errors",
-                  errors=field_errors(errors, fields, forms.GENERAL_ERROR_FIELD))
-
-    try:
-        view_id, metadata = submitted_view(view, trusted)
-    except MetadataInvalid as exc:
-        logger.warning("escalation form from %s with unusable private_metadata (%s)", user_id, exc)
-        await refuse({forms.GENERAL_ERROR_FIELD: STALE_FORM})
-        return
-    await accept_once(
-        ack,
-        refuse,
-        services,
-        what="escalation form",
-        user_id=user_id,
-        claim_key=f"escalation-form:{team_id}:{view_id}",
-        validation=validate(services, user_id, team_id, view_id, metadata, submission),
+    await accept_submission(
+        ack, body, view, services, FORM,
+        validate=partial(validate, services),
         start=lambda checked: services.escalations.start(checked, services.oncall.now()),
-        wording=WORDING,
         budget=VALIDATION_BUDGET_SECONDS,
     )
 
 
 async def validate(
-    services: Services,
-    user_id: str,
-    team_id: str,
-    view_id: str,
-    metadata: ModalMetadata,
-    submission: EscalationSubmission,
+    services: Services, submitted: Submitted[EscalationSubmission]
 ) -> EscalationRequest | dict[EscalationField, str]:
     """The request to start, or an error for each field that needs one."""
+    user_id, metadata, submission = submitted.user_id, submitted.metadata, submitted.values
     if not services.oncall.configured:
         return {forms.GENERAL_ERROR_FIELD: NOT_SET_UP_SHORT}
     try:
@@ -265,8 +242,8 @@ async def validate(
         return {forms.GENERAL_ERROR_FIELD: f"The escalation flow can't be used: {describe(exc)}"}
     from_message = metadata.channel_id is not None
     return EscalationRequest(
-        request_key=f"{team_id}:{view_id}",
-        team_id=team_id,
+        request_key=f"{submitted.team_id}:{submitted.view_id}",
+        team_id=submitted.team_id,
         requester_id=user_id,
         channel_id=channel_id,
         thread_ts=metadata.thread_ts if from_message else None,

@@ -1,26 +1,29 @@
 """What both forms (the call form, the escalation form) do alike: open, and accept once.
 
-Opening: a `trigger_id` works once and expires 3 s after Slack sent it, so the modal is opened at
-once, with a light "loading" view if its data takes longer than the budget, which is then replaced.
+Opening (`open_form`): a `trigger_id` works once and expires 3 s after Slack sent it, so the modal
+is opened at once, with a light "loading" view if its data takes longer than the budget, which is
+then replaced; a modal that can't be opened is explained to the requester.
 
-Submitting: validate within a budget (the answer to a `view_submission` can carry field errors
-only in its ack, and Slack gives up after 3 s), then claim the view so a double-clicked or racing
-Submit starts nothing twice, then hand the work to the background and close the modal.
+Submitting (`accept_submission`): read the view back as untrusted input, validate within a budget
+(the answer to a `view_submission` can carry field errors only in its ack, and Slack gives up after
+3 s), then claim the view so a double-clicked or racing Submit starts nothing twice, then hand the
+work to the background and close the modal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from slack_bolt.async_app import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.calls.messages import refusal
 from bot.services import Services
-from bot.slack.modals import MetadataInvalid, ModalMetadata
+from bot.slack.modals import Form, MetadataInvalid, ModalMetadata, field_errors
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
 from bot.storage.claims import Claims
 
@@ -35,6 +38,17 @@ View = dict[str, Any]
 Refuse = Callable[[Any], Awaitable[None]]
 
 
+class FormValues(Protocol):
+    """A form's values as read from its view (`read_submission` of each form)."""
+
+    @property
+    def fields(self) -> frozenset[str]:
+        """The inputs the view has (errors may only name these); empty when it doesn't say."""
+
+
+Values = TypeVar("Values", bound=FormValues)
+
+
 @dataclass(frozen=True)
 class Wording:
     """What the requester reads when the submission can't go ahead; the field it shows under."""
@@ -42,9 +56,80 @@ class Wording:
     general_field: str
     too_slow: str
     spent_by_restart: str
+    stale_form: str  # the view's metadata is unusable (not ours, or from an older callbot)
 
 
-async def accept_once(
+@dataclass(frozen=True)
+class FormSpec(Generic[Values]):
+    """One form as the kit runs it: its views, its name in log lines and refusals, the prefix of
+    its claims (one start per view), its fields, how its values are read back, its wording."""
+
+    views: Form
+    what: str
+    claim_prefix: str
+    fields: frozenset[str]
+    read: Callable[[Mapping[str, Any], Sequence[Mapping[str, Any]] | None, list[str]], Values]
+    wording: Wording
+
+
+@dataclass(frozen=True)
+class Submitted(Generic[Values]):
+    """A submitted form: who sent which view, where its outcome goes, and what it holds (read as
+    untrusted input; nothing of it is checked yet)."""
+
+    user_id: str
+    team_id: str
+    view_id: str
+    metadata: ModalMetadata
+    values: Values
+
+
+async def accept_submission(
+    ack: AsyncAck,
+    body: Mapping[str, Any],
+    view: Mapping[str, Any],
+    services: Services,
+    spec: FormSpec[Values],
+    *,
+    validate: Callable[[Submitted[Values]], Awaitable[Checked | Mapping[Any, str]]],
+    start: Callable[[Checked], Coroutine[Any, Any, Any]],
+    budget: float = VALIDATION_BUDGET_SECONDS,
+) -> None:
+    """A form's Submit: read it back, check it with `validate` (the checked request, or an error
+    per field), then start it once per view; every refusal goes back in the ack, under its field
+    (any of the form's fields when the view doesn't list its own)."""
+    user_id = str(body["user"]["id"])
+    team_id = str((body.get("team") or {}).get("id") or view.get("team_id") or "")
+    trusted = services.trusted_origins
+    values = spec.read(view, body.get("response_urls"), trusted)
+    shown = values.fields or spec.fields
+    wording, what = spec.wording, spec.what
+
+    async def refuse(errors: Mapping[Any, str]) -> None:
+        await ack(response_action="errors",
+                  errors=field_errors(errors, shown, wording.general_field))
+
+    try:
+        view_id, metadata = _submitted_view(view, trusted)
+    except MetadataInvalid as exc:
+        logger.warning("%s from %s with unusable private_metadata (%s)", what, user_id, exc)
+        await refuse({wording.general_field: wording.stale_form})
+        return
+    await _accept_once(
+        ack,
+        refuse,
+        services,
+        what=what,
+        user_id=user_id,
+        claim_key=f"{spec.claim_prefix}:{team_id}:{view_id}",
+        validation=validate(Submitted(user_id, team_id, view_id, metadata, values)),
+        start=start,
+        wording=wording,
+        budget=budget,
+    )
+
+
+async def _accept_once(
     ack: AsyncAck,
     refuse: Refuse,
     services: Services,
@@ -81,32 +166,38 @@ async def accept_once(
     await ack()
 
 
-async def open_modal(
+async def open_form(
     client: AsyncWebClient,
+    services: Services,
+    spec: FormSpec[Any],
     *,
-    what: str,
     user_id: str,
     trigger_id: str,
+    metadata: ModalMetadata,
     view: Awaitable[View],
-    loading_view: View,
     budget: float,
-    on_failure: Callable[[str], Awaitable[None]],
 ) -> None:
     """Open `view` (a coroutine that never raises) with the trigger; if it isn't ready within
-    `budget` s, open `loading_view` and replace it once it is. `on_failure(error_code)` tells the
-    user when the modal can't be opened at all."""
+    `budget` s, open the form's loading view and replace it once it is. When the modal can't be
+    opened at all, the requester is told where the form's outcome would have gone."""
     prepared = asyncio.ensure_future(view)
     await asyncio.wait({prepared}, timeout=budget)
     loading = not prepared.done()
     try:
         opened = await client.views_open(
-            trigger_id=trigger_id, view=loading_view if loading else prepared.result()
+            trigger_id=trigger_id,
+            view=spec.views.loading_view(metadata) if loading else prepared.result(),
         )
     except SLACK_FAILURES as exc:
         prepared.cancel()
-        logger.warning("views.open of the %s for %s failed (%s)", what, user_id,
+        logger.warning("views.open of the %s for %s failed (%s)", spec.what, user_id,
                        slack_error_code(exc))
-        await on_failure(slack_error_code(exc))
+        await services.notifier.tell(
+            user_id=user_id, channel_id=metadata.channel_id, response_url=metadata.response_url,
+            message=refusal(
+                f"I could not open the {spec.what} ({slack_error_code(exc)}). Try again."
+            ),
+        )
         return
     if not loading:
         return
@@ -118,11 +209,11 @@ async def open_modal(
         )
     except SLACK_FAILURES as exc:
         # not_found: the user closed the loading view; hash_conflict: it changed meanwhile.
-        logger.info("views.update of the %s for %s failed (%s)", what, user_id,
+        logger.info("views.update of the %s for %s failed (%s)", spec.what, user_id,
                     slack_error_code(exc))
 
 
-def submitted_view(
+def _submitted_view(
     view: Mapping[str, Any], trusted_origins: list[str]
 ) -> tuple[str, ModalMetadata]:
     """A submitted form's view id (the key that makes it act once) and its metadata, read back as
