@@ -85,7 +85,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "slack_app_token", "slack_signing_secret", "evovoice_account_id", "evovoice_other_url",
-        mode="before",
+        "audit_hash_key", mode="before",
     )
     @classmethod
     def _optional(cls, value: Any) -> Any:
@@ -101,11 +101,6 @@ class Settings(BaseSettings):
                 "still holds the placeholder from .env.example; put the real value in .env"
             )
         return value
-
-    @field_validator("evovoice_mode", mode="before")
-    @classmethod
-    def _mode(cls, value: Any) -> Any:
-        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("evovoice_username", "evovoice_password")
     @classmethod
@@ -137,11 +132,6 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("audit_hash_key", mode="before")
-    @classmethod
-    def _optional_key(cls, value: Any) -> Any:
-        return _blank_to_none(value)
-
     @field_validator("audit_hash_key")
     @classmethod
     def _key_length(cls, value: SecretStr | None) -> SecretStr | None:
@@ -157,7 +147,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("log_format", mode="before")
+    @field_validator("evovoice_mode", "log_format", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
