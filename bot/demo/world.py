@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +46,6 @@ from bot.standins.slack import (
     slash_command_payload,
     view_submission_payload,
 )
-
-logger = logging.getLogger(__name__)
 
 JSON = dict[str, Any]
 
