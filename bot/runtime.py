@@ -240,6 +240,8 @@ class Runtime:
         addresses = self._runner.addresses  # (host, port) for IPv4, 4-tuples for IPv6
         ipv4 = [a for a in addresses if len(a) == 2] or addresses
         self.port = int(ipv4[0][1]) if ipv4 else self.settings.port
+        # With PORT=0 this line is how a supervisor (or a test) learns where /healthz is.
+        logger.info("listening on port %s", self.port)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
         """Stop taking work, let in-flight calls finish their bookkeeping, close connections.

@@ -17,7 +17,7 @@ from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import ApiCall, ApiReply, SlackStandIn, sign, slash_command_body
 from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest, bot_environment
 from tests.follow_helpers import FAST, FULL, end_session, status_message, wait_for_edit
-from tests.test_startup import run_bot_process
+from tests.processes import BotProcess
 
 
 async def probe(base: str, path: str) -> tuple[int, dict[str, Any]]:
@@ -90,42 +90,36 @@ async def test_slack_failing_at_start_up_is_waited_for(
 
 
 async def test_python_m_bot_waits_for_evo_voice_and_stops_on_sigterm(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, unused_tcp_port: int
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
 ) -> None:
-    port = URL(evo.url).port
     await evo.stop()
-    env = bot_environment("http", slack, evo, policy_path, port=unused_tcp_port)
-    process = await run_bot_process(env, policy_path.parent)
-    base = f"http://127.0.0.1:{unused_tcp_port}"
+    env = bot_environment("http", slack, evo, policy_path)
+    bot = await BotProcess.start(env, policy_path.parent)
     try:
-        ready = await until_served(base, "/readyz")
+        ready = await until_served(bot.base, "/readyz")
         assert "cannot connect" in ready["checks"]["callbot"]
-        assert process.returncode is None  # still running, not crash-looping
+        assert bot.returncode is None  # still running, not crash-looping
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, stderr.decode()
-    assert port is not None
+        code = await bot.stop(signal.SIGTERM)
+    assert code == 0, bot.output()
 
 
 async def test_a_login_refused_once_evo_voice_is_back_stops_python_m_bot_with_one_line(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, unused_tcp_port: int
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
 ) -> None:
     port = URL(evo.url).port
     await evo.stop()
-    env = bot_environment("http", slack, evo, policy_path, port=unused_tcp_port)
-    process = await run_bot_process(env, policy_path.parent)
+    env = bot_environment("http", slack, evo, policy_path)
+    bot = await BotProcess.start(env, policy_path.parent)
     try:
-        await until_served(f"http://127.0.0.1:{unused_tcp_port}", "/readyz")
+        await until_served(bot.base, "/readyz")
         evo.password = "changed-meanwhile"
         await evo.start(port=port or 0)
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
+        code = await asyncio.wait_for(bot.process.wait(), 30)
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    text = stderr.decode()
-    assert process.returncode == 2, text
+        await bot.stop(signal.SIGKILL)
+    text = bot.output()
+    assert code == 2, text
     assert "✗ EVOVOICE_USERNAME / EVOVOICE_PASSWORD" in text and "refused the login" in text
     assert "Traceback" not in text
 

@@ -35,7 +35,7 @@ from tests.conftest import (
     BotUnderTest,
     bot_environment,
 )
-from tests.test_startup import run_bot_process
+from tests.processes import BotProcess
 
 FULL = "+18144043093"
 SECRETS = (FULL, "4043093", EVO_PASSWORD, BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, "/response/")
@@ -180,40 +180,36 @@ async def test_the_reference_of_an_unexpected_error_is_the_request_id(
 
 
 async def test_python_m_bot_logs_json_lines_with_request_ids(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, unused_tcp_port: int
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
 ) -> None:
-    env = bot_environment("http", slack, evo, policy_path, port=unused_tcp_port)
+    env = bot_environment("http", slack, evo, policy_path)
     env["LOG_FORMAT"] = "json"
-    process = await run_bot_process(env, policy_path.parent)
-    base = f"http://127.0.0.1:{unused_tcp_port}"
+    bot = await BotProcess.start(env, policy_path.parent)
     try:
         async with aiohttp.ClientSession() as http:
             for _ in range(300):
-                try:
-                    async with http.get(base + "/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
+                async with http.get(bot.base + "/healthz") as response:
+                    if response.status == 200:
+                        break
                 await asyncio.sleep(0.05)
             else:
                 pytest.fail("the bot never became healthy")
             data = slash_command_body(text=f"{FULL} escalation", response_url=slack.response_url())
-            async with http.post(base + "/slack/events", data=data,
+            async with http.post(bot.base + "/slack/events", data=data,
                                  headers=sign(data, SIGNING_SECRET)) as response:
                 assert response.status == 200
             await slack.wait_for_call("chat.postMessage", lambda c: "Call placed" in
                                       str(c.params.get("text")), timeout=10)
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, stderr.decode()
-    entries = [json.loads(line) for line in stderr.decode().splitlines()]
+        code = await bot.stop(signal.SIGTERM)
+    output = bot.output()
+    assert code == 0, output
+    entries = [json.loads(line) for line in output.splitlines()]
     assert any(e["message"].startswith("callbot ready") for e in entries)
     [placed] = [e for e in entries if " placed: session " in e["message"]]
     assert placed["request_id"] and placed["logger"] == "bot.calls.service"
     for secret in SECRETS:
-        assert secret not in stderr.decode()
+        assert secret not in output
 
 
 def test_json_lines_carry_the_structured_fields_a_record_has() -> None:

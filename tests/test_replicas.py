@@ -10,10 +10,11 @@ no test asserts how long anything took.
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from bot.standins.slack import SlackStandIn, slash_command_payload
 from tests.conftest import BotUnderTest, bot_environment
 from tests.databases import on_both_databases
 from tests.follow_helpers import FAST, FULL, end_session, status_message, wait_for_edit
+from tests.processes import BotProcess
 from tests.test_escalation import (
     ROSTER,
     dialled,
@@ -37,7 +39,6 @@ from tests.test_escalation import (
 from tests.test_form import interact, open_form, state, submission
 from tests.test_policy_rules import policy_with
 from tests.test_shutdown import until
-from tests.test_startup import run_bot_process
 
 LEASE_SECONDS = "3"
 
@@ -46,25 +47,26 @@ LEASE_SECONDS = "3"
 class Replica(BotUnderTest):
     """A bot running in its own process; Slack's requests reach it on its own port."""
 
-    port: int = 0
-    process: Any = None
-    log: Path = field(default_factory=Path)
+    process: BotProcess | None = None
+
+    @property
+    def bot(self) -> BotProcess:
+        assert self.process is not None
+        return self.process
 
     @property
     def events_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/slack/events"
+        return f"{self.bot.base}/slack/events"
 
     async def kill(self) -> float:
         """SIGKILL: no shutdown, no lease released. The moment it died (monotonic clock)."""
-        self.process.send_signal(signal.SIGKILL)
-        await self.process.wait()
+        await self.bot.stop(signal.SIGKILL)
         return time.monotonic()
 
 
 @pytest.fixture
 async def replicas(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, database_url: str,
-    unused_tcp_port_factory: Callable[[], int],
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, database_url: str
 ) -> AsyncIterator[Callable[..., Any]]:
     started: list[Replica] = []
     http = aiohttp.ClientSession()
@@ -76,14 +78,12 @@ async def replicas(
             policy_path.write_text(policy)
         group = []
         for n in range(count):
-            port = unused_tcp_port_factory()
-            values = bot_environment(mode, slack, evo, policy_path, port=port,
-                                     database_url=database_url)
+            values = bot_environment(mode, slack, evo, policy_path, database_url=database_url)
             values.update(FAST, LEASE_SECONDS=LEASE_SECONDS, **env)
-            log = policy_path.parent / f"replica-{len(started) + n}.log"
-            process = await run_bot_process(values, policy_path.parent, output=log)
+            process = await BotProcess.launch(values, policy_path.parent,
+                                              f"replica-{len(started) + n}")
             group.append(Replica(runtime=None, mode=mode, slack=slack, evo=evo,  # type: ignore[arg-type]
-                                 http=http, port=port, process=process, log=log))
+                                 http=http, process=process))
         started.extend(group)
         for replica in group:  # started together: they migrate the database at the same time
             await until_ready(replica)
@@ -91,23 +91,15 @@ async def replicas(
 
     yield start
     for replica in started:
-        if replica.process.returncode is None:
-            replica.process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(replica.process.wait(), 30)
+        await replica.bot.stop(signal.SIGTERM)
     await http.close()
 
 
 async def until_ready(replica: Replica) -> None:
-    """Ready by its own log: on a busy machine another process may answer on a port picked as
-    free (a port taken meanwhile makes this replica exit instead)."""
-    for _ in range(1200):
-        if replica.process.returncode is not None:
-            pytest.fail(f"replica exited: {replica.log.read_text()[-3000:]}")
-        if f"callbot ready ({'Socket Mode' if replica.mode == 'socket' else 'HTTP mode'}, " \
-           f"port {replica.port})" in replica.log.read_text():
-            return
-        await asyncio.sleep(0.05)
-    pytest.fail(f"replica never became ready: {replica.log.read_text()[-3000:]}")
+    """Ready by its own log, on the port it listens on."""
+    port = await replica.bot.listening()
+    mode = "Socket Mode" if replica.mode == "socket" else "HTTP mode"
+    await replica.bot.wait_for_line(re.escape(f"callbot ready ({mode}, port {port})"))
 
 
 def first_request_after(evo: EvoVoiceStandIn, moment: float) -> float:

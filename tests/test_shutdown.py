@@ -36,7 +36,7 @@ from tests.conftest import (
     bot_environment,
 )
 from tests.interactions import ask, click
-from tests.test_startup import run_bot_process
+from tests.processes import BotProcess
 
 FULL = "+18144043093"
 
@@ -117,24 +117,18 @@ async def test_stop_does_not_wait_forever_for_a_stuck_call(bot: BotUnderTest) ->
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
 async def test_sigterm_lets_the_call_in_flight_finish_then_exits_0(
-    mode: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path,
-    unused_tcp_port: int,
+    mode: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
 ) -> None:
-    env = bot_environment(mode, slack, evo, policy_path, port=unused_tcp_port)
+    env = bot_environment(mode, slack, evo, policy_path)
     env["LOG_LEVEL"] = "DEBUG"
     gate = asyncio.Event()
     evo.queue_outgoing(Gated(gate))
-    process = await run_bot_process(env, policy_path.parent)
-    base = f"http://127.0.0.1:{unused_tcp_port}"
-    lines: list[str] = []
+    bot = await BotProcess.start(env, policy_path.parent)
     try:
         async with aiohttp.ClientSession() as http:
             async def healthy() -> bool:
-                try:
-                    async with http.get(base + "/healthz") as response:
-                        return response.status == 200
-                except aiohttp.ClientConnectionError:
-                    return False
+                async with http.get(bot.base + "/healthz") as response:
+                    return response.status == 200
 
             for _ in range(600):
                 if await healthy():
@@ -149,28 +143,21 @@ async def test_sigterm_lets_the_call_in_flight_finish_then_exits_0(
                     text=f"{FULL} escalation", response_url=url))
             else:
                 data = slash_command_body(text=f"{FULL} escalation", response_url=url)
-                async with http.post(base + "/slack/events", data=data,
+                async with http.post(bot.base + "/slack/events", data=data,
                                      headers=sign(data, SIGNING_SECRET)) as response:
                     assert response.status == 200
             await evo.wait_for_posts(1, timeout=10)
-            process.send_signal(signal.SIGTERM)
-            assert process.stderr is not None
-            while True:
-                line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
-                assert line, "the bot exited before finishing the call"
-                lines.append(line)
-                if "signal received" in line:
-                    break
+            bot.send(signal.SIGTERM)
+            # The bot exiting before finishing the call fails this wait.
+            await bot.wait_for_line("signal received")
             gate.set()
             await slack.wait_for_call("chat.postMessage", lambda c: "Call placed" in
                                       str(c.params.get("text")), timeout=10)
     finally:
         gate.set()
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-        _, rest = await asyncio.wait_for(process.communicate(), 30)
-    log = "".join(lines) + rest.decode()
-    assert process.returncode == 0, log
+        code = await bot.stop(signal.SIGTERM)
+    log = bot.output()
+    assert code == 0, log
     assert "callbot stopped" in log
     assert len(evo.outgoing_posts) == 1
     for secret in (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, EVO_PASSWORD, FULL, "/response/"):

@@ -5,16 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
-from typing import Any
 from pathlib import Path
 
 import pytest
 
 from bot.config import ConfigError, load_configuration, load_policy, load_settings
 from bot.standins.evovoice import EvoVoiceStandIn
-from bot.standins.slack import SlackStandIn, sign, slash_command_body
-from tests.conftest import POLICY, BotFactory, bot_environment
+from bot.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
+from tests.conftest import POLICY, SIGNING_SECRET, BotFactory, bot_environment
+from tests.processes import BotProcess, run_bot_process
 
 BASE = {
     "slack_bot_token": "xoxb-1",
@@ -183,34 +182,6 @@ async def test_unreachable_voice_api_is_named_while_the_bot_waits(bot_factory: B
     assert "EVOVOICE_URL: cannot connect" in str(bot.runtime.waiting_for)
 
 
-async def run_bot_process(
-    env: dict[str, str],
-    cwd: Path,
-    output: Path | None = None,
-    *,
-    argv_prefix: list[str] | None = None,
-) -> asyncio.subprocess.Process:
-    """`python -m bot` as a deployment runs it (from an empty folder: no stray .env is read).
-
-    Its output is piped, or written to `output` (for a bot nobody reads while it runs);
-    `argv_prefix` runs it under another program (e.g. `unshare`)."""
-    full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_"))
-    }
-    full_env.update(env)
-    sink: Any = asyncio.subprocess.PIPE if output is None else output.open("wb")
-    return await asyncio.create_subprocess_exec(
-        *(argv_prefix or []),
-        sys.executable,
-        "-m",
-        "bot",
-        env=full_env,
-        cwd=cwd,
-        stdout=sink,
-        stderr=sink if output is None else asyncio.subprocess.STDOUT,
-    )
-
-
 async def test_python_m_bot_reports_bad_configuration_and_exits_2(tmp_path: Path) -> None:
     process = await run_bot_process({"CALLBOT_CONFIG": str(tmp_path / "x")}, tmp_path)
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
@@ -221,40 +192,32 @@ async def test_python_m_bot_reports_bad_configuration_and_exits_2(tmp_path: Path
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
 async def test_python_m_bot_serves_until_sigterm(
-    mode: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, unused_tcp_port: int
+    mode: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
 ) -> None:
     import aiohttp
 
-    env = bot_environment(mode, slack, evo, policy_path, port=unused_tcp_port)
-    process = await run_bot_process(env, policy_path.parent)
-    base = f"http://127.0.0.1:{unused_tcp_port}"
+    env = bot_environment(mode, slack, evo, policy_path)
+    bot = await BotProcess.start(env, policy_path.parent)
     try:
         async with aiohttp.ClientSession() as http:
             for _ in range(300):
-                try:
-                    async with http.get(base + "/healthz") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    pass
+                async with http.get(bot.base + "/healthz") as response:
+                    if response.status == 200:
+                        break
                 await asyncio.sleep(0.05)
             else:
                 pytest.fail("the bot never became healthy")
             url = slack.response_url()
             if mode == "socket":
                 await slack.wait_connected()
-                from bot.standins.slack import slash_command_payload
-
                 await slack.send_envelope(
                     "slash_commands",
                     slash_command_payload(text="+18144043093 escalation", response_url=url),
                 )
             else:
                 data = slash_command_body(text="+18144043093 escalation", response_url=url)
-                from tests.conftest import SIGNING_SECRET
-
                 async with http.post(
-                    base + "/slack/events", data=data, headers=sign(data, SIGNING_SECRET)
+                    bot.base + "/slack/events", data=data, headers=sign(data, SIGNING_SECRET)
                 ) as response:
                     assert response.status == 200
             await evo.wait_for_posts(1, timeout=10)
@@ -262,10 +225,9 @@ async def test_python_m_bot_serves_until_sigterm(
                 "chat.postMessage", lambda c: "Call placed" in str(c.params.get("text")), timeout=10
             )
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 0, stderr.decode()
-    log = stderr.decode()
+        code = await bot.stop(signal.SIGTERM)
+    log = bot.output()
+    assert code == 0, log
     assert "callbot ready" in log and "callbot stopped" in log
     assert "+18144043093" not in log and "evo-secret-password" not in log
 

@@ -19,7 +19,7 @@ from bot.config import ConfigError, load_policy, load_settings
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from tests.conftest import POLICY, bot_environment
-from tests.test_startup import run_bot_process
+from tests.processes import run_bot_process
 
 BASE = {
     "slack_bot_token": "xoxb-1",

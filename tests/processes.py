@@ -1,0 +1,122 @@
+"""`python -m bot` in a process of its own, for what only a real process shows: signals, exit codes,
+its output, two replicas sharing a database.
+
+A bot process listens on a port the kernel picked (PORT=0) and found in its own log: a port picked
+as free by the test and handed to the bot could be taken meanwhile on a busy machine (by another
+test's bot, under pytest-xdist) and then answer for a bot that is not this one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The line the bot logs once it listens (bot/runtime.py), in either LOG_FORMAT.
+_LISTENING = re.compile(r"listening on port (\d+)")
+
+
+async def run_bot_process(
+    env: dict[str, str],
+    cwd: Path,
+    output: Path | None = None,
+    *,
+    argv_prefix: list[str] | None = None,
+) -> asyncio.subprocess.Process:
+    """`python -m bot` as a deployment runs it (from an empty folder: no stray .env is read).
+
+    Its output is piped, or written to `output` (for a bot nobody reads while it runs);
+    `argv_prefix` runs it under another program (e.g. `unshare`)."""
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_"))
+    }
+    full_env.update(env)
+    sink: Any = asyncio.subprocess.PIPE if output is None else output.open("wb")
+    process = await asyncio.create_subprocess_exec(
+        *(argv_prefix or []),
+        sys.executable,
+        "-m",
+        "bot",
+        env=full_env,
+        cwd=cwd,
+        stdout=sink,
+        stderr=sink if output is None else asyncio.subprocess.STDOUT,
+    )
+    if output is not None:
+        sink.close()  # the bot has its own copy
+    return process
+
+
+@dataclass
+class BotProcess:
+    """A running `python -m bot` whose output goes to `log`."""
+
+    process: asyncio.subprocess.Process
+    log: Path
+    port: int = 0
+
+    @classmethod
+    async def start(cls, env: dict[str, str], cwd: Path, name: str = "bot") -> BotProcess:
+        """Start it on a port of the kernel's choosing; return once it listens there."""
+        running = await cls.launch(env, cwd, name)
+        await running.listening()
+        return running
+
+    @classmethod
+    async def launch(cls, env: dict[str, str], cwd: Path, name: str = "bot") -> BotProcess:
+        """Start it on a port of the kernel's choosing; `listening()` waits for that port."""
+        log = cwd / f"{name}.log"
+        return cls(await run_bot_process({**env, "PORT": "0"}, cwd, output=log), log)
+
+    async def listening(self) -> int:
+        """The port it listens on, once it does (it opens its database first)."""
+        [port] = await self.wait_for_line(_LISTENING)
+        self.port = int(port)
+        return self.port
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    async def wait_for_line(self, pattern: str | re.Pattern[str], timeout: float = 60) -> list[str]:
+        """Wait until the log has a line matching `pattern`; its groups. Fails if the bot exits."""
+        found = re.compile(pattern) if isinstance(pattern, str) else pattern
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            match = found.search(self.output())
+            if match:
+                return list(match.groups())
+            if self.process.returncode is not None:
+                pytest.fail(f"the bot exited ({self.process.returncode}): {self.output()[-3000:]}")
+            if loop.time() > deadline:
+                pytest.fail(f"the bot never logged {found.pattern!r}: {self.output()[-3000:]}")
+            await asyncio.sleep(0.05)
+
+    def send(self, number: int = signal.SIGTERM) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(number)
+
+    async def stop(self, number: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send `number` (unless it has exited) and wait for the exit; its code."""
+        self.send(number)
+        try:
+            return await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+            raise
