@@ -34,7 +34,7 @@ from bot.standins.slack import (
     slash_command_payload,
 )
 from bot.storage.database import Database
-from tests.databases import BACKENDS, SQLITE, fresh_database, skipped_for_postgres
+from tests.databases import BACKENDS, SKIPPED_WITHOUT_POSTGRES, SQLITE, fresh_database
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test"
@@ -130,9 +130,11 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Da
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if skipped_for_postgres:
+    skipped = [report for report in terminalreporter.stats.get("skipped", [])
+               if SKIPPED_WITHOUT_POSTGRES in str(report.longrepr)]
+    if skipped:
         terminalreporter.write_line(
-            f"{len(skipped_for_postgres)} PostgreSQL tests skipped: set CALLBOT_TEST_POSTGRES_URL "
+            f"{len(skipped)} PostgreSQL tests skipped: set CALLBOT_TEST_POSTGRES_URL "
             "(like postgresql://postgres@127.0.0.1:5432/test) to run them", yellow=True
         )
 

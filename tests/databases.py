@@ -25,18 +25,20 @@ POSTGRES_URL_VARIABLE = "CALLBOT_TEST_POSTGRES_URL"
 # `database_url` fixture, directly or through `bot_factory`.
 on_both_databases = pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 
-skipped_for_postgres: list[str] = []
+# The reason of each skip: the summary counts the skipped reports that carry it (tests/conftest.py),
+# which also works under pytest-xdist, where the skips happen in the workers' processes.
+SKIPPED_WITHOUT_POSTGRES = f"PostgreSQL: {POSTGRES_URL_VARIABLE} is not set"
 
 
 def postgres_url() -> str:
     url = os.environ.get(POSTGRES_URL_VARIABLE, "")
     if url:
         return url
-    reason = f"PostgreSQL: {POSTGRES_URL_VARIABLE} is not set"
     if os.environ.get("CALLBOT_TEST_REQUIRE_POSTGRES"):
-        pytest.fail(f"{reason}, and CALLBOT_TEST_REQUIRE_POSTGRES asks for these tests")
-    skipped_for_postgres.append(reason)
-    pytest.skip(reason)
+        pytest.fail(
+            f"{SKIPPED_WITHOUT_POSTGRES}, and CALLBOT_TEST_REQUIRE_POSTGRES asks for these tests"
+        )
+    pytest.skip(SKIPPED_WITHOUT_POSTGRES)
 
 
 def with_schema(url: str, schema: str) -> str:
