@@ -90,8 +90,26 @@ class SQLiteBackend:
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         await self._connect(self._path)
-        await self.execute("PRAGMA journal_mode = WAL", ())
+        await self._switch_to_wal()
         await self.execute("PRAGMA foreign_keys = ON", ())
+
+    async def _switch_to_wal(self) -> None:
+        """`PRAGMA journal_mode = WAL`, waited for as long as any lock is.
+
+        Switching takes the database for itself. Connections switching a new file at once (replicas
+        starting together) deadlock, which SQLite settles by failing one with "database is locked"
+        at once, without waiting its busy timeout: that one tries again.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                await self.execute("PRAGMA journal_mode = WAL", ())
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or loop.time() > deadline:
+                    raise
+            await asyncio.sleep(0.01)
 
     async def open_read_only(self) -> None:
         if self._path == ":memory:":
