@@ -8,8 +8,10 @@ Socket Mode.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import os
 import re
 import textwrap
 import uuid
@@ -139,6 +141,16 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         )
 
 
+@pytest.fixture
+def no_ambient_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Only what a test passes counts: no variables or .env of the machine running the tests
+    (`pytestmark = pytest.mark.usefixtures("no_ambient_settings")` in a module of such tests)."""
+    for name in list(os.environ):
+        if name.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_", "LOG_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
 def bot_environment(
     mode: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, port: int = 0,
     database_url: str | None = None,
@@ -233,6 +245,16 @@ class BotUnderTest:
         """Wait until the work started by acked requests has finished."""
         assert self.runtime.services is not None
         await self.runtime.services.tasks.wait_idle()
+
+
+async def until(condition: object, timeout: float = 5.0) -> None:
+    """Wait for `condition()` to hold (polling; never asserts how long it took)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():  # type: ignore[operator]
+        if loop.time() > deadline:
+            raise AssertionError("condition never held")
+        await asyncio.sleep(0.01)
 
 
 BotFactory = Callable[..., Awaitable[BotUnderTest]]

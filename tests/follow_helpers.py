@@ -129,3 +129,10 @@ def everything_sent_to_slack(bot: BotUnderTest) -> str:
     parts = [str(call.params) for call in bot.slack.calls]
     parts += [str(body) for bodies in bot.slack.responses.values() for body in bodies]
     return "\n".join(parts)
+
+
+async def history(bot: BotUnderTest, args: str = "", user_id: str = "U0MANAGER") -> dict[str, Any]:
+    _, url = await bot.command(f"history {args}".strip(), user_id=user_id)
+    [answer] = await bot.slack.wait_for_response(url)
+    assert answer["response_type"] == "ephemeral"
+    return answer

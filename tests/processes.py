@@ -54,6 +54,29 @@ async def run_bot_process(
     return process
 
 
+async def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """`python -m bot ARGS` to its end: its exit code, stdout and stderr."""
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_"))
+    }
+    full_env.update(env)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        env=full_env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
 @dataclass
 class BotProcess:
     """A running `python -m bot` whose output goes to `log`."""

@@ -19,6 +19,7 @@ from tests.follow_helpers import (
     MASKED,
     audit_records,
     end_session,
+    history,
     services,
     status_message,
     wait_for_edit,
@@ -156,13 +157,6 @@ async def test_the_generated_key_survives_a_restart(bot_factory: BotFactory) -> 
 
 
 # ---------------------------------------------------------------------------------- history
-
-
-async def history(bot: BotUnderTest, args: str = "", user_id: str = "U0MANAGER") -> dict[str, Any]:
-    _, url = await bot.command(f"history {args}".strip(), user_id=user_id)
-    [answer] = await bot.slack.wait_for_response(url)
-    assert answer["response_type"] == "ephemeral"
-    return answer
 
 
 def lines(answer: dict[str, Any]) -> list[str]:

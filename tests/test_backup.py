@@ -7,7 +7,7 @@ from pathlib import Path
 from bot.storage.database import MIGRATIONS, Database
 from tests.conftest import BotFactory
 from tests.follow_helpers import FULL, services
-from tests.test_doctor import run_cli
+from tests.processes import run_cli
 
 
 async def test_a_backup_taken_while_the_bot_runs_is_a_consistent_database(

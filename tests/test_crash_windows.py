@@ -14,7 +14,7 @@ from bot.standins.evovoice import Gated
 from tests.conftest import BotFactory
 from tests.follow_helpers import FAST, FULL, end_session, services
 from tests.follow_helpers import wait_for_edit as wait_for_status
-from tests.test_escalation import (
+from tests.escalations import (
     ALICE,
     BOB,
     Clock,

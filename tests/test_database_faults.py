@@ -87,7 +87,7 @@ async def test_a_followed_call_outlives_a_locked_database(
 async def test_an_escalation_carries_on_after_a_locked_database(
     bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tests.test_escalation import (
+    from tests.escalations import (
         ALICE,
         BOB,
         dialled,

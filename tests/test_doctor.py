@@ -2,61 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import re
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bot.ops import check as doctor
-from bot.ops.check import Finding, Status, report, run_checkup
+from bot.ops.check import Status, report, run_checkup
 from bot.ops.check_setup import is_example_id
 from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from bot.storage.database import MIGRATIONS, Database, Migration
+from tests.checkups import by_subject, check, failures, migrated_database
 from tests.conftest import POLICY, BotFactory, bot_environment
+from tests.processes import run_cli
 
-
-@pytest.fixture(autouse=True)
-def no_ambient_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Only what a test passes counts: no variables or .env of the machine running the tests."""
-    for name in list(os.environ):
-        if name.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_", "LOG_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-
-
-def overrides(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, mode: str = "http", **env: str
-) -> dict[str, Any]:
-    values = bot_environment(mode, slack, evo, policy_path)
-    values.update(env)
-    return {"_env_file": None, **{k.lower(): v for k, v in values.items()}}
-
-
-async def check(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, mode: str = "http", **env: str
-) -> list[Finding]:
-    return await run_checkup(**overrides(slack, evo, policy_path, mode, **env))
-
-
-def by_subject(findings: list[Finding]) -> dict[str, Finding]:
-    return {f.subject: f for f in findings}
-
-
-def failures(findings: list[Finding]) -> list[Finding]:
-    return [f for f in findings if f.status is Status.FAIL]
-
-
-async def migrated_database(policy_path: Path) -> Path:
-    path = policy_path.parent / "callbot.db"
-    db = Database(f"sqlite:///{path}")
-    await db.open()
-    await db.close()
-    return path
+pytestmark = pytest.mark.usefixtures("no_ambient_settings")
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -373,28 +334,6 @@ async def test_the_replicas_alive_are_listed(
     await first.runtime.stop()
     database = by_subject(await check(slack, evo, policy_path))["Database"]
     assert first.runtime.services.leases.owner not in database.detail, "left when it stopped"
-
-
-async def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
-    full_env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_"))
-    }
-    full_env.update(env)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        env=full_env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 async def check_from_environment(

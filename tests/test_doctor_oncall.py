@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.ops.check import Status, report
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
-from tests.test_doctor import (  # noqa: F401  (no_ambient_settings: autouse here too)
-    by_subject,
-    check,
-    failures,
-    migrated_database,
-    no_ambient_settings,
-)
-from tests.test_escalation import ROSTER
+from tests.checkups import by_subject, check, failures, migrated_database
+from tests.escalations import ROSTER
+
+pytestmark = pytest.mark.usefixtures("no_ambient_settings")
 
 
 async def test_the_oncall_flow_and_everyones_number_get_a_line(

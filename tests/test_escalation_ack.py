@@ -18,11 +18,11 @@ from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
 from bot.standins.slack import Message
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import services
-from tests.test_escalation import (
+from tests.escalations import (
     ALICE,
     BOB,
     ROSTER,
-    _metrics,
+    metrics_text,
     click_ack,
     dialled,
     escalation_message,
@@ -109,7 +109,7 @@ async def test_i_m_on_it_on_the_page_stops_the_chain_and_a_later_click_hears_who
     db = services(bot).db
     [event] = await db.fetchall("SELECT * FROM audit_events WHERE kind = 'acknowledged'")
     assert event["actor_id"] == "U0ALICE" and "I'm on it" in event["reason"]
-    metrics = _metrics(bot)
+    metrics = metrics_text(bot)
     assert 'oncall_acknowledgements_total{via="button"} 1.0' in metrics
     assert 'escalations_total{outcome="acknowledged"} 1.0' in metrics
     assert "oncall_time_to_acknowledge_seconds_count 1.0" in metrics
@@ -138,7 +138,7 @@ async def test_a_flow_outcome_in_ack_outcomes_acknowledges(
     await bot.settle()
     assert dialled(bot) == [ALICE]
     assert not hung_up(bot, alice)  # it was answered: never cut short
-    assert 'oncall_acknowledgements_total{via="outcome"} 1.0' in _metrics(bot)
+    assert 'oncall_acknowledgements_total{via="outcome"} 1.0' in metrics_text(bot)
 
 
 async def test_an_outcome_not_listed_is_no_acknowledgement(bot_factory: BotFactory) -> None:

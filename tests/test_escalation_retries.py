@@ -12,7 +12,7 @@ from yarl import URL
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus, Respond, TooManyRequests
 from tests.conftest import BotFactory
-from tests.test_escalation import (
+from tests.escalations import (
     ALICE,
     BOB,
     dialled,

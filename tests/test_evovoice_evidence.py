@@ -21,8 +21,8 @@ from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, NoContent
 from bot.standins.slack import SlackStandIn
 from tests.conftest import EVO_PASSWORD, EVO_USER, FLOWS, POLICY_NO_REPEAT_QUESTION, BotFactory
 from tests.follow_helpers import FAST, FULL, click, status_message, wait_for_edit
-from tests.test_doctor import by_subject, check
-from tests.test_escalation import (
+from tests.checkups import by_subject, check
+from tests.escalations import (
     ALICE,
     BOB,
     click_stop,
@@ -33,7 +33,7 @@ from tests.test_escalation import (
     start,
     submit,
 )
-from tests.test_escalation import wait_for_edit as wait_for_escalation_edit
+from tests.escalations import wait_for_edit as wait_for_escalation_edit
 
 MODES = pytest.mark.parametrize("mode", ["http", "socket"])
 NO_ANSWER_FROM_ALICE = "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s"

@@ -11,7 +11,7 @@ import pytest
 from bot.oncall.home_views import HOME_ACTIONS_BLOCK, HOME_CALL_ACTION, HOME_ESCALATE_ACTION
 from bot.standins.slack import block_actions_payload, interactive_body, sign
 from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
-from tests.test_escalation import (
+from tests.escalations import (
     escalation_message,
     open_on_message,
     page_of,

@@ -41,7 +41,7 @@ async def test_the_post_leaves_while_chat_post_message_hangs(bot: BotUnderTest) 
 async def test_an_escalation_step_is_dialled_whatever_slack_does_after_the_card(
     bot_factory: BotFactory,
 ) -> None:
-    from tests.test_escalation import (
+    from tests.escalations import (
         ALICE,
         dialled,
         escalation_message,

@@ -23,11 +23,11 @@ import pytest
 
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn, slash_command_payload
-from tests.conftest import BotUnderTest, bot_environment
+from tests.conftest import BotUnderTest, bot_environment, policy_with, until
 from tests.databases import on_both_databases
 from tests.follow_helpers import FAST, FULL, end_session, status_message, wait_for_edit
 from tests.processes import BotProcess
-from tests.test_escalation import (
+from tests.escalations import (
     ROSTER,
     dialled,
     escalation_message,
@@ -36,9 +36,7 @@ from tests.test_escalation import (
     session_of,
     submit,
 )
-from tests.test_form import interact, open_form, state, submission
-from tests.test_policy_rules import policy_with
-from tests.test_shutdown import until
+from tests.interactions import interact, open_form, state, submission
 
 LEASE_SECONDS = "3"
 

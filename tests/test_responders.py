@@ -14,7 +14,7 @@ from bot.oncall.escalation_store import EscalationState
 from bot.oncall.escalation_form import EscalationField
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import services
-from tests.test_escalation import (
+from tests.escalations import (
     ALICE,
     ROSTER,
     click_ack,

@@ -34,21 +34,12 @@ from tests.conftest import (
     BotFactory,
     BotUnderTest,
     bot_environment,
+    until,
 )
 from tests.interactions import ask, click
 from tests.processes import BotProcess
 
 FULL = "+18144043093"
-
-
-async def until(condition: object, timeout: float = 5.0) -> None:
-    """Wait for `condition()` to hold (polling; never asserts how long it took)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():  # type: ignore[operator]
-        if loop.time() > deadline:
-            raise AssertionError("condition never held")
-        await asyncio.sleep(0.01)
 
 
 def placed(bot: BotUnderTest) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from bot.standins.slack import ApiCall
 from tests.conftest import BotFactory
 from tests.follow_helpers import FAST, FULL, end_session, status_message
-from tests.test_escalation import (
+from tests.escalations import (
     ALICE,
     BOB,
     MANAGER,

@@ -15,7 +15,7 @@ from bot.slack.blocks import Message
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn, message_problems
 from tests.conftest import POLICY, BotFactory
-from tests.test_escalation import (
+from tests.escalations import (
     CHANNEL,
     click_stop,
     escalation_message,

@@ -14,10 +14,9 @@ from bot.standins.slack import (
     slash_command_payload,
 )
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, SIGNING_SECRET, BotFactory
-from tests.follow_helpers import FULL
-from tests.test_audit_history import history
-from tests.test_escalation import CHANNEL, reason_block, start
-from tests.test_form import interact
+from tests.follow_helpers import FULL, history
+from tests.escalations import CHANNEL, reason_block, start
+from tests.interactions import interact
 
 ALERT = [{
     "fallback": "[FIRING] db-primary unreachable",

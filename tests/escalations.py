@@ -1,0 +1,236 @@
+"""Helpers for the tests of on-call escalations (test_escalation*.py and the tests of other
+features that start one): the roster, the escalation service's clock, the shortcuts and the form,
+the escalation's message, its pages and buttons."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import time
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from bot.oncall.escalation_form import (
+    ESCALATE_GLOBAL_SHORTCUT_ID,
+    ESCALATE_MESSAGE_SHORTCUT_ID,
+    ESCALATION_FORM_CALLBACK_ID,
+    EscalationField,
+)
+from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
+from bot.standins.slack import (
+    ApiCall,
+    Message,
+    View,
+    block_actions_payload,
+    global_shortcut_payload,
+    interactive_body,
+    message_shortcut_payload,
+    view_submission_payload,
+)
+from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
+from tests.follow_helpers import FAST, services
+from tests.interactions import interact
+
+ROSTER = POLICY + """
+[people]
+U0ALICE = "+18144043093"
+U0BOB = "+18144043094"
+U0MANAGER = "(814) 404-3090"
+
+[oncall]
+flow = "Escalation"
+rotation = ["U0ALICE", "U0BOB", "U0CAROL"]
+timezone = "America/New_York"
+escalate_to = ["U0MANAGER"]
+"""
+
+ALICE, BOB, MANAGER = "+18144043093", "+18144043094", "+18144043090"
+CHANNEL = "C0OPS"
+# Alice's shift: Monday 9 March 09:00 EDT to Monday 16 March 09:00 EDT.
+IN_ALICES_SHIFT = dt.datetime(2026, 3, 10, 15, tzinfo=dt.UTC)
+IN_CAROLS_SHIFT = dt.datetime(2026, 3, 24, 15, tzinfo=dt.UTC)
+
+
+class Clock:
+    """The escalation service's clock: real time at first, then moved on by the test."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def start(
+    bot_factory: BotFactory, mode: str = "http", *, policy: str = ROSTER,
+    at: dt.datetime = IN_ALICES_SHIFT, clock: Clock | None = None,
+) -> tuple[BotUnderTest, Clock]:
+    bot = await bot_factory(mode, policy=policy, **FAST)
+    clock = clock or Clock()
+    services(bot).oncall.clock = lambda: at
+    services(bot).escalations.clock = clock
+    return bot, clock
+
+
+async def open_on_message(
+    bot: BotUnderTest, *, text: str = "db primary is down", user_id: str = "U0ADMIN",
+    thread_ts: str | None = None,
+) -> tuple[View, Message]:
+    """Someone posts `text`, `user_id` uses the message shortcut on it: the modal, the message."""
+    message = bot.slack.add_message(CHANNEL, text, user="U0SOMEONE", thread_ts=thread_ts)
+    before = len(bot.slack.calls_to("views.open"))
+    trigger = bot.slack.new_trigger_id()
+    await interact(bot, message_shortcut_payload(
+        callback_id=ESCALATE_MESSAGE_SHORTCUT_ID, channel_id=CHANNEL, message_ts=message.ts,
+        message_text=text, thread_ts=message.thread_ts, response_url=bot.slack.response_url(),
+        user_id=user_id, trigger_id=trigger,
+    ))
+    opened = (await bot.slack.wait_for_calls("views.open", before + 1))[-1]
+    assert opened.params["trigger_id"] == trigger and opened.ok, opened.brief()
+    return bot.slack.views[opened.response["view"]["id"]], message  # type: ignore[index]
+
+
+async def open_global(bot: BotUnderTest, *, user_id: str = "U0ADMIN") -> View:
+    before = len(bot.slack.calls_to("views.open"))
+    trigger = bot.slack.new_trigger_id()
+    await interact(bot, global_shortcut_payload(
+        callback_id=ESCALATE_GLOBAL_SHORTCUT_ID, user_id=user_id, trigger_id=trigger))
+    opened = (await bot.slack.wait_for_calls("views.open", before + 1))[-1]
+    assert opened.ok, opened.brief()
+    return bot.slack.views[opened.response["view"]["id"]]  # type: ignore[index]
+
+
+def reason_block(view: dict[str, Any]) -> dict[str, Any]:
+    return next(b for b in view["blocks"] if b.get("block_id") == EscalationField.REASON)
+
+
+async def submit(
+    bot: BotUnderTest, view: View, *, user_id: str = "U0ADMIN", reason: str | None = None,
+    channel: str | None = None,
+) -> dict[str, Any]:
+    """Press Escalate, with the reason as prefilled unless given; return the ack's body."""
+    shown = view.versions[-1]
+    if reason is None:
+        reason = reason_block(shown)["element"].get("initial_value")
+    values: dict[str, dict[str, Any]] = {
+        EscalationField.REASON: {EscalationField.REASON: {"type": "plain_text_input",
+                                                          "value": reason}},
+    }
+    if channel is not None:
+        values[EscalationField.CHANNEL] = {EscalationField.CHANNEL: {
+            "type": "conversations_select", "selected_conversation": channel}}
+    return await interact(bot, view_submission_payload(
+        callback_id=ESCALATION_FORM_CALLBACK_ID, values=values, view=view.view, view_id=view.id,
+        user_id=user_id,
+    ))
+
+
+def posts_in(bot: BotUnderTest, channel: str, root: str) -> list[Message]:
+    return bot.slack.thread(channel, root)
+
+
+async def wait_for_post(bot: BotUnderTest, text: str, timeout: float = 10.0) -> ApiCall:
+    return await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: text in str(c.params.get("text")), timeout=timeout)
+
+
+async def page_of(bot: BotUnderTest, user_id: str) -> Message:
+    """The direct message paging `user_id` (the first, when they were paged more than once),
+    once the bot has recorded it: it does so when Slack has posted it, and refuses a click on a
+    page it has no record of (a person reading the page clicks later than a test does)."""
+    call = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.params.get("channel") == user_id, timeout=10.0)
+    assert call.response is not None
+    page = bot.slack.messages[(call.response["channel"], call.response["ts"])]
+    [escalation_id] = {int(e["value"]) for b in page.blocks or [] if b.get("type") == "actions"
+                       for e in b["elements"] if e["action_id"] == ACK_ESCALATION_ACTION}
+    store = services(bot).escalations.store
+
+    async def recorded() -> None:
+        while not any(p.message_ts == page.ts for p in await store.pages(escalation_id)):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(recorded(), 10.0)
+    return page
+
+
+async def escalation_message(bot: BotUnderTest) -> Message:
+    call = await wait_for_post(bot, "*On-call escalation*")
+    assert call.response is not None
+    return bot.slack.messages[(call.response["channel"], call.response["ts"])]
+
+
+async def wait_for_edit(bot: BotUnderTest, message: Message, text: str) -> None:
+    await bot.slack.wait_for_call(
+        "chat.update",
+        lambda c: c.params.get("ts") == message.ts and text in str(c.params.get("text")),
+        timeout=10.0,
+    )
+
+
+def dialled(bot: BotUnderTest) -> list[str]:
+    return [str(r.json["numberToDial"]) for r in bot.evo.outgoing_posts]
+
+
+def session_of(bot: BotUnderTest, number: str) -> str:
+    [session_id] = [sid for sid, s in bot.evo.sessions.items() if s.get("toAddress") == number]
+    return session_id
+
+
+def hung_up(bot: BotUnderTest, session_id: str) -> bool:
+    return bool(bot.evo.hang_ups(session_id))
+
+
+async def click_stop(
+    bot: BotUnderTest, message: Message, *, user_id: str
+) -> tuple[Ack, str]:
+    return await click(bot, message, STOP_ESCALATION_ACTION, user_id=user_id)
+
+
+async def click_ack(bot: BotUnderTest, message: Message, *, user_id: str) -> tuple[Ack, str]:
+    """I'm on it, on the escalation's message or on a page."""
+    return await click(bot, message, ACK_ESCALATION_ACTION, user_id=user_id)
+
+
+async def click(
+    bot: BotUnderTest, message: Message, action_id: str, *, user_id: str
+) -> tuple[Ack, str]:
+    url = bot.slack.response_url()
+    [(block_id, value)] = [(b.get("block_id"), e["value"]) for b in message.blocks or []
+                           if b.get("type") == "actions"
+                           for e in b["elements"] if e["action_id"] == action_id]
+    payload = block_actions_payload(
+        action_id=action_id, block_id=block_id, value=value,
+        channel_id=message.channel, message_ts=message.ts,
+        message=message.to_api(bot.slack.team_id), response_url=url, user_id=user_id,
+    )
+    if bot.mode == "socket":
+        envelope = await bot.slack.send_envelope("interactive", payload)
+        return Ack(200, envelope.get("payload") or {}), url
+    return await bot.post_signed(interactive_body(payload)), url
+
+
+def has_stop_button(message: Message) -> bool:
+    return STOP_ESCALATION_ACTION in json.dumps(message.blocks or [])
+
+
+async def state_of(bot: BotUnderTest) -> str:
+    [row] = await services(bot).db.fetchall("SELECT state FROM escalations")
+    return str(row["state"])
+
+
+async def wait_for_state(bot: BotUnderTest, state: str, timeout: float = 10.0) -> None:
+    async def reached() -> None:
+        while await state_of(bot) != state:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(reached(), timeout)
+
+
+def metrics_text(bot: BotUnderTest) -> str:
+    return generate_latest(bot.runtime.metrics.registry).decode().replace("callbot_", "")
