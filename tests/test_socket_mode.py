@@ -91,7 +91,8 @@ async def test_the_watchdog_revives_a_client_that_stopped_receiving(
 ) -> None:
     caplog.set_level(logging.INFO, logger="bot.slack.socket_mode")
     bot = await socket_bot(watchdog_interval=0.1)
-    client = bot.runtime._socket.client  # type: ignore[union-attr]
+    assert bot.runtime.watchdog is not None
+    client = bot.runtime.watchdog.client
     # python-slack-sdk#1701: the connection is up, is_connected() is True, nothing is received.
     client.message_receiver.cancel()
     assert await client.is_connected()

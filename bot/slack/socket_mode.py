@@ -90,6 +90,11 @@ class SocketWatchdog:
         self._unanswered_since: float | None = None
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def client(self) -> SocketModeClient:
+        """The Socket Mode client it watches (and revives)."""
+        return self._client
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="socket mode watchdog")
