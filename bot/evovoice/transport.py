@@ -28,6 +28,8 @@ would ask a thread for them, and for ~/.netrc, on every request).
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 from types import SimpleNamespace
 
 import aiohttp
@@ -121,6 +123,13 @@ async def _read_limited(
     return bytes(content)
 
 
+@functools.cache
+def _ssl_context() -> ssl.SSLContext:
+    """The CA bundle httpx would have used, loaded once a process: loading it costs about 25 ms of
+    CPU, which each new client (`callbot check`, a test's bot) would otherwise pay again."""
+    return httpx.create_ssl_context()
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """One aiohttp session (created on first use, in the running loop) for every request."""
 
@@ -142,7 +151,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
                 keepalive_timeout=self._keepalive,
-                ssl=httpx.create_ssl_context(),  # the CA bundle httpx would have used
+                ssl=_ssl_context(),
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
