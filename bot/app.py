@@ -62,6 +62,8 @@ def create_app(
         return authorized
 
     app = AsyncApp(
+        # Named: without a name Bolt reads the whole call stack (with source lines) to find one.
+        name="callbot",
         # Without a token of its own (authorize supplies it), sharing the pool and base URL.
         client=AsyncWebClient(
             base_url=client.base_url, session=client.session, timeout=client.timeout,
