@@ -10,7 +10,7 @@ import pytest
 
 from bot.standins.slack import ApiCall
 from tests.conftest import BotFactory, BotUnderTest
-from tests.test_escalation import (
+from tests.escalations import (
     ALICE,
     BOB,
     CHANNEL,
