@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -20,8 +21,17 @@ READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 30.0
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2), Linux
+
+
 class ProcessFailed(RuntimeError):
     pass
+
+
+def die_with_parent() -> None:
+    """In a child, before it runs Python: SIGTERM when the bench process dies, so a run killed
+    half-way (a test's timeout, a kill) leaves no bot or stand-in running on a shared machine."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
@@ -103,6 +113,7 @@ class Child:
             stdout=asyncio.subprocess.PIPE if self.read_stdout else asyncio.subprocess.DEVNULL,
             stderr=self._log,
             limit=64 * 1024 * 1024,  # one JSON line carries a whole burst's records
+            preexec_fn=die_with_parent,
         )
 
     def memory(self) -> Memory:

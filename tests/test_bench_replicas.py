@@ -1,18 +1,23 @@
 """The benchmark on PostgreSQL with two replicas, at a tiny N: both bots take their share of the
-burst, every number is dialled exactly once across them, the run's schema is gone afterwards; and
-the report's database and replica columns.
+burst, every number is dialled exactly once across them, the run's schema is gone afterwards; the
+report's database and replica columns; and no child left running when the bench process is killed.
 
 Counts only: how long anything took is the benchmark's business, never a test's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
 from bench.databases import POSTGRESQL, SQLITE, fresh_database
+from bench.processes import REPO_ROOT
 from bench.report import markdown
 from bench.runner import Options, run_benchmark
 from tests.databases import postgres_url
@@ -105,3 +110,53 @@ def test_the_report_names_each_runs_database_and_replicas() -> None:
     assert "| 3.0 | 60 + 60 / 80 + 82 |" in rows[1]  # 3 CPU-s over 1,000 calls; each replica
     assert "socket, postgresql × 2: POSTs/distinct numbers: 1,000/1,000" in text
     assert "socket: POSTs/distinct numbers: 1,000/1,000" in text
+
+
+# A bench process in miniature: it starts a child as the benchmark starts the bot (bench.processes),
+# says the child's pid, and waits to be killed.
+_PARENT = """
+import asyncio, os, sys
+from pathlib import Path
+from bench.processes import Child
+
+async def main() -> None:
+    work = Path(sys.argv[1])
+    child = Child("http.server", dict(os.environ), cwd=work, log_path=work / "child.log",
+                  args=["--bind", "127.0.0.1", "0"])
+    await child.start()
+    print(child.pid, flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (nobody may reap an orphan in a container)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_a_killed_bench_process_leaves_no_child_running(tmp_path: Path) -> None:
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _PARENT, str(tmp_path), cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, stdout=asyncio.subprocess.PIPE,
+    )
+    assert parent.stdout is not None
+    child = int(await asyncio.wait_for(parent.stdout.readline(), 30))
+    assert _running(child)
+
+    parent.kill()  # no finally, no stop(): as a test's timeout or a kill -9 ends a run
+    await parent.wait()
+
+    for _ in range(300):
+        if not _running(child):
+            break
+        await asyncio.sleep(0.1)
+    outlived = _running(child)
+    if outlived:
+        os.kill(child, signal.SIGKILL)  # not left behind by a failing test either
+    assert not outlived, f"pid {child} outlived the bench process"
