@@ -191,9 +191,9 @@ async def test_the_healthcheck_passes_against_a_running_bot(bot_factory: BotFact
 
 
 async def test_the_healthcheck_fails_when_the_bot_is_down_or_not_ready(
-    bot_factory: BotFactory, unused_tcp_port: int
+    bot_factory: BotFactory, refused_port: int
 ) -> None:
-    assert await healthcheck(unused_tcp_port) == 1
+    assert await healthcheck(refused_port) == 1
     bot = await bot_factory("http")
     bot.runtime.ready = False  # /healthz answers 503 while starting or stopping
     assert await healthcheck(bot.runtime.port or 0) == 1

@@ -121,13 +121,6 @@ def client(make_client: MakeClient) -> EvoVoiceClient:
     return make_client()
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 # ------------------------------------------------------------------------------- auth and roles
 
 
@@ -393,11 +386,11 @@ async def test_dropped_connection_on_post_is_outcome_unknown_and_not_retried(
 
 
 async def test_refused_connection_is_unreachable_after_all_attempts(
-    make_client: MakeClient, standin: EvoVoiceStandIn, sleep: RecordingSleep
+    make_client: MakeClient, standin: EvoVoiceStandIn, sleep: RecordingSleep, refused_port: int
 ) -> None:
     transport = CountingTransport()
     client = make_client(
-        base_url=f"http://127.0.0.1:{closed_port()}",
+        base_url=f"http://127.0.0.1:{refused_port}",
         transport=transport,
         connect_retries=3,
         retry_backoff=0.5,
@@ -414,7 +407,10 @@ async def test_refused_connection_is_unreachable_after_all_attempts(
 
 async def test_refused_connection_recovers_within_the_back_off(make_client: MakeClient) -> None:
     """Refused twice (Evo Voice restarting), then up: one call placed, after two waits."""
-    port = closed_port()
+    # Bound, not listening (refused), until Evo Voice comes back on it: no other server takes it.
+    down = socket.socket()
+    down.bind(("127.0.0.1", 0))
+    port = down.getsockname()[1]
     server = EvoVoiceStandIn(username=USERNAME, password=PASSWORD)
     server.flows.append({"id": "flow-esc", "name": "Escalation", "accountId": ACCOUNT})
     delays: list[float] = []
@@ -422,6 +418,7 @@ async def test_refused_connection_recovers_within_the_back_off(make_client: Make
     async def restart_during_second_wait(seconds: float) -> None:
         delays.append(seconds)
         if len(delays) == 2:
+            down.close()
             await server.start(port)
 
     client = make_client(base_url=f"http://127.0.0.1:{port}", sleep=restart_during_second_wait,
@@ -429,6 +426,7 @@ async def test_refused_connection_recovers_within_the_back_off(make_client: Make
     try:
         placed = await client.create_outgoing_session("flow-esc", CUSTOMER)
     finally:
+        down.close()
         await server.stop()
     assert delays == [0.5, 1.0]
     assert len(server.outgoing_posts) == 1
@@ -568,14 +566,15 @@ async def test_wait_for_posts_returns_once_they_arrived(
 
 
 async def test_password_never_appears_in_errors_or_logs(
-    make_client: MakeClient, standin: EvoVoiceStandIn, caplog: pytest.LogCaptureFixture
+    make_client: MakeClient, standin: EvoVoiceStandIn, caplog: pytest.LogCaptureFixture,
+    refused_port: int,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     # A server that echoes the password back must not get it shown to users.
     standin.queue_outgoing(ErrorStatus(400, f"bad password {PASSWORD}"), DropConnection())
     standin.queue("GET", "/flows", ErrorStatus(503), ErrorStatus(503))
     client = make_client()
-    unreachable = make_client(base_url=f"http://127.0.0.1:{closed_port()}")
+    unreachable = make_client(base_url=f"http://127.0.0.1:{refused_port}")
     attempts: list[Callable[[], Awaitable[object]]] = [
         lambda: client.create_outgoing_session("flow-esc", CUSTOMER),
         lambda: client.create_outgoing_session("flow-esc", CUSTOMER),

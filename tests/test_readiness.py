@@ -127,13 +127,14 @@ async def test_unexpected_errors_show_only_their_type() -> None:
     assert await Readiness({"x": leaky}).check() == {"x": "failed (ValueError)"}
 
 
-async def test_not_ready_before_start_and_while_stopping(unused_tcp_port: int) -> None:
+async def test_not_ready_before_start_and_while_stopping() -> None:
     runner = web.AppRunner(create_web_app(readiness_routes(lambda: False, Readiness({}))))
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", unused_tcp_port).start()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    [(_, port)] = runner.addresses
     try:
         async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{unused_tcp_port}/readyz") as response:
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
                 assert response.status == 503
                 assert (await response.json())["failed"] == ["callbot"]
     finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import socket
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -37,24 +36,19 @@ def client_for(url: str, transport: AiohttpTransport, **timeouts: float) -> http
     )
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
-async def test_a_refused_connection_is_a_connect_error() -> None:
-    async with client_for(f"http://127.0.0.1:{closed_port()}", AiohttpTransport()) as client:
+async def test_a_refused_connection_is_a_connect_error(refused_port: int) -> None:
+    async with client_for(f"http://127.0.0.1:{refused_port}", AiohttpTransport()) as client:
         with pytest.raises(httpx.ConnectError):
             await client.get("/auth/status")
 
 
-async def test_the_evo_voice_client_retries_a_refused_connection_then_gives_up() -> None:
+async def test_the_evo_voice_client_retries_a_refused_connection_then_gives_up(
+    refused_port: int,
+) -> None:
     async def no_wait(seconds: float) -> None:
         await asyncio.sleep(0)
 
-    evo = EvoVoiceClient(f"http://127.0.0.1:{closed_port()}", USER, PASSWORD, sleep=no_wait)
+    evo = EvoVoiceClient(f"http://127.0.0.1:{refused_port}", USER, PASSWORD, sleep=no_wait)
     try:
         with pytest.raises(EvoVoiceUnreachable) as caught:
             await evo.create_outgoing_session("flow-esc", "+18144043093")
