@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+PYTEST_WORKERS ?= 3
 
 .PHONY: run test check-types bench demo screenshot lock clean
 
@@ -24,8 +25,9 @@ run: $(VENV)/.run-deps
 	@test -f callbot.toml || { cp callbot.example.toml callbot.toml; echo "Created callbot.toml from callbot.example.toml: list who may call."; }
 	$(BIN)/python -m bot
 
+# Tests run in PYTEST_WORKERS processes (pytest-xdist); PYTEST_WORKERS=0 runs them in this one.
 test: $(VENV)/.test-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --numprocesses=$(PYTEST_WORKERS) --dist=worksteal
 	$(BIN)/mypy
 	$(BIN)/ruff check bot tests bench
 
