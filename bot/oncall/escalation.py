@@ -2,8 +2,10 @@
 
     start()         a checked request becomes a chain: the order of people is frozen
                     (`OnCall.chain(now)`: who is on call, the rest of the rotation, `escalate_to`),
-                    so is what ends a step (`[oncall] ack`), the escalation's message is posted in
-                    its thread, and the chain runs
+                    so is what ends a step (`[oncall] ack`), and the chain runs: its first dial
+                    leaves at once, the escalation's card is posted alongside (Slack never comes
+                    first: a card that is slow, refused or never posted delays and stops no step;
+                    without one the requester is told privately, see escalation_card)
     resume()        at start-up, chains that were running go on where they were
     ack_clicked()   I'm on it, on a page (the person's DM) or on the escalation's message
     take_over()     every few seconds: chains whose replica died go on here (bot/storage/leases.py)
@@ -29,8 +31,9 @@ holding its lease (bot/runner.py). A step:
     2. the person's number is read again (`phones.lookup`): none usable → "⏭ Skipping @x: reason",
        next step. Else the call goes through `CallService` (checks, audit trail, the follower)
        quietly: it posts nothing, the escalation's card shows it (calling, ringing, on the phone).
-    3. the person gets a direct message (the page: reason, who asked, a link to the thread,
-       I'm on it), after the call is placed: nothing on Slack's side delays a dial
+    3. the person gets a direct message (the page: reason, who asked, a link to the card,
+       I'm on it), sent in the background after the call is placed: nothing on Slack's side
+       delays a dial
     4. wait, reading the call's row (the follower keeps it up to date), until the step is
        acknowledged (or, `ack = "answer"`, the call connects), the call ends without that, or the
        deadline passes; the escalation's message shows how the step went, and the next begins.
@@ -69,7 +72,7 @@ from dataclasses import dataclass
 from bot.access import AccessControl, Responders
 from bot.audit.trail import AuditLog
 from bot.calls.controls import ButtonClick
-from bot.calls.follow import CallFollower, digest, wait_or_wake
+from bot.calls.follow import CallFollower, wait_or_wake
 from bot.calls.service import CallService
 from bot.calls.store import CallStore
 from bot.errors import describe_any, log_unexpected
@@ -80,16 +83,14 @@ from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_endings import Endings
 from bot.oncall.escalation_steps import Chain
 from bot.oncall.escalation_store import (
-    ACTIVE_STATES,
     AckMode,
     Escalation,
-    EscalationState,
     EscalationStore,
     Target,
 )
 from bot.oncall.roster import OnCall
 from bot.runner import RowRunner, Work
-from bot.slack.notify import NotDelivered, Notifier
+from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
 from bot.storage.leases import Leases
 
@@ -111,7 +112,16 @@ class EscalationRequest:
     flow_name: str
     reason: str | None
     origin: str  # message_shortcut or global_shortcut
-    response_url: str | None = None  # to tell the requester if nothing can be posted
+    response_url: str | None = None  # to tell the requester if the card can't be posted
+
+    def row(self) -> dict[str, str | None]:
+        """What the escalation's row keeps of the request (bot.oncall.escalation_store)."""
+        return {name: getattr(self, name) for name in _KEPT}
+
+
+# The request's fields its row keeps (the response_url is kept in memory only).
+_KEPT = ("request_key", "team_id", "requester_id", "channel_id", "thread_ts", "flow_id",
+         "flow_name", "reason", "origin")
 
 
 class EscalationService:
@@ -144,8 +154,6 @@ class EscalationService:
     ) -> None:
         self.store = store
         self._oncall = oncall
-        self._notifier = notifier
-        self._on_finished = on_finished
         # Public, like OnCall.clock: deadlines are absolute times on this clock, and tests move it.
         self.clock = clock
         self._runner = RowRunner(LEASE_KIND, leases, on_error=self._report_failure)
@@ -178,56 +186,27 @@ class EscalationService:
     # ----------------------------------------------------------------------------- starting
 
     async def start(self, request: EscalationRequest, now: dt.datetime) -> Escalation | None:
-        """Freeze the order, post the escalation's message, run the chain. None for a repeat (or
-        when nothing could be posted: the requester is told, nobody is called)."""
-        policy = self._oncall.policy
-        people = [Target(p.user_id, str(p.source)) for p in await self._oncall.chain(now)]
+        """Freeze the order, run the chain (the first dial leaves at once), and post the card
+        alongside; None for a repeat. Returns once the card's first try is over, so the
+        request's task covers it."""
         escalation = await self.store.create(
-            people=people,
-            request_key=request.request_key,
+            people=[Target(p.user_id, str(p.source)) for p in await self._oncall.chain(now)],
             created_at=self.clock(),
-            team_id=request.team_id,
-            requester_id=request.requester_id,
-            channel_id=request.channel_id,
-            origin=request.origin,
-            flow_id=request.flow_id,
-            flow_name=request.flow_name,
-            reason=request.reason,
-            answer_timeout=float(policy.answer_timeout),
-            ack_mode=str(AckMode(policy.ack)),
+            answer_timeout=float(self._oncall.policy.answer_timeout),
+            ack_mode=str(AckMode(self._oncall.policy.ack)),
+            **request.row(),
         )
         if escalation is None:
             logger.info("repeated escalation request %s ignored", request.request_key)
             return None
-        # Ours from now: no other replica takes it over while its message is being posted.
-        await self._runner.reserve(escalation.id)
-        message = views.escalation_message(escalation, [])
-        try:
-            thread = await self._notifier.start_thread(
-                request.channel_id, message, response_url=None, thread_ts=request.thread_ts
-            )
-        except NotDelivered:
-            logger.warning("escalation %s: could not post in %s", escalation.id, request.channel_id)
-            await self.store.set_state(escalation.id, ACTIVE_STATES, EscalationState.FAILED,
-                                       finished_at=self.clock())
-            if self._on_finished is not None:
-                self._on_finished(str(EscalationState.FAILED))
-            # Not ephemerally in a channel the bot can't post in: the response_url, else a DM.
-            await self._notifier.tell(
-                user_id=request.requester_id, channel_id=None,
-                response_url=request.response_url,
-                message=views.could_not_start(request.channel_id),
-            )
-            return None
-        await self.store.update(
-            escalation.id, thread_ts=thread.ts, message_ts=thread.parent_ts,
-            shown_digest=digest(message),
-        )
         logger.info(
             "escalation %s by %s started: %s", escalation.id, request.requester_id,
-            ", ".join(t.user_id for t in people),
+            ", ".join(t.user_id for t in escalation.people),
         )
+        self._card.expect(escalation.id)
         await self._runner.start(escalation.id, lambda: self._chain.drive(escalation.id))
+        # Slack never comes first: a card that is slow, refused or never posted delays no dial.
+        await self._card.open(escalation.id, request.response_url)
         return await self.store.get(escalation.id)
 
     # ---------------------------------------------------------------------------- lifecycle
@@ -253,11 +232,9 @@ class EscalationService:
         escalation = await self.store.get(escalation_id)
         if escalation is None:
             return
-        if escalation.message_ts is None or escalation.thread_ts is None:
-            # Stopped before its message was posted: nothing was dialled, nobody can be told.
-            await self.store.set_state(escalation.id, ACTIVE_STATES, EscalationState.FAILED,
-                                       finished_at=self.clock())
-            return
+        if escalation.message_ts is None and escalation.active:
+            # Stopped before its card was posted (or Slack refused it): tried again, alongside.
+            self._card.open_in_background(escalation_id)
         await self._chain.drive(escalation_id)
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -276,7 +253,7 @@ class EscalationService:
         # a page nobody is answering.
         try:
             escalation = await self.store.get(escalation_id)
-            if escalation is not None and escalation.thread_ts is not None:
+            if escalation is not None and escalation.message_ts is not None:
                 await self._card.post(escalation, views.failed(
                     escalation, f"{describe_any(exc)} Nobody more will be called until callbot "
                                 "restarts: reach the people on call another way."))

@@ -1,20 +1,28 @@
 """An escalation in Slack: its card (the escalation's own message, edited in place), the pages (a
 direct message to each person paged), and the few posts its thread gets.
 
+    open()      post the card, alongside the first dial (never before it); if Slack won't take it,
+                the requester is told, privately, and the chain goes on without a card
     refresh()   make the card match the rows (edited only when the drawing changed): each
                 person and how their step went, the current step's call as it goes (calling,
                 ringing, on the phone), who acknowledged and when; once the escalation is over,
                 the pages too
-    page()      the person's direct message when their step begins, once per step
+    page()      the person's direct message when their step begins, once per step, sent in the
+                background (after the card's first try, so it links to it)
     post()      a post in the escalation's thread (the final broadcast); a post Slack refused is
                 delivered later, in the background, rather than never
+
+Without a card (Slack refused it: a channel the bot isn't in, a 5xx, a 429 asking to wait over a
+minute) nothing goes in the thread: the requester hears of the escalation's end privately, through
+the shortcut's response_url, else a direct message, drawn like the card.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from bot.calls import messages as common_views
 from bot.calls.follow import digest
@@ -27,7 +35,7 @@ from bot.oncall.escalation_store import (
     Page,
     Target,
 )
-from bot.slack.notify import Notifier, Thread
+from bot.slack.notify import NotDelivered, Notifier, Thread
 from bot.storage.claims import Claims
 
 logger = logging.getLogger(__name__)
@@ -55,21 +63,75 @@ class EscalationCard:
         self._claims = claims
         self._on_paged = on_paged  # metrics: a person paged
         self._locks: dict[int, asyncio.Lock] = {}
-        # Posts in a thread that Slack refused, being tried again (see post).
-        self._deliveries: set[asyncio.Task[None]] = set()
+        # Set once the card's first try is over (posted or not): pages wait for it, for its link.
+        self._opened: dict[int, asyncio.Event] = {}
+        # The requester's way to hear the end when there is no card (kept in memory only).
+        self._response_urls: dict[int, str] = {}
+        # Pages being sent, and posts Slack refused being tried again (see post).
+        self._background: set[asyncio.Task[None]] = set()
 
     def stop(self) -> None:
-        for delivery in list(self._deliveries):
-            delivery.cancel()
+        for task in list(self._background):
+            task.cancel()
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # ------------------------------------------------------------------------------ the card
+
+    def expect(self, escalation_id: int) -> None:
+        """The card is about to be posted: pages wait for its first try from now (for its link),
+        even if the chain gets there first."""
+        self._opened.setdefault(escalation_id, asyncio.Event())
+
+    async def open(self, escalation_id: int, response_url: str | None) -> None:
+        """Post the card (through the channel's posting lane, bot/slack/notify.py) and fill it in
+        with whatever happened meanwhile; if Slack won't take it, tell the requester."""
+        self.expect(escalation_id)
+        opened = self._opened[escalation_id]
+        if response_url is not None:
+            self._response_urls[escalation_id] = response_url
+        try:
+            escalation = await self._store.get(escalation_id)
+            if escalation is None:
+                return
+            message = views.escalation_message(escalation, [])
+            try:
+                thread = await self._notifier.start_thread(
+                    escalation.channel_id, message, response_url=None,
+                    thread_ts=escalation.thread_ts,
+                )
+            except NotDelivered as exc:
+                logger.warning("escalation %s: its card could not be posted in %s (%s)",
+                               escalation.id, escalation.channel_id, exc)
+                await self._notifier.tell(
+                    user_id=escalation.requester_id, channel_id=None, response_url=response_url,
+                    message=views.card_not_posted(escalation),
+                )
+                return
+            await self._store.update(escalation_id, thread_ts=thread.ts,
+                                     message_ts=thread.parent_ts, shown_digest=digest(message))
+        finally:
+            opened.set()
+        await self.refresh(escalation_id)  # the chain went on while the card was being posted
+
+    def open_in_background(self, escalation_id: int) -> None:
+        """After a restart, for an escalation whose card was never posted."""
+        self.expect(escalation_id)
+        self._spawn(self.open(escalation_id, None), f"escalation {escalation_id}: its card")
 
     async def refresh(self, escalation_id: int) -> None:
         """Make the escalation's message match its rows (edited only when the drawing changed)."""
         lock = self._locks.setdefault(escalation_id, asyncio.Lock())
         async with lock:
             escalation = await self._store.get(escalation_id)
-            if escalation is None or escalation.message_ts is None:
+            if escalation is None:
+                return
+            if escalation.message_ts is None:
+                if not escalation.active:
+                    await self._tell_the_end(escalation)
                 return
             steps = await self._store.steps(escalation_id)
             call = (await self._callstore.get(escalation.step_call_id)
@@ -85,6 +147,22 @@ class EscalationCard:
                 await self._refresh_pages(escalation)
         if not escalation.active and not lock.locked():
             self._locks.pop(escalation_id, None)
+            self._opened.pop(escalation_id, None)
+
+    async def _tell_the_end(self, escalation: Escalation) -> None:
+        """No card: the requester hears how the escalation ended, privately, once per ending (a
+        late I'm on it after "nobody acknowledged" is told too)."""
+        opened = self._opened.get(escalation.id)
+        if opened is not None and not opened.is_set():
+            return  # the card's first try isn't over: open() refreshes when it is
+        if not await self._claims.claim(f"escalation:{escalation.id}:told:{escalation.state}"):
+            return
+        steps = await self._store.steps(escalation.id)
+        await self._notifier.tell(
+            user_id=escalation.requester_id, channel_id=None,
+            response_url=self._response_urls.pop(escalation.id, None),
+            message=views.escalation_message(escalation, steps, buttons=False),
+        )
 
     async def _refresh_pages(self, escalation: Escalation) -> None:
         """Once the escalation is over (or winding down), each page says so, without a button."""
@@ -109,16 +187,24 @@ class EscalationCard:
 
     # ------------------------------------------------------------------------------ the page
 
-    async def page(self, escalation: Escalation, target: Target) -> None:
-        """The person's direct message: once per step, however often the bot restarts."""
+    def page(self, escalation: Escalation, target: Target) -> None:
+        """The person's direct message, sent in the background: a slow Slack delays no step."""
+        self._spawn(self._page(escalation, target),
+                    f"escalation {escalation.id}: the page to {target.user_id}")
+
+    async def _page(self, escalation: Escalation, target: Target) -> None:
+        """Once per step, however often the bot restarts."""
         n = escalation.step
+        opened = self._opened.get(escalation.id)
+        if opened is not None:
+            await opened.wait()  # the card's first try: the page links to it
         if not await self._claims.claim(f"escalation:{escalation.id}:step:{n}:page"):
             return
         if self._on_paged is not None:
             self._on_paged()
-        link = (await self._notifier.permalink(escalation.channel_id, escalation.message_ts)
-                if escalation.message_ts is not None else None)
         current = await self._store.get(escalation.id) or escalation
+        link = (await self._notifier.permalink(current.channel_id, current.message_ts)
+                if current.message_ts is not None else None)
         message = views.page_message(current, target.user_id, n, link)
         posted = await self._notifier.direct_message(target.user_id, message)
         if posted is None:
@@ -133,18 +219,18 @@ class EscalationCard:
 
     async def post(self, escalation: Escalation, message: common_views.Message,
                    *, broadcast: bool = False) -> None:
-        thread = Thread(channel=escalation.channel_id, ts=escalation.thread_ts, response_url=None,
+        """A post in the card's thread; none without a card (refresh tells the requester)."""
+        current = await self._store.get(escalation.id)
+        if current is None or current.message_ts is None:
+            return
+        thread = Thread(channel=current.channel_id, ts=current.thread_ts, response_url=None,
                         parent=message)
         if (await self._notifier.post_reply(thread, message, broadcast=broadcast)).delivered:
             return
         # Claimed already, so nobody else will post it: delivered later rather than never, and
         # in the background, so a failing Slack delays nobody's call.
-        task = asyncio.create_task(
-            self._deliver_later(escalation.id, thread, message, broadcast),
-            name=f"escalation {escalation.id}: a post to deliver",
-        )
-        self._deliveries.add(task)
-        task.add_done_callback(self._deliveries.discard)
+        self._spawn(self._deliver_later(escalation.id, thread, message, broadcast),
+                    f"escalation {escalation.id}: a post to deliver")
 
     async def _deliver_later(self, escalation_id: int, thread: Thread,
                              message: common_views.Message, broadcast: bool) -> None:

@@ -87,7 +87,7 @@ class Chain:
     async def drive(self, escalation_id: int) -> None:
         while not self._runner.closed:
             escalation = await self._store.get(escalation_id)
-            if escalation is None or escalation.thread_ts is None:
+            if escalation is None:
                 return
             if escalation.state == EscalationState.STOPPING:
                 await self._endings.stopped(escalation)
@@ -189,7 +189,7 @@ class Chain:
             await self._store.record_step(escalation.id, n, target.user_id, StepOutcome.CALLING,
                                           number_masked=masked, call_id=result.call_id)
             await self._card.refresh(escalation.id)
-            await self._card.page(escalation, target)
+            self._card.page(escalation, target)
             return
         detail = describe(result.error) if result.error is not None else "the call was not placed"
         await self._conclude_step(escalation, target, StepOutcome.FAILED, detail=detail,

@@ -7,6 +7,7 @@ form is escalation_form.py).
     page_message()        the direct message a person gets when their step begins (I'm on it),
                           redrawn once the escalation is over
     exhausted(), acknowledged_late(), failed()   the only posts in the thread
+    card_not_posted()     for the requester alone, when the card could not be posted
 
 Pure functions. User text (reasons, quoted messages, reasons a number is unusable) is escaped; Slack
 user ids become mentions; numbers are always masked.
@@ -150,10 +151,12 @@ def _headline(escalation: Escalation) -> str:
 
 
 def escalation_message(
-    escalation: Escalation, steps: Sequence[Step], call_state: str | None = None
+    escalation: Escalation, steps: Sequence[Step], call_state: str | None = None,
+    *, buttons: bool = True,
 ) -> Message:
     """The card: `call_state` is the state of the current step's call, as its row says
-    (calling, ringing, connected…), None when it has none."""
+    (calling, ringing, connected…), None when it has none. `buttons` False: drawn for the
+    requester alone (the card could not be posted), where a button would name no message."""
     by_index = {step.step: step for step in steps}
     headline = _headline(escalation)
     lines = [
@@ -175,6 +178,8 @@ def escalation_message(
     blocks += sections(lines)
     blocks.append(context(footer))
     text_lines += lines
+    if not buttons:
+        return Message(text="\n".join(text_lines), blocks=blocks)
     if escalation.state == EscalationState.EXHAUSTED and escalation.acknowledged_by is None:
         blocks.append({"type": "actions", "block_id": ESCALATION_ACTIONS_BLOCK,
                        "elements": [_ack_button(escalation)]})
@@ -290,10 +295,12 @@ def failed(escalation: Escalation, why: str) -> Message:
     )
 
 
-def could_not_start(channel_id: str) -> Message:
+def card_not_posted(escalation: Escalation) -> Message:
+    """For the requester alone, when the card could not be posted in the channel."""
     text = (
-        f"I could not post in <#{channel_id}>, so the escalation did not start and nobody was "
-        "called. Invite the bot to the channel (/invite @callbot) and try again, or escalate from "
-        "another channel."
+        f"⚠️ I could not post the on-call escalation in <#{escalation.channel_id}> (invite the "
+        "bot there next time: /invite @callbot). It goes on all the same: the people on call are "
+        f"being called one after another, and each gets a direct message with {I_M_ON_IT}, which "
+        "stops it. I'll tell you here how it ends."
     )
     return _line(text)

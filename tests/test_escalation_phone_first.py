@@ -1,0 +1,146 @@
+"""An escalation's first dial never waits on Slack, and Slack's errors stop no step (#15).
+
+The card is posted alongside the first dial: held at a gate in the Slack stand-in, the phone rings
+all the same; refused (`not_in_channel`, a 429 asking for more than a minute, a 5xx), every step is
+rung in turn and the requester hears, privately, that the escalation goes on and how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from bot.oncall.escalation_store import EscalationState
+from bot.standins.slack import ApiCall, ApiReply
+from tests.conftest import BotFactory, BotUnderTest
+from tests.escalations import (
+    ALICE,
+    BOB,
+    CHANNEL,
+    MANAGER,
+    dialled,
+    escalation_message,
+    open_on_message,
+    page_of,
+    start,
+    submit,
+    wait_for_edit,
+    wait_for_state,
+)
+
+NOT_POSTED = "I could not post the on-call escalation in <#C0OPS>"
+
+
+def in_the_channel(call: ApiCall) -> bool:
+    return call.params.get("channel") == CHANNEL
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_the_first_dial_leaves_while_the_card_hangs(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, _ = await start(bot_factory, mode)
+    view, _ = await open_on_message(bot)
+    gate = bot.slack.hold("chat.postMessage", when=in_the_channel)
+    assert await submit(bot, view) == {}
+    await gate.wait_until_held()
+    await bot.evo.wait_for_posts(1)
+    # Alice's phone rings, and Slack has not answered the card's post yet.
+    assert dialled(bot) == [ALICE]
+    assert bot.slack.calls_to("chat.postMessage") == []
+    gate.open()
+    card = await escalation_message(bot)
+    # Posted late, the card is filled in with what happened meanwhile, and the page links to it.
+    await wait_for_edit(bot, card, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    page = await page_of(bot, "U0ALICE")
+    assert f"archives/C0OPS/p{card.ts.replace('.', '')}" in json.dumps(page.blocks)
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+async def answered_500(call: ApiCall) -> ApiReply | None:
+    """Slack failing with an HTTP 500 in the channel (a 5xx); elsewhere, as usual."""
+    if in_the_channel(call):
+        return ApiReply({"ok": False, "error": "internal_error"}, 500)
+    return None
+
+
+def refuse_the_card(bot: BotUnderTest, error: str) -> None:
+    if error == "5xx":
+        bot.slack.on("chat.postMessage", answered_500)
+    elif error == "ratelimited":
+        # Retry-After longer than a post may wait (a minute): not waited out, and no dial waits.
+        bot.slack.fail("chat.postMessage", "ratelimited", when=in_the_channel, retry_after=61)
+    else:
+        bot.slack.fail("chat.postMessage", error, when=in_the_channel)
+
+
+async def told_privately(bot: BotUnderTest, text: str, timeout: float = 10.0) -> str:
+    """What the requester was told privately (the shortcut's response_url, else a DM)."""
+
+    def found() -> str | None:
+        said = [str(p.body.get("text")) for p in bot.slack.response_posts
+                if p.status == 200 and isinstance(p.body, dict)]
+        said += [m.text or "" for m in bot.slack.channel_messages(bot.slack.dm_channel("U0ADMIN"))]
+        return next((t for t in said if text in t), None)
+
+    async def wait() -> str:
+        while (seen := found()) is None:
+            await asyncio.sleep(0.01)
+        return seen
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+@pytest.mark.parametrize(
+    ("error", "mode"),
+    [("not_in_channel", "http"), ("not_in_channel", "socket"), ("ratelimited", "http"),
+     ("5xx", "http")],
+)
+async def test_a_card_slack_refuses_still_rings_every_step_and_the_requester_hears_the_end(
+    bot_factory: BotFactory, error: str, mode: str
+) -> None:
+    bot, clock = await start(bot_factory, mode)
+    view, _ = await open_on_message(bot)
+    refuse_the_card(bot, error)
+    assert await submit(bot, view) == {}
+    await bot.evo.wait_for_posts(1)
+    notice = await told_privately(bot, NOT_POSTED)
+    assert "It goes on all the same" in notice
+    for n, user in enumerate(["U0ALICE", "U0BOB", "U0MANAGER"]):  # Carol: no number, skipped
+        await bot.evo.wait_for_posts(n + 1)
+        await page_of(bot, user)  # paged in Slack too: the step's call is placed, its deadline set
+        clock.advance(91)  # nobody acknowledges
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    end = await told_privately(bot, "nobody acknowledged.")
+    assert end.startswith("🚨 *On-call escalation* by <@U0ADMIN>: nobody acknowledged.")
+    assert "4. <@U0MANAGER> (escalate_to) (+1 814 ••• 3090) — ❌ no answer after 90 s" in end
+    await bot.settle()
+    assert dialled(bot) == [ALICE, BOB, MANAGER]
+    assert not [c for c in bot.slack.calls_to("chat.postMessage") if c.ok and in_the_channel(c)]
+
+
+async def test_a_card_never_posted_is_posted_after_a_restart_and_no_step_is_dialled_twice(
+    bot_factory: BotFactory,
+) -> None:
+    first, clock = await start(bot_factory)
+    view, _ = await open_on_message(first)
+    refuse_the_card(first, "not_in_channel")
+    await submit(first, view)
+    await first.evo.wait_for_posts(1)
+    await told_privately(first, NOT_POSTED)
+    await page_of(first, "U0ALICE")
+    await first.runtime.stop(grace=5)
+
+    first.slack.off("chat.postMessage")  # the bot was invited meanwhile
+    second, _ = await start(bot_factory, clock=clock)  # the same database
+    posted = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and in_the_channel(c), timeout=10.0)
+    assert posted.response is not None and "*On-call escalation*" in posted.params["text"]
+    card = second.slack.messages[(CHANNEL, posted.response["ts"])]
+    await wait_for_edit(second, card, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    clock.advance(91)
+    await second.evo.wait_for_posts(2)
+    await wait_for_edit(second, card, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    assert dialled(second) == [ALICE, BOB]  # Alice once, Bob once
