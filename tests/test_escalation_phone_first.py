@@ -20,6 +20,7 @@ from tests.escalations import (
     BOB,
     CHANNEL,
     MANAGER,
+    click_ack,
     dialled,
     escalation_message,
     open_on_message,
@@ -144,3 +145,25 @@ async def test_a_card_never_posted_is_posted_after_a_restart_and_no_step_is_dial
     await second.evo.wait_for_posts(2)
     await wait_for_edit(second, card, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
     assert dialled(second) == [ALICE, BOB]  # Alice once, Bob once
+
+
+async def test_without_a_card_i_m_on_it_on_the_page_ends_it_and_the_requester_hears_who(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    refuse_the_card(bot, "not_in_channel")
+    await submit(bot, view)
+    await told_privately(bot, NOT_POSTED)
+    page = await page_of(bot, "U0ALICE")
+    assert "|the escalation in" not in str(page.blocks)  # no card to link to
+    await click_ack(bot, page, user_id="U0ALICE")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    end = await told_privately(bot, "<@U0ALICE> acknowledged at")
+    assert "1. <@U0ALICE> (+1 814 ••• 3093) — ✅ acknowledged at" in end
+    await bot.slack.wait_for_call(  # her page says so too
+        "chat.update", lambda c: c.params.get("ts") == page.ts
+        and "You acknowledged this page" in str(c.params.get("text")), timeout=10.0)
+    clock.advance(1000)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]

@@ -94,28 +94,32 @@ class EscalationCard:
         if response_url is not None:
             self._response_urls[escalation_id] = response_url
         try:
-            escalation = await self._store.get(escalation_id)
-            if escalation is None:
-                return
-            message = views.escalation_message(escalation, [])
-            try:
-                thread = await self._notifier.start_thread(
-                    escalation.channel_id, message, response_url=None,
-                    thread_ts=escalation.thread_ts,
-                )
-            except NotDelivered as exc:
-                logger.warning("escalation %s: its card could not be posted in %s (%s)",
-                               escalation.id, escalation.channel_id, exc)
-                await self._notifier.tell(
-                    user_id=escalation.requester_id, channel_id=None, response_url=response_url,
-                    message=views.card_not_posted(escalation),
-                )
-                return
-            await self._store.update(escalation_id, thread_ts=thread.ts,
-                                     message_ts=thread.parent_ts, shown_digest=digest(message))
+            await self._post_card(escalation_id, response_url)
         finally:
             opened.set()
-        await self.refresh(escalation_id)  # the chain went on while the card was being posted
+        # The chain went on meanwhile: the card shows where it is (without a card, the requester
+        # hears of an end that came meanwhile).
+        await self.refresh(escalation_id)
+
+    async def _post_card(self, escalation_id: int, response_url: str | None) -> None:
+        escalation = await self._store.get(escalation_id)
+        if escalation is None:
+            return
+        message = views.escalation_message(escalation, [])
+        try:
+            thread = await self._notifier.start_thread(
+                escalation.channel_id, message, response_url=None, thread_ts=escalation.thread_ts,
+            )
+        except NotDelivered as exc:
+            logger.warning("escalation %s: its card could not be posted in %s (%s)",
+                           escalation.id, escalation.channel_id, exc)
+            await self._notifier.tell(
+                user_id=escalation.requester_id, channel_id=None, response_url=response_url,
+                message=views.card_not_posted(escalation),
+            )
+            return
+        await self._store.update(escalation_id, thread_ts=thread.ts, message_ts=thread.parent_ts,
+                                 shown_digest=digest(message))
 
     def open_in_background(self, escalation_id: int) -> None:
         """After a restart, for an escalation whose card was never posted."""
@@ -129,25 +133,27 @@ class EscalationCard:
             escalation = await self._store.get(escalation_id)
             if escalation is None:
                 return
-            if escalation.message_ts is None:
-                if not escalation.active:
-                    await self._tell_the_end(escalation)
-                return
-            steps = await self._store.steps(escalation_id)
-            call = (await self._callstore.get(escalation.step_call_id)
-                    if escalation.active and escalation.step_call_id is not None else None)
-            drawn = await self._redraw(
-                escalation.channel_id, escalation.message_ts,
-                views.escalation_message(escalation, steps, call.state if call else None),
-                escalation.shown_digest,
-            )
-            if drawn is not None:
-                await self._store.update(escalation_id, shown_digest=drawn)
+            if escalation.message_ts is not None:
+                await self._redraw_card(escalation, escalation.message_ts)
+            elif not escalation.active:
+                await self._tell_the_end(escalation)
             if escalation.state != EscalationState.RUNNING:
                 await self._refresh_pages(escalation)
         if not escalation.active and not lock.locked():
             self._locks.pop(escalation_id, None)
             self._opened.pop(escalation_id, None)
+
+    async def _redraw_card(self, escalation: Escalation, ts: str) -> None:
+        steps = await self._store.steps(escalation.id)
+        call = (await self._callstore.get(escalation.step_call_id)
+                if escalation.active and escalation.step_call_id is not None else None)
+        drawn = await self._redraw(
+            escalation.channel_id, ts,
+            views.escalation_message(escalation, steps, call.state if call else None),
+            escalation.shown_digest,
+        )
+        if drawn is not None:
+            await self._store.update(escalation.id, shown_digest=drawn)
 
     async def _tell_the_end(self, escalation: Escalation) -> None:
         """No card: the requester hears how the escalation ended, privately, once per ending (a
