@@ -83,8 +83,8 @@ class Escalation:
     team_id: str
     requester_id: str
     channel_id: str
-    thread_ts: str | None  # the thread every update goes to
-    message_ts: str | None  # the escalation's own message (with Stop escalation)
+    thread_ts: str | None  # its thread: the message's it was raised on, else the card's
+    message_ts: str | None  # its card, once posted (with I'm on it and Stop escalation)
     origin: str
     flow_id: str
     flow_name: str
