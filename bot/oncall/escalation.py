@@ -241,8 +241,9 @@ class EscalationService:
         """Pause every chain at its next safe point (never in the middle of dialling, unless that
         takes longer than `grace`) and let go of them: another replica, or the next start, goes
         on from the rows."""
-        self._card.stop()
+        began = time.monotonic()
         await self._runner.stop(grace)
+        await self._card.stop(max(0.0, grace - (time.monotonic() - began)))  # pages being sent
 
     def poke(self, escalation_id: int) -> None:
         self._runner.poke(escalation_id)

@@ -67,17 +67,25 @@ class EscalationCard:
         self._opened: dict[int, asyncio.Event] = {}
         # The requester's way to hear the end when there is no card (kept in memory only).
         self._response_urls: dict[int, str] = {}
-        # Pages being sent, and posts Slack refused being tried again (see post).
-        self._background: set[asyncio.Task[None]] = set()
+        # Pages and cards being sent; posts Slack refused being tried again (see post).
+        self._sending: set[asyncio.Task[None]] = set()
+        self._retrying: set[asyncio.Task[None]] = set()
 
-    def stop(self) -> None:
-        for task in list(self._background):
+    async def stop(self, grace: float) -> None:
+        """Give the pages and cards being sent `grace` seconds (a page cut short is lost: its
+        step is not paged again), and drop the posts being tried again."""
+        for task in list(self._retrying):
+            task.cancel()
+        if self._sending:
+            await asyncio.wait(list(self._sending), timeout=grace)
+        for task in list(self._sending):
             task.cancel()
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str, *, retry: bool = False) -> None:
+        tasks = self._retrying if retry else self._sending
         task = asyncio.create_task(work, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     # ------------------------------------------------------------------------------ the card
 
@@ -236,7 +244,7 @@ class EscalationCard:
         # Claimed already, so nobody else will post it: delivered later rather than never, and
         # in the background, so a failing Slack delays nobody's call.
         self._spawn(self._deliver_later(escalation.id, thread, message, broadcast),
-                    f"escalation {escalation.id}: a post to deliver")
+                    f"escalation {escalation.id}: a post to deliver", retry=True)
 
     async def _deliver_later(self, escalation_id: int, thread: Thread,
                              message: common_views.Message, broadcast: bool) -> None:
