@@ -199,6 +199,8 @@ class EscalationService:
         if escalation is None:
             logger.info("repeated escalation request %s ignored", request.request_key)
             return None
+        # Ours from now: no other replica takes it over (and posts a card of its own).
+        await self._runner.reserve(escalation.id)
         logger.info(
             "escalation %s by %s started: %s", escalation.id, request.requester_id,
             ", ".join(t.user_id for t in escalation.people),
