@@ -58,7 +58,7 @@ async def test_one_status_message_follows_the_call_to_its_end(fast_bot: BotUnder
     assert "Ended: Completed, answered by Alice Example, lasted 2m 05s" in versions[2]
     assert set(buttons(status)) == {CALL_AGAIN_ACTION}
     assert bot.slack.thread(CHANNEL, parent.ts) == [status]  # one message in the thread
-    assert len(bot.evo.requests_to("GET", f"/sessions/{session_id}")) >= 2
+    assert len(bot.evo.reads_of(session_id)) >= 2
     assert FULL not in everything_sent_to_slack(bot)
 
     [record] = await audit_records(bot)
@@ -254,7 +254,7 @@ async def test_a_restart_while_a_call_is_followed(bot_factory: BotFactory) -> No
     status = await status_message(first)
     [session_id] = first.evo.sessions
     await first.runtime.stop(grace=5)
-    polls_before = len(first.evo.requests_to("GET", f"/sessions/{session_id}"))
+    polls_before = len(first.evo.reads_of(session_id))
 
     first.evo.set_session_state(session_id, callState="Connected", answeredByName="Bo")
     second = await bot_factory("http", **FAST)  # the same database
@@ -264,7 +264,7 @@ async def test_a_restart_while_a_call_is_followed(bot_factory: BotFactory) -> No
     await wait_for_edit(second, status, "Ended")
     assert await wait_for_mark(second, parent_of(second, status)) == "white_check_mark"
 
-    assert len(second.evo.requests_to("GET", f"/sessions/{session_id}")) > polls_before
+    assert len(second.evo.reads_of(session_id)) > polls_before
     assert len(texts(status)) == 3  # still one message: Ringing, Connected, Ended
     assert set(buttons(status)) == {CALL_AGAIN_ACTION}
     [record] = await audit_records(second)

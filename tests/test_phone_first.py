@@ -157,10 +157,9 @@ def most_at_once(calls: list[ApiCall]) -> int:
 
 async def _polled(bot: BotUnderTest, session_id: str, times: int = 2) -> None:
     """Wait until the bot read the session `times` more times."""
-    path = f"/sessions/{session_id}"
-    seen = len(bot.evo.requests_to("GET", path))
+    seen = len(bot.evo.reads_of(session_id))
     async with asyncio.timeout(5):
-        while len(bot.evo.requests_to("GET", path)) < seen + times:
+        while len(bot.evo.reads_of(session_id)) < seen + times:
             await asyncio.sleep(0.01)
 
 

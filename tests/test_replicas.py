@@ -137,7 +137,7 @@ async def test_a_call_followed_by_a_replica_that_dies_is_followed_to_its_end_by_
     await a.command(f"{FULL} escalation")
     status = await status_message(a)
     [session_id] = evo.sessions
-    await until(lambda: evo.requests_to("GET", f"/sessions/{session_id}"))  # a follows it
+    await until(lambda: evo.reads_of(session_id))  # a follows it
     died = await a.kill()
 
     end_session(a, session_id, after_seconds=42, outcome="Completed")

@@ -51,14 +51,21 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   ``{"callState": "Disconnected"}``) requires authentication only.
 - ``GET /sessions``: ``to`` is a *contains* filter; ``startDate`` is a date read in
   ``sessions_utc_offset`` (unknown: tests try several); ``sort_honoured`` False ignores
-  ``sortField`` (oldest first); lists default to ``countPerPage=25``.
+  ``sortField`` (oldest first); lists default to ``countPerPage=25``. ``specificIds=a,b`` lists
+  those sessions (``specific_ids="honoured"``) or is ignored (``"ignored"``); ids in
+  ``omitted_from_listings`` are in no listing. A listing fills each session's ``log``;
+  ``GET /sessions/{id}`` leaves it empty (the likely quirk). See sessions.py.
+- Rate limits: nothing public says Evo Voice has one. ``rate_limit = RateLimit(n, seconds)``
+  answers 429 past ``n`` requests a window, with ``Retry-After`` in seconds, as a date, or
+  absent (rate.py).
 - ``all=true`` on a list: ``all_reading`` says what it does, since nothing public does:
   ``"everything"`` (all items, no more pages), ``"every_page"`` (all items on every page, yet
   ``hasMorePages`` as if paged: what the issue feared), ``"ignored"`` (paging as usual).
 - The server rejects clients that send a library's or curl's User-Agent (403, not a role).
 
 The package: behaviours.py (how an answer misbehaves), listing.py (paged lists, as ServiceStack
-pages them), server.py (the routes and the test-side helpers).
+pages them), sessions.py (what a session listing holds), rate.py (a rate limit), server.py (the
+routes and the test-side helpers).
 """
 
 from bot.standins.evovoice.behaviours import (
@@ -75,12 +82,9 @@ from bot.standins.evovoice.behaviours import (
     TooManyRequests,
     Trickled,
 )
-from bot.standins.evovoice.server import (
-    MANAGER_ROLES,
-    OUTGOING_PATH,
-    EvoVoiceStandIn,
-    Recorded,
-)
+from bot.standins.evovoice.rate import RateLimit
+from bot.standins.evovoice.recorded import Recorded
+from bot.standins.evovoice.server import MANAGER_ROLES, OUTGOING_PATH, EvoVoiceStandIn
 
 __all__ = [
     "MANAGER_ROLES",
@@ -95,6 +99,7 @@ __all__ = [
     "MalformedJson",
     "NoContent",
     "Oversized",
+    "RateLimit",
     "Recorded",
     "Respond",
     "TooManyRequests",

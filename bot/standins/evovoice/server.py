@@ -6,9 +6,7 @@ import asyncio
 import base64
 import itertools
 import re
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
@@ -24,6 +22,9 @@ from bot.standins.evovoice.behaviours import (
     perform,
 )
 from bot.standins.evovoice.listing import in_accounts, page_of
+from bot.standins.evovoice.rate import RateLimit
+from bot.standins.evovoice.recorded import Recorded, reads
+from bot.standins.evovoice.sessions import as_read_alone, listed_sessions
 
 MANAGER_ROLES = frozenset({"Manager", "SystemAdministrator"})
 END_SESSION_ROLE = "User"
@@ -31,20 +32,6 @@ END_SESSION_ROLE = "User"
 _REJECTED_AGENTS = ("curl/", "python-httpx/", "python-requests/", "python/", "aiohttp/", "wget/")
 OUTGOING_PATH = "/sessions/outgoing"
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One request as the stand-in received it."""
-
-    method: str
-    path: str
-    query: dict[str, str]
-    json: Any
-    headers: Mapping[str, str]  # case-insensitive
-    body: bytes = b""
-    time: float = field(default_factory=time.monotonic)
-    """``time.monotonic()`` when the request arrived (the clock of ``SlackStandIn`` records)."""
 
 
 class EvoVoiceStandIn:
@@ -80,6 +67,10 @@ class EvoVoiceStandIn:
         self.sessions_utc_offset = timedelta(0)  # the zone startDate is read in
         self.sort_honoured = True
         self.page_honoured = True  # False: every page is the first one
+        self.specific_ids = "honoured"  # or "ignored" (sessions.py)
+        self.omitted_from_listings: set[str] = set()  # session ids no listing holds
+        # None: no limit (nothing public says Evo Voice has one); else 429 past it (rate.py).
+        self.rate_limit: RateLimit | None = None
         # What a request does when its queue is empty, by (method, path); else Respond(). E.g.
         # ``{("POST", "/sessions/outgoing"): Delayed(2.0)}``: every call is slow to set up.
         self.default_behaviours: dict[tuple[str, str], Behaviour] = {}
@@ -140,6 +131,10 @@ class EvoVoiceStandIn:
 
     def requests_to(self, method: str, path: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method.upper() and r.path == path]
+
+    def reads_of(self, session_id: str) -> list[Recorded]:
+        """The requests that read ``session_id``: alone, or in a listing of specific ids."""
+        return [r for r in self.requests if reads(r, session_id)]
 
     def hang_ups(self, session_id: str) -> list[str]:
         """How ``session_id`` was ended by a request, each time: ``"DELETE"`` or ``"PATCH"``."""
@@ -220,6 +215,9 @@ class EvoVoiceStandIn:
                     return web.Response(status=204)
                 return web.json_response({"isAuthenticated": False})
             return error(401, "Unauthorized", "Invalid UserName or Password")
+        refused = self.rate_limit.refusal() if self.rate_limit is not None else None
+        if refused is not None:
+            return refused
         response = await handler(request)
         if isinstance(response, web.Response) and not response.prepared:
             # Like ServiceStack: hand out a session cookie the client has no business keeping.
@@ -332,27 +330,12 @@ class EvoVoiceStandIn:
 
         return await self._behave(request, place_call)
 
-    def _local_date(self, stamp: Any) -> str:
-        try:
-            created = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
-        except ValueError:
-            return ""
-        return (created.astimezone(UTC) + self.sessions_utc_offset).date().isoformat()
-
     async def _find_sessions(self, request: web.Request) -> web.StreamResponse:
         query = request.query
-        to, start = query.get("to"), query.get("startDate")
-        order = {sid: i for i, sid in enumerate(self.sessions)}
-        found = sorted(
-            (
-                s
-                for s in self.sessions.values()
-                if in_accounts(s, query)
-                and (to is None or to in str(s.get("toAddress") or ""))
-                and (start is None or self._local_date(s.get("dateCreated")) >= start)
-            ),
-            key=lambda s: (str(s.get("dateCreated", "")), order[s["id"]]),
-            reverse=self.sort_honoured and query.get("sortOrder") == "Descend",
+        found = listed_sessions(
+            self.sessions, query, utc_offset=self.sessions_utc_offset,
+            sort_honoured=self.sort_honoured, specific_ids=self.specific_ids,
+            omitted=self.omitted_from_listings,
         )
         return await self._behave(request, lambda: web.json_response(self._page(found, query)))
 
@@ -362,7 +345,7 @@ class EvoVoiceStandIn:
         def answer() -> web.Response:
             if session_id not in self.sessions:
                 return error(404, "NotFound", "Session not found")
-            return web.json_response(self.sessions[session_id])
+            return web.json_response(as_read_alone(self.sessions[session_id]))
 
         return await self._behave(request, answer)
 
