@@ -27,7 +27,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.app import create_app, create_slack_client
 from bot.config import ConfigError, DependencyUnavailable, Policy, Settings
-from bot.evovoice.client import EvoVoiceClient
+from bot.evovoice.client import EvoVoiceClient, RequestBudget
 from bot.evovoice.simulator import SimulatedEvoVoice
 from bot.ops.metrics import Metrics
 from bot.ops.readiness import Readiness, readiness_for
@@ -126,6 +126,7 @@ class Runtime:
             password,
             timeout=httpx.Timeout(settings.evovoice_timeout, connect=5.0),
             observer=self.metrics.evovoice_request,
+            budget=RequestBudget(settings.evovoice_requests_per_minute),
         )
         self._db = Database(settings.database_url)
         try:

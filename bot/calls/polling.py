@@ -3,7 +3,9 @@
 Evo Voice has no webhook for call progress, so every followed call is a task that polls its
 session: at once, then after `first_interval`, then less and less often up to `max_interval`,
 starting again from `first_interval` whenever something changed. Hundreds of calls are followed at
-once without blocking anything: each task spends its time waiting.
+once without blocking anything: each task spends its time waiting. Their polls share requests
+(`EvoVoiceClient.poll_session`: a batch of sessions a request) and the client's request budget,
+which also holds them all back when Evo Voice answers 429 (bot/evovoice/budget.py).
 
 A call whose creation was unconfirmed ("outcome unknown"), or accepted without a session id, has no
 session yet: its task looks for it (`GET /sessions?to=…`, created since the attempt, not already
@@ -25,7 +27,7 @@ from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK
 from bot.calls.progress import answered_by_name, classify, clip, duration_of
 from bot.calls.status_message import StatusMessages
 from bot.calls.store import CallState, CallStore, TrackedCall
-from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, RateLimited, Session
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, Priority, Session
 from bot.evovoice.dates import parse_timestamp
 from bot.storage.faults import DATABASE_FAULTS
 
@@ -101,10 +103,9 @@ class CallPoller:
                     step = await self._look_for_session(call, age)
                 else:
                     step = await self._check_session(call, age)
-            except RateLimited as exc:
-                step = _Step.SAME
-                pause = max(interval, exc.retry_after or 0.0)
             except EvoVoiceError as exc:
+                # A 429 included: the client's budget holds every request back together for as
+                # long as Evo Voice asked, so the next poll simply waits its turn there.
                 logger.warning("following call %s: %s", call_id, type(exc).__name__,
                                extra={"call_id": call_id})
                 step = _Step.SAME
@@ -126,7 +127,9 @@ class CallPoller:
             return _Step.DONE
         since = dt.datetime.fromtimestamp(call.created_at, dt.UTC) - AMBIGUOUS_LOOKUP_SLACK
         try:
-            sessions = await self._evo.find_sessions(self._account_ids, to=call.e164, since=since)
+            sessions = await self._evo.find_sessions(
+                self._account_ids, to=call.e164, since=since, priority=Priority.ROUTINE
+            )
         except EvoVoiceError as exc:
             # A lookup that keeps failing (400, 403, 5xx) ends like one that finds nothing.
             if age > self._timing.find_for:
@@ -160,7 +163,7 @@ class CallPoller:
     async def _check_session(self, call: TrackedCall, age: float) -> _Step:
         assert call.session_id is not None
         try:
-            session = await self._evo.get_session(call.session_id)
+            session = await self._evo.poll_session(call.session_id, self._account_ids)
         except NotFound:
             if age > self._timing.find_for:
                 await self._stop_following(

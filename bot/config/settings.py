@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     evovoice_password: SecretStr = SecretStr("")
     evovoice_account_id: str | None = None
     evovoice_timeout: float = Field(default=15.0, gt=0, le=120)  # seconds to wait for an answer
+    # The process's budget of Evo Voice requests; polls stay within it (bot/evovoice/budget.py).
+    evovoice_requests_per_minute: float = Field(default=120.0, gt=0, le=60_000)
     callbot_config: Path = DEFAULT_POLICY_PATH
     database_url: str = DEFAULT_DATABASE_URL
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)  # 0: any free port (tests)

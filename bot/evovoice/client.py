@@ -23,10 +23,12 @@ copes where it is unsure:
 from __future__ import annotations
 
 import logging
+from functools import cached_property
 from datetime import UTC, datetime, timedelta
 from typing import Self, TypeVar
 from urllib.parse import quote
 
+from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.dates import parse_timestamp
 from bot.evovoice.errors import (
     MAX_RETRY_AFTER_SECONDS,
@@ -48,6 +50,7 @@ from bot.evovoice.errors import (
     capped_retry_after,
     parse_retry_after,
 )
+from bot.evovoice.lookups import SessionPolls
 from bot.evovoice.models import (
     OUTGOING_PATH,
     AuthStatus,
@@ -74,9 +77,9 @@ __all__ = [
     "MAX_RETRY_AFTER_SECONDS", "USER_AGENT", "AuthStatus", "BadLogin", "BadRequest", "CallPlaced",
     "Conflict", "EvoVoiceClient", "EvoVoiceError", "EvoVoiceStatusError", "EvoVoiceTimeout",
     "EvoVoiceUnreachable", "FieldError", "Flow", "Forbidden", "MalformedResponse", "MissingRole",
-    "NotFound", "OutcomeUnknown", "OwnedNumber", "RateLimited", "RequestObserved",
-    "RequestObserver", "ServerError", "Session", "as_e164", "capped_retry_after", "other_host",
-    "parse_retry_after",
+    "NotFound", "OutcomeUnknown", "OwnedNumber", "Priority", "RateLimited", "RequestBudget",
+    "RequestObserved", "RequestObserver", "ServerError", "Session", "as_e164",
+    "capped_retry_after", "other_host", "parse_retry_after",
 ]
 
 logger = logging.getLogger(__name__)
@@ -117,6 +120,11 @@ class EvoVoiceClient(Requester):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+    async def aclose(self) -> None:
+        if "polls" in self.__dict__:
+            self.polls.close()
+        await super().aclose()
 
     # ----------------------------------------------------------------------------- operations
 
@@ -165,9 +173,34 @@ class EvoVoiceClient(Requester):
         response = await self._send("POST", OUTGOING_PATH, json=body)
         return parse_call_placed(response)
 
-    async def get_session(self, session_id: str) -> Session:
+    async def get_session(
+        self, session_id: str, *, priority: Priority = Priority.ROUTINE
+    ) -> Session:
+        """One session by id (routine: a poll, unless the caller says otherwise)."""
         path = _session_path(session_id)
-        return self._model(Session, await self._get_json(path), path)
+        return self._model(Session, await self._get_json(path, priority=priority), path)
+
+    @cached_property
+    def polls(self) -> SessionPolls:
+        """Polls of many sessions, read a batch a request (bot/evovoice/lookups.py)."""
+        return SessionPolls(self)
+
+    async def poll_session(self, session_id: str, account_ids: list[str]) -> Session:
+        """One session, as a poll: read together with the other sessions polled meanwhile."""
+        return await self.polls.get(session_id, account_ids)
+
+    async def sessions_page(
+        self, ids: list[str], account_ids: list[str], page: int, *, admitted: bool
+    ) -> tuple[list[Session], bool]:
+        """One page of ``GET /sessions?specificIds=…``: its sessions, and whether more follow."""
+        params = {"specificIds": ",".join(ids), "page": str(page), "countPerPage": str(len(ids))}
+        if account_ids:
+            params["accountIds"] = ",".join(account_ids)
+        data = await self._get_json(
+            "/sessions", params, priority=Priority.ROUTINE, admitted=admitted
+        )
+        more = isinstance(data, dict) and data.get("hasMorePages") is True
+        return self._items(Session, data, "/sessions"), more
 
     def find_sessions_query(
         self, account_ids: list[str], to: str, since: datetime
@@ -187,7 +220,12 @@ class EvoVoiceClient(Requester):
         }
 
     async def find_sessions(
-        self, account_ids: list[str], *, to: str, since: datetime
+        self,
+        account_ids: list[str],
+        *,
+        to: str,
+        since: datetime,
+        priority: Priority = Priority.FIRST,
     ) -> list[Session]:
         """Sessions to exactly ``to`` created at or after ``since``, newest first.
 
@@ -199,7 +237,9 @@ class EvoVoiceClient(Requester):
         params = self.find_sessions_query(account_ids, to, since)
         found: dict[str, Session] = {}
         for page in range(FIND_MAX_PAGES):
-            data = await self._get_json("/sessions", params | {"page": str(page)})
+            data = await self._get_json(
+                "/sessions", params | {"page": str(page)}, priority=priority
+            )
             batch = self._items(Session, data, "/sessions")
             new = [item for item in batch if item.id not in found]
             for session in new:

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.errors import (
     EvoVoiceStatusError,
     FieldError,
@@ -111,6 +112,7 @@ class Requester:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         observer: RequestObserver | None = None,
+        budget: RequestBudget | None = None,
     ) -> None:
         if connect_retries < 1:
             raise ValueError("connect_retries counts attempts and must be at least 1")
@@ -119,6 +121,8 @@ class Requester:
         self._retry_backoff = retry_backoff
         self._sleep = sleep
         self._observer = observer
+        # Every request of this client waits its turn here, and a 429 pauses them all.
+        self.budget = budget if budget is not None else RequestBudget()
         # Basic auth on every request is the whole session: refuse the ss-id cookies the server
         # hands out, so no state outlives a request.
         no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
@@ -133,10 +137,20 @@ class Requester:
         )
 
     async def aclose(self) -> None:
+        self.budget.close()
         await self._http.aclose()
 
-    async def _get_json(self, path: str, params: dict[str, str] | None = None) -> Any:
-        response = await self._send("GET", path, params=params)
+    async def _get_json(
+        self,
+        path: str,
+        params: dict[str, str] | None = None,
+        *,
+        priority: Priority = Priority.FIRST,
+        admitted: bool = False,
+    ) -> Any:
+        response = await self._send(
+            "GET", path, params=params, priority=priority, admitted=admitted
+        )
         try:
             return response.json()
         except ValueError:
@@ -166,12 +180,21 @@ class Requester:
         *,
         params: dict[str, str] | None = None,
         json: dict[str, str] | None = None,
+        priority: Priority = Priority.FIRST,
+        admitted: bool = False,
     ) -> httpx.Response:
-        """Send with the retry rules of the module docstring; return only a 2xx response."""
+        """Send with the retry rules of the module docstring; return only a 2xx response.
+
+        Each attempt waits its turn in the budget, but the first when the caller was ``admitted``
+        already (it chose what to ask for once its turn came: bot/evovoice/lookups.py).
+        """
         places_call = method == "POST" and path == OUTGOING_PATH
         after_send_retries = 1 if method == "GET" else 0
         connect_failures = 0
         while True:
+            if not admitted:
+                await self.budget.admit(priority)
+            admitted = False
             started = time.perf_counter()
             try:
                 response = await self._http.request(method, path, params=params, json=json)
@@ -239,6 +262,8 @@ class Requester:
                 logging.DEBUG if response.is_success else logging.INFO,
                 "Evo Voice %s %s -> %d (%.0f ms)", method, path, response.status_code, elapsed_ms,
             )
+            if response.status_code != 429:
+                self.budget.answered()
             if response.is_success:
                 return response
             if response.status_code in _GATEWAY_STATUSES and after_send_retries > 0:
@@ -288,6 +313,7 @@ class Requester:
         retry_after = None
         if error_class is RateLimited:
             retry_after = capped_retry_after(response.headers.get("Retry-After"))
+            self.budget.back_off(retry_after)
         return error_class(status, message, error_code, field_errors, retry_after=retry_after)
 
     def _safe(self, text: str | None) -> str:

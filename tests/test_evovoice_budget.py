@@ -1,0 +1,245 @@
+"""The request budget (bot/evovoice/budget.py) and polls read in batches (bot/evovoice/lookups.py),
+against the Evo Voice stand-in; time is a clock the test moves, never waited for."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.evovoice.budget import Priority, RequestBudget
+from bot.evovoice.client import EvoVoiceClient, NotFound, RateLimited
+from bot.evovoice.lookups import BATCH_SIZE
+from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, RateLimit, TooManyRequests
+from tests.budget_clock import BudgetClock
+
+USER, PASSWORD = "bot@example.com", "secret"
+ACCOUNTS = ["acct-1"]
+
+
+async def admitted(budget: RequestBudget, *priorities: Priority) -> list[int]:
+    """Ask for a turn for each priority, in this order; the indexes admitted so far, in order."""
+    order: list[int] = []
+
+    async def ask(index: int, priority: Priority) -> None:
+        await budget.admit(priority)
+        order.append(index)
+
+    for index, priority in enumerate(priorities):
+        asyncio.get_running_loop().create_task(ask(index, priority))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    return order
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+# ----------------------------------------------------------------------------------- budget
+
+
+async def test_routine_requests_wait_for_tokens_and_first_ones_do_not() -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)  # a token a second, 5 at once
+    assert budget.burst == 5
+    order = await admitted(budget, *[Priority.ROUTINE] * 7)
+    assert order == [0, 1, 2, 3, 4]  # the burst
+    assert budget.waiting == 2
+    # A call placed now goes at once, and spends a token the polls would have had.
+    order_first = await admitted(budget, Priority.FIRST)
+    assert order_first == [0] and budget.waiting == 2
+    clock.advance(1)
+    await settle()
+    assert order == [0, 1, 2, 3, 4] and budget.waiting == 2  # that token paid for the call
+    clock.advance(1)
+    await settle()
+    assert order == [0, 1, 2, 3, 4, 5]
+    clock.advance(1)
+    await settle()
+    assert order == [0, 1, 2, 3, 4, 5, 6] and budget.waiting == 0
+
+
+async def test_first_requests_go_before_routine_ones_already_waiting() -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)
+    budget.back_off(10)
+    order = await admitted(
+        budget, Priority.ROUTINE, Priority.ROUTINE, Priority.FIRST, Priority.ROUTINE,
+        Priority.FIRST,
+    )
+    assert order == [] and budget.paused and budget.waiting == 5  # nobody during a 429's pause
+    clock.advance(9)
+    await settle()
+    assert order == []
+    clock.advance(1)
+    await settle()
+    assert order[:2] == [2, 4]  # the calls first, then the polls in their order
+    assert order[2:] == [0, 1, 3]
+
+
+def pause_left(budget: RequestBudget, clock: BudgetClock) -> int:
+    seconds = 0
+    while budget.paused:
+        clock.advance(1)
+        seconds += 1
+    return seconds
+
+
+def test_a_429_without_retry_after_pauses_longer_each_time_until_an_answer() -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(6000, clock=clock, sleep=clock.sleep)
+    pauses = []
+    for _ in range(7):
+        budget.back_off(None)
+        pauses.append(pause_left(budget, clock))
+    assert pauses == [2, 4, 8, 16, 32, 60, 60]
+    budget.answered()
+    budget.back_off(None)
+    assert pause_left(budget, clock) == 2
+
+
+def test_a_retry_after_beyond_a_minute_is_read_as_a_minute() -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)
+    budget.back_off(86400)
+    assert pause_left(budget, clock) == 60
+
+
+async def test_a_request_cancelled_while_waiting_takes_no_turn() -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        await budget.admit(Priority.ROUTINE)
+    waiting = asyncio.ensure_future(budget.admit(Priority.ROUTINE))
+    later = asyncio.ensure_future(budget.admit(Priority.ROUTINE))
+    await settle()
+    waiting.cancel()
+    await settle()
+    clock.advance(1)
+    await settle()
+    assert later.done() and waiting.cancelled()
+
+
+# ------------------------------------------------------------------------- batched lookups
+
+
+@pytest.fixture
+async def evo() -> AsyncIterator[EvoVoiceStandIn]:
+    standin = EvoVoiceStandIn(username=USER, password=PASSWORD)
+    await standin.start()
+    yield standin
+    await standin.stop()
+
+
+@pytest.fixture
+async def client(evo: EvoVoiceStandIn) -> AsyncIterator[EvoVoiceClient]:
+    async with EvoVoiceClient(evo.url, USER, PASSWORD, budget=RequestBudget(6000)) as client:
+        yield client
+
+
+async def poll_all(client: EvoVoiceClient, ids: list[str]) -> list[str]:
+    sessions = await asyncio.gather(*(client.poll_session(i, ACCOUNTS) for i in ids))
+    return [s.id for s in sessions]
+
+
+async def test_polls_made_together_are_read_a_batch_a_request(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    ids = [evo.add_session()["id"] for _ in range(BATCH_SIZE + 5)]
+    assert await poll_all(client, ids) == ids
+    listings = evo.requests_to("GET", "/sessions")
+    assert len(evo.requests) <= 1 + len(ids) // BATCH_SIZE + 1  # not one request a session
+    asked = [i for r in listings for i in r.query["specificIds"].split(",")]
+    assert sorted(asked) == sorted(ids)
+    assert all(len(r.query["specificIds"].split(",")) <= BATCH_SIZE for r in listings)
+    assert all(r.query["accountIds"] == "acct-1" for r in listings)
+    assert client.polls.batching
+
+
+async def test_a_server_ignoring_specific_ids_is_noticed_and_each_session_read_alone(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    evo.specific_ids = "ignored"
+    others = [evo.add_session(callState="Connected")["id"] for _ in range(30)]  # not ours
+    ours = [evo.add_session()["id"] for _ in range(3)]
+    evo.set_session_state(ours[1], ended=True, outcome="Completed")
+    sessions = await asyncio.gather(*(client.poll_session(i, ACCOUNTS) for i in ours))
+    assert [s.id for s in sessions] == ours
+    assert [s.ended for s in sessions] == [False, True, False]
+    assert not client.polls.batching
+    before = len(evo.requests)
+    await poll_all(client, ours)
+    assert [r.path for r in evo.requests[before:]] == [f"/sessions/{i}" for i in ours]
+    assert others  # listed, never taken for ours
+
+
+async def test_a_session_a_listing_leaves_out_is_read_alone_from_then_on(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    ids = [evo.add_session()["id"] for _ in range(4)]
+    evo.omitted_from_listings.add(ids[2])
+    assert await poll_all(client, ids) == ids
+    assert client.polls.batching  # the others were listed: batching is kept
+    before = len(evo.requests)
+    assert await poll_all(client, ids) == ids
+    paths = sorted(r.path for r in evo.requests[before:])
+    assert paths == ["/sessions", f"/sessions/{ids[2]}"]
+    gone = "sess-gone"
+    with pytest.raises(NotFound):
+        await client.poll_session(gone, ACCOUNTS)
+
+
+async def test_small_pages_are_followed(evo: EvoVoiceStandIn, client: EvoVoiceClient) -> None:
+    evo.max_page_size = 10
+    ids = [evo.add_session()["id"] for _ in range(BATCH_SIZE)]
+    assert await poll_all(client, ids) == ids
+    assert [r.path for r in evo.requests] == ["/sessions"] * 3  # pages 0, 1 and 2
+    assert [r.query["page"] for r in evo.requests] == ["0", "1", "2"]
+
+
+async def test_a_listing_refused_as_invalid_stops_batching(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    ids = [evo.add_session()["id"] for _ in range(3)]
+    evo.queue("GET", "/sessions", ErrorStatus(400, "Unknown parameter specificIds"))
+    assert await poll_all(client, ids) == ids
+    assert not client.polls.batching
+
+
+async def test_a_429_to_a_batch_reaches_each_poll_and_pauses_every_request(
+    evo: EvoVoiceStandIn,
+) -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(6000, clock=clock, sleep=clock.sleep)
+    ids = [evo.add_session()["id"] for _ in range(3)]
+    evo.queue("GET", "/sessions", TooManyRequests(retry_after="30"))
+    async with EvoVoiceClient(evo.url, USER, PASSWORD, budget=budget) as client:
+        results = await asyncio.gather(
+            *(client.poll_session(i, ACCOUNTS) for i in ids), return_exceptions=True
+        )
+        assert all(isinstance(r, RateLimited) and r.retry_after == 30 for r in results)
+        assert budget.paused
+        flow_list = asyncio.ensure_future(client.list_flows(ACCOUNTS))
+        await settle()
+        assert not flow_list.done() and len(evo.requests) == 1  # nothing during the pause
+        clock.advance(30)
+        await asyncio.wait_for(flow_list, 5)
+    assert [r.path for r in evo.requests] == ["/sessions", "/flows"]
+
+
+async def test_the_standin_rate_limit_answers_429_with_its_retry_after(
+    evo: EvoVoiceStandIn,
+) -> None:
+    clock = BudgetClock()
+    evo.rate_limit = RateLimit(requests=2, seconds=60, clock=clock)
+    async with EvoVoiceClient(evo.url, USER, PASSWORD, budget=RequestBudget(6000)) as client:
+        await client.auth_status()
+        clock.advance(10)
+        await client.auth_status()
+        with pytest.raises(RateLimited) as caught:
+            await client.list_flows(ACCOUNTS)
+    assert caught.value.retry_after == 50
+    assert evo.rate_limit.refused == 1
