@@ -192,6 +192,21 @@ async def test_a_session_a_listing_leaves_out_is_read_alone_from_then_on(
         await client.poll_session(gone, ACCOUNTS)
 
 
+async def test_one_unreadable_session_in_a_batch_fails_its_own_poll_only(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    ids = [evo.add_session()["id"] for _ in range(3)]
+    evo.set_session_state(ids[1], ended="perhaps")  # not a boolean: the listing can't be read
+    results = await asyncio.gather(
+        *(client.poll_session(i, ACCOUNTS) for i in ids), return_exceptions=True
+    )
+    assert [type(r).__name__ for r in results] == ["Session", "MalformedResponse", "Session"]
+    evo.set_session_state(ids[1], ended=False)
+    before = len(evo.requests)
+    assert await poll_all(client, ids) == ids
+    assert [r.path for r in evo.requests[before:]] == ["/sessions"]  # batched again, all three
+
+
 async def test_small_pages_are_followed(evo: EvoVoiceStandIn, client: EvoVoiceClient) -> None:
     evo.max_page_size = 10
     ids = [evo.add_session()["id"] for _ in range(BATCH_SIZE)]

@@ -14,7 +14,9 @@ Nothing says whether several ids are honoured, nor whether a listing leaves some
   batching stops for good (logged once) and every poll is ``GET /sessions/{id}``. A 400 to the
   listing does the same.
 - An id the answer leaves out is read with ``GET /sessions/{id}`` (a 404 is ``NotFound`` as
-  ever); if that finds it, that id is polled on its own from then on.
+  ever); if that finds it, that id is polled on its own from then on. A listing that can't be read
+  (one session of an unexpected shape, an answer too large) has each of its sessions read alone
+  this time, so one odd session fails its own call only.
 - A batch waits for its turn in the budget (``Priority.ROUTINE``) *before* its ids are chosen:
   while polls queue behind the budget, the next batch fills up. ``MAX_BATCHES_IN_FLIGHT`` batches
   are read at once, so one slow answer does not hold up every followed call.
@@ -24,10 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Literal, Protocol
 
 from bot.evovoice.budget import Priority, RequestBudget
-from bot.evovoice.errors import BadRequest, EvoVoiceError
+from bot.evovoice.errors import BadRequest, EvoVoiceError, MalformedResponse
 from bot.evovoice.models import Session
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ MAX_BATCHES_IN_FLIGHT = 4
 MAX_ALONE = 10_000
 
 _Accounts = tuple[str, ...]
+# What a poll learns from its batch: its session, or that it must be read alone.
+_Listed = Session | Literal["left out", "unreadable"]
 
 
 class SessionSource(Protocol):
@@ -59,7 +63,7 @@ class SessionPolls:
         self._source = source
         self.batching = True  # False once the server showed it ignores specificIds
         self._alone: set[str] = set()
-        self._pending: dict[str, tuple[_Accounts, list[asyncio.Future[Session | None]]]] = {}
+        self._pending: dict[str, tuple[_Accounts, list[asyncio.Future[_Listed]]]] = {}
         self._dispatchers: set[asyncio.Task[None]] = set()
         self._waiting_turn = 0
 
@@ -67,14 +71,14 @@ class SessionPolls:
         """The session as Evo Voice shows it now, read with others where the server allows."""
         if not self.batching or session_id in self._alone or "," in session_id:
             return await self._source.get_session(session_id, priority=Priority.ROUTINE)
-        future: asyncio.Future[Session | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_Listed] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(session_id, (tuple(account_ids), []))[1].append(future)
         self._start_dispatcher()
         listed = await future
-        if listed is not None:
+        if isinstance(listed, Session):
             return listed
         session = await self._source.get_session(session_id, priority=Priority.ROUTINE)
-        if self.batching and len(self._alone) < MAX_ALONE:
+        if listed == "left out" and self.batching and len(self._alone) < MAX_ALONE:
             logger.info("Evo Voice listed sessions without %s: polling it on its own", session_id)
             self._alone.add(session_id)
         return session
@@ -103,8 +107,8 @@ class SessionPolls:
             self._start_dispatcher()  # what is left waits for its turn while this batch is read
             await self._read(accounts, batch)
 
-    def _take(self) -> tuple[_Accounts, dict[str, list[asyncio.Future[Session | None]]]]:
-        batch: dict[str, list[asyncio.Future[Session | None]]] = {}
+    def _take(self) -> tuple[_Accounts, dict[str, list[asyncio.Future[_Listed]]]]:
+        batch: dict[str, list[asyncio.Future[_Listed]]] = {}
         accounts: _Accounts | None = None
         chars = 0
         for session_id, (wanted, futures) in list(self._pending.items()):
@@ -121,10 +125,11 @@ class SessionPolls:
         return accounts or (), batch
 
     async def _read(
-        self, accounts: _Accounts, batch: dict[str, list[asyncio.Future[Session | None]]]
+        self, accounts: _Accounts, batch: dict[str, list[asyncio.Future[_Listed]]]
     ) -> None:
         ids = list(batch)
         found: dict[str, Session] = {}
+        missing: Literal["left out", "unreadable"] = "left out"
         try:
             for page in range(MAX_BATCH_PAGES):
                 items, more = await self._source.sessions_page(
@@ -139,6 +144,8 @@ class SessionPolls:
                     break
         except BadRequest:
             self._stop_batching("it refused the listing (400)")
+        except MalformedResponse:
+            missing = "unreadable"
         except EvoVoiceError as exc:
             for futures in batch.values():
                 for future in futures:
@@ -148,7 +155,7 @@ class SessionPolls:
         for session_id, futures in batch.items():
             for future in futures:
                 if not future.done():
-                    future.set_result(found.get(session_id))
+                    future.set_result(found.get(session_id, missing))
 
     def _stop_batching(self, why: str) -> None:
         if self.batching:
