@@ -1,7 +1,9 @@
 """The Evo Voice client: the API's operations, on one long-lived connection (``Requester``).
 
 Its errors are drawn in bot/evovoice/errors.py, its models in models.py, how a request is sent
-and retried in requester.py; all are importable from here as before.
+and retried in requester.py; all are importable from here as before. Every request waits its turn
+in the client's ``budget`` (budget.py): placing a call and hanging up go first, polls are routine
+and read many sessions a request (``poll_session``, lookups.py).
 
 What the evidence says about the server (docs/evovoice-api.md, with grades) and how this client
 copes where it is unsure:
@@ -23,8 +25,8 @@ copes where it is unsure:
 from __future__ import annotations
 
 import logging
-from functools import cached_property
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Self, TypeVar
 from urllib.parse import quote
 
