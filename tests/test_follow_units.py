@@ -330,6 +330,7 @@ def test_reasons_name_the_error_not_its_text() -> None:
         ({"audit_hash_key": "short"}, "AUDIT_HASH_KEY: must be at least 16 characters"),
         ({"call_poll_seconds": "5", "call_poll_max_seconds": "2"}, "CALL_POLL_MAX_SECONDS"),
         ({"call_poll_seconds": "0"}, "CALL_POLL_SECONDS"),
+        ({"evovoice_requests_per_minute": "0"}, "EVOVOICE_REQUESTS_PER_MINUTE"),
     ],
 )
 def test_follow_settings_are_checked(env: dict[str, str], problem: str) -> None:
@@ -355,3 +356,4 @@ def test_follow_settings_default_and_blank_key() -> None:
     )
     assert settings.audit_hash_key is None
     assert (settings.call_poll_seconds, settings.call_poll_max_seconds) == (2.0, 15.0)
+    assert settings.evovoice_requests_per_minute == 120
