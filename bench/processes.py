@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import re
 import signal
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -32,12 +32,6 @@ def die_with_parent() -> None:
     """In a child, before it runs Python: SIGTERM when the bench process dies, so a run killed
     half-way (a test's timeout, a kill) leaves no bot or stand-in running on a shared machine."""
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -135,6 +129,19 @@ class Child:
             f"{self.module} {what} (exit code {code}); last lines of {self.log_path}:\n"
             + self.log_tail()
         )
+
+    async def listening_port(self, timeout: float = READY_TIMEOUT_SECONDS) -> int:
+        """The port a bot started with PORT=0 listens on, from its log line `listening on port N`
+        (a port picked as free beforehand could be taken meanwhile by another process)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(r"listening on port (\d+)", self.log_tail(lines=1000))
+            if found:
+                return int(found.group(1))
+            if not self.alive():
+                raise self.failed("exited before it listened")
+            await asyncio.sleep(0.01)
+        raise self.failed(f"was not listening within {timeout:.0f} s")
 
     async def wait_healthy(self, url: str, timeout: float = READY_TIMEOUT_SECONDS) -> float:
         """Poll `url` until it answers 200; return the seconds since start()."""

@@ -13,7 +13,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.driver import Sampler
-from bench.processes import Child, Memory, cpu_seconds, free_port
+from bench.processes import Child, Memory, cpu_seconds
 
 MB = 1024 * 1024
 COMMANDS_METRIC = "callbot_commands"  # its samples: callbot_commands_total{command, outcome}
@@ -77,7 +77,8 @@ def create_replicas(
     count: int, *, environment: Callable[[int], dict[str, str]], workdir: Path, logs: Path,
     tag: str, profile_dir: Path | None = None,
 ) -> list[Replica]:
-    """`count` bots, not started: `environment(port)` is each one's environment."""
+    """`count` bots, not started: `environment(port)` is each one's environment, for port 0 (the
+    port each listens on is read from its log once it is started: `start_replicas`)."""
     replicas: list[Replica] = []
     for index in range(count):
         name = tag if count == 1 else f"{tag}-replica{index + 1}"
@@ -88,12 +89,10 @@ def create_replicas(
             # A session file: `pyinstrument --load FILE` renders it (-r html, -p flat, …).
             args = ["--renderer", "session", "-o", str(profile_dir / f"{name}.pyisession"),
                     "-m", "bot"]
-        port = free_port()
-        while port in (r.port for r in replicas):
-            port = free_port()
-        child = Child(module, environment(port), cwd=workdir, log_path=logs / f"{name}-bot.log",
+        # PORT=0: each listens where the kernel lets it; its port is read from its log once started.
+        child = Child(module, environment(0), cwd=workdir, log_path=logs / f"{name}-bot.log",
                       args=args)
-        replicas.append(Replica(child, port, Sampler(child)))
+        replicas.append(Replica(child, 0, Sampler(child)))
     return replicas
 
 
@@ -102,6 +101,8 @@ async def start_replicas(replicas: Sequence[Replica]) -> None:
     deployment do) and wait until each answers /healthz."""
     for replica in replicas:
         await replica.child.start()
+    for replica in replicas:
+        replica.port = await replica.child.listening_port()
     startups = await asyncio.gather(*(
         r.child.wait_healthy(f"http://127.0.0.1:{r.port}/healthz") for r in replicas
     ))
