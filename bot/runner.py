@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 
+from bot.storage.database import Connection
 from bot.storage.faults import until_database_answers
 from bot.storage.leases import Leases
 
@@ -66,10 +67,11 @@ class RowRunner:
     def poke(self, row_id: int) -> None:
         self.wake(row_id).set()
 
-    async def reserve(self, row_id: int) -> bool:
+    async def reserve(self, row_id: int, *, on: Connection | None = None) -> bool:
         """Take the lease of a row just created here, before its work starts (so no other
-        replica adopts it meanwhile)."""
-        if self._leases is not None and not await self._leases.take(self.kind, row_id):
+        replica adopts it meanwhile): best `on` the transaction that creates the row, else the
+        row is seen for a moment without its lease, as if its replica had stopped."""
+        if self._leases is not None and not await self._leases.take(self.kind, row_id, on=on):
             return False
         self._reserved.add(row_id)
         return True

@@ -25,6 +25,7 @@ from bot.evovoice.client import EvoVoiceClient
 from bot.runner import RowRunner, Work
 from bot.slack.blocks import Message
 from bot.slack.notify import Notifier, Thread
+from bot.storage.database import Connection
 from bot.storage.faults import DATABASE_FAULTS
 from bot.storage.leases import Leases
 
@@ -112,10 +113,15 @@ class CallFollower:
             placement=str(Placement.DIALLING),
             state=str(CallState.FINDING),
             following=False,
+            # Leased in the row's own transaction and held while it is dialled: no replica (this
+            # one included) ever sees it without its lease and takes it for a call left behind.
+            then=self._reserve,
         )
-        # Held while it is dialled, so no other replica takes it for a call left behind.
-        await self._runner.reserve(row.id)
         return row
+
+    async def _reserve(self, conn: Connection, row: TrackedCall) -> None:
+        if not await self._runner.reserve(row.id, on=conn):
+            raise RuntimeError(f"call {row.id}: a new row's lease is held already")
 
     async def track(
         self,
@@ -248,20 +254,32 @@ class CallFollower:
         and nobody was told. Each becomes an unconfirmed call: looked for in Evo Voice (by number,
         since the attempt), followed if found, reported "not found" if not; its requester gets a
         status message saying so, edited like any other."""
-        # Only rows no live replica holds: another one may be dialling this very moment.
-        orphans = set(await self._runner.unowned([c.id for c in await self._store.dialling()]))
-        calls = [c for c in await self._store.dialling() if c.id in orphans]
-        for call in calls:
-            logger.warning("call %s was being dialled when callbot stopped: looking for it",
-                           call.id)
-            await self._store.update(
-                call.id, placement=str(Placement.UNKNOWN), state=str(CallState.FINDING),
-                following=True, note=RESTARTED_WHILE_DIALLING,
-            )
-            reconciled = await self._store.get(call.id)
-            if reconciled is not None:
-                await self._announce(reconciled)
-        return len(calls)
+        # Only rows no live replica holds (a dialling row is written with its lease): the lease
+        # is taken first, so that of several replicas one reconciles it, and the row read again
+        # under it, as its replica may have finished with it since.
+        reconciled = 0
+        for call_id in await self._runner.unowned([c.id for c in await self._store.dialling()]):
+            if not await self._runner.reserve(call_id):
+                continue  # another replica is reconciling it
+            try:
+                call = await self._store.get(call_id)
+                if call is None or call.placement != Placement.DIALLING:
+                    continue
+                logger.warning("call %s was being dialled when callbot stopped: looking for it",
+                               call_id)
+                await self._store.update(
+                    call_id, placement=str(Placement.UNKNOWN), state=str(CallState.FINDING),
+                    following=True, note=RESTARTED_WHILE_DIALLING,
+                )
+                reconciled += 1
+                call = await self._store.get(call_id)
+                if call is not None:
+                    await self._announce(call)
+            finally:
+                if call_id not in self._runner:
+                    # Not followed here (no thread, or a failure): the next round adopts it.
+                    await self._runner.release(call_id)
+        return reconciled
 
     async def _announce(self, call: TrackedCall) -> None:
         """A status message for a call whose requester was never told of it."""

@@ -12,11 +12,12 @@ an unconfirmed call): `forget_numbers()` erases it once a call is over and older
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-from bot.storage.database import Database, IntegrityError
+from bot.storage.database import Connection, Database, IntegrityError
 
 
 class CallState(StrEnum):
@@ -85,6 +86,9 @@ class TrackedCall:
         return self.state in LIVE_STATES and self.session_id is not None
 
 
+# What `CallStore.insert` also writes, in the new row's transaction.
+WithNewRow = Callable[[Connection, TrackedCall], Coroutine[Any, Any, None]]
+
 _COLUMNS = tuple(f.name for f in fields(TrackedCall))
 _UPDATABLE = frozenset(_COLUMNS) - {"id", "attempt_id", "created_at", "team_id", "requester_id"}
 _BOOLEANS = frozenset({"following", "answered", "marked"})
@@ -101,17 +105,24 @@ class CallStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def insert(self, **values: Any) -> TrackedCall:
+    async def insert(self, *, then: WithNewRow | None = None, **values: Any) -> TrackedCall:
+        """A new row; `then(conn, row)`, if given, is written in the same transaction (the row's
+        lease, so that no replica ever sees the row without it)."""
         names = [name for name in values if name in _COLUMNS and name != "id"]
         if len(names) != len(values):
             raise ValueError(f"unknown columns: {sorted(set(values) - set(names))}")
-        row = await self._db.fetchone(
-            f"INSERT INTO calls ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-            " RETURNING *",
-            [values[name] for name in names],
-        )
-        assert row is not None
-        return _call(row)
+        sql = (f"INSERT INTO calls ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
+               " RETURNING *")
+
+        async def insert(conn: Connection) -> TrackedCall:
+            row = await conn.fetchone(sql, [values[name] for name in names])
+            assert row is not None
+            call = _call(row)
+            if then is not None:
+                await then(conn, call)
+            return call
+
+        return await (self._db.atomic(insert) if then is not None else insert(self._db))
 
     async def get(self, call_id: int) -> TrackedCall | None:
         row = await self._db.fetchone("SELECT * FROM calls WHERE id = ?", (call_id,))

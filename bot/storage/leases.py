@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from bot.storage.database import Database
+from bot.storage.database import Connection, Database
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +65,11 @@ class Leases:
         self._started_at = clock()
         self._keeper: asyncio.Task[None] | None = None
 
-    async def take(self, kind: str, row_id: int) -> bool:
-        """Take the lease of (kind, row_id) if nobody holds it, it has expired, or it is ours."""
+    async def take(self, kind: str, row_id: int, *, on: Connection | None = None) -> bool:
+        """Take the lease of (kind, row_id) if nobody holds it, it has expired, or it is ours;
+        `on` the transaction that creates the row, so that nobody ever sees it without its lease."""
         now = self._clock()
-        taken = await self._db.execute(
+        taken = await (on or self._db).execute(
             "INSERT INTO leases (kind, row_id, owner, expires_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (kind, row_id) DO UPDATE SET owner = excluded.owner,"
             " expires_at = excluded.expires_at"

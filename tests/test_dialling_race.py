@@ -1,0 +1,226 @@
+"""A call being dialled is never taken for one left behind by a stopped replica.
+
+Its row ("dialling") and its lease are one write: a lease keeper's round, in this replica or
+another, that runs the moment the row appears finds the lease held and leaves the call alone. Here
+replica A's writer is paused right after its row became visible to the others (`PausedAfterInsert`),
+and replica B's round runs then. On both databases (the `db` fixture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, TypeVar
+
+from bot.calls.follow import CallFollower, FollowTiming
+from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
+from bot.calls.store import CallState, CallStore, Placement
+from bot.evovoice.client import Session
+from bot.phone.policy import DialableNumber
+from bot.slack.blocks import Message
+from bot.slack.notify import Posted, Thread
+from bot.storage.database import Connection, Database, Row
+from bot.storage.leases import Leases
+
+T = TypeVar("T")
+T0 = 1_800_000_000.0
+TIMING = FollowTiming(first_interval=2.0, max_interval=15.0, growth=1.5, find_for=120.0,
+                      follow_for=3600.0, number_retention=86400.0)
+CALL = CheckedCall(
+    request=CallRequest(team_id="T0", user_id="U0", channel_id="C0",
+                        number_text="+18144043093", flow_text="Escalation"),
+    number=DialableNumber(e164="+18144043093", region="US", type="MOBILE"),
+    flow_id="flow-esc", flow_name="Escalation", caller_id=None,
+)
+PARENT_TS, STATUS_TS = "1.1", "1.2"
+THREAD = Thread(channel="C0", ts=PARENT_TS, response_url=None, parent=Message("parent"),
+                parent_ts=PARENT_TS)
+
+
+def session(state: str, **fields: Any) -> Session:
+    values = {"id": "sess-1", "callState": state, "dateCreated": "2027-01-15T08:00:00.000Z"}
+    values.update(fields)
+    return Session.model_validate(values)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Evo:
+    """Evo Voice as one replica sees it: the session rings once, then ends answered."""
+
+    def __init__(self) -> None:
+        self.polls = 0
+        self.searches = 0
+
+    async def poll_session(self, session_id: str, account_ids: list[str]) -> Session:
+        self.polls += 1
+        if self.polls == 1:
+            return session("Ringing")
+        return session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z")
+
+    async def find_sessions(self, *args: Any, **kwargs: Any) -> list[Session]:
+        self.searches += 1
+        return [session("Ringing")]
+
+
+class Slack:
+    """What one replica posts and edits in Slack."""
+
+    def __init__(self) -> None:
+        self.posts: list[str] = []
+        self.edits: list[tuple[str, str]] = []  # (ts, text)
+
+    async def open_thread(self, channel: str, parent: Message, **_: Any) -> Thread | None:
+        self.posts.append(parent.text)
+        return THREAD
+
+    async def post_reply(self, thread: Thread, message: Message, **_: Any) -> Posted:
+        self.posts.append(message.text)
+        return Posted(delivered=True, ts="9.9")
+
+    async def update(self, channel: str, ts: str, message: Message) -> bool:
+        self.edits.append((ts, message.text))
+        return True
+
+    async def react(self, channel: str, ts: str, emoji: str) -> bool:
+        return True
+
+
+class _Recording:
+    """A connection that notes the statements made on it (and only awaits the connection)."""
+
+    def __init__(self, conn: Connection, seen: list[str]) -> None:
+        self._conn = conn
+        self._seen = seen
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        self._seen.append(sql)
+        return await self._conn.execute(sql, params)
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+        self._seen.append(sql)
+        return await self._conn.fetchone(sql, params)
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        self._seen.append(sql)
+        return await self._conn.fetchall(sql, params)
+
+
+class PausedAfterInsert:
+    """The database, except that whoever wrote a row into `calls` pauses once it is visible to
+    everyone else (its statement, or the atomic unit that made it, is over) until `go` is set."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.reached = asyncio.Event()
+        self.go = asyncio.Event()
+
+    async def _pause_if_a_call_was_inserted(self, statements: list[str]) -> None:
+        if any(sql.lstrip().startswith("INSERT INTO calls") for sql in statements):
+            self.reached.set()
+            await self.go.wait()
+
+    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
+        count = await self._db.execute(sql, params)
+        await self._pause_if_a_call_was_inserted([sql])
+        return count
+
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
+        row = await self._db.fetchone(sql, params)
+        await self._pause_if_a_call_was_inserted([sql])
+        return row
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        rows = await self._db.fetchall(sql, params)
+        await self._pause_if_a_call_was_inserted([sql])
+        return rows
+
+    async def atomic(self, unit: Callable[[Connection], Coroutine[Any, Any, T]]) -> T:
+        seen: list[str] = []
+        result = await self._db.atomic(lambda conn: unit(_Recording(conn, seen)))
+        await self._pause_if_a_call_was_inserted(seen)
+        return result
+
+
+class Replica:
+    def __init__(self, name: str, db: Any, leases_db: Database, clock: Clock) -> None:
+        self.evo = Evo()
+        self.slack = Slack()
+        self.store = CallStore(db)
+
+        async def pause(wake: asyncio.Event, seconds: float) -> None:
+            pass  # no real sleeps: the next poll comes at once
+
+        self.follower = CallFollower(
+            evo=self.evo, notifier=self.slack, store=self.store,  # type: ignore[arg-type]
+            audit=None, account_ids=["acct-1"], timing=TIMING, clock=clock, pause=pause,
+            leases=Leases(leases_db, owner=name, clock=clock),
+        )
+
+
+async def test_a_call_being_dialled_is_left_to_its_replica(db: Database) -> None:
+    clock = Clock()
+    paused = PausedAfterInsert(db)
+    a = Replica("a", paused, db, clock)
+    b = Replica("b", db, db, clock)
+
+    dialling = asyncio.create_task(a.follower.note_dialling(CALL, None, T0))
+    await asyncio.wait_for(paused.reached.wait(), 10)
+    # A's row is there for everyone to see: B's lease keeper runs its round now.
+    await b.follower.take_over()
+    assert b.slack.posts == [], "B announced a call A is dialling"
+    assert b.follower.following == 0, "B took a call A is dialling"
+    paused.go.set()
+    row = await asyncio.wait_for(dialling, 10)
+    assert row.placement == Placement.DIALLING
+
+    # A's POST answers: placed, ringing. A follows the call; B's rounds leave it alone.
+    result = CallResult(Outcome.PLACED, session_id="sess-1", session=session("Ringing"))
+    tracked = await a.follower.track(CALL, result, THREAD, row)
+    assert tracked is not None and tracked.following
+    await b.follower.take_over()
+    await a.follower.begin(tracked, STATUS_TS, THREAD)
+    await b.follower.take_over()
+    await asyncio.wait_for(asyncio.gather(*a.follower.tasks()), 10)
+
+    final = await a.store.get(row.id)
+    assert final is not None
+    assert (final.state, final.following, final.note) == (CallState.ENDED, False, None)
+    assert final.status_ts == STATUS_TS
+    # One status message, A's, edited to the end; nothing posted by either replica besides.
+    assert a.slack.posts == [] and b.slack.posts == []
+    assert {ts for ts, _ in a.slack.edits} <= {STATUS_TS, PARENT_TS}
+    assert "Ended" in [text for ts, text in a.slack.edits if ts == STATUS_TS][-1]
+    assert b.slack.edits == [] and b.evo.polls == 0 and b.evo.searches == 0
+    await b.follower.take_over()
+    assert b.follower.following == 0 and b.slack.posts == []
+    await a.follower.stop()
+    await b.follower.stop()
+
+
+async def test_a_call_left_behind_is_announced_by_one_replica(db: Database) -> None:
+    clock = Clock()
+    dead = Replica("dead", db, db, clock)
+    row = await dead.follower.note_dialling(CALL, None, T0)  # then its replica died
+    clock.now += Leases(db).valid_for + 1  # its lease has expired
+    b, c = Replica("b", db, db, clock), Replica("c", db, db, clock)
+    await asyncio.gather(b.follower.take_over(), c.follower.take_over())
+    announced = [r for r in (b, c) if r.slack.posts]
+    assert len(announced) == 1, "one replica tells the requester, once"
+    [replica] = announced
+    assert "may or may not have been placed" in replica.slack.posts[-1]
+    await asyncio.wait_for(asyncio.gather(*b.follower.tasks(), *c.follower.tasks()), 10)
+    assert b.evo.searches + c.evo.searches >= 1
+    call = await b.store.get(row.id)
+    assert call is not None and call.state == CallState.ENDED and not call.following
+    await b.follower.take_over()
+    await c.follower.take_over()
+    assert len(b.slack.posts) + len(c.slack.posts) == 2  # the parent and the status, once
+    await b.follower.stop()
+    await c.follower.stop()
