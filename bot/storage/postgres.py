@@ -1,8 +1,15 @@
 """The PostgreSQL backend (`postgresql://` or `postgres://`): a pool of asyncpg connections.
 
 Every writing transaction takes one advisory lock, so check-then-write inside `transaction()` is
-atomic as it is on SQLite; replicas starting together migrate once (a session-level advisory lock).
-asyncpg is imported only when a PostgreSQL database is opened.
+atomic as it is on SQLite; replicas starting together migrate once (a session-level advisory lock,
+on a connection of its own, closed afterwards). asyncpg is imported only when a PostgreSQL database
+is opened.
+
+A pooled connection is handed back as it was taken: the bot leaves no session state on one (no
+SET, LISTEN, cursor, temporary table or session lock; transactions are always closed). So the pool
+does not run asyncpg's reset query (advisory unlock all, CLOSE ALL, UNLISTEN *, RESET ALL) on every
+release, which cost as much client CPU as the statement itself; asyncpg still rolls back a
+transaction left open, and a connection that fails to reset is closed.
 """
 
 from __future__ import annotations
@@ -20,8 +27,8 @@ T = TypeVar("T")
 POSTGRES_POOL_SIZE = 10
 # pg_advisory_xact_lock keys, per schema (hashtext(current_schema()) is mixed in), so two callbot
 # databases in one PostgreSQL database (tests do that) don't wait on each other.
-_PG_WRITE_LOCK = 0x63616C6C  # "call"
-_PG_MIGRATION_LOCK = 0x6D696772  # "migr"
+PG_WRITE_LOCK = 0x63616C6C  # "call"
+PG_MIGRATION_LOCK = 0x6D696772  # "migr"
 
 
 @lru_cache(maxsize=512)
@@ -75,6 +82,11 @@ class _PostgresConnection:
         return list(await self._conn.fetch(numbered_placeholders(sql), *params))
 
 
+async def _nothing_to_reset(conn: Any) -> None:
+    """The pool's reset, after asyncpg's own rollback of a transaction left open: nothing more
+    (see the module docstring)."""
+
+
 class PostgresBackend:
     def __init__(self, url: str) -> None:
         self._url = url
@@ -85,7 +97,8 @@ class PostgresBackend:
         import asyncpg
 
         self._pool = await asyncpg.create_pool(
-            self._url, min_size=1, max_size=POSTGRES_POOL_SIZE, command_timeout=30
+            self._url, min_size=1, max_size=POSTGRES_POOL_SIZE, command_timeout=30,
+            reset=_nothing_to_reset,
         )
 
     async def open_read_only(self) -> None:
@@ -105,11 +118,15 @@ class PostgresBackend:
     async def migrate(
         self, migrations: Sequence[Migration], on_applied: Callable[[Migration], None]
     ) -> list[int]:
+        import asyncpg
+
         done = []
-        async with self.pool.acquire() as conn:
-            # Session-level lock: replicas starting together wait here, then find the work done.
+        # Not a pooled connection: its session-level lock ends with it, whatever happens here.
+        conn = await asyncpg.connect(self._url, command_timeout=30)
+        try:
+            # Replicas starting together wait here, then find the work done.
             await conn.execute(
-                "SELECT pg_advisory_lock(hashtext(current_schema()), $1)", _PG_MIGRATION_LOCK
+                "SELECT pg_advisory_lock(hashtext(current_schema()), $1)", PG_MIGRATION_LOCK
             )
             try:
                 await conn.execute(
@@ -134,8 +151,10 @@ class PostgresBackend:
                     done.append(migration.version)
             finally:
                 await conn.execute(
-                    "SELECT pg_advisory_unlock(hashtext(current_schema()), $1)", _PG_MIGRATION_LOCK
+                    "SELECT pg_advisory_unlock(hashtext(current_schema()), $1)", PG_MIGRATION_LOCK
                 )
+        finally:
+            await conn.close()
         return done
 
     async def schema_version(self) -> int:
@@ -149,7 +168,7 @@ class PostgresBackend:
     async def transaction(self) -> AsyncIterator[Connection]:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext(current_schema()), $1)", _PG_WRITE_LOCK
+                "SELECT pg_advisory_xact_lock(hashtext(current_schema()), $1)", PG_WRITE_LOCK
             )
             yield _PostgresConnection(conn)
 
