@@ -76,6 +76,14 @@ class RowRunner:
         self._reserved.add(row_id)
         return True
 
+    async def reserve_new(self, conn: Connection, row_id: int) -> None:
+        """`reserve` in the transaction `conn` that creates the row (a store's `then`): no replica,
+        this one included, ever sees the row without its lease and takes it for one left behind.
+        On SQLite it runs on the database thread (an atomic unit): it touches no loop state but
+        the `_reserved` set, whose single operations are atomic."""
+        if not await self.reserve(row_id, on=conn):
+            raise RuntimeError(f"{self.kind} {row_id}: a new row's lease is held already")
+
     async def release(self, row_id: int) -> None:
         """Give back a reserved row's lease: its work will not start here."""
         self._reserved.discard(row_id)

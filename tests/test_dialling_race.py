@@ -1,9 +1,10 @@
-"""A call being dialled is never taken for one left behind by a stopped replica.
+"""A call being dialled (or an escalation being started) is never taken for one left behind by a
+stopped replica.
 
-Its row ("dialling") and its lease are one write: a lease keeper's round, in this replica or
-another, that runs the moment the row appears finds the lease held and leaves the call alone. Here
-replica A's writer is paused right after its row became visible to the others (`PausedAfterInsert`),
-and replica B's round runs then. On both databases (the `db` fixture).
+Its row ("dialling"; a running escalation) and its lease are one write: a lease keeper's round, in
+this replica or another, that runs the moment the row appears finds the lease held and leaves it
+alone. Here replica A's writer is paused right after its row became visible to the others
+(`PausedAfterInsert`), and replica B's round runs then. On both databases.
 """
 
 from __future__ import annotations
@@ -16,11 +17,24 @@ from bot.calls.follow import CallFollower, FollowTiming
 from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.store import CallState, CallStore, Placement
 from bot.evovoice.client import Session
+from bot.oncall.escalation_store import EscalationStore
 from bot.phone.policy import DialableNumber
 from bot.slack.blocks import Message
 from bot.slack.notify import Posted, Thread
 from bot.storage.database import Connection, Database, Row
 from bot.storage.leases import Leases
+from tests.conftest import BotFactory
+from tests.databases import on_both_databases
+from tests.escalations import (
+    ALICE,
+    dialled,
+    escalation_message,
+    open_on_message,
+    start,
+    state_of,
+    submit,
+)
+from tests.follow_helpers import services
 
 T = TypeVar("T")
 T0 = 1_800_000_000.0
@@ -113,38 +127,39 @@ class _Recording:
 
 
 class PausedAfterInsert:
-    """The database, except that whoever wrote a row into `calls` pauses once it is visible to
+    """The database, except that whoever wrote a row into `table` pauses once it is visible to
     everyone else (its statement, or the atomic unit that made it, is over) until `go` is set."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, table: str = "calls") -> None:
         self._db = db
+        self._insert = f"INSERT INTO {table} "
         self.reached = asyncio.Event()
         self.go = asyncio.Event()
 
-    async def _pause_if_a_call_was_inserted(self, statements: list[str]) -> None:
-        if any(sql.lstrip().startswith("INSERT INTO calls") for sql in statements):
+    async def _pause_after_an_insert(self, statements: list[str]) -> None:
+        if any(sql.lstrip().startswith(self._insert) for sql in statements):
             self.reached.set()
             await self.go.wait()
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         count = await self._db.execute(sql, params)
-        await self._pause_if_a_call_was_inserted([sql])
+        await self._pause_after_an_insert([sql])
         return count
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         row = await self._db.fetchone(sql, params)
-        await self._pause_if_a_call_was_inserted([sql])
+        await self._pause_after_an_insert([sql])
         return row
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         rows = await self._db.fetchall(sql, params)
-        await self._pause_if_a_call_was_inserted([sql])
+        await self._pause_after_an_insert([sql])
         return rows
 
     async def atomic(self, unit: Callable[[Connection], Coroutine[Any, Any, T]]) -> T:
         seen: list[str] = []
         result = await self._db.atomic(lambda conn: unit(_Recording(conn, seen)))
-        await self._pause_if_a_call_was_inserted(seen)
+        await self._pause_after_an_insert(seen)
         return result
 
 
@@ -224,3 +239,26 @@ async def test_a_call_left_behind_is_announced_by_one_replica(db: Database) -> N
     assert len(b.slack.posts) + len(c.slack.posts) == 2  # the parent and the status, once
     await b.follower.stop()
     await c.follower.stop()
+
+
+@on_both_databases
+async def test_an_escalation_being_started_is_left_to_its_replica(bot_factory: BotFactory) -> None:
+    a, clock = await start(bot_factory)
+    b, _ = await start(bot_factory, clock=clock)  # another replica, on the same database
+    paused = PausedAfterInsert(services(a).db, "escalations")
+    services(a).escalations.store = EscalationStore(paused)  # type: ignore[arg-type]
+    view, _ = await open_on_message(a)
+    submitting = asyncio.create_task(submit(a, view))
+    await asyncio.wait_for(paused.reached.wait(), 10)
+    # A's escalation is there, its chain not started yet: B's lease keeper runs its round now.
+    await services(b).escalations.take_over()
+    assert services(b).escalations.running == 0, "B took an escalation A is starting"
+    paused.go.set()
+    await asyncio.wait_for(submitting, 10)
+    await escalation_message(a)
+    await a.evo.wait_for_posts(1, timeout=10)
+    await services(b).escalations.take_over()
+    assert dialled(a) == [ALICE] and await state_of(a) == "running"
+    assert services(a).escalations.running == 1 and services(b).escalations.running == 0
+    cards = a.slack.calls_to("chat.postMessage")
+    assert sum("*On-call escalation*" in str(c.params.get("text")) for c in cards) == 1

@@ -25,7 +25,6 @@ from bot.evovoice.client import EvoVoiceClient
 from bot.runner import RowRunner, Work
 from bot.slack.blocks import Message
 from bot.slack.notify import Notifier, Thread
-from bot.storage.database import Connection
 from bot.storage.faults import DATABASE_FAULTS
 from bot.storage.leases import Leases
 
@@ -115,13 +114,9 @@ class CallFollower:
             following=False,
             # Leased in the row's own transaction and held while it is dialled: no replica (this
             # one included) ever sees it without its lease and takes it for a call left behind.
-            then=self._reserve,
+            then=self._runner.reserve_new,
         )
         return row
-
-    async def _reserve(self, conn: Connection, row: TrackedCall) -> None:
-        if not await self._runner.reserve(row.id, on=conn):
-            raise RuntimeError(f"call {row.id}: a new row's lease is held already")
 
     async def track(
         self,

@@ -12,7 +12,7 @@ an unconfirmed call): `forget_numbers()` erases it once a call is over and older
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -86,9 +86,6 @@ class TrackedCall:
         return self.state in LIVE_STATES and self.session_id is not None
 
 
-# What `CallStore.insert` also writes, in the new row's transaction.
-WithNewRow = Callable[[Connection, TrackedCall], Coroutine[Any, Any, None]]
-
 _COLUMNS = tuple(f.name for f in fields(TrackedCall))
 _UPDATABLE = frozenset(_COLUMNS) - {"id", "attempt_id", "created_at", "team_id", "requester_id"}
 _BOOLEANS = frozenset({"following", "answered", "marked"})
@@ -105,8 +102,10 @@ class CallStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def insert(self, *, then: WithNewRow | None = None, **values: Any) -> TrackedCall:
-        """A new row; `then(conn, row)`, if given, is written in the same transaction (the row's
+    async def insert(
+        self, *, then: Callable[[Connection, int], Awaitable[None]] | None = None, **values: Any
+    ) -> TrackedCall:
+        """A new row; `then(conn, row_id)`, if given, writes in the same transaction (the row's
         lease, so that no replica ever sees the row without it)."""
         names = [name for name in values if name in _COLUMNS and name != "id"]
         if len(names) != len(values):
@@ -119,7 +118,7 @@ class CallStore:
             assert row is not None
             call = _call(row)
             if then is not None:
-                await then(conn, call)
+                await then(conn, call.id)
             return call
 
         return await (self._db.atomic(insert) if then is not None else insert(self._db))

@@ -195,12 +195,13 @@ class EscalationService:
             answer_timeout=float(self._oncall.policy.answer_timeout),
             ack_mode=str(AckMode(self._oncall.policy.ack)),
             **request.row(),
+            # Ours from its first moment: no replica, this one included, takes it over (and posts
+            # a card of its own) before its chain starts here.
+            then=self._runner.reserve_new,
         )
         if escalation is None:
             logger.info("repeated escalation request %s ignored", request.request_key)
             return None
-        # Ours from now: no other replica takes it over (and posts a card of its own).
-        await self._runner.reserve(escalation.id)
         logger.info(
             "escalation %s by %s started: %s", escalation.id, request.requester_id,
             ", ".join(t.user_id for t in escalation.people),

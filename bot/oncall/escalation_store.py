@@ -15,11 +15,12 @@ one stopped. Changes that decide what happens next are compare-and-set (`begin_s
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-from bot.storage.database import Database
+from bot.storage.database import Connection, Database
 
 
 class EscalationState(StrEnum):
@@ -166,20 +167,32 @@ class EscalationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(self, *, people: list[Target], **values: Any) -> Escalation | None:
-        """A new running escalation; None if one with this `request_key` exists (a repeat)."""
+    async def create(
+        self, *, people: list[Target],
+        then: Callable[[Connection, int], Awaitable[None]] | None = None, **values: Any,
+    ) -> Escalation | None:
+        """A new running escalation; None if one with this `request_key` exists (a repeat).
+        `then(conn, row_id)`, if given, writes in the same transaction (the row's lease, so that
+        no replica ever sees the row without it)."""
         values = {**values, "people": json.dumps([[t.user_id, t.source] for t in people]),
                   "state": str(EscalationState.RUNNING), "step": 0}
         unknown = set(values) - set(_COLUMNS)
         if unknown:
             raise ValueError(f"unknown columns: {sorted(unknown)}")
         names = list(values)
-        row = await self._db.fetchone(
-            f"INSERT INTO escalations ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-            " ON CONFLICT DO NOTHING RETURNING *",
-            [values[name] for name in names],
-        )
-        return _escalation(row) if row is not None else None
+        sql = (f"INSERT INTO escalations ({', '.join(names)}) VALUES"
+               f" ({', '.join('?' * len(names))}) ON CONFLICT DO NOTHING RETURNING *")
+
+        async def create(conn: Connection) -> Escalation | None:
+            row = await conn.fetchone(sql, [values[name] for name in names])
+            if row is None:
+                return None
+            escalation = _escalation(row)
+            if then is not None:
+                await then(conn, escalation.id)
+            return escalation
+
+        return await (self._db.atomic(create) if then is not None else create(self._db))
 
     async def get(self, escalation_id: int) -> Escalation | None:
         row = await self._db.fetchone("SELECT * FROM escalations WHERE id = ?", (escalation_id,))
