@@ -1,0 +1,220 @@
+"""Placing a call that passed its checks: `POST /sessions/outgoing` at once, the confirmation
+thread alongside, the result into the thread.
+
+Slack is never on the dialling path: the parent message is posted while the POST is on its way, so a
+slow, rate-limited or failing Slack delays no call and stops none. Before the POST the attempt is in
+the audit trail and the call has its row (a bot stopped mid-call finds it again); after it, the row
+and the trail get the result, and the thread's reply becomes the call's status message, kept current
+by the follower. `POST /sessions/outgoing` is sent at most once: an ambiguous failure is reported as
+"outcome unknown" after one look for the session it may have created, never retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from bot.audit.trail import AuditLog
+from bot.calls import messages as views
+from bot.calls.follow import CallFollower
+from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK, CallRequest, CallResult, CheckedCall, Outcome
+from bot.calls.retry import TimeLeft, wait_to_retry
+from bot.calls.store import TrackedCall
+from bot.errors import describe
+from bot.evovoice.client import (
+    CallPlaced,
+    EvoVoiceClient,
+    EvoVoiceError,
+    EvoVoiceUnreachable,
+    OutcomeUnknown,
+    RateLimited,
+    Session,
+)
+from bot.slack.notify import Notifier, Thread
+
+# The name operators filter on for a call's "placed" and "failed" lines, kept from before the split.
+logger = logging.getLogger("bot.calls.service")
+
+
+class Dialler:
+    def __init__(
+        self,
+        *,
+        evo: EvoVoiceClient,
+        notifier: Notifier,
+        audit: AuditLog,
+        follower: CallFollower,
+        account_ids: list[str],
+        on_result: Callable[[CallResult], None],
+    ) -> None:
+        self._evo = evo
+        self._notifier = notifier
+        self._audit = audit
+        self._follower = follower
+        self._account_ids = account_ids
+        # Hears every call's outcome (metrics); never sees the number.
+        self._on_result = on_result
+
+    async def place(
+        self,
+        call: CheckedCall,
+        *,
+        retry_for: TimeLeft | None = None,
+        on_dialling: Callable[[int], Awaitable[None]] | None = None,
+        quiet: bool = False,
+    ) -> CallResult:
+        """Dial at once; the confirmation thread is opened alongside and told the result.
+
+        Slack is never on the dialling path: a slow, rate-limited or failing Slack delays no call
+        and stops none. The requester always has a way to hear the outcome: the channel, else the
+        request's `response_url`, else a direct message (see Notifier.open_thread).
+
+        `retry_for`: how long a "not now" refusal may be tried again (bot.calls.retry).
+        `on_dialling`: hears the call's row id before anything is dialled (an escalation step
+        keeps it, so a restart finds the step's call).
+        `quiet`: nothing is posted; the call is followed all the same (its row kept current) for
+        a caller that tells its own story (an escalation step: its card and the person's page).
+        """
+        request = call.request
+        # Recorded before dialling, so even a crash mid-call leaves a trace in the audit trail.
+        attempt_id = await self._audit.allowed(call)
+        started = time.time()
+        # So is the call's row: a bot stopped before the POST's answer is recorded finds it again.
+        dialling = await self._follower.note_dialling(call, attempt_id, started)
+        if on_dialling is not None:
+            await on_dialling(dialling.id)
+        parent = views.call_parent(
+            request.user_id, call.number.masked, call.flow_name, request.reason
+        )
+        if quiet:
+            return await self._place_quietly(call, retry_for, attempt_id, dialling, parent)
+        opening = asyncio.create_task(self._notifier.open_thread(
+            request.channel_id,
+            parent,
+            user_id=request.user_id,
+            response_url=request.response_url,
+            thread_ts=request.thread_ts,
+        ), name=f"confirmation thread for {request.user_id}")
+        try:
+            result, message = await self._dial(call, retry_for)
+        finally:
+            # Even when dialling broke, the parent post finishes (and is never left unawaited).
+            thread = await opening
+        if thread is None:
+            await self._follower.track(call, result, None, dialling)
+            await self._record_result(attempt_id, result)
+            # Placed (or not) with nobody to tell: the operators are the last ones who can know.
+            logger.error("call %s outcome could not be posted for %s", result.outcome,
+                         request.user_id, extra=_fields(request, result))
+            return self._finished(CallResult(result.outcome, result.session_id, None, result.error))
+        # The thread reply becomes the call's status message, edited as the call goes on.
+        tracked = await self._follower.track(call, result, thread, dialling)
+        if tracked is not None:
+            message = self._follower.status_message(tracked, buttons=thread.ts is not None)
+            if tracked.session_id != result.session_id:
+                # The session found after an ambiguous attempt belongs to another call.
+                result = dataclasses.replace(result, session_id=None, session=None)
+        await self._record_result(attempt_id, result)
+        posted = await self._notifier.post_reply(thread, message)
+        if not posted.delivered:
+            logger.error("call %s outcome could not be posted for %s", result.outcome,
+                         request.user_id, extra=_fields(request, result))
+        if tracked is not None:
+            await self._follower.begin(tracked, posted.ts, thread)
+        return self._finished(CallResult(
+            result.outcome, result.session_id, thread, result.error,
+            call_id=tracked.id if tracked is not None else None,
+        ))
+
+    async def _place_quietly(
+        self, call: CheckedCall, retry_for: TimeLeft | None, attempt_id: int,
+        dialling: TrackedCall, parent: views.Message,
+    ) -> CallResult:
+        result, _ = await self._dial(call, retry_for)
+        # A thread with nowhere to post: the call is followed, and no message is kept current.
+        silent = Thread(channel=call.request.channel_id, ts=None, response_url=None, parent=parent)
+        tracked = await self._follower.track(call, result, silent, dialling)
+        if tracked is not None and tracked.session_id != result.session_id:
+            result = dataclasses.replace(result, session_id=None, session=None)
+        await self._record_result(attempt_id, result)
+        if tracked is not None:
+            await self._follower.begin(tracked, None)
+        return self._finished(CallResult(
+            result.outcome, result.session_id, None, result.error,
+            call_id=tracked.id if tracked is not None else dialling.id,
+        ))
+
+    def _finished(self, result: CallResult) -> CallResult:
+        self._on_result(result)
+        return result
+
+    async def _record_result(self, attempt_id: int, result: CallResult) -> None:
+        try:
+            await self._audit.result(attempt_id, result)
+        except Exception:
+            # The call is placed (or not) either way; the requester must still hear about it.
+            logger.exception("recording the result of attempt %s failed", attempt_id)
+
+    async def _dial(
+        self, call: CheckedCall, retry_for: TimeLeft | None = None
+    ) -> tuple[CallResult, views.Message]:
+        started = dt.datetime.now(dt.UTC)
+        log_args = (call.request.user_id, call.number.masked, call.flow_id)
+        try:
+            placed = await self._post_call(call, retry_for)
+        except OutcomeUnknown as exc:
+            logger.warning("call by %s to %s (flow %s): outcome unknown", *log_args,
+                           extra={"user_id": call.request.user_id, "outcome": "unknown"})
+            session = await self._find_session_after(call.number.e164, started)
+            session_id = session.id if session else None
+            return (
+                CallResult(Outcome.UNKNOWN, session_id=session_id, error=exc, session=session),
+                views.call_unknown(describe(exc), session_id),
+            )
+        except EvoVoiceError as exc:
+            logger.warning("call by %s to %s (flow %s) failed: %s", *log_args, type(exc).__name__,
+                           extra={"user_id": call.request.user_id, "outcome": "failed"})
+            return CallResult(Outcome.FAILED, error=exc), views.call_failed(describe(exc))
+        logger.info("call by %s to %s (flow %s) placed: session %s", *log_args, placed.session_id,
+                    extra={"user_id": call.request.user_id, "session_id": placed.session_id,
+                           "outcome": "placed"})
+        return (
+            CallResult(Outcome.PLACED, session_id=placed.session_id, session=placed.session),
+            views.call_placed(placed.session_id, call.caller_id),
+        )
+
+    async def _post_call(self, call: CheckedCall, retry_for: TimeLeft | None) -> CallPlaced:
+        """POST /sessions/outgoing, again after a "not now" while `retry_for` leaves time."""
+        attempt = 0
+        while True:
+            try:
+                return await self._evo.create_outgoing_session(
+                    call.flow_id, call.number.e164, call.caller_id
+                )
+            except (RateLimited, EvoVoiceUnreachable) as exc:
+                attempt += 1
+                if not await wait_to_retry(exc, attempt, retry_for):
+                    raise
+                logger.info("call by %s to %s: %s, trying again", call.request.user_id,
+                            call.number.masked, type(exc).__name__)
+
+    async def _find_session_after(self, e164: str, started: dt.datetime) -> Session | None:
+        """One look for the session an ambiguous attempt may have created; never a second POST."""
+        try:
+            sessions = await self._evo.find_sessions(
+                self._account_ids, to=e164, since=started - AMBIGUOUS_LOOKUP_SLACK
+            )
+        except EvoVoiceError as exc:
+            logger.warning("session lookup after ambiguous call failed: %s", type(exc).__name__)
+            return None
+        return sessions[0] if sessions else None
+
+
+def _fields(request: CallRequest, result: CallResult) -> dict[str, object]:
+    """Structured log fields for a call's result (LOG_FORMAT=json)."""
+    return {"user_id": request.user_id, "session_id": result.session_id,
+            "outcome": str(result.outcome)}
