@@ -72,7 +72,11 @@ def create_app(
         authorize=authorize,
         # Socket Mode requests are not signed; Bolt skips verification for them.
         signing_secret=secret.get_secret_value() if secret else "socket-mode-unsigned",
-        process_before_response=False,
+        # The answer to Slack leaves when the listener returns. Every listener acks and then only
+        # spawns its work (services.tasks), so that is right after its ack(); Bolt's other mode
+        # runs the listener aside and polls for its ack every 10 ms: every ack 10 ms late, and
+        # during a burst a thousand pollers waking the event loop.
+        process_before_response=True,
         raise_error_for_unhandled_request=False,
     )
 

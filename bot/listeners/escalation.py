@@ -36,6 +36,7 @@ from bot.errors import (
 from bot.evovoice.client import EvoVoiceError
 from bot.listeners.actions import button_click_from
 from bot.listeners.modals import FormSpec, Submitted, Wording, accept_submission, open_form
+from bot.listeners.restarting import answer_later
 from bot.oncall import escalation_form as forms
 from bot.oncall.escalation import EscalationRequest
 from bot.oncall.escalation_form import (
@@ -286,10 +287,10 @@ async def on_acknowledge(ack: AsyncAck, body: dict[str, Any], context: AsyncBolt
         except TimeoutError:
             logger.warning("acknowledgement by %s not written while restarting", click.user_id)
             await ack()
-            await services.notifier.tell(
+            answer_later(services.notifier.tell(
                 user_id=click.user_id, channel_id=click.channel_id,
                 response_url=click.response_url, message=views.refusal(RESTARTING_ACK),
-            )
+            ), "refusal of an acknowledgement")
             return
         await ack()
         return

@@ -64,7 +64,7 @@ async def refuse_while_restarting(
     if kind == "block_actions" and _action_id(body) in HONOURED_WHILE_RESTARTING:
         return await next()
     if kind == "block_actions":
-        _answer_later(_reply(services, body), "reply to a click")
+        answer_later(_reply(services, body), "reply to a click")
         return BoltResponse(status=200, body="")
     if kind == "view_submission":
         block_id = _first_input(body.get("view"))
@@ -76,7 +76,7 @@ async def refuse_while_restarting(
     if kind in ("shortcut", "message_action"):
         trigger_id = body.get("trigger_id")
         if isinstance(trigger_id, str) and trigger_id:
-            _answer_later(_notice(client, trigger_id), "notice for a shortcut")
+            answer_later(_notice(client, trigger_id), "notice for a shortcut")
         return BoltResponse(status=200, body="")
     if kind == "block_suggestion":
         return BoltResponse(status=200, body={"options": []})
@@ -127,7 +127,8 @@ async def _notice(client: AsyncWebClient, trigger_id: str) -> None:
         logger.info("views.open while stopping failed (%s)", slack_error_code(exc))
 
 
-def _answer_later(answer: Awaitable[None], what: str) -> None:
+def answer_later(answer: Awaitable[object], what: str) -> None:
+    """Send `answer` after the ack, while stopping (services.tasks no longer takes work)."""
     async def run() -> None:
         try:
             await answer
