@@ -28,14 +28,17 @@ async def run_bot_process(
     cwd: Path,
     output: Path | None = None,
     *,
+    args: list[str] | None = None,
     argv_prefix: list[str] | None = None,
 ) -> asyncio.subprocess.Process:
-    """`python -m bot` as a deployment runs it (from an empty folder: no stray .env is read).
+    """`python -m bot [args]` as a deployment runs it (from an empty folder: no stray .env is
+    read), with `env` and none of the machine's own callbot settings.
 
     Its output is piped, or written to `output` (for a bot nobody reads while it runs);
     `argv_prefix` runs it under another program (e.g. `unshare`)."""
     full_env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_"))
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_"))
     }
     full_env.update(env)
     sink: Any = asyncio.subprocess.PIPE if output is None else output.open("wb")
@@ -44,6 +47,7 @@ async def run_bot_process(
         sys.executable,
         "-m",
         "bot",
+        *(args or []),
         env=full_env,
         cwd=cwd,
         stdout=sink,
@@ -56,22 +60,7 @@ async def run_bot_process(
 
 async def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
     """`python -m bot ARGS` to its end: its exit code, stdout and stderr."""
-    full_env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_"))
-    }
-    full_env.update(env)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        *args,
-        env=full_env,
-        cwd=cwd,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    process = await run_bot_process(env, cwd, args=args)
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, stdout.decode(), stderr.decode()
