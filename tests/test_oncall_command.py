@@ -7,26 +7,12 @@ import datetime as dt
 import pytest
 
 from bot.standins.slack import slash_command_body
-from tests.conftest import POLICY, BotFactory, BotUnderTest
+from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import on_both_databases
+from tests.escalations import IN_ALICES_SHIFT, IN_CAROLS_SHIFT, ROSTER
 
-ROSTER = POLICY + """
-[people]
-U0ALICE = "+18144043093"
-U0BOB = "+18144043094"
-U0MANAGER = "(814) 404-3090"
-
-[oncall]
-flow = "Escalation"
-rotation = ["U0ALICE", "U0BOB", "U0CAROL"]
-timezone = "America/New_York"
-escalate_to = ["U0MANAGER"]
-"""
-
-# Alice's shift: Monday 9 March 09:00 EDT to Monday 16 March 09:00 EDT (13:00 UTC).
-IN_ALICES_SHIFT = dt.datetime(2026, 3, 10, 15, tzinfo=dt.UTC)
+# Alice's shift ends and Bob's begins: Monday 16 March 09:00 EDT (13:00 UTC).
 HANDOFF = dt.datetime(2026, 3, 16, 13, tzinfo=dt.UTC)
-IN_CAROLS_SHIFT = dt.datetime(2026, 3, 24, 15, tzinfo=dt.UTC)
 
 
 async def start(bot_factory: BotFactory, mode: str, at: dt.datetime,
