@@ -36,6 +36,8 @@ class GroupCommit:
         self._transaction_open = transaction_open
         self._waiting: list[tuple[Write, asyncio.Future[Any]]] = []
         self._busy = False
+        # Held while the writes wait for a transaction() to end (the loop keeps only weak ones).
+        self._waiting_for_transaction: asyncio.Task[None] | None = None
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`fn(conn)` inside a transaction on the database thread, its result once committed."""
@@ -49,7 +51,7 @@ class GroupCommit:
             return
         self._busy = True
         if self._transaction_open.locked():
-            asyncio.ensure_future(self._after_transaction())
+            self._waiting_for_transaction = asyncio.ensure_future(self._after_transaction())
             return
         trip, self._waiting = self._waiting, []
         try:
@@ -64,6 +66,7 @@ class GroupCommit:
     async def _after_transaction(self) -> None:
         async with self._transaction_open:
             pass
+        self._waiting_for_transaction = None
         self._busy = False
         self._next_trip()
 
