@@ -121,3 +121,32 @@ async def test_writes_wait_until_an_open_transaction_ends(thread: DatabaseThread
 
     assert await write == 1
     assert thread.statements[0] == "BEGIN IMMEDIATE"
+
+
+async def test_a_cancelled_trip_cancels_its_writes_and_the_next_trip_goes_ahead(
+    thread: DatabaseThread,
+) -> None:
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    first_trip: list[asyncio.Future[Any]] = []
+
+    def send(fn: Callable[[sqlite3.Connection], Any]) -> asyncio.Future[Any]:
+        if first_trip:
+            return thread.send(fn)
+        first_trip.append(loop.create_future())  # a trip the closing loop will cancel
+        return first_trip[0]
+
+    commits = GroupCommit(send, asyncio.Lock())
+    try:
+        write = asyncio.create_task(commits.write(insert("a")))
+        await asyncio.sleep(0)
+        first_trip[0].cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await write
+        thread.gate.set()
+
+        assert await commits.write(insert("b")) == 1
+        assert errors == []  # the trip's callback finished without an error of its own
+    finally:
+        loop.set_exception_handler(None)

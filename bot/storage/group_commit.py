@@ -81,7 +81,8 @@ class GroupCommit:
                 continue
             if done.cancelled():  # the loop is closing
                 future.cancel()
-            elif failed is not None:
+                continue
+            if failed is not None:
                 future.set_exception(failed)
                 continue
             ok, value = outcomes[index]
