@@ -178,13 +178,14 @@ class NoUsableNumber(CallbotError):
 
 
 class DatabaseUnavailable(CallbotError):
-    """The database failed (locked past the busy timeout, full, read-only) before anything was
-    dialled; the reference finds the log line with the database's own words."""
+    """The database failed (locked past the busy timeout, full, read-only) before the request
+    did anything: `not_done` says what was not done ("nothing was dialled"); the reference finds
+    the log line with the database's own words."""
 
-    def __init__(self, reference: str) -> None:
+    def __init__(self, reference: str, not_done: str = "nothing was dialled") -> None:
         self.reference = reference
         super().__init__(
-            f"callbot could not write to its database, so nothing was dialled (reference "
+            f"callbot could not write to its database, so {not_done} (reference "
             f"{reference}). Try again in a minute; if it persists, tell the callbot operators."
         )
 

@@ -30,6 +30,7 @@ from bot.config import KNOWN_ROLES
 from bot.errors import CallbotError, describe
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound
 from bot.slack.notify import Notifier
+from bot.storage.faults import refused_when_database_fails, until_database_answers
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +128,8 @@ class CallControls:
 
     async def hang_up(self, click: ButtonClick) -> None:
         try:
-            call = await self._authorised(click)
+            with refused_when_database_fails("nothing was hung up"):
+                call = await self._authorised(click)
             if not can_hang_up(call):
                 raise CallNotLive()
             assert call.session_id is not None
@@ -138,20 +140,27 @@ class CallControls:
                 self._follower.poke(call.id)
                 raise CallNotLive() from None
             except EvoVoiceError as exc:
+                await self._tell(click, HangUpFailed(exc.message))
                 await self._record(call, EventKind.HANG_UP_FAILED, click, reason_of(exc))
-                raise HangUpFailed(exc.message) from None
-            logger.info("call %s hung up by %s", call.id, click.user_id)
-            await self._record(call, EventKind.HANG_UP, click)
-            await self._store.update(call.id, hung_up_by=click.user_id)
-            # Should the follower have seen the end before the row said who hung up, show it now.
-            await self._follower.refresh(call.id)
-            self._follower.poke(call.id)
+                return
         except CallbotError as exc:
             await self._tell(click, exc)
+            return
+        logger.info("call %s hung up by %s", call.id, click.user_id)
+        # Hung up: what is left to write waits for a failing database (never told "not done").
+        await self._record(call, EventKind.HANG_UP, click)
+        await until_database_answers(
+            lambda: self._store.update(call.id, hung_up_by=click.user_id),
+            f"noting who hung up call {call.id}",
+        )
+        # Should the follower have seen the end before the row said who hung up, show it now.
+        await self._follower.refresh(call.id)
+        self._follower.poke(call.id)
 
     async def call_again(self, click: ButtonClick) -> None:
         try:
-            call = await self._authorised(click)
+            with refused_when_database_fails("nothing was dialled"):
+                call = await self._authorised(click)
             if call.called_again_by is not None:
                 raise AlreadyCalledAgain()
             if not call.is_final or call.following:
@@ -182,7 +191,10 @@ class CallControls:
             return
         if result.outcome in (Outcome.PLACED, Outcome.UNKNOWN, Outcome.FAILED):
             await self._record(call, EventKind.CALLED_AGAIN, click)
-            await self._store.update(call.id, called_again_by=click.user_id)
+            await until_database_answers(
+                lambda: self._store.update(call.id, called_again_by=click.user_id),
+                f"noting that call {call.id} was called again",
+            )
             await self._follower.refresh(call.id)
 
     async def _authorised(self, click: ButtonClick) -> TrackedCall:
@@ -205,12 +217,15 @@ class CallControls:
     async def _record(
         self, call: TrackedCall, kind: EventKind, click: ButtonClick, reason: str | None = None
     ) -> None:
-        if self._audit is None or call.attempt_id is None:
+        audit, attempt_id = self._audit, call.attempt_id
+        if audit is None or attempt_id is None:
             return
         try:
-            await self._audit.event(
-                call.attempt_id, kind, actor_id=click.user_id, reason=reason,
-                session_id=call.session_id,
+            # Written once the database answers again: never lost to a failing database.
+            await until_database_answers(
+                lambda: audit.event(attempt_id, kind, actor_id=click.user_id, reason=reason,
+                                    session_id=call.session_id),
+                f"recording {kind} of call {call.id}",
             )
         except Exception:
             logger.exception("recording %s of call %s failed", kind, call.id)

@@ -38,7 +38,11 @@ from bot.evovoice.client import EvoVoiceClient, EvoVoiceError
 from bot.phone import DialPolicy, check_dialable, describe_region, to_e164
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
-from bot.storage.faults import DATABASE_FAULTS, until_database_answers
+from bot.storage.faults import (
+    DATABASE_FAULTS,
+    refused_when_database_fails,
+    until_database_answers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -244,11 +248,18 @@ class CallService:
         response_url: str | None,
     ) -> CallResult:
         """A click on "Call" under a question: a new request, checked again from the start."""
-        # A double click or a redelivered click dials at most once.
-        if not await self._claims.claim(f"confirm:{confirmation_id}:{user_id}"):
-            logger.info("duplicate confirmation click by %s ignored", user_id)
-            return CallResult(Outcome.DUPLICATE)
-        taken = await self._confirmations.take(confirmation_id, user_id)
+        try:
+            with refused_when_database_fails("nothing was dialled"):
+                # A double click or a redelivered click dials at most once.
+                if not await self._claims.claim(f"confirm:{confirmation_id}:{user_id}"):
+                    logger.info("duplicate confirmation click by %s ignored", user_id)
+                    return CallResult(Outcome.DUPLICATE)
+                taken = await self._confirmations.take(confirmation_id, user_id)
+        except DatabaseUnavailable as exc:  # the question stays: "Call" may be clicked again
+            await self._notifier.tell(user_id=user_id, channel_id=channel_id,
+                                      response_url=response_url,
+                                      message=views.refusal(describe(exc)))
+            return CallResult(Outcome.REFUSED, error=exc)
         if taken.status is not TakeStatus.TAKEN or taken.pending is None:
             await self._answer_question(
                 user_id, channel_id, response_url, _UNUSABLE_CONFIRMATION[taken.status]
@@ -268,7 +279,14 @@ class CallService:
         self, confirmation_id: str, *, user_id: str, channel_id: str | None,
         response_url: str | None,
     ) -> None:
-        cancelled = await self._confirmations.cancel(confirmation_id, user_id)
+        try:
+            with refused_when_database_fails("the call was not cancelled"):
+                cancelled = await self._confirmations.cancel(confirmation_id, user_id)
+        except DatabaseUnavailable as exc:  # the question stays, its buttons with it
+            await self._notifier.tell(user_id=user_id, channel_id=channel_id,
+                                      response_url=response_url,
+                                      message=views.refusal(describe(exc)))
+            return
         line = ("Cancelled: nothing was dialled." if cancelled
                 else _UNUSABLE_CONFIRMATION[TakeStatus.GONE])
         await self._answer_question(user_id, channel_id, response_url, line)

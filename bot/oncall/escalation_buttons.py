@@ -21,6 +21,7 @@ from bot.oncall.escalation_endings import Endings
 from bot.oncall.escalation_store import AckVia, Escalation, EscalationState, EscalationStore
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
+from bot.storage.faults import refused_when_database_fails
 
 logger = logging.getLogger(__name__)
 
@@ -88,26 +89,29 @@ class EscalationButtons:
         """I'm on it: by a person the escalation pages, or anyone allowed to escalate. The first
         acknowledgement wins; a later click hears whose it was."""
         try:
-            escalation = await self._load(click, pages=True)
-            if click.user_id not in {t.user_id for t in escalation.people} and not (
-                await self._responders.allows(click.user_id)
-            ):
-                logger.info("acknowledgement of escalation %s refused to %s", escalation.id,
-                            click.user_id)
-                raise NotAllowedToAcknowledge()
-            now = self._clock()
-            if await self._store.acknowledge(escalation.id, by=click.user_id, at=now,
-                                             via=AckVia.BUTTON):
+            with refused_when_database_fails("your acknowledgement was not recorded"):
+                escalation = await self._load(click, pages=True)
+                if click.user_id not in {t.user_id for t in escalation.people} and not (
+                    await self._responders.allows(click.user_id)
+                ):
+                    logger.info("acknowledgement of escalation %s refused to %s", escalation.id,
+                                click.user_id)
+                    raise NotAllowedToAcknowledge()
+                now = self._clock()
+                first = await self._store.acknowledge(escalation.id, by=click.user_id, at=now,
+                                                      via=AckVia.BUTTON)
+                late = not first and await self._store.acknowledge(
+                    escalation.id, by=click.user_id, at=now, via=AckVia.BUTTON,
+                    before={EscalationState.EXHAUSTED}, after=EscalationState.ACKNOWLEDGED,
+                )
+                current = None if first or late else await self._store.get(escalation.id)
+            if first:
                 logger.info("escalation %s: acknowledged by %s", escalation.id, click.user_id)
                 await self._nudge(escalation.id)
                 return
-            if await self._store.acknowledge(
-                escalation.id, by=click.user_id, at=now, via=AckVia.BUTTON,
-                before={EscalationState.EXHAUSTED}, after=EscalationState.ACKNOWLEDGED,
-            ):
+            if late:
                 await self._acknowledged_after_exhausted(escalation.id)
                 return
-            current = await self._store.get(escalation.id)
             if current is not None and current.acknowledged_by is not None:
                 raise AlreadyAcknowledged(current.acknowledged_by,
                                           current.acknowledged_at or now,
@@ -134,16 +138,19 @@ class EscalationButtons:
     async def stop_clicked(self, click: ButtonClick) -> None:
         """Stop escalation: the requester, or a Manager/SystemAdministrator."""
         try:
-            escalation = await self._load(click)
-            if click.user_id != escalation.requester_id:
-                roles = await self._access.roles_of(click.user_id)
-                if roles.isdisjoint(KNOWN_ROLES):
-                    logger.info("stop of escalation %s refused to %s", escalation.id,
-                                click.user_id)
-                    raise NotAllowedToStop()
-            if not await self._store.set_state(escalation.id, {EscalationState.RUNNING},
-                                               EscalationState.STOPPING,
-                                               stopped_by=click.user_id):
+            with refused_when_database_fails("the escalation was not stopped"):
+                escalation = await self._load(click)
+                if click.user_id != escalation.requester_id:
+                    roles = await self._access.roles_of(click.user_id)
+                    if roles.isdisjoint(KNOWN_ROLES):
+                        logger.info("stop of escalation %s refused to %s", escalation.id,
+                                    click.user_id)
+                        raise NotAllowedToStop()
+                stopping = await self._store.set_state(
+                    escalation.id, {EscalationState.RUNNING}, EscalationState.STOPPING,
+                    stopped_by=click.user_id,
+                )
+            if not stopping:
                 raise EscalationOver()
         except CallbotError as exc:
             await self._refuse(click, exc)

@@ -5,6 +5,9 @@ record) waits and tries again instead of dying.
 
     until_database_answers(work, what)   runs work() again after 0.5 s, 1 s, 2 s… (at most 30 s)
                                           for as long as the database fails
+    refused_when_database_fails(not_done) a request that found the database failing before it
+                                          did anything: DatabaseUnavailable, told to the person
+                                          ("so nothing was hung up", with a reference)
     DATABASE_FAULTS                       the errors that mean "the database failed", not "a bug"
 """
 
@@ -13,13 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
+
+from bot.errors import DatabaseUnavailable, reference_id
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
 
 
 def _faults() -> tuple[type[Exception], ...]:
@@ -69,3 +74,19 @@ async def until_database_answers(
                            what, exc, pause)
         await sleep(pause)
         pause = min(pause * 2, max_pause)
+
+
+@contextmanager
+def refused_when_database_fails(not_done: str) -> Iterator[None]:
+    """Around the part of a request that reads or writes before it has any effect: a database
+    fault there becomes DatabaseUnavailable (a refusal told to the person, `not_done` saying what
+    was not done), logged once with the database's own words under the reference it gives.
+
+    Only around that part: after the effect (a call hung up, a chain stopped) the words would be
+    false, and what remains to write waits for the database instead (until_database_answers)."""
+    try:
+        yield
+    except DATABASE_FAULTS as exc:
+        reference = reference_id()
+        logger.error("the database failed (%s), so %s; reference %s", exc, not_done, reference)
+        raise DatabaseUnavailable(reference, not_done) from None

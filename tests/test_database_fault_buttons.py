@@ -1,0 +1,147 @@
+"""The database failing (another process holding the write lock past the busy timeout) when
+someone clicks a button: the clicker is told in plain words, with one reference, what was not
+done; nothing is dialled unaudited or twice; what a click did is recorded once the database
+answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+import pytest
+
+from bot.calls.confirm_views import CANCEL_CALL_ACTION
+from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
+from bot.oncall.escalation_store import EscalationState
+from tests.conftest import BotFactory, BotUnderTest
+from tests.follow_helpers import FAST, FULL, audit_records, end_session, status_message
+from tests.follow_helpers import click as click_status
+from tests.follow_helpers import wait_for_edit as wait_for_status
+from tests.interactions import ask
+from tests.interactions import click as click_question
+from tests.test_database_faults import until_logged, write_lock
+from tests.test_escalation import (
+    ALICE,
+    click_ack,
+    click_stop,
+    escalation_message,
+    hung_up,
+    open_on_message,
+    session_of,
+    start,
+    state_of,
+    submit,
+    wait_for_edit,
+    wait_for_state,
+)
+
+CANADA = "+14165550123"
+REFERENCE = re.compile(r"\(reference [0-9A-Za-z_.-]+\)")
+
+
+def told(answer: dict[str, object], not_done: str) -> None:
+    """The words a database fault gets: what was not done, one reference, what to do."""
+    text = str(answer["text"])
+    assert f"callbot could not write to its database, so {not_done} (reference " in text, text
+    assert len(REFERENCE.findall(text)) == 1
+    assert "Try again in a minute" in text
+
+
+async def test_confirming_or_cancelling_with_a_locked_database_is_told_and_dials_nothing(
+    bot: BotUnderTest,
+) -> None:
+    question = await ask(bot, f"{CANADA} escalation")
+    with write_lock(bot):
+        _, url = await click_question(bot, question)
+        [answer] = await bot.slack.wait_for_response(url, timeout=20)
+        told(answer, "nothing was dialled")
+        _, url = await click_question(bot, question, CANCEL_CALL_ACTION)
+        [answer] = await bot.slack.wait_for_response(url, timeout=20)
+        told(answer, "the call was not cancelled")
+        await bot.settle()
+    assert bot.evo.outgoing_posts == []
+    # The question stayed, its buttons with it: once the database answers, "Call" dials once.
+    assert answer["replace_original"] is False
+    await click_question(bot, question)
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    [record] = await audit_records(bot)
+    assert record.decision == "allowed" and record.result is not None
+
+
+async def test_hang_up_with_a_locked_database_hangs_up_and_records_it_once_it_answers(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    with write_lock(bot):
+        _, url = await click_status(bot, status, HANG_UP_ACTION)
+        while not bot.evo.hang_ups(session_id):  # reading the call's row needs no write
+            await asyncio.sleep(0.01)
+        await until_logged(caplog, "recording hang_up of call")  # its record met the lock
+    await wait_for_status(bot, status, "Hung up by <@U0MANAGER>", timeout=30)
+    await bot.settle()
+    assert bot.slack.responses_to(url) == []  # nothing false said: it was hung up
+    [record] = await audit_records(bot)
+    assert [e.kind for e in record.events].count("hang_up") == 1  # recorded once, not lost
+
+
+async def test_call_again_with_a_locked_database_dials_nothing_and_says_so(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(bot, status, "Ended")
+    with write_lock(bot):
+        _, url = await click_status(bot, status, CALL_AGAIN_ACTION)
+        [answer] = await bot.slack.wait_for_response(url, timeout=20)
+        await bot.settle()
+    told(answer, "nothing was dialled")
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_stop_escalation_with_a_locked_database_is_told_and_stops_nothing(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    bot, _ = await start(bot_factory, mode)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    await wait_for_edit(bot, escalation, "📞 calling…")
+    with write_lock(bot):
+        _, url = await click_stop(bot, escalation, user_id="U0ADMIN")
+        [answer] = await bot.slack.wait_for_response(url, timeout=20)
+    told(answer, "the escalation was not stopped")
+    assert await state_of(bot) == EscalationState.RUNNING
+    assert not hung_up(bot, session_of(bot, ALICE))
+    await click_stop(bot, escalation, user_id="U0ADMIN")  # the database answers: it stops
+    await wait_for_state(bot, EscalationState.STOPPED)
+    assert hung_up(bot, session_of(bot, ALICE))
+
+
+async def test_i_m_on_it_with_a_locked_database_is_told_it_was_not_recorded(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    await wait_for_edit(bot, escalation, "📞 calling…")
+    with write_lock(bot):
+        _, url = await click_ack(bot, escalation, user_id="U0ALICE")
+        [answer] = await bot.slack.wait_for_response(url, timeout=20)
+    told(answer, "your acknowledgement was not recorded")
+    assert await state_of(bot) == EscalationState.RUNNING
+    await click_ack(bot, escalation, user_id="U0ALICE")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
