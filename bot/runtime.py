@@ -189,7 +189,9 @@ class Runtime:
         # So are the escalation chains that were running: each goes on from its step.
         await services.escalations.resume()
         # From now on: keep this replica's leases, and take over those of replicas that die.
-        services.leases.keep([services.follower.take_over, services.escalations.take_over])
+        # (The first round, at once, also sends again the Slack posts a stopped replica left.)
+        services.leases.keep([services.follower.take_over, services.escalations.take_over,
+                              services.outbox.take_over])
         self.waiting_for = None
         self.ready = True
         mode = "Socket Mode" if settings.socket_mode else "HTTP mode"
@@ -278,6 +280,8 @@ class Runtime:
             await self.services.escalations.stop(grace)
             # After the drain: calls placed during it have started to be followed. Released too.
             await self.services.follower.stop()
+            # Posts not delivered yet stay in the database, for the next start or another replica.
+            await self.services.outbox.stop()
         if self._evo is not None:
             await self._evo.aclose()
             self._evo = None

@@ -22,6 +22,7 @@ from bot.calls.controls import CallControls
 from bot.calls.follow import CallFollower, FollowTiming
 from bot.calls.limits import CallLimits
 from bot.calls.service import CallService
+from bot.calls.status_posts import STATUS_POST, StatusPosts
 from bot.calls.store import CallStore
 from bot.config import KNOWN_ROLES, ConfigError, DependencyUnavailable, Policy, Settings
 from bot.evovoice.catalog import Catalog
@@ -44,6 +45,7 @@ from bot.ops.metrics import Metrics
 from bot.ops.policy_checks import first_policy_problem
 from bot.slack.modals import origin_of
 from bot.slack.notify import Notifier
+from bot.slack.outbox import Outbox
 from bot.storage.claims import Claims
 from bot.storage.database import Database
 from bot.storage.leases import Leases
@@ -72,6 +74,7 @@ class Services:
     escalations: EscalationService
     leases: Leases
     responders: Responders
+    outbox: Outbox
     metrics: Metrics = field(default_factory=Metrics)
 
     @property
@@ -213,6 +216,10 @@ async def build_services(
         timing=follow_timing(settings),
         leases=leases,
     )
+    # A call's status message and an escalation's thread posts are kept until delivered.
+    outbox = Outbox(db, notifier, leases)
+    notifier.outbox = outbox
+    outbox.belongs_to(STATUS_POST, StatusPosts(follower))
     calls = CallService(
         access=access,
         catalog=catalog,
@@ -296,6 +303,7 @@ async def build_services(
         escalations=escalations,
         leases=leases,
         responders=responders,
+        outbox=outbox,
         metrics=metrics,
     )
 

@@ -25,16 +25,12 @@ from tests.test_escalation import (
     ALICE,
     click_ack,
     click_stop,
-    escalation_message,
     hung_up,
-    open_on_message,
     session_of,
-    start,
     state_of,
-    submit,
-    wait_for_edit,
     wait_for_state,
 )
+from tests.test_escalation_ack import _escalate as running_escalation
 
 CANADA = "+14165550123"
 REFERENCE = re.compile(r"\(reference [0-9A-Za-z_.-]+\)")
@@ -112,12 +108,7 @@ async def test_call_again_with_a_locked_database_dials_nothing_and_says_so(
 async def test_stop_escalation_with_a_locked_database_is_told_and_stops_nothing(
     bot_factory: BotFactory, mode: str
 ) -> None:
-    bot, _ = await start(bot_factory, mode)
-    view, _ = await open_on_message(bot)
-    await submit(bot, view)
-    escalation = await escalation_message(bot)
-    await bot.evo.wait_for_posts(1)
-    await wait_for_edit(bot, escalation, "📞 calling…")
+    bot, _, escalation = await running_escalation(bot_factory, mode)
     with write_lock(bot):
         _, url = await click_stop(bot, escalation, user_id="U0ADMIN")
         [answer] = await bot.slack.wait_for_response(url, timeout=20)
@@ -132,12 +123,7 @@ async def test_stop_escalation_with_a_locked_database_is_told_and_stops_nothing(
 async def test_i_m_on_it_with_a_locked_database_is_told_it_was_not_recorded(
     bot_factory: BotFactory,
 ) -> None:
-    bot, _ = await start(bot_factory)
-    view, _ = await open_on_message(bot)
-    await submit(bot, view)
-    escalation = await escalation_message(bot)
-    await bot.evo.wait_for_posts(1)
-    await wait_for_edit(bot, escalation, "📞 calling…")
+    bot, _, escalation = await running_escalation(bot_factory)
     with write_lock(bot):
         _, url = await click_ack(bot, escalation, user_id="U0ALICE")
         [answer] = await bot.slack.wait_for_response(url, timeout=20)

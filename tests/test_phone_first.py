@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.slack.notify import LANE_IN_FLIGHT
+from bot.slack.lanes import LANE_IN_FLIGHT
 from bot.standins.slack import ApiCall
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import FAST, end_session

@@ -23,6 +23,7 @@ from bot.calls import messages as views
 from bot.calls.follow import CallFollower
 from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK, CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.retry import TimeLeft, wait_to_retry
+from bot.calls.status_posts import status_post
 from bot.calls.store import TrackedCall
 from bot.errors import describe
 from bot.evovoice.client import (
@@ -119,7 +120,9 @@ class Dialler:
                 # The session found after an ambiguous attempt belongs to another call.
                 result = dataclasses.replace(result, session_id=None, session=None)
         await self._record_result(attempt_id, result)
-        posted = await self._notifier.post_reply(thread, message)
+        posted = await self._notifier.post_reply(
+            thread, message, kept=status_post(tracked.id) if tracked is not None else None
+        )
         if not posted.delivered:
             logger.error("call %s outcome could not be posted for %s", result.outcome,
                          request.user_id, extra=_fields(request, result))

@@ -138,6 +138,14 @@ class CallStore:
             f"UPDATE calls SET {assignments} WHERE id = ?", (*values.values(), call_id)
         )
 
+    @staticmethod
+    async def keep_status_ts(conn: Connection, call_id: int, ts: str) -> None:
+        """The status message's `ts`, in the transaction that forgets its kept post
+        (bot/slack/outbox.py), unless the follower kept it already."""
+        await conn.execute(
+            "UPDATE calls SET status_ts = ? WHERE id = ? AND status_ts IS NULL", (ts, call_id)
+        )
+
     async def claim_session(self, call_id: int, session_id: str) -> bool:
         """Tie a session to the call, unless another call already has it."""
         try:

@@ -9,8 +9,9 @@ direct message to each person paged), and the few posts its thread gets.
                 the pages too
     page()      the person's direct message when their step begins, once per step, sent in the
                 background (after the card's first try, so it links to it)
-    post()      a post in the escalation's thread (the final broadcast); a post Slack refused is
-                delivered later, in the background, rather than never
+    post()      a post in the escalation's thread (the final broadcast), kept until delivered
+                (bot/slack/outbox.py): a post Slack refused is delivered later, in the
+                background, after a restart too, rather than never
 
 Without a card (Slack refused it: a channel the bot isn't in, a 5xx, a 429 asking to wait over a
 minute) nothing goes in the thread: the requester hears of the escalation's end privately, through
@@ -35,16 +36,13 @@ from bot.oncall.escalation_store import (
     Page,
     Target,
 )
-from bot.slack.notify import NotDelivered, Notifier, Thread
+from bot.slack.notify import Kept, NotDelivered, Notifier, Thread
 from bot.storage.claims import Claims
 
 logger = logging.getLogger(__name__)
 
-# A post in an escalation's thread that Slack refused is tried again after 1 s, 2 s, 4 s… (at most
-# a minute apart) for up to ten minutes.
-POST_RETRY_FIRST_SECONDS = 1.0
-POST_RETRY_MAX_PAUSE = 60.0
-POST_RETRY_FOR_SECONDS = 600.0
+# An escalation's thread posts are kept until delivered (bot/slack/outbox.py).
+ESCALATION_POST = "escalation"
 
 
 class EscalationCard:
@@ -69,23 +67,19 @@ class EscalationCard:
         self._response_urls: dict[int, str] = {}
         # Pages and cards being sent; posts Slack refused being tried again (see post).
         self._sending: set[asyncio.Task[None]] = set()
-        self._retrying: set[asyncio.Task[None]] = set()
 
     async def stop(self, grace: float) -> None:
         """Give the pages and cards being sent `grace` seconds (a page cut short is lost: its
-        step is not paged again), and drop the posts being tried again."""
-        for task in list(self._retrying):
-            task.cancel()
+        step is not paged again). Thread posts not delivered yet stay in the outbox."""
         if self._sending:
             await asyncio.wait(list(self._sending), timeout=grace)
         for task in list(self._sending):
             task.cancel()
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str, *, retry: bool = False) -> None:
-        tasks = self._retrying if retry else self._sending
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     # ------------------------------------------------------------------------------ the card
 
@@ -239,21 +233,7 @@ class EscalationCard:
             return
         thread = Thread(channel=current.channel_id, ts=current.thread_ts, response_url=None,
                         parent=message)
-        if (await self._notifier.post_reply(thread, message, broadcast=broadcast)).delivered:
-            return
-        # Claimed already, so nobody else will post it: delivered later rather than never, and
-        # in the background, so a failing Slack delays nobody's call.
-        self._spawn(self._deliver_later(escalation.id, thread, message, broadcast),
-                    f"escalation {escalation.id}: a post to deliver", retry=True)
-
-    async def _deliver_later(self, escalation_id: int, thread: Thread,
-                             message: common_views.Message, broadcast: bool) -> None:
-        pause, waited = POST_RETRY_FIRST_SECONDS, 0.0
-        while waited < POST_RETRY_FOR_SECONDS:
-            await asyncio.sleep(pause)
-            waited += pause
-            if (await self._notifier.post_reply(thread, message, broadcast=broadcast)).delivered:
-                logger.info("escalation %s: a post delivered after %.0f s", escalation_id, waited)
-                return
-            pause = min(pause * 2, POST_RETRY_MAX_PAUSE)
-        logger.error("escalation %s: a post in its thread was lost", escalation_id)
+        # Claimed already, so nobody else will post it: kept until delivered (the outbox sends it
+        # again in the background, after a restart too), so a failing Slack delays nobody's call.
+        await self._notifier.post_reply(thread, message, broadcast=broadcast,
+                                        kept=Kept(ESCALATION_POST, escalation.id))

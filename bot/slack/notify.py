@@ -7,13 +7,10 @@ so the call's status is kept current by replacing that message (`replace_origina
 posts within 30 minutes, the last kept for the outcome), then by a direct message. The requester
 must always learn the outcome.
 
-Slack accepts about one message per second per channel (short bursts allowed) and answers more with
-429 and `Retry-After`. Every `chat.postMessage` goes through its channel's lane: posts start in the
-order they were asked for, a few at a time (LANE_IN_FLIGHT: enough to keep up with Slack's rate
-when it answers slowly), and a 429 holds the whole channel for its `Retry-After` before the post is
-sent again. A burst of calls in one channel shows every thread as fast as Slack allows; a thread's
-own messages are in order because each waits for the one before (a reply needs its parent's `ts`).
-None of this is on a call's dialling path (see calls/service.py).
+Every `chat.postMessage` goes through its channel's lane (lanes.py: in order, within Slack's rate).
+A post whose result matters (`kept`: a call's status message, an escalation's thread posts) goes
+through the outbox (outbox.py): written to the database before it is sent, so a restart in between
+repairs it instead of losing it. None of this is on a call's dialling path (see calls/service.py).
 """
 
 from __future__ import annotations
@@ -22,31 +19,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.calls.messages import combined
 from bot.slack.blocks import Message, context, escape
+from bot.slack.lanes import Lanes
 
 logger = logging.getLogger(__name__)
 
 # What a Slack Web API call can fail with: Slack's refusal, or no answer at all.
 SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError)
 
-# A message waits out its channel's Retry-After for this long in all, and is rate-limited at most
-# this often; beyond either, it takes the next way to the requester.
-MAX_POSTING_WAIT_SECONDS = 60.0
-MAX_RATE_LIMITED = 10
-# Posts in flight per channel: enough to reach Slack's ~1 message per second per channel even when
-# each answer takes 3 s, few enough that a burst doesn't throw itself at the limit all at once.
-LANE_IN_FLIGHT = 4
 # Slack: a response_url takes up to 5 posts within 30 minutes (a minute kept as a margin).
 RESPONSE_URL_USES = 5
 RESPONSE_URL_LIFETIME_SECONDS = 29 * 60.0
@@ -104,29 +94,20 @@ def slack_error_code(exc: Exception) -> str:
     return type(exc).__name__
 
 
-@dataclass
-class _Lane:
-    """One channel's posts: they start in the order they came (the lock is fair), at most
-    LANE_IN_FLIGHT at a time, and all wait out the channel's Retry-After."""
+@dataclass(frozen=True)
+class Kept:
+    """A post whose result matters: `purpose` names what it is for ("call_status"), `subject`
+    the row it belongs to (the call's id)."""
 
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LANE_IN_FLIGHT))
-    users: int = 0
-    not_before: float = 0.0  # the channel's Retry-After, on the Notifier's clock
+    purpose: str
+    subject: int | None = None
 
 
-def retry_after(exc: SlackApiError) -> float | None:
-    """Seconds Slack asks to wait before posting again (429), else None."""
-    if exc.response.status_code != 429:
-        return None
-    headers = {k.lower(): v for k, v in (exc.response.headers or {}).items()}
-    raw = headers.get("retry-after")
-    if isinstance(raw, list):
-        raw = raw[0] if raw else None
-    try:
-        return max(0.0, float(raw)) if raw is not None else 1.0
-    except ValueError:
-        return 1.0
+class KeepsPosts(Protocol):
+    """The outbox (bot/slack/outbox.py), as the Notifier sees it."""
+
+    async def post(self, thread: Thread, message: Message, *, broadcast: bool,
+                   kept: Kept) -> Posted: ...
 
 
 class Notifier:
@@ -141,17 +122,10 @@ class Notifier:
         self._client = client
         # Said at the end of every message posted (EVOVOICE_MODE=simulate says calls are simulated).
         self._banner = banner
-        # Posts wait out Retry-After in their channel's lane, in order; a client that waited on its
-        # own would hold a lane's later posts behind one it retries blindly.
-        self._poster = AsyncWebClient(
-            token=client.token, base_url=client.base_url, session=client.session,
-            timeout=client.timeout,
-            retry_handlers=[h for h in client.retry_handlers
-                            if not isinstance(h, AsyncRateLimitErrorRetryHandler)],
-        )
+        self._lanes = Lanes(client, clock=clock, sleep=sleep)
         self._clock = clock
-        self._sleep = sleep
-        self._lanes: dict[str, _Lane] = {}
+        # Where kept posts go (bot/slack/outbox.py); without one they are posted like any other.
+        self.outbox: KeepsPosts | None = None
 
     def _out(self, message: Message) -> dict[str, Any]:
         if self._banner is None:
@@ -163,36 +137,7 @@ class Notifier:
         return Message(text=text, blocks=blocks).as_kwargs()
 
     async def _post_message(self, channel: str, **kwargs: Any) -> AsyncSlackResponse:
-        """`chat.postMessage` in `channel`'s lane: started in order, a few at a time, 429s waited
-        out by every post of the channel."""
-        lane = self._lanes.setdefault(channel, _Lane())
-        lane.users += 1
-        try:
-            async with lane.lock:
-                await lane.slots.acquire()
-            try:
-                waited = 0.0
-                for attempt in range(1, MAX_RATE_LIMITED + 1):
-                    delay = lane.not_before - self._clock()
-                    if delay > 0:
-                        await self._sleep(delay)
-                    try:
-                        return await self._poster.chat_postMessage(channel=channel, **kwargs)
-                    except SlackApiError as exc:
-                        wait = retry_after(exc)
-                        if (wait is None or waited + wait > MAX_POSTING_WAIT_SECONDS
-                                or attempt == MAX_RATE_LIMITED):
-                            raise
-                        waited += wait
-                        lane.not_before = max(lane.not_before, self._clock() + wait)
-                        logger.info("posting in %s: rate-limited, waiting %.0f s", channel, wait)
-                raise AssertionError("unreachable")  # the last attempt returns or raises
-            finally:
-                lane.slots.release()
-        finally:
-            lane.users -= 1
-            if lane.users == 0 and lane.not_before <= self._clock():
-                self._lanes.pop(channel, None)
+        return await self._lanes.post(channel, **kwargs)
 
     async def open_thread(
         self,
@@ -255,18 +200,31 @@ class Notifier:
                       parent_ts=str(response["ts"]))
 
     async def post_reply(
-        self, thread: Thread, message: Message, *, broadcast: bool = False
+        self, thread: Thread, message: Message, *, broadcast: bool = False,
+        kept: Kept | None = None,
     ) -> Posted:
         """Post under the thread, or through `response_url`; `delivered` False if nobody could
         be told, `ts` the reply's (None when it went through response_url).
 
         `broadcast`: the reply is also shown in the channel (Slack's "Also send to channel").
+        `kept`: a post whose result matters, kept in the outbox until it is delivered.
         """
+        if kept is not None and self.outbox is not None and thread.ts is not None:
+            return await self.outbox.post(thread, message, broadcast=broadcast, kept=kept)
+        return await self.send_reply(thread, message, broadcast=broadcast)
+
+    async def send_reply(
+        self, thread: Thread, message: Message, *, broadcast: bool = False,
+        metadata: dict[str, Any] | None = None,
+    ) -> Posted:
+        """post_reply() itself, `metadata` attached to a post in the thread (Slack's message
+        metadata: how the outbox finds a post it sent)."""
         if thread.ts is not None:
             try:
                 response = await self._post_message(
                     thread.channel, thread_ts=thread.ts,
-                    reply_broadcast=True if broadcast else None, **self._out(message)
+                    reply_broadcast=True if broadcast else None, metadata=metadata,
+                    **self._out(message)
                 )
                 return Posted(True, str(response["ts"]) if response.get("ts") else None)
             except SLACK_FAILURES as exc:

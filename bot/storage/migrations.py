@@ -324,4 +324,25 @@ MIGRATIONS: list[Migration] = [
         )
         """,
     ),
+    Migration.written_once(
+        9,
+        "Slack posts kept until delivered",
+        # A post whose result matters (a call's status message, an escalation's thread posts) is
+        # written here before it is sent and deleted once delivered: a replica that died with one
+        # in flight leaves it to the next start (or another replica), which repairs it.
+        """
+        CREATE TABLE slack_posts (
+            id {id},
+            created_at {float} NOT NULL,
+            owner TEXT NOT NULL,
+            purpose TEXT NOT NULL,
+            subject {id_ref},
+            channel TEXT NOT NULL,
+            thread_ts TEXT NOT NULL,
+            broadcast INTEGER NOT NULL DEFAULT 0,
+            message TEXT NOT NULL
+        );
+        CREATE INDEX slack_posts_by_owner ON slack_posts (owner)
+        """,
+    ),
 ]

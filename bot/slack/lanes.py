@@ -1,0 +1,109 @@
+"""Each channel's `chat.postMessage` calls, in order, within Slack's posting rate.
+
+Slack accepts about one message per second per channel (short bursts allowed) and answers more with
+429 and `Retry-After`. Every post goes through its channel's lane: posts start in the order they
+were asked for, a few at a time (LANE_IN_FLIGHT: enough to keep up with Slack's rate when it answers
+slowly), and a 429 holds the whole channel for its `Retry-After` before the post is sent again. A
+burst of calls in one channel shows every thread as fast as Slack allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+logger = logging.getLogger(__name__)
+
+# A message waits out its channel's Retry-After for this long in all, and is rate-limited at most
+# this often; beyond either, it takes the next way to the requester.
+MAX_POSTING_WAIT_SECONDS = 60.0
+MAX_RATE_LIMITED = 10
+# Posts in flight per channel: enough to reach Slack's ~1 message per second per channel even when
+# each answer takes 3 s, few enough that a burst doesn't throw itself at the limit all at once.
+LANE_IN_FLIGHT = 4
+
+
+def retry_after(exc: SlackApiError) -> float | None:
+    """Seconds Slack asks to wait before posting again (429), else None."""
+    if exc.response.status_code != 429:
+        return None
+    headers = {k.lower(): v for k, v in (exc.response.headers or {}).items()}
+    raw = headers.get("retry-after")
+    if isinstance(raw, list):
+        raw = raw[0] if raw else None
+    try:
+        return max(0.0, float(raw)) if raw is not None else 1.0
+    except ValueError:
+        return 1.0
+
+
+@dataclass
+class _Lane:
+    """One channel's posts: they start in the order they came (the lock is fair), at most
+    LANE_IN_FLIGHT at a time, and all wait out the channel's Retry-After."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(LANE_IN_FLIGHT))
+    users: int = 0
+    not_before: float = 0.0  # the channel's Retry-After, on the lanes' clock
+
+
+class Lanes:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        # Posts wait out Retry-After in their channel's lane, in order; a client that waited on its
+        # own would hold a lane's later posts behind one it retries blindly.
+        self._poster = AsyncWebClient(
+            token=client.token, base_url=client.base_url, session=client.session,
+            timeout=client.timeout,
+            retry_handlers=[h for h in client.retry_handlers
+                            if not isinstance(h, AsyncRateLimitErrorRetryHandler)],
+        )
+        self._clock = clock
+        self._sleep = sleep
+        self._lanes: dict[str, _Lane] = {}
+
+    async def post(self, channel: str, **kwargs: Any) -> AsyncSlackResponse:
+        """`chat.postMessage` in `channel`'s lane: started in order, a few at a time, 429s waited
+        out by every post of the channel."""
+        lane = self._lanes.setdefault(channel, _Lane())
+        lane.users += 1
+        try:
+            async with lane.lock:
+                await lane.slots.acquire()
+            try:
+                waited = 0.0
+                for attempt in range(1, MAX_RATE_LIMITED + 1):
+                    delay = lane.not_before - self._clock()
+                    if delay > 0:
+                        await self._sleep(delay)
+                    try:
+                        return await self._poster.chat_postMessage(channel=channel, **kwargs)
+                    except SlackApiError as exc:
+                        wait = retry_after(exc)
+                        if (wait is None or waited + wait > MAX_POSTING_WAIT_SECONDS
+                                or attempt == MAX_RATE_LIMITED):
+                            raise
+                        waited += wait
+                        lane.not_before = max(lane.not_before, self._clock() + wait)
+                        logger.info("posting in %s: rate-limited, waiting %.0f s", channel, wait)
+                raise AssertionError("unreachable")  # the last attempt returns or raises
+            finally:
+                lane.slots.release()
+        finally:
+            lane.users -= 1
+            if lane.users == 0 and lane.not_before <= self._clock():
+                self._lanes.pop(channel, None)

@@ -1,0 +1,230 @@
+"""Slack posts whose result matters, kept in the database until they are delivered.
+
+A call's status message (whose `ts` the bot must keep, or the message stays "Ringing" for good) and
+an escalation's thread posts ("Nobody acknowledged") are written to `slack_posts` before they are
+sent, and forgotten once delivered:
+
+    post()        write the row, post (the row's id in the message's metadata), then forget it
+                  (its owner first told the `ts`, in the same transaction); refused by Slack: sent
+                  again after 1 s, 2 s, 4 s… (at most a minute apart) for REDELIVER_FOR_SECONDS
+    take_over()   a lease keeper's round (the first one right after start-up): the rows of
+                  replicas that stopped or died are adopted and sent again, each to its thread,
+                  and their owners told the new `ts`
+
+A row is written by the replica that posts it (`owner`). It is repaired only once that replica is
+gone (not in `replicas`, bot/storage/leases.py) and the row is older than a lease: never while its
+own replica may still be waiting for Slack's answer.
+
+What the guarantee is: at least once. A post Slack received just before its replica died (its
+answer lost) is posted again, and the first copy keeps what it said then; its owner (a call's
+status message) is told the new copy's `ts` and keeps that one current, so the outcome lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bot.slack.blocks import Message
+from bot.slack.notify import Kept, Notifier, Posted, Thread
+from bot.storage.database import Connection, Database, Row
+from bot.storage.faults import DATABASE_FAULTS, until_database_answers
+from bot.storage.leases import Leases
+
+logger = logging.getLogger(__name__)
+
+# Slack's message metadata on every kept post: the row it came from.
+METADATA_EVENT = "callbot_post"
+REDELIVER_FIRST_SECONDS = 1.0
+REDELIVER_MAX_PAUSE = 60.0
+REDELIVER_FOR_SECONDS = 600.0
+
+
+class PostOwner(Protocol):
+    """What a kept post belongs to (a call's status message), told where it landed."""
+
+    async def delivered(self, conn: Connection, subject: int | None, ts: str) -> None:
+        """Keep `ts`, in the transaction that forgets the post."""
+
+    async def repaired(self, subject: int | None) -> None:
+        """The post was sent again after a restart: bring it up to date."""
+
+
+@dataclass(frozen=True)
+class _Pending:
+    id: int | None  # None: the database failed, kept in memory only
+    created_at: float
+    owner: str
+    kept: Kept
+    thread: Thread
+    message: Message
+    broadcast: bool
+
+
+def _pending(row: Row) -> _Pending:
+    raw = json.loads(row["message"])
+    message = Message(text=raw["text"], blocks=raw.get("blocks"))
+    subject = row["subject"]
+    return _Pending(
+        id=int(row["id"]), created_at=float(row["created_at"]), owner=str(row["owner"]),
+        kept=Kept(str(row["purpose"]), int(subject) if subject is not None else None),
+        thread=Thread(channel=str(row["channel"]), ts=str(row["thread_ts"]), response_url=None,
+                      parent=message),
+        message=message, broadcast=bool(row["broadcast"]),
+    )
+
+
+class Outbox:
+    def __init__(
+        self,
+        db: Database,
+        notifier: Notifier,
+        leases: Leases,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._db = db
+        self._notifier = notifier
+        self._leases = leases
+        self._clock = clock
+        self._sleep = sleep
+        self._owners: dict[str, PostOwner] = {}
+        self._redelivering: dict[int, asyncio.Task[None]] = {}
+        self._forgetting: set[asyncio.Task[None]] = set()
+
+    def belongs_to(self, purpose: str, owner: PostOwner) -> None:
+        """Tell `owner` where the posts kept for `purpose` land."""
+        self._owners[purpose] = owner
+
+    async def post(
+        self, thread: Thread, message: Message, *, broadcast: bool, kept: Kept
+    ) -> Posted:
+        """Post under `thread`, kept in the database until delivered (see the module's text)."""
+        assert thread.ts is not None
+        try:
+            pending = await self._keep(thread, message, broadcast, kept)
+        except DATABASE_FAULTS as exc:
+            # The news comes first: posted all the same, and sent again while this replica runs;
+            # only a restart now would lose it.
+            logger.warning("a Slack post could not be kept in the database (%s)", exc)
+            pending = _Pending(None, self._clock(), self._leases.owner, kept, thread, message,
+                               broadcast)
+        posted = await self._send(pending)
+        if not posted.delivered:
+            self._redeliver(pending)
+        elif pending.id is not None:
+            # The caller goes on at once (it keeps the ts itself); forgetting the row can wait.
+            task = asyncio.create_task(self._forget(pending, posted.ts),
+                                       name=f"forgetting a delivered post ({kept.purpose})")
+            self._forgetting.add(task)
+            task.add_done_callback(self._forgetting.discard)
+        return posted
+
+    async def take_over(self) -> None:
+        """Adopt and send again the posts of replicas that stopped or died."""
+        now = self._clock()
+        alive = {replica.id for replica in await self._leases.alive()} | {self._leases.owner}
+        rows = await self._db.fetchall(
+            "SELECT * FROM slack_posts WHERE owner != ? AND created_at < ? ORDER BY id",
+            (self._leases.owner, now - self._leases.lease_seconds),
+        )
+        for pending in [_pending(row) for row in rows if row["owner"] not in alive]:
+            adopted = await self._db.execute(
+                "UPDATE slack_posts SET owner = ? WHERE id = ? AND owner = ?",
+                (self._leases.owner, pending.id, pending.owner),
+            )
+            if adopted != 1:
+                continue  # another replica was quicker
+            logger.warning("a Slack post (%s) was in flight when its replica stopped: sending it "
+                           "again", pending.kept.purpose)
+            await self._repair(pending)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop sending again; the rows stay, for the next start or another replica. Rows of
+        delivered posts are forgotten first (within `grace`), so they are not sent twice."""
+        if self._forgetting:
+            await asyncio.wait(set(self._forgetting), timeout=grace)
+        tasks = [*self._redelivering.values(), *self._forgetting]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ---------------------------------------------------------------------------- internals
+
+    async def _keep(
+        self, thread: Thread, message: Message, broadcast: bool, kept: Kept
+    ) -> _Pending:
+        now = self._clock()
+        row = await self._db.fetchone(
+            "INSERT INTO slack_posts (created_at, owner, purpose, subject, channel, thread_ts,"
+            " broadcast, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (now, self._leases.owner, kept.purpose, kept.subject, thread.channel, thread.ts,
+             1 if broadcast else 0,
+             json.dumps({"text": message.text, "blocks": message.blocks})),
+        )
+        assert row is not None
+        return _Pending(int(row[0]), now, self._leases.owner, kept, thread, message, broadcast)
+
+    async def _send(self, pending: _Pending) -> Posted:
+        metadata: dict[str, Any] | None = None
+        if pending.id is not None:
+            metadata = {"event_type": METADATA_EVENT, "event_payload": {"post": pending.id}}
+        return await self._notifier.send_reply(
+            pending.thread, pending.message, broadcast=pending.broadcast, metadata=metadata
+        )
+
+    async def _forget(self, pending: _Pending, ts: str | None) -> None:
+        """Delivered: its owner keeps `ts` and the row goes, in one transaction (waiting for a
+        failing database: forgotten too early, a restart would post it again)."""
+        owner = self._owners.get(pending.kept.purpose)
+
+        async def forget(conn: Connection) -> None:
+            if owner is not None and ts is not None:
+                await owner.delivered(conn, pending.kept.subject, ts)
+            if pending.id is not None:
+                await conn.execute("DELETE FROM slack_posts WHERE id = ?", (pending.id,))
+
+        await until_database_answers(lambda: self._db.atomic(forget),
+                                     f"noting a delivered Slack post ({pending.kept.purpose})")
+
+    async def _repair(self, pending: _Pending) -> None:
+        if not await self._deliver(pending):
+            self._redeliver(pending)
+
+    async def _deliver(self, pending: _Pending) -> bool:
+        """Send a post again; once delivered, forgotten and its owner brought up to date."""
+        posted = await self._send(pending)
+        if not posted.delivered:
+            return False
+        await self._forget(pending, posted.ts)
+        owner = self._owners.get(pending.kept.purpose)
+        if owner is not None:
+            await owner.repaired(pending.kept.subject)
+        return True
+
+    def _redeliver(self, pending: _Pending) -> None:
+        key = pending.id if pending.id is not None else -id(pending)
+        if key not in self._redelivering:
+            task = asyncio.create_task(self._redeliver_until_delivered(pending),
+                                       name=f"a Slack post to deliver ({pending.kept.purpose})")
+            self._redelivering[key] = task
+            task.add_done_callback(lambda _: self._redelivering.pop(key, None))
+
+    async def _redeliver_until_delivered(self, pending: _Pending) -> None:
+        pause = REDELIVER_FIRST_SECONDS
+        while self._clock() - pending.created_at < REDELIVER_FOR_SECONDS:
+            await self._sleep(pause)
+            if await self._deliver(pending):
+                logger.info("a Slack post (%s) delivered after %.0f s", pending.kept.purpose,
+                            self._clock() - pending.created_at)
+                return
+            pause = min(pause * 2, REDELIVER_MAX_PAUSE)
+        logger.error("a Slack post (%s) could not be delivered in %.0f s; given up",
+                     pending.kept.purpose, REDELIVER_FOR_SECONDS)
+        await self._forget(pending, None)

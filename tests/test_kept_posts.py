@@ -1,0 +1,99 @@
+"""Slack posts whose result matters outlive the bot that sent them: a call's status message whose
+`ts` was never saved, and an escalation's thread post Slack refused, are sent again after a restart
+(bot/slack/outbox.py), and the call's outcome lands in the status message sent again.
+
+The post is held at a gate in the Slack stand-in, the bot is stopped with no grace (its task is
+cancelled there, as a SIGKILL would leave it), then Slack takes the post all the same: its answer,
+and the `ts`, never reach the bot."""
+
+from __future__ import annotations
+
+from bot.standins.slack import ApiCall
+from tests.conftest import BotFactory, BotUnderTest
+from tests.databases import on_both_databases
+from tests.follow_helpers import FAST, FULL, end_session, is_thread_reply, services
+from tests.follow_helpers import wait_for_edit as wait_for_status
+from tests.test_escalation import (
+    ALICE,
+    BOB,
+    IN_ALICES_SHIFT,
+    MANAGER,
+    ROSTER,
+    Clock,
+    dialled,
+    escalation_message,
+    open_on_message,
+    submit,
+    wait_for_edit,
+)
+
+# A stopped replica's posts are sent again once it is gone for a lease (the shortest allowed).
+QUICK = {**FAST, "LEASE_SECONDS": "3"}
+
+
+@on_both_databases
+async def test_a_status_message_whose_ts_was_lost_in_a_crash_still_shows_the_outcome(
+    bot_factory: BotFactory,
+) -> None:
+    first = await bot_factory("http", **QUICK)
+    gate = first.slack.hold("chat.postMessage", when=is_thread_reply)
+    await first.command(f"{FULL} escalation")
+    await gate.wait_until_held(1, timeout=20)
+    await first.runtime.stop(grace=0)  # dies waiting for Slack's answer: the ts is never saved
+    gate.open()  # Slack posts the status message all the same
+    lost = await first.slack.wait_for_call("chat.postMessage", is_thread_reply)
+    assert lost.ok and "Ringing" in str(lost.params.get("text"))
+    [session_id] = first.evo.sessions
+
+    second = await bot_factory("http", **QUICK)  # the same database
+    again = (await second.slack.wait_for_calls("chat.postMessage", 2, is_thread_reply,
+                                              timeout=30))[1]
+    assert again.ok and again.params["thread_ts"] == lost.params["thread_ts"]
+    assert again.response is not None
+    status = second.slack.messages[(again.response["channel"], again.response["ts"])]
+    end_session(second, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(second, status, "Ended", timeout=30)  # the outcome lands
+    assert len(second.evo.outgoing_posts) == 1  # never dialled again
+    assert await services(second).db.fetchall("SELECT id FROM slack_posts") == []
+
+
+async def test_an_escalation_post_refused_by_slack_is_delivered_after_a_restart(
+    bot_factory: BotFactory,
+) -> None:
+    clock = Clock()
+
+    async def start() -> BotUnderTest:
+        bot = await bot_factory("http", policy=ROSTER, **QUICK)
+        services(bot).oncall.clock = lambda: IN_ALICES_SHIFT
+        services(bot).escalations.clock = clock
+        return bot
+
+    first = await start()
+    view, _ = await open_on_message(first)
+    await submit(first, view)
+    escalation = await escalation_message(first)
+    refusing = True
+
+    def loud(c: ApiCall) -> bool:
+        return "Nobody acknowledged" in str(c.params.get("text"))
+
+    first.slack.fail("chat.postMessage", "internal_error", when=lambda c: refusing and loud(c))
+    steps = [("<@U0ALICE> (+1 814 ••• 3093)", "1. "), ("<@U0BOB> (+1 814 ••• 3094)", "2. "),
+             ("<@U0MANAGER> (escalate_to) (+1 814 ••• 3090)", "4. ")]
+    for person, place in steps:
+        await wait_for_edit(first, escalation, f"{place}{person} — 📞")
+        clock.advance(91)
+        await wait_for_edit(first, escalation, f"{place}{person} — ❌ no answer after 90 s")
+    assert dialled(first) == [ALICE, BOB, MANAGER]
+    await first.slack.wait_for_call("chat.postMessage", lambda c: not c.ok and loud(c))
+    await first.runtime.stop()  # restarted while Slack still refuses it
+    refusing = False
+
+    second = await start()
+    delivered = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and loud(c), timeout=30)
+    assert delivered.params["reply_broadcast"] in (True, "true", "1")
+    assert delivered.params["thread_ts"] == (escalation.thread_ts or escalation.ts)
+    await second.settle()
+    assert sum(1 for c in second.slack.calls_to("chat.postMessage") if c.ok and loud(c)) == 1
+    assert dialled(second) == [ALICE, BOB, MANAGER]  # nobody dialled again
