@@ -75,10 +75,15 @@ async def test_hang_up_with_a_locked_database_hangs_up_and_records_it_once_it_an
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
+    await bot.settle()  # the status message's ts is kept: its buttons work
+
+    async def hung_up() -> None:
+        while not bot.evo.hang_ups(session_id):
+            await asyncio.sleep(0.01)
+
     with write_lock(bot):
         _, url = await click_status(bot, status, HANG_UP_ACTION)
-        while not bot.evo.hang_ups(session_id):  # reading the call's row needs no write
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(hung_up(), 20)  # reading the call's row needs no write
         await until_logged(caplog, "recording hang_up of call")  # its record met the lock
     await wait_for_status(bot, status, "Hung up by <@U0MANAGER>", timeout=30)
     await bot.settle()

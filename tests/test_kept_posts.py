@@ -81,7 +81,7 @@ async def test_an_escalation_post_refused_by_slack_is_delivered_after_a_restart(
     steps = [("<@U0ALICE> (+1 814 ••• 3093)", "1. "), ("<@U0BOB> (+1 814 ••• 3094)", "2. "),
              ("<@U0MANAGER> (escalate_to) (+1 814 ••• 3090)", "4. ")]
     for person, place in steps:
-        await wait_for_edit(first, escalation, f"{place}{person} — 📞")
+        await wait_for_edit(first, escalation, f"{place}{person} — 🔔")
         clock.advance(91)
         await wait_for_edit(first, escalation, f"{place}{person} — ❌ no answer after 90 s")
     assert dialled(first) == [ALICE, BOB, MANAGER]
