@@ -282,6 +282,8 @@ class Runtime:
             await self.services.follower.stop()
             # Posts not delivered yet stay in the database, for the next start or another replica.
             await self.services.outbox.stop()
+            # Audit records waiting for the database stay in the spool, for the next start.
+            await self.services.audit.stop()
         if self._evo is not None:
             await self._evo.aclose()
             self._evo = None

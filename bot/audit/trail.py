@@ -10,146 +10,60 @@ Both tables are append-only: triggers in the database refuse UPDATE and DELETE, 
 as it was written, whatever the code above it does. The attempt row is written *before* dialling
 (decision `allowed`); the result follows as an event, so a crash mid-call still leaves a trace.
 
+A record that must not wait for a failing database (a refusal, a call's result, what a button did)
+is kept in the spool beside a SQLite file (spool.py) and written once the database answers, after a
+restart too; with PostgreSQL it waits in memory. The attempt of a call about to be dialled is never
+spooled: if it can't be written, nothing is dialled.
+
 The full number is never stored here, only its keyed hash (bot/storage/number_hash.py), so the
 records of one number can be found (`/call history +1814…`) without keeping the number.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
+import time
+from collections.abc import Callable
 from typing import Any
 
 import phonenumbers
 
-from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
-from bot.errors import GroupLookupFailed, RoleDenied
-from bot.evovoice.client import EvoVoiceError, EvoVoiceStatusError, OutcomeUnknown
+from bot.audit.records import (
+    MAX_FLOW_TEXT,
+    RESULT_OF_OUTCOME,
+    AuditEvent,
+    AuditRecord,
+    Decision,
+    EventKind,
+    clip,
+    decision_for,
+    event_from_row,
+    iso,
+    reason_of,
+    record_from_row,
+)
+from bot.audit.spool import Spool, Spooled
+from bot.calls.models import CallRequest, CallResult, CheckedCall
 from bot.phone import NumberRejected, mask, parse_number
-from bot.storage.database import Database
+from bot.storage.claims import claim_in
+from bot.storage.database import SQLITE, Connection, Database, sqlite_path
+from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.number_hash import NumberHasher
 
 logger = logging.getLogger(__name__)
 
-MAX_FLOW_TEXT = 100
-MAX_TEXT = 200
-
-
-class Decision(StrEnum):
-    ALLOWED = "allowed"  # passed every check; the result follows as an event
-    DENIED = "denied"  # the requester may not call (role)
-    REFUSED = "refused"  # the policy refused the number, flow or caller ID
-    FAILED = "failed"  # the checks could not be completed (e.g. Evo Voice unreachable)
-    DUPLICATE = "duplicate"  # a redelivery or double click of a request already handled
-
-
-class EventKind(StrEnum):
-    PLACED = "placed"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-    UNTOLD = "untold"  # nobody could be told, so nothing was dialled
-    SESSION_FOUND = "session_found"
-    NOT_FOUND = "not_found"
-    ANSWERED = "answered"
-    ENDED = "ended"
-    HANG_UP = "hang_up"
-    HANG_UP_FAILED = "hang_up_failed"
-    CALLED_AGAIN = "called_again"
-    UNFOLLOWED = "unfollowed"  # following stopped before the call was seen to end
-    ACKNOWLEDGED = "acknowledged"  # an on-call page was acknowledged (by actor_id; reason: how)
-
-
-RESULT_KINDS = frozenset({EventKind.PLACED, EventKind.FAILED, EventKind.UNKNOWN, EventKind.UNTOLD})
-_RESULT_OF_OUTCOME = {
-    Outcome.PLACED: EventKind.PLACED,
-    Outcome.FAILED: EventKind.FAILED,
-    Outcome.UNKNOWN: EventKind.UNKNOWN,
-    Outcome.UNTOLD: EventKind.UNTOLD,
-}
-
-
-@dataclass(frozen=True)
-class AuditEvent:
-    kind: str
-    at: str
-    actor_id: str | None = None
-    reason: str | None = None
-    session_id: str | None = None
-    outcome: str | None = None
-    answered_by: str | None = None
-    duration_seconds: float | None = None
-
-
-@dataclass(frozen=True)
-class AuditRecord:
-    """One attempt with everything that happened to it, oldest event first."""
-
-    id: int
-    at: str
-    team_id: str
-    user_id: str
-    channel_id: str
-    origin: str
-    repeat_of: int | None
-    number_masked: str
-    number_hash: str | None
-    flow: str
-    flow_id: str | None
-    caller_id: str | None
-    decision: str
-    reason: str | None
-    events: tuple[AuditEvent, ...] = ()
-
-    def last(self, *kinds: str) -> AuditEvent | None:
-        for event in reversed(self.events):
-            if event.kind in kinds:
-                return event
-        return None
-
-    @property
-    def result(self) -> AuditEvent | None:
-        """placed, failed, unknown or untold: what dialling did (None unless allowed)."""
-        return self.last(*RESULT_KINDS)
-
-    @property
-    def session_id(self) -> str | None:
-        for event in reversed(self.events):
-            if event.session_id:
-                return event.session_id
-        return None
-
-
-def reason_of(exc: BaseException) -> str:
-    """The error's class and code, never its text (which may quote what the user typed)."""
-    name = type(exc).__name__
-    if isinstance(exc, NumberRejected):
-        return f"{name}:{exc.code}"
-    if isinstance(exc, OutcomeUnknown):
-        return f"{name}:{exc.cause}"
-    if isinstance(exc, EvoVoiceStatusError):
-        return f"{name}:{exc.status}" + (f":{exc.error_code}" if exc.error_code else "")
-    return name
-
-
-def decision_for(exc: BaseException) -> Decision:
-    if isinstance(exc, (RoleDenied, GroupLookupFailed)):
-        return Decision.DENIED
-    if isinstance(exc, EvoVoiceError):
-        return Decision.FAILED
-    return Decision.REFUSED
+ATTEMPT_COLUMNS = ("at", "team_id", "user_id", "channel_id", "origin", "repeat_of",
+                   "number_masked", "number_hash", "flow", "flow_id", "caller_id", "decision",
+                   "reason")
+EVENT_COLUMNS = ("attempt_id", "at", "kind", "actor_id", "reason", "session_id", "outcome",
+                 "answered_by", "duration_seconds")
+_TABLES = {"audit_attempts": ATTEMPT_COLUMNS, "audit_events": EVENT_COLUMNS}
 
 
 def _utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
-
-
-def _clip(text: str | None, limit: int = MAX_TEXT) -> str | None:
-    if text is None:
-        return None
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class AuditLog:
@@ -165,6 +79,10 @@ class AuditLog:
         self.hasher = hasher
         self._default_region = default_region
         self._clock = clock
+        database_file = sqlite_path(db.url) if db.dialect == SQLITE else None
+        self.spool = Spool.beside(db, database_file, self._write_spooled)
+        # Records waiting in memory for the database (no spool, or the spool could not be written).
+        self._waiting: set[asyncio.Task[int]] = set()
 
     @classmethod
     async def open(
@@ -176,22 +94,41 @@ class AuditLog:
         clock: Callable[[], dt.datetime] = _utc_now,
     ) -> AuditLog:
         hasher = await NumberHasher.open(db, configured_key)
-        return cls(db, hasher, default_region=default_region, clock=clock)
+        log = cls(db, hasher, default_region=default_region, clock=clock)
+        if log.spool is not None and log.spool.waiting:
+            log.spool.drain_soon()  # records a previous run could not write
+        return log
+
+    async def stop(self) -> None:
+        """Stop waiting for the database; the spool keeps what it holds for the next start."""
+        if self.spool is not None:
+            await self.spool.stop()
+        for task in list(self._waiting):
+            task.cancel()
+        await asyncio.gather(*self._waiting, return_exceptions=True)
 
     def number_hash(self, e164: str) -> str:
         return self.hasher(e164)
 
     # ------------------------------------------------------------------- what CallService reports
 
-    async def refused(self, request: CallRequest, exc: BaseException) -> int:
-        return await self._attempt_from_request(request, decision_for(exc), reason_of(exc))
+    async def refused(
+        self, request: CallRequest, exc: BaseException, *, database_down: bool = False
+    ) -> int | None:
+        """The refusal's record; None when it waits for the database (`database_down`: known to
+        be failing, so not tried first)."""
+        values = self._attempt_from_request(request, decision_for(exc), reason_of(exc))
+        return await self._insert_or_wait("audit_attempts", values, tried=not database_down)
 
     async def duplicate(self, request: CallRequest) -> int:
-        return await self._attempt_from_request(request, Decision.DUPLICATE, None)
+        return await self._insert(
+            "audit_attempts", self._attempt_from_request(request, Decision.DUPLICATE, None)
+        )
 
     async def allowed(self, call: CheckedCall) -> int:
+        """Written before dialling; raises when the database fails (then nothing is dialled)."""
         request = call.request
-        return await self._insert_attempt(
+        return await self._insert("audit_attempts", self._attempt_values(
             request,
             number_masked=call.number.masked,
             number_hash=self.number_hash(call.number.e164),
@@ -200,10 +137,10 @@ class AuditLog:
             caller_id=call.caller_id,
             decision=Decision.ALLOWED,
             reason=None,
-        )
+        ))
 
     async def result(self, attempt_id: int, result: CallResult) -> None:
-        kind = _RESULT_OF_OUTCOME.get(result.outcome)
+        kind = RESULT_OF_OUTCOME.get(result.outcome)
         if kind is None:
             return
         await self.event(
@@ -211,6 +148,7 @@ class AuditLog:
             kind,
             reason=reason_of(result.error) if result.error is not None else None,
             session_id=result.session_id,
+            wait_for_database=True,
         )
 
     # -------------------------------------------------------------------------------- plumbing
@@ -226,32 +164,28 @@ class AuditLog:
         outcome: str | None = None,
         answered_by: str | None = None,
         duration_seconds: float | None = None,
+        wait_for_database: bool = False,
     ) -> None:
-        await self._db.execute(
-            "INSERT INTO audit_events (attempt_id, at, kind, actor_id, reason, session_id, outcome,"
-            " answered_by, duration_seconds) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                attempt_id,
-                _iso(self._clock()),
-                str(kind),
-                actor_id,
-                _clip(reason),
-                session_id,
-                _clip(outcome),
-                _clip(answered_by),
-                duration_seconds,
-            ),
-        )
+        """Write one event. `wait_for_database`: when the database fails, the event is kept
+        (spool.py) and written once it answers, instead of raising."""
+        values = dict(zip(EVENT_COLUMNS, (
+            attempt_id, iso(self._clock()), str(kind), actor_id, clip(reason), session_id,
+            clip(outcome), clip(answered_by), duration_seconds,
+        ), strict=True))
+        if wait_for_database:
+            await self._insert_or_wait("audit_events", values, tried=True)
+        else:
+            await self._insert("audit_events", values)
 
-    async def _attempt_from_request(
+    def _attempt_from_request(
         self, request: CallRequest, decision: Decision, reason: str | None
-    ) -> int:
+    ) -> dict[str, Any]:
         masked, hashed = self._number_facts(request.number_text)
-        return await self._insert_attempt(
+        return self._attempt_values(
             request,
             number_masked=masked,
             number_hash=hashed,
-            flow=_clip(request.flow_text.strip(), MAX_FLOW_TEXT) or "",
+            flow=clip(request.flow_text.strip(), MAX_FLOW_TEXT) or "",
             flow_id=None,
             caller_id=None,
             decision=decision,
@@ -267,7 +201,7 @@ class AuditLog:
         e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
         return mask(e164), self.number_hash(e164)
 
-    async def _insert_attempt(
+    def _attempt_values(
         self,
         request: CallRequest,
         *,
@@ -278,31 +212,53 @@ class AuditLog:
         caller_id: str | None,
         decision: Decision,
         reason: str | None,
-    ) -> int:
-        values = (
-            _iso(self._clock()),
-            request.team_id,
-            request.user_id,
-            request.channel_id,
-            request.origin,
-            request.repeat_of,
-            number_masked,
-            number_hash,
-            flow,
-            flow_id,
-            caller_id,
-            str(decision),
-            reason,
-        )
+    ) -> dict[str, Any]:
+        return dict(zip(ATTEMPT_COLUMNS, (
+            iso(self._clock()), request.team_id, request.user_id, request.channel_id,
+            request.origin, request.repeat_of, number_masked, number_hash, flow, flow_id,
+            caller_id, str(decision), reason,
+        ), strict=True))
 
-        row = await self._db.fetchone(
-            "INSERT INTO audit_attempts (at, team_id, user_id, channel_id, origin, repeat_of,"
-            " number_masked, number_hash, flow, flow_id, caller_id, decision, reason)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            values,
+    async def _insert(self, table: str, values: dict[str, Any], conn: Connection | None = None
+                      ) -> int:
+        columns = _TABLES[table]
+        if set(values) != set(columns):
+            raise ValueError(f"{table}: columns {sorted(values)}")
+        row = await (conn or self._db).fetchone(
+            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            " RETURNING id",
+            [values[name] for name in columns],
         )
         assert row is not None
         return int(row[0])
+
+    async def _insert_or_wait(self, table: str, values: dict[str, Any], *, tried: bool
+                              ) -> int | None:
+        if tried:
+            try:
+                return await self._insert(table, values)
+            except DATABASE_FAULTS as exc:
+                logger.warning("an audit record waits for the database (%s)", exc)
+        if self.spool is not None and self.spool.keep(Spooled(table, values)):
+            return None
+        # No file of ours beside the database (PostgreSQL), or it could not be written: the record
+        # waits in memory, and a restart meanwhile loses it.
+        task = asyncio.create_task(until_database_answers(
+            lambda: self._insert(table, values), f"writing an audit record ({table})"
+        ), name="audit record waiting for the database")
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
+        return None
+
+    async def _write_spooled(self, conn: Connection, record: Spooled) -> bool:
+        """A spooled record, once: its key is claimed in the same transaction."""
+        if record.table not in _TABLES:
+            logger.error("audit spool: a record for %r is dropped", record.table)
+            return False
+        if not await claim_in(conn, f"audit-spool:{record.key}", time.time()):
+            return False
+        await self._insert(record.table, record.values, conn)
+        return True
 
     # -------------------------------------------------------------------------------- history
 
@@ -341,8 +297,8 @@ class AuditLog:
         )
         by_attempt: dict[int, list[AuditEvent]] = {i: [] for i in ids}
         for row in events:
-            by_attempt[int(row["attempt_id"])].append(_event(row))
-        return [_record(row, by_attempt[int(row["id"])]) for row in attempts]
+            by_attempt[int(row["attempt_id"])].append(event_from_row(row))
+        return [record_from_row(row, by_attempt[int(row["id"])]) for row in attempts]
 
     async def record(self, attempt_id: int) -> AuditRecord | None:
         row = await self._db.fetchone("SELECT * FROM audit_attempts WHERE id = ?", (attempt_id,))
@@ -351,44 +307,7 @@ class AuditLog:
         events = await self._db.fetchall(
             "SELECT * FROM audit_events WHERE attempt_id = ? ORDER BY id", (attempt_id,)
         )
-        return _record(row, [_event(e) for e in events])
-
-
-def _iso(when: dt.datetime) -> str:
-    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _event(row: Any) -> AuditEvent:
-    return AuditEvent(
-        kind=row["kind"],
-        at=row["at"],
-        actor_id=row["actor_id"],
-        reason=row["reason"],
-        session_id=row["session_id"],
-        outcome=row["outcome"],
-        answered_by=row["answered_by"],
-        duration_seconds=row["duration_seconds"],
-    )
-
-
-def _record(row: Any, events: Sequence[AuditEvent]) -> AuditRecord:
-    return AuditRecord(
-        id=int(row["id"]),
-        at=row["at"],
-        team_id=row["team_id"],
-        user_id=row["user_id"],
-        channel_id=row["channel_id"],
-        origin=row["origin"],
-        repeat_of=row["repeat_of"],
-        number_masked=row["number_masked"],
-        number_hash=row["number_hash"],
-        flow=row["flow"],
-        flow_id=row["flow_id"],
-        caller_id=row["caller_id"],
-        decision=row["decision"],
-        reason=row["reason"],
-        events=tuple(events),
-    )
+        return record_from_row(row, [event_from_row(e) for e in events])
 
 
 __all__ = [

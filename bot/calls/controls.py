@@ -217,15 +217,13 @@ class CallControls:
     async def _record(
         self, call: TrackedCall, kind: EventKind, click: ButtonClick, reason: str | None = None
     ) -> None:
-        audit, attempt_id = self._audit, call.attempt_id
-        if audit is None or attempt_id is None:
+        if self._audit is None or call.attempt_id is None:
             return
         try:
-            # Written once the database answers again: never lost to a failing database.
-            await until_database_answers(
-                lambda: audit.event(attempt_id, kind, actor_id=click.user_id, reason=reason,
-                                    session_id=call.session_id),
-                f"recording {kind} of call {call.id}",
+            # Kept until the database answers again (bot/audit/spool.py): never lost to it.
+            await self._audit.event(
+                call.attempt_id, kind, actor_id=click.user_id, reason=reason,
+                session_id=call.session_id, wait_for_database=True,
             )
         except Exception:
             logger.exception("recording %s of call %s failed", kind, call.id)

@@ -38,11 +38,7 @@ from bot.evovoice.client import EvoVoiceClient, EvoVoiceError
 from bot.phone import DialPolicy, check_dialable, describe_region, to_e164
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
-from bot.storage.faults import (
-    DATABASE_FAULTS,
-    refused_when_database_fails,
-    until_database_answers,
-)
+from bot.storage.faults import DATABASE_FAULTS, refused_when_database_fails
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +83,6 @@ class CallService:
         self._confirm_outside = confirm_outside
         # Hears which limit refused a call (metrics).
         self._on_limit = on_limit
-        # Audit records waiting for the database to answer again.
-        self._pending_records: set[asyncio.Task[int]] = set()
 
     async def check(self, request: CallRequest, *, authorised: bool = False) -> CheckedCall:
         """Every refusal raises (RoleDenied, NumberRejected, FlowNotFound, CallerIdNotOwned, …).
@@ -164,20 +158,12 @@ class CallService:
         return self._finished(CallResult(Outcome.REFUSED, error=exc))
 
     async def _record_refusal(self, request: CallRequest, exc: Expected) -> None:
-        """The refusal goes into the audit trail now, or once the database answers again; the
-        requester hears of it meanwhile (and isn't kept waiting on a database known to fail)."""
-        audit = self._audit
-        if not isinstance(exc, DatabaseUnavailable):
-            try:
-                await audit.refused(request, exc)
-                return
-            except DATABASE_FAULTS:
-                pass
-        task = asyncio.create_task(until_database_answers(
-            lambda: audit.refused(request, exc), f"recording a refusal for {request.user_id}"
-        ))
-        self._pending_records.add(task)
-        task.add_done_callback(self._pending_records.discard)
+        """The refusal goes into the audit trail now, or once the database answers again (kept
+        meanwhile: bot/audit/spool.py); the requester hears of it meanwhile (and isn't kept waiting
+        on a database known to fail)."""
+        await self._audit.refused(
+            request, exc, database_down=isinstance(exc, DatabaseUnavailable)
+        )
 
     async def _duplicate(self, request: CallRequest) -> CallResult:
         logger.info("duplicate delivery of a request by %s ignored", request.user_id)

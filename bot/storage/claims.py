@@ -24,15 +24,13 @@ class Claims:
     async def claim(self, key: str) -> bool:
         """True for the first claim of `key`; False for every later one (until it expires)."""
         now = self._clock()
+        return await self._db.atomic(lambda conn: claim_in(conn, key, now))
 
-        async def claim(conn: Connection) -> bool:
-            await conn.execute(
-                "DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_LIFETIME_SECONDS,)
-            )
-            inserted = await conn.execute(
-                "INSERT INTO claims (key, claimed_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (key, now),
-            )
-            return inserted == 1
 
-        return await self._db.atomic(claim)
+async def claim_in(conn: Connection, key: str, now: float) -> bool:
+    """`Claims.claim` within the caller's own transaction (what it guards is written in it too)."""
+    await conn.execute("DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_LIFETIME_SECONDS,))
+    inserted = await conn.execute(
+        "INSERT INTO claims (key, claimed_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (key, now)
+    )
+    return inserted == 1

@@ -1,0 +1,165 @@
+"""What the audit trail holds: attempts and their events, as the code reads them back, and the
+words (decisions, event kinds, reasons) they are written with. The writing is in trail.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from bot.calls.models import Outcome
+from bot.errors import GroupLookupFailed, RoleDenied
+from bot.evovoice.client import EvoVoiceError, EvoVoiceStatusError, OutcomeUnknown
+from bot.phone import NumberRejected
+
+MAX_FLOW_TEXT = 100
+MAX_TEXT = 200
+
+
+class Decision(StrEnum):
+    ALLOWED = "allowed"  # passed every check; the result follows as an event
+    DENIED = "denied"  # the requester may not call (role)
+    REFUSED = "refused"  # the policy refused the number, flow or caller ID
+    FAILED = "failed"  # the checks could not be completed (e.g. Evo Voice unreachable)
+    DUPLICATE = "duplicate"  # a redelivery or double click of a request already handled
+
+
+class EventKind(StrEnum):
+    PLACED = "placed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    UNTOLD = "untold"  # nobody could be told, so nothing was dialled
+    SESSION_FOUND = "session_found"
+    NOT_FOUND = "not_found"
+    ANSWERED = "answered"
+    ENDED = "ended"
+    HANG_UP = "hang_up"
+    HANG_UP_FAILED = "hang_up_failed"
+    CALLED_AGAIN = "called_again"
+    UNFOLLOWED = "unfollowed"  # following stopped before the call was seen to end
+    ACKNOWLEDGED = "acknowledged"  # an on-call page was acknowledged (by actor_id; reason: how)
+
+
+RESULT_KINDS = frozenset({EventKind.PLACED, EventKind.FAILED, EventKind.UNKNOWN, EventKind.UNTOLD})
+RESULT_OF_OUTCOME = {
+    Outcome.PLACED: EventKind.PLACED,
+    Outcome.FAILED: EventKind.FAILED,
+    Outcome.UNKNOWN: EventKind.UNKNOWN,
+    Outcome.UNTOLD: EventKind.UNTOLD,
+}
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    kind: str
+    at: str
+    actor_id: str | None = None
+    reason: str | None = None
+    session_id: str | None = None
+    outcome: str | None = None
+    answered_by: str | None = None
+    duration_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One attempt with everything that happened to it, oldest event first."""
+
+    id: int
+    at: str
+    team_id: str
+    user_id: str
+    channel_id: str
+    origin: str
+    repeat_of: int | None
+    number_masked: str
+    number_hash: str | None
+    flow: str
+    flow_id: str | None
+    caller_id: str | None
+    decision: str
+    reason: str | None
+    events: tuple[AuditEvent, ...] = ()
+
+    def last(self, *kinds: str) -> AuditEvent | None:
+        for event in reversed(self.events):
+            if event.kind in kinds:
+                return event
+        return None
+
+    @property
+    def result(self) -> AuditEvent | None:
+        """placed, failed, unknown or untold: what dialling did (None unless allowed)."""
+        return self.last(*RESULT_KINDS)
+
+    @property
+    def session_id(self) -> str | None:
+        for event in reversed(self.events):
+            if event.session_id:
+                return event.session_id
+        return None
+
+
+def reason_of(exc: BaseException) -> str:
+    """The error's class and code, never its text (which may quote what the user typed)."""
+    name = type(exc).__name__
+    if isinstance(exc, NumberRejected):
+        return f"{name}:{exc.code}"
+    if isinstance(exc, OutcomeUnknown):
+        return f"{name}:{exc.cause}"
+    if isinstance(exc, EvoVoiceStatusError):
+        return f"{name}:{exc.status}" + (f":{exc.error_code}" if exc.error_code else "")
+    return name
+
+
+def decision_for(exc: BaseException) -> Decision:
+    if isinstance(exc, (RoleDenied, GroupLookupFailed)):
+        return Decision.DENIED
+    if isinstance(exc, EvoVoiceError):
+        return Decision.FAILED
+    return Decision.REFUSED
+
+
+def clip(text: str | None, limit: int = MAX_TEXT) -> str | None:
+    if text is None:
+        return None
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def iso(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def event_from_row(row: Any) -> AuditEvent:
+    return AuditEvent(
+        kind=row["kind"],
+        at=row["at"],
+        actor_id=row["actor_id"],
+        reason=row["reason"],
+        session_id=row["session_id"],
+        outcome=row["outcome"],
+        answered_by=row["answered_by"],
+        duration_seconds=row["duration_seconds"],
+    )
+
+
+def record_from_row(row: Any, events: Sequence[AuditEvent]) -> AuditRecord:
+    return AuditRecord(
+        id=int(row["id"]),
+        at=row["at"],
+        team_id=row["team_id"],
+        user_id=row["user_id"],
+        channel_id=row["channel_id"],
+        origin=row["origin"],
+        repeat_of=row["repeat_of"],
+        number_masked=row["number_masked"],
+        number_hash=row["number_hash"],
+        flow=row["flow"],
+        flow_id=row["flow_id"],
+        caller_id=row["caller_id"],
+        decision=row["decision"],
+        reason=row["reason"],
+        events=tuple(events),
+    )
