@@ -31,10 +31,11 @@ from tests.test_escalation import (
 QUICK = {**FAST, "LEASE_SECONDS": "3"}
 
 
-@on_both_databases
-async def test_a_status_message_whose_ts_was_lost_in_a_crash_still_shows_the_outcome(
+async def crash_while_posting_the_status(
     bot_factory: BotFactory,
-) -> None:
+) -> tuple[BotUnderTest, ApiCall, str]:
+    """A call whose status message Slack took from a bot that died before saving its `ts`: that
+    bot, the post, and the call's session."""
     first = await bot_factory("http", **QUICK)
     gate = first.slack.hold("chat.postMessage", when=is_thread_reply)
     await first.command(f"{FULL} escalation")
@@ -44,8 +45,33 @@ async def test_a_status_message_whose_ts_was_lost_in_a_crash_still_shows_the_out
     lost = await first.slack.wait_for_call("chat.postMessage", is_thread_reply)
     assert lost.ok and "Ringing" in str(lost.params.get("text"))
     [session_id] = first.evo.sessions
+    return first, lost, session_id
+
+
+@on_both_databases
+async def test_a_status_message_whose_ts_was_lost_in_a_crash_is_found_and_shows_the_outcome(
+    bot_factory: BotFactory,
+) -> None:
+    _, lost, session_id = await crash_while_posting_the_status(bot_factory)
+    assert lost.response is not None
 
     second = await bot_factory("http", **QUICK)  # the same database
+    await second.slack.wait_for_call("conversations.replies", lambda c: c.ok, timeout=30)
+    status = second.slack.messages[(lost.response["channel"], lost.response["ts"])]
+    end_session(second, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(second, status, "Ended", timeout=30)  # the same message, edited
+    assert len([c for c in second.slack.calls_to("chat.postMessage") if is_thread_reply(c)]) == 1
+    assert len(second.evo.outgoing_posts) == 1  # never dialled again
+    assert await services(second).db.fetchall("SELECT id FROM slack_posts") == []
+
+
+async def test_without_the_history_scopes_the_status_message_is_posted_again(
+    bot_factory: BotFactory,
+) -> None:
+    first, lost, session_id = await crash_while_posting_the_status(bot_factory)
+    assert first.slack.bot_scopes is not None  # an app installed without them
+    first.slack.bot_scopes = [s for s in first.slack.bot_scopes if not s.endswith(":history")]
+    second = await bot_factory("http", **QUICK)
     again = (await second.slack.wait_for_calls("chat.postMessage", 2, is_thread_reply,
                                               timeout=30))[1]
     assert again.ok and again.params["thread_ts"] == lost.params["thread_ts"]
@@ -53,8 +79,7 @@ async def test_a_status_message_whose_ts_was_lost_in_a_crash_still_shows_the_out
     status = second.slack.messages[(again.response["channel"], again.response["ts"])]
     end_session(second, session_id, after_seconds=20, outcome="Completed")
     await wait_for_status(second, status, "Ended", timeout=30)  # the outcome lands
-    assert len(second.evo.outgoing_posts) == 1  # never dialled again
-    assert await services(second).db.fetchall("SELECT id FROM slack_posts") == []
+    assert len(second.evo.outgoing_posts) == 1
 
 
 async def test_an_escalation_post_refused_by_slack_is_delivered_after_a_restart(

@@ -300,6 +300,29 @@ class Notifier:
             return None
         return channel, ts
 
+    async def find_reply(
+        self, channel: str, thread_ts: str, metadata: dict[str, Any]
+    ) -> str | None:
+        """The `ts` of the bot's reply under `thread_ts` that carries `metadata`, found by reading
+        the thread (`conversations.replies`, which needs the conversation's history scope); None
+        if it isn't there or Slack won't show the thread."""
+        cursor: str | None = None
+        while True:
+            try:
+                response = await self._client.conversations_replies(
+                    channel=channel, ts=thread_ts, include_all_metadata=True, cursor=cursor,
+                    limit=200,
+                )
+            except SLACK_FAILURES as exc:
+                logger.info("reading a thread in %s failed (%s)", channel, slack_error_code(exc))
+                return None
+            for message in response.get("messages") or []:
+                if message.get("metadata") == metadata and isinstance(message.get("ts"), str):
+                    return str(message["ts"])
+            cursor = (response.get("response_metadata") or {}).get("next_cursor") or None
+            if cursor is None:
+                return None
+
     async def permalink(self, channel: str, ts: str) -> str | None:
         """A link to a message (`chat.getPermalink`); None if Slack refused."""
         try:

@@ -171,12 +171,17 @@ class Outbox:
         assert row is not None
         return _Pending(int(row[0]), now, self._leases.owner, kept, thread, message, broadcast)
 
+    @staticmethod
+    def _metadata(pending: _Pending) -> dict[str, Any] | None:
+        """Slack's message metadata naming the post's row: how it is found after a restart."""
+        if pending.id is None:
+            return None
+        return {"event_type": METADATA_EVENT, "event_payload": {"post": pending.id}}
+
     async def _send(self, pending: _Pending) -> Posted:
-        metadata: dict[str, Any] | None = None
-        if pending.id is not None:
-            metadata = {"event_type": METADATA_EVENT, "event_payload": {"post": pending.id}}
         return await self._notifier.send_reply(
-            pending.thread, pending.message, broadcast=pending.broadcast, metadata=metadata
+            pending.thread, pending.message, broadcast=pending.broadcast,
+            metadata=self._metadata(pending),
         )
 
     async def _forget(self, pending: _Pending, ts: str | None) -> None:
@@ -194,7 +199,15 @@ class Outbox:
                                      f"noting a delivered Slack post ({pending.kept.purpose})")
 
     async def _repair(self, pending: _Pending) -> None:
-        if not await self._deliver(pending):
+        """The post itself if Slack took it (found in its thread by its metadata), else sent
+        again; its owner brought up to date either way."""
+        found = await self._notifier.find_reply(pending.thread.channel, str(pending.thread.ts),
+                                                self._metadata(pending) or {})
+        if found is not None:
+            logger.info("a Slack post (%s) was found in its thread", pending.kept.purpose)
+            await self._forget(pending, found)
+            await self._repaired(pending)
+        elif not await self._deliver(pending):
             self._redeliver(pending)
 
     async def _deliver(self, pending: _Pending) -> bool:
@@ -203,10 +216,13 @@ class Outbox:
         if not posted.delivered:
             return False
         await self._forget(pending, posted.ts)
+        await self._repaired(pending)
+        return True
+
+    async def _repaired(self, pending: _Pending) -> None:
         owner = self._owners.get(pending.kept.purpose)
         if owner is not None:
             await owner.repaired(pending.kept.subject)
-        return True
 
     def _redeliver(self, pending: _Pending) -> None:
         key = pending.id if pending.id is not None else -id(pending)

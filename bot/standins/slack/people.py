@@ -1,4 +1,5 @@
-"""The Slack stand-in's users, user groups and conversations: who exists and where."""
+"""The Slack stand-in's users, user groups and conversations: who exists, where, and what was said
+in a thread."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from bot.standins.slack.records import (
 )
 
 EMAIL_SCOPE = "users:read.email"
+# conversations.replies (Slack's documentation): each kind of conversation needs its history scope.
+HISTORY_SCOPES = {"public": "channels:history", "private": "groups:history", "im": "im:history"}
+REPLIES_LIMIT = 1000  # Slack's most (and default) per page
 
 
 class PeopleMethods(StandInCore):
@@ -127,3 +131,35 @@ class PeopleMethods(StandInCore):
             "ok": True,
             "channel": {"id": self.dm_channel(users[0]) if len(users) == 1 else self._new_id("G")},
         }
+
+    def _conversations_replies(self, call: ApiCall) -> JSONDict:
+        """A message and its replies, oldest first (the parent first), a page at a time. Message
+        metadata is returned only with `include_all_metadata`."""
+        channel, ts = call.params.get("channel"), call.params.get("ts")
+        if not channel:
+            return _err("channel_not_found")
+        info = self.channels.get(channel, {})
+        kind = ("im" if channel.startswith("D") else
+                "private" if info.get("is_private", not channel.startswith("C")) else "public")
+        needed = HISTORY_SCOPES[kind]
+        if self.bot_scopes is not None and needed not in self.bot_scopes:
+            return _err("missing_scope", needed=needed, provided=",".join(self.bot_scopes))
+        parent = self.messages.get((channel, str(ts))) if ts else None
+        if parent is None:
+            return _err("thread_not_found")
+        thread = [parent, *self.thread(channel, parent.ts)]
+        try:
+            start = int(call.params.get("cursor") or 0)
+            limit = min(int(call.params.get("limit") or REPLIES_LIMIT), REPLIES_LIMIT)
+        except ValueError:
+            return _err("invalid_cursor")
+        metadata = str(call.params.get("include_all_metadata", "")).lower() in ("1", "true")
+        page = []
+        for message in thread[start:start + limit]:
+            shown = message.to_api(self.team_id)
+            if not metadata:
+                shown.pop("metadata", None)
+            page.append(shown)
+        more = start + limit < len(thread)
+        return {"ok": True, "messages": page, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}

@@ -22,6 +22,9 @@ DEFAULT_BOT_SCOPES = (
     "commands",
     "chat:write",
     "chat:write.public",
+    "channels:history",
+    "groups:history",
+    "im:history",
     "usergroups:read",
     "users:read",
 )

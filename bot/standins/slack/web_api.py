@@ -50,6 +50,7 @@ class WebApiMethods(ViewMethods, PeopleMethods):
             "users.profile.get": self._users_profile_get,
             "conversations.info": self._conversations_info,
             "conversations.open": self._conversations_open,
+            "conversations.replies": self._conversations_replies,
         }
 
     # ---------------------------------------------------------------- Web API: server side
