@@ -21,7 +21,7 @@ from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.interactions import ask
 from tests.interactions import click as click_question
 from tests.test_database_faults import until_logged, write_lock
-from tests.test_escalation import (
+from tests.escalations import (
     ALICE,
     click_ack,
     click_stop,
@@ -84,7 +84,7 @@ async def test_hang_up_with_a_locked_database_hangs_up_and_records_it_once_it_an
     with write_lock(bot):
         _, url = await click_status(bot, status, HANG_UP_ACTION)
         await asyncio.wait_for(hung_up(), 20)  # reading the call's row needs no write
-        await until_logged(caplog, "recording hang_up of call")  # its record met the lock
+        await until_logged(caplog, "an audit record waits")  # the hang-up's record met the lock
     await wait_for_status(bot, status, "Hung up by <@U0MANAGER>", timeout=30)
     await bot.settle()
     assert bot.slack.responses_to(url) == []  # nothing false said: it was hung up

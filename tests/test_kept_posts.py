@@ -13,7 +13,7 @@ from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import on_both_databases
 from tests.follow_helpers import FAST, FULL, end_session, is_thread_reply, services
 from tests.follow_helpers import wait_for_edit as wait_for_status
-from tests.test_escalation import (
+from tests.escalations import (
     ALICE,
     BOB,
     IN_ALICES_SHIFT,
