@@ -18,7 +18,6 @@ is reported as "outcome unknown", never retried (see evovoice).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import Callable
