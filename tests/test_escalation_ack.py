@@ -57,6 +57,46 @@ async def _escalate(bot_factory: BotFactory, mode: str = "http", policy: str = R
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_i_m_on_it_counts_before_slack_has_answered_the_page_s_post(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    """Alice's page is in her DM, but Slack's answer to its post hasn't reached the bot: she
+    clicks at once, and her click counts all the same."""
+    bot, clock = await start(bot_factory, mode)
+    view, _ = await open_on_message(bot)
+    answer = bot.slack.hold("chat.postMessage", after=True,
+                            when=lambda c: c.params.get("channel") == "U0ALICE")
+    assert await submit(bot, view) == {}
+    escalation = await escalation_message(bot)
+    await answer.wait_until_held()
+    [page] = bot.slack.channel_messages(bot.slack.dm_channel("U0ALICE"))
+
+    # The page's button counts for the person its step pages, not for whoever sends its value.
+    _, bobs = await click_ack(bot, page, user_id="U0BOB")
+    [refused] = await bot.slack.wait_for_response(bobs)
+    assert refused["response_type"] == "ephemeral"
+    assert await state_of(bot) == EscalationState.RUNNING
+
+    clock.advance(30)
+    _, url = await click_ack(bot, page, user_id="U0ALICE")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged at <!date^")
+    answer.open()
+    # Recorded once Slack answers, the page says she is on it, without the button.
+    await bot.slack.wait_for_call(
+        "chat.update", lambda c: c.params.get("ts") == page.ts
+        and "You acknowledged this page" in str(c.params.get("text")), timeout=10.0)
+    assert ACK_ESCALATION_ACTION not in json.dumps(page.blocks)
+    clock.advance(1000)  # long past every deadline: nobody else is called
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
+    assert bot.slack.responses_to(url) == []  # nothing refused
+    [event] = await services(bot).db.fetchall(
+        "SELECT * FROM audit_events WHERE kind = 'acknowledged'")
+    assert event["actor_id"] == "U0ALICE"
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
 async def test_a_voicemail_moves_the_chain_on_at_once(bot_factory: BotFactory, mode: str) -> None:
     bot, _, escalation = await _escalate(bot_factory, mode)
     alice = session_of(bot, ALICE)

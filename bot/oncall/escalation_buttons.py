@@ -1,13 +1,15 @@
 """The escalation's buttons: I'm on it (on the card and on the pages) and Stop escalation.
 
 A click is checked like any request: it must come from the escalation's card (or, for I'm on it,
-from one of its pages), and the clicker must be allowed (see each method). Refusals go to the
+from one of its pages: a page Slack has posted but the bot has not recorded yet counts for the
+person its step pages), and the clicker must be allowed (see each method). Refusals go to the
 clicker alone.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 from bot.access import AccessControl, Responders
@@ -18,7 +20,13 @@ from bot.errors import CallbotError, describe
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_endings import Endings
-from bot.oncall.escalation_store import AckVia, Escalation, EscalationState, EscalationStore
+from bot.oncall.escalation_store import (
+    AckVia,
+    Escalation,
+    EscalationState,
+    EscalationStore,
+    Page,
+)
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
 from bot.storage.faults import refused_when_database_fails
@@ -169,14 +177,39 @@ class EscalationButtons:
     async def _load(self, click: ButtonClick, *, pages: bool = False) -> Escalation:
         """The escalation a button names, if the click came from its message (or, `pages`,
         from one of its pages); ButtonExpired otherwise."""
-        escalation = await self._store.get(click.row_id())
+        on_page = _PAGE_VALUE.fullmatch(click.value) if pages else None
+        escalation = await self._store.get(int(on_page[1]) if on_page else click.row_id())
         if escalation is None:
             raise ButtonExpired()
         if click.came_from(escalation.team_id, escalation.channel_id, escalation.message_ts):
             return escalation
-        if pages and any(
-            click.came_from(escalation.team_id, page.channel_id, page.message_ts)
-            for page in await self._store.pages(escalation.id)
-        ):
+        if not pages:
+            raise ButtonExpired()
+        recorded = await self._store.pages(escalation.id)
+        if any(click.came_from(escalation.team_id, page.channel_id, page.message_ts)
+               for page in recorded):
+            return escalation
+        if on_page and _unrecorded_page_of(click, escalation, int(on_page[2]), recorded):
             return escalation
         raise ButtonExpired()
+
+
+# I'm on it's value on a page: the escalation's id and the step it pages (escalation_views).
+_PAGE_VALUE = re.compile(r"([0-9]{1,18}):([0-9]{1,6})")
+
+
+def _unrecorded_page_of(
+    click: ButtonClick, escalation: Escalation, step: int, recorded: list[Page]
+) -> bool:
+    """A click on the page of `step` that Slack has posted but the bot has not recorded yet
+    (recorded when Slack's answer to the post arrives): honoured if it comes from the person
+    that step pages, in a step already begun. The person is read from the escalation's row,
+    never from the value."""
+    return (
+        click.team_id == escalation.team_id
+        and click.channel_id is not None
+        and step <= escalation.step
+        and step < len(escalation.people)
+        and escalation.people[step].user_id == click.user_id
+        and all(page.step != step for page in recorded)
+    )

@@ -222,6 +222,11 @@ class EscalationCard:
         channel, ts = posted
         await self._store.add_page(Page(escalation.id, n, target.user_id, channel, ts, link,
                                         digest(message)))
+        # It may have been clicked (or the escalation ended) before Slack's answer came: the
+        # page, now recorded, is drawn as things stand.
+        after = await self._store.get(escalation.id)
+        if after is not None and after.state != EscalationState.RUNNING:
+            await self.refresh(escalation.id)
 
     # --------------------------------------------------------------------- posts in the thread
 

@@ -206,14 +206,22 @@ def escalation_message(
     return Message(text="\n".join(text_lines), blocks=blocks)
 
 
-def _ack_button(escalation: Escalation) -> dict[str, Any]:
+def _ack_button(escalation: Escalation, step: int | None = None) -> dict[str, Any]:
+    """On a page, the value names its step too (see `page_value`)."""
     return {
         "type": "button",
         "action_id": ACK_ESCALATION_ACTION,
         "text": plain(f"✋ {I_M_ON_IT}"),
         "style": "primary",
-        "value": str(escalation.id),
+        "value": str(escalation.id) if step is None else page_value(escalation.id, step),
     }
+
+
+def page_value(escalation_id: int, step: int) -> str:
+    """I'm on it's value on the page of step `step`: a click can be checked against the person
+    that step pages before the bot has recorded the page (Slack's answer to its post may still
+    be on its way when the person clicks)."""
+    return f"{escalation_id}:{step}"
 
 
 def _reached(escalation: Escalation) -> str:
@@ -264,7 +272,7 @@ def page_message(escalation: Escalation, user_id: str, step: int, link: str | No
             blocks.append(context(hint))
             lines.append(hint)
         blocks.append({"type": "actions", "block_id": PAGE_ACTIONS_BLOCK,
-                       "elements": [_ack_button(escalation)]})
+                       "elements": [_ack_button(escalation, step)]})
     return Message(text="\n".join(lines), blocks=blocks)
 
 

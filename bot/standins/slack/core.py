@@ -235,10 +235,13 @@ class StandInCore:
             status, headers = 429, {"Retry-After": str(retry_after)}
         self._failures.setdefault(method, []).append(_Failure(error, times, when, status, headers))
 
-    def hold(self, method: str, *, when: Callable[[ApiCall], bool] | None = None) -> Gate:
+    def hold(
+        self, method: str, *, when: Callable[[ApiCall], bool] | None = None, after: bool = False
+    ) -> Gate:
         """Hold calls to ``method`` (those for which ``when`` is true) unanswered until the returned
-        gate is opened: a Slack that hangs, for exactly as long as a test needs."""
-        gate = Gate(when)
+        gate is opened: a Slack that hangs, for exactly as long as a test needs. ``after``: the
+        call is carried out first (e.g. the message is posted), only its answer is held."""
+        gate = Gate(when, after=after)
         self._gates.setdefault(method, []).append(gate)
         return gate
 

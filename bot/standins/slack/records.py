@@ -195,11 +195,14 @@ class _Failure:
 class Gate:
     """Holds the calls to one Web API method until :meth:`open` (see :meth:`SlackStandIn.hold`).
 
-    A held call has arrived but is not answered: it is not yet in ``SlackStandIn.calls``.
+    A held call has arrived but is not answered: it is not yet in ``SlackStandIn.calls``. With
+    ``after``, the call has taken effect (a posted message is there, and can be clicked) and only
+    its answer is held: Slack's reply still on its way to the bot.
     """
 
-    def __init__(self, when: Callable[[ApiCall], bool] | None) -> None:
+    def __init__(self, when: Callable[[ApiCall], bool] | None, *, after: bool = False) -> None:
         self.when = when
+        self.after = after
         self.waiting = 0
         """How many calls are held now."""
         self.arrived = asyncio.Event()

@@ -107,12 +107,17 @@ class WebApiMethods(ViewMethods, PeopleMethods):
         )
         if self.latency > 0:
             await asyncio.sleep(self.latency)
-        for gate in self._gates.get(method, []):
-            await gate._pass(call)
+        gates = self._gates.get(method, [])
+        for gate in gates:
+            if not gate.after:
+                await gate._pass(call)
         if bad_body is not None:
             reply = ApiReply(_err(bad_body))
         else:
             reply = await self._dispatch(call)
+        for gate in gates:
+            if gate.after:
+                await gate._pass(call)
         call.status = reply.status
         call.response = reply.body
         call.answered = time.monotonic()
