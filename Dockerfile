@@ -35,8 +35,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     PORT=3000 \
     CALLBOT_CONFIG=/app/callbot.toml \
-    DATABASE_URL=sqlite:////data/callbot.db
-# The bot runs as an unprivileged user; /data (a volume) is the only place it writes.
+    DATABASE_URL=sqlite:////data/callbot.db \
+    AUDIT_SPOOL=/data/callbot.db.audit-spool
+# AUDIT_SPOOL: where SQLite's default puts it, and on the volume for PostgreSQL too (/app is not
+# writable). The bot runs as an unprivileged user; /data (a volume) is the only place it writes.
 RUN useradd --system --uid 10001 --no-create-home --home-dir /app --shell /usr/sbin/nologin callbot \
  && mkdir -p /app /data \
  && chown callbot:callbot /data

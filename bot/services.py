@@ -204,7 +204,8 @@ async def build_services(
     notifier = Notifier(slack, banner=BANNER if settings.evovoice_mode == "simulate" else None)
     key = settings.audit_hash_key
     audit = await AuditLog.open(
-        db, key.get_secret_value() if key else None, default_region=policy.default_region
+        db, key.get_secret_value() if key else None, default_region=policy.default_region,
+        spool=settings.audit_spool_path,
     )
     leases = Leases(db, lease_seconds=settings.lease_seconds)
     follower = CallFollower(

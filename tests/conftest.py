@@ -177,6 +177,9 @@ def bot_environment(
         "PORT": str(port),
         "EVOVOICE_TIMEOUT": "2",
     }
+    if database_url is not None and not database_url.startswith("sqlite:"):
+        # Not ./callbot.audit-spool, the PostgreSQL default: each test keeps its own spool.
+        env["AUDIT_SPOOL"] = str(policy_path.parent / "callbot.audit-spool")
     if mode == "socket":
         env["SLACK_APP_TOKEN"] = APP_TOKEN
     else:

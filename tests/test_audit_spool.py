@@ -1,13 +1,21 @@
-"""Audit records that met a failing database outlive a restart: kept in the spool beside the SQLite
-file (bot/audit/spool.py) and written, once, when the database answers again."""
+"""Audit records that met a failing database outlive a restart: kept in the spool (beside the SQLite
+file, or AUDIT_SPOOL's file for PostgreSQL: bot/audit/spool.py) and written, once, when the
+database answers again."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
+from bot.config import load_settings
 from bot.storage.database import sqlite_path
+from bot.storage.postgres import PG_WRITE_LOCK
 from tests.conftest import BotFactory, BotUnderTest
+from tests.databases import POSTGRESQL
 from tests.follow_helpers import FULL, audit_records, services
 from tests.test_database_faults import write_lock
 
@@ -43,3 +51,93 @@ async def test_a_refusal_recorded_while_the_database_is_locked_outlives_a_restar
     third = await bot_factory("http")  # written once, however often the bot starts
     await third.settle()
     assert len(await audit_records(third)) == 1
+
+
+@asynccontextmanager
+async def write_lock_held(url: str) -> AsyncIterator[None]:
+    """Another session holds the schema's write lock (bot/storage/postgres.py) and keeps it."""
+    import asyncpg
+
+    other = await asyncpg.connect(url)
+    try:
+        await other.execute(
+            "SELECT pg_advisory_lock(hashtext(current_schema()), $1)", PG_WRITE_LOCK
+        )
+        yield
+    finally:
+        await other.close()  # the session's lock ends with it
+
+
+@pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)
+async def test_on_postgresql_a_refusal_recorded_while_the_database_fails_outlives_a_restart(
+    bot_factory: BotFactory, database_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool" / "audit"
+    spool.parent.mkdir()
+    # Writes give up after 300 ms waiting for the lock, as they would on a lock_timeout in
+    # production: LockNotAvailableError, the database failing.
+    first = await bot_factory(
+        "http", AUDIT_SPOOL=str(spool), DATABASE_URL=database_url + "&lock_timeout=300"
+    )
+    async with write_lock_held(database_url):
+        _, url = await first.command(f"{FULL} escalation")
+        [answer] = await first.slack.wait_for_response(url, timeout=20)
+        assert "could not write to its database, so nothing was dialled" in str(answer)
+        assert spool.read_text().count("\n") == 1  # on disk before the requester was told
+        await first.runtime.stop(grace=0)  # restarted while the database still fails
+
+    second = await bot_factory("http", AUDIT_SPOOL=str(spool))
+    await recorded(second)
+    [record] = await audit_records(second)
+    assert record.decision == "refused" and record.reason == "DatabaseUnavailable"
+    assert record.user_id == "U0MANAGER" and "3093" in record.number_masked
+    assert first.evo.outgoing_posts == []
+    assert spool.read_text() == ""
+    await second.runtime.stop()
+    third = await bot_factory("http", AUDIT_SPOOL=str(spool))
+    await third.settle()
+    assert len(await audit_records(third)) == 1
+
+
+@pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)
+async def test_a_spool_that_cannot_be_written_leaves_the_records_in_memory_and_says_so_once(
+    bot_factory: BotFactory, database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "no such directory" / "audit"
+    bot = await bot_factory(
+        "http", AUDIT_SPOOL=str(spool), DATABASE_URL=database_url + "&lock_timeout=300"
+    )
+    async with write_lock_held(database_url):
+        for _ in range(2):
+            _, url = await bot.command(f"{FULL} escalation")
+            [answer] = await bot.slack.wait_for_response(url, timeout=20)
+            assert "could not write to its database, so nothing was dialled" in str(answer)
+    await recorded(bot, 2)  # from memory, once the database answers
+    assert not spool.parent.exists()
+    said = [r for r in caplog.records if "could not keep audit records" in r.getMessage()]
+    assert len(said) == 1 and "set AUDIT_SPOOL to a writable file" in said[0].getMessage()
+
+
+REQUIRED = {"slack_bot_token": "xoxb-1", "slack_signing_secret": "s", "evovoice_mode": "simulate"}
+
+
+@pytest.mark.parametrize(
+    ("database_url", "audit_spool", "expected"),
+    [
+        ("sqlite:///./callbot.db", None, Path("./callbot.db.audit-spool")),
+        ("sqlite:////data/x.db", "", Path("/data/x.db.audit-spool")),
+        ("sqlite:///:memory:", None, None),
+        ("postgresql://u@db:5432/callbot", None, Path("callbot.audit-spool")),
+        ("postgresql://u@db:5432/callbot", "/data/spool", Path("/data/spool")),
+        ("sqlite:////data/x.db", "/data/spool", Path("/data/spool")),
+        ("postgresql://u@db:5432/callbot", "OFF", None),
+    ],
+)
+def test_the_spool_is_beside_a_sqlite_file_in_the_working_directory_for_postgresql_or_as_set(
+    database_url: str, audit_spool: str | None, expected: Path | None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AUDIT_SPOOL", raising=False)
+    chosen = {} if audit_spool is None else {"audit_spool": audit_spool}
+    settings = load_settings(_env_file=None, database_url=database_url, **REQUIRED, **chosen)
+    assert settings.audit_spool_path == expected

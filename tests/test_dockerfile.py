@@ -144,6 +144,7 @@ def test_configuration_comes_from_outside_and_state_goes_to_a_volume() -> None:
     env = env_of(runtime)
     assert env["CALLBOT_CONFIG"] == "/app/callbot.toml"
     assert env["DATABASE_URL"] == "sqlite:////data/callbot.db"
+    assert env["AUDIT_SPOOL"] == "/data/callbot.db.audit-spool"  # beside it, as without the setting
     assert json.loads(only(runtime, "VOLUME").args) == ["/data"]
     setup = " ".join(i.args for i in runtime if i.keyword == "RUN")
     assert "chown callbot:callbot /data" in setup

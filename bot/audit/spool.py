@@ -1,16 +1,21 @@
-"""Audit records the database could not take, kept in a file beside it until it answers again.
+"""Audit records the database could not take, kept in a file until it answers again.
 
-A database that is locked past the busy timeout or turned read-only takes no audit record; one kept
-only in memory would be lost to a restart meanwhile. So a record that met a failing database is
-appended to the spool, `<database file>.audit-spool` (one JSON object per line, flushed to disk),
-and written to the database by `drain()` once it answers: at the next start, or by this process as
-soon as it can. Each record carries a random key, claimed in the transaction that writes it
-(bot/storage/claims.py), so a drain cut short by a crash never writes a record twice.
+A database that is locked past the busy timeout, turned read-only or unreachable takes no audit
+record; one kept only in memory would be lost to a restart meanwhile. So a record that met a failing
+database is appended to the spool (one JSON object per line, flushed to disk), and written to the
+database by `drain()` once it answers: at the next start, or by this process as soon as it can.
+Each record carries a random key, claimed in the transaction that writes it
+(bot/storage/claims.py), so a drain cut short by a crash, or two processes draining one file, never
+write a record twice.
 
-One file serves every process on the host that shares the SQLite file: appending and draining hold
-an exclusive lock on it (`flock`). PostgreSQL has no file of ours beside it: there the records wait
-in memory (bot/audit/trail.py), and a restart while the database is unreachable loses them. A disk
-too full for the database is too full for the spool too: same as PostgreSQL.
+Where the file is (`spool_path`): AUDIT_SPOOL; unset, `<database file>.audit-spool` beside a SQLite
+file, `./callbot.audit-spool` (the working directory) for PostgreSQL. `AUDIT_SPOOL=off`, or a spool
+that cannot be written (a read-only directory, a full disk), leaves the records waiting in memory
+(bot/audit/trail.py): a restart while the database fails then loses them.
+
+One file serves every process on the host that uses it: appending and draining hold an exclusive
+lock on it (`flock`). Replicas on other hosts each have their own spool, drained into the one
+database; one spool serves one database (its records are written to whichever database drains it).
 """
 
 from __future__ import annotations
@@ -28,12 +33,15 @@ from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
-from bot.storage.database import Connection, Database
+from bot.storage.database import SQLITE, Connection, Database, dialect_of, sqlite_path
 from bot.storage.faults import until_database_answers
 
 logger = logging.getLogger(__name__)
 
 SUFFIX = ".audit-spool"
+# PostgreSQL has no file of ours to put the spool beside: it goes in the working directory.
+POSTGRES_DEFAULT = Path("callbot.audit-spool")
+OFF = "off"  # AUDIT_SPOOL=off: no spool, records wait in memory
 # The claim that keeps a spooled record from being written twice (bot/storage/claims.py).
 CLAIM_PREFIX = "audit-spool:"
 
@@ -51,19 +59,24 @@ class Spooled:
 Writer = Callable[[Connection, Spooled], Coroutine[Any, Any, bool]]
 
 
+def spool_path(setting: str | None, database_url: str) -> Path | None:
+    """The spool AUDIT_SPOOL names; unset, the one beside a SQLite file or `POSTGRES_DEFAULT`.
+    None: no spool (`off`, or a SQLite database in memory)."""
+    if setting:
+        return None if setting.strip().lower() == OFF else Path(setting)
+    if dialect_of(database_url) != SQLITE:
+        return POSTGRES_DEFAULT
+    database_file = sqlite_path(database_url)
+    return None if database_file == ":memory:" else Path(database_file + SUFFIX)
+
+
 class Spool:
     def __init__(self, path: Path, db: Database, write: Writer) -> None:
         self.path = path
         self._db = db
         self._write = write
         self._draining: asyncio.Task[None] | None = None
-
-    @classmethod
-    def beside(cls, db: Database, database_file: str | None, write: Writer) -> Spool | None:
-        """The spool beside a SQLite database file; None for PostgreSQL (or `:memory:`)."""
-        if database_file is None or database_file == ":memory:":
-            return None
-        return cls(Path(database_file + SUFFIX), db, write)
+        self._failing = False  # the last append failed: said once, not once per record
 
     def keep(self, record: Spooled) -> bool:
         """Append `record` to the file, on disk before returning; False if it could not be."""
@@ -75,8 +88,15 @@ class Spool:
                 file.flush()
                 os.fsync(file.fileno())
         except OSError as exc:
-            logger.error("could not keep an audit record in %s (%s)", self.path, exc)
+            if not self._failing:
+                logger.error(
+                    "could not keep audit records in %s (%s): they wait in memory, and a restart "
+                    "before the database answers loses them; set AUDIT_SPOOL to a writable file",
+                    self.path, exc,
+                )
+            self._failing = True
             return False
+        self._failing = False
         logger.warning("the database failed: an audit record waits in %s", self.path)
         self.drain_soon()
         return True

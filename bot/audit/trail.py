@@ -11,9 +11,9 @@ as it was written, whatever the code above it does. The attempt row is written *
 (decision `allowed`); the result follows as an event, so a crash mid-call still leaves a trace.
 
 A record that must not wait for a failing database (a refusal, a call's result, what a button did)
-is kept in the spool beside a SQLite file (spool.py) and written once the database answers, after a
-restart too; with PostgreSQL it waits in memory. The attempt of a call about to be dialled is never
-spooled: if it can't be written, nothing is dialled.
+is kept in the spool (spool.py: AUDIT_SPOOL, by default beside a SQLite file or in the working
+directory for PostgreSQL) and written once the database answers, after a restart too. The attempt
+of a call about to be dialled is never spooled: if it can't be written, nothing is dialled.
 
 The full number is never stored here, only its keyed hash (bot/storage/number_hash.py), so the
 records of one number can be found (`/call history +1814…`) without keeping the number.
@@ -26,6 +26,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import phonenumbers
@@ -48,7 +49,7 @@ from bot.audit.spool import Spool, Spooled
 from bot.calls.models import CallRequest, CallResult, CheckedCall
 from bot.phone import NumberRejected, mask, parse_number
 from bot.storage.claims import claim_in
-from bot.storage.database import SQLITE, Connection, Database, sqlite_path
+from bot.storage.database import Connection, Database
 from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.number_hash import NumberHasher
 
@@ -74,13 +75,14 @@ class AuditLog:
         *,
         default_region: str = "US",
         clock: Callable[[], dt.datetime] = _utc_now,
+        spool: Path | None = None,
     ) -> None:
         self._db = db
         self.hasher = hasher
         self._default_region = default_region
         self._clock = clock
-        database_file = sqlite_path(db.url) if db.dialect == SQLITE else None
-        self.spool = Spool.beside(db, database_file, self._write_spooled)
+        # Where records wait for a failing database (settings.audit_spool_path); None: in memory.
+        self.spool = Spool(spool, db, self._write_spooled) if spool is not None else None
         # Records waiting in memory for the database (no spool, or the spool could not be written).
         self._waiting: set[asyncio.Task[int]] = set()
 
@@ -92,9 +94,10 @@ class AuditLog:
         *,
         default_region: str = "US",
         clock: Callable[[], dt.datetime] = _utc_now,
+        spool: Path | None = None,
     ) -> AuditLog:
         hasher = await NumberHasher.open(db, configured_key)
-        log = cls(db, hasher, default_region=default_region, clock=clock)
+        log = cls(db, hasher, default_region=default_region, clock=clock, spool=spool)
         if log.spool is not None and log.spool.waiting:
             log.spool.drain_soon()  # records a previous run could not write
         return log
@@ -241,8 +244,8 @@ class AuditLog:
                 logger.warning("an audit record waits for the database (%s)", exc)
         if self.spool is not None and self.spool.keep(Spooled(table, values)):
             return None
-        # No file of ours beside the database (PostgreSQL), or it could not be written: the record
-        # waits in memory, and a restart meanwhile loses it.
+        # No spool (AUDIT_SPOOL=off), or it could not be written: the record waits in memory, and
+        # a restart meanwhile loses it.
         task = asyncio.create_task(until_database_answers(
             lambda: self._insert(table, values), f"writing an audit record ({table})"
         ), name="audit record waiting for the database")

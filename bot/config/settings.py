@@ -18,6 +18,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.audit.spool import spool_path
 from bot.config.problems import ConfigError, describe_problems
 from bot.storage.database import DatabaseUrlError, check_url
 
@@ -84,10 +85,13 @@ class Settings(BaseSettings):
     # Several replicas: a replica that dies has its followed calls and escalations taken over by
     # another within this many seconds (bot/storage/leases.py).
     lease_seconds: float = Field(default=15.0, ge=3, le=300)
+    # The file where audit records wait for a failing database (bot/audit/spool.py); empty: beside
+    # a SQLite file, ./callbot.audit-spool for PostgreSQL; `off`: they wait in memory.
+    audit_spool: str | None = None
 
     @field_validator(
         "slack_app_token", "slack_signing_secret", "evovoice_account_id", "evovoice_other_url",
-        "audit_hash_key", mode="before",
+        "audit_hash_key", "audit_spool", mode="before",
     )
     @classmethod
     def _optional(cls, value: Any) -> Any:
@@ -219,6 +223,11 @@ class Settings(BaseSettings):
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None
+
+    @property
+    def audit_spool_path(self) -> Path | None:
+        """Where audit records wait for a failing database; None: in memory."""
+        return spool_path(self.audit_spool, self.database_url)
 
 
 FILE_SUFFIX = "_FILE"
