@@ -28,6 +28,21 @@ async def recorded(bot: BotUnderTest, n: int = 1, timeout: float = 20) -> None:
     await asyncio.wait_for(until(), timeout)
 
 
+async def recorded_once_after_restarts(bot_factory: BotFactory, spool: Path, **env: str) -> None:
+    """The bot started again with the database answering: the refused call in the audit trail,
+    the spool empty, and still one record after another start."""
+    second = await bot_factory("http", **env)
+    await recorded(second)
+    [record] = await audit_records(second)
+    assert record.decision == "refused" and record.reason == "DatabaseUnavailable"
+    assert record.user_id == "U0MANAGER" and "3093" in record.number_masked
+    assert spool.read_text() == ""
+    await second.runtime.stop()
+    third = await bot_factory("http", **env)  # written once, however often the bot starts
+    await third.settle()
+    assert len(await audit_records(third)) == 1
+
+
 async def test_a_refusal_recorded_while_the_database_is_locked_outlives_a_restart(
     bot_factory: BotFactory,
 ) -> None:
@@ -40,17 +55,8 @@ async def test_a_refusal_recorded_while_the_database_is_locked_outlives_a_restar
         assert spool.read_text().count("\n") == 1  # on disk before the requester was told
         await first.runtime.stop(grace=0)  # restarted while the database is still locked
 
-    second = await bot_factory("http")
-    await recorded(second)
-    [record] = await audit_records(second)
-    assert record.decision == "refused" and record.reason == "DatabaseUnavailable"
-    assert record.user_id == "U0MANAGER" and "3093" in record.number_masked
+    await recorded_once_after_restarts(bot_factory, spool)
     assert first.evo.outgoing_posts == []
-    assert spool.read_text() == ""
-    await second.runtime.stop()
-    third = await bot_factory("http")  # written once, however often the bot starts
-    await third.settle()
-    assert len(await audit_records(third)) == 1
 
 
 @asynccontextmanager
@@ -86,17 +92,8 @@ async def test_on_postgresql_a_refusal_recorded_while_the_database_fails_outlive
         assert spool.read_text().count("\n") == 1  # on disk before the requester was told
         await first.runtime.stop(grace=0)  # restarted while the database still fails
 
-    second = await bot_factory("http", AUDIT_SPOOL=str(spool))
-    await recorded(second)
-    [record] = await audit_records(second)
-    assert record.decision == "refused" and record.reason == "DatabaseUnavailable"
-    assert record.user_id == "U0MANAGER" and "3093" in record.number_masked
+    await recorded_once_after_restarts(bot_factory, spool, AUDIT_SPOOL=str(spool))
     assert first.evo.outgoing_posts == []
-    assert spool.read_text() == ""
-    await second.runtime.stop()
-    third = await bot_factory("http", AUDIT_SPOOL=str(spool))
-    await third.settle()
-    assert len(await audit_records(third)) == 1
 
 
 @pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)
