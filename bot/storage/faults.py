@@ -52,10 +52,6 @@ FIRST_PAUSE_SECONDS = 0.5
 MAX_PAUSE_SECONDS = 30.0
 
 
-def is_database_fault(exc: BaseException) -> bool:
-    return isinstance(exc, DATABASE_FAULTS)
-
-
 async def until_database_answers(
     work: Callable[[], Awaitable[T]],
     what: str,
