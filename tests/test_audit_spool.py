@@ -17,7 +17,7 @@ from bot.storage.postgres import PG_WRITE_LOCK
 from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import POSTGRESQL
 from tests.follow_helpers import FULL, audit_records, services
-from tests.test_database_faults import write_lock
+from tests.database_locks import with_short_busy_timeout, write_lock
 
 
 async def recorded(bot: BotUnderTest, n: int = 1, timeout: float = 20) -> None:
@@ -44,9 +44,9 @@ async def recorded_once_after_restarts(bot_factory: BotFactory, spool: Path, **e
 
 
 async def test_a_refusal_recorded_while_the_database_is_locked_outlives_a_restart(
-    bot_factory: BotFactory,
+    bot_factory: BotFactory, database_url: str
 ) -> None:
-    first = await bot_factory("http")
+    first = await bot_factory("http", DATABASE_URL=with_short_busy_timeout(database_url))
     spool = Path(sqlite_path(services(first).db.url) + ".audit-spool")
     with write_lock(first):
         _, url = await first.command(f"{FULL} escalation")

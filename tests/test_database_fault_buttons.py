@@ -20,7 +20,7 @@ from tests.follow_helpers import click as click_status
 from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.interactions import ask
 from tests.interactions import click as click_question
-from tests.test_database_faults import until_logged, write_lock
+from tests.database_locks import until_logged, with_short_busy_timeout, write_lock
 from tests.escalations import (
     ALICE,
     click_ack,
@@ -34,6 +34,11 @@ from tests.test_escalation_ack import _escalate as running_escalation
 
 CANADA = "+14165550123"
 REFERENCE = re.compile(r"\(reference [0-9A-Za-z_.-]+\)")
+
+
+@pytest.fixture
+def database_url(database_url: str) -> str:
+    return with_short_busy_timeout(database_url)
 
 
 def told(answer: dict[str, object], not_done: str) -> None:

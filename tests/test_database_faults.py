@@ -8,44 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
-from bot.storage.database import sqlite_path
-
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import BotFactory
+from tests.database_locks import until_logged, with_short_busy_timeout, write_lock
 from tests.follow_helpers import (
     FAST,
     FULL,
     audit_records,
     end_session,
-    services,
     status_message,
 )
 from tests.follow_helpers import wait_for_edit as wait_for_status
 
 
-@contextmanager
-def write_lock(bot: BotUnderTest) -> Iterator[None]:
-    """Another process takes the database's write lock and keeps it."""
-    other = sqlite3.connect(sqlite_path(services(bot).db.url), isolation_level=None)
-    try:
-        other.execute("BEGIN IMMEDIATE")
-        yield
-        other.execute("ROLLBACK")
-    finally:
-        other.close()
-
-
-async def until_logged(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 60) -> None:
-    async def logged() -> None:
-        while not any(text in r.getMessage() for r in caplog.records):
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(logged(), timeout)
+@pytest.fixture
+def database_url(database_url: str) -> str:
+    return with_short_busy_timeout(database_url)
 
 
 async def test_a_locked_database_dials_nothing_and_says_so_with_a_reference(

@@ -107,6 +107,28 @@ async def test_a_transaction_that_fails_fails_every_write_in_it(
     assert stored(path) == ["c"]
 
 
+async def test_writes_queued_behind_a_trip_that_met_a_held_lock_fail_with_it(
+    thread: DatabaseThread, path: Path
+) -> None:
+    commits = GroupCommit(thread.send, asyncio.Lock())
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    first = asyncio.create_task(commits.write(insert("a")))
+    await asyncio.sleep(0)  # on its way, alone, held at the gate (waiting for the lock)
+    queued = [asyncio.create_task(commits.write(insert(key))) for key in ("b", "c")]
+    await asyncio.sleep(0)
+    thread.gate.set()
+    outcomes = await asyncio.gather(first, *queued, return_exceptions=True)
+    assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes)
+    # They waited while the lock stayed held: not another busy timeout each, in turn.
+    assert thread.statements.count("BEGIN IMMEDIATE") == 1
+    other.execute("ROLLBACK")
+    other.close()
+
+    assert await commits.write(insert("d")) == 1  # a write arriving later tries afresh
+    assert stored(path) == ["d"]
+
+
 async def test_writes_wait_until_an_open_transaction_ends(thread: DatabaseThread) -> None:
     transaction_open = asyncio.Lock()
     commits = GroupCommit(thread.send, transaction_open)

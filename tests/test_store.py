@@ -16,6 +16,7 @@ from bot.storage.database import (
     IntegrityError,
     Migration,
     SchemaTooNew,
+    check_url,
     dialect_of,
     sqlite_path,
 )
@@ -53,6 +54,20 @@ def test_sqlite_urls() -> None:
     for bad in ("postgres://x", "sqlite:///", "callbot.db"):
         with pytest.raises(DatabaseUrlError):
             sqlite_path(bad)
+
+
+async def test_a_sqlite_url_may_set_the_busy_timeout(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'callbot.db'}"
+    assert sqlite_path(url + "?busy_timeout=250") == str(tmp_path / "callbot.db")
+    for given, expected in ((url, 5000), (url + "?busy_timeout=250", 250)):
+        db = Database(given)
+        await db.open([])
+        row = await db.fetchone("PRAGMA busy_timeout")
+        assert row is not None and row[0] == expected
+        await db.close()
+    for bad in ("?busy_timeout=", "?busy_timeout=5s", "?timeout=5", "?busy_timeout=-1", "?&"):
+        with pytest.raises(DatabaseUrlError):
+            check_url(url + bad)
 
 
 def test_the_url_picks_the_backend() -> None:

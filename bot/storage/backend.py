@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
+from urllib.parse import parse_qs
 
 from bot.storage.migrations import Migration
 
@@ -14,6 +15,10 @@ T = TypeVar("T")
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
+
+# How long a SQLite write waits for another process's write lock, unless the URL says
+# (`sqlite:///./callbot.db?busy_timeout=MS`).
+SQLITE_BUSY_TIMEOUT_MS = 5000
 
 
 class DatabaseUrlError(ValueError):
@@ -73,16 +78,34 @@ def sqlite_path(url: str) -> str:
             "only sqlite:/// URLs name a file, like sqlite:///./callbot.db or "
             "sqlite:////var/lib/callbot/callbot.db"
         )
-    path = url[len(prefix):]
+    path = url[len(prefix):].partition("?")[0]
     if not path:
         raise DatabaseUrlError("the URL names no file (sqlite:///./callbot.db)")
     return path
+
+
+def sqlite_busy_timeout_ms(url: str) -> int:
+    """`sqlite:///./callbot.db?busy_timeout=MS` → MS; SQLITE_BUSY_TIMEOUT_MS when not given."""
+    query = url.partition("?")[2]
+    params = parse_qs(query, keep_blank_values=True)
+    unknown = sorted(set(params) - {"busy_timeout"})
+    if unknown or (query and not params):
+        raise DatabaseUrlError(
+            f"a sqlite:/// URL takes only ?busy_timeout=MILLISECONDS, not {query!r}"
+        )
+    if "busy_timeout" not in params:
+        return SQLITE_BUSY_TIMEOUT_MS
+    [value] = params["busy_timeout"][-1:]
+    if not value.isdigit():
+        raise DatabaseUrlError(f"busy_timeout is in whole milliseconds (like 5000), not {value!r}")
+    return int(value)
 
 
 def check_url(url: str) -> None:
     """Raise DatabaseUrlError unless `url` is one the bot can open."""
     if dialect_of(url) == SQLITE:
         sqlite_path(url)
+        sqlite_busy_timeout_ms(url)
 
 
 

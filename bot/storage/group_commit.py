@@ -12,6 +12,11 @@ caller gets its error; the others commit), and no caller hears of success before
 the transaction itself fail (the lock not obtained within the busy timeout, the commit refused),
 every write of the trip gets that error, as each would have on its own. A write waits no longer
 than it does today: when the thread is free it leaves at once, alone.
+
+When the trip failed because another process kept the write lock past the busy timeout, the writes
+that queued up behind it meanwhile get that error too: they were waiting while the lock stayed
+held, and sending them on would make each wave wait another full timeout in turn (ten writes
+behind a held lock would take ten timeouts to hear of it). Writes arriving after that try afresh.
 """
 
 from __future__ import annotations
@@ -75,6 +80,8 @@ class GroupCommit:
     ) -> None:
         self._busy = False
         failed = None if done.cancelled() else done.exception()
+        if _lock_held_elsewhere(failed):
+            trip, self._waiting = trip + self._waiting, []
         outcomes: list[tuple[bool, Any]] = [] if failed or done.cancelled() else done.result()
         for index, (_, future) in enumerate(trip):
             if future.done():  # its caller was cancelled; the write happened all the same
@@ -91,6 +98,13 @@ class GroupCommit:
             else:
                 future.set_exception(value)
         self._next_trip()
+
+
+def _lock_held_elsewhere(failed: BaseException | None) -> bool:
+    return (
+        isinstance(failed, sqlite3.OperationalError)
+        and failed.sqlite_errorcode == sqlite3.SQLITE_BUSY
+    )
 
 
 def _commit_together(conn: sqlite3.Connection, writes: list[Write]) -> list[tuple[bool, Any]]:

@@ -24,6 +24,7 @@ from bot.storage.backend import (
     IntegrityError,
     Row,
     check_versions,
+    sqlite_busy_timeout_ms,
     sqlite_path,
 )
 from bot.storage.group_commit import GroupCommit
@@ -31,12 +32,11 @@ from bot.storage.migrations import Migration
 
 T = TypeVar("T")
 
-BUSY_TIMEOUT_MS = 5000
-
 
 class SQLiteBackend:
     def __init__(self, url: str) -> None:
         self._path = sqlite_path(url)
+        self._busy_timeout_ms = sqlite_busy_timeout_ms(url)
         self._sqlite: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
         # One connection serves every coroutine: held while a transaction() is open, so that no
@@ -81,7 +81,7 @@ class SQLiteBackend:
             # isolation_level=None: we issue BEGIN ourselves, so transactions are explicit.
             conn = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
             return conn
 
         self._sqlite = await self.run(connect)
@@ -101,7 +101,7 @@ class SQLiteBackend:
         at once, without waiting its busy timeout: that one tries again.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+        deadline = loop.time() + self._busy_timeout_ms / 1000
         while True:
             try:
                 await self.execute("PRAGMA journal_mode = WAL", ())
