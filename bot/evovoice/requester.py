@@ -12,6 +12,7 @@ metrics; it never sees bodies, queries or credentials.
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.metadata
 import logging
 import time
@@ -88,6 +89,12 @@ _AFTER_SEND_CAUSES = {"timeout": "no answer in time",
                       "unreadable_answer": "unreadable answer"}
 
 
+def basic_authorization(username: str, password: str) -> str:
+    """The `Authorization` header of HTTP Basic, as httpx.BasicAuth writes it (UTF-8)."""
+    credentials = f"{username}:{password}".encode()
+    return f"Basic {base64.b64encode(credentials).decode('ascii')}"
+
+
 def route_of(path: str) -> str:
     return path if path in _FIXED_ROUTES else path.rsplit("/", 1)[0] + "/{id}"
 
@@ -128,13 +135,27 @@ class Requester:
         no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
         self._http = httpx.AsyncClient(
             base_url=base_url,
-            auth=httpx.BasicAuth(username, password),
-            headers={"Accept": "application/json", "User-Agent": USER_AGENT},
+            # HTTP Basic as a default header rather than `auth=`: the same header on every
+            # request, without httpx's per-request auth flow (a tenth of a POST's CPU when a
+            # thousand calls are placed at once).
+            headers={"Accept": "application/json", "User-Agent": USER_AGENT,
+                     "Authorization": basic_authorization(username, password)},
             timeout=timeout,
             cookies=no_cookies,
             # httpx's own pool costs too much CPU per request when many calls are placed at once.
             transport=transport if transport is not None else AiohttpTransport(),
         )
+
+        # The fixed routes' absolute URLs, merged with the base URL once rather than per request.
+        self._urls: dict[str, httpx.URL] = {}
+
+    def _url(self, path: str) -> httpx.URL | str:
+        if path not in _FIXED_ROUTES:
+            return path
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = self._http.build_request("GET", path).url
+        return url
 
     async def aclose(self) -> None:
         self.budget.close()
@@ -197,7 +218,9 @@ class Requester:
             admitted = False
             started = time.perf_counter()
             try:
-                response = await self._http.request(method, path, params=params, json=json)
+                response = await self._http.request(
+                    method, self._url(path), params=params, json=json
+                )
             except _CONNECT_FAILURES as exc:
                 connect_failures += 1
                 self._log_failure(method, path, exc, started)
