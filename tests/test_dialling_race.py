@@ -13,6 +13,9 @@ import asyncio
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
+import pytest
+
+from bot.audit.trail import AuditLog
 from bot.calls.follow import CallFollower, FollowTiming
 from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.store import CallState, CallStore, Placement
@@ -185,7 +188,7 @@ async def test_a_call_being_dialled_is_left_to_its_replica(db: Database) -> None
     a = Replica("a", paused, db, clock)
     b = Replica("b", db, db, clock)
 
-    dialling = asyncio.create_task(a.follower.note_dialling(CALL, None, T0))
+    dialling = asyncio.create_task(a.follower.note_dialling(CALL, T0))
     await asyncio.wait_for(paused.reached.wait(), 10)
     # A's row is there for everyone to see: B's lease keeper runs its round now.
     await b.follower.take_over()
@@ -219,10 +222,32 @@ async def test_a_call_being_dialled_is_left_to_its_replica(db: Database) -> None
     await b.follower.stop()
 
 
+async def test_the_attempt_its_row_and_its_lease_are_committed_together(db: Database) -> None:
+    clock = Clock()
+    a = Replica("a", db, db, clock)
+    audit = await AuditLog.open(db)
+
+    row = await a.follower.note_dialling(
+        CALL, T0, attempt=lambda conn: audit.allowed(CALL, on=conn)
+    )
+    assert row.attempt_id is not None and row.placement == Placement.DIALLING
+    record = await audit.record(row.attempt_id)
+    assert record is not None and record.decision == "allowed"
+    assert await Leases(db, owner="b", clock=clock).unowned("call", [row.id]) == []
+
+    # The next row's lease is somehow held already: its row is refused, and so is its attempt.
+    await Leases(db, owner="b", clock=clock).take("call", row.id + 1)
+    with pytest.raises(RuntimeError, match="lease is held already"):
+        await a.follower.note_dialling(CALL, T0, attempt=lambda conn: audit.allowed(CALL, on=conn))
+    assert [r.id for r in await audit.history()] == [row.attempt_id]
+    assert [c.id for c in await a.store.dialling()] == [row.id]
+    await a.follower.stop()
+
+
 async def test_a_call_left_behind_is_announced_by_one_replica(db: Database) -> None:
     clock = Clock()
     dead = Replica("dead", db, db, clock)
-    row = await dead.follower.note_dialling(CALL, None, T0)  # then its replica died
+    row = await dead.follower.note_dialling(CALL, T0)  # then its replica died
     clock.now += Leases(db).valid_for + 1  # its lease has expired
     b, c = Replica("b", db, db, clock), Replica("c", db, db, clock)
     await asyncio.gather(b.follower.take_over(), c.follower.take_over())

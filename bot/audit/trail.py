@@ -128,8 +128,10 @@ class AuditLog:
             "audit_attempts", self._attempt_from_request(request, Decision.DUPLICATE, None)
         )
 
-    async def allowed(self, call: CheckedCall) -> int:
-        """Written before dialling; raises when the database fails (then nothing is dialled)."""
+    async def allowed(self, call: CheckedCall, *, on: Connection | None = None) -> int:
+        """Written before dialling; raises when the database fails (then nothing is dialled).
+        `on` the transaction that writes the call's row (bot/calls/follow.py): one commit for
+        both."""
         request = call.request
         return await self._insert("audit_attempts", self._attempt_values(
             request,
@@ -140,7 +142,7 @@ class AuditLog:
             caller_id=call.caller_id,
             decision=Decision.ALLOWED,
             reason=None,
-        ))
+        ), on)
 
     async def result(self, attempt_id: int, result: CallResult) -> None:
         kind = RESULT_OF_OUTCOME.get(result.outcome)

@@ -81,11 +81,14 @@ class Dialler:
         a caller that tells its own story (an escalation step: its card and the person's page).
         """
         request = call.request
-        # Recorded before dialling, so even a crash mid-call leaves a trace in the audit trail.
-        attempt_id = await self._audit.allowed(call)
-        started = time.time()
-        # So is the call's row: a bot stopped before the POST's answer is recorded finds it again.
-        dialling = await self._follower.note_dialling(call, attempt_id, started)
+        # The attempt's audit record, so that even a crash mid-call leaves a trace in the audit
+        # trail, and the call's row with its lease, so that a bot stopped before the POST's answer
+        # is recorded finds the call again: one transaction, committed before dialling.
+        dialling = await self._follower.note_dialling(
+            call, time.time(), attempt=lambda conn: self._audit.allowed(call, on=conn)
+        )
+        attempt_id = dialling.attempt_id
+        assert attempt_id is not None
         if on_dialling is not None:
             await on_dialling(dialling.id)
         parent = views.call_parent(

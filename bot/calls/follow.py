@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from bot.audit.trail import AuditLog
 from bot.calls import messages as call_messages
@@ -25,6 +26,7 @@ from bot.evovoice.client import EvoVoiceClient
 from bot.runner import RowRunner, Work
 from bot.slack.blocks import Message
 from bot.slack.notify import Notifier, Thread
+from bot.storage.database import Connection
 from bot.storage.faults import DATABASE_FAULTS
 from bot.storage.leases import Leases
 
@@ -91,14 +93,20 @@ class CallFollower:
     # ------------------------------------------------------------------ called by CallService
 
     async def note_dialling(
-        self, call: CheckedCall, attempt_id: int | None, started: float
+        self,
+        call: CheckedCall,
+        started: float,
+        *,
+        attempt: Callable[[Connection], Coroutine[Any, Any, int]] | None = None,
     ) -> TrackedCall:
         """The row of a call about to be dialled: should the bot stop before the POST's answer is
         recorded, the next start finds it (`reconcile_dialling`) instead of forgetting a call
-        that may ring. Raises when the database fails: then nothing must be dialled."""
+        that may ring. Raises when the database fails: then nothing must be dialled.
+
+        `attempt(conn)` writes the attempt's audit record in the row's transaction and gives its
+        id (the row's `attempt_id`): one commit where a burst of calls paid two."""
         request = call.request
-        row = await self._store.insert(
-            attempt_id=attempt_id,
+        values: dict[str, Any] = dict(
             created_at=started,
             team_id=request.team_id,
             requester_id=request.user_id,
@@ -112,11 +120,17 @@ class CallFollower:
             placement=str(Placement.DIALLING),
             state=str(CallState.FINDING),
             following=False,
+        )
+
+        async def write(conn: Connection) -> TrackedCall:
+            attempt_id = await attempt(conn) if attempt is not None else None
             # Leased in the row's own transaction and held while it is dialled: no replica (this
             # one included) ever sees it without its lease and takes it for a call left behind.
-            then=self._runner.reserve_new,
-        )
-        return row
+            return await self._store.insert_in(
+                conn, attempt_id=attempt_id, then=self._runner.reserve_new, **values
+            )
+
+        return await self._store.atomic(write)
 
     async def track(
         self,

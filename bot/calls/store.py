@@ -12,12 +12,15 @@ an unconfirmed call): `forget_numbers()` erases it once a call is over and older
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, fields
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.storage.database import Connection, Database, IntegrityError
+
+
+T = TypeVar("T")
 
 
 class CallState(StrEnum):
@@ -102,26 +105,38 @@ class CallStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
+    async def atomic(self, unit: Callable[[Connection], Coroutine[Any, Any, T]]) -> T:
+        """`unit(conn)` in one transaction of the store's database (see Database.atomic)."""
+        return await self._db.atomic(unit)
+
     async def insert(
         self, *, then: Callable[[Connection, int], Awaitable[None]] | None = None, **values: Any
     ) -> TrackedCall:
         """A new row; `then(conn, row_id)`, if given, writes in the same transaction (the row's
         lease, so that no replica ever sees the row without it)."""
+        if then is None:
+            return await self.insert_in(self._db, **values)
+        return await self.atomic(lambda conn: self.insert_in(conn, then=then, **values))
+
+    @staticmethod
+    async def insert_in(
+        conn: Connection,
+        *,
+        then: Callable[[Connection, int], Awaitable[None]] | None = None,
+        **values: Any,
+    ) -> TrackedCall:
+        """`insert` within the caller's own transaction `conn` (`then` on it too)."""
         names = [name for name in values if name in _COLUMNS and name != "id"]
         if len(names) != len(values):
             raise ValueError(f"unknown columns: {sorted(set(values) - set(names))}")
         sql = (f"INSERT INTO calls ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
                " RETURNING *")
-
-        async def insert(conn: Connection) -> TrackedCall:
-            row = await conn.fetchone(sql, [values[name] for name in names])
-            assert row is not None
-            call = _call(row)
-            if then is not None:
-                await then(conn, call.id)
-            return call
-
-        return await (self._db.atomic(insert) if then is not None else insert(self._db))
+        row = await conn.fetchone(sql, [values[name] for name in names])
+        assert row is not None
+        call = _call(row)
+        if then is not None:
+            await then(conn, call.id)
+        return call
 
     async def get(self, call_id: int) -> TrackedCall | None:
         row = await self._db.fetchone("SELECT * FROM calls WHERE id = ?", (call_id,))
