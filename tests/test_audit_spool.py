@@ -13,7 +13,6 @@ import pytest
 
 from bot.config import load_settings
 from bot.storage.database import sqlite_path
-from bot.storage.postgres import PG_WRITE_LOCK
 from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import POSTGRESQL
 from tests.follow_helpers import FULL, audit_records, services
@@ -59,19 +58,22 @@ async def test_a_refusal_recorded_while_the_database_is_locked_outlives_a_restar
     assert first.evo.outgoing_posts == []
 
 
+# What a /call writes before it is dialled.
+WRITTEN_BY_A_CALL = "claims, rate_events, audit_attempts, audit_events, calls, leases"
+
+
 @asynccontextmanager
 async def write_lock_held(url: str) -> AsyncIterator[None]:
-    """Another session holds the schema's write lock (bot/storage/postgres.py) and keeps it."""
+    """Another session keeps every table a call writes locked against writes (reads go on)."""
     import asyncpg
 
     other = await asyncpg.connect(url)
     try:
-        await other.execute(
-            "SELECT pg_advisory_lock(hashtext(current_schema()), $1)", PG_WRITE_LOCK
-        )
-        yield
+        async with other.transaction():
+            await other.execute(f"LOCK TABLE {WRITTEN_BY_A_CALL} IN EXCLUSIVE MODE")
+            yield
     finally:
-        await other.close()  # the session's lock ends with it
+        await other.close()
 
 
 @pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from bot.storage.database import MIGRATIONS, Database
-from bot.storage.postgres import PG_MIGRATION_LOCK, PG_WRITE_LOCK
+from bot.storage.postgres import PG_MIGRATION_LOCK, PG_LIMITS_LOCK
 from tests.databases import POSTGRESQL, fresh_database
 
 BOT = Path(__file__).resolve().parent.parent / "bot"
@@ -124,7 +124,7 @@ async def test_a_transaction_cut_short_leaves_its_connection_clean(url: str) -> 
                 db.fetchall("SELECT id FROM replicas"), HANG_GUARD
             ) == []
             assert await advisory_locks_of_pooled_sessions(db) == 0
-        assert await lock_is_free(url, PG_WRITE_LOCK)
+        assert await lock_is_free(url, PG_LIMITS_LOCK)
         await asyncio.wait_for(db.execute(
             "INSERT INTO replicas (id, host, started_at, seen_at) VALUES ('next', 'h', 0, 0)"
         ), HANG_GUARD)

@@ -9,11 +9,11 @@ Three sliding windows, from the policy file's `[policy]` section:
 and the repeat check: the same requester calling the same number with the same flow within
 `REPEAT_WINDOW_SECONDS` is asked to confirm instead of dialling (see calls.py).
 
-`acquire()` checks every window and records the attempt in one `BEGIN IMMEDIATE` transaction, just
-before dialling: a request refused earlier (role, number, flow) consumes nothing, and two racing
-requests can't both take the last slot, whichever process they run in. A call that certainly did not
-happen (nobody could be told, Evo Voice refused or was unreachable) gives its slot back with
-`release()`.
+`acquire()` checks every window and records the attempt atomically (SQLite: one `BEGIN IMMEDIATE`
+transaction; PostgreSQL: one statement, bot/storage/rate_slot.py), just before dialling: a request
+refused earlier (role, number, flow) consumes nothing, and two racing requests can't both take the
+last slot, whichever process they run in. A call that certainly did not happen (nobody could be
+told, Evo Voice refused or was unreachable) gives its slot back with `release()`.
 
 Numbers are stored as their keyed hash (bot/storage/number_hash.py), never in clear: the table can
 say "this number was called 3 times" without saying which number.
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from bot.errors import CallbotError
 from bot.phone import mask
-from bot.storage.database import Connection, Database
+from bot.storage.database import POSTGRESQL, Connection, Database
 from bot.storage.number_hash import NumberHasher
 
 logger = logging.getLogger(__name__)
@@ -202,6 +202,10 @@ class CallLimits:
         """
         number_key = await self.number_key(e164)
         now = self._clock()
+        if self._db.dialect == POSTGRESQL:
+            return await self._acquire_in_one_statement(
+                user_id, e164, number_key, flow_id, now, check_repeat
+            )
 
         # One trip to the database thread: during a burst, a transaction of several awaited
         # statements would hold the write lock across several turns of a busy event loop.
@@ -233,6 +237,32 @@ class CallLimits:
             logger.info("call by %s refused: %s limit %s reached",
                         user_id, refused.scope, refused.rate.text)
             raise
+
+    async def _acquire_in_one_statement(
+        self, user_id: str, e164: str, number_key: str, flow_id: str, now: float,
+        check_repeat: bool,
+    ) -> Slot:
+        """`acquire` on PostgreSQL: the same checks, by bot/storage/rate_slot.py's function."""
+        windows = dict(self._windows)
+        row = await self._db.fetchone(
+            "SELECT refused_by, refused_at, slot_id FROM callbot_rate_slot("
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (now, user_id, number_key, flow_id,
+             now - self._repeat_window if check_repeat else None, now - self._horizon,
+             *(value for scope in ("per_user", "per_number", "per_day")
+               for value in (windows[scope].count, windows[scope].seconds))),
+        )
+        assert row is not None
+        scope = row["refused_by"]
+        if scope is None:
+            return Slot(int(row["slot_id"]))
+        at = float(row["refused_at"])
+        if scope == "repeat":
+            raise RecentlyCalled(max(0.0, now - at))
+        rate = windows[scope]
+        refused = LimitReached(scope, rate, max(1.0, at + rate.seconds - now), mask(e164))
+        logger.info("call by %s refused: %s limit %s reached", user_id, scope, rate.text)
+        raise refused
 
     async def release(self, slot: Slot) -> None:
         await self._db.execute("DELETE FROM rate_events WHERE id = ?", (slot.event_id,))

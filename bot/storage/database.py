@@ -15,9 +15,12 @@ The URL, the errors, `Row` and `Connection` are defined in bot/storage/backend.p
 from here.
 
 Two ways to write atomically, with the same meaning on both:
-- `transaction()`: an `async with` block yielding a `Connection`; check-then-write inside it is
-  atomic (SQLite: BEGIN IMMEDIATE takes the write lock up front; PostgreSQL: the transaction takes
-  an advisory lock that every writing transaction of this database takes, the same rule).
+- `transaction()`: an `async with` block yielding a `Connection`; its writes commit together or not
+  at all. On SQLite it also runs alone (BEGIN IMMEDIATE takes the write lock up front); on
+  PostgreSQL it runs beside others (READ COMMITTED, no lock of its own), so a check-then-write
+  that must not interleave with another replica's is one statement deciding on a unique key
+  (INSERT … ON CONFLICT: claims, leases) or locks what it counts (the rate limits,
+  bot/storage/rate_slot.py).
 - `atomic(unit)`: `await unit(conn)` inside one such transaction. On SQLite the whole unit runs on
   the database thread in one trip, however many statements it makes: during a burst every trip
   waits its turn on a busy event loop, and a transaction would hold the lock across all of them. So

@@ -1,9 +1,15 @@
 """The PostgreSQL backend (`postgresql://` or `postgres://`): a pool of asyncpg connections.
 
-Every writing transaction takes one advisory lock, so check-then-write inside `transaction()` is
-atomic as it is on SQLite; replicas starting together migrate once (a session-level advisory lock,
-on a connection of its own, closed afterwards). asyncpg is imported only when a PostgreSQL database
-is opened.
+Transactions run at READ COMMITTED and take no lock of their own, so the writes of unrelated calls
+(and replicas) run side by side. What must not interleave says so itself: a claim, a lease or an
+escalation's request key is one INSERT … ON CONFLICT on a unique key (PostgreSQL decides between
+racing inserts), and the rate limits count and take a slot in one statement under an advisory lock
+that only they take (bot/storage/rate_slot.py). Until migration 10 every writing transaction took
+one lock for the whole schema, held across every round trip to the bot: during a burst each call's
+five writes queued behind every other call's, on every replica.
+
+Replicas starting together migrate once (a session-level advisory lock, on a connection of its own,
+closed afterwards). asyncpg is imported only when a PostgreSQL database is opened.
 
 A pooled connection is handed back as it was taken: the bot leaves no session state on one (no
 SET, LISTEN, cursor, temporary table or session lock; transactions are always closed). So the pool
@@ -21,13 +27,15 @@ from typing import Any, TypeVar
 
 from bot.storage.backend import POSTGRESQL, Connection, IntegrityError, Row, check_versions
 from bot.storage.migrations import Migration
+from bot.storage.rate_slot import LIMITS_LOCK
 
 T = TypeVar("T")
 
 POSTGRES_POOL_SIZE = 10
-# pg_advisory_xact_lock keys, per schema (hashtext(current_schema()) is mixed in), so two callbot
-# databases in one PostgreSQL database (tests do that) don't wait on each other.
-PG_WRITE_LOCK = 0x63616C6C  # "call"
+# Advisory lock keys, per schema (hashtext(current_schema()) is mixed in), so two callbot databases
+# in one PostgreSQL database (tests do that) don't wait on each other. The limits' lock is taken
+# inside their function (bot/storage/rate_slot.py).
+PG_LIMITS_LOCK = LIMITS_LOCK
 PG_MIGRATION_LOCK = 0x6D696772  # "migr"
 
 
@@ -167,9 +175,6 @@ class PostgresBackend:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtext(current_schema()), $1)", PG_WRITE_LOCK
-            )
             yield _PostgresConnection(conn)
 
     async def atomic(self, unit: Callable[[Connection], Coroutine[Any, Any, T]]) -> T:

@@ -1,0 +1,122 @@
+"""PostgreSQL: unrelated writes run side by side, and what must not interleave still doesn't.
+
+Two `Database` objects on one schema stand for two replicas. Transactions take no lock of their own
+(bot/storage/postgres.py): a claim is decided by its unique key, and the rate limits count and take
+a slot in one statement under a lock only they take (bot/storage/rate_slot.py). Each race below is
+made to happen, not hoped for: a third session holds what the racers need, so they all wait, then
+lets go, so they all run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from bot.calls.limits import CallLimits, LimitReached, parse_rate
+from bot.storage.claims import Claims
+from bot.storage.database import Database
+from bot.storage.number_hash import NumberHasher
+from tests.databases import POSTGRESQL, fresh_database
+
+HANG_GUARD = 10.0  # seconds; only a hang would reach it
+RACERS = 16  # 8 on each replica, within its pool
+
+
+@pytest.fixture
+async def replicas(tmp_path: Path) -> AsyncIterator[tuple[Database, Database]]:
+    async with fresh_database(POSTGRESQL, tmp_path) as url:
+        first, second = Database(url), Database(url)
+        await first.open()
+        await second.open()
+        try:
+            yield first, second
+        finally:
+            await first.close()
+            await second.close()
+
+
+async def waiting_on_a_lock(url: str, at_least: int) -> None:
+    """Until `at_least` sessions wait for a lock (of any kind) in this database; asked on a
+    connection of its own, as the racers hold the pools' connections."""
+    watcher = await asyncpg.connect(url)
+    try:
+        while await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        ) < at_least:
+            await asyncio.sleep(0.01)
+    finally:
+        await watcher.close()
+
+
+async def test_a_transaction_left_open_holds_up_no_unrelated_write(
+    replicas: tuple[Database, Database],
+) -> None:
+    first, second = replicas
+    async with first.transaction() as tx:
+        await tx.execute("INSERT INTO claims (key, claimed_at) VALUES ('one', ?)", (time.time(),))
+        # Another replica's claim, call row and audit record go through meanwhile (until
+        # migration 10 they waited for this transaction's end, whatever they wrote).
+        assert await asyncio.wait_for(Claims(second).claim("two"), HANG_GUARD)
+        await asyncio.wait_for(second.execute(
+            "INSERT INTO replicas (id, host, started_at, seen_at) VALUES ('r', 'h', 0, 0)"
+        ), HANG_GUARD)
+        async with second.transaction() as other:
+            await asyncio.wait_for(other.execute(
+                "INSERT INTO leases (kind, row_id, owner, expires_at) VALUES ('call', 1, 'r', 0)"
+            ), HANG_GUARD)
+    assert not await Claims(second).claim("one")
+
+
+async def test_racing_claims_of_one_key_on_two_replicas_let_one_through(
+    replicas: tuple[Database, Database],
+) -> None:
+    first, second = replicas
+    holder = await asyncpg.connect(first.url)
+    try:
+        blocker = holder.transaction()
+        await blocker.start()
+        # The key is taken, not yet committed: every racer waits on it...
+        await holder.execute("INSERT INTO claims (key, claimed_at) VALUES ('k', $1)", time.time())
+        racing = [asyncio.ensure_future(Claims((first, second)[i % 2]).claim("k"))
+                  for i in range(RACERS)]
+        await asyncio.wait_for(waiting_on_a_lock(first.url, RACERS), HANG_GUARD)
+        await blocker.rollback()  # ...and all go at once
+        results = await asyncio.wait_for(asyncio.gather(*racing), HANG_GUARD)
+    finally:
+        await holder.close()
+    assert results.count(True) == 1
+
+
+async def test_racing_attempts_on_two_replicas_take_the_last_slot_once(
+    replicas: tuple[Database, Database],
+) -> None:
+    first, second = replicas
+    now = time.time()
+    hasher = NumberHasher(b"k" * 32)
+    limits = [CallLimits(db, per_user=parse_rate("1/10m"), per_number=parse_rate("5/10m"),
+                         per_day=100, clock=lambda: now, hasher=hasher) for db in replicas]
+    holder = await asyncpg.connect(first.url)
+    try:
+        blocker = holder.transaction()
+        await blocker.start()
+        # Writes to the table wait (each attempt begins by clearing old ones), then all go at once.
+        await holder.execute("LOCK TABLE rate_events IN SHARE MODE")
+        racing = [asyncio.ensure_future(limits[i % 2].acquire("U1", f"+181440430{i:02}", "f"))
+                  for i in range(RACERS)]
+        await asyncio.wait_for(waiting_on_a_lock(first.url, RACERS), HANG_GUARD)
+        await blocker.rollback()
+        results = await asyncio.wait_for(
+            asyncio.gather(*racing, return_exceptions=True), HANG_GUARD
+        )
+    finally:
+        await holder.close()
+    assert sum(not isinstance(r, BaseException) for r in results) == 1
+    assert all(isinstance(r, LimitReached) for r in results if isinstance(r, BaseException))
+    row = await first.fetchone("SELECT count(*) FROM rate_events")
+    assert row is not None and int(row[0]) == 1
