@@ -120,3 +120,17 @@ async def test_racing_attempts_on_two_replicas_take_the_last_slot_once(
     assert all(isinstance(r, LimitReached) for r in results if isinstance(r, BaseException))
     row = await first.fetchone("SELECT count(*) FROM rate_events")
     assert row is not None and int(row[0]) == 1
+
+
+async def test_an_exclusive_transaction_waits_for_another_replicas_exclusive_one(
+    replicas: tuple[Database, Database],
+) -> None:
+    first, second = replicas
+    async with first.transaction(exclusive=True):
+        other = asyncio.ensure_future(second.atomic(
+            lambda tx: tx.execute("INSERT INTO claims (key, claimed_at) VALUES ('x', 0)"),
+            exclusive=True,
+        ))
+        await asyncio.wait_for(waiting_on_a_lock(first.url, 1), HANG_GUARD)
+        assert not other.done()
+    assert await asyncio.wait_for(other, HANG_GUARD) == 1

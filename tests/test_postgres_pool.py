@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from bot.storage.database import MIGRATIONS, Database
-from bot.storage.postgres import PG_MIGRATION_LOCK, PG_LIMITS_LOCK
+from bot.storage.postgres import PG_EXCLUSIVE_LOCK, PG_MIGRATION_LOCK
 from tests.databases import POSTGRESQL, fresh_database
 
 BOT = Path(__file__).resolve().parent.parent / "bot"
@@ -98,14 +98,14 @@ async def test_a_transaction_cut_short_leaves_its_connection_clean(url: str) -> 
     inside = asyncio.Event()
 
     async def cut_short() -> None:
-        async with db.transaction() as tx:
+        async with db.transaction(exclusive=True) as tx:
             await tx.execute("INSERT INTO replicas (id, host, started_at, seen_at)"
                              " VALUES ('cut', 'h', 0, 0)")
             inside.set()
             await asyncio.Event().wait()  # cancelled here, the transaction open
 
     async def failing() -> None:
-        async with db.transaction() as tx:
+        async with db.transaction(exclusive=True) as tx:
             await tx.execute("INSERT INTO replicas (id, host, started_at, seen_at)"
                              " VALUES ('failed', 'h', 0, 0)")
             await tx.execute("SELECT nonsense(")
@@ -124,7 +124,7 @@ async def test_a_transaction_cut_short_leaves_its_connection_clean(url: str) -> 
                 db.fetchall("SELECT id FROM replicas"), HANG_GUARD
             ) == []
             assert await advisory_locks_of_pooled_sessions(db) == 0
-        assert await lock_is_free(url, PG_LIMITS_LOCK)
+        assert await lock_is_free(url, PG_EXCLUSIVE_LOCK)
         await asyncio.wait_for(db.execute(
             "INSERT INTO replicas (id, host, started_at, seen_at) VALUES ('next', 'h', 0, 0)"
         ), HANG_GUARD)

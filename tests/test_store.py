@@ -136,7 +136,7 @@ async def test_duplicate_versions_are_refused(tmp_path: Path) -> None:
 
 async def test_concurrent_read_modify_write_transactions_lose_no_update(db: Database) -> None:
     async def increment() -> None:
-        async with db.transaction() as tx:
+        async with db.transaction(exclusive=True) as tx:
             row = await tx.fetchone("SELECT value FROM counters WHERE name = 'calls'")
             assert row is not None
             await asyncio.sleep(0)  # let others run mid-transaction
@@ -218,7 +218,7 @@ async def test_atomic_units_are_all_or_nothing_and_lose_no_update(db: Database) 
         await conn.execute("UPDATE counters SET value = ? WHERE name = 'calls'", (row[0] + 1,))
         return int(row[0]) + 1
 
-    results = await asyncio.gather(*(db.atomic(increment) for _ in range(50)))
+    results = await asyncio.gather(*(db.atomic(increment, exclusive=True) for _ in range(50)))
     assert sorted(results) == list(range(1, 51))
 
     async def half_done(conn: Connection) -> None:
@@ -230,7 +230,7 @@ async def test_atomic_units_are_all_or_nothing_and_lose_no_update(db: Database) 
     row = await db.fetchone("SELECT value FROM counters WHERE name = 'x'")
     assert row is not None and row[0] == 1
     # The connection is usable afterwards: the failed unit was rolled back, not left open.
-    assert await db.atomic(increment) == 51
+    assert await db.atomic(increment, exclusive=True) == 51
 
 
 async def test_an_atomic_unit_may_await_only_its_connection(tmp_path: Path) -> None:

@@ -19,8 +19,9 @@ Two ways to write atomically, with the same meaning on both:
   at all. On SQLite it also runs alone (BEGIN IMMEDIATE takes the write lock up front); on
   PostgreSQL it runs beside others (READ COMMITTED, no lock of its own), so a check-then-write
   that must not interleave with another replica's is one statement deciding on a unique key
-  (INSERT … ON CONFLICT: claims, leases) or locks what it counts (the rate limits,
-  bot/storage/rate_slot.py).
+  (INSERT … ON CONFLICT: claims, leases), or locks what it counts (the rate limits,
+  bot/storage/rate_slot.py), or asks for `transaction(exclusive=True)`: then it runs alone on
+  PostgreSQL too (an advisory lock that every exclusive transaction takes first).
 - `atomic(unit)`: `await unit(conn)` inside one such transaction. On SQLite the whole unit runs on
   the database thread in one trip, however many statements it makes: during a burst every trip
   waits its turn on a busy event loop, and a transaction would hold the lock across all of them. So
@@ -108,13 +109,15 @@ class Database:
         """The highest migration applied; 0 for a database never migrated."""
         return await self._backend.schema_version()
 
-    def transaction(self) -> AbstractAsyncContextManager[Connection]:
+    def transaction(self, *, exclusive: bool = False) -> AbstractAsyncContextManager[Connection]:
         """`async with db.transaction() as tx:` — see the module docstring. Inside, use `tx`, not
         the Database's own methods (on SQLite they would wait for the lock the block holds)."""
-        return self._backend.transaction()
+        return self._backend.transaction(exclusive=exclusive)
 
-    async def atomic(self, unit: Callable[[Connection], Coroutine[Any, Any, T]]) -> T:
-        return await self._backend.atomic(unit)
+    async def atomic(
+        self, unit: Callable[[Connection], Coroutine[Any, Any, T]], *, exclusive: bool = False
+    ) -> T:
+        return await self._backend.atomic(unit, exclusive=exclusive)
 
     async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
         return await self._backend.execute(sql, tuple(params))

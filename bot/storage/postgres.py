@@ -3,10 +3,11 @@
 Transactions run at READ COMMITTED and take no lock of their own, so the writes of unrelated calls
 (and replicas) run side by side. What must not interleave says so itself: a claim, a lease or an
 escalation's request key is one INSERT … ON CONFLICT on a unique key (PostgreSQL decides between
-racing inserts), and the rate limits count and take a slot in one statement under an advisory lock
-that only they take (bot/storage/rate_slot.py). Until migration 10 every writing transaction took
-one lock for the whole schema, held across every round trip to the bot: during a burst each call's
-five writes queued behind every other call's, on every replica.
+racing inserts); the rate limits count and take a slot in one statement under an advisory lock
+(bot/storage/rate_slot.py); any other check-then-write asks for an exclusive transaction, which
+takes that same lock first. Until migration 10 every writing transaction took it, held across
+every round trip to the bot: during a burst each call's five writes queued behind every other
+call's, on every replica.
 
 Replicas starting together migrate once (a session-level advisory lock, on a connection of its own,
 closed afterwards). asyncpg is imported only when a PostgreSQL database is opened.
@@ -33,9 +34,10 @@ T = TypeVar("T")
 
 POSTGRES_POOL_SIZE = 10
 # Advisory lock keys, per schema (hashtext(current_schema()) is mixed in), so two callbot databases
-# in one PostgreSQL database (tests do that) don't wait on each other. The limits' lock is taken
-# inside their function (bot/storage/rate_slot.py).
-PG_LIMITS_LOCK = LIMITS_LOCK
+# in one PostgreSQL database (tests do that) don't wait on each other. Exclusive transactions and
+# the rate limits (inside their function, bot/storage/rate_slot.py) take the same one: the one
+# every writing transaction took before migration 10.
+PG_EXCLUSIVE_LOCK = LIMITS_LOCK
 PG_MIGRATION_LOCK = 0x6D696772  # "migr"
 
 
@@ -173,12 +175,19 @@ class PostgresBackend:
         return int(version) if version is not None else 0
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
+    async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[Connection]:
         async with self.pool.acquire() as conn, conn.transaction():
+            if exclusive:
+                await conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtext(current_schema()), $1)",
+                    PG_EXCLUSIVE_LOCK,
+                )
             yield _PostgresConnection(conn)
 
-    async def atomic(self, unit: Callable[[Connection], Coroutine[Any, Any, T]]) -> T:
-        async with self.transaction() as tx:
+    async def atomic(
+        self, unit: Callable[[Connection], Coroutine[Any, Any, T]], *, exclusive: bool = False
+    ) -> T:
+        async with self.transaction(exclusive=exclusive) as tx:
             return await unit(tx)
 
     async def execute(self, sql: str, params: tuple[Any, ...]) -> int:

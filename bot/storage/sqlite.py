@@ -192,7 +192,8 @@ class SQLiteBackend:
             return await self.run(unit)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
+    async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[Connection]:
+        # Always exclusive: BEGIN IMMEDIATE lets one writer in at a time.
         async with self._lock:
             tx = _SQLiteTrips(self)
             await tx.execute("BEGIN IMMEDIATE")
@@ -204,7 +205,9 @@ class SQLiteBackend:
             else:
                 await tx.execute("COMMIT")
 
-    async def atomic(self, unit: Callable[[Connection], Coroutine[Any, Any, T]]) -> T:
+    async def atomic(
+        self, unit: Callable[[Connection], Coroutine[Any, Any, T]], *, exclusive: bool = False
+    ) -> T:
         return await self._writes.write(lambda conn: _run_inline(unit(_SQLiteInline(conn))))
 
     async def execute(self, sql: str, params: tuple[Any, ...]) -> int:
