@@ -11,8 +11,9 @@ import asyncio
 
 from bot.slack.lanes import LANE_IN_FLIGHT
 from bot.standins.slack import ApiCall
+from tests.budget_clock import LeapingClock
 from tests.conftest import BotFactory, BotUnderTest
-from tests.follow_helpers import FAST, end_session
+from tests.follow_helpers import FAST, end_session, services
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
@@ -167,9 +168,12 @@ async def _polled(bot: BotUnderTest, session_id: str, times: int = 2) -> None:
 
 
 async def test_twenty_calls_in_one_channel_under_the_posting_limit(bot: BotUnderTest) -> None:
-    # Slack's mechanics (a bucket per channel, 429 + Retry-After in whole seconds), at a rate that
-    # keeps the test short: bursts of 5, refilled at 5 messages a second.
-    bot.slack.limit_posting(per_second=5, burst=5)
+    # Slack's mechanics (a bucket per channel, 429 + Retry-After in whole seconds): bursts of 5,
+    # refilled at 5 messages a second, on a clock the bot's waits for Retry-After move on.
+    clock = LeapingClock()
+    bot.slack.limit_posting(per_second=5, burst=5, clock=clock)
+    lanes = services(bot).notifier.lanes
+    lanes.clock, lanes.sleep = clock, clock.sleep
     bot.slack.latency = 0.01  # long enough for posts sent side by side to overlap
     gate = bot.slack.hold("chat.postMessage")
     numbers = [f"+1814404{3000 + i}" for i in range(20)]

@@ -72,8 +72,9 @@ class Lanes:
             retry_handlers=[h for h in client.retry_handlers
                             if not isinstance(h, AsyncRateLimitErrorRetryHandler)],
         )
-        self._clock = clock
-        self._sleep = sleep
+        # The clock Retry-After is waited out on (public: a test may run it faster).
+        self.clock = clock
+        self.sleep = sleep
         self._lanes: dict[str, _Lane] = {}
 
     async def post(self, channel: str, **kwargs: Any) -> AsyncSlackResponse:
@@ -87,9 +88,9 @@ class Lanes:
             try:
                 waited = 0.0
                 for attempt in range(1, MAX_RATE_LIMITED + 1):
-                    delay = lane.not_before - self._clock()
+                    delay = lane.not_before - self.clock()
                     if delay > 0:
-                        await self._sleep(delay)
+                        await self.sleep(delay)
                     try:
                         return await self._poster.chat_postMessage(channel=channel, **kwargs)
                     except SlackApiError as exc:
@@ -98,12 +99,12 @@ class Lanes:
                                 or attempt == MAX_RATE_LIMITED):
                             raise
                         waited += wait
-                        lane.not_before = max(lane.not_before, self._clock() + wait)
+                        lane.not_before = max(lane.not_before, self.clock() + wait)
                         logger.info("posting in %s: rate-limited, waiting %.0f s", channel, wait)
                 raise AssertionError("unreachable")  # the last attempt returns or raises
             finally:
                 lane.slots.release()
         finally:
             lane.users -= 1
-            if lane.users == 0 and lane.not_before <= self._clock():
+            if lane.users == 0 and lane.not_before <= self.clock():
                 self._lanes.pop(channel, None)

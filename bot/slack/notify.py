@@ -122,7 +122,7 @@ class Notifier:
         self._client = client
         # Said at the end of every message posted (EVOVOICE_MODE=simulate says calls are simulated).
         self._banner = banner
-        self._lanes = Lanes(client, clock=clock, sleep=sleep)
+        self.lanes = Lanes(client, clock=clock, sleep=sleep)
         self._clock = clock
         # Where kept posts go (bot/slack/outbox.py); without one they are posted like any other.
         self.outbox: KeepsPosts | None = None
@@ -137,7 +137,7 @@ class Notifier:
         return Message(text=text, blocks=blocks).as_kwargs()
 
     async def _post_message(self, channel: str, **kwargs: Any) -> AsyncSlackResponse:
-        return await self._lanes.post(channel, **kwargs)
+        return await self.lanes.post(channel, **kwargs)
 
     async def open_thread(
         self,

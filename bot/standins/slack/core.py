@@ -92,6 +92,7 @@ class StandInCore:
         self.posting_rate: float | None = None
         """Messages per second per channel ``chat.postMessage`` accepts (None: no limit)."""
         self.posting_burst: int = 1
+        self.posting_clock: Callable[[], float] = time.monotonic
         self._buckets: dict[str, _Bucket] = {}
         self._ts_counter = itertools.count(1)
         self._id_counter = itertools.count(1)
@@ -245,14 +246,19 @@ class StandInCore:
         self._gates.setdefault(method, []).append(gate)
         return gate
 
-    def limit_posting(self, per_second: float = 1.0, burst: int = 3) -> None:
+    def limit_posting(
+        self, per_second: float = 1.0, burst: int = 3,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         """Enforce Slack's per-channel posting limit on ``chat.postMessage``.
 
         Slack documents about one message per second per channel, short bursts allowed, and
         answers a message over the limit with HTTP 429 ``ratelimited`` and ``Retry-After`` in whole
         seconds; the message is not posted. Modelled as a token bucket of ``burst`` messages
-        refilled at ``per_second``; ephemeral messages and edits don't count.
+        refilled at ``per_second``; ephemeral messages and edits don't count. ``clock``: the
+        bucket's time (a test's clock, shared with the bot's, to refill it without waiting).
         """
+        self.posting_clock = clock
         self.posting_rate = per_second
         self.posting_burst = burst
         self._buckets.clear()
@@ -261,7 +267,7 @@ class StandInCore:
         if self.posting_rate is None or call.method != "chat.postMessage":
             return None
         channel = self._dm_channel_if_user(str(call.params.get("channel") or ""))
-        now = time.monotonic()
+        now = self.posting_clock()
         bucket = self._buckets.setdefault(channel, _Bucket(float(self.posting_burst), now))
         bucket.tokens = min(float(self.posting_burst),
                             bucket.tokens + (now - bucket.updated) * self.posting_rate)
