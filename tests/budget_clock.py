@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 
 
 class BudgetClock:
@@ -38,8 +40,14 @@ class BudgetClock:
 
 
 class LeapingClock(BudgetClock):
-    """A clock that leaps to whenever a sleeper wakes: waiting out a Retry-After takes no real time,
-    while whatever reads the clock (the stand-in's posting bucket) sees that time go by."""
+    """A clock that leaps to whenever a sleeper wakes: waiting (a Retry-After, a token of the
+    request budget) takes no real time, while whatever reads the clock (the stand-in's posting
+    bucket, the budget's refill) sees that time go by. It starts at the next whole second of
+    `time.monotonic()`, so it can take over from that clock in a running bot."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = float(math.ceil(time.monotonic()))
 
     async def sleep(self, seconds: float) -> None:
         if seconds > 0:

@@ -10,6 +10,7 @@ import pytest
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.calls.store import CallState
 from bot.standins.evovoice import EmptyObject, ErrorStatus
+from tests.budget_clock import LeapingClock
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
 from tests.databases import on_both_databases
 from tests.follow_helpers import (
@@ -386,6 +387,9 @@ async def test_an_unconfirmed_call_never_takes_another_calls_session(
 
 async def test_many_calls_are_followed_at_once(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http", **FAST)
+    # The request budget's waits for tokens (tests/test_polling_budget.py) take no real time here.
+    budget, clock = services(bot).evo.budget, LeapingClock()
+    budget.clock, budget.sleep = clock, clock.sleep
     numbers = [f"+1814404{3000 + i}" for i in range(30)]
     await asyncio.gather(*(bot.command(f"{n} escalation") for n in numbers))
     statuses = [await status_message(bot, i + 1) for i in range(len(numbers))]
