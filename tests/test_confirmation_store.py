@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bot.calls.confirmations import Confirmations, Reason, TakeStatus, valid_id
 from bot.storage.database import Database
+from tests.databases import POSTGRESQL, fresh_database
+
+HANG_GUARD = 10.0  # seconds; only a hang would reach it
 
 REQUEST = {"user_id": "U1", "channel_id": "C1", "number_text": "+14165550123", "flow_text": "esc"}
 
@@ -54,3 +60,45 @@ async def test_malformed_ids_are_refused_before_the_database(db: Database, value
     store = Confirmations(db)
     assert (await store.take(value, "U1")).status is TakeStatus.GONE  # type: ignore[arg-type]
     assert await store.cancel(value, "U1") is False  # type: ignore[arg-type]
+
+
+async def test_a_cancel_that_wins_the_race_on_postgresql_leaves_nothing_to_take(
+    tmp_path: Path,
+) -> None:
+    """On PostgreSQL transactions run side by side (READ COMMITTED): a take that read the question
+    just before a Cancel deleted it must not go on to dial. Made to happen: the Cancel's delete is
+    held uncommitted while the take reads the row and waits on it; then it commits."""
+    async with fresh_database(POSTGRESQL, tmp_path) as url:
+        db = Database(url)
+        await db.open()
+        canceller = await asyncpg.connect(url)
+        try:
+            store = Confirmations(db, clock=Clock())
+            cid = await store.create("U1", frozenset({Reason.REGION}), REQUEST)
+            cancel = canceller.transaction()
+            await cancel.start()
+            assert await canceller.execute(
+                "DELETE FROM pending_confirmations WHERE id = $1", cid
+            ) == "DELETE 1"
+            take = asyncio.create_task(store.take(cid, "U1"))
+            await waiting_to_delete_a_confirmation(canceller, url)
+            await cancel.commit()
+            taken = await asyncio.wait_for(take, HANG_GUARD)
+            assert taken.status is TakeStatus.GONE and taken.pending is None
+        finally:
+            await canceller.close()
+            await db.close()
+
+
+async def waiting_to_delete_a_confirmation(session: asyncpg.Connection, url: str) -> None:
+    """Until another session's DELETE of a pending confirmation waits for a row lock."""
+    watcher = await asyncpg.connect(url)
+    try:
+        while not await watcher.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE 'DELETE FROM pending_confirmations%' AND pid <> $1",
+            session.get_server_pid(),
+        ):
+            await asyncio.sleep(0.01)
+    finally:
+        await watcher.close()

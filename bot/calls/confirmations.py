@@ -102,9 +102,15 @@ class Confirmations:
                 return Taken(TakeStatus.GONE)
             if row["user_id"] != user_id:
                 return Taken(TakeStatus.NOT_YOURS)
+            # Taken only if this transaction removes it: on PostgreSQL a Cancel (or another
+            # replica's take) may have deleted it since the SELECT, which READ COMMITTED allows.
+            deleted = await tx.execute(
+                "DELETE FROM pending_confirmations WHERE id = ?", (confirmation_id,)
+            )
+            if deleted != 1:
+                return Taken(TakeStatus.GONE)
             await tx.execute(
-                "DELETE FROM pending_confirmations WHERE id = ? OR created_at < ?",
-                (confirmation_id, now - self._lifetime),
+                "DELETE FROM pending_confirmations WHERE created_at < ?", (now - self._lifetime,)
             )
         if float(row["created_at"]) < now - self._lifetime:
             return Taken(TakeStatus.EXPIRED)
