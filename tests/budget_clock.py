@@ -14,7 +14,10 @@ class BudgetClock:
     def __init__(self) -> None:
         # Whole seconds from a round start: advancing by 1 earns exactly one token. From
         # time.monotonic(), (t + 1) - t can come out a hair under 1, and a test then waits forever.
-        self.now = 1_000.0
+        # Not below time.monotonic() either: a budget that took over from that clock in a running
+        # bot (tests/test_polling_budget.py) refills only once its new clock passes the old one's
+        # last reading (a fixed 1,000 s failed there on a machine up for longer).
+        self.now = float(math.ceil(time.monotonic()))
         self._sleepers: list[tuple[float, asyncio.Event]] = []
 
     def __call__(self) -> float:
@@ -42,12 +45,7 @@ class BudgetClock:
 class LeapingClock(BudgetClock):
     """A clock that leaps to whenever a sleeper wakes: waiting (a Retry-After, a token of the
     request budget) takes no real time, while whatever reads the clock (the stand-in's posting
-    bucket, the budget's refill) sees that time go by. It starts at the next whole second of
-    `time.monotonic()`, so it can take over from that clock in a running bot."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.now = float(math.ceil(time.monotonic()))
+    bucket, the budget's refill) sees that time go by."""
 
     async def sleep(self, seconds: float) -> None:
         if seconds > 0:
