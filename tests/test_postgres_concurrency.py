@@ -93,33 +93,85 @@ async def test_racing_claims_of_one_key_on_two_replicas_let_one_through(
     assert results.count(True) == 1
 
 
-async def test_racing_attempts_on_two_replicas_take_the_last_slot_once(
+def limits_of(db: Database, now: float, **rates: str | int) -> CallLimits:
+    return CallLimits(
+        db, per_user=parse_rate(str(rates.get("per_user", "5/10m"))),
+        per_number=parse_rate(str(rates.get("per_number", "5/10m"))),
+        per_day=int(rates.get("per_day", 10_000)), clock=lambda: now,
+        hasher=NumberHasher(b"k" * 32),
+    )
+
+
+async def race_for_slots(
+    replicas: tuple[Database, Database], limits: list[CallLimits], people: list[str]
+) -> list[object]:
+    """Attempts of `people[i]` to number i, on the two replicas in turn, counting at once."""
+    first = replicas[0]
+    holder = await asyncpg.connect(first.url)
+    try:
+        blocker = holder.transaction()
+        await blocker.start()
+        # Writes to the table wait (each attempt clears old ones before it counts), then all go.
+        await holder.execute("LOCK TABLE rate_events IN SHARE MODE")
+        racing = [asyncio.ensure_future(limits[i % 2].acquire(who, f"+181440430{i:02}", "f"))
+                  for i, who in enumerate(people)]
+        await asyncio.wait_for(waiting_on_a_lock(first.url, len(people)), HANG_GUARD)
+        await blocker.rollback()
+        return await asyncio.wait_for(
+            asyncio.gather(*racing, return_exceptions=True), HANG_GUARD
+        )
+    finally:
+        await holder.close()
+
+
+def one_took_the_slot(results: list[object]) -> bool:
+    refused = [r for r in results if isinstance(r, BaseException)]
+    return len(refused) == len(results) - 1 and all(isinstance(r, LimitReached) for r in refused)
+
+
+async def test_racing_attempts_by_one_person_on_two_replicas_take_the_last_slot_once(
+    replicas: tuple[Database, Database],
+) -> None:
+    now = time.time()
+    limits = [limits_of(db, now, per_user="1/10m") for db in replicas]
+    results = await race_for_slots(replicas, limits, ["U1"] * RACERS)
+    assert one_took_the_slot(results)
+    row = await replicas[0].fetchone("SELECT count(*) FROM rate_events")
+    assert row is not None and int(row[0]) == 1
+
+
+async def test_racing_attempts_by_everyone_take_the_days_last_slot_once(
+    replicas: tuple[Database, Database],
+) -> None:
+    now = time.time()
+    limits = [limits_of(db, now, per_day=1) for db in replicas]
+    results = await race_for_slots(replicas, limits, [f"U{i}" for i in range(RACERS)])
+    assert one_took_the_slot(results)
+
+
+async def test_an_attempt_waits_for_no_other_persons_until_its_transaction_ends(
     replicas: tuple[Database, Database],
 ) -> None:
     first, second = replicas
     now = time.time()
     hasher = NumberHasher(b"k" * 32)
-    limits = [CallLimits(db, per_user=parse_rate("1/10m"), per_number=parse_rate("5/10m"),
-                         per_day=100, clock=lambda: now, hasher=hasher) for db in replicas]
-    holder = await asyncpg.connect(first.url)
-    try:
-        blocker = holder.transaction()
-        await blocker.start()
-        # Writes to the table wait (each attempt begins by clearing old ones), then all go at once.
-        await holder.execute("LOCK TABLE rate_events IN SHARE MODE")
-        racing = [asyncio.ensure_future(limits[i % 2].acquire("U1", f"+181440430{i:02}", "f"))
-                  for i in range(RACERS)]
-        await asyncio.wait_for(waiting_on_a_lock(first.url, RACERS), HANG_GUARD)
-        await blocker.rollback()
-        results = await asyncio.wait_for(
-            asyncio.gather(*racing, return_exceptions=True), HANG_GUARD
+    async with first.transaction() as tx:
+        # A slot taken inside a longer transaction (the dialling one) keeps its locks to its end.
+        taken = await tx.fetchone(
+            "SELECT slot_id FROM callbot_rate_slot(?, 'U1', ?, 'f', NULL, 0, 5, 600, 5, 600,"
+            " 10000, 86400)", (now, hasher("+18144043001")),
         )
-    finally:
-        await holder.close()
-    assert sum(not isinstance(r, BaseException) for r in results) == 1
-    assert all(isinstance(r, LimitReached) for r in results if isinstance(r, BaseException))
-    row = await first.fetchone("SELECT count(*) FROM rate_events")
-    assert row is not None and int(row[0]) == 1
+        assert taken is not None and taken[0] is not None
+        # Another person, another number: not held up.
+        await asyncio.wait_for(limits_of(second, now).acquire("U2", "+18144043002", "f"), 5)
+        # The same person: waits for it, then sees it.
+        same = asyncio.ensure_future(
+            limits_of(second, now, per_user="1/10m").acquire("U1", "+18144043003", "f")
+        )
+        await asyncio.wait_for(waiting_on_a_lock(first.url, 1), HANG_GUARD)
+        assert not same.done()
+    with pytest.raises(LimitReached):
+        await asyncio.wait_for(same, HANG_GUARD)
 
 
 async def test_an_exclusive_transaction_waits_for_another_replicas_exclusive_one(
