@@ -154,14 +154,10 @@ async def test_an_attempt_waits_for_no_other_persons_until_its_transaction_ends(
 ) -> None:
     first, second = replicas
     now = time.time()
-    hasher = NumberHasher(b"k" * 32)
+    take = await limits_of(first, now).slot_taker("U1", "+18144043001", "f")
     async with first.transaction() as tx:
         # A slot taken inside a longer transaction (the dialling one) keeps its locks to its end.
-        taken = await tx.fetchone(
-            "SELECT slot_id FROM callbot_rate_slot(?, 'U1', ?, 'f', NULL, 0, 5, 600, 5, 600,"
-            " 10000, 86400)", (now, hasher("+18144043001")),
-        )
-        assert taken is not None and taken[0] is not None
+        await take(tx)
         # Another person, another number: not held up.
         await asyncio.wait_for(limits_of(second, now).acquire("U2", "+18144043002", "f"), 5)
         # The same person: waits for it, then sees it.

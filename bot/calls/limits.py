@@ -25,8 +25,10 @@ import logging
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 from bot.errors import CallbotError
 from bot.phone import mask
@@ -200,15 +202,30 @@ class CallLimits:
 
         Raises RecentlyCalled (when `check_repeat`) or LimitReached; records nothing then.
         """
+        take = await self.slot_taker(user_id, e164, flow_id, check_repeat=check_repeat)
+        try:
+            if self._db.dialect == POSTGRESQL:
+                return await take(self._db)  # one statement: atomic on its own
+            # One trip to the database thread: during a burst, a transaction of several awaited
+            # statements would hold the write lock across several turns of a busy event loop.
+            return await self._db.atomic(take)
+        except LimitReached as refused:
+            log_refusal(user_id, refused)
+            raise
+
+    async def slot_taker(
+        self, user_id: str, e164: str, flow_id: str, *, check_repeat: bool = True
+    ) -> Callable[[Connection], Coroutine[Any, Any, Slot]]:
+        """`acquire` as a unit for a transaction of the caller's own (which writes the call's row
+        too); it raises as `acquire` does. On PostgreSQL the attempt's locks are then held until
+        that transaction ends: only attempts by the same person or to the same number wait for
+        them (bot/storage/rate_slot.py)."""
         number_key = await self.number_key(e164)
         now = self._clock()
         if self._db.dialect == POSTGRESQL:
-            return await self._acquire_in_one_statement(
-                user_id, e164, number_key, flow_id, now, check_repeat
-            )
+            return partial(self._take_in_one_statement,
+                           user_id, e164, number_key, flow_id, now, check_repeat)
 
-        # One trip to the database thread: during a burst, a transaction of several awaited
-        # statements would hold the write lock across several turns of a busy event loop.
         async def acquire(conn: Connection) -> Slot:
             await conn.execute("DELETE FROM rate_events WHERE at <= ?", (now - self._horizon,))
             if check_repeat:
@@ -231,20 +248,15 @@ class CallLimits:
             assert inserted is not None
             return Slot(int(inserted[0]))
 
-        try:
-            return await self._db.atomic(acquire)
-        except LimitReached as refused:
-            logger.info("call by %s refused: %s limit %s reached",
-                        user_id, refused.scope, refused.rate.text)
-            raise
+        return acquire
 
-    async def _acquire_in_one_statement(
+    async def _take_in_one_statement(
         self, user_id: str, e164: str, number_key: str, flow_id: str, now: float,
-        check_repeat: bool,
+        check_repeat: bool, conn: Connection,
     ) -> Slot:
-        """`acquire` on PostgreSQL: the same checks, by bot/storage/rate_slot.py's function."""
+        """The unit on PostgreSQL: the same checks, by bot/storage/rate_slot.py's function."""
         windows = dict(self._windows)
-        row = await self._db.fetchone(
+        row = await conn.fetchone(
             "SELECT refused_by, refused_at, slot_id FROM callbot_rate_slot("
             "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (now, user_id, number_key, flow_id,
@@ -260,9 +272,7 @@ class CallLimits:
         if scope == "repeat":
             raise RecentlyCalled(max(0.0, now - at))
         rate = windows[scope]
-        refused = LimitReached(scope, rate, max(1.0, at + rate.seconds - now), mask(e164))
-        logger.info("call by %s refused: %s limit %s reached", user_id, scope, rate.text)
-        raise refused
+        raise LimitReached(scope, rate, max(1.0, at + rate.seconds - now), mask(e164))
 
     async def release(self, slot: Slot) -> None:
         await self._db.execute("DELETE FROM rate_events WHERE id = ?", (slot.event_id,))
@@ -290,3 +300,8 @@ class CallLimits:
         if row is None:
             return None
         return max(1.0, float(row[0]) + rate.seconds - now)
+
+
+def log_refusal(user_id: str, refused: LimitReached) -> None:
+    logger.info("call by %s refused: %s limit %s reached",
+                user_id, refused.scope, refused.rate.text)
