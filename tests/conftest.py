@@ -176,6 +176,10 @@ def bot_environment(
         "DATABASE_URL": database_url or f"sqlite:///{policy_path.parent / 'callbot.db'}",
         "PORT": str(port),
         "EVOVOICE_TIMEOUT": "2",
+        # Tests poll every 0.05 s (follow_helpers.FAST), far more often than a deployment: under
+        # the default budget of 120 requests a minute their polls would wait for tokens in real
+        # time. The budget's own tests (test_polling_budget.py, test_evovoice_budget.py) set theirs.
+        "EVOVOICE_REQUESTS_PER_MINUTE": "6000",
     }
     if database_url is not None and not database_url.startswith("sqlite:"):
         # Not ./callbot.audit-spool, the PostgreSQL default: each test keeps its own spool.
