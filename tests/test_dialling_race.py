@@ -17,6 +17,7 @@ import pytest
 
 from bot.audit.trail import AuditLog
 from bot.calls.follow import CallFollower, FollowTiming
+from bot.calls.limits import CallLimits, parse_rate
 from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.store import CallState, CallStore, Placement
 from bot.evovoice.client import Session
@@ -235,12 +236,22 @@ async def test_the_attempt_its_row_and_its_lease_are_committed_together(db: Data
     assert record is not None and record.decision == "allowed"
     assert await Leases(db, owner="b", clock=clock).unowned("call", [row.id]) == []
 
-    # The next row's lease is somehow held already: its row is refused, and so is its attempt.
+    # The next row's lease is somehow held already: its row is refused, and so are its attempt
+    # and its rate-limit slot, written first in the same transaction (CallService.proceed).
+    limits = CallLimits(db, per_user=parse_rate("5/10m"), per_number=parse_rate("5/10m"),
+                        per_day=100, clock=clock)
+    take_slot = await limits.slot_taker("U0", CALL.number.e164, CALL.flow_id)
+
+    async def slot_then_attempt(conn: Connection) -> int:
+        await take_slot(conn)
+        return await audit.allowed(CALL, on=conn)
+
     await Leases(db, owner="b", clock=clock).take("call", row.id + 1)
     with pytest.raises(RuntimeError, match="lease is held already"):
-        await a.follower.note_dialling(CALL, T0, attempt=lambda conn: audit.allowed(CALL, on=conn))
+        await a.follower.note_dialling(CALL, T0, attempt=slot_then_attempt)
     assert [r.id for r in await audit.history()] == [row.attempt_id]
     assert [c.id for c in await a.store.dialling()] == [row.id]
+    assert await db.fetchall("SELECT id FROM rate_events") == []
     await a.follower.stop()
 
 

@@ -16,7 +16,8 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from bot.audit.trail import AuditLog
 from bot.calls import messages as views
@@ -36,6 +37,7 @@ from bot.evovoice.client import (
     Session,
 )
 from bot.slack.notify import Notifier, Thread
+from bot.storage.database import Connection
 
 # The name operators filter on for a call's "placed" and "failed" lines, kept from before the split.
 logger = logging.getLogger("bot.calls.service")
@@ -67,6 +69,7 @@ class Dialler:
         retry_for: TimeLeft | None = None,
         on_dialling: Callable[[int], Awaitable[None]] | None = None,
         quiet: bool = False,
+        before: Callable[[Connection], Coroutine[Any, Any, None]] | None = None,
     ) -> CallResult:
         """Dial at once; the confirmation thread is opened alongside and told the result.
 
@@ -79,14 +82,20 @@ class Dialler:
         keeps it, so a restart finds the step's call).
         `quiet`: nothing is posted; the call is followed all the same (its row kept current) for
         a caller that tells its own story (an escalation step: its card and the person's page).
+        `before(conn)`: writes first in the transaction of the attempt's record and the call's
+        row (a rate-limit slot); what it raises comes out of place(), with nothing written or
+        dialled.
         """
         request = call.request
         # The attempt's audit record, so that even a crash mid-call leaves a trace in the audit
         # trail, and the call's row with its lease, so that a bot stopped before the POST's answer
         # is recorded finds the call again: one transaction, committed before dialling.
-        dialling = await self._follower.note_dialling(
-            call, time.time(), attempt=lambda conn: self._audit.allowed(call, on=conn)
-        )
+        async def attempt(conn: Connection) -> int:
+            if before is not None:
+                await before(conn)
+            return await self._audit.allowed(call, on=conn)
+
+        dialling = await self._follower.note_dialling(call, time.time(), attempt=attempt)
         attempt_id = dialling.attempt_id
         assert attempt_id is not None
         if on_dialling is not None:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from bot.access import AccessControl
 from bot.audit.trail import AuditLog
@@ -29,7 +30,7 @@ from bot.calls import messages as views
 from bot.calls.confirmations import Confirmations, Reason, TakeStatus
 from bot.calls.dialling import Dialler
 from bot.calls.follow import CallFollower
-from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, Slot
+from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, Slot, log_refusal
 from bot.calls.models import NOT_DIALLED, CallRequest, CallResult, CheckedCall, Outcome
 from bot.errors import CallbotError, DatabaseUnavailable, Expected, describe, reference_id
 from bot.evovoice.catalog import Catalog
@@ -37,6 +38,7 @@ from bot.evovoice.client import EvoVoiceClient, EvoVoiceError
 from bot.phone import DialPolicy, check_dialable, describe_region, to_e164
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
+from bot.storage.database import Connection
 from bot.storage.faults import DATABASE_FAULTS, refused_when_database_fails
 
 logger = logging.getLogger(__name__)
@@ -129,9 +131,25 @@ class CallService:
 
         Every way a person asks for a call (command, form, buttons) goes through here; only the
         on-call escalation, which dials the roster's configured numbers, calls place() directly.
+        The slot is taken in the transaction that records the attempt and writes the call's row
+        (Dialler.place): one commit before the POST, not two, and a refusal writes none of them.
         """
+        slots: list[Slot] = []
         try:
-            slot = await self._admit(checked)
+            take_slot = await self._admit(checked)
+
+            async def take(conn: Connection) -> None:
+                slots.append(await take_slot(conn))
+
+            try:
+                result = await self.place(checked, before=take)
+            except RecentlyCalled as recent:  # raised by take(): nothing was written or dialled
+                raise ConfirmationNeeded(
+                    checked, frozenset({Reason.REPEAT}), recent.seconds_ago
+                ) from None
+            except LimitReached as refused:  # the same
+                log_refusal(checked.request.user_id, refused)
+                raise
         except ConfirmationNeeded as needed:
             await self._ask(needed)
             return self._finished(CallResult(Outcome.CONFIRMING))
@@ -139,9 +157,8 @@ class CallService:
             if isinstance(exc, LimitReached):
                 self._on_limit(exc.scope)
             return await self._refuse(checked.request, exc)
-        result = await self.place(checked)
-        if result.outcome in NOT_DIALLED:
-            await self._limits.release(slot)
+        if result.outcome in NOT_DIALLED and slots:
+            await self._limits.release(slots[0])
         return result
 
     async def _refuse(self, request: CallRequest, exc: Expected) -> CallResult:
@@ -175,8 +192,11 @@ class CallService:
 
     # ------------------------------------------------------------------ confirmations and limits
 
-    async def _admit(self, call: CheckedCall) -> Slot:
-        """Questions to ask first (ConfirmationNeeded), then a slot from the rate limits."""
+    async def _admit(
+        self, call: CheckedCall
+    ) -> Callable[[Connection], Coroutine[Any, Any, Slot]]:
+        """Questions to ask first (ConfirmationNeeded), then what takes a slot from the rate
+        limits (raising RecentlyCalled or LimitReached), for the transaction before the POST."""
         confirmed = call.request.confirmed
         if (
             self._confirm_outside is not None
@@ -191,15 +211,12 @@ class CallService:
                 )
             reasons = {Reason.REGION} | ({Reason.REPEAT} if seconds_ago is not None else set())
             raise ConfirmationNeeded(call, frozenset(reasons), seconds_ago)
-        try:
-            return await self._limits.acquire(
-                call.request.user_id,
-                call.number.e164,
-                call.flow_id,
-                check_repeat=Reason.REPEAT not in confirmed,
-            )
-        except RecentlyCalled as recent:
-            raise ConfirmationNeeded(call, frozenset({Reason.REPEAT}), recent.seconds_ago) from None
+        return await self._limits.slot_taker(
+            call.request.user_id,
+            call.number.e164,
+            call.flow_id,
+            check_repeat=Reason.REPEAT not in confirmed,
+        )
 
     async def _ask(self, needed: ConfirmationNeeded) -> None:
         call, request = needed.call, needed.call.request
