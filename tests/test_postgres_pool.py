@@ -18,7 +18,8 @@ import asyncpg
 import pytest
 
 from bot.storage.database import MIGRATIONS, Database
-from bot.storage.postgres import PG_EXCLUSIVE_LOCK, PG_MIGRATION_LOCK
+from bot.storage.faults import DATABASE_FAULTS
+from bot.storage.postgres import PG_EXCLUSIVE_LOCK, PG_MIGRATION_LOCK, POSTGRES_POOL_SIZE
 from tests.databases import POSTGRESQL, fresh_database
 
 BOT = Path(__file__).resolve().parent.parent / "bot"
@@ -155,3 +156,76 @@ def test_no_statement_of_the_bot_leaves_state_on_a_session() -> None:
     }
     # The one exception, on its own connection (closed after migrating): the migration lock.
     assert found == {("bot/storage/postgres.py", "pg_advisory_lock(")}
+
+
+async def backend_pid(db: Database) -> int:
+    row = await db.fetchone("SELECT pg_backend_pid()")
+    assert row is not None
+    return int(row[0])
+
+
+async def test_the_pool_opens_at_most_its_size_and_serves_every_borrower_in_turn(url: str) -> None:
+    db = Database(url)
+    await db.open(MIGRATIONS)
+    try:
+        pids = await asyncio.wait_for(asyncio.gather(*(
+            db.fetchone("SELECT pg_backend_pid() FROM pg_sleep(0.01)")
+            for _ in range(5 * POSTGRES_POOL_SIZE)
+        )), HANG_GUARD)
+        assert 1 < len({row[0] for row in pids if row is not None}) <= POSTGRES_POOL_SIZE
+    finally:
+        await db.close()
+
+
+async def test_a_refused_statement_leaves_its_connection_in_the_pool_a_lost_one_does_not(
+    url: str,
+) -> None:
+    db = Database(url)
+    await db.open(MIGRATIONS)
+    try:
+        pid = await backend_pid(db)
+        with pytest.raises(asyncpg.PostgresSyntaxError):
+            await db.execute("SELECT nonsense(")
+        assert await backend_pid(db) == pid  # the same connection, lent again
+        admin = await asyncpg.connect(url)
+        try:
+            await admin.execute("SELECT pg_terminate_backend($1)", pid)
+        finally:
+            await admin.close()
+        # A fresh connection answers, once the driver noticed the loss: the statement that met
+        # it fails (asyncpg says so as a lost connection, or, when the server's farewell arrived
+        # first, as an InternalClientError; with its own pool too).
+        for _ in range(2):
+            try:
+                new_pid = await backend_pid(db)
+                break
+            except (*DATABASE_FAULTS, asyncpg.exceptions.InternalClientError):
+                continue
+        assert new_pid != pid
+    finally:
+        await db.close()
+
+
+async def test_a_borrower_that_gives_up_waiting_takes_no_connection_with_it(url: str) -> None:
+    db = Database(url)
+    await db.open(MIGRATIONS)
+    release = asyncio.Event()
+    try:
+        async def hold() -> None:
+            async with db.transaction():
+                await release.wait()
+
+        holders = [asyncio.ensure_future(hold()) for _ in range(POSTGRES_POOL_SIZE)]
+        await asyncio.sleep(0.1)
+        impatient = [asyncio.ensure_future(db.fetchone("SELECT 1")) for _ in range(3)]
+        await asyncio.sleep(0.05)
+        for waiting in impatient:
+            waiting.cancel()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(*holders), HANG_GUARD)
+        # Every connection came back: the pool's full size can be borrowed at once again.
+        await asyncio.wait_for(asyncio.gather(*(
+            db.fetchone("SELECT pg_sleep(0.01)") for _ in range(2 * POSTGRES_POOL_SIZE)
+        )), HANG_GUARD)
+    finally:
+        await db.close()

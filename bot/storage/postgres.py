@@ -14,20 +14,21 @@ closed afterwards). asyncpg is imported only when a PostgreSQL database is opene
 
 A pooled connection is handed back as it was taken: the bot leaves no session state on one (no
 SET, LISTEN, cursor, temporary table or session lock; transactions are always closed). So the pool
-does not run asyncpg's reset query (advisory unlock all, CLOSE ALL, UNLISTEN *, RESET ALL) on every
-release, which cost as much client CPU as the statement itself; asyncpg still rolls back a
-transaction left open, and a connection that fails to reset is closed.
+(bot/storage/pg_pool.py) runs no reset query (advisory unlock all, CLOSE ALL, UNLISTEN *, RESET ALL)
+on every release, which cost as much client CPU as the statement itself; a connection whose loan
+ended in a cancellation, a lost connection or inside a transaction is closed instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from contextlib import asynccontextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any, TypeVar
 
 from bot.storage.backend import POSTGRESQL, Connection, IntegrityError, Row, check_versions
 from bot.storage.migrations import Migration
+from bot.storage.pg_pool import ConnectionPool
 from bot.storage.rate_slot import LIMITS_LOCK
 
 T = TypeVar("T")
@@ -92,24 +93,20 @@ class _PostgresConnection:
         return list(await self._conn.fetch(numbered_placeholders(sql), *params))
 
 
-async def _nothing_to_reset(conn: Any) -> None:
-    """The pool's reset, after asyncpg's own rollback of a transaction left open: nothing more
-    (see the module docstring)."""
-
-
 class PostgresBackend:
     def __init__(self, url: str) -> None:
         self._url = url
-        self._pool: Any = None
+        self._pool: ConnectionPool | None = None
 
     async def open(self) -> None:
         # Imported here: a SQLite installation never loads the PostgreSQL driver.
         import asyncpg
 
-        self._pool = await asyncpg.create_pool(
-            self._url, min_size=1, max_size=POSTGRES_POOL_SIZE, command_timeout=30,
-            reset=_nothing_to_reset,
+        pool = ConnectionPool(
+            partial(asyncpg.connect, self._url, command_timeout=30), POSTGRES_POOL_SIZE
         )
+        await pool.start()
+        self._pool = pool
 
     async def open_read_only(self) -> None:
         await self.open()
@@ -120,7 +117,7 @@ class PostgresBackend:
             await pool.close()
 
     @property
-    def pool(self) -> Any:
+    def pool(self) -> ConnectionPool:
         if self._pool is None:
             raise RuntimeError("database is not open")
         return self._pool
@@ -168,15 +165,16 @@ class PostgresBackend:
         return done
 
     async def schema_version(self) -> int:
-        exists = await self.pool.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-        if not exists:
-            return 0
-        version = await self.pool.fetchval("SELECT MAX(version) FROM schema_migrations")
+        async with self.pool.connection() as conn:
+            exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+            if not exists:
+                return 0
+            version = await conn.fetchval("SELECT MAX(version) FROM schema_migrations")
         return int(version) if version is not None else 0
 
     @asynccontextmanager
     async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[Connection]:
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.connection() as conn, conn.transaction():
             if exclusive:
                 await conn.execute(
                     "SELECT pg_advisory_xact_lock(hashtext(current_schema()), $1)",
@@ -191,13 +189,13 @@ class PostgresBackend:
             return await unit(tx)
 
     async def execute(self, sql: str, params: tuple[Any, ...]) -> int:
-        async with self.pool.acquire() as conn:
+        async with self.pool.connection() as conn:
             return await _PostgresConnection(conn).execute(sql, params)
 
     async def fetchone(self, sql: str, params: tuple[Any, ...]) -> Row | None:
-        async with self.pool.acquire() as conn:
+        async with self.pool.connection() as conn:
             return await _PostgresConnection(conn).fetchone(sql, params)
 
     async def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
-        async with self.pool.acquire() as conn:
+        async with self.pool.connection() as conn:
             return await _PostgresConnection(conn).fetchall(sql, params)
