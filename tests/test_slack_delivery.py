@@ -3,9 +3,11 @@ and the posts in an escalation's thread, through a Slack refusing them for a whi
 
 from __future__ import annotations
 
+import asyncio
+
 from bot.standins.slack import ApiCall
 from tests.conftest import BotFactory
-from tests.follow_helpers import FAST, FULL, end_session, status_message
+from tests.follow_helpers import FAST, FULL, end_session, services, status_message
 from tests.escalations import (
     ALICE,
     BOB,
@@ -41,6 +43,13 @@ async def test_nobody_acknowledged_refused_by_slack_is_delivered_later(
     bot_factory: BotFactory,
 ) -> None:
     bot, clock = await start(bot_factory)
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:  # the outbox's pauses between tries, not waited
+        pauses.append(seconds)
+        await asyncio.sleep(0)
+
+    services(bot).outbox.sleep = pause
     view, _ = await open_on_message(bot)
     await submit(bot, view)
     escalation = await escalation_message(bot)
@@ -61,3 +70,4 @@ async def test_nobody_acknowledged_refused_by_slack_is_delivered_later(
         "chat.postMessage", lambda c: c.ok and loud(c), timeout=30)
     assert delivered.params["reply_broadcast"] in (True, "true", "1")
     assert sum(1 for c in bot.slack.calls_to("chat.postMessage") if c.ok and loud(c)) == 1
+    assert len(pauses) == 2  # tried again after a pause each time Slack refused it

@@ -93,7 +93,8 @@ class Outbox:
         self._notifier = notifier
         self._leases = leases
         self._clock = clock
-        self._sleep = sleep
+        # The pauses between deliveries (public: a test may take them without waiting).
+        self.sleep = sleep
         self._owners: dict[str, PostOwner] = {}
         self._redelivering: dict[int, asyncio.Task[None]] = {}
         self._forgetting: set[asyncio.Task[None]] = set()
@@ -235,7 +236,7 @@ class Outbox:
     async def _redeliver_until_delivered(self, pending: _Pending) -> None:
         pause = REDELIVER_FIRST_SECONDS
         while self._clock() - pending.created_at < REDELIVER_FOR_SECONDS:
-            await self._sleep(pause)
+            await self.sleep(pause)
             if await self._deliver(pending):
                 logger.info("a Slack post (%s) delivered after %.0f s", pending.kept.purpose,
                             self._clock() - pending.created_at)
