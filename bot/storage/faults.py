@@ -43,6 +43,9 @@ def _faults() -> tuple[type[Exception], ...]:
         asyncpg.exceptions.LockNotAvailableError,
         asyncpg.exceptions.QueryCanceledError,  # statement or lock timeout
         asyncpg.exceptions.CannotConnectNowError,
+        # Seen on the first statement over a connection the server closed while it was idle
+        # (a server restart): "cannot switch to state ...". The pool drops that connection.
+        asyncpg.InternalClientError,
     ]
     return tuple(faults)
 
