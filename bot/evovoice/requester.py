@@ -133,6 +133,8 @@ class Requester:
         # Basic auth on every request is the whole session: refuse the ss-id cookies the server
         # hands out, so no state outlives a request.
         no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
+        # httpx's own pool costs too much CPU per request when many calls are placed at once.
+        self._transport = transport if transport is not None else AiohttpTransport()
         self._http = httpx.AsyncClient(
             base_url=base_url,
             # HTTP Basic as a default header rather than `auth=`: the same header on every
@@ -142,8 +144,7 @@ class Requester:
                      "Authorization": basic_authorization(username, password)},
             timeout=timeout,
             cookies=no_cookies,
-            # httpx's own pool costs too much CPU per request when many calls are placed at once.
-            transport=transport if transport is not None else AiohttpTransport(),
+            transport=self._transport,
         )
 
         # The fixed routes' absolute URLs, merged with the base URL once rather than per request.
@@ -156,6 +157,23 @@ class Requester:
         if url is None:
             url = self._urls[path] = self._http.build_request("GET", path).url
         return url
+
+    async def _request(
+        self, method: str, path: str, params: dict[str, str] | None, json: dict[str, str] | None
+    ) -> httpx.Response:
+        """The client builds the request (base URL, headers, timeouts); the transport sends it.
+
+        httpx's `send()` around the transport (auth flow, redirects, cookies, event hooks) does
+        nothing for this client: Basic auth is a default header, redirects are not followed,
+        cookies are refused. Skipping it saves about 0.1 ms of CPU a request, an eighth of what a
+        call costs before its POST when a thousand are placed at once (benchmark, N = 1,000)."""
+        if self._http.is_closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        request = self._http.build_request(method, self._url(path), params=params, json=json)
+        response = await self._transport.handle_async_request(request)
+        response.request = request
+        await response.aread()
+        return response
 
     async def aclose(self) -> None:
         self.budget.close()
@@ -218,9 +236,7 @@ class Requester:
             admitted = False
             started = time.perf_counter()
             try:
-                response = await self._http.request(
-                    method, self._url(path), params=params, json=json
-                )
+                response = await self._request(method, path, params, json)
             except _CONNECT_FAILURES as exc:
                 connect_failures += 1
                 self._log_failure(method, path, exc, started)
