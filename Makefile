@@ -26,8 +26,11 @@ run: $(VENV)/.run-deps
 	$(BIN)/python -m bot
 
 # Tests run in PYTEST_WORKERS processes (pytest-xdist); PYTEST_WORKERS=0 runs them in this one.
+# Bytecode is written and reused even where PYTHONDONTWRITEBYTECODE is set (an empty value unsets
+# it): otherwise every `python -m bot` a test starts compiles bot/ again, and every worker rewrites
+# the test modules' asserts again.
 test: $(VENV)/.test-deps
-	$(BIN)/pytest -q --numprocesses=$(PYTEST_WORKERS) --dist=worksteal
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -q --numprocesses=$(PYTEST_WORKERS) --dist=worksteal
 	$(BIN)/mypy
 	$(BIN)/ruff check bot tests bench
 
