@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bot.storage.database import MIGRATIONS, Database
 from tests.conftest import BotFactory
 from tests.follow_helpers import FULL, services
+from tests.entry import run_main
 from tests.processes import run_cli
 
 
 async def test_a_backup_taken_while_the_bot_runs_is_a_consistent_database(
-    bot_factory: BotFactory, tmp_path: Path
+    bot_factory: BotFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     bot = await bot_factory("http")
     await bot.command(f"{FULL} escalation")
@@ -20,6 +24,7 @@ async def test_a_backup_taken_while_the_bot_runs_is_a_consistent_database(
     copy = tmp_path / "backup" / "copy.db"
     copy.parent.mkdir()
     # The bot keeps the file open in WAL mode: the attempt above may be only in the -wal file.
+    # `python -m bot backup` in a process of its own, as an operator runs it next to the bot.
     code, out, err = await run_cli(["backup", str(copy)], {"DATABASE_URL": url}, tmp_path)
     assert code == 0, err
     assert "a consistent copy" in out
@@ -32,12 +37,16 @@ async def test_a_backup_taken_while_the_bot_runs_is_a_consistent_database(
     finally:
         await backup.close()
 
-    code, _, err = await run_cli(["backup", str(copy)], {"DATABASE_URL": url}, tmp_path)
+    # The entry point's refusal, in this process (tests/entry.py).
+    code, _, err = run_main(["backup", str(copy)], {"DATABASE_URL": url}, tmp_path, monkeypatch,
+                            capsys)
     assert code == 2 and "exists already" in err, "never overwrites"
 
 
-async def test_postgresql_is_backed_up_with_pg_dump(tmp_path: Path) -> None:
+def test_postgresql_is_backed_up_with_pg_dump(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     env = {"DATABASE_URL": "postgresql://bot@db/callbot"}
-    code, _, err = await run_cli(["backup", str(tmp_path / "x.db")], env, tmp_path)
+    code, _, err = run_main(["backup", str(tmp_path / "x.db")], env, tmp_path, monkeypatch, capsys)
     assert code == 2 and "pg_dump" in err
     assert not (tmp_path / "x.db").exists()

@@ -1,7 +1,9 @@
 """Start-up failures an operator can cause: each is one plain line and exit code 2, no traceback.
 
-Each case runs `python -m bot` as a deployment does, against the loopback stand-ins, and reads what
-the operator would read on the terminal.
+Each case runs the bot's entry point as `python -m bot` does, against the loopback stand-ins, and
+reads what the operator would read on the terminal: in this process (tests/entry.py) where only the
+entry point's logic is at stake, in a `python -m bot` of its own for a mount namespace and for one
+configuration error.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from bot.config import ConfigError, load_policy, load_settings
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from tests.conftest import POLICY, bot_environment
+from tests.entry import run_main
 from tests.processes import run_bot_process
 
 BASE = {
@@ -31,10 +34,22 @@ BASE = {
 
 async def start_and_fail(env: dict[str, str], cwd: Path, *, argv_prefix: list[str] | None = None
                          ) -> str:
+    """`python -m bot` in a process of its own: exit code 2, one plain line on stderr."""
     process = await run_bot_process(env, cwd, argv_prefix=argv_prefix)
     _, stderr = await asyncio.wait_for(process.communicate(), 60)
     text = stderr.decode()
     assert process.returncode == 2, text
+    assert "Traceback" not in text, text
+    assert "callbot cannot start" in text, text
+    return text
+
+
+def fail_in_process(env: dict[str, str], cwd: Path, monkeypatch: pytest.MonkeyPatch,
+                    capsys: pytest.CaptureFixture[str]) -> str:
+    """The same entry point in this process (an exception escaping it fails the test, as a
+    traceback would): exit code 2, one plain line on stderr."""
+    code, _, text = run_main([], env, cwd, monkeypatch, capsys)
+    assert code == 2, text
     assert "Traceback" not in text, text
     assert "callbot cannot start" in text, text
     return text
@@ -63,23 +78,24 @@ def _corrupt(path: Path) -> None:
 @pytest.mark.parametrize(
     "prepare", [_directory, _not_a_database, _corrupt], ids=["directory", "not-a-db", "corrupt"]
 )
-async def test_a_database_that_cannot_be_used_is_one_line(
+def test_a_database_that_cannot_be_used_is_one_line(
     prepare: Callable[[Path], None], slack: SlackStandIn, evo: EvoVoiceStandIn,
-    policy_path: Path,
+    policy_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     path = policy_path.parent / "callbot.db"
     prepare(path)
     env = bot_environment("http", slack, evo, policy_path)
-    text = await start_and_fail(env, policy_path.parent)
+    text = fail_in_process(env, policy_path.parent, monkeypatch, capsys)
     assert "✗ DATABASE_URL:" in text
 
 
-async def test_a_full_disk_at_start_up_is_one_line(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+def test_a_full_disk_at_start_up_is_one_line(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     env = bot_environment("http", slack, evo, policy_path)
     env["DATABASE_URL"] = "sqlite:////dev/full"
-    text = await start_and_fail(env, policy_path.parent)
+    text = fail_in_process(env, policy_path.parent, monkeypatch, capsys)
     assert "✗ DATABASE_URL:" in text and "full" in text
 
 
@@ -107,15 +123,16 @@ async def test_a_read_only_database_is_one_line(
     assert "✗ DATABASE_URL:" in text and "read-only" in text
 
 
-async def test_a_port_in_use_is_one_line(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+def test_a_port_in_use_is_one_line(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         port = taken.getsockname()[1]
         env = bot_environment("http", slack, evo, policy_path, port=port)
-        text = await start_and_fail(env, policy_path.parent)
+        text = fail_in_process(env, policy_path.parent, monkeypatch, capsys)
     assert f"✗ PORT: {port} is already in use" in text
 
 
@@ -127,22 +144,23 @@ async def test_a_port_in_use_is_one_line(
     ],
     ids=["no-roles", "deeply-nested"],
 )
-async def test_policy_files_an_operator_could_write_are_one_line(
+def test_policy_files_an_operator_could_write_are_one_line(
     policy_text: str, expected: str, slack: SlackStandIn, evo: EvoVoiceStandIn,
-    policy_path: Path,
+    policy_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     policy_path.write_text(policy_text)
     env = bot_environment("http", slack, evo, policy_path)
-    text = await start_and_fail(env, policy_path.parent)
+    text = fail_in_process(env, policy_path.parent, monkeypatch, capsys)
     assert expected in text
 
 
-async def test_a_policy_path_that_never_ends_is_refused(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+def test_a_policy_path_that_never_ends_is_refused(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     env = bot_environment("http", slack, evo, policy_path)
     env["CALLBOT_CONFIG"] = "/dev/zero"
-    text = await start_and_fail(env, policy_path.parent)
+    text = fail_in_process(env, policy_path.parent, monkeypatch, capsys)
     assert "✗ CALLBOT_CONFIG: /dev/zero is larger than" in text
 
 
