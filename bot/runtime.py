@@ -156,7 +156,14 @@ class Runtime:
         if self._slack_handler is None:
             # Slack retries a 503; by then the bot may have started.
             return web.json_response({"error": "callbot is starting"}, status=503)
-        return await self._slack_handler(request)
+        acks = self.services.tasks.acks if self.services is not None else None
+        if acks is None:
+            return await self._slack_handler(request)
+        acks.entered()  # the work this request starts waits for its answer (bot/tasks.py)
+        try:
+            return await self._slack_handler(request)
+        finally:
+            acks.left()
 
     async def _connect(self, slack: AsyncWebClient) -> None:
         """Log in to Evo Voice and Slack, start serving Slack, resume the work left running."""
@@ -177,7 +184,8 @@ class Runtime:
         if settings.socket_mode:
             assert settings.slack_app_token is not None
             self._socket = ObservedSocketModeHandler(
-                self.app, settings.slack_app_token.get_secret_value(), self.metrics
+                self.app, settings.slack_app_token.get_secret_value(), self.metrics,
+                acks=services.tasks.acks,
             )
             await self._socket.connect_async()  # type: ignore[no-untyped-call]
             self.watchdog = SocketWatchdog(self._socket.client, interval=self.watchdog_interval)

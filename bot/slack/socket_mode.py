@@ -14,7 +14,8 @@ answer in `last_ping_pong_time`, which the watchdog reads.
 `ObservedSocketModeHandler` gives each envelope a request id (for the logs; Bolt's aiohttp handler
 runs every envelope in a task of its own, so the id is seen by that envelope's listener and the work
 it starts, and by nothing else), times its ack for the metrics, and counts the envelopes being
-handled, so that shutdown can let their acks go out before it closes the connection.
+handled, so that shutdown can let their acks go out before it closes the connection, and so that
+the work they start waits for the acks still to send (bot/tasks.py, `AcksFirst`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 
 from bot.ops.logs import request_context
 from bot.ops.metrics import Metrics, request_kind
+from bot.tasks import AcksFirst
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +41,13 @@ SILENT_INTERVALS = 3
 
 
 class ObservedSocketModeHandler(AsyncSocketModeHandler):
-    def __init__(self, app: AsyncApp, app_token: str, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, app: AsyncApp, app_token: str, metrics: Metrics | None = None,
+        acks: AcksFirst | None = None,
+    ) -> None:
         super().__init__(app, app_token)
         self._metrics = metrics
+        self._acks = acks
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -52,6 +58,8 @@ class ObservedSocketModeHandler(AsyncSocketModeHandler):
         received = time.perf_counter()
         self._in_flight += 1
         self._idle.clear()
+        if self._acks is not None:
+            self._acks.entered()
         try:
             with request_context():
                 # Returns once the ack has been sent back over the websocket.
@@ -60,6 +68,8 @@ class ObservedSocketModeHandler(AsyncSocketModeHandler):
                     payload = req.payload if isinstance(req.payload, dict) else {}
                     self._metrics.slack_acked(request_kind(payload), time.perf_counter() - received)
         finally:
+            if self._acks is not None:
+                self._acks.left()
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()

@@ -1,0 +1,96 @@
+"""Acks go first (bot/tasks.py): work started by a Slack request waits while requests are being
+answered, at most `max_wait`; a lone request's work starts once its own answer is out."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.tasks import AcksFirst, BackgroundTasks
+from tests.conftest import BotUnderTest
+
+FULL = "+18144043093"
+
+
+async def turns(n: int = 20) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_work_waits_until_every_request_being_answered_is_answered() -> None:
+    tasks = BackgroundTasks(AcksFirst(max_wait=60))
+    started: list[str] = []
+
+    async def work(name: str) -> None:
+        started.append(name)
+
+    tasks.acks.entered()
+    tasks.acks.entered()
+    tasks.spawn(work("first"), name="first")
+    await turns()
+    assert started == [] and tasks.pending == 1
+    tasks.acks.left()
+    await turns()
+    assert started == []  # one request still waits for its ack
+    tasks.acks.left()
+    await turns()
+    assert started == ["first"]
+    tasks.spawn(work("lone"), name="lone")  # nothing being answered: starts at once
+    await turns()
+    assert started == ["first", "lone"]
+    await tasks.wait_idle()
+
+
+async def test_a_steady_stream_of_requests_holds_work_back_no_longer_than_max_wait() -> None:
+    tasks = BackgroundTasks(AcksFirst(max_wait=0.01))
+    started = asyncio.Event()
+
+    async def work() -> None:
+        started.set()
+
+    tasks.acks.entered()  # never answered
+    tasks.spawn(work(), name="work")
+    await asyncio.wait_for(started.wait(), 5)
+    assert tasks.acks.answering == 1
+
+
+async def test_work_cancelled_while_it_waits_never_runs() -> None:
+    tasks = BackgroundTasks(AcksFirst(max_wait=60))
+    ran: list[bool] = []
+
+    async def work() -> None:
+        ran.append(True)
+
+    tasks.acks.entered()
+    task = tasks.spawn(work(), name="work")
+    await turns()
+    await tasks.drain(timeout=0)
+    assert task.cancelled() and ran == []
+
+
+async def test_a_call_waits_for_the_acks_being_sent_then_dials(bot: BotUnderTest) -> None:
+    assert bot.runtime.services is not None
+    acks = bot.runtime.services.tasks.acks
+    acks.max_wait = 60
+    counted: list[int] = []
+    count_in = acks.entered
+
+    def entered() -> None:  # a spy on the handler's count, nothing replaced
+        count_in()
+        counted.append(acks.answering)
+
+    acks.entered = entered  # type: ignore[method-assign]
+    acks.entered()  # another request, still being answered
+    ack, _ = await bot.command(f"{FULL} escalation")
+    assert ack.status == 200
+    assert counted == [1, 2]  # the /call was counted in while it was answered...
+    assert acks.answering == 1  # ...and out once it was
+    # Its work waits for the other ack (ungated, it would be done well within this).
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(bot.settle()), 0.5)
+    assert bot.evo.outgoing_posts == []
+    acks.left()
+    await bot.settle()
+    [post] = bot.evo.outgoing_posts
+    assert post.json["numberToDial"] == FULL
