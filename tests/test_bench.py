@@ -41,10 +41,13 @@ async def test_bench_counts_every_call_in_both_modes(tmp_path: Path) -> None:
 
 
 async def test_bench_runs_the_slack_latency_rows(tmp_path: Path) -> None:
-    options = Options(delay=0.1, logs=tmp_path / "logs")
+    # The stand-ins in the bench process (`--standins inline`): a process of their own is the test
+    # above's, and each one costs a Python start.
+    options = Options(delay=0.1, standins="inline", logs=tmp_path / "logs")
 
     results = await run_benchmark(["http"], [N], options, slack_latencies=[0.05])
 
+    assert results["options"]["standins"] == "inline"
     assert [(r["n"], r["slack_latency_s"]) for r in results["runs"]] == [(N, 0.0), (N, 0.05)]
     for run in results["runs"]:
         bot = run["bot"]

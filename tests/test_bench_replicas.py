@@ -28,7 +28,10 @@ N = 6
 async def test_two_replicas_on_postgresql_share_the_burst_and_dial_each_number_once(
     tmp_path: Path,
 ) -> None:
-    options = Options(delay=0.1, logs=tmp_path / "logs", postgres_url=postgres_url())
+    # The stand-ins in the bench process (`--standins inline`): tests/test_bench.py runs them in a
+    # process of their own, and each one costs a Python start.
+    options = Options(delay=0.1, standins="inline", logs=tmp_path / "logs",
+                      postgres_url=postgres_url())
 
     results = await run_benchmark(["socket", "http"], [N], options, databases=[POSTGRESQL],
                                   replicas=[2])
