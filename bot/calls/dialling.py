@@ -21,12 +21,14 @@ from typing import Any
 
 from bot.audit.trail import AuditLog
 from bot.calls import messages as views
+from bot.calls.dials_first import DialsFirst
 from bot.calls.follow import CallFollower
 from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK, CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.retry import TimeLeft, wait_to_retry
 from bot.calls.status_posts import status_post
 from bot.calls.store import TrackedCall
 from bot.errors import describe
+from bot.evovoice.transport import REQUEST_SENT
 from bot.evovoice.client import (
     CallPlaced,
     EvoVoiceClient,
@@ -53,8 +55,10 @@ class Dialler:
         follower: CallFollower,
         account_ids: list[str],
         on_result: Callable[[CallResult], None],
+        dials_first: DialsFirst,
     ) -> None:
         self._evo = evo
+        self._dials_first = dials_first
         self._notifier = notifier
         self._audit = audit
         self._follower = follower
@@ -86,6 +90,17 @@ class Dialler:
         row (a rate-limit slot); what it raises comes out of place(), with nothing written or
         dialled.
         """
+        with self._dials_first.on_its_way():
+            return await self._place(call, retry_for, on_dialling, quiet, before)
+
+    async def _place(
+        self,
+        call: CheckedCall,
+        retry_for: TimeLeft | None,
+        on_dialling: Callable[[int], Awaitable[None]] | None,
+        quiet: bool,
+        before: Callable[[Connection], Coroutine[Any, Any, None]] | None,
+    ) -> CallResult:
         request = call.request
         # The attempt's audit record, so that even a crash mid-call leaves a trace in the audit
         # trail, and the call's row with its lease, so that a bot stopped before the POST's answer
@@ -105,12 +120,8 @@ class Dialler:
         )
         if quiet:
             return await self._place_quietly(call, retry_for, attempt_id, dialling, parent)
-        opening = asyncio.create_task(self._notifier.open_thread(
-            request.channel_id,
-            parent,
-            user_id=request.user_id,
-            response_url=request.response_url,
-            thread_ts=request.thread_ts,
+        opening = asyncio.create_task(self._open_thread_after_dials(
+            request, parent
         ), name=f"confirmation thread for {request.user_id}")
         try:
             result, message = await self._dial(call, retry_for)
@@ -144,6 +155,19 @@ class Dialler:
             result.outcome, result.session_id, thread, result.error,
             call_id=tracked.id if tracked is not None else None,
         ))
+
+    async def _open_thread_after_dials(
+        self, request: CallRequest, parent: views.Message
+    ) -> Thread | None:
+        # Right after this call's POST has left, and those of the calls dialled with it.
+        await self._dials_first.idle()
+        return await self._notifier.open_thread(
+            request.channel_id,
+            parent,
+            user_id=request.user_id,
+            response_url=request.response_url,
+            thread_ts=request.thread_ts,
+        )
 
     async def _place_quietly(
         self, call: CheckedCall, retry_for: TimeLeft | None, attempt_id: int,
@@ -206,6 +230,7 @@ class Dialler:
         """POST /sessions/outgoing, again after a "not now" while `retry_for` leaves time."""
         attempt = 0
         while True:
+            heard = REQUEST_SENT.set(self._dials_first.dialled)
             try:
                 return await self._evo.create_outgoing_session(
                     call.flow_id, call.number.e164, call.caller_id
@@ -216,6 +241,8 @@ class Dialler:
                     raise
                 logger.info("call by %s to %s: %s, trying again", call.request.user_id,
                             call.number.masked, type(exc).__name__)
+            finally:
+                REQUEST_SENT.reset(heard)
 
     async def _find_session_after(self, e164: str, started: dt.datetime) -> Session | None:
         """One look for the session an ambiguous attempt may have created; never a second POST."""

@@ -27,6 +27,7 @@ from bot.access import AccessControl
 from bot.audit.trail import AuditLog
 from bot.calls import confirm_views
 from bot.calls import messages as views
+from bot.calls.dials_first import DialsFirst
 from bot.calls.confirmations import Confirmations, Reason, TakeStatus
 from bot.calls.dialling import Dialler
 from bot.calls.follow import CallFollower
@@ -68,9 +69,11 @@ class CallService:
         self._catalog = catalog
         self._notifier = notifier
         # Dial at once, the confirmation thread alongside: see Dialler.place.
+        # Calls on their way to the phone go before the Slack messages of calls already dialled.
+        self.dials_first = DialsFirst()
         self.place = Dialler(
             evo=evo, notifier=notifier, audit=audit, follower=follower, account_ids=account_ids,
-            on_result=on_result,
+            on_result=on_result, dials_first=self.dials_first,
         ).place
         self._claims = claims
         self._dial_policy = dial_policy
@@ -104,7 +107,8 @@ class CallService:
     async def handle(self, request: CallRequest) -> CallResult:
         """check() then proceed(); refusals go to the requester alone."""
         try:
-            return await self._handle(request)
+            with self.dials_first.on_its_way():
+                return await self._handle(request)
         except DATABASE_FAULTS as exc:
             # Everything that writes after the POST keeps its own failures to itself (place()),
             # so a database fault that reaches here came before anything was dialled.

@@ -30,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+from collections.abc import Callable
+from contextvars import ContextVar
 from types import SimpleNamespace
 
 import aiohttp
@@ -100,10 +102,26 @@ async def _connection_ready(
         deadline.start()
 
 
+# Set by a caller that wants to hear the moment its request has left (its headers written; a body
+# as small as Evo Voice's follows at once): bot/calls/dials_first.py.
+REQUEST_SENT: ContextVar[Callable[[], None] | None] = ContextVar(
+    "evovoice_request_sent", default=None
+)
+
+
+async def _request_sent(
+    session: aiohttp.ClientSession, context: SimpleNamespace, params: object
+) -> None:
+    hear = REQUEST_SENT.get()
+    if hear is not None:
+        hear()
+
+
 def _deadline_tracing() -> aiohttp.TraceConfig:
     tracing = aiohttp.TraceConfig()
     tracing.on_connection_create_end.append(_connection_ready)
     tracing.on_connection_reuseconn.append(_connection_ready)
+    tracing.on_request_headers_sent.append(_request_sent)
     return tracing
 
 

@@ -1,0 +1,95 @@
+"""The phone rings first (bot/calls/dials_first.py): a call's parent post waits until the calls on
+their way to Evo Voice have sent their POST, at most `max_wait`; the Evo Voice transport says when a
+request has left."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from bot.calls.dials_first import DialsFirst
+from bot.evovoice.transport import REQUEST_SENT, AiohttpTransport
+from bot.standins.evovoice import Delayed, EvoVoiceStandIn, Respond
+from tests.conftest import BotUnderTest
+
+FULL = "+18144043093"
+
+
+async def test_a_call_counts_until_it_is_dialled_or_its_work_ends() -> None:
+    first = DialsFirst(max_wait=60)
+    with first.on_its_way():
+        assert first.on_their_way == 1
+        with first.on_its_way():  # place() inside handle(): one call, counted once
+            assert first.on_their_way == 1
+        assert first.on_their_way == 1
+        first.dialled()
+        assert first.on_their_way == 0
+        first.dialled()  # a retried POST: still one call
+        assert first.on_their_way == 0
+        with first.on_its_way():  # the next call in this task (an escalation's next step)
+            assert first.on_their_way == 1
+        assert first.on_their_way == 0
+    with first.on_its_way():
+        pass  # refused, or a question asked: it ends without a POST
+    assert first.on_their_way == 0
+    await first.idle()  # nobody on the way: at once
+
+
+async def test_idle_waits_for_the_calls_on_their_way_and_no_longer_than_max_wait() -> None:
+    first = DialsFirst(max_wait=60)
+    went: list[bool] = []
+
+    async def slack_post() -> None:
+        await first.idle()
+        went.append(True)
+
+    with first.on_its_way():
+        post = asyncio.create_task(slack_post())
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert went == []
+        first.dialled()
+        await asyncio.wait_for(post, 5)
+    assert went == [True]
+    capped = DialsFirst(max_wait=0.01)
+    with capped.on_its_way():  # one stuck before its POST (a 429's pause, say)
+        await asyncio.wait_for(capped.idle(), 5)
+
+
+async def test_the_transport_says_when_a_request_has_left_before_its_answer(
+    evo: EvoVoiceStandIn,
+) -> None:
+    evo.queue_outgoing(Delayed(60, Respond()))  # never answered within the test
+    transport = AiohttpTransport()
+    left = asyncio.Event()
+    heard = REQUEST_SENT.set(left.set)
+    request = httpx.Request(
+        "POST", f"{evo.url}/sessions/outgoing", json={"numberToDial": FULL},
+        headers={"Authorization": "Basic Ym90QGV4YW1wbGUuY29tOnNlY3JldA=="},
+    )
+    sending = asyncio.create_task(transport.handle_async_request(request))
+    try:
+        await asyncio.wait_for(left.wait(), 5)
+        assert not sending.done()  # it left; its answer has not come
+    finally:
+        REQUEST_SENT.reset(heard)
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        await transport.aclose()
+
+
+async def test_a_parent_post_waits_for_the_calls_still_on_their_way(bot: BotUnderTest) -> None:
+    assert bot.runtime.services is not None
+    first = bot.runtime.services.calls.dials_first
+    first.max_wait = 60
+    with first.on_its_way():  # another call, still before its POST
+        await bot.command(f"{FULL} escalation")
+        await bot.evo.wait_for_posts(1)  # this one's phone rings...
+        # ...and its parent post waits (ungated, it would be out well within this).
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(bot.settle()), 0.5)
+        assert bot.slack.calls_to("chat.postMessage") == []
+    await bot.settle()
+    assert any(FULL[-4:] in c.params["text"] for c in bot.slack.calls_to("chat.postMessage"))
