@@ -21,27 +21,27 @@ logger = logging.getLogger(__name__)
 ACKS_FIRST_MAX_WAIT = 0.25  # seconds
 
 
-class AcksFirst:
-    """How many Slack requests are being answered now; `idle()` returns once none is (or once
-    `max_wait` seconds have passed)."""
+class InFlight:
+    """How many of something are under way; `idle()` returns once none is (or once `max_wait`
+    seconds have passed: what waits for them is held back, never stopped)."""
 
-    def __init__(self, max_wait: float = ACKS_FIRST_MAX_WAIT) -> None:
+    def __init__(self, max_wait: float) -> None:
         self.max_wait = max_wait
-        self._answering = 0
+        self._count = 0
         self._none = asyncio.Event()
         self._none.set()
 
     @property
-    def answering(self) -> int:
-        return self._answering
+    def count(self) -> int:
+        return self._count
 
     def entered(self) -> None:
-        self._answering += 1
+        self._count += 1
         self._none.clear()
 
     def left(self) -> None:
-        self._answering = max(0, self._answering - 1)
-        if self._answering == 0:
+        self._count = max(0, self._count - 1)
+        if self._count == 0:
             self._none.set()
 
     async def idle(self) -> None:
@@ -50,7 +50,14 @@ class AcksFirst:
         try:
             await asyncio.wait_for(self._none.wait(), self.max_wait)
         except TimeoutError:
-            pass  # requests keep coming: the work goes on beside them
+            pass  # they keep coming, or one is stuck: what waits goes on beside them
+
+
+class AcksFirst(InFlight):
+    """The Slack requests being answered now."""
+
+    def __init__(self, max_wait: float = ACKS_FIRST_MAX_WAIT) -> None:
+        super().__init__(max_wait)
 
 
 class BackgroundTasks:

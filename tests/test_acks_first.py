@@ -52,7 +52,7 @@ async def test_a_steady_stream_of_requests_holds_work_back_no_longer_than_max_wa
     tasks.acks.entered()  # never answered
     tasks.spawn(work(), name="work")
     await asyncio.wait_for(started.wait(), 5)
-    assert tasks.acks.answering == 1
+    assert tasks.acks.count == 1
 
 
 async def test_work_cancelled_while_it_waits_never_runs() -> None:
@@ -78,14 +78,14 @@ async def test_a_call_waits_for_the_acks_being_sent_then_dials(bot: BotUnderTest
 
     def entered() -> None:  # a spy on the handler's count, nothing replaced
         count_in()
-        counted.append(acks.answering)
+        counted.append(acks.count)
 
     acks.entered = entered  # type: ignore[method-assign]
     acks.entered()  # another request, still being answered
     ack, _ = await bot.command(f"{FULL} escalation")
     assert ack.status == 200
     assert counted == [1, 2]  # the /call was counted in while it was answered...
-    assert acks.answering == 1  # ...and out once it was
+    assert acks.count == 1  # ...and out once it was
     # Its work waits for the other ack (ungated, it would be done well within this).
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(asyncio.shield(bot.settle()), 0.5)

@@ -20,20 +20,20 @@ FULL = "+18144043093"
 async def test_a_call_counts_until_it_is_dialled_or_its_work_ends() -> None:
     first = DialsFirst(max_wait=60)
     with first.on_its_way():
-        assert first.on_their_way == 1
+        assert first.count == 1
         with first.on_its_way():  # place() inside handle(): one call, counted once
-            assert first.on_their_way == 1
-        assert first.on_their_way == 1
+            assert first.count == 1
+        assert first.count == 1
         first.dialled()
-        assert first.on_their_way == 0
+        assert first.count == 0
         first.dialled()  # a retried POST: still one call
-        assert first.on_their_way == 0
+        assert first.count == 0
         with first.on_its_way():  # the next call in this task (an escalation's next step)
-            assert first.on_their_way == 1
-        assert first.on_their_way == 0
+            assert first.count == 1
+        assert first.count == 0
     with first.on_its_way():
         pass  # refused, or a question asked: it ends without a POST
-    assert first.on_their_way == 0
+    assert first.count == 0
     await first.idle()  # nobody on the way: at once
 
 

@@ -13,40 +13,35 @@ keeps a call stuck before its POST (waiting out a 429, say) from holding Slack b
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+
+from bot.tasks import InFlight
 
 DIALS_FIRST_MAX_WAIT = 1.0  # seconds
 
 
 class _OnItsWay:
-    def __init__(self, owner: DialsFirst) -> None:
-        self._owner = owner
+    def __init__(self, calls: InFlight) -> None:
+        self._calls = calls
         self.done = False
 
     def arrived(self) -> None:
         if not self.done:
             self.done = True
-            self._owner._left()
+            self._calls.left()
 
 
 # The call whose work runs in this task (and the tasks it starts), until its POST is sent.
 _CURRENT: ContextVar[_OnItsWay | None] = ContextVar("call_on_its_way", default=None)
 
 
-class DialsFirst:
-    def __init__(self, max_wait: float = DIALS_FIRST_MAX_WAIT) -> None:
-        self.max_wait = max_wait
-        self._on_their_way = 0
-        self._none = asyncio.Event()
-        self._none.set()
+class DialsFirst(InFlight):
+    """The calls on their way to Evo Voice (`count`); `idle()` waits for them."""
 
-    @property
-    def on_their_way(self) -> int:
-        """Calls whose POST has not been sent yet."""
-        return self._on_their_way
+    def __init__(self, max_wait: float = DIALS_FIRST_MAX_WAIT) -> None:
+        super().__init__(max_wait)
 
     @contextmanager
     def on_its_way(self) -> Iterator[None]:
@@ -57,8 +52,7 @@ class DialsFirst:
             yield
             return
         token = _OnItsWay(self)
-        self._on_their_way += 1
-        self._none.clear()
+        self.entered()
         reset = _CURRENT.set(token)
         try:
             yield
@@ -72,17 +66,3 @@ class DialsFirst:
         current = _CURRENT.get()
         if current is not None:
             current.arrived()
-
-    async def idle(self) -> None:
-        """Return once no call is on its way to Evo Voice (or after `max_wait` seconds)."""
-        if self._none.is_set():
-            return
-        try:
-            await asyncio.wait_for(self._none.wait(), self.max_wait)
-        except TimeoutError:
-            pass  # calls keep coming, or one waits for Evo Voice: Slack goes on beside them
-
-    def _left(self) -> None:
-        self._on_their_way = max(0, self._on_their_way - 1)
-        if self._on_their_way == 0:
-            self._none.set()
