@@ -10,7 +10,7 @@ import re
 
 import phonenumbers
 import pytest
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat
 
@@ -503,6 +503,7 @@ def test_check_dialable_only_accepts_or_rejects(text: str, policy: DialPolicy) -
 
 
 @given(text=any_number_text, region=st.sampled_from(REGIONS))
+@example(text="00000000000000", region="NG")  # leading zeros past E.164's 15 digits
 @PROPERTY_SETTINGS
 def test_to_e164_only_accepts_or_rejects(text: str, region: str) -> None:
     try:

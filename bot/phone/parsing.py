@@ -114,6 +114,10 @@ def to_e164(text: str, default_region: str) -> str:
     number = parse_number(text, default_region)
     reason = phonenumbers.is_possible_number_with_reason(number)
     e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    if reason == ValidationResult.IS_POSSIBLE and not E164_SHAPE.match(e164):
+        # Leading zeros are counted apart from the national number, so a run of them can pass
+        # the length check and still make more than E.164's 15 digits ("00000000000000" in NG).
+        reason = ValidationResult.TOO_LONG
     if reason != ValidationResult.IS_POSSIBLE:
         raise NumberRejected(
             RejectCode.INVALID,
