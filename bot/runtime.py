@@ -156,14 +156,7 @@ class Runtime:
         if self._slack_handler is None:
             # Slack retries a 503; by then the bot may have started.
             return web.json_response({"error": "callbot is starting"}, status=503)
-        acks = self.services.tasks.acks if self.services is not None else None
-        if acks is None:
-            return await self._slack_handler(request)
-        acks.entered()  # the work this request starts waits for its answer (bot/tasks.py)
-        try:
-            return await self._slack_handler(request)
-        finally:
-            acks.left()
+        return await self._slack_handler(request)
 
     async def _connect(self, slack: AsyncWebClient) -> None:
         """Log in to Evo Voice and Slack, start serving Slack, resume the work left running."""
@@ -178,7 +171,8 @@ class Runtime:
         if not settings.socket_mode:
             assert settings.slack_signing_secret is not None  # Settings guarantees it
             [events] = slack_routes(
-                self.app, settings.slack_signing_secret.get_secret_value(), self.metrics
+                self.app, settings.slack_signing_secret.get_secret_value(), self.metrics,
+                acks=services.tasks.acks,
             )
             self._slack_handler = events.handler
         if settings.socket_mode:

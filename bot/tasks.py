@@ -44,13 +44,20 @@ class InFlight:
         if self._count == 0:
             self._none.set()
 
-    async def idle(self) -> None:
+    async def wait_none(self, timeout: float) -> bool:
+        """Wait (at most `timeout` s) until none is under way; whether that came."""
         if self._none.is_set():
-            return
+            return True
         try:
-            await asyncio.wait_for(self._none.wait(), self.max_wait)
+            await asyncio.wait_for(self._none.wait(), timeout)
         except TimeoutError:
-            pass  # they keep coming, or one is stuck: what waits goes on beside them
+            return False
+        return True
+
+    async def idle(self) -> None:
+        # Not there within max_wait: they keep coming, or one is stuck, and what waits for them
+        # goes on beside them.
+        await self.wait_none(self.max_wait)
 
 
 class AcksFirst(InFlight):

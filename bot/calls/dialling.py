@@ -28,7 +28,6 @@ from bot.calls.retry import TimeLeft, wait_to_retry
 from bot.calls.status_posts import status_post
 from bot.calls.store import TrackedCall
 from bot.errors import describe
-from bot.evovoice.transport import REQUEST_SENT
 from bot.evovoice.client import (
     CallPlaced,
     EvoVoiceClient,
@@ -38,6 +37,7 @@ from bot.evovoice.client import (
     RateLimited,
     Session,
 )
+from bot.evovoice.transport import REQUEST_SENT
 from bot.slack.notify import Notifier, Thread
 from bot.storage.database import Connection
 

@@ -27,8 +27,8 @@ from bot.access import AccessControl
 from bot.audit.trail import AuditLog
 from bot.calls import confirm_views
 from bot.calls import messages as views
-from bot.calls.dials_first import DialsFirst
 from bot.calls.confirmations import Confirmations, Reason, TakeStatus
+from bot.calls.dials_first import DialsFirst
 from bot.calls.dialling import Dialler
 from bot.calls.follow import CallFollower
 from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, Slot, log_refusal

@@ -25,6 +25,7 @@ from bot.errors import reference_id
 from bot.ops.logs import request_context
 from bot.ops.metrics import Metrics, request_kind
 from bot.ops.readiness import Readiness
+from bot.tasks import AcksFirst
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +105,20 @@ def metrics_routes(metrics: Metrics) -> list[web.RouteDef]:
 
 
 def slack_routes(
-    app: AsyncApp, signing_secret: str, metrics: Metrics | None = None
+    app: AsyncApp, signing_secret: str, metrics: Metrics | None = None,
+    acks: AcksFirst | None = None,
 ) -> list[web.RouteDef]:
     async def slack_events(request: web.Request) -> web.Response:
-        # Everything logged about this request, and by the work it starts, carries its id.
-        with request_context():
-            return await handle(request, time.perf_counter())
+        # Counted while it is answered: the work it starts waits for its answer (bot/tasks.py).
+        if acks is not None:
+            acks.entered()
+        try:
+            # Everything logged about this request, and by the work it starts, carries its id.
+            with request_context():
+                return await handle(request, time.perf_counter())
+        finally:
+            if acks is not None:
+                acks.left()
 
     async def handle(request: web.Request, received: float) -> web.Response:
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:

@@ -47,19 +47,14 @@ class ObservedSocketModeHandler(AsyncSocketModeHandler):
     ) -> None:
         super().__init__(app, app_token)
         self._metrics = metrics
-        self._acks = acks
-        self._in_flight = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # The envelopes being handled: shutdown waits for their acks, new work too (bot/tasks.py).
+        self._acks = acks if acks is not None else AcksFirst()
 
     async def handle(  # type: ignore[override]
         self, client: SocketModeClient, req: SocketModeRequest
     ) -> None:
         received = time.perf_counter()
-        self._in_flight += 1
-        self._idle.clear()
-        if self._acks is not None:
-            self._acks.entered()
+        self._acks.entered()
         try:
             with request_context():
                 # Returns once the ack has been sent back over the websocket.
@@ -68,19 +63,13 @@ class ObservedSocketModeHandler(AsyncSocketModeHandler):
                     payload = req.payload if isinstance(req.payload, dict) else {}
                     self._metrics.slack_acked(request_kind(payload), time.perf_counter() - received)
         finally:
-            if self._acks is not None:
-                self._acks.left()
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self._idle.set()
+            self._acks.left()
 
     async def wait_acks(self, timeout: float) -> None:
         """Wait (at most `timeout` s) until every envelope received so far has been answered."""
-        try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
-        except TimeoutError:
+        if not await self._acks.wait_none(timeout):
             logger.warning("closing Socket Mode with %d request(s) still unanswered",
-                           self._in_flight)
+                           self._acks.count)
 
 
 class SocketWatchdog:
