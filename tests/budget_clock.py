@@ -35,6 +35,10 @@ class BudgetClock:
             if entry in self._sleepers:
                 self._sleepers.remove(entry)
 
+    def next_wake(self) -> float | None:
+        """When the earliest sleeper wakes; None if nobody sleeps."""
+        return min((until for until, _ in self._sleepers), default=None)
+
     def advance(self, seconds: float) -> None:
         self.now += seconds
         for until, woken in list(self._sleepers):
