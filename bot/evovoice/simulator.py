@@ -16,9 +16,12 @@ import contextlib
 import datetime as dt
 import re
 import secrets
+from typing import TYPE_CHECKING
 
 from bot.config import Policy
-from bot.standins.evovoice import EvoVoiceStandIn
+
+if TYPE_CHECKING:
+    from bot.standins.evovoice import EvoVoiceStandIn
 
 BANNER = "🧪 Simulated call (EVOVOICE_MODE=simulate): no phone rings."
 RING_SECONDS = 15.0
@@ -33,11 +36,15 @@ class SimulatedEvoVoice:
 
     def __init__(self, policy: Policy, account_id: str | None = None, *,
                  ring_seconds: float = RING_SECONDS) -> None:
+        # Imported here: every start reads BANNER from this module, few simulate.
+        from bot.standins.evovoice import EvoVoiceStandIn
+
         self.username = "simulated@callbot.invalid"
         self.password = secrets.token_urlsafe(16)
         account = (account_id, SIMULATED_ACCOUNT[1]) if account_id else SIMULATED_ACCOUNT
-        self.standin = EvoVoiceStandIn(username=self.username, password=self.password,
-                                       accounts=[account])
+        self.standin: EvoVoiceStandIn = EvoVoiceStandIn(
+            username=self.username, password=self.password, accounts=[account]
+        )
         self.ring_seconds = ring_seconds
         self._seed(policy, account[0])
         self._ender: asyncio.Task[None] | None = None
