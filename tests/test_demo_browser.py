@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
 from bot.demo.screenshot import CHROMIUM_FLAGS, chromium_path
 from bot.demo.web import Demo
@@ -28,17 +30,39 @@ if (async_playwright is None or not os.path.exists(CHROMIUM)) and not os.environ
                 allow_module_level=True)
 
 
-@pytest.fixture
-async def page(demo: Demo) -> AsyncIterator[Any]:
+# One chromium for the module (starting Playwright's driver and the browser costs about 1.5 CPU-s),
+# a fresh browser context (its own cookies, storage and cache) and demo for each test. Everything
+# runs in the module's event loop, where the browser lives.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser() -> AsyncIterator[Any]:
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        tab = await browser.new_page(viewport={"width": 1280, "height": 860})
-        tab.set_default_timeout(WAIT_MS)
-        expect.set_options(timeout=WAIT_MS)
-        await tab.goto(demo.url)
-        await tab.wait_for_selector("body[data-ready='1']")
-        yield tab
-        await browser.close()
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield chromium
+        await chromium.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
+    """tests/conftest.py's `demo`, in the module's event loop."""
+    running = Demo(0, tmp_path)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def page(browser: Any, demo: Demo) -> AsyncIterator[Any]:
+    context = await browser.new_context(viewport={"width": 1280, "height": 860})
+    tab = await context.new_page()
+    tab.set_default_timeout(WAIT_MS)
+    expect.set_options(timeout=WAIT_MS)
+    await tab.goto(demo.url)
+    await tab.wait_for_selector("body[data-ready='1']")
+    yield tab
+    await context.close()
 
 
 async def say(page: Page, text: str) -> None:
