@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from bot.storage.database import Connection
 from bot.storage.faults import until_database_answers
 from bot.storage.leases import Leases
+from bot.storage.together import NewRow
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,15 @@ class RowRunner:
         the `_reserved` set, whose single operations are atomic."""
         if not await self.reserve(row_id, on=conn):
             raise RuntimeError(f"{self.kind} {row_id}: a new row's lease is held already")
+
+    def new_lease(self, table: str) -> NewRow | None:
+        """The lease of a row about to be inserted into `table`, to write in the same transaction
+        (None without leases); once written, `reserved(row_id)`."""
+        return self._leases.new_lease(self.kind, table) if self._leases is not None else None
+
+    def reserved(self, row_id: int) -> None:
+        """The row's lease was written with it (`new_lease`): its work may start without a trip."""
+        self._reserved.add(row_id)
 
     async def release(self, row_id: int) -> None:
         """Give back a reserved row's lease: its work will not start here."""

@@ -52,6 +52,7 @@ from bot.storage.claims import claim_in
 from bot.storage.database import Connection, Database
 from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.number_hash import NumberHasher
+from bot.storage.together import NewRow
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +131,15 @@ class AuditLog:
 
     async def allowed(self, call: CheckedCall, *, on: Connection | None = None) -> int:
         """Written before dialling; raises when the database fails (then nothing is dialled).
-        `on` the transaction that writes the call's row (bot/calls/follow.py): one commit for
-        both."""
+        `on` a transaction of the caller's own."""
+        row = self.allowed_row(call)
+        return await self._insert(row.table, dict(row.values), on)
+
+    def allowed_row(self, call: CheckedCall) -> NewRow:
+        """The attempt's record, to write with the call's row before dialling (bot/calls/follow.py,
+        bot/storage/together.py): if it can't be written, nothing is dialled."""
         request = call.request
-        return await self._insert("audit_attempts", self._attempt_values(
+        return NewRow("audit_attempts", self._attempt_values(
             request,
             number_masked=call.number.masked,
             number_hash=self.number_hash(call.number.e164),
@@ -142,7 +148,7 @@ class AuditLog:
             caller_id=call.caller_id,
             decision=Decision.ALLOWED,
             reason=None,
-        ), on)
+        ))
 
     async def result(self, attempt_id: int, result: CallResult) -> None:
         kind = RESULT_OF_OUTCOME.get(result.outcome)

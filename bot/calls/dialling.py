@@ -16,7 +16,7 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.audit.trail import AuditLog
@@ -39,7 +39,7 @@ from bot.evovoice.client import (
 )
 from bot.evovoice.transport import REQUEST_SENT
 from bot.slack.notify import Notifier, Thread
-from bot.storage.database import Connection
+from bot.storage.together import SlotFirst
 
 # The name operators filter on for a call's "placed" and "failed" lines, kept from before the split.
 logger = logging.getLogger("bot.calls.service")
@@ -73,7 +73,7 @@ class Dialler:
         retry_for: TimeLeft | None = None,
         on_dialling: Callable[[int], Awaitable[None]] | None = None,
         quiet: bool = False,
-        before: Callable[[Connection], Coroutine[Any, Any, None]] | None = None,
+        slot: SlotFirst[Any] | None = None,
     ) -> CallResult:
         """Dial at once; the confirmation thread is opened alongside and told the result.
 
@@ -86,12 +86,11 @@ class Dialler:
         keeps it, so a restart finds the step's call).
         `quiet`: nothing is posted; the call is followed all the same (its row kept current) for
         a caller that tells its own story (an escalation step: its card and the person's page).
-        `before(conn)`: writes first in the transaction of the attempt's record and the call's
-        row (a rate-limit slot); what it raises comes out of place(), with nothing written or
-        dialled.
+        `slot`: a rate-limit slot, taken first in the write of the attempt's record and the call's
+        row; what taking it raises comes out of place(), with nothing written or dialled.
         """
         with self._dials_first.on_its_way():
-            return await self._place(call, retry_for, on_dialling, quiet, before)
+            return await self._place(call, retry_for, on_dialling, quiet, slot)
 
     async def _place(
         self,
@@ -99,18 +98,15 @@ class Dialler:
         retry_for: TimeLeft | None,
         on_dialling: Callable[[int], Awaitable[None]] | None,
         quiet: bool,
-        before: Callable[[Connection], Coroutine[Any, Any, None]] | None,
+        slot: SlotFirst[Any] | None,
     ) -> CallResult:
         request = call.request
         # The attempt's audit record, so that even a crash mid-call leaves a trace in the audit
         # trail, and the call's row with its lease, so that a bot stopped before the POST's answer
-        # is recorded finds the call again: one transaction, committed before dialling.
-        async def attempt(conn: Connection) -> int:
-            if before is not None:
-                await before(conn)
-            return await self._audit.allowed(call, on=conn)
-
-        dialling = await self._follower.note_dialling(call, time.time(), attempt=attempt)
+        # is recorded finds the call again: one write, committed before dialling.
+        dialling = await self._follower.note_dialling(
+            call, time.time(), attempt=self._audit.allowed_row(call), slot=slot
+        )
         attempt_id = dialling.attempt_id
         assert attempt_id is not None
         if on_dialling is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.audit.trail import AuditLog
@@ -26,9 +26,9 @@ from bot.evovoice.client import EvoVoiceClient
 from bot.runner import RowRunner, Work
 from bot.slack.blocks import Message
 from bot.slack.notify import Notifier, Thread
-from bot.storage.database import Connection
 from bot.storage.faults import DATABASE_FAULTS
 from bot.storage.leases import Leases
+from bot.storage.together import NewRow, SlotFirst
 
 # Also where escalations and tests have always found them.
 __all__ = ["CallFollower", "FollowTiming", "classify", "digest", "duration_of", "wait_or_wake"]
@@ -39,6 +39,7 @@ DEFAULT_TIMING = FollowTiming()
 
 NUMBER_PURGE_EVERY_SECONDS = 3600.0
 LEASE_KIND = "call"  # a followed call's lease (bot/storage/leases.py)
+CALLS_TABLE = "calls"  # the rows LEASE_KIND leases
 RESTARTED_WHILE_DIALLING = (
     "⚠️ callbot restarted while placing this call, so it may or may not have been placed."
 )
@@ -97,14 +98,17 @@ class CallFollower:
         call: CheckedCall,
         started: float,
         *,
-        attempt: Callable[[Connection], Coroutine[Any, Any, int]] | None = None,
+        attempt: NewRow | None = None,
+        slot: SlotFirst[Any] | None = None,
     ) -> TrackedCall:
         """The row of a call about to be dialled: should the bot stop before the POST's answer is
         recorded, the next start finds it (`reconcile_dialling`) instead of forgetting a call
         that may ring. Raises when the database fails: then nothing must be dialled.
 
-        `attempt(conn)` writes the attempt's audit record in the row's transaction and gives its
-        id (the row's `attempt_id`): one commit where a burst of calls paid two."""
+        Written together with `attempt`, the attempt's audit record (the row keeps its id as
+        `attempt_id`), and the row's lease, after `slot` (a rate-limit slot) is taken: all or
+        nothing, in one round trip (bot/storage/together.py). What taking the slot raises comes
+        out, with nothing written."""
         request = call.request
         values: dict[str, Any] = dict(
             created_at=started,
@@ -121,16 +125,13 @@ class CallFollower:
             state=str(CallState.FINDING),
             following=False,
         )
-
-        async def write(conn: Connection) -> TrackedCall:
-            attempt_id = await attempt(conn) if attempt is not None else None
-            # Leased in the row's own transaction and held while it is dialled: no replica (this
-            # one included) ever sees it without its lease and takes it for a call left behind.
-            return await self._store.insert_in(
-                conn, attempt_id=attempt_id, then=self._runner.reserve_new, **values
-            )
-
-        return await self._store.atomic(write)
+        # Leased in the row's own transaction and held while it is dialled: no replica (this one
+        # included) ever sees it without its lease and takes it for a call left behind.
+        row = await self._store.insert_together(
+            values, attempt=attempt, lease=self._runner.new_lease(CALLS_TABLE), slot=slot
+        )
+        self._runner.reserved(row.id)
+        return row
 
     async def track(
         self,

@@ -27,13 +27,13 @@ import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from bot.errors import CallbotError
 from bot.phone import mask
 from bot.storage.database import POSTGRESQL, Connection, Database
 from bot.storage.number_hash import NumberHasher
+from bot.storage.together import SlotAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ MAX_WINDOW_SECONDS = 7 * DAY_SECONDS
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": DAY_SECONDS}
 _UNIT_WORDS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
+SCOPES = ("per_user", "per_number", "per_day")  # in the order they are checked
 _RATE = re.compile(r"\s*(\d{1,6})\s*/\s*(\d{0,6})\s*([smhd])\s*", re.ASCII)
 
 
@@ -170,14 +171,14 @@ class CallLimits:
     ) -> None:
         self._db = db
         self._hasher = hasher
-        self._windows = [
-            ("per_user", per_user),
-            ("per_number", per_number),
-            ("per_day", Rate(per_day, float(DAY_SECONDS), f"{per_day}/24h")),
-        ]
+        self._windows = {
+            "per_user": per_user,
+            "per_number": per_number,
+            "per_day": Rate(per_day, float(DAY_SECONDS), f"{per_day}/24h"),
+        }
         self._repeat_window = repeat_window
         self._clock = clock
-        self._horizon = max(max(rate.seconds for _, rate in self._windows), repeat_window)
+        self._horizon = max(max(rate.seconds for rate in self._windows.values()), repeat_window)
 
     async def number_key(self, e164: str) -> str:
         if self._hasher is None:
@@ -216,90 +217,115 @@ class CallLimits:
     async def slot_taker(
         self, user_id: str, e164: str, flow_id: str, *, check_repeat: bool = True
     ) -> Callable[[Connection], Coroutine[Any, Any, Slot]]:
-        """`acquire` as a unit for a transaction of the caller's own (which writes the call's row
-        too); it raises as `acquire` does. On PostgreSQL the attempt's locks are then held until
-        that transaction ends: only attempts by the same person or to the same number wait for
-        them (bot/storage/rate_slot.py)."""
-        number_key = await self.number_key(e164)
-        now = self._clock()
-        if self._db.dialect == POSTGRESQL:
-            return partial(self._take_in_one_statement,
-                           user_id, e164, number_key, flow_id, now, check_repeat)
+        """`acquire` as a unit for a transaction of the caller's own; it raises as `acquire` does.
+        On PostgreSQL the attempt's locks are then held until that transaction ends: only
+        attempts by the same person or to the same number wait for them
+        (bot/storage/rate_slot.py)."""
+        request = await self.slot_request(user_id, e164, flow_id, check_repeat=check_repeat)
 
-        async def acquire(conn: Connection) -> Slot:
-            await conn.execute("DELETE FROM rate_events WHERE at <= ?", (now - self._horizon,))
-            if check_repeat:
-                row = await conn.fetchone(
-                    "SELECT MAX(at) FROM rate_events WHERE user_id = ? AND number_key = ?"
-                    " AND flow_id = ? AND at > ?",
-                    (user_id, number_key, flow_id, now - self._repeat_window),
-                )
-                if row is not None and row[0] is not None:
-                    raise RecentlyCalled(max(0.0, now - float(row[0])))
-            for scope, rate in self._windows:
-                retry_after = await self._retry_after(conn, scope, rate, now, user_id, number_key)
-                if retry_after is not None:
-                    raise LimitReached(scope, rate, retry_after, mask(e164))
-            inserted = await conn.fetchone(
-                "INSERT INTO rate_events (at, user_id, number_key, flow_id) VALUES (?, ?, ?, ?)"
-                " RETURNING id",
-                (now, user_id, number_key, flow_id),
-            )
-            assert inserted is not None
-            return Slot(int(inserted[0]))
+        async def take(conn: Connection) -> Slot:
+            if self._db.dialect == POSTGRESQL:
+                return request.decide(await _answer_of(conn, request.arguments()))
+            return request.decide(await request.take_in(conn))
 
-        return acquire
+        return take
 
-    async def _take_in_one_statement(
-        self, user_id: str, e164: str, number_key: str, flow_id: str, now: float,
-        check_repeat: bool, conn: Connection,
-    ) -> Slot:
-        """The unit on PostgreSQL: the same checks, by bot/storage/rate_slot.py's function."""
-        windows = dict(self._windows)
-        row = await conn.fetchone(
-            "SELECT refused_by, refused_at, slot_id FROM callbot_rate_slot("
-            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (now, user_id, number_key, flow_id,
-             now - self._repeat_window if check_repeat else None, now - self._horizon,
-             *(value for scope in ("per_user", "per_number", "per_day")
-               for value in (windows[scope].count, windows[scope].seconds))),
-        )
-        assert row is not None
-        scope = row["refused_by"]
-        if scope is None:
-            return Slot(int(row["slot_id"]))
-        at = float(row["refused_at"])
-        if scope == "repeat":
-            raise RecentlyCalled(max(0.0, now - at))
-        rate = windows[scope]
-        raise LimitReached(scope, rate, max(1.0, at + rate.seconds - now), mask(e164))
+    async def slot_request(
+        self, user_id: str, e164: str, flow_id: str, *, check_repeat: bool = True
+    ) -> SlotRequest:
+        """The attempt's slot, to take in the write that records the attempt and the call's row
+        (bot/storage/together.py); taking it raises as `acquire` does."""
+        return SlotRequest(dict(self._windows), self._repeat_window, self._horizon, user_id, e164,
+                           await self.number_key(e164), flow_id, self._clock(), check_repeat)
 
     async def release(self, slot: Slot) -> None:
         await self._db.execute("DELETE FROM rate_events WHERE id = ?", (slot.event_id,))
 
-    @staticmethod
-    async def _retry_after(
-        conn: Connection, scope: str, rate: Rate, now: float, user_id: str, number_key: str
-    ) -> float | None:
-        """None if one more call fits in the window; else seconds until it will."""
-        where = "at > ?"
-        params: list[object] = [now - rate.seconds]
-        if scope == "per_user":
-            where += " AND user_id = ?"
-            params.append(user_id)
-        elif scope == "per_number":
-            where += " AND number_key = ?"
-            params.append(number_key)
-        # The call that must leave the window before one more fits: the rate.count-th newest, if
-        # the window holds that many. Only that row is read: with a large `per_day` the window
-        # holds thousands, which the database skips far faster than Python reads them.
-        row = await conn.fetchone(
-            f"SELECT at FROM rate_events WHERE {where} ORDER BY at DESC LIMIT 1 OFFSET ?",
-            (*params, rate.count - 1),
+
+@dataclass
+class SlotRequest:
+    """One attempt's rate-limit slot, as the checks that take it: `arguments()` for PostgreSQL's
+    `callbot_rate_slot`, `take_in(conn)` the same checks as statements (SQLite), `decide()` the
+    refusal raised from either's answer. `taken`: the slot, once taken."""
+
+    windows: dict[str, Rate]
+    repeat_window: float
+    horizon: float
+    user_id: str
+    e164: str
+    number_key: str
+    flow_id: str
+    now: float
+    check_repeat: bool
+    taken: Slot | None = None
+
+    def arguments(self) -> tuple[Any, ...]:
+        now, windows = self.now, self.windows
+        return (now, self.user_id, self.number_key, self.flow_id,
+                now - self.repeat_window if self.check_repeat else None, now - self.horizon,
+                *(value for scope in SCOPES
+                  for value in (windows[scope].count, windows[scope].seconds)))
+
+    async def take_in(self, conn: Connection) -> SlotAnswer:
+        now, user_id, number_key = self.now, self.user_id, self.number_key
+        await conn.execute("DELETE FROM rate_events WHERE at <= ?", (now - self.horizon,))
+        if self.check_repeat:
+            row = await conn.fetchone(
+                "SELECT MAX(at) FROM rate_events WHERE user_id = ? AND number_key = ?"
+                " AND flow_id = ? AND at > ?",
+                (user_id, number_key, self.flow_id, now - self.repeat_window),
+            )
+            if row is not None and row[0] is not None:
+                return "repeat", float(row[0]), None
+        for scope in SCOPES:
+            where = "at > ?"
+            params: list[object] = [now - self.windows[scope].seconds]
+            if scope == "per_user":
+                where += " AND user_id = ?"
+                params.append(user_id)
+            elif scope == "per_number":
+                where += " AND number_key = ?"
+                params.append(number_key)
+            # The call that must leave the window before one more fits: the count-th newest, if
+            # the window holds that many. Only that row is read: with a large `per_day` the
+            # window holds thousands, which the database skips far faster than Python reads them.
+            row = await conn.fetchone(
+                f"SELECT at FROM rate_events WHERE {where} ORDER BY at DESC LIMIT 1 OFFSET ?",
+                (*params, self.windows[scope].count - 1),
+            )
+            if row is not None:
+                return scope, float(row[0]), None
+        inserted = await conn.fetchone(
+            "INSERT INTO rate_events (at, user_id, number_key, flow_id) VALUES (?, ?, ?, ?)"
+            " RETURNING id",
+            (now, user_id, number_key, self.flow_id),
         )
-        if row is None:
-            return None
-        return max(1.0, float(row[0]) + rate.seconds - now)
+        assert inserted is not None
+        return None, None, int(inserted[0])
+
+    def decide(self, answer: SlotAnswer) -> Slot:
+        """The slot, or RecentlyCalled or LimitReached (then nothing is written)."""
+        scope, at, slot_id = answer
+        if scope is None:
+            assert slot_id is not None
+            self.taken = Slot(int(slot_id))
+            return self.taken
+        assert at is not None
+        if scope == "repeat":
+            raise RecentlyCalled(max(0.0, self.now - at))
+        rate = self.windows[scope]
+        raise LimitReached(scope, rate, max(1.0, at + rate.seconds - self.now), mask(self.e164))
+
+
+async def _answer_of(conn: Connection, arguments: tuple[Any, ...]) -> SlotAnswer:
+    """`callbot_rate_slot` alone, on PostgreSQL (bot/storage/rate_slot.py)."""
+    row = await conn.fetchone(
+        "SELECT refused_by, refused_at, slot_id FROM callbot_rate_slot("
+        "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        arguments,
+    )
+    assert row is not None
+    return row["refused_by"], row["refused_at"], row["slot_id"]
 
 
 def log_refusal(user_id: str, refused: LimitReached) -> None:

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from bot.access import AccessControl
 from bot.audit.trail import AuditLog
@@ -31,7 +30,7 @@ from bot.calls.confirmations import Confirmations, Reason, TakeStatus
 from bot.calls.dials_first import DialsFirst
 from bot.calls.dialling import Dialler
 from bot.calls.follow import CallFollower
-from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, Slot, log_refusal
+from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, SlotRequest, log_refusal
 from bot.calls.models import NOT_DIALLED, CallRequest, CallResult, CheckedCall, Outcome
 from bot.errors import CallbotError, DatabaseUnavailable, Expected, describe, reference_id
 from bot.evovoice.catalog import Catalog
@@ -39,7 +38,6 @@ from bot.evovoice.client import EvoVoiceClient, EvoVoiceError
 from bot.phone import DialPolicy, check_dialable, describe_region, to_e164
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
-from bot.storage.database import Connection
 from bot.storage.faults import DATABASE_FAULTS, refused_when_database_fails
 
 logger = logging.getLogger(__name__)
@@ -138,16 +136,11 @@ class CallService:
         The slot is taken in the transaction that records the attempt and writes the call's row
         (Dialler.place): one commit before the POST, not two, and a refusal writes none of them.
         """
-        slots: list[Slot] = []
         try:
-            take_slot = await self._admit(checked)
-
-            async def take(conn: Connection) -> None:
-                slots.append(await take_slot(conn))
-
+            slot = await self._admit(checked)
             try:
-                result = await self.place(checked, before=take)
-            except RecentlyCalled as recent:  # raised by take(): nothing was written or dialled
+                result = await self.place(checked, slot=slot)
+            except RecentlyCalled as recent:  # taking the slot: nothing was written or dialled
                 raise ConfirmationNeeded(
                     checked, frozenset({Reason.REPEAT}), recent.seconds_ago
                 ) from None
@@ -161,8 +154,8 @@ class CallService:
             if isinstance(exc, LimitReached):
                 self._on_limit(exc.scope)
             return await self._refuse(checked.request, exc)
-        if result.outcome in NOT_DIALLED and slots:
-            await self._limits.release(slots[0])
+        if result.outcome in NOT_DIALLED and slot.taken is not None:
+            await self._limits.release(slot.taken)
         return result
 
     async def _refuse(self, request: CallRequest, exc: Expected) -> CallResult:
@@ -198,7 +191,7 @@ class CallService:
 
     async def _admit(
         self, call: CheckedCall
-    ) -> Callable[[Connection], Coroutine[Any, Any, Slot]]:
+    ) -> SlotRequest:
         """Questions to ask first (ConfirmationNeeded), then what takes a slot from the rate
         limits (raising RecentlyCalled or LimitReached), for the transaction before the POST."""
         confirmed = call.request.confirmed
@@ -215,7 +208,7 @@ class CallService:
                 )
             reasons = {Reason.REGION} | ({Reason.REPEAT} if seconds_ago is not None else set())
             raise ConfirmationNeeded(call, frozenset(reasons), seconds_ago)
-        return await self._limits.slot_taker(
+        return await self._limits.slot_request(
             call.request.user_id,
             call.number.e164,
             call.flow_id,

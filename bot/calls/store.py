@@ -12,12 +12,13 @@ an unconfirmed call): `forget_numbers()` erases it once a call is over and older
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, TypeVar
 
 from bot.storage.database import Connection, Database, IntegrityError
+from bot.storage.together import NewRow, SlotFirst, write_together
 
 
 T = TypeVar("T")
@@ -137,6 +138,21 @@ class CallStore:
         if then is not None:
             await then(conn, call.id)
         return call
+
+    async def insert_together(
+        self, values: Mapping[str, Any], *, attempt: NewRow | None = None,
+        lease: NewRow | None = None, slot: SlotFirst[Any] | None = None,
+    ) -> TrackedCall:
+        """A new row with its `attempt`'s record (whose id it keeps as `attempt_id`) and its
+        `lease`, after `slot` is taken: all together or none, in one round trip
+        (bot/storage/together.py). Raises what taking the slot raises, with nothing written."""
+        unknown = set(values) - set(_COLUMNS) | {"id", "attempt_id"} & set(values)
+        if unknown:
+            raise ValueError(f"unknown columns: {sorted(unknown)}")
+        row = NewRow("calls", values, ids={"attempt_id": attempt.table} if attempt else {})
+        rows = [r for r in (attempt, row, lease) if r is not None]
+        _, inserted = await write_together(self._db, rows, slot)
+        return _call(inserted["calls"])
 
     async def get(self, call_id: int) -> TrackedCall | None:
         row = await self._db.fetchone("SELECT * FROM calls WHERE id = ?", (call_id,))

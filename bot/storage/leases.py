@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.storage.database import Connection, Database
+from bot.storage.together import NewRow
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,12 @@ class Leases:
             (kind, row_id, self.owner, now + self.valid_for, now),
         )
         return taken == 1
+
+    def new_lease(self, kind: str, table: str) -> NewRow:
+        """The lease of a row about to be inserted into `table`, to write with it
+        (bot/storage/together.py): a row that has just been made has no lease to take over."""
+        values = {"kind": kind, "owner": self.owner, "expires_at": self._clock() + self.valid_for}
+        return NewRow("leases", values, ids={"row_id": table})
 
     async def unowned(self, kind: str, row_ids: list[int]) -> list[int]:
         """Those of `row_ids` whose lease nobody holds: never taken, expired, or released."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bot.storage.rate_slot import RATE_SLOT_FUNCTION
+from bot.storage.rate_slot import RATE_SLOT_FUNCTION, WRITE_TOGETHER_FUNCTION
 
 SQLITE_POSTGRES_TYPES = {
     "id": ("INTEGER PRIMARY KEY AUTOINCREMENT",
@@ -353,5 +353,12 @@ MIGRATIONS: list[Migration] = [
         # SQLite needs nothing: BEGIN IMMEDIATE already runs one writer at a time.
         "",
         postgres=RATE_SLOT_FUNCTION,
+    ),
+    Migration(
+        11,
+        "the writes before a call's POST in one statement on PostgreSQL",
+        # SQLite needs nothing: the same writes are one BEGIN IMMEDIATE transaction there.
+        "",
+        postgres=WRITE_TOGETHER_FUNCTION,
     ),
 ]

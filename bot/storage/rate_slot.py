@@ -21,6 +21,10 @@ A lock held across round trips to a busy bot makes every attempt it covers wait 
 event loop (1,000 calls: seconds); these are held for one statement in the common case, or until
 the dialling transaction that takes the slot commits, and then only by the attempts that share a
 person or a number.
+
+Since migration 11 the dialling transaction is itself one statement, `callbot_write_together`
+(below; bot/storage/together.py): it takes the slot with this function and writes the call's rows,
+so the slot's locks are held for that one statement, never across a round trip to the bot.
 """
 
 from __future__ import annotations
@@ -93,6 +97,61 @@ RATE_SLOT_FUNCTION = f"""
             INSERT INTO rate_events (at, user_id, number_key, flow_id)
                 VALUES (p_now, p_user, p_number, p_flow) RETURNING id INTO new_id;
             RETURN QUERY SELECT NULL::TEXT, NULL::DOUBLE PRECISION, new_id;
+        END
+        $$
+"""
+
+# The writes before a call's POST in one statement (bot/storage/together.py). Arguments:
+# callbot_rate_slot's as a JSON array (NULL: no slot is taken), and the rows as a JSON
+# array of {"table", "values": {column: value}, "ids": {column: table of an earlier row}}. One row
+# back: the slot's answer (as callbot_rate_slot's) and, unless it was refused, the rows inserted
+# (each as a JSON object of all its columns), in order. A row refused raises, and the statement
+# with everything it wrote is undone.
+WRITE_TOGETHER_FUNCTION = """
+        CREATE FUNCTION callbot_write_together(p_slot JSONB, p_rows JSONB)
+        RETURNS TABLE (refused_by TEXT, refused_at DOUBLE PRECISION, slot_id BIGINT,
+                       inserted JSONB)
+        LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+            v_refused_by TEXT;
+            v_refused_at DOUBLE PRECISION;
+            v_slot_id BIGINT;
+            v_row JSONB;
+            v_values JSONB;
+            v_columns TEXT;
+            v_new JSONB;
+            v_ids JSONB := '{}';
+            v_inserted JSONB := '[]';
+        BEGIN
+            IF p_slot IS NOT NULL THEN
+                SELECT s.refused_by, s.refused_at, s.slot_id
+                    INTO v_refused_by, v_refused_at, v_slot_id
+                    FROM callbot_rate_slot(
+                        (p_slot->>0)::DOUBLE PRECISION, p_slot->>1, p_slot->>2, p_slot->>3,
+                        (p_slot->>4)::DOUBLE PRECISION, (p_slot->>5)::DOUBLE PRECISION,
+                        (p_slot->>6)::INTEGER, (p_slot->>7)::DOUBLE PRECISION,
+                        (p_slot->>8)::INTEGER, (p_slot->>9)::DOUBLE PRECISION,
+                        (p_slot->>10)::INTEGER, (p_slot->>11)::DOUBLE PRECISION) AS s;
+                IF v_refused_by IS NOT NULL THEN
+                    RETURN QUERY SELECT v_refused_by, v_refused_at, NULL::BIGINT, NULL::JSONB;
+                    RETURN;
+                END IF;
+            END IF;
+            FOR v_row IN SELECT r.value FROM jsonb_array_elements(p_rows) AS r LOOP
+                v_values := v_row->'values';
+                SELECT v_values || COALESCE(jsonb_object_agg(i.key, v_ids->(i.value#>>'{}')),
+                                            '{}')
+                    INTO v_values FROM jsonb_each(v_row->'ids') AS i;
+                SELECT string_agg(format('%I', c), ', ') INTO v_columns
+                    FROM jsonb_object_keys(v_values) AS c;
+                EXECUTE format('INSERT INTO %1$I AS new (%2$s) SELECT %2$s'
+                               ' FROM jsonb_populate_record(NULL::%1$I, $1)'
+                               ' RETURNING to_jsonb(new)', v_row->>'table', v_columns)
+                    INTO v_new USING v_values;
+                v_ids := v_ids || jsonb_build_object(v_row->>'table', v_new->'id');
+                v_inserted := v_inserted || jsonb_build_array(v_new);
+            END LOOP;
+            RETURN QUERY SELECT NULL::TEXT, NULL::DOUBLE PRECISION, v_slot_id, v_inserted;
         END
         $$
 """
