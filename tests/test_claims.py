@@ -1,10 +1,11 @@
 """Claims (bot/storage/claims.py): the first claim of a key wins, later ones lose until it expires;
-on both databases (PostgreSQL runs its two statements without a transaction around them)."""
+on both databases (PostgreSQL: one statement; expired claims of other keys cleared now and then)."""
 
 from __future__ import annotations
 
-from bot.storage.claims import CLAIM_LIFETIME_SECONDS, Claims
+from bot.storage.claims import CLAIM_LIFETIME_SECONDS, CLAIM_PURGE_EVERY_SECONDS, Claims
 from bot.storage.database import Database
+from tests.round_trips import Counting
 
 
 async def test_a_key_is_claimed_once_until_its_claim_expires(db: Database) -> None:
@@ -18,3 +19,19 @@ async def test_a_key_is_claimed_once_until_its_claim_expires(db: Database) -> No
     assert not await claims.claim("k")
     row = await db.fetchone("SELECT count(*) FROM claims")
     assert row is not None and int(row[0]) == 1
+
+
+async def test_a_claim_is_one_round_trip_once_expired_claims_were_cleared(db: Database) -> None:
+    now = [1_000_000.0]
+    counting = Counting(db)
+    claims = Claims(counting, clock=lambda: now[0])  # type: ignore[arg-type]
+    assert await claims.claim("a")
+    counting.trips.clear()
+    for key in ("b", "c", "a"):
+        await claims.claim(key)
+    assert len(counting.trips) == 3, counting.trips
+    # Now and then the expired claims of other keys are cleared: one more trip.
+    now[0] += CLAIM_PURGE_EVERY_SECONDS
+    counting.trips.clear()
+    assert await claims.claim("d")
+    assert len(counting.trips) == (2 if db.dialect == "postgresql" else 1)

@@ -14,20 +14,35 @@ from bot.storage.database import POSTGRESQL, Connection, Database
 
 # Slack redelivers within minutes; a day is far beyond any retry, and keeps the table small.
 CLAIM_LIFETIME_SECONDS = 24 * 3600
+# How often, at most, one `Claims` clears the expired claims of other keys on PostgreSQL.
+CLAIM_PURGE_EVERY_SECONDS = 60.0
 
 
 class Claims:
     def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
         self._db = db
         self._clock = clock
+        self._purged_at: float | None = None
 
     async def claim(self, key: str) -> bool:
         """True for the first claim of `key`; False for every later one (until it expires)."""
         now = self._clock()
         if self._db.dialect == POSTGRESQL:
-            # No transaction around the two statements: each is atomic on its own, and clearing
-            # expired claims first is all the order they need. Two round trips instead of four.
-            return await claim_in(self._db, key, now)
+            # One statement, atomic on its own: the key's own expired claim is taken over in it.
+            # The other keys' expired claims are cleared now and then, not in every request's
+            # round trips (one during a burst of calls, where two were).
+            if self._purged_at is None or now - self._purged_at >= CLAIM_PURGE_EVERY_SECONDS:
+                await self._db.execute(
+                    "DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_LIFETIME_SECONDS,)
+                )
+                self._purged_at = now
+            taken = await self._db.execute(
+                "INSERT INTO claims (key, claimed_at) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at"
+                " WHERE claims.claimed_at < ?",
+                (key, now, now - CLAIM_LIFETIME_SECONDS),
+            )
+            return taken == 1
         return await self._db.atomic(lambda conn: claim_in(conn, key, now))
 
 
