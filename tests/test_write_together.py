@@ -90,6 +90,7 @@ async def test_the_slot_the_attempt_the_row_and_its_lease_are_one_round_trip(
     assert await counts(db) == {"rate_events": 1, "audit_attempts": 1, "calls": 1, "leases": 1}
     # The row as the database holds it, alike on both.
     assert row == await CallStore(db).get(row.id)
+    assert isinstance(row.created_at, float)
     assert (row.placement, row.state, row.following, row.created_at) == (
         Placement.DIALLING, CallState.FINDING, False, T0
     )

@@ -13,7 +13,7 @@ an unconfirmed call): `forget_numbers()` erases it once a call is over and older
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -95,10 +95,19 @@ _UPDATABLE = frozenset(_COLUMNS) - {"id", "attempt_id", "created_at", "team_id",
 _BOOLEANS = frozenset({"following", "answered", "marked"})
 
 
+_FLOATS = frozenset({"created_at", "duration_seconds"})
+# What a new row holds where nothing is given (the table's defaults; NULL for the rest).
+_DEFAULTS = {f.name: f.default for f in fields(TrackedCall) if f.default is not MISSING}
+
+
 def _call(row: Any) -> TrackedCall:
     values = {name: row[name] for name in _COLUMNS}
     for name in _BOOLEANS:
         values[name] = bool(values[name])
+    for name in _FLOATS:
+        # A row read back as JSON (bot/storage/together.py) gives a whole number as an int.
+        if values[name] is not None:
+            values[name] = float(values[name])
     return TrackedCall(**values)
 
 
@@ -149,7 +158,9 @@ class CallStore:
         unknown = set(values) - set(_COLUMNS) | {"id", "attempt_id"} & set(values)
         if unknown:
             raise ValueError(f"unknown columns: {sorted(unknown)}")
-        row = NewRow("calls", values, ids={"attempt_id": attempt.table} if attempt else {})
+        whole = {name: values.get(name, _DEFAULTS.get(name)) for name in _COLUMNS
+                 if name not in ("id", "attempt_id")}
+        row = NewRow("calls", whole, ids={"attempt_id": attempt.table} if attempt else {})
         rows = [r for r in (attempt, row, lease) if r is not None]
         _, inserted = await write_together(self._db, rows, slot)
         return _call(inserted["calls"])

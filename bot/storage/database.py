@@ -27,6 +27,9 @@ Two ways to write atomically, with the same meaning on both:
   waits its turn on a busy event loop, and a transaction would hold the lock across all of them. So
   a unit awaits nothing but its connection's methods (no sleeps, no other I/O).
 
+And for the writes before a call's POST, which must cost one round trip on both: rows given as data
+to `write_together` (bot/storage/together.py), a rate-limit slot taken first.
+
 Migrations (bot/storage/migrations.py) are applied once, in version order, each inside a
 transaction, and recorded in `schema_migrations`; replicas starting together migrate once (SQLite:
 the write lock; PostgreSQL: an advisory lock). A database migrated by a newer callbot is refused

@@ -102,11 +102,12 @@ RATE_SLOT_FUNCTION = f"""
 """
 
 # The writes before a call's POST in one statement (bot/storage/together.py). Arguments:
-# callbot_rate_slot's as a JSON array (NULL: no slot is taken), and the rows as a JSON
-# array of {"table", "values": {column: value}, "ids": {column: table of an earlier row}}. One row
-# back: the slot's answer (as callbot_rate_slot's) and, unless it was refused, the rows inserted
-# (each as a JSON object of all its columns), in order. A row refused raises, and the statement
-# with everything it wrote is undone.
+# callbot_rate_slot's as a JSON array (NULL: no slot is taken), and the rows as a JSON array of
+# {"table", "values": {column: value}, "ids": {column: table of an earlier row}}, each row whole
+# but its id (a column left out is NULL, not its default; a table not named below is refused).
+# One row back: the slot's answer (as callbot_rate_slot's) and, unless it was refused, the rows
+# inserted (each as a JSON object of all its columns), in order. A row refused raises, and the
+# statement with everything it wrote is undone.
 WRITE_TOGETHER_FUNCTION = """
         CREATE FUNCTION callbot_write_together(p_slot JSONB, p_rows JSONB)
         RETURNS TABLE (refused_by TEXT, refused_at DOUBLE PRECISION, slot_id BIGINT,
@@ -118,7 +119,6 @@ WRITE_TOGETHER_FUNCTION = """
             v_slot_id BIGINT;
             v_row JSONB;
             v_values JSONB;
-            v_columns TEXT;
             v_new JSONB;
             v_ids JSONB := '{}';
             v_inserted JSONB := '[]';
@@ -142,12 +142,23 @@ WRITE_TOGETHER_FUNCTION = """
                 SELECT v_values || COALESCE(jsonb_object_agg(i.key, v_ids->(i.value#>>'{}')),
                                             '{}')
                     INTO v_values FROM jsonb_each(v_row->'ids') AS i;
-                SELECT string_agg(format('%I', c), ', ') INTO v_columns
-                    FROM jsonb_object_keys(v_values) AS c;
-                EXECUTE format('INSERT INTO %1$I AS new (%2$s) SELECT %2$s'
-                               ' FROM jsonb_populate_record(NULL::%1$I, $1)'
-                               ' RETURNING to_jsonb(new)', v_row->>'table', v_columns)
-                    INTO v_new USING v_values;
+                -- One static statement per table (its plan is kept for the session, where a
+                -- statement built here would be planned anew for every row): the row comes
+                -- whole from the bot, and its id, if it has one, from the table's identity.
+                CASE v_row->>'table'
+                    WHEN 'audit_attempts' THEN
+                        INSERT INTO audit_attempts AS new OVERRIDING USER VALUE SELECT r.*
+                            FROM jsonb_populate_record(NULL::audit_attempts, v_values) AS r
+                            RETURNING to_jsonb(new) INTO v_new;
+                    WHEN 'calls' THEN
+                        INSERT INTO calls AS new OVERRIDING USER VALUE SELECT r.*
+                            FROM jsonb_populate_record(NULL::calls, v_values) AS r
+                            RETURNING to_jsonb(new) INTO v_new;
+                    WHEN 'leases' THEN
+                        INSERT INTO leases AS new SELECT r.*
+                            FROM jsonb_populate_record(NULL::leases, v_values) AS r
+                            RETURNING to_jsonb(new) INTO v_new;
+                END CASE;
                 v_ids := v_ids || jsonb_build_object(v_row->>'table', v_new->'id');
                 v_inserted := v_inserted || jsonb_build_array(v_new);
             END LOOP;

@@ -7,10 +7,10 @@ The rows are data, their column values computed once in Python for both database
   the database thread): the slot's own statements, then one INSERT per row.
 - PostgreSQL runs them as one call of `callbot_write_together` (migration 11), a single statement
   and so its own transaction: it takes the slot with `callbot_rate_slot` (migration 10, whose locks
-  it holds until that statement's end) and inserts the rows from jsonb. The function knows no table
-  or column: those are in the rows it is given. Until migration 11 the same writes were a
-  transaction of six round trips, each on a pooled connection held while a busy event loop
-  came back to it.
+  it holds until that statement's end) and inserts the rows from jsonb, one static INSERT per
+  table it knows (audit_attempts, calls, leases), naming no column: each row comes whole. Until
+  migration 11 the same writes were a transaction of six round trips, each on a pooled connection
+  held while a busy event loop came back to it.
 
 Either way the slot and every row are written together or not at all: a refused slot writes no row,
 and a row refused (a constraint, a lease held already) takes the slot and the rows before it away.
@@ -35,8 +35,9 @@ SlotAnswer = tuple[str | None, float | None, int | None]
 
 @dataclass(frozen=True)
 class NewRow:
-    """One row to insert: `values` by column; `ids` names, for a column, the table of a row
-    written before it in the same write whose id it takes."""
+    """One row to insert: `values` by column, every column but a generated id (PostgreSQL leaves
+    one not given NULL, not its default); `ids` names, for a column, the table of a row written
+    before it in the same write whose id it takes."""
 
     table: str
     values: Mapping[str, Any]
