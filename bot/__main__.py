@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 
@@ -94,6 +95,11 @@ def _run() -> int:
         _report(exc)
         return EXIT_CONFIG
     configure_logging(settings.log_level, settings.log_format)
+    # What start-up built (the imported modules, mostly) lives as long as the process: out of the
+    # garbage collector's sight, a full collection during a burst walks only what the burst made
+    # (a fifth of the bot's CPU up to its last POST went to collections when 1,000 calls came at
+    # once; the full ones took 0.37 s, 0.13 s frozen).
+    gc.freeze()
     try:
         asyncio.run(run_until_signalled(Runtime(settings, policy)))
     except ConfigError as exc:
@@ -105,6 +111,8 @@ def _run() -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         pass
+    finally:
+        gc.unfreeze()
     return 0
 
 
