@@ -12,7 +12,7 @@ from typing import Any
 
 import phonenumbers
 import pytest
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat
 
@@ -520,6 +520,28 @@ def test_check_dialable_only_accepts_or_rejects(text: str, policy: DialPolicy) -
         event("accepted")
         assert isinstance(result, DialableNumber)
         assert_dialable_invariants(result, policy)
+
+
+@given(text=mangled_examples() | nanp_numbers, policy=policies)
+@settings(PROPERTY_SETTINGS, max_examples=150)
+def test_refused_as_invalid_exactly_when_phonenumbers_calls_it_invalid(
+    text: str, policy: DialPolicy
+) -> None:
+    """check_dialable asks for the number's type, not for its validity: the two must agree."""
+    try:
+        number = parse_number(text, policy.default_region)
+    except NumberRejected:
+        assume(False)
+    e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
+    assume(re.fullmatch(r"\+[1-9][0-9]{1,14}", e164))
+    try:
+        check_dialable(text, policy)
+    except NumberRejected as error:
+        code: RejectCode | None = error.code
+    else:
+        code = None
+    event("invalid" if code is RejectCode.INVALID else "valid")
+    assert (code is RejectCode.INVALID) == (not phonenumbers.is_valid_number(number))
 
 
 @given(text=any_number_text, region=st.sampled_from(REGIONS))
