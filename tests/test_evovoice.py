@@ -28,6 +28,8 @@ from bot.evovoice.client import (
     ServerError,
     parse_retry_after,
 )
+from bot.evovoice.models import OUTGOING_PATH
+from bot.evovoice.requester import USER_AGENT, basic_authorization
 from bot.standins.evovoice import (
     Delayed,
     DropConnection,
@@ -264,6 +266,29 @@ async def test_create_call_returns_the_session(
     assert placed.session_id in standin.sessions
     [post] = standin.outgoing_posts
     assert post.json == {"flowId": "flow-esc", "numberToDial": CUSTOMER, "callerId": OWNED}
+
+
+async def test_the_post_arrives_as_httpx_would_build_it(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    """The POST is built from headers merged once, not by AsyncClient.build_request: the server
+    must not tell the difference (same body bytes, same headers but the connection's own)."""
+    await client.create_outgoing_session("flow-esc", CUSTOMER, caller_id=OWNED)
+
+    [post] = standin.outgoing_posts
+    expected = httpx.AsyncClient(
+        base_url=standin.url,
+        headers={"Accept": "application/json", "User-Agent": USER_AGENT,
+                 "Authorization": basic_authorization(USERNAME, PASSWORD)},
+    ).build_request(
+        "POST", OUTGOING_PATH,
+        json={"flowId": "flow-esc", "numberToDial": CUSTOMER, "callerId": OWNED},
+    )
+    assert post.body == expected.content
+    for name in ("Accept", "Accept-Encoding", "Authorization", "Content-Type", "Content-Length",
+                 "User-Agent", "Host"):
+        assert post.headers[name] == expected.headers[name], name
+    assert "Cookie" not in post.headers
 
 
 async def test_create_call_omits_caller_id_when_not_given(
