@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncApp
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -80,13 +82,7 @@ def create_app(
         raise_error_for_unhandled_request=False,
     )
 
-    async def inject_services(
-        context: AsyncBoltContext, next: Callable[[], Awaitable[BoltResponse]]
-    ) -> BoltResponse:
-        context["services"] = services
-        return await next()
-
-    app.middleware(inject_services)
+    app.middleware(InjectServices(services))
     app.middleware(refuse_while_restarting)
     command.register(app)
     form.register(app)
@@ -96,6 +92,25 @@ def create_app(
     home.register(app)
     app.error(on_error)
     return app
+
+
+class InjectServices(AsyncMiddleware):
+    """Puts the services in every request's `context`, for the listeners. An object rather than a
+    function middleware, like RefuseWhileRestarting: for a function Bolt builds the keyword
+    arguments it may ask for (a dozen payload lookups) on every request."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
+        next: Callable[[], Awaitable[BoltResponse]],
+    ) -> BoltResponse | None:
+        req.context["services"] = self._services
+        return await next()
 
 
 async def on_error(
