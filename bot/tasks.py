@@ -48,8 +48,11 @@ class InFlight:
         """Wait (at most `timeout` s) until none is under way; whether that came."""
         if self._none.is_set():
             return True
+        # A deadline on this task rather than wait_for: that would run the wait in a task of its
+        # own, one more task for each piece of work held back (a thousand in a burst).
         try:
-            await asyncio.wait_for(self._none.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._none.wait()
         except TimeoutError:
             return False
         return True
