@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bot.evovoice.client import USER_AGENT, EvoVoiceClient, EvoVoiceUnreachable
 from bot.evovoice.transport import AiohttpTransport
-from bot.standins.evovoice import Delayed, DropConnection, EvoVoiceStandIn
+from bot.standins.evovoice import Delayed, DropConnection, EvoVoiceStandIn, Trickled
 
 USER, PASSWORD = "bot@example.com", "secret"
 
@@ -80,6 +80,21 @@ async def test_no_answer_after_sending_is_a_read_timeout(standin: EvoVoiceStandI
             await client.post("/sessions/outgoing",
                               json={"flowId": "flow-esc", "numberToDial": "+18144043093"})
     assert len(standin.outgoing_posts) == 1
+
+
+@pytest.mark.parametrize("reused", [False, True], ids=["new connection", "kept-alive connection"])
+async def test_a_trickled_answer_is_cut_at_the_read_timeout_whole(
+    standin: EvoVoiceStandIn, reused: bool
+) -> None:
+    """A byte every 0.05 s never trips a per-byte read timeout of 0.5 s; the whole answer's
+    deadline, started once the connection is ready, does."""
+    standin.queue("GET", "/auth/status", Trickled(seconds_per_byte=0.05))
+    async with client_for(standin.url, AiohttpTransport(), read=0.5) as client:
+        if reused:
+            await client.get("/flows")
+        with pytest.raises(httpx.ReadTimeout):
+            # The whole answer would take several seconds; the cut comes after half of one.
+            await asyncio.wait_for(client.get("/auth/status"), 3.0)
 
 
 async def test_a_connection_dropped_after_sending_is_never_a_connect_error(
