@@ -5,6 +5,7 @@ PostgreSQL makes one statement of them (migration 11), SQLite one atomic unit.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ from bot.audit.trail import AuditLog
 from bot.calls.follow import CallFollower
 from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, parse_rate
 from bot.calls.models import CallRequest, CheckedCall
-from bot.calls.store import CallState, CallStore, Placement
+from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.phone.policy import DialableNumber
 from bot.storage.database import (
     MIGRATIONS,
@@ -203,3 +204,31 @@ async def test_migration_11_applies_with_calls_in_flight(kind: str, tmp_path: Pa
             await new.stop()
         finally:
             await db.close()
+
+
+async def columns_of(db: Database, table: str) -> set[str]:
+    if db.dialect == POSTGRESQL:
+        rows = await db.fetchall(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = ?", (table,)
+        )
+    else:
+        rows = await db.fetchall("SELECT name FROM pragma_table_info(?)", (table,))
+    return {str(row[0]) for row in rows}
+
+
+async def test_the_rows_written_together_name_every_column_of_their_tables(db: Database) -> None:
+    # On PostgreSQL callbot_write_together leaves a column the bot doesn't give NULL, not its
+    # default, where SQLite's INSERT would take the default: a column added to one of these tables
+    # must be given by the code that builds its row, or the two databases drift apart.
+    clock = Clock()
+    audit = await AuditLog.open(db)
+    written = {
+        "audit_attempts": audit.allowed_row(checked()),
+        "leases": Leases(db, owner="a", clock=clock).new_lease("call", "calls"),
+    }
+    for table, row in written.items():
+        # Every column but a generated id (leases have none).
+        assert {*row.values, *row.ids} == await columns_of(db, table) - {"id"}, table
+    # The call's row is TrackedCall, whole (CallStore.insert_together).
+    assert {f.name for f in dataclasses.fields(TrackedCall)} == await columns_of(db, "calls")
