@@ -1,4 +1,5 @@
-"""A database that counts its round trips (tests/test_write_together.py, tests/test_claims.py)."""
+"""A database that counts its round trips (tests/test_write_together.py, tests/test_claims.py),
+and a connection that notes its statements (tests/test_dialling_race.py too)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from bot.storage.database import Connection, Database, Row
 T = TypeVar("T")
 
 
-class _Recording:
+class Recording:
+    """A connection that notes the statements made on it (and only awaits the connection)."""
+
     def __init__(self, conn: Connection, seen: list[str]) -> None:
         self._conn = conn
         self._seen = seen
@@ -52,4 +55,4 @@ class Counting:
     async def atomic(self, unit: Callable[[Connection], Coroutine[Any, Any, T]]) -> T:
         seen: list[str] = ["(atomic unit)"]
         self.trips.append(seen)
-        return await self._db.atomic(lambda conn: unit(_Recording(conn, seen)))
+        return await self._db.atomic(lambda conn: unit(Recording(conn, seen)))

@@ -39,6 +39,7 @@ from tests.escalations import (
     submit,
 )
 from tests.follow_helpers import services
+from tests.round_trips import Recording
 
 T = TypeVar("T")
 T0 = 1_800_000_000.0
@@ -110,26 +111,6 @@ class Slack:
         return True
 
 
-class _Recording:
-    """A connection that notes the statements made on it (and only awaits the connection)."""
-
-    def __init__(self, conn: Connection, seen: list[str]) -> None:
-        self._conn = conn
-        self._seen = seen
-
-    async def execute(self, sql: str, params: Iterable[Any] = ()) -> int:
-        self._seen.append(sql)
-        return await self._conn.execute(sql, params)
-
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
-        self._seen.append(sql)
-        return await self._conn.fetchone(sql, params)
-
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
-        self._seen.append(sql)
-        return await self._conn.fetchall(sql, params)
-
-
 class PausedAfterInsert:
     """The database, except that whoever wrote a row into `table` pauses once it is visible to
     everyone else (its statement, or the atomic unit that made it, is over) until `go` is set."""
@@ -165,7 +146,7 @@ class PausedAfterInsert:
 
     async def atomic(self, unit: Callable[[Connection], Coroutine[Any, Any, T]]) -> T:
         seen: list[str] = []
-        result = await self._db.atomic(lambda conn: unit(_Recording(conn, seen)))
+        result = await self._db.atomic(lambda conn: unit(Recording(conn, seen)))
         await self._pause_after_an_insert(seen)
         return result
 
