@@ -21,6 +21,7 @@ from bot.calls.command_text import (
     parse_command,
 )
 from bot.phone import DialPolicy, NumberRejected, RejectCode, check_dialable, to_e164
+from tests.strategies import NUMBER_PARTS, NUMBER_TEXTS, words
 
 PROPERTY_SETTINGS = settings(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -292,8 +293,8 @@ command_text = st.one_of(
     st.text(alphabet=NUMBERISH + "abcxet#;=\"'“”‘’?\u202e\u200b\n\t", max_size=80),
     st.lists(
         st.one_of(
-            st.from_regex(r"[+(]?[0-9]{1,4}[)]?([ .-]?[0-9]{1,4}){0,3}", fullmatch=True),
-            st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,12}", fullmatch=True),
+            NUMBER_PARTS,
+            words(),
             st.sampled_from(["help", "oncall", "history", "x9", "ext", "12", "#1", '"', "“"]),
         ),
         max_size=8,
@@ -326,14 +327,14 @@ def test_any_text_gives_a_command_or_a_rejection(text: str) -> None:
             assert set(command.caller_id_text) <= set(NUMBERISH)
 
 
-flow_words = st.from_regex(r"[A-Za-z][A-Za-z0-9_-]{0,12}", fullmatch=True).filter(
+flow_words = words().filter(
     lambda word: (
         word.lower() not in {"x", "ext", "ext.", "extension"}
         and not (word[0] in "xX" and word[1:].isdigit())
         and not (word.lower().startswith("ext") and word.lstrip("extnsioETXNSIO.").isdigit())
     )
 )
-number_texts = st.from_regex(r"\+?[0-9]{1,3}([ .-]?\(?[0-9]{1,4}\)?){1,4}", fullmatch=True)
+number_texts = NUMBER_TEXTS
 
 
 @given(

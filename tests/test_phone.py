@@ -31,6 +31,7 @@ from bot.phone import (
     parse_number,
     to_e164,
 )
+from tests.strategies import DIALLING_PREFIXES, NANP_NUMBERS
 
 US_ONLY = DialPolicy()
 NANP = DialPolicy(allowed_regions=frozenset({"US", "CA"}))
@@ -441,9 +442,7 @@ policies = (
             min_size=1,
         ),
         allowed_types=st.frozensets(st.sampled_from(ALL_TYPES), min_size=1),
-        blocked_prefixes=st.lists(
-            st.from_regex(r"\+[1-9][0-9]{0,3}", fullmatch=True), max_size=2
-        ).map(tuple),
+        blocked_prefixes=st.lists(DIALLING_PREFIXES, max_size=2).map(tuple),
     )
     | st.sampled_from([US_ONLY, NANP, UK, GERMANY, BLOCKING])
     | st.sampled_from([US_ONLY, NANP])
@@ -452,9 +451,7 @@ policies = (
 NUMBER_ALPHABET = "0123456789+ -.()x#;ext=٣＋\u202e\u200b\t"
 
 
-nanp_numbers = st.from_regex(
-    r"(\+1 ?|1-)?\(?[2-9][0-9]{2}\)?[ .-]?[2-9][0-9]{2}[ .-]?[0-9]{4}", fullmatch=True
-)
+nanp_numbers = NANP_NUMBERS
 
 
 @st.composite
