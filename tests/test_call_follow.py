@@ -82,6 +82,39 @@ async def test_an_unanswered_call_is_marked_with_a_cross(bot_factory: BotFactory
     assert "❌ Ended: No answer, lasted 30 s." in status.text
 
 
+async def test_without_the_reactions_scope_the_parent_still_carries_the_outcome(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    assert bot.slack.bot_scopes is not None
+    bot.slack.bot_scopes.remove("reactions:write")  # an app installed without it
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await wait_for_edit(bot, status, "Ended")
+    parent = parent_of(bot, status)
+    mark = await bot.slack.wait_for_call(
+        "reactions.add", lambda c: c.params.get("timestamp") == parent.ts
+    )
+    assert not mark.ok and mark.response["error"] == "missing_scope"
+    await bot.slack.wait_for_call(
+        "chat.update", lambda c: c.params.get("ts") == parent.ts and "Not answered" in str(c.params)
+    )
+    assert parent.reactions == []
+    # Refused for good: the call counts as marked, so neither the reaction nor the parent's edit
+    # is tried again for the next ten minutes (before, the row stayed unmarked and both were).
+    store = services(bot).follower.store
+
+    async def marked() -> None:
+        while (call := await store.get(1)) is None or not call.marked:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(marked(), 10)
+    assert len([c for c in bot.slack.calls_to("reactions.add")
+                if c.params.get("timestamp") == parent.ts]) == 1
+
+
 async def test_hang_up_ends_the_call_in_evo_voice(fast_bot: BotUnderTest) -> None:
     bot = fast_bot
     await bot.command(f"{FULL} escalation")

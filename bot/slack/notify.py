@@ -87,6 +87,13 @@ class Posted:
     ts: str | None = None
 
 
+# reactions.add's answers that a later try can't change (among Slack's documented errors).
+_SETTLED_REACTIONS = frozenset({
+    "already_reacted", "missing_scope", "not_allowed_token_type", "no_permission", "invalid_name",
+    "too_many_emoji", "too_many_reactions", "message_not_found", "channel_not_found",
+    "is_archived", "thread_locked"})
+
+
 def slack_error_code(exc: Exception) -> str:
     """Slack's error code (`not_in_channel`), or the exception's class for a network failure."""
     if isinstance(exc, SlackApiError):
@@ -334,16 +341,16 @@ class Notifier:
         return link if isinstance(link, str) and link.startswith("https://") else None
 
     async def react(self, channel: str, ts: str, emoji: str) -> bool:
-        """Add a reaction to a message; one already there counts as done."""
+        """Add a reaction; True once it is there, or once Slack says it never will be (no
+        reactions:write: the edited message says the outcome; retrying would spend rate limits)."""
         try:
             await self._client.reactions_add(channel=channel, timestamp=ts, name=emoji)
             return True
         except SLACK_FAILURES as exc:
             code = slack_error_code(exc)
-            if code == "already_reacted":
-                return True
-            logger.warning("reacting in %s failed (%s)", channel, code)
-            return False
+            if code != "already_reacted":
+                logger.warning("reacting in %s failed (%s)", channel, code)
+            return code in _SETTLED_REACTIONS
 
     async def tell(
         self, *, user_id: str, channel_id: str | None, response_url: str | None, message: Message

@@ -25,6 +25,7 @@ DEFAULT_BOT_SCOPES = (
     "channels:history",
     "groups:history",
     "im:history",
+    "reactions:write",
     "usergroups:read",
     "users:read",
 )

@@ -305,6 +305,9 @@ class WebApiMethods(ViewMethods, PeopleMethods):
 
     def _reactions_add(self, call: ApiCall) -> JSONDict:
         p = call.params
+        if self.bot_scopes is not None and "reactions:write" not in self.bot_scopes:
+            return _err("missing_scope", needed="reactions:write",
+                        provided=",".join(self.bot_scopes))
         msg = self.messages.get((p.get("channel", ""), p.get("timestamp", "")))
         if msg is None:
             return _err("message_not_found")
