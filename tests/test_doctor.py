@@ -445,3 +445,20 @@ async def test_secrets_can_come_from_files(
     assert "EVOVOICE_PASSWORD: both EVOVOICE_PASSWORD and EVOVOICE_PASSWORD_FILE are set" in out
     assert "SLACK_BOT_TOKEN: cannot read SLACK_BOT_TOKEN_FILE" in out
     assert "evo-secret-password" not in out and "also-set" not in out
+
+
+async def test_optional_scopes_missing_pass_with_what_works_less_well(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    assert slack.bot_scopes is not None
+    everything = by_subject(await check(slack, evo, policy_path))["Slack scopes"]
+    assert everything.status is Status.PASS and "not granted" not in everything.detail
+    slack.bot_scopes.remove("channels:history")
+    slack.bot_scopes.remove("reactions:write")
+    scopes = by_subject(await check(slack, evo, policy_path))["Slack scopes"]
+    assert scopes.status is Status.PASS
+    assert scopes.detail.endswith(
+        "; not granted, so working less well: channels:history (finding a status message lost in"
+        " a crash, in public channels (else it is posted again)); reactions:write (the outcome's"
+        " reaction on a call's parent message)"
+    )

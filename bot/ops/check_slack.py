@@ -20,6 +20,17 @@ REQUIRED_SCOPES = {
     "users:read": "reading people's profiles",
 }
 GROUP_SCOPE = "usergroups:read"
+# Scope → what works less well without it: the bot goes on, the way README describes ("When Slack
+# misbehaves"), so a token without them passes, with a word on each.
+OPTIONAL_SCOPES = {
+    "chat:write.public": "posting in public channels the bot has not joined (else the status goes "
+                         "through the command's response_url, then by direct message)",
+    "channels:history": "finding a status message lost in a crash, in public channels (else it "
+                        "is posted again)",
+    "groups:history": "the same in private channels",
+    "im:history": "the same in direct messages",
+    "reactions:write": "the outcome's reaction on a call's parent message",
+}
 
 
 async def check_slack_token(c: Checkup) -> list[Finding]:
@@ -64,7 +75,13 @@ async def check_slack_scopes(c: Checkup) -> list[Finding]:
             "add them under OAuth & Permissions → Bot Token Scopes (manifest.yml lists every "
             "scope callbot uses), then reinstall the app to the workspace",
         )
-    return passed(subject, "granted: " + ", ".join(sorted(needed)))
+    detail = "granted: " + ", ".join(sorted(needed))
+    without = [scope for scope in OPTIONAL_SCOPES if scope not in granted]
+    if without:
+        detail += "; not granted, so working less well: " + "; ".join(
+            f"{scope} ({OPTIONAL_SCOPES[scope]})" for scope in without
+        )
+    return passed(subject, detail)
 
 
 def _granted_scopes(response: AsyncSlackResponse) -> set[str] | None:
