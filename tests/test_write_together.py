@@ -25,6 +25,7 @@ from bot.storage.database import (
     IntegrityError,
 )
 from bot.storage.leases import Leases
+from bot.storage.together import insert_rows
 from tests.databases import BACKENDS, fresh_database
 from tests.round_trips import Counting
 
@@ -176,7 +177,8 @@ async def test_migration_11_applies_with_calls_in_flight(kind: str, tmp_path: Pa
 
             async def dialling(conn: Connection) -> int:
                 await slot(conn)
-                attempt_id = await audit.allowed(checked(), on=conn)
+                [attempt] = (await insert_rows(conn, [audit.allowed_row(checked())])).values()
+                attempt_id = int(attempt["id"])
                 row = await CallStore.insert_in(
                     conn, attempt_id=attempt_id, created_at=T0, team_id="T0", requester_id="U0",
                     channel_id="C0", e164=E164, number_masked="+1 814-***-**93",

@@ -129,12 +129,6 @@ class AuditLog:
             "audit_attempts", self._attempt_from_request(request, Decision.DUPLICATE, None)
         )
 
-    async def allowed(self, call: CheckedCall, *, on: Connection | None = None) -> int:
-        """Written before dialling; raises when the database fails (then nothing is dialled).
-        `on` a transaction of the caller's own."""
-        row = self.allowed_row(call)
-        return await self._insert(row.table, dict(row.values), on)
-
     def allowed_row(self, call: CheckedCall) -> NewRow:
         """The attempt's record, to write with the call's row before dialling (bot/calls/follow.py,
         bot/storage/together.py): if it can't be written, nothing is dialled."""
