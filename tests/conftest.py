@@ -37,7 +37,14 @@ from bot.standins.slack import (
     slash_command_payload,
 )
 from bot.storage.database import Database
-from tests.databases import BACKENDS, SKIPPED_WITHOUT_POSTGRES, SQLITE, fresh_database
+from tests.databases import (
+    BACKENDS,
+    SKIPPED_WITHOUT_POSTGRES,
+    SQLITE,
+    copy_migrated,
+    fresh_database,
+    migrated_sqlite_template,
+)
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test"
@@ -129,10 +136,20 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
         yield url
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bots of tests start on copies of a database migrated once per test process
+    (tests/databases.py says why)."""
+    return migrated_sqlite_template(tmp_path_factory.mktemp("migrated"))
+
+
 @pytest.fixture(params=BACKENDS)
-async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+async def db(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Path
+) -> AsyncIterator[Database]:
     """An open, migrated database, once on each backend."""
     async with fresh_database(request.param, tmp_path) as url:
+        copy_migrated(migrated_sqlite, url)
         database = Database(url)
         await database.open()
         try:
@@ -279,7 +296,8 @@ BotFactory = Callable[..., Awaitable[BotUnderTest]]
 
 @pytest.fixture
 async def bot_factory(
-    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, database_url: str
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, database_url: str,
+    migrated_sqlite: Path,
 ) -> AsyncIterator[BotFactory]:
     started: list[BotUnderTest] = []
     http = aiohttp.ClientSession()
@@ -290,6 +308,7 @@ async def bot_factory(
         values = bot_environment(mode, slack, evo, policy_path, database_url=database_url)
         values.update(env)
         settings = load_settings(_env_file=None, **{k.lower(): v for k, v in values.items()})
+        copy_migrated(migrated_sqlite, settings.database_url)
         runtime = Runtime(settings, load_policy(settings.callbot_config))
         await runtime.start()
         bot = BotUnderTest(runtime, mode, slack, evo, http)
