@@ -45,7 +45,7 @@ from bot.audit.records import (
     reason_of,
     record_from_row,
 )
-from bot.audit.spool import Spool, Spooled
+from bot.audit.spool import Spool, Spooled, database_id
 from bot.calls.models import CallRequest, CallResult, CheckedCall
 from bot.phone import NumberRejected, mask, parse_number
 from bot.storage.claims import claim_in
@@ -77,13 +77,17 @@ class AuditLog:
         default_region: str = "US",
         clock: Callable[[], dt.datetime] = _utc_now,
         spool: Path | None = None,
+        database: str = "",
     ) -> None:
+        """`database`: the database's id (spool.database_id), which the spool's records carry."""
         self._db = db
         self.hasher = hasher
         self._default_region = default_region
         self._clock = clock
         # Where records wait for a failing database (settings.audit_spool_path); None: in memory.
-        self.spool = Spool(spool, db, self._write_spooled) if spool is not None else None
+        self.spool = (
+            Spool(spool, db, self._write_spooled, database) if spool is not None else None
+        )
         # Records waiting in memory for the database (no spool, or the spool could not be written).
         self._waiting: set[asyncio.Task[int]] = set()
 
@@ -98,7 +102,9 @@ class AuditLog:
         spool: Path | None = None,
     ) -> AuditLog:
         hasher = await NumberHasher.open(db, configured_key)
-        log = cls(db, hasher, default_region=default_region, clock=clock, spool=spool)
+        database = await database_id(db) if spool is not None else ""
+        log = cls(db, hasher, default_region=default_region, clock=clock, spool=spool,
+                  database=database)
         if log.spool is not None and log.spool.waiting:
             log.spool.drain_soon()  # records a previous run could not write
         return log

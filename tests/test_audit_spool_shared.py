@@ -1,0 +1,90 @@
+"""Two deployments sharing one spool file (PostgreSQL's default, `./callbot.audit-spool`, in one
+working directory; or AUDIT_SPOOL set alike) never write each other's audit records: each record
+names the database it was meant for (bot/audit/spool.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from bot.audit.spool import Spool, Spooled, database_id
+from bot.storage.database import Database
+from tests.conftest import BotFactory
+from tests.database_locks import with_short_busy_timeout, write_lock
+from tests.follow_helpers import FULL, audit_records
+from tests.test_audit_spool import recorded_once_after_restarts
+
+
+async def test_a_record_spooled_for_one_database_waits_for_it_and_not_for_another(
+    bot_factory: BotFactory, database_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "shared.audit-spool"
+    ours = {"AUDIT_SPOOL": str(spool)}
+    first = await bot_factory("http", DATABASE_URL=with_short_busy_timeout(database_url), **ours)
+    with write_lock(first):
+        _, url = await first.command(f"{FULL} escalation")
+        [answer] = await first.slack.wait_for_response(url, timeout=20)
+        assert "could not write to its database, so nothing was dialled" in str(answer)
+        await first.runtime.stop(grace=0)
+    [line] = spool.read_text().splitlines()
+
+    # Another deployment, its own database, the same file: it starts, drains, and leaves the line.
+    other = await bot_factory("http", DATABASE_URL=f"sqlite:///{tmp_path / 'other.db'}", **ours)
+    await other.settle()
+    assert await audit_records(other) == []
+    assert spool.read_text().splitlines() == [line]
+    [said] = [r for r in caplog.records if "of another database" in r.getMessage()]
+    assert said.levelno == logging.WARNING and "1 audit record(s)" in said.getMessage()
+    await other.runtime.stop()
+
+    # The first deployment's next start writes it, once.
+    await recorded_once_after_restarts(bot_factory, spool, **ours)
+
+
+async def test_every_replica_of_a_database_agrees_on_its_id_and_another_database_has_its_own(
+    db: Database, tmp_path: Path
+) -> None:
+    again, other = Database(db.url), Database(f"sqlite:///{tmp_path / 'other.db'}")
+    await again.open()
+    await other.open()
+    try:
+        # Replicas starting together on one database.
+        first, second = await asyncio.gather(database_id(db), database_id(again))
+        assert first == second == await database_id(db)
+        assert await database_id(other) != first
+    finally:
+        await again.close()
+        await other.close()
+
+
+async def test_lines_from_before_records_named_their_database_are_written_by_any_drain(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "spool"
+    legacy = json.dumps({"key": "k1", "table": "audit_events", "values": {"x": 1}})
+    foreign = json.dumps({"key": "k2", "table": "audit_events", "values": {"x": 2},
+                          "database": "elsewhere"})
+    path.write_text(legacy + "\n" + foreign + "\n")
+    db = Database(f"sqlite:///{tmp_path / 'db'}")
+    await db.open()
+    written: list[Spooled] = []
+
+    async def write(conn: object, record: Spooled) -> bool:
+        written.append(record)
+        return True
+
+    try:
+        spool = Spool(path, db, write, await database_id(db))
+        await spool.drain()
+        assert [r.key for r in written] == ["k1"]
+        assert path.read_text() == foreign + "\n"
+        spool.keep(Spooled("audit_events", {"x": 3}))
+        kept = json.loads(path.read_text().splitlines()[-1])
+        assert kept["database"] == await database_id(db) and kept["values"] == {"x": 3}
+    finally:
+        await spool.stop()
+        await db.close()
