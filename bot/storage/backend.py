@@ -30,6 +30,13 @@ class IntegrityError(Exception):
     backend."""
 
 
+class DatabaseFault(Exception):
+    """The PostgreSQL server failed for a while (gone, refusing, a full disk, read-only, a lock or
+    statement timeout): the backend's translation of the driver's own errors, so that the code
+    above it (bot/storage/faults.py) need not import the driver to recognise them. Each is a
+    subclass named after the driver's error, which is its `__cause__`."""
+
+
 class SchemaTooNew(RuntimeError):
     def __init__(self, found: int, known: int) -> None:
         super().__init__(

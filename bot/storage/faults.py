@@ -21,36 +21,19 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from bot.errors import DatabaseUnavailable, reference_id
+from bot.storage.backend import DatabaseFault
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-def _faults() -> tuple[type[Exception], ...]:
-    # SQLite: locked, full, read-only, disk I/O error are all OperationalError; an IntegrityError
-    # is a bug. PostgreSQL: the server gone or refusing, a full disk, a read-only server, a lock.
-    faults: list[type[Exception]] = [sqlite3.OperationalError, ConnectionError]
-    try:
-        import asyncpg
-    except ImportError:  # pragma: no cover - asyncpg is a dependency
-        return tuple(faults)
-    faults += [
-        asyncpg.PostgresConnectionError,
-        asyncpg.exceptions.InterfaceError,
-        asyncpg.exceptions.InsufficientResourcesError,  # disk full, out of memory
-        asyncpg.exceptions.ReadOnlySQLTransactionError,
-        asyncpg.exceptions.LockNotAvailableError,
-        asyncpg.exceptions.QueryCanceledError,  # statement or lock timeout
-        asyncpg.exceptions.CannotConnectNowError,
-        # Seen on the first statement over a connection the server closed while it was idle
-        # (a server restart): "cannot switch to state ...". The pool drops that connection.
-        asyncpg.InternalClientError,
-    ]
-    return tuple(faults)
-
-
-DATABASE_FAULTS: tuple[type[Exception], ...] = _faults()
+# SQLite: locked, full, read-only, disk I/O error are all OperationalError; an IntegrityError is a
+# bug. PostgreSQL: the server gone or refusing, a full disk, a read-only server, a lock, as the
+# backend translates them (bot/storage/postgres.py); a connection refused before it opened.
+DATABASE_FAULTS: tuple[type[Exception], ...] = (
+    sqlite3.OperationalError, ConnectionError, DatabaseFault,
+)
 FIRST_PAUSE_SECONDS = 0.5
 MAX_PAUSE_SECONDS = 30.0
 

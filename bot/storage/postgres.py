@@ -10,7 +10,9 @@ every round trip to the bot: during a burst each call's five writes queued behin
 call's, on every replica.
 
 Replicas starting together migrate once (a session-level advisory lock, on a connection of its own,
-closed afterwards). asyncpg is imported only when a PostgreSQL database is opened.
+closed afterwards). asyncpg is imported only when a PostgreSQL database is opened: its errors that
+mean "the database failed for a while" leave this backend as `DatabaseFault`s (bot/storage/faults.py
+lists that class, not the driver's), the others as they are.
 
 A pooled connection is handed back as it was taken: the bot leaves no session state on one (no
 SET, LISTEN, cursor, temporary table or session lock; transactions are always closed). So the pool
@@ -21,12 +23,19 @@ ended in a cancellation, a lost connection or inside a transaction is closed ins
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
-from contextlib import asynccontextmanager
-from functools import lru_cache, partial
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from functools import cache, lru_cache, partial
 from typing import Any, TypeVar
 
-from bot.storage.backend import POSTGRESQL, Connection, IntegrityError, Row, check_versions
+from bot.storage.backend import (
+    POSTGRESQL,
+    Connection,
+    DatabaseFault,
+    IntegrityError,
+    Row,
+    check_versions,
+)
 from bot.storage.migrations import Migration
 from bot.storage.pg_pool import ConnectionPool
 from bot.storage.rate_slot import LIMITS_LOCK
@@ -58,6 +67,48 @@ def numbered_placeholders(sql: str) -> str:
             continue
         out.append(ch)
     return "".join(out)
+
+
+@cache
+def _driver_faults() -> tuple[type[Exception], ...]:
+    """The server gone or refusing, a full disk, a read-only server, a lock not granted in time."""
+    import asyncpg
+
+    return (
+        asyncpg.PostgresConnectionError,
+        asyncpg.exceptions.InterfaceError,
+        asyncpg.exceptions.InsufficientResourcesError,  # disk full, out of memory
+        asyncpg.exceptions.ReadOnlySQLTransactionError,
+        asyncpg.exceptions.LockNotAvailableError,
+        asyncpg.exceptions.QueryCanceledError,  # statement or lock timeout
+        asyncpg.exceptions.CannotConnectNowError,
+        # Seen on the first statement over a connection the server closed while it was idle
+        # (a server restart): "cannot switch to state ...". The pool drops that connection.
+        asyncpg.InternalClientError,
+    )
+
+
+_FAULTS_NAMED_AFTER: dict[type[Exception], type[DatabaseFault]] = {}
+
+
+def _fault_named_after(driver_error: type[Exception]) -> type[DatabaseFault]:
+    # Named as the driver's error, so what names an error's type (the start-up line, /readyz)
+    # reads as before the translation.
+    fault = _FAULTS_NAMED_AFTER.get(driver_error)
+    if fault is None:
+        fault = type(driver_error.__name__, (DatabaseFault,), {"__module__": __name__})
+        _FAULTS_NAMED_AFTER[driver_error] = fault
+    return fault
+
+
+@contextmanager
+def _faults_translated() -> Iterator[None]:
+    """Around what a backend method does, outside the pool's loan (bot/storage/pg_pool.py decides
+    from the driver's own error whether a connection can be lent again)."""
+    try:
+        yield
+    except _driver_faults() as exc:
+        raise _fault_named_after(type(exc))(str(exc)) from exc
 
 
 def _rowcount(status: str) -> int:
@@ -105,7 +156,8 @@ class PostgresBackend:
         pool = ConnectionPool(
             partial(asyncpg.connect, self._url, command_timeout=30), POSTGRES_POOL_SIZE
         )
-        await pool.start()
+        with _faults_translated():
+            await pool.start()
         self._pool = pool
 
     async def open_read_only(self) -> None:
@@ -123,6 +175,12 @@ class PostgresBackend:
         return self._pool
 
     async def migrate(
+        self, migrations: Sequence[Migration], on_applied: Callable[[Migration], None]
+    ) -> list[int]:
+        with _faults_translated():
+            return await self._migrate(migrations, on_applied)
+
+    async def _migrate(
         self, migrations: Sequence[Migration], on_applied: Callable[[Migration], None]
     ) -> list[int]:
         import asyncpg
@@ -165,22 +223,26 @@ class PostgresBackend:
         return done
 
     async def schema_version(self) -> int:
-        async with self.pool.connection() as conn:
-            exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-            if not exists:
-                return 0
-            version = await conn.fetchval("SELECT MAX(version) FROM schema_migrations")
+        with _faults_translated():
+            async with self.pool.connection() as conn:
+                exists = await conn.fetchval(
+                    "SELECT to_regclass('schema_migrations') IS NOT NULL"
+                )
+                if not exists:
+                    return 0
+                version = await conn.fetchval("SELECT MAX(version) FROM schema_migrations")
         return int(version) if version is not None else 0
 
     @asynccontextmanager
     async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[Connection]:
-        async with self.pool.connection() as conn, conn.transaction():
-            if exclusive:
-                await conn.execute(
-                    "SELECT pg_advisory_xact_lock(hashtext(current_schema()), $1)",
-                    PG_EXCLUSIVE_LOCK,
-                )
-            yield _PostgresConnection(conn)
+        with _faults_translated():
+            async with self.pool.connection() as conn, conn.transaction():
+                if exclusive:
+                    await conn.execute(
+                        "SELECT pg_advisory_xact_lock(hashtext(current_schema()), $1)",
+                        PG_EXCLUSIVE_LOCK,
+                    )
+                yield _PostgresConnection(conn)
 
     async def atomic(
         self, unit: Callable[[Connection], Coroutine[Any, Any, T]], *, exclusive: bool = False
@@ -189,13 +251,16 @@ class PostgresBackend:
             return await unit(tx)
 
     async def execute(self, sql: str, params: tuple[Any, ...]) -> int:
-        async with self.pool.connection() as conn:
-            return await _PostgresConnection(conn).execute(sql, params)
+        with _faults_translated():
+            async with self.pool.connection() as conn:
+                return await _PostgresConnection(conn).execute(sql, params)
 
     async def fetchone(self, sql: str, params: tuple[Any, ...]) -> Row | None:
-        async with self.pool.connection() as conn:
-            return await _PostgresConnection(conn).fetchone(sql, params)
+        with _faults_translated():
+            async with self.pool.connection() as conn:
+                return await _PostgresConnection(conn).fetchone(sql, params)
 
     async def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
-        async with self.pool.connection() as conn:
-            return await _PostgresConnection(conn).fetchall(sql, params)
+        with _faults_translated():
+            async with self.pool.connection() as conn:
+                return await _PostgresConnection(conn).fetchall(sql, params)
