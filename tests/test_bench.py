@@ -7,10 +7,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench.report import README_BEGIN, README_END, RESULTS_DOC, markdown, update_results_block
 from bench.runner import Options, run_benchmark
+from tests.processes import one_ca_certificate
 
 N = 5
+
+
+@pytest.fixture(autouse=True)
+def one_ca_certificate_for_the_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench's processes (bots, bare apps, stand-ins) take this process's environment: see
+    tests/processes.py `with_one_ca_certificate`."""
+    monkeypatch.setenv("SSL_CERT_FILE", one_ca_certificate())
 
 
 async def test_bench_counts_every_call_in_both_modes(tmp_path: Path) -> None:

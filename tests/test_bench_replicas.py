@@ -15,14 +15,23 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from bench.databases import POSTGRESQL, SQLITE, fresh_database
 from bench.processes import REPO_ROOT
 from bench.report import markdown
 from bench.runner import Options, run_benchmark
 from tests.databases import postgres_url
+from tests.processes import one_ca_certificate
 
 N = 6
+
+
+@pytest.fixture(autouse=True)
+def one_ca_certificate_for_the_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bench's processes (bots, bare apps, stand-ins) take this process's environment: see
+    tests/processes.py `with_one_ca_certificate`."""
+    monkeypatch.setenv("SSL_CERT_FILE", one_ca_certificate())
 
 
 async def test_two_replicas_on_postgresql_share_the_burst_and_dial_each_number_once(

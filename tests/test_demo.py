@@ -17,6 +17,7 @@ from bot.config import load_policy
 from bot.demo.screenshot import set_scene
 from bot.demo.web import Demo
 from bot.demo.world import CHANNEL, YOU, sample_policy_path
+from tests.processes import with_one_ca_certificate
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
@@ -36,8 +37,9 @@ def thread_text(demo: Demo, parent_ts: str) -> str:
 
 
 async def test_callbot_demo_serves_the_page_on_the_port_it_prints(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_"))}
+    env = with_one_ca_certificate({k: v for k, v in os.environ.items()
+                                   if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_",
+                                                        "DATABASE_"))})
     env["PORT"] = "0"  # no --port: PORT decides
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "demo", env=env, cwd=tmp_path,

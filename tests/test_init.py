@@ -17,13 +17,16 @@ import pytest
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from tests.conftest import APP_TOKEN, BOT_TOKEN, EVO_PASSWORD, EVO_USER
+from tests.processes import with_one_ca_certificate
 
 TIMEOUT = 30
 
 
 def clean_environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_", "PORT"))}
+    env = with_one_ca_certificate({
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_", "PORT"))
+    })
     env.update(extra)
     return env
 

@@ -3,6 +3,7 @@ both validate against Slack's official schema."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import yaml
 from bot.__main__ import main
 from bot.slack.manifest import ManifestError, events_url, http_mode, render
 from tests.conftest import ROOT, load_schema, manifest
+from tests.processes import with_one_ca_certificate
 
 HOST = "https://callbot.example.com"
 URL = f"{HOST}/slack/events"
@@ -92,6 +94,7 @@ def test_render_reads_the_given_file(tmp_path: Path) -> None:
 
 def test_python_m_bot_manifest_runs_from_anywhere(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "bot", "manifest", "--http", HOST],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+                            cwd=tmp_path, env=with_one_ca_certificate(dict(os.environ)),
+                            capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     jsonschema.validate(yaml.safe_load(result.stdout), load_schema())
