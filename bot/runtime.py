@@ -58,8 +58,8 @@ SHUTDOWN_GRACE_SECONDS = 20.0
 # overflows the queue: the kernel drops connection attempts, and the sender retries only after a
 # second (benchmark, 1,000 at once: a fifth of them, acked after more than 1 s).
 HTTP_BACKLOG = 1024
-# Slack or Evo Voice unreachable at start-up: the first pause before trying again, and the longest.
-RECONNECT_FIRST_SECONDS = 1.0
+# Slack or Evo Voice unreachable at start-up: the longest pause before trying again (the first is
+# STARTUP_RETRY_SECONDS).
 RECONNECT_MAX_SECONDS = 30.0
 # How long it then waits for Socket Mode acks still being sent.
 ACK_GRACE_SECONDS = 3.0
@@ -72,7 +72,6 @@ class Runtime:
         policy: Policy,
         *,
         watchdog_interval: float = WATCHDOG_INTERVAL_SECONDS,
-        reconnect_interval: float = RECONNECT_FIRST_SECONDS,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -92,7 +91,6 @@ class Runtime:
         self.simulator: SimulatedEvoVoice | None = None
         # Set while Slack or Evo Voice is awaited at start-up: what is missing, for /readyz.
         self.waiting_for: str | None = None
-        self.reconnect_interval = reconnect_interval
         self._reconnecting: asyncio.Task[None] | None = None
         self._slack_handler: Handler | None = None
         # Set when the bot gave up starting after all (see `failure`).
@@ -207,7 +205,7 @@ class Runtime:
         )
 
     async def _keep_connecting(self, slack: AsyncWebClient) -> None:
-        pause = self.reconnect_interval
+        pause = self.settings.startup_retry_seconds
         while True:
             await asyncio.sleep(pause)
             try:

@@ -19,6 +19,10 @@ from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest, bot_environ
 from tests.follow_helpers import FAST, FULL, end_session, status_message, wait_for_edit
 from tests.processes import BotProcess
 
+# The bot's first pause before trying again (then twice as long each time), shortened from 1 s: how
+# long it waits is no test's business, and a test here waits for every pause.
+QUICK_RETRY = {"STARTUP_RETRY_SECONDS": "0.1"}
+
 
 async def probe(base: str, path: str) -> tuple[int, dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.get(base + path) as response:
@@ -40,7 +44,7 @@ async def until_ready(bot: BotUnderTest, timeout: float = 20.0) -> None:
 async def test_evo_voice_down_at_start_up_then_back_resumes_followed_calls(
     bot_factory: BotFactory, evo: EvoVoiceStandIn
 ) -> None:
-    first = await bot_factory("http", **FAST)
+    first = await bot_factory("http", **FAST, **QUICK_RETRY)
     await first.command(f"{FULL} escalation")
     status = await status_message(first)
     [session_id] = evo.sessions
@@ -49,7 +53,7 @@ async def test_evo_voice_down_at_start_up_then_back_resumes_followed_calls(
     port = URL(evo.url).port
     assert port is not None
     await evo.stop()
-    second = await bot_factory("http", **FAST)  # starts, not ready
+    second = await bot_factory("http", **FAST, **QUICK_RETRY)  # starts, not ready
     assert not second.runtime.ready
     code, health = await probe(base_of(second), "/healthz")
     assert code == 200, health  # alive: an orchestrator must not restart it into the same wall
@@ -78,7 +82,7 @@ async def test_slack_failing_at_start_up_is_waited_for(
         return ApiReply({"ok": False, "error": "service_unavailable"}, status=503)
 
     slack.on("auth.test", unavailable)
-    bot = await bot_factory("http")
+    bot = await bot_factory("http", **QUICK_RETRY)
     assert not bot.runtime.ready
     code, ready = await probe(base_of(bot), "/readyz")
     assert code == 503 and "HTTP 503" in ready["checks"]["callbot"]
@@ -109,7 +113,7 @@ async def test_a_login_refused_once_evo_voice_is_back_stops_python_m_bot_with_on
 ) -> None:
     port = URL(evo.url).port
     await evo.stop()
-    env = bot_environment("http", slack, evo, policy_path)
+    env = bot_environment("http", slack, evo, policy_path) | QUICK_RETRY
     bot = await BotProcess.start(env, policy_path.parent)
     try:
         await until_served(bot.base, "/readyz")

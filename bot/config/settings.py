@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     # The file where audit records wait for a failing database (bot/audit/spool.py); empty: beside
     # a SQLite file, ./callbot.audit-spool for PostgreSQL; `off`: they wait in memory.
     audit_spool: str | None = None
+    # Slack or Evo Voice unreachable at start-up: the first pause before trying again (it doubles,
+    # up to bot.runtime.RECONNECT_MAX_SECONDS).
+    startup_retry_seconds: float = Field(default=1.0, gt=0, le=30)
 
     @field_validator(
         "slack_app_token", "slack_signing_secret", "evovoice_account_id", "evovoice_other_url",
