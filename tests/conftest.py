@@ -9,6 +9,7 @@ Socket Mode.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import os
@@ -156,6 +157,15 @@ async def db(
             yield database
         finally:
             await database.close()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection built (modules, strategies, tables of example numbers) lives as long as
+    the process: frozen, the garbage collector stops walking it at every full collection; and
+    with fewer, larger young collections, the tests' CPU spent collecting garbage halves (about
+    2 % of the tests' CPU)."""
+    gc.freeze()
+    gc.set_threshold(5000, 20, 20)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
