@@ -4,11 +4,17 @@
 
 The post is held at a gate in the Slack stand-in, the bot is stopped with no grace (its task is
 cancelled there, as a SIGKILL would leave it), then Slack takes the post all the same: its answer,
-and the `ts`, never reach the bot."""
+and the `ts`, never reach the bot.
+
+A stopped replica's posts are sent again once it is gone for a lease. Rather than wait that long,
+the tests move the stopped bot's rows (its posts, leases and heartbeat) a lease into the past, as
+if it had stopped that long ago: the next bot takes them over in its first round, at start-up.
+That they are not taken over sooner is tested with real replicas (tests/test_replicas.py)."""
 
 from __future__ import annotations
 
 from bot.standins.slack import ApiCall
+from bot.storage.database import Database
 from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import on_both_databases
 from tests.follow_helpers import FAST, FULL, end_session, is_thread_reply, services
@@ -27,8 +33,22 @@ from tests.escalations import (
     wait_for_edit,
 )
 
-# A stopped replica's posts are sent again once it is gone for a lease (the shortest allowed).
+# Leases of the shortest length allowed: the lease keeper's rounds come every half second.
 QUICK = {**FAST, "LEASE_SECONDS": "3"}
+
+
+async def gone_for_a_lease(stopped: BotUnderTest) -> None:
+    """Move the rows that `stopped` left a lease into the past (see the module's text)."""
+    settings = stopped.runtime.settings
+    db = Database(settings.database_url)
+    await db.open()
+    try:
+        for table, column in (("slack_posts", "created_at"), ("leases", "expires_at"),
+                              ("replicas", "seen_at")):
+            await db.execute(f"UPDATE {table} SET {column} = {column} - ?",
+                             (settings.lease_seconds,))
+    finally:
+        await db.close()
 
 
 async def crash_while_posting_the_status(
@@ -52,9 +72,10 @@ async def crash_while_posting_the_status(
 async def test_a_status_message_whose_ts_was_lost_in_a_crash_is_found_and_shows_the_outcome(
     bot_factory: BotFactory,
 ) -> None:
-    _, lost, session_id = await crash_while_posting_the_status(bot_factory)
+    first, lost, session_id = await crash_while_posting_the_status(bot_factory)
     assert lost.response is not None
 
+    await gone_for_a_lease(first)
     second = await bot_factory("http", **QUICK)  # the same database
     await second.slack.wait_for_call("conversations.replies", lambda c: c.ok, timeout=30)
     status = second.slack.messages[(lost.response["channel"], lost.response["ts"])]
@@ -71,6 +92,7 @@ async def test_without_the_history_scopes_the_status_message_is_posted_again(
     first, lost, session_id = await crash_while_posting_the_status(bot_factory)
     assert first.slack.bot_scopes is not None  # an app installed without them
     first.slack.bot_scopes = [s for s in first.slack.bot_scopes if not s.endswith(":history")]
+    await gone_for_a_lease(first)
     second = await bot_factory("http", **QUICK)
     again = (await second.slack.wait_for_calls("chat.postMessage", 2, is_thread_reply,
                                               timeout=30))[1]
@@ -114,6 +136,7 @@ async def test_an_escalation_post_refused_by_slack_is_delivered_after_a_restart(
     await first.runtime.stop()  # restarted while Slack still refuses it
     refusing = False
 
+    await gone_for_a_lease(first)
     second = await start()
     delivered = await second.slack.wait_for_call(
         "chat.postMessage", lambda c: c.ok and loud(c), timeout=30)
