@@ -206,6 +206,7 @@ async def test_python_m_bot_logs_json_lines_with_request_ids(
     assert code == 0, output
     entries = [json.loads(line) for line in output.splitlines()]
     assert any(e["message"].startswith("callbot ready") for e in entries)
+    assert any(e["message"] == "callbot stopped" for e in entries)
     [placed] = [e for e in entries if " placed: session " in e["message"]]
     assert placed["request_id"] and placed["logger"] == "bot.calls.service"
     for secret in SECRETS:

@@ -149,7 +149,7 @@ async def test_sigterm_lets_the_call_in_flight_finish_then_exits_0(
         code = await bot.stop(signal.SIGTERM)
     log = bot.output()
     assert code == 0, log
-    assert "callbot stopped" in log
+    assert "callbot ready" in log and "callbot stopped" in log
     assert len(evo.outgoing_posts) == 1
     for secret in (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, EVO_PASSWORD, FULL, "/response/"):
         assert secret not in log, secret

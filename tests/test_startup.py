@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 from pathlib import Path
 
 import pytest
 
 from bot.config import ConfigError, load_configuration, load_policy, load_settings
 from bot.standins.evovoice import EvoVoiceStandIn
-from bot.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
-from tests.conftest import POLICY, SIGNING_SECRET, BotFactory, bot_environment
-from tests.processes import BotProcess, run_bot_process
+from tests.conftest import POLICY, BotFactory
+from tests.processes import run_bot_process
 
 BASE = {
     "slack_bot_token": "xoxb-1",
@@ -182,54 +180,14 @@ async def test_unreachable_voice_api_is_named_while_the_bot_waits(bot_factory: B
     assert "EVOVOICE_URL: cannot connect" in str(bot.runtime.waiting_for)
 
 
+# `python -m bot` serving Slack until SIGTERM, then exiting 0: tests/test_shutdown.py (both modes,
+# a call in flight) and tests/test_logging.py (HTTP mode, JSON lines).
 async def test_python_m_bot_reports_bad_configuration_and_exits_2(tmp_path: Path) -> None:
     process = await run_bot_process({"CALLBOT_CONFIG": str(tmp_path / "x")}, tmp_path)
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2
     text = stderr.decode()
     assert "callbot cannot start" in text and "✗ SLACK_BOT_TOKEN: is required" in text
-
-
-@pytest.mark.parametrize("mode", ["http", "socket"])
-async def test_python_m_bot_serves_until_sigterm(
-    mode: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
-) -> None:
-    import aiohttp
-
-    env = bot_environment(mode, slack, evo, policy_path)
-    bot = await BotProcess.start(env, policy_path.parent)
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                async with http.get(bot.base + "/healthz") as response:
-                    if response.status == 200:
-                        break
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail("the bot never became healthy")
-            url = slack.response_url()
-            if mode == "socket":
-                await slack.wait_connected()
-                await slack.send_envelope(
-                    "slash_commands",
-                    slash_command_payload(text="+18144043093 escalation", response_url=url),
-                )
-            else:
-                data = slash_command_body(text="+18144043093 escalation", response_url=url)
-                async with http.post(
-                    bot.base + "/slack/events", data=data, headers=sign(data, SIGNING_SECRET)
-                ) as response:
-                    assert response.status == 200
-            await evo.wait_for_posts(1, timeout=10)
-            await slack.wait_for_call(
-                "chat.postMessage", lambda c: "Call placed" in str(c.params.get("text")), timeout=10
-            )
-    finally:
-        code = await bot.stop(signal.SIGTERM)
-    log = bot.output()
-    assert code == 0, log
-    assert "callbot ready" in log and "callbot stopped" in log
-    assert "+18144043093" not in log and "evo-secret-password" not in log
 
 
 async def test_rejected_slack_token_is_a_clear_start_up_error(bot_factory: BotFactory) -> None:
