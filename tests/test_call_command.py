@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bot.standins.evovoice import Delayed, Respond
+from bot.standins.evovoice import Gated, Respond
 from bot.standins.slack import SlackStandIn
 from tests.conftest import BotFactory, BotUnderTest
 
@@ -235,11 +235,14 @@ async def test_where_neither_channel_nor_response_url_works_a_direct_message_tel
 
 
 async def test_ack_does_not_wait_for_a_slow_voice_api(bot: BotUnderTest) -> None:
-    bot.evo.queue_outgoing(Delayed(1.5, Respond()))
-    ack, _ = await bot.command(f"{FULL} escalation")
+    answer = asyncio.Event()  # the POST is answered only once the ack is in
+    bot.evo.queue_outgoing(Gated(answer, Respond()))
+    async with asyncio.timeout(10):  # an ack waiting for the answer would never come
+        ack, _ = await bot.command(f"{FULL} escalation")
     assert ack.status == 200
     # The ack came back while the POST was still unanswered: no result is in the thread yet.
     assert [c for c in bot.slack.calls_to("chat.postMessage") if c.params.get("thread_ts")] == []
+    answer.set()
     await bot.settle()
     assert "Call placed" in bot.slack.calls_to("chat.postMessage")[-1].params["text"]
 

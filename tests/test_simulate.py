@@ -12,6 +12,7 @@ from bot.evovoice.simulator import BANNER, RING_SECONDS
 from bot.ops.check import Status, run_checkup
 from bot.standins.evovoice import EvoVoiceStandIn
 from tests.conftest import BotFactory, bot_environment
+from tests.follow_helpers import FAST
 
 SIMULATE = {"EVOVOICE_MODE": "simulate", "EVOVOICE_USERNAME": "", "EVOVOICE_PASSWORD": "",
             "EVOVOICE_URL": "https://evo.invalid"}
@@ -21,7 +22,7 @@ SIMULATE = {"EVOVOICE_MODE": "simulate", "EVOVOICE_USERNAME": "", "EVOVOICE_PASS
 async def test_calls_are_simulated_and_every_message_says_so(
     bot_factory: BotFactory, evo: EvoVoiceStandIn, mode: str
 ) -> None:
-    bot = await bot_factory(mode, **SIMULATE)
+    bot = await bot_factory(mode, **SIMULATE, **FAST)  # the rung-out call is seen at the next poll
     simulator = bot.runtime.simulator
     assert simulator is not None
 
