@@ -215,4 +215,9 @@ def _report(exc: ConfigError) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Ending, the interpreter collects garbage among everything it holds (unfrozen by `_run`, which
+    # tests also call), all of it about to be freed anyway: a twentieth of a bot's CPU from start
+    # to stop. Frozen, it is left alone.
+    gc.freeze()
+    sys.exit(code)
