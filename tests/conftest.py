@@ -20,24 +20,10 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import pytest
-import yaml
 
-from bot.config import load_policy, load_settings
-from bot.demo.web import Demo
-from bot.runtime import Runtime
-from bot.standins.evovoice import EvoVoiceStandIn
-from bot.standins.slack import (
-    SlackStandIn,
-    message_problems,
-    sign,
-    slash_command_body,
-    slash_command_payload,
-)
-from bot.storage.database import Database
 from tests.databases import (
     BACKENDS,
     SKIPPED_WITHOUT_POSTGRES,
@@ -46,6 +32,17 @@ from tests.databases import (
     fresh_database,
     migrated_sqlite_template,
 )
+
+if TYPE_CHECKING:
+    # The bot is imported where a fixture or a helper needs it, not here: pytest-xdist's main
+    # process imports this file too, runs no test, and starts the workers only afterwards.
+    import aiohttp
+
+    from bot.demo.web import Demo
+    from bot.runtime import Runtime
+    from bot.standins.evovoice import EvoVoiceStandIn
+    from bot.standins.slack import SlackStandIn
+    from bot.storage.database import Database
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test"
@@ -95,6 +92,8 @@ POLICY_NO_REPEAT_QUESTION = POLICY + 'repeat_window = "0s"\n'
 
 @pytest.fixture
 async def evo() -> AsyncIterator[EvoVoiceStandIn]:
+    from bot.standins.evovoice import EvoVoiceStandIn
+
     standin = EvoVoiceStandIn(username=EVO_USER, password=EVO_PASSWORD)
     standin.flows[:] = [dict(f) for f in FLOWS]
     standin.phone_numbers[:] = [dict(n) for n in OWNED]
@@ -105,6 +104,8 @@ async def evo() -> AsyncIterator[EvoVoiceStandIn]:
 
 @pytest.fixture
 async def slack() -> AsyncIterator[SlackStandIn]:
+    from bot.standins.slack import SlackStandIn
+
     standin = SlackStandIn(bot_token=BOT_TOKEN, app_token=APP_TOKEN)
     standin.usergroups["S0LEADS"] = ["U0LEAD1", "U0LEAD2"]
     await standin.start()
@@ -151,6 +152,8 @@ async def db(
     """An open, migrated database, once on each backend."""
     async with fresh_database(request.param, tmp_path) as url:
         copy_migrated(migrated_sqlite, url)
+        from bot.storage.database import Database
+
         database = Database(url)
         await database.open()
         try:
@@ -252,6 +255,8 @@ class BotUnderTest:
         response_url: str | None = None,
     ) -> tuple[Ack, str]:
         """Send `/call text` as Slack would; return the ack and the response_url used."""
+        from bot.standins.slack import message_problems, slash_command_body, slash_command_payload
+
         url = response_url or self.slack.response_url()
         # Slack mints a fresh trigger_id for every invocation.
         trigger_id = f"{next(_TRIGGERS)}.{uuid.uuid4().hex[:12]}"
@@ -275,6 +280,8 @@ class BotUnderTest:
         return ack, url
 
     async def post_signed(self, body: bytes) -> Ack:
+        from bot.standins.slack import sign
+
         async with self.http.post(
             self.events_url, data=body, headers=sign(body, SIGNING_SECRET)
         ) as response:
@@ -310,6 +317,11 @@ async def bot_factory(
     migrated_sqlite: Path,
 ) -> AsyncIterator[BotFactory]:
     started: list[BotUnderTest] = []
+    import aiohttp
+
+    from bot.config import load_policy, load_settings
+    from bot.runtime import Runtime
+
     http = aiohttp.ClientSession()
 
     async def start(mode: str = "http", policy: str | None = None, **env: str) -> BotUnderTest:
@@ -370,12 +382,16 @@ def load_schema() -> dict[str, Any]:
 
 
 def manifest() -> dict[str, Any]:
+    import yaml
+
     return yaml.safe_load((ROOT / "manifest.yml").read_text())  # type: ignore[no-any-return]
 
 
 @pytest.fixture
 async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
     """`callbot demo`'s world and page, on a free port (tests/test_demo*.py)."""
+    from bot.demo.web import Demo
+
     running = Demo(0, tmp_path)
     await running.start()
     yield running

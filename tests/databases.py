@@ -20,8 +20,6 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 
-from bot.storage.database import Database, DatabaseUrlError, sqlite_path
-
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
 BACKENDS = [SQLITE, POSTGRESQL]
@@ -83,6 +81,8 @@ def migrated_sqlite_template(directory: Path) -> Path:
     where that is the subject: test_store.py, test_migrations.py, and every `python -m bot` that
     tests/processes.py starts.
     """
+    from bot.storage.database import Database
+
     path = directory / "callbot.db"
 
     async def migrate() -> None:
@@ -105,6 +105,8 @@ def migrated_sqlite_template(directory: Path) -> Path:
 def copy_migrated(template: Path, url: str) -> None:
     """Put a copy of `template` where the SQLite `url` points, unless a database is there already
     (a test that prepared its own, or a bot started again)."""
+    from bot.storage.database import DatabaseUrlError, sqlite_path
+
     try:
         path = Path(sqlite_path(url))
     except DatabaseUrlError:

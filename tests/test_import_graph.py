@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import bot
@@ -15,6 +16,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@functools.cache  # parsing bot/ takes a third of a second; two tests read the graph
 def import_graph() -> dict[str, set[str]]:
     """Module → the bot modules it imports, wherever the import stands (TYPE_CHECKING too)."""
     modules = {module_name(path): path for path in ROOT.rglob("*.py")}
