@@ -26,12 +26,14 @@ import pytest
 
 from tests.databases import (
     BACKENDS,
+    POSTGRESQL,
     SKIPPED_WITHOUT_POSTGRES,
     SQLITE,
     copy_migrated,
     fresh_database,
     migrated_sqlite_template,
 )
+from tests.postgres_schemas import MigratedSchemas
 
 if TYPE_CHECKING:
     # The bot is imported where a fixture or a helper needs it, not here: pytest-xdist's main
@@ -130,12 +132,29 @@ def policy_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_schemas: MigratedSchemas
+) -> AsyncIterator[str]:
     """An empty database: SQLite unless the test is marked `on_both_databases` (tests/databases.py).
 
-    The SQLite file is the one `bot_environment` names, so a test can open the bot's database."""
-    async with fresh_database(getattr(request, "param", SQLITE), tmp_path) as url:
+    The SQLite file is the one `bot_environment` names, so a test can open the bot's database.
+    For the bots of `bot_factory`, a migrated one (tests/postgres_schemas.py; SQLite: see
+    `copy_migrated`)."""
+    backend = getattr(request, "param", SQLITE)
+    if backend == POSTGRESQL and "bot_factory" in request.fixturenames:
+        url = await migrated_schemas.take()
         yield url
+        await migrated_schemas.give_back(url)
+        return
+    async with fresh_database(backend, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def migrated_schemas() -> Iterator[MigratedSchemas]:
+    schemas = MigratedSchemas()
+    yield schemas
+    schemas.drop_all()
 
 
 @pytest.fixture(scope="session")
@@ -147,13 +166,24 @@ def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(params=BACKENDS)
 async def db(
-    request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Path
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Path,
+    migrated_schemas: MigratedSchemas,
 ) -> AsyncIterator[Database]:
     """An open, migrated database, once on each backend."""
+    from bot.storage.database import Database
+
+    if request.param == POSTGRESQL:
+        url = await migrated_schemas.take()
+        database = Database(url)
+        await database.open()
+        try:
+            yield database
+        finally:
+            await database.close()
+            await migrated_schemas.give_back(url)
+        return
     async with fresh_database(request.param, tmp_path) as url:
         copy_migrated(migrated_sqlite, url)
-        from bot.storage.database import Database
-
         database = Database(url)
         await database.open()
         try:
