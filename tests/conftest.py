@@ -24,16 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.databases import (
-    BACKENDS,
-    POSTGRESQL,
-    SKIPPED_WITHOUT_POSTGRES,
-    SQLITE,
-    copy_migrated,
-    fresh_database,
-    migrated_sqlite_template,
-)
-from tests.postgres_schemas import MigratedSchemas
+from tests.databases import SKIPPED_WITHOUT_POSTGRES, copy_migrated
+
+# The database fixtures: `database_url`, `db` and the migrated databases they hand out.
+pytest_plugins = ["tests.database_fixtures"]
 
 if TYPE_CHECKING:
     # The bot is imported where a fixture or a helper needs it, not here: pytest-xdist's main
@@ -44,7 +38,6 @@ if TYPE_CHECKING:
     from bot.runtime import Runtime
     from bot.standins.evovoice import EvoVoiceStandIn
     from bot.standins.slack import SlackStandIn
-    from bot.storage.database import Database
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test"
@@ -131,72 +124,9 @@ def policy_path(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-async def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, migrated_schemas: MigratedSchemas
-) -> AsyncIterator[str]:
-    """An empty database: SQLite unless the test is marked `on_both_databases` (tests/databases.py).
-
-    The SQLite file is the one `bot_environment` names, so a test can open the bot's database.
-    For the bots of `bot_factory`, a migrated one (tests/postgres_schemas.py; SQLite: see
-    `copy_migrated`)."""
-    backend = getattr(request, "param", SQLITE)
-    if backend == POSTGRESQL and "bot_factory" in request.fixturenames:
-        url = await migrated_schemas.take()
-        yield url
-        await migrated_schemas.give_back(url)
-        return
-    async with fresh_database(backend, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture(scope="session")
-def migrated_schemas() -> Iterator[MigratedSchemas]:
-    schemas = MigratedSchemas()
-    yield schemas
-    schemas.drop_all()
-
-
-@pytest.fixture(scope="session")
-def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bots of tests start on copies of a database migrated once per test process
-    (tests/databases.py says why)."""
-    return migrated_sqlite_template(tmp_path_factory.mktemp("migrated"))
-
-
-@pytest.fixture(params=BACKENDS)
-async def db(
-    request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Path,
-    migrated_schemas: MigratedSchemas,
-) -> AsyncIterator[Database]:
-    """An open, migrated database, once on each backend."""
-    from bot.storage.database import Database
-
-    if request.param == POSTGRESQL:
-        url = await migrated_schemas.take()
-        database = Database(url)
-        await database.open()
-        try:
-            yield database
-        finally:
-            await database.close()
-            await migrated_schemas.give_back(url)
-        return
-    async with fresh_database(request.param, tmp_path) as url:
-        copy_migrated(migrated_sqlite, url)
-        database = Database(url)
-        await database.open()
-        try:
-            yield database
-        finally:
-            await database.close()
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """What collection built (modules, strategies, tables of example numbers) lives as long as
-    the process: frozen, the garbage collector stops walking it at every full collection; and
-    with fewer, larger young collections, the tests' CPU spent collecting garbage halves (about
-    2 % of the tests' CPU)."""
+    """What collection built lives as long as the process: frozen, full garbage collections stop
+    walking it; with fewer, larger young ones too, their CPU halves (2 % of the tests')."""
     gc.freeze()
     gc.set_threshold(5000, 20, 20)
 

@@ -16,9 +16,13 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.postgres_schemas import MigratedSchemas
 
 SQLITE = "sqlite"
 POSTGRESQL = "postgresql"
@@ -71,6 +75,21 @@ async def fresh_database(
     finally:
         await admin.execute(f"DROP SCHEMA {schema} CASCADE")
         await admin.close()
+
+
+@asynccontextmanager
+async def migrated_database(
+    backend: str, directory: Path, sqlite_template: Path, schemas: MigratedSchemas
+) -> AsyncIterator[str]:
+    """The URL of a migrated database of `backend`: a copy of `sqlite_template` in `directory`,
+    or a schema lent by `schemas`."""
+    if backend == POSTGRESQL:
+        async with schemas.lent() as url:
+            yield url
+        return
+    url = f"sqlite:///{directory / 'callbot.db'}"
+    copy_migrated(sqlite_template, url)
+    yield url
 
 
 def migrated_sqlite_template(directory: Path) -> Path:

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
 from tests.databases import postgres_url, with_schema
@@ -68,6 +70,15 @@ class MigratedSchemas:
         if self._shape is None:
             self._shape = await _admin(server, None, _shape_of, schema)
         return with_schema(server, schema)
+
+    @asynccontextmanager
+    async def lent(self) -> AsyncIterator[str]:
+        """`take()`, then `give_back()` once the test is done with it."""
+        url = await self.take()
+        try:
+            yield url
+        finally:
+            await self.give_back(url)
 
     async def give_back(self, url: str) -> None:
         import asyncpg
