@@ -31,17 +31,22 @@ class NumberHasher:
         """With no configured key, use the database's own, generating it on first use."""
         if configured_key:
             return cls(configured_key.encode())
-        created = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
-        async with db.transaction() as tx:
-            # ON CONFLICT DO NOTHING: replicas starting together on one database agree on one key.
-            await tx.execute(
-                "INSERT INTO hash_keys (name, value, created_at) VALUES (?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                (KEY_NAME, secrets.token_hex(32), created.replace("+00:00", "Z")),
-            )
-            row = await tx.fetchone("SELECT value FROM hash_keys WHERE name = ?", (KEY_NAME,))
-        assert row is not None
-        return cls(bytes.fromhex(str(row[0])))
+        return cls(bytes.fromhex(await kept_value(db, KEY_NAME, secrets.token_hex(32))))
 
     def __call__(self, e164: str) -> str:
         return hmac.new(self._key, e164.encode(), hashlib.sha256).hexdigest()
+
+
+async def kept_value(db: Database, name: str, new_value: str) -> str:
+    """The value the database keeps under `name` in `hash_keys`, `new_value` if it had none yet:
+    replicas starting together on one database agree on one value (ON CONFLICT DO NOTHING)."""
+    created = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    async with db.transaction() as tx:
+        await tx.execute(
+            "INSERT INTO hash_keys (name, value, created_at) VALUES (?, ?, ?)"
+            " ON CONFLICT DO NOTHING",
+            (name, new_value, created),
+        )
+        row = await tx.fetchone("SELECT value FROM hash_keys WHERE name = ?", (name,))
+    assert row is not None
+    return str(row[0])
