@@ -123,6 +123,7 @@ class Runtime:
             username,
             password,
             timeout=httpx.Timeout(settings.evovoice_timeout, connect=5.0),
+            retry_backoff=settings.evovoice_retry_seconds,
             observer=self.metrics.evovoice_request,
             budget=RequestBudget(settings.evovoice_requests_per_minute),
         )

@@ -15,13 +15,20 @@ from yarl import URL
 
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import ApiCall, ApiReply, SlackStandIn, sign, slash_command_body
-from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest, bot_environment
+from tests.conftest import (
+    QUICK_VOICE_RETRY,
+    SIGNING_SECRET,
+    BotFactory,
+    BotUnderTest,
+    bot_environment,
+)
 from tests.follow_helpers import FAST, FULL, end_session, status_message, wait_for_edit
 from tests.processes import BotProcess
 
-# The bot's first pause before trying again (then twice as long each time), shortened from 1 s: how
-# long it waits is no test's business, and a test here waits for every pause.
-QUICK_RETRY = {"STARTUP_RETRY_SECONDS": "0.1"}
+# The bot's first pause before trying again (then twice as long each time), shortened from 1 s, and
+# the Evo Voice client's pauses between its own three tries of each check: how long they wait is no
+# test's business, and a test here waits for every pause.
+QUICK_RETRY = {"STARTUP_RETRY_SECONDS": "0.1", **QUICK_VOICE_RETRY}
 
 
 async def probe(base: str, path: str) -> tuple[int, dict[str, Any]]:
@@ -97,7 +104,8 @@ async def test_python_m_bot_waits_for_evo_voice_and_stops_on_sigterm(
     slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
 ) -> None:
     await evo.stop()
-    env = bot_environment("http", slack, evo, policy_path)
+    # The bot's own pause (1 s) kept: SIGTERM finds it waiting between tries.
+    env = bot_environment("http", slack, evo, policy_path) | QUICK_VOICE_RETRY
     bot = await BotProcess.start(env, policy_path.parent)
     try:
         ready = await until_served(bot.base, "/readyz")

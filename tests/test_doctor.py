@@ -14,7 +14,7 @@ from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from bot.storage.database import MIGRATIONS, Database, Migration
 from tests.checkups import by_subject, check, failures, migrated_database
-from tests.conftest import POLICY, BotFactory, bot_environment
+from tests.conftest import POLICY, QUICK_VOICE_RETRY, BotFactory, bot_environment
 from tests.processes import run_cli
 
 pytestmark = pytest.mark.usefixtures("no_ambient_settings")
@@ -190,7 +190,8 @@ async def test_refused_evovoice_login_skips_what_needs_it(
 async def test_unreachable_evovoice(
     slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
 ) -> None:
-    findings = await check(slack, evo, policy_path, EVOVOICE_URL="http://127.0.0.1:9")
+    findings = await check(slack, evo, policy_path, EVOVOICE_URL="http://127.0.0.1:9",
+                           **QUICK_VOICE_RETRY)
     login = by_subject(findings)["Evo Voice login"]
     assert login.status is Status.FAIL and "cannot connect to http://127.0.0.1:9" in login.detail
 

@@ -10,7 +10,7 @@ import pytest
 
 from bot.config import ConfigError, load_configuration, load_policy, load_settings
 from bot.standins.evovoice import EvoVoiceStandIn
-from tests.conftest import POLICY, BotFactory
+from tests.conftest import POLICY, QUICK_VOICE_RETRY, BotFactory
 from tests.processes import run_bot_process
 
 BASE = {
@@ -175,7 +175,7 @@ async def test_alias_and_caller_id_are_checked_against_the_account(
 
 async def test_unreachable_voice_api_is_named_while_the_bot_waits(bot_factory: BotFactory) -> None:
     # Not a reason to exit (tests/test_degraded_start.py): the bot waits, and says what for.
-    bot = await bot_factory("http", EVOVOICE_URL="http://127.0.0.1:9")
+    bot = await bot_factory("http", EVOVOICE_URL="http://127.0.0.1:9", **QUICK_VOICE_RETRY)
     assert not bot.runtime.ready
     assert "EVOVOICE_URL: cannot connect" in str(bot.runtime.waiting_for)
 

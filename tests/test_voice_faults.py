@@ -18,7 +18,7 @@ from bot.standins.evovoice import (
     NoContent,
     TooManyRequests,
 )
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import QUICK_VOICE_RETRY, BotFactory, BotUnderTest
 
 FULL = "+18144043093"
 
@@ -80,14 +80,15 @@ async def test_unreachable_voice_api_dials_nothing_and_says_so(
     bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="bot.evovoice.client")
-    bot = await bot_factory("http")
+    bot = await bot_factory("http", **QUICK_VOICE_RETRY)
     await bot.evo.stop()  # connections are now refused
     await bot.command(f"{FULL} escalation")
     await bot.settle()
     # The flow list was cached at start-up, so the refusal comes from the POST itself.
     result = thread_result(bot)
     assert "could not be reached" in result and "nothing was dialled" in result
-    # Retried with back-off (0.5 s, then 1 s; see test_evovoice), and bounded: three attempts.
+    # Retried with back-off (by default 0.5 s, then 1 s; see test_evovoice), and bounded: three
+    # attempts.
     attempts = [
         r
         for r in caplog.records

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     evovoice_password: SecretStr = SecretStr("")
     evovoice_account_id: str | None = None
     evovoice_timeout: float = Field(default=15.0, gt=0, le=120)  # seconds to wait for an answer
+    # An Evo Voice request that could not connect (nothing sent), or a read whose answer was lost
+    # or a 502/503/504: the pause before it is tried again (doubling; the client's own default,
+    # bot/evovoice/requester.py DEFAULT_RETRY_BACKOFF).
+    evovoice_retry_seconds: float = Field(default=0.5, gt=0, le=30)
     # The process's budget of Evo Voice requests; polls stay within it (bot/evovoice/budget.py).
     evovoice_requests_per_minute: float = Field(default=120.0, gt=0, le=60_000)
     callbot_config: Path = DEFAULT_POLICY_PATH

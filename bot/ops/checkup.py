@@ -64,6 +64,7 @@ class Checkup:
                 self.settings.evovoice_username,
                 self.settings.evovoice_password.get_secret_value(),
                 timeout=httpx.Timeout(self.settings.evovoice_timeout, connect=5.0),
+                retry_backoff=self.settings.evovoice_retry_seconds,
             )
         return self._evo
 
