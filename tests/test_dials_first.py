@@ -12,7 +12,7 @@ import pytest
 from bot.calls.dials_first import DialsFirst
 from bot.evovoice.transport import REQUEST_SENT, AiohttpTransport
 from bot.standins.evovoice import Delayed, EvoVoiceStandIn, Respond
-from tests.conftest import BotUnderTest
+from tests.conftest import QUICK_VOICE_RETRY, BotFactory, BotUnderTest
 
 FULL = "+18144043093"
 
@@ -93,3 +93,17 @@ async def test_a_parent_post_waits_for_the_calls_still_on_their_way(bot: BotUnde
         assert bot.slack.calls_to("chat.postMessage") == []
     await bot.settle()
     assert any(FULL[-4:] in c.params["text"] for c in bot.slack.calls_to("chat.postMessage"))
+
+
+async def test_a_call_that_fails_before_its_post_does_not_hold_its_own_parent_post(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **QUICK_VOICE_RETRY)
+    assert bot.runtime.services is not None
+    bot.runtime.services.calls.dials_first.max_wait = 60
+    await bot.evo.stop()  # every try of the POST is refused: nothing is sent
+    await bot.command(f"{FULL} escalation")
+    # Its parent post waits for the calls on their way, and this one no longer is.
+    await asyncio.wait_for(bot.settle(), 10)
+    replies = [c for c in bot.slack.calls_to("chat.postMessage") if c.params.get("thread_ts")]
+    assert len(replies) == 1 and "nothing was dialled" in replies[0].params["text"]

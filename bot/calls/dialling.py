@@ -122,6 +122,10 @@ class Dialler:
         try:
             result, message = await self._dial(call, retry_for)
         finally:
+            # Dialled or not (unreachable, refused), this call is no longer on its way to Evo
+            # Voice: its own parent post, waiting for the calls on their way, goes now rather than
+            # after DIALS_FIRST_MAX_WAIT.
+            self._dials_first.dialled()
             # Even when dialling broke, the parent post finishes (and is never left unawaited).
             thread = await opening
         if thread is None:
