@@ -23,8 +23,11 @@ from bot.standins.evovoice import EvoVoiceStandIn, Oversized, TooManyRequests, T
 from tests.conftest import EVO_PASSWORD, EVO_USER, FLOWS, BotFactory, BotUnderTest
 from tests.follow_helpers import FAST, FULL, end_session, status_message, wait_for_edit
 
-# Long enough that a test could never pass by waiting it out.
-ONE_BYTE_A_SECOND = Trickled(seconds_per_byte=1.0)
+# A byte every tenth of a second: each pause well within the read timeouts below (0.5 s), so
+# aiohttp's own read timeout, which starts again at every byte, never trips; the whole answer (176
+# bytes for /auth/status, as many for a placed call) takes seconds, far longer than the timeout,
+# so a test could never pass by waiting it out.
+TRICKLED = Trickled(seconds_per_byte=0.1)
 
 
 def thread_replies(bot: BotUnderTest) -> list[str]:
@@ -33,8 +36,8 @@ def thread_replies(bot: BotUnderTest) -> list[str]:
 
 
 async def test_a_trickled_answer_to_a_call_is_cut_at_the_timeout(bot_factory: BotFactory) -> None:
-    bot = await bot_factory("http", EVOVOICE_TIMEOUT="1")
-    bot.evo.queue_outgoing(ONE_BYTE_A_SECOND)
+    bot = await bot_factory("http", EVOVOICE_TIMEOUT="0.5")
+    bot.evo.queue_outgoing(TRICKLED)
     await bot.command(f"{FULL} escalation")
     # The answer would take minutes to arrive; the requester hears well before.
     await asyncio.wait_for(bot.settle(), 30)
@@ -47,11 +50,14 @@ async def test_a_trickled_answer_to_a_call_is_cut_at_the_timeout(bot_factory: Bo
 
 
 async def test_a_trickled_lookup_is_a_timeout(evo: EvoVoiceStandIn) -> None:
-    evo.queue("GET", "/auth/status", ONE_BYTE_A_SECOND, ONE_BYTE_A_SECOND)
+    evo.queue("GET", "/auth/status", TRICKLED, TRICKLED)
+    # The GET's one more try comes after a pause that is no business of this test's.
     async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD,
-                              timeout=httpx.Timeout(1.0, connect=5.0)) as client:
+                              timeout=httpx.Timeout(0.5, connect=5.0),
+                              retry_backoff=0.01) as client:
         with pytest.raises(EvoVoiceTimeout):
             await asyncio.wait_for(client.auth_status(), 30)
+    assert len(evo.requests_to("GET", "/auth/status")) == 2  # a lookup is tried once more
 
 
 async def test_a_huge_answer_is_refused_not_read(evo: EvoVoiceStandIn) -> None:
