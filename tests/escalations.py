@@ -68,9 +68,9 @@ class Clock:
 
 async def start(
     bot_factory: BotFactory, mode: str = "http", *, policy: str = ROSTER,
-    at: dt.datetime = IN_ALICES_SHIFT, clock: Clock | None = None,
+    at: dt.datetime = IN_ALICES_SHIFT, clock: Clock | None = None, **env: str,
 ) -> tuple[BotUnderTest, Clock]:
-    bot = await bot_factory(mode, policy=policy, **FAST)
+    bot = await bot_factory(mode, policy=policy, **FAST, **env)
     clock = clock or Clock()
     services(bot).oncall.clock = lambda: at
     services(bot).escalations.clock = clock

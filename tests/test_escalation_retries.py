@@ -9,9 +9,10 @@ import logging
 import pytest
 from yarl import URL
 
+from bot.calls.retry import FIRST_RETRY_SECONDS
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus, Respond, TooManyRequests
-from tests.conftest import BotFactory
+from tests.conftest import QUICK_VOICE_RETRY, BotFactory
 from tests.escalations import (
     ALICE,
     BOB,
@@ -23,6 +24,7 @@ from tests.escalations import (
     submit,
     wait_for_edit,
 )
+from tests.follow_helpers import services
 
 OUTGOING = ("POST", "/sessions/outgoing")
 
@@ -73,15 +75,27 @@ async def test_evo_voice_unreachable_for_a_moment_is_tried_again(
     bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="bot.calls.service")
-    bot, _ = await start(bot_factory)
+    bot, _ = await start(bot_factory, **QUICK_VOICE_RETRY)
+    # The step's pause before dialling again is held until Evo Voice is back.
+    pauses: list[float] = []
+    pausing, back = asyncio.Event(), asyncio.Event()
+
+    async def held(seconds: float) -> None:
+        pauses.append(seconds)
+        pausing.set()
+        await back.wait()
+
+    services(bot).calls.dialler.sleep = held
     port = URL(bot.evo.url).port
     assert port is not None
     await bot.evo.stop()  # connections refused: the client's own three tries fail
     view, _ = await open_on_message(bot)
     await submit(bot, view)
     await escalation_message(bot)
-    while not any("EvoVoiceUnreachable, trying again" in r.getMessage() for r in caplog.records):
-        await asyncio.sleep(0.02)
+    await asyncio.wait_for(pausing.wait(), 30)
+    assert pauses == [FIRST_RETRY_SECONDS]  # no Retry-After: the first pause of the back-off
     await bot.evo.start(port=port)
+    back.set()
     await bot.evo.wait_for_posts(1, timeout=30)
     assert dialled(bot) == [ALICE]
+    assert any("EvoVoiceUnreachable, trying again" in r.getMessage() for r in caplog.records)

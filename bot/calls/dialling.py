@@ -65,6 +65,8 @@ class Dialler:
         self._account_ids = account_ids
         # Hears every call's outcome (metrics); never sees the number.
         self._on_result = on_result
+        # The pause before a "not now" refusal is dialled again (a test holds it on a gate).
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     async def place(
         self,
@@ -237,7 +239,7 @@ class Dialler:
                 )
             except (RateLimited, EvoVoiceUnreachable) as exc:
                 attempt += 1
-                if not await wait_to_retry(exc, attempt, retry_for):
+                if not await wait_to_retry(exc, attempt, retry_for, self.sleep):
                     raise
                 logger.info("call by %s to %s: %s, trying again", call.request.user_id,
                             call.number.masked, type(exc).__name__)

@@ -69,10 +69,11 @@ class CallService:
         # Dial at once, the confirmation thread alongside: see Dialler.place.
         # Calls on their way to the phone go before the Slack messages of calls already dialled.
         self.dials_first = DialsFirst()
-        self.place = Dialler(
+        self.dialler = Dialler(
             evo=evo, notifier=notifier, audit=audit, follower=follower, account_ids=account_ids,
             on_result=on_result, dials_first=self.dials_first,
-        ).place
+        )
+        self.place = self.dialler.place
         self._claims = claims
         self._dial_policy = dial_policy
         self._default_caller_id = default_caller_id
