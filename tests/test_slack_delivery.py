@@ -22,12 +22,14 @@ from tests.escalations import (
 
 
 async def test_the_final_status_edit_outlasts_a_slack_storm(bot_factory: BotFactory) -> None:
-    bot = await bot_factory("http", **FAST)
+    # The pauses between the final edit's tries double from the first poll interval: from 5 ms,
+    # five of them take 0.16 s (from FAST's 50 ms, 1.6 s).
+    bot = await bot_factory("http", **(FAST | {"CALL_POLL_SECONDS": "0.005"}))
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
-    # More refusals in a row than the final edit used to be tried (3). Not many more: the pauses
-    # between tries double from the poll interval, so each one more costs twice the last in time.
+    # More refusals in a row than the final edit used to be tried (3). Not many more: each one more
+    # costs twice the last pause in time.
     bot.slack.fail("chat.update", "internal_error", times=5,
                    when=lambda c: "Ended" in str(c.params.get("text")))
     end_session(bot, session_id, after_seconds=30, outcome="Completed")
@@ -37,6 +39,9 @@ async def test_the_final_status_edit_outlasts_a_slack_storm(bot_factory: BotFact
         timeout=30,
     )
     assert "Ended" in (status.text or "")
+    refused = [c for c in bot.slack.calls_to("chat.update")
+               if not c.ok and "Ended" in str(c.params.get("text"))]
+    assert len(refused) == 5  # it outlasted every refusal
 
 
 async def test_nobody_acknowledged_refused_by_slack_is_delivered_later(

@@ -199,8 +199,9 @@ async def test_ratelimited_is_429_with_retry_after(slack: SlackStandIn) -> None:
     assert err.value.response.headers["Retry-After"] == "1"
     assert slack.calls_to("chat.postMessage")[0].status == 429
 
-    # slack_sdk's rate-limit retry handler waits Retry-After and retries: the second try succeeds
-    slack.fail("chat.postMessage", "ratelimited", times=1)
+    # slack_sdk's rate-limit retry handler reads Retry-After (0 here, so that it waits only its own
+    # jitter of under a second) and retries: the second try succeeds
+    slack.fail("chat.postMessage", "ratelimited", times=1, retry_after=0)
     retrying = web_client(
         slack, retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)]
     )
