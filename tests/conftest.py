@@ -357,7 +357,9 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
     """`callbot demo`'s world and page, on a free port (tests/test_demo*.py)."""
     from bot.demo.web import Demo
 
-    running = Demo(0, tmp_path)
+    # Polling as fast as the bots of the other tests (follow_helpers.FAST): a test waits for what
+    # the demo does, not for its polls.
+    running = Demo(0, tmp_path, poll_seconds=(0.05, 0.2))
     await running.start()
     yield running
     await running.stop()

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.demo.world import DemoError, DemoWorld
+from bot.demo.world import DEMO_POLL_SECONDS, DemoError, DemoWorld
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +123,10 @@ ACTIONS: dict[str, Handler] = {
 class Demo:
     """The world and its page, started and stopped together (the tests use this too)."""
 
-    def __init__(self, port: int, data_dir: Path) -> None:
-        self.world = DemoWorld(data_dir)
+    def __init__(
+        self, port: int, data_dir: Path, *, poll_seconds: tuple[float, float] = DEMO_POLL_SECONDS
+    ) -> None:
+        self.world = DemoWorld(data_dir, poll_seconds=poll_seconds)
         self.requested_port = port
         self.port: int | None = None
         self._runner: web.AppRunner | None = None

@@ -48,13 +48,23 @@ from bot.standins.slack import (
 )
 
 JSON = dict[str, Any]
+# How soon a call's state is first checked again, and the most between checks: snappier than a
+# real deployment (CALL_POLL_SECONDS, CALL_POLL_MAX_SECONDS), so a click shows within a second.
+DEMO_POLL_SECONDS = (0.5, 1.0)
 
 __all__ = ["CHANNEL", "YOU", "DemoError", "DemoWorld", "sample_policy_path"]
 
 
 class DemoWorld:
-    def __init__(self, data_dir: Path, *, policy_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        policy_path: Path | None = None,
+        poll_seconds: tuple[float, float] = DEMO_POLL_SECONDS,
+    ) -> None:
         self.data_dir = data_dir
+        self.poll_seconds = poll_seconds
         self.policy_path = policy_path or sample_policy_path()
         self.slack = SlackStandIn(bot_token=BOT_TOKEN, app_token=APP_TOKEN)
         self.evo = EvoVoiceStandIn(username=EVO_USER, password=EVO_PASSWORD)
@@ -88,9 +98,8 @@ class DemoWorld:
             callbot_config=str(self.policy_path),
             database_url=f"sqlite:///{self.data_dir / 'callbot-demo.db'}",
             port=0,
-            # Snappier than a real deployment, so a click shows within a second.
-            call_poll_seconds=0.5,
-            call_poll_max_seconds=1.0,
+            call_poll_seconds=self.poll_seconds[0],
+            call_poll_max_seconds=self.poll_seconds[1],
             audit_hash_key=None,
         )
         self.runtime = Runtime(settings, self.policy)
