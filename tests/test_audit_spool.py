@@ -16,7 +16,7 @@ from bot.storage.database import sqlite_path
 from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import POSTGRESQL
 from tests.follow_helpers import FULL, audit_records, services
-from tests.database_locks import with_short_busy_timeout, write_lock
+from tests.database_locks import SHORT_BUSY_TIMEOUT_MS, with_short_busy_timeout, write_lock
 
 
 async def recorded(bot: BotUnderTest, n: int = 1, timeout: float = 20) -> None:
@@ -62,6 +62,12 @@ async def test_a_refusal_recorded_while_the_database_is_locked_outlives_a_restar
 WRITTEN_BY_A_CALL = "claims, rate_events, audit_attempts, audit_events, calls, leases"
 
 
+def with_short_lock_timeout(url: str) -> str:
+    """The test's PostgreSQL URL (it has a query already), its writes giving up after
+    SHORT_BUSY_TIMEOUT_MS waiting for a lock: every write meeting the test's lock costs that."""
+    return f"{url}&lock_timeout={SHORT_BUSY_TIMEOUT_MS}"
+
+
 @asynccontextmanager
 async def write_lock_held(url: str) -> AsyncIterator[None]:
     """Another session keeps every table a call writes locked against writes (reads go on)."""
@@ -82,10 +88,10 @@ async def test_on_postgresql_a_refusal_recorded_while_the_database_fails_outlive
 ) -> None:
     spool = tmp_path / "spool" / "audit"
     spool.parent.mkdir()
-    # Writes give up after 300 ms waiting for the lock, as they would on a lock_timeout in
-    # production: LockNotAvailableError, the database failing.
+    # Writes give up after 100 ms waiting for the lock, as they would on a lock_timeout in
+    # production: LockNotAvailableError, the database failing (as SQLite's short busy timeout).
     first = await bot_factory(
-        "http", AUDIT_SPOOL=str(spool), DATABASE_URL=database_url + "&lock_timeout=300"
+        "http", AUDIT_SPOOL=str(spool), DATABASE_URL=with_short_lock_timeout(database_url)
     )
     async with write_lock_held(database_url):
         _, url = await first.command(f"{FULL} escalation")
@@ -104,7 +110,7 @@ async def test_a_spool_that_cannot_be_written_leaves_the_records_in_memory_and_s
 ) -> None:
     spool = tmp_path / "no such directory" / "audit"
     bot = await bot_factory(
-        "http", AUDIT_SPOOL=str(spool), DATABASE_URL=database_url + "&lock_timeout=300"
+        "http", AUDIT_SPOOL=str(spool), DATABASE_URL=with_short_lock_timeout(database_url)
     )
     async with write_lock_held(database_url):
         for _ in range(2):
