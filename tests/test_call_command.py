@@ -9,7 +9,7 @@ import pytest
 
 from bot.standins.evovoice import Gated, Respond
 from bot.standins.slack import SlackStandIn
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
@@ -247,9 +247,13 @@ async def test_ack_does_not_wait_for_a_slow_voice_api(bot: BotUnderTest) -> None
     assert "Call placed" in bot.slack.calls_to("chat.postMessage")[-1].params["text"]
 
 
-async def test_a_redelivered_command_rings_once(bot: BotUnderTest) -> None:
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_redelivered_command_rings_once(bot_factory: BotFactory, mode: str) -> None:
     from bot.standins.slack import slash_command_body, slash_command_payload
 
+    # Without the repeat question: it would stop the copy on its own, by asking the requester
+    # whether to call again, and hide a claim that no longer holds. The copy must go unnoticed.
+    bot = await bot_factory(mode, policy=POLICY_NO_REPEAT_QUESTION)
     url = bot.slack.response_url()
     fields = dict(text=f"{FULL} escalation", response_url=url, trigger_id="111.222.abc")
     if bot.mode == "socket":
@@ -262,6 +266,8 @@ async def test_a_redelivered_command_rings_once(bot: BotUnderTest) -> None:
         assert (await bot.post_signed(data)).status == 200
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 1
+    assert len(bot.slack.channel_messages("C0OPS")) == 1  # one parent: one call
+    assert bot.slack.responses.get(url, []) == []  # and no question about a second one
 
 
 async def test_a_cold_burst_asks_slack_who_we_are_only_once(bot: BotUnderTest) -> None:
