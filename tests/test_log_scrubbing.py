@@ -13,7 +13,7 @@ import pytest
 
 from bot.calls.confirm_views import CONFIRM_CALL_ACTION
 from bot.ops.logs import configure_logging
-from bot.standins.evovoice import DropConnection, ErrorStatus
+from bot.standins.evovoice import DropConnection, ErrorStatus, TooManyRequests
 from bot.standins.slack import block_actions_payload, interactive_body, sign, slash_command_body
 from tests.conftest import (
     APP_TOKEN,
@@ -23,6 +23,7 @@ from tests.conftest import (
     SIGNING_SECRET,
     BotFactory,
 )
+from tests.escalations import open_on_message, start, submit
 from tests.interactions import ask, button, click
 
 SECRETS = (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, EVO_PASSWORD)
@@ -129,3 +130,18 @@ async def test_user_text_cannot_forge_a_log_line(
     assert not any(line.startswith("2030-01-01") for line in log.splitlines())
     assert "\u202e" not in log and "\u2066" not in log and "\r" not in log
     assert bot.evo.outgoing_posts == []
+
+
+async def test_an_escalation_step_tried_again_logs_its_number_masked(
+    bot_factory: BotFactory, production_log: io.StringIO
+) -> None:
+    # The chain's own path: a step refused with "not now" is dialled again, and says so.
+    bot, _ = await start(bot_factory)
+    bot.evo.queue_outgoing(TooManyRequests(retry_after="0.05"))
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await bot.evo.wait_for_posts(2)
+    await bot.runtime.stop()
+    log = production_log.getvalue()
+    check_clean(log)
+    assert "+1 814 ••• 3093: RateLimited, trying again" in log
