@@ -181,10 +181,14 @@ async def test_a_flow_outcome_in_ack_outcomes_acknowledges(
     assert 'oncall_acknowledgements_total{via="outcome"} 1.0' in metrics_text(bot)
 
 
-async def test_an_outcome_not_listed_is_no_acknowledgement(bot_factory: BotFactory) -> None:
+# The second holds a listed outcome's words: only the whole outcome acknowledges.
+@pytest.mark.parametrize("outcome", ["Hung up before pressing 1", "Not acknowledged"])
+async def test_an_outcome_not_listed_is_no_acknowledgement(
+    bot_factory: BotFactory, outcome: str
+) -> None:
     bot, _, escalation = await _escalate(bot_factory, policy=WITH_OUTCOMES)
     bot.evo.set_session_state(session_of(bot, ALICE), callState="Disconnected", ended=True,
-                              outcome="Hung up before pressing 1")
+                              outcome=outcome)
     await bot.evo.wait_for_posts(2)
     assert dialled(bot) == [ALICE, BOB]
     assert await state_of(bot) == EscalationState.RUNNING
