@@ -133,6 +133,30 @@ async def test_hang_up_ends_the_call_in_evo_voice(fast_bot: BotUnderTest) -> Non
     assert hang_up is not None and hang_up.actor_id == "U0MANAGER"
 
 
+async def test_a_hang_up_evo_voice_refuses_is_said_and_not_shown_as_done(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    for method in ("DELETE", "PATCH"):  # EndSession or PatchSession, whichever the login may use
+        bot.evo.queue(method, f"/sessions/{session_id}", ErrorStatus(500))
+
+    _, url = await click(bot, status, HANG_UP_ACTION)
+    [answer] = await bot.slack.wait_for_response(url)
+    assert answer["response_type"] == "ephemeral"
+    assert "Evo Voice did not hang up" in answer["text"]
+    assert "may still be going on" in answer["text"]
+    await bot.settle()
+    assert "Hung up" not in (status.text or "")
+    assert HANG_UP_ACTION in buttons(status)  # still live: the button stays, to try again
+    [record] = await audit_records(bot)
+    failed = record.last("hang_up_failed")
+    assert failed is not None and failed.actor_id == "U0MANAGER"
+    assert record.last("hang_up") is None
+
+
 async def test_only_the_requester_or_a_manager_may_hang_up(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http", **FAST)
     # U0LEAD1 is a Manager through a user group; U0INTRUDER holds no role at all.
