@@ -10,6 +10,7 @@ import pytest
 from bot.standins.evovoice import Gated, Respond
 from bot.standins.slack import SlackStandIn
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
+from tests.follow_helpers import services
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
@@ -185,6 +186,21 @@ async def test_flow_list_is_cached_between_commands(bot_factory: BotFactory) -> 
 
 async def test_caller_id_not_owned_is_refused_before_dialling(bot: BotUnderTest) -> None:
     _, url = await bot.command(f"{FULL} escalation +18145550199")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert "not one of the account's phone numbers" in answer["text"]
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_a_default_caller_id_the_account_no_longer_owns_is_refused_before_dialling(
+    bot: BotUnderTest,
+) -> None:
+    # The policy's default caller ID (checked at start-up), released from the account since.
+    bot.evo.phone_numbers[:] = [
+        n for n in bot.evo.phone_numbers if n["phoneNumber"] != "+18145550100"
+    ]
+    services(bot).catalog.forget()  # as when the cached list expires
+    _, url = await bot.command(f"{FULL} escalation")
     [answer] = await bot.slack.wait_for_response(url)
     await bot.settle()
     assert "not one of the account's phone numbers" in answer["text"]
