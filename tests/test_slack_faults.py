@@ -13,6 +13,7 @@ import pytest
 from bot.standins.slack import ApiCall, ApiReply
 from tests.conftest import BotFactory, BotUnderTest
 from bot.calls.confirm_views import CONFIRM_CALL_ACTION
+from tests.follow_helpers import FAST, end_session
 from tests.interactions import button
 
 FULL = "+18144043093"
@@ -84,6 +85,21 @@ async def test_a_failing_thread_reply_reaches_the_requester_with_its_context(
     # Out of the thread, the result comes with the line saying which call it is about.
     assert MASKED in answer["text"] and "Call placed" in answer["text"]
     assert answer["response_type"] == "ephemeral"
+
+
+async def test_a_call_whose_thread_refuses_replies_still_tells_its_outcome(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    bot.slack.fail("chat.postMessage", "internal_error", when=is_reply, retry_after=0)
+    _, url = await bot.command(f"{FULL} escalation")
+    [placed] = await bot.slack.wait_for_response(url)
+    assert "Call placed" in placed["text"]
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    # The status out of the thread is kept current too: never left at "Call placed".
+    answers = await bot.slack.wait_for_response(url, n=2)
+    assert MASKED in answers[1]["text"] and "Ended: No answer" in answers[1]["text"]
 
 
 async def test_an_expired_response_url_still_reaches_the_requester(bot: BotUnderTest) -> None:
