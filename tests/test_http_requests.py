@@ -58,6 +58,8 @@ async def test_forged_requests_get_401_and_dial_nothing(
     assert await post(http_bot, data, tamper(data)) == 401  # type: ignore[operator]
     await http_bot.settle()
     assert http_bot.evo.outgoing_posts == []
+    # Refused at the front door, before Bolt parses the body (Bolt's own check comes second).
+    assert "rejected an unsigned or badly signed request" in caplog.text
     assert "4043093" not in caplog.text and "/response/" not in caplog.text
 
 
