@@ -106,6 +106,10 @@ async def test_double_clicks_and_redelivered_clicks_dial_once(bot: BotUnderTest)
     assert all(ack.status == 200 for ack, _ in acks)
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 1
+    # The copies go unnoticed: nobody is told their own call's question was "already answered".
+    answers = [a["text"] for _, url in acks for a in bot.slack.responses_to(url)]
+    assert sum("Confirmed" in a for a in answers) == 1
+    assert not any("already answered" in a for a in answers)
 
 
 async def test_cancel_dials_nothing_and_the_question_cannot_be_used_after(
