@@ -258,7 +258,8 @@ async def test_call_again_goes_through_the_same_checks(bot_factory: BotFactory) 
 
     _, url = await click(bot, status, CALL_AGAIN_ACTION, user_id="U0INTRUDER")
     [answer] = await bot.slack.wait_for_response(url)
-    assert "not allowed" in answer["text"]
+    # Refused by the button's own rule (the requester or a role), before any call is checked.
+    assert "not allowed to use this call's buttons" in answer["text"]
 
     # The caller ID is no longer the account's: refused before dialling, like a typed command.
     bot.evo.phone_numbers[:] = [n for n in bot.evo.phone_numbers if n["id"] != "ep-2"]
