@@ -92,7 +92,9 @@ async def test_the_on_call_person_without_a_number_is_flagged_and_skipped(
 
     assert await submit(bot, view) == {}
     escalation = await escalation_message(bot)
-    await wait_for_edit(bot, escalation, "1. <@U0CAROL> — ⏭ skipped: no usable phone number")
+    # The card says why: the reason the form warned of, not a bare "skipped".
+    await wait_for_edit(bot, escalation, "1. <@U0CAROL> — ⏭ skipped: no usable phone number "
+                        "(not in [people], and the Slack profile has no phone number)")
     await bot.evo.wait_for_posts(1)
     assert dialled(bot) == [ALICE]  # the next in the rotation after Carol
     await wait_for_edit(bot, escalation, "2. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
