@@ -9,14 +9,16 @@ Deadlines run on the escalation service's clock, moved by hand (see test_escalat
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
+from bot.standins.evovoice import Gated
 from bot.standins.slack import Message
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import BotFactory, BotUnderTest, until
 from tests.follow_helpers import services
 from tests.escalations import (
     ALICE,
@@ -179,6 +181,28 @@ async def test_a_flow_outcome_in_ack_outcomes_acknowledges(
     assert dialled(bot) == [ALICE]
     assert not hung_up(bot, alice)  # it was answered: never cut short
     assert 'oncall_acknowledgements_total{via="outcome"} 1.0' in metrics_text(bot)
+
+
+async def test_an_ack_outcome_the_poll_has_not_brought_back_by_the_deadline_still_counts(
+    bot_factory: BotFactory,
+) -> None:
+    """At the deadline the session is read afresh: Alice pressed 1 while the follower's poll was
+    still out, and her acknowledgement counts; nobody else is called, her call is left on."""
+    bot, clock, escalation = await _escalate(bot_factory, policy=WITH_OUTCOMES)
+    alice = session_of(bot, ALICE)
+    polls = len(bot.evo.requests_to("GET", "/sessions"))
+    poll_answered = asyncio.Event()
+    bot.evo.queue("GET", "/sessions", Gated(poll_answered))  # the follower's next poll hangs
+    await until(lambda: len(bot.evo.requests_to("GET", "/sessions")) > polls)
+    bot.evo.set_session_state(alice, callState="Connected", outcome="pressed 1")
+    clock.advance(91)
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    poll_answered.set()
+    clock.advance(1000)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
+    assert not hung_up(bot, alice)
 
 
 # The second holds a listed outcome's words: only the whole outcome acknowledges.

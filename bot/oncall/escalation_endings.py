@@ -94,7 +94,10 @@ class Endings:
         if target is not None and escalation.step_started_at is not None:
             call = await self._step_call(escalation)
             note = None
-            if call is not None and not call.answered and not call.is_final:
+            # Acknowledged through this very call: it was answered, whatever its row says (the
+            # deadline's fresh read of the session can be ahead of the follower's poll).
+            through_it = escalation.acknowledged_via == AckVia.OUTCOME and target.user_id == by
+            if call is not None and not call.answered and not call.is_final and not through_it:
                 note = await self.hang_up_unanswered(call, f"acknowledged by {by}")
             outcome = (StepOutcome.ACKNOWLEDGED if target.user_id == by
                        else StepOutcome.CALLED_OFF)
