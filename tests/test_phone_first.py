@@ -11,8 +11,8 @@ import asyncio
 
 from bot.slack.lanes import LANE_IN_FLIGHT
 from bot.standins.slack import ApiCall
-from tests.budget_clock import LeapingClock
-from tests.conftest import BotFactory, BotUnderTest
+from tests.budget_clock import BudgetClock, LeapingClock
+from tests.conftest import BotFactory, BotUnderTest, until
 from tests.follow_helpers import FAST, end_session, services
 
 FULL = "+18144043093"
@@ -195,3 +195,34 @@ async def test_twenty_calls_in_one_channel_under_the_posting_limit(bot: BotUnder
     assert 1 < most_at_once(posts) <= LANE_IN_FLIGHT
     dialled = {str(r.json["numberToDial"]) for r in bot.evo.outgoing_posts}
     assert dialled == set(numbers)
+
+
+async def test_a_429_holds_the_channel_s_next_post_for_its_retry_after(bot: BotUnderTest) -> None:
+    """Slack asks one post to wait 30 s: the channel's next post, never refused itself, waits
+    them out too, rather than meeting the limit again."""
+    clock = BudgetClock()  # still until the test moves it
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await clock.sleep(seconds)
+
+    lanes = services(bot).notifier.lanes
+    lanes.clock, lanes.sleep = clock, sleep
+    bot.slack.fail("chat.postMessage", "ratelimited", times=1, retry_after=30)
+    await bot.command(f"{FULL} escalation")
+    await bot.slack.wait_for_call("chat.postMessage", lambda c: c.status == 429, timeout=5.0)
+    await bot.command("+18144043094 escalation")
+    await bot.evo.wait_for_posts(2)
+    await until(lambda: len(waits) == 2)
+    assert waits == [30, 30]
+    assert len(bot.slack.calls_to("chat.postMessage")) == 1  # only the refused one so far
+    clock.advance(30)
+    await bot.settle()
+    parents = bot.slack.channel_messages("C0OPS")
+    assert len(parents) == 2
+    for parent in parents:
+        [status] = bot.slack.thread("C0OPS", parent.ts)
+        assert "Call placed" in (status.text or "")
+    assert bot.slack.response_posts == []
+    assert [c.status for c in bot.slack.calls_to("chat.postMessage")].count(429) == 1
