@@ -57,6 +57,12 @@ async def test_one_status_message_follows_the_call_to_its_end(fast_bot: BotUnder
     assert len(versions) == 3, versions  # edited on changes only, however often it was polled
     assert "Ringing" in versions[0] and "Connected" in versions[1]
     assert "Ended: Completed, answered by Alice Example, lasted 2m 05s" in versions[2]
+    # No ✅ before the outcome is known: not on the placed call, not once it connected.
+    assert not any("✅" in v for v in versions[:2]), versions
+    assert versions[2].startswith("📲 Call placed") and "✅ Ended" in versions[2]
+    # The parent carries the outcome, added by an edit once the call is over.
+    assert "✅" not in texts(parent)[0]
+    assert texts(parent)[-1].endswith("\n✅ Answered.")
     assert set(buttons(status)) == {CALL_AGAIN_ACTION}
     assert bot.slack.thread(CHANNEL, parent.ts) == [status]  # one message in the thread
     assert len(bot.evo.reads_of(session_id)) >= 2
@@ -300,6 +306,7 @@ async def test_a_failed_call_offers_call_again(bot_factory: BotFactory) -> None:
     status = await status_message(bot)
     assert "Call not placed" in status.text and "Flow is disabled" in status.text
     assert await wait_for_mark(bot, parent_of(bot, status)) == "x"
+    assert texts(parent_of(bot, status))[-1].endswith("\n❌ Not placed.")  # not "not answered"
     await click(bot, status, CALL_AGAIN_ACTION)
     await status_message(bot, 2)
     await bot.settle()
@@ -363,6 +370,7 @@ async def test_an_unconfirmed_call_is_reported_not_found_after_a_while(
     status = await status_message(bot)
     await wait_for_edit(bot, status, "most likely not placed")
     assert await wait_for_mark(bot, parent_of(bot, status)) == "warning"
+    assert texts(parent_of(bot, status))[-1].endswith("\n⚠️ Outcome unclear: see the thread.")
     assert set(buttons(status)) == {CALL_AGAIN_ACTION}
     assert len(bot.evo.requests_to("GET", "/sessions")) >= 2
     [record] = await audit_records(bot)
