@@ -111,6 +111,23 @@ async def test_once_the_response_url_is_spent_the_outcome_comes_by_direct_messag
     assert MASKED in dm["text"] and "Ended: No answer" in dm["text"]
 
 
+async def test_past_29_minutes_the_outcome_comes_by_direct_message_not_the_old_response_url(
+    bot_factory: BotFactory,
+) -> None:
+    # Slack takes a response_url's posts for 30 minutes; the bot keeps a minute's margin.
+    bot = await bot_factory("http", **FAST)
+    clock = BudgetClock()  # still until the test moves it
+    services(bot).notifier.clock = clock
+    url, session_id = await private_channel_call(bot)
+    await bot.slack.wait_for_response(url, n=2)
+    clock.advance(29 * 60)
+    end_session(bot, session_id, after_seconds=42, outcome="No answer")
+    dm = await bot.slack.wait_for_call("chat.postMessage", lambda c: c["channel"] == "U0MANAGER")
+    await bot.settle()
+    assert MASKED in dm["text"] and "Ended: No answer" in dm["text"]
+    assert len(bot.slack.responses_to(url)) == 2  # the old response_url was not tried
+
+
 async def test_when_only_the_thread_fails_the_requester_still_sees_the_status_to_the_end(
     bot_factory: BotFactory,
 ) -> None:

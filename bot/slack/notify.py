@@ -130,7 +130,8 @@ class Notifier:
         # Said at the end of every message posted (EVOVOICE_MODE=simulate says calls are simulated).
         self._banner = banner
         self.lanes = Lanes(client, clock=clock, sleep=sleep)
-        self._clock = clock
+        # The clock a response_url's age is read on (public: a test may move it on).
+        self.clock = clock
         # Where kept posts go (bot/slack/outbox.py); without one they are posted like any other.
         self.outbox: KeepsPosts | None = None
 
@@ -170,7 +171,7 @@ class Notifier:
         else:
             thread.requester = user_id
             if thread.ts is None and thread.response_url is not None:
-                thread.relay = Relay(thread.response_url, user_id, parent, self._clock())
+                thread.relay = Relay(thread.response_url, user_id, parent, self.clock())
             return thread
         try:
             response = await self._post_message(user_id, **self._out(parent))
@@ -242,7 +243,7 @@ class Notifier:
                     # Out of the thread, the status alone would lack context: the relay sends
                     # both together, and keeps them current (never a status left at Ringing).
                     thread.relay = Relay(thread.response_url, thread.requester, thread.parent,
-                                         self._clock(), uses=0, in_channel=False)
+                                         self.clock(), uses=0, in_channel=False)
                     return Posted(await self.relay_status(thread.relay, message, final=False))
                 if thread.response_url is None:
                     return Posted(False)
@@ -262,7 +263,7 @@ class Notifier:
         shown = combined(relay.parent, message)
         if relay.dm is None:
             fresh = (relay.url is not None
-                     and self._clock() - relay.opened < RESPONSE_URL_LIFETIME_SECONDS)
+                     and self.clock() - relay.opened < RESPONSE_URL_LIFETIME_SECONDS)
             room = RESPONSE_URL_USES - relay.uses - (0 if final else 1)
             if relay.url is not None and fresh and room > 0:
                 # The first post of a relay that follows a failed thread reply has nothing to
