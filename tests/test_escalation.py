@@ -48,7 +48,7 @@ from tests.escalations import (
     wait_for_post,
     wait_for_state,
 )
-from tests.follow_helpers import services
+from tests.follow_helpers import audit_records, services
 
 # ------------------------------------------------------------------------------------- the form
 
@@ -291,6 +291,53 @@ async def test_a_failed_hang_up_is_said_and_the_chain_goes_on(bot_factory: BotFa
     await bot.evo.wait_for_posts(2)
     await wait_for_edit(bot, await escalation_message(bot), "Hanging up that call failed")
     assert dialled(bot) == [ALICE, BOB]
+
+
+# ---------------------------------------------------------------------------- the audit trail
+
+
+async def test_every_step_s_call_leaves_one_audit_record_with_its_outcome(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory)
+    bot.evo.queue_outgoing(ErrorStatus(401, "Invalid UserName or Password"))
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(2)
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    records = list(reversed(await audit_records(bot)))  # oldest first
+    assert [(r.origin, r.number_masked, r.decision) for r in records] == [
+        ("escalation", "+1 814 ••• 3093", "allowed"), ("escalation", "+1 814 ••• 3094", "allowed")]
+    assert [[e.kind for e in r.events] for r in records] == [["failed"], ["placed"]]
+
+
+async def test_a_step_its_checks_refuse_leaves_one_audit_record_of_the_refusal(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    # The policy's default caller ID is released from the account while Alice's phone rings:
+    # the next steps are refused by their checks.
+    bot.evo.phone_numbers[:] = [
+        n for n in bot.evo.phone_numbers if n["phoneNumber"] != "+18145550100"
+    ]
+    services(bot).catalog.forget()  # as when the cached list expires
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    assert dialled(bot) == [ALICE]
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> — ⚠️ couldn't be called")
+    records = list(reversed(await audit_records(bot)))  # oldest first
+    # Bob and the manager refused; Carol, without a number, was skipped before any check.
+    assert [(r.number_masked, r.decision) for r in records] == [
+        ("+1 814 ••• 3093", "allowed"), ("+1 814 ••• 3094", "refused"),
+        ("+1 814 ••• 3090", "refused")]
+    assert [[e.kind for e in r.events][:1] for r in records] == [["placed"], [], []]
+    assert all(r.origin == "escalation" for r in records)
+    assert [r.reason for r in records] == [None, "CallerIdNotOwned", "CallerIdNotOwned"]
 
 
 # ------------------------------------------------------------------------------------- stopping
