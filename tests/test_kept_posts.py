@@ -13,6 +13,8 @@ That they are not taken over sooner is tested with real replicas (tests/test_rep
 
 from __future__ import annotations
 
+import asyncio
+
 from bot.standins.slack import ApiCall
 from bot.storage.database import Database
 from tests.conftest import BotFactory, BotUnderTest
@@ -145,3 +147,53 @@ async def test_an_escalation_post_refused_by_slack_is_delivered_after_a_restart(
     await second.settle()
     assert sum(1 for c in second.slack.calls_to("chat.postMessage") if c.ok and loud(c)) == 1
     assert dialled(second) == [ALICE, BOB, MANAGER]  # nobody dialled again
+
+
+async def test_a_post_its_live_replica_still_sends_again_is_not_taken_over(
+    bot_factory: BotFactory,
+) -> None:
+    """Slack refused "Nobody acknowledged" for longer than a lease, but its replica is alive and
+    still trying: another replica leaves it alone, and it is delivered once."""
+    clock = Clock()
+
+    async def start() -> BotUnderTest:
+        bot = await bot_factory("http", policy=ROSTER, **QUICK)
+        services(bot).oncall.clock = lambda: IN_ALICES_SHIFT
+        services(bot).escalations.clock = clock
+        return bot
+
+    first = await start()
+    try_again = asyncio.Event()
+
+    async def held(_: float) -> None:
+        await try_again.wait()
+
+    services(first).outbox.sleep = held  # its next try waits for the test
+    view, _ = await open_on_message(first)
+    await submit(first, view)
+    escalation = await escalation_message(first)
+
+    def loud(c: ApiCall) -> bool:
+        return "Nobody acknowledged" in str(c.params.get("text"))
+
+    first.slack.fail("chat.postMessage", "internal_error", times=1, when=loud)
+    for person, place in [("<@U0ALICE> (+1 814 ••• 3093)", "1. "),
+                          ("<@U0BOB> (+1 814 ••• 3094)", "2. "),
+                          ("<@U0MANAGER> (escalate_to) (+1 814 ••• 3090)", "4. ")]:
+        await wait_for_edit(first, escalation, f"{place}{person} — 🔔")
+        clock.advance(91)
+    await first.slack.wait_for_call("chat.postMessage", lambda c: not c.ok and loud(c))
+    # The post has been waiting longer than a lease; its replica's heartbeat is current.
+    db = services(first).db
+    await db.execute("UPDATE slack_posts SET created_at = created_at - ?",
+                     (first.runtime.settings.lease_seconds,))
+
+    second = await start()
+    await services(second).outbox.take_over()  # a lease keeper's round, now
+    await second.settle()
+    assert not any(c.ok and loud(c) for c in second.slack.calls_to("chat.postMessage"))
+    try_again.set()
+    await first.slack.wait_for_call("chat.postMessage", lambda c: c.ok and loud(c))
+    await first.settle()
+    await second.settle()
+    assert sum(1 for c in first.slack.calls_to("chat.postMessage") if c.ok and loud(c)) == 1
