@@ -45,7 +45,7 @@ from bot.slack.socket_mode import (
     ObservedSocketModeHandler,
     SocketWatchdog,
 )
-from bot.storage.database import SQLITE, Database, sqlite_path
+from bot.storage.database import SQLITE, Database, SchemaTooNew, sqlite_path
 from bot.storage.faults import DATABASE_FAULTS
 
 logger = logging.getLogger(__name__)
@@ -364,8 +364,8 @@ async def run_until_signalled(runtime: Runtime) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await runtime.start()
-    except ConfigError:
-        raise
+    except (ConfigError, SchemaTooNew):
+        raise  # each said in plain words by the entry point: not an unexpected failure
     except Exception as exc:
         raise unexpected_start_up(exc) from None
     signalled = asyncio.ensure_future(stop.wait())

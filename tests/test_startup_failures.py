@@ -89,6 +89,23 @@ def test_a_database_that_cannot_be_used_is_one_line(
     assert "✗ DATABASE_URL:" in text
 
 
+def test_a_database_migrated_by_a_newer_callbot_is_one_line(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    conn = sqlite3.connect(policy_path.parent / "callbot.db")
+    conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                 " applied_at TEXT NOT NULL)")
+    conn.execute("INSERT INTO schema_migrations VALUES (999, 'from the future', '2030-01-01')")
+    conn.commit()
+    conn.close()
+    env = bot_environment("http", slack, evo, policy_path)
+    text = fail_in_process(env, policy_path.parent, monkeypatch, capsys)
+    [line] = [line for line in text.splitlines() if "callbot cannot start" in line]
+    assert "schema version 999, newer than this callbot knows" in line, text
+    assert "reference" not in text, "a known refusal, not an unexpected failure"
+
+
 def test_a_full_disk_at_start_up_is_one_line(
     slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
