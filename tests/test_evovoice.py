@@ -20,6 +20,7 @@ from bot.evovoice.client import (
     EvoVoiceError,
     EvoVoiceTimeout,
     EvoVoiceUnreachable,
+    Forbidden,
     MalformedResponse,
     MissingRole,
     NotFound,
@@ -573,6 +574,23 @@ async def test_hang_up_ends_the_session(client: EvoVoiceClient, standin: EvoVoic
     assert session.call_state == "Disconnected"
     assert session.outcome == "Hung up"
     assert standin.hang_ups(placed.session_id) == ["PATCH"]  # Manager only: EndSession refused
+
+
+async def test_a_hang_up_refused_for_another_reason_than_a_role_is_not_sent_another_way(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    placed = await client.create_outgoing_session("flow-esc", CUSTOMER)
+    assert placed.session_id is not None
+    path = f"/sessions/{placed.session_id}"
+    standin.roles = ["Manager", "User"]  # EndSession is allowed: its 403 is not a missing role
+    standin.queue("DELETE", path, ErrorStatus(403, "This client is not allowed"))
+
+    with pytest.raises(Forbidden) as caught:
+        await client.hang_up(placed.session_id)
+
+    assert not isinstance(caught.value, MissingRole)
+    assert standin.requests_to("PATCH", path) == []
+    assert client.hang_up_method == "DELETE"
 
 
 async def test_wait_for_posts_returns_once_they_arrived(
