@@ -114,6 +114,35 @@ async def test_the_runner_runs_a_row_once_and_a_dead_replicas_rows_move(db: Data
     assert await Leases(db, owner="c", clock=clock).held("call") == set(), "done: released"
 
 
+async def test_a_runner_does_not_start_a_row_whose_lease_another_replica_holds(
+    db: Database,
+) -> None:
+    clock = Clock()
+    leases_a, leases_b = two_replicas(db, clock)
+    ran: list[str] = []
+    gate = asyncio.Event()
+
+    async def nothing(row_id: int, exc: Exception) -> None:
+        raise AssertionError(exc)
+
+    def work(who: str) -> Work:
+        async def run() -> None:
+            ran.append(who)
+            await gate.wait()
+        return run
+
+    a = RowRunner("call", leases_a, on_error=nothing)
+    b = RowRunner("call", leases_b, on_error=nothing)
+    assert await a.start(1, work("a"))
+    # b was asked to start it (a round that saw it unowned a moment before): a's lease says no.
+    assert not await b.start(1, work("b"))
+    await asyncio.sleep(0)
+    assert ran == ["a"] and b.running == 0
+    assert await leases_b.held("call") == set()
+    gate.set()
+    await asyncio.gather(*a.tasks())
+
+
 async def test_a_runner_lets_go_of_a_row_another_replica_took_over(db: Database) -> None:
     clock = Clock()
     leases_a, leases_b = two_replicas(db, clock)
