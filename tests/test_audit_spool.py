@@ -58,6 +58,23 @@ async def test_a_refusal_recorded_while_the_database_is_locked_outlives_a_restar
     assert first.evo.outgoing_posts == []
 
 
+async def test_a_refusal_spooled_while_the_database_is_locked_is_written_once_it_answers(
+    bot_factory: BotFactory, database_url: str
+) -> None:
+    bot = await bot_factory("http", DATABASE_URL=with_short_busy_timeout(database_url))
+    spool = Path(sqlite_path(services(bot).db.url) + ".audit-spool")
+    with write_lock(bot):
+        _, url = await bot.command(f"{FULL} escalation")
+        [answer] = await bot.slack.wait_for_response(url, timeout=20)
+        assert "could not write to its database, so nothing was dialled" in str(answer)
+        assert spool.read_text().count("\n") == 1
+    # The same bot, no restart: it writes the record as soon as the database answers.
+    await recorded(bot)
+    [record] = await audit_records(bot)
+    assert record.decision == "refused" and record.reason == "DatabaseUnavailable"
+    assert spool.read_text() == ""
+
+
 # What a /call writes before it is dialled.
 WRITTEN_BY_A_CALL = "claims, rate_events, audit_attempts, audit_events, calls, leases"
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from bot.audit.spool import Spool, Spooled, database_id
+from bot.audit.trail import ATTEMPT_COLUMNS, AuditLog
 from bot.storage.database import Database
 from tests.conftest import BotFactory
 from tests.database_locks import with_short_busy_timeout, write_lock
@@ -88,3 +89,28 @@ async def test_lines_from_before_records_named_their_database_are_written_by_any
     finally:
         await spool.stop()
         await db.close()
+
+
+async def test_two_processes_draining_one_spool_at_once_write_each_record_once(
+    db: Database, tmp_path: Path
+) -> None:
+    path = tmp_path / "spool"
+    other = Database(db.url)  # another process on this host, the same database and file
+    await other.open()
+    first = await AuditLog.open(db, spool=path)
+    second = await AuditLog.open(other, spool=path)
+    values = dict(zip(ATTEMPT_COLUMNS, (
+        "2026-01-01T00:00:00+00:00", "T1", "U1", "C1", "command", None, "+1 814 ••• 3093", None,
+        "escalation", None, None, "refused", "DatabaseUnavailable",
+    ), strict=True))
+    path.write_text(json.dumps({"key": "k1", "table": "audit_attempts", "values": values,
+                                "database": await database_id(db)}) + "\n")
+    try:
+        assert first.spool is not None and second.spool is not None
+        await asyncio.gather(first.spool.drain(), second.spool.drain())
+        assert [row[0] for row in await db.fetchall("SELECT user_id FROM audit_attempts")] == ["U1"]
+        assert path.read_text() == ""
+    finally:
+        await first.stop()
+        await second.stop()
+        await other.close()
