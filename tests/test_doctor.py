@@ -9,6 +9,8 @@ import pytest
 
 from bot.ops import check as doctor
 from bot.ops.check import Status, report, run_checkup
+from bot.ops.checkup import Checkup
+from bot.ops.findings import Finding, passed
 from bot.ops.check_setup import is_example_id
 from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
@@ -347,6 +349,22 @@ async def check_from_environment(
     monkeypatch.chdir(cwd)
     text, code = report(await run_checkup())
     return code, text
+
+
+async def test_a_check_that_breaks_is_a_line_of_its_own_and_the_others_still_run() -> None:
+    async def check_broken(checkup: Checkup) -> list[Finding]:
+        raise RuntimeError("a bug in the check")
+
+    async def check_after(checkup: Checkup) -> list[Finding]:
+        return passed("After", "ran")
+
+    findings = await run_checkup([check_broken, check_after], _env_file=None)
+    assert [(f.status, f.subject) for f in findings] == [
+        (Status.FAIL, "broken"), (Status.PASS, "After")
+    ]
+    text, code = report(findings)
+    assert code == 1 and "✗ broken: the check itself failed (RuntimeError)" in text
+    assert "a bug in the check" not in text
 
 
 async def test_callbot_check_exits_0_when_all_pass_and_1_otherwise(
