@@ -51,6 +51,20 @@ def test_wrong_tokens_and_urls_are_explained() -> None:
     assert len(raised.value.problems) == 4
 
 
+def test_settings_out_of_range_are_each_named() -> None:
+    too_low = {"evovoice_timeout": "0", "evovoice_retry_seconds": "0", "lease_seconds": "2",
+               "call_poll_seconds": "0", "startup_retry_seconds": "0", "port": "-1"}
+    too_high = {"evovoice_timeout": "121", "evovoice_retry_seconds": "31", "lease_seconds": "301",
+                 "call_poll_seconds": "61", "startup_retry_seconds": "31", "port": "65536"}
+    for values in (too_low, too_high):
+        with pytest.raises(ConfigError) as raised:
+            load_settings(_env_file=None, **BASE, **values)
+        named = sorted(problem.split(":")[0] for problem in raised.value.problems)
+        assert named == sorted(name.upper() for name in values), raised.value.problems
+    at_the_bounds = load_settings(_env_file=None, **BASE, evovoice_timeout="120", lease_seconds="3")
+    assert at_the_bounds.evovoice_timeout == 120 and at_the_bounds.lease_seconds == 3
+
+
 def test_http_mode_needs_the_signing_secret() -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings(_env_file=None, **{**BASE, "slack_app_token": ""})
