@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.audit.spool import database_id
 from bot.ops.migrate_db import TABLES, MigrationRefused, migrate_db
 from bot.storage.database import Database
+from bot.storage.number_hash import NumberHasher
 from tests.conftest import BotFactory
 from tests.databases import POSTGRESQL, fresh_database
 from tests.follow_helpers import FULL, services
@@ -42,6 +44,10 @@ async def test_a_sqlite_installation_moves_to_postgresql_as_it_was(
             [row] = await target.fetchall(
                 "SELECT COUNT(*) FROM audit_attempts WHERE number_hash = ?", (hashed,))
             assert row[0] >= 1
+            # ...and a bot on PostgreSQL hashes numbers with it, so history joins old and new rows;
+            # the database's id came along too (audit records spooled for it are still written).
+            assert (await NumberHasher.open(target))(FULL) == hashed
+            assert await database_id(target) == await database_id(source)
             # New rows get ids after the copied ones.
             last = await target.fetchone("SELECT MAX(id) FROM calls")
             new = await target.fetchone(
