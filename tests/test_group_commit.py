@@ -107,6 +107,53 @@ async def test_a_transaction_that_fails_fails_every_write_in_it(
     assert stored(path) == ["c"]
 
 
+async def test_a_commit_that_fails_fails_every_write_before_any_hears_success(
+    thread: DatabaseThread, path: Path
+) -> None:
+    with sqlite3.connect(path) as conn:  # a foreign key checked only at COMMIT
+        conn.execute("CREATE TABLE owners (id INTEGER PRIMARY KEY)")
+        conn.execute("CREATE TABLE pets (owner INTEGER REFERENCES owners (id)"
+                     " DEFERRABLE INITIALLY DEFERRED)")
+    thread.conn.execute("PRAGMA foreign_keys = ON")
+    commits = GroupCommit(thread.send, asyncio.Lock())
+    first = asyncio.create_task(commits.write(insert("x")))
+    await asyncio.sleep(0)  # on its way, alone, held at the gate
+    orphan = "INSERT INTO pets VALUES (42)"
+    together = [asyncio.create_task(commits.write(w))
+                for w in (insert("a"), lambda conn: conn.execute(orphan).rowcount)]
+    await asyncio.sleep(0)
+    thread.gate.set()
+
+    assert await first == 1
+    for outcome in await asyncio.gather(*together, return_exceptions=True):
+        assert isinstance(outcome, sqlite3.IntegrityError), outcome
+    assert stored(path) == ["x"]
+    assert await commits.write(insert("c")) == 1  # rolled back: the next trip goes ahead
+    assert stored(path) == ["c", "x"]
+
+
+async def test_a_write_that_rolls_the_whole_transaction_back_fails_the_trip_with_its_error(
+    thread: DatabaseThread, path: Path
+) -> None:
+    with sqlite3.connect(path) as conn:  # as SQLite does on a full disk or an I/O error
+        conn.execute("CREATE TRIGGER no_z BEFORE INSERT ON keys WHEN NEW.key = 'z'"
+                     " BEGIN SELECT RAISE(ROLLBACK, 'z rolls everything back'); END")
+    commits = GroupCommit(thread.send, asyncio.Lock())
+    first = asyncio.create_task(commits.write(insert("x")))
+    await asyncio.sleep(0)  # on its way, alone, held at the gate
+    together = [asyncio.create_task(commits.write(insert(key))) for key in ("a", "z", "b")]
+    await asyncio.sleep(0)
+    thread.gate.set()
+
+    assert await first == 1
+    for outcome in await asyncio.gather(*together, return_exceptions=True):
+        assert isinstance(outcome, sqlite3.IntegrityError), outcome
+        assert "z rolls everything back" in str(outcome)
+    assert stored(path) == ["x"]
+    assert await commits.write(insert("c")) == 1
+    assert stored(path) == ["c", "x"]
+
+
 async def test_writes_queued_behind_a_trip_that_met_a_held_lock_fail_with_it(
     thread: DatabaseThread, path: Path
 ) -> None:
