@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.calls.models import Outcome
@@ -175,3 +178,32 @@ async def test_openmetrics_when_the_scraper_asks_for_it(bot_factory: BotFactory)
         assert response.status == 200
         assert response.content_type == "application/openmetrics-text"
         assert (await response.text()).rstrip().endswith("# EOF")
+
+
+def documented_metrics() -> dict[str, set[str]]:
+    """README's metrics table: each metric's name and its labels (the words in backquotes outside
+    the parentheses that list their values)."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| `(callbot_\w+)` \| (.*?) \|", readme, re.MULTILINE)
+    return {name: set(re.findall(r"`(\w+)`", re.sub(r"\([^)]*\)", "", labels)))
+            for name, labels in rows}
+
+
+def test_the_metrics_are_named_and_labelled_as_the_readme_says() -> None:
+    documented = documented_metrics()
+    assert len(documented) >= 10
+    metrics = Metrics()
+    wrappers = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
+    exposed: dict[str, set[str]] = {}
+    for wrapper in wrappers:
+        [family] = wrapper.describe()
+        name = family.name + ("_total" if family.type == "counter" else "")
+        labels = documented.get(name)
+        if labels:  # a series with the documented labels (a wrong name is refused)
+            wrapper.labels(**dict.fromkeys(labels, "x"))
+        exposed[name] = set()
+    for family in metrics.registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        for sample in family.samples:
+            exposed[name] |= set(sample.labels) - {"le"}
+    assert exposed == documented
