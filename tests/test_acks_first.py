@@ -94,3 +94,19 @@ async def test_a_call_waits_for_the_acks_being_sent_then_dials(bot: BotUnderTest
     await bot.settle()
     [post] = bot.evo.outgoing_posts
     assert post.json["numberToDial"] == FULL
+
+
+async def test_once_draining_no_new_work_starts() -> None:
+    """SIGTERM's drain: work that would start after it (a request answered just before) is
+    refused, never run, so nothing is dialled once the bot is stopping."""
+    tasks = BackgroundTasks(AcksFirst(max_wait=60))
+    started: list[str] = []
+
+    async def work(name: str) -> None:
+        started.append(name)
+
+    await tasks.drain(timeout=1)
+    with pytest.raises(RuntimeError, match="shutting down"):
+        tasks.spawn(work("late"), name="late")
+    await turns()
+    assert started == [] and tasks.pending == 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 
@@ -390,8 +391,9 @@ async def _late_click(bot: BotUnderTest, escalation: Message) -> tuple[Ack, str]
 
 @on_both_databases
 async def test_a_restart_mid_chain_carries_on_without_dialling_a_step_twice(
-    bot_factory: BotFactory,
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="bot.oncall.escalation_steps")
     first, clock = await start(bot_factory)
     view, message = await open_on_message(first)
     await submit(first, view)
@@ -399,6 +401,8 @@ async def test_a_restart_mid_chain_carries_on_without_dialling_a_step_twice(
     await first.evo.wait_for_posts(1)
     await wait_for_edit(first, escalation, "🔔 ringing…")
     await first.runtime.stop(grace=5)
+    # Paused at its safe point when the stop began, not cancelled when the grace ran out.
+    assert any("paused: the bot is stopping" in r.getMessage() for r in caplog.records)
 
     clock.advance(91)  # Alice's deadline passed while the bot was down
     second, _ = await start(bot_factory, clock=clock)  # the same database
