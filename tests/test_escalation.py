@@ -18,7 +18,7 @@ import pytest
 from bot.oncall.escalation_form import ESCALATION_FORM_CALLBACK_ID, EscalationField
 from bot.oncall.escalation_store import EscalationState
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
-from bot.standins.evovoice import Delayed, ErrorStatus
+from bot.standins.evovoice import Delayed, ErrorStatus, Gated
 from bot.standins.slack import Message
 from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
 from tests.databases import on_both_databases
@@ -278,6 +278,26 @@ async def test_nobody_answers_the_chain_goes_down_the_rotation_then_escalate_to(
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 3
     assert "oncall_pages_total 3.0" in metrics_text(bot)
+
+
+async def test_a_slow_evo_voice_does_not_eat_into_the_answer_time(bot_factory: BotFactory) -> None:
+    bot, clock = await start(bot_factory)
+    answer = asyncio.Event()
+    bot.evo.queue_outgoing(Gated(answer))
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    clock.advance(60)  # Evo Voice takes a minute to answer the POST
+    answer.set()
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    # Her phone rings from now: the step's deadline is 90 s away, not 30.
+    [row] = await services(bot).db.fetchall("SELECT step_deadline FROM escalations")
+    assert row["step_deadline"] == pytest.approx(clock.now + 90, abs=0.001)
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+    assert hung_up(bot, session_of(bot, ALICE))
 
 
 async def test_a_failed_hang_up_is_said_and_the_chain_goes_on(bot_factory: BotFactory) -> None:
