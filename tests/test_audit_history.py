@@ -117,6 +117,18 @@ async def test_every_kind_of_attempt_is_recorded(bot_factory: BotFactory) -> Non
     assert records[6].number_hash != expected
     assert "8144043093" not in await all_audit_text(bot)
     assert "5551234" not in await all_audit_text(bot)
+    # /call history says what became of each, in plain words.
+    shown = list(reversed(lines(await history(bot))))
+    said = [
+        "📞 placed, in progress", "❌ not placed (BadRequest:400)",
+        "⚠️ outcome unknown (OutcomeUnknown:HTTP 500)", "⛔ denied (RoleDenied)",
+        "🚫 refused (NumberRejected:type_not_allowed)", "🚫 refused (FlowNotFound)",
+        "📞 placed, in progress", "♻️ duplicate, ignored",
+        "⚠️ could not be checked (ServerError:500)", "📞 placed, in progress",
+    ]
+    assert len(shown) == len(said)
+    assert [line.split(" · ")[4].startswith(what)
+            for line, what in zip(shown, said, strict=True)] == [True] * len(said)
 
 
 @on_both_databases
