@@ -214,6 +214,23 @@ async def test_history_shows_the_last_20_newest_first(bot_factory: BotFactory) -
     assert not any("no-such-flow-1”" in line or "no-such-flow-0”" in line for line in shown)
 
 
+async def test_history_counts_a_call_answered_by_nobody_named_as_answered(
+    bot_factory: BotFactory,
+) -> None:
+    # Evo Voice does not always name who answered: the call connecting is what counts.
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "Connected")
+    end_session(bot, session_id, after_seconds=65, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended")
+    await bot.settle()
+    [line] = lines(await history(bot))
+    assert line.split(" · ")[4].startswith("✅ answered, Completed, 1m 05s")
+
+
 def users_list(members: dict[str, dict[str, str]]) -> Any:
     def answer(call: ApiCall) -> dict[str, Any]:
         return {
