@@ -11,9 +11,10 @@ import logging
 import pytest
 
 from bot.standins.slack import ApiCall, ApiReply
+from tests.budget_clock import LeapingClock
 from tests.conftest import BotFactory, BotUnderTest
 from bot.calls.confirm_views import CONFIRM_CALL_ACTION
-from tests.follow_helpers import FAST, end_session
+from tests.follow_helpers import FAST, end_session, services
 from tests.interactions import button
 
 FULL = "+18144043093"
@@ -51,6 +52,29 @@ async def test_rate_limited_beyond_retries_falls_back_to_the_response_url(
     await bot.settle()
     assert MASKED in answers[0]["text"] and "Call placed" in answers[1]["text"]
     assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_a_minute_of_retry_after_in_all_is_the_most_a_post_waits(
+    bot_factory: BotFactory,
+) -> None:
+    # Each 429 asks for 30 s: the third would make 90 s in all, past the minute a post waits.
+    bot = await bot_factory("http")
+    clock = LeapingClock()  # waiting takes no real time
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await clock.sleep(seconds)
+
+    lanes = services(bot).notifier.lanes
+    lanes.clock, lanes.sleep = clock, sleep
+    bot.slack.fail("chat.postMessage", "ratelimited", retry_after=30)
+    _, url = await bot.command(f"{FULL} escalation")
+    answers = await bot.slack.wait_for_response(url, n=2)
+    await bot.settle()
+    assert MASKED in answers[0]["text"] and "Call placed" in answers[1]["text"]
+    parents = [c for c in bot.slack.calls_to("chat.postMessage") if not is_reply(c)]
+    assert len(parents) == 3 and waits == [30, 30]
 
 
 def http_500(call: ApiCall) -> ApiReply:
