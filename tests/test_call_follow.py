@@ -23,6 +23,7 @@ from tests.follow_helpers import (
     click,
     end_session,
     everything_sent_to_slack,
+    history,
     parent_of,
     services,
     status_message,
@@ -352,6 +353,9 @@ async def test_an_unconfirmed_call_is_resolved_when_its_session_shows_up(
     await wait_for_edit(bot, status, "Ringing")
     assert session["id"] in status.text
     assert set(buttons(status)) == {HANG_UP_ACTION}
+    # Found: /call history no longer calls its outcome unknown.
+    [line] = str((await history(bot))["text"]).splitlines()[1:]
+    assert line.split(" · ")[4].startswith("📞 placed, in progress")
     end_session(bot, session["id"], after_seconds=3, outcome="Completed")
     await wait_for_edit(bot, status, "Ended")
     assert len(bot.evo.outgoing_posts) == 1
