@@ -91,6 +91,31 @@ async def test_lines_from_before_records_named_their_database_are_written_by_any
         await db.close()
 
 
+async def test_a_line_cut_short_by_a_crash_is_dropped_with_the_records_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "spool"
+    whole = json.dumps({"key": "k1", "table": "audit_events", "values": {"x": 1}})
+    path.write_text(whole + "\n" + whole[:20] + "\n")  # the process died mid-append
+    db = Database(f"sqlite:///{tmp_path / 'db'}")
+    await db.open()
+    written: list[str] = []
+
+    async def write(conn: object, record: Spooled) -> bool:
+        written.append(record.key)
+        return True
+
+    try:
+        spool = Spool(path, db, write, await database_id(db))
+        await spool.drain()
+        assert written == ["k1"] and path.read_text() == "" and not spool.waiting
+        [said] = [r for r in caplog.records if "unreadable" in r.getMessage()]
+        assert said.levelno == logging.ERROR and "line 2" in said.getMessage()
+    finally:
+        await spool.stop()
+        await db.close()
+
+
 async def test_two_processes_draining_one_spool_at_once_write_each_record_once(
     db: Database, tmp_path: Path
 ) -> None:
