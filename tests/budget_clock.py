@@ -35,6 +35,11 @@ class BudgetClock:
             if entry in self._sleepers:
                 self._sleepers.remove(entry)
 
+    @property
+    def sleepers(self) -> int:
+        """How many are asleep on this clock."""
+        return len(self._sleepers)
+
     def next_wake(self) -> float | None:
         """When the earliest sleeper wakes; None if nobody sleeps."""
         return min((until for until, _ in self._sleepers), default=None)

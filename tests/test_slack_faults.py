@@ -11,8 +11,8 @@ import logging
 import pytest
 
 from bot.standins.slack import ApiCall, ApiReply
-from tests.budget_clock import LeapingClock
-from tests.conftest import BotFactory, BotUnderTest
+from tests.budget_clock import BudgetClock, LeapingClock
+from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest, until
 from bot.calls.confirm_views import CONFIRM_CALL_ACTION
 from tests.follow_helpers import FAST, end_session, services
 from tests.interactions import button
@@ -75,6 +75,34 @@ async def test_a_minute_of_retry_after_in_all_is_the_most_a_post_waits(
     assert MASKED in answers[0]["text"] and "Call placed" in answers[1]["text"]
     parents = [c for c in bot.slack.calls_to("chat.postMessage") if not is_reply(c)]
     assert len(parents) == 3 and waits == [30, 30]
+
+
+async def test_a_post_the_channel_would_hold_past_the_minute_takes_the_next_way(
+    bot_factory: BotFactory,
+) -> None:
+    # The first call's parent meets a 429 asking for 50 s: the channel is held that long. The
+    # second call's parent waits those 50 s behind it, then meets a 429 asking for 30 s more:
+    # 80 s in all, past the minute a post waits, so it goes through the response_url.
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION)
+    clock = BudgetClock()  # still until the test moves it
+    lanes = services(bot).notifier.lanes
+    lanes.clock, lanes.sleep = clock, clock.sleep
+    second = "+18144043094"
+    bot.slack.fail("chat.postMessage", "ratelimited", times=1, retry_after=50)
+    bot.slack.fail("chat.postMessage", "ratelimited", times=1, retry_after=30,
+                   when=lambda call: "3094" in str(call.params.get("text")))
+    await bot.command(f"{FULL} escalation")
+    await until(lambda: clock.sleepers == 1)  # the first parent waits out its 50 s
+    _, url = await bot.command(f"{second} escalation")
+    await until(lambda: clock.sleepers == 2)  # the second waits behind it
+    clock.advance(50)
+    answers = await bot.slack.wait_for_response(url, n=2)
+    await bot.settle()
+    assert "+1 814 ••• 3094" in answers[0]["text"] and "Call placed" in answers[1]["text"]
+    assert len(bot.evo.outgoing_posts) == 2
+    parents = [c for c in bot.slack.calls_to("chat.postMessage")
+               if not is_reply(c) and "3094" in str(c.params.get("text"))]
+    assert len(parents) == 1  # refused once, never sent again after the minute
 
 
 def http_500(call: ApiCall) -> ApiReply:

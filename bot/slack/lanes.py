@@ -45,6 +45,11 @@ def retry_after(exc: SlackApiError) -> float | None:
         return 1.0
 
 
+class ChannelHeld(TimeoutError):
+    """The channel's Retry-After would keep a post waiting past MAX_POSTING_WAIT_SECONDS in all: it
+    takes the next way to the requester instead (a timeout, for the Notifier's fallbacks)."""
+
+
 @dataclass
 class _Lane:
     """One channel's posts: they start in the order they came (the lock is fair), at most
@@ -86,11 +91,16 @@ class Lanes:
             async with lane.lock:
                 await lane.slots.acquire()
             try:
+                # What this post has waited out: its own 429s' Retry-After and the channel's,
+                # set by the posts before it.
                 waited = 0.0
                 for attempt in range(1, MAX_RATE_LIMITED + 1):
                     delay = lane.not_before - self.clock()
                     if delay > 0:
+                        if waited + delay > MAX_POSTING_WAIT_SECONDS:
+                            raise ChannelHeld(f"{channel} is rate-limited for {delay:.0f} s more")
                         await self.sleep(delay)
+                        waited += delay
                     try:
                         return await self._poster.chat_postMessage(channel=channel, **kwargs)
                     except SlackApiError as exc:
@@ -98,7 +108,6 @@ class Lanes:
                         if (wait is None or waited + wait > MAX_POSTING_WAIT_SECONDS
                                 or attempt == MAX_RATE_LIMITED):
                             raise
-                        waited += wait
                         lane.not_before = max(lane.not_before, self.clock() + wait)
                         logger.info("posting in %s: rate-limited, waiting %.0f s", channel, wait)
                 raise AssertionError("unreachable")  # the last attempt returns or raises
