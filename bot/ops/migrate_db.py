@@ -3,11 +3,11 @@
 Stop the bot first: the file must not change during the copy. Both databases are brought to this
 callbot's schema, the PostgreSQL one must hold no callbot data yet, and every table is copied in one
 transaction (all or nothing), ids kept, so the audit trail, limits, pending confirmations,
-overrides and escalations carry on as they were; the number hash key comes along, so `/call
-history` still finds the numbers recorded before, and so does the database's id, so audit records
-spooled for the SQLite database are still written (bot/audit/spool.py). Leases and the replicas'
-heartbeats are not copied: they belong to running processes. Then point DATABASE_URL at PostgreSQL
-and start the bots.
+overrides, escalations and the Slack posts still to deliver (bot/slack/outbox.py) carry on as they
+were; the number hash key comes along, so `/call history` still finds the numbers recorded before,
+and so does the database's id, so audit records spooled for the SQLite database are still written
+(bot/audit/spool.py). Leases and the replicas' heartbeats are not copied: they belong to running
+processes. Then point DATABASE_URL at PostgreSQL and start the bots.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ TABLES = (
     "escalations",
     "escalation_steps",
     "escalation_pages",
+    "slack_posts",
 )
 # Tables whose ids PostgreSQL generates: their counters must start past the copied ids.
 GENERATED_IDS = ("audit_attempts", "audit_events", "calls", "rate_events", "oncall_overrides",
-                 "escalations")
+                 "escalations", "slack_posts")
 
 
 class MigrationRefused(Exception):
