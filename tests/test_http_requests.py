@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -73,6 +75,31 @@ async def test_oversized_body_is_refused(http_bot: BotUnderTest) -> None:
     data = body(http_bot) + b"&padding=" + b"a" * 400_000
     assert await post(http_bot, data, sign(data, SIGNING_SECRET)) == 400
     assert http_bot.evo.outgoing_posts == []
+
+
+async def test_oversized_body_sent_in_chunks_is_refused(http_bot: BotUnderTest) -> None:
+    # No Content-Length to go by: the limit is met while the body is read.
+    data = body(http_bot) + b"&padding=" + b"a" * 400_000
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 64 * 1024):
+            yield data[start:start + 64 * 1024]
+
+    async with http_bot.http.post(http_bot.events_url, data=chunks(),
+                                  headers=sign(data, SIGNING_SECRET)) as response:
+        assert response.status == 400
+    assert http_bot.evo.outgoing_posts == []
+
+
+async def test_url_verification_is_answered_with_its_challenge(http_bot: BotUnderTest) -> None:
+    # Slack's check of the events request URL, signed like any request (docs.slack.dev,
+    # "url_verification event"): the answer must carry the challenge back.
+    data = json.dumps({"token": "verification-token", "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3g",
+                       "type": "url_verification"}).encode()
+    headers = {**sign(data, SIGNING_SECRET), "Content-Type": "application/json"}
+    async with http_bot.http.post(http_bot.events_url, data=data, headers=headers) as response:
+        assert response.status == 200
+        assert "3eZbrw1aBm2rZgRNFdxV2595E9CY3g" in await response.text()
 
 
 async def test_signed_body_that_is_not_utf8_is_refused(http_bot: BotUnderTest) -> None:
