@@ -81,6 +81,31 @@ async def test_stale_value_is_served_at_once_while_one_refresh_runs() -> None:
     assert calls == 2
 
 
+async def test_a_failed_refresh_keeps_the_stale_value_and_the_next_get_tries_again() -> None:
+    clock = Clock()
+    cache: TTLCache[str, str] = TTLCache(60, max_stale=3600, clock=clock)
+    calls = 0
+
+    async def load() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("upstream down")
+        return "old" if calls == 1 else "new"
+
+    assert await cache.get("k", load) == "old"
+    clock.now = 120
+    assert await cache.get("k", load) == "old"  # the refresh starts, and fails
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert calls == 2
+    assert await cache.get("k", load) == "old"  # still served; another refresh starts
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert await cache.get("k", load) == "new"
+    assert calls == 3
+
+
 async def test_too_old_values_are_not_served() -> None:
     clock = Clock()
     cache: TTLCache[str, str] = TTLCache(60, max_stale=600, clock=clock)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import socket
@@ -29,6 +30,7 @@ from bot.evovoice.client import (
     ServerError,
     parse_retry_after,
 )
+from bot.evovoice.catalog import Catalog
 from bot.evovoice.models import OUTGOING_PATH
 from bot.evovoice.requester import USER_AGENT, basic_authorization
 from bot.standins.evovoice import (
@@ -42,6 +44,7 @@ from bot.standins.evovoice import (
     Respond,
     TooManyRequests,
 )
+from tests.conftest import until
 
 USERNAME = "bot@example.com"
 PASSWORD = "pa55-Very-S3cret"
@@ -469,6 +472,29 @@ async def test_get_is_retried_once_on_503(client: EvoVoiceClient, standin: EvoVo
 
     assert [f.id for f in flows] == ["flow-esc"]
     assert len(standin.requests_to("GET", "/flows")) == 2
+
+
+async def test_the_catalog_serves_its_last_lists_while_a_refresh_fails(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    catalog = Catalog(client, [ACCOUNT], {}, ttl=0.0)  # every answer is past its ttl at once
+    assert [f.id for f in await catalog.flows()] == ["flow-esc"]
+    assert await catalog.owned_numbers() == [OWNED]
+    standin.queue("GET", "/flows", ErrorStatus(503), ErrorStatus(503))
+    standin.queue("GET", "/endpoints", ErrorStatus(503), ErrorStatus(503))
+    # Past the ttl, within the hour: the last lists at once, however the refresh ends.
+    assert [f.id for f in await catalog.flows()] == ["flow-esc"]
+    assert await catalog.owned_numbers() == [OWNED]
+    await until(lambda: len(standin.requests_to("GET", "/flows")) == 3
+                and len(standin.requests_to("GET", "/endpoints")) == 3)
+    standin.flows.append({"id": "flow-new", "name": "New", "accountId": ACCOUNT})
+    # The failed refresh is tried again by the next request, and its answer is served.
+    for _ in range(500):
+        if len(await catalog.flows()) == 2:
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the lists were never read again after the failed refresh")
 
 
 async def test_get_failing_twice_is_server_error(
