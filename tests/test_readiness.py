@@ -49,7 +49,9 @@ async def test_evovoice_failing_is_named(bot_factory: BotFactory) -> None:
 async def test_database_gone_is_named(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
     assert bot.runtime.services is not None
+    assert (await readyz(bot))[0] == 200
     await bot.runtime.services.db.close()
+    # At once, not after the others' answers expire: the local database is asked every time.
     status, body = await readyz(bot)
     assert status == 503
     assert body["failed"] == ["database"]
