@@ -5,6 +5,7 @@ from __future__ import annotations
 import jsonschema
 
 from bot.listeners.call_command import CALL_COMMAND
+from bot.ops.check_slack import GROUP_SCOPE, OPTIONAL_SCOPES, REQUIRED_SCOPES
 from tests.conftest import load_schema, manifest
 
 
@@ -27,6 +28,8 @@ def test_manifest_declares_what_the_code_uses() -> None:
     commands = [c["command"] for c in data["features"]["slash_commands"]]
     assert commands == [CALL_COMMAND]
     scopes = set(data["oauth_config"]["scopes"]["bot"])
-    assert {"commands", "chat:write", "usergroups:read"} <= scopes
+    # Every scope `callbot check` asks for, the optional ones too (what each is for is there),
+    # and none it does not.
+    assert scopes == {*REQUIRED_SCOPES, GROUP_SCOPE, *OPTIONAL_SCOPES}
     assert data["settings"]["socket_mode_enabled"] is True
     assert data["settings"]["interactivity"]["is_enabled"] is True
