@@ -148,6 +148,25 @@ async def test_init_stopped_midway_writes_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+async def test_init_told_to_replace_but_stopped_at_the_last_questions_keeps_the_old_files(
+    workspace: SlackStandIn, evo: EvoVoiceStandIn, tmp_path: Path
+) -> None:
+    (tmp_path / ".env").write_text("KEEP=1\n")
+    child = spawn_init(tmp_path, workspace)
+    try:
+        await answer(child, "exist already; replace them", "y")
+        await connect_slack_and_evovoice(child, evo)  # every answer for .env is known now
+        await child.expect("Home region", async_=True)
+        child.sendeof()
+        await child.expect("nothing was written", async_=True)
+        await child.expect(pexpect.EOF, async_=True)
+    finally:
+        child.close()
+    assert child.exitstatus == 1
+    assert (tmp_path / ".env").read_text() == "KEEP=1\n"
+    assert not (tmp_path / "callbot.toml").exists()
+
+
 async def test_without_the_email_scope_it_says_so_and_handles_still_work(
     workspace: SlackStandIn, evo: EvoVoiceStandIn, tmp_path: Path
 ) -> None:
