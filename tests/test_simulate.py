@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 
 import pytest
 
@@ -50,9 +51,12 @@ async def test_calls_are_simulated_and_every_message_says_so(
 
 
 async def test_the_policy_files_flows_and_caller_id_exist_in_the_simulated_account(
-    bot_factory: BotFactory,
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture,
 ) -> None:
     bot = await bot_factory("http", **SIMULATE)  # POLICY: alias page -> flow-page, +18145550100
+    # Whoever reads the start-up log learns that no phone will ring.
+    assert any(r.levelno == logging.WARNING and "no phone will ring" in r.getMessage()
+               for r in caplog.records)
     await bot.command("+1 814 404 3093 page")
     assert bot.runtime.simulator is not None
     [post] = await bot.runtime.simulator.standin.wait_for_posts(1)
