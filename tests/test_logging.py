@@ -24,7 +24,7 @@ from bot.ops.logs import (
     make_handler,
     request_context,
 )
-from bot.standins.evovoice import EvoVoiceStandIn, TooManyRequests
+from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, TooManyRequests
 from bot.standins.slack import SlackStandIn, sign, slash_command_body
 from tests.conftest import (
     APP_TOKEN,
@@ -227,7 +227,7 @@ def test_json_lines_carry_the_structured_fields_a_record_has() -> None:
 async def test_routine_polls_log_at_debug_and_what_happened_at_info(
     bot_factory: BotFactory,
 ) -> None:
-    from tests.follow_helpers import FAST, end_session
+    from tests.follow_helpers import FAST, end_session, services
 
     stream = io.StringIO()
     handler = make_handler("json", stream)
@@ -240,8 +240,14 @@ async def test_routine_polls_log_at_debug_and_what_happened_at_info(
         await bot.command(f"{FULL} escalation")
         await bot.evo.wait_for_posts(1)
         [session_id] = bot.evo.sessions
+        [call_id] = [row[0] for row in await services(bot).db.fetchall("SELECT id FROM calls")]
         for _ in range(50):  # polled a few times while ringing
             if len(bot.evo.reads_of(session_id)) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        bot.evo.set_session_state(session_id, callState="Connected")  # answered: a change
+        for _ in range(100):
+            if f"call {call_id}: " in stream.getvalue():
                 break
             await asyncio.sleep(0.05)
         end_session(bot, session_id, after_seconds=5, outcome="Completed")
@@ -256,8 +262,29 @@ async def test_routine_polls_log_at_debug_and_what_happened_at_info(
     messages = [e["message"] for e in entries]
     assert not any("GET /sessions" in m for m in messages)  # polls: DEBUG
     assert not any("POST /sessions/outgoing" in m for m in messages)  # "placed" says it
+    [changed] = [e for e in entries if e["message"].startswith(f"call {call_id}: ")]
+    assert changed["level"] == "INFO"  # what happened: INFO, with the call and its session
+    assert (changed["call_id"], changed["session_id"]) == (call_id, session_id)
     [ended] = [e for e in entries if "ended" in e["message"]]
-    assert ended["session_id"] == session_id and ended["outcome"] == "not answered"
+    assert ended["session_id"] == session_id and ended["outcome"] == "answered"
     assert isinstance(ended["call_id"], int)
     [placed] = [e for e in entries if "placed: session" in e["message"]]
     assert placed["user_id"] == "U0MANAGER" and placed["outcome"] == "placed"
+
+
+async def test_a_refused_call_logs_who_asked_and_that_it_failed(bot_factory: BotFactory) -> None:
+    stream = io.StringIO()
+    handler = make_handler("json", stream)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        bot = await bot_factory("http")
+        bot.evo.queue_outgoing(ErrorStatus(400, "Invalid flow"))
+        await bot.command(f"{FULL} escalation")
+        await bot.settle()
+    finally:
+        root.removeHandler(handler)
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    [failed] = [e for e in entries if ") failed: " in e["message"]]
+    assert failed["level"] == "WARNING"
+    assert (failed["user_id"], failed["outcome"]) == ("U0MANAGER", "failed")
