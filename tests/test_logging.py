@@ -288,3 +288,54 @@ async def test_a_refused_call_logs_who_asked_and_that_it_failed(bot_factory: Bot
     [failed] = [e for e in entries if ") failed: " in e["message"]]
     assert failed["level"] == "WARNING"
     assert (failed["user_id"], failed["outcome"]) == ("U0MANAGER", "failed")
+
+
+async def test_an_escalations_lines_carry_its_id(bot_factory: BotFactory) -> None:
+    from tests.escalations import (
+        IN_ALICES_SHIFT,
+        ROSTER,
+        Clock,
+        escalation_message,
+        open_on_message,
+        submit,
+        wait_for_edit,
+    )
+    from tests.follow_helpers import services
+
+    stream = io.StringIO()
+    handler = make_handler("json", stream)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        bot = await bot_factory("http", policy=ROSTER)
+        clock = Clock()
+        services(bot).oncall.clock = lambda: IN_ALICES_SHIFT
+        services(bot).escalations.clock = clock
+        view, _ = await open_on_message(bot)
+        await submit(bot, view)
+        escalation = await escalation_message(bot)
+        for step in ("1. <@U0ALICE> (+1 814 ••• 3093)", "2. <@U0BOB> (+1 814 ••• 3094)",
+                     "4. <@U0MANAGER> (escalate_to) (+1 814 ••• 3090)"):
+            await wait_for_edit(bot, escalation, f"{step} — 🔔")
+            clock.advance(91)
+            await wait_for_edit(bot, escalation, f"{step} — ❌ no answer after 90 s")
+        for _ in range(100):
+            if "nobody answered" in stream.getvalue():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    [started] = [e for e in entries if e["message"].startswith("escalation ")
+                 and " started: " in e["message"]]
+    escalation_id = started["escalation_id"]
+    assert isinstance(escalation_id, int) and started["user_id"] == "U0ADMIN"
+    [step] = [e for e in entries if e["message"].startswith(f"escalation {escalation_id}: step 1")]
+    assert (step["escalation_id"], step["user_id"], step["outcome"]) == (
+        escalation_id, "U0ALICE", "no_answer")
+    assert isinstance(step["call_id"], int)
+    [ended] = [e for e in entries if "nobody answered" in e["message"]]
+    assert (ended["escalation_id"], ended["outcome"]) == (escalation_id, "nobody answered")

@@ -205,6 +205,7 @@ class EscalationService:
         logger.info(
             "escalation %s by %s started: %s", escalation.id, request.requester_id,
             ", ".join(t.user_id for t in escalation.people),
+            extra={"escalation_id": escalation.id, "user_id": request.requester_id},
         )
         self._card.expect(escalation.id)
         await self._runner.start(escalation.id, lambda: self._chain.drive(escalation.id))

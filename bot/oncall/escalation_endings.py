@@ -107,7 +107,8 @@ class Endings:
         if await self._store.set_state(escalation.id, {EscalationState.ACKNOWLEDGING},
                                        EscalationState.ACKNOWLEDGED, finished_at=self._clock()):
             logger.info("escalation %s acknowledged by %s (%s)", escalation.id, by,
-                        escalation.acknowledged_via)
+                        escalation.acknowledged_via,
+                        extra={"escalation_id": escalation.id, "outcome": "acknowledged"})
             self._finished(EscalationState.ACKNOWLEDGED)
         await self._card.refresh(escalation.id)
 
@@ -139,7 +140,8 @@ class Endings:
             await self._card.post(escalation, views.exhausted(escalation), broadcast=True)
         if await self._store.set_state(escalation.id, {EscalationState.RUNNING},
                                        EscalationState.EXHAUSTED, finished_at=self._clock()):
-            logger.warning("escalation %s: nobody answered", escalation.id)
+            logger.warning("escalation %s: nobody answered", escalation.id,
+                           extra={"escalation_id": escalation.id, "outcome": "nobody answered"})
             self._finished(EscalationState.EXHAUSTED)
         await self._card.refresh(escalation.id)
 
@@ -153,7 +155,8 @@ class Endings:
                                               StepOutcome.STOPPED, detail=note)
         if await self._store.set_state(escalation.id, {EscalationState.STOPPING},
                                        EscalationState.STOPPED, finished_at=self._clock()):
-            logger.info("escalation %s stopped by %s", escalation.id, escalation.stopped_by)
+            logger.info("escalation %s stopped by %s", escalation.id, escalation.stopped_by,
+                        extra={"escalation_id": escalation.id, "outcome": "stopped"})
             self._finished(EscalationState.STOPPED)
         await self._card.refresh(escalation.id)
 

@@ -273,7 +273,10 @@ class Chain:
         await self._store.record_step(escalation.id, n, target.user_id, outcome, detail=detail,
                                       number_masked=number_masked, call_id=call_id)
         logger.info("escalation %s: step %d (%s) %s", escalation.id, n + 1, target.user_id,
-                    outcome)
+                    outcome, extra={
+                        "escalation_id": escalation.id, "user_id": target.user_id,
+                        "call_id": escalation.step_call_id if call_id is None else call_id,
+                        "outcome": str(outcome)})
         await self._store.advance(escalation.id, n)
         await self._card.refresh(escalation.id)
 
