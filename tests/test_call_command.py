@@ -7,6 +7,7 @@ import asyncio
 
 import pytest
 
+from bot.evovoice.catalog import LIST_ALL_FLOWS_UP_TO
 from bot.standins.evovoice import Gated, Respond
 from bot.standins.slack import SlackStandIn
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
@@ -49,6 +50,44 @@ async def test_national_format_slug_and_explicit_caller_id(bot: BotUnderTest) ->
     await bot.settle()
     [post] = bot.evo.outgoing_posts
     assert post.json == {"flowId": "flow-wake", "numberToDial": FULL, "callerId": "+18145550101"}
+
+
+async def test_a_caller_id_typed_in_national_format_is_read_in_the_default_region(
+    bot: BotUnderTest,
+) -> None:
+    await bot.command(f"{FULL} escalation (814) 555-0101")
+    await bot.settle()
+    [post] = bot.evo.outgoing_posts
+    assert post.json == {"flowId": "flow-esc", "numberToDial": FULL, "callerId": "+18145550101"}
+
+
+async def test_an_alias_whose_flow_left_the_account_is_refused_before_dialling(
+    bot: BotUnderTest,
+) -> None:
+    # The policy's alias page -> flow-page was checked at start-up; the flow was deleted since.
+    bot.evo.flows[:] = [flow for flow in bot.evo.flows if flow["id"] != "flow-page"]
+    services(bot).catalog.forget()  # as when the cached list expires
+    _, url = await bot.command(f"{FULL} page")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert "flow ID flow-page, which the Evo Voice account does not have" in answer["text"]
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_a_flow_name_with_markup_is_shown_escaped_in_the_parent(bot: BotUnderTest) -> None:
+    # Flow names come from Evo Voice: one must not ping the channel or fake a mention.
+    bot.evo.flows.append({"id": "flow-odd", "name": "Ops <!channel> & <@U0ADMIN>",
+                          "accountId": "acct-1"})
+    services(bot).catalog.forget()
+    await bot.command(f"{FULL} flow-odd")
+    await bot.settle()
+    [post] = bot.evo.outgoing_posts
+    assert post.json["flowId"] == "flow-odd"
+    parent = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: "thread_ts" not in c.params
+    )
+    assert "Ops &lt;!channel&gt; &amp; &lt;@U0ADMIN&gt;" in parent.params["text"]
+    assert "<!channel>" not in str(parent.params) and "<@U0ADMIN>" not in str(parent.params)
 
 
 async def test_flow_alias_and_case_insensitive_names(bot_factory: BotFactory) -> None:
@@ -148,6 +187,24 @@ async def test_unknown_flow_lists_the_flows(bot: BotUnderTest) -> None:
     await bot.settle()
     for name in ("Escalation", "Wake Up Call", "Daily Check"):
         assert name in answer["text"]
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_unknown_flow_among_as_many_as_are_all_listed_lists_every_one(
+    bot_factory: BotFactory,
+) -> None:
+    # Exactly LIST_ALL_FLOWS_UP_TO flows: still "all of them", none of which is close to the word.
+    bot = await bot_factory("http")
+    extra = LIST_ALL_FLOWS_UP_TO - len(bot.evo.flows)
+    bot.evo.flows.extend(
+        {"id": f"flow-{i}", "name": f"Team {i} Rota", "accountId": "acct-1"} for i in range(extra)
+    )
+    services(bot).catalog.forget()
+    _, url = await bot.command(f"{FULL} escalate-now")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    for flow in bot.evo.flows:
+        assert f"“{flow['name']}”" in answer["text"]
     assert bot.evo.outgoing_posts == []
 
 
