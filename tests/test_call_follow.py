@@ -300,6 +300,23 @@ async def test_call_again_is_offered_only_once_the_call_is_over(bot_factory: Bot
     assert len(bot.evo.outgoing_posts) == 1
 
 
+async def test_call_again_under_a_flow_with_a_very_long_name_is_accepted_by_slack(
+    bot_factory: BotFactory,
+) -> None:
+    # The button's confirm dialog names the flow, and Slack refuses a dialog text over 300.
+    bot = await bot_factory("http", **FAST)
+    name = "Escalation " + "x" * 289
+    bot.evo.flows.append({"id": "flow-long", "name": name, "accountId": "acct-1"})
+    services(bot).catalog.forget()
+    await bot.command(f"{FULL} flow-long")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await wait_for_edit(bot, status, "Ended")
+    assert set(buttons(status)) == {CALL_AGAIN_ACTION}
+    assert all(c.ok for c in bot.slack.calls_to("chat.update"))
+
+
 async def test_a_failed_call_offers_call_again(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http", **FAST)
     bot.evo.queue_outgoing(ErrorStatus(400, "Flow is disabled"))
@@ -333,6 +350,11 @@ async def test_a_restart_while_a_call_is_followed(bot_factory: BotFactory) -> No
 
     assert len(second.evo.reads_of(session_id)) > polls_before
     assert len(texts(status)) == 3  # still one message: Ringing, Connected, Ended
+    # The parent, drawn again from the call's row by a process that never posted it, still says
+    # who called what with which flow.
+    assert texts(parent_of(second, status))[-1] == (
+        f"📞 <@U0MANAGER> is calling {MASKED} with flow “Escalation”\n✅ Answered."
+    )
     assert set(buttons(status)) == {CALL_AGAIN_ACTION}
     [record] = await audit_records(second)
     assert [e.kind for e in record.events] == ["placed", "answered", "ended"]
