@@ -243,6 +243,8 @@ async def test_a_call_left_behind_is_announced_by_one_replica(db: Database) -> N
     assert len(announced) == 1, "one replica tells the requester, once"
     [replica] = announced
     assert "may or may not have been placed" in replica.slack.posts[-1]
+    # The parent, drawn from the row alone, says who called what with which flow.
+    assert replica.slack.posts[0] == "📞 <@U0> is calling +1 814 ••• 3093 with flow “Escalation”"
     await asyncio.wait_for(asyncio.gather(*b.follower.tasks(), *c.follower.tasks()), 10)
     assert b.evo.searches + c.evo.searches >= 1
     call = await b.store.get(row.id)
