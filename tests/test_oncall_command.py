@@ -183,3 +183,13 @@ async def test_the_person_on_call_may_take_their_own_shift(bot_factory: BotFacto
     await bot.settle()
     [announcement] = bot.slack.calls_to("chat.postMessage")
     assert "<@U0ALICE> stays on call until Mon 16 Mar 09:00 EDT" in announcement.params["text"]
+
+
+async def test_oncall_words_are_read_whatever_their_case(bot_factory: BotFactory) -> None:
+    # Like `/call HELP` and `/call History`: a capital letter is not an unknown word.
+    bot = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    ack, _ = await bot.command("Oncall TAKE", user_id="U0MANAGER")
+    assert "/call oncall take" not in ack.text
+    await bot.settle()
+    [announcement] = bot.slack.calls_to("chat.postMessage")
+    assert "<@U0MANAGER> is now on call instead of <@U0ALICE>" in announcement.params["text"]
