@@ -492,3 +492,26 @@ async def test_many_calls_are_followed_at_once(bot_factory: BotFactory) -> None:
     for status in statuses:
         await wait_for_edit(bot, status, "Ended")
     assert all(len(texts(s)) == 2 for s in statuses)  # Ringing, then Ended: nothing in between
+
+
+async def test_a_status_relayed_through_the_response_url_has_no_buttons(
+    bot_factory: BotFactory,
+) -> None:
+    # Without a thread, no message ts is known for a click to name: the status carries no buttons.
+    bot = await bot_factory("http", **FAST)
+    bot.slack.fail("chat.postMessage", "not_in_channel")
+    _, url = await bot.command(f"{FULL} escalation", channel_id="G0PRIVATE")
+    await bot.evo.wait_for_posts(1)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=5, outcome="Busy")
+
+    async def ended() -> list[dict[str, object]]:
+        while not any("Ended" in str(a.get("text")) for a in bot.slack.responses_to(url)):
+            await asyncio.sleep(0.02)
+        return bot.slack.responses_to(url)
+
+    answers = await asyncio.wait_for(ended(), 10)
+    for answer in answers:
+        blocks = answer.get("blocks") or []
+        assert isinstance(blocks, list)
+        assert all(block["type"] != "actions" for block in blocks), answer
