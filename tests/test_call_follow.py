@@ -9,7 +9,7 @@ import pytest
 
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.calls.store import CallState
-from bot.standins.evovoice import EmptyObject, ErrorStatus
+from bot.standins.evovoice import EmptyObject, ErrorStatus, Gated
 from tests.budget_clock import LeapingClock
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
 from tests.databases import on_both_databases
@@ -515,3 +515,23 @@ async def test_a_status_relayed_through_the_response_url_has_no_buttons(
         blocks = answer.get("blocks") or []
         assert isinstance(blocks, list)
         assert all(block["type"] != "actions" for block in blocks), answer
+
+
+async def test_hang_up_before_the_call_is_found_sends_nothing(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(EmptyObject())  # placed, but the answer names no session
+    found = asyncio.Event()
+    bot.evo.queue("GET", "/sessions", Gated(found))  # and the search for it hangs meanwhile
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    assert "no session id returned yet" in texts(status)[0]
+    assert HANG_UP_ACTION not in buttons(status)
+
+    # A click that names the call anyway (a forged or replayed value) has nothing to hang up.
+    _, url = await click(bot, status, HANG_UP_ACTION, value="1")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "nothing to hang up" in answer["text"]
+    found.set()
+    [session_id] = bot.evo.sessions
+    await wait_for_edit(bot, status, session_id)
+    assert bot.evo.hang_ups(session_id) == []
