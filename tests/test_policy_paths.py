@@ -8,7 +8,7 @@ import pytest
 
 from bot.config import ConfigError, load_policy
 from tests.conftest import POLICY, BotFactory, BotUnderTest
-from tests.interactions import interact, open_form, state, submission
+from tests.interactions import ask, click, interact, open_form, state, submission
 
 FULL = "+18144043093"
 
@@ -66,5 +66,19 @@ async def test_repeat_window_zero_never_asks(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http", policy=policy_with(repeat_window='"0s"'))
     await bot.command(f"{FULL} escalation")
     await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2
+
+
+async def test_repeat_window_zero_leaves_the_repeat_out_of_a_region_question(
+    bot_factory: BotFactory,
+) -> None:
+    # The region question asks about a repeat too, within the configured window only.
+    bot = await bot_factory("http", policy=policy_with(repeat_window='"0s"'))
+    await click(bot, await ask(bot, "+14165550123 escalation"))
+    await bot.settle()
+    question = await ask(bot, "+14165550123 escalation")
+    assert "Canada" in question["text"] and "You called this number" not in question["text"]
+    await click(bot, question)
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 2
