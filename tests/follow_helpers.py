@@ -11,6 +11,7 @@ from bot.audit.trail import AuditRecord
 from bot.calls.status_views import CALL_ACTIONS_BLOCK
 from bot.services import Services
 from bot.standins.slack import ApiCall, Message, block_actions_payload, interactive_body
+from tests.budget_clock import BudgetClock
 from tests.conftest import Ack, BotUnderTest
 
 FULL = "+18144043093"
@@ -136,3 +137,17 @@ async def history(bot: BotUnderTest, args: str = "", user_id: str = "U0MANAGER")
     [answer] = await bot.slack.wait_for_response(url)
     assert answer["response_type"] == "ephemeral"
     return answer
+
+
+def lanes_on(bot: BotUnderTest, clock: BudgetClock) -> list[float]:
+    """Run the bot's Slack posting lanes (their Retry-After waits) on `clock`; the list fills with
+    each wait asked for, in seconds."""
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await clock.sleep(seconds)
+
+    lanes = services(bot).notifier.lanes
+    lanes.clock, lanes.sleep = clock, sleep
+    return waits

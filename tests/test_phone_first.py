@@ -13,7 +13,7 @@ from bot.slack.lanes import LANE_IN_FLIGHT
 from bot.standins.slack import ApiCall
 from tests.budget_clock import BudgetClock, LeapingClock
 from tests.conftest import BotFactory, BotUnderTest, until
-from tests.follow_helpers import FAST, end_session, services
+from tests.follow_helpers import FAST, end_session, lanes_on, services
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
@@ -189,8 +189,7 @@ async def test_twenty_calls_in_one_channel_under_the_posting_limit(bot: BotUnder
     # refilled at 5 messages a second, on a clock the bot's waits for Retry-After move on.
     clock = LeapingClock()
     bot.slack.limit_posting(per_second=5, burst=5, clock=clock)
-    lanes = services(bot).notifier.lanes
-    lanes.clock, lanes.sleep = clock, clock.sleep
+    lanes_on(bot, clock)
     bot.slack.latency = 0.01  # long enough for posts sent side by side to overlap
     gate = bot.slack.hold("chat.postMessage")
     numbers = [f"+1814404{3000 + i}" for i in range(20)]
@@ -218,14 +217,7 @@ async def test_a_429_holds_the_channel_s_next_post_for_its_retry_after(bot: BotU
     """Slack asks one post to wait 30 s: the channel's next post, never refused itself, waits
     them out too, rather than meeting the limit again."""
     clock = BudgetClock()  # still until the test moves it
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        await clock.sleep(seconds)
-
-    lanes = services(bot).notifier.lanes
-    lanes.clock, lanes.sleep = clock, sleep
+    waits = lanes_on(bot, clock)
     bot.slack.fail("chat.postMessage", "ratelimited", times=1, retry_after=30)
     await bot.command(f"{FULL} escalation")
     await bot.slack.wait_for_call("chat.postMessage", lambda c: c.status == 429, timeout=5.0)

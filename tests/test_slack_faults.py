@@ -14,7 +14,7 @@ from bot.standins.slack import ApiCall, ApiReply
 from tests.budget_clock import BudgetClock, LeapingClock
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest, until
 from bot.calls.confirm_views import CONFIRM_CALL_ACTION
-from tests.follow_helpers import FAST, end_session, services
+from tests.follow_helpers import FAST, end_session, lanes_on
 from tests.interactions import button
 
 FULL = "+18144043093"
@@ -60,14 +60,7 @@ async def test_a_minute_of_retry_after_in_all_is_the_most_a_post_waits(
     # Each 429 asks for 30 s: the third would make 90 s in all, past the minute a post waits.
     bot = await bot_factory("http")
     clock = LeapingClock()  # waiting takes no real time
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        await clock.sleep(seconds)
-
-    lanes = services(bot).notifier.lanes
-    lanes.clock, lanes.sleep = clock, sleep
+    waits = lanes_on(bot, clock)
     bot.slack.fail("chat.postMessage", "ratelimited", retry_after=30)
     _, url = await bot.command(f"{FULL} escalation")
     answers = await bot.slack.wait_for_response(url, n=2)
@@ -85,8 +78,7 @@ async def test_a_post_the_channel_would_hold_past_the_minute_takes_the_next_way(
     # 80 s in all, past the minute a post waits, so it goes through the response_url.
     bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION)
     clock = BudgetClock()  # still until the test moves it
-    lanes = services(bot).notifier.lanes
-    lanes.clock, lanes.sleep = clock, clock.sleep
+    lanes_on(bot, clock)
     second = "+18144043094"
     bot.slack.fail("chat.postMessage", "ratelimited", times=1, retry_after=50)
     bot.slack.fail("chat.postMessage", "ratelimited", times=1, retry_after=30,
