@@ -4,6 +4,7 @@ request and in any error reference shown to the user, and nothing secret in eith
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -34,6 +35,7 @@ from tests.conftest import (
     BotFactory,
     BotUnderTest,
     bot_environment,
+    until,
 )
 from tests.processes import BotProcess
 
@@ -107,20 +109,33 @@ def test_log_format_setting() -> None:
     assert raised.value.problems[0].startswith("LOG_FORMAT: Input should be 'text' or 'json'")
 
 
-@pytest.fixture(params=["text", "json"])
-def captured(request: pytest.FixtureRequest) -> Iterator[tuple[str, io.StringIO]]:
-    """The root logger writing through the bot's own handler, at INFO, into a buffer."""
+@contextlib.contextmanager
+def logged(log_format: str) -> Iterator[io.StringIO]:
+    """The root logger writing through the bot's own handler, at INFO, into the buffer yielded."""
     stream = io.StringIO()
-    handler = make_handler(request.param, stream)
+    handler = make_handler(log_format, stream)
     root = logging.getLogger()
     old_level = root.level
     root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        yield request.param, stream
+        yield stream
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)
+
+
+@pytest.fixture(params=["text", "json"])
+def captured(request: pytest.FixtureRequest) -> Iterator[tuple[str, io.StringIO]]:
+    with logged(request.param) as stream:
+        yield request.param, stream
+
+
+@pytest.fixture
+def json_lines() -> Iterator[io.StringIO]:
+    """What the bot logs at INFO, as LOG_FORMAT=json writes it."""
+    with logged("json") as stream:
+        yield stream
 
 
 def request_ids(log_format: str, text: str, needle: str) -> set[str | None]:
@@ -225,40 +240,21 @@ def test_json_lines_carry_the_structured_fields_a_record_has() -> None:
 
 
 async def test_routine_polls_log_at_debug_and_what_happened_at_info(
-    bot_factory: BotFactory,
+    bot_factory: BotFactory, json_lines: io.StringIO,
 ) -> None:
     from tests.follow_helpers import FAST, end_session, services
 
-    stream = io.StringIO()
-    handler = make_handler("json", stream)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        bot = await bot_factory("http", **FAST)
-        await bot.command(f"{FULL} escalation")
-        await bot.evo.wait_for_posts(1)
-        [session_id] = bot.evo.sessions
-        [call_id] = [row[0] for row in await services(bot).db.fetchall("SELECT id FROM calls")]
-        for _ in range(50):  # polled a few times while ringing
-            if len(bot.evo.reads_of(session_id)) >= 3:
-                break
-            await asyncio.sleep(0.05)
-        bot.evo.set_session_state(session_id, callState="Connected")  # answered: a change
-        for _ in range(100):
-            if f"call {call_id}: " in stream.getvalue():
-                break
-            await asyncio.sleep(0.05)
-        end_session(bot, session_id, after_seconds=5, outcome="Completed")
-        for _ in range(100):
-            if "ended" in stream.getvalue():
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    await bot.evo.wait_for_posts(1)
+    [session_id] = bot.evo.sessions
+    [call_id] = [row[0] for row in await services(bot).db.fetchall("SELECT id FROM calls")]
+    await until(lambda: len(bot.evo.reads_of(session_id)) >= 3)  # polled a few times, ringing
+    bot.evo.set_session_state(session_id, callState="Connected")  # answered: a change
+    await until(lambda: f"call {call_id}: " in json_lines.getvalue())
+    end_session(bot, session_id, after_seconds=5, outcome="Completed")
+    await until(lambda: "ended" in json_lines.getvalue())
+    entries = [json.loads(line) for line in json_lines.getvalue().splitlines()]
     messages = [e["message"] for e in entries]
     assert not any("GET /sessions" in m for m in messages)  # polls: DEBUG
     assert not any("POST /sessions/outgoing" in m for m in messages)  # "placed" says it
@@ -272,25 +268,22 @@ async def test_routine_polls_log_at_debug_and_what_happened_at_info(
     assert placed["user_id"] == "U0MANAGER" and placed["outcome"] == "placed"
 
 
-async def test_a_refused_call_logs_who_asked_and_that_it_failed(bot_factory: BotFactory) -> None:
-    stream = io.StringIO()
-    handler = make_handler("json", stream)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        bot = await bot_factory("http")
-        bot.evo.queue_outgoing(ErrorStatus(400, "Invalid flow"))
-        await bot.command(f"{FULL} escalation")
-        await bot.settle()
-    finally:
-        root.removeHandler(handler)
-    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+async def test_a_refused_call_logs_who_asked_and_that_it_failed(
+    bot_factory: BotFactory, json_lines: io.StringIO,
+) -> None:
+    bot = await bot_factory("http")
+    bot.evo.queue_outgoing(ErrorStatus(400, "Invalid flow"))
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    entries = [json.loads(line) for line in json_lines.getvalue().splitlines()]
     [failed] = [e for e in entries if ") failed: " in e["message"]]
     assert failed["level"] == "WARNING"
     assert (failed["user_id"], failed["outcome"]) == ("U0MANAGER", "failed")
 
 
-async def test_an_escalations_lines_carry_its_id(bot_factory: BotFactory) -> None:
+async def test_an_escalations_lines_carry_its_id(
+    bot_factory: BotFactory, json_lines: io.StringIO,
+) -> None:
     from tests.escalations import (
         IN_ALICES_SHIFT,
         ROSTER,
@@ -302,33 +295,20 @@ async def test_an_escalations_lines_carry_its_id(bot_factory: BotFactory) -> Non
     )
     from tests.follow_helpers import services
 
-    stream = io.StringIO()
-    handler = make_handler("json", stream)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        bot = await bot_factory("http", policy=ROSTER)
-        clock = Clock()
-        services(bot).oncall.clock = lambda: IN_ALICES_SHIFT
-        services(bot).escalations.clock = clock
-        view, _ = await open_on_message(bot)
-        await submit(bot, view)
-        escalation = await escalation_message(bot)
-        for step in ("1. <@U0ALICE> (+1 814 ••• 3093)", "2. <@U0BOB> (+1 814 ••• 3094)",
-                     "4. <@U0MANAGER> (escalate_to) (+1 814 ••• 3090)"):
-            await wait_for_edit(bot, escalation, f"{step} — 🔔")
-            clock.advance(91)
-            await wait_for_edit(bot, escalation, f"{step} — ❌ no answer after 90 s")
-        for _ in range(100):
-            if "nobody answered" in stream.getvalue():
-                break
-            await asyncio.sleep(0.05)
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
-    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    bot = await bot_factory("http", policy=ROSTER)
+    clock = Clock()
+    services(bot).oncall.clock = lambda: IN_ALICES_SHIFT
+    services(bot).escalations.clock = clock
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    for step in ("1. <@U0ALICE> (+1 814 ••• 3093)", "2. <@U0BOB> (+1 814 ••• 3094)",
+                 "4. <@U0MANAGER> (escalate_to) (+1 814 ••• 3090)"):
+        await wait_for_edit(bot, escalation, f"{step} — 🔔")
+        clock.advance(91)
+        await wait_for_edit(bot, escalation, f"{step} — ❌ no answer after 90 s")
+    await until(lambda: "nobody answered" in json_lines.getvalue())
+    entries = [json.loads(line) for line in json_lines.getvalue().splitlines()]
     [started] = [e for e in entries if e["message"].startswith("escalation ")
                  and " started: " in e["message"]]
     escalation_id = started["escalation_id"]
