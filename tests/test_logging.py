@@ -318,4 +318,4 @@ async def test_an_escalations_lines_carry_its_id(
         escalation_id, "U0ALICE", "no_answer")
     assert isinstance(step["call_id"], int)
     [ended] = [e for e in entries if "nobody answered" in e["message"]]
-    assert (ended["escalation_id"], ended["outcome"]) == (escalation_id, "nobody answered")
+    assert (ended["escalation_id"], ended["outcome"]) == (escalation_id, "exhausted")

@@ -36,6 +36,11 @@ from bot.storage.claims import Claims
 logger = logging.getLogger(__name__)
 
 
+def ended(escalation: Escalation, state: EscalationState) -> dict[str, object]:
+    """The structured fields of the line saying how `escalation` ended (`state`)."""
+    return {"escalation_id": escalation.id, "outcome": str(state)}
+
+
 class Endings:
     def __init__(
         self,
@@ -108,7 +113,7 @@ class Endings:
                                        EscalationState.ACKNOWLEDGED, finished_at=self._clock()):
             logger.info("escalation %s acknowledged by %s (%s)", escalation.id, by,
                         escalation.acknowledged_via,
-                        extra={"escalation_id": escalation.id, "outcome": "acknowledged"})
+                        extra=ended(escalation, EscalationState.ACKNOWLEDGED))
             self._finished(EscalationState.ACKNOWLEDGED)
         await self._card.refresh(escalation.id)
 
@@ -141,7 +146,7 @@ class Endings:
         if await self._store.set_state(escalation.id, {EscalationState.RUNNING},
                                        EscalationState.EXHAUSTED, finished_at=self._clock()):
             logger.warning("escalation %s: nobody answered", escalation.id,
-                           extra={"escalation_id": escalation.id, "outcome": "nobody answered"})
+                           extra=ended(escalation, EscalationState.EXHAUSTED))
             self._finished(EscalationState.EXHAUSTED)
         await self._card.refresh(escalation.id)
 
@@ -156,7 +161,7 @@ class Endings:
         if await self._store.set_state(escalation.id, {EscalationState.STOPPING},
                                        EscalationState.STOPPED, finished_at=self._clock()):
             logger.info("escalation %s stopped by %s", escalation.id, escalation.stopped_by,
-                        extra={"escalation_id": escalation.id, "outcome": "stopped"})
+                        extra=ended(escalation, EscalationState.STOPPED))
             self._finished(EscalationState.STOPPED)
         await self._card.refresh(escalation.id)
 
