@@ -1,4 +1,5 @@
-"""Another process holding a SQLite database's write lock, for the tests of a failing database.
+"""Another process holding a SQLite database's write lock, for the tests of a failing database; and
+waits for what such tests expect once it answers again (audit records written from the spool).
 
 Such tests open the bot's database with a short busy timeout (`?busy_timeout=`, README
 "Databases"): a write gives up after SHORT_BUSY_TIMEOUT_MS waiting for the lock the test holds,
@@ -11,12 +12,13 @@ import asyncio
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 from bot.storage.database import sqlite_path
-from tests.conftest import BotUnderTest
-from tests.follow_helpers import services
+from tests.conftest import BotFactory, BotUnderTest
+from tests.follow_helpers import audit_records, services
 
 SHORT_BUSY_TIMEOUT_MS = 100
 
@@ -43,3 +45,26 @@ async def until_logged(caplog: pytest.LogCaptureFixture, text: str, timeout: flo
             await asyncio.sleep(0.05)
 
     await asyncio.wait_for(logged(), timeout)
+
+
+async def recorded(bot: BotUnderTest, n: int = 1, timeout: float = 20) -> None:
+    async def until() -> None:
+        while len(await audit_records(bot)) < n:
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(until(), timeout)
+
+
+async def recorded_once_after_restarts(bot_factory: BotFactory, spool: Path, **env: str) -> None:
+    """The bot started again with the database answering: the refused call in the audit trail,
+    the spool empty, and still one record after another start."""
+    second = await bot_factory("http", **env)
+    await recorded(second)
+    [record] = await audit_records(second)
+    assert record.decision == "refused" and record.reason == "DatabaseUnavailable"
+    assert record.user_id == "U0MANAGER" and "3093" in record.number_masked
+    assert spool.read_text() == ""
+    await second.runtime.stop()
+    third = await bot_factory("http", **env)  # written once, however often the bot starts
+    await third.settle()
+    assert len(await audit_records(third)) == 1

@@ -222,3 +222,17 @@ async def wait_for_state(bot: BotUnderTest, state: str, timeout: float = 10.0) -
 
 def metrics_text(bot: BotUnderTest) -> str:
     return generate_latest(bot.runtime.metrics.registry).decode().replace("callbot_", "")
+
+
+async def running_escalation(
+    bot_factory: BotFactory, mode: str = "http", policy: str = ROSTER
+) -> tuple[BotUnderTest, Clock, Message]:
+    """An escalation started from a message's shortcut, Alice's phone ringing: the bot, the
+    escalation service's clock, the escalation's message."""
+    bot, clock = await start(bot_factory, mode, policy=policy)
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    await wait_for_edit(bot, escalation, "🔔 ringing…")
+    return bot, clock, escalation

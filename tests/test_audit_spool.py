@@ -4,7 +4,6 @@ database answers again."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,33 +12,16 @@ import pytest
 
 from bot.config import load_settings
 from bot.storage.database import sqlite_path
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import BotFactory
 from tests.databases import POSTGRESQL
 from tests.follow_helpers import FULL, audit_records, services
-from tests.database_locks import SHORT_BUSY_TIMEOUT_MS, with_short_busy_timeout, write_lock
-
-
-async def recorded(bot: BotUnderTest, n: int = 1, timeout: float = 20) -> None:
-    async def until() -> None:
-        while len(await audit_records(bot)) < n:
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(until(), timeout)
-
-
-async def recorded_once_after_restarts(bot_factory: BotFactory, spool: Path, **env: str) -> None:
-    """The bot started again with the database answering: the refused call in the audit trail,
-    the spool empty, and still one record after another start."""
-    second = await bot_factory("http", **env)
-    await recorded(second)
-    [record] = await audit_records(second)
-    assert record.decision == "refused" and record.reason == "DatabaseUnavailable"
-    assert record.user_id == "U0MANAGER" and "3093" in record.number_masked
-    assert spool.read_text() == ""
-    await second.runtime.stop()
-    third = await bot_factory("http", **env)  # written once, however often the bot starts
-    await third.settle()
-    assert len(await audit_records(third)) == 1
+from tests.database_locks import (
+    SHORT_BUSY_TIMEOUT_MS,
+    recorded,
+    recorded_once_after_restarts,
+    with_short_busy_timeout,
+    write_lock,
+)
 
 
 async def test_a_refusal_recorded_while_the_database_is_locked_outlives_a_restart(

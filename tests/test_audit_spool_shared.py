@@ -15,9 +15,12 @@ from bot.audit.spool import Spool, Spooled, database_id
 from bot.audit.trail import ATTEMPT_COLUMNS, AuditLog
 from bot.storage.database import Database
 from tests.conftest import BotFactory
-from tests.database_locks import with_short_busy_timeout, write_lock
+from tests.database_locks import (
+    recorded_once_after_restarts,
+    with_short_busy_timeout,
+    write_lock,
+)
 from tests.follow_helpers import FULL, audit_records
-from tests.test_audit_spool import recorded_once_after_restarts
 
 
 async def test_a_record_spooled_for_one_database_waits_for_it_and_not_for_another(

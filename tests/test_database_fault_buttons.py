@@ -26,11 +26,11 @@ from tests.escalations import (
     click_ack,
     click_stop,
     hung_up,
+    running_escalation,
     session_of,
     state_of,
     wait_for_state,
 )
-from tests.test_escalation_ack import _escalate as running_escalation
 
 CANADA = "+14165550123"
 REFERENCE = re.compile(r"\(reference [0-9A-Za-z_.-]+\)")

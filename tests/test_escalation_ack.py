@@ -31,6 +31,7 @@ from tests.escalations import (
     hung_up,
     open_on_message,
     page_of,
+    running_escalation,
     session_of,
     start,
     state_of,
@@ -46,16 +47,6 @@ async def call_seen_connected(bot: BotUnderTest, escalation: Message) -> None:
     """Wait until the card shows Alice's call connected (the follower saw it)."""
     await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🟢 on the phone, "
                                          "not acknowledged yet")
-
-
-async def _escalate(bot_factory: BotFactory, mode: str = "http", policy: str = ROSTER):
-    bot, clock = await start(bot_factory, mode, policy=policy)
-    view, message = await open_on_message(bot)
-    assert await submit(bot, view) == {}
-    escalation = await escalation_message(bot)
-    await bot.evo.wait_for_posts(1)
-    await wait_for_edit(bot, escalation, "🔔 ringing…")
-    return bot, clock, escalation
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
@@ -100,7 +91,7 @@ async def test_i_m_on_it_counts_before_slack_has_answered_the_page_s_post(
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
 async def test_a_voicemail_moves_the_chain_on_at_once(bot_factory: BotFactory, mode: str) -> None:
-    bot, _, escalation = await _escalate(bot_factory, mode)
+    bot, _, escalation = await running_escalation(bot_factory, mode)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Connected", answeredByName="Voicemail")
     await call_seen_connected(bot, escalation)
@@ -119,7 +110,7 @@ async def test_a_voicemail_moves_the_chain_on_at_once(bot_factory: BotFactory, m
 async def test_i_m_on_it_on_the_page_stops_the_chain_and_a_later_click_hears_who_was_first(
     bot_factory: BotFactory, mode: str
 ) -> None:
-    bot, clock, escalation = await _escalate(bot_factory, mode)
+    bot, clock, escalation = await running_escalation(bot_factory, mode)
     page = await page_of(bot, "U0ALICE")
     assert page.channel == bot.slack.dm_channel("U0ALICE")
     assert "<@U0ADMIN> escalated to on-call" in (page.text or "")
@@ -167,7 +158,7 @@ async def test_a_flow_outcome_in_ack_outcomes_acknowledges(
 ) -> None:
     # Whether a flow's outcome shows while the call is on, or only once it ended, is not known:
     # both are honoured.
-    bot, clock, escalation = await _escalate(bot_factory, policy=WITH_OUTCOMES)
+    bot, clock, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
     alice = session_of(bot, ALICE)
     if when == "while connected":
         bot.evo.set_session_state(alice, callState="Connected", outcome="pressed 1")
@@ -188,7 +179,7 @@ async def test_an_ack_outcome_the_poll_has_not_brought_back_by_the_deadline_stil
 ) -> None:
     """At the deadline the session is read afresh: Alice pressed 1 while the follower's poll was
     still out, and her acknowledgement counts; nobody else is called, her call is left on."""
-    bot, clock, escalation = await _escalate(bot_factory, policy=WITH_OUTCOMES)
+    bot, clock, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
     alice = session_of(bot, ALICE)
     polls = len(bot.evo.requests_to("GET", "/sessions"))
     poll_answered = asyncio.Event()
@@ -210,7 +201,7 @@ async def test_an_ack_outcome_the_poll_has_not_brought_back_by_the_deadline_stil
 async def test_an_outcome_not_listed_is_no_acknowledgement(
     bot_factory: BotFactory, outcome: str
 ) -> None:
-    bot, _, escalation = await _escalate(bot_factory, policy=WITH_OUTCOMES)
+    bot, _, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
     bot.evo.set_session_state(session_of(bot, ALICE), callState="Disconnected", ended=True,
                               outcome=outcome)
     await bot.evo.wait_for_posts(2)
@@ -221,7 +212,7 @@ async def test_an_outcome_not_listed_is_no_acknowledgement(
 async def test_a_call_connected_at_the_deadline_is_left_on_and_the_chain_moves_on(
     bot_factory: BotFactory,
 ) -> None:
-    bot, clock, escalation = await _escalate(bot_factory)
+    bot, clock, escalation = await running_escalation(bot_factory)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Connected")
     await call_seen_connected(bot, escalation)
@@ -236,7 +227,7 @@ async def test_a_call_connected_at_the_deadline_is_left_on_and_the_chain_moves_o
 async def test_acknowledging_an_earlier_page_hangs_up_the_phone_ringing_now(
     bot_factory: BotFactory,
 ) -> None:
-    bot, clock, escalation = await _escalate(bot_factory)
+    bot, clock, escalation = await running_escalation(bot_factory)
     alices_page = await page_of(bot, "U0ALICE")
     clock.advance(91)
     await bot.evo.wait_for_posts(2)
@@ -255,7 +246,7 @@ async def test_acknowledging_an_earlier_page_hangs_up_the_phone_ringing_now(
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
 async def test_a_guest_cannot_acknowledge(bot_factory: BotFactory, mode: str) -> None:
-    bot, _, escalation = await _escalate(bot_factory, mode)
+    bot, _, escalation = await running_escalation(bot_factory, mode)
     bot.slack.users["U0GUEST"] = {"is_restricted": True}
     _, url = await click_ack(bot, escalation, user_id="U0GUEST")
     [answer] = await bot.slack.wait_for_response(url)
@@ -268,7 +259,7 @@ async def test_a_guest_cannot_acknowledge(bot_factory: BotFactory, mode: str) ->
 async def test_an_acknowledgement_while_the_bot_restarts_is_honoured_and_nobody_is_dialled_twice(
     bot_factory: BotFactory,
 ) -> None:
-    first, clock, escalation = await _escalate(bot_factory)
+    first, clock, escalation = await running_escalation(bot_factory)
     page = await page_of(first, "U0ALICE")
     alice = session_of(first, ALICE)
     # The bot is shutting down: new work is refused and the chains have paused, but Slack is
@@ -292,7 +283,7 @@ async def test_an_acknowledgement_while_the_bot_restarts_is_honoured_and_nobody_
 async def test_nobody_came_then_a_late_i_m_on_it_is_still_heard(bot_factory: BotFactory) -> None:
     policy = ROSTER.replace('rotation = ["U0ALICE", "U0BOB", "U0CAROL"]', 'rotation = ["U0ALICE"]')
     policy = policy.replace('escalate_to = ["U0MANAGER"]', "")
-    bot, clock, escalation = await _escalate(bot_factory, policy=policy)
+    bot, clock, escalation = await running_escalation(bot_factory, policy=policy)
     page = await page_of(bot, "U0ALICE")
     clock.advance(91)
     await wait_for_state(bot, EscalationState.EXHAUSTED)
