@@ -24,7 +24,7 @@ from bot.evovoice.client import Session
 from bot.oncall.escalation_store import EscalationStore
 from bot.phone.policy import DialableNumber
 from bot.slack.blocks import Message
-from bot.slack.notify import Posted, Thread
+from bot.slack.threads import Posted, Thread
 from bot.storage.database import Connection, Database, IntegrityError, Row
 from bot.storage.leases import Leases
 from tests.conftest import BotFactory

@@ -38,7 +38,8 @@ from bot.evovoice.client import (
     Session,
 )
 from bot.evovoice.transport import REQUEST_SENT
-from bot.slack.notify import Notifier, Thread
+from bot.slack.notify import Notifier
+from bot.slack.threads import Thread
 from bot.storage.together import SlotFirst
 
 # The name operators filter on for a call's "placed" and "failed" lines, kept from before the split.

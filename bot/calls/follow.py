@@ -25,7 +25,8 @@ from bot.errors import describe
 from bot.evovoice.client import EvoVoiceClient
 from bot.runner import RowRunner, Work
 from bot.slack.blocks import Message
-from bot.slack.notify import Notifier, Thread
+from bot.slack.notify import Notifier
+from bot.slack.threads import Thread
 from bot.storage.faults import DATABASE_FAULTS
 from bot.storage.leases import Leases
 from bot.storage.together import NewRow, SlotFirst

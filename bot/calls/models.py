@@ -13,7 +13,7 @@ from enum import StrEnum
 from bot.errors import Expected
 from bot.evovoice.client import Session
 from bot.phone import DialableNumber
-from bot.slack.notify import Thread
+from bot.slack.threads import Thread
 
 # How far back a session may have been created to count as the one an ambiguous attempt placed.
 AMBIGUOUS_LOOKUP_SLACK = dt.timedelta(seconds=30)

@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from bot.calls import status_views as call_views
 from bot.calls.store import CallStore, TrackedCall
 from bot.slack.blocks import Message
-from bot.slack.notify import Notifier, Relay, Thread
+from bot.slack.notify import Notifier
+from bot.slack.threads import Relay, Thread
 
 logger = logging.getLogger(__name__)
 

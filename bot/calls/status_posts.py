@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from bot.calls.follow import CallFollower
 from bot.calls.store import CallStore
-from bot.slack.notify import Kept
+from bot.slack.threads import Kept
 from bot.storage.database import Connection
 
 STATUS_POST = "call_status"

@@ -36,7 +36,8 @@ from bot.oncall.escalation_store import (
     Page,
     Target,
 )
-from bot.slack.notify import Kept, NotDelivered, Notifier, Thread
+from bot.slack.notify import Notifier
+from bot.slack.threads import Kept, NotDelivered, Thread
 from bot.storage.claims import Claims
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,8 @@ from bot.config import MANAGER, SYSTEM_ADMINISTRATOR
 from bot.errors import describe_any
 from bot.oncall.roster import OnCall
 from bot.oncall.roster_views import status_message, taken_message
-from bot.slack.notify import NotDelivered, Notifier
+from bot.slack.notify import Notifier
+from bot.slack.threads import NotDelivered
 from bot.storage.claims import Claims
 
 

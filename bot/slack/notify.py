@@ -19,8 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -31,6 +30,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.calls.messages import combined
 from bot.slack.blocks import Message, context, escape
 from bot.slack.lanes import Lanes
+from bot.slack.threads import KeepsPosts, Kept, NotDelivered, Posted, Relay, Thread
 
 logger = logging.getLogger(__name__)
 
@@ -40,51 +40,6 @@ SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError)
 # Slack: a response_url takes up to 5 posts within 30 minutes (a minute kept as a margin).
 RESPONSE_URL_USES = 5
 RESPONSE_URL_LIFETIME_SECONDS = 29 * 60.0
-
-
-class NotDelivered(Exception):
-    """Nothing we tried reached anyone."""
-
-
-@dataclass
-class Relay:
-    """A call's news where there is no thread: one message through `response_url`, replaced as the
-    call goes on, then a direct message to the requester, edited likewise."""
-
-    url: str | None  # None: straight to the direct message
-    user_id: str
-    parent: Message
-    opened: float  # the Notifier's clock when the response_url was first used
-    uses: int = 1
-    dm: tuple[str, str] | None = None  # (channel, ts) of the direct message, once it took over
-    # Seen by the channel (the parent is nowhere else), or by the requester alone (the parent is
-    # in the channel, only its thread failed).
-    in_channel: bool = True
-
-
-@dataclass
-class Thread:
-    """Where a call's news goes: a channel thread (`ts`), or `response_url` when the bot can't
-    post."""
-
-    channel: str
-    ts: str | None
-    response_url: str | None
-    parent: Message
-    # The parent message's own ts: `ts` itself, unless the parent is a reply in an existing thread.
-    parent_ts: str | None = None
-    # Where there is no thread (`ts` None, or its replies fail): how the news keeps reaching the
-    # requester.
-    relay: Relay | None = None
-    requester: str | None = None  # who asked (open_thread): the direct message's recipient
-
-
-@dataclass(frozen=True)
-class Posted:
-    """Whether a reply reached anyone, and its `ts` when it is a message in the thread."""
-
-    delivered: bool
-    ts: str | None = None
 
 
 # reactions.add's answers that a later try can't change (among Slack's documented errors).
@@ -99,22 +54,6 @@ def slack_error_code(exc: Exception) -> str:
     if isinstance(exc, SlackApiError):
         return str(exc.response.get("error", "unknown"))
     return type(exc).__name__
-
-
-@dataclass(frozen=True)
-class Kept:
-    """A post whose result matters: `purpose` names what it is for ("call_status"), `subject`
-    the row it belongs to (the call's id)."""
-
-    purpose: str
-    subject: int | None = None
-
-
-class KeepsPosts(Protocol):
-    """The outbox (bot/slack/outbox.py), as the Notifier sees it."""
-
-    async def post(self, thread: Thread, message: Message, *, broadcast: bool,
-                   kept: Kept) -> Posted: ...
 
 
 class Notifier:

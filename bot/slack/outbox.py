@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bot.slack.blocks import Message
-from bot.slack.notify import Kept, Notifier, Posted, Thread
+from bot.slack.notify import Notifier
+from bot.slack.threads import Kept, Posted, Thread
 from bot.storage.database import Connection, Database, Row
 from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.leases import Leases

@@ -1,0 +1,71 @@
+"""Where a call's news goes, as values: a channel thread, else the command's `response_url` and
+then a direct message (`Relay`); what a post did (`Posted`); a post whose result matters (`Kept`,
+for the outbox). The Notifier (notify.py) does the telling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from bot.slack.blocks import Message
+
+
+class NotDelivered(Exception):
+    """Nothing we tried reached anyone."""
+
+
+@dataclass
+class Relay:
+    """A call's news where there is no thread: one message through `response_url`, replaced as the
+    call goes on, then a direct message to the requester, edited likewise."""
+
+    url: str | None  # None: straight to the direct message
+    user_id: str
+    parent: Message
+    opened: float  # the Notifier's clock when the response_url was first used
+    uses: int = 1
+    dm: tuple[str, str] | None = None  # (channel, ts) of the direct message, once it took over
+    # Seen by the channel (the parent is nowhere else), or by the requester alone (the parent is
+    # in the channel, only its thread failed).
+    in_channel: bool = True
+
+
+@dataclass
+class Thread:
+    """Where a call's news goes: a channel thread (`ts`), or `response_url` when the bot can't
+    post."""
+
+    channel: str
+    ts: str | None
+    response_url: str | None
+    parent: Message
+    # The parent message's own ts: `ts` itself, unless the parent is a reply in an existing thread.
+    parent_ts: str | None = None
+    # Where there is no thread (`ts` None, or its replies fail): how the news keeps reaching the
+    # requester.
+    relay: Relay | None = None
+    requester: str | None = None  # who asked (open_thread): the direct message's recipient
+
+
+@dataclass(frozen=True)
+class Posted:
+    """Whether a reply reached anyone, and its `ts` when it is a message in the thread."""
+
+    delivered: bool
+    ts: str | None = None
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A post whose result matters: `purpose` names what it is for ("call_status"), `subject`
+    the row it belongs to (the call's id)."""
+
+    purpose: str
+    subject: int | None = None
+
+
+class KeepsPosts(Protocol):
+    """The outbox (bot/slack/outbox.py), as the Notifier sees it."""
+
+    async def post(self, thread: Thread, message: Message, *, broadcast: bool,
+                   kept: Kept) -> Posted: ...
