@@ -8,6 +8,7 @@ import logging
 import pytest
 
 from bot.standins.evovoice import (
+    Acted,
     Behaviour,
     DropConnection,
     EmptyObject,
@@ -18,6 +19,7 @@ from bot.standins.evovoice import (
     TooManyRequests,
 )
 from tests.conftest import QUICK_VOICE_RETRY, BotFactory, BotUnderTest
+from tests.follow_helpers import FAST, status_message, wait_for_edit
 
 FULL = "+18144043093"
 
@@ -68,6 +70,22 @@ async def test_ambiguous_failure_names_the_session_found_afterwards(
     await bot.settle()
     [session_id] = bot.evo.sessions
     assert session_id in thread_result(bot)
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502])
+async def test_a_5xx_for_a_call_that_was_placed_names_the_session_and_dials_once(
+    bot_factory: BotFactory, status: int
+) -> None:
+    # "answered 5xx, may still have placed the call" (docs/evovoice-api.md, Retrying safely).
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(Acted(ErrorStatus(status)))
+    await bot.command(f"{FULL} escalation")
+    status_message_ = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    assert "Outcome unknown" in str(status_message_.text)
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status_message_, "🟢 Connected")
     assert len(bot.evo.outgoing_posts) == 1
 
 

@@ -19,6 +19,7 @@ Behaviours (consumed in order per ``(method, path)``; when the queue is empty, t
 behaviour              answer                                                     side effect*
 =====================  =========================================================  ============
 ``Respond()``          what the route normally answers (outgoing: the session)    yes
+``Answered(body)``     200 with ``body`` as JSON                                  yes
 ``EmptyObject()``      200 ``{}``                                                 yes
 ``NoContent()``        204, no body                                               yes
 ``MalformedJson()``    200 with a body that is not JSON                           yes
@@ -27,6 +28,7 @@ behaviour              answer                                                   
 ``TooManyRequests()``  429 with a ``Retry-After`` header                          no
 ``Delayed(n, then)``   waits ``n`` seconds, then does ``then`` (default Respond)  as ``then``
 ``Gated(gate, then)``  waits until the test sets ``gate`` (an asyncio.Event)       as ``then``
+``Acted(then)``        the side effect at once, then the answer of ``then``       yes
 ``Trickled(s)``        the normal answer, its body one byte every ``s`` seconds   yes
 ``Oversized(n)``       200 with a JSON body of ``n`` bytes, chunked (no length)   yes
 =====================  =========================================================  ============
@@ -69,6 +71,8 @@ routes and the test-side helpers).
 """
 
 from bot.standins.evovoice.behaviours import (
+    Acted,
+    Answered,
     Behaviour,
     Delayed,
     DropConnection,
@@ -89,6 +93,8 @@ from bot.standins.evovoice.server import MANAGER_ROLES, OUTGOING_PATH, EvoVoiceS
 __all__ = [
     "MANAGER_ROLES",
     "OUTGOING_PATH",
+    "Acted",
+    "Answered",
     "Behaviour",
     "Delayed",
     "DropConnection",

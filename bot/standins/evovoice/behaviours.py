@@ -26,6 +26,16 @@ class NoContent:
 
 
 @dataclass(frozen=True)
+class Answered:
+    """Do the route's side effect, answer 200 with ``body`` as JSON.
+
+    POST /sessions/outgoing declares no response type (docs/evovoice-api.md, "Create a call"): its
+    answer may carry an ``id`` that names something other than the session."""
+
+    body: Any
+
+
+@dataclass(frozen=True)
 class MalformedJson:
     """Do the route's side effect, answer 200 with a body that does not parse as JSON."""
 
@@ -48,6 +58,18 @@ class ErrorStatus:
     message: str = "Internal server error"
     error_code: str | None = None
     field_errors: Sequence[Mapping[str, str]] = ()  # {"fieldName", "message", "errorCode"}
+
+
+@dataclass(frozen=True)
+class Acted:
+    """Do the route's side effect at once, then answer as ``then`` (adding no second one).
+
+    "A POST /sessions/outgoing that timed out after the request was sent, or answered 5xx, may
+    still have placed the call" (docs/evovoice-api.md, "Retrying safely"): ``Acted(ErrorStatus())``
+    is a 500 for a call that was placed, ``Acted(Gated(gate))`` a call placed long before its
+    answer comes."""
+
+    then: Behaviour
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,8 @@ class Oversized:
 
 Behaviour = (
     Respond
+    | Answered
+    | Acted
     | EmptyObject
     | NoContent
     | MalformedJson
@@ -154,6 +178,9 @@ async def perform(
     stopping: asyncio.Event,
 ) -> web.StreamResponse:
     """Answer ``request`` as ``behaviour`` says; ``produce`` does the side effect and answer."""
+    if isinstance(behaviour, Acted):
+        done = produce()
+        return await perform(behaviour.then, request, lambda: done, stopping)
     while isinstance(behaviour, (Delayed, Gated)):
         if isinstance(behaviour, Gated):
             stopped = asyncio.ensure_future(stopping.wait())
@@ -175,6 +202,8 @@ async def perform(
             response.headers["Retry-After"] = behaviour.retry_after
         return response
     normal = produce()
+    if isinstance(behaviour, Answered):
+        return web.json_response(behaviour.body)
     if isinstance(behaviour, EmptyObject):
         return web.json_response({})
     if isinstance(behaviour, NoContent):
