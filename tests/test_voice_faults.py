@@ -9,6 +9,7 @@ import pytest
 
 from bot.standins.evovoice import (
     Acted,
+    Answered,
     Behaviour,
     DropConnection,
     EmptyObject,
@@ -86,6 +87,21 @@ async def test_a_5xx_for_a_call_that_was_placed_names_the_session_and_dials_once
     assert "Outcome unknown" in str(status_message_.text)
     bot.evo.set_session_state(session_id, callState="Connected")
     await wait_for_edit(bot, status_message_, "🟢 Connected")
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+@pytest.mark.parametrize("answer", [{"id": "CA0123456789abcdef"}, {"id": 42, "status": "Queued"}])
+async def test_an_id_in_the_answer_that_names_no_session_does_not_lose_the_call(
+    bot_factory: BotFactory, answer: dict[str, object]
+) -> None:
+    # The response type is not declared: "do not rely on an id in it" (docs/evovoice-api.md).
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(Answered(answer))
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "🟢 Connected")
     assert len(bot.evo.outgoing_posts) == 1
 
 

@@ -36,6 +36,7 @@ from bot.evovoice.client import (
     OutcomeUnknown,
     RateLimited,
     Session,
+    as_e164,
 )
 from bot.evovoice.transport import REQUEST_SENT
 from bot.slack.notify import Notifier
@@ -221,6 +222,7 @@ class Dialler:
             logger.warning("call by %s to %s (flow %s) failed: %s", *log_args, type(exc).__name__,
                            extra={"user_id": call.request.user_id, "outcome": "failed"})
             return CallResult(Outcome.FAILED, error=exc), views.call_failed(describe(exc))
+        placed = _only_if_this_call(placed, call.number.e164)
         logger.info("call by %s to %s (flow %s) placed: session %s", *log_args, placed.session_id,
                     extra={"user_id": call.request.user_id, "session_id": placed.session_id,
                            "outcome": "placed"})
@@ -257,6 +259,17 @@ class Dialler:
             logger.warning("session lookup after ambiguous call failed: %s", type(exc).__name__)
             return None
         return sessions[0] if sessions else None
+
+
+def _only_if_this_call(placed: CallPlaced, e164: str) -> CallPlaced:
+    """The answer's session when it is a session dialling ``e164``; else none, to be looked up.
+
+    The answer's type is undeclared ("do not rely on an id in it", docs/evovoice-api.md): an
+    ``id`` alone may name anything (a call SID, a job), and followed as the session it found
+    nothing, so the call was shown as calling until given up on as lost."""
+    if placed.session is not None and as_e164(placed.session.to_address) == e164:
+        return placed
+    return CallPlaced()
 
 
 def _fields(request: CallRequest, result: CallResult) -> dict[str, object]:
