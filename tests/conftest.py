@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import itertools
 import json
 import os
 import re
 import socket
 import textwrap
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,7 +184,6 @@ def bot_environment(
 # (tests/test_evovoice.py counts the pauses themselves).
 QUICK_VOICE_RETRY = {"EVOVOICE_RETRY_SECONDS": "0.01"}
 
-_TRIGGERS = itertools.count(1000)
 
 
 @dataclass
@@ -223,8 +220,8 @@ class BotUnderTest:
         from bot.standins.slack import message_problems, slash_command_body, slash_command_payload
 
         url = response_url or self.slack.response_url()
-        # Slack mints a fresh trigger_id for every invocation.
-        trigger_id = f"{next(_TRIGGERS)}.{uuid.uuid4().hex[:12]}"
+        # Slack mints a fresh trigger_id for every invocation; it works once, for 3 s.
+        trigger_id = self.slack.new_trigger_id()
         fields = dict(
             text=text,
             user_id=user_id,

@@ -309,7 +309,7 @@ async def test_views(slack: SlackStandIn) -> None:
             }
         ],
     }
-    opened = await client.views_open(trigger_id="123.456.abc", view=view)
+    opened = await client.views_open(trigger_id=slack.new_trigger_id(), view=view)
     view_id = opened["view"]["id"]
     assert view_id.startswith("V")
     assert opened["view"]["hash"]
@@ -327,7 +327,7 @@ async def test_views(slack: SlackStandIn) -> None:
     with pytest.raises(SlackApiError) as err:
         await client.views_update(view_id="V0UNKNOWN", view=view)
     assert err.value.response["error"] == "not_found"
-    pushed = await client.views_push(trigger_id="123.456.def", view=view)
+    pushed = await client.views_push(trigger_id=slack.new_trigger_id(), view=view)
     assert pushed["view"]["id"] != view_id
 
     # Slack's limits: title <= 24 characters, input blocks need a submit button
@@ -343,12 +343,15 @@ async def test_views(slack: SlackStandIn) -> None:
         )
     assert err.value.response["error"] == "invalid_arguments"
 
-    # a minted trigger_id works once
+    # a minted trigger_id works once; one Slack never handed out, not at all
     trigger = slack.new_trigger_id()
     await client.views_open(trigger_id=trigger, view=view)
     with pytest.raises(SlackApiError) as err:
         await client.views_open(trigger_id=trigger, view=view)
     assert err.value.response["error"] == "exchanged_trigger_id"
+    with pytest.raises(SlackApiError) as err:
+        await client.views_open(trigger_id="123.456.abc", view=view)
+    assert err.value.response["error"] == "invalid_trigger_id"
 
 
 async def test_wait_for_call_future_and_timeout_dump(slack: SlackStandIn) -> None:

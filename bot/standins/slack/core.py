@@ -328,7 +328,7 @@ class StandInCore:
     def new_trigger_id(self) -> str:
         """Mint a trigger_id that, like Slack's, works once and expires after ``trigger_ttl`` s.
 
-        trigger_ids not minted here are always accepted by ``views.open``/``views.push``.
+        ``views.open``/``views.push`` refuse a trigger_id not minted here (``invalid_trigger_id``).
         """
         n = next(self._id_counter)
         tid = f"{1000000 + n}.{738474920}.{uuid.uuid4().hex[:20]}"

@@ -27,7 +27,9 @@ class ViewMethods(StandInCore):
             return "invalid_arguments"
         minted = self._triggers.get(trigger_id)
         if minted is None:
-            return None
+            # Slack knows every trigger_id it handed out: one it never minted is refused, so a
+            # test must send a minted one (new_trigger_id) and its expiry and single use apply.
+            return "invalid_trigger_id"
         if trigger_id in self._used_triggers:
             return "exchanged_trigger_id"
         if time.monotonic() - minted > self.trigger_ttl:
