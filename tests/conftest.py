@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import textwrap
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,7 +243,7 @@ class BotUnderTest:
         return ack, url
 
     async def post_signed(self, body: bytes) -> Ack:
-        from bot.standins.slack import sign
+        from bot.standins.slack import ack_problems, sign
 
         async with self.http.post(
             self.events_url, data=body, headers=sign(body, SIGNING_SECRET)
@@ -252,7 +253,16 @@ class BotUnderTest:
                 parsed = json.loads(raw) if raw else {}
             except json.JSONDecodeError:
                 parsed = {"text": raw}
-            return Ack(response.status, parsed)
+        # Slack shows the person an error instead of an ack it can't use.
+        form = urllib.parse.parse_qs(body.decode(errors="replace"))
+        if response.status == 200 and "payload" in form:
+            try:
+                payload = json.loads(form["payload"][0])
+            except ValueError:
+                payload = None  # a malformed request: its own tests say what it gets
+            refused = ack_problems(payload, parsed)
+            assert not refused, f"Slack refuses this ack: {refused}"
+        return Ack(response.status, parsed)
 
     async def settle(self) -> None:
         """Wait until the work started by acked requests has finished."""

@@ -13,7 +13,7 @@ import pytest
 from bot.slack import blocks
 from bot.slack.blocks import Message
 from bot.standins.evovoice import EvoVoiceStandIn
-from bot.standins.slack import SlackStandIn, message_problems
+from bot.standins.slack import SlackStandIn, ack_problems, message_problems
 from tests.conftest import POLICY, BotFactory
 from tests.escalations import (
     CHANNEL,
@@ -94,6 +94,35 @@ async def test_the_stand_in_refuses_what_slack_refuses_on_a_response_url(
         assert await response.text() == "invalid_blocks"
     assert slack.responses_to(url) == []
     assert message_problems(body)
+
+
+_FORM = {"type": "view_submission", "view": {"blocks": [
+    {"type": "input", "block_id": "number", "label": {"type": "plain_text", "text": "Number"},
+     "element": {"type": "plain_text_input", "action_id": "number"}},
+    {"type": "section", "block_id": "note", "text": {"type": "mrkdwn", "text": "A note"}},
+]}}
+_OPTION = {"text": {"type": "plain_text", "text": "Escalation"}, "value": "flow-esc"}
+
+
+@pytest.mark.parametrize(("payload", "ack", "refused"), [
+    (_FORM, {"response_action": "errors", "errors": {"number": "Not a number"}}, False),
+    (_FORM, {"response_action": "errors", "errors": {"note": "Not a number"}}, True),
+    (_FORM, {"response_action": "errors", "errors": {}}, True),
+    (_FORM, {"response_action": "close"}, True),
+    (_FORM, {"response_action": "update", "view": {"type": "modal", "blocks": [],
+                                                     "title": {"type": "plain_text",
+                                                               "text": "x" * 25}}}, True),
+    ({"type": "block_suggestion"}, {"options": [_OPTION] * 100}, False),
+    ({"type": "block_suggestion"}, {"options": [_OPTION] * 101}, True),
+    ({"type": "block_suggestion"}, {"options": [{**_OPTION, "value": "v" * 151}]}, True),
+], ids=["error-under-an-input", "error-under-no-input", "no-errors", "unknown-action",
+        "update-too-long-title", "100-options", "101-options", "long-value"])
+def test_the_stand_in_refuses_an_ack_slack_refuses(
+    payload: dict[str, object], ack: dict[str, object], refused: bool
+) -> None:
+    # Field errors go only in a view_submission's ack, each under an input block; a
+    # block_suggestion's ack is its answer, at most 100 options (docs/slack-platform.md).
+    assert bool(ack_problems(payload, ack)) is refused
 
 
 # ------------------------------------------------------------------- posts that used to break

@@ -620,8 +620,13 @@ async def test_socket_mode_interactive_payloads_route_in_bolt(slack: SlackStandI
         )
         assert seen["message_action"]["message"]["ts"] == target.ts
 
+        # Slack sends the submitted view with its blocks: an error names one of its inputs.
+        form = {"blocks": [{
+            "type": "input", "block_id": "num", "label": {"type": "plain_text", "text": "Number"},
+            "element": {"type": "plain_text_input", "action_id": "v"},
+        }]}
         bad = view_submission_payload(
-            callback_id="place_call",
+            callback_id="place_call", view=form,
             values={"num": {"v": {"type": "plain_text_input", "value": "123"}}},
         )
         ack = await slack.send_envelope("interactive", bad, timeout=WAIT)

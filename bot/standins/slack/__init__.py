@@ -33,6 +33,7 @@ rejects), ``records.py`` (what is recorded), ``payloads.py`` (what Slack sends t
 from __future__ import annotations
 
 from bot.standins.slack.limits import (
+    ack_problems,
     message_problems,
 )
 from bot.standins.slack.payloads import (
@@ -70,6 +71,7 @@ __all__ = [
     "ResponsePost",
     "SlackStandIn",
     "View",
+    "ack_problems",
     "block_actions_payload",
     "block_suggestion_payload",
     "global_shortcut_payload",

@@ -172,3 +172,47 @@ def _view_problems(view: JSONDict) -> list[str]:
                 f"[ERROR] must be less than {limit + 1} characters [json-pointer:/view/{key}]"
             )
     return problems
+
+
+def ack_problems(payload: Any, ack: Any) -> list[str]:
+    """Why Slack would refuse ``ack`` as the answer to the interactive ``payload``: the person
+    then sees an error instead (docs/slack-platform.md, Deadlines)."""
+    if not isinstance(payload, dict) or not isinstance(ack, dict) or not ack:
+        return []
+    kind = payload.get("type")
+    if kind == "block_suggestion":
+        # The ack *is* the answer: at most 100 options, each as a select's option.
+        return _block_problems([ack], "")
+    if kind == "view_submission":
+        return _submission_ack_problems(payload, ack)
+    return message_problems(ack)
+
+
+def _submission_ack_problems(payload: JSONDict, ack: JSONDict) -> list[str]:
+    action = ack.get("response_action")
+    if action is None or action == "clear":
+        return []
+    if action in ("update", "push"):
+        view = ack.get("view")
+        if not isinstance(view, dict):
+            return ["[ERROR] missing required field: view [json-pointer:/view]"]
+        return _view_problems(view)
+    if action != "errors":
+        return [f"[ERROR] invalid response_action {action!r} [json-pointer:/response_action]"]
+    errors = ack.get("errors")
+    if not isinstance(errors, dict) or not errors:
+        return ["[ERROR] must be an object naming input blocks [json-pointer:/errors]"]
+    # `errors: {block_id: message}` shows each message under its field: only an input block of
+    # the submitted view has one.
+    view = payload.get("view")
+    blocks = view.get("blocks") if isinstance(view, dict) else None
+    inputs = {
+        b.get("block_id") for b in blocks or [] if isinstance(b, dict) and b.get("type") == "input"
+    }
+    problems = []
+    for block_id, message in errors.items():
+        if block_id not in inputs:
+            problems.append(f"[ERROR] no input block {block_id!r} [json-pointer:/errors]")
+        if not isinstance(message, str) or not message:
+            problems.append(f"[ERROR] must be a message [json-pointer:/errors/{block_id}]")
+    return problems

@@ -10,6 +10,7 @@ import uuid
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from bot.standins.slack.core import StandInCore
+from bot.standins.slack.limits import ack_problems
 from bot.standins.slack.records import (
     EnvelopeRecord,
     JSONDict,
@@ -171,14 +172,16 @@ class SocketMode(StandInCore):
         """The client's ack for ``envelope_id`` (``{"envelope_id", "payload"?}``)."""
         record = self.envelopes.get(envelope_id)
         if record is not None and record.ack is not None:
-            return record.ack
+            return _accepted(record, record.ack)
         fut = self._ack_futures.get(envelope_id)
         if fut is None:
             raise AssertionError(f"No envelope {envelope_id!r} was sent")
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            ack = await asyncio.wait_for(asyncio.shield(fut), timeout)
         except TimeoutError:
             raise AssertionError(self._ack_timeout_dump(envelope_id, timeout)) from None
+        record = self.envelopes.get(envelope_id)
+        return _accepted(record, ack) if record is not None else ack
 
     def _ack_timeout_dump(self, envelope_id: str, timeout: float) -> str:
         record = self.envelopes.get(envelope_id)
@@ -272,3 +275,13 @@ class SocketMode(StandInCore):
         for conn in [c for c in self._conns if c.open]:
             async with conn.send_lock:
                 await conn.ws.send_str(message)
+
+
+def _accepted(record: EnvelopeRecord, ack: JSONDict) -> JSONDict:
+    """``ack``, unless Slack would refuse it as the answer to an interactive envelope (the person
+    sees an error instead): then the test fails."""
+    if record.type == "interactive":
+        refused = ack_problems(record.payload, ack.get("payload"))
+        if refused:
+            raise AssertionError(f"Slack refuses this ack: {refused}")
+    return ack
