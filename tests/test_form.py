@@ -365,6 +365,27 @@ async def test_where_the_bot_cannot_post_the_commands_response_url_carries_the_n
     assert "Call placed" in answers[1]["text"]
 
 
+async def test_a_form_submitted_after_its_commands_response_url_expired_still_tells_the_requester(
+    bot: BotUnderTest,
+) -> None:
+    # A response_url lasts 30 minutes from the command (docs/slack-platform.md), however long
+    # the form stayed open.
+    now = [0.0]
+    bot.slack.response_url_clock = lambda: now[0]
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == "G0PRIV")
+    url = bot.slack.response_url()
+    view = await open_form(bot, channel_id="G0PRIV", response_url=url)
+    now[0] = 31 * 60
+    await interact(bot, submission(view, state(reason="disk full")))
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    assert bot.slack.responses_to(url) == []
+    [dm] = bot.slack.channel_messages("U0MANAGER")
+    assert MASKED in (dm.text or "") and "disk full" in (dm.text or "")
+    [status] = bot.slack.thread(dm.channel, dm.ts)
+    assert "Call placed" in (status.text or "")
+
+
 # ------------------------------------------------------------------------------------- shortcut
 
 

@@ -401,6 +401,16 @@ async def test_response_url(slack: SlackStandIn) -> None:
     assert (expired.status_code, expired.body) == (404, "expired_url")
     assert len(slack.responses_to(url)) == 2
 
+    # ... and by itself 30 minutes after Slack minted it
+    now = [0.0]
+    slack.response_url_clock = lambda: now[0]
+    lasting = slack.response_url()
+    now[0] = 30 * 60
+    assert (await AsyncWebhookClient(lasting).send(text="in time")).status_code == 200
+    now[0] += 1
+    late = await AsyncWebhookClient(lasting).send(text="too late")
+    assert (late.status_code, late.body) == (404, "expired_url")
+
     # at most 5 posts per response_url
     for i in range(5):
         assert (await AsyncWebhookClient(other).send(text=str(i))).status_code == 200

@@ -100,6 +100,10 @@ class StandInCore:
         self._used_triggers: set[str] = set()
 
         # response_url state
+        self.response_url_clock: Callable[[], float] = time.monotonic
+        """The time a response_url's 30 minutes are counted on (a test's clock, to spend them
+        without waiting)."""
+        self._response_minted: dict[str, float] = {}
         self.responses: dict[str, list[JSONDict]] = {}
         self.response_posts: list[ResponsePost] = []
         self._expired_responses: set[str] = set()

@@ -17,6 +17,8 @@ from bot.standins.slack.records import (
     _short,
 )
 
+RESPONSE_URL_LIFETIME = 30 * 60
+
 
 class ResponseUrls(StandInCore):
     """response_url endpoints (``/response/<id>``)."""
@@ -29,6 +31,7 @@ class ResponseUrls(StandInCore):
             raise RuntimeError("start() the stand-in first")
         rid = uuid.uuid4().hex
         self.responses[rid] = []
+        self._response_minted[rid] = self.response_url_clock()
         return f"{self.base_url}/response/{rid}"
 
     def _response_id(self, url_or_id: str) -> str:
@@ -70,6 +73,11 @@ class ResponseUrls(StandInCore):
         """Later posts to ``url`` (or its id) are answered 404 ``expired_url``, as Slack does."""
         self._expired_responses.add(self._response_id(url))
 
+    def _outlived(self, rid: str) -> bool:
+        # "response_url accepts up to 5 posts within 30 minutes" (docs/slack-platform.md).
+        minted = self._response_minted.get(rid)
+        return minted is not None and self.response_url_clock() - minted > RESPONSE_URL_LIFETIME
+
     async def _handle_response_url(self, request: web.Request) -> web.StreamResponse:
         rid = request.match_info["rid"]
         raw = await request.text()
@@ -83,7 +91,7 @@ class ResponseUrls(StandInCore):
             except (KeyError, ValueError):
                 body = raw
         status, answer = 200, "ok"
-        if rid not in self.responses or rid in self._expired_responses:
+        if rid not in self.responses or rid in self._expired_responses or self._outlived(rid):
             status, answer = 404, "expired_url"
         elif not isinstance(body, dict):
             status, answer = 400, "invalid_payload"
