@@ -32,7 +32,8 @@ def client_for(url: str, transport: AiohttpTransport, **timeouts: float) -> http
     return httpx.AsyncClient(
         base_url=url, auth=(USER, PASSWORD), transport=transport,
         timeout=httpx.Timeout(5.0, **timeouts),
-        headers={"User-Agent": USER_AGENT},  # Evo Voice turns away library defaults
+        # Evo Voice turns away library defaults, and answers JSON to a client asking for it.
+        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
     )
 
 

@@ -39,7 +39,8 @@ finds it even when the answer was lost), DELETE /sessions/{id} ends the session.
 an invalid request gets its 400 and leaves the queue alone.
 
 Routes: GET /auth/status, GET /flows, GET /endpoints?type=PhoneNumber, POST /sessions/outgoing,
-GET /sessions, GET /sessions/{id}, DELETE /sessions/{id}, PATCH /sessions/{id}. Anything else
+GET /sessions, GET /sessions/{id}, DELETE /sessions/{id}, PATCH /sessions/{id}, and DELETE
+/sessions, which deletes the account's sessions in bulk as the real one does. Anything else
 answers 404 (and is still recorded, so a test can assert e.g. that ``POST /endpoints/phone-numbers``
 was never sent).
 
@@ -64,6 +65,8 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   ``"everything"`` (all items, no more pages), ``"every_page"`` (all items on every page, yet
   ``hasMorePages`` as if paged: what the issue feared), ``"ignored"`` (paging as usual).
 - The server rejects clients that send a library's or curl's User-Agent (403, not a role).
+- JSON only for a client that asks for it (``Accept: application/json`` or ``?format=json``),
+  else an HTML page; a body is read as JSON only with ``Content-Type: application/json``.
 
 The package: behaviours.py (how an answer misbehaves), listing.py (paged lists, as ServiceStack
 pages them), sessions.py (what a session listing holds), rate.py (a rate limit), server.py (the

@@ -152,6 +152,11 @@ def error(
 
 async def json_object(request: web.Request) -> dict[str, Any] | web.Response:
     """The request's JSON object, or ServiceStack's 400 for a body that is not one."""
+    if request.content_type != "application/json":
+        # The API's own page sends its JSON body with "Content-Type: application/json" (seed,
+        # evovoice-new-outgoing-session.txt); a body of another type is not read as JSON, so the
+        # request's fields are all empty.
+        return {}
     try:
         body = await request.json()
     except ValueError:
@@ -159,6 +164,17 @@ async def json_object(request: web.Request) -> dict[str, Any] | web.Response:
     if not isinstance(body, dict):
         return error(400, "SerializationException", "The request body is not a JSON object")
     return body
+
+
+def in_the_format_asked(request: web.Request, response: web.Response) -> web.Response:
+    """``response``, or ServiceStack's HTML page for a client that asked for no JSON: "JSON with
+    Accept: application/json (or ?format=json)" (docs/evovoice-api.md, The server)."""
+    accept = request.headers.get("Accept", "").lower()
+    wants_json = "application/json" in accept or request.query.get("format", "") == "json"
+    if wants_json or response.content_type != "application/json":
+        return response
+    return web.Response(status=response.status, content_type="text/html",
+                        text="<!doctype html><html><body>Snapshot</body></html>")
 
 
 def field_error(field_name: str, error_code: str, message: str) -> web.Response:

@@ -18,6 +18,7 @@ from bot.standins.evovoice.behaviours import (
     Respond,
     error,
     field_error,
+    in_the_format_asked,
     json_object,
     perform,
 )
@@ -92,6 +93,7 @@ class EvoVoiceStandIn:
         app.router.add_get("/endpoints", self._list_endpoints)
         app.router.add_post(OUTGOING_PATH, self._new_outgoing_session)
         app.router.add_get("/sessions", self._find_sessions)
+        app.router.add_delete("/sessions", self._delete_sessions)
         app.router.add_get("/sessions/{id}", self._get_session)
         app.router.add_delete("/sessions/{id}", self._hang_up)
         app.router.add_patch("/sessions/{id}", self._patch_session)
@@ -220,6 +222,7 @@ class EvoVoiceStandIn:
             return refused
         response = await handler(request)
         if isinstance(response, web.Response) and not response.prepared:
+            response = in_the_format_asked(request, response)
             # Like ServiceStack: hand out a session cookie the client has no business keeping.
             response.set_cookie("ss-id", "standin-session")
         return response
@@ -315,7 +318,9 @@ class EvoVoiceStandIn:
                 "Invalid",
                 "Number to dial must be an E164 number, e.g. +18144043093",
             )
-        owned = [n.get("phoneNumber") for n in self.phone_numbers if n.get("phoneNumber")]
+        # "an owned phone number" of the account the flow runs in (docs/evovoice-api.md).
+        owned = [n.get("phoneNumber") for n in self.phone_numbers
+                 if n.get("phoneNumber") and n.get("accountId") in (None, flow.get("accountId"))]
         if caller_id is not None and caller_id not in owned:
             return field_error("CallerId", "Invalid", "Caller ID is not an owned number")
 
@@ -384,6 +389,12 @@ class EvoVoiceStandIn:
             return web.json_response(self.sessions[session_id])
 
         return await self._behave(request, patch)
+
+    async def _delete_sessions(self, request: web.Request) -> web.StreamResponse:
+        # Without an id it "bulk-deletes an account's sessions" (docs/evovoice-api.md): so here.
+        for session_id in [i for i, s in self.sessions.items() if in_accounts(s, request.query)]:
+            del self.sessions[session_id]
+        return web.Response(status=204)
 
     async def _unknown_route(self, request: web.Request) -> web.StreamResponse:
         return error(404, "NotFound", f"No route for {request.method} {request.path}")

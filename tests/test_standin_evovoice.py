@@ -1,0 +1,76 @@
+"""The Evo Voice stand-in follows the evidence (docs/evovoice-api.md) where a client could slip,
+and the bot's client keeps clear of each trap."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from bot.evovoice.client import BadRequest, EvoVoiceClient
+from bot.evovoice.requester import USER_AGENT, basic_authorization
+from bot.standins.evovoice import EvoVoiceStandIn
+
+USERNAME, PASSWORD = "bot@example.com", "secret"
+CUSTOMER = "+18144043093"
+OWNED, OTHER_ACCOUNTS = "+18145550100", "+18145550199"
+HONEST = {"User-Agent": USER_AGENT, "Authorization": basic_authorization(USERNAME, PASSWORD)}
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[EvoVoiceStandIn]:
+    async with EvoVoiceStandIn(
+        username=USERNAME, password=PASSWORD, accounts=[("acct-1", "Ops"), ("acct-2", "Sales")]
+    ) as server:
+        server.flows.append({"id": "flow-esc", "name": "Escalation", "accountId": "acct-1"})
+        server.phone_numbers += [
+            {"id": "ep-1", "phoneNumber": OWNED, "accountId": "acct-1"},
+            {"id": "ep-2", "phoneNumber": OTHER_ACCOUNTS, "accountId": "acct-2"},
+        ]
+        yield server
+
+
+@pytest.fixture
+async def client(standin: EvoVoiceStandIn) -> AsyncIterator[EvoVoiceClient]:
+    async with EvoVoiceClient(base_url=standin.url, username=USERNAME, password=PASSWORD) as evo:
+        yield evo
+
+
+async def test_json_only_for_a_client_that_asks_for_it(
+    standin: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    async with httpx.AsyncClient(base_url=standin.url, headers=HONEST) as http:
+        page = await http.get("/auth/status")
+        asked = await http.get("/auth/status", params={"format": "json"})
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert asked.json()["isAuthenticated"] is True
+    assert (await client.auth_status()).is_authenticated  # the bot asks with Accept
+
+
+async def test_a_body_that_is_not_typed_as_json_is_not_read(standin: EvoVoiceStandIn) -> None:
+    session = standin.add_session(toAddress=CUSTOMER, callState="Connected")
+    async with httpx.AsyncClient(base_url=standin.url, headers=HONEST) as http:
+        await http.patch(f"/sessions/{session['id']}", content=b'{"callState": "Disconnected"}',
+                         headers={"Accept": "application/json", "Content-Type": "text/plain"})
+    assert standin.sessions[session["id"]]["ended"] is False
+
+
+async def test_a_caller_id_of_another_account_is_refused(client: EvoVoiceClient) -> None:
+    # The flow runs in acct-1: the caller ID must be one of acct-1's numbers.
+    with pytest.raises(BadRequest):
+        await client.create_outgoing_session("flow-esc", CUSTOMER, caller_id=OTHER_ACCOUNTS)
+    placed = await client.create_outgoing_session("flow-esc", CUSTOMER, caller_id=OWNED)
+    assert placed.session is not None and placed.session.from_address == OWNED
+
+
+async def test_delete_sessions_without_an_id_deletes_them_all_and_the_client_never_sends_it(
+    standin: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    standin.add_session(toAddress=CUSTOMER)
+    with pytest.raises(ValueError):
+        await client.hang_up("")
+    assert standin.requests == [] and len(standin.sessions) == 1
+    async with httpx.AsyncClient(base_url=standin.url, headers=HONEST) as http:
+        assert (await http.delete("/sessions")).status_code == 204
+    assert standin.sessions == {}
