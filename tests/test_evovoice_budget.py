@@ -215,6 +215,20 @@ async def test_small_pages_are_followed(evo: EvoVoiceStandIn, client: EvoVoiceCl
     assert [r.query["page"] for r in evo.requests] == ["0", "1", "2"]
 
 
+async def test_small_pages_from_a_server_ignoring_page_end_in_reads_alone(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    # Paging by `page` is confirmed only as a name (docs/evovoice-api.md): a server may answer
+    # the first page to every page. Each session is still read, and the paging stops.
+    evo.max_page_size, evo.page_honoured = 10, False
+    ids = [evo.add_session()["id"] for _ in range(BATCH_SIZE)]
+    assert await poll_all(client, ids) == ids
+    listings = evo.requests_to("GET", "/sessions")
+    assert [r.query["page"] for r in listings] == ["0", "1"]
+    alone = [r.path for r in evo.requests if r.path != "/sessions"]
+    assert alone == [f"/sessions/{i}" for i in ids[10:]]  # each left out, read once alone
+
+
 async def test_a_listing_refused_as_invalid_stops_batching(
     evo: EvoVoiceStandIn, client: EvoVoiceClient
 ) -> None:
