@@ -9,6 +9,7 @@ listings under every reading of `all=true`, and the reading of a session's field
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,18 @@ from bot.calls.status_views import HANG_UP_ACTION
 from bot.config import ConfigError
 from bot.ops.check_evovoice_requests import PROBE_NUMBER
 from bot.ops.findings import Status
-from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, NoContent
+from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, NoContent, Recorded
+from bot.standins.evovoice.recorded import reads
 from bot.standins.slack import SlackStandIn
-from tests.conftest import EVO_PASSWORD, EVO_USER, FLOWS, POLICY_NO_REPEAT_QUESTION, BotFactory
+from tests.conftest import (
+    EVO_PASSWORD,
+    EVO_USER,
+    FLOWS,
+    POLICY_NO_REPEAT_QUESTION,
+    BotFactory,
+    BotUnderTest,
+    until,
+)
 from tests.follow_helpers import FAST, FULL, click, status_message, wait_for_edit
 from tests.checkups import by_subject, check
 from tests.escalations import (
@@ -41,6 +51,12 @@ NO_ANSWER_FROM_ALICE = "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer 
 # ----------------------------------------------------------------------------------- hanging up
 
 
+async def until_sent(bot: BotUnderTest, matches: Callable[[Recorded], bool]) -> list[Recorded]:
+    """The requests Evo Voice received that ``matches``, once there is one."""
+    await until(lambda: any(matches(r) for r in bot.evo.requests))
+    return [r for r in bot.evo.requests if matches(r)]
+
+
 @MODES
 async def test_a_manager_only_login_hangs_up_with_patch_session(
     bot_factory: BotFactory, mode: str
@@ -56,6 +72,27 @@ async def test_a_manager_only_login_hangs_up_with_patch_session(
     assert bot.evo.hang_ups(session_id) == ["PATCH"]
     assert bot.evo.requests_to("DELETE", f"/sessions/{session_id}") == []
     assert all(r.headers["User-Agent"].startswith("callbot/") for r in bot.evo.requests)
+
+
+async def test_a_patch_session_that_ends_nothing_never_shows_the_call_as_ended(
+    bot_factory: BotFactory,
+) -> None:
+    # PatchSession ending a call is only likely (docs/evovoice-api.md, Hang up).
+    bot = await bot_factory("http", **FAST)
+    bot.evo.patch_ends_calls = False
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "🟢 Connected")
+    await click(bot, status, HANG_UP_ACTION)
+    [patch] = await until_sent(bot, lambda r: r.method == "PATCH")
+    await until_sent(bot, lambda r: r.time > patch.time and bool(reads(r, session_id)))
+    await bot.settle()
+    shown = bot.slack.messages[(status.channel, status.ts)]
+    assert "🟢 Connected" in str(shown.text) and HANG_UP_ACTION in str(shown.blocks)
+    bot.evo.set_session_state(session_id, callState="Disconnected", ended=True, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended: Completed")
 
 
 async def test_a_login_with_user_hangs_up_with_end_session(

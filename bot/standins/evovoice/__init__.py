@@ -51,7 +51,8 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   answers 401.
 - EndSession (``DELETE /sessions/{id}``) requires the role ``User``: a Manager-only login (the
   default ``roles``) gets 403 "Invalid Role". PatchSession (``PATCH /sessions/{id}`` with
-  ``{"callState": "Disconnected"}``) requires authentication only.
+  ``{"callState": "Disconnected"}``) requires authentication only; that it ends the call is only
+  likely, so ``patch_ends_calls = False`` accepts it and lets the call go on.
 - ``GET /sessions``: ``to`` is a *contains* filter; ``startDate`` is a date read in
   ``sessions_utc_offset`` (unknown: tests try several); ``sort_honoured`` False ignores
   ``sortField`` (oldest first); lists default to ``countPerPage=25``. ``specificIds=a,b`` lists

@@ -70,6 +70,7 @@ class EvoVoiceStandIn:
         self.page_honoured = True  # False: every page is the first one
         self.specific_ids = "honoured"  # or "ignored" (sessions.py)
         self.omitted_from_listings: set[str] = set()  # session ids no listing holds
+        self.patch_ends_calls = True  # False: PatchSession is accepted, the call goes on
         # None: no limit (nothing public says Evo Voice has one); else 429 past it (rate.py).
         self.rate_limit: RateLimit | None = None
         # What a request does when its queue is empty, by (method, path); else Respond(). E.g.
@@ -302,11 +303,8 @@ class EvoVoiceStandIn:
         body = await json_object(request)
         if isinstance(body, web.Response):
             return body
-        flow_id, number, caller_id = (
-            body.get("flowId"),
-            body.get("numberToDial"),
-            body.get("callerId"),
-        )
+        flow_id, number = body.get("flowId"), body.get("numberToDial")
+        caller_id = body.get("callerId")
         flow = next((f for f in self.flows if f.get("id") == flow_id), None)
         if not flow_id:
             return field_error("FlowId", "NotEmpty", "'Flow Id' must not be empty.")
@@ -382,7 +380,8 @@ class EvoVoiceStandIn:
             return body
 
         def patch() -> web.Response:
-            if body.get("callState") == "Disconnected":
+            # Ending a call this way is only *likely* (docs/evovoice-api.md, Hang up).
+            if body.get("callState") == "Disconnected" and self.patch_ends_calls:
                 return self._end_session("PATCH", session_id)
             if session_id not in self.sessions:
                 return error(404, "NotFound", "Session not found")
