@@ -84,6 +84,13 @@ def test_a_message_keeps_its_buttons_when_shortened_to_fifty_blocks() -> None:
                      "text": {"type": "plain_text", "text": "x" * 301},
                      "confirm": {"type": "plain_text", "text": "ok"},
                      "deny": {"type": "plain_text", "text": "no"}}}]}]},
+    # shapes
+    {"text": "t", "blocks": [{"type": "sektion", "text": {"type": "mrkdwn", "text": "x"}}]},
+    {"text": "t", "blocks": [{"type": "section", "block_id": "b"}]},
+    {"text": "t", "blocks": [{"type": "header", "text": {"type": "mrkdwn", "text": "x"}}]},
+    {"text": "t", "blocks": [{"type": "actions", "elements": [
+        {"type": "button", "action_id": "a", "text": {"type": "mrkdwn", "text": "b"}}]}]},
+    {"text": "t", "blocks": [{"type": "divider", "block_id": "same"}] * 2},
 ])
 async def test_the_stand_in_refuses_what_slack_refuses_on_a_response_url(
     slack: SlackStandIn, body: dict[str, object]
@@ -112,11 +119,18 @@ _OPTION = {"text": {"type": "plain_text", "text": "Escalation"}, "value": "flow-
     (_FORM, {"response_action": "update", "view": {"type": "modal", "blocks": [],
                                                      "title": {"type": "plain_text",
                                                                "text": "x" * 25}}}, True),
+    (_FORM, {"response_action": "push", "view": {
+        "type": "modal", "blocks": [], "title": {"type": "mrkdwn", "text": "x"}}}, True),
+    (_FORM, {"response_action": "update", "view": {
+        "type": "modal", "title": {"type": "plain_text", "text": "Call"},
+        "submit": {"type": "plain_text", "text": "Call"},
+        "blocks": [{"type": "input", "label": {"type": "plain_text", "text": "Number"}}]}}, True),
     ({"type": "block_suggestion"}, {"options": [_OPTION] * 100}, False),
     ({"type": "block_suggestion"}, {"options": [_OPTION] * 101}, True),
     ({"type": "block_suggestion"}, {"options": [{**_OPTION, "value": "v" * 151}]}, True),
 ], ids=["error-under-an-input", "error-under-no-input", "no-errors", "unknown-action",
-        "update-too-long-title", "100-options", "101-options", "long-value"])
+        "update-too-long-title", "push-mrkdwn-title", "update-input-without-element",
+        "100-options", "101-options", "long-value"])
 def test_the_stand_in_refuses_an_ack_slack_refuses(
     payload: dict[str, object], ack: dict[str, object], refused: bool
 ) -> None:

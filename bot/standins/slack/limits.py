@@ -113,6 +113,43 @@ def _element_problems(node: JSONDict, ptr: str) -> list[str]:
     return problems
 
 
+_BLOCK_TYPES = frozenset({"actions", "context", "divider", "file", "header", "image", "input",
+                          "markdown", "rich_text", "section", "video"})
+
+
+def _shape_problems(blocks: list[Any], pointer: str) -> list[str]:
+    """The shapes Slack refuses as ``invalid_blocks`` whatever their sizes: a block of no known
+    type, a section with neither text nor fields, an input without its label or element, a
+    header or button whose text is not plain_text, one block_id used twice."""
+    problems: list[str] = []
+    seen: set[str] = set()
+    for i, block in enumerate(blocks):
+        ptr = f"{pointer}/{i}"
+        if not isinstance(block, dict) or block.get("type") not in _BLOCK_TYPES:
+            problems.append(f"[ERROR] unsupported type [json-pointer:{ptr}/type]")
+            continue
+        kind, block_id = block["type"], block.get("block_id")
+        if isinstance(block_id, str):
+            if block_id in seen:
+                problems.append(f"[ERROR] duplicate block_id [json-pointer:{ptr}/block_id]")
+            seen.add(block_id)
+        if kind == "section" and not block.get("text") and not block.get("fields"):
+            problems.append(f"[ERROR] must provide text or fields [json-pointer:{ptr}]")
+        if kind == "input":
+            problems += [f"[ERROR] missing required field: {key} [json-pointer:{ptr}]"
+                         for key in ("label", "element") if not isinstance(block.get(key), dict)]
+        plain = [("text", block.get("text"))] if kind == "header" else []
+        for j, element in enumerate(block.get("elements") or []):
+            if isinstance(element, dict) and element.get("type") == "button":
+                plain.append((f"elements/{j}/text", element.get("text")))
+        if isinstance(block.get("accessory"), dict) and block["accessory"].get("type") == "button":
+            plain.append(("accessory/text", block["accessory"].get("text")))
+        problems += [f"[ERROR] must be a plain_text object [json-pointer:{ptr}/{where}]"
+                     for where, text in plain
+                     if not isinstance(text, dict) or text.get("type") != "plain_text"]
+    return problems
+
+
 def message_problems(body: Any) -> list[str]:
     """Why Slack would refuse ``body`` as a message (an ack, a ``response_url`` post): blocks."""
     if not isinstance(body, dict):
@@ -122,7 +159,7 @@ def message_problems(body: Any) -> list[str]:
         return []
     if not isinstance(blocks, list):
         return ["[ERROR] must be an array [json-pointer:/blocks]"]
-    problems = _block_problems(blocks, "/blocks")
+    problems = _block_problems(blocks, "/blocks") + _shape_problems(blocks, "/blocks")
     if len(blocks) > 50:
         problems.append("[ERROR] must provide no more than 50 items [json-pointer:/blocks]")
     return problems
@@ -141,6 +178,13 @@ def _view_problems(view: JSONDict) -> list[str]:
             problems.append(
                 "[ERROR] must be less than 25 characters [json-pointer:/view/title/text]"
             )
+        for key in ("title", "submit", "close"):
+            if key in view and view[key] is not None and (
+                not isinstance(view[key], dict) or view[key].get("type") != "plain_text"
+            ):
+                problems.append(
+                    f"[ERROR] must be a plain_text object [json-pointer:/view/{key}]"
+                )
         for key in ("submit", "close"):
             text = _text_of(view.get(key))
             if text is not None and len(text) > 24:
@@ -165,6 +209,7 @@ def _view_problems(view: JSONDict) -> list[str]:
                 "[json-pointer:/view]"
             )
         problems += _block_problems(blocks, "/view/blocks")
+        problems += _shape_problems(blocks, "/view/blocks")
     for key, limit in (("private_metadata", 3000), ("callback_id", 255), ("external_id", 255)):
         value = view.get(key)
         if isinstance(value, str) and len(value) > limit:
