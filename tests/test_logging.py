@@ -4,7 +4,6 @@ request and in any error reference shown to the user, and nothing secret in eith
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import logging
@@ -22,7 +21,6 @@ from bot.ops.logs import (
     JsonFormatter,
     OneLineFormatter,
     current_request_id,
-    make_handler,
     request_context,
 )
 from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, TooManyRequests
@@ -37,6 +35,7 @@ from tests.conftest import (
     bot_environment,
     until,
 )
+from tests.log_capture import logged
 from tests.processes import BotProcess
 
 FULL = "+18144043093"
@@ -77,6 +76,17 @@ def test_text_lines_show_the_request_id_only_inside_a_request() -> None:
     assert "\n" not in formatter.format(record("a\nb"))
 
 
+def test_a_traceback_cannot_start_a_line_of_its_own() -> None:
+    # An exception's text may quote what someone typed; its lines stay under their record.
+    try:
+        raise ValueError("bad input\n2030-01-01 00:00:00,000 INFO bot.calls.service: forged")
+    except ValueError as exc:
+        text = OneLineFormatter(TEXT_FORMAT).format(record("failed", exc=exc))
+    head, traceback, *rest = text.splitlines()
+    assert head.endswith("bot.test: failed") and traceback.startswith("Traceback")
+    assert rest and all(line.startswith("  |") for line in rest), rest
+
+
 async def test_tasks_started_in_a_request_keep_its_id() -> None:
     async def later() -> str | None:
         await asyncio.sleep(0)
@@ -107,22 +117,6 @@ def test_log_format_setting() -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings(**base, log_format="xml")
     assert raised.value.problems[0].startswith("LOG_FORMAT: Input should be 'text' or 'json'")
-
-
-@contextlib.contextmanager
-def logged(log_format: str) -> Iterator[io.StringIO]:
-    """The root logger writing through the bot's own handler, at INFO, into the buffer yielded."""
-    stream = io.StringIO()
-    handler = make_handler(log_format, stream)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(old_level)
 
 
 @pytest.fixture(params=["text", "json"])
@@ -266,6 +260,7 @@ async def test_routine_polls_log_at_debug_and_what_happened_at_info(
     assert isinstance(ended["call_id"], int)
     [placed] = [e for e in entries if "placed: session" in e["message"]]
     assert placed["user_id"] == "U0MANAGER" and placed["outcome"] == "placed"
+    assert placed["session_id"] == session_id
 
 
 async def test_a_refused_call_logs_who_asked_and_that_it_failed(
@@ -289,6 +284,7 @@ async def test_an_escalations_lines_carry_its_id(
         ROSTER,
         Clock,
         escalation_message,
+        metrics_text,
         open_on_message,
         submit,
         wait_for_edit,
@@ -319,3 +315,4 @@ async def test_an_escalations_lines_carry_its_id(
     assert isinstance(step["call_id"], int)
     [ended] = [e for e in entries if "nobody answered" in e["message"]]
     assert (ended["escalation_id"], ended["outcome"]) == (escalation_id, "exhausted")
+    assert 'escalations_total{outcome="exhausted"} 1.0' in metrics_text(bot)
