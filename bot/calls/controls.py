@@ -146,7 +146,8 @@ class CallControls:
         except CallbotError as exc:
             await self._tell(click, exc)
             return
-        logger.info("call %s hung up by %s", call.id, click.user_id)
+        logger.info("call %s hung up by %s", call.id, click.user_id, extra={
+            "call_id": call.id, "session_id": call.session_id, "user_id": click.user_id})
         # Hung up: what is left to write waits for a failing database (never told "not done").
         await self._record(call, EventKind.HANG_UP, click)
         await until_database_answers(
@@ -203,7 +204,8 @@ class CallControls:
             # A failed group lookup (GroupLookupFailed) is told like any refusal.
             roles = await self._access.roles_of(click.user_id)
             if roles.isdisjoint(KNOWN_ROLES):
-                logger.info("button of call %s refused to %s", call.id, click.user_id)
+                logger.info("button of call %s refused to %s", call.id, click.user_id,
+                            extra={"call_id": call.id, "user_id": click.user_id})
                 raise NotAllowedOnCall()
         return call
 
@@ -226,7 +228,8 @@ class CallControls:
                 session_id=call.session_id, wait_for_database=True,
             )
         except Exception:
-            logger.exception("recording %s of call %s failed", kind, call.id)
+            logger.exception("recording %s of call %s failed", kind, call.id,
+                             extra={"call_id": call.id})
 
     async def _tell(self, click: ButtonClick, exc: CallbotError) -> None:
         await self._notifier.tell(

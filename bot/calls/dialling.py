@@ -245,7 +245,8 @@ class Dialler:
                 if not await wait_to_retry(exc, attempt, retry_for, self.sleep):
                     raise
                 logger.info("call by %s to %s: %s, trying again", call.request.user_id,
-                            call.number.masked, type(exc).__name__)
+                            call.number.masked, type(exc).__name__,
+                            extra={"user_id": call.request.user_id})
             finally:
                 REQUEST_SENT.reset(heard)
 

@@ -150,7 +150,8 @@ class CallFollower:
         try:
             return await self._fill_in(call, result, thread, dialling.id)
         except Exception:
-            logger.exception("could not keep track of a call by %s", call.request.user_id)
+            logger.exception("could not keep track of a call by %s", call.request.user_id,
+                             extra={"user_id": call.request.user_id})
             return None
 
     async def _fill_in(
@@ -234,7 +235,8 @@ class CallFollower:
                 await self.refresh(call.id)  # marks the parent of a failed call
             await self._purge_numbers()
         except Exception:
-            logger.exception("could not start following call %s", call.id)
+            logger.exception("could not start following call %s", call.id,
+                             extra={"call_id": call.id})
 
     # ----------------------------------------------------------------------------- lifecycle
 
@@ -277,7 +279,7 @@ class CallFollower:
                 if call is None or call.placement != Placement.DIALLING:
                     continue
                 logger.warning("call %s was being dialled when callbot stopped: looking for it",
-                               call_id)
+                               call_id, extra={"call_id": call_id})
                 await self._store.update(
                     call_id, placement=str(Placement.UNKNOWN), state=str(CallState.FINDING),
                     following=True, note=RESTARTED_WHILE_DIALLING,
@@ -318,7 +320,8 @@ class CallFollower:
 
     async def _failed(self, call_id: int, exc: Exception) -> None:
         # A bug, not a call problem: the row stays followed, so the next start tries again.
-        logger.error("following call %s failed", call_id, exc_info=exc)
+        logger.error("following call %s failed", call_id, exc_info=exc,
+                     extra={"call_id": call_id})
 
     async def _purge_numbers(self, *, force: bool = False) -> None:
         now = self._clock()

@@ -330,4 +330,5 @@ async def _answer_of(conn: Connection, arguments: tuple[Any, ...]) -> SlotAnswer
 
 def log_refusal(user_id: str, refused: LimitReached) -> None:
     logger.info("call by %s refused: %s limit %s reached",
-                user_id, refused.scope, refused.rate.text)
+                user_id, refused.scope, refused.rate.text,
+                extra={"user_id": user_id, "outcome": "refused"})

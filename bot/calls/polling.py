@@ -133,7 +133,8 @@ class CallPoller:
         except EvoVoiceError as exc:
             # A lookup that keeps failing (400, 403, 5xx) ends like one that finds nothing.
             if age > self._timing.find_for:
-                logger.warning("call %s: lookup still failing (%s)", call.id, type(exc).__name__)
+                logger.warning("call %s: lookup still failing (%s)", call.id, type(exc).__name__,
+                               extra={"call_id": call.id})
                 await self._stop_following(call, CallState.NOT_FOUND, EventKind.NOT_FOUND, None)
                 return _Step.DONE
             raise
@@ -255,4 +256,5 @@ class CallPoller:
         except DATABASE_FAULTS:
             raise  # the follow task tries again once the database answers: the event is not lost
         except Exception:
-            logger.exception("recording %s of call %s failed", kind, call.id)
+            logger.exception("recording %s of call %s failed", kind, call.id,
+                             extra={"call_id": call.id})

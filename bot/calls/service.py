@@ -180,7 +180,8 @@ class CallService:
         )
 
     async def _duplicate(self, request: CallRequest) -> CallResult:
-        logger.info("duplicate delivery of a request by %s ignored", request.user_id)
+        logger.info("duplicate delivery of a request by %s ignored", request.user_id,
+                    extra={"user_id": request.user_id, "outcome": str(Outcome.DUPLICATE)})
         await self._audit.duplicate(request)
         return self._finished(CallResult(Outcome.DUPLICATE))
 
@@ -235,7 +236,8 @@ class CallService:
             expires_minutes=round(self._confirmations.lifetime / 60),
         )
         logger.info("call by %s to %s: asked to confirm (%s)", request.user_id, call.number.masked,
-                    ", ".join(sorted(needed.reasons)))
+                    ", ".join(sorted(needed.reasons)),
+                    extra={"user_id": request.user_id, "outcome": str(Outcome.CONFIRMING)})
         await self._notifier.tell(
             user_id=request.user_id,
             channel_id=request.channel_id,
@@ -252,7 +254,8 @@ class CallService:
             with refused_when_database_fails("nothing was dialled"):
                 # A double click or a redelivered click dials at most once.
                 if not await self._claims.claim(f"confirm:{confirmation_id}:{user_id}"):
-                    logger.info("duplicate confirmation click by %s ignored", user_id)
+                    logger.info("duplicate confirmation click by %s ignored", user_id,
+                                extra={"user_id": user_id, "outcome": str(Outcome.DUPLICATE)})
                     return CallResult(Outcome.DUPLICATE)
                 taken = await self._confirmations.take(confirmation_id, user_id)
         except DatabaseUnavailable as exc:  # the question stays: "Call" may be clicked again

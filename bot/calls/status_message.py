@@ -113,7 +113,8 @@ class StatusMessages:
         pause, waited = self._first_pause, 0.0
         while not await self.refresh(call_id):
             if waited >= FINAL_EDIT_FOR_SECONDS:
-                logger.warning("call %s: the final status could not be shown", call_id)
+                logger.warning("call %s: the final status could not be shown", call_id,
+                               extra={"call_id": call_id})
                 return
             await self._wait(asyncio.Event(), pause)
             waited += pause

@@ -200,7 +200,8 @@ class EscalationService:
             then=self._runner.reserve_new,
         )
         if escalation is None:
-            logger.info("repeated escalation request %s ignored", request.request_key)
+            logger.info("repeated escalation request %s ignored", request.request_key,
+                        extra={"user_id": request.requester_id, "outcome": "duplicate"})
             return None
         logger.info(
             "escalation %s by %s started: %s", escalation.id, request.requester_id,
@@ -265,7 +266,8 @@ class EscalationService:
             else:
                 log_unexpected(exc, f"escalation {escalation_id} failed")
         except Exception:
-            logger.exception("escalation %s failed, and saying so failed too", escalation_id)
+            logger.exception("escalation %s failed, and saying so failed too", escalation_id,
+                             extra={"escalation_id": escalation_id})
 
     # --------------------------------------------------------------------------- the buttons
 

@@ -103,7 +103,7 @@ class EscalationButtons:
                     await self._responders.allows(click.user_id)
                 ):
                     logger.info("acknowledgement of escalation %s refused to %s", escalation.id,
-                                click.user_id)
+                                click.user_id, extra=_click_fields(escalation.id, click))
                     raise NotAllowedToAcknowledge()
                 now = self._clock()
                 first = await self._store.acknowledge(escalation.id, by=click.user_id, at=now,
@@ -114,7 +114,8 @@ class EscalationButtons:
                 )
                 current = None if first or late else await self._store.get(escalation.id)
             if first:
-                logger.info("escalation %s: acknowledged by %s", escalation.id, click.user_id)
+                logger.info("escalation %s: acknowledged by %s", escalation.id, click.user_id,
+                            extra=_click_fields(escalation.id, click))
                 await self._nudge(escalation.id)
                 return
             if late:
@@ -137,7 +138,8 @@ class EscalationButtons:
         if escalation is None:
             return
         logger.info("escalation %s: acknowledged by %s after everybody was tried",
-                    escalation.id, escalation.acknowledged_by)
+                    escalation.id, escalation.acknowledged_by,
+                    extra={"escalation_id": escalation.id, "user_id": escalation.acknowledged_by})
         await self._endings.record_acknowledgement(escalation)
         if await self._claims.claim(f"escalation:{escalation.id}:late-ack"):
             await self._card.post(escalation, views.acknowledged_late(escalation), broadcast=True)
@@ -152,7 +154,7 @@ class EscalationButtons:
                     roles = await self._access.roles_of(click.user_id)
                     if roles.isdisjoint(KNOWN_ROLES):
                         logger.info("stop of escalation %s refused to %s", escalation.id,
-                                    click.user_id)
+                                    click.user_id, extra=_click_fields(escalation.id, click))
                         raise NotAllowedToStop()
                 stopping = await self._store.set_state(
                     escalation.id, {EscalationState.RUNNING}, EscalationState.STOPPING,
@@ -163,7 +165,8 @@ class EscalationButtons:
         except CallbotError as exc:
             await self._refuse(click, exc)
             return
-        logger.info("escalation %s: stop clicked by %s", escalation.id, click.user_id)
+        logger.info("escalation %s: stop clicked by %s", escalation.id, click.user_id,
+                    extra=_click_fields(escalation.id, click))
         await self._card.refresh(escalation.id)
         await self._nudge(escalation.id)
 
@@ -213,3 +216,8 @@ def _unrecorded_page_of(
         and escalation.people[step].user_id == click.user_id
         and all(page.step != step for page in recorded)
     )
+
+
+def _click_fields(escalation_id: int, click: ButtonClick) -> dict[str, object]:
+    """The structured fields of a line about a click on `escalation_id`'s buttons."""
+    return {"escalation_id": escalation_id, "user_id": click.user_id}

@@ -115,7 +115,8 @@ class EscalationCard:
             )
         except NotDelivered as exc:
             logger.warning("escalation %s: its card could not be posted in %s (%s)",
-                           escalation.id, escalation.channel_id, exc)
+                           escalation.id, escalation.channel_id, exc,
+                           extra={"escalation_id": escalation.id})
             await self._notifier.tell(
                 user_id=escalation.requester_id, channel_id=None, response_url=response_url,
                 message=views.card_not_posted(escalation),
@@ -218,7 +219,8 @@ class EscalationCard:
         posted = await self._notifier.direct_message(target.user_id, message)
         if posted is None:
             logger.warning("escalation %s: the page to %s could not be sent", escalation.id,
-                           target.user_id)
+                           target.user_id,
+                           extra={"escalation_id": escalation.id, "user_id": target.user_id})
             return
         channel, ts = posted
         await self._store.add_page(Page(escalation.id, n, target.user_id, channel, ts, link,

@@ -41,6 +41,11 @@ def ended(escalation: Escalation, state: EscalationState) -> dict[str, object]:
     return {"escalation_id": escalation.id, "outcome": str(state)}
 
 
+def _call_fields(escalation: Escalation, call: TrackedCall) -> dict[str, object]:
+    """The structured fields of a line about one of `escalation`'s calls."""
+    return {"escalation_id": escalation.id, "call_id": call.id, "session_id": call.session_id}
+
+
 class Endings:
     def __init__(
         self,
@@ -76,7 +81,9 @@ class Endings:
         if await self._store.set_state(escalation.id, {EscalationState.RUNNING},
                                        EscalationState.ANSWERED, answered_by=target.user_id,
                                        finished_at=now):
-            logger.info("escalation %s: %s answered", escalation.id, target.user_id)
+            logger.info("escalation %s: %s answered", escalation.id, target.user_id,
+                        extra={**ended(escalation, EscalationState.ANSWERED),
+                               "user_id": target.user_id})
             self._finished(EscalationState.ANSWERED)
             if self._on_acknowledged is not None:
                 self._on_acknowledged(str(AckVia.ANSWER), now - escalation.created_at)
@@ -90,7 +97,9 @@ class Endings:
         if await self._store.acknowledge(escalation.id, by=target.user_id, at=self._clock(),
                                          via=AckVia.OUTCOME):
             logger.info("escalation %s: %s acknowledged through the call (outcome %r)",
-                        escalation.id, target.user_id, outcome or (call.outcome if call else None))
+                        escalation.id, target.user_id, outcome or (call.outcome if call else None),
+                        extra={"escalation_id": escalation.id, "user_id": target.user_id,
+                               "call_id": call.id if call else None})
 
     async def acknowledged(self, escalation: Escalation) -> None:
         """Somebody acknowledged: nobody else is called; a call still ringing is hung up."""
@@ -103,7 +112,7 @@ class Endings:
             # deadline's fresh read of the session can be ahead of the follower's poll).
             through_it = escalation.acknowledged_via == AckVia.OUTCOME and target.user_id == by
             if call is not None and not call.answered and not call.is_final and not through_it:
-                note = await self.hang_up_unanswered(call, f"acknowledged by {by}")
+                note = await self.hang_up_unanswered(escalation, call, f"acknowledged by {by}")
             outcome = (StepOutcome.ACKNOWLEDGED if target.user_id == by
                        else StepOutcome.CALLED_OFF)
             await self._store.record_step(escalation.id, escalation.step, target.user_id,
@@ -155,7 +164,7 @@ class Endings:
         if target is not None and escalation.step_started_at is not None:
             call = await self._step_call(escalation)
             if call is not None and not call.answered and not call.is_final:
-                note = await self.hang_up_unanswered(call, "escalation stopped")
+                note = await self.hang_up_unanswered(escalation, call, "escalation stopped")
                 await self._store.record_step(escalation.id, escalation.step, target.user_id,
                                               StepOutcome.STOPPED, detail=note)
         if await self._store.set_state(escalation.id, {EscalationState.STOPPING},
@@ -170,6 +179,8 @@ class Endings:
             await self._card.post(escalation, views.failed(escalation, why))
         if await self._store.set_state(escalation.id, {EscalationState.RUNNING},
                                        EscalationState.FAILED, finished_at=self._clock()):
+            logger.warning("escalation %s failed: %s", escalation.id, why,
+                           extra=ended(escalation, EscalationState.FAILED))
             self._finished(EscalationState.FAILED)
         await self._card.refresh(escalation.id)
 
@@ -185,10 +196,11 @@ class Endings:
     # ---------------------------------------------------------------------------- hang-ups
 
     async def hang_up_unanswered(
-        self, call: TrackedCall | None, why: str, *, done: str | None = None
+        self, escalation: Escalation, call: TrackedCall | None, why: str, *,
+        done: str | None = None,
     ) -> str | None:
-        """Hang up a call that is still ringing; a note for the card when that didn't work
-        (`done` when it did)."""
+        """Hang up a call of `escalation` that is still ringing; a note for the card when that
+        didn't work (`done` when it did)."""
         if call is None or call.is_final or call.answered:
             return None
         if call.session_id is None:
@@ -198,11 +210,13 @@ class Endings:
         except NotFound:
             done = None  # it ended on its own
         except EvoVoiceError as exc:
-            logger.warning("escalation: hanging up call %s failed: %s", call.id, type(exc).__name__)
+            logger.warning("escalation %s: hanging up call %s failed: %s", escalation.id, call.id,
+                           type(exc).__name__, extra=_call_fields(escalation, call))
             await self.record_call_event(call, EventKind.HANG_UP_FAILED, f"escalation: {why}")
             return f"(Hanging up that call failed: {describe(exc)} It may still ring.)"
         else:
-            logger.info("escalation: call %s hung up (%s)", call.id, why)
+            logger.info("escalation %s: call %s hung up (%s)", escalation.id, call.id, why,
+                        extra=_call_fields(escalation, call))
             await self.record_call_event(call, EventKind.HANG_UP, f"escalation: {why}")
         self._follower.poke(call.id)
         return done
@@ -216,4 +230,5 @@ class Endings:
             await self._audit.event(call.attempt_id, kind, reason=reason,
                                     session_id=call.session_id, actor_id=actor_id)
         except Exception:
-            logger.exception("recording %s of call %s failed", kind, call.id)
+            logger.exception("recording %s of call %s failed", kind, call.id,
+                             extra={"call_id": call.id})

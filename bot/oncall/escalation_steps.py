@@ -122,14 +122,16 @@ class Chain:
             elif verdict in (_Verdict.ENDED, _Verdict.TIMED_OUT):
                 await self._end_step(escalation, target, verdict, call)
             # ACK_OUTCOME, STATE_CHANGED: look again; CLOSING: the loop ends.
-        logger.info("escalation %s paused: the bot is stopping", escalation_id)
+        logger.info("escalation %s paused: the bot is stopping", escalation_id,
+                    extra={"escalation_id": escalation_id})
 
     async def _place_step(self, escalation: Escalation, target: Target) -> None:
         n = escalation.step
         lookup = await self._oncall.phones.lookup(target.user_id)
         if lookup.number is None:
             logger.info("escalation %s: skipping %s (no usable number)", escalation.id,
-                        target.user_id)
+                        target.user_id,
+                        extra={"escalation_id": escalation.id, "user_id": target.user_id})
             await self._conclude_step(escalation, target, StepOutcome.SKIPPED,
                                       detail=lookup.problem)
             return
@@ -241,7 +243,8 @@ class Chain:
                 return
             if not answered:
                 why = f"no answer in {seconds(escalation.answer_timeout)}"
-                note = await self._endings.hang_up_unanswered(call, why, done="(hung up)")
+                note = await self._endings.hang_up_unanswered(escalation, call, why,
+                                                              done="(hung up)")
             # A call connected but not acknowledged is left on: the person may still be listening.
         if escalation.step_call_id is None and not await self._step_recorded(escalation):
             # Claimed by a bot that stopped before recording the call: it may have rung.
