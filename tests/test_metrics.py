@@ -15,7 +15,8 @@ from bot.calls.models import Outcome
 from bot.evovoice.client import EvoVoiceClient, RequestObserved
 from bot.ops.metrics import Metrics, request_kind
 from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, TooManyRequests
-from tests.conftest import EVO_PASSWORD, EVO_USER, BotFactory, BotUnderTest
+from bot.standins.slack import slash_command_body
+from tests.conftest import EVO_PASSWORD, EVO_USER, BotFactory, BotUnderTest, policy_with
 
 FULL = "+18144043093"
 
@@ -101,6 +102,31 @@ async def test_evovoice_errors_are_counted_by_kind(
     assert value(samples, "callbot_evovoice_errors_total",
                  method="POST", route="/sessions/outgoing", kind=kind) == 1
     assert value(samples, "callbot_calls_total", outcome=outcome.value) == 1
+
+
+async def test_every_way_a_request_ends_is_counted(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", policy=policy_with(per_user="2/10m"))
+    await bot.command("history")
+    await bot.command("")  # the form
+    await bot.command(f"{FULL} escalation")  # placed
+    await bot.settle()
+    await bot.command(f"{FULL} escalation")  # the same number again: "are you sure?"
+    again = slash_command_body(text="+18144043094 escalation",
+                               response_url=bot.slack.response_url(), trigger_id="5.6.again")
+    await bot.post_signed(again)  # placed
+    await bot.settle()
+    await bot.post_signed(again)  # redelivered: a duplicate
+    await bot.settle()
+    await bot.command("+18144043095 escalation")  # a third call in 10 minutes: refused
+    await bot.settle()
+    samples = await scrape(bot)
+    for outcome, count in (("subcommand", 1), ("form", 1)):
+        assert value(samples, "callbot_commands_total", command="/call", outcome=outcome) == count
+    for outcome, count in (("placed", 2), ("confirming", 1), ("duplicate", 1), ("refused", 1)):
+        assert value(samples, "callbot_calls_total", outcome=outcome) == count, outcome
+    assert value(samples, "callbot_rate_limit_refusals_total", limit="per_user") == 1
+    # The escalations' endings are there from the start, at 0, for rate() to work.
+    assert ("callbot_escalations_total", frozenset({("outcome", "exhausted")})) in samples
 
 
 async def test_each_bot_counts_for_itself(bot_factory: BotFactory) -> None:

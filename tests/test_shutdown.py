@@ -9,6 +9,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from prometheus_client import generate_latest
 
 from bot.calls import form as forms
 from bot.calls.status_views import HANG_UP_ACTION
@@ -61,6 +62,8 @@ async def test_a_call_in_flight_finishes_and_new_requests_are_refused(bot: BotUn
     # While the call finishes, Slack is still answered, but nothing new is taken on.
     ack, _ = await bot.command("+18144043094 escalation", user_id="U0ADMIN")
     assert ack.status == 200 and "restarting" in ack.text and "nothing was dialled" in ack.text
+    counted = generate_latest(bot.runtime.metrics.registry).decode()
+    assert 'callbot_commands_total{command="/call",outcome="unavailable"} 1.0' in counted
     async with bot.http.get(f"http://127.0.0.1:{bot.runtime.port}/healthz") as response:
         assert response.status == 503
     assert not stopping.done()
