@@ -193,6 +193,21 @@ async def test_history_is_for_managers_and_administrators_only(bot: BotUnderTest
     assert FULL not in answer["text"]
 
 
+async def test_history_lists_the_calls_of_people_from_other_teams(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    # A Slack Connect or Enterprise Grid user calls from this workspace under their own team.
+    from_elsewhere = slash_command_body(text=f"{OTHER} escalation", user_id="U0ADMIN",
+                                        team_id="T0PARTNER", response_url=bot.slack.response_url())
+    await bot.post_signed(from_elsewhere)
+    await bot.settle()  # one at a time: newest first is compared
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    shown = lines(await history(bot))
+    assert len(shown) == 2 and "<@U0ADMIN>" in shown[1] and "+1 814 ••• 1234" in shown[1]
+
+
 async def test_history_shows_the_last_20_newest_first(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http", **FAST)
     for i in range(21):

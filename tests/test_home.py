@@ -85,3 +85,13 @@ async def test_the_escalate_button_opens_the_form(bot_factory: BotFactory, mode:
     shown = json.dumps(bot.slack.views[opened.response["view"]["id"]].versions[-1],
                        ensure_ascii=False)
     assert "Escalate to on-call" in shown and "Post the escalation in" in shown
+
+
+async def test_my_recent_calls_are_mine_alone(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    await bot.command("+18144043093 escalation", user_id="U0MANAGER")
+    await bot.command("+18144043094 escalation", user_id="U0ADMIN")
+    await bot.settle()
+    admin = json.dumps(await open_home(bot, "U0ADMIN"), ensure_ascii=False)
+    assert "Your recent calls" in admin and "+1 814 ••• 3094" in admin
+    assert "+1 814 ••• 3093" not in admin  # the Manager's call is theirs to see
