@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +41,10 @@ async def test_callbot_demo_serves_the_page_on_the_port_it_prints(tmp_path: Path
     env = with_one_ca_certificate({k: v for k, v in os.environ.items()
                                    if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_",
                                                         "DATABASE_"))})
-    env["PORT"] = "0"  # no --port: PORT decides
+    with socket.socket() as probe:  # a port free a moment ago: PORT, not the default, is used
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env["PORT"] = str(port)  # no --port: PORT decides
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "demo", env=env, cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -49,7 +53,7 @@ async def test_callbot_demo_serves_the_page_on_the_port_it_prints(tmp_path: Path
         assert process.stdout is not None
         line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
         match = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
-        assert match, line
+        assert match and match.group(1) == str(port), line
         assert "no credentials" in line
         async with aiohttp.ClientSession() as http:
             async with http.get(match.group(0)) as response:

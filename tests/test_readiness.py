@@ -27,7 +27,9 @@ async def test_ready_when_everything_answers(bot: BotUnderTest) -> None:
                     "checks": {"slack": "ok", "evovoice": "ok", "database": "ok"}}
 
 
-async def test_slack_refusing_the_token_is_named(bot_factory: BotFactory) -> None:
+async def test_slack_refusing_the_token_is_named(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
     bot = await bot_factory("socket")
     bot.slack.fail("auth.test", "invalid_auth")
     status, body = await readyz(bot)
@@ -35,6 +37,9 @@ async def test_slack_refusing_the_token_is_named(bot_factory: BotFactory) -> Non
     assert body["failed"] == ["slack"]
     assert body["checks"]["slack"] == "auth.test failed: invalid_auth"
     assert body["checks"]["evovoice"] == "ok"
+    # The operator finds it in the logs too, at WARNING.
+    [logged] = [r for r in caplog.records if r.getMessage().startswith("readiness: slack")]
+    assert logged.levelname == "WARNING" and "invalid_auth" in logged.getMessage()
 
 
 async def test_evovoice_failing_is_named(bot_factory: BotFactory) -> None:
@@ -44,6 +49,18 @@ async def test_evovoice_failing_is_named(bot_factory: BotFactory) -> None:
     assert status == 503
     assert body["failed"] == ["evovoice"]
     assert "maintenance" in body["checks"]["evovoice"]
+
+
+async def test_a_login_evovoice_no_longer_takes_is_named(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    bot.evo.password = "rotated"  # changed in Evo Voice after the bot started
+    # GET /auth/status answers 200 even so: "isAuthenticated": false.
+    status, body = await readyz(bot)
+    assert status == 503
+    assert body["failed"] == ["evovoice"]
+    assert body["checks"]["evovoice"] == (
+        "GET /auth/status failed: Evo Voice refused the login; check the username, the password "
+        "and EVOVOICE_URL.")
 
 
 async def test_database_gone_is_named(bot_factory: BotFactory) -> None:
