@@ -20,6 +20,7 @@ from tests.escalations import (
     click_ack,
     dialled,
     escalation_message,
+    metrics_text,
     open_on_message,
     page_of,
     start,
@@ -115,6 +116,7 @@ async def test_a_responder_without_a_role_has_a_limit_of_their_own(
     assert answer["response_action"] == "errors"
     assert "You have started 1 escalations in the last hour" in (
         answer["errors"][EscalationField.REASON])
+    assert 'rate_limit_refusals_total{limit="escalations_per_person"} 1.0' in metrics_text(bot)
     # Role holders have no such limit.
     for text in ("again", "and again"):
         view, _ = await open_on_message(bot, text=text, user_id="U0ADMIN")

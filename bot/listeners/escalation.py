@@ -233,6 +233,7 @@ async def validate(
         if await services.escalations.store.started_by_since(user_id, since) >= limit.count:
             logger.info("escalation by %s refused: their own limit (%s)", user_id, limit.text,
                         extra={"user_id": user_id, "outcome": "refused"})
+            services.metrics.rate_limit_refused("escalations_per_person")
             return {forms.GENERAL_ERROR_FIELD: TOO_MANY.format(
                 count=limit.count, window=limit.window_words)}
     channel_id = metadata.channel_id or submission.channel_id
