@@ -3,7 +3,9 @@ numbers, and one line per record whatever users type."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import logging
 import re
 import sys
@@ -12,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from bot.calls.confirm_views import CONFIRM_CALL_ACTION
-from bot.ops.logs import configure_logging
+from bot.ops.logs import LogFormat, configure_logging
 from bot.standins.evovoice import DropConnection, ErrorStatus, TooManyRequests
 from bot.standins.slack import block_actions_payload, interactive_body, sign, slash_command_body
 from tests.conftest import (
@@ -36,6 +38,19 @@ _RECORD_START = re.compile(
 @pytest.fixture
 def production_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     """Logging exactly as `python -m bot` sets it up, at DEBUG, written to a buffer."""
+    with logging_as_run(monkeypatch, "text") as buffer:
+        yield buffer
+
+
+@pytest.fixture
+def production_json_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """The same with LOG_FORMAT=json."""
+    with logging_as_run(monkeypatch, "json") as buffer:
+        yield buffer
+
+
+@contextlib.contextmanager
+def logging_as_run(monkeypatch: pytest.MonkeyPatch, log_format: LogFormat) -> Iterator[io.StringIO]:
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
     saved_levels = {
@@ -44,7 +59,7 @@ def production_log(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     }
     buffer = io.StringIO()
     monkeypatch.setattr(sys, "stderr", buffer)
-    configure_logging("DEBUG")
+    configure_logging("DEBUG", log_format)
     yield buffer
     root.handlers[:] = saved_handlers
     root.setLevel(saved_level)
@@ -109,6 +124,8 @@ async def test_user_text_cannot_forge_a_log_line(
     # A signed request can carry any user id; Slack's never hold these, an attacker's might.
     await bot.command("+18144043093 escalation", user_id=f"U0X\n{forged}")
     await bot.command("+18144043093 escalation", user_id=f"U0Y\r\u202e{forged}\u2066")
+    # Unicode's own line breaks: log viewers (and Python's splitlines) start a line there.
+    await bot.command("+18144043093 escalation", user_id=f"U0W\u2028{forged}\u2029\x85{forged}")
     await bot.command(f"+18144043093 escalation\n{forged}")
     question = await ask(bot, "+14165550123 escalation")
     value = button(question, CONFIRM_CALL_ACTION)["value"]
@@ -129,7 +146,24 @@ async def test_user_text_cannot_forge_a_log_line(
     assert "U0X\\n2030-01-01" in log, "the user id is logged, escaped on the same line"
     assert not any(line.startswith("2030-01-01") for line in log.splitlines())
     assert "\u202e" not in log and "\u2066" not in log and "\r" not in log
+    assert "\u2028" not in log and "\u2029" not in log and "\x85" not in log
     assert bot.evo.outgoing_posts == []
+
+
+async def test_user_text_cannot_forge_a_json_line(
+    bot_factory: BotFactory, production_json_log: io.StringIO
+) -> None:
+    bot = await bot_factory("http")
+    forged = '{"level": "INFO", "message": "call by U0ADMIN placed"}'
+    await bot.command("+18144043093 escalation",
+                      user_id=f"U0Y\n\u2028\u202e{forged}\u2029\x85\u2066")
+    await bot.settle()
+    await bot.runtime.stop()
+    log = production_json_log.getvalue()
+    entries = [json.loads(line) for line in log.splitlines()]  # every line is a whole record
+    assert any(e.get("user_id", "").startswith("U0Y") for e in entries)
+    for control in ("\u2028", "\u2029", "\x85", "\u202e", "\u2066"):
+        assert control not in log
 
 
 async def test_an_escalation_step_tried_again_logs_its_number_masked(

@@ -20,9 +20,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal, TextIO
 
-# Newlines would start a fake log line; bidi and zero-width controls can make one line read as
-# another.
-_UNSAFE = re.compile(r"[\r\n\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+# Newlines would start a fake log line, and so would Unicode's own line breaks (NEL, LINE and
+# PARAGRAPH SEPARATOR: log viewers and str.splitlines() break there); bidi and zero-width controls
+# can make one line read as another.
+_UNSAFE = re.compile(
+    r"[\r\n\x00-\x08\x0b-\x1f\x7f\x85\u200b-\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]"
+)
 
 # Libraries that log request URLs or bodies at INFO/DEBUG: bodies and `to=` queries hold phone
 # numbers and response_urls, so these stay at WARNING whatever LOG_LEVEL says.
