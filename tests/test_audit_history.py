@@ -292,6 +292,23 @@ async def test_history_filters_by_person(bot_factory: BotFactory) -> None:
     assert "No one here goes by @nobody" in answer["text"] and "member ID" in answer["text"]
 
 
+async def test_history_by_name_passes_over_deactivated_accounts(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} escalation", user_id="U0LEAD1")
+    await bot.settle()
+    members = users_list({"U0LEAD1": {"name": "alex"}, "U0GONE": {"name": "alex"}})
+
+    def with_one_deactivated(call: ApiCall) -> dict[str, Any]:
+        answer: dict[str, Any] = members(call)
+        for member in answer["members"]:
+            member["deleted"] = member["id"] == "U0GONE"  # the old Alex left; the name lives on
+        return answer
+
+    bot.slack.on("users.list", with_one_deactivated)
+    [line] = lines(await history(bot, "@alex"))
+    assert "<@U0LEAD1>" in line
+
+
 async def test_history_filters_by_number(bot: BotUnderTest) -> None:
     await bot.command(f"{FULL} escalation")
     await bot.command(f"{OTHER} escalation")

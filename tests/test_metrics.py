@@ -125,8 +125,10 @@ async def test_every_way_a_request_ends_is_counted(bot_factory: BotFactory) -> N
     for outcome, count in (("placed", 2), ("confirming", 1), ("duplicate", 1), ("refused", 1)):
         assert value(samples, "callbot_calls_total", outcome=outcome) == count, outcome
     assert value(samples, "callbot_rate_limit_refusals_total", limit="per_user") == 1
-    # The escalations' endings are there from the start, at 0, for rate() to work.
+    # The escalations' endings and ways of acknowledging are there from the start, at 0, for
+    # rate() to work.
     assert ("callbot_escalations_total", frozenset({("outcome", "exhausted")})) in samples
+    assert ("callbot_oncall_acknowledgements_total", frozenset({("via", "answer")})) in samples
 
 
 async def test_each_bot_counts_for_itself(bot_factory: BotFactory) -> None:
