@@ -1,0 +1,61 @@
+"""The outcome a followed call ends with is true: what the session's fields prove, never what they
+only hint at (docs/evovoice.md, "Fields read"). Gaps that hand-made mutations of the follower went
+through."""
+
+from __future__ import annotations
+
+from tests.conftest import BotFactory, until
+from tests.follow_helpers import (
+    FAST,
+    FULL,
+    audit_records,
+    end_session,
+    history,
+    parent_of,
+    status_message,
+    texts,
+    wait_for_edit,
+    wait_for_mark,
+)
+
+
+async def test_a_call_disconnected_after_ringing_has_ended_before_evo_voice_says_so(
+    bot_factory: BotFactory,
+) -> None:
+    # Declined while ringing: `callState` says Disconnected before `ended` is set, and
+    # `dateCompleted` is still .NET's placeholder. Seen ringing before, the call is over.
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    assert "Ringing" in texts(status)[0]
+    bot.evo.set_session_state(
+        session_id, callState="Disconnected", dateCompleted="0001-01-01T00:00:00"
+    )
+    await wait_for_edit(bot, status, "Ended")
+    assert "❌ Ended: not answered." in (status.text or "")
+    assert await wait_for_mark(bot, parent_of(bot, status)) == "x"
+
+
+async def test_a_name_shown_while_ringing_never_makes_the_call_answered(
+    bot_factory: BotFactory,
+) -> None:
+    # `answeredByName` may be filled while the phone still rings (a voicemail box's name, say):
+    # a call that then ends without connecting was not answered, by anyone, anywhere it is told.
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    seen = len(bot.evo.reads_of(session_id))
+    bot.evo.set_session_state(session_id, callState="Ringing", answeredByName="Voicemail of Alice")
+    await until(lambda: len(bot.evo.reads_of(session_id)) > seen)  # polled with the name showing
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await wait_for_edit(bot, status, "Ended")
+    assert await wait_for_mark(bot, parent_of(bot, status)) == "x"
+    assert "❌ Ended: No answer, lasted 30 s." in (status.text or "")
+    assert "Voicemail" not in str(texts(status)) and "answered by" not in str(texts(status))
+    [record] = await audit_records(bot)
+    ended = record.last("ended")
+    assert ended is not None and ended.answered_by is None
+    [line] = str((await history(bot))["text"]).splitlines()[1:]
+    assert line.split(" · ")[4].startswith("❌ not answered"), line
