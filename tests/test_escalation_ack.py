@@ -152,16 +152,21 @@ async def test_i_m_on_it_on_the_page_stops_the_chain_and_a_later_click_hears_who
     assert not any("acknowledged" in t for t in texts if not t.startswith("✅ *On-call"))
 
 
-@pytest.mark.parametrize("when", ["while connected", "as it ends"])
+@pytest.mark.parametrize("when", ["while connected", "after it connected", "as it ends"])
 async def test_a_flow_outcome_in_ack_outcomes_acknowledges(
     bot_factory: BotFactory, when: str
 ) -> None:
     # Whether a flow's outcome shows while the call is on, or only once it ended, is not known:
-    # both are honoured.
+    # both are honoured, at once (not at the step's deadline).
     bot, clock, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
     alice = session_of(bot, ALICE)
     if when == "while connected":
         bot.evo.set_session_state(alice, callState="Connected", outcome="pressed 1")
+    elif when == "after it connected":
+        # She listens a while, then presses 1: the outcome is the only thing that changes.
+        bot.evo.set_session_state(alice, callState="Connected")
+        await wait_for_edit(bot, escalation, "on the phone, not acknowledged yet")
+        bot.evo.set_session_state(alice, outcome="pressed 1")
     else:
         bot.evo.set_session_state(alice, callState="Disconnected", ended=True,
                                   outcome="Acknowledged")
