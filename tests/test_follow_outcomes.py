@@ -59,3 +59,25 @@ async def test_a_name_shown_while_ringing_never_makes_the_call_answered(
     assert ended is not None and ended.answered_by is None
     [line] = str((await history(bot))["text"]).splitlines()[1:]
     assert line.split(" · ")[4].startswith("❌ not answered"), line
+
+
+async def test_an_edit_lost_before_a_restart_is_made_by_the_next_start(
+    bot_factory: BotFactory,
+) -> None:
+    # Slack refused the edit to Connected, then the bot stopped: the row says connected, the
+    # message still "Ringing". The next start edits it at once, not at the call's next change.
+    first = await bot_factory("http", **FAST)
+    await first.command(f"{FULL} escalation")
+    status = await status_message(first)
+    [session_id] = first.evo.sessions
+    first.slack.fail("chat.update", "internal_error", times=1)
+    first.evo.set_session_state(session_id, callState="Connected", answeredByName="Bo")
+    refused = await first.slack.wait_for_call("chat.update", lambda c: not c.ok)
+    assert "Connected" in str(refused.params.get("text"))
+    await first.runtime.stop(grace=5)
+    assert "Ringing" in (status.text or "")
+
+    second = await bot_factory("http", **FAST)  # the same database; the session unchanged
+    await second.slack.wait_for_call(
+        "chat.update", lambda c: c.ok and c.params.get("ts") == status.ts, timeout=10)
+    assert "Connected (answered by Bo)" in (status.text or "")
