@@ -18,6 +18,7 @@ from tests.follow_helpers import (
     FULL,
     audit_records,
     end_session,
+    is_thread_reply,
     status_message,
 )
 from tests.follow_helpers import wait_for_edit as wait_for_status
@@ -92,3 +93,22 @@ async def test_an_escalation_carries_on_after_a_locked_database(
     assert dialled(bot) == [ALICE, BOB]
     texts = [str(c.params.get("text")) for c in bot.slack.calls_to("chat.postMessage")]
     assert not any("until callbot restarts" in t for t in texts)
+
+
+async def test_a_call_whose_status_ts_could_not_be_saved_is_followed_all_the_same(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The database fails just as Slack answers the status message: its ts is saved (and the call
+    # followed) once the database answers, instead of the message staying at "Ringing".
+    caplog.set_level(logging.WARNING, logger="bot.storage.faults")
+    bot = await bot_factory("http", **FAST)
+    gate = bot.slack.hold("chat.postMessage", when=is_thread_reply, after=True)
+    await bot.command(f"{FULL} escalation")
+    await gate.wait_until_held(1, timeout=20)
+    with write_lock(bot):
+        gate.open()
+        await until_logged(caplog, "the database failed")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=30, outcome="Completed")
+    await wait_for_status(bot, status, "Ended", timeout=30)
