@@ -78,6 +78,8 @@ async def test_an_escalation_step_dialled_as_the_bot_died_is_ended_before_the_ne
     await wait_for_status(second, status, alice)
     assert dialled(second) == [ALICE]
     escalation = await escalation_message(second)
+    # Told in the escalation's own thread, not in a new thread of the channel.
+    assert post.params.get("thread_ts") == escalation.thread_ts is not None
     clock.advance(91)  # her step's deadline passes unanswered
     await second.evo.wait_for_posts(2, timeout=20)
     assert dialled(second) == [ALICE, BOB]
