@@ -1,0 +1,55 @@
+"""Hang up and Call again are offered exactly while they can work, and say only what was done.
+Gaps that hand-made mutations of the status message's buttons went through."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
+from bot.standins.evovoice import EmptyObject, Gated
+from tests.conftest import BotFactory
+from tests.follow_helpers import (
+    FAST,
+    FULL,
+    buttons,
+    click,
+    parent_of,
+    status_message,
+    wait_for_edit,
+    wait_for_mark,
+)
+
+
+async def test_a_call_not_ringing_yet_can_be_hung_up(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(EmptyObject())  # placed, but the answer names no session
+    found = asyncio.Event()
+    bot.evo.queue("GET", "/sessions", Gated(found))  # the search for it waits meanwhile
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    # Created, not ringing yet: Evo Voice shows it Disconnected before anything happened.
+    bot.evo.set_session_state(session_id, callState="Disconnected")
+    found.set()
+    await wait_for_edit(bot, status, "Calling…")
+    assert HANG_UP_ACTION in buttons(status)
+
+    await click(bot, status, HANG_UP_ACTION)
+    await wait_for_edit(bot, status, "Hung up by <@U0MANAGER>")
+    assert len(bot.evo.hang_ups(session_id)) == 1
+
+
+async def test_a_call_no_longer_followed_offers_call_again(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": "0.3"})
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    del bot.evo.sessions[session_id]  # Evo Voice forgets the session: 404 from now on
+    await wait_for_edit(bot, status, "I stopped following this call")
+    assert await wait_for_mark(bot, parent_of(bot, status)) == "warning"
+    assert set(buttons(status)) == {CALL_AGAIN_ACTION}
+
+    await click(bot, status, CALL_AGAIN_ACTION)
+    await status_message(bot, 2)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2
