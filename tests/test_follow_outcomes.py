@@ -5,6 +5,7 @@ through."""
 from __future__ import annotations
 
 from tests.conftest import BotFactory, until
+from tests.interactions import interact, open_form, state, submission
 from tests.follow_helpers import (
     FAST,
     FULL,
@@ -81,3 +82,30 @@ async def test_an_edit_lost_before_a_restart_is_made_by_the_next_start(
     await second.slack.wait_for_call(
         "chat.update", lambda c: c.ok and c.params.get("ts") == status.ts, timeout=10)
     assert "Connected (answered by Bo)" in (status.text or "")
+
+
+async def test_the_parents_outcome_edit_keeps_the_reason_it_was_posted_with(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    view = await open_form(bot, FULL)
+    await interact(bot, submission(view, state(flow="flow-esc", reason="INC-42 db down")))
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    parent = parent_of(bot, status)
+    assert await wait_for_mark(bot, parent) == "x"
+    assert "INC-42 db down" in texts(parent)[-1] and texts(parent)[-1].endswith("❌ Not answered.")
+
+
+async def test_a_parent_edit_slack_refuses_is_tried_again(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    parent = parent_of(bot, status)
+    [session_id] = bot.evo.sessions
+    bot.slack.fail("chat.update", "internal_error", times=1,
+                   when=lambda c: c.params.get("ts") == parent.ts)
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    assert await wait_for_mark(bot, parent) == "x"
+    assert texts(parent)[-1].endswith("❌ Not answered.")
