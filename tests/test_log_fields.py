@@ -30,7 +30,15 @@ from tests.escalations import (
     wait_for_state,
 )
 from tests.escalations import wait_for_edit as wait_for_card
-from tests.follow_helpers import FAST, FULL, click, services, status_message, wait_for_edit
+from tests.follow_helpers import (
+    FAST,
+    FULL,
+    audit_records,
+    click,
+    services,
+    status_message,
+    wait_for_edit,
+)
 from tests.log_capture import entries_of, logged, the_line
 
 
@@ -139,6 +147,10 @@ async def test_an_escalation_that_cannot_go_on_says_so_and_is_counted(
     failed = the_line(entries_of(json_lines), " failed: ")
     assert (failed["level"], failed["outcome"]) == ("WARNING", "failed")
     assert 'escalations_total{outcome="failed"} 1.0' in metrics_text(bot)
+    # The audit trail holds the step that was refused, and why.
+    [refused] = [r for r in await audit_records(bot) if r.decision != "allowed"]
+    assert (refused.decision, refused.reason, refused.origin) == (
+        "denied", "NotAResponder", "escalation")
 
 
 async def test_a_call_never_found_says_how_its_following_ended(

@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.calls.models import Outcome
-from bot.errors import GroupLookupFailed, RoleDenied
+from bot.errors import GroupLookupFailed, NotAResponder, RoleDenied
 from bot.evovoice.client import EvoVoiceError, EvoVoiceStatusError, OutcomeUnknown
 from bot.phone import NumberRejected
 
@@ -20,7 +20,7 @@ MAX_TEXT = 200
 
 class Decision(StrEnum):
     ALLOWED = "allowed"  # passed every check; the result follows as an event
-    DENIED = "denied"  # the requester may not call (role)
+    DENIED = "denied"  # the requester may not call (role) or, escalating, is no responder
     REFUSED = "refused"  # the policy refused the number, flow or caller ID
     FAILED = "failed"  # the checks could not be completed (e.g. Evo Voice unreachable)
     DUPLICATE = "duplicate"  # a redelivery or double click of a request already handled
@@ -115,7 +115,8 @@ def reason_of(exc: BaseException) -> str:
 
 
 def decision_for(exc: BaseException) -> Decision:
-    if isinstance(exc, (RoleDenied, GroupLookupFailed)):
+    # Who may act: a role, or (an escalation's requester) being a responder.
+    if isinstance(exc, (RoleDenied, GroupLookupFailed, NotAResponder)):
         return Decision.DENIED
     if isinstance(exc, EvoVoiceError):
         return Decision.FAILED
