@@ -131,6 +131,15 @@ async def test_every_kind_of_attempt_is_recorded(bot_factory: BotFactory) -> Non
             for line, what in zip(shown, said, strict=True)] == [True] * len(said)
 
 
+async def test_a_long_flow_name_is_recorded_clipped(bot_factory: BotFactory) -> None:
+    # The trail is append-only: whatever is written stays forever, so typed text is bounded.
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} {'x' * 300}")
+    await bot.settle()
+    [record] = await audit_records(bot)
+    assert record.decision == "refused" and record.flow == "x" * 99 + "…"
+
+
 @on_both_databases
 async def test_the_audit_trail_is_append_only(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -79,6 +80,15 @@ async def test_the_page_api_turns_bad_requests_away(demo: Demo) -> None:
                                  headers={"Content-Type": "application/json"}) as response:
                 assert response.status == 400, (name, body)
                 assert "error" in await response.json()
+        # A phone that rings does only what a person can do with it.
+        await demo.world.say("/call +1 814 404 3093 page")
+        [phone] = await eventually(lambda: demo.world.state()["phones"])
+        body = json.dumps({"session_id": phone["session_id"], "action": "explode"}).encode()
+        async with http.post(demo.url + "api/phone", data=body,
+                             headers={"Content-Type": "application/json"}) as response:
+            assert response.status == 400
+        [phone] = demo.world.state()["phones"]
+        assert phone["state"] == "ringing"
 
 
 async def test_the_demo_reaches_nothing_beyond_this_machine(demo: Demo) -> None:
