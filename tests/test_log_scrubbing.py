@@ -100,6 +100,10 @@ async def test_a_whole_run_logs_no_secrets_numbers_or_response_urls(
     bot.slack.fail("chat.postMessage", "channel_not_found", times=1)
     await bot.command("+18144043094 wake-up-call", user_id="U0ADMIN")  # response_url fallback
     await bot.settle()
+    expired = bot.slack.response_url()
+    bot.slack.expire_response_url(expired)
+    await bot.command("+18144043094 escalation", user_id="U0NOBODY", response_url=expired)
+    await bot.settle()  # the refusal's response_url answers 404: told another way
     if mode == "http":
         data = slash_command_body(
             text="+18144043093 escalation", response_url=bot.slack.response_url()
@@ -111,6 +115,7 @@ async def test_a_whole_run_logs_no_secrets_numbers_or_response_urls(
     log = production_log.getvalue()
     check_clean(log)
     assert "callbot stopped" in log and "asked to confirm" in log
+    assert "response_url post refused" in log
     assert "+1 814 ••• 3093" in log, "calls are logged with the number masked"
     assert EVO_USER in log or True  # the login name is not a secret
 

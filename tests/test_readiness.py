@@ -63,6 +63,18 @@ async def test_a_login_evovoice_no_longer_takes_is_named(bot_factory: BotFactory
         "and EVOVOICE_URL.")
 
 
+async def test_a_slack_that_hangs_fails_the_probe_after_3_s(bot_factory: BotFactory) -> None:
+    # README's promise, which an orchestrator's probe timeout is set by.
+    bot = await bot_factory("http")
+    gate = bot.slack.hold("auth.test")
+    try:
+        status, body = await readyz(bot)
+    finally:
+        gate.open()
+    assert status == 503
+    assert body["checks"]["slack"] == "no answer within 3 s"
+
+
 async def test_database_gone_is_named(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
     assert bot.runtime.services is not None
