@@ -61,6 +61,9 @@ async def test_the_home_tab_shows_who_is_on_call_and_my_pages(
     assert "You escalated in <#C0OPS>" in admin and HOME_CALL_ACTION in admin
     assert "Your recent calls" in admin and "+1 814 ••• 3093" in admin
 
+    bob = json.dumps(await open_home(bot, "U0BOB"), ensure_ascii=False)  # next, not paged yet
+    assert "*Next:* " in bob and "escalated in" not in bob  # pages are their own people's
+
     bot.slack.users["U0GUEST"] = {"is_restricted": True}
     guest = json.dumps(await open_home(bot, "U0GUEST"), ensure_ascii=False)
     assert "On call now" not in guest and HOME_ESCALATE_ACTION not in guest

@@ -89,7 +89,8 @@ async def test_help_invalid_and_refused_requests(bot_factory: BotFactory) -> Non
     ("behaviour", "kind", "outcome"),
     [(ErrorStatus(500), "server_error", Outcome.UNKNOWN),
      (TooManyRequests(), "rate_limited", Outcome.FAILED),
-     (ErrorStatus(403, "Invalid Role"), "missing_role", Outcome.FAILED)],
+     (ErrorStatus(403, "Invalid Role"), "missing_role", Outcome.FAILED),
+     (ErrorStatus(401, "Invalid UserName or Password"), "bad_login", Outcome.FAILED)],
 )
 async def test_evovoice_errors_are_counted_by_kind(
     bot_factory: BotFactory, behaviour: object, kind: str, outcome: Outcome
