@@ -216,6 +216,8 @@ async def test_python_m_bot_logs_json_lines_with_request_ids(
     entries = [json.loads(line) for line in output.splitlines()]
     assert any(e["message"].startswith("callbot ready") for e in entries)
     assert any(e["message"] == "callbot stopped" for e in entries)
+    # LOG_LEVEL unset: INFO. Routine reads (start-up's GET /auth/status answered 200) are DEBUG.
+    assert {e["level"] for e in entries} <= {"INFO", "WARNING", "ERROR", "CRITICAL"}
     [placed] = [e for e in entries if " placed: session " in e["message"]]
     assert placed["request_id"] and placed["logger"] == "bot.calls.service"
     for secret in SECRETS:
