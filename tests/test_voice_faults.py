@@ -105,6 +105,23 @@ async def test_an_id_in_the_answer_that_names_no_session_does_not_lose_the_call(
     assert len(bot.evo.outgoing_posts) == 1
 
 
+@pytest.mark.parametrize(("status", "message"), [
+    (404, "Flow not found"), (409, "The flow is being edited"), (400, "Flow is disabled"),
+])
+async def test_a_4xx_to_the_post_says_why_and_that_nothing_was_dialled(
+    bot_factory: BotFactory, status: int, message: str
+) -> None:
+    # ServiceStack's statuses (docs/evovoice-api.md, Errors): which one refuses which request is
+    # not said, so each is a refusal of the call.
+    bot = await bot_factory("http")
+    bot.evo.queue_outgoing(ErrorStatus(status, message))
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    result = thread_result(bot)
+    assert message in result and "Nothing was dialled" in result, result
+    assert len(bot.evo.outgoing_posts) == 1
+
+
 async def test_lost_login_is_an_operator_problem(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
     bot.evo.queue_outgoing(ErrorStatus(401, "Invalid UserName or Password"))
