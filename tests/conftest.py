@@ -244,7 +244,10 @@ class BotUnderTest:
 
     async def post_signed(self, body: bytes) -> Ack:
         from bot.standins.slack import ack_problems, sign
+        from bot.standins.slack.socket_mode import ACK_DEADLINE_SECONDS
 
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
         async with self.http.post(
             self.events_url, data=body, headers=sign(body, SIGNING_SECRET)
         ) as response:
@@ -253,6 +256,9 @@ class BotUnderTest:
                 parsed = json.loads(raw) if raw else {}
             except json.JSONDecodeError:
                 parsed = {"text": raw}
+        # Slack gives up on a request unanswered after 3 s: the person sees an error.
+        waited = loop.time() - sent
+        assert waited <= ACK_DEADLINE_SECONDS, f"Slack gave up after 3 s: acked in {waited:.1f} s"
         # Slack shows the person an error instead of an ack it can't use.
         form = urllib.parse.parse_qs(body.decode(errors="replace"))
         if response.status == 200 and "payload" in form:

@@ -491,6 +491,28 @@ async def test_socket_mode_hello_message_shape(slack: SlackStandIn) -> None:
             assert await sender == {"envelope_id": envelope["envelope_id"]}
 
 
+async def test_socket_mode_acks_slack_would_refuse_fail(slack: SlackStandIn) -> None:
+    """An ack more than 3 s late, or one an interactive payload can't use (Deadlines)."""
+    client = web_client(slack)
+    url = (await client.apps_connections_open(app_token=slack.app_token))["url"]
+    async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+        await ws.receive_json(timeout=WAIT)  # hello
+        late = await slack.post_envelope("slash_commands", {"command": "/call"}, timeout=WAIT)
+        await ws.receive_json(timeout=WAIT)
+        slack.envelopes[late].sent_at -= 4  # as if it had waited 4 s: no real wait
+        await ws.send_json({"envelope_id": late})
+        with pytest.raises(AssertionError, match="gave up"):
+            await slack.wait_for_ack(late, timeout=WAIT)
+
+        suggestion = block_suggestion_payload(action_id="flow", value="esc")
+        unusable = await slack.post_envelope("interactive", suggestion, timeout=WAIT)
+        await ws.receive_json(timeout=WAIT)
+        option = {"text": {"type": "plain_text", "text": "Escalation"}, "value": "flow-esc"}
+        await ws.send_json({"envelope_id": unusable, "payload": {"options": [option] * 101}})
+        with pytest.raises(AssertionError, match="refuses this ack"):
+            await slack.wait_for_ack(unusable, timeout=WAIT)
+
+
 async def test_socket_mode_200_concurrent_envelopes(slack: SlackStandIn) -> None:
     app = new_app(slack)
     finished: list[str] = []

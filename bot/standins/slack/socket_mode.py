@@ -277,9 +277,20 @@ class SocketMode(StandInCore):
                 await conn.ws.send_str(message)
 
 
+# "Every slash command, shortcut, block action, options request and view submission must be
+# acknowledged within 3 s, or the user sees an error" (docs/slack-platform.md, Deadlines).
+ACK_DEADLINE_SECONDS = 3.0
+
+
 def _accepted(record: EnvelopeRecord, ack: JSONDict) -> JSONDict:
-    """``ack``, unless Slack would refuse it as the answer to an interactive envelope (the person
-    sees an error instead): then the test fails."""
+    """``ack``, unless Slack would refuse it (too late, or no answer to an interactive envelope it
+    can use: the person sees an error instead): then the test fails."""
+    acked_at = record.acked_at if record.acked_at is not None else time.monotonic()
+    if acked_at - record.sent_at > ACK_DEADLINE_SECONDS:
+        raise AssertionError(
+            f"Slack gave up on envelope {record.envelope_id} ({record.type}) after 3 s: "
+            f"acked {acked_at - record.sent_at:.1f} s after it was sent"
+        )
     if record.type == "interactive":
         refused = ack_problems(record.payload, ack.get("payload"))
         if refused:
