@@ -15,6 +15,7 @@ from tests.follow_helpers import (
     click,
     parent_of,
     status_message,
+    texts,
     wait_for_edit,
     wait_for_mark,
 )
@@ -46,7 +47,9 @@ async def test_a_call_no_longer_followed_offers_call_again(bot_factory: BotFacto
     [session_id] = bot.evo.sessions
     del bot.evo.sessions[session_id]  # Evo Voice forgets the session: 404 from now on
     await wait_for_edit(bot, status, "I stopped following this call")
-    assert await wait_for_mark(bot, parent_of(bot, status)) == "warning"
+    parent = parent_of(bot, status)
+    assert await wait_for_mark(bot, parent) == "warning"
+    assert texts(parent)[-1].endswith("\n⚠️ Outcome unclear: see the thread.")
     assert set(buttons(status)) == {CALL_AGAIN_ACTION}
 
     await click(bot, status, CALL_AGAIN_ACTION)
