@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
-from bot.standins.evovoice import EmptyObject, Gated
+from bot.standins.evovoice import EmptyObject, ErrorStatus, Gated
 from tests.conftest import BotFactory
 from tests.follow_helpers import (
     FAST,
     FULL,
+    audit_records,
     buttons,
     click,
+    end_session,
+    history,
     parent_of,
     status_message,
     texts,
@@ -50,9 +53,51 @@ async def test_a_call_no_longer_followed_offers_call_again(bot_factory: BotFacto
     parent = parent_of(bot, status)
     assert await wait_for_mark(bot, parent) == "warning"
     assert texts(parent)[-1].endswith("\n⚠️ Outcome unclear: see the thread.")
+    [line] = str((await history(bot))["text"]).splitlines()[1:]
+    assert line.split(" · ")[4].startswith("⏱ no longer followed")
     assert set(buttons(status)) == {CALL_AGAIN_ACTION}
 
     await click(bot, status, CALL_AGAIN_ACTION)
     await status_message(bot, 2)
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 2
+
+
+async def test_hang_up_on_a_call_evo_voice_no_longer_knows_is_not_shown_as_done(
+    bot_factory: BotFactory,
+) -> None:
+    # The call ended on its own between the last poll and the click: Evo Voice answers 404.
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    for method in ("DELETE", "PATCH"):  # EndSession or PatchSession, whichever the login may use
+        bot.evo.queue(method, f"/sessions/{session_id}", ErrorStatus(404, "Session not found"))
+    end_session(bot, session_id, after_seconds=20, outcome="Completed")
+
+    _, url = await click(bot, status, HANG_UP_ACTION)
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "nothing to hang up" in answer["text"]
+    await wait_for_edit(bot, status, "Ended")
+    await bot.settle()
+    assert "Hung up by" not in (status.text or "")
+    [record] = await audit_records(bot)
+    assert record.last("hang_up") is None
+
+
+async def test_a_call_again_that_failed_still_uses_up_the_button(bot_factory: BotFactory) -> None:
+    # Its new thread says what went wrong; the old message says it was called again, and its
+    # button (which would only answer "already called again") is gone.
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await wait_for_edit(bot, status, "Ended")
+    bot.evo.queue_outgoing(ErrorStatus(400, "Flow is disabled"))
+
+    await click(bot, status, CALL_AGAIN_ACTION)
+    again = await status_message(bot, 2)
+    assert "Call not placed" in (again.text or "")
+    await wait_for_edit(bot, status, "called this number again")
+    assert CALL_AGAIN_ACTION not in buttons(status)
