@@ -4,6 +4,7 @@ Gaps that hand-made mutations of the status message's buttons went through."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.standins.evovoice import EmptyObject, ErrorStatus, Gated
@@ -101,3 +102,21 @@ async def test_a_call_again_that_failed_still_uses_up_the_button(bot_factory: Bo
     assert "Call not placed" in (again.text or "")
     await wait_for_edit(bot, status, "called this number again")
     assert CALL_AGAIN_ACTION not in buttons(status)
+
+
+async def test_a_button_names_its_call_only_from_the_calls_own_message(
+    bot_factory: BotFactory,
+) -> None:
+    # The call's id, clicked on a message elsewhere (another channel, or another message of
+    # this one): not the call's status message, so the click does nothing.
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    elsewhere = [dataclasses.replace(status, channel="C0OTHER"),
+                 dataclasses.replace(status, ts=parent_of(bot, status).ts)]
+    for message in elsewhere:
+        _, url = await click(bot, message, HANG_UP_ACTION, value=buttons(status)[HANG_UP_ACTION])
+        [answer] = await bot.slack.wait_for_response(url)
+        assert "no longer works" in answer["text"]
+    assert bot.evo.hang_ups(session_id) == []
