@@ -120,3 +120,27 @@ async def test_a_button_names_its_call_only_from_the_calls_own_message(
         [answer] = await bot.slack.wait_for_response(url)
         assert "no longer works" in answer["text"]
     assert bot.evo.hang_ups(session_id) == []
+
+
+async def test_a_hang_up_refused_both_ways_for_a_role_is_said_and_not_shown_as_done(
+    bot_factory: BotFactory,
+) -> None:
+    # A Manager-only login: EndSession needs the role User (403 "Invalid Role"), and here
+    # PatchSession is refused the same way. Nothing ended the call.
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.queue("PATCH", f"/sessions/{session_id}", ErrorStatus(403, "Invalid Role"))
+
+    _, url = await click(bot, status, HANG_UP_ACTION)
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "Evo Voice did not hang up" in answer["text"] and "lacks the role" in answer["text"]
+    assert bot.evo.hang_ups(session_id) == []
+    # The call goes on, then ends on its own: nobody hung it up.
+    end_session(bot, session_id, after_seconds=60, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended")
+    await bot.settle()
+    assert "Hung up by" not in (status.text or "")
+    [record] = await audit_records(bot)
+    assert record.last("hang_up") is None and record.last("hang_up_failed") is not None
