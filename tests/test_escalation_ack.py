@@ -229,6 +229,27 @@ async def test_a_call_connected_at_the_deadline_is_left_on_and_the_chain_moves_o
                                          "answered but not acknowledged")
 
 
+async def test_a_call_answered_just_before_the_deadline_unseen_by_a_poll_is_left_on(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice picks up while the follower's poll is still out: the deadline's fresh read of the
+    session sees it connected, and her call is not cut off; the chain moves on."""
+    bot, clock, escalation = await running_escalation(bot_factory)
+    alice = session_of(bot, ALICE)
+    polls = len(bot.evo.requests_to("GET", "/sessions"))
+    poll_answered = asyncio.Event()
+    bot.evo.queue("GET", "/sessions", Gated(poll_answered))  # the follower's next poll hangs
+    await until(lambda: len(bot.evo.requests_to("GET", "/sessions")) > polls)
+    bot.evo.set_session_state(alice, callState="Connected")
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    poll_answered.set()
+    assert dialled(bot) == [ALICE, BOB]
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ the call was "
+                                         "answered but not acknowledged")
+    assert not hung_up(bot, alice)  # she may still be listening
+
+
 async def test_acknowledging_an_earlier_page_hangs_up_the_phone_ringing_now(
     bot_factory: BotFactory,
 ) -> None:
