@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.calls.store import CallState
 from bot.standins.slack import ApiCall
 from bot.storage.database import Database
 from tests.conftest import BotFactory, BotUnderTest
@@ -197,3 +198,27 @@ async def test_a_post_its_live_replica_still_sends_again_is_not_taken_over(
     await first.settle()
     await second.settle()
     assert sum(1 for c in first.slack.calls_to("chat.postMessage") if c.ok and loud(c)) == 1
+
+
+async def test_a_status_message_found_after_its_call_ended_is_edited_to_the_outcome(
+    bot_factory: BotFactory,
+) -> None:
+    # The call ended while the bot was down, and the next start learned it before finding the
+    # message Slack took: the message found is edited then, not left at "Ringing".
+    first, lost, session_id = await crash_while_posting_the_status(bot_factory)
+    assert lost.response is not None
+    end_session(first, session_id, after_seconds=20, outcome="Completed")
+    await gone_for_a_lease(first)
+    reading = first.slack.hold("conversations.replies")  # the thread is read once the call ended
+    second = await bot_factory("http", **QUICK)  # the same database
+    await reading.wait_until_held(1, timeout=30)
+    store = services(second).follower.store
+
+    async def ended() -> None:
+        while (call := await store.get(1)) is None or call.state != CallState.ENDED:
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(ended(), 30)
+    reading.open()
+    status = second.slack.messages[(lost.response["channel"], lost.response["ts"])]
+    await wait_for_status(second, status, "Ended", timeout=30)
