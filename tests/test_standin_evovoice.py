@@ -4,6 +4,7 @@ and the bot's client keeps clear of each trap."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime, timedelta
 
 import httpx
 import pytest
@@ -74,3 +75,17 @@ async def test_delete_sessions_without_an_id_deletes_them_all_and_the_client_nev
     async with httpx.AsyncClient(base_url=standin.url, headers=HONEST) as http:
         assert (await http.delete("/sessions")).status_code == 204
     assert standin.sessions == {}
+
+
+async def test_a_start_date_that_is_no_date_is_refused_and_the_bot_sends_a_date(
+    standin: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    async with httpx.AsyncClient(base_url=standin.url, headers=HONEST) as http:
+        refused = await http.get("/sessions", params={"startDate": "yesterday"},
+                                 headers={"Accept": "application/json"})
+    assert refused.status_code == 400
+    since = datetime.now(UTC)
+    standin.add_session(toAddress=CUSTOMER)
+    await client.find_sessions(["acct-1"], to=CUSTOMER, since=since - timedelta(minutes=1))
+    sent = standin.requests_to("GET", "/sessions")[-1].query["startDate"]
+    assert date.fromisoformat(sent) < since.date()

@@ -25,7 +25,7 @@ from bot.standins.evovoice.behaviours import (
 from bot.standins.evovoice.listing import in_accounts, page_of
 from bot.standins.evovoice.rate import RateLimit
 from bot.standins.evovoice.recorded import Recorded, reads
-from bot.standins.evovoice.sessions import as_read_alone, listed_sessions
+from bot.standins.evovoice.sessions import as_read_alone, listed_sessions, unreadable_dates
 
 MANAGER_ROLES = frozenset({"Manager", "SystemAdministrator"})
 END_SESSION_ROLE = "User"
@@ -264,17 +264,12 @@ class EvoVoiceStandIn:
     async def _auth_status(self, request: web.Request) -> web.StreamResponse:
         return await self._behave(
             request,
-            lambda: web.json_response(
-                {
-                    "id": self.user_id,
-                    "userName": self.username,
-                    "displayName": self.display_name,
-                    "isAuthenticated": True,
-                    "roles": list(self.roles),
-                    "accountIds": [a for a, _ in self.accounts],
-                    "accountNames": [n for _, n in self.accounts],
-                }
-            ),
+            lambda: web.json_response({
+                "id": self.user_id, "userName": self.username, "displayName": self.display_name,
+                "isAuthenticated": True, "roles": list(self.roles),
+                "accountIds": [a for a, _ in self.accounts],
+                "accountNames": [n for _, n in self.accounts],
+            }),
         )
 
     async def _list_flows(self, request: web.Request) -> web.StreamResponse:
@@ -335,6 +330,8 @@ class EvoVoiceStandIn:
 
     async def _find_sessions(self, request: web.Request) -> web.StreamResponse:
         query = request.query
+        if (unread := unreadable_dates(query)) is not None:
+            return error(400, "SerializationException", f"Could not read {unread} as a date")
         found = listed_sessions(
             self.sessions, query, utc_offset=self.sessions_utc_offset,
             sort_honoured=self.sort_honoured, specific_ids=self.specific_ids,

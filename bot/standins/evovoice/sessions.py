@@ -29,6 +29,20 @@ def local_date(stamp: Any, utc_offset: timedelta) -> str:
     return (created.astimezone(UTC) + utc_offset).date().isoformat()
 
 
+def unreadable_dates(query: Mapping[str, str]) -> str | None:
+    """The first of ``startDate``/``endDate`` that is no date (ServiceStack can't bind it: 400).
+
+    They are "YYYY-MM-DD" (docs/evovoice-api.md); a date and time is read as well, as ServiceStack
+    reads a DateTime."""
+    for name in ("startDate", "endDate"):
+        if name in query:
+            try:
+                datetime.fromisoformat(query[name].replace("Z", "+00:00"))
+            except ValueError:
+                return name
+    return None
+
+
 def listed_sessions(
     sessions: Mapping[str, dict[str, Any]],
     query: Mapping[str, str],
