@@ -290,6 +290,36 @@ async def test_where_the_bot_cannot_post_the_response_url_carries_the_news(
     assert all(a["response_type"] == "in_channel" for a in answers)
 
 
+@pytest.mark.parametrize(("channel", "info", "public_scope"), [
+    ("G0PRIVATE", {"is_member": False}, True),
+    ("C0NOTJOINED", {"is_member": False}, False),
+], ids=["private", "public-without-chat-write-public"])
+async def test_a_channel_the_bot_is_not_in_gets_the_news_through_the_response_url(
+    bot: BotUnderTest, channel: str, info: dict[str, object], public_scope: bool
+) -> None:
+    bot.slack.channels[channel] = info
+    if not public_scope:
+        bot.slack.bot_scopes = [s for s in bot.slack.bot_scopes or [] if s != "chat:write.public"]
+    _, url = await bot.command(f"{FULL} escalation", channel_id=channel)
+    answers = await bot.slack.wait_for_response(url, n=2)
+    await bot.settle()
+    [refused, *_] = bot.slack.calls_to("chat.postMessage")
+    assert refused.response == {"ok": False, "error": (
+        "channel_not_found" if channel.startswith("G") else "not_in_channel")}
+    assert MASKED in answers[0]["text"] and "Call placed" in answers[1]["text"]
+
+
+async def test_in_a_public_channel_it_has_not_joined_the_bot_posts_with_chat_write_public(
+    bot: BotUnderTest,
+) -> None:
+    bot.slack.channels["C0NOTJOINED"] = {"is_member": False}
+    await bot.command(f"{FULL} escalation", channel_id="C0NOTJOINED")
+    await bot.settle()
+    [parent] = bot.slack.channel_messages("C0NOTJOINED")
+    [reply] = bot.slack.thread("C0NOTJOINED", parent.ts)
+    assert "Call placed" in (reply.text or "")
+
+
 async def test_where_neither_channel_nor_response_url_works_a_direct_message_tells_the_outcome(
     bot_factory: BotFactory,
 ) -> None:

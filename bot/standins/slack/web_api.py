@@ -207,7 +207,7 @@ class WebApiMethods(ViewMethods, PeopleMethods):
         channel = p.get("channel")
         if not channel or not isinstance(channel, str):
             return _err("channel_not_found")
-        problem = self._validate_message_content(p)
+        problem = self._validate_message_content(p) or self._not_a_member(channel)
         if problem:
             return _err(problem)
         channel = self._dm_channel_if_user(channel)
@@ -234,6 +234,19 @@ class WebApiMethods(ViewMethods, PeopleMethods):
         )
         self.messages[(channel, ts)] = msg
         return {"ok": True, "channel": channel, "ts": ts, "message": msg.to_api(self.team_id)}
+
+    def _not_a_member(self, channel: str) -> str | None:
+        """Why Slack refuses a post in ``channel`` whose ``channels`` entry says the bot is no
+        member: "not_in_channel (public; chat:write.public fixes it) and channel_not_found
+        (private channels, DMs between people)" (docs/slack-platform.md)."""
+        info = self.channels.get(channel, {})
+        if info.get("is_member", True):
+            return None
+        if info.get("is_private", not channel.startswith("C")):
+            return "channel_not_found"
+        if self.bot_scopes is not None and "chat:write.public" in self.bot_scopes:
+            return None
+        return "not_in_channel"
 
     def _chat_update(self, call: ApiCall) -> JSONDict:
         p = call.params
