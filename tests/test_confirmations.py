@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from prometheus_client import generate_latest
 
 from bot.calls.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
 from tests.conftest import POLICY, BotFactory, BotUnderTest, policy_with
@@ -110,6 +111,10 @@ async def test_double_clicks_and_redelivered_clicks_dial_once(bot: BotUnderTest)
     answers = [a["text"] for _, url in acks for a in bot.slack.responses_to(url)]
     assert sum("Confirmed" in a for a in answers) == 1
     assert not any("already answered" in a for a in answers)
+    # Counted as what they are: the question, the call, and three copies of the click.
+    counted = generate_latest(bot.runtime.metrics.registry).decode()
+    for outcome, count in (("confirming", 1), ("placed", 1), ("duplicate", 3)):
+        assert f'callbot_calls_total{{outcome="{outcome}"}} {count}.0' in counted, outcome
 
 
 async def test_cancel_dials_nothing_and_the_question_cannot_be_used_after(

@@ -256,7 +256,9 @@ class CallService:
                 if not await self._claims.claim(f"confirm:{confirmation_id}:{user_id}"):
                     logger.info("duplicate confirmation click by %s ignored", user_id,
                                 extra={"user_id": user_id, "outcome": str(Outcome.DUPLICATE)})
-                    return CallResult(Outcome.DUPLICATE)
+                    # Counted like every request's end; not audited: the question it answered
+                    # is gone (taken by the first click), so there is no number to record.
+                    return self._finished(CallResult(Outcome.DUPLICATE))
                 taken = await self._confirmations.take(confirmation_id, user_id)
         except DatabaseUnavailable as exc:  # the question stays: "Call" may be clicked again
             await self._notifier.tell(user_id=user_id, channel_id=channel_id,
