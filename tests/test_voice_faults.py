@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import pytest
 
@@ -119,6 +121,23 @@ async def test_a_4xx_to_the_post_says_why_and_that_nothing_was_dialled(
     await bot.settle()
     result = thread_result(bot)
     assert message in result and "Nothing was dialled" in result, result
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+@pytest.mark.parametrize("retry_after", [None, "date", "soon"])
+async def test_a_429_whatever_its_retry_after_says_is_heard_and_nothing_is_dialled(
+    bot_factory: BotFactory, retry_after: str | None
+) -> None:
+    # Nothing public says Evo Voice limits rates, nor how (docs/evovoice-api.md lists no 429):
+    # Retry-After absent, an HTTP-date, or unreadable are each plausible.
+    if retry_after == "date":
+        retry_after = format_datetime(datetime.now(UTC) + timedelta(seconds=9), usegmt=True)
+    bot = await bot_factory("http")
+    bot.evo.queue_outgoing(TooManyRequests(retry_after=retry_after))
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    result = thread_result(bot)
+    assert "rate-limiting" in result and "nothing was dialled" in result, result
     assert len(bot.evo.outgoing_posts) == 1
 
 
