@@ -4,6 +4,9 @@ through."""
 
 from __future__ import annotations
 
+import asyncio
+
+from bot.standins.evovoice import ErrorStatus, Gated, Respond
 from tests.conftest import BotFactory, until
 from tests.interactions import interact, open_form, state, submission
 from tests.follow_helpers import (
@@ -109,3 +112,45 @@ async def test_a_parent_edit_slack_refuses_is_tried_again(bot_factory: BotFactor
     end_session(bot, session_id, after_seconds=30, outcome="No answer")
     assert await wait_for_mark(bot, parent) == "x"
     assert texts(parent)[-1].endswith("❌ Not answered.")
+
+
+async def test_a_call_over_before_the_bot_learned_of_it_ends_with_its_outcome(
+    bot_factory: BotFactory,
+) -> None:
+    # The POST's answer is lost (5xx) and the call is declined meanwhile: the session the bot
+    # finds has already ended. It ends as any call does: its outcome, its audit event.
+    bot = await bot_factory("http", **FAST)
+    session = bot.evo.add_session(toAddress=FULL, accountId="acct-1", flowId="flow-esc")
+    end_session(bot, session["id"], after_seconds=8, outcome="Declined")
+    bot.evo.queue_outgoing(ErrorStatus(500))
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    assert await wait_for_mark(bot, parent_of(bot, status)) == "x"
+    await wait_for_edit(bot, status, "❌ Ended: Declined, lasted 8 s.")
+    [record] = await audit_records(bot)
+    ended = record.last("ended")
+    assert ended is not None and ended.outcome == "Declined" and ended.duration_seconds == 8.0
+    [line] = str((await history(bot))["text"]).splitlines()[1:]
+    assert line.split(" · ")[4].startswith("❌ not answered, Declined"), line
+
+
+async def test_a_call_seen_connected_as_it_was_found_counts_as_answered(
+    bot_factory: BotFactory,
+) -> None:
+    # Answered while Evo Voice was slow to answer the POST (lost: 5xx), and over before the
+    # first poll: it was seen connected, so it was answered.
+    bot = await bot_factory("http", **FAST)
+    session = bot.evo.add_session(toAddress=FULL, accountId="acct-1", flowId="flow-esc",
+                                  callState="Connected", answeredByName="Alice Example")
+    bot.evo.queue_outgoing(ErrorStatus(500))
+    first_poll = asyncio.Event()
+    bot.evo.queue("GET", "/sessions", Respond(), Gated(first_poll))  # the lookup, then a poll
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    assert "Connected" in texts(status)[0]
+    end_session(bot, session["id"], after_seconds=40, outcome="Completed")
+    first_poll.set()
+    assert await wait_for_mark(bot, parent_of(bot, status)) == "white_check_mark"
+    assert "✅ Ended: Completed, answered by Alice Example, lasted 40 s." in (status.text or "")
+    [record] = await audit_records(bot)
+    assert [e.kind for e in record.events] == ["unknown", "answered", "ended"]

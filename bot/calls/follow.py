@@ -175,7 +175,11 @@ class CallFollower:
             state = CallState.CALLING
             if result.session is not None and result.session.id == session_id:
                 state = classify(result.session)
-            following = state != CallState.ENDED
+            if state == CallState.ENDED:
+                # Over before the bot learned of it (declined while the POST's answer was lost):
+                # the first poll ends it as any call, with its outcome and its audit event.
+                state = CallState.CALLING
+            following = True
         if thread is None:
             # Nobody to tell: no status message, and nothing to reconcile after a restart.
             following = False

@@ -177,7 +177,9 @@ class CallPoller:
     async def _apply(self, call: TrackedCall, session: Session) -> _Step:
         """Store what the session shows, and show it if anything changed."""
         state = classify(session, call.state)
-        answered = call.answered or state == CallState.CONNECTED
+        # The row shows it connected when the call was found so (`CallFollower.track`): that
+        # was an answer, even if the call is over by this poll.
+        answered = call.answered or CallState.CONNECTED in (state, call.state)
         answered_by = call.answered_by or answered_by_name(session, answered)
         newly_answered = answered and not call.answered
         if newly_answered:
