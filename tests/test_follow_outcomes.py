@@ -154,3 +154,22 @@ async def test_a_call_seen_connected_as_it_was_found_counts_as_answered(
     assert "✅ Ended: Completed, answered by Alice Example, lasted 40 s." in (status.text or "")
     [record] = await audit_records(bot)
     assert [e.kind for e in record.events] == ["unknown", "answered", "ended"]
+
+
+async def test_a_session_evo_voice_cannot_find_for_a_moment_is_still_followed(
+    bot_factory: BotFactory,
+) -> None:
+    # A new session read alone may answer 404 for a moment: only one unknown for
+    # CALL_FIND_SECONDS is given up, not one that shows up again.
+    bot = await bot_factory("http", **FAST)
+    bot.evo.omitted_from_listings.add("sess-1")  # read alone, then
+    bot.evo.queue("GET", "/sessions/sess-1", ErrorStatus(404, "Session not found"),
+                  ErrorStatus(404, "Session not found"))
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    assert session_id == "sess-1"
+    await until(lambda: len(bot.evo.requests_to("GET", "/sessions/sess-1")) > 2)
+    end_session(bot, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended")
+    assert not any("stopped following" in t for t in texts(status))
