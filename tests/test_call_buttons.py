@@ -8,7 +8,7 @@ import dataclasses
 
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.standins.evovoice import EmptyObject, ErrorStatus, Gated
-from tests.conftest import BotFactory
+from tests.conftest import BotFactory, until
 from tests.follow_helpers import (
     FAST,
     FULL,
@@ -144,3 +144,24 @@ async def test_a_hang_up_refused_both_ways_for_a_role_is_said_and_not_shown_as_d
     assert "Hung up by" not in (status.text or "")
     [record] = await audit_records(bot)
     assert record.last("hang_up") is None and record.last("hang_up_failed") is not None
+
+
+async def test_who_hung_up_shows_even_when_the_follower_saw_the_end_first(
+    bot_factory: BotFactory,
+) -> None:
+    # Evo Voice ends the call, the follower's poll sees it over, and only then does the hang-up's
+    # answer reach the bot: the message still says who hung up.
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    answered = asyncio.Event()
+    for method in ("DELETE", "PATCH"):  # EndSession or PatchSession, whichever the login may use
+        bot.evo.queue(method, f"/sessions/{session_id}", Gated(answered))
+    await click(bot, status, HANG_UP_ACTION)
+    await until(lambda: any(r.path == f"/sessions/{session_id}" for r in bot.evo.requests
+                            if r.method in ("DELETE", "PATCH")))
+    end_session(bot, session_id, after_seconds=15, outcome="Hung up")  # the hang-up took effect
+    await wait_for_edit(bot, status, "Ended: Hung up")
+    answered.set()
+    await wait_for_edit(bot, status, "Hung up by <@U0MANAGER>")
