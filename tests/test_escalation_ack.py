@@ -16,7 +16,7 @@ import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
-from bot.standins.evovoice import Gated
+from bot.standins.evovoice import ErrorStatus, Gated
 from bot.standins.slack import Message
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.follow_helpers import services
@@ -248,6 +248,20 @@ async def test_a_call_answered_just_before_the_deadline_unseen_by_a_poll_is_left
     await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ the call was "
                                          "answered but not acknowledged")
     assert not hung_up(bot, alice)  # she may still be listening
+
+
+async def test_a_call_evo_voice_no_longer_knows_at_the_deadline_is_not_said_hung_up(
+    bot_factory: BotFactory,
+) -> None:
+    # The deadline's hang-up is answered 404: the call had ended on its own, nobody hung it up.
+    bot, clock, escalation = await running_escalation(bot_factory)
+    alice = session_of(bot, ALICE)
+    for method in ("DELETE", "PATCH"):  # EndSession or PatchSession, whichever the login may use
+        bot.evo.queue(method, f"/sessions/{alice}", ErrorStatus(404, "Session not found"))
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    await wait_for_edit(bot, escalation, "<@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s")
+    assert "no answer after 90 s (hung up)" not in (escalation.text or "")
 
 
 async def test_acknowledging_an_earlier_page_hangs_up_the_phone_ringing_now(
