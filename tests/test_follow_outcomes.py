@@ -5,8 +5,9 @@ through."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
-from bot.standins.evovoice import ErrorStatus, Gated, Respond
+from bot.standins.evovoice import EmptyObject, ErrorStatus, Gated, Respond
 from tests.conftest import BotFactory, until
 from tests.interactions import interact, open_form, state, submission
 from tests.follow_helpers import (
@@ -173,3 +174,38 @@ async def test_a_session_evo_voice_cannot_find_for_a_moment_is_still_followed(
     end_session(bot, session_id, after_seconds=20, outcome="Completed")
     await wait_for_edit(bot, status, "Ended")
     assert not any("stopped following" in t for t in texts(status))
+
+
+async def test_a_passive_session_is_neither_answered_nor_over(bot_factory: BotFactory) -> None:
+    # `Passive` is one of callState's values whose meaning nothing public gives: not an answer.
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Passive")
+    await wait_for_edit(bot, status, "⏳ Calling…")
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    assert await wait_for_mark(bot, parent_of(bot, status)) == "x"
+    assert not any("Connected" in t for t in texts(status))
+
+
+async def test_an_unconfirmed_call_takes_the_session_closest_to_its_attempt(
+    bot_factory: BotFactory,
+) -> None:
+    # Someone called the number from Evo Voice itself 20 s before: that session is in the lookup's
+    # window too, but the one created as this call was dialled is this call's.
+    bot = await bot_factory("http", **FAST)
+    earlier = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=20)
+    other = bot.evo.add_session(
+        toAddress=FULL, accountId="acct-1", flowId="flow-daily",
+        dateCreated=earlier.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+    )
+    bot.evo.queue_outgoing(EmptyObject())  # placed, but the answer names no session
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [ours] = [s for s in bot.evo.sessions if s != other["id"]]
+    await wait_for_edit(bot, status, f"session `{ours}`")
+    end_session(bot, other["id"], after_seconds=30, outcome="Completed")
+    end_session(bot, ours, after_seconds=12, outcome="No answer")
+    await wait_for_edit(bot, status, "❌ Ended: No answer, lasted 12 s.")
+    assert other["id"] not in str(texts(status))
