@@ -209,3 +209,20 @@ async def test_an_unconfirmed_call_takes_the_session_closest_to_its_attempt(
     end_session(bot, ours, after_seconds=12, outcome="No answer")
     await wait_for_edit(bot, status, "❌ Ended: No answer, lasted 12 s.")
     assert other["id"] not in str(texts(status))
+
+
+async def test_a_call_still_being_looked_for_is_looked_for_again_after_a_restart(
+    bot_factory: BotFactory,
+) -> None:
+    first = await bot_factory("http", **FAST)
+    first.evo.queue_outgoing(ErrorStatus(500))  # may or may not have been placed
+    await first.command(f"{FULL} escalation")
+    status = await status_message(first)
+    assert "Looking for the call" in texts(status)[0]
+    await first.runtime.stop(grace=5)
+
+    session = first.evo.add_session(toAddress=FULL, accountId="acct-1", flowId="flow-esc")
+    second = await bot_factory("http", **FAST)  # the same database
+    await wait_for_edit(second, status, session["id"])
+    end_session(second, session["id"], after_seconds=9, outcome="Completed")
+    await wait_for_edit(second, status, "Ended: Completed")
