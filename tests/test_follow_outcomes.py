@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 
 from bot.standins.evovoice import EmptyObject, ErrorStatus, Gated, Respond
 from tests.conftest import BotFactory, until
@@ -17,6 +18,7 @@ from tests.follow_helpers import (
     end_session,
     history,
     parent_of,
+    services,
     status_message,
     texts,
     wait_for_edit,
@@ -226,3 +228,29 @@ async def test_a_call_still_being_looked_for_is_looked_for_again_after_a_restart
     await wait_for_edit(second, status, session["id"])
     end_session(second, session["id"], after_seconds=9, outcome="Completed")
     await wait_for_edit(second, status, "Ended: Completed")
+
+
+async def test_one_404_late_in_a_call_does_not_end_its_following(bot_factory: BotFactory) -> None:
+    # Long after CALL_FIND_SECONDS, the session is answered 404 once (a proxy's hiccup, say):
+    # only a session unknown for CALL_FIND_SECONDS is given up, so the outcome is still told.
+    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": "0.3"})
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "Connected")
+    store = services(bot).follower.store
+
+    async def older_than_find_seconds() -> None:
+        call = await store.get(1)
+        assert call is not None
+        while time.time() - call.created_at <= 0.3:
+            await asyncio.sleep(0.05)
+
+    await older_than_find_seconds()
+    bot.evo.omitted_from_listings.add(session_id)  # read alone, then
+    bot.evo.queue("GET", f"/sessions/{session_id}", ErrorStatus(404, "Session not found"))
+    await until(lambda: len(bot.evo.requests_to("GET", f"/sessions/{session_id}")) > 1)
+    end_session(bot, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_edit(bot, status, "✅ Ended: Completed")
+    assert not any("stopped following" in t for t in texts(status))

@@ -151,10 +151,21 @@ async def test_no_call_is_followed_beyond_the_time_limit(db: Database) -> None:
     assert notifier.reactions == [call_views.MARK_UNCLEAR]
 
 
+class Ticking(Clock):
+    """A clock a few seconds on at every reading."""
+
+    def __call__(self) -> float:
+        self.now += 5.0
+        return self.now
+
+
 async def test_a_session_that_stays_unknown_to_evo_voice_is_given_up(db: Database) -> None:
-    clock = Clock(T0 + TIMING.find_for + 1)
-    call, _, _ = await follow(db, FakeEvo([NotFound(404, "Session not found")]), clock=clock)
+    # Unknown for `find_for` (not merely once the call is that old): given up.
+    clock = Ticking(T0 + TIMING.find_for + 1)
+    evo = FakeEvo([NotFound(404, "Session not found")])
+    call, _, _ = await follow(db, evo, clock=clock)
     assert call.state == CallState.LOST
+    assert evo.polls > 1 and clock.now - (T0 + TIMING.find_for + 1) > TIMING.find_for
 
 
 async def test_resume_follows_what_was_being_followed(db: Database) -> None:

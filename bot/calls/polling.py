@@ -76,6 +76,8 @@ class CallPoller:
         self._wait = pause
         self._messages = messages
         self._wake = wake
+        # Since when each call's session has been answered 404; forgotten once it is read.
+        self._unknown_since: dict[int, float] = {}
 
     async def follow(self, call_id: int, first_poll_later: bool = False) -> None:
         timing = self._timing
@@ -102,7 +104,7 @@ class CallPoller:
                 if call.session_id is None:
                     step = await self._look_for_session(call, age)
                 else:
-                    step = await self._check_session(call, age)
+                    step = await self._check_session(call)
             except EvoVoiceError as exc:
                 # A 429 included: the client's budget holds every request back together for as
                 # long as Evo Voice asked, so the next poll simply waits its turn there.
@@ -161,17 +163,21 @@ class CallPoller:
             return _Step.DONE
         return _Step.SAME
 
-    async def _check_session(self, call: TrackedCall, age: float) -> _Step:
+    async def _check_session(self, call: TrackedCall) -> _Step:
         assert call.session_id is not None
         try:
             session = await self._evo.poll_session(call.session_id, self._account_ids)
         except NotFound:
-            if age > self._timing.find_for:
+            # Given up once it has been unknown for `find_for`: a new session may not be found at
+            # once, and one 404 later on (a proxy's, say) must not end a call still going on.
+            now = self._clock()
+            if now - self._unknown_since.setdefault(call.id, now) > self._timing.find_for:
                 await self._stop_following(
                     call, CallState.LOST, EventKind.UNFOLLOWED, "session not found"
                 )
                 return _Step.DONE
             return _Step.SAME
+        self._unknown_since.pop(call.id, None)
         return await self._apply(call, session)
 
     async def _apply(self, call: TrackedCall, session: Session) -> _Step:
@@ -226,6 +232,7 @@ class CallPoller:
     async def _stop_following(
         self, call: TrackedCall, state: CallState, kind: EventKind, reason: str | None
     ) -> None:
+        self._unknown_since.pop(call.id, None)
         logger.info("call %s: %s", call.id, state, extra={
             "call_id": call.id, "session_id": call.session_id, "outcome": str(state)})
         await self._record(call, kind, reason=reason)
