@@ -128,6 +128,7 @@ async def test_a_call_over_before_the_bot_learned_of_it_ends_with_its_outcome(
     bot.evo.queue_outgoing(ErrorStatus(500))
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
+    assert "Ended" not in texts(status)[0]  # no outcome drawn before it is read
     assert await wait_for_mark(bot, parent_of(bot, status)) == "x"
     await wait_for_edit(bot, status, "❌ Ended: Declined, lasted 8 s.")
     [record] = await audit_records(bot)
@@ -234,9 +235,12 @@ async def test_one_404_late_in_a_call_does_not_end_its_following(bot_factory: Bo
     # Long after CALL_FIND_SECONDS, the session is answered 404 once (a proxy's hiccup, say):
     # only a session unknown for CALL_FIND_SECONDS is given up, so the outcome is still told.
     bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": "0.3"})
+    bot.evo.omitted_from_listings.add("sess-1")  # read alone, then
+    bot.evo.queue("GET", "/sessions/sess-1", ErrorStatus(404, "Session not found"))  # new: once
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
+    assert session_id == "sess-1"
     bot.evo.set_session_state(session_id, callState="Connected")
     await wait_for_edit(bot, status, "Connected")
     store = services(bot).follower.store
@@ -248,7 +252,6 @@ async def test_one_404_late_in_a_call_does_not_end_its_following(bot_factory: Bo
             await asyncio.sleep(0.05)
 
     await older_than_find_seconds()
-    bot.evo.omitted_from_listings.add(session_id)  # read alone, then
     bot.evo.queue("GET", f"/sessions/{session_id}", ErrorStatus(404, "Session not found"))
     await until(lambda: len(bot.evo.requests_to("GET", f"/sessions/{session_id}")) > 1)
     end_session(bot, session_id, after_seconds=20, outcome="Completed")
