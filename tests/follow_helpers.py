@@ -12,7 +12,7 @@ from bot.calls.status_views import CALL_ACTIONS_BLOCK
 from bot.services import Services
 from bot.standins.slack import ApiCall, Message, block_actions_payload, interactive_body
 from tests.budget_clock import BudgetClock
-from tests.conftest import Ack, BotUnderTest
+from tests.conftest import Ack, BotFactory, BotUnderTest
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
@@ -39,6 +39,16 @@ async def status_message(bot: BotUnderTest, n: int = 1) -> Message:
     post = posts[n - 1]
     assert post.response is not None
     return bot.slack.messages[(post.response["channel"], post.response["ts"])]
+
+
+async def placed_call(bot_factory: BotFactory) -> tuple[BotUnderTest, Message, str]:
+    """A bot (in HTTP mode, following FAST) that placed one call to FULL: the bot, the call's
+    status message and its Evo Voice session."""
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    return bot, status, session_id
 
 
 def parent_of(bot: BotUnderTest, status: Message) -> Message:

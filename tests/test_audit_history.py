@@ -21,6 +21,7 @@ from tests.follow_helpers import (
     audit_records,
     end_session,
     history,
+    placed_call,
     services,
     status_message,
     wait_for_edit,
@@ -242,10 +243,7 @@ async def test_history_counts_a_call_answered_by_nobody_named_as_answered(
     bot_factory: BotFactory,
 ) -> None:
     # Evo Voice does not always name who answered: the call connecting is what counts.
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     bot.evo.set_session_state(session_id, callState="Connected")
     await wait_for_edit(bot, status, "Connected")
     end_session(bot, session_id, after_seconds=65, outcome="Completed")

@@ -18,6 +18,7 @@ from tests.follow_helpers import (
     end_session,
     history,
     parent_of,
+    placed_call,
     status_message,
     texts,
     wait_for_edit,
@@ -68,10 +69,7 @@ async def test_hang_up_on_a_call_evo_voice_no_longer_knows_is_not_shown_as_done(
     bot_factory: BotFactory,
 ) -> None:
     # The call ended on its own between the last poll and the click: Evo Voice answers 404.
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     for method in ("DELETE", "PATCH"):  # EndSession or PatchSession, whichever the login may use
         bot.evo.queue(method, f"/sessions/{session_id}", ErrorStatus(404, "Session not found"))
     end_session(bot, session_id, after_seconds=20, outcome="Completed")
@@ -89,10 +87,7 @@ async def test_hang_up_on_a_call_evo_voice_no_longer_knows_is_not_shown_as_done(
 async def test_a_call_again_that_failed_still_uses_up_the_button(bot_factory: BotFactory) -> None:
     # Its new thread says what went wrong; the old message says it was called again, and its
     # button (which would only answer "already called again") is gone.
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     end_session(bot, session_id, after_seconds=5, outcome="Busy")
     await wait_for_edit(bot, status, "Ended")
     bot.evo.queue_outgoing(ErrorStatus(400, "Flow is disabled"))
@@ -109,10 +104,7 @@ async def test_a_button_names_its_call_only_from_the_calls_own_message(
 ) -> None:
     # The call's id, clicked on a message elsewhere (another channel, or another message of
     # this one): not the call's status message, so the click does nothing.
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     elsewhere = [dataclasses.replace(status, channel="C0OTHER"),
                  dataclasses.replace(status, ts=parent_of(bot, status).ts)]
     for message in elsewhere:
@@ -127,10 +119,7 @@ async def test_a_hang_up_refused_both_ways_for_a_role_is_said_and_not_shown_as_d
 ) -> None:
     # A Manager-only login: EndSession needs the role User (403 "Invalid Role"), and here
     # PatchSession is refused the same way. Nothing ended the call.
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     bot.evo.queue("PATCH", f"/sessions/{session_id}", ErrorStatus(403, "Invalid Role"))
 
     _, url = await click(bot, status, HANG_UP_ACTION)
@@ -151,10 +140,7 @@ async def test_who_hung_up_shows_even_when_the_follower_saw_the_end_first(
 ) -> None:
     # Evo Voice ends the call, the follower's poll sees it over, and only then does the hang-up's
     # answer reach the bot: the message still says who hung up.
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     answered = asyncio.Event()
     for method in ("DELETE", "PATCH"):  # EndSession or PatchSession, whichever the login may use
         bot.evo.queue(method, f"/sessions/{session_id}", Gated(answered))

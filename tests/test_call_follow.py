@@ -25,6 +25,7 @@ from tests.follow_helpers import (
     everything_sent_to_slack,
     history,
     parent_of,
+    placed_call,
     services,
     status_message,
     texts,
@@ -79,10 +80,7 @@ async def test_one_status_message_follows_the_call_to_its_end(fast_bot: BotUnder
 
 
 async def test_an_unanswered_call_is_marked_with_a_cross(bot_factory: BotFactory) -> None:
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     end_session(bot, session_id, after_seconds=30, outcome="No answer")
     await wait_for_edit(bot, status, "Ended")
     assert await wait_for_mark(bot, parent_of(bot, status)) == "x"
@@ -143,10 +141,7 @@ async def test_hang_up_ends_the_call_in_evo_voice(fast_bot: BotUnderTest) -> Non
 async def test_a_hang_up_evo_voice_refuses_is_said_and_not_shown_as_done(
     bot_factory: BotFactory,
 ) -> None:
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     for method in ("DELETE", "PATCH"):  # EndSession or PatchSession, whichever the login may use
         bot.evo.queue(method, f"/sessions/{session_id}", ErrorStatus(500))
 
@@ -184,10 +179,7 @@ async def test_only_the_requester_or_a_manager_may_hang_up(bot_factory: BotFacto
 
 
 async def test_hang_up_after_the_end_sends_nothing(bot_factory: BotFactory) -> None:
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     hang_up_value = buttons(status)[HANG_UP_ACTION]
     end_session(bot, session_id, after_seconds=10, outcome="Completed")
     await wait_for_edit(bot, status, "Ended")

@@ -15,7 +15,7 @@ from bot.calls.confirm_views import CANCEL_CALL_ACTION
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.oncall.escalation_store import EscalationState
 from tests.conftest import BotFactory, BotUnderTest
-from tests.follow_helpers import FAST, FULL, audit_records, end_session, status_message
+from tests.follow_helpers import audit_records, end_session, placed_call
 from tests.follow_helpers import click as click_status
 from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.interactions import ask
@@ -76,10 +76,7 @@ async def test_hang_up_with_a_locked_database_hangs_up_and_records_it_once_it_an
     bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     await bot.settle()  # the status message's ts is kept: its buttons work
 
     async def hung_up() -> None:
@@ -100,10 +97,7 @@ async def test_hang_up_with_a_locked_database_hangs_up_and_records_it_once_it_an
 async def test_call_again_with_a_locked_database_dials_nothing_and_says_so(
     bot_factory: BotFactory,
 ) -> None:
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     end_session(bot, session_id, after_seconds=20, outcome="Completed")
     await wait_for_status(bot, status, "Ended")
     with write_lock(bot):

@@ -19,6 +19,7 @@ from tests.follow_helpers import (
     audit_records,
     end_session,
     is_thread_reply,
+    placed_call,
     status_message,
 )
 from tests.follow_helpers import wait_for_edit as wait_for_status
@@ -53,10 +54,7 @@ async def test_a_followed_call_outlives_a_locked_database(
     bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="bot.storage.faults")
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     with write_lock(bot):
         end_session(bot, session_id, after_seconds=30, outcome="Completed")
         await until_logged(caplog, "the database failed")

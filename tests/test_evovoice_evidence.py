@@ -30,7 +30,7 @@ from tests.conftest import (
     BotUnderTest,
     until,
 )
-from tests.follow_helpers import FAST, FULL, click, status_message, wait_for_edit
+from tests.follow_helpers import FAST, FULL, click, placed_call, status_message, wait_for_edit
 from tests.checkups import by_subject, check
 from tests.escalations import (
     ALICE,
@@ -99,10 +99,7 @@ async def test_a_login_with_user_hangs_up_with_end_session(
     bot_factory: BotFactory, evo: EvoVoiceStandIn
 ) -> None:
     evo.roles = ["Manager", "User"]
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     await click(bot, status, HANG_UP_ACTION)
     await wait_for_edit(bot, status, "Hung up by <@U0MANAGER>")
     assert bot.evo.hang_ups(session_id) == ["DELETE"]
@@ -173,10 +170,7 @@ async def test_answered_by_name_while_ringing_does_not_stop_the_escalation(
 async def test_a_placeholder_date_completed_does_not_end_a_ringing_call(
     bot_factory: BotFactory, placeholder: str
 ) -> None:
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     bot.evo.set_session_state(session_id, callState="Connected", dateCompleted=placeholder)
     await wait_for_edit(bot, status, "🟢 Connected")
     bot.evo.set_session_state(session_id, callState="Disconnected")

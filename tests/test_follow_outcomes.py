@@ -18,6 +18,7 @@ from tests.follow_helpers import (
     end_session,
     history,
     parent_of,
+    placed_call,
     services,
     status_message,
     texts,
@@ -31,10 +32,7 @@ async def test_a_call_disconnected_after_ringing_has_ended_before_evo_voice_says
 ) -> None:
     # Declined while ringing: `callState` says Disconnected before `ended` is set, and
     # `dateCompleted` is still .NET's placeholder. Seen ringing before, the call is over.
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     assert "Ringing" in texts(status)[0]
     bot.evo.set_session_state(
         session_id, callState="Disconnected", dateCompleted="0001-01-01T00:00:00"
@@ -49,10 +47,7 @@ async def test_a_name_shown_while_ringing_never_makes_the_call_answered(
 ) -> None:
     # `answeredByName` may be filled while the phone still rings (a voicemail box's name, say):
     # a call that then ends without connecting was not answered, by anyone, anywhere it is told.
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     seen = len(bot.evo.reads_of(session_id))
     bot.evo.set_session_state(session_id, callState="Ringing", answeredByName="Voicemail of Alice")
     await until(lambda: len(bot.evo.reads_of(session_id)) > seen)  # polled with the name showing
@@ -181,10 +176,7 @@ async def test_a_session_evo_voice_cannot_find_for_a_moment_is_still_followed(
 
 async def test_a_passive_session_is_neither_answered_nor_over(bot_factory: BotFactory) -> None:
     # `Passive` is one of callState's values whose meaning nothing public gives: not an answer.
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     bot.evo.set_session_state(session_id, callState="Passive")
     await wait_for_edit(bot, status, "⏳ Calling…")
     end_session(bot, session_id, after_seconds=30, outcome="No answer")

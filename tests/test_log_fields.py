@@ -35,8 +35,8 @@ from tests.follow_helpers import (
     FULL,
     audit_records,
     click,
+    placed_call,
     services,
-    status_message,
     wait_for_edit,
 )
 from tests.log_capture import entries_of, logged, the_line
@@ -78,10 +78,7 @@ async def test_refusals_duplicates_and_unknown_outcomes_say_who_and_what(
 async def test_a_hang_up_says_which_call_and_who(
     bot_factory: BotFactory, json_lines: io.StringIO,
 ) -> None:
-    bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
+    bot, status, session_id = await placed_call(bot_factory)
     await click(bot, status, HANG_UP_ACTION, user_id="U0ADMIN")
     await wait_for_edit(bot, status, "Hung up by <@U0ADMIN>")
     hung_up = the_line(entries_of(json_lines), " hung up by U0ADMIN")
