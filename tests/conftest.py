@@ -300,7 +300,17 @@ async def bot_factory(
     from bot.config import load_policy, load_settings
     from bot.runtime import Runtime
 
+    from tests.budget_clock import LeapingClock
+
     http = aiohttp.ClientSession()
+    # Slack's posting limit (about a message a second per channel, short bursts allowed:
+    # docs/slack-platform.md) holds for every bot a test starts, on a clock shared by the
+    # stand-in's buckets and the bots' posting lanes that leaps wherever a lane waits out a
+    # Retry-After: a message over the limit is refused and sent again as with Slack, with no wait
+    # in real time. A test about something else that posts far more than Slack would take in one
+    # channel at once lifts it (`slack.posting_rate = None`) and says why.
+    posting_clock = LeapingClock()
+    slack.limit_posting(per_second=1.0, burst=3, clock=posting_clock)
 
     async def start(mode: str = "http", policy: str | None = None, **env: str) -> BotUnderTest:
         if policy is not None:
@@ -311,6 +321,9 @@ async def bot_factory(
         copy_migrated(migrated_sqlite, settings.database_url)
         runtime = Runtime(settings, load_policy(settings.callbot_config))
         await runtime.start()
+        if runtime.services is not None:
+            lanes = runtime.services.notifier.lanes
+            lanes.clock, lanes.sleep = posting_clock, posting_clock.sleep
         bot = BotUnderTest(runtime, mode, slack, evo, http)
         started.append(bot)
         if mode == "socket":

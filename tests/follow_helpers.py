@@ -34,8 +34,11 @@ def is_thread_reply(call: ApiCall) -> bool:
 
 
 async def status_message(bot: BotUnderTest, n: int = 1) -> Message:
-    """The n-th status message (a reply in a call's thread) the bot posted."""
-    posts = await bot.slack.wait_for_calls("chat.postMessage", n, is_thread_reply)
+    """The n-th status message (a reply in a call's thread) the bot posted: a post Slack refused
+    (over the channel's posting limit, say) is no message."""
+    posts = await bot.slack.wait_for_calls(
+        "chat.postMessage", n, lambda c: is_thread_reply(c) and c.ok
+    )
     post = posts[n - 1]
     assert post.response is not None
     return bot.slack.messages[(post.response["channel"], post.response["ts"])]
@@ -150,8 +153,8 @@ async def history(bot: BotUnderTest, args: str = "", user_id: str = "U0MANAGER")
 
 
 def lanes_on(bot: BotUnderTest, clock: BudgetClock) -> list[float]:
-    """Run the bot's Slack posting lanes (their Retry-After waits) on `clock`; the list fills with
-    each wait asked for, in seconds."""
+    """Run the bot's Slack posting lanes (their Retry-After waits) on `clock`, and the Slack
+    stand-in's posting limit with them; the list fills with each wait asked for, in seconds."""
     waits: list[float] = []
 
     async def sleep(seconds: float) -> None:
@@ -160,4 +163,5 @@ def lanes_on(bot: BotUnderTest, clock: BudgetClock) -> list[float]:
 
     lanes = services(bot).notifier.lanes
     lanes.clock, lanes.sleep = clock, sleep
+    bot.slack.posting_clock = clock
     return waits

@@ -14,7 +14,7 @@ from bot.slack import blocks
 from bot.slack.blocks import Message
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn, ack_problems, message_problems
-from tests.conftest import POLICY, BotFactory
+from tests.conftest import POLICY, POLICY_NO_REPEAT_QUESTION, BotFactory
 from tests.escalations import (
     CHANNEL,
     click_stop,
@@ -25,6 +25,7 @@ from tests.escalations import (
     submit,
     wait_for_edit,
 )
+from tests.follow_helpers import status_message
 
 # ------------------------------------------------------------------------------- the primitives
 
@@ -194,3 +195,19 @@ async def test_an_escalation_of_many_people_is_posted_and_can_be_stopped(
     await click_stop(bot, escalation, user_id="U0ADMIN")
     await wait_for_edit(bot, escalation, "stopped by <@U0ADMIN>.")
     assert [m.text for m in bot.slack.channel_messages(CHANNEL)] == [message.text]
+
+
+async def test_every_test_s_bot_meets_slack_s_posting_limit(bot_factory: BotFactory) -> None:
+    """Slack's posting limit is on for every bot the tests start (tests/conftest.py): three calls
+    at once in one channel are six posts, and those past the burst are refused and sent again."""
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION)
+    numbers = ["+18144043093", "+18144043094", "+18144043095"]
+    for number in numbers:
+        await bot.command(f"{number} escalation")
+    statuses = [await status_message(bot, i + 1) for i in range(len(numbers))]
+    await bot.settle()
+    posts = bot.slack.calls_to("chat.postMessage")
+    assert any(c.status == 429 for c in posts)
+    assert len([c for c in posts if c.ok]) == 2 * len(numbers)  # every one posted in the end
+    assert all(s.thread_ts is not None for s in statuses)
+    assert bot.slack.response_posts == []
