@@ -1,0 +1,94 @@
+"""The roster at its edges: overrides taken or ending exactly at a hand-off, a rotation of one,
+and overrides that outlive the shift they covered because the roster changed mid-shift."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import OnCallPolicy, Policy
+from bot.oncall.roster import OnCall, Overrides, PhoneBook, Source
+from bot.standins.slack import SlackStandIn
+from bot.storage.database import Database
+from tests.conftest import BOT_TOKEN
+
+PEOPLE = {"U0ALICE": "+18144043093", "U0BOB": "+18144043094", "U0MANAGER": "+18144043090",
+          "U0DAN": "+18144043097"}
+WEEKLY = OnCallPolicy(flow="Escalation", rotation=("U0ALICE", "U0BOB", "U0DAN"),
+                      timezone="America/New_York", escalate_to=("U0MANAGER",))
+TICK = dt.timedelta(microseconds=1)
+# Monday 9 March 09:00 EDT: Alice's shift (9) begins; Monday 16 March 09:00 EDT: Bob's.
+ALICES_STARTS = dt.datetime(2026, 3, 9, 13, tzinfo=dt.UTC)
+BOBS_STARTS = dt.datetime(2026, 3, 16, 13, tzinfo=dt.UTC)
+DANS_STARTS = dt.datetime(2026, 3, 23, 13, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def client(slack: SlackStandIn) -> AsyncWebClient:
+    return AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url)
+
+
+def roster(db: Database, client: AsyncWebClient, oncall: OnCallPolicy = WEEKLY) -> OnCall:
+    policy = Policy(roles={"Manager": ("U0MANAGER",)}, people=PEOPLE, oncall=oncall)
+    return OnCall(policy.oncall, phones=PhoneBook(client, policy.people, policy.dial_policy),
+                  overrides=Overrides(db))
+
+
+async def test_a_take_at_the_handoff_instant_covers_the_new_shift(
+    db: Database, client: AsyncWebClient
+) -> None:
+    oncall = roster(db, client)
+    override, _ = await oncall.take("U0MANAGER", BOBS_STARTS)
+    assert (override.replaces, override.starts, override.ends) == (
+        "U0BOB", BOBS_STARTS, DANS_STARTS)
+    assert (await oncall.current(BOBS_STARTS - TICK)).user_id == "U0ALICE"
+    assert (await oncall.current(DANS_STARTS - TICK)).user_id == "U0MANAGER"
+    status = await oncall.status(BOBS_STARTS)
+    assert (status.now.user_id, status.next.user_id, status.next_from) == (
+        "U0MANAGER", "U0DAN", DANS_STARTS)
+
+
+async def test_a_take_just_before_the_handoff_ends_at_it(
+    db: Database, client: AsyncWebClient
+) -> None:
+    oncall = roster(db, client)
+    override, _ = await oncall.take("U0MANAGER", BOBS_STARTS - TICK)
+    assert (override.replaces, override.ends) == ("U0ALICE", BOBS_STARTS)
+    assert (await oncall.current(BOBS_STARTS - TICK)).user_id == "U0MANAGER"
+    at_handoff = await oncall.current(BOBS_STARTS)
+    assert (at_handoff.user_id, at_handoff.source) == ("U0BOB", Source.ROTATION)
+    assert [p.user_id for p in await oncall.chain(BOBS_STARTS)] == [
+        "U0BOB", "U0DAN", "U0ALICE", "U0MANAGER"]
+
+
+async def test_a_rotation_of_one_is_now_and_next(db: Database, client: AsyncWebClient) -> None:
+    alone = WEEKLY.model_copy(update={"rotation": ("U0ALICE",)})
+    oncall = roster(db, client, alone)
+    status = await oncall.status(ALICES_STARTS)
+    assert (status.now.user_id, status.next.user_id, status.next_from) == (
+        "U0ALICE", "U0ALICE", BOBS_STARTS)
+    assert status.next.until == DANS_STARTS
+    chain = await oncall.chain(ALICES_STARTS)
+    assert [(p.user_id, p.source) for p in chain] == [
+        ("U0ALICE", Source.ROTATION), ("U0MANAGER", Source.ESCALATE_TO)]
+    await oncall.take("U0MANAGER", ALICES_STARTS)
+    chain = await oncall.chain(ALICES_STARTS)
+    assert [(p.user_id, p.source) for p in chain] == [
+        ("U0MANAGER", Source.OVERRIDE), ("U0ALICE", Source.ROTATION)]
+
+
+async def test_an_override_longer_than_the_new_shifts_hands_back_to_the_rotation_at_its_end(
+    db: Database, client: AsyncWebClient
+) -> None:
+    # Taken under a weekly rotation, then the team moves to daily hand-offs mid-shift: the
+    # override still runs to the weekly hand-off it was taken until, and the rotation follows.
+    await roster(db, client).take("U0MANAGER", ALICES_STARTS)
+    daily = roster(db, client, WEEKLY.model_copy(update={"handoff": "daily 09:00"}))
+    wednesday = ALICES_STARTS + dt.timedelta(days=2)
+    status = await daily.status(wednesday)
+    assert (status.now.user_id, status.now.until) == ("U0MANAGER", BOBS_STARTS)
+    following = daily.rotation.shift_at(BOBS_STARTS)
+    assert (status.next.user_id, status.next_from) == (following.person, BOBS_STARTS)
+
