@@ -92,3 +92,23 @@ async def test_an_override_longer_than_the_new_shifts_hands_back_to_the_rotation
     following = daily.rotation.shift_at(BOBS_STARTS)
     assert (status.next.user_id, status.next_from) == (following.person, BOBS_STARTS)
 
+
+async def test_a_later_take_replaces_an_earlier_one_even_when_that_one_runs_longer(
+    db: Database, client: AsyncWebClient
+) -> None:
+    # Dan covers Alice's week; the team then moves to daily hand-offs and, on Wednesday, the
+    # manager takes the day. At Thursday's hand-off the rotation resumes: Dan's override was
+    # replaced and must not come back for the rest of the week.
+    await roster(db, client).take("U0DAN", ALICES_STARTS)
+    daily = roster(db, client, WEEKLY.model_copy(update={"handoff": "daily 09:00"}))
+    wednesday = ALICES_STARTS + dt.timedelta(days=2, hours=1)
+    override, _ = await daily.take("U0MANAGER", wednesday)
+    thursday = ALICES_STARTS + dt.timedelta(days=3)
+    assert (override.replaces, override.ends) == ("U0DAN", thursday)
+    assert (await daily.current(thursday - TICK)).user_id == "U0MANAGER"
+    rotation_person = daily.rotation.shift_at(thursday).person
+    after = await daily.current(thursday)
+    assert (after.user_id, after.source) == (rotation_person, Source.ROTATION)
+    assert (await daily.chain(thursday))[0].user_id == rotation_person
+    status = await daily.status(thursday)
+    assert status.override is None and status.now.user_id == rotation_person

@@ -141,7 +141,9 @@ class PhoneBook:
 
 
 class Overrides:
-    """Overrides in the database; the latest one covering an instant wins."""
+    """Overrides in the database. The latest one taken by an instant decides: it covers the
+    instant until its end, and any earlier one it replaced stays replaced after that end (an
+    earlier one can outlast it when the hand-off rule changed between the two takes)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -163,10 +165,10 @@ class Overrides:
         instant = now.timestamp()
         row = await self._db.fetchone(
             "SELECT user_id, replaces, taken_by, starts_at, ends_at FROM oncall_overrides"
-            " WHERE starts_at <= ? AND ends_at > ? ORDER BY id DESC LIMIT 1",
-            (instant, instant),
+            " WHERE starts_at <= ? ORDER BY id DESC LIMIT 1",
+            (instant,),
         )
-        if row is None:
+        if row is None or row["ends_at"] <= instant:
             return None
         return Override(
             user_id=row["user_id"],
