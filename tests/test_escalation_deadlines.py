@@ -1,0 +1,57 @@
+"""An escalation step's deadline at its edges: the step ends at answer_timeout exactly, and the
+deadlines kept in the database are wall-clock times, which another process (a restarted bot, a
+replica on another host) can compare with its own clock."""
+
+from __future__ import annotations
+
+import time
+
+from bot.oncall.escalation_store import EscalationState
+from tests.conftest import BotFactory
+from tests.escalations import (
+    ALICE,
+    BOB,
+    IN_ALICES_SHIFT,
+    ROSTER,
+    dialled,
+    hung_up,
+    open_on_message,
+    running_escalation,
+    session_of,
+    submit,
+    wait_for_edit,
+    wait_for_state,
+)
+from tests.follow_helpers import FAST, services
+
+
+async def test_the_step_ends_when_answer_timeout_has_passed_exactly(
+    bot_factory: BotFactory,
+) -> None:
+    # answer_timeout = 90 (the default): at 90 s after the dial, not a tick later, Alice has had
+    # her time, her phone stops ringing and Bob's starts.
+    bot, clock, escalation = await running_escalation(bot_factory)
+    clock.advance(90)
+    await wait_for_edit(bot, escalation,
+                        "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s")
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+    assert hung_up(bot, session_of(bot, ALICE))
+
+
+async def test_deadlines_are_wall_clock_times(bot_factory: BotFactory) -> None:
+    # The escalation service's own clock, not a test's: a deadline kept as a monotonic reading
+    # would mean nothing to a bot restarted after a reboot or to a replica on another host, and
+    # the card would date the escalation to 1970.
+    bot = await bot_factory("http", policy=ROSTER, **FAST)
+    services(bot).oncall.clock = lambda: IN_ALICES_SHIFT
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    await bot.evo.wait_for_posts(1)
+    await wait_for_state(bot, EscalationState.RUNNING)
+    [row] = await services(bot).db.fetchall(
+        "SELECT created_at, step_deadline FROM escalations")
+    wall = time.time()
+    day = 24 * 3600.0
+    assert abs(row["created_at"] - wall) < day
+    assert row["step_deadline"] is not None and abs(row["step_deadline"] - wall) < day
