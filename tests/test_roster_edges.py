@@ -112,3 +112,22 @@ async def test_a_later_take_replaces_an_earlier_one_even_when_that_one_runs_long
     assert (await daily.chain(thursday))[0].user_id == rotation_person
     status = await daily.status(thursday)
     assert status.override is None and status.now.user_id == rotation_person
+
+
+async def test_a_take_before_the_rotation_begins_ends_at_its_first_handoff(
+    db: Database, client: AsyncWebClient
+) -> None:
+    # The rotation starts on Monday 6 April; until then Alice covers. A take on the Wednesday
+    # before lasts until that first hand-off, where Alice's first shift begins, not a week more.
+    later = WEEKLY.model_copy(update={"start": dt.date(2026, 4, 6)})
+    oncall = roster(db, client, later)
+    first_handoff = dt.datetime(2026, 4, 6, 13, tzinfo=dt.UTC)
+    wednesday = dt.datetime(2026, 4, 1, 15, tzinfo=dt.UTC)
+    override, person = await oncall.take("U0MANAGER", wednesday)
+    assert (override.replaces, override.ends, person.until) == (
+        "U0ALICE", first_handoff, first_handoff)
+    status = await oncall.status(wednesday)
+    assert (status.now.user_id, status.next.user_id, status.next_from) == (
+        "U0MANAGER", "U0ALICE", first_handoff)
+    at_start = await oncall.current(first_handoff)
+    assert (at_start.user_id, at_start.source) == ("U0ALICE", Source.ROTATION)

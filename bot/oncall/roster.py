@@ -289,7 +289,7 @@ class OnCall:
             replaces=current.user_id if current is not None else shift.person,
             taken_by=user_id,
             starts=now.astimezone(dt.UTC),
-            ends=shift.ends,
+            ends=rotation.next_handoff(now),
         )
         await self._overrides.add(override)
         logger.info(

@@ -146,6 +146,14 @@ class Rotation:
             index += 1
         return self.shift(index)
 
+    def next_handoff(self, when: dt.datetime) -> dt.datetime:
+        """The first hand-off after `when`: the end of the shift in effect, except before the
+        rotation begins, where it is hand-off 0 (shift 0 starts there, though its person is
+        already on call)."""
+        instant = _utc(when)
+        first = self.handoff(0)
+        return first if instant < first else self.shift_at(instant).ends
+
 
 def _utc(when: dt.datetime) -> dt.datetime:
     if when.tzinfo is None or when.utcoffset() is None:
