@@ -48,6 +48,10 @@ async def test_a_take_at_the_handoff_instant_covers_the_new_shift(
     status = await oncall.status(BOBS_STARTS)
     assert (status.now.user_id, status.next.user_id, status.next_from) == (
         "U0MANAGER", "U0DAN", DANS_STARTS)
+    # Read back from the database as instants (aware), the same ones that were taken: a naive
+    # reading would be shown in the host's zone, not the team's.
+    assert status.override is not None
+    assert (status.override.starts, status.override.ends) == (BOBS_STARTS, DANS_STARTS)
 
 
 async def test_a_take_just_before_the_handoff_ends_at_it(
