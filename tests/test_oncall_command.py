@@ -193,3 +193,27 @@ async def test_oncall_words_are_read_whatever_their_case(bot_factory: BotFactory
     await bot.settle()
     [announcement] = bot.slack.calls_to("chat.postMessage")
     assert "<@U0MANAGER> is now on call instead of <@U0ALICE>" in announcement.params["text"]
+
+
+@pytest.mark.parametrize(
+    ("zone", "handoff", "at", "now", "upcoming", "boundary"),
+    [
+        # Lord Howe skips 02:00–02:29 on Sunday 4 October 2026 (+10:30 → +11): a 02:15 hand-off
+        # happens at 02:45 on the new time, and says so.
+        ("Australia/Lord_Howe", "sunday 02:15", dt.datetime(2026, 10, 3, 3, tzinfo=dt.UTC),
+         "U0BOB", "U0CAROL", "Sun 4 Oct 02:45 +11"),
+        # New York has 01:30 twice on Sunday 1 November 2026: the hand-off is the first, EDT.
+        ("America/New_York", "sunday 01:30", dt.datetime(2026, 10, 31, 15, tzinfo=dt.UTC),
+         "U0CAROL", "U0ALICE", "Sun 1 Nov 01:30 EDT"),
+    ],
+)
+async def test_oncall_tells_a_handoff_on_a_clock_change_night_in_the_teams_zone(
+    bot_factory: BotFactory, zone: str, handoff: str, at: dt.datetime, now: str, upcoming: str,
+    boundary: str,
+) -> None:
+    policy = ROSTER.replace('timezone = "America/New_York"',
+                            f'timezone = "{zone}"\nhandoff = "{handoff}"')
+    bot = await start(bot_factory, "http", at, policy=policy)
+    text = str((await ask(bot))["text"])
+    assert f"On call now:* <@{now}>" in text and f"until {boundary}" in text
+    assert f"Next:* <@{upcoming}>" in text and f"from {boundary}" in text
