@@ -135,3 +135,7 @@ async def test_a_take_before_the_rotation_begins_ends_at_its_first_handoff(
         "U0MANAGER", "U0ALICE", first_handoff)
     at_start = await oncall.current(first_handoff)
     assert (at_start.user_id, at_start.source) == ("U0ALICE", Source.ROTATION)
+    # Taken at the first hand-off itself, it covers Alice's first shift, to the second one.
+    override, _ = await oncall.take("U0DAN", first_handoff)
+    assert override.ends == first_handoff + dt.timedelta(days=7)
+    assert (await oncall.current(first_handoff)).user_id == "U0DAN"
