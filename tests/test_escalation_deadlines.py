@@ -1,9 +1,10 @@
-"""An escalation step's deadline at its edges: the step ends at answer_timeout exactly, and the
-deadlines kept in the database are wall-clock times, which another process (a restarted bot, a
-replica on another host) can compare with its own clock."""
+"""An escalation's time at its edges: a step ends at answer_timeout exactly; the deadlines kept in
+the database are wall-clock times, which another process (a restarted bot, a replica on another
+host) can compare with its own clock; a hand-off during an escalation doesn't change its order."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 from bot.oncall.escalation_store import EscalationState
@@ -12,12 +13,15 @@ from tests.escalations import (
     ALICE,
     BOB,
     IN_ALICES_SHIFT,
+    MANAGER,
     ROSTER,
     dialled,
+    escalation_message,
     hung_up,
     open_on_message,
     running_escalation,
     session_of,
+    start,
     submit,
     wait_for_edit,
     wait_for_state,
@@ -55,3 +59,24 @@ async def test_deadlines_are_wall_clock_times(bot_factory: BotFactory) -> None:
     day = 24 * 3600.0
     assert abs(row["created_at"] - wall) < day
     assert row["step_deadline"] is not None and abs(row["step_deadline"] - wall) < day
+
+
+async def test_a_handoff_during_an_escalation_keeps_the_order_it_started_with(
+    bot_factory: BotFactory,
+) -> None:
+    # Started a minute before Alice hands off to Bob: Alice, Bob, Carol (no number), the manager.
+    # Worked out again after the hand-off it would be Bob, Carol, Alice: Alice rung twice.
+    handoff = dt.datetime(2026, 3, 16, 13, tzinfo=dt.UTC)
+    bot, clock = await start(bot_factory, at=handoff - dt.timedelta(minutes=1))
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    services(bot).oncall.clock = lambda: handoff + dt.timedelta(minutes=1)
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    clock.advance(91)
+    await bot.evo.wait_for_posts(3)
+    assert dialled(bot) == [ALICE, BOB, MANAGER]
