@@ -1,0 +1,98 @@
+"""PostgreSQL: the ways a server fails for a while are database faults (bot/storage/faults.py), so
+a request meeting one is refused with a reference and nothing dialled, and work being followed
+waits for the database instead of dying.
+
+A standby promoted late or a server put read-only, a statement cancelled by the server's timeout,
+and a server restarting under a running statement are what an operator meets; each must come out
+of the backend as one of DATABASE_FAULTS, not as an unexpected error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from bot.storage.claims import Claims
+from bot.storage.database import MIGRATIONS, Database
+from bot.storage.faults import DATABASE_FAULTS
+from tests.databases import POSTGRESQL, fresh_database
+
+HANG_GUARD = 30.0  # seconds; only a hang would reach it
+
+
+@pytest.fixture
+async def url(tmp_path: Path) -> AsyncIterator[str]:
+    """A migrated schema: the sessions of a failing server open on a schema already made."""
+    async with fresh_database(POSTGRESQL, tmp_path) as url:
+        db = Database(url)
+        await db.open(MIGRATIONS)
+        await db.close()
+        yield url
+
+
+@asynccontextmanager
+async def opened(url: str) -> AsyncIterator[Database]:
+    """The migrated schema opened without writing (a read-only session could not migrate)."""
+    db = Database(url)
+    await db.open_read_only()
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+@asynccontextmanager
+async def claims_locked(url: str) -> AsyncIterator[asyncpg.Connection]:
+    """Another session holds the claims table against writes; yields it."""
+    holder = await asyncpg.connect(url)
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE claims IN EXCLUSIVE MODE")
+            yield holder
+    finally:
+        await holder.close()
+
+
+async def until_waiting_for_a_lock(admin: asyncpg.Connection, pid: int) -> None:
+    while not await admin.fetchval(
+        "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+    ):
+        await asyncio.sleep(0.02)
+
+
+async def claim_while_read_only(url: str) -> None:
+    # asyncpg passes unknown query parameters on as the session's settings.
+    async with opened(f"{url}&default_transaction_read_only=on") as db:
+        await Claims(db).claim("read-only")
+
+
+async def claim_past_the_statement_timeout(url: str) -> None:
+    async with opened(f"{url}&statement_timeout=100") as db, claims_locked(url):
+        await Claims(db).claim("timed out")
+
+
+async def claim_cut_by_a_restart(url: str) -> None:
+    async with opened(url) as db, claims_locked(url) as admin:
+        row = await db.fetchone("SELECT pg_backend_pid()")  # the pool's one connection so far
+        assert row is not None
+        claim = asyncio.create_task(Claims(db).claim("cut"))
+        await until_waiting_for_a_lock(admin, int(row[0]))
+        await admin.execute("SELECT pg_terminate_backend($1)", int(row[0]))  # as a restart does
+        await claim
+
+
+@pytest.mark.parametrize(
+    "failing",
+    [claim_while_read_only, claim_past_the_statement_timeout, claim_cut_by_a_restart],
+    ids=["read-only server", "statement timeout", "server restarting"],
+)
+async def test_a_server_failing_for_a_while_is_a_database_fault(
+    url: str, failing: Callable[[str], Awaitable[None]]
+) -> None:
+    with pytest.raises(DATABASE_FAULTS):
+        await asyncio.wait_for(failing(url), HANG_GUARD)
