@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -19,6 +20,7 @@ import pytest
 
 from bot.storage.database import MIGRATIONS, Database
 from bot.storage.faults import DATABASE_FAULTS
+from bot.storage.pg_pool import ConnectionPool, PoolClosed
 from bot.storage.postgres import PG_EXCLUSIVE_LOCK, PG_MIGRATION_LOCK, POSTGRES_POOL_SIZE
 from tests.databases import POSTGRESQL, fresh_database
 
@@ -229,3 +231,81 @@ async def test_a_borrower_that_gives_up_waiting_takes_no_connection_with_it(url:
         )), HANG_GUARD)
     finally:
         await db.close()
+
+
+# The pool itself, one connection large, so that every other borrower waits its turn.
+
+
+@pytest.fixture
+async def pool_of_one(url: str) -> AsyncIterator[ConnectionPool]:
+    pool = ConnectionPool(partial(asyncpg.connect, url), 1)
+    await pool.start()
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def borrowed_in_turn(pool: ConnectionPool, name: str, order: list[str]) -> None:
+    async with pool.connection() as conn:
+        order.append(name)
+        await conn.execute("SELECT 1")
+
+
+async def test_waiting_borrowers_are_served_first_come_first_served(
+    pool_of_one: ConnectionPool,
+) -> None:
+    order: list[str] = []
+    async with pool_of_one.connection():
+        waiting = [asyncio.create_task(borrowed_in_turn(pool_of_one, name, order))
+                   for name in ("first", "second", "third")]
+        await asyncio.sleep(0)  # each is queued (nothing before that waits)
+    await asyncio.wait_for(asyncio.gather(*waiting), HANG_GUARD)
+    assert order == ["first", "second", "third"]
+
+
+async def test_a_connection_lost_while_others_wait_makes_room_for_the_first_of_them(
+    pool_of_one: ConnectionPool, url: str
+) -> None:
+    # A server restart during a burst: the connection goes, the borrowers waiting for it must not.
+    admin = await asyncpg.connect(url)
+    try:
+        order: list[str] = []
+        # As the lost connection's statement fails (see the test above): one of these.
+        lost = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+                asyncpg.InternalClientError)
+        with pytest.raises(lost):
+            async with pool_of_one.connection() as conn:
+                waiting = asyncio.create_task(borrowed_in_turn(pool_of_one, "waiting", order))
+                await admin.execute("SELECT pg_terminate_backend($1)", conn.get_server_pid())
+                await conn.execute("SELECT 1")
+        await asyncio.wait_for(waiting, HANG_GUARD)
+        assert order == ["waiting"]
+    finally:
+        await admin.close()
+
+
+async def test_a_borrower_cancelled_as_the_connection_reaches_it_passes_it_on(
+    pool_of_one: ConnectionPool,
+) -> None:
+    lent = pool_of_one.connection()
+    await lent.__aenter__()
+    order: list[str] = []
+    cancelled = asyncio.create_task(borrowed_in_turn(pool_of_one, "cancelled", order))
+    await asyncio.sleep(0)  # queued
+    await lent.__aexit__(None, None, None)  # handed to it; it has not run since
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    await asyncio.wait_for(borrowed_in_turn(pool_of_one, "next", order), HANG_GUARD)
+    assert order == ["next"]
+
+
+async def test_closing_the_pool_refuses_the_borrowers_still_waiting(
+    pool_of_one: ConnectionPool,
+) -> None:
+    async with pool_of_one.connection():
+        waiting = asyncio.create_task(borrowed_in_turn(pool_of_one, "waiting", []))
+        await asyncio.sleep(0)  # queued
+        await pool_of_one.close()
+        with pytest.raises(PoolClosed):
+            await asyncio.wait_for(waiting, HANG_GUARD)
