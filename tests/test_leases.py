@@ -58,6 +58,18 @@ async def test_unowned_rows_are_those_never_taken_expired_or_released(db: Databa
     assert await b.unowned("call", [1, 2, 3]) == [1, 2, 3]
 
 
+async def test_a_replica_stopping_lets_go_of_its_own_leases_only(db: Database) -> None:
+    # At SIGTERM a replica releases every lease of a kind: another's must stay its own, or a
+    # third replica would start following that replica's calls too.
+    clock = Clock()
+    a, b = two_replicas(db, clock)
+    await a.take("call", 1)
+    await b.take("call", 2)
+    await a.release("call")
+    assert await b.held("call") == {2}
+    assert await a.unowned("call", [1, 2]) == [1]
+
+
 async def test_replicas_alive_are_those_renewing(db: Database) -> None:
     clock = Clock()
     a, b = two_replicas(db, clock)
