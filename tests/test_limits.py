@@ -83,7 +83,10 @@ async def test_per_user_limit_says_when_to_try_again(db: Database, clock: Clock)
     assert "2 calls in the last 10 minutes" in text and "8 min 20 s" in text
     assert "can't be lifted from Slack" in text
     await lim.acquire("U2", "+18144043095", "f")  # another person is not affected
-    clock.now += 500
+    clock.now += 499
+    with pytest.raises(LimitReached):  # the oldest call is still inside the whole window
+        await lim.acquire("U1", "+18144043095", "f")
+    clock.now += 1
     await lim.acquire("U1", "+18144043095", "f")  # the window has moved on
 
 
@@ -96,6 +99,7 @@ async def test_per_number_limit_counts_every_requester(db: Database, clock: Cloc
     assert refused.value.scope == "per_number"
     assert "+1 814 ••• 3093 has been called 2 times in the last hour" in refused.value.user_message
     assert A not in refused.value.user_message
+    await lim.acquire("U3", B, "h")  # another number is not affected
 
 
 async def test_per_day_limit_counts_all_calls(db: Database, clock: Clock) -> None:
