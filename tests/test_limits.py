@@ -93,10 +93,12 @@ async def test_per_user_limit_says_when_to_try_again(db: Database, clock: Clock)
 async def test_per_number_limit_counts_every_requester(db: Database, clock: Clock) -> None:
     lim = limits(db, clock, per_number="2/1h")
     await lim.acquire("U1", A, "f")
+    clock.now += 600
     await lim.acquire("U2", A, "g")
     with pytest.raises(LimitReached) as refused:
         await lim.acquire("U3", A, "h")
     assert refused.value.scope == "per_number"
+    assert refused.value.retry_after == pytest.approx(3000)  # when the oldest call leaves
     assert "+1 814 ••• 3093 has been called 2 times in the last hour" in refused.value.user_message
     assert A not in refused.value.user_message
     await lim.acquire("U3", B, "h")  # another number is not affected
