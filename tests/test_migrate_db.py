@@ -61,6 +61,17 @@ async def test_a_sqlite_installation_moves_to_postgresql_as_it_was(
                 " flow_id, flow_name, placement, state, following)"
                 " VALUES (1, 'T', 'U', 'C', 'm', 'f', 'F', 'placed', 'ended', 0) RETURNING id")
             assert last is not None and new is not None and new[0] > last[0]
+            # ...in every table whose ids PostgreSQL generates (else the first call, rate slot
+            # or kept Slack post after the move would collide with a copied row).
+            generated = await target.fetchall(
+                "SELECT table_name FROM information_schema.columns WHERE is_identity = 'YES'"
+                " AND table_schema = current_schema() AND column_name = 'id'")
+            assert {"rate_events", "slack_posts"} <= {row[0] for row in generated}
+            for (table,) in generated:
+                ids = await target.fetchone(
+                    f"SELECT nextval(pg_get_serial_sequence('{table}', 'id')),"
+                    f" COALESCE(MAX(id), 0) FROM {table}")
+                assert ids is not None and ids[0] > ids[1], table
         finally:
             await source.close()
             await target.close()
