@@ -100,3 +100,25 @@ def test_the_urls_are_checked_before_anything_is_opened(tmp_path: Path) -> None:
     with pytest.raises(MigrationRefused, match="SQLite"):
         asyncio.run(migrate_db("postgresql://x@db/y", "postgresql://x@db/z"))
     assert not (tmp_path / "a.db").exists()
+
+
+async def test_a_copy_that_fails_halfway_leaves_postgresql_empty_to_try_again(
+    tmp_path: Path,
+) -> None:
+    sqlite_url = f"sqlite:///{tmp_path / 'callbot.db'}"
+    source = Database(sqlite_url)
+    await source.open()
+    try:
+        await source.execute("INSERT INTO claims (key, claimed_at) VALUES ('k', 1)", ())
+        # SQLite keeps a text where a number belongs; PostgreSQL refuses it, late in the copy.
+        await source.execute(
+            "INSERT INTO slack_posts (created_at, owner, purpose, channel, thread_ts, message)"
+            " VALUES ('soon', 'o', 'p', 'C', '1.2', '{}')", ())
+        async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
+            with pytest.raises(Exception, match="soon"):
+                await migrate_db(sqlite_url, postgres_url)
+            await source.execute("UPDATE slack_posts SET created_at = 2", ())
+            copied = await migrate_db(sqlite_url, postgres_url)  # not refused: nothing was left
+            assert copied["claims"] == 1 and copied["slack_posts"] == 1
+    finally:
+        await source.close()
