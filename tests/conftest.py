@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     # The bot is imported where a fixture or a helper needs it, not here: pytest-xdist's main
     # process imports this file too, runs no test, and starts the workers only afterwards.
     import aiohttp
+    from slack_sdk.web.async_client import AsyncWebClient
 
     from bot.demo.web import Demo
     from bot.runtime import Runtime
@@ -105,6 +106,15 @@ async def slack() -> AsyncIterator[SlackStandIn]:
     await standin.start()
     yield standin
     await standin.stop()
+
+
+@pytest.fixture
+def client(slack: SlackStandIn) -> AsyncWebClient:
+    """A Web API client with the bot's token, talking to the Slack stand-in (for tests of a
+    service without a whole bot: the roster's phone book, say)."""
+    from slack_sdk.web.async_client import AsyncWebClient
+
+    return AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url)
 
 
 @pytest.fixture

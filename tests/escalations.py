@@ -11,7 +11,9 @@ import time
 from typing import Any
 
 from prometheus_client import generate_latest
+from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.config import Policy
 from bot.oncall.escalation_form import (
     ESCALATE_GLOBAL_SHORTCUT_ID,
     ESCALATE_MESSAGE_SHORTCUT_ID,
@@ -19,6 +21,8 @@ from bot.oncall.escalation_form import (
     EscalationField,
 )
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
+from bot.oncall.roster import OnCall, Overrides, PhoneBook
+from bot.storage.database import Database
 from bot.standins.slack import (
     ApiCall,
     Message,
@@ -236,3 +240,10 @@ async def running_escalation(
     await bot.evo.wait_for_posts(1)
     await wait_for_edit(bot, escalation, "🔔 ringing…")
     return bot, clock, escalation
+
+
+def on_call(db: Database, client: AsyncWebClient, policy: Policy) -> OnCall:
+    """The on-call service alone, on `db`, its phone book asking Slack through `client` (the
+    `client` fixture): for the roster's own tests, without a bot."""
+    return OnCall(policy.oncall, phones=PhoneBook(client, policy.people, policy.dial_policy),
+                  overrides=Overrides(db))

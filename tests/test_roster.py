@@ -9,10 +9,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import OnCallPolicy, Policy
 from bot.errors import NoUsableNumber, OnCallNotConfigured
-from bot.oncall.roster import OnCall, Overrides, PhoneBook, Source
+from bot.oncall.roster import OnCall, PhoneBook, Source
 from bot.standins.slack import SlackStandIn
 from bot.storage.database import Database
-from tests.conftest import BOT_TOKEN
+from tests.escalations import on_call
 
 PEOPLE = {"U0ALICE": "+18144043093", "U0BOB": "+18144043094", "U0MANAGER": "+18144043090",
           "U0DAN": "+18144043097"}
@@ -29,17 +29,8 @@ IN_ALICES_SHIFT = dt.datetime(2026, 3, 10, 15, tzinfo=dt.UTC)
 ALICES_SHIFT_ENDS = dt.datetime(2026, 3, 16, 13, tzinfo=dt.UTC)
 
 
-@pytest.fixture
-def client(slack: SlackStandIn) -> AsyncWebClient:
-    return AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url)
-
-
 def roster(db: Database, client: AsyncWebClient, policy: Policy = POLICY) -> OnCall:
-    return OnCall(
-        policy.oncall,
-        phones=PhoneBook(client, policy.people, policy.dial_policy),
-        overrides=Overrides(db),
-    )
+    return on_call(db, client, policy)
 
 
 async def test_the_rotation_decides_without_an_override(

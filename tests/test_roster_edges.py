@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 
-import pytest
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import OnCallPolicy, Policy
-from bot.oncall.roster import OnCall, Overrides, PhoneBook, Source
-from bot.standins.slack import SlackStandIn
+from bot.oncall.roster import OnCall, Source
 from bot.storage.database import Database
-from tests.conftest import BOT_TOKEN
+from tests.escalations import on_call
 
 PEOPLE = {"U0ALICE": "+18144043093", "U0BOB": "+18144043094", "U0MANAGER": "+18144043090",
           "U0DAN": "+18144043097"}
@@ -25,15 +23,9 @@ BOBS_STARTS = dt.datetime(2026, 3, 16, 13, tzinfo=dt.UTC)
 DANS_STARTS = dt.datetime(2026, 3, 23, 13, tzinfo=dt.UTC)
 
 
-@pytest.fixture
-def client(slack: SlackStandIn) -> AsyncWebClient:
-    return AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url)
-
-
 def roster(db: Database, client: AsyncWebClient, oncall: OnCallPolicy = WEEKLY) -> OnCall:
-    policy = Policy(roles={"Manager": ("U0MANAGER",)}, people=PEOPLE, oncall=oncall)
-    return OnCall(policy.oncall, phones=PhoneBook(client, policy.people, policy.dial_policy),
-                  overrides=Overrides(db))
+    return on_call(db, client, Policy(roles={"Manager": ("U0MANAGER",)}, people=PEOPLE,
+                                      oncall=oncall))
 
 
 async def test_a_take_at_the_handoff_instant_covers_the_new_shift(
