@@ -25,19 +25,25 @@ from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.escalations import (
     ALICE,
     BOB,
-    IN_ALICES_SHIFT,
     MANAGER,
-    ROSTER,
     Clock,
     dialled,
     escalation_message,
     open_on_message,
+    start,
     submit,
     wait_for_edit,
 )
 
 # Leases of the shortest length allowed: the lease keeper's rounds come every half second.
 QUICK = {**FAST, "LEASE_SECONDS": "3"}
+
+
+async def on_call_bot(bot_factory: BotFactory, clock: Clock) -> BotUnderTest:
+    """A bot with the roster, in Alice's shift, its escalations on `clock` (shared by the bots a
+    test starts one after the other), with QUICK leases."""
+    bot, _ = await start(bot_factory, clock=clock, LEASE_SECONDS=QUICK["LEASE_SECONDS"])
+    return bot
 
 
 async def gone_for_a_lease(stopped: BotUnderTest) -> None:
@@ -112,13 +118,7 @@ async def test_an_escalation_post_refused_by_slack_is_delivered_after_a_restart(
 ) -> None:
     clock = Clock()
 
-    async def start() -> BotUnderTest:
-        bot = await bot_factory("http", policy=ROSTER, **QUICK)
-        services(bot).oncall.clock = lambda: IN_ALICES_SHIFT
-        services(bot).escalations.clock = clock
-        return bot
-
-    first = await start()
+    first = await on_call_bot(bot_factory, clock)
     view, _ = await open_on_message(first)
     await submit(first, view)
     escalation = await escalation_message(first)
@@ -140,7 +140,7 @@ async def test_an_escalation_post_refused_by_slack_is_delivered_after_a_restart(
     refusing = False
 
     await gone_for_a_lease(first)
-    second = await start()
+    second = await on_call_bot(bot_factory, clock)
     delivered = await second.slack.wait_for_call(
         "chat.postMessage", lambda c: c.ok and loud(c), timeout=30)
     assert delivered.params["reply_broadcast"] in (True, "true", "1")
@@ -157,13 +157,7 @@ async def test_a_post_its_live_replica_still_sends_again_is_not_taken_over(
     still trying: another replica leaves it alone, and it is delivered once."""
     clock = Clock()
 
-    async def start() -> BotUnderTest:
-        bot = await bot_factory("http", policy=ROSTER, **QUICK)
-        services(bot).oncall.clock = lambda: IN_ALICES_SHIFT
-        services(bot).escalations.clock = clock
-        return bot
-
-    first = await start()
+    first = await on_call_bot(bot_factory, clock)
     try_again = asyncio.Event()
 
     async def held(_: float) -> None:
@@ -189,7 +183,7 @@ async def test_a_post_its_live_replica_still_sends_again_is_not_taken_over(
     await db.execute("UPDATE slack_posts SET created_at = created_at - ?",
                      (first.runtime.settings.lease_seconds,))
 
-    second = await start()
+    second = await on_call_bot(bot_factory, clock)
     await services(second).outbox.take_over()  # a lease keeper's round, now
     await second.settle()
     assert not any(c.ok and loud(c) for c in second.slack.calls_to("chat.postMessage"))
