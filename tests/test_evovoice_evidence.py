@@ -220,6 +220,27 @@ async def test_a_call_without_a_session_id_is_found_whatever_the_filters_mean(
     assert "all" not in query
 
 
+async def test_a_server_that_refuses_the_sort_still_finds_every_call(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    """sortField's values are undocumented: a server may refuse DateCreated. Lookups then go
+    unsorted (the bot filters and orders them itself), and stop asking for the sort."""
+    evo.sort_refused = True
+    bot = await bot_factory("http", **FAST)
+    for n, number in enumerate((FULL, "+18145551234"), start=1):
+        bot.evo.queue_outgoing(NoContent())
+        await bot.command(f"{number} escalation")
+        status = await status_message(bot, n)
+        session_id = list(bot.evo.sessions)[-1]
+        bot.evo.set_session_state(session_id, callState="Connected")
+        await wait_for_edit(bot, status, "🟢 Connected")
+    lookups = [r.query for r in bot.evo.requests_to("GET", "/sessions") if "to" in r.query]
+    assert "sortField" in lookups[0] and "sortField" not in lookups[1]
+    assert lookups[1]["to"] == FULL
+    assert all("sortField" not in query for query in lookups[1:])
+    assert [query["to"] for query in lookups[1:]] == [FULL, "+18145551234"]
+
+
 async def test_a_lookup_that_keeps_failing_ends_as_not_found(
     bot_factory: BotFactory, evo: EvoVoiceStandIn
 ) -> None:
@@ -322,15 +343,28 @@ async def test_check_names_the_fields_when_no_endpoint_has_a_number(
     assert "number" in numbers.detail and "name" in numbers.detail
 
 
+async def test_check_says_when_evo_voice_refuses_the_sort_and_passes_without_it(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    evo.sort_refused = True
+    lookup = by_subject(await check(slack, evo, policy_path))["Evo Voice session lookup"]
+    assert lookup.status is Status.PASS, lookup
+    assert "sortField=DateCreated was refused" in lookup.detail
+    assert "sortField" not in lookup.detail.split(" (")[0]  # the query that answered
+    assert PROBE_NUMBER not in lookup.detail
+
+
 async def test_check_says_when_the_session_lookup_is_refused(
     slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
 ) -> None:
-    evo.queue("GET", "/sessions", ErrorStatus(
-        400, "Validation failed", field_errors=[{"fieldName": "SortField", "errorCode": "Invalid",
-                                                 "message": "Unknown sort field"}]))
+    for _ in range(2):  # with the sort, then without it
+        evo.queue("GET", "/sessions", ErrorStatus(
+            400, "Validation failed", field_errors=[{"fieldName": "AccountIds",
+                                                     "errorCode": "Invalid",
+                                                     "message": "Unknown account"}]))
     lookup = by_subject(await check(slack, evo, policy_path))["Evo Voice session lookup"]
     assert lookup.status is Status.FAIL
-    assert "SortField: Unknown sort field" in lookup.detail
+    assert "AccountIds: Unknown account" in lookup.detail
     evo.queue("GET", "/sessions", ErrorStatus(403, "Access denied"))
     lookup = by_subject(await check(slack, evo, policy_path))["Evo Voice session lookup"]
     assert lookup.status is Status.FAIL and "not a missing role" in lookup.detail

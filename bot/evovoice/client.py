@@ -18,7 +18,8 @@ copes where it is unsure:
   alongside), items de-duplicated by id, bounded, and stopping when a page brings nothing new.
 - ``find_sessions``: ``startDate`` is a date in an unknown time zone, ``to`` matches by substring,
   ``sortField`` values are undocumented; it asks from the day before, pages through (bounded), and
-  keeps only sessions to exactly that number created since the given instant.
+  keeps only sessions to exactly that number created since the given instant. If the server
+  refuses the sort, it asks without it from then on.
 - The server rejects some clients by User-Agent: every request says ``callbot/<version>``.
 """
 
@@ -104,6 +105,8 @@ MAX_PAGES = 50
 # A session lookup pages through one or two days of sessions to one number: a few pages at most.
 FIND_MAX_PAGES = 5
 FIND_PAGE_SIZE = 50
+# Newest first: sortField's values are undocumented (the vendor's CLI passes any through).
+SESSIONS_SORT = {"sortField": "DateCreated", "sortOrder": "Descend"}
 # The role EndSession (DELETE /sessions/{id}) requires; PatchSession requires none.
 HANG_UP_ROLE = "User"
 _REFUSED_LOGIN = "Evo Voice refused the login; check the username, the password and EVOVOICE_URL."
@@ -116,6 +119,8 @@ class EvoVoiceClient(Requester):
 
     # DELETE until the server says this login lacks the role for it, then PATCH for good.
     hang_up_method = "DELETE"
+    # Session lookups ask for SESSIONS_SORT until the server refuses it (find_sessions).
+    sorts_sessions = True
 
     async def __aenter__(self) -> Self:
         return self
@@ -211,15 +216,10 @@ class EvoVoiceClient(Requester):
         # startDate's time zone is undocumented: the day before, in UTC, is on or before `since`
         # in every zone from UTC-12 to UTC+14.
         day_before = (since.astimezone(UTC) - timedelta(days=1)).date().isoformat()
-        return {
-            "accountIds": ",".join(account_ids),
-            "to": to,
-            "startDate": day_before,
-            "sortField": "DateCreated",
-            "sortOrder": "Descend",
-            "page": "0",
-            "countPerPage": str(FIND_PAGE_SIZE),
-        }
+        query = {"accountIds": ",".join(account_ids), "to": to, "startDate": day_before}
+        if self.sorts_sessions:
+            query |= SESSIONS_SORT
+        return query | {"page": "0", "countPerPage": str(FIND_PAGE_SIZE)}
 
     async def find_sessions(
         self,
@@ -235,8 +235,31 @@ class EvoVoiceClient(Requester):
         the window is read (at most ``FIND_MAX_PAGES``) and filtered here, by ``toAddress`` and by
         ``dateCreated``. A session whose ``dateCreated`` can't be read is kept (it can't be ruled
         out), after the others.
+
+        The sort only brings the newest first when a window holds more than ``FIND_MAX_PAGES``
+        pages, and its values are undocumented: when the server refuses it (400) and answers the
+        same lookup without it, lookups go unsorted from then on. A 400 without the sort is raised.
         """
-        params = self.find_sessions_query(account_ids, to, since)
+        query = self.find_sessions_query(account_ids, to, since)
+        try:
+            return await self._find_sessions(query, to, since, priority)
+        except BadRequest as exc:
+            if "sortField" not in query:
+                raise
+            refused = exc
+        unsorted = {key: value for key, value in query.items() if key not in SESSIONS_SORT}
+        found = await self._find_sessions(unsorted, to, since, priority)
+        if self.sorts_sessions:
+            self.sorts_sessions = False
+            logger.warning(
+                "Evo Voice GET /sessions refused sortField=%s (400 %s): looking sessions up "
+                "unsorted from now on", SESSIONS_SORT["sortField"], refused.message,
+            )
+        return found
+
+    async def _find_sessions(
+        self, params: dict[str, str], to: str, since: datetime, priority: Priority
+    ) -> list[Session]:
         found: dict[str, Session] = {}
         for page in range(FIND_MAX_PAGES):
             data = await self._get_json(

@@ -61,6 +61,10 @@ async def check_evovoice_requests(c: Checkup) -> list[Finding]:
     except EvoVoiceError as exc:
         findings += _request_failed(subject, "GET /sessions", query, exc)
     else:
+        if "sortField" in query and not evo.sorts_sessions:
+            unsorted = evo.find_sessions_query(accounts, PROBE_NUMBER, since)
+            shown = (f"{_query(unsorted)} (sortField={query['sortField']} was refused: the bot "
+                     "looks sessions up unsorted)").replace(PROBE_NUMBER, mask(PROBE_NUMBER))
         findings += passed(subject, f"GET /sessions?{shown}: answers ({len(found)} sessions), "
                                     "so a call whose answer was lost can be found")
     return findings

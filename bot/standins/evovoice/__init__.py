@@ -55,9 +55,10 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   likely, so ``patch_ends_calls = False`` accepts it and lets the call go on.
 - ``GET /sessions``: ``to`` is a *contains* filter; ``startDate`` is a date read in
   ``sessions_utc_offset`` (unknown: tests try several); ``sort_honoured`` False ignores
-  ``sortField`` (oldest first); lists default to ``countPerPage=25``. ``specificIds=a,b`` lists
-  those sessions (``specific_ids="honoured"``) or is ignored (``"ignored"``); ids in
-  ``omitted_from_listings`` are in no listing. A listing fills each session's ``log``;
+  ``sortField`` (oldest first); ``sort_refused`` answers 400 to any ``sortField``, whose values are
+  undocumented; lists default to ``countPerPage=25``. ``specificIds=a,b`` lists those sessions
+  (``specific_ids="honoured"``) or is ignored (``"ignored"``); ids in ``omitted_from_listings``
+  are in no listing. A listing fills each session's ``log``;
   ``GET /sessions/{id}`` leaves it empty (the likely quirk). See sessions.py.
 - Rate limits: nothing public says Evo Voice has one. ``rate_limit = RateLimit(n, seconds)``
   answers 429 past ``n`` requests a window, with ``Retry-After`` in seconds, as a date, or

@@ -67,6 +67,8 @@ class EvoVoiceStandIn:
         self.all_reading = "everything"  # or "every_page", "ignored"
         self.sessions_utc_offset = timedelta(0)  # the zone startDate is read in
         self.sort_honoured = True
+        # True: a sortField it doesn't know (any, since its values are undocumented) is a 400.
+        self.sort_refused = False
         self.page_honoured = True  # False: every page is the first one
         self.specific_ids = "honoured"  # or "ignored" (sessions.py)
         self.omitted_from_listings: set[str] = set()  # session ids no listing holds
@@ -332,6 +334,10 @@ class EvoVoiceStandIn:
         query = request.query
         if (unread := unreadable_dates(query)) is not None:
             return error(400, "SerializationException", f"Could not read {unread} as a date")
+        if self.sort_refused and "sortField" in query:
+            return error(400, "RequestBindingException", "Unable to bind to request 'ListSessions'",
+                         [{"errorCode": "SerializationException", "fieldName": "SortField",
+                           "message": f"'{query['sortField']}' is not a valid value"}])
         found = listed_sessions(
             self.sessions, query, utc_offset=self.sessions_utc_offset,
             sort_honoured=self.sort_honoured, specific_ids=self.specific_ids,
