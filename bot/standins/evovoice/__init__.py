@@ -70,9 +70,9 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
 - JSON only for a client that asks for it (``Accept: application/json`` or ``?format=json``),
   else an HTML page; a body is read as JSON only with ``Content-Type: application/json``.
 
-The package: behaviours.py (how an answer misbehaves), listing.py (paged lists, as ServiceStack
-pages them), sessions.py (what a session listing holds), rate.py (a rate limit), server.py (the
-routes and the test-side helpers).
+The package: auth.py (who a request comes from), behaviours.py (how an answer misbehaves),
+listing.py (paged lists, as ServiceStack pages them), sessions.py (what a session listing holds),
+rate.py (a rate limit), server.py (the routes and the test-side helpers).
 """
 
 from bot.standins.evovoice.behaviours import (

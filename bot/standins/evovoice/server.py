@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -13,6 +12,7 @@ from typing import Any, Self
 from aiohttp import web
 from multidict import CIMultiDict
 
+from bot.standins.evovoice.auth import basic_login
 from bot.standins.evovoice.behaviours import (
     Behaviour,
     Respond,
@@ -25,7 +25,12 @@ from bot.standins.evovoice.behaviours import (
 from bot.standins.evovoice.listing import in_accounts, page_of
 from bot.standins.evovoice.rate import RateLimit
 from bot.standins.evovoice.recorded import Recorded, reads
-from bot.standins.evovoice.sessions import as_read_alone, listed_sessions, unreadable_dates
+from bot.standins.evovoice.sessions import (
+    as_read_alone,
+    listed_sessions,
+    sort_refusal,
+    unreadable_dates,
+)
 
 MANAGER_ROLES = frozenset({"Manager", "SystemAdministrator"})
 END_SESSION_ROLE = "User"
@@ -231,14 +236,7 @@ class EvoVoiceStandIn:
         return response
 
     def _authenticated(self, request: web.Request) -> bool:
-        scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            user, _, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-        except ValueError:
-            return False
-        return (user, password) == (self.username, self.password)
+        return basic_login(request) == (self.username, self.password)
 
     def _forbidden_unless_manager(self) -> web.Response | None:
         if MANAGER_ROLES.isdisjoint(self.roles):
@@ -335,9 +333,7 @@ class EvoVoiceStandIn:
         if (unread := unreadable_dates(query)) is not None:
             return error(400, "SerializationException", f"Could not read {unread} as a date")
         if self.sort_refused and "sortField" in query:
-            return error(400, "RequestBindingException", "Unable to bind to request 'ListSessions'",
-                         [{"errorCode": "SerializationException", "fieldName": "SortField",
-                           "message": f"'{query['sortField']}' is not a valid value"}])
+            return sort_refusal(query["sortField"])
         found = listed_sessions(
             self.sessions, query, utc_offset=self.sessions_utc_offset,
             sort_honoured=self.sort_honoured, specific_ids=self.specific_ids,

@@ -16,6 +16,9 @@ from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aiohttp import web
+
+from bot.standins.evovoice.behaviours import error
 from bot.standins.evovoice.listing import in_accounts
 
 SPECIFIC_IDS_READINGS = ("honoured", "ignored")
@@ -41,6 +44,14 @@ def unreadable_dates(query: Mapping[str, str]) -> str | None:
             except ValueError:
                 return name
     return None
+
+
+def sort_refusal(sort_field: str) -> web.Response:
+    """ServiceStack's 400 for a ``sortField`` it can't bind: its values are undocumented, so a
+    server may know none that a client sends (``sort_refused``)."""
+    return error(400, "RequestBindingException", "Unable to bind to request 'ListSessions'",
+                 [{"errorCode": "SerializationException", "fieldName": "SortField",
+                   "message": f"'{sort_field}' is not a valid value"}])
 
 
 def listed_sessions(
