@@ -19,7 +19,14 @@ from bot.calls.follow import classify
 from bot.calls.models import CallRequest, CheckedCall, Outcome
 from bot.calls.service import CallService
 from bot.calls.store import CallState, CallStore, TrackedCall
-from bot.errors import CallbotError, NotAResponder, RoleDenied, describe
+from bot.errors import (
+    CallbotError,
+    GroupLookupFailed,
+    MembershipUnknown,
+    NotAResponder,
+    RoleDenied,
+    describe,
+)
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, Session
 from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_endings import Endings
@@ -147,9 +154,7 @@ class Chain:
             origin=ORIGIN,
         )
         try:
-            # Any responder may escalate: the chain dials the roster's own numbers, so the
-            # requester's right is theirs to escalate, checked afresh at every step.
-            await self._responders.require(escalation.requester_id)
+            await self._still_allowed(escalation)
             checked = await self._calls.check(request, authorised=True)
         except (RoleDenied, NotAResponder) as exc:
             if self._audit is not None:
@@ -163,6 +168,20 @@ class Chain:
             await self._conclude_step(escalation, target, StepOutcome.FAILED, detail=describe(exc))
             return
         await self._dial(escalation, target, checked)
+
+    async def _still_allowed(self, escalation: Escalation) -> None:
+        """NotAResponder if the requester has lost the right to escalate. Any responder may: the
+        chain dials the roster's own numbers, so the right checked afresh at every step is theirs
+        to escalate. Slack failing to say (a user group it can't list, users.info failing) is no
+        "no": the right was checked when they escalated, and Slack stops no dial."""
+        try:
+            await self._responders.require(escalation.requester_id)
+        except (GroupLookupFailed, MembershipUnknown) as exc:
+            logger.warning("escalation %s: whether %s may still escalate is unknown (%s); the "
+                           "chain goes on", escalation.id, escalation.requester_id,
+                           type(exc).__name__,
+                           extra={"escalation_id": escalation.id,
+                                  "user_id": escalation.requester_id})
 
     async def _dial(self, escalation: Escalation, target: Target, checked: CheckedCall) -> None:
         n = escalation.step

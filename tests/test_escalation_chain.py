@@ -1,0 +1,73 @@
+"""The escalation chain at its edges, end to end: what each step's outcome does to the next person
+(who is rung, who is not, who is never rung twice) and what the requester is told, where the
+plainer cases in test_escalation.py and test_escalation_ack.py don't reach.
+
+Deadlines run on the escalation service's clock, moved by hand (see test_escalation.py).
+"""
+
+from __future__ import annotations
+
+from tests.conftest import BotFactory
+from tests.escalations import (
+    ALICE,
+    BOB,
+    MANAGER,
+    ROSTER,
+    dialled,
+    escalation_message,
+    open_on_message,
+    start,
+    submit,
+    wait_for_edit,
+)
+from tests.follow_helpers import services
+
+
+async def test_slack_failing_to_say_whether_the_requester_may_escalate_still_rings_the_next_person(
+    bot_factory: BotFactory,
+) -> None:
+    """The requester's right is checked again at every step; Slack failing to answer that check
+    (a user group it can't list) is no "no": the next person is rung all the same."""
+    bot, clock = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n')
+    bot.slack.usergroups["S0ONCALL"] = ["U0SRE"]
+    view, _ = await open_on_message(bot, user_id="U0SRE")
+    assert await submit(bot, view, user_id="U0SRE") == {}
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    # When Bob's step begins, the group's cached members have expired and Slack fails to list them.
+    bot.slack.fail("usergroups.users.list", "internal_error")
+    services(bot).access.forget_groups()
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+
+
+async def test_a_step_cut_short_between_its_claim_and_its_dial_is_not_rung_again_and_says_so(
+    bot_factory: BotFactory,
+) -> None:
+    """The bot dies after claiming Bob's step, before his call was recorded: the next start can't
+    tell whether his phone rang, so it never dials him again; it waits out his step's deadline,
+    says so on the card, and moves on."""
+    first, clock = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n')
+    first.slack.usergroups["S0ONCALL"] = ["U0SRE"]
+    view, _ = await open_on_message(first, user_id="U0SRE")
+    assert await submit(first, view, user_id="U0SRE") == {}
+    escalation = await escalation_message(first)
+    await wait_for_edit(first, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    # Bob's step is claimed, then holds on Slack (the requester's group, read afresh) ...
+    services(first).access.forget_groups()
+    gate = first.slack.hold("usergroups.users.list")
+    clock.advance(91)
+    await gate.wait_until_held()
+    await first.runtime.stop(grace=0)  # ... when the bot dies
+    gate.open()
+
+    second, _ = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n',
+                            clock=clock)
+    await wait_for_edit(second, escalation, "2. <@U0BOB> — 📞 calling…")
+    clock.advance(91)  # his step's deadline
+    await wait_for_edit(second, escalation,
+                        "2. <@U0BOB> — ❔ may have rung (the bot restarted while calling)")
+    await second.evo.wait_for_posts(2)
+    assert dialled(second) == [ALICE, MANAGER]  # Bob never dialled, twice or at all
