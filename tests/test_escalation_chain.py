@@ -7,6 +7,7 @@ Deadlines run on the escalation service's clock, moved by hand (see test_escalat
 
 from __future__ import annotations
 
+from bot.oncall.escalation_store import EscalationState
 from tests.conftest import BotFactory
 from tests.escalations import (
     ALICE,
@@ -15,10 +16,15 @@ from tests.escalations import (
     ROSTER,
     dialled,
     escalation_message,
+    has_stop_button,
+    hung_up,
     open_on_message,
+    session_of,
     start,
     submit,
     wait_for_edit,
+    wait_for_post,
+    wait_for_state,
 )
 from tests.follow_helpers import services
 
@@ -41,6 +47,31 @@ async def test_slack_failing_to_say_whether_the_requester_may_escalate_still_rin
     await bot.evo.wait_for_posts(2)
     assert dialled(bot) == [ALICE, BOB]
     await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+
+
+async def test_a_requester_who_lost_the_right_to_escalate_stops_the_chain_and_is_told(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n')
+    bot.slack.usergroups["S0ONCALL"] = ["U0SRE"]
+    view, message = await open_on_message(bot, user_id="U0SRE")
+    assert await submit(bot, view, user_id="U0SRE") == {}
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    bot.slack.usergroups["S0ONCALL"] = []  # taken out of the group while Alice's phone rings
+    services(bot).access.forget_groups()
+    clock.advance(91)
+    told = await wait_for_post(bot, "The on-call escalation stopped")
+    assert told.params["thread_ts"] == message.ts
+    assert told.params["text"] == ("⚠️ <@U0SRE> The on-call escalation stopped: <@U0SRE> is no "
+                                   "longer allowed to escalate to on-call.")
+    await wait_for_state(bot, EscalationState.FAILED)
+    await wait_for_edit(bot, escalation, "could not go on.")
+    assert not has_stop_button(escalation)
+    clock.advance(1000)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]  # nobody else is rung for them
+    assert hung_up(bot, session_of(bot, ALICE))  # her step ended at its deadline, as any step
 
 
 async def test_a_step_cut_short_between_its_claim_and_its_dial_is_not_rung_again_and_says_so(

@@ -90,6 +90,7 @@ from bot.oncall.escalation_store import (
 )
 from bot.oncall.roster import OnCall
 from bot.runner import RowRunner, Work
+from bot.slack.blocks import escape
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
 from bot.storage.leases import Leases
@@ -261,8 +262,8 @@ class EscalationService:
             escalation = await self.store.get(escalation_id)
             if escalation is not None and escalation.message_ts is not None:
                 await self._card.post(escalation, views.failed(
-                    escalation, f"{describe_any(exc)} Nobody more will be called until callbot "
-                                "restarts: reach the people on call another way."))
+                    escalation, f"{escape(describe_any(exc))} Nobody more will be called until "
+                                "callbot restarts: reach the people on call another way."))
             else:
                 log_unexpected(exc, f"escalation {escalation_id} failed")
         except Exception:

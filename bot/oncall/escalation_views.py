@@ -298,9 +298,8 @@ def acknowledged_late(escalation: Escalation) -> Message:
 
 
 def failed(escalation: Escalation, why: str) -> Message:
-    return _line(
-        f"⚠️ <@{escalation.requester_id}> The on-call escalation stopped: {escape(why)}"
-    )
+    """`why` is Slack markup (a mention stays a mention): escape any text not the bot's own."""
+    return _line(f"⚠️ <@{escalation.requester_id}> The on-call escalation stopped: {why}")
 
 
 def card_not_posted(escalation: Escalation) -> Message:
