@@ -325,7 +325,9 @@ async def test_every_step_s_call_leaves_one_audit_record_with_its_outcome(
     bot_factory: BotFactory,
 ) -> None:
     bot, _ = await start(bot_factory)
-    bot.evo.queue_outgoing(ErrorStatus(401, "Invalid UserName or Password"))
+    refused = ErrorStatus(401, "Invalid UserName or Password")
+    bot.evo.queue_outgoing(refused)
+    bot.evo.queue("POST", "/auth/credentials", refused)  # the sign-in that follows: refused too
     view, _ = await open_on_message(bot)
     await submit(bot, view)
     escalation = await escalation_message(bot)

@@ -11,7 +11,7 @@ from yarl import URL
 
 from bot.calls.retry import FIRST_RETRY_SECONDS
 from bot.oncall.escalation_store import EscalationState
-from bot.standins.evovoice import ErrorStatus, Respond, TooManyRequests
+from bot.standins.evovoice import Respond, TooManyRequests
 from tests.conftest import QUICK_VOICE_RETRY, BotFactory
 from tests.escalations import (
     ALICE,
@@ -63,7 +63,7 @@ async def test_429s_past_the_steps_deadline_move_on_to_the_next_person(
 
 async def test_a_refused_login_still_moves_on_at_once(bot_factory: BotFactory) -> None:
     bot, _ = await start(bot_factory)
-    bot.evo.queue_outgoing(ErrorStatus(401, "Invalid UserName or Password"))
+    bot.evo.password = "changed while the bot ran"  # Basic and /auth/credentials both refused
     view, _ = await open_on_message(bot)
     await submit(bot, view)
     await escalation_message(bot)

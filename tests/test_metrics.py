@@ -97,11 +97,16 @@ async def test_evovoice_errors_are_counted_by_kind(
 ) -> None:
     bot = await bot_factory("http")
     bot.evo.queue_outgoing(behaviour)  # type: ignore[arg-type]
+    if kind == "bad_login":  # a 401 is answered by signing in: refused too
+        bot.evo.queue("POST", "/auth/credentials", behaviour)  # type: ignore[arg-type]
     await bot.command(f"{FULL} escalation")
     await bot.settle()
     samples = await scrape(bot)
     assert value(samples, "callbot_evovoice_errors_total",
                  method="POST", route="/sessions/outgoing", kind=kind) == 1
+    if kind == "bad_login":
+        assert value(samples, "callbot_evovoice_errors_total",
+                     method="POST", route="/auth/credentials", kind=kind) == 1
     assert value(samples, "callbot_calls_total", outcome=outcome.value) == 1
 
 

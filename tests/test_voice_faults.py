@@ -143,10 +143,11 @@ async def test_a_429_whatever_its_retry_after_says_is_heard_and_nothing_is_diall
 
 async def test_lost_login_is_an_operator_problem(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
-    bot.evo.queue_outgoing(ErrorStatus(401, "Invalid UserName or Password"))
+    bot.evo.password = "changed while the bot ran"  # Basic and /auth/credentials both refused
     await bot.command(f"{FULL} escalation")
     await bot.settle()
     assert "EVOVOICE_PASSWORD" in thread_result(bot)
+    assert bot.evo.requests_to("POST", "/auth/credentials") and not bot.evo.sessions
 
 
 async def test_unreachable_voice_api_dials_nothing_and_says_so(

@@ -9,7 +9,8 @@ What the evidence says about the server (docs/evovoice-api.md, with grades) and 
 copes where it is unsure:
 
 - ``GET /auth/status`` carries no ``[Authenticate]``: a refused Basic login answers 200 with
-  ``isAuthenticated: false`` or an empty 204, not 401. All three are ``BadLogin``.
+  ``isAuthenticated: false`` or an empty 204, not 401. All three are ``BadLogin``, once signing
+  in with ``POST /auth/credentials`` is refused too (a server may not read Basic at all: login.py).
 - Hanging up: ``DELETE /sessions/{id}`` (EndSession) needs the role User, which a Manager-only
   login lacks; ``PATCH /sessions/{id}`` ``{"callState": "Disconnected"}`` (PatchSession) needs
   authentication only. ``hang_up`` tries one, falls back to the other on 403 "Invalid Role", and
@@ -139,19 +140,27 @@ class EvoVoiceClient(Requester):
         """Who the bot is logged in as: its roles and the accounts it can reach.
 
         BadLogin when the login is refused, whichever way the server says so: 401, an empty 204,
-        or 200 with ``isAuthenticated: false`` (ServiceStack's answer to wrong Basic credentials).
+        or 200 with ``isAuthenticated: false`` (ServiceStack's answer to wrong Basic credentials),
+        and signing in with ``POST /auth/credentials`` is refused too.
         """
-        response = await self._send("GET", "/auth/status")
-        if response.status_code == 204 or not response.content.strip():
-            raise BadLogin(204, _REFUSED_LOGIN)
-        try:
-            data = response.json()
-        except ValueError:
-            raise MalformedResponse("Evo Voice sent an answer the bot could not read.") from None
-        status = self._model(AuthStatus, data, "/auth/status")
-        if not status.is_authenticated:
-            raise BadLogin(response.status_code, _REFUSED_LOGIN)
-        return status
+        for attempt in range(2):
+            generation = self.login.generation
+            response = await self._send("GET", "/auth/status")
+            refused = response.status_code == 204 or not response.content.strip()
+            if not refused:
+                try:
+                    data = response.json()
+                except ValueError:
+                    raise MalformedResponse(
+                        "Evo Voice sent an answer the bot could not read."
+                    ) from None
+                status = self._model(AuthStatus, data, "/auth/status")
+                if status.is_authenticated:
+                    return status
+            # The server did not read the login (bot/evovoice/login.py): sign in, ask again.
+            if attempt > 0 or not await self.sign_in_again(generation):
+                break
+        raise BadLogin(204 if refused else response.status_code, _REFUSED_LOGIN)
 
     async def list_flows(self, account_ids: list[str]) -> list[Flow]:
         # Never all=true: with page/countPerPage a server honouring both could send every flow on

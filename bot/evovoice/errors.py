@@ -214,3 +214,35 @@ def capped_retry_after(value: str | None) -> float | None:
     """``parse_retry_after``, but never more than ``MAX_RETRY_AFTER_SECONDS``."""
     seconds = parse_retry_after(value)
     return None if seconds is None else min(seconds, MAX_RETRY_AFTER_SECONDS)
+
+
+_MAX_MESSAGE_CHARS = 300
+
+
+def status_error(response: httpx.Response, password: str) -> EvoVoiceStatusError:
+    """The error an answer with an error status stands for, its texts safe to show (``safe``)."""
+    status = response.status_code
+    error_class, default = status_error_class(status)
+    server_message, error_code, field_errors = parse_response_status(response)
+    if not server_message and field_errors:
+        server_message = field_errors[0].message
+    if status == 403 and is_invalid_role(server_message, error_code):
+        error_class = MissingRole
+    message = safe(server_message, password) or default
+    field_errors = [
+        FieldError(e.field_name, safe(e.message, password), e.error_code) for e in field_errors
+    ]
+    retry_after = None
+    if error_class is RateLimited:
+        retry_after = capped_retry_after(response.headers.get("Retry-After"))
+    return error_class(status, message, error_code, field_errors, retry_after=retry_after)
+
+
+def safe(text: str | None, password: str) -> str:
+    """Server text trimmed for users, with the bot's password blanked should it ever echo."""
+    text = (text or "").strip()
+    if password:
+        text = text.replace(password, "***")
+    if len(text) > _MAX_MESSAGE_CHARS:
+        text = text[: _MAX_MESSAGE_CHARS - 1] + "…"
+    return text

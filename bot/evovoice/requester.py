@@ -12,14 +12,12 @@ metrics; it never sees bodies, queries or credentials.
 from __future__ import annotations
 
 import asyncio
-import base64
 import importlib.metadata
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from json import dumps as json_dumps
 from typing import Any, TypeVar
 
 import httpx
@@ -27,18 +25,19 @@ from pydantic import BaseModel, ValidationError
 
 from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.errors import (
-    EvoVoiceStatusError,
-    FieldError,
     EvoVoiceTimeout,
     EvoVoiceUnreachable,
     MalformedResponse,
-    MissingRole,
     OutcomeUnknown,
     RateLimited,
-    capped_retry_after,
-    is_invalid_role,
-    parse_response_status,
-    status_error_class,
+    status_error,
+)
+from bot.evovoice.login import (
+    CREDENTIALS_PATH,
+    Login,
+    basic_authorization,
+    encode_json,
+    post_credentials,
 )
 from bot.evovoice.models import OUTGOING_PATH
 from bot.evovoice.transport import AiohttpTransport, AnswerTooLarge
@@ -59,7 +58,6 @@ USER_AGENT = f"callbot/{_version()}"
 DEFAULT_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 DEFAULT_CONNECT_RETRIES = 3
 DEFAULT_RETRY_BACKOFF = 0.5
-_MAX_MESSAGE_CHARS = 300
 # Failures that happen before any byte of the request left: always safe to repeat.
 _CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
@@ -80,7 +78,9 @@ class RequestObserved:
 
 RequestObserver = Callable[[RequestObserved], None]
 
-_FIXED_ROUTES = frozenset({"/auth/status", "/flows", "/endpoints", "/sessions", OUTGOING_PATH})
+_FIXED_ROUTES = frozenset(
+    {"/auth/status", CREDENTIALS_PATH, "/flows", "/endpoints", "/sessions", OUTGOING_PATH}
+)
 _STATUS_KINDS = {400: "bad_request", 401: "bad_login", 403: "missing_role", 404: "not_found",
                  409: "conflict", 429: "rate_limited"}
 
@@ -88,17 +88,6 @@ _STATUS_KINDS = {400: "bad_request", 401: "bad_login", 403: "missing_role", 404:
 _AFTER_SEND_CAUSES = {"timeout": "no answer in time",
                       "connection_lost": "connection lost before the answer",
                       "unreadable_answer": "unreadable answer"}
-
-
-def basic_authorization(username: str, password: str) -> str:
-    """The `Authorization` header of HTTP Basic, as httpx.BasicAuth writes it (UTF-8)."""
-    credentials = f"{username}:{password}".encode()
-    return f"Basic {base64.b64encode(credentials).decode('ascii')}"
-
-
-def encode_json(body: dict[str, str]) -> bytes:
-    """A JSON body byte for byte as httpx encodes `json=`."""
-    return json_dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
 def route_of(path: str) -> str:
@@ -110,8 +99,8 @@ def _status_kind(status: int) -> str:
 
 
 class Requester:
-    """One pooled connection to Evo Voice, with HTTP Basic on every request; the client's base
-    (bot/evovoice/client.py adds the API's operations)."""
+    """One pooled connection to Evo Voice, logged in with HTTP Basic or a session (login.py); the
+    client's base (bot/evovoice/client.py adds the API's operations)."""
 
     def __init__(
         self,
@@ -129,7 +118,9 @@ class Requester:
     ) -> None:
         if connect_retries < 1:
             raise ValueError("connect_retries counts attempts and must be at least 1")
-        self._password = password
+        self._username, self._password = username, password
+        # HTTP Basic on every request, until the server turns it away (bot/evovoice/login.py).
+        self.login = Login(self._use_session)
         self._connect_retries = connect_retries
         self._retry_backoff = retry_backoff
         self._sleep = sleep
@@ -159,6 +150,33 @@ class Requester:
         self._timeouts = self._http.timeout.as_dict()
         self._json_headers = httpx.Headers(self._http.headers)
         self._json_headers["Content-Type"] = "application/json"
+
+    def _use_session(self, cookies: str) -> None:
+        """From now on, the session of a sign-in instead of HTTP Basic."""
+        self._http.headers.pop("Authorization", None)
+        self._http.headers["Cookie"] = cookies
+        self._json_headers = httpx.Headers(self._http.headers)
+        self._json_headers["Content-Type"] = "application/json"
+
+    async def sign_in_again(self, seen_generation: int) -> bool:
+        """After a request sent at the login's ``seen_generation`` was refused for want of a
+        login: True when a new session is in place, and the request is worth sending again."""
+        return await self.login.renew(seen_generation, self._post_credentials)
+
+    async def _post_credentials(self) -> httpx.Response:
+        started = time.perf_counter()
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
+        url = self._url(CREDENTIALS_PATH)
+        assert isinstance(url, httpx.URL)
+        try:
+            response = await post_credentials(self._transport, url, headers, self._username,
+                                              self._password, self._timeouts)
+        except httpx.HTTPError:
+            self._observe("POST", CREDENTIALS_PATH, started, None, "unreachable")
+            raise
+        self._observe("POST", CREDENTIALS_PATH, started, response.status_code,
+                      None if response.is_success else _status_kind(response.status_code))
+        return response
 
     def _url(self, path: str) -> httpx.URL | str:
         if path not in _FIXED_ROUTES:
@@ -258,11 +276,13 @@ class Requester:
         places_call = method == "POST" and path == OUTGOING_PATH
         after_send_retries = 1 if method == "GET" else 0
         connect_failures = 0
+        signed_in = False
         while True:
             if not admitted:
                 await self.budget.admit(priority)
             admitted = False
             started = time.perf_counter()
+            generation = self.login.generation
             try:
                 response = await self._request(method, path, params, json)
             except _CONNECT_FAILURES as exc:
@@ -333,6 +353,11 @@ class Requester:
                 self.budget.answered()
             if response.is_success:
                 return response
+            # Refused for want of a login, before the service ran: sign in, then send it again.
+            if response.status_code == 401 and not signed_in:
+                signed_in = True
+                if await self.sign_in_again(generation):
+                    continue
             if response.status_code in _GATEWAY_STATUSES and after_send_retries > 0:
                 after_send_retries -= 1
                 await self._sleep(self._retry_backoff)
@@ -343,7 +368,10 @@ class Requester:
                     cause=f"HTTP {response.status_code}",
                     status=response.status_code,
                 )
-            raise self._status_error(response)
+            error = status_error(response, self._password)
+            if isinstance(error, RateLimited):
+                self.budget.back_off(error.retry_after)
+            raise error
 
     def _observe(
         self, method: str, path: str, started: float, status: int | None, error: str | None
@@ -364,30 +392,3 @@ class Requester:
         logger.warning(
             "Evo Voice %s %s failed: %s (%.0f ms)", method, path, type(exc).__name__, elapsed_ms
         )
-
-    def _status_error(self, response: httpx.Response) -> EvoVoiceStatusError:
-        status = response.status_code
-        error_class, default = status_error_class(status)
-        server_message, error_code, field_errors = parse_response_status(response)
-        if not server_message and field_errors:
-            server_message = field_errors[0].message
-        if status == 403 and is_invalid_role(server_message, error_code):
-            error_class = MissingRole
-        message = self._safe(server_message) or default
-        field_errors = [
-            FieldError(e.field_name, self._safe(e.message), e.error_code) for e in field_errors
-        ]
-        retry_after = None
-        if error_class is RateLimited:
-            retry_after = capped_retry_after(response.headers.get("Retry-After"))
-            self.budget.back_off(retry_after)
-        return error_class(status, message, error_code, field_errors, retry_after=retry_after)
-
-    def _safe(self, text: str | None) -> str:
-        """Server text trimmed for users, with the bot's password blanked should it ever echo."""
-        text = (text or "").strip()
-        if self._password:
-            text = text.replace(self._password, "***")
-        if len(text) > _MAX_MESSAGE_CHARS:
-            text = text[: _MAX_MESSAGE_CHARS - 1] + "…"
-        return text

@@ -47,6 +47,9 @@ async def check_evovoice_login(c: Checkup) -> list[Finding]:
         return failed(subject, f"GET /auth/status failed: {exc.message}",
                       f"check EVOVOICE_URL ({url}) points at the Evo Voice API; try again later")
     c.auth_status = status
+    if c.evo().login.method == "credentials":
+        return passed(subject, f"{user!r} logs in at {url} with POST /auth/credentials and its "
+                               "session (this server does not accept HTTP Basic)")
     return passed(subject, f"{user!r} logs in at {url}")
 
 

@@ -1,8 +1,9 @@
 """A loopback stand-in for the Evo Voice API (an aiohttp.web server on 127.0.0.1).
 
-It speaks the parts of the real protocol the bot uses: HTTP Basic on every request, ServiceStack
-error bodies, paged lists, and ``POST /sessions/outgoing`` with its undeclared response. Tests read
-what the bot sent from ``requests`` and script how the server misbehaves with *behaviours*::
+It speaks the parts of the real protocol the bot uses: HTTP Basic on every request or a session
+from ``POST /auth/credentials``, ServiceStack error bodies, paged lists, and
+``POST /sessions/outgoing`` with its undeclared response. Tests read what the bot sent from
+``requests`` and script how the server misbehaves with *behaviours*::
 
     standin = EvoVoiceStandIn()
     await standin.start()
@@ -49,6 +50,9 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
 - ``GET /auth/status`` has no ``[Authenticate]``: a wrong login gets 200 ``isAuthenticated:
   false`` (or, with ``refused_login="no_content"``, an empty 204), never 401. Every other route
   answers 401.
+- Logging in: HTTP Basic, or ``POST /auth/credentials`` and its session cookies (both *likely*;
+  the vendor's CLI uses only the second). ``basic_enabled = False`` is a server that doesn't read
+  Basic; ``logins.expire()`` ends the sessions (auth.py).
 - EndSession (``DELETE /sessions/{id}``) requires the role ``User``: a Manager-only login (the
   default ``roles``) gets 403 "Invalid Role". PatchSession (``PATCH /sessions/{id}`` with
   ``{"callState": "Disconnected"}``) requires authentication only; that it ends the call is only

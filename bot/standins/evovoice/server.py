@@ -12,7 +12,7 @@ from typing import Any, Self
 from aiohttp import web
 from multidict import CIMultiDict
 
-from bot.standins.evovoice.auth import basic_login
+from bot.standins.evovoice.auth import Logins, basic_login, no_login, refused_agent
 from bot.standins.evovoice.behaviours import (
     Behaviour,
     Respond,
@@ -34,9 +34,8 @@ from bot.standins.evovoice.sessions import (
 
 MANAGER_ROLES = frozenset({"Manager", "SystemAdministrator"})
 END_SESSION_ROLE = "User"
-# Default User-Agents of curl and of HTTP libraries: the vendor warns the server rejects curl.
-_REJECTED_AGENTS = ("curl/", "python-httpx/", "python-requests/", "python/", "aiohttp/", "wget/")
 OUTGOING_PATH = "/sessions/outgoing"
+CREDENTIALS_PATH = "/auth/credentials"
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
@@ -69,6 +68,8 @@ class EvoVoiceStandIn:
         self.max_page_size: int | None = None
         # Where the evidence is silent: each test may pick the variant it checks (see docstring).
         self.refused_login = "unauthenticated"  # or "no_content"
+        self.basic_enabled = True  # False: only a session from /auth/credentials logs in
+        self.logins = Logins()  # those sessions (auth.py)
         self.all_reading = "everything"  # or "every_page", "ignored"
         self.sessions_utc_offset = timedelta(0)  # the zone startDate is read in
         self.sort_honoured = True
@@ -97,6 +98,7 @@ class EvoVoiceStandIn:
         """Bind 127.0.0.1 on ``port`` (0: a free one) and set ``url``."""
         app = web.Application(middlewares=[self._record_and_authenticate])
         app.router.add_get("/auth/status", self._auth_status)
+        app.router.add_post(CREDENTIALS_PATH, self._sign_in)
         app.router.add_get("/flows", self._list_flows)
         app.router.add_get("/endpoints", self._list_endpoints)
         app.router.add_post(OUTGOING_PATH, self._new_outgoing_session)
@@ -215,28 +217,23 @@ class EvoVoiceStandIn:
                 )
             )
             self._changed.notify_all()
-        agent = request.headers.get("User-Agent", "")
-        if not agent or agent.lower().startswith(_REJECTED_AGENTS):
-            return error(403, "Forbidden", "Access denied")
-        if not self._authenticated(request):
-            if request.path == "/auth/status" and request.method == "GET":
-                # No [Authenticate] on AuthStatus: a failed Basic login is "no session".
-                if self.refused_login == "no_content":
-                    return web.Response(status=204)
-                return web.json_response({"isAuthenticated": False})
-            return error(401, "Unauthorized", "Invalid UserName or Password")
+        if (refused := refused_agent(request)) is not None:
+            return refused
+        if request.path != CREDENTIALS_PATH and not self._authenticated(request):
+            return no_login(request, self.refused_login)
         refused = self.rate_limit.refusal() if self.rate_limit is not None else None
         if refused is not None:
             return refused
         response = await handler(request)
         if isinstance(response, web.Response) and not response.prepared:
             response = in_the_format_asked(request, response)
-            # Like ServiceStack: hand out a session cookie the client has no business keeping.
-            response.set_cookie("ss-id", "standin-session")
+            if "ss-id" not in response.cookies:  # a Basic login's: no business keeping it
+                response.set_cookie("ss-id", "standin-session")
         return response
 
     def _authenticated(self, request: web.Request) -> bool:
-        return basic_login(request) == (self.username, self.password)
+        basic = self.basic_enabled and basic_login(request) == (self.username, self.password)
+        return basic or self.logins.holds(request)
 
     def _forbidden_unless_manager(self) -> web.Response | None:
         if MANAGER_ROLES.isdisjoint(self.roles):
@@ -271,6 +268,10 @@ class EvoVoiceStandIn:
                 "accountNames": [n for _, n in self.accounts],
             }),
         )
+
+    async def _sign_in(self, request: web.Request) -> web.StreamResponse:
+        body = await json_object(request)
+        return await self._behave(request, lambda: self.logins.sign_in(body, self))
 
     async def _list_flows(self, request: web.Request) -> web.StreamResponse:
         query = request.query

@@ -1,0 +1,152 @@
+"""How the bot logs in to Evo Voice: HTTP Basic on every request, else a session from
+``POST /auth/credentials``.
+
+The evidence (docs/evovoice-api.md, Authentication, *likely*) names two equivalent ways, and
+nothing public says which a server enables: HTTP Basic needs ServiceStack's Basic provider, while
+the vendor's own CLI only ever signs in with ``/auth/credentials`` and sends the session's cookies
+(``ss-id``/``ss-pid``), signing in again after a 401. A server that doesn't read Basic answers as
+it answers a wrong password (``/auth/status``: no session; other routes: 401).
+
+So the client starts with Basic, which keeps no state, and when a request is refused for want of a
+login it signs in with its username and password: if that works, the session's cookies replace the
+Basic header from then on, and the refused request is sent again. ServiceStack refuses a request
+that needs a login before the service runs, so sending it again can't ring anyone twice. A session
+that expires later is renewed the same way. If the sign-in is refused too, the login is wrong
+(BadLogin, as before); the next sign-in waits ``SIGN_IN_PAUSE_SECONDS``, so a changed password is
+not tried again on every poll. One sign-in at a time: requests refused meanwhile wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from http.cookies import CookieError, SimpleCookie
+from json import dumps as json_dumps
+
+import httpx
+
+logger = logging.getLogger("bot.evovoice.client")
+
+CREDENTIALS_PATH = "/auth/credentials"
+SIGN_IN_PAUSE_SECONDS = 30.0
+
+
+def basic_authorization(username: str, password: str) -> str:
+    """The `Authorization` header of HTTP Basic, as httpx.BasicAuth writes it (UTF-8)."""
+    credentials = f"{username}:{password}".encode()
+    return f"Basic {base64.b64encode(credentials).decode('ascii')}"
+
+
+def encode_json(body: dict[str, str] | dict[str, object]) -> bytes:
+    """A JSON body byte for byte as httpx encodes `json=`."""
+    return json_dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def credentials_body(username: str, password: str) -> dict[str, object]:
+    """What the vendor's CLI posts to sign in (``rememberMe``: a session that lasts)."""
+    return {"provider": "credentials", "userName": username, "password": password,
+            "rememberMe": True}
+
+
+def session_cookies(response: httpx.Response) -> str | None:
+    """The ``Cookie`` header that carries the session a sign-in answered with; None without one.
+
+    Every cookie the answer sets is kept (a load balancer's affinity cookie among them), so long as
+    it holds ``ss-id`` or ``ss-pid``, ServiceStack's session ids."""
+    cookies: dict[str, str] = {}
+    for header in response.headers.get_list("set-cookie"):
+        parsed: SimpleCookie = SimpleCookie()
+        try:
+            parsed.load(header)
+        except CookieError:
+            continue
+        cookies.update((name, morsel.value) for name, morsel in parsed.items())
+    if not {"ss-id", "ss-pid"} & cookies.keys():
+        return None
+    return "; ".join(f"{name}={value}" for name, value in cookies.items())
+
+
+async def post_credentials(
+    transport: httpx.AsyncBaseTransport, url: httpx.URL, headers: dict[str, str],
+    username: str, password: str, timeouts: dict[str, float | None],
+) -> httpx.Response:
+    """Send the sign-in (with ``headers``: the client's own, but no Authorization or Cookie)."""
+    request = httpx.Request(
+        "POST", url, headers=headers | {"Content-Type": "application/json"},
+        content=encode_json(credentials_body(username, password)),
+        extensions={"timeout": timeouts},
+    )
+    response = await transport.handle_async_request(request)
+    response.request = request
+    await response.aread()
+    return response
+
+
+SignIn = Callable[[], Awaitable[httpx.Response]]
+
+
+class Login:
+    """Which way the client logs in, and the sign-ins that switch it to (and renew) a session."""
+
+    def __init__(
+        self, use_session: Callable[[str], None], *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.method = "basic"  # or "credentials", for good once a sign-in worked
+        # Bumped by every sign-in that worked: a request sent before it is worth sending again.
+        self.generation = 0
+        self._use_session = use_session
+        self._clock = clock
+        self._signing_in: asyncio.Future[bool] | None = None
+        self._refused_at: float | None = None
+
+    async def renew(self, seen_generation: int, sign_in: SignIn) -> bool:
+        """After a request sent at ``seen_generation`` was refused for want of a login: True when
+        a session is in place that it didn't have (send it again), False when none could be had."""
+        if self.generation != seen_generation:
+            return True
+        if self._signing_in is not None:
+            return await asyncio.shield(self._signing_in)
+        if self._refused_at is not None and (
+            self._clock() - self._refused_at < SIGN_IN_PAUSE_SECONDS
+        ):
+            return False
+        self._signing_in = asyncio.get_running_loop().create_future()
+        try:
+            worked = await self._sign_in(sign_in)
+        except BaseException:
+            worked = False
+            raise
+        finally:
+            done, self._signing_in = self._signing_in, None
+            done.set_result(worked)
+        return worked
+
+    async def _sign_in(self, sign_in: SignIn) -> bool:
+        try:
+            response = await sign_in()
+        except httpx.HTTPError as exc:
+            logger.warning("Evo Voice POST %s failed: %s", CREDENTIALS_PATH, type(exc).__name__)
+            return False
+        cookies = session_cookies(response) if response.is_success else None
+        if cookies is None:
+            self._refused_at = self._clock()
+            logger.warning(
+                "Evo Voice POST %s -> %d%s: the login is refused both ways", CREDENTIALS_PATH,
+                response.status_code, " without a session cookie" if response.is_success else "",
+            )
+            return False
+        self._refused_at = None
+        self._use_session(cookies)
+        self.generation += 1
+        if self.method == "basic":
+            logger.warning(
+                "Evo Voice does not accept HTTP Basic here: signed in with POST %s, and using "
+                "its session from now on", CREDENTIALS_PATH,
+            )
+            self.method = "credentials"
+        else:
+            logger.info("Evo Voice: signed in again with POST %s", CREDENTIALS_PATH)
+        return True

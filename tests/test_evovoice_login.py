@@ -1,0 +1,114 @@
+"""Logging in to Evo Voice either way the evidence allows (docs/evovoice-api.md, Authentication):
+HTTP Basic on every request, or a session from POST /auth/credentials, the only way the vendor's
+CLI logs in. A server that doesn't read Basic answers it as it answers a wrong password."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from bot.calls.status_views import HANG_UP_ACTION
+from bot.config import ConfigError
+from bot.ops.findings import Status
+from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.slack import SlackStandIn
+from tests.checkups import by_subject, check
+from tests.conftest import EVO_PASSWORD, EVO_USER, BotFactory, until
+from tests.follow_helpers import FAST, FULL, click, status_message, wait_for_edit
+
+SIGN_IN = "/auth/credentials"
+
+
+async def test_a_server_that_ignores_basic_places_follows_and_hangs_up_on_a_session(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    evo.basic_enabled = False
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "🟢 Connected")
+    await click(bot, status, HANG_UP_ACTION)
+    await wait_for_edit(bot, status, "Hung up by <@U0MANAGER>")
+
+    [sign_in] = bot.evo.requests_to("POST", SIGN_IN)
+    # What the vendor's CLI posts, as JSON.
+    assert sign_in.json == {"provider": "credentials", "userName": EVO_USER,
+                            "password": EVO_PASSWORD, "rememberMe": True}
+    assert sign_in.headers["Content-Type"] == "application/json"
+    assert "Authorization" not in sign_in.headers and "Cookie" not in sign_in.headers
+    after = bot.evo.requests[bot.evo.requests.index(sign_in) + 1:]
+    assert {r.path for r in after} >= {"/sessions/outgoing", f"/sessions/{session_id}"}
+    for request in after:
+        assert "Authorization" not in request.headers
+        assert "ss-opt=perm" in request.headers["Cookie"]
+        assert "ss-pid=standin-perm-1" in request.headers["Cookie"]
+    assert len(bot.evo.outgoing_posts) == 1 and bot.evo.hang_ups(session_id) == ["PATCH"]
+    logged = caplog.text
+    assert "does not accept HTTP Basic" in logged
+    assert EVO_PASSWORD not in logged and "standin-perm" not in logged
+
+
+async def test_an_expired_session_is_renewed_and_the_call_placed_once(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    evo.basic_enabled = False
+    bot = await bot_factory("http", **FAST)
+    bot.evo.logins.expire()  # the server restarted, or the session ran out
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions  # one call, though its first POST was refused
+    refused, placed = bot.evo.outgoing_posts
+    assert "standin-perm-1" in refused.headers["Cookie"]
+    assert "standin-perm-2" in placed.headers["Cookie"]
+    assert bot.evo.logins.signed_in == 2
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "🟢 Connected")
+
+
+async def test_a_sign_in_refused_mid_run_is_not_tried_again_on_every_poll(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    evo.basic_enabled = False
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    await status_message(bot)
+    [session_id] = bot.evo.sessions
+    polls = len(bot.evo.reads_of(session_id))
+    bot.evo.password = "changed by an administrator"
+    bot.evo.logins.expire()
+    await until(lambda: len(bot.evo.reads_of(session_id)) >= polls + 5)
+    assert len(bot.evo.requests_to("POST", SIGN_IN)) == 2  # the first, and one refused since
+
+
+async def test_a_wrong_password_is_still_a_refused_login_when_basic_is_not_read(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, slack: SlackStandIn, policy_path: Path
+) -> None:
+    evo.basic_enabled = False
+    evo.password = "not the bot's"
+    with pytest.raises(ConfigError) as raised:
+        await bot_factory("http")
+    assert "refused the login" in raised.value.problems[0]
+    assert evo.requests_to("POST", SIGN_IN)
+    login = by_subject(await check(slack, evo, policy_path))["Evo Voice login"]
+    assert login.status is Status.FAIL and "refused the login" in login.detail
+
+
+async def test_check_says_the_login_needs_a_session_where_basic_is_not_read(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    evo.basic_enabled = False
+    findings = by_subject(await check(slack, evo, policy_path))
+    login = findings["Evo Voice login"]
+    assert login.status is Status.PASS
+    assert "POST /auth/credentials" in login.detail and "HTTP Basic" in login.detail
+    for subject in ("Evo Voice role", "Evo Voice flows listing", "Evo Voice session lookup"):
+        assert findings[subject].status is Status.PASS, findings[subject]
+
+    evo.basic_enabled = True
+    login = by_subject(await check(slack, evo, policy_path))["Evo Voice login"]
+    assert login.status is Status.PASS and "credentials" not in login.detail
