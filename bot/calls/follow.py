@@ -236,7 +236,11 @@ class CallFollower:
                     await self._runner.start(call.id, keep_then_follow)
             else:
                 await keep_status_ts()
-                await self.refresh(call.id)  # marks the parent of a failed call
+                # Marks the parent of a call not placed; refused by Slack, tried again meanwhile,
+                # as a followed call's final edit is (never a parent left without its outcome).
+                if not await self.refresh(call.id):
+                    await self._runner.start(call.id, lambda: self._messages.refresh_until_shown(
+                        call.id, refused=True))
             await self._purge_numbers()
         except Exception:
             logger.exception("could not start following call %s", call.id,

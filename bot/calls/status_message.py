@@ -109,9 +109,12 @@ class StatusMessages:
                 self._relays.pop(call_id, None)
         return shown
 
-    async def refresh_until_shown(self, call_id: int) -> None:
+    async def refresh_until_shown(self, call_id: int, *, refused: bool = False) -> None:
+        """`refresh()` until Slack takes it (see FINAL_EDIT_FOR_SECONDS); `refused`: a try was
+        refused a moment ago, so the first is made after a pause."""
         pause, waited = self._first_pause, 0.0
-        while not await self.refresh(call_id):
+        while refused or not await self.refresh(call_id):
+            refused = False
             if waited >= FINAL_EDIT_FOR_SECONDS:
                 logger.warning("call %s: the final status could not be shown", call_id,
                                extra={"call_id": call_id})
