@@ -4,15 +4,20 @@ refuses for a moment, a response URL that already carried a post, a thread that 
 from __future__ import annotations
 
 from bot.standins.evovoice import ErrorStatus
-from tests.conftest import BotFactory
+from tests.conftest import BotFactory, BotUnderTest, until
 from tests.follow_helpers import (
     FAST,
     FULL,
+    end_session,
     parent_of,
     status_message,
     texts,
     wait_for_mark,
 )
+from tests.interactions import click
+
+CANADA = "+14165550123"
+CANADA_MASKED = "+1 416 ••• 0123"
 
 
 async def test_a_not_placed_parent_edit_slack_refuses_is_tried_again(
@@ -28,3 +33,35 @@ async def test_a_not_placed_parent_edit_slack_refuses_is_tried_again(
     parent = parent_of(bot, status)
     assert await wait_for_mark(bot, parent) == "x"
     assert texts(parent)[-1].endswith("\n❌ Not placed.")
+
+
+async def test_a_confirmed_call_keeps_the_click_s_last_response_url_post_for_the_outcome(
+    bot_factory: BotFactory,
+) -> None:
+    # In a private channel without the bot, the click's response URL carries "Confirmed" first:
+    # one of its five posts is gone before the call's parent, and the outcome still needs one.
+    bot = await bot_factory("http", **FAST)
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == "G0PRIV")
+    _, asked = await bot.command(f"{CANADA} escalation", channel_id="G0PRIV")
+    [question] = await bot.slack.wait_for_response(asked)
+    _, url = await click(bot, question)
+    await bot.evo.wait_for_posts(1)
+    [session_id] = bot.evo.sessions
+    await bot.slack.wait_for_response(url, n=3)  # Confirmed, the parent, Ringing
+    # Answered, and the name of who answered comes a moment later: two more changes to show.
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await polled(bot, session_id)
+    bot.evo.set_session_state(session_id, callState="Connected", answeredByName="Alice")
+    await polled(bot, session_id)
+    end_session(bot, session_id, after_seconds=42, outcome="Completed")
+    answers = await bot.slack.wait_for_response(url, n=5)
+    await bot.settle()
+    assert CANADA_MASKED in answers[-1]["text"] and "Ended: Completed" in answers[-1]["text"]
+    assert [p.status for p in bot.slack.response_posts if p.url == url] == [200] * 5
+    assert bot.slack.channel_messages("U0MANAGER") == []  # no direct message was needed
+
+
+async def polled(bot: BotUnderTest, session_id: str, times: int = 2) -> None:
+    """Wait until the bot read the session `times` more times."""
+    seen = len(bot.evo.reads_of(session_id))
+    await until(lambda: len(bot.evo.reads_of(session_id)) >= seen + times)

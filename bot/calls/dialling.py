@@ -170,6 +170,7 @@ class Dialler:
             parent,
             user_id=request.user_id,
             response_url=request.response_url,
+            response_url_used=request.response_url_used,
             thread_ts=request.thread_ts,
         )
 

@@ -31,6 +31,9 @@ class CallRequest:
     caller_id_text: str | None = None
     reason: str | None = None
     response_url: str | None = None
+    # Posts `response_url` carried already (a question's "Confirmed"): of Slack's five, fewer are
+    # left for the call's news, and the last of them must still be there for the outcome.
+    response_url_used: int = 0
     thread_ts: str | None = None
     # Same key, same request: a redelivered or double-submitted request is placed at most once.
     idempotency_key: str | None = None

@@ -221,7 +221,8 @@ class CallService:
         call, request = needed.call, needed.call.request
         fields = dataclasses.asdict(request)
         # The click brings a fresh response_url; the stored request needs none.
-        fields.update(response_url=None, idempotency_key=None, confirmed=sorted(request.confirmed))
+        fields.update(response_url=None, response_url_used=0, idempotency_key=None,
+                      confirmed=sorted(request.confirmed))
         confirmation_id = await self._confirmations.create(
             request.user_id, needed.reasons | {Reason(r) for r in request.confirmed}, fields
         )
@@ -273,11 +274,12 @@ class CallService:
         known = {f.name for f in dataclasses.fields(CallRequest)}
         fields = {k: v for k, v in taken.pending.request.items() if k in known}
         fields["confirmed"] = frozenset(fields.get("confirmed") or ()) | taken.pending.reasons
+        answered = await self._answer_question(user_id, channel_id, response_url,
+                                               "📞 Confirmed: checking again, then calling.")
         request = dataclasses.replace(
-            CallRequest(**fields), response_url=response_url, idempotency_key=None
+            CallRequest(**fields), response_url=response_url, idempotency_key=None,
+            response_url_used=1 if answered else 0,
         )
-        await self._answer_question(user_id, channel_id, response_url,
-                                    "📞 Confirmed: checking again, then calling.")
         return await self.handle(request)
 
     async def cancel(
@@ -298,14 +300,16 @@ class CallService:
 
     async def _answer_question(
         self, user_id: str, channel_id: str | None, response_url: str | None, line: str
-    ) -> None:
-        """Replace the question (and its buttons) with `line`; else tell the clicker."""
+    ) -> bool:
+        """Replace the question (and its buttons) with `line`; else tell the clicker. True if
+        `response_url` carried it (one of its posts is used)."""
         message = confirm_views.confirmation_answered(line)
         if response_url is not None and await self._notifier.replace(response_url, message):
-            return
+            return True
         await self._notifier.tell(
             user_id=user_id, channel_id=channel_id, response_url=None, message=message
         )
+        return False
 
 
 class ConfirmationNeeded(Exception):

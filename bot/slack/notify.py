@@ -93,13 +93,15 @@ class Notifier:
         *,
         user_id: str,
         response_url: str | None,
+        response_url_used: int = 0,
         thread_ts: str | None = None,
     ) -> Thread | None:
         """Post a call's parent message wherever it can be seen; None if nowhere.
 
         Runs alongside the dial, never before it: the channel first, else the command's
         `response_url` (seen in the channel, even one the bot isn't in), else a direct message to
-        the requester, whose thread then carries the call's news.
+        the requester, whose thread then carries the call's news. `response_url_used`: posts the
+        `response_url` carried before (a question's answer), counted against Slack's five.
         """
         try:
             thread = await self.start_thread(
@@ -109,8 +111,10 @@ class Notifier:
             pass
         else:
             thread.requester = user_id
+            thread.response_url_uses += response_url_used
             if thread.ts is None and thread.response_url is not None:
-                thread.relay = Relay(thread.response_url, user_id, parent, self.clock())
+                thread.relay = Relay(thread.response_url, user_id, parent, self.clock(),
+                                     uses=thread.response_url_uses)
             return thread
         try:
             response = await self._post_message(user_id, **self._out(parent))
@@ -141,7 +145,8 @@ class Notifier:
             if response_url is None or not await self._respond(response_url, parent,
                                                                in_channel=True):
                 raise NotDelivered(slack_error_code(exc)) from None
-            return Thread(channel=channel, ts=None, response_url=response_url, parent=parent)
+            return Thread(channel=channel, ts=None, response_url=response_url, parent=parent,
+                          response_url_uses=1)
         ts = thread_ts or str(response["ts"])
         return Thread(channel=channel, ts=ts, response_url=response_url, parent=parent,
                       parent_ts=str(response["ts"]))
@@ -181,8 +186,11 @@ class Notifier:
                 if thread.requester is not None:
                     # Out of the thread, the status alone would lack context: the relay sends
                     # both together, and keeps them current (never a status left at Ringing).
-                    thread.relay = Relay(thread.response_url, thread.requester, thread.parent,
-                                         self.clock(), uses=0, in_channel=False)
+                    # One relay per thread: its response_url's posts are counted once.
+                    if thread.relay is None:
+                        thread.relay = Relay(thread.response_url, thread.requester, thread.parent,
+                                             self.clock(), uses=thread.response_url_uses,
+                                             in_channel=False)
                     return Posted(await self.relay_status(thread.relay, message, final=False))
                 if thread.response_url is None:
                     return Posted(False)
@@ -206,7 +214,7 @@ class Notifier:
             room = RESPONSE_URL_USES - relay.uses - (0 if final else 1)
             if relay.url is not None and fresh and room > 0:
                 # The first post of a relay that follows a failed thread reply has nothing to
-                # replace yet.
+                # replace yet (but a question's answer, when the response_url carried one).
                 replace = relay.in_channel or relay.uses > 0
                 relay.uses += 1
                 if await self._respond(relay.url, shown, in_channel=relay.in_channel,

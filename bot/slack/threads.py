@@ -45,6 +45,8 @@ class Thread:
     # requester.
     relay: Relay | None = None
     requester: str | None = None  # who asked (open_thread): the direct message's recipient
+    # Posts `response_url` has carried (the parent, when it went that way; a question's answer).
+    response_url_uses: int = 0
 
 
 @dataclass(frozen=True)
