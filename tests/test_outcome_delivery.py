@@ -8,13 +8,15 @@ from tests.conftest import BotFactory, BotUnderTest, until
 from tests.follow_helpers import (
     FAST,
     FULL,
+    MASKED,
     end_session,
+    is_thread_reply,
     parent_of,
     status_message,
     texts,
     wait_for_mark,
 )
-from tests.interactions import click
+from tests.interactions import click, interact, open_from_shortcut, state, submission
 
 CANADA = "+14165550123"
 CANADA_MASKED = "+1 416 ••• 0123"
@@ -59,6 +61,42 @@ async def test_a_confirmed_call_keeps_the_click_s_last_response_url_post_for_the
     assert CANADA_MASKED in answers[-1]["text"] and "Ended: Completed" in answers[-1]["text"]
     assert [p.status for p in bot.slack.response_posts if p.url == url] == [200] * 5
     assert bot.slack.channel_messages("U0MANAGER") == []  # no direct message was needed
+
+
+async def test_a_form_whose_thread_refuses_replies_tells_the_requester_at_once(
+    bot_factory: BotFactory,
+) -> None:
+    # The shortcut's form brings no response URL: the status goes by direct message, from the
+    # first status on, not only once the call is over.
+    bot = await bot_factory("http", **FAST)
+    bot.slack.fail("chat.postMessage", "internal_error", when=is_thread_reply)
+    view = await open_from_shortcut(bot)
+    await interact(bot, submission(view, state(channel="C0INCIDENT")))
+    dm = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and c["channel"] == "U0MANAGER")
+    assert MASKED in dm["text"] and "Call placed" in dm["text"] and "Ended" not in dm["text"]
+    assert dm.response is not None
+    ts = dm.response["ts"]
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=30, outcome="Completed")
+    await bot.slack.wait_for_call(
+        "chat.update",
+        lambda c: c.params.get("ts") == ts and "Ended: Completed" in c["text"])
+
+
+async def test_a_reaction_slack_refuses_for_a_moment_is_added_all_the_same(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    bot.slack.fail("reactions.add", "internal_error", times=1)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=30, outcome="Completed")
+    parent = parent_of(bot, status)
+    await bot.slack.wait_for_call(
+        "reactions.add", lambda c: c.ok and c.params.get("timestamp") == parent.ts)
+    assert texts(parent)[-1].endswith("❌ Not answered.")
 
 
 async def polled(bot: BotUnderTest, session_id: str, times: int = 2) -> None:
