@@ -89,6 +89,7 @@ async def test_a_patch_session_that_ends_nothing_never_shows_the_call_as_ended(
     [patch] = await until_sent(bot, lambda r: r.method == "PATCH")
     await until_sent(bot, lambda r: r.time > patch.time and bool(reads(r, session_id)))
     await bot.settle()
+    await wait_for_edit(bot, status, "📴 Hanging up (asked by <@U0MANAGER>)… If the call goes on")
     shown = bot.slack.messages[(status.channel, status.ts)]
     assert "🟢 Connected" in str(shown.text) and HANG_UP_ACTION in str(shown.blocks)
     bot.evo.set_session_state(session_id, callState="Disconnected", ended=True, outcome="Completed")

@@ -166,6 +166,13 @@ def call_status(call: TrackedCall, *, buttons: bool = True) -> Message:
     if state:
         lines.append(state)
     blocks = [section("\n".join(lines))]
+    if call.hung_up_by and call.is_live:
+        # Evo Voice accepted the hang-up, yet the session is live: until it ends (usually the next
+        # poll), or for good should it never end it (PatchSession ending a call is only likely).
+        asked = (f"📴 Hanging up (asked by <@{call.hung_up_by}>)… If the call goes on, end it in "
+                 "Evo Voice.")
+        lines.append(asked)
+        blocks.append(context(asked))
     if call.called_again_by:
         again = f"🔁 <@{call.called_again_by}> called this number again."
         lines.append(again)
