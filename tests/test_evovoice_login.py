@@ -4,6 +4,7 @@ CLI logs in. A server that doesn't read Basic answers it as it answers a wrong p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 
@@ -112,3 +113,18 @@ async def test_check_says_the_login_needs_a_session_where_basic_is_not_read(
     evo.basic_enabled = True
     login = by_subject(await check(slack, evo, policy_path))["Evo Voice login"]
     assert login.status is Status.PASS and "credentials" not in login.detail
+
+
+async def test_calls_refused_together_share_one_sign_in_and_each_rings_once(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    evo.basic_enabled = False
+    bot = await bot_factory("http", **FAST)
+    bot.slack.posting_rate = None  # five calls' threads in one channel at once: not about Slack
+    bot.evo.logins.expire()
+    numbers = [f"+1814555123{n}" for n in range(5)]
+    await asyncio.gather(*(bot.command(f"{number} escalation") for number in numbers))
+    await until(lambda: len(bot.evo.sessions) == 5)
+    await bot.settle()
+    assert bot.evo.logins.signed_in == 2  # at start-up, and once for the five
+    assert sorted(s["toAddress"] for s in bot.evo.sessions.values()) == numbers
