@@ -8,14 +8,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sqlite3
+from contextlib import closing
 
 import pytest
 
 from bot.calls.confirm_views import CANCEL_CALL_ACTION
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.oncall.escalation_store import EscalationState
+from bot.storage.database import sqlite_path
 from tests.conftest import BotFactory, BotUnderTest
-from tests.follow_helpers import audit_records, end_session, placed_call
+from tests.follow_helpers import audit_records, end_session, placed_call, services
 from tests.follow_helpers import click as click_status
 from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.interactions import ask
@@ -135,3 +138,32 @@ async def test_i_m_on_it_with_a_locked_database_is_told_it_was_not_recorded(
     assert await state_of(bot) == EscalationState.RUNNING
     await click_ack(bot, escalation, user_id="U0ALICE")
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+
+
+async def test_a_confirmation_click_refused_by_the_database_can_be_clicked_again(
+    bot: BotUnderTest,
+) -> None:
+    question = await ask(bot, f"{CANADA} escalation")
+    # The database fails while the click takes the question (its table gone for a moment, as if
+    # the disk failed there, after the click's claim could be written): the clicker is told...
+    path = sqlite_path(services(bot).db.url)
+    rename(path, "pending_confirmations", "pending_confirmations_away")
+    try:
+        _, url = await click_question(bot, question)
+        [answer] = await bot.slack.wait_for_response(url, timeout=20)
+        told(answer, "nothing was dialled")
+        await bot.settle()
+    finally:
+        rename(path, "pending_confirmations_away", "pending_confirmations")
+    assert bot.evo.outgoing_posts == []
+    assert answer["replace_original"] is False
+    # ...and "Try again" works: the next click dials, once.
+    await click_question(bot, question)
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+def rename(path: str, table: str, to: str) -> None:
+    with closing(sqlite3.connect(path, isolation_level=None)) as other:
+        other.execute(f"ALTER TABLE {table} RENAME TO {to}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from bot.storage.claims import claim_in
 from bot.storage.database import Database
 
 CONFIRMATION_LIFETIME_SECONDS = 600.0
@@ -33,6 +34,7 @@ class TakeStatus(StrEnum):
     GONE = "gone"  # never existed, already used or cancelled
     EXPIRED = "expired"
     NOT_YOURS = "not_yours"
+    DUPLICATE = "duplicate"  # this click was already taken (a double or redelivered click)
 
 
 @dataclass(frozen=True)
@@ -87,12 +89,18 @@ class Confirmations:
             )
         return confirmation_id
 
-    async def take(self, confirmation_id: str, user_id: str) -> Taken:
-        """Remove and return the pending call, if it exists, belongs to `user_id` and is fresh."""
+    async def take(self, confirmation_id: str, user_id: str, *, claim: str | None = None) -> Taken:
+        """Remove and return the pending call, if it exists, belongs to `user_id` and is fresh.
+
+        `claim`: a key claimed in the same transaction (bot/storage/claims.py), DUPLICATE when it
+        was claimed before. Together, so that a database failing in between leaves neither taken
+        and the next click finds the question as it was."""
         if not valid_id(confirmation_id):
             return Taken(TakeStatus.GONE)
         now = self._clock()
         async with self._db.transaction() as tx:
+            if claim is not None and not await claim_in(tx, claim, now):
+                return Taken(TakeStatus.DUPLICATE)
             row = await tx.fetchone(
                 "SELECT id, created_at, user_id, reasons, request FROM pending_confirmations"
                 " WHERE id = ?",

@@ -253,19 +253,23 @@ class CallService:
         """A click on "Call" under a question: a new request, checked again from the start."""
         try:
             with refused_when_database_fails("nothing was dialled"):
-                # A double click or a redelivered click dials at most once.
-                if not await self._claims.claim(f"confirm:{confirmation_id}:{user_id}"):
-                    logger.info("duplicate confirmation click by %s ignored", user_id,
-                                extra={"user_id": user_id, "outcome": str(Outcome.DUPLICATE)})
-                    # Counted like every request's end; not audited: the question it answered
-                    # is gone (taken by the first click), so there is no number to record.
-                    return self._finished(CallResult(Outcome.DUPLICATE))
-                taken = await self._confirmations.take(confirmation_id, user_id)
+                # A double click or a redelivered click dials at most once. The click is claimed
+                # in the transaction that takes the question: a database failing there leaves
+                # neither done, so the click the refusal asks for is not dropped as a duplicate.
+                taken = await self._confirmations.take(
+                    confirmation_id, user_id, claim=f"confirm:{confirmation_id}:{user_id}"
+                )
         except DatabaseUnavailable as exc:  # the question stays: "Call" may be clicked again
             await self._notifier.tell(user_id=user_id, channel_id=channel_id,
                                       response_url=response_url,
                                       message=views.refusal(describe(exc)))
             return CallResult(Outcome.REFUSED, error=exc)
+        if taken.status is TakeStatus.DUPLICATE:
+            logger.info("duplicate confirmation click by %s ignored", user_id,
+                        extra={"user_id": user_id, "outcome": str(Outcome.DUPLICATE)})
+            # Counted like every request's end; not audited: the question it answered is gone
+            # (taken by the first click), so there is no number to record.
+            return self._finished(CallResult(Outcome.DUPLICATE))
         if taken.status is not TakeStatus.TAKEN or taken.pending is None:
             await self._answer_question(
                 user_id, channel_id, response_url, _UNUSABLE_CONFIRMATION[taken.status]
