@@ -10,7 +10,7 @@ import pytest
 from bot.evovoice.catalog import LIST_ALL_FLOWS_UP_TO
 from bot.standins.evovoice import Gated, Respond
 from bot.standins.slack import SlackStandIn
-from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
+from tests.conftest import POLICY, POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
 from tests.follow_helpers import services
 
 FULL = "+18144043093"
@@ -178,6 +178,21 @@ async def test_numbers_refused_by_policy_are_explained_and_not_dialled(
     await bot.settle()
     assert expected in answer["text"]
     assert answer["response_type"] == "ephemeral"
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_a_number_with_more_digits_than_e164_is_refused_where_its_country_may_be_called(
+    bot_factory: BotFactory,
+) -> None:
+    # phonenumbers calls +49 201 00000000000 a valid German landline; with the country code it has
+    # 16 digits, one more than E.164 allows, so it can't be sent to Evo Voice.
+    policy = POLICY.replace('allowed_regions = ["US", "CA"]', 'allowed_regions = ["US", "DE"]')
+    bot = await bot_factory("http", policy=policy)
+    _, url = await bot.command("+49 201 00000000000 escalation")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert "more digits than a phone number can" in answer["text"]
+    assert "00000000000" not in answer["text"]  # masked, as every number shown
     assert bot.evo.outgoing_posts == []
 
 

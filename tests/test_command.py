@@ -219,7 +219,7 @@ def test_surrounding_whitespace_is_not_a_control_character() -> None:
 
 
 def test_refuses_text_longer_than_max() -> None:
-    text = "+18144043093 " + "a" * MAX_TEXT
+    text = "+18144043093 " + "a" * (MAX_TEXT - 12)  # one character too many
     with pytest.raises(CommandRejected) as info:
         parse_command(text)
     assert str(MAX_TEXT) in info.value.reason
