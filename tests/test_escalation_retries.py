@@ -11,7 +11,7 @@ from yarl import URL
 
 from bot.calls.retry import FIRST_RETRY_SECONDS
 from bot.oncall.escalation_store import EscalationState
-from bot.standins.evovoice import Respond, TooManyRequests
+from bot.standins.evovoice import Acted, DropConnection, ErrorStatus, Respond, TooManyRequests
 from tests.conftest import QUICK_VOICE_RETRY, BotFactory
 from tests.escalations import (
     ALICE,
@@ -59,6 +59,47 @@ async def test_429s_past_the_steps_deadline_move_on_to_the_next_person(
     await bot.evo.wait_for_posts(len(bot.evo.outgoing_posts) + 1)
     assert dialled(bot)[-1] == BOB
     assert {s.get("toAddress") for s in bot.evo.sessions.values()} == {BOB}
+
+
+@pytest.mark.parametrize("answer", [Acted(ErrorStatus(500)), DropConnection()])
+async def test_a_step_whose_call_may_have_been_placed_is_never_dialled_again(
+    bot_factory: BotFactory, answer: Acted | DropConnection
+) -> None:
+    # "answered 5xx" or the answer lost after sending: the call may be ringing already, so the
+    # step's retries ("not now") must not cover it (docs/evovoice-api.md, Retrying safely).
+    bot, _ = await start(bot_factory)
+    bot.evo.queue_outgoing(answer)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "<@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    await bot.settle()
+    assert dialled(bot) == [ALICE]  # once: her phone is ringing from the first POST
+    assert len(bot.evo.sessions) == 1
+
+
+async def test_a_retry_after_longer_than_the_step_has_left_is_not_waited_for(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock = await start(bot_factory)
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        if not pauses:
+            clock.advance(89.95)  # the first pause leaves Alice's step 0.05 s of its 90
+        pauses.append(seconds)
+
+    services(bot).calls.dialler.sleep = pause
+    bot.evo.queue_outgoing(TooManyRequests(retry_after="0.05"), TooManyRequests(retry_after="0.2"))
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await escalation_message(bot)
+    await bot.evo.wait_for_posts(3)
+    await bot.settle()
+    # Waiting would pass the step's deadline (a Retry-After of up to 60 s): the step ends, and
+    # Bob is called next, rather than Alice a third time after her step should have ended.
+    assert pauses == [0.05]
+    assert dialled(bot) == [ALICE, ALICE, BOB]
 
 
 async def test_a_refused_login_still_moves_on_at_once(bot_factory: BotFactory) -> None:
