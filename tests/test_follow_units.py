@@ -21,7 +21,7 @@ from bot.storage.database import Database
 
 T0 = 1_800_000_000.0
 TIMING = FollowTiming(first_interval=2.0, max_interval=15.0, growth=1.5, find_for=120.0,
-                      follow_for=3600.0, number_retention=86400.0)
+                      follow_for=3600.0, number_retention=86400.0, ring_for=180.0)
 
 
 def session(state: str = "Ringing", **fields: Any) -> Session:
@@ -112,8 +112,9 @@ async def test_polls_back_off_and_start_again_after_a_change(db: Database) -> No
     answers: list[Session | Exception] = [session("Ringing")] * 8
     ended = session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z")
     answers += [session("Connected"), ended]
-    call, notifier, pauses = await follow(db, FakeEvo(answers))
-    # A new call is first polled after 2 s, then less and less often; a change starts over.
+    # Ringing for longer than any phone rings: past `ring_for`.
+    call, notifier, pauses = await follow(db, FakeEvo(answers), clock=Clock(T0 + TIMING.ring_for))
+    # Polled after 2 s, then less and less often; a change starts over.
     assert pauses == [2.0, 3.0, 4.5, 6.75, 10.125, 15.0, 15.0, 15.0, 15.0, 2.0]
     assert call.state == CallState.ENDED and not call.following and call.answered
     assert call.duration_seconds == 60.0
@@ -126,6 +127,26 @@ async def test_polls_back_off_and_start_again_after_a_change(db: Database) -> No
     assert parent.text.endswith("✅ Answered.")
 
 
+async def test_a_call_not_yet_answered_is_polled_at_the_first_pace_while_it_may_ring(
+    db: Database,
+) -> None:
+    # Answered and over between two polls 15 s apart, a page that was picked up would read "not
+    # answered". Once answered, or once no phone would still ring, the polls back off.
+    ended = session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z")
+    answers = [session("Ringing")] * 8 + [session("Connected")] * 6 + [ended]
+    call, _, pauses = await follow(db, FakeEvo(answers))
+    assert pauses == [2.0] * 10 + [3.0, 4.5, 6.75, 10.125, 15.0]
+    assert call.state == CallState.ENDED and call.answered
+
+    clock = Ticking(T0)  # 5 s on at every reading
+    ringing, ended = session("Ringing", id="sess-2"), session("Ringing", id="sess-2", ended=True)
+    call, _, pauses = await follow(db, FakeEvo([ringing] * 60 + [ended]), clock=clock,
+                                   session_id="sess-2")
+    rung = [p for p in pauses if p == 2.0]
+    assert len(rung) < len(pauses) and pauses[-3:] == [15.0, 15.0, 15.0]
+    assert pauses[:len(rung)] == rung  # every 2 s at first, then backing off
+
+
 async def test_a_rate_limit_or_a_timeout_leaves_the_waiting_to_the_shared_budget(
     db: Database,
 ) -> None:
@@ -136,7 +157,7 @@ async def test_a_rate_limit_or_a_timeout_leaves_the_waiting_to_the_shared_budget
         EvoVoiceTimeout("no answer"),
         session(ended=True, outcome="No answer"),
     ]
-    call, notifier, pauses = await follow(db, FakeEvo(answers))
+    call, notifier, pauses = await follow(db, FakeEvo(answers), clock=Clock(T0 + TIMING.ring_for))
     assert pauses == [2.0, 3.0, 4.5]
     assert call.state == CallState.ENDED and not call.answered
     assert notifier.reactions == [call_views.MARK_NOT_ANSWERED]

@@ -2,7 +2,8 @@
 
 Evo Voice has no webhook for call progress, so every followed call is a task that polls its
 session: at once, then after `first_interval`, then less and less often up to `max_interval`,
-starting again from `first_interval` whenever something changed. Hundreds of calls are followed at
+starting again from `first_interval` whenever something changed; a call not yet answered is
+polled every `first_interval` for its first `ring_for` seconds. Hundreds of calls are followed at
 once without blocking anything: each task spends its time waiting. Their polls share requests
 (`EvoVoiceClient.poll_session`: a batch of sessions a request) and the client's request budget,
 which also holds them all back when Evo Voice answers 429 (bot/evovoice/budget.py).
@@ -45,6 +46,10 @@ class FollowTiming:
     first_interval: float = 2.0  # seconds between the first polls
     max_interval: float = 15.0  # the back-off stops growing here
     growth: float = 1.5
+    # Not yet answered, a call is polled every `first_interval` for this long: answered and over
+    # between two polls further apart (a picked-up page that plays its message), it would read
+    # "not answered". Phones stop ringing well within it.
+    ring_for: float = 180.0
     find_for: float = 120.0  # how long to look for the session of an unconfirmed call
     follow_for: float = 4 * 3600.0  # no call is followed for longer
     number_retention: float = 24 * 3600.0  # the full number is erased this long after the call
@@ -113,7 +118,7 @@ class CallPoller:
                 step = _Step.SAME
             if step == _Step.DONE:
                 return
-            if step == _Step.CHANGED:
+            if step == _Step.CHANGED or _may_be_answered_unseen(call, age, timing):
                 interval = pause = timing.first_interval
             await self._pause(call_id, pause)
             interval = min(timing.max_interval, interval * timing.growth)
@@ -267,3 +272,13 @@ class CallPoller:
         except Exception:
             logger.exception("recording %s of call %s failed", kind, call.id,
                              extra={"call_id": call.id})
+
+
+def _may_be_answered_unseen(call: TrackedCall, age: float, timing: FollowTiming) -> bool:
+    """Could the call be answered and over before a poll after a longer pause sees it?"""
+    return (
+        call.session_id is not None
+        and not call.answered
+        and call.state in (CallState.CALLING, CallState.RINGING)
+        and age < timing.ring_for
+    )
