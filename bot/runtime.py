@@ -33,6 +33,7 @@ from bot.ops.metrics import Metrics
 from bot.ops.readiness import Readiness, readiness_for
 from bot.services import Services, build_services
 from bot.slack.http import (
+    DECOMPRESS_BODIES,
     SLACK_EVENTS_PATH,
     create_web_app,
     health_routes,
@@ -225,7 +226,8 @@ class Runtime:
 
     async def _serve_http(self, routes: list[web.RouteDef]) -> None:
         self._runner = web.AppRunner(
-            create_web_app(routes), handle_signals=False, shutdown_timeout=5.0
+            create_web_app(routes), handle_signals=False, shutdown_timeout=5.0,
+            auto_decompress=DECOMPRESS_BODIES,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, port=self.settings.port, backlog=HTTP_BACKLOG)

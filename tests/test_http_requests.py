@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import time
@@ -36,6 +37,10 @@ def signed_with(data: bytes, **changes: str) -> dict[str, str]:
     return headers
 
 
+def _last_digit_changed(signature: str) -> str:
+    return signature[:-1] + ("0" if signature[-1] != "0" else "1")
+
+
 @pytest.mark.parametrize(
     "tamper",
     [
@@ -48,9 +53,17 @@ def signed_with(data: bytes, **changes: str) -> dict[str, str]:
         lambda d: signed_with(d, **{"X-Slack-Request-Timestamp": "１７００００００００"}),
         lambda d: signed_with(d, **{"X-Slack-Request-Timestamp": ""}),
         lambda d: signed_with(d, **{"X-Slack-Signature": "v0=é"}),
+        # Digits to str.isdigit() that int() refuses.
+        lambda d: signed_with(d, **{"X-Slack-Request-Timestamp": "¹⁷⁰⁰⁰⁰⁰⁰⁰⁰"}),
+        # Longer than int() reads (4,300 digits); fits in a header.
+        lambda d: signed_with(d, **{"X-Slack-Request-Timestamp": "9" * 5000}),
+        # Right but for its last hex digit: the whole signature is compared.
+        lambda d: signed_with(d, **{"X-Slack-Signature": _last_digit_changed(
+            sign(d, SIGNING_SECRET)["X-Slack-Signature"])}),
     ],
     ids=["unsigned", "wrong-signature", "wrong-secret", "stale", "future", "non-numeric-ts",
-         "unicode-digits-ts", "empty-ts", "non-ascii-signature"],
+         "unicode-digits-ts", "empty-ts", "non-ascii-signature", "superscript-digits-ts",
+         "endless-ts", "last-digit-off"],
 )
 async def test_forged_requests_get_401_and_dial_nothing(
     http_bot: BotUnderTest, tamper: object, caplog: pytest.LogCaptureFixture
@@ -100,6 +113,23 @@ async def test_url_verification_is_answered_with_its_challenge(http_bot: BotUnde
     async with http_bot.http.post(http_bot.events_url, data=data, headers=headers) as response:
         assert response.status == 200
         assert "3eZbrw1aBm2rZgRNFdxV2595E9CY3g" in await response.text()
+
+
+async def test_a_body_is_checked_as_sent_whatever_its_content_encoding(
+    http_bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiohttp decoded the body as it was read, and answered 500 to one it couldn't decode. The
+    # signature is checked over the bytes sent, as Slack signs them.
+    data = body(http_bot)
+    assert await post(http_bot, data, {"Content-Encoding": "gzip"}) == 401
+    gzipped = gzip.compress(data)
+    assert await post(http_bot, gzipped, {**sign(data, SIGNING_SECRET),
+                                          "Content-Encoding": "gzip"}) == 401
+    assert await post(http_bot, gzipped, {**sign(gzipped, SIGNING_SECRET),
+                                          "Content-Encoding": "gzip"}) == 400  # not UTF-8
+    await http_bot.settle()
+    assert http_bot.evo.outgoing_posts == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_signed_body_that_is_not_utf8_is_refused(http_bot: BotUnderTest) -> None:

@@ -1,10 +1,10 @@
 """The HTTP side: Slack's signed requests at `POST /slack/events`, `GET /healthz` (the process is
 up), `GET /readyz` (Slack, Evo Voice and the database answer) and `GET /metrics` (Prometheus).
 
-Every request to /slack/events is checked here before Bolt sees it: size, timestamp, signature,
-UTF-8. A forged or malformed request of any kind gets 401 (400 when too large or undecodable after a
-valid signature), never a 500, and its body is never logged: it carries phone numbers and a live
-`response_url`.
+Every request to /slack/events is checked here before Bolt sees it: size, timestamp, signature
+(over the body as sent), UTF-8. A forged or malformed request of any kind gets 401 (400 when too
+large or undecodable after a valid signature), never a 500, and its body is never logged: it
+carries phone numbers and a live `response_url`.
 """
 
 from __future__ import annotations
@@ -127,6 +127,10 @@ def slack_routes(
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return web.json_response({"error": "body too large"}, status=400)
+        except web.RequestPayloadError:
+            # A body that ends mid-chunk: no signature can be checked over it.
+            logger.warning("rejected a request whose body could not be read")
+            return _unauthorized()
         headers = request.headers
         if is_ssl_check(body):
             # Slack checking the certificate of a slash command's URL: Bolt answers it 200 with an
@@ -161,6 +165,12 @@ def slack_routes(
         return await to_aiohttp_response(bolt_response)
 
     return [web.post(SLACK_EVENTS_PATH, slack_events)]
+
+
+# Whether the server decodes a `Content-Encoding` body (web.AppRunner's `auto_decompress`). No:
+# the body is checked as sent (Slack signs the bytes on the wire and never compresses them), and
+# aiohttp's decoding of a body it couldn't decode ended in a 500 and an error in the log.
+DECOMPRESS_BODIES = False
 
 
 def create_web_app(routes: list[web.RouteDef]) -> web.Application:
