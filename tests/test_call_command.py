@@ -138,6 +138,18 @@ async def test_group_lookup_failure_is_explained(bot_factory: BotFactory) -> Non
     assert bot.evo.outgoing_posts == []
 
 
+async def test_a_group_lookup_failing_stops_nobody_listed_by_name_under_a_role(
+    bot_factory: BotFactory,
+) -> None:
+    # Manager lists S0LEADS, which Slack won't list; U0ADMIN is a SystemAdministrator by name.
+    bot = await bot_factory("http")
+    bot.slack.fail("usergroups.users.list", "missing_scope")
+    _, url = await bot.command(f"{FULL} escalation", user_id="U0ADMIN")
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    assert all("usergroups:read" not in str(r) for r in bot.slack.responses_to(url))
+
+
 async def test_a_user_group_that_does_not_exist_grants_nothing_and_warns_the_operators(
     bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -307,6 +307,11 @@ async def test_someone_else_submitting_the_view_is_checked_as_themselves(
     view = await open_form(bot)
     answer = await interact(bot, submission(view, state(), user_id="U0INTRUDER"))
     assert "not allowed" in answer["errors"][FormField.NUMBER]
+    # The role comes first: someone without one learns nothing of the dialling rules.
+    answer = await interact(bot, submission(view, state(number="+1 900 555 0123", flow=None),
+                                            user_id="U0INTRUDER"))
+    assert list(answer["errors"]) == [FormField.NUMBER]
+    assert "not allowed" in answer["errors"][FormField.NUMBER]
     await bot.settle()
     assert bot.evo.outgoing_posts == []
 
@@ -342,6 +347,7 @@ async def test_forged_private_metadata_is_refused(bot_factory: BotFactory) -> No
     bot = await bot_factory("http")
     view = await open_form(bot)
     for metadata in ('{"channel": "C0OPS", "response_url": "https://evil.example/x"}',
+                     '{"channel": "C0OPS", "response_url": "https://hooks.slack.com:8443/x"}',
                      '{"channel": "#general"}', "not json", '["C0OPS"]'):
         view.view["private_metadata"] = metadata
         answer = await interact(bot, submission(view, state()))

@@ -60,7 +60,9 @@ async def test_a_responder_without_a_role_escalates_and_sees_the_rotation(
     assert dialled(bot) == [ALICE]
 
 
-@pytest.mark.parametrize("who", ["guest", "single-channel guest", "Slack Connect", "deactivated"])
+@pytest.mark.parametrize(
+    "who", ["guest", "single-channel guest", "Slack Connect", "stranger", "deactivated"]
+)
 async def test_guests_and_other_organisations_are_not_responders(
     bot_factory: BotFactory, who: str
 ) -> None:
@@ -69,6 +71,8 @@ async def test_guests_and_other_organisations_are_not_responders(
         "guest": {"is_restricted": True},
         "single-channel guest": {"is_restricted": True, "is_ultra_restricted": True},
         "Slack Connect": {"team_id": "T0PARTNER"},
+        # Someone from an organisation this one isn't connected with, met in a shared channel.
+        "stranger": {"is_stranger": True},
         "deactivated": {"deleted": True},
     }[who]
     assert "not allowed to see who is on call" in await oncall_answer(bot, "U0OTHER")
@@ -79,7 +83,8 @@ async def test_guests_and_other_organisations_are_not_responders(
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
 async def test_responders_narrow_who_may_escalate(bot_factory: BotFactory, mode: str) -> None:
-    policy = ROSTER + 'responders = ["S0ONCALL", "U0CONTRACTOR"]\n'
+    policy = ROSTER.replace('escalate_to = ["U0MANAGER"]', 'escalate_to = ["U0MANAGER", "U0DUTY"]')
+    policy += 'responders = ["S0ONCALL", "U0CONTRACTOR"]\n'
     bot, _ = await start(bot_factory, mode, policy=policy)
     bot.slack.usergroups["S0ONCALL"] = ["U0SRE"]
     bot.slack.users["U0CONTRACTOR"] = {"is_restricted": True}  # a guest, listed by name
@@ -89,8 +94,8 @@ async def test_responders_narrow_who_may_escalate(bot_factory: BotFactory, mode:
     assert "not allowed to see who is on call" in answer and "3093" not in answer
     view, _ = await open_on_message(bot, user_id=DEVELOPER)
     assert "submit" not in view.versions[-1]
-    # In the group, listed by name, in the rotation, holding a role: all allowed.
-    for user_id in ("U0SRE", "U0CONTRACTOR", "U0BOB", "U0MANAGER"):
+    # In the group, listed by name, in the rotation or escalate_to, holding a role: all allowed.
+    for user_id in ("U0SRE", "U0CONTRACTOR", "U0BOB", "U0DUTY", "U0MANAGER"):
         assert "On call now:*" in await oncall_answer(bot, user_id), user_id
     view, _ = await open_on_message(bot, user_id="U0CONTRACTOR")
     assert await submit(bot, view, user_id="U0CONTRACTOR") == {}
@@ -102,6 +107,33 @@ async def test_responders_narrow_who_may_escalate(bot_factory: BotFactory, mode:
     assert "can't acknowledge this page" in refused["text"]
     await click_ack(bot, escalation, user_id="U0SRE")  # a responder, not paged: may
     await wait_for_edit(bot, escalation, "<@U0SRE> acknowledged at")
+
+
+async def test_a_user_group_slack_wont_list_keeps_no_responder_out(bot_factory: BotFactory) -> None:
+    # [roles] names S0LEADS: it grants nobody a role while Slack won't list it, and nothing more.
+    bot, _ = await start(bot_factory)
+    bot.slack.fail("usergroups.users.list", "missing_scope")
+    for user_id in (DEVELOPER, "U0BOB"):  # a full member; a member of the rotation
+        assert "On call now:*" in await oncall_answer(bot, user_id), user_id
+    view, _ = await open_on_message(bot, user_id=DEVELOPER)
+    assert await submit(bot, view, user_id=DEVELOPER) == {}
+    await bot.evo.wait_for_posts(1)
+    assert dialled(bot) == [ALICE]
+
+
+async def test_someone_slack_wont_describe_is_not_taken_for_a_full_member(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory)
+    bot.slack.fail("users.info", "fatal_error")
+    answer = await oncall_answer(bot, DEVELOPER)
+    assert "could not check" in answer and "fatal_error" in answer and "3093" not in answer
+    view, _ = await open_on_message(bot, user_id=DEVELOPER)
+    assert "submit" not in view.versions[-1]
+    assert "Try again in a minute" in json.dumps(view.versions[-1]["blocks"])
+    # The rotation and the role holders are let in without asking Slack who they are.
+    for user_id in ("U0BOB", "U0ADMIN"):
+        assert "On call now:*" in await oncall_answer(bot, user_id), user_id
 
 
 async def test_a_responder_without_a_role_has_a_limit_of_their_own(
