@@ -99,6 +99,20 @@ async def test_a_call_again_that_failed_still_uses_up_the_button(bot_factory: Bo
     assert CALL_AGAIN_ACTION not in buttons(status)
 
 
+async def test_call_again_by_a_manager_is_the_managers_own_call(bot_factory: BotFactory) -> None:
+    # Clicked by someone other than the requester (allowed: a role), the new call is theirs: its
+    # message, the audit trail and the rate limits name the clicker.
+    bot, status, session_id = await placed_call(bot_factory)  # U0MANAGER's
+    end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await wait_for_edit(bot, status, "Ended")
+    await click(bot, status, CALL_AGAIN_ACTION, user_id="U0ADMIN")
+    again = await status_message(bot, 2)
+    await bot.settle()
+    assert "<@U0ADMIN>" in (parent_of(bot, again).text or "")
+    newest, first = await audit_records(bot)
+    assert (newest.user_id, newest.origin, newest.repeat_of) == ("U0ADMIN", "call_again", first.id)
+
+
 async def test_a_button_names_its_call_only_from_the_calls_own_message(
     bot_factory: BotFactory,
 ) -> None:

@@ -144,6 +144,17 @@ async def test_only_the_requester_can_confirm(bot_factory: BotFactory) -> None:
     assert len(bot.evo.outgoing_posts) == 1
 
 
+async def test_only_the_requester_can_cancel(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http")
+    question = await ask(bot, f"{CANADA} escalation")
+    _, url = await click(bot, question, CANCEL_CALL_ACTION, user_id="U0ADMIN")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "Cancelled" not in answer["text"]
+    await click(bot, question)  # the question still stands for the requester
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+
+
 async def test_a_click_checks_the_role_again(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
     question = await ask(bot, f"{CANADA} escalation", user_id="U0LEAD1")

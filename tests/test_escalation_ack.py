@@ -15,9 +15,9 @@ import json
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
-from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
+from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.standins.evovoice import ErrorStatus, Gated
-from bot.standins.slack import Message
+from bot.standins.slack import Message, block_actions_payload, interactive_body
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.follow_helpers import services
 from tests.escalations import (
@@ -87,6 +87,55 @@ async def test_i_m_on_it_counts_before_slack_has_answered_the_page_s_post(
     [event] = await services(bot).db.fetchall(
         "SELECT * FROM audit_events WHERE kind = 'acknowledged'")
     assert event["actor_id"] == "U0ALICE"
+
+
+async def test_the_buttons_act_only_from_the_escalations_own_messages(
+    bot_factory: BotFactory,
+) -> None:
+    """A button's value sent from a message that isn't the escalation's card or one of its pages
+    (another channel or team, the page of a step not begun, a copy of a page already recorded) is
+    told the button no longer works, whoever clicks; the chain goes on."""
+    bot, _ = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    answer = bot.slack.hold("chat.postMessage", after=True,
+                            when=lambda c: c.params.get("channel") == "U0ALICE")
+    assert await submit(bot, view) == {}
+    card = await escalation_message(bot)
+    await answer.wait_until_held()
+    [page] = bot.slack.channel_messages(bot.slack.dm_channel("U0ALICE"))
+    [row] = await services(bot).db.fetchall("SELECT id FROM escalations")
+    escalation_id = int(row["id"])
+
+    async def refused(action_id: str, value: str, *, user_id: str, channel: str, ts: str,
+                      team_id: str | None = None) -> None:
+        url = bot.slack.response_url()
+        await bot.post_signed(interactive_body(block_actions_payload(
+            action_id=action_id, value=value, channel_id=channel, message_ts=ts,
+            response_url=url, user_id=user_id, team_id=team_id or bot.slack.team_id,
+        )))
+        [told] = await bot.slack.wait_for_response(url)
+        assert "no longer works" in told["text"], (action_id, value, user_id, channel)
+        assert await state_of(bot) == EscalationState.RUNNING
+
+    ack, stop = ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
+    # Alice's page, not recorded yet (Slack's answer held): clicked in another team.
+    await refused(ack, f"{escalation_id}:0", user_id="U0ALICE", channel=page.channel,
+                  ts=page.ts, team_id="T0OTHER")
+    # Bob's step has not begun: the value of his page, sent from his own DM.
+    await refused(ack, f"{escalation_id}:1", user_id="U0BOB",
+                  channel=bot.slack.dm_channel("U0BOB"), ts=page.ts)
+    answer.open()
+    while not await services(bot).escalations.store.pages(escalation_id):
+        await asyncio.sleep(0.01)
+    # Alice's page is recorded now: its value, sent from anywhere else.
+    await refused(ack, f"{escalation_id}:0", user_id="U0ALICE", channel="C0OTHER", ts=page.ts)
+    # Stop escalation: from another channel; from the card's channel and ts in another team.
+    await refused(stop, str(escalation_id), user_id="U0ADMIN", channel="C0OTHER", ts=card.ts)
+    await refused(stop, str(escalation_id), user_id="U0ADMIN", channel=card.channel, ts=card.ts,
+                  team_id="T0OTHER")
+    # From the page itself, Alice's click counts.
+    await click_ack(bot, page, user_id="U0ALICE")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
