@@ -321,8 +321,10 @@ async def test_history_filters_by_number(bot: BotUnderTest) -> None:
     await bot.command(f"{OTHER} escalation")
     await bot.command("+1 900 555 0123 escalation", user_id="U0LEAD1")  # refused, still recorded
     await bot.settle()
-    shown = lines(await history(bot, "(814) 404-3093"))
+    answer = await history(bot, "(814) 404-3093")
+    shown = lines(answer)
     assert len(shown) == 1 and MASKED in shown[0]
+    assert MASKED in str(answer["text"]).splitlines()[0] and "4043093" not in str(answer)
     shown = lines(await history(bot, "+1 900 555 0123"))
     assert len(shown) == 1 and "refused" in shown[0] and "<@U0LEAD1>" in shown[0]
     answer = await history(bot, "+1 212 555 0000")
