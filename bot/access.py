@@ -141,8 +141,13 @@ class Responders:
             *self._policy.rotation, *self._policy.escalate_to
         ):
             return False
-        if await self._listed(user_id) or (self.everyone and await self._full_member(user_id)):
-            return False
+        try:
+            if await self._listed(user_id) or (
+                self.everyone and await self._full_member(user_id)
+            ):
+                return False
+        except MembershipUnknown as exc:  # told for what the person asked to do
+            raise MembershipUnknown(exc.reason, action) from None
         raise NotAResponder(action, listed_only=not self.everyone)
 
     async def allows(self, user_id: str) -> bool:

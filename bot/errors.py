@@ -102,10 +102,11 @@ class NotAResponder(CallbotError):
 
 
 class MembershipUnknown(CallbotError):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, action: str = "escalate to on-call") -> None:
+        self.reason = reason
         super().__init__(
-            f"I could not check whether you may escalate to on-call: Slack did not tell me who "
-            f"you are ({reason}). Try again in a minute."
+            f"I could not check whether you may {action}: Slack did not tell me who you are "
+            f"({reason}). Try again in a minute."
         )
 
 
