@@ -138,6 +138,15 @@ async def test_group_lookup_failure_is_explained(bot_factory: BotFactory) -> Non
     assert bot.evo.outgoing_posts == []
 
 
+async def test_a_caller_id_the_account_does_not_own_is_told_masked(bot: BotUnderTest) -> None:
+    _, url = await bot.command(f"{FULL} escalation +1 814 555 0199")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "+1 814 ••• 0199 is not one of the account's phone numbers" in answer["text"]
+    assert "5550199" not in str(answer)
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
 async def test_a_group_lookup_failing_stops_nobody_listed_by_name_under_a_role(
     bot_factory: BotFactory,
 ) -> None:

@@ -34,6 +34,14 @@ from tests.follow_helpers import (
 )
 
 
+async def test_a_number_given_as_who_answered_is_masked(bot_factory: BotFactory) -> None:
+    # Evo Voice names the answering party as it likes: a phone number too.
+    bot, status, session_id = await placed_call(bot_factory)
+    bot.evo.set_session_state(session_id, callState="Connected", answeredByName=FULL)
+    await wait_for_edit(bot, status, f"answered by {MASKED}")
+    assert FULL not in everything_sent_to_slack(bot)
+
+
 @pytest.fixture(params=["http", "socket"])
 async def fast_bot(request: pytest.FixtureRequest, bot_factory: BotFactory) -> BotUnderTest:
     """The bot following calls quickly, once in HTTP mode and once in Socket Mode."""

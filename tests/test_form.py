@@ -343,6 +343,19 @@ async def test_a_slow_check_answers_in_time_with_a_retry_hint(
     assert len(bot.evo.outgoing_posts) == 1
 
 
+async def test_a_chosen_channel_that_is_not_a_conversation_is_asked_for_again(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    view = await open_from_shortcut(bot)
+    for channel in ("U0ADMIN", "#general"):  # a person (a DM to them), a name
+        answer = await interact(bot, submission(view, state(channel=channel)))
+        assert answer["response_action"] == "errors", channel
+        assert "Choose a channel" in answer["errors"][FormField.CHANNEL]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
 async def test_forged_private_metadata_is_refused(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
     view = await open_form(bot)
