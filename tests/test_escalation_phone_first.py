@@ -15,11 +15,13 @@ import pytest
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.slack import ApiCall, ApiReply
 from tests.conftest import BotFactory, BotUnderTest
+from tests.follow_helpers import services
 from tests.escalations import (
     ALICE,
     BOB,
     CHANNEL,
     MANAGER,
+    ROSTER,
     click_ack,
     dialled,
     escalation_message,
@@ -165,5 +167,28 @@ async def test_without_a_card_i_m_on_it_on_the_page_ends_it_and_the_requester_he
         "chat.update", lambda c: c.params.get("ts") == page.ts
         and "You acknowledged this page" in str(c.params.get("text")), timeout=10.0)
     clock.advance(1000)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
+
+
+async def test_without_a_card_a_requester_who_lost_the_right_hears_why_the_chain_stopped(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n')
+    bot.slack.usergroups["S0ONCALL"] = ["U0SRE"]
+    view, _ = await open_on_message(bot, user_id="U0SRE")
+    refuse_the_card(bot, "not_in_channel")
+    assert await submit(bot, view, user_id="U0SRE") == {}
+    await told_privately(bot, NOT_POSTED)
+    await page_of(bot, "U0ALICE")
+    bot.slack.usergroups["S0ONCALL"] = []  # taken out of the group while Alice's phone rings
+    services(bot).access.forget_groups()
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.FAILED)
+    why = await told_privately(bot, "The on-call escalation stopped")
+    assert why == ("⚠️ <@U0SRE> The on-call escalation stopped: <@U0SRE> is no longer allowed "
+                   "to escalate to on-call.")
+    end = await told_privately(bot, "could not go on.")  # and the card, as it ended
+    assert "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s" in end
     await bot.settle()
     assert dialled(bot) == [ALICE]

@@ -234,10 +234,19 @@ class EscalationCard:
     # --------------------------------------------------------------------- posts in the thread
 
     async def post(self, escalation: Escalation, message: common_views.Message,
-                   *, broadcast: bool = False) -> None:
-        """A post in the card's thread; none without a card (refresh tells the requester)."""
+                   *, broadcast: bool = False, or_tell: bool = False) -> None:
+        """A post in the card's thread. Without a card none (refresh tells the requester the end,
+        drawn like the card), unless `or_tell`: the post says what the card can't (why the chain
+        could not go on), so the requester is told it privately."""
         current = await self._store.get(escalation.id)
-        if current is None or current.message_ts is None:
+        if current is None:
+            return
+        if current.message_ts is None:
+            if or_tell:
+                await self._notifier.tell(
+                    user_id=current.requester_id, channel_id=None,
+                    response_url=self._response_urls.get(escalation.id), message=message,
+                )
             return
         thread = Thread(channel=current.channel_id, ts=current.thread_ts, response_url=None,
                         parent=message)

@@ -176,7 +176,7 @@ class Endings:
 
     async def fail(self, escalation: Escalation, why: str) -> None:
         if await self._claims.claim(f"escalation:{escalation.id}:end"):
-            await self._card.post(escalation, views.failed(escalation, why))
+            await self._card.post(escalation, views.failed(escalation, why), or_tell=True)
         if await self._store.set_state(escalation.id, {EscalationState.RUNNING},
                                        EscalationState.FAILED, finished_at=self._clock()):
             logger.warning("escalation %s failed: %s", escalation.id, why,
