@@ -8,6 +8,7 @@ Deadlines run on the escalation service's clock, moved by hand (see test_escalat
 from __future__ import annotations
 
 from bot.oncall.escalation_store import EscalationState
+from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory
 from tests.escalations import (
     ALICE,
@@ -102,3 +103,22 @@ async def test_a_step_cut_short_between_its_claim_and_its_dial_is_not_rung_again
                         "2. <@U0BOB> — ❔ may have rung (the bot restarted while calling)")
     await second.evo.wait_for_posts(2)
     assert dialled(second) == [ALICE, MANAGER]  # Bob never dialled, twice or at all
+
+
+async def test_a_step_whose_call_evo_voice_cannot_find_by_its_deadline_says_it_may_still_ring(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice's POST is answered 500: her call may have been placed, but no session is known to hang
+    up at her deadline. The card says her phone may still ring, and Bob is called."""
+    bot, clock = await start(bot_factory)
+    bot.evo.queue_outgoing(ErrorStatus(500, "Internal server error"))
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 📞 calling…")
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after "
+                        "90 s (Its call could not be found in Evo Voice to hang it up; it may "
+                        "still ring.)")
