@@ -15,11 +15,15 @@ from tests.escalations import (
     BOB,
     MANAGER,
     ROSTER,
+    click_ack,
+    click_stop,
     dialled,
     escalation_message,
     has_stop_button,
     hung_up,
     open_on_message,
+    page_of,
+    running_escalation,
     session_of,
     start,
     submit,
@@ -28,6 +32,8 @@ from tests.escalations import (
     wait_for_state,
 )
 from tests.follow_helpers import services
+
+DEVELOPER = "U0DEV"  # a full member of the workspace, no role, not in the rotation
 
 
 async def test_slack_failing_to_say_whether_the_requester_may_escalate_still_rings_the_next_person(
@@ -122,3 +128,38 @@ async def test_a_step_whose_call_evo_voice_cannot_find_by_its_deadline_says_it_m
     await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after "
                         "90 s (Its call could not be found in Evo Voice to hang it up; it may "
                         "still ring.)")
+
+
+async def test_stop_escalation_leaves_a_call_already_answered_on(bot_factory: BotFactory) -> None:
+    bot, clock, escalation = await running_escalation(bot_factory)
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, callState="Connected")
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🟢 on the phone")
+    await click_stop(bot, escalation, user_id="U0ADMIN")
+    await wait_for_state(bot, EscalationState.STOPPED)
+    # Not "no longer followed": she answered.
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ the call was "
+                                         "answered but not acknowledged")
+    assert "stopped by <@U0ADMIN>." in (escalation.text or "")
+    clock.advance(1000)
+    await bot.settle()
+    assert not hung_up(bot, alice)  # she is on the phone: Stop hangs up only a ringing call
+    assert dialled(bot) == [ALICE]
+
+
+async def test_acknowledging_an_earlier_page_leaves_the_next_person_s_answered_call_on(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock, escalation = await running_escalation(bot_factory)
+    alices_page = await page_of(bot, "U0ALICE")
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    bob = session_of(bot, BOB)
+    bot.evo.set_session_state(bob, callState="Connected")  # Bob is listening to the page
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🟢 on the phone")
+    await click_ack(bot, alices_page, user_id="U0ALICE")  # Alice saw her page late
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — ❌ the call was "
+                                         "answered but not acknowledged")
+    assert "call ended" not in (escalation.text or "")  # his call goes on
+    assert not hung_up(bot, bob)

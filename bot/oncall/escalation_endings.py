@@ -113,8 +113,12 @@ class Endings:
             through_it = escalation.acknowledged_via == AckVia.OUTCOME and target.user_id == by
             if call is not None and not call.answered and not call.is_final and not through_it:
                 note = await self.hang_up_unanswered(escalation, call, f"acknowledged by {by}")
-            outcome = (StepOutcome.ACKNOWLEDGED if target.user_id == by
-                       else StepOutcome.CALLED_OFF)
+            if target.user_id == by:
+                outcome = StepOutcome.ACKNOWLEDGED
+            elif call is not None and call.answered:
+                outcome = StepOutcome.NOT_ACKNOWLEDGED  # left on: "call ended" would be untrue
+            else:
+                outcome = StepOutcome.CALLED_OFF
             await self._store.record_step(escalation.id, escalation.step, target.user_id,
                                           outcome, detail=note)
         await self.record_acknowledgement(escalation)
@@ -167,6 +171,11 @@ class Endings:
                 note = await self.hang_up_unanswered(escalation, call, "escalation stopped")
                 await self._store.record_step(escalation.id, escalation.step, target.user_id,
                                               StepOutcome.STOPPED, detail=note)
+            elif call is not None and call.answered:
+                # Left on (the person may be listening); the card says they answered, not that
+                # their step was "no longer followed".
+                await self._store.record_step(escalation.id, escalation.step, target.user_id,
+                                              StepOutcome.NOT_ACKNOWLEDGED)
         if await self._store.set_state(escalation.id, {EscalationState.STOPPING},
                                        EscalationState.STOPPED, finished_at=self._clock()):
             logger.info("escalation %s stopped by %s", escalation.id, escalation.stopped_by,
