@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
+from bot.standins.slack import Message
 from tests.conftest import BotFactory
 from tests.escalations import (
     ALICE,
@@ -26,12 +27,13 @@ from tests.escalations import (
     running_escalation,
     session_of,
     start,
+    state_of,
     submit,
     wait_for_edit,
     wait_for_post,
     wait_for_state,
 )
-from tests.follow_helpers import services
+from tests.follow_helpers import audit_records, everything_sent_to_slack, services
 
 DEVELOPER = "U0DEV"  # a full member of the workspace, no role, not in the rotation
 
@@ -130,6 +132,70 @@ async def test_a_step_whose_call_evo_voice_cannot_find_by_its_deadline_says_it_m
                         "still ring.)")
 
 
+async def test_a_responder_s_own_limit_holds_for_its_whole_window(bot_factory: BotFactory) -> None:
+    """`escalations_per_person = "1/1h"`: refused for the whole hour after the first, allowed
+    once it has passed (the window is the escalation service's clock, moved here)."""
+    bot, clock = await start(bot_factory, policy=ROSTER + 'escalations_per_person = "1/1h"\n')
+    view, _ = await open_on_message(bot, user_id=DEVELOPER)
+    assert await submit(bot, view, user_id=DEVELOPER) == {}
+    await bot.evo.wait_for_posts(1)
+    await click_ack(bot, await page_of(bot, "U0ALICE"), user_id="U0ALICE")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    clock.advance(59 * 60)
+    view, _ = await open_on_message(bot, text="down again", user_id=DEVELOPER)
+    answer = await submit(bot, view, user_id=DEVELOPER)
+    assert "You have started 1 escalations in the last hour" in str(answer.get("errors"))
+    clock.advance(2 * 60)  # an hour and a minute after the first
+    view, _ = await open_on_message(bot, text="down once more", user_id=DEVELOPER)
+    assert await submit(bot, view, user_id=DEVELOPER) == {}
+    await bot.evo.wait_for_posts(2)
+
+
+async def test_a_second_i_m_on_it_by_the_same_person_hears_it_was_theirs(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _, escalation = await running_escalation(bot_factory)
+    page = await page_of(bot, "U0ALICE")
+    await click_ack(bot, page, user_id="U0ALICE")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    stale = Message(channel=page.channel, ts=page.ts, text=page.text,
+                    blocks=page.versions[0]["blocks"])  # her client hadn't refreshed
+    _, url = await click_ack(bot, stale, user_id="U0ALICE")
+    [again] = await bot.slack.wait_for_response(url)
+    assert again["text"].startswith("You acknowledged this page first, at <!date^")
+
+
+async def test_i_m_on_it_after_stop_escalation_is_told_it_is_over_and_changes_nothing(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock, escalation = await running_escalation(bot_factory)
+    page = await page_of(bot, "U0ALICE")
+    await click_stop(bot, escalation, user_id="U0ADMIN")
+    await wait_for_state(bot, EscalationState.STOPPED)
+    stale = Message(channel=page.channel, ts=page.ts, text=page.text,
+                    blocks=page.versions[0]["blocks"])  # her client hadn't refreshed
+    _, url = await click_ack(bot, stale, user_id="U0ALICE")
+    [late] = await bot.slack.wait_for_response(url)
+    assert "This escalation is already over" in late["text"]
+    clock.advance(1000)
+    await bot.settle()
+    assert await state_of(bot) == EscalationState.STOPPED
+    assert "they are on it" not in everything_sent_to_slack(bot)  # no broadcast
+    assert "stopped by <@U0ADMIN>." in (escalation.text or "")
+    assert dialled(bot) == [ALICE]
+
+
+async def test_i_m_on_it_by_a_responder_not_paged_is_in_the_audit_trail_of_the_ringing_call(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _, escalation = await running_escalation(bot_factory)
+    await click_ack(bot, escalation, user_id=DEVELOPER)  # not paged, allowed to escalate
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    [record] = await audit_records(bot)  # Alice's call, rung for this step
+    acknowledged = [e for e in record.events if e.kind == "acknowledged"]
+    assert len(acknowledged) == 1 and DEVELOPER in (acknowledged[0].reason or "")
+
+
 async def test_stop_escalation_leaves_a_call_already_answered_on(bot_factory: BotFactory) -> None:
     bot, clock, escalation = await running_escalation(bot_factory)
     alice = session_of(bot, ALICE)
@@ -163,3 +229,16 @@ async def test_acknowledging_an_earlier_page_leaves_the_next_person_s_answered_c
                                          "answered but not acknowledged")
     assert "call ended" not in (escalation.text or "")  # his call goes on
     assert not hung_up(bot, bob)
+
+
+async def test_with_ack_answer_a_later_i_m_on_it_hears_who_answered_first(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _, escalation = await running_escalation(bot_factory, policy=ROSTER + 'ack = "answer"\n')
+    bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected")
+    await wait_for_state(bot, EscalationState.ANSWERED)
+    stale = Message(channel=escalation.channel, ts=escalation.ts, text=escalation.text,
+                    blocks=escalation.versions[0]["blocks"])  # Bob's client hadn't refreshed
+    _, url = await click_ack(bot, stale, user_id="U0BOB")
+    [late] = await bot.slack.wait_for_response(url)
+    assert late["text"].startswith("<@U0ALICE> acknowledged this page first, at <!date^")
