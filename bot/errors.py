@@ -36,7 +36,8 @@
      ├─ MalformedResponse           a 2xx whose body is not what the API documents
      └─ EvoVoiceStatusError         a non-2xx answer (`.status`)
          ├─ BadRequest              400
-         ├─ BadLogin                401, or /auth/status saying "not authenticated"
+         ├─ BadLogin                401 or /auth/status saying "not authenticated", once a sign-in
+         │                          with POST /auth/credentials is refused too
          ├─ Forbidden               403 for another reason than a role
          │   └─ MissingRole         403 "Invalid Role" (`.needed`)
          ├─ NotFound                404

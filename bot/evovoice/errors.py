@@ -9,7 +9,8 @@ Every failure reaches callers as one of these (never an ``httpx`` exception or a
     ├── MalformedResponse           a GET answered 2xx with a body of the wrong shape
     └── EvoVoiceStatusError         the server answered with an error status
         ├── BadRequest              400 (.field_errors)
-        ├── BadLogin                401, or /auth/status saying "not authenticated" (200 or 204)
+        ├── BadLogin                401, or /auth/status saying "not authenticated" (200 or 204),
+        │                           and signing in with POST /auth/credentials refused too
         ├── Forbidden               403 for another reason than a role (e.g. a refused client)
         │   └── MissingRole         403 "Invalid Role" (.needed: the role(s) the operation needs)
         ├── NotFound                404
