@@ -8,10 +8,12 @@ import asyncio
 import logging
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.calls.status_views import HANG_UP_ACTION
 from bot.config import ConfigError
+from bot.evovoice.login import session_cookies
 from bot.ops.findings import Status
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
@@ -128,3 +130,15 @@ async def test_calls_refused_together_share_one_sign_in_and_each_rings_once(
     await bot.settle()
     assert bot.evo.logins.signed_in == 2  # at start-up, and once for the five
     assert sorted(s["toAddress"] for s in bot.evo.sessions.values()) == numbers
+
+
+def test_the_session_cookies_are_read_as_servicestack_sets_them() -> None:
+    expires = "expires=Mon, 30 Nov 2046 12:00:00 GMT; path=/; samesite=lax; httponly; secure"
+    answer = httpx.Response(200, headers=[
+        ("Set-Cookie", "ss-id=abc; path=/; samesite=lax; httponly; secure"),
+        ("Set-Cookie", f"ss-pid=def; {expires}"), ("Set-Cookie", f"ss-opt=perm; {expires}"),
+        ("Set-Cookie", "ARRAffinity=lb1; Path=/; HttpOnly; Domain=evovoice.io"),  # a balancer's
+        ("Set-Cookie", "X-UAId=; expires=Thu, 01 Jan 1970 00:00:00 GMT; path=/"),  # deleted
+    ])
+    assert session_cookies(answer) == "ss-id=abc; ss-pid=def; ss-opt=perm; ARRAffinity=lb1"
+    assert session_cookies(httpx.Response(200, headers=[("Set-Cookie", "other=1")])) is None

@@ -63,7 +63,8 @@ def session_cookies(response: httpx.Response) -> str | None:
             parsed.load(header)
         except CookieError:
             continue
-        cookies.update((name, morsel.value) for name, morsel in parsed.items())
+        # An empty value is a cookie being deleted: nothing to send back.
+        cookies.update((name, morsel.value) for name, morsel in parsed.items() if morsel.value)
     if not {"ss-id", "ss-pid"} & cookies.keys():
         return None
     return "; ".join(f"{name}={value}" for name, value in cookies.items())
