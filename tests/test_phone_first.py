@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.slack.lanes import LANE_IN_FLIGHT
 from bot.standins.slack import ApiCall
 from tests.budget_clock import BudgetClock, LeapingClock
 from tests.conftest import BotFactory, BotUnderTest, until
@@ -207,8 +206,8 @@ async def test_twenty_calls_in_one_channel_under_the_posting_limit(bot: BotUnder
     for parent in parents:
         [status] = bot.slack.thread("C0OPS", parent.ts)
         assert "Call placed" in (status.text or "")
-    # A few at a time, never the whole burst at Slack at once.
-    assert 1 < most_at_once(posts) <= LANE_IN_FLIGHT
+    # A few at a time (four at most, as the README says), never the whole burst at Slack at once.
+    assert 1 < most_at_once(posts) <= 4
     dialled = {str(r.json["numberToDial"]) for r in bot.evo.outgoing_posts}
     assert dialled == set(numbers)
 
@@ -238,3 +237,26 @@ async def test_a_429_holds_the_channel_s_next_post_for_its_retry_after(bot: BotU
         assert "Call placed" in (status.text or "")
     assert bot.slack.response_posts == []
     assert [c.status for c in bot.slack.calls_to("chat.postMessage")].count(429) == 1
+
+
+async def test_a_429_in_one_channel_holds_no_other_channel(bot: BotUnderTest) -> None:
+    """Slack's posting limit is per channel: while one channel waits out its Retry-After, a call
+    confirmed in another channel is posted at once."""
+    clock = BudgetClock()  # still until the test moves it
+    waits = lanes_on(bot, clock)
+    bot.slack.posting_rate = None
+    bot.slack.fail("chat.postMessage", "ratelimited", times=1, retry_after=30)
+    await bot.command(f"{FULL} escalation")
+    await bot.slack.wait_for_call("chat.postMessage", lambda c: c.status == 429, timeout=5.0)
+    await bot.command("+18144043094 escalation", channel_id="C0INCIDENT")
+    parent = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and c["channel"] == "C0INCIDENT")
+    assert parent.response is not None
+    status = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and c.params.get("thread_ts") == parent.response["ts"])
+    assert "Call placed" in str(status.params["text"])
+    assert waits == [30]  # only the held channel's post waited
+    clock.advance(30)
+    await bot.settle()
+    [held] = bot.slack.channel_messages("C0OPS")
+    assert len(bot.slack.thread("C0OPS", held.ts)) == 1
