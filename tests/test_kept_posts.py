@@ -216,3 +216,43 @@ async def test_a_status_message_found_after_its_call_ended_is_edited_to_the_outc
     reading.open()
     status = second.slack.messages[(lost.response["channel"], lost.response["ts"])]
     await wait_for_status(second, status, "Ended", timeout=30)
+
+
+async def test_a_status_message_sent_again_after_its_call_ended_is_edited_to_the_outcome(
+    bot_factory: BotFactory,
+) -> None:
+    # The status message never reached Slack before the bot died; the next start sends it again,
+    # Slack refuses it until the call is over, and the message it finally takes (drawn when it
+    # was first asked for: "Ringing") is brought up to date at once, not left at "Ringing".
+    first = await bot_factory("http", **QUICK)
+    gate = first.slack.hold("chat.postMessage", when=is_thread_reply)
+    refusing = True
+    first.slack.fail("chat.postMessage", "internal_error",
+                     when=lambda c: refusing and is_thread_reply(c))
+    await first.command(f"{FULL} escalation")
+    await gate.wait_until_held(1, timeout=20)
+    await first.runtime.stop(grace=0)
+    gate.open()  # refused: Slack never had it
+    [parent] = first.slack.channel_messages("C0OPS")
+    [session_id] = first.evo.sessions
+
+    await gone_for_a_lease(first)
+    second = await bot_factory("http", **QUICK)  # the same database
+    await second.slack.wait_for_call("conversations.replies", lambda c: c.ok, timeout=30)
+    try_again = asyncio.Event()
+
+    async def held(_: float) -> None:
+        await try_again.wait()
+
+    services(second).outbox.sleep = held  # its next try waits for the test
+    end_session(second, session_id, after_seconds=20, outcome="Completed")
+    await second.slack.wait_for_call(
+        "reactions.add", lambda c: c.params.get("timestamp") == parent.ts, timeout=30)
+    refusing = False
+    try_again.set()
+    sent = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and is_thread_reply(c), timeout=30)
+    assert sent.response is not None and "Ringing" in str(sent.params.get("text"))
+    status = second.slack.messages[(sent.response["channel"], sent.response["ts"])]
+    await wait_for_status(second, status, "Ended", timeout=30)
+    assert len(second.evo.outgoing_posts) == 1
