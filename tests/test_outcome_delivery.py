@@ -99,6 +99,26 @@ async def test_a_reaction_slack_refuses_for_a_moment_is_added_all_the_same(
     assert texts(parent)[-1].endswith("❌ Not answered.")
 
 
+
+async def test_an_outcome_slack_refuses_by_direct_message_for_a_moment_still_arrives(
+    bot_factory: BotFactory,
+) -> None:
+    # In a private channel without the bot, past the response URL's life: the outcome goes by
+    # direct message, and Slack refusing that once (a 5xx) only delays it.
+    bot = await bot_factory("http", **FAST)
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == "G0PRIV")
+    _, url = await bot.command(f"{FULL} escalation", channel_id="G0PRIV")
+    await bot.slack.wait_for_response(url, n=2)  # the parent, Ringing
+    [session_id] = bot.evo.sessions
+    bot.slack.expire_response_url(url)
+    bot.slack.fail("chat.postMessage", "internal_error", times=1,
+                   when=lambda c: c["channel"] == "U0MANAGER")
+    end_session(bot, session_id, after_seconds=42, outcome="No answer")
+    dm = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and c["channel"] == "U0MANAGER")
+    assert MASKED in dm["text"] and "Ended: No answer" in dm["text"]
+
+
 async def polled(bot: BotUnderTest, session_id: str, times: int = 2) -> None:
     """Wait until the bot read the session `times` more times."""
     seen = len(bot.evo.reads_of(session_id))
