@@ -146,8 +146,17 @@ class FlowAmbiguous(CallbotError):
 
 
 class CallerIdNotOwned(CallbotError):
-    def __init__(self, masked: str, owned: Sequence[str]) -> None:
+    """`default`: the caller ID is the policy's `default_caller_id`, which no requester typed."""
+
+    def __init__(self, masked: str, owned: Sequence[str], *, default: bool = False) -> None:
         numbers = listing(owned, MAX_LISTING_CHARS)
+        if default:
+            super().__init__(
+                f"The default caller ID {masked} (default_caller_id in the policy file) is not one "
+                "of the account's phone numbers, so nothing was dialled. Ask an admin to set it "
+                f"to one of them: {numbers}."
+            )
+            return
         super().__init__(
             f"{masked} is not one of the account's phone numbers, so it can't be the caller ID. "
             f"Owned numbers: {numbers}. Leave it out to use the default."

@@ -300,6 +300,22 @@ async def test_a_default_caller_id_the_account_no_longer_owns_is_refused_before_
     assert bot.evo.outgoing_posts == []
 
 
+async def test_an_account_without_numbers_refuses_the_default_caller_id_and_says_who_can_fix_it(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    bot.evo.phone_numbers.clear()  # every number released from the account since start-up
+    services(bot).catalog.forget()
+    _, url = await bot.command(f"{FULL} escalation")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    text = answer["text"]
+    assert "The default caller ID +1 814 ••• 0100 (default_caller_id in the policy file)" in text
+    assert "not one of the account's phone numbers" in text and "Ask an admin" in text
+    assert "Leave it out" not in text  # the requester gave no caller ID to leave out
+    assert bot.evo.outgoing_posts == []
+
+
 async def test_without_default_caller_id_the_server_picks(bot_factory: BotFactory) -> None:
     from tests.conftest import POLICY
 

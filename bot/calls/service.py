@@ -100,7 +100,7 @@ class CallService:
         if request.caller_id_text:
             caller_id = to_e164(request.caller_id_text, self._dial_policy.default_region)
         if caller_id is not None:
-            await self._catalog.check_caller_id(caller_id)
+            await self._catalog.check_caller_id(caller_id, default=not request.caller_id_text)
         return CheckedCall(request, number, flow.id, flow.name, caller_id)
 
     async def handle(self, request: CallRequest) -> CallResult:

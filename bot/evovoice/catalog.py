@@ -104,10 +104,11 @@ class Catalog:
         """Flows for a search box: best matches first (see `rank_flows`), at most `limit`."""
         return rank_flows(await self.flows(), query, limit, self._aliases)
 
-    async def check_caller_id(self, e164: str) -> None:
+    async def check_caller_id(self, e164: str, *, default: bool = False) -> None:
+        """Raise CallerIdNotOwned unless the account owns `e164` (`default`: the policy's)."""
         owned = await self.owned_numbers()
         if e164 not in owned:
-            raise CallerIdNotOwned(mask(e164), owned)
+            raise CallerIdNotOwned(mask(e164), owned, default=default)
 
 
 def rank_flows(
