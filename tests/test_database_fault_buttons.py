@@ -167,3 +167,28 @@ async def test_a_confirmation_click_refused_by_the_database_can_be_clicked_again
 def rename(path: str, table: str, to: str) -> None:
     with closing(sqlite3.connect(path, isolation_level=None)) as other:
         other.execute(f"ALTER TABLE {table} RENAME TO {to}")
+
+
+async def test_call_again_refused_by_the_database_after_its_checks_can_be_clicked_again(
+    bot_factory: BotFactory,
+) -> None:
+    bot, status, session_id = await placed_call(bot_factory)
+    end_session(bot, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(bot, status, "Ended")
+    # The database fails at the write before the POST (the attempts' table gone for a moment),
+    # after the click passed its checks and was claimed.
+    path = sqlite_path(services(bot).db.url)
+    rename(path, "audit_attempts", "audit_attempts_away")
+    try:
+        _, url = await click_status(bot, status, CALL_AGAIN_ACTION)
+        [answer] = await bot.slack.wait_for_response(url, timeout=20)
+        await bot.settle()
+    finally:
+        rename(path, "audit_attempts_away", "audit_attempts")
+    told(answer, "nothing was dialled")
+    assert len(bot.evo.outgoing_posts) == 1
+    # "Try again" works: the next click dials, once.
+    await click_status(bot, status, CALL_AGAIN_ACTION)
+    await bot.evo.wait_for_posts(2)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2

@@ -8,7 +8,8 @@ flow and caller ID, which only the database holds: the button carries the call's
 Call again dials once per status message. Its idempotency key is the call's (`again:<call id>`), not
 the click's: a double click and a redelivered click are one request. To call a third time, use the
 newer call's button. The key is claimed only once the checks pass, so a click refused for a passing
-reason (a user group lookup failing) may simply be tried again.
+reason (a user group lookup failing) may simply be tried again; a database failing before the POST
+gives the claim back once it answers.
 """
 
 from __future__ import annotations

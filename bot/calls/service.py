@@ -38,7 +38,11 @@ from bot.evovoice.client import EvoVoiceClient, EvoVoiceError
 from bot.phone import DialPolicy, check_dialable, describe_region, to_e164
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
-from bot.storage.faults import DATABASE_FAULTS, refused_when_database_fails
+from bot.storage.faults import (
+    DATABASE_FAULTS,
+    refused_when_database_fails,
+    until_database_answers,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -109,12 +113,15 @@ class CallService:
             with self.dials_first.on_its_way():
                 return await self._handle(request)
         except DATABASE_FAULTS as exc:
-            # Everything that writes after the POST keeps its own failures to itself (place()),
-            # so a database fault that reaches here came before anything was dialled.
-            reference = reference_id()
-            logger.error("call by %s not placed: the database failed (%s), reference %s",
-                         request.user_id, exc, reference)
-            return await self._refuse(request, DatabaseUnavailable(reference))
+            return await self._database_failed(request, exc)
+
+    async def _database_failed(self, request: CallRequest, exc: Exception) -> CallResult:
+        # Everything that writes after the POST keeps its own failures to itself (place()),
+        # so a database fault that reaches here came before anything was dialled.
+        reference = reference_id()
+        logger.error("call by %s not placed: the database failed (%s), reference %s",
+                     request.user_id, exc, reference)
+        return await self._refuse(request, DatabaseUnavailable(reference))
 
     async def _handle(self, request: CallRequest) -> CallResult:
         if request.idempotency_key and not request.claim_after_check:
@@ -124,10 +131,20 @@ class CallService:
             checked = await self.check(request)
         except (CallbotError, EvoVoiceError) as exc:
             return await self._refuse(request, exc)
-        if request.idempotency_key and request.claim_after_check:
-            if not await self._claims.claim(request.idempotency_key):
-                return await self._duplicate(request)
-        return await self.proceed(checked)
+        if not (request.idempotency_key and request.claim_after_check):
+            return await self.proceed(checked)
+        key = request.idempotency_key
+        if not await self._claims.claim(key):
+            return await self._duplicate(request)
+        try:
+            return await self.proceed(checked)
+        except DATABASE_FAULTS as exc:
+            refused = await self._database_failed(request, exc)
+            # Nothing was dialled, and the refusal says to try again: the click that does must
+            # not find this one's claim and be told the call was already made.
+            await until_database_answers(lambda: self._claims.release(key),
+                                         f"giving back the claim of a click by {request.user_id}")
+            return refused
 
     async def proceed(self, checked: CheckedCall) -> CallResult:
         """Ask first where the policy says so, take a slot from the rate limits, then place.

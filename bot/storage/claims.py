@@ -45,6 +45,10 @@ class Claims:
             return taken == 1
         return await self._db.atomic(lambda conn: claim_in(conn, key, now))
 
+    async def release(self, key: str) -> None:
+        """Free `key` again: what it guarded certainly did not happen."""
+        await self._db.execute("DELETE FROM claims WHERE key = ?", (key,))
+
 
 async def claim_in(conn: Connection, key: str, now: float) -> bool:
     """`Claims.claim` within the caller's own transaction (what it guards is written in it too)."""
