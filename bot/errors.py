@@ -17,6 +17,7 @@
      ├─ HistoryFilterRejected       audit/history.py: a /call history filter that can't be used
      ├─ LimitReached                calls/limits.py: a rate limit refuses the call (`.retry_after`)
      ├─ ButtonExpired               calls/controls.py: the call buttons' refusals ...
+     │   └─ EscalationButtonExpired   … and an escalation's button that no longer works
      ├─ NotAllowedOnCall              the clicker neither placed the call nor manages
      ├─ CallNotLive                   nothing to hang up
      ├─ CallStillLive                 hang up before calling again

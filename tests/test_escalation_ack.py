@@ -115,6 +115,7 @@ async def test_the_buttons_act_only_from_the_escalations_own_messages(
         )))
         [told] = await bot.slack.wait_for_response(url)
         assert "no longer works" in told["text"], (action_id, value, user_id, channel)
+        assert "Escalate to on-call" in told["text"] and "/call to place" not in told["text"]
         assert await state_of(bot) == EscalationState.RUNNING
 
     ack, stop = ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION

@@ -42,6 +42,13 @@ class ButtonExpired(CallbotError):
     user_message = "This button no longer works. Use /call to place a new call."
 
 
+class EscalationButtonExpired(ButtonExpired):
+    user_message = (
+        "This button no longer works: its escalation is over, or it belongs elsewhere. To page "
+        "on-call again, use Escalate to on-call on a message."
+    )
+
+
 class NotAllowedOnCall(CallbotError):
     user_message = (
         "You are not allowed to use this call's buttons: only the person who placed the call, or "

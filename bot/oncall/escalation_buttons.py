@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.access import AccessControl, Responders
 from bot.calls import messages as common_views
-from bot.calls.controls import ButtonClick, ButtonExpired
+from bot.calls.controls import ButtonClick, EscalationButtonExpired
 from bot.config import KNOWN_ROLES
 from bot.errors import CallbotError, describe
 from bot.oncall import escalation_views as views
@@ -179,22 +179,22 @@ class EscalationButtons:
 
     async def _load(self, click: ButtonClick, *, pages: bool = False) -> Escalation:
         """The escalation a button names, if the click came from its message (or, `pages`,
-        from one of its pages); ButtonExpired otherwise."""
+        from one of its pages); EscalationButtonExpired otherwise."""
         on_page = _PAGE_VALUE.fullmatch(click.value) if pages else None
         escalation = await self._store.get(int(on_page[1]) if on_page else click.row_id())
         if escalation is None:
-            raise ButtonExpired()
+            raise EscalationButtonExpired()
         if click.came_from(escalation.team_id, escalation.channel_id, escalation.message_ts):
             return escalation
         if not pages:
-            raise ButtonExpired()
+            raise EscalationButtonExpired()
         recorded = await self._store.pages(escalation.id)
         if any(click.came_from(escalation.team_id, page.channel_id, page.message_ts)
                for page in recorded):
             return escalation
         if on_page and _unrecorded_page_of(click, escalation, int(on_page[2]), recorded):
             return escalation
-        raise ButtonExpired()
+        raise EscalationButtonExpired()
 
 
 # I'm on it's value on a page: the escalation's id and the step it pages (escalation_views).
