@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
+from functools import partial
 
 from bot.access import AccessControl
 from bot.audit.trail import AuditLog
@@ -109,21 +110,28 @@ class CallService:
 
     async def handle(self, request: CallRequest) -> CallResult:
         """check() then proceed(); refusals go to the requester alone."""
+        claimed: list[str] = []
         try:
             with self.dials_first.on_its_way():
-                return await self._handle(request)
+                return await self._handle(request, claimed)
         except DATABASE_FAULTS as exc:
-            return await self._database_failed(request, exc)
+            # Everything that writes after the POST keeps its own failures to itself (place()),
+            # so a database fault that reaches here came before anything was dialled.
+            reference = reference_id()
+            logger.error("call by %s not placed: the database failed (%s), reference %s",
+                         request.user_id, exc, reference)
+            refused = await self._refuse(request, DatabaseUnavailable(reference))
+        for key in claimed:
+            # Nothing was dialled, and the refusal says to try again: the click that does must
+            # not find this one's claim and be told the call was already made. (Not "on its
+            # way" meanwhile: other calls' posts would wait on it for as long as the database.)
+            await until_database_answers(partial(self._claims.release, key),
+                                         f"giving back the claim of a click by {request.user_id}")
+        return refused
 
-    async def _database_failed(self, request: CallRequest, exc: Exception) -> CallResult:
-        # Everything that writes after the POST keeps its own failures to itself (place()),
-        # so a database fault that reaches here came before anything was dialled.
-        reference = reference_id()
-        logger.error("call by %s not placed: the database failed (%s), reference %s",
-                     request.user_id, exc, reference)
-        return await self._refuse(request, DatabaseUnavailable(reference))
-
-    async def _handle(self, request: CallRequest) -> CallResult:
+    async def _handle(self, request: CallRequest, claimed: list[str]) -> CallResult:
+        """`claimed`: hears a key claimed after the checks (Call again), given back if the
+        database fails before the POST."""
         if request.idempotency_key and not request.claim_after_check:
             if not await self._claims.claim(request.idempotency_key):
                 return await self._duplicate(request)
@@ -131,20 +139,11 @@ class CallService:
             checked = await self.check(request)
         except (CallbotError, EvoVoiceError) as exc:
             return await self._refuse(request, exc)
-        if not (request.idempotency_key and request.claim_after_check):
-            return await self.proceed(checked)
-        key = request.idempotency_key
-        if not await self._claims.claim(key):
-            return await self._duplicate(request)
-        try:
-            return await self.proceed(checked)
-        except DATABASE_FAULTS as exc:
-            refused = await self._database_failed(request, exc)
-            # Nothing was dialled, and the refusal says to try again: the click that does must
-            # not find this one's claim and be told the call was already made.
-            await until_database_answers(lambda: self._claims.release(key),
-                                         f"giving back the claim of a click by {request.user_id}")
-            return refused
+        if request.idempotency_key and request.claim_after_check:
+            if not await self._claims.claim(request.idempotency_key):
+                return await self._duplicate(request)
+            claimed.append(request.idempotency_key)
+        return await self.proceed(checked)
 
     async def proceed(self, checked: CheckedCall) -> CallResult:
         """Ask first where the policy says so, take a slot from the rate limits, then place.
