@@ -74,8 +74,9 @@ async def test_an_expired_session_is_renewed_and_the_call_placed_once(
 
 
 async def test_a_sign_in_refused_mid_run_is_not_tried_again_on_every_poll(
-    bot_factory: BotFactory, evo: EvoVoiceStandIn
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.evovoice.client")
     evo.basic_enabled = False
     bot = await bot_factory("http", **FAST)
     await bot.command(f"{FULL} escalation")
@@ -86,6 +87,8 @@ async def test_a_sign_in_refused_mid_run_is_not_tried_again_on_every_poll(
     bot.evo.logins.expire()
     await until(lambda: len(bot.evo.reads_of(session_id)) >= polls + 5)
     assert len(bot.evo.requests_to("POST", SIGN_IN)) == 2  # the first, and one refused since
+    assert "POST /auth/credentials -> 401: the login is refused; next sign-in no sooner" in (
+        caplog.text)
 
 
 async def test_a_wrong_password_is_still_a_refused_login_when_basic_is_not_read(

@@ -134,10 +134,12 @@ class Login:
         cookies = session_cookies(response) if response.is_success else None
         if cookies is None:
             self._refused_at = self._clock()
-            logger.warning(
-                "Evo Voice POST %s -> %d%s: the login is refused both ways", CREDENTIALS_PATH,
-                response.status_code, " without a session cookie" if response.is_success else "",
-            )
+            status = response.status_code
+            why = ("the login is refused" if status in (400, 401, 403)
+                   else "no session cookie in the answer" if response.is_success
+                   else "signing in failed")
+            logger.warning("Evo Voice POST %s -> %d: %s; next sign-in no sooner than %.0f s",
+                           CREDENTIALS_PATH, status, why, SIGN_IN_PAUSE_SECONDS)
             return False
         self._refused_at = None
         self._use_session(cookies)
