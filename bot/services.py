@@ -75,6 +75,8 @@ class Services:
     leases: Leases
     responders: Responders
     outbox: Outbox
+    # One for the process: on PostgreSQL it clears expired claims at most once a minute.
+    claims: Claims
     metrics: Metrics = field(default_factory=Metrics)
 
     @property
@@ -219,6 +221,7 @@ async def build_services(
     )
     # A call's status message and an escalation's thread posts are kept until delivered.
     outbox = Outbox(db, notifier, leases)
+    claims = Claims(db)
     notifier.outbox = outbox
     outbox.belongs_to(STATUS_POST, StatusPosts(follower))
     calls = CallService(
@@ -226,7 +229,7 @@ async def build_services(
         catalog=catalog,
         evo=evo,
         notifier=notifier,
-        claims=Claims(db),
+        claims=claims,
         dial_policy=policy.dial_policy,
         default_caller_id=policy.default_caller_id,
         account_ids=account_ids,
@@ -274,7 +277,7 @@ async def build_services(
         follower=follower,
         evo=evo,
         notifier=notifier,
-        claims=Claims(db),
+        claims=claims,
         access=access,
         responders=responders,
         audit=audit,
@@ -305,6 +308,7 @@ async def build_services(
         leases=leases,
         responders=responders,
         outbox=outbox,
+        claims=claims,
         metrics=metrics,
     )
 

@@ -25,7 +25,6 @@ from bot.calls.messages import refusal
 from bot.services import Services
 from bot.slack.modals import Form, MetadataInvalid, ModalMetadata, field_errors
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
-from bot.storage.claims import Claims
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +153,7 @@ async def _accept_once(
         await refuse(checked)
         return
     # One start per view: a second Submit, or a racing duplicate, finds the claim taken.
-    if not await Claims(services.db).claim(claim_key):
+    if not await services.claims.claim(claim_key):
         logger.info("repeated submission of a %s by %s ignored", what, user_id)
         await ack()
         return

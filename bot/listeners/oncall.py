@@ -13,7 +13,6 @@ from bot.calls import messages as views
 from bot.oncall.roster_commands import RosterCommands, RosterRequest
 from bot.oncall.roster_views import ONCALL_USAGE
 from bot.services import Services
-from bot.storage.claims import Claims
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +29,7 @@ async def on_oncall_subcommand(
     await ack()
     commands = RosterCommands(access=services.access, responders=services.responders,
                               oncall=services.oncall, notifier=services.notifier,
-                              claims=Claims(services.db))
+                              claims=services.claims)
     work = commands.take if words == [TAKE] else commands.show
     services.tasks.spawn(
         work(roster_request_from(command)),
