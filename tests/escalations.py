@@ -207,6 +207,12 @@ async def click(
     return await bot.post_signed(interactive_body(payload)), url
 
 
+def as_first_drawn(message: Message) -> Message:
+    """The message as first posted: what a client that hasn't refreshed still shows and clicks."""
+    return Message(channel=message.channel, ts=message.ts, text=message.text,
+                   blocks=message.versions[0]["blocks"])
+
+
 def has_stop_button(message: Message) -> bool:
     return STOP_ESCALATION_ACTION in json.dumps(message.blocks or [])
 

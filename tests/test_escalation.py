@@ -29,6 +29,7 @@ from tests.escalations import (
     MANAGER,
     IN_CAROLS_SHIFT,
     ROSTER,
+    as_first_drawn,
     click_ack,
     click_stop,
     dialled,
@@ -407,8 +408,7 @@ async def test_stop_escalation_by_the_requester_or_a_manager_only(
 
 async def _late_click(bot: BotUnderTest, escalation: Message) -> tuple[Ack, str]:
     """A click on the button as the requester still sees it (their client hadn't refreshed)."""
-    stale = Message(channel=escalation.channel, ts=escalation.ts, text=escalation.text,
-                    blocks=escalation.versions[0]["blocks"])
+    stale = as_first_drawn(escalation)
     return await click_stop(bot, stale, user_id="U0LEAD1")
 
 

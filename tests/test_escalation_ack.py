@@ -24,11 +24,12 @@ from tests.escalations import (
     ALICE,
     BOB,
     ROSTER,
-    metrics_text,
+    as_first_drawn,
     click_ack,
     dialled,
     escalation_message,
     hung_up,
+    metrics_text,
     open_on_message,
     page_of,
     running_escalation,
@@ -180,8 +181,7 @@ async def test_i_m_on_it_on_the_page_stops_the_chain_and_a_later_click_hears_who
         and "You acknowledged this page" in str(c.params.get("text")), timeout=10.0)
 
     clock.advance(1000)  # long past every deadline: nobody else is called
-    stale = Message(channel=escalation.channel, ts=escalation.ts, text=escalation.text,
-                    blocks=escalation.versions[0]["blocks"])  # Bob's client hadn't refreshed
+    stale = as_first_drawn(escalation)  # Bob's client hadn't refreshed
     _, url = await click_ack(bot, stale, user_id="U0BOB")
     [late] = await bot.slack.wait_for_response(url)
     assert late["response_type"] == "ephemeral"

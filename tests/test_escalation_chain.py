@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
-from bot.standins.slack import Message
 from tests.conftest import BotFactory
 from tests.escalations import (
     ALICE,
     BOB,
     MANAGER,
     ROSTER,
+    as_first_drawn,
     click_ack,
     click_stop,
     dialled,
@@ -158,8 +158,7 @@ async def test_a_second_i_m_on_it_by_the_same_person_hears_it_was_theirs(
     page = await page_of(bot, "U0ALICE")
     await click_ack(bot, page, user_id="U0ALICE")
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
-    stale = Message(channel=page.channel, ts=page.ts, text=page.text,
-                    blocks=page.versions[0]["blocks"])  # her client hadn't refreshed
+    stale = as_first_drawn(page)  # her client hadn't refreshed
     _, url = await click_ack(bot, stale, user_id="U0ALICE")
     [again] = await bot.slack.wait_for_response(url)
     assert again["text"].startswith("You acknowledged this page first, at <!date^")
@@ -172,8 +171,7 @@ async def test_i_m_on_it_after_stop_escalation_is_told_it_is_over_and_changes_no
     page = await page_of(bot, "U0ALICE")
     await click_stop(bot, escalation, user_id="U0ADMIN")
     await wait_for_state(bot, EscalationState.STOPPED)
-    stale = Message(channel=page.channel, ts=page.ts, text=page.text,
-                    blocks=page.versions[0]["blocks"])  # her client hadn't refreshed
+    stale = as_first_drawn(page)  # her client hadn't refreshed
     _, url = await click_ack(bot, stale, user_id="U0ALICE")
     [late] = await bot.slack.wait_for_response(url)
     assert "This escalation is already over" in late["text"]
@@ -237,8 +235,7 @@ async def test_with_ack_answer_a_later_i_m_on_it_hears_who_answered_first(
     bot, _, escalation = await running_escalation(bot_factory, policy=ROSTER + 'ack = "answer"\n')
     bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected")
     await wait_for_state(bot, EscalationState.ANSWERED)
-    stale = Message(channel=escalation.channel, ts=escalation.ts, text=escalation.text,
-                    blocks=escalation.versions[0]["blocks"])  # Bob's client hadn't refreshed
+    stale = as_first_drawn(escalation)  # Bob's client hadn't refreshed
     _, url = await click_ack(bot, stale, user_id="U0BOB")
     [late] = await bot.slack.wait_for_response(url)
     assert late["text"].startswith("<@U0ALICE> acknowledged this page first, at <!date^")
