@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bot.ops.check import Finding, Status, run_checkup
+import pytest
+
+from bot.ops.check import Finding, Status, report, run_checkup
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from bot.storage.database import Database
@@ -25,6 +27,18 @@ async def check(
     slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, mode: str = "http", **env: str
 ) -> list[Finding]:
     return await run_checkup(**overrides(slack, evo, policy_path, mode, **env))
+
+
+async def check_from_environment(
+    env: dict[str, str], cwd: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[int, str]:
+    """What `callbot check` prints and exits with, run in this process (no interpreter to start):
+    the settings come from the environment, as the command's do."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(cwd)
+    text, code = report(await run_checkup())
+    return code, text
 
 
 def by_subject(findings: list[Finding]) -> dict[str, Finding]:

@@ -15,7 +15,13 @@ from bot.ops.check_setup import is_example_id
 from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from bot.storage.database import MIGRATIONS, Database, Migration
-from tests.checkups import by_subject, check, failures, migrated_database
+from tests.checkups import (
+    by_subject,
+    check,
+    check_from_environment,
+    failures,
+    migrated_database,
+)
 from tests.conftest import POLICY, QUICK_VOICE_RETRY, BotFactory, bot_environment
 from tests.processes import run_cli
 
@@ -337,18 +343,6 @@ async def test_the_replicas_alive_are_listed(
     await first.runtime.stop()
     database = by_subject(await check(slack, evo, policy_path))["Database"]
     assert first.runtime.services.leases.owner not in database.detail, "left when it stopped"
-
-
-async def check_from_environment(
-    env: dict[str, str], cwd: Path, monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str]:
-    """What `callbot check` prints and exits with, run in this process (no interpreter to start):
-    the settings come from the environment, as the command's do."""
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.chdir(cwd)
-    text, code = report(await run_checkup())
-    return code, text
 
 
 async def test_a_check_that_breaks_is_a_line_of_its_own_and_the_others_still_run() -> None:

@@ -46,6 +46,7 @@ from bot.config.settings import (
     FILE_SUFFIX,
     Settings,
     load_settings,
+    policy_path,
     settings_from_files,
 )
 
@@ -80,5 +81,6 @@ __all__ = [
     "load_configuration",
     "load_policy",
     "load_settings",
+    "policy_path",
     "settings_from_files",
 ]

@@ -3,7 +3,6 @@ policy together with every problem of both reported at once."""
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from pydantic import ValidationError
 
 from bot.config.policy import Policy
 from bot.config.problems import ConfigError, describe_problems
-from bot.config.settings import DEFAULT_POLICY_PATH, Settings, load_settings
+from bot.config.settings import Settings, load_settings, policy_path
 
 # A policy file is a few kilobytes; anything much larger is the wrong file (or /dev/zero).
 MAX_POLICY_BYTES = 1024 * 1024
@@ -60,9 +59,7 @@ def load_configuration(**overrides: Any) -> tuple[Settings, Policy]:
         settings = load_settings(**overrides)
     except ConfigError as exc:
         problems += exc.problems
-    path = settings.callbot_config if settings else Path(
-        overrides.get("callbot_config") or _env_policy_path()
-    )
+    path = settings.callbot_config if settings else policy_path(**overrides)
     policy: Policy | None = None
     try:
         policy = load_policy(path)
@@ -71,7 +68,3 @@ def load_configuration(**overrides: Any) -> tuple[Settings, Policy]:
     if problems or settings is None or policy is None:
         raise ConfigError(problems)
     return settings, policy
-
-
-def _env_policy_path() -> Path:
-    return Path(os.environ.get("CALLBOT_CONFIG") or DEFAULT_POLICY_PATH)

@@ -269,6 +269,25 @@ def settings_from_files(
     return values, problems
 
 
+class _PolicyPathSetting(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    callbot_config: str = ""
+
+
+def policy_path(**overrides: Any) -> Path:
+    """CALLBOT_CONFIG read from where `Settings` reads it (arguments, `NAME_FILE`, the environment,
+    `.env`), for when other settings are wrong: the policy file checked is still the one named."""
+    from_files, _ = settings_from_files()
+    arguments = {key: value for key, value in {**from_files, **overrides}.items()
+                 if key in ("callbot_config", "_env_file")}
+    try:
+        configured = _PolicyPathSetting(**arguments).callbot_config
+    except ValidationError:
+        configured = ""
+    return Path(configured or DEFAULT_POLICY_PATH)
+
+
 def load_settings(**overrides: Any) -> Settings:
     from_files, problems = settings_from_files()
     arguments = {**from_files, **overrides}

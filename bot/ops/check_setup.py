@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from bot.config import DEFAULT_POLICY_PATH, ConfigError, Policy, load_policy, load_settings
+from bot.config import ConfigError, Policy, load_policy, load_settings, policy_path
 from bot.ops.checkup import SETTING_FIXES, Checkup, count
 from bot.ops.findings import Finding, Status, failed, passed
 
@@ -30,11 +27,7 @@ def _setting_problem(problem: str) -> Finding:
 
 
 async def check_policy(c: Checkup) -> list[Finding]:
-    if c.settings is not None:
-        path = c.settings.callbot_config
-    else:
-        path = Path(c.overrides.get("callbot_config") or os.environ.get("CALLBOT_CONFIG")
-                    or DEFAULT_POLICY_PATH)
+    path = c.settings.callbot_config if c.settings is not None else policy_path(**c.overrides)
     c.policy_path = path
     try:
         c.policy = load_policy(path)

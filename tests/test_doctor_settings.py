@@ -1,0 +1,108 @@
+"""`callbot check` on settings as an operator writes them: spellings the bot accepts, and the
+secrets-file (`NAME_FILE`) mistakes, each said once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.ops.check import Status
+from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.slack import SlackStandIn
+from tests.checkups import by_subject, check, check_from_environment, failures
+from tests.conftest import POLICY, bot_environment
+from tests.processes import run_cli
+
+pytestmark = pytest.mark.usefixtures("no_ambient_settings")
+
+
+async def test_lower_case_log_level_and_format_are_accepted(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    findings = await check(slack, evo, policy_path, LOG_LEVEL="debug", LOG_FORMAT=" JSON ")
+    settings = by_subject(findings)["Settings"]
+    assert settings.status is Status.PASS, failures(findings)
+
+
+async def test_a_setting_given_twice_fails_even_when_everything_else_is_right(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = bot_environment("socket", slack, evo, policy_path)
+    secret = tmp_path / "password"
+    secret.write_text(env["EVOVOICE_PASSWORD"] + "\n")
+    env["EVOVOICE_PASSWORD_FILE"] = str(secret)
+    code, out = await check_from_environment(env, policy_path.parent, monkeypatch)
+    assert code == 1, out
+    assert ("✗ Setting EVOVOICE_PASSWORD: both EVOVOICE_PASSWORD and EVOVOICE_PASSWORD_FILE are "
+            "set; keep one") in out
+    assert env["EVOVOICE_PASSWORD"] not in out
+
+
+async def test_an_unreadable_secrets_file_is_one_line_not_also_a_missing_setting(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = bot_environment("socket", slack, evo, policy_path)
+    del env["SLACK_BOT_TOKEN"]
+    env["SLACK_BOT_TOKEN_FILE"] = str(tmp_path / "missing")
+    code, out = await check_from_environment(env, policy_path.parent, monkeypatch)
+    assert code == 1
+    token_lines = [line for line in out.splitlines() if "SLACK_BOT_TOKEN" in line
+                   and line.startswith("✗")]
+    assert token_lines == [f"✗ Setting SLACK_BOT_TOKEN: cannot read SLACK_BOT_TOKEN_FILE "
+                           f"({tmp_path / 'missing'}): No such file or directory"], out
+
+
+async def test_the_policy_file_named_in_dot_env_is_the_one_checked_when_a_setting_is_wrong(
+    tmp_path: Path,
+) -> None:
+    policy = tmp_path / "policies" / "ours.toml"
+    policy.parent.mkdir()
+    policy.write_text(POLICY.replace("Manager =", "Manger ="))
+    (tmp_path / ".env").write_text(
+        f"CALLBOT_CONFIG={policy}\nSLACK_APP_TOKEN=xapp-1\nEVOVOICE_USERNAME=u\n"
+        "EVOVOICE_PASSWORD=p\n"
+    )  # and no SLACK_BOT_TOKEN
+
+    code, _, err = await run_cli([], {}, tmp_path)
+    assert code == 2
+    assert err.splitlines() == [
+        "callbot cannot start; fix the configuration:",
+        "  ✗ SLACK_BOT_TOKEN: is required but not set",
+        f"  ✗ {policy}: roles: unknown role 'Manger' (known: Manager, SystemAdministrator)",
+    ], err
+
+    code, out, _ = await run_cli(["check"], {}, tmp_path)
+    assert code == 1
+    assert "✗ Setting SLACK_BOT_TOKEN: is required but not set" in out
+    assert f"✗ Policy file: {policy}: roles: unknown role 'Manger'" in out, out
+    assert "callbot.toml" not in out
+
+
+async def test_a_policy_allowing_no_region_is_refused(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    policy_path.write_text(POLICY.replace('allowed_regions = ["US", "CA"]', "allowed_regions = []"))
+    policy = by_subject(await check(slack, evo, policy_path))["Policy file"]
+    assert policy.status is Status.FAIL
+    assert policy.detail == (f"{policy_path}: allowed_regions: is empty: no call could be placed; "
+                             "list at least one region")
+
+
+async def test_region_codes_may_be_written_in_lower_case(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    policy_path.write_text(POLICY.replace('default_region = "US"', 'default_region = "us"')
+                           .replace('["US", "CA"]', '["us", "ca"]'))
+    policy = by_subject(await check(slack, evo, policy_path))["Policy file"]
+    assert policy.status is Status.PASS, policy
+
+
+async def test_the_default_caller_id_may_be_written_as_a_national_number(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    policy_path.write_text(POLICY.replace('"+18145550100"', '"(814) 555-0100"'))
+    caller_id = by_subject(await check(slack, evo, policy_path))["Default caller ID"]
+    assert caller_id.status is Status.PASS, caller_id
