@@ -181,7 +181,7 @@ class Runtime:
                 self.app, settings.slack_app_token.get_secret_value(), self.metrics,
                 acks=services.tasks.acks,
             )
-            await self._socket.connect_async()  # type: ignore[no-untyped-call]
+            await self._socket.connect_first()
             self.watchdog = SocketWatchdog(self._socket.client, interval=self.watchdog_interval)
             self.watchdog.start()
         # Say this replica is alive before taking work, so `callbot check` counts it.

@@ -243,3 +243,15 @@ async def test_line_break_in_a_token_stops_python_m_bot_with_one_line(
     text = await start_and_fail(env, policy_path.parent)
     assert "✗ SLACK_BOT_TOKEN: contains a line break" in text
     assert "X-Injected" not in text
+
+
+async def test_a_refused_app_token_stops_start_up_with_one_line(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    # slack_sdk's Socket Mode client would ask again every few seconds, for ever.
+    env = bot_environment("socket", slack, evo, policy_path)
+    env["SLACK_APP_TOKEN"] = "xapp-revoked"
+    text = await start_and_fail(env, policy_path.parent)
+    assert "✗ SLACK_APP_TOKEN: Slack refused it (invalid_auth)" in text
+    assert "xapp-revoked" not in text
+    assert slack.socket_connections == 0

@@ -24,11 +24,14 @@ import asyncio
 import logging
 import time
 
+import aiohttp
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 
+from bot.config import ConfigError, DependencyUnavailable
 from bot.ops.logs import request_context
 from bot.ops.metrics import Metrics, request_kind
 from bot.tasks import AcksFirst
@@ -70,6 +73,31 @@ class ObservedSocketModeHandler(AsyncSocketModeHandler):
         if not await self._acks.wait_none(timeout):
             logger.warning("closing Socket Mode with %d request(s) still unanswered",
                            self._acks.count)
+
+    async def connect_first(self) -> None:
+        """Connect, asking for the first websocket URL here: slack_sdk's client retries a refused
+        app token forever (a traceback in the log every few seconds, start-up never ending)."""
+        client: SocketModeClient = self.client
+        try:
+            answer = await client.web_client.apps_connections_open(app_token=client.app_token)
+        except SlackApiError as exc:
+            status, error = exc.response.status_code, exc.response.get("error", "unknown error")
+            if status >= 500 or status == 429:
+                raise DependencyUnavailable([
+                    f"SLACK_API_URL: Slack answered apps.connections.open with HTTP {status} "
+                    f"({error})"
+                ]) from None
+            raise ConfigError([
+                f"SLACK_APP_TOKEN: Slack refused it ({error}); create an app-level token with the "
+                "connections:write scope (Basic Information → App-Level Tokens) and turn Socket "
+                "Mode on, or leave it empty for HTTP mode"
+            ]) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise DependencyUnavailable([
+                f"SLACK_API_URL: cannot reach {client.web_client.base_url} ({type(exc).__name__})"
+            ]) from None
+        client.wss_uri = answer["url"]
+        await self.connect_async()  # type: ignore[no-untyped-call]
 
 
 class SocketWatchdog:
