@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
 from bot.standins.slack import ApiCall, ApiReply, SlackStandIn, sign, slash_command_body
 from tests.conftest import (
     QUICK_VOICE_RETRY,
@@ -82,17 +82,18 @@ async def test_evo_voice_down_at_start_up_then_back_resumes_followed_calls(
     assert len(evo.outgoing_posts) == 1  # the call was followed again, never placed again
 
 
+@pytest.mark.parametrize("status", [500, 503])
 async def test_slack_failing_at_start_up_is_waited_for(
-    bot_factory: BotFactory, slack: SlackStandIn
+    bot_factory: BotFactory, slack: SlackStandIn, status: int
 ) -> None:
     def unavailable(call: ApiCall) -> ApiReply:
-        return ApiReply({"ok": False, "error": "service_unavailable"}, status=503)
+        return ApiReply({"ok": False, "error": "service_unavailable"}, status=status)
 
     slack.on("auth.test", unavailable)
     bot = await bot_factory("http", **QUICK_RETRY)
     assert not bot.runtime.ready
     code, ready = await probe(base_of(bot), "/readyz")
-    assert code == 503 and "HTTP 503" in ready["checks"]["callbot"]
+    assert code == 503 and f"HTTP {status}" in ready["checks"]["callbot"]
     slack.off("auth.test")
     await until_ready(bot)
     ack, _ = await bot.command(f"{FULL} escalation")
@@ -147,3 +148,14 @@ async def until_served(base: str, path: str) -> dict[str, Any]:
             return body
         await asyncio.sleep(0.05)
     pytest.fail(f"{path} never said what the bot waits for")
+
+
+async def test_evo_voice_rate_limiting_the_login_at_start_up_is_waited_for(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    evo.queue("GET", "/auth/status", ErrorStatus(429, "Too many requests"))
+    bot = await bot_factory("http", **QUICK_RETRY)
+    assert not bot.runtime.ready
+    code, ready = await probe(base_of(bot), "/readyz")
+    assert code == 503 and "EVOVOICE_URL" in ready["checks"]["callbot"], ready
+    await until_ready(bot)

@@ -106,3 +106,15 @@ async def test_the_default_caller_id_may_be_written_as_a_national_number(
     policy_path.write_text(POLICY.replace('"+18145550100"', '"(814) 555-0100"'))
     caller_id = by_subject(await check(slack, evo, policy_path))["Default caller ID"]
     assert caller_id.status is Status.PASS, caller_id
+
+
+async def test_people_ids_are_looked_up_too(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    slack.only_added_users_exist = True
+    slack.users.update({"U0MANAGER": {}, "U0ADMIN": {}})
+    policy_path.write_text(POLICY + '\n[people]\nU0GONE = "+18145553093"\n')
+    [problem] = failures(await check(slack, evo, policy_path))
+    assert problem.subject == "Slack IDs"
+    assert problem.detail.startswith("U0GONE: "), problem
+    assert problem.detail.endswith("(listed in [people])"), problem

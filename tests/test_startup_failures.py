@@ -113,7 +113,7 @@ def test_a_full_disk_at_start_up_is_one_line(
     env = bot_environment("http", slack, evo, policy_path)
     env["DATABASE_URL"] = "sqlite:////dev/full"
     text = fail_in_process(env, policy_path.parent, monkeypatch, capsys)
-    assert "✗ DATABASE_URL:" in text and "full" in text
+    assert "✗ DATABASE_URL: the disk holding /dev/full is full; free some space" in text, text
 
 
 async def test_a_read_only_database_is_one_line(
