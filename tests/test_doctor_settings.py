@@ -55,6 +55,20 @@ async def test_an_unreadable_secrets_file_is_one_line_not_also_a_missing_setting
                            f"({tmp_path / 'missing'}): No such file or directory"], out
 
 
+async def test_an_empty_callbot_config_means_the_default_file(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    env = bot_environment("socket", slack, evo, policy_path)
+    env["CALLBOT_CONFIG"] = ""  # as `.env.example` leaves an optional setting
+    folder = tmp_path / "here"
+    folder.mkdir()
+    (folder / "callbot.toml").write_text(policy_path.read_text())
+    code, out = await check_from_environment(env, folder, monkeypatch)
+    assert "✓ Policy file: callbot.toml is valid" in out, out
+    assert not [line for line in out.splitlines() if line.startswith("✗ Policy")], out
+
+
 async def test_the_policy_file_named_in_dot_env_is_the_one_checked_when_a_setting_is_wrong(
     tmp_path: Path,
 ) -> None:

@@ -104,6 +104,12 @@ class Settings(BaseSettings):
     def _optional(cls, value: Any) -> Any:
         return _blank_to_none(value)
 
+    @field_validator("callbot_config", mode="before")
+    @classmethod
+    def _default_when_blank(cls, value: Any) -> Any:
+        # `CALLBOT_CONFIG=` means "not set": the default file, not the directory ".".
+        return DEFAULT_POLICY_PATH if _blank_to_none(value) is None else value
+
     @field_validator(
         "slack_bot_token", "slack_app_token", "slack_signing_secret", "evovoice_password"
     )
