@@ -69,6 +69,22 @@ async def test_an_empty_callbot_config_means_the_default_file(
     assert not [line for line in out.splitlines() if line.startswith("✗ Policy")], out
 
 
+async def test_two_aliases_typed_alike_for_different_flows_are_refused(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    # Typed in Slack, `Page`, `page` and `page_` are one word: which flow would it dial?
+    policy_path.write_text(POLICY.replace(
+        'page = "flow-page"', 'page = "flow-page"\nPage_ = "flow-other"\nPAGE = "flow-page"'))
+    policy = by_subject(await check(slack, evo, policy_path))["Policy file"]
+    assert policy.status is Status.FAIL
+    assert ("aliases that are one word when typed name different flows: 'page' (flow-page) and "
+            "'Page_' (flow-other) and 'PAGE' (flow-page); keep one of each") in policy.detail
+    policy_path.write_text(POLICY.replace('page = "flow-page"',
+                                          'page = "flow-page"\nPAGE = "flow-page"'))
+    policy = by_subject(await check(slack, evo, policy_path))["Policy file"]
+    assert policy.status is Status.PASS, policy  # the same flow twice: no doubt
+
+
 async def test_the_policy_file_named_in_dot_env_is_the_one_checked_when_a_setting_is_wrong(
     tmp_path: Path,
 ) -> None:

@@ -10,6 +10,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
 from bot.phone import DEFAULT_ALLOWED_TYPES, DialPolicy, NumberRejected, check_dialable
 
+_QUOTES = "'\"“”‘’`"
+
+
+def flow_key(text: str) -> str:
+    """The form two flow names are compared in: `Wake-Up_call` and `wake up call` are one key
+    (a flow typed in Slack, an alias of the policy file, a flow's name in Evo Voice)."""
+    text = text.strip().strip(_QUOTES).casefold()
+    return " ".join(re.split(r"[\s\-_]+", text)).strip()
+
 SLACK_USER_OR_GROUP = r"^[UWS][A-Z0-9]{2,20}$"
 SLACK_USER = r"^[UW][A-Z0-9]{2,20}$"
 

@@ -10,7 +10,13 @@ import phonenumbers
 from pydantic import Field, field_validator, model_validator
 
 from bot.calls.limits import REPEAT_WINDOW_SECONDS, Rate, parse_duration, parse_rate
-from bot.config.fields import SLACK_USER_OR_GROUP, PersonNumber, SlackUserId, Strict
+from bot.config.fields import (
+    SLACK_USER_OR_GROUP,
+    PersonNumber,
+    SlackUserId,
+    Strict,
+    flow_key,
+)
 from bot.config.oncall_policy import OnCallPolicy
 from bot.phone import DEFAULT_ALLOWED_TYPES, NUMBER_TYPE_NAMES, DialPolicy, NumberRejected, to_e164
 
@@ -183,6 +189,17 @@ class Policy(Strict):
         empty = [alias for alias, flow_id in value.items() if not flow_id.strip()]
         if empty:
             raise ValueError(f"aliases with an empty flow ID: {', '.join(empty)}")
+        # Typed in Slack, `Page` and `page-` are one word: two flows can't share it.
+        targets: dict[str, dict[str, str]] = {}
+        for alias, flow_id in value.items():
+            targets.setdefault(flow_key(alias), {})[alias] = flow_id.strip()
+        clashes = [" and ".join(f"{a!r} ({f})" for a, f in named.items())
+                   for named in targets.values() if len(set(named.values())) > 1]
+        if clashes:
+            raise ValueError(
+                "aliases that are one word when typed name different flows: "
+                f"{'; '.join(clashes)}; keep one of each"
+            )
         return {alias.lower(): flow_id.strip() for alias, flow_id in value.items()}
 
     @model_validator(mode="after")

@@ -7,10 +7,10 @@ or its name compared case-insensitively and in slug form (`wake-up-call` is "Wak
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Mapping, Sequence
 
 from bot.cache import TTLCache
+from bot.config.fields import flow_key
 from bot.errors import CallbotError, CallerIdNotOwned, FlowAmbiguous, FlowNotFound
 from bot.evovoice.client import EvoVoiceClient, Flow, OwnedNumber
 from bot.phone import mask
@@ -22,15 +22,6 @@ CATALOG_MAX_STALE_SECONDS = 3600.0
 # "All of them when the account has only a few": up to this many, an unknown flow lists every flow.
 LIST_ALL_FLOWS_UP_TO = 10
 MAX_SUGGESTIONS = 5
-
-_QUOTES = "'\"“”‘’`"
-
-
-def flow_key(text: str) -> str:
-    """The form two flow names are compared in: `Wake-Up_call` and `wake up call` are one key."""
-    text = text.strip().strip(_QUOTES).casefold()
-    return " ".join(re.split(r"[\s\-_]+", text)).strip()
-
 
 class Catalog:
     def __init__(
