@@ -71,7 +71,7 @@ def session_cookies(response: httpx.Response) -> str | None:
 
 
 async def post_credentials(
-    transport: httpx.AsyncBaseTransport, url: httpx.URL, headers: dict[str, str],
+    transport: httpx.AsyncBaseTransport, url: httpx.URL | str, headers: dict[str, str],
     username: str, password: str, timeouts: dict[str, float | None],
 ) -> httpx.Response:
     """Send the sign-in (with ``headers``: the client's own, but no Authorization or Cookie)."""

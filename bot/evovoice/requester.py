@@ -94,7 +94,11 @@ def route_of(path: str) -> str:
     return path if path in _FIXED_ROUTES else path.rsplit("/", 1)[0] + "/{id}"
 
 
-def _status_kind(status: int) -> str:
+def _error_kind(response: httpx.Response) -> str | None:
+    """What an observer hears of an answer: None for a 2xx, else the kind of error."""
+    status = response.status_code
+    if response.is_success:
+        return None
     return _STATUS_KINDS.get(status, "server_error" if status >= 500 else "http_error")
 
 
@@ -148,15 +152,18 @@ class Requester:
         self._urls: dict[str, httpx.URL] = {}
         # What build_request would merge into every request, merged once (see _build).
         self._timeouts = self._http.timeout.as_dict()
-        self._json_headers = httpx.Headers(self._http.headers)
-        self._json_headers["Content-Type"] = "application/json"
+        self._json_headers = self._headers_for_json()
+
+    def _headers_for_json(self) -> httpx.Headers:
+        headers = httpx.Headers(self._http.headers)
+        headers["Content-Type"] = "application/json"
+        return headers
 
     def _use_session(self, cookies: str) -> None:
         """From now on, the session of a sign-in instead of HTTP Basic."""
         self._http.headers.pop("Authorization", None)
         self._http.headers["Cookie"] = cookies
-        self._json_headers = httpx.Headers(self._http.headers)
-        self._json_headers["Content-Type"] = "application/json"
+        self._json_headers = self._headers_for_json()
 
     async def sign_in_again(self, seen_generation: int) -> bool:
         """After a request sent at the login's ``seen_generation`` was refused for want of a
@@ -165,17 +172,17 @@ class Requester:
 
     async def _post_credentials(self) -> httpx.Response:
         started = time.perf_counter()
-        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
-        url = self._url(CREDENTIALS_PATH)
-        assert isinstance(url, httpx.URL)
+        # The client's own headers, without the login it is about to replace.
+        headers = {name: value for name, value in self._http.headers.items()
+                   if name.lower() not in ("authorization", "cookie")}
         try:
-            response = await post_credentials(self._transport, url, headers, self._username,
-                                              self._password, self._timeouts)
+            response = await post_credentials(self._transport, self._url(CREDENTIALS_PATH), headers,
+                                              self._username, self._password, self._timeouts)
         except httpx.HTTPError:
             self._observe("POST", CREDENTIALS_PATH, started, None, "unreachable")
             raise
         self._observe("POST", CREDENTIALS_PATH, started, response.status_code,
-                      None if response.is_success else _status_kind(response.status_code))
+                      _error_kind(response))
         return response
 
     def _url(self, path: str) -> httpx.URL | str:
@@ -341,8 +348,7 @@ class Requester:
                 raise EvoVoiceTimeout(f"Evo Voice did not answer ({cause}).") from exc
 
             elapsed_ms = (time.perf_counter() - started) * 1000
-            self._observe(method, path, started, response.status_code,
-                          None if response.is_success else _status_kind(response.status_code))
+            self._observe(method, path, started, response.status_code, _error_kind(response))
             # Successes are DEBUG: routine reads (a followed call's poll, every few seconds) were
             # 9 lines in 10, and what a success means (a call placed, hung up) its caller logs.
             logger.log(
