@@ -44,7 +44,10 @@ def test_handoff_grammar(text: str, normalised: str) -> None:
 @pytest.mark.parametrize(
     "text",
     ["mon 9am", "monday", "09:00", "someday 09:00", "t 09:00", "tu 09:00", "monday 24:00",
-     "monday 09:60", "monday 9:5", "", "monday 09:00 UTC", "weekly 09:00"],
+     "monday 09:60", "monday 9:5", "", "monday 09:00 UTC", "weekly 09:00",
+     # Neither glued together, nor a longer or foreign word that begins like a day or "daily"
+     # (a German Tuesday must not become every day).
+     "monday09:00", "tues 09:00", "mondays 09:00", "dienstag 09:00", "dailyish 09:00"],
 )
 def test_handoff_grammar_refuses_anything_else(text: str) -> None:
     with pytest.raises(ValueError, match="HH:MM"):
@@ -203,3 +206,8 @@ def test_naive_instants_are_refused() -> None:
 def test_a_rotation_needs_people() -> None:
     with pytest.raises(ValueError):
         Rotation((), HandoffRule(dt.time(9)), ZoneInfo("UTC"), DEFAULT_START)
+
+
+def test_shifts_are_numbered_from_zero() -> None:
+    with pytest.raises(ValueError, match="from 0"):
+        rotation().shift(-1)

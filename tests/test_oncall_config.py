@@ -208,3 +208,11 @@ def test_a_bad_ack_setting_says_what_is_allowed(tmp_path: Path) -> None:
     assert ack.startswith("oncall.ack: must be \"acknowledge\"") and "\"answer\"" in ack
     [outcomes] = problems_of(ISSUE_EXAMPLE + 'ack_outcomes = ["ok", " "]\n', tmp_path)
     assert outcomes.startswith("oncall.ack_outcomes: lists an empty outcome")
+
+
+def test_responders_everyone_is_read_whatever_its_case(tmp_path: Path) -> None:
+    for written in ('"everyone"', '"Everyone"', '" EVERYONE "'):
+        oncall = load(ISSUE_EXAMPLE + f"responders = {written}\n", tmp_path).oncall
+        assert oncall is not None and oncall.responders == "everyone", written
+    oncall = load(ISSUE_EXAMPLE + 'responders = "U0DEV"\n', tmp_path).oncall
+    assert oncall is not None and oncall.responders == ("U0DEV",)
