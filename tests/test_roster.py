@@ -165,10 +165,28 @@ async def test_slack_profile_phone_is_the_fallback_and_is_cached(
     assert len(slack.calls_to("users.info")) == 1
 
 
+async def test_a_fixed_profile_phone_is_read_again_within_two_minutes(
+    slack: SlackStandIn, client: AsyncWebClient
+) -> None:
+    # Someone fixing their profile's number mid-incident waits two minutes at most (README).
+    now = [1000.0]
+    phones = PhoneBook(client, {}, POLICY.dial_policy, clock=lambda: now[0])
+    slack.users["U0CAROL"] = {"profile": {"phone": "(814) 404-3095"}}
+    assert (await phones.lookup("U0CAROL")).number is not None
+    slack.users["U0CAROL"] = {"profile": {"phone": "(814) 404-3096"}}
+    now[0] += 119
+    found = await phones.lookup("U0CAROL")
+    assert found.number is not None and found.number.e164 == "+18144043095"
+    now[0] += 2
+    found = await phones.lookup("U0CAROL")
+    assert found.number is not None and found.number.e164 == "+18144043096"
+
+
 @pytest.mark.parametrize(
     ("profile_phone", "expected"),
     [
         ("", "the Slack profile has no phone number"),
+        ("   ", "the Slack profile has no phone number"),
         ("+1 900 555 0123",
          "the Slack profile's phone number can't be dialled: +1 900 ••• 0123 is a premium-rate"),
         ("+44 20 7946 0018", "calls may only go to"),
@@ -196,3 +214,12 @@ async def test_an_unreadable_profile_is_explained_and_not_cached(
     slack.off("users.info")
     found = await phones.lookup("U0CAROL")
     assert found.number is not None
+
+
+async def test_a_slack_that_cannot_be_reached_is_explained(refused_port: int) -> None:
+    # A connection failure reading a profile is a reason, like an error answer: the roster and an
+    # escalation chain still list the person, flagged, instead of failing altogether.
+    unreachable = AsyncWebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{refused_port}/api/")
+    found = await PhoneBook(unreachable, {}, POLICY.dial_policy).lookup("U0CAROL")
+    assert found.number is None
+    assert found.problem is not None and "could not be read: ClientConnectorError" in found.problem

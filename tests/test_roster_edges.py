@@ -125,6 +125,9 @@ async def test_a_take_before_the_rotation_begins_ends_at_its_first_handoff(
     status = await oncall.status(wednesday)
     assert (status.now.user_id, status.next.user_id, status.next_from) == (
         "U0MANAGER", "U0ALICE", first_handoff)
+    # The escalation form's "until" for whoever is on call: the override's end, not the shift's.
+    now = await oncall.current(wednesday)
+    assert (now.user_id, now.source, now.until) == ("U0MANAGER", Source.OVERRIDE, first_handoff)
     at_start = await oncall.current(first_handoff)
     assert (at_start.user_id, at_start.source) == ("U0ALICE", Source.ROTATION)
     # Taken at the first hand-off itself, it covers Alice's first shift, to the second one.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -98,11 +99,12 @@ class PhoneBook:
         dial_policy: DialPolicy,
         *,
         ttl: float = PROFILE_CACHE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._people = dict(people)
         self._policy = dial_policy
-        self._profiles: TTLCache[str, str] = TTLCache(ttl)
+        self._profiles: TTLCache[str, str] = TTLCache(ttl, clock=clock)
 
     async def lookup(self, user_id: str) -> PhoneLookup:
         listed = self._people.get(user_id)
