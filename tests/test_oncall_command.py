@@ -66,10 +66,16 @@ async def test_a_manager_takes_the_shift_until_the_next_handoff(
     assert "<@U0MANAGER> is now on call instead of <@U0ALICE>, until Mon 16 Mar 09:00 EDT" in text
     assert "+1 814 ••• 3090" in text and "+18144043090" not in text
 
-    status = str((await ask(bot, user_id="U0ADMIN"))["text"])
+    answer = await ask(bot, user_id="U0ADMIN")
+    status = str(answer["text"])
     assert "On call now:* <@U0MANAGER> · +1 814 ••• 3090 · until Mon 16 Mar 09:00 EDT" in status
     assert "Override: <@U0MANAGER> took the shift from <@U0ALICE>" in status
     assert "Next:* <@U0BOB>" in status
+    # The blocks are what Slack shows (the text is the notification's): the override is there too.
+    blocks = str(answer["blocks"])
+    assert ("Override: <@U0MANAGER> took the shift from <@U0ALICE> at Tue 10 Mar 11:00 EDT, "
+            "until Mon 16 Mar 09:00 EDT.") in blocks
+    assert "until Mon 16 Mar 09:00 EDT" in blocks and "Next:* <@U0BOB>" in blocks
 
     set_clock(bot, HANDOFF)  # the hand-off ends the override
     status = str((await ask(bot))["text"])
@@ -217,3 +223,35 @@ async def test_oncall_tells_a_handoff_on_a_clock_change_night_in_the_teams_zone(
     text = str((await ask(bot))["text"])
     assert f"On call now:* <@{now}>" in text and f"until {boundary}" in text
     assert f"Next:* <@{upcoming}>" in text and f"from {boundary}" in text
+
+
+async def test_a_take_before_the_rotation_begins_is_shown_until_its_first_handoff(
+    bot_factory: BotFactory,
+) -> None:
+    # Until the first hand-off (Monday 6 April) Alice covers; a take on the Wednesday before lasts
+    # until that hand-off, and `/call oncall` must say so, not the end of Alice's first shift.
+    policy = ROSTER.replace('timezone = "America/New_York"',
+                            'timezone = "America/New_York"\nstart = 2026-04-06')
+    bot = await start(bot_factory, "http", dt.datetime(2026, 4, 1, 15, tzinfo=dt.UTC),
+                      policy=policy)
+    await bot.command("oncall take", user_id="U0MANAGER")
+    await bot.settle()
+    [announcement] = bot.slack.calls_to("chat.postMessage")
+    assert "instead of <@U0ALICE>, until Mon 6 Apr 09:00 EDT" in announcement.params["text"]
+    text = str((await ask(bot))["text"])
+    assert "On call now:* <@U0MANAGER> · +1 814 ••• 3090 · until Mon 6 Apr 09:00 EDT" in text
+    assert "Next:* <@U0ALICE> · +1 814 ••• 3093 · from Mon 6 Apr 09:00 EDT" in text
+
+
+async def test_a_take_in_a_channel_the_bot_cannot_post_in_is_announced_there_all_the_same(
+    bot_factory: BotFactory,
+) -> None:
+    # The team must learn whom the pager reaches: through the command's response_url, in the
+    # channel, not only to the person who took the shift.
+    bot = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    bot.slack.fail("chat.postMessage", "not_in_channel")
+    _, url = await bot.command("oncall take", user_id="U0MANAGER", channel_id="G0PRIVATE")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert answer["response_type"] == "in_channel"
+    assert "<@U0MANAGER> is now on call instead of <@U0ALICE>" in str(answer["text"])
