@@ -8,6 +8,7 @@ import pytest
 
 from bot.standins.slack import slash_command_body
 from tests.conftest import BotFactory, BotUnderTest
+from tests.database_locks import with_short_busy_timeout, write_lock
 from tests.databases import on_both_databases
 from tests.escalations import IN_ALICES_SHIFT, IN_CAROLS_SHIFT, ROSTER
 
@@ -255,3 +256,24 @@ async def test_a_take_in_a_channel_the_bot_cannot_post_in_is_announced_there_all
     await bot.settle()
     assert answer["response_type"] == "in_channel"
     assert "<@U0MANAGER> is now on call instead of <@U0ALICE>" in str(answer["text"])
+
+
+async def test_a_take_while_the_database_is_locked_is_refused_in_words(
+    bot_factory: BotFactory, database_url: str
+) -> None:
+    bot = await bot_factory("http", policy=ROSTER,
+                            DATABASE_URL=with_short_busy_timeout(database_url))
+    set_clock(bot, IN_ALICES_SHIFT)
+    with write_lock(bot):
+        answer = await ask(bot, "oncall take", user_id="U0MANAGER")
+    text = str(answer["text"])
+    assert answer["response_type"] == "ephemeral"
+    assert "callbot could not write to its database, so the on-call shift was not taken" in text
+    assert "Try again in a minute" in text
+    assert bot.slack.calls_to("chat.postMessage") == []
+    assert "On call now:* <@U0ALICE>" in str((await ask(bot))["text"])
+    # Once the database answers, the same command takes the shift (a new invocation).
+    await bot.command("oncall take", user_id="U0MANAGER")
+    await bot.settle()
+    [announcement] = bot.slack.calls_to("chat.postMessage")
+    assert "<@U0MANAGER> is now on call instead of <@U0ALICE>" in announcement.params["text"]

@@ -17,6 +17,7 @@ from bot.oncall.roster_views import status_message, taken_message
 from bot.slack.notify import Notifier
 from bot.slack.threads import NotDelivered
 from bot.storage.claims import Claims
+from bot.storage.faults import refused_when_database_fails
 
 
 @dataclass(frozen=True)
@@ -50,15 +51,16 @@ class RosterCommands:
         await self._tell(request, message)
 
     async def take(self, request: RosterRequest) -> None:
-        # A redelivered command must not announce the change twice.
-        if request.request_key and not await self._claims.claim(request.request_key):
-            return
         try:
-            await self._access.require(
-                request.user_id, roles=(MANAGER, SYSTEM_ADMINISTRATOR),
-                action="take the on-call shift",
-            )
-            override, person = await self._oncall.take(request.user_id, self._oncall.now())
+            with refused_when_database_fails("the on-call shift was not taken"):
+                # A redelivered command must not announce the change twice.
+                if request.request_key and not await self._claims.claim(request.request_key):
+                    return
+                await self._access.require(
+                    request.user_id, roles=(MANAGER, SYSTEM_ADMINISTRATOR),
+                    action="take the on-call shift",
+                )
+                override, person = await self._oncall.take(request.user_id, self._oncall.now())
         except Exception as exc:
             await self._tell(request, views.refusal(describe_any(exc)))
             return
