@@ -8,15 +8,18 @@ from typing import Any
 
 import pytest
 
+from bot.oncall.escalation_store import EscalationState
 from bot.oncall.home_views import HOME_ACTIONS_BLOCK, HOME_CALL_ACTION, HOME_ESCALATE_ACTION
 from bot.standins.slack import block_actions_payload, interactive_body, sign
 from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
 from tests.escalations import (
+    click_ack,
     escalation_message,
     open_on_message,
     page_of,
     start,
     submit,
+    wait_for_state,
 )
 
 
@@ -72,20 +75,7 @@ async def test_the_home_tab_shows_who_is_on_call_and_my_pages(
 @pytest.mark.parametrize("mode", ["http", "socket"])
 async def test_the_escalate_button_opens_the_form(bot_factory: BotFactory, mode: str) -> None:
     bot, _ = await start(bot_factory, mode)
-    home = await open_home(bot, "U0DEV")
-    before = len(bot.slack.calls_to("views.open"))
-    payload = block_actions_payload(
-        action_id=HOME_ESCALATE_ACTION, block_id=HOME_ACTIONS_BLOCK, value="escalate",
-        view={**home, "id": bot.slack.home_views["U0DEV"].id}, user_id="U0DEV",
-        trigger_id=bot.slack.new_trigger_id(),
-    )
-    if mode == "socket":
-        await bot.slack.send_envelope("interactive", payload)
-    else:
-        await bot.post_signed(interactive_body(payload))
-    opened = (await bot.slack.wait_for_calls("views.open", before + 1))[-1]
-    assert opened.ok, opened.brief()
-    shown = json.dumps(bot.slack.views[opened.response["view"]["id"]].versions[-1],
+    shown = json.dumps(await click_home_button(bot, "U0DEV", HOME_ESCALATE_ACTION),
                        ensure_ascii=False)
     assert "Escalate to on-call" in shown and "Post the escalation in" in shown
 
@@ -98,3 +88,65 @@ async def test_my_recent_calls_are_mine_alone(bot_factory: BotFactory) -> None:
     admin = json.dumps(await open_home(bot, "U0ADMIN"), ensure_ascii=False)
     assert "Your recent calls" in admin and "+1 814 ••• 3094" in admin
     assert "+1 814 ••• 3093" not in admin  # the Manager's call is theirs to see
+    assert "· placed" in admin  # what dialling did, not only that the call was allowed
+
+
+async def click_home_button(bot: BotUnderTest, user_id: str, action_id: str) -> dict[str, Any]:
+    """Click a button of `user_id`'s Home tab; the form it opened, as Slack shows it."""
+    home = await open_home(bot, user_id)
+    [button] = [element for block in home["blocks"] if block.get("block_id") == HOME_ACTIONS_BLOCK
+                for element in block["elements"] if element["action_id"] == action_id]
+    before = len(bot.slack.calls_to("views.open"))
+    payload = block_actions_payload(
+        action_id=action_id, block_id=HOME_ACTIONS_BLOCK, value=button["value"],
+        view={**home, "id": bot.slack.home_views[user_id].id}, user_id=user_id,
+        trigger_id=bot.slack.new_trigger_id(),
+    )
+    if bot.mode == "socket":
+        await bot.slack.send_envelope("interactive", payload)
+    else:
+        await bot.post_signed(interactive_body(payload))
+    opened = (await bot.slack.wait_for_calls("views.open", before + 1))[-1]
+    assert opened.ok, opened.brief()
+    shown: dict[str, Any] = bot.slack.views[opened.response["view"]["id"]].versions[-1]
+    return shown
+
+
+async def test_the_place_a_call_button_opens_the_call_form(bot_factory: BotFactory) -> None:
+    bot, _ = await start(bot_factory, "http")
+    shown = json.dumps(await click_home_button(bot, "U0MANAGER", HOME_CALL_ACTION),
+                       ensure_ascii=False)
+    assert "Place a call" in shown and "Escalate to on-call" not in shown
+
+
+async def test_without_a_rotation_the_home_tab_says_so_and_offers_no_escalation(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")  # no [oncall] section
+    home = json.dumps(await open_home(bot, "U0MANAGER"), ensure_ascii=False)
+    assert "No on-call rotation is set up." in home and "On call now" not in home
+    assert HOME_ESCALATE_ACTION not in home and HOME_CALL_ACTION in home
+
+
+async def test_an_acknowledged_page_says_who_acknowledged_it(bot_factory: BotFactory) -> None:
+    bot, _ = await start(bot_factory, "http")
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await escalation_message(bot)
+    await click_ack(bot, await page_of(bot, "U0ALICE"), user_id="U0ALICE")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await bot.settle()
+    alice = json.dumps(await open_home(bot, "U0ALICE"), ensure_ascii=False)
+    assert "<@U0ADMIN> escalated in <#C0OPS> · ✅ acknowledged by you" in alice
+    admin = json.dumps(await open_home(bot, "U0ADMIN"), ensure_ascii=False)
+    assert "You escalated in <#C0OPS> · ✅ acknowledged by <@U0ALICE>" in admin
+
+
+async def test_a_user_group_slack_wont_list_still_draws_the_tab(bot_factory: BotFactory) -> None:
+    # U0LEAD1's role comes through a user group: while Slack won't list it, the tab is drawn
+    # without what the role grants, and still shows who is on call to a full member.
+    bot, _ = await start(bot_factory, "http")
+    bot.slack.fail("usergroups.users.list", "missing_scope")
+    home = json.dumps(await open_home(bot, "U0LEAD1"), ensure_ascii=False)
+    assert "*On call now:* <@U0ALICE>" in home and HOME_ESCALATE_ACTION in home
+    assert HOME_CALL_ACTION not in home and "Your recent calls" not in home
