@@ -3,7 +3,9 @@ zone), the viewer's recent pages and calls, and the buttons that open the forms.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import sqlite3
 from typing import Any
 
 import pytest
@@ -12,7 +14,9 @@ from bot.oncall.escalation_store import EscalationState
 from bot.oncall.home_views import HOME_ACTIONS_BLOCK, HOME_CALL_ACTION, HOME_ESCALATE_ACTION
 from bot.standins.slack import block_actions_payload, interactive_body, sign
 from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
+from tests.follow_helpers import services
 from tests.escalations import (
+    IN_ALICES_SHIFT,
     click_ack,
     escalation_message,
     open_on_message,
@@ -140,6 +144,43 @@ async def test_an_acknowledged_page_says_who_acknowledged_it(bot_factory: BotFac
     assert "<@U0ADMIN> escalated in <#C0OPS> · ✅ acknowledged by you" in alice
     admin = json.dumps(await open_home(bot, "U0ADMIN"), ensure_ascii=False)
     assert "You escalated in <#C0OPS> · ✅ acknowledged by <@U0ALICE>" in admin
+
+
+async def test_a_failing_database_never_leaves_an_old_roster_on_the_tab(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Slack keeps showing a Home tab until it is published again: a tab left undrawn would go on
+    # saying Alice is on call after the hand-off to Bob.
+    bot, _ = await start(bot_factory, "http")
+    first = json.dumps(await open_home(bot, "U0ADMIN"), ensure_ascii=False)
+    assert "*On call now:* <@U0ALICE>" in first
+
+    services(bot).oncall.clock = lambda: IN_ALICES_SHIFT + dt.timedelta(days=7)  # Bob's week
+    fail_reads(bot, monkeypatch)
+    again = json.dumps(await open_home(bot, "U0ADMIN"), ensure_ascii=False)
+    assert "<@U0ALICE>" not in again and "None yet." not in again
+    assert "database isn't answering" in again and "Open this tab again in a minute" in again
+    assert HOME_ESCALATE_ACTION in again and HOME_CALL_ACTION in again  # the forms check again
+
+
+async def test_a_failing_database_without_a_rotation_offers_no_escalation(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot = await bot_factory("http")  # no [oncall] section: only the calls are read
+    fail_reads(bot, monkeypatch)
+    home = json.dumps(await open_home(bot, "U0MANAGER"), ensure_ascii=False)
+    assert "database isn't answering" in home and "None yet." not in home
+    assert HOME_ESCALATE_ACTION not in home and HOME_CALL_ACTION in home
+
+
+def fail_reads(bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every read of the bot's database fails, as SQLite's do when the disk fails."""
+
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(services(bot).db, "fetchone", failing)
+    monkeypatch.setattr(services(bot).db, "fetchall", failing)
 
 
 async def test_a_user_group_slack_wont_list_still_draws_the_tab(bot_factory: BotFactory) -> None:

@@ -20,6 +20,7 @@ from bot.oncall.home_views import HOME_CALL_ACTION, HOME_ESCALATE_ACTION, home_v
 from bot.services import Services
 from bot.slack.modals import ModalMetadata
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
+from bot.storage.faults import DATABASE_FAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +51,24 @@ async def publish_home(client: AsyncWebClient, services: Services, user_id: str,
     except CallbotError:  # a user group Slack would not list: shown without what it grants
         can_call = False
     may_escalate = can_call or await services.responders.allows(user_id)
-    status, escalations = None, []
-    if may_escalate and services.oncall.configured:
-        status = await services.oncall.status(services.oncall.now())
-        escalations = await services.escalations.store.recent_for(user_id, RECENT)
-    calls = (await services.audit.history(team_id, user_id=user_id, limit=RECENT)
-             if can_call else [])
-    view = home_view(user_id, status=status, escalations=escalations, calls=calls,
-                     can_call=can_call, may_escalate=may_escalate)
+    status, escalations, calls = None, [], []
+    try:
+        if may_escalate and services.oncall.configured:
+            status = await services.oncall.status(services.oncall.now())
+            escalations = await services.escalations.store.recent_for(user_id, RECENT)
+        if can_call:
+            calls = await services.audit.history(team_id, user_id=user_id, limit=RECENT)
+    except DATABASE_FAULTS as exc:
+        # Drawn all the same: Slack would go on showing the tab as last drawn, with whoever was
+        # on call then.
+        logger.warning("the home tab for %s is drawn without the database (%s)", user_id,
+                       type(exc).__name__)
+        view = home_view(user_id, status=None, escalations=[], calls=[], can_call=can_call,
+                         may_escalate=may_escalate and services.oncall.configured,
+                         unreadable=True)
+    else:
+        view = home_view(user_id, status=status, escalations=escalations, calls=calls,
+                         can_call=can_call, may_escalate=may_escalate)
     try:
         await client.views_publish(user_id=user_id, view=view)
     except SLACK_FAILURES as exc:

@@ -70,9 +70,15 @@ def home_view(
     calls: Sequence[AuditRecord],
     can_call: bool,
     may_escalate: bool,
+    unreadable: bool = False,
 ) -> dict[str, Any]:
+    """`unreadable`: the database failed, so nothing it holds is shown (not even "None yet")."""
     blocks: list[Block] = [{"type": "header", "text": plain("callbot")}]
-    if status is not None:
+    if unreadable:
+        blocks.append(section("⚠️ callbot's database isn't answering, so this tab can't show who "
+                              "is on call or your recent pages and calls just now. Open this tab "
+                              "again in a minute."))
+    elif status is not None:
         blocks.append(section(f"*On call now:* {reach(status.now)} · until "
                               f"{slack_time(status.next_from.timestamp())}"))
         blocks.append(section(f"*Next:* {reach(status.next)} · from "
@@ -80,7 +86,7 @@ def home_view(
     elif may_escalate:
         blocks.append(section("No on-call rotation is set up."))
     buttons: list[dict[str, Any]] = []
-    if may_escalate and status is not None:
+    if may_escalate and (status is not None or unreadable):
         buttons.append({"type": "button", "action_id": HOME_ESCALATE_ACTION, "style": "danger",
                         "text": plain("🚨 Escalate to on-call"), "value": "escalate"})
     if can_call:
@@ -88,12 +94,12 @@ def home_view(
                         "text": plain("📞 Place a call"), "value": "call"})
     if buttons:
         blocks.append({"type": "actions", "block_id": HOME_ACTIONS_BLOCK, "elements": buttons})
-    if may_escalate:
+    if may_escalate and not unreadable:
         blocks.append({"type": "divider"})
         blocks.append(section("*Your recent pages and escalations*"))
         lines = [escalation_line(e, viewer) for e in escalations]
         blocks.append(context("\n".join(lines) if lines else "None yet."))
-    if can_call:
+    if can_call and not unreadable:
         blocks.append(section("*Your recent calls*"))
         lines = [call_line(r) for r in calls]
         blocks.append(context("\n".join(lines) if lines else "None yet."))
