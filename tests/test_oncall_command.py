@@ -277,3 +277,24 @@ async def test_a_take_while_the_database_is_locked_is_refused_in_words(
     await bot.settle()
     [announcement] = bot.slack.calls_to("chat.postMessage")
     assert "<@U0MANAGER> is now on call instead of <@U0ALICE>" in announcement.params["text"]
+
+
+async def test_a_take_nobody_in_the_channel_can_hear_is_told_to_the_taker(
+    bot_factory: BotFactory,
+) -> None:
+    # The channel refuses the bot and the command's response_url is spent: the shift is taken
+    # all the same, and the person who took it learns so (here by a direct message).
+    bot = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    bot.slack.fail("chat.postMessage", "not_in_channel",
+                   when=lambda c: c.params.get("channel") == "G0PRIVATE")
+    url = bot.slack.response_url()
+    bot.slack.expire_response_url(url)
+    body = slash_command_body(text="oncall take", user_id="U0MANAGER", channel_id="G0PRIVATE",
+                              response_url=url, trigger_id="77.88.unheard")
+    assert (await bot.post_signed(body)).status == 200
+    await bot.settle()
+    told = [c.params for c in bot.slack.calls
+            if c.method in ("chat.postEphemeral", "chat.postMessage") and c.ok
+            and "<@U0MANAGER> is now on call" in str(c.params.get("text"))]
+    assert len(told) == 1 and told[0].get("user", told[0]["channel"]) == "U0MANAGER"
+    assert "On call now:* <@U0MANAGER>" in str((await ask(bot))["text"])
