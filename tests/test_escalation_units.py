@@ -9,6 +9,7 @@ import pytest
 
 from bot.oncall import escalation_form as forms
 from bot.oncall import escalation_views as views
+from bot.oncall.home_views import escalation_line
 from bot.oncall.escalation_store import (
     AckMode,
     AckVia,
@@ -237,3 +238,18 @@ def test_a_submission_is_read_back_shape_checked() -> None:
     view["state"]["values"]["escalation.channel"] = {"escalation.channel": {  # type: ignore[index]
         "type": "conversations_select", "selected_conversation": "not a channel"}}
     assert forms.read_submission(view).channel_id is None
+
+
+@pytest.mark.parametrize(("state", "ending"), [
+    (EscalationState.RUNNING, "📞 going on"),
+    (EscalationState.STOPPED, "⏹ stopped"),
+    (EscalationState.ANSWERED, "✅ answered"),
+    (EscalationState.EXHAUSTED, "🚨 nobody acknowledged"),
+    (EscalationState.FAILED, "⚠️ could not go on"),
+])
+def test_the_home_tabs_line_says_how_an_escalation_ended(state: str, ending: str) -> None:
+    # An escalation nobody acknowledged must never read as one still going on.
+    line = escalation_line(_escalation(state), "U0ALICE")
+    assert line.endswith(f" · <@U0ADMIN> escalated in <#C0OPS> · {ending}"), line
+    assert escalation_line(_escalation(state), "U0ADMIN").endswith(
+        f" · You escalated in <#C0OPS> · {ending}")
