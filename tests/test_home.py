@@ -74,6 +74,7 @@ async def test_the_home_tab_shows_who_is_on_call_and_my_pages(
     bot.slack.users["U0GUEST"] = {"is_restricted": True}
     guest = json.dumps(await open_home(bot, "U0GUEST"), ensure_ascii=False)
     assert "On call now" not in guest and HOME_ESCALATE_ACTION not in guest
+    assert "ask an administrator of callbot to add you to [oncall] responders" in guest
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
