@@ -161,6 +161,24 @@ async def test_requests_go_through_the_proxy_the_environment_names(
     assert len(standin.requests_to("GET", "/auth/status")) == 1
 
 
+async def test_a_proxy_refusing_the_connection_is_a_call_not_placed_rather_than_unknown(
+    refused_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The request never reached Evo Voice: the requester must hear "nothing was dialled", not
+    # "outcome unknown" (which tells them to search the call log before calling again).
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{refused_port}")
+
+    async def no_wait(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    evo = EvoVoiceClient("http://evo.invalid", USER, PASSWORD, sleep=no_wait)
+    try:
+        with pytest.raises(EvoVoiceUnreachable):
+            await evo.create_outgoing_session("flow-esc", "+18144043093")
+    finally:
+        await evo.aclose()
+
+
 async def _until(check: Callable[[], bool]) -> None:
     while not check():
         await asyncio.sleep(0.01)
