@@ -11,7 +11,13 @@ import pytest
 from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.client import EvoVoiceClient, NotFound, RateLimited
 from bot.evovoice.lookups import BATCH_SIZE
-from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, RateLimit, TooManyRequests
+from bot.standins.evovoice import (
+    ErrorStatus,
+    EvoVoiceStandIn,
+    RateLimit,
+    Respond,
+    TooManyRequests,
+)
 from tests.budget_clock import BudgetClock
 
 USER, PASSWORD = "bot@example.com", "secret"
@@ -257,6 +263,26 @@ async def test_a_429_to_a_batch_reaches_each_poll_and_pauses_every_request(
         clock.advance(30)
         await asyncio.wait_for(flow_list, 5)
     assert [r.path for r in evo.requests] == ["/sessions", "/flows"]
+
+
+async def test_the_servers_429s_without_retry_after_pause_longer_each_time_until_an_answer(
+    evo: EvoVoiceStandIn,
+) -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(6000, clock=clock, sleep=clock.sleep)
+    no_wait = TooManyRequests(retry_after=None)
+    evo.queue("GET", "/auth/status", no_wait, no_wait, Respond(), no_wait)
+    async with EvoVoiceClient(evo.url, USER, PASSWORD, budget=budget) as client:
+        pauses = []
+        for _ in range(2):
+            with pytest.raises(RateLimited):
+                await client.auth_status()
+            pauses.append(pause_left(budget, clock))
+        await client.auth_status()
+        with pytest.raises(RateLimited):
+            await client.auth_status()
+        pauses.append(pause_left(budget, clock))
+    assert pauses == [2, 4, 2]
 
 
 async def test_the_standin_rate_limit_answers_429_with_its_retry_after(
