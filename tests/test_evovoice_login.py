@@ -13,9 +13,10 @@ import pytest
 
 from bot.calls.status_views import HANG_UP_ACTION
 from bot.config import ConfigError
+from bot.evovoice.client import BadLogin, EvoVoiceClient
 from bot.evovoice.login import session_cookies
 from bot.ops.findings import Status
-from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from tests.checkups import by_subject, check
 from tests.conftest import EVO_PASSWORD, EVO_USER, BotFactory, until
@@ -133,6 +134,20 @@ async def test_calls_refused_together_share_one_sign_in_and_each_rings_once(
     await bot.settle()
     assert bot.evo.logins.signed_in == 2  # at start-up, and once for the five
     assert sorted(s["toAddress"] for s in bot.evo.sessions.values()) == numbers
+
+
+async def test_a_request_refused_again_after_a_sign_in_is_a_bad_login_not_a_loop(
+    evo: EvoVoiceStandIn,
+) -> None:
+    # A sign-in that works while the route still answers 401 (a session the servers behind a
+    # balancer don't share, say): one sign-in for the request, then the refusal, never a loop.
+    refused = ErrorStatus(401, "Not authenticated")
+    evo.queue("GET", "/flows", refused, refused, refused)
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD) as client:
+        with pytest.raises(BadLogin):
+            await client.list_flows(["acct-1"])
+    assert len(evo.requests_to("POST", SIGN_IN)) == 1
+    assert len(evo.requests_to("GET", "/flows")) == 2
 
 
 def test_the_session_cookies_are_read_as_servicestack_sets_them() -> None:
