@@ -572,6 +572,17 @@ async def test_find_sessions_newest_first(client: EvoVoiceClient, standin: EvoVo
     }
 
 
+async def test_a_listing_without_items_is_empty_not_unreadable(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    # ServiceStack leaves null properties out: a lookup that found nothing may answer `{}`. The
+    # lookup after an unanswered POST must then say "not found", not "unreadable answer".
+    standin.queue("GET", "/sessions", EmptyObject())
+    assert await client.find_sessions([ACCOUNT], to=CUSTOMER, since=datetime.now(UTC)) == []
+    standin.queue("GET", "/flows", EmptyObject())
+    assert await client.list_flows([ACCOUNT]) == []
+
+
 async def test_get_session_follows_state(client: EvoVoiceClient, standin: EvoVoiceStandIn) -> None:
     placed = await client.create_outgoing_session("flow-esc", CUSTOMER)
     assert placed.session_id is not None
