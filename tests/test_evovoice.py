@@ -465,13 +465,16 @@ async def test_refused_connection_recovers_within_the_back_off(make_client: Make
 # ------------------------------------------------------------------------------ reading sessions
 
 
-async def test_get_is_retried_once_on_503(client: EvoVoiceClient, standin: EvoVoiceStandIn) -> None:
+async def test_get_is_retried_once_on_503(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn, sleep: RecordingSleep
+) -> None:
     standin.queue("GET", "/flows", ErrorStatus(503, "Service Unavailable"))
 
     flows = await client.list_flows([ACCOUNT])
 
     assert [f.id for f in flows] == ["flow-esc"]
     assert len(standin.requests_to("GET", "/flows")) == 2
+    assert sleep.delays == [0.5]  # after a pause, not at once on a struggling server
 
 
 async def test_the_catalog_serves_its_last_lists_while_a_refresh_fails(
@@ -524,7 +527,7 @@ async def test_get_read_timeout_is_retried_once_then_times_out(
 
 
 async def test_get_is_retried_once_after_a_dropped_connection(
-    client: EvoVoiceClient, standin: EvoVoiceStandIn
+    client: EvoVoiceClient, standin: EvoVoiceStandIn, sleep: RecordingSleep
 ) -> None:
     standin.queue("GET", "/auth/status", DropConnection())
 
@@ -532,6 +535,7 @@ async def test_get_is_retried_once_after_a_dropped_connection(
 
     assert status.is_authenticated is True
     assert len(standin.requests_to("GET", "/auth/status")) == 2
+    assert sleep.delays == [0.5]
 
 
 async def test_hang_up_is_not_retried_after_it_was_sent(
