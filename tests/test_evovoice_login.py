@@ -16,7 +16,7 @@ from bot.config import ConfigError
 from bot.evovoice.client import BadLogin, EvoVoiceClient
 from bot.evovoice.login import session_cookies
 from bot.ops.findings import Status
-from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
+from bot.standins.evovoice import Answered, ErrorStatus, EvoVoiceStandIn, MalformedJson
 from bot.standins.slack import SlackStandIn
 from tests.checkups import by_subject, check
 from tests.conftest import EVO_PASSWORD, EVO_USER, BotFactory, until
@@ -148,6 +148,24 @@ async def test_a_request_refused_again_after_a_sign_in_is_a_bad_login_not_a_loop
             await client.list_flows(["acct-1"])
     assert len(evo.requests_to("POST", SIGN_IN)) == 1
     assert len(evo.requests_to("GET", "/flows")) == 2
+
+
+async def test_auth_status_answering_without_a_login_is_tried_once_on_a_session(
+    evo: EvoVoiceStandIn,
+) -> None:
+    # An empty 200 is no login read (as an empty 204 is): sign in, and ask again on the session.
+    evo.queue("GET", "/auth/status", MalformedJson(body=""))
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD) as client:
+        assert (await client.auth_status()).is_authenticated
+    assert len(evo.requests_to("POST", SIGN_IN)) == 1
+    # Still "not authenticated" on the session: a refused login after one sign-in, not two.
+    no = Answered({"isAuthenticated": False})
+    evo.queue("GET", "/auth/status", no, no, no)
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD) as client:
+        with pytest.raises(BadLogin):
+            await client.auth_status()
+    assert len(evo.requests_to("POST", SIGN_IN)) == 2
+    assert len(evo.requests_to("GET", "/auth/status")) == 4
 
 
 def test_the_session_cookies_are_read_as_servicestack_sets_them() -> None:
