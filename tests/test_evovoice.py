@@ -34,6 +34,7 @@ from bot.evovoice.catalog import Catalog
 from bot.evovoice.models import OUTGOING_PATH
 from bot.evovoice.requester import USER_AGENT, basic_authorization
 from bot.standins.evovoice import (
+    Answered,
     Delayed,
     DropConnection,
     EmptyObject,
@@ -574,6 +575,23 @@ async def test_find_sessions_newest_first(client: EvoVoiceClient, standin: EvoVo
         "page": "0",
         "countPerPage": "50",
     }
+
+
+async def test_find_sessions_keeps_what_it_cannot_rule_out(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    # The lookup after an unanswered POST: a session created at `since`, or whose date can't be
+    # read, may be the call; one created before it is not.
+    since = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    later_ms = int((since + timedelta(seconds=5)).timestamp() * 1000)
+    standin.queue("GET", "/sessions", Answered({"items": [
+        {"id": "at", "toAddress": CUSTOMER, "dateCreated": "2026-11-30T12:00:00Z"},
+        {"id": "before", "toAddress": CUSTOMER, "dateCreated": "2026-11-30T11:59:59Z"},
+        {"id": "undated", "toAddress": CUSTOMER},
+        {"id": "later", "toAddress": CUSTOMER, "dateCreated": f"/Date({later_ms}-0000)/"},
+    ]}))
+    found = await client.find_sessions([ACCOUNT], to=CUSTOMER, since=since)
+    assert [s.id for s in found] == ["later", "at", "undated"]
 
 
 async def test_a_listing_without_items_is_empty_not_unreadable(
