@@ -594,6 +594,17 @@ async def test_find_sessions_keeps_what_it_cannot_rule_out(
     assert [s.id for s in found] == ["later", "at", "undated"]
 
 
+async def test_find_sessions_stops_at_a_page_with_nothing_new(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    # A server that ignores `page` sends the same page, "more to come", every time.
+    same = Answered({"items": [{"id": "s1", "toAddress": CUSTOMER}], "hasMorePages": True})
+    standin.queue("GET", "/sessions", *[same] * 5)
+    found = await client.find_sessions([ACCOUNT], to=CUSTOMER, since=datetime.now(UTC))
+    assert [s.id for s in found] == ["s1"]
+    assert len(standin.requests_to("GET", "/sessions")) == 2
+
+
 async def test_a_listing_without_items_is_empty_not_unreadable(
     client: EvoVoiceClient, standin: EvoVoiceStandIn
 ) -> None:
