@@ -594,7 +594,7 @@ async def test_find_sessions_keeps_what_it_cannot_rule_out(
     assert [s.id for s in found] == ["later", "at", "undated"]
 
 
-async def test_find_sessions_stops_at_a_page_with_nothing_new(
+async def test_listings_stop_at_a_page_with_nothing_new(
     client: EvoVoiceClient, standin: EvoVoiceStandIn
 ) -> None:
     # A server that ignores `page` sends the same page, "more to come", every time.
@@ -603,6 +603,10 @@ async def test_find_sessions_stops_at_a_page_with_nothing_new(
     found = await client.find_sessions([ACCOUNT], to=CUSTOMER, since=datetime.now(UTC))
     assert [s.id for s in found] == ["s1"]
     assert len(standin.requests_to("GET", "/sessions")) == 2
+    flow = Answered({"items": [{"id": "flow-esc", "name": "Escalation"}], "hasMorePages": True})
+    standin.queue("GET", "/flows", *[flow] * 5)
+    assert [f.id for f in await client.list_flows([ACCOUNT])] == ["flow-esc"]
+    assert len(standin.requests_to("GET", "/flows")) == 2
 
 
 async def test_a_listing_without_items_is_empty_not_unreadable(
