@@ -28,6 +28,7 @@ from bot.evovoice.client import (
     OutcomeUnknown,
     RateLimited,
     ServerError,
+    other_host,
     parse_retry_after,
 )
 from bot.evovoice.catalog import Catalog
@@ -760,3 +761,10 @@ async def test_respond_is_the_default_behaviour(
     placed = await client.create_outgoing_session("flow-esc", CUSTOMER)
 
     assert placed.session is not None
+
+
+def test_the_other_host_is_staging_for_production_and_back() -> None:
+    # Where a refused login is tried too, to say "your login works at …" (bot/services.py).
+    assert other_host("https://evovoice.io/") == "https://team.evovoice.io"
+    assert other_host("https://Team.EvoVoice.io") == "https://evovoice.io"
+    assert other_host("https://evo.example.com") is None
