@@ -32,6 +32,7 @@ from bot.evovoice.client import (
     parse_retry_after,
 )
 from bot.evovoice.catalog import Catalog
+from bot.evovoice.errors import status_error
 from bot.evovoice.models import OUTGOING_PATH
 from bot.evovoice.requester import USER_AGENT, basic_authorization
 from bot.standins.evovoice import (
@@ -343,6 +344,22 @@ async def test_validation_error_is_bad_request_with_server_message(
     assert caught.value.message == "Caller ID is not an owned number"
     assert [e.field_name for e in caught.value.field_errors] == ["CallerId"]
     assert standin.sessions == {}
+
+
+def test_an_error_answer_is_read_however_servicestack_words_it() -> None:
+    # PascalCase (ServiceStack's other naming), the message only in the field errors, the bot's
+    # password blanked wherever the server echoes it, and a long text cut for Slack.
+    answer = httpx.Response(400, json={"ResponseStatus": {"ErrorCode": "NotEmpty", "Errors": [
+        {"FieldName": "FlowId", "Message": f"'Flow Id' must not be {PASSWORD}.",
+         "ErrorCode": "NotEmpty"}]}})
+    error = status_error(answer, PASSWORD)
+    assert isinstance(error, BadRequest) and error.error_code == "NotEmpty"
+    assert error.message == "'Flow Id' must not be ***."
+    assert [(e.field_name, e.message) for e in error.field_errors] == [
+        ("FlowId", "'Flow Id' must not be ***.")]
+    long = status_error(httpx.Response(500, json={"responseStatus": {"message": "x" * 1000}}), "")
+    assert isinstance(long, ServerError) and len(long.message) == 300
+    assert long.message.endswith("…")
 
 
 async def test_unknown_flow_is_bad_request(client: EvoVoiceClient) -> None:
