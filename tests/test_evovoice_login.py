@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -14,7 +15,7 @@ import pytest
 from bot.calls.status_views import HANG_UP_ACTION
 from bot.config import ConfigError
 from bot.evovoice.client import BadLogin, EvoVoiceClient
-from bot.evovoice.login import session_cookies
+from bot.evovoice.login import Login, session_cookies
 from bot.ops.findings import Status
 from bot.standins.evovoice import Answered, ErrorStatus, EvoVoiceStandIn, MalformedJson
 from bot.standins.slack import SlackStandIn
@@ -178,3 +179,31 @@ def test_the_session_cookies_are_read_as_servicestack_sets_them() -> None:
     ])
     assert session_cookies(answer) == "ss-id=abc; ss-pid=def; ss-opt=perm; ARRAffinity=lb1"
     assert session_cookies(httpx.Response(200, headers=[("Set-Cookie", "other=1")])) is None
+
+
+async def test_a_sign_in_counts_only_when_it_answers_2xx_with_a_session() -> None:
+    now, used, sent = [0.0], list[str](), list[httpx.Response | None]()
+    login = Login(used.append, clock=lambda: now[0])
+
+    def answering(answer: httpx.Response | None) -> Callable[[], Awaitable[httpx.Response]]:
+        async def sign_in() -> httpx.Response:
+            sent.append(answer)
+            if answer is None:
+                raise httpx.ConnectError("connection refused")
+            return answer
+        return sign_in
+
+    # ServiceStack gives any caller session cookies, one it refuses included.
+    refused = httpx.Response(401, headers=[("Set-Cookie", "ss-id=visitor; path=/")])
+    assert await login.renew(0, answering(refused)) is False
+    worked = httpx.Response(200, headers=[("Set-Cookie", "ss-pid=p1; path=/")])
+    now[0] = 10
+    assert await login.renew(0, answering(worked)) is False  # no sooner than 30 s after
+    assert len(sent) == 1 and used == [] and login.generation == 0
+    now[0] = 40
+    assert await login.renew(0, answering(None)) is False  # unreachable: no answer, no error
+    assert await login.renew(0, answering(worked)) is True
+    assert used == ["ss-pid=p1"] and login.generation == 1 and login.method == "credentials"
+    # A request refused before that sign-in is sent again on its session: no second sign-in.
+    assert await login.renew(0, answering(None)) is True
+    assert len(sent) == 3
