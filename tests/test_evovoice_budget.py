@@ -114,6 +114,27 @@ def test_a_retry_after_beyond_a_minute_is_read_as_a_minute() -> None:
     assert pause_left(budget, clock) == 60
 
 
+def test_a_shorter_retry_after_never_cuts_a_longer_pause_short() -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)
+    budget.back_off(30)
+    budget.back_off(5)  # another request's 429, asking for less
+    assert pause_left(budget, clock) == 30
+
+
+async def test_a_burst_of_calls_holds_polls_back_by_the_burst_at_most() -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)  # a token a second, 5 at once
+    assert await admitted(budget, *[Priority.FIRST] * 20) == list(range(20))
+    poll = asyncio.ensure_future(budget.admit(Priority.ROUTINE))
+    # Twenty calls went at once; the polls after them wait for the burst to refill, no longer.
+    for _ in range(6):
+        await settle()
+        assert not poll.done()
+        clock.advance(1)
+    await asyncio.wait_for(poll, 5)
+
+
 async def test_a_request_cancelled_while_waiting_takes_no_turn() -> None:
     clock = BudgetClock()
     budget = RequestBudget(60, clock=clock, sleep=clock.sleep)
