@@ -360,6 +360,11 @@ def test_an_error_answer_is_read_however_servicestack_words_it() -> None:
     long = status_error(httpx.Response(500, json={"responseStatus": {"message": "x" * 1000}}), "")
     assert isinstance(long, ServerError) and len(long.message) == 300
     assert long.message.endswith("…")
+    # "Invalid Role" makes a 403 a missing role, in its message or its code; no other status.
+    def refusal(status: int, **fields: str) -> EvoVoiceError:
+        return status_error(httpx.Response(status, json={"responseStatus": fields}), "")
+    assert isinstance(refusal(403, errorCode="Invalid Role", message="Forbidden"), MissingRole)
+    assert type(refusal(400, message="Invalid Role: Admin")) is BadRequest
 
 
 async def test_unknown_flow_is_bad_request(client: EvoVoiceClient) -> None:
