@@ -73,13 +73,14 @@ async def test_a_huge_answer_is_refused_not_read(evo: EvoVoiceStandIn) -> None:
 
 
 async def test_the_transport_stops_reading_past_its_limit(evo: EvoVoiceStandIn) -> None:
-    evo.queue("GET", "/flows", Oversized(5 * 1024 * 1024))
+    evo.queue("GET", "/flows", Oversized(1024 * 1024), Oversized(1024 * 1024 + 1))
     transport = AiohttpTransport(max_answer_bytes=1024 * 1024)
     # Evo Voice turns away a library's own User-Agent: this one is the test's.
     async with httpx.AsyncClient(base_url=evo.url, auth=(EVO_USER, EVO_PASSWORD),
                                  headers={"User-Agent": "callbot-tests"},
                                  transport=transport) as http:
-        with pytest.raises(AnswerTooLarge) as raised:
+        assert len((await http.get("/flows")).content) == 1024 * 1024  # up to the limit: read
+        with pytest.raises(AnswerTooLarge) as raised:  # a byte more: not
             await http.get("/flows")
     assert raised.value.status == 200
 
