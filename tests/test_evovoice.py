@@ -32,8 +32,9 @@ from bot.evovoice.client import (
     parse_retry_after,
 )
 from bot.evovoice.catalog import Catalog
+from bot.evovoice.dates import parse_timestamp
 from bot.evovoice.errors import status_error
-from bot.evovoice.models import OUTGOING_PATH
+from bot.evovoice.models import OUTGOING_PATH, Session
 from bot.evovoice.requester import USER_AGENT, basic_authorization
 from bot.standins.evovoice import (
     Answered,
@@ -790,3 +791,14 @@ def test_the_other_host_is_staging_for_production_and_back() -> None:
     assert other_host("https://evovoice.io/") == "https://team.evovoice.io"
     assert other_host("https://Team.EvoVoice.io") == "https://evovoice.io"
     assert other_host("https://evo.example.com") is None
+
+
+def test_servicestack_dates_and_nulls_are_read_as_sent() -> None:
+    # A DateTime never set comes as .NET's MinValue or the epoch: no date, in either form.
+    for unset in ("0001-01-01T00:00:00", "1970-01-01T00:00:00Z", "/Date(0)/", "/Date(0-0000)/"):
+        assert parse_timestamp(unset) is None, unset
+    assert parse_timestamp("/Date(1700000000000-0500)/") == datetime(2023, 11, 14, 22, 13, 20,
+                                                                    tzinfo=UTC)
+    assert parse_timestamp("2026-11-30T14:00:00") == datetime(2026, 11, 30, 14, tzinfo=UTC)
+    # ServiceStack may send null for a false flag.
+    assert Session.model_validate({"id": "s1", "ended": None}).ended is False
