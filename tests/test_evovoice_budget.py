@@ -19,6 +19,7 @@ from bot.standins.evovoice import (
     TooManyRequests,
 )
 from tests.budget_clock import BudgetClock
+from tests.conftest import until
 
 USER, PASSWORD = "bot@example.com", "secret"
 ACCOUNTS = ["acct-1"]
@@ -249,6 +250,23 @@ async def test_small_pages_are_followed(evo: EvoVoiceStandIn, client: EvoVoiceCl
     assert await poll_all(client, ids) == ids
     assert [r.path for r in evo.requests] == ["/sessions"] * 3  # pages 0, 1 and 2
     assert [r.query["page"] for r in evo.requests] == ["0", "1", "2"]
+
+
+async def test_each_page_of_a_batch_waits_its_turn(evo: EvoVoiceStandIn) -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)  # a token a second, 5 at once
+    evo.max_page_size = 10
+    ids = [evo.add_session()["id"] for _ in range(BATCH_SIZE)]
+    async with EvoVoiceClient(evo.url, USER, PASSWORD, budget=budget) as client:
+        for _ in range(5):
+            await budget.admit(Priority.ROUTINE)  # the burst spent
+        polls = asyncio.ensure_future(poll_all(client, ids))
+        for pages in (1, 2, 3):
+            clock.advance(1)
+            await until(lambda pages=pages: len(evo.requests) >= pages)
+            await asyncio.sleep(0.2)
+            assert len(evo.requests) == pages  # the next page waits for the next token
+        assert await asyncio.wait_for(polls, 5) == ids
 
 
 async def test_small_pages_from_a_server_ignoring_page_end_in_reads_alone(
