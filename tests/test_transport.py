@@ -12,7 +12,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from bot.evovoice.client import USER_AGENT, EvoVoiceClient, EvoVoiceUnreachable
+from bot.evovoice.client import USER_AGENT, EvoVoiceClient, EvoVoiceUnreachable, OutcomeUnknown
 from bot.evovoice.transport import AiohttpTransport
 from bot.standins.evovoice import Delayed, DropConnection, EvoVoiceStandIn, Trickled
 
@@ -177,6 +177,33 @@ async def test_a_proxy_refusing_the_connection_is_a_call_not_placed_rather_than_
             await evo.create_outgoing_session("flow-esc", "+18144043093")
     finally:
         await evo.aclose()
+
+
+async def test_an_answer_that_is_not_http_is_maybe_sent_never_tried_again() -> None:
+    # The request went out; what came back was no HTTP: the call may have been placed.
+    received: list[bytes] = []
+
+    async def garbled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbled, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def no_wait(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    evo = EvoVoiceClient(f"http://127.0.0.1:{port}", USER, PASSWORD, sleep=no_wait)
+    try:
+        with pytest.raises(OutcomeUnknown):
+            await evo.create_outgoing_session("flow-esc", "+18144043093")
+    finally:
+        await evo.aclose()
+        server.close()
+        await server.wait_closed()
+    assert len(received) == 1
 
 
 async def _until(check: Callable[[], bool]) -> None:
