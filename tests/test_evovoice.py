@@ -34,7 +34,7 @@ from bot.evovoice.client import (
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.dates import parse_timestamp
 from bot.evovoice.errors import status_error
-from bot.evovoice.models import OUTGOING_PATH, Session
+from bot.evovoice.models import OUTGOING_PATH, Session, parse_call_placed
 from bot.evovoice.requester import USER_AGENT, basic_authorization
 from bot.standins.evovoice import (
     Answered,
@@ -802,3 +802,11 @@ def test_servicestack_dates_and_nulls_are_read_as_sent() -> None:
     assert parse_timestamp("2026-11-30T14:00:00") == datetime(2026, 11, 30, 14, tzinfo=UTC)
     # ServiceStack may send null for a false flag.
     assert Session.model_validate({"id": "s1", "ended": None}).ended is False
+
+
+def test_a_placed_calls_answer_may_name_its_session_by_session_id_alone() -> None:
+    # The answer's type is undeclared (docs/evovoice-api.md): an id is taken wherever it is.
+    for body in ({"sessionId": "sess-9"}, {"session": {"sessionId": "sess-9"}}, {"sessionId": 9}):
+        expected = str(body.get("sessionId", "sess-9"))
+        assert parse_call_placed(httpx.Response(200, json=body)).session_id == expected
+    assert parse_call_placed(httpx.Response(200, json={"sessionId": ""})).session_id is None
