@@ -31,6 +31,7 @@ from bot.evovoice.client import (
     other_host,
     parse_retry_after,
 )
+from bot.errors import CallerIdNotOwned
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.dates import parse_timestamp
 from bot.evovoice.errors import status_error
@@ -244,6 +245,17 @@ async def test_list_phone_numbers_pages_and_falls_back_to_display_name(
     assert len(sent) == 2
     assert sent[0].query["type"] == "PhoneNumber"
     assert standin.requests_to("POST", "/endpoints/phone-numbers") == []
+
+
+async def test_the_catalog_offers_only_the_numbers_it_could_read(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    standin.phone_numbers.append({"id": "ep-3", "displayName": "Front desk", "accountId": ACCOUNT})
+    catalog = Catalog(client, [ACCOUNT], {})
+    assert await catalog.owned_numbers() == [OWNED]
+    with pytest.raises(CallerIdNotOwned) as refused:
+        await catalog.check_caller_id("+18145550199")
+    assert "Owned numbers: +1" in refused.value.user_message
 
 
 async def test_list_with_wrong_shape_is_malformed(
