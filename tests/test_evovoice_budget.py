@@ -187,13 +187,16 @@ async def test_polls_made_together_are_read_a_batch_a_request(
     assert client.polls.batching
 
 
-async def test_a_session_id_holding_a_comma_is_read_alone(
+async def test_a_session_id_holding_a_comma_or_a_slash_is_read_alone(
     evo: EvoVoiceStandIn, client: EvoVoiceClient
 ) -> None:
     # specificIds is a comma-separated list: "a,b" in it would be two ids, neither of them this.
     odd = evo.add_session(id="sess-1,2")["id"]
     assert await poll_all(client, [odd]) == [odd]
     assert [r.path for r in evo.requests] == [f"/sessions/{odd}"]
+    # A slash is part of the id too, never a path segment of its own.
+    slashed = evo.add_session(id="sess/3")["id"]
+    assert (await client.get_session(slashed)).id == slashed
 
 
 async def test_a_server_ignoring_specific_ids_is_noticed_and_each_session_read_alone(
