@@ -254,8 +254,23 @@ def describe(exc: Expected) -> str:
             "Nothing was dialled. Tell the callbot operators."
         )
     if isinstance(exc, evovoice.EvoVoiceStatusError):
-        return f"Evo Voice refused the call: {exc.message}. Nothing was dialled."
-    return f"Evo Voice failed: {exc.message}. Try again in a minute."
+        return f"Evo Voice refused the call: {_sentence(exc.message)} Nothing was dialled."
+    return f"Evo Voice failed: {_sentence(exc.message)} Try again in a minute."
+
+
+def describe_hang_up(exc: evovoice.EvoVoiceError) -> str:
+    """Why Evo Voice did not end a call, in plain words: describe() speaks of a call being placed
+    ("Evo Voice refused the call … Nothing was dialled"), wrong of a call that may still ring."""
+    if isinstance(exc, evovoice.MissingRole) and exc.needed == (evovoice.HANG_UP_ROLE,):
+        return describe(exc)
+    return _sentence(exc.message)
+
+
+def _sentence(text: str) -> str:
+    """``text`` ending in one full stop: the server's messages and the client's own often have
+    theirs already."""
+    text = text.rstrip()
+    return text if text.endswith((".", "!", "?", "…")) else f"{text}."
 
 
 def log_unexpected(exc: BaseException, what: str = "unexpected error") -> str:

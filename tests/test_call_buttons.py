@@ -139,6 +139,7 @@ async def test_a_hang_up_refused_both_ways_for_a_role_is_said_and_not_shown_as_d
     _, url = await click(bot, status, HANG_UP_ACTION)
     [answer] = await bot.slack.wait_for_response(url)
     assert "Evo Voice did not hang up" in answer["text"] and "lacks the role" in answer["text"]
+    assert "An operator can grant" in answer["text"]  # what to do next
     assert bot.evo.hang_ups(session_id) == []
     # The call goes on, then ends on its own: nobody hung it up.
     end_session(bot, session_id, after_seconds=60, outcome="Completed")

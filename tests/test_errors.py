@@ -12,7 +12,7 @@ import pytest
 import bot
 from bot import errors
 from bot.calls.command_text import CommandRejected
-from bot.evovoice.client import EvoVoiceError, OutcomeUnknown
+from bot.evovoice.client import EvoVoiceError, EvoVoiceTimeout, MalformedResponse, OutcomeUnknown
 from bot.phone import NumberRejected, RejectCode
 
 
@@ -42,6 +42,17 @@ def test_parse_refusals_are_callbot_errors() -> None:
     assert errors.describe(rejected) == rejected.reason
     command = CommandRejected("That command is too long.")
     assert errors.describe(command) == "That command is too long."
+
+
+@pytest.mark.parametrize("exc", [
+    EvoVoiceTimeout("Evo Voice did not answer (no answer in time)."),
+    MalformedResponse("Evo Voice sent an answer the bot could not read."),
+    MalformedResponse("no full stop"),
+])
+def test_the_voice_apis_own_words_end_in_one_full_stop(exc: EvoVoiceError) -> None:
+    text = errors.describe(exc)
+    assert exc.message.rstrip(".") in text and ".." not in text, text
+    assert text.endswith("Try again in a minute."), text
 
 
 def test_describing_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:

@@ -11,8 +11,15 @@ import pytest
 from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.client import EvoVoiceClient, NotFound, RateLimited
 from bot.evovoice.lookups import BATCH_SIZE
-from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, RateLimit, TooManyRequests
+from bot.standins.evovoice import (
+    ErrorStatus,
+    EvoVoiceStandIn,
+    RateLimit,
+    Respond,
+    TooManyRequests,
+)
 from tests.budget_clock import BudgetClock
+from tests.conftest import until
 
 USER, PASSWORD = "bot@example.com", "secret"
 ACCOUNTS = ["acct-1"]
@@ -108,6 +115,27 @@ def test_a_retry_after_beyond_a_minute_is_read_as_a_minute() -> None:
     assert pause_left(budget, clock) == 60
 
 
+def test_a_shorter_retry_after_never_cuts_a_longer_pause_short() -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)
+    budget.back_off(30)
+    budget.back_off(5)  # another request's 429, asking for less
+    assert pause_left(budget, clock) == 30
+
+
+async def test_a_burst_of_calls_holds_polls_back_by_the_burst_at_most() -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)  # a token a second, 5 at once
+    assert await admitted(budget, *[Priority.FIRST] * 20) == list(range(20))
+    poll = asyncio.ensure_future(budget.admit(Priority.ROUTINE))
+    # Twenty calls went at once; the polls after them wait for the burst to refill, no longer.
+    for _ in range(6):
+        await settle()
+        assert not poll.done()
+        clock.advance(1)
+    await asyncio.wait_for(poll, 5)
+
+
 async def test_a_request_cancelled_while_waiting_takes_no_turn() -> None:
     clock = BudgetClock()
     budget = RequestBudget(60, clock=clock, sleep=clock.sleep)
@@ -157,6 +185,18 @@ async def test_polls_made_together_are_read_a_batch_a_request(
     assert all(len(r.query["specificIds"].split(",")) <= BATCH_SIZE for r in listings)
     assert all(r.query["accountIds"] == "acct-1" for r in listings)
     assert client.polls.batching
+
+
+async def test_a_session_id_holding_a_comma_or_a_slash_is_read_alone(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    # specificIds is a comma-separated list: "a,b" in it would be two ids, neither of them this.
+    odd = evo.add_session(id="sess-1,2")["id"]
+    assert await poll_all(client, [odd]) == [odd]
+    assert [r.path for r in evo.requests] == [f"/sessions/{odd}"]
+    # A slash is part of the id too, never a path segment of its own.
+    slashed = evo.add_session(id="sess/3")["id"]
+    assert (await client.get_session(slashed)).id == slashed
 
 
 async def test_a_server_ignoring_specific_ids_is_noticed_and_each_session_read_alone(
@@ -215,6 +255,23 @@ async def test_small_pages_are_followed(evo: EvoVoiceStandIn, client: EvoVoiceCl
     assert [r.query["page"] for r in evo.requests] == ["0", "1", "2"]
 
 
+async def test_each_page_of_a_batch_waits_its_turn(evo: EvoVoiceStandIn) -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)  # a token a second, 5 at once
+    evo.max_page_size = 10
+    ids = [evo.add_session()["id"] for _ in range(BATCH_SIZE)]
+    async with EvoVoiceClient(evo.url, USER, PASSWORD, budget=budget) as client:
+        for _ in range(5):
+            await budget.admit(Priority.ROUTINE)  # the burst spent
+        polls = asyncio.ensure_future(poll_all(client, ids))
+        for pages in (1, 2, 3):
+            clock.advance(1)
+            await until(lambda pages=pages: len(evo.requests) >= pages)
+            await asyncio.sleep(0.2)
+            assert len(evo.requests) == pages  # the next page waits for the next token
+        assert await asyncio.wait_for(polls, 5) == ids
+
+
 async def test_small_pages_from_a_server_ignoring_page_end_in_reads_alone(
     evo: EvoVoiceStandIn, client: EvoVoiceClient
 ) -> None:
@@ -257,6 +314,26 @@ async def test_a_429_to_a_batch_reaches_each_poll_and_pauses_every_request(
         clock.advance(30)
         await asyncio.wait_for(flow_list, 5)
     assert [r.path for r in evo.requests] == ["/sessions", "/flows"]
+
+
+async def test_the_servers_429s_without_retry_after_pause_longer_each_time_until_an_answer(
+    evo: EvoVoiceStandIn,
+) -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(6000, clock=clock, sleep=clock.sleep)
+    no_wait = TooManyRequests(retry_after=None)
+    evo.queue("GET", "/auth/status", no_wait, no_wait, Respond(), no_wait)
+    async with EvoVoiceClient(evo.url, USER, PASSWORD, budget=budget) as client:
+        pauses = []
+        for _ in range(2):
+            with pytest.raises(RateLimited):
+                await client.auth_status()
+            pauses.append(pause_left(budget, clock))
+        await client.auth_status()
+        with pytest.raises(RateLimited):
+            await client.auth_status()
+        pauses.append(pause_left(budget, clock))
+    assert pauses == [2, 4, 2]
 
 
 async def test_the_standin_rate_limit_answers_429_with_its_retry_after(

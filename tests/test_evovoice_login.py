@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -13,9 +14,10 @@ import pytest
 
 from bot.calls.status_views import HANG_UP_ACTION
 from bot.config import ConfigError
-from bot.evovoice.login import session_cookies
+from bot.evovoice.client import BadLogin, EvoVoiceClient
+from bot.evovoice.login import Login, session_cookies
 from bot.ops.findings import Status
-from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.evovoice import Answered, ErrorStatus, EvoVoiceStandIn, MalformedJson
 from bot.standins.slack import SlackStandIn
 from tests.checkups import by_subject, check
 from tests.conftest import EVO_PASSWORD, EVO_USER, BotFactory, until
@@ -135,6 +137,38 @@ async def test_calls_refused_together_share_one_sign_in_and_each_rings_once(
     assert sorted(s["toAddress"] for s in bot.evo.sessions.values()) == numbers
 
 
+async def test_a_request_refused_again_after_a_sign_in_is_a_bad_login_not_a_loop(
+    evo: EvoVoiceStandIn,
+) -> None:
+    # A sign-in that works while the route still answers 401 (a session the servers behind a
+    # balancer don't share, say): one sign-in for the request, then the refusal, never a loop.
+    refused = ErrorStatus(401, "Not authenticated")
+    evo.queue("GET", "/flows", refused, refused, refused)
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD) as client:
+        with pytest.raises(BadLogin):
+            await client.list_flows(["acct-1"])
+    assert len(evo.requests_to("POST", SIGN_IN)) == 1
+    assert len(evo.requests_to("GET", "/flows")) == 2
+
+
+async def test_auth_status_answering_without_a_login_is_tried_once_on_a_session(
+    evo: EvoVoiceStandIn,
+) -> None:
+    # An empty 200 is no login read (as an empty 204 is): sign in, and ask again on the session.
+    evo.queue("GET", "/auth/status", MalformedJson(body=""))
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD) as client:
+        assert (await client.auth_status()).is_authenticated
+    assert len(evo.requests_to("POST", SIGN_IN)) == 1
+    # Still "not authenticated" on the session: a refused login after one sign-in, not two.
+    no = Answered({"isAuthenticated": False})
+    evo.queue("GET", "/auth/status", no, no, no)
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD) as client:
+        with pytest.raises(BadLogin):
+            await client.auth_status()
+    assert len(evo.requests_to("POST", SIGN_IN)) == 2
+    assert len(evo.requests_to("GET", "/auth/status")) == 4
+
+
 def test_the_session_cookies_are_read_as_servicestack_sets_them() -> None:
     expires = "expires=Mon, 30 Nov 2046 12:00:00 GMT; path=/; samesite=lax; httponly; secure"
     answer = httpx.Response(200, headers=[
@@ -145,3 +179,31 @@ def test_the_session_cookies_are_read_as_servicestack_sets_them() -> None:
     ])
     assert session_cookies(answer) == "ss-id=abc; ss-pid=def; ss-opt=perm; ARRAffinity=lb1"
     assert session_cookies(httpx.Response(200, headers=[("Set-Cookie", "other=1")])) is None
+
+
+async def test_a_sign_in_counts_only_when_it_answers_2xx_with_a_session() -> None:
+    now, used, sent = [0.0], list[str](), list[httpx.Response | None]()
+    login = Login(used.append, clock=lambda: now[0])
+
+    def answering(answer: httpx.Response | None) -> Callable[[], Awaitable[httpx.Response]]:
+        async def sign_in() -> httpx.Response:
+            sent.append(answer)
+            if answer is None:
+                raise httpx.ConnectError("connection refused")
+            return answer
+        return sign_in
+
+    # ServiceStack gives any caller session cookies, one it refuses included.
+    refused = httpx.Response(401, headers=[("Set-Cookie", "ss-id=visitor; path=/")])
+    assert await login.renew(0, answering(refused)) is False
+    worked = httpx.Response(200, headers=[("Set-Cookie", "ss-pid=p1; path=/")])
+    now[0] = 10
+    assert await login.renew(0, answering(worked)) is False  # no sooner than 30 s after
+    assert len(sent) == 1 and used == [] and login.generation == 0
+    now[0] = 40
+    assert await login.renew(0, answering(None)) is False  # unreachable: no answer, no error
+    assert await login.renew(0, answering(worked)) is True
+    assert used == ["ss-pid=p1"] and login.generation == 1 and login.method == "credentials"
+    # A request refused before that sign-in is sent again on its session: no second sign-in.
+    assert await login.renew(0, answering(None)) is True
+    assert len(sent) == 3

@@ -12,9 +12,16 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from bot.calls.models import Outcome
-from bot.evovoice.client import EvoVoiceClient, RequestObserved
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, RequestObserved
 from bot.ops.metrics import Metrics, request_kind
-from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, TooManyRequests
+from bot.standins.evovoice import (
+    Behaviour,
+    Delayed,
+    DropConnection,
+    ErrorStatus,
+    EvoVoiceStandIn,
+    TooManyRequests,
+)
 from bot.standins.slack import slash_command_body
 from tests.conftest import EVO_PASSWORD, EVO_USER, BotFactory, BotUnderTest, policy_with
 
@@ -194,6 +201,25 @@ async def test_evovoice_observer_counts_every_failed_connect() -> None:
         await client.auth_status()
     await client.aclose()
     assert [o.error for o in seen] == ["unreachable"] * 3
+
+
+@pytest.mark.parametrize(("behaviour", "status", "error"), [
+    (DropConnection(), None, "connection_lost"),
+    (Delayed(5.0), None, "timeout"),
+    (ErrorStatus(503), 503, "server_error"),
+    (ErrorStatus(403, "Invalid Role"), 403, "missing_role"),
+    (TooManyRequests(), 429, "rate_limited"),
+])
+async def test_evovoice_observer_names_how_a_call_failed(
+    evo: EvoVoiceStandIn, behaviour: Behaviour, status: int | None, error: str
+) -> None:
+    seen: list[RequestObserved] = []
+    evo.queue_outgoing(behaviour)
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD, observer=seen.append,
+                              timeout=httpx.Timeout(0.5)) as client:
+        with pytest.raises(EvoVoiceError):
+            await client.create_outgoing_session("flow-esc", "+18144043093")
+    assert [(o.route, o.status, o.error) for o in seen] == [("/sessions/outgoing", status, error)]
 
 
 async def test_a_failing_observer_never_breaks_a_request(evo: EvoVoiceStandIn) -> None:

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 import httpx
 import pytest
 
-from bot.evovoice.client import BadRequest, EvoVoiceClient
+from bot.evovoice.client import BadRequest, EvoVoiceClient, MalformedResponse
 from bot.evovoice.requester import USER_AGENT, basic_authorization
 from bot.standins.evovoice import EvoVoiceStandIn
 
@@ -71,6 +71,10 @@ async def test_delete_sessions_without_an_id_deletes_them_all_and_the_client_nev
     standin.add_session(toAddress=CUSTOMER)
     with pytest.raises(ValueError):
         await client.hang_up("")
+    # Path segments a URL drops: DELETE /sessions/. would be sent as DELETE /sessions.
+    for dots in (".", ".."):
+        with pytest.raises(MalformedResponse):
+            await client.hang_up(dots)
     assert standin.requests == [] and len(standin.sessions) == 1
     async with httpx.AsyncClient(base_url=standin.url, headers=HONEST) as http:
         assert (await http.delete("/sessions")).status_code == 204

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from bot.evovoice.client import USER_AGENT, EvoVoiceClient, EvoVoiceUnreachable
+from bot.evovoice.client import USER_AGENT, EvoVoiceClient, EvoVoiceUnreachable, OutcomeUnknown
 from bot.evovoice.transport import AiohttpTransport
 from bot.standins.evovoice import Delayed, DropConnection, EvoVoiceStandIn, Trickled
 
@@ -159,6 +159,51 @@ async def test_requests_go_through_the_proxy_the_environment_names(
             await client.get("/auth/status")
     assert response.json()["isAuthenticated"] is True
     assert len(standin.requests_to("GET", "/auth/status")) == 1
+
+
+async def test_a_proxy_refusing_the_connection_is_a_call_not_placed_rather_than_unknown(
+    refused_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The request never reached Evo Voice: the requester must hear "nothing was dialled", not
+    # "outcome unknown" (which tells them to search the call log before calling again).
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{refused_port}")
+
+    async def no_wait(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    evo = EvoVoiceClient("http://evo.invalid", USER, PASSWORD, sleep=no_wait)
+    try:
+        with pytest.raises(EvoVoiceUnreachable):
+            await evo.create_outgoing_session("flow-esc", "+18144043093")
+    finally:
+        await evo.aclose()
+
+
+async def test_an_answer_that_is_not_http_is_maybe_sent_never_tried_again() -> None:
+    # The request went out; what came back was no HTTP: the call may have been placed.
+    received: list[bytes] = []
+
+    async def garbled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"NOT HTTP AT ALL\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbled, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    async def no_wait(seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    evo = EvoVoiceClient(f"http://127.0.0.1:{port}", USER, PASSWORD, sleep=no_wait)
+    try:
+        with pytest.raises(OutcomeUnknown):
+            await evo.create_outgoing_session("flow-esc", "+18144043093")
+    finally:
+        await evo.aclose()
+        server.close()
+        await server.wait_closed()
+    assert len(received) == 1
 
 
 async def _until(check: Callable[[], bool]) -> None:

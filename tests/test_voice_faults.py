@@ -109,6 +109,8 @@ async def test_an_id_in_the_answer_that_names_no_session_does_not_lose_the_call(
 
 @pytest.mark.parametrize(("status", "message"), [
     (404, "Flow not found"), (409, "The flow is being edited"), (400, "Flow is disabled"),
+    # ServiceStack's validation messages are sentences of their own, full stop included.
+    (400, "'Flow Id' must not be empty."),
 ])
 async def test_a_4xx_to_the_post_says_why_and_that_nothing_was_dialled(
     bot_factory: BotFactory, status: int, message: str
@@ -121,6 +123,7 @@ async def test_a_4xx_to_the_post_says_why_and_that_nothing_was_dialled(
     await bot.settle()
     result = thread_result(bot)
     assert message in result and "Nothing was dialled" in result, result
+    assert ".." not in result, result
     assert len(bot.evo.outgoing_posts) == 1
 
 

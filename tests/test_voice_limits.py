@@ -16,6 +16,7 @@ from bot.evovoice.client import (
     EvoVoiceClient,
     EvoVoiceTimeout,
     MalformedResponse,
+    OutcomeUnknown,
     RateLimited,
 )
 from bot.evovoice.transport import AiohttpTransport, AnswerTooLarge
@@ -72,13 +73,14 @@ async def test_a_huge_answer_is_refused_not_read(evo: EvoVoiceStandIn) -> None:
 
 
 async def test_the_transport_stops_reading_past_its_limit(evo: EvoVoiceStandIn) -> None:
-    evo.queue("GET", "/flows", Oversized(5 * 1024 * 1024))
+    evo.queue("GET", "/flows", Oversized(1024 * 1024), Oversized(1024 * 1024 + 1))
     transport = AiohttpTransport(max_answer_bytes=1024 * 1024)
     # Evo Voice turns away a library's own User-Agent: this one is the test's.
     async with httpx.AsyncClient(base_url=evo.url, auth=(EVO_USER, EVO_PASSWORD),
                                  headers={"User-Agent": "callbot-tests"},
                                  transport=transport) as http:
-        with pytest.raises(AnswerTooLarge) as raised:
+        assert len((await http.get("/flows")).content) == 1024 * 1024  # up to the limit: read
+        with pytest.raises(AnswerTooLarge) as raised:  # a byte more: not
             await http.get("/flows")
     assert raised.value.status == 200
 
@@ -97,6 +99,16 @@ async def test_a_huge_answer_to_a_placed_call_is_still_a_placed_call(
     end_session(bot, session_id, after_seconds=30, outcome="Completed")
     await wait_for_edit(bot, status, "Ended")
     assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_a_huge_error_answer_to_a_call_is_an_unknown_outcome(evo: EvoVoiceStandIn) -> None:
+    # A 5xx may have placed the call (docs/evovoice-api.md, "Retrying safely"), however large its
+    # body: never "try again", which could ring twice.
+    evo.queue_outgoing(Oversized(20 * 1024 * 1024, status=502))
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD) as client:
+        with pytest.raises(OutcomeUnknown):
+            await client.create_outgoing_session("flow-esc", FULL)
+    assert len(evo.outgoing_posts) == 1
 
 
 async def test_a_day_long_retry_after_is_read_as_the_ceiling(evo: EvoVoiceStandIn) -> None:

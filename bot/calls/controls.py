@@ -28,7 +28,7 @@ from bot.calls.service import CallService
 from bot.calls.status_views import can_call_again, can_hang_up
 from bot.calls.store import CallStore, TrackedCall
 from bot.config import KNOWN_ROLES
-from bot.errors import CallbotError, describe
+from bot.errors import CallbotError, describe, describe_hang_up
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound
 from bot.slack.notify import Notifier
 from bot.storage.faults import refused_when_database_fails, until_database_answers
@@ -148,7 +148,7 @@ class CallControls:
                 self._follower.poke(call.id)
                 raise CallNotLive() from None
             except EvoVoiceError as exc:
-                await self._tell(click, HangUpFailed(exc.message))
+                await self._tell(click, HangUpFailed(describe_hang_up(exc)))
                 await self._record(call, EventKind.HANG_UP_FAILED, click, reason_of(exc))
                 return
         except CallbotError as exc:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from bot.audit.trail import AuditLog, EventKind
 from bot.calls.follow import CallFollower
 from bot.calls.store import CallStore, TrackedCall
-from bot.errors import describe
+from bot.errors import describe_hang_up
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_card import EscalationCard
@@ -222,7 +222,7 @@ class Endings:
             logger.warning("escalation %s: hanging up call %s failed: %s", escalation.id, call.id,
                            type(exc).__name__, extra=_call_fields(escalation, call))
             await self.record_call_event(call, EventKind.HANG_UP_FAILED, f"escalation: {why}")
-            return f"(Hanging up that call failed: {describe(exc)} It may still ring.)"
+            return f"(Hanging up that call failed: {describe_hang_up(exc)} It may still ring.)"
         else:
             logger.info("escalation %s: call %s hung up (%s)", escalation.id, call.id, why,
                         extra=_call_fields(escalation, call))

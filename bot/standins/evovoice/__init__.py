@@ -31,7 +31,7 @@ behaviour              answer                                                   
 ``Gated(gate, then)``  waits until the test sets ``gate`` (an asyncio.Event)       as ``then``
 ``Acted(then)``        the side effect at once, then the answer of ``then``       yes
 ``Trickled(s)``        the normal answer, its body one byte every ``s`` seconds   yes
-``Oversized(n)``       200 with a JSON body of ``n`` bytes, chunked (no length)   yes
+``Oversized(n, s)``    200 (or ``s``), a JSON body of ``n`` bytes, chunked        yes
 =====================  =========================================================  ============
 
 \\* the route's side effect: POST /sessions/outgoing creates a session (so ``GET /sessions?to=``

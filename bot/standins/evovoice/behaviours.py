@@ -109,10 +109,11 @@ class Trickled:
 
 @dataclass(frozen=True)
 class Oversized:
-    """Do the route's side effect, answer 200 with ``size`` bytes of valid JSON, sent chunked
-    (no Content-Length), so only counting what arrives can tell it is too large."""
+    """Do the route's side effect, answer ``status`` with ``size`` bytes of valid JSON, sent
+    chunked (no Content-Length), so only counting what arrives can tell it is too large."""
 
     size: int = 40 * 1024 * 1024
+    status: int = 200  # a 5xx: a gateway's error page, say, after the call was placed
 
 
 Behaviour = (
@@ -233,7 +234,7 @@ async def perform(
     if isinstance(behaviour, Trickled):
         return await _trickle(request, normal, behaviour.seconds_per_byte, stopping)
     if isinstance(behaviour, Oversized):
-        return await _oversized(request, behaviour.size)
+        return await _oversized(request, behaviour.size, behaviour.status)
     return normal
 
 
@@ -253,8 +254,8 @@ async def _trickle(
     return response
 
 
-async def _oversized(request: web.Request, size: int) -> web.StreamResponse:
-    response = web.StreamResponse(status=200)
+async def _oversized(request: web.Request, size: int, status: int) -> web.StreamResponse:
+    response = web.StreamResponse(status=status)
     response.content_type = "application/json"
     response.enable_chunked_encoding()
     await response.prepare(request)
