@@ -253,6 +253,25 @@ async def test_history_counts_a_call_answered_by_nobody_named_as_answered(
     assert line.split(" · ")[4].startswith("✅ answered, Completed, 1m 05s")
 
 
+async def test_a_number_given_as_who_answered_is_kept_masked_in_the_audit_trail(
+    bot_factory: BotFactory,
+) -> None:
+    # Evo Voice names the answering party as it likes, a phone number too: the audit trail keeps
+    # no full number, whoever wrote it.
+    bot, status, session_id = await placed_call(bot_factory)
+    bot.evo.set_session_state(session_id, callState="Connected", answeredByName=OTHER)
+    await wait_for_edit(bot, status, "Connected")
+    end_session(bot, session_id, after_seconds=65, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended")
+    await bot.settle()
+    assert "5551234" not in await all_audit_text(bot)
+    [record] = await audit_records(bot)
+    answered = record.last("answered")
+    assert answered is not None and answered.answered_by == "+1 814 ••• 1234"
+    [line] = lines(await history(bot))
+    assert "answered by +1 814 ••• 1234" in line
+
+
 def users_list(members: dict[str, dict[str, str]]) -> Any:
     def answer(call: ApiCall) -> dict[str, Any]:
         return {
