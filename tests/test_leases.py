@@ -194,6 +194,47 @@ async def test_a_dead_replicas_lease_moves_within_lease_seconds_and_a_stall_keep
     assert await b.take("call", 1), "a died: b's round before LEASE_SECONDS takes it over"
 
 
+class PausingLeases(Leases):
+    """Leases whose `held` pauses once it has read the table, as a busy database or event loop
+    may make a round of the lease keeper wait."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        super().__init__(db, lease_seconds=15, owner="a", clock=clock)
+        self.read = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    async def held(self, kind: str) -> set[int]:
+        found = await super().held(kind)
+        self.read.set()
+        await self.go_on.wait()
+        return found
+
+
+async def test_a_row_started_during_a_keepers_round_is_not_taken_for_one_lost(
+    db: Database,
+) -> None:
+    # A call placed (or an escalation started) while a round of the lease keeper was reading the
+    # leases: its lease is this replica's, so its task must go on. Cancelled, nobody would ever
+    # follow it: its lease stays this replica's, renewed every round.
+    leases = PausingLeases(db, Clock())
+
+    async def nothing(row_id: int, exc: Exception) -> None:
+        raise AssertionError(exc)
+
+    async def run() -> None:
+        await asyncio.Event().wait()
+
+    a = RowRunner("call", leases, on_error=nothing)
+    round_ = asyncio.create_task(a.take_over(_no_rows, lambda _: run))
+    await leases.read.wait()
+    assert await a.start(9, run)
+    leases.go_on.set()
+    await round_
+    await asyncio.sleep(0)
+    assert 9 in a, "a row started during the round is still running"
+    await a.stop()
+
+
 async def test_releasing_a_row_lets_go_of_ones_own_lease_only(db: Database) -> None:
     # a stalled past its lease and b took the row over; a's task then ends and gives its lease
     # back: b's must stay b's, or a third replica would run the row beside b.
