@@ -253,6 +253,16 @@ async def test_history_counts_a_call_answered_by_nobody_named_as_answered(
     assert line.split(" · ")[4].startswith("✅ answered, Completed, 1m 05s")
 
 
+async def test_a_number_that_cannot_be_read_is_recorded_masked(bot_factory: BotFactory) -> None:
+    # Refused as unreadable, the number typed is still kept masked, never as typed.
+    bot = await bot_factory("http")
+    await bot.command("+18144043093x escalation")
+    await bot.settle()
+    [record] = await audit_records(bot)
+    assert record.decision == "refused"
+    assert "3093" not in await all_audit_text(bot)
+
+
 async def test_a_number_given_as_who_answered_is_kept_masked_in_the_audit_trail(
     bot_factory: BotFactory,
 ) -> None:
