@@ -345,6 +345,34 @@ async def test_history_by_name_passes_over_deactivated_accounts(bot_factory: Bot
     assert "<@U0LEAD1>" in line
 
 
+async def test_history_by_name_reads_every_page_and_asks_which_of_several(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} escalation", user_id="U0LEAD1")
+    await bot.settle()
+    first_page = users_list({"U0MANAGER": {"name": "manager"}})
+    second_page = users_list({"U0LEAD1": {"name": "alex"}})
+
+    def paged(call: ApiCall) -> dict[str, Any]:
+        if call.params.get("cursor"):
+            return second_page(call)  # type: ignore[no-any-return]
+        answer: dict[str, Any] = first_page(call)
+        answer["response_metadata"] = {"next_cursor": "page-2"}
+        return answer
+
+    bot.slack.on("users.list", paged)
+    [line] = lines(await history(bot, "@alex"))
+    assert "<@U0LEAD1>" in line
+    # Two people answer to the name: never one of them picked, whose calls would be shown as
+    # the other's.
+    bot.slack.on("users.list", users_list(
+        {"U0LEAD1": {"name": "alex"}, "U0LEAD2": {"name": "lex", "display": "Alex"}}
+    ))
+    answer = await history(bot, "@alex")
+    assert "Several people go by @alex: U0LEAD1 (alex), U0LEAD2 (lex)" in answer["text"]
+
+
 async def test_history_filters_by_number(bot: BotUnderTest) -> None:
     await bot.command(f"{FULL} escalation")
     await bot.command(f"{OTHER} escalation")
