@@ -394,3 +394,4 @@ async def test_history_explains_a_filter_it_cannot_use(bot_factory: BotFactory) 
     assert "Usage: /call history" in answer["text"]
     answer = await history(bot, "+1 814")
     assert "Usage: /call history" in answer["text"]
+    assert "can't be a phone number (too few digits)" in answer["text"]  # and why
