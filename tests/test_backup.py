@@ -66,6 +66,9 @@ def test_a_copy_that_fails_says_why_and_leaves_nothing_to_refuse_the_next_try(
     code, _, err = run_main(["backup", str(tmp_path / "no" / "copy.db")], env, tmp_path,
                             monkeypatch, capsys)
     assert code == 2 and "is not a directory" in err
+    code, _, err = run_main(["backup", str(copy)], {"DATABASE_URL": "sqlite:///./gone.db"},
+                            tmp_path, monkeypatch, capsys)
+    assert code == 2 and "gone.db does not exist: check DATABASE_URL" in err
     code, _, err = run_main(["backup", str(copy)], {"DATABASE_URL": "mysql://db/callbot"},
                             tmp_path, monkeypatch, capsys)
     assert code == 2 and "DATABASE_URL: use sqlite:///PATH" in err
