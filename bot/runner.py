@@ -9,8 +9,8 @@ service alone) the rules are the same within the process.
   another replica holds the lease.
 - `adopt(ids, work_for)`: start each row not running anywhere (its lease expired: its replica died).
 - `take_over(row_ids, work_for)`: a lease keeper's round: `drop_lost`, then `adopt`.
-- `drop_lost(held)`: stop the tasks whose lease this replica no longer holds (it stalled so long
-  that another replica took them over).
+- `drop_lost(held, running)`: stop the tasks whose lease this replica no longer holds (it stalled
+  so long that another replica took them over).
 - `stop(grace)`: wake every task, give them `grace` seconds to reach a safe point (work that
   checks `closed`), cancel the rest, and release the leases so other replicas continue at once.
 
@@ -137,9 +137,10 @@ class RowRunner:
                 started.append(row_id)
         return started
 
-    def drop_lost(self, held: set[int]) -> None:
-        for row_id, task in list(self._tasks.items()):
-            if row_id not in held:
+    def drop_lost(self, held: set[int], running: dict[int, asyncio.Task[None]]) -> None:
+        """Cancel those of the `running` tasks (read before `held`) whose lease is not held."""
+        for row_id, task in running.items():
+            if row_id not in held and self._tasks.get(row_id) is task:
                 logger.warning("%s %s: its lease was taken over by another replica; "
                                "leaving it to them", self.kind, row_id)
                 task.cancel()
@@ -150,7 +151,10 @@ class RowRunner:
         """One round of the lease keeper: let go of the rows another replica has taken, and start
         those whose replica stopped or died."""
         if self._leases is not None:
-            self.drop_lost(await self._leases.held(self.kind))
+            # Only the tasks that ran before the leases were read: one started meanwhile (a call
+            # just placed, its lease written with its row) may be missing from what was read.
+            running = dict(self._tasks)
+            self.drop_lost(await self._leases.held(self.kind), running)
         started = await self.adopt(await row_ids(), work_for)
         if started:
             logger.info("taking over %s %d (another replica stopped or died)", self.kind,

@@ -253,6 +253,35 @@ async def test_history_counts_a_call_answered_by_nobody_named_as_answered(
     assert line.split(" · ")[4].startswith("✅ answered, Completed, 1m 05s")
 
 
+async def test_a_number_that_cannot_be_read_is_recorded_masked(bot_factory: BotFactory) -> None:
+    # Refused as unreadable, the number typed is still kept masked, never as typed.
+    bot = await bot_factory("http")
+    await bot.command("+18144043093x escalation")
+    await bot.settle()
+    [record] = await audit_records(bot)
+    assert record.decision == "refused"
+    assert "3093" not in await all_audit_text(bot)
+
+
+async def test_a_number_given_as_who_answered_is_kept_masked_in_the_audit_trail(
+    bot_factory: BotFactory,
+) -> None:
+    # Evo Voice names the answering party as it likes, a phone number too: the audit trail keeps
+    # no full number, whoever wrote it.
+    bot, status, session_id = await placed_call(bot_factory)
+    bot.evo.set_session_state(session_id, callState="Connected", answeredByName=OTHER)
+    await wait_for_edit(bot, status, "Connected")
+    end_session(bot, session_id, after_seconds=65, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended")
+    await bot.settle()
+    assert "5551234" not in await all_audit_text(bot)
+    [record] = await audit_records(bot)
+    answered = record.last("answered")
+    assert answered is not None and answered.answered_by == "+1 814 ••• 1234"
+    [line] = lines(await history(bot))
+    assert "answered by +1 814 ••• 1234" in line
+
+
 def users_list(members: dict[str, dict[str, str]]) -> Any:
     def answer(call: ApiCall) -> dict[str, Any]:
         return {
@@ -316,6 +345,34 @@ async def test_history_by_name_passes_over_deactivated_accounts(bot_factory: Bot
     assert "<@U0LEAD1>" in line
 
 
+async def test_history_by_name_reads_every_page_and_asks_which_of_several(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} escalation", user_id="U0LEAD1")
+    await bot.settle()
+    first_page = users_list({"U0MANAGER": {"name": "manager"}})
+    second_page = users_list({"U0LEAD1": {"name": "alex"}})
+
+    def paged(call: ApiCall) -> dict[str, Any]:
+        if call.params.get("cursor"):
+            return second_page(call)  # type: ignore[no-any-return]
+        answer: dict[str, Any] = first_page(call)
+        answer["response_metadata"] = {"next_cursor": "page-2"}
+        return answer
+
+    bot.slack.on("users.list", paged)
+    [line] = lines(await history(bot, "@alex"))
+    assert "<@U0LEAD1>" in line
+    # Two people answer to the name: never one of them picked, whose calls would be shown as
+    # the other's.
+    bot.slack.on("users.list", users_list(
+        {"U0LEAD1": {"name": "alex"}, "U0LEAD2": {"name": "lex", "display": "Alex"}}
+    ))
+    answer = await history(bot, "@alex")
+    assert "Several people go by @alex: U0LEAD1 (alex), U0LEAD2 (lex)" in answer["text"]
+
+
 async def test_history_filters_by_number(bot: BotUnderTest) -> None:
     await bot.command(f"{FULL} escalation")
     await bot.command(f"{OTHER} escalation")
@@ -337,3 +394,4 @@ async def test_history_explains_a_filter_it_cannot_use(bot_factory: BotFactory) 
     assert "Usage: /call history" in answer["text"]
     answer = await history(bot, "+1 814")
     assert "Usage: /call history" in answer["text"]
+    assert "can't be a phone number (too few digits)" in answer["text"]  # and why

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from bot.audit.spool import Spool, Spooled, database_id
-from bot.audit.trail import ATTEMPT_COLUMNS, AuditLog
+from bot.audit.trail import ATTEMPT_COLUMNS, EVENT_COLUMNS, AuditLog
 from bot.storage.database import Database
+from bot.storage.number_hash import NumberHasher
 from tests.conftest import BotFactory
 from tests.database_locks import (
     recorded_once_after_restarts,
@@ -142,3 +143,29 @@ async def test_two_processes_draining_one_spool_at_once_write_each_record_once(
         await first.stop()
         await second.stop()
         await other.close()
+
+
+async def test_a_record_the_database_refuses_holds_up_none_of_the_others(
+    db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An event whose attempt this database does not have (a line written, before records named
+    # their database, for another one): the records after it are written all the same, and it
+    # stays in the file, said once per drain, rather than being lost.
+    path = tmp_path / "spool"
+    log = AuditLog(db, NumberHasher(b"k" * 16), spool=path, database=await database_id(db))
+    refused = {"key": "k1", "table": "audit_events", "values": dict.fromkeys(EVENT_COLUMNS) | {
+        "attempt_id": 999, "at": "2026-01-01T00:00:00.000Z", "kind": "placed"}}
+    attempt = dict.fromkeys(ATTEMPT_COLUMNS, "x") | {"repeat_of": None, "number_hash": None,
+                                                      "flow_id": None, "caller_id": None,
+                                                      "reason": None}
+    ok = {"key": "k2", "table": "audit_attempts", "values": attempt}
+    path.write_text(json.dumps(refused) + "\n" + json.dumps(ok) + "\n")
+    try:
+        assert log.spool is not None
+        await log.spool.drain()
+        assert [r.user_id for r in await log.history()] == ["x"]
+        assert [json.loads(line)["key"] for line in path.read_text().splitlines()] == ["k1"]
+        [said] = [r for r in caplog.records if "k1" in r.getMessage()]
+        assert said.levelno == logging.ERROR
+    finally:
+        await log.stop()

@@ -50,3 +50,25 @@ def test_postgresql_is_backed_up_with_pg_dump(
     code, _, err = run_main(["backup", str(tmp_path / "x.db")], env, tmp_path, monkeypatch, capsys)
     assert code == 2 and "pg_dump" in err
     assert not (tmp_path / "x.db").exists()
+
+
+def test_a_copy_that_fails_says_why_and_leaves_nothing_to_refuse_the_next_try(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A copy cut short (a full disk; here a file that is no database) is removed: a half-written
+    # file would be refused as "exists already" on the next try, once the disk has room.
+    (tmp_path / "callbot.db").write_text("not a database\n")
+    env = {"DATABASE_URL": "sqlite:///./callbot.db"}
+    copy = tmp_path / "copy.db"
+    code, _, err = run_main(["backup", str(copy)], env, tmp_path, monkeypatch, capsys)
+    assert code == 2 and "the copy failed (file is not a database); nothing was kept" in err
+    assert not copy.exists()
+    code, _, err = run_main(["backup", str(tmp_path / "no" / "copy.db")], env, tmp_path,
+                            monkeypatch, capsys)
+    assert code == 2 and "is not a directory" in err
+    code, _, err = run_main(["backup", str(copy)], {"DATABASE_URL": "sqlite:///./gone.db"},
+                            tmp_path, monkeypatch, capsys)
+    assert code == 2 and "gone.db does not exist: check DATABASE_URL" in err
+    code, _, err = run_main(["backup", str(copy)], {"DATABASE_URL": "mysql://db/callbot"},
+                            tmp_path, monkeypatch, capsys)
+    assert code == 2 and "DATABASE_URL: use sqlite:///PATH" in err

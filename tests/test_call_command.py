@@ -11,7 +11,7 @@ from bot.evovoice.catalog import LIST_ALL_FLOWS_UP_TO
 from bot.standins.evovoice import Gated, Respond
 from bot.standins.slack import SlackStandIn
 from tests.conftest import POLICY, POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
-from tests.follow_helpers import services
+from tests.follow_helpers import audit_records, services
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
@@ -136,6 +136,8 @@ async def test_group_lookup_failure_is_explained(bot_factory: BotFactory) -> Non
     assert "usergroups:read" in answer["text"]
     await bot.settle()
     assert bot.evo.outgoing_posts == []
+    [record] = await audit_records(bot)  # who may call could not be told: a role's refusal
+    assert (record.decision, record.reason) == ("denied", "GroupLookupFailed")
 
 
 async def test_a_caller_id_the_account_does_not_own_is_told_masked(bot: BotUnderTest) -> None:

@@ -11,6 +11,7 @@ import logging
 
 import pytest
 
+from bot.standins.evovoice import Gated
 from tests.conftest import BotFactory
 from tests.database_locks import until_logged, with_short_busy_timeout, write_lock
 from tests.follow_helpers import (
@@ -110,3 +111,27 @@ async def test_a_call_whose_status_ts_could_not_be_saved_is_followed_all_the_sam
     [session_id] = bot.evo.sessions
     end_session(bot, session_id, after_seconds=30, outcome="Completed")
     await wait_for_status(bot, status, "Ended", timeout=30)
+
+
+async def test_a_calls_result_met_by_a_locked_database_reaches_the_audit_trail_once(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The call was dialled: what Evo Voice answered must reach the audit trail, however long
+    # the database stays locked after the POST.
+    caplog.set_level(logging.WARNING, logger="bot.audit.trail")
+    bot = await bot_factory("http", **FAST)
+    answer = asyncio.Event()
+    bot.evo.queue_outgoing(Gated(answer))
+    await bot.command(f"{FULL} escalation")
+    await bot.evo.wait_for_posts(1)
+    with write_lock(bot):
+        answer.set()
+        await until_logged(caplog, "an audit record waits for the database")
+
+    async def placed() -> None:
+        while not any(r.result for r in await audit_records(bot)):
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(placed(), 30)
+    [record] = await audit_records(bot)
+    assert [e.kind for e in record.events] == ["placed"]

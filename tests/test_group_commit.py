@@ -182,14 +182,30 @@ async def test_writes_wait_until_an_open_transaction_ends(thread: DatabaseThread
     thread.gate.set()
     await transaction_open.acquire()
     write = asyncio.create_task(commits.write(insert("a")))
-    for _ in range(5):
-        await asyncio.sleep(0)
+    await asyncio.sleep(0.1)  # time enough for a trip sent to reach the database thread
     assert not write.done()
     assert thread.statements == []  # nothing was sent into the open transaction
     transaction_open.release()
 
     assert await write == 1
     assert thread.statements[0] == "BEGIN IMMEDIATE"
+
+
+async def test_a_write_whose_caller_gave_up_holds_up_none_of_the_others(
+    thread: DatabaseThread, path: Path
+) -> None:
+    commits = GroupCommit(thread.send, asyncio.Lock())
+    first = asyncio.create_task(commits.write(insert("a")))  # leaves at once, held at the gate
+    await asyncio.sleep(0)
+    given_up = asyncio.create_task(commits.write(insert("b")))
+    last = asyncio.create_task(commits.write(insert("c")))
+    await asyncio.sleep(0)
+    given_up.cancel()  # a request cancelled while its write waited for the next trip
+    await asyncio.sleep(0)
+    thread.gate.set()
+    assert await first == 1
+    assert await asyncio.wait_for(last, 5) == 1
+    assert stored(path) == ["a", "b", "c"]  # the write happened all the same
 
 
 async def test_a_cancelled_trip_cancels_its_writes_and_the_next_trip_goes_ahead(

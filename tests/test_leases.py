@@ -179,5 +179,144 @@ async def test_a_runner_lets_go_of_a_row_another_replica_took_over(db: Database)
     assert a.running == 0
 
 
+async def test_a_dead_replicas_lease_moves_within_lease_seconds_and_a_stall_keeps_it(
+    db: Database,
+) -> None:
+    # README: a dead replica's work is taken over within LEASE_SECONDS (a round of the others'
+    # every LEASE_SECONDS/6 included), and a replica that misses three renewals keeps its work.
+    clock = Clock()
+    a, b = two_replicas(db, clock)
+    taken_at = clock.now
+    assert await a.take("call", 1)
+    clock.now = taken_at + 3 * a.every + 0.1
+    assert not await b.take("call", 1), "three renewals missed: still a's"
+    clock.now = taken_at + a.lease_seconds - a.every
+    assert await b.take("call", 1), "a died: b's round before LEASE_SECONDS takes it over"
+
+
+class PausingLeases(Leases):
+    """Leases whose `held` pauses once it has read the table, as a busy database or event loop
+    may make a round of the lease keeper wait."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        super().__init__(db, lease_seconds=15, owner="a", clock=clock)
+        self.read = asyncio.Event()
+        self.go_on = asyncio.Event()
+
+    async def held(self, kind: str) -> set[int]:
+        found = await super().held(kind)
+        self.read.set()
+        await self.go_on.wait()
+        return found
+
+
+async def test_a_row_started_during_a_keepers_round_is_not_taken_for_one_lost(
+    db: Database,
+) -> None:
+    # A call placed (or an escalation started) while a round of the lease keeper was reading the
+    # leases: its lease is this replica's, so its task must go on. Cancelled, nobody would ever
+    # follow it: its lease stays this replica's, renewed every round.
+    leases = PausingLeases(db, Clock())
+
+    async def nothing(row_id: int, exc: Exception) -> None:
+        raise AssertionError(exc)
+
+    async def run() -> None:
+        await asyncio.Event().wait()
+
+    a = RowRunner("call", leases, on_error=nothing)
+    round_ = asyncio.create_task(a.take_over(_no_rows, lambda _: run))
+    await leases.read.wait()
+    assert await a.start(9, run)
+    leases.go_on.set()
+    await round_
+    await asyncio.sleep(0)
+    assert 9 in a, "a row started during the round is still running"
+    await a.stop()
+
+
+async def test_releasing_a_row_lets_go_of_ones_own_lease_only(db: Database) -> None:
+    # a stalled past its lease and b took the row over; a's task then ends and gives its lease
+    # back: b's must stay b's, or a third replica would run the row beside b.
+    clock = Clock()
+    a, b = two_replicas(db, clock)
+    await a.take("call", 1)
+    clock.now += a.valid_for + 1
+    assert await b.take("call", 1)
+    await a.release("call", 1)
+    assert await b.held("call") == {1}
+    assert await a.unowned("call", [1]) == []
+
+
+async def test_a_replica_seen_within_the_lease_is_alive_whoever_renewed_last(db: Database) -> None:
+    clock = Clock()
+    a, b = two_replicas(db, clock)
+    await a.renew()
+    clock.now += 5
+    await b.renew()
+    assert [r.id for r in await b.alive()] == ["a", "b"]
+
+
+async def test_the_keeper_renews_and_runs_its_rounds_every_sixth_of_the_lease(db: Database) -> None:
+    leases = Leases(db, lease_seconds=0.3, owner="a")
+    rounds = 0
+    twice = asyncio.Event()
+
+    async def round_() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 2:
+            twice.set()
+
+    leases.keep([round_])
+    await asyncio.wait_for(twice.wait(), 5)
+    assert [r.id for r in await leases.alive()] == ["a"]
+    await leases.stop()
+
+
+async def _failing(row_id: int, exc: Exception) -> None:
+    raise AssertionError(exc)
+
+
+async def test_a_row_asked_to_start_twice_at_once_runs_once(db: Database) -> None:
+    # A keeper's round adopting a row while the same row is started from a request: one task.
+    a = RowRunner("call", Leases(db, owner="a", clock=Clock()), on_error=_failing)
+    ran: list[int] = []
+
+    async def run() -> None:
+        ran.append(1)
+        await asyncio.Event().wait()
+
+    assert sorted(await asyncio.gather(a.start(1, run), a.start(1, run))) == [False, True]
+    await asyncio.sleep(0)
+    assert ran == [1] and a.running == 1
+    await a.stop()
+
+
+async def test_stopping_wakes_the_work_to_end_at_its_safe_point(db: Database) -> None:
+    a = RowRunner("call", Leases(db, owner="a", clock=Clock()), on_error=_failing)
+    ended: list[bool] = []
+
+    async def run() -> None:
+        await a.wake(1).wait()  # a pause between polls, cut short
+        ended.append(a.closed)
+
+    assert await a.start(1, run)
+    await asyncio.sleep(0)
+    await asyncio.wait_for(a.stop(grace=10), 5)
+    assert ended == [True], "woken, it ended on its own rather than being cancelled"
+
+
+async def test_a_reserved_row_given_back_is_free_for_any_replica(db: Database) -> None:
+    # A row reserved for work that will not start here (a reconciled call nobody can be told of):
+    # the next round, of any replica, must find it free.
+    clock = Clock()
+    leases_a, leases_b = two_replicas(db, clock)
+    a = RowRunner("call", leases_a, on_error=_failing)
+    assert await a.reserve(3)
+    await a.release(3)
+    assert await leases_b.take("call", 3)
+
+
 async def _no_rows() -> list[int]:
     return []

@@ -309,3 +309,41 @@ async def test_closing_the_pool_refuses_the_borrowers_still_waiting(
         await pool_of_one.close()
         with pytest.raises(PoolClosed):
             await asyncio.wait_for(waiting, HANG_GUARD)
+
+
+class _Connection:
+    """What the pool asks of an asyncpg connection."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    def is_in_transaction(self) -> bool:
+        return False
+
+    def terminate(self) -> None:
+        self.closed = True
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_connections_lost_while_free_make_room_for_new_ones() -> None:
+    # A server restart closes every idle connection: each must free its place, or a pool that
+    # lost `size` of them would make every borrower wait for ever.
+    opened: list[_Connection] = []
+
+    async def connect() -> _Connection:
+        opened.append(_Connection())
+        return opened[-1]
+
+    pool = ConnectionPool(connect, 1)
+    await pool.start()
+    for _ in range(3):
+        opened[-1].closed = True  # the server went away meanwhile
+        async with asyncio.timeout(5), pool.connection() as conn:
+            assert conn is opened[-1] and not conn.closed
+    assert len(opened) == 4
+    await pool.close()

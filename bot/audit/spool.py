@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bot.storage.database import SQLITE, Connection, Database, dialect_of, sqlite_path
-from bot.storage.faults import until_database_answers
+from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.number_hash import kept_value
 
 logger = logging.getLogger(__name__)
@@ -150,18 +150,28 @@ class Spool:
                 "of that database to write (AUDIT_SPOOL gives each deployment a file of its own)",
                 self.path, len(records) - len(ours),
             )
+        written: set[str | None] = {None}  # unreadable lines go too
         for record in ours:
-            await self._db.atomic(partial(self._write_one, record))
-        written: set[str | None] = {record.key for record in ours}
+            try:
+                await self._db.atomic(partial(self._write_one, record))
+            except DATABASE_FAULTS:
+                raise
+            except Exception as exc:
+                # A record the database will not take (an event of an attempt it doesn't have):
+                # it stays in the file, and holds up none of the others.
+                logger.error("audit spool: the database refuses record %s (%s): it stays in %s",
+                             record.key, exc, self.path)
+                continue
+            written.add(record.key)
         with self._locked("r+") as file:
-            rest = [line for line in file if _key_of(line) not in written | {None}]
+            rest = [line for line in file if _key_of(line) not in written]
             file.seek(0)
             file.truncate()
             file.writelines(rest)
             file.flush()
             os.fsync(file.fileno())
-        if ours:
-            logger.info("wrote %d spooled audit record(s) to the database", len(ours))
+        if len(written) > 1:
+            logger.info("wrote %d spooled audit record(s) to the database", len(written) - 1)
 
     def _ours(self, record: Spooled) -> bool:
         return not (record.database and self._database and record.database != self._database)

@@ -42,6 +42,7 @@ from bot.audit.records import (
     decision_for,
     event_from_row,
     iso,
+    masked_numbers,
     reason_of,
     record_from_row,
 )
@@ -181,7 +182,7 @@ class AuditLog:
         (spool.py) and written once it answers, instead of raising."""
         values = dict(zip(EVENT_COLUMNS, (
             attempt_id, iso(self._clock()), str(kind), actor_id, clip(reason), session_id,
-            clip(outcome), clip(answered_by), duration_seconds,
+            clip(masked_numbers(outcome)), clip(masked_numbers(answered_by)), duration_seconds,
         ), strict=True))
         if wait_for_database:
             await self._insert_or_wait("audit_events", values, tried=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from bot.storage.database import POSTGRESQL, dialect_of, sqlite_path
+from bot.storage.database import POSTGRESQL, DatabaseUrlError, dialect_of, sqlite_path
 
 
 class BackupRefused(Exception):
@@ -19,17 +19,31 @@ class BackupRefused(Exception):
 
 def backup(database_url: str, target: Path) -> int:
     """Copy the database at `database_url` to `target` (a new file); the pages copied."""
-    if dialect_of(database_url) == POSTGRESQL:
-        raise BackupRefused(
-            "DATABASE_URL names PostgreSQL: back it up with pg_dump (README: Databases)"
-        )
-    source_path = Path(sqlite_path(database_url))
+    try:
+        if dialect_of(database_url) == POSTGRESQL:
+            raise BackupRefused(
+                "DATABASE_URL names PostgreSQL: back it up with pg_dump (README: Databases)"
+            )
+        source_path = Path(sqlite_path(database_url))
+    except DatabaseUrlError as exc:
+        raise BackupRefused(f"DATABASE_URL: {exc}") from None
     if not source_path.exists():
         raise BackupRefused(f"{source_path} does not exist: check DATABASE_URL")
     if target.exists():
         raise BackupRefused(f"{target} exists already: name a new file")
+    if not target.parent.is_dir():
+        raise BackupRefused(f"{target.parent} is not a directory: name a file in one")
+    try:
+        return _copy(source_path, target)
+    except sqlite3.Error as exc:
+        # A full disk, a file that is no database: no half-written copy is left to refuse the
+        # next try with "exists already".
+        target.unlink(missing_ok=True)
+        raise BackupRefused(f"the copy failed ({exc}); nothing was kept") from None
+
+
+def _copy(source_path: Path, target: Path) -> int:
     source = sqlite3.connect(f"{source_path.resolve().as_uri()}?mode=ro", uri=True)
-    copy = sqlite3.connect(target)
     pages = 0
 
     def progress(status: int, remaining: int, total: int) -> None:
@@ -37,10 +51,13 @@ def backup(database_url: str, target: Path) -> int:
         pages = total
 
     try:
-        source.backup(copy, progress=progress)
-        ok = copy.execute("PRAGMA integrity_check").fetchone()
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy, progress=progress)
+            ok = copy.execute("PRAGMA integrity_check").fetchone()
+        finally:
+            copy.close()
     finally:
-        copy.close()
         source.close()
     if ok is None or ok[0] != "ok":
         target.unlink(missing_ok=True)
