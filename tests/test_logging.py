@@ -76,14 +76,18 @@ def test_text_lines_show_the_request_id_only_inside_a_request() -> None:
     assert "\n" not in formatter.format(record("a\nb"))
 
 
-def test_a_traceback_cannot_start_a_line_of_its_own() -> None:
-    # An exception's text may quote what someone typed; its lines stay under their record.
+@pytest.mark.parametrize("line_break", ["\n", "\r", "\r\n", "\x85", "\u2028", "\u2029"])
+def test_a_traceback_cannot_start_a_line_of_its_own(line_break: str) -> None:
+    # An exception's text may quote what someone typed; its lines stay under their record, and
+    # so do the record's own words, whatever breaks the line (log viewers break at all of these).
+    forged = f"bad input{line_break}2030-01-01 00:00:00,000 INFO bot.calls.service: forged"
     try:
-        raise ValueError("bad input\n2030-01-01 00:00:00,000 INFO bot.calls.service: forged")
+        raise ValueError(forged)
     except ValueError as exc:
-        text = OneLineFormatter(TEXT_FORMAT).format(record("failed", exc=exc))
+        text = OneLineFormatter(TEXT_FORMAT).format(record("failed: %s", forged, exc=exc))
     head, traceback, *rest = text.splitlines()
-    assert head.endswith("bot.test: failed") and traceback.startswith("Traceback")
+    assert head.startswith("20") and "bot.test: failed: bad input" in head
+    assert traceback.startswith("Traceback")
     assert rest and all(line.startswith("  |") for line in rest), rest
 
 
