@@ -21,6 +21,7 @@ from bot.ops.logs import (
     JsonFormatter,
     OneLineFormatter,
     current_request_id,
+    make_handler,
     request_context,
 )
 from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, TooManyRequests
@@ -89,6 +90,20 @@ def test_a_traceback_cannot_start_a_line_of_its_own(line_break: str) -> None:
     assert head.startswith("20") and "bot.test: failed: bad input" in head
     assert traceback.startswith("Traceback")
     assert rest and all(line.startswith("  |") for line in rest), rest
+
+
+def test_the_chatty_libraries_are_held_to_warnings_and_above() -> None:
+    stream = io.StringIO()
+    handler = make_handler("text", stream)
+    for name, level in [("slack_bolt.App", logging.INFO), ("slack_sdk", logging.DEBUG),
+                        ("httpx", logging.INFO), ("aiohttp.access", logging.INFO),
+                        ("slack_bolt.App", logging.WARNING), ("httpx", logging.ERROR),
+                        ("bot.calls.service", logging.DEBUG)]:
+        handler.handle(logging.LogRecord(name, level, __file__, 1, "from %s", (name,), None))
+    lines = stream.getvalue().splitlines()
+    # Their requests and payloads never (numbers, response_urls); their warnings always.
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "from slack_bolt.App", "from httpx", "from bot.calls.service"]
 
 
 async def test_tasks_started_in_a_request_keep_its_id() -> None:
