@@ -82,7 +82,7 @@ async def test_evo_voice_down_at_start_up_then_back_resumes_followed_calls(
     assert len(evo.outgoing_posts) == 1  # the call was followed again, never placed again
 
 
-@pytest.mark.parametrize("status", [500, 503])
+@pytest.mark.parametrize("status", [429, 500, 503])
 async def test_slack_failing_at_start_up_is_waited_for(
     bot_factory: BotFactory, slack: SlackStandIn, status: int
 ) -> None:
@@ -96,6 +96,8 @@ async def test_slack_failing_at_start_up_is_waited_for(
     assert code == 503 and f"HTTP {status}" in ready["checks"]["callbot"]
     slack.off("auth.test")
     await until_ready(bot)
+    code, ready = await probe(base_of(bot), "/readyz")
+    assert "callbot" not in ready.get("failed", []), ready  # no longer waiting to start
     ack, _ = await bot.command(f"{FULL} escalation")
     assert ack.status == 200
     await bot.evo.wait_for_posts(1)

@@ -226,8 +226,9 @@ async def test_socket_mode_answers_what_it_received_before_it_closes(
     # is still being made when the bot is told to stop.
     gate = bot.slack.hold("usergroups.users.list")
     try:
-        asking = asyncio.create_task(bot.slack.send_envelope("slash_commands", slash_command_payload(
-            text="help", user_id="U0NOBODY", response_url=bot.slack.response_url())))
+        payload = slash_command_payload(text="help", user_id="U0NOBODY",
+                                        response_url=bot.slack.response_url())
+        asking = asyncio.create_task(bot.slack.send_envelope("slash_commands", payload))
         await gate.wait_until_held()
         await bot.runtime.stop()
         ack = await asking
