@@ -89,6 +89,15 @@ async def test_the_page_api_turns_bad_requests_away(demo: Demo) -> None:
             assert response.status == 400
         [phone] = demo.world.state()["phones"]
         assert phone["state"] == "ringing"
+        # A call that is over can't be answered.
+        demo.world.phone(phone["session_id"], "decline")
+        body = json.dumps({"session_id": phone["session_id"], "action": "answer"}).encode()
+        async with http.post(demo.url + "api/phone", data=body,
+                             headers={"Content-Type": "application/json"}) as response:
+            assert response.status == 400
+            assert (await response.json())["error"] == "that call is over"
+        [phone] = demo.world.state()["phones"]
+        assert phone["state"] == "ended"
 
 
 async def test_the_demo_reaches_nothing_beyond_this_machine(demo: Demo) -> None:
