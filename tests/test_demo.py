@@ -107,6 +107,9 @@ async def test_the_demo_reaches_nothing_beyond_this_machine(demo: Demo) -> None:
     for url in (settings.slack_api_url, settings.evovoice_url, demo.url):
         assert url.startswith("http://127.0.0.1:"), url
     assert settings.socket_mode  # the websocket too is the stand-in's, on the loopback
+    # The page is served on the loopback only: nobody else on the network can drive it.
+    assert demo._runner is not None
+    assert {address[0] for address in demo._runner.addresses} == {"127.0.0.1"}
 
 
 async def test_the_screenshots_scene_is_set_through_the_demo(demo: Demo) -> None:
