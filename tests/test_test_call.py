@@ -37,6 +37,13 @@ async def test_rings_the_requesters_own_number_with_the_oncall_flow(
     assert "test call" in str(parent.params) and "+1 814 ••• 3090" in str(parent.text)
 
 
+async def test_rings_with_whichever_flow_the_oncall_section_names(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", policy=ROSTER.replace('"Escalation"', '"Wake Up Call"'))
+    await bot.command("test")
+    [post] = await bot.evo.wait_for_posts(1)
+    assert post.json["flowId"] == "flow-wake"
+
+
 async def test_a_number_from_the_slack_profile_serves_too(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http", policy=ROSTER)
     bot.slack.users["U0ADMIN"] = {"profile": {"phone": "+1 814 404 3099"}}
