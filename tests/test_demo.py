@@ -80,6 +80,10 @@ async def test_the_page_api_turns_bad_requests_away(demo: Demo) -> None:
                                  headers={"Content-Type": "application/json"}) as response:
                 assert response.status == 400, (name, body)
                 assert "error" in await response.json()
+        # Slack's other commands are not the demo's: it says so.
+        await demo.world.say("/remind me in 5 minutes")
+        assert "This demo knows one command: /call (not /remind)" in str(
+            demo.world.state()["ephemerals"])
         # A phone that rings does only what a person can do with it.
         await demo.world.say("/call +1 814 404 3093 page")
         [phone] = await eventually(lambda: demo.world.state()["phones"])
