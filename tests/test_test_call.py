@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import POLICY, BotFactory, BotUnderTest
+from bot.standins.slack import slash_command_body
+from tests.conftest import POLICY, POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
 
 ROSTER = POLICY + """
 [people]
@@ -42,6 +43,19 @@ async def test_rings_with_whichever_flow_the_oncall_section_names(bot_factory: B
     await bot.command("test")
     [post] = await bot.evo.wait_for_posts(1)
     assert post.json["flowId"] == "flow-wake"
+
+
+async def test_a_request_slack_delivers_twice_rings_once(bot_factory: BotFactory) -> None:
+    # Without the "you called this number 20 s ago" question, which would hide a second dial.
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION + ROSTER[len(POLICY):])
+    body = slash_command_body(text="test", user_id="U0MANAGER", trigger_id="5.6.again",
+                              response_url=bot.slack.response_url())
+    await bot.post_signed(body)
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    await bot.post_signed(body)  # Slack's retry of the same command
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
 
 
 async def test_a_number_from_the_slack_profile_serves_too(bot_factory: BotFactory) -> None:
