@@ -82,6 +82,18 @@ rotation = ["U0MANAGER"]
     assert post.json["flowId"] == "sim-night-paging"
 
 
+async def test_the_policys_own_caller_id_is_the_simulated_accounts_line(
+    bot_factory: BotFactory,
+) -> None:
+    own_line = "+18145550177"  # not the simulator's stock line
+    bot = await bot_factory("http", policy=POLICY.replace("+18145550100", own_line), **SIMULATE)
+    await bot.command("+1 814 404 3093 escalation")
+    assert bot.runtime.simulator is not None
+    [post] = await bot.runtime.simulator.standin.wait_for_posts(1)
+    assert post.json.get("callerId") in (None, own_line)
+    assert [n["phoneNumber"] for n in bot.runtime.simulator.standin.phone_numbers] == [own_line]
+
+
 def test_a_live_bot_needs_the_evovoice_login_a_simulated_one_does_not() -> None:
     base = {"_env_file": None, "slack_bot_token": "xoxb-x", "slack_app_token": "xapp-x"}
     with pytest.raises(ConfigError) as refused:
