@@ -6,6 +6,7 @@ import pytest
 
 from bot.standins.slack import slash_command_body
 from tests.conftest import POLICY, POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
+from tests.follow_helpers import audit_records
 
 ROSTER = POLICY + """
 [people]
@@ -36,6 +37,9 @@ async def test_rings_the_requesters_own_number_with_the_oncall_flow(
     assert post.json["flowId"] == "flow-esc"
     [parent] = bot.slack.channel_messages("C0OPS")
     assert "test call" in str(parent.params) and "+1 814 ••• 3090" in str(parent.text)
+    # The audit trail tells a test call from a page.
+    [record] = await audit_records(bot)
+    assert (record.user_id, record.origin) == ("U0MANAGER", "test")
 
 
 async def test_rings_with_whichever_flow_the_oncall_section_names(bot_factory: BotFactory) -> None:
