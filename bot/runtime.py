@@ -215,9 +215,9 @@ class Runtime:
                 return
             except DependencyUnavailable as exc:
                 self.waiting_for = "; ".join(exc.problems)
-                logger.warning("callbot still not ready: %s (trying again in %.0f s)",
-                               self.waiting_for, pause)
                 pause = min(pause * 2, RECONNECT_MAX_SECONDS)
+                logger.warning("callbot still not ready: %s (trying again in %g s)",
+                               self.waiting_for, pause)
             except Exception as exc:
                 # Reachable now, and refusing the set-up (a wrong password...): stop as at start-up.
                 self.failure = exc if isinstance(exc, ConfigError) else unexpected_start_up(exc)

@@ -55,6 +55,37 @@ async def test_a_steady_stream_of_requests_holds_work_back_no_longer_than_max_wa
     assert tasks.acks.count == 1
 
 
+async def test_by_default_a_call_is_held_back_a_fraction_of_a_second_at_most() -> None:
+    # A page's dialling waits for the acks being sent, never long: an ack that never ends (or a
+    # stream of them) holds it back a quarter of a second.
+    tasks = BackgroundTasks()
+    started = asyncio.Event()
+
+    async def work() -> None:
+        started.set()
+
+    tasks.acks.entered()  # never answered
+    tasks.spawn(work(), name="work")
+    await asyncio.wait_for(started.wait(), 1.0)
+
+
+async def test_work_that_fails_is_logged_with_its_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    tasks = BackgroundTasks()
+
+    async def work() -> None:
+        raise RuntimeError("a bug")
+
+    tasks.spawn(work(), name="call by U0MANAGER")
+    await tasks.wait_idle()
+    await turns()
+    [logged] = [r for r in caplog.records if r.name == "bot.tasks"]
+    assert logged.levelname == "ERROR"
+    assert logged.getMessage() == "background task call by U0MANAGER failed"
+    assert logged.exc_info is not None and "a bug" in str(logged.exc_info[1])
+
+
 async def test_work_cancelled_while_it_waits_never_runs() -> None:
     tasks = BackgroundTasks(AcksFirst(max_wait=60))
     ran: list[bool] = []

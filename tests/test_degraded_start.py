@@ -82,7 +82,7 @@ async def test_evo_voice_down_at_start_up_then_back_resumes_followed_calls(
     assert len(evo.outgoing_posts) == 1  # the call was followed again, never placed again
 
 
-@pytest.mark.parametrize("status", [500, 503])
+@pytest.mark.parametrize("status", [429, 500, 503])
 async def test_slack_failing_at_start_up_is_waited_for(
     bot_factory: BotFactory, slack: SlackStandIn, status: int
 ) -> None:
@@ -96,9 +96,29 @@ async def test_slack_failing_at_start_up_is_waited_for(
     assert code == 503 and f"HTTP {status}" in ready["checks"]["callbot"]
     slack.off("auth.test")
     await until_ready(bot)
+    code, ready = await probe(base_of(bot), "/readyz")
+    assert "callbot" not in ready.get("failed", []), ready  # no longer waiting to start
     ack, _ = await bot.command(f"{FULL} escalation")
     assert ack.status == 200
     await bot.evo.wait_for_posts(1)
+
+
+async def test_the_log_says_when_the_next_try_comes(
+    bot_factory: BotFactory, slack: SlackStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    slack.on("auth.test", lambda call: ApiReply({"ok": False, "error": "fatal_error"}, status=503))
+    bot = await bot_factory("http", **QUICK_RETRY)
+    assert not bot.runtime.ready
+    lines: list[str] = []
+    for _ in range(200):
+        lines = [r.getMessage() for r in caplog.records if "still not ready" in r.getMessage()]
+        if len(lines) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    # The first try again comes after 0.1 s, the pause doubling after each: a line names the
+    # pause that follows it, not the one before.
+    assert "(trying again in 0.2 s)" in lines[0], lines
+    assert "(trying again in 0.4 s)" in lines[1], lines
 
 
 async def test_python_m_bot_waits_for_evo_voice_and_stops_on_sigterm(

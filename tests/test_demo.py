@@ -80,6 +80,10 @@ async def test_the_page_api_turns_bad_requests_away(demo: Demo) -> None:
                                  headers={"Content-Type": "application/json"}) as response:
                 assert response.status == 400, (name, body)
                 assert "error" in await response.json()
+        # Slack's other commands are not the demo's: it says so.
+        await demo.world.say("/remind me in 5 minutes")
+        assert "This demo knows one command: /call (not /remind)" in str(
+            demo.world.state()["ephemerals"])
         # A phone that rings does only what a person can do with it.
         await demo.world.say("/call +1 814 404 3093 page")
         [phone] = await eventually(lambda: demo.world.state()["phones"])
@@ -89,6 +93,15 @@ async def test_the_page_api_turns_bad_requests_away(demo: Demo) -> None:
             assert response.status == 400
         [phone] = demo.world.state()["phones"]
         assert phone["state"] == "ringing"
+        # A call that is over can't be answered.
+        demo.world.phone(phone["session_id"], "decline")
+        body = json.dumps({"session_id": phone["session_id"], "action": "answer"}).encode()
+        async with http.post(demo.url + "api/phone", data=body,
+                             headers={"Content-Type": "application/json"}) as response:
+            assert response.status == 400
+            assert (await response.json())["error"] == "that call is over"
+        [phone] = demo.world.state()["phones"]
+        assert phone["state"] == "ended"
 
 
 async def test_the_demo_reaches_nothing_beyond_this_machine(demo: Demo) -> None:
@@ -98,6 +111,9 @@ async def test_the_demo_reaches_nothing_beyond_this_machine(demo: Demo) -> None:
     for url in (settings.slack_api_url, settings.evovoice_url, demo.url):
         assert url.startswith("http://127.0.0.1:"), url
     assert settings.socket_mode  # the websocket too is the stand-in's, on the loopback
+    # The page is served on the loopback only: nobody else on the network can drive it.
+    assert demo._runner is not None
+    assert {address[0] for address in demo._runner.addresses} == {"127.0.0.1"}
 
 
 async def test_the_screenshots_scene_is_set_through_the_demo(demo: Demo) -> None:

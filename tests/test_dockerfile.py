@@ -188,6 +188,8 @@ async def healthcheck(port: int | str) -> int:
 
 async def test_the_healthcheck_passes_against_a_running_bot(bot_factory: BotFactory) -> None:
     bot = await bot_factory("socket")
+    # Liveness, not readiness: Slack refusing the token (/readyz 503) is no reason to restart.
+    bot.slack.fail("auth.test", "invalid_auth")
     assert await healthcheck(bot.runtime.port or 0) == 0
 
 

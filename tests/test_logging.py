@@ -21,6 +21,7 @@ from bot.ops.logs import (
     JsonFormatter,
     OneLineFormatter,
     current_request_id,
+    make_handler,
     request_context,
 )
 from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, TooManyRequests
@@ -76,15 +77,33 @@ def test_text_lines_show_the_request_id_only_inside_a_request() -> None:
     assert "\n" not in formatter.format(record("a\nb"))
 
 
-def test_a_traceback_cannot_start_a_line_of_its_own() -> None:
-    # An exception's text may quote what someone typed; its lines stay under their record.
+@pytest.mark.parametrize("line_break", ["\n", "\r", "\r\n", "\x85", "\u2028", "\u2029"])
+def test_a_traceback_cannot_start_a_line_of_its_own(line_break: str) -> None:
+    # An exception's text may quote what someone typed; its lines stay under their record, and
+    # so do the record's own words, whatever breaks the line (log viewers break at all of these).
+    forged = f"bad input{line_break}2030-01-01 00:00:00,000 INFO bot.calls.service: forged"
     try:
-        raise ValueError("bad input\n2030-01-01 00:00:00,000 INFO bot.calls.service: forged")
+        raise ValueError(forged)
     except ValueError as exc:
-        text = OneLineFormatter(TEXT_FORMAT).format(record("failed", exc=exc))
+        text = OneLineFormatter(TEXT_FORMAT).format(record("failed: %s", forged, exc=exc))
     head, traceback, *rest = text.splitlines()
-    assert head.endswith("bot.test: failed") and traceback.startswith("Traceback")
+    assert head.startswith("20") and "bot.test: failed: bad input" in head
+    assert traceback.startswith("Traceback")
     assert rest and all(line.startswith("  |") for line in rest), rest
+
+
+def test_the_chatty_libraries_are_held_to_warnings_and_above() -> None:
+    stream = io.StringIO()
+    handler = make_handler("text", stream)
+    for name, level in [("slack_bolt.App", logging.INFO), ("slack_sdk", logging.DEBUG),
+                        ("httpx", logging.INFO), ("aiohttp.access", logging.INFO),
+                        ("slack_bolt.App", logging.WARNING), ("httpx", logging.ERROR),
+                        ("bot.calls.service", logging.DEBUG)]:
+        handler.handle(logging.LogRecord(name, level, __file__, 1, "from %s", (name,), None))
+    lines = stream.getvalue().splitlines()
+    # Their requests and payloads never (numbers, response_urls); their warnings always.
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "from slack_bolt.App", "from httpx", "from bot.calls.service"]
 
 
 async def test_tasks_started_in_a_request_keep_its_id() -> None:

@@ -67,8 +67,15 @@ async def test_a_placed_call_is_counted_everywhere(bot: BotUnderTest) -> None:
 
     assert value(samples, "callbot_commands_total", command="/call", outcome="accepted") == 1
     assert value(samples, "callbot_calls_total", outcome="placed") == 1
-    assert value(samples, "callbot_calls_total", outcome="failed") == 0  # present from the start
+    # Every outcome is there from the start, at 0, for rate() to work.
+    for outcome in Outcome:
+        assert ("callbot_calls_total", frozenset({("outcome", outcome.value)})) in samples
+    assert value(samples, "callbot_calls_total", outcome="failed") == 0
     assert value(samples, "callbot_slack_ack_seconds_bucket", kind="slash_command", le="+Inf") == 1
+    # Slack's deadline (3 s) is a bucket's edge: "acks later than Slack waits" is one query.
+    assert value(samples, "callbot_slack_ack_seconds_bucket", kind="slash_command", le="3.0") == 1
+    # Nothing failed: no error is counted.
+    assert [key for key in samples if key[0] == "callbot_evovoice_errors_total"] == []
     assert value(samples, "callbot_evovoice_request_seconds_count",
                  method="POST", route="/sessions/outgoing") == 1
     # Start-up's own requests are observed too.
@@ -170,6 +177,10 @@ def test_rate_limit_refusals_have_a_counter_for_the_limits_to_use() -> None:
     [({"command": "/call", "text": "x"}, "slash_command"),
      ({"type": "view_submission"}, "view_submission"),
      ({"type": "block_actions"}, "block_actions"),
+     ({"type": "block_suggestion"}, "block_suggestion"),
+     ({"type": "view_closed"}, "view_closed"),
+     ({"type": "shortcut"}, "shortcut"),
+     ({"type": "message_action"}, "message_action"),
      ({"type": "event_callback", "event": {}}, "event"),
      ({"type": "something new"}, "other"),
      ({}, "other")],

@@ -8,8 +8,9 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.ops.readiness import ProbeFailed, Readiness
+from bot.ops.readiness import ProbeFailed, Readiness, slack_probe
 from bot.slack.http import create_web_app, readiness_routes
 from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory, BotUnderTest
@@ -73,6 +74,14 @@ async def test_a_slack_that_hangs_fails_the_probe_after_3_s(bot_factory: BotFact
         gate.open()
     assert status == 503
     assert body["checks"]["slack"] == "no answer within 3 s"
+
+
+async def test_a_slack_that_cannot_be_reached_is_named(refused_port: int) -> None:
+    async with aiohttp.ClientSession() as http:
+        slack = AsyncWebClient(token="xoxb-1", session=http,
+                               base_url=f"http://127.0.0.1:{refused_port}/api/")
+        readiness = Readiness({"slack": slack_probe(slack)})
+        assert await readiness.check() == {"slack": "cannot reach Slack (ClientConnectorError)"}
 
 
 async def test_database_gone_is_named(bot_factory: BotFactory) -> None:

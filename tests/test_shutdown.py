@@ -216,3 +216,22 @@ async def test_during_shutdown_a_menu_offers_nothing(bot_factory: BotFactory) ->
     payload = block_suggestion_payload(action_id="flow", value="esc")
     ack = await bot.post_signed(interactive_body(payload))
     assert ack.status == 200 and ack.body == {"options": []}
+
+
+async def test_socket_mode_answers_what_it_received_before_it_closes(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("socket")
+    # /call help from someone whose roles come from a user group Slack is slow to list: its ack
+    # is still being made when the bot is told to stop.
+    gate = bot.slack.hold("usergroups.users.list")
+    try:
+        payload = slash_command_payload(text="help", user_id="U0NOBODY",
+                                        response_url=bot.slack.response_url())
+        asking = asyncio.create_task(bot.slack.send_envelope("slash_commands", payload))
+        await gate.wait_until_held()
+        await bot.runtime.stop()
+        ack = await asking
+    finally:
+        gate.open()
+    assert "/call" in json.dumps(ack.get("payload")), ack

@@ -12,7 +12,7 @@ from bot.config import ConfigError, load_settings
 from bot.evovoice.simulator import BANNER, RING_SECONDS
 from bot.ops.check import Status, run_checkup
 from bot.standins.evovoice import EvoVoiceStandIn
-from tests.conftest import BotFactory, bot_environment
+from tests.conftest import POLICY, BotFactory, bot_environment
 from tests.follow_helpers import FAST
 
 SIMULATE = {"EVOVOICE_MODE": "simulate", "EVOVOICE_USERNAME": "", "EVOVOICE_PASSWORD": "",
@@ -62,6 +62,36 @@ async def test_the_policy_files_flows_and_caller_id_exist_in_the_simulated_accou
     [post] = await bot.runtime.simulator.standin.wait_for_posts(1)
     assert post.json["flowId"] == "flow-page"
     assert post.json.get("callerId") in (None, "+18145550100")
+
+
+async def test_a_test_call_rings_with_the_policys_own_oncall_flow(bot_factory: BotFactory) -> None:
+    # An on-call flow the real account has and the simulated one would lack unless seeded.
+    policy = POLICY + """
+[people]
+U0MANAGER = "+18144043090"
+
+[oncall]
+flow = "Night Paging"
+rotation = ["U0MANAGER"]
+"""
+    bot = await bot_factory("http", policy=policy, **SIMULATE)
+    await bot.command("test")
+    assert bot.runtime.simulator is not None
+    [post] = await bot.runtime.simulator.standin.wait_for_posts(1)
+    assert post.json["numberToDial"] == "+18144043090"
+    assert post.json["flowId"] == "sim-night-paging"
+
+
+async def test_the_policys_own_caller_id_is_the_simulated_accounts_line(
+    bot_factory: BotFactory,
+) -> None:
+    own_line = "+18145550177"  # not the simulator's stock line
+    bot = await bot_factory("http", policy=POLICY.replace("+18145550100", own_line), **SIMULATE)
+    await bot.command("+1 814 404 3093 escalation")
+    assert bot.runtime.simulator is not None
+    [post] = await bot.runtime.simulator.standin.wait_for_posts(1)
+    assert post.json.get("callerId") in (None, own_line)
+    assert [n["phoneNumber"] for n in bot.runtime.simulator.standin.phone_numbers] == [own_line]
 
 
 def test_a_live_bot_needs_the_evovoice_login_a_simulated_one_does_not() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import POLICY, BotFactory, BotUnderTest
+from bot.standins.slack import slash_command_body
+from tests.conftest import POLICY, POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
+from tests.follow_helpers import audit_records
 
 ROSTER = POLICY + """
 [people]
@@ -35,6 +37,29 @@ async def test_rings_the_requesters_own_number_with_the_oncall_flow(
     assert post.json["flowId"] == "flow-esc"
     [parent] = bot.slack.channel_messages("C0OPS")
     assert "test call" in str(parent.params) and "+1 814 ••• 3090" in str(parent.text)
+    # The audit trail tells a test call from a page.
+    [record] = await audit_records(bot)
+    assert (record.user_id, record.origin) == ("U0MANAGER", "test")
+
+
+async def test_rings_with_whichever_flow_the_oncall_section_names(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", policy=ROSTER.replace('"Escalation"', '"Wake Up Call"'))
+    await bot.command("test")
+    [post] = await bot.evo.wait_for_posts(1)
+    assert post.json["flowId"] == "flow-wake"
+
+
+async def test_a_request_slack_delivers_twice_rings_once(bot_factory: BotFactory) -> None:
+    # Without the "you called this number 20 s ago" question, which would hide a second dial.
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION + ROSTER[len(POLICY):])
+    body = slash_command_body(text="test", user_id="U0MANAGER", trigger_id="5.6.again",
+                              response_url=bot.slack.response_url())
+    await bot.post_signed(body)
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    await bot.post_signed(body)  # Slack's retry of the same command
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
 
 
 async def test_a_number_from_the_slack_profile_serves_too(bot_factory: BotFactory) -> None:

@@ -92,15 +92,18 @@ class QuietThirdParty(logging.Filter):
 
 
 class OneLineFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        return one_line(super().formatMessage(record))
+
     def format(self, record: logging.LogRecord) -> str:
         rid = _request_id_of(record)
         record.request_tag = f" [{rid}]" if rid else ""
-        formatted = super().format(record)
-        if record.exc_info:
-            # Keep tracebacks readable but unmistakably part of this record.
-            head, _, rest = formatted.partition("\n")
-            return one_line(head) + ("\n" + rest.replace("\n", "\n  | ") if rest else "")
-        return one_line(formatted)
+        # The record's own line has no line break left (formatMessage); whatever follows it is a
+        # traceback or a stack, kept readable but unmistakably part of this record.
+        head, _, rest = super().format(record).partition("\n")
+        if not rest:
+            return head
+        return head + "\n" + "\n  | ".join(one_line(line) for line in rest.split("\n"))
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
