@@ -282,6 +282,25 @@ async def test_a_number_given_as_who_answered_is_kept_masked_in_the_audit_trail(
     assert "answered by +1 814 ••• 1234" in line
 
 
+async def test_numbers_in_what_evo_voice_says_of_a_call_are_kept_and_shown_masked(
+    bot_factory: BotFactory,
+) -> None:
+    # Who answered and the outcome are Evo Voice's own words, which may hold a number: the call's
+    # row keeps them past the 24 hours its own number is kept, and the status message shows them.
+    bot, status, session_id = await placed_call(bot_factory)
+    bot.evo.set_session_state(session_id, callState="Connected",
+                              answeredByName="Voicemail of 814-555-1234")
+    await wait_for_edit(bot, status, "Connected")
+    end_session(bot, session_id, after_seconds=65, outcome=f"Message left for {OTHER}")
+    await wait_for_edit(bot, status, "Ended")
+    await bot.settle()
+    assert "5551234" not in "".join(ch for ch in (status.text or "") if ch.isdigit())
+    assert "Message left for +1 814 ••• 1234" in (status.text or "")
+    [row] = await services(bot).db.fetchall("SELECT answered_by, outcome FROM calls")
+    assert tuple(row) == ("Voicemail of •••34", "Message left for +1 814 ••• 1234")
+    assert "5551234" not in await all_audit_text(bot)
+
+
 def users_list(members: dict[str, dict[str, str]]) -> Any:
     def answer(call: ApiCall) -> dict[str, Any]:
         return {

@@ -4,7 +4,6 @@ words (decisions, event kinds, reasons) they are written with. The writing is in
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -13,14 +12,10 @@ from typing import Any
 from bot.calls.models import Outcome
 from bot.errors import GroupLookupFailed, NotAResponder, RoleDenied
 from bot.evovoice.client import EvoVoiceError, EvoVoiceStatusError, OutcomeUnknown
-from bot.phone import NumberRejected, mask
+from bot.phone import NumberRejected, mask_numbers_in
 
 MAX_FLOW_TEXT = 100
 MAX_TEXT = 200
-# A run of digits (with the spaces, dashes, dots and brackets numbers are written with) long
-# enough to be a phone number.
-_NUMBER_IN_TEXT = re.compile(r"\+?\d[\d\s().-]{5,}\d")
-MIN_NUMBER_DIGITS = 7
 
 
 class Decision(StrEnum):
@@ -137,16 +132,7 @@ def clip(text: str | None, limit: int = MAX_TEXT) -> str | None:
 def masked_numbers(text: str | None) -> str | None:
     """`text` with every phone number in it masked: what Evo Voice says (who answered, the
     outcome) may be a number, and the audit trail keeps none in full."""
-    if text is None:
-        return None
-
-    def masked(found: re.Match[str]) -> str:
-        digits = "".join(ch for ch in found.group() if ch.isdigit())
-        if len(digits) < MIN_NUMBER_DIGITS:
-            return found.group()
-        return mask(("+" if found.group().startswith("+") else "") + digits)
-
-    return _NUMBER_IN_TEXT.sub(masked, text)
+    return None if text is None else mask_numbers_in(text)
 
 
 def iso(when: dt.datetime) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from bot.calls.store import CallState
 from bot.evovoice.client import Session
 from bot.evovoice.dates import parse_timestamp
+from bot.phone import mask_numbers_in
 
 MAX_OUTCOME_CHARS = 200
 
@@ -59,8 +60,11 @@ def duration_of(session: Session) -> float | None:
 
 
 def clip(text: str | None) -> str | None:
+    """Evo Voice's words about a call (who answered, the outcome) as the bot keeps them: any phone
+    number in them masked (the call's row outlives the 24 hours its own number is kept), trimmed
+    and clipped."""
     if not text:
         return None
-    text = text.strip()
+    text = mask_numbers_in(text).strip()
     return text if len(text) <= MAX_OUTCOME_CHARS else text[: MAX_OUTCOME_CHARS - 1] + "…"
 

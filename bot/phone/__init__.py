@@ -22,6 +22,7 @@ from bot.phone.parsing import (
     NumberRejected,
     RejectCode,
     mask,
+    mask_numbers_in,
     parse_number,
     to_e164,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "check_dialable",
     "describe_region",
     "mask",
+    "mask_numbers_in",
     "parse_number",
     "to_e164",
 ]

@@ -127,6 +127,25 @@ def to_e164(text: str, default_region: str) -> str:
     return e164
 
 
+# A run of digits (with the spaces, dashes, dots and brackets numbers are written with) long
+# enough to be a phone number.
+_NUMBER_IN_TEXT = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+MIN_NUMBER_DIGITS = 7
+
+
+def mask_numbers_in(text: str) -> str:
+    """`text` with every phone number in it masked (`mask`): what Evo Voice says of a call (who
+    answered, its outcome) may be or hold a number, and the bot keeps and shows none in full."""
+
+    def masked(found: re.Match[str]) -> str:
+        digits = "".join(ch for ch in found.group() if ch.isdigit())
+        if len(digits) < MIN_NUMBER_DIGITS:
+            return found.group()
+        return mask(("+" if found.group().startswith("+") else "") + digits)
+
+    return _NUMBER_IN_TEXT.sub(masked, text)
+
+
 def mask(e164: str) -> str:
     """Show enough of a number to recognise it, never all of it. Never raises.
 
