@@ -81,6 +81,10 @@ class CallTooOld(CallbotError):
 
 class HangUpFailed(CallbotError):
     def __init__(self, detail: str) -> None:
+        # Evo Voice's own words rarely end a sentence ("Internal server error").
+        detail = detail.strip()
+        if not detail.endswith((".", "!", "?")):
+            detail += "."
         super().__init__(
             f"Evo Voice did not hang up: {detail} The call may still be going on; try again, or "
             "end it in Evo Voice."
