@@ -1,0 +1,64 @@
+"""How a followed call is paced and given up, without Slack: the production timing the README
+promises, and an unconfirmed call looked for through a lookup failing for a moment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.calls.polling import FollowTiming
+from bot.calls.store import CallState, Placement
+from bot.config import load_settings
+from bot.evovoice.client import ServerError, Session
+from bot.services import follow_timing
+from bot.storage.database import Database
+from tests.test_follow_units import T0, TIMING, Clock, FakeEvo, follow, session
+
+
+def test_the_production_pace_is_the_one_the_readme_promises() -> None:
+    # README, "Following the call": every CALL_POLL_SECONDS while unanswered for its first 3
+    # minutes, then less and less often up to CALL_POLL_MAX_SECONDS; CALL_FIND_SECONDS,
+    # CALL_FOLLOW_MAX_MINUTES; "Audit trail": the full number kept for 24 hours after the call.
+    settings = load_settings(_env_file=None, slack_bot_token="xoxb-1", slack_app_token="xapp-1",
+                             evovoice_username="u", evovoice_password="p")
+    assert follow_timing(settings) == FollowTiming(
+        first_interval=2.0, max_interval=15.0, growth=1.5, ring_for=180.0, find_for=120.0,
+        follow_for=240 * 60.0, number_retention=24 * 3600.0,
+    )
+
+
+class FlakyLookup(FakeEvo):
+    """`GET /sessions?to=…` fails (5xx) for its first `failures` tries, then finds the session."""
+
+    def __init__(self, failures: int, found: Session) -> None:
+        super().__init__([found])
+        self.failures, self.found, self.lookups = failures, found, 0
+
+    async def find_sessions(self, *args: Any, **kwargs: Any) -> list[Session]:
+        self.lookups += 1
+        if self.lookups <= self.failures:
+            raise ServerError(503, "Service unavailable")
+        return [self.found]
+
+
+async def test_a_lookup_failing_for_a_moment_still_finds_an_unconfirmed_call(db: Database) -> None:
+    # Within CALL_FIND_SECONDS a failing lookup is tried again, not taken for "not found".
+    ended = session("Disconnected", ended=True, outcome="Completed",
+                    dateCreated="2027-01-15T08:00:00Z", dateCompleted="2027-01-15T08:00:20Z")
+    evo = FlakyLookup(2, ended)
+    call, notifier, _ = await follow(
+        db, evo, clock=Clock(T0 + TIMING.find_for / 2), session_id=None, state="finding",
+        placement=str(Placement.UNKNOWN), note="⚠️ Outcome unknown.",
+    )
+    assert evo.lookups == 3
+    assert call.state == CallState.ENDED and call.session_id == "sess-1"
+    assert "Ended: Completed, lasted 20 s." in notifier.edits[-1].text
+
+
+async def test_a_lookup_still_failing_after_find_for_ends_as_not_found(db: Database) -> None:
+    evo = FlakyLookup(100, session())
+    call, notifier, _ = await follow(
+        db, evo, clock=Clock(T0 + TIMING.find_for + 1), session_id=None, state="finding",
+        placement=str(Placement.UNKNOWN), note="⚠️ Outcome unknown.",
+    )
+    assert evo.lookups == 1 and call.state == CallState.NOT_FOUND and not call.following
+    assert "most likely not placed" in notifier.edits[-1].text
