@@ -8,7 +8,7 @@ from typing import Any
 from bot.calls.polling import FollowTiming
 from bot.calls.store import CallState, Placement
 from bot.config import load_settings
-from bot.evovoice.client import ServerError, Session
+from bot.evovoice.client import NotFound, ServerError, Session
 from bot.services import follow_timing
 from bot.storage.database import Database
 from tests.test_follow_units import T0, TIMING, Clock, FakeEvo, follow, session
@@ -62,3 +62,40 @@ async def test_a_lookup_still_failing_after_find_for_ends_as_not_found(db: Datab
     )
     assert evo.lookups == 1 and call.state == CallState.NOT_FOUND and not call.following
     assert "most likely not placed" in notifier.edits[-1].text
+
+
+class Ticking(Clock):
+    """A clock `step` seconds on at every reading."""
+
+    def __init__(self, now: float, step: float) -> None:
+        super().__init__(now)
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+async def test_a_404_long_after_one_at_the_start_does_not_end_the_following(
+    db: Database,
+) -> None:
+    # Unknown for a moment when new, read for minutes, unknown for a moment again: only a session
+    # unknown for CALL_FIND_SECONDS on end is given up, not one unknown twice, far apart.
+    lost = NotFound(404, "Session not found")
+    answers: list[Session | Exception] = [lost, *[session("Connected")] * 40, lost,
+                                          session("Disconnected", ended=True, outcome="Completed")]
+    call, notifier, _ = await follow(db, FakeEvo(answers), clock=Ticking(T0, 10.0))
+    assert call.state == CallState.ENDED and call.answered
+    assert "✅ Ended: Completed" in notifier.edits[-1].text
+
+
+async def test_who_answered_is_kept_when_the_last_read_no_longer_names_them(
+    db: Database,
+) -> None:
+    answers: list[Session | Exception] = [
+        session("Connected", answeredByName="Alice Example"),
+        session("Disconnected", ended=True, outcome="Completed"),  # the name gone at the end
+    ]
+    call, notifier, _ = await follow(db, FakeEvo(answers))
+    assert call.state == CallState.ENDED and call.answered_by == "Alice Example"
+    assert "✅ Ended: Completed, answered by Alice Example." in notifier.edits[-1].text
