@@ -3,15 +3,28 @@ promises, and an unconfirmed call looked for through a lookup failing for a mome
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from bot.calls import status_views as call_views
+from bot.calls.follow import CallFollower
 from bot.calls.polling import FollowTiming
-from bot.calls.store import CallState, Placement
+from bot.calls.store import CallState, CallStore, Placement
 from bot.config import load_settings
 from bot.evovoice.client import NotFound, ServerError, Session
 from bot.services import follow_timing
+from bot.slack.blocks import Message
 from bot.storage.database import Database
-from tests.test_follow_units import T0, TIMING, Clock, FakeEvo, follow, session
+from tests.test_follow_units import (
+    T0,
+    TIMING,
+    Clock,
+    FakeEvo,
+    FakeNotifier,
+    follow,
+    new_call,
+    session,
+)
 
 
 def test_the_production_pace_is_the_one_the_readme_promises() -> None:
@@ -99,3 +112,41 @@ async def test_who_answered_is_kept_when_the_last_read_no_longer_names_them(
     call, notifier, _ = await follow(db, FakeEvo(answers))
     assert call.state == CallState.ENDED and call.answered_by == "Alice Example"
     assert "✅ Ended: Completed, answered by Alice Example." in notifier.edits[-1].text
+
+
+class RefusingOnce(FakeNotifier):
+    """Slack refusing the first edit of each message, then taking them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: set[str] = set()
+
+    async def update(self, channel: str, ts: str, message: Message) -> bool:
+        if ts not in self.refused:
+            self.refused.add(ts)
+            return False
+        return await super().update(channel, ts, message)
+
+
+async def test_a_call_given_up_on_is_shown_so_even_if_slack_refuses_at_first(
+    db: Database,
+) -> None:
+    # "I stopped following this call" and the parent's ⚠️ are a final edit like "Ended": tried
+    # again until Slack takes them, never left at "Ringing".
+    store, notifier, pauses = CallStore(db), RefusingOnce(), []
+
+    async def pause(wake: asyncio.Event, seconds: float) -> None:
+        pauses.append(seconds)
+
+    follower = CallFollower(
+        evo=FakeEvo([session("Ringing")]), notifier=notifier, store=store,  # type: ignore[arg-type]
+        audit=None, account_ids=["acct-1"], timing=TIMING,
+        clock=Clock(T0 + TIMING.follow_for + 1), pause=pause,
+    )
+    tracked = await new_call(store)
+    await follower.begin(tracked, tracked.status_ts)
+    await asyncio.wait_for(asyncio.gather(*follower.tasks()), 5)
+    assert "I stopped following this call" in notifier.edits[-1].text
+    assert notifier.parent_edits[-1].text.endswith("⚠️ Outcome unclear: see the thread.")
+    assert notifier.reactions == [call_views.MARK_UNCLEAR]
+    assert pauses  # tried again after a pause
