@@ -150,3 +150,13 @@ async def test_a_call_given_up_on_is_shown_so_even_if_slack_refuses_at_first(
     assert notifier.parent_edits[-1].text.endswith("⚠️ Outcome unclear: see the thread.")
     assert notifier.reactions == [call_views.MARK_UNCLEAR]
     assert pauses  # tried again after a pause
+
+
+async def test_a_call_not_ringing_yet_is_polled_at_the_first_pace_too(db: Database) -> None:
+    # Created and not ringing yet ("Disconnected" before anything happened) is as unanswered as
+    # ringing: answered and over between two polls further apart, it would read "not answered".
+    calling = session("Disconnected")
+    ended = session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z")
+    call, _, pauses = await follow(db, FakeEvo([calling] * 6 + [ended]), state="calling")
+    assert pauses == [2.0] * 7  # the first before the first poll
+    assert call.state == CallState.ENDED
