@@ -112,3 +112,21 @@ def test_the_parent_tells_the_channel_how_it_went_once_it_is_over(
 )
 def test_durations_at_their_edges(seconds: float, shown: str) -> None:
     assert call_views.format_duration(seconds) == shown
+
+
+def test_each_button_asks_first_naming_the_number_masked() -> None:
+    def confirm(row: dict[str, object]) -> dict[str, object]:
+        [actions] = [b for b in call_views.call_status(tracked(**row)).blocks
+                     if b["type"] == "actions"]
+        [button] = actions["elements"]
+        return {key: value["text"] for key, value in button["confirm"].items()
+                if isinstance(value, dict)}
+
+    assert confirm({}) == {
+        "title": "Hang up?", "text": "End the call to +1 814 ••• 3093 now?",
+        "confirm": "Hang up", "deny": "Keep it",
+    }
+    assert confirm({"state": CallState.ENDED, "following": False}) == {
+        "title": "Call again?", "text": "Call +1 814 ••• 3093 again with “Escalation”?",
+        "confirm": "Call", "deny": "Cancel",
+    }
