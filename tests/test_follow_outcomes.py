@@ -275,3 +275,19 @@ async def test_an_end_slack_refused_until_a_restart_is_shown_by_the_next_start(
     await wait_for_edit(second, status, "❌ Ended: No answer, lasted 30 s.")
     assert await wait_for_mark(second, parent) == "x"
     assert texts(parent)[-1].endswith("❌ Not answered.")
+
+
+async def test_a_restart_leaves_the_calls_already_shown_over_alone(bot_factory: BotFactory) -> None:
+    first = await bot_factory("http", **FAST)
+    await first.command(f"{FULL} escalation")
+    status = await status_message(first)
+    [session_id] = first.evo.sessions
+    end_session(first, session_id, after_seconds=30, outcome="No answer")
+    assert await wait_for_mark(first, parent_of(first, status)) == "x"
+    await first.runtime.stop(grace=1)
+    edits = len(first.slack.calls_to("chat.update"))
+
+    second = await bot_factory("http", **FAST)  # the same database
+    await asyncio.wait_for(asyncio.gather(*services(second).follower.tasks()), 10)
+    assert len(second.slack.calls_to("chat.update")) == edits  # nothing edited again
+    assert len(second.slack.calls_to("reactions.add")) == 1
