@@ -160,3 +160,12 @@ async def test_a_call_not_ringing_yet_is_polled_at_the_first_pace_too(db: Databa
     call, _, pauses = await follow(db, FakeEvo([calling] * 6 + [ended]), state="calling")
     assert pauses == [2.0] * 7  # the first before the first poll
     assert call.state == CallState.ENDED
+
+
+async def test_a_long_outcome_is_kept_whole_up_to_its_limit(db: Database) -> None:
+    # A flow's outcome (an acknowledgement's words, say) is kept up to 200 characters: the status
+    # message shows what fits, the row and the audit trail keep the rest.
+    words = "Acknowledged by the on-call engineer after pressing 1, " * 3
+    ended = session("Disconnected", ended=True, outcome=words)
+    call, _, _ = await follow(db, FakeEvo([ended]))
+    assert call.outcome == words.strip() and len(words) < 200
