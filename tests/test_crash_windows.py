@@ -12,7 +12,7 @@ import asyncio
 
 from bot.standins.evovoice import Gated
 from tests.conftest import BotFactory
-from tests.follow_helpers import FAST, FULL, end_session, services
+from tests.follow_helpers import FAST, FULL, end_session, parent_of, services, wait_for_mark
 from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.escalations import (
     ALICE,
@@ -52,6 +52,10 @@ async def test_a_call_dialled_as_the_bot_died_is_found_followed_and_reported(
     end_session(second, session_id, after_seconds=20, outcome="Completed")
     await wait_for_status(second, status, "Ended")
     assert len(second.evo.outgoing_posts) == 1  # never dialled again
+    # The parent the next start posted for it tells the channel how it went, as any call's does.
+    parent = parent_of(second, status)
+    assert await wait_for_mark(second, parent) == "x"
+    assert (parent.text or "").endswith("❌ Not answered.")
 
 
 async def test_an_escalation_step_dialled_as_the_bot_died_is_ended_before_the_next_person(

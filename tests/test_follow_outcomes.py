@@ -10,6 +10,7 @@ import time
 
 from bot.standins.evovoice import EmptyObject, ErrorStatus, Gated, Respond
 from tests.conftest import BotFactory, until
+from tests.databases import on_both_databases
 from tests.interactions import interact, open_form, state, submission
 from tests.follow_helpers import (
     FAST,
@@ -249,3 +250,44 @@ async def test_one_404_late_in_a_call_does_not_end_its_following(bot_factory: Bo
     end_session(bot, session_id, after_seconds=20, outcome="Completed")
     await wait_for_edit(bot, status, "✅ Ended: Completed")
     assert not any("stopped following" in t for t in texts(status))
+
+
+@on_both_databases
+async def test_an_end_slack_refused_until_a_restart_is_shown_by_the_next_start(
+    bot_factory: BotFactory,
+) -> None:
+    # The call ends while Slack refuses every edit; the bot is stopped before Slack recovers. The
+    # row is no longer followed, yet its end was never shown: the next start shows it.
+    first = await bot_factory("http", **FAST)
+    await first.command(f"{FULL} escalation")
+    status = await status_message(first)
+    parent = parent_of(first, status)
+    [session_id] = first.evo.sessions
+    first.slack.fail("chat.update", "internal_error")
+    end_session(first, session_id, after_seconds=30, outcome="No answer")
+    await first.slack.wait_for_call(
+        "chat.update", lambda c: not c.ok and "Ended" in str(c.params.get("text")))
+    await first.runtime.stop(grace=1)
+    first.slack.off("chat.update")
+    assert "Ringing" in (status.text or "")
+
+    second = await bot_factory("http", **FAST)  # the same database
+    await wait_for_edit(second, status, "❌ Ended: No answer, lasted 30 s.")
+    assert await wait_for_mark(second, parent) == "x"
+    assert texts(parent)[-1].endswith("❌ Not answered.")
+
+
+async def test_a_restart_leaves_the_calls_already_shown_over_alone(bot_factory: BotFactory) -> None:
+    first = await bot_factory("http", **FAST)
+    await first.command(f"{FULL} escalation")
+    status = await status_message(first)
+    [session_id] = first.evo.sessions
+    end_session(first, session_id, after_seconds=30, outcome="No answer")
+    assert await wait_for_mark(first, parent_of(first, status)) == "x"
+    await first.runtime.stop(grace=1)
+    edits = len(first.slack.calls_to("chat.update"))
+
+    second = await bot_factory("http", **FAST)  # the same database
+    await asyncio.wait_for(asyncio.gather(*services(second).follower.tasks()), 10)
+    assert len(second.slack.calls_to("chat.update")) == edits  # nothing edited again
+    assert len(second.slack.calls_to("reactions.add")) == 1

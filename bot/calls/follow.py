@@ -41,6 +41,9 @@ DEFAULT_TIMING = FollowTiming()
 NUMBER_PURGE_EVERY_SECONDS = 3600.0
 LEASE_KIND = "call"  # a followed call's lease (bot/storage/leases.py)
 CALLS_TABLE = "calls"  # the rows LEASE_KIND leases
+# A call that ended while Slack refused its final edit until the bot stopped is shown by the next
+# start, if it was placed within this long.
+UNSHOWN_ENDS_WITHIN_SECONDS = 24 * 3600.0
 RESTARTED_WHILE_DIALLING = (
     "⚠️ callbot restarted while placing this call, so it may or may not have been placed."
 )
@@ -256,6 +259,12 @@ class CallFollower:
         count = len(await self._runner.adopt(await self._followed(), self._work))
         if count:
             logger.info("following %d call(s) again after a restart", count)
+        # Over, but its end never shown (Slack refused it until the bot stopped): shown now.
+        unshown = [call.id for call in await self._store.over_since(
+            self._clock() - UNSHOWN_ENDS_WITHIN_SECONDS) if self._messages.unshown(call)]
+        shown = await self._runner.adopt(unshown, self._show)
+        if shown:
+            logger.info("showing the end of %d call(s) Slack refused before a restart", len(shown))
         return count
 
     async def take_over(self) -> None:
@@ -269,6 +278,9 @@ class CallFollower:
 
     def _work(self, call_id: int) -> Work:
         return lambda: self._poller.follow(call_id)
+
+    def _show(self, call_id: int) -> Work:
+        return lambda: self._messages.refresh_until_shown(call_id)
 
     async def reconcile_dialling(self) -> int:
         """Calls the bot stopped in the middle of dialling: their POST may have reached Evo Voice,

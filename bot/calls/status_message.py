@@ -57,6 +57,16 @@ class StatusMessages:
     def draw(self, call: TrackedCall, *, buttons: bool = True) -> Message:
         return call_views.call_status(call, buttons=buttons)
 
+    def unshown(self, call: TrackedCall) -> bool:
+        """Whether Slack shows less than the row says: an edit or the parent's mark refused."""
+        if call.status_ts is not None and digest(self.draw(call)) != call.shown_digest:
+            return True
+        return (
+            call_views.parent_mark(call) is not None
+            and not call.marked
+            and call.parent_ts is not None
+        )
+
     def keep(self, call_id: int, thread: Thread) -> None:
         """The parent as posted, and the relay of a call without a thread, for later edits."""
         self._parents[call_id] = thread.parent

@@ -220,6 +220,16 @@ class CallStore:
         rows = await self._db.fetchall("SELECT * FROM calls WHERE following = 1 ORDER BY id")
         return [_call(row) for row in rows]
 
+    async def over_since(self, created_after: float) -> list[TrackedCall]:
+        """The calls over (no longer followed) that were placed at `created_after` or later."""
+        final = sorted(str(state) for state in FINAL_STATES)
+        rows = await self._db.fetchall(
+            f"SELECT * FROM calls WHERE following = 0 AND state IN ({','.join('?' * len(final))})"
+            " AND created_at >= ? ORDER BY id",
+            (*final, created_after),
+        )
+        return [_call(row) for row in rows]
+
     async def forget_numbers(self, created_before: float) -> int:
         """Erase the full number of calls that are over and older than `created_before`."""
         return await self._db.execute(
