@@ -15,6 +15,7 @@ from bot.evovoice.catalog import rank_flows
 from bot.evovoice.client import Flow
 from bot.listeners import call_form as form_listener
 from bot.slack.modals import ModalMetadata, field_errors
+from bot.standins.evovoice import ErrorStatus
 from bot.standins.slack import (
     ApiCall,
     block_suggestion_payload,
@@ -143,6 +144,20 @@ async def test_the_global_shortcut_opens_the_form_asking_for_a_channel(bot: BotU
     assert channel["element"]["default_to_current_conversation"] is True
     assert channel["element"]["response_url_enabled"] is True
     assert json.loads(posted["private_metadata"] or "{}").get("channel") is None
+
+
+async def test_when_the_numbers_cannot_be_read_the_form_opens_without_the_caller_id(
+    bot: BotUnderTest,
+) -> None:
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    bot.evo.queue("GET", "/endpoints", *[ErrorStatus(500)] * 3)
+    view = await open_form(bot)
+    await bot.settle()
+    posted = view.versions[-1]
+    assert posted.get("submit", {}).get("text") == "Call"  # the form, not a notice
+    assert [b["block_id"] for b in posted["blocks"] if b["type"] == "input"] == [
+        FormField.NUMBER, FormField.FLOW, FormField.REASON
+    ]
 
 
 # ------------------------------------------------------------------------------------- options
