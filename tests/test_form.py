@@ -194,6 +194,15 @@ async def test_the_flow_menu_is_empty_for_a_user_without_a_role(bot: BotUnderTes
     assert await options_for(bot, "", user_id="U0INTRUDER") == []
 
 
+async def test_the_flow_menu_is_empty_not_an_error_when_evo_voice_fails(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    bot.evo.queue("GET", "/flows", *[ErrorStatus(500)] * 3)
+    assert await options_for(bot, "esc") == []  # an empty menu, not an error
+
+
 # ------------------------------------------------------------------------------------- submitting
 
 
