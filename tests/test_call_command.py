@@ -106,6 +106,17 @@ async def test_help_answers_in_the_ack_and_dials_nothing(bot: BotUnderTest) -> N
     assert bot.evo.outgoing_posts == []
 
 
+async def test_help_when_the_roles_cannot_be_read_lists_everything_with_who_may_use_it(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    bot.slack.fail("usergroups.users.list", "missing_scope")
+    ack, _ = await bot.command("help", user_id="U0LEAD1")
+    assert ack.status == 200
+    assert "`/call history [@person | number]`: recent calls. _(Manager or SystemAdministrator)_" \
+        in ack.text
+
+
 async def test_user_without_a_role_is_told_which_roles_and_nothing_is_dialled(
     bot: BotUnderTest,
 ) -> None:
