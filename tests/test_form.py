@@ -226,6 +226,8 @@ async def test_a_valid_form_places_one_call_with_the_reason_in_the_thread(
 
 async def test_no_caller_id_chosen_uses_the_default(bot: BotUnderTest) -> None:
     view = await open_form(bot)
+    caller = block(view.versions[-1], FormField.CALLER_ID)
+    assert caller is not None and "also used when left empty" in caller["hint"]["text"]
     await interact(bot, submission(view, state(caller_id=None)))
     await bot.settle()
     [post] = bot.evo.outgoing_posts
