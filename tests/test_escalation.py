@@ -142,6 +142,24 @@ async def test_without_oncall_the_shortcuts_explain_how_to_set_it_up(
     assert "No on-call rotation is set up" in json.dumps(view.versions[-1]["blocks"])
 
 
+async def test_when_evo_voice_cannot_list_the_flows_the_form_opens_and_escalate_says_why(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory)
+    services(bot).catalog.forget()
+    bot.evo.queue("GET", "/flows", *[ErrorStatus(500)] * 4)  # the open's read, Escalate's read
+    view, _ = await open_on_message(bot)
+    await bot.settle()
+    shown = view.versions[-1]
+    assert shown["submit"]["text"] == "Escalate"  # the form, the flow as configured
+    assert "*Flow:* “Escalation”" in json.dumps(shown["blocks"], ensure_ascii=False)
+    answer = await submit(bot, view)
+    assert answer["response_action"] == "errors"
+    assert "The escalation flow can't be used" in answer["errors"][EscalationField.REASON]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
 # ------------------------------------------------------------------------------------- the chain
 
 
