@@ -103,6 +103,17 @@ async def test_the_on_call_person_without_a_number_is_flagged_and_skipped(
     assert escalation.thread_ts == message.ts
 
 
+async def test_when_nobody_in_the_order_has_a_number_the_form_says_nobody_would_be_called(
+    bot_factory: BotFactory,
+) -> None:
+    policy = POLICY + '[oncall]\nflow = "Escalation"\nrotation = ["U0CAROL"]\n'
+    bot, _ = await start(bot_factory, policy=policy)  # Carol: no [people] entry, no phone
+    view, _ = await open_on_message(bot)
+    text = json.dumps(view.versions[-1]["blocks"], ensure_ascii=False)
+    assert "the escalation starts with the next person" not in text
+    assert "nobody would be called" in text
+
+
 async def test_a_guest_gets_a_notice(bot_factory: BotFactory) -> None:
     bot, _ = await start(bot_factory)
     bot.slack.users["U0INTRUDER"] = {"is_restricted": True}
