@@ -59,6 +59,7 @@ async def test_call_alone_opens_the_form_with_the_trigger(bot: BotUnderTest) -> 
     number = block(posted, FormField.NUMBER)
     assert number is not None and "initial_value" not in number["element"]
     assert "(814) 404-3093" in number["hint"]["text"]  # accepted formats
+    assert "Calls may go to the United States (US), Canada (CA)." in number["hint"]["text"]
     flow = block(posted, FormField.FLOW)
     assert flow is not None and flow["element"]["type"] == "external_select"
     caller = block(posted, FormField.CALLER_ID)
@@ -75,6 +76,8 @@ async def test_a_number_without_a_flow_prefills_the_form(bot: BotUnderTest) -> N
     view = await open_form(bot, FULL)
     number = block(view.versions[-1], FormField.NUMBER)
     assert number is not None and number["element"]["initial_value"] == FULL
+    # Room for a number as people write it, extension and all (which the check then refuses).
+    assert number["element"]["max_length"] >= len("+1 (814) 404-3093 ext. 1234")
 
 
 async def test_a_user_without_a_role_gets_a_notice_instead_of_the_form(bot: BotUnderTest) -> None:
