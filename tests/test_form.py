@@ -84,6 +84,7 @@ async def test_a_user_without_a_role_gets_a_notice_instead_of_the_form(bot: BotU
     view = await open_form(bot, user_id="U0INTRUDER")
     posted = view.versions[-1]
     assert "submit" not in posted
+    assert posted["close"]["text"] == "Close"  # nothing to cancel
     assert "Manager" in json.dumps(posted["blocks"])
 
 
