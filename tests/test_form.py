@@ -154,7 +154,7 @@ async def test_when_the_numbers_cannot_be_read_the_form_opens_without_the_caller
     bot: BotUnderTest,
 ) -> None:
     bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
-    bot.evo.queue("GET", "/endpoints", *[ErrorStatus(500)] * 3)
+    bot.evo.queue("GET", "/endpoints", ErrorStatus(500))
     view = await open_form(bot)
     await bot.settle()
     posted = view.versions[-1]
@@ -326,6 +326,39 @@ async def test_access_lost_after_opening_is_shown_in_the_form(bot: BotUnderTest)
     answer = await interact(bot, submission(view, state(), user_id="U0LEAD1"))
     assert answer["response_action"] == "errors"
     assert "not allowed to place calls" in answer["errors"][FormField.NUMBER]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_a_group_lookup_failing_on_submit_is_explained_in_the_form(
+    bot: BotUnderTest,
+) -> None:
+    view = await open_form(bot, user_id="U0LEAD1")  # a Manager through user group S0LEADS
+    bot.slack.fail("usergroups.users.list", "missing_scope")
+    bot.runtime.services.access.forget_groups()  # type: ignore[union-attr]
+    answer = await interact(bot, submission(view, state(), user_id="U0LEAD1"))
+    assert answer["response_action"] == "errors"
+    assert "usergroups:read" in answer["errors"][FormField.NUMBER]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_a_caller_id_error_without_the_caller_id_select_shows_under_the_number(
+    bot: BotUnderTest,
+) -> None:
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    bot.evo.queue("GET", "/endpoints", ErrorStatus(500))
+    view = await open_form(bot)
+    await bot.settle()
+    assert block(view.versions[-1], FormField.CALLER_ID) is None
+    # By Call, the numbers are readable again, and the default is no longer among them.
+    bot.evo.phone_numbers[:] = [n for n in bot.evo.phone_numbers
+                                if n.get("phoneNumber") != "+18145550100"]
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    answer = await interact(bot, submission(view, state(caller_id=None)))
+    assert answer["response_action"] == "errors"
+    assert list(answer["errors"]) == [FormField.NUMBER]  # Slack shows errors only under inputs
+    assert "not one of the account's" in answer["errors"][FormField.NUMBER]
     await bot.settle()
     assert bot.evo.outgoing_posts == []
 
