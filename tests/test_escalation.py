@@ -510,6 +510,21 @@ async def test_a_double_submitted_form_starts_one_chain(bot_factory: BotFactory)
     assert dialled(bot) == [ALICE]
 
 
+async def test_from_a_message_the_bot_cannot_post_under_the_shortcuts_response_url_tells(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == CHANNEL)
+    await submit(bot, view)
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    told = [r for answers in bot.slack.responses.values() for r in answers
+            if "I could not post the on-call escalation" in str(r.get("text"))]
+    assert len(told) == 1  # in the channel, to the requester, as the shortcut allows
+    assert bot.slack.channel_messages("U0ADMIN") == []  # not a direct message
+
+
 async def test_where_the_bot_cannot_post_the_escalation_goes_on_and_the_requester_is_told(
     bot_factory: BotFactory,
 ) -> None:
