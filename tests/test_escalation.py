@@ -141,6 +141,20 @@ async def test_the_right_to_escalate_is_checked_again_on_submit(
     assert await services(bot).db.fetchall("SELECT id FROM escalations") == []
 
 
+async def test_a_group_lookup_failing_on_escalate_is_explained_under_the_reason(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory, policy=ROSTER + 'responders = ["S0LEADS"]\n')
+    view, _ = await open_on_message(bot, user_id="U0LEAD1")  # a Manager through user group S0LEADS
+    bot.slack.fail("usergroups.users.list", "missing_scope")
+    services(bot).access.forget_groups()
+    answer = await submit(bot, view, user_id="U0LEAD1")
+    assert answer["response_action"] == "errors"
+    assert "usergroups:read" in answer["errors"][EscalationField.REASON]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
 async def test_without_oncall_the_shortcuts_explain_how_to_set_it_up(
     bot_factory: BotFactory,
 ) -> None:
@@ -523,6 +537,8 @@ async def test_from_a_message_the_bot_cannot_post_under_the_shortcuts_response_u
             if "I could not post the on-call escalation" in str(r.get("text"))]
     assert len(told) == 1  # in the channel, to the requester, as the shortcut allows
     assert bot.slack.channel_messages("U0ADMIN") == []  # not a direct message
+    rows = await services(bot).db.fetchall("SELECT origin FROM escalations")
+    assert [r["origin"] for r in rows] == ["message_shortcut"]
 
 
 async def test_where_the_bot_cannot_post_the_escalation_goes_on_and_the_requester_is_told(
