@@ -102,6 +102,7 @@ async def test_help_answers_in_the_ack_and_dials_nothing(bot: BotUnderTest) -> N
     ack, _ = await bot.command("help")
     assert ack.status == 200
     assert "/call +18144043093 escalation" in ack.text
+    assert "Usage: /call <number> <flow> [caller ID]" in ack.body["text"]  # the plain fallback
     await bot.settle()
     assert bot.evo.outgoing_posts == []
 
