@@ -114,6 +114,17 @@ async def test_when_nobody_in_the_order_has_a_number_the_form_says_nobody_would_
     assert "nobody would be called" in text
 
 
+async def test_with_one_person_after_the_first_the_form_names_them(
+    bot_factory: BotFactory,
+) -> None:
+    policy = POLICY + '[people]\nU0ALICE = "+18144043093"\nU0BOB = "+18144043094"\n' + (
+        '[oncall]\nflow = "Escalation"\nrotation = ["U0ALICE", "U0BOB"]\n')
+    bot, _ = await start(bot_factory, policy=policy)
+    view, _ = await open_on_message(bot)
+    text = json.dumps(view.versions[-1]["blocks"], ensure_ascii=False)
+    assert "Then: <@U0ALICE>." in text and "nobody comes after" not in text
+
+
 async def test_a_guest_gets_a_notice(bot_factory: BotFactory) -> None:
     bot, _ = await start(bot_factory)
     bot.slack.users["U0INTRUDER"] = {"is_restricted": True}
@@ -253,6 +264,7 @@ async def test_the_global_shortcut_asks_for_the_channel_and_starts_a_thread_ther
     channel = next(b for b in shown["blocks"] if b.get("block_id") == EscalationField.CHANNEL)
     assert channel["element"]["type"] == "conversations_select"
     assert "initial_value" not in reason_block(shown)["element"]
+    assert "in a new thread in the channel you choose" in json.dumps(shown["blocks"])
 
     answer = await submit(bot, view, reason="INC-7: payments down")  # no channel chosen
     assert answer["response_action"] == "errors"
@@ -262,6 +274,7 @@ async def test_the_global_shortcut_asks_for_the_channel_and_starts_a_thread_ther
     escalation = await escalation_message(bot)
     assert escalation.channel == "C0INC" and not escalation.is_reply  # a new thread's root
     assert "INC-7: payments down" in (escalation.text or "")
+    assert "Flow “Escalation”" in json.dumps(escalation.blocks, ensure_ascii=False)  # not its ID
     await bot.evo.wait_for_posts(1)
     await wait_for_edit(bot, escalation, "— 🔔 ringing…")
     assert bot.slack.channel_messages("C0INC") == [escalation]
