@@ -88,6 +88,14 @@ async def test_a_user_without_a_role_gets_a_notice_instead_of_the_form(bot: BotU
     assert "Manager" in json.dumps(posted["blocks"])
 
 
+async def test_a_group_lookup_failing_at_open_gets_a_notice_saying_why(bot: BotUnderTest) -> None:
+    bot.slack.fail("usergroups.users.list", "missing_scope")
+    view = await open_form(bot, user_id="U0LEAD1")  # a Manager through user group S0LEADS
+    posted = view.versions[-1]
+    assert "submit" not in posted
+    assert "usergroups:read" in json.dumps(posted["blocks"])
+
+
 async def test_slow_data_opens_a_loading_view_then_the_form(
     bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
