@@ -9,7 +9,7 @@ import pytest
 
 from bot.evovoice.catalog import LIST_ALL_FLOWS_UP_TO
 from bot.standins.evovoice import Gated, Respond
-from bot.standins.slack import SlackStandIn
+from bot.standins.slack import ApiCall, SlackStandIn
 from tests.conftest import POLICY, POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
 from tests.follow_helpers import audit_records, services
 
@@ -102,8 +102,36 @@ async def test_help_answers_in_the_ack_and_dials_nothing(bot: BotUnderTest) -> N
     ack, _ = await bot.command("help")
     assert ack.status == 200
     assert "/call +18144043093 escalation" in ack.text
+    assert "Usage: /call <number> <flow> [caller ID]" in ack.body["text"]  # the plain fallback
     await bot.settle()
     assert bot.evo.outgoing_posts == []
+
+
+async def test_help_when_the_roles_cannot_be_read_lists_everything_with_who_may_use_it(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    bot.slack.fail("usergroups.users.list", "missing_scope")
+    ack, _ = await bot.command("help", user_id="U0LEAD1")
+    assert ack.status == 200
+    assert "`/call history [@person | number]`: recent calls. _(Manager or SystemAdministrator)_" \
+        in ack.text
+
+
+async def test_help_when_the_roles_are_slow_lists_everything_within_slacks_deadline(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    release = asyncio.Event()
+
+    async def stuck_groups(call: ApiCall) -> None:
+        await release.wait()
+
+    bot.slack.on("usergroups.users.list", stuck_groups)
+    ack, _ = await bot.command("help", user_id="U0LEAD1")  # the harness holds it to Slack's 3 s
+    assert "_(Manager or SystemAdministrator)_" in ack.text
+    release.set()
+    bot.slack.off("usergroups.users.list")
 
 
 async def test_user_without_a_role_is_told_which_roles_and_nothing_is_dialled(

@@ -103,6 +103,28 @@ async def test_the_on_call_person_without_a_number_is_flagged_and_skipped(
     assert escalation.thread_ts == message.ts
 
 
+async def test_when_nobody_in_the_order_has_a_number_the_form_says_nobody_would_be_called(
+    bot_factory: BotFactory,
+) -> None:
+    policy = POLICY + '[oncall]\nflow = "Escalation"\nrotation = ["U0CAROL"]\n'
+    bot, _ = await start(bot_factory, policy=policy)  # Carol: no [people] entry, no phone
+    view, _ = await open_on_message(bot)
+    text = json.dumps(view.versions[-1]["blocks"], ensure_ascii=False)
+    assert "the escalation starts with the next person" not in text
+    assert "nobody would be called" in text
+
+
+async def test_with_one_person_after_the_first_the_form_names_them(
+    bot_factory: BotFactory,
+) -> None:
+    policy = POLICY + '[people]\nU0ALICE = "+18144043093"\nU0BOB = "+18144043094"\n' + (
+        '[oncall]\nflow = "Escalation"\nrotation = ["U0ALICE", "U0BOB"]\n')
+    bot, _ = await start(bot_factory, policy=policy)
+    view, _ = await open_on_message(bot)
+    text = json.dumps(view.versions[-1]["blocks"], ensure_ascii=False)
+    assert "Then: <@U0ALICE>." in text and "nobody comes after" not in text
+
+
 async def test_a_guest_gets_a_notice(bot_factory: BotFactory) -> None:
     bot, _ = await start(bot_factory)
     bot.slack.users["U0INTRUDER"] = {"is_restricted": True}
@@ -130,6 +152,20 @@ async def test_the_right_to_escalate_is_checked_again_on_submit(
     assert await services(bot).db.fetchall("SELECT id FROM escalations") == []
 
 
+async def test_a_group_lookup_failing_on_escalate_is_explained_under_the_reason(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory, policy=ROSTER + 'responders = ["S0LEADS"]\n')
+    view, _ = await open_on_message(bot, user_id="U0LEAD1")  # a Manager through user group S0LEADS
+    bot.slack.fail("usergroups.users.list", "missing_scope")
+    services(bot).access.forget_groups()
+    answer = await submit(bot, view, user_id="U0LEAD1")
+    assert answer["response_action"] == "errors"
+    assert "usergroups:read" in answer["errors"][EscalationField.REASON]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
 async def test_without_oncall_the_shortcuts_explain_how_to_set_it_up(
     bot_factory: BotFactory,
 ) -> None:
@@ -140,6 +176,24 @@ async def test_without_oncall_the_shortcuts_explain_how_to_set_it_up(
     assert "No on-call rotation is set up" in text and "[oncall]" in text and "rotation" in text
     view = await open_global(bot, user_id="U0INTRUDER")
     assert "No on-call rotation is set up" in json.dumps(view.versions[-1]["blocks"])
+
+
+async def test_when_evo_voice_cannot_list_the_flows_the_form_opens_and_escalate_says_why(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory)
+    services(bot).catalog.forget()
+    bot.evo.queue("GET", "/flows", *[ErrorStatus(500)] * 4)  # the open's read, Escalate's read
+    view, _ = await open_on_message(bot)
+    await bot.settle()
+    shown = view.versions[-1]
+    assert shown["submit"]["text"] == "Escalate"  # the form, the flow as configured
+    assert "*Flow:* “Escalation”" in json.dumps(shown["blocks"], ensure_ascii=False)
+    answer = await submit(bot, view)
+    assert answer["response_action"] == "errors"
+    assert "The escalation flow can't be used" in answer["errors"][EscalationField.REASON]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
 
 
 # ------------------------------------------------------------------------------------- the chain
@@ -210,6 +264,7 @@ async def test_the_global_shortcut_asks_for_the_channel_and_starts_a_thread_ther
     channel = next(b for b in shown["blocks"] if b.get("block_id") == EscalationField.CHANNEL)
     assert channel["element"]["type"] == "conversations_select"
     assert "initial_value" not in reason_block(shown)["element"]
+    assert "in a new thread in the channel you choose" in json.dumps(shown["blocks"])
 
     answer = await submit(bot, view, reason="INC-7: payments down")  # no channel chosen
     assert answer["response_action"] == "errors"
@@ -219,6 +274,7 @@ async def test_the_global_shortcut_asks_for_the_channel_and_starts_a_thread_ther
     escalation = await escalation_message(bot)
     assert escalation.channel == "C0INC" and not escalation.is_reply  # a new thread's root
     assert "INC-7: payments down" in (escalation.text or "")
+    assert "Flow “Escalation”" in json.dumps(escalation.blocks, ensure_ascii=False)  # not its ID
     await bot.evo.wait_for_posts(1)
     await wait_for_edit(bot, escalation, "— 🔔 ringing…")
     assert bot.slack.channel_messages("C0INC") == [escalation]
@@ -483,6 +539,23 @@ async def test_a_double_submitted_form_starts_one_chain(bot_factory: BotFactory)
     texts = [m.text or "" for m in posts_in(bot, CHANNEL, message.ts)]
     assert sum("*On-call escalation*" in t for t in texts) == 1
     assert dialled(bot) == [ALICE]
+
+
+async def test_from_a_message_the_bot_cannot_post_under_the_shortcuts_response_url_tells(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _ = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == CHANNEL)
+    await submit(bot, view)
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    told = [r for answers in bot.slack.responses.values() for r in answers
+            if "I could not post the on-call escalation" in str(r.get("text"))]
+    assert len(told) == 1  # in the channel, to the requester, as the shortcut allows
+    assert bot.slack.channel_messages("U0ADMIN") == []  # not a direct message
+    rows = await services(bot).db.fetchall("SELECT origin FROM escalations")
+    assert [r["origin"] for r in rows] == ["message_shortcut"]
 
 
 async def test_where_the_bot_cannot_post_the_escalation_goes_on_and_the_requester_is_told(

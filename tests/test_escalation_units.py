@@ -51,6 +51,17 @@ def test_a_long_message_is_trimmed_and_keeps_its_link() -> None:
     assert forms.quote_reason("down", None) == "“down”"
 
 
+def test_an_attachment_with_nothing_else_to_say_is_quoted_by_its_fallback() -> None:
+    message = {"text": "", "attachments": [
+        {"fallback": "[FIRING] db-primary unreachable"},
+        {"fallback": "not shown", "title": "DatabaseDown", "fields": [{"title": "severity",
+                                                                       "value": "critical"}]},
+        "not an attachment",
+    ]}
+    assert forms.message_words(message) == (
+        "[FIRING] db-primary unreachable · DatabaseDown · severity: critical")
+
+
 @pytest.fixture
 async def store(db: Database) -> EscalationStore:
     return EscalationStore(db)

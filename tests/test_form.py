@@ -15,6 +15,7 @@ from bot.evovoice.catalog import rank_flows
 from bot.evovoice.client import Flow
 from bot.listeners import call_form as form_listener
 from bot.slack.modals import ModalMetadata, field_errors
+from bot.standins.evovoice import ErrorStatus
 from bot.standins.slack import (
     ApiCall,
     block_suggestion_payload,
@@ -58,6 +59,7 @@ async def test_call_alone_opens_the_form_with_the_trigger(bot: BotUnderTest) -> 
     number = block(posted, FormField.NUMBER)
     assert number is not None and "initial_value" not in number["element"]
     assert "(814) 404-3093" in number["hint"]["text"]  # accepted formats
+    assert "Calls may go to the United States (US), Canada (CA)." in number["hint"]["text"]
     flow = block(posted, FormField.FLOW)
     assert flow is not None and flow["element"]["type"] == "external_select"
     caller = block(posted, FormField.CALLER_ID)
@@ -74,13 +76,24 @@ async def test_a_number_without_a_flow_prefills_the_form(bot: BotUnderTest) -> N
     view = await open_form(bot, FULL)
     number = block(view.versions[-1], FormField.NUMBER)
     assert number is not None and number["element"]["initial_value"] == FULL
+    # Room for a number as people write it, extension and all (which the check then refuses).
+    assert number["element"]["max_length"] >= len("+1 (814) 404-3093 ext. 1234")
 
 
 async def test_a_user_without_a_role_gets_a_notice_instead_of_the_form(bot: BotUnderTest) -> None:
     view = await open_form(bot, user_id="U0INTRUDER")
     posted = view.versions[-1]
     assert "submit" not in posted
+    assert posted["close"]["text"] == "Close"  # nothing to cancel
     assert "Manager" in json.dumps(posted["blocks"])
+
+
+async def test_a_group_lookup_failing_at_open_gets_a_notice_saying_why(bot: BotUnderTest) -> None:
+    bot.slack.fail("usergroups.users.list", "missing_scope")
+    view = await open_form(bot, user_id="U0LEAD1")  # a Manager through user group S0LEADS
+    posted = view.versions[-1]
+    assert "submit" not in posted
+    assert "usergroups:read" in json.dumps(posted["blocks"])
 
 
 async def test_slow_data_opens_a_loading_view_then_the_form(
@@ -145,6 +158,20 @@ async def test_the_global_shortcut_opens_the_form_asking_for_a_channel(bot: BotU
     assert json.loads(posted["private_metadata"] or "{}").get("channel") is None
 
 
+async def test_when_the_numbers_cannot_be_read_the_form_opens_without_the_caller_id(
+    bot: BotUnderTest,
+) -> None:
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    bot.evo.queue("GET", "/endpoints", ErrorStatus(500))
+    view = await open_form(bot)
+    await bot.settle()
+    posted = view.versions[-1]
+    assert posted.get("submit", {}).get("text") == "Call"  # the form, not a notice
+    assert [b["block_id"] for b in posted["blocks"] if b["type"] == "input"] == [
+        FormField.NUMBER, FormField.FLOW, FormField.REASON
+    ]
+
+
 # ------------------------------------------------------------------------------------- options
 
 
@@ -179,6 +206,15 @@ async def test_the_flow_menu_is_empty_for_a_user_without_a_role(bot: BotUnderTes
     assert await options_for(bot, "", user_id="U0INTRUDER") == []
 
 
+async def test_the_flow_menu_is_empty_not_an_error_when_evo_voice_fails(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    bot.evo.queue("GET", "/flows", *[ErrorStatus(500)] * 3)
+    assert await options_for(bot, "esc") == []  # an empty menu, not an error
+
+
 # ------------------------------------------------------------------------------------- submitting
 
 
@@ -202,6 +238,8 @@ async def test_a_valid_form_places_one_call_with_the_reason_in_the_thread(
 
 async def test_no_caller_id_chosen_uses_the_default(bot: BotUnderTest) -> None:
     view = await open_form(bot)
+    caller = block(view.versions[-1], FormField.CALLER_ID)
+    assert caller is not None and "also used when left empty" in caller["hint"]["text"]
     await interact(bot, submission(view, state(caller_id=None)))
     await bot.settle()
     [post] = bot.evo.outgoing_posts
@@ -296,6 +334,39 @@ async def test_access_lost_after_opening_is_shown_in_the_form(bot: BotUnderTest)
     answer = await interact(bot, submission(view, state(), user_id="U0LEAD1"))
     assert answer["response_action"] == "errors"
     assert "not allowed to place calls" in answer["errors"][FormField.NUMBER]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_a_group_lookup_failing_on_submit_is_explained_in_the_form(
+    bot: BotUnderTest,
+) -> None:
+    view = await open_form(bot, user_id="U0LEAD1")  # a Manager through user group S0LEADS
+    bot.slack.fail("usergroups.users.list", "missing_scope")
+    bot.runtime.services.access.forget_groups()  # type: ignore[union-attr]
+    answer = await interact(bot, submission(view, state(), user_id="U0LEAD1"))
+    assert answer["response_action"] == "errors"
+    assert "usergroups:read" in answer["errors"][FormField.NUMBER]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_a_caller_id_error_without_the_caller_id_select_shows_under_the_number(
+    bot: BotUnderTest,
+) -> None:
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    bot.evo.queue("GET", "/endpoints", ErrorStatus(500))
+    view = await open_form(bot)
+    await bot.settle()
+    assert block(view.versions[-1], FormField.CALLER_ID) is None
+    # By Call, the numbers are readable again, and the default is no longer among them.
+    bot.evo.phone_numbers[:] = [n for n in bot.evo.phone_numbers
+                                if n.get("phoneNumber") != "+18145550100"]
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    answer = await interact(bot, submission(view, state(caller_id=None)))
+    assert answer["response_action"] == "errors"
+    assert list(answer["errors"]) == [FormField.NUMBER]  # Slack shows errors only under inputs
+    assert "not one of the account's" in answer["errors"][FormField.NUMBER]
     await bot.settle()
     assert bot.evo.outgoing_posts == []
 
@@ -512,6 +583,8 @@ def test_form_keeps_the_default_caller_id_among_the_first_hundred() -> None:
     assert caller is not None
     assert len(caller["element"]["options"]) == 100
     assert caller["element"]["initial_option"]["value"] == owned[140]
+    # Slack refuses a view whose initial option is not one of its options.
+    assert caller["element"]["initial_option"] in caller["element"]["options"]
     assert len(view["private_metadata"]) <= 3000
 
 

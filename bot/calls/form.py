@@ -161,7 +161,8 @@ def call_form(
             "element": select,
             "hint": plain(
                 "The number the callee sees. "
-                + ("Preselected: the default." if default_caller_id in numbers
+                + ("Preselected: the default, also used when left empty."
+                   if default_caller_id in numbers
                    else "Left empty, Evo Voice picks one of the account's numbers.")
             ),
         })

@@ -135,8 +135,14 @@ def escalation_form(
     on_call = f"*On call now:* {reach(first)}"
     if first.until is not None:
         on_call += f" · until {local_time(first.until, preview.tz)}"
-    if first.number is None:
+    if first.number is None and any(p.number is not None for p in rest):
         on_call += "\nThey will be skipped; the escalation starts with the next person."
+    elif first.number is None:
+        on_call += (
+            "\nNobody in the order has a usable phone number, so nobody would be called: ask an "
+            "administrator of callbot to add their numbers under [people] in the policy file, or "
+            "to their Slack profiles."
+        )
     blocks: list[Block] = [section(on_call)]
     timeout = seconds(preview.answer_timeout)
     if rest:
