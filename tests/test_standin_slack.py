@@ -343,6 +343,27 @@ async def test_views(slack: SlackStandIn) -> None:
         )
     assert err.value.response["error"] == "invalid_arguments"
 
+    # a menu's initial_option must be one of its options (radio buttons and groups alike)
+    def menu(initial: dict[str, Any], grouped: bool = False) -> dict[str, Any]:
+        options = [{"text": {"type": "plain_text", "text": t}, "value": t} for t in ("a", "b")]
+        element: dict[str, Any] = {"type": "static_select", "action_id": "v",
+                                   "initial_option": initial}
+        if grouped:
+            element["option_groups"] = [{"label": {"type": "plain_text", "text": "g"},
+                                         "options": options}]
+        else:
+            element["options"] = options
+        return {**view, "blocks": [{**view["blocks"][0], "element": element}]}
+
+    offered = {"text": {"type": "plain_text", "text": "b"}, "value": "b"}
+    for grouped in (False, True):
+        await client.views_open(trigger_id=slack.new_trigger_id(), view=menu(offered, grouped))
+        with pytest.raises(SlackApiError) as err:
+            await client.views_open(trigger_id=slack.new_trigger_id(),
+                                    view=menu({**offered, "value": "c"}, grouped))
+        assert err.value.response["error"] == "invalid_arguments"
+        assert "initial_option" in err.value.response["response_metadata"]["messages"][0]
+
     # a minted trigger_id works once; one Slack never handed out, not at all
     trigger = slack.new_trigger_id()
     await client.views_open(trigger_id=trigger, view=view)

@@ -105,11 +105,36 @@ def _element_problems(node: JSONDict, ptr: str) -> list[str]:
     most = {"context": 10, "actions": 25}.get(str(kind))
     if most is not None:
         more(node.get("elements"), most, "elements")
+    problems.extend(_initial_option_problems(node, ptr))
     fields = node.get("fields")
     if kind == "section" and isinstance(fields, list):
         more(fields, 10, "fields")
         for i, item in enumerate(fields):
             longer(_text_of(item), 2000, f"fields/{i}/text")
+    return problems
+
+
+def _initial_option_problems(node: JSONDict, ptr: str) -> list[str]:
+    """A menu's (or radio buttons', or checkboxes') `initial_option(s)` must "exactly match one of
+    the options within options or option_groups" (Block Kit reference, select menu element); a menu
+    whose options come from the app (external_select) has none to match."""
+    offered: list[Any] = []
+    if isinstance(node.get("options"), list):
+        offered = list(node["options"])
+    elif isinstance(node.get("option_groups"), list):
+        offered = [option for group in node["option_groups"] if isinstance(group, dict)
+                   for option in group.get("options") or []]
+    else:
+        return []
+    problems: list[str] = []
+    for key in ("initial_option", "initial_options"):
+        chosen = node.get(key)
+        for i, option in enumerate(chosen if isinstance(chosen, list) else [chosen]):
+            if chosen is not None and option not in offered:
+                where = key if key == "initial_option" else f"{key}/{i}"
+                problems.append(
+                    f"[ERROR] must match one of the options [json-pointer:{ptr}/{where}]"
+                )
     return problems
 
 
