@@ -10,7 +10,7 @@ import pytest
 
 from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.client import EvoVoiceClient, NotFound, RateLimited
-from bot.evovoice.lookups import BATCH_SIZE
+from bot.evovoice.lookups import BATCH_SIZE, MAX_IDS_CHARS
 from bot.standins.evovoice import (
     ErrorStatus,
     EvoVoiceStandIn,
@@ -185,6 +185,19 @@ async def test_polls_made_together_are_read_a_batch_a_request(
     assert all(len(r.query["specificIds"].split(",")) <= BATCH_SIZE for r in listings)
     assert all(r.query["accountIds"] == "acct-1" for r in listings)
     assert client.polls.batching
+
+
+async def test_a_session_id_too_long_for_a_batch_is_read_alone_and_holds_up_no_other(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    # An answer naming a session by an id longer than a batch's URL may hold: it is asked for on
+    # its own, and the polls of the others are answered all the same.
+    long = evo.add_session(id="sess-" + "9" * MAX_IDS_CHARS)["id"]
+    others = [evo.add_session()["id"] for _ in range(3)]
+    ids = await asyncio.wait_for(poll_all(client, [long, *others]), 10)
+    assert ids == [long, *others]
+    listings = [r.query["specificIds"].split(",") for r in evo.requests_to("GET", "/sessions")]
+    assert [long] in listings
 
 
 async def test_a_session_id_holding_a_comma_or_a_slash_is_read_alone(

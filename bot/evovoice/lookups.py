@@ -118,7 +118,9 @@ class SessionPolls:
             accounts = wanted if accounts is None else accounts
             if wanted != accounts:
                 continue
-            if len(batch) == BATCH_SIZE or chars + len(session_id) + 1 > MAX_IDS_CHARS:
+            # An id longer than MAX_IDS_CHARS on its own is read in a batch of its own: left
+            # waiting, it would hold every poll behind it.
+            if batch and (len(batch) == BATCH_SIZE or chars + len(session_id) + 1 > MAX_IDS_CHARS):
                 break
             chars += len(session_id) + 1
             batch[session_id] = self._pending.pop(session_id)[1]
