@@ -93,6 +93,15 @@ async def test_needs_a_role_like_any_call(bot_factory: BotFactory) -> None:
     assert bot.evo.outgoing_posts == []
 
 
+async def test_without_a_role_or_a_number_you_learn_of_the_role(bot_factory: BotFactory) -> None:
+    # Adding a number would not help: the role is what is missing.
+    bot = await bot_factory("http", policy=ROSTER)
+    answer = await answer_to(bot, "test", user_id="U0INTRUDER")  # no role, no number
+    assert "Manager" in str(answer["text"])
+    assert "Slack profile" not in str(answer["text"])
+    assert bot.evo.outgoing_posts == []
+
+
 async def test_takes_no_arguments(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http", policy=ROSTER)
     ack, _ = await bot.command("test +18144043093")

@@ -39,6 +39,8 @@ async def place_test_call(services: Services, command: dict[str, Any]) -> None:
         flow = services.oncall.policy.flow
         found = await services.oncall.phones.lookup(user_id)
         if found.number is None:
+            # Who may not place calls at all learns that, not how to add a number.
+            await services.access.require(user_id)
             raise NoUsableNumber(user_id, found.problem or "none found", "get a test call")
     except Exception as exc:  # every refusal reaches the requester, in words
         await services.notifier.tell(
