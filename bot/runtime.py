@@ -45,6 +45,7 @@ from bot.slack.socket_mode import (
     WATCHDOG_INTERVAL_SECONDS,
     ObservedSocketModeHandler,
     SocketWatchdog,
+    start_failure,
 )
 from bot.storage.database import SQLITE, Database, SchemaTooNew, sqlite_path
 from bot.storage.faults import DATABASE_FAULTS
@@ -342,21 +343,12 @@ def describe_database_failure(db: Database, exc: BaseException) -> str:
 async def check_slack_token(slack: AsyncWebClient, settings: Settings) -> AsyncSlackResponse:
     try:
         return await slack.auth_test()
-    except SlackApiError as exc:
-        error = exc.response.get("error", "unknown error")
-        if exc.response.status_code >= 500 or exc.response.status_code == 429:
-            raise DependencyUnavailable([
-                f"SLACK_API_URL: Slack answered auth.test with HTTP {exc.response.status_code} "
-                f"({error})"
-            ]) from None
-        raise ConfigError([
-            f"SLACK_BOT_TOKEN: Slack refused it ({error}); copy the Bot User OAuth Token "
-            "(xoxb-…) from the app's OAuth & Permissions page"
-        ]) from None
-    except (TimeoutError, aiohttp.ClientError) as exc:
-        raise DependencyUnavailable([
-            f"SLACK_API_URL: cannot reach {settings.slack_api_url} ({type(exc).__name__})"
-        ]) from None
+    except (SlackApiError, TimeoutError, aiohttp.ClientError) as exc:
+        raise start_failure(
+            exc, method="auth.test", token="SLACK_BOT_TOKEN",
+            fix="copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page",
+            url=settings.slack_api_url,
+        ) from None
 
 
 async def run_until_signalled(runtime: Runtime) -> None:

@@ -43,6 +43,23 @@ WATCHDOG_INTERVAL_SECONDS = 10.0
 SILENT_INTERVALS = 3
 
 
+def start_failure(
+    exc: SlackApiError | TimeoutError | aiohttp.ClientError, *, method: str, token: str, fix: str,
+    url: str,
+) -> ConfigError:
+    """What a start-up call to Slack (`method`, made with `token`) that failed means: Slack
+    refusing the token is a setting to fix, so start-up stops; Slack failing (5xx, 429) or out of
+    reach is a dependency to wait for."""
+    if isinstance(exc, SlackApiError):
+        status, error = exc.response.status_code, exc.response.get("error", "unknown error")
+        if status >= 500 or status == 429:
+            return DependencyUnavailable(
+                [f"SLACK_API_URL: Slack answered {method} with HTTP {status} ({error})"]
+            )
+        return ConfigError([f"{token}: Slack refused it ({error}); {fix}"])
+    return DependencyUnavailable([f"SLACK_API_URL: cannot reach {url} ({type(exc).__name__})"])
+
+
 class ObservedSocketModeHandler(AsyncSocketModeHandler):
     def __init__(
         self, app: AsyncApp, app_token: str, metrics: Metrics | None = None,
@@ -80,22 +97,14 @@ class ObservedSocketModeHandler(AsyncSocketModeHandler):
         client: SocketModeClient = self.client
         try:
             answer = await client.web_client.apps_connections_open(app_token=client.app_token)
-        except SlackApiError as exc:
-            status, error = exc.response.status_code, exc.response.get("error", "unknown error")
-            if status >= 500 or status == 429:
-                raise DependencyUnavailable([
-                    f"SLACK_API_URL: Slack answered apps.connections.open with HTTP {status} "
-                    f"({error})"
-                ]) from None
-            raise ConfigError([
-                f"SLACK_APP_TOKEN: Slack refused it ({error}); create an app-level token with the "
-                "connections:write scope (Basic Information → App-Level Tokens) and turn Socket "
-                "Mode on, or leave it empty for HTTP mode"
-            ]) from None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise DependencyUnavailable([
-                f"SLACK_API_URL: cannot reach {client.web_client.base_url} ({type(exc).__name__})"
-            ]) from None
+        except (SlackApiError, TimeoutError, aiohttp.ClientError) as exc:
+            raise start_failure(
+                exc, method="apps.connections.open", token="SLACK_APP_TOKEN",
+                fix="create an app-level token with the connections:write scope (Basic "
+                "Information → App-Level Tokens) and turn Socket Mode on, or leave it empty for "
+                "HTTP mode",
+                url=client.web_client.base_url,
+            ) from None
         client.wss_uri = answer["url"]
         await self.connect_async()  # type: ignore[no-untyped-call]
 
