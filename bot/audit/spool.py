@@ -150,7 +150,7 @@ class Spool:
                 "of that database to write (AUDIT_SPOOL gives each deployment a file of its own)",
                 self.path, len(records) - len(ours),
             )
-        written: set[str | None] = {None}  # unreadable lines go too
+        written: set[str | None] = set()
         for record in ours:
             try:
                 await self._db.atomic(partial(self._write_one, record))
@@ -164,14 +164,14 @@ class Spool:
                 continue
             written.add(record.key)
         with self._locked("r+") as file:
-            rest = [line for line in file if _key_of(line) not in written]
+            rest = [line for line in file if _key_of(line) not in written | {None}]
             file.seek(0)
             file.truncate()
             file.writelines(rest)
             file.flush()
             os.fsync(file.fileno())
-        if len(written) > 1:
-            logger.info("wrote %d spooled audit record(s) to the database", len(written) - 1)
+        if written:
+            logger.info("wrote %d spooled audit record(s) to the database", len(written))
 
     def _ours(self, record: Spooled) -> bool:
         return not (record.database and self._database and record.database != self._database)
