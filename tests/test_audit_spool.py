@@ -5,15 +5,16 @@ database answers again."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from bot.config import load_settings
-from bot.storage.database import sqlite_path
-from tests.conftest import BotFactory
-from tests.databases import POSTGRESQL
+from bot.storage.claims import CLAIM_LIFETIME_SECONDS
+from bot.storage.database import SQLITE, Database, dialect_of, sqlite_path
+from tests.conftest import BotFactory, until
+from tests.databases import POSTGRESQL, on_both_databases
 from tests.follow_helpers import FULL, audit_records, services
 from tests.database_locks import (
     SHORT_BUSY_TIMEOUT_MS,
@@ -120,6 +121,58 @@ async def test_a_spool_that_cannot_be_written_leaves_the_records_in_memory_and_s
     assert not spool.parent.exists()
     said = [r for r in caplog.records if "could not keep audit records" in r.getMessage()]
     assert len(said) == 1 and "set AUDIT_SPOOL to a writable file" in said[0].getMessage()
+
+
+async def a_refusal_spooled(bot_factory: BotFactory, database_url: str, spool: Path) -> None:
+    """A bot asked for a call while its database fails, on either backend, stopped with the
+    refusal waiting in `spool`."""
+    if dialect_of(database_url) == SQLITE:
+        bot = await bot_factory("http", AUDIT_SPOOL=str(spool),
+                                DATABASE_URL=with_short_busy_timeout(database_url))
+        failing: AbstractAsyncContextManager[None] = _sync(write_lock(bot))
+    else:
+        bot = await bot_factory("http", AUDIT_SPOOL=str(spool),
+                                DATABASE_URL=with_short_lock_timeout(database_url))
+        failing = write_lock_held(database_url)
+    async with failing:
+        _, url = await bot.command(f"{FULL} escalation")
+        [answer] = await bot.slack.wait_for_response(url, timeout=20)
+        assert "could not write to its database, so nothing was dialled" in str(answer)
+        await bot.runtime.stop(grace=0)
+    assert spool.read_text().count("\n") == 1
+
+
+@asynccontextmanager
+async def _sync(held: AbstractContextManager[None]) -> AsyncIterator[None]:
+    with held:
+        yield
+
+
+@on_both_databases
+async def test_a_spooled_record_drained_again_days_later_is_still_written_once(
+    bot_factory: BotFactory, database_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "audit-spool"
+    await a_refusal_spooled(bot_factory, database_url, spool)
+    left_by_a_crash = spool.read_text()
+    second = await bot_factory("http", AUDIT_SPOOL=str(spool))
+    await recorded(second)
+    await second.runtime.stop()
+    # The bot died after writing the record and before taking it out of the file; it is started
+    # again after a weekend, when any claim made as it was written has long expired.
+    spool.write_text(left_by_a_crash)
+    db = Database(database_url)
+    await db.open()
+    try:
+        await db.execute("UPDATE claims SET claimed_at = claimed_at - ?",
+                         (CLAIM_LIFETIME_SECONDS + 3600,))
+    finally:
+        await db.close()
+    third = await bot_factory("http", AUDIT_SPOOL=str(spool))
+    await until(lambda: spool.read_text() == "", timeout=20)
+    await third.settle()
+    [record] = await audit_records(third)
+    assert record.decision == "refused" and record.reason == "DatabaseUnavailable"
 
 
 REQUIRED = {"slack_bot_token": "xoxb-1", "slack_signing_secret": "s", "evovoice_mode": "simulate"}

@@ -4,9 +4,11 @@ A database that is locked past the busy timeout, turned read-only or unreachable
 record; one kept only in memory would be lost to a restart meanwhile. So a record that met a failing
 database is appended to the spool (one JSON object per line, flushed to disk), and written to the
 database by `drain()` once it answers: at the next start, or by this process as soon as it can.
-Each record carries a random key, claimed in the transaction that writes it
-(bot/storage/claims.py), so a drain cut short by a crash, or two processes draining one file, never
-write a record twice.
+Each record carries a random key, kept with the row it writes (`spool_key`, unique: migration 12),
+so a drain cut short by a crash before the file was rewritten, or two processes draining one file,
+never write a record twice, however long after (a bot stopped over a weekend). The key is also
+claimed in that transaction (bot/storage/claims.py), as a callbot from before the key column did:
+its claims, a day long, are all that says which of its records were written.
 
 Where the file is (`spool_path`): AUDIT_SPOOL; unset, `<database file>.audit-spool` beside a SQLite
 file, `./callbot.audit-spool` (the working directory) for PostgreSQL. `AUDIT_SPOOL=off`, or a spool
@@ -47,7 +49,7 @@ SUFFIX = ".audit-spool"
 # PostgreSQL has no file of ours to put the spool beside: it goes in the working directory.
 POSTGRES_DEFAULT = Path("callbot.audit-spool")
 OFF = "off"  # AUDIT_SPOOL=off: no spool, records wait in memory
-# The claim that keeps a spooled record from being written twice (bot/storage/claims.py).
+# The claim a callbot from before migration 12 kept a spooled record from being written twice by.
 CLAIM_PREFIX = "audit-spool:"
 # The database's own id, kept with the number hash key (bot/storage/number_hash.py).
 DATABASE_ID_NAME = "database_id"
@@ -63,7 +65,7 @@ class Spooled:
     database: str = ""  # the id of the database it is for; empty in lines from before ids
 
 
-# Writes one spooled record in the transaction that claims its key; False if it was written before.
+# Writes one spooled record in one transaction; False if it was written before (its key is taken).
 Writer = Callable[[Connection, Spooled], Coroutine[Any, Any, bool]]
 
 
@@ -97,7 +99,8 @@ class Spool:
 
     def keep(self, record: Spooled) -> bool:
         """Append `record` to the file, on disk before returning; False if it could not be."""
-        fields = {"key": record.key or secrets.token_hex(8), "table": record.table,
+        # The key is the record's for good (kept with its row): long enough never to meet another.
+        fields = {"key": record.key or secrets.token_hex(16), "table": record.table,
                   "values": record.values}
         if self._database:
             fields["database"] = self._database

@@ -46,7 +46,7 @@ from bot.audit.records import (
     reason_of,
     record_from_row,
 )
-from bot.audit.spool import Spool, Spooled, database_id
+from bot.audit.spool import CLAIM_PREFIX, Spool, Spooled, database_id
 from bot.calls.models import CallRequest, CallResult, CheckedCall
 from bot.phone import NumberRejected, mask, parse_number
 from bot.storage.claims import claim_in
@@ -63,6 +63,13 @@ ATTEMPT_COLUMNS = ("at", "team_id", "user_id", "channel_id", "origin", "repeat_o
 EVENT_COLUMNS = ("attempt_id", "at", "kind", "actor_id", "reason", "session_id", "outcome",
                  "answered_by", "duration_seconds")
 _TABLES = {"audit_attempts": ATTEMPT_COLUMNS, "audit_events": EVENT_COLUMNS}
+
+
+def _columns_of(table: str, values: dict[str, Any]) -> tuple[str, ...]:
+    columns = _TABLES[table]
+    if set(values) != set(columns):
+        raise ValueError(f"{table}: columns {sorted(values)}")
+    return columns
 
 
 def _utc_now() -> dt.datetime:
@@ -149,7 +156,7 @@ class AuditLog:
             caller_id=call.caller_id,
             decision=Decision.ALLOWED,
             reason=None,
-        ))
+        ) | {"spool_key": None})  # never spooled; a row written together names every column
 
     async def result(self, attempt_id: int, result: CallResult) -> None:
         kind = RESULT_OF_OUTCOME.get(result.outcome)
@@ -233,9 +240,7 @@ class AuditLog:
 
     async def _insert(self, table: str, values: dict[str, Any], conn: Connection | None = None
                       ) -> int:
-        columns = _TABLES[table]
-        if set(values) != set(columns):
-            raise ValueError(f"{table}: columns {sorted(values)}")
+        columns = _columns_of(table, values)
         row = await (conn or self._db).fetchone(
             f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
             " RETURNING id",
@@ -263,14 +268,23 @@ class AuditLog:
         return None
 
     async def _write_spooled(self, conn: Connection, record: Spooled) -> bool:
-        """A spooled record, once: its key is claimed in the same transaction."""
+        """A spooled record, once, however long after it was first written: the row keeps the
+        record's key (`spool_key`, unique), so writing it again writes nothing."""
         if record.table not in _TABLES:
             logger.error("audit spool: a record for %r is dropped", record.table)
             return False
-        if not await claim_in(conn, f"audit-spool:{record.key}", time.time()):
+        # The claim is what a callbot from before migration 12 goes by: its rows hold no key, so
+        # a record it wrote, and a process of it draining the same file, are only known by it.
+        if not await claim_in(conn, CLAIM_PREFIX + record.key, time.time()):
             return False
-        await self._insert(record.table, record.values, conn)
-        return True
+        columns = _columns_of(record.table, record.values)
+        row = await conn.fetchone(
+            f"INSERT INTO {record.table} ({', '.join(columns)}, spool_key)"
+            f" VALUES ({', '.join('?' * (len(columns) + 1))})"
+            " ON CONFLICT (spool_key) WHERE spool_key IS NOT NULL DO NOTHING RETURNING id",
+            [*(record.values[name] for name in columns), record.key],
+        )
+        return row is not None
 
     # -------------------------------------------------------------------------------- history
 

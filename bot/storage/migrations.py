@@ -361,4 +361,18 @@ MIGRATIONS: list[Migration] = [
         "",
         postgres=WRITE_TOGETHER_FUNCTION,
     ),
+    Migration(
+        12,
+        "spooled audit records keep their key",
+        # The spool's key (bot/audit/spool.py) is kept with the row it wrote, unique: a record
+        # drained again, however much later, writes nothing. A claim (24 h) could not say so.
+        """
+        ALTER TABLE audit_attempts ADD COLUMN spool_key TEXT;
+        ALTER TABLE audit_events ADD COLUMN spool_key TEXT;
+        CREATE UNIQUE INDEX audit_attempts_by_spool_key ON audit_attempts (spool_key)
+            WHERE spool_key IS NOT NULL;
+        CREATE UNIQUE INDEX audit_events_by_spool_key ON audit_events (spool_key)
+            WHERE spool_key IS NOT NULL
+        """,
+    ),
 ]
