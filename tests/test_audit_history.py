@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
 from bot.standins.evovoice import ErrorStatus
 from bot.standins.slack import ApiCall, slash_command_body
-from bot.storage.database import Database, IntegrityError
-from bot.storage.number_hash import KEY_NAME
+from bot.audit.trail import AuditLog
+from bot.storage.database import POSTGRESQL, Connection, Database, IntegrityError, Row
+from bot.storage.number_hash import KEY_NAME, NumberHasher
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
 from tests.databases import on_both_databases
 from tests.follow_helpers import (
@@ -414,3 +416,43 @@ async def test_history_explains_a_filter_it_cannot_use(bot_factory: BotFactory) 
     answer = await history(bot, "+1 814")
     assert "Usage: /call history" in answer["text"]
     assert "can't be a phone number (too few digits)" in answer["text"]  # and why
+
+
+class Noting:
+    """The database, noting the queries read through it with their parameters."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.read: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        self.read.append((sql, tuple(params)))
+        return await self._db.fetchall(sql, params)
+
+
+async def test_history_reads_the_newest_attempts_off_an_index_on_both_databases(
+    db: Database,
+) -> None:
+    # An audit trail is kept for years: the last 20 of it must not mean sorting all of it.
+    noting = Noting(db)
+    audit = AuditLog(noting, NumberHasher(b"k" * 16))  # type: ignore[arg-type]
+    # /call history: everyone's, one person's, one number's; the Home tab: one person's in a team.
+    asked = ((None, None, None), (None, "U0", None), (None, None, "h"), ("T0", "U0", None),
+             ("T0", None, None))
+    for team_id, user_id, number_hash in asked:
+        await audit.history(team_id, user_id=user_id, number_hash=number_hash)
+    assert len(noting.read) == 5  # the attempts (none, so no events)
+
+    async def plans(conn: Connection) -> list[str]:
+        if db.dialect == POSTGRESQL:
+            # An empty table is read whole more cheaply: the plan for a long one is wanted.
+            await conn.execute("SET LOCAL enable_seqscan = off")
+            explain = "EXPLAIN"
+        else:
+            explain = "EXPLAIN QUERY PLAN"
+        return [" | ".join(str(row[-1]) for row in await conn.fetchall(f"{explain} {sql}", params))
+                for sql, params in noting.read]
+
+    for plan in await db.atomic(plans):
+        assert "Index Scan Backward" in plan or "USING INDEX" in plan, plan
+        assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan

@@ -15,7 +15,8 @@ from bot.storage.claims import CLAIM_LIFETIME_SECONDS
 from bot.storage.database import SQLITE, Database, dialect_of, sqlite_path
 from tests.conftest import BotFactory, until
 from tests.databases import POSTGRESQL, on_both_databases
-from tests.follow_helpers import FULL, audit_records, services
+from tests.test_audit_history import OTHER, lines
+from tests.follow_helpers import FULL, MASKED, audit_records, history, services
 from tests.database_locks import (
     SHORT_BUSY_TIMEOUT_MS,
     recorded,
@@ -173,6 +174,25 @@ async def test_a_spooled_record_drained_again_days_later_is_still_written_once(
     await third.settle()
     [record] = await audit_records(third)
     assert record.decision == "refused" and record.reason == "DatabaseUnavailable"
+
+
+@on_both_databases
+async def test_a_refusal_written_from_the_spool_after_newer_calls_shows_in_time_order(
+    bot_factory: BotFactory, database_url: str, tmp_path: Path
+) -> None:
+    spool = tmp_path / "audit-spool"
+    await a_refusal_spooled(bot_factory, database_url, spool)
+    # Another replica (its own spool) places a call meanwhile; then the first is back and drains.
+    other = await bot_factory("http", AUDIT_SPOOL=str(tmp_path / "other-spool"))
+    await other.command(f"{OTHER} escalation")
+    await other.settle()
+    await other.runtime.stop()
+    first = await bot_factory("http", AUDIT_SPOOL=str(spool))
+    await recorded(first, 2)
+    shown = lines(await history(first))
+    assert len(shown) == 2
+    assert "+1 814 ••• 1234" in shown[0] and "placed" in shown[0]  # the newest first
+    assert MASKED in shown[1] and "refused (DatabaseUnavailable)" in shown[1]
 
 
 REQUIRED = {"slack_bot_token": "xoxb-1", "slack_signing_secret": "s", "evovoice_mode": "simulate"}

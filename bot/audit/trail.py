@@ -297,7 +297,8 @@ class AuditLog:
         limit: int = 20,
     ) -> list[AuditRecord]:
         """The latest attempts, newest first, with their events; of one Slack team, or (None) of
-        every team whose people used this installation."""
+        every team whose people used this installation. Newest by when each happened (`at`), not
+        by when it was written: a record from the spool is written after later ones."""
         where: list[str] = ["1 = 1"]
         params: list[str] = []
         if team_id is not None:
@@ -310,7 +311,8 @@ class AuditLog:
             where.append("number_hash = ?")
             params.append(number_hash)
         attempts = await self._db.fetchall(
-            f"SELECT * FROM audit_attempts WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+            f"SELECT * FROM audit_attempts WHERE {' AND '.join(where)}"
+            " ORDER BY at DESC, id DESC LIMIT ?",
             (*params, limit),
         )
         if not attempts:

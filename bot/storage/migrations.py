@@ -375,4 +375,18 @@ MIGRATIONS: list[Migration] = [
             WHERE spool_key IS NOT NULL
         """,
     ),
+    Migration(
+        13,
+        "/call history in the order the attempts happened",
+        # Newest first by `at` (an ISO time in UTC, always in one format: its text sorts in time),
+        # not by id: a record written from the spool came after calls that happened later. Every
+        # team's history, one person's, one number's (bot/audit/trail.py: AuditLog.history).
+        """
+        CREATE INDEX audit_attempts_by_time ON audit_attempts (at, id);
+        CREATE INDEX audit_attempts_by_user_time ON audit_attempts (user_id, at, id);
+        CREATE INDEX audit_attempts_by_number_time ON audit_attempts (number_hash, at, id);
+        DROP INDEX audit_attempts_by_user;
+        DROP INDEX audit_attempts_by_number
+        """,
+    ),
 ]
