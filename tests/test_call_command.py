@@ -4,6 +4,7 @@ stand-ins."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -105,6 +106,15 @@ async def test_help_answers_in_the_ack_and_dials_nothing(bot: BotUnderTest) -> N
     assert "Usage: /call <number> <flow> [caller ID]" in ack.body["text"]  # the plain fallback
     await bot.settle()
     assert bot.evo.outgoing_posts == []
+
+
+async def test_help_for_someone_without_a_role_says_what_needs_one(bot: BotUnderTest) -> None:
+    # No [oncall] here: the note names only commands this bot has.
+    ack, _ = await bot.command("help", user_id="U0NOBODY")
+    blocks = json.dumps(ack.body["blocks"])
+    assert ("Placing calls to any number, `/call history` and `/call test` need the Manager or "
+            "SystemAdministrator role.") in blocks
+    assert "oncall" not in blocks
 
 
 async def test_help_when_the_roles_cannot_be_read_lists_everything_with_who_may_use_it(

@@ -185,3 +185,17 @@ async def test_help_leads_with_escalating_and_lists_what_the_asker_may_do(
     assert "Escalate to on-call*:" not in guest and "add you to [oncall] responders" in guest
     await bot.settle()
     assert bot.evo.outgoing_posts == []
+
+
+async def test_a_guests_help_says_placing_calls_needs_a_role_as_well_as_the_responders_list(
+    bot_factory: BotFactory,
+) -> None:
+    # A guest is neither a responder (by default) nor a role holder: the help names both, or they
+    # try /call with a number and only then learn it needs a role.
+    bot, _ = await start(bot_factory, "http")
+    bot.slack.users["U0GUEST"] = {"is_restricted": True}
+    guest = await _help(bot, "U0GUEST")
+    assert "add you to [oncall] responders" in guest
+    assert ("Placing calls to any number, `/call history`, `/call test` and `/call oncall take` "
+            "need the Manager or SystemAdministrator role.") in guest
+    assert "`/call <number> <flow>" not in guest and "`/call test`:" not in guest

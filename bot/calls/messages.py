@@ -38,13 +38,17 @@ def help_message(
         suffix = " _(Manager or SystemAdministrator)_" if unknown else ""
         lines += [line + suffix for line in role_lines]
     lines.append("`/call help`: this list.")
-    footer = None
+    # Someone may lack both (a guest, by default): each note is theirs, so neither hides the other.
+    notes: list[str] = []
     if has_role is False:
-        footer = ("Placing calls to any number, `/call history`, `/call test` and `/call oncall "
-                  "take` need the Manager or SystemAdministrator role.")
+        what = ("Placing calls to any number, `/call history`, `/call test` and `/call oncall "
+                "take`" if oncall else
+                "Placing calls to any number, `/call history` and `/call test`")
+        notes.append(f"{what} need the Manager or SystemAdministrator role.")
     if oncall and responder is False:
-        footer = ("You can't escalate to on-call or see the rotation here: ask an administrator "
-                  "of callbot to add you to [oncall] responders.")
+        notes.append("You can't escalate to on-call or see the rotation here: ask an "
+                     "administrator of callbot to add you to [oncall] responders.")
+    footer = "\n".join(notes) or None
     title = "*What you can do with callbot*"
     blocks: list[Block] = [section(title), section("\n".join(lines))]
     if footer:
