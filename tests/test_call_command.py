@@ -62,6 +62,25 @@ async def test_a_caller_id_typed_in_national_format_is_read_in_the_default_regio
     assert post.json == {"flowId": "flow-esc", "numberToDial": FULL, "callerId": "+18145550101"}
 
 
+async def test_a_number_typed_in_full_width_digits_is_dialled_and_the_flow_kept_as_typed(
+    bot: BotUnderTest,
+) -> None:
+    # CJK input methods type digits full-width. Only the numbers are folded: a flow whose name is
+    # full-width is still that flow, not the ASCII "Escalation" it would fold to.
+    bot.evo.flows.append({"id": "flow-wide", "name": "Ｅｓｃａｌａｔｉｏｎ", "accountId": "acct-1"})
+    services(bot).catalog.forget()
+    await bot.command("＋１ （８１４） ４０４－３０９３ Ｅｓｃａｌａｔｉｏｎ "
+                      "＋１８１４５５５０１０１")
+    await bot.settle()
+    [post] = bot.evo.outgoing_posts
+    assert post.json == {"flowId": "flow-wide", "numberToDial": FULL, "callerId": "+18145550101"}
+    parent = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: "thread_ts" not in c.params
+    )
+    assert f"{MASKED} with flow “Ｅｓｃａｌａｔｉｏｎ”" in parent.params["text"]
+    assert FULL not in all_text(bot.slack) and "４０４－３０９３" not in all_text(bot.slack)
+
+
 async def test_an_alias_whose_flow_left_the_account_is_refused_before_dialling(
     bot: BotUnderTest,
 ) -> None:
@@ -226,7 +245,7 @@ async def test_a_user_group_that_does_not_exist_grants_nothing_and_warns_the_ope
         ("+1 900 555 0123", "premium"),
         ("+44 20 7946 0018", "GB"),
         ("814404309", "number"),  # too short for the US
-        ("+1814404309３", "plain 0-9"),  # a fullwidth digit is not quietly cleaned
+        ("+1814404309٣", "plain 0-9"),  # an Arabic-Indic digit is not quietly cleaned
         ("+18144043093x12", "xtension"),
     ],
 )

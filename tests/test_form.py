@@ -236,6 +236,21 @@ async def test_a_valid_form_places_one_call_with_the_reason_in_the_thread(
     assert "Call placed" in (reply.text or "")
 
 
+async def test_a_number_typed_in_full_width_digits_in_the_form_is_dialled(
+    bot: BotUnderTest,
+) -> None:
+    view = await open_form(bot)
+    answer = await interact(bot, submission(
+        view, state(number="＋１　８１４　４０４　３０９３", reason="障害 ＩＮＣ－４２")))
+    assert answer.get("response_action") in (None, "clear"), answer
+    await bot.settle()
+    [post] = bot.evo.outgoing_posts
+    assert post.json["numberToDial"] == FULL
+    [parent] = parents(bot)
+    assert MASKED in parent.params["text"]
+    assert "障害 ＩＮＣ－４２" in parent.params["text"]  # the reason is shown as it was typed
+
+
 async def test_no_caller_id_chosen_uses_the_default(bot: BotUnderTest) -> None:
     view = await open_form(bot)
     caller = block(view.versions[-1], FormField.CALLER_ID)

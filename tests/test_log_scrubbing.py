@@ -120,6 +120,22 @@ async def test_a_whole_run_logs_no_secrets_numbers_or_response_urls(
     assert EVO_USER in log or True  # the login name is not a secret
 
 
+async def test_a_number_typed_full_width_is_logged_masked(
+    bot_factory: BotFactory, production_log: io.StringIO
+) -> None:
+    bot = await bot_factory("http")
+    await bot.command("＋１８１４４０４３０９３ escalation")  # placed
+    await bot.command("＋１８１４４０４３０９４ escalation", user_id="U0NOBODY")  # no role
+    await bot.command("＋１９００５５５０１２３ escalation")  # premium rate
+    await bot.settle()
+    await bot.runtime.stop()
+    log = production_log.getvalue()
+    check_clean(log)
+    for digits in ("８１４４０４３０９３", "８１４４０４３０９４", "９００５５５０１２３"):
+        assert digits not in log, f"a full number is in the log: …{digits[-4:]}"
+    assert "+1 814 ••• 3093" in log and len(bot.evo.outgoing_posts) == 1
+
+
 @pytest.mark.parametrize("mode", ["http", "socket"])
 async def test_user_text_cannot_forge_a_log_line(
     bot_factory: BotFactory, production_log: io.StringIO, mode: str

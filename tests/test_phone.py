@@ -38,6 +38,7 @@ US_ONLY = DialPolicy()
 NANP = DialPolicy(allowed_regions=frozenset({"US", "CA"}))
 UK = DialPolicy(default_region="GB", allowed_regions=frozenset({"GB"}))
 GERMANY = DialPolicy(default_region="DE", allowed_regions=frozenset({"DE"}))
+JAPAN = DialPolicy(default_region="JP", allowed_regions=frozenset({"JP"}))
 BLOCKING = DialPolicy(blocked_prefixes=("+1814555", "+1212"))
 
 PROPERTY_SETTINGS = settings(
@@ -85,6 +86,11 @@ def rejection(text: str, policy: DialPolicy = US_ONLY) -> NumberRejected:
         ("+44 (0)20 7946 0958", UK, "+442079460958", "GB", "FIXED_LINE"),
         ("030 123456", GERMANY, "+4930123456", "DE", "FIXED_LINE"),
         ("+49 151 23456789", GERMANY, "+4915123456789", "DE", "MOBILE"),
+        # Full-width forms, as CJK input methods type them, read as the ASCII they show.
+        ("１８１４４０４３０９３", US_ONLY, "+18144043093", "US", "FIXED_LINE_OR_MOBILE"),
+        ("＋18144043093", US_ONLY, "+18144043093", "US", "FIXED_LINE_OR_MOBILE"),
+        ("＋１（８１４）４０４－３０９３", US_ONLY, "+18144043093", "US", "FIXED_LINE_OR_MOBILE"),
+        ("０３　１２３４　５６７８", JAPAN, "+81312345678", "JP", "FIXED_LINE"),
     ],
 )
 def test_accepts(text: str, policy: DialPolicy, e164: str, region: str, type_name: str) -> None:
@@ -108,8 +114,11 @@ def test_dialable_number_masks_itself() -> None:
         ("555-CALL", US_ONLY, RejectCode.BAD_CHARACTERS),
         ("1-800-FLOWERS", US_ONLY, RejectCode.BAD_CHARACTERS),
         ("+1814٣043093", US_ONLY, RejectCode.BAD_CHARACTERS),  # Arabic-Indic three
-        ("１８１４４０４３０９３", US_ONLY, RejectCode.BAD_CHARACTERS),  # fullwidth digits
-        ("＋18144043093", US_ONLY, RejectCode.BAD_CHARACTERS),  # fullwidth plus
+        # Digits that NFKC would make plain but that don't read as them: only full-width is folded.
+        ("+1814404309³", US_ONLY, RejectCode.BAD_CHARACTERS),  # superscript three
+        ("+1814404309③", US_ONLY, RejectCode.BAD_CHARACTERS),  # circled three
+        ("+1814404309𝟑", US_ONLY, RejectCode.BAD_CHARACTERS),  # mathematical bold three
+        ("+18144043093ｘ９", US_ONLY, RejectCode.EXTENSION),  # a full-width extension is one too
         ("+1814\u202e4043093", US_ONLY, RejectCode.BAD_CHARACTERS),  # right-to-left override
         ("+1814\u20664043093", US_ONLY, RejectCode.BAD_CHARACTERS),  # left-to-right isolate
         ("+1814\u200b4043093", US_ONLY, RejectCode.BAD_CHARACTERS),  # zero-width space

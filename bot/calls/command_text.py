@@ -17,6 +17,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from bot.errors import CallbotError
+from bot.phone import fold_width
 
 __all__ = [
     "HELP_WORDS",
@@ -114,19 +115,22 @@ def parse_command(text: str) -> Command:
     if first in SUBCOMMANDS:
         return SubcommandArgs(name=first, args=tuple(tokens[1:]))
 
-    number_end = _number_end(tokens)
+    # The numbers are read with full-width digits folded (CJK input methods type them); the flow's
+    # words are kept as typed, since they are matched against names and shown back.
+    folded = [fold_width(token) for token in tokens]
+    number_end = _number_end(folded)
     if number_end == 0:
         raise CommandRejected(
             f"Start with the number to call: /call +18144043093 escalation\n{USAGE}"
         )
-    number_text = " ".join(tokens[:number_end])
-    rest = tokens[number_end:]
+    number_text = " ".join(folded[:number_end])
+    rest, folded_rest = tokens[number_end:], folded[number_end:]
 
     # The caller ID is the trailing run of number-like words, but at least one flow word must stay.
     caller_start = len(rest)
-    while caller_start > 1 and _is_number_token(rest[caller_start - 1]):
+    while caller_start > 1 and _is_number_token(folded_rest[caller_start - 1]):
         caller_start -= 1
-    flow_words, caller_words = rest[:caller_start], rest[caller_start:]
+    flow_words, caller_words = rest[:caller_start], folded_rest[caller_start:]
 
     flow_text = " ".join(flow_words).strip(_QUOTES + " ")
     if not flow_text:

@@ -2,8 +2,9 @@
 
 Pure functions, no I/O. Every number a user types is hostile until proven otherwise: a wrong
 call costs money (toll fraud) or wakes the wrong person. So the rules here refuse rather than
-repair, and the only string ever handed to the dialler is the E.164 form produced by
-``phonenumbers.format_number(..., E164)`` in :func:`check_dialable`.
+repair (the one exception: full-width digits, which read exactly as the ASCII ones they are folded
+to, see :func:`fold_width`), and the only string ever handed to the dialler is the E.164 form
+produced by ``phonenumbers.format_number(..., E164)`` in :func:`check_dialable`.
 
 Errors (the whole tree is drawn in bot/errors.py)::
 
@@ -21,6 +22,7 @@ from bot.phone.parsing import (
     MAX_NUMBER_CHARS,
     NumberRejected,
     RejectCode,
+    fold_width,
     mask,
     mask_numbers_in,
     parse_number,
@@ -39,6 +41,7 @@ __all__ = [
     "RejectCode",
     "check_dialable",
     "describe_region",
+    "fold_width",
     "mask",
     "mask_numbers_in",
     "parse_number",

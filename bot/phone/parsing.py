@@ -24,6 +24,13 @@ _EXTENSION_SUFFIX = re.compile(
     r"(?:;\s*ext\s*=|ext(?:ension)?\.?|x|\#)\s*[0-9]{1,10}\s*\#?\Z",
     re.IGNORECASE | re.ASCII,
 )
+# The full-width forms of ASCII (U+FF01-FF5E) and the ideographic space, as NFKC reads them:
+# CJK input methods type "＋１８１４" for the very digits it shows. Only these are folded;
+# superscript, circled or other scripts' digits read differently from what would be dialled,
+# so the rules below still refuse them.
+_FULL_WIDTH = str.maketrans({
+    ch: unicodedata.normalize("NFKC", ch) for ch in (*map(chr, range(0xFF01, 0xFF5F)), "\u3000")
+})
 E164_PREFIX = re.compile(r"\+[0-9]{1,15}")
 E164_SHAPE = re.compile(r"\+([1-9][0-9]{1,14})\Z")
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
@@ -55,12 +62,13 @@ class NumberRejected(CallbotError):
 
 
 def parse_number(text: str, default_region: str) -> phonenumbers.PhoneNumber:
-    """Parse ``text`` strictly; national formats are read in ``default_region``.
+    """Parse ``text`` strictly, after :func:`fold_width`; national formats are read in
+    ``default_region``.
 
     Raises NumberRejected (EMPTY, TOO_LONG, EXTENSION, BAD_CHARACTERS, NOT_A_NUMBER). The result is
     not yet checked for validity or policy: see :func:`check_dialable`.
     """
-    text = text.strip(_ASCII_WHITESPACE)
+    text = fold_width(text).strip(_ASCII_WHITESPACE)
     if not text:
         raise NumberRejected(
             RejectCode.EMPTY, f"No phone number was given. Type one like {FORMAT_HINT}."
@@ -102,6 +110,12 @@ def parse_number(text: str, default_region: str) -> phonenumbers.PhoneNumber:
             "Extensions can't be dialled; call the main number without the extension.",
         )
     return number
+
+
+def fold_width(text: str) -> str:
+    """``text`` with full-width digits, signs and letters as their ASCII selves (``＋１８１４`` ->
+    ``+1814``); every other character is left as it is, for the rules to judge."""
+    return text.translate(_FULL_WIDTH)
 
 
 def to_e164(text: str, default_region: str) -> str:
