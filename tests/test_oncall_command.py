@@ -244,6 +244,25 @@ async def test_a_take_before_the_rotation_begins_is_shown_until_its_first_handof
     assert "Next:* <@U0ALICE> · +1 814 ••• 3093 · from Mon 6 Apr 09:00 EDT" in text
 
 
+async def test_before_the_rotation_begins_the_footer_says_a_take_lasts_until_it_begins(
+    bot_factory: BotFactory,
+) -> None:
+    # No shift is current before the first hand-off (Monday 6 April): "takes the current shift"
+    # would be untrue, and a take then ends where the rotation begins.
+    policy = ROSTER.replace('timezone = "America/New_York"',
+                            'timezone = "America/New_York"\nstart = 2026-04-06')
+    bot = await start(bot_factory, "http", dt.datetime(2026, 4, 1, 15, tzinfo=dt.UTC),
+                      policy=policy)
+    blocks = str((await ask(bot))["blocks"])
+    assert ("The rotation begins Mon 6 Apr 09:00 EDT; `/call oncall take` puts you on call until "
+            "then.") in blocks
+    assert "current shift" not in blocks
+    set_clock(bot, dt.datetime(2026, 4, 6, 13, tzinfo=dt.UTC))  # the rotation has begun
+    blocks = str((await ask(bot))["blocks"])
+    assert "`/call oncall take` takes the current shift until then." in blocks
+    assert "rotation begins" not in blocks
+
+
 async def test_a_take_in_a_channel_the_bot_cannot_post_in_is_announced_there_all_the_same(
     bot_factory: BotFactory,
 ) -> None:

@@ -83,6 +83,9 @@ class OnCallStatus:
     override: Override | None
     tz: ZoneInfo
     handoff: str
+    # The rotation's first hand-off while it is still to come (rotation[0] covers until then, in
+    # no shift of theirs); None once the rotation has begun.
+    begins: dt.datetime | None = None
 
 
 class ProfileUnavailable(Exception):
@@ -249,6 +252,7 @@ class OnCall:
             override=override,
             tz=rotation.tz,
             handoff=self.policy.handoff,
+            begins=rotation.handoff(0) if now < rotation.handoff(0) else None,
         )
 
     async def chain(self, now: dt.datetime) -> list[OnCallPerson]:

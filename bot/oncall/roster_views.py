@@ -44,10 +44,13 @@ def status_message(status: OnCallStatus) -> Message:
         blocks.append(context(override_line))
         lines.insert(1, override_line)
     blocks.append(section(next_line))
-    footer = (
-        f"Hand-off {escape(status.handoff)} ({escape(tz.key)}). "
-        "`/call oncall take` takes the current shift until then."
-    )
+    footer = f"Hand-off {escape(status.handoff)} ({escape(tz.key)}). "
+    if status.begins is not None:
+        # No shift is current yet: a take lasts until the rotation begins (OnCall.take).
+        footer += (f"The rotation begins {local_time(status.begins, tz)}; `/call oncall take` "
+                   "puts you on call until then.")
+    else:
+        footer += "`/call oncall take` takes the current shift until then."
     blocks.append(context(footer))
     return Message(text="\n".join(lines), blocks=blocks)
 
