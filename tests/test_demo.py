@@ -104,6 +104,29 @@ async def test_the_page_api_turns_bad_requests_away(demo: Demo) -> None:
         assert phone["state"] == "ended"
 
 
+async def test_a_voicemail_is_forgotten_once_its_call_is_over(demo: Demo) -> None:
+    """A demo left running holds nothing for the voicemails it played: each leaves when its call
+    ends, by itself or hung up first."""
+    phones = demo.world.phones
+    phones.voicemail_seconds = 0.2
+    await demo.world.say("/call +1 814 404 3093 page")
+    [phone] = await eventually(lambda: demo.world.state()["phones"])
+    demo.world.phone(phone["session_id"], "voicemail")
+    assert phones.voicemails_recording == 1
+    await eventually(lambda: demo.world.state()["phones"][0]["state"] == "ended")
+    assert demo.world.state()["phones"][0]["outcome"] == "Voicemail"
+    assert phones.voicemails_recording == 0
+    # Hung up while the voicemail records: its timer goes with the call.
+    await demo.world.say("/call +1 814 404 3094 page")
+    ringing = await eventually(lambda: [p for p in demo.world.state()["phones"]
+                                        if p["state"] == "ringing"])
+    phones.voicemail_seconds = 60.0
+    demo.world.phone(ringing[0]["session_id"], "voicemail")
+    assert phones.voicemails_recording == 1
+    demo.world.phone(ringing[0]["session_id"], "hangup")
+    assert phones.voicemails_recording == 0
+
+
 async def test_the_demo_reaches_nothing_beyond_this_machine(demo: Demo) -> None:
     runtime = demo.world.runtime
     assert runtime is not None

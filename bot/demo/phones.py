@@ -25,7 +25,14 @@ class Phones:
     def __init__(self, evo: EvoVoiceStandIn) -> None:
         self.evo = evo
         self.policy: Policy | None = None  # its people's numbers name who a phone belongs to
-        self._timers: set[asyncio.TimerHandle] = set()
+        self.voicemail_seconds = VOICEMAIL_SECONDS
+        # The voicemails still recording, by call: each leaves when its call ends, so a demo left
+        # running for days holds none of those long over.
+        self._voicemails: dict[str, asyncio.TimerHandle] = {}
+
+    @property
+    def voicemails_recording(self) -> int:
+        return len(self._voicemails)
 
     def act(self, session_id: str, action: str) -> None:
         """What the person whose phone rings does."""
@@ -45,17 +52,17 @@ class Phones:
         elif action == "voicemail":
             self.evo.set_session_state(session_id, callState="Connected",
                                        answeredByName=f"Voicemail of {person}")
-            loop = asyncio.get_running_loop()
-            timer = loop.call_later(VOICEMAIL_SECONDS, self._end, session_id, "Voicemail")
-            self._timers.add(timer)
+            self._stop_voicemail(session_id)  # a second voicemail on a call starts it afresh
+            self._voicemails[session_id] = asyncio.get_running_loop().call_later(
+                self.voicemail_seconds, self._end, session_id, "Voicemail")
         elif action == "decline":
             self._end(session_id, "Completed" if connected else "Declined")
         else:
             self._end(session_id, "Completed" if connected else "Declined")
 
     def stop(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
+        for session_id in list(self._voicemails):
+            self._stop_voicemail(session_id)
 
     def shown(self) -> list[JSON]:
         """Every phone rung so far, newest first, as the page shows it."""
@@ -74,7 +81,13 @@ class Phones:
             })
         return phones[::-1]
 
+    def _stop_voicemail(self, session_id: str) -> None:
+        timer = self._voicemails.pop(session_id, None)
+        if timer is not None:
+            timer.cancel()  # nothing, when it is this timer that fired
+
     def _end(self, session_id: str, outcome: str) -> None:
+        self._stop_voicemail(session_id)
         session = self.evo.sessions.get(session_id)
         if session is None or session.get("ended"):
             return
