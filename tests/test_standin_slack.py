@@ -138,6 +138,21 @@ async def test_post_thread_update_react_delete(slack: SlackStandIn) -> None:
     assert [m.text for m in slack.thread("C0OPS", ts)] == ["ringing", "nested"]
 
 
+async def test_a_reaction_must_be_an_emoji_slack_knows(slack: SlackStandIn) -> None:
+    """reactions.add takes the standard emoji and the workspace's own; any other name is
+    invalid_name, as Slack answers it."""
+    client = AsyncWebClient(token="xoxb-test", base_url=slack.api_url)
+    ts = (await client.chat_postMessage(channel="C0OPS", text="Calling…"))["ts"]
+    for name in ("no_such_emoji", "Phone", "white check mark", ""):
+        with pytest.raises(SlackApiError) as err:
+            await client.reactions_add(channel="C0OPS", timestamp=ts, name=name)
+        assert err.value.response["error"] == "invalid_name", name
+    slack.custom_emoji.add("pager-duty")
+    for name in ("phone", ":x:", "pager-duty"):
+        await client.reactions_add(channel="C0OPS", timestamp=ts, name=name)
+    assert slack.messages[("C0OPS", ts)].reactions == ["phone", "x", "pager-duty"]
+
+
 async def test_form_encoded_calls_are_decoded(slack: SlackStandIn) -> None:
     """Form bodies (as e.g. api_call(data=...) sends them) are merged like JSON ones."""
     client = web_client(slack)

@@ -80,6 +80,8 @@ class StandInCore:
         """conversations.info overrides by channel id, merged over a default public channel."""
         self.messages: dict[tuple[str, str], Message] = {}
         self.deleted_messages: list[Message] = []
+        self.custom_emoji: set[str] = set()
+        """The workspace's own emoji names, taken by reactions.add besides the standard ones."""
         self.ephemerals: list[JSONDict] = []
         """chat.postEphemeral calls: their params plus ``message_ts``."""
         self.views: dict[str, View] = {}

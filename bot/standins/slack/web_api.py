@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from bot.standins.slack.emoji import STANDARD_EMOJI
 from bot.standins.slack.people import PeopleMethods
 from bot.standins.slack.records import (
     _JSON_PARAMS,
@@ -325,7 +326,7 @@ class WebApiMethods(ViewMethods, PeopleMethods):
         if msg is None:
             return _err("message_not_found")
         name = str(p.get("name", "")).strip(":")
-        if not name:
+        if name not in STANDARD_EMOJI and name not in self.custom_emoji:
             return _err("invalid_name")
         if name in msg.reactions:
             return _err("already_reacted")
