@@ -23,6 +23,7 @@ from bot.calls.follow import CallFollower, FollowTiming
 from bot.calls.limits import CallLimits
 from bot.calls.service import CallService
 from bot.calls.status_posts import STATUS_POST, StatusPosts
+from bot.calls.status_views import no_ack_outcomes
 from bot.calls.store import CallStore
 from bot.config import KNOWN_ROLES, ConfigError, DependencyUnavailable, Policy, Settings
 from bot.evovoice.catalog import Catalog
@@ -210,6 +211,9 @@ async def build_services(
         spool=settings.audit_spool_path,
     )
     leases = Leases(db, lease_seconds=settings.lease_seconds)
+    # A call that connected was picked up by a person or a voicemail: only an outcome the flow
+    # sets after "press 1" (`[oncall] ack_outcomes`, as escalations read it) says a person heard.
+    acknowledges = policy.oncall.is_ack_outcome if policy.oncall else no_ack_outcomes
     follower = CallFollower(
         evo=evo,
         notifier=notifier,
@@ -218,6 +222,7 @@ async def build_services(
         account_ids=account_ids,
         timing=follow_timing(settings),
         leases=leases,
+        acknowledges=acknowledges,
     )
     # A call's status message and an escalation's thread posts are kept until delivered.
     outbox = Outbox(db, notifier, leases)
@@ -263,6 +268,7 @@ async def build_services(
         notifier=notifier,
         slack=slack,
         default_region=policy.default_region,
+        acknowledges=acknowledges,
     )
     oncall = OnCall(
         policy.oncall,

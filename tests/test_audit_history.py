@@ -241,10 +241,11 @@ async def test_history_shows_the_last_20_newest_first(bot_factory: BotFactory) -
     assert not any("no-such-flow-1”" in line or "no-such-flow-0”" in line for line in shown)
 
 
-async def test_history_counts_a_call_answered_by_nobody_named_as_answered(
+async def test_history_counts_a_call_answered_by_nobody_named_as_picked_up(
     bot_factory: BotFactory,
 ) -> None:
-    # Evo Voice does not always name who answered: the call connecting is what counts.
+    # Evo Voice does not always name who answered: the call connecting is what counts, as picked
+    # up by a person or a voicemail (no [oncall] ack_outcomes here to say a person heard it).
     bot, status, session_id = await placed_call(bot_factory)
     bot.evo.set_session_state(session_id, callState="Connected")
     await wait_for_edit(bot, status, "Connected")
@@ -252,7 +253,8 @@ async def test_history_counts_a_call_answered_by_nobody_named_as_answered(
     await wait_for_edit(bot, status, "Ended")
     await bot.settle()
     [line] = lines(await history(bot))
-    assert line.split(" · ")[4].startswith("✅ answered, Completed, 1m 05s")
+    assert line.split(" · ")[4].startswith(
+        "☎️ picked up (a person or a voicemail), Completed, 1m 05s")
 
 
 async def test_a_number_that_cannot_be_read_is_recorded_masked(bot_factory: BotFactory) -> None:

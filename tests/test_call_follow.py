@@ -61,18 +61,21 @@ async def test_one_status_message_follows_the_call_to_its_end(fast_bot: BotUnder
     end_session(bot, session_id, after_seconds=125, outcome="Completed")
     await wait_for_edit(bot, status, "Ended")
     parent = parent_of(bot, status)
-    assert await wait_for_mark(bot, parent) == "white_check_mark"
+    # Connected and ended without an acknowledging outcome (this policy lists none): picked up,
+    # by a person or a voicemail (tests/test_call_outcomes.py has the acknowledged call).
+    assert await wait_for_mark(bot, parent) == "phone"
 
     versions = texts(status)
     assert len(versions) == 3, versions  # edited on changes only, however often it was polled
     assert "Ringing" in versions[0] and "Connected" in versions[1]
     assert "Ended: Completed, answered by Alice Example, lasted 2m 05s" in versions[2]
-    # No ✅ before the outcome is known: not on the placed call, not once it connected.
-    assert not any("✅" in v for v in versions[:2]), versions
-    assert versions[2].startswith("📲 Call placed") and "✅ Ended" in versions[2]
+    # No ✅ on the way, nor at the end: nothing says a person heard it.
+    assert not any("✅" in v for v in versions), versions
+    assert versions[2].startswith("📲 Call placed") and "☎️ Ended" in versions[2]
     # The parent carries the outcome, added by an edit once the call is over.
-    assert "✅" not in texts(parent)[0]
-    assert texts(parent)[-1].endswith("\n✅ Answered.")
+    assert "☎️" not in texts(parent)[0]
+    assert texts(parent)[-1].endswith(
+        "\n☎️ Picked up by a person or a voicemail (can't tell which).")
     assert set(buttons(status)) == {CALL_AGAIN_ACTION}
     assert bot.slack.thread(CHANNEL, parent.ts) == [status]  # one message in the thread
     assert len(bot.evo.reads_of(session_id)) >= 2
@@ -348,14 +351,15 @@ async def test_a_restart_while_a_call_is_followed(bot_factory: BotFactory) -> No
     await wait_for_edit(second, status, "Connected (answered by Bo)")
     end_session(second, session_id, after_seconds=61, outcome="Completed")
     await wait_for_edit(second, status, "Ended")
-    assert await wait_for_mark(second, parent_of(second, status)) == "white_check_mark"
+    assert await wait_for_mark(second, parent_of(second, status)) == "phone"
 
     assert len(second.evo.reads_of(session_id)) > polls_before
     assert len(texts(status)) == 3  # still one message: Ringing, Connected, Ended
     # The parent, drawn again from the call's row by a process that never posted it, still says
     # who called what with which flow.
     assert texts(parent_of(second, status))[-1] == (
-        f"📞 <@U0MANAGER> is calling {MASKED} with flow “Escalation”\n✅ Answered."
+        f"📞 <@U0MANAGER> is calling {MASKED} with flow “Escalation”\n☎️ Picked up by a person "
+        "or a voicemail (can't tell which)."
     )
     assert set(buttons(status)) == {CALL_AGAIN_ACTION}
     [record] = await audit_records(second)

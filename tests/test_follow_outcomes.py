@@ -134,11 +134,11 @@ async def test_a_call_over_before_the_bot_learned_of_it_ends_with_its_outcome(
     assert line.split(" · ")[4].startswith("❌ not answered, Declined"), line
 
 
-async def test_a_call_seen_connected_as_it_was_found_counts_as_answered(
+async def test_a_call_seen_connected_as_it_was_found_counts_as_picked_up(
     bot_factory: BotFactory,
 ) -> None:
     # Answered while Evo Voice was slow to answer the POST (lost: 5xx), and over before the
-    # first poll: it was seen connected, so it was answered.
+    # first poll: it was seen connected, so it was picked up (by a person or a voicemail).
     bot = await bot_factory("http", **FAST)
     session = bot.evo.add_session(toAddress=FULL, accountId="acct-1", flowId="flow-esc",
                                   callState="Connected", answeredByName="Alice Example")
@@ -150,8 +150,8 @@ async def test_a_call_seen_connected_as_it_was_found_counts_as_answered(
     assert "Connected" in texts(status)[0]
     end_session(bot, session["id"], after_seconds=40, outcome="Completed")
     first_poll.set()
-    assert await wait_for_mark(bot, parent_of(bot, status)) == "white_check_mark"
-    assert "✅ Ended: Completed, answered by Alice Example, lasted 40 s." in (status.text or "")
+    assert await wait_for_mark(bot, parent_of(bot, status)) == "phone"
+    assert "☎️ Ended: Completed, answered by Alice Example, lasted 40 s." in (status.text or "")
     [record] = await audit_records(bot)
     assert [e.kind for e in record.events] == ["unknown", "answered", "ended"]
 
@@ -248,7 +248,7 @@ async def test_one_404_late_in_a_call_does_not_end_its_following(bot_factory: Bo
     bot.evo.queue("GET", f"/sessions/{session_id}", ErrorStatus(404, "Session not found"))
     await until(lambda: len(bot.evo.requests_to("GET", f"/sessions/{session_id}")) > 1)
     end_session(bot, session_id, after_seconds=20, outcome="Completed")
-    await wait_for_edit(bot, status, "✅ Ended: Completed")
+    await wait_for_edit(bot, status, "☎️ Ended: Completed")
     assert not any("stopped following" in t for t in texts(status))
 
 

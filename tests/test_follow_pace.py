@@ -99,7 +99,7 @@ async def test_a_404_long_after_one_at_the_start_does_not_end_the_following(
                                           session("Disconnected", ended=True, outcome="Completed")]
     call, notifier, _ = await follow(db, FakeEvo(answers), clock=Ticking(T0, 10.0))
     assert call.state == CallState.ENDED and call.answered
-    assert "✅ Ended: Completed" in notifier.edits[-1].text
+    assert "☎️ Ended: Completed" in notifier.edits[-1].text
 
 
 async def test_who_answered_is_kept_when_the_last_read_no_longer_names_them(
@@ -111,7 +111,7 @@ async def test_who_answered_is_kept_when_the_last_read_no_longer_names_them(
     ]
     call, notifier, _ = await follow(db, FakeEvo(answers))
     assert call.state == CallState.ENDED and call.answered_by == "Alice Example"
-    assert "✅ Ended: Completed, answered by Alice Example." in notifier.edits[-1].text
+    assert "☎️ Ended: Completed, answered by Alice Example." in notifier.edits[-1].text
 
 
 class RefusingOnce(FakeNotifier):

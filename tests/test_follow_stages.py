@@ -7,9 +7,15 @@ import pytest
 
 from bot.calls import status_views as call_views
 from bot.calls.store import CallState, Placement
+from bot.config.oncall_policy import OnCallPolicy
 from tests.test_follow_units import tracked
 
 NOTE = "⚠️ Outcome unknown: Evo Voice did not answer in time."
+# What a team's "press 1" sets, as its [oncall] section lists it.
+ACKNOWLEDGES = OnCallPolicy(
+    flow="Escalation", rotation=("U0ALICE",), ack_outcomes=("Acknowledged", "Pressed 1")
+).is_ack_outcome
+PICKED_UP = "Picked up by a person or a voicemail (can't tell which)."
 
 
 @pytest.mark.parametrize(
@@ -21,11 +27,27 @@ NOTE = "⚠️ Outcome unknown: Evo Voice did not answer in time."
         ({"state": CallState.CONNECTED, "answered": True}, "🟢 Connected"),
         ({"state": CallState.CONNECTED, "answered": True, "answered_by": "Alice Example"},
          "🟢 Connected (answered by Alice Example)"),
+        ({"state": CallState.CONNECTED, "answered": True, "answered_by": "Alice Example",
+          "outcome": "acknowledged"},
+         "🟢 Connected (answered by Alice Example): acknowledged"),
         ({"state": CallState.ENDED, "following": False}, "❌ Ended: not answered."),
+        ({"state": CallState.ENDED, "following": False, "outcome": "No answer"},
+         "❌ Ended: No answer."),
+        # Connected says picked up, never that a person heard it: a voicemail connects too.
         ({"state": CallState.ENDED, "following": False, "answered": True, "duration_seconds": 0},
-         "✅ Ended: answered, lasted 0 s."),
+         f"☎️ Ended: connected, lasted 0 s. {PICKED_UP}"),
         ({"state": CallState.ENDED, "following": False, "outcome": "Voicemail",
-          "answered": True, "duration_seconds": 60}, "✅ Ended: Voicemail, lasted 1m 00s."),
+          "answered": True, "duration_seconds": 60},
+         f"☎️ Ended: Voicemail, lasted 1m 00s. {PICKED_UP}"),
+        ({"state": CallState.ENDED, "following": False, "outcome": "Completed",
+          "answered": True, "answered_by": "Alice Example"},
+         f"☎️ Ended: Completed, answered by Alice Example. {PICKED_UP}"),
+        # Only an outcome in ack_outcomes says a person heard it, seen connected or not.
+        ({"state": CallState.ENDED, "following": False, "outcome": "Acknowledged",
+          "answered": True, "answered_by": "Alice Example", "duration_seconds": 40},
+         "✅ Ended: Acknowledged, answered by Alice Example, lasted 40 s."),
+        ({"state": CallState.ENDED, "following": False, "outcome": "PRESSED 1"},
+         "✅ Ended: PRESSED 1 (acknowledged)."),
         ({"state": CallState.NOT_FOUND, "following": False, "session_id": None},
          "❔ Evo Voice accepted the call, but I could not find it to follow. Its call log shows "
          "how it went."),
@@ -38,10 +60,12 @@ NOTE = "⚠️ Outcome unknown: Evo Voice did not answer in time."
     ],
 )
 def test_each_stage_has_its_own_line(row: dict[str, object], line: str) -> None:
-    text = call_views.call_status(tracked(**row)).text
+    text = call_views.call_status(tracked(**row), acknowledges=ACKNOWLEDGES).text
     assert text.splitlines()[-1] == line, text
-    # ✅ only once the call is over and was answered; "Ringing" only while it rings.
-    assert ("✅" in text) == (row["state"] == CallState.ENDED and bool(row.get("answered")))
+    # ✅ only once the call is over and acknowledged; "Ringing" only while it rings.
+    outcome = row.get("outcome")
+    acknowledged = isinstance(outcome, str) and ACKNOWLEDGES(outcome)
+    assert ("✅" in text) == (row["state"] == CallState.ENDED and acknowledged)
     assert ("Ringing" in text) == (row["state"] == CallState.RINGING)
 
 
@@ -77,7 +101,7 @@ def test_hanging_up_is_said_until_the_end_then_who_hung_up() -> None:
         outcome="Completed", duration_seconds=42,
     ))
     assert ended.text.splitlines()[-1] == (
-        "✅ Ended: Completed, lasted 42 s. Hung up by <@U0LEAD>."
+        f"☎️ Ended: Completed, lasted 42 s. {PICKED_UP} Hung up by <@U0LEAD>."
     )
     assert "Hanging up" not in ended.text
 
@@ -85,8 +109,18 @@ def test_hanging_up_is_said_until_the_end_then_who_hung_up() -> None:
 @pytest.mark.parametrize(
     ("row", "outcome", "mark"),
     [
-        ({"state": CallState.ENDED, "answered": True}, "✅ Answered.", call_views.MARK_ANSWERED),
+        ({"state": CallState.ENDED, "answered": True}, f"☎️ {PICKED_UP}",
+         call_views.MARK_PICKED_UP),
+        ({"state": CallState.ENDED, "answered": True, "outcome": "Completed",
+          "answered_by": "Alice Example"}, f"☎️ {PICKED_UP}", call_views.MARK_PICKED_UP),
+        ({"state": CallState.ENDED, "answered": True, "outcome": " acknowledged ",
+          "answered_by": "Alice Example"}, "✅ Acknowledged by Alice Example.",
+         call_views.MARK_ACKNOWLEDGED),
+        ({"state": CallState.ENDED, "outcome": "Pressed 1"}, "✅ Acknowledged.",
+         call_views.MARK_ACKNOWLEDGED),
         ({"state": CallState.ENDED}, "❌ Not answered.", call_views.MARK_NOT_ANSWERED),
+        ({"state": CallState.ENDED, "outcome": "No answer"}, "❌ Not answered.",
+         call_views.MARK_NOT_ANSWERED),
         ({"state": CallState.FAILED, "placement": Placement.FAILED}, "❌ Not placed.",
          call_views.MARK_NOT_ANSWERED),
         ({"state": CallState.NOT_FOUND}, "⚠️ Outcome unclear: see the thread.",
@@ -103,8 +137,15 @@ def test_the_parent_tells_the_channel_how_it_went_once_it_is_over(
     row: dict[str, object], outcome: str | None, mark: str | None
 ) -> None:
     call = tracked(following=outcome is None, **row)
-    assert call_views.parent_outcome(call) == outcome
-    assert call_views.parent_mark(call) == mark
+    assert call_views.parent_outcome(call, ACKNOWLEDGES) == outcome
+    assert call_views.parent_mark(call, ACKNOWLEDGES) == mark
+
+
+def test_without_ack_outcomes_no_outcome_acknowledges() -> None:
+    # No [oncall] ack_outcomes: "Acknowledged" is Evo Voice's word like any other.
+    call = tracked(state=CallState.ENDED, following=False, answered=True, outcome="Acknowledged")
+    assert call_views.parent_outcome(call) == f"☎️ {PICKED_UP}"
+    assert call_views.parent_mark(call) == call_views.MARK_PICKED_UP
 
 
 @pytest.mark.parametrize(

@@ -122,9 +122,10 @@ async def test_polls_back_off_and_start_again_after_a_change(db: Database) -> No
         (True, False),
         (False, True),
     ]
-    assert notifier.reactions == [call_views.MARK_ANSWERED]
+    # Connected, then ended without an acknowledging outcome: a person or a voicemail.
+    assert notifier.reactions == [call_views.MARK_PICKED_UP]
     [parent] = notifier.parent_edits  # the outcome on the parent itself, once it is known
-    assert parent.text.endswith("✅ Answered.")
+    assert parent.text.endswith("☎️ Picked up by a person or a voicemail (can't tell which).")
 
 
 async def test_a_call_not_yet_answered_is_polled_at_the_first_pace_while_it_may_ring(

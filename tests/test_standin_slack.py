@@ -24,6 +24,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.calls import status_views as call_views
 from bot.standins.slack import (
     ApiCall,
     ApiReply,
@@ -38,6 +39,7 @@ from bot.standins.slack import (
     slash_command_payload,
     view_submission_payload,
 )
+from bot.standins.slack.emoji import STANDARD_EMOJI
 
 WAIT = 20.0  # generous: never a timing assertion, only an upper bound for a hang
 
@@ -151,6 +153,13 @@ async def test_a_reaction_must_be_an_emoji_slack_knows(slack: SlackStandIn) -> N
     for name in ("phone", ":x:", "pager-duty"):
         await client.reactions_add(channel="C0OPS", timestamp=ts, name=name)
     assert slack.messages[("C0OPS", ts)].reactions == ["phone", "x", "pager-duty"]
+
+
+def test_the_bots_marks_are_emoji_slack_knows() -> None:
+    # Every reaction the bot marks a call's parent with (status_views.parent_mark).
+    marks = {value for name, value in vars(call_views).items() if name.startswith("MARK_")}
+    assert marks == {"white_check_mark", "phone", "x", "warning"}
+    assert marks <= STANDARD_EMOJI
 
 
 async def test_form_encoded_calls_are_decoded(slack: SlackStandIn) -> None:

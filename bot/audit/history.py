@@ -97,8 +97,10 @@ class HistoryService:
         slack: AsyncWebClient,
         default_region: str,
         limit: int = HISTORY_LIMIT,
+        acknowledges: call_views.AckTest = call_views.no_ack_outcomes,
     ) -> None:
         self._access = access
+        self._acknowledges = acknowledges
         self._audit = audit
         self._notifier = notifier
         self._slack = slack
@@ -135,7 +137,7 @@ class HistoryService:
             heading += f" by <@{user_id}>"
         if wanted.e164 is not None:
             heading += f" to {mask(wanted.e164)}"
-        return call_views.history(records, heading)
+        return call_views.history(records, heading, self._acknowledges)
 
     async def _user_named(self, name: str) -> str:
         wanted = name.casefold()

@@ -20,6 +20,7 @@ from bot.calls.models import CallResult, CheckedCall, Outcome
 from bot.calls.polling import CallPoller, FollowTiming
 from bot.calls.progress import classify, duration_of
 from bot.calls.status_message import StatusMessages, digest
+from bot.calls.status_views import AckTest, no_ack_outcomes
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.errors import describe
 from bot.evovoice.client import EvoVoiceClient
@@ -71,14 +72,18 @@ class CallFollower:
         clock: Callable[[], float] = time.time,
         pause: Callable[[asyncio.Event, float], Awaitable[None]] = wait_or_wake,
         leases: Leases | None = None,
+        acknowledges: AckTest = no_ack_outcomes,
     ) -> None:
         self._notifier = notifier
         self._store = store
         self._timing = timing
         self._clock = clock
         self._runner = RowRunner(LEASE_KIND, leases, on_error=self._failed)
+        # `acknowledges`: which session outcomes say a person heard the call ([oncall]
+        # ack_outcomes); any other connected call was picked up by a person or a voicemail.
         self._messages = StatusMessages(
-            notifier, store, first_pause=timing.first_interval, pause=pause
+            notifier, store, first_pause=timing.first_interval, pause=pause,
+            acknowledges=acknowledges,
         )
         self._poller = CallPoller(
             evo=evo, store=store, audit=audit, account_ids=account_ids, timing=timing,

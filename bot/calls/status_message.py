@@ -42,8 +42,10 @@ class StatusMessages:
         *,
         first_pause: float,
         pause: Callable[[asyncio.Event, float], Awaitable[None]],
+        acknowledges: call_views.AckTest = call_views.no_ack_outcomes,
     ) -> None:
         self._notifier = notifier
+        self._acknowledges = acknowledges
         self._store = store
         self._first_pause = first_pause
         self._wait = pause
@@ -55,14 +57,14 @@ class StatusMessages:
         self._relays: dict[int, Relay] = {}
 
     def draw(self, call: TrackedCall, *, buttons: bool = True) -> Message:
-        return call_views.call_status(call, buttons=buttons)
+        return call_views.call_status(call, buttons=buttons, acknowledges=self._acknowledges)
 
     def unshown(self, call: TrackedCall) -> bool:
         """Whether Slack shows less than the row says: an edit or the parent's mark refused."""
         if call.status_ts is not None and digest(self.draw(call)) != call.shown_digest:
             return True
         return (
-            call_views.parent_mark(call) is not None
+            call_views.parent_mark(call, self._acknowledges) is not None
             and not call.marked
             and call.parent_ts is not None
         )
@@ -101,12 +103,13 @@ class StatusMessages:
                         await self._store.update(call.id, shown_digest=drawn)
                     else:
                         shown = False
-            mark = call_views.parent_mark(call)
+            mark = call_views.parent_mark(call, self._acknowledges)
             if mark and not call.marked and call.parent_ts is not None:
                 # The channel sees the outcome on the parent itself, not only as a reaction.
                 parent = self._parents.get(call_id) or call_views.parent_of(call)
                 edited = await self._notifier.update(
-                    call.channel_id, call.parent_ts, call_views.parent_with_outcome(parent, call)
+                    call.channel_id, call.parent_ts,
+                    call_views.parent_with_outcome(parent, call, self._acknowledges),
                 )
                 if edited and await self._notifier.react(call.channel_id, call.parent_ts, mark):
                     await self._store.update(call.id, marked=True)

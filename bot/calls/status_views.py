@@ -7,7 +7,8 @@ time, so an edit after a restart looks exactly like one before it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from enum import StrEnum
 
 from bot.audit.trail import AuditRecord, Decision, EventKind
 from bot.calls.messages import call_parent
@@ -20,10 +21,44 @@ HANG_UP_ACTION = "call_hang_up"
 CALL_AGAIN_ACTION = "call_again"
 CALL_ACTIONS_BLOCK = "call_actions"
 
-# Reactions on the parent message once the call is over.
-MARK_ANSWERED = "white_check_mark"
+# Reactions on the parent message once the call is over (names Slack knows: a name it doesn't is
+# refused with invalid_name, bot/standins/slack/emoji.py).
+MARK_ACKNOWLEDGED = "white_check_mark"
+MARK_PICKED_UP = "phone"  # ☎️: picked up, by a person or a voicemail
 MARK_NOT_ANSWERED = "x"
 MARK_UNCLEAR = "warning"
+
+# Whether a session's outcome acknowledges the call: `[oncall] ack_outcomes`, compared as an
+# escalation compares them (OnCallPolicy.is_ack_outcome).
+AckTest = Callable[[str | None], bool]
+
+
+def no_ack_outcomes(outcome: str | None) -> bool:
+    """Without `[oncall] ack_outcomes`, no outcome says a person heard the call."""
+    return False
+
+
+class Ending(StrEnum):
+    """How a call that was seen to end went, as far as anyone can tell.
+
+    Evo Voice can't tell a person from a voicemail (a session has callState, outcome and
+    answeredByName; no machine detection is documented), so a call connecting only says it was
+    picked up. Only the flow's own outcome ("press 1" setting one of `ack_outcomes`) says that a
+    person heard it.
+    """
+
+    ACKNOWLEDGED = "acknowledged"
+    PICKED_UP = "picked_up"
+    NOT_ANSWERED = "not_answered"
+
+
+def ending_of(answered: bool, outcome: str | None, acknowledges: AckTest) -> Ending:
+    # An acknowledging outcome counts even if no poll saw the call connected (picked up and over
+    # between two polls), as it does for an escalation's step.
+    if acknowledges(outcome):
+        return Ending.ACKNOWLEDGED
+    return Ending.PICKED_UP if answered else Ending.NOT_ANSWERED
+
 
 _MAX_SHOWN = 80
 
@@ -66,7 +101,7 @@ def _headline(call: TrackedCall) -> str:
     return f"📲 Call placed: {session}, {caller}."
 
 
-def _state_line(call: TrackedCall) -> str | None:
+def _state_line(call: TrackedCall, acknowledges: AckTest) -> str | None:
     state = call.state
     if state == CallState.FINDING:
         return "🔎 Looking for the call in Evo Voice…"
@@ -76,9 +111,11 @@ def _state_line(call: TrackedCall) -> str | None:
         return "🔔 Ringing…"
     if state == CallState.CONNECTED:
         who = f" (answered by {shown(call.answered_by)})" if call.answered_by else ""
-        return f"🟢 Connected{who}"
+        # A flow may report its "press 1" before the call ends.
+        acked = ": acknowledged" if acknowledges(call.outcome) else ""
+        return f"🟢 Connected{who}{acked}"
     if state == CallState.ENDED:
-        return _ended_line(call)
+        return _ended_line(call, acknowledges)
     if state == CallState.NOT_FOUND:
         if call.placement == Placement.UNKNOWN:
             return (
@@ -94,15 +131,29 @@ def _state_line(call: TrackedCall) -> str | None:
     return None
 
 
-def _ended_line(call: TrackedCall) -> str:
-    mark = "✅" if call.answered else "❌"
-    outcome = shown(call.outcome) or ("answered" if call.answered else "not answered")
-    parts = [f"{mark} Ended: {outcome}"]
+# Said after a picked-up call's line: Evo Voice's "connected" doesn't say who heard the call.
+PICKED_UP_CAVEAT = "Picked up by a person or a voicemail (can't tell which)."
+
+
+def _ended_line(call: TrackedCall, acknowledges: AckTest) -> str:
+    # "Ended: <outcome>" as Evo Voice says it: README's "Acknowledging on the phone" has a team
+    # read its flow's outcome here to put in ack_outcomes.
+    ending = ending_of(call.answered, call.outcome, acknowledges)
+    outcome = shown(call.outcome)
+    if ending == Ending.ACKNOWLEDGED:
+        acked = "" if outcome.casefold() == "acknowledged" else " (acknowledged)"
+        parts = [f"✅ Ended: {outcome}{acked}"]
+    elif ending == Ending.PICKED_UP:
+        parts = [f"☎️ Ended: {outcome or 'connected'}"]
+    else:
+        parts = [f"❌ Ended: {outcome or 'not answered'}"]
     if call.answered_by:
         parts.append(f"answered by {shown(call.answered_by)}")
     if call.duration_seconds is not None:
         parts.append(f"lasted {format_duration(call.duration_seconds)}")
     line = ", ".join(parts) + "."
+    if ending == Ending.PICKED_UP:
+        line += f" {PICKED_UP_CAVEAT}"
     if call.hung_up_by:
         line += f" Hung up by <@{call.hung_up_by}>."
     return line
@@ -158,11 +209,13 @@ def _buttons(call: TrackedCall) -> list[Block]:
     return [{"type": "actions", "block_id": CALL_ACTIONS_BLOCK, "elements": elements}]
 
 
-def call_status(call: TrackedCall, *, buttons: bool = True) -> Message:
+def call_status(
+    call: TrackedCall, *, buttons: bool = True, acknowledges: AckTest = no_ack_outcomes
+) -> Message:
     """The status message in the thread: what was placed, how the call is going, its buttons
     (`buttons` False where no thread keeps the message's ts for a click to name)."""
     lines = [_headline(call)]
-    state = _state_line(call)
+    state = _state_line(call, acknowledges)
     if state:
         lines.append(state)
     blocks = [section("\n".join(lines))]
@@ -182,10 +235,17 @@ def call_status(call: TrackedCall, *, buttons: bool = True) -> Message:
     return Message(text="\n".join(lines), blocks=blocks)
 
 
-def parent_mark(call: TrackedCall) -> str | None:
+_MARKS = {
+    Ending.ACKNOWLEDGED: MARK_ACKNOWLEDGED,
+    Ending.PICKED_UP: MARK_PICKED_UP,
+    Ending.NOT_ANSWERED: MARK_NOT_ANSWERED,
+}
+
+
+def parent_mark(call: TrackedCall, acknowledges: AckTest = no_ack_outcomes) -> str | None:
     """The reaction that tells the channel how the call went, once it is over."""
     if call.state == CallState.ENDED:
-        return MARK_ANSWERED if call.answered else MARK_NOT_ANSWERED
+        return _MARKS[ending_of(call.answered, call.outcome, acknowledges)]
     if call.state == CallState.FAILED:
         return MARK_NOT_ANSWERED
     if call.state in (CallState.NOT_FOUND, CallState.LOST):
@@ -193,10 +253,16 @@ def parent_mark(call: TrackedCall) -> str | None:
     return None
 
 
-def parent_outcome(call: TrackedCall) -> str | None:
+def parent_outcome(call: TrackedCall, acknowledges: AckTest = no_ack_outcomes) -> str | None:
     """The line added to the parent message once the call is over (None before)."""
     if call.state == CallState.ENDED:
-        return "✅ Answered." if call.answered else "❌ Not answered."
+        ending = ending_of(call.answered, call.outcome, acknowledges)
+        if ending == Ending.ACKNOWLEDGED:
+            who = f" by {shown(call.answered_by)}" if call.answered_by else ""
+            return f"✅ Acknowledged{who}."
+        if ending == Ending.PICKED_UP:
+            return f"☎️ {PICKED_UP_CAVEAT}"
+        return "❌ Not answered."
     if call.state == CallState.FAILED:
         return "❌ Not placed."
     if call.state in (CallState.NOT_FOUND, CallState.LOST):
@@ -209,14 +275,23 @@ def parent_of(call: TrackedCall) -> Message:
     return call_parent(call.requester_id, call.number_masked, call.flow_name)
 
 
-def parent_with_outcome(parent: Message, call: TrackedCall) -> Message:
-    outcome = parent_outcome(call)
+def parent_with_outcome(
+    parent: Message, call: TrackedCall, acknowledges: AckTest = no_ack_outcomes
+) -> Message:
+    outcome = parent_outcome(call, acknowledges)
     if outcome is None:
         return parent
     return Message(text=f"{parent.text}\n{outcome}", blocks=parent.blocks + [context(outcome)])
 
 
 # ------------------------------------------------------------------------------------ history
+
+
+_HISTORY_ENDINGS = {
+    Ending.ACKNOWLEDGED: "✅ acknowledged",
+    Ending.PICKED_UP: "☎️ picked up (a person or a voicemail)",
+    Ending.NOT_ANSWERED: "❌ not answered",
+}
 
 
 def _when(iso: str) -> str:
@@ -227,7 +302,7 @@ def _when(iso: str) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _what_happened(record: AuditRecord) -> str:
+def _what_happened(record: AuditRecord, acknowledges: AckTest) -> str:
     reason = f" ({escape(record.reason)})" if record.reason else ""
     if record.decision == Decision.DENIED:
         return f"⛔ denied{reason}"
@@ -247,10 +322,11 @@ def _what_happened(record: AuditRecord) -> str:
         return "❌ not dialled: nobody could be told"
     ended = record.last(EventKind.ENDED)
     if ended is not None:
-        answered = ended.answered_by or record.last(EventKind.ANSWERED) is not None
-        parts = ["✅ answered" if answered else "❌ not answered"]
+        answered = bool(ended.answered_by) or record.last(EventKind.ANSWERED) is not None
+        ending = ending_of(answered, ended.outcome, acknowledges)
+        parts = [_HISTORY_ENDINGS[ending]]
         if ended.answered_by:
-            parts[0] += f" by {shown(ended.answered_by)}"
+            parts.append(f"answered by {shown(ended.answered_by)}")
         if ended.outcome:
             parts.append(shown(ended.outcome))
         if ended.duration_seconds is not None:
@@ -268,17 +344,17 @@ def _what_happened(record: AuditRecord) -> str:
     if result.kind == EventKind.UNKNOWN and record.last(EventKind.SESSION_FOUND) is None:
         return f"⚠️ outcome unknown{result_reason}"
     if record.last(EventKind.ANSWERED) is not None:
-        return "🟢 in progress, answered"
+        return "🟢 in progress, picked up"
     return "📞 placed, in progress"
 
 
-def history_line(record: AuditRecord) -> str:
+def history_line(record: AuditRecord, acknowledges: AckTest = no_ack_outcomes) -> str:
     parts = [
         f"`{_when(record.at)}`",
         f"<@{record.user_id}>",
         record.number_masked,
         f"“{escape(record.flow)}”" if record.flow else "no flow",
-        _what_happened(record),
+        _what_happened(record, acknowledges),
     ]
     extra = []
     session = record.session_id
@@ -292,11 +368,13 @@ def history_line(record: AuditRecord) -> str:
     return line + (f" ({', '.join(extra)})" if extra else "")
 
 
-def history(records: Sequence[AuditRecord], heading: str) -> Message:
+def history(
+    records: Sequence[AuditRecord], heading: str, acknowledges: AckTest = no_ack_outcomes
+) -> Message:
     if not records:
         text = f"{heading}: nothing recorded."
         return Message(text=text, blocks=[section(text)])
-    lines = [history_line(r) for r in records]
+    lines = [history_line(r, acknowledges) for r in records]
     title = f"*{heading}* (newest first)"
     return Message(
         text="\n".join([title, *lines]),

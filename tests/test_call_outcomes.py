@@ -1,0 +1,126 @@
+"""What a followed call's outcome says, end to end: acknowledged on the phone (an outcome listed in
+`[oncall] ack_outcomes`), picked up by a person or a voicemail (connected, no such outcome), or
+not answered; the same in the status message, the parent's line, its reaction and /call history.
+
+Evo Voice can't tell a person from a voicemail (docs/evovoice-api.md: no machine detection), so
+only the flow's "press 1" says a person heard the call.
+"""
+
+from __future__ import annotations
+
+from tests.conftest import BotFactory, BotUnderTest
+from tests.escalations import ROSTER
+from tests.follow_helpers import (
+    FAST,
+    FULL,
+    audit_records,
+    end_session,
+    everything_sent_to_slack,
+    history,
+    parent_of,
+    status_message,
+    texts,
+    wait_for_edit,
+    wait_for_mark,
+)
+from tests.interactions import interact, open_form, state, submission
+
+# A team whose flow sets the session's outcome after "press 1".
+WITH_ACK_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n'
+PICKED_UP = "Picked up by a person or a voicemail (can't tell which)."
+
+
+async def history_line(bot: BotUnderTest) -> str:
+    """The one call /call history lists (after its heading)."""
+    [line] = str((await history(bot))["text"]).splitlines()[1:]
+    return line
+
+
+async def test_a_call_acknowledged_on_the_phone_says_so_everywhere(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", policy=WITH_ACK_OUTCOMES, **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    # The flow reports the keypress while the call is still on, in its own case.
+    bot.evo.set_session_state(session_id, callState="Connected", answeredByName="Alice Example",
+                              outcome="PRESSED 1")
+    await wait_for_edit(bot, status, "🟢 Connected (answered by Alice Example): acknowledged")
+    end_session(bot, session_id, after_seconds=40)
+
+    parent = parent_of(bot, status)
+    assert await wait_for_mark(bot, parent) == "white_check_mark"
+    assert parent.reactions == ["white_check_mark"]
+    assert texts(status)[-1].splitlines()[-1] == (
+        "✅ Ended: PRESSED 1 (acknowledged), answered by Alice Example, lasted 40 s."
+    )
+    assert texts(parent)[-1].endswith("\n✅ Acknowledged by Alice Example.")
+    line = await history_line(bot)
+    assert "✅ acknowledged, answered by Alice Example, PRESSED 1, 40 s" in line
+    [record] = await audit_records(bot)
+    assert [e.kind for e in record.events] == ["placed", "answered", "ended"]
+    assert record.events[-1].outcome == "PRESSED 1"
+
+
+async def test_a_voicemail_is_never_told_as_a_person_answering(bot_factory: BotFactory) -> None:
+    # Placed from the call form: connected, then over without the flow's acknowledgement, as a
+    # voicemail would (the demo's Voicemail button does just this).
+    bot = await bot_factory("http", policy=WITH_ACK_OUTCOMES, **FAST)
+    view = await open_form(bot, FULL)
+    await interact(bot, submission(view, state(flow="flow-esc")))
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected",
+                              answeredByName="Voicemail of Alice Example")
+    await wait_for_edit(bot, status, "Connected (answered by Voicemail of Alice Example)")
+    end_session(bot, session_id, after_seconds=30, outcome="Voicemail")
+
+    parent = parent_of(bot, status)
+    assert await wait_for_mark(bot, parent) == "phone"
+    assert parent.reactions == ["phone"]  # a name Slack takes
+    assert texts(status)[-1].splitlines()[-1] == (
+        f"☎️ Ended: Voicemail, answered by Voicemail of Alice Example, lasted 30 s. {PICKED_UP}"
+    )
+    assert texts(parent)[-1].endswith(f"\n☎️ {PICKED_UP}")
+    line = await history_line(bot)
+    assert ("☎️ picked up (a person or a voicemail), answered by Voicemail of Alice Example, "
+            "Voicemail, 30 s") in line
+    # Nothing about this call promised a person heard it.
+    assert "✅" not in everything_sent_to_slack(bot)
+
+
+async def test_a_call_nobody_answered_says_so(bot_factory: BotFactory) -> None:
+    bot = await bot_factory("http", policy=WITH_ACK_OUTCOMES, **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    assert "Ringing" in texts(status)[0]
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+
+    parent = parent_of(bot, status)
+    assert await wait_for_mark(bot, parent) == "x"
+    assert parent.reactions == ["x"]
+    assert texts(status)[-1].splitlines()[-1] == "❌ Ended: No answer, lasted 30 s."
+    assert texts(parent)[-1].endswith("\n❌ Not answered.")
+    line = await history_line(bot)
+    assert "❌ not answered, No answer, 30 s" in line
+    assert "✅" not in everything_sent_to_slack(bot)
+
+
+async def test_an_acknowledgement_seen_only_once_the_call_is_over_counts(
+    bot_factory: BotFactory,
+) -> None:
+    # Picked up, "press 1", hung up between two polls: never seen connected, yet the flow's
+    # outcome says a person heard it (an escalation's step counts it so too).
+    bot = await bot_factory("http", policy=WITH_ACK_OUTCOMES, **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=20, outcome="Acknowledged")
+
+    parent = parent_of(bot, status)
+    assert await wait_for_mark(bot, parent) == "white_check_mark"
+    assert texts(status)[-1].splitlines()[-1] == "✅ Ended: Acknowledged, lasted 20 s."
+    assert texts(parent)[-1].endswith("\n✅ Acknowledged.")
+    assert "✅ acknowledged, Acknowledged, 20 s" in await history_line(bot)
