@@ -93,6 +93,21 @@ async def test_place_follow_and_hang_up_a_call(page: Page, demo: Demo) -> None:
     assert len(demo.world.evo.outgoing_posts) == 1
 
 
+async def test_a_voicemail_reads_as_picked_up_never_as_answered(page: Page, demo: Demo) -> None:
+    await say(page, "/call +1 814 404 3093 escalation")
+    parent = page.locator("#messages > .msg").filter(has_text="is calling +1 814 ••• 3093")
+    thread = parent.locator(".thread")
+    await expect(thread).to_contain_text("Ringing")
+
+    alice = page.locator(".phone.ringing").filter(has_text="Alice Example")
+    await alice.get_by_role("button", name="Voicemail").click()
+    await expect(thread).to_contain_text("☎️ Ended: Voicemail, answered by Voicemail of Alice")
+    await expect(parent.locator(".reactions")).to_have_text("☎️")  # drawn, not ":phone:"
+    await expect(parent).to_contain_text("☎️ Picked up by a person or a voicemail (can't tell "
+                                         "which).")
+    assert "✅" not in await parent.inner_text()
+
+
 async def test_escalate_a_message_and_acknowledge_the_page(page: Page, demo: Demo) -> None:
     await say(page, "db primary is down")
     message = page.locator("#messages > .msg").filter(has_text="db primary is down")
