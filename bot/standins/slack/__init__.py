@@ -27,7 +27,8 @@ Nothing here reaches the network beyond the loopback interface.
 The package: ``standin.py`` (SlackStandIn and its server), ``core.py`` (state, waits, injected
 failures), ``web_api.py`` (dispatch, chat, reactions), ``views.py``, ``people.py`` (users, user
 groups, conversations), ``response_urls.py``, ``socket_mode.py``, ``limits.py`` (what Slack
-rejects), ``records.py`` (what is recorded), ``payloads.py`` (what Slack sends to an app).
+rejects), ``emoji.py`` (the reaction names Slack takes), ``records.py`` (what is recorded),
+``payloads.py`` (what Slack sends to an app).
 """
 
 from __future__ import annotations
