@@ -11,6 +11,7 @@
      ├─ CannotNotify                nobody can be told of the call, so nothing was dialled
      ├─ DatabaseUnavailable         the database failed before anything was dialled
      ├─ OnCallNotConfigured         the policy file has no [oncall] section
+     ├─ EscalationLimitReached      a responder without a role started their escalations' worth
      ├─ NoUsableNumber              a person has no phone number the bot may dial
      ├─ NumberRejected              phone.py: a number that must not be dialled (`.code`, `.reason`)
      ├─ CommandRejected             calls/command_text.py: /call text that can't be understood
@@ -176,6 +177,19 @@ class OnCallNotConfigured(CallbotError):
         "No on-call rotation is set up. An administrator must add an [oncall] section (flow and "
         "rotation) to the policy file."
     )
+
+
+class EscalationLimitReached(CallbotError):
+    """`[oncall] escalations_per_person`: `count` escalations in the last `window` (in words)."""
+
+    def __init__(self, count: int, window: str) -> None:
+        self.count = count
+        self.window = window
+        super().__init__(
+            f"You have started {count} escalations in the last {window}, the most allowed without "
+            "a Manager or SystemAdministrator role ([oncall] escalations_per_person). Nobody was "
+            "called: ask someone with a role to escalate, or reach the people on call another way."
+        )
 
 
 class NoUsableNumber(CallbotError):

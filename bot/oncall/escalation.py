@@ -1,6 +1,8 @@
 """On-call escalation: page the people on call one after another until somebody acknowledges.
 
-    start()         a checked request becomes a chain: the order of people is frozen
+    start()         a checked request becomes a chain (unless its requester, holding no role,
+                    reached their own limit: counted as the row is written, so racing
+                    submissions can't pass it together): the order of people is frozen
                     (`OnCall.chain(now)`: who is on call, the rest of the rotation, `escalate_to`),
                     so is what ends a step (`[oncall] ack`), and the chain runs: its first dial
                     leaves at once, the escalation's card is posted alongside (Slack never comes
@@ -75,7 +77,8 @@ from bot.calls.controls import ButtonClick
 from bot.calls.follow import CallFollower, wait_or_wake
 from bot.calls.service import CallService
 from bot.calls.store import CallStore
-from bot.errors import describe_any, log_unexpected
+from bot.calls.limits import Rate
+from bot.errors import EscalationLimitReached, describe_any, log_unexpected
 from bot.evovoice.client import EvoVoiceClient
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_buttons import EscalationButtons
@@ -86,6 +89,8 @@ from bot.oncall.escalation_store import (
     AckMode,
     Escalation,
     EscalationStore,
+    OwnLimit,
+    OwnLimitReached,
     Target,
 )
 from bot.oncall.roster import OnCall
@@ -114,13 +119,15 @@ class EscalationRequest:
     reason: str | None
     origin: str  # message_shortcut or global_shortcut
     response_url: str | None = None  # to tell the requester if the card can't be posted
+    # `[oncall] escalations_per_person`, for a requester without a role; None: no limit.
+    limit: Rate | None = None
 
     def row(self) -> dict[str, str | None]:
         """What the escalation's row keeps of the request (bot.oncall.escalation_store)."""
         return {name: getattr(self, name) for name in _KEPT}
 
 
-# The request's fields its row keeps (the response_url is kept in memory only).
+# The request's fields its row keeps (the response_url and the limit are kept in memory only).
 _KEPT = ("request_key", "team_id", "requester_id", "channel_id", "thread_ts", "flow_id",
          "flow_name", "reason", "origin")
 
@@ -186,20 +193,35 @@ class EscalationService:
 
     # ----------------------------------------------------------------------------- starting
 
-    async def start(self, request: EscalationRequest, now: dt.datetime) -> Escalation | None:
+    async def start(
+        self, request: EscalationRequest, now: dt.datetime,
+        written: Callable[[], None] | None = None,
+    ) -> Escalation | None:
         """Freeze the order, run the chain (the first dial leaves at once), and post the card
-        alongside; None for a repeat. Returns once the card's first try is over, so the
-        request's task covers it."""
-        escalation = await self.store.create(
-            people=[Target(p.user_id, str(p.source)) for p in await self._oncall.chain(now)],
-            created_at=self.clock(),
-            answer_timeout=float(self._oncall.policy.answer_timeout),
-            ack_mode=str(AckMode(self._oncall.policy.ack)),
-            **request.row(),
-            # Ours from its first moment: no replica, this one included, takes it over (and posts
-            # a card of its own) before its chain starts here.
-            then=self._runner.reserve_new,
-        )
+        alongside; None for a repeat. `written()` is called once the row is (or was, a repeat).
+        Raises EscalationLimitReached, having written and called nothing, when the requester's
+        own limit is reached. Returns once the card's first try is over, so the request's task
+        covers it."""
+        created_at, limit = self.clock(), request.limit
+        try:
+            escalation = await self.store.create(
+                people=[Target(p.user_id, str(p.source)) for p in await self._oncall.chain(now)],
+                created_at=created_at,
+                answer_timeout=float(self._oncall.policy.answer_timeout),
+                ack_mode=str(AckMode(self._oncall.policy.ack)),
+                **request.row(),
+                # Ours from its first moment: no replica, this one included, takes it over (and
+                # posts a card of its own) before its chain starts here.
+                then=self._runner.reserve_new,
+                # Counted in the row's own transaction: a check made before it (the form's) lets
+                # every submission racing it through.
+                limit=None if limit is None else OwnLimit(limit.count, created_at - limit.seconds),
+            )
+        except OwnLimitReached:
+            assert limit is not None
+            raise EscalationLimitReached(limit.count, limit.window_words) from None
+        if written is not None:
+            written()
         if escalation is None:
             logger.info("repeated escalation request %s ignored", request.request_key,
                         extra={"user_id": request.requester_id, "outcome": "duplicate"})

@@ -10,6 +10,10 @@
 The chain is driven from these rows (bot.escalation), so a restarted bot carries on where the last
 one stopped. Changes that decide what happens next are compare-and-set (`begin_step`, `advance`,
 `set_state`): only one writer wins, however many tasks or clicks race for it.
+
+A requester's own limit is counted in the transaction writing the row (`create(limit=...)`), as the
+calls' rate limits are (bot/calls/limits.py): alone on SQLite; on PostgreSQL under the requester's
+advisory lock, so two submissions by one person, on any replica, count one after the other.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-from bot.storage.database import Connection, Database
+from bot.storage.database import POSTGRESQL, Connection, Database
 
 
 class EscalationState(StrEnum):
@@ -153,6 +157,18 @@ class Page:
     shown_digest: str | None = None
 
 
+@dataclass(frozen=True)
+class OwnLimit:
+    """At most `count` escalations by the requester created since `since` (Unix time)."""
+
+    count: int
+    since: float
+
+
+class OwnLimitReached(Exception):
+    """`create` refused the row: its requester has started `OwnLimit.count` already."""
+
+
 def _escalation(row: Any) -> Escalation:
     values = {name: row[name] for name in _COLUMNS}
     values["people"] = tuple(Target(str(u), str(s)) for u, s in json.loads(values["people"]))
@@ -169,11 +185,14 @@ class EscalationStore:
 
     async def create(
         self, *, people: list[Target],
-        then: Callable[[Connection, int], Awaitable[None]] | None = None, **values: Any,
+        then: Callable[[Connection, int], Awaitable[None]] | None = None,
+        limit: OwnLimit | None = None, **values: Any,
     ) -> Escalation | None:
         """A new running escalation; None if one with this `request_key` exists (a repeat).
         `then(conn, row_id)`, if given, writes in the same transaction (the row's lease, so that
-        no replica ever sees the row without it)."""
+        no replica ever sees the row without it). With `limit`, OwnLimitReached (and nothing
+        written) when the requester's other escalations since `limit.since` number
+        `limit.count` already."""
         values = {**values, "people": json.dumps([[t.user_id, t.source] for t in people]),
                   "state": str(EscalationState.RUNNING), "step": 0}
         unknown = set(values) - set(_COLUMNS)
@@ -184,6 +203,9 @@ class EscalationStore:
                f" ({', '.join('?' * len(names))}) ON CONFLICT DO NOTHING RETURNING *")
 
         async def create(conn: Connection) -> Escalation | None:
+            if limit is not None:
+                await self._count_within(conn, limit, values["requester_id"],
+                                         values["request_key"])
             row = await conn.fetchone(sql, [values[name] for name in names])
             if row is None:
                 return None
@@ -192,7 +214,28 @@ class EscalationStore:
                 await then(conn, escalation.id)
             return escalation
 
-        return await (self._db.atomic(create) if then is not None else create(self._db))
+        alone = then is not None or limit is not None
+        return await (self._db.atomic(create) if alone else create(self._db))
+
+    async def _count_within(
+        self, conn: Connection, limit: OwnLimit, requester_id: str, request_key: str
+    ) -> None:
+        if self._db.dialect == POSTGRESQL:
+            # Like rate_slot.py's per-user lock, in a namespace of its own; a statement of its own,
+            # so that the count after it reads what was committed while it waited.
+            await conn.fetchone(
+                "SELECT pg_advisory_xact_lock("
+                "hashtextextended(current_schema() || ' escalations by ' || ?, 0))",
+                (requester_id,),
+            )
+        # A repeat of one already written is not counted against itself: it is ignored below.
+        row = await conn.fetchone(
+            "SELECT COUNT(*) AS n FROM escalations"
+            " WHERE requester_id = ? AND created_at >= ? AND request_key <> ?",
+            (requester_id, limit.since, request_key),
+        )
+        if row is not None and int(row["n"]) >= limit.count:
+            raise OwnLimitReached(requester_id)
 
     async def get(self, escalation_id: int) -> Escalation | None:
         row = await self._db.fetchone("SELECT * FROM escalations WHERE id = ?", (escalation_id,))
