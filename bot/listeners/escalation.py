@@ -7,8 +7,11 @@
     submit    responder (fresh), their own limit when they hold no role
               (`[oncall] escalations_per_person`), channel and flow, checked within
               VALIDATION_BUDGET_SECONDS, errors in the ack under their fields; a valid view is
-              claimed (one chain per view, however often Escalate is pressed), the ack closes
-              the modal, the chain starts in the background
+              claimed (one chain per view, however often Escalate is pressed), the chain starts
+              in the background, and the ack closes the modal once its row is written. The own
+              limit is counted again as the row is written, which decides between submissions
+              racing each other (two tabs, two replicas): a refusal there shows in the form if
+              its ack still waits, else it is told privately; nobody is called either way
     stop      ack → `EscalationService.stop_clicked` (which checks who clicked)
     I'm on it ack → `EscalationService.ack_clicked` (which checks who clicked); while the bot
               restarts, the acknowledgement is written before the ack, and the next start acts on it
@@ -27,6 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.calls import messages as views
 from bot.errors import (
     CallbotError,
+    EscalationLimitReached,
     GroupLookupFailed,
     MembershipUnknown,
     NotAResponder,
@@ -35,7 +39,14 @@ from bot.errors import (
 )
 from bot.evovoice.client import EvoVoiceError
 from bot.listeners.actions import button_click_from
-from bot.listeners.modals import FormSpec, Submitted, Wording, accept_submission, open_form
+from bot.listeners.modals import (
+    Admission,
+    FormSpec,
+    Submitted,
+    Wording,
+    accept_submission,
+    open_form,
+)
 from bot.listeners.restarting import answer_later
 from bot.oncall import escalation_form as forms
 from bot.oncall.escalation import EscalationRequest
@@ -78,11 +89,6 @@ FORM = FormSpec(
 )
 CHOOSE_CHANNEL = "Choose a channel for the escalation."
 NOT_SET_UP_SHORT = "No on-call rotation is set up, so there is nobody to escalate to."
-TOO_MANY = (
-    "You have started {count} escalations in the last {window}, the most allowed without a "
-    "Manager or SystemAdministrator role ([oncall] escalations_per_person). Nobody was called: "
-    "ask someone with a role to escalate, or reach the people on call another way."
-)
 
 
 def register(app: AsyncApp) -> None:
@@ -207,12 +213,39 @@ async def on_escalation_submitted(
     ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
 ) -> None:
     services: Services = context["services"]
+    admission = Admission()
     await accept_submission(
         ack, body, view, services, FORM,
         validate=partial(validate, services),
-        start=lambda checked: services.escalations.start(checked, services.oncall.now()),
+        start=partial(start_escalation, services, admission),
         budget=VALIDATION_BUDGET_SECONDS,
+        admission=admission,
     )
+
+
+async def start_escalation(
+    services: Services, admission: Admission, request: EscalationRequest
+) -> None:
+    """Start the chain; a refusal by the requester's own limit, decided as the row is written,
+    shows in the form while its ack waits, else it is told privately."""
+    try:
+        await services.escalations.start(request, services.oncall.now(), admission.let_in)
+    except EscalationLimitReached as refused:
+        _refused_by_own_limit(services, request.requester_id, refused)
+        if not admission.refuse({forms.GENERAL_ERROR_FIELD: describe(refused)}):
+            await services.notifier.tell(
+                user_id=request.requester_id, channel_id=request.channel_id,
+                response_url=request.response_url, message=views.refusal(describe(refused)))
+    finally:
+        admission.let_in()  # anything else: the form has nothing to show (the task logs it)
+
+
+def _refused_by_own_limit(
+    services: Services, user_id: str, refused: EscalationLimitReached
+) -> None:
+    logger.info("escalation by %s refused: their own limit (%d in the last %s)", user_id,
+                refused.count, refused.window, extra={"user_id": user_id, "outcome": "refused"})
+    services.metrics.rate_limit_refused("escalations_per_person")
 
 
 async def validate(
@@ -227,15 +260,14 @@ async def validate(
         has_role = await services.responders.require(user_id, action=ACTION)
     except (NotAResponder, GroupLookupFailed, MembershipUnknown) as exc:
         return {forms.GENERAL_ERROR_FIELD: describe(exc)}
-    if not has_role:
-        limit = services.oncall.policy.escalations_per_person
+    limit = None if has_role else services.oncall.policy.escalations_per_person
+    if limit is not None:
+        # Early, for the common case; the count made as the row is written decides.
         since = services.escalations.clock() - limit.seconds
         if await services.escalations.store.started_by_since(user_id, since) >= limit.count:
-            logger.info("escalation by %s refused: their own limit (%s)", user_id, limit.text,
-                        extra={"user_id": user_id, "outcome": "refused"})
-            services.metrics.rate_limit_refused("escalations_per_person")
-            return {forms.GENERAL_ERROR_FIELD: TOO_MANY.format(
-                count=limit.count, window=limit.window_words)}
+            refused = EscalationLimitReached(limit.count, limit.window_words)
+            _refused_by_own_limit(services, user_id, refused)
+            return {forms.GENERAL_ERROR_FIELD: describe(refused)}
     channel_id = metadata.channel_id or submission.channel_id
     if channel_id is None:
         return {EscalationField.CHANNEL: CHOOSE_CHANNEL}
@@ -255,6 +287,7 @@ async def validate(
         reason=submission.reason,
         origin="message_shortcut" if from_message else "global_shortcut",
         response_url=metadata.response_url if from_message else submission.response_url,
+        limit=limit,
     )
 
 

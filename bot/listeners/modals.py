@@ -7,7 +7,10 @@ then replaced; a modal that can't be opened is explained to the requester.
 Submitting (`accept_submission`): read the view back as untrusted input, validate within a budget
 (the answer to a `view_submission` can carry field errors only in its ack, and Slack gives up after
 3 s), then claim the view so a double-clicked or racing Submit starts nothing twice, then hand the
-work to the background and close the modal.
+work to the background and close the modal. A form whose work makes a last check of its own as it
+begins (`Admission`: the escalation's own limit, counted as its row is written) keeps the ack
+waiting for that check, within what is left of the budget: a refusal then shows in the form, which
+stays open; one that comes later is the work's to tell.
 """
 
 from __future__ import annotations
@@ -71,6 +74,38 @@ class FormSpec(Generic[Values]):
     wording: Wording
 
 
+class Admission:
+    """The work's last word on a submission, heard by its ack while that still waits: `let_in()`
+    (the work goes ahead, or failed otherwise: nothing for the form to show) or `refuse(errors)`,
+    which says whether the form shows them."""
+
+    def __init__(self) -> None:
+        self._answer: asyncio.Future[Mapping[Any, str] | None] = (
+            asyncio.get_running_loop().create_future())
+        self._heard = False  # the ack stopped waiting
+
+    def let_in(self) -> None:
+        if not self._answer.done():
+            self._answer.set_result(None)
+
+    def refuse(self, errors: Mapping[Any, str]) -> bool:
+        """True: the form shows `errors`. False: the modal has closed, tell the person otherwise."""
+        if self._heard or self._answer.done():
+            return False
+        self._answer.set_result(errors)
+        return True
+
+    async def heard(self, timeout: float) -> Mapping[Any, str] | None:
+        """The refusal to show, if one came within `timeout`; after this, none will be shown."""
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._answer), max(0.0, timeout))
+        except TimeoutError:
+            # A refusal that came as the timeout fired was promised to the form: it is shown.
+            return self._answer.result() if self._answer.done() else None
+        finally:
+            self._heard = True
+
+
 @dataclass(frozen=True)
 class Submitted(Generic[Values]):
     """A submitted form: who sent which view, where its outcome goes, and what it holds (read as
@@ -93,10 +128,12 @@ async def accept_submission(
     validate: Callable[[Submitted[Values]], Awaitable[Checked | Mapping[Any, str]]],
     start: Callable[[Checked], Coroutine[Any, Any, Any]],
     budget: float = VALIDATION_BUDGET_SECONDS,
+    admission: Admission | None = None,
 ) -> None:
     """A form's Submit: read it back, check it with `validate` (the checked request, or an error
     per field), then start it once per view; every refusal goes back in the ack, under its field
-    (any of the form's fields when the view doesn't list its own)."""
+    (any of the form's fields when the view doesn't list its own). With `admission`, which the
+    started work answers, the ack waits for it too."""
     user_id = str(body["user"]["id"])
     team_id = str((body.get("team") or {}).get("id") or view.get("team_id") or "")
     trusted = services.trusted_origins
@@ -125,6 +162,7 @@ async def accept_submission(
         start=start,
         wording=wording,
         budget=budget,
+        admission=admission,
     )
 
 
@@ -140,8 +178,10 @@ async def _accept_once(
     start: Callable[[Checked], Coroutine[Any, Any, Any]],
     wording: Wording,
     budget: float = VALIDATION_BUDGET_SECONDS,
+    admission: Admission | None = None,
 ) -> None:
     """Validate, claim `claim_key`, start the work; every refusal goes back in the ack."""
+    began = asyncio.get_running_loop().time()
     try:
         checked = await asyncio.wait_for(validation, budget)
     except TimeoutError:
@@ -162,6 +202,17 @@ async def _accept_once(
     except RuntimeError:  # shutdown began after the checks; this view is spent
         await refuse({wording.general_field: wording.spent_by_restart})
         return
+    if admission is not None:
+        errors = await admission.heard(budget - (asyncio.get_running_loop().time() - began))
+        if errors is not None:
+            logger.info("%s from %s refused as it began: %s", what, user_id,
+                        ", ".join(map(str, errors)))
+            try:  # nothing was started: Submit on this form again is checked afresh
+                await services.claims.release(claim_key)
+            except Exception as exc:  # the refusal is still owed, within Slack's 3 s
+                logger.warning("claim %s not released (%s)", claim_key, type(exc).__name__)
+            await refuse(errors)
+            return
     await ack()
 
 
