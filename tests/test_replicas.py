@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 
 from bot.standins.evovoice import EvoVoiceStandIn
+from bot.storage.database import Database
 from bot.standins.slack import SlackStandIn, slash_command_payload
 from tests.conftest import BotUnderTest, bot_environment, policy_with, until
 from tests.databases import on_both_databases
@@ -172,6 +173,36 @@ async def test_an_escalation_whose_replica_dies_mid_step_goes_on_in_another(
     )
     assert dialled(a) == [first, second], "each step dialled once"
     assert not hung_up(a, session_of(a, first))  # it had ended: nothing to hang up
+
+
+@on_both_databases
+async def test_a_responder_s_own_limit_holds_for_forms_submitted_to_both_replicas_at_once(
+    replicas: Any, evo: EvoVoiceStandIn, database_url: str,
+) -> None:
+    """Someone without a role, `escalations_per_person = "2/1h"`, presses Escalate on six forms at
+    once, spread over both replicas: two escalations start, the four others are refused in words."""
+    a, b = await replicas(policy=ROSTER + 'escalations_per_person = "2/1h"\n')
+    forms = [(r, (await open_on_message(r, text=f"down {n}", user_id="U0DEV"))[0])
+             for n, r in enumerate((a, b) * 3)]
+    answers = await asyncio.gather(*(submit(r, form, user_id="U0DEV") for r, form in forms))
+    too_many = "You have started 2 escalations in the last hour"
+
+    def refused() -> int:
+        in_form = [x for x in answers if too_many in str(x.get("errors"))]
+        privately = [body for bodies in a.slack.responses.values() for body in bodies
+                     if too_many in str(body.get("text"))]
+        return len(in_form) + len(privately)
+
+    await until(lambda: refused() == 4, timeout=10)
+    await evo.wait_for_posts(2)
+    db = Database(database_url)
+    await db.open_read_only()
+    try:
+        rows = await db.fetchall("SELECT requester_id FROM escalations")
+    finally:
+        await db.close()
+    assert [r["requester_id"] for r in rows] == ["U0DEV", "U0DEV"], answers
+    assert len(evo.outgoing_posts) == 2
 
 
 async def test_socket_mode_envelopes_spread_over_the_replicas_connections(
