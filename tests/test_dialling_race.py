@@ -256,6 +256,53 @@ async def test_a_call_left_behind_is_announced_by_one_replica(db: Database) -> N
     await c.follower.stop()
 
 
+async def over_call(replica: Replica, clock: Clock, **values: Any) -> int:
+    """A call placed by `replica` and followed to its end, its end shown; then `values` set."""
+    row = await replica.follower.note_dialling(CALL, clock())
+    result = CallResult(Outcome.PLACED, session_id=f"sess-{row.id}", session=session("Ringing"))
+    tracked = await replica.follower.track(CALL, result, THREAD, row)
+    assert tracked is not None
+    await replica.follower.begin(tracked, STATUS_TS, THREAD)
+    await asyncio.wait_for(asyncio.gather(*replica.follower.tasks()), 10)
+    await replica.store.update(row.id, **values)
+    return row.id
+
+
+async def test_a_round_reads_only_the_over_calls_whose_lease_lapsed(db: Database) -> None:
+    clock = Clock()
+    a = Replica("a", db, db, clock)
+    leases = Leases(db, owner="a", clock=clock)
+    lapsed = await over_call(a, clock, shown_digest=None)  # its edit refused, then "a" died
+    held = await over_call(a, clock, shown_digest=None)  # "a" still trying, alive
+    released = await over_call(a, clock, shown_digest=None)  # "a" stopped: the next start's
+    old = await over_call(a, clock, shown_digest=None)
+    await db.execute("UPDATE calls SET created_at = ? WHERE id = ?", (T0 - 2 * 86400, old))
+    for call_id in (lapsed, held, old):
+        assert await leases.take("call", call_id)
+    clock.now += leases.valid_for + 1
+    assert await leases.take("call", held)  # renewed
+    found = await a.store.over_with_lapsed_lease("call", clock(), clock() - 86400)
+    assert [call.id for call in found] == [lapsed], (released, old)
+    await a.follower.stop()
+
+
+async def test_a_dead_replicas_call_shown_over_is_left_alone_and_its_lease_given_back(
+    db: Database,
+) -> None:
+    clock = Clock()
+    dead = Replica("dead", db, db, clock)
+    call_id = await over_call(dead, clock)
+    # It died between showing the end and giving the lease back.
+    assert await Leases(db, owner="dead", clock=clock).take("call", call_id)
+    clock.now += Leases(db).valid_for + 1
+    b = Replica("b", db, db, clock)
+    await b.follower.take_over()
+    await asyncio.wait_for(asyncio.gather(*b.follower.tasks()), 10)
+    assert b.slack.edits == [] and b.slack.posts == [], "nothing shown again"
+    assert await db.fetchall("SELECT row_id FROM leases") == [], "its lease given back"
+    await b.follower.stop()
+
+
 @on_both_databases
 async def test_an_escalation_being_started_is_left_to_its_replica(bot_factory: BotFactory) -> None:
     a, clock = await start(bot_factory)

@@ -26,7 +26,16 @@ from bot.storage.database import Database
 from bot.standins.slack import SlackStandIn, slash_command_payload
 from tests.conftest import BotUnderTest, bot_environment, policy_with, until
 from tests.databases import on_both_databases
-from tests.follow_helpers import FAST, FULL, end_session, status_message, wait_for_edit
+from tests.follow_helpers import (
+    FAST,
+    FULL,
+    end_session,
+    parent_of,
+    status_message,
+    texts,
+    wait_for_edit,
+    wait_for_mark,
+)
 from tests.processes import BotProcess
 from tests.escalations import (
     ROSTER,
@@ -143,6 +152,30 @@ async def test_a_view_submitted_to_both_replicas_at_once_dials_once_and_outlives
     await wait_for_edit(survivor, status, "Ended", timeout=30)
     print(f"\nfollowed call taken over {first_request_after(evo, died) - died:.2f} s after SIGKILL")
     assert len(evo.outgoing_posts) == 1
+
+
+@on_both_databases
+async def test_an_end_slack_refused_is_shown_by_another_replica_when_its_own_dies(
+    replicas: Any, slack: SlackStandIn, evo: EvoVoiceStandIn,
+) -> None:
+    # The call ends while Slack refuses every edit; its replica, trying again, dies. The other
+    # replica runs on (it does not restart): the requester still learns the outcome.
+    a, b = await replicas()
+    await a.command(f"{FULL} escalation")
+    status = await status_message(a)
+    parent = parent_of(a, status)
+    [session_id] = evo.sessions
+    slack.fail("chat.update", "internal_error")
+    end_session(a, session_id, after_seconds=30, outcome="No answer")
+    await slack.wait_for_call(
+        "chat.update", lambda c: not c.ok and "Ended" in str(c.params.get("text")), timeout=10)
+    await a.kill()
+    slack.off("chat.update")
+    assert "Ringing" in (status.text or "")
+
+    await wait_for_edit(b, status, "❌ Ended: No answer, lasted 30 s.", timeout=30)
+    assert await wait_for_mark(b, parent) == "x"
+    assert texts(parent)[-1].endswith("❌ Not answered.")
 
 
 @on_both_databases

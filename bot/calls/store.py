@@ -230,6 +230,24 @@ class CallStore:
         )
         return [_call(row) for row in rows]
 
+    async def over_with_lapsed_lease(
+        self, kind: str, now: float, created_after: float
+    ) -> list[TrackedCall]:
+        """The calls over, placed at `created_after` or later, whose lease (`kind`,
+        bot/storage/leases.py) lapsed before `now`: the replica showing their end (a final edit
+        Slack refused, tried again under the lease) died. A lease keeper's round asks every few
+        seconds, so only the leases table is read (the leases held and those left to lapse, a
+        handful), never every finished call of the day."""
+        final = sorted(str(state) for state in FINAL_STATES)
+        # Not a join: SQLite would walk the finished calls (by `following`) and look up each lease.
+        rows = await self._db.fetchall(
+            "SELECT * FROM calls WHERE id IN"
+            " (SELECT row_id FROM leases WHERE kind = ? AND expires_at < ?) AND following = 0"
+            f" AND state IN ({','.join('?' * len(final))}) AND created_at >= ? ORDER BY id",
+            (kind, now, *final, created_after),
+        )
+        return [_call(row) for row in rows]
+
     async def forget_numbers(self, created_before: float) -> int:
         """Erase the full number of calls that are over and older than `created_before`."""
         return await self._db.execute(
