@@ -80,6 +80,8 @@ class Runtime:
         self.watchdog_interval = watchdog_interval
         self.watchdog: SocketWatchdog | None = None
         self.ready = False
+        # Set once stop() begins: the probes say "stopping", not "starting".
+        self.stopping = False
         self.services: Services | None = None
         self.app: AsyncApp | None = None
         self.port: int | None = None
@@ -143,15 +145,20 @@ class Runtime:
 
     def _routes(self, readiness: Readiness) -> list[web.RouteDef]:
         # Served from the start, before the Slack app exists: /slack/events answers 503 until then.
-        routes = health_routes(lambda: self.ready or self.waiting_for is not None)
+        routes = health_routes(self._serving, is_stopping=lambda: self.stopping)
         routes += readiness_routes(
-            lambda: self.ready or self.waiting_for is not None, readiness,
-            waiting_for=lambda: self.waiting_for,
+            self._serving, readiness,
+            waiting_for=lambda: self.waiting_for, is_stopping=lambda: self.stopping,
         )
         routes += metrics_routes(self.metrics)
         if not self.settings.socket_mode:
             routes.append(web.post(SLACK_EVENTS_PATH, self._slack_events))
         return routes
+
+    def _serving(self) -> bool:
+        """Started, or up and waiting for Slack or Evo Voice (alive: a restart would not help);
+        never once stopping, even while it was still waiting."""
+        return not self.stopping and (self.ready or self.waiting_for is not None)
 
     async def _slack_events(self, request: web.Request) -> web.StreamResponse:
         if self._slack_handler is None:
@@ -258,6 +265,7 @@ class Runtime:
         /healthz says 503 so a load balancer stops sending them.
         """
         self.ready = False
+        self.stopping = True
         if self._reconnecting is not None:
             self._reconnecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):

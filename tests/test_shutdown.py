@@ -76,6 +76,31 @@ async def test_a_call_in_flight_finishes_and_new_requests_are_refused(bot: BotUn
     assert "<@U0MANAGER>" in parent.params["text"]
 
 
+async def test_the_probes_say_the_bot_is_stopping_while_it_stops(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    gate = asyncio.Event()
+    bot.evo.queue_outgoing(Gated(gate))
+    await bot.command(f"{FULL} escalation")
+    await bot.evo.wait_for_posts(1)
+    stopping = asyncio.create_task(bot.runtime.stop())
+    services = bot.runtime.services
+    assert services is not None
+    await until(lambda: services.tasks.closed)
+
+    # Not ready (503), so the load balancer stops sending; and not "starting", which would send
+    # whoever reads it looking for a start-up problem.
+    base = f"http://127.0.0.1:{bot.runtime.port}"
+    async with bot.http.get(f"{base}/healthz") as response:
+        assert (response.status, await response.json()) == (503, {"status": "stopping"})
+    async with bot.http.get(f"{base}/readyz") as response:
+        assert (response.status, await response.json()) == (503, {
+            "status": "not ready", "failed": ["callbot"], "checks": {"callbot": "stopping"}})
+    gate.set()
+    await asyncio.wait_for(stopping, 10)
+
+
 async def test_a_confirmation_click_during_shutdown_keeps_the_question(
     bot_factory: object,
 ) -> None:

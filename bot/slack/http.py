@@ -64,11 +64,15 @@ def is_ssl_check(body: bytes) -> bool:
     return urllib.parse.parse_qs(body.decode("latin-1")).get("ssl_check") == ["1"]
 
 
-def health_routes(is_ready: Callable[[], bool]) -> list[web.RouteDef]:
+def health_routes(
+    is_ready: Callable[[], bool], *, is_stopping: Callable[[], bool] = lambda: False
+) -> list[web.RouteDef]:
     async def healthz(request: web.Request) -> web.Response:
         if is_ready():
             return web.json_response({"status": "ok"})
-        return web.json_response({"status": "starting"}, status=503)
+        # 503 either way (a load balancer stops sending); the word tells an operator which.
+        return web.json_response({"status": "stopping" if is_stopping() else "starting"},
+                                 status=503)
 
     return [web.get(HEALTH_PATH, healthz)]
 
@@ -78,13 +82,15 @@ def readiness_routes(
     readiness: Readiness,
     *,
     waiting_for: Callable[[], str | None] = lambda: None,
+    is_stopping: Callable[[], bool] = lambda: False,
 ) -> list[web.RouteDef]:
     """`waiting_for`: what a bot started without Slack or Evo Voice still waits for, if anything."""
 
     async def readyz(request: web.Request) -> web.Response:
         if not is_started():
+            phase = "stopping" if is_stopping() else "starting"
             return web.json_response({"status": "not ready", "failed": ["callbot"],
-                                      "checks": {"callbot": "starting or stopping"}}, status=503)
+                                      "checks": {"callbot": phase}}, status=503)
         results = await readiness.check()
         waiting = waiting_for()
         if waiting is not None:
