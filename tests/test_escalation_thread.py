@@ -6,8 +6,11 @@ through the Slack stand-in, step by step.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
 from bot.standins.slack import ApiCall
 from tests.conftest import BotFactory, BotUnderTest
 from tests.escalations import (
@@ -21,6 +24,7 @@ from tests.escalations import (
     open_on_message,
     page_of,
     posts_in,
+    running_escalation,
     start,
     submit,
     wait_for_edit,
@@ -96,3 +100,23 @@ async def test_an_acknowledged_escalation_posts_the_card_and_the_pages_only(
     # Acknowledged: the card says so, edited in place; no broadcast, no post of any kind.
     assert [where(c) for c in posts(bot)] == ["thread", "U0ALICE", "U0BOB"]
     assert [m.ts for m in posts_in(bot, CHANNEL, message.ts)] == [card.ts]
+
+
+async def test_an_end_slack_refuses_on_the_card_and_the_page_is_tried_again(
+    bot_factory: BotFactory,
+) -> None:
+    # Slack refuses the edits that show the end (a 5xx for a moment): the card and the page are
+    # edited again, not left showing a phone ringing and an I'm on it that nobody needs to press.
+    bot, _, escalation = await running_escalation(bot_factory)
+    page = await page_of(bot, "U0ALICE")
+    ends = (escalation.ts, page.ts)
+    bot.slack.fail("chat.update", "internal_error", times=4,
+                   when=lambda c: c.params.get("ts") in ends)
+    await click_ack(bot, escalation, user_id="U0ALICE")
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged at <!date^")
+    await bot.slack.wait_for_call(
+        "chat.update", lambda c: c.ok and c.params.get("ts") == page.ts
+        and "You acknowledged this page" in str(c.params.get("text")), timeout=10)
+    assert ACK_ESCALATION_ACTION not in json.dumps(escalation.blocks)
+    assert ACK_ESCALATION_ACTION not in json.dumps(page.blocks)
+

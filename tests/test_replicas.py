@@ -21,9 +21,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bot.oncall.escalation_store import EscalationState
+from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.storage.database import Database
 from bot.standins.slack import SlackStandIn, slash_command_payload
+from bot.storage.database import Database
 from tests.conftest import BotUnderTest, bot_environment, policy_with, until
 from tests.databases import on_both_databases
 from tests.follow_helpers import (
@@ -39,6 +42,7 @@ from tests.follow_helpers import (
 from tests.processes import BotProcess
 from tests.escalations import (
     ROSTER,
+    click_ack,
     dialled,
     escalation_message,
     hung_up,
@@ -253,3 +257,40 @@ async def test_socket_mode_envelopes_spread_over_the_replicas_connections(
     assert {slack.envelopes[i].connection for i in ids} == {1, 2}, "both replicas served"
     await evo.wait_for_posts(4, timeout=10)
     assert sorted(str(r.json["numberToDial"]) for r in evo.outgoing_posts) == numbers
+
+
+@on_both_databases
+async def test_an_escalations_end_slack_refused_is_shown_by_another_replica_when_its_own_dies(
+    replicas: Any, slack: SlackStandIn, evo: EvoVoiceStandIn, database_url: str,
+) -> None:
+    a, b = await replicas(policy=ROSTER)
+    view, _ = await open_on_message(a)
+    assert await submit(a, view) == {}
+    escalation = await escalation_message(a)
+    await evo.wait_for_posts(1)
+    await slack.wait_for_call(
+        "chat.update", lambda c: c.params.get("ts") == escalation.ts and "ringing" in str(c.params)
+    )
+    # Acknowledged while Slack refuses every edit; the replica driving the chain, trying the
+    # card's last edit again, dies. The channel still learns that somebody is on it.
+    slack.fail("chat.update", "internal_error")
+    await click_ack(a, escalation, user_id="U0ADMIN")
+    db = Database(database_url)
+    await db.open()
+    try:
+        for _ in range(1000):
+            [row] = await db.fetchall("SELECT state FROM escalations")
+            if row["state"] == EscalationState.ACKNOWLEDGED:
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("never acknowledged")
+    finally:
+        await db.close()
+    await a.kill()  # over, its card not shown: a chain no longer active
+    slack.off("chat.update")
+
+    await slack.wait_for_call(
+        "chat.update", lambda c: c.ok and c.params.get("ts") == escalation.ts
+        and "<@U0ADMIN> acknowledged at" in str(c.params.get("text")), timeout=30)
+    assert ACK_ESCALATION_ACTION not in str(escalation.blocks), "its buttons gone"

@@ -21,9 +21,9 @@ from bot.slack.threads import Relay, Thread
 
 logger = logging.getLogger(__name__)
 
-# The final edit of a status message is tried again, each pause twice the last (from the first poll
-# interval, at most FINAL_EDIT_MAX_PAUSE), for this long: a Slack storm of a minute must not leave
-# a call at "Ringing" for good.
+# The final edit of a status message (or of an escalation's card) is tried again, each pause twice
+# the last (from the first poll interval, at most FINAL_EDIT_MAX_PAUSE), for this long: a Slack
+# storm of a minute must not leave a call at "Ringing" for good.
 FINAL_EDIT_FOR_SECONDS = 600.0
 FINAL_EDIT_MAX_PAUSE = 60.0
 
@@ -31,6 +31,33 @@ FINAL_EDIT_MAX_PAUSE = 60.0
 def digest(message: Message) -> str:
     raw = json.dumps({"text": message.text, "blocks": message.blocks}, sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()
+
+
+async def until_shown(
+    show: Callable[[], Awaitable[bool]],
+    *,
+    first_pause: float,
+    pause: Callable[[asyncio.Event, float], Awaitable[None]],
+    refused: bool = False,
+    wake: asyncio.Event | None = None,
+    closing: Callable[[], bool] = lambda: False,
+) -> bool:
+    """`show()` until Slack takes it (it returns True), for FINAL_EDIT_FOR_SECONDS; False if it
+    never did, or `closing()` (the bot stops: its lease, released, leaves it to another replica
+    or the next start). `refused`: a try was refused a moment ago, so the first is made after a
+    pause; `wake` cuts a pause short. A call's status message and an escalation's card, once
+    over, are both shown this way."""
+    wait, waited = first_pause, 0.0
+    while refused or not await show():
+        refused = False
+        if waited >= FINAL_EDIT_FOR_SECONDS or closing():
+            return False
+        await pause(wake or asyncio.Event(), wait)
+        if wake is not None:
+            wake.clear()
+        waited += wait
+        wait = min(wait * 2, FINAL_EDIT_MAX_PAUSE)
+    return True
 
 
 
@@ -125,13 +152,7 @@ class StatusMessages:
     async def refresh_until_shown(self, call_id: int, *, refused: bool = False) -> None:
         """`refresh()` until Slack takes it (see FINAL_EDIT_FOR_SECONDS); `refused`: a try was
         refused a moment ago, so the first is made after a pause."""
-        pause, waited = self._first_pause, 0.0
-        while refused or not await self.refresh(call_id):
-            refused = False
-            if waited >= FINAL_EDIT_FOR_SECONDS:
-                logger.warning("call %s: the final status could not be shown", call_id,
-                               extra={"call_id": call_id})
-                return
-            await self._wait(asyncio.Event(), pause)
-            waited += pause
-            pause = min(pause * 2, FINAL_EDIT_MAX_PAUSE)
+        if not await until_shown(lambda: self.refresh(call_id), first_pause=self._first_pause,
+                                 pause=self._wait, refused=refused):
+            logger.warning("call %s: the final status could not be shown", call_id,
+                           extra={"call_id": call_id})

@@ -74,7 +74,7 @@ from dataclasses import dataclass
 from bot.access import AccessControl, Responders
 from bot.audit.trail import AuditLog
 from bot.calls.controls import ButtonClick
-from bot.calls.follow import CallFollower, wait_or_wake
+from bot.calls.follow import UNSHOWN_ENDS_WITHIN_SECONDS, CallFollower, wait_or_wake
 from bot.calls.service import CallService
 from bot.calls.store import CallStore
 from bot.calls.limits import Rate
@@ -166,7 +166,8 @@ class EscalationService:
         self.clock = clock
         self._runner = RowRunner(LEASE_KIND, leases, on_error=self._report_failure)
         self._card = EscalationCard(store=store, callstore=callstore, notifier=notifier,
-                                    claims=claims, on_paged=on_paged)
+                                    claims=claims, on_paged=on_paged, runner=self._runner,
+                                    first_pause=check_every, pause=pause)
         self._endings = Endings(
             store=store, callstore=callstore, follower=follower, evo=evo, claims=claims,
             audit=audit, card=self._card, clock=self._now, on_finished=on_finished,
@@ -247,8 +248,17 @@ class EscalationService:
         return count
 
     async def take_over(self) -> None:
-        """A lease keeper's round: drive the chains whose replica stopped or died."""
+        """A lease keeper's round: drive the chains whose replica stopped or died, and show the
+        ends their replica was still trying to show (Slack refused the card's last edit)."""
         await self._runner.take_over(self._active, self._work)
+        lapsed = await self.store.over_with_lapsed_lease(
+            LEASE_KIND, self.clock(), self.clock() - UNSHOWN_ENDS_WITHIN_SECONDS)
+        shown = await self._runner.adopt([e.id for e in lapsed], self._show)
+        if shown:
+            logger.info("showing the end of %d escalation(s) another replica left", len(shown))
+
+    def _show(self, escalation_id: int) -> Work:
+        return lambda: self._card.refresh_until_shown(escalation_id)
 
     async def _active(self) -> list[int]:
         return [escalation.id for escalation in await self.store.active()]

@@ -7,6 +7,9 @@ direct message to each person paged), and the few posts its thread gets.
                 person and how their step went, the current step's call as it goes (calling,
                 ringing, on the phone), who acknowledged and when; once the escalation is over,
                 the pages too
+    refresh_until_shown()  the same, once the escalation is over, tried again while Slack
+                refuses it (as a call's final status is), under the chain's lease: a replica
+                that dies meanwhile leaves it to another (EscalationService.take_over)
     page()      the person's direct message when their step begins, once per step, sent in the
                 background (after the card's first try, so it links to it)
     post()      a post in the escalation's thread (the final broadcast), kept until delivered
@@ -22,11 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from bot.calls import messages as common_views
-from bot.calls.follow import digest
+from bot.calls.follow import wait_or_wake
+from bot.calls.status_message import digest, until_shown
 from bot.calls.store import CallStore
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_store import (
@@ -36,6 +40,7 @@ from bot.oncall.escalation_store import (
     Page,
     Target,
 )
+from bot.runner import RowRunner
 from bot.slack.notify import Notifier
 from bot.slack.threads import Kept, NotDelivered, Thread
 from bot.storage.claims import Claims
@@ -55,8 +60,16 @@ class EscalationCard:
         notifier: Notifier,
         claims: Claims,
         on_paged: Callable[[], None] | None = None,
+        runner: RowRunner | None = None,
+        first_pause: float = 1.0,
+        pause: Callable[[asyncio.Event, float], Awaitable[None]] = wait_or_wake,
     ) -> None:
         self._store = store
+        # An end Slack refused is tried again in the chain's task (`runner`), woken when the bot
+        # stops; the pauses between tries as a call's final edit has them (until_shown).
+        self._runner = runner
+        self._first_pause = first_pause
+        self._pause = pause
         self._callstore = callstore  # the current step's call: how it is going
         self._notifier = notifier
         self._claims = claims
@@ -130,34 +143,50 @@ class EscalationCard:
         self.expect(escalation_id)
         self._spawn(self.open(escalation_id, None), f"escalation {escalation_id}: its card")
 
-    async def refresh(self, escalation_id: int) -> None:
-        """Make the escalation's message match its rows (edited only when the drawing changed)."""
+    async def refresh(self, escalation_id: int) -> bool:
+        """Make the escalation's message match its rows (edited only when the drawing changed);
+        False if Slack refused an edit (the card's or a page's)."""
         lock = self._locks.setdefault(escalation_id, asyncio.Lock())
+        shown = True
         async with lock:
             escalation = await self._store.get(escalation_id)
             if escalation is None:
-                return
+                return True
             if escalation.message_ts is not None:
-                await self._redraw_card(escalation, escalation.message_ts)
+                shown = await self._redraw_card(escalation, escalation.message_ts)
             elif not escalation.active:
                 await self._tell_the_end(escalation)
             if escalation.state != EscalationState.RUNNING:
-                await self._refresh_pages(escalation)
+                shown = await self._refresh_pages(escalation) and shown
         if not escalation.active and not lock.locked():
             self._locks.pop(escalation_id, None)
             self._opened.pop(escalation_id, None)
+        return shown
 
-    async def _redraw_card(self, escalation: Escalation, ts: str) -> None:
+    async def refresh_until_shown(self, escalation_id: int) -> None:
+        """`refresh()` until Slack takes it: how an escalation's end is shown."""
+        runner = self._runner
+        shown = await until_shown(
+            lambda: self.refresh(escalation_id), first_pause=self._first_pause,
+            pause=self._pause, wake=runner.wake(escalation_id) if runner else None,
+            closing=lambda: runner is not None and runner.closed,
+        )
+        if not shown and not (runner is not None and runner.closed):
+            logger.warning("escalation %s: its end could not be shown", escalation_id,
+                           extra={"escalation_id": escalation_id})
+
+    async def _redraw_card(self, escalation: Escalation, ts: str) -> bool:
         steps = await self._store.steps(escalation.id)
         call = (await self._callstore.get(escalation.step_call_id)
                 if escalation.active and escalation.step_call_id is not None else None)
-        drawn = await self._redraw(
+        shown, drawn = await self._redraw(
             escalation.channel_id, ts,
             views.escalation_message(escalation, steps, call.state if call else None),
             escalation.shown_digest,
         )
         if drawn is not None:
             await self._store.update(escalation.id, shown_digest=drawn)
+        return shown
 
     async def _tell_the_end(self, escalation: Escalation) -> None:
         """No card: the requester hears how the escalation ended, privately, once per ending (a
@@ -174,26 +203,32 @@ class EscalationCard:
             message=views.escalation_message(escalation, steps, buttons=False),
         )
 
-    async def _refresh_pages(self, escalation: Escalation) -> None:
-        """Once the escalation is over (or winding down), each page says so, without a button."""
+    async def _refresh_pages(self, escalation: Escalation) -> bool:
+        """Once the escalation is over (or winding down), each page says so, without a button;
+        False if Slack refused one."""
+        every = True
         for page in await self._store.pages(escalation.id):
-            drawn = await self._redraw(
+            shown, drawn = await self._redraw(
                 page.channel_id, page.message_ts,
                 views.page_message(escalation, page.user_id, page.step, page.link),
                 page.shown_digest,
             )
             if drawn is not None:
                 await self._store.set_page_digest(escalation.id, page.step, drawn)
+            every = every and shown
+        return every
 
     async def _redraw(
         self, channel: str, ts: str, message: common_views.Message, shown: str | None
-    ) -> str | None:
-        """Edit a message whose drawing changed: the new drawing's digest, None if nothing was
-        edited (unchanged, or Slack refused: tried again at the next refresh)."""
+    ) -> tuple[bool, str | None]:
+        """Edit a message whose drawing changed. Whether Slack shows it now, and the digest to
+        keep: None if nothing was edited (unchanged, or Slack refused: tried again later)."""
         drawn = digest(message)
-        if drawn == shown or not await self._notifier.update(channel, ts, message):
-            return None
-        return drawn
+        if drawn == shown:
+            return True, None
+        if not await self._notifier.update(channel, ts, message):
+            return False, None
+        return True, drawn
 
     # ------------------------------------------------------------------------------ the page
 

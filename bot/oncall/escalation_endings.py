@@ -8,7 +8,8 @@
     fail()              it can't go on (the requester lost the right to escalate, a bug)
 
 Each end is a compare-and-set of the escalation's state (bot.oncall.escalation_store), and each
-post or audit record is made under a claim, so a restart in between never repeats one.
+post or audit record is made under a claim, so a restart in between never repeats one. The card
+then shows the end, tried again while Slack refuses it (EscalationCard.refresh_until_shown).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class Endings:
             self._finished(EscalationState.ANSWERED)
             if self._on_acknowledged is not None:
                 self._on_acknowledged(str(AckVia.ANSWER), now - escalation.created_at)
-        await self._card.refresh(escalation.id)
+        await self._card.refresh_until_shown(escalation.id)
 
     async def acknowledged_by_call(
         self, escalation: Escalation, target: Target, call: TrackedCall | None,
@@ -128,7 +129,7 @@ class Endings:
                         escalation.acknowledged_via,
                         extra=ended(escalation, EscalationState.ACKNOWLEDGED))
             self._finished(EscalationState.ACKNOWLEDGED)
-        await self._card.refresh(escalation.id)
+        await self._card.refresh_until_shown(escalation.id)
 
     async def record_acknowledgement(self, escalation: Escalation) -> None:
         """The audit trail (on the acknowledging person's call, else the current step's) and
@@ -161,7 +162,7 @@ class Endings:
             logger.warning("escalation %s: nobody answered", escalation.id,
                            extra=ended(escalation, EscalationState.EXHAUSTED))
             self._finished(EscalationState.EXHAUSTED)
-        await self._card.refresh(escalation.id)
+        await self._card.refresh_until_shown(escalation.id)
 
     async def stopped(self, escalation: Escalation) -> None:
         target = escalation.target
@@ -181,7 +182,7 @@ class Endings:
             logger.info("escalation %s stopped by %s", escalation.id, escalation.stopped_by,
                         extra=ended(escalation, EscalationState.STOPPED))
             self._finished(EscalationState.STOPPED)
-        await self._card.refresh(escalation.id)
+        await self._card.refresh_until_shown(escalation.id)
 
     async def fail(self, escalation: Escalation, why: str) -> None:
         if await self._claims.claim(f"escalation:{escalation.id}:end"):
@@ -191,7 +192,7 @@ class Endings:
             logger.warning("escalation %s failed: %s", escalation.id, why,
                            extra=ended(escalation, EscalationState.FAILED))
             self._finished(EscalationState.FAILED)
-        await self._card.refresh(escalation.id)
+        await self._card.refresh_until_shown(escalation.id)
 
     def _finished(self, state: EscalationState) -> None:
         if self._on_finished is not None:

@@ -249,6 +249,21 @@ class EscalationStore:
         )
         return [_escalation(row) for row in rows]
 
+    async def over_with_lapsed_lease(
+        self, kind: str, now: float, created_after: float
+    ) -> list[Escalation]:
+        """The escalations over, started at `created_after` or later, whose lease (`kind`,
+        bot/storage/leases.py) lapsed before `now`: the replica showing their end died, or
+        stopped. Read by every lease keeper's round: only the leases table is walked."""
+        states = sorted(ACTIVE_STATES)
+        rows = await self._db.fetchall(
+            "SELECT * FROM escalations WHERE id IN"
+            " (SELECT row_id FROM leases WHERE kind = ? AND expires_at < ?)"
+            f" AND state NOT IN ({','.join('?' * len(states))}) AND created_at >= ? ORDER BY id",
+            (kind, now, *states, created_after),
+        )
+        return [_escalation(row) for row in rows]
+
     async def update(self, escalation_id: int, **values: Any) -> None:
         unknown = set(values) - _UPDATABLE
         if unknown:
