@@ -12,10 +12,12 @@ service alone) the rules are the same within the process.
 - `drop_lost(held, running)`: stop the tasks whose lease this replica no longer holds (it stalled
   so long that another replica took them over).
 - `stop(grace)`: wake every task, give them `grace` seconds to reach a safe point (work that
-  checks `closed`), cancel the rest, and release the leases so other replicas continue at once.
+  checks `closed`), cancel the rest, and leave the leases lapsed so other replicas continue at
+  once (bot/storage/leases.py).
 
-A task that ends normally gives its lease back. A task that fails (a bug) keeps it, so no replica
-retries the same failure in a loop; it is tried again when this replica stops.
+A task that ends normally gives its lease back (deleted), unless the runner is stopping. A task
+that fails (a bug) keeps it, so no replica retries the same failure in a loop; it is tried again
+when this replica stops.
 """
 
 from __future__ import annotations
@@ -172,7 +174,9 @@ class RowRunner:
             self._failed.add(row_id)
             await self._on_error(row_id, exc)
             return
-        if self._leases is not None:
+        if self._leases is not None and not self.closed:
+            # Not while stopping: work that gave up for that (an end Slack refused, still to be
+            # shown) is left with its lease lapsed by `stop`, for whoever takes over.
             try:
                 await self._leases.release(self.kind, row_id)
             except Exception:

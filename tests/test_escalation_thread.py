@@ -10,9 +10,11 @@ import json
 
 import pytest
 
+from bot.oncall.escalation_store import EscalationState
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
 from bot.standins.slack import ApiCall
 from tests.conftest import BotFactory, BotUnderTest
+from tests.databases import on_both_databases
 from tests.escalations import (
     ALICE,
     BOB,
@@ -29,6 +31,7 @@ from tests.escalations import (
     submit,
     wait_for_edit,
     wait_for_post,
+    wait_for_state,
 )
 
 STEPS = [  # who is called, in order (Carol, third in the rotation, has no number: skipped)
@@ -120,3 +123,27 @@ async def test_an_end_slack_refuses_on_the_card_and_the_page_is_tried_again(
     assert ACK_ESCALATION_ACTION not in json.dumps(escalation.blocks)
     assert ACK_ESCALATION_ACTION not in json.dumps(page.blocks)
 
+
+@on_both_databases
+async def test_an_end_slack_refused_while_its_bot_stops_is_shown_by_another_running_on(
+    bot_factory: BotFactory,
+) -> None:
+    a, clock = await start(bot_factory, LEASE_SECONDS="3")
+    b, _ = await start(bot_factory, clock=clock, LEASE_SECONDS="3")  # the same database
+    view, _ = await open_on_message(a)
+    assert await submit(a, view) == {}
+    escalation = await escalation_message(a)
+    await a.evo.wait_for_posts(1)
+    await wait_for_edit(a, escalation, "🔔 ringing…")
+    # Acknowledged while Slack refuses every edit; the replica driving the chain is stopped
+    # (a scale-down, say) while it tries the card's last edit again. The other one shows it.
+    a.slack.fail("chat.update", "internal_error")
+    await click_ack(a, escalation, user_id="U0ALICE")
+    await wait_for_state(a, EscalationState.ACKNOWLEDGED)
+    await a.runtime.stop(grace=1)
+    a.slack.off("chat.update")
+
+    await b.slack.wait_for_call(
+        "chat.update", lambda c: c.ok and c.params.get("ts") == escalation.ts
+        and "<@U0ALICE> acknowledged at <!date^" in str(c.params.get("text")), timeout=10)
+    assert ACK_ESCALATION_ACTION not in json.dumps(escalation.blocks)

@@ -277,6 +277,29 @@ async def test_an_end_slack_refused_until_a_restart_is_shown_by_the_next_start(
     assert texts(parent)[-1].endswith("❌ Not answered.")
 
 
+@on_both_databases
+async def test_an_end_slack_refused_while_its_bot_stops_is_shown_by_another_running_on(
+    bot_factory: BotFactory,
+) -> None:
+    # Two replicas; the one following the call is stopped (SIGTERM: a scale-down, say) while
+    # Slack refuses the end. The other, running on, shows it: no start of any replica needed.
+    first = await bot_factory("http", **FAST, LEASE_SECONDS="3")
+    second = await bot_factory("http", **FAST, LEASE_SECONDS="3")  # the same database
+    await first.command(f"{FULL} escalation")
+    status = await status_message(first)
+    parent = parent_of(first, status)
+    [session_id] = first.evo.sessions
+    first.slack.fail("chat.update", "internal_error")
+    end_session(first, session_id, after_seconds=30, outcome="No answer")
+    await first.slack.wait_for_call(
+        "chat.update", lambda c: not c.ok and "Ended" in str(c.params.get("text")))
+    await first.runtime.stop(grace=1)
+    first.slack.off("chat.update")
+
+    await wait_for_edit(second, status, "❌ Ended: No answer, lasted 30 s.")
+    assert await wait_for_mark(second, parent) == "x"
+
+
 async def test_a_restart_leaves_the_calls_already_shown_over_alone(bot_factory: BotFactory) -> None:
     first = await bot_factory("http", **FAST)
     await first.command(f"{FULL} escalation")

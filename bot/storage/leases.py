@@ -2,9 +2,12 @@
 
 Several replicas share one database; each piece of long-running work (following a call, driving
 an escalation chain) must run in exactly one of them. Its lease is a row (kind, row id, owner,
-expiry): taken when the work starts, renewed while the owner lives, deleted when the work ends or
-the owner stops (SIGTERM). A replica that dies (SIGKILL, a lost host) stops renewing; once its
-leases expire another replica takes the work over, from the state in the database.
+expiry): taken when the work starts, renewed while the owner lives, deleted when the work ends.
+A replica that stops (SIGTERM) leaves its leases lapsed, owned by nobody: another replica (or the
+next start) takes the work over at once, and finds the ends it was still showing as a dead
+replica's (a lapsed lease of a call or escalation that is over). A replica that dies (SIGKILL, a
+lost host) stops renewing; once its leases expire another replica takes the work over, from the
+state in the database.
 
 Timing, for `LEASE_SECONDS` = L: a lease is valid for 2/3 L after each renewal, renewals and the
 search for work to take over happen every L/6, so a dead replica's work is taken over within
@@ -33,6 +36,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_LEASE_SECONDS = 15.0
 FORGET_AFTER = 24 * 3600.0
 LEASES_MIGRATION = 8  # the schema version that made the leases and replicas tables
+NOBODY = ""  # the owner of a lease its replica left when it stopped
 
 
 @dataclass(frozen=True)
@@ -102,10 +106,12 @@ class Leases:
         return {int(row[0]) for row in rows}
 
     async def release(self, kind: str, row_id: int | None = None) -> None:
-        """Let go of one lease, or of every lease of this kind (at shutdown)."""
+        """Let go of one lease (its work is over), or of every lease of this kind (at shutdown:
+        lapsed, owned by nobody, not deleted, so the work that was going on is found)."""
         if row_id is None:
             await self._db.execute(
-                "DELETE FROM leases WHERE kind = ? AND owner = ?", (kind, self.owner)
+                "UPDATE leases SET owner = ?, expires_at = 0 WHERE kind = ? AND owner = ?",
+                (NOBODY, kind, self.owner),
             )
         else:
             await self._db.execute(
