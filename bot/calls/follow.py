@@ -43,8 +43,8 @@ NUMBER_PURGE_EVERY_SECONDS = 3600.0
 LEASE_KIND = "call"  # a followed call's lease (bot/storage/leases.py)
 CALLS_TABLE = "calls"  # the rows LEASE_KIND leases
 # A call that ended while Slack refused its final edit until the bot stopped is shown by the next
-# start (or, if its replica died, by another replica's lease keeper), if it was placed within this
-# long.
+# start (or, if its replica died or stopped, by another replica's lease keeper), if it was placed
+# within this long.
 UNSHOWN_ENDS_WITHIN_SECONDS = 24 * 3600.0
 RESTARTED_WHILE_DIALLING = (
     "⚠️ callbot restarted while placing this call, so it may or may not have been placed."
@@ -275,18 +275,18 @@ class CallFollower:
 
     async def take_over(self) -> None:
         """A lease keeper's round: follow the calls whose replica stopped or died (those it was
-        dialling too), and show the ends a dead replica was still trying to show."""
+        dialling too), and show the ends such a replica was still trying to show."""
         await self.reconcile_dialling()
         await self._runner.take_over(self._followed, self._work)
-        # Over, their lease lapsed: their replica died while Slack refused the final edit (or
-        # before it was made). Left alone, the status would say "Ringing…" until some replica
-        # starts again. One whose end is shown costs a read (`refresh` edits nothing) and gives
-        # its lease back.
+        # Over, their lease lapsed: their replica died (or stopped) while Slack refused the final
+        # edit, or before it was made. Left alone, the status would say "Ringing…" until some
+        # replica starts again. One whose end is shown costs a read (`refresh` edits nothing) and
+        # gives its lease back.
         lapsed = await self._store.over_with_lapsed_lease(
             LEASE_KIND, self._clock(), self._clock() - UNSHOWN_ENDS_WITHIN_SECONDS)
         shown = await self._runner.adopt([call.id for call in lapsed], self._show)
         if shown:
-            logger.info("showing the end of %d call(s) whose replica died", len(shown))
+            logger.info("showing the end of %d call(s) another replica left", len(shown))
 
     async def _followed(self) -> list[int]:
         return [call.id for call in await self._store.being_followed()]

@@ -235,9 +235,9 @@ class CallStore:
     ) -> list[TrackedCall]:
         """The calls over, placed at `created_after` or later, whose lease (`kind`,
         bot/storage/leases.py) lapsed before `now`: the replica showing their end (a final edit
-        Slack refused, tried again under the lease) died. A lease keeper's round asks every few
-        seconds, so only the leases table is read (the leases held and those left to lapse, a
-        handful), never every finished call of the day."""
+        Slack refused, tried again under the lease) died or stopped. A lease keeper's round asks
+        every few seconds, so only the leases table is read (the leases held and those left to
+        lapse, a handful), never every finished call of the day."""
         final = sorted(str(state) for state in FINAL_STATES)
         # Not a join: SQLite would walk the finished calls (by `following`) and look up each lease.
         rows = await self._db.fetchall(

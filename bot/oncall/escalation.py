@@ -10,7 +10,8 @@
                     without one the requester is told privately, see escalation_card)
     resume()        at start-up, chains that were running go on where they were
     ack_clicked()   I'm on it, on a page (the person's DM) or on the escalation's message
-    take_over()     every few seconds: chains whose replica died go on here (bot/storage/leases.py)
+    take_over()     every few seconds: chains whose replica died go on here (bot/storage/leases.py),
+                    and the ends it was still showing are shown
     stop_clicked()  the Stop escalation button
     stop()          at shutdown: the chains pause and their leases are released, so another
                     replica (or the next start) goes on from the rows
