@@ -26,7 +26,6 @@ from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.storage.database import Database
 from bot.standins.slack import SlackStandIn, slash_command_payload
-from bot.storage.database import Database
 from tests.conftest import BotUnderTest, bot_environment, policy_with, until
 from tests.databases import on_both_databases
 from tests.follow_helpers import (

@@ -86,14 +86,8 @@ from bot.oncall.escalation_buttons import EscalationButtons
 from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_endings import Endings
 from bot.oncall.escalation_steps import Chain
-from bot.oncall.escalation_store import (
-    AckMode,
-    Escalation,
-    EscalationStore,
-    OwnLimit,
-    OwnLimitReached,
-    Target,
-)
+from bot.oncall.escalation_limit import OwnLimit, OwnLimitReached
+from bot.oncall.escalation_store import AckMode, Escalation, EscalationStore, Target
 from bot.oncall.roster import OnCall
 from bot.runner import RowRunner, Work
 from bot.slack.blocks import escape

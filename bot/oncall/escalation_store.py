@@ -11,9 +11,8 @@ The chain is driven from these rows (bot.escalation), so a restarted bot carries
 one stopped. Changes that decide what happens next are compare-and-set (`begin_step`, `advance`,
 `set_state`): only one writer wins, however many tasks or clicks race for it.
 
-A requester's own limit is counted in the transaction writing the row (`create(limit=...)`), as the
-calls' rate limits are (bot/calls/limits.py): alone on SQLite; on PostgreSQL under the requester's
-advisory lock, so two submissions by one person, on any replica, count one after the other.
+A requester's own limit is counted in the transaction writing the row (`create(limit=...)`,
+bot/oncall/escalation_limit.py).
 """
 
 from __future__ import annotations
@@ -24,7 +23,8 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-from bot.storage.database import POSTGRESQL, Connection, Database
+from bot.oncall.escalation_limit import OwnLimit, check_within, started_by
+from bot.storage.database import Connection, Database
 
 
 class EscalationState(StrEnum):
@@ -157,18 +157,6 @@ class Page:
     shown_digest: str | None = None
 
 
-@dataclass(frozen=True)
-class OwnLimit:
-    """At most `count` escalations by the requester created since `since` (Unix time)."""
-
-    count: int
-    since: float
-
-
-class OwnLimitReached(Exception):
-    """`create` refused the row: its requester has started `OwnLimit.count` already."""
-
-
 def _escalation(row: Any) -> Escalation:
     values = {name: row[name] for name in _COLUMNS}
     values["people"] = tuple(Target(str(u), str(s)) for u, s in json.loads(values["people"]))
@@ -204,8 +192,8 @@ class EscalationStore:
 
         async def create(conn: Connection) -> Escalation | None:
             if limit is not None:
-                await self._count_within(conn, limit, values["requester_id"],
-                                         values["request_key"])
+                await check_within(conn, self._db.dialect, limit, values["requester_id"],
+                                   values["request_key"])
             row = await conn.fetchone(sql, [values[name] for name in names])
             if row is None:
                 return None
@@ -216,26 +204,6 @@ class EscalationStore:
 
         alone = then is not None or limit is not None
         return await (self._db.atomic(create) if alone else create(self._db))
-
-    async def _count_within(
-        self, conn: Connection, limit: OwnLimit, requester_id: str, request_key: str
-    ) -> None:
-        if self._db.dialect == POSTGRESQL:
-            # Like rate_slot.py's per-user lock, in a namespace of its own; a statement of its own,
-            # so that the count after it reads what was committed while it waited.
-            await conn.fetchone(
-                "SELECT pg_advisory_xact_lock("
-                "hashtextextended(current_schema() || ' escalations by ' || ?, 0))",
-                (requester_id,),
-            )
-        # A repeat of one already written is not counted against itself: it is ignored below.
-        row = await conn.fetchone(
-            "SELECT COUNT(*) AS n FROM escalations"
-            " WHERE requester_id = ? AND created_at >= ? AND request_key <> ?",
-            (requester_id, limit.since, request_key),
-        )
-        if row is not None and int(row["n"]) >= limit.count:
-            raise OwnLimitReached(requester_id)
 
     async def get(self, escalation_id: int) -> Escalation | None:
         row = await self._db.fetchone("SELECT * FROM escalations WHERE id = ?", (escalation_id,))
@@ -369,11 +337,7 @@ class EscalationStore:
 
     async def started_by_since(self, requester_id: str, since: float) -> int:
         """How many escalations `requester_id` started since `since` (for their own limit)."""
-        row = await self._db.fetchone(
-            "SELECT COUNT(*) AS n FROM escalations WHERE requester_id = ? AND created_at >= ?",
-            (requester_id, since),
-        )
-        return int(row["n"]) if row is not None else 0
+        return await started_by(self._db, requester_id, since)
 
     async def add_page(self, page: Page) -> None:
         await self._db.execute(
