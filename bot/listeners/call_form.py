@@ -59,6 +59,7 @@ TOO_SLOW = (
     "Checking this took too long (Slack or Evo Voice is slow right now). Nothing was dialled; "
     "press Call again."
 )
+NOT_DONE = "nothing was dialled"  # when the database failed
 STALE_FORM = "This form can't be used any more; nothing was dialled. Close it and open a new one."
 FORM = FormSpec(
     forms.CALL_FORM,
@@ -67,7 +68,8 @@ FORM = FormSpec(
     fields=frozenset(FormField),
     read=forms.read_submission,
     wording=Wording(forms.GENERAL_ERROR_FIELD, too_slow=TOO_SLOW,
-                    spent_by_restart=SPENT_BY_RESTART, stale_form=STALE_FORM),
+                    spent_by_restart=SPENT_BY_RESTART, stale_form=STALE_FORM,
+                    not_done=NOT_DONE),
 )
 CHOOSE_FLOW = "Choose a flow."
 CHOOSE_CHANNEL = "Choose a channel for the confirmation."

@@ -30,12 +30,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.calls import messages as views
 from bot.errors import (
     CallbotError,
+    DatabaseUnavailable,
     EscalationLimitReached,
     GroupLookupFailed,
     MembershipUnknown,
     NotAResponder,
     describe,
     describe_any,
+    log_unexpected,
+    reference_id,
 )
 from bot.evovoice.client import EvoVoiceError
 from bot.listeners.actions import button_click_from
@@ -58,6 +61,7 @@ from bot.oncall.escalation_form import (
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.services import Services
 from bot.slack.modals import MetadataInvalid, ModalMetadata, View, is_response_url
+from bot.storage.faults import DATABASE_FAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +81,7 @@ SPENT_BY_RESTART = (
 TOO_SLOW = (
     "Checking this took too long (Slack or Evo Voice is slow right now). Press Escalate again."
 )
+NOT_DONE = "nobody was called"  # when the database failed
 STALE_FORM = "This form can't be used any more; nobody was called. Close it and open a new one."
 FORM = FormSpec(
     forms.ESCALATION_FORM,
@@ -85,7 +90,8 @@ FORM = FormSpec(
     fields=frozenset(EscalationField),
     read=forms.read_submission,
     wording=Wording(forms.GENERAL_ERROR_FIELD, too_slow=TOO_SLOW,
-                    spent_by_restart=SPENT_BY_RESTART, stale_form=STALE_FORM),
+                    spent_by_restart=SPENT_BY_RESTART, stale_form=STALE_FORM,
+                    not_done=NOT_DONE),
 )
 CHOOSE_CHANNEL = "Choose a channel for the escalation."
 NOT_SET_UP_SHORT = "No on-call rotation is set up, so there is nobody to escalate to."
@@ -226,18 +232,46 @@ async def on_escalation_submitted(
 async def start_escalation(
     services: Services, admission: Admission, request: EscalationRequest
 ) -> None:
-    """Start the chain; a refusal by the requester's own limit, decided as the row is written,
-    shows in the form while its ack waits, else it is told privately."""
+    """Start the chain. Until its row is written nobody is called, and whatever stops it there is
+    the requester's to hear: a refusal by their own limit (decided as the row is written), the
+    database failing, a bug. It shows in the form while its ack waits, else it is told privately.
+    Once the row is written, the chain and its card tell the rest."""
+    written = False
+
+    def let_in() -> None:
+        nonlocal written
+        written = True
+        admission.let_in()
+
     try:
-        await services.escalations.start(request, services.oncall.now(), admission.let_in)
+        await services.escalations.start(request, services.oncall.now(), let_in)
     except EscalationLimitReached as refused:
         _refused_by_own_limit(services, request.requester_id, refused)
-        if not admission.refuse({forms.GENERAL_ERROR_FIELD: describe(refused)}):
-            await services.notifier.tell(
-                user_id=request.requester_id, channel_id=request.channel_id,
-                response_url=request.response_url, message=views.refusal(describe(refused)))
+        await _not_started(services, admission, request, describe(refused))
+    except Exception as exc:
+        if written:
+            raise  # the chain's own (the task logs it)
+        if isinstance(exc, DATABASE_FAULTS):
+            reference = reference_id()
+            logger.error("escalation by %s not started: the database failed (%s); reference %s",
+                         request.requester_id, exc, reference,
+                         extra={"user_id": request.requester_id, "outcome": "failed"})
+            words = describe(DatabaseUnavailable(reference, NOT_DONE))
+        else:
+            words = (f"The escalation did not start and {NOT_DONE}. "
+                     + log_unexpected(exc, "escalation not started"))
+        await _not_started(services, admission, request, words)
     finally:
-        admission.let_in()  # anything else: the form has nothing to show (the task logs it)
+        admission.let_in()
+
+
+async def _not_started(
+    services: Services, admission: Admission, request: EscalationRequest, words: str
+) -> None:
+    if not admission.refuse({forms.GENERAL_ERROR_FIELD: words}):
+        await services.notifier.tell(
+            user_id=request.requester_id, channel_id=request.channel_id,
+            response_url=request.response_url, message=views.refusal(words))
 
 
 def _refused_by_own_limit(

@@ -25,9 +25,11 @@ from slack_bolt.async_app import AsyncAck
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls.messages import refusal
+from bot.errors import DatabaseUnavailable
 from bot.services import Services
 from bot.slack.modals import Form, MetadataInvalid, ModalMetadata, field_errors
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
+from bot.storage.faults import refused_when_database_fails
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class Wording:
     too_slow: str
     spent_by_restart: str
     stale_form: str  # the view's metadata is unusable (not ours, or from an older callbot)
+    not_done: str  # what did not happen when the database failed ("nothing was dialled")
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,13 @@ async def _accept_once(
         await refuse(checked)
         return
     # One start per view: a second Submit, or a racing duplicate, finds the claim taken.
-    if not await services.claims.claim(claim_key):
+    try:
+        with refused_when_database_fails(wording.not_done):
+            claimed = await services.claims.claim(claim_key)
+    except DatabaseUnavailable as exc:  # nothing started: this form may be submitted again
+        await refuse({wording.general_field: exc.user_message})
+        return
+    if not claimed:
         logger.info("repeated submission of a %s by %s ignored", what, user_id)
         await ack()
         return

@@ -1,0 +1,109 @@
+"""A form submitted while the database fails: nothing starts, the person reads why in the form
+(or privately, once it has closed), and the same form can be submitted again once the database
+answers. The call form and the escalation form alike."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.oncall.escalation_form import EscalationField
+from bot.oncall.roster import PhoneBook
+from tests.conftest import BotFactory, BotUnderTest
+from tests.database_locks import with_short_busy_timeout, write_lock
+from tests.escalations import ALICE, open_on_message, start, submit
+from tests.follow_helpers import services
+from tests.interactions import interact, open_form, state, submission
+
+FULL = "+18144043093"
+NOT_WRITTEN = "callbot could not write to its database, so "
+
+
+@pytest.fixture
+def database_url(database_url: str) -> str:
+    return with_short_busy_timeout(database_url)
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_call_form_sent_while_the_database_is_locked_says_so_and_can_be_sent_again(
+    bot_factory: BotFactory, mode: str,
+) -> None:
+    bot = await bot_factory(mode)
+    view = await open_form(bot, FULL)
+    values = state(flow="flow-wake", caller_id="+18145550101", reason="INC-42")
+    with write_lock(bot):
+        answer = await interact(bot, submission(view, values))
+    assert answer.get("response_action") == "errors", answer
+    [error] = answer["errors"].values()
+    assert NOT_WRITTEN + "nothing was dialled (reference " in error
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+    again = await interact(bot, submission(view, values))
+    assert again.get("response_action") in (None, "clear"), again
+    await bot.evo.wait_for_posts(1)
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [FULL]
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_an_escalation_form_sent_while_the_database_is_locked_says_so_and_can_be_sent_again(
+    bot_factory: BotFactory, mode: str,
+) -> None:
+    bot, _ = await start(bot_factory, mode)
+    form, _ = await open_on_message(bot)
+    with write_lock(bot):
+        answer = await submit(bot, form)
+    assert answer.get("response_action") == "errors", answer
+    assert NOT_WRITTEN + "nobody was called (reference " in answer["errors"][EscalationField.REASON]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+    assert await submit(bot, form) == {}
+    await bot.evo.wait_for_posts(1)
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [ALICE]
+
+
+async def _escalation_whose_row_meets_a_locked_database(
+    bot_factory: BotFactory, client: AsyncWebClient, *, form_closed: bool
+) -> tuple[dict[str, Any], BotUnderTest]:
+    """Escalate; the database is locked after the form's claim, while the order of people is
+    worked out (Carol's number comes from her Slack profile, which Slack is slow to give), so the
+    row can't be written. `form_closed`: Slack gives it only after the form's ack has gone."""
+    bot, _ = await start(bot_factory)
+    form, _ = await open_on_message(bot)
+    policy = services(bot).policy
+    services(bot).oncall.phones = PhoneBook(client, policy.people, policy.dial_policy)
+    carol = bot.slack.hold("users.info", when=lambda call: call.params.get("user") == "U0CAROL")
+    submitting = asyncio.ensure_future(submit(bot, form))
+    await carol.wait_until_held()
+    with write_lock(bot):
+        if form_closed:
+            assert await submitting == {}
+        carol.open()
+        answer = await submitting
+        await bot.settle()
+    assert await services(bot).db.fetchall("SELECT id FROM escalations") == []
+    assert bot.evo.outgoing_posts == []
+    return answer, bot
+
+
+async def test_an_escalation_whose_row_cant_be_written_is_refused_in_the_form(
+    bot_factory: BotFactory, client: AsyncWebClient,
+) -> None:
+    answer, _ = await _escalation_whose_row_meets_a_locked_database(
+        bot_factory, client, form_closed=False)
+    assert answer.get("response_action") == "errors", answer
+    assert NOT_WRITTEN + "nobody was called (reference " in answer["errors"][EscalationField.REASON]
+
+
+async def test_an_escalation_whose_row_cant_be_written_after_its_form_closed_is_told_privately(
+    bot_factory: BotFactory, client: AsyncWebClient,
+) -> None:
+    _, bot = await _escalation_whose_row_meets_a_locked_database(
+        bot_factory, client, form_closed=True)
+    told = [body for bodies in bot.slack.responses.values() for body in bodies
+            if NOT_WRITTEN + "nobody was called (reference " in str(body.get("text"))]
+    assert len(told) == 1 and told[0].get("response_type") != "in_channel", told
