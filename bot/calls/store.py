@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from bot.storage.database import Connection, Database, IntegrityError
+from bot.storage.leases import LAPSED_ROWS
 from bot.storage.together import NewRow, SlotFirst, write_together
 
 
@@ -239,10 +240,8 @@ class CallStore:
         every few seconds, so only the leases table is read (the leases held and those left to
         lapse, a handful), never every finished call of the day."""
         final = sorted(str(state) for state in FINAL_STATES)
-        # Not a join: SQLite would walk the finished calls (by `following`) and look up each lease.
         rows = await self._db.fetchall(
-            "SELECT * FROM calls WHERE id IN"
-            " (SELECT row_id FROM leases WHERE kind = ? AND expires_at < ?) AND following = 0"
+            f"SELECT * FROM calls WHERE id IN ({LAPSED_ROWS}) AND following = 0"
             f" AND state IN ({','.join('?' * len(final))}) AND created_at >= ? ORDER BY id",
             (kind, now, *final, created_after),
         )

@@ -25,6 +25,7 @@ from typing import Any
 
 from bot.oncall.escalation_limit import OwnLimit, check_within, started_by
 from bot.storage.database import Connection, Database
+from bot.storage.leases import LAPSED_ROWS
 
 
 class EscalationState(StrEnum):
@@ -225,8 +226,7 @@ class EscalationStore:
         stopped. Read by every lease keeper's round: only the leases table is walked."""
         states = sorted(ACTIVE_STATES)
         rows = await self._db.fetchall(
-            "SELECT * FROM escalations WHERE id IN"
-            " (SELECT row_id FROM leases WHERE kind = ? AND expires_at < ?)"
+            f"SELECT * FROM escalations WHERE id IN ({LAPSED_ROWS})"
             f" AND state NOT IN ({','.join('?' * len(states))}) AND created_at >= ? ORDER BY id",
             (kind, now, *states, created_after),
         )

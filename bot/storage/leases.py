@@ -37,6 +37,10 @@ DEFAULT_LEASE_SECONDS = 15.0
 FORGET_AFTER = 24 * 3600.0
 LEASES_MIGRATION = 8  # the schema version that made the leases and replicas tables
 NOBODY = ""  # the owner of a lease its replica left when it stopped
+# The rows of a kind whose lease lapsed before a time (kind, time): a replica died or stopped while
+# working on them. A subquery, not a join, for the rows' own tables: SQLite would walk every row of
+# the day and look up each lease, where the leases held and left to lapse are a handful.
+LAPSED_ROWS = "SELECT row_id FROM leases WHERE kind = ? AND expires_at < ?"
 
 
 @dataclass(frozen=True)
