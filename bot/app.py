@@ -3,6 +3,7 @@ handler."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -121,7 +122,21 @@ async def on_error(
     if response is None:
         # Raised after the ack: the answer is gone (Bolt asserts if we return one); the log has it.
         return None
-    return BoltResponse(
-        status=200,
-        body=unexpected_words(ref),
-    )
+    words = unexpected_words(ref)
+    field = _first_field(body) if body.get("type") == "view_submission" else None
+    if field is not None:
+        # A form's answer shows no text: only field errors keep the modal open with the words.
+        return BoltResponse(status=200, headers={"content-type": "application/json"},
+                            body=json.dumps({"response_action": "errors",
+                                             "errors": {field: words}}))
+    return BoltResponse(status=200, body=words)
+
+
+def _first_field(body: dict[str, Any]) -> str | None:
+    """The block id of the submitted view's first input, where an error can be shown."""
+    view = body.get("view")
+    blocks = view.get("blocks") if isinstance(view, dict) else None
+    for block in blocks if isinstance(blocks, list) else []:
+        if isinstance(block, dict) and block.get("type") == "input" and block.get("block_id"):
+            return str(block["block_id"])
+    return None

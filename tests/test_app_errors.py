@@ -14,6 +14,8 @@ from slack_bolt.response import BoltResponse
 from bot.app import on_error
 from bot.standins.slack import block_actions_payload, interactive_body
 from tests.conftest import BotUnderTest
+from tests.follow_helpers import services
+from tests.interactions import interact, open_form, state, submission
 
 
 async def test_before_the_ack_the_requester_gets_a_reference() -> None:
@@ -54,3 +56,28 @@ async def test_a_listener_failing_after_its_ack_is_logged_not_lost(
     assert "unhandled error in a listener, reference" in caplog.text
     await asyncio.sleep(0.05)
     assert "response must be provided" not in caplog.text
+
+
+async def test_a_form_whose_submission_meets_a_bug_shows_the_reference_in_the_form(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A form's answer can't carry a text (Slack shows "We had some trouble connecting", or closes
+    # the modal without a word): the reference goes under the form's first field instead.
+    caplog.set_level(logging.ERROR)
+    view = await open_form(bot, "+18144043093")
+
+    async def bug(key: str) -> bool:
+        raise RuntimeError("a bug in claiming")
+
+    services(bot).claims.claim = bug  # type: ignore[method-assign]
+    answer = await interact(bot, submission(view, state(flow="flow-wake", reason="INC-42")))
+    assert answer.get("response_action") == "errors", answer
+    [(field, words)] = answer["errors"].items()
+    inputs = [b["block_id"] for b in view.versions[-1]["blocks"] if b.get("type") == "input"]
+    assert field == inputs[0]
+    reference = words.split("reference ")[1].split(")")[0]
+    assert words == f"Something went wrong on our side (reference {reference}). Tell the " \
+        "callbot operators."
+    assert f"unhandled error in a listener, reference {reference}" in caplog.text
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []

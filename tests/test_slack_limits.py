@@ -117,6 +117,7 @@ _OPTION = {"text": {"type": "plain_text", "text": "Escalation"}, "value": "flow-
     (_FORM, {"response_action": "errors", "errors": {"note": "Not a number"}}, True),
     (_FORM, {"response_action": "errors", "errors": {}}, True),
     (_FORM, {"response_action": "close"}, True),
+    (_FORM, {"text": "Something went wrong"}, True),
     (_FORM, {"response_action": "update", "view": {"type": "modal", "blocks": [],
                                                      "title": {"type": "plain_text",
                                                                "text": "x" * 25}}}, True),
@@ -129,7 +130,7 @@ _OPTION = {"text": {"type": "plain_text", "text": "Escalation"}, "value": "flow-
     ({"type": "block_suggestion"}, {"options": [_OPTION] * 100}, False),
     ({"type": "block_suggestion"}, {"options": [_OPTION] * 101}, True),
     ({"type": "block_suggestion"}, {"options": [{**_OPTION, "value": "v" * 151}]}, True),
-], ids=["error-under-an-input", "error-under-no-input", "no-errors", "unknown-action",
+], ids=["error-under-an-input", "error-under-no-input", "no-errors", "unknown-action", "text",
         "update-too-long-title", "push-mrkdwn-title", "update-input-without-element",
         "100-options", "101-options", "long-value"])
 def test_the_stand_in_refuses_an_ack_slack_refuses(

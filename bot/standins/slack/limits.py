@@ -260,6 +260,11 @@ def ack_problems(payload: Any, ack: Any) -> list[str]:
 
 def _submission_ack_problems(payload: JSONDict, ack: JSONDict) -> list[str]:
     action = ack.get("response_action")
+    if action is None and set(ack) - {"response_action"}:
+        # Slack's reference allows only an empty answer or a response_action: it shows no text,
+        # and the person sees "We had some trouble connecting" (or the modal closing, unsaid).
+        return [f"[ERROR] a view_submission's answer is empty or a response_action, not "
+                f"{sorted(ack)} [json-pointer:/]"]
     if action is None or action == "clear":
         return []
     if action in ("update", "push"):
