@@ -1,0 +1,213 @@
+"""The escalation's Slack side, as the requester and the people paged see it: what the card, the
+pages and the private notes say when things happen in an awkward order (an end while the card's
+post hangs, a page posted after the escalation ended), and what each click is told.
+
+Deadlines run on the escalation service's clock, moved by hand (see test_escalation.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bot.oncall.escalation_store import EscalationState
+from bot.standins.slack import ApiCall, Message
+from tests.conftest import BotFactory, BotUnderTest
+from tests.escalations import (
+    ALICE,
+    CHANNEL,
+    ROSTER,
+    click_ack,
+    click_stop,
+    escalation_message,
+    open_on_message,
+    page_of,
+    running_escalation,
+    session_of,
+    start,
+    submit,
+    wait_for_edit,
+    wait_for_state,
+)
+
+NOT_POSTED = "I could not post the on-call escalation in <#C0OPS>"
+
+
+def in_the_channel(call: ApiCall) -> bool:
+    return call.params.get("channel") == CHANNEL
+
+
+def told(bot: BotUnderTest) -> list[str]:
+    """What the requester was told privately (the shortcut's response_url, else a DM)."""
+    said = [str(p.body.get("text")) for p in bot.slack.response_posts
+            if p.status == 200 and isinstance(p.body, dict)]
+    dms = bot.slack.channel_messages(bot.slack.dm_channel("U0ADMIN"))
+    return said + [m.text or "" for m in dms]
+
+
+async def told_privately(bot: BotUnderTest, text: str, timeout: float = 10.0) -> str:
+    async def wait() -> str:
+        while not (seen := [t for t in told(bot) if text in t]):
+            await asyncio.sleep(0.01)
+        return seen[0]
+
+    return await asyncio.wait_for(wait(), timeout)
+
+
+async def test_an_end_that_came_while_a_refused_card_hung_is_told_to_the_requester(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice answers while Slack is still deciding about the card, then refuses it (and her
+    page): the requester hears both that the card could not be posted and that Alice
+    answered."""
+    bot, _ = await start(bot_factory, policy=ROSTER + 'ack = "answer"\n')
+    view, _ = await open_on_message(bot)
+    gate = bot.slack.hold("chat.postMessage", when=in_the_channel)
+    bot.slack.fail("chat.postMessage", "fatal_error")  # the card and the page
+    assert await submit(bot, view) == {}
+    await gate.wait_until_held()
+    await bot.evo.wait_for_posts(1)
+    bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected",
+                              answeredByName="Alice")
+    await wait_for_state(bot, EscalationState.ANSWERED)
+    gate.open()
+    await told_privately(bot, NOT_POSTED)
+    end = await told_privately(bot, "<@U0ALICE> answered.")
+    assert "1. <@U0ALICE> (+1 814 ••• 3093) — ✅ answered" in end
+    await bot.settle()
+    assert sum("<@U0ALICE> answered." in t for t in told(bot)) == 1  # told once
+
+
+def edits_of(bot: BotUnderTest, message: Message) -> list[str]:
+    return [str(c.params.get("text")) for c in bot.slack.calls_to("chat.update")
+            if c.params.get("ts") == message.ts and c.ok]
+
+
+def redrawn_as_it_was(edits: list[str]) -> bool:
+    return any(edits[i] == edits[i + 1] for i in range(len(edits) - 1))
+
+
+async def wait_for_shown(bot: BotUnderTest, message: Message, text: str) -> None:
+    """Wait until an edit of `message` saying `text` is taken by Slack."""
+    def shown(call: ApiCall) -> bool:
+        return call.ok and call.params.get("ts") == message.ts and text in str(
+            call.params.get("text"))
+
+    await bot.slack.wait_for_call("chat.update", shown, timeout=10.0)
+
+
+async def test_the_card_and_the_pages_are_edited_only_when_their_drawing_changes(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock, card = await running_escalation(bot_factory)
+    page = await page_of(bot, "U0ALICE")
+    clock.advance(91)  # Alice doesn't answer: Bob's phone rings
+    await bot.evo.wait_for_posts(2)
+    await wait_for_edit(bot, card, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    bob = await page_of(bot, "U0BOB")
+    await click_ack(bot, bob, user_id="U0BOB")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await wait_for_edit(bot, card, "2. <@U0BOB> (+1 814 ••• 3094) — ✅ acknowledged at")
+    await wait_for_shown(bot, bob, "You acknowledged this page")
+    await wait_for_shown(bot, page, "<@U0BOB> acknowledged this page")
+    await bot.settle()
+    for message in (card, page, bob):
+        edits = edits_of(bot, message)
+        assert edits, message.text
+        assert not redrawn_as_it_was(edits), edits
+
+
+async def test_stop_escalation_edits_the_card_and_the_page_once_each_way(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _, card = await running_escalation(bot_factory)
+    page = await page_of(bot, "U0ALICE")
+    await click_stop(bot, card, user_id="U0ADMIN")
+    await wait_for_state(bot, EscalationState.STOPPED)
+    await wait_for_edit(bot, card, "stopped by <@U0ADMIN>")
+    await wait_for_shown(bot, page, "<@U0ADMIN> stopped this escalation")
+    await bot.settle()
+    for message in (card, page):
+        edits = edits_of(bot, message)
+        assert not redrawn_as_it_was(edits), edits
+
+
+def told_blocks(bot: BotUnderTest) -> list[dict[str, Any]]:
+    """The blocks of what the requester was told privately."""
+    blocks = [b for p in bot.slack.response_posts if p.status == 200 and isinstance(p.body, dict)
+              for b in p.body.get("blocks") or []]
+    return blocks + [b for m in bot.slack.channel_messages(bot.slack.dm_channel("U0ADMIN"))
+                     for b in m.blocks or []]
+
+
+ALICE_ONLY = ROSTER.replace('rotation = ["U0ALICE", "U0BOB", "U0CAROL"]', 'rotation = ["U0ALICE"]'
+                            ).replace('escalate_to = ["U0MANAGER"]', "")
+
+
+async def test_without_a_card_nobody_came_then_a_late_i_m_on_it_are_each_told_once(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock = await start(bot_factory, policy=ALICE_ONLY)
+    view, _ = await open_on_message(bot)
+    bot.slack.fail("chat.postMessage", "not_in_channel", when=in_the_channel)
+    assert await submit(bot, view) == {}
+    await told_privately(bot, NOT_POSTED)
+    page = await page_of(bot, "U0ALICE")
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await told_privately(bot, "nobody acknowledged.")
+    # Drawn like the card, without its buttons: there is no message for them to name.
+    assert not [b for b in told_blocks(bot) if b.get("type") == "actions"]
+    await click_ack(bot, page, user_id="U0ALICE")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    late = await told_privately(bot, "<@U0ALICE> acknowledged at")
+    assert "(after everybody was tried)" in late
+    await bot.settle()
+    assert sum("nobody acknowledged." in t for t in told(bot)) == 1
+    assert sum("<@U0ALICE> acknowledged at" in t for t in told(bot)) == 1
+
+
+async def test_an_end_that_came_while_the_card_hung_is_shown_on_the_card_alone(
+    bot_factory: BotFactory,
+) -> None:
+    """The card is posted late: it says how the escalation ended, and the requester gets no
+    private note besides (that is for when there is no card)."""
+    bot, _ = await start(bot_factory, policy=ROSTER + 'ack = "answer"\n')
+    view, _ = await open_on_message(bot)
+    gate = bot.slack.hold("chat.postMessage", when=in_the_channel)
+    assert await submit(bot, view) == {}
+    await gate.wait_until_held()
+    await bot.evo.wait_for_posts(1)
+    bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected",
+                              answeredByName="Alice")
+    await wait_for_state(bot, EscalationState.ANSWERED)
+    gate.open()
+    card = await escalation_message(bot)
+    await wait_for_edit(bot, card, "<@U0ALICE> answered.")
+    await bot.settle()
+    assert told(bot) == []
+
+
+async def test_without_a_card_an_end_before_the_page_is_recorded_is_told_once(
+    bot_factory: BotFactory,
+) -> None:
+    """Slack answers Alice's page only after she answered: the page, recorded late, is drawn
+    as things stand, and the requester hears the end once."""
+    bot, _ = await start(bot_factory, policy=ROSTER + 'ack = "answer"\n')
+    view, _ = await open_on_message(bot)
+    bot.slack.fail("chat.postMessage", "not_in_channel", when=in_the_channel)
+    gate = bot.slack.hold("chat.postMessage", when=lambda c: c.params.get("channel") == "U0ALICE",
+                          after=True)
+    assert await submit(bot, view) == {}
+    await told_privately(bot, NOT_POSTED)
+    await gate.wait_until_held()
+    bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected",
+                              answeredByName="Alice")
+    await wait_for_state(bot, EscalationState.ANSWERED)
+    await told_privately(bot, "<@U0ALICE> answered.")
+    gate.open()
+    page = await page_of(bot, "U0ALICE")
+    await wait_for_shown(bot, page, "<@U0ALICE> answered the page")
+    await bot.settle()
+    assert sum("<@U0ALICE> answered." in t for t in told(bot)) == 1
+
