@@ -1,0 +1,44 @@
+"""How an escalation's end reads on the card and in the audit trail when it ends on someone
+other than the person whose phone rings now (escalation_endings): the hang-up that failed is
+said on that person's line, and the acknowledgement is recorded on the acknowledger's own call.
+
+Deadlines run on the escalation service's clock, moved by hand (see test_escalation.py).
+"""
+
+from __future__ import annotations
+
+from bot.oncall.escalation_store import EscalationState
+from bot.standins.evovoice import ErrorStatus
+from tests.conftest import BotFactory
+from tests.escalations import (
+    BOB,
+    click_ack,
+    page_of,
+    running_escalation,
+    session_of,
+    wait_for_edit,
+    wait_for_state,
+)
+from tests.follow_helpers import audit_records
+
+
+async def test_an_earlier_page_acknowledged_while_bob_s_hang_up_fails_says_so_and_audits_alice(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock, card = await running_escalation(bot_factory)
+    alices_page = await page_of(bot, "U0ALICE")
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    bob = session_of(bot, BOB)
+    await wait_for_edit(bot, card, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    bot.evo.queue("PATCH", f"/sessions/{bob}", ErrorStatus(500, "Internal server error"))
+    await click_ack(bot, alices_page, user_id="U0ALICE")  # Alice saw her page late
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await wait_for_edit(bot, card, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ call ended: someone else "
+                                   "acknowledged (Hanging up that call failed: Internal server "
+                                   "error. It may still ring.)")
+    # The acknowledgement is on Alice's own call in the audit trail, not on Bob's.
+    acknowledged = {r.number_masked: [e for e in r.events if e.kind == "acknowledged"]
+                    for r in await audit_records(bot)}
+    assert [len(acknowledged[n]) for n in ("+1 814 ••• 3093", "+1 814 ••• 3094")] == [1, 0]
+    assert "U0ALICE" in (acknowledged["+1 814 ••• 3093"][0].reason or "")
