@@ -11,8 +11,10 @@ from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory
 from tests.escalations import (
+    ALICE,
     BOB,
     click_ack,
+    hung_up,
     page_of,
     running_escalation,
     session_of,
@@ -42,3 +44,16 @@ async def test_an_earlier_page_acknowledged_while_bob_s_hang_up_fails_says_so_an
                     for r in await audit_records(bot)}
     assert [len(acknowledged[n]) for n in ("+1 814 ••• 3093", "+1 814 ••• 3094")] == [1, 0]
     assert "U0ALICE" in (acknowledged["+1 814 ••• 3093"][0].reason or "")
+
+
+async def test_a_phone_hung_up_on_an_acknowledgement_is_in_the_audit_trail_with_why(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _, card = await running_escalation(bot_factory)
+    alice = session_of(bot, ALICE)
+    await click_ack(bot, card, user_id="U0ADMIN")  # not paged, allowed to escalate
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    assert hung_up(bot, alice)
+    [record] = await audit_records(bot)  # Alice's call
+    hang_ups = [e for e in record.events if e.kind == "hang_up"]
+    assert [e.reason for e in hang_ups] == ["escalation: acknowledged by U0ADMIN"]
