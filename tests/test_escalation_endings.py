@@ -15,6 +15,7 @@ from tests.escalations import (
     BOB,
     click_ack,
     hung_up,
+    metrics_text,
     page_of,
     running_escalation,
     session_of,
@@ -57,3 +58,16 @@ async def test_a_phone_hung_up_on_an_acknowledgement_is_in_the_audit_trail_with_
     [record] = await audit_records(bot)  # Alice's call
     hang_ups = [e for e in record.events if e.kind == "hang_up"]
     assert [e.reason for e in hang_ups] == ["escalation: acknowledged by U0ADMIN"]
+
+
+async def test_the_time_to_acknowledge_is_counted_from_the_escalation_s_start(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock, _ = await running_escalation(bot_factory)
+    page = await page_of(bot, "U0ALICE")
+    clock.advance(45)
+    await click_ack(bot, page, user_id="U0ALICE")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    metrics = metrics_text(bot)
+    assert "oncall_time_to_acknowledge_seconds_sum 45.0" in metrics
+    assert 'escalations_total{outcome="acknowledged"} 1.0' in metrics
