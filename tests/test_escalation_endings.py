@@ -13,6 +13,7 @@ from tests.conftest import BotFactory
 from tests.escalations import (
     ALICE,
     BOB,
+    ROSTER,
     click_ack,
     hung_up,
     metrics_text,
@@ -71,3 +72,24 @@ async def test_the_time_to_acknowledge_is_counted_from_the_escalation_s_start(
     metrics = metrics_text(bot)
     assert "oncall_time_to_acknowledge_seconds_sum 45.0" in metrics
     assert 'escalations_total{outcome="acknowledged"} 1.0' in metrics
+
+
+async def test_a_late_i_m_on_it_after_nobody_came_is_audited_and_counted(
+    bot_factory: BotFactory,
+) -> None:
+    policy = ROSTER.replace('rotation = ["U0ALICE", "U0BOB", "U0CAROL"]', 'rotation = ["U0ALICE"]'
+                            ).replace('escalate_to = ["U0MANAGER"]', "")
+    bot, clock, card = await running_escalation(bot_factory, policy=policy)
+    page = await page_of(bot, "U0ALICE")
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    clock.advance(100)
+    await click_ack(bot, page, user_id="U0ALICE")
+    await wait_for_edit(bot, card, "<@U0ALICE> acknowledged at")
+    await bot.settle()
+    [record] = await audit_records(bot)  # Alice's call
+    acknowledged = [e for e in record.events if e.kind == "acknowledged"]
+    assert len(acknowledged) == 1 and acknowledged[0].actor_id == "U0ALICE"
+    metrics = metrics_text(bot)
+    assert 'oncall_acknowledgements_total{via="button"} 1.0' in metrics
+    assert "oncall_time_to_acknowledge_seconds_sum 191.0" in metrics
