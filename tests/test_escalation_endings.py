@@ -116,3 +116,16 @@ async def test_a_second_stop_while_the_first_is_hanging_up_is_told_it_is_over(
     await wait_for_state(bot, EscalationState.STOPPED)
     await wait_for_edit(bot, card, "stopped by <@U0ADMIN>")
     assert "stopped by <@U0MANAGER>" not in (card.text or "")
+
+
+async def test_stop_escalation_whose_hang_up_fails_says_the_phone_may_still_ring(
+    bot_factory: BotFactory,
+) -> None:
+    bot, _, card = await running_escalation(bot_factory)
+    alice = session_of(bot, ALICE)
+    bot.evo.queue("PATCH", f"/sessions/{alice}", ErrorStatus(500, "Internal server error"))
+    await click_stop(bot, card, user_id="U0ADMIN")
+    await wait_for_state(bot, EscalationState.STOPPED)
+    await wait_for_edit(bot, card, "1. <@U0ALICE> (+1 814 ••• 3093) — ⏹ stopped while ringing "
+                                   "(Hanging up that call failed: Internal server error. It may "
+                                   "still ring.)")
