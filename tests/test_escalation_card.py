@@ -110,6 +110,9 @@ async def test_the_card_and_the_pages_are_edited_only_when_their_drawing_changes
     await wait_for_edit(bot, card, "2. <@U0BOB> (+1 814 ••• 3094) — ✅ acknowledged at")
     await wait_for_shown(bot, bob, "You acknowledged this page")
     await wait_for_shown(bot, page, "<@U0BOB> acknowledged this page")
+    # Only those who didn't acknowledge are told nothing more is asked of them.
+    assert "Nothing more is asked of you" not in (bob.text or "")
+    assert "Nothing more is asked of you" in (page.text or "")
     await bot.settle()
     for message in (card, page, bob):
         edits = edits_of(bot, message)
@@ -211,3 +214,30 @@ async def test_without_a_card_an_end_before_the_page_is_recorded_is_told_once(
     await bot.settle()
     assert sum("<@U0ALICE> answered." in t for t in told(bot)) == 1
 
+
+@pytest.mark.parametrize("refused", ["card", "page"])
+async def test_a_final_edit_slack_refuses_is_tried_again_until_it_shows_the_end(
+    bot_factory: BotFactory, refused: str
+) -> None:
+    """Acknowledged or not, the card is how the channel learns the end: a Slack that refuses
+    that edit (twice) must not leave it at "ringing" with its buttons for good. Nor a page."""
+    bot, _, card = await running_escalation(bot_factory)
+    page = await page_of(bot, "U0ALICE")
+    bot.slack.fail("chat.update", "fatal_error", times=2,
+                   when=edit_of(card if refused == "card" else page))
+    await click_ack(bot, page, user_id="U0ALICE")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await wait_for_shown(bot, card, "<@U0ALICE> acknowledged at")
+    assert not has_stop_button(card)
+    await wait_for_shown(bot, page, "You acknowledged this page")
+
+
+async def test_once_nobody_came_the_card_offers_i_m_on_it_alone(bot_factory: BotFactory) -> None:
+    bot, clock, card = await running_escalation(bot_factory, policy=ALICE_ONLY)
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await wait_for_shown(bot, card, "nobody acknowledged.")
+    assert not has_stop_button(card)
+    await click_ack(bot, card, user_id="U0ALICE")  # on the card, in the channel
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await wait_for_shown(bot, card, "<@U0ALICE> acknowledged at")
