@@ -8,7 +8,10 @@ Deadlines run on the escalation service's clock, moved by hand (see test_escalat
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
+
+import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.slack import ApiCall, Message
@@ -20,6 +23,7 @@ from tests.escalations import (
     click_ack,
     click_stop,
     escalation_message,
+    has_stop_button,
     open_on_message,
     page_of,
     running_escalation,
@@ -81,6 +85,10 @@ async def test_an_end_that_came_while_a_refused_card_hung_is_told_to_the_request
 def edits_of(bot: BotUnderTest, message: Message) -> list[str]:
     return [str(c.params.get("text")) for c in bot.slack.calls_to("chat.update")
             if c.params.get("ts") == message.ts and c.ok]
+
+
+def edit_of(message: Message) -> Callable[[ApiCall], bool]:
+    return lambda call: call.params.get("ts") == message.ts
 
 
 def redrawn_as_it_was(edits: list[str]) -> bool:

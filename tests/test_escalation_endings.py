@@ -7,10 +7,9 @@ Deadlines run on the escalation service's clock, moved by hand (see test_escalat
 
 from __future__ import annotations
 
-import asyncio
 
 from bot.oncall.escalation_store import EscalationState
-from bot.standins.evovoice import ErrorStatus, Gated
+from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory
 from tests.escalations import (
     ALICE,
@@ -96,26 +95,6 @@ async def test_a_late_i_m_on_it_after_nobody_came_is_audited_and_counted(
     metrics = metrics_text(bot)
     assert 'oncall_acknowledgements_total{via="button"} 1.0' in metrics
     assert "oncall_time_to_acknowledge_seconds_sum 191.0" in metrics
-
-
-async def test_a_second_stop_while_the_first_is_hanging_up_is_told_it_is_over(
-    bot_factory: BotFactory,
-) -> None:
-    """The requester and a manager both click Stop escalation: the second hears there is
-    nothing to stop, and the card names who stopped it first."""
-    bot, _, card = await running_escalation(bot_factory)
-    alice = session_of(bot, ALICE)
-    hanging_up = asyncio.Event()
-    bot.evo.queue("PATCH", f"/sessions/{alice}", Gated(hanging_up))
-    await click_stop(bot, card, user_id="U0ADMIN")
-    await wait_for_state(bot, EscalationState.STOPPING)
-    _, url = await click_stop(bot, card, user_id="U0MANAGER")
-    [told] = await bot.slack.wait_for_response(url)
-    assert "already over" in told["text"]
-    hanging_up.set()
-    await wait_for_state(bot, EscalationState.STOPPED)
-    await wait_for_edit(bot, card, "stopped by <@U0ADMIN>")
-    assert "stopped by <@U0MANAGER>" not in (card.text or "")
 
 
 async def test_stop_escalation_whose_hang_up_fails_says_the_phone_may_still_ring(
