@@ -8,7 +8,7 @@ import dataclasses
 
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.standins.evovoice import EmptyObject, ErrorStatus, Gated
-from tests.conftest import BotFactory, until
+from tests.conftest import BotFactory, policy_with, until
 from tests.follow_helpers import (
     FAST,
     FULL,
@@ -166,3 +166,26 @@ async def test_who_hung_up_shows_even_when_the_follower_saw_the_end_first(
     await wait_for_edit(bot, status, "Ended: Hung up")
     answered.set()
     await wait_for_edit(bot, status, "Hung up by <@U0MANAGER>")
+
+
+async def test_call_again_refused_by_a_rate_limit_leaves_the_button_to_someone_else(
+    bot_factory: BotFactory,
+) -> None:
+    # The refusal dialled nothing and says who may still call: the click after it is a new
+    # request, not "already called again".
+    bot = await bot_factory("http", policy=policy_with(per_user="1/10m"), **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await wait_for_edit(bot, status, "Ended")
+
+    _, url = await click(bot, status, CALL_AGAIN_ACTION)  # U0MANAGER's second call in 10 min
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "You have placed 1 call in the last 10 minutes" in answer["text"]
+    assert CALL_AGAIN_ACTION in buttons(status)
+    _, url = await click(bot, status, CALL_AGAIN_ACTION, user_id="U0ADMIN")
+    await status_message(bot, 2)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2
+    assert not any("already called again" in a["text"] for a in bot.slack.responses_to(url))

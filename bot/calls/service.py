@@ -113,7 +113,12 @@ class CallService:
         claimed: list[str] = []
         try:
             with self.dials_first.on_its_way():
-                return await self._handle(request, claimed)
+                result = await self._handle(request, claimed)
+            if result.outcome is not Outcome.REFUSED:
+                return result
+            refused = result
+            # Refused after the claim (a rate limit): nothing was dialled either, and the refusal
+            # says when, or who, may call again; that click is a new request.
         except DATABASE_FAULTS as exc:
             # Everything that writes after the POST keeps its own failures to itself (place()),
             # so a database fault that reaches here came before anything was dialled.
@@ -131,7 +136,7 @@ class CallService:
 
     async def _handle(self, request: CallRequest, claimed: list[str]) -> CallResult:
         """`claimed`: hears a key claimed after the checks (Call again), given back if the
-        database fails before the POST."""
+        call is refused after all (a rate limit) or the database fails before the POST."""
         if request.idempotency_key and not request.claim_after_check:
             if not await self._claims.claim(request.idempotency_key):
                 return await self._duplicate(request)
