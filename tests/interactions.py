@@ -122,11 +122,11 @@ def button(message: dict[str, Any], action_id: str) -> dict[str, Any]:
 
 async def click(
     bot: BotUnderTest, question: dict[str, Any], action_id: str = CONFIRM_CALL_ACTION, *,
-    user_id: str = "U0MANAGER", value: str | None = None,
+    user_id: str = "U0MANAGER", value: str | None = None, response_url: str | None = None,
 ) -> tuple[Ack, str]:
     """Click a button of `question` as Slack sends it; return the ack and the click's
     response_url."""
-    url = bot.slack.response_url()
+    url = response_url or bot.slack.response_url()
     payload = block_actions_payload(
         action_id=action_id, block_id="call_confirmation",
         value=value if value is not None else button(question, action_id)["value"],

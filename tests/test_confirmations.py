@@ -31,6 +31,7 @@ async def test_number_outside_the_home_region_asks_before_dialling(bot: BotUnder
     assert question["response_type"] == "ephemeral"
     assert "Canada (CA)" in question["text"] and CANADA_MASKED in question["text"]
     assert "Escalation" in question["text"] and "Nothing has been dialled" in question["text"]
+    assert "This question expires in 10 minutes." in question["text"]
     assert bot.evo.outgoing_posts == []
     assert bot.slack.calls_to("chat.postMessage") == []
     # The button carries an opaque id, not the number.
@@ -70,6 +71,8 @@ async def test_same_call_within_a_minute_asks_call_again(bot: BotUnderTest) -> N
     await bot.settle()
     question = await ask(bot, "(814) 404-3093 Escalation")  # the same number, written differently
     assert "You called this number" in question["text"] and "ago — call again?" in question["text"]
+    # A number at home: only the repeat is asked about, so no word of regions.
+    assert "calls outside" not in question["text"] and "United States" not in question["text"]
     assert len(bot.evo.outgoing_posts) == 1
 
     await click(bot, question)
@@ -129,6 +132,24 @@ async def test_cancel_dials_nothing_and_the_question_cannot_be_used_after(
     await bot.settle()
     assert "already answered or cancelled" in answer["text"]
     assert bot.evo.outgoing_posts == []
+
+
+@pytest.mark.parametrize(("action", "answer"), [(CANCEL_CALL_ACTION, "Cancelled"),
+                                                 (CONFIRM_CALL_ACTION, "Confirmed")])
+async def test_an_answer_the_click_s_response_url_refuses_is_told_another_way(
+    bot_factory: BotFactory, action: str, answer: str
+) -> None:
+    # The click's response_url answers 404 (expired, as Slack does): the question can't be
+    # replaced, and the requester still learns what their click did.
+    bot = await bot_factory("http")
+    question = await ask(bot, f"{CANADA} escalation")
+    url = bot.slack.response_url()
+    bot.slack.expire_response_url(url)
+    await click(bot, question, action, response_url=url)
+    told = await bot.slack.wait_for_call(
+        "chat.postEphemeral", lambda c: answer in str(c.params.get("text"))
+    )
+    assert told.params["user"] == "U0MANAGER"
 
 
 async def test_only_the_requester_can_confirm(bot_factory: BotFactory) -> None:
