@@ -99,6 +99,7 @@ async def click(
     user_id: str = "U0MANAGER",
     value: str | None = None,
     response_url: str | None = None,
+    team_id: str | None = None,
 ) -> tuple[Ack, str]:
     """Click a button of the status message as Slack sends it; return the ack and response_url."""
     url = response_url or bot.slack.response_url()
@@ -111,6 +112,7 @@ async def click(
         message=status.to_api(bot.slack.team_id),
         response_url=url,
         user_id=user_id,
+        team_id=team_id or bot.slack.team_id,
         # Every click has its own action_ts; a double click is two clicks.
         extra_action={"action_ts": f"1700000100.{next(_ACTION_TS):06d}"},
     )

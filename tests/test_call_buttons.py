@@ -117,12 +117,15 @@ async def test_a_button_names_its_call_only_from_the_calls_own_message(
     bot_factory: BotFactory,
 ) -> None:
     # The call's id, clicked on a message elsewhere (another channel, or another message of
-    # this one): not the call's status message, so the click does nothing.
+    # this one, or the same ids in another workspace): not the call's status message, so the
+    # click does nothing.
     bot, status, session_id = await placed_call(bot_factory)
-    elsewhere = [dataclasses.replace(status, channel="C0OTHER"),
-                 dataclasses.replace(status, ts=parent_of(bot, status).ts)]
-    for message in elsewhere:
-        _, url = await click(bot, message, HANG_UP_ACTION, value=buttons(status)[HANG_UP_ACTION])
+    elsewhere = [(dataclasses.replace(status, channel="C0OTHER"), None),
+                 (dataclasses.replace(status, ts=parent_of(bot, status).ts), None),
+                 (status, "T0OTHER")]
+    for message, team_id in elsewhere:
+        _, url = await click(bot, message, HANG_UP_ACTION, value=buttons(status)[HANG_UP_ACTION],
+                             team_id=team_id)
         [answer] = await bot.slack.wait_for_response(url)
         assert "no longer works" in answer["text"]
     assert bot.evo.hang_ups(session_id) == []
