@@ -211,3 +211,19 @@ async def test_a_hang_up_evo_voice_no_longer_knows_shows_the_end_without_waiting
     [answer] = await bot.slack.wait_for_response(url)
     assert "nothing to hang up" in answer["text"]
     await wait_for_edit(bot, status, "Ended", timeout=5)
+
+
+async def test_call_again_clicked_by_two_people_at_once_dials_once(
+    bot_factory: BotFactory,
+) -> None:
+    # The requester and a manager both see the call end and both click: one message, one call.
+    bot, status, session_id = await placed_call(bot_factory)
+    end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await wait_for_edit(bot, status, "Ended")
+    clicks = await asyncio.gather(click(bot, status, CALL_AGAIN_ACTION),
+                                  click(bot, status, CALL_AGAIN_ACTION, user_id="U0ADMIN"))
+    await status_message(bot, 2)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2  # the first call and one again
+    told = [a["text"] for _, url in clicks for a in bot.slack.responses_to(url)]
+    assert sum("already called again" in t for t in told) == 1
