@@ -7,7 +7,7 @@ import asyncio
 import dataclasses
 
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
-from bot.standins.evovoice import EmptyObject, ErrorStatus, Gated
+from bot.standins.evovoice import DropConnection, EmptyObject, ErrorStatus, Gated
 from tests.conftest import BotFactory, policy_with, until
 from tests.follow_helpers import (
     FAST,
@@ -227,3 +227,21 @@ async def test_call_again_clicked_by_two_people_at_once_dials_once(
     assert len(bot.evo.outgoing_posts) == 2  # the first call and one again
     told = [a["text"] for _, url in clicks for a in bot.slack.responses_to(url)]
     assert sum("already called again" in t for t in told) == 1
+
+
+async def test_a_call_again_whose_outcome_is_unknown_uses_up_the_button(
+    bot_factory: BotFactory,
+) -> None:
+    # The POST's answer is lost (the call may have been placed): the old message says it was
+    # called again, as for any call that went to Evo Voice, and offers no second one.
+    bot, status, session_id = await placed_call(bot_factory)
+    end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await wait_for_edit(bot, status, "Ended")
+    bot.evo.queue_outgoing(DropConnection())  # the stand-in places the call, then drops the answer
+
+    await click(bot, status, CALL_AGAIN_ACTION)
+    again = await status_message(bot, 2)
+    await bot.settle()
+    assert "Outcome unknown" in (again.text or "")
+    await wait_for_edit(bot, status, "called this number again")
+    assert CALL_AGAIN_ACTION not in buttons(status)
