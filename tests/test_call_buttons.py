@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
-from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
+from bot.calls.status_views import CALL_ACTIONS_BLOCK, CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.standins.evovoice import DropConnection, EmptyObject, ErrorStatus, Gated
+from bot.standins.slack import block_actions_payload, interactive_body
 from tests.conftest import BotFactory, policy_with, until
 from tests.follow_helpers import (
     FAST,
@@ -19,6 +20,7 @@ from tests.follow_helpers import (
     history,
     parent_of,
     placed_call,
+    services,
     status_message,
     texts,
     wait_for_edit,
@@ -245,3 +247,30 @@ async def test_a_call_again_whose_outcome_is_unknown_uses_up_the_button(
     assert "Outcome unknown" in (again.text or "")
     await wait_for_edit(bot, status, "called this number again")
     assert CALL_AGAIN_ACTION not in buttons(status)
+
+
+async def test_a_click_naming_no_message_does_nothing_to_a_call_whose_status_has_none(
+    bot_factory: BotFactory,
+) -> None:
+    # A call in a channel the bot can't post to is told through the command's response_url:
+    # its status message has no ts the bot knows (and no buttons). A click that names no
+    # message either (a malformed payload) is not taken for a click on it.
+    bot = await bot_factory("http", **FAST)
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == "G0PRIV")
+    await bot.command(f"{FULL} escalation", channel_id="G0PRIV")
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    [session_id] = bot.evo.sessions
+    [row] = await services(bot).db.fetchall("SELECT id, status_ts FROM calls")
+    assert row["status_ts"] is None
+    url = bot.slack.response_url()
+    payload = block_actions_payload(
+        action_id=HANG_UP_ACTION, block_id=CALL_ACTIONS_BLOCK, value=str(row["id"]),
+        channel_id="G0PRIV", response_url=url,
+    )
+    del payload["container"]["message_ts"], payload["message"]
+    ack = await bot.post_signed(interactive_body(payload))
+    assert ack.status == 200
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "no longer works" in answer["text"]
+    assert bot.evo.hang_ups(session_id) == []
