@@ -237,3 +237,16 @@ async def test_pending_questions_survive_a_restart(bot_factory: BotFactory) -> N
     assert len(bot.evo.outgoing_posts) == 1
     db = bot.runtime.services.db  # type: ignore[union-attr]
     assert await db.fetchall("SELECT id FROM pending_confirmations") == []
+
+
+async def test_a_click_naming_no_user_is_ignored(bot_factory: BotFactory) -> None:
+    # A malformed payload: no clicker to check the question against, nobody to answer.
+    bot = await bot_factory("http")
+    question = await ask(bot, f"{CANADA} escalation")
+    ack, url = await click(bot, question, user_id="")
+    assert ack.status == 200
+    await bot.settle()
+    assert bot.slack.responses_to(url) == []
+    await click(bot, question)  # the question still stands for the requester
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
