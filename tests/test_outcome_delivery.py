@@ -3,8 +3,10 @@ refuses for a moment, a response URL that already carried a post, a thread that 
 
 from __future__ import annotations
 
+from prometheus_client import generate_latest
+
 from bot.standins.evovoice import ErrorStatus
-from tests.conftest import BotFactory, BotUnderTest, until
+from tests.conftest import BotFactory, BotUnderTest, policy_with, until
 from tests.follow_helpers import (
     FAST,
     FULL,
@@ -123,3 +125,23 @@ async def polled(bot: BotUnderTest, session_id: str, times: int = 2) -> None:
     """Wait until the bot read the session `times` more times."""
     seen = len(bot.evo.reads_of(session_id))
     await until(lambda: len(bot.evo.reads_of(session_id)) >= seen + times)
+
+
+async def test_a_call_placed_with_nobody_to_tell_still_counts_as_placed(
+    bot_factory: BotFactory,
+) -> None:
+    # Slack refuses the channel, the response_url and the direct message: the call went out all
+    # the same, so it is counted as placed and keeps its rate-limit slot.
+    bot = await bot_factory("http", policy=policy_with(per_user="1/10m"))
+    bot.slack.fail("chat.postMessage", "channel_not_found", times=2)
+    url = bot.slack.response_url()
+    bot.slack.expire_response_url(url)
+    await bot.command(f"{FULL} escalation", response_url=url)
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    counted = generate_latest(bot.runtime.metrics.registry).decode()
+    assert 'callbot_calls_total{outcome="placed"} 1.0' in counted
+    _, url = await bot.command("+18144043001 escalation")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "You have placed 1 call in the last 10 minutes" in answer["text"]
+    assert len(bot.evo.outgoing_posts) == 1
