@@ -52,6 +52,8 @@ escalate_to = ["U0MANAGER"]
 
 ALICE, BOB, MANAGER = "+18144043093", "+18144043094", "+18144043090"
 CHANNEL = "C0OPS"
+# What the requester is told when the escalation's card can't be posted in the channel.
+NOT_POSTED = "I could not post the on-call escalation in <#C0OPS>"
 # Alice's shift: Monday 9 March 09:00 EDT to Monday 16 March 09:00 EDT.
 IN_ALICES_SHIFT = dt.datetime(2026, 3, 10, 15, tzinfo=dt.UTC)
 IN_CAROLS_SHIFT = dt.datetime(2026, 3, 24, 15, tzinfo=dt.UTC)
@@ -132,6 +134,10 @@ async def submit(
         callback_id=ESCALATION_FORM_CALLBACK_ID, values=values, view=view.view, view_id=view.id,
         user_id=user_id,
     ))
+
+
+def in_the_channel(call: ApiCall) -> bool:
+    return call.params.get("channel") == CHANNEL
 
 
 def posts_in(bot: BotUnderTest, channel: str, root: str) -> list[Message]:

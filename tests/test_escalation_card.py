@@ -17,12 +17,13 @@ from bot.oncall.escalation_store import EscalationState
 from bot.standins.slack import ApiCall, Message
 from tests.conftest import BotFactory, BotUnderTest
 from tests.escalations import (
+    NOT_POSTED,
     ALICE,
-    CHANNEL,
     ROSTER,
     click_ack,
     click_stop,
     escalation_message,
+    in_the_channel,
     has_stop_button,
     open_on_message,
     page_of,
@@ -33,13 +34,6 @@ from tests.escalations import (
     wait_for_edit,
     wait_for_state,
 )
-
-NOT_POSTED = "I could not post the on-call escalation in <#C0OPS>"
-
-
-def in_the_channel(call: ApiCall) -> bool:
-    return call.params.get("channel") == CHANNEL
-
 
 def told(bot: BotUnderTest) -> list[str]:
     """What the requester was told privately (the shortcut's response_url, else a DM)."""

@@ -17,6 +17,7 @@ from bot.standins.slack import ApiCall, ApiReply
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import services
 from tests.escalations import (
+    NOT_POSTED,
     ALICE,
     BOB,
     CHANNEL,
@@ -25,6 +26,7 @@ from tests.escalations import (
     click_ack,
     dialled,
     escalation_message,
+    in_the_channel,
     open_on_message,
     page_of,
     start,
@@ -32,13 +34,6 @@ from tests.escalations import (
     wait_for_edit,
     wait_for_state,
 )
-
-NOT_POSTED = "I could not post the on-call escalation in <#C0OPS>"
-
-
-def in_the_channel(call: ApiCall) -> bool:
-    return call.params.get("channel") == CHANNEL
-
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
 async def test_the_first_dial_leaves_while_the_card_hangs(
