@@ -30,7 +30,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.calls import messages as views
 from bot.errors import (
     CallbotError,
-    DatabaseUnavailable,
     EscalationLimitReached,
     GroupLookupFailed,
     MembershipUnknown,
@@ -38,7 +37,6 @@ from bot.errors import (
     describe,
     describe_any,
     log_unexpected,
-    reference_id,
 )
 from bot.evovoice.client import EvoVoiceError
 from bot.listeners.actions import button_click_from
@@ -61,7 +59,7 @@ from bot.oncall.escalation_form import (
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.services import Services
 from bot.slack.modals import MetadataInvalid, ModalMetadata, View, is_response_url
-from bot.storage.faults import DATABASE_FAULTS
+from bot.storage.faults import DATABASE_FAULTS, database_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -252,11 +250,7 @@ async def start_escalation(
         if written:
             raise  # the chain's own (the task logs it)
         if isinstance(exc, DATABASE_FAULTS):
-            reference = reference_id()
-            logger.error("escalation by %s not started: the database failed (%s); reference %s",
-                         request.requester_id, exc, reference,
-                         extra={"user_id": request.requester_id, "outcome": "failed"})
-            words = describe(DatabaseUnavailable(reference, NOT_DONE))
+            words = describe(database_refusal(exc, NOT_DONE))
         else:
             words = (f"The escalation did not start and {NOT_DONE}. "
                      + log_unexpected(exc, "escalation not started"))

@@ -69,6 +69,12 @@ def refused_when_database_fails(not_done: str) -> Iterator[None]:
     try:
         yield
     except DATABASE_FAULTS as exc:
-        reference = reference_id()
-        logger.error("the database failed (%s), so %s; reference %s", exc, not_done, reference)
-        raise DatabaseUnavailable(reference, not_done) from None
+        raise database_refusal(exc, not_done) from None
+
+
+def database_refusal(exc: Exception, not_done: str) -> DatabaseUnavailable:
+    """The refusal told to the person for a database fault before the request had any effect,
+    logged once with the database's own words under the reference it gives."""
+    reference = reference_id()
+    logger.error("the database failed (%s), so %s; reference %s", exc, not_done, reference)
+    return DatabaseUnavailable(reference, not_done)
