@@ -60,7 +60,6 @@ async def until_shown(
     return True
 
 
-
 class StatusMessages:
     def __init__(
         self,
