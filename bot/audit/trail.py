@@ -12,8 +12,10 @@ as it was written, whatever the code above it does. The attempt row is written *
 
 A record that must not wait for a failing database (a refusal, a call's result, what a button did)
 is kept in the spool (spool.py: AUDIT_SPOOL, by default beside a SQLite file or in the working
-directory for PostgreSQL) and written once the database answers, after a restart too. The attempt
-of a call about to be dialled is never spooled: if it can't be written, nothing is dialled.
+directory for PostgreSQL) and written once the database answers, after a restart too. Such a record
+gets its key when first tried, kept with its row: a write whose answer was lost (committed, then the
+connection dropped) is tried again, from the spool or from memory, and never written twice. The
+attempt of a call about to be dialled is never spooled: if it can't be written, nothing is dialled.
 
 The full number is never stored here, only its keyed hash (bot/storage/number_hash.py), so the
 records of one number can be found (`/call history +1814…`) without keeping the number.
@@ -24,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import secrets
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +101,7 @@ class AuditLog:
             Spool(spool, db, self._write_spooled, database) if spool is not None else None
         )
         # Records waiting in memory for the database (no spool, or the spool could not be written).
-        self._waiting: set[asyncio.Task[int]] = set()
+        self._waiting: set[asyncio.Task[int | None]] = set()
 
     @classmethod
     async def open(
@@ -251,25 +255,42 @@ class AuditLog:
 
     async def _insert_or_wait(self, table: str, values: dict[str, Any], *, tried: bool
                               ) -> int | None:
+        # The record's key is kept with its row from the first try on: a write that committed but
+        # lost its answer (the connection dropped after COMMIT, a timeout) is tried again, from
+        # the spool or from memory, and that try finds the key taken instead of writing it twice.
+        key = secrets.token_hex(16)
         if tried:
             try:
-                return await self._insert(table, values)
+                return await self._insert_once(table, values, key)
             except DATABASE_FAULTS as exc:
                 logger.warning("an audit record waits for the database (%s)", exc)
-        if self.spool is not None and self.spool.keep(Spooled(table, values)):
+        if self.spool is not None and self.spool.keep(Spooled(table, values, key)):
             return None
         # No spool (AUDIT_SPOOL=off), or it could not be written: the record waits in memory, and
         # a restart meanwhile loses it.
         task = asyncio.create_task(until_database_answers(
-            lambda: self._insert(table, values), f"writing an audit record ({table})"
+            partial(self._insert_once, table, values, key),
+            f"writing an audit record ({table})",
         ), name="audit record waiting for the database")
         self._waiting.add(task)
         task.add_done_callback(self._waiting.discard)
         return None
 
+    async def _insert_once(self, table: str, values: dict[str, Any], key: str,
+                           conn: Connection | None = None) -> int | None:
+        """The record's row, keeping `key` (`spool_key`, unique); None if a row has it already."""
+        columns = _columns_of(table, values)
+        row = await (conn or self._db).fetchone(
+            f"INSERT INTO {table} ({', '.join(columns)}, spool_key)"
+            f" VALUES ({', '.join('?' * (len(columns) + 1))})"
+            " ON CONFLICT (spool_key) WHERE spool_key IS NOT NULL DO NOTHING RETURNING id",
+            [*(values[name] for name in columns), key],
+        )
+        return int(row[0]) if row is not None else None
+
     async def _write_spooled(self, conn: Connection, record: Spooled) -> bool:
-        """A spooled record, once, however long after it was first written: the row keeps the
-        record's key (`spool_key`, unique), so writing it again writes nothing."""
+        """A spooled record, once, however long after it was first written (or first tried: the
+        row keeps the record's key, so writing it again writes nothing)."""
         if record.table not in _TABLES:
             logger.error("audit spool: a record for %r is dropped", record.table)
             return False
@@ -277,14 +298,7 @@ class AuditLog:
         # a record it wrote, and a process of it draining the same file, are only known by it.
         if not await claim_in(conn, CLAIM_PREFIX + record.key, time.time()):
             return False
-        columns = _columns_of(record.table, record.values)
-        row = await conn.fetchone(
-            f"INSERT INTO {record.table} ({', '.join(columns)}, spool_key)"
-            f" VALUES ({', '.join('?' * (len(columns) + 1))})"
-            " ON CONFLICT (spool_key) WHERE spool_key IS NOT NULL DO NOTHING RETURNING id",
-            [*(record.values[name] for name in columns), record.key],
-        )
-        return row is not None
+        return await self._insert_once(record.table, record.values, record.key, conn) is not None
 
     # -------------------------------------------------------------------------------- history
 
