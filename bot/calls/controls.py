@@ -178,6 +178,11 @@ class CallControls:
                 raise CallTooOld()
         except CallbotError as exc:
             await self._tell(click, exc)
+            # A click after the call was called again is a second click, as one racing the first
+            # is (handle()'s duplicate); the others are refusals.
+            self._calls.count_ending(
+                Outcome.DUPLICATE if isinstance(exc, AlreadyCalledAgain) else Outcome.REFUSED, exc
+            )
             return
         request = CallRequest(
             team_id=call.team_id,

@@ -210,6 +210,12 @@ class CallService:
         self._on_result(result)
         return result
 
+    def count_ending(self, outcome: Outcome, error: Expected | None = None) -> None:
+        """Count the end of a request taken (acked) that ended before handle() (Call again on a
+        call it can't be used on, `/call test` with no number, a form's second Submit): every
+        request taken ends with one count (callbot_calls_total)."""
+        self._finished(CallResult(outcome, error=error))
+
     # ------------------------------------------------------------------ confirmations and limits
 
     async def _admit(
@@ -284,7 +290,7 @@ class CallService:
             await self._notifier.tell(user_id=user_id, channel_id=channel_id,
                                       response_url=response_url,
                                       message=views.refusal(describe(exc)))
-            return CallResult(Outcome.REFUSED, error=exc)
+            return self._finished(CallResult(Outcome.REFUSED, error=exc))
         if taken.status is TakeStatus.DUPLICATE:
             logger.info("duplicate confirmation click by %s ignored", user_id,
                         extra={"user_id": user_id, "outcome": str(Outcome.DUPLICATE)})
@@ -295,7 +301,9 @@ class CallService:
             await self._answer_question(
                 user_id, channel_id, response_url, _UNUSABLE_CONFIRMATION[taken.status]
             )
-            return CallResult(Outcome.REFUSED)
+            # Refused like any request (expired, someone else's, already answered); not audited,
+            # as a duplicate click isn't.
+            return self._finished(CallResult(Outcome.REFUSED))
         known = {f.name for f in dataclasses.fields(CallRequest)}
         fields = {k: v for k, v in taken.pending.request.items() if k in known}
         fields["confirmed"] = frozenset(fields.get("confirmed") or ()) | taken.pending.reasons

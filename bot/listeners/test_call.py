@@ -13,8 +13,8 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck
 
 from bot.calls import messages as views
-from bot.calls.models import CallRequest
-from bot.errors import NoUsableNumber, describe_any
+from bot.calls.models import CallRequest, Outcome
+from bot.errors import Expected, NoUsableNumber, describe_any
 from bot.services import Services
 
 TEST_REASON = "test call: this is how an on-call page sounds"
@@ -48,6 +48,8 @@ async def place_test_call(services: Services, command: dict[str, Any]) -> None:
             response_url=command.get("response_url") or None,
             message=views.refusal(describe_any(exc)),
         )
+        if isinstance(exc, Expected):  # a bug is no refusal (nor counted, as in handle())
+            services.calls.count_ending(Outcome.REFUSED, exc)
         return
     trigger = command.get("trigger_id")
     request = CallRequest(
