@@ -13,13 +13,14 @@ plus any difference of its own, given as a (SQLite, PostgreSQL) pair (`Migration
 A migration whose text is the same on both can be a plain `Migration(version, name, sql)`.
 
 The audit trail is append-only on both, enforced by the database itself (triggers), so no bug or
-hand-typed statement can rewrite history.
+hand-typed statement can rewrite history (bot/storage/append_only.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bot.storage.append_only import PG_APPEND_ONLY, pg_append_only, sqlite_append_only
 from bot.storage.rate_slot import RATE_SLOT_FUNCTION, WRITE_TOGETHER_FUNCTION
 
 SQLITE_POSTGRES_TYPES = {
@@ -49,34 +50,6 @@ class Migration:
 
     def text_for(self, dialect: str) -> str:
         return self.postgres if dialect == "postgresql" and self.postgres is not None else self.sql
-
-
-def _sqlite_append_only(table: str) -> str:
-    """SQLite refuses every UPDATE and DELETE on `table` (it has no TRUNCATE)."""
-    return "".join(
-        f"        CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table}\n"
-        f"        BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END;\n"
-        for verb in ("UPDATE", "DELETE")
-    )
-
-
-# An append-only table on PostgreSQL: every UPDATE, DELETE and TRUNCATE fails with this function.
-_PG_APPEND_ONLY = """
-        CREATE FUNCTION callbot_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            RAISE EXCEPTION '% is append-only', TG_TABLE_NAME;
-        END
-        $$;
-"""
-
-
-def _pg_append_only(table: str) -> str:
-    return f"""
-        CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table}
-            FOR EACH ROW EXECUTE FUNCTION callbot_append_only();
-        CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table}
-            FOR EACH STATEMENT EXECUTE FUNCTION callbot_append_only();
-"""
 
 
 MIGRATIONS: list[Migration] = [
@@ -165,11 +138,11 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX calls_being_followed ON calls (following){end}""",
         # The append-only rules: on SQLite after each table, on PostgreSQL a function first and the
         # triggers last (as released).
-        append_only_function=("", _PG_APPEND_ONLY),
-        audit_attempts_append_only=(_sqlite_append_only("audit_attempts"), ""),
-        audit_events_append_only=(_sqlite_append_only("audit_events"), ""),
-        end=("\n        ", ";\n        " + _pg_append_only("audit_attempts")
-             + _pg_append_only("audit_events")),
+        append_only_function=("", PG_APPEND_ONLY),
+        audit_attempts_append_only=(sqlite_append_only("audit_attempts"), ""),
+        audit_events_append_only=(sqlite_append_only("audit_events"), ""),
+        end=("\n        ", ";\n        " + pg_append_only("audit_attempts")
+             + pg_append_only("audit_events")),
     ),
     Migration.written_once(
         3,
