@@ -212,8 +212,10 @@ class CallStore:
 
     async def dialling(self) -> list[TrackedCall]:
         """Calls whose POST was sent (or about to be) when the bot stopped, before its answer."""
+        # Off their own index (migration 14), whose predicate names the value: PostgreSQL can't
+        # match a parameter to it in a plan for any value (asyncpg's statements soon run one).
         rows = await self._db.fetchall(
-            "SELECT * FROM calls WHERE placement = ? ORDER BY id", (str(Placement.DIALLING),)
+            f"SELECT * FROM calls WHERE placement = '{Placement.DIALLING}' ORDER BY id"
         )
         return [_call(row) for row in rows]
 

@@ -362,4 +362,16 @@ MIGRATIONS: list[Migration] = [
         DROP INDEX audit_attempts_by_number
         """,
     ),
+    Migration(
+        14,
+        "the calls still dialling, found without reading every call",
+        # Every lease keeper's round asks for them (bot/calls/follow.py: reconcile_dialling). A row
+        # is "dialling" only while its POST is in flight, so this index holds a handful of rows
+        # however many calls were ever made. The query names the same literal, not a parameter: a
+        # partial index serves only a predicate the planner can match when it plans (SQLite
+        # always, PostgreSQL once it plans a prepared statement for any value).
+        """
+        CREATE INDEX calls_dialling ON calls (id) WHERE placement = 'dialling'
+        """,
+    ),
 ]
