@@ -82,6 +82,18 @@ async def test_the_message_shortcut_opens_a_prefilled_form(
     assert bot.evo.outgoing_posts == []
 
 
+async def test_a_long_message_prefills_a_reason_the_field_can_hold(bot_factory: BotFactory) -> None:
+    # Slack refuses a view whose text input starts out longer than its max_length: a reason
+    # copied whole from a long alert would leave the shortcut opening nothing.
+    bot, _ = await start(bot_factory, "http")
+    view, message = await open_on_message(bot, text="🔥 db primary is down " * 300)
+    element = reason_block(view.versions[-1])["element"]
+    reason = element["initial_value"]
+    assert len(reason) <= element["max_length"]
+    assert reason.startswith("“🔥 db primary is down 🔥") and "…”" in reason
+    assert reason.endswith(f"/archives/{CHANNEL}/p{message.ts.replace('.', '')}")
+
+
 async def test_the_on_call_person_without_a_number_is_flagged_and_skipped(
     bot_factory: BotFactory,
 ) -> None:

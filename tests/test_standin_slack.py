@@ -388,6 +388,24 @@ async def test_views(slack: SlackStandIn) -> None:
         assert err.value.response["error"] == "invalid_arguments"
         assert "initial_option" in err.value.response["response_metadata"]["messages"][0]
 
+    # a text input prefilled beyond its max_length: opened, updated or pushed, refused
+    def prefilled(text: str) -> dict[str, Any]:
+        element = {"type": "plain_text_input", "action_id": "v", "max_length": 5,
+                   "initial_value": text}
+        return {**view, "blocks": [{**view["blocks"][0], "element": element}]}
+
+    fits = await client.views_open(trigger_id=slack.new_trigger_id(), view=prefilled("12345"))
+    for method, where in ((client.views_open, {"trigger_id": slack.new_trigger_id()}),
+                          (client.views_push, {"trigger_id": slack.new_trigger_id()}),
+                          (client.views_update, {"view_id": fits["view"]["id"]})):
+        with pytest.raises(SlackApiError) as err:
+            await method(view=prefilled("123456"), **where)
+        assert err.value.response["error"] == "invalid_arguments"
+        assert err.value.response["response_metadata"]["messages"] == [
+            "[ERROR] must be less than 6 characters"
+            " [json-pointer:/view/blocks/0/element/initial_value]"]
+    assert len(slack.views[fits["view"]["id"]].versions) == 1
+
     # a minted trigger_id works once; one Slack never handed out, not at all
     trigger = slack.new_trigger_id()
     await client.views_open(trigger_id=trigger, view=view)

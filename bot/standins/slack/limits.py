@@ -102,6 +102,11 @@ def _element_problems(node: JSONDict, ptr: str) -> list[str]:
     for key, limit in limits:
         longer(_text_of(node.get(key)), limit, f"{key}/text")
     longer(node.get("action_id"), 255, "action_id")
+    if kind == "plain_text_input" and isinstance(node.get("max_length"), int):
+        # Slack refuses a view whose text input starts out longer than the input may be
+        # (views.open, views.update, views.push: invalid_arguments), rather than open a field
+        # the person could not submit unchanged.
+        longer(node.get("initial_value"), node["max_length"], "initial_value")
     most = {"context": 10, "actions": 25}.get(str(kind))
     if most is not None:
         more(node.get("elements"), most, "elements")
