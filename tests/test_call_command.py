@@ -127,6 +127,24 @@ async def test_help_answers_in_the_ack_and_dials_nothing(bot: BotUnderTest) -> N
     assert bot.evo.outgoing_posts == []
 
 
+async def test_subcommands_typed_in_full_width_letters_are_those_subcommands(
+    bot: BotUnderTest,
+) -> None:
+    # A phone keyboard in a Japanese (or Chinese) input mode types letters full-width, as it
+    # types a number's digits: "ｈｅｌｐ" is help, not a number that doesn't start right.
+    plain, _ = await bot.command("help")
+    for typed in ("ｈｅｌｐ", "ＨＥＬＰ", "？", "－－ｈｅｌｐ"):
+        ack, _ = await bot.command(typed)
+        assert ack.status == 200 and ack.body == plain.body, (typed, ack.text)
+    _, url = await bot.command("history")
+    [expected] = await bot.slack.wait_for_response(url)
+    _, url = await bot.command("ｈｉｓｔｏｒｙ")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert answer == expected
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
 async def test_help_for_someone_without_a_role_says_what_needs_one(bot: BotUnderTest) -> None:
     # No [oncall] here: the note names only commands this bot has.
     ack, _ = await bot.command("help", user_id="U0NOBODY")

@@ -40,6 +40,11 @@ PROPERTY_SETTINGS = settings(
         ("--help", HelpArgs()),
         ("?", HelpArgs()),
         ("history", SubcommandArgs(name="history", args=())),
+        # Full-width, as a CJK input mode types them: the word is folded, its arguments kept.
+        ("ｈｅｌｐ", HelpArgs()),
+        ("？", HelpArgs()),
+        ("ＨＩＳＴＯＲＹ　＠ｔａｒｏ", SubcommandArgs(name="history", args=("＠ｔａｒｏ",))),
+        ("ｏｎｃａｌｌ ｔａｋｅ", SubcommandArgs(name="oncall", args=("ｔａｋｅ",))),
         ("History 7 days", SubcommandArgs(name="history", args=("7", "days"))),
         ("ONCALL  platform   team", SubcommandArgs(name="oncall", args=("platform", "team"))),
         (

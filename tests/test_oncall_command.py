@@ -83,6 +83,18 @@ async def test_a_manager_takes_the_shift_until_the_next_handoff(
     assert "On call now:* <@U0BOB>" in status and "Override" not in status
 
 
+async def test_oncall_take_typed_in_full_width_letters_takes_the_shift(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    # Full-width letters, an ideographic space between them, as a CJK input mode types them.
+    ack, _ = await bot.command("ｏｎｃａｌｌ　ｔａｋｅ", user_id="U0MANAGER")
+    assert ack.status == 200
+    await bot.settle()
+    [announcement] = bot.slack.calls_to("chat.postMessage")
+    assert "<@U0MANAGER> is now on call instead of <@U0ALICE>" in announcement.params["text"]
+
+
 @on_both_databases
 async def test_override_survives_a_restart(bot_factory: BotFactory) -> None:
     first = await start(bot_factory, "http", IN_ALICES_SHIFT)

@@ -109,7 +109,10 @@ def parse_command(text: str) -> Command:
         return FormArgs(number_text=None)
 
     tokens = text.split()
-    first = tokens[0].lower()
+    # The subcommand's word is folded like a number's digits: a phone keyboard in a CJK input mode
+    # types "ｈｅｌｐ" as readily as "＋８１". Its arguments stay as typed (names are matched as
+    # written; numbers are folded where they are read).
+    first = fold_width(tokens[0]).lower()
     if first in HELP_WORDS:
         return HelpArgs()
     if first in SUBCOMMANDS:

@@ -12,6 +12,7 @@ from slack_bolt.async_app import AsyncAck
 from bot.calls import messages as views
 from bot.oncall.roster_commands import RosterCommands, RosterRequest
 from bot.oncall.roster_views import ONCALL_USAGE
+from bot.phone import fold_width
 from bot.services import Services
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ TAKE = "take"
 async def on_oncall_subcommand(
     ack: AsyncAck, command: dict[str, Any], args: tuple[str, ...], services: Services
 ) -> None:
-    words = [word.lower() for word in args]
+    words = [fold_width(word).lower() for word in args]  # "ｔａｋｅ", as "ｏｎｃａｌｌ" was
     if words not in ([], [TAKE]):
         await ack(**views.refusal(ONCALL_USAGE).as_kwargs())
         return
