@@ -103,9 +103,9 @@ def _element_problems(node: JSONDict, ptr: str) -> list[str]:
         longer(_text_of(node.get(key)), limit, f"{key}/text")
     longer(node.get("action_id"), 255, "action_id")
     if kind == "plain_text_input" and isinstance(node.get("max_length"), int):
-        # Slack refuses a view whose text input starts out longer than the input may be
-        # (views.open, views.update, views.push: invalid_arguments), rather than open a field
-        # the person could not submit unchanged.
+        # Whether Slack opens a text input prefilled beyond its max_length is not documented
+        # (docs/slack-platform.md is silent): the stand-in takes the stricter reading and refuses
+        # it (invalid_arguments), so a test proves the bot never depends on Slack accepting one.
         longer(node.get("initial_value"), node["max_length"], "initial_value")
     most = {"context": 10, "actions": 25}.get(str(kind))
     if most is not None:
