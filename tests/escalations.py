@@ -50,6 +50,10 @@ timezone = "America/New_York"
 escalate_to = ["U0MANAGER"]
 """
 
+# Alice alone is on call, and nobody comes after her.
+ALICE_ONLY = ROSTER.replace('rotation = ["U0ALICE", "U0BOB", "U0CAROL"]', 'rotation = ["U0ALICE"]'
+                            ).replace('escalate_to = ["U0MANAGER"]', "")
+
 ALICE, BOB, MANAGER = "+18144043093", "+18144043094", "+18144043090"
 CHANNEL = "C0OPS"
 # What the requester is told when the escalation's card can't be posted in the channel.
@@ -142,6 +146,12 @@ def in_the_channel(call: ApiCall) -> bool:
 
 def posts_in(bot: BotUnderTest, channel: str, root: str) -> list[Message]:
     return bot.slack.thread(channel, root)
+
+
+def broadcasts(bot: BotUnderTest) -> list[str]:
+    """The thread posts also shown in the channel that Slack took, in the order it took them."""
+    return [str(c.params.get("text")) for c in bot.slack.calls_to("chat.postMessage")
+            if c.ok and c.params.get("reply_broadcast") in (True, "true", "1")]
 
 
 async def wait_for_post(bot: BotUnderTest, text: str, timeout: float = 10.0) -> ApiCall:

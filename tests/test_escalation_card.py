@@ -19,6 +19,7 @@ from tests.conftest import BotFactory, BotUnderTest
 from tests.escalations import (
     NOT_POSTED,
     ALICE,
+    ALICE_ONLY,
     ROSTER,
     click_ack,
     click_stop,
@@ -143,10 +144,6 @@ def told_blocks(bot: BotUnderTest) -> list[dict[str, Any]]:
               for b in p.body.get("blocks") or []]
     return blocks + [b for m in bot.slack.channel_messages(bot.slack.dm_channel("U0ADMIN"))
                      for b in m.blocks or []]
-
-
-ALICE_ONLY = ROSTER.replace('rotation = ["U0ALICE", "U0BOB", "U0CAROL"]', 'rotation = ["U0ALICE"]'
-                            ).replace('escalate_to = ["U0MANAGER"]', "")
 
 
 async def test_without_a_card_nobody_came_then_a_late_i_m_on_it_are_each_told_once(
