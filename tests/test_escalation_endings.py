@@ -2,19 +2,26 @@
 other than the person whose phone rings now (escalation_endings): the hang-up that failed is
 said on that person's line, and the acknowledgement is recorded on the acknowledger's own call.
 
+It also covers what the channel hears when an acknowledgement or Stop races the "Nobody
+acknowledged" broadcast: the escalation's state decides how it ended, and only that end is said.
+
 Deadlines run on the escalation service's clock, moved by hand (see test_escalation.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+
 
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
-from tests.conftest import BotFactory
+from bot.standins.slack import ApiCall
+from tests.conftest import BotFactory, BotUnderTest
 from tests.escalations import (
     ALICE,
+    ALICE_ONLY,
     BOB,
-    ROSTER,
+    broadcasts,
     click_ack,
     click_stop,
     hung_up,
@@ -22,10 +29,11 @@ from tests.escalations import (
     page_of,
     running_escalation,
     session_of,
+    state_of,
     wait_for_edit,
     wait_for_state,
 )
-from tests.follow_helpers import audit_records
+from tests.follow_helpers import audit_records, services
 
 
 async def test_an_earlier_page_acknowledged_while_bob_s_hang_up_fails_says_so_and_audits_alice(
@@ -79,9 +87,7 @@ async def test_the_time_to_acknowledge_is_counted_from_the_escalation_s_start(
 async def test_a_late_i_m_on_it_after_nobody_came_is_audited_and_counted(
     bot_factory: BotFactory,
 ) -> None:
-    policy = ROSTER.replace('rotation = ["U0ALICE", "U0BOB", "U0CAROL"]', 'rotation = ["U0ALICE"]'
-                            ).replace('escalate_to = ["U0MANAGER"]', "")
-    bot, clock, card = await running_escalation(bot_factory, policy=policy)
+    bot, clock, card = await running_escalation(bot_factory, policy=ALICE_ONLY)
     page = await page_of(bot, "U0ALICE")
     clock.advance(91)
     await wait_for_state(bot, EscalationState.EXHAUSTED)
@@ -108,3 +114,63 @@ async def test_stop_escalation_whose_hang_up_fails_says_the_phone_may_still_ring
     await wait_for_edit(bot, card, "1. <@U0ALICE> (+1 814 ••• 3093) — ⏹ stopped while ringing "
                                    "(Hanging up that call failed: Internal server error. It may "
                                    "still ring.)")
+
+
+NOBODY_CAME = "Nobody acknowledged the on-call escalation"
+
+
+def nobody_came(call: ApiCall) -> bool:
+    return NOBODY_CAME in str(call.params.get("text"))
+
+
+def said(texts: list[str]) -> list[str]:
+    """What each broadcast says, in a word."""
+    return ["nobody came" if NOBODY_CAME in t else "on it" if "they are on it" in t else t
+            for t in texts]
+
+
+async def wait_until_acknowledged(bot: BotUnderTest) -> None:
+    async def recorded() -> None:
+        while not await services(bot).db.fetchall(
+                "SELECT id FROM escalations WHERE acknowledged_by IS NOT NULL"):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(recorded(), 10.0)
+
+
+async def test_i_m_on_it_while_nobody_came_is_being_broadcast_is_broadcast_after_it(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice clicks I'm on it while Slack is still taking "Nobody acknowledged": the channel's
+    last word is that she is on it, not that nobody is coming."""
+    bot, clock, card = await running_escalation(bot_factory, policy=ALICE_ONLY)
+    page = await page_of(bot, "U0ALICE")
+    gate = bot.slack.hold("chat.postMessage", when=nobody_came)
+    clock.advance(91)
+    await gate.wait_until_held()
+    await click_ack(bot, page, user_id="U0ALICE")
+    await wait_until_acknowledged(bot)  # recorded while Slack still holds the broadcast
+    gate.open()
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await wait_for_edit(bot, card, "<@U0ALICE> acknowledged at")
+    await bot.settle()
+    assert said(broadcasts(bot)) == ["nobody came", "on it"]
+
+
+async def test_stop_while_nobody_came_is_being_broadcast_is_told_the_escalation_is_over(
+    bot_factory: BotFactory,
+) -> None:
+    """Everybody was tried and the channel is being told so: Stop comes too late, and the card
+    and the channel say the same end."""
+    bot, clock, card = await running_escalation(bot_factory, policy=ALICE_ONLY)
+    gate = bot.slack.hold("chat.postMessage", when=nobody_came)
+    clock.advance(91)
+    await gate.wait_until_held()
+    _, url = await click_stop(bot, card, user_id="U0ADMIN")
+    await bot.settle()
+    gate.open()
+    assert await state_of(bot) == EscalationState.EXHAUSTED
+    [refusal] = await bot.slack.wait_for_response(url)
+    assert "already over" in str(refusal.get("text"))
+    await wait_for_edit(bot, card, "nobody acknowledged.")
+    assert said(broadcasts(bot)) == ["nobody came"]

@@ -175,8 +175,8 @@ class EscalationService:
             pause=pause,
         )
         self._buttons = EscalationButtons(
-            store=store, notifier=notifier, claims=claims, access=access, responders=responders,
-            card=self._card, endings=self._endings, clock=self._now, nudge=self._nudge,
+            store=store, notifier=notifier, access=access, responders=responders, card=self._card,
+            endings=self._endings, clock=self._now, nudge=self._nudge,
         )
 
     def _now(self) -> float:
@@ -253,7 +253,7 @@ class EscalationService:
             logger.info("showing the end of %d escalation(s) another replica left", len(shown))
 
     def _show(self, escalation_id: int) -> Work:
-        return lambda: self._card.refresh_until_shown(escalation_id)
+        return lambda: self._endings.show(escalation_id)
 
     async def _active(self) -> list[int]:
         return [escalation.id for escalation in await self.store.active()]

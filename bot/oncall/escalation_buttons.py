@@ -28,7 +28,6 @@ from bot.oncall.escalation_store import (
     Page,
 )
 from bot.slack.notify import Notifier
-from bot.storage.claims import Claims
 from bot.storage.faults import refused_when_database_fails
 
 logger = logging.getLogger(__name__)
@@ -74,7 +73,6 @@ class EscalationButtons:
         *,
         store: EscalationStore,
         notifier: Notifier,
-        claims: Claims,
         access: AccessControl,
         responders: Responders,
         card: EscalationCard,
@@ -84,7 +82,6 @@ class EscalationButtons:
     ) -> None:
         self._store = store
         self._notifier = notifier
-        self._claims = claims
         self._access = access
         self._responders = responders
         self._card = card
@@ -141,8 +138,7 @@ class EscalationButtons:
                     escalation.id, escalation.acknowledged_by,
                     extra={"escalation_id": escalation.id, "user_id": escalation.acknowledged_by})
         await self._endings.record_acknowledgement(escalation)
-        if await self._claims.claim(f"escalation:{escalation.id}:late-ack"):
-            await self._card.post(escalation, views.acknowledged_late(escalation), broadcast=True)
+        await self._endings.nobody_came(escalation, late=True)
         await self._card.refresh(escalation.id)
 
     async def stop_clicked(self, click: ButtonClick) -> None:

@@ -7,13 +7,17 @@
     stopped()           Stop escalation: a call still ringing is hung up
     fail()              it can't go on (the requester lost the right to escalate, a bug)
 
-Each end is a compare-and-set of the escalation's state (bot.oncall.escalation_store), and each
-post or audit record is made under a claim, so a restart in between never repeats one. The card
-then shows the end, tried again while Slack refuses it (EscalationCard.refresh_until_shown).
+Each end is a compare-and-set of the escalation's state (bot.oncall.escalation_store), made
+before anything is said: the end that wins it is the only one said (an I'm on it or a Stop that
+lands while "nobody acknowledged" is being decided is never told "nobody"; one after it is too
+late for Stop and is a late acknowledgement). Each post or audit record is made under a claim, so
+a restart in between never repeats one. The card then shows the end, tried again while Slack
+refuses it (EscalationCard.refresh_until_shown).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -73,6 +77,8 @@ class Endings:
         self._on_finished = on_finished
         # Metrics: an acknowledgement (how, seconds since the escalation began).
         self._on_acknowledged = on_acknowledged
+        # Per escalation: "nobody acknowledged" and a late I'm on it are broadcast in that order.
+        self._broadcasting: dict[int, asyncio.Lock] = {}
 
     async def answered(self, escalation: Escalation, target: Target) -> None:
         """`ack = "answer"`: the call connecting is the acknowledgement."""
@@ -155,14 +161,38 @@ class Endings:
             )
 
     async def exhausted(self, escalation: Escalation) -> None:
-        if await self._claims.claim(f"escalation:{escalation.id}:end"):
-            await self._card.post(escalation, views.exhausted(escalation), broadcast=True)
-        if await self._store.set_state(escalation.id, {EscalationState.RUNNING},
-                                       EscalationState.EXHAUSTED, finished_at=self._clock()):
-            logger.warning("escalation %s: nobody answered", escalation.id,
-                           extra=ended(escalation, EscalationState.EXHAUSTED))
-            self._finished(EscalationState.EXHAUSTED)
+        """Everybody was tried. Unless an acknowledgement or Stop got there first (the chain then
+        winds that end down): the channel is told nobody came."""
+        if not await self._store.set_state(escalation.id, {EscalationState.RUNNING},
+                                           EscalationState.EXHAUSTED, finished_at=self._clock()):
+            return
+        logger.warning("escalation %s: nobody answered", escalation.id,
+                       extra=ended(escalation, EscalationState.EXHAUSTED))
+        self._finished(EscalationState.EXHAUSTED)
+        await self.nobody_came(escalation)
         await self._card.refresh_until_shown(escalation.id)
+
+    async def nobody_came(self, escalation: Escalation, *, late: bool = False) -> None:
+        """The broadcast that nobody came, for an escalation EXHAUSTED; `late`: then the one
+        that somebody did after all (acknowledged since). Each once, whatever restarts in
+        between, and never the late one first (it waits while the first is being posted)."""
+        lock = self._broadcasting.setdefault(escalation.id, asyncio.Lock())
+        async with lock:
+            if await self._claims.claim(f"escalation:{escalation.id}:end"):
+                await self._card.post(escalation, views.exhausted(escalation), broadcast=True)
+            if late and await self._claims.claim(f"escalation:{escalation.id}:late-ack"):
+                await self._card.post(escalation, views.acknowledged_late(escalation),
+                                      broadcast=True)
+        if not lock.locked():
+            self._broadcasting.pop(escalation.id, None)
+
+    async def show(self, escalation_id: int) -> None:
+        """The end of an escalation whose replica stopped or died while showing it: the
+        broadcast if nobody came (unless it was made), then the card."""
+        escalation = await self._store.get(escalation_id)
+        if escalation is not None and escalation.state == EscalationState.EXHAUSTED:
+            await self.nobody_came(escalation)
+        await self._card.refresh_until_shown(escalation_id)
 
     async def stopped(self, escalation: Escalation) -> None:
         target = escalation.target
@@ -185,13 +215,16 @@ class Endings:
         await self._card.refresh_until_shown(escalation.id)
 
     async def fail(self, escalation: Escalation, why: str) -> None:
+        """It can't go on, unless an acknowledgement or Stop got there first (the chain then
+        winds that end down): the thread says why (the requester, privately, without a card)."""
+        if not await self._store.set_state(escalation.id, {EscalationState.RUNNING},
+                                           EscalationState.FAILED, finished_at=self._clock()):
+            return
+        logger.warning("escalation %s failed: %s", escalation.id, why,
+                       extra=ended(escalation, EscalationState.FAILED))
+        self._finished(EscalationState.FAILED)
         if await self._claims.claim(f"escalation:{escalation.id}:end"):
             await self._card.post(escalation, views.failed(escalation, why), or_tell=True)
-        if await self._store.set_state(escalation.id, {EscalationState.RUNNING},
-                                       EscalationState.FAILED, finished_at=self._clock()):
-            logger.warning("escalation %s failed: %s", escalation.id, why,
-                           extra=ended(escalation, EscalationState.FAILED))
-            self._finished(EscalationState.FAILED)
         await self._card.refresh_until_shown(escalation.id)
 
     def _finished(self, state: EscalationState) -> None:

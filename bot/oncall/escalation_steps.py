@@ -107,7 +107,7 @@ class Chain:
             target = escalation.target
             if target is None:
                 await self._endings.exhausted(escalation)
-                return
+                continue  # read the row again: exhausted, or acknowledged or stopped meanwhile
             if escalation.step_started_at is None:
                 started = self._clock()
                 await self._store.begin_step(escalation.id, escalation.step, started,
