@@ -169,6 +169,71 @@ async def test_without_a_card_nobody_came_then_a_late_i_m_on_it_are_each_told_on
     assert sum("<@U0ALICE> acknowledged at" in t for t in told(bot)) == 1
 
 
+async def without_a_card_nor_the_shortcut_s_response_url(bot: BotUnderTest) -> Message:
+    """An escalation whose card Slack refused (not_in_channel), the requester told so through
+    the shortcut's response_url, which then expires: the ends are told by direct message. Alice's
+    page."""
+    view, _ = await open_on_message(bot)
+    bot.slack.fail("chat.postMessage", "not_in_channel", when=in_the_channel)
+    assert await submit(bot, view) == {}
+    await told_privately(bot, NOT_POSTED)
+    [url] = {p.url for p in bot.slack.response_posts if NOT_POSTED in str(p.body)}
+    bot.slack.expire_response_url(url)
+    return await page_of(bot, "U0ALICE")
+
+
+def to_the_requester(call: ApiCall) -> bool:
+    return call.params.get("channel") == "U0ADMIN"
+
+
+async def test_without_a_card_an_end_slack_refuses_to_tell_is_told_on_the_next_try(
+    bot_factory: BotFactory,
+) -> None:
+    """Nobody came, and Slack refuses the direct message saying so (twice): the requester is
+    told all the same, once."""
+    bot, clock = await start(bot_factory, policy=ALICE_ONLY)
+    await without_a_card_nor_the_shortcut_s_response_url(bot)
+    bot.slack.fail("chat.postMessage", "fatal_error", times=2, when=to_the_requester)
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await told_privately(bot, "nobody acknowledged.")
+    await bot.settle()
+    assert sum("nobody acknowledged." in t for t in told(bot)) == 1
+
+
+async def test_without_a_card_a_late_i_m_on_it_slack_refuses_to_tell_is_told_on_the_next_try(
+    bot_factory: BotFactory,
+) -> None:
+    bot, clock = await start(bot_factory, policy=ALICE_ONLY)
+    page = await without_a_card_nor_the_shortcut_s_response_url(bot)
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await told_privately(bot, "nobody acknowledged.")
+    bot.slack.fail("chat.postMessage", "fatal_error", times=2, when=to_the_requester)
+    await click_ack(bot, page, user_id="U0ALICE")
+    await told_privately(bot, "<@U0ALICE> acknowledged at")
+    await bot.settle()
+    assert sum("<@U0ALICE> acknowledged at" in t for t in told(bot)) == 1
+
+
+async def test_without_a_card_an_end_slack_refused_until_the_bot_stopped_is_told_after_it(
+    bot_factory: BotFactory,
+) -> None:
+    first, clock = await start(bot_factory, policy=ALICE_ONLY)
+    await without_a_card_nor_the_shortcut_s_response_url(first)
+    first.slack.fail("chat.postMessage", "fatal_error", when=to_the_requester)
+    clock.advance(91)
+    await wait_for_state(first, EscalationState.EXHAUSTED)
+    await first.slack.wait_for_call("chat.postMessage",
+                                    lambda c: to_the_requester(c) and not c.ok, timeout=10.0)
+    await first.runtime.stop(grace=5)
+    first.slack.off("chat.postMessage")  # Slack takes direct messages again
+    second, _ = await start(bot_factory, policy=ALICE_ONLY, clock=clock)
+    await told_privately(second, "nobody acknowledged.")
+    await second.settle()
+    assert sum("nobody acknowledged." in t for t in told(second)) == 1
+
+
 async def test_an_end_that_came_while_the_card_hung_is_shown_on_the_card_alone(
     bot_factory: BotFactory,
 ) -> None:

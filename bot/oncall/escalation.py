@@ -176,7 +176,7 @@ class EscalationService:
         )
         self._buttons = EscalationButtons(
             store=store, notifier=notifier, access=access, responders=responders, card=self._card,
-            endings=self._endings, clock=self._now, nudge=self._nudge,
+            endings=self._endings, clock=self._now, nudge=self._nudge, show_end=self._show_end,
         )
 
     def _now(self) -> float:
@@ -315,6 +315,13 @@ class EscalationService:
             self.poke(escalation_id)
         else:
             await self._runner.start(escalation_id, lambda: self._chain.drive(escalation_id))
+
+    async def _show_end(self, escalation_id: int) -> None:
+        """An end Slack refused to show (or tell, without a card), shown here, tried again while
+        Slack refuses it, under the escalation's lease: a replica that dies meanwhile leaves it
+        to another (take_over). A task of the escalation's already here is woken to show it."""
+        if not await self._runner.start(escalation_id, self._show(escalation_id)):
+            self.poke(escalation_id)
 
     async def refresh(self, escalation_id: int) -> None:
         """Make the escalation's message match its rows (escalation_card)."""

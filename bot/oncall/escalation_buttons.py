@@ -79,6 +79,7 @@ class EscalationButtons:
         endings: Endings,
         clock: Callable[[], float],
         nudge: Callable[[int], Awaitable[None]],
+        show_end: Callable[[int], Awaitable[None]],
     ) -> None:
         self._store = store
         self._notifier = notifier
@@ -89,6 +90,8 @@ class EscalationButtons:
         self._clock = clock
         # The chain sees a change of its row now (EscalationService._nudge).
         self._nudge = nudge
+        # An end shown, tried again while Slack refuses it (EscalationService._show_end).
+        self._show_end = show_end
 
     async def ack_clicked(self, click: ButtonClick) -> None:
         """I'm on it: by a person the escalation pages, or anyone allowed to escalate. The first
@@ -139,7 +142,8 @@ class EscalationButtons:
                     extra={"escalation_id": escalation.id, "user_id": escalation.acknowledged_by})
         await self._endings.record_acknowledgement(escalation)
         await self._endings.nobody_came(escalation, late=True)
-        await self._card.refresh(escalation.id)
+        if not await self._card.refresh(escalation.id):
+            await self._show_end(escalation.id)
 
     async def stop_clicked(self, click: ButtonClick) -> None:
         """Stop escalation: the requester, or a Manager/SystemAdministrator."""

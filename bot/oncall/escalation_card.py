@@ -18,7 +18,10 @@ direct message to each person paged), and the few posts its thread gets.
 
 Without a card (Slack refused it: a channel the bot isn't in, a 5xx, a 429 asking to wait over a
 minute) nothing goes in the thread: the requester hears of the escalation's end privately, through
-the shortcut's response_url, else a direct message, drawn like the card.
+the shortcut's response_url, else a direct message, drawn like the card. That telling is part of
+showing the end: tried again while Slack refuses it (refresh_until_shown), after a restart too (by
+direct message: the response_url is kept in memory only), and made once (under a claim, freed only
+when nobody could be told).
 """
 
 from __future__ import annotations
@@ -155,13 +158,21 @@ class EscalationCard:
             if escalation.message_ts is not None:
                 shown = await self._redraw_card(escalation, escalation.message_ts)
             elif not escalation.active:
-                await self._tell_the_end(escalation)
+                shown = await self._tell_the_end(escalation)
             if escalation.state != EscalationState.RUNNING:
                 shown = await self._refresh_pages(escalation) and shown
         if not escalation.active and not lock.locked():
             self._locks.pop(escalation_id, None)
-            self._opened.pop(escalation_id, None)
+            if self._opening(escalation_id) is None:
+                self._opened.pop(escalation_id, None)
+            if shown:  # its end was told (or shown on the card): later words go by DM
+                self._response_urls.pop(escalation_id, None)
         return shown
+
+    def _opening(self, escalation_id: int) -> asyncio.Event | None:
+        """Set once the card's first try is over; None if that try is over (or not ours)."""
+        opened = self._opened.get(escalation_id)
+        return opened if opened is not None and not opened.is_set() else None
 
     async def refresh_until_shown(self, escalation_id: int) -> None:
         """`refresh()` until Slack takes it: how an escalation's end is shown."""
@@ -188,20 +199,26 @@ class EscalationCard:
             await self._store.update(escalation.id, shown_digest=drawn)
         return shown
 
-    async def _tell_the_end(self, escalation: Escalation) -> None:
+    async def _tell_the_end(self, escalation: Escalation) -> bool:
         """No card: the requester hears how the escalation ended, privately, once per ending (a
-        late I'm on it after "nobody acknowledged" is told too)."""
-        opened = self._opened.get(escalation.id)
-        if opened is not None and not opened.is_set():
-            return  # the card's first try isn't over: open() refreshes when it is
-        if not await self._claims.claim(f"escalation:{escalation.id}:told:{escalation.state}"):
-            return
+        late I'm on it after "nobody acknowledged" is told too). False while that is still to
+        do: the card's first try isn't over (open() refreshes when it is), or nobody could be
+        told (the next try tells)."""
+        if self._opening(escalation.id) is not None:
+            return False
+        told = f"escalation:{escalation.id}:told:{escalation.state}"
+        if not await self._claims.claim(told):
+            return True
         steps = await self._store.steps(escalation.id)
-        await self._notifier.tell(
+        if await self._notifier.tell(
             user_id=escalation.requester_id, channel_id=None,
-            response_url=self._response_urls.pop(escalation.id, None),
+            response_url=self._response_urls.get(escalation.id),
             message=views.escalation_message(escalation, steps, buttons=False),
-        )
+        ):
+            return True
+        # Neither the response_url nor a direct message was taken: nothing was told.
+        await self._claims.release(told)
+        return False
 
     async def _refresh_pages(self, escalation: Escalation) -> bool:
         """Once the escalation is over (or winding down), each page says so, without a button;
