@@ -29,6 +29,7 @@ from tests.escalations import (
     page_of,
     running_escalation,
     session_of,
+    start,
     state_of,
     wait_for_edit,
     wait_for_state,
@@ -174,3 +175,20 @@ async def test_stop_while_nobody_came_is_being_broadcast_is_told_the_escalation_
     assert "already over" in str(refusal.get("text"))
     await wait_for_edit(bot, card, "nobody acknowledged.")
     assert said(broadcasts(bot)) == ["nobody came"]
+
+
+async def test_nobody_came_decided_as_the_bot_stopped_is_broadcast_by_the_next_start(
+    bot_factory: BotFactory,
+) -> None:
+    """The bot stopped right after writing that nobody came, before saying so (the row as its
+    compare-and-set left it, the lease lapsed): the next start says it, once."""
+    first, clock, card = await running_escalation(bot_factory, policy=ALICE_ONLY)
+    await services(first).escalations.stop()  # the chain paused, its lease left lapsed
+    await services(first).db.execute(
+        "UPDATE escalations SET state = ?, step = 1, finished_at = ?",
+        (str(EscalationState.EXHAUSTED), clock()))
+    await first.runtime.stop(grace=5)
+    second, _ = await start(bot_factory, policy=ALICE_ONLY, clock=clock)
+    await wait_for_edit(second, card, "nobody acknowledged.")
+    await second.settle()
+    assert said(broadcasts(second)) == ["nobody came"]
