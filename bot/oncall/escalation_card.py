@@ -170,7 +170,8 @@ class EscalationCard:
         return shown
 
     def _opening(self, escalation_id: int) -> asyncio.Event | None:
-        """Set once the card's first try is over; None if that try is over (or not ours)."""
+        """While the card's first try is on, the event set when it is over; None after it (or
+        if it was never made here)."""
         opened = self._opened.get(escalation_id)
         return opened if opened is not None and not opened.is_set() else None
 
