@@ -10,7 +10,14 @@ from bot.calls.confirm_views import CANCEL_CALL_ACTION
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from tests.conftest import BotFactory
 from tests.database_locks import with_short_busy_timeout, write_lock
-from tests.follow_helpers import buttons, end_session, placed_call, services, status_message
+from tests.follow_helpers import (
+    audit_records,
+    buttons,
+    end_session,
+    placed_call,
+    services,
+    status_message,
+)
 from tests.follow_helpers import click as click_status
 from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.interactions import ask, click, interact, open_form, state, submission
@@ -90,7 +97,7 @@ async def test_a_test_call_with_nowhere_to_ring_is_counted_as_refused(
     assert counted(await scrape(bot)) == {"refused": 1, "placed": 1}
 
 
-async def test_a_call_form_submitted_twice_is_counted_as_a_duplicate(
+async def test_a_call_form_submitted_twice_is_counted_and_recorded_as_a_duplicate(
     bot_factory: BotFactory,
 ) -> None:
     bot = await bot_factory("http")
@@ -103,3 +110,7 @@ async def test_a_call_form_submitted_twice_is_counted_as_a_duplicate(
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 1
     assert counted(await scrape(bot)) == {"placed": 1, "duplicate": 1}
+    # Recorded as the README's audit trail says: the second Submit as a duplicate of the first.
+    records = await audit_records(bot)
+    assert sorted(r.decision for r in records) == ["allowed", "duplicate"]
+    assert len({(r.origin, r.user_id, r.number_masked) for r in records}) == 1

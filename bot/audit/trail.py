@@ -142,10 +142,11 @@ class AuditLog:
         values = self._attempt_from_request(request, decision_for(exc), reason_of(exc))
         return await self._insert_or_wait("audit_attempts", values, tried=not database_down)
 
-    async def duplicate(self, request: CallRequest) -> int:
-        return await self._insert(
-            "audit_attempts", self._attempt_from_request(request, Decision.DUPLICATE, None)
-        )
+    async def duplicate(self, request: CallRequest) -> int | None:
+        """A request made again (redelivered, a form's second Submit); None when its record waits
+        for the database, as a refusal's does."""
+        values = self._attempt_from_request(request, Decision.DUPLICATE, None)
+        return await self._insert_or_wait("audit_attempts", values, tried=True)
 
     def allowed_row(self, call: CheckedCall) -> NewRow:
         """The attempt's record, to write with the call's row before dialling (bot/calls/follow.py,

@@ -210,6 +210,11 @@ class CallService:
         self._on_result(result)
         return result
 
+    async def repeated(self, checked: CheckedCall) -> None:
+        """A form's Submit of a view whose call already started: recorded and counted as a
+        duplicate, as a command Slack delivers twice is."""
+        await self._duplicate(checked.request)
+
     def count_ending(self, outcome: Outcome, error: Expected | None = None) -> None:
         """Count the end of a request taken (acked) that ended before handle() (Call again on a
         call it can't be used on, `/call test` with no number, a form's second Submit): every

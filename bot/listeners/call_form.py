@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls import form as forms
 from bot.calls.form import FormField, Submission
-from bot.calls.models import CallRequest, CheckedCall, Outcome
+from bot.calls.models import CallRequest, CheckedCall
 from bot.errors import (
     CallbotError,
     CallerIdNotOwned,
@@ -184,8 +184,7 @@ async def on_form_submitted(
         validate=partial(validate, services),
         start=services.calls.proceed,
         budget=VALIDATION_BUDGET_SECONDS,
-        # Counted as a command Slack delivers twice is (callbot_calls_total).
-        repeated=partial(services.calls.count_ending, Outcome.DUPLICATE),
+        repeated=services.calls.repeated,
     )
 
 

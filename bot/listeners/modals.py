@@ -132,13 +132,13 @@ async def accept_submission(
     start: Callable[[Checked], Coroutine[Any, Any, Any]],
     budget: float = VALIDATION_BUDGET_SECONDS,
     admission: Admission | None = None,
-    repeated: Callable[[], None] | None = None,
+    repeated: Callable[[Checked], Coroutine[Any, Any, Any]] | None = None,
 ) -> None:
     """A form's Submit: read it back, check it with `validate` (the checked request, or an error
     per field), then start it once per view; every refusal goes back in the ack, under its field
     (any of the form's fields when the view doesn't list its own). With `admission`, which the
-    started work answers, the ack waits for it too. `repeated` hears a Submit of a view already
-    started (acked, and nothing else done)."""
+    started work answers, the ack waits for it too. `repeated` is started for a Submit of a view
+    already started (acked; it records and counts it, and nothing else is done)."""
     user_id = str(body["user"]["id"])
     team_id = str((body.get("team") or {}).get("id") or view.get("team_id") or "")
     trusted = services.trusted_origins
@@ -185,7 +185,7 @@ async def _accept_once(
     wording: Wording,
     budget: float = VALIDATION_BUDGET_SECONDS,
     admission: Admission | None = None,
-    repeated: Callable[[], None] | None = None,
+    repeated: Callable[[Checked], Coroutine[Any, Any, Any]] | None = None,
 ) -> None:
     """Validate, claim `claim_key`, start the work; every refusal goes back in the ack."""
     began = asyncio.get_running_loop().time()
@@ -207,10 +207,14 @@ async def _accept_once(
         await refuse({wording.general_field: exc.user_message})
         return
     if not claimed:
-        logger.info("repeated submission of a %s by %s ignored", what, user_id)
         await ack()
-        if repeated is not None:
-            repeated()
+        if repeated is None:
+            logger.info("repeated submission of a %s by %s ignored", what, user_id)
+            return
+        try:
+            services.tasks.spawn(repeated(checked), name=f"repeated {what} by {user_id}")
+        except RuntimeError:  # shutting down: only the log knows
+            logger.info("repeated submission of a %s by %s ignored", what, user_id)
         return
     try:
         services.tasks.spawn(start(checked), name=f"{what} by {user_id}")
