@@ -54,6 +54,17 @@ escalate_to = ["U0MANAGER"]
 ALICE_ONLY = ROSTER.replace('rotation = ["U0ALICE", "U0BOB", "U0CAROL"]', 'rotation = ["U0ALICE"]'
                             ).replace('escalate_to = ["U0MANAGER"]', "")
 
+# The manager alone is on call, and the only person in the phone book: what `/call test` rings
+# (test_test_call.py, test_call_counts.py).
+MANAGER_ONLY = POLICY + """
+[people]
+U0MANAGER = "(814) 404-3090"
+
+[oncall]
+flow = "Escalation"
+rotation = ["U0MANAGER"]
+"""
+
 ALICE, BOB, MANAGER = "+18144043093", "+18144043094", "+18144043090"
 CHANNEL = "C0OPS"
 # What the requester is told when the escalation's card can't be posted in the channel.

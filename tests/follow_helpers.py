@@ -16,6 +16,7 @@ from tests.conftest import Ack, BotFactory, BotUnderTest
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
+OTHER = "+18145551234"  # a second number, for the audit trail's history
 CHANNEL = "C0OPS"
 
 # Following fast: tests wait for what the bot does, never for how long it takes.
@@ -152,6 +153,11 @@ async def history(bot: BotUnderTest, args: str = "", user_id: str = "U0MANAGER")
     [answer] = await bot.slack.wait_for_response(url)
     assert answer["response_type"] == "ephemeral"
     return answer
+
+
+def lines(answer: dict[str, Any]) -> list[str]:
+    """The history's lines, one a call request, after its heading."""
+    return str(answer["text"]).splitlines()[1:]
 
 
 def lanes_on(bot: BotUnderTest, clock: BudgetClock) -> list[float]:

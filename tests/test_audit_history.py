@@ -20,16 +20,16 @@ from tests.follow_helpers import (
     FAST,
     FULL,
     MASKED,
+    OTHER,
     audit_records,
     end_session,
     history,
+    lines,
     placed_call,
     services,
     status_message,
     wait_for_edit,
 )
-
-OTHER = "+18145551234"
 
 
 def database(bot: BotUnderTest) -> Database:
@@ -187,10 +187,6 @@ async def test_the_generated_key_survives_a_restart(bot_factory: BotFactory) -> 
 
 
 # ---------------------------------------------------------------------------------- history
-
-
-def lines(answer: dict[str, Any]) -> list[str]:
-    return str(answer["text"]).splitlines()[1:]  # after the heading
 
 
 async def test_history_is_for_managers_and_administrators_only(bot: BotUnderTest) -> None:

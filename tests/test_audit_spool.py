@@ -15,7 +15,7 @@ from bot.storage.claims import CLAIM_LIFETIME_SECONDS
 from bot.storage.database import SQLITE, Database, dialect_of, sqlite_path
 from tests.conftest import BotFactory, until
 from tests.databases import POSTGRESQL, on_both_databases
-from tests.follow_helpers import FULL, MASKED, audit_records, history, services
+from tests.follow_helpers import FULL, MASKED, OTHER, audit_records, history, lines, services
 from tests.database_locks import (
     SHORT_BUSY_TIMEOUT_MS,
     recorded,
@@ -23,7 +23,6 @@ from tests.database_locks import (
     with_short_busy_timeout,
     write_lock,
 )
-from tests.test_audit_history import OTHER, lines
 
 
 async def test_a_refusal_recorded_while_the_database_is_locked_outlives_a_restart(

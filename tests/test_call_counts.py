@@ -10,6 +10,7 @@ from bot.calls.confirm_views import CANCEL_CALL_ACTION
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from tests.conftest import BotFactory
 from tests.database_locks import with_short_busy_timeout, write_lock
+from tests.escalations import MANAGER_ONLY
 from tests.follow_helpers import (
     audit_records,
     buttons,
@@ -21,8 +22,7 @@ from tests.follow_helpers import (
 from tests.follow_helpers import click as click_status
 from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.interactions import ask, click, interact, open_form, state, submission
-from tests.test_metrics import Samples, scrape, value
-from tests.test_test_call import ROSTER
+from tests.metrics_scrape import Samples, scrape, value
 
 CANADA = "+14165550123"
 
@@ -88,7 +88,7 @@ async def test_every_click_on_call_again_is_counted_as_it_ended(bot_factory: Bot
 async def test_a_test_call_with_nowhere_to_ring_is_counted_as_refused(
     bot_factory: BotFactory,
 ) -> None:
-    bot = await bot_factory("http", policy=ROSTER)
+    bot = await bot_factory("http", policy=MANAGER_ONLY)
     _, url = await bot.command("test", user_id="U0ADMIN")  # no number anywhere for U0ADMIN
     await bot.slack.wait_for_response(url)
     await bot.command("test")  # U0MANAGER's own phone rings

@@ -15,7 +15,7 @@ from bot.evovoice.client import NotFound, ServerError, Session
 from bot.services import follow_timing
 from bot.slack.blocks import Message
 from bot.storage.database import Database
-from tests.test_follow_units import (
+from tests.follow_fakes import (
     T0,
     TIMING,
     Clock,

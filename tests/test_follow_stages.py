@@ -8,7 +8,7 @@ import pytest
 from bot.calls import status_views as call_views
 from bot.calls.store import CallState, Placement
 from bot.config.oncall_policy import OnCallPolicy
-from tests.test_follow_units import tracked
+from tests.follow_fakes import tracked
 
 NOTE = "⚠️ Outcome unknown: Evo Voice did not answer in time."
 # What a team's "press 1" sets, as its [oncall] section lists it.

@@ -9,7 +9,6 @@ from pathlib import Path
 import httpx
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.parser import text_string_to_metric_families
 
 from bot.calls.models import Outcome
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, RequestObserved
@@ -24,29 +23,9 @@ from bot.standins.evovoice import (
 )
 from bot.standins.slack import slash_command_body
 from tests.conftest import EVO_PASSWORD, EVO_USER, BotFactory, BotUnderTest, policy_with
+from tests.metrics_scrape import Samples, parse, scrape, value
 
 FULL = "+18144043093"
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def parse(text: str) -> Samples:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-async def scrape(bot: BotUnderTest) -> Samples:
-    async with bot.http.get(f"http://127.0.0.1:{bot.runtime.port}/metrics") as response:
-        assert response.status == 200
-        assert response.content_type == "text/plain"
-        return parse(await response.text())
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 async def wait_for_value(bot: BotUnderTest, name: str, expected: float, **labels: str) -> Samples:

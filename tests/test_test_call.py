@@ -6,16 +6,8 @@ import pytest
 
 from bot.standins.slack import slash_command_body
 from tests.conftest import POLICY, POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
+from tests.escalations import MANAGER_ONLY
 from tests.follow_helpers import audit_records
-
-ROSTER = POLICY + """
-[people]
-U0MANAGER = "(814) 404-3090"
-
-[oncall]
-flow = "Escalation"
-rotation = ["U0MANAGER"]
-"""
 
 
 async def answer_to(bot: BotUnderTest, text: str, **kwargs: str) -> dict[str, object]:
@@ -29,7 +21,7 @@ async def answer_to(bot: BotUnderTest, text: str, **kwargs: str) -> dict[str, ob
 async def test_rings_the_requesters_own_number_with_the_oncall_flow(
     bot_factory: BotFactory, mode: str
 ) -> None:
-    bot = await bot_factory(mode, policy=ROSTER)
+    bot = await bot_factory(mode, policy=MANAGER_ONLY)
     await bot.command("test")
     [post] = await bot.evo.wait_for_posts(1)
     await bot.settle()
@@ -43,7 +35,7 @@ async def test_rings_the_requesters_own_number_with_the_oncall_flow(
 
 
 async def test_rings_with_whichever_flow_the_oncall_section_names(bot_factory: BotFactory) -> None:
-    bot = await bot_factory("http", policy=ROSTER.replace('"Escalation"', '"Wake Up Call"'))
+    bot = await bot_factory("http", policy=MANAGER_ONLY.replace('"Escalation"', '"Wake Up Call"'))
     await bot.command("test")
     [post] = await bot.evo.wait_for_posts(1)
     assert post.json["flowId"] == "flow-wake"
@@ -51,7 +43,7 @@ async def test_rings_with_whichever_flow_the_oncall_section_names(bot_factory: B
 
 async def test_a_request_slack_delivers_twice_rings_once(bot_factory: BotFactory) -> None:
     # Without the "you called this number 20 s ago" question, which would hide a second dial.
-    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION + ROSTER[len(POLICY):])
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION + MANAGER_ONLY[len(POLICY):])
     body = slash_command_body(text="test", user_id="U0MANAGER", trigger_id="5.6.again",
                               response_url=bot.slack.response_url())
     await bot.post_signed(body)
@@ -63,7 +55,7 @@ async def test_a_request_slack_delivers_twice_rings_once(bot_factory: BotFactory
 
 
 async def test_a_number_from_the_slack_profile_serves_too(bot_factory: BotFactory) -> None:
-    bot = await bot_factory("http", policy=ROSTER)
+    bot = await bot_factory("http", policy=MANAGER_ONLY)
     bot.slack.users["U0ADMIN"] = {"profile": {"phone": "+1 814 404 3099"}}
     await bot.command("test", user_id="U0ADMIN")
     [post] = await bot.evo.wait_for_posts(1)
@@ -71,7 +63,7 @@ async def test_a_number_from_the_slack_profile_serves_too(bot_factory: BotFactor
 
 
 async def test_without_a_number_nothing_rings_and_you_learn_why(bot_factory: BotFactory) -> None:
-    bot = await bot_factory("http", policy=ROSTER)
+    bot = await bot_factory("http", policy=MANAGER_ONLY)
     answer = await answer_to(bot, "test", user_id="U0ADMIN")  # no [people] entry, empty profile
     assert answer["response_type"] == "ephemeral"
     assert "phone number" in str(answer["text"]) and "Slack profile" in str(answer["text"])
@@ -87,7 +79,8 @@ async def test_needs_an_oncall_flow(bot_factory: BotFactory) -> None:
 
 async def test_needs_a_role_like_any_call(bot_factory: BotFactory) -> None:
     intruder = 'U0MANAGER = "(814) 404-3090"\nU0INTRUDER = "+18144043091"'
-    bot = await bot_factory("http", policy=ROSTER.replace('U0MANAGER = "(814) 404-3090"', intruder))
+    policy = MANAGER_ONLY.replace('U0MANAGER = "(814) 404-3090"', intruder)
+    bot = await bot_factory("http", policy=policy)
     answer = await answer_to(bot, "test", user_id="U0INTRUDER")
     assert "Manager" in str(answer["text"])
     assert bot.evo.outgoing_posts == []
@@ -95,7 +88,7 @@ async def test_needs_a_role_like_any_call(bot_factory: BotFactory) -> None:
 
 async def test_without_a_role_or_a_number_you_learn_of_the_role(bot_factory: BotFactory) -> None:
     # Adding a number would not help: the role is what is missing.
-    bot = await bot_factory("http", policy=ROSTER)
+    bot = await bot_factory("http", policy=MANAGER_ONLY)
     answer = await answer_to(bot, "test", user_id="U0INTRUDER")  # no role, no number
     assert "Manager" in str(answer["text"])
     assert "Slack profile" not in str(answer["text"])
@@ -103,7 +96,7 @@ async def test_without_a_role_or_a_number_you_learn_of_the_role(bot_factory: Bot
 
 
 async def test_takes_no_arguments(bot_factory: BotFactory) -> None:
-    bot = await bot_factory("http", policy=ROSTER)
+    bot = await bot_factory("http", policy=MANAGER_ONLY)
     ack, _ = await bot.command("test +18144043093")
     assert "takes nothing after it" in ack.text
     await bot.settle()
