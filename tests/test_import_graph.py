@@ -1,5 +1,7 @@
 """bot/ imports form no cycle, counting the imports made only for type checking; no module of bot/
-is longer than a reader takes in (issue 11: split by what the parts are for, past 400 lines)."""
+is longer than a reader takes in (issue 11: split by what the parts are for, past 400 lines); no
+module of tests/ imports a test module (issue 11: what tests share lives in a helper module, like
+tests/follow_helpers.py, that the test modules import)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 import bot
 
 ROOT = Path(bot.__file__).parent
+TESTS = Path(__file__).parent
 
 
 def module_name(path: Path) -> str:
@@ -90,3 +93,57 @@ def test_no_module_of_bot_is_over_400_lines() -> None:
         if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
     }
     assert long == {}
+
+
+def named_test_module(module: str) -> str | None:
+    """`test_x` for tests.test_x (or anything inside it), else None."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == "tests" and parts[1:2] and parts[1].startswith("test_") else None
+
+
+def imported_test_modules(source: str) -> set[str]:
+    """The test modules (tests/test_*.py) that a module of tests/ imports, however the import is
+    spelled and wherever it stands."""
+    modules: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            modules += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level <= 1:  # `..` leaves tests/
+            module = ".".join(filter(None, ["tests" if node.level else "", node.module or ""]))
+            if module == "tests":  # `from tests import test_x`: the names are modules
+                modules += [f"tests.{alias.name}" for alias in node.names]
+            else:
+                modules.append(module)
+    return {name for module in modules if (name := named_test_module(module))}
+
+
+def test_the_finder_sees_every_spelling_of_importing_a_test_module() -> None:
+    source = """
+import tests.test_a
+import tests.test_b as b
+from tests.test_c import helper
+from tests.test_d.inner import helper as other
+from tests import test_e, follow_helpers
+from . import test_f
+from .test_g import helper
+from tests.follow_helpers import test_looking_helper
+from tests import conftest
+import test_h
+from ..tests.test_i import helper
+
+def later() -> None:
+    from tests.test_j import helper
+"""
+    assert imported_test_modules(source) == {f"test_{x}" for x in "abcdefgj"}
+
+
+def test_no_module_of_tests_imports_a_test_module() -> None:
+    importing = {
+        str(path.relative_to(TESTS.parent)): sorted(modules)
+        for path in sorted(TESTS.rglob("*.py"))
+        if (modules := imported_test_modules(path.read_text(encoding="utf-8")))
+    }
+    # What two test modules share belongs in a helper module both import (tests/follow_fakes.py,
+    # tests/metrics_scrape.py...): a test module's helpers are its own to rename or drop, and a
+    # `test_*` name imported into another module is collected and run there a second time.
+    assert importing == {}
