@@ -3,8 +3,10 @@ handler."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +20,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -33,8 +38,34 @@ logger = logging.getLogger(__name__)
 
 SLACK_TIMEOUT_SECONDS = 10
 
+Sleep = Callable[[float], Awaitable[None]]
 
-def create_slack_client(settings: Settings, session: aiohttp.ClientSession) -> AsyncWebClient:
+
+class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler, the same pause (Retry-After, else a second, plus up to a second of
+    jitter), waited out with `sleep`: slack_sdk's own calls asyncio.sleep, so a test meeting 429s
+    (a Slack rate-limiting the bot's start-up) would wait them out in real time."""
+
+    def __init__(self, max_retry_count: int, sleep: Sleep = asyncio.sleep) -> None:
+        super().__init__(max_retry_count=max_retry_count)
+        self.sleep = sleep
+
+    async def prepare_for_next_attempt_async(
+        self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        if response is None:
+            raise error  # type: ignore[misc]
+        state.next_attempt_requested = True
+        given = {k.lower(): v for k, v in response.headers.items()}.get("retry-after")
+        await self.sleep((int(given[0]) if given else 1) + random.random())
+        state.increment_current_attempt()
+
+
+def create_slack_client(
+    settings: Settings, session: aiohttp.ClientSession, *, sleep: Sleep = asyncio.sleep
+) -> AsyncWebClient:
+    """`sleep`: what a 429's pause is waited out with (a test's clock)."""
     return AsyncWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
@@ -42,7 +73,7 @@ def create_slack_client(settings: Settings, session: aiohttp.ClientSession) -> A
         timeout=SLACK_TIMEOUT_SECONDS,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=1),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+            RateLimitRetry(max_retry_count=2, sleep=sleep),
         ],
     )
 

@@ -25,7 +25,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot.app import create_app, create_slack_client
+from bot.app import Sleep, create_app, create_slack_client
 from bot.config import ConfigError, DependencyUnavailable, Policy, Settings
 from bot.evovoice.client import EvoVoiceClient, RequestBudget
 from bot.evovoice.simulator import SimulatedEvoVoice
@@ -74,10 +74,12 @@ class Runtime:
         policy: Policy,
         *,
         watchdog_interval: float = WATCHDOG_INTERVAL_SECONDS,
+        slack_sleep: Sleep = asyncio.sleep,  # waits out Slack's 429s (a test's clock)
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.watchdog_interval = watchdog_interval
+        self.slack_sleep = slack_sleep
         self.watchdog: SocketWatchdog | None = None
         self.ready = False
         # Set once stop() begins: the probes say "stopping", not "starting".
@@ -89,7 +91,8 @@ class Runtime:
         self.metrics = Metrics()
         self._runner: web.AppRunner | None = None
         self._socket: ObservedSocketModeHandler | None = None
-        self._evo: EvoVoiceClient | None = None
+        # Public: a test drives its request budget's clock (a 429 at start-up pauses it for 2 s).
+        self.evo: EvoVoiceClient | None = None
         self._http: aiohttp.ClientSession | None = None
         self._db: Database | None = None
         self.simulator: SimulatedEvoVoice | None = None
@@ -112,7 +115,7 @@ class Runtime:
         settings = self.settings
         # One connection pool for every Slack Web API call (slack_sdk opens one per call otherwise).
         self._http = aiohttp.ClientSession()
-        slack = create_slack_client(settings, self._http)
+        slack = create_slack_client(settings, self._http, sleep=self.slack_sleep)
         url, username = settings.evovoice_url, settings.evovoice_username
         password = settings.evovoice_password.get_secret_value()
         if settings.evovoice_mode == "simulate":
@@ -122,7 +125,7 @@ class Runtime:
                                        self.simulator.password)
             logger.warning("EVOVOICE_MODE=simulate: calls go to a simulated Evo Voice account; "
                            "no phone will ring")
-        self._evo = EvoVoiceClient(
+        self.evo = EvoVoiceClient(
             url,
             username,
             password,
@@ -134,7 +137,7 @@ class Runtime:
         self._db = Database(settings.database_url)
         try:
             await open_database(self._db)
-            await self._serve_http(self._routes(readiness_for(slack, self._evo, self._db)))
+            await self._serve_http(self._routes(readiness_for(slack, self.evo, self._db)))
             try:
                 await self._connect(slack)
             except DependencyUnavailable as exc:
@@ -169,9 +172,9 @@ class Runtime:
     async def _connect(self, slack: AsyncWebClient) -> None:
         """Log in to Evo Voice and Slack, start serving Slack, resume the work left running."""
         settings = self.settings
-        assert self._evo is not None and self._db is not None
+        assert self.evo is not None and self._db is not None
         services = await build_services(
-            settings, self.policy, slack, self._evo, self._db, metrics=self.metrics
+            settings, self.policy, slack, self.evo, self._db, metrics=self.metrics
         )
         identity = await check_slack_token(slack, settings)
         self.services = services
@@ -296,9 +299,9 @@ class Runtime:
             await self.services.outbox.stop()
             # Audit records waiting for the database stay in the spool, for the next start.
             await self.services.audit.stop()
-        if self._evo is not None:
-            await self._evo.aclose()
-            self._evo = None
+        if self.evo is not None:
+            await self.evo.aclose()
+            self.evo = None
         if self.simulator is not None:
             await self.simulator.stop()
             self.simulator = None

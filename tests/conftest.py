@@ -322,14 +322,20 @@ async def bot_factory(
     posting_clock = LeapingClock()
     slack.limit_posting(per_second=1.0, burst=3, clock=posting_clock)
 
-    async def start(mode: str = "http", policy: str | None = None, **env: str) -> BotUnderTest:
+    async def start(
+        mode: str = "http", policy: str | None = None,
+        slack_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, **env: str,
+    ) -> BotUnderTest:
+        """`slack_sleep`: what the bot's Slack client waits out 429s with (a test's clock)."""
         if policy is not None:
             policy_path.write_text(policy)
         values = bot_environment(mode, slack, evo, policy_path, database_url=database_url)
         values.update(env)
         settings = load_settings(_env_file=None, **{k.lower(): v for k, v in values.items()})
         copy_migrated(migrated_sqlite, settings.database_url)
-        runtime = Runtime(settings, load_policy(settings.callbot_config))
+        runtime = Runtime(
+            settings, load_policy(settings.callbot_config), slack_sleep=slack_sleep
+        )
         await runtime.start()
         if runtime.services is not None:
             lanes = runtime.services.notifier.lanes

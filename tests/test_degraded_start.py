@@ -22,6 +22,7 @@ from tests.conftest import (
     BotUnderTest,
     bot_environment,
 )
+from tests.budget_clock import LeapingClock
 from tests.follow_helpers import FAST, FULL, end_session, status_message, wait_for_edit
 from tests.processes import BotProcess
 
@@ -90,10 +91,16 @@ async def test_slack_failing_at_start_up_is_waited_for(
         return ApiReply({"ok": False, "error": "service_unavailable"}, status=status)
 
     slack.on("auth.test", unavailable)
-    bot = await bot_factory("http", **QUICK_RETRY)
+    # A 429 is tried twice more by the Slack client, after about a second each: on a clock that
+    # leaps, not in real time (how long it pauses is no business of this test's).
+    clock = LeapingClock()
+    began = clock.now
+    bot = await bot_factory("http", slack_sleep=clock.sleep, **QUICK_RETRY)
     assert not bot.runtime.ready
     code, ready = await probe(base_of(bot), "/readyz")
     assert code == 503 and f"HTTP {status}" in ready["checks"]["callbot"]
+    if status == 429:
+        assert clock.now > began, "a 429 is tried again after a pause"
     slack.off("auth.test")
     await until_ready(bot)
     code, ready = await probe(base_of(bot), "/readyz")
@@ -178,6 +185,12 @@ async def test_evo_voice_rate_limiting_or_failing_the_login_at_start_up_is_waite
 ) -> None:
     evo.queue("GET", "/auth/status", ErrorStatus(status, message))
     bot = await bot_factory("http", **QUICK_RETRY)
+    # A 429 without Retry-After pauses every Evo Voice request for 2 s (bot/evovoice/budget.py):
+    # waited out on a clock that leaps, not in real time. Taken over before the bot tries again,
+    # nothing having run since its start-up gave up.
+    assert bot.runtime.evo is not None
+    budget, clock = bot.runtime.evo.budget, LeapingClock()
+    budget.clock, budget.sleep = clock, clock.sleep
     assert not bot.runtime.ready
     code, ready = await probe(base_of(bot), "/readyz")
     assert code == 503 and "EVOVOICE_URL" in ready["checks"]["callbot"], ready

@@ -212,3 +212,29 @@ async def test_every_test_s_bot_meets_slack_s_posting_limit(bot_factory: BotFact
     assert len([c for c in posts if c.ok]) == 2 * len(numbers)  # every one posted in the end
     assert all(s.thread_ts is not None for s in statuses)
     assert bot.slack.response_posts == []
+
+
+async def test_a_429_is_waited_out_for_its_retry_after_then_tried_again(
+    slack: SlackStandIn,
+) -> None:
+    """The bot's Slack client tries a rate-limited call twice more, each after the Retry-After
+    Slack gave (and up to a second of jitter, as slack_sdk does), on the clock it is given."""
+    from bot.app import create_slack_client
+    from bot.config import load_settings
+
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        pauses.append(seconds)
+
+    slack.fail("users.info", "ratelimited", times=2, retry_after=7)
+    settings = load_settings(
+        _env_file=None, slack_bot_token=slack.bot_token, slack_api_url=slack.api_url,
+        slack_signing_secret="s", evovoice_username="u", evovoice_password="p",
+    )
+    async with aiohttp.ClientSession() as session:
+        client = create_slack_client(settings, session, sleep=sleep)
+        answer = await client.users_info(user="U0ALICE")
+    assert answer["ok"]
+    assert [c.status for c in slack.calls_to("users.info")] == [429, 429, 200]
+    assert len(pauses) == 2 and all(7 <= p < 8 for p in pauses), pauses
