@@ -95,6 +95,7 @@ class Runtime:
         self.evo: EvoVoiceClient | None = None
         self._http: aiohttp.ClientSession | None = None
         self._db: Database | None = None
+        self.readiness: Readiness | None = None  # /readyz's checks, once serving
         self.simulator: SimulatedEvoVoice | None = None
         # Set while Slack or Evo Voice is awaited at start-up: what is missing, for /readyz.
         self.waiting_for: str | None = None
@@ -137,7 +138,8 @@ class Runtime:
         self._db = Database(settings.database_url)
         try:
             await open_database(self._db)
-            await self._serve_http(self._routes(readiness_for(slack, self.evo, self._db)))
+            self.readiness = readiness_for(slack, self.evo, self._db)
+            await self._serve_http(self._routes(self.readiness))
             try:
                 await self._connect(slack)
             except DependencyUnavailable as exc:

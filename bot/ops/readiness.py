@@ -42,7 +42,8 @@ class Readiness:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._probes = dict(probes)
-        self._timeout = timeout
+        # Public: a test of a hanging dependency shortens it, having checked what it is.
+        self.timeout = timeout
         self._uncached = uncached
         # Answers (failures too) kept for `ttl`; an uncached probe still shares a check in flight.
         self._kept: TTLCache[str, str | None] = TTLCache(ttl, clock=clock)
@@ -60,9 +61,9 @@ class Readiness:
 
     async def _run(self, name: str) -> str | None:
         try:
-            await asyncio.wait_for(self._probes[name](), self._timeout)
+            await asyncio.wait_for(self._probes[name](), self.timeout)
         except TimeoutError:
-            problem = f"no answer within {self._timeout:g} s"
+            problem = f"no answer within {self.timeout:g} s"
         except ProbeFailed as exc:
             problem = str(exc)
         except Exception as exc:  # only the type: the text of an unknown error may hold anything
