@@ -219,7 +219,9 @@ async def test_an_unreadable_profile_is_explained_and_not_cached(
 async def test_a_slack_that_cannot_be_reached_is_explained(refused_port: int) -> None:
     # A connection failure reading a profile is a reason, like an error answer: the roster and an
     # escalation chain still list the person, flagged, instead of failing altogether.
-    unreachable = AsyncWebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{refused_port}/api/")
+    # No retry handlers: slack_sdk's default tries a refused connection again after a back-off.
+    unreachable = AsyncWebClient(token="xoxb-test", base_url=f"http://127.0.0.1:{refused_port}/api/",
+                                 retry_handlers=[])
     found = await PhoneBook(unreachable, {}, POLICY.dial_policy).lookup("U0CAROL")
     assert found.number is None
     assert found.problem is not None and "could not be read: ClientConnectorError" in found.problem
