@@ -36,10 +36,19 @@ async def answer(child: pexpect.spawn, prompt: str, reply: str) -> None:
     child.sendline(reply)
 
 
+def spawn(folder: Path, env: dict[str, str]) -> pexpect.spawn:
+    """`callbot init` in `folder` on a pseudo-terminal. Without pexpect's 50 ms sleep before each
+    send (time.sleep, the whole event loop stopped with it): every answer here is sent once its
+    prompt has been read, after `input` or `getpass` (which turns the echo off before writing the
+    prompt) has it."""
+    child = pexpect.spawn(sys.executable, ["-m", "bot", "init"], cwd=str(folder), env=env,
+                          encoding="utf-8", timeout=TIMEOUT)
+    child.delaybeforesend = None
+    return child
+
+
 def spawn_init(folder: Path, slack: SlackStandIn) -> pexpect.spawn:
-    return pexpect.spawn(sys.executable, ["-m", "bot", "init"], cwd=str(folder),
-                         env=clean_environment(SLACK_API_URL=slack.api_url),
-                         encoding="utf-8", timeout=TIMEOUT)
+    return spawn(folder, clean_environment(SLACK_API_URL=slack.api_url))
 
 
 async def connect_slack_and_evovoice(child: pexpect.spawn, evo: EvoVoiceStandIn) -> None:
@@ -122,8 +131,7 @@ async def test_init_writes_a_configuration_that_callbot_check_passes(
 
 async def test_init_leaves_existing_files_alone_unless_told(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("KEEP=1\n")
-    child = pexpect.spawn(sys.executable, ["-m", "bot", "init"], cwd=str(tmp_path),
-                          env=clean_environment(), encoding="utf-8", timeout=TIMEOUT)
+    child = spawn(tmp_path, clean_environment())
     try:
         await answer(child, "exist already; replace them", "")
         await child.expect(pexpect.EOF, async_=True)
@@ -135,8 +143,7 @@ async def test_init_leaves_existing_files_alone_unless_told(tmp_path: Path) -> N
 
 
 async def test_init_stopped_midway_writes_nothing(tmp_path: Path) -> None:
-    child = pexpect.spawn(sys.executable, ["-m", "bot", "init"], cwd=str(tmp_path),
-                          env=clean_environment(), encoding="utf-8", timeout=TIMEOUT)
+    child = spawn(tmp_path, clean_environment())
     try:
         await child.expect("Bot User OAuth Token", async_=True)
         child.sendeof()
