@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 # pay.
 
 EXIT_CONFIG = 2
+# The garbage collector's thresholds while the bot runs (see _run).
+GC_THRESHOLDS = (20_000, 20, 20)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +120,13 @@ def _run() -> int:
     finally:
         if collecting:
             gc.enable()
+    thresholds = gc.get_threshold()  # a caller's too
+    # Young collections after 20,000 new objects rather than 700, older ones after 20 of the one
+    # below rather than 10. A burst makes about a thousand objects for each call before its POST:
+    # at 700, a quarter of the event loop's CPU up to the last POST of 1,000 calls went to 270
+    # collections (250 ms); at 20,000, nine took 80 ms. They free only what reference counting
+    # leaves (cycles), so memory stays where it was (benchmark: peak RSS 100 MB either way).
+    gc.set_threshold(*GC_THRESHOLDS)
     try:
         asyncio.run(run_until_signalled(Runtime(settings, policy)))
     except ConfigError as exc:
@@ -131,6 +140,7 @@ def _run() -> int:
         pass
     finally:
         gc.unfreeze()
+        gc.set_threshold(*thresholds)
     return 0
 
 
