@@ -12,16 +12,17 @@ import os
 import shutil
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 
 if TYPE_CHECKING:
+    from bot.storage.database import Database, Row
     from tests.postgres_schemas import MigratedSchemas
 
 SQLITE = "sqlite"
@@ -132,3 +133,15 @@ def copy_migrated(template: Path, url: str) -> None:
         return  # PostgreSQL, or a URL the test means the bot to refuse
     if str(path) != ":memory:" and path.parent.is_dir() and not path.exists():
         shutil.copyfile(template, path)
+
+
+class Noting:
+    """The database, noting the queries read through it with their parameters."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.read: list[tuple[str, tuple[Any, ...]]] = []
+
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        self.read.append((sql, tuple(params)))
+        return await self._db.fetchall(sql, params)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Iterable
 from typing import Any
 
 import pytest
@@ -12,10 +11,10 @@ import pytest
 from bot.standins.evovoice import ErrorStatus
 from bot.standins.slack import ApiCall, slash_command_body
 from bot.audit.trail import AuditLog
-from bot.storage.database import POSTGRESQL, Connection, Database, IntegrityError, Row
+from bot.storage.database import POSTGRESQL, Connection, Database, IntegrityError
 from bot.storage.number_hash import KEY_NAME, NumberHasher
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
-from tests.databases import on_both_databases
+from tests.databases import Noting, on_both_databases
 from tests.follow_helpers import (
     FAST,
     FULL,
@@ -414,18 +413,6 @@ async def test_history_explains_a_filter_it_cannot_use(bot_factory: BotFactory) 
     answer = await history(bot, "+1 814")
     assert "Usage: /call history" in answer["text"]
     assert "can't be a phone number (too few digits)" in answer["text"]  # and why
-
-
-class Noting:
-    """The database, noting the queries read through it with their parameters."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self.read: list[tuple[str, tuple[Any, ...]]] = []
-
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
-        self.read.append((sql, tuple(params)))
-        return await self._db.fetchall(sql, params)
 
 
 async def test_history_reads_the_newest_attempts_off_an_index_on_both_databases(

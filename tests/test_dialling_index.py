@@ -5,29 +5,15 @@ their own (migration 14), never the whole table. On both databases."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from bot.calls.store import CallStore, Placement
-from bot.storage.database import MIGRATIONS, POSTGRESQL, Connection, Database, Row
-from tests.databases import BACKENDS, fresh_database
+from bot.storage.database import MIGRATIONS, POSTGRESQL, Connection, Database
+from tests.databases import BACKENDS, Noting, fresh_database
 
 FINISHED = 2_000
-
-
-class Noting:
-    """The database, noting the queries read through it with their parameters."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self.read: list[tuple[str, tuple[Any, ...]]] = []
-
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
-        self.read.append((sql, tuple(params)))
-        return await self._db.fetchall(sql, params)
 
 
 async def calls_made(db: Database, finished: int, dialling: int) -> None:
