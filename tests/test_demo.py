@@ -135,8 +135,7 @@ async def test_the_demo_reaches_nothing_beyond_this_machine(demo: Demo) -> None:
         assert url.startswith("http://127.0.0.1:"), url
     assert settings.socket_mode  # the websocket too is the stand-in's, on the loopback
     # The page is served on the loopback only: nobody else on the network can drive it.
-    assert demo._runner is not None
-    assert {address[0] for address in demo._runner.addresses} == {"127.0.0.1"}
+    assert demo.hosts == {"127.0.0.1"}
 
 
 async def test_the_screenshots_scene_is_set_through_the_demo(demo: Demo) -> None:

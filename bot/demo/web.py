@@ -135,6 +135,11 @@ class Demo:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}/"
 
+    @property
+    def hosts(self) -> set[str]:
+        """The addresses the page is served on (none until it starts): the loopback alone."""
+        return {str(address[0]) for address in self._runner.addresses} if self._runner else set()
+
     async def start(self) -> None:
         await self.world.start()
         try:
