@@ -12,7 +12,8 @@ import logging
 import pytest
 
 from bot.standins.evovoice import Gated
-from tests.conftest import BotFactory
+from bot.standins.slack import Message
+from tests.conftest import BotFactory, BotUnderTest
 from tests.database_locks import until_logged, with_short_busy_timeout, write_lock
 from tests.follow_helpers import (
     FAST,
@@ -135,3 +136,109 @@ async def test_a_calls_result_met_by_a_locked_database_reaches_the_audit_trail_o
     await asyncio.wait_for(placed(), 30)
     [record] = await audit_records(bot)
     assert [e.kind for e in record.events] == ["placed"]
+
+
+def _unretrieved(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+async def wait_for_shown(bot: BotUnderTest, message: Message, text: str) -> None:
+    """Wait until an edit of `message` saying `text` is taken by Slack."""
+    await bot.slack.wait_for_call(
+        "chat.update", lambda c: c.ok and c.params.get("ts") == message.ts
+        and text in str(c.params.get("text")), timeout=10.0)
+
+
+async def test_a_page_slack_took_while_the_database_was_locked_is_kept_and_shows_the_end(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Slack takes Alice's page just as the database stops answering: the page is recorded once
+    # it answers (not lost, not posted again), so it is edited to the escalation's end.
+    from bot.oncall.escalation_store import EscalationState
+    from tests.escalations import (
+        click_stop,
+        escalation_message,
+        open_on_message,
+        page_of,
+        start,
+        submit,
+        wait_for_state,
+    )
+
+    caplog.set_level(logging.WARNING, logger="bot.storage.faults")
+    bot, _ = await start(bot_factory)
+    gate = bot.slack.hold("chat.postMessage", when=lambda c: c.params.get("channel") == "U0ALICE",
+                          after=True)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    card = await escalation_message(bot)
+    await gate.wait_until_held(1, timeout=20)
+    with write_lock(bot):
+        gate.open()
+        # Recording the page failed (unfixed, the task died: "Task exception was never
+        # retrieved ... the page to U0ALICE").
+        await until_logged(caplog, "the page to U0ALICE")
+    page = await page_of(bot, "U0ALICE")
+    await click_stop(bot, card, user_id="U0ADMIN")
+    await wait_for_state(bot, EscalationState.STOPPED)
+    await wait_for_shown(bot, page, "<@U0ADMIN> stopped this escalation")
+    await bot.settle()
+    assert len([c for c in bot.slack.calls_to("chat.postMessage")
+                if c.params.get("channel") == "U0ALICE"]) == 1  # paged once
+    assert _unretrieved(caplog) == []
+
+
+
+async def test_a_page_due_while_the_database_is_locked_is_sent_once_it_answers(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Alice's page waits for the card's first try (for its link); Slack takes the card just as
+    # the database stops answering: the card's ts is kept and the page claimed and sent once it
+    # answers, instead of the page never being sent and the card never edited.
+    from bot.oncall.escalation_store import EscalationState
+    from tests.escalations import (
+        click_stop,
+        escalation_message,
+        in_the_channel,
+        open_on_message,
+        page_of,
+        start,
+        submit,
+        wait_for_state,
+    )
+    from tests.follow_helpers import services
+
+    caplog.set_level(logging.WARNING, logger="bot.storage.faults")
+    bot, _ = await start(bot_factory)
+    gate = bot.slack.hold("chat.postMessage", when=in_the_channel, after=True)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await gate.wait_until_held(1, timeout=20)
+
+    async def calling() -> None:  # Alice's step is recorded: her page waits for the card
+        while not await services(bot).db.fetchall("SELECT 1 FROM escalation_steps"):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(calling(), 20)
+    with write_lock(bot):
+        gate.open()
+
+        async def card_met_the_lock() -> None:  # (before the fix, the page's task died of it)
+            while not any(text in r.getMessage() for r in caplog.records for text in (
+                    "escalation 1: its card: the database failed", "the page to U0ALICE")):
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(card_met_the_lock(), 20)
+    page = await page_of(bot, "U0ALICE")
+    assert "You are being paged" in (page.text or "")
+    card = await escalation_message(bot)
+    await click_stop(bot, card, user_id="U0ADMIN")
+    await wait_for_state(bot, EscalationState.STOPPED)
+    await wait_for_shown(bot, card, "stopped by <@U0ADMIN>")
+    await wait_for_shown(bot, page, "<@U0ADMIN> stopped this escalation")
+    await bot.settle()
+    assert len([c for c in bot.slack.calls_to("chat.postMessage")
+                if c.params.get("channel") == "U0ALICE"]) == 1  # paged once
+    assert len([c for c in bot.slack.calls_to("chat.postMessage") if in_the_channel(c)
+                and "*On-call escalation*" in str(c.params.get("text"))]) == 1  # one card
+    assert _unretrieved(caplog) == []

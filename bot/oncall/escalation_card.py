@@ -11,7 +11,9 @@ direct message to each person paged), and the few posts its thread gets.
                 refuses it (as a call's final status is), under the chain's lease: a replica
                 that dies meanwhile leaves it to another (EscalationService.take_over)
     page()      the person's direct message when their step begins, once per step, sent in the
-                background (after the card's first try, so it links to it)
+                background (after the card's first try, so it links to it); a database that
+                fails meanwhile delays it (until_database_answers) rather than losing it, and a
+                page Slack took is recorded once the database answers, so its end is shown
     post()      a post in the escalation's thread (the final broadcast), kept until delivered
                 (bot/slack/outbox.py): a post Slack refused is delivered later, in the
                 background, after a restart too, rather than never
@@ -35,6 +37,7 @@ from bot.calls import messages as common_views
 from bot.calls.follow import wait_or_wake
 from bot.calls.status_message import digest, until_shown
 from bot.calls.store import CallStore
+from bot.errors import reference_id
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_store import (
     Escalation,
@@ -47,6 +50,7 @@ from bot.runner import RowRunner
 from bot.slack.notify import Notifier
 from bot.slack.threads import Kept, NotDelivered, Thread
 from bot.storage.claims import Claims
+from bot.storage.faults import until_database_answers
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +100,14 @@ class EscalationCard:
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
         self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            # A bug (a failing database is waited out): logged once, never left unretrieved.
+            logger.error("%s failed; reference %s", task.get_name(), reference_id(),
+                         exc_info=exc)
 
     # ------------------------------------------------------------------------------ the card
 
@@ -138,8 +149,12 @@ class EscalationCard:
                 message=views.card_not_posted(escalation),
             )
             return
-        await self._store.update(escalation_id, thread_ts=thread.ts, message_ts=thread.parent_ts,
-                                 shown_digest=digest(message))
+        # Posted: kept track of once the database answers (the pages wait for it, for its link),
+        # else the card is never edited and a restart would post another.
+        await until_database_answers(
+            lambda: self._store.update(escalation_id, thread_ts=thread.ts,
+                                       message_ts=thread.parent_ts, shown_digest=digest(message)),
+            f"escalation {escalation_id}: its card")
 
     def open_in_background(self, escalation_id: int) -> None:
         """After a restart, for an escalation whose card was never posted."""
@@ -258,10 +273,12 @@ class EscalationCard:
     async def _page(self, escalation: Escalation, target: Target) -> None:
         """Once per step, however often the bot restarts."""
         n = escalation.step
+        what = f"escalation {escalation.id}: the page to {target.user_id}"
         opened = self._opened.get(escalation.id)
         if opened is not None:
             await opened.wait()  # the card's first try: the page links to it
-        if not await self._claims.claim(f"escalation:{escalation.id}:step:{n}:page"):
+        key = f"escalation:{escalation.id}:step:{n}:page"
+        if not await until_database_answers(lambda: self._claims.claim(key), what):
             return
         if self._on_paged is not None:
             self._on_paged()
@@ -276,8 +293,10 @@ class EscalationCard:
                            extra={"escalation_id": escalation.id, "user_id": target.user_id})
             return
         channel, ts = posted
-        await self._store.add_page(Page(escalation.id, n, target.user_id, channel, ts, link,
-                                        digest(message)))
+        # Slack took it: recorded once the database answers (never posted again), so it is edited
+        # to the escalation's end.
+        page = Page(escalation.id, n, target.user_id, channel, ts, link, digest(message))
+        await until_database_answers(lambda: self._store.add_page(page), what)
         # It may have been clicked (or the escalation ended) before Slack's answer came: the
         # page, now recorded, is drawn as things stand.
         after = await self._store.get(escalation.id)
