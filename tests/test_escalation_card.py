@@ -8,6 +8,7 @@ Deadlines run on the escalation service's clock, moved by hand (see test_escalat
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -35,6 +36,7 @@ from tests.escalations import (
     wait_for_edit,
     wait_for_state,
 )
+from tests.follow_helpers import services
 
 def told(bot: BotUnderTest) -> list[str]:
     """What the requester was told privately (the shortcut's response_url, else a DM)."""
@@ -305,3 +307,33 @@ async def test_once_nobody_came_the_card_offers_i_m_on_it_alone(bot_factory: Bot
     await click_ack(bot, card, user_id="U0ALICE")  # on the card, in the channel
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
     await wait_for_shown(bot, card, "<@U0ALICE> acknowledged at")
+
+
+async def test_a_page_that_fails_on_a_bug_is_logged_once_with_a_reference(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's background task dying of a bug is logged once, with a reference and the
+    escalation's id, not left to asyncio's "Task exception was never retrieved"."""
+    bot, _ = await start(bot_factory)
+
+    async def a_bug(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(services(bot).notifier, "direct_message", a_bug)
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    await bot.evo.wait_for_posts(1)
+
+    def failures() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.levelno >= logging.ERROR
+                and "the page to U0ALICE" in r.getMessage()]
+
+    async def logged() -> None:
+        while not failures():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(logged(), 10)
+    await bot.settle()
+    [record] = failures()
+    assert "escalation 1: the page to U0ALICE failed; reference " in record.getMessage()
+    assert getattr(record, "escalation_id", None) == 1 and record.exc_info is not None

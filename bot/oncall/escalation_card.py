@@ -97,17 +97,17 @@ class EscalationCard:
         for task in list(self._sending):
             task.cancel()
 
-    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.create_task(work, name=name)
+    def _spawn(self, work: Coroutine[Any, Any, None], escalation_id: int, what: str) -> None:
+        task = asyncio.create_task(work, name=f"escalation {escalation_id}: {what}")
         self._sending.add(task)
-        task.add_done_callback(self._sent)
+        task.add_done_callback(lambda done: self._sent(done, escalation_id))
 
-    def _sent(self, task: asyncio.Task[None]) -> None:
+    def _sent(self, task: asyncio.Task[None], escalation_id: int) -> None:
         self._sending.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             # A bug (a failing database is waited out): logged once, never left unretrieved.
             logger.error("%s failed; reference %s", task.get_name(), reference_id(),
-                         exc_info=exc)
+                         exc_info=exc, extra={"escalation_id": escalation_id})
 
     # ------------------------------------------------------------------------------ the card
 
@@ -159,7 +159,7 @@ class EscalationCard:
     def open_in_background(self, escalation_id: int) -> None:
         """After a restart, for an escalation whose card was never posted."""
         self.expect(escalation_id)
-        self._spawn(self.open(escalation_id, None), f"escalation {escalation_id}: its card")
+        self._spawn(self.open(escalation_id, None), escalation_id, "its card")
 
     async def refresh(self, escalation_id: int) -> bool:
         """Make the escalation's message match its rows (edited only when the drawing changed);
@@ -267,8 +267,8 @@ class EscalationCard:
 
     def page(self, escalation: Escalation, target: Target) -> None:
         """The person's direct message, sent in the background: a slow Slack delays no step."""
-        self._spawn(self._page(escalation, target),
-                    f"escalation {escalation.id}: the page to {target.user_id}")
+        self._spawn(self._page(escalation, target), escalation.id,
+                    f"the page to {target.user_id}")
 
     async def _page(self, escalation: Escalation, target: Target) -> None:
         """Once per step, however often the bot restarts."""
