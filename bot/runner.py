@@ -7,6 +7,9 @@ service alone) the rules are the same within the process.
 
 - `start(row_id, work)`: take the lease, then run `work()` as a task, unless it runs already or
   another replica holds the lease.
+- `start_or_after(row_id, work)`: the same, but if the row's task runs here already, `work()`
+  runs in that task after its own work (woken meanwhile), under the same lease: work handed to
+  a task that is just finishing is never dropped.
 - `adopt(ids, work_for)`: start each row not running anywhere (its lease expired: its replica died).
 - `take_over(row_ids, work_for)`: a lease keeper's round: `drop_lost`, then `adopt`.
 - `drop_lost(held, running)`: stop the tasks whose lease this replica no longer holds (it stalled
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 
 from bot.storage.database import Connection
 from bot.storage.faults import until_database_answers
@@ -50,6 +54,7 @@ class RowRunner:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._wake: dict[int, asyncio.Event] = {}
         self._failed: set[int] = set()
+        self._after: dict[int, Work] = {}  # run by the row's task once its own work is done
         self._reserved: set[int] = set()
         self.closed = False
 
@@ -119,11 +124,26 @@ class RowRunner:
         task = asyncio.create_task(self._run(row_id, work), name=f"{self.kind} {row_id}")
         self._tasks[row_id] = task
 
-        def done(_: asyncio.Task[None]) -> None:
-            self._tasks.pop(row_id, None)
-            self._wake.pop(row_id, None)
+        def done(finished: asyncio.Task[None]) -> None:
+            if self._tasks.get(row_id) is finished:
+                self._tasks.pop(row_id, None)
+            if row_id not in self._tasks:
+                self._wake.pop(row_id, None)
+                self._after.pop(row_id, None)
 
         task.add_done_callback(done)
+        return True
+
+    async def start_or_after(self, row_id: int, work: Work) -> bool:
+        """`start`, or, if the row's task runs here, `work()` in it after its own work (the
+        task, woken, ends its pause; if it was about to end, it runs `work()` first). False if
+        neither: stopping, or another replica holds the lease."""
+        if await self.start(row_id, work):
+            return True
+        if self.closed or row_id not in self._tasks:
+            return False
+        self._after[row_id] = work
+        self.poke(row_id)
         return True
 
     async def adopt(self, row_ids: Iterable[int], work_for: Callable[[int], Work]) -> list[int]:
@@ -164,6 +184,34 @@ class RowRunner:
         return started
 
     async def _run(self, row_id: int, work: Work) -> None:
+        next_work: Work | None = work
+        while next_work is not None:
+            if not await self._work(row_id, next_work):
+                return
+            next_work = self._after.pop(row_id, None)
+            if next_work is not None and not self.closed:
+                continue
+            next_work = None
+            if self._leases is not None and not self.closed:
+                # Not while stopping: work that gave up for that (an end Slack refused, still to
+                # be shown) is left with its lease lapsed by `stop`, for whoever takes over.
+                try:
+                    await self._leases.release(self.kind, row_id)
+                except Exception:
+                    logger.warning("%s %s: giving its lease back failed; it expires on its own",
+                                   self.kind, row_id, exc_info=True)
+                # Work handed over while the lease was given back: taken again, and done.
+                after = self._after.pop(row_id, None)
+                if after is not None and not self.closed and await until_database_answers(
+                        partial(self._leases.take, self.kind, row_id), f"{self.kind} {row_id}"):
+                    next_work = after
+        # Gone from the tasks at once (no await since the last look for work handed over): work
+        # handed over from now on starts a task of its own.
+        if self._tasks.get(row_id) is asyncio.current_task():
+            del self._tasks[row_id]
+
+    async def _work(self, row_id: int, work: Work) -> bool:
+        """Run `work()`; False if it failed (a bug: reported, its lease kept)."""
         try:
             # A database that fails for a while (locked, full, read-only, a PostgreSQL failover)
             # is waited for: the call goes on ringing, the chain must go on after it.
@@ -173,15 +221,8 @@ class RowRunner:
         except Exception as exc:
             self._failed.add(row_id)
             await self._on_error(row_id, exc)
-            return
-        if self._leases is not None and not self.closed:
-            # Not while stopping: work that gave up for that (an end Slack refused, still to be
-            # shown) is left with its lease lapsed by `stop`, for whoever takes over.
-            try:
-                await self._leases.release(self.kind, row_id)
-            except Exception:
-                logger.warning("%s %s: giving its lease back failed; it expires on its own",
-                               self.kind, row_id, exc_info=True)
+            return False
+        return True
 
     async def stop(self, grace: float = 0.0) -> None:
         if self.closed:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
 from bot.standins.slack import ApiCall
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import BotFactory, BotUnderTest, until
 from tests.escalations import (
     ALICE,
     ALICE_ONLY,
@@ -192,3 +193,34 @@ async def test_nobody_came_decided_as_the_bot_stopped_is_broadcast_by_the_next_s
     await wait_for_edit(second, card, "nobody acknowledged.")
     await second.settle()
     assert said(broadcasts(second)) == ["nobody came"]
+
+
+async def test_a_late_i_m_on_it_slack_refuses_while_the_chain_s_task_is_finishing_is_shown(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nobody came and the card says so; the chain's task is giving its lease back (its work
+    over) when Alice's late I'm on it lands, and Slack refuses that edit: the card still comes to
+    say she is on it (tried again after the task), and the channel hears it once."""
+    bot, clock, card = await running_escalation(bot_factory, policy=ALICE_ONLY)
+    page = await page_of(bot, "U0ALICE")
+    leases = services(bot).leases
+    release, finishing, let_go = leases.release, asyncio.Event(), asyncio.Event()
+
+    async def held_release(kind: str, row_id: int | None = None) -> None:
+        if kind == "escalation" and row_id is not None:
+            finishing.set()
+            await let_go.wait()
+        await release(kind, row_id)
+
+    monkeypatch.setattr(leases, "release", held_release)
+    clock.advance(91)
+    await asyncio.wait_for(finishing.wait(), 10.0)  # "nobody acknowledged" shown; task ending
+    await wait_for_edit(bot, card, "nobody acknowledged.")
+    bot.slack.fail("chat.update", "internal_error", times=1)  # the late edit of the card
+    await click_ack(bot, page, user_id="U0ALICE")
+    await bot.settle()  # the click's work: its edit refused, handed over to the task ending
+    let_go.set()
+    shown = bot.slack.messages[(card.channel, card.ts)]
+    await until(lambda: "<@U0ALICE> acknowledged at" in str(shown.text), timeout=10.0)
+    await bot.settle()
+    assert said(broadcasts(bot)) == ["nobody came", "on it"]

@@ -320,3 +320,38 @@ async def test_a_reserved_row_given_back_is_free_for_any_replica(db: Database) -
 
 async def _no_rows() -> list[int]:
     return []
+
+
+async def test_work_handed_to_a_row_s_task_runs_after_its_own_under_its_lease(
+    db: Database,
+) -> None:
+    """`start_or_after` while the row's task runs: the task is woken, does its own work, then
+    the work handed over, holding the lease throughout; a row no task runs just starts."""
+    clock = Clock()
+    leases, other = two_replicas(db, clock)
+    ran: list[str] = []
+    gate = asyncio.Event()
+
+    async def nothing(row_id: int, exc: Exception) -> None:
+        raise AssertionError(exc)
+
+    async def own() -> None:
+        ran.append("own")
+        await gate.wait()
+
+    async def handed() -> None:
+        ran.append("handed")
+        assert not await other.take("escalation", 3), "the lease is still this replica's"
+
+    runner = RowRunner("escalation", leases, on_error=nothing)
+    assert await runner.start(3, own)
+    await asyncio.sleep(0)
+    assert await runner.start_or_after(3, handed)
+    assert runner.wake(3).is_set(), "woken, in case it is pausing"
+    gate.set()
+    await asyncio.gather(*runner.tasks())
+    assert ran == ["own", "handed"] and runner.running == 0
+    assert await leases.held("escalation") == set(), "done: released"
+    assert await runner.start_or_after(3, handed), "no task: started"
+    await asyncio.gather(*runner.tasks())
+    assert ran == ["own", "handed", "handed"]

@@ -319,9 +319,9 @@ class EscalationService:
     async def _show_end(self, escalation_id: int) -> None:
         """An end Slack refused to show (or tell, without a card), shown here, tried again while
         Slack refuses it, under the escalation's lease: a replica that dies meanwhile leaves it
-        to another (take_over). A task of the escalation's already here is woken to show it."""
-        if not await self._runner.start(escalation_id, self._show(escalation_id)):
-            self.poke(escalation_id)
+        to another (take_over). A task of the escalation's already here is woken to show it, and
+        shows it again once its own work is done (it may have been ending as the end came)."""
+        await self._runner.start_or_after(escalation_id, self._show(escalation_id))
 
     async def refresh(self, escalation_id: int) -> None:
         """Make the escalation's message match its rows (escalation_card)."""
