@@ -16,7 +16,7 @@ import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.slack import ApiCall, Message
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import BotFactory, BotUnderTest, until
 from tests.escalations import (
     NOT_POSTED,
     ALICE,
@@ -37,6 +37,9 @@ from tests.escalations import (
     wait_for_state,
 )
 from tests.follow_helpers import services
+
+NOBODY = "nobody acknowledged."
+
 
 def told(bot: BotUnderTest) -> list[str]:
     """What the requester was told privately (the shortcut's response_url, else a DM)."""
@@ -216,6 +219,32 @@ async def test_without_a_card_a_late_i_m_on_it_slack_refuses_to_tell_is_told_on_
     await told_privately(bot, "<@U0ALICE> acknowledged at")
     await bot.settle()
     assert sum("<@U0ALICE> acknowledged at" in t for t in told(bot)) == 1
+
+
+async def test_without_a_card_an_end_whose_response_url_post_timed_out_is_not_posted_there_again(
+    bot_factory: BotFactory,
+) -> None:
+    """Nobody came; Slack takes the shortcut's response_url post saying so but its answer never
+    comes back in time, and refuses the direct message twice. The post may have been shown (it
+    was, here): the next tries go by direct message, never the response_url again, so the
+    requester reads it at most once there (and once more by DM, rather than maybe never)."""
+    bot, clock = await start(bot_factory, policy=ALICE_ONLY)
+    services(bot).notifier.response_timeout = 0.2
+    view, _ = await open_on_message(bot)
+    bot.slack.fail("chat.postMessage", "not_in_channel", when=in_the_channel)
+    assert await submit(bot, view) == {}
+    await told_privately(bot, NOT_POSTED)
+    await page_of(bot, "U0ALICE")
+    slow = bot.slack.hold_responses(when=lambda body: NOBODY in str(body.get("text")))
+    bot.slack.fail("chat.postMessage", "fatal_error", times=2, when=to_the_requester)
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await until(lambda: any(NOBODY in (m.text or "") for m in bot.slack.channel_messages(
+        bot.slack.dm_channel("U0ADMIN"))), timeout=10.0)
+    await bot.settle()
+    slow.open()
+    assert sum(NOBODY in str(p.body) for p in bot.slack.response_posts) == 1
+    assert sum(NOBODY in t for t in told(bot)) == 2
 
 
 async def test_without_a_card_an_end_slack_refused_until_the_bot_stopped_is_told_after_it(

@@ -23,7 +23,8 @@ minute) nothing goes in the thread: the requester hears of the escalation's end 
 the shortcut's response_url, else a direct message, drawn like the card. That telling is part of
 showing the end: tried again while Slack refuses it (refresh_until_shown), after a restart too (by
 direct message: the response_url is kept in memory only), and made once (under a claim, freed only
-when nobody could be told).
+when nobody could be told; the next tries then go by direct message, as a response_url post that
+timed out may have been shown).
 """
 
 from __future__ import annotations
@@ -232,7 +233,10 @@ class EscalationCard:
             message=views.escalation_message(escalation, steps, buttons=False),
         ):
             return True
-        # Neither the response_url nor a direct message was taken: nothing was told.
+        # Neither the response_url nor a direct message was taken: told on the next try, by
+        # direct message only. A response_url post that timed out may have been shown (Slack's
+        # answer was lost, not the post): posted there again, it could be read twice, or more.
+        self._response_urls.pop(escalation.id, None)
         await self._claims.release(told)
         return False
 

@@ -40,6 +40,8 @@ SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, asyncio.TimeoutError)
 # Slack: a response_url takes up to 5 posts within 30 minutes (a minute kept as a margin).
 RESPONSE_URL_USES = 5
 RESPONSE_URL_LIFETIME_SECONDS = 29 * 60.0
+# Seconds a response_url post waits for Slack's answer; one that times out may have been shown.
+RESPONSE_URL_TIMEOUT = 10.0
 
 
 # reactions.add's answers that a later try can't change (among Slack's documented errors).
@@ -73,6 +75,8 @@ class Notifier:
         self.clock = clock
         # Where kept posts go (bot/slack/outbox.py); without one they are posted like any other.
         self.outbox: KeepsPosts | None = None
+        # How long a response_url post waits for Slack's answer (public: a test may shorten it).
+        self.response_timeout = RESPONSE_URL_TIMEOUT
 
     def _out(self, message: Message) -> dict[str, Any]:
         if self._banner is None:
@@ -331,13 +335,16 @@ class Notifier:
         self, url: str, message: Message, *, in_channel: bool, replace_original: bool = False
     ) -> bool:
         # The Web API client's connection pool: without it every post opens a session of its own.
-        webhook = AsyncWebhookClient(url, timeout=10, session=self._client.session)
+        webhook = AsyncWebhookClient(url, session=self._client.session)
         try:
-            response = await webhook.send(
-                **self._out(message),
-                response_type="in_channel" if in_channel else "ephemeral",
-                replace_original=replace_original,
-            )
+            # Timed here: slack_sdk applies its own timeout only to a session it opens itself (a
+            # shared one waits as long as aiohttp's default, five minutes).
+            async with asyncio.timeout(self.response_timeout):
+                response = await webhook.send(
+                    **self._out(message),
+                    response_type="in_channel" if in_channel else "ephemeral",
+                    replace_original=replace_original,
+                )
         except (TimeoutError, aiohttp.ClientError) as exc:
             logger.warning("response_url post failed (%s)", type(exc).__name__)
             return False

@@ -108,6 +108,7 @@ class StandInCore:
         self._response_minted: dict[str, float] = {}
         self.responses: dict[str, list[JSONDict]] = {}
         self.response_posts: list[ResponsePost] = []
+        self._response_gates: list[tuple[Callable[[Any], bool] | None, Gate]] = []
         self._expired_responses: set[str] = set()
 
         # Socket Mode state

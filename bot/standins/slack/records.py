@@ -220,7 +220,12 @@ class Gate:
                 await self.arrived.wait()
 
     async def _pass(self, call: ApiCall) -> None:
-        if self._open.is_set() or (self.when is not None and not self.when(call)):
+        if self.when is not None and not self.when(call):
+            return
+        await self._hold()
+
+    async def _hold(self) -> None:
+        if self._open.is_set():
             return
         self.waiting += 1
         self.arrived.set()

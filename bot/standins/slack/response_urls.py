@@ -6,12 +6,14 @@ import json
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from bot.standins.slack.core import StandInCore
 from bot.standins.slack.records import (
+    Gate,
     JSONDict,
     ResponsePost,
     _short,
@@ -69,6 +71,14 @@ class ResponseUrls(StandInCore):
         result: list[JSONDict] = await self._wait_until(check, timeout, describe)
         return result
 
+    def hold_responses(self, *, when: Callable[[Any], bool] | None = None) -> Gate:
+        """Hold the answer to response_url posts (those whose body ``when`` is true for) until
+        the returned gate is opened; the post has taken effect (it is in ``responses``): Slack's
+        answer is slow, so a client that stops waiting can't know it was delivered."""
+        gate = Gate(None, after=True)
+        self._response_gates.append((when, gate))
+        return gate
+
     def expire_response_url(self, url: str) -> None:
         """Later posts to ``url`` (or its id) are answered 404 ``expired_url``, as Slack does."""
         self._expired_responses.add(self._response_id(url))
@@ -120,4 +130,7 @@ class ResponseUrls(StandInCore):
         if status == 200:
             self.responses[rid].append(body)
         self._notify()
+        for when, gate in list(self._response_gates):
+            if when is None or when(body):
+                await gate._hold()
         return web.Response(status=status, text=answer, content_type="text/plain")
