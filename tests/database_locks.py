@@ -27,6 +27,12 @@ def with_short_busy_timeout(url: str) -> str:
     return f"{url}?busy_timeout={SHORT_BUSY_TIMEOUT_MS}"
 
 
+def with_short_lock_timeout(url: str) -> str:
+    """The test's PostgreSQL URL (it has a query already), its writes giving up after
+    SHORT_BUSY_TIMEOUT_MS waiting for a lock: every write meeting the test's lock costs that."""
+    return f"{url}&lock_timeout={SHORT_BUSY_TIMEOUT_MS}"
+
+
 @contextmanager
 def write_lock(bot: BotUnderTest) -> Iterator[None]:
     """Another process takes the database's write lock and keeps it."""

@@ -17,10 +17,10 @@ from tests.conftest import BotFactory, until
 from tests.databases import POSTGRESQL, on_both_databases
 from tests.follow_helpers import FULL, MASKED, OTHER, audit_records, history, lines, services
 from tests.database_locks import (
-    SHORT_BUSY_TIMEOUT_MS,
     recorded,
     recorded_once_after_restarts,
     with_short_busy_timeout,
+    with_short_lock_timeout,
     write_lock,
 )
 
@@ -60,12 +60,6 @@ async def test_a_refusal_spooled_while_the_database_is_locked_is_written_once_it
 
 # What a /call writes before it is dialled.
 WRITTEN_BY_A_CALL = "claims, rate_events, audit_attempts, audit_events, calls, leases"
-
-
-def with_short_lock_timeout(url: str) -> str:
-    """The test's PostgreSQL URL (it has a query already), its writes giving up after
-    SHORT_BUSY_TIMEOUT_MS waiting for a lock: every write meeting the test's lock costs that."""
-    return f"{url}&lock_timeout={SHORT_BUSY_TIMEOUT_MS}"
 
 
 @asynccontextmanager

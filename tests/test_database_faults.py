@@ -7,14 +7,40 @@ audit trail carry on once the database answers again."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from pathlib import Path
 
+import asyncpg
 import pytest
 
+from bot.audit.records import AuditRecord
+from bot.calls.status_message import digest
+from bot.slack.blocks import Message as Drawn
 from bot.standins.evovoice import Gated
 from bot.standins.slack import Message
-from tests.conftest import BotFactory, BotUnderTest
-from tests.database_locks import until_logged, with_short_busy_timeout, write_lock
+from bot.storage.database import SQLITE, dialect_of, sqlite_path
+from tests.conftest import BotFactory, BotUnderTest, until
+from tests.database_locks import (
+    until_logged,
+    with_short_busy_timeout,
+    with_short_lock_timeout,
+    write_lock,
+)
+from tests.databases import POSTGRESQL
+from tests.escalations import (
+    ALICE,
+    BOB,
+    Clock,
+    dialled,
+    escalation_message,
+    hung_up,
+    open_on_message,
+    session_of,
+    start,
+    submit,
+    wait_for_edit,
+)
 from tests.follow_helpers import (
     FAST,
     FULL,
@@ -22,6 +48,7 @@ from tests.follow_helpers import (
     end_session,
     is_thread_reply,
     placed_call,
+    services,
     status_message,
 )
 from tests.follow_helpers import wait_for_edit as wait_for_status
@@ -29,6 +56,8 @@ from tests.follow_helpers import wait_for_edit as wait_for_status
 
 @pytest.fixture
 def database_url(database_url: str) -> str:
+    if dialect_of(database_url) != SQLITE:
+        return database_url  # PostgreSQL's tests give their own (with_short_lock_timeout)
     return with_short_busy_timeout(database_url)
 
 
@@ -76,7 +105,6 @@ async def test_an_escalation_carries_on_after_a_locked_database(
         open_on_message,
         start,
         submit,
-        wait_for_edit,
     )
 
     caplog.set_level(logging.WARNING, logger="bot.storage.faults")
@@ -242,3 +270,85 @@ async def test_a_page_due_while_the_database_is_locked_is_sent_once_it_answers(
     assert len([c for c in bot.slack.calls_to("chat.postMessage") if in_the_channel(c)
                 and "*On-call escalation*" in str(c.params.get("text"))]) == 1  # one card
     assert _unretrieved(caplog) == []
+
+
+
+async def test_an_escalations_hang_up_met_by_a_locked_database_reaches_the_audit_trail_once(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Alice's step ends unanswered while the database can't be written: her call is hung up, and
+    # that hang-up is a fact the append-only audit trail must keep, once the database answers.
+    caplog.set_level(logging.WARNING)
+    bot, clock, alice = await _alice_ringing(bot_factory)
+    with write_lock(bot):
+        clock.advance(91)  # Alice's step ends while the database can't be written
+        await until(lambda: hung_up(bot, alice), timeout=30)
+        await until_logged(caplog, "escalation 1: the database failed")  # what follows it
+    await _then_bob_and_alices_hang_up_once(bot, Path(sqlite_path(services(bot).db.url)
+                                                      + ".audit-spool"))
+    dropped = [r.getMessage() for r in caplog.records if "recording" in r.getMessage()]
+    assert dropped == []  # was: "recording hang_up of call 1 failed", the record dropped
+
+
+@pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)
+async def test_on_postgresql_an_escalations_hang_up_met_by_a_locked_audit_trail_is_kept(
+    bot_factory: BotFactory, database_url: str, tmp_path: Path
+) -> None:
+    # Only the audit trail fails (its table locked past lock_timeout): the chain goes on at once,
+    # and the hang-up's record must not be dropped on the way.
+    spool = tmp_path / "audit-spool"
+    bot, clock, alice = await _alice_ringing(
+        bot_factory, AUDIT_SPOOL=str(spool), DATABASE_URL=with_short_lock_timeout(database_url))
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE audit_events IN EXCLUSIVE MODE")
+            clock.advance(91)  # Alice's step ends while her call's records can't be written
+            await until(lambda: hung_up(bot, alice), timeout=30)
+            await bot.evo.wait_for_posts(2, timeout=30)  # the chain carried on: Bob is called
+    finally:
+        await holder.close()
+    await _then_bob_and_alices_hang_up_once(bot, spool)
+
+
+async def _alice_ringing(bot_factory: BotFactory, **env: str) -> tuple[BotUnderTest, Clock, str]:
+    """An escalation whose first step (Alice) rings, recorded; its clock and Alice's session."""
+    bot, clock = await start(bot_factory, **env)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    ringing = await bot.slack.wait_for_call(
+        "chat.update", lambda c: c.params.get("ts") == escalation.ts
+        and "🔔 ringing…" in str(c.params.get("text")))  # Alice's call is recorded
+    # and so is that the card shows it (else that write, not the hang-up, meets the lock)
+    blocks = ringing.params.get("blocks")
+    drawn = digest(Drawn(str(ringing.params.get("text")),
+                           json.loads(blocks) if isinstance(blocks, str) else blocks))
+
+    async def kept() -> None:
+        while (row := await services(bot).escalations.store.get(1)) is None or (
+                row.shown_digest != drawn):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(kept(), 10)
+    return bot, clock, session_of(bot, ALICE)
+
+
+async def _then_bob_and_alices_hang_up_once(bot: BotUnderTest, spool: Path) -> None:
+    """Bob is called next; Alice's call's hang-up is in the audit trail once, nothing left in
+    `spool` to write."""
+    await bot.evo.wait_for_posts(2, timeout=30)
+    assert dialled(bot) == [ALICE, BOB]
+
+    def alices_hang_ups(records: list[AuditRecord]) -> list[str | None]:
+        [record] = [r for r in records if r.id == min(r.id for r in records)]
+        return [e.reason for e in record.events if e.kind == "hang_up"]
+
+    async def written() -> None:
+        while not alices_hang_ups(await audit_records(bot)) or (
+                spool.exists() and spool.read_text()):
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(written(), 30)
+    assert alices_hang_ups(await audit_records(bot)) == ["escalation: no answer in 90 s"]

@@ -189,15 +189,18 @@ class AuditLog:
         answered_by: str | None = None,
         duration_seconds: float | None = None,
         wait_for_database: bool = False,
+        key: str | None = None,
     ) -> None:
         """Write one event. `wait_for_database`: when the database fails, the event is kept
-        (spool.py) and written once it answers, instead of raising."""
+        (spool.py) and written once it answers, instead of raising; then `key`: the fact's own
+        key (else a random one), for work the database's failing may repeat: one row however
+        often it is written."""
         values = dict(zip(EVENT_COLUMNS, (
             attempt_id, iso(self._clock()), str(kind), actor_id, clip(reason), session_id,
             clip(masked_numbers(outcome)), clip(masked_numbers(answered_by)), duration_seconds,
         ), strict=True))
         if wait_for_database:
-            await self._insert_or_wait("audit_events", values, tried=True)
+            await self._insert_or_wait("audit_events", values, tried=True, key=key)
         else:
             await self._insert("audit_events", values)
 
@@ -254,12 +257,12 @@ class AuditLog:
         assert row is not None
         return int(row[0])
 
-    async def _insert_or_wait(self, table: str, values: dict[str, Any], *, tried: bool
-                              ) -> int | None:
+    async def _insert_or_wait(self, table: str, values: dict[str, Any], *, tried: bool,
+                              key: str | None = None) -> int | None:
         # The record's key is kept with its row from the first try on: a write that committed but
         # lost its answer (the connection dropped after COMMIT, a timeout) is tried again, from
         # the spool or from memory, and that try finds the key taken instead of writing it twice.
-        key = secrets.token_hex(16)
+        key = key or secrets.token_hex(16)
         if tried:
             try:
                 return await self._insert_once(table, values, key)

@@ -270,8 +270,13 @@ class Endings:
         if self._audit is None or call.attempt_id is None:
             return
         try:
+            # Kept until the database answers again (bot/audit/spool.py): never lost to it. Under
+            # the fact's own key: the step's end, retried once the database answers, may hang the
+            # call up again for the same reason, and that is still one hang-up.
             await self._audit.event(call.attempt_id, kind, reason=reason,
-                                    session_id=call.session_id, actor_id=actor_id)
+                                    session_id=call.session_id, actor_id=actor_id,
+                                    wait_for_database=True,
+                                    key=f"escalation-call:{call.id}:{kind}:{reason}")
         except Exception:
             logger.exception("recording %s of call %s failed", kind, call.id,
                              extra={"call_id": call.id})
