@@ -215,7 +215,9 @@ class RowRunner:
         try:
             # A database that fails for a while (locked, full, read-only, a PostgreSQL failover)
             # is waited for: the call goes on ringing, the chain must go on after it.
-            await until_database_answers(work, f"{self.kind} {row_id}")
+            # Its warnings carry the row's id as a field: call_id, escalation_id.
+            await until_database_answers(work, f"{self.kind} {row_id}",
+                                         extra={f"{self.kind}_id": row_id})
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -28,6 +28,7 @@ from tests.database_locks import (
     write_lock,
 )
 from tests.databases import POSTGRESQL
+from tests.log_capture import entries_of, logged
 from tests.escalations import (
     ALICE,
     BOB,
@@ -280,7 +281,7 @@ async def test_an_escalations_hang_up_met_by_a_locked_database_reaches_the_audit
     # that hang-up is a fact the append-only audit trail must keep, once the database answers.
     caplog.set_level(logging.WARNING)
     bot, clock, alice = await _alice_ringing(bot_factory)
-    with write_lock(bot):
+    with logged("json") as stream, write_lock(bot):
         clock.advance(91)  # Alice's step ends while the database can't be written
         await until(lambda: hung_up(bot, alice), timeout=30)
         await until_logged(caplog, "escalation 1: the database failed")  # what follows it
@@ -288,6 +289,11 @@ async def test_an_escalations_hang_up_met_by_a_locked_database_reaches_the_audit
                                                       + ".audit-spool"))
     dropped = [r.getMessage() for r in caplog.records if "recording" in r.getMessage()]
     assert dropped == []  # was: "recording hang_up of call 1 failed", the record dropped
+    # The chain's retries are found by the escalation's id (issue #15), each line naming a call
+    # or an escalation carrying its id (entries_of).
+    retries = [e for e in entries_of(stream)
+               if e["message"].startswith("escalation 1: the database failed")]
+    assert retries and all(e.get("escalation_id") == 1 for e in retries)
 
 
 @pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)

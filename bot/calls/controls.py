@@ -161,6 +161,7 @@ class CallControls:
         await until_database_answers(
             lambda: self._store.update(call.id, hung_up_by=click.user_id),
             f"noting who hung up call {call.id}",
+            extra={"call_id": call.id, "user_id": click.user_id},
         )
         # Should the follower have seen the end before the row said who hung up, show it now.
         await self._follower.refresh(call.id)
@@ -208,6 +209,7 @@ class CallControls:
             await until_database_answers(
                 lambda: self._store.update(call.id, called_again_by=click.user_id),
                 f"noting that call {call.id} was called again",
+                extra={"call_id": call.id, "user_id": click.user_id},
             )
             await self._follower.refresh(call.id)
 

@@ -131,7 +131,8 @@ class CallService:
             # not find this one's claim and be told the call was already made. (Not "on its
             # way" meanwhile: other calls' posts would wait on it for as long as the database.)
             await until_database_answers(partial(self._claims.release, key),
-                                         f"giving back the claim of a click by {request.user_id}")
+                                         f"giving back the claim of a click by {request.user_id}",
+                                         extra={"user_id": request.user_id})
         return refused
 
     async def _handle(self, request: CallRequest, claimed: list[str]) -> CallResult:

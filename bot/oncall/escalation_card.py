@@ -155,7 +155,7 @@ class EscalationCard:
         await until_database_answers(
             lambda: self._store.update(escalation_id, thread_ts=thread.ts,
                                        message_ts=thread.parent_ts, shown_digest=digest(message)),
-            f"escalation {escalation_id}: its card")
+            f"escalation {escalation_id}: its card", extra={"escalation_id": escalation_id})
 
     def open_in_background(self, escalation_id: int) -> None:
         """After a restart, for an escalation whose card was never posted."""
@@ -278,11 +278,12 @@ class EscalationCard:
         """Once per step, however often the bot restarts."""
         n = escalation.step
         what = f"escalation {escalation.id}: the page to {target.user_id}"
+        fields = {"escalation_id": escalation.id, "user_id": target.user_id}
         opened = self._opened.get(escalation.id)
         if opened is not None:
             await opened.wait()  # the card's first try: the page links to it
         key = f"escalation:{escalation.id}:step:{n}:page"
-        if not await until_database_answers(lambda: self._claims.claim(key), what):
+        if not await until_database_answers(lambda: self._claims.claim(key), what, extra=fields):
             return
         if self._on_paged is not None:
             self._on_paged()
@@ -300,7 +301,7 @@ class EscalationCard:
         # Slack took it: recorded once the database answers (never posted again), so it is edited
         # to the escalation's end.
         page = Page(escalation.id, n, target.user_id, channel, ts, link, digest(message))
-        await until_database_answers(lambda: self._store.add_page(page), what)
+        await until_database_answers(lambda: self._store.add_page(page), what, extra=fields)
         # It may have been clicked (or the escalation ended) before Slack's answer came: the
         # page, now recorded, is drawn as things stand.
         after = await self._store.get(escalation.id)

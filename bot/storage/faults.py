@@ -4,7 +4,8 @@ usually comes back: work that must not be lost (following a call, running an esc
 record) waits and tries again instead of dying.
 
     until_database_answers(work, what)   runs work() again after 0.5 s, 1 s, 2 s… (at most 30 s)
-                                          for as long as the database fails
+                                          for as long as the database fails; `extra`: the
+                                          structured fields of its warnings (call_id, …)
     refused_when_database_fails(not_done) a request that found the database failing before it
                                           did anything: DatabaseUnavailable, told to the person
                                           ("so nothing was hung up", with a reference)
@@ -16,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -45,15 +46,18 @@ async def until_database_answers(
     first_pause: float = FIRST_PAUSE_SECONDS,
     max_pause: float = MAX_PAUSE_SECONDS,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    extra: Mapping[str, object] | None = None,
 ) -> T:
-    """`work()`, run again after a growing pause for as long as the database fails."""
+    """`work()`, run again after a growing pause for as long as the database fails. `extra`:
+    the fields its warnings carry (the escalation_id, call_id… `what` names), so the logs find
+    them by field."""
     pause = first_pause
     while True:
         try:
             return await work()
         except DATABASE_FAULTS as exc:
             logger.warning("%s: the database failed (%s); trying again in %.1f s",
-                           what, exc, pause)
+                           what, exc, pause, extra=dict(extra or {}))
         await sleep(pause)
         pause = min(pause * 2, max_pause)
 
