@@ -16,6 +16,7 @@ import pytest
 
 from bot.audit.records import AuditRecord
 from bot.calls.status_message import digest
+from bot.oncall.escalation_store import EscalationState
 from bot.slack.blocks import Message as Drawn
 from bot.standins.evovoice import Gated
 from bot.standins.slack import Message
@@ -33,6 +34,7 @@ from tests.escalations import (
     ALICE,
     BOB,
     Clock,
+    click_ack,
     dialled,
     escalation_message,
     hung_up,
@@ -41,6 +43,7 @@ from tests.escalations import (
     start,
     submit,
     wait_for_edit,
+    wait_for_state,
 )
 from tests.follow_helpers import (
     FAST,
@@ -315,6 +318,44 @@ async def test_on_postgresql_an_escalations_hang_up_met_by_a_locked_audit_trail_
     finally:
         await holder.close()
     await _then_bob_and_alices_hang_up_once(bot, spool)
+
+
+@pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)
+async def test_on_postgresql_an_acknowledgement_met_by_a_locked_audit_trail_is_kept(
+    bot_factory: BotFactory, database_url: str, tmp_path: Path
+) -> None:
+    # I'm on it while Alice's call rings and the audit trail fails: her call is hung up and the
+    # escalation acknowledged; both facts reach her call's record, once each (the
+    # acknowledgement's is made under a claim, so a dropped one was never tried again).
+    spool = tmp_path / "audit-spool"
+    bot, _, alice = await _alice_ringing(
+        bot_factory, AUDIT_SPOOL=str(spool), DATABASE_URL=with_short_lock_timeout(database_url))
+    card = await escalation_message(bot)
+    holder = await asyncpg.connect(database_url)
+    try:
+        async with holder.transaction():
+            await holder.execute("LOCK TABLE audit_events IN EXCLUSIVE MODE")
+            await click_ack(bot, card, user_id="U0ADMIN")  # not paged, allowed to escalate
+            await wait_for_state(bot, EscalationState.ACKNOWLEDGED, timeout=30)
+            assert hung_up(bot, alice)
+    finally:
+        await holder.close()
+
+    def alices_events(records: list[AuditRecord]) -> list[tuple[str, str | None]]:
+        [record] = records
+        return [(e.kind, e.reason) for e in record.events
+                if e.kind in ("hang_up", "acknowledged")]
+
+    async def written() -> None:  # and nothing left waiting to be written
+        while len(alices_events(await audit_records(bot))) < 2 or (
+                spool.exists() and spool.read_text()):
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(written(), 30)
+    assert alices_events(await audit_records(bot)) == [
+        ("hang_up", "escalation: acknowledged by U0ADMIN"),
+        ("acknowledged", "escalation 1 acknowledged by U0ADMIN (I'm on it)"),
+    ]
 
 
 async def _alice_ringing(bot_factory: BotFactory, **env: str) -> tuple[BotUnderTest, Clock, str]:
