@@ -62,10 +62,18 @@ class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
         state.increment_current_attempt()
 
 
+def slack_session(timeout: float = SLACK_TIMEOUT_SECONDS) -> aiohttp.ClientSession:
+    """One connection pool for the Web API calls and response_url posts, each given up after
+    `timeout` seconds. slack_sdk applies its own `timeout` only to sessions it makes itself: on a
+    session of ours, a call Slack never answered waited aiohttp's default of five minutes."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+
+
 def create_slack_client(
     settings: Settings, session: aiohttp.ClientSession, *, sleep: Sleep = asyncio.sleep
 ) -> AsyncWebClient:
-    """`sleep`: what a 429's pause is waited out with (a test's clock)."""
+    """`session`: `slack_session()`'s, which bounds each call; `sleep`: what a 429's pause is
+    waited out with (a test's clock)."""
     return AsyncWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,

@@ -25,7 +25,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot.app import Sleep, create_app, create_slack_client
+from bot.app import SLACK_TIMEOUT_SECONDS, Sleep, create_app, create_slack_client, slack_session
 from bot.config import ConfigError, DependencyUnavailable, Policy, Settings
 from bot.evovoice.client import EvoVoiceClient, RequestBudget
 from bot.evovoice.simulator import SimulatedEvoVoice
@@ -75,11 +75,13 @@ class Runtime:
         *,
         watchdog_interval: float = WATCHDOG_INTERVAL_SECONDS,
         slack_sleep: Sleep = asyncio.sleep,  # waits out Slack's 429s (a test's clock)
+        slack_timeout: float = SLACK_TIMEOUT_SECONDS,  # each Web API call's (a test shortens it)
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.watchdog_interval = watchdog_interval
         self.slack_sleep = slack_sleep
+        self.slack_timeout = slack_timeout
         self.watchdog: SocketWatchdog | None = None
         self.ready = False
         # Set once stop() begins: the probes say "stopping", not "starting".
@@ -115,7 +117,7 @@ class Runtime:
         """
         settings = self.settings
         # One connection pool for every Slack Web API call (slack_sdk opens one per call otherwise).
-        self._http = aiohttp.ClientSession()
+        self._http = slack_session(self.slack_timeout)
         slack = create_slack_client(settings, self._http, sleep=self.slack_sleep)
         url, username = settings.evovoice_url, settings.evovoice_username
         password = settings.evovoice_password.get_secret_value()

@@ -324,9 +324,11 @@ async def bot_factory(
 
     async def start(
         mode: str = "http", policy: str | None = None,
-        slack_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, **env: str,
+        slack_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        slack_timeout: float | None = None, **env: str,
     ) -> BotUnderTest:
-        """`slack_sleep`: what the bot's Slack client waits out 429s with (a test's clock)."""
+        """`slack_sleep`: what the bot's Slack client waits out 429s with (a test's clock);
+        `slack_timeout`: how long it waits for each Web API call (default: the bot's)."""
         if policy is not None:
             policy_path.write_text(policy)
         values = bot_environment(mode, slack, evo, policy_path, database_url=database_url)
@@ -334,7 +336,8 @@ async def bot_factory(
         settings = load_settings(_env_file=None, **{k.lower(): v for k, v in values.items()})
         copy_migrated(migrated_sqlite, settings.database_url)
         runtime = Runtime(
-            settings, load_policy(settings.callbot_config), slack_sleep=slack_sleep
+            settings, load_policy(settings.callbot_config), slack_sleep=slack_sleep,
+            **({"slack_timeout": slack_timeout} if slack_timeout is not None else {}),
         )
         await runtime.start()
         if runtime.services is not None:

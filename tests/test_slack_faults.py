@@ -199,3 +199,20 @@ async def test_a_call_placed_while_slack_fails_is_still_reported(
     [parent] = [c for c in bot.slack.calls_to("chat.postMessage") if c.ok]
     assert MASKED in parent.params["text"]
     assert "call placed outcome could not be posted for U0MANAGER" in caplog.text
+
+
+async def test_a_slack_that_never_answers_a_post_is_given_up_on_and_the_news_goes_another_way(
+    bot_factory: BotFactory,
+) -> None:
+    # slack_sdk applies its timeout only to sessions it makes itself: on the bot's shared one, a
+    # post Slack never answers would wait aiohttp's default of five minutes, and the requester
+    # with it. The bot's own limit (SLACK_TIMEOUT_SECONDS; shortened here) gives it up.
+    bot = await bot_factory("http", slack_timeout=0.3)
+    hung = bot.slack.hold("chat.postMessage", when=lambda c: not is_reply(c))
+    _, url = await bot.command(f"{FULL} escalation")
+    await bot.evo.wait_for_posts(1)  # dialled meanwhile: Slack is off the dialling path
+    answers = await bot.slack.wait_for_response(url, n=2, timeout=5)
+    assert MASKED in answers[0]["text"] and "Call placed" in answers[1]["text"]
+    hung.open()
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1

@@ -12,7 +12,7 @@ import httpx
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bot.app import create_slack_client
+from bot.app import create_slack_client, slack_session
 from bot.config import Policy, Settings
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import AuthStatus, EvoVoiceClient
@@ -52,7 +52,7 @@ class Checkup:
     def slack(self) -> AsyncWebClient:
         assert self.settings is not None
         if self._slack is None:
-            self._http = aiohttp.ClientSession()
+            self._http = slack_session()
             self._slack = create_slack_client(self.settings, self._http)
         return self._slack
 
