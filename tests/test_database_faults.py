@@ -35,10 +35,13 @@ from tests.escalations import (
     BOB,
     Clock,
     click_ack,
+    click_stop,
     dialled,
     escalation_message,
     hung_up,
+    in_the_channel,
     open_on_message,
+    page_of,
     session_of,
     start,
     submit,
@@ -101,16 +104,6 @@ async def test_a_followed_call_outlives_a_locked_database(
 async def test_an_escalation_carries_on_after_a_locked_database(
     bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from tests.escalations import (
-        ALICE,
-        BOB,
-        dialled,
-        escalation_message,
-        open_on_message,
-        start,
-        submit,
-    )
-
     caplog.set_level(logging.WARNING, logger="bot.storage.faults")
     bot, clock = await start(bot_factory)
     view, _ = await open_on_message(bot)
@@ -186,17 +179,6 @@ async def test_a_page_slack_took_while_the_database_was_locked_is_kept_and_shows
 ) -> None:
     # Slack takes Alice's page just as the database stops answering: the page is recorded once
     # it answers (not lost, not posted again), so it is edited to the escalation's end.
-    from bot.oncall.escalation_store import EscalationState
-    from tests.escalations import (
-        click_stop,
-        escalation_message,
-        open_on_message,
-        page_of,
-        start,
-        submit,
-        wait_for_state,
-    )
-
     caplog.set_level(logging.WARNING, logger="bot.storage.faults")
     bot, _ = await start(bot_factory)
     gate = bot.slack.hold("chat.postMessage", when=lambda c: c.params.get("channel") == "U0ALICE",
@@ -220,26 +202,12 @@ async def test_a_page_slack_took_while_the_database_was_locked_is_kept_and_shows
     assert _unretrieved(caplog) == []
 
 
-
 async def test_a_page_due_while_the_database_is_locked_is_sent_once_it_answers(
     bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Alice's page waits for the card's first try (for its link); Slack takes the card just as
     # the database stops answering: the card's ts is kept and the page claimed and sent once it
     # answers, instead of the page never being sent and the card never edited.
-    from bot.oncall.escalation_store import EscalationState
-    from tests.escalations import (
-        click_stop,
-        escalation_message,
-        in_the_channel,
-        open_on_message,
-        page_of,
-        start,
-        submit,
-        wait_for_state,
-    )
-    from tests.follow_helpers import services
-
     caplog.set_level(logging.WARNING, logger="bot.storage.faults")
     bot, _ = await start(bot_factory)
     gate = bot.slack.hold("chat.postMessage", when=in_the_channel, after=True)
@@ -274,7 +242,6 @@ async def test_a_page_due_while_the_database_is_locked_is_sent_once_it_answers(
     assert len([c for c in bot.slack.calls_to("chat.postMessage") if in_the_channel(c)
                 and "*On-call escalation*" in str(c.params.get("text"))]) == 1  # one card
     assert _unretrieved(caplog) == []
-
 
 
 async def test_an_escalations_hang_up_met_by_a_locked_database_reaches_the_audit_trail_once(
