@@ -337,8 +337,8 @@ class Notifier:
         # The Web API client's connection pool: without it every post opens a session of its own.
         webhook = AsyncWebhookClient(url, session=self._client.session)
         try:
-            # Timed here: slack_sdk applies its own timeout only to a session it opens itself (a
-            # shared one waits as long as aiohttp's default, five minutes).
+            # Timed here too (the shared session bounds every call at SLACK_TIMEOUT_SECONDS:
+            # bot/app.py slack_session), so a test can shorten this wait alone.
             async with asyncio.timeout(self.response_timeout):
                 response = await webhook.send(
                     **self._out(message),
