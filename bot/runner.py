@@ -9,7 +9,9 @@ service alone) the rules are the same within the process.
   another replica holds the lease.
 - `start_or_after(row_id, work)`: the same, but if the row's task runs here already, `work()`
   runs in that task after its own work (woken meanwhile), under the same lease: work handed to
-  a task that is just finishing is never dropped.
+  a task that is just finishing is never dropped. If another replica holds the lease (its task
+  may be ending without having seen what `work` is for), it is tried again after growing pauses
+  (for about ten minutes, until this runner stops), so `work()` runs once that replica lets go.
 - `adopt(ids, work_for)`: start each row not running anywhere (its lease expired: its replica died).
 - `take_over(row_ids, work_for)`: a lease keeper's round: `drop_lost`, then `adopt`.
 - `drop_lost(held, running)`: stop the tasks whose lease this replica no longer holds (it stalled
@@ -31,13 +33,23 @@ from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 
 from bot.storage.database import Connection
-from bot.storage.faults import until_database_answers
+from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.leases import Leases
 from bot.storage.together import NewRow
 
 logger = logging.getLogger(__name__)
 
 Work = Callable[[], Awaitable[None]]
+Pause = Callable[[asyncio.Event, float], Awaitable[None]]
+
+# Work whose lease another replica holds is tried again for this long, each pause twice the last
+# (at most LEASE_WAIT_MAX_PAUSE): as long as an end Slack refuses is tried (until_shown).
+LEASE_WAIT_SECONDS = 600.0
+LEASE_WAIT_MAX_PAUSE = 60.0
+
+
+async def _sleep(_: asyncio.Event, seconds: float) -> None:
+    await asyncio.sleep(seconds)
 
 
 class RowRunner:
@@ -47,8 +59,16 @@ class RowRunner:
         leases: Leases | None,
         *,
         on_error: Callable[[int, Exception], Awaitable[None]],
+        first_pause: float = 0.5,
+        pause: Pause = _sleep,
     ) -> None:
+        """`first_pause`, `pause`: how work whose lease another replica holds waits to try again
+        (`start_or_after`)."""
         self.kind = kind
+        self._first_pause = first_pause
+        self._pause = pause
+        self._waiting: dict[int, asyncio.Task[None]] = {}  # start_or_after, lease held elsewhere
+        self._waiting_work: dict[int, Work] = {}
         self._leases = leases
         self._on_error = on_error
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -137,7 +157,21 @@ class RowRunner:
     async def start_or_after(self, row_id: int, work: Work) -> bool:
         """`start`, or, if the row's task runs here, `work()` in it after its own work (the
         task, woken, ends its pause; if it was about to end, it runs `work()` first). False if
-        neither: stopping, or another replica holds the lease."""
+        neither: stopping, or another replica holds the lease; then tried again in the background
+        (the latest `work` handed over) until that replica lets go: its task may be ending
+        without having seen what `work` is for."""
+        if await self._start_or_after(row_id, work):
+            return True
+        if not self.closed:
+            self._waiting_work[row_id] = work
+            if row_id not in self._waiting:
+                waiting = asyncio.create_task(self._until_started(row_id),
+                                              name=f"{self.kind} {row_id} waiting for its lease")
+                self._waiting[row_id] = waiting
+                waiting.add_done_callback(partial(self._not_waiting, row_id))
+        return False
+
+    async def _start_or_after(self, row_id: int, work: Work) -> bool:
         if await self.start(row_id, work):
             return True
         if self.closed or row_id not in self._tasks:
@@ -145,6 +179,30 @@ class RowRunner:
         self._after[row_id] = work
         self.poke(row_id)
         return True
+
+    async def _until_started(self, row_id: int) -> None:
+        wait, waited = self._first_pause, 0.0
+        try:
+            while not self.closed and waited < LEASE_WAIT_SECONDS:
+                await self._pause(asyncio.Event(), wait)
+                waited += wait
+                wait = min(wait * 2, LEASE_WAIT_MAX_PAUSE)
+                try:
+                    if await self._start_or_after(row_id, self._waiting_work[row_id]):
+                        return
+                except DATABASE_FAULTS as exc:
+                    logger.warning("%s %s: the database failed (%s) taking its lease; trying "
+                                   "again", self.kind, row_id, exc)
+            if not self.closed:
+                logger.warning("%s %s: another replica held its lease for %.0f s; work handed "
+                               "to this one was not done", self.kind, row_id, waited)
+        finally:  # no await from here: work handed over later starts waiting of its own
+            self._not_waiting(row_id, asyncio.current_task())
+
+    def _not_waiting(self, row_id: int, waiting: asyncio.Future[None] | None) -> None:
+        if waiting is not None and self._waiting.get(row_id) is waiting:
+            del self._waiting[row_id]
+            self._waiting_work.pop(row_id, None)
 
     async def adopt(self, row_ids: Iterable[int], work_for: Callable[[int], Work]) -> list[int]:
         """Start the rows among `row_ids` that no replica runs; the ids started."""
@@ -230,6 +288,10 @@ class RowRunner:
         if self.closed:
             return
         self.closed = True
+        waiting = list(self._waiting.values())
+        for task in waiting:  # no lease held: nothing to wind down
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
         tasks = list(self._tasks.values())
         if tasks:
             pending: Iterable[asyncio.Task[None]] = tasks

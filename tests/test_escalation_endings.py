@@ -224,3 +224,40 @@ async def test_a_late_i_m_on_it_slack_refuses_while_the_chain_s_task_is_finishin
     await until(lambda: "<@U0ALICE> acknowledged at" in str(shown.text), timeout=10.0)
     await bot.settle()
     assert said(broadcasts(bot)) == ["nobody came", "on it"]
+
+
+async def test_a_late_i_m_on_it_slack_refuses_on_another_replica_is_shown_once_the_task_ends(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two replicas on one database. Nobody came; replica A's task for the chain is giving its
+    lease back (its work over, its last look at the row before the click) when Alice's late I'm
+    on it lands on replica B, and Slack refuses B's edit: B cannot take the lease A still holds,
+    so it keeps trying, and once A lets go B takes it and the card comes to say she is on it; the
+    channel hears it once."""
+    first, clock, card = await running_escalation(bot_factory, policy=ALICE_ONLY)
+    page = await page_of(first, "U0ALICE")
+    leases = services(first).leases
+    release, finishing, let_go = leases.release, asyncio.Event(), asyncio.Event()
+
+    async def held_release(kind: str, row_id: int | None = None) -> None:
+        if kind == "escalation" and row_id is not None:
+            finishing.set()
+            await let_go.wait()
+        await release(kind, row_id)
+
+    monkeypatch.setattr(leases, "release", held_release)
+    clock.advance(91)
+    await asyncio.wait_for(finishing.wait(), 10.0)  # "nobody acknowledged" shown; A's task ending
+    await wait_for_edit(first, card, "nobody acknowledged.")
+    second, _ = await start(bot_factory, policy=ALICE_ONLY, clock=clock)
+    assert services(second).leases.owner != leases.owner
+    first.slack.fail("chat.update", "internal_error", times=1)  # B's edit of the card
+    await click_ack(second, page, user_id="U0ALICE")
+    await second.settle()  # the click's work: its edit refused; A still holds the lease
+    shown = first.slack.messages[(card.channel, card.ts)]
+    assert "<@U0ALICE> acknowledged at" not in str(shown.text)
+    let_go.set()
+    await until(lambda: "<@U0ALICE> acknowledged at" in str(shown.text), timeout=10.0)
+    await first.settle()
+    await second.settle()
+    assert said(broadcasts(first)) == ["nobody came", "on it"]

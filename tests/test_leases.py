@@ -7,6 +7,7 @@ import asyncio
 from bot.runner import RowRunner, Work
 from bot.storage.database import Database
 from bot.storage.leases import Leases
+from tests.conftest import until
 
 
 class Clock:
@@ -355,3 +356,57 @@ async def test_work_handed_to_a_row_s_task_runs_after_its_own_under_its_lease(
     assert await runner.start_or_after(3, handed), "no task: started"
     await asyncio.gather(*runner.tasks())
     assert ran == ["own", "handed", "handed"]
+
+
+async def test_work_whose_lease_another_replica_holds_runs_once_it_lets_go(db: Database) -> None:
+    """`start_or_after` while another replica's task holds the row's lease (it may be ending
+    without having seen what the work is for): tried again after growing pauses, the latest work
+    handed over, until that replica gives the lease back; then run here, once, under the lease.
+    A runner that stops gives up waiting."""
+    clock = Clock()
+    a_leases, b_leases = two_replicas(db, clock)
+    ran: list[str] = []
+    gate, paused = asyncio.Event(), asyncio.Queue[float]()
+    resume = asyncio.Queue[None]()
+
+    async def nothing(row_id: int, exc: Exception) -> None:
+        raise AssertionError(exc)
+
+    async def pause(_: asyncio.Event, seconds: float) -> None:
+        paused.put_nowait(seconds)
+        await resume.get()
+
+    async def own() -> None:
+        await gate.wait()
+
+    def handed(name: str) -> Work:
+        async def work() -> None:
+            ran.append(name)
+            assert not await a_leases.take("escalation", 3), "the lease is b's"
+        return work
+
+    a = RowRunner("escalation", a_leases, on_error=nothing)
+    b = RowRunner("escalation", b_leases, on_error=nothing, first_pause=0.5, pause=pause)
+    assert await a.start(3, own)
+    assert not await b.start_or_after(3, handed("first")), "a holds the lease"
+    assert not await b.start_or_after(3, handed("latest")), "waiting already: work replaced"
+    assert await asyncio.wait_for(paused.get(), 5) == 0.5
+    resume.put_nowait(None)
+    assert await asyncio.wait_for(paused.get(), 5) == 1.0, "still a's: a longer pause"
+    assert ran == [] and b.running == 0
+    gate.set()
+    await asyncio.gather(*a.tasks())  # a's task over, its lease given back
+    resume.put_nowait(None)
+    await until(lambda: ran == ["latest"])
+    await asyncio.gather(*b.tasks())
+    assert await b_leases.held("escalation") == set(), "done: released"
+    assert paused.empty(), "no more tries once it ran"
+
+    gate.clear()
+    assert await a.start(5, own)
+    assert not await b.start_or_after(5, handed("never"))
+    await asyncio.wait_for(paused.get(), 5)
+    await b.stop()
+    gate.set()
+    await a.stop()
+    assert ran == ["latest"]

@@ -159,7 +159,8 @@ class EscalationService:
         self._oncall = oncall
         # Public, like OnCall.clock: deadlines are absolute times on this clock, and tests move it.
         self.clock = clock
-        self._runner = RowRunner(LEASE_KIND, leases, on_error=self._report_failure)
+        self._runner = RowRunner(LEASE_KIND, leases, on_error=self._report_failure,
+                                 first_pause=check_every, pause=pause)
         self._card = EscalationCard(store=store, callstore=callstore, notifier=notifier,
                                     claims=claims, on_paged=on_paged, runner=self._runner,
                                     first_pause=check_every, pause=pause)
