@@ -203,6 +203,11 @@ class RowRunner:
         if waiting is not None and self._waiting.get(row_id) is waiting:
             del self._waiting[row_id]
             self._waiting_work.pop(row_id, None)
+        if waiting is not None and waiting.done() and not waiting.cancelled() and (
+                failed := waiting.exception()) is not None:
+            # A bug while waiting (a failing database is waited out): logged, never unretrieved.
+            logger.error("%s %s: waiting for its lease failed", self.kind, row_id,
+                         exc_info=failed, extra={f"{self.kind}_id": row_id})
 
     async def adopt(self, row_ids: Iterable[int], work_for: Callable[[int], Work]) -> list[int]:
         """Start the rows among `row_ids` that no replica runs; the ids started."""
