@@ -32,6 +32,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 
+from bot.calls.status_message import FINAL_EDIT_FOR_SECONDS, until_shown
 from bot.storage.database import Connection
 from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.leases import Leases
@@ -41,11 +42,6 @@ logger = logging.getLogger(__name__)
 
 Work = Callable[[], Awaitable[None]]
 Pause = Callable[[asyncio.Event, float], Awaitable[None]]
-
-# Work whose lease another replica holds is tried again for this long, each pause twice the last
-# (at most LEASE_WAIT_MAX_PAUSE): as long as an end Slack refuses is tried (until_shown).
-LEASE_WAIT_SECONDS = 600.0
-LEASE_WAIT_MAX_PAUSE = 60.0
 
 
 async def _sleep(_: asyncio.Event, seconds: float) -> None:
@@ -181,21 +177,22 @@ class RowRunner:
         return True
 
     async def _until_started(self, row_id: int) -> None:
-        wait, waited = self._first_pause, 0.0
+        async def started() -> bool:
+            try:
+                return await self._start_or_after(row_id, self._waiting_work[row_id])
+            except DATABASE_FAULTS as exc:
+                logger.warning("%s %s: the database failed (%s) taking its lease; trying "
+                               "again", self.kind, row_id, exc)
+                return False
+
         try:
-            while not self.closed and waited < LEASE_WAIT_SECONDS:
-                await self._pause(asyncio.Event(), wait)
-                waited += wait
-                wait = min(wait * 2, LEASE_WAIT_MAX_PAUSE)
-                try:
-                    if await self._start_or_after(row_id, self._waiting_work[row_id]):
-                        return
-                except DATABASE_FAULTS as exc:
-                    logger.warning("%s %s: the database failed (%s) taking its lease; trying "
-                                   "again", self.kind, row_id, exc)
-            if not self.closed:
-                logger.warning("%s %s: another replica held its lease for %.0f s; work handed "
-                               "to this one was not done", self.kind, row_id, waited)
+            # Paced as an end Slack refuses is shown: the other replica may be showing it.
+            if not await until_shown(started, first_pause=self._first_pause, pause=self._pause,
+                                     refused=True, closing=lambda: self.closed):
+                if not self.closed:
+                    logger.warning("%s %s: another replica held its lease for %.0f s; work "
+                                   "handed to this one was not done", self.kind, row_id,
+                                   FINAL_EDIT_FOR_SECONDS)
         finally:  # no await from here: work handed over later starts waiting of its own
             self._not_waiting(row_id, asyncio.current_task())
 
