@@ -195,14 +195,11 @@ async def test_nobody_came_decided_as_the_bot_stopped_is_broadcast_by_the_next_s
     assert said(broadcasts(second)) == ["nobody came"]
 
 
-async def test_a_late_i_m_on_it_slack_refuses_while_the_chain_s_task_is_finishing_is_shown(
-    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Nobody came and the card says so; the chain's task is giving its lease back (its work
-    over) when Alice's late I'm on it lands, and Slack refuses that edit: the card still comes to
-    say she is on it (tried again after the task), and the channel hears it once."""
-    bot, clock, card = await running_escalation(bot_factory, policy=ALICE_ONLY)
-    page = await page_of(bot, "U0ALICE")
+def hold_escalation_lease_release(
+    bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """The bot's escalation task, its work over, holds on to its lease: `finishing` is set when
+    it would give it back, which it does once `let_go` is set."""
     leases = services(bot).leases
     release, finishing, let_go = leases.release, asyncio.Event(), asyncio.Event()
 
@@ -213,6 +210,18 @@ async def test_a_late_i_m_on_it_slack_refuses_while_the_chain_s_task_is_finishin
         await release(kind, row_id)
 
     monkeypatch.setattr(leases, "release", held_release)
+    return finishing, let_go
+
+
+async def test_a_late_i_m_on_it_slack_refuses_while_the_chain_s_task_is_finishing_is_shown(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nobody came and the card says so; the chain's task is giving its lease back (its work
+    over) when Alice's late I'm on it lands, and Slack refuses that edit: the card still comes to
+    say she is on it (tried again after the task), and the channel hears it once."""
+    bot, clock, card = await running_escalation(bot_factory, policy=ALICE_ONLY)
+    page = await page_of(bot, "U0ALICE")
+    finishing, let_go = hold_escalation_lease_release(bot, monkeypatch)
     clock.advance(91)
     await asyncio.wait_for(finishing.wait(), 10.0)  # "nobody acknowledged" shown; task ending
     await wait_for_edit(bot, card, "nobody acknowledged.")
@@ -237,15 +246,7 @@ async def test_a_late_i_m_on_it_slack_refuses_on_another_replica_is_shown_once_t
     first, clock, card = await running_escalation(bot_factory, policy=ALICE_ONLY)
     page = await page_of(first, "U0ALICE")
     leases = services(first).leases
-    release, finishing, let_go = leases.release, asyncio.Event(), asyncio.Event()
-
-    async def held_release(kind: str, row_id: int | None = None) -> None:
-        if kind == "escalation" and row_id is not None:
-            finishing.set()
-            await let_go.wait()
-        await release(kind, row_id)
-
-    monkeypatch.setattr(leases, "release", held_release)
+    finishing, let_go = hold_escalation_lease_release(first, monkeypatch)
     clock.advance(91)
     await asyncio.wait_for(finishing.wait(), 10.0)  # "nobody acknowledged" shown; A's task ending
     await wait_for_edit(first, card, "nobody acknowledged.")
