@@ -15,7 +15,7 @@ from bot.audit.spool import Spool, Spooled, database_id
 from bot.audit.trail import ATTEMPT_COLUMNS, EVENT_COLUMNS, AuditLog
 from bot.storage.database import Database
 from bot.storage.number_hash import NumberHasher
-from tests.conftest import BotFactory
+from tests.conftest import BotFactory, until
 from tests.database_locks import (
     recorded_once_after_restarts,
     with_short_busy_timeout,
@@ -169,3 +169,30 @@ async def test_a_record_the_database_refuses_holds_up_none_of_the_others(
         assert said.levelno == logging.ERROR
     finally:
         await log.stop()
+
+
+async def test_a_record_kept_while_a_drain_runs_is_written_by_it_too(
+    db: Database, tmp_path: Path
+) -> None:
+    # The drain read the file before the second record was in it: once done with the first it
+    # goes round again, rather than leaving the second waiting for the next start.
+    path = tmp_path / "spool"
+    written: list[str] = []
+    first_write_may_end = asyncio.Event()
+
+    async def write(_conn: object, record: Spooled) -> bool:
+        if not written:
+            await first_write_may_end.wait()
+        written.append(record.key)
+        return True
+
+    spool = Spool(path, db, write)
+    try:
+        assert spool.keep(Spooled("audit_attempts", {}, key="k1"))
+        await until(lambda: path.exists())
+        await asyncio.sleep(0)  # the drain has read the file, and waits in k1's write
+        assert spool.keep(Spooled("audit_attempts", {}, key="k2"))
+        first_write_may_end.set()
+        await until(lambda: written == ["k1", "k2"] and not spool.waiting)
+    finally:
+        await spool.stop()

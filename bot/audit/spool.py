@@ -95,6 +95,8 @@ class Spool:
         self._write = write
         self._database = database
         self._draining: asyncio.Task[None] | None = None
+        # A record kept since the running drain read the file: it drains again once it is done.
+        self._kept_since_read = False
         self._failing = False  # the last append failed: said once, not once per record
 
     def keep(self, record: Spooled) -> bool:
@@ -125,12 +127,25 @@ class Spool:
         return True
 
     def drain_soon(self) -> None:
-        """Write the spooled records once the database answers (in the background)."""
+        """Write the spooled records once the database answers (in the background). A record
+        kept while a drain runs is written by it too: that drain may have read the file before
+        the record was in it, and goes round again."""
+        self._kept_since_read = True
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(
-                until_database_answers(self.drain, "writing spooled audit records"),
+                until_database_answers(self._drain_until_none_kept,
+                                       "writing spooled audit records"),
                 name="audit spool",
             )
+
+    async def _drain_until_none_kept(self) -> None:
+        while self._kept_since_read:
+            self._kept_since_read = False
+            try:
+                await self.drain()
+            except BaseException:
+                self._kept_since_read = True  # still in the file: the next try drains it
+                raise
 
     @property
     def waiting(self) -> bool:
