@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PYTEST_WORKERS ?= 4
+PYTEST_WORKERS ?= 6
 
 .PHONY: run test check-types bench demo screenshot lock clean
 
