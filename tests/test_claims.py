@@ -3,6 +3,8 @@ on both databases (PostgreSQL: one statement; expired claims of other keys clear
 
 from __future__ import annotations
 
+import time
+
 from bot.storage.claims import CLAIM_LIFETIME_SECONDS, CLAIM_PURGE_EVERY_SECONDS, Claims
 from bot.storage.database import Database
 from tests.round_trips import Counting
@@ -37,3 +39,23 @@ async def test_a_claim_is_one_round_trip_once_expired_claims_were_cleared(db: Da
     counting.trips.clear()
     assert await claims.claim("d")
     assert len(counting.trips) == (2 if db.dialect == "postgresql" else 1)
+
+
+async def test_a_claim_is_granted_again_to_its_holder_and_to_nobody_else(db: Database) -> None:
+    # A holder whose claim committed but whose answer was lost asks again and is granted it.
+    claims = Claims(db)
+    assert await claims.claim("k", holder="first try")
+    assert await claims.claim("k", holder="first try")
+    assert not await claims.claim("k", holder="someone else")
+    assert not await claims.claim("k")
+    assert await claims.claim("unnamed")
+    assert not await claims.claim("unnamed")  # without a holder, never granted twice
+    assert not await claims.claim("unnamed", holder="first try")
+
+
+async def test_a_claim_from_before_holders_is_granted_to_nobody(db: Database) -> None:
+    # Written as a callbot from before migration 15 writes it: no holder.
+    await db.execute("INSERT INTO claims (key, claimed_at) VALUES (?, ?)", ("old", time.time()))
+    claims = Claims(db)
+    assert not await claims.claim("old", holder="a retry")
+    assert not await claims.claim("old")

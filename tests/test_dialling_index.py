@@ -85,7 +85,7 @@ async def test_migration_14_keeps_the_calls_and_finds_those_still_dialling(
             await calls_made(db, 30, dialling=1)
             before = [tuple(row) for row in await db.fetchall("SELECT * FROM calls ORDER BY id")]
 
-            assert await db.migrate(MIGRATIONS) == [14]
+            assert await db.migrate([m for m in MIGRATIONS if m.version <= 14]) == [14]
             after = [tuple(row) for row in await db.fetchall("SELECT * FROM calls ORDER BY id")]
             assert after == before
             store = CallStore(db)

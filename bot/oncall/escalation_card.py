@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -283,7 +284,10 @@ class EscalationCard:
         if opened is not None:
             await opened.wait()  # the card's first try: the page links to it
         key = f"escalation:{escalation.id}:step:{n}:page"
-        if not await until_database_answers(lambda: self._claims.claim(key), what, extra=fields):
+        # Named, so a try whose claim committed but lost its answer is granted it again.
+        holder = secrets.token_hex(16)
+        if not await until_database_answers(lambda: self._claims.claim(key, holder=holder), what,
+                                            extra=fields):
             return
         if self._on_paged is not None:
             self._on_paged()

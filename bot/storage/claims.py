@@ -3,6 +3,12 @@
 Slack can deliver the same thing twice (a Socket Mode envelope redelivered after a reconnect, a
 double-clicked Submit, two replicas receiving one event); a phone must still ring once. The claim is
 one INSERT on a primary key, atomic across coroutines and processes sharing the database.
+
+A claim whose write committed but whose answer was lost (the connection dropped after COMMIT, a
+PostgreSQL failover) is tried again by its caller, and would find the key taken by itself: what it
+guards (a page, an escalation step's call) would then be done by nobody. A caller that tries again
+names itself (`holder`, a token of its own for that one action): a claim by the same holder is
+granted again, a claim by anyone else is not.
 """
 
 from __future__ import annotations
@@ -24,8 +30,9 @@ class Claims:
         self._clock = clock
         self._purged_at: float | None = None
 
-    async def claim(self, key: str) -> bool:
-        """True for the first claim of `key`; False for every later one (until it expires)."""
+    async def claim(self, key: str, *, holder: str | None = None) -> bool:
+        """True for the first claim of `key`; False for every later one (until it expires),
+        except one by the same `holder` (its earlier try committed, its answer was lost)."""
         now = self._clock()
         if self._db.dialect == POSTGRESQL:
             # One statement, atomic on its own: the key's own expired claim is taken over in it.
@@ -36,24 +43,33 @@ class Claims:
                     "DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_LIFETIME_SECONDS,)
                 )
                 self._purged_at = now
+            # A NULL holder equals nothing: only a claim that named itself is granted again.
             taken = await self._db.execute(
-                "INSERT INTO claims (key, claimed_at) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at"
-                " WHERE claims.claimed_at < ?",
-                (key, now, now - CLAIM_LIFETIME_SECONDS),
+                "INSERT INTO claims (key, claimed_at, holder) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at,"
+                " holder = excluded.holder"
+                " WHERE claims.claimed_at < ? OR claims.holder = excluded.holder",
+                (key, now, holder, now - CLAIM_LIFETIME_SECONDS),
             )
             return taken == 1
-        return await self._db.atomic(lambda conn: claim_in(conn, key, now))
+        return await self._db.atomic(lambda conn: claim_in(conn, key, now, holder=holder))
 
     async def release(self, key: str) -> None:
         """Free `key` again: what it guarded certainly did not happen."""
         await self._db.execute("DELETE FROM claims WHERE key = ?", (key,))
 
 
-async def claim_in(conn: Connection, key: str, now: float) -> bool:
+async def claim_in(conn: Connection, key: str, now: float, *, holder: str | None = None
+                   ) -> bool:
     """`Claims.claim` within the caller's own transaction (what it guards is written in it too)."""
     await conn.execute("DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_LIFETIME_SECONDS,))
     inserted = await conn.execute(
-        "INSERT INTO claims (key, claimed_at) VALUES (?, ?) ON CONFLICT DO NOTHING", (key, now)
+        "INSERT INTO claims (key, claimed_at, holder) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        (key, now, holder),
     )
-    return inserted == 1
+    if inserted == 1:
+        return True
+    if holder is None:
+        return False
+    return await conn.fetchone(
+        "SELECT 1 FROM claims WHERE key = ? AND holder = ?", (key, holder)) is not None

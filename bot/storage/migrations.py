@@ -374,4 +374,15 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX calls_dialling ON calls (id) WHERE placement = 'dialling'
         """,
     ),
+    Migration(
+        15,
+        "who holds a claim, so a claim whose answer was lost is known again by its holder",
+        # A claim committed but its answer lost (a connection dropped after COMMIT, a failover) is
+        # tried again; without a holder the retry finds the key taken and the page or step it
+        # guards is never done by anyone (bot/storage/claims.py). NULL: claimed by a callbot from
+        # before this column, or by a caller that never retries.
+        """
+        ALTER TABLE claims ADD COLUMN holder TEXT
+        """,
+    ),
 ]
