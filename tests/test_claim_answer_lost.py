@@ -4,66 +4,54 @@ call it guards are done once, not by nobody (bot/storage/claims.py). On both dat
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from bot.storage.claims import Claims
+from tests.claim_faults import AnswerLost
 from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import on_both_databases
+from bot.oncall.escalation_store import EscalationState
 from tests.escalations import (
     ALICE,
+    ALICE_ONLY,
+    ROSTER,
+    Clock,
+    broadcasts,
+    click_ack,
     dialled,
     escalation_message,
     open_on_message,
     page_of,
     start,
     submit,
+    wait_for_edit,
+    wait_for_state,
 )
-from tests.follow_helpers import services
-
-
-class AnswerLost:
-    """`Claims.claim`, except that the first claim of `key` commits and then loses its answer
-    (raising as a dropped connection does)."""
-
-    def __init__(self, claims: Claims, key: str) -> None:
-        self._real = claims.claim
-        self._key = key
-        self.lost = 0
-
-    async def __call__(self, key: str, **kwargs: Any) -> bool:
-        taken = await self._real(key, **kwargs)
-        if key == self._key and not self.lost:
-            assert taken
-            self.lost += 1
-            raise ConnectionError("connection lost after COMMIT")
-        return taken
+from tests.follow_helpers import audit_records, services
 
 
 async def _escalation_losing_the_answer_to(
-    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch, key: str
-) -> tuple[BotUnderTest, AnswerLost]:
-    bot, _ = await start(bot_factory)
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch, *keys: str, policy: str = ROSTER
+) -> tuple[BotUnderTest, Clock, AnswerLost]:
+    bot, clock = await start(bot_factory, policy=policy)
     claims = services(bot).claims
-    fault = AnswerLost(claims, key)
+    fault = AnswerLost(claims, *keys)
     monkeypatch.setattr(claims, "claim", fault)
     view, _ = await open_on_message(bot)
     await submit(bot, view)
     await escalation_message(bot)
-    return bot, fault
+    return bot, clock, fault
 
 
 @on_both_databases
 async def test_a_step_whose_claim_lost_its_answer_is_dialled_once(
     bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bot, fault = await _escalation_losing_the_answer_to(
+    bot, _, fault = await _escalation_losing_the_answer_to(
         bot_factory, monkeypatch, "escalation:1:step:0")
     await bot.evo.wait_for_posts(1, timeout=20)  # Alice's phone rings all the same
     await page_of(bot, "U0ALICE")
     await bot.settle()
-    assert fault.lost == 1
+    assert len(fault.lost) == 1
     assert dialled(bot) == [ALICE]
 
 
@@ -71,13 +59,36 @@ async def test_a_step_whose_claim_lost_its_answer_is_dialled_once(
 async def test_a_page_whose_claim_lost_its_answer_is_sent_once(
     bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bot, fault = await _escalation_losing_the_answer_to(
+    bot, _, fault = await _escalation_losing_the_answer_to(
         bot_factory, monkeypatch, "escalation:1:step:0:page")
     page = await page_of(bot, "U0ALICE")  # sent all the same
     assert "You are being paged" in (page.text or "")
     await bot.settle()
-    assert fault.lost == 1
+    assert len(fault.lost) == 1
     assert len([c for c in bot.slack.calls_to("chat.postMessage")
                 if c.params.get("channel") == "U0ALICE"]) == 1
     assert dialled(bot) == [ALICE]
 
+
+
+@on_both_databases
+async def test_the_end_and_a_late_acknowledgement_whose_claims_lost_their_answers_are_told_once(
+    bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot, clock, fault = await _escalation_losing_the_answer_to(
+        bot_factory, monkeypatch, "escalation:1:end", "escalation:1:late-ack",
+        "escalation:1:acknowledged", policy=ALICE_ONLY)
+    page = await page_of(bot, "U0ALICE")
+    clock.advance(91)  # nobody answered
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await click_ack(bot, page, user_id="U0ALICE")  # late
+    card = await escalation_message(bot)
+    await wait_for_edit(bot, card, "<@U0ALICE> acknowledged at")
+    await bot.settle()
+    assert sorted(fault.lost) == ["escalation:1:acknowledged", "escalation:1:end",
+                                  "escalation:1:late-ack"]
+    said = ["nobody came" if "Nobody acknowledged" in t else "on it" if "they are on it" in t
+            else t for t in broadcasts(bot)]
+    assert said == ["nobody came", "on it"]
+    [record] = await audit_records(bot)  # Alice's call: her acknowledgement recorded once
+    assert [e.actor_id for e in record.events if e.kind == "acknowledged"] == ["U0ALICE"]

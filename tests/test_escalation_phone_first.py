@@ -14,6 +14,7 @@ import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.slack import ApiCall, ApiReply
+from tests.claim_faults import AnswerLost
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import services
 from tests.escalations import (
@@ -187,3 +188,23 @@ async def test_without_a_card_a_requester_who_lost_the_right_hears_why_the_chain
     assert "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s" in end
     await bot.settle()
     assert dialled(bot) == [ALICE]
+
+
+async def test_without_a_card_an_end_whose_claim_lost_its_answer_is_told_all_the_same(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The claim on telling the requester the end committed, its answer lost: tried again under
+    # its own holder, it is granted, and the requester hears who acknowledged.
+    bot, _ = await start(bot_factory)
+    claims = services(bot).claims
+    fault = AnswerLost(claims, "escalation:1:told:acknowledged")
+    monkeypatch.setattr(claims, "claim", fault)
+    view, _ = await open_on_message(bot)
+    refuse_the_card(bot, "not_in_channel")
+    await submit(bot, view)
+    await told_privately(bot, NOT_POSTED)
+    page = await page_of(bot, "U0ALICE")
+    await click_ack(bot, page, user_id="U0ALICE")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await told_privately(bot, "<@U0ALICE> acknowledged at")
+    assert fault.lost == ["escalation:1:told:acknowledged"]

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -225,7 +224,9 @@ class EscalationCard:
         if self._opening(escalation.id) is not None:
             return False
         told = f"escalation:{escalation.id}:told:{escalation.state}"
-        if not await self._claims.claim(told):
+        if not await self._claims.claim_when_answered(
+                told, f"escalation {escalation.id}: telling its end",
+                extra={"escalation_id": escalation.id}):
             return True
         steps = await self._store.steps(escalation.id)
         if await self._notifier.tell(
@@ -284,10 +285,7 @@ class EscalationCard:
         if opened is not None:
             await opened.wait()  # the card's first try: the page links to it
         key = f"escalation:{escalation.id}:step:{n}:page"
-        # Named, so a try whose claim committed but lost its answer is granted it again.
-        holder = secrets.token_hex(16)
-        if not await until_database_answers(lambda: self._claims.claim(key, holder=holder), what,
-                                            extra=fields):
+        if not await self._claims.claim_when_answered(key, what, extra=fields):
             return
         if self._on_paged is not None:
             self._on_paged()

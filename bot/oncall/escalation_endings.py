@@ -140,7 +140,10 @@ class Endings:
     async def record_acknowledgement(self, escalation: Escalation) -> None:
         """The audit trail (on the acknowledging person's call, else the current step's) and
         the metrics; once, whatever restarts in between."""
-        if not await self._claims.claim(f"escalation:{escalation.id}:acknowledged"):
+        if not await self._claims.claim_when_answered(
+                f"escalation:{escalation.id}:acknowledged",
+                f"escalation {escalation.id}: recording its acknowledgement",
+                extra={"escalation_id": escalation.id}):
             return
         by, at = escalation.acknowledged_by or "", escalation.acknowledged_at or self._clock()
         if self._on_acknowledged is not None:
@@ -178,9 +181,12 @@ class Endings:
         between, and never the late one first (it waits while the first is being posted)."""
         lock = self._broadcasting.setdefault(escalation.id, asyncio.Lock())
         async with lock:
-            if await self._claims.claim(f"escalation:{escalation.id}:end"):
+            if await self._end_claimed(escalation):
                 await self._card.post(escalation, views.exhausted(escalation), broadcast=True)
-            if late and await self._claims.claim(f"escalation:{escalation.id}:late-ack"):
+            if late and await self._claims.claim_when_answered(
+                    f"escalation:{escalation.id}:late-ack",
+                    f"escalation {escalation.id}: telling a late acknowledgement",
+                    extra={"escalation_id": escalation.id}):
                 await self._card.post(escalation, views.acknowledged_late(escalation),
                                       broadcast=True)
         if not lock.locked():
@@ -223,9 +229,15 @@ class Endings:
         logger.warning("escalation %s failed: %s", escalation.id, why,
                        extra=ended(escalation, EscalationState.FAILED))
         self._finished(EscalationState.FAILED)
-        if await self._claims.claim(f"escalation:{escalation.id}:end"):
+        if await self._end_claimed(escalation):
             await self._card.post(escalation, views.failed(escalation, why), or_tell=True)
         await self._card.refresh_until_shown(escalation.id)
+
+    async def _end_claimed(self, escalation: Escalation) -> bool:
+        """The claim on saying how the escalation ended: once, whatever restarts in between."""
+        return await self._claims.claim_when_answered(
+            f"escalation:{escalation.id}:end", f"escalation {escalation.id}: telling its end",
+            extra={"escalation_id": escalation.id})
 
     def _finished(self, state: EscalationState) -> None:
         if self._on_finished is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from enum import Enum
 
@@ -42,7 +41,6 @@ from bot.oncall.escalation_store import (
 from bot.oncall.roster import OnCall
 from bot.runner import RowRunner
 from bot.storage.claims import Claims
-from bot.storage.faults import until_database_answers
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +113,11 @@ class Chain:
                 await self._store.begin_step(escalation.id, escalation.step, started,
                                              started + escalation.answer_timeout)
                 continue  # read the row again: stopped or moved on meanwhile, or begun
-            if escalation.step_call_id is None and await self._claim_step(escalation):
+            if escalation.step_call_id is None and await self._claims.claim_when_answered(
+                f"escalation:{escalation.id}:step:{escalation.step}",
+                f"escalation {escalation.id}: claiming step {escalation.step}",
+                extra={"escalation_id": escalation.id},
+            ):
                 # The claim is the gate: whoever takes it dials, and a step is claimed only once.
                 # (A step begun but never claimed, by a bot that stopped in between, dials now.)
                 await self._place_step(escalation, target)
@@ -131,16 +133,6 @@ class Chain:
             # ACK_OUTCOME, STATE_CHANGED: look again; CLOSING: the loop ends.
         logger.info("escalation %s paused: the bot is stopping", escalation_id,
                     extra={"escalation_id": escalation_id})
-
-    async def _claim_step(self, escalation: Escalation) -> bool:
-        """The step's claim, tried again while the database fails under one holder: a claim that
-        committed but lost its answer is granted to this try again, and the step is dialled."""
-        holder = secrets.token_hex(16)
-        return await until_database_answers(
-            lambda: self._claims.claim(f"escalation:{escalation.id}:step:{escalation.step}",
-                                       holder=holder),
-            f"escalation {escalation.id}: claiming step {escalation.step}",
-            extra={"escalation_id": escalation.id})
 
     async def _place_step(self, escalation: Escalation, target: Target) -> None:
         n = escalation.step

@@ -8,15 +8,18 @@ A claim whose write committed but whose answer was lost (the connection dropped 
 PostgreSQL failover) is tried again by its caller, and would find the key taken by itself: what it
 guards (a page, an escalation step's call) would then be done by nobody. A caller that tries again
 names itself (`holder`, a token of its own for that one action): a claim by the same holder is
-granted again, a claim by anyone else is not.
+granted again, a claim by anyone else is not. `claim_when_answered` does both for work in the
+background (an escalation's step, its page, the telling of its end).
 """
 
 from __future__ import annotations
 
+import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from bot.storage.database import POSTGRESQL, Connection, Database
+from bot.storage.faults import until_database_answers
 
 # Slack redelivers within minutes; a day is far beyond any retry, and keeps the table small.
 CLAIM_LIFETIME_SECONDS = 24 * 3600
@@ -53,6 +56,15 @@ class Claims:
             )
             return taken == 1
         return await self._db.atomic(lambda conn: claim_in(conn, key, now, holder=holder))
+
+    async def claim_when_answered(self, key: str, what: str, *,
+                                  extra: Mapping[str, object] | None = None) -> bool:
+        """`claim(key)` for work done in the background: tried again for as long as the
+        database fails (until_database_answers; `what`, `extra`: its warnings), under a holder of
+        its own, so that a try which committed but lost its answer is granted the key again."""
+        holder = secrets.token_hex(16)
+        return await until_database_answers(lambda: self.claim(key, holder=holder), what,
+                                            extra=extra)
 
     async def release(self, key: str) -> None:
         """Free `key` again: what it guarded certainly did not happen."""
