@@ -43,32 +43,19 @@ async def _escalation_losing_the_answer_to(
 
 
 @on_both_databases
-async def test_a_step_whose_claim_lost_its_answer_is_dialled_once(
+async def test_a_step_and_its_page_whose_claims_lost_their_answers_are_dialled_and_sent_once(
     bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bot, _, fault = await _escalation_losing_the_answer_to(
-        bot_factory, monkeypatch, "escalation:1:step:0")
+        bot_factory, monkeypatch, "escalation:1:step:0", "escalation:1:step:0:page")
     await bot.evo.wait_for_posts(1, timeout=20)  # Alice's phone rings all the same
-    await page_of(bot, "U0ALICE")
-    await bot.settle()
-    assert len(fault.lost) == 1
-    assert dialled(bot) == [ALICE]
-
-
-@on_both_databases
-async def test_a_page_whose_claim_lost_its_answer_is_sent_once(
-    bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    bot, _, fault = await _escalation_losing_the_answer_to(
-        bot_factory, monkeypatch, "escalation:1:step:0:page")
-    page = await page_of(bot, "U0ALICE")  # sent all the same
+    page = await page_of(bot, "U0ALICE")  # and she is paged all the same
     assert "You are being paged" in (page.text or "")
     await bot.settle()
-    assert len(fault.lost) == 1
+    assert sorted(fault.lost) == ["escalation:1:step:0", "escalation:1:step:0:page"]
+    assert dialled(bot) == [ALICE]
     assert len([c for c in bot.slack.calls_to("chat.postMessage")
                 if c.params.get("channel") == "U0ALICE"]) == 1
-    assert dialled(bot) == [ALICE]
-
 
 
 @on_both_databases
