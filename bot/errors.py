@@ -2,8 +2,8 @@
 
     CallbotError                    a request refused or not completed; `.user_message` says why
      ├─ RoleDenied                  the requester holds none of the roles the action needs
- ├─ NotAResponder               access.py: not allowed to escalate to on-call (responders)
- ├─ MembershipUnknown           access.py: Slack did not say whether someone is a full member
+     ├─ NotAResponder               access.py: not allowed to escalate to on-call (responders)
+     ├─ MembershipUnknown           access.py: Slack did not say whether someone is a full member
      ├─ GroupLookupFailed           Slack would not tell us a user group's members
      ├─ FlowNotFound                no flow matches the word typed (with the closest names)
      ├─ FlowAmbiguous               several flows match it
@@ -36,6 +36,7 @@
      ├─ OutcomeUnknown              the call may or may not have been placed: never retried
      ├─ EvoVoiceTimeout             a GET or DELETE got no answer
      ├─ MalformedResponse           a 2xx whose body is not what the API documents
+     ├─ AlreadyEnded                a hang-up refused for a call whose session says it ended
      └─ EvoVoiceStatusError         a non-2xx answer (`.status`)
          ├─ BadRequest              400
          ├─ BadLogin                401 or /auth/status saying "not authenticated", once a sign-in

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 
+import pytest
+
 from bot.calls.status_views import CALL_ACTIONS_BLOCK, CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.standins.evovoice import DropConnection, EmptyObject, ErrorStatus, Gated
 from bot.standins.slack import block_actions_payload, interactive_body
@@ -213,6 +215,37 @@ async def test_a_hang_up_evo_voice_no_longer_knows_shows_the_end_without_waiting
     [answer] = await bot.slack.wait_for_response(url)
     assert "nothing to hang up" in answer["text"]
     await wait_for_edit(bot, status, "Ended", timeout=5)
+
+
+@pytest.mark.parametrize("refusal", ["bad_request", "conflict", "not_found", "accepted"])
+async def test_a_hang_up_of_a_call_that_just_ended_says_so_whatever_evo_voice_answers(
+    bot_factory: BotFactory, refusal: str
+) -> None:
+    # The call ended on its own a moment before the click, and no poll has shown it yet. Nothing
+    # public says what Evo Voice answers to ending a session that has ended (400, 409, 404, or a
+    # 204 that changes nothing): whichever, the clicker is told there is nothing to hang up,
+    # never that hanging up failed and the phone may still ring.
+    bot = await bot_factory("http", CALL_POLL_SECONDS="60", CALL_POLL_MAX_SECONDS="60")
+    bot.evo.ended_hang_up = refusal
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    await bot.settle()
+    end_session(bot, session_id, after_seconds=20, outcome="Completed")
+
+    _, url = await click(bot, status, HANG_UP_ACTION)
+    if refusal == "accepted":  # a hang-up, for all the bot can tell: who clicked is said
+        await wait_for_edit(bot, status, "Hung up by <@U0MANAGER>", timeout=5)
+    else:
+        [answer] = await bot.slack.wait_for_response(url)
+        assert "nothing to hang up" in answer["text"]
+        await wait_for_edit(bot, status, "Ended: Completed", timeout=5)
+    await bot.settle()
+    shown = bot.slack.messages[(status.channel, status.ts)]
+    assert "may still ring" not in str(shown.text)
+    assert not any("failed" in a["text"] for a in bot.slack.responses_to(url))
+    [record] = await audit_records(bot)
+    assert record.last("hang_up_failed") is None
 
 
 async def test_call_again_clicked_by_two_people_at_once_dials_once(

@@ -15,7 +15,7 @@ import asyncio
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
-from bot.standins.evovoice import ErrorStatus
+from bot.standins.evovoice import ErrorStatus, Gated
 from bot.standins.slack import ApiCall
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.escalations import (
@@ -35,7 +35,7 @@ from tests.escalations import (
     wait_for_edit,
     wait_for_state,
 )
-from tests.follow_helpers import audit_records, services
+from tests.follow_helpers import audit_records, end_session, services
 
 
 async def test_an_earlier_page_acknowledged_while_bob_s_hang_up_fails_says_so_and_audits_alice(
@@ -116,6 +116,32 @@ async def test_stop_escalation_whose_hang_up_fails_says_the_phone_may_still_ring
     await wait_for_edit(bot, card, "1. <@U0ALICE> (+1 814 ••• 3093) — ⏹ stopped while ringing "
                                    "(Hanging up that call failed: Internal server error. It may "
                                    "still ring.)")
+
+
+@pytest.mark.parametrize("refusal", ["bad_request", "conflict"])
+async def test_stop_as_alice_s_call_ends_on_its_own_never_says_it_may_still_ring(
+    bot_factory: BotFactory, refusal: str
+) -> None:
+    # Her call ended a moment before Stop, unseen yet (the poll that would show it is held), and
+    # Evo Voice refuses to end a session that has ended (nothing public says it doesn't): the
+    # session is read, and the card says her call ended, not that it may still ring.
+    bot, _, card = await running_escalation(bot_factory)
+    bot.evo.ended_hang_up = refusal
+    alice = session_of(bot, ALICE)
+    poll_may_answer = asyncio.Event()
+    polls = len(bot.evo.requests_to("GET", "/sessions"))
+    bot.evo.queue("GET", "/sessions", Gated(poll_may_answer))
+    await until(lambda: len(bot.evo.requests_to("GET", "/sessions")) > polls)
+    end_session(bot, alice, after_seconds=20, outcome="No answer")
+    await click_stop(bot, card, user_id="U0ADMIN")
+    await wait_for_state(bot, EscalationState.STOPPED)
+    poll_may_answer.set()
+    await wait_for_edit(bot, card, "stopped by <@U0ADMIN>")
+    await bot.settle()
+    shown = str(bot.slack.messages[(card.channel, card.ts)].text)
+    assert "may still ring" not in shown and "failed" not in shown, shown
+    [record] = await audit_records(bot)
+    assert [e.kind for e in record.events if e.kind.startswith("hang_up")] == []
 
 
 NOBODY_CAME = "Nobody acknowledged the on-call escalation"

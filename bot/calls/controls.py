@@ -29,7 +29,7 @@ from bot.calls.status_views import can_call_again, can_hang_up
 from bot.calls.store import CallStore, TrackedCall
 from bot.config import KNOWN_ROLES
 from bot.errors import CallbotError, describe, describe_hang_up
-from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound
+from bot.evovoice.client import AlreadyEnded, EvoVoiceClient, EvoVoiceError, NotFound
 from bot.slack.notify import Notifier
 from bot.storage.faults import refused_when_database_fails, until_database_answers
 
@@ -143,8 +143,9 @@ class CallControls:
             assert call.session_id is not None
             try:
                 await self._evo.hang_up(call.session_id)
-            except NotFound:
-                # Evo Voice has forgotten it: it ended on its own. The follower will show that.
+            except (NotFound, AlreadyEnded):
+                # Evo Voice has forgotten it, or says it has ended: it ended on its own. The
+                # follower will show that.
                 self._follower.poke(call.id)
                 raise CallNotLive() from None
             except EvoVoiceError as exc:

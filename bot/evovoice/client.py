@@ -36,6 +36,7 @@ from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.dates import parse_timestamp
 from bot.evovoice.errors import (
     MAX_RETRY_AFTER_SECONDS,
+    AlreadyEnded,
     BadLogin,
     BadRequest,
     Conflict,
@@ -78,7 +79,8 @@ from bot.evovoice.requester import (
 
 __all__ = [
     "DEFAULT_CONNECT_RETRIES", "DEFAULT_RETRY_BACKOFF", "DEFAULT_TIMEOUT", "KNOWN_HOSTS",
-    "MAX_RETRY_AFTER_SECONDS", "USER_AGENT", "AuthStatus", "BadLogin", "BadRequest", "CallPlaced",
+    "MAX_RETRY_AFTER_SECONDS", "USER_AGENT", "AlreadyEnded", "AuthStatus", "BadLogin",
+    "BadRequest", "CallPlaced",
     "Conflict", "EvoVoiceClient", "EvoVoiceError", "EvoVoiceStatusError", "EvoVoiceTimeout",
     "EvoVoiceUnreachable", "FieldError", "Flow", "Forbidden", "MalformedResponse", "MissingRole",
     "NotFound", "OutcomeUnknown", "OwnedNumber", "Priority", "RateLimited", "RequestBudget",
@@ -299,7 +301,29 @@ class EvoVoiceClient(Requester):
         Whichever works is remembered; a 403 other than "Invalid Role" is not a missing role and is
         raised as it is. The path is built from a non-empty id only: ``DELETE /sessions`` without
         one deletes an account's sessions in bulk.
+
+        A refusal (400, 409, 5xx) of a call that had just ended, or was hung up a moment ago, is
+        AlreadyEnded when its session says it has ended: never "it may still ring" for a call
+        that can't.
         """
+        try:
+            await self._end_session(session_id)
+        except (BadRequest, Conflict, ServerError) as refused:
+            if await self._has_ended(session_id):
+                logger.info("Evo Voice refused to end a session that had ended (%s)",
+                            type(refused).__name__, extra={"session_id": session_id})
+                raise AlreadyEnded("The call had already ended.") from refused
+            raise
+
+    async def _has_ended(self, session_id: str) -> bool:
+        """Whether the session says it has ended; False when it can't be read."""
+        try:
+            session = await self.get_session(session_id, priority=Priority.FIRST)
+        except EvoVoiceError:
+            return False
+        return bool(session.ended)
+
+    async def _end_session(self, session_id: str) -> None:
         path = _session_path(session_id)
         first = self.hang_up_method
         for method in (first, "PATCH" if first == "DELETE" else "DELETE"):

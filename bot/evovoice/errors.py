@@ -7,6 +7,8 @@ Every failure reaches callers as one of these (never an ``httpx`` exception or a
     ├── OutcomeUnknown              POST /sessions/outgoing may have placed the call (.cause)
     ├── EvoVoiceTimeout             a GET/DELETE was sent but no answer came back
     ├── MalformedResponse           a GET answered 2xx with a body of the wrong shape
+    ├── AlreadyEnded                a hang-up refused (400, 409, 5xx) for a call that had ended:
+    │                               the session, read right after, says so
     └── EvoVoiceStatusError         the server answered with an error status
         ├── BadRequest              400 (.field_errors)
         ├── BadLogin                401, or /auth/status saying "not authenticated" (200 or 204),
@@ -77,6 +79,12 @@ class FieldError:
     field_name: str | None
     message: str
     error_code: str | None = None
+
+
+class AlreadyEnded(EvoVoiceError):
+    """A hang-up the server refused, for a call that had already ended (its session says so):
+    nothing rings, as with a 404. Nothing public says what Evo Voice answers to ending a session
+    that has ended (docs/evovoice-api.md): this is how a refusal of it reads."""
 
 
 class EvoVoiceStatusError(EvoVoiceError):

@@ -25,7 +25,7 @@ from bot.audit.trail import AuditLog, EventKind
 from bot.calls.follow import CallFollower
 from bot.calls.store import CallStore, TrackedCall
 from bot.errors import describe_hang_up
-from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound
+from bot.evovoice.client import AlreadyEnded, EvoVoiceClient, EvoVoiceError, NotFound
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_store import (
@@ -262,7 +262,7 @@ class Endings:
             return "(Its call could not be found in Evo Voice to hang it up; it may still ring.)"
         try:
             await self._evo.hang_up(call.session_id)
-        except NotFound:
+        except (NotFound, AlreadyEnded):
             done = None  # it ended on its own
         except EvoVoiceError as exc:
             logger.warning("escalation %s: hanging up call %s failed: %s", escalation.id, call.id,

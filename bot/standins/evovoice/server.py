@@ -27,6 +27,7 @@ from bot.standins.evovoice.rate import RateLimit
 from bot.standins.evovoice.recorded import Recorded, reads
 from bot.standins.evovoice.sessions import (
     as_read_alone,
+    ended_hang_up,
     listed_sessions,
     sort_refusal,
     unreadable_dates,
@@ -79,6 +80,7 @@ class EvoVoiceStandIn:
         self.specific_ids = "honoured"  # or "ignored" (sessions.py)
         self.omitted_from_listings: set[str] = set()  # session ids no listing holds
         self.patch_ends_calls = True  # False: PatchSession is accepted, the call goes on
+        self.ended_hang_up = "ends_again"  # ending a session that has ended (sessions.py)
         # None: no limit (nothing public says Evo Voice has one); else 429 past it (rate.py).
         self.rate_limit: RateLimit | None = None
         # What a request does when its queue is empty, by (method, path); else Respond(). E.g.
@@ -160,13 +162,11 @@ class EvoVoiceStandIn:
         """Wait until at least ``n`` POST /sessions/outgoing arrived; return them all."""
         try:
             async with self._changed:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: len(self.outgoing_posts) >= n), timeout
-                )
+                await asyncio.wait_for(self._changed.wait_for(
+                    lambda: len(self.outgoing_posts) >= n), timeout)
         except TimeoutError:
-            raise AssertionError(
-                f"expected {n} POST {OUTGOING_PATH}, got {len(self.outgoing_posts)}"
-            ) from None
+            got = len(self.outgoing_posts)
+            raise AssertionError(f"expected {n} POST {OUTGOING_PATH}, got {got}") from None
         return self.outgoing_posts
 
     def add_session(self, **fields: Any) -> dict[str, Any]:
@@ -353,16 +353,13 @@ class EvoVoiceStandIn:
         return await self._behave(request, answer)
 
     def _end_session(self, method: str, session_id: str) -> web.Response:
-        if session_id not in self.sessions:
+        if (session := self.sessions.get(session_id)) is None:
             return error(404, "NotFound", "Session not found")
+        if (answer := ended_hang_up(session, self.ended_hang_up)) is not None:
+            return answer
         self.ended_by.append((method, session_id))
-        self.set_session_state(
-            session_id,
-            ended=True,
-            callState="Disconnected",
-            outcome="Hung up",
-            dateCompleted=self._next_timestamp(),
-        )
+        self.set_session_state(session_id, ended=True, callState="Disconnected",
+                               outcome="Hung up", dateCompleted=self._next_timestamp())
         return web.Response(status=204)
 
     async def _hang_up(self, request: web.Request) -> web.StreamResponse:

@@ -8,6 +8,7 @@
   ``"ignored"`` (the listing as if it were absent). ``omitted`` ids are left out of every listing
   even when asked for (a listing that misses some, for a reason nothing public explains).
 - The *likely* quirk of the log: ``log`` is filled in a listing and empty in ``GET /sessions/{id}``.
+- Ending a session that has ended: nothing public says what it answers (``ended_hang_up``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,20 @@ from bot.standins.evovoice.behaviours import error
 from bot.standins.evovoice.listing import in_accounts
 
 SPECIFIC_IDS_READINGS = ("honoured", "ignored")
+# What ending a session that has ended answers, each plausible way: "ends_again" (ended anew, now,
+# as hung up), "accepted" (204, left as it ended), "bad_request", "conflict", "not_found".
+ENDED_HANG_UP_READINGS = ("ends_again", "accepted", "bad_request", "conflict", "not_found")
+_ENDED_HANG_UP_REFUSALS = {"bad_request": (400, "ArgumentException"),
+                           "conflict": (409, "Conflict"), "not_found": (404, "NotFound")}
+
+
+def ended_hang_up(session: Mapping[str, Any], reading: str) -> web.Response | None:
+    """The answer to ending `session` if it has ended; None: it is ended (anew)."""
+    if not session.get("ended") or reading == "ends_again":
+        return None
+    if refusal := _ENDED_HANG_UP_REFUSALS.get(reading):
+        return error(*refusal, "Session has already ended")
+    return web.Response(status=204)
 
 
 def local_date(stamp: Any, utc_offset: timedelta) -> str:
