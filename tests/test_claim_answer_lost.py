@@ -1,15 +1,19 @@
-"""A claim whose write committed but whose answer was lost (the connection dropped after COMMIT, a
-PostgreSQL failover) is tried again by its holder, and granted to it again: the page and the step's
-call it guards are done once, not by nobody (bot/storage/claims.py). On both databases."""
+"""A write that committed but whose answer was lost (the connection dropped after COMMIT, a
+PostgreSQL failover) is tried again. A claim is granted again to its holder: the page, the step's
+call and the words it guards are done once, not by nobody (bot/storage/claims.py). An escalation's
+end decided by such a write is found over by the retry, and shown and said all the same. On both
+databases."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from bot.oncall.escalation_store import EscalationState
 from tests.claim_faults import AnswerLost
 from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import on_both_databases
-from bot.oncall.escalation_store import EscalationState
 from tests.escalations import (
     ALICE,
     ALICE_ONLY,
@@ -24,6 +28,7 @@ from tests.escalations import (
     start,
     submit,
     wait_for_edit,
+    wait_for_post,
     wait_for_state,
 )
 from tests.follow_helpers import audit_records, services
@@ -79,3 +84,35 @@ async def test_the_end_and_a_late_acknowledgement_whose_claims_lost_their_answer
     assert said == ["nobody came", "on it"]
     [record] = await audit_records(bot)  # Alice's call: her acknowledgement recorded once
     assert [e.actor_id for e in record.events if e.kind == "acknowledged"] == ["U0ALICE"]
+
+
+@on_both_databases
+async def test_an_end_whose_decision_lost_its_answer_is_shown_and_said_once(
+    bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nobody answered: the chain's change to "exhausted" commits, its answer is lost, and the
+    # chain tries again; it finds the escalation over, and says so once all the same.
+    bot, clock = await start(bot_factory, policy=ALICE_ONLY)
+    store = services(bot).escalations.store
+    real = store.set_state
+    lost: list[str] = []
+
+    async def set_state(escalation_id: int, before: Any, after: str, **values: Any) -> bool:
+        changed = await real(escalation_id, before, after, **values)
+        if after == EscalationState.EXHAUSTED and not lost:
+            lost.append(after)
+            raise ConnectionError("connection lost after COMMIT")
+        return changed
+
+    monkeypatch.setattr(store, "set_state", set_state)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    card = await escalation_message(bot)
+    await page_of(bot, "U0ALICE")
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await wait_for_post(bot, "Nobody acknowledged the on-call escalation")
+    await wait_for_edit(bot, card, ": nobody ")
+    await bot.settle()
+    assert lost == ["exhausted"]
+    assert ["Nobody acknowledged" in t for t in broadcasts(bot)] == [True]

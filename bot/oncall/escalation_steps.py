@@ -103,6 +103,10 @@ class Chain:
                 await self._endings.acknowledged(escalation)
                 return
             if escalation.state != EscalationState.RUNNING:
+                # Over. Its end is shown (once: claims and the card's digest), in case it was
+                # decided by a write whose answer was lost and is being tried again: the winner's
+                # words (nobody came) would otherwise never be said.
+                await self._endings.show(escalation.id)
                 return
             target = escalation.target
             if target is None:
