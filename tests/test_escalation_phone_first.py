@@ -208,3 +208,30 @@ async def test_without_a_card_an_end_whose_claim_lost_its_answer_is_told_all_the
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
     await told_privately(bot, "<@U0ALICE> acknowledged at")
     assert fault.lost == ["escalation:1:told:acknowledged"]
+
+
+async def test_a_page_slack_refuses_is_sent_again_until_it_goes(bot_factory: BotFactory) -> None:
+    # Slack refuses Alice's page twice (a bad incident day): it is sent again, once it goes
+    # it is the one page she gets, and it is kept current like any page. (A 429 is waited out by
+    # the Slack client itself, Retry-After and all: tests/test_slack_faults.py.)
+    bot, _ = await start(bot_factory)
+
+    def to_alice(call: ApiCall) -> bool:
+        return call.params.get("channel") == "U0ALICE"
+
+    bot.slack.fail("chat.postMessage", "fatal_error", times=2, when=to_alice)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    card = await escalation_message(bot)
+    went = await bot.slack.wait_for_call("chat.postMessage", lambda c: to_alice(c) and c.ok)
+    assert went.response is not None
+    page = bot.slack.messages[(went.response["channel"], went.response["ts"])]
+    assert "You are being paged" in (page.text or "")
+    await click_ack(bot, card, user_id="U0ADMIN")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await bot.slack.wait_for_call(  # recorded, her page shows the end
+        "chat.update", lambda c: c.params.get("ts") == page.ts
+        and "acknowledged" in str(c.params.get("text")), timeout=10.0)
+    tries = [c for c in bot.slack.calls_to("chat.postMessage") if to_alice(c)]
+    assert [c.ok for c in tries] == [False, False, True]
+    assert dialled(bot) == [ALICE]

@@ -293,7 +293,7 @@ class EscalationCard:
         link = (await self._notifier.permalink(current.channel_id, current.message_ts)
                 if current.message_ts is not None else None)
         message = views.page_message(current, target.user_id, n, link)
-        posted = await self._notifier.direct_message(target.user_id, message)
+        posted = await self._send_page(escalation.id, n, target.user_id, message)
         if posted is None:
             logger.warning("escalation %s: the page to %s could not be sent", escalation.id,
                            target.user_id,
@@ -309,6 +309,30 @@ class EscalationCard:
         after = await self._store.get(escalation.id)
         if after is not None and after.state != EscalationState.RUNNING:
             await self.refresh(escalation.id)
+
+    async def _send_page(self, escalation_id: int, step: int, user_id: str,
+                         message: common_views.Message) -> tuple[str, str] | None:
+        """The page's direct message, sent again while Slack refuses it (a 5xx, a 429, no answer
+        in time), paced as an end is shown, for as long as the escalation still pages `step`: at
+        least once, as the thread's own posts are (bot/slack/outbox.py). None if it never went."""
+        posted: tuple[str, str] | None = None
+
+        async def sent() -> bool:
+            nonlocal posted
+            current = await until_database_answers(
+                lambda: self._store.get(escalation_id),
+                f"escalation {escalation_id}: the page to {user_id}",
+                extra={"escalation_id": escalation_id, "user_id": user_id})
+            if current is None or current.state != EscalationState.RUNNING or (
+                    current.step != step):
+                return True  # nobody is paged for this step any more
+            posted = await self._notifier.direct_message(user_id, message)
+            return posted is not None
+
+        runner = self._runner
+        await until_shown(sent, first_pause=self._first_pause, pause=self._pause,
+                          closing=lambda: runner is not None and runner.closed)
+        return posted
 
     # --------------------------------------------------------------------- posts in the thread
 
