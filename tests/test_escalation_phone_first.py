@@ -235,3 +235,29 @@ async def test_a_page_slack_refuses_is_sent_again_until_it_goes(bot_factory: Bot
     tries = [c for c in bot.slack.calls_to("chat.postMessage") if to_alice(c)]
     assert [c.ok for c in tries] == [False, False, True]
     assert dialled(bot) == [ALICE]
+
+
+async def test_a_page_delayed_past_its_step_is_still_sent(bot_factory: BotFactory) -> None:
+    # Alice's page waits for the card's first try (it links to the card), and Slack holds the
+    # card while her step runs out: her page goes all the same, once, when the card is through.
+    bot, clock = await start(bot_factory)
+    gate = bot.slack.hold("chat.postMessage", when=in_the_channel)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await gate.wait_until_held(1, timeout=20)
+    await bot.evo.wait_for_posts(1)  # Alice's phone rings: Slack delays no dial
+
+    async def alices_step_runs_out() -> None:
+        # Counted from when her call was placed, which no card edit shows here: time moves on
+        # until Bob is dialled (never again once he is, so his step stays his).
+        while len(bot.evo.outgoing_posts) < 2:
+            clock.advance(91)
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(alices_step_runs_out(), 20)
+    gate.open()
+    for person in ("U0ALICE", "U0BOB"):
+        assert "You are being paged" in ((await page_of(bot, person)).text or "")
+    await bot.settle()
+    assert len([c for c in bot.slack.calls_to("chat.postMessage")
+                if c.params.get("channel") == "U0ALICE"]) == 1

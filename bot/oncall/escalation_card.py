@@ -314,8 +314,13 @@ class EscalationCard:
                          message: common_views.Message) -> tuple[str, str] | None:
         """The page's direct message, sent again while Slack refuses it (a 5xx, a 429, no answer
         in time), paced as an end is shown, for as long as the escalation still pages `step`: at
-        least once, as the thread's own posts are (bot/slack/outbox.py). None if it never went."""
-        posted: tuple[str, str] | None = None
+        least once, as the thread's own posts are (bot/slack/outbox.py). None if it never went.
+        The first try goes whatever the escalation did meanwhile (a page the database or Slack
+        delayed past its step still tells the person they were called, drawn as things stand
+        once recorded); only the tries again stop with the step."""
+        posted = await self._notifier.direct_message(user_id, message)
+        if posted is not None:
+            return posted
 
         async def sent() -> bool:
             nonlocal posted
@@ -330,7 +335,7 @@ class EscalationCard:
             return posted is not None
 
         runner = self._runner
-        await until_shown(sent, first_pause=self._first_pause, pause=self._pause,
+        await until_shown(sent, first_pause=self._first_pause, pause=self._pause, refused=True,
                           closing=lambda: runner is not None and runner.closed)
         return posted
 
