@@ -92,6 +92,14 @@ class Chain:
         self._pause = pause
 
     async def drive(self, escalation_id: int) -> None:
+        over = await self._store.get(escalation_id)
+        if over is not None and not over.active:
+            # Over before this run began: the run before it decided the end with a write whose
+            # answer was lost, and is tried again. Its end is shown (once: claims and the card's
+            # digest): the winner's words (nobody came) would otherwise never be said. A chain
+            # that ends its escalation below shows that end itself.
+            await self._endings.show(escalation_id)
+            return
         while not self._runner.closed:
             escalation = await self._store.get(escalation_id)
             if escalation is None:
@@ -103,10 +111,6 @@ class Chain:
                 await self._endings.acknowledged(escalation)
                 return
             if escalation.state != EscalationState.RUNNING:
-                # Over. Its end is shown (once: claims and the card's digest), in case it was
-                # decided by a write whose answer was lost and is being tried again: the winner's
-                # words (nobody came) would otherwise never be said.
-                await self._endings.show(escalation.id)
                 return
             target = escalation.target
             if target is None:
