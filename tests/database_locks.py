@@ -1,5 +1,6 @@
-"""Another process holding a SQLite database's write lock, for the tests of a failing database; and
-waits for what such tests expect once it answers again (audit records written from the spool).
+"""Another process holding a SQLite database's write lock, or another session holding PostgreSQL
+tables, for the tests of a failing database; and waits for what such tests expect once it answers
+again (audit records written from the spool).
 
 Such tests open the bot's database with a short busy timeout (`?busy_timeout=`, README
 "Databases"): a write gives up after SHORT_BUSY_TIMEOUT_MS waiting for the lock the test holds,
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from bot.storage.database import sqlite_path
@@ -43,6 +45,19 @@ def write_lock(bot: BotUnderTest) -> Iterator[None]:
         other.execute("ROLLBACK")
     finally:
         other.close()
+
+
+@asynccontextmanager
+async def tables_locked(url: str, tables: str) -> AsyncIterator[asyncpg.Connection]:
+    """PostgreSQL: another session holds `tables` (comma-separated) against writes, reads going
+    on, until the block ends; yields that session."""
+    holder = await asyncpg.connect(url)
+    try:
+        async with holder.transaction():
+            await holder.execute(f"LOCK TABLE {tables} IN EXCLUSIVE MODE")
+            yield holder
+    finally:
+        await holder.close()
 
 
 async def until_logged(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 60) -> None:

@@ -19,6 +19,7 @@ from tests.follow_helpers import FULL, MASKED, OTHER, audit_records, history, li
 from tests.database_locks import (
     recorded,
     recorded_once_after_restarts,
+    tables_locked,
     with_short_busy_timeout,
     with_short_lock_timeout,
     write_lock,
@@ -62,20 +63,6 @@ async def test_a_refusal_spooled_while_the_database_is_locked_is_written_once_it
 WRITTEN_BY_A_CALL = "claims, rate_events, audit_attempts, audit_events, calls, leases"
 
 
-@asynccontextmanager
-async def write_lock_held(url: str) -> AsyncIterator[None]:
-    """Another session keeps every table a call writes locked against writes (reads go on)."""
-    import asyncpg
-
-    other = await asyncpg.connect(url)
-    try:
-        async with other.transaction():
-            await other.execute(f"LOCK TABLE {WRITTEN_BY_A_CALL} IN EXCLUSIVE MODE")
-            yield
-    finally:
-        await other.close()
-
-
 @pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)
 async def test_on_postgresql_a_refusal_recorded_while_the_database_fails_outlives_a_restart(
     bot_factory: BotFactory, database_url: str, tmp_path: Path
@@ -87,7 +74,7 @@ async def test_on_postgresql_a_refusal_recorded_while_the_database_fails_outlive
     first = await bot_factory(
         "http", AUDIT_SPOOL=str(spool), DATABASE_URL=with_short_lock_timeout(database_url)
     )
-    async with write_lock_held(database_url):
+    async with tables_locked(database_url, WRITTEN_BY_A_CALL):
         _, url = await first.command(f"{FULL} escalation")
         [answer] = await first.slack.wait_for_response(url, timeout=20)
         assert "could not write to its database, so nothing was dialled" in str(answer)
@@ -106,7 +93,7 @@ async def test_a_spool_that_cannot_be_written_leaves_the_records_in_memory_and_s
     bot = await bot_factory(
         "http", AUDIT_SPOOL=str(spool), DATABASE_URL=with_short_lock_timeout(database_url)
     )
-    async with write_lock_held(database_url):
+    async with tables_locked(database_url, WRITTEN_BY_A_CALL):
         for _ in range(2):
             _, url = await bot.command(f"{FULL} escalation")
             [answer] = await bot.slack.wait_for_response(url, timeout=20)
@@ -123,11 +110,11 @@ async def a_refusal_spooled(bot_factory: BotFactory, database_url: str, spool: P
     if dialect_of(database_url) == SQLITE:
         bot = await bot_factory("http", AUDIT_SPOOL=str(spool),
                                 DATABASE_URL=with_short_busy_timeout(database_url))
-        failing: AbstractAsyncContextManager[None] = _sync(write_lock(bot))
+        failing: AbstractAsyncContextManager[object] = _sync(write_lock(bot))
     else:
         bot = await bot_factory("http", AUDIT_SPOOL=str(spool),
                                 DATABASE_URL=with_short_lock_timeout(database_url))
-        failing = write_lock_held(database_url)
+        failing = tables_locked(database_url, WRITTEN_BY_A_CALL)
     async with failing:
         _, url = await bot.command(f"{FULL} escalation")
         [answer] = await bot.slack.wait_for_response(url, timeout=20)

@@ -11,7 +11,6 @@ import json
 import logging
 from pathlib import Path
 
-import asyncpg
 import pytest
 
 from bot.audit.records import AuditRecord
@@ -23,6 +22,7 @@ from bot.standins.slack import Message
 from bot.storage.database import SQLITE, dialect_of, sqlite_path
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.database_locks import (
+    tables_locked,
     until_logged,
     with_short_busy_timeout,
     with_short_lock_timeout,
@@ -275,15 +275,10 @@ async def test_on_postgresql_an_escalations_hang_up_met_by_a_locked_audit_trail_
     spool = tmp_path / "audit-spool"
     bot, clock, alice = await _alice_ringing(
         bot_factory, AUDIT_SPOOL=str(spool), DATABASE_URL=with_short_lock_timeout(database_url))
-    holder = await asyncpg.connect(database_url)
-    try:
-        async with holder.transaction():
-            await holder.execute("LOCK TABLE audit_events IN EXCLUSIVE MODE")
-            clock.advance(91)  # Alice's step ends while her call's records can't be written
-            await until(lambda: hung_up(bot, alice), timeout=30)
-            await bot.evo.wait_for_posts(2, timeout=30)  # the chain carried on: Bob is called
-    finally:
-        await holder.close()
+    async with tables_locked(database_url, "audit_events"):
+        clock.advance(91)  # Alice's step ends while her call's records can't be written
+        await until(lambda: hung_up(bot, alice), timeout=30)
+        await bot.evo.wait_for_posts(2, timeout=30)  # the chain carried on: Bob is called
     await _then_bob_and_alices_hang_up_once(bot, spool)
 
 
@@ -298,15 +293,10 @@ async def test_on_postgresql_an_acknowledgement_met_by_a_locked_audit_trail_is_k
     bot, _, alice = await _alice_ringing(
         bot_factory, AUDIT_SPOOL=str(spool), DATABASE_URL=with_short_lock_timeout(database_url))
     card = await escalation_message(bot)
-    holder = await asyncpg.connect(database_url)
-    try:
-        async with holder.transaction():
-            await holder.execute("LOCK TABLE audit_events IN EXCLUSIVE MODE")
-            await click_ack(bot, card, user_id="U0ADMIN")  # not paged, allowed to escalate
-            await wait_for_state(bot, EscalationState.ACKNOWLEDGED, timeout=30)
-            assert hung_up(bot, alice)
-    finally:
-        await holder.close()
+    async with tables_locked(database_url, "audit_events"):
+        await click_ack(bot, card, user_id="U0ADMIN")  # not paged, allowed to escalate
+        await wait_for_state(bot, EscalationState.ACKNOWLEDGED, timeout=30)
+        assert hung_up(bot, alice)
 
     def alices_events(records: list[AuditRecord]) -> list[tuple[str, str | None]]:
         [record] = records

@@ -20,6 +20,7 @@ import pytest
 from bot.storage.claims import Claims
 from bot.storage.database import MIGRATIONS, Database
 from bot.storage.faults import DATABASE_FAULTS
+from tests.database_locks import tables_locked
 from tests.databases import POSTGRESQL, fresh_database
 
 HANG_GUARD = 30.0  # seconds; only a hang would reach it
@@ -46,18 +47,6 @@ async def opened(url: str) -> AsyncIterator[Database]:
         await db.close()
 
 
-@asynccontextmanager
-async def claims_locked(url: str) -> AsyncIterator[asyncpg.Connection]:
-    """Another session holds the claims table against writes; yields it."""
-    holder = await asyncpg.connect(url)
-    try:
-        async with holder.transaction():
-            await holder.execute("LOCK TABLE claims IN EXCLUSIVE MODE")
-            yield holder
-    finally:
-        await holder.close()
-
-
 async def until_waiting_for_a_lock(admin: asyncpg.Connection, pid: int) -> None:
     while not await admin.fetchval(
         "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
@@ -72,12 +61,12 @@ async def claim_while_read_only(url: str) -> None:
 
 
 async def claim_past_the_statement_timeout(url: str) -> None:
-    async with opened(f"{url}&statement_timeout=100") as db, claims_locked(url):
+    async with opened(f"{url}&statement_timeout=100") as db, tables_locked(url, "claims"):
         await Claims(db).claim("timed out")
 
 
 async def claim_cut_by_a_restart(url: str) -> None:
-    async with opened(url) as db, claims_locked(url) as admin:
+    async with opened(url) as db, tables_locked(url, "claims") as admin:
         row = await db.fetchone("SELECT pg_backend_pid()")  # the pool's one connection so far
         assert row is not None
         claim = asyncio.create_task(Claims(db).claim("cut"))
