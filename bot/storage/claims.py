@@ -23,6 +23,14 @@ from bot.storage.faults import until_database_answers
 
 # Slack redelivers within minutes; a day is far beyond any retry, and keeps the table small.
 CLAIM_LIFETIME_SECONDS = 24 * 3600
+# The claim itself, one statement on both databases: a new key, an expired claim of it, or the same
+# named holder's own claim again is taken (one row written); anyone else's live claim is left as
+# it is (none). A NULL holder equals nothing: only a claim that named itself is granted again.
+_CLAIM = (
+    "INSERT INTO claims (key, claimed_at, holder) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at, holder = excluded.holder"
+    " WHERE claims.claimed_at < ? OR claims.holder = excluded.holder"
+)
 # How often, at most, one `Claims` clears the expired claims of other keys on PostgreSQL.
 CLAIM_PURGE_EVERY_SECONDS = 60.0
 
@@ -46,13 +54,8 @@ class Claims:
                     "DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_LIFETIME_SECONDS,)
                 )
                 self._purged_at = now
-            # A NULL holder equals nothing: only a claim that named itself is granted again.
             taken = await self._db.execute(
-                "INSERT INTO claims (key, claimed_at, holder) VALUES (?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at,"
-                " holder = excluded.holder"
-                " WHERE claims.claimed_at < ? OR claims.holder = excluded.holder",
-                (key, now, holder, now - CLAIM_LIFETIME_SECONDS),
+                _CLAIM, (key, now, holder, now - CLAIM_LIFETIME_SECONDS)
             )
             return taken == 1
         return await self._db.atomic(lambda conn: claim_in(conn, key, now, holder=holder))
@@ -74,14 +77,6 @@ class Claims:
 async def claim_in(conn: Connection, key: str, now: float, *, holder: str | None = None
                    ) -> bool:
     """`Claims.claim` within the caller's own transaction (what it guards is written in it too)."""
-    await conn.execute("DELETE FROM claims WHERE claimed_at < ?", (now - CLAIM_LIFETIME_SECONDS,))
-    inserted = await conn.execute(
-        "INSERT INTO claims (key, claimed_at, holder) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-        (key, now, holder),
-    )
-    if inserted == 1:
-        return True
-    if holder is None:
-        return False
-    return await conn.fetchone(
-        "SELECT 1 FROM claims WHERE key = ? AND holder = ?", (key, holder)) is not None
+    cutoff = now - CLAIM_LIFETIME_SECONDS
+    await conn.execute("DELETE FROM claims WHERE claimed_at < ?", (cutoff,))
+    return await conn.execute(_CLAIM, (key, now, holder, cutoff)) == 1
