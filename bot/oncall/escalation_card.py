@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 from bot.calls import messages as common_views
@@ -293,7 +293,7 @@ class EscalationCard:
         link = (await self._notifier.permalink(current.channel_id, current.message_ts)
                 if current.message_ts is not None else None)
         message = views.page_message(current, target.user_id, n, link)
-        posted = await self._send_page(escalation.id, n, target.user_id, message)
+        posted = await self._send_page(escalation.id, n, target.user_id, message, what, fields)
         if posted is None:
             logger.warning("escalation %s: the page to %s could not be sent", escalation.id,
                            target.user_id,
@@ -311,7 +311,8 @@ class EscalationCard:
             await self.refresh(escalation.id)
 
     async def _send_page(self, escalation_id: int, step: int, user_id: str,
-                         message: common_views.Message) -> tuple[str, str] | None:
+                         message: common_views.Message, what: str,
+                         fields: Mapping[str, object]) -> tuple[str, str] | None:
         """The page's direct message, sent again while Slack refuses it (a 5xx, a 429, no answer
         in time), paced as an end is shown, for as long as the escalation still pages `step`: at
         least once, as the thread's own posts are (bot/slack/outbox.py). None if it never went.
@@ -325,9 +326,7 @@ class EscalationCard:
         async def sent() -> bool:
             nonlocal posted
             current = await until_database_answers(
-                lambda: self._store.get(escalation_id),
-                f"escalation {escalation_id}: the page to {user_id}",
-                extra={"escalation_id": escalation_id, "user_id": user_id})
+                lambda: self._store.get(escalation_id), what, extra=fields)
             if current is None or current.state != EscalationState.RUNNING or (
                     current.step != step):
                 return True  # nobody is paged for this step any more
