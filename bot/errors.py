@@ -13,6 +13,8 @@
      ├─ OnCallNotConfigured         the policy file has no [oncall] section
      ├─ EscalationLimitReached      a responder without a role started their escalations' worth
      ├─ NoUsableNumber              a person has no phone number the bot may dial
+     ├─ StepTakenOver               oncall/step_claims.py: an escalation's step was taken over by
+     │                              another run (a stalled replica's); this one dials nothing
      ├─ NumberRejected              phone.py: a number that must not be dialled (`.code`, `.reason`)
      ├─ CommandRejected             calls/command_text.py: /call text that can't be understood
      ├─ HistoryFilterRejected       audit/history.py: a /call history filter that can't be used
@@ -191,6 +193,12 @@ class EscalationLimitReached(CallbotError):
             "a Manager or SystemAdministrator role ([oncall] escalations_per_person). Nobody was "
             "called: ask someone with a role to escalate, or reach the people on call another way."
         )
+
+
+class StepTakenOver(CallbotError):
+    user_message = (
+        "Another callbot replica took this on-call step over and dials it, so this one did not."
+    )
 
 
 class NoUsableNumber(CallbotError):

@@ -7,13 +7,15 @@ Deadlines run on the escalation service's clock, moved by hand (see test_escalat
 
 from __future__ import annotations
 
+import asyncio
+
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
+from bot.standins.slack import ApiCall
 from tests.conftest import BotFactory
 from tests.escalations import (
     ALICE,
     BOB,
-    MANAGER,
     ROSTER,
     as_first_drawn,
     click_ack,
@@ -33,6 +35,7 @@ from tests.escalations import (
     wait_for_post,
     wait_for_state,
 )
+from tests.databases import on_both_databases
 from tests.follow_helpers import audit_records, everything_sent_to_slack, services
 
 DEVELOPER = "U0DEV"  # a full member of the workspace, no role, not in the rotation
@@ -83,12 +86,12 @@ async def test_a_requester_who_lost_the_right_to_escalate_stops_the_chain_and_is
     assert hung_up(bot, session_of(bot, ALICE))  # her step ended at its deadline, as any step
 
 
-async def test_a_step_cut_short_between_its_claim_and_its_dial_is_not_rung_again_and_says_so(
+async def test_a_step_cut_short_between_its_claim_and_its_dial_is_dialled_by_the_next_start(
     bot_factory: BotFactory,
 ) -> None:
-    """The bot dies after claiming Bob's step, before his call was recorded: the next start can't
-    tell whether his phone rang, so it never dials him again; it waits out his step's deadline,
-    says so on the card, and moves on."""
+    """The bot dies after claiming Bob's step, while Slack is slow to answer the checks before his
+    call is recorded, so before anything was dialled: the next start takes the claim over and
+    rings Bob, once, instead of waiting out his step without ringing anyone."""
     first, clock = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n')
     first.slack.usergroups["S0ONCALL"] = ["U0SRE"]
     view, _ = await open_on_message(first, user_id="U0SRE")
@@ -105,12 +108,61 @@ async def test_a_step_cut_short_between_its_claim_and_its_dial_is_not_rung_again
 
     second, _ = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n',
                             clock=clock)
-    await wait_for_edit(second, escalation, "2. <@U0BOB> — 📞 calling…")
-    clock.advance(91)  # his step's deadline
-    await wait_for_edit(second, escalation,
-                        "2. <@U0BOB> — ❔ may have rung (the bot restarted while calling)")
     await second.evo.wait_for_posts(2)
-    assert dialled(second) == [ALICE, MANAGER]  # Bob never dialled, twice or at all
+    await wait_for_edit(second, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    await second.settle()
+    assert dialled(second) == [ALICE, BOB]  # Bob rung, once
+    assert "may have rung" not in (escalation.text or "")
+    assert "restarted while" not in everything_sent_to_slack(second)
+
+
+@on_both_databases
+async def test_a_stalled_replica_comes_back_to_a_step_another_took_over_and_does_not_dial_it(
+    bot_factory: BotFactory,
+) -> None:
+    """Replica A claims Bob's step and stalls before recording his call (a paused VM: its lease
+    keeper stops too, its leases lapse). Replica B takes the escalation over, takes the step's
+    claim over and rings Bob. A then comes back to the step: the record of its call is refused,
+    so A dials nothing, and the row it had written for that call says it was not placed (no
+    start later reports it as a call that may have rung)."""
+    policy = ROSTER + 'responders = ["S0ONCALL"]\n'
+    a, clock = await start(bot_factory, policy=policy, LEASE_SECONDS="3")
+    a.slack.usergroups["S0ONCALL"] = ["U0SRE"]
+    view, _ = await open_on_message(a, user_id="U0SRE")
+    assert await submit(a, view, user_id="U0SRE") == {}
+    escalation = await escalation_message(a)
+    await wait_for_edit(a, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    # A claims Bob's step, then its check of the requester holds on Slack (only A's: one call).
+    services(a).access.forget_groups()
+    held: list[ApiCall] = []
+
+    def only_the_first(call: ApiCall) -> bool:
+        held.append(call)
+        return len(held) == 1
+
+    gate = a.slack.hold("usergroups.users.list", when=only_the_first)
+    clock.advance(91)
+    await gate.wait_until_held()
+    leases = services(a).leases
+    await leases.stop()  # A stalls: nothing renews its leases ...
+    await services(a).db.execute("UPDATE leases SET expires_at = 0 WHERE owner = ?",
+                                 (leases.owner,))  # ... which lapse
+
+    b, _ = await start(bot_factory, policy=policy, clock=clock, LEASE_SECONDS="3")
+    await b.evo.wait_for_posts(2)
+    await wait_for_edit(b, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    gate.open()  # A comes back to Bob's step
+    db = services(b).db
+    async with asyncio.timeout(10):
+        while len(rows := await db.fetchall(
+                "SELECT placement FROM calls WHERE e164 = ? ORDER BY id", (BOB,))) < 2 or (
+                rows[1]["placement"] == "dialling"):
+            await asyncio.sleep(0.01)
+    assert [row["placement"] for row in rows] == ["placed", "failed"]
+    await a.settle()
+    await b.settle()
+    assert dialled(b) == [ALICE, BOB]  # Bob rung once, by B
+    await wait_for_edit(b, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
 
 
 async def test_a_step_whose_call_evo_voice_cannot_find_by_its_deadline_says_it_may_still_ring(

@@ -27,7 +27,7 @@ from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK, CallRequest, CallResult, Ch
 from bot.calls.retry import TimeLeft, wait_to_retry
 from bot.calls.status_posts import status_post
 from bot.calls.store import TrackedCall
-from bot.errors import describe
+from bot.errors import CallbotError, describe
 from bot.evovoice.client import (
     CallPlaced,
     EvoVoiceClient,
@@ -114,7 +114,14 @@ class Dialler:
         attempt_id = dialling.attempt_id
         assert attempt_id is not None
         if on_dialling is not None:
-            await on_dialling(dialling.id)
+            try:
+                await on_dialling(dialling.id)
+            except Exception as exc:
+                # Nothing is dialled: the row and the attempt say so, so that no start takes the
+                # row for a call that may have rung (reconcile_dialling) and the audit trail has
+                # the attempt's end. What on_dialling raised comes out of place().
+                await self._not_dialled(call, attempt_id, dialling, exc)
+                raise
         parent = views.call_parent(
             request.user_id, call.number.masked, call.flow_name, request.reason
         )
@@ -191,6 +198,14 @@ class Dialler:
             result.outcome, result.session_id, None, result.error,
             call_id=tracked.id if tracked is not None else dialling.id,
         ))
+
+    async def _not_dialled(
+        self, call: CheckedCall, attempt_id: int, dialling: TrackedCall, exc: Exception
+    ) -> None:
+        result = CallResult(Outcome.FAILED, error=exc if isinstance(exc, CallbotError) else None)
+        await self._follower.track(call, result, None, dialling)  # its caller tells the story
+        await self._record_result(attempt_id, result)
+        self._finished(result)
 
     def _finished(self, result: CallResult) -> CallResult:
         self._on_result(result)

@@ -47,9 +47,10 @@ fresh, so a call answered at the last moment counts as answered. If the hang-up 
 says so and the chain goes on. Stop escalation hangs up a call still ringing, too.
 
 After a restart mid-step the call is followed again (its row is the follower's) and the deadline
-is the one written at the start. A step begun but whose call was not recorded (the bot stopped
-while dialling) is not dialled again: the chain waits out its deadline and says it can't tell
-whether that phone rang.
+is the one written at the start. A step's call is recorded before its POST leaves, so a step
+claimed but whose call was not recorded (the bot stopped between the two) was never dialled: the
+next run takes the claim over and dials it; a stalled run that comes back to it dials nothing
+(bot/oncall/step_claims.py).
 
 An acknowledgement is a compare-and-set on the row (`acknowledge`: the first one wins and is
 kept, with who, when and how); the chain then winds down like Stop: a call still ringing is hung

@@ -25,6 +25,7 @@ from bot.errors import (
     MembershipUnknown,
     NotAResponder,
     RoleDenied,
+    StepTakenOver,
     describe,
 )
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, Session
@@ -39,8 +40,10 @@ from bot.oncall.escalation_store import (
     Target,
 )
 from bot.oncall.roster import OnCall
+from bot.oncall.step_claims import StepClaims
 from bot.runner import RowRunner
 from bot.storage.claims import Claims
+from bot.storage.faults import until_database_answers
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ class Chain:
         self._responders = responders
         self._calls = calls
         self._evo = evo
-        self._claims = claims
+        self._steps = StepClaims(store.db, claims)
         self._audit = audit
         self._clock = clock
         # How often a chain looks at its call's row (the database, not the network).
@@ -121,15 +124,14 @@ class Chain:
                 await self._store.begin_step(escalation.id, escalation.step, started,
                                              started + escalation.answer_timeout)
                 continue  # read the row again: stopped or moved on meanwhile, or begun
-            if escalation.step_call_id is None and await self._claims.claim_when_answered(
-                f"escalation:{escalation.id}:step:{escalation.step}",
-                f"escalation {escalation.id}: claiming step {escalation.step}",
-                extra={"escalation_id": escalation.id},
-            ):
-                # The claim is the gate: whoever takes it dials, and a step is claimed only once.
-                # (A step begun but never claimed, by a bot that stopped in between, dials now.)
-                await self._place_step(escalation, target)
-                continue
+            if escalation.step_call_id is None:
+                # The claim is the gate: whoever holds it dials. A step begun but never claimed,
+                # or claimed by a run that went before recording its call (so before dialling),
+                # is claimed, or its claim taken over, and dialled now (bot/oncall/step_claims.py).
+                holder = await self._steps.claim(escalation)
+                if holder is not None and not await self._place_step(escalation, target, holder):
+                    return  # taken over by another replica's run: the chain is theirs now
+                continue  # read the row again: the call recorded, or the chain moved on
             verdict, call = await self._watch(escalation)
             if verdict == _Verdict.ANSWERED:
                 await self._endings.answered(escalation, target)
@@ -142,7 +144,9 @@ class Chain:
         logger.info("escalation %s paused: the bot is stopping", escalation_id,
                     extra={"escalation_id": escalation_id})
 
-    async def _place_step(self, escalation: Escalation, target: Target) -> None:
+    async def _place_step(self, escalation: Escalation, target: Target, holder: str) -> bool:
+        """Dial the step (`holder`: this run's claim of it); False if the claim was taken over
+        by another run before anything was dialled."""
         n = escalation.step
         lookup = await self._oncall.phones.lookup(target.user_id)
         if lookup.number is None:
@@ -151,7 +155,7 @@ class Chain:
                         extra={"escalation_id": escalation.id, "user_id": target.user_id})
             await self._conclude_step(escalation, target, StepOutcome.SKIPPED,
                                       detail=lookup.problem)
-            return
+            return True
         total = len(escalation.people)
         request = CallRequest(
             team_id=escalation.team_id,
@@ -171,13 +175,20 @@ class Chain:
                 await self._audit.refused(request, exc)
             await self._endings.fail(escalation, f"<@{escalation.requester_id}> is no longer "
                                                  "allowed to escalate to on-call.")
-            return
+            return True
         except (CallbotError, EvoVoiceError) as exc:
             if self._audit is not None:
                 await self._audit.refused(request, exc)
             await self._conclude_step(escalation, target, StepOutcome.FAILED, detail=describe(exc))
-            return
-        await self._dial(escalation, target, checked)
+            return True
+        try:
+            await self._dial(escalation, target, checked, holder)
+        except StepTakenOver:
+            logger.warning("escalation %s: step %d was taken over by another run while this one "
+                           "was about to dial it; not dialled here", escalation.id, n + 1,
+                           extra={"escalation_id": escalation.id})
+            return False
+        return True
 
     async def _still_allowed(self, escalation: Escalation) -> None:
         """NotAResponder if the requester has lost the right to escalate. Any responder may: the
@@ -193,16 +204,24 @@ class Chain:
                            extra={"escalation_id": escalation.id,
                                   "user_id": escalation.requester_id})
 
-    async def _dial(self, escalation: Escalation, target: Target, checked: CheckedCall) -> None:
+    async def _dial(
+        self, escalation: Escalation, target: Target, checked: CheckedCall, holder: str
+    ) -> None:
         n = escalation.step
         deadline = escalation.step_deadline
         # A 429 or an unreachable Evo Voice is tried again until the step's deadline: ten seconds
         # of 429s must not run through the whole chain. Refusals that won't change move on.
         async def keep_step_call(call_id: int) -> None:
             # Before the POST: a bot stopped mid-dial finds this step's call again, follows it
-            # and ends it at the deadline before dialling the next person.
-            await self._store.set_step_call(escalation.id, n, call_id,
-                                            self._clock() + escalation.answer_timeout)
+            # and ends it at the deadline before dialling the next person. Only while this run
+            # still holds the step: one whose claim was taken over dials nothing (StepTakenOver).
+            if not await until_database_answers(
+                lambda: self._steps.record_call(escalation.id, n, holder, call_id,
+                                                self._clock() + escalation.answer_timeout),
+                f"escalation {escalation.id}: recording step {n + 1}'s call",
+                extra={"escalation_id": escalation.id, "call_id": call_id},
+            ):
+                raise StepTakenOver()
 
         result = await self._calls.place(
             checked,
@@ -275,10 +294,7 @@ class Chain:
                 note = await self._endings.hang_up_unanswered(escalation, call, why,
                                                               done="(hung up)")
             # A call connected but not acknowledged is left on: the person may still be listening.
-        if escalation.step_call_id is None and not await self._step_recorded(escalation):
-            # Claimed by a bot that stopped before recording the call: it may have rung.
-            outcome = StepOutcome.UNKNOWN
-        elif answered:
+        if answered:
             outcome = StepOutcome.NOT_ACKNOWLEDGED
         elif verdict == _Verdict.TIMED_OUT:
             outcome = StepOutcome.NO_ANSWER
@@ -311,9 +327,6 @@ class Chain:
                         "outcome": str(outcome)})
         await self._store.advance(escalation.id, n)
         await self._card.refresh(escalation.id)
-
-    async def _step_recorded(self, escalation: Escalation) -> bool:
-        return any(step.step == escalation.step for step in await self._store.steps(escalation.id))
 
     async def _session_now(self, call: TrackedCall) -> Session | None:
         """Read the session fresh at the deadline: the follower may not have seen an answer, or

@@ -55,7 +55,9 @@ class StepOutcome(StrEnum):
     ENDED = "ended"  # the call ended unanswered before the timeout
     SKIPPED = "skipped"  # no usable phone number
     FAILED = "failed"  # the call was refused or could not be placed
-    UNKNOWN = "unknown"  # the bot stopped while placing it: it may or may not have rung
+    # Written by earlier versions for a step claimed by a bot that stopped before recording its
+    # call; such a step is now taken over and dialled (bot/oncall/step_claims.py). Still shown.
+    UNKNOWN = "unknown"
     STOPPED = "stopped"  # Stop escalation while this step's call was ringing
     CALLED_OFF = "called_off"  # someone else acknowledged while this step's call was ringing
 
@@ -171,6 +173,11 @@ def _step(row: Any) -> Step:
 class EscalationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    @property
+    def db(self) -> Database:
+        """The database the rows live in (a step's claim is written beside them)."""
+        return self._db
 
     async def create(
         self, *, people: list[Target],

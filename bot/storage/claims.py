@@ -61,12 +61,14 @@ class Claims:
         return await self._db.atomic(lambda conn: claim_in(conn, key, now, holder=holder))
 
     async def claim_when_answered(self, key: str, what: str, *,
-                                  extra: Mapping[str, object] | None = None) -> bool:
+                                  extra: Mapping[str, object] | None = None,
+                                  holder: str | None = None) -> bool:
         """`claim(key)` for work done in the background: tried again for as long as the
         database fails (until_database_answers; `what`, `extra`: its warnings), under a holder of
-        its own, so that a try which committed but lost its answer is granted the key again."""
-        holder = secrets.token_hex(16)
-        return await until_database_answers(lambda: self.claim(key, holder=holder), what,
+        its own (`holder`, else a new token), so that a try which committed but lost its answer
+        is granted the key again."""
+        named = holder or secrets.token_hex(16)
+        return await until_database_answers(lambda: self.claim(key, holder=named), what,
                                             extra=extra)
 
     async def release(self, key: str) -> None:

@@ -1,0 +1,114 @@
+"""Who dials an escalation's step: its claim, taken over when its holder went before dialling.
+
+A step is claimed (`escalation:{id}:step:{n}`, bot/storage/claims.py) just before it is dialled,
+so that it is dialled at most once, and its call is recorded on the escalation's row before the
+`POST` leaves. A step claimed but with no call recorded was therefore never dialled: its holder
+stopped (a crash, a lost host) somewhere between its claim and that record, often while Slack was
+slow to answer the checks in between. The chain's next run, in this replica or in the one that
+took the escalation's lease over, takes the claim over and dials the step. It used to wait out the
+step's deadline without ringing anyone and say it could not tell whether that phone rang.
+
+A holder that was only stalled (a paused VM, a replica cut off from the database for longer than
+its lease) may come back to the same step after it was taken over. It is fenced: the record of
+its call is written only while it still holds the claim, and the record is refused when it no
+longer does, so it does not dial. The takeover and the record are each one transaction that
+first locks the escalation's row (on PostgreSQL too: `UPDATE … SET step = step`), so that one of
+the two comes first: a call recorded before the takeover is not taken over (it is followed), a
+takeover before the record refuses the record.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+
+from bot.oncall.escalation_store import Escalation, EscalationState
+from bot.storage.claims import Claims
+from bot.storage.database import Connection, Database
+from bot.storage.faults import until_database_answers
+
+_LOCK_ROW = "UPDATE escalations SET step = step WHERE id = ?"
+_TAKE_OVER = (
+    "INSERT INTO claims (key, claimed_at, holder) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at, holder = excluded.holder"
+)
+
+
+def step_key(escalation_id: int, step: int) -> str:
+    return f"escalation:{escalation_id}:step:{step}"
+
+
+class StepClaims:
+    def __init__(
+        self, db: Database, claims: Claims, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._db = db
+        self._claims = claims
+        self._clock = clock  # the claims' own clock (their lifetime is counted on it)
+
+    async def claim(self, escalation: Escalation) -> str | None:
+        """The step's holder token if this run is to dial the step (it claimed the step, or took
+        over the claim of a holder that recorded no call for it); None if the step is another's
+        (its call is recorded, or the chain moved on: read the row again)."""
+        key = step_key(escalation.id, escalation.step)
+        holder = secrets.token_hex(16)
+        extra = {"escalation_id": escalation.id}
+        if await self._claims.claim_when_answered(
+            key, f"escalation {escalation.id}: claiming step {escalation.step}", extra=extra,
+            holder=holder,
+        ):
+            return holder
+
+        async def take_over() -> bool:
+            return await self._db.atomic(
+                lambda conn: _take_over(conn, escalation.id, escalation.step, key, holder,
+                                       self._clock())
+            )
+
+        # A holder that comes back after this is fenced (record_call), so this is safe at once.
+        if await until_database_answers(
+            take_over, f"escalation {escalation.id}: taking over step {escalation.step}",
+            extra=extra,
+        ):
+            return holder
+        return None
+
+    async def record_call(
+        self, escalation_id: int, step: int, holder: str, call_id: int, deadline: float
+    ) -> bool:
+        """The step's call (and its deadline), recorded before its POST leaves, if `holder` still
+        holds the step's claim; False if another run took it over (then nothing may be dialled)."""
+        return await self._db.atomic(
+            lambda conn: _record_if_held(conn, escalation_id, step, holder, call_id, deadline)
+        )
+
+
+async def _take_over(
+    conn: Connection, escalation_id: int, step: int, key: str, holder: str, now: float
+) -> bool:
+    await conn.execute(_LOCK_ROW, (escalation_id,))
+    row = await conn.fetchone(
+        "SELECT step, step_call_id, state FROM escalations WHERE id = ?", (escalation_id,)
+    )
+    if (row is None or int(row["step"]) != step or row["step_call_id"] is not None
+            or row["state"] != EscalationState.RUNNING):
+        return False
+    await conn.execute(_TAKE_OVER, (key, now, holder))
+    return True
+
+
+async def _record_if_held(
+    conn: Connection, escalation_id: int, step: int, holder: str, call_id: int, deadline: float
+) -> bool:
+    await conn.execute(_LOCK_ROW, (escalation_id,))
+    row = await conn.fetchone(
+        "SELECT holder FROM claims WHERE key = ?", (step_key(escalation_id, step),)
+    )
+    if row is None or row["holder"] != holder:
+        return False
+    changed = await conn.execute(
+        "UPDATE escalations SET step_call_id = ?, step_deadline = ? WHERE id = ? AND step = ?",
+        (call_id, deadline, escalation_id, step),
+    )
+    return bool(changed)
