@@ -11,8 +11,8 @@ import asyncio
 
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
-from bot.standins.slack import ApiCall
-from tests.conftest import BotFactory
+from bot.standins.slack import ApiCall, Gate
+from tests.conftest import BotFactory, BotUnderTest
 from tests.escalations import (
     ALICE,
     BOB,
@@ -134,19 +134,10 @@ async def test_a_stalled_replica_comes_back_to_a_step_another_took_over_and_does
     await wait_for_edit(a, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
     # A claims Bob's step, then its check of the requester holds on Slack (only A's: one call).
     services(a).access.forget_groups()
-    held: list[ApiCall] = []
-
-    def only_the_first(call: ApiCall) -> bool:
-        held.append(call)
-        return len(held) == 1
-
-    gate = a.slack.hold("usergroups.users.list", when=only_the_first)
+    gate = hold_the_first(a, "usergroups.users.list")
     clock.advance(91)
     await gate.wait_until_held()
-    leases = services(a).leases
-    await leases.stop()  # A stalls: nothing renews its leases ...
-    await services(a).db.execute("UPDATE leases SET expires_at = 0 WHERE owner = ?",
-                                 (leases.owner,))  # ... which lapse
+    await stall(a)
 
     b, _ = await start(bot_factory, policy=policy, clock=clock, LEASE_SECONDS="3")
     await b.evo.wait_for_posts(2)
@@ -163,6 +154,63 @@ async def test_a_stalled_replica_comes_back_to_a_step_another_took_over_and_does
     await b.settle()
     assert dialled(b) == [ALICE, BOB]  # Bob rung once, by B
     await wait_for_edit(b, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+
+
+@on_both_databases
+async def test_a_stalled_replica_does_not_skip_a_step_another_took_over_and_is_ringing(
+    bot_factory: BotFactory,
+) -> None:
+    """Replica A claims Bob's step and stalls reading his Slack profile (his number is there). B
+    takes the step over and rings him. His profile loses its number meanwhile, so A, coming back,
+    would skip his step and move the chain on (the next person rung while his phone rings):
+    refused, A writes nothing, and the chain stays with B."""
+    policy = ROSTER.replace('U0BOB = "+18144043094"\n', "")
+    a, clock = await start(bot_factory, policy=policy, LEASE_SECONDS="3")
+    a.slack.users["U0BOB"] = {"profile": {"phone": "+18144043094"}}
+    view, _ = await open_on_message(a)
+    assert await submit(a, view) == {}
+    escalation = await escalation_message(a)
+    await wait_for_edit(a, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    services(a).oncall.phones.forget()  # read when the form showed who comes next
+    gate = hold_the_first(a, "users.info", user="U0BOB")
+    clock.advance(91)
+    await gate.wait_until_held()
+    await stall(a)
+
+    b, _ = await start(bot_factory, policy=policy, clock=clock, LEASE_SECONDS="3")
+    await b.evo.wait_for_posts(2)
+    ringing = "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…"
+    await wait_for_edit(b, escalation, ringing)
+    a.slack.users["U0BOB"] = {"profile": {"phone": ""}}
+    gate.open()  # A comes back to Bob's step, and finds no number: its run ends there
+    async with asyncio.timeout(10):
+        while services(a).escalations.running:
+            await asyncio.sleep(0.01)
+    await b.settle()
+    assert dialled(b) == [ALICE, BOB]  # Carol is not rung while Bob's phone rings
+    assert ringing in (escalation.text or "") and "skipped" not in (escalation.text or "")
+
+
+def hold_the_first(bot: BotUnderTest, method: str, *, user: str | None = None) -> Gate:
+    """Hold the next call to `method` (about `user`, if given) only: the replica that makes it,
+    not the calls after it."""
+    held: list[ApiCall] = []
+
+    def only_the_first(call: ApiCall) -> bool:
+        if user is not None and call.params.get("user") != user:
+            return False
+        held.append(call)
+        return len(held) == 1
+
+    return bot.slack.hold(method, when=only_the_first)
+
+
+async def stall(bot: BotUnderTest) -> None:
+    """The replica stalls (a paused VM): nothing renews its leases, which lapse at once."""
+    leases = services(bot).leases
+    await leases.stop()
+    await services(bot).db.execute("UPDATE leases SET expires_at = 0 WHERE owner = ?",
+                                   (leases.owner,))
 
 
 async def test_a_step_whose_call_evo_voice_cannot_find_by_its_deadline_says_it_may_still_ring(

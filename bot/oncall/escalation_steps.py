@@ -43,6 +43,7 @@ from bot.oncall.roster import OnCall
 from bot.oncall.step_claims import StepClaims
 from bot.runner import RowRunner
 from bot.storage.claims import Claims
+from bot.storage.database import Connection
 from bot.storage.faults import until_database_answers
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class Chain:
         self._responders = responders
         self._calls = calls
         self._evo = evo
-        self._steps = StepClaims(store.db, claims)
+        self._steps = StepClaims(store, claims)
         self._audit = audit
         self._clock = clock
         # How often a chain looks at its call's row (the database, not the network).
@@ -153,9 +154,8 @@ class Chain:
             logger.info("escalation %s: skipping %s (no usable number)", escalation.id,
                         target.user_id,
                         extra={"escalation_id": escalation.id, "user_id": target.user_id})
-            await self._conclude_step(escalation, target, StepOutcome.SKIPPED,
-                                      detail=lookup.problem)
-            return True
+            return await self._conclude_step(escalation, target, StepOutcome.SKIPPED,
+                                             detail=lookup.problem, holder=holder)
         total = len(escalation.people)
         request = CallRequest(
             team_id=escalation.team_id,
@@ -179,14 +179,12 @@ class Chain:
         except (CallbotError, EvoVoiceError) as exc:
             if self._audit is not None:
                 await self._audit.refused(request, exc)
-            await self._conclude_step(escalation, target, StepOutcome.FAILED, detail=describe(exc))
-            return True
+            return await self._conclude_step(escalation, target, StepOutcome.FAILED,
+                                             detail=describe(exc), holder=holder)
         try:
             await self._dial(escalation, target, checked, holder)
         except StepTakenOver:
-            logger.warning("escalation %s: step %d was taken over by another run while this one "
-                           "was about to dial it; not dialled here", escalation.id, n + 1,
-                           extra={"escalation_id": escalation.id})
+            self._taken_over(escalation)
             return False
         return True
 
@@ -314,19 +312,46 @@ class Chain:
         detail: str | None = None,
         number_masked: str | None = None,
         call_id: int | None = None,
-    ) -> None:
+        holder: str | None = None,
+    ) -> bool:
         """Record the step's outcome and move on to the next person; the escalation's message
-        shows it (no post in the thread: one message edited in place keeps the thread calm)."""
+        shows it (no post in the thread: one message edited in place keeps the thread calm).
+        `holder`: decided before dialling, by the run holding this claim of the step, and
+        written only while it still does (bot/oncall/step_claims.py); False if it no longer did."""
         n = escalation.step
-        await self._store.record_step(escalation.id, n, target.user_id, outcome, detail=detail,
-                                      number_masked=number_masked, call_id=call_id)
+        if holder is not None:
+            async def conclude(conn: Connection) -> None:
+                await self._store.record_step(escalation.id, n, target.user_id, outcome,
+                                              detail=detail, number_masked=number_masked,
+                                              call_id=call_id, on=conn)
+                await self._store.advance(escalation.id, n, on=conn)
+
+            if not await until_database_answers(
+                lambda: self._steps.if_held(escalation.id, n, holder, conclude),
+                f"escalation {escalation.id}: recording step {n + 1}",
+                extra={"escalation_id": escalation.id},
+            ):
+                self._taken_over(escalation)
+                return False
+        else:
+            await self._store.record_step(escalation.id, n, target.user_id, outcome,
+                                          detail=detail, number_masked=number_masked,
+                                          call_id=call_id)
         logger.info("escalation %s: step %d (%s) %s", escalation.id, n + 1, target.user_id,
                     outcome, extra={
                         "escalation_id": escalation.id, "user_id": target.user_id,
                         "call_id": escalation.step_call_id if call_id is None else call_id,
                         "outcome": str(outcome)})
-        await self._store.advance(escalation.id, n)
+        if holder is None:
+            await self._store.advance(escalation.id, n)
         await self._card.refresh(escalation.id)
+        return True
+
+    @staticmethod
+    def _taken_over(escalation: Escalation) -> None:
+        logger.warning("escalation %s: step %d was taken over by another run before this one "
+                       "dialled it; nothing done here", escalation.id, escalation.step + 1,
+                       extra={"escalation_id": escalation.id})
 
     async def _session_now(self, call: TrackedCall) -> Session | None:
         """Read the session fresh at the deadline: the follower may not have seen an answer, or

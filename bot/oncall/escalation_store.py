@@ -261,17 +261,21 @@ class EscalationStore:
         return changed == 1
 
     async def set_step_call(
-        self, escalation_id: int, step: int, call_id: int, deadline: float
+        self, escalation_id: int, step: int, call_id: int, deadline: float, *,
+        on: Connection | None = None,
     ) -> None:
-        """The step's call, and its deadline counted from when it was placed."""
-        await self._db.execute(
+        """The step's call, and its deadline counted from when it was placed. `on`: the caller's
+        transaction (bot/oncall/step_claims.py records it before the POST only while the step's
+        claim is still its own)."""
+        await (on or self._db).execute(
             "UPDATE escalations SET step_call_id = ?, step_deadline = ? WHERE id = ? AND step = ?",
             (call_id, deadline, escalation_id, step),
         )
 
-    async def advance(self, escalation_id: int, step: int) -> bool:
-        """Move from `step` to the next one; False if the chain was no longer at `step`."""
-        changed = await self._db.execute(
+    async def advance(self, escalation_id: int, step: int, *, on: Connection | None = None) -> bool:
+        """Move from `step` to the next one; False if the chain was no longer at `step`. `on`:
+        the caller's transaction."""
+        changed = await (on or self._db).execute(
             "UPDATE escalations SET step = step + 1, step_started_at = NULL, step_deadline = NULL,"
             " step_call_id = NULL WHERE id = ? AND step = ?",
             (escalation_id, step),
@@ -304,9 +308,11 @@ class EscalationStore:
         number_masked: str | None = None,
         call_id: int | None = None,
         detail: str | None = None,
+        on: Connection | None = None,
     ) -> None:
-        """What became of a step. Once the step has an outcome other than `calling`, it stays."""
-        await self._db.execute(
+        """What became of a step. Once the step has an outcome other than `calling`, it stays.
+        `on`: the caller's transaction."""
+        await (on or self._db).execute(
             "INSERT INTO escalation_steps"
             " (escalation_id, step, user_id, outcome, number_masked, call_id, detail)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)"

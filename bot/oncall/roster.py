@@ -109,6 +109,10 @@ class PhoneBook:
         self._policy = dial_policy
         self._profiles: TTLCache[str, str] = TTLCache(ttl, clock=clock)
 
+    def forget(self) -> None:
+        """Read people's Slack profiles afresh on the next lookup (a profile just changed)."""
+        self._profiles.invalidate()
+
     async def lookup(self, user_id: str) -> PhoneLookup:
         listed = self._people.get(user_id)
         if listed is not None:

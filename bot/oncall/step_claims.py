@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from bot.oncall.escalation_store import Escalation, EscalationState
+from bot.oncall.escalation_store import Escalation, EscalationState, EscalationStore
 from bot.storage.claims import Claims
-from bot.storage.database import Connection, Database
+from bot.storage.database import Connection
 from bot.storage.faults import until_database_answers
 
 _LOCK_ROW = "UPDATE escalations SET step = step WHERE id = ?"
@@ -41,9 +41,10 @@ def step_key(escalation_id: int, step: int) -> str:
 
 class StepClaims:
     def __init__(
-        self, db: Database, claims: Claims, *, clock: Callable[[], float] = time.time
+        self, store: EscalationStore, claims: Claims, *, clock: Callable[[], float] = time.time
     ) -> None:
-        self._db = db
+        self._store = store
+        self._db = store.db
         self._claims = claims
         self._clock = clock  # the claims' own clock (their lifetime is counted on it)
 
@@ -79,9 +80,29 @@ class StepClaims:
     ) -> bool:
         """The step's call (and its deadline), recorded before its POST leaves, if `holder` still
         holds the step's claim; False if another run took it over (then nothing may be dialled)."""
-        return await self._db.atomic(
-            lambda conn: _record_if_held(conn, escalation_id, step, holder, call_id, deadline)
+        return await self.if_held(
+            escalation_id, step, holder,
+            lambda conn: self._store.set_step_call(escalation_id, step, call_id, deadline, on=conn),
         )
+
+    async def if_held(
+        self, escalation_id: int, step: int, holder: str,
+        write: Callable[[Connection], Awaitable[None]],
+    ) -> bool:
+        """`write(conn)` in a transaction, if `holder` still holds the step's claim: what a run
+        decides about its step before dialling (its call; "skipped", "couldn't be called")
+        is written only while the step is its own. False if another run took it over."""
+        async def unit(conn: Connection) -> bool:
+            await conn.execute(_LOCK_ROW, (escalation_id,))
+            row = await conn.fetchone(
+                "SELECT holder FROM claims WHERE key = ?", (step_key(escalation_id, step),)
+            )
+            if row is None or row["holder"] != holder:
+                return False
+            await write(conn)
+            return True
+
+        return await self._db.atomic(unit)
 
 
 async def _take_over(
@@ -96,19 +117,3 @@ async def _take_over(
         return False
     await conn.execute(_TAKE_OVER, (key, now, holder))
     return True
-
-
-async def _record_if_held(
-    conn: Connection, escalation_id: int, step: int, holder: str, call_id: int, deadline: float
-) -> bool:
-    await conn.execute(_LOCK_ROW, (escalation_id,))
-    row = await conn.fetchone(
-        "SELECT holder FROM claims WHERE key = ?", (step_key(escalation_id, step),)
-    )
-    if row is None or row["holder"] != holder:
-        return False
-    changed = await conn.execute(
-        "UPDATE escalations SET step_call_id = ?, step_deadline = ? WHERE id = ? AND step = ?",
-        (call_id, deadline, escalation_id, step),
-    )
-    return bool(changed)
