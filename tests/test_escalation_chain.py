@@ -11,12 +11,13 @@ import asyncio
 
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
-from bot.standins.slack import ApiCall, Gate
+from bot.standins.slack import ApiCall, Gate, Message
 from tests.conftest import BotFactory, BotUnderTest
 from tests.escalations import (
     ALICE,
     BOB,
     ROSTER,
+    Clock,
     as_first_drawn,
     click_ack,
     click_stop,
@@ -93,16 +94,7 @@ async def test_a_step_cut_short_between_its_claim_and_its_dial_is_dialled_by_the
     call is recorded, so before anything was dialled: the next start takes the claim over and
     rings Bob, once, instead of waiting out his step without ringing anyone."""
     first, clock = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n')
-    first.slack.usergroups["S0ONCALL"] = ["U0SRE"]
-    view, _ = await open_on_message(first, user_id="U0SRE")
-    assert await submit(first, view, user_id="U0SRE") == {}
-    escalation = await escalation_message(first)
-    await wait_for_edit(first, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
-    # Bob's step is claimed, then holds on Slack (the requester's group, read afresh) ...
-    services(first).access.forget_groups()
-    gate = first.slack.hold("usergroups.users.list")
-    clock.advance(91)
-    await gate.wait_until_held()
+    escalation, gate = await hold_bobs_step(first, clock)
     await first.runtime.stop(grace=0)  # ... when the bot dies
     gate.open()
 
@@ -127,16 +119,7 @@ async def test_a_stalled_replica_comes_back_to_a_step_another_took_over_and_does
     start later reports it as a call that may have rung)."""
     policy = ROSTER + 'responders = ["S0ONCALL"]\n'
     a, clock = await start(bot_factory, policy=policy, LEASE_SECONDS="3")
-    a.slack.usergroups["S0ONCALL"] = ["U0SRE"]
-    view, _ = await open_on_message(a, user_id="U0SRE")
-    assert await submit(a, view, user_id="U0SRE") == {}
-    escalation = await escalation_message(a)
-    await wait_for_edit(a, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
-    # A claims Bob's step, then its check of the requester holds on Slack (only A's: one call).
-    services(a).access.forget_groups()
-    gate = hold_the_first(a, "usergroups.users.list")
-    clock.advance(91)
-    await gate.wait_until_held()
+    escalation, gate = await hold_bobs_step(a, clock)
     await stall(a)
 
     b, _ = await start(bot_factory, policy=policy, clock=clock, LEASE_SECONDS="3")
@@ -189,6 +172,21 @@ async def test_a_stalled_replica_does_not_skip_a_step_another_took_over_and_is_r
     await b.settle()
     assert dialled(b) == [ALICE, BOB]  # Carol is not rung while Bob's phone rings
     assert ringing in (escalation.text or "") and "skipped" not in (escalation.text or "")
+
+
+async def hold_bobs_step(bot: BotUnderTest, clock: Clock) -> tuple[Message, Gate]:
+    """U0SRE, a responder by user group, escalates; Alice's phone rings; at her deadline the bot
+    claims Bob's step, and its check of the requester's group (read afresh) holds on Slack."""
+    bot.slack.usergroups["S0ONCALL"] = ["U0SRE"]
+    view, _ = await open_on_message(bot, user_id="U0SRE")
+    assert await submit(bot, view, user_id="U0SRE") == {}
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    services(bot).access.forget_groups()
+    gate = hold_the_first(bot, "usergroups.users.list")
+    clock.advance(91)
+    await gate.wait_until_held()
+    return escalation, gate
 
 
 def hold_the_first(bot: BotUnderTest, method: str, *, user: str | None = None) -> Gate:
