@@ -104,6 +104,31 @@ async def test_oversized_body_sent_in_chunks_is_refused(http_bot: BotUnderTest) 
     assert http_bot.evo.outgoing_posts == []
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"channel_name": "payload-incidents"},  # a channel named after the word
+        {"user_name": "payload.bot"},
+        {"team_domain": "payloadcms"},  # every command from such a workspace
+    ],
+    ids=["channel", "user", "workspace"],
+)
+async def test_a_slash_command_with_the_word_payload_in_it_is_a_slash_command(
+    http_bot: BotUnderTest, fields: dict[str, str]
+) -> None:
+    """Bolt reads any form body holding the word "payload" as an interactive payload, finds no
+    `payload` field and answers 404: Slack would tell the person "/call failed" (found by
+    test_hostile_input.py: `/call payload`). Such a command is read as the command it is."""
+    data = slash_command_body(text=f"{FULL} escalation",
+                              response_url=http_bot.slack.response_url(), **fields)
+    ack = await http_bot.post_signed(data)
+    assert ack.status == 200
+    await http_bot.evo.wait_for_posts(1)
+    assert http_bot.evo.outgoing_posts[0].json["numberToDial"] == FULL
+    asked, _ = await http_bot.command("payload")  # a flow word missing: told what to type
+    assert asked.status == 200 and "/call" in asked.text
+
+
 async def test_url_verification_is_answered_with_its_challenge(http_bot: BotUnderTest) -> None:
     # Slack's check of the events request URL, signed like any request (docs.slack.dev,
     # "url_verification event"): the answer must carry the challenge back.

@@ -4,7 +4,8 @@ up), `GET /readyz` (Slack, Evo Voice and the database answer) and `GET /metrics`
 Every request to /slack/events is checked here before Bolt sees it: size, timestamp, signature
 (over the body as sent), UTF-8. A forged or malformed request of any kind gets 401 (400 when too
 large or undecodable after a valid signature), never a 500, and its body is never logged: it
-carries phone numbers and a live `response_url`.
+carries phone numbers and a live `response_url`. A signed form body is then read as the fields
+Slack sent (`slack_request`: Bolt misreads some slash commands).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ import hmac
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 
 from bot.errors import reference_id
@@ -110,6 +113,26 @@ def metrics_routes(metrics: Metrics) -> list[web.RouteDef]:
     return [web.get(METRICS_PATH, metrics.serve)]
 
 
+def slack_request(
+    body: str, query: str, headers: dict[str, str | Sequence[str]]
+) -> AsyncBoltRequest:
+    """Bolt's request for a body Slack signed, its fields read as Slack sent them.
+
+    Bolt takes any form body in which the word "payload" appears for an interactive payload (a
+    `payload` field holding JSON): a slash command typed with it (`/call +1 814 404 3093
+    payload-team`), sent from a channel named after it (#payload-incidents) or from a workspace
+    whose domain holds it. It then finds no `payload` field and reads the request as empty, and
+    answers it 404 "unhandled request": Slack tells the person the command failed. Such a form is
+    read here as the fields it is."""
+    bolt_request = AsyncBoltRequest(body=body, query=query, headers=headers)
+    if "payload" in body and not bolt_request.body:
+        fields = dict(urllib.parse.parse_qsl(body, keep_blank_values=True))
+        if "payload" not in fields:
+            bolt_request.body = fields
+            bolt_request.context = build_async_context(AsyncBoltContext(), fields)
+    return bolt_request
+
+
 def slack_routes(
     app: AsyncApp, signing_secret: str, metrics: Metrics | None = None,
     acks: AcksFirst | None = None,
@@ -156,9 +179,7 @@ def slack_routes(
         except UnicodeDecodeError:
             return web.json_response({"error": "body is not UTF-8"}, status=400)
         try:
-            bolt_request = AsyncBoltRequest(
-                body=text, query=request.query_string, headers=dict(headers)
-            )
+            bolt_request = slack_request(text, request.query_string, {**headers})
             bolt_response = await app.async_dispatch(bolt_request)
             if metrics is not None:
                 metrics.slack_acked(request_kind(bolt_request.body), time.perf_counter() - received)

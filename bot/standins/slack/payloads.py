@@ -41,13 +41,14 @@ def slash_command_payload(
     trigger_id: str = DEFAULT_TRIGGER_ID,
     user_name: str = "manager",
     channel_name: str = "ops",
+    team_domain: str = TEAM_DOMAIN,
 ) -> dict[str, str]:
     """A slash command's fields as Slack sends them (all strings), e.g. the Socket Mode
     ``slash_commands`` envelope payload."""
     return {
         "token": VERIFICATION_TOKEN,
         "team_id": team_id,
-        "team_domain": TEAM_DOMAIN,
+        "team_domain": team_domain,
         "channel_id": channel_id,
         "channel_name": channel_name,
         "user_id": user_id,
