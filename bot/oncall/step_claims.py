@@ -19,6 +19,7 @@ takeover before the record refuses the record.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -27,6 +28,8 @@ from bot.oncall.escalation_store import Escalation, EscalationState, EscalationS
 from bot.storage.claims import Claims
 from bot.storage.database import Connection
 from bot.storage.faults import until_database_answers
+
+logger = logging.getLogger(__name__)
 
 _LOCK_ROW = "UPDATE escalations SET step = step WHERE id = ?"
 _TAKE_OVER = (
@@ -72,6 +75,9 @@ class StepClaims:
             take_over, f"escalation {escalation.id}: taking over step {escalation.step}",
             extra=extra,
         ):
+            logger.warning("escalation %s: step %d was claimed by a run that stopped before "
+                           "dialling it; taken over, dialling now", escalation.id,
+                           escalation.step + 1, extra=extra)
             return holder
         return None
 
