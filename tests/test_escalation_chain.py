@@ -139,6 +139,33 @@ async def test_a_stalled_replica_comes_back_to_a_step_another_took_over_and_does
     await wait_for_edit(b, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
 
 
+async def test_a_stalled_replica_does_not_stop_a_chain_another_took_over(
+    bot_factory: BotFactory,
+) -> None:
+    """Replica A claims Bob's step and stalls checking the requester's right to escalate. B takes
+    the step over and rings Bob. The requester then leaves the responders' group, so A, coming
+    back, would stop the whole chain while Bob's phone rings: that is no longer A's to decide.
+    (B's own check, at the next step, decides it.)"""
+    policy = ROSTER + 'responders = ["S0ONCALL"]\n'
+    a, clock = await start(bot_factory, policy=policy, LEASE_SECONDS="3")
+    escalation, gate = await hold_bobs_step(a, clock)
+    await stall(a)
+
+    b, _ = await start(bot_factory, policy=policy, clock=clock, LEASE_SECONDS="3")
+    await b.evo.wait_for_posts(2)
+    ringing = "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…"
+    await wait_for_edit(b, escalation, ringing)
+    b.slack.usergroups["S0ONCALL"] = []
+    gate.open()  # A comes back to Bob's step, and finds the requester no longer allowed
+    async with asyncio.timeout(10):
+        while services(a).escalations.running:
+            await asyncio.sleep(0.01)
+    await b.settle()
+    assert await state_of(b) == EscalationState.RUNNING
+    assert ringing in (escalation.text or "")
+    assert "escalation stopped" not in everything_sent_to_slack(b)
+
+
 @on_both_databases
 async def test_a_stalled_replica_does_not_skip_a_step_another_took_over_and_is_ringing(
     bot_factory: BotFactory,

@@ -171,16 +171,26 @@ class Chain:
             await self._still_allowed(escalation)
             checked = await self._calls.check(request, authorised=True)
         except (RoleDenied, NotAResponder) as exc:
+            # Stopping the whole chain is no step's to decide once another run holds the step.
+            if not await until_database_answers(
+                lambda: self._steps.holds(escalation.id, n, holder),
+                f"escalation {escalation.id}: reading step {n + 1}'s claim",
+                extra={"escalation_id": escalation.id},
+            ):
+                self._taken_over(escalation)
+                return False
             if self._audit is not None:
                 await self._audit.refused(request, exc)
             await self._endings.fail(escalation, f"<@{escalation.requester_id}> is no longer "
                                                  "allowed to escalate to on-call.")
             return True
         except (CallbotError, EvoVoiceError) as exc:
+            if not await self._conclude_step(escalation, target, StepOutcome.FAILED,
+                                             detail=describe(exc), holder=holder):
+                return False
             if self._audit is not None:
                 await self._audit.refused(request, exc)
-            return await self._conclude_step(escalation, target, StepOutcome.FAILED,
-                                             detail=describe(exc), holder=holder)
+            return True
         try:
             await self._dial(escalation, target, checked, holder)
         except StepTakenOver:

@@ -32,6 +32,7 @@ from bot.storage.faults import until_database_answers
 logger = logging.getLogger(__name__)
 
 _LOCK_ROW = "UPDATE escalations SET step = step WHERE id = ?"
+_HOLDER = "SELECT holder FROM claims WHERE key = ?"
 _TAKE_OVER = (
     "INSERT INTO claims (key, claimed_at, holder) VALUES (?, ?, ?)"
     " ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at, holder = excluded.holder"
@@ -91,6 +92,12 @@ class StepClaims:
             lambda conn: self._store.set_step_call(escalation_id, step, call_id, deadline, on=conn),
         )
 
+    async def holds(self, escalation_id: int, step: int, holder: str) -> bool:
+        """Whether `holder` still holds the step's claim (a read: for a decision that is not the
+        step's own to write, such as stopping the chain, taken just before it)."""
+        row = await self._db.fetchone(_HOLDER, (step_key(escalation_id, step),))
+        return row is not None and row["holder"] == holder
+
     async def if_held(
         self, escalation_id: int, step: int, holder: str,
         write: Callable[[Connection], Awaitable[None]],
@@ -100,9 +107,7 @@ class StepClaims:
         is written only while the step is its own. False if another run took it over."""
         async def unit(conn: Connection) -> bool:
             await conn.execute(_LOCK_ROW, (escalation_id,))
-            row = await conn.fetchone(
-                "SELECT holder FROM claims WHERE key = ?", (step_key(escalation_id, step),)
-            )
+            row = await conn.fetchone(_HOLDER, (step_key(escalation_id, step),))
             if row is None or row["holder"] != holder:
                 return False
             await write(conn)
