@@ -101,7 +101,7 @@ async def test_a_step_cut_short_between_its_claim_and_its_dial_is_dialled_by_the
     second, _ = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n',
                             clock=clock)
     await second.evo.wait_for_posts(2)
-    await wait_for_edit(second, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    await wait_for_edit(second, escalation, BOB_RINGING)
     await second.settle()
     assert dialled(second) == [ALICE, BOB]  # Bob rung, once
     assert "may have rung" not in (escalation.text or "")
@@ -117,14 +117,7 @@ async def test_a_stalled_replica_comes_back_to_a_step_another_took_over_and_does
     claim over and rings Bob. A then comes back to the step: the record of its call is refused,
     so A dials nothing, and the row it had written for that call says it was not placed (no
     start later reports it as a call that may have rung)."""
-    policy = ROSTER + 'responders = ["S0ONCALL"]\n'
-    a, clock = await start(bot_factory, policy=policy, LEASE_SECONDS="3")
-    escalation, gate = await hold_bobs_step(a, clock)
-    await stall(a)
-
-    b, _ = await start(bot_factory, policy=policy, clock=clock, LEASE_SECONDS="3")
-    await b.evo.wait_for_posts(2)
-    await wait_for_edit(b, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    a, b, escalation, gate = await bobs_step_taken_over_from_a_stalled_replica(bot_factory)
     gate.open()  # A comes back to Bob's step
     db = services(b).db
     async with asyncio.timeout(10):
@@ -136,7 +129,7 @@ async def test_a_stalled_replica_comes_back_to_a_step_another_took_over_and_does
     await a.settle()
     await b.settle()
     assert dialled(b) == [ALICE, BOB]  # Bob rung once, by B
-    await wait_for_edit(b, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    await wait_for_edit(b, escalation, BOB_RINGING)
 
 
 async def test_a_stalled_replica_does_not_stop_a_chain_another_took_over(
@@ -146,23 +139,13 @@ async def test_a_stalled_replica_does_not_stop_a_chain_another_took_over(
     the step over and rings Bob. The requester then leaves the responders' group, so A, coming
     back, would stop the whole chain while Bob's phone rings: that is no longer A's to decide.
     (B's own check, at the next step, decides it.)"""
-    policy = ROSTER + 'responders = ["S0ONCALL"]\n'
-    a, clock = await start(bot_factory, policy=policy, LEASE_SECONDS="3")
-    escalation, gate = await hold_bobs_step(a, clock)
-    await stall(a)
-
-    b, _ = await start(bot_factory, policy=policy, clock=clock, LEASE_SECONDS="3")
-    await b.evo.wait_for_posts(2)
-    ringing = "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…"
-    await wait_for_edit(b, escalation, ringing)
+    a, b, escalation, gate = await bobs_step_taken_over_from_a_stalled_replica(bot_factory)
     b.slack.usergroups["S0ONCALL"] = []
     gate.open()  # A comes back to Bob's step, and finds the requester no longer allowed
-    async with asyncio.timeout(10):
-        while services(a).escalations.running:
-            await asyncio.sleep(0.01)
+    await run_ended(a)
     await b.settle()
     assert await state_of(b) == EscalationState.RUNNING
-    assert ringing in (escalation.text or "")
+    assert BOB_RINGING in (escalation.text or "")
     assert "escalation stopped" not in everything_sent_to_slack(b)
 
 
@@ -189,16 +172,38 @@ async def test_a_stalled_replica_does_not_skip_a_step_another_took_over_and_is_r
 
     b, _ = await start(bot_factory, policy=policy, clock=clock, LEASE_SECONDS="3")
     await b.evo.wait_for_posts(2)
-    ringing = "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…"
-    await wait_for_edit(b, escalation, ringing)
+    await wait_for_edit(b, escalation, BOB_RINGING)
     a.slack.users["U0BOB"] = {"profile": {"phone": ""}}
     gate.open()  # A comes back to Bob's step, and finds no number: its run ends there
-    async with asyncio.timeout(10):
-        while services(a).escalations.running:
-            await asyncio.sleep(0.01)
+    await run_ended(a)
     await b.settle()
     assert dialled(b) == [ALICE, BOB]  # Carol is not rung while Bob's phone rings
-    assert ringing in (escalation.text or "") and "skipped" not in (escalation.text or "")
+    assert BOB_RINGING in (escalation.text or "") and "skipped" not in (escalation.text or "")
+
+
+BOB_RINGING = "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…"
+
+
+async def bobs_step_taken_over_from_a_stalled_replica(
+    bot_factory: BotFactory,
+) -> tuple[BotUnderTest, BotUnderTest, Message, Gate]:
+    """Replica A holds in Bob's step (hold_bobs_step) and stalls; B starts, takes the step over
+    and rings Bob. A, B, the card, and the gate that holds A."""
+    policy = ROSTER + 'responders = ["S0ONCALL"]\n'
+    a, clock = await start(bot_factory, policy=policy, LEASE_SECONDS="3")
+    escalation, gate = await hold_bobs_step(a, clock)
+    await stall(a)
+    b, _ = await start(bot_factory, policy=policy, clock=clock, LEASE_SECONDS="3")
+    await b.evo.wait_for_posts(2)
+    await wait_for_edit(b, escalation, BOB_RINGING)
+    return a, b, escalation, gate
+
+
+async def run_ended(bot: BotUnderTest) -> None:
+    """Until the replica drives no escalation any more."""
+    async with asyncio.timeout(10):
+        while services(bot).escalations.running:
+            await asyncio.sleep(0.01)
 
 
 async def hold_bobs_step(bot: BotUnderTest, clock: Clock) -> tuple[Message, Gate]:
