@@ -162,6 +162,23 @@ async def test_arbitrary_call_texts_never_fail_and_dial_only_valid_requests(
     already_called.add((e164, flow_id))
 
 
+@FIXTURE_SHARED
+@given(channel_name=st.text(max_size=40), user_name=st.text(max_size=40),
+       team_domain=st.text(max_size=40))
+@example(channel_name="payload-incidents", user_name="manager", team_domain="test")
+async def test_a_slash_command_is_answered_whatever_its_other_fields_say(
+    http_bot: BotUnderTest, channel_name: str, user_name: str, team_domain: str
+) -> None:
+    """The fields Slack sends beside the text (the channel's and the user's names, the
+    workspace's domain) are the workspace's to choose: none of them changes what the command
+    is (Bolt once took any form holding "payload" for an interactive payload: a 404)."""
+    body = slash_command_body(text="help", response_url=http_bot.slack.response_url(),
+                              channel_name=channel_name, user_name=user_name,
+                              team_domain=team_domain)
+    ack = await http_bot.post_signed(body)
+    assert ack.status == 200 and "/call" in ack.text
+
+
 def _signed_interactive(payload: Any) -> bytes:
     import json
     import urllib.parse
