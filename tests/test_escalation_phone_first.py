@@ -237,6 +237,59 @@ async def test_a_page_slack_refuses_is_sent_again_until_it_goes(bot_factory: Bot
     assert dialled(bot) == [ALICE]
 
 
+@pytest.mark.parametrize("grace", [0, 0.2], ids=["died", "stopped"])
+async def test_a_page_slack_refused_until_the_bot_stopped_is_sent_by_the_next_start(
+    bot_factory: BotFactory, grace: float
+) -> None:
+    """Slack refuses Alice's page while her phone rings, and the bot stops (a deploy, its grace
+    too short for Slack to come back; or it dies). The next start follows her call, and sends her
+    the page nobody got: one page, kept current like any page."""
+    first, clock = await start(bot_factory)
+
+    def to_alice(call: ApiCall) -> bool:
+        return call.params.get("channel") == "U0ALICE"
+
+    first.slack.fail("chat.postMessage", "fatal_error", when=to_alice)
+    view, _ = await open_on_message(first)
+    await submit(first, view)
+    card = await escalation_message(first)
+    await first.evo.wait_for_posts(1)
+    await first.slack.wait_for_call("chat.postMessage", lambda c: to_alice(c) and not c.ok)
+    await first.runtime.stop(grace=grace)
+    first.slack.off("chat.postMessage")
+
+    second, _ = await start(bot_factory, clock=clock)
+    page = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: to_alice(c) and c.ok, timeout=10.0)
+    assert page.response is not None
+    assert "You are being paged" in str(page.params.get("text"))
+    await click_ack(second, card, user_id="U0ADMIN")
+    await wait_for_state(second, EscalationState.ACKNOWLEDGED)
+    await second.slack.wait_for_call(  # recorded: her page shows the end
+        "chat.update", lambda c: c.params.get("ts") == page.response["ts"]  # type: ignore[index]
+        and "acknowledged" in str(c.params.get("text")), timeout=10.0)
+    await second.settle()
+    assert len([c for c in second.slack.calls_to("chat.postMessage")
+                if to_alice(c) and c.ok]) == 1
+    assert dialled(second) == [ALICE]  # followed, never dialled again
+
+
+async def test_a_page_recorded_before_a_restart_is_not_sent_again(bot_factory: BotFactory) -> None:
+    first, clock = await start(bot_factory)
+    view, _ = await open_on_message(first)
+    await submit(first, view)
+    await page_of(first, "U0ALICE")
+    await first.settle()
+    await first.runtime.stop(grace=1)
+    second, _ = await start(bot_factory, clock=clock)
+    card = await escalation_message(second)
+    await click_ack(second, card, user_id="U0ADMIN")
+    await wait_for_state(second, EscalationState.ACKNOWLEDGED)
+    await second.settle()
+    assert len([c for c in second.slack.calls_to("chat.postMessage")
+                if c.params.get("channel") == "U0ALICE"]) == 1
+
+
 async def test_a_page_delayed_past_its_step_is_still_sent(bot_factory: BotFactory) -> None:
     # Alice's page waits for the card's first try (it links to the card), and Slack holds the
     # card while her step runs out: her page goes all the same, once, when the card is through.

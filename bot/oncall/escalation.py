@@ -36,7 +36,8 @@ holding its lease (bot/runner.py). A step:
        quietly: it posts nothing, the escalation's card shows it (calling, ringing, on the phone).
     3. the person gets a direct message (the page: reason, who asked, a link to the card,
        I'm on it), sent in the background after the call is placed: nothing on Slack's side
-       delays a dial
+       delays a dial; a page the dialling run could not send before it stopped is sent by the
+       next run that follows the call, unless recorded as sent
     4. wait, reading the call's row (the follower keeps it up to date), until the step is
        acknowledged (or, `ack = "answer"`, the call connects), the call ends without that, or the
        deadline passes; the escalation's message shows how the step went, and the next begins.

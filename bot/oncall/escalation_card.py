@@ -91,8 +91,9 @@ class EscalationCard:
         self._sending: set[asyncio.Task[None]] = set()
 
     async def stop(self, grace: float) -> None:
-        """Give the pages and cards being sent `grace` seconds (a page cut short is lost: its
-        step is not paged again). Thread posts not delivered yet stay in the outbox."""
+        """Give the pages and cards being sent `grace` seconds (a page cut short is sent by the
+        next run of its chain, `page(again=True)`). Thread posts not delivered yet stay in the
+        outbox."""
         if self._sending:
             await asyncio.wait(list(self._sending), timeout=grace)
         for task in list(self._sending):
@@ -271,22 +272,34 @@ class EscalationCard:
 
     # ------------------------------------------------------------------------------ the page
 
-    def page(self, escalation: Escalation, target: Target) -> None:
-        """The person's direct message, sent in the background: a slow Slack delays no step."""
-        self._spawn(self._page(escalation, target), escalation.id,
+    def page(self, escalation: Escalation, target: Target, *, again: bool = False) -> None:
+        """The person's direct message, sent in the background: a slow Slack delays no step.
+        `again`: for a step dialled by an earlier run (the bot restarted, or the replica that
+        dialled it is gone), sent unless that run's page was recorded."""
+        self._spawn(self._page(escalation, target, again), escalation.id,
                     f"the page to {target.user_id}")
 
-    async def _page(self, escalation: Escalation, target: Target) -> None:
-        """Once per step, however often the bot restarts."""
+    async def _page(self, escalation: Escalation, target: Target, again: bool) -> None:
+        """Once per step, however often the bot restarts: at least once, if a run stopped (or
+        died) while Slack had not taken its page yet, as the thread's own posts are."""
         n = escalation.step
         what = f"escalation {escalation.id}: the page to {target.user_id}"
         fields = {"escalation_id": escalation.id, "user_id": target.user_id}
         opened = self._opened.get(escalation.id)
         if opened is not None:
             await opened.wait()  # the card's first try: the page links to it
-        key = f"escalation:{escalation.id}:step:{n}:page"
-        if not await self._claims.claim_when_answered(key, what, extra=fields):
-            return
+        if again:
+            pages = await until_database_answers(lambda: self._store.pages(escalation.id), what,
+                                                 extra=fields)
+            if any(page.step == n for page in pages):
+                return  # sent, and recorded, by the run that dialled the step
+            logger.warning("escalation %s: the page to %s was not sent before the run that "
+                           "dialled the step stopped; sending it", escalation.id,
+                           target.user_id, extra=fields)
+        else:
+            key = f"escalation:{escalation.id}:step:{n}:page"
+            if not await self._claims.claim_when_answered(key, what, extra=fields):
+                return
         if self._on_paged is not None:
             self._on_paged()
         current = await self._store.get(escalation.id) or escalation

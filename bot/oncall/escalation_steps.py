@@ -104,6 +104,7 @@ class Chain:
             # that ends its escalation below shows that end itself.
             await self._endings.show(escalation_id)
             return
+        watched: set[int] = set()  # the steps this run dialled, or looked after once dialled
         while not self._runner.closed:
             escalation = await self._store.get(escalation_id)
             if escalation is None:
@@ -130,9 +131,16 @@ class Chain:
                 # or claimed by a run that went before recording its call (so before dialling),
                 # is claimed, or its claim taken over, and dialled now (bot/oncall/step_claims.py).
                 holder = await self._steps.claim(escalation)
-                if holder is not None and not await self._place_step(escalation, target, holder):
-                    return  # taken over by another replica's run: the chain is theirs now
+                if holder is not None:
+                    if not await self._place_step(escalation, target, holder):
+                        return  # taken over by another replica's run: the chain is theirs now
+                    watched.add(escalation.step)  # paged with its call, if it was placed
                 continue  # read the row again: the call recorded, or the chain moved on
+            if escalation.step not in watched:
+                # Dialled by an earlier run (a restart, a replica gone): its page, unless that
+                # run's was sent.
+                watched.add(escalation.step)
+                self._card.page(escalation, target, again=True)
             verdict, call = await self._watch(escalation)
             if verdict == _Verdict.ANSWERED:
                 await self._endings.answered(escalation, target)
