@@ -60,7 +60,7 @@ async def test_evo_voice_down_at_start_up_then_back_resumes_followed_calls(
 
     port = URL(evo.url).port
     assert port is not None
-    await evo.stop()
+    await evo.stop(keep_port=True)
     second = await bot_factory("http", **FAST, **QUICK_RETRY)  # starts, not ready
     assert not second.runtime.ready
     code, health = await probe(base_of(second), "/healthz")
@@ -148,7 +148,7 @@ async def test_a_login_refused_once_evo_voice_is_back_stops_python_m_bot_with_on
     slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
 ) -> None:
     port = URL(evo.url).port
-    await evo.stop()
+    await evo.stop(keep_port=True)
     env = bot_environment("http", slack, evo, policy_path) | QUICK_RETRY
     bot = await BotProcess.start(env, policy_path.parent)
     try:

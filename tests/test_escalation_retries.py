@@ -129,7 +129,7 @@ async def test_evo_voice_unreachable_for_a_moment_is_tried_again(
     services(bot).calls.dialler.sleep = held
     port = URL(bot.evo.url).port
     assert port is not None
-    await bot.evo.stop()  # connections refused: the client's own three tries fail
+    await bot.evo.stop(keep_port=True)  # connections refused: the client's own three tries fail
     view, _ = await open_on_message(bot)
     await submit(bot, view)
     await escalation_message(bot)

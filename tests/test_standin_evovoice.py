@@ -3,6 +3,7 @@ and the bot's client keeps clear of each trap."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -93,3 +94,23 @@ async def test_a_start_date_that_is_no_date_is_refused_and_the_bot_sends_a_date(
     await client.find_sessions(["acct-1"], to=CUSTOMER, since=since - timedelta(minutes=1))
     sent = standin.requests_to("GET", "/sessions")[-1].query["startDate"]
     assert date.fromisoformat(sent) < since.date()
+
+
+async def test_a_stand_in_stopped_keeping_its_port_refuses_connections_and_serves_on_it_again(
+    standin: EvoVoiceStandIn,
+) -> None:
+    """Down, then back at the same address: meanwhile nobody else can take the port (a test of
+    another worker, an outgoing connection), which would make the restart fail."""
+    url = standin.url
+    port = httpx.URL(url).port
+    assert port is not None
+    await standin.stop(keep_port=True)
+    async with httpx.AsyncClient(headers=HONEST) as http:
+        with pytest.raises(httpx.ConnectError):  # refused, as by a server that is down
+            await http.get(f"{url}/auth/status")
+        other = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        with other, pytest.raises(OSError):
+            other.bind(("127.0.0.1", port))
+        await standin.start(port=port)
+        assert standin.url == url
+        assert (await http.get(f"{url}/auth/status")).status_code == 200

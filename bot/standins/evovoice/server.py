@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
@@ -12,6 +13,7 @@ from typing import Any, Self
 from aiohttp import web
 from multidict import CIMultiDict
 
+from bot.standins import ports
 from bot.standins.evovoice.auth import Logins, basic_login, no_login, refused_agent
 from bot.standins.evovoice.behaviours import (
     Behaviour,
@@ -93,6 +95,7 @@ class EvoVoiceStandIn:
         self._changed = asyncio.Condition()
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
+        self._kept: socket.socket | None = None  # the port while stopped (stop(keep_port=True))
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -114,17 +117,24 @@ class EvoVoiceStandIn:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         # A burst of calls opens many connections at once (the benchmark); don't drop their SYNs.
-        site = web.TCPSite(self._runner, "127.0.0.1", port, backlog=1024)
-        await site.start()
+        kept, self._kept = self._kept, None
+        await ports.site(self._runner, port, kept, backlog=1024).start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
 
-    async def stop(self) -> None:
-        """Stop serving; requests still waiting in ``Delayed`` are released at once."""
+    async def stop(self, *, keep_port: bool = False) -> None:
+        """Stop serving; requests still waiting in ``Delayed`` are released at once.
+        ``keep_port``: ``start(port=...)`` serves on it again (bot/standins/ports.py)."""
         self._stopping.set()
+        port = self._runner.addresses[0][1] if self._runner and self._runner.addresses else 0
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._kept is not None:
+            self._kept.close()
+            self._kept = None
+        if keep_port and port:
+            self._kept = ports.keep(port)
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -206,16 +216,11 @@ class EvoVoiceStandIn:
         except ValueError:
             parsed = None
         async with self._changed:
-            self.requests.append(
-                Recorded(
-                    method=request.method,
-                    path=request.path,
-                    query={k: request.query[k] for k in request.query},
-                    json=parsed,
-                    headers=CIMultiDict(request.headers),
-                    body=body,
-                )
-            )
+            self.requests.append(Recorded(
+                method=request.method, path=request.path,
+                query={k: request.query[k] for k in request.query}, json=parsed,
+                headers=CIMultiDict(request.headers), body=body,
+            ))
             self._changed.notify_all()
         if (refused := refused_agent(request)) is not None:
             return refused
@@ -276,11 +281,8 @@ class EvoVoiceStandIn:
     async def _list_flows(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         name_filter = query.get("nameFilter", "").lower()
-        flows = [
-            f
-            for f in self.flows
-            if in_accounts(f, query) and name_filter in str(f.get("name", "")).lower()
-        ]
+        flows = [f for f in self.flows
+                 if in_accounts(f, query) and name_filter in str(f.get("name", "")).lower()]
         return await self._behave(request, lambda: web.json_response(self._page(flows, query)))
 
     async def _list_endpoints(self, request: web.Request) -> web.StreamResponse:
