@@ -12,9 +12,11 @@ import asyncio
 import atexit
 import functools
 import os
+import random
 import re
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -26,6 +28,22 @@ import pytest
 # The line the bot logs once it listens (bot/runtime.py), in either LOG_FORMAT.
 _LISTENING = re.compile(r"listening on port (\d+)")
 _PEM_END = "-----END CERTIFICATE-----\n"
+
+
+def port_no_other_socket_takes() -> int:
+    """A free loopback port below the kernel's ephemeral range (32768 and up on Linux), for a
+    process that must be told its port (`callbot demo`'s PORT): the ports the kernel hands out
+    meanwhile (another test's server on port 0, an outgoing connection) are never this one."""
+    rng = random.Random()
+    for _ in range(100):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port between 20000 and 32000")
 
 
 @functools.cache

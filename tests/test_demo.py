@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,7 @@ from bot.config import load_policy
 from bot.demo.screenshot import set_scene
 from bot.demo.web import Demo
 from bot.demo.world import CHANNEL, YOU, sample_policy_path
-from tests.processes import with_one_ca_certificate
+from tests.processes import port_no_other_socket_takes, with_one_ca_certificate
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 15.0) -> Any:
@@ -42,9 +41,7 @@ async def test_callbot_demo_serves_the_page_on_the_port_it_prints(tmp_path: Path
     env = with_one_ca_certificate({k: v for k, v in os.environ.items()
                                    if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_",
                                                         "DATABASE_"))})
-    with socket.socket() as probe:  # a port free a moment ago: PORT, not the default, is used
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = port_no_other_socket_takes()  # PORT, not the default, is used
     env["PORT"] = str(port)  # no --port: PORT decides
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "demo", env=env, cwd=tmp_path,
