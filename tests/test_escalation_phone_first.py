@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.slack import ApiCall, ApiReply
 from tests.claim_faults import AnswerLost
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import BotFactory, BotUnderTest, until
 from tests.follow_helpers import services
 from tests.escalations import (
     NOT_POSTED,
@@ -272,6 +273,32 @@ async def test_a_page_slack_refused_until_the_bot_stopped_is_sent_by_the_next_st
     assert len([c for c in second.slack.calls_to("chat.postMessage")
                 if to_alice(c) and c.ok]) == 1
     assert dialled(second) == [ALICE]  # followed, never dialled again
+
+
+async def test_a_chain_run_again_in_the_same_process_does_not_send_a_page_on_its_way(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The chain's task is dropped (its lease read as another replica's) while Slack holds
+    Alice's page, then adopted again: the new run leaves the page to the send still on its way,
+    and Alice gets one page."""
+    caplog.set_level(logging.INFO, logger="bot.oncall.escalation_card")
+    bot, _ = await start(bot_factory, LEASE_SECONDS="3")
+    gate = bot.slack.hold("chat.postMessage", when=lambda c: c.params.get("channel") == "U0ALICE")
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await gate.wait_until_held()
+    db, escalations = services(bot).db, services(bot).escalations
+    await db.execute("UPDATE leases SET owner = 'another replica' WHERE kind = 'escalation'")
+    await until(lambda: escalations.running == 0)  # dropped by the lease keeper's next round
+    await db.execute("UPDATE leases SET expires_at = 0 WHERE kind = 'escalation'")  # lapsed
+    # Adopted again: its run has left her page alone, or sent it a second time.
+    await until(lambda: gate.waiting > 1 or any(
+        "still being sent by an earlier run" in r.getMessage() for r in caplog.records))
+    gate.open()
+    await page_of(bot, "U0ALICE")
+    await bot.settle()
+    assert len([c for c in bot.slack.calls_to("chat.postMessage")
+                if c.params.get("channel") == "U0ALICE"]) == 1
 
 
 async def test_a_page_recorded_before_a_restart_is_not_sent_again(bot_factory: BotFactory) -> None:

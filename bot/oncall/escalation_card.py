@@ -89,6 +89,8 @@ class EscalationCard:
         self._response_urls: dict[int, str] = {}
         # Pages and cards being sent; posts Slack refused being tried again (see post).
         self._sending: set[asyncio.Task[None]] = set()
+        # The (escalation, step) pages this process is sending: never sent `again` beside them.
+        self._paging: set[tuple[int, int]] = set()
 
     async def stop(self, grace: float) -> None:
         """Give the pages and cards being sent `grace` seconds (a page cut short is sent by the
@@ -282,6 +284,19 @@ class EscalationCard:
     async def _page(self, escalation: Escalation, target: Target, again: bool) -> None:
         """Once per step, however often the bot restarts: at least once, if a run stopped (or
         died) while Slack had not taken its page yet, as the thread's own posts are."""
+        step = (escalation.id, escalation.step)
+        if again and step in self._paging:
+            logger.info("escalation %s: the page to %s is still being sent by an earlier run of "
+                        "the chain here", escalation.id, target.user_id,
+                        extra={"escalation_id": escalation.id, "user_id": target.user_id})
+            return
+        self._paging.add(step)
+        try:
+            await self._page_once(escalation, target, again)
+        finally:
+            self._paging.discard(step)
+
+    async def _page_once(self, escalation: Escalation, target: Target, again: bool) -> None:
         n = escalation.step
         what = f"escalation {escalation.id}: the page to {target.user_id}"
         fields = {"escalation_id": escalation.id, "user_id": target.user_id}
