@@ -35,7 +35,7 @@ from bot.standins.slack import (
 )
 from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
 from tests.follow_helpers import FAST, services
-from tests.interactions import interact
+from tests.interactions import as_shown, interact
 
 ROSTER = POLICY + """
 [people]
@@ -113,7 +113,8 @@ async def open_on_message(
     ))
     opened = (await bot.slack.wait_for_calls("views.open", before + 1))[-1]
     assert opened.params["trigger_id"] == trigger and opened.ok, opened.brief()
-    return bot.slack.views[opened.response["view"]["id"]], message  # type: ignore[index]
+    view = bot.slack.views[opened.response["view"]["id"]]  # type: ignore[index]
+    return await as_shown(view), message
 
 
 async def open_global(bot: BotUnderTest, *, user_id: str = "U0ADMIN") -> View:
@@ -123,7 +124,7 @@ async def open_global(bot: BotUnderTest, *, user_id: str = "U0ADMIN") -> View:
         callback_id=ESCALATE_GLOBAL_SHORTCUT_ID, user_id=user_id, trigger_id=trigger))
     opened = (await bot.slack.wait_for_calls("views.open", before + 1))[-1]
     assert opened.ok, opened.brief()
-    return bot.slack.views[opened.response["view"]["id"]]  # type: ignore[index]
+    return await as_shown(bot.slack.views[opened.response["view"]["id"]])  # type: ignore[index]
 
 
 def reason_block(view: dict[str, Any]) -> dict[str, Any]:

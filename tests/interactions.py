@@ -5,6 +5,7 @@ Shared by the tests of every feature that goes through them; each returns what S
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from bot.calls import form as forms
@@ -19,9 +20,11 @@ from bot.standins.slack import (
     slash_command_payload,
     view_submission_payload,
 )
-from tests.conftest import Ack, BotUnderTest
+from bot.oncall.escalation_form import ESCALATION_FORM
+from tests.conftest import Ack, BotUnderTest, until
 
 FULL = "+18144043093"
+LOADING = (forms.CALL_FORM.loading, ESCALATION_FORM.loading)
 
 
 # ------------------------------------------------------------------------------- the call form
@@ -51,11 +54,25 @@ async def send_call(
     return await bot.post_signed(slash_command_body(**fields)), url
 
 
+def loading(view: View) -> bool:
+    """Whether the modal shows a form's loading view (the form opened before its data was in:
+    bot/listeners/modals.py), which the form, or a notice, replaces once it is."""
+    shown = json.dumps(view.versions[-1].get("blocks") or [], ensure_ascii=False)
+    return "submit" not in view.versions[-1] and any(text in shown for text in LOADING)
+
+
+async def as_shown(view: View) -> View:
+    """The modal once past its loading view, as the person who opened it acts on it."""
+    await until(lambda: not loading(view), timeout=10)
+    return view
+
+
 async def open_form(
     bot: BotUnderTest, text: str = "", *, user_id: str = "U0MANAGER", channel_id: str = "C0OPS",
-    response_url: str | None = None,
+    response_url: str | None = None, ready: bool = True,
 ) -> View:
-    """Open the form with `/call text` and return the modal Slack now shows."""
+    """Open the form with `/call text` and return the modal Slack now shows (`ready`: once past
+    its loading view)."""
     before = len(bot.slack.calls_to("views.open"))
     trigger = bot.slack.new_trigger_id()  # single use, and it expires like Slack's
     ack, _ = await send_call(bot, text, trigger_id=trigger, user_id=user_id,
@@ -64,17 +81,21 @@ async def open_form(
     calls = await bot.slack.wait_for_calls("views.open", before + 1)
     opened = calls[-1]
     assert opened.params["trigger_id"] == trigger and opened.ok, opened.brief()
-    return bot.slack.views[opened.response["view"]["id"]]  # type: ignore[index]
+    view = bot.slack.views[opened.response["view"]["id"]]  # type: ignore[index]
+    return await as_shown(view) if ready else view
 
 
-async def open_from_shortcut(bot: BotUnderTest, *, user_id: str = "U0MANAGER") -> View:
+async def open_from_shortcut(
+    bot: BotUnderTest, *, user_id: str = "U0MANAGER", ready: bool = True
+) -> View:
     before = len(bot.slack.calls_to("views.open"))
     trigger = bot.slack.new_trigger_id()
     await interact(bot, global_shortcut_payload(
         callback_id=forms.PLACE_CALL_SHORTCUT_ID, user_id=user_id, trigger_id=trigger))
     calls = await bot.slack.wait_for_calls("views.open", before + 1)
     assert calls[-1].params["trigger_id"] == trigger and calls[-1].ok, calls[-1].brief()
-    return bot.slack.views[calls[-1].response["view"]["id"]]  # type: ignore[index]
+    view = bot.slack.views[calls[-1].response["view"]["id"]]  # type: ignore[index]
+    return await as_shown(view) if ready else view
 
 
 def state(

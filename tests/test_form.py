@@ -107,7 +107,7 @@ async def test_slow_data_opens_a_loading_view_then_the_form(
         await release.wait()
 
     bot.slack.on("usergroups.users.list", slow_groups)
-    view = await open_from_shortcut(bot, user_id="U0LEAD1")
+    view = await open_from_shortcut(bot, user_id="U0LEAD1", ready=False)
     assert "submit" not in view.versions[0]  # the loading view, opened within the trigger's life
     release.set()
     update = await bot.slack.wait_for_call("views.update")
@@ -133,7 +133,7 @@ async def test_data_ready_while_the_loading_view_opens_still_replaces_it(
 
     bot.slack.on("usergroups.users.list", slow_groups)
     bot.slack.on("views.open", slow_open)
-    view = await open_from_shortcut(bot, user_id="U0LEAD1")
+    view = await open_from_shortcut(bot, user_id="U0LEAD1", ready=False)
     assert "submit" not in view.versions[0]
     await bot.settle()
     assert block(view.versions[-1], FormField.FLOW) is not None
