@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 
 from bot.oncall.escalation_store import Escalation, EscalationState, EscalationStore
@@ -32,11 +31,6 @@ from bot.storage.faults import until_database_answers
 logger = logging.getLogger(__name__)
 
 _LOCK_ROW = "UPDATE escalations SET step = step WHERE id = ?"
-_HOLDER = "SELECT holder FROM claims WHERE key = ?"
-_TAKE_OVER = (
-    "INSERT INTO claims (key, claimed_at, holder) VALUES (?, ?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at, holder = excluded.holder"
-)
 
 
 def step_key(escalation_id: int, step: int) -> str:
@@ -44,13 +38,10 @@ def step_key(escalation_id: int, step: int) -> str:
 
 
 class StepClaims:
-    def __init__(
-        self, store: EscalationStore, claims: Claims, *, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, store: EscalationStore, claims: Claims) -> None:
         self._store = store
         self._db = store.db
         self._claims = claims
-        self._clock = clock  # the claims' own clock (their lifetime is counted on it)
 
     async def claim(self, escalation: Escalation) -> str | None:
         """The step's holder token if this run is to dial the step (it claimed the step, or took
@@ -67,8 +58,7 @@ class StepClaims:
 
         async def take_over() -> bool:
             return await self._db.atomic(
-                lambda conn: _take_over(conn, escalation.id, escalation.step, key, holder,
-                                       self._clock())
+                lambda conn: self._take_over(conn, escalation.id, escalation.step, key, holder)
             )
 
         # A holder that comes back after this is fenced (record_call), so this is safe at once.
@@ -95,8 +85,7 @@ class StepClaims:
     async def holds(self, escalation_id: int, step: int, holder: str) -> bool:
         """Whether `holder` still holds the step's claim (a read: for a decision that is not the
         step's own to write, such as stopping the chain, taken just before it)."""
-        row = await self._db.fetchone(_HOLDER, (step_key(escalation_id, step),))
-        return row is not None and row["holder"] == holder
+        return await self._claims.holder(step_key(escalation_id, step)) == holder
 
     async def if_held(
         self, escalation_id: int, step: int, holder: str,
@@ -107,24 +96,22 @@ class StepClaims:
         is written only while the step is its own. False if another run took it over."""
         async def unit(conn: Connection) -> bool:
             await conn.execute(_LOCK_ROW, (escalation_id,))
-            row = await conn.fetchone(_HOLDER, (step_key(escalation_id, step),))
-            if row is None or row["holder"] != holder:
+            if await self._claims.holder(step_key(escalation_id, step), on=conn) != holder:
                 return False
             await write(conn)
             return True
 
         return await self._db.atomic(unit)
 
-
-async def _take_over(
-    conn: Connection, escalation_id: int, step: int, key: str, holder: str, now: float
-) -> bool:
-    await conn.execute(_LOCK_ROW, (escalation_id,))
-    row = await conn.fetchone(
-        "SELECT step, step_call_id, state FROM escalations WHERE id = ?", (escalation_id,)
-    )
-    if (row is None or int(row["step"]) != step or row["step_call_id"] is not None
-            or row["state"] != EscalationState.RUNNING):
-        return False
-    await conn.execute(_TAKE_OVER, (key, now, holder))
-    return True
+    async def _take_over(
+        self, conn: Connection, escalation_id: int, step: int, key: str, holder: str
+    ) -> bool:
+        await conn.execute(_LOCK_ROW, (escalation_id,))
+        row = await conn.fetchone(
+            "SELECT step, step_call_id, state FROM escalations WHERE id = ?", (escalation_id,)
+        )
+        if (row is None or int(row["step"]) != step or row["step_call_id"] is not None
+                or row["state"] != EscalationState.RUNNING):
+            return False
+        await self._claims.take_over_in(conn, key, holder=holder)
+        return True

@@ -23,14 +23,15 @@ from bot.storage.faults import until_database_answers
 
 # Slack redelivers within minutes; a day is far beyond any retry, and keeps the table small.
 CLAIM_LIFETIME_SECONDS = 24 * 3600
+# The key written as claimed by a holder, whoever held it: a takeover (`take_over_in`).
+_TAKE = (
+    "INSERT INTO claims (key, claimed_at, holder) VALUES (?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at, holder = excluded.holder"
+)
 # The claim itself, one statement on both databases: a new key, an expired claim of it, or the same
 # named holder's own claim again is taken (one row written); anyone else's live claim is left as
 # it is (none). A NULL holder equals nothing: only a claim that named itself is granted again.
-_CLAIM = (
-    "INSERT INTO claims (key, claimed_at, holder) VALUES (?, ?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at, holder = excluded.holder"
-    " WHERE claims.claimed_at < ? OR claims.holder = excluded.holder"
-)
+_CLAIM = _TAKE + " WHERE claims.claimed_at < ? OR claims.holder = excluded.holder"
 # How often, at most, one `Claims` clears the expired claims of other keys on PostgreSQL.
 CLAIM_PURGE_EVERY_SECONDS = 60.0
 
@@ -70,6 +71,17 @@ class Claims:
         named = holder or secrets.token_hex(16)
         return await until_database_answers(lambda: self.claim(key, holder=named), what,
                                             extra=extra)
+
+    async def take_over_in(self, conn: Connection, key: str, *, holder: str) -> None:
+        """`key` claimed by `holder`, whoever held it, within the caller's transaction (which
+        decided that the claim's holder will never act on it: bot/oncall/step_claims.py)."""
+        await conn.execute(_TAKE, (key, self._clock(), holder))
+
+    async def holder(self, key: str, *, on: Connection | None = None) -> str | None:
+        """Who holds `key`: None if nobody does, or a claim that named no holder. `on`: the
+        caller's transaction."""
+        row = await (on or self._db).fetchone("SELECT holder FROM claims WHERE key = ?", (key,))
+        return None if row is None else row["holder"]
 
     async def release(self, key: str) -> None:
         """Free `key` again: what it guarded certainly did not happen."""
