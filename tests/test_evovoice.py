@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -473,26 +472,24 @@ async def test_refused_connection_is_unreachable_after_all_attempts(
 
 async def test_refused_connection_recovers_within_the_back_off(make_client: MakeClient) -> None:
     """Refused twice (Evo Voice restarting), then up: one call placed, after two waits."""
-    # Bound, not listening (refused), until Evo Voice comes back on it: no other server takes it.
-    down = socket.socket()
-    down.bind(("127.0.0.1", 0))
-    port = down.getsockname()[1]
     server = EvoVoiceStandIn(username=USERNAME, password=PASSWORD)
     server.flows.append({"id": "flow-esc", "name": "Escalation", "accountId": ACCOUNT})
+    await server.start()
+    url, port = server.url, httpx.URL(server.url).port
+    # Down (its port bound, not listening: refused) until it comes back on that very port.
+    await server.stop(keep_port=True)
     delays: list[float] = []
 
     async def restart_during_second_wait(seconds: float) -> None:
         delays.append(seconds)
         if len(delays) == 2:
-            down.close()
-            await server.start(port)
+            await server.start(port or 0)
 
-    client = make_client(base_url=f"http://127.0.0.1:{port}", sleep=restart_during_second_wait,
+    client = make_client(base_url=url, sleep=restart_during_second_wait,
                          connect_retries=3, retry_backoff=0.5)
     try:
         placed = await client.create_outgoing_session("flow-esc", CUSTOMER)
     finally:
-        down.close()
         await server.stop()
     assert delays == [0.5, 1.0]
     assert len(server.outgoing_posts) == 1
