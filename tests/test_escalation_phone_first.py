@@ -15,6 +15,7 @@ import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.slack import ApiCall, ApiReply
+from bot.storage.database import Database
 from tests.claim_faults import AnswerLost
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.follow_helpers import services
@@ -31,6 +32,7 @@ from tests.escalations import (
     in_the_channel,
     open_on_message,
     page_of,
+    session_of,
     start,
     submit,
     wait_for_edit,
@@ -275,6 +277,49 @@ async def test_a_page_slack_refused_until_the_bot_stopped_is_sent_by_the_next_st
     assert dialled(second) == [ALICE]  # followed, never dialled again
 
 
+@pytest.mark.parametrize("meanwhile", ["declined", "refused"])
+async def test_a_page_sent_by_the_next_start_never_says_a_phone_rings_that_no_longer_does(
+    bot_factory: BotFactory, database_url: str, meanwhile: str
+) -> None:
+    """Slack refuses Alice's page and the bot dies. While it is down her call ends (she declined
+    it), or its row says Evo Voice refused it (a bot that dies after the refusal, before her
+    step is concluded). The next start sends her page, with I'm on it, but not "your phone is
+    ringing too"; Bob, rung next, is told his phone rings."""
+    first, clock = await start(bot_factory)
+
+    def to_alice(call: ApiCall) -> bool:
+        return call.params.get("channel") == "U0ALICE"
+
+    first.slack.fail("chat.postMessage", "fatal_error", when=to_alice)
+    view, _ = await open_on_message(first)
+    await submit(first, view)
+    await first.evo.wait_for_posts(1)
+    await first.slack.wait_for_call("chat.postMessage", lambda c: to_alice(c) and not c.ok)
+    await first.runtime.stop(grace=0)
+    first.slack.off("chat.postMessage")
+    if meanwhile == "declined":
+        first.evo.set_session_state(session_of(first, ALICE), ended=True,
+                                    callState="Disconnected", outcome="Busy")
+    else:
+        db = Database(database_url)
+        await db.open()
+        try:
+            await db.execute(
+                "UPDATE calls SET state = 'failed', placement = 'failed', following = 0", ())
+        finally:
+            await db.close()
+
+    second, _ = await start(bot_factory, clock=clock)
+    went = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: to_alice(c) and c.ok, timeout=10.0)
+    alice = str(went.params.get("text"))
+    assert "You are being paged" in alice and "ringing" not in alice
+    assert "I'm on it" in str(went.params.get("blocks"))
+    await second.evo.wait_for_posts(2)
+    assert "Your phone is ringing too" in ((await page_of(second, "U0BOB")).text or "")
+    assert dialled(second) == [ALICE, BOB]
+
+
 async def test_a_chain_run_again_in_the_same_process_does_not_send_a_page_on_its_way(
     bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -336,8 +381,10 @@ async def test_a_page_delayed_past_its_step_is_still_sent(bot_factory: BotFactor
 
     await asyncio.wait_for(alices_step_runs_out(), 20)
     gate.open()
-    for person in ("U0ALICE", "U0BOB"):
-        assert "You are being paged" in ((await page_of(bot, person)).text or "")
+    alice, bob = [(await page_of(bot, person)).text or "" for person in ("U0ALICE", "U0BOB")]
+    assert "You are being paged" in alice and "You are being paged" in bob
+    # Hers went once her step was over: it doesn't say her phone rings. Bob's does.
+    assert "ringing" not in alice and "Your phone is ringing too" in bob
     await bot.settle()
     assert len([c for c in bot.slack.calls_to("chat.postMessage")
                 if c.params.get("channel") == "U0ALICE"]) == 1

@@ -205,6 +205,15 @@ def test_the_page_offers_i_m_on_it_until_the_escalation_is_over() -> None:
     assert theirs.text.startswith("✅ <@U0BOB> acknowledged") and "Nothing more" in theirs.text
     for over in (mine, theirs):
         assert views.ACK_ESCALATION_ACTION not in json.dumps(over.blocks)
+    assert "Your phone is ringing too" in running.text
+    # Sent late (its call over, or the chain moved on): it never says the phone rings, nor that
+    # answering it would tell anyone.
+    for mode in AckMode:
+        late = views.page_message(_escalation(EscalationState.RUNNING, ack_mode=mode),
+                                  "U0ALICE", 0, None, ringing=False)
+        assert "ringing" not in late.text and "Answering" not in late.text
+        assert "I'm on it tells everyone you are coming" in late.text
+        assert views.ACK_ESCALATION_ACTION in json.dumps(late.blocks)
     # Nobody came: a late "I'm on it" still helps.
     exhausted = views.page_message(_escalation(EscalationState.EXHAUSTED), "U0ALICE", 0, None)
     assert views.ACK_ESCALATION_ACTION in json.dumps(exhausted.blocks)

@@ -274,14 +274,18 @@ class EscalationCard:
 
     # ------------------------------------------------------------------------------ the page
 
-    def page(self, escalation: Escalation, target: Target, *, again: bool = False) -> None:
+    def page(self, escalation: Escalation, target: Target, *, again: bool = False,
+             still_ringing: Callable[[Escalation], Awaitable[bool]] | None = None) -> None:
         """The person's direct message, sent in the background: a slow Slack delays no step.
         `again`: for a step dialled by an earlier run (the bot restarted, or the replica that
-        dialled it is gone), sent unless that run's page was recorded."""
-        self._spawn(self._page(escalation, target, again), escalation.id,
+        dialled it is gone), sent unless that run's page was recorded. A page never says their
+        phone rings once the chain has moved on, nor when `still_ringing(escalation)` says it
+        no longer does (a page sent late: its call may have ended, or been refused, meanwhile)."""
+        self._spawn(self._page(escalation, target, again, still_ringing), escalation.id,
                     f"the page to {target.user_id}")
 
-    async def _page(self, escalation: Escalation, target: Target, again: bool) -> None:
+    async def _page(self, escalation: Escalation, target: Target, again: bool,
+                    still_ringing: Callable[[Escalation], Awaitable[bool]] | None) -> None:
         """Once per step, however often the bot restarts: at least once, if a run stopped (or
         died) while Slack had not taken its page yet, as the thread's own posts are."""
         step = (escalation.id, escalation.step)
@@ -292,11 +296,12 @@ class EscalationCard:
             return
         self._paging.add(step)
         try:
-            await self._page_once(escalation, target, again)
+            await self._page_once(escalation, target, again, still_ringing)
         finally:
             self._paging.discard(step)
 
-    async def _page_once(self, escalation: Escalation, target: Target, again: bool) -> None:
+    async def _page_once(self, escalation: Escalation, target: Target, again: bool,
+                         still_ringing: Callable[[Escalation], Awaitable[bool]] | None) -> None:
         n = escalation.step
         what = f"escalation {escalation.id}: the page to {target.user_id}"
         fields = {"escalation_id": escalation.id, "user_id": target.user_id}
@@ -320,7 +325,9 @@ class EscalationCard:
         current = await self._store.get(escalation.id) or escalation
         link = (await self._notifier.permalink(current.channel_id, current.message_ts)
                 if current.message_ts is not None else None)
-        message = views.page_message(current, target.user_id, n, link)
+        ringing = current.state == EscalationState.RUNNING and current.step == n and (
+            still_ringing is None or await still_ringing(current))
+        message = views.page_message(current, target.user_id, n, link, ringing=ringing)
         posted = await self._send_page(escalation.id, n, target.user_id, message, what, fields)
         if posted is None:
             logger.warning("escalation %s: the page to %s could not be sent", escalation.id,

@@ -18,7 +18,7 @@ from bot.audit.trail import AuditLog
 from bot.calls.follow import classify
 from bot.calls.models import CallRequest, CheckedCall, Outcome
 from bot.calls.service import CallService
-from bot.calls.store import CallState, CallStore, TrackedCall
+from bot.calls.store import FINAL_STATES, CallState, CallStore, TrackedCall
 from bot.errors import (
     CallbotError,
     GroupLookupFailed,
@@ -140,7 +140,7 @@ class Chain:
                 # Dialled by an earlier run (a restart, a replica gone): its page, unless that
                 # run's was sent.
                 watched.add(escalation.step)
-                self._card.page(escalation, target, again=True)
+                self._card.page(escalation, target, again=True, still_ringing=self._still_ringing)
             verdict, call = await self._watch(escalation)
             if verdict == _Verdict.ANSWERED:
                 await self._endings.answered(escalation, target)
@@ -380,6 +380,18 @@ class Chain:
             return await self._evo.get_session(call.session_id)
         except EvoVoiceError:
             return None
+
+    async def _still_ringing(self, escalation: Escalation) -> bool:
+        """Whether the step's call may still ring, for a page sent by a run that didn't dial it:
+        the bot was down meanwhile, so the call's row is as it was left, and Evo Voice says more."""
+        call_id = escalation.step_call_id
+        call = None if call_id is None else await until_database_answers(
+            lambda: self._callstore.get(call_id), f"escalation {escalation.id}: reading its call",
+            extra={"escalation_id": escalation.id, "call_id": call_id})
+        if call is None or call.is_final:  # unknown, as on time; ended or refused, the bot down
+            return call is None
+        fresh = await self._session_now(call)
+        return fresh is None or classify(fresh, call.state) not in FINAL_STATES
 
     def _is_ack_outcome(self, outcome: str | None) -> bool:
         if not outcome or not self._oncall.configured:

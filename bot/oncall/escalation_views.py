@@ -231,9 +231,12 @@ def _reached(escalation: Escalation) -> str:
 # ------------------------------------------------------------------------------------- the page
 
 
-def page_message(escalation: Escalation, user_id: str, step: int, link: str | None) -> Message:
+def page_message(
+    escalation: Escalation, user_id: str, step: int, link: str | None, *, ringing: bool = True
+) -> Message:
     """The direct message paging `user_id` (step `step`): with I'm on it while it may matter,
-    and, once the escalation is over, how it ended."""
+    and, once the escalation is over, how it ended. `ringing`: whether their phone is ringing
+    as the page goes (a page sent late never says it is once their call is over)."""
     where = f"<{link}|the escalation in <#{escalation.channel_id}>>" if link else (
         f"the escalation in <#{escalation.channel_id}>")
     asked = f"<@{escalation.requester_id}> escalated to on-call: see {where}."
@@ -258,7 +261,7 @@ def page_message(escalation: Escalation, user_id: str, step: int, link: str | No
     elif state == EscalationState.FAILED:
         headline = "⚠️ This escalation could not go on; see the thread."
     else:
-        headline = "📟 *You are being paged.* Your phone is ringing too."
+        headline = "📟 *You are being paged.*" + (" Your phone is ringing too." if ringing else "")
         button = True
     lines = [headline, asked] + ([reason] if reason else [])
     blocks: list[Block] = [section(headline), section(asked)]
@@ -266,9 +269,12 @@ def page_message(escalation: Escalation, user_id: str, step: int, link: str | No
         blocks.append(context(reason))
     if button:
         if state == EscalationState.RUNNING:
-            hint = (f"{I_M_ON_IT} tells everyone you are coming, and nobody else is called."
-                    if escalation.acknowledges else
-                    f"Answering the call, or {I_M_ON_IT}, tells everyone you are coming.")
+            if escalation.acknowledges:
+                hint = f"{I_M_ON_IT} tells everyone you are coming, and nobody else is called."
+            elif ringing:
+                hint = f"Answering the call, or {I_M_ON_IT}, tells everyone you are coming."
+            else:
+                hint = f"{I_M_ON_IT} tells everyone you are coming."
             blocks.append(context(hint))
             lines.append(hint)
         blocks.append({"type": "actions", "block_id": PAGE_ACTIONS_BLOCK,
