@@ -14,12 +14,13 @@ import logging
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
-from bot.standins.slack import ApiCall, ApiReply
+from bot.standins.slack import ApiCall, ApiReply, Message
 from bot.storage.database import Database
 from tests.claim_faults import AnswerLost
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.follow_helpers import services
 from tests.escalations import (
+    Clock,
     NOT_POSTED,
     ALICE,
     BOB,
@@ -218,10 +219,6 @@ async def test_a_page_slack_refuses_is_sent_again_until_it_goes(bot_factory: Bot
     # it is the one page she gets, and it is kept current like any page. (A 429 is waited out by
     # the Slack client itself, Retry-After and all: tests/test_slack_faults.py.)
     bot, _ = await start(bot_factory)
-
-    def to_alice(call: ApiCall) -> bool:
-        return call.params.get("channel") == "U0ALICE"
-
     bot.slack.fail("chat.postMessage", "fatal_error", times=2, when=to_alice)
     view, _ = await open_on_message(bot)
     await submit(bot, view)
@@ -247,20 +244,7 @@ async def test_a_page_slack_refused_until_the_bot_stopped_is_sent_by_the_next_st
     """Slack refuses Alice's page while her phone rings, and the bot stops (a deploy, its grace
     too short for Slack to come back; or it dies). The next start follows her call, and sends her
     the page nobody got: one page, kept current like any page."""
-    first, clock = await start(bot_factory)
-
-    def to_alice(call: ApiCall) -> bool:
-        return call.params.get("channel") == "U0ALICE"
-
-    first.slack.fail("chat.postMessage", "fatal_error", when=to_alice)
-    view, _ = await open_on_message(first)
-    await submit(first, view)
-    card = await escalation_message(first)
-    await first.evo.wait_for_posts(1)
-    await first.slack.wait_for_call("chat.postMessage", lambda c: to_alice(c) and not c.ok)
-    await first.runtime.stop(grace=grace)
-    first.slack.off("chat.postMessage")
-
+    first, clock, card = await alices_page_refused_until_the_bot_stops(bot_factory, grace)
     second, _ = await start(bot_factory, clock=clock)
     page = await second.slack.wait_for_call(
         "chat.postMessage", lambda c: to_alice(c) and c.ok, timeout=10.0)
@@ -285,18 +269,7 @@ async def test_a_page_sent_by_the_next_start_never_says_a_phone_rings_that_no_lo
     it), or its row says Evo Voice refused it (a bot that dies after the refusal, before her
     step is concluded). The next start sends her page, with I'm on it, but not "your phone is
     ringing too"; Bob, rung next, is told his phone rings."""
-    first, clock = await start(bot_factory)
-
-    def to_alice(call: ApiCall) -> bool:
-        return call.params.get("channel") == "U0ALICE"
-
-    first.slack.fail("chat.postMessage", "fatal_error", when=to_alice)
-    view, _ = await open_on_message(first)
-    await submit(first, view)
-    await first.evo.wait_for_posts(1)
-    await first.slack.wait_for_call("chat.postMessage", lambda c: to_alice(c) and not c.ok)
-    await first.runtime.stop(grace=0)
-    first.slack.off("chat.postMessage")
+    first, clock, _ = await alices_page_refused_until_the_bot_stops(bot_factory, grace=0)
     if meanwhile == "declined":
         first.evo.set_session_state(session_of(first, ALICE), ended=True,
                                     callState="Disconnected", outcome="Busy")
@@ -318,6 +291,27 @@ async def test_a_page_sent_by_the_next_start_never_says_a_phone_rings_that_no_lo
     await second.evo.wait_for_posts(2)
     assert "Your phone is ringing too" in ((await page_of(second, "U0BOB")).text or "")
     assert dialled(second) == [ALICE, BOB]
+
+
+def to_alice(call: ApiCall) -> bool:
+    return call.params.get("channel") == "U0ALICE"
+
+
+async def alices_page_refused_until_the_bot_stops(
+    bot_factory: BotFactory, grace: float
+) -> tuple[BotUnderTest, Clock, Message]:
+    """Alice's phone rings; Slack refuses her page until the bot has stopped (given `grace`).
+    The stopped bot, its clock, and the escalation's card."""
+    first, clock = await start(bot_factory)
+    first.slack.fail("chat.postMessage", "fatal_error", when=to_alice)
+    view, _ = await open_on_message(first)
+    await submit(first, view)
+    card = await escalation_message(first)
+    await first.evo.wait_for_posts(1)
+    await first.slack.wait_for_call("chat.postMessage", lambda c: to_alice(c) and not c.ok)
+    await first.runtime.stop(grace=grace)
+    first.slack.off("chat.postMessage")
+    return first, clock, card
 
 
 async def test_a_chain_run_again_in_the_same_process_does_not_send_a_page_on_its_way(
