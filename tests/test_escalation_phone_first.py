@@ -14,6 +14,7 @@ import logging
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
+from bot.standins.evovoice import Gated
 from bot.standins.slack import ApiCall, ApiReply, Message
 from bot.storage.database import Database
 from tests.claim_faults import AnswerLost
@@ -291,6 +292,23 @@ async def test_a_page_sent_by_the_next_start_never_says_a_phone_rings_that_no_lo
     await second.evo.wait_for_posts(2)
     assert "Your phone is ringing too" in ((await page_of(second, "U0BOB")).text or "")
     assert dialled(second) == [ALICE, BOB]
+
+
+async def test_a_late_page_does_not_wait_on_a_slow_evo_voice_to_say_whether_its_call_rings(
+    bot_factory: BotFactory,
+) -> None:
+    """The next start asks Evo Voice whether Alice's call still rings before sending her page;
+    Evo Voice doesn't answer (held): her page goes all the same, saying her phone rings, as a
+    page on time does."""
+    first, clock, _ = await alices_page_refused_until_the_bot_stops(bot_factory, grace=0)
+    held = asyncio.Event()  # every read of her session: the restarted follower's, the page's
+    first.evo.queue("GET", f"/sessions/{session_of(first, ALICE)}", *[Gated(held)] * 5)
+    # Its client would wait a minute for an answer (the tests' bots give up after 2 s).
+    second, _ = await start(bot_factory, clock=clock, EVOVOICE_TIMEOUT="60")
+    went = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: to_alice(c) and c.ok, timeout=10.0)
+    assert "Your phone is ringing too" in str(went.params.get("text"))
+    held.set()
 
 
 def to_alice(call: ApiCall) -> bool:

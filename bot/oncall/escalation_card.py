@@ -30,6 +30,7 @@ timed out may have been shown).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
@@ -57,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 # An escalation's thread posts are kept until delivered (bot/slack/outbox.py).
 ESCALATION_POST = "escalation"
+# The longest a late page waits to hear whether its call still rings; then it says it does.
+PHONE_CHECK_SECONDS = 1.0
 
 
 class EscalationCard:
@@ -278,16 +281,14 @@ class EscalationCard:
              still_ringing: Callable[[Escalation], Awaitable[bool]] | None = None) -> None:
         """The person's direct message, sent in the background: a slow Slack delays no step.
         `again`: for a step dialled by an earlier run (the bot restarted, or the replica that
-        dialled it is gone), sent unless that run's page was recorded. A page never says their
-        phone rings once the chain has moved on, nor when `still_ringing(escalation)` says it
-        no longer does (a page sent late: its call may have ended, or been refused, meanwhile)."""
+        dialled it is gone), sent unless that run's page was recorded. It says their phone
+        rings only while their step lasts and `still_ringing(escalation)` doesn't say no."""
         self._spawn(self._page(escalation, target, again, still_ringing), escalation.id,
                     f"the page to {target.user_id}")
 
     async def _page(self, escalation: Escalation, target: Target, again: bool,
                     still_ringing: Callable[[Escalation], Awaitable[bool]] | None) -> None:
-        """Once per step, however often the bot restarts: at least once, if a run stopped (or
-        died) while Slack had not taken its page yet, as the thread's own posts are."""
+        """Once per step, however often the bot restarts, and at least once (`again`)."""
         step = (escalation.id, escalation.step)
         if again and step in self._paging:
             logger.info("escalation %s: the page to %s is still being sent by an earlier run of "
@@ -325,18 +326,19 @@ class EscalationCard:
         current = await self._store.get(escalation.id) or escalation
         link = (await self._notifier.permalink(current.channel_id, current.message_ts)
                 if current.message_ts is not None else None)
-        ringing = current.state == EscalationState.RUNNING and current.step == n and (
-            still_ringing is None or await still_ringing(current))
+        ringing = current.state == EscalationState.RUNNING and current.step == n
+        if ringing and still_ringing is not None:
+            with contextlib.suppress(TimeoutError):  # a slow Evo Voice delays no page
+                async with asyncio.timeout(PHONE_CHECK_SECONDS):
+                    ringing = await still_ringing(current)
         message = views.page_message(current, target.user_id, n, link, ringing=ringing)
         posted = await self._send_page(escalation.id, n, target.user_id, message, what, fields)
         if posted is None:
             logger.warning("escalation %s: the page to %s could not be sent", escalation.id,
-                           target.user_id,
-                           extra={"escalation_id": escalation.id, "user_id": target.user_id})
+                           target.user_id, extra=fields)
             return
         channel, ts = posted
-        # Slack took it: recorded once the database answers (never posted again), so it is edited
-        # to the escalation's end.
+        # Slack took it: recorded (never posted again), so it is edited to the escalation's end.
         page = Page(escalation.id, n, target.user_id, channel, ts, link, digest(message))
         await until_database_answers(lambda: self._store.add_page(page), what, extra=fields)
         # It may have been clicked (or the escalation ended) before Slack's answer came: the
