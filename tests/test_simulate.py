@@ -13,6 +13,7 @@ from bot.evovoice.simulator import BANNER, RING_SECONDS
 from bot.ops.check import Status, run_checkup
 from bot.standins.evovoice import EvoVoiceStandIn
 from tests.conftest import POLICY, BotFactory, bot_environment
+from tests.escalations import open_on_message, page_of, start, submit
 from tests.follow_helpers import FAST
 
 SIMULATE = {"EVOVOICE_MODE": "simulate", "EVOVOICE_USERNAME": "", "EVOVOICE_PASSWORD": "",
@@ -48,6 +49,19 @@ async def test_calls_are_simulated_and_every_message_says_so(
     [status] = bot.slack.thread("C0OPS", parent.ts)
     assert "Ended" in str(status.text) and "No answer (simulated)" in str(status.text)
     assert BANNER in str(status.text)
+
+
+async def test_an_on_call_page_says_the_call_is_simulated_from_its_first_version(
+    bot_factory: BotFactory,
+) -> None:
+    # A simulated bot in a real workspace pages real people: the page tells them no phone rings
+    # as it arrives, as every message posted in a channel does, not only once it is edited.
+    bot, _ = await start(bot_factory, **SIMULATE)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    page = await page_of(bot, "U0ALICE")
+    first = page.versions[0]
+    assert BANNER in str(first["text"]) and BANNER in str(first["blocks"])
 
 
 async def test_the_policy_files_flows_and_caller_id_exist_in_the_simulated_account(

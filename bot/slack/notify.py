@@ -250,7 +250,7 @@ class Notifier:
         """Post in the bot's direct messages with `user_id` (the app's Messages tab): the DM's
         channel and the message's ts, or None if Slack refused."""
         try:
-            response = await self._client.chat_postMessage(channel=user_id, **message.as_kwargs())
+            response = await self._client.chat_postMessage(channel=user_id, **self._out(message))
         except SLACK_FAILURES as exc:
             logger.warning("direct message to %s failed (%s)", user_id, slack_error_code(exc))
             return None
