@@ -16,6 +16,7 @@ from tests.follow_helpers import (
     parent_of,
     status_message,
     texts,
+    wait_for_edit,
     wait_for_mark,
 )
 from tests.interactions import click, interact, open_from_shortcut, state, submission
@@ -119,6 +120,30 @@ async def test_an_outcome_slack_refuses_by_direct_message_for_a_moment_still_arr
     dm = await bot.slack.wait_for_call(
         "chat.postMessage", lambda c: c.ok and c["channel"] == "U0MANAGER")
     assert MASKED in dm["text"] and "Ended: No answer" in dm["text"]
+
+
+async def test_a_call_the_channel_and_the_response_url_refuse_is_followed_by_direct_message(
+    bot_factory: BotFactory,
+) -> None:
+    # In a private channel without the bot, and Slack refusing the command's response URL: the
+    # call's parent goes to the requester by direct message, and its thread there follows the call
+    # to its outcome.
+    bot = await bot_factory("http", **FAST)
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == "G0PRIV")
+    url = bot.slack.response_url()
+    bot.slack.expire_response_url(url)
+    await bot.command(f"{FULL} escalation", channel_id="G0PRIV", response_url=url)
+    dm = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and c["channel"] == "U0MANAGER")
+    assert MASKED in dm["text"] and not is_thread_reply(dm)
+    assert dm.response is not None
+    status = await status_message(bot)
+    assert status.thread_ts == dm.response["ts"] and "Call placed" in (status.text or "")
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=30, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended: Completed")
+    # Edited in the direct message's channel (chat.update takes no user ID for it).
+    assert "Ended: Completed" in (status.text or "")
 
 
 async def polled(bot: BotUnderTest, session_id: str, times: int = 2) -> None:
