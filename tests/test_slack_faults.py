@@ -42,6 +42,20 @@ async def test_a_rate_limited_post_is_retried_and_the_confirmation_arrives(
     assert bot.slack.responses_to(url) == []
 
 
+async def test_a_429_without_retry_after_holds_the_channel_a_second(bot: BotUnderTest) -> None:
+    # A 429 whose Retry-After was lost on the way (a proxy's, say): the post waits a second, Slack's
+    # rate of about a message a second per channel, rather than trying again at once.
+    clock = LeapingClock()  # waiting takes no real time
+    waits = lanes_on(bot, clock)
+    refusals = [ApiReply({"ok": False, "error": "ratelimited"}, status=429)]
+    bot.slack.on("chat.postMessage", lambda call: refusals.pop() if refusals else None)
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    assert waits == [1.0]
+    ok = [c for c in bot.slack.calls_to("chat.postMessage") if c.ok]
+    assert [is_reply(c) for c in ok] == [False, True]
+
+
 async def test_rate_limited_beyond_retries_falls_back_to_the_response_url(
     bot_factory: BotFactory,
 ) -> None:
@@ -129,6 +143,8 @@ async def test_a_failing_thread_reply_reaches_the_requester_with_its_context(
     # Out of the thread, the result comes with the line saying which call it is about.
     assert MASKED in answer["text"] and "Call placed" in answer["text"]
     assert answer["response_type"] == "ephemeral"
+    # The response URL carried nothing of the bot's yet: a new message, replacing none.
+    assert answer["replace_original"] is False
 
 
 async def test_a_call_whose_thread_refuses_replies_still_tells_its_outcome(
