@@ -20,7 +20,7 @@ from bot.standins.slack import ApiCall
 from bot.storage.database import Database
 from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import on_both_databases
-from tests.follow_helpers import FAST, FULL, end_session, is_thread_reply, services
+from tests.follow_helpers import FAST, FULL, end_session, is_thread_reply, services, status_message
 from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.escalations import (
     ALICE,
@@ -61,14 +61,18 @@ async def gone_for_a_lease(stopped: BotUnderTest) -> None:
 
 
 async def crash_while_posting_the_status(
-    bot_factory: BotFactory,
+    bot_factory: BotFactory, *, replies_first: int = 0,
 ) -> tuple[BotUnderTest, ApiCall, str]:
     """A call whose status message Slack took from a bot that died before saving its `ts`: that
-    bot, the post, and the call's session."""
+    bot, the post, and the call's session. `replies_first`: people's replies in the call's thread
+    before it."""
     first = await bot_factory("http", **QUICK)
     gate = first.slack.hold("chat.postMessage", when=is_thread_reply)
     await first.command(f"{FULL} escalation")
     await gate.wait_until_held(1, timeout=20)
+    [parent] = first.slack.channel_messages("C0OPS")
+    for n in range(replies_first):
+        first.slack.add_message("C0OPS", f"update {n}", thread_ts=parent.ts)
     await first.runtime.stop(grace=0)  # dies waiting for Slack's answer: the ts is never saved
     gate.open()  # Slack posts the status message all the same
     lost = await first.slack.wait_for_call("chat.postMessage", is_thread_reply)
@@ -95,6 +99,23 @@ async def test_a_status_message_whose_ts_was_lost_in_a_crash_is_found_and_shows_
     assert await services(second).db.fetchall("SELECT id FROM slack_posts") == []
 
 
+async def test_a_lost_status_message_past_the_first_page_of_its_thread_is_found(
+    bot_factory: BotFactory,
+) -> None:
+    # An incident's thread is busy: the status message Slack took lands after 200 people's
+    # replies, past the first page the bot reads; it is found there, not posted a second time.
+    first, lost, session_id = await crash_while_posting_the_status(bot_factory, replies_first=200)
+    assert lost.response is not None
+    await gone_for_a_lease(first)
+    second = await bot_factory("http", **QUICK)  # the same database
+    await second.slack.wait_for_call(
+        "conversations.replies", lambda c: c.ok and not c.response["has_more"], timeout=30)
+    status = second.slack.messages[(lost.response["channel"], lost.response["ts"])]
+    end_session(second, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(second, status, "Ended", timeout=30)  # the same message, edited
+    assert len([c for c in second.slack.calls_to("chat.postMessage") if is_thread_reply(c)]) == 1
+
+
 async def test_without_the_history_scopes_the_status_message_is_posted_again(
     bot_factory: BotFactory,
 ) -> None:
@@ -111,6 +132,28 @@ async def test_without_the_history_scopes_the_status_message_is_posted_again(
     end_session(second, session_id, after_seconds=20, outcome="Completed")
     await wait_for_status(second, status, "Ended", timeout=30)  # the outcome lands
     assert len(second.evo.outgoing_posts) == 1
+
+
+async def test_a_delivered_status_message_is_not_posted_again_after_a_restart(
+    bot_factory: BotFactory,
+) -> None:
+    # Slack took the status message and the bot heard it: nothing is left to repair at the next
+    # start, even for an app without the history scopes, which can't look for it first.
+    first = await bot_factory("http", **QUICK)
+    assert first.slack.bot_scopes is not None
+    first.slack.bot_scopes = [s for s in first.slack.bot_scopes if not s.endswith(":history")]
+    await first.command(f"{FULL} escalation")
+    status = await status_message(first)
+    [session_id] = first.evo.sessions
+    end_session(first, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(first, status, "Ended")
+    await first.runtime.stop()
+
+    await gone_for_a_lease(first)
+    second = await bot_factory("http", **QUICK)  # the same database
+    await services(second).outbox.take_over()  # a lease keeper's round, now
+    await second.settle()
+    assert len([c for c in second.slack.calls_to("chat.postMessage") if is_thread_reply(c)]) == 1
 
 
 async def test_an_escalation_post_refused_by_slack_is_delivered_after_a_restart(
@@ -192,6 +235,29 @@ async def test_a_post_its_live_replica_still_sends_again_is_not_taken_over(
     await first.settle()
     await second.settle()
     assert sum(1 for c in first.slack.calls_to("chat.postMessage") if c.ok and loud(c)) == 1
+
+
+async def test_a_post_slack_may_still_take_is_left_a_lease_before_it_is_repaired(
+    bot_factory: BotFactory,
+) -> None:
+    # The bot stopped while Slack had not yet answered its status message, which Slack may still
+    # take: the next bot leaves it alone for a lease, then finds it rather than posting another.
+    first = await bot_factory("http", **QUICK)
+    gate = first.slack.hold("chat.postMessage", when=is_thread_reply)
+    await first.command(f"{FULL} escalation")
+    await gate.wait_until_held(1, timeout=20)
+    await first.runtime.stop(grace=0)
+    second = await bot_factory("http", **QUICK)  # the same database
+    await services(second).outbox.take_over()  # a lease keeper's round, too soon
+    gate.open()  # Slack takes it now
+    await second.slack.wait_for_call("chat.postMessage", lambda c: c.ok and is_thread_reply(c))
+    db = services(second).db
+    await db.execute("UPDATE slack_posts SET created_at = created_at - ?",
+                     (second.runtime.settings.lease_seconds,))
+    await services(second).outbox.take_over()  # a lease later
+    await second.settle()
+    assert await db.fetchall("SELECT id FROM slack_posts") == []
+    assert len([c for c in second.slack.calls_to("chat.postMessage") if is_thread_reply(c)]) == 1
 
 
 async def test_a_status_message_found_after_its_call_ended_is_edited_to_the_outcome(
