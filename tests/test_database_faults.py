@@ -267,6 +267,22 @@ async def test_an_escalations_hang_up_met_by_a_locked_database_reaches_the_audit
 
 
 @pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)
+async def test_on_postgresql_a_status_message_the_outbox_cannot_keep_is_posted_all_the_same(
+    bot_factory: BotFactory, database_url: str
+) -> None:
+    # Only the kept posts' table fails (locked past lock_timeout): the status message, kept until
+    # delivered when the database answers, goes to Slack all the same and shows the outcome.
+    bot = await bot_factory("http", **FAST, DATABASE_URL=with_short_lock_timeout(database_url))
+    async with tables_locked(database_url, "slack_posts"):
+        await bot.command(f"{FULL} escalation")
+        status = await status_message(bot)
+    assert "Call placed" in str(status.text)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=30, outcome="Completed")
+    await wait_for_status(bot, status, "Ended", timeout=30)
+
+
+@pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)
 async def test_on_postgresql_an_escalations_hang_up_met_by_a_locked_audit_trail_is_kept(
     bot_factory: BotFactory, database_url: str, tmp_path: Path
 ) -> None:
