@@ -6,7 +6,7 @@ import gzip
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -82,6 +82,27 @@ async def test_tampered_body_fails_its_signature(http_bot: BotUnderTest) -> None
     data = body(http_bot)
     headers = sign(data, SIGNING_SECRET)
     assert await post(http_bot, data.replace(b"U0MANAGER", b"U0ADMIN0X"), headers) == 401
+
+
+def forged_command_with_ssl_check() -> bytes:
+    text = f"{FULL} escalation " + "x" * 1000
+    return slash_command_body(text=text, response_url="https://hooks.slack.com/x") + b"&ssl_check=1"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [lambda: b"ssl_check=0&token=verification-token", forged_command_with_ssl_check],
+    ids=["ssl-check-0", "command-with-ssl-check"],
+)
+async def test_a_forged_body_carrying_ssl_check_is_refused(
+    http_bot: BotUnderTest, data: Callable[[], bytes]
+) -> None:
+    # Only Slack's own certificate check (ssl_check=1 and a token, a short body) is answered
+    # unsigned, as Bolt answers it; any other body carrying the field is refused like a forgery.
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert await post(http_bot, data(), headers) == 401
+    await http_bot.settle()
+    assert http_bot.evo.outgoing_posts == []
 
 
 async def test_oversized_body_is_refused(http_bot: BotUnderTest) -> None:
