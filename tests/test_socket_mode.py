@@ -86,6 +86,17 @@ async def test_the_watchdog_revives_a_silently_dead_connection(
     await still_works(bot, "+18144043004")
 
 
+async def test_the_watchdog_outlives_a_reconnect_slack_refuses(socket_bot: StartBot) -> None:
+    # The first new connection the watchdog asks for is refused (Slack's 5xx): it tries again at
+    # its next check rather than stopping, which would leave every /call failing until a restart.
+    bot = await socket_bot(watchdog_interval=0.1)
+    bot.slack.fail("apps.connections.open", "internal_error", times=1)
+    bot.slack.silence_socket()  # open, but nothing answers any more
+    await bot.slack.wait_for_call("apps.connections.open", lambda c: not c.ok, timeout=10)
+    await bot.slack.wait_socket_connections(2, timeout=10)
+    await still_works(bot, "+18144043007")
+
+
 async def test_the_watchdog_revives_a_client_that_stopped_receiving(
     socket_bot: StartBot, caplog: pytest.LogCaptureFixture
 ) -> None:
