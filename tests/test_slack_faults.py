@@ -103,12 +103,37 @@ async def test_a_post_the_channel_would_hold_past_the_minute_takes_the_next_way(
     await until(lambda: clock.sleepers == 2)  # the second waits behind it
     clock.advance(50)
     answers = await bot.slack.wait_for_response(url, n=2)
+    # The 30 s that 429 asked for hold the channel all the same: the first call's status waits
+    # them out before it is posted in its thread.
+    await until(lambda: clock.sleepers == 1)
+    clock.advance(30)
     await bot.settle()
     assert "+1 814 ••• 3094" in answers[0]["text"] and "Call placed" in answers[1]["text"]
     assert len(bot.evo.outgoing_posts) == 2
+    replies = [c for c in bot.slack.calls_to("chat.postMessage") if is_reply(c) and c.ok]
+    assert len(replies) == 1 and "Call placed" in str(replies[0].params.get("text"))
     parents = [c for c in bot.slack.calls_to("chat.postMessage")
                if not is_reply(c) and "3094" in str(c.params.get("text"))]
     assert len(parents) == 1  # refused once, never sent again after the minute
+
+
+async def test_a_retry_after_past_the_minute_holds_the_channel_for_the_next_call_too(
+    bot_factory: BotFactory,
+) -> None:
+    # The first call's parent meets a 429 asking for two minutes: it takes the next way at once
+    # (the response_url). The second call, a moment later in the same channel, doesn't knock on
+    # Slack inside those two minutes: it takes the next way too, and its requester still hears.
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION)
+    lanes_on(bot, BudgetClock())  # still: the two minutes never pass
+    bot.slack.fail("chat.postMessage", "ratelimited", times=1, retry_after=120)
+    _, first = await bot.command(f"{FULL} escalation")
+    await bot.slack.wait_for_response(first, n=2)
+    _, second = await bot.command("+18144043094 escalation")
+    answers = await bot.slack.wait_for_response(second, n=2)
+    await bot.settle()
+    assert "+1 814 ••• 3094" in answers[0]["text"] and "Call placed" in answers[1]["text"]
+    assert len(bot.slack.calls_to("chat.postMessage")) == 1  # the one Slack refused
+    assert len(bot.evo.outgoing_posts) == 2
 
 
 def http_500(call: ApiCall) -> ApiReply:

@@ -105,10 +105,13 @@ class Lanes:
                         return await self._poster.chat_postMessage(channel=channel, **kwargs)
                     except SlackApiError as exc:
                         wait = retry_after(exc)
+                        if wait is not None:
+                            # The channel's, whether or not this post waits it out: the posts
+                            # after it must not meet another 429 inside it.
+                            lane.not_before = max(lane.not_before, self.clock() + wait)
                         if (wait is None or waited + wait > MAX_POSTING_WAIT_SECONDS
                                 or attempt == MAX_RATE_LIMITED):
                             raise
-                        lane.not_before = max(lane.not_before, self.clock() + wait)
                         logger.info("posting in %s: rate-limited, waiting %.0f s", channel, wait)
                 raise AssertionError("unreachable")  # the last attempt returns or raises
             finally:
