@@ -9,7 +9,8 @@ and the `ts`, never reach the bot.
 A stopped replica's posts are sent again once it is gone for a lease. Rather than wait that long,
 the tests move the stopped bot's rows (its posts, leases and heartbeat) a lease into the past, as
 if it had stopped that long ago: the next bot takes them over in its first round, at start-up.
-That they are not taken over sooner is tested with real replicas (tests/test_replicas.py)."""
+That they are not taken over sooner: test_a_post_slack_may_still_take_is_left_a_lease_before_it_is_
+repaired and test_a_post_its_live_replica_still_sends_again_is_not_taken_over."""
 
 from __future__ import annotations
 
