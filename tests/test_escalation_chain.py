@@ -85,6 +85,10 @@ async def test_a_requester_who_lost_the_right_to_escalate_stops_the_chain_and_is
     await bot.settle()
     assert dialled(bot) == [ALICE]  # nobody else is rung for them
     assert hung_up(bot, session_of(bot, ALICE))  # her step ended at its deadline, as any step
+    records = list(reversed(await audit_records(bot)))  # oldest first
+    # Bob's step, denied for the requester, is in the audit trail.
+    assert [(r.number_masked, r.decision, r.reason) for r in records] == [
+        ("+1 814 ••• 3093", "allowed", None), ("+1 814 ••• 3094", "denied", "NotAResponder")]
 
 
 async def test_a_step_cut_short_between_its_claim_and_its_dial_is_dialled_by_the_next_start(
