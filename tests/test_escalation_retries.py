@@ -19,6 +19,7 @@ from tests.escalations import (
     dialled,
     escalation_message,
     open_on_message,
+    running_escalation,
     start,
     state_of,
     submit,
@@ -59,6 +60,22 @@ async def test_429s_past_the_steps_deadline_move_on_to_the_next_person(
     await bot.evo.wait_for_posts(len(bot.evo.outgoing_posts) + 1)
     assert dialled(bot)[-1] == BOB
     assert {s.get("toAddress") for s in bot.evo.sessions.values()} == {BOB}
+
+
+async def test_while_the_next_person_s_call_is_refused_not_now_the_card_says_how_the_last_step_went(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice's step ends at her deadline; Evo Voice then says "not now" to Bob's call for a
+    while. Meanwhile the card shows her step over, not her phone still ringing."""
+    bot, clock, escalation = await running_escalation(bot_factory)
+    bot.evo.default_behaviours[OUTGOING] = TooManyRequests(retry_after="0.05")
+    clock.advance(91)
+    await bot.evo.wait_for_posts(3)  # Bob's call refused at least once
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after "
+                                         "90 s (hung up)")
+    assert {s.get("toAddress") for s in bot.evo.sessions.values()} == {ALICE}
+    bot.evo.default_behaviours[OUTGOING] = Respond()
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
 
 
 @pytest.mark.parametrize("answer", [Acted(ErrorStatus(500)), DropConnection()])
