@@ -311,6 +311,27 @@ async def test_a_late_page_does_not_wait_on_a_slow_evo_voice_to_say_whether_its_
     held.set()
 
 
+async def test_a_step_whose_call_was_refused_as_the_bot_died_says_it_could_not_be_called(
+    bot_factory: BotFactory, database_url: str
+) -> None:
+    """Evo Voice refused Alice's call and the bot died before concluding her step (her call's
+    row says so, the step does not; the bot is stopped as in the tests above). The next start
+    ends her step with why she was not rung, not as a call she didn't answer, and rings Bob."""
+    first, clock, card = await alices_page_refused_until_the_bot_stops(bot_factory, grace=0)
+    db = Database(database_url)
+    await db.open()
+    try:
+        await db.execute("UPDATE calls SET state = 'failed', placement = 'failed', following = 0,"
+                         " note = 'Evo Voice refused the call'", ())
+    finally:
+        await db.close()
+    second, _ = await start(bot_factory, clock=clock)
+    await second.evo.wait_for_posts(2)
+    await wait_for_edit(second, card, "1. <@U0ALICE> (+1 814 ••• 3093) — ⚠️ couldn't be called: "
+                                      "Evo Voice refused the call")
+    assert dialled(second) == [ALICE, BOB]
+
+
 def to_alice(call: ApiCall) -> bool:
     return call.params.get("channel") == "U0ALICE"
 
