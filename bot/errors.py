@@ -15,6 +15,8 @@
      ├─ NoUsableNumber              a person has no phone number the bot may dial
      ├─ StepTakenOver               oncall/step_claims.py: an escalation's step was taken over by
      │                              another run (a stalled replica's); this one dials nothing
+     ├─ ChainNotRunning             oncall/step_claims.py: the escalation was stopped or
+     │                              acknowledged before its step's call was recorded: no dial
      ├─ NumberRejected              phone.py: a number that must not be dialled (`.code`, `.reason`)
      ├─ CommandRejected             calls/command_text.py: /call text that can't be understood
      ├─ HistoryFilterRejected       audit/history.py: a /call history filter that can't be used
@@ -198,6 +200,15 @@ class EscalationLimitReached(CallbotError):
 class StepTakenOver(CallbotError):
     user_message = (
         "Another callbot replica took this on-call step over and dials it, so this one did not."
+    )
+
+
+class ChainNotRunning(CallbotError):
+    """The escalation was stopped or acknowledged while its step's call was about to be placed
+    (its checks waiting on Slack): nobody more is rung (bot/oncall/step_claims.py)."""
+
+    user_message = (
+        "The on-call escalation was stopped or acknowledged, so this step was not dialled."
     )
 
 

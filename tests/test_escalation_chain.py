@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
 from bot.standins.slack import ApiCall, Gate, Message
@@ -373,3 +375,25 @@ async def test_with_ack_answer_a_later_i_m_on_it_hears_who_answered_first(
     _, url = await click_ack(bot, stale, user_id="U0BOB")
     [late] = await bot.slack.wait_for_response(url)
     assert late["text"].startswith("<@U0ALICE> acknowledged this page first, at <!date^")
+
+
+
+@pytest.mark.parametrize("button", ["stop", "ack"])
+async def test_stop_or_i_m_on_it_while_the_next_step_waits_on_slack_s_checks_rings_nobody_else(
+    bot_factory: BotFactory, button: str
+) -> None:
+    """At Alice's deadline the bot claims Bob's step and checks the requester's right, Slack slow
+    to answer. Stop escalation (or I'm on it) is clicked meanwhile: when Slack answers, Bob is not
+    rung; the chain ends as the click said."""
+    bot, clock = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n')
+    escalation, gate = await hold_bobs_step(bot, clock)
+    if button == "stop":
+        await click_stop(bot, escalation, user_id="U0SRE")
+    else:
+        await click_ack(bot, escalation, user_id="U0SRE")
+    gate.open()
+    await wait_for_state(bot, EscalationState.STOPPED if button == "stop"
+                         else EscalationState.ACKNOWLEDGED)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
+    assert "<@U0BOB> (+1 814" not in (escalation.text or "")

@@ -21,6 +21,7 @@ from bot.calls.service import CallService
 from bot.calls.store import FINAL_STATES, CallState, CallStore, TrackedCall
 from bot.errors import (
     CallbotError,
+    ChainNotRunning,
     GroupLookupFailed,
     MembershipUnknown,
     NotAResponder,
@@ -137,8 +138,7 @@ class Chain:
                     watched.add(escalation.step)  # paged with its call, if it was placed
                 continue  # read the row again: the call recorded, or the chain moved on
             if escalation.step not in watched:
-                # Dialled by an earlier run (a restart, a replica gone): its page, unless that
-                # run's was sent.
+                # Dialled by an earlier run (a restart, a replica gone): its page, unless sent.
                 watched.add(escalation.step)
                 self._card.page(escalation, target, again=True, still_ringing=self._still_ringing)
             verdict, call = await self._watch(escalation)
@@ -204,6 +204,8 @@ class Chain:
         except StepTakenOver:
             self._taken_over(escalation)
             return False
+        except ChainNotRunning:  # stopped or acknowledged as it was to be dialled: see the row
+            pass
         return True
 
     async def _still_allowed(self, escalation: Escalation) -> None:
@@ -230,7 +232,7 @@ class Chain:
         async def keep_step_call(call_id: int) -> None:
             # Before the POST: a bot stopped mid-dial finds this step's call again, follows it
             # and ends it at the deadline before dialling the next person. Only while this run
-            # still holds the step: one whose claim was taken over dials nothing (StepTakenOver).
+            # holds the step (else StepTakenOver) and the chain runs (else ChainNotRunning).
             if not await until_database_answers(
                 lambda: self._steps.record_call(escalation.id, n, holder, call_id,
                                                 self._clock() + escalation.answer_timeout),
@@ -332,8 +334,7 @@ class Chain:
         call_id: int | None = None,
         holder: str | None = None,
     ) -> bool:
-        """Record the step's outcome and move on to the next person; the escalation's message
-        shows it (no post in the thread: one message edited in place keeps the thread calm).
+        """Record the step's outcome and move on; its card shows it (no post in the thread).
         `holder`: decided before dialling, by the run holding this claim of the step, and
         written only while it still does (bot/oncall/step_claims.py); False if it no longer did."""
         n = escalation.step
@@ -372,8 +373,7 @@ class Chain:
                        extra={"escalation_id": escalation.id})
 
     async def _session_now(self, call: TrackedCall) -> Session | None:
-        """Read the session fresh at the deadline: the follower may not have seen an answer, or
-        an acknowledging outcome, yet."""
+        """Fresh at the deadline: the follower may not have seen an answer or an ack outcome yet."""
         if call.session_id is None or call.is_final:
             return None
         try:

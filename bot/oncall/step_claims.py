@@ -23,6 +23,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
+from bot.errors import ChainNotRunning
 from bot.oncall.escalation_store import Escalation, EscalationState, EscalationStore
 from bot.storage.claims import Claims
 from bot.storage.database import Connection
@@ -76,11 +77,17 @@ class StepClaims:
         self, escalation_id: int, step: int, holder: str, call_id: int, deadline: float
     ) -> bool:
         """The step's call (and its deadline), recorded before its POST leaves, if `holder` still
-        holds the step's claim; False if another run took it over (then nothing may be dialled)."""
-        return await self.if_held(
-            escalation_id, step, holder,
-            lambda conn: self._store.set_step_call(escalation_id, step, call_id, deadline, on=conn),
-        )
+        holds the step's claim; False if another run took it over (then nothing may be dialled).
+        ChainNotRunning, with nothing written, if the escalation was stopped or acknowledged
+        meanwhile (while its checks waited on Slack, say): then nobody more may be rung."""
+        async def write(conn: Connection) -> None:
+            row = await conn.fetchone("SELECT state FROM escalations WHERE id = ?",
+                                      (escalation_id,))
+            if row is None or row["state"] != EscalationState.RUNNING:
+                raise ChainNotRunning()
+            await self._store.set_step_call(escalation_id, step, call_id, deadline, on=conn)
+
+        return await self.if_held(escalation_id, step, holder, write)
 
     async def holds(self, escalation_id: int, step: int, holder: str) -> bool:
         """Whether `holder` still holds the step's claim (a read: for a decision that is not the
