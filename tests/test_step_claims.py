@@ -97,6 +97,32 @@ async def test_on_postgresql_a_record_and_a_takeover_racing_are_decided_one_afte
     assert await takeover is None
 
 
+@pytest.mark.parametrize("db", [POSTGRESQL], indirect=True)
+async def test_on_postgresql_a_takeover_then_a_record_racing_refuse_the_record(
+    db: Database,
+) -> None:
+    """The other order: B's takeover starts first, A's record of its call second, while another
+    session holds the escalation's row. The record waits for the row before it reads the claim,
+    so it finds the claim taken over and is refused: B dials the step, A dials nothing."""
+    store, escalation = await _begun(db)
+    a, b = _runs(store, db)
+    holder = await a.claim(escalation)
+    assert holder is not None
+    other = await asyncpg.connect(db.url)
+    try:
+        async with other.transaction():
+            await other.execute("SELECT 1 FROM escalations WHERE id = $1 FOR UPDATE",
+                                escalation.id)
+            takeover = asyncio.create_task(b.claim(escalation))
+            await _waiting_for_locks(other, 1)
+            record = asyncio.create_task(a.record_call(escalation.id, 0, holder, 1, 190.0))
+            await _waiting_for_locks(other, 2, unless=record)
+    finally:
+        await other.close()
+    assert await takeover is not None
+    assert not await record
+
+
 async def _waiting_for_locks(
     conn: asyncpg.Connection, n: int, *, unless: asyncio.Task[object] | None = None
 ) -> None:
