@@ -406,6 +406,8 @@ async def test_every_step_s_call_leaves_one_audit_record_with_its_outcome(
     escalation = await escalation_message(bot)
     await bot.evo.wait_for_posts(2)
     await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    # The card names the number Evo Voice refused to call, as it does for any call.
+    assert "1. <@U0ALICE> (+1 814 ••• 3093) — ⚠️ couldn't be called" in (escalation.text or "")
     records = list(reversed(await audit_records(bot)))  # oldest first
     assert [(r.origin, r.number_masked, r.decision) for r in records] == [
         ("escalation", "+1 814 ••• 3093", "allowed"), ("escalation", "+1 814 ••• 3094", "allowed")]
