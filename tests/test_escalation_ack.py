@@ -249,6 +249,7 @@ async def test_an_ack_outcome_the_poll_has_not_brought_back_by_the_deadline_stil
     await bot.settle()
     assert dialled(bot) == [ALICE]
     assert not hung_up(bot, alice)
+    assert "not acknowledged" not in (escalation.text or "")  # her step says she acknowledged
 
 
 # The second holds a listed outcome's words: only the whole outcome acknowledges.
