@@ -72,12 +72,14 @@ async def test_a_step_whose_call_was_recorded_is_not_taken_over(db: Database) ->
 
 
 @pytest.mark.parametrize("db", [POSTGRESQL], indirect=True)
+@pytest.mark.parametrize("first", ["record", "takeover"])
 async def test_on_postgresql_a_record_and_a_takeover_racing_are_decided_one_after_the_other(
-    db: Database,
+    db: Database, first: str,
 ) -> None:
-    """A's record of its call starts first, B's takeover second, while another session holds the
-    escalation's row. Each waits for the row before it reads what decides it, so the record
-    comes first and the takeover then finds the call recorded: one of the two, never both."""
+    """A's record of its call and B's takeover start one after the other while another session
+    holds the escalation's row. Each waits for the row before it reads what decides it, so the
+    first wins: a record first makes the takeover find the call recorded; a takeover first makes
+    the record find the claim taken over (B dials the step, A nothing). Never both."""
     store, escalation = await _begun(db)
     a, b = _runs(store, db)
     holder = await a.claim(escalation)
@@ -87,40 +89,18 @@ async def test_on_postgresql_a_record_and_a_takeover_racing_are_decided_one_afte
         async with other.transaction():
             await other.execute("SELECT 1 FROM escalations WHERE id = $1 FOR UPDATE",
                                 escalation.id)
-            record = asyncio.create_task(a.record_call(escalation.id, 0, holder, 1, 190.0))
+            starts = {"record": lambda: a.record_call(escalation.id, 0, holder, 1, 190.0),
+                      "takeover": lambda: b.claim(escalation)}
+            second = "takeover" if first == "record" else "record"
+            tasks = {first: asyncio.create_task(starts[first]())}
             await _waiting_for_locks(other, 1)
-            takeover = asyncio.create_task(b.claim(escalation))
-            await _waiting_for_locks(other, 2, unless=takeover)
+            tasks[second] = asyncio.create_task(starts[second]())
+            await _waiting_for_locks(other, 2, unless=tasks[second])
     finally:
         await other.close()
-    assert await record
-    assert await takeover is None
-
-
-@pytest.mark.parametrize("db", [POSTGRESQL], indirect=True)
-async def test_on_postgresql_a_takeover_then_a_record_racing_refuse_the_record(
-    db: Database,
-) -> None:
-    """The other order: B's takeover starts first, A's record of its call second, while another
-    session holds the escalation's row. The record waits for the row before it reads the claim,
-    so it finds the claim taken over and is refused: B dials the step, A dials nothing."""
-    store, escalation = await _begun(db)
-    a, b = _runs(store, db)
-    holder = await a.claim(escalation)
-    assert holder is not None
-    other = await asyncpg.connect(db.url)
-    try:
-        async with other.transaction():
-            await other.execute("SELECT 1 FROM escalations WHERE id = $1 FOR UPDATE",
-                                escalation.id)
-            takeover = asyncio.create_task(b.claim(escalation))
-            await _waiting_for_locks(other, 1)
-            record = asyncio.create_task(a.record_call(escalation.id, 0, holder, 1, 190.0))
-            await _waiting_for_locks(other, 2, unless=record)
-    finally:
-        await other.close()
-    assert await takeover is not None
-    assert not await record
+    recorded, taken = await tasks["record"], await tasks["takeover"]
+    assert recorded == (first == "record")
+    assert (taken is not None) == (first == "takeover")
 
 
 async def _waiting_for_locks(
