@@ -275,13 +275,7 @@ async def test_a_page_sent_by_the_next_start_never_says_a_phone_rings_that_no_lo
         first.evo.set_session_state(session_of(first, ALICE), ended=True,
                                     callState="Disconnected", outcome="Busy")
     else:
-        db = Database(database_url)
-        await db.open()
-        try:
-            await db.execute(
-                "UPDATE calls SET state = 'failed', placement = 'failed', following = 0", ())
-        finally:
-            await db.close()
+        await alices_call_refused(database_url)
 
     second, _ = await start(bot_factory, clock=clock)
     went = await second.slack.wait_for_call(
@@ -318,6 +312,17 @@ async def test_a_step_whose_call_was_refused_as_the_bot_died_says_it_could_not_b
     row says so, the step does not; the bot is stopped as in the tests above). The next start
     ends her step with why she was not rung, not as a call she didn't answer, and rings Bob."""
     first, clock, card = await alices_page_refused_until_the_bot_stops(bot_factory, grace=0)
+    await alices_call_refused(database_url)
+    second, _ = await start(bot_factory, clock=clock)
+    await second.evo.wait_for_posts(2)
+    await wait_for_edit(second, card, "1. <@U0ALICE> (+1 814 ••• 3093) — ⚠️ couldn't be called: "
+                                      "Evo Voice refused the call")
+    assert dialled(second) == [ALICE, BOB]
+
+
+async def alices_call_refused(database_url: str) -> None:
+    """Her call's row says Evo Voice refused it, as a bot that died after the refusal, before
+    concluding her step, leaves it (the bot is stopped)."""
     db = Database(database_url)
     await db.open()
     try:
@@ -325,11 +330,6 @@ async def test_a_step_whose_call_was_refused_as_the_bot_died_says_it_could_not_b
                          " note = 'Evo Voice refused the call'", ())
     finally:
         await db.close()
-    second, _ = await start(bot_factory, clock=clock)
-    await second.evo.wait_for_posts(2)
-    await wait_for_edit(second, card, "1. <@U0ALICE> (+1 814 ••• 3093) — ⚠️ couldn't be called: "
-                                      "Evo Voice refused the call")
-    assert dialled(second) == [ALICE, BOB]
 
 
 def to_alice(call: ApiCall) -> bool:
