@@ -13,10 +13,11 @@
      ├─ OnCallNotConfigured         the policy file has no [oncall] section
      ├─ EscalationLimitReached      a responder without a role started their escalations' worth
      ├─ NoUsableNumber              a person has no phone number the bot may dial
-     ├─ StepTakenOver               oncall/step_claims.py: an escalation's step was taken over by
-     │                              another run (a stalled replica's); this one dials nothing
-     ├─ ChainNotRunning             oncall/step_claims.py: the escalation was stopped or
-     │                              acknowledged before its step's call was recorded: no dial
+     ├─ CalledOff                   an escalation's step not dialled: the chain went on without it
+     │   ├─ StepTakenOver             oncall/step_claims.py: the step was taken over by another
+     │   │                            run (a stalled replica's); this one dials nothing
+     │   └─ ChainNotRunning           oncall/step_claims.py: the escalation was stopped or
+     │                                acknowledged before its step's call was recorded: no dial
      ├─ NumberRejected              phone.py: a number that must not be dialled (`.code`, `.reason`)
      ├─ CommandRejected             calls/command_text.py: /call text that can't be understood
      ├─ HistoryFilterRejected       audit/history.py: a /call history filter that can't be used
@@ -197,13 +198,19 @@ class EscalationLimitReached(CallbotError):
         )
 
 
-class StepTakenOver(CallbotError):
+class CalledOff(CallbotError):
+    """An escalation step's call not dialled because the chain went on without it (stopped,
+    acknowledged, or taken over by another run): counted and audited as `called_off`, not as a
+    call that failed."""
+
+
+class StepTakenOver(CalledOff):
     user_message = (
         "Another callbot replica took this on-call step over and dials it, so this one did not."
     )
 
 
-class ChainNotRunning(CallbotError):
+class ChainNotRunning(CalledOff):
     """The escalation was stopped or acknowledged while its step's call was about to be placed
     (its checks waiting on Slack): nobody more is rung (bot/oncall/step_claims.py)."""
 

@@ -39,7 +39,8 @@ from tests.escalations import (
     wait_for_state,
 )
 from tests.databases import on_both_databases
-from tests.follow_helpers import audit_records, everything_sent_to_slack, services
+from tests.follow_helpers import audit_records, everything_sent_to_slack, history, services
+from tests.metrics_scrape import scrape, value
 
 DEVELOPER = "U0DEV"  # a full member of the workspace, no role, not in the rotation
 
@@ -136,6 +137,13 @@ async def test_a_stalled_replica_comes_back_to_a_step_another_took_over_and_does
     await b.settle()
     assert dialled(b) == [ALICE, BOB]  # Bob rung once, by B
     await wait_for_edit(b, escalation, BOB_RINGING)
+    # A's attempt is no call that failed: nothing went wrong, the chain went on without it.
+    async with asyncio.timeout(10):  # each run records its attempt's result in its own time
+        while len(ended := [a for a in await attempts_to_ring_bob(b) if a[0]]) < 2 or (
+                await calls_counted(a))["placed"] == sum((await calls_counted(a)).values()):
+            await asyncio.sleep(0.01)
+    assert sorted(ended) == [("called_off", "StepTakenOver"), ("placed", None)]
+    assert await calls_counted(a) == {"placed": 1, "failed": 0, "called_off": 1}
 
 
 async def test_a_stalled_replica_does_not_stop_a_chain_another_took_over(
@@ -397,3 +405,20 @@ async def test_stop_or_i_m_on_it_while_the_next_step_waits_on_slack_s_checks_rin
     await bot.settle()
     assert dialled(bot) == [ALICE]
     assert "<@U0BOB> (+1 814" not in (escalation.text or "")
+    # Bob's attempt was called off, not failed: no alert on failed calls fires for a Stop.
+    assert await attempts_to_ring_bob(bot) == [("called_off", "ChainNotRunning")]
+    assert await calls_counted(bot) == {"placed": 1, "failed": 0, "called_off": 1}
+    [line] = [line for line in (await history(bot))["text"].splitlines() if "3094" in line]
+    assert "⏹️ not dialled: the escalation went on without it (ChainNotRunning)" in line
+
+
+async def attempts_to_ring_bob(bot: BotUnderTest) -> list[tuple[str | None, str | None]]:
+    """How each attempt to ring Bob ended in the audit trail: (result, reason)."""
+    return [(r.result.kind, r.result.reason) if r.result else (None, None)
+            for r in reversed(await audit_records(bot)) if r.number_masked == "+1 814 ••• 3094"]
+
+
+async def calls_counted(bot: BotUnderTest) -> dict[str, float]:
+    samples = await scrape(bot)
+    return {outcome: value(samples, "callbot_calls_total", outcome=outcome)
+            for outcome in ("placed", "failed", "called_off")}

@@ -31,6 +31,7 @@ class EventKind(StrEnum):
     FAILED = "failed"
     UNKNOWN = "unknown"
     UNTOLD = "untold"  # nobody could be told, so nothing was dialled
+    CALLED_OFF = "called_off"  # an escalation step not dialled: the chain went on without it
     SESSION_FOUND = "session_found"
     NOT_FOUND = "not_found"
     ANSWERED = "answered"
@@ -42,12 +43,14 @@ class EventKind(StrEnum):
     ACKNOWLEDGED = "acknowledged"  # an on-call page was acknowledged (by actor_id; reason: how)
 
 
-RESULT_KINDS = frozenset({EventKind.PLACED, EventKind.FAILED, EventKind.UNKNOWN, EventKind.UNTOLD})
+RESULT_KINDS = frozenset({EventKind.PLACED, EventKind.FAILED, EventKind.UNKNOWN, EventKind.UNTOLD,
+                          EventKind.CALLED_OFF})
 RESULT_OF_OUTCOME = {
     Outcome.PLACED: EventKind.PLACED,
     Outcome.FAILED: EventKind.FAILED,
     Outcome.UNKNOWN: EventKind.UNKNOWN,
     Outcome.UNTOLD: EventKind.UNTOLD,
+    Outcome.CALLED_OFF: EventKind.CALLED_OFF,
 }
 
 
@@ -91,7 +94,8 @@ class AuditRecord:
 
     @property
     def result(self) -> AuditEvent | None:
-        """placed, failed, unknown or untold: what dialling did (None unless allowed)."""
+        """placed, failed, unknown, untold or called_off: what dialling did (None unless
+        allowed)."""
         return self.last(*RESULT_KINDS)
 
     @property

@@ -3,8 +3,8 @@
     audit_attempts   one row per attempt: when (UTC), Slack team/user/channel, the number (masked,
                      plus a keyed hash), flow, caller ID, decision and reason
     audit_events     what happened to an attempt afterwards, one row per fact: placed, failed,
-                     unknown, untold, session_found, not_found, answered, ended (outcome and
-                     duration), hang_up, hang_up_failed, called_again, unfollowed
+                     unknown, untold, called_off, session_found, not_found, answered, ended
+                     (outcome and duration), hang_up, hang_up_failed, called_again, unfollowed
 
 Both tables are append-only: triggers in the database refuse UPDATE and DELETE, so a record stays
 as it was written, whatever the code above it does. The attempt row is written *before* dialling

@@ -27,7 +27,7 @@ from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK, CallRequest, CallResult, Ch
 from bot.calls.retry import TimeLeft, wait_to_retry
 from bot.calls.status_posts import status_post
 from bot.calls.store import TrackedCall
-from bot.errors import CallbotError, describe
+from bot.errors import CallbotError, CalledOff, describe
 from bot.evovoice.client import (
     CallPlaced,
     EvoVoiceClient,
@@ -202,7 +202,9 @@ class Dialler:
     async def _not_dialled(
         self, call: CheckedCall, attempt_id: int, dialling: TrackedCall, exc: Exception
     ) -> None:
-        result = CallResult(Outcome.FAILED, error=exc if isinstance(exc, CallbotError) else None)
+        # Called off (the chain went on without this step) is no call that failed.
+        outcome = Outcome.CALLED_OFF if isinstance(exc, CalledOff) else Outcome.FAILED
+        result = CallResult(outcome, error=exc if isinstance(exc, CallbotError) else None)
         await self._follower.track(call, result, None, dialling)  # its caller tells the story
         await self._record_result(attempt_id, result)
         self._finished(result)

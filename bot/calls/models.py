@@ -63,6 +63,9 @@ class Outcome(StrEnum):
     UNTOLD = "untold"  # nobody could be told, so nothing was dialled
     DUPLICATE = "duplicate"  # the same request was already handled
     CONFIRMING = "confirming"  # the requester was asked "are you sure?"; nothing dialled yet
+    # An escalation step not dialled: the escalation was stopped or acknowledged, or another run
+    # took the step over, as its call was about to be placed (bot.errors.CalledOff).
+    CALLED_OFF = "called_off"
 
 
 @dataclass(frozen=True)
@@ -76,4 +79,4 @@ class CallResult:
 
 
 # Outcomes after which the call certainly did not ring: its rate-limit slot is given back.
-NOT_DIALLED = frozenset({Outcome.FAILED, Outcome.UNTOLD})
+NOT_DIALLED = frozenset({Outcome.FAILED, Outcome.UNTOLD, Outcome.CALLED_OFF})

@@ -320,6 +320,8 @@ def _what_happened(record: AuditRecord, acknowledges: AckTest) -> str:
         return f"❌ not placed{result_reason}"
     if result.kind == EventKind.UNTOLD:
         return "❌ not dialled: nobody could be told"
+    if result.kind == EventKind.CALLED_OFF:
+        return f"⏹️ not dialled: the escalation went on without it{result_reason}"
     ended = record.last(EventKind.ENDED)
     if ended is not None:
         answered = bool(ended.answered_by) or record.last(EventKind.ANSWERED) is not None
