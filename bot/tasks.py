@@ -76,11 +76,17 @@ class BackgroundTasks:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
-    def spawn(self, work: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
+    def spawn(
+        self, work: Coroutine[Any, Any, Any], *, name: str, after_acks: bool = True
+    ) -> asyncio.Task[Any]:
+        """`after_acks=False`: work the spawning request's own ack waits on (a form's Submit
+        answered by the work's first word) starts at once. Held back until the acks being sent
+        are out, it would wait for that very ack: `max_wait` every time, or for good with a
+        `max_wait` longer than the ack may wait."""
         if self._closed:
             work.close()
             raise RuntimeError("shutting down: no new work is accepted")
-        task = asyncio.create_task(self._after_acks(work), name=name)
+        task = asyncio.create_task(self._after_acks(work) if after_acks else work, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
         return task

@@ -42,6 +42,23 @@ async def test_work_waits_until_every_request_being_answered_is_answered() -> No
     await tasks.wait_idle()
 
 
+async def test_work_its_own_request_waits_on_starts_at_once() -> None:
+    tasks = BackgroundTasks(AcksFirst(max_wait=60))
+    started: list[str] = []
+
+    async def work(name: str) -> None:
+        started.append(name)
+
+    tasks.acks.entered()  # the request, waiting on what its work says first
+    tasks.spawn(work("answers the ack"), name="answers", after_acks=False)
+    tasks.spawn(work("after the ack"), name="after")
+    await turns()
+    assert started == ["answers the ack"]
+    tasks.acks.left()
+    await turns()
+    assert started == ["answers the ack", "after the ack"]
+
+
 async def test_a_steady_stream_of_requests_holds_work_back_no_longer_than_max_wait() -> None:
     tasks = BackgroundTasks(AcksFirst(max_wait=0.01))
     started = asyncio.Event()

@@ -68,12 +68,16 @@ async def test_an_escalation_form_sent_while_the_database_is_locked_says_so_and_
 
 
 async def _escalation_whose_row_meets_a_locked_database(
-    bot_factory: BotFactory, client: AsyncWebClient, *, form_closed: bool
+    bot_factory: BotFactory, client: AsyncWebClient, *, form_closed: bool,
+    acks_hold_work_for: float | None = None,
 ) -> tuple[dict[str, Any], BotUnderTest]:
     """Escalate; the database is locked after the form's claim, while the order of people is
     worked out (Carol's number comes from her Slack profile, which Slack is slow to give), so the
-    row can't be written. `form_closed`: Slack gives it only after the form's ack has gone."""
+    row can't be written. `form_closed`: Slack gives it only after the form's ack has gone.
+    `acks_hold_work_for`: how long work may wait for the acks being sent (bot/tasks.py)."""
     bot, _ = await start(bot_factory)
+    if acks_hold_work_for is not None:
+        services(bot).tasks.acks.max_wait = acks_hold_work_for
     form, _ = await open_on_message(bot)
     policy = services(bot).policy
     services(bot).oncall.phones = PhoneBook(client, policy.people, policy.dial_policy)
@@ -91,11 +95,15 @@ async def _escalation_whose_row_meets_a_locked_database(
     return answer, bot
 
 
+@pytest.mark.parametrize("acks_hold_work_for", [None, 3600.0], ids=["default", "an hour"])
 async def test_an_escalation_whose_row_cant_be_written_is_refused_in_the_form(
-    bot_factory: BotFactory, client: AsyncWebClient,
+    bot_factory: BotFactory, client: AsyncWebClient, acks_hold_work_for: float | None,
 ) -> None:
+    """The work the Submit starts answers the Submit's own ack, so it starts at once, not once
+    the acks being sent are out: that would be after its own, and its refusal too late for the
+    form (with acks-first's default cap, every escalation form's ack waited it out, 0.25 s)."""
     answer, _ = await _escalation_whose_row_meets_a_locked_database(
-        bot_factory, client, form_closed=False)
+        bot_factory, client, form_closed=False, acks_hold_work_for=acks_hold_work_for)
     assert answer.get("response_action") == "errors", answer
     assert NOT_WRITTEN + "nobody was called (reference " in answer["errors"][EscalationField.REASON]
 

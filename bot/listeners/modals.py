@@ -217,7 +217,9 @@ async def _accept_once(
             logger.info("repeated submission of a %s by %s ignored", what, user_id)
         return
     try:
-        services.tasks.spawn(start(checked), name=f"{what} by {user_id}")
+        # With `admission` this ack waits on the work: it must not wait for this ack in turn.
+        services.tasks.spawn(start(checked), name=f"{what} by {user_id}",
+                             after_acks=admission is None)
     except RuntimeError:  # shutdown began after the checks; this view is spent
         await refuse({wording.general_field: wording.spent_by_restart})
         return
