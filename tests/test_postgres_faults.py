@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from bot.storage import postgres
 from bot.storage.claims import Claims
 from bot.storage.database import MIGRATIONS, Database
 from bot.storage.faults import DATABASE_FAULTS
@@ -85,3 +86,34 @@ async def test_a_server_failing_for_a_while_is_a_database_fault(
 ) -> None:
     with pytest.raises(DATABASE_FAULTS):
         await asyncio.wait_for(failing(url), HANG_GUARD)
+
+
+async def test_a_statement_past_the_drivers_own_timeout_is_a_database_fault(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no statement_timeout on the server, the driver gives up on a statement stuck behind
+    a lock after COMMAND_TIMEOUT_SECONDS with TimeoutError: a database fault like the server's
+    own refusals, not an unexpected error (a chain's write then ended its run instead of being
+    tried again once the database answers)."""
+    monkeypatch.setattr(postgres, "COMMAND_TIMEOUT_SECONDS", 0.2)
+    async with opened(url) as db, tables_locked(url, "claims"):
+        with pytest.raises(DATABASE_FAULTS):
+            await asyncio.wait_for(Claims(db).claim("stuck"), HANG_GUARD)
+        await db.fetchone("SELECT 1")  # the pool goes on, on a fresh connection
+
+
+async def test_a_server_that_never_answers_a_connection_is_a_database_fault(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A host that takes the connection and says nothing (packets dropped past it, a server
+    hung): the driver gives up after CONNECT_TIMEOUT_SECONDS with TimeoutError, a fault."""
+    monkeypatch.setattr(postgres, "CONNECT_TIMEOUT_SECONDS", 0.2)
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(DATABASE_FAULTS):
+            await asyncio.wait_for(
+                Database(f"postgresql://postgres@127.0.0.1:{port}/test").open(MIGRATIONS),
+                HANG_GUARD)
+    finally:
+        silent.close()

@@ -43,6 +43,12 @@ from bot.storage.rate_slot import LIMITS_LOCK
 T = TypeVar("T")
 
 POSTGRES_POOL_SIZE = 10
+# The driver's own limits (asyncpg): a statement the server has not answered within
+# COMMAND_TIMEOUT_SECONDS (stuck behind a lock, with no statement_timeout set on the server), or a
+# connection not opened within CONNECT_TIMEOUT_SECONDS (a host that drops packets), ends in
+# TimeoutError: a database fault like the server's own refusals.
+COMMAND_TIMEOUT_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 60.0
 # Advisory lock keys, per schema (hashtext(current_schema()) is mixed in), so two callbot databases
 # in one PostgreSQL database (tests do that) don't wait on each other. Exclusive transactions and
 # the rate limits (inside their function, bot/storage/rate_slot.py) take the same one: the one
@@ -85,6 +91,9 @@ def _driver_faults() -> tuple[type[Exception], ...]:
         # Seen on the first statement over a connection the server closed while it was idle
         # (a server restart): "cannot switch to state ...". The pool drops that connection.
         asyncpg.InternalClientError,
+        # The driver's own timeouts (COMMAND_TIMEOUT_SECONDS, CONNECT_TIMEOUT_SECONDS); the pool
+        # drops that connection too. Nothing else in a backend method raises it.
+        TimeoutError,
     )
 
 
@@ -154,7 +163,9 @@ class PostgresBackend:
         import asyncpg
 
         pool = ConnectionPool(
-            partial(asyncpg.connect, self._url, command_timeout=30), POSTGRES_POOL_SIZE
+            partial(asyncpg.connect, self._url, command_timeout=COMMAND_TIMEOUT_SECONDS,
+                    timeout=CONNECT_TIMEOUT_SECONDS),
+            POSTGRES_POOL_SIZE,
         )
         with _faults_translated():
             await pool.start()
@@ -187,7 +198,8 @@ class PostgresBackend:
 
         done = []
         # Not a pooled connection: its session-level lock ends with it, whatever happens here.
-        conn = await asyncpg.connect(self._url, command_timeout=30)
+        conn = await asyncpg.connect(self._url, command_timeout=COMMAND_TIMEOUT_SECONDS,
+                                     timeout=CONNECT_TIMEOUT_SECONDS)
         try:
             # Replicas starting together wait here, then find the work done.
             await conn.execute(
