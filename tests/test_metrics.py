@@ -83,6 +83,8 @@ async def test_help_invalid_and_refused_requests(bot_factory: BotFactory) -> Non
     [(ErrorStatus(500), "server_error", Outcome.UNKNOWN),
      (TooManyRequests(), "rate_limited", Outcome.FAILED),
      (ErrorStatus(403, "Invalid Role"), "missing_role", Outcome.FAILED),
+     # A 403 that is not "Invalid Role" (a proxy, a refused agent) is no missing role (README).
+     (ErrorStatus(403, "Access denied", "Forbidden"), "forbidden", Outcome.FAILED),
      (ErrorStatus(401, "Invalid UserName or Password"), "bad_login", Outcome.FAILED)],
 )
 async def test_evovoice_errors_are_counted_by_kind(
@@ -198,6 +200,7 @@ async def test_evovoice_observer_counts_every_failed_connect() -> None:
     (Delayed(5.0), None, "timeout"),
     (ErrorStatus(503), 503, "server_error"),
     (ErrorStatus(403, "Invalid Role"), 403, "missing_role"),
+    (ErrorStatus(403, "Access denied", "Forbidden"), 403, "forbidden"),
     (TooManyRequests(), 429, "rate_limited"),
 ])
 async def test_evovoice_observer_names_how_a_call_failed(

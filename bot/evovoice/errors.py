@@ -225,6 +225,22 @@ def capped_retry_after(value: str | None) -> float | None:
     return None if seconds is None else min(seconds, MAX_RETRY_AFTER_SECONDS)
 
 
+# What an observer (the metrics) hears of a failed answer, by status.
+_STATUS_KINDS = {400: "bad_request", 401: "bad_login", 403: "missing_role", 404: "not_found",
+                 409: "conflict", 429: "rate_limited"}
+
+
+def error_kind(response: httpx.Response) -> str | None:
+    """What an observer hears of an answer: None for a 2xx, else the kind of error."""
+    status = response.status_code
+    if response.is_success:
+        return None
+    if status == 403 and not is_invalid_role(*parse_response_status(response)[:2]):
+        # Turned away for another reason (a proxy, a refused agent): no role would help.
+        return "forbidden"
+    return _STATUS_KINDS.get(status, "server_error" if status >= 500 else "http_error")
+
+
 _MAX_MESSAGE_CHARS = 300
 
 

@@ -30,6 +30,7 @@ from bot.evovoice.errors import (
     MalformedResponse,
     OutcomeUnknown,
     RateLimited,
+    error_kind,
     status_error,
 )
 from bot.evovoice.login import (
@@ -73,7 +74,7 @@ class RequestObserved:
     route: str  # the path with ids replaced by ``{id}``, so routes are few
     seconds: float
     status: int | None
-    error: str | None  # unreachable, timeout, connection_lost, bad_login, server_error, …
+    error: str | None  # unreachable, timeout, bad_login, forbidden, server_error, … (errors.py)
 
 
 RequestObserver = Callable[[RequestObserved], None]
@@ -81,8 +82,6 @@ RequestObserver = Callable[[RequestObserved], None]
 _FIXED_ROUTES = frozenset(
     {"/auth/status", CREDENTIALS_PATH, "/flows", "/endpoints", "/sessions", OUTGOING_PATH}
 )
-_STATUS_KINDS = {400: "bad_request", 401: "bad_login", 403: "missing_role", 404: "not_found",
-                 409: "conflict", 429: "rate_limited"}
 
 
 _AFTER_SEND_CAUSES = {"timeout": "no answer in time",
@@ -92,14 +91,6 @@ _AFTER_SEND_CAUSES = {"timeout": "no answer in time",
 
 def route_of(path: str) -> str:
     return path if path in _FIXED_ROUTES else path.rsplit("/", 1)[0] + "/{id}"
-
-
-def _error_kind(response: httpx.Response) -> str | None:
-    """What an observer hears of an answer: None for a 2xx, else the kind of error."""
-    status = response.status_code
-    if response.is_success:
-        return None
-    return _STATUS_KINDS.get(status, "server_error" if status >= 500 else "http_error")
 
 
 class Requester:
@@ -182,7 +173,7 @@ class Requester:
             self._observe("POST", CREDENTIALS_PATH, started, None, "unreachable")
             raise
         self._observe("POST", CREDENTIALS_PATH, started, response.status_code,
-                      _error_kind(response))
+                      error_kind(response))
         return response
 
     def _url(self, path: str) -> httpx.URL | str:
@@ -348,7 +339,7 @@ class Requester:
                 raise EvoVoiceTimeout(f"Evo Voice did not answer ({cause}).") from exc
 
             elapsed_ms = (time.perf_counter() - started) * 1000
-            self._observe(method, path, started, response.status_code, _error_kind(response))
+            self._observe(method, path, started, response.status_code, error_kind(response))
             # Successes are DEBUG: routine reads (a followed call's poll, every few seconds) were
             # 9 lines in 10, and what a success means (a call placed, hung up) its caller logs.
             logger.log(
