@@ -139,6 +139,10 @@ def test_oncall_needs_flow_and_rotation(tmp_path: Path) -> None:
         ('handoff = "daily 25:00"', "oncall.handoff: 'daily 25:00' has no such time of day"),
         ('timezone = "Mars/Olympus"', "oncall.timezone: 'Mars/Olympus' is not an IANA time zone"),
         ('timezone = "../../etc/passwd"', "oncall.timezone: '../../etc/passwd' is not an IANA"),
+        # A region alone names a folder of the time zone database, not a zone; a name too long
+        # for a file name: each is a problem line, not a traceback.
+        ('timezone = "America"', "oncall.timezone: 'America' is not an IANA time zone"),
+        (f'timezone = "{"x" * 300}"', "oncall.timezone: 'xxx"),
         ("start = 2026-01-05T09:00:00", "oncall.start: must be a date like 2026-01-05"),
         ('start = "next week"', "oncall.start:"),
         (

@@ -147,7 +147,9 @@ class OnCallPolicy(Strict):
     def _timezone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        # A region alone ("America") is a folder of the zone database: IsADirectoryError, like
+        # any name the file system refuses (too long), is an OSError, not a ValueError.
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(
                 f"{value!r} is not an IANA time zone name (like \"America/New_York\" or \"UTC\")"
             ) from None
