@@ -235,10 +235,13 @@ class DatabaseUnavailable(CallbotError):
     did anything: `not_done` says what was not done ("nothing was dialled"); the reference finds
     the log line with the database's own words."""
 
-    def __init__(self, reference: str, not_done: str = "nothing was dialled") -> None:
+    def __init__(
+        self, reference: str, not_done: str = "nothing was dialled", *, reading: bool = False
+    ) -> None:
         self.reference = reference
+        verb = "read" if reading else "write to"
         super().__init__(
-            f"callbot could not write to its database, so {not_done} (reference "
+            f"callbot could not {verb} its database, so {not_done} (reference "
             f"{reference}). Try again in a minute; if it persists, tell the callbot operators."
         )
 

@@ -48,13 +48,17 @@ def write_lock(bot: BotUnderTest) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def tables_locked(url: str, tables: str) -> AsyncIterator[asyncpg.Connection]:
+async def tables_locked(
+    url: str, tables: str, *, reads_too: bool = False
+) -> AsyncIterator[asyncpg.Connection]:
     """PostgreSQL: another session holds `tables` (comma-separated) against writes, reads going
-    on, until the block ends; yields that session."""
+    on (`reads_too`: reads wait as well, as while a migration rewrites a table), until the block
+    ends; yields that session."""
+    mode = "ACCESS EXCLUSIVE" if reads_too else "EXCLUSIVE"
     holder = await asyncpg.connect(url)
     try:
         async with holder.transaction():
-            await holder.execute(f"LOCK TABLE {tables} IN EXCLUSIVE MODE")
+            await holder.execute(f"LOCK TABLE {tables} IN {mode} MODE")
             yield holder
     finally:
         await holder.close()

@@ -8,8 +8,13 @@ import pytest
 
 from bot.standins.slack import slash_command_body
 from tests.conftest import BotFactory, BotUnderTest
-from tests.database_locks import with_short_busy_timeout, write_lock
-from tests.databases import on_both_databases
+from tests.database_locks import (
+    tables_locked,
+    with_short_busy_timeout,
+    with_short_lock_timeout,
+    write_lock,
+)
+from tests.databases import POSTGRESQL, on_both_databases
 from tests.escalations import IN_ALICES_SHIFT, IN_CAROLS_SHIFT, ROSTER
 
 # Alice's shift ends and Bob's begins: Monday 16 March 09:00 EDT (13:00 UTC).
@@ -329,3 +334,22 @@ async def test_a_take_nobody_in_the_channel_can_hear_is_told_to_the_taker(
             and "<@U0MANAGER> is now on call" in str(c.params.get("text"))]
     assert len(told) == 1 and told[0].get("user", told[0]["channel"]) == "U0MANAGER"
     assert "On call now:* <@U0MANAGER>" in str((await ask(bot))["text"])
+
+
+@pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)
+async def test_oncall_while_the_database_is_not_answering_says_so_in_words(
+    bot_factory: BotFactory, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Overrides are in the database: without it, nobody can say who is on call. That is the
+    # database failing, not a bug: the person is told to try again, not to report one.
+    bot = await bot_factory("http", policy=ROSTER,
+                            DATABASE_URL=with_short_lock_timeout(database_url))
+    set_clock(bot, IN_ALICES_SHIFT)
+    async with tables_locked(database_url, "oncall_overrides", reads_too=True):
+        answer = await ask(bot, user_id="U0MANAGER")
+    text = str(answer["text"])
+    assert answer["response_type"] == "ephemeral"
+    assert "callbot could not read its database, so it can't say who is on call just now" in text
+    assert "Try again in a minute" in text and "Something went wrong" not in text
+    assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    assert "On call now:* <@U0ALICE>" in str((await ask(bot))["text"])

@@ -45,7 +45,12 @@ class RosterCommands:
         try:
             # Responders (bot.access.Responders), not only role holders, may see the rotation.
             await self._responders.require(request.user_id, action="see who is on call")
-            message = status_message(await self._oncall.status(self._oncall.now()))
+            # Overrides live in the database: without it nobody can say who is on call, and a
+            # database that doesn't answer is not a bug to report.
+            with refused_when_database_fails("it can't say who is on call just now",
+                                             reading=True):
+                status = await self._oncall.status(self._oncall.now())
+            message = status_message(status)
         except Exception as exc:  # every failure reaches the requester, in words
             message = views.refusal(describe_any(exc))
         await self._tell(request, message)

@@ -63,22 +63,25 @@ async def until_database_answers(
 
 
 @contextmanager
-def refused_when_database_fails(not_done: str) -> Iterator[None]:
+def refused_when_database_fails(not_done: str, *, reading: bool = False) -> Iterator[None]:
     """Around the part of a request that reads or writes before it has any effect: a database
     fault there becomes DatabaseUnavailable (a refusal told to the person, `not_done` saying what
-    was not done), logged once with the database's own words under the reference it gives.
+    was not done; `reading`: the request only reads, and is told so), logged once with the
+    database's own words under the reference it gives.
 
     Only around that part: after the effect (a call hung up, a chain stopped) the words would be
     false, and what remains to write waits for the database instead (until_database_answers)."""
     try:
         yield
     except DATABASE_FAULTS as exc:
-        raise database_refusal(exc, not_done) from None
+        raise database_refusal(exc, not_done, reading=reading) from None
 
 
-def database_refusal(exc: Exception, not_done: str) -> DatabaseUnavailable:
+def database_refusal(
+    exc: Exception, not_done: str, *, reading: bool = False
+) -> DatabaseUnavailable:
     """The refusal told to the person for a database fault before the request had any effect,
     logged once with the database's own words under the reference it gives."""
     reference = reference_id()
     logger.error("the database failed (%s), so %s; reference %s", exc, not_done, reference)
-    return DatabaseUnavailable(reference, not_done)
+    return DatabaseUnavailable(reference, not_done, reading=reading)
