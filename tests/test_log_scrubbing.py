@@ -200,3 +200,24 @@ async def test_an_escalation_step_tried_again_logs_its_number_masked(
     log = production_log.getvalue()
     check_clean(log)
     assert "+1 814 ••• 3093: RateLimited, trying again" in log
+
+
+async def test_the_on_call_roster_logs_its_numbers_masked(
+    bot_factory: BotFactory, production_log: io.StringIO
+) -> None:
+    # Taking the shift (from [people], from a Slack profile), being refused it, reading the roster
+    # with someone whose profile number can't be dialled: no full number in the log.
+    bot, _ = await start(bot_factory)
+    bot.slack.users["U0ADMIN"] = {"profile": {"phone": "+18144043099"}}
+    bot.slack.users["U0CAROL"] = {"profile": {"phone": "+1 900 555 0123"}}
+    bot.slack.users["U0DEV"] = {"profile": {"phone": "+18144043098"}}
+    for text, user_id in (("oncall take", "U0MANAGER"), ("oncall take", "U0ADMIN"),
+                          ("oncall take", "U0DEV"), ("oncall", "U0DEV")):
+        await bot.command(text, user_id=user_id)
+        await bot.settle()
+    await bot.runtime.stop()
+    log = production_log.getvalue()
+    check_clean(log)
+    for digits in ("8144043090", "8144043099", "8144043098"):
+        assert digits not in log, f"a full number is in the log: …{digits[-4:]}"
+    assert "on-call shift taken by U0ADMIN from U0MANAGER" in log
