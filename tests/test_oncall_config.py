@@ -155,6 +155,11 @@ def test_oncall_needs_flow_and_rotation(tmp_path: Path) -> None:
         ),
         ('escalate_to = ["S0LEADS"]', "oncall.escalate_to: 'S0LEADS' are not Slack user IDs"),
         ('escalate_to = ["U0M", "U0M"]', "oncall.escalate_to: lists U0M more than once"),
+        ('responders = ["S0ONCALL", "bob"]',
+         "oncall.responders: 'bob' are not Slack user IDs (U…/W…) or user group IDs (S…)"),
+        ('responders = "U0DEV, U0SRE"', "oncall.responders: 'U0DEV, U0SRE' are not Slack user"),
+        ("escalations_per_person = 3",
+         'oncall.escalations_per_person: must be a string like "3/1h"'),
         ("surprise = 1", "oncall.surprise: is not a known setting"),
     ],
 )
