@@ -71,6 +71,9 @@ async def test_a_manager_takes_the_shift_until_the_next_handoff(
     text = announcement.params["text"]
     assert "<@U0MANAGER> is now on call instead of <@U0ALICE>, until Mon 16 Mar 09:00 EDT" in text
     assert "+1 814 ••• 3090" in text and "+18144043090" not in text
+    # Slack shows the blocks (the text is the notification's): whom the pager reaches is there.
+    assert ("Escalation calls will ring <@U0MANAGER> · +1 814 ••• 3090."
+            in str(announcement.params["blocks"]))
 
     answer = await ask(bot, user_id="U0ADMIN")
     status = str(answer["text"])
@@ -353,3 +356,20 @@ async def test_oncall_while_the_database_is_not_answering_says_so_in_words(
     assert "Try again in a minute" in text and "Something went wrong" not in text
     assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]
     assert "On call now:* <@U0ALICE>" in str((await ask(bot))["text"])
+
+
+async def test_oncall_tells_afternoon_times_on_the_24_hour_clock(bot_factory: BotFactory) -> None:
+    # "05:30" for a 17:30 hand-off would send the next person to their phone twelve hours early.
+    policy = ROSTER.replace('timezone = "America/New_York"',
+                            'timezone = "America/New_York"\nhandoff = "friday 17:30"')
+    bot = await start(bot_factory, "http", dt.datetime(2026, 3, 10, 19, tzinfo=dt.UTC),
+                      policy=policy)
+    await bot.command("oncall take", user_id="U0MANAGER")
+    await bot.settle()
+    [announcement] = bot.slack.calls_to("chat.postMessage")
+    assert "until Fri 13 Mar 17:30 EDT (the next hand-off)" in announcement.params["text"]
+    answer = await ask(bot)
+    text = str(answer["text"])
+    assert "until Fri 13 Mar 17:30 EDT" in text and "from Fri 13 Mar 17:30 EDT" in text
+    assert "at Tue 10 Mar 15:00 EDT, until Fri 13 Mar 17:30 EDT." in text
+    assert "Hand-off friday 17:30 (America/New_York)" in str(answer["blocks"])
