@@ -17,6 +17,7 @@ from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
 from tests.follow_helpers import services
 from tests.escalations import (
     IN_ALICES_SHIFT,
+    ROSTER,
     click_ack,
     escalation_message,
     open_on_message,
@@ -30,10 +31,20 @@ from tests.escalations import (
 async def open_home(bot: BotUnderTest, user_id: str) -> dict[str, Any]:
     before = len([c for c in bot.slack.calls_to("views.publish")
                   if c.params.get("user_id") == user_id])
+    await send_app_home_opened(bot, user_id, "home", event_id=f"Ev{user_id}{before}")
+    published = (await bot.slack.wait_for_calls(
+        "views.publish", before + 1, lambda c: c.params.get("user_id") == user_id))[-1]
+    assert published.ok, published.brief()
+    return bot.slack.home_views[user_id].view
+
+
+async def send_app_home_opened(bot: BotUnderTest, user_id: str, tab: str, *,
+                               event_id: str) -> None:
+    """Slack's `app_home_opened`: `user_id` opened the app's `tab` ("home" or "messages")."""
     event = {"type": "app_home_opened", "user": user_id, "channel": "D" + user_id[1:],
-             "tab": "home", "event_ts": "1700000000.000100"}
+             "tab": tab, "event_ts": "1700000000.000100"}
     payload = {"type": "event_callback", "team_id": bot.slack.team_id, "api_app_id": "A0APP",
-               "event": event, "event_id": f"Ev{user_id}{before}", "event_time": 1700000000}
+               "event": event, "event_id": event_id, "event_time": 1700000000}
     if bot.mode == "socket":
         await bot.slack.send_envelope("events_api", payload)
     else:
@@ -41,10 +52,6 @@ async def open_home(bot: BotUnderTest, user_id: str) -> dict[str, Any]:
         headers = {**sign(body, SIGNING_SECRET), "Content-Type": "application/json"}
         async with bot.http.post(bot.events_url, data=body, headers=headers) as response:
             assert response.status == 200
-    published = (await bot.slack.wait_for_calls(
-        "views.publish", before + 1, lambda c: c.params.get("user_id") == user_id))[-1]
-    assert published.ok, published.brief()
-    return bot.slack.home_views[user_id].view
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
@@ -74,6 +81,7 @@ async def test_the_home_tab_shows_who_is_on_call_and_my_pages(
     bot.slack.users["U0GUEST"] = {"is_restricted": True}
     guest = json.dumps(await open_home(bot, "U0GUEST"), ensure_ascii=False)
     assert "On call now" not in guest and HOME_ESCALATE_ACTION not in guest
+    assert "No on-call rotation is set up" not in guest  # there is one: they may not see it
     assert "ask an administrator of callbot to add you to [oncall] responders" in guest
 
 
@@ -192,3 +200,34 @@ async def test_a_user_group_slack_wont_list_still_draws_the_tab(bot_factory: Bot
     home = json.dumps(await open_home(bot, "U0LEAD1"), ensure_ascii=False)
     assert "*On call now:* <@U0ALICE>" in home and HOME_ESCALATE_ACTION in home
     assert HOME_CALL_ACTION not in home and "Your recent calls" not in home
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_opening_the_messages_tab_leaves_the_home_tab_alone(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    # Pages arrive in the Messages tab: opening it (every page read) must not redraw the Home
+    # tab, each redraw asking Slack and the database again.
+    bot, _ = await start(bot_factory, mode)
+    await send_app_home_opened(bot, "U0ALICE", "messages", event_id="EvMessages")
+    await open_home(bot, "U0ALICE")
+    await bot.settle()
+    assert len(bot.slack.calls_to("views.publish")) == 1
+
+
+
+async def test_an_override_before_the_rotation_begins_is_shown_until_its_first_handoff(
+    bot_factory: BotFactory,
+) -> None:
+    # The rotation begins Monday 6 April; the manager covers from the Wednesday before. Their
+    # duty ends at that first hand-off (where Alice's first shift begins), not a week later.
+    policy = ROSTER.replace('timezone = "America/New_York"',
+                            'timezone = "America/New_York"\nstart = 2026-04-06')
+    bot, _ = await start(bot_factory, "http", policy=policy,
+                         at=dt.datetime(2026, 4, 1, 15, tzinfo=dt.UTC))
+    await bot.command("oncall take", user_id="U0MANAGER")
+    await bot.settle()
+    first_handoff = int(dt.datetime(2026, 4, 6, 13, tzinfo=dt.UTC).timestamp())
+    home = json.dumps(await open_home(bot, "U0ADMIN"), ensure_ascii=False)
+    assert f"*On call now:* <@U0MANAGER> · +1 814 ••• 3090 · until <!date^{first_handoff}^" in home
+    assert f"*Next:* <@U0ALICE> · +1 814 ••• 3093 · from <!date^{first_handoff}^" in home
