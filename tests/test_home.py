@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import sqlite3
 from typing import Any
 
@@ -231,3 +232,27 @@ async def test_an_override_before_the_rotation_begins_is_shown_until_its_first_h
     home = json.dumps(await open_home(bot, "U0ADMIN"), ensure_ascii=False)
     assert f"*On call now:* <@U0MANAGER> · +1 814 ••• 3090 · until <!date^{first_handoff}^" in home
     assert f"*Next:* <@U0ALICE> · +1 814 ••• 3093 · from <!date^{first_handoff}^" in home
+
+
+async def test_a_flow_typed_with_markup_is_shown_as_typed(bot_factory: BotFactory) -> None:
+    # A refused call keeps the flow as typed: on the tab it must read as text, not as a link
+    # or a mention.
+    bot = await bot_factory("http")
+    await bot.command("+18144043093 <http://evil.example|Escalation> <!channel>",
+                      user_id="U0MANAGER")
+    await bot.settle()
+    home = json.dumps(await open_home(bot, "U0MANAGER"), ensure_ascii=False)
+    assert "“&lt;http://evil.example|Escalation&gt; &lt;!channel&gt;” · refused" in home
+    assert "<http://evil.example" not in home and "<!channel>" not in home
+
+
+async def test_a_tab_slack_refuses_is_a_warning_not_a_failed_task(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    bot, _ = await start(bot_factory, "http")
+    bot.slack.fail("views.publish", "not_enabled")  # the App Home is off in the app's settings
+    await send_app_home_opened(bot, "U0ALICE", "home", event_id="EvRefused")
+    await bot.slack.wait_for_calls("views.publish", 1)
+    await bot.settle()
+    assert "publishing the home tab for U0ALICE failed (not_enabled)" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
