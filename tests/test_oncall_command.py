@@ -203,6 +203,18 @@ async def test_unknown_oncall_words_get_the_usage_in_the_ack(
     assert bot.slack.calls_to("chat.postMessage") == []
 
 
+async def test_take_with_a_name_after_it_is_not_a_take(bot_factory: BotFactory) -> None:
+    # "/call oncall take @bob" reads as handing the shift to Bob: the requester must not take it
+    # instead. Only the usage answers, in the ack.
+    bot = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    for text in ("oncall take <@U0BOB>", "oncall take now"):
+        ack, _ = await bot.command(text, user_id="U0MANAGER")
+        assert "/call oncall take" in ack.text, text
+    await bot.settle()
+    assert bot.slack.calls_to("chat.postMessage") == []
+    assert "On call now:* <@U0ALICE>" in str((await ask(bot))["text"])
+
+
 async def test_the_person_on_call_may_take_their_own_shift(bot_factory: BotFactory) -> None:
     policy = ROSTER.replace('Manager = ["U0MANAGER"', 'Manager = ["U0MANAGER", "U0ALICE"')
     bot = await start(bot_factory, "http", IN_ALICES_SHIFT, policy=policy)
