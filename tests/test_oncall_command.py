@@ -203,6 +203,20 @@ async def test_unknown_oncall_words_get_the_usage_in_the_ack(
     assert bot.slack.calls_to("chat.postMessage") == []
 
 
+async def test_the_same_manager_takes_a_later_shift_too(bot_factory: BotFactory) -> None:
+    # A take is deduplicated per invocation (a redelivery), never per person: next week's take
+    # by the same manager is a new one, announced and in effect.
+    bot = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    await bot.command("oncall take", user_id="U0MANAGER")
+    await bot.settle()
+    set_clock(bot, HANDOFF + dt.timedelta(days=1))  # Bob's week
+    await bot.command("oncall take", user_id="U0MANAGER")
+    await bot.settle()
+    first, second = (c.params["text"] for c in bot.slack.calls_to("chat.postMessage"))
+    assert "instead of <@U0ALICE>" in first and "instead of <@U0BOB>" in second
+    assert "On call now:* <@U0MANAGER>" in str((await ask(bot))["text"])
+
+
 async def test_take_with_a_name_after_it_is_not_a_take(bot_factory: BotFactory) -> None:
     # "/call oncall take @bob" reads as handing the shift to Bob: the requester must not take it
     # instead. Only the usage answers, in the ack.
