@@ -197,9 +197,12 @@ async def test_unknown_oncall_words_get_the_usage_in_the_ack(
     bot_factory: BotFactory, mode: str
 ) -> None:
     bot = await start(bot_factory, mode, IN_ALICES_SHIFT)
-    ack, _ = await bot.command("oncall give U0BOB")
-    assert "/call oncall take" in ack.text
-    await bot.settle()
+    # One word alone too: "takeover" must not read as "show me the roster" (nor as a take).
+    for text in ("oncall give U0BOB", "oncall takeover"):
+        ack, url = await bot.command(text, user_id="U0MANAGER")
+        assert "/call oncall take" in ack.text, text
+        await bot.settle()
+        assert bot.slack.responses_to(url) == [], text
     assert bot.slack.calls_to("chat.postMessage") == []
 
 
