@@ -169,6 +169,22 @@ async def test_the_slack_profile_phone_is_shown_for_someone_not_in_people(
     assert [c.params["user"] for c in bot.slack.calls_to("users.info")] == ["U0CAROL"]  # cached
 
 
+async def test_each_persons_profile_phone_is_their_own(bot_factory: BotFactory) -> None:
+    # Profile phones are cached per person: the admin taking Carol's shift is reached on the
+    # admin's phone, not on the number just read for Carol.
+    bot = await start(bot_factory, "http", IN_CAROLS_SHIFT)
+    bot.slack.users["U0CAROL"] = {"profile": {"phone": "(814) 404-3095"}}
+    bot.slack.users["U0ADMIN"] = {"profile": {"phone": "(814) 404-3099"}}
+    assert "On call now:* <@U0CAROL> · +1 814 ••• 3095" in str((await ask(bot))["text"])
+    await bot.command("oncall take", user_id="U0ADMIN")
+    await bot.settle()
+    [announcement] = bot.slack.calls_to("chat.postMessage")
+    assert "Escalation calls will ring <@U0ADMIN> · +1 814 ••• 3099." in announcement.params["text"]
+    text = str((await ask(bot))["text"])
+    assert "On call now:* <@U0ADMIN> · +1 814 ••• 3099" in text
+    assert "took the shift from <@U0CAROL>" in text
+
+
 async def test_someone_without_a_usable_number_is_flagged(bot_factory: BotFactory) -> None:
     bot = await start(bot_factory, "http", IN_CAROLS_SHIFT)
     text = str((await ask(bot))["text"])
