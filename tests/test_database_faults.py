@@ -372,3 +372,21 @@ async def _then_bob_and_alices_hang_up_once(bot: BotUnderTest, spool: Path) -> N
 
     await asyncio.wait_for(written(), 30)
     assert alices_hang_ups(await audit_records(bot)) == ["escalation: no answer in 90 s"]
+
+
+@pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)
+async def test_an_escalation_form_opened_while_the_database_does_not_answer_says_so_in_words(
+    bot_factory: BotFactory, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Who would be called depends on the on-call overrides, in the database: the form opened
+    while it doesn't answer says so and to try again, not that something went wrong to report."""
+    bot, _ = await start(bot_factory, DATABASE_URL=with_short_lock_timeout(database_url))
+    async with tables_locked(database_url, "oncall_overrides", reads_too=True):
+        view, _ = await open_on_message(bot)
+    shown = json.dumps(view.view, ensure_ascii=False)
+    assert ("callbot could not read its database, so the escalation form can't say who would be "
+            "called, and nobody was called (reference ") in shown
+    assert "Something went wrong" not in shown
+    assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    again, _ = await open_on_message(bot)  # once it answers, the form is as ever
+    assert "<@U0ALICE>" in json.dumps(again.view, ensure_ascii=False)

@@ -59,7 +59,7 @@ from bot.oncall.escalation_form import (
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.services import Services
 from bot.slack.modals import MetadataInvalid, ModalMetadata, View, is_response_url
-from bot.storage.faults import DATABASE_FAULTS, database_refusal
+from bot.storage.faults import DATABASE_FAULTS, database_refusal, refused_when_database_fails
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,8 @@ TOO_SLOW = (
     "Checking this took too long (Slack or Evo Voice is slow right now). Press Escalate again."
 )
 NOT_DONE = "nobody was called"  # when the database failed
+# When the on-call overrides can't be read as the form opens.
+NOT_SHOWN = "the escalation form can't say who would be called, and nobody was called"
 STALE_FORM = "This form can't be used any more; nobody was called. Close it and open a new one."
 FORM = FormSpec(
     forms.ESCALATION_FORM,
@@ -191,7 +193,9 @@ async def _prepare_view(
     try:
         await services.responders.require(user_id, action=ACTION)
         policy = oncall.policy
-        people = await oncall.chain(oncall.now())
+        # The overrides are in the database: one that doesn't answer is no bug to report.
+        with refused_when_database_fails(NOT_SHOWN, reading=True):
+            people = await oncall.chain(oncall.now())
     except Exception as exc:
         return forms.ESCALATION_FORM.notice_view(describe_any(exc))
     try:
