@@ -27,6 +27,7 @@ behaviour              answer                                                   
 ``DropConnection()``   closes the socket after reading the request, no answer     yes
 ``ErrorStatus(s, m)``  status ``s`` with a ServiceStack error body (message m)    no
 ``TooManyRequests()``  429 with a ``Retry-After`` header                          no
+``Redirected(u, s)``   status ``s`` (default 307) with ``Location: u``            no
 ``Delayed(n, then)``   waits ``n`` seconds, then does ``then`` (default Respond)  as ``then``
 ``Gated(gate, then)``  waits until the test sets ``gate`` (an asyncio.Event)       as ``then``
 ``Acted(then)``        the side effect at once, then the answer of ``then``       yes
@@ -93,6 +94,7 @@ from bot.standins.evovoice.behaviours import (
     MalformedJson,
     NoContent,
     Oversized,
+    Redirected,
     Respond,
     TooManyRequests,
     Trickled,
@@ -117,6 +119,7 @@ __all__ = [
     "NoContent",
     "Oversized",
     "RateLimit",
+    "Redirected",
     "Recorded",
     "Respond",
     "TooManyRequests",

@@ -61,6 +61,17 @@ class ErrorStatus:
 
 
 @dataclass(frozen=True)
+class Redirected:
+    """Answer ``status`` with ``Location: location``; no side effect.
+
+    Nothing public says Evo Voice redirects; whatever stands in front of it may (http to https, a
+    host that moved), and a 307 or 308 asks for the same method and body again elsewhere."""
+
+    location: str
+    status: int = 307
+
+
+@dataclass(frozen=True)
 class Acted:
     """Do the route's side effect at once, then answer as ``then`` (adding no second one).
 
@@ -125,6 +136,7 @@ Behaviour = (
     | MalformedJson
     | DropConnection
     | ErrorStatus
+    | Redirected
     | TooManyRequests
     | Delayed
     | Gated
@@ -213,6 +225,8 @@ async def perform(
         return error(
             behaviour.status, behaviour.error_code, behaviour.message, behaviour.field_errors
         )
+    if isinstance(behaviour, Redirected):
+        return web.Response(status=behaviour.status, headers={"Location": behaviour.location})
     if isinstance(behaviour, TooManyRequests):
         response = error(429, "TooManyRequests", behaviour.message)
         if behaviour.retry_after is not None:
