@@ -117,3 +117,15 @@ async def test_a_day_long_retry_after_is_read_as_the_ceiling(evo: EvoVoiceStandI
         with pytest.raises(RateLimited) as raised:
             await client.auth_status()
     assert raised.value.retry_after == MAX_RETRY_AFTER_SECONDS
+
+
+@pytest.mark.parametrize("status", [201, 202])
+async def test_a_huge_answer_with_any_2xx_to_a_call_is_a_placed_call(
+    evo: EvoVoiceStandIn, status: int
+) -> None:
+    # Any 2xx accepts the call (docs/evovoice-api.md, "Create a call"), however large its body.
+    evo.queue_outgoing(Oversized(9 * 1024 * 1024, status=status))
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD) as client:
+        placed = await client.create_outgoing_session("flow-esc", FULL)
+    assert placed.session_id is None  # its session is looked up, as for an empty answer
+    assert len(evo.outgoing_posts) == 1
