@@ -198,13 +198,15 @@ async def test_call_again_refused_by_a_rate_limit_leaves_the_button_to_someone_e
     assert not any("already called again" in a["text"] for a in bot.slack.responses_to(url))
 
 
-@pytest.mark.parametrize("refusal", ["bad_request", "conflict", "not_found", "accepted"])
+@pytest.mark.parametrize(
+    "refusal", ["bad_request", "conflict", "server_error", "not_found", "accepted"]
+)
 async def test_a_hang_up_of_a_call_that_just_ended_says_so_whatever_evo_voice_answers(
     bot_factory: BotFactory, refusal: str
 ) -> None:
     # The call ended on its own a moment before the click, and no poll has shown it yet. Nothing
-    # public says what Evo Voice answers to ending a session that has ended (400, 409, 404, or a
-    # 204 that changes nothing): whichever, the clicker is told there is nothing to hang up,
+    # public says what Evo Voice answers to ending a session that has ended (400, 409, 500, 404,
+    # or a 204 that changes nothing): whichever, the clicker is told there is nothing to hang up,
     # never that hanging up failed and the phone may still ring. With polls a minute apart, the
     # status catches up at once, not a poll later ("not_found": Evo Voice has forgotten it).
     bot = await bot_factory("http", CALL_POLL_SECONDS="60", CALL_POLL_MAX_SECONDS="60")

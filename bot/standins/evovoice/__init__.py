@@ -59,7 +59,7 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   ``{"callState": "Disconnected"}``) requires authentication only; that it ends the call is only
   likely, so ``patch_ends_calls = False`` accepts it and lets the call go on. What ending a session
   that has ended answers is unknown: ``ended_hang_up`` gives each plausible answer (204 marking it
-  hung up, 204 leaving it, 400, 409, 404).
+  hung up, 204 leaving it, 400, 409, 500, 404).
 - ``GET /sessions``: ``to`` is a *contains* filter; ``startDate`` is a date read in
   ``sessions_utc_offset`` (unknown: tests try several); ``sort_honoured`` False ignores
   ``sortField`` (oldest first); ``sort_refused`` answers 400 to any ``sortField``, whose values are

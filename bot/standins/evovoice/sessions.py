@@ -24,10 +24,14 @@ from bot.standins.evovoice.listing import in_accounts
 
 SPECIFIC_IDS_READINGS = ("honoured", "ignored")
 # What ending a session that has ended answers, each plausible way: "ends_again" (ended anew, now,
-# as hung up), "accepted" (204, left as it ended), "bad_request", "conflict", "not_found".
-ENDED_HANG_UP_READINGS = ("ends_again", "accepted", "bad_request", "conflict", "not_found")
+# as hung up), "accepted" (204, left as it ended), "bad_request", "conflict", "not_found", or
+# "server_error" (500: ServiceStack's answer to anything else, an exception thrown by the service).
+ENDED_HANG_UP_READINGS = (
+    "ends_again", "accepted", "bad_request", "conflict", "not_found", "server_error"
+)
 _ENDED_HANG_UP_REFUSALS = {"bad_request": (400, "ArgumentException"),
-                           "conflict": (409, "Conflict"), "not_found": (404, "NotFound")}
+                           "conflict": (409, "Conflict"), "not_found": (404, "NotFound"),
+                           "server_error": (500, "InvalidOperationException")}
 
 
 def ended_hang_up(session: Mapping[str, Any], reading: str) -> web.Response | None:
