@@ -16,6 +16,7 @@ from bot.evovoice.client import (
     AuthStatus,
     BadLogin,
     BadRequest,
+    Conflict,
     EvoVoiceClient,
     EvoVoiceError,
     EvoVoiceTimeout,
@@ -698,6 +699,36 @@ async def test_a_hang_up_refused_for_another_reason_than_a_role_is_not_sent_anot
     assert not isinstance(caught.value, MissingRole)
     assert standin.requests_to("PATCH", path) == []
     assert client.hang_up_method == "DELETE"
+
+
+async def test_a_refused_hang_up_is_not_called_ended_when_the_session_cannot_be_read(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    # Only the session saying it has ended makes a refusal "nothing to hang up"; unread, the call
+    # may still ring, and the refusal is what the caller hears.
+    standin.roles = ["Manager", "User"]  # EndSession needs User
+    session = standin.add_session(toAddress=CUSTOMER, callState="Connected")
+    path = f"/sessions/{session['id']}"
+    standin.queue("DELETE", path, ErrorStatus(409, "Conflict"))
+    standin.queue("GET", path, ErrorStatus(503), ErrorStatus(503))
+
+    with pytest.raises(Conflict):
+        await client.hang_up(session["id"])
+
+    assert len(standin.requests_to("GET", path)) == 2
+
+
+async def test_a_refused_hang_up_of_a_call_not_yet_live_is_not_called_ended(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    # Disconnected is also what a call shows before it rings (docs/evovoice.md): only ``ended``
+    # says the call is over.
+    standin.roles = ["Manager", "User"]
+    session = standin.add_session(toAddress=CUSTOMER, callState="Disconnected", ended=False)
+    standin.queue("DELETE", f"/sessions/{session['id']}", ErrorStatus(409, "Conflict"))
+
+    with pytest.raises(Conflict):
+        await client.hang_up(session["id"])
 
 
 async def test_wait_for_posts_returns_once_they_arrived(
