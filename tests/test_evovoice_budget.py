@@ -123,6 +123,16 @@ def test_a_shorter_retry_after_never_cuts_a_longer_pause_short() -> None:
     assert pause_left(budget, clock) == 30
 
 
+async def test_a_quiet_hour_saves_up_no_more_than_the_burst() -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)  # a token a second, 5 at once
+    assert await admitted(budget, Priority.ROUTINE) == [0]
+    clock.advance(3600)
+    # An hour's tokens would let 3,600 polls go at once, and Evo Voice meet them all together.
+    assert await admitted(budget, *[Priority.ROUTINE] * 20) == [0, 1, 2, 3, 4]
+    budget.close()
+
+
 async def test_a_burst_of_calls_holds_polls_back_by_the_burst_at_most() -> None:
     clock = BudgetClock()
     budget = RequestBudget(60, clock=clock, sleep=clock.sleep)  # a token a second, 5 at once
