@@ -250,6 +250,8 @@ async def test_a_session_a_listing_leaves_out_is_read_alone_from_then_on(
     assert await poll_all(client, ids) == ids
     paths = sorted(r.path for r in evo.requests[before:])
     assert paths == ["/sessions", f"/sessions/{ids[2]}"]
+    [listing] = [r for r in evo.requests[before:] if r.path == "/sessions"]
+    assert ids[2] not in listing.query["specificIds"].split(",")  # no longer asked for there
     gone = "sess-gone"
     with pytest.raises(NotFound):
         await client.poll_session(gone, ACCOUNTS)
@@ -307,6 +309,18 @@ async def test_small_pages_from_a_server_ignoring_page_end_in_reads_alone(
     assert [r.query["page"] for r in listings] == ["0", "1"]
     alone = [r.path for r in evo.requests if r.path != "/sessions"]
     assert alone == [f"/sessions/{i}" for i in ids[10:]]  # each left out, read once alone
+
+
+async def test_a_server_paging_at_25_whatever_it_is_asked_lists_every_batch_whole(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    # Lists page at 25 by default (confirmed); a server that ignores both countPerPage and page
+    # still lists a whole batch on its one page, and no session is left to be read alone.
+    evo.max_page_size, evo.page_honoured = 25, False
+    ids = [evo.add_session()["id"] for _ in range(30)]
+    assert await poll_all(client, ids) == ids
+    assert {r.path for r in evo.requests} == {"/sessions"}
+    assert client.polls.batching
 
 
 async def test_a_listing_refused_as_invalid_stops_batching(
