@@ -323,6 +323,22 @@ async def test_a_server_paging_at_25_whatever_it_is_asked_lists_every_batch_whol
     assert client.polls.batching
 
 
+async def test_polls_in_different_accounts_are_never_listed_together(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    # A listing is filtered by its accountIds: a session of another account asked for in it
+    # would be left out, then read alone on every poll.
+    mine = evo.add_session()["id"]
+    theirs = evo.add_session(accountId="acct-2")["id"]
+    sessions = await asyncio.gather(client.poll_session(mine, ["acct-1"]),
+                                    client.poll_session(theirs, ["acct-2"]))
+    assert [s.id for s in sessions] == [mine, theirs]
+    listings = evo.requests_to("GET", "/sessions")
+    assert sorted((r.query["accountIds"], r.query["specificIds"]) for r in listings) == [
+        ("acct-1", mine), ("acct-2", theirs)]
+    assert {r.path for r in evo.requests} == {"/sessions"}
+
+
 async def test_a_listing_refused_as_invalid_stops_batching(
     evo: EvoVoiceStandIn, client: EvoVoiceClient
 ) -> None:
