@@ -611,6 +611,21 @@ async def test_find_sessions_newest_first(client: EvoVoiceClient, standin: EvoVo
     }
 
 
+async def test_find_sessions_finds_a_call_to_a_number_of_the_longest_e164_length(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    # E.164 allows 15 digits (some German numbers are that long): a call lost in an ambiguous
+    # failure is found whatever the length of its number.
+    longest = "+491234567890123"
+    standin.queue_outgoing(DropConnection())
+    with pytest.raises(OutcomeUnknown):
+        await client.create_outgoing_session("flow-esc", longest)
+
+    [session] = await client.find_sessions([ACCOUNT], to=longest, since=LONG_AGO)
+
+    assert session.to_address == longest
+
+
 async def test_find_sessions_keeps_what_it_cannot_rule_out(
     client: EvoVoiceClient, standin: EvoVoiceStandIn
 ) -> None:
