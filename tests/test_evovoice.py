@@ -817,6 +817,34 @@ async def test_client_log_has_no_phone_numbers_or_query_strings(
         assert "?" not in line
 
 
+async def test_client_log_names_no_number_when_things_go_wrong_either(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bot.evovoice")
+    # A lookup whose answers are lost, one the server can't sort, one of an unexpected shape.
+    standin.queue("GET", "/sessions", DropConnection(), DropConnection())
+    with pytest.raises(EvoVoiceTimeout):
+        await client.find_sessions([ACCOUNT], to=CUSTOMER, since=LONG_AGO)
+    standin.sort_refused = True
+    await client.find_sessions([ACCOUNT], to=CUSTOMER, since=LONG_AGO)
+    standin.queue("GET", "/sessions", Answered({"items": [{"toAddress": CUSTOMER}]}))
+    with pytest.raises(MalformedResponse):
+        await client.find_sessions([ACCOUNT], to=CUSTOMER, since=LONG_AGO)
+    # A poll the listing leaves out, read alone.
+    session = standin.add_session(toAddress=CUSTOMER)
+    standin.omitted_from_listings.add(session["id"])
+    await client.poll_session(session["id"], [ACCOUNT])
+
+    own = [r.getMessage() for r in caplog.records if r.name.startswith("bot.evovoice")]
+    assert any("failed: RemoteProtocolError" in line for line in own)
+    assert any("refused sortField" in line for line in own)
+    assert any("unexpected body shape" in line for line in own)
+    assert any("polling it on its own" in line for line in own)
+    for line in own:
+        assert "4043093" not in line, line
+        assert "?" not in line, line
+
+
 # -------------------------------------------------------------------------------- pure helpers
 
 
