@@ -14,13 +14,19 @@ import pytest
 
 from bot.calls.status_views import HANG_UP_ACTION
 from bot.config import ConfigError
-from bot.evovoice.client import BadLogin, EvoVoiceClient
-from bot.evovoice.login import Login, session_cookies
+from bot.evovoice.client import BadLogin, EvoVoiceClient, EvoVoiceUnreachable, ServerError
+from bot.evovoice.login import Login, SignInFailed, session_cookies
 from bot.ops.findings import Status
-from bot.standins.evovoice import Answered, ErrorStatus, EvoVoiceStandIn, MalformedJson
+from bot.standins.evovoice import (
+    Answered,
+    DropConnection,
+    ErrorStatus,
+    EvoVoiceStandIn,
+    MalformedJson,
+)
 from bot.standins.slack import SlackStandIn
 from tests.checkups import by_subject, check
-from tests.conftest import EVO_PASSWORD, EVO_USER, BotFactory, until
+from tests.conftest import EVO_PASSWORD, EVO_USER, QUICK_VOICE_RETRY, BotFactory, until
 from tests.follow_helpers import FAST, FULL, click, status_message, wait_for_edit
 
 SIGN_IN = "/auth/credentials"
@@ -151,6 +157,50 @@ async def test_a_request_refused_again_after_a_sign_in_is_a_bad_login_not_a_loop
     assert len(evo.requests_to("GET", "/flows")) == 2
 
 
+async def test_a_sign_in_evo_voice_fails_to_answer_is_no_refused_login_and_no_pause(
+    evo: EvoVoiceStandIn,
+) -> None:
+    # A session that expired, renewed while Evo Voice answers 503: the call fails as Evo Voice
+    # failing (nothing was dialled: the POST was refused for want of a login), not as a wrong
+    # password, and the next call signs in at once rather than 30 s later.
+    evo.basic_enabled = False
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD) as client:
+        await client.auth_status()
+        evo.logins.expire()
+        evo.queue("POST", SIGN_IN, ErrorStatus(503, "Service Unavailable"))
+        with pytest.raises(ServerError):
+            await client.create_outgoing_session("flow-esc", FULL)
+        assert evo.sessions == {}
+
+        placed = await client.create_outgoing_session("flow-esc", FULL)
+
+    assert list(evo.sessions) == [placed.session_id]
+    assert len(evo.requests_to("POST", SIGN_IN)) == 3
+
+
+async def test_a_sign_in_evo_voice_does_not_answer_is_unreachable_not_a_refused_login(
+    evo: EvoVoiceStandIn,
+) -> None:
+    evo.basic_enabled = False
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD) as client:
+        await client.auth_status()
+        evo.logins.expire()
+        evo.queue("POST", SIGN_IN, DropConnection())
+        with pytest.raises(EvoVoiceUnreachable):
+            await client.list_flows(["acct-1"])
+        assert [f.id for f in await client.list_flows(["acct-1"])]  # signed in at once
+
+
+async def test_a_sign_in_answered_503_at_start_up_is_waited_for_not_a_refused_login(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    evo.basic_enabled = False
+    evo.queue("POST", SIGN_IN, ErrorStatus(503, "Service Unavailable"))
+    bot = await bot_factory("http", STARTUP_RETRY_SECONDS="0.1", **QUICK_VOICE_RETRY)
+    await until(lambda: bot.runtime.ready, timeout=20)
+    assert len(evo.requests_to("POST", SIGN_IN)) == 2
+
+
 async def test_auth_status_answering_without_a_login_is_tried_once_on_a_session(
     evo: EvoVoiceStandIn,
 ) -> None:
@@ -201,9 +251,12 @@ async def test_a_sign_in_counts_only_when_it_answers_2xx_with_a_session() -> Non
     assert await login.renew(0, answering(worked)) is False  # no sooner than 30 s after
     assert len(sent) == 1 and used == [] and login.generation == 0
     now[0] = 40
-    assert await login.renew(0, answering(None)) is False  # unreachable: no answer, no error
+    with pytest.raises(SignInFailed):  # unreachable: Evo Voice failing, the login may be right
+        await login.renew(0, answering(None))
+    with pytest.raises(SignInFailed):  # so is a 503, and neither makes the next one wait
+        await login.renew(0, answering(httpx.Response(503)))
     assert await login.renew(0, answering(worked)) is True
     assert used == ["ss-pid=p1"] and login.generation == 1 and login.method == "credentials"
     # A request refused before that sign-in is sent again on its session: no second sign-in.
     assert await login.renew(0, answering(None)) is True
-    assert len(sent) == 3
+    assert len(sent) == 4

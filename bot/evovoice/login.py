@@ -13,7 +13,9 @@ Basic header from then on, and the refused request is sent again. ServiceStack r
 that needs a login before the service runs, so sending it again can't ring anyone twice. A session
 that expires later is renewed the same way. If the sign-in is refused too, the login is wrong
 (BadLogin, as before); the next sign-in waits ``SIGN_IN_PAUSE_SECONDS``, so a changed password is
-not tried again on every poll. One sign-in at a time: requests refused meanwhile wait for it.
+not tried again on every poll. A sign-in Evo Voice fails to answer (a 5xx, a 429, no answer) says
+nothing about the login: the request fails as Evo Voice failing (``SignInFailed``), and the next
+one signs in again at once. One sign-in at a time: requests refused meanwhile wait for it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from http.cookies import CookieError, SimpleCookie
 from json import dumps as json_dumps
 
 import httpx
+
+from bot.evovoice.errors import EvoVoiceError, EvoVoiceUnreachable, status_error
 
 logger = logging.getLogger("bot.evovoice.client")
 
@@ -89,6 +93,23 @@ async def post_credentials(
 SignIn = Callable[[], Awaitable[httpx.Response]]
 
 
+class SignInFailed(Exception):
+    """Signing in failed for another reason than a refused login: Evo Voice answered ``answer``
+    (a 5xx or a 429) or nothing (None). The login may well be right: no pause, no BadLogin."""
+
+    def __init__(self, answer: httpx.Response | None) -> None:
+        super().__init__(f"sign-in failed ({answer.status_code if answer else 'no answer'})")
+        self.answer = answer
+
+    def as_error(self, password: str) -> EvoVoiceError:
+        """The error the request refused for want of a login fails with (nothing was done)."""
+        if self.answer is None:
+            return EvoVoiceUnreachable(
+                "Evo Voice did not answer the bot's sign-in; nothing was done.", attempts=1
+            )
+        return status_error(self.answer, password)
+
+
 class Login:
     """Which way the client logs in, and the sign-ins that switch it to (and renew) a session."""
 
@@ -117,12 +138,16 @@ class Login:
         self._signing_in = asyncio.get_running_loop().create_future()
         try:
             worked = await self._sign_in(sign_in)
-        except BaseException:
-            worked = False
-            raise
-        finally:
+        except BaseException as exc:
             done, self._signing_in = self._signing_in, None
-            done.set_result(worked)
+            if isinstance(exc, SignInFailed):  # the requests waiting for it fail as it did
+                done.set_exception(exc)
+                done.exception()  # heard, whether or not anyone waits
+            else:
+                done.set_result(False)
+            raise
+        done, self._signing_in = self._signing_in, None
+        done.set_result(worked)
         return worked
 
     async def _sign_in(self, sign_in: SignIn) -> bool:
@@ -130,11 +155,15 @@ class Login:
             response = await sign_in()
         except httpx.HTTPError as exc:
             logger.warning("Evo Voice POST %s failed: %s", CREDENTIALS_PATH, type(exc).__name__)
-            return False
+            raise SignInFailed(None) from exc
         cookies = session_cookies(response) if response.is_success else None
         if cookies is None:
-            self._refused_at = self._clock()
             status = response.status_code
+            if status >= 500 or status == 429:  # Evo Voice failing, not the login refused
+                logger.warning("Evo Voice POST %s -> %d: signing in failed", CREDENTIALS_PATH,
+                               status)
+                raise SignInFailed(response)
+            self._refused_at = self._clock()
             why = ("the login is refused" if status in (400, 401, 403)
                    else "no session cookie in the answer" if response.is_success
                    else "signing in failed")

@@ -36,6 +36,7 @@ from bot.evovoice.errors import (
 from bot.evovoice.login import (
     CREDENTIALS_PATH,
     Login,
+    SignInFailed,
     basic_authorization,
     encode_json,
     post_credentials,
@@ -82,7 +83,6 @@ RequestObserver = Callable[[RequestObserved], None]
 _FIXED_ROUTES = frozenset(
     {"/auth/status", CREDENTIALS_PATH, "/flows", "/endpoints", "/sessions", OUTGOING_PATH}
 )
-
 
 _AFTER_SEND_CAUSES = {"timeout": "no answer in time",
                       "connection_lost": "connection lost before the answer",
@@ -158,8 +158,15 @@ class Requester:
 
     async def sign_in_again(self, seen_generation: int) -> bool:
         """After a request sent at the login's ``seen_generation`` was refused for want of a
-        login: True when a new session is in place, and the request is worth sending again."""
-        return await self.login.renew(seen_generation, self._post_credentials)
+        login: True when a new session is in place, and the request is worth sending again.
+        A sign-in Evo Voice failed to answer is raised as that failure, never as a bad login."""
+        try:
+            return await self.login.renew(seen_generation, self._post_credentials)
+        except SignInFailed as failed:
+            error = failed.as_error(self._password)
+            if isinstance(error, RateLimited):
+                self.budget.back_off(error.retry_after)
+            raise error from None
 
     async def _post_credentials(self) -> httpx.Response:
         started = time.perf_counter()
@@ -223,17 +230,10 @@ class Requester:
         self.budget.close()
         await self._http.aclose()
 
-    async def _get_json(
-        self,
-        path: str,
-        params: dict[str, str] | None = None,
-        *,
-        priority: Priority = Priority.FIRST,
-        admitted: bool = False,
-    ) -> Any:
-        response = await self._send(
-            "GET", path, params=params, priority=priority, admitted=admitted
-        )
+    async def _get_json(self, path: str, params: dict[str, str] | None = None, *,
+                        priority: Priority = Priority.FIRST, admitted: bool = False) -> Any:
+        response = await self._send("GET", path, params=params, priority=priority,
+                                    admitted=admitted)
         try:
             return response.json()
         except ValueError:
@@ -318,13 +318,9 @@ class Requester:
             except httpx.HTTPError as exc:
                 # Read/write timeouts, dropped connections: the request may have been acted on.
                 self._log_failure(method, path, exc, started)
-                kind = (
-                    "timeout"
-                    if isinstance(exc, httpx.TimeoutException)
-                    else "connection_lost"
-                    if isinstance(exc, httpx.TransportError)
-                    else "unreadable_answer"
-                )
+                kind = ("timeout" if isinstance(exc, httpx.TimeoutException)
+                        else "connection_lost" if isinstance(exc, httpx.TransportError)
+                        else "unreadable_answer")
                 cause = _AFTER_SEND_CAUSES[kind]
                 self._observe(method, path, started, None, kind)
                 if after_send_retries > 0:
