@@ -658,6 +658,15 @@ async def test_listings_stop_at_a_page_with_nothing_new(
     assert len(standin.requests_to("GET", "/flows")) == 2
 
 
+async def test_a_page_without_has_more_pages_is_the_last(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    # ServiceStack may leave out a false or default property: no hasMorePages is no more pages.
+    standin.queue("GET", "/flows", Answered({"items": [{"id": "flow-esc", "name": "Escalation"}]}))
+    assert [f.id for f in await client.list_flows([ACCOUNT])] == ["flow-esc"]
+    assert len(standin.requests_to("GET", "/flows")) == 1
+
+
 async def test_a_listing_without_items_is_empty_not_unreadable(
     client: EvoVoiceClient, standin: EvoVoiceStandIn
 ) -> None:

@@ -297,6 +297,28 @@ async def test_each_page_of_a_batch_waits_its_turn(evo: EvoVoiceStandIn) -> None
         assert await asyncio.wait_for(polls, 5) == ids
 
 
+async def test_a_batch_tried_again_after_a_503_waits_its_turn_again(
+    evo: EvoVoiceStandIn,
+) -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)  # a token a second, 5 at once
+    ids = [evo.add_session()["id"] for _ in range(3)]
+    evo.queue("GET", "/sessions", ErrorStatus(503))
+    async with EvoVoiceClient(evo.url, USER, PASSWORD, budget=budget, sleep=clock.sleep,
+                              retry_backoff=0.5) as client:
+        for _ in range(5):
+            await budget.admit(Priority.ROUTINE)  # the burst spent
+        polls = asyncio.ensure_future(poll_all(client, ids))
+        clock.advance(1)
+        await until(lambda: len(evo.requests) == 1 and clock.sleepers == 1)  # 503: a pause
+        clock.advance(0.5)  # the pause is over; half a token earned
+        await until(lambda: budget.waiting == 1 or len(evo.requests) > 1)
+        assert len(evo.requests) == 1  # the try again waits for a whole token
+        clock.advance(0.5)
+        assert await asyncio.wait_for(polls, 5) == ids
+    assert len(evo.requests) == 2
+
+
 async def test_small_pages_from_a_server_ignoring_page_end_in_reads_alone(
     evo: EvoVoiceStandIn, client: EvoVoiceClient
 ) -> None:
