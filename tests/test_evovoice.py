@@ -258,6 +258,21 @@ async def test_the_catalog_offers_only_the_numbers_it_could_read(
     assert "Owned numbers: +1" in refused.value.user_message
 
 
+async def test_ids_sent_as_numbers_are_read_as_text(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    # Nothing public says an id is never a number in JSON: one that is must not make the whole
+    # list unreadable.
+    standin.flows.append({"id": 42, "name": "Wake up", "accountId": ACCOUNT})
+    flows = await client.list_flows([ACCOUNT])
+    assert [f.id for f in flows] == ["flow-esc", "42"]
+
+
+async def test_a_flow_id_typed_with_spaces_around_it_is_that_flow(client: EvoVoiceClient) -> None:
+    catalog = Catalog(client, [ACCOUNT], {})
+    assert (await catalog.resolve_flow("  flow-esc ")).id == "flow-esc"
+
+
 async def test_list_with_wrong_shape_is_malformed(
     client: EvoVoiceClient, standin: EvoVoiceStandIn
 ) -> None:
