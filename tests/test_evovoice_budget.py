@@ -319,6 +319,24 @@ async def test_a_batch_tried_again_after_a_503_waits_its_turn_again(
     assert len(evo.requests) == 2
 
 
+async def test_a_session_read_without_a_priority_is_routine_and_waits_its_turn(
+    evo: EvoVoiceStandIn,
+) -> None:
+    # An escalation step reads its call at the deadline this way: it shares the budget with the
+    # polls (README, EVOVOICE_REQUESTS_PER_MINUTE); only calls and hang-ups go past it.
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)
+    session_id = evo.add_session()["id"]
+    async with EvoVoiceClient(evo.url, USER, PASSWORD, budget=budget) as client:
+        for _ in range(5):
+            await budget.admit(Priority.ROUTINE)  # the burst spent
+        read = asyncio.ensure_future(client.get_session(session_id))
+        await until(lambda: budget.waiting == 1 or len(evo.requests) > 0)
+        assert evo.requests == []
+        clock.advance(1)
+        assert (await asyncio.wait_for(read, 5)).id == session_id
+
+
 async def test_small_pages_from_a_server_ignoring_page_end_in_reads_alone(
     evo: EvoVoiceStandIn, client: EvoVoiceClient
 ) -> None:
