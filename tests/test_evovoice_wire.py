@@ -4,12 +4,14 @@ cookies a server hands out, redirects, and what a request says about itself."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 
-from bot.evovoice.client import EvoVoiceClient, EvoVoiceStatusError, Flow
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceStatusError, EvoVoiceUnreachable, Flow
 from bot.evovoice.transport import AiohttpTransport
 from bot.standins.evovoice import EvoVoiceStandIn, Gated, Redirected
 from tests.conftest import until
@@ -91,3 +93,41 @@ async def test_a_call_that_found_no_free_connection_in_time_is_tried_again_and_p
     assert waits == [0.5]
     assert len(standin.outgoing_posts) == 1
     assert placed.session_id in standin.sessions
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port whose listener's queue is full: the kernel drops further SYNs, so a connection to it
+    never opens (a host behind a firewall that drops packets)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = [socket.socket() for _ in range(3)]
+    for filler in fillers:
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            filler.connect(("127.0.0.1", port))
+    yield port
+    for filler in fillers:
+        filler.close()
+    listener.close()
+
+
+async def test_a_connection_that_never_opens_is_given_up_at_the_connect_timeout(
+    silent_port: int,
+) -> None:
+    # EVOVOICE_TIMEOUT bounds an answer; a connection that never opens is bounded by the connect
+    # timeout, and tried again (nothing was sent), so a page is not held up for minutes.
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    async with EvoVoiceClient(f"http://127.0.0.1:{silent_port}", USERNAME, PASSWORD,
+                              sleep=no_wait, timeout=httpx.Timeout(300.0, connect=0.2)) as evo:
+        with pytest.raises(EvoVoiceUnreachable) as caught:
+            # A guard against hanging, not a measure: each try gives up after 0.2 s.
+            await asyncio.wait_for(evo.create_outgoing_session("flow-esc", CUSTOMER), 30)
+    assert caught.value.attempts == 3
+    assert waits == [0.5, 1.0]
