@@ -12,8 +12,10 @@ from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.client import EvoVoiceClient, NotFound, RateLimited
 from bot.evovoice.lookups import BATCH_SIZE, MAX_IDS_CHARS
 from bot.standins.evovoice import (
+    Answered,
     ErrorStatus,
     EvoVoiceStandIn,
+    Gated,
     RateLimit,
     Respond,
     TooManyRequests,
@@ -335,6 +337,29 @@ async def test_a_session_read_without_a_priority_is_routine_and_waits_its_turn(
         assert evo.requests == []
         clock.advance(1)
         assert (await asyncio.wait_for(read, 5)).id == session_id
+
+
+async def test_a_batch_all_found_asks_for_no_further_page(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    # A server may say "more pages" of a full page: a batch whose sessions all came is done.
+    sessions = [evo.add_session() for _ in range(3)]
+    evo.queue("GET", "/sessions", Answered({"items": sessions, "hasMorePages": True}))
+    assert await poll_all(client, [s["id"] for s in sessions]) == [s["id"] for s in sessions]
+    assert [r.query["page"] for r in evo.requests] == ["0"]
+
+
+async def test_a_slow_listing_holds_up_no_other_batch(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    gate = asyncio.Event()
+    evo.queue("GET", "/sessions", Gated(gate))
+    ids = [evo.add_session()["id"] for _ in range(BATCH_SIZE + 5)]
+    polls = [asyncio.ensure_future(client.poll_session(i, ACCOUNTS)) for i in ids]
+    await until(lambda: any(p.done() for p in polls))  # the other batch, while one is held
+    assert not all(p.done() for p in polls)
+    gate.set()
+    assert [s.id for s in await asyncio.gather(*polls)] == ids
 
 
 async def test_small_pages_from_a_server_ignoring_page_end_in_reads_alone(
