@@ -168,6 +168,9 @@ def test_must_start_with_the_number(text: str) -> None:
     with pytest.raises(CommandRejected) as info:
         parse_command(text)
     assert "Start with the number to call: /call +18144043093 escalation" in info.value.reason
+    # The usage under it names every subcommand, the on-call roster's too.
+    for subcommand in ("/call help", "/call history", "/call test", "/call oncall"):
+        assert subcommand in info.value.reason
 
 
 @pytest.mark.parametrize(

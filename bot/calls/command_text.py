@@ -44,7 +44,8 @@ Usage: /call <number> <flow> [caller ID]
   /call          (opens a form)
   /call help     (shows this text)
   /call history [@person | number]   (recent calls; Managers and SystemAdministrators)
-  /call test     (rings your own phone with the on-call flow)"""
+  /call test     (rings your own phone with the on-call flow)
+  /call oncall   (who is on call now and next; /call oncall take: take the shift)"""
 
 _NUMBER_TOKEN = re.compile(r"[0-9+().\-]+")
 _DIGIT = re.compile(r"[0-9]")
