@@ -1,0 +1,55 @@
+"""`callbot check`'s database line for PostgreSQL and for a database kept in memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.ops.check import Status
+from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.slack import SlackStandIn
+from bot.storage.database import MIGRATIONS, Database
+from tests.checkups import by_subject, check
+from tests.databases import POSTGRESQL, fresh_database
+
+@pytest.mark.usefixtures("no_ambient_settings")
+async def test_an_unreachable_postgresql_fails_without_showing_its_password(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    url = "postgresql://callbot:Hunter2-Secret@127.0.0.1:1/callbot"  # nothing listens on port 1
+    database = by_subject(await check(slack, evo, policy_path, DATABASE_URL=url))["Database"]
+    assert database.status is Status.FAIL
+    assert database.detail.startswith("postgresql://callbot:•••@127.0.0.1:1/callbot can't be "
+                                      "reached (ConnectionRefusedError")
+    assert "check DATABASE_URL" in (database.fix or "")
+    assert "Hunter2" not in database.detail + (database.fix or "")
+
+
+# Not `no_ambient_settings`: it would take CALLBOT_TEST_POSTGRES_URL away; `check` passes every
+# setting itself.
+async def test_an_empty_postgresql_database_is_not_migrated_by_the_check(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    async with fresh_database(POSTGRESQL, policy_path.parent) as url:
+        database = by_subject(await check(slack, evo, policy_path, DATABASE_URL=url))["Database"]
+        assert database.status is Status.FAIL
+        latest = max(m.version for m in MIGRATIONS)
+        assert f"schema version 0; this callbot needs {latest} (not migrated)" in database.detail
+        assert "take a backup first (pg_dump)" in (database.fix or "")
+        db = Database(url)
+        await db.open_read_only()
+        try:
+            assert await db.schema_version() == 0, "the doctor must not migrate"
+        finally:
+            await db.close()
+
+
+@pytest.mark.usefixtures("no_ambient_settings")
+async def test_a_database_in_memory_passes_and_says_nothing_is_kept(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    findings = await check(slack, evo, policy_path, DATABASE_URL="sqlite:///:memory:")
+    database = by_subject(findings)["Database"]
+    assert database.status is Status.PASS
+    assert "in memory: nothing is kept across restarts" in database.detail

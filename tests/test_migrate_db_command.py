@@ -1,0 +1,60 @@
+"""`callbot migrate-db POSTGRES_URL` as an operator runs it: what it says, what it refuses."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bot.ops.migrate_db import MigrationRefused, migrate_db
+from bot.storage.database import Database
+from tests.databases import POSTGRESQL, fresh_database
+from tests.processes import run_cli
+
+
+async def sqlite_installation(folder: Path) -> str:
+    """A stopped installation's database holding one claim."""
+    url = f"sqlite:///{folder / 'callbot.db'}"
+    db = Database(url)
+    await db.open()
+    try:
+        await db.execute("INSERT INTO claims (key, claimed_at) VALUES ('k', 1)")
+    finally:
+        await db.close()
+    return url
+
+
+async def test_python_m_bot_migrate_db_says_what_it_copied_and_refuses_a_second_copy(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "data").mkdir()  # not ./callbot.db, the default: DATABASE_URL names it
+    sqlite_url = await sqlite_installation(tmp_path / "data")
+    async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
+        env = {"DATABASE_URL": sqlite_url}
+        code, out, err = await run_cli(["migrate-db", postgres_url], env, tmp_path)
+        assert code == 0, err
+        assert out.startswith("callbot migrate-db: copied ") and "claims 1" in out
+        assert out.endswith("; now set DATABASE_URL to the PostgreSQL URL\n")
+
+        code, out, err = await run_cli(["migrate-db", postgres_url], env, tmp_path)
+        assert code == 2 and out == ""
+        assert err.startswith("callbot migrate-db: the PostgreSQL database already holds callbot "
+                              "data (")
+
+
+async def test_postgresql_holding_callbot_data_in_any_table_is_refused(tmp_path: Path) -> None:
+    sqlite_url = await sqlite_installation(tmp_path)
+    async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
+        target = Database(postgres_url)
+        await target.open()
+        try:
+            # Only the last table copied holds a row: a Slack post some bot still has to send.
+            await target.execute(
+                "INSERT INTO slack_posts (created_at, owner, purpose, channel, thread_ts, message)"
+                " VALUES (1, 'o', 'p', 'C', '1.2', '{}')")
+            refused = r"already holds callbot data \(slack_posts\)"
+            with pytest.raises(MigrationRefused, match=refused):
+                await migrate_db(sqlite_url, postgres_url)
+            assert await target.fetchone("SELECT 1 FROM claims") is None, "nothing was copied"
+        finally:
+            await target.close()
