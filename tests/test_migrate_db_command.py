@@ -58,3 +58,16 @@ async def test_postgresql_holding_callbot_data_in_any_table_is_refused(tmp_path:
             assert await target.fetchone("SELECT 1 FROM claims") is None, "nothing was copied"
         finally:
             await target.close()
+
+
+async def test_a_database_url_naming_no_file_copies_nothing_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    # Opened, the missing file would be created empty, and "copied no rows" read as done.
+    async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
+        code, out, err = await run_cli(["migrate-db", postgres_url],
+                                       {"DATABASE_URL": "sqlite:///./gone.db"}, tmp_path)
+    assert code == 2 and out == ""
+    assert err == ("callbot migrate-db: ./gone.db does not exist: check DATABASE_URL (the SQLite "
+                   "database to copy)\n")
+    assert not (tmp_path / "gone.db").exists()

@@ -12,7 +12,9 @@ processes. Then point DATABASE_URL at PostgreSQL and start the bots.
 
 from __future__ import annotations
 
-from bot.storage.database import POSTGRESQL, SQLITE, Database, dialect_of
+from pathlib import Path
+
+from bot.storage.database import POSTGRESQL, SQLITE, Database, dialect_of, sqlite_path
 
 # In an order that satisfies the foreign keys.
 TABLES = (
@@ -44,6 +46,12 @@ async def migrate_db(sqlite_url: str, postgres_url: str) -> dict[str, int]:
         raise MigrationRefused("DATABASE_URL must name the SQLite database to copy (sqlite:///…)")
     if dialect_of(postgres_url) != POSTGRESQL:
         raise MigrationRefused("the target must be a postgresql:// URL")
+    path = sqlite_path(sqlite_url)
+    # Opening a file that isn't there would create an empty database, and "copied no rows" would
+    # pass for a move.
+    if path == ":memory:" or not Path(path).is_file():
+        raise MigrationRefused(f"{path} does not exist: check DATABASE_URL (the SQLite database "
+                               "to copy)")
     source, target = Database(sqlite_url), Database(postgres_url)
     try:
         await source.open()
