@@ -147,13 +147,13 @@ def _run() -> int:
 def _backup(path: str) -> int:
     from pathlib import Path
 
-    from bot.config import DEFAULT_DATABASE_URL
+    from bot.config import database_url
     from bot.ops.backup import BackupRefused, backup
+    from bot.storage.database import DatabaseUrlError
 
-    url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     try:
-        pages = backup(url, Path(path))
-    except BackupRefused as exc:
+        pages = backup(database_url(), Path(path))
+    except (BackupRefused, DatabaseUrlError) as exc:
         print(f"callbot backup: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"callbot backup: {path} written ({pages} pages), a consistent copy")
@@ -161,13 +161,12 @@ def _backup(path: str) -> int:
 
 
 def _migrate_db(target: str) -> int:
-    from bot.config import DEFAULT_DATABASE_URL
+    from bot.config import database_url
     from bot.ops.migrate_db import MigrationRefused, migrate_db
     from bot.storage.database import DatabaseUrlError
 
-    url = os.environ.get("DATABASE_URL") or DEFAULT_DATABASE_URL
     try:
-        copied = asyncio.run(migrate_db(url, target))
+        copied = asyncio.run(migrate_db(database_url(), target))
     except (MigrationRefused, DatabaseUrlError) as exc:
         print(f"callbot migrate-db: {exc}", file=sys.stderr)
         return EXIT_CONFIG

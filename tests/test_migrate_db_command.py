@@ -71,3 +71,15 @@ async def test_a_database_url_naming_no_file_copies_nothing_and_creates_nothing(
     assert err == ("callbot migrate-db: ./gone.db does not exist: check DATABASE_URL (the SQLite "
                    "database to copy)\n")
     assert not (tmp_path / "gone.db").exists()
+
+
+async def test_the_database_url_in_dotenv_is_the_one_copied(tmp_path: Path) -> None:
+    # Settings come from the environment or .env (README: Settings), for this command too.
+    (tmp_path / "data").mkdir()
+    await sqlite_installation(tmp_path / "data")
+    (tmp_path / ".env").write_text("DATABASE_URL=sqlite:///./data/callbot.db\n")
+    async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
+        code, out, err = await run_cli(["migrate-db", postgres_url], {}, tmp_path)
+    assert code == 0, err
+    assert "claims 1" in out
+    assert not (tmp_path / "callbot.db").exists()

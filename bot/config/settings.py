@@ -294,6 +294,26 @@ def policy_path(**overrides: Any) -> Path:
     return Path(configured or DEFAULT_POLICY_PATH)
 
 
+class _DatabaseUrlSetting(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = ""
+
+
+def database_url() -> str:
+    """DATABASE_URL read from where `Settings` reads it (`DATABASE_URL_FILE`, the environment,
+    `.env`), for the commands that need nothing else (`callbot backup`, `callbot migrate-db`):
+    they act on the database the bot uses even while other settings are wrong. A
+    DATABASE_URL_FILE that can't be read, or one set beside DATABASE_URL, is DatabaseUrlError."""
+    from_files, problems = settings_from_files()
+    for problem in problems:
+        if problem.startswith("DATABASE_URL:"):
+            raise DatabaseUrlError(problem.removeprefix("DATABASE_URL: "))
+    if "database_url" in from_files:
+        return from_files["database_url"] or DEFAULT_DATABASE_URL
+    return _DatabaseUrlSetting().database_url or DEFAULT_DATABASE_URL
+
+
 def load_settings(**overrides: Any) -> Settings:
     from_files, problems = settings_from_files()
     arguments = {**from_files, **overrides}
