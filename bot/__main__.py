@@ -162,6 +162,7 @@ def _backup(path: str) -> int:
 
 def _migrate_db(target: str) -> int:
     from bot.config import database_url
+    from bot.ops.logs import one_line
     from bot.ops.migrate_db import MigrationRefused, migrate_db
     from bot.storage.database import DatabaseUrlError
 
@@ -170,6 +171,13 @@ def _migrate_db(target: str) -> int:
     except (MigrationRefused, DatabaseUrlError) as exc:
         print(f"callbot migrate-db: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except Exception as exc:  # PostgreSQL unreachable or refusing, a row it won't take: one line
+        from bot.ops.check_database import without_password
+
+        reason = without_password(f"{type(exc).__name__}: {exc}")
+        print(f"callbot migrate-db: the copy failed ({one_line(reason)}); nothing was copied: "
+              "fix that and run it again", file=sys.stderr)
+        return 1
     rows = ", ".join(f"{table} {n}" for table, n in copied.items() if n) or "no rows"
     print(f"callbot migrate-db: copied {rows}; now set DATABASE_URL to the PostgreSQL URL")
     return 0

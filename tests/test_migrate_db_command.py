@@ -83,3 +83,15 @@ async def test_the_database_url_in_dotenv_is_the_one_copied(tmp_path: Path) -> N
     assert code == 0, err
     assert "claims 1" in out
     assert not (tmp_path / "callbot.db").exists()
+
+
+async def test_a_postgresql_it_cannot_reach_is_one_line_without_its_password(
+    tmp_path: Path,
+) -> None:
+    sqlite_url = await sqlite_installation(tmp_path)
+    target = "postgresql://callbot:Hunter2-Secret@127.0.0.1:1/callbot"  # nothing listens on port 1
+    code, out, err = await run_cli(["migrate-db", target], {"DATABASE_URL": sqlite_url}, tmp_path)
+    assert code == 1 and out == ""
+    assert err.startswith("callbot migrate-db: the copy failed (ConnectionRefusedError: ")
+    assert err.endswith("); nothing was copied: fix that and run it again\n")
+    assert err.count("\n") == 1 and "Hunter2" not in err

@@ -55,7 +55,7 @@ async def check_database(c: Checkup) -> list[Finding]:
 
 async def _check_postgres(url: str, latest: int, lease_seconds: float) -> list[Finding]:
     subject = "Database"
-    where = _without_password(url)
+    where = without_password(url)
     db = Database(url)
     try:
         await db.open_read_only()
@@ -63,7 +63,7 @@ async def _check_postgres(url: str, latest: int, lease_seconds: float) -> list[F
         alive = await _replicas(db, version, lease_seconds)
     except Exception as exc:  # the driver's words say what failed (refused, auth, no database)
         return failed(subject, f"{where} can't be reached ({type(exc).__name__}: "
-                               f"{_without_password(str(exc))})",
+                               f"{without_password(str(exc))})",
                       "check DATABASE_URL (host, port, user, password, database name) and that "
                       "PostgreSQL accepts connections from here")
     finally:
@@ -99,7 +99,7 @@ def _utc(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _without_password(text: str) -> str:
+def without_password(text: str) -> str:
     """`postgresql://bot:secret@db/callbot` → `postgresql://bot:•••@db/callbot`."""
     return re.sub(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]*@", r"\1•••@", text)
 
