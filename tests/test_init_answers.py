@@ -16,7 +16,7 @@ from bot.ops.check import report, run_checkup
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from tests.conftest import APP_TOKEN, BOT_TOKEN, EVO_PASSWORD, EVO_USER, SIGNING_SECRET
-from tests.test_init import answer, clean_environment, spawn, spawn_init
+from tests.init_wizard import answer, clean_environment, spawn, spawn_init
 
 # Past the first page of users.list that init asks for (200 people).
 CROWD = 210
