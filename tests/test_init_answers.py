@@ -136,6 +136,7 @@ async def test_only_yes_replaces_existing_files(tmp_path: Path) -> None:
     child = spawn(tmp_path, clean_environment())
     try:
         await answer(child, "callbot.toml exist already; replace them", "keep")
+        await child.expect("Nothing written; your files are as they were", async_=True)
         await child.expect(pexpect.EOF, async_=True)
     finally:
         child.close()

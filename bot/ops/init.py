@@ -84,6 +84,8 @@ class Wizard:
         self.t.say("callbot init: a few questions, each answer checked at once; then .env and "
                    "callbot.toml are written.\n")
         if not self._may_write():
+            self.t.say("Nothing written; your files are as they were. Move them aside, or answer "
+                       "y, to write new ones.")
             return EXIT_STOPPED
         self.slack()
         self.evovoice()
