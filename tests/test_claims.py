@@ -59,3 +59,15 @@ async def test_a_claim_from_before_holders_is_granted_to_nobody(db: Database) ->
     claims = Claims(db)
     assert not await claims.claim("old", holder="a retry")
     assert not await claims.claim("old")
+
+
+async def test_a_claim_taken_over_lives_a_full_lifetime_from_the_takeover(db: Database) -> None:
+    now = [1_000_000.0]
+    claims = Claims(db, clock=lambda: now[0])
+    assert await claims.claim("step", holder="a replica that died")
+    now[0] += CLAIM_LIFETIME_SECONDS - 60
+    async with db.transaction() as tx:
+        await claims.take_over_in(tx, "step", holder="the replica that took over")
+    now[0] += 120  # past the first claim's lifetime, well within the takeover's
+    assert not await claims.claim("step", holder="anyone else")
+    assert await claims.holder("step") == "the replica that took over"

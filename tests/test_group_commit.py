@@ -176,6 +176,29 @@ async def test_writes_queued_behind_a_trip_that_met_a_held_lock_fail_with_it(
     assert stored(path) == ["d"]
 
 
+
+async def test_writes_queued_behind_a_trip_that_failed_otherwise_go_on_in_the_next(
+    thread: DatabaseThread, path: Path
+) -> None:
+    """Only a lock held elsewhere fails the writes queued meanwhile: a trip that failed on its own
+    (SQLite rolled it back, as on a full disk or an I/O error) leaves them to the next trip."""
+
+    def rolled_back_then_failed(conn: sqlite3.Connection) -> None:
+        conn.execute("ROLLBACK")  # as SQLite does on a full disk or an I/O error…
+        conn.execute("SELECT * FROM no_such_table")  # … then an OperationalError, not SQLITE_BUSY
+
+    commits = GroupCommit(thread.send, asyncio.Lock())
+    first = asyncio.create_task(commits.write(rolled_back_then_failed))
+    await asyncio.sleep(0)  # on its way, alone, held at the gate
+    queued = [asyncio.create_task(commits.write(insert(key))) for key in ("b", "c")]
+    await asyncio.sleep(0)
+    thread.gate.set()
+
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        await first
+    assert await asyncio.gather(*queued) == [1, 1]
+    assert stored(path) == ["b", "c"]
+
 async def test_writes_wait_until_an_open_transaction_ends(thread: DatabaseThread) -> None:
     transaction_open = asyncio.Lock()
     commits = GroupCommit(thread.send, transaction_open)

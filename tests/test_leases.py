@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 from bot.runner import RowRunner, Work
 from bot.storage.database import Database
@@ -410,3 +411,35 @@ async def test_work_whose_lease_another_replica_holds_runs_once_it_lets_go(db: D
     gate.set()
     await a.stop()
     assert ran == ["latest"]
+
+
+async def test_a_replica_is_alive_until_a_whole_lease_passes_without_it_renewing(
+    db: Database,
+) -> None:
+    clock = Clock()
+    a, b = two_replicas(db, clock)
+    await a.renew()
+    clock.now += 14.5
+    await b.renew()
+    assert [r.id for r in await b.alive()] == ["a", "b"]
+    clock.now += 1
+    assert [r.id for r in await b.alive()] == ["b"]
+
+
+async def test_the_keeper_carries_on_after_a_round_the_database_failed(db: Database) -> None:
+    """A locked database (or any error) in one round: the leases last several rounds, and the
+    next round renews them."""
+    leases = Leases(db, lease_seconds=0.3, owner="a")
+    rounds = 0
+    again = asyncio.Event()
+
+    async def round_() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise sqlite3.OperationalError("database is locked")
+        again.set()
+
+    leases.keep([round_])
+    await asyncio.wait_for(again.wait(), 5)
+    await leases.stop()
