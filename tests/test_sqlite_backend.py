@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -57,6 +58,40 @@ def keys(path: Path) -> list[str]:
         return [row[0] for row in other.execute("SELECT key FROM keys ORDER BY key")]
     finally:
         other.close()
+
+
+async def test_a_transaction_given_up_while_it_waited_for_the_lock_leaves_none_open(
+    db: Database, path: Path
+) -> None:
+    """A caller cancelled while its BEGIN IMMEDIATE waited for another process's write lock (a
+    request given up, a shutdown): the lock may have come meanwhile. Left open, that transaction
+    would hold the file's write lock for good, and every later write would fail as if the
+    database had failed."""
+    holder = another_process(path)
+    holder.execute("BEGIN IMMEDIATE")
+
+    async def write_in_a_transaction() -> None:
+        async with db.transaction() as tx:
+            await tx.execute("INSERT INTO keys VALUES ('given up')")
+
+    waiting = asyncio.create_task(write_in_a_transaction())
+    await asyncio.sleep(0)  # its BEGIN IMMEDIATE is on the database thread, waiting for the lock
+    holder.execute("ROLLBACK")
+    holder.close()
+    # Without a turn of the event loop, so that the caller has not heard yet: its BEGIN has taken
+    # the lock the other process let go of.
+    deadline = time.monotonic() + 30
+    while can_write(path):
+        assert time.monotonic() < deadline, "the transaction never took the write lock"
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+
+    assert can_write(path)
+    await db.execute("INSERT INTO keys VALUES ('next')")
+    async with db.transaction() as tx:
+        await tx.execute("INSERT INTO keys VALUES ('after')")
+    assert keys(path) == ["after", "next"]
 
 
 async def test_one_write_failing_in_a_trip_loses_none_of_the_others(

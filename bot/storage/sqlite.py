@@ -196,14 +196,17 @@ class SQLiteBackend:
         # Always exclusive: BEGIN IMMEDIATE lets one writer in at a time.
         async with self._lock:
             tx = _SQLiteTrips(self)
-            await tx.execute("BEGIN IMMEDIATE")
             try:
+                await tx.execute("BEGIN IMMEDIATE")
                 yield tx
-            except BaseException:
-                await tx.execute("ROLLBACK")
-                raise
-            else:
                 await tx.execute("COMMIT")
+            except BaseException:
+                # Also when the caller was cancelled while BEGIN waited for another process's
+                # lock, which may have come since: left open, the transaction would keep the
+                # file's write lock and fail every later write. Shielded from a second cancel,
+                # and sent before any later trip.
+                await asyncio.shield(self._send(_roll_back))
+                raise
 
     async def atomic(
         self, unit: Callable[[Connection], Coroutine[Any, Any, T]], *, exclusive: bool = False
@@ -231,6 +234,13 @@ class SQLiteBackend:
             )
         await self._outside_transactions()
         return await _SQLiteTrips(self).fetchall(sql, params)
+
+
+def _roll_back(conn: sqlite3.Connection) -> None:
+    """ROLLBACK if a transaction is open: SQLite rolls back on its own on some errors (a full
+    disk, an I/O error), and a BEGIN given up on may never have run."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK")
 
 
 def _writes_rows(sql: str) -> bool:
