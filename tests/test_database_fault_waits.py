@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.errors import DatabaseUnavailable
 from bot.storage.database import Database, IntegrityError, Migration
-from bot.storage.faults import until_database_answers
+from bot.storage.faults import refused_when_database_fails, until_database_answers
 
 MIGRATIONS = [Migration(1, "keys", "CREATE TABLE keys (key TEXT PRIMARY KEY)")]
 
@@ -72,3 +73,20 @@ async def test_a_bug_is_not_waited_for(db: Database) -> None:
     with pytest.raises(KeyError):
         await until_database_answers(fails, "a bug", sleep=pauses)
     assert pauses.seconds == []
+
+
+async def test_a_refusal_names_a_reference_the_log_finds_with_the_databases_own_words(
+    db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    holder = sqlite3.connect(tmp_path / "callbot.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process keeps the write lock
+    try:
+        with pytest.raises(DatabaseUnavailable) as refused:
+            with refused_when_database_fails("nothing was dialled"):
+                await db.execute("INSERT INTO keys VALUES ('refused')")
+    finally:
+        holder.close()
+    reference = refused.value.reference
+    assert f"reference {reference}" in str(refused.value)
+    [logged] = [r.getMessage() for r in caplog.records if reference in r.getMessage()]
+    assert "database is locked" in logged and "nothing was dialled" in logged
