@@ -237,3 +237,25 @@ async def test_a_migration_ending_in_an_unfinished_statement_is_refused_whole(pa
         assert await database.schema_version() == 0
     finally:
         await database.close()
+
+
+async def test_a_transaction_that_meets_a_held_lock_fails_with_the_databases_own_words(
+    path: Path,
+) -> None:
+    """What the refusal's log line quotes: "database is locked", not what a rollback of a
+    transaction that never began would say."""
+    database = Database(f"sqlite:///{path}?busy_timeout=0")
+    await database.open(MIGRATIONS)
+    holder = another_process(path)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="database is locked"):
+            async with database.transaction() as tx:
+                await tx.execute("INSERT INTO keys VALUES ('refused')")
+        holder.execute("ROLLBACK")
+        async with database.transaction() as tx:
+            await tx.execute("INSERT INTO keys VALUES ('later')")
+    finally:
+        holder.close()
+        await database.close()
+    assert keys(path) == ["later"]
