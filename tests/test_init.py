@@ -5,13 +5,16 @@ What it writes must pass `callbot check` as it stands.
 
 from __future__ import annotations
 
+import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pexpect
 import pytest
 
 from bot.ops.check import report, run_checkup
+from bot.ops.init import Terminal, Wizard
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from tests.conftest import APP_TOKEN, BOT_TOKEN, EVO_PASSWORD, EVO_USER
@@ -183,3 +186,49 @@ async def test_init_checks_token_prefixes_and_offers_http_mode(
         await child.expect("Evo Voice address", async_=True)
     finally:
         child.close()
+
+
+# What the audit hook below looks at while a test watches (None: nothing). A hook can't be
+# removed, so it is added once per process and does nothing unless a test set this.
+_watching: list[Callable[[str], None] | None] = [None]
+
+
+def _audit(event: str, _args: tuple[object, ...]) -> None:
+    look, _watching[0] = _watching[0], None  # its own reads raise events too: not looked at
+    if look is not None:
+        try:
+            look(event)
+        finally:
+            _watching[0] = look
+
+
+sys.addaudithook(_audit)
+
+
+@pytest.mark.parametrize("existed", [False, True], ids=["new", "replaced, readable by all"])
+def test_env_is_never_readable_by_others_while_it_holds_the_secrets(
+    tmp_path: Path, existed: bool
+) -> None:
+    """At every step Python audits while init writes `.env` (opening it, changing its mode,
+    writing callbot.toml after it), a `.env` holding the new password is readable by its owner
+    only: never written first and narrowed after."""
+    env = tmp_path / ".env"
+    if existed:
+        env.write_text("EVOVOICE_PASSWORD=old\n")
+        env.chmod(0o644)
+    wizard = Wizard(Terminal(), tmp_path, {})
+    wizard.answers.evovoice_password = "the-new-secret"
+    exposed: list[str] = []
+
+    def look(event: str) -> None:
+        if env.exists() and env.stat().st_mode & 0o077 and "the-new-secret" in env.read_text():
+            exposed.append(event)
+
+    _watching[0] = look
+    try:
+        wizard.write()
+    finally:
+        _watching[0] = None
+    assert exposed == [], f"readable by others while it held the password, at {exposed}"
+    assert "EVOVOICE_PASSWORD=the-new-secret" in env.read_text()
+    assert env.stat().st_mode & 0o777 == 0o600

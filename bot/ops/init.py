@@ -224,11 +224,20 @@ class Wizard:
 
     def write(self) -> None:
         env, toml = self.folder / ".env", self.folder / "callbot.toml"
-        env.write_text(render_env(self.answers), encoding="utf-8")
-        env.chmod(0o600)  # it holds the secrets
+        write_secret(env, render_env(self.answers))
         toml.write_text(render_policy(self.answers), encoding="utf-8")
         self.t.say(f"\nWrote {env} (secrets; readable by you only) and {toml}.")
         self.t.say("Next: `callbot check` tries it all, then `callbot` starts the bot.")
+
+
+def write_secret(path: Path, text: str) -> None:
+    """`text` into `path`, readable by its owner only before any of it is written: a new file
+    is created so, and one that was there is narrowed first (written, then narrowed, the secrets
+    were readable by everyone on the host for that moment)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w", encoding="utf-8") as out:
+        os.fchmod(out.fileno(), 0o600)
+        out.write(text)
 
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
