@@ -275,10 +275,14 @@ def settings_from_files(
     return values, problems
 
 
-class _PolicyPathSetting(BaseSettings):
+class _AloneSettings(BaseSettings):
+    """The settings read alone, where `Settings` reads them, for when other settings are wrong
+    (policy_path, database_url)."""
+
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     callbot_config: str = ""
+    database_url: str = ""
 
 
 def policy_path(**overrides: Any) -> Path:
@@ -288,16 +292,10 @@ def policy_path(**overrides: Any) -> Path:
     arguments = {key: value for key, value in {**from_files, **overrides}.items()
                  if key in ("callbot_config", "_env_file")}
     try:
-        configured = _PolicyPathSetting(**arguments).callbot_config
+        configured = _AloneSettings(**arguments).callbot_config
     except ValidationError:
         configured = ""
     return Path(configured or DEFAULT_POLICY_PATH)
-
-
-class _DatabaseUrlSetting(BaseSettings):
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
-
-    database_url: str = ""
 
 
 def database_url() -> str:
@@ -311,7 +309,7 @@ def database_url() -> str:
             raise DatabaseUrlError(problem.removeprefix("DATABASE_URL: "))
     if "database_url" in from_files:
         return from_files["database_url"] or DEFAULT_DATABASE_URL
-    return _DatabaseUrlSetting().database_url or DEFAULT_DATABASE_URL
+    return _AloneSettings().database_url or DEFAULT_DATABASE_URL
 
 
 def load_settings(**overrides: Any) -> Settings:
