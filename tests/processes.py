@@ -4,6 +4,11 @@ its output, two replicas sharing a database.
 A bot process listens on a port the kernel picked (PORT=0) and found in its own log: a port picked
 as free by the test and handed to the bot could be taken meanwhile on a busy machine (by another
 test's bot, under pytest-xdist) and then answer for a bot that is not this one.
+
+Each test process forks its bots from a zygote that imported the bot once (tests/zygote.py): the
+same code, arguments, environment and folder, a process of its own, without paying 0.65 CPU-s of
+imports forty times over. `CALLBOT_TEST_EXEC=1` starts every one with `python -m bot` instead, as
+does a bot run under another program (`argv_prefix`).
 """
 
 from __future__ import annotations
@@ -11,12 +16,14 @@ from __future__ import annotations
 import asyncio
 import atexit
 import functools
+import json
 import os
 import random
 import re
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -71,6 +78,15 @@ def with_one_ca_certificate(env: dict[str, str]) -> dict[str, str]:
     return {**env, "SSL_CERT_FILE": one_ca_certificate()}
 
 
+def _without_callbot_settings() -> dict[str, str]:
+    """This process's environment less the machine's own callbot settings, with a CA file of one
+    certificate (`with_one_ca_certificate`)."""
+    return with_one_ca_certificate({
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_"))
+    })
+
+
 async def run_bot_process(
     env: dict[str, str],
     cwd: Path,
@@ -78,18 +94,18 @@ async def run_bot_process(
     *,
     args: list[str] | None = None,
     argv_prefix: list[str] | None = None,
-) -> asyncio.subprocess.Process:
+) -> asyncio.subprocess.Process | ForkedBot:
     """`python -m bot [args]` as a deployment runs it (from an empty folder: no stray .env is
     read), with `env`, none of the machine's own callbot settings, and a CA file of one
-    certificate (`with_one_ca_certificate`).
+    certificate (`with_one_ca_certificate`); forked from this process's zygote (see the module's
+    documentation) unless `CALLBOT_TEST_EXEC=1` or `argv_prefix`.
 
     Its output is piped, or written to `output` (for a bot nobody reads while it runs);
     `argv_prefix` runs it under another program (e.g. `unshare`)."""
-    full_env = with_one_ca_certificate({
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_", "DATABASE_"))
-    })
+    full_env = _without_callbot_settings()
     full_env.update(env)
+    if not argv_prefix and os.environ.get("CALLBOT_TEST_EXEC") != "1":
+        return _zygote().fork(args or [], full_env, cwd, output)
     sink: Any = asyncio.subprocess.PIPE if output is None else output.open("wb")
     process = await asyncio.create_subprocess_exec(
         *(argv_prefix or []),
@@ -107,6 +123,137 @@ async def run_bot_process(
     return process
 
 
+class ForkedBot:
+    """A bot the zygote forked, seen as an `asyncio.subprocess.Process` is: `pid`, `returncode`
+    (None while it runs; minus the signal that ended it), `wait()`, `send_signal()`, `kill()`,
+    `communicate()` (its output, when piped, is read as it comes, so it never blocks writing)."""
+
+    def __init__(self, pid: int, status: int, pipes: tuple[int, int] | None) -> None:
+        self.pid = pid
+        self._status = status
+        self._code: int | None = None
+        self._output: list[asyncio.Task[bytes]] = []
+        if pipes is not None:
+            self._output = [asyncio.ensure_future(_read_to_end(fd)) for fd in pipes]
+
+    @property
+    def returncode(self) -> int | None:
+        if self._code is None:
+            try:
+                written = os.read(self._status, 32)
+            except BlockingIOError:
+                return None
+            os.close(self._status)
+            if not written:
+                raise RuntimeError(f"the zygote ended before bot process {self.pid} did")
+            self._code = int(written)
+        return self._code
+
+    async def wait(self) -> int:
+        while (code := self.returncode) is None:
+            await _readable(self._status)
+        return code
+
+    def send_signal(self, number: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, number)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    async def communicate(self) -> tuple[bytes, bytes]:
+        assert self._output, "its output was not piped"
+        stdout, stderr = await asyncio.gather(*self._output)
+        await self.wait()
+        return stdout, stderr
+
+
+async def _readable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
+async def _read_to_end(fd: int) -> bytes:
+    chunks = []
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                await _readable(fd)
+                continue
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+
+
+class _Zygote:
+    """This process's zygote (tests/zygote.py), started the first time a bot is."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._socket = ours
+        self._process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("zygote.py")), str(theirs.fileno())],
+            pass_fds=[theirs.fileno()], env=_without_callbot_settings(),
+            stdin=subprocess.DEVNULL,
+        )
+        theirs.close()
+        atexit.register(self.close)
+
+    def alive(self) -> bool:
+        return self._process.poll() is None
+
+    def fork(self, args: list[str], env: dict[str, str], cwd: Path, output: Path | None
+             ) -> ForkedBot:
+        status_r, status_w = os.pipe()
+        os.set_blocking(status_r, False)
+        if output is None:
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            given, pipes = [out_w, err_w, status_w], (out_r, err_r)
+            for fd in pipes:
+                os.set_blocking(fd, False)
+        else:
+            with output.open("wb") as sink:
+                log = os.dup(sink.fileno())
+            given, pipes = [log, log, status_w], None
+        try:
+            request = json.dumps({"args": args, "env": env, "cwd": str(cwd)}).encode()
+            socket.send_fds(self._socket, [request], given)
+            pid = json.loads(self._socket.recv(4096))["pid"]
+        finally:
+            for fd in set(given):
+                os.close(fd)
+        return ForkedBot(pid, status_r, pipes)
+
+    def close(self) -> None:
+        self._socket.close()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+
+
+_zygotes: list[_Zygote] = []
+
+
+def _zygote() -> _Zygote:
+    if not _zygotes or not _zygotes[-1].alive():
+        _zygotes.append(_Zygote())
+    return _zygotes[-1]
+
+
 async def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
     """`python -m bot ARGS` to its end: its exit code, stdout and stderr."""
     process = await run_bot_process(env, cwd, args=args)
@@ -119,7 +266,7 @@ async def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> tuple[int,
 class BotProcess:
     """A running `python -m bot` whose output goes to `log`."""
 
-    process: asyncio.subprocess.Process
+    process: asyncio.subprocess.Process | ForkedBot
     log: Path
     port: int = 0
 
