@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bot.ops.check import Status
+from bot.ops.check_database import without_password
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from bot.storage.database import MIGRATIONS, Database
@@ -24,6 +25,22 @@ async def test_an_unreachable_postgresql_fails_without_showing_its_password(
                                       "reached (ConnectionRefusedError")
     assert "check DATABASE_URL" in (database.fix or "")
     assert "Hunter2" not in database.detail + (database.fix or "")
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("postgresql://callbot:Hunter2@db/callbot", "postgresql://callbot:•••@db/callbot"),
+    ("postgresql://callbot:Hunter2@Secret@db:5432/callbot refused",
+     "postgresql://callbot:•••@db:5432/callbot refused"),
+    ("(postgresql://callbot:Hunter2/Secret@db/callbot)", "(postgresql://callbot:•••@db/callbot)"),
+    ("postgres://:Hunter2@db", "postgres://:•••@db"),
+    ("postgresql://callbot:Hunter2@a,b/callbot?user=me@corp",
+     "postgresql://callbot:•••@a,b/callbot?user=me@corp"),
+    ("postgresql://callbot@db/callbot", "postgresql://callbot@db/callbot"),
+])
+def test_the_password_of_a_postgresql_url_is_hidden_whole_and_the_host_shown(
+    text: str, shown: str
+) -> None:
+    assert without_password(text) == shown
 
 
 # Not `no_ambient_settings`: it would take CALLBOT_TEST_POSTGRES_URL away; `check` passes every

@@ -95,3 +95,14 @@ async def test_a_postgresql_it_cannot_reach_is_one_line_without_its_password(
     assert err.startswith("callbot migrate-db: the copy failed (ConnectionRefusedError: ")
     assert err.endswith("); nothing was copied: fix that and run it again\n")
     assert err.count("\n") == 1 and "Hunter2" not in err
+
+
+async def test_a_target_url_the_driver_would_misread_copies_nothing_and_is_not_echoed(
+    tmp_path: Path,
+) -> None:
+    sqlite_url = await sqlite_installation(tmp_path)
+    target = "postgresql://callbot:Hunter2/Secret@127.0.0.1:1/callbot"
+    code, out, err = await run_cli(["migrate-db", target], {"DATABASE_URL": sqlite_url}, tmp_path)
+    assert code == 2 and out == ""
+    assert err.startswith("callbot migrate-db: the target URL: a port is not a number")
+    assert "percent-encode" in err and "Hunter2" not in err and "Secret" not in err

@@ -76,6 +76,36 @@ def test_secrets_never_print() -> None:
     assert "hunter2" not in repr(settings) and "hunter2" not in str(settings.model_dump())
 
 
+# Passwords holding what ends a URL's user information or host, unencoded: the driver would take
+# part of the password for the host or the port and show it in its errors.
+MISREAD_PASSWORDS = ["Hunter2@Secret", "Hunter2/Secret", "Hunter2#Secret", "Hunter2?Secret",
+                     "12/34"]
+
+
+@pytest.mark.parametrize("password", MISREAD_PASSWORDS)
+def test_a_postgresql_url_the_driver_would_misread_is_refused_without_echoing_it(
+    password: str,
+) -> None:
+    url = f"postgresql://callbot:{password}@db.internal:5432/callbot"
+    with pytest.raises(ConfigError) as raised:
+        load_settings(_env_file=None, **BASE, database_url=url)
+    [problem] = raised.value.problems
+    assert problem.startswith("DATABASE_URL: ") and "percent-encode" in problem, problem
+    assert "Hunter2" not in problem and "Secret" not in problem and "34" not in problem
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://callbot:Hunter2%40Secret%2F@db.internal:5432/callbot",
+    "postgresql://callbot:Hunter2:Secret@db.internal/callbot",
+    "postgresql://:Hunter2@db.internal/callbot",
+    "postgresql://callbot@[::1]:5432/callbot",
+    "postgresql://callbot:Hunter2@a:5432,b:5433/callbot?user=me@corp",
+    "postgresql:///callbot?host=/var/run/postgresql",
+])
+def test_postgresql_urls_the_driver_reads_as_written_are_accepted(url: str) -> None:
+    assert load_settings(_env_file=None, **BASE, database_url=url).database_url == url
+
+
 def test_slack_api_url_gets_its_trailing_slash() -> None:
     settings = load_settings(_env_file=None, **BASE, slack_api_url="http://127.0.0.1:9/api")
     assert settings.slack_api_url == "http://127.0.0.1:9/api/"

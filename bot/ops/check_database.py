@@ -100,8 +100,16 @@ def _utc(timestamp: float) -> str:
 
 
 def without_password(text: str) -> str:
-    """`postgresql://bot:secret@db/callbot` → `postgresql://bot:•••@db/callbot`."""
-    return re.sub(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]*@", r"\1•••@", text)
+    """`postgresql://bot:secret@db/callbot` → `postgresql://bot:•••@db/callbot`.
+
+    Up to the @ before the host: the first @ that the next /, ?, # or the URL's end follows with
+    no @ between. So a password holding an unencoded @ or / is hidden whole, and a URL whose query
+    holds an @ still shows its host. Only one with an @ and then a / in its password would show
+    part of it, and DATABASE_URL and migrate-db refuse those (check_url)."""
+    return _PASSWORD.sub(r"\1•••@", text)
+
+
+_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)\S*?@(?=[^@/?#\s]*(?:[/?#\s]|$))")
 
 
 def _existing_ancestor(path: Path) -> Path:

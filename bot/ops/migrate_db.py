@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bot.storage.database import POSTGRESQL, SQLITE, Database, dialect_of, sqlite_path
+from bot.storage.database import (
+    POSTGRESQL, SQLITE, Database, DatabaseUrlError, check_url, dialect_of, sqlite_path,
+)
 
 # In an order that satisfies the foreign keys.
 TABLES = (
@@ -46,6 +48,10 @@ async def migrate_db(sqlite_url: str, postgres_url: str) -> dict[str, int]:
         raise MigrationRefused("DATABASE_URL must name the SQLite database to copy (sqlite:///…)")
     if dialect_of(postgres_url) != POSTGRESQL:
         raise MigrationRefused("the target must be a postgresql:// URL")
+    try:
+        check_url(postgres_url)
+    except DatabaseUrlError as exc:
+        raise MigrationRefused(f"the target URL: {exc}") from None
     path = sqlite_path(sqlite_url)
     # Opening a file that isn't there would create an empty database, and "copied no rows" would
     # pass for a move.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol, TypeVar
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from bot.storage.migrations import Migration
 
@@ -113,6 +113,30 @@ def check_url(url: str) -> None:
     if dialect_of(url) == SQLITE:
         sqlite_path(url)
         sqlite_busy_timeout_ms(url)
+    else:
+        _check_postgres_authority(url)
+
+
+_ENCODE = "percent-encode them in the user name and password (@ %40, / %2F, ? %3F, # %23, : %3A)"
+
+
+def _check_postgres_authority(url: str) -> None:
+    """Refuse a PostgreSQL URL the driver would read otherwise than its writer meant: a password
+    holding @, /, ? or # unencoded moves the host (or the port) into the password, or the
+    password into the host or port, where the driver's errors show it. Never echoes the URL."""
+    parts = urlsplit(url)
+    if parts.netloc.count("@") > 1:
+        raise DatabaseUrlError(f"the part before the host has more than one @: {_ENCODE}")
+    hosts = parts.netloc.rpartition("@")[2]
+    for host in hosts.split(","):
+        port = host.rpartition("]")[2].partition(":")[2]
+        if port and not port.isdigit():
+            raise DatabaseUrlError(
+                f"a port is not a number (the host is host or host:port); should the password "
+                f"hold a character that ends the host, {_ENCODE}"
+            )
+    if "@" in parts.path:
+        raise DatabaseUrlError(f"an @ follows the host: {_ENCODE}")
 
 
 
