@@ -33,3 +33,15 @@ def test_manifest_declares_what_the_code_uses() -> None:
     assert scopes == {*REQUIRED_SCOPES, GROUP_SCOPE, *OPTIONAL_SCOPES}
     assert data["settings"]["socket_mode_enabled"] is True
     assert data["settings"]["interactivity"]["is_enabled"] is True
+
+
+def test_the_commands_usage_hint_names_every_subcommand() -> None:
+    """Slack shows the hint as the command is typed: a subcommand it leaves out is one people
+    never find (only `/call help` would say it)."""
+    from bot.calls.command_text import SUBCOMMANDS
+
+    commands = manifest()["features"]["slash_commands"]
+    [command] = [c for c in commands if c["command"] == CALL_COMMAND]
+    named = SUBCOMMANDS | {"help"}
+    words = command["usage_hint"].replace("|", " ").split()
+    assert sorted(named) == sorted(w for w in words if w in named)
