@@ -8,6 +8,7 @@ Deadlines run on the escalation service's clock, moved by hand (see test_escalat
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -352,6 +353,40 @@ async def test_stop_escalation_leaves_a_call_already_answered_on(bot_factory: Bo
     clock.advance(1000)
     await bot.settle()
     assert not hung_up(bot, alice)  # she is on the phone: Stop hangs up only a ringing call
+    assert dialled(bot) == [ALICE]
+
+
+async def test_stop_clicked_as_the_answer_is_written_down_ends_the_chain_at_once(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ack = "answer"`: Alice answers, and Stop escalation lands between the chain seeing it and
+    writing it down. The Stop wins (the row no longer says running), and the chain that saw the
+    answer winds the escalation down itself, not a lease round later (here 100 s: LEASE_SECONDS
+    300)."""
+    bot, _ = await start(bot_factory, policy=ROSTER + 'ack = "answer"\n', LEASE_SECONDS="300")
+    store = services(bot).escalations.store
+    real = store.set_state
+    raced: list[bool] = []
+
+    async def set_state(escalation_id: int, before: Any, after: str, **values: Any) -> bool:
+        if after == EscalationState.ANSWERED and not raced:
+            await click_stop(bot, escalation, user_id="U0ADMIN")
+            await wait_for_state(bot, EscalationState.STOPPING)
+            raced.append(await real(escalation_id, before, after, **values))
+            return raced[-1]
+        return await real(escalation_id, before, after, **values)
+
+    monkeypatch.setattr(store, "set_state", set_state)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, callState="Connected")
+    await wait_for_state(bot, EscalationState.STOPPED)
+    assert raced == [False]  # the Stop came first
+    await wait_for_edit(bot, escalation, "stopped by <@U0ADMIN>.")
+    assert not hung_up(bot, alice)  # she is on the phone
     assert dialled(bot) == [ALICE]
 
 

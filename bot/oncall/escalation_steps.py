@@ -143,8 +143,10 @@ class Chain:
                 self._card.page(escalation, target, again=True, still_ringing=self._still_ringing)
             verdict, call = await self._watch(escalation)
             if verdict == _Verdict.ANSWERED:
+                # Ended here, or (should Stop or I'm on it have come first) read again below and
+                # wound down as that said, now rather than at the next lease round.
                 await self._endings.answered(escalation, target)
-                return
+                continue
             if verdict == _Verdict.ACK_OUTCOME:
                 await self._endings.acknowledged_by_call(escalation, target, call)
             elif verdict in (_Verdict.ENDED, _Verdict.TIMED_OUT):
