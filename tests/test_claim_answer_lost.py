@@ -116,3 +116,42 @@ async def test_an_end_whose_decision_lost_its_answer_is_shown_and_said_once(
     await bot.settle()
     assert lost == ["exhausted"]
     assert ["Nobody acknowledged" in t for t in broadcasts(bot)] == [True]
+
+
+@on_both_databases
+async def test_a_failure_whose_decision_lost_its_answer_is_told_once_with_its_reason(
+    bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The requester may no longer escalate: the chain's change to "failed" commits, its answer is
+    # lost, and the chain tries again; it finds the escalation over, and tells why all the same.
+    bot, clock = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n')
+    bot.slack.usergroups["S0ONCALL"] = ["U0SRE"]
+    store = services(bot).escalations.store
+    real = store.set_state
+    lost: list[str] = []
+
+    async def set_state(escalation_id: int, before: Any, after: str, **values: Any) -> bool:
+        changed = await real(escalation_id, before, after, **values)
+        if after == EscalationState.FAILED and not lost:
+            lost.append(after)
+            raise ConnectionError("connection lost after COMMIT")
+        return changed
+
+    monkeypatch.setattr(store, "set_state", set_state)
+    view, _ = await open_on_message(bot, user_id="U0SRE")
+    await submit(bot, view, user_id="U0SRE")
+    card = await escalation_message(bot)
+    await page_of(bot, "U0ALICE")
+    bot.slack.usergroups["S0ONCALL"] = []  # taken out of the group while Alice's phone rings
+    services(bot).access.forget_groups()
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.FAILED)
+    told = await wait_for_post(bot, "The on-call escalation stopped")
+    assert told.params["text"] == ("⚠️ <@U0SRE> The on-call escalation stopped: <@U0SRE> is no "
+                                   "longer allowed to escalate to on-call.")
+    await wait_for_edit(bot, card, "could not go on.")
+    await bot.settle()
+    assert lost == ["failed"]
+    posted = [str(c.params.get("text")) for c in bot.slack.calls_to("chat.postMessage") if c.ok]
+    assert len([t for t in posted if "The on-call escalation stopped" in t]) == 1
+    assert dialled(bot) == [ALICE]

@@ -193,11 +193,14 @@ class Endings:
             self._broadcasting.pop(escalation.id, None)
 
     async def show(self, escalation_id: int) -> None:
-        """The end of an escalation whose replica stopped or died while showing it: the
-        broadcast if nobody came (unless it was made), then the card."""
+        """The end of an escalation whose replica stopped or died while showing it, or whose run
+        lost the answer to the write that ended it: the broadcast if nobody came, or why it
+        failed (unless said already), then the card."""
         escalation = await self._store.get(escalation_id)
         if escalation is not None and escalation.state == EscalationState.EXHAUSTED:
             await self.nobody_came(escalation)
+        elif escalation is not None and escalation.state == EscalationState.FAILED:
+            await self._tell_failure(escalation)
         await self._card.refresh_until_shown(escalation_id)
 
     async def stopped(self, escalation: Escalation) -> None:
@@ -220,18 +223,24 @@ class Endings:
             self._finished(EscalationState.STOPPED)
         await self._card.refresh_until_shown(escalation.id)
 
-    async def fail(self, escalation: Escalation, why: str) -> None:
-        """It can't go on, unless an acknowledgement or Stop got there first (the chain then
-        winds that end down): the thread says why (the requester, privately, without a card)."""
+    async def fail(self, escalation: Escalation) -> None:
+        """The requester may no longer escalate, so it can't go on, unless an acknowledgement or
+        Stop got there first (the chain then winds that end down): the thread says why (the
+        requester, privately, without a card)."""
         if not await self._store.set_state(escalation.id, {EscalationState.RUNNING},
                                            EscalationState.FAILED, finished_at=self._clock()):
             return
-        logger.warning("escalation %s failed: %s", escalation.id, why,
+        logger.warning("escalation %s failed: its requester %s may no longer escalate",
+                       escalation.id, escalation.requester_id,
                        extra=ended(escalation, EscalationState.FAILED))
         self._finished(EscalationState.FAILED)
-        if await self._end_claimed(escalation):
-            await self._card.post(escalation, views.failed(escalation, why), or_tell=True)
+        await self._tell_failure(escalation)
         await self._card.refresh_until_shown(escalation.id)
+
+    async def _tell_failure(self, escalation: Escalation) -> None:
+        if await self._end_claimed(escalation):
+            await self._card.post(escalation, views.failed(
+                escalation, views.requester_not_allowed(escalation)), or_tell=True)
 
     async def _end_claimed(self, escalation: Escalation) -> bool:
         """The claim on saying how the escalation ended: once, whatever restarts in between."""

@@ -191,8 +191,7 @@ class Chain:
                 return False
             if self._audit is not None:
                 await self._audit.refused(request, exc)
-            await self._endings.fail(escalation, f"<@{escalation.requester_id}> is no longer "
-                                                 "allowed to escalate to on-call.")
+            await self._endings.fail(escalation)
             return True
         except (CallbotError, EvoVoiceError) as exc:
             if not await self._conclude_step(escalation, target, StepOutcome.FAILED,

@@ -37,7 +37,7 @@ class EscalationState(StrEnum):
     ANSWERED = "answered"  # `ack = "answer"`: the call connected
     STOPPED = "stopped"
     EXHAUSTED = "exhausted"  # everybody was tried, nobody answered
-    FAILED = "failed"  # could not go on (no thread to post in, the requester lost their role)
+    FAILED = "failed"  # could not go on: the requester lost the right to escalate (the one cause)
 
 
 ACTIVE_STATES = frozenset(

@@ -308,6 +308,12 @@ def failed(escalation: Escalation, why: str) -> Message:
     return _line(f"⚠️ <@{escalation.requester_id}> The on-call escalation stopped: {why}")
 
 
+def requester_not_allowed(escalation: Escalation) -> str:
+    """Why an escalation failed: the one reason a chain ends it as failed (the row keeps no
+    reason, so a run that finds it failed says this)."""
+    return f"<@{escalation.requester_id}> is no longer allowed to escalate to on-call."
+
+
 def card_not_posted(escalation: Escalation) -> Message:
     """For the requester alone, when the card could not be posted in the channel."""
     text = (
