@@ -103,12 +103,26 @@ async def test_on_postgresql_a_record_and_a_takeover_racing_are_decided_one_afte
     assert (taken is not None) == (first == "takeover")
 
 
+# The sessions waiting behind `conn`'s locks, directly or behind another such session: those of
+# this test alone (the other test processes' sessions on the server wait for locks of their own).
+# From pg_locks, which is read afresh each time (pg_stat_activity is a snapshot per transaction).
+_WAITING_BEHIND = """
+WITH RECURSIVE behind(pid) AS (
+    SELECT pid FROM pg_locks WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid))
+    UNION
+    SELECT l.pid FROM pg_locks l JOIN behind b ON b.pid = ANY(pg_blocking_pids(l.pid))
+     WHERE NOT l.granted
+)
+SELECT count(*) FROM behind
+"""
+
+
 async def _waiting_for_locks(
     conn: asyncpg.Connection, n: int, *, unless: asyncio.Task[object] | None = None
 ) -> None:
-    """Until `n` sessions wait for a lock (or `unless` finished without waiting for one)."""
+    """Until `n` sessions wait for `conn`'s locks (or `unless` finished without waiting)."""
     async with asyncio.timeout(10):
-        while await conn.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted") < n:
+        while await conn.fetchval(_WAITING_BEHIND) < n:
             if unless is not None and unless.done():
                 return
             await asyncio.sleep(0.01)
