@@ -238,3 +238,27 @@ async def test_a_429_is_waited_out_for_its_retry_after_then_tried_again(
     assert answer["ok"]
     assert [c.status for c in slack.calls_to("users.info")] == [429, 429, 200]
     assert len(pauses) == 2 and all(7 <= p < 8 for p in pauses), pauses
+
+
+async def test_a_scripted_429_holds_its_channel_for_its_retry_after(slack: SlackStandIn) -> None:
+    """As Slack does: after a 429 for a channel, a message there is refused until Retry-After has
+    passed (a bot that tries again sooner is refused again); other channels post meanwhile."""
+    now = [100.0]
+    slack.limit_posting(per_second=1.0, burst=3, clock=lambda: now[0])
+    slack.fail("chat.postMessage", "ratelimited", times=1, retry_after=5,
+               when=lambda c: c.params.get("channel") == "C0HELD")
+
+    async def post(session: aiohttp.ClientSession, channel: str) -> int:
+        async with session.post(
+            slack.api_url + "chat.postMessage", json={"channel": channel, "text": "hi"},
+            headers={"Authorization": f"Bearer {slack.bot_token}"},
+        ) as answer:
+            return answer.status
+
+    async with aiohttp.ClientSession() as session:
+        assert await post(session, "C0HELD") == 429
+        now[0] += 4
+        assert await post(session, "C0HELD") == 429  # a second too soon
+        assert await post(session, "C0OTHER") == 200
+        now[0] += 1
+        assert await post(session, "C0HELD") == 200

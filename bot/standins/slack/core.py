@@ -270,6 +270,15 @@ class StandInCore:
         self.posting_burst = burst
         self._buckets.clear()
 
+    def _hold_channel(self, call: ApiCall, seconds: float) -> None:
+        """A 429 answered to ``chat.postMessage`` (a :meth:`fail` ``ratelimited``) holds its
+        channel as Slack does: nothing more is posted there until ``Retry-After`` has passed on
+        the posting clock (with :meth:`limit_posting` on)."""
+        if self.posting_rate is None or call.method != "chat.postMessage":
+            return
+        channel = self._dm_channel_if_user(str(call.params.get("channel") or ""))
+        self._buckets[channel] = _Bucket(1.0 - seconds * self.posting_rate, self.posting_clock())
+
     def _over_posting_limit(self, call: ApiCall) -> ApiReply | None:
         if self.posting_rate is None or call.method != "chat.postMessage":
             return None

@@ -144,6 +144,8 @@ class WebApiMethods(ViewMethods, PeopleMethods):
                 failure.remaining -= 1
                 if failure.remaining <= 0:
                     failures.remove(failure)
+            if failure.status == 429:
+                self._hold_channel(call, float(failure.headers["Retry-After"]))
             return ApiReply(_err(failure.error), failure.status, dict(failure.headers))
         limited = self._over_posting_limit(call)
         if limited is not None:
