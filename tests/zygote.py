@@ -127,8 +127,8 @@ def serve(control: socket.socket) -> None:
             pid = os.fork()
             if pid == 0:
                 control.close()
-                os.close(wake_r)
-                os.close(wake_w)
+                for fd in (wake_r, wake_w, *statuses.values()):  # the others' status pipes
+                    os.close(fd)
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 _child(request, fds)
