@@ -47,6 +47,26 @@ async def _escalation_losing_the_answer_to(
     return bot, clock, fault
 
 
+def _losing_the_answer_to(
+    bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch, state: EscalationState
+) -> list[str]:
+    """The escalation's first change to `state` commits and then loses its answer (a connection
+    dropped after COMMIT); the states whose answers were lost."""
+    store = services(bot).escalations.store
+    real = store.set_state
+    lost: list[str] = []
+
+    async def set_state(escalation_id: int, before: Any, after: str, **values: Any) -> bool:
+        changed = await real(escalation_id, before, after, **values)
+        if after == state and not lost:
+            lost.append(after)
+            raise ConnectionError("connection lost after COMMIT")
+        return changed
+
+    monkeypatch.setattr(store, "set_state", set_state)
+    return lost
+
+
 @on_both_databases
 async def test_a_step_and_its_page_whose_claims_lost_their_answers_are_dialled_and_sent_once(
     bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch
@@ -93,18 +113,7 @@ async def test_an_end_whose_decision_lost_its_answer_is_shown_and_said_once(
     # Nobody answered: the chain's change to "exhausted" commits, its answer is lost, and the
     # chain tries again; it finds the escalation over, and says so once all the same.
     bot, clock = await start(bot_factory, policy=ALICE_ONLY)
-    store = services(bot).escalations.store
-    real = store.set_state
-    lost: list[str] = []
-
-    async def set_state(escalation_id: int, before: Any, after: str, **values: Any) -> bool:
-        changed = await real(escalation_id, before, after, **values)
-        if after == EscalationState.EXHAUSTED and not lost:
-            lost.append(after)
-            raise ConnectionError("connection lost after COMMIT")
-        return changed
-
-    monkeypatch.setattr(store, "set_state", set_state)
+    lost = _losing_the_answer_to(bot, monkeypatch, EscalationState.EXHAUSTED)
     view, _ = await open_on_message(bot)
     await submit(bot, view)
     card = await escalation_message(bot)
@@ -126,18 +135,7 @@ async def test_a_failure_whose_decision_lost_its_answer_is_told_once_with_its_re
     # lost, and the chain tries again; it finds the escalation over, and tells why all the same.
     bot, clock = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n')
     bot.slack.usergroups["S0ONCALL"] = ["U0SRE"]
-    store = services(bot).escalations.store
-    real = store.set_state
-    lost: list[str] = []
-
-    async def set_state(escalation_id: int, before: Any, after: str, **values: Any) -> bool:
-        changed = await real(escalation_id, before, after, **values)
-        if after == EscalationState.FAILED and not lost:
-            lost.append(after)
-            raise ConnectionError("connection lost after COMMIT")
-        return changed
-
-    monkeypatch.setattr(store, "set_state", set_state)
+    lost = _losing_the_answer_to(bot, monkeypatch, EscalationState.FAILED)
     view, _ = await open_on_message(bot, user_id="U0SRE")
     await submit(bot, view, user_id="U0SRE")
     card = await escalation_message(bot)
