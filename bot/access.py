@@ -201,7 +201,12 @@ class Responders:
     async def _own_team(self) -> str:
         try:
             response = await self._client.auth_test()
-        except SLACK_FAILURES:
-            return ""
+        except SLACK_FAILURES as exc:
+            # Not "no team": that would be cached for a day, and meanwhile everyone from another
+            # organisation would count as a full member. Failing, nothing is cached: the person
+            # is told to try again, and the next check asks Slack again.
+            logger.warning("auth.test failed (%s): nobody is counted as a full member for now",
+                           slack_error_code(exc))
+            raise MembershipUnknown(slack_error_code(exc)) from None
         team = response.get("team_id")
         return team if isinstance(team, str) else ""

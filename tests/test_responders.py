@@ -137,6 +137,27 @@ async def test_someone_slack_wont_describe_is_not_taken_for_a_full_member(
         assert "On call now:*" in await oncall_answer(bot, user_id), user_id
 
 
+async def test_slack_not_saying_which_organisation_is_ours_lets_no_other_one_in(
+    bot_factory: BotFactory,
+) -> None:
+    """Whether someone is from another organisation is read against the bot's own team
+    (auth.test). A failed auth.test is not an answer: it was once kept for a day as "no team",
+    and meanwhile everyone from a Slack Connect partner counted as a full member, free to page
+    on-call and to acknowledge pages."""
+    bot, _ = await start(bot_factory)
+    bot.slack.users["U0OTHER"] = {"team_id": "T0PARTNER"}
+    bot.slack.fail("auth.test", "fatal_error", times=1)
+    answer = await oncall_answer(bot, "U0OTHER")
+    assert "could not check whether you may see who is on call" in answer
+    assert "fatal_error" in answer and "3093" not in answer
+    # Once Slack answers, they are refused like anyone from another organisation.
+    assert "not allowed to see who is on call" in await oncall_answer(bot, "U0OTHER")
+    view, _ = await open_on_message(bot, user_id="U0OTHER")
+    assert "submit" not in view.versions[-1]
+    # A full member of this workspace is let in as before.
+    assert "On call now:*" in await oncall_answer(bot, DEVELOPER)
+
+
 @pytest.mark.parametrize("who", [DEVELOPER, "U0BOB"])  # a full member; a member of the rotation
 async def test_a_responder_without_a_role_has_a_limit_of_their_own(
     bot_factory: BotFactory, who: str
