@@ -162,6 +162,49 @@ async def test_the_last_use_of_the_response_url_is_kept_for_the_outcome(
     assert [p.status for p in bot.slack.response_posts] == [200] * 5
 
 
+async def test_a_restart_while_the_status_goes_through_the_response_url_still_tells_the_outcome(
+    bot_factory: BotFactory,
+) -> None:
+    # The response_url's relay lived in the stopped bot's memory alone (its URL is never stored):
+    # the next start, following the call on, tells the requester by direct message instead.
+    first = await bot_factory("http", **FAST)
+    url, session_id = await private_channel_call(first)
+    await first.slack.wait_for_response(url, n=2)  # the parent, Ringing
+    await first.runtime.stop(grace=5)
+
+    second = await bot_factory("http", **FAST)  # the same database
+    end_session(second, session_id, after_seconds=42, outcome="No answer")
+    dm = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and c["channel"] == "U0MANAGER", timeout=10)
+    assert MASKED in dm["text"] and "Ended: No answer" in dm["text"]
+    assert "actions" not in str(dm.params.get("blocks"))  # no buttons: no thread to name
+
+
+async def test_an_outcome_slack_refused_until_a_restart_reaches_the_requester_by_the_next_start(
+    bot_factory: BotFactory,
+) -> None:
+    # The call ends past the response_url's life while Slack refuses the direct message, and the
+    # bot is stopped before Slack recovers: the next start tells the requester.
+    first = await bot_factory("http", **FAST)
+    url, session_id = await private_channel_call(first)
+    await first.slack.wait_for_response(url, n=2)  # the parent, Ringing
+    first.slack.expire_response_url(url)
+    first.slack.fail("chat.postMessage", "internal_error",
+                     when=lambda c: c["channel"] == "U0MANAGER")
+    end_session(first, session_id, after_seconds=42, outcome="No answer")
+    await first.slack.wait_for_call(
+        "chat.postMessage", lambda c: not c.ok and c["channel"] == "U0MANAGER")
+    await first.runtime.stop(grace=1)
+    first.slack.off("chat.postMessage")
+    first.slack.fail("chat.postMessage", "channel_not_found",
+                     when=lambda c: c["channel"] == "G0PRIV")
+
+    second = await bot_factory("http", **FAST)  # the same database
+    dm = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and c["channel"] == "U0MANAGER", timeout=10)
+    assert MASKED in dm["text"] and "Ended: No answer" in dm["text"]
+
+
 def most_at_once(calls: list[ApiCall]) -> int:
     """The most calls the stand-in was holding (received, not yet answered) at one time."""
     events = sorted([(c.time, 1) for c in calls] + [(c.answered, -1) for c in calls])

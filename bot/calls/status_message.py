@@ -89,6 +89,9 @@ class StatusMessages:
         """Whether Slack shows less than the row says: an edit or the parent's mark refused."""
         if call.status_ts is not None and digest(self.draw(call)) != call.shown_digest:
             return True
+        if (call.status_ts is None and call.shown_digest is not None
+                and digest(self.draw(call, buttons=False)) != call.shown_digest):
+            return True  # relayed (see `_relay`), its end refused until the bot stopped
         return (
             call_views.parent_mark(call, self._acknowledges) is not None
             and not call.marked
@@ -112,7 +115,7 @@ class StatusMessages:
             if call is None:
                 return True
             shown = True
-            relay = self._relays.get(call_id)
+            relay = self._relay(call)
             if call.status_ts is not None:
                 message = self.draw(call)
                 drawn = digest(message)
@@ -147,6 +150,18 @@ class StatusMessages:
                 self._parents.pop(call_id, None)
                 self._relays.pop(call_id, None)
         return shown
+
+    def _relay(self, call: TrackedCall) -> Relay | None:
+        """The relay of a call without a status message in a thread. A call shown through one
+        (`shown_digest` without `status_ts`) that this process never relayed was relayed by a
+        process that stopped (a restart, a replica gone): its relay, response_url included, lived
+        in that process's memory alone, so the requester is told by direct message from now on."""
+        relay = self._relays.get(call.id)
+        if relay is None and call.status_ts is None and call.shown_digest is not None:
+            parent = self._parents.get(call.id) or call_views.parent_of(call)
+            relay = Relay(None, call.requester_id, parent, 0.0, uses=0)
+            self._relays[call.id] = relay
+        return relay
 
     async def refresh_until_shown(self, call_id: int, *, refused: bool = False) -> None:
         """`refresh()` until Slack takes it (see FINAL_EDIT_FOR_SECONDS); `refused`: a try was
