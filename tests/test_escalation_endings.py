@@ -288,3 +288,34 @@ async def test_a_late_i_m_on_it_slack_refuses_on_another_replica_is_shown_once_t
     await first.settle()
     await second.settle()
     assert said(broadcasts(first)) == ["nobody came", "on it"]
+
+
+async def test_i_m_on_it_after_a_nobody_came_slack_refused_is_posted_after_it(
+    bot_factory: BotFactory,
+) -> None:
+    """Slack refuses "Nobody acknowledged" (a 5xx), so the outbox is to send it again in a moment;
+    Alice's late I'm on it comes meanwhile. The thread still says them in order: the channel's last
+    word is that she is on it, not that nobody is coming."""
+    bot, clock, card = await running_escalation(bot_factory, policy=ALICE_ONLY)
+    page = await page_of(bot, "U0ALICE")
+    outbox = services(bot).outbox
+    paused, resume = asyncio.Event(), asyncio.Event()
+
+    async def held_pause(seconds: float) -> None:  # the outbox's pause before sending again
+        paused.set()
+        await resume.wait()
+
+    outbox.sleep = held_pause
+    bot.slack.fail("chat.postMessage", "internal_error", times=1, when=nobody_came)
+    clock.advance(91)
+    await asyncio.wait_for(paused.wait(), 10.0)  # refused, to be sent again
+    await click_ack(bot, page, user_id="U0ALICE")
+    await wait_until_acknowledged(bot)
+    await bot.settle()
+    resume.set()
+    await until(lambda: len(broadcasts(bot)) == 2, timeout=10.0)
+    await bot.settle()
+    assert said(broadcasts(bot)) == ["nobody came", "on it"]
+    thread = [m.text or "" for m in bot.slack.thread(card.channel, card.thread_ts or card.ts)
+              if m.ts != card.ts]
+    assert said(thread) == ["nobody came", "on it"]  # in the thread's order too

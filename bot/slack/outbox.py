@@ -6,7 +6,9 @@ sent, and forgotten once delivered:
 
     post()        write the row, post (the row's id in the message's metadata), then forget it
                   (its owner first told the `ts`, in the same transaction); refused by Slack: sent
-                  again after 1 s, 2 s, 4 s… (at most a minute apart) for REDELIVER_FOR_SECONDS
+                  again after 1 s, 2 s, 4 s… (at most a minute apart) for REDELIVER_FOR_SECONDS.
+                  A thread reads in order: while one of its posts waits to be sent again, its
+                  later posts wait behind it (kept, sent right after it)
     take_over()   a lease keeper's round (the first one right after start-up): the rows of
                   replicas that stopped or died are adopted and sent again, each to its thread,
                   and their owners told the new `ts`
@@ -67,6 +69,21 @@ class _Pending:
     broadcast: bool
 
 
+@dataclass(frozen=True)
+class _Waiting:
+    """A post waiting in its thread's line: `tried` (refused a moment ago: sent again after a
+    pause) or not yet (sent as soon as the posts before it are); `adopted` from a replica gone,
+    so looked for in its thread before it is sent."""
+
+    pending: _Pending
+    tried: bool = True
+    adopted: bool = False
+
+
+def _thread_of(pending: _Pending) -> tuple[str, str]:
+    return pending.thread.channel, str(pending.thread.ts)
+
+
 def _pending(row: Row) -> _Pending:
     raw = json.loads(row["message"])
     message = Message(text=raw["text"], blocks=raw.get("blocks"))
@@ -97,7 +114,10 @@ class Outbox:
         # The pauses between deliveries (public: a test may take them without waiting).
         self.sleep = sleep
         self._owners: dict[str, PostOwner] = {}
-        self._redelivering: dict[int, asyncio.Task[None]] = {}
+        # Each thread's posts still to deliver, in order (the first being sent again), and the
+        # task that delivers them.
+        self._waiting: dict[tuple[str, str], list[_Waiting]] = {}
+        self._redelivering: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._forgetting: set[asyncio.Task[None]] = set()
 
     def belongs_to(self, purpose: str, owner: PostOwner) -> None:
@@ -117,9 +137,14 @@ class Outbox:
             logger.warning("a Slack post could not be kept in the database (%s)", exc)
             pending = _Pending(None, self._clock(), self._leases.owner, kept, thread, message,
                                broadcast)
+        if _thread_of(pending) in self._waiting:
+            # An earlier post of this thread waits to be sent again: this one goes right after it
+            # ("Nobody acknowledged" never after "they are on it").
+            self._redeliver(_Waiting(pending, tried=False))
+            return Posted(False)
         posted = await self._send(pending)
         if not posted.delivered:
-            self._redeliver(pending)
+            self._redeliver(_Waiting(pending))
         elif pending.id is not None:
             # The caller goes on at once (it keeps the ts itself); forgetting the row can wait.
             task = asyncio.create_task(self._forget(pending, posted.ts),
@@ -145,7 +170,10 @@ class Outbox:
                 continue  # another replica was quicker
             logger.warning("a Slack post (%s) was in flight when its replica stopped: sending it "
                            "again", pending.kept.purpose)
-            await self._repair(pending)
+            if _thread_of(pending) in self._waiting:
+                self._redeliver(_Waiting(pending, tried=False, adopted=True))  # after the earlier
+            elif not await self._repair(pending):
+                self._redeliver(_Waiting(pending))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop sending again; the rows stay, for the next start or another replica. Rows of
@@ -200,17 +228,17 @@ class Outbox:
         await until_database_answers(lambda: self._db.atomic(forget),
                                      f"noting a delivered Slack post ({pending.kept.purpose})")
 
-    async def _repair(self, pending: _Pending) -> None:
+    async def _repair(self, pending: _Pending) -> bool:
         """The post itself if Slack took it (found in its thread by its metadata), else sent
-        again; its owner brought up to date either way."""
+        again; its owner brought up to date either way. False if Slack refused it."""
         found = await self._notifier.find_reply(pending.thread.channel, str(pending.thread.ts),
                                                 self._metadata(pending) or {})
-        if found is not None:
-            logger.info("a Slack post (%s) was found in its thread", pending.kept.purpose)
-            await self._forget(pending, found)
-            await self._repaired(pending)
-        elif not await self._deliver(pending):
-            self._redeliver(pending)
+        if found is None:
+            return await self._deliver(pending)
+        logger.info("a Slack post (%s) was found in its thread", pending.kept.purpose)
+        await self._forget(pending, found)
+        await self._repaired(pending)
+        return True
 
     async def _deliver(self, pending: _Pending) -> bool:
         """Send a post again; once delivered, forgotten and its owner brought up to date."""
@@ -226,13 +254,29 @@ class Outbox:
         if owner is not None:
             await owner.repaired(pending.kept.subject)
 
-    def _redeliver(self, pending: _Pending) -> None:
-        key = pending.id if pending.id is not None else -id(pending)
+    def _redeliver(self, waiting: _Waiting) -> None:
+        """Deliver `waiting` after its thread's posts waiting before it, in the background."""
+        key = _thread_of(waiting.pending)
+        self._waiting.setdefault(key, []).append(waiting)
         if key not in self._redelivering:
-            task = asyncio.create_task(self._redeliver_until_delivered(pending),
-                                       name=f"a Slack post to deliver ({pending.kept.purpose})")
+            task = asyncio.create_task(
+                self._deliver_in_order(key),
+                name=f"Slack posts to deliver ({waiting.pending.kept.purpose})")
             self._redelivering[key] = task
-            task.add_done_callback(lambda _: self._redelivering.pop(key, None))
+
+    async def _deliver_in_order(self, key: tuple[str, str]) -> None:
+        queue = self._waiting[key]
+        try:
+            while queue:
+                waiting = queue[0]
+                first_try = self._repair if waiting.adopted else self._deliver
+                if waiting.tried or not await first_try(waiting.pending):
+                    await self._redeliver_until_delivered(waiting.pending)
+                queue.pop(0)
+        finally:
+            # All delivered (or given up on), or stopped: the rows stay, for the next start.
+            self._waiting.pop(key, None)
+            self._redelivering.pop(key, None)
 
     async def _redeliver_until_delivered(self, pending: _Pending) -> None:
         pause = REDELIVER_FIRST_SECONDS
