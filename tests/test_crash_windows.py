@@ -58,6 +58,40 @@ async def test_a_call_dialled_as_the_bot_died_is_found_followed_and_reported(
     assert (parent.text or "").endswith("❌ Not answered.")
 
 
+async def test_a_call_dialled_as_the_bot_died_in_a_channel_it_can_t_post_in_is_followed_by_dm(
+    bot_factory: BotFactory,
+) -> None:
+    # The next start has no response URL for it: the requester is told by direct message, and
+    # that message (not one in the channel) is edited as the call goes on.
+    first = await bot_factory("http", **FAST)
+    first.slack.fail("chat.postMessage", "channel_not_found",
+                     when=lambda c: c["channel"] == "G0PRIV")
+    gate = asyncio.Event()
+    first.evo.queue_outgoing(Gated(gate))
+    await first.command(f"{FULL} escalation", channel_id="G0PRIV")
+    await first.evo.wait_for_posts(1)
+    await first.runtime.stop(grace=0)
+    gate.set()
+    while not first.evo.sessions:
+        await asyncio.sleep(0.01)
+    [session_id] = first.evo.sessions
+
+    second = await bot_factory("http", **FAST)  # the same database
+    status_post = await second.slack.wait_for_call(
+        "chat.postMessage",
+        lambda c: c.ok and "restarted while placing" in str(c.params.get("text")))
+    assert status_post.response is not None
+    status = second.slack.messages[(status_post.response["channel"], status_post.response["ts"])]
+    assert status.channel == second.slack.dm_channel("U0MANAGER")
+    await wait_for_status(second, status, session_id)  # found in Evo Voice, and followed
+    end_session(second, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(second, status, "Ended")
+    assert "Ended" in (status.text or "")  # the edit Slack took, in the direct message
+    parent = parent_of(second, status)
+    assert await wait_for_mark(second, parent) == "x"
+    assert (parent.text or "").endswith("❌ Not answered.")
+
+
 async def test_an_escalation_step_dialled_as_the_bot_died_is_ended_before_the_next_person(
     bot_factory: BotFactory,
 ) -> None:

@@ -339,7 +339,9 @@ class CallFollower:
         if thread is None:
             return  # followed all the same: the audit trail gets its outcome
         posted = await self._notifier.post_reply(thread, self.status_message(call))
-        await self._store.update(call.id, parent_ts=thread.parent_ts or thread.ts)
+        # Where it went: the channel, else a direct message (whose channel its edits must name).
+        await self._store.update(call.id, channel_id=thread.channel,
+                                 parent_ts=thread.parent_ts or thread.ts)
         await self.begin(call, posted.ts, thread)
 
     async def stop(self) -> None:
