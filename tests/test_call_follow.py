@@ -11,7 +11,7 @@ from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.calls.store import CallState
 from bot.standins.evovoice import EmptyObject, ErrorStatus, Gated
 from tests.budget_clock import LeapingClock
-from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
+from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest, until
 from tests.databases import on_both_databases
 from tests.follow_helpers import (
     CHANNEL,
@@ -147,6 +147,29 @@ async def test_hang_up_ends_the_call_in_evo_voice(fast_bot: BotUnderTest) -> Non
     [record] = await audit_records(bot)
     hang_up = record.last("hang_up")
     assert hang_up is not None and hang_up.actor_id == "U0MANAGER"
+
+
+async def test_a_hang_up_s_edit_on_another_replica_never_leaves_the_status_behind_the_end(
+    bot_factory: BotFactory,
+) -> None:
+    """Two replicas. Hang up is clicked on the one not following the call; Slack is slow to take
+    its edit ("Hanging up…"), and meanwhile the replica following the call shows the end. The
+    slow edit lands last, yet the status still comes to show the end, not a live call."""
+    slow = {"CALL_POLL_SECONDS": "60", "CALL_POLL_MAX_SECONDS": "600"}  # polled when poked
+    first = await bot_factory("http", **slow)
+    second = await bot_factory("http", **slow)  # the same database
+    await first.command(f"{FULL} escalation")
+    status = await status_message(first)
+    call_id = int(buttons(status)[HANG_UP_ACTION])
+    held = first.slack.hold("chat.update", when=lambda c: "Hanging up" in str(c["text"]))
+    await click(second, status, HANG_UP_ACTION)
+    await held.wait_until_held()  # the second replica's edit, drawn while the call was live
+    services(first).follower.poke(call_id)  # the follower sees the end and shows it
+    await wait_for_edit(first, status, "Ended: Hung up")
+    held.open()
+    await second.settle()
+    await until(lambda: "Ended: Hung up" in str(status.text))
+    assert HANG_UP_ACTION not in buttons(status)
 
 
 async def test_a_hang_up_evo_voice_refuses_is_said_and_not_shown_as_done(

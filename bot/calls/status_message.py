@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from bot.calls import status_views as call_views
 from bot.calls.store import CallStore, TrackedCall
@@ -119,11 +120,21 @@ class StatusMessages:
             if call.status_ts is not None:
                 message = self.draw(call)
                 drawn = digest(message)
-                if drawn != call.shown_digest:
-                    if await self._notifier.update(call.channel_id, call.status_ts, message):
-                        await self._store.update(call.id, shown_digest=drawn)
-                    else:
+                while drawn != call.shown_digest:
+                    if not await self._notifier.update(call.channel_id, call.status_ts, message):
                         shown = False
+                        break
+                    await self._store.update(call.id, shown_digest=drawn)
+                    # Another replica (a button clicked there, the follower here) may have
+                    # changed the row and edited the message while this edit was on its way, and
+                    # Slack takes edits in the order they arrive: drawn again from the row as it
+                    # is now, so the last edit never shows an older state than the row's.
+                    latest = await self._store.get(call_id)
+                    if latest is None or digest(self.draw(latest)) == drawn:
+                        break
+                    call = replace(latest, shown_digest=drawn)
+                    message = self.draw(call)
+                    drawn = digest(message)
             elif relay is not None:
                 message = self.draw(call, buttons=False)
                 drawn = digest(message)
