@@ -24,6 +24,7 @@
      ├─ LimitReached                calls/limits.py: a rate limit refuses the call (`.retry_after`)
      ├─ ButtonExpired               calls/controls.py: the call buttons' refusals ...
      │   └─ EscalationButtonExpired   … and an escalation's button that no longer works
+     ├─ ButtonNotReady                clicked before the bot wrote down its message's ts
      ├─ NotAllowedOnCall              the clicker neither placed the call nor manages
      ├─ CallNotLive                   nothing to hang up
      ├─ CallStillLive                 hang up before calling again

@@ -3,6 +3,8 @@ trail."""
 
 from __future__ import annotations
 
+import asyncio
+
 import datetime as dt
 import itertools
 from typing import Any
@@ -43,6 +45,18 @@ async def status_message(bot: BotUnderTest, n: int = 1) -> Message:
     post = posts[n - 1]
     assert post.response is not None
     return bot.slack.messages[(post.response["channel"], post.response["ts"])]
+
+
+async def status_ts_recorded(bot: BotUnderTest, call_id: int, timeout: float = 10.0) -> None:
+    """Until the bot has written down the ts of call `call_id`'s status message (once Slack's
+    answer to its post came): before that, no click can be matched to the message."""
+
+    async def recorded() -> None:
+        while (await services(bot).db.fetchone(
+                "SELECT status_ts FROM calls WHERE id = ?", (call_id,)))["status_ts"] is None:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(recorded(), timeout)
 
 
 async def placed_call(bot_factory: BotFactory) -> tuple[BotUnderTest, Message, str]:

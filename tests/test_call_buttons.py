@@ -24,6 +24,7 @@ from tests.follow_helpers import (
     placed_call,
     services,
     status_message,
+    status_ts_recorded,
     texts,
     wait_for_edit,
     wait_for_mark,
@@ -291,3 +292,28 @@ async def test_a_click_naming_no_message_does_nothing_to_a_call_whose_status_has
     [answer] = await bot.slack.wait_for_response(url)
     assert "no longer works" in answer["text"]
     assert bot.evo.hang_ups(session_id) == []
+
+
+async def test_a_click_before_the_bot_knows_its_status_message_is_asked_to_wait(
+    bot_factory: BotFactory,
+) -> None:
+    """Slack shows the status message as soon as it takes it; the bot writes down its ts once
+    Slack's answer comes (held here). A click meanwhile hears to try again in a moment, not that
+    the button no longer works; once the bot knows the message, the button works."""
+    bot = await bot_factory("http", **FAST)
+    held = bot.slack.hold("chat.postMessage", after=True,
+                          when=lambda c: c.params.get("thread_ts") is not None)
+    await bot.command(f"{FULL} escalation")
+    await held.wait_until_held()
+    [status] = [m for m in bot.slack.messages.values()
+                if m.thread_ts is not None and m.ts != m.thread_ts]
+    _, url = await click(bot, status, HANG_UP_ACTION)
+    [early] = await bot.slack.wait_for_response(url)
+    assert early["text"].startswith("This call's message was posted a moment ago")
+    [session_id] = bot.evo.sessions
+    assert bot.evo.hang_ups(session_id) == []
+    held.open()
+    await status_ts_recorded(bot, int(buttons(status)[HANG_UP_ACTION]))
+    await click(bot, status, HANG_UP_ACTION)
+    await wait_for_edit(bot, status, "Hung up")
+    assert len(bot.evo.hang_ups(session_id)) == 1

@@ -28,6 +28,7 @@ from tests.follow_helpers import (
     placed_call,
     services,
     status_message,
+    status_ts_recorded,
     texts,
     wait_for_edit,
     wait_for_mark,
@@ -161,6 +162,7 @@ async def test_a_hang_up_s_edit_on_another_replica_never_leaves_the_status_behin
     await first.command(f"{FULL} escalation")
     status = await status_message(first)
     call_id = int(buttons(status)[HANG_UP_ACTION])
+    await status_ts_recorded(first, call_id)  # by the first replica, once Slack took the message
     held = first.slack.hold("chat.update", when=lambda c: "Hanging up" in str(c["text"]))
     await click(second, status, HANG_UP_ACTION)
     await held.wait_until_held()  # the second replica's edit, drawn while the call was live

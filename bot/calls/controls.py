@@ -42,6 +42,11 @@ class ButtonExpired(CallbotError):
     user_message = "This button no longer works. Use /call to place a new call."
 
 
+class ButtonNotReady(CallbotError):
+    user_message = ("This call's message was posted a moment ago and is still being set up: "
+                    "click the button again in a few seconds.")
+
+
 class EscalationButtonExpired(ButtonExpired):
     user_message = (
         "This button no longer works: its escalation is over, or it belongs elsewhere. To page "
@@ -228,7 +233,15 @@ class CallControls:
     async def _load(self, click: ButtonClick) -> TrackedCall:
         """The call behind the button, if the click really came from its status message."""
         call = await self._store.get(click.row_id())
-        if call is None or not click.came_from(call.team_id, call.channel_id, call.status_ts):
+        if call is None:
+            raise ButtonExpired()
+        if (call.status_ts is None and call.following
+                and click.came_from(call.team_id, call.channel_id, click.message_ts)):
+            # Slack shows the message as soon as it takes it; the bot writes down its ts right
+            # after (longer while the database fails). Until then no click can be matched to it,
+            # and "no longer works" would send the person away from a call that is live.
+            raise ButtonNotReady()
+        if not click.came_from(call.team_id, call.channel_id, call.status_ts):
             raise ButtonExpired()
         return call
 
