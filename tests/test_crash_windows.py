@@ -58,6 +58,39 @@ async def test_a_call_dialled_as_the_bot_died_is_found_followed_and_reported(
     assert (parent.text or "").endswith("❌ Not answered.")
 
 
+async def test_a_found_call_s_status_slack_refused_at_first_is_posted_again_and_followed(
+    bot_factory: BotFactory,
+) -> None:
+    # The next start finds the call, and Slack refuses the status message it posts about it (a
+    # 5xx, three times): the message is kept and sent again, and it is the one edited as the call
+    # goes on.
+    first = await bot_factory("http", **FAST)
+    gate = asyncio.Event()
+    first.evo.queue_outgoing(Gated(gate))
+    await first.command(f"{FULL} escalation")
+    await first.evo.wait_for_posts(1)
+    await first.runtime.stop(grace=0)
+    gate.set()
+    while not first.evo.sessions:
+        await asyncio.sleep(0.01)
+    [session_id] = first.evo.sessions
+    first.slack.fail("chat.postMessage", "internal_error", times=3,
+                     when=lambda c: "restarted while placing" in str(c.params.get("text")))
+
+    second = await bot_factory("http", **FAST)  # the same database
+    status_post = await second.slack.wait_for_call(
+        "chat.postMessage",
+        lambda c: c.ok and "restarted while placing" in str(c.params.get("text")))
+    assert status_post.response is not None
+    status = second.slack.messages[(status_post.response["channel"], status_post.response["ts"])]
+    await wait_for_status(second, status, session_id)  # found in Evo Voice, and followed
+    end_session(second, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(second, status, "Ended")
+    refused = [c for c in second.slack.calls_to("chat.postMessage")
+               if "restarted while placing" in str(c.params.get("text"))]
+    assert [c.ok for c in refused] == [False, False, False, True]
+
+
 async def test_a_call_dialled_as_the_bot_died_in_a_channel_it_can_t_post_in_is_followed_by_dm(
     bot_factory: BotFactory,
 ) -> None:

@@ -19,7 +19,7 @@ from bot.calls import messages as call_messages
 from bot.calls.models import CallResult, CheckedCall, Outcome
 from bot.calls.polling import CallPoller, FollowTiming
 from bot.calls.progress import classify, duration_of
-from bot.calls.status_message import StatusMessages, digest
+from bot.calls.status_message import StatusMessages, digest, status_post
 from bot.calls.status_views import AckTest, no_ack_outcomes
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.errors import describe
@@ -338,7 +338,10 @@ class CallFollower:
         )
         if thread is None:
             return  # followed all the same: the audit trail gets its outcome
-        posted = await self._notifier.post_reply(thread, self.status_message(call))
+        # Kept until Slack takes it, as a call's status message is when it is dialled
+        # (bot/calls/status_posts.py): refused now, it is sent again and its ts recorded then.
+        posted = await self._notifier.post_reply(thread, self.status_message(call),
+                                                 kept=status_post(call.id))
         # Where it went: the channel, else a direct message (whose channel its edits must name).
         await self._store.update(call.id, channel_id=thread.channel,
                                  parent_ts=thread.parent_ts or thread.ts)

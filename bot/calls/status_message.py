@@ -18,7 +18,16 @@ from bot.calls import status_views as call_views
 from bot.calls.store import CallStore, TrackedCall
 from bot.slack.blocks import Message
 from bot.slack.notify import Notifier
-from bot.slack.threads import Relay, Thread
+from bot.slack.threads import Kept, Relay, Thread
+
+# The outbox's purpose for status messages (kept posts: bot/calls/status_posts.py), here so that
+# both who posts them (dialling, the follower) and their owner can name it.
+STATUS_POST = "call_status"
+
+
+def status_post(call_id: int) -> Kept:
+    return Kept(STATUS_POST, call_id)
+
 
 logger = logging.getLogger(__name__)
 

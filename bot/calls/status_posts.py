@@ -6,15 +6,11 @@ a message sent again after a restart is brought up to date by the follower at on
 from __future__ import annotations
 
 from bot.calls.follow import CallFollower
+from bot.calls.status_message import STATUS_POST, status_post
 from bot.calls.store import CallStore
-from bot.slack.threads import Kept
 from bot.storage.database import Connection
 
-STATUS_POST = "call_status"
-
-
-def status_post(call_id: int) -> Kept:
-    return Kept(STATUS_POST, call_id)
+__all__ = ["STATUS_POST", "StatusPosts", "status_post"]
 
 
 class StatusPosts:
