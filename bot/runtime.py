@@ -39,6 +39,7 @@ from bot.slack.http import (
     health_routes,
     metrics_routes,
     readiness_routes,
+    signed_text,
     slack_routes,
 )
 from bot.slack.socket_mode import (
@@ -169,7 +170,13 @@ class Runtime:
 
     async def _slack_events(self, request: web.Request) -> web.StreamResponse:
         if self._slack_handler is None:
-            # Slack retries a 503; by then the bot may have started.
+            # Checked as any request is (a forged one is told 401, as it would be a moment
+            # later); Slack's own is told 503, which it retries: by then the bot may have started.
+            secret = self.settings.slack_signing_secret
+            assert secret is not None  # HTTP mode: Settings guarantees it
+            checked = await signed_text(request, secret.get_secret_value())
+            if isinstance(checked, web.Response):
+                return checked
             return web.json_response({"error": "callbot is starting"}, status=503)
         return await self._slack_handler(request)
 

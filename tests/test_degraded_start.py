@@ -73,6 +73,12 @@ async def test_evo_voice_down_at_start_up_then_back_resumes_followed_calls(
         second.events_url, data=body, headers=sign(body, SIGNING_SECRET)
     ) as response:
         assert response.status == 503  # Slack retries; nothing is dialled meanwhile
+    # Not signed by Slack (or stamped long ago): 401, as once the bot has started.
+    for headers in ({}, sign(body, "not-the-secret"), sign(body, SIGNING_SECRET, timestamp=1)):
+        async with aiohttp.ClientSession() as http, http.post(
+            second.events_url, data=body, headers=headers
+        ) as response:
+            assert response.status == 401, headers
 
     evo.set_session_state(session_id, callState="Connected", answeredByName="Bo")
     await evo.start(port=port)

@@ -133,6 +133,40 @@ def slack_request(
     return bolt_request
 
 
+async def signed_text(request: web.Request, signing_secret: str) -> str | web.Response:
+    """The body of a request to /slack/events, once it is within the size limit, signed by Slack
+    and UTF-8; otherwise the answer it gets (400 or 401; Slack's certificate check: 200). Made
+    while the bot is starting too, so that a forged request is told 401 then as well."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        return web.json_response({"error": "body too large"}, status=400)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return web.json_response({"error": "body too large"}, status=400)
+    except web.RequestPayloadError:
+        # A body that ends mid-chunk: no signature can be checked over it.
+        logger.warning("rejected a request whose body could not be read")
+        return _unauthorized()
+    headers = request.headers
+    if is_ssl_check(body):
+        # Slack checking the certificate of a slash command's URL: Bolt answers it 200 with an
+        # empty body before any verification (the request may be unsigned) and does nothing.
+        return web.Response(status=200, text="")
+    if not signature_valid(
+        signing_secret,
+        body,
+        headers.get("X-Slack-Request-Timestamp"),
+        headers.get("X-Slack-Signature"),
+        time.time(),
+    ):
+        logger.warning("rejected an unsigned or badly signed request (%d bytes)", len(body))
+        return _unauthorized()
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return web.json_response({"error": "body is not UTF-8"}, status=400)
+
+
 def slack_routes(
     app: AsyncApp, signing_secret: str, metrics: Metrics | None = None,
     acks: AcksFirst | None = None,
@@ -150,36 +184,11 @@ def slack_routes(
                 acks.left()
 
     async def handle(request: web.Request, received: float) -> web.Response:
-        if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-            return web.json_response({"error": "body too large"}, status=400)
+        checked = await signed_text(request, signing_secret)
+        if isinstance(checked, web.Response):
+            return checked
         try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            return web.json_response({"error": "body too large"}, status=400)
-        except web.RequestPayloadError:
-            # A body that ends mid-chunk: no signature can be checked over it.
-            logger.warning("rejected a request whose body could not be read")
-            return _unauthorized()
-        headers = request.headers
-        if is_ssl_check(body):
-            # Slack checking the certificate of a slash command's URL: Bolt answers it 200 with an
-            # empty body before any verification (the request may be unsigned) and does nothing.
-            return web.Response(status=200, text="")
-        if not signature_valid(
-            signing_secret,
-            body,
-            headers.get("X-Slack-Request-Timestamp"),
-            headers.get("X-Slack-Signature"),
-            time.time(),
-        ):
-            logger.warning("rejected an unsigned or badly signed request (%d bytes)", len(body))
-            return _unauthorized()
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            return web.json_response({"error": "body is not UTF-8"}, status=400)
-        try:
-            bolt_request = slack_request(text, request.query_string, {**headers})
+            bolt_request = slack_request(checked, request.query_string, {**request.headers})
             bolt_response = await app.async_dispatch(bolt_request)
             if metrics is not None:
                 metrics.slack_acked(request_kind(bolt_request.body), time.perf_counter() - received)
