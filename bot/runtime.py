@@ -39,8 +39,8 @@ from bot.slack.http import (
     health_routes,
     metrics_routes,
     readiness_routes,
-    signed_text,
     slack_routes,
+    while_starting,
 )
 from bot.slack.socket_mode import (
     WATCHDOG_INTERVAL_SECONDS,
@@ -103,7 +103,8 @@ class Runtime:
         # Set while Slack or Evo Voice is awaited at start-up: what is missing, for /readyz.
         self.waiting_for: str | None = None
         self._reconnecting: asyncio.Task[None] | None = None
-        self._slack_handler: Handler | None = None
+        secret = settings.slack_signing_secret  # HTTP mode's (Settings guarantees it there)
+        self._slack_handler: Handler = while_starting(secret.get_secret_value() if secret else "")
         # Set when the bot gave up starting after all (see `failure`).
         self.failed = asyncio.Event()
         self.failure: ConfigError | None = None
@@ -152,7 +153,8 @@ class Runtime:
             raise
 
     def _routes(self, readiness: Readiness) -> list[web.RouteDef]:
-        # Served from the start, before the Slack app exists: /slack/events answers 503 until then.
+        # Served from the start, before the Slack app exists: /slack/events answers 503 until then
+        # (bot/slack/http.py `while_starting`).
         routes = health_routes(self._serving, is_stopping=lambda: self.stopping)
         routes += readiness_routes(
             self._serving, readiness,
@@ -169,15 +171,6 @@ class Runtime:
         return not self.stopping and (self.ready or self.waiting_for is not None)
 
     async def _slack_events(self, request: web.Request) -> web.StreamResponse:
-        if self._slack_handler is None:
-            # Checked as any request is (a forged one is told 401, as it would be a moment
-            # later); Slack's own is told 503, which it retries: by then the bot may have started.
-            secret = self.settings.slack_signing_secret
-            assert secret is not None  # HTTP mode: Settings guarantees it
-            checked = await signed_text(request, secret.get_secret_value())
-            if isinstance(checked, web.Response):
-                return checked
-            return web.json_response({"error": "callbot is starting"}, status=503)
         return await self._slack_handler(request)
 
     async def _connect(self, slack: AsyncWebClient) -> None:

@@ -15,7 +15,7 @@ import hmac
 import logging
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
@@ -165,6 +165,20 @@ async def signed_text(request: web.Request, signing_secret: str) -> str | web.Re
         return body.decode("utf-8")
     except UnicodeDecodeError:
         return web.json_response({"error": "body is not UTF-8"}, status=400)
+
+
+def while_starting(signing_secret: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """/slack/events before the Slack app exists: checked as any request is (a forged one is told
+    401, as it would be a moment later); Slack's own is told 503, which Slack retries: by then the
+    bot may have started."""
+
+    async def starting(request: web.Request) -> web.Response:
+        checked = await signed_text(request, signing_secret)
+        if isinstance(checked, web.Response):
+            return checked
+        return web.json_response({"error": "callbot is starting"}, status=503)
+
+    return starting
 
 
 def slack_routes(
