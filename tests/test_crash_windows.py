@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.standins.evovoice import Gated
-from tests.conftest import BotFactory
+from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import FAST, FULL, end_session, parent_of, services, wait_for_mark
 from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.escalations import (
@@ -28,19 +28,26 @@ from tests.escalations import (
 )
 
 
+async def died_while_dialling(first: BotUnderTest, **command: str) -> str:
+    """`first` is asked for a call and stopped with its POST in flight (its task cancelled there,
+    the answer never recorded); then Evo Voice places the call all the same: its session id."""
+    gate = asyncio.Event()
+    first.evo.queue_outgoing(Gated(gate))
+    await first.command(f"{FULL} escalation", **command)
+    await first.evo.wait_for_posts(1)
+    await first.runtime.stop(grace=0)
+    gate.set()
+    while not first.evo.sessions:
+        await asyncio.sleep(0.01)
+    [session_id] = first.evo.sessions
+    return session_id
+
+
 async def test_a_call_dialled_as_the_bot_died_is_found_followed_and_reported(
     bot_factory: BotFactory,
 ) -> None:
     first = await bot_factory("http", **FAST)
-    gate = asyncio.Event()
-    first.evo.queue_outgoing(Gated(gate))
-    await first.command(f"{FULL} escalation")
-    await first.evo.wait_for_posts(1)
-    await first.runtime.stop(grace=0)  # dies with the POST in flight, its answer never recorded
-    gate.set()  # Evo Voice places the call all the same
-    while not first.evo.sessions:
-        await asyncio.sleep(0.01)
-    [session_id] = first.evo.sessions
+    session_id = await died_while_dialling(first)
 
     second = await bot_factory("http", **FAST)  # the same database
     assert services(second).follower.following == 1
@@ -65,15 +72,7 @@ async def test_a_found_call_s_status_slack_refused_at_first_is_posted_again_and_
     # 5xx, three times): the message is kept and sent again, and it is the one edited as the call
     # goes on.
     first = await bot_factory("http", **FAST)
-    gate = asyncio.Event()
-    first.evo.queue_outgoing(Gated(gate))
-    await first.command(f"{FULL} escalation")
-    await first.evo.wait_for_posts(1)
-    await first.runtime.stop(grace=0)
-    gate.set()
-    while not first.evo.sessions:
-        await asyncio.sleep(0.01)
-    [session_id] = first.evo.sessions
+    session_id = await died_while_dialling(first)
     first.slack.fail("chat.postMessage", "internal_error", times=3,
                      when=lambda c: "restarted while placing" in str(c.params.get("text")))
 
@@ -99,15 +98,7 @@ async def test_a_call_dialled_as_the_bot_died_in_a_channel_it_can_t_post_in_is_f
     first = await bot_factory("http", **FAST)
     first.slack.fail("chat.postMessage", "channel_not_found",
                      when=lambda c: c["channel"] == "G0PRIV")
-    gate = asyncio.Event()
-    first.evo.queue_outgoing(Gated(gate))
-    await first.command(f"{FULL} escalation", channel_id="G0PRIV")
-    await first.evo.wait_for_posts(1)
-    await first.runtime.stop(grace=0)
-    gate.set()
-    while not first.evo.sessions:
-        await asyncio.sleep(0.01)
-    [session_id] = first.evo.sessions
+    session_id = await died_while_dialling(first, channel_id="G0PRIV")
 
     second = await bot_factory("http", **FAST)  # the same database
     status_post = await second.slack.wait_for_call(
