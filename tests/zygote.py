@@ -48,7 +48,7 @@ def preload() -> None:
             continue
         try:
             importlib.import_module(module.name)
-        except ImportError:
+        except Exception:  # a bot that needs it imports it (and fails) itself, as python -m would
             pass
     try:
         import asyncpg  # noqa: F401  (a bot on PostgreSQL)
