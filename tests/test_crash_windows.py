@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 
 from bot.standins.evovoice import Gated
+from bot.standins.slack import Message
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import FAST, FULL, end_session, parent_of, services, wait_for_mark
 from tests.follow_helpers import wait_for_edit as wait_for_status
@@ -43,6 +44,15 @@ async def died_while_dialling(first: BotUnderTest, **command: str) -> str:
     return session_id
 
 
+async def announced(second: BotUnderTest) -> Message:
+    """The status message the next start posted (and Slack took) for the call it found."""
+    post = await second.slack.wait_for_call(
+        "chat.postMessage",
+        lambda c: c.ok and "restarted while placing" in str(c.params.get("text")))
+    assert post.response is not None
+    return second.slack.messages[(post.response["channel"], post.response["ts"])]
+
+
 async def test_a_call_dialled_as_the_bot_died_is_found_followed_and_reported(
     bot_factory: BotFactory,
 ) -> None:
@@ -51,10 +61,7 @@ async def test_a_call_dialled_as_the_bot_died_is_found_followed_and_reported(
 
     second = await bot_factory("http", **FAST)  # the same database
     assert services(second).follower.following == 1
-    status_post = await second.slack.wait_for_call(
-        "chat.postMessage", lambda c: "restarted while placing" in str(c.params.get("text")))
-    assert status_post.response is not None
-    status = second.slack.messages[(status_post.response["channel"], status_post.response["ts"])]
+    status = await announced(second)
     await wait_for_status(second, status, session_id)  # found in Evo Voice, and followed
     end_session(second, session_id, after_seconds=20, outcome="Completed")
     await wait_for_status(second, status, "Ended")
@@ -77,11 +84,7 @@ async def test_a_found_call_s_status_slack_refused_at_first_is_posted_again_and_
                      when=lambda c: "restarted while placing" in str(c.params.get("text")))
 
     second = await bot_factory("http", **FAST)  # the same database
-    status_post = await second.slack.wait_for_call(
-        "chat.postMessage",
-        lambda c: c.ok and "restarted while placing" in str(c.params.get("text")))
-    assert status_post.response is not None
-    status = second.slack.messages[(status_post.response["channel"], status_post.response["ts"])]
+    status = await announced(second)
     await wait_for_status(second, status, session_id)  # found in Evo Voice, and followed
     end_session(second, session_id, after_seconds=20, outcome="Completed")
     await wait_for_status(second, status, "Ended")
@@ -101,11 +104,7 @@ async def test_a_call_dialled_as_the_bot_died_in_a_channel_it_can_t_post_in_is_f
     session_id = await died_while_dialling(first, channel_id="G0PRIV")
 
     second = await bot_factory("http", **FAST)  # the same database
-    status_post = await second.slack.wait_for_call(
-        "chat.postMessage",
-        lambda c: c.ok and "restarted while placing" in str(c.params.get("text")))
-    assert status_post.response is not None
-    status = second.slack.messages[(status_post.response["channel"], status_post.response["ts"])]
+    status = await announced(second)
     assert status.channel == second.slack.dm_channel("U0MANAGER")
     await wait_for_status(second, status, session_id)  # found in Evo Voice, and followed
     end_session(second, session_id, after_seconds=20, outcome="Completed")
