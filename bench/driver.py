@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench.processes import Child, cpu_seconds
+from bench.processes import Child, cpu_seconds, loop_cpu_seconds
 from bench.scenario import CHANNEL, SIGNING_SECRET, Caller
 from bot.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
 
@@ -166,7 +166,8 @@ class Sampler:
     interval: float = 0.02
     lags: list[float] = field(default_factory=list)
     max_rss: int = 0
-    cpu: list[tuple[float, float]] = field(default_factory=list)  # (monotonic time, CPU-s)
+    # (monotonic time, CPU-s of the whole process, CPU-s of its main thread: the event loop)
+    cpu: list[tuple[float, float, float]] = field(default_factory=list)
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -181,13 +182,18 @@ class Sampler:
             if self.child is not None and self.child.alive():
                 try:
                     self.max_rss = max(self.max_rss, self.child.memory().rss)
-                    self.cpu.append((time.monotonic(), cpu_seconds(self.child.pid)))
+                    # Its event loop's CPU read first, the process's after it (the other way
+                    # round before the burst, bench.replicas): the loop's share is not overstated.
+                    pid = self.child.pid
+                    on_loop = loop_cpu_seconds(pid)
+                    self.cpu.append((time.monotonic(), cpu_seconds(pid), on_loop))
                 except OSError:  # it exited just now
                     pass
 
-    def cpu_by(self, moment: float) -> float | None:
-        """The child's CPU seconds at the first sample taken at or after `moment`."""
-        return next((cpu for at, cpu in self.cpu if at >= moment), None)
+    def cpu_by(self, moment: float) -> tuple[float, float] | None:
+        """The child's CPU seconds (all of it, its event loop's) at the first sample taken at or
+        after `moment`."""
+        return next(((cpu, loop) for at, cpu, loop in self.cpu if at >= moment), None)
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -53,7 +53,17 @@ def memory_of(pid: int) -> Memory:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+    return _stat_cpu(f"/proc/{pid}/stat")
+
+
+def loop_cpu_seconds(pid: int) -> float:
+    """The same for the process's main thread alone: the bot's event loop (its database thread and
+    the default executor's threads left out)."""
+    return _stat_cpu(f"/proc/{pid}/task/{pid}/stat")
+
+
+def _stat_cpu(path: str) -> float:
+    with open(path, encoding="ascii") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

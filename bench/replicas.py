@@ -13,7 +13,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.driver import Sampler
-from bench.processes import Child, Memory, cpu_seconds
+from bench.processes import Child, Memory, cpu_seconds, loop_cpu_seconds
 
 MB = 1024 * 1024
 COMMANDS_METRIC = "callbot_commands"  # its samples: callbot_commands_total{command, outcome}
@@ -38,6 +38,7 @@ class Replica:
     startup: float = 0.0
     idle: Memory | None = None
     cpu_before: float = 0.0
+    loop_cpu_before: float = 0.0
     commands_before: int = 0
     figures: dict[str, Any] = field(default_factory=dict)
 
@@ -49,6 +50,7 @@ class Replica:
         """Before the burst: its memory at rest, its CPU and commands so far."""
         self.idle = self.child.memory()
         self.cpu_before = cpu_seconds(self.child.pid)
+        self.loop_cpu_before = loop_cpu_seconds(self.child.pid)
         self.commands_before = await commands_handled(self.port)
 
     async def measure(self) -> None:
@@ -67,10 +69,13 @@ class Replica:
             "rss_peak_mb": round(end.hwm / MB, 1),
         }
 
-    def cpu_until(self, moment: float) -> float | None:
-        """Its CPU seconds from the burst's start until `moment` (its first sample after it)."""
+    def cpu_until(self, moment: float) -> tuple[float, float] | None:
+        """Its CPU seconds from the burst's start until `moment` (its first sample after it): all
+        of it, and its event loop's."""
         at = self.sampler.cpu_by(moment)
-        return None if at is None else max(0.0, at - self.cpu_before)
+        if at is None:
+            return None
+        return max(0.0, at[0] - self.cpu_before), max(0.0, at[1] - self.loop_cpu_before)
 
 
 def create_replicas(

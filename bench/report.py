@@ -27,12 +27,17 @@ def _ms(value: float | None) -> str:
 
 
 def _cpu_per_call(bot: dict[str, Any], n: int) -> str:
-    """Until the last POST / until every outcome was posted (polling included)."""
+    """Until the last POST (the event loop's part in brackets) / until every outcome was posted
+    (polling included)."""
     in_all = bot.get("cpu_ms_per_call")
     if in_all is None:  # a run saved before the figure existed
         in_all = bot["cpu_s"] * 1000 / n
     to_dial = bot.get("dial_cpu_ms_per_call")
-    return f"{'–' if to_dial is None else f'{to_dial:.1f}'} / {in_all:.1f}"
+    on_loop = bot.get("dial_loop_cpu_ms_per_call")
+    shown = "–" if to_dial is None else f"{to_dial:.1f}"
+    if to_dial is not None and on_loop is not None:
+        shown += f" ({on_loop:.1f})"
+    return f"{shown} / {in_all:.1f}"
 
 
 def setup(run: dict[str, Any]) -> tuple[str, int]:
@@ -56,7 +61,7 @@ def table(results: dict[str, Any]) -> str:
     rows = [
         "| mode | database | replicas | N | Slack latency (ms) | ack p50 / p99 / max (ms) "
         "| acks > 3 s | bare Bolt ack p99 (ms) | bot / bare p99 | dialling p50 / p99 (ms) "
-        "| POSTs | confirmed | bot CPU per call: to last POST / in all (ms) "
+        "| POSTs | confirmed | bot CPU per call: to last POST (event loop) / in all (ms) "
         "| PostgreSQL CPU per call (ms) | RSS idle / peak per replica (MB) | start-up (s) |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]

@@ -110,7 +110,8 @@ def test_the_report_names_each_runs_database_and_replicas() -> None:
         "machine": {"cpus": 2, "cpu_model": "CPU", "python": "3.11", "system": "Linux"},
         "options": {"delay_s": 2.0, "standins": "process"},
         "runs": [saved_before_replicas,
-                 _run(_bot([80.0, 82.0], database_cpu=3.0), database=POSTGRESQL, replicas=2)],
+                 _run(_bot([80.0, 82.0], database_cpu=3.0) | {"dial_loop_cpu_ms_per_call": 3.5},
+                      database=POSTGRESQL, replicas=2)],
     }
 
     text = markdown(results)
@@ -120,6 +121,9 @@ def test_the_report_names_each_runs_database_and_replicas() -> None:
     assert "| – | 60 / 83 |" in rows[0]  # no PostgreSQL CPU; one replica's memory
     assert rows[1].startswith("| socket | postgresql | 2 | 1,000 |")
     assert "| 3.0 | 60 + 60 / 80 + 82 |" in rows[1]  # 3 CPU-s over 1,000 calls; each replica
+    # CPU per call up to the last POST, the event loops' part of it in brackets (when measured).
+    assert "| 5.0 / 9.0 |" in rows[0]
+    assert "| 5.0 (3.5) / 9.0 |" in rows[1]
     assert "socket, postgresql × 2: POSTs/distinct numbers: 1,000/1,000" in text
     assert "socket: POSTs/distinct numbers: 1,000/1,000" in text
 
