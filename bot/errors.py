@@ -17,7 +17,8 @@
      │   ├─ StepTakenOver             oncall/step_claims.py: the step was taken over by another
      │   │                            run (a stalled replica's); this one dials nothing
      │   └─ ChainNotRunning           oncall/step_claims.py: the escalation was stopped or
-     │                                acknowledged before its step's call was recorded: no dial
+     │                                acknowledged before its step's call was recorded, or
+     │                                dialled again after a "not now": no dial
      ├─ NumberRejected              phone.py: a number that must not be dialled (`.code`, `.reason`)
      ├─ CommandRejected             calls/command_text.py: /call text that can't be understood
      ├─ HistoryFilterRejected       audit/history.py: a /call history filter that can't be used

@@ -16,6 +16,8 @@ from tests.conftest import QUICK_VOICE_RETRY, BotFactory
 from tests.escalations import (
     ALICE,
     BOB,
+    click_ack,
+    click_stop,
     dialled,
     escalation_message,
     open_on_message,
@@ -24,8 +26,9 @@ from tests.escalations import (
     state_of,
     submit,
     wait_for_edit,
+    wait_for_state,
 )
-from tests.follow_helpers import services
+from tests.follow_helpers import audit_records, services
 
 OUTGOING = ("POST", "/sessions/outgoing")
 
@@ -157,3 +160,40 @@ async def test_evo_voice_unreachable_for_a_moment_is_tried_again(
     await bot.evo.wait_for_posts(1, timeout=30)
     assert dialled(bot) == [ALICE]
     assert any("EvoVoiceUnreachable, trying again" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("button", ["stop", "ack"])
+async def test_stop_or_i_m_on_it_while_evo_voice_says_not_now_rings_nobody(
+    bot_factory: BotFactory, button: str
+) -> None:
+    """Alice's call is refused with a 429, and the step waits to dial her again. Stop escalation
+    (or I'm on it) is clicked meanwhile: when the wait is over she is not rung; the chain ends as
+    the click said, and her attempt was called off, not failed."""
+    bot, _ = await start(bot_factory)
+    pausing, back = asyncio.Event(), asyncio.Event()
+
+    async def held(_: float) -> None:
+        pausing.set()
+        await back.wait()
+
+    services(bot).calls.dialler.sleep = held
+    bot.evo.queue_outgoing(TooManyRequests(retry_after="0.05"))
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    await asyncio.wait_for(pausing.wait(), 10)
+    if button == "stop":
+        await click_stop(bot, escalation, user_id="U0ADMIN")
+    else:
+        await click_ack(bot, escalation, user_id="U0BOB")
+    await wait_for_state(bot, EscalationState.STOPPING if button == "stop"
+                         else EscalationState.ACKNOWLEDGING)
+    back.set()
+    await wait_for_state(bot, EscalationState.STOPPED if button == "stop"
+                         else EscalationState.ACKNOWLEDGED)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]  # the one refused with a 429: no call was placed after it
+    assert bot.evo.sessions == {}
+    [attempt] = [r for r in await audit_records(bot) if r.number_masked == "+1 814 ••• 3093"]
+    assert attempt.result is not None
+    assert (attempt.result.kind, attempt.result.reason) == ("called_off", "ChainNotRunning")

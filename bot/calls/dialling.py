@@ -78,6 +78,7 @@ class Dialler:
         on_dialling: Callable[[int], Awaitable[None]] | None = None,
         quiet: bool = False,
         slot: SlotFirst[Any] | None = None,
+        before_retry: Callable[[], Awaitable[None]] | None = None,
     ) -> CallResult:
         """Dial at once; the confirmation thread is opened alongside and told the result.
 
@@ -92,9 +93,12 @@ class Dialler:
         a caller that tells its own story (an escalation step: its card and the person's page).
         `slot`: a rate-limit slot, taken first in the write of the attempt's record and the call's
         row; what taking it raises comes out of place(), with nothing written or dialled.
+        `before_retry`: (quiet calls) heard before each try again after a "not now"; what it
+        raises (CalledOff: the escalation went on without this step) comes out of place(), the
+        call not dialled.
         """
         with self._dials_first.on_its_way():
-            return await self._place(call, retry_for, on_dialling, quiet, slot)
+            return await self._place(call, retry_for, on_dialling, quiet, slot, before_retry)
 
     async def _place(
         self,
@@ -103,6 +107,7 @@ class Dialler:
         on_dialling: Callable[[int], Awaitable[None]] | None,
         quiet: bool,
         slot: SlotFirst[Any] | None,
+        before_retry: Callable[[], Awaitable[None]] | None = None,
     ) -> CallResult:
         request = call.request
         # The attempt's audit record, so that even a crash mid-call leaves a trace in the audit
@@ -126,7 +131,8 @@ class Dialler:
             request.user_id, call.number.masked, call.flow_name, request.reason
         )
         if quiet:
-            return await self._place_quietly(call, retry_for, attempt_id, dialling, parent)
+            return await self._place_quietly(call, retry_for, attempt_id, dialling, parent,
+                                             before_retry)
         opening = asyncio.create_task(self._open_thread_after_dials(
             request, parent
         ), name=f"confirmation thread for {request.user_id}")
@@ -184,8 +190,13 @@ class Dialler:
     async def _place_quietly(
         self, call: CheckedCall, retry_for: TimeLeft | None, attempt_id: int,
         dialling: TrackedCall, parent: views.Message,
+        before_retry: Callable[[], Awaitable[None]] | None = None,
     ) -> CallResult:
-        result, _ = await self._dial(call, retry_for)
+        try:
+            result, _ = await self._dial(call, retry_for, before_retry)
+        except CalledOff as exc:  # from before_retry: only "not now"s were answered, no call
+            await self._not_dialled(call, attempt_id, dialling, exc)
+            raise
         # A thread with nowhere to post: the call is followed, and no message is kept current.
         silent = Thread(channel=call.request.channel_id, ts=None, response_url=None, parent=parent)
         tracked = await self._follower.track(call, result, silent, dialling)
@@ -221,12 +232,13 @@ class Dialler:
             logger.exception("recording the result of attempt %s failed", attempt_id)
 
     async def _dial(
-        self, call: CheckedCall, retry_for: TimeLeft | None = None
+        self, call: CheckedCall, retry_for: TimeLeft | None = None,
+        before_retry: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[CallResult, views.Message]:
         started = dt.datetime.now(dt.UTC)
         log_args = (call.request.user_id, call.number.masked, call.flow_id)
         try:
-            placed = await self._post_call(call, retry_for)
+            placed = await self._post_call(call, retry_for, before_retry)
         except OutcomeUnknown as exc:
             logger.warning("call by %s to %s (flow %s): outcome unknown", *log_args,
                            extra={"user_id": call.request.user_id, "outcome": "unknown"})
@@ -249,8 +261,12 @@ class Dialler:
             views.call_placed(placed.session_id, call.caller_id),
         )
 
-    async def _post_call(self, call: CheckedCall, retry_for: TimeLeft | None) -> CallPlaced:
-        """POST /sessions/outgoing, again after a "not now" while `retry_for` leaves time."""
+    async def _post_call(
+        self, call: CheckedCall, retry_for: TimeLeft | None,
+        before_retry: Callable[[], Awaitable[None]] | None = None,
+    ) -> CallPlaced:
+        """POST /sessions/outgoing, again after a "not now" while `retry_for` leaves time (and
+        `before_retry` raises nothing)."""
         attempt = 0
         while True:
             heard = REQUEST_SENT.set(self._dials_first.dialled)
@@ -262,6 +278,10 @@ class Dialler:
                 attempt += 1
                 if not await wait_to_retry(exc, attempt, retry_for, self.sleep):
                     raise
+                if before_retry is not None:
+                    # The wait may be long (a Retry-After): whoever asked for the call may no
+                    # longer want it (an escalation stopped or acknowledged meanwhile).
+                    await before_retry()
                 logger.info("call by %s to %s: %s, trying again", call.request.user_id,
                             call.number.masked, type(exc).__name__,
                             extra={"user_id": call.request.user_id})

@@ -226,8 +226,7 @@ class Chain:
     async def _dial(
         self, escalation: Escalation, target: Target, checked: CheckedCall, holder: str
     ) -> None:
-        n = escalation.step
-        deadline = escalation.step_deadline
+        n, deadline = escalation.step, escalation.step_deadline
         # A 429 or an unreachable Evo Voice is tried again until the step's deadline: ten seconds
         # of 429s must not run through the whole chain. Refusals that won't change move on.
         async def keep_step_call(call_id: int) -> None:
@@ -246,6 +245,7 @@ class Chain:
             checked,
             retry_for=(lambda: deadline - self._clock()) if deadline is not None else None,
             on_dialling=keep_step_call,
+            before_retry=lambda: self._steps.before_retry(escalation.id, n, holder),
             quiet=True,  # the card and the page tell it: no posts per step in the thread
         )
         masked = checked.number.masked

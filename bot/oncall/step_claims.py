@@ -23,7 +23,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 
-from bot.errors import ChainNotRunning
+from bot.errors import ChainNotRunning, StepTakenOver
 from bot.oncall.escalation_store import Escalation, EscalationState, EscalationStore
 from bot.storage.claims import Claims
 from bot.storage.database import Connection
@@ -81,13 +81,25 @@ class StepClaims:
         ChainNotRunning, with nothing written, if the escalation was stopped or acknowledged
         meanwhile (while its checks waited on Slack, say): then nobody more may be rung."""
         async def write(conn: Connection) -> None:
-            row = await conn.fetchone("SELECT state FROM escalations WHERE id = ?",
-                                      (escalation_id,))
-            if row is None or row["state"] != EscalationState.RUNNING:
-                raise ChainNotRunning()
+            await _require_running(conn, escalation_id)
             await self._store.set_step_call(escalation_id, step, call_id, deadline, on=conn)
 
         return await self.if_held(escalation_id, step, holder, write)
+
+    async def before_retry(self, escalation_id: int, step: int, holder: str) -> None:
+        """Before the step's call is dialled again after a "not now" (bot/calls/retry.py), the
+        same as before its first POST: ChainNotRunning if the escalation was stopped or
+        acknowledged while Evo Voice said "not now", StepTakenOver if another run took the step
+        over; then nothing more is dialled."""
+        async def check(conn: Connection) -> None:
+            await _require_running(conn, escalation_id)
+
+        if not await until_database_answers(
+            lambda: self.if_held(escalation_id, step, holder, check),
+            f"escalation {escalation_id}: reading step {step + 1}'s claim",
+            extra={"escalation_id": escalation_id},
+        ):
+            raise StepTakenOver()
 
     async def holds(self, escalation_id: int, step: int, holder: str) -> bool:
         """Whether `holder` still holds the step's claim (a read: for a decision that is not the
@@ -122,3 +134,9 @@ class StepClaims:
             return False
         await self._claims.take_over_in(conn, key, holder=holder)
         return True
+
+
+async def _require_running(conn: Connection, escalation_id: int) -> None:
+    row = await conn.fetchone("SELECT state FROM escalations WHERE id = ?", (escalation_id,))
+    if row is None or row["state"] != EscalationState.RUNNING:
+        raise ChainNotRunning()
