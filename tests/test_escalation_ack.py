@@ -384,3 +384,32 @@ async def test_nobody_came_then_a_late_i_m_on_it_is_still_heard(bot_factory: Bot
     assert late.params["reply_broadcast"] in (True, "true", "1")  # as loud as "nobody came"
     await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged at")
     assert await state_of(bot) == EscalationState.ACKNOWLEDGED
+
+
+async def test_an_ack_outcome_on_a_call_left_on_past_its_deadline_acknowledges(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice answered but had not pressed 1 by her deadline: her call is left on (she may still be
+    listening) and Bob's phone rings. She then presses 1: that is her acknowledgement, as I'm on
+    it on her page would be. Nobody else is called, and Bob's phone, still ringing, is hung up."""
+    bot, clock, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, callState="Connected")
+    await call_seen_connected(bot, escalation)
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    bob = session_of(bot, BOB)
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    bot.evo.set_session_state(alice, outcome="pressed 1")  # still on the phone, she presses 1
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ call ended: "
+                                         "someone else acknowledged")
+    assert "<@U0ALICE> acknowledged on the call at" in (escalation.text or "")
+    assert hung_up(bot, bob)
+    assert not hung_up(bot, alice)
+    clock.advance(1000)
+    await bot.settle()
+    assert dialled(bot) == [ALICE, BOB]
+    [event] = await services(bot).db.fetchall(
+        "SELECT * FROM audit_events WHERE kind = 'acknowledged'")
+    assert event["actor_id"] == "U0ALICE"

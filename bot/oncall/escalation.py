@@ -20,9 +20,10 @@ What ends a step. With `ack = "acknowledge"` (the default) only an acknowledgeme
 clicked by a paged person or anyone allowed to escalate, or the call's session `outcome` being one
 of `[oncall] ack_outcomes` (set by the team's Evo Voice flow, e.g. after "press 1"). A call that
 connects and ends without one (voicemail, a pocket answer) moves the chain on at once; one still
-connected at the deadline is left alone (the person may still be listening) and the chain moves
-on. With `ack = "answer"` the call connecting ends the chain, as before acknowledgements existed;
-I'm on it works in both modes. The mode is frozen in the escalation's row when it starts.
+connected at the deadline is left alone (the person may still be listening: an acknowledging
+outcome it reports while the chain goes on still counts) and the chain moves on. With
+`ack = "answer"` the call connecting ends the chain, as before acknowledgements existed; I'm on it
+works in both modes. The mode is frozen in the escalation's row when it starts.
 
 Each chain is one task driving one row of the database (bot.escalation_store), in the one replica
 holding its lease (bot/runner.py). A step:

@@ -108,6 +108,23 @@ class Endings:
                         extra={"escalation_id": escalation.id, "user_id": target.user_id,
                                "call_id": call.id if call else None})
 
+    async def acknowledged_earlier(
+        self, escalation: Escalation, acknowledges: Callable[[str | None], bool]
+    ) -> bool:
+        """Whether an earlier step's call, answered but not acknowledged by its deadline and so
+        left on (the person may still be listening), now has an outcome that `acknowledges`:
+        they pressed 1 after all, and that is their acknowledgement, as a click on their page
+        would be. Recorded (acknowledged_by_call); True then: read the row again."""
+        for step in await self._store.steps(escalation.id):
+            if (step.step >= escalation.step or step.call_id is None
+                    or step.outcome != StepOutcome.NOT_ACKNOWLEDGED):
+                continue
+            call = await self._callstore.get(step.call_id)
+            if call is not None and acknowledges(call.outcome):
+                await self.acknowledged_by_call(escalation, escalation.people[step.step], call)
+                return True
+        return False
+
     async def acknowledged(self, escalation: Escalation) -> None:
         """Somebody acknowledged: nobody else is called; a call still ringing is hung up."""
         by = escalation.acknowledged_by or ""

@@ -271,7 +271,8 @@ class Chain:
         shown: str | None = None  # the call's state the card was last drawn with
         while not self._runner.closed:
             current = await self._store.get(escalation.id)
-            if current is None or current.state != EscalationState.RUNNING or current.step != n:
+            if (current is None or current.state != EscalationState.RUNNING or current.step != n
+                    or await self._endings.acknowledged_earlier(current, self._is_ack_outcome)):
                 return _Verdict.STATE_CHANGED, None
             call = (await self._callstore.get(current.step_call_id)
                     if current.step_call_id is not None else None)
@@ -395,6 +396,4 @@ class Chain:
         return fresh is None or classify(fresh, call.state) not in FINAL_STATES
 
     def _is_ack_outcome(self, outcome: str | None) -> bool:
-        if not outcome or not self._oncall.configured:
-            return False
-        return self._oncall.policy.is_ack_outcome(outcome)
+        return self._oncall.configured and self._oncall.policy.is_ack_outcome(outcome)
