@@ -457,3 +457,26 @@ async def calls_counted(bot: BotUnderTest) -> dict[str, float]:
     samples = await scrape(bot)
     return {outcome: value(samples, "callbot_calls_total", outcome=outcome)
             for outcome in ("placed", "failed", "called_off")}
+
+
+async def test_slack_failing_to_show_a_profile_read_before_still_rings_its_number(
+    bot_factory: BotFactory,
+) -> None:
+    """Carol's number is in her Slack profile, read when the escalation started. When her step
+    begins, that read has expired and Slack fails to answer users.info: she is rung at the number
+    read before, not skipped (Slack failing stops no dial)."""
+    bot, clock = await start(bot_factory)
+    bot.slack.users["U0CAROL"] = {"profile": {"phone": "+18144043095"}}
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    clock.advance(91)
+    await wait_for_edit(bot, escalation, BOB_RINGING)
+    bot.slack.fail("users.info", "internal_error")  # Slack fails for a while...
+    services(bot).oncall.phones.forget()  # ... once the profiles read at the start have expired
+    clock.advance(91)
+    await bot.evo.wait_for_posts(3)
+    assert dialled(bot) == [ALICE, BOB, "+18144043095"]
+    await wait_for_edit(bot, escalation, "3. <@U0CAROL> (+1 814 ••• 3095) — 🔔 ringing…")
+    assert "skipped" not in (escalation.text or "")

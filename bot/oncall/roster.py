@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 # A profile's phone changes rarely, but someone fixing theirs mid-incident should not wait long.
 PROFILE_CACHE_SECONDS = 120.0
+# When Slack fails to read a profile again, the phone it held when last read is used, if read
+# within this long: a person whose step comes minutes into an escalation (the profiles were read
+# as it started) is not skipped because Slack is failing just then.
+PROFILE_FALLBACK_SECONDS = 24 * 3600.0
 
 
 def utc_now() -> dt.datetime:
@@ -107,7 +111,9 @@ class PhoneBook:
         self._client = client
         self._people = dict(people)
         self._policy = dial_policy
+        self._clock = clock
         self._profiles: TTLCache[str, str] = TTLCache(ttl, clock=clock)
+        self._last_read: dict[str, tuple[float, str]] = {}  # user ID -> (when, profile phone)
 
     def forget(self) -> None:
         """Read people's Slack profiles afresh on the next lookup (a profile just changed)."""
@@ -120,11 +126,17 @@ class PhoneBook:
         try:
             phone = await self._profiles.get(user_id, lambda: self._profile_phone(user_id))
         except ProfileUnavailable as exc:
-            hint = " (the bot needs the users:read scope)" if exc.error == "missing_scope" else ""
-            return PhoneLookup(
-                None,
-                f"not in [people], and the Slack profile could not be read: {exc.error}{hint}",
-            )
+            last = self._last_read.get(user_id)
+            if last is None or self._clock() - last[0] > PROFILE_FALLBACK_SECONDS:
+                hint = (" (the bot needs the users:read scope)" if exc.error == "missing_scope"
+                        else "")
+                return PhoneLookup(
+                    None,
+                    f"not in [people], and the Slack profile could not be read: {exc.error}{hint}",
+                )
+            logger.warning("the Slack profile of %s could not be read (%s): using the phone it "
+                           "held when last read", user_id, exc.error, extra={"user_id": user_id})
+            phone = last[1]
         if not phone.strip():
             return PhoneLookup(None, "not in [people], and the Slack profile has no phone number")
         return self._check(phone, "the Slack profile's phone number")
@@ -146,7 +158,9 @@ class PhoneBook:
         user = response.get("user") or {}
         profile = (user.get("profile") or {}) if isinstance(user, dict) else {}
         phone = profile.get("phone") if isinstance(profile, dict) else None
-        return phone if isinstance(phone, str) else ""
+        phone = phone if isinstance(phone, str) else ""
+        self._last_read[user_id] = (self._clock(), phone)
+        return phone
 
 
 class Overrides:
