@@ -347,6 +347,27 @@ async def test_a_guest_cannot_acknowledge(bot_factory: BotFactory, mode: str) ->
     assert not hung_up(bot, session_of(bot, ALICE))
 
 
+async def test_i_m_on_it_slack_cannot_check_is_told_to_try_again_not_refused(
+    bot_factory: BotFactory,
+) -> None:
+    """A member of the workspace (a responder, as everyone is by default) clicks I'm on it while
+    Slack fails to say who they are: they are told the check failed and to try again, not that
+    they may not acknowledge (which would leave them believing their acknowledgement is not
+    wanted). Once Slack answers, their click counts."""
+    bot, _, escalation = await running_escalation(bot_factory)
+    bot.slack.fail("users.info", "internal_error")
+    _, url = await click_ack(bot, escalation, user_id="U0DEV")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "can't acknowledge this page" not in answer["text"]
+    assert "I could not check whether you may acknowledge this page" in answer["text"]
+    assert "Try again in a minute" in answer["text"]
+    assert await state_of(bot) == EscalationState.RUNNING
+    bot.slack.off("users.info")
+    await click_ack(bot, escalation, user_id="U0DEV")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    assert hung_up(bot, session_of(bot, ALICE))
+
+
 async def test_an_acknowledgement_while_the_bot_restarts_is_honoured_and_nobody_is_dialled_twice(
     bot_factory: BotFactory,
 ) -> None:

@@ -16,7 +16,7 @@ from bot.access import AccessControl, Responders
 from bot.calls import messages as common_views
 from bot.calls.controls import ButtonClick, EscalationButtonExpired
 from bot.config import KNOWN_ROLES
-from bot.errors import CallbotError, describe
+from bot.errors import CallbotError, NotAResponder, describe
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_endings import Endings
@@ -99,12 +99,8 @@ class EscalationButtons:
         try:
             with refused_when_database_fails("your acknowledgement was not recorded"):
                 escalation = await self._load(click, pages=True)
-                if click.user_id not in {t.user_id for t in escalation.people} and not (
-                    await self._responders.allows(click.user_id)
-                ):
-                    logger.info("acknowledgement of escalation %s refused to %s", escalation.id,
-                                click.user_id, extra=_click_fields(escalation.id, click))
-                    raise NotAllowedToAcknowledge()
+                if click.user_id not in {t.user_id for t in escalation.people}:
+                    await self._may_acknowledge(escalation, click)
                 now = self._clock()
                 first = await self._store.acknowledge(escalation.id, by=click.user_id, at=now,
                                                       via=AckVia.BUTTON)
@@ -131,6 +127,18 @@ class EscalationButtons:
             raise AcknowledgedTooLate()
         except CallbotError as exc:
             await self._refuse(click, exc)
+
+    async def _may_acknowledge(self, escalation: Escalation, click: ButtonClick) -> None:
+        """NotAllowedToAcknowledge unless the clicker (not paged by it) may escalate. Slack
+        failing to say (a user group it can't list, users.info failing) is told as such, to try
+        again: told "you can't", someone who may would not click again, and their
+        acknowledgement would be lost."""
+        try:
+            await self._responders.require(click.user_id, action="acknowledge this page")
+        except NotAResponder:
+            logger.info("acknowledgement of escalation %s refused to %s", escalation.id,
+                        click.user_id, extra=_click_fields(escalation.id, click))
+            raise NotAllowedToAcknowledge() from None
 
     async def _acknowledged_after_exhausted(self, escalation_id: int) -> None:
         """Everybody was tried and the channel was told nobody came; now somebody has."""
