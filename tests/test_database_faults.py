@@ -143,8 +143,8 @@ async def test_a_calls_result_met_by_a_locked_database_reaches_the_audit_trail_o
     bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     # The call was dialled: what Evo Voice answered must reach the audit trail, however long
-    # the database stays locked after the POST.
-    caplog.set_level(logging.WARNING, logger="bot.audit.trail")
+    # the database stays locked after the POST (the call's row waits for it, then the record).
+    caplog.set_level(logging.WARNING, logger="bot.storage.faults")
     bot = await bot_factory("http", **FAST)
     answer = asyncio.Event()
     bot.evo.queue_outgoing(Gated(answer))
@@ -152,7 +152,7 @@ async def test_a_calls_result_met_by_a_locked_database_reaches_the_audit_trail_o
     await bot.evo.wait_for_posts(1)
     with write_lock(bot):
         answer.set()
-        await until_logged(caplog, "an audit record waits for the database")
+        await until_logged(caplog, "the database failed")
 
     async def placed() -> None:
         while not any(r.result for r in await audit_records(bot)):
@@ -161,6 +161,29 @@ async def test_a_calls_result_met_by_a_locked_database_reaches_the_audit_trail_o
     await asyncio.wait_for(placed(), 30)
     [record] = await audit_records(bot)
     assert [e.kind for e in record.events] == ["placed"]
+
+
+async def test_a_call_whose_answer_met_a_locked_database_is_still_followed_to_its_end(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The call was dialled, and Evo Voice answered while the database was locked: the row is
+    # filled in once the database answers (not left "dialling", unfollowed, until a restart),
+    # so the status message shows how the call ends.
+    caplog.set_level(logging.WARNING, logger="bot.storage.faults")
+    bot = await bot_factory("http", **FAST)
+    answer = asyncio.Event()
+    bot.evo.queue_outgoing(Gated(answer))
+    await bot.command(f"{FULL} escalation")
+    await bot.evo.wait_for_posts(1)
+    with write_lock(bot):
+        answer.set()
+        await until_logged(caplog, "the database failed")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=30, outcome="Completed")
+    await wait_for_status(bot, status, "Ended", timeout=30)
+    [row] = await services(bot).db.fetchall("SELECT placement, following FROM calls")
+    assert (row["placement"], row["following"]) == ("placed", 0)
 
 
 def _unretrieved(caplog: pytest.LogCaptureFixture) -> list[str]:

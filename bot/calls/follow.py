@@ -28,7 +28,7 @@ from bot.runner import RowRunner, Work
 from bot.slack.blocks import Message
 from bot.slack.notify import Notifier
 from bot.slack.threads import Thread
-from bot.storage.faults import DATABASE_FAULTS
+from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.leases import Leases
 from bot.storage.together import NewRow, SlotFirst
 
@@ -153,11 +153,17 @@ class CallFollower:
         """Fill in the `dialling` row (written before the POST) with the POST's answer; the row,
         or None if it needs no status message (nobody to tell).
 
-        Never raises: a bookkeeping failure must not keep the requester from hearing the result
-        (the row then stays "dialling", and the next start reconciles it).
+        A database that fails is waited for: the call may be ringing, and a row left "dialling"
+        is followed by nobody (its lease, renewed by this replica, keeps every other from
+        reconciling it) until the next start, so its status would never move on and an
+        escalation would never see its answer. Never raises: a bug in the bookkeeping must not
+        keep the requester from hearing the result (the row then stays "dialling", and the next
+        start reconciles it).
         """
         try:
-            return await self._fill_in(call, result, thread, dialling.id)
+            return await until_database_answers(
+                lambda: self._fill_in(call, result, thread, dialling.id),
+                f"keeping track of call {dialling.id}", extra={"call_id": dialling.id})
         except Exception:
             logger.exception("could not keep track of a call by %s", call.request.user_id,
                              extra={"user_id": call.request.user_id})
