@@ -91,7 +91,7 @@ async def start(
     bot_factory: BotFactory, mode: str = "http", *, policy: str = ROSTER,
     at: dt.datetime = IN_ALICES_SHIFT, clock: Clock | None = None, **env: str,
 ) -> tuple[BotUnderTest, Clock]:
-    bot = await bot_factory(mode, policy=policy, **FAST, **env)
+    bot = await bot_factory(mode, policy=policy, **{**FAST, **env})  # env over FAST
     clock = clock or Clock()
     services(bot).oncall.clock = lambda: at
     services(bot).escalations.clock = clock

@@ -277,6 +277,32 @@ async def test_a_step_whose_call_evo_voice_cannot_find_by_its_deadline_says_it_m
                         "still ring.)")
 
 
+async def test_a_step_whose_call_is_given_up_as_not_found_waits_for_its_deadline(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice's POST is answered 500, and Evo Voice shows no session for it until the follower gives
+    up looking (CALL_FIND_SECONDS, shorter here than answer_timeout). Her phone may still ring:
+    that is no call that ended, so her step lasts until its deadline, where the card says her
+    phone may still ring, and only then is Bob called."""
+    bot, clock = await start(bot_factory, CALL_FIND_SECONDS="0.5")
+    bot.evo.queue_outgoing(ErrorStatus(500, "Internal server error"))
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 📞 calling…")
+    db = services(bot).db
+    async with asyncio.timeout(10):
+        while (await db.fetchone("SELECT state FROM calls"))["state"] != "not_found":
+            await asyncio.sleep(0.01)
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after "
+                        "90 s (Its call could not be found in Evo Voice to hang it up; it may "
+                        "still ring.)")
+    assert "didn't answer (the call ended)" not in (escalation.text or "")
+
+
 async def test_a_responder_s_own_limit_holds_for_its_whole_window(bot_factory: BotFactory) -> None:
     """`escalations_per_person = "1/1h"`: refused for the whole hour after the first, allowed
     once it has passed (the window is the escalation service's clock, moved here)."""

@@ -87,6 +87,12 @@ class TrackedCall:
         return self.state in FINAL_STATES
 
     @property
+    def known_over(self) -> bool:
+        """Final, and known to be over: it ended, or nothing was dialled. Not a call given up on
+        (NOT_FOUND, LOST): the bot stopped following it, and its phone may still ring."""
+        return self.state in (CallState.ENDED, CallState.FAILED)
+
+    @property
     def is_live(self) -> bool:
         return self.state in LIVE_STATES and self.session_id is not None
 

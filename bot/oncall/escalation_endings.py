@@ -282,7 +282,8 @@ class Endings:
     ) -> str | None:
         """Hang up a call of `escalation` that is still ringing; a note for the card when that
         didn't work (`done` when it did)."""
-        if call is None or call.is_final or call.answered:
+        # A call the follower gave up on (its session never found, or lost) may still ring.
+        if call is None or call.known_over or call.answered:
             return None
         if call.session_id is None:
             return "(Its call could not be found in Evo Voice to hang it up; it may still ring.)"

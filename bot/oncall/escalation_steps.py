@@ -280,7 +280,7 @@ class Chain:
                 return _Verdict.ACK_OUTCOME, call
             if call is not None and call.answered and not current.acknowledges:
                 return _Verdict.ANSWERED, call
-            if call is not None and call.is_final:
+            if call is not None and call.known_over:  # given up on, it may ring: the deadline
                 return _Verdict.ENDED, call
             if call is not None and call.state != shown:
                 shown = call.state
