@@ -22,6 +22,7 @@ from tests.conftest import BotFactory, BotUnderTest, until
 from tests.follow_helpers import services
 from tests.escalations import (
     ALICE,
+    ALICE_ONLY,
     BOB,
     ROSTER,
     as_first_drawn,
@@ -38,6 +39,7 @@ from tests.escalations import (
     state_of,
     submit,
     wait_for_edit,
+    wait_for_post,
     wait_for_state,
 )
 
@@ -431,6 +433,31 @@ async def test_an_ack_outcome_on_a_call_left_on_past_its_deadline_acknowledges(
     clock.advance(1000)
     await bot.settle()
     assert dialled(bot) == [ALICE, BOB]
+    [event] = await services(bot).db.fetchall(
+        "SELECT * FROM audit_events WHERE kind = 'acknowledged'")
+    assert event["actor_id"] == "U0ALICE"
+
+
+async def test_an_ack_outcome_on_the_last_call_left_on_after_nobody_came_is_still_heard(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice, the only person in the order, answered but had not pressed 1 by her deadline: her
+    call is left on, and the channel is told nobody acknowledged. She then presses 1: that is a
+    late acknowledgement, announced as loudly as a late I'm on it."""
+    bot, clock, escalation = await running_escalation(
+        bot_factory, policy=ALICE_ONLY + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n')
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, callState="Connected")
+    await call_seen_connected(bot, escalation)
+    clock.advance(91)
+    await wait_for_post(bot, "Nobody acknowledged the on-call escalation")
+    assert await state_of(bot) == EscalationState.EXHAUSTED
+    bot.evo.set_session_state(alice, outcome="pressed 1")  # still on the phone, she presses 1
+    late = await wait_for_post(bot, "they are on it")
+    assert late.params["reply_broadcast"] in (True, "true", "1")  # as loud as "nobody came"
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
+    assert await state_of(bot) == EscalationState.ACKNOWLEDGED
+    assert not hung_up(bot, alice)
     [event] = await services(bot).db.fetchall(
         "SELECT * FROM audit_events WHERE kind = 'acknowledged'")
     assert event["actor_id"] == "U0ALICE"

@@ -21,9 +21,10 @@ clicked by a paged person or anyone allowed to escalate, or the call's session `
 of `[oncall] ack_outcomes` (set by the team's Evo Voice flow, e.g. after "press 1"). A call that
 connects and ends without one (voicemail, a pocket answer) moves the chain on at once; one still
 connected at the deadline is left alone (the person may still be listening: an acknowledging
-outcome it reports while the chain goes on still counts) and the chain moves on. With
-`ack = "answer"` the call connecting ends the chain, as before acknowledgements existed; I'm on it
-works in both modes. The mode is frozen in the escalation's row when it starts.
+outcome it reports while the chain goes on, or once nobody acknowledged, still counts) and the
+chain moves on. With `ack = "answer"` the call connecting ends the chain, as before
+acknowledgements existed; I'm on it works in both modes. The mode is frozen in the escalation's
+row when it starts.
 
 Each chain is one task driving one row of the database (bot.escalation_store), in the one replica
 holding its lease (bot/runner.py). A step:
@@ -170,7 +171,8 @@ class EscalationService:
         self._endings = Endings(
             store=store, callstore=callstore, follower=follower, evo=evo, claims=claims,
             audit=audit, card=self._card, clock=self._now, on_finished=on_finished,
-            on_acknowledged=on_acknowledged,
+            on_acknowledged=on_acknowledged, runner=self._runner, check_every=check_every,
+            pause=pause,
         )
         self._chain = Chain(
             store=store, oncall=oncall, calls=calls, callstore=callstore, evo=evo,

@@ -142,16 +142,9 @@ class EscalationButtons:
 
     async def _acknowledged_after_exhausted(self, escalation_id: int) -> None:
         """Everybody was tried and the channel was told nobody came; now somebody has."""
-        escalation = await self._store.get(escalation_id)
-        if escalation is None:
-            return
-        logger.info("escalation %s: acknowledged by %s after everybody was tried",
-                    escalation.id, escalation.acknowledged_by,
-                    extra={"escalation_id": escalation.id, "user_id": escalation.acknowledged_by})
-        await self._endings.record_acknowledgement(escalation)
-        await self._endings.nobody_came(escalation, late=True)
-        if not await self._card.refresh(escalation.id):
-            await self._show_end(escalation.id)
+        await self._endings.acknowledged_late(escalation_id)
+        if not await self._card.refresh(escalation_id):
+            await self._show_end(escalation_id)
 
     async def stop_clicked(self, click: ButtonClick) -> None:
         """Stop escalation: the requester, or a Manager/SystemAdministrator."""

@@ -4,6 +4,8 @@
     acknowledged()      somebody acknowledged (I'm on it, or the call's outcome): a call still
                         ringing is hung up, nobody else is called
     exhausted()         everybody was tried: the final broadcast, the only loud post
+    late_by_call()      then, a call left on reporting an acknowledging outcome: a late
+                        acknowledgement, as loud as a late I'm on it (acknowledged_late)
     stopped()           Stop escalation: a call still ringing is hung up
     fail()              it can't go on (the requester lost the right to escalate, a bug)
 
@@ -19,10 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot.audit.trail import AuditLog, EventKind
-from bot.calls.follow import CallFollower
+from bot.calls.follow import CallFollower, wait_or_wake
 from bot.calls.store import CallStore, TrackedCall
 from bot.errors import describe_hang_up
 from bot.evovoice.client import AlreadyEnded, EvoVoiceClient, EvoVoiceError, NotFound
@@ -33,9 +35,11 @@ from bot.oncall.escalation_store import (
     Escalation,
     EscalationState,
     EscalationStore,
+    Step,
     StepOutcome,
     Target,
 )
+from bot.runner import RowRunner
 from bot.storage.claims import Claims
 
 logger = logging.getLogger(__name__)
@@ -65,6 +69,9 @@ class Endings:
         clock: Callable[[], float],
         on_finished: Callable[[str], None] | None = None,
         on_acknowledged: Callable[[str, float], None] | None = None,
+        runner: RowRunner | None = None,
+        check_every: float = 1.0,
+        pause: Callable[[asyncio.Event, float], Awaitable[None]] = wait_or_wake,
     ) -> None:
         self._store = store
         self._callstore = callstore
@@ -79,6 +86,11 @@ class Endings:
         self._on_acknowledged = on_acknowledged
         # Per escalation: "nobody acknowledged" and a late I'm on it are broadcast in that order.
         self._broadcasting: dict[int, asyncio.Lock] = {}
+        # The chain's task (its wake-ups, whether the bot stops) and how often it looks at its
+        # calls' rows, for the calls left on once nobody acknowledged (late_by_call).
+        self._runner = runner
+        self._check_every = check_every
+        self._pause = pause
 
     async def answered(self, escalation: Escalation, target: Target) -> None:
         """`ack = "answer"`: the call connecting is the acknowledgement."""
@@ -115,15 +127,61 @@ class Endings:
         left on (the person may still be listening), now has an outcome that `acknowledges`:
         they pressed 1 after all, and that is their acknowledgement, as a click on their page
         would be. Recorded (acknowledged_by_call); True then: read the row again."""
-        for step in await self._store.steps(escalation.id):
-            if (step.step >= escalation.step or step.call_id is None
-                    or step.outcome != StepOutcome.NOT_ACKNOWLEDGED):
-                continue
-            call = await self._callstore.get(step.call_id)
-            if call is not None and acknowledges(call.outcome):
+        for step, call in await self._left_on(escalation):
+            if acknowledges(call.outcome):
                 await self.acknowledged_by_call(escalation, escalation.people[step.step], call)
                 return True
         return False
+
+    async def late_by_call(
+        self, escalation: Escalation, acknowledges: Callable[[str | None], bool]
+    ) -> None:
+        """Once nobody acknowledged (EXHAUSTED), in the chain's task: while a call left on at
+        its deadline is still on, its person may still press 1, and an outcome that
+        `acknowledges` is then a late acknowledgement, told as loudly as a late I'm on it. (Not
+        watched again after a restart: an escalation over is resumed by no run.)"""
+        runner = self._runner
+        while escalation.state == EscalationState.EXHAUSTED and not (runner and runner.closed):
+            on = False
+            for step, call in await self._left_on(escalation):
+                if acknowledges(call.outcome):
+                    if await self._store.acknowledge(
+                            escalation.id, by=step.user_id, at=self._clock(), via=AckVia.OUTCOME,
+                            before={EscalationState.EXHAUSTED}, after=EscalationState.ACKNOWLEDGED):
+                        await self.acknowledged_late(escalation.id)
+                        await self._card.refresh_until_shown(escalation.id)
+                    return
+                on = on or not call.is_final
+            if not on:
+                return
+            wake = runner.wake(escalation.id) if runner is not None else asyncio.Event()
+            await self._pause(wake, self._check_every)
+            wake.clear()
+            escalation = await self._store.get(escalation.id) or escalation
+
+    async def acknowledged_late(self, escalation_id: int) -> None:
+        """Everybody was tried and the channel was told nobody came; now somebody has (I'm on it,
+        or a call's outcome): recorded, and told as loudly."""
+        escalation = await self._store.get(escalation_id)
+        if escalation is None:
+            return
+        logger.info("escalation %s: acknowledged by %s after everybody was tried",
+                    escalation.id, escalation.acknowledged_by,
+                    extra={"escalation_id": escalation.id, "user_id": escalation.acknowledged_by})
+        await self.record_acknowledgement(escalation)
+        await self.nobody_came(escalation, late=True)
+
+    async def _left_on(self, escalation: Escalation) -> list[tuple[Step, TrackedCall]]:
+        """The calls of the steps before the current one that were answered but not acknowledged
+        (left on at their deadline, or ended so), with their steps."""
+        found = []
+        for step in await self._store.steps(escalation.id):
+            if (step.step < escalation.step and step.call_id is not None
+                    and step.outcome == StepOutcome.NOT_ACKNOWLEDGED):
+                call = await self._callstore.get(step.call_id)
+                if call is not None:
+                    found.append((step, call))
+        return found
 
     async def acknowledged(self, escalation: Escalation) -> None:
         """Somebody acknowledged: nobody else is called; a call still ringing is hung up."""

@@ -117,7 +117,7 @@ class Chain:
                 await self._endings.acknowledged(escalation)
                 return
             if escalation.state != EscalationState.RUNNING:
-                return
+                return await self._endings.late_by_call(escalation, self._is_ack_outcome)
             target = escalation.target
             if target is None:
                 await self._endings.exhausted(escalation)
