@@ -8,7 +8,8 @@ work for about a tenth of that, and the bot already runs on aiohttp.
 
 Two limits a plain aiohttp request lacks: the read timeout bounds the whole answer from the moment
 the connection is ready (aiohttp's own read timeout restarts at every byte, so a body trickled one
-byte a second never trips it), and an answer larger than `MAX_ANSWER_BYTES` is not read into memory.
+byte a second never trips it), and an answer larger than `MAX_ANSWER_BYTES` (decoded) is not read
+into memory.
 
 The errors keep the meaning the client's retry rules depend on, erring towards "maybe sent":
 
@@ -51,6 +52,8 @@ KEEPALIVE_SECONDS = 5.0
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
 # Set by httpx's client and recomputed by aiohttp from the body.
 _DROPPED_REQUEST_HEADERS = frozenset({"content-length", "transfer-encoding"})
+# The Content-Encodings aiohttp decodes (its parser's own list): httpx is handed them decoded.
+_DECODED_ENCODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
 
 
 def _as_httpx_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
@@ -172,8 +175,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 connector=connector,
                 # httpx's client keeps (or refuses) cookies; a second jar here would undo that.
                 cookie_jar=aiohttp.DummyCookieJar(),
-                # httpx decodes Content-Encoding itself.
-                auto_decompress=False,
+                # aiohttp decodes Content-Encoding a bounded piece at a time, so MAX_ANSWER_BYTES
+                # counts what the answer decodes to: left to httpx, the whole body was decoded at
+                # once after the limit was checked (40 KB of gzip became 40 MB in memory). The
+                # client accepts gzip and deflate, as httpx does.
+                auto_decompress=True,
                 request_class=_SentRequest,
             )
             self._session._retry_connection = False
@@ -225,9 +231,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     _DEADLINE.reset(sending)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise _as_httpx_error(exc, request) from exc
+        encoding = response.headers.get("Content-Encoding", "")
+        answer_headers = list(response.raw_headers)
+        if encoding.isascii() and encoding.lower() in _DECODED_ENCODINGS:
+            # Decoded already: httpx must not decode it again.
+            answer_headers = [(k, v) for k, v in answer_headers if k.lower() != b"content-encoding"]
         return httpx.Response(
             status_code=response.status,
-            headers=list(response.raw_headers),
+            headers=answer_headers,
             content=content,
             request=request,
             extensions={"http_version": b"HTTP/1.1",

@@ -33,6 +33,7 @@ behaviour              answer                                                   
 ``Acted(then)``        the side effect at once, then the answer of ``then``       yes
 ``Trickled(s)``        the normal answer, its body one byte every ``s`` seconds   yes
 ``Oversized(n, s)``    200 (or ``s``), a JSON body of ``n`` bytes, chunked        yes
+                       (``encoding="gzip"``: compressed on the wire)
 =====================  =========================================================  ============
 
 \\* the route's side effect: POST /sessions/outgoing creates a session (so ``GET /sessions?to=``

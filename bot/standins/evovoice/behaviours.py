@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,6 +126,9 @@ class Oversized:
 
     size: int = 40 * 1024 * 1024
     status: int = 200  # a 5xx: a gateway's error page, say, after the call was placed
+    # "gzip": sent with Content-Encoding: gzip, as a server may answer a client accepting it; the
+    # n bytes of JSON then cross the wire in a few tens of kilobytes.
+    encoding: str | None = None
 
 
 Behaviour = (
@@ -248,7 +252,7 @@ async def perform(
     if isinstance(behaviour, Trickled):
         return await _trickle(request, normal, behaviour.seconds_per_byte, stopping)
     if isinstance(behaviour, Oversized):
-        return await _oversized(request, behaviour.size, behaviour.status)
+        return await _oversized(request, behaviour.size, behaviour.status, behaviour.encoding)
     return normal
 
 
@@ -268,20 +272,32 @@ async def _trickle(
     return response
 
 
-async def _oversized(request: web.Request, size: int, status: int) -> web.StreamResponse:
+async def _oversized(
+    request: web.Request, size: int, status: int, encoding: str | None
+) -> web.StreamResponse:
     response = web.StreamResponse(status=status)
     response.content_type = "application/json"
     response.enable_chunked_encoding()
+    gzip = zlib.compressobj(wbits=31) if encoding == "gzip" else None
+    if gzip is not None:
+        response.headers["Content-Encoding"] = "gzip"
     await response.prepare(request)
+
+    async def write(data: bytes, *, last: bool = False) -> None:
+        if gzip is not None:
+            data = gzip.compress(data) + (gzip.flush() if last else b"")
+        if data:
+            await response.write(data)
+
     head, tail = b'{"items": [], "padding": "', b'"}'
     chunk = b"x" * 65536
-    await response.write(head)
+    await write(head)
     left = max(0, size - len(head) - len(tail))
     try:
         while left > 0:
-            await response.write(chunk[:left])
+            await write(chunk[:left])
             left -= min(left, len(chunk))
-        await response.write(tail)
+        await write(tail, last=True)
     except (ConnectionResetError, RuntimeError):  # the client stopped reading: fine
         pass
     return response
