@@ -178,6 +178,18 @@ async def test_a_placeholder_date_completed_does_not_end_a_ringing_call(
     await wait_for_edit(bot, status, "Ended")  # Disconnected after being live: over
 
 
+# Dates no .NET DateTime can hold (past 9999, before year 1), in both of ServiceStack's forms: a
+# malformed answer. An unreadable date is no date, as for any other text; the call still ends.
+@pytest.mark.parametrize("unreadable", ["/Date(253402300800000)/", "/Date(-99999999999999999)/"])
+async def test_a_date_out_of_range_is_unreadable_and_the_call_still_ends(
+    bot_factory: BotFactory, unreadable: str
+) -> None:
+    bot, status, session_id = await placed_call(bot_factory)
+    bot.evo.set_session_state(session_id, callState="Disconnected", ended=True,
+                              outcome="Completed", dateCompleted=unreadable)
+    await wait_for_edit(bot, status, "Ended")
+
+
 async def test_disconnected_before_anything_happened_is_not_the_end(
     bot_factory: BotFactory,
 ) -> None:

@@ -17,7 +17,12 @@ def parse_timestamp(value: str | None) -> dt.datetime | None:
         return None
     match = _MS_DATE.fullmatch(value.strip())
     if match:
-        parsed = dt.datetime.fromtimestamp(int(match.group(1)) / 1000, dt.UTC)
+        try:
+            parsed = dt.datetime.fromtimestamp(int(match.group(1)) / 1000, dt.UTC)
+        except (ValueError, OverflowError, OSError):
+            # Beyond what a datetime holds (a malformed answer): no date, as for any other text,
+            # rather than an error that stops the follower of the call that carries it.
+            return None
     else:
         try:
             parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
