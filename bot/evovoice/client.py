@@ -36,6 +36,7 @@ from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.dates import parse_timestamp
 from bot.evovoice.errors import (
     MAX_RETRY_AFTER_SECONDS,
+    UNREADABLE_JSON,
     AlreadyEnded,
     BadLogin,
     BadRequest,
@@ -152,7 +153,7 @@ class EvoVoiceClient(Requester):
             if not refused:
                 try:
                     data = response.json()
-                except ValueError:
+                except UNREADABLE_JSON:
                     raise MalformedResponse(
                         "Evo Voice sent an answer the bot could not read."
                     ) from None

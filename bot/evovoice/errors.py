@@ -31,6 +31,10 @@ from typing import Any
 
 import httpx
 
+# What decoding a JSON answer raises when it can't read it: ValueError for text that is no JSON,
+# RecursionError for JSON nested deeper than the parser recurses (a malformed answer, too).
+UNREADABLE_JSON = (ValueError, RecursionError)
+
 # A Retry-After longer than this is read as this: one 429 asking for a day must not silence a
 # followed call (or an escalation step) for a day.
 MAX_RETRY_AFTER_SECONDS = 60.0
@@ -180,7 +184,7 @@ def parse_response_status(
 ) -> tuple[str | None, str | None, list[FieldError]]:
     try:
         data = response.json()
-    except ValueError:
+    except UNREADABLE_JSON:
         return None, None, []
     status = camel_field(data, "responseStatus") if isinstance(data, dict) else None
     if not isinstance(status, dict):

@@ -10,7 +10,7 @@ import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from bot.evovoice.errors import camel_field
+from bot.evovoice.errors import UNREADABLE_JSON, camel_field
 
 logger = logging.getLogger("bot.evovoice.client")
 
@@ -107,7 +107,7 @@ def parse_call_placed(response: httpx.Response) -> CallPlaced:
         return CallPlaced()
     try:
         data = response.json()
-    except ValueError:
+    except UNREADABLE_JSON:
         logger.warning("Evo Voice POST %s: 2xx body is not JSON; call accepted", OUTGOING_PATH)
         return CallPlaced()
     if not isinstance(data, dict):

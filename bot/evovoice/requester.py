@@ -25,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.errors import (
+    UNREADABLE_JSON,
     EvoVoiceTimeout,
     EvoVoiceUnreachable,
     MalformedResponse,
@@ -236,7 +237,7 @@ class Requester:
                                     admitted=admitted)
         try:
             return response.json()
-        except ValueError:
+        except UNREADABLE_JSON:
             raise MalformedResponse("Evo Voice sent an answer the bot could not read.") from None
 
     def _model(self, model: type[_Item], data: Any, path: str) -> _Item:
