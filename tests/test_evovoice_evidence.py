@@ -124,6 +124,38 @@ async def test_end_session_refused_falls_back_to_patch_and_keeps_to_it(
     assert len(deletes) == 1  # the second hang-up went straight to PatchSession
 
 
+# ServiceStack's role attributes long answered with "Invalid Role" in the status line and no body
+# (StatusDescription, then EndRequest); later ones write it in an error body too.
+ROLE_REFUSALS = pytest.mark.parametrize("role_refusal", ["body", "status_line"])
+
+
+@ROLE_REFUSALS
+async def test_end_session_refused_by_a_role_revoked_since_start_up_falls_back_to_patch(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, role_refusal: str
+) -> None:
+    evo.roles = ["Manager", "User"]
+    evo.role_refusal = role_refusal
+    bot, status, session_id = await placed_call(bot_factory)
+    bot.evo.roles = ["Manager"]  # User revoked while the bot runs
+    await click(bot, status, HANG_UP_ACTION)
+    await wait_for_edit(bot, status, "Hung up by <@U0MANAGER>")
+    assert bot.evo.hang_ups(session_id) == ["PATCH"]
+
+
+@ROLE_REFUSALS
+async def test_a_manager_role_revoked_since_start_up_is_called_a_missing_role(
+    bot_factory: BotFactory, role_refusal: str
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    bot.evo.role_refusal = role_refusal
+    bot.evo.roles = ["User"]  # Manager revoked while the bot runs
+    await bot.command(f"{FULL} escalation")
+    said = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: "Call not placed" in str(c.params.get("text")))
+    assert "lacks the Manager role" in said.params["text"]
+    assert bot.evo.sessions == {}
+
+
 @MODES
 async def test_a_manager_only_login_moves_the_chain_on_and_stops_it(
     bot_factory: BotFactory, mode: str

@@ -165,9 +165,10 @@ def status_error_class(status: int) -> tuple[type[EvoVoiceStatusError], str]:
     )
 
 
-def is_invalid_role(message: str | None, error_code: str | None) -> bool:
-    """ServiceStack's RequiredRole answers 403 "Invalid Role"; any other 403 is something else."""
-    return any("invalid role" in (text or "").casefold() for text in (message, error_code))
+def is_invalid_role(*texts: str | None) -> bool:
+    """ServiceStack's RequiredRole answers 403 "Invalid Role"; any other 403 is something else.
+    ``texts``: the answer's message, error code and status line's reason."""
+    return any("invalid role" in (text or "").casefold() for text in texts)
 
 
 def camel_field(data: dict[str, Any], name: str) -> Any:
@@ -239,7 +240,8 @@ def error_kind(response: httpx.Response) -> str | None:
     status = response.status_code
     if response.is_success:
         return None
-    if status == 403 and not is_invalid_role(*parse_response_status(response)[:2]):
+    if status == 403 and not is_invalid_role(*parse_response_status(response)[:2],
+                                             response.reason_phrase):
         # Turned away for another reason (a proxy, a refused agent): no role would help.
         return "forbidden"
     return _STATUS_KINDS.get(status, "server_error" if status >= 500 else "http_error")
@@ -255,7 +257,9 @@ def status_error(response: httpx.Response, password: str) -> EvoVoiceStatusError
     server_message, error_code, field_errors = parse_response_status(response)
     if not server_message and field_errors:
         server_message = field_errors[0].message
-    if status == 403 and is_invalid_role(server_message, error_code):
+    # ServiceStack's role attributes long said "Invalid Role" in the status line only, with no
+    # body (StatusDescription, then EndRequest): read there, else it passes for "not a role".
+    if status == 403 and is_invalid_role(server_message, error_code, response.reason_phrase):
         error_class = MissingRole
     message = safe(server_message, password) or default
     field_errors = [

@@ -56,11 +56,12 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   the vendor's CLI uses only the second). ``basic_enabled = False`` is a server that doesn't read
   Basic; ``logins.expire()`` ends the sessions (auth.py).
 - EndSession (``DELETE /sessions/{id}``) requires the role ``User``: a Manager-only login (the
-  default ``roles``) gets 403 "Invalid Role". PatchSession (``PATCH /sessions/{id}`` with
-  ``{"callState": "Disconnected"}``) requires authentication only; that it ends the call is only
-  likely, so ``patch_ends_calls = False`` accepts it and lets the call go on. What ending a session
-  that has ended answers is unknown: ``ended_hang_up`` gives each plausible answer (204 marking it
-  hung up, 204 leaving it, 400, 409, 500, 404).
+  default ``roles``) gets 403 "Invalid Role" (in an error body; with ``role_refusal =
+  "status_line"``, in the status line alone, as older ServiceStack answered). PatchSession
+  (``PATCH /sessions/{id}`` with ``{"callState": "Disconnected"}``) requires authentication
+  only; that it ends the call is only likely, so ``patch_ends_calls = False`` accepts it and
+  lets the call go on. What ending a session that has ended answers is unknown: ``ended_hang_up``
+  gives each plausible answer (204 marking it hung up, 204 leaving it, 400, 409, 500, 404).
 - ``GET /sessions``: ``to`` is a *contains* filter; ``startDate`` is a date read in
   ``sessions_utc_offset`` (unknown: tests try several); ``sort_honoured`` False ignores
   ``sortField`` (oldest first); ``sort_refused`` answers 400 to any ``sortField``, whose values are

@@ -34,6 +34,16 @@ def refused_agent(request: web.Request) -> web.Response | None:
     return None
 
 
+def invalid_role(refusal: str) -> web.Response:
+    """The 403 for a login lacking the role a route requires: "Invalid Role" in a ServiceStack
+    error body, or (``refusal="status_line"``) in the status line alone, with no body, as
+    ServiceStack's role attributes answered before they wrote an error body (StatusDescription,
+    then EndRequest)."""
+    if refusal == "status_line":
+        return web.Response(status=403, reason="Invalid Role")
+    return error(403, "Forbidden", "Invalid Role")
+
+
 def basic_login(request: web.Request) -> tuple[str, str] | None:
     """The (username, password) of the request's HTTP Basic header; None without a readable one."""
     scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")

@@ -14,7 +14,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from bot.standins import ports
-from bot.standins.evovoice.auth import Logins, basic_login, no_login, refused_agent
+from bot.standins.evovoice.auth import Logins, basic_login, invalid_role, no_login, refused_agent
 from bot.standins.evovoice.behaviours import (
     Behaviour,
     Respond,
@@ -71,6 +71,7 @@ class EvoVoiceStandIn:
         self.max_page_size: int | None = None
         # Where the evidence is silent: each test may pick the variant it checks (see docstring).
         self.refused_login = "unauthenticated"  # or "no_content"
+        self.role_refusal = "body"  # or "status_line" (auth.py, invalid_role)
         self.basic_enabled = True  # False: only a session from /auth/credentials logs in
         self.logins = Logins()  # those sessions (auth.py)
         self.all_reading = "everything"  # or "every_page", "ignored"
@@ -242,7 +243,7 @@ class EvoVoiceStandIn:
 
     def _forbidden_unless_manager(self) -> web.Response | None:
         if MANAGER_ROLES.isdisjoint(self.roles):
-            return error(403, "Forbidden", "Invalid Role")
+            return invalid_role(self.role_refusal)
         return None
 
     async def _behave(
@@ -367,7 +368,7 @@ class EvoVoiceStandIn:
     async def _hang_up(self, request: web.Request) -> web.StreamResponse:
         # EndSession: "Requires Authentication · Required role: User" (its metadata page).
         if END_SESSION_ROLE not in self.roles:
-            return error(403, "Forbidden", "Invalid Role")
+            return invalid_role(self.role_refusal)
         session_id = request.match_info["id"]
         return await self._behave(request, lambda: self._end_session("DELETE", session_id))
 
