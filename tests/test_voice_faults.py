@@ -92,7 +92,11 @@ async def test_a_5xx_for_a_call_that_was_placed_names_the_session_and_dials_once
     assert len(bot.evo.outgoing_posts) == 1
 
 
-@pytest.mark.parametrize("answer", [{"id": "CA0123456789abcdef"}, {"id": 42, "status": "Queued"}])
+@pytest.mark.parametrize("answer", [
+    {"id": "CA0123456789abcdef"}, {"id": 42, "status": "Queued"},
+    # Shaped like the session, but with an empty id (a DTO's default): no session to follow.
+    {"id": "", "toAddress": FULL, "callState": "Ringing"},
+])
 async def test_an_id_in_the_answer_that_names_no_session_does_not_lose_the_call(
     bot_factory: BotFactory, answer: dict[str, object]
 ) -> None:

@@ -121,4 +121,7 @@ def parse_call_placed(response: httpx.Response) -> CallPlaced:
         raw_id = camel_field(candidate, "sessionId") or camel_field(data, "sessionId")
         session_id = str(raw_id) if isinstance(raw_id, (str, int)) and raw_id != "" else None
         return CallPlaced(session_id=session_id)
+    if not session.id:
+        # An empty id (a DTO's default) names no session, and no path reads one: look it up.
+        return CallPlaced()
     return CallPlaced(session_id=session.id, session=session)
