@@ -228,12 +228,16 @@ def reply_in_thread_of(bot: BotUnderTest, user_id: str) -> list[str]:
         (ErrorStatus(503, "Service unavailable"), ("Outcome unknown", "did not retry")),
         (DropConnection(), ("Outcome unknown", "Check the call log")),
         (TooManyRequests(retry_after="7"), ("rate-limiting", "7 s", "nothing was dialled")),
+        # A Retry-After no clock can hold: no wait given, not an error of its own.
+        (TooManyRequests(retry_after="Mon, 01 Jan 2020 99999999999999999999:00:00 GMT"),
+         ("rate-limiting", "nothing was dialled")),
         (MalformedJson(), ("Call placed", "no session id")),
         # Nested deeper than a JSON parser recurses: unreadable, as any other malformed body.
         (MalformedJson("[" * 100_000), ("Call placed", "no session id")),
         (ErrorStatus(400, "Flow is disabled"), ("Flow is disabled", "Nothing was dialled")),
     ],
-    ids=["500", "503", "dropped", "429", "malformed-json", "nested-json", "400"],
+    ids=["500", "503", "dropped", "429", "429-unreadable-retry-after", "malformed-json",
+         "nested-json", "400"],
 )
 async def test_each_fault_tells_the_requester_posts_once_and_others_are_served(
     bot_factory: BotFactory, behaviour: Behaviour, expected: tuple[str, ...]

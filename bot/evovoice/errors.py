@@ -214,7 +214,7 @@ def parse_retry_after(value: str | None) -> float | None:
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # a field too large for a datetime
             return None
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
