@@ -201,7 +201,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             total=None,
             connect=timeouts.get("pool"),  # waiting for a free connection, and connecting
             sock_connect=timeouts.get("connect"),
-            sock_read=timeouts.get("read"),
+            # No sock_read: the whole-answer deadline (below) bounds every read from the moment
+            # the request leaves, so aiohttp's timer would never fire first, and setting it
+            # again at each chunk cost a tenth of a POST's CPU when a thousand are in flight.
         )
         headers = [
             (name, value)
