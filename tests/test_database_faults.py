@@ -139,11 +139,11 @@ async def test_a_call_whose_status_ts_could_not_be_saved_is_followed_all_the_sam
     await wait_for_status(bot, status, "Ended", timeout=30)
 
 
-async def test_a_calls_result_met_by_a_locked_database_reaches_the_audit_trail_once(
+async def answered_while_the_database_is_locked(
     bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
-) -> None:
-    # The call was dialled: what Evo Voice answered must reach the audit trail, however long
-    # the database stays locked after the POST (the call's row waits for it, then the record).
+) -> BotUnderTest:
+    """A /call whose POST is answered while the database can't be written (unlocked again once
+    a write has failed): the bot."""
     caplog.set_level(logging.WARNING, logger="bot.storage.faults")
     bot = await bot_factory("http", **FAST)
     answer = asyncio.Event()
@@ -153,6 +153,15 @@ async def test_a_calls_result_met_by_a_locked_database_reaches_the_audit_trail_o
     with write_lock(bot):
         answer.set()
         await until_logged(caplog, "the database failed")
+    return bot
+
+
+async def test_a_calls_result_met_by_a_locked_database_reaches_the_audit_trail_once(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The call was dialled: what Evo Voice answered must reach the audit trail, however long
+    # the database stays locked after the POST (the call's row waits for it, then the record).
+    bot = await answered_while_the_database_is_locked(bot_factory, caplog)
 
     async def placed() -> None:
         while not any(r.result for r in await audit_records(bot)):
@@ -169,15 +178,7 @@ async def test_a_call_whose_answer_met_a_locked_database_is_still_followed_to_it
     # The call was dialled, and Evo Voice answered while the database was locked: the row is
     # filled in once the database answers (not left "dialling", unfollowed, until a restart),
     # so the status message shows how the call ends.
-    caplog.set_level(logging.WARNING, logger="bot.storage.faults")
-    bot = await bot_factory("http", **FAST)
-    answer = asyncio.Event()
-    bot.evo.queue_outgoing(Gated(answer))
-    await bot.command(f"{FULL} escalation")
-    await bot.evo.wait_for_posts(1)
-    with write_lock(bot):
-        answer.set()
-        await until_logged(caplog, "the database failed")
+    bot = await answered_while_the_database_is_locked(bot_factory, caplog)
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
     end_session(bot, session_id, after_seconds=30, outcome="Completed")
