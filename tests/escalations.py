@@ -33,6 +33,7 @@ from bot.standins.slack import (
     message_shortcut_payload,
     view_submission_payload,
 )
+from tests.budget_clock import LeapingClock
 from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
 from tests.follow_helpers import FAST, services
 from tests.interactions import as_shown, interact
@@ -195,6 +196,28 @@ async def wait_for_edit(bot: BotUnderTest, message: Message, text: str) -> None:
 
 def dialled(bot: BotUnderTest) -> list[str]:
     return [str(r.json["numberToDial"]) for r in bot.evo.outgoing_posts]
+
+
+def retries_on(bot: BotUnderTest, clock: Clock) -> list[float]:
+    """A step's pauses before dialling again take no real time: each moves the escalation's
+    `clock` on (towards the step's deadline), and the request budget's 429 pauses leap on a clock
+    of their own. The list fills with each pause asked for, in seconds."""
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        clock.advance(seconds)
+        await asyncio.sleep(0)
+
+    services(bot).calls.dialler.sleep = pause
+    leaping_budget(bot)
+    return pauses
+
+
+def leaping_budget(bot: BotUnderTest) -> None:
+    """The request budget's pauses after a 429 (a Retry-After) take no real time."""
+    budget, budget_clock = services(bot).evo.budget, LeapingClock()
+    budget.clock, budget.sleep = budget_clock, budget_clock.sleep
 
 
 def session_of(bot: BotUnderTest, number: str) -> str:

@@ -12,7 +12,7 @@ from yarl import URL
 from bot.calls.retry import FIRST_RETRY_SECONDS
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import Acted, DropConnection, ErrorStatus, Respond, TooManyRequests
-from tests.conftest import QUICK_VOICE_RETRY, BotFactory
+from tests.conftest import QUICK_VOICE_RETRY, BotFactory, until
 from tests.escalations import (
     ALICE,
     BOB,
@@ -20,7 +20,9 @@ from tests.escalations import (
     click_stop,
     dialled,
     escalation_message,
+    leaping_budget,
     open_on_message,
+    retries_on,
     running_escalation,
     start,
     state_of,
@@ -36,7 +38,8 @@ OUTGOING = ("POST", "/sessions/outgoing")
 async def test_a_rate_limited_step_is_dialled_again_until_it_rings(
     bot_factory: BotFactory,
 ) -> None:
-    bot, _ = await start(bot_factory)
+    bot, clock = await start(bot_factory)
+    retries_on(bot, clock)
     bot.evo.queue_outgoing(*[TooManyRequests(retry_after="0.05")] * 3)
     view, _ = await open_on_message(bot)
     await submit(bot, view)
@@ -106,11 +109,12 @@ async def test_a_retry_after_longer_than_the_step_has_left_is_not_waited_for(
 
     async def pause(seconds: float) -> None:
         if not pauses:
-            clock.advance(89.95)  # the first pause leaves Alice's step 0.05 s of its 90
+            clock.advance(80)  # the first pause leaves Alice's step 10 s of its 90
         pauses.append(seconds)
 
     services(bot).calls.dialler.sleep = pause
-    bot.evo.queue_outgoing(TooManyRequests(retry_after="0.05"), TooManyRequests(retry_after="0.2"))
+    leaping_budget(bot)  # Bob's call waits out the 30 s, as every request does
+    bot.evo.queue_outgoing(TooManyRequests(retry_after="0.05"), TooManyRequests(retry_after="30"))
     view, _ = await open_on_message(bot)
     await submit(bot, view)
     await escalation_message(bot)
@@ -118,7 +122,7 @@ async def test_a_retry_after_longer_than_the_step_has_left_is_not_waited_for(
     await bot.settle()
     # Waiting would pass the step's deadline (a Retry-After of up to 60 s): the step ends, and
     # Bob is called next, rather than Alice a third time after her step should have ended.
-    assert pauses == [0.05]
+    assert pauses == [FIRST_RETRY_SECONDS]  # a Retry-After shorter than the back-off's first
     assert dialled(bot) == [ALICE, ALICE, BOB]
 
 
@@ -197,3 +201,22 @@ async def test_stop_or_i_m_on_it_while_evo_voice_says_not_now_rings_nobody(
     [attempt] = [r for r in await audit_records(bot) if r.number_masked == "+1 814 ••• 3093"]
     assert attempt.result is not None
     assert (attempt.result.kind, attempt.result.reason) == ("called_off", "ChainNotRunning")
+
+
+@pytest.mark.parametrize("retry_after", ["0", "Wed, 21 Oct 2015 07:28:00 GMT"])
+async def test_a_retry_after_of_no_time_is_no_hot_loop(
+    bot_factory: BotFactory, retry_after: str
+) -> None:
+    """`Retry-After: 0`, or a date already past (a server's clock behind ours), says "not now"
+    without saying for how long: the step still pauses as after a 429 without one, so Alice's
+    step is dialled a few times over its 90 s, not dozens of times a second, before Bob's."""
+    bot, clock = await start(bot_factory)
+    pauses = retries_on(bot, clock)
+    bot.evo.queue_outgoing(*[TooManyRequests(retry_after=retry_after)] * 50)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await escalation_message(bot)
+    await until(lambda: BOB in dialled(bot) or bool(bot.evo.sessions), timeout=10)
+    assert min(pauses) >= FIRST_RETRY_SECONDS
+    assert 1 < dialled(bot).count(ALICE) <= 10  # 1 s, 2 s, 4 s… up to 15 s within 90 s
+    assert not bot.evo.sessions  # nobody rung: every POST was refused

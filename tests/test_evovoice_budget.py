@@ -110,6 +110,18 @@ def test_a_429_without_retry_after_pauses_longer_each_time_until_an_answer() -> 
     assert pause_left(budget, clock) == 2
 
 
+def test_a_retry_after_of_no_time_pauses_as_one_not_given() -> None:
+    # `Retry-After: 0`, or a date already past (parsed as 0): no pause at all would let every
+    # request meet the limit again at once.
+    clock = BudgetClock()
+    budget = RequestBudget(6000, clock=clock, sleep=clock.sleep)
+    pauses = []
+    for _ in range(3):
+        budget.back_off(0.0)
+        pauses.append(pause_left(budget, clock))
+    assert pauses == [2, 4, 8]
+
+
 def test_a_retry_after_beyond_a_minute_is_read_as_a_minute() -> None:
     clock = BudgetClock()
     budget = RequestBudget(60, clock=clock, sleep=clock.sleep)

@@ -4,6 +4,10 @@ Only refusals that certainly placed no call are tried again: a 429 (Evo Voice as
 connection that could not be opened (nothing was sent). A 401/403/400 would only be refused again,
 and an ambiguous failure may have placed the call. The caller says how long it may keep trying (an
 escalation step: until its deadline); a wait that would pass it is not started.
+
+The back-off is also the least a 429 is waited for: a ``Retry-After`` of 0, or a date already past
+(a server whose clock is behind ours), would otherwise send the POST again at once, dozens of times
+a second until the step's deadline.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ TimeLeft = Callable[[], float]
 def retry_delay(exc: EvoVoiceError, attempt: int) -> float | None:
     """Seconds to wait before try `attempt + 1`, or None when trying again is no use."""
     if isinstance(exc, RateLimited):
-        return exc.retry_after if exc.retry_after is not None else backoff(attempt)
+        return max(exc.retry_after or 0.0, backoff(attempt))
     if isinstance(exc, EvoVoiceUnreachable):
         return backoff(attempt)
     return None

@@ -13,8 +13,10 @@ request draw on it:
   order, and always after every FIRST request waiting.
 
 When Evo Voice answers 429, everything waits together (``back_off``): its ``Retry-After``
-(already capped at 60 s), or, when it gave none, 2 s doubled on every further 429 up to 60 s. No
-request of any kind is sent before the pause ends; FIRST requests then go first.
+(already capped at 60 s), or, when it gave none, 2 s doubled on every further 429 up to 60 s. A
+``Retry-After`` of no time (0, or a date already past: a server's clock behind ours) says "not now"
+without saying how long, so it is waited out as one not given. No request of any kind is sent
+before the pause ends; FIRST requests then go first.
 
 ``clock`` and ``sleep`` are the budget's only sense of time, so tests drive it with their own.
 """
@@ -90,11 +92,11 @@ class RequestBudget:
 
     def back_off(self, retry_after: float | None) -> None:
         """Evo Voice answered 429: nothing is sent until the pause ends."""
-        if retry_after is None:
+        if retry_after is None or retry_after <= 0:
             seconds = self._next_back_off
             self._next_back_off = min(self._next_back_off * 2, MAX_RETRY_AFTER_SECONDS)
         else:
-            seconds = min(max(retry_after, 0.0), MAX_RETRY_AFTER_SECONDS)
+            seconds = min(retry_after, MAX_RETRY_AFTER_SECONDS)
         until = self.clock() + seconds
         if until > self._paused_until:
             logger.warning("Evo Voice asked the bot to slow down: no request for %.0f s", seconds)
