@@ -312,6 +312,28 @@ def describe_hang_up(exc: evovoice.EvoVoiceError) -> str:
     return _sentence(exc.message)
 
 
+def describe_reading(exc: evovoice.EvoVoiceError) -> str:
+    """Why a placed call's status can't be read from Evo Voice, and who can fix it: describe()
+    speaks of a call being placed ("Nothing was dialled"), wrong of a call under way."""
+    if isinstance(exc, evovoice.BadLogin):
+        return ("Evo Voice refuses the bot's login (was its password changed?). An operator must "
+                "fix EVOVOICE_USERNAME / EVOVOICE_PASSWORD (`callbot check` says which).")
+    if isinstance(exc, evovoice.MissingRole):
+        return ("The bot's Evo Voice login lacks the Manager role needed to read calls. An "
+                "operator must grant it in Evo Voice.")
+    if isinstance(exc, evovoice.Forbidden):
+        return (f"Evo Voice refuses to show it (HTTP 403: {_sentence(exc.message)}) Tell the "
+                "callbot operators.")
+    if isinstance(exc, evovoice.ServerError):
+        return f"Evo Voice is failing (HTTP {exc.status}: {_sentence(exc.message)})"
+    if isinstance(exc, evovoice.MalformedResponse):
+        return (f"Evo Voice's answers can't be read ({_sentence(exc.message)}) Tell the callbot "
+                "operators.")
+    if isinstance(exc, evovoice.EvoVoiceUnreachable | evovoice.EvoVoiceTimeout):
+        return f"Evo Voice does not answer: {_sentence(exc.message)}"
+    return f"Evo Voice answers with an error: {_sentence(exc.message)}"
+
+
 def _sentence(text: str) -> str:
     """``text`` ending in one full stop: the server's messages and the client's own often have
     theirs already."""

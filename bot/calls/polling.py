@@ -10,8 +10,10 @@ which also holds them all back when Evo Voice answers 429 (bot/evovoice/budget.p
 
 A call whose creation was unconfirmed ("outcome unknown"), or accepted without a session id, has no
 session yet: its task looks for it (`GET /sessions?to=…`, created since the attempt, not already
-tied to another call) until `find_for` has passed, then reports it as not found. No call is followed
-for longer than `follow_for`.
+tied to another call) until `find_for` has passed, then reports it as not found. A known session
+whose reads keep failing (a login refused after a password change, a 403, 5xx, answers that can't
+be read) for `find_for` is shown so, with why, and still polled: the next read that works shows the
+call as it goes. No call is followed for longer than `follow_for`.
 """
 
 from __future__ import annotations
@@ -28,7 +30,15 @@ from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK
 from bot.calls.progress import answered_by_name, classify, clip, duration_of
 from bot.calls.status_message import StatusMessages
 from bot.calls.store import CallState, CallStore, TrackedCall
-from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, Priority, Session
+from bot.errors import describe_reading
+from bot.evovoice.client import (
+    EvoVoiceClient,
+    EvoVoiceError,
+    NotFound,
+    Priority,
+    RateLimited,
+    Session,
+)
 from bot.evovoice.dates import parse_timestamp
 from bot.storage.faults import DATABASE_FAULTS
 
@@ -83,6 +93,8 @@ class CallPoller:
         self._wake = wake
         # Since when each call's session has been answered 404; forgotten once it is read.
         self._unknown_since: dict[int, float] = {}
+        # Since when each call's session has failed to be read otherwise; forgotten once it is.
+        self._failing_since: dict[int, float] = {}
 
     async def follow(self, call_id: int, first_poll_later: bool = False) -> None:
         timing = self._timing
@@ -182,8 +194,28 @@ class CallPoller:
                 )
                 return _Step.DONE
             return _Step.SAME
+        except RateLimited:
+            raise  # Evo Voice asked every request to wait (the budget does): no fault of this call
+        except EvoVoiceError as exc:
+            await self._cannot_read(call, exc)
+            raise
         self._unknown_since.pop(call.id, None)
+        self._failing_since.pop(call.id, None)
         return await self._apply(call, session)
+
+    async def _cannot_read(self, call: TrackedCall, exc: EvoVoiceError) -> None:
+        """Reads failing for `find_for` are shown, with why: else the status message would show
+        the call as last read (ringing, say) until `follow_for`, hours on."""
+        now = self._clock()
+        if now - self._failing_since.setdefault(call.id, now) <= self._timing.find_for:
+            return
+        why = describe_reading(exc)
+        if call.unreadable == why:
+            return
+        logger.warning("call %s: its session can't be read (%s)", call.id, type(exc).__name__,
+                       extra={"call_id": call.id, "session_id": call.session_id})
+        await self._store.update(call.id, unreadable=why)
+        await self._messages.refresh(call.id)
 
     async def _apply(self, call: TrackedCall, session: Session) -> _Step:
         """Store what the session shows, and show it if anything changed."""
@@ -214,6 +246,7 @@ class CallPoller:
                 answered_by=answered_by,
                 outcome=outcome,
                 duration_seconds=duration,
+                unreadable=None,
             )
             verdict = "answered" if answered else "not answered"
             logger.info("call %s ended (%s)", call.id, verdict, extra={
@@ -224,10 +257,11 @@ class CallPoller:
         # "press 1"): kept at once, for whoever waits on it (bot.oncall.escalation).
         outcome = clip(session.outcome) or call.outcome
         if (state == call.state and not newly_answered and answered_by == call.answered_by
-                and outcome == call.outcome):
+                and outcome == call.outcome and call.unreadable is None):
             return _Step.SAME
         await self._store.update(
-            call.id, state=str(state), answered=answered, answered_by=answered_by, outcome=outcome
+            call.id, state=str(state), answered=answered, answered_by=answered_by, outcome=outcome,
+            unreadable=None,
         )
         logger.info("call %s: %s", call.id, state,
                     extra={"call_id": call.id, "session_id": call.session_id})
@@ -238,6 +272,7 @@ class CallPoller:
         self, call: TrackedCall, state: CallState, kind: EventKind, reason: str | None
     ) -> None:
         self._unknown_since.pop(call.id, None)
+        self._failing_since.pop(call.id, None)
         logger.info("call %s: %s", call.id, state, extra={
             "call_id": call.id, "session_id": call.session_id, "outcome": str(state)})
         await self._record(call, kind, reason=reason)

@@ -103,6 +103,10 @@ def _headline(call: TrackedCall) -> str:
 
 def _state_line(call: TrackedCall, acknowledges: AckTest) -> str | None:
     state = call.state
+    if call.unreadable and state in (CallState.CALLING, CallState.RINGING, CallState.CONNECTED):
+        return (f"⚠️ I can't read this call's status from Evo Voice. {escape(call.unreadable)} "
+                f"Last seen {state}; I keep trying, and meanwhile its call log in Evo Voice "
+                "shows how it goes.")
     if state == CallState.FINDING:
         return "🔎 Looking for the call in Evo Voice…"
     if state == CallState.CALLING:
@@ -127,7 +131,10 @@ def _state_line(call: TrackedCall, acknowledges: AckTest) -> str | None:
             "shows how it went."
         )
     if state == CallState.LOST:
-        return "⏱ I stopped following this call; the call log in Evo Voice shows how it ended."
+        why = (f" I could not read its status from Evo Voice. {escape(call.unreadable)}"
+               if call.unreadable else "")
+        return ("⏱ I stopped following this call; the call log in Evo Voice shows how it "
+                f"ended.{why}")
     return None
 
 

@@ -81,6 +81,8 @@ class TrackedCall:
     called_again_by: str | None = None
     shown_digest: str | None = None
     marked: bool = False
+    # Why the session can't be read now (reads failing for `find_for`), in words; None once read.
+    unreadable: str | None = None
 
     @property
     def is_final(self) -> bool:

@@ -385,4 +385,13 @@ MIGRATIONS: list[Migration] = [
         ALTER TABLE claims ADD COLUMN holder TEXT
         """,
     ),
+    Migration(
+        16,
+        "why a followed call's session can't be read, for its status message",
+        # Set by bot/calls/polling.py after reads fail for CALL_FIND_SECONDS, cleared by the next
+        # read: the status message is drawn from the row, after a restart too.
+        """
+        ALTER TABLE calls ADD COLUMN unreadable TEXT
+        """,
+    ),
 ]

@@ -1,0 +1,55 @@
+"""A followed call whose session Evo Voice keeps failing to show (a login refused after a password
+change, a 403, a 5xx, answers that can't be read): after `CALL_FIND_SECONDS` the status message
+says the bot can't read the call's status, and why, instead of showing it ringing for hours; the
+call is still polled, and shown as it goes once a read succeeds again."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.standins.evovoice import Behaviour, ErrorStatus, MalformedJson
+from bot.standins.slack import Message
+from tests.conftest import BotFactory, BotUnderTest
+from tests.follow_helpers import FAST, FULL, end_session, status_message, texts, wait_for_edit
+
+CANT_READ = "I can't read this call's status from Evo Voice"
+
+
+async def ringing_call(bot_factory: BotFactory) -> tuple[BotUnderTest, Message, str]:
+    """A call shown ringing, whose session is read alone (`GET /sessions/{id}`)."""
+    # CALL_FIND_SECONDS short: how long reads may fail before the requester is told.
+    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": "0.3"})
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.omitted_from_listings.add(session_id)
+    assert "Ringing" in texts(status)[0]
+    return bot, status, session_id
+
+
+@pytest.mark.parametrize(("failure", "why"), [
+    (ErrorStatus(500, "Internal error"), "Evo Voice is failing (HTTP 500: Internal error.)"),
+    (ErrorStatus(403, "Forbidden"), "Evo Voice refuses to show it (HTTP 403: Forbidden.)"),
+    (MalformedJson(), "Evo Voice's answers can't be read"),
+])
+async def test_reads_failing_for_find_seconds_are_told_and_the_call_is_shown_again_after(
+    bot_factory: BotFactory, failure: Behaviour, why: str
+) -> None:
+    bot, status, session_id = await ringing_call(bot_factory)
+    bot.evo.default_behaviours[("GET", f"/sessions/{session_id}")] = failure
+    await wait_for_edit(bot, status, CANT_READ)
+    shown = texts(status)[-1]
+    assert why in shown and "Last seen ringing" in shown
+    del bot.evo.default_behaviours[("GET", f"/sessions/{session_id}")]  # Evo Voice is back
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await wait_for_edit(bot, status, "❌ Ended: No answer, lasted 30 s.")
+    assert CANT_READ not in texts(status)[-1]
+
+
+async def test_a_login_refused_while_following_says_to_fix_the_login(
+    bot_factory: BotFactory,
+) -> None:
+    bot, status, _ = await ringing_call(bot_factory)
+    bot.evo.password = "changed in Evo Voice while the bot ran"
+    await wait_for_edit(bot, status, CANT_READ)
+    assert "EVOVOICE_PASSWORD" in texts(status)[-1]
