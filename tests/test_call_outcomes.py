@@ -8,6 +8,8 @@ only the flow's "press 1" says a person heard the call.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import BotFactory, BotUnderTest
 from tests.escalations import ROSTER
 from tests.follow_helpers import (
@@ -124,3 +126,25 @@ async def test_an_acknowledgement_seen_only_once_the_call_is_over_counts(
     assert texts(status)[-1].splitlines()[-1] == "✅ Ended: Acknowledged, lasted 20 s."
     assert texts(parent)[-1].endswith("\n✅ Acknowledged.")
     assert "✅ acknowledged, Acknowledged, 20 s" in await history_line(bot)
+
+
+@pytest.mark.parametrize("final_outcome", ["", None])
+async def test_an_acknowledgement_seen_during_the_call_is_kept_when_the_end_clears_the_outcome(
+    bot_factory: BotFactory, final_outcome: str | None
+) -> None:
+    # Whether Evo Voice keeps a session's `outcome` once the call ends is unknown
+    # (docs/evovoice-api.md): the "press 1" read while the call was on still counts at its end.
+    bot = await bot_factory("http", policy=WITH_ACK_OUTCOMES, **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected", outcome="Pressed 1")
+    await wait_for_edit(bot, status, "🟢 Connected: acknowledged")
+    end_session(bot, session_id, after_seconds=40, outcome=final_outcome)
+
+    parent = parent_of(bot, status)
+    assert await wait_for_mark(bot, parent) == "white_check_mark"
+    assert texts(status)[-1].splitlines()[-1] == "✅ Ended: Pressed 1 (acknowledged), lasted 40 s."
+    assert texts(parent)[-1].endswith("\n✅ Acknowledged.")
+    [record] = await audit_records(bot)
+    assert record.events[-1].outcome == "Pressed 1"

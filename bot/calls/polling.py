@@ -228,7 +228,10 @@ class CallPoller:
         if newly_answered:
             await self._record(call, EventKind.ANSWERED, answered_by=answered_by)
         if state == CallState.ENDED:
-            outcome, duration = clip(session.outcome), duration_of(session)
+            # Whether Evo Voice keeps `outcome` once the call ends is unknown: an ended session
+            # without one keeps the one read while the call was on (a "press 1" acknowledging it).
+            outcome = clip(session.outcome) or call.outcome
+            duration = duration_of(session)
             # The audit event first: were the bot stopped in between, the event may be written
             # twice on resuming, but never lost.
             await self._record(
