@@ -16,12 +16,14 @@ from bot.calls.status_views import HANG_UP_ACTION
 from bot.config import ConfigError
 from bot.evovoice.client import BadLogin, EvoVoiceClient, EvoVoiceUnreachable, ServerError
 from bot.evovoice.login import Login, SignInFailed, session_cookies
+from bot.evovoice.requester import RequestObserved
 from bot.ops.findings import Status
 from bot.standins.evovoice import (
     Answered,
     DropConnection,
     ErrorStatus,
     EvoVoiceStandIn,
+    Gated,
     MalformedJson,
 )
 from bot.standins.slack import SlackStandIn
@@ -189,6 +191,31 @@ async def test_a_sign_in_evo_voice_does_not_answer_is_unreachable_not_a_refused_
         with pytest.raises(EvoVoiceUnreachable):
             await client.list_flows(["acct-1"])
         assert [f.id for f in await client.list_flows(["acct-1"])]  # signed in at once
+
+
+async def test_a_sign_in_cancelled_while_others_wait_for_it_is_no_refused_login(
+    evo: EvoVoiceStandIn,
+) -> None:
+    # The request signing in for everyone is cancelled (its escalation stopped, the bot stopping)
+    # while a call waits for that sign-in: nothing refused the login, so the call signs in itself
+    # and is placed, rather than failing as "login refused: fix EVOVOICE_PASSWORD".
+    evo.basic_enabled = False
+    answered: list[RequestObserved] = []
+    gate = asyncio.Event()
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD, observer=answered.append) as client:
+        await client.auth_status()
+        evo.logins.expire()
+        evo.queue("POST", SIGN_IN, Gated(gate))
+        signing_in = asyncio.create_task(client.list_flows(["acct-1"]))
+        await until(lambda: len(evo.requests_to("POST", SIGN_IN)) == 2)  # held at the gate
+        waiting = asyncio.create_task(client.create_outgoing_session("flow-esc", FULL))
+        # Refused for want of a login, it waits for the sign-in under way.
+        await until(lambda: any(r.route == "/sessions/outgoing" for r in answered))
+        signing_in.cancel()
+        placed = await asyncio.wait_for(waiting, 10)
+        gate.set()
+    assert list(evo.sessions) == [placed.session_id]
+    assert len(evo.requests_to("POST", SIGN_IN)) == 3  # its own sign-in, after the cancelled one
 
 
 async def test_a_sign_in_answered_503_at_start_up_is_waited_for_not_a_refused_login(

@@ -15,7 +15,8 @@ that expires later is renewed the same way. If the sign-in is refused too, the l
 (BadLogin, as before); the next sign-in waits ``SIGN_IN_PAUSE_SECONDS``, so a changed password is
 not tried again on every poll. A sign-in Evo Voice fails to answer (a 5xx, a 429, no answer) says
 nothing about the login: the request fails as Evo Voice failing (``SignInFailed``), and the next
-one signs in again at once. One sign-in at a time: requests refused meanwhile wait for it.
+one signs in again at once. One sign-in at a time: requests refused meanwhile wait for it, and sign
+in themselves should it be cancelled before an answer.
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ class SignInFailed(Exception):
         return status_error(self.answer, password)
 
 
+class _Abandoned(Exception):
+    """The sign-in others waited for ended without an answer (its task was cancelled)."""
+
+
 class Login:
     """Which way the client logs in, and the sign-ins that switch it to (and renew) a session."""
 
@@ -127,10 +132,13 @@ class Login:
     async def renew(self, seen_generation: int, sign_in: SignIn) -> bool:
         """After a request sent at ``seen_generation`` was refused for want of a login: True when
         a session is in place that it didn't have (send it again), False when none could be had."""
+        while self._signing_in is not None and self.generation == seen_generation:
+            try:
+                return await asyncio.shield(self._signing_in)
+            except _Abandoned:
+                continue  # nothing refused the login: sign in here (or wait for whoever does)
         if self.generation != seen_generation:
             return True
-        if self._signing_in is not None:
-            return await asyncio.shield(self._signing_in)
         if self._refused_at is not None and (
             self._clock() - self._refused_at < SIGN_IN_PAUSE_SECONDS
         ):
@@ -140,11 +148,11 @@ class Login:
             worked = await self._sign_in(sign_in)
         except BaseException as exc:
             done, self._signing_in = self._signing_in, None
-            if isinstance(exc, SignInFailed):  # the requests waiting for it fail as it did
-                done.set_exception(exc)
-                done.exception()  # heard, whether or not anyone waits
-            else:
-                done.set_result(False)
+            # The requests waiting for it fail as it did; if it was cancelled (its request's task
+            # was: an escalation stopped, the bot stopping), nothing refused the login, so they
+            # sign in themselves rather than fail as a refused login.
+            done.set_exception(exc if isinstance(exc, SignInFailed) else _Abandoned())
+            done.exception()  # heard, whether or not anyone waits
             raise
         done, self._signing_in = self._signing_in, None
         done.set_result(worked)
