@@ -39,7 +39,7 @@ from bot.evovoice.client import (
     RateLimited,
     Session,
 )
-from bot.evovoice.dates import parse_timestamp
+from bot.evovoice.dates import gap
 from bot.storage.faults import DATABASE_FAULTS
 
 logger = logging.getLogger("bot.calls.follow")
@@ -158,14 +158,13 @@ class CallPoller:
                 return _Step.DONE
             raise
         # Closest in time to the attempt first: of two calls to one number a few seconds apart,
-        # each gets its own session, and an older call to the number loses to a newer one.
+        # each gets its own session, and an older call to the number loses to a newer one. A time
+        # without a zone is measured in the zone that brings it closest (bot/evovoice/dates.py):
+        # a server keeps one zone, so this call's session is seconds from the attempt in it, an
+        # earlier call's as far from it as it is older (unless by a whole quarter hour).
         started = dt.datetime.fromtimestamp(call.created_at, dt.UTC)
-        fresh = sorted(
-            sessions,
-            key=lambda s: abs(
-                ((parse_timestamp(s.date_created) or since) - started).total_seconds()
-            ),
-        )
+        unknown = (started - since).total_seconds()
+        fresh = sorted(sessions, key=lambda s: _gap_or(gap(s.date_created, started), unknown))
         taken = await self._store.sessions_taken([s.id for s in fresh])
         for session in fresh:
             if session.id in taken or not await self._store.claim_session(call.id, session.id):
@@ -310,6 +309,10 @@ class CallPoller:
         except Exception:
             logger.exception("recording %s of call %s failed", kind, call.id,
                              extra={"call_id": call.id})
+
+
+def _gap_or(seconds: float | None, unknown: float) -> float:
+    return unknown if seconds is None else seconds
 
 
 def _may_be_answered_unseen(call: TrackedCall, age: float, timing: FollowTiming) -> bool:

@@ -33,7 +33,7 @@ from typing import Self, TypeVar
 from urllib.parse import quote
 
 from bot.evovoice.budget import Priority, RequestBudget
-from bot.evovoice.dates import parse_timestamp
+from bot.evovoice.dates import parse_timestamp, times_within
 from bot.evovoice.errors import (
     MAX_RETRY_AFTER_SECONDS,
     UNREADABLE_JSON,
@@ -282,8 +282,11 @@ class EvoVoiceClient(Requester):
             for session in new:
                 if as_e164(session.to_address) != to:
                     continue
+                # A time without a zone is kept if it is after `since` in some zone a server may
+                # keep (bot/evovoice/dates.py): read as UTC, a server west of it had every new
+                # session before `since`, and one east of it had earlier calls after it.
                 created = parse_timestamp(session.date_created)
-                if created is None or created >= since:
+                if created is None or times_within(session.date_created, since):
                     found[session.id] = session
             if not new or not (isinstance(data, dict) and data.get("hasMorePages") is True):
                 break

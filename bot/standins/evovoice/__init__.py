@@ -63,12 +63,14 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   lets the call go on. What ending a session that has ended answers is unknown: ``ended_hang_up``
   gives each plausible answer (204 marking it hung up, 204 leaving it, 400, 409, 500, 404).
 - ``GET /sessions``: ``to`` is a *contains* filter; ``startDate`` is a date read in
-  ``sessions_utc_offset`` (unknown: tests try several); ``sort_honoured`` False ignores
-  ``sortField`` (oldest first); ``sort_refused`` answers 400 to any ``sortField``, whose values are
-  undocumented; lists default to ``countPerPage=25``. ``specificIds=a,b`` lists those sessions
-  (``specific_ids="honoured"``) or is ignored (``"ignored"``); ids in ``omitted_from_listings``
-  are in no listing. A listing fills each session's ``log``;
-  ``GET /sessions/{id}`` leaves it empty (the likely quirk). See sessions.py.
+  ``sessions_utc_offset`` (unknown: tests try several); the zone of a session's ``dateCreated``
+  and ``dateCompleted`` is unknown too: ``session_dates_offset`` (a timedelta) writes them, in
+  every answer, as naive local times at that offset, with no zone (None: UTC with a ``Z``);
+  ``sort_honoured`` False ignores ``sortField`` (oldest first); ``sort_refused`` answers 400 to
+  any ``sortField``, whose values are undocumented; lists default to ``countPerPage=25``.
+  ``specificIds=a,b`` lists those sessions (``specific_ids="honoured"``) or is ignored
+  (``"ignored"``); ids in ``omitted_from_listings`` are in no listing. A listing fills each
+  session's ``log``; ``GET /sessions/{id}`` leaves it empty (the likely quirk). See sessions.py.
 - Rate limits: nothing public says Evo Voice has one. ``rate_limit = RateLimit(n, seconds)``
   answers 429 past ``n`` requests a window, with ``Retry-After`` in seconds, as a date, or
   absent (rate.py).

@@ -27,13 +27,8 @@ from bot.standins.evovoice.behaviours import (
 from bot.standins.evovoice.listing import in_accounts, page_of
 from bot.standins.evovoice.rate import RateLimit
 from bot.standins.evovoice.recorded import Recorded, reads
-from bot.standins.evovoice.sessions import (
-    as_read_alone,
-    ended_hang_up,
-    listed_sessions,
-    sort_refusal,
-    unreadable_dates,
-)
+from bot.standins.evovoice.sessions import (as_read_alone, ended_hang_up, listed_sessions,
+                                            sort_refusal, unreadable_dates, without_zone)
 
 MANAGER_ROLES = frozenset({"Manager", "SystemAdministrator"})
 END_SESSION_ROLE = "User"
@@ -76,6 +71,7 @@ class EvoVoiceStandIn:
         self.logins = Logins()  # those sessions (auth.py)
         self.all_reading = "everything"  # or "every_page", "ignored"
         self.sessions_utc_offset = timedelta(0)  # the zone startDate is read in
+        self.session_dates_offset: timedelta | None = None  # dates without a zone (sessions.py)
         self.sort_honoured = True
         # True: a sortField it doesn't know (any, since its values are undocumented) is a 400.
         self.sort_refused = False
@@ -328,7 +324,7 @@ class EvoVoiceStandIn:
                 toAddress=number,
                 fromAddress=caller_id or (owned[0] if owned else None),
             )
-            return web.json_response(dict(session))
+            return web.json_response(without_zone(session, self.session_dates_offset))
 
         return await self._behave(request, place_call)
 
@@ -341,7 +337,7 @@ class EvoVoiceStandIn:
         found = listed_sessions(
             self.sessions, query, utc_offset=self.sessions_utc_offset,
             sort_honoured=self.sort_honoured, specific_ids=self.specific_ids,
-            omitted=self.omitted_from_listings,
+            omitted=self.omitted_from_listings, dates_offset=self.session_dates_offset,
         )
         return await self._behave(request, lambda: web.json_response(self._page(found, query)))
 
@@ -351,7 +347,8 @@ class EvoVoiceStandIn:
         def answer() -> web.Response:
             if session_id not in self.sessions:
                 return error(404, "NotFound", "Session not found")
-            return web.json_response(as_read_alone(self.sessions[session_id]))
+            session = as_read_alone(self.sessions[session_id], self.session_dates_offset)
+            return web.json_response(session)
 
         return await self._behave(request, answer)
 
@@ -385,7 +382,8 @@ class EvoVoiceStandIn:
                 return self._end_session("PATCH", session_id)
             if session_id not in self.sessions:
                 return error(404, "NotFound", "Session not found")
-            return web.json_response(self.sessions[session_id])
+            return web.json_response(without_zone(self.sessions[session_id],
+                                                  self.session_dates_offset))
 
         return await self._behave(request, patch)
 

@@ -1,6 +1,7 @@
 """Which sessions ``GET /sessions`` lists, and in what form: the stand-in's reading of the evidence.
 
 - ``to`` is a *contains* filter; ``startDate`` is a date read in an unknown zone (``utc_offset``);
+  the zone of a session's dates is unknown too: ``without_zone`` writes them as naive local times;
   ``sortField``/``sortOrder`` may be ignored (``sort_honoured``): docs/evovoice-api.md.
 - ``specificIds`` (*likely*: the vendor's CLI lists one session's log with it; several ids
   comma-separated as ServiceStack reads list parameters, *likely* too). What a server does with
@@ -81,6 +82,7 @@ def listed_sessions(
     sort_honoured: bool,
     specific_ids: str,
     omitted: Collection[str],
+    dates_offset: timedelta | None = None,
 ) -> list[dict[str, Any]]:
     """The sessions a listing with ``query`` holds, in its order, in the listing's form."""
     if specific_ids not in SPECIFIC_IDS_READINGS:
@@ -103,13 +105,30 @@ def listed_sessions(
         key=lambda s: (str(s.get("dateCreated", "")), order[s["id"]]),
         reverse=sort_honoured and query.get("sortOrder") == "Descend",
     )
-    return [as_listed(s) for s in found]
+    return [without_zone(as_listed(s), dates_offset) for s in found]
+
+
+def without_zone(session: dict[str, Any], utc_offset: timedelta | None) -> dict[str, Any]:
+    """`session` as a server on local time may write it: its dates naive local times at
+    ``utc_offset`` (no zone named); None: as kept, in UTC with a ``Z``."""
+    if utc_offset is None:
+        return session
+    shown = dict(session)
+    for name in ("dateCreated", "dateCompleted"):
+        try:
+            when = datetime.fromisoformat(str(session.get(name)).replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        if when.tzinfo is not None and when.year > 1970:  # a placeholder stays as it is
+            local = when.astimezone(UTC) + utc_offset
+            shown[name] = local.replace(tzinfo=None).isoformat(timespec="milliseconds")
+    return shown
 
 
 def as_listed(session: dict[str, Any]) -> dict[str, Any]:
     return session | {"log": [{"type": "Info", "message": f"Session {session['id']} created"}]}
 
 
-def as_read_alone(session: dict[str, Any]) -> dict[str, Any]:
+def as_read_alone(session: dict[str, Any], dates_offset: timedelta | None = None) -> dict[str, Any]:
     """``GET /sessions/{id}``: the same session with its ``log`` empty."""
-    return session | {"log": []}
+    return without_zone(session | {"log": []}, dates_offset)

@@ -1,0 +1,63 @@
+"""A session's `dateCreated` without a zone: nothing public says which zone Evo Voice writes it in
+(docs/evovoice-api.md), so a call whose POST answer names no session finds its own session in
+every zone a server may keep (UTC-12 to UTC+14), and never an earlier call to the same number."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from bot.evovoice.dates import gap, has_zone, times_within
+from bot.standins.evovoice import Acted, Behaviour, EmptyObject, ErrorStatus
+from tests.conftest import BotFactory, until
+from tests.follow_helpers import FAST, FULL, end_session, status_message, texts, wait_for_edit
+
+HOURS = [-12, -10, -5, -3.5, 0, 2, 5.75, 9, 12.75, 14]
+
+
+def stamp(when: dt.datetime) -> str:
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@pytest.mark.parametrize("answer", [EmptyObject(), Acted(ErrorStatus(500))],
+                         ids=["no_session_named", "outcome_unknown"])
+@pytest.mark.parametrize("hours", HOURS)
+async def test_a_call_finds_its_session_dated_in_the_servers_own_zone(
+    bot_factory: BotFactory, hours: float, answer: Behaviour
+) -> None:
+    # Earlier calls to the number from Evo Voice itself, 20 minutes and 3 hours before, their
+    # sessions unclaimed: read as UTC, a server east of it dated them after this call's attempt
+    # (and one west of it dated this call's session before it, so it was never found).
+    bot = await bot_factory("http", **FAST)
+    bot.evo.session_dates_offset = dt.timedelta(hours=hours)
+    now = dt.datetime.now(dt.UTC)
+    earlier = [
+        bot.evo.add_session(toAddress=FULL, accountId="acct-1", flowId="flow-daily",
+                            dateCreated=stamp(now - ago), ended=True, callState="Disconnected")
+        for ago in (dt.timedelta(minutes=20, seconds=7), dt.timedelta(hours=3, seconds=461))
+    ]
+    bot.evo.queue_outgoing(answer)  # placed; the answer names no session, or is a 500
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [ours] = [s for s in bot.evo.sessions if s not in {e["id"] for e in earlier}]
+    await until(lambda: any(f"`{ours}`" in text for text in texts(status)), timeout=10)
+    end_session(bot, ours, after_seconds=12, outcome="No answer")
+    await wait_for_edit(bot, status, "❌ Ended: No answer, lasted 12 s.")
+    assert not any(e["id"] in str(texts(status)) for e in earlier)
+
+
+def test_a_time_without_a_zone_is_read_in_every_zone_a_server_may_keep() -> None:
+    attempt = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+    eastern = "2026-12-01T07:00:02.000"  # 2 s after the attempt, at UTC-5
+    assert not has_zone(eastern) and has_zone("2026-12-01T12:00:02Z")
+    assert has_zone("/Date(1764590402000)/")
+    assert times_within(eastern, attempt, attempt + dt.timedelta(minutes=1)) == [
+        attempt + dt.timedelta(seconds=2)]
+    assert gap(eastern, attempt) == 2.0
+    # An earlier call (5 min before) is at least that far from the attempt in every zone, and
+    # in none after it within the minute.
+    assert gap("2026-12-01T06:55:00", attempt) == 5 * 60
+    assert times_within("2026-12-01T06:55:00", attempt, attempt + dt.timedelta(minutes=1)) == []
+    # A time with its zone is what it says, UTC-12 or not.
+    assert gap("2026-12-01T07:00:02Z", attempt) == 5 * 3600 - 2
