@@ -15,6 +15,9 @@ repaired and test_a_post_its_live_replica_still_sends_again_is_not_taken_over.""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
 
 from bot.calls.store import CallState
 from bot.standins.slack import ApiCall
@@ -25,6 +28,7 @@ from tests.follow_helpers import FAST, FULL, end_session, is_thread_reply, servi
 from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.escalations import (
     ALICE,
+    ALICE_ONLY,
     BOB,
     MANAGER,
     Clock,
@@ -323,3 +327,44 @@ async def test_a_status_message_sent_again_after_its_call_ended_is_edited_to_the
     status = second.slack.messages[(sent.response["channel"], sent.response["ts"])]
     await wait_for_status(second, status, "Ended", timeout=30)
     assert len(second.evo.outgoing_posts) == 1
+
+
+@on_both_databases
+async def test_nobody_acknowledged_claimed_as_the_bot_died_is_broadcast_after_a_restart(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Alice alone, and she doesn't answer: the bot takes the claim on telling the end and dies
+    right after it commits (held there, stopped with no grace, as a SIGKILL would leave it). The
+    next start still broadcasts "Nobody acknowledged", once."""
+    clock = Clock()
+    first, _ = await start(bot_factory, policy=ALICE_ONLY, clock=clock,
+                           LEASE_SECONDS=QUICK["LEASE_SECONDS"])
+    claims = services(first).claims
+    real_claim, committed = claims.claim, asyncio.Event()
+
+    async def claim_then_die(key: str, **kwargs: Any) -> bool:
+        taken = await real_claim(key, **kwargs)
+        if key == "escalation:1:end":
+            committed.set()
+            await asyncio.Event().wait()  # the bot dies here, its claim committed
+        return taken
+
+    monkeypatch.setattr(claims, "claim", claim_then_die)
+    view, _ = await open_on_message(first)
+    await submit(first, view)
+    escalation = await escalation_message(first)
+    await wait_for_edit(first, escalation, "🔔")
+    clock.advance(91)  # nobody answered
+    await asyncio.wait_for(committed.wait(), 10.0)
+    await first.runtime.stop(grace=0)
+
+    await gone_for_a_lease(first)
+    second = await on_call_bot(bot_factory, clock)
+    delivered = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and "Nobody acknowledged" in str(c.params.get("text")),
+        timeout=10)
+    assert delivered.params["thread_ts"] == (escalation.thread_ts or escalation.ts)
+    await services(second).outbox.take_over()  # another lease keeper's round: nothing more
+    await second.settle()
+    assert [c.ok for c in second.slack.calls_to("chat.postMessage")
+            if "Nobody acknowledged" in str(c.params.get("text"))] == [True]

@@ -50,7 +50,7 @@ from bot.oncall.escalation_store import (
 )
 from bot.runner import RowRunner
 from bot.slack.notify import Notifier
-from bot.slack.threads import Kept, NotDelivered, Thread
+from bot.slack.threads import Kept, NotDelivered, Once, Thread, nothing_kept
 from bot.storage.claims import Claims
 from bot.storage.faults import until_database_answers
 
@@ -378,23 +378,23 @@ class EscalationCard:
     # --------------------------------------------------------------------- posts in the thread
 
     async def post(self, escalation: Escalation, message: common_views.Message,
-                   *, broadcast: bool = False, or_tell: bool = False) -> None:
-        """A post in the card's thread. Without a card none (refresh tells the requester the end,
-        drawn like the card), unless `or_tell`: the post says what the card can't (why the chain
-        could not go on), so the requester is told it privately."""
+                   *, broadcast: bool = False, or_tell: bool = False,
+                   once: Once | None = None) -> None:
+        """A post in the card's thread, under the claim `once` if given. Without a card none
+        (refresh tells the requester the end, drawn like the card), unless `or_tell`: the post
+        says what the card can't (why the chain stopped): the requester is told privately."""
         current = await self._store.get(escalation.id)
         if current is None:
             return
         if current.message_ts is None:
-            if or_tell:
-                await self._notifier.tell(
-                    user_id=current.requester_id, channel_id=None,
-                    response_url=self._response_urls.get(escalation.id), message=message,
-                )
+            if or_tell and (once is None or await once(nothing_kept)):
+                await self._notifier.tell(user_id=current.requester_id, channel_id=None,
+                                          response_url=self._response_urls.get(escalation.id),
+                                          message=message)
             return
         thread = Thread(channel=current.channel_id, ts=current.thread_ts, response_url=None,
                         parent=message)
-        # Claimed already, so nobody else will post it: kept until delivered (the outbox sends it
-        # again in the background, after a restart too), so a failing Slack delays nobody's call.
+        # Kept until delivered (sent again in the background, after a restart too): a failing
+        # Slack delays nobody's call. Claimed as it is kept: never claimed and then lost.
         await self._notifier.post_reply(thread, message, broadcast=broadcast,
-                                        kept=Kept(ESCALATION_POST, escalation.id))
+                                        kept=Kept(ESCALATION_POST, escalation.id), once=once)

@@ -13,8 +13,9 @@ Each end is a compare-and-set of the escalation's state (bot.oncall.escalation_s
 before anything is said: the end that wins it is the only one said (an I'm on it or a Stop that
 lands while "nobody acknowledged" is being decided is never told "nobody"; one after it is too
 late for Stop and is a late acknowledgement). Each post or audit record is made under a claim, so
-a restart in between never repeats one. The card then shows the end, tried again while Slack
-refuses it (EscalationCard.refresh_until_shown).
+a restart in between never repeats one; a post's claim is written with the post's row in the
+outbox, so a crash in between never loses one either. The card then shows the end, tried again
+while Slack refuses it (EscalationCard.refresh_until_shown).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from bot.oncall.escalation_store import (
     Target,
 )
 from bot.runner import RowRunner
+from bot.slack.threads import Once
 from bot.storage.claims import Claims
 
 logger = logging.getLogger(__name__)
@@ -256,14 +258,12 @@ class Endings:
         between, and never the late one first (it waits while the first is being posted)."""
         lock = self._broadcasting.setdefault(escalation.id, asyncio.Lock())
         async with lock:
-            if await self._end_claimed(escalation):
-                await self._card.post(escalation, views.exhausted(escalation), broadcast=True)
-            if late and await self._claims.claim_when_answered(
-                    f"escalation:{escalation.id}:late-ack",
-                    f"escalation {escalation.id}: telling a late acknowledgement",
-                    extra={"escalation_id": escalation.id}):
+            await self._card.post(escalation, views.exhausted(escalation), broadcast=True,
+                                  once=self._end_claim(escalation))
+            if late:
                 await self._card.post(escalation, views.acknowledged_late(escalation),
-                                      broadcast=True)
+                                      broadcast=True, once=self._claim(
+                                          escalation, "late-ack", "telling a late acknowledgement"))
         if not lock.locked():
             self._broadcasting.pop(escalation.id, None)
 
@@ -313,15 +313,21 @@ class Endings:
         await self._card.refresh_until_shown(escalation.id)
 
     async def _tell_failure(self, escalation: Escalation) -> None:
-        if await self._end_claimed(escalation):
-            await self._card.post(escalation, views.failed(
-                escalation, views.requester_not_allowed(escalation)), or_tell=True)
+        await self._card.post(escalation, views.failed(
+            escalation, views.requester_not_allowed(escalation)), or_tell=True,
+            once=self._end_claim(escalation))
 
-    async def _end_claimed(self, escalation: Escalation) -> bool:
+    def _end_claim(self, escalation: Escalation) -> Once:
         """The claim on saying how the escalation ended: once, whatever restarts in between."""
-        return await self._claims.claim_when_answered(
-            f"escalation:{escalation.id}:end", f"escalation {escalation.id}: telling its end",
-            extra={"escalation_id": escalation.id})
+        return self._claim(escalation, "end", "telling its end")
+
+    def _claim(self, escalation: Escalation, what: str, doing: str) -> Once:
+        """The claim `escalation:{id}:{what}` a post is made under, taken with the post's row in
+        the outbox (bot/slack/outbox.py): a crash between the two would leave it claimed and
+        never said."""
+        return lambda then: self._claims.claim_when_answered(
+            f"escalation:{escalation.id}:{what}", f"escalation {escalation.id}: {doing}",
+            extra={"escalation_id": escalation.id}, then=then)
 
     def _finished(self, state: EscalationState) -> None:
         if self._on_finished is not None:

@@ -30,7 +30,16 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.calls.messages import combined
 from bot.slack.blocks import Message, context, escape
 from bot.slack.lanes import Lanes
-from bot.slack.threads import KeepsPosts, Kept, NotDelivered, Posted, Relay, Thread
+from bot.slack.threads import (
+    KeepsPosts,
+    Kept,
+    NotDelivered,
+    Once,
+    Posted,
+    Relay,
+    Thread,
+    nothing_kept,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -157,16 +166,21 @@ class Notifier:
 
     async def post_reply(
         self, thread: Thread, message: Message, *, broadcast: bool = False,
-        kept: Kept | None = None,
+        kept: Kept | None = None, once: Once | None = None,
     ) -> Posted:
         """Post under the thread, or through `response_url`; `delivered` False if nobody could
-        be told, `ts` the reply's (None when it went through response_url).
+        be told (or `once` was not granted), `ts` the reply's (None when it went through
+        response_url).
 
         `broadcast`: the reply is also shown in the channel (Slack's "Also send to channel").
         `kept`: a post whose result matters, kept in the outbox until it is delivered.
+        `once`: the claim it is made under, taken with the outbox's row (threads.Once).
         """
         if kept is not None and self.outbox is not None and thread.ts is not None:
-            return await self.outbox.post(thread, message, broadcast=broadcast, kept=kept)
+            return await self.outbox.post(thread, message, broadcast=broadcast, kept=kept,
+                                          once=once)
+        if once is not None and not await once(nothing_kept):
+            return Posted(False)
         return await self.send_reply(thread, message, broadcast=broadcast)
 
     async def send_reply(

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from bot.slack.blocks import Message
 from bot.slack.notify import Notifier
-from bot.slack.threads import Kept, Posted, Thread
+from bot.slack.threads import Kept, Once, Posted, Thread
 from bot.storage.database import Connection, Database, Row
 from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.leases import Leases
@@ -125,18 +125,27 @@ class Outbox:
         self._owners[purpose] = owner
 
     async def post(
-        self, thread: Thread, message: Message, *, broadcast: bool, kept: Kept
+        self, thread: Thread, message: Message, *, broadcast: bool, kept: Kept,
+        once: Once | None = None,
     ) -> Posted:
-        """Post under `thread`, kept in the database until delivered (see the module's text)."""
+        """Post under `thread`, kept in the database until delivered (see the module's text).
+        `once`: the claim it is made under, taken in the transaction keeping it; not granted,
+        nothing is posted (`delivered` False)."""
         assert thread.ts is not None
-        try:
-            pending = await self._keep(thread, message, broadcast, kept)
-        except DATABASE_FAULTS as exc:
-            # The news comes first: posted all the same, and sent again while this replica runs;
-            # only a restart now would lose it.
-            logger.warning("a Slack post could not be kept in the database (%s)", exc)
-            pending = _Pending(None, self._clock(), self._leases.owner, kept, thread, message,
-                               broadcast)
+        if once is not None:
+            claimed = await self._keep_once(once, thread, message, broadcast, kept)
+            if claimed is None:
+                return Posted(False)
+            pending = claimed
+        else:
+            try:
+                pending = await self._keep(thread, message, broadcast, kept)
+            except DATABASE_FAULTS as exc:
+                # The news comes first: posted all the same, and sent again while this replica
+                # runs; only a restart now would lose it.
+                logger.warning("a Slack post could not be kept in the database (%s)", exc)
+                pending = _Pending(None, self._clock(), self._leases.owner, kept, thread, message,
+                                   broadcast)
         if _thread_of(pending) in self._waiting:
             # An earlier post of this thread waits to be sent again: this one goes right after it
             # ("Nobody acknowledged" never after "they are on it").
@@ -187,11 +196,34 @@ class Outbox:
 
     # ---------------------------------------------------------------------------- internals
 
+    async def _keep_once(
+        self, once: Once, thread: Thread, message: Message, broadcast: bool, kept: Kept
+    ) -> _Pending | None:
+        """The post kept in its claim's own transaction (`once` waits for a failing database:
+        the claim says who posts, so nothing is posted without it); None if it wasn't granted.
+        Claimed and kept apart, a crash between the two would leave the post claimed and never
+        posted."""
+        kept_row: _Pending | None = None
+
+        async def keep(conn: Connection) -> None:
+            nonlocal kept_row
+            # An earlier try whose answer was lost (granted again to its holder) committed its
+            # row: that one is the post, not a second.
+            if kept_row is not None and await conn.fetchone(
+                    "SELECT id FROM slack_posts WHERE id = ?", (kept_row.id,)) is not None:
+                return
+            kept_row = await self._keep(thread, message, broadcast, kept, on=conn)
+
+        if not await once(keep):
+            return None
+        return kept_row
+
     async def _keep(
-        self, thread: Thread, message: Message, broadcast: bool, kept: Kept
+        self, thread: Thread, message: Message, broadcast: bool, kept: Kept,
+        *, on: Connection | None = None,
     ) -> _Pending:
         now = self._clock()
-        row = await self._db.fetchone(
+        row = await (on or self._db).fetchone(
             "INSERT INTO slack_posts (created_at, owner, purpose, subject, channel, thread_ts,"
             " broadcast, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (now, self._leases.owner, kept.purpose, kept.subject, thread.channel, thread.ts,

@@ -4,10 +4,21 @@ for the outbox). The Notifier (notify.py) does the telling."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from bot.slack.blocks import Message
+from bot.storage.backend import Connection
+
+# A claim (bot/storage/claims.py: `Claims.claim_when_answered(key, …, then=…)`) that a post is
+# made under, taken in the transaction that keeps the post (the write it is given): True if
+# granted. A post claimed is then never lost to a crash between the claim and the post.
+Once = Callable[[Callable[[Connection], Awaitable[None]]], Awaitable[bool]]
+
+
+async def nothing_kept(conn: Connection) -> None:
+    """What a post made `Once` writes with its claim where no outbox keeps it: nothing."""
 
 
 class NotDelivered(Exception):
@@ -70,4 +81,4 @@ class KeepsPosts(Protocol):
     """The outbox (bot/slack/outbox.py), as the Notifier sees it."""
 
     async def post(self, thread: Thread, message: Message, *, broadcast: bool,
-                   kept: Kept) -> Posted: ...
+                   kept: Kept, once: Once | None = None) -> Posted: ...

@@ -10,13 +10,17 @@ guards (a page, an escalation step's call) would then be done by nobody. A calle
 names itself (`holder`, a token of its own for that one action): a claim by the same holder is
 granted again, a claim by anyone else is not. `claim_when_answered` does both for work in the
 background (an escalation's step, its page, the telling of its end).
+
+What a claim guards can be written in the claim's own transaction (`then`): a post kept in the
+outbox (bot/slack/outbox.py) is then never claimed without being written, nor written without
+being claimed, whenever the bot dies.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from bot.storage.database import POSTGRESQL, Connection, Database
 from bot.storage.faults import until_database_answers
@@ -34,6 +38,8 @@ _TAKE = (
 _CLAIM = _TAKE + " WHERE claims.claimed_at < ? OR claims.holder = excluded.holder"
 # How often, at most, one `Claims` clears the expired claims of other keys on PostgreSQL.
 CLAIM_PURGE_EVERY_SECONDS = 60.0
+# What a claim guards, written in the claim's transaction if it is granted.
+Guarded = Callable[[Connection], Awaitable[None]]
 
 
 class Claims:
@@ -42,10 +48,21 @@ class Claims:
         self._clock = clock
         self._purged_at: float | None = None
 
-    async def claim(self, key: str, *, holder: str | None = None) -> bool:
+    async def claim(self, key: str, *, holder: str | None = None, then: Guarded | None = None
+                    ) -> bool:
         """True for the first claim of `key`; False for every later one (until it expires),
-        except one by the same `holder` (its earlier try committed, its answer was lost)."""
+        except one by the same `holder` (its earlier try committed, its answer was lost).
+        `then`: written in the claim's own transaction, if it is granted (again, to its holder:
+        `then` finds its own earlier write)."""
         now = self._clock()
+        if then is not None:
+            async def claim_and_write(conn: Connection) -> bool:
+                if not await claim_in(conn, key, now, holder=holder):
+                    return False
+                await then(conn)
+                return True
+
+            return await self._db.atomic(claim_and_write)
         if self._db.dialect == POSTGRESQL:
             # One statement, atomic on its own: the key's own expired claim is taken over in it.
             # The other keys' expired claims are cleared now and then, not in every request's
@@ -63,13 +80,14 @@ class Claims:
 
     async def claim_when_answered(self, key: str, what: str, *,
                                   extra: Mapping[str, object] | None = None,
-                                  holder: str | None = None) -> bool:
+                                  holder: str | None = None, then: Guarded | None = None
+                                  ) -> bool:
         """`claim(key)` for work done in the background: tried again for as long as the
         database fails (until_database_answers; `what`, `extra`: its warnings), under a holder of
         its own (`holder`, else a new token), so that a try which committed but lost its answer
-        is granted the key again."""
+        is granted the key again. `then`: as for claim()."""
         named = holder or secrets.token_hex(16)
-        return await until_database_answers(lambda: self.claim(key, holder=named), what,
+        return await until_database_answers(lambda: self.claim(key, holder=named, then=then), what,
                                             extra=extra)
 
     async def take_over_in(self, conn: Connection, key: str, *, holder: str) -> None:
