@@ -19,12 +19,14 @@ from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_A
 from bot.standins.evovoice import ErrorStatus, Gated
 from bot.standins.slack import Message, block_actions_payload, interactive_body
 from tests.conftest import BotFactory, BotUnderTest, until
+from tests.databases import on_both_databases
 from tests.follow_helpers import services
 from tests.escalations import (
     ALICE,
     ALICE_ONLY,
     BOB,
     ROSTER,
+    Clock,
     as_first_drawn,
     click_ack,
     dialled,
@@ -438,26 +440,74 @@ async def test_an_ack_outcome_on_a_call_left_on_past_its_deadline_acknowledges(
     assert event["actor_id"] == "U0ALICE"
 
 
+LEFT_ON_POLICY = ALICE_ONLY + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n'
+
+
+async def nobody_came_with_alice_still_on(
+    bot_factory: BotFactory,
+) -> tuple[BotUnderTest, Clock, Message, str]:
+    """Alice alone answered and had not pressed 1 by her deadline: her call is left on, and the
+    channel was told nobody acknowledged. The bot, its clock, the card, her session."""
+    bot, clock, escalation = await running_escalation(bot_factory, policy=LEFT_ON_POLICY)
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, callState="Connected")
+    await call_seen_connected(bot, escalation)
+    clock.advance(91)
+    await wait_for_post(bot, "Nobody acknowledged the on-call escalation")
+    return bot, clock, escalation, alice
+
+
+async def heard_late_once(bot: BotUnderTest, escalation: Message, alice: str) -> None:
+    """Alice, still on the phone, presses 1: a late acknowledgement, announced once."""
+    bot.evo.set_session_state(alice, outcome="pressed 1")
+    late = await wait_for_post(bot, "they are on it")
+    assert late.params["reply_broadcast"] in (True, "true", "1")
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
+    assert await state_of(bot) == EscalationState.ACKNOWLEDGED
+    await bot.settle()
+    assert [c.ok for c in bot.slack.calls_to("chat.postMessage")
+            if "they are on it" in str(c.params.get("text"))] == [True]
+    assert not hung_up(bot, alice)
+    [event] = await services(bot).db.fetchall(
+        "SELECT * FROM audit_events WHERE kind = 'acknowledged'")
+    assert event["actor_id"] == "U0ALICE"
+
+
 async def test_an_ack_outcome_on_the_last_call_left_on_after_nobody_came_is_still_heard(
     bot_factory: BotFactory,
 ) -> None:
     """Alice, the only person in the order, answered but had not pressed 1 by her deadline: her
     call is left on, and the channel is told nobody acknowledged. She then presses 1: that is a
     late acknowledgement, announced as loudly as a late I'm on it."""
-    bot, clock, escalation = await running_escalation(
-        bot_factory, policy=ALICE_ONLY + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n')
-    alice = session_of(bot, ALICE)
-    bot.evo.set_session_state(alice, callState="Connected")
-    await call_seen_connected(bot, escalation)
-    clock.advance(91)
-    await wait_for_post(bot, "Nobody acknowledged the on-call escalation")
+    bot, _, escalation, alice = await nobody_came_with_alice_still_on(bot_factory)
     assert await state_of(bot) == EscalationState.EXHAUSTED
-    bot.evo.set_session_state(alice, outcome="pressed 1")  # still on the phone, she presses 1
-    late = await wait_for_post(bot, "they are on it")
-    assert late.params["reply_broadcast"] in (True, "true", "1")  # as loud as "nobody came"
-    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
-    assert await state_of(bot) == EscalationState.ACKNOWLEDGED
-    assert not hung_up(bot, alice)
-    [event] = await services(bot).db.fetchall(
-        "SELECT * FROM audit_events WHERE kind = 'acknowledged'")
-    assert event["actor_id"] == "U0ALICE"
+    await heard_late_once(bot, escalation, alice)
+
+
+@on_both_databases
+async def test_an_ack_outcome_on_the_last_call_left_on_is_still_heard_after_a_restart(
+    bot_factory: BotFactory,
+) -> None:
+    """As above, but the bot restarts after telling the channel nobody acknowledged, with Alice's
+    call still on: the next start watches her call, and her pressing 1 is a late acknowledgement
+    all the same, announced once."""
+    first, clock, escalation, alice = await nobody_came_with_alice_still_on(bot_factory)
+    await first.runtime.stop()
+    second, _ = await start(bot_factory, policy=LEFT_ON_POLICY, clock=clock)
+    await heard_late_once(second, escalation, alice)
+
+
+async def test_a_call_left_on_after_nobody_came_is_watched_by_one_replica_then_by_the_next(
+    bot_factory: BotFactory,
+) -> None:
+    """Two replicas on one database: the one that ran the chain watches Alice's call left on, the
+    other leaves it alone; once the first dies, the other watches it, and her pressing 1 is
+    heard, once."""
+    first, clock, escalation, alice = await nobody_came_with_alice_still_on(bot_factory)
+    second, _ = await start(bot_factory, policy=LEFT_ON_POLICY, clock=clock)
+    await services(second).escalations.take_over()  # a lease keeper's round
+    assert (services(first).escalations.running, services(second).escalations.running) == (1, 0)
+    await first.runtime.stop(grace=0)  # dies: its leases are left lapsed
+    await services(second).escalations.take_over()
+    assert services(second).escalations.running == 1
+    await heard_late_once(second, escalation, alice)

@@ -8,7 +8,8 @@
                     leaves at once, the escalation's card is posted alongside (Slack never comes
                     first: a card that is slow, refused or never posted delays and stops no step;
                     without one the requester is told privately, see escalation_card)
-    resume()        at start-up, chains that were running go on where they were
+    resume()        at start-up, chains that were running go on where they were (and those
+                    nobody acknowledged with a call left on are watched again)
     ack_clicked()   I'm on it, on a page (the person's DM) or on the escalation's message
     take_over()     every few seconds: chains whose replica died go on here (bot/storage/leases.py),
                     and the ends it was still showing are shown
@@ -262,7 +263,13 @@ class EscalationService:
         return lambda: self._endings.show(escalation_id)
 
     async def _active(self) -> list[int]:
-        return [escalation.id for escalation in await self.store.active()]
+        """The chains a replica runs: those running, and those nobody acknowledged with a call
+        left on, whose person may still press 1 (Endings.late_by_call): after a restart, or
+        once their replica is gone, another run watches them, under the same lease."""
+        running = [escalation.id for escalation in await self.store.active()]
+        left_on = await self._endings.left_on_when_exhausted(
+            self.clock() - UNSHOWN_ENDS_WITHIN_SECONDS)
+        return running + [i for i in left_on if i not in running]
 
     def _work(self, escalation_id: int) -> Work:
         return lambda: self._adopt(escalation_id)

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 
 from bot.audit.trail import AuditLog, EventKind
 from bot.calls.follow import CallFollower, wait_or_wake
-from bot.calls.store import CallStore, TrackedCall
+from bot.calls.store import FINAL_STATES, CallStore, TrackedCall
 from bot.errors import describe_hang_up
 from bot.evovoice.client import AlreadyEnded, EvoVoiceClient, EvoVoiceError, NotFound
 from bot.oncall import escalation_views as views
@@ -140,8 +140,9 @@ class Endings:
     ) -> None:
         """Once nobody acknowledged (EXHAUSTED), in the chain's task: while a call left on at
         its deadline is still on, its person may still press 1, and an outcome that
-        `acknowledges` is then a late acknowledgement, told as loudly as a late I'm on it. (Not
-        watched again after a restart: an escalation over is resumed by no run.)"""
+        `acknowledges` is then a late acknowledgement, told as loudly as a late I'm on it. After
+        a restart, or once its replica is gone, the next run watches it (left_on_when_exhausted:
+        the chains a replica runs)."""
         runner = self._runner
         while escalation.state == EscalationState.EXHAUSTED and not (runner and runner.closed):
             on = False
@@ -172,6 +173,19 @@ class Endings:
                     extra={"escalation_id": escalation.id, "user_id": escalation.acknowledged_by})
         await self.record_acknowledgement(escalation)
         await self.nobody_came(escalation, late=True)
+
+    async def left_on_when_exhausted(self, finished_after: float) -> list[int]:
+        """The escalations nobody acknowledged (since `finished_after`) with a call left on
+        that is not over: watched by a run of their own (late_by_call), as a running chain is."""
+        final = sorted(str(state) for state in FINAL_STATES)
+        rows = await self._store.db.fetchall(
+            "SELECT DISTINCT e.id FROM escalations e"
+            " JOIN escalation_steps s ON s.escalation_id = e.id JOIN calls c ON c.id = s.call_id"
+            f" WHERE e.state = ? AND e.finished_at >= ? AND s.outcome = ?"
+            f" AND c.state NOT IN ({','.join('?' * len(final))}) ORDER BY e.id",
+            (str(EscalationState.EXHAUSTED), finished_after, str(StepOutcome.NOT_ACKNOWLEDGED),
+             *final))
+        return [int(row["id"]) for row in rows]
 
     async def _left_on(self, escalation: Escalation) -> list[tuple[Step, TrackedCall]]:
         """The calls of the steps before the current one that were answered but not acknowledged

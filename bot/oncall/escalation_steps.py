@@ -99,12 +99,13 @@ class Chain:
     async def drive(self, escalation_id: int) -> None:
         over = await self._store.get(escalation_id)
         if over is not None and not over.active:
-            # Over before this run began: the run before it decided the end with a write whose
-            # answer was lost, and is tried again. Its end is shown (once: claims and the card's
-            # digest): the winner's words (nobody came) would otherwise never be said. A chain
-            # that ends its escalation below shows that end itself.
+            # Over before this run began: the run before decided the end with a write whose
+            # answer was lost (tried again), or nobody came and a call is left on (watched here
+            # after a restart or a replica gone, as that run watched it). Its end is shown (once:
+            # claims, the card's digest): the winner's words (nobody came) would otherwise never
+            # be said. A chain that ends its escalation below shows that end itself.
             await self._endings.show(escalation_id)
-            return
+            return await self._endings.late_by_call(over, self._is_ack_outcome)
         watched: set[int] = set()  # the steps this run dialled, or looked after once dialled
         while not self._runner.closed:
             escalation = await self._store.get(escalation_id)
