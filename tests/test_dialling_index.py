@@ -88,6 +88,8 @@ async def test_migration_14_keeps_the_calls_and_finds_those_still_dialling(
             assert await db.migrate([m for m in MIGRATIONS if m.version <= 14]) == [14]
             after = [tuple(row) for row in await db.fetchall("SELECT * FROM calls ORDER BY id")]
             assert after == before
+            # Today's code reads its own columns: the later migrations too (calls.unreadable).
+            await db.migrate(MIGRATIONS)
             store = CallStore(db)
             [left] = await store.dialling()
             assert left.id == before[-1][0]
