@@ -366,3 +366,30 @@ async def test_a_page_that_fails_on_a_bug_is_logged_once_with_a_reference(
     [record] = failures()
     assert "escalation 1: the page to U0ALICE failed; reference " in record.getMessage()
     assert getattr(record, "escalation_id", None) == 1 and record.exc_info is not None
+
+
+async def test_without_a_card_a_chain_that_fails_on_a_bug_tells_the_requester_with_a_reference(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The card was refused, and the chain dies of a bug when Bob's step begins (reading his
+    number): the requester, who has no thread to read, is told privately that nobody more will
+    be called, with the reference of the log line."""
+    bot, clock = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    bot.slack.fail("chat.postMessage", "not_in_channel", when=in_the_channel)
+    assert await submit(bot, view) == {}
+    await told_privately(bot, NOT_POSTED)
+    await page_of(bot, "U0ALICE")  # her phone rings (paged once her call is recorded)
+
+    async def a_bug(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(services(bot).oncall.phones, "lookup", a_bug)
+    clock.advance(91)  # Alice's step ends: Bob's begins, and the chain fails
+    said = await told_privately(bot, "Nobody more will be called")
+    [record] = [r for r in caplog.records if "escalation 1 failed, reference " in r.getMessage()]
+    reference = record.getMessage().rsplit("reference ", 1)[1]
+    assert f"(reference {reference})" in said and "The on-call escalation stopped" in said
+    assert record.exc_info is not None
+    await bot.settle()
+    assert sum("Nobody more will be called" in t for t in told(bot)) == 1

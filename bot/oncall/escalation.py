@@ -84,7 +84,7 @@ from bot.calls.follow import UNSHOWN_ENDS_WITHIN_SECONDS, CallFollower, wait_or_
 from bot.calls.service import CallService
 from bot.calls.store import CallStore
 from bot.calls.limits import Rate
-from bot.errors import EscalationLimitReached, describe_any, log_unexpected
+from bot.errors import EscalationLimitReached, Expected, describe, log_unexpected
 from bot.evovoice.client import EvoVoiceClient
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_buttons import EscalationButtons
@@ -297,15 +297,16 @@ class EscalationService:
     async def _report_failure(self, escalation_id: int, exc: Exception) -> None:
         # A bug, not a phone problem. The row stays active, and this replica keeps its lease, so
         # the chain is tried again when it restarts; meanwhile the thread must not fall silent on
-        # a page nobody is answering.
+        # a page nobody is answering, nor, without a card, the requester (told privately, as the
+        # card-less ends are). Logged first, under the reference the words give.
         try:
+            why = (describe(exc) if isinstance(exc, Expected)
+                   else log_unexpected(exc, f"escalation {escalation_id} failed"))
             escalation = await self.store.get(escalation_id)
-            if escalation is not None and escalation.message_ts is not None:
+            if escalation is not None:
                 await self._card.post(escalation, views.failed(
-                    escalation, f"{escape(describe_any(exc))} Nobody more will be called until "
-                                "callbot restarts: reach the people on call another way."))
-            else:
-                log_unexpected(exc, f"escalation {escalation_id} failed")
+                    escalation, f"{escape(why)} Nobody more will be called until callbot "
+                                "restarts: reach the people on call another way."), or_tell=True)
         except Exception:
             logger.exception("escalation %s failed, and saying so failed too", escalation_id,
                              extra={"escalation_id": escalation_id})
