@@ -74,12 +74,16 @@ async def test_a_manager_only_login_hangs_up_with_patch_session(
     assert all(r.headers["User-Agent"].startswith("callbot/") for r in bot.evo.requests)
 
 
+@pytest.mark.parametrize("writes_fields", [False, True], ids=["changes-nothing", "stores-field"])
 async def test_a_patch_session_that_ends_nothing_never_shows_the_call_as_ended(
-    bot_factory: BotFactory,
+    bot_factory: BotFactory, writes_fields: bool
 ) -> None:
-    # PatchSession ending a call is only likely (docs/evovoice-api.md, Hang up).
+    # PatchSession ending a call is only likely (docs/evovoice-api.md, Hang up): it may change
+    # nothing, or store the callState it was sent (the session then reads Disconnected, a sign
+    # the bot otherwise takes for the end of a call seen connected) while the call goes on.
     bot = await bot_factory("http", **FAST)
     bot.evo.patch_ends_calls = False
+    bot.evo.patch_writes_fields = writes_fields
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
@@ -90,8 +94,11 @@ async def test_a_patch_session_that_ends_nothing_never_shows_the_call_as_ended(
     await until_sent(bot, lambda r: r.time > patch.time and bool(reads(r, session_id)))
     await bot.settle()
     await wait_for_edit(bot, status, "📴 Hanging up (asked by <@U0MANAGER>)… If the call goes on")
+    assert (bot.evo.sessions[session_id]["callState"] == "Disconnected") is writes_fields
+    await bot.settle()
     shown = bot.slack.messages[(status.channel, status.ts)]
     assert "🟢 Connected" in str(shown.text) and HANG_UP_ACTION in str(shown.blocks)
+    assert "Ended" not in str(shown.text)
     bot.evo.set_session_state(session_id, callState="Disconnected", ended=True, outcome="Completed")
     await wait_for_edit(bot, status, "Ended: Completed")
 

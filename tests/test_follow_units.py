@@ -165,6 +165,14 @@ def test_session_states() -> None:
     assert (
         classify(session("Disconnected", dateCompleted="2027-01-15T08:00:09Z")) == CallState.ENDED
     )
+    # After the bot's own PatchSession, "Disconnected" may be its echo: only `ended` or a real
+    # dateCompleted ends the call (docs/evovoice-api.md, Hang up).
+    assert classify(session("Disconnected"), "connected") == CallState.ENDED
+    assert classify(session("Disconnected"), "connected", patched=True) == CallState.CONNECTED
+    assert classify(session("Disconnected"), "ringing", patched=True) == CallState.RINGING
+    for done in (session("Disconnected", ended=True),
+                 session("Disconnected", dateCompleted="2027-01-15T08:00:09Z")):
+        assert classify(done, "connected", patched=True) == CallState.ENDED
     assert duration_of(session(dateCompleted="/Date(1800000009000-0000)/")) == 9.0
     assert duration_of(session(dateCompleted="2027-01-15T07:00:00Z")) is None  # before creation
     assert duration_of(session()) is None

@@ -218,7 +218,9 @@ class CallPoller:
 
     async def _apply(self, call: TrackedCall, session: Session) -> _Step:
         """Store what the session shows, and show it if anything changed."""
-        state = classify(session, call.state)
+        # After a hang-up by PatchSession, its own `callState` may be all that changed.
+        patched = call.hung_up_by is not None and self._evo.hang_up_method == "PATCH"
+        state = classify(session, call.state, patched=patched)
         # The row shows it connected when the call was found so (`CallFollower.track`): that
         # was an answer, even if the call is over by this poll.
         answered = call.answered or CallState.CONNECTED in (state, call.state)

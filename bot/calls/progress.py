@@ -16,7 +16,9 @@ MAX_OUTCOME_CHARS = 200
 _LIVE = frozenset({CallState.RINGING, CallState.CONNECTED})
 
 
-def classify(session: Session, previous: str | None = None) -> CallState:
+def classify(
+    session: Session, previous: str | None = None, *, patched: bool = False
+) -> CallState:
     """The bot's reading of a session (docs/evovoice-api.md; README, "What the bot relies on").
 
     `ended` and `callState` decide; `dateCompleted` only confirms an end `callState` already says:
@@ -25,8 +27,13 @@ def classify(session: Session, previous: str | None = None) -> CallState:
         callState Connected or Hold                       CONNECTED (the only sign of an answer)
         callState Ringing                                 RINGING
         callState Disconnected, and the call was seen ringing or connected before, or
-            dateCompleted is a real time                  ENDED
+            dateCompleted is a real time                  ENDED (but see `patched`)
         anything else (no callState, Passive, Disconnected before anything happened)   CALLING
+
+    `patched`: the bot itself sent PatchSession `{"callState": "Disconnected"}` to hang the call
+    up. That it ends the call is only likely (docs/evovoice-api.md, Hang up): a server that merely
+    stores the field would echo it while the call goes on, so then only `ended` or a real
+    `dateCompleted` ends it, and a call seen ringing or connected stays so.
 
     `dateCompleted` alone never ends a call (it may be a placeholder); `answeredByName` never
     answers one (it may be filled while the phone still rings): see `answered_by`.
@@ -38,10 +45,12 @@ def classify(session: Session, previous: str | None = None) -> CallState:
         return CallState.CONNECTED
     if state == "ringing":
         return CallState.RINGING
-    if state == "disconnected" and (
-        previous in _LIVE or parse_timestamp(session.date_completed) is not None
-    ):
-        return CallState.ENDED
+    if state == "disconnected":
+        if parse_timestamp(session.date_completed) is not None:
+            return CallState.ENDED
+        if previous in _LIVE:
+            # What the bot patched in is no news: the call is as it was last seen.
+            return CallState(previous) if patched else CallState.ENDED
     return CallState.CALLING
 
 

@@ -60,8 +60,10 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   "status_line"``, in the status line alone, as older ServiceStack answered). PatchSession
   (``PATCH /sessions/{id}`` with ``{"callState": "Disconnected"}``) requires authentication
   only; that it ends the call is only likely, so ``patch_ends_calls = False`` accepts it and
-  lets the call go on. What ending a session that has ended answers is unknown: ``ended_hang_up``
-  gives each plausible answer (204 marking it hung up, 204 leaving it, 400, 409, 500, 404).
+  lets the call go on (with ``patch_writes_fields``, storing the ``callState`` it was sent, as
+  a patch of the session's record would). What ending a session that has ended answers is
+  unknown: ``ended_hang_up`` gives each plausible answer (204 marking it hung up, 204 leaving
+  it, 400, 409, 500, 404).
 - ``GET /sessions``: ``to`` is a *contains* filter; ``startDate`` is a date read in
   ``sessions_utc_offset`` (unknown: tests try several); the zone of a session's ``dateCreated``
   and ``dateCompleted`` is unknown too: ``session_dates_offset`` (a timedelta) writes them, in

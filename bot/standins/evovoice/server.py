@@ -79,6 +79,7 @@ class EvoVoiceStandIn:
         self.specific_ids = "honoured"  # or "ignored" (sessions.py)
         self.omitted_from_listings: set[str] = set()  # session ids no listing holds
         self.patch_ends_calls = True  # False: PatchSession is accepted, the call goes on
+        self.patch_writes_fields = False  # True: that PatchSession stores the callState sent
         self.ended_hang_up = "ends_again"  # ending a session that has ended (sessions.py)
         # None: no limit (nothing public says Evo Voice has one); else 429 past it (rate.py).
         self.rate_limit: RateLimit | None = None
@@ -382,6 +383,8 @@ class EvoVoiceStandIn:
                 return self._end_session("PATCH", session_id)
             if session_id not in self.sessions:
                 return error(404, "NotFound", "Session not found")
+            if self.patch_writes_fields and "callState" in body:  # a patch of the record
+                self.sessions[session_id]["callState"] = body["callState"]
             return web.json_response(without_zone(self.sessions[session_id],
                                                   self.session_dates_offset))
 
