@@ -106,6 +106,25 @@ async def test_failed_migration_leaves_nothing_half_done(url: str) -> None:
     await database.close()
 
 
+async def test_a_migration_whose_commit_fails_leaves_the_database_usable(url: str) -> None:
+    # Every statement succeeds and the COMMIT fails (a deferred foreign key checked only then):
+    # the transaction must not be left open, or every later write on this connection would fail.
+    database = Database(url)
+    tables = ("CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE child"
+              " (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);")
+    orphan = Migration(3, "orphan", tables + " INSERT INTO child VALUES (7)")
+    try:
+        with pytest.raises(Exception, match="(?i)foreign key"):
+            await database.open([*MIGRATIONS, orphan])
+        assert await database.schema_version() == 2
+        await database.migrate([*MIGRATIONS, Migration(3, "fixed", tables)])
+        assert await database.schema_version() == 3
+        await database.execute("INSERT INTO counters VALUES ('after', 2)")
+        assert len(await database.fetchall("SELECT * FROM counters")) == 3
+    finally:
+        await database.close()
+
+
 async def test_replicas_starting_together_migrate_once(url: str) -> None:
     replicas = [Database(url) for _ in range(4)]
     try:

@@ -182,10 +182,13 @@ class SQLiteBackend:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # Also when COMMIT itself failed (a deferred constraint, a full disk), which may
+                # leave the transaction open: left so, every later write here would fail.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
             return result
 
         async with self._lock:
