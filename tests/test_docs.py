@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 from pathlib import Path
 
@@ -44,3 +45,18 @@ def test_the_container_section_gives_the_bot_time_to_stop() -> None:
     assert timeouts and all(t > needed for t in timeouts)
     assert f"stop_grace_period: {timeouts[0]}s" in section
     assert f"terminationGracePeriodSeconds: {timeouts[0]}" in section
+
+
+def test_the_log_example_names_the_logger_its_line_is_logged_under() -> None:
+    """Operators filter on the logger the README shows: it must be the one the line comes from."""
+    example = re.search(r"`\S+ \S+ INFO (\S+) \[\w+\]: (call by [^`]*?) placed: session …`",
+                        README)
+    assert example, "README's Logs section lost its example line"
+    logger_name = example.group(1)
+    pattern = '"call by %s to %s (flow %s) placed: session %s"'
+    modules = [path for path in (ROOT / "bot").rglob("*.py") if pattern in path.read_text()]
+    assert len(modules) == 1, modules
+    module = importlib.import_module(
+        ".".join(modules[0].relative_to(ROOT).with_suffix("").parts))
+    assert module.logger.name == logger_name, (
+        f"README shows {logger_name}; the line is logged under {module.logger.name}")
