@@ -60,3 +60,42 @@ def test_the_log_example_names_the_logger_its_line_is_logged_under() -> None:
         ".".join(modules[0].relative_to(ROOT).with_suffix("").parts))
     assert module.logger.name == logger_name, (
         f"README shows {logger_name}; the line is logged under {module.logger.name}")
+
+
+def _layout_sections() -> dict[str, str]:
+    """docs/development.md's map of bot/, by what each entry describes: "" for bot/'s own modules,
+    "calls" for bot/calls/, "standins/slack" for bot/standins/slack/."""
+    text = (ROOT / "docs" / "development.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    sections: dict[str, str] = {}
+    package, sub = "", ""
+    for line in block.split("\n"):
+        top = re.match(r"^  (\S+)", line)
+        nested = re.match(r"^    (\S+)", line)
+        if top:
+            package = top.group(1).rstrip("/") if top.group(1).endswith("/") else ""
+            sub = ""
+        elif nested and package:
+            # A folder of the package (standins/slack/), or one of its own modules again.
+            sub = nested.group(1).rstrip("/") if nested.group(1).endswith("/") else ""
+        if line.startswith("bench/"):
+            break
+        key = f"{package}/{sub}" if sub else package
+        sections[key] = sections.get(key, "") + line + "\n"
+    return sections
+
+
+def test_the_development_map_lists_every_module_of_bot_where_it_lives() -> None:
+    sections = _layout_sections()
+    bot = ROOT / "bot"
+    for path in sorted(bot.rglob("*.py")):
+        if path.name == "__init__.py" or "__pycache__" in path.parts:
+            continue
+        where = "/".join(path.relative_to(bot).parts[:-1])
+        assert re.search(rf"(?<![\w/]){re.escape(path.name)}", sections.get(where, "")), (
+            f"docs/development.md's layout does not list {path.relative_to(ROOT)}")
+    for where, text in sections.items():
+        folder = bot / where
+        for name in re.findall(r"(?<![\w/.])(\w+\.py)\b", text):
+            assert (folder / name).is_file() or (bot / name).is_file(), (
+                f"docs/development.md lists {name} under bot/{where}, where there is none")
