@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -388,6 +389,33 @@ def test_readme_troubleshooting_covers_every_check() -> None:
     assert len(subjects) >= 12
     for subject in sorted(subjects):
         assert f"✗ {subject}" in troubleshooting, f"README has no entry for ✗ {subject}"
+
+
+async def test_readme_example_shows_every_line_check_prints_in_its_order(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, tmp_path: Path
+) -> None:
+    """README's example of `callbot check` is what the command prints for the policy it shows:
+    the same lines (subjects), in the same order, and its closing words."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("### Checking the set-up: `callbot check`", 1)[1]
+    example = section.split("```", 2)[1]
+    shown = re.findall(r"^[✓✗–] ([^:]+):", example, re.M)
+    policy = tmp_path / "callbot.toml"
+    policy.write_text(POLICY.split("[policy]")[0] + textwrap.dedent("""
+        [people]
+        U0ALICE = "+18144043093"
+
+        [oncall]
+        flow = "Escalation"
+        rotation = ["U0ALICE", "U0CAROL"]
+        ack_outcomes = ["Acknowledged"]
+        """))
+    evo.flows[:] = [f for f in evo.flows if f["id"] != "flow-page"]  # the example's one ✗
+    await migrated_database(policy)
+    text, code = report(await check(slack, evo, policy, mode="socket"))
+    printed = re.findall(r"^[✓✗–] ([^:]+):", text, re.M)
+    assert shown == printed
+    assert code == 1 and text.splitlines()[-1] in example
 
 
 async def test_users_and_groups_slack_does_not_know_are_each_a_problem(
