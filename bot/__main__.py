@@ -161,13 +161,14 @@ def _backup(path: str) -> int:
 
 
 def _migrate_db(target: str) -> int:
-    from bot.config import database_url
+    from bot.config import audit_spool_path, database_url
     from bot.ops.logs import one_line
     from bot.ops.migrate_db import MigrationRefused, migrate_db
     from bot.storage.database import DatabaseUrlError
 
     try:
-        copied = asyncio.run(migrate_db(database_url(), target))
+        source = database_url()
+        copied = asyncio.run(migrate_db(source, target, audit_spool_path(source)))
     except (MigrationRefused, DatabaseUrlError) as exc:
         print(f"callbot migrate-db: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -178,7 +179,13 @@ def _migrate_db(target: str) -> int:
         print(f"callbot migrate-db: the copy failed ({one_line(reason)}); nothing was copied: "
               "fix that and run it again", file=sys.stderr)
         return 1
-    rows = ", ".join(f"{table} {n}" for table, n in copied.items() if n) or "no rows"
+    if copied.spooled:
+        print(f"callbot migrate-db: wrote {copied.spooled} audit record(s) waiting in the spool "
+              "into the SQLite database first")
+    if copied.left_in_spool:
+        print(f"callbot migrate-db: {copied.left_in_spool} audit record(s) the SQLite database "
+              "refused stay in the spool (the errors above say why)", file=sys.stderr)
+    rows = ", ".join(f"{table} {n}" for table, n in copied.rows.items() if n) or "no rows"
     print(f"callbot migrate-db: copied {rows}; now set DATABASE_URL to the PostgreSQL URL")
     return 0
 

@@ -33,7 +33,7 @@ async def test_a_sqlite_installation_moves_to_postgresql_as_it_was(
     gate.open()
 
     async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
-        copied = await migrate_db(sqlite_url, postgres_url)
+        copied = (await migrate_db(sqlite_url, postgres_url)).rows
         source, target = Database(sqlite_url), Database(postgres_url)
         await source.open()
         await target.open()
@@ -118,7 +118,8 @@ async def test_a_copy_that_fails_halfway_leaves_postgresql_empty_to_try_again(
             with pytest.raises(Exception, match="soon"):
                 await migrate_db(sqlite_url, postgres_url)
             await source.execute("UPDATE slack_posts SET created_at = 2", ())
-            copied = await migrate_db(sqlite_url, postgres_url)  # not refused: nothing was left
+            # Not refused: nothing was left.
+            copied = (await migrate_db(sqlite_url, postgres_url)).rows
             assert copied["claims"] == 1 and copied["slack_posts"] == 1
     finally:
         await source.close()

@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 
 from bot.ops.migrate_db import MigrationRefused, migrate_db
-from bot.storage.database import Database
+from bot.storage.database import Database, sqlite_path
+from tests.conftest import BotFactory
+from tests.database_locks import with_short_busy_timeout, write_lock
 from tests.databases import POSTGRESQL, fresh_database
+from tests.follow_helpers import FULL, MASKED
 from tests.processes import run_cli
 
 
@@ -106,3 +109,41 @@ async def test_a_target_url_the_driver_would_misread_copies_nothing_and_is_not_e
     assert code == 2 and out == ""
     assert err.startswith("callbot migrate-db: the target URL: a port is not a number")
     assert "percent-encode" in err and "Hunter2" not in err and "Secret" not in err
+
+
+@pytest.mark.parametrize("audit_spool", ["", "spool/audit"])
+async def test_audit_records_waiting_in_the_sqlite_spool_are_moved_too(
+    bot_factory: BotFactory, database_url: str, tmp_path: Path, audit_spool: str
+) -> None:
+    """A refusal met a locked database and waits in the spool (`<db file>.audit-spool`, or
+    AUDIT_SPOOL's) when the bot stops. The PostgreSQL bots' spool is another file unless set so
+    (./callbot.audit-spool): unless migrate-db writes the record first, nobody ever would."""
+    spool = Path(sqlite_path(database_url) + ".audit-spool")
+    if audit_spool:
+        spool = tmp_path / audit_spool
+        spool.parent.mkdir()
+    bot = await bot_factory("http", DATABASE_URL=with_short_busy_timeout(database_url),
+                            AUDIT_SPOOL=str(spool))
+    with write_lock(bot):
+        _, url = await bot.command(f"{FULL} escalation")
+        [answer] = await bot.slack.wait_for_response(url, timeout=20)
+        assert "could not write to its database, so nothing was dialled" in str(answer)
+        await bot.runtime.stop(grace=0)
+    assert spool.read_text().count("\n") == 1
+
+    async with fresh_database(POSTGRESQL, tmp_path, name="moved") as postgres_url:
+        env = {"DATABASE_URL": database_url} | ({"AUDIT_SPOOL": audit_spool} if audit_spool else {})
+        code, out, err = await run_cli(["migrate-db", postgres_url], env, tmp_path)
+        assert code == 0, err
+        assert out.startswith("callbot migrate-db: wrote 1 audit record(s) waiting in the spool "
+                              "into the SQLite database first\n")
+        assert "audit_attempts 1" in out and err == ""
+        assert spool.read_text() == ""
+        target = Database(postgres_url)
+        await target.open()
+        try:
+            rows = await target.fetchall("SELECT decision, reason, number_masked FROM"
+                                         " audit_attempts")
+        finally:
+            await target.close()
+    assert [tuple(row) for row in rows] == [("refused", "DatabaseUnavailable", MASKED)]

@@ -151,11 +151,12 @@ class Spool:
     def waiting(self) -> bool:
         return self.path.exists() and self.path.stat().st_size > 0
 
-    async def drain(self) -> None:
+    async def drain(self) -> int:
         """Write every spooled record to the database, each once, then take them out of the
-        file. Raises a database fault (the records stay) when the database fails again."""
+        file; how many were written. Raises a database fault (the records stay) when the database
+        fails again."""
         if not self.path.exists():
-            return
+            return 0
         # The file is locked only to read it and to rewrite it, never across a database write:
         # a process appending meanwhile waits an instant, and keys keep two drains from writing
         # one record twice.
@@ -190,6 +191,14 @@ class Spool:
             os.fsync(file.fileno())
         if written:
             logger.info("wrote %d spooled audit record(s) to the database", len(written))
+        return len(written)
+
+    def held(self) -> int:
+        """How many of this database's records the file holds (those of another database aside)."""
+        if not self.path.exists():
+            return 0
+        with self._locked("r") as file:
+            return sum(1 for record in _read(file) if self._ours(record))
 
     def _ours(self, record: Spooled) -> bool:
         return not (record.database and self._database and record.database != self._database)

@@ -121,6 +121,16 @@ class AuditLog:
             log.spool.drain_soon()  # records a previous run could not write
         return log
 
+    @classmethod
+    async def spool_of(cls, db: Database, path: Path) -> Spool:
+        """The spool at `path`, to write its records into `db` with no bot running (`callbot
+        migrate-db`). Writing them hashes no number (their hashes are in them): the database's key
+        is neither read nor made, and a throwaway key stands in for it."""
+        hasher = NumberHasher(secrets.token_bytes(32))
+        log = cls(db, hasher, spool=path, database=await database_id(db))
+        assert log.spool is not None
+        return log.spool
+
     async def stop(self) -> None:
         """Stop waiting for the database; the spool keeps what it holds for the next start."""
         if self.spool is not None:

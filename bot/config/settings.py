@@ -283,6 +283,7 @@ class _AloneSettings(BaseSettings):
 
     callbot_config: str = ""
     database_url: str = ""
+    audit_spool: str = ""
 
 
 def policy_path(**overrides: Any) -> Path:
@@ -310,6 +311,19 @@ def database_url() -> str:
     if "database_url" in from_files:
         return from_files["database_url"] or DEFAULT_DATABASE_URL
     return _AloneSettings().database_url or DEFAULT_DATABASE_URL
+
+
+def audit_spool_path(database_url: str) -> Path | None:
+    """The spool (AUDIT_SPOOL, read where `Settings` reads it) of the bots of `database_url`, for
+    `callbot migrate-db`; None: they keep no spool."""
+    from_files, _ = settings_from_files()
+    setting = from_files.get("audit_spool")
+    if setting is None:
+        try:
+            setting = _AloneSettings().audit_spool
+        except ValidationError:
+            setting = ""
+    return spool_path(setting.strip() or None, database_url)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -8,12 +8,19 @@ were; the number hash key comes along, so `/call history` still finds the number
 and so does the database's id, so audit records spooled for the SQLite database are still written
 (bot/audit/spool.py). Leases and the replicas' heartbeats are not copied: they belong to running
 processes. Then point DATABASE_URL at PostgreSQL and start the bots.
+
+Audit records a bot of the SQLite database left in its spool (the database failed, then the bot
+stopped) are written into the SQLite database first, as its next start would have: the PostgreSQL
+bots' spool is another file (`./callbot.audit-spool` unless AUDIT_SPOOL says), so they would never
+be written.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot.audit.trail import AuditLog
 from bot.storage.database import (
     POSTGRESQL, SQLITE, Database, DatabaseUrlError, check_url, dialect_of, sqlite_path,
 )
@@ -42,8 +49,16 @@ class MigrationRefused(Exception):
     """Nothing was copied: the reason, in words for the operator."""
 
 
-async def migrate_db(sqlite_url: str, postgres_url: str) -> dict[str, int]:
-    """Copy every table of the SQLite database into the empty PostgreSQL one; rows per table."""
+@dataclass
+class Moved:
+    rows: dict[str, int] = field(default_factory=dict)  # rows copied, per table
+    spooled: int = 0  # audit records written from the SQLite database's spool before the copy
+    left_in_spool: int = 0  # records of its spool the SQLite database would not take (logged)
+
+
+async def migrate_db(sqlite_url: str, postgres_url: str, spool: Path | None = None) -> Moved:
+    """Copy every table of the SQLite database into the empty PostgreSQL one, after writing into
+    it the audit records waiting in `spool` (its bots' AUDIT_SPOOL)."""
     if dialect_of(sqlite_url) != SQLITE:
         raise MigrationRefused("DATABASE_URL must name the SQLite database to copy (sqlite:///…)")
     if dialect_of(postgres_url) != POSTGRESQL:
@@ -68,7 +83,12 @@ async def migrate_db(sqlite_url: str, postgres_url: str) -> dict[str, int]:
                     f"the PostgreSQL database already holds callbot data ({table}): copy into an "
                     "empty database"
                 )
-        copied: dict[str, int] = {}
+        moved = Moved()
+        if spool is not None and spool.exists():
+            waiting = await AuditLog.spool_of(source, spool)
+            moved.spooled = await waiting.drain()
+            moved.left_in_spool = waiting.held()
+        copied = moved.rows
         async with target.transaction() as tx:
             for table in TABLES:
                 rows = await source.fetchall(f"SELECT * FROM {table}")
@@ -84,7 +104,7 @@ async def migrate_db(sqlite_url: str, postgres_url: str) -> dict[str, int]:
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
                     f" COALESCE((SELECT MAX(id) FROM {table}), 0) + 1, false)"
                 )
-        return copied
+        return moved
     finally:
         await target.close()
         await source.close()
