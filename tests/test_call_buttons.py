@@ -12,6 +12,8 @@ from bot.calls.status_views import CALL_ACTIONS_BLOCK, CALL_AGAIN_ACTION, HANG_U
 from bot.standins.evovoice import DropConnection, EmptyObject, ErrorStatus, Gated
 from bot.standins.slack import block_actions_payload, interactive_body
 from tests.conftest import BotFactory, policy_with, until
+from tests.interactions import ask
+from tests.interactions import click as answer
 from tests.follow_helpers import (
     FAST,
     FULL,
@@ -317,3 +319,23 @@ async def test_a_click_before_the_bot_knows_its_status_message_is_asked_to_wait(
     await click(bot, status, HANG_UP_ACTION)
     await wait_for_edit(bot, status, "Hung up")
     assert len(bot.evo.hang_ups(session_id)) == 1
+
+
+async def test_call_again_to_a_number_outside_the_home_region_asks_nothing_more(
+    bot_factory: BotFactory,
+) -> None:
+    # The first call asked "are you sure?" about the region; the button's own dialog asked "call
+    # again?". One more question from the bot would be a third for the same call.
+    bot = await bot_factory("http", **FAST)
+    canada = "+14165550123"
+    await answer(bot, await ask(bot, f"{canada} escalation"))
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await wait_for_edit(bot, status, "Ended")
+
+    _, url = await click(bot, status, CALL_AGAIN_ACTION)
+    await status_message(bot, 2)
+    await bot.settle()
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [canada, canada]
+    assert not any("are you sure" in a["text"] for a in bot.slack.responses_to(url))
