@@ -216,6 +216,18 @@ async def test_an_expired_question_dials_nothing(bot_factory: BotFactory) -> Non
     assert bot.evo.outgoing_posts == []
 
 
+async def test_a_new_question_clears_the_expired_ones(bot_factory: BotFactory) -> None:
+    # An expired question still holds its number in clear: nobody can use it, so it is not kept.
+    bot = await bot_factory("http")
+    await ask(bot, f"{CANADA} escalation")
+    db = bot.runtime.services.db  # type: ignore[union-attr]
+    await db.execute("UPDATE pending_confirmations SET created_at = created_at - 601")
+    [old] = await db.fetchall("SELECT id FROM pending_confirmations")
+    await ask(bot, f"{CANADA} escalation", user_id="U0ADMIN")
+    remaining = await db.fetchall("SELECT id FROM pending_confirmations")
+    assert len(remaining) == 1 and remaining[0]["id"] != old["id"]
+
+
 @pytest.mark.parametrize("value", ["", "x", "../../etc", "a" * 500, "' OR 1=1 --", "\u202e" * 20])
 async def test_forged_button_values_dial_nothing(bot: BotUnderTest, value: str) -> None:
     await ask(bot, f"{CANADA} escalation")
