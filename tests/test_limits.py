@@ -44,7 +44,7 @@ def limits(db: Database, clock: Clock, *, per_user: str = "5/10m", per_number: s
 @pytest.mark.parametrize(
     ("text", "count", "seconds", "words"),
     [("5/10m", 5, 600, "10 minutes"), ("20/1h", 20, 3600, "hour"), ("3/30s", 3, 30, "30 seconds"),
-     (" 2 / 2d ", 2, 172800, "2 days"), ("7/h", 7, 3600, "hour")],
+     (" 2 / 2d ", 2, 172800, "2 days"), ("7/h", 7, 3600, "hour"), ("1/7d", 1, 604800, "7 days")],
 )
 def test_rates_parse(text: str, count: int, seconds: float, words: str) -> None:
     rate = parse_rate(text)
@@ -102,10 +102,17 @@ async def test_per_number_limit_counts_every_requester(db: Database, clock: Cloc
     assert "+1 814 ••• 3093 has been called 2 times in the last hour" in refused.value.user_message
     assert A not in refused.value.user_message
     await lim.acquire("U3", B, "h")  # another number is not affected
+    clock.now += 2999
+    with pytest.raises(LimitReached):  # the oldest call is still inside the whole window
+        await lim.acquire("U4", A, "i")
+    clock.now += 1
+    await lim.acquire("U4", A, "i")  # the window has moved on
 
 
 async def test_per_day_limit_counts_all_calls(db: Database, clock: Clock) -> None:
-    lim = limits(db, clock, per_day=3)
+    # per_number's window, longer than the day, keeps the events past the day: the day's own
+    # window, not their clearing, lets the fourth call in.
+    lim = limits(db, clock, per_day=3, per_number="3/2d")
     for i in range(3):
         await lim.acquire(f"U{i}", f"+1814404300{i}", "f")
         clock.now += 3600
@@ -115,6 +122,40 @@ async def test_per_day_limit_counts_all_calls(db: Database, clock: Clock) -> Non
     assert refused.value.retry_after == pytest.approx(24 * 3600 - 3 * 3600)
     assert "3 calls in the last 24 hours" in refused.value.user_message
     assert "per_day = 3" in refused.value.user_message
+    clock.now += 21 * 3600 - 1
+    with pytest.raises(LimitReached):  # the oldest call is still inside the whole day
+        await lim.acquire("U9", B, "f")
+    clock.now += 1
+    await lim.acquire("U9", B, "f")  # the day has moved on
+
+
+async def test_clearing_old_events_keeps_every_call_a_window_still_counts(
+    db: Database, clock: Clock
+) -> None:
+    # Each attempt clears the events no window needs any more; a call 23 h ago is still in the day.
+    lim = limits(db, clock, per_day=2)
+    await lim.acquire("U1", A, "f")
+    clock.now += 23 * 3600
+    await lim.acquire("U2", B, "f")
+    clock.now += 1800
+    with pytest.raises(LimitReached) as refused:
+        await lim.acquire("U3", "+18144043095", "f")
+    assert refused.value.scope == "per_day"
+
+
+async def test_a_repeat_window_longer_than_every_limit_still_finds_the_call(
+    db: Database, clock: Clock
+) -> None:
+    # `repeat_window` may be up to 7 days, longer than any rate's window: the events it needs are
+    # kept that long.
+    lim = CallLimits(db, per_user=parse_rate("5/10m"), per_number=parse_rate("3/10m"),
+                     per_day=200, repeat_window=3 * 24 * 3600, clock=clock)
+    await lim.acquire("U1", A, "f")
+    clock.now += 2 * 24 * 3600
+    await lim.acquire("U2", B, "f")  # clears what no window needs
+    with pytest.raises(RecentlyCalled) as recent:
+        await lim.acquire("U1", A, "f")
+    assert recent.value.seconds_ago == pytest.approx(2 * 24 * 3600)
 
 
 async def test_a_refused_attempt_consumes_nothing(db: Database, clock: Clock) -> None:
