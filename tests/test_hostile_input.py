@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from bot.calls.command_text import CallArgs, CommandRejected, parse_command
 from bot.calls.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
+from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.errors import CallbotError
 from bot.phone import check_dialable, to_e164
 from bot.standins.slack import block_actions_payload, sign, slash_command_body
@@ -222,9 +223,16 @@ JSONISH = st.recursive(
 
 @FIXTURE_SHARED
 @given(
-    action_id=st.sampled_from([CONFIRM_CALL_ACTION, CANCEL_CALL_ACTION]),
+    action_id=st.sampled_from(
+        [CONFIRM_CALL_ACTION, CANCEL_CALL_ACTION, HANG_UP_ACTION, CALL_AGAIN_ACTION]
+    ),
     value=JSONISH, user=JSONISH, channel=JSONISH, container=JSONISH, response_url=JSONISH,
 )
+# A status message's button naming no clicker: nobody to check, nobody to tell.
+@example(action_id=HANG_UP_ACTION, value="1", user=None, channel=None, container=None,
+         response_url=None)
+@example(action_id=CALL_AGAIN_ACTION, value="1", user={"id": ""}, channel=None, container=None,
+         response_url=None)
 async def test_forged_button_clicks_never_fail_and_never_dial(
     http_bot: BotUnderTest, caplog: pytest.LogCaptureFixture, action_id: str, value: Any,
     user: Any, channel: Any, container: Any, response_url: Any,

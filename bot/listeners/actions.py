@@ -22,6 +22,9 @@ async def on_hang_up(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltCont
     await ack()
     services: Services = context["services"]
     click = button_click_from(body)
+    if not click.user_id:
+        _ignore(click)
+        return
     services.tasks.spawn(services.controls.hang_up(click), name=f"hang up by {click.user_id}")
 
 
@@ -29,9 +32,18 @@ async def on_call_again(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltC
     await ack()
     services: Services = context["services"]
     click = button_click_from(body)
+    if not click.user_id:
+        _ignore(click)
+        return
     services.tasks.spawn(
         services.controls.call_again(click), name=f"call again by {click.user_id}"
     )
+
+
+def _ignore(click: ButtonClick) -> None:
+    # A malformed payload: no clicker to check against the call, nobody to tell (trying would
+    # only log Slack's refusal to post to no one).
+    logger.warning("ignored a click of %s without a user", click.action_id or "a call button")
 
 
 def button_click_from(body: dict[str, Any]) -> ButtonClick:
