@@ -205,10 +205,11 @@ class Runtime:
         await services.follower.resume()
         # So are the escalation chains that were running: each goes on from its step.
         await services.escalations.resume()
-        # From now on: keep this replica's leases, and take over those of replicas that die.
-        # (The first round, at once, also sends again the Slack posts a stopped replica left.)
+        # From now on: keep this replica's leases, take over those of replicas that die (and, at
+        # once, the Slack posts a stopped one left), erase numbers kept past their use (README).
         services.leases.keep([services.follower.take_over, services.escalations.take_over,
-                              services.outbox.take_over])
+                              services.outbox.take_over, services.follower.erase_numbers,
+                              services.confirmations.forget_expired])
         self.waiting_for = None
         self.ready = True
         mode = "Socket Mode" if settings.socket_mode else "HTTP mode"

@@ -78,6 +78,8 @@ class Services:
     outbox: Outbox
     # One for the process: on PostgreSQL it clears expired claims at most once a minute.
     claims: Claims
+    # Questions (abroad, repeat) waiting for their answer; what expires is erased.
+    confirmations: Confirmations
     metrics: Metrics = field(default_factory=Metrics)
 
     @property
@@ -227,6 +229,7 @@ async def build_services(
     # A call's status message and an escalation's thread posts are kept until delivered.
     outbox = Outbox(db, notifier, leases)
     claims = Claims(db)
+    confirmations = Confirmations(db)
     notifier.outbox = outbox
     outbox.belongs_to(STATUS_POST, StatusPosts(follower))
     calls = CallService(
@@ -249,7 +252,7 @@ async def build_services(
             repeat_window=policy.rules.repeat_window,
             hasher=audit.hasher,
         ),
-        confirmations=Confirmations(db),
+        confirmations=confirmations,
         confirm_outside=policy.confirm_outside,
         on_limit=metrics.rate_limit_refused,
     )
@@ -315,6 +318,7 @@ async def build_services(
         responders=responders,
         outbox=outbox,
         claims=claims,
+        confirmations=confirmations,
         metrics=metrics,
     )
 

@@ -228,6 +228,24 @@ async def test_a_new_question_clears_the_expired_ones(bot_factory: BotFactory) -
     assert len(remaining) == 1 and remaining[0]["id"] != old["id"]
 
 
+async def test_an_expired_question_is_erased_with_no_other_question_or_click(
+    bot_factory: BotFactory,
+) -> None:
+    # Asked before a quiet spell: its number, in clear, is not kept through it.
+    bot = await bot_factory("http", LEASE_SECONDS="3")  # the lease keeper's rounds: every 0.5 s
+    await ask(bot, f"{CANADA} escalation")
+    await ask(bot, f"{CANADA} escalation", user_id="U0ADMIN")
+    db = bot.runtime.services.db  # type: ignore[union-attr]
+    await db.execute("UPDATE pending_confirmations SET created_at = created_at - 601"
+                     " WHERE user_id = 'U0MANAGER'")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while len(rows := await db.fetchall("SELECT user_id FROM pending_confirmations")) > 1:
+        assert loop.time() < deadline, "the expired question was never erased"
+        await asyncio.sleep(0.05)
+    assert [row["user_id"] for row in rows] == ["U0ADMIN"]  # the fresh one is kept
+
+
 @pytest.mark.parametrize("value", ["", "x", "../../etc", "a" * 500, "' OR 1=1 --", "\u202e" * 20])
 async def test_forged_button_values_dial_nothing(bot: BotUnderTest, value: str) -> None:
     await ask(bot, f"{CANADA} escalation")

@@ -146,6 +146,28 @@ async def test_numbers_are_forgotten_once_calls_are_over_and_old(db: Database) -
     ]
 
 
+async def test_the_follower_erases_numbers_at_most_hourly_and_whenever_asked_after(
+    db: Database,
+) -> None:
+    # The lease keeper asks every few seconds (bot/runtime.py): a quiet spell, with no call
+    # beginning, still sees numbers erased within the hour after their retention.
+    store, clock = CallStore(db), Clock(T0)
+    follower = CallFollower(evo=FakeEvo([]), notifier=FakeNotifier(), store=store,  # type: ignore[arg-type]
+                            audit=None, account_ids=["acct-1"], timing=TIMING, clock=clock)
+    first = await new_call(store, created_at=T0 - TIMING.number_retention - 1, state="ended",
+                           following=False, session_id="s1")
+    await follower.erase_numbers()
+    second = await new_call(store, created_at=T0 - TIMING.number_retention + 60, state="ended",
+                            following=False, session_id="s2")
+    clock.now = T0 + 3599
+    await follower.erase_numbers()  # within the hour: not again
+    assert [(await store.get(c.id)).e164 for c in (first, second)] == [  # type: ignore[union-attr]
+        None, "+18144043093"]
+    clock.now = T0 + 3600
+    await follower.erase_numbers()
+    assert (await store.get(second.id)).e164 is None  # type: ignore[union-attr]
+
+
 async def test_a_session_belongs_to_one_call(db: Database) -> None:
     store = CallStore(db)
     first = await new_call(store, session_id=None, state="finding")

@@ -9,6 +9,7 @@ that reads it. It expires after `CONFIRMATION_LIFETIME_SECONDS`.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
 import time
@@ -20,7 +21,10 @@ from typing import Any
 from bot.storage.claims import claim_in
 from bot.storage.database import Database
 
+logger = logging.getLogger(__name__)
+
 CONFIRMATION_LIFETIME_SECONDS = 600.0
+_FORGET_EXPIRED = "DELETE FROM pending_confirmations WHERE created_at < ?"
 _ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
 
@@ -79,9 +83,7 @@ class Confirmations:
         now = self._clock()
         async with self._db.transaction() as tx:
             # Expired questions are only a risk kept on disk; clear them as new ones come.
-            await tx.execute(
-                "DELETE FROM pending_confirmations WHERE created_at < ?", (now - self._lifetime,)
-            )
+            await tx.execute(_FORGET_EXPIRED, (now - self._lifetime,))
             await tx.execute(
                 "INSERT INTO pending_confirmations (id, created_at, user_id, reasons, request)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -117,9 +119,7 @@ class Confirmations:
             )
             if deleted != 1:
                 return Taken(TakeStatus.GONE)
-            await tx.execute(
-                "DELETE FROM pending_confirmations WHERE created_at < ?", (now - self._lifetime,)
-            )
+            await tx.execute(_FORGET_EXPIRED, (now - self._lifetime,))
         if float(row["created_at"]) < now - self._lifetime:
             return Taken(TakeStatus.EXPIRED)
         reasons = frozenset(Reason(r) for r in str(row["reasons"]).split(",") if r)
@@ -131,6 +131,14 @@ class Confirmations:
             created_at=float(row["created_at"]),
         )
         return Taken(TakeStatus.TAKEN, pending)
+
+    async def forget_expired(self) -> None:
+        """Erase the questions that expired unanswered: each holds its number as typed, in clear.
+        Run with the lease keeper's rounds (bot/runtime.py), so that a question asked before a
+        quiet spell is not kept through it (new questions and answers clear them too)."""
+        erased = await self._db.execute(_FORGET_EXPIRED, (self._clock() - self._lifetime,))
+        if erased:
+            logger.info("erased %d question(s) that expired unanswered", erased)
 
     async def cancel(self, confirmation_id: str, user_id: str) -> bool:
         if not valid_id(confirmation_id):

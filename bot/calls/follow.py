@@ -256,7 +256,7 @@ class CallFollower:
                 if not await self.refresh(call.id):
                     await self._runner.start(call.id, lambda: self._messages.refresh_until_shown(
                         call.id, refused=True))
-            await self._purge_numbers()
+            await self.erase_numbers()
         except Exception:
             logger.exception("could not start following call %s", call.id,
                              extra={"call_id": call.id})
@@ -266,7 +266,7 @@ class CallFollower:
     async def resume(self) -> int:
         """Follow again every call that was being followed when the bot last stopped, and the
         calls it stopped in the middle of dialling (`reconcile_dialling`)."""
-        await self._purge_numbers(force=True)
+        await self.erase_numbers(force=True)
         await self.reconcile_dialling()
         count = len(await self._runner.adopt(await self._followed(), self._work))
         if count:
@@ -369,7 +369,10 @@ class CallFollower:
         logger.error("following call %s failed", call_id, exc_info=exc,
                      extra={"call_id": call_id})
 
-    async def _purge_numbers(self, *, force: bool = False) -> None:
+    async def erase_numbers(self, *, force: bool = False) -> None:
+        """Erase the full numbers of calls over for longer than the retention: at start, then at
+        most every NUMBER_PURGE_EVERY_SECONDS, as calls begin and with the lease keeper's rounds
+        (so a quiet spell keeps none past it)."""
         now = self._clock()
         if not force and now - self._last_purge < NUMBER_PURGE_EVERY_SECONDS:
             return
