@@ -9,6 +9,7 @@ from typing import Any
 
 from bot.audit.trail import AuditLog
 from bot.calls.follow import CallFollower, FollowTiming
+from bot.calls.status_views import AckTest, no_ack_outcomes
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.evovoice.client import Session
 from bot.slack.blocks import Message
@@ -27,6 +28,8 @@ def session(state: str = "Ringing", **fields: Any) -> Session:
 
 class FakeEvo:
     """Answers polls of a session from a script; the last answer repeats."""
+
+    hang_up_method = "DELETE"  # as the client's: PatchSession only once EndSession is refused
 
     def __init__(self, answers: list[Session | Exception]) -> None:
         self.answers = answers
@@ -82,7 +85,7 @@ async def new_call(store: CallStore, **values: Any) -> TrackedCall:
 
 async def follow(
     db: Database, evo: FakeEvo, *, clock: Clock | None = None, audit: AuditLog | None = None,
-    **call: Any,
+    acknowledges: AckTest = no_ack_outcomes, **call: Any,
 ) -> tuple[TrackedCall, FakeNotifier, list[float]]:
     """Follow one call to its end; return it as stored, the Slack side, and each pause asked for."""
     store, notifier, pauses = CallStore(db), FakeNotifier(), []
@@ -94,6 +97,7 @@ async def follow(
     follower = CallFollower(
         evo=evo, notifier=notifier, store=store, audit=audit,  # type: ignore[arg-type]
         account_ids=["acct-1"], timing=TIMING, clock=clock or Clock(), pause=pause,
+        acknowledges=acknowledges,
     )
     tracked = await new_call(store, **call)
     await follower.begin(tracked, tracked.status_ts)
