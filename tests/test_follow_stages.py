@@ -16,6 +16,7 @@ ACKNOWLEDGES = OnCallPolicy(
     flow="Escalation", rotation=("U0ALICE",), ack_outcomes=("Acknowledged", "Pressed 1")
 ).is_ack_outcome
 PICKED_UP = "Picked up by a person or a voicemail (can't tell which)."
+WHY = "Evo Voice is failing (HTTP 500: Internal error.)"
 
 
 @pytest.mark.parametrize(
@@ -57,6 +58,14 @@ PICKED_UP = "Picked up by a person or a voicemail (can't tell which)."
          "Check the call log in Evo Voice before calling again."),
         ({"state": CallState.LOST, "following": False},
          "⏱ I stopped following this call; the call log in Evo Voice shows how it ended."),
+        # Reads failing for CALL_FIND_SECONDS: said instead of the state last seen, answered or
+        # not; once no longer followed, why the bot stopped.
+        ({"state": CallState.CONNECTED, "answered": True, "unreadable": WHY},
+         f"⚠️ I can't read this call's status from Evo Voice. {WHY} Last seen connected; I keep "
+         "trying, and meanwhile its call log in Evo Voice shows how it goes."),
+        ({"state": CallState.LOST, "following": False, "unreadable": WHY},
+         "⏱ I stopped following this call; the call log in Evo Voice shows how it ended. I could "
+         f"not read its status from Evo Voice. {WHY}"),
     ],
 )
 def test_each_stage_has_its_own_line(row: dict[str, object], line: str) -> None:

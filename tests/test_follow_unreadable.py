@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import pytest
 
+from bot.calls.store import CallState
+from bot.evovoice.client import RateLimited, ServerError, Session
 from bot.standins.evovoice import Behaviour, ErrorStatus, MalformedJson
 from bot.standins.slack import Message
+from bot.storage.database import Database
 from tests.conftest import BotFactory, BotUnderTest
+from tests.follow_fakes import T0, Clock, FakeEvo, follow, session
 from tests.follow_helpers import FAST, FULL, end_session, status_message, texts, wait_for_edit
 
 CANT_READ = "I can't read this call's status from Evo Voice"
@@ -53,3 +57,51 @@ async def test_a_login_refused_while_following_says_to_fix_the_login(
     bot.evo.password = "changed in Evo Voice while the bot ran"
     await wait_for_edit(bot, status, CANT_READ)
     assert "EVOVOICE_PASSWORD" in texts(status)[-1]
+
+
+class Timed(FakeEvo):
+    """Answers each poll at the time the script gives it (seconds after the call was placed)."""
+
+    def __init__(self, clock: Clock, script: list[tuple[float, Session | Exception]]) -> None:
+        super().__init__([answer for _, answer in script])
+        self.clock, self.times = clock, [at for at, _ in script]
+
+    async def poll_session(self, session_id: str, account_ids: list[str]) -> Session:
+        self.clock.now = T0 + self.times[min(self.polls, len(self.times) - 1)]
+        return await super().poll_session(session_id, account_ids)
+
+
+FAILING = ServerError(503, "Service unavailable")
+
+
+async def test_a_read_failing_for_a_moment_is_not_told_and_a_recovered_call_is_shown_again(
+    db: Database,
+) -> None:
+    # Failing for longer than find_for (120 s): told. Read again: shown ringing again, though
+    # nothing else changed. Failing once more, for a moment: not told, as a new failure.
+    clock = Clock()
+    script: list[tuple[float, Session | Exception]] = [
+        (0, FAILING), (121, FAILING), (122, session("Ringing")), (300, FAILING),
+        (301, session("Ringing")), (302, session("Ringing", ended=True)),
+    ]
+    call, notifier, _ = await follow(db, Timed(clock, script), clock=clock)
+    shown = [m.text.splitlines()[-1] for m in notifier.edits]
+    assert [line.split(".")[0] for line in shown] == [
+        "⚠️ I can't read this call's status from Evo Voice", "🔔 Ringing…", "❌ Ended: not answered",
+    ], shown
+    assert call.state == CallState.ENDED and call.unreadable is None
+
+
+async def test_evo_voice_asking_to_slow_down_is_not_told_as_an_unreadable_call(
+    db: Database,
+) -> None:
+    # A 429 holds every request back together (bot/evovoice/budget.py): no fault of this call,
+    # however long it lasts (docs/evovoice.md: "failing for CALL_FIND_SECONDS (a 429 aside)").
+    clock = Clock()
+    slow_down = RateLimited(429, "Too many requests", retry_after=60.0)
+    script: list[tuple[float, Session | Exception]] = [
+        (0, slow_down), (200, slow_down), (400, slow_down), (401, session("Ringing", ended=True)),
+    ]
+    call, notifier, _ = await follow(db, Timed(clock, script), clock=clock)
+    assert not any("can't read" in m.text for m in notifier.edits)
+    assert call.state == CallState.ENDED
