@@ -40,7 +40,30 @@ async def test_a_number_given_as_who_answered_is_masked(bot_factory: BotFactory)
     bot, status, session_id = await placed_call(bot_factory)
     bot.evo.set_session_state(session_id, callState="Connected", answeredByName=FULL)
     await wait_for_edit(bot, status, f"answered by {MASKED}")
+    # /call history while the call is on: picked up, and by whom nowhere in full.
+    [line] = str((await history(bot))["text"]).splitlines()[1:]
+    assert line.split(" · ")[4].startswith("🟢 in progress, picked up (session"), line
     assert FULL not in everything_sent_to_slack(bot)
+
+
+async def test_a_number_inside_evo_voice_s_words_is_masked_everywhere(
+    bot_factory: BotFactory,
+) -> None:
+    # A flow's outcome or a voicemail box's name may quote the number called: the row keeps
+    # them (for /call history) long after the call's own number is erased, so it is masked
+    # before anything is kept, not only when it is the whole text.
+    bot, status, session_id = await placed_call(bot_factory)
+    bot.evo.set_session_state(session_id, callState="Connected",
+                              answeredByName=f"Voicemail of {FULL}")
+    await wait_for_edit(bot, status, f"answered by Voicemail of {MASKED}")
+    end_session(bot, session_id, after_seconds=20, outcome=f"Left a message for {FULL}")
+    await wait_for_edit(bot, status, f"☎️ Ended: Left a message for {MASKED}")
+    [line] = str((await history(bot))["text"]).splitlines()[1:]
+    assert f"Left a message for {MASKED}" in line
+    assert FULL not in everything_sent_to_slack(bot)
+    [record] = await audit_records(bot)
+    ended = record.last("ended")
+    assert ended is not None and FULL not in f"{ended.outcome} {ended.answered_by}"
 
 
 @pytest.fixture(params=["http", "socket"])
@@ -148,6 +171,8 @@ async def test_hang_up_ends_the_call_in_evo_voice(fast_bot: BotUnderTest) -> Non
     [record] = await audit_records(bot)
     hang_up = record.last("hang_up")
     assert hang_up is not None and hang_up.actor_id == "U0MANAGER"
+    [line] = str((await history(bot))["text"]).splitlines()[1:]
+    assert ", hung up by <@U0MANAGER> (session" in line.split(" · ")[4], line
 
 
 async def test_a_hang_up_s_edit_on_another_replica_never_leaves_the_status_behind_the_end(
@@ -432,6 +457,9 @@ async def test_an_unconfirmed_call_is_reported_not_found_after_a_while(
     assert len(bot.evo.requests_to("GET", "/sessions")) >= 2
     [record] = await audit_records(bot)
     assert [e.kind for e in record.events] == ["unknown", "not_found"]
+    # Nothing says it was dialled at all: /call history doesn't call it placed and lost.
+    [line] = str((await history(bot))["text"]).splitlines()[1:]
+    assert line.split(" · ")[4].startswith("❔ placed?, no session found ("), line
 
 
 async def test_a_call_accepted_without_a_session_id_is_found_and_followed(
