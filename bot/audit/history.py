@@ -22,6 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.access import AccessControl
 from bot.audit.trail import AuditLog
 from bot.calls import messages as views
+from bot.calls import history_views
 from bot.calls import status_views as call_views
 from bot.config import KNOWN_ROLES
 from bot.errors import CallbotError, describe
@@ -137,7 +138,7 @@ class HistoryService:
             heading += f" by <@{user_id}>"
         if wanted.e164 is not None:
             heading += f" to {mask(wanted.e164)}"
-        return call_views.history(records, heading, self._acknowledges)
+        return history_views.history(records, heading, self._acknowledges)
 
     async def _user_named(self, name: str) -> str:
         wanted = name.casefold()

@@ -1,0 +1,117 @@
+"""Block Kit for `/call history`: one line a call request, from its audit record.
+
+Pure functions, as the status message's (bot/calls/status_views.py), whose endings they share:
+a call's line says what its status message said once it was over.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from bot.audit.trail import AuditRecord, Decision, EventKind
+from bot.calls.status_views import (
+    AckTest,
+    Ending,
+    ending_of,
+    format_duration,
+    no_ack_outcomes,
+    shown,
+)
+from bot.slack.blocks import Message, escape, section, sections
+
+_HISTORY_ENDINGS = {
+    Ending.ACKNOWLEDGED: "✅ acknowledged",
+    Ending.PICKED_UP: "☎️ picked up (a person or a voicemail)",
+    Ending.NOT_ANSWERED: "❌ not answered",
+}
+
+
+def _when(iso: str) -> str:
+    try:
+        when = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    except ValueError:
+        return escape(iso)
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _what_happened(record: AuditRecord, acknowledges: AckTest) -> str:
+    reason = f" ({escape(record.reason)})" if record.reason else ""
+    if record.decision == Decision.DENIED:
+        return f"⛔ denied{reason}"
+    if record.decision == Decision.REFUSED:
+        return f"🚫 refused{reason}"
+    if record.decision == Decision.FAILED:
+        return f"⚠️ could not be checked{reason}"
+    if record.decision == Decision.DUPLICATE:
+        return "♻️ duplicate, ignored"
+    result = record.result
+    if result is None:
+        return "❔ allowed, no result recorded"
+    result_reason = f" ({escape(result.reason)})" if result.reason else ""
+    if result.kind == EventKind.FAILED:
+        return f"❌ not placed{result_reason}"
+    if result.kind == EventKind.UNTOLD:
+        return "❌ not dialled: nobody could be told"
+    if result.kind == EventKind.CALLED_OFF:
+        return f"⏹️ not dialled: the escalation went on without it{result_reason}"
+    ended = record.last(EventKind.ENDED)
+    if ended is not None:
+        answered = bool(ended.answered_by) or record.last(EventKind.ANSWERED) is not None
+        ending = ending_of(answered, ended.outcome, acknowledges)
+        parts = [_HISTORY_ENDINGS[ending]]
+        if ended.answered_by:
+            parts.append(f"answered by {shown(ended.answered_by)}")
+        if ended.outcome:
+            parts.append(shown(ended.outcome))
+        if ended.duration_seconds is not None:
+            parts.append(format_duration(ended.duration_seconds))
+        hang_up = record.last(EventKind.HANG_UP)
+        if hang_up is not None and hang_up.actor_id:
+            parts.append(f"hung up by <@{hang_up.actor_id}>")
+        return ", ".join(parts)
+    if record.last(EventKind.NOT_FOUND) is not None:
+        if result.kind == EventKind.UNKNOWN:
+            return "❔ placed?, no session found"
+        return "❔ not found"
+    if record.last(EventKind.UNFOLLOWED) is not None:
+        return "⏱ no longer followed"
+    if result.kind == EventKind.UNKNOWN and record.last(EventKind.SESSION_FOUND) is None:
+        return f"⚠️ outcome unknown{result_reason}"
+    if record.last(EventKind.ANSWERED) is not None:
+        return "🟢 in progress, picked up"
+    return "📞 placed, in progress"
+
+
+def history_line(record: AuditRecord, acknowledges: AckTest = no_ack_outcomes) -> str:
+    parts = [
+        f"`{_when(record.at)}`",
+        f"<@{record.user_id}>",
+        record.number_masked,
+        f"“{escape(record.flow)}”" if record.flow else "no flow",
+        _what_happened(record, acknowledges),
+    ]
+    extra = []
+    session = record.session_id
+    if session:
+        extra.append(f"session `{escape(session)}`")
+    if record.caller_id:
+        extra.append(f"from {record.caller_id}")
+    if record.origin != "command":
+        extra.append(escape(record.origin.replace("_", " ")))
+    line = " · ".join(parts)
+    return line + (f" ({', '.join(extra)})" if extra else "")
+
+
+def history(
+    records: Sequence[AuditRecord], heading: str, acknowledges: AckTest = no_ack_outcomes
+) -> Message:
+    if not records:
+        text = f"{heading}: nothing recorded."
+        return Message(text=text, blocks=[section(text)])
+    lines = [history_line(r, acknowledges) for r in records]
+    title = f"*{heading}* (newest first)"
+    return Message(
+        text="\n".join([title, *lines]),
+        blocks=[section(title), *sections(lines)],
+    )
