@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory, BotUnderTest
 from tests.escalations import ROSTER
 from tests.follow_helpers import (
@@ -148,3 +149,39 @@ async def test_an_acknowledgement_seen_during_the_call_is_kept_when_the_end_clea
     assert texts(parent)[-1].endswith("\n✅ Acknowledged.")
     [record] = await audit_records(bot)
     assert record.events[-1].outcome == "Pressed 1"
+
+
+@pytest.mark.parametrize(("outcome", "mark", "seen", "parent_line", "history_says"), [
+    ("Pressed 1", "white_check_mark", "after it was acknowledged on the phone",
+     "✅ Acknowledged by Alice Example.", "✅ acknowledged"),
+    (None, "phone", "after it was picked up by a person or a voicemail",
+     f"☎️ {PICKED_UP} I stopped following it: see the thread.",
+     "☎️ picked up (a person or a voicemail)"),
+])
+async def test_a_call_given_up_on_after_it_was_answered_still_says_it_was(
+    bot_factory: BotFactory, outcome: str | None, mark: str, seen: str, parent_line: str,
+    history_says: str,
+) -> None:
+    # Connected (and acknowledged, or not), then its session unknown to Evo Voice for
+    # CALL_FIND_SECONDS: no longer followed, its end unseen. What was seen stays told: the
+    # requester is never left with "outcome unclear" for a page someone answered.
+    bot = await bot_factory("http", policy=WITH_ACK_OUTCOMES,
+                            **{**FAST, "CALL_FIND_SECONDS": "0.3"})
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.omitted_from_listings.add(session_id)  # read alone, so that a 404 names it
+    bot.evo.set_session_state(session_id, callState="Connected", answeredByName="Alice Example",
+                              outcome=outcome)
+    await wait_for_edit(bot, status, "🟢 Connected (answered by Alice Example)")
+    bot.evo.default_behaviours[("GET", f"/sessions/{session_id}")] = ErrorStatus(
+        404, "Session not found")
+
+    parent = parent_of(bot, status)
+    assert await wait_for_mark(bot, parent) == mark
+    assert texts(status)[-1].splitlines()[-1] == (
+        f"⏱ I stopped following this call {seen} (answered by Alice Example); the call log in "
+        "Evo Voice shows how it ended.")
+    assert texts(parent)[-1].endswith(f"\n{parent_line}")
+    line = await history_line(bot)
+    assert f"⏱ no longer followed, {history_says}" in line, line

@@ -74,8 +74,11 @@ def _what_happened(record: AuditRecord, acknowledges: AckTest) -> str:
         if result.kind == EventKind.UNKNOWN:
             return "❔ placed?, no session found"
         return "❔ not found"
-    if record.last(EventKind.UNFOLLOWED) is not None:
-        return "⏱ no longer followed"
+    if (unfollowed := record.last(EventKind.UNFOLLOWED)) is not None:
+        if record.last(EventKind.ANSWERED) is None and not acknowledges(unfollowed.outcome):
+            return "⏱ no longer followed"
+        ending = ending_of(True, unfollowed.outcome, acknowledges)
+        return f"⏱ no longer followed, {_HISTORY_ENDINGS[ending]}"
     if result.kind == EventKind.UNKNOWN and record.last(EventKind.SESSION_FOUND) is None:
         return f"⚠️ outcome unknown{result_reason}"
     if record.last(EventKind.ANSWERED) is not None:

@@ -279,7 +279,9 @@ class CallPoller:
         self._failing_since.pop(call.id, None)
         logger.info("call %s: %s", call.id, state, extra={
             "call_id": call.id, "session_id": call.session_id, "outcome": str(state)})
-        await self._record(call, kind, reason=reason)
+        # What was seen before (who answered, an acknowledging outcome) outlives the follow.
+        await self._record(call, kind, reason=reason, outcome=call.outcome,
+                           answered_by=call.answered_by)
         await self._store.update(call.id, state=str(state), following=False)
         await self._messages.refresh_until_shown(call.id)
 

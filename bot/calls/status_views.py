@@ -58,6 +58,17 @@ def ending_of(answered: bool, outcome: str | None, acknowledges: AckTest) -> End
     return Ending.PICKED_UP if answered else Ending.NOT_ANSWERED
 
 
+def seen_ending(call: TrackedCall, acknowledges: AckTest) -> Ending | None:
+    """How the call went as far as it was seen: an ended call's ending; a call given up on
+    (LOST: its session lost, or followed for too long) only if it was seen answered, which no
+    later loss takes back."""
+    ending = ending_of(call.answered, call.outcome, acknowledges)
+    if call.state == CallState.ENDED or (
+            call.state == CallState.LOST and ending != Ending.NOT_ANSWERED):
+        return ending
+    return None
+
+
 _MAX_SHOWN = 80
 
 
@@ -131,7 +142,12 @@ def _state_line(call: TrackedCall, acknowledges: AckTest) -> str | None:
     if state == CallState.LOST:
         why = (f" I could not read its status from Evo Voice. {escape(call.unreadable)}"
                if call.unreadable else "")
-        return ("⏱ I stopped following this call; the call log in Evo Voice shows how it "
+        seen = ""
+        if (ending := seen_ending(call, acknowledges)) is not None:
+            who = f" (answered by {shown(call.answered_by)})" if call.answered_by else ""
+            seen = (" after it was acknowledged on the phone" if ending == Ending.ACKNOWLEDGED
+                    else " after it was picked up by a person or a voicemail") + who
+        return (f"⏱ I stopped following this call{seen}; the call log in Evo Voice shows how it "
                 f"ended.{why}")
     return None
 
@@ -249,8 +265,8 @@ _MARKS = {
 
 def parent_mark(call: TrackedCall, acknowledges: AckTest = no_ack_outcomes) -> str | None:
     """The reaction that tells the channel how the call went, once it is over."""
-    if call.state == CallState.ENDED:
-        return _MARKS[ending_of(call.answered, call.outcome, acknowledges)]
+    if (ending := seen_ending(call, acknowledges)) is not None:
+        return _MARKS[ending]
     if call.state == CallState.FAILED:
         return MARK_NOT_ANSWERED
     if call.state in (CallState.NOT_FOUND, CallState.LOST):
@@ -260,12 +276,13 @@ def parent_mark(call: TrackedCall, acknowledges: AckTest = no_ack_outcomes) -> s
 
 def parent_outcome(call: TrackedCall, acknowledges: AckTest = no_ack_outcomes) -> str | None:
     """The line added to the parent message once the call is over (None before)."""
-    if call.state == CallState.ENDED:
-        ending = ending_of(call.answered, call.outcome, acknowledges)
+    if (ending := seen_ending(call, acknowledges)) is not None:
         if ending == Ending.ACKNOWLEDGED:
             who = f" by {shown(call.answered_by)}" if call.answered_by else ""
             return f"✅ Acknowledged{who}."
         if ending == Ending.PICKED_UP:
+            if call.state == CallState.LOST:
+                return f"☎️ {PICKED_UP_CAVEAT} I stopped following it: see the thread."
             return f"☎️ {PICKED_UP_CAVEAT}"
         return "❌ Not answered."
     if call.state == CallState.FAILED:
