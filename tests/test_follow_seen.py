@@ -70,7 +70,9 @@ async def test_an_outcome_read_during_the_call_is_kept_until_its_end(db: Databas
         session(**ENDED),
     ]
     store, seen = CallStore(db), []
-    acknowledges = ("Pressed 1").__eq__
+
+    def acknowledges(outcome: str | None) -> bool:
+        return outcome == "Pressed 1"
 
     class Watching(FakeEvo):
         async def poll_session(self, session_id: str, account_ids: list[str]) -> Session:
