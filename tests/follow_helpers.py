@@ -66,6 +66,9 @@ async def placed_call(bot_factory: BotFactory) -> tuple[BotUnderTest, Message, s
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
+    # Its buttons work once the bot has written the message's ts down (a click before that is
+    # told the call is still being set up).
+    await status_ts_recorded(bot, 1)
     return bot, status, session_id
 
 

@@ -30,7 +30,9 @@ from tests.conftest import (
     BotUnderTest,
     until,
 )
-from tests.follow_helpers import FAST, FULL, click, placed_call, status_message, wait_for_edit
+from tests.follow_helpers import (
+    FAST, FULL, click, placed_call, status_message, status_ts_recorded, wait_for_edit,
+)
 from tests.checkups import by_subject, check
 from tests.escalations import (
     ALICE,
@@ -66,6 +68,7 @@ async def test_a_manager_only_login_hangs_up_with_patch_session(
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
+    await status_ts_recorded(bot, 1)  # else the click may come first: "still being set up"
 
     await click(bot, status, HANG_UP_ACTION)
     await wait_for_edit(bot, status, "Hung up by <@U0MANAGER>")
@@ -122,6 +125,7 @@ async def test_end_session_refused_falls_back_to_patch_and_keeps_to_it(
         await bot.command(f"{FULL} escalation")
         status = await status_message(bot, n)
         session_id = list(bot.evo.sessions)[-1]
+        await status_ts_recorded(bot, n)
         # A User role that the server still doesn't accept for EndSession.
         bot.evo.queue("DELETE", f"/sessions/{session_id}", ErrorStatus(403, "Invalid Role"))
         await click(bot, status, HANG_UP_ACTION)
@@ -284,6 +288,7 @@ async def test_a_server_that_refuses_the_sort_still_finds_every_call(
         await bot.command(f"{number} escalation")
         status = await status_message(bot, n)
         session_id = list(bot.evo.sessions)[-1]
+        await status_ts_recorded(bot, n)
         bot.evo.set_session_state(session_id, callState="Connected")
         await wait_for_edit(bot, status, "🟢 Connected")
     lookups = [r.query for r in bot.evo.requests_to("GET", "/sessions") if "to" in r.query]
