@@ -160,6 +160,7 @@ async def test_hang_up_ends_the_call_in_evo_voice(fast_bot: BotUnderTest) -> Non
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
+    await status_ts_recorded(bot, 1)
 
     ack, _ = await click(bot, status, HANG_UP_ACTION)
     assert ack.status == 200
@@ -228,6 +229,7 @@ async def test_only_the_requester_or_a_manager_may_hang_up(bot_factory: BotFacto
     await bot.command(f"{FULL} escalation", user_id="U0LEAD1")
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
+    await status_ts_recorded(bot, 1)
 
     _, url = await click(bot, status, HANG_UP_ACTION, user_id="U0INTRUDER")
     [answer] = await bot.slack.wait_for_response(url)
