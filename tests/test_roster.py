@@ -225,3 +225,22 @@ async def test_a_slack_that_cannot_be_reached_is_explained(refused_port: int) ->
     found = await PhoneBook(unreachable, {}, POLICY.dial_policy).lookup("U0CAROL")
     assert found.number is None
     assert found.problem is not None and "could not be read: ClientConnectorError" in found.problem
+
+
+async def test_a_profile_phone_read_more_than_a_day_ago_is_not_used_when_slack_fails(
+    slack: SlackStandIn, client: AsyncWebClient
+) -> None:
+    # The phone last read stands in for a failing Slack for a day at most (README): a number
+    # from last week may be someone else's by now, and the reason is said instead.
+    now = [1000.0]
+    phones = PhoneBook(client, {}, POLICY.dial_policy, clock=lambda: now[0])
+    slack.users["U0CAROL"] = {"profile": {"phone": "(814) 404-3095"}}
+    assert (await phones.lookup("U0CAROL")).number is not None
+    slack.fail("users.info", "internal_error")
+    now[0] += 24 * 3600
+    found = await phones.lookup("U0CAROL")
+    assert found.number is not None and found.number.e164 == "+18144043095"
+    now[0] += 1
+    found = await phones.lookup("U0CAROL")
+    assert found.number is None
+    assert found.problem is not None and "could not be read: internal_error" in found.problem
