@@ -418,3 +418,12 @@ async def test_oncall_tells_afternoon_times_on_the_24_hour_clock(bot_factory: Bo
     assert "until Fri 13 Mar 17:30 EDT" in text and "from Fri 13 Mar 17:30 EDT" in text
     assert "at Tue 10 Mar 15:00 EDT, until Fri 13 Mar 17:30 EDT." in text
     assert "Hand-off friday 17:30 (America/New_York)" in str(answer["blocks"])
+
+
+async def test_a_take_without_a_channel_is_told_to_the_taker(bot_factory: BotFactory) -> None:
+    # Nowhere to announce it: the shift is taken all the same, and the taker hears so.
+    bot = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    answer = await ask(bot, "oncall take", user_id="U0MANAGER", channel_id="")
+    assert "<@U0MANAGER> is now on call instead of <@U0ALICE>" in str(answer["text"])
+    assert bot.slack.calls_to("chat.postMessage") == []
+    assert "On call now:* <@U0MANAGER>" in str((await ask(bot))["text"])
