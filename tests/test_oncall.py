@@ -118,6 +118,11 @@ def test_the_instant_may_be_given_in_any_zone() -> None:
     r = rotation(tz="America/New_York")
     tokyo = dt.datetime(2026, 1, 12, 23, 0, tzinfo=ZoneInfo("Asia/Tokyo"))  # 14:00 UTC
     assert r.shift_at(tokyo) == r.shift_at(utc(2026, 1, 12, 14))
+    # The hand-off is the instant, whatever zone names it: a minute before, in Tokyo's words, is
+    # still Alice's shift (read as UTC, 22:59 would be Bob's).
+    assert r.shift_at(tokyo - dt.timedelta(minutes=1)).person == "U0ALICE"
+    assert r.shift_at(tokyo).person == "U0BOB"
+    assert r.next_handoff(tokyo - dt.timedelta(minutes=1)) == utc(2026, 1, 12, 14)
 
 
 def test_spring_forward_shift_lasts_167_hours() -> None:
