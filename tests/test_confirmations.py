@@ -228,6 +228,7 @@ async def test_a_new_question_clears_the_expired_ones(bot_factory: BotFactory) -
     assert len(remaining) == 1 and remaining[0]["id"] != old["id"]
 
 
+@on_both_databases
 async def test_an_expired_question_is_erased_with_no_other_question_or_click(
     bot_factory: BotFactory,
 ) -> None:
