@@ -917,3 +917,34 @@ def test_a_placed_calls_answer_may_name_its_session_by_session_id_alone() -> Non
         expected = str(body.get("sessionId", "sess-9"))
         assert parse_call_placed(httpx.Response(200, json=body)).session_id == expected
     assert parse_call_placed(httpx.Response(200, json={"sessionId": ""})).session_id is None
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_get_is_retried_once_on_each_gateway_status(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn, status: int
+) -> None:
+    standin.queue("GET", "/flows", ErrorStatus(status, "Gateway"), ErrorStatus(status, "Gateway"))
+
+    with pytest.raises(ServerError):
+        await client.list_flows([ACCOUNT])
+
+    assert len(standin.requests_to("GET", "/flows")) == 2
+
+
+async def test_get_answered_500_is_not_retried(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    # A 500 is the service failing, not a gateway between: asking again at once won't help.
+    standin.queue("GET", "/flows", ErrorStatus(500, "Internal"))
+
+    with pytest.raises(ServerError):
+        await client.list_flows([ACCOUNT])
+
+    assert len(standin.requests_to("GET", "/flows")) == 1
+
+
+def test_retry_after_that_is_no_finite_number_or_a_date_without_zone_reads_safely() -> None:
+    # "-0000" gives a date without a zone (read as UTC); nan and inf are floats but no wait.
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 -0000") == 0.0
+    assert parse_retry_after("nan") is None
+    assert parse_retry_after("inf") is None

@@ -14,7 +14,14 @@ import pytest
 
 from bot.calls.status_views import HANG_UP_ACTION
 from bot.config import ConfigError
-from bot.evovoice.client import BadLogin, EvoVoiceClient, EvoVoiceUnreachable, ServerError
+from bot.evovoice.budget import RequestBudget
+from bot.evovoice.client import (
+    BadLogin,
+    EvoVoiceClient,
+    EvoVoiceUnreachable,
+    RateLimited,
+    ServerError,
+)
 from bot.evovoice.login import Login, SignInFailed, session_cookies
 from bot.evovoice.requester import RequestObserved
 from bot.ops.findings import Status
@@ -25,8 +32,10 @@ from bot.standins.evovoice import (
     EvoVoiceStandIn,
     Gated,
     MalformedJson,
+    TooManyRequests,
 )
 from bot.standins.slack import SlackStandIn
+from tests.budget_clock import BudgetClock
 from tests.checkups import by_subject, check
 from tests.conftest import EVO_PASSWORD, EVO_USER, QUICK_VOICE_RETRY, BotFactory, until
 from tests.follow_helpers import FAST, FULL, click, status_message, wait_for_edit
@@ -287,3 +296,38 @@ async def test_a_sign_in_counts_only_when_it_answers_2xx_with_a_session() -> Non
     # A request refused before that sign-in is sent again on its session: no second sign-in.
     assert await login.renew(0, answering(None)) is True
     assert len(sent) == 4
+
+
+async def test_a_request_whose_sign_in_is_refused_is_not_sent_again(
+    evo: EvoVoiceStandIn,
+) -> None:
+    evo.basic_enabled = False
+    evo.password = "not the bot's"
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD) as client:
+        with pytest.raises(BadLogin):
+            await client.create_outgoing_session("flow-esc", FULL)
+    assert len(evo.requests_to("POST", SIGN_IN)) == 1
+    assert len(evo.requests_to("POST", "/sessions/outgoing")) == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [(TooManyRequests("7"), RateLimited), (ErrorStatus(500, "Internal"), ServerError)],
+)
+async def test_a_sign_in_answered_429_or_500_is_evo_voice_failing_not_a_refused_login(
+    evo: EvoVoiceStandIn, answer: TooManyRequests | ErrorStatus, error: type[Exception]
+) -> None:
+    # Neither says the password is wrong: no BadLogin, no 30 s pause before the next sign-in; a
+    # 429's Retry-After holds every request of the bot, as a 429 to any other request does.
+    evo.basic_enabled = False
+    clock = BudgetClock()
+    budget = RequestBudget(clock=clock, sleep=clock.sleep)
+    async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD, budget=budget) as client:
+        evo.queue("POST", SIGN_IN, answer)
+        with pytest.raises(error):
+            await client.list_flows(["acct-1"])
+        assert budget.paused is (error is RateLimited)
+        clock.advance(7)
+        assert [f.id for f in await client.list_flows(["acct-1"])]  # signed in at once
+    assert len(evo.requests_to("POST", SIGN_IN)) == 2
+
