@@ -479,3 +479,52 @@ async def test_the_standin_rate_limit_answers_429_with_its_retry_after(
             await client.list_flows(ACCOUNTS)
     assert caught.value.retry_after == 50
     assert evo.rate_limit.refused == 1
+
+
+async def test_a_rate_under_one_token_of_burst_still_lets_routine_requests_through() -> None:
+    # EVOVOICE_REQUESTS_PER_MINUTE may be as low as 6: a bucket holding half a token would
+    # never hold the whole one a poll waits for.
+    clock = BudgetClock()
+    budget = RequestBudget(6, clock=clock, sleep=clock.sleep)
+    assert await admitted(budget, Priority.ROUTINE) == [0]
+    order = await admitted(budget, Priority.ROUTINE)
+    assert order == []
+    clock.advance(10)
+    await settle()
+    assert order == [0]
+
+
+async def test_a_turn_given_then_cancelled_before_sending_is_given_back() -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)  # a token a second, 5 at once
+    assert await admitted(budget, *[Priority.ROUTINE] * 5) == [0, 1, 2, 3, 4]
+    poll = asyncio.get_running_loop().create_task(budget.admit(Priority.ROUTINE))
+    await settle()
+    clock.advance(2)  # two tokens: one for the call below, one for the poll
+    await budget.admit(Priority.FIRST)  # hands the poll its turn too, before it runs
+    poll.cancel()  # the poll's request was stopped before it was sent
+    await settle()
+    assert await admitted(budget, Priority.ROUTINE) == [0]  # its token was not spent
+
+
+async def test_a_pause_is_slept_through_not_spun_on() -> None:
+    clock = BudgetClock()
+    budget = RequestBudget(60, clock=clock, sleep=clock.sleep)
+    budget.back_off(10)
+    order = await admitted(budget, Priority.FIRST)
+    await settle()
+    assert order == [] and clock.next_wake() == clock.now + 10
+
+
+async def test_a_pause_ending_before_a_routine_token_lets_a_call_go_at_its_end() -> None:
+    # A poll waits a minute for a token; a 429 then pauses for 2 s: a call placed meanwhile goes
+    # when the pause ends, not when the poll's token comes.
+    clock = BudgetClock()
+    budget = RequestBudget(1, clock=clock, sleep=clock.sleep)  # a token a minute, 1 at once
+    assert await admitted(budget, Priority.ROUTINE) == [0]
+    polls = await admitted(budget, Priority.ROUTINE)
+    budget.back_off(2)
+    calls = await admitted(budget, Priority.FIRST)
+    clock.advance(2)
+    await settle()
+    assert calls == [0] and polls == []
