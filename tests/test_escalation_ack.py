@@ -305,6 +305,27 @@ async def test_a_call_answered_just_before_the_deadline_unseen_by_a_poll_is_left
     assert not hung_up(bot, alice)  # she may still be listening
 
 
+async def test_with_ack_answer_a_call_answered_just_before_the_deadline_unseen_ends_the_chain(
+    bot_factory: BotFactory,
+) -> None:
+    """`ack = "answer"`: Alice picks up while the follower's poll is still out. The deadline's
+    fresh read of the session sees her connected: she answered, and Bob is not rung."""
+    bot, clock, escalation = await running_escalation(bot_factory,
+                                                      policy=ROSTER + 'ack = "answer"\n')
+    alice = session_of(bot, ALICE)
+    polls = len(bot.evo.requests_to("GET", "/sessions"))
+    poll_answered = asyncio.Event()
+    bot.evo.queue("GET", "/sessions", Gated(poll_answered))  # the follower's next poll hangs
+    await until(lambda: len(bot.evo.requests_to("GET", "/sessions")) > polls)
+    bot.evo.set_session_state(alice, callState="Connected")
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.ANSWERED)
+    poll_answered.set()
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ✅ answered")
+    assert dialled(bot) == [ALICE]
+    assert not hung_up(bot, alice)
+
+
 async def test_a_call_evo_voice_no_longer_knows_at_the_deadline_is_not_said_hung_up(
     bot_factory: BotFactory,
 ) -> None:
