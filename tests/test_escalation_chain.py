@@ -303,6 +303,36 @@ async def test_a_step_whose_call_is_given_up_as_not_found_waits_for_its_deadline
     assert "didn't answer (the call ended)" not in (escalation.text or "")
 
 
+@pytest.mark.parametrize("ending", ["stop", "ack"])
+async def test_stop_or_i_m_on_it_while_a_call_is_given_up_as_not_found_says_it_may_still_ring(
+    bot_factory: BotFactory, ending: str,
+) -> None:
+    """Alice's POST is answered 500 and no session shows up until the follower gives up looking:
+    her phone may still ring. Stop escalation, or I'm on it by the requester, ends the chain, and
+    the card says her phone may still ring rather than that her call was ended or no longer
+    followed; nobody else is rung."""
+    bot, _ = await start(bot_factory, CALL_FIND_SECONDS="0.5")
+    bot.evo.queue_outgoing(ErrorStatus(500, "Internal server error"))
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 📞 calling…")
+    db = services(bot).db
+    async with asyncio.timeout(10):
+        while (await db.fetchone("SELECT state FROM calls"))["state"] != "not_found":
+            await asyncio.sleep(0.01)
+    if ending == "stop":
+        await click_stop(bot, escalation, user_id="U0ADMIN")
+        await wait_for_state(bot, EscalationState.STOPPED)
+    else:
+        await click_ack(bot, escalation, user_id="U0ADMIN")
+        await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await wait_for_edit(bot, escalation, "(Its call could not be found in Evo Voice to hang it "
+                                         "up; it may still ring.)")
+    assert "no longer followed" not in (escalation.text or "")
+    assert dialled(bot) == [ALICE]
+
+
 async def test_a_responder_s_own_limit_holds_for_its_whole_window(bot_factory: BotFactory) -> None:
     """`escalations_per_person = "1/1h"`: refused for the whole hour after the first, allowed
     once it has passed (the window is the escalation service's clock, moved here)."""

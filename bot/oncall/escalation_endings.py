@@ -209,7 +209,7 @@ class Endings:
             # Acknowledged through this very call: it was answered, whatever its row says (the
             # deadline's fresh read of the session can be ahead of the follower's poll).
             through_it = escalation.acknowledged_via == AckVia.OUTCOME and target.user_id == by
-            if call is not None and not call.answered and not call.is_final and not through_it:
+            if call is not None and not call.answered and not call.known_over and not through_it:
                 note = await self.hang_up_unanswered(escalation, call, f"acknowledged by {by}")
             if target.user_id == by:
                 outcome = StepOutcome.ACKNOWLEDGED
@@ -296,7 +296,7 @@ class Endings:
         target = escalation.target
         if target is not None and escalation.step_started_at is not None:
             call = await self._step_call(escalation)
-            if call is not None and not call.answered and not call.is_final:
+            if call is not None and not call.answered and not call.known_over:
                 note = await self.hang_up_unanswered(escalation, call, "escalation stopped")
                 await self._store.record_step(escalation.id, escalation.step, target.user_id,
                                               StepOutcome.STOPPED, detail=note)
