@@ -66,6 +66,27 @@ async def test_slack_failing_to_say_whether_the_requester_may_escalate_still_rin
     await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
 
 
+async def test_slack_failing_to_say_who_the_requester_is_still_rings_the_next_person(
+    bot_factory: BotFactory,
+) -> None:
+    """A lead, Manager through the user group S0LEADS, escalates. When Bob's step begins, Slack
+    fails to list the group and to describe the lead (users.info): that is no "no" either, and
+    Bob is rung, not marked as a call that couldn't be made."""
+    bot, clock = await start(bot_factory)
+    view, _ = await open_on_message(bot, user_id="U0LEAD1")
+    assert await submit(bot, view, user_id="U0LEAD1") == {}
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    bot.slack.fail("usergroups.users.list", "internal_error")
+    bot.slack.fail("users.info", "fatal_error")
+    services(bot).access.forget_groups()
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    assert "couldn't be called" not in (escalation.text or "")
+
+
 async def test_a_requester_who_lost_the_right_to_escalate_stops_the_chain_and_is_told(
     bot_factory: BotFactory,
 ) -> None:
