@@ -504,8 +504,10 @@ async def test_stop_or_i_m_on_it_while_the_next_step_waits_on_slack_s_checks_rin
 ) -> None:
     """At Alice's deadline the bot claims Bob's step and checks the requester's right, Slack slow
     to answer. Stop escalation (or I'm on it) is clicked meanwhile: when Slack answers, Bob is not
-    rung; the chain ends as the click said."""
-    bot, clock = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n')
+    rung; the chain ends as the click said, in the run that was dialling (a lease round, here
+    minutes away, picking the chain up later would leave the card unchanged meanwhile)."""
+    bot, clock = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n',
+                             LEASE_SECONDS="300")
     escalation, gate = await hold_bobs_step(bot, clock)
     if button == "stop":
         await click_stop(bot, escalation, user_id="U0SRE")
