@@ -504,8 +504,9 @@ async def test_stop_or_i_m_on_it_while_the_next_step_waits_on_slack_s_checks_rin
 ) -> None:
     """At Alice's deadline the bot claims Bob's step and checks the requester's right, Slack slow
     to answer. Stop escalation (or I'm on it) is clicked meanwhile: when Slack answers, Bob is not
-    rung; the chain ends as the click said, in the run that was dialling (a lease round, here
-    minutes away, picking the chain up later would leave the card unchanged meanwhile)."""
+    rung, and the card says he was not called; the chain ends as the click said, in the run that
+    was dialling (a lease round, here minutes away, picking the chain up later would leave the
+    card unchanged meanwhile)."""
     bot, clock = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n',
                              LEASE_SECONDS="300")
     escalation, gate = await hold_bobs_step(bot, clock)
@@ -519,6 +520,7 @@ async def test_stop_or_i_m_on_it_while_the_next_step_waits_on_slack_s_checks_rin
     await bot.settle()
     assert dialled(bot) == [ALICE]
     assert "<@U0BOB> (+1 814" not in (escalation.text or "")
+    assert "2. <@U0BOB> — – not called" in (escalation.text or "")  # not "call ended"
     # Bob's attempt was called off, not failed: no alert on failed calls fires for a Stop.
     assert await attempts_to_ring_bob(bot) == [("called_off", "ChainNotRunning")]
     assert await calls_counted(bot) == {"placed": 1, "failed": 0, "called_off": 1}

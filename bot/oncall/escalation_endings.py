@@ -217,8 +217,9 @@ class Endings:
                 outcome = StepOutcome.NOT_ACKNOWLEDGED  # left on: "call ended" would be untrue
             else:
                 outcome = StepOutcome.CALLED_OFF
-            await self._store.record_step(escalation.id, escalation.step, target.user_id,
-                                          outcome, detail=note)
+            if call is not None or outcome == StepOutcome.ACKNOWLEDGED:  # else: never rung
+                await self._store.record_step(escalation.id, escalation.step, target.user_id,
+                                              outcome, detail=note)
         await self.record_acknowledgement(escalation)
         if await self._store.set_state(escalation.id, {EscalationState.ACKNOWLEDGING},
                                        EscalationState.ACKNOWLEDGED, finished_at=self._clock()):
