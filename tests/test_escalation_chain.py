@@ -528,6 +528,25 @@ async def test_stop_or_i_m_on_it_while_the_next_step_waits_on_slack_s_checks_rin
     assert "⏹️ not dialled: the escalation went on without it (ChainNotRunning)" in line
 
 
+async def test_stop_while_the_next_step_finds_the_requester_no_longer_allowed_is_no_failure(
+    bot_factory: BotFactory,
+) -> None:
+    """At Alice's deadline the check of the requester's right holds on Slack; meanwhile they
+    are taken out of the group, and they click Stop. Slack then says they may no longer
+    escalate: the Stop came first, so the thread is not told the escalation could not go on."""
+    bot, clock = await start(bot_factory, policy=ROSTER + 'responders = ["S0ONCALL"]\n',
+                             LEASE_SECONDS="300")
+    escalation, gate = await hold_bobs_step(bot, clock)
+    bot.slack.usergroups["S0ONCALL"] = []
+    await click_stop(bot, escalation, user_id="U0SRE")
+    gate.open()
+    await wait_for_state(bot, EscalationState.STOPPED)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
+    assert not any("The on-call escalation stopped" in str(c.params.get("text"))
+                   for c in bot.slack.calls_to("chat.postMessage"))
+
+
 async def attempts_to_ring_bob(bot: BotUnderTest) -> list[tuple[str | None, str | None]]:
     """How each attempt to ring Bob ended in the audit trail: (result, reason)."""
     return [(r.result.kind, r.result.reason) if r.result else (None, None)
