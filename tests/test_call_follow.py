@@ -260,6 +260,7 @@ async def test_a_forged_or_foreign_button_value_does_nothing(bot_factory: BotFac
     bot = await bot_factory("http", **FAST)
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
+    await status_ts_recorded(bot, 1)
     for value in ("999", "1; DROP TABLE calls", "-1", "", "9" * 30):
         _, url = await click(bot, status, HANG_UP_ACTION, value=value)
         [answer] = await bot.slack.wait_for_response(url)
@@ -350,6 +351,7 @@ async def test_call_again_is_offered_only_once_the_call_is_over(bot_factory: Bot
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
     call_id = buttons(status)[HANG_UP_ACTION]
+    await status_ts_recorded(bot, int(call_id))
     _, url = await click(bot, status, CALL_AGAIN_ACTION, value=call_id)
     [answer] = await bot.slack.wait_for_response(url)
     assert "still going on" in answer["text"]
@@ -590,6 +592,7 @@ async def test_hang_up_before_the_call_is_found_sends_nothing(bot_factory: BotFa
     status = await status_message(bot)
     assert "no session id returned yet" in texts(status)[0]
     assert HANG_UP_ACTION not in buttons(status)
+    await status_ts_recorded(bot, 1)
 
     # A click that names the call anyway (a forged or replayed value) has nothing to hang up.
     _, url = await click(bot, status, HANG_UP_ACTION, value="1")
