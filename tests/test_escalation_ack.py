@@ -284,12 +284,12 @@ async def test_a_call_connected_at_the_deadline_is_left_on_and_the_chain_moves_o
                                          "answered but not acknowledged")
 
 
-async def test_a_call_answered_just_before_the_deadline_unseen_by_a_poll_is_left_on(
-    bot_factory: BotFactory,
-) -> None:
-    """Alice picks up while the follower's poll is still out: the deadline's fresh read of the
-    session sees it connected, and her call is not cut off; the chain moves on."""
-    bot, clock, escalation = await running_escalation(bot_factory)
+async def alice_picks_up_unseen_at_the_deadline(
+    bot: BotUnderTest, clock: Clock
+) -> tuple[str, asyncio.Event]:
+    """Alice picks up while the follower's poll is still out (it hangs until the event returned
+    is set), and her step's deadline comes: only the deadline's fresh read of her session sees her
+    connected. Her session id, and the event that lets the poll answer."""
     alice = session_of(bot, ALICE)
     polls = len(bot.evo.requests_to("GET", "/sessions"))
     poll_answered = asyncio.Event()
@@ -297,6 +297,16 @@ async def test_a_call_answered_just_before_the_deadline_unseen_by_a_poll_is_left
     await until(lambda: len(bot.evo.requests_to("GET", "/sessions")) > polls)
     bot.evo.set_session_state(alice, callState="Connected")
     clock.advance(91)
+    return alice, poll_answered
+
+
+async def test_a_call_answered_just_before_the_deadline_unseen_by_a_poll_is_left_on(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice picks up while the follower's poll is still out: the deadline's fresh read of the
+    session sees it connected, and her call is not cut off; the chain moves on."""
+    bot, clock, escalation = await running_escalation(bot_factory)
+    alice, poll_answered = await alice_picks_up_unseen_at_the_deadline(bot, clock)
     await bot.evo.wait_for_posts(2)
     poll_answered.set()
     assert dialled(bot) == [ALICE, BOB]
@@ -312,13 +322,7 @@ async def test_with_ack_answer_a_call_answered_just_before_the_deadline_unseen_e
     fresh read of the session sees her connected: she answered, and Bob is not rung."""
     bot, clock, escalation = await running_escalation(bot_factory,
                                                       policy=ROSTER + 'ack = "answer"\n')
-    alice = session_of(bot, ALICE)
-    polls = len(bot.evo.requests_to("GET", "/sessions"))
-    poll_answered = asyncio.Event()
-    bot.evo.queue("GET", "/sessions", Gated(poll_answered))  # the follower's next poll hangs
-    await until(lambda: len(bot.evo.requests_to("GET", "/sessions")) > polls)
-    bot.evo.set_session_state(alice, callState="Connected")
-    clock.advance(91)
+    alice, poll_answered = await alice_picks_up_unseen_at_the_deadline(bot, clock)
     await wait_for_state(bot, EscalationState.ANSWERED)
     poll_answered.set()
     await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ✅ answered")

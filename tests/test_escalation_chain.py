@@ -298,13 +298,11 @@ async def test_a_step_whose_call_evo_voice_cannot_find_by_its_deadline_says_it_m
                         "still ring.)")
 
 
-async def test_a_step_whose_call_is_given_up_as_not_found_waits_for_its_deadline(
+async def alice_given_up_as_not_found(
     bot_factory: BotFactory,
-) -> None:
-    """Alice's POST is answered 500, and Evo Voice shows no session for it until the follower gives
-    up looking (CALL_FIND_SECONDS, shorter here than answer_timeout). Her phone may still ring:
-    that is no call that ended, so her step lasts until its deadline, where the card says her
-    phone may still ring, and only then is Bob called."""
+) -> tuple[BotUnderTest, Clock, Message]:
+    """A chain whose first step, Alice's, has a call the follower gave up looking for: her POST
+    was answered 500 and no session showed up within CALL_FIND_SECONDS. Her phone may still ring."""
     bot, clock = await start(bot_factory, CALL_FIND_SECONDS="0.5")
     bot.evo.queue_outgoing(ErrorStatus(500, "Internal server error"))
     view, _ = await open_on_message(bot)
@@ -315,6 +313,17 @@ async def test_a_step_whose_call_is_given_up_as_not_found_waits_for_its_deadline
     async with asyncio.timeout(10):
         while (await db.fetchone("SELECT state FROM calls"))["state"] != "not_found":
             await asyncio.sleep(0.01)
+    return bot, clock, escalation
+
+
+async def test_a_step_whose_call_is_given_up_as_not_found_waits_for_its_deadline(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice's POST is answered 500, and Evo Voice shows no session for it until the follower gives
+    up looking (CALL_FIND_SECONDS, shorter here than answer_timeout). Her phone may still ring:
+    that is no call that ended, so her step lasts until its deadline, where the card says her
+    phone may still ring, and only then is Bob called."""
+    bot, clock, escalation = await alice_given_up_as_not_found(bot_factory)
     clock.advance(91)
     await bot.evo.wait_for_posts(2)
     assert dialled(bot) == [ALICE, BOB]
@@ -332,16 +341,7 @@ async def test_stop_or_i_m_on_it_while_a_call_is_given_up_as_not_found_says_it_m
     her phone may still ring. Stop escalation, or I'm on it by the requester, ends the chain, and
     the card says her phone may still ring rather than that her call was ended or no longer
     followed; nobody else is rung."""
-    bot, _ = await start(bot_factory, CALL_FIND_SECONDS="0.5")
-    bot.evo.queue_outgoing(ErrorStatus(500, "Internal server error"))
-    view, _ = await open_on_message(bot)
-    assert await submit(bot, view) == {}
-    escalation = await escalation_message(bot)
-    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 📞 calling…")
-    db = services(bot).db
-    async with asyncio.timeout(10):
-        while (await db.fetchone("SELECT state FROM calls"))["state"] != "not_found":
-            await asyncio.sleep(0.01)
+    bot, _, escalation = await alice_given_up_as_not_found(bot_factory)
     if ending == "stop":
         await click_stop(bot, escalation, user_id="U0ADMIN")
         await wait_for_state(bot, EscalationState.STOPPED)
