@@ -256,7 +256,6 @@ class CallFollower:
                 if not await self.refresh(call.id):
                     await self._runner.start(call.id, lambda: self._messages.refresh_until_shown(
                         call.id, refused=True))
-            await self.erase_numbers()
         except Exception:
             logger.exception("could not start following call %s", call.id,
                              extra={"call_id": call.id})
@@ -371,8 +370,8 @@ class CallFollower:
 
     async def erase_numbers(self, *, force: bool = False) -> None:
         """Erase the full numbers of calls over for longer than the retention: at start, then at
-        most every NUMBER_PURGE_EVERY_SECONDS, as calls begin and with the lease keeper's rounds
-        (so a quiet spell keeps none past it)."""
+        most every NUMBER_PURGE_EVERY_SECONDS, run by the lease keeper's rounds (bot/runtime.py),
+        so a quiet spell keeps none past it."""
         now = self._clock()
         if not force and now - self._last_purge < NUMBER_PURGE_EVERY_SECONDS:
             return
