@@ -318,11 +318,8 @@ def audit_spool_path(database_url: str) -> Path | None:
     `callbot migrate-db`; None: they keep no spool."""
     from_files, _ = settings_from_files()
     setting = from_files.get("audit_spool")
-    if setting is None:
-        try:
-            setting = _AloneSettings().audit_spool
-        except ValidationError:
-            setting = ""
+    if setting is None:  # every field of _AloneSettings is a str: nothing there fails validation
+        setting = _AloneSettings().audit_spool
     return spool_path(setting.strip() or None, database_url)
 
 
