@@ -165,14 +165,23 @@ async def test_slack_profile_phone_is_the_fallback_and_is_cached(
     assert len(slack.calls_to("users.info")) == 1
 
 
-async def test_a_fixed_profile_phone_is_read_again_within_two_minutes(
+async def carol_read_once(
     slack: SlackStandIn, client: AsyncWebClient
-) -> None:
-    # Someone fixing their profile's number mid-incident waits two minutes at most (README).
+) -> tuple[PhoneBook, list[float]]:
+    """A phone book on a clock the test moves (`now[0]`, seconds), that has read Carol's profile
+    phone, (814) 404-3095, once."""
     now = [1000.0]
     phones = PhoneBook(client, {}, POLICY.dial_policy, clock=lambda: now[0])
     slack.users["U0CAROL"] = {"profile": {"phone": "(814) 404-3095"}}
     assert (await phones.lookup("U0CAROL")).number is not None
+    return phones, now
+
+
+async def test_a_fixed_profile_phone_is_read_again_within_two_minutes(
+    slack: SlackStandIn, client: AsyncWebClient
+) -> None:
+    # Someone fixing their profile's number mid-incident waits two minutes at most (README).
+    phones, now = await carol_read_once(slack, client)
     slack.users["U0CAROL"] = {"profile": {"phone": "(814) 404-3096"}}
     now[0] += 119
     found = await phones.lookup("U0CAROL")
@@ -232,10 +241,7 @@ async def test_a_profile_phone_read_more_than_a_day_ago_is_not_used_when_slack_f
 ) -> None:
     # The phone last read stands in for a failing Slack for a day at most (README): a number
     # from last week may be someone else's by now, and the reason is said instead.
-    now = [1000.0]
-    phones = PhoneBook(client, {}, POLICY.dial_policy, clock=lambda: now[0])
-    slack.users["U0CAROL"] = {"profile": {"phone": "(814) 404-3095"}}
-    assert (await phones.lookup("U0CAROL")).number is not None
+    phones, now = await carol_read_once(slack, client)
     slack.fail("users.info", "internal_error")
     now[0] += 24 * 3600
     found = await phones.lookup("U0CAROL")
