@@ -46,6 +46,21 @@ from tests.metrics_scrape import scrape, value
 DEVELOPER = "U0DEV"  # a full member of the workspace, no role, not in the rotation
 
 
+async def bob_s_step_begins_while_slack_fails(
+    bot: BotUnderTest, clock: Clock, escalation: Message, *failing: tuple[str, str]
+) -> None:
+    """Alice's phone rings; when Bob's step begins, the user groups' cached members have expired
+    and each (Web API method, error) of `failing` fails. Bob is rung all the same."""
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    for method, error in failing:
+        bot.slack.fail(method, error)
+    services(bot).access.forget_groups()
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+
+
 async def test_slack_failing_to_say_whether_the_requester_may_escalate_still_rings_the_next_person(
     bot_factory: BotFactory,
 ) -> None:
@@ -56,14 +71,8 @@ async def test_slack_failing_to_say_whether_the_requester_may_escalate_still_rin
     view, _ = await open_on_message(bot, user_id="U0SRE")
     assert await submit(bot, view, user_id="U0SRE") == {}
     escalation = await escalation_message(bot)
-    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
-    # When Bob's step begins, the group's cached members have expired and Slack fails to list them.
-    bot.slack.fail("usergroups.users.list", "internal_error")
-    services(bot).access.forget_groups()
-    clock.advance(91)
-    await bot.evo.wait_for_posts(2)
-    assert dialled(bot) == [ALICE, BOB]
-    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    await bob_s_step_begins_while_slack_fails(bot, clock, escalation,
+                                              ("usergroups.users.list", "internal_error"))
 
 
 async def test_slack_failing_to_say_who_the_requester_is_still_rings_the_next_person(
@@ -76,14 +85,9 @@ async def test_slack_failing_to_say_who_the_requester_is_still_rings_the_next_pe
     view, _ = await open_on_message(bot, user_id="U0LEAD1")
     assert await submit(bot, view, user_id="U0LEAD1") == {}
     escalation = await escalation_message(bot)
-    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
-    bot.slack.fail("usergroups.users.list", "internal_error")
-    bot.slack.fail("users.info", "fatal_error")
-    services(bot).access.forget_groups()
-    clock.advance(91)
-    await bot.evo.wait_for_posts(2)
-    assert dialled(bot) == [ALICE, BOB]
-    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    await bob_s_step_begins_while_slack_fails(bot, clock, escalation,
+                                              ("usergroups.users.list", "internal_error"),
+                                              ("users.info", "fatal_error"))
     assert "couldn't be called" not in (escalation.text or "")
 
 
