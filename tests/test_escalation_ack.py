@@ -353,7 +353,7 @@ async def test_acknowledging_an_earlier_page_hangs_up_the_phone_ringing_now(
     await bot.evo.wait_for_posts(2)
     bob = session_of(bot, BOB)
     await click_ack(bot, alices_page, user_id="U0ALICE")  # Alice saw her page late
-    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ call ended: "
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ called off: "
                                          "someone else acknowledged")
     assert ("1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after 90 s (hung up) · "
             "✅ acknowledged at") in (
@@ -452,7 +452,7 @@ async def test_an_ack_outcome_on_a_call_left_on_past_its_deadline_acknowledges(
     await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
     bot.evo.set_session_state(alice, outcome="pressed 1")  # still on the phone, she presses 1
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
-    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ call ended: "
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ called off: "
                                          "someone else acknowledged")
     assert "<@U0ALICE> acknowledged on the call at" in (escalation.text or "")
     assert hung_up(bot, bob)

@@ -50,7 +50,7 @@ async def test_an_earlier_page_acknowledged_while_bob_s_hang_up_fails_says_so_an
     bot.evo.queue("PATCH", f"/sessions/{bob}", ErrorStatus(500, "Internal server error"))
     await click_ack(bot, alices_page, user_id="U0ALICE")  # Alice saw her page late
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
-    await wait_for_edit(bot, card, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ call ended: someone else "
+    await wait_for_edit(bot, card, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ called off: someone else "
                                    "acknowledged (Hanging up that call failed: Internal server "
                                    "error. It may still ring.)")
     # The acknowledgement is on Alice's own call in the audit trail, not on Bob's.

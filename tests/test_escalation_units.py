@@ -179,7 +179,7 @@ def test_an_acknowledged_escalation_says_who_when_and_how() -> None:
     assert ("1. <@U0ALICE> (+1 814 ••• 3093) — ❌ the call was answered but not acknowledged "
             "(voicemail?) · ✅ acknowledged at <!date^1773151200^{date_short_pretty} {time}|"
             "2026-03-10 14:00 UTC>") in lines
-    assert "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ call ended: someone else acknowledged" in lines
+    assert "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ called off: someone else acknowledged" in lines
     assert not [b for b in done.blocks if b["type"] == "actions"]
     by_call = views.escalation_message(_escalation(
         EscalationState.ACKNOWLEDGED, acknowledged_by="U0ALICE", acknowledged_at=5.0,

@@ -88,7 +88,7 @@ def _step_line(escalation: Escalation, index: int, target: Target, step: Step | 
     elif step.outcome == StepOutcome.NOT_ACKNOWLEDGED:
         state = "❌ the call was answered but not acknowledged (voicemail?)"
     elif step.outcome == StepOutcome.CALLED_OFF:
-        state = "⏹ call ended: someone else acknowledged"
+        state = "⏹ called off: someone else acknowledged"
     elif step.outcome == StepOutcome.NO_ANSWER:
         state = f"❌ no answer after {timeout}"
     elif step.outcome == StepOutcome.ENDED:
