@@ -36,7 +36,7 @@ def roster(db: Database, client: AsyncWebClient, policy: Policy = POLICY) -> OnC
 async def test_the_rotation_decides_without_an_override(
     db: Database, client: AsyncWebClient
 ) -> None:
-    person = await roster(db, client).current(IN_ALICES_SHIFT)
+    person = (await roster(db, client).status(IN_ALICES_SHIFT)).now
     assert (person.user_id, person.source, person.until) == (
         "U0ALICE", Source.ROTATION, ALICES_SHIFT_ENDS
     )
@@ -48,16 +48,16 @@ async def test_take_lasts_until_the_next_handoff(db: Database, client: AsyncWebC
     override, person = await oncall.take("U0MANAGER", IN_ALICES_SHIFT)
     assert (override.replaces, override.ends) == ("U0ALICE", ALICES_SHIFT_ENDS)
     assert person.number is not None and person.number.e164 == "+18144043090"
-    before = await oncall.current(IN_ALICES_SHIFT)
+    before = (await oncall.status(IN_ALICES_SHIFT)).now
     assert (before.user_id, before.source, before.until) == (
         "U0MANAGER", Source.OVERRIDE, ALICES_SHIFT_ENDS
     )
-    last = await oncall.current(ALICES_SHIFT_ENDS - dt.timedelta(microseconds=1))
+    last = (await oncall.status(ALICES_SHIFT_ENDS - dt.timedelta(microseconds=1))).now
     assert last.user_id == "U0MANAGER"
-    after = await oncall.current(ALICES_SHIFT_ENDS)
+    after = (await oncall.status(ALICES_SHIFT_ENDS)).now
     assert (after.user_id, after.source) == ("U0BOB", Source.ROTATION)
     # Not retroactive: before it was taken, Alice was on call.
-    assert (await oncall.current(IN_ALICES_SHIFT - dt.timedelta(minutes=1))).user_id == "U0ALICE"
+    assert (await oncall.status(IN_ALICES_SHIFT - dt.timedelta(minutes=1))).now.user_id == "U0ALICE"
 
 
 async def test_the_latest_override_wins(db: Database, client: AsyncWebClient) -> None:
@@ -66,7 +66,7 @@ async def test_the_latest_override_wins(db: Database, client: AsyncWebClient) ->
     later = IN_ALICES_SHIFT + dt.timedelta(hours=2)
     override, _ = await oncall.take("U0DAN", later)
     assert override.replaces == "U0MANAGER"
-    assert (await oncall.current(later)).user_id == "U0DAN"
+    assert (await oncall.status(later)).now.user_id == "U0DAN"
     status = await oncall.status(later)
     assert status.override is not None and status.override.user_id == "U0DAN"
 
@@ -86,7 +86,7 @@ async def test_overrides_survive_reopening_the_database(
     reopened = Database(db.url)
     await reopened.open()
     try:
-        person = await roster(reopened, client).current(IN_ALICES_SHIFT + dt.timedelta(days=1))
+        person = (await roster(reopened, client).status(IN_ALICES_SHIFT + dt.timedelta(days=1))).now
         assert (person.user_id, person.until) == ("U0MANAGER", ALICES_SHIFT_ENDS)
     finally:
         await reopened.close()
@@ -98,7 +98,7 @@ async def test_taking_needs_a_usable_number(db: Database, client: AsyncWebClient
         await oncall.take("U0NOPHONE", IN_ALICES_SHIFT)
     assert "Slack profile has no phone number" in raised.value.user_message
     assert "[people]" in raised.value.user_message
-    assert (await oncall.current(IN_ALICES_SHIFT)).user_id == "U0ALICE"
+    assert (await oncall.status(IN_ALICES_SHIFT)).now.user_id == "U0ALICE"
 
 
 async def test_chain_is_current_then_the_rotation_after_them_then_escalate_to(
@@ -142,7 +142,7 @@ async def test_without_oncall_section_every_question_says_so(
 ) -> None:
     oncall = roster(db, client, Policy(roles={"Manager": ("U0MANAGER",)}))
     assert not oncall.configured
-    for ask in (oncall.current, oncall.status, oncall.chain):
+    for ask in (oncall.status, oncall.chain):
         with pytest.raises(OnCallNotConfigured):
             await ask(IN_ALICES_SHIFT)
     with pytest.raises(OnCallNotConfigured):

@@ -35,8 +35,8 @@ async def test_a_take_at_the_handoff_instant_covers_the_new_shift(
     override, _ = await oncall.take("U0MANAGER", BOBS_STARTS)
     assert (override.replaces, override.starts, override.ends) == (
         "U0BOB", BOBS_STARTS, DANS_STARTS)
-    assert (await oncall.current(BOBS_STARTS - TICK)).user_id == "U0ALICE"
-    assert (await oncall.current(DANS_STARTS - TICK)).user_id == "U0MANAGER"
+    assert (await oncall.status(BOBS_STARTS - TICK)).now.user_id == "U0ALICE"
+    assert (await oncall.status(DANS_STARTS - TICK)).now.user_id == "U0MANAGER"
     status = await oncall.status(BOBS_STARTS)
     assert (status.now.user_id, status.next.user_id, status.next_from) == (
         "U0MANAGER", "U0DAN", DANS_STARTS)
@@ -52,8 +52,8 @@ async def test_a_take_just_before_the_handoff_ends_at_it(
     oncall = roster(db, client)
     override, _ = await oncall.take("U0MANAGER", BOBS_STARTS - TICK)
     assert (override.replaces, override.ends) == ("U0ALICE", BOBS_STARTS)
-    assert (await oncall.current(BOBS_STARTS - TICK)).user_id == "U0MANAGER"
-    at_handoff = await oncall.current(BOBS_STARTS)
+    assert (await oncall.status(BOBS_STARTS - TICK)).now.user_id == "U0MANAGER"
+    at_handoff = (await oncall.status(BOBS_STARTS)).now
     assert (at_handoff.user_id, at_handoff.source) == ("U0BOB", Source.ROTATION)
     assert [p.user_id for p in await oncall.chain(BOBS_STARTS)] == [
         "U0BOB", "U0DAN", "U0ALICE", "U0MANAGER"]
@@ -101,9 +101,9 @@ async def test_a_later_take_replaces_an_earlier_one_even_when_that_one_runs_long
     override, _ = await daily.take("U0MANAGER", wednesday)
     thursday = ALICES_STARTS + dt.timedelta(days=3)
     assert (override.replaces, override.ends) == ("U0DAN", thursday)
-    assert (await daily.current(thursday - TICK)).user_id == "U0MANAGER"
+    assert (await daily.status(thursday - TICK)).now.user_id == "U0MANAGER"
     rotation_person = daily.rotation.shift_at(thursday).person
-    after = await daily.current(thursday)
+    after = (await daily.status(thursday)).now
     assert (after.user_id, after.source) == (rotation_person, Source.ROTATION)
     assert (await daily.chain(thursday))[0].user_id == rotation_person
     status = await daily.status(thursday)
@@ -126,11 +126,11 @@ async def test_a_take_before_the_rotation_begins_ends_at_its_first_handoff(
     assert (status.now.user_id, status.next.user_id, status.next_from) == (
         "U0MANAGER", "U0ALICE", first_handoff)
     # The escalation form's "until" for whoever is on call: the override's end, not the shift's.
-    now = await oncall.current(wednesday)
+    now = (await oncall.status(wednesday)).now
     assert (now.user_id, now.source, now.until) == ("U0MANAGER", Source.OVERRIDE, first_handoff)
-    at_start = await oncall.current(first_handoff)
+    at_start = (await oncall.status(first_handoff)).now
     assert (at_start.user_id, at_start.source) == ("U0ALICE", Source.ROTATION)
     # Taken at the first hand-off itself, it covers Alice's first shift, to the second one.
     override, _ = await oncall.take("U0DAN", first_handoff)
     assert override.ends == first_handoff + dt.timedelta(days=7)
-    assert (await oncall.current(first_handoff)).user_id == "U0DAN"
+    assert (await oncall.status(first_handoff)).now.user_id == "U0DAN"

@@ -240,14 +240,6 @@ class OnCall:
     def now(self) -> dt.datetime:
         return self.clock()
 
-    async def current(self, now: dt.datetime) -> OnCallPerson:
-        """Whoever is on call at `now`: an active override, else the rotation's person."""
-        shift = self.rotation.shift_at(now)
-        override = await self._overrides.active(now)
-        if override is not None:
-            return await self._person(override.user_id, Source.OVERRIDE, override.ends)
-        return await self._person(shift.person, Source.ROTATION, shift.ends)
-
     async def status(self, now: dt.datetime) -> OnCallStatus:
         """Now and next, for `/call oncall`."""
         rotation = self.rotation
