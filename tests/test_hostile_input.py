@@ -15,6 +15,8 @@ from bot.calls.command_text import CallArgs, CommandRejected, parse_command
 from bot.calls.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.errors import CallbotError
+from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
+from bot.oncall.home_views import HOME_CALL_ACTION, HOME_ESCALATE_ACTION
 from bot.phone import check_dialable, to_e164
 from bot.standins.slack import block_actions_payload, sign, slash_command_body
 from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
@@ -224,7 +226,8 @@ JSONISH = st.recursive(
 @FIXTURE_SHARED
 @given(
     action_id=st.sampled_from(
-        [CONFIRM_CALL_ACTION, CANCEL_CALL_ACTION, HANG_UP_ACTION, CALL_AGAIN_ACTION]
+        [CONFIRM_CALL_ACTION, CANCEL_CALL_ACTION, HANG_UP_ACTION, CALL_AGAIN_ACTION,
+         STOP_ESCALATION_ACTION, ACK_ESCALATION_ACTION, HOME_CALL_ACTION, HOME_ESCALATE_ACTION]
     ),
     value=JSONISH, user=JSONISH, channel=JSONISH, container=JSONISH, response_url=JSONISH,
 )
@@ -232,6 +235,13 @@ JSONISH = st.recursive(
 @example(action_id=HANG_UP_ACTION, value="1", user=None, channel=None, container=None,
          response_url=None)
 @example(action_id=CALL_AGAIN_ACTION, value="1", user={"id": ""}, channel=None, container=None,
+         response_url=None)
+# The escalation's buttons and the Home tab's likewise.
+@example(action_id=STOP_ESCALATION_ACTION, value="1", user=None, channel=None, container=None,
+         response_url=None)
+@example(action_id=ACK_ESCALATION_ACTION, value="1:0", user={"id": ""}, channel=None,
+         container=None, response_url=None)
+@example(action_id=HOME_CALL_ACTION, value=None, user=None, channel=None, container=None,
          response_url=None)
 async def test_forged_button_clicks_never_fail_and_never_dial(
     http_bot: BotUnderTest, caplog: pytest.LogCaptureFixture, action_id: str, value: Any,

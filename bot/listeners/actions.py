@@ -22,8 +22,7 @@ async def on_hang_up(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltCont
     await ack()
     services: Services = context["services"]
     click = button_click_from(body)
-    if not click.user_id:
-        _ignore(click)
+    if without_clicker(click):
         return
     services.tasks.spawn(services.controls.hang_up(click), name=f"hang up by {click.user_id}")
 
@@ -32,18 +31,21 @@ async def on_call_again(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltC
     await ack()
     services: Services = context["services"]
     click = button_click_from(body)
-    if not click.user_id:
-        _ignore(click)
+    if without_clicker(click):
         return
     services.tasks.spawn(
         services.controls.call_again(click), name=f"call again by {click.user_id}"
     )
 
 
-def _ignore(click: ButtonClick) -> None:
-    # A malformed payload: no clicker to check against the call, nobody to tell (trying would
-    # only log Slack's refusal to post to no one).
-    logger.warning("ignored a click of %s without a user", click.action_id or "a call button")
+def without_clicker(click: ButtonClick) -> bool:
+    """True, and logged, for a malformed click naming no user: there is no clicker to check
+    against the call or escalation, and nobody to tell (trying would only log Slack's refusal to
+    post to no one). Every button's listener ignores such a click."""
+    if click.user_id:
+        return False
+    logger.warning("ignored a click of %s without a user", click.action_id or "a button")
+    return True
 
 
 def button_click_from(body: dict[str, Any]) -> ButtonClick:

@@ -39,7 +39,7 @@ from bot.errors import (
     log_unexpected,
 )
 from bot.evovoice.client import EvoVoiceError
-from bot.listeners.actions import button_click_from
+from bot.listeners.actions import button_click_from, without_clicker
 from bot.listeners.modals import (
     Admission,
     FormSpec,
@@ -332,6 +332,8 @@ async def on_stop_escalation(
     await ack()
     services: Services = context["services"]
     click = button_click_from(body)
+    if without_clicker(click):
+        return
     services.tasks.spawn(services.escalations.stop_clicked(click),
                          name=f"stop escalation by {click.user_id}")
 
@@ -343,6 +345,9 @@ async def on_stop_escalation(
 async def on_acknowledge(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
     services: Services = context["services"]
     click = button_click_from(body)
+    if without_clicker(click):
+        await ack()
+        return
 
     acknowledging = services.escalations.ack_clicked(click)
     if services.tasks.closed:

@@ -14,6 +14,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import CallbotError
+from bot.listeners.actions import button_click_from, without_clicker
 from bot.listeners.call_form import open_call_form
 from bot.listeners.escalation import open_escalation_form
 from bot.oncall.home_views import HOME_CALL_ACTION, HOME_ESCALATE_ACTION, home_view
@@ -81,9 +82,11 @@ async def on_home_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebCl
     """Escalate to on-call or Place a call: the same forms as the shortcuts open."""
     await ack()
     services: Services = context["services"]
-    user = body.get("user") or {}
-    user_id, trigger_id = str(user.get("id") or ""), str(body.get("trigger_id") or "")
-    action = str(((body.get("actions") or [{}])[0] or {}).get("action_id") or "")
+    click = button_click_from(body)  # each part a string, whatever the payload's shape
+    if without_clicker(click):  # nobody to open a form for, nor to tell
+        return
+    user_id, action = click.user_id, click.action_id
+    trigger_id = str(body.get("trigger_id") or "")
     open_form = open_call_form if action == HOME_CALL_ACTION else open_escalation_form
     services.tasks.spawn(
         open_form(client, services, trigger_id=trigger_id, user_id=user_id,
