@@ -2,7 +2,9 @@
 
 During an incident many people page at once; without sharing, a burst of 1,000 `/call`s would fetch
 the flow list 1,000 times. `TTLCache.get` runs at most one load per key at a time, and every caller
-waiting on that key gets its result (or its exception: a failed load is not cached).
+waiting on that key gets its result (or its exception: a failed load is not cached). The load runs
+in a task of its own: a caller that stops waiting (its own deadline: `/call help` gives up on the
+roles after a second) leaves it to the others, who would otherwise be cancelled with it.
 
 Past `ttl` a value is stale: it is still served at once while one refresh runs in the background,
 so a request (and its 3-second ack) never waits on a slow upstream for data we already have. Past
@@ -52,41 +54,40 @@ class TTLCache(Generic[K, V]):
                     self._refreshes.add(task)
                     task.add_done_callback(self._refreshes.discard)
                 return hit[1]
-        pending = self._loading.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        return await self._load(key, load)
+        pending = self._loading.get(key) or self._start(key, load)
+        # Shielded: a caller cancelled while it waits stops waiting, not the load the others share.
+        return await asyncio.shield(pending)
 
     async def _refresh(self, key: K, load: Callable[[], Awaitable[V]]) -> None:
         try:
-            await self._load(key, load)
+            await asyncio.shield(self._start(key, load))
         except Exception as exc:  # the stale value keeps serving; the next get tries again
             logger.warning("background refresh failed: %s", type(exc).__name__)
         finally:
             self._refreshing.discard(key)
 
+    def _start(self, key: K, load: Callable[[], Awaitable[V]]) -> asyncio.Future[V]:
+        task = asyncio.ensure_future(self._load(key, load))
+        self._loading[key] = task
+
+        def done(finished: asyncio.Future[V]) -> None:
+            if self._loading.get(key) is finished:
+                del self._loading[key]
+            # A load every caller stopped waiting for must not log "exception never retrieved".
+            if not finished.cancelled():
+                finished.exception()
+
+        task.add_done_callback(done)
+        return task
+
     async def _load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
-        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
-        self._loading[key] = future
-        try:
-            value = await load()
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            # Retrieve it so a load nobody else waited on doesn't log "exception never retrieved".
-            future.exception()
-            raise
-        else:
-            self._values[key] = (self._clock(), value)
-            future.set_result(value)
-            return value
-        finally:
-            del self._loading[key]
+        value = await load()
+        self._values[key] = (self._clock(), value)
+        return value
 
     def invalidate(self, key: K | None = None) -> None:
         if key is None:
             self._values.clear()
         else:
             self._values.pop(key, None)
+

@@ -35,6 +35,28 @@ async def test_concurrent_callers_share_one_load() -> None:
     assert loads == 1
 
 
+async def test_a_caller_that_stops_waiting_leaves_the_load_to_the_others() -> None:
+    # The first caller gives up on its own deadline (/call help's second): the others sharing
+    # its load are not cancelled with it, and get the value once it comes.
+    gate = asyncio.Event()
+
+    async def load() -> int:
+        await gate.wait()
+        return 42
+
+    cache: TTLCache[str, int] = TTLCache(60)
+    impatient = asyncio.create_task(cache.get("k", load))
+    await asyncio.sleep(0)
+    patient = asyncio.create_task(cache.get("k", load))
+    await asyncio.sleep(0)
+    impatient.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await impatient
+    gate.set()
+    assert await patient == 42
+    assert await cache.get("k", load) == 42
+
+
 async def test_a_failed_load_is_not_cached_and_reaches_every_waiter() -> None:
     attempts = 0
 

@@ -181,6 +181,24 @@ async def test_help_when_the_roles_are_slow_lists_everything_within_slacks_deadl
     bot.slack.off("usergroups.users.list")
 
 
+async def test_a_call_waiting_on_the_same_slow_group_lookup_as_a_help_that_gave_up_is_placed(
+    bot_factory: BotFactory,
+) -> None:
+    # Slack is slow to list S0LEADS. /call help by one lead gives up on it after a second (the
+    # help is Slack's 3 s ack); another lead's call, sharing that lookup, must not be dropped
+    # with it (neither dialled nor told): it goes ahead once Slack answers.
+    bot = await bot_factory("http")
+    slow = bot.slack.hold("usergroups.users.list")
+    helped = asyncio.create_task(bot.command("help", user_id="U0LEAD1"))
+    await slow.wait_until_held()
+    await bot.command(f"{FULL} escalation", user_id="U0LEAD2")
+    ack, _ = await helped
+    assert "_(Manager or SystemAdministrator)_" in ack.text  # it listed everything instead
+    slow.open()
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+
+
 async def test_user_without_a_role_is_told_which_roles_and_nothing_is_dialled(
     bot: BotUnderTest,
 ) -> None:
