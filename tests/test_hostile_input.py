@@ -18,7 +18,20 @@ from bot.errors import CallbotError
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.oncall.home_views import HOME_CALL_ACTION, HOME_ESCALATE_ACTION
 from bot.phone import check_dialable, to_e164
-from bot.standins.slack import block_actions_payload, sign, slash_command_body
+from bot.calls.form import CALL_FORM_CALLBACK_ID, PLACE_CALL_SHORTCUT_ID
+from bot.oncall.escalation_form import (
+    ESCALATE_GLOBAL_SHORTCUT_ID,
+    ESCALATE_MESSAGE_SHORTCUT_ID,
+    ESCALATION_FORM_CALLBACK_ID,
+)
+from bot.standins.slack import (
+    block_actions_payload,
+    global_shortcut_payload,
+    message_shortcut_payload,
+    sign,
+    slash_command_body,
+    view_submission_payload,
+)
 from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
 from tests.strategies import digits, joined
 
@@ -259,4 +272,48 @@ async def test_forged_button_clicks_never_fail_and_never_dial(
         assert "Something went wrong" not in await r.text()
     await bot.settle()
     assert bot.evo.outgoing_posts == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def _whose(payload: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The payload once for each way of naming no user (or no workspace) a forger may choose."""
+    mangled = [("user", None), ("user", "U0MANAGER"), ("user", {"id": ""}), ("user", {"id": 7}),
+               ("team", "T0TEAM")]
+    return [(key, {**payload, key: value}) for key, value in mangled]
+
+
+MESSAGE_SHORTCUT = message_shortcut_payload(
+    callback_id=ESCALATE_MESSAGE_SHORTCUT_ID, message_ts="1700000000.000100",
+    response_url="https://hooks.slack.com/actions/x",
+)
+FORMS_AND_SHORTCUTS = [
+    *_whose(view_submission_payload(callback_id=CALL_FORM_CALLBACK_ID, values={})),
+    *_whose(view_submission_payload(callback_id=ESCALATION_FORM_CALLBACK_ID, values={})),
+    *_whose(global_shortcut_payload(callback_id=PLACE_CALL_SHORTCUT_ID)),
+    *_whose(global_shortcut_payload(callback_id=ESCALATE_GLOBAL_SHORTCUT_ID)),
+    *_whose(MESSAGE_SHORTCUT),
+    # A message shortcut's message and channel, likewise.
+    ("message", {**MESSAGE_SHORTCUT, "message": "1700000000.000100"}),
+    ("channel", {**MESSAGE_SHORTCUT, "channel": "C0OPS"}),
+]
+
+
+@pytest.mark.parametrize(("mangled", "payload"), FORMS_AND_SHORTCUTS,
+                         ids=[f"{p['type']}-{p.get('callback_id') or p['view']['callback_id']}-{k}"
+                              for k, p in FORMS_AND_SHORTCUTS])
+async def test_forged_forms_and_shortcuts_naming_no_user_never_fail_and_never_dial(
+    http_bot: BotUnderTest, caplog: pytest.LogCaptureFixture, mangled: str,
+    payload: dict[str, Any],
+) -> None:
+    """Signed forms and shortcuts whose user (or workspace) is missing or of the wrong shape: no
+    listener fails on them (as the buttons' don't), nothing is dialled, nobody is told."""
+    if "response_url" in payload:  # the stand-in's, not Slack's own hosts
+        payload = {**payload, "response_url": http_bot.slack.response_url()}
+    body = _signed_interactive(payload)
+    async with http_bot.http.post(http_bot.events_url, data=body,
+                                  headers=sign(body, SIGNING_SECRET)) as r:
+        assert r.status == 200
+        assert "Something went wrong" not in await r.text()
+    await http_bot.settle()
+    assert http_bot.evo.outgoing_posts == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -54,13 +54,19 @@ def button_click_from(body: dict[str, Any]) -> ButtonClick:
     action = actions[0] if isinstance(actions, list) and actions else None
     return ButtonClick(
         team_id=_field(body, "team", "id") or _field(body, "user", "team_id") or "",
-        user_id=_field(body, "user", "id") or "",
+        user_id=user_of(body),
         channel_id=_field(body, "container", "channel_id") or _field(body, "channel", "id"),
         message_ts=_field(body, "container", "message_ts") or _field(body, "message", "ts"),
         value=_text(action.get("value") if isinstance(action, dict) else None) or "",
         response_url=_text(body.get("response_url")),
         action_id=_text(action.get("action_id") if isinstance(action, dict) else None) or "",
     )
+
+
+def user_of(body: dict[str, Any]) -> str:
+    """The user any payload (a click, a shortcut, a form's Submit) names; "" when it names none,
+    or not as a string."""
+    return _field(body, "user", "id") or ""
 
 
 def _text(value: object) -> str | None:

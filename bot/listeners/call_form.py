@@ -34,6 +34,7 @@ from bot.errors import (
     describe_any,
 )
 from bot.evovoice.client import EvoVoiceError, Flow
+from bot.listeners.actions import user_of
 from bot.listeners.modals import FormSpec, Submitted, Wording, accept_submission, open_form
 from bot.phone import NumberRejected, check_dialable
 from bot.services import Services
@@ -90,8 +91,11 @@ async def on_place_call_shortcut(
 ) -> None:
     services: Services = context["services"]
     await ack()
-    user_id = str(shortcut["user"]["id"])
-    trigger_id = str(shortcut["trigger_id"])
+    user_id = user_of(shortcut)
+    if not user_id:  # malformed: nobody to open the form for, nor to tell
+        logger.warning("the Place a call shortcut used without a user")
+        return
+    trigger_id = str(shortcut.get("trigger_id") or "")
     services.tasks.spawn(
         open_call_form(
             client, services, trigger_id=trigger_id, user_id=user_id, metadata=ModalMetadata()

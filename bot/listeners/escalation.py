@@ -39,7 +39,7 @@ from bot.errors import (
     log_unexpected,
 )
 from bot.evovoice.client import EvoVoiceError
-from bot.listeners.actions import button_click_from, without_clicker
+from bot.listeners.actions import button_click_from, user_of, without_clicker
 from bot.listeners.modals import (
     Admission,
     FormSpec,
@@ -113,8 +113,11 @@ async def on_message_shortcut(
 ) -> None:
     await ack()
     services: Services = context["services"]
-    message = shortcut.get("message") or {}
-    channel = (shortcut.get("channel") or {}).get("id")
+    # Read as untrusted input: a part of the wrong shape counts as missing.
+    message = shortcut.get("message")
+    message = message if isinstance(message, dict) else {}
+    channel = shortcut.get("channel")
+    channel = channel.get("id") if isinstance(channel, dict) else None
     message_ts = message.get("ts") or shortcut.get("message_ts")
     trusted = services.trusted_origins
     url = shortcut.get("response_url")
@@ -146,8 +149,11 @@ async def _open(
     metadata: ModalMetadata,
     quoted: tuple[str, str] | None,
 ) -> None:
-    user_id = str(shortcut["user"]["id"])
-    trigger_id = str(shortcut["trigger_id"])
+    user_id = user_of(shortcut)
+    if not user_id:  # malformed: nobody to open the form for, nor to tell
+        logger.warning("an Escalate to on-call shortcut used without a user")
+        return
+    trigger_id = str(shortcut.get("trigger_id") or "")
     services.tasks.spawn(
         open_escalation_form(
             client, services, trigger_id=trigger_id, user_id=user_id, metadata=metadata,

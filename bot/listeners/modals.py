@@ -26,6 +26,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls.messages import refusal
 from bot.errors import DatabaseUnavailable
+from bot.listeners.actions import user_of
 from bot.services import Services
 from bot.slack.modals import Form, MetadataInvalid, ModalMetadata, field_errors
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
@@ -139,8 +140,10 @@ async def accept_submission(
     (any of the form's fields when the view doesn't list its own). With `admission`, which the
     started work answers, the ack waits for it too. `repeated` is started for a Submit of a view
     already started (acked; it records and counts it, and nothing else is done)."""
-    user_id = str(body["user"]["id"])
-    team_id = str((body.get("team") or {}).get("id") or view.get("team_id") or "")
+    user_id = user_of(dict(body))
+    team = body.get("team")
+    team_id = str((team.get("id") if isinstance(team, Mapping) else None)
+                  or view.get("team_id") or "")
     trusted = services.trusted_origins
     values = spec.read(view, body.get("response_urls"), trusted)
     shown = values.fields or spec.fields
@@ -150,6 +153,10 @@ async def accept_submission(
         await ack(response_action="errors",
                   errors=field_errors(errors, shown, wording.general_field))
 
+    if not user_id:  # malformed: nobody to check, nor to start anything for
+        logger.warning("%s submitted without a user", what)
+        await refuse({wording.general_field: wording.stale_form})
+        return
     try:
         view_id, metadata = _submitted_view(view, trusted)
     except MetadataInvalid as exc:
