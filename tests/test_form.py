@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -447,6 +448,9 @@ async def test_forged_private_metadata_is_refused(bot_factory: BotFactory) -> No
     view = await open_form(bot)
     for metadata in ('{"channel": "C0OPS", "response_url": "https://evil.example/x"}',
                      '{"channel": "C0OPS", "response_url": "https://hooks.slack.com:8443/x"}',
+                     # Ports urllib can't read (it raises): unusable too, not a bug.
+                     '{"channel": "C0OPS", "response_url": "https://hooks.slack.com:99999/x"}',
+                     '{"channel": "C0OPS", "response_url": "https://hooks.slack.com:x/x"}',
                      '{"channel": "#general"}', "not json", '["C0OPS"]'):
         view.view["private_metadata"] = metadata
         answer = await interact(bot, submission(view, state()))
@@ -454,6 +458,17 @@ async def test_forged_private_metadata_is_refused(bot_factory: BotFactory) -> No
         assert "open a new one" in answer["errors"][FormField.NUMBER]
     await bot.settle()
     assert bot.evo.outgoing_posts == []
+
+
+@pytest.mark.parametrize("url", ["https://hooks.slack.com:99999/actions/x",
+                                 "https://hooks.slack.com:x/actions/x"])
+async def test_a_commands_response_url_with_an_unreadable_port_is_not_kept_and_the_form_opens(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture, url: str
+) -> None:
+    bot = await bot_factory("http")
+    view = await open_form(bot, response_url=url)
+    assert url not in json.dumps(view.view)  # not the form's way back to the requester
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_where_the_bot_cannot_post_the_commands_response_url_carries_the_news(

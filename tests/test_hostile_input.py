@@ -317,3 +317,4 @@ async def test_forged_forms_and_shortcuts_naming_no_user_never_fail_and_never_di
     await http_bot.settle()
     assert http_bot.evo.outgoing_posts == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+

@@ -48,9 +48,10 @@ def is_response_url(value: object, trusted_origins: Iterable[str] = ()) -> bool:
         return False
     try:
         parts = urlsplit(value)
+        port = parts.port  # raises for a port that is not a number from 0 to 65535
     except ValueError:
         return False
-    if parts.scheme == "https" and parts.hostname in SLACK_RESPONSE_HOSTS and parts.port is None:
+    if parts.scheme == "https" and parts.hostname in SLACK_RESPONSE_HOSTS and port is None:
         return True
     return origin_of(value) in {origin.lower() for origin in trusted_origins}
 
