@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from typing import Any
 
 import pytest
@@ -30,6 +31,7 @@ from bot.standins.slack import (
     message_shortcut_payload,
     sign,
     slash_command_body,
+    slash_command_payload,
     view_submission_payload,
 )
 from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
@@ -318,3 +320,30 @@ async def test_forged_forms_and_shortcuts_naming_no_user_never_fail_and_never_di
     assert http_bot.evo.outgoing_posts == []
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
+
+
+COMMAND_TEXTS = ["+18144043093 escalation", "", "history", "oncall", "oncall take", "test", "help"]
+
+
+@pytest.mark.parametrize("missing", ["user_id", "channel_id"])
+@pytest.mark.parametrize("text", COMMAND_TEXTS)
+async def test_a_command_naming_no_user_or_channel_never_fails_and_never_dials(
+    http_bot: BotUnderTest, caplog: pytest.LogCaptureFixture, missing: str, text: str
+) -> None:
+    """A signed /call whose user or channel is missing or empty: answered, no listener failing
+    on it; without a user, nothing dialled (without a channel the requester is told privately,
+    as where the bot can't post)."""
+    for value in (None, ""):
+        payload = slash_command_payload(text=text, response_url=http_bot.slack.response_url(),
+                                        trigger_id=http_bot.slack.new_trigger_id())
+        if value is None:
+            del payload[missing]
+        else:
+            payload[missing] = value
+        ack = await http_bot.post_signed(urllib.parse.urlencode(payload).encode())
+        assert ack.status == 200
+        assert "Something went wrong" not in ack.text
+    await http_bot.settle()
+    if missing == "user_id":
+        assert http_bot.evo.outgoing_posts == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -42,6 +42,12 @@ async def on_call_command(
     ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
 ) -> None:
     services: Services = context["services"]
+    if not command.get("user_id"):
+        # Slack always names the user: a malformed request, with nobody to check or to tell.
+        logger.warning("%s without a user ignored", CALL_COMMAND)
+        services.metrics.command(CALL_COMMAND, CommandOutcome.INVALID)
+        await ack()
+        return
     try:
         parsed = parse_command(str(command.get("text") or ""))
     except CommandRejected as exc:
@@ -121,7 +127,7 @@ def call_request_from(command: dict[str, Any], args: CallArgs) -> CallRequest:
     return CallRequest(
         team_id=str(command.get("team_id") or ""),
         user_id=str(command["user_id"]),
-        channel_id=str(command["channel_id"]),
+        channel_id=str(command.get("channel_id") or ""),
         number_text=args.number_text,
         flow_text=args.flow_text,
         caller_id_text=args.caller_id_text,
@@ -137,7 +143,7 @@ def history_request_from(command: dict[str, Any], args: SubcommandArgs) -> Histo
     return HistoryRequest(
         team_id=str(command.get("team_id") or ""),
         user_id=str(command["user_id"]),
-        channel_id=str(command["channel_id"]),
+        channel_id=str(command.get("channel_id") or ""),
         args=args.args,
         response_url=command.get("response_url") or None,
     )

@@ -55,7 +55,7 @@ async def place_test_call(services: Services, command: dict[str, Any]) -> None:
     request = CallRequest(
         team_id=str(command.get("team_id") or ""),
         user_id=user_id,
-        channel_id=str(command["channel_id"]),
+        channel_id=str(command.get("channel_id") or ""),
         number_text=found.number.e164,
         flow_text=flow,
         reason=TEST_REASON,
