@@ -30,6 +30,7 @@ from tests.database_locks import (
 )
 from tests.databases import POSTGRESQL
 from tests.log_capture import entries_of, logged
+from tests.escalations import ROSTER as ESCALATION_ROSTER
 from tests.escalations import (
     ALICE,
     BOB,
@@ -414,3 +415,25 @@ async def test_an_escalation_form_opened_while_the_database_does_not_answer_says
     assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]
     again, _ = await open_on_message(bot)  # once it answers, the form is as ever
     assert "<@U0ALICE>" in json.dumps(again.view, ensure_ascii=False)
+
+
+@pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)
+async def test_an_escalation_sent_by_one_with_a_limit_while_the_database_does_not_answer_says_so(
+    bot_factory: BotFactory, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A responder without a role has a limit of their own, counted in the database: sent while it
+    doesn't answer, the form says so and to try again, not that something went wrong to report;
+    once it answers, the same form starts the chain."""
+    policy = ESCALATION_ROSTER + 'escalations_per_person = "2/1h"\n'
+    bot, _ = await start(bot_factory, policy=policy,
+                         DATABASE_URL=with_short_lock_timeout(database_url))
+    view, _ = await open_on_message(bot, user_id="U0DEV")
+    async with tables_locked(database_url, "escalations", reads_too=True):
+        answer = await submit(bot, view, user_id="U0DEV")
+    shown = json.dumps(answer, ensure_ascii=False)
+    assert "callbot could not read its database" in shown and "(reference " in shown, shown
+    assert "Something went wrong" not in shown
+    assert not [r for r in caplog.records if "unexpected error" in r.getMessage()]
+    assert bot.evo.outgoing_posts == []
+    assert await submit(bot, view, user_id="U0DEV") == {}
+    await bot.evo.wait_for_posts(1)

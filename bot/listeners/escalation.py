@@ -302,7 +302,12 @@ async def validate(
     if limit is not None:
         # Early, for the common case; the count made as the row is written decides.
         since = services.escalations.clock() - limit.seconds
-        if await services.escalations.store.started_by_since(user_id, since) >= limit.count:
+        try:
+            started = await services.escalations.store.started_by_since(user_id, since)
+        except DATABASE_FAULTS as exc:
+            return {forms.GENERAL_ERROR_FIELD:
+                    describe(database_refusal(exc, NOT_DONE, reading=True))}
+        if started >= limit.count:
             refused = EscalationLimitReached(limit.count, limit.window_words)
             _refused_by_own_limit(services, user_id, refused)
             return {forms.GENERAL_ERROR_FIELD: describe(refused)}
