@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -123,7 +124,8 @@ class Responders:
         self._client = client
         self._policy = policy
         self._members: TTLCache[str, bool] = TTLCache(ttl)
-        self._team: TTLCache[str, str] = TTLCache(24 * 3600.0)
+        # This workspace's team and, in an Enterprise Grid, its organisation (auth.test).
+        self._team: TTLCache[str, tuple[str, str]] = TTLCache(24 * 3600.0)
 
     @property
     def everyone(self) -> bool:
@@ -178,7 +180,7 @@ class Responders:
         """A person of this workspace's own organisation, neither a guest nor deactivated."""
 
         async def load() -> bool:
-            team = await self._team.get("team", self._own_team)
+            team, enterprise = await self._team.get("team", self._own_team)
             try:
                 response = await self._client.users_info(user=user_id)
             except SLACK_FAILURES as exc:
@@ -190,7 +192,9 @@ class Responders:
                 return False
             refused = [flag for flag in ("deleted", "is_bot", "is_restricted",
                                          "is_ultra_restricted", "is_stranger") if user.get(flag)]
-            if team and user.get("team_id") not in (None, team):
+            if team and user.get("team_id") not in (None, team) and not (
+                enterprise and _enterprise_of(user) == enterprise
+            ):  # of another organisation, not of another workspace of this Enterprise Grid
                 refused.append("another organisation")
             if refused:
                 logger.info("%s is not a full member (%s)", user_id, ", ".join(refused))
@@ -198,7 +202,7 @@ class Responders:
 
         return await self._members.get(user_id, load)
 
-    async def _own_team(self) -> str:
+    async def _own_team(self) -> tuple[str, str]:
         try:
             response = await self._client.auth_test()
         except SLACK_FAILURES as exc:
@@ -208,5 +212,12 @@ class Responders:
             logger.warning("auth.test failed (%s): nobody is counted as a full member for now",
                            slack_error_code(exc))
             raise MembershipUnknown(slack_error_code(exc)) from None
-        team = response.get("team_id")
-        return team if isinstance(team, str) else ""
+        team, enterprise = response.get("team_id"), response.get("enterprise_id")
+        return (team if isinstance(team, str) else "",
+                enterprise if isinstance(enterprise, str) else "")
+
+
+def _enterprise_of(user: dict[str, Any]) -> object:
+    """The Enterprise Grid organisation a user object names (`enterprise_user`), if any."""
+    grid = user.get("enterprise_user")
+    return grid.get("enterprise_id") if isinstance(grid, dict) else None

@@ -81,6 +81,26 @@ async def test_guests_and_other_organisations_are_not_responders(
     assert "not allowed to escalate to on-call" in json.dumps(view.versions[-1]["blocks"])
 
 
+async def test_in_an_enterprise_grid_a_sibling_workspace_s_people_are_of_this_organisation(
+    bot_factory: BotFactory,
+) -> None:
+    """In an Enterprise Grid organisation, someone whose home is another of its workspaces (their
+    user object's `team_id`) is of this organisation all the same (`enterprise_user`'s
+    `enterprise_id` is ours, as auth.test gives it): with `responders = "everyone"` they may
+    escalate. Someone from another organisation (Slack Connect) still may not."""
+    bot, _ = await start(bot_factory)
+    bot.slack.enterprise_id = "E0ORG"
+    bot.slack.users["U0SIBLING"] = {"team_id": "T0SIBLING", "enterprise_user": {
+        "id": "U0SIBLING", "enterprise_id": "E0ORG", "teams": ["T0SIBLING", "T0TEAM"]}}
+    bot.slack.users["U0PARTNER"] = {"team_id": "T0PARTNER", "enterprise_user": {
+        "id": "U0PARTNER", "enterprise_id": "E0PARTNER", "teams": ["T0PARTNER"]}}
+    assert "On call now:*" in await oncall_answer(bot, "U0SIBLING")
+    view, _ = await open_on_message(bot, user_id="U0SIBLING")
+    assert await submit(bot, view, user_id="U0SIBLING") == {}
+    await bot.evo.wait_for_posts(1)
+    assert "not allowed to see who is on call" in await oncall_answer(bot, "U0PARTNER")
+
+
 @pytest.mark.parametrize("mode", ["http", "socket"])
 async def test_responders_narrow_who_may_escalate(bot_factory: BotFactory, mode: str) -> None:
     policy = ROSTER.replace('escalate_to = ["U0MANAGER"]', 'escalate_to = ["U0MANAGER", "U0DUTY"]')

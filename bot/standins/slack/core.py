@@ -54,6 +54,9 @@ class StandInCore:
         self.bot_token = bot_token
         self.app_token = app_token
         self.team_id = team_id
+        self.enterprise_id: str | None = None
+        """Set: this workspace is one of an Enterprise Grid organisation's, as auth.test says
+        (`enterprise_id`), and its people's user objects carry `enterprise_user` with it."""
         self.bot_user_id = bot_user_id
         self.bot_id = BOT_ID
         self.app_id = APP_ID

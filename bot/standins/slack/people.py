@@ -57,6 +57,11 @@ class PeopleMethods(StandInCore):
             "is_app_user": False,
             "updated": 1700000000,
         }
+        if self.enterprise_id:  # Slack's user object in an Enterprise Grid organisation
+            user["enterprise_user"] = {
+                "id": user_id, "enterprise_id": self.enterprise_id, "enterprise_name": "Test Org",
+                "is_admin": False, "is_owner": False, "teams": [self.team_id],
+            }
         user.update({k: v for k, v in given.items() if k != "profile"})
         user["profile"] = profile
         return user

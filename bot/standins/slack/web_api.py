@@ -198,6 +198,7 @@ class WebApiMethods(ViewMethods, PeopleMethods):
             "user_id": self.bot_user_id,
             "bot_id": self.bot_id,
             "is_enterprise_install": False,
+            **({"enterprise_id": self.enterprise_id} if self.enterprise_id else {}),
         }
 
     def _apps_connections_open(self, call: ApiCall) -> JSONDict:
