@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -58,8 +59,18 @@ class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
             raise error  # type: ignore[misc]
         state.next_attempt_requested = True
         given = {k.lower(): v for k, v in response.headers.items()}.get("retry-after")
-        await self.sleep((int(given[0]) if given else 1) + random.random())
+        await self.sleep(retry_after_seconds(given[0] if given else None) + random.random())
         state.increment_current_attempt()
+
+
+def retry_after_seconds(given: str | None) -> float:
+    """A 429's Retry-After in seconds; a second when it is missing or not a number of seconds
+    (a proxy's HTTP date, say): unread, it would fail the call it was meant to delay."""
+    try:
+        seconds = float(given) if given is not None else 1.0
+    except ValueError:
+        return 1.0
+    return max(0.0, seconds) if math.isfinite(seconds) else 1.0
 
 
 def slack_session(timeout: float = SLACK_TIMEOUT_SECONDS) -> aiohttp.ClientSession:

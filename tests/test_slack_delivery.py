@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from bot.standins.slack import ApiCall
+import pytest
+
+from bot.standins.slack import ApiCall, ApiReply
 from tests.conftest import BotFactory
 from tests.follow_helpers import FAST, FULL, end_session, services, status_message
 from tests.escalations import (
@@ -77,3 +79,36 @@ async def test_nobody_acknowledged_refused_by_slack_is_delivered_later(
     assert sum(1 for c in bot.slack.calls_to("chat.postMessage") if c.ok and loud(c)) == 1
     # Tried again after a pause each time Slack refused it, each pause twice the last.
     assert pauses == [1.0, 2.0]
+
+
+@pytest.mark.parametrize("retry_after", ["1.5", "Wed, 21 Oct 2015 07:28:00 GMT", ""])
+async def test_a_status_edit_refused_with_an_unreadable_retry_after_still_shows_the_outcome(
+    bot_factory: BotFactory, retry_after: str
+) -> None:
+    # A 429 whose Retry-After is not whole seconds (a proxy's date or fraction, or nothing): the
+    # edit waits a second, as when Retry-After is missing, and the outcome still lands.
+    pauses: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the Slack client's pause after a 429, not waited
+        pauses.append(seconds)
+        await asyncio.sleep(0)
+
+    bot = await bot_factory("http", slack_sleep=sleep, **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    refusals = [ApiReply({"ok": False, "error": "ratelimited"}, status=429,
+                         headers={"Retry-After": retry_after})]
+
+    def refuse_once(call: ApiCall) -> ApiReply | None:
+        return refusals.pop() if refusals and "Ended" in str(call.params.get("text")) else None
+
+    bot.slack.on("chat.update", refuse_once)
+    end_session(bot, session_id, after_seconds=30, outcome="Completed")
+    await bot.slack.wait_for_call(
+        "chat.update",
+        lambda c: c.ok and c.params.get("ts") == status.ts and "Ended" in str(c.params.get("text")),
+        timeout=10,
+    )
+    assert "Ended" in (status.text or "")
+    assert len(pauses) == 1 and 1 <= pauses[0] < 3, pauses
