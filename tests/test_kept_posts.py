@@ -139,6 +139,28 @@ async def test_without_the_history_scopes_the_status_message_is_posted_again(
     assert len(second.evo.outgoing_posts) == 1
 
 
+@pytest.mark.parametrize("failure", ["ratelimited", "internal_error"])
+async def test_a_thread_slack_fails_to_show_for_a_moment_is_read_again_not_posted_twice(
+    bot_factory: BotFactory, failure: str,
+) -> None:
+    # The next bot looks for the lost status message, and Slack fails to show the thread for a
+    # moment (rate-limited past the client's own tries, or an error of its own). That says
+    # nothing about the message: the thread is read again and the message found there, not a
+    # second one posted beside it while the first stays at "Ringing" for good.
+    first, lost, session_id = await crash_while_posting_the_status(bot_factory)
+    assert lost.response is not None
+    first.slack.fail("conversations.replies", failure, times=3, retry_after=0)
+    await gone_for_a_lease(first)
+    second = await bot_factory("http", **QUICK)  # the same database
+    await second.slack.wait_for_call("conversations.replies", lambda c: c.ok, timeout=30)
+    status = second.slack.messages[(lost.response["channel"], lost.response["ts"])]
+    end_session(second, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(second, status, "Ended", timeout=30)  # the same message, edited
+    await second.settle()
+    assert len([c for c in second.slack.calls_to("chat.postMessage") if is_thread_reply(c)]) == 1
+    assert await services(second).db.fetchall("SELECT id FROM slack_posts") == []
+
+
 async def test_a_delivered_status_message_is_not_posted_again_after_a_restart(
     bot_factory: BotFactory,
 ) -> None:

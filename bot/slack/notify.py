@@ -38,6 +38,7 @@ from bot.slack.threads import (
     Posted,
     Relay,
     Thread,
+    ThreadUnread,
     nothing_kept,
 )
 
@@ -58,6 +59,20 @@ _SETTLED_REACTIONS = frozenset({
     "already_reacted", "missing_scope", "not_allowed_token_type", "no_permission", "invalid_name",
     "too_many_emoji", "too_many_reactions", "message_not_found", "channel_not_found",
     "is_archived", "thread_locked"})
+
+
+# Slack's answers that say it failed for now, not that the request can't be granted.
+_FAILED_FOR_NOW = frozenset({
+    "ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+
+
+def failed_for_now(exc: Exception) -> bool:
+    """Whether a failure of Slack's may pass on a later try: no answer, 429, 5xx, or an error
+    of its own (as opposed to a refusal: a missing scope, a channel the bot can't read)."""
+    if not isinstance(exc, SlackApiError):
+        return True
+    status = exc.response.status_code
+    return status == 429 or status >= 500 or slack_error_code(exc) in _FAILED_FOR_NOW
 
 
 def slack_error_code(exc: Exception) -> str:
@@ -278,7 +293,8 @@ class Notifier:
     ) -> str | None:
         """The `ts` of the bot's reply under `thread_ts` that carries `metadata`, found by reading
         the thread (`conversations.replies`, which needs the conversation's history scope); None
-        if it isn't there or Slack won't show the thread."""
+        if it isn't there or Slack won't show the thread; ThreadUnread if Slack failed to show it
+        for now (whether the reply is there is unknown)."""
         cursor: str | None = None
         while True:
             try:
@@ -288,6 +304,8 @@ class Notifier:
                 )
             except SLACK_FAILURES as exc:
                 logger.info("reading a thread in %s failed (%s)", channel, slack_error_code(exc))
+                if failed_for_now(exc):
+                    raise ThreadUnread(slack_error_code(exc)) from None
                 return None
             for message in response.get("messages") or []:
                 if message.get("metadata") == metadata and isinstance(message.get("ts"), str):

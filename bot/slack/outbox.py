@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from bot.slack.blocks import Message
 from bot.slack.notify import Notifier
-from bot.slack.threads import Kept, Once, Posted, Thread
+from bot.slack.threads import Kept, Once, Posted, Thread, ThreadUnread
 from bot.storage.database import Connection, Database, Row
 from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.leases import Leases
@@ -182,7 +182,7 @@ class Outbox:
             if _thread_of(pending) in self._waiting:
                 self._redeliver(_Waiting(pending, tried=False, adopted=True))  # after the earlier
             elif not await self._repair(pending):
-                self._redeliver(_Waiting(pending))
+                self._redeliver(_Waiting(pending, adopted=True))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop sending again; the rows stay, for the next start or another replica. Rows of
@@ -262,9 +262,13 @@ class Outbox:
 
     async def _repair(self, pending: _Pending) -> bool:
         """The post itself if Slack took it (found in its thread by its metadata), else sent
-        again; its owner brought up to date either way. False if Slack refused it."""
-        found = await self._notifier.find_reply(pending.thread.channel, str(pending.thread.ts),
-                                                self._metadata(pending) or {})
+        again; its owner brought up to date either way. False if Slack refused it, or failed to
+        show its thread (looked for again on the next try: sent now, it could be there twice)."""
+        try:
+            found = await self._notifier.find_reply(
+                pending.thread.channel, str(pending.thread.ts), self._metadata(pending) or {})
+        except ThreadUnread:
+            return False
         if found is None:
             return await self._deliver(pending)
         logger.info("a Slack post (%s) was found in its thread", pending.kept.purpose)
@@ -303,18 +307,21 @@ class Outbox:
                 waiting = queue[0]
                 first_try = self._repair if waiting.adopted else self._deliver
                 if waiting.tried or not await first_try(waiting.pending):
-                    await self._redeliver_until_delivered(waiting.pending)
+                    await self._redeliver_until_delivered(waiting.pending,
+                                                          adopted=waiting.adopted)
                 queue.pop(0)
         finally:
             # All delivered (or given up on), or stopped: the rows stay, for the next start.
             self._waiting.pop(key, None)
             self._redelivering.pop(key, None)
 
-    async def _redeliver_until_delivered(self, pending: _Pending) -> None:
+    async def _redeliver_until_delivered(self, pending: _Pending, *, adopted: bool) -> None:
+        """`adopted`: looked for in its thread before each try (a replica gone may have sent it)."""
         pause = REDELIVER_FIRST_SECONDS
+        deliver = self._repair if adopted else self._deliver
         while self._clock() - pending.created_at < REDELIVER_FOR_SECONDS:
             await self.sleep(pause)
-            if await self._deliver(pending):
+            if await deliver(pending):
                 logger.info("a Slack post (%s) delivered after %.0f s", pending.kept.purpose,
                             self._clock() - pending.created_at)
                 return

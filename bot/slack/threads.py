@@ -25,6 +25,11 @@ class NotDelivered(Exception):
     """Nothing we tried reached anyone."""
 
 
+class ThreadUnread(Exception):
+    """Slack failed to show a thread for now (rate-limited, an error of its own, no answer):
+    whether a post is in it is unknown, so it is read again rather than the post sent twice."""
+
+
 @dataclass
 class Relay:
     """A call's news where there is no thread: one message through `response_url`, replaced as the
