@@ -10,10 +10,14 @@ import pytest
 from bot.standins.slack import ApiCall, ApiReply
 from tests.conftest import BotFactory
 from tests.follow_helpers import FAST, FULL, end_session, services, status_message
+from tests.conftest import until
 from tests.escalations import (
     ALICE,
     BOB,
+    IN_ALICES_SHIFT,
     MANAGER,
+    ROSTER,
+    Clock,
     dialled,
     escalation_message,
     open_on_message,
@@ -112,3 +116,47 @@ async def test_a_status_edit_refused_with_an_unreadable_retry_after_still_shows_
     )
     assert "Ended" in (status.text or "")
     assert len(pauses) == 1 and 1 <= pauses[0] < 3, pauses
+
+
+async def test_nobody_acknowledged_whose_answer_slack_lost_is_broadcast_once(
+    bot_factory: BotFactory,
+) -> None:
+    # Slack takes "Nobody acknowledged" but its answer never comes back: the bot gives up waiting
+    # (its Slack timeout, shortened here) and tries again later. The post is in the thread
+    # already: it is found there by the id it carries, not broadcast to the channel a second time.
+    clock = Clock()
+    bot = await bot_factory("http", policy=ROSTER, slack_timeout=2.0, **FAST)
+    services(bot).oncall.clock = lambda: IN_ALICES_SHIFT
+    services(bot).escalations.clock = clock
+
+    async def pause(seconds: float) -> None:  # the outbox's pauses between tries, not waited
+        await asyncio.sleep(0)
+
+    services(bot).outbox.sleep = pause
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+
+    def loud(c: ApiCall) -> bool:
+        return "Nobody acknowledged" in str(c.params.get("text"))
+
+    lost = bot.slack.hold("chat.postMessage", when=loud, after=True)  # posted, answer held
+    steps = [("<@U0ALICE> (+1 814 ••• 3093)", "1. "), ("<@U0BOB> (+1 814 ••• 3094)", "2. "),
+             ("<@U0MANAGER> (escalate_to) (+1 814 ••• 3090)", "4. ")]
+    for person, place in steps:
+        await wait_for_edit(bot, escalation, f"{place}{person} — 🔔")
+        clock.advance(91)
+        await wait_for_edit(bot, escalation, f"{place}{person} — ❌ no answer after 90 s")
+    await lost.wait_until_held(1, timeout=20)
+
+    def sent() -> int:  # the thread's posts (the card and the pages are edited to say it too)
+        return sum(1 for m in bot.slack.messages.values()
+                   if m.metadata and "Nobody acknowledged" in (m.text or ""))
+
+    # The bot's next try: a look in the thread, or the post sent again.
+    await until(lambda: any(c.ok for c in bot.slack.calls_to("conversations.replies"))
+                or sent() > 1, timeout=20)
+    lost.open()
+    await bot.settle()
+    assert sent() == 1
+    assert await services(bot).db.fetchall("SELECT id FROM slack_posts") == []

@@ -6,7 +6,8 @@ sent, and forgotten once delivered:
 
     post()        write the row, post (the row's id in the message's metadata), then forget it
                   (its owner first told the `ts`, in the same transaction); refused by Slack: sent
-                  again after 1 s, 2 s, 4 s… (at most a minute apart) for REDELIVER_FOR_SECONDS.
+                  again after 1 s, 2 s, 4 s… (at most a minute apart) for REDELIVER_FOR_SECONDS,
+                  each time looked for in its thread first (Slack's answer may have been lost).
                   A thread reads in order: while one of its posts waits to be sent again, its
                   later posts wait behind it (kept, sent right after it)
     take_over()   a lease keeper's round (the first one right after start-up): the rows of
@@ -182,7 +183,7 @@ class Outbox:
             if _thread_of(pending) in self._waiting:
                 self._redeliver(_Waiting(pending, tried=False, adopted=True))  # after the earlier
             elif not await self._repair(pending):
-                self._redeliver(_Waiting(pending, adopted=True))
+                self._redeliver(_Waiting(pending))
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop sending again; the rows stay, for the next start or another replica. Rows of
@@ -264,6 +265,8 @@ class Outbox:
         """The post itself if Slack took it (found in its thread by its metadata), else sent
         again; its owner brought up to date either way. False if Slack refused it, or failed to
         show its thread (looked for again on the next try: sent now, it could be there twice)."""
+        if pending.id is None:
+            return await self._deliver(pending)  # kept in memory only: no id to look for
         try:
             found = await self._notifier.find_reply(
                 pending.thread.channel, str(pending.thread.ts), self._metadata(pending) or {})
@@ -307,21 +310,20 @@ class Outbox:
                 waiting = queue[0]
                 first_try = self._repair if waiting.adopted else self._deliver
                 if waiting.tried or not await first_try(waiting.pending):
-                    await self._redeliver_until_delivered(waiting.pending,
-                                                          adopted=waiting.adopted)
+                    await self._redeliver_until_delivered(waiting.pending)
                 queue.pop(0)
         finally:
             # All delivered (or given up on), or stopped: the rows stay, for the next start.
             self._waiting.pop(key, None)
             self._redelivering.pop(key, None)
 
-    async def _redeliver_until_delivered(self, pending: _Pending, *, adopted: bool) -> None:
-        """`adopted`: looked for in its thread before each try (a replica gone may have sent it)."""
+    async def _redeliver_until_delivered(self, pending: _Pending) -> None:
+        """Each try looks for the post in its thread first: a try whose answer was lost (no
+        answer in time), or a replica gone, may have left it there."""
         pause = REDELIVER_FIRST_SECONDS
-        deliver = self._repair if adopted else self._deliver
         while self._clock() - pending.created_at < REDELIVER_FOR_SECONDS:
             await self.sleep(pause)
-            if await deliver(pending):
+            if await self._repair(pending):
                 logger.info("a Slack post (%s) delivered after %.0f s", pending.kept.purpose,
                             self._clock() - pending.created_at)
                 return
