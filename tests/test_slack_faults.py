@@ -14,7 +14,7 @@ from bot.standins.slack import ApiCall, ApiReply
 from tests.budget_clock import BudgetClock, LeapingClock
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest, until
 from bot.calls.confirm_views import CONFIRM_CALL_ACTION
-from tests.follow_helpers import FAST, end_session, lanes_on
+from tests.follow_helpers import FAST, end_session, lanes_on, wait_for_edit
 from tests.interactions import button
 
 FULL = "+18144043093"
@@ -257,3 +257,23 @@ async def test_a_slack_that_never_answers_a_post_is_given_up_on_and_the_news_goe
     hung.open()
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_a_status_message_slack_took_without_answering_is_kept_current_in_its_thread(
+    bot_factory: BotFactory,
+) -> None:
+    # Slack posts the call's status message in its thread but its answer never comes back (the
+    # bot's Slack timeout, shortened here). The message is there: found by the id it carries, it
+    # is the one edited as the call goes on, not left at "Calling…" while the news goes elsewhere.
+    bot = await bot_factory("http", slack_timeout=2.0, **FAST)
+    lost = bot.slack.hold("chat.postMessage", when=is_reply, after=True)  # posted, answer held
+    _, url = await bot.command(f"{FULL} escalation")
+    await lost.wait_until_held(1, timeout=10)
+    [status] = [m for m in bot.slack.messages.values() if m.is_reply]
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await wait_for_edit(bot, status, "Ended: No answer", timeout=20)
+    lost.open()
+    await bot.settle()
+    assert [m for m in bot.slack.messages.values() if m.is_reply] == [status]
+    assert bot.slack.responses_to(url) == []  # the thread had it: no copy through response_url

@@ -45,6 +45,20 @@ def retry_after(exc: SlackApiError) -> float | None:
         return 1.0
 
 
+# Slack's answers that say it failed for now, not that the request can't be granted.
+_FAILED_FOR_NOW = {"ratelimited", "internal_error", "fatal_error", "service_unavailable",
+                   "request_timeout"}
+
+
+def failed_for_now(exc: Exception) -> bool:
+    """Whether a failure of Slack's may pass on a later try: no answer, 429, 5xx, or an error
+    of its own (as opposed to a refusal: a missing scope, a channel the bot can't read)."""
+    if not isinstance(exc, SlackApiError):
+        return True
+    status = exc.response.status_code
+    return status == 429 or status >= 500 or exc.response.get("error") in _FAILED_FOR_NOW
+
+
 class ChannelHeld(TimeoutError):
     """The channel's Retry-After would keep a post waiting past MAX_POSTING_WAIT_SECONDS in all: it
     takes the next way to the requester instead (a timeout, for the Notifier's fallbacks)."""

@@ -29,7 +29,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.calls.messages import combined
 from bot.slack.blocks import Message, context, escape
-from bot.slack.lanes import Lanes
+from bot.slack.lanes import ChannelHeld, Lanes, failed_for_now
 from bot.slack.threads import (
     KeepsPosts,
     Kept,
@@ -59,20 +59,6 @@ _SETTLED_REACTIONS = frozenset({
     "already_reacted", "missing_scope", "not_allowed_token_type", "no_permission", "invalid_name",
     "too_many_emoji", "too_many_reactions", "message_not_found", "channel_not_found",
     "is_archived", "thread_locked"})
-
-
-# Slack's answers that say it failed for now, not that the request can't be granted.
-_FAILED_FOR_NOW = frozenset({
-    "ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"})
-
-
-def failed_for_now(exc: Exception) -> bool:
-    """Whether a failure of Slack's may pass on a later try: no answer, 429, 5xx, or an error
-    of its own (as opposed to a refusal: a missing scope, a channel the bot can't read)."""
-    if not isinstance(exc, SlackApiError):
-        return True
-    status = exc.response.status_code
-    return status == 429 or status >= 500 or slack_error_code(exc) in _FAILED_FOR_NOW
 
 
 def slack_error_code(exc: Exception) -> str:
@@ -216,6 +202,8 @@ class Notifier:
                 logger.warning(
                     "thread reply in %s failed (%s)", thread.channel, slack_error_code(exc)
                 )
+                if (found := await self._landed(thread, metadata, exc)) is not None:
+                    return Posted(True, found)
                 if thread.requester is not None:
                     # Out of the thread, the status alone would lack context: the relay sends
                     # both together, and keeps them current (never a status left at Ringing).
@@ -235,6 +223,20 @@ class Notifier:
         if thread.response_url is None:
             return Posted(False)
         return Posted(await self._respond(thread.response_url, message, in_channel=True))
+
+    async def _landed(
+        self, thread: Thread, metadata: dict[str, Any] | None, exc: Exception
+    ) -> str | None:
+        """The `ts` of a reply carrying `metadata` that Slack took though its answer was lost
+        (no answer in time, a 5xx): found in the thread, else None. A refusal posted nothing."""
+        refused = isinstance(exc, ChannelHeld) or (
+            isinstance(exc, SlackApiError) and exc.response.status_code < 500)
+        if metadata is None or thread.ts is None or refused:
+            return None
+        try:
+            return await self.find_reply(thread.channel, thread.ts, metadata)
+        except ThreadUnread:
+            return None
 
     async def relay_status(self, relay: Relay, message: Message, *, final: bool) -> bool:
         """Show `message` under the relay's parent: replace the response_url's message while it
