@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -34,6 +33,7 @@ from bot.listeners import call_command as command
 from bot.listeners import call_form as form
 from bot.listeners.restarting import refuse_while_restarting
 from bot.services import Services
+from bot.slack.lanes import retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +61,6 @@ class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
         given = {k.lower(): v for k, v in response.headers.items()}.get("retry-after")
         await self.sleep(retry_after_seconds(given[0] if given else None) + random.random())
         state.increment_current_attempt()
-
-
-def retry_after_seconds(given: str | None) -> float:
-    """A 429's Retry-After in seconds; a second when it is missing or not a number of seconds
-    (a proxy's HTTP date, say): unread, it would fail the call it was meant to delay."""
-    try:
-        seconds = float(given) if given is not None else 1.0
-    except ValueError:
-        return 1.0
-    return max(0.0, seconds) if math.isfinite(seconds) else 1.0
 
 
 def slack_session(timeout: float = SLACK_TIMEOUT_SECONDS) -> aiohttp.ClientSession:

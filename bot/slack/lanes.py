@@ -10,6 +10,7 @@ burst of calls in one channel shows every thread as fast as Slack allows.
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -39,10 +40,17 @@ def retry_after(exc: SlackApiError) -> float | None:
     raw = headers.get("retry-after")
     if isinstance(raw, list):
         raw = raw[0] if raw else None
+    return retry_after_seconds(raw)
+
+
+def retry_after_seconds(given: str | None) -> float:
+    """A 429's Retry-After in seconds; a second when it is missing or not a number of seconds
+    (a proxy's HTTP date, say): unread, it would fail the call it was meant to delay."""
     try:
-        return max(0.0, float(raw)) if raw is not None else 1.0
+        seconds = float(given) if given is not None else 1.0
     except ValueError:
         return 1.0
+    return max(0.0, seconds) if math.isfinite(seconds) else 1.0
 
 
 # Slack's answers that say it failed for now, not that the request can't be granted.
