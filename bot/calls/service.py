@@ -120,12 +120,7 @@ class CallService:
             # Refused after the claim (a rate limit): nothing was dialled either, and the refusal
             # says when, or who, may call again; that click is a new request.
         except DATABASE_FAULTS as exc:
-            # Everything that writes after the POST keeps its own failures to itself (place()),
-            # so a database fault that reaches here came before anything was dialled.
-            reference = reference_id()
-            logger.error("call by %s not placed: the database failed (%s), reference %s",
-                         request.user_id, exc, reference)
-            refused = await self._refuse(request, DatabaseUnavailable(reference))
+            refused = await self._database_failed(request, exc)
         for key in claimed:
             # Nothing was dialled, and the refusal says to try again: the click that does must
             # not find this one's claim and be told the call was already made. (Not "on its
@@ -134,6 +129,14 @@ class CallService:
                                          f"giving back the claim of a click by {request.user_id}",
                                          extra={"user_id": request.user_id})
         return refused
+
+    async def _database_failed(self, request: CallRequest, exc: Exception) -> CallResult:
+        """Everything that writes after the POST keeps its own failures to itself (place()), so a
+        database fault met while handling a request came before anything was dialled."""
+        reference = reference_id()
+        logger.error("call by %s not placed: the database failed (%s), reference %s",
+                     request.user_id, exc, reference)
+        return await self._refuse(request, DatabaseUnavailable(reference))
 
     async def _handle(self, request: CallRequest, claimed: list[str]) -> CallResult:
         """`claimed`: hears a key claimed after the checks (Call again), given back if the
@@ -158,6 +161,8 @@ class CallService:
         on-call escalation, which dials the roster's configured numbers, calls place() directly.
         The slot is taken in the transaction that records the attempt and writes the call's row
         (Dialler.place): one commit before the POST, not two, and a refusal writes none of them.
+        A database failing before the POST is a refusal told to the requester (a form's Submit
+        has closed the form by then: there is no other way to hear of it).
         """
         try:
             slot = await self._admit(checked)
@@ -171,12 +176,17 @@ class CallService:
                 log_refusal(checked.request.user_id, refused)
                 raise
         except ConfirmationNeeded as needed:
-            await self._ask(needed)
+            try:
+                await self._ask(needed)
+            except DATABASE_FAULTS as exc:  # the question was not written: nothing asked
+                return await self._database_failed(checked.request, exc)
             return self._finished(CallResult(Outcome.CONFIRMING))
         except CallbotError as exc:
             if isinstance(exc, LimitReached):
                 self._on_limit(exc.scope)
             return await self._refuse(checked.request, exc)
+        except DATABASE_FAULTS as exc:
+            return await self._database_failed(checked.request, exc)
         if result.outcome in NOT_DIALLED and slot.taken is not None:
             await self._limits.release(slot.taken)
         return result
