@@ -17,6 +17,7 @@ from bot.calls.confirm_views import CANCEL_CALL_ACTION
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.oncall.escalation_store import EscalationState
 from bot.storage.database import sqlite_path
+from tests.claim_faults import AnswerLost
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import audit_records, end_session, placed_call, services
 from tests.follow_helpers import click as click_status
@@ -191,4 +192,29 @@ async def test_call_again_refused_by_the_database_after_its_checks_can_be_clicke
     await click_status(bot, status, CALL_AGAIN_ACTION)
     await bot.evo.wait_for_posts(2)
     await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2
+
+
+async def test_call_again_whose_claim_lost_its_answer_can_be_clicked_again(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bot, status, session_id = await placed_call(bot_factory)
+    end_session(bot, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(bot, status, "Ended")
+    # The click's claim commits, then its answer is lost (a connection dropped after COMMIT):
+    # nothing is dialled, and the clicker is told so and asked to try again.
+    [call] = await services(bot).db.fetchall("SELECT id FROM calls")
+    claims = services(bot).claims
+    fault = AnswerLost(claims, f"again:{call['id']}")
+    monkeypatch.setattr(claims, "claim", fault)
+    _, url = await click_status(bot, status, CALL_AGAIN_ACTION)
+    [answer] = await bot.slack.wait_for_response(url, timeout=20)
+    await bot.settle()
+    assert fault.lost
+    told(answer, "nothing was dialled")
+    assert len(bot.evo.outgoing_posts) == 1
+    # Trying again dials, once: it is not refused as a second click of a call made again.
+    _, url = await click_status(bot, status, CALL_AGAIN_ACTION)
+    await bot.settle()
+    assert bot.slack.responses_to(url) == [], bot.slack.responses_to(url)
     assert len(bot.evo.outgoing_posts) == 2

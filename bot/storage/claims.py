@@ -101,9 +101,14 @@ class Claims:
         row = await (on or self._db).fetchone("SELECT holder FROM claims WHERE key = ?", (key,))
         return None if row is None else row["holder"]
 
-    async def release(self, key: str) -> None:
-        """Free `key` again: what it guarded certainly did not happen."""
-        await self._db.execute("DELETE FROM claims WHERE key = ?", (key,))
+    async def release(self, key: str, *, holder: str | None = None) -> None:
+        """Free `key` again: what it guarded certainly did not happen. `holder`: only if it is
+        that holder's claim (it may have committed and lost its answer, or never been made)."""
+        if holder is None:
+            await self._db.execute("DELETE FROM claims WHERE key = ?", (key,))
+        else:
+            await self._db.execute("DELETE FROM claims WHERE key = ? AND holder = ?",
+                                   (key, holder))
 
 
 async def claim_in(conn: Connection, key: str, now: float, *, holder: str | None = None
