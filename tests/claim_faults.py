@@ -1,11 +1,15 @@
-"""A claim whose write commits and whose answer is then lost, as when the connection drops after
-COMMIT (bot/storage/claims.py: a caller that names itself is granted it again)."""
+"""A write that commits and whose answer is then lost, as when the connection drops after COMMIT:
+a claim (bot/storage/claims.py: a caller that names itself is granted it again), or a
+transaction."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from bot.storage.claims import Claims
+from bot.storage.database import Connection, Database
 
 
 class AnswerLost:
@@ -24,3 +28,38 @@ class AnswerLost:
             self.lost.append(key)
             raise ConnectionError("connection lost after COMMIT")
         return taken
+
+
+class CommitAnswerLost:
+    """`Database.transaction`, except that the first transaction that runs a statement holding
+    `marker` commits and then loses its answer (raising as a dropped connection does)."""
+
+    def __init__(self, db: Database, marker: str) -> None:
+        self._real = db.transaction
+        self._marker = marker
+        self.lost = False
+
+    @asynccontextmanager
+    async def __call__(self, **kwargs: Any) -> AsyncIterator[Connection]:
+        async with self._real(**kwargs) as tx:
+            seen = _Watched(tx, self._marker)
+            yield seen  # type: ignore[misc]
+        if seen.matched and not self.lost:
+            self.lost = True
+            raise ConnectionError("connection lost after COMMIT")
+
+
+class _Watched:
+    """A transaction's connection that notes whether a statement held `marker`."""
+
+    def __init__(self, tx: Connection, marker: str) -> None:
+        self._tx = tx
+        self._marker = marker
+        self.matched = False
+
+    async def execute(self, sql: str, params: Any = ()) -> int:
+        self.matched = self.matched or self._marker in sql
+        return await self._tx.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._tx, name)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
-from tests.claim_faults import AnswerLost
+from tests.claim_faults import AnswerLost, CommitAnswerLost
 from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import on_both_databases
 from tests.escalations import (
@@ -32,6 +32,8 @@ from tests.escalations import (
     wait_for_state,
 )
 from tests.follow_helpers import audit_records, services
+from tests.interactions import ask
+from tests.interactions import click as click_question
 
 
 async def _escalation_losing_the_answer_to(
@@ -153,3 +155,29 @@ async def test_a_failure_whose_decision_lost_its_answer_is_told_once_with_its_re
     posted = [str(c.params.get("text")) for c in bot.slack.calls_to("chat.postMessage") if c.ok]
     assert len([t for t in posted if "The on-call escalation stopped" in t]) == 1
     assert dialled(bot) == [ALICE]
+
+
+@on_both_databases
+async def test_a_confirmation_whose_answer_was_lost_can_be_clicked_again(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Call under a question: the question is taken and the click claimed in one transaction,
+    which commits and then loses its answer. The clicker is told nothing was dialled and to try
+    again: the next click dials, once (not ignored as a second click of a question answered)."""
+    bot = await bot_factory("http")
+    question = await ask(bot, "+14165550123 escalation")  # Canada: asked first
+    db = services(bot).db
+    fault = CommitAnswerLost(db, "DELETE FROM pending_confirmations WHERE id")
+    monkeypatch.setattr(db, "transaction", fault)
+    _, url = await click_question(bot, question)
+    [answer] = await bot.slack.wait_for_response(url, timeout=20)
+    await bot.settle()
+    assert fault.lost
+    assert "could not write to its database, so nothing was dialled" in answer["text"]
+    assert "Try again in a minute" in answer["text"]
+    assert bot.evo.outgoing_posts == []
+    _, url = await click_question(bot, question)
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    assert "Confirmed" in str(bot.slack.responses_to(url))

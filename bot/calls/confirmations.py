@@ -19,13 +19,16 @@ from enum import StrEnum
 from typing import Any
 
 from bot.storage.claims import claim_in
-from bot.storage.database import Database
+from bot.storage.database import Connection, Database, Row
+from bot.storage.faults import DATABASE_FAULTS
 
 logger = logging.getLogger(__name__)
 
 CONFIRMATION_LIFETIME_SECONDS = 600.0
 _FORGET_EXPIRED = "DELETE FROM pending_confirmations WHERE created_at < ?"
 _ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_COLUMN_NAMES = ("id", "created_at", "user_id", "reasons", "request")
+_COLUMNS = ", ".join(_COLUMN_NAMES)
 
 
 class Reason(StrEnum):
@@ -96,30 +99,39 @@ class Confirmations:
 
         `claim`: a key claimed in the same transaction (bot/storage/claims.py), DUPLICATE when it
         was claimed before. Together, so that a database failing in between leaves neither taken
-        and the next click finds the question as it was."""
+        and the next click finds the question as it was. A take that committed and then lost its
+        answer is given back (the claim, under this take's own holder, and the question), so the
+        click the refusal asks for is not ignored as a duplicate of one that dialled nothing."""
         if not valid_id(confirmation_id):
             return Taken(TakeStatus.GONE)
         now = self._clock()
-        async with self._db.transaction() as tx:
-            if claim is not None and not await claim_in(tx, claim, now):
-                return Taken(TakeStatus.DUPLICATE)
-            row = await tx.fetchone(
-                "SELECT id, created_at, user_id, reasons, request FROM pending_confirmations"
-                " WHERE id = ?",
-                (confirmation_id,),
-            )
-            if row is None:
-                return Taken(TakeStatus.GONE)
-            if row["user_id"] != user_id:
-                return Taken(TakeStatus.NOT_YOURS)
-            # Taken only if this transaction removes it: on PostgreSQL a Cancel (or another
-            # replica's take) may have deleted it since the SELECT, which READ COMMITTED allows.
-            deleted = await tx.execute(
-                "DELETE FROM pending_confirmations WHERE id = ?", (confirmation_id,)
-            )
-            if deleted != 1:
-                return Taken(TakeStatus.GONE)
-            await tx.execute(_FORGET_EXPIRED, (now - self._lifetime,))
+        holder = secrets.token_hex(16)
+        removed: Row | None = None
+        try:
+            async with self._db.transaction() as tx:
+                if claim is not None and not await claim_in(tx, claim, now, holder=holder):
+                    return Taken(TakeStatus.DUPLICATE)
+                row = await tx.fetchone(
+                    f"SELECT {_COLUMNS} FROM pending_confirmations WHERE id = ?", (confirmation_id,)
+                )
+                if row is None:
+                    return Taken(TakeStatus.GONE)
+                if row["user_id"] != user_id:
+                    return Taken(TakeStatus.NOT_YOURS)
+                # Taken only if this transaction removes it: on PostgreSQL a Cancel (or another
+                # replica's take) may have deleted it since the SELECT, which READ COMMITTED
+                # allows.
+                deleted = await tx.execute(
+                    "DELETE FROM pending_confirmations WHERE id = ?", (confirmation_id,)
+                )
+                if deleted != 1:
+                    return Taken(TakeStatus.GONE)
+                removed = row
+                await tx.execute(_FORGET_EXPIRED, (now - self._lifetime,))
+        except DATABASE_FAULTS:
+            if removed is not None and claim is not None:
+                await self._give_back(removed, claim, holder)
+            raise
         if float(row["created_at"]) < now - self._lifetime:
             return Taken(TakeStatus.EXPIRED)
         reasons = frozenset(Reason(r) for r in str(row["reasons"]).split(",") if r)
@@ -131,6 +143,22 @@ class Confirmations:
             created_at=float(row["created_at"]),
         )
         return Taken(TakeStatus.TAKEN, pending)
+
+    async def _give_back(self, row: Row, claim: str, holder: str) -> None:
+        """Undo a take that may have committed: if `claim` is `holder`'s, it did, and the question
+        is put back as it was. Tried once: failing, the question is lost to that click."""
+        async def undo(conn: Connection) -> None:
+            if await conn.execute("DELETE FROM claims WHERE key = ? AND holder = ?",
+                                  (claim, holder)) == 1:
+                await conn.execute(
+                    f"INSERT INTO pending_confirmations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                    tuple(row[c] for c in _COLUMN_NAMES),
+                )
+        try:
+            await self._db.atomic(undo)
+        except DATABASE_FAULTS as exc:
+            logger.warning("a question whose answer the database lost could not be put back (%s)",
+                           exc, extra={"user_id": str(row["user_id"])})
 
     async def forget_expired(self) -> None:
         """Erase the questions that expired unanswered: each holds its number as typed, in clear.
