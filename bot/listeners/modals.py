@@ -206,10 +206,11 @@ async def _accept_once(
         logger.info("%s from %s refused: %s", what, user_id, ", ".join(map(str, checked)))
         await refuse(checked)
         return
-    # One start per view: a second Submit, or a racing duplicate, finds the claim taken.
+    # One start per view: a second Submit, or a racing duplicate, finds the claim taken; not the
+    # Submit a refusal asks for (a claim that committed and lost its answer is given back).
     try:
         with refused_when_database_fails(wording.not_done):
-            claimed = await services.claims.claim(claim_key)
+            claimed = await services.claims.claim_or_give_back(claim_key)
     except DatabaseUnavailable as exc:  # nothing started: this form may be submitted again
         await refuse({wording.general_field: exc.user_message})
         return

@@ -18,12 +18,16 @@ being claimed, whenever the bot dies.
 
 from __future__ import annotations
 
+import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from bot.storage.database import POSTGRESQL, Connection, Database
-from bot.storage.faults import until_database_answers
+from bot.storage.faults import DATABASE_FAULTS, until_database_answers
+
+logger = logging.getLogger(__name__)
 
 # Slack redelivers within minutes; a day is far beyond any retry, and keeps the table small.
 CLAIM_LIFETIME_SECONDS = 24 * 3600
@@ -78,6 +82,24 @@ class Claims:
             return taken == 1
         return await self._db.atomic(lambda conn: claim_in(conn, key, now, holder=holder))
 
+    async def claim_or_give_back(self, key: str) -> bool:
+        """`claim(key)` for a request whose person is told to try again when the database fails
+        on it: made under a holder of its own and, when the database fails, given back (only if
+        it is that holder's: it committed and lost its answer), so that the try the refusal asks
+        for is not refused as a repeat. Not after SQLite's "database is locked": nothing was
+        written, and giving back would wait out the busy timeout a second time. Raises what the
+        claim raised."""
+        holder = secrets.token_hex(16)
+        try:
+            return await self.claim(key, holder=holder)
+        except DATABASE_FAULTS as exc:
+            if not _locked_out(exc):
+                try:
+                    await self.release(key, holder=holder)
+                except DATABASE_FAULTS as again:
+                    logger.warning("claim %s may be kept until it expires (%s)", key, again)
+            raise
+
     async def claim_when_answered(self, key: str, what: str, *,
                                   extra: Mapping[str, object] | None = None,
                                   holder: str | None = None, then: Guarded | None = None
@@ -109,6 +131,12 @@ class Claims:
         else:
             await self._db.execute("DELETE FROM claims WHERE key = ? AND holder = ?",
                                    (key, holder))
+
+
+def _locked_out(exc: Exception) -> bool:
+    """SQLite's "database is locked" (or busy): the write never began, nothing committed."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc))
 
 
 async def claim_in(conn: Connection, key: str, now: float, *, holder: str | None = None

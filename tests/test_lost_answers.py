@@ -1,0 +1,64 @@
+"""A write on a request's path that committed but whose answer was lost (the connection dropped
+after COMMIT, a PostgreSQL failover), before the bot told the person anything: what they are told
+is true, and the retry it asks for works. On both databases."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.oncall.escalation_form import EscalationField
+from tests.claim_faults import AnswerLost
+from tests.conftest import BotFactory
+from tests.databases import on_both_databases
+from tests.escalations import ALICE, open_on_message, start, submit
+from tests.follow_helpers import services
+from tests.interactions import interact, open_form, state, submission
+
+FULL = "+18144043093"
+NOT_WRITTEN = "callbot could not write to its database, so "
+
+
+@on_both_databases
+async def test_a_call_form_whose_claim_lost_its_answer_can_be_sent_again_and_dials(
+    bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bot = await bot_factory()
+    view = await open_form(bot, FULL)
+    claims = services(bot).claims
+    fault = AnswerLost(claims, f"form:T0TEAM:{view.id}")
+    monkeypatch.setattr(claims, "claim", fault)
+    values = state(flow="flow-wake", caller_id="+18145550101", reason="INC-42")
+    answer = await interact(bot, submission(view, values))
+    assert fault.lost
+    assert answer.get("response_action") == "errors", answer
+    [error] = answer["errors"].values()
+    assert NOT_WRITTEN + "nothing was dialled (reference " in error
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+    # Submit again, as the form asks: the call is placed, once.
+    again = await interact(bot, submission(view, values))
+    assert again.get("response_action") in (None, "clear"), again
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [FULL]
+
+
+@on_both_databases
+async def test_an_escalation_form_whose_claim_lost_its_answer_can_be_sent_again_and_rings(
+    bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bot, _ = await start(bot_factory)
+    form, _ = await open_on_message(bot)
+    claims = services(bot).claims
+    fault = AnswerLost(claims, f"escalation-form:T0TEAM:{form.id}")
+    monkeypatch.setattr(claims, "claim", fault)
+    answer = await submit(bot, form)
+    assert fault.lost
+    assert answer.get("response_action") == "errors", answer
+    assert NOT_WRITTEN + "nobody was called (reference " in answer["errors"][EscalationField.REASON]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+    assert await submit(bot, form) == {}
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [ALICE]
