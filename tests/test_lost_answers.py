@@ -4,6 +4,8 @@ is true, and the retry it asks for works. On both databases."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bot.oncall.escalation_form import EscalationField
@@ -62,3 +64,39 @@ async def test_an_escalation_form_whose_claim_lost_its_answer_can_be_sent_again_
     await bot.evo.wait_for_posts(1)
     await bot.settle()
     assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [ALICE]
+
+
+@on_both_databases
+async def test_an_escalation_whose_row_lost_its_answer_can_be_sent_again_and_rings_once(
+    bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The escalation's row (with its lease) commits, then its answer is lost: the person is told
+    # nobody was called and to try again; the Submit that does rings Alice, once.
+    bot, _ = await start(bot_factory)
+    form, _ = await open_on_message(bot)
+    store = services(bot).escalations.store
+    real = store.create
+    lost: list[int] = []
+
+    async def create(**kwargs: Any) -> Any:
+        made = await real(**kwargs)
+        if not lost:
+            assert made is not None
+            lost.append(made.id)
+            raise ConnectionError("connection lost after COMMIT")
+        return made
+
+    monkeypatch.setattr(store, "create", create)
+    answer = await submit(bot, form)
+    await bot.settle()
+    assert lost
+    told = answer.get("errors", {}).get(EscalationField.REASON) or str(answer)
+    assert NOT_WRITTEN + "nobody was called (reference " in told, answer
+    assert bot.evo.outgoing_posts == []
+    assert await submit(bot, form) == {}
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [ALICE]
+    # The row written without an answer is gone, not left to be driven after a restart.
+    rows = await services(bot).db.fetchall("SELECT id FROM escalations")
+    assert [row["id"] for row in rows] != lost and len(rows) == 1

@@ -92,12 +92,20 @@ from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_endings import Endings
 from bot.oncall.escalation_steps import Chain
 from bot.oncall.escalation_limit import OwnLimit, OwnLimitReached
-from bot.oncall.escalation_store import AckMode, Escalation, EscalationStore, Target
+from bot.oncall.escalation_store import (
+    AckMode,
+    Escalation,
+    EscalationState,
+    EscalationStore,
+    Target,
+)
+from bot.oncall.escalation_unanswered import Unanswered
 from bot.oncall.roster import OnCall
 from bot.runner import RowRunner, Work
 from bot.slack.blocks import escape
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
+from bot.storage.faults import DATABASE_FAULTS
 from bot.storage.leases import Leases
 
 logger = logging.getLogger(__name__)
@@ -166,6 +174,8 @@ class EscalationService:
         self.clock = clock
         self._runner = RowRunner(LEASE_KIND, leases, on_error=self._report_failure,
                                  first_pause=check_every, pause=pause)
+        self._unanswered = Unanswered(store.db, self._runner,
+                                      running_state=str(EscalationState.RUNNING))
         self._card = EscalationCard(store=store, callstore=callstore, notifier=notifier,
                                     claims=claims, on_paged=on_paged, runner=self._runner,
                                     first_pause=check_every, pause=pause)
@@ -205,24 +215,10 @@ class EscalationService:
         Raises EscalationLimitReached, having written and called nothing, when the requester's
         own limit is reached. Returns once the card's first try is over, so the request's task
         covers it."""
-        created_at, limit = self.clock(), request.limit
-        try:
-            escalation = await self.store.create(
-                people=[Target(p.user_id, str(p.source)) for p in await self._oncall.chain(now)],
-                created_at=created_at,
-                answer_timeout=float(self._oncall.policy.answer_timeout),
-                ack_mode=str(AckMode(self._oncall.policy.ack)),
-                **request.row(),
-                # Ours from its first moment: no replica, this one included, takes it over (and
-                # posts a card of its own) before its chain starts here.
-                then=self._runner.reserve_new,
-                # Counted in the row's own transaction: a check made before it (the form's) lets
-                # every submission racing it through.
-                limit=None if limit is None else OwnLimit(limit.count, created_at - limit.seconds),
-            )
-        except OwnLimitReached:
-            assert limit is not None
-            raise EscalationLimitReached(limit.count, limit.window_words) from None
+        escalation = await self._create(request, now)
+        if escalation is None and await self._unanswered.give_back(request.request_key):
+            # The row found was this request's own, written when the database lost the answer.
+            escalation = await self._create(request, now)
         if written is not None:
             written()
         if escalation is None:
@@ -239,6 +235,29 @@ class EscalationService:
         # Slack never comes first: a card that is slow, refused or never posted delays no dial.
         await self._card.open(escalation.id, request.response_url)
         return await self.store.get(escalation.id)
+
+    async def _create(self, request: EscalationRequest, now: dt.datetime) -> Escalation | None:
+        created_at, limit = self.clock(), request.limit
+        try:
+            return await self.store.create(
+                people=[Target(p.user_id, str(p.source)) for p in await self._oncall.chain(now)],
+                created_at=created_at,
+                answer_timeout=float(self._oncall.policy.answer_timeout),
+                ack_mode=str(AckMode(self._oncall.policy.ack)),
+                **request.row(),
+                # Ours from its first moment: no replica, this one included, takes it over (and
+                # posts a card of its own) before its chain starts here.
+                then=self._runner.reserve_new,
+                # Counted in the row's own transaction: a check made before it (the form's) lets
+                # every submission racing it through.
+                limit=None if limit is None else OwnLimit(limit.count, created_at - limit.seconds),
+            )
+        except OwnLimitReached:
+            assert limit is not None
+            raise EscalationLimitReached(limit.count, limit.window_words) from None
+        except DATABASE_FAULTS:  # it may have committed: given back, not left to run one day
+            await self._unanswered.lost(request.request_key, created_at)
+            raise
 
     # ---------------------------------------------------------------------------- lifecycle
 
