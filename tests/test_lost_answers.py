@@ -100,3 +100,39 @@ async def test_an_escalation_whose_row_lost_its_answer_can_be_sent_again_and_rin
     # The row written without an answer is gone, not left to be driven after a restart.
     rows = await services(bot).db.fetchall("SELECT id FROM escalations")
     assert [row["id"] for row in rows] != lost and len(rows) == 1
+
+
+@on_both_databases
+async def test_a_call_whose_writes_before_the_post_lost_their_answer_can_be_made_again_at_once(
+    bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The rate-limit slot, the attempt's record, the call's row and its lease commit together,
+    # then their answer is lost: nothing is dialled, and the requester is told so and to try
+    # again. Trying again dials, at once: it is not asked whether to call again a number it
+    # "called" seconds ago, nor counted against the limits for a call never made.
+    bot = await bot_factory()
+    store = services(bot).follower.store
+    real = store.insert_together
+    lost: list[int] = []
+
+    async def insert_together(values: Any, **kwargs: Any) -> Any:
+        row = await real(values, **kwargs)
+        if not lost:
+            lost.append(row.id)
+            raise ConnectionError("connection lost after COMMIT")
+        return row
+
+    monkeypatch.setattr(store, "insert_together", insert_together)
+    _, url = await bot.command(f"{FULL} escalation")
+    [answer] = await bot.slack.wait_for_response(url, timeout=20)
+    await bot.settle()
+    assert lost
+    assert NOT_WRITTEN + "nothing was dialled (reference " in str(answer), answer
+    assert bot.evo.outgoing_posts == []
+    _, url = await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    assert "ago" not in str(bot.slack.responses_to(url)), bot.slack.responses_to(url)
+    await bot.evo.wait_for_posts(1)
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [FULL]
+    assert await services(bot).db.fetchall(
+        "SELECT id FROM calls WHERE placement = 'dialling'") == []

@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from bot.audit.trail import AuditLog
@@ -27,7 +28,7 @@ from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK, CallRequest, CallResult, Ch
 from bot.calls.retry import TimeLeft, wait_to_retry
 from bot.calls.status_posts import status_post
 from bot.calls.store import TrackedCall
-from bot.errors import CallbotError, CalledOff, describe
+from bot.errors import CallbotError, CalledOff, Expected, describe
 from bot.evovoice.client import (
     CallPlaced,
     EvoVoiceClient,
@@ -41,7 +42,12 @@ from bot.evovoice.client import (
 from bot.evovoice.transport import REQUEST_SENT
 from bot.slack.notify import Notifier
 from bot.slack.threads import Thread
+from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.together import SlotFirst
+
+# When the writes before the POST fail, what gives back what they may have written all the same
+# (their answer lost), given the refusal's error and what gives back the rate-limit slot.
+GiveBack = Callable[[Expected | None, Callable[[], Awaitable[None]]], Awaitable[None]]
 
 # The name operators filter on for a call's "placed" and "failed" lines, kept from before the split.
 logger = logging.getLogger("bot.calls.service")
@@ -79,6 +85,7 @@ class Dialler:
         quiet: bool = False,
         slot: SlotFirst[Any] | None = None,
         before_retry: Callable[[], Awaitable[None]] | None = None,
+        unanswered: Callable[[GiveBack], None] | None = None,
     ) -> CallResult:
         """Dial at once; the confirmation thread is opened alongside and told the result.
 
@@ -96,9 +103,12 @@ class Dialler:
         `before_retry`: (quiet calls) heard before each try again after a "not now"; what it
         raises (CalledOff: the escalation went on without this step) comes out of place(), the
         call not dialled.
+        `unanswered`: when the database fails on the writes before the POST (nothing dialled),
+        hears how to give back what they may have written all the same (their answer lost).
         """
         with self._dials_first.on_its_way():
-            return await self._place(call, retry_for, on_dialling, quiet, slot, before_retry)
+            return await self._place(call, retry_for, on_dialling, quiet, slot, before_retry,
+                                     unanswered)
 
     async def _place(
         self,
@@ -108,14 +118,21 @@ class Dialler:
         quiet: bool,
         slot: SlotFirst[Any] | None,
         before_retry: Callable[[], Awaitable[None]] | None = None,
+        unanswered: Callable[[GiveBack], None] | None = None,
     ) -> CallResult:
         request = call.request
         # The attempt's audit record, so that even a crash mid-call leaves a trace in the audit
         # trail, and the call's row with its lease, so that a bot stopped before the POST's answer
         # is recorded finds the call again: one write, committed before dialling.
-        dialling = await self._follower.note_dialling(
-            call, time.time(), attempt=self._audit.allowed_row(call), slot=slot
-        )
+        started = time.time()
+        try:
+            dialling = await self._follower.note_dialling(
+                call, started, attempt=self._audit.allowed_row(call), slot=slot
+            )
+        except DATABASE_FAULTS:
+            if unanswered is not None:
+                unanswered(partial(self._give_back, call, started))
+            raise
         attempt_id = dialling.attempt_id
         assert attempt_id is not None
         if on_dialling is not None:
@@ -219,6 +236,27 @@ class Dialler:
         await self._follower.track(call, result, None, dialling)  # its caller tells the story
         await self._record_result(attempt_id, result)
         self._finished(result)
+
+    async def _give_back(self, call: CheckedCall, started: float, error: Expected | None,
+                         slot: Callable[[], Awaitable[None]]) -> None:
+        """The writes before the POST, should they have committed and lost their answer: the
+        rate-limit slot is given back (the try the refusal asks for is neither asked "call
+        again?" nor refused by a limit for a call never made); the call's row, left "being
+        dialled" (until a restart said it may have rung), is filled in as not dialled, its lease
+        given back; its attempt's record gets its end."""
+        user_id = call.request.user_id
+        fields = {"user_id": user_id}
+        row = await until_database_answers(
+            lambda: self._follower.store.unanswered(user_id, started),
+            f"looking for the row of a call by {user_id} not dialled", extra=fields)
+        if row is None:
+            return  # nothing was written
+        await until_database_answers(slot, f"giving back the slot of a call by {user_id}",
+                                     extra=fields)
+        result = CallResult(Outcome.FAILED, error=error)
+        await self._follower.track(call, result, None, row)
+        if row.attempt_id is not None:
+            await self._record_result(row.attempt_id, result)
 
     def _finished(self, result: CallResult) -> CallResult:
         self._on_result(result)

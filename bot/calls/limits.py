@@ -241,6 +241,12 @@ class CallLimits:
     async def release(self, slot: Slot) -> None:
         await self._db.execute("DELETE FROM rate_events WHERE id = ?", (slot.event_id,))
 
+    async def give_back(self, request: SlotRequest) -> None:
+        """`request`'s slot, if its taking committed though its answer was lost (its id unknown)."""
+        await self._db.execute(
+            "DELETE FROM rate_events WHERE at = ? AND user_id = ? AND number_key = ?"
+            " AND flow_id = ?", (request.now, request.user_id, request.number_key, request.flow_id))
+
 
 @dataclass
 class SlotRequest:

@@ -30,7 +30,7 @@ from bot.calls import confirm_views
 from bot.calls import messages as views
 from bot.calls.confirmations import Confirmations, Reason, TakeStatus
 from bot.calls.dials_first import DialsFirst
-from bot.calls.dialling import Dialler
+from bot.calls.dialling import Dialler, GiveBack
 from bot.calls.follow import CallFollower
 from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, SlotRequest, log_refusal
 from bot.calls.models import NOT_DIALLED, CallRequest, CallResult, CheckedCall, Outcome
@@ -180,10 +180,11 @@ class CallService:
         A database failing before the POST is a refusal told to the requester (a form's Submit
         has closed the form by then: there is no other way to hear of it).
         """
+        unanswered: list[GiveBack] = []
         try:
             slot = await self._admit(checked)
             try:
-                result = await self.place(checked, slot=slot)
+                result = await self.place(checked, slot=slot, unanswered=unanswered.append)
             except RecentlyCalled as recent:  # taking the slot: nothing was written or dialled
                 raise ConfirmationNeeded(
                     checked, frozenset({Reason.REPEAT}), recent.seconds_ago
@@ -202,7 +203,10 @@ class CallService:
                 self._on_limit(exc.scope)
             return await self._refuse(checked.request, exc)
         except DATABASE_FAULTS as exc:
-            return await self._database_failed(checked.request, exc)
+            failed = await self._database_failed(checked.request, exc)
+            for give_back in unanswered:  # told first; then what the writes may have kept
+                await give_back(failed.error, partial(self._limits.give_back, slot))
+            return failed
         if result.outcome in NOT_DIALLED and slot.taken is not None:
             await self._limits.release(slot.taken)
         return result

@@ -174,6 +174,15 @@ class CallStore:
         _, inserted = await write_together(self._db, rows, slot)
         return _call(inserted["calls"])
 
+    async def unanswered(self, requester_id: str, created_at: float) -> TrackedCall | None:
+        """The row `insert_together` wrote for `requester_id` at `created_at`, still "being
+        dialled", if that write committed though its answer was lost; else None."""
+        row = await self._db.fetchone(
+            "SELECT * FROM calls WHERE requester_id = ? AND created_at = ? AND placement = ?",
+            (requester_id, created_at, str(Placement.DIALLING)),
+        )
+        return _call(row) if row is not None else None
+
     async def get(self, call_id: int) -> TrackedCall | None:
         row = await self._db.fetchone("SELECT * FROM calls WHERE id = ?", (call_id,))
         return _call(row) if row is not None else None
