@@ -12,7 +12,7 @@ from bot.oncall.escalation_form import EscalationField
 from tests.claim_faults import AnswerLost
 from tests.conftest import BotFactory
 from tests.databases import on_both_databases
-from tests.escalations import ALICE, open_on_message, start, submit
+from tests.escalations import ALICE, IN_ALICES_SHIFT, ROSTER, open_on_message, start, submit
 from tests.follow_helpers import services
 from tests.interactions import interact, open_form, state, submission
 
@@ -136,3 +136,36 @@ async def test_a_call_whose_writes_before_the_post_lost_their_answer_can_be_made
     assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [FULL]
     assert await services(bot).db.fetchall(
         "SELECT id FROM calls WHERE placement = 'dialling'") == []
+
+
+@on_both_databases
+async def test_an_oncall_take_whose_override_lost_its_answer_leaves_the_shift_as_it_was(
+    bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The override commits, then its answer is lost: the taker is told the shift was not taken.
+    # That is so: Alice is still on call, and taking again announces who was replaced.
+    bot = await bot_factory(policy=ROSTER)
+    services(bot).oncall.clock = lambda: IN_ALICES_SHIFT
+    overrides = services(bot).oncall._overrides  # the one Overrides of the service
+    real = overrides.add
+    lost: list[str] = []
+
+    async def add(override: Any) -> None:
+        await real(override)
+        if not lost:
+            lost.append(override.user_id)
+            raise ConnectionError("connection lost after COMMIT")
+
+    monkeypatch.setattr(overrides, "add", add)
+    _, url = await bot.command("oncall take", user_id="U0MANAGER")
+    [answer] = await bot.slack.wait_for_response(url, timeout=20)
+    await bot.settle()
+    assert lost
+    assert NOT_WRITTEN + "the on-call shift was not taken (reference " in str(answer), answer
+    _, url = await bot.command("oncall", user_id="U0ADMIN")
+    [status] = await bot.slack.wait_for_response(url, timeout=20)
+    assert "On call now:* <@U0ALICE>" in str(status["text"]), status
+    await bot.command("oncall take", user_id="U0MANAGER")
+    await bot.settle()
+    [announcement] = bot.slack.calls_to("chat.postMessage")
+    assert "<@U0MANAGER> is now on call instead of <@U0ALICE>" in announcement.params["text"]

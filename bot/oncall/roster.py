@@ -32,6 +32,7 @@ from bot.errors import NoUsableNumber, OnCallNotConfigured
 from bot.oncall.rotation import Rotation, Shift
 from bot.phone import DialableNumber, DialPolicy, NumberRejected, check_dialable
 from bot.storage.database import Database
+from bot.storage.faults import DATABASE_FAULTS, wrote_nothing
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +185,16 @@ class Overrides:
             ),
         )
 
+    async def give_back(self, override: Override) -> None:
+        """Remove `override` if `add` wrote it (committed, its answer lost): the taker is told
+        the shift was not taken, and it must not have been."""
+        await self._db.execute(
+            "DELETE FROM oncall_overrides WHERE user_id = ? AND taken_by = ? AND starts_at = ?"
+            " AND ends_at = ?",
+            (override.user_id, override.taken_by, override.starts.timestamp(),
+             override.ends.timestamp()),
+        )
+
     async def active(self, now: dt.datetime) -> Override | None:
         instant = now.timestamp()
         row = await self._db.fetchone(
@@ -307,7 +318,17 @@ class OnCall:
             starts=now.astimezone(dt.UTC),
             ends=rotation.next_handoff(now),
         )
-        await self._overrides.add(override)
+        try:
+            await self._overrides.add(override)
+        except DATABASE_FAULTS as exc:
+            if wrote_nothing(exc):
+                raise
+            try:  # it may have committed, its answer lost: "not taken" must be true
+                await self._overrides.give_back(override)
+            except DATABASE_FAULTS as again:
+                logger.warning("an override of %s may be kept though not announced (%s)",
+                               user_id, again, extra={"user_id": user_id})
+            raise
         logger.info(
             "on-call shift taken by %s from %s until %s",
             user_id, override.replaces, override.ends.isoformat(),

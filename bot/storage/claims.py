@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from bot.storage.database import POSTGRESQL, Connection, Database
-from bot.storage.faults import DATABASE_FAULTS, until_database_answers
+from bot.storage.faults import DATABASE_FAULTS, until_database_answers, wrote_nothing
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +92,7 @@ class Claims:
         try:
             return await self.claim(key, holder=holder)
         except DATABASE_FAULTS as exc:
-            if not _locked_out(exc):
+            if not wrote_nothing(exc):
                 try:
                     await self.release(key, holder=holder)
                 except DATABASE_FAULTS as again:
@@ -131,12 +130,6 @@ class Claims:
         else:
             await self._db.execute("DELETE FROM claims WHERE key = ? AND holder = ?",
                                    (key, holder))
-
-
-def _locked_out(exc: Exception) -> bool:
-    """SQLite's "database is locked" (or busy): the write never began, nothing committed."""
-    return isinstance(exc, sqlite3.OperationalError) and (
-        "locked" in str(exc) or "busy" in str(exc))
 
 
 async def claim_in(conn: Connection, key: str, now: float, *, holder: str | None = None

@@ -10,6 +10,7 @@ record) waits and tries again instead of dying.
                                           did anything: DatabaseUnavailable, told to the person
                                           ("so nothing was hung up", with a reference)
     DATABASE_FAULTS                       the errors that mean "the database failed", not "a bug"
+    wrote_nothing(exc)                    such an error that certainly committed nothing
 """
 
 from __future__ import annotations
@@ -37,6 +38,13 @@ DATABASE_FAULTS: tuple[type[Exception], ...] = (
 )
 FIRST_PAUSE_SECONDS = 0.5
 MAX_PAUSE_SECONDS = 30.0
+
+
+def wrote_nothing(exc: Exception) -> bool:
+    """SQLite's "database is locked" (or busy): the write never began, so nothing committed;
+    any other fault may have come after a COMMIT whose answer was lost."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc))
 
 
 async def until_database_answers(
