@@ -244,6 +244,7 @@ class Dialler:
         again?" nor refused by a limit for a call never made); the call's row, left "being
         dialled" (until a restart said it may have rung), is filled in as not dialled, its lease
         given back; its attempt's record gets its end."""
+        self._dials_first.ended()  # no POST: the wait for the database holds no other call back
         user_id = call.request.user_id
         fields = {"user_id": user_id}
         row = await until_database_answers(

@@ -66,3 +66,9 @@ class DialsFirst(InFlight):
         current = _CURRENT.get()
         if current is not None:
             current.arrived()
+
+    @staticmethod
+    def ended() -> None:
+        """The call worked on in this task sends no POST (refused; what remains of its work, such
+        as waiting for a failing database, holds no other call's Slack messages back)."""
+        DialsFirst.dialled()

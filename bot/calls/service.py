@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import secrets
 from collections.abc import Callable
 from functools import partial
 
@@ -150,25 +149,12 @@ class CallService:
         except (CallbotError, EvoVoiceError) as exc:
             return await self._refuse(request, exc)
         if request.idempotency_key and request.claim_after_check:
-            if not await self._claim_after_check(request.idempotency_key, request.user_id):
+            # Given back when the database fails on it (its answer lost): the click the refusal
+            # asks for is not told the call was made already.
+            if not await self._claims.claim_or_give_back(request.idempotency_key):
                 return await self._duplicate(request)
             claimed.append(request.idempotency_key)
         return await self.proceed(checked)
-
-    async def _claim_after_check(self, key: str, user_id: str) -> bool:
-        """Claim `key` under a holder of its own. A claim the database failed may have committed
-        and lost its answer: given back (once; only if it is this one's), the click the refusal
-        asks for is not told the call was made already."""
-        holder = secrets.token_hex(16)
-        try:
-            return await self._claims.claim(key, holder=holder)
-        except DATABASE_FAULTS:
-            try:
-                await self._claims.release(key, holder=holder)
-            except DATABASE_FAULTS as exc:
-                logger.warning("the claim of a click by %s may be kept until it expires (%s)",
-                               user_id, exc, extra={"user_id": user_id})
-            raise
 
     async def proceed(self, checked: CheckedCall) -> CallResult:
         """Ask first where the policy says so, take a slot from the rate limits, then place.

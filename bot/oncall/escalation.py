@@ -105,7 +105,7 @@ from bot.runner import RowRunner, Work
 from bot.slack.blocks import escape
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
-from bot.storage.faults import DATABASE_FAULTS
+from bot.storage.faults import DATABASE_FAULTS, wrote_nothing
 from bot.storage.leases import Leases
 
 logger = logging.getLogger(__name__)
@@ -255,8 +255,9 @@ class EscalationService:
         except OwnLimitReached:
             assert limit is not None
             raise EscalationLimitReached(limit.count, limit.window_words) from None
-        except DATABASE_FAULTS:  # it may have committed: given back, not left to run one day
-            await self._unanswered.lost(request.request_key, created_at)
+        except DATABASE_FAULTS as exc:  # it may have committed: given back, not left to run
+            if not wrote_nothing(exc):
+                await self._unanswered.lost(request.request_key, created_at)
             raise
 
     # ---------------------------------------------------------------------------- lifecycle
