@@ -24,6 +24,7 @@ from tests.conftest import (
     EVO_USER,
     SIGNING_SECRET,
     BotFactory,
+    BotUnderTest,
 )
 from tests.escalations import open_on_message, start, submit
 from tests.interactions import ask, button, click
@@ -221,3 +222,38 @@ async def test_the_on_call_roster_logs_its_numbers_masked(
     for digits in ("8144043090", "8144043099", "8144043098"):
         assert digits not in log, f"a full number is in the log: …{digits[-4:]}"
     assert "on-call shift taken by U0ADMIN from U0MANAGER" in log
+
+
+def what_slack_was_sent(bot: BotUnderTest) -> str:
+    """Every Web API call's parameters and every response_url post, as text."""
+    return json.dumps([call.params for call in bot.slack.calls]
+                      + [post.body for post in bot.slack.response_posts], ensure_ascii=False)
+
+
+async def test_an_evovoice_refusal_quoting_the_number_shows_it_masked(
+    bot_factory: BotFactory, production_log: io.StringIO
+) -> None:
+    # ServiceStack's validation and binding errors quote the value they refused ("'…' is an
+    # Invalid value for 'To'"): the refusal is shown in the channel (a call's thread, an
+    # escalation's card), where numbers are never shown in full, and the same words are logged.
+    def quoting(number: str) -> ErrorStatus:
+        return ErrorStatus(400, f"'{number}' is an Invalid value for 'To'", field_errors=[
+            {"fieldName": "To", "message": f"'{number}' is an Invalid value for 'To'",
+             "errorCode": "SerializationException"}])
+
+    bot, _ = await start(bot_factory)
+    bot.evo.queue_outgoing(quoting("+18144043094"))
+    await bot.command("+18144043094 escalation")
+    await bot.settle()
+    bot.evo.queue_outgoing(quoting("+18144043093"))  # Alice's number, from [people]
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await bot.evo.wait_for_posts(3)  # Alice refused, then Bob
+    await bot.settle()
+    await bot.runtime.stop()
+    sent = what_slack_was_sent(bot)
+    assert "'+1 814 ••• 3094' is an Invalid value for 'To'" in sent, "the refusal is shown"
+    assert "'+1 814 ••• 3093' is an Invalid value for 'To'" in sent, "Alice's step says why"
+    for digits in NUMBERS:
+        assert digits not in sent, f"a full number was sent to Slack: …{digits[-4:]}"
+    check_clean(production_log.getvalue())

@@ -31,6 +31,8 @@ from typing import Any
 
 import httpx
 
+from bot.masking import mask_numbers_in
+
 # What decoding a JSON answer raises when it can't read it: ValueError for text that is no JSON,
 # RecursionError for JSON nested deeper than the parser recurses (a malformed answer, too).
 UNREADABLE_JSON = (ValueError, RecursionError)
@@ -272,10 +274,13 @@ def status_error(response: httpx.Response, password: str) -> EvoVoiceStatusError
 
 
 def safe(text: str | None, password: str) -> str:
-    """Server text trimmed for users, with the bot's password blanked should it ever echo."""
+    """Server text trimmed for users, with the bot's password blanked should it ever echo, and
+    any phone number masked: a refusal may quote the number it refused ("'+18144043093' is an
+    Invalid value for 'To'"), and it is shown in the channel and logged."""
     text = (text or "").strip()
     if password:
         text = text.replace(password, "***")
+    text = mask_numbers_in(text)
     if len(text) > _MAX_MESSAGE_CHARS:
         text = text[: _MAX_MESSAGE_CHARS - 1] + "…"
     return text

@@ -16,6 +16,7 @@ Errors (the whole tree is drawn in bot/errors.py)::
 in the policy file stops the bot at start-up instead of at the first call.
 """
 
+from bot.masking import mask, mask_numbers_in
 from bot.phone.names import DEFAULT_ALLOWED_TYPES, NUMBER_TYPE_NAMES, describe_region
 from bot.phone.parsing import (
     FORMAT_HINT,
@@ -23,8 +24,6 @@ from bot.phone.parsing import (
     NumberRejected,
     RejectCode,
     fold_width,
-    mask,
-    mask_numbers_in,
     parse_number,
     to_e164,
 )

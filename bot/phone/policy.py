@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType, ValidationResult
 
+from bot.masking import E164_SHAPE, mask
 from bot.phone.names import (
     DEFAULT_ALLOWED_TYPES,
     NUMBER_TYPE_NAMES,
@@ -17,11 +18,9 @@ from bot.phone.names import (
 )
 from bot.phone.parsing import (
     E164_PREFIX,
-    E164_SHAPE,
     FORMAT_HINT,
     NumberRejected,
     RejectCode,
-    mask,
     parse_number,
     possible_detail,
 )

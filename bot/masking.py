@@ -1,0 +1,57 @@
+"""Masking phone numbers: how every number the bot shows or logs is written (`+1 814 ••• 3093`).
+
+Apart from bot.phone (whose refusals need bot.errors, which needs the Evo Voice client) so that the
+Evo Voice client can mask what the server says too: a refusal quoting the number it refused.
+"""
+
+from __future__ import annotations
+
+import re
+
+import phonenumbers
+
+MASK = "•••"
+E164_SHAPE = re.compile(r"\+([1-9][0-9]{1,14})\Z")
+_DIGITS = frozenset("0123456789")
+
+
+# A run of digits (with the spaces, dashes, dots and brackets numbers are written with) long
+# enough to be a phone number.
+_NUMBER_IN_TEXT = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+MIN_NUMBER_DIGITS = 7
+
+
+def mask_numbers_in(text: str) -> str:
+    """`text` with every phone number in it masked (`mask`): what Evo Voice says of a call (who
+    answered, its outcome) may be or hold a number, and the bot keeps and shows none in full."""
+
+    def masked(found: re.Match[str]) -> str:
+        digits = "".join(ch for ch in found.group() if ch.isdigit())
+        if len(digits) < MIN_NUMBER_DIGITS:
+            return found.group()
+        return mask(("+" if found.group().startswith("+") else "") + digits)
+
+    return _NUMBER_IN_TEXT.sub(masked, text)
+
+
+def mask(e164: str) -> str:
+    """Show enough of a number to recognise it, never all of it. Never raises.
+
+    ``"+18144043093"`` -> ``"+1 814 ••• 3093"``; national numbers shorter than 9 digits show only
+    the last 2 (``"+247 •••89"``); anything that isn't E.164 shows at most its last 2 digits.
+    """
+    if not isinstance(e164, str):
+        return MASK
+    match = E164_SHAPE.match(e164)
+    if match is not None:
+        digits = match.group(1)
+        for cc_len in (1, 2, 3):
+            if int(digits[:cc_len]) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:
+                cc, national = digits[:cc_len], digits[cc_len:]
+                if len(national) >= 9:
+                    return f"+{cc} {national[:3]} {MASK} {national[-4:]}"
+                if len(national) >= 4:
+                    return f"+{cc} {MASK}{national[-2:]}"
+                return f"+{cc} {MASK}"
+    digits = "".join(ch for ch in e164 if ch in _DIGITS)
+    return f"{MASK}{digits[-2:]}" if len(digits) >= 6 else MASK
