@@ -114,3 +114,31 @@ async def test_a_call_form_submitted_twice_is_counted_and_recorded_as_a_duplicat
     records = await audit_records(bot)
     assert sorted(r.decision for r in records) == ["allowed", "duplicate"]
     assert len({(r.origin, r.user_id, r.number_masked) for r in records}) == 1
+
+
+async def test_call_again_clicked_after_the_call_was_called_again_is_recorded_as_a_duplicate(
+    bot_factory: BotFactory,
+) -> None:
+    # The README's audit trail: "duplicate (… Call again clicked twice …)", whether the second
+    # click races the first (its claim taken) or comes once the call was called again.
+    bot, status, session_id = await placed_call(bot_factory)
+    again = buttons(status)[HANG_UP_ACTION]
+    end_session(bot, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(bot, status, "Ended")
+    await click_status(bot, status, CALL_AGAIN_ACTION)  # placed
+    await status_message(bot, 2)
+    await bot.settle()
+    _, url = await click_status(bot, status, CALL_AGAIN_ACTION, value=again)
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "already called again" in answer["text"]
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2
+    assert counted(await scrape(bot)) == {"placed": 2, "duplicate": 1}
+    records = await audit_records(bot)
+    assert sorted((r.origin, r.decision) for r in records) == [
+        ("call_again", "allowed"), ("call_again", "duplicate"), ("command", "allowed")]
+    first, again_placed = sorted((r for r in records if r.decision == "allowed"),
+                                 key=lambda r: r.id)
+    [duplicate] = [r for r in records if r.decision == "duplicate"]
+    assert duplicate.repeat_of == first.id == again_placed.repeat_of
+    assert duplicate.number_masked == first.number_masked

@@ -183,29 +183,17 @@ class CallControls:
                 raise CallStillLive()
             if not can_call_again(call) or call.e164 is None:
                 raise CallTooOld()
+        except AlreadyCalledAgain as exc:
+            await self._tell(click, exc)
+            # A second click, as one racing the first is (handle()'s duplicate): recorded in the
+            # audit trail, logged and counted as one.
+            await self._calls.repeated(self._again(call, click))
+            return
         except CallbotError as exc:
             await self._tell(click, exc)
-            # A click after the call was called again is a second click, as one racing the first
-            # is (handle()'s duplicate); the others are refusals.
-            self._calls.count_ending(
-                Outcome.DUPLICATE if isinstance(exc, AlreadyCalledAgain) else Outcome.REFUSED, exc
-            )
+            self._calls.count_ending(Outcome.REFUSED, exc)
             return
-        request = CallRequest(
-            team_id=call.team_id,
-            user_id=click.user_id,
-            channel_id=call.channel_id,
-            number_text=call.e164,
-            flow_text=call.flow_id,
-            caller_id_text=call.caller_id,
-            response_url=click.response_url,
-            idempotency_key=f"again:{call.id}",
-            claim_after_check=True,
-            origin="call_again",
-            repeat_of=call.attempt_id,
-            # The button's own confirm dialog already asked "call again?"; don't ask twice.
-            confirmed=frozenset({Reason.REPEAT, Reason.REGION}),
-        )
+        request = self._again(call, click)
         result = await self._calls.handle(request)
         if result.outcome == Outcome.DUPLICATE:
             await self._tell(click, AlreadyCalledAgain())
@@ -218,6 +206,25 @@ class CallControls:
                 extra={"call_id": call.id, "user_id": click.user_id},
             )
             await self._follower.refresh(call.id)
+
+    @staticmethod
+    def _again(call: TrackedCall, click: ButtonClick) -> CallRequest:
+        """The request Call again makes: the call's number and flow, by whoever clicked."""
+        return CallRequest(
+            team_id=call.team_id,
+            user_id=click.user_id,
+            channel_id=call.channel_id,
+            number_text=call.e164 or "",
+            flow_text=call.flow_id,
+            caller_id_text=call.caller_id,
+            response_url=click.response_url,
+            idempotency_key=f"again:{call.id}",
+            claim_after_check=True,
+            origin="call_again",
+            repeat_of=call.attempt_id,
+            # The button's own confirm dialog already asked "call again?"; don't ask twice.
+            confirmed=frozenset({Reason.REPEAT, Reason.REGION}),
+        )
 
     async def _authorised(self, click: ButtonClick) -> TrackedCall:
         call = await self._load(click)

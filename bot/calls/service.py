@@ -227,10 +227,11 @@ class CallService:
         self._on_result(result)
         return result
 
-    async def repeated(self, checked: CheckedCall) -> None:
-        """A form's Submit of a view whose call already started: recorded and counted as a
-        duplicate, as a command Slack delivers twice is."""
-        await self._duplicate(checked.request)
+    async def repeated(self, request: CheckedCall | CallRequest) -> None:
+        """A request made again once the first was taken (a form's Submit of a view whose call
+        already started, Call again clicked once the call was called again): recorded, logged
+        and counted as a duplicate, as a command Slack delivers twice is."""
+        await self._duplicate(request.request if isinstance(request, CheckedCall) else request)
 
     def count_ending(self, outcome: Outcome, error: Expected | None = None) -> None:
         """Count the end of a request taken (acked) that ended before handle() (Call again on a
