@@ -182,7 +182,7 @@ class RowRunner:
                 return await self._start_or_after(row_id, self._waiting_work[row_id])
             except DATABASE_FAULTS as exc:
                 logger.warning("%s %s: the database failed (%s) taking its lease; trying "
-                               "again", self.kind, row_id, exc)
+                               "again", self.kind, row_id, exc, extra=self._fields(row_id))
                 return False
 
         try:
@@ -192,7 +192,7 @@ class RowRunner:
                 if not self.closed:
                     logger.warning("%s %s: another replica held its lease for %.0f s; work "
                                    "handed to this one was not done", self.kind, row_id,
-                                   FINAL_EDIT_FOR_SECONDS)
+                                   FINAL_EDIT_FOR_SECONDS, extra=self._fields(row_id))
         finally:  # no await from here: work handed over later starts waiting of its own
             self._not_waiting(row_id, asyncio.current_task())
 
@@ -204,7 +204,11 @@ class RowRunner:
                 failed := waiting.exception()) is not None:
             # A bug while waiting (a failing database is waited out): logged, never unretrieved.
             logger.error("%s %s: waiting for its lease failed", self.kind, row_id,
-                         exc_info=failed, extra={f"{self.kind}_id": row_id})
+                         exc_info=failed, extra=self._fields(row_id))
+
+    def _fields(self, row_id: int) -> dict[str, int]:
+        """The structured log field naming the row (call_id, escalation_id: bot/ops/logs.py)."""
+        return {f"{self.kind}_id": row_id}
 
     async def adopt(self, row_ids: Iterable[int], work_for: Callable[[int], Work]) -> list[int]:
         """Start the rows among `row_ids` that no replica runs; the ids started."""
@@ -224,7 +228,8 @@ class RowRunner:
         for row_id, task in running.items():
             if row_id not in held and self._tasks.get(row_id) is task:
                 logger.warning("%s %s: its lease was taken over by another replica; "
-                               "leaving it to them", self.kind, row_id)
+                               "leaving it to them", self.kind, row_id,
+                               extra=self._fields(row_id))
                 task.cancel()
 
     async def take_over(
@@ -259,7 +264,7 @@ class RowRunner:
                     await self._leases.release(self.kind, row_id)
                 except Exception:
                     logger.warning("%s %s: giving its lease back failed; it expires on its own",
-                                   self.kind, row_id, exc_info=True)
+                                   self.kind, row_id, exc_info=True, extra=self._fields(row_id))
                 # Work handed over while the lease was given back: taken again, and done.
                 after = self._after.pop(row_id, None)
                 if after is not None and not self.closed and await until_database_answers(

@@ -9,6 +9,7 @@ from bot.runner import RowRunner, Work
 from bot.storage.database import Database
 from bot.storage.leases import Leases
 from tests.conftest import until
+from tests.log_capture import entries_of, logged, the_line
 
 
 class Clock:
@@ -443,3 +444,28 @@ async def test_the_keeper_carries_on_after_a_round_the_database_failed(db: Datab
     leases.keep([round_])
     await asyncio.wait_for(again.wait(), 5)
     await leases.stop()
+
+
+async def test_a_row_left_to_another_replica_is_logged_with_its_id_as_a_field(
+    db: Database,
+) -> None:
+    # An operator following escalation 5 by its field (LOG_FORMAT=json) finds where it went.
+    clock = Clock()
+    leases_a, leases_b = two_replicas(db, clock)
+
+    async def run() -> None:
+        await asyncio.Event().wait()
+
+    async def nothing(row_id: int, exc: Exception) -> None:
+        raise AssertionError(exc)
+
+    with logged("json") as stream:
+        a = RowRunner("escalation", leases_a, on_error=nothing)
+        await a.start(5, run)
+        await asyncio.sleep(0)
+        clock.now += leases_a.valid_for + 1  # a stalled past its lease
+        assert await leases_b.take("escalation", 5)
+        await a.take_over(_no_rows, lambda _: run)
+        await until(lambda: a.running == 0)
+    line = the_line(entries_of(stream), "taken over by another replica")
+    assert line["escalation_id"] == 5
