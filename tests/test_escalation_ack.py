@@ -465,6 +465,30 @@ async def test_an_ack_outcome_on_a_call_left_on_past_its_deadline_acknowledges(
     assert event["actor_id"] == "U0ALICE"
 
 
+async def test_pressing_1_on_a_call_whose_hang_up_failed_at_its_deadline_acknowledges(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice's phone rang unanswered to her deadline and hanging it up failed: it may still ring,
+    and Bob's phone rings. She then answers and presses 1: that is her acknowledgement, as on a
+    call left on. Nobody else is called, and Bob's phone, still ringing, is hung up."""
+    bot, clock, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
+    alice = session_of(bot, ALICE)
+    bot.evo.queue("PATCH", f"/sessions/{alice}", ErrorStatus(500, "Internal server error"))
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    bob = session_of(bot, BOB)
+    await wait_for_edit(bot, escalation, "Internal server error. It may still ring.)")
+    bot.evo.set_session_state(alice, callState="Connected", outcome="pressed 1")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ called off: "
+                                         "someone else acknowledged")
+    assert "<@U0ALICE> acknowledged on the call at" in (escalation.text or "")
+    assert hung_up(bot, bob)
+    clock.advance(1000)
+    await bot.settle()
+    assert dialled(bot) == [ALICE, BOB]
+
+
 LEFT_ON_POLICY = ALICE_ONLY + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n'
 
 
@@ -507,6 +531,25 @@ async def test_an_ack_outcome_on_the_last_call_left_on_after_nobody_came_is_stil
     bot, _, escalation, alice = await nobody_came_with_alice_still_on(bot_factory)
     assert await state_of(bot) == EscalationState.EXHAUSTED
     await heard_late_once(bot, escalation, alice)
+
+
+async def test_an_ack_outcome_on_the_last_call_not_hung_up_after_nobody_came_is_still_heard(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice, the only person in the order, didn't answer by her deadline, and hanging her call up
+    failed: the channel is told nobody acknowledged, her phone may still ring. She then answers
+    and presses 1: a late acknowledgement, announced as loudly as a late I'm on it."""
+    bot, clock, escalation = await running_escalation(bot_factory, policy=LEFT_ON_POLICY)
+    alice = session_of(bot, ALICE)
+    bot.evo.queue("PATCH", f"/sessions/{alice}", ErrorStatus(500, "Internal server error"))
+    clock.advance(91)
+    await wait_for_post(bot, "Nobody acknowledged the on-call escalation")
+    bot.evo.set_session_state(alice, callState="Connected", outcome="pressed 1")
+    late = await wait_for_post(bot, "they are on it")
+    assert late.params["reply_broadcast"] in (True, "true", "1")
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
+    assert await state_of(bot) == EscalationState.ACKNOWLEDGED
+    assert dialled(bot) == [ALICE]
 
 
 @on_both_databases

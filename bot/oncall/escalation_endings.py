@@ -45,6 +45,7 @@ from bot.slack.threads import Once
 from bot.storage.claims import Claims
 
 logger = logging.getLogger(__name__)
+_MAY_BE_ON = (str(StepOutcome.NOT_ACKNOWLEDGED), str(StepOutcome.NO_ANSWER))
 
 
 def ended(escalation: Escalation, state: EscalationState) -> dict[str, object]:
@@ -181,19 +182,18 @@ class Endings:
         rows = await self._store.db.fetchall(
             "SELECT DISTINCT e.id FROM escalations e"
             " JOIN escalation_steps s ON s.escalation_id = e.id JOIN calls c ON c.id = s.call_id"
-            f" WHERE e.state = ? AND e.finished_at >= ? AND s.outcome = ?"
+            f" WHERE e.state = ? AND e.finished_at >= ? AND s.outcome IN (?, ?)"
             f" AND c.state NOT IN ({','.join('?' * len(final))}) ORDER BY e.id",
-            (str(EscalationState.EXHAUSTED), finished_after, str(StepOutcome.NOT_ACKNOWLEDGED),
-             *final))
+            (str(EscalationState.EXHAUSTED), finished_after, *_MAY_BE_ON, *final))
         return [int(row["id"]) for row in rows]
 
     async def _left_on(self, escalation: Escalation) -> list[tuple[Step, TrackedCall]]:
-        """The calls of the steps before the current one that were answered but not acknowledged
-        (left on at their deadline, or ended so), with their steps."""
+        """The calls of the steps before the current one answered but not acknowledged (left on
+        at their deadline, or ended so), or not hung up at it (it failed), with their steps."""
         found = []
         for step in await self._store.steps(escalation.id):
             if (step.step < escalation.step and step.call_id is not None
-                    and step.outcome == StepOutcome.NOT_ACKNOWLEDGED):
+                    and step.outcome in _MAY_BE_ON):
                 call = await self._callstore.get(step.call_id)
                 if call is not None:
                     found.append((step, call))
