@@ -68,7 +68,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from bot.evovoice import client as evovoice
 from bot.ops.logs import current_request_id
@@ -341,10 +341,14 @@ def _sentence(text: str) -> str:
     return text if text.endswith((".", "!", "?", "…")) else f"{text}."
 
 
-def log_unexpected(exc: BaseException, what: str = "unexpected error") -> str:
-    """Log a bug with its traceback under a reference id; return the words that give it."""
+def log_unexpected(
+    exc: BaseException, what: str = "unexpected error", *,
+    extra: Mapping[str, object] | None = None,
+) -> str:
+    """Log a bug with its traceback under a reference id (`extra`: the line's structured fields,
+    escalation_id, call_id…); return the words that give it."""
     ref = reference_id()
-    logger.error("%s, reference %s", what, ref, exc_info=exc)
+    logger.error("%s, reference %s", what, ref, exc_info=exc, extra=dict(extra or {}))
     return unexpected_words(ref)
 
 

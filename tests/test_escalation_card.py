@@ -391,5 +391,6 @@ async def test_without_a_card_a_chain_that_fails_on_a_bug_tells_the_requester_wi
     reference = record.getMessage().rsplit("reference ", 1)[1]
     assert f"(reference {reference})" in said and "The on-call escalation stopped" in said
     assert record.exc_info is not None
+    assert getattr(record, "escalation_id", None) == 1  # a field the JSON line carries
     await bot.settle()
     assert sum("Nobody more will be called" in t for t in told(bot)) == 1

@@ -321,7 +321,8 @@ class EscalationService:
         # card-less ends are). Logged first, under the reference the words give.
         try:
             why = (describe(exc) if isinstance(exc, Expected)
-                   else log_unexpected(exc, f"escalation {escalation_id} failed"))
+                   else log_unexpected(exc, f"escalation {escalation_id} failed",
+                                       extra={"escalation_id": escalation_id}))
             escalation = await self.store.get(escalation_id)
             if escalation is not None:
                 await self._card.post(escalation, views.failed(
