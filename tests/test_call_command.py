@@ -528,3 +528,24 @@ async def test_a_cold_burst_asks_slack_who_we_are_only_once(bot: BotUnderTest) -
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 40
     assert len(bot.slack.calls_to("auth.test")) == 1  # the start-up check, nothing per request
+
+
+async def test_a_call_that_meets_a_bug_after_its_ack_tells_the_requester_the_reference(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The ack went out ("Placing the call…" comes after): a bug in the call's work is the
+    requester's to hear, with the reference of the log line that holds its traceback."""
+    bot = await bot_factory("http")
+
+    async def a_bug(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(services(bot).catalog, "resolve_flow", a_bug)
+    _, url = await bot.command(f"{FULL} escalation")
+    [said] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    [record] = [r for r in caplog.records if "failed, reference " in r.getMessage()]
+    reference = record.getMessage().rsplit("reference ", 1)[1]
+    assert f"Something went wrong on our side (reference {reference})" in said["text"]
+    assert record.exc_info is not None and getattr(record, "user_id", None) == "U0MANAGER"
+    assert bot.evo.outgoing_posts == []
