@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from bot.config import load_policy
 from bot.demo.screenshot import set_scene
@@ -182,3 +183,24 @@ async def test_the_sample_rotation_skips_the_person_without_a_number(demo: Demo)
     dialled = {post.json["numberToDial"] for post in world.evo.outgoing_posts}
     assert dialled == {"+18144043093", "+18144043094", "+18144043095"}
     assert f"<@{YOU}>" in text
+
+
+async def test_the_demo_takes_no_setting_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shell set up for the real bot (a rehearsal's EVOVOICE_MODE=simulate exported, a setting
+    the demo would find out of range) changes nothing: the demo's phones ring, its bot starts."""
+    monkeypatch.setenv("EVOVOICE_MODE", "simulate")
+    monkeypatch.setenv("LEASE_SECONDS", "1")  # out of range: the real bot would refuse to start
+    monkeypatch.setenv("EVOVOICE_OTHER_URL", "https://evovoice.io")
+    demo = Demo(0, tmp_path, poll_seconds=(0.05, 0.2))
+    await demo.start()
+    try:
+        assert demo.world.runtime is not None and demo.world.runtime.simulator is None
+        await demo.world.say("/call +1 814 404 3093 page")
+        [phone] = await eventually(lambda: demo.world.state()["phones"])
+        assert phone["flow"] == "Escalation"
+        [message] = demo.world.slack.channel_messages(CHANNEL)
+        assert "EVOVOICE_MODE" not in str(message.text)
+    finally:
+        await demo.stop()

@@ -20,7 +20,9 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from bot.config import Policy, load_policy, load_settings
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+
+from bot.config import Policy, Settings, load_policy
 from bot.demo import DemoError
 from bot.demo.phones import Phones
 from bot.demo.screen import Form, Screen
@@ -55,6 +57,19 @@ DEMO_POLL_SECONDS = (0.5, 1.0)
 __all__ = ["CHANNEL", "YOU", "DemoError", "DemoWorld", "sample_policy_path"]
 
 
+class DemoSettings(Settings):
+    """The demo's settings are what it passes, nothing else: a shell set up for the real bot
+    (EVOVOICE_MODE, LEASE_SECONDS, NAME_FILE variables exported) changes nothing in the demo."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
 class DemoWorld:
     def __init__(
         self,
@@ -85,8 +100,7 @@ class DemoWorld:
         seed(self.slack, self.evo)
         await self.slack.start()
         await self.evo.start()
-        settings = load_settings(
-            _env_file=None,
+        settings = DemoSettings(
             slack_bot_token=BOT_TOKEN,
             slack_app_token=APP_TOKEN,
             slack_signing_secret=None,
