@@ -126,3 +126,14 @@ async def test_callbot_check_says_the_evovoice_login_is_not_used(
     login = [f for f in findings if f.subject == "Evo Voice login"][0]
     assert login.status is Status.SKIP and "EVOVOICE_MODE=simulate" in login.detail
     assert evo.requests == []
+
+
+@pytest.mark.parametrize("text", ["help", "hello there", "test +18144043093", "oncall nonsense"])
+async def test_an_answer_in_the_commands_ack_says_the_calls_are_simulated(
+    bot_factory: BotFactory, text: str
+) -> None:
+    # The help, and a refusal answered at once, are messages the bot shows too.
+    bot = await bot_factory("http", **SIMULATE)
+    ack, _ = await bot.command(text)
+    assert ack.body.get("text"), ack.body
+    assert BANNER in str(ack.body["text"]) and BANNER in str(ack.body.get("blocks"))

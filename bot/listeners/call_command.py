@@ -52,11 +52,12 @@ async def on_call_command(
         parsed = parse_command(str(command.get("text") or ""))
     except CommandRejected as exc:
         services.metrics.command(CALL_COMMAND, CommandOutcome.INVALID)
-        await ack(**views.refusal(exc.reason).as_kwargs())
+        await ack(**services.notifier.for_ack(views.refusal(exc.reason)))
         return
     if isinstance(parsed, HelpArgs):
         services.metrics.command(CALL_COMMAND, CommandOutcome.HELP)
-        await ack(**(await help_for(services, str(command.get("user_id") or ""))).as_kwargs())
+        help_text = await help_for(services, str(command.get("user_id") or ""))
+        await ack(**services.notifier.for_ack(help_text))
         return
     if isinstance(parsed, SubcommandArgs):
         services.metrics.command(CALL_COMMAND, CommandOutcome.SUBCOMMAND)

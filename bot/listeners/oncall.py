@@ -25,7 +25,7 @@ async def on_oncall_subcommand(
 ) -> None:
     words = [fold_width(word).lower() for word in args]  # "ｔａｋｅ", as "ｏｎｃａｌｌ" was
     if words not in ([], [TAKE]):
-        await ack(**views.refusal(ONCALL_USAGE).as_kwargs())
+        await ack(**services.notifier.for_ack(views.refusal(ONCALL_USAGE)))
         return
     await ack()
     commands = RosterCommands(access=services.access, responders=services.responders,

@@ -24,9 +24,9 @@ async def on_test_subcommand(
     ack: AsyncAck, command: dict[str, Any], args: tuple[str, ...], services: Services
 ) -> None:
     if args:
-        await ack(**views.refusal(
+        await ack(**services.notifier.for_ack(views.refusal(
             "`/call test` takes nothing after it: it rings your own phone with the on-call flow."
-        ).as_kwargs())
+        )))
         return
     await ack()
     services.tasks.spawn(place_test_call(services, command),

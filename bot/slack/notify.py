@@ -88,6 +88,10 @@ class Notifier:
         # How long a response_url post waits for Slack's answer (public: a test may shorten it).
         self.response_timeout = RESPONSE_URL_TIMEOUT
 
+    def for_ack(self, message: Message) -> dict[str, Any]:
+        """`message` as an ack's answer (`/call help`, a refusal at once): with the banner too."""
+        return self._out(message)
+
     def _out(self, message: Message) -> dict[str, Any]:
         if self._banner is None:
             return message.as_kwargs()
