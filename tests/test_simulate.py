@@ -137,3 +137,30 @@ async def test_an_answer_in_the_commands_ack_says_the_calls_are_simulated(
     ack, _ = await bot.command(text)
     assert ack.body.get("text"), ack.body
     assert BANNER in str(ack.body["text"]) and BANNER in str(ack.body.get("blocks"))
+
+
+async def test_a_restarted_simulated_bot_follows_its_own_new_calls(
+    bot_factory: BotFactory,
+) -> None:
+    # The database outlives the process, the simulated account does not: a rehearsal resumed
+    # after a restart must not meet the session ids of the calls placed before it.
+    first = await bot_factory("http", **SIMULATE, **FAST)
+    await first.command("+1 814 404 3093 escalation")
+    assert first.runtime.simulator is not None
+    await first.runtime.simulator.standin.wait_for_posts(1)
+    await first.settle()
+    await first.runtime.stop()
+    second = await bot_factory("http", **SIMULATE, **FAST)  # the same database
+    simulator = second.runtime.simulator
+    assert simulator is not None
+    await second.command("+1 814 404 3094 escalation")
+    await simulator.standin.wait_for_posts(1)
+    [session_id] = simulator.standin.sessions
+    [old, new] = second.slack.channel_messages("C0OPS")
+    for _ in range(100):
+        await second.settle()
+        if f"session `{session_id}`" in str(second.slack.thread("C0OPS", new.ts)[0].text):
+            break
+        await asyncio.sleep(0.05)
+    assert f"session `{session_id}`" in str(second.slack.thread("C0OPS", new.ts)[0].text)
+    assert f"session `{session_id}`" not in str(second.slack.thread("C0OPS", old.ts)[0].text)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import re
 import secrets
 from typing import TYPE_CHECKING
@@ -45,6 +46,9 @@ class SimulatedEvoVoice:
         self.standin: EvoVoiceStandIn = EvoVoiceStandIn(
             username=self.username, password=self.password, accounts=[account]
         )
+        # This run's own session ids: the database keeps those of the runs before (unique there).
+        run = secrets.token_hex(4)
+        self.standin.session_ids = (f"sim-{run}-{n}" for n in itertools.count(1))
         self.ring_seconds = ring_seconds
         self._seed(policy, account[0])
         self._ender: asyncio.Task[None] | None = None

@@ -88,7 +88,7 @@ class EvoVoiceStandIn:
         self.default_behaviours: dict[tuple[str, str], Behaviour] = {}
         self.url = ""
         self._queues: dict[tuple[str, str], list[Behaviour]] = {}
-        self._ids = itertools.count(1)
+        self.session_ids = (f"sess-{n}" for n in itertools.count(1))  # Evo Voice: never one twice
         self._last_created = datetime(2000, 1, 1, tzinfo=UTC)
         self._changed = asyncio.Condition()
         self._stopping = asyncio.Event()
@@ -180,7 +180,7 @@ class EvoVoiceStandIn:
     def add_session(self, **fields: Any) -> dict[str, Any]:
         """Store a session as if a call had been placed; ``fields`` (camelCase) override."""
         session: dict[str, Any] = {
-            "id": f"sess-{next(self._ids)}",
+            "id": next(self.session_ids),
             "accountId": self.accounts[0][0] if self.accounts else None,
             "channel": "Voice",
             "callState": "Ringing",
