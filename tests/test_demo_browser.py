@@ -148,3 +148,17 @@ async def test_a_refusal_is_shown_only_to_you(page: Page) -> None:
     await say(page, "/call help")
     await expect(page.locator("#ephemerals .ephemeral").first).to_contain_text("/call")
     await expect(page.locator("#ephemerals")).to_contain_text("Only visible to you")
+
+
+async def test_text_reads_as_slack_shows_it(page: Page, demo: Demo) -> None:
+    # The bot escapes &, < and > as Slack asks (&amp;, &lt;, &gt;); Slack shows the characters.
+    await say(page, "checkout & payments <down>")
+    message = page.locator("#messages > .msg").filter(has_text="checkout")
+    await message.hover()
+    await message.get_by_role("button", name="More actions").click()
+    await message.locator(".menu").get_by_role("button", name="Escalate to on-call").click()
+    form = page.locator("#modal-root [role=dialog]")
+    await form.locator("#modal-submit").click()
+    thread = message.locator(".thread")
+    await expect(thread).to_contain_text("Reason: “checkout & payments <down>”")
+    assert "&amp;" not in await page.locator("#messages").inner_text()
