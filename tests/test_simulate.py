@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -164,3 +165,16 @@ async def test_a_restarted_simulated_bot_follows_its_own_new_calls(
         await asyncio.sleep(0.05)
     assert f"session `{session_id}`" in str(second.slack.thread("C0OPS", new.ts)[0].text)
     assert f"session `{session_id}`" not in str(second.slack.thread("C0OPS", old.ts)[0].text)
+
+
+def test_a_simulated_bot_starts_with_the_evovoice_lines_of_env_example_untouched() -> None:
+    # README: the login is not needed to rehearse; .env.example ships EVOVOICE_PASSWORD=change-me.
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    assert "EVOVOICE_PASSWORD=change-me" in example
+    base = {"_env_file": None, "slack_bot_token": "xoxb-x", "slack_app_token": "xapp-x",
+            "evovoice_username": "callbot@example.com", "evovoice_password": "change-me"}
+    assert load_settings(**base, evovoice_mode="simulate").evovoice_mode == "simulate"
+    with pytest.raises(ConfigError) as refused:
+        load_settings(**base)  # live: the placeholder is still refused
+    assert any(p.startswith("EVOVOICE_PASSWORD: still holds the placeholder")
+               for p in refused.value.problems)
