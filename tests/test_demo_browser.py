@@ -162,3 +162,21 @@ async def test_text_reads_as_slack_shows_it(page: Page, demo: Demo) -> None:
     thread = message.locator(".thread")
     await expect(thread).to_contain_text("Reason: “checkout & payments <down>”")
     assert "&amp;" not in await page.locator("#messages").inner_text()
+
+
+async def test_a_page_in_your_direct_messages_links_to_its_escalation(
+    page: Page, demo: Demo
+) -> None:
+    await say(page, "/call oncall take")  # you are on call: the escalation pages you first
+    await expect(page.locator("#messages")).to_contain_text("is now on call")
+    await say(page, "the checkout is down")
+    message = page.locator("#messages > .msg").filter(has_text="the checkout is down")
+    await message.hover()
+    await message.get_by_role("button", name="More actions").click()
+    await message.locator(".menu").get_by_role("button", name="Escalate to on-call").click()
+    await page.locator("#modal-root [role=dialog] #modal-submit").click()
+
+    paged = page.locator(".msg").filter(has_text="You are being paged")
+    await expect(paged.first).to_be_visible()
+    await expect(paged.first.get_by_role("link", name="the escalation")).to_be_visible()
+    assert "<https://" not in await paged.first.inner_text()
