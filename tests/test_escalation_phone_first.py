@@ -159,7 +159,7 @@ async def test_without_a_card_i_m_on_it_on_the_page_ends_it_and_the_requester_he
     await submit(bot, view)
     await told_privately(bot, NOT_POSTED)
     page = await page_of(bot, "U0ALICE")
-    assert "|the escalation in" not in str(page.blocks)  # no card to link to
+    assert "|the escalation>" not in str(page.blocks)  # no card to link to
     await click_ack(bot, page, user_id="U0ALICE")
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
     end = await told_privately(bot, "<@U0ALICE> acknowledged at")

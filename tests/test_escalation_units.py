@@ -192,7 +192,7 @@ def test_the_page_offers_i_m_on_it_until_the_escalation_is_over() -> None:
                                  "U0ALICE", 0, "https://test.slack.com/archives/C0OPS/p1")
     text = json.dumps(running.blocks, ensure_ascii=False)
     assert "You are being paged" in running.text and "<@U0ADMIN> escalated" in running.text
-    assert "<https://test.slack.com/archives/C0OPS/p1|the escalation in <#C0OPS>>" in text
+    assert "see <https://test.slack.com/archives/C0OPS/p1|the escalation> in <#C0OPS>." in text
     assert "db &lt;down&gt;" in running.text
     assert views.ACK_ESCALATION_ACTION in text
     mine = views.page_message(_escalation(

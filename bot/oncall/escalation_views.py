@@ -237,8 +237,9 @@ def page_message(
     """The direct message paging `user_id` (step `step`): with I'm on it while it may matter,
     and, once the escalation is over, how it ended. `ringing`: whether their phone is ringing
     as the page goes (a page sent late never says it is once their call is over)."""
-    where = f"<{link}|the escalation in <#{escalation.channel_id}>>" if link else (
-        f"the escalation in <#{escalation.channel_id}>")
+    # Slack's markup doesn't nest: a channel inside a link's label would end the label early.
+    where = (f"<{link}|the escalation>" if link else "the escalation") + (
+        f" in <#{escalation.channel_id}>")
     asked = f"<@{escalation.requester_id}> escalated to on-call: see {where}."
     reason = f"Reason: {escape(escalation.reason)}" if escalation.reason else None
     state = escalation.state
