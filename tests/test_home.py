@@ -13,8 +13,13 @@ import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.oncall.home_views import HOME_ACTIONS_BLOCK, HOME_CALL_ACTION, HOME_ESCALATE_ACTION
-from bot.standins.slack import block_actions_payload, interactive_body, sign
-from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
+from bot.standins.slack import (
+    block_actions_payload,
+    interactive_body,
+    sign,
+    slash_command_body,
+)
+from tests.conftest import POLICY_NO_REPEAT_QUESTION, SIGNING_SECRET, BotFactory, BotUnderTest
 from tests.follow_helpers import services
 from tests.escalations import (
     IN_ALICES_SHIFT,
@@ -256,3 +261,19 @@ async def test_a_tab_slack_refuses_is_a_warning_not_a_failed_task(
     await bot.settle()
     assert "publishing the home tab for U0ALICE failed (not_enabled)" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_slack_connect_managers_recent_calls_are_on_their_tab(
+    bot_factory: BotFactory,
+) -> None:
+    # A Manager of another organisation's team calls from the shared channel: the call is
+    # recorded under their own team (T0PARTNER), while the Home tab's event names the host's.
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION)
+    await bot.post_signed(slash_command_body(
+        text="+18144043093 escalation", user_id="U0LEAD1", team_id="T0PARTNER",
+        response_url=bot.slack.response_url(), trigger_id="91.connect"))
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    home = json.dumps(await open_home(bot, "U0LEAD1"), ensure_ascii=False)
+    assert "Your recent calls" in home
+    assert "+1 814 ••• 3093 · “Escalation”" in home

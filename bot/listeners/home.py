@@ -40,13 +40,11 @@ async def on_home_opened(event: dict[str, Any], client: AsyncWebClient,
     user_id = event.get("user")
     if event.get("tab") != "home" or not isinstance(user_id, str) or services.tasks.closed:
         return
-    team_id = str(context.get("team_id") or "")
-    services.tasks.spawn(publish_home(client, services, user_id, team_id),
+    services.tasks.spawn(publish_home(client, services, user_id),
                          name=f"home tab for {user_id}")
 
 
-async def publish_home(client: AsyncWebClient, services: Services, user_id: str,
-                       team_id: str) -> None:
+async def publish_home(client: AsyncWebClient, services: Services, user_id: str) -> None:
     try:
         can_call = bool(await services.access.roles_of(user_id))
     except CallbotError:  # a user group Slack would not list: shown without what it grants
@@ -58,7 +56,9 @@ async def publish_home(client: AsyncWebClient, services: Services, user_id: str,
             status = await services.oncall.status(services.oncall.now())
             escalations = await services.escalations.store.recent_for(user_id, RECENT)
         if can_call:
-            calls = await services.audit.history(team_id, user_id=user_id, limit=RECENT)
+            # Of every team, as `/call history`: a Slack Connect or Enterprise Grid user's calls
+            # are recorded under their own team_id, not the one this event names.
+            calls = await services.audit.history(None, user_id=user_id, limit=RECENT)
     except DATABASE_FAULTS as exc:
         # Drawn all the same: Slack would go on showing the tab as last drawn, with whoever was
         # on call then.
