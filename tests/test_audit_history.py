@@ -406,6 +406,17 @@ async def test_history_filters_by_number(bot: BotUnderTest) -> None:
     assert "nothing recorded" in answer["text"]
 
 
+async def test_history_filters_by_a_number_typed_in_full_width(bot: BotUnderTest) -> None:
+    # A phone keyboard in a CJK input mode types full-width digits: /call reads them, and so
+    # must the history's filter.
+    await bot.command("＋１ ８１４ ４０４ ３０９３ escalation")
+    await bot.command(f"{OTHER} escalation")
+    await bot.settle()
+    answer = await history(bot, "＋１ （８１４） ４０４－３０９３")
+    shown = lines(answer)
+    assert len(shown) == 1 and MASKED in shown[0], answer["text"]
+
+
 async def test_history_explains_a_filter_it_cannot_use(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
     answer = await history(bot, "yesterday please")

@@ -26,7 +26,7 @@ from bot.calls import history_views
 from bot.calls import status_views as call_views
 from bot.config import KNOWN_ROLES
 from bot.errors import CallbotError, describe
-from bot.phone import NumberRejected, mask, to_e164
+from bot.phone import NumberRejected, fold_width, mask, to_e164
 from bot.slack.notify import Notifier
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,8 @@ def parse_history_filter(args: tuple[str, ...], default_region: str) -> HistoryF
         name = _NAME.fullmatch(token)
         if name:
             return HistoryFilter(user_name=name.group(1))
-    if _NUMBERISH.fullmatch(text):
+    # Full-width digits and signs (a CJK input mode's) read as /call reads them.
+    if _NUMBERISH.fullmatch(fold_width(text)):
         try:
             return HistoryFilter(e164=to_e164(text, default_region))
         except NumberRejected as exc:
