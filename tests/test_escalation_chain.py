@@ -420,6 +420,20 @@ async def test_i_m_on_it_by_a_responder_not_paged_is_in_the_audit_trail_of_the_r
     assert len(acknowledged) == 1 and DEVELOPER in (acknowledged[0].reason or "")
 
 
+async def test_a_page_acknowledged_with_i_m_on_it_reads_acknowledged_in_the_history(
+    bot_factory: BotFactory,
+) -> None:
+    # Alice clicks I'm on it while her phone rings: the card says she acknowledged, and her
+    # ringing call is hung up. The history must not call that page "not answered".
+    bot, _, escalation = await running_escalation(bot_factory)
+    await page_of(bot, "U0ALICE")
+    await click_ack(bot, escalation, user_id="U0ALICE")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await bot.settle()
+    [line] = str((await history(bot, user_id="U0ADMIN"))["text"]).splitlines()[1:]
+    assert "✅ acknowledged by <@U0ALICE>" in line and "not answered" not in line, line
+
+
 async def test_stop_escalation_leaves_a_call_already_answered_on(bot_factory: BotFactory) -> None:
     bot, clock, escalation = await running_escalation(bot_factory)
     alice = session_of(bot, ALICE)

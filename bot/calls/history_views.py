@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from bot.audit.trail import AuditRecord, Decision, EventKind
+from bot.audit.trail import AuditEvent, AuditRecord, Decision, EventKind
 from bot.calls.status_views import (
     AckTest,
     Ending,
@@ -55,11 +55,16 @@ def _what_happened(record: AuditRecord, acknowledges: AckTest) -> str:
         return "❌ not dialled: nobody could be told"
     if result.kind == EventKind.CALLED_OFF:
         return f"⏹️ not dialled: the escalation went on without it{result_reason}"
+    # An on-call page acknowledged (I'm on it, or the call's outcome) on this call: the card
+    # says so, whatever the phone did (a ringing call is hung up once someone is on it).
+    acked = record.last(EventKind.ACKNOWLEDGED)
+    by = f" by <@{acked.actor_id}>" if acked is not None and acked.actor_id else ""
     ended = record.last(EventKind.ENDED)
     if ended is not None:
         answered = bool(ended.answered_by) or record.last(EventKind.ANSWERED) is not None
-        ending = ending_of(answered, ended.outcome, acknowledges)
-        parts = [_HISTORY_ENDINGS[ending]]
+        ending = (Ending.ACKNOWLEDGED if acked is not None
+                  else ending_of(answered, ended.outcome, acknowledges))
+        parts = [_HISTORY_ENDINGS[ending] + by]
         if ended.answered_by:
             parts.append(f"answered by {shown(ended.answered_by)}")
         if ended.outcome:
@@ -70,6 +75,14 @@ def _what_happened(record: AuditRecord, acknowledges: AckTest) -> str:
         if hang_up is not None and hang_up.actor_id:
             parts.append(f"hung up by <@{hang_up.actor_id}>")
         return ", ".join(parts)
+    went = _not_ended(record, result, result_reason, acknowledges)
+    return f"{_HISTORY_ENDINGS[Ending.ACKNOWLEDGED]}{by}; {went}" if acked is not None else went
+
+
+def _not_ended(
+    record: AuditRecord, result: AuditEvent, result_reason: str, acknowledges: AckTest
+) -> str:
+    """A call placed (or maybe placed) that was not seen to end."""
     if record.last(EventKind.NOT_FOUND) is not None:
         if result.kind == EventKind.UNKNOWN:
             return "❔ placed?, no session found"
