@@ -346,6 +346,19 @@ async def test_history_filters_by_person(bot_factory: BotFactory) -> None:
     assert "No one here goes by @nobody" in answer["text"] and "member ID" in answer["text"]
 
 
+async def test_history_heading_counts_the_calls_it_lists(bot: BotUnderTest) -> None:
+    # Two calls by this person: the heading must not promise twenty.
+    await bot.command(f"{FULL} escalation", user_id="U0LEAD1")
+    await bot.command(f"{OTHER} escalation", user_id="U0LEAD1")
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    answer = await history(bot, "U0LEAD1")
+    heading = str(answer["text"]).splitlines()[0]
+    assert len(lines(answer)) == 2 and heading == "*Last 2 calls by <@U0LEAD1>* (newest first)"
+    answer = await history(bot, "+1 212 555 0000")
+    assert answer["text"].startswith("Last 20 calls to +1 212 ••• 0000: nothing recorded.")
+
+
 async def test_history_by_name_passes_over_deactivated_accounts(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
     await bot.command(f"{FULL} escalation", user_id="U0LEAD1")

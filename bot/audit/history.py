@@ -134,7 +134,9 @@ class HistoryService:
         records = await self._audit.history(
             None, user_id=user_id, number_hash=number_hash, limit=self._limit
         )
-        heading = f"Last {self._limit} calls"
+        # As many as are listed: "Last 20 calls" over two lines reads as if some were lost.
+        count = len(records) or self._limit
+        heading = f"Last {count} call{'' if count == 1 else 's'}"
         if user_id is not None:
             heading += f" by <@{user_id}>"
         if wanted.e164 is not None:
