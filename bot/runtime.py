@@ -293,15 +293,15 @@ class Runtime:
             await self._runner.cleanup()
             self._runner = None
         if self.services is not None:
-            # No more taking over: this replica is leaving.
-            await self.services.leases.stop()
-            # Chains pause between steps (never mid-dial) and are released: another replica, or
-            # the next start, goes on from the rows at once.
+            # No more taking over; the leases are kept until chains and calls let go (`leaving`).
+            self.services.leases.leaving()
+            # Chains pause between steps (never mid-dial), released: whoever is next goes on.
             await self.services.escalations.stop(grace)
             # After the drain: calls placed during it have started to be followed. Released too.
             await self.services.follower.stop()
             # Posts not delivered yet stay in the database, for the next start or another replica.
             await self.services.outbox.stop()
+            await self.services.leases.stop()  # gone from the replicas: its posts are anyone's
             # Audit records waiting for the database stay in the spool, for the next start.
             await self.services.audit.stop()
         if self.evo is not None:

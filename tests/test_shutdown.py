@@ -37,6 +37,9 @@ from tests.conftest import (
     bot_environment,
     until,
 )
+from tests.databases import on_both_databases
+from tests.escalations import ALICE, dialled, escalation_message, open_on_message, start, submit
+from tests.follow_helpers import services
 from tests.interactions import ask, click
 from tests.processes import BotProcess
 
@@ -260,3 +263,54 @@ async def test_socket_mode_answers_what_it_received_before_it_closes(
     finally:
         gate.open()
     assert "/call" in json.dumps(ack.get("payload")), ack
+
+
+@on_both_databases
+async def test_a_stopping_replica_keeps_its_leases_while_a_step_s_call_is_still_being_placed(
+    bot_factory: BotFactory,
+) -> None:
+    """Replica A is stopped (a deploy) while an escalation step's POST is on its way and Evo Voice
+    is slow to answer it: A waits for it (chains pause only between steps) and holds its leases
+    meanwhile. Replica B, on the same database, must not take that call for one a dead replica
+    left halfway ("callbot restarted while placing this call, so it may or may not have been
+    placed", in the escalation's thread), nor drive the chain beside A."""
+    a, clock = await start(bot_factory, LEASE_SECONDS="3", EVOVOICE_TIMEOUT="60")
+    b, _ = await start(bot_factory, clock=clock, LEASE_SECONDS="3")
+    gate = asyncio.Event()
+    a.evo.queue_outgoing(Gated(gate))
+    view, _ = await open_on_message(a)
+    assert await submit(a, view) == {}
+    await escalation_message(a)
+    await a.evo.wait_for_posts(1)
+    db, owner = services(a).db, services(a).leases.owner
+
+    async def expiry() -> float:
+        [row] = await db.fetchall("SELECT MAX(expires_at) AS e FROM leases WHERE owner = ?",
+                                  (owner,))
+        return float(row["e"])
+
+    async def seen(replica: str) -> float:
+        [row] = await db.fetchall("SELECT seen_at FROM replicas WHERE id = ?", (replica,))
+        return float(row["seen_at"])
+
+    stopping = asyncio.create_task(a.runtime.stop())
+    await until(lambda: services(a).tasks.closed)
+    lapses = await expiry()
+    # Two of B's lease rounds after A's leases would have lapsed, had A stopped renewing them: the
+    # rounds run after each renewal, so those after the first are over once the second is seen.
+    b_id = services(b).leases.owner
+    while (first := await seen(b_id)) <= lapses:
+        await asyncio.sleep(0.05)
+    while await seen(b_id) <= first:
+        await asyncio.sleep(0.05)
+    assert not stopping.done()  # still waiting for the POST's answer
+    assert services(b).escalations.running == 0
+    assert services(b).follower.following == 0
+
+    gate.set()
+    await asyncio.wait_for(stopping, 30)
+    # Once A has stopped, B goes on from the rows: Alice's call is followed, never dialled again.
+    await until(lambda: services(b).follower.following == 1, timeout=10)
+    assert dialled(b) == [ALICE]
+    assert not [c for c in b.slack.calls_to("chat.postMessage")
+                if "restarted while placing" in str(c.params.get("text"))]

@@ -73,6 +73,7 @@ class Leases:
         self._clock = clock
         self._started_at = clock()
         self._keeper: asyncio.Task[None] | None = None
+        self._leaving = False  # `leaving()`: renewing only, taking nothing over
 
     async def take(self, kind: str, row_id: int, *, on: Connection | None = None) -> bool:
         """Take the lease of (kind, row_id) if nobody holds it, it has expired, or it is ours;
@@ -152,7 +153,7 @@ class Leases:
         while True:
             try:
                 await self.renew()
-                for round_ in rounds:
+                for round_ in [] if self._leaving else rounds:
                     await round_()
             except asyncio.CancelledError:
                 raise
@@ -160,6 +161,12 @@ class Leases:
                 # The database may be briefly unreachable; the leases last several rounds.
                 logger.exception("renewing leases failed; trying again in %.1f s", self.every)
             await asyncio.sleep(self.every)
+
+    def leaving(self) -> None:
+        """Take nothing more over, and go on renewing until `stop`: the work still winding down
+        (a chain waiting for its call's POST to be answered) keeps its leases until its runner
+        lets go of them, rather than being taken for a dead replica's after `valid_for`."""
+        self._leaving = True
 
     async def stop(self) -> None:
         """Stop renewing and leave the replicas table (the leases are released by their runners)."""
