@@ -98,6 +98,7 @@ async def test_the_end_and_a_late_acknowledgement_whose_claims_lost_their_answer
     await click_ack(bot, page, user_id="U0ALICE")  # late
     card = await escalation_message(bot)
     await wait_for_edit(bot, card, "<@U0ALICE> acknowledged at")
+    await wait_for_post(bot, "they are on it")  # told under the escalation's lease, as its end
     await bot.settle()
     assert sorted(fault.lost) == ["escalation:1:acknowledged", "escalation:1:end",
                                   "escalation:1:late-ack"]

@@ -436,6 +436,31 @@ async def test_nobody_came_then_a_late_i_m_on_it_is_still_heard(bot_factory: Bot
     assert await state_of(bot) == EscalationState.ACKNOWLEDGED
 
 
+async def test_a_late_i_m_on_it_whose_bot_stops_before_showing_it_is_shown_after_a_restart(
+    bot_factory: BotFactory,
+) -> None:
+    """Nobody came, then Alice clicks I'm on it on her page. The acknowledgement is written, and
+    the bot stops (a crash, a deploy cutting it short) while Slack has yet to answer its "they
+    are on it" broadcast: the next start shows the end the click left unshown, as any end a
+    stopped bot was showing (the card says who acknowledged, not that nobody came)."""
+    bot, clock, escalation = await running_escalation(bot_factory, policy=ALICE_ONLY)
+    page = await page_of(bot, "U0ALICE")
+    clock.advance(91)
+    await wait_for_post(bot, "Nobody acknowledged the on-call escalation")
+    await wait_for_edit(bot, escalation, "nobody acknowledged")
+    held = bot.slack.hold("chat.postMessage",
+                          when=lambda c: "they are on it" in str(c.params.get("text")))
+    await click_ack(bot, page, user_id="U0ALICE")
+    await held.wait_until_held()
+    await bot.runtime.stop(grace=0)
+    held.open()
+
+    second, _ = await start(bot_factory, policy=ALICE_ONLY, clock=clock)
+    assert await state_of(second) == EscalationState.ACKNOWLEDGED
+    await wait_for_edit(second, escalation, "<@U0ALICE> acknowledged at")
+    assert "nobody acknowledged" not in (escalation.text or "")
+
+
 async def test_an_ack_outcome_on_a_call_left_on_past_its_deadline_acknowledges(
     bot_factory: BotFactory,
 ) -> None:

@@ -33,6 +33,7 @@ from tests.escalations import (
     start,
     state_of,
     wait_for_edit,
+    wait_for_post,
     wait_for_state,
 )
 from tests.follow_helpers import audit_records, end_session, services
@@ -181,6 +182,7 @@ async def test_i_m_on_it_while_nobody_came_is_being_broadcast_is_broadcast_after
     gate.open()
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
     await wait_for_edit(bot, card, "<@U0ALICE> acknowledged at")
+    await wait_for_post(bot, "they are on it")  # told under the escalation's lease, as its end
     await bot.settle()
     assert said(broadcasts(bot)) == ["nobody came", "on it"]
 

@@ -141,10 +141,10 @@ class EscalationButtons:
             raise NotAllowedToAcknowledge() from None
 
     async def _acknowledged_after_exhausted(self, escalation_id: int) -> None:
-        """Everybody was tried and the channel was told nobody came; now somebody has."""
-        await self._endings.acknowledged_late(escalation_id)
-        if not await self._card.refresh(escalation_id):
-            await self._show_end(escalation_id)
+        """Everybody was tried and the channel was told nobody came; now somebody has: told, and
+        shown, under the escalation's lease (as an end is), so that a bot stopping or dying
+        meanwhile leaves it to the next start or another replica (EscalationService.take_over)."""
+        await self._show_end(escalation_id)
 
     async def stop_clicked(self, click: ButtonClick) -> None:
         """Stop escalation: the requester, or a Manager/SystemAdministrator."""

@@ -152,8 +152,7 @@ class Endings:
                     if await self._store.acknowledge(
                             escalation.id, by=step.user_id, at=self._clock(), via=AckVia.OUTCOME,
                             before={EscalationState.EXHAUSTED}, after=EscalationState.ACKNOWLEDGED):
-                        await self.acknowledged_late(escalation.id)
-                        await self._card.refresh_until_shown(escalation.id)
+                        await self.show(escalation.id)  # told as loudly, and shown
                     return
                 on = on or not call.is_final
             if not on:
@@ -164,8 +163,7 @@ class Endings:
             escalation = await self._store.get(escalation.id) or escalation
 
     async def acknowledged_late(self, escalation_id: int) -> None:
-        """Everybody was tried and the channel was told nobody came; now somebody has (I'm on it,
-        or a call's outcome): recorded, and told as loudly."""
+        """The channel was told nobody came; now somebody has: recorded, and told as loudly."""
         escalation = await self._store.get(escalation_id)
         if escalation is None:
             return
@@ -284,13 +282,16 @@ class Endings:
 
     async def show(self, escalation_id: int) -> None:
         """The end of an escalation whose replica stopped or died while showing it, or whose run
-        lost the answer to the write that ended it: the broadcast if nobody came, or why it
-        failed (unless said already), then the card."""
+        lost the answer to the write that ended it: the broadcast if nobody came, why it failed,
+        or that somebody came after "nobody" was said (each unless said already), then the card."""
         escalation = await self._store.get(escalation_id)
         if escalation is not None and escalation.state == EscalationState.EXHAUSTED:
             await self.nobody_came(escalation)
         elif escalation is not None and escalation.state == EscalationState.FAILED:
             await self._tell_failure(escalation)
+        elif escalation is not None and escalation.state == EscalationState.ACKNOWLEDGED and (
+                await self._claims.holder(f"escalation:{escalation_id}:end")):  # "nobody" said
+            await self.acknowledged_late(escalation_id)
         await self._card.refresh_until_shown(escalation_id)
 
     async def stopped(self, escalation: Escalation) -> None:
@@ -338,8 +339,7 @@ class Endings:
 
     def _claim(self, escalation: Escalation, what: str, doing: str) -> Once:
         """The claim `escalation:{id}:{what}` a post is made under, taken with the post's row in
-        the outbox (bot/slack/outbox.py): a crash between the two would leave it claimed and
-        never said."""
+        the outbox (bot/slack/outbox.py): claimed apart, a crash could leave it never said."""
         return lambda then: self._claims.claim_when_answered(
             f"escalation:{escalation.id}:{what}", f"escalation {escalation.id}: {doing}",
             extra={"escalation_id": escalation.id}, then=then)
