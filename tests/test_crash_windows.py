@@ -9,8 +9,10 @@ call. Nothing here waits on a timing guess.
 from __future__ import annotations
 
 import asyncio
+import json
 
-from bot.standins.evovoice import Gated
+from bot.standins.evovoice import ErrorStatus, Gated
+from bot.storage.database import Database
 from bot.standins.slack import Message
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import FAST, FULL, end_session, parent_of, services, wait_for_mark
@@ -70,6 +72,32 @@ async def test_a_call_dialled_as_the_bot_died_is_found_followed_and_reported(
     parent = parent_of(second, status)
     assert await wait_for_mark(second, parent) == "x"
     assert (parent.text or "").endswith("❌ Not answered.")
+
+
+async def test_a_call_dialled_as_the_bot_died_long_before_is_not_told_unplaced_on_a_failed_look(
+    bot_factory: BotFactory,
+) -> None:
+    # The next start comes long after (a host lost, its pod rescheduled minutes later: more than
+    # CALL_FIND_SECONDS since the attempt), and Evo Voice fails its first look for the call (a
+    # 5xx). That is no sign the call was not placed: it rang. The call is looked for again, found,
+    # and followed, never shown as "most likely not placed".
+    first = await bot_factory("http", **FAST)
+    session_id = await died_while_dialling(first)
+    db = Database(first.runtime.settings.database_url)
+    await db.open()
+    try:  # the attempt was made ten minutes before the next start
+        await db.execute("UPDATE calls SET created_at = created_at - 600")
+    finally:
+        await db.close()
+    first.evo.queue("GET", "/sessions", *[ErrorStatus(500)] * 3)
+
+    second = await bot_factory("http", **FAST)  # the same database
+    status = await announced(second)
+    await wait_for_status(second, status, session_id)  # found in Evo Voice, and followed
+    assert "not placed" not in (status.text or "")
+    end_session(second, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(second, status, "Ended")
+    assert not [v for v in status.versions if "not placed" in json.dumps(v)]
 
 
 async def test_a_found_call_s_status_slack_refused_at_first_is_posted_again_and_followed(

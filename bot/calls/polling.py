@@ -10,7 +10,8 @@ which also holds them all back when Evo Voice answers 429 (bot/evovoice/budget.p
 
 A call whose creation was unconfirmed ("outcome unknown"), or accepted without a session id, has no
 session yet: its task looks for it (`GET /sessions?to=…`, created since the attempt, not already
-tied to another call) until `find_for` has passed, then reports it as not found. A known session
+tied to another call) until `find_for` has passed (and, while the look fails, for `find_for` after
+its first failure in this run), then reports it as not found. A known session
 whose reads keep failing (a login refused after a password change, a 403, 5xx, answers that can't
 be read) for `find_for` is shown so, with why, and still polled: the next read that works shows the
 call as it goes. No call is followed for longer than `follow_for`.
@@ -93,7 +94,8 @@ class CallPoller:
         self._wake = wake
         # Since when each call's session has been answered 404; forgotten once it is read.
         self._unknown_since: dict[int, float] = {}
-        # Since when each call's session has failed to be read otherwise; forgotten once it is.
+        # Since when each call's session has failed to be read otherwise (or, not known yet, to
+        # be looked for); forgotten once it is.
         self._failing_since: dict[int, float] = {}
 
     async def follow(self, call_id: int, first_poll_later: bool = False) -> None:
@@ -150,13 +152,18 @@ class CallPoller:
                 self._account_ids, to=call.e164, since=since, priority=Priority.ROUTINE
             )
         except EvoVoiceError as exc:
-            # A lookup that keeps failing (400, 403, 5xx) ends like one that finds nothing.
-            if age > self._timing.find_for:
+            # A lookup that keeps failing (400, 403, 5xx) ends like one that finds nothing, once
+            # it has failed for `find_for` here too: the first look after a restart long after the
+            # attempt (the call reconciled then, bot/calls/follow.py) is no reason to give up.
+            now = self._clock()
+            failing_for = now - self._failing_since.setdefault(call.id, now)
+            if age > self._timing.find_for and failing_for > self._timing.find_for:
                 logger.warning("call %s: lookup still failing (%s)", call.id, type(exc).__name__,
                                extra={"call_id": call.id})
                 await self._stop_following(call, CallState.NOT_FOUND, EventKind.NOT_FOUND, None)
                 return _Step.DONE
             raise
+        self._failing_since.pop(call.id, None)
         # Closest in time to the attempt first: of two calls to one number a few seconds apart,
         # each gets its own session, and an older call to the number loses to a newer one. A time
         # without a zone is measured in the zone that brings it closest (bot/evovoice/dates.py):
