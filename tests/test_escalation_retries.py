@@ -16,6 +16,7 @@ from tests.conftest import QUICK_VOICE_RETRY, BotFactory, until
 from tests.escalations import (
     ALICE,
     BOB,
+    ROSTER,
     click_ack,
     click_stop,
     dialled,
@@ -220,3 +221,34 @@ async def test_a_retry_after_of_no_time_is_no_hot_loop(
     assert min(pauses) >= FIRST_RETRY_SECONDS
     assert 1 < dialled(bot).count(ALICE) <= 10  # 1 s, 2 s, 4 s… up to 15 s within 90 s
     assert not bot.evo.sessions  # nobody rung: every POST was refused
+
+
+async def test_a_step_dialled_after_a_restart_past_its_first_deadline_is_tried_again_on_a_429(
+    bot_factory: BotFactory,
+) -> None:
+    """Bob's step begins, and the bot dies while it checks (Slack slow to list the requester's
+    group) before dialling him. The next start comes after the deadline written when his step
+    began, and dials him (his call never left). Evo Voice says "not now": he is dialled again
+    within his step's time, counted from his call, as in a step that never met a restart, not
+    marked "couldn't be called" and passed over."""
+    policy = ROSTER + 'responders = ["S0ONCALL"]\n'
+    first, clock = await start(bot_factory, policy=policy)
+    first.slack.usergroups["S0ONCALL"] = ["U0SRE"]
+    view, _ = await open_on_message(first, user_id="U0SRE")
+    assert await submit(first, view, user_id="U0SRE") == {}
+    escalation = await escalation_message(first)
+    await wait_for_edit(first, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    services(first).access.forget_groups()
+    held = first.slack.hold("usergroups.users.list")
+    clock.advance(91)  # Alice's step ends; Bob's begins, and his checks wait on Slack
+    await held.wait_until_held()
+    await first.runtime.stop(grace=0)  # the bot dies there
+    held.open()
+
+    clock.advance(200)  # the next start comes after the deadline Bob's step began with
+    first.evo.queue_outgoing(TooManyRequests(retry_after="0.05"))
+    second, _ = await start(bot_factory, policy=policy, clock=clock)
+    retries_on(second, clock)
+    await second.evo.wait_for_posts(3)
+    assert dialled(second) == [ALICE, BOB, BOB]  # refused "not now" once, then rang
+    await wait_for_edit(second, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")

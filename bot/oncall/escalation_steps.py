@@ -227,16 +227,16 @@ class Chain:
     async def _dial(
         self, escalation: Escalation, target: Target, checked: CheckedCall, holder: str
     ) -> None:
-        n, deadline = escalation.step, escalation.step_deadline
-        # A 429 or an unreachable Evo Voice is tried again until the step's deadline: ten seconds
-        # of 429s must not run through the whole chain. Refusals that won't change move on.
+        # Until the step's deadline, counted from its call (the one the step began with may have
+        # passed while the bot was down), a 429 or an unreachable Evo Voice is tried again: ten
+        # seconds of 429s must not run through the chain. Refusals that won't change move on.
+        n, deadline = escalation.step, self._clock() + escalation.answer_timeout
         async def keep_step_call(call_id: int) -> None:
             # Before the POST: a bot stopped mid-dial finds this step's call again, follows it
             # and ends it at the deadline before dialling the next person. Only while this run
             # holds the step (else StepTakenOver) and the chain runs (else ChainNotRunning).
             if not await until_database_answers(
-                lambda: self._steps.record_call(escalation.id, n, holder, call_id,
-                                                self._clock() + escalation.answer_timeout),
+                lambda: self._steps.record_call(escalation.id, n, holder, call_id, deadline),
                 f"escalation {escalation.id}: recording step {n + 1}'s call",
                 extra={"escalation_id": escalation.id, "call_id": call_id},
             ):
@@ -244,7 +244,7 @@ class Chain:
 
         result = await self._calls.place(
             checked,
-            retry_for=(lambda: deadline - self._clock()) if deadline is not None else None,
+            retry_for=lambda: deadline - self._clock(),
             on_dialling=keep_step_call,
             before_retry=lambda: self._steps.before_retry(escalation.id, n, holder),
             quiet=True,  # the card and the page tell it: no posts per step in the thread
