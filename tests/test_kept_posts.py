@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from bot.calls.store import CallState
+from bot.slack.outbox import REDELIVER_FOR_SECONDS
 from bot.standins.slack import ApiCall
 from bot.storage.database import Database
 from tests.conftest import BotFactory, BotUnderTest
@@ -218,6 +219,45 @@ async def test_an_escalation_post_refused_by_slack_is_delivered_after_a_restart(
     await second.settle()
     assert sum(1 for c in second.slack.calls_to("chat.postMessage") if c.ok and loud(c)) == 1
     assert dialled(second) == [ALICE, BOB, MANAGER]  # nobody dialled again
+
+
+async def test_a_post_refused_past_a_long_restart_is_sent_again_not_given_up_at_once(
+    bot_factory: BotFactory,
+) -> None:
+    # "Nobody acknowledged" is refused until the bot stops, and the next start comes more than
+    # REDELIVER_FOR_SECONDS later (a host lost, its pod rescheduled). Slack refuses its first try
+    # then too: it is sent again, as a post refused while its bot runs is, not given up on.
+    clock = Clock()
+    first, _ = await start(bot_factory, policy=ALICE_ONLY, clock=clock, **QUICK)
+    view, _ = await open_on_message(first)
+    await submit(first, view)
+    escalation = await escalation_message(first)
+    refusing = True
+
+    def loud(c: ApiCall) -> bool:
+        return "Nobody acknowledged" in str(c.params.get("text"))
+
+    first.slack.fail("chat.postMessage", "internal_error", when=lambda c: refusing and loud(c))
+    await wait_for_edit(first, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔")
+    clock.advance(91)
+    await first.slack.wait_for_call("chat.postMessage", lambda c: not c.ok and loud(c))
+    await first.runtime.stop()
+    refusing = False
+    first.slack.fail("chat.postMessage", "internal_error", times=1, when=loud)
+    db = Database(first.runtime.settings.database_url)
+    await db.open()
+    try:  # stopped REDELIVER_FOR_SECONDS and more ago
+        for table, column in (("slack_posts", "created_at"), ("leases", "expires_at"),
+                              ("replicas", "seen_at")):
+            await db.execute(f"UPDATE {table} SET {column} = {column} - ?",
+                             (REDELIVER_FOR_SECONDS + 60,))
+    finally:
+        await db.close()
+
+    second, _ = await start(bot_factory, policy=ALICE_ONLY, clock=clock, **QUICK)
+    delivered = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and loud(c), timeout=30)
+    assert delivered.params["thread_ts"] == (escalation.thread_ts or escalation.ts)
 
 
 async def test_a_post_its_live_replica_still_sends_again_is_not_taken_over(

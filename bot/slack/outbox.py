@@ -30,7 +30,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from bot.slack.blocks import Message
@@ -178,6 +178,9 @@ class Outbox:
             )
             if adopted != 1:
                 continue  # another replica was quicker
+            # Sent again for REDELIVER_FOR_SECONDS from now: its replica may have stopped longer
+            # ago than that (a host lost), and one refusal now must not give it up.
+            pending = replace(pending, created_at=now)
             logger.warning("a Slack post (%s) was in flight when its replica stopped: sending it "
                            "again", pending.kept.purpose)
             if _thread_of(pending) in self._waiting:
