@@ -163,14 +163,9 @@ class CallControls:
         logger.info("call %s hung up by %s", call.id, click.user_id, extra={
             "call_id": call.id, "session_id": call.session_id, "user_id": click.user_id})
         # Hung up: what is left to write waits for a failing database (never told "not done").
-        await self._record(call, EventKind.HANG_UP, click)
-        await until_database_answers(
-            lambda: self._store.update(call.id, hung_up_by=click.user_id),
-            f"noting who hung up call {call.id}",
-            extra={"call_id": call.id, "user_id": click.user_id},
-        )
-        # Should the follower have seen the end before the row said who hung up, show it now.
-        await self._follower.refresh(call.id)
+        # Should the follower have seen the end before the row said who hung up, it shows now.
+        await self._noted(call, EventKind.HANG_UP, click, "noting who hung up",
+                          hung_up_by=click.user_id)
         self._follower.poke(call.id)
 
     async def call_again(self, click: ButtonClick) -> None:
@@ -199,13 +194,18 @@ class CallControls:
             await self._tell(click, AlreadyCalledAgain())
             return
         if result.outcome in (Outcome.PLACED, Outcome.UNKNOWN, Outcome.FAILED):
-            await self._record(call, EventKind.CALLED_AGAIN, click)
-            await until_database_answers(
-                lambda: self._store.update(call.id, called_again_by=click.user_id),
-                f"noting that call {call.id} was called again",
-                extra={"call_id": call.id, "user_id": click.user_id},
-            )
-            await self._follower.refresh(call.id)
+            await self._noted(call, EventKind.CALLED_AGAIN, click, "noting who called again",
+                              called_again_by=click.user_id)
+
+    async def _noted(self, call: TrackedCall, kind: EventKind, click: ButtonClick, what: str,
+                     **fields: str) -> None:
+        """What `click` did, done: `kind` in the audit trail, `fields` on the call's row (both
+        waiting for a failing database), then the call's status message drawn again."""
+        await self._record(call, kind, click)
+        await until_database_answers(lambda: self._store.update(call.id, **fields),
+                                     f"{what} call {call.id}",
+                                     extra={"call_id": call.id, "user_id": click.user_id})
+        await self._follower.refresh(call.id)
 
     @staticmethod
     def _again(call: TrackedCall, click: ButtonClick) -> CallRequest:
