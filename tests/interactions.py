@@ -6,6 +6,7 @@ Shared by the tests of every feature that goes through them; each returns what S
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from bot.calls import form as forms
@@ -128,6 +129,28 @@ def submission(
         callback_id=forms.CALL_FORM_CALLBACK_ID, values=values, view=view.view, view_id=view.id,
         user_id=user_id, response_urls=response_urls,
     )
+
+
+async def refused_then_sent_again(
+    bot: BotUnderTest, view: View, number: str,
+    failing: AbstractContextManager[object] | None = None,
+) -> None:
+    """Submit the call form (flow-wake, caller ID +1 814 555 0101, reason INC-42) while the
+    database fails it (inside `failing`, or a fault of one write set up before): refused in the
+    form, nothing dialled. Then Submit again, as the form asks: `number` is dialled, once."""
+    values = state(number, flow="flow-wake", caller_id="+18145550101", reason="INC-42")
+    with failing or nullcontext():
+        answer = await interact(bot, submission(view, values))
+    assert answer.get("response_action") == "errors", answer
+    [error] = answer["errors"].values()
+    assert "callbot could not write to its database, so nothing was dialled (reference " in error
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+    again = await interact(bot, submission(view, values))
+    assert again.get("response_action") in (None, "clear"), again
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [number]
 
 
 # ---------------------------------------------------------------------- "are you sure?"

@@ -24,7 +24,7 @@ from tests.database_locks import (
 from tests.databases import POSTGRESQL
 from tests.escalations import ALICE, open_on_message, start, submit
 from tests.follow_helpers import services
-from tests.interactions import interact, open_form, state, submission
+from tests.interactions import interact, open_form, refused_then_sent_again, state, submission
 
 FULL = "+18144043093"
 NOT_WRITTEN = "callbot could not write to its database, so "
@@ -43,19 +43,7 @@ async def test_a_call_form_sent_while_the_database_is_locked_says_so_and_can_be_
 ) -> None:
     bot = await bot_factory(mode)
     view = await open_form(bot, FULL)
-    values = state(flow="flow-wake", caller_id="+18145550101", reason="INC-42")
-    with write_lock(bot):
-        answer = await interact(bot, submission(view, values))
-    assert answer.get("response_action") == "errors", answer
-    [error] = answer["errors"].values()
-    assert NOT_WRITTEN + "nothing was dialled (reference " in error
-    await bot.settle()
-    assert bot.evo.outgoing_posts == []
-
-    again = await interact(bot, submission(view, values))
-    assert again.get("response_action") in (None, "clear"), again
-    await bot.evo.wait_for_posts(1)
-    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [FULL]
+    await refused_then_sent_again(bot, view, FULL, failing=write_lock(bot))
 
 
 @pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)

@@ -14,7 +14,7 @@ from tests.conftest import BotFactory
 from tests.databases import on_both_databases
 from tests.escalations import ALICE, IN_ALICES_SHIFT, ROSTER, open_on_message, start, submit
 from tests.follow_helpers import services
-from tests.interactions import interact, open_form, state, submission
+from tests.interactions import open_form, refused_then_sent_again
 
 FULL = "+18144043093"
 NOT_WRITTEN = "callbot could not write to its database, so "
@@ -29,20 +29,8 @@ async def test_a_call_form_whose_claim_lost_its_answer_can_be_sent_again_and_dia
     claims = services(bot).claims
     fault = AnswerLost(claims, f"form:T0TEAM:{view.id}")
     monkeypatch.setattr(claims, "claim", fault)
-    values = state(flow="flow-wake", caller_id="+18145550101", reason="INC-42")
-    answer = await interact(bot, submission(view, values))
+    await refused_then_sent_again(bot, view, FULL)
     assert fault.lost
-    assert answer.get("response_action") == "errors", answer
-    [error] = answer["errors"].values()
-    assert NOT_WRITTEN + "nothing was dialled (reference " in error
-    await bot.settle()
-    assert bot.evo.outgoing_posts == []
-    # Submit again, as the form asks: the call is placed, once.
-    again = await interact(bot, submission(view, values))
-    assert again.get("response_action") in (None, "clear"), again
-    await bot.evo.wait_for_posts(1)
-    await bot.settle()
-    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [FULL]
 
 
 @on_both_databases
