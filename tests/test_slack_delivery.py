@@ -158,5 +158,10 @@ async def test_nobody_acknowledged_whose_answer_slack_lost_is_broadcast_once(
                 or sent() > 1, timeout=20)
     lost.open()
     await bot.settle()
+
+    async def forgotten() -> None:  # once found, the kept post is forgotten (its redelivery's task)
+        while await services(bot).db.fetchall("SELECT id FROM slack_posts"):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(forgotten(), 10)
     assert sent() == 1
-    assert await services(bot).db.fetchall("SELECT id FROM slack_posts") == []
