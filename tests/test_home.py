@@ -277,3 +277,30 @@ async def test_a_slack_connect_managers_recent_calls_are_on_their_tab(
     home = json.dumps(await open_home(bot, "U0LEAD1"), ensure_ascii=False)
     assert "Your recent calls" in home
     assert "+1 814 ••• 3093 · “Escalation”" in home
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_button_click_delivered_twice_opens_the_form_and_says_nothing_more(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    # The same click twice (a Socket Mode envelope again after a reconnect, a proxy resending, two
+    # replicas): its trigger_id opens the form once; the copy finds it used. The form is open:
+    # "I could not open the call form … Try again" would send the person after nothing.
+    bot, _ = await start(bot_factory, mode)
+    home = await open_home(bot, "U0MANAGER")
+    payload = block_actions_payload(
+        action_id=HOME_CALL_ACTION, block_id=HOME_ACTIONS_BLOCK, value="call",
+        view={**home, "id": bot.slack.home_views["U0MANAGER"].id}, user_id="U0MANAGER",
+        trigger_id=bot.slack.new_trigger_id(),
+    )
+    for _ in range(2):
+        if bot.mode == "socket":
+            await bot.slack.send_envelope("interactive", payload)
+        else:
+            assert (await bot.post_signed(interactive_body(payload))).status == 200
+    await bot.slack.wait_for_calls("views.open", 2)
+    await bot.settle()
+    assert [c.ok for c in bot.slack.calls_to("views.open")].count(True) == 1
+    told = [c for method in ("chat.postMessage", "chat.postEphemeral")
+            for c in bot.slack.calls_to(method)]
+    assert [c.params.get("text") for c in told] == []

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 # Leaves Slack's 3 s for the claim, the ack and the network.
 VALIDATION_BUDGET_SECONDS = 2.0
+# Slack's answer to views.open with a trigger_id that has already opened a view: it works once.
+EXCHANGED_TRIGGER = "exchanged_trigger_id"
 
 Checked = TypeVar("Checked")
 View = dict[str, Any]
@@ -269,6 +271,14 @@ async def open_form(
         )
     except SLACK_FAILURES as exc:
         prepared.cancel()
+        if slack_error_code(exc) == EXCHANGED_TRIGGER:
+            # The same request delivered again (a Socket Mode envelope after a reconnect, a
+            # proxy resending, a copy on each replica): its first delivery used the trigger and
+            # opened the modal, or told why not. Told "could not open", the person would go
+            # after a form that is there.
+            logger.info("views.open of the %s for %s: trigger used by an earlier delivery",
+                        spec.what, user_id)
+            return
         logger.warning("views.open of the %s for %s failed (%s)", spec.what, user_id,
                        slack_error_code(exc))
         await services.notifier.tell(
