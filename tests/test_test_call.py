@@ -101,3 +101,22 @@ async def test_takes_no_arguments(bot_factory: BotFactory) -> None:
     assert "takes nothing after it" in ack.text
     await bot.settle()
     assert bot.evo.outgoing_posts == []
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_refusal_slack_delivers_twice_is_told_once(bot_factory: BotFactory,
+                                                           mode: str) -> None:
+    from bot.standins.slack import slash_command_payload
+
+    bot = await bot_factory(mode, policy=MANAGER_ONLY)
+    url = bot.slack.response_url()
+    fields = dict(text="test", user_id="U0ADMIN", trigger_id="5.6.twice", response_url=url)
+    for _ in range(2):  # the same command again: a redelivered envelope, a proxy resending
+        if bot.mode == "socket":
+            await bot.slack.send_envelope("slash_commands", slash_command_payload(**fields))
+        else:
+            assert (await bot.post_signed(slash_command_body(**fields))).status == 200
+    await bot.settle()
+    [told] = bot.slack.responses_to(url)  # no [people] entry, empty profile: told once
+    assert "Slack profile" in str(told["text"])
+    assert bot.evo.outgoing_posts == []

@@ -8,6 +8,7 @@ rate limits, the confirmation in the channel and the status message that follows
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck
@@ -16,6 +17,9 @@ from bot.calls import messages as views
 from bot.calls.models import CallRequest, Outcome
 from bot.errors import Expected, NoUsableNumber, describe_any
 from bot.services import Services
+from bot.storage.faults import DATABASE_FAULTS
+
+logger = logging.getLogger(__name__)
 
 TEST_REASON = "test call: this is how an on-call page sounds"
 
@@ -43,6 +47,10 @@ async def place_test_call(services: Services, command: dict[str, Any]) -> None:
             await services.access.require(user_id)
             raise NoUsableNumber(user_id, found.problem or "none found", "get a test call")
     except Exception as exc:  # every refusal reaches the requester, in words
+        if not await _first_answer(services, command):
+            # The same command delivered again, refused again: told once, as a call is placed once.
+            services.calls.count_ending(Outcome.DUPLICATE)
+            return
         await services.notifier.tell(
             user_id=user_id, channel_id=str(command.get("channel_id") or "") or None,
             response_url=command.get("response_url") or None,
@@ -51,7 +59,6 @@ async def place_test_call(services: Services, command: dict[str, Any]) -> None:
         if isinstance(exc, Expected):  # a bug is no refusal (nor counted, as in handle())
             services.calls.count_ending(Outcome.REFUSED, exc)
         return
-    trigger = command.get("trigger_id")
     request = CallRequest(
         team_id=str(command.get("team_id") or ""),
         user_id=user_id,
@@ -60,7 +67,26 @@ async def place_test_call(services: Services, command: dict[str, Any]) -> None:
         flow_text=flow,
         reason=TEST_REASON,
         response_url=command.get("response_url") or None,
-        idempotency_key=f"command:{command.get('team_id')}:{trigger}" if trigger else None,
+        idempotency_key=_command_key(command),
         origin="test",
     )
     await services.calls.handle(request)
+
+
+def _command_key(command: dict[str, Any]) -> str | None:
+    """The command's claim (as a call's: a redelivered envelope carries the same trigger_id)."""
+    trigger = command.get("trigger_id")
+    return f"command:{command.get('team_id')}:{trigger}" if trigger else None
+
+
+async def _first_answer(services: Services, command: dict[str, Any]) -> bool:
+    """Whether this delivery of the command is the first to be answered: it claims the command's
+    key, as placing its call would have. A database failing to say is no reason to stay silent."""
+    key = _command_key(command)
+    if key is None:
+        return True
+    try:
+        return await services.claims.claim(key)
+    except DATABASE_FAULTS as exc:
+        logger.warning("telling a refused test call without its claim (%s)", type(exc).__name__)
+        return True
