@@ -520,7 +520,7 @@ async def test_a_redelivered_command_rings_once(bot_factory: BotFactory, mode: s
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 1
     assert len(bot.slack.channel_messages("C0OPS")) == 1  # one parent: one call
-    assert bot.slack.responses.get(url, []) == []  # and no question about a second one
+    assert bot.slack.responses_to(url) == []  # and no question about a second one
 
 
 async def test_a_cold_burst_asks_slack_who_we_are_only_once(bot: BotUnderTest) -> None:
