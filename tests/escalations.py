@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import json
 import time
 from typing import Any
@@ -68,6 +69,7 @@ rotation = ["U0MANAGER"]
 
 ALICE, BOB, MANAGER = "+18144043093", "+18144043094", "+18144043090"
 CHANNEL = "C0OPS"
+_ACTION_TS = itertools.count(1)
 # What the requester is told when the escalation's card can't be posted in the channel.
 NOT_POSTED = "I could not post the on-call escalation in <#C0OPS>"
 # Alice's shift: Monday 9 March 09:00 EDT to Monday 16 March 09:00 EDT.
@@ -251,6 +253,8 @@ async def click(
         action_id=action_id, block_id=block_id, value=value,
         channel_id=message.channel, message_ts=message.ts,
         message=message.to_api(bot.slack.team_id), response_url=url, user_id=user_id,
+        # Every click has its own action_ts; a double click is two clicks.
+        extra_action={"action_ts": f"1700000200.{next(_ACTION_TS):06d}"},
     )
     if bot.mode == "socket":
         envelope = await bot.slack.send_envelope("interactive", payload)

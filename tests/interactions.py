@@ -5,6 +5,7 @@ Shared by the tests of every feature that goes through them; each returns what S
 
 from __future__ import annotations
 
+import itertools
 import json
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -25,6 +26,7 @@ from bot.oncall.escalation_form import ESCALATION_FORM
 from tests.conftest import Ack, BotUnderTest, until
 
 FULL = "+18144043093"
+_ACTION_TS = itertools.count(1)
 LOADING = (forms.CALL_FORM.loading, ESCALATION_FORM.loading)
 
 
@@ -175,6 +177,8 @@ async def click(
         action_id=action_id, block_id="call_confirmation",
         value=value if value is not None else button(question, action_id)["value"],
         user_id=user_id, response_url=url, channel_id="C0OPS",
+        # Every click has its own action_ts; a double click is two clicks.
+        extra_action={"action_ts": f"1700000300.{next(_ACTION_TS):06d}"},
     )
     if bot.mode == "socket":
         envelope = await bot.slack.send_envelope("interactive", payload)

@@ -339,3 +339,26 @@ async def test_call_again_to_a_number_outside_the_home_region_asks_nothing_more(
     await bot.settle()
     assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [canada, canada]
     assert not any("are you sure" in a["text"] for a in bot.slack.responses_to(url))
+
+
+async def test_a_call_again_click_delivered_twice_calls_once_and_refuses_nothing(
+    bot_factory: BotFactory,
+) -> None:
+    # One click reaching the bot twice (a proxy resending, a copy on each replica): one call,
+    # and the person who clicked once is not told "already called again (one click dials once)".
+    bot, status, session_id = await placed_call(bot_factory)
+    end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await wait_for_edit(bot, status, "Ended")
+    url = bot.slack.response_url()
+    payload = block_actions_payload(
+        action_id=CALL_AGAIN_ACTION, block_id=CALL_ACTIONS_BLOCK,
+        value=buttons(status)[CALL_AGAIN_ACTION], channel_id=status.channel,
+        message_ts=status.ts, message=status.to_api(bot.slack.team_id), response_url=url,
+        extra_action={"action_ts": "1700000400.000001"},
+    )
+    for _ in range(2):
+        assert (await bot.post_signed(interactive_body(payload))).status == 200
+    await status_message(bot, 2)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 2  # the first call and one again
+    assert [a["text"] for a in bot.slack.responses_to(url)] == []

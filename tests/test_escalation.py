@@ -17,9 +17,9 @@ import pytest
 
 from bot.oncall.escalation_form import ESCALATION_FORM_CALLBACK_ID, EscalationField
 from bot.oncall.escalation_store import EscalationState
-from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
+from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.standins.evovoice import Delayed, ErrorStatus, Gated
-from bot.standins.slack import Message
+from bot.standins.slack import Message, block_actions_payload, interactive_body
 from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
 from tests.databases import on_both_databases
 from tests.escalations import (
@@ -42,6 +42,7 @@ from tests.escalations import (
     page_of,
     posts_in,
     reason_block,
+    running_escalation,
     session_of,
     start,
     state_of,
@@ -478,6 +479,34 @@ async def test_stop_escalation_by_the_requester_or_a_manager_only(
     assert "already over" in late["text"]
     await bot.settle()
     assert dialled(bot) == [ALICE]
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_stop_click_delivered_twice_stops_it_and_says_nothing_more(
+    bot_factory: BotFactory, mode: str
+) -> None:
+    # One click reaching the bot twice (a Socket Mode envelope again after a reconnect, a proxy
+    # resending, a copy on each replica): the copy must not tell the person who stopped the
+    # escalation that it "is already over; there is nothing to stop".
+    bot, _, escalation = await running_escalation(bot_factory, mode)
+    url = bot.slack.response_url()
+    [(block_id, value)] = [(b.get("block_id"), e["value"]) for b in escalation.blocks or []
+                           if b.get("type") == "actions" for e in b["elements"]
+                           if e["action_id"] == STOP_ESCALATION_ACTION]
+    payload = block_actions_payload(
+        action_id=STOP_ESCALATION_ACTION, block_id=block_id, value=value,
+        channel_id=escalation.channel, message_ts=escalation.ts,
+        message=escalation.to_api(bot.slack.team_id), response_url=url, user_id="U0ADMIN",
+    )
+    for _ in range(2):
+        if bot.mode == "socket":
+            await bot.slack.send_envelope("interactive", payload)
+        else:
+            assert (await bot.post_signed(interactive_body(payload))).status == 200
+    await wait_for_state(bot, EscalationState.STOPPED)
+    await bot.settle()
+    assert "stopped by <@U0ADMIN>." in (escalation.text or "")
+    assert [a["text"] for a in bot.slack.responses_to(url)] == []
 
 
 async def _late_click(bot: BotUnderTest, escalation: Message) -> tuple[Ack, str]:

@@ -101,6 +101,8 @@ class ButtonClick:
     value: str
     response_url: str | None
     action_id: str = ""
+    # Slack's time of the click: its own for every click, the same in every delivery of one.
+    action_ts: str = ""
 
     def row_id(self) -> int:
         """The database id a button carries as its value; ButtonExpired if it isn't one."""

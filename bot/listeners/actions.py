@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 
 from bot.calls.controls import ButtonClick
+from bot.calls.models import Outcome
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.services import Services
+from bot.storage.faults import DATABASE_FAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +28,8 @@ async def on_hang_up(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltCont
     click = button_click_from(body)
     if without_clicker(click):
         return
-    services.tasks.spawn(services.controls.hang_up(click), name=f"hang up by {click.user_id}")
+    services.tasks.spawn(once_per_click(services, click, partial(services.controls.hang_up, click)),
+                         name=f"hang up by {click.user_id}")
 
 
 async def on_call_again(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
@@ -34,7 +39,9 @@ async def on_call_again(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltC
     if without_clicker(click):
         return
     services.tasks.spawn(
-        services.controls.call_again(click), name=f"call again by {click.user_id}"
+        once_per_click(services, click, partial(services.controls.call_again, click),
+                       partial(services.calls.count_ending, Outcome.DUPLICATE)),
+        name=f"call again by {click.user_id}",
     )
 
 
@@ -60,7 +67,35 @@ def button_click_from(body: dict[str, Any]) -> ButtonClick:
         value=_text(action.get("value") if isinstance(action, dict) else None) or "",
         response_url=_text(body.get("response_url")),
         action_id=_text(action.get("action_id") if isinstance(action, dict) else None) or "",
+        action_ts=_text(action.get("action_ts") if isinstance(action, dict) else None) or "",
     )
+
+
+async def once_per_click(services: Services, click: ButtonClick,
+                         work: Callable[[], Awaitable[object]],
+                         repeated: Callable[[], None] | None = None) -> None:
+    """`work` for the first delivery of `click`. Slack may deliver one click more than once (a
+    Socket Mode envelope again after a reconnect, a proxy resending, a copy on each replica): the
+    copy, claimed by the click's own identity (who, where, which button, Slack's `action_ts`),
+    does nothing and tells nothing (`repeated`: counts it). A click clicked again is a new click
+    (its own `action_ts`), answered as every button answers it. A database failing on the claim
+    lets the click through: its work says what the database did to it."""
+    if click.action_ts:
+        key = (f"click:{click.team_id}:{click.user_id}:{click.channel_id or ''}:"
+               f"{click.message_ts or ''}:{click.action_id}:{click.action_ts}")
+        try:
+            first = await services.claims.claim(key)
+        except DATABASE_FAULTS as exc:
+            logger.warning("click of %s by %s handled without its claim (%s)", click.action_id,
+                           click.user_id, type(exc).__name__)
+            first = True
+        if not first:
+            logger.info("repeated delivery of a click of %s by %s ignored", click.action_id,
+                        click.user_id, extra={"user_id": click.user_id})
+            if repeated is not None:
+                repeated()
+            return
+    await work()
 
 
 def user_of(body: dict[str, Any]) -> str:

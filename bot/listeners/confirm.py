@@ -7,13 +7,14 @@ before dialling, and dials at most once however often the button is clicked.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 
 from bot.calls.confirm_views import CANCEL_CALL_ACTION, CONFIRM_CALL_ACTION
 from bot.calls.confirmations import valid_id
-from bot.listeners.actions import button_click_from
+from bot.listeners.actions import button_click_from, once_per_click
 from bot.services import Services
 
 logger = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ async def on_answer(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltConte
     confirming = click.action_id == CONFIRM_CALL_ACTION
     answer = services.calls.confirm if confirming else services.calls.cancel
     services.tasks.spawn(
-        answer(click.value, user_id=click.user_id, channel_id=click.channel_id,
-               response_url=click.response_url),
+        once_per_click(services, click, partial(
+            answer, click.value, user_id=click.user_id, channel_id=click.channel_id,
+            response_url=click.response_url)),
         name=f"{'confirmed' if confirming else 'cancelled'} call by {click.user_id}",
     )

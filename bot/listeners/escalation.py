@@ -39,7 +39,7 @@ from bot.errors import (
     log_unexpected,
 )
 from bot.evovoice.client import EvoVoiceError
-from bot.listeners.actions import button_click_from, user_of, without_clicker
+from bot.listeners.actions import button_click_from, once_per_click, user_of, without_clicker
 from bot.listeners.modals import (
     Admission,
     FormSpec,
@@ -345,8 +345,10 @@ async def on_stop_escalation(
     click = button_click_from(body)
     if without_clicker(click):
         return
-    services.tasks.spawn(services.escalations.stop_clicked(click),
-                         name=f"stop escalation by {click.user_id}")
+    services.tasks.spawn(
+        once_per_click(services, click, partial(services.escalations.stop_clicked, click)),
+        name=f"stop escalation by {click.user_id}",
+    )
 
 
 
@@ -360,7 +362,8 @@ async def on_acknowledge(ack: AsyncAck, body: dict[str, Any], context: AsyncBolt
         await ack()
         return
 
-    acknowledging = services.escalations.ack_clicked(click)
+    acknowledging = once_per_click(services, click,
+                                   partial(services.escalations.ack_clicked, click))
     if services.tasks.closed:
         # Restarting: nobody may be left believing their "I'm on it" was lost. The acknowledgement
         # is written before the click is acked (a database write; the next start hangs up and
