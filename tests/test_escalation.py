@@ -68,7 +68,8 @@ async def test_the_message_shortcut_opens_a_prefilled_form(
     assert shown["title"]["text"] == "Escalate to on-call" and shown["submit"]["text"] == "Escalate"
     text = json.dumps(shown["blocks"], ensure_ascii=False)
     assert "*On call now:* <@U0ALICE> · +1 814 ••• 3093 · until Mon 16 Mar 09:00 EDT" in text
-    assert "Then: <@U0BOB>, then <@U0CAROL>, then <@U0MANAGER> (escalate_to)" in text
+    assert ("Then: <@U0BOB>, then <@U0CAROL> (⚠️ no usable phone number: skipped), then "
+            "<@U0MANAGER> (escalate_to)") in text
     assert "*Flow:* “Escalation”" in text
     assert "90 s" in text
     reason = reason_block(shown)["element"]["initial_value"]
@@ -114,6 +115,19 @@ async def test_the_on_call_person_without_a_number_is_flagged_and_skipped(
     assert dialled(bot) == [ALICE]  # the next in the rotation after Carol
     await wait_for_edit(bot, escalation, "2. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
     assert escalation.thread_ts == message.ts
+
+
+async def test_someone_after_the_first_without_a_number_is_shown_as_skipped(
+    bot_factory: BotFactory,
+) -> None:
+    # Carol (no [people] entry, no phone) comes after Alice and Bob: the chain skips her (see
+    # test_nobody_answers_the_chain_goes_down_the_rotation_then_escalate_to), so the form
+    # must not list her among those who will be called as if she would be.
+    bot, _ = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    text = json.dumps(view.versions[-1]["blocks"], ensure_ascii=False)
+    assert ("Then: <@U0BOB>, then <@U0CAROL> (⚠️ no usable phone number: skipped), then "
+            "<@U0MANAGER> (escalate_to).") in text
 
 
 async def test_when_nobody_in_the_order_has_a_number_the_form_says_nobody_would_be_called(

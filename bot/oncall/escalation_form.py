@@ -124,6 +124,13 @@ def who(user_id: str, source: str) -> str:
     return f"<@{user_id}>" + (" (escalate_to)" if source == Source.ESCALATE_TO else "")
 
 
+def next_in_line(person: OnCallPerson) -> str:
+    """Someone after the first, as the form lists them: flagged when the chain will skip them."""
+    if person.number is None:
+        return f"{who(person.user_id, person.source)} (⚠️ no usable phone number: skipped)"
+    return who(person.user_id, person.source)
+
+
 def escalation_form(
     preview: EscalationPreview,
     metadata: ModalMetadata,
@@ -146,7 +153,7 @@ def escalation_form(
     blocks: list[Block] = [section(on_call)]
     timeout = seconds(preview.answer_timeout)
     if rest:
-        after = ", then ".join(who(p.user_id, p.source) for p in rest)
+        after = ", then ".join(next_in_line(p) for p in rest)
         blocks.append(context(f"Each person has {timeout} to answer. Then: {after}."))
     else:
         blocks.append(context(f"They have {timeout} to answer; nobody comes after them."))
