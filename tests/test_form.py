@@ -140,6 +140,30 @@ async def test_data_ready_while_the_loading_view_opens_still_replaces_it(
     assert block(view.versions[-1], FormField.FLOW) is not None
 
 
+async def test_when_the_loading_view_cannot_be_replaced_the_user_is_told(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Slack refusing views.update (its own trouble, not the user closing the modal) left the
+    # loading view up for good, with nothing said: as when views.open fails, the user is told.
+    monkeypatch.setattr(form_listener, "OPEN_BUDGET_SECONDS", 0.05)
+    bot = await bot_factory("http")
+    release = asyncio.Event()
+
+    async def slow_groups(call: ApiCall) -> None:
+        await release.wait()
+
+    bot.slack.on("usergroups.users.list", slow_groups)
+    bot.slack.fail("views.update", "internal_error")
+    url = bot.slack.response_url()
+    view = await open_form(bot, user_id="U0LEAD1", response_url=url, ready=False)
+    assert "submit" not in view.versions[-1]  # the loading view
+    release.set()
+    await bot.slack.wait_for_call("views.update")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "could not open the call form (internal_error)" in answer["text"]
+    assert answer["response_type"] == "ephemeral"
+
+
 async def test_when_the_form_cannot_be_opened_the_user_is_told(bot: BotUnderTest) -> None:
     bot.slack.fail("views.open", "expired_trigger_id")
     _, url = await bot.command("")

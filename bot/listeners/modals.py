@@ -281,12 +281,7 @@ async def open_form(
             return
         logger.warning("views.open of the %s for %s failed (%s)", spec.what, user_id,
                        slack_error_code(exc))
-        await services.notifier.tell(
-            user_id=user_id, channel_id=metadata.channel_id, response_url=metadata.response_url,
-            message=refusal(
-                f"I could not open the {spec.what} ({slack_error_code(exc)}). Try again."
-            ),
-        )
+        await _not_opened(services, spec, user_id, metadata, slack_error_code(exc))
         return
     if not loading:
         return
@@ -298,8 +293,21 @@ async def open_form(
         )
     except SLACK_FAILURES as exc:
         # not_found: the user closed the loading view; hash_conflict: it changed meanwhile.
-        logger.info("views.update of the %s for %s failed (%s)", spec.what, user_id,
-                    slack_error_code(exc))
+        code = slack_error_code(exc)
+        logger.info("views.update of the %s for %s failed (%s)", spec.what, user_id, code)
+        if code not in ("not_found", "hash_conflict"):
+            # Slack's own trouble: the loading view would stay up for good, unexplained.
+            await _not_opened(services, spec, user_id, metadata, code)
+
+
+async def _not_opened(
+    services: Services, spec: FormSpec[Any], user_id: str, metadata: ModalMetadata, code: str
+) -> None:
+    """Tell the requester the form could not be shown, where its outcome would have gone."""
+    await services.notifier.tell(
+        user_id=user_id, channel_id=metadata.channel_id, response_url=metadata.response_url,
+        message=refusal(f"I could not open the {spec.what} ({code}). Try again."),
+    )
 
 
 def _submitted_view(
