@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
-from bot.standins.slack import ApiCall, Message
+from bot.standins.slack import ApiCall, Gate, Message
 from tests.conftest import BotFactory, BotUnderTest, until
+from tests.databases import on_both_databases
 from tests.escalations import (
     NOT_POSTED,
     ALICE,
@@ -394,3 +395,47 @@ async def test_without_a_card_a_chain_that_fails_on_a_bug_tells_the_requester_wi
     assert getattr(record, "escalation_id", None) == 1  # a field the JSON line carries
     await bot.settle()
     assert sum("Nobody more will be called" in t for t in told(bot)) == 1
+
+
+
+def hold_the_first_edit_of(bot: BotUnderTest, message: Message) -> Gate:
+    """Hold the next edit of `message` only (the replica that makes it), not the edits after."""
+    held: list[ApiCall] = []
+
+    def the_first(call: ApiCall) -> bool:
+        if call.params.get("ts") != message.ts:
+            return False
+        held.append(call)
+        return len(held) == 1
+
+    return bot.slack.hold("chat.update", when=the_first)
+
+
+@on_both_databases
+async def test_a_stop_drawn_on_another_replica_as_the_chain_ends_never_leaves_the_card_behind(
+    bot_factory: BotFactory,
+) -> None:
+    """Two replicas on one database. Stop is clicked on the one not running the chain, and its
+    edit of the card (Alice's phone still ringing) is slow to reach Slack; meanwhile the chain's
+    replica hangs her up and shows the end, and is still editing her page when the slow edit
+    lands. Slack takes edits in the order they arrive: the card still ends up saying her call
+    was stopped, not that it rings on."""
+    first, clock, card = await running_escalation(bot_factory)
+    page = await page_of(first, "U0ALICE")
+    second, _ = await start(bot_factory, clock=clock)
+    assert services(second).leases.owner != services(first).leases.owner
+    stops_edit = hold_the_first_edit_of(first, card)
+    await click_stop(second, card, user_id="U0ADMIN")
+    await stops_edit.wait_until_held()  # drawn while her phone still rang
+    pages_edit = hold_the_first_edit_of(first, page)
+    await wait_for_edit(first, card, "1. <@U0ALICE> (+1 814 ••• 3093) — ⏹ stopped while ringing")
+    await pages_edit.wait_until_held()  # the chain's replica, showing the end
+    stops_edit.open()
+    await second.settle()
+    pages_edit.open()
+    await wait_for_state(first, EscalationState.STOPPED)
+    await first.settle()
+    await second.settle()
+    shown = first.slack.messages[(card.channel, card.ts)]
+    await until(lambda: "⏹ stopped while ringing" in str(shown.text), timeout=10.0)
+    assert "ringing…" not in str(shown.text)

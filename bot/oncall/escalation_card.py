@@ -41,13 +41,7 @@ from bot.calls.status_message import digest, until_shown
 from bot.calls.store import CallStore
 from bot.errors import reference_id
 from bot.oncall import escalation_views as views
-from bot.oncall.escalation_store import (
-    Escalation,
-    EscalationState,
-    EscalationStore,
-    Page,
-    Target,
-)
+from bot.oncall.escalation_store import Escalation, EscalationState, EscalationStore, Page, Target
 from bot.runner import RowRunner
 from bot.slack.notify import Notifier
 from bot.slack.threads import Kept, NotDelivered, Once, Thread, nothing_kept
@@ -210,17 +204,22 @@ class EscalationCard:
                            extra={"escalation_id": escalation_id})
 
     async def _redraw_card(self, escalation: Escalation, ts: str) -> bool:
-        steps = await self._store.steps(escalation.id)
-        call = (await self._callstore.get(escalation.step_call_id)
-                if escalation.active and escalation.step_call_id is not None else None)
-        shown, drawn = await self._redraw(
-            escalation.channel_id, ts,
-            views.escalation_message(escalation, steps, call.state if call else None),
-            escalation.shown_digest,
-        )
-        if drawn is not None:
-            await self._store.update(escalation.id, shown_digest=drawn)
-        return shown
+        # Another replica (Stop clicked there, the chain here) may edit the card while this edit
+        # is on its way, and Slack takes edits in the order they arrive: drawn again from the
+        # rows as they are now, so the last edit never shows an older state than theirs.
+        current: Escalation | None = escalation
+        shown_digest = escalation.shown_digest
+        while current is not None:
+            steps = await self._store.steps(current.id)
+            call = (await self._callstore.get(current.step_call_id)
+                    if current.active and current.step_call_id is not None else None)
+            shown, drawn = await self._redraw(current.channel_id, ts, views.escalation_message(
+                current, steps, call.state if call else None), shown_digest)
+            if drawn is None:
+                return shown
+            await self._store.update(current.id, shown_digest=drawn)
+            current, shown_digest = await self._store.get(current.id), drawn
+        return True
 
     async def _tell_the_end(self, escalation: Escalation) -> bool:
         """No card: the requester hears how the escalation ended, privately, once per ending (a
