@@ -138,11 +138,12 @@ async def test_an_oncall_take_whose_override_lost_its_answer_leaves_the_shift_as
     real = overrides.add
     lost: list[str] = []
 
-    async def add(override: Any) -> None:
-        await real(override)
+    async def add(override: Any) -> Any:
+        taken = await real(override)
         if not lost:
             lost.append(override.user_id)
             raise ConnectionError("connection lost after COMMIT")
+        return taken
 
     monkeypatch.setattr(overrides, "add", add)
     _, url = await bot.command("oncall take", user_id="U0MANAGER")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
@@ -427,3 +428,30 @@ async def test_a_take_without_a_channel_is_told_to_the_taker(bot_factory: BotFac
     assert "<@U0MANAGER> is now on call instead of <@U0ALICE>" in str(answer["text"])
     assert bot.slack.calls_to("chat.postMessage") == []
     assert "On call now:* <@U0MANAGER>" in str((await ask(bot))["text"])
+
+
+@pytest.mark.parametrize("database_url", [POSTGRESQL], indirect=True)
+async def test_two_takes_at_once_on_two_replicas_each_say_whom_they_took_over_from(
+    bot_factory: BotFactory, database_url: str
+) -> None:
+    # Alice is on call; the manager and the admin each take the shift at the same moment, on
+    # two replicas. One of them ends up on call: the channel must not be told by both that they
+    # took over from Alice, leaving the first believing they still carry the pager.
+    first = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    second = await start(bot_factory, "http", IN_ALICES_SHIFT)
+    second.slack.users["U0ADMIN"] = {"profile": {"phone": "+1 (814) 404-3099"}}
+    async with tables_locked(database_url, "oncall_overrides") as holder:
+        await first.command("oncall take", user_id="U0MANAGER")
+        await second.command("oncall take", user_id="U0ADMIN")
+        while await holder.fetchval("SELECT count(*) FROM pg_locks WHERE NOT granted") < 2:
+            await asyncio.sleep(0.01)  # both takes are waiting to write
+    await first.settle()
+    await second.settle()
+    status = str((await ask(first, user_id="U0ADMIN"))["text"])
+    now = "U0ADMIN" if "On call now:* <@U0ADMIN>" in status else "U0MANAGER"
+    before = "U0MANAGER" if now == "U0ADMIN" else "U0ADMIN"
+    assert f"Override: <@{now}> took the shift from <@{before}>" in status
+    announced = [str(c.params["text"]) for c in first.slack.calls_to("chat.postMessage")]
+    assert len(announced) == 2
+    assert any(f"<@{before}> is now on call instead of <@U0ALICE>" in t for t in announced)
+    assert any(f"<@{now}> is now on call instead of <@{before}>" in t for t in announced), announced

@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -31,7 +31,7 @@ from bot.config import OnCallPolicy
 from bot.errors import NoUsableNumber, OnCallNotConfigured
 from bot.oncall.rotation import Rotation, Shift
 from bot.phone import DialableNumber, DialPolicy, NumberRejected, check_dialable
-from bot.storage.database import Database
+from bot.storage.database import POSTGRESQL, Connection, Database
 from bot.storage.faults import DATABASE_FAULTS, wrote_nothing
 
 logger = logging.getLogger(__name__)
@@ -172,18 +172,27 @@ class Overrides:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def add(self, override: Override) -> None:
-        await self._db.execute(
-            "INSERT INTO oncall_overrides (user_id, replaces, taken_by, starts_at, ends_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (
-                override.user_id,
-                override.replaces,
-                override.taken_by,
-                override.starts.timestamp(),
-                override.ends.timestamp(),
-            ),
-        )
+    async def add(self, override: Override) -> Override:
+        """Write `override`; what it `replaces` is read as it is written: whoever the latest
+        override at its start put on call, else `override.replaces` (the rotation's person).
+        Alone (on PostgreSQL under a lock of its own), so that two takes at once, on any
+        replicas, each name whom they took over from, and the later one the earlier."""
+        async def add(conn: Connection) -> Override:
+            if self._db.dialect == POSTGRESQL:  # a statement of its own: the read after it
+                await conn.fetchone(  # sees what was committed while it waited
+                    "SELECT pg_advisory_xact_lock("
+                    "hashtextextended(current_schema() || ' on-call overrides', 0))")
+            current = await _active(conn, override.starts.timestamp())
+            taken = override if current is None else replace(override, replaces=current.user_id)
+            await conn.execute(
+                "INSERT INTO oncall_overrides (user_id, replaces, taken_by, starts_at, ends_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (taken.user_id, taken.replaces, taken.taken_by, taken.starts.timestamp(),
+                 taken.ends.timestamp()),
+            )
+            return taken
+
+        return await self._db.atomic(add)
 
     async def give_back(self, override: Override) -> None:
         """Remove `override` if `add` wrote it (committed, its answer lost): the taker is told
@@ -196,21 +205,25 @@ class Overrides:
         )
 
     async def active(self, now: dt.datetime) -> Override | None:
-        instant = now.timestamp()
-        row = await self._db.fetchone(
-            "SELECT user_id, replaces, taken_by, starts_at, ends_at FROM oncall_overrides"
-            " WHERE starts_at <= ? ORDER BY id DESC LIMIT 1",
-            (instant,),
-        )
-        if row is None or row["ends_at"] <= instant:
-            return None
-        return Override(
-            user_id=row["user_id"],
-            replaces=row["replaces"],
-            taken_by=row["taken_by"],
-            starts=dt.datetime.fromtimestamp(row["starts_at"], dt.UTC),
-            ends=dt.datetime.fromtimestamp(row["ends_at"], dt.UTC),
-        )
+        return await _active(self._db, now.timestamp())
+
+
+async def _active(conn: Connection, instant: float) -> Override | None:
+    """The override covering `instant`, if any (see Overrides)."""
+    row = await conn.fetchone(
+        "SELECT user_id, replaces, taken_by, starts_at, ends_at FROM oncall_overrides"
+        " WHERE starts_at <= ? ORDER BY id DESC LIMIT 1",
+        (instant,),
+    )
+    if row is None or row["ends_at"] <= instant:
+        return None
+    return Override(
+        user_id=row["user_id"],
+        replaces=row["replaces"],
+        taken_by=row["taken_by"],
+        starts=dt.datetime.fromtimestamp(row["starts_at"], dt.UTC),
+        ends=dt.datetime.fromtimestamp(row["ends_at"], dt.UTC),
+    )
 
 
 class OnCall:
@@ -310,16 +323,15 @@ class OnCall:
             raise NoUsableNumber(user_id, lookup.problem or "none known",
                                  action="take the on-call shift")
         shift = rotation.shift_at(now)
-        current = await self._overrides.active(now)
         override = Override(
             user_id=user_id,
-            replaces=current.user_id if current is not None else shift.person,
+            replaces=shift.person,  # unless an override put someone else on call (`add`)
             taken_by=user_id,
             starts=now.astimezone(dt.UTC),
             ends=rotation.next_handoff(now),
         )
         try:
-            await self._overrides.add(override)
+            override = await self._overrides.add(override)
         except DATABASE_FAULTS as exc:
             if wrote_nothing(exc):
                 raise
