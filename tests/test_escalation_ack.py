@@ -604,3 +604,20 @@ async def test_a_call_left_on_after_nobody_came_is_watched_by_one_replica_then_b
     await services(second).escalations.take_over()
     assert services(second).escalations.running == 1
     await heard_late_once(second, escalation, alice)
+
+
+async def test_i_m_on_it_by_the_person_who_answered_is_told_it_was_them(
+    bot_factory: BotFactory,
+) -> None:
+    """`ack = "answer"`: Alice picks up, which ends the escalation, and then clicks I'm on it on
+    her page (her client hadn't redrawn it): she is told it was her, not about herself as
+    someone else."""
+    bot, _, escalation = await running_escalation(bot_factory, policy=ROSTER + 'ack = "answer"\n')
+    page = as_first_drawn(await page_of(bot, "U0ALICE"))
+    bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected")
+    await wait_for_state(bot, EscalationState.ANSWERED)
+    _, url = await click_ack(bot, page, user_id="U0ALICE")
+    [told] = await bot.slack.wait_for_response(url)
+    assert told["response_type"] == "ephemeral"
+    assert told["text"].startswith("You "), told["text"]
+    assert "<@U0ALICE>" not in told["text"]

@@ -122,8 +122,8 @@ class EscalationButtons:
                                           current.acknowledged_at or now,
                                           you=current.acknowledged_by == click.user_id)
             if current is not None and current.state == EscalationState.ANSWERED:
-                raise AlreadyAcknowledged(current.answered_by or "",
-                                          current.finished_at or now, you=False)
+                raise AlreadyAcknowledged(current.answered_by or "", current.finished_at or now,
+                                          you=current.answered_by == click.user_id)
             raise AcknowledgedTooLate()
         except CallbotError as exc:
             await self._refuse(click, exc)
