@@ -97,6 +97,9 @@ async def test_a_late_i_m_on_it_after_nobody_came_is_audited_and_counted(
     clock.advance(100)
     await click_ack(bot, page, user_id="U0ALICE")
     await wait_for_edit(bot, card, "<@U0ALICE> acknowledged at")
+    # Recorded, then announced, by the escalation's own run (not the click's task, which settle()
+    # waits for): the announcement says the record is written.
+    await wait_for_post(bot, "they are on it")
     await bot.settle()
     [record] = await audit_records(bot)  # Alice's call
     acknowledged = [e for e in record.events if e.kind == "acknowledged"]
