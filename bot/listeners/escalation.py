@@ -39,7 +39,7 @@ from bot.errors import (
     log_unexpected,
 )
 from bot.evovoice.client import EvoVoiceError
-from bot.listeners.actions import button_click_from, once_per_click, user_of, without_clicker
+from bot.listeners.actions import button_click_from, user_of, without_clicker
 from bot.listeners.modals import (
     Admission,
     FormSpec,
@@ -345,10 +345,11 @@ async def on_stop_escalation(
     click = button_click_from(body)
     if without_clicker(click):
         return
-    services.tasks.spawn(
-        once_per_click(services, click, partial(services.escalations.stop_clicked, click)),
-        name=f"stop escalation by {click.user_id}",
-    )
+    # Not once_per_click: its claim, a database write before the stop, would let the chain's
+    # next step dial meanwhile. A copy of the click finds the chain stopped by its own clicker
+    # and says nothing (stop_clicked).
+    services.tasks.spawn(services.escalations.stop_clicked(click),
+                         name=f"stop escalation by {click.user_id}")
 
 
 
@@ -362,8 +363,9 @@ async def on_acknowledge(ack: AsyncAck, body: dict[str, Any], context: AsyncBolt
         await ack()
         return
 
-    acknowledging = once_per_click(services, click,
-                                   partial(services.escalations.ack_clicked, click))
+    # Not once_per_click: its claim, a database write before the acknowledgement, would let the
+    # chain's next step dial meanwhile. A copy of the click hears "You acknowledged…" again.
+    acknowledging = services.escalations.ack_clicked(click)
     if services.tasks.closed:
         # Restarting: nobody may be left believing their "I'm on it" was lost. The acknowledgement
         # is written before the click is acked (a database write; the next start hangs up and

@@ -162,6 +162,9 @@ class EscalationButtons:
                     stopped_by=click.user_id,
                 )
             if not stopping:
+                now = await self._store.get(escalation.id)
+                if now is not None and now.stopped_by == click.user_id:
+                    return  # stopped by this very person: a copy of the click, or a double one
                 raise EscalationOver()
         except CallbotError as exc:
             await self._refuse(click, exc)
