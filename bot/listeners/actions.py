@@ -13,7 +13,6 @@ from bot.calls.controls import ButtonClick
 from bot.calls.models import Outcome
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.services import Services
-from bot.storage.faults import DATABASE_FAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -83,12 +82,8 @@ async def once_per_click(services: Services, click: ButtonClick,
     if click.action_ts:
         key = (f"click:{click.team_id}:{click.user_id}:{click.channel_id or ''}:"
                f"{click.message_ts or ''}:{click.action_id}:{click.action_ts}")
-        try:
-            first = await services.claims.claim(key)
-        except DATABASE_FAULTS as exc:
-            logger.warning("click of %s by %s handled without its claim (%s)", click.action_id,
-                           click.user_id, type(exc).__name__)
-            first = True
+        first = await services.claims.first_or_unsure(
+            key, f"click of {click.action_id} by {click.user_id} handled")
         if not first:
             logger.info("repeated delivery of a click of %s by %s ignored", click.action_id,
                         click.user_id, extra={"user_id": click.user_id})

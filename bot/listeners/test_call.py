@@ -8,7 +8,6 @@ rate limits, the confirmation in the channel and the status message that follows
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck
@@ -17,9 +16,6 @@ from bot.calls import messages as views
 from bot.calls.models import CallRequest, Outcome
 from bot.errors import Expected, NoUsableNumber, describe_any
 from bot.services import Services
-from bot.storage.faults import DATABASE_FAULTS
-
-logger = logging.getLogger(__name__)
 
 TEST_REASON = "test call: this is how an on-call page sounds"
 
@@ -85,8 +81,4 @@ async def _first_answer(services: Services, command: dict[str, Any]) -> bool:
     key = _command_key(command)
     if key is None:
         return True
-    try:
-        return await services.claims.claim(key)
-    except DATABASE_FAULTS as exc:
-        logger.warning("telling a refused test call without its claim (%s)", type(exc).__name__)
-        return True
+    return await services.claims.first_or_unsure(key, "telling a refused test call")

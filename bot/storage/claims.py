@@ -99,6 +99,17 @@ class Claims:
                     logger.warning("claim %s may be kept until it expires (%s)", key, again)
             raise
 
+    async def first_or_unsure(self, key: str, what: str) -> bool:
+        """`claim(key)` for a request whose copy would only answer again (a click or a refusal
+        Slack delivers twice): True for the first delivery, and when the database fails to say
+        (logged with `what`): the request then goes ahead rather than stay silent, and its own
+        work meets the database."""
+        try:
+            return await self.claim(key)
+        except DATABASE_FAULTS as exc:
+            logger.warning("%s without its claim (%s)", what, type(exc).__name__)
+            return True
+
     async def claim_when_answered(self, key: str, what: str, *,
                                   extra: Mapping[str, object] | None = None,
                                   holder: str | None = None, then: Guarded | None = None
