@@ -93,6 +93,13 @@ async def once_per_click(services: Services, click: ButtonClick,
     await work()
 
 
+def command_key(command: dict[str, Any]) -> str | None:
+    """A slash command's claim: its trigger_id is unique to one invocation, and a redelivered
+    envelope carries the same one. None without a trigger_id."""
+    trigger = command.get("trigger_id")
+    return f"command:{command.get('team_id')}:{trigger}" if trigger else None
+
+
 def user_of(body: dict[str, Any]) -> str:
     """The user any payload (a click, a shortcut, a form's Submit) names; "" when it names none,
     or not as a string."""

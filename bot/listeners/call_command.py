@@ -21,6 +21,7 @@ from bot.calls.command_text import (
 )
 from bot.calls.models import CallRequest
 from bot.errors import CallbotError
+from bot.listeners.actions import command_key
 from bot.listeners.call_form import open_call_form
 from bot.listeners.oncall import on_oncall_subcommand
 from bot.listeners.test_call import on_test_subcommand
@@ -133,10 +134,7 @@ def call_request_from(command: dict[str, Any], args: CallArgs) -> CallRequest:
         flow_text=args.flow_text,
         caller_id_text=args.caller_id_text,
         response_url=command.get("response_url") or None,
-        # A trigger_id is unique to one invocation; a redelivered envelope carries the same one.
-        idempotency_key=f"command:{command.get('team_id')}:{command.get('trigger_id')}"
-        if command.get("trigger_id")
-        else None,
+        idempotency_key=command_key(command),
     )
 
 

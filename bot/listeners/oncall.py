@@ -10,6 +10,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck
 
 from bot.calls import messages as views
+from bot.listeners.actions import command_key
 from bot.oncall.roster_commands import RosterCommands, RosterRequest
 from bot.oncall.roster_views import ONCALL_USAGE
 from bot.phone import fold_width
@@ -39,10 +40,9 @@ async def on_oncall_subcommand(
 
 
 def roster_request_from(command: dict[str, Any]) -> RosterRequest:
-    trigger = command.get("trigger_id")
     return RosterRequest(
         user_id=str(command["user_id"]),
         channel_id=str(command.get("channel_id") or "") or None,
         response_url=command.get("response_url") or None,
-        request_key=f"command:{command.get('team_id')}:{trigger}" if trigger else None,
+        request_key=command_key(command),
     )

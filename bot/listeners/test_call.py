@@ -15,6 +15,7 @@ from slack_bolt.async_app import AsyncAck
 from bot.calls import messages as views
 from bot.calls.models import CallRequest, Outcome
 from bot.errors import Expected, NoUsableNumber, describe_any
+from bot.listeners.actions import command_key
 from bot.services import Services
 
 TEST_REASON = "test call: this is how an on-call page sounds"
@@ -63,22 +64,16 @@ async def place_test_call(services: Services, command: dict[str, Any]) -> None:
         flow_text=flow,
         reason=TEST_REASON,
         response_url=command.get("response_url") or None,
-        idempotency_key=_command_key(command),
+        idempotency_key=command_key(command),
         origin="test",
     )
     await services.calls.handle(request)
 
 
-def _command_key(command: dict[str, Any]) -> str | None:
-    """The command's claim (as a call's: a redelivered envelope carries the same trigger_id)."""
-    trigger = command.get("trigger_id")
-    return f"command:{command.get('team_id')}:{trigger}" if trigger else None
-
-
 async def _first_answer(services: Services, command: dict[str, Any]) -> bool:
     """Whether this delivery of the command is the first to be answered: it claims the command's
     key, as placing its call would have. A database failing to say is no reason to stay silent."""
-    key = _command_key(command)
+    key = command_key(command)
     if key is None:
         return True
     return await services.claims.first_or_unsure(key, "telling a refused test call")
