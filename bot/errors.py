@@ -12,6 +12,7 @@
      ├─ DatabaseUnavailable         the database failed before anything was dialled
      ├─ OnCallNotConfigured         the policy file has no [oncall] section
      ├─ EscalationLimitReached      a responder without a role started their escalations' worth
+     ├─ AlreadyEscalating           another escalation is still paging on-call in that thread
      ├─ NoUsableNumber              a person has no phone number the bot may dial
      ├─ CalledOff                   an escalation's step not dialled: the chain went on without it
      │   ├─ StepTakenOver             oncall/step_claims.py: the step was taken over by another
@@ -197,6 +198,17 @@ class EscalationLimitReached(CallbotError):
             f"You have started {count} escalations in the last {window}, the most allowed without "
             "a Manager or SystemAdministrator role ([oncall] escalations_per_person). Nobody was "
             "called: ask someone with a role to escalate, or reach the people on call another way."
+        )
+
+
+class AlreadyEscalating(CallbotError):
+    """An escalation by `requester_id` is still paging on-call in the thread: no second one."""
+
+    def __init__(self, requester_id: str) -> None:
+        self.requester_id = requester_id
+        super().__init__(
+            f"<@{requester_id}>'s escalation is still paging on-call in this thread. Nobody else "
+            "was called: follow it in the thread, or stop it there to start a new one."
         )
 
 

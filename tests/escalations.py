@@ -103,10 +103,12 @@ async def start(
 
 async def open_on_message(
     bot: BotUnderTest, *, text: str = "db primary is down", user_id: str = "U0ADMIN",
-    thread_ts: str | None = None,
+    thread_ts: str | None = None, on: Message | None = None,
 ) -> tuple[View, Message]:
-    """Someone posts `text`, `user_id` uses the message shortcut on it: the modal, the message."""
-    message = bot.slack.add_message(CHANNEL, text, user="U0SOMEONE", thread_ts=thread_ts)
+    """Someone posts `text` (or `on` was posted), `user_id` uses the message shortcut on it: the
+    modal, the message."""
+    message = on or bot.slack.add_message(CHANNEL, text, user="U0SOMEONE", thread_ts=thread_ts)
+    text = message.text or ""
     before = len(bot.slack.calls_to("views.open"))
     trigger = bot.slack.new_trigger_id()
     await interact(bot, message_shortcut_payload(

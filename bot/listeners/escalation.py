@@ -29,6 +29,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls import messages as views
 from bot.errors import (
+    AlreadyEscalating,
     CallbotError,
     EscalationLimitReached,
     GroupLookupFailed,
@@ -256,6 +257,8 @@ async def start_escalation(
     except EscalationLimitReached as refused:
         _refused_by_own_limit(services, request.requester_id, refused)
         await _not_started(services, admission, request, describe(refused))
+    except AlreadyEscalating as running:
+        await _not_started(services, admission, request, describe(running))
     except Exception as exc:
         if written:
             raise  # the chain's own (the task logs it)

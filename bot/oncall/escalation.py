@@ -84,7 +84,13 @@ from bot.calls.follow import UNSHOWN_ENDS_WITHIN_SECONDS, CallFollower, wait_or_
 from bot.calls.service import CallService
 from bot.calls.store import CallStore
 from bot.calls.limits import Rate
-from bot.errors import EscalationLimitReached, Expected, describe, log_unexpected
+from bot.errors import (
+    AlreadyEscalating,
+    EscalationLimitReached,
+    Expected,
+    describe,
+    log_unexpected,
+)
 from bot.evovoice.client import EvoVoiceClient
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_buttons import EscalationButtons
@@ -92,6 +98,7 @@ from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_endings import Endings
 from bot.oncall.escalation_steps import Chain
 from bot.oncall.escalation_limit import OwnLimit, OwnLimitReached
+from bot.oncall.one_per_thread import ThreadBusy
 from bot.oncall.escalation_store import (
     AckMode,
     Escalation,
@@ -213,8 +220,8 @@ class EscalationService:
         """Freeze the order, run the chain (the first dial leaves at once), and post the card
         alongside; None for a repeat. `written()` is called once the row is (or was, a repeat).
         Raises EscalationLimitReached, having written and called nothing, when the requester's
-        own limit is reached. Returns once the card's first try is over, so the request's task
-        covers it."""
+        own limit is reached, and AlreadyEscalating when another escalation runs in the thread.
+        Returns once the card's first try is over, so the request's task covers it."""
         escalation = await self._create(request, now)
         if escalation is None and await self._unanswered.give_back(request.request_key):
             # The row found was this request's own, written when the database lost the answer.
@@ -255,6 +262,12 @@ class EscalationService:
         except OwnLimitReached:
             assert limit is not None
             raise EscalationLimitReached(limit.count, limit.window_words) from None
+        except ThreadBusy as busy:
+            logger.info("escalation by %s not started: escalation %s runs in its thread",
+                        request.requester_id, busy.escalation_id,
+                        extra={"user_id": request.requester_id, "escalation_id": busy.escalation_id,
+                               "outcome": "refused"})
+            raise AlreadyEscalating(busy.requester_id) from None
         except DATABASE_FAULTS as exc:  # it may have committed: given back, not left to run
             if not wrote_nothing(exc):
                 await self._unanswered.lost(request.request_key, created_at)

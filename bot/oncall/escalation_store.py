@@ -24,6 +24,7 @@ from enum import StrEnum
 from typing import Any
 
 from bot.oncall.escalation_limit import OwnLimit, check_within, started_by
+from bot.oncall.one_per_thread import check_thread_free
 from bot.storage.database import Connection, Database
 from bot.storage.leases import LAPSED_ROWS
 
@@ -188,7 +189,8 @@ class EscalationStore:
         `then(conn, row_id)`, if given, writes in the same transaction (the row's lease, so that
         no replica ever sees the row without it). With `limit`, OwnLimitReached (and nothing
         written) when the requester's other escalations since `limit.since` number
-        `limit.count` already."""
+        `limit.count` already; with a `thread_ts`, ThreadBusy (nothing written) when another
+        escalation runs in that thread (bot/oncall/one_per_thread.py)."""
         values = {**values, "people": json.dumps([[t.user_id, t.source] for t in people]),
                   "state": str(EscalationState.RUNNING), "step": 0}
         unknown = set(values) - set(_COLUMNS)
@@ -202,6 +204,8 @@ class EscalationStore:
             if limit is not None:
                 await check_within(conn, self._db.dialect, limit, values["requester_id"],
                                    values["request_key"])
+            if in_a_thread:
+                await check_thread_free(conn, self._db.dialect, values)
             row = await conn.fetchone(sql, [values[name] for name in names])
             if row is None:
                 return None
@@ -210,7 +214,8 @@ class EscalationStore:
                 await then(conn, escalation.id)
             return escalation
 
-        alone = then is not None or limit is not None
+        in_a_thread = values.get("thread_ts") is not None
+        alone = then is not None or limit is not None or in_a_thread
         return await (self._db.atomic(create) if alone else create(self._db))
 
     async def get(self, escalation_id: int) -> Escalation | None:
