@@ -12,7 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.ops.readiness import ProbeFailed, Readiness, slack_probe
 from bot.slack.http import create_web_app, readiness_routes
-from bot.standins.evovoice import ErrorStatus
+from bot.standins.evovoice import ErrorStatus, TooManyRequests
 from tests.conftest import BotFactory, BotUnderTest
 
 
@@ -50,6 +50,32 @@ async def test_evovoice_failing_is_named(bot_factory: BotFactory) -> None:
     assert status == 503
     assert body["failed"] == ["evovoice"]
     assert "maintenance" in body["checks"]["evovoice"]
+
+
+async def test_evovoice_asking_the_bot_to_slow_down_keeps_it_ready(bot_factory: BotFactory) -> None:
+    """A 429 is Evo Voice answering, the bot's login included: calls wait their turn, and a
+    replica taken out of its load balancer would take no /call at all (every replica at once,
+    since they share Evo Voice)."""
+    bot = await bot_factory("http")
+    bot.evo.queue("GET", "/auth/status", TooManyRequests(retry_after="30"))
+    status, body = await readyz(bot)
+    assert (status, body["checks"]["evovoice"]) == (200, "ok"), body
+
+
+async def test_ready_while_calls_wait_out_evovoice_asking_for_a_pause(
+    bot_factory: BotFactory,
+) -> None:
+    """A call's POST answered 429 with Retry-After: 30 holds every request to Evo Voice for 30 s,
+    the probe's too: the probe doesn't wait for it (it would give up after 3 s, 503)."""
+    bot = await bot_factory("http")
+    readiness = bot.runtime.readiness
+    assert readiness is not None
+    readiness.timeout = 0.5  # what today's probe waits before giving up, not 3 s
+    bot.evo.queue_outgoing(TooManyRequests(retry_after="30"))
+    await bot.command("+18144043093 page")
+    await bot.evo.wait_for_posts(1)
+    status, body = await readyz(bot)
+    assert (status, body["checks"]["evovoice"]) == (200, "ok"), body
 
 
 async def test_a_login_evovoice_no_longer_takes_is_named(bot_factory: BotFactory) -> None:

@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.cache import TTLCache
-from bot.evovoice.client import EvoVoiceClient, EvoVoiceError
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, RateLimited
 from bot.storage.database import Database
 
 logger = logging.getLogger(__name__)
@@ -93,9 +93,18 @@ def slack_probe(client: AsyncWebClient) -> Probe:
 
 
 def evovoice_probe(evo: EvoVoiceClient) -> Probe:
+    """Evo Voice asking the bot to slow down (429, or the pause one asked for, which holds every
+    request) passes: it answered, and calls wait their turn. Failing it would take the replica out
+    of its load balancer, every replica at once since they share Evo Voice, and then no /call
+    would be taken at all."""
+
     async def probe() -> None:
+        if evo.budget.paused:
+            return
         try:
             status = await evo.auth_status()
+        except RateLimited:
+            return
         except EvoVoiceError as exc:
             raise ProbeFailed(f"GET /auth/status failed: {exc.message}") from None
         if not status.is_authenticated:
