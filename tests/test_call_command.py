@@ -123,6 +123,8 @@ async def test_help_answers_in_the_ack_and_dials_nothing(bot: BotUnderTest) -> N
     assert ack.status == 200
     assert "/call +18144043093 escalation" in ack.text
     assert "Usage: /call <number> <flow> [caller ID]" in ack.body["text"]  # the plain fallback
+    # No [oncall] here: `/call test` rings with the on-call flow, and would be refused.
+    assert "/call test" not in json.dumps(ack.body["blocks"])
     await bot.settle()
     assert bot.evo.outgoing_posts == []
 
@@ -149,7 +151,7 @@ async def test_help_for_someone_without_a_role_says_what_needs_one(bot: BotUnder
     # No [oncall] here: the note names only commands this bot has.
     ack, _ = await bot.command("help", user_id="U0NOBODY")
     blocks = json.dumps(ack.body["blocks"])
-    assert ("Placing calls to any number, `/call history` and `/call test` need the Manager or "
+    assert ("Placing calls to any number and `/call history` need the Manager or "
             "SystemAdministrator role.") in blocks
     assert "oncall" not in blocks
 

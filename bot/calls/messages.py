@@ -30,10 +30,10 @@ def help_message(
         "`/call <number> <flow> [caller ID]`, e.g. `/call +18144043093 escalation`: call a "
         "number with an Evo Voice flow. `/call` alone opens a form.",
         "`/call history [@person | number]`: recent calls.",
-        "`/call test`: rings your own phone with the on-call flow.",
     ]
-    if oncall:
-        role_lines.append("`/call oncall take`: you are on call until the next hand-off.")
+    if oncall:  # `/call test` rings with the on-call flow
+        role_lines += ["`/call test`: rings your own phone with the on-call flow.",
+                       "`/call oncall take`: you are on call until the next hand-off."]
     if has_role is not False:
         suffix = " _(Manager or SystemAdministrator)_" if unknown else ""
         lines += [line + suffix for line in role_lines]
@@ -42,8 +42,7 @@ def help_message(
     notes: list[str] = []
     if has_role is False:
         what = ("Placing calls to any number, `/call history`, `/call test` and `/call oncall "
-                "take`" if oncall else
-                "Placing calls to any number, `/call history` and `/call test`")
+                "take`" if oncall else "Placing calls to any number and `/call history`")
         notes.append(f"{what} need the Manager or SystemAdministrator role.")
     if oncall and responder is False:
         notes.append("You can't escalate to on-call or see the rotation here: ask an "
