@@ -7,7 +7,15 @@ import pytest
 from bot.standins.slack import slash_command_body
 from tests.conftest import POLICY, POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
 from tests.escalations import MANAGER_ONLY
-from tests.follow_helpers import audit_records
+from bot.calls.status_views import CALL_AGAIN_ACTION
+from tests.follow_helpers import (
+    FAST,
+    audit_records,
+    click,
+    end_session,
+    status_message,
+    wait_for_edit,
+)
 
 
 async def answer_to(bot: BotUnderTest, text: str, **kwargs: str) -> dict[str, object]:
@@ -120,3 +128,34 @@ async def test_a_refusal_slack_delivers_twice_is_told_once(bot_factory: BotFacto
     [told] = bot.slack.responses_to(url)  # no [people] entry, empty profile: told once
     assert "Slack profile" in str(told["text"])
     assert bot.evo.outgoing_posts == []
+
+
+async def test_call_again_on_a_test_call_rings_only_for_the_person_it_tested(
+    bot_factory: BotFactory,
+) -> None:
+    """A test call rings only the person who asked: Call again by someone else (an admin, who may
+    press any call's buttons) would ring that person's phone, a number the admin never saw."""
+    bot = await bot_factory("http", policy=MANAGER_ONLY, **FAST)
+    await bot.command("test")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=5, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended")
+
+    _, url = await click(bot, status, CALL_AGAIN_ACTION, user_id="U0ADMIN")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "rings only <@U0MANAGER>" in str(answer["text"]), answer
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+
+    # Its own tester may hear it again; that call is a test call too.
+    await click(bot, status, CALL_AGAIN_ACTION, user_id="U0MANAGER")
+    again = await status_message(bot, 2)
+    [_, session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=5, outcome="Completed")
+    await wait_for_edit(bot, again, "Ended")
+    _, url = await click(bot, again, CALL_AGAIN_ACTION, user_id="U0ADMIN")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "rings only <@U0MANAGER>" in str(answer["text"]), answer
+    await bot.settle()
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == ["+18144043090"] * 2

@@ -23,7 +23,7 @@ from bot.audit.trail import AuditLog, EventKind, reason_of
 from bot.calls import messages as views
 from bot.calls.confirmations import Reason
 from bot.calls.follow import CallFollower
-from bot.calls.models import CallRequest, Outcome
+from bot.calls.models import CALL_AGAIN_ORIGIN, TEST_ORIGIN, CallRequest, Outcome
 from bot.calls.service import CallService
 from bot.calls.status_views import can_call_again, can_hang_up
 from bot.calls.store import CallStore, TrackedCall
@@ -76,6 +76,20 @@ class AlreadyCalledAgain(CallbotError):
         "This call was already called again from this message (one click dials once). To call "
         "once more, use the buttons on the newer call."
     )
+
+
+# How far back Call again looks for a test call among the calls it repeats.
+MAX_REPEATS_FOLLOWED = 20
+
+
+class SomeoneElsesTest(CallbotError):
+    """`/call test` rings only the person who asked (bot/listeners/test_call.py)."""
+
+    def __init__(self, tester_id: str) -> None:
+        super().__init__(
+            f"This was <@{tester_id}>'s test call, and a test call rings only <@{tester_id}>: "
+            "nothing was dialled. To hear one yourself, use /call test."
+        )
 
 
 class CallTooOld(CallbotError):
@@ -174,6 +188,8 @@ class CallControls:
         try:
             with refused_when_database_fails("nothing was dialled"):
                 call = await self._authorised(click)
+                if click.user_id != call.requester_id and await self._a_test_call(call):
+                    raise SomeoneElsesTest(call.requester_id)
             if call.called_again_by is not None:
                 raise AlreadyCalledAgain()
             if not call.is_final or call.following:
@@ -199,6 +215,19 @@ class CallControls:
             await self._noted(call, EventKind.CALLED_AGAIN, click, "noting who called again",
                               called_again_by=click.user_id)
 
+    async def _a_test_call(self, call: TrackedCall) -> bool:
+        """Whether `call` was placed by `/call test`, or is one called again from such a call
+        (its attempt's origin says so, or that of the attempt it repeats)."""
+        attempt_id = call.attempt_id
+        for _ in range(MAX_REPEATS_FOLLOWED):
+            if self._audit is None or attempt_id is None:
+                return False
+            record = await self._audit.record(attempt_id)
+            if record is None or record.origin != CALL_AGAIN_ORIGIN:
+                return record is not None and record.origin == TEST_ORIGIN
+            attempt_id = record.repeat_of
+        return False
+
     async def _noted(self, call: TrackedCall, kind: EventKind, click: ButtonClick, what: str,
                      **fields: str) -> None:
         """What `click` did, done: `kind` in the audit trail, `fields` on the call's row (both
@@ -222,7 +251,7 @@ class CallControls:
             response_url=click.response_url,
             idempotency_key=f"again:{call.id}",
             claim_after_check=True,
-            origin="call_again",
+            origin=CALL_AGAIN_ORIGIN,
             repeat_of=call.attempt_id,
             # The button's own confirm dialog already asked "call again?"; don't ask twice.
             confirmed=frozenset({Reason.REPEAT, Reason.REGION}),

@@ -19,6 +19,11 @@ from bot.slack.threads import Thread
 AMBIGUOUS_LOOKUP_SLACK = dt.timedelta(seconds=30)
 
 
+# The origin of a call placed by `/call test`, which rings only its requester (CallControls).
+TEST_ORIGIN = "test"
+CALL_AGAIN_ORIGIN = "call_again"
+
+
 @dataclass(frozen=True)
 class CallRequest:
     """What someone asked for, as typed; nothing in it is trusted yet."""

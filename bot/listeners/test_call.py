@@ -13,7 +13,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck
 
 from bot.calls import messages as views
-from bot.calls.models import CallRequest, Outcome
+from bot.calls.models import TEST_ORIGIN, CallRequest, Outcome
 from bot.errors import Expected, NoUsableNumber, describe_any
 from bot.listeners.actions import command_key
 from bot.services import Services
@@ -65,7 +65,7 @@ async def place_test_call(services: Services, command: dict[str, Any]) -> None:
         reason=TEST_REASON,
         response_url=command.get("response_url") or None,
         idempotency_key=command_key(command),
-        origin="test",
+        origin=TEST_ORIGIN,
     )
     await services.calls.handle(request)
 
