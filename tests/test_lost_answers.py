@@ -4,6 +4,7 @@ is true, and the retry it asks for works. On both databases."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -158,3 +159,39 @@ async def test_an_oncall_take_whose_override_lost_its_answer_leaves_the_shift_as
     await bot.settle()
     [announcement] = bot.slack.calls_to("chat.postMessage")
     assert "<@U0MANAGER> is now on call instead of <@U0ALICE>" in announcement.params["text"]
+
+
+@on_both_databases
+async def test_an_escalation_step_whose_writes_before_the_post_lost_their_answer_rings_once(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The step's call row, its attempt's record and its lease commit together, then their answer
+    # is lost: nothing was dialled. The chain dials the step when the database answers again,
+    # once, and leaves no row "being dialled" behind for a restart to take for a call that rang.
+    bot, _ = await start(bot_factory)
+    store = services(bot).follower.store
+    real = store.insert_together
+    lost: list[int] = []
+
+    async def insert_together(values: Any, **kwargs: Any) -> Any:
+        row = await real(values, **kwargs)
+        if not lost:
+            lost.append(row.id)
+            raise ConnectionError("connection lost after COMMIT")
+        return row
+
+    monkeypatch.setattr(store, "insert_together", insert_together)
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    await bot.evo.wait_for_posts(1, timeout=20)
+    db = services(bot).db
+
+    async def placed() -> None:
+        while not await db.fetchall("SELECT id FROM calls WHERE placement = 'placed'"):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(placed(), 10)
+    await bot.settle()
+    assert lost
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [ALICE]
+    assert await db.fetchall("SELECT id FROM calls WHERE placement = 'dialling'") == []

@@ -42,7 +42,7 @@ from bot.evovoice.client import (
 from bot.evovoice.transport import REQUEST_SENT
 from bot.slack.notify import Notifier
 from bot.slack.threads import Thread
-from bot.storage.faults import DATABASE_FAULTS, until_database_answers
+from bot.storage.faults import DATABASE_FAULTS, until_database_answers, wrote_nothing
 from bot.storage.together import SlotFirst
 
 # When the writes before the POST fail, what gives back what they may have written all the same
@@ -129,9 +129,15 @@ class Dialler:
             dialling = await self._follower.note_dialling(
                 call, started, attempt=self._audit.allowed_row(call), slot=slot
             )
-        except DATABASE_FAULTS:
+        except DATABASE_FAULTS as exc:
+            give_back = partial(self._give_back, call, started)
             if unanswered is not None:
-                unanswered(partial(self._give_back, call, started))
+                unanswered(give_back)
+            elif not wrote_nothing(exc):
+                # A caller with nothing of its own to give back (an escalation step, tried again
+                # once the database answers): the row must not stay "being dialled" for a
+                # restart to take for a call that may have rung.
+                await give_back(None, _nothing)
             raise
         attempt_id = dialling.attempt_id
         assert attempt_id is not None
@@ -337,6 +343,10 @@ class Dialler:
             logger.warning("session lookup after ambiguous call failed: %s", type(exc).__name__)
             return None
         return sessions[0] if sessions else None
+
+
+async def _nothing() -> None:
+    """No rate-limit slot to give back."""
 
 
 def _only_if_this_call(placed: CallPlaced, e164: str) -> CallPlaced:
