@@ -61,3 +61,36 @@ def test_a_time_without_a_zone_is_read_in_every_zone_a_server_may_keep() -> None
     assert times_within("2026-12-01T06:55:00", attempt, attempt + dt.timedelta(minutes=1)) == []
     # A time with its zone is what it says, UTC-12 or not.
     assert gap("2026-12-01T07:00:02Z", attempt) == 5 * 3600 - 2
+
+
+# .NET's DateTime.MaxValue, as ServiceStack writes it without a zone: a placeholder (a DateTime
+# set to "never"), within hours of the last moment a Python datetime holds.
+MAX_VALUE = "9999-12-31T23:59:59.9999999"
+
+
+@pytest.mark.parametrize("answer", [EmptyObject(), Acted(ErrorStatus(500))],
+                         ids=["no_session_named", "outcome_unknown"])
+async def test_a_session_dated_at_the_end_of_time_does_not_stop_the_lookup(
+    bot_factory: BotFactory, answer: Behaviour
+) -> None:
+    # Another session to the number, its dateCreated .NET's MaxValue: read in every zone, it was
+    # beyond what a datetime holds, and the lookup stopped with an error (the call's status left
+    # at "looking for it", the requester of an ambiguous call never told).
+    bot = await bot_factory("http", **FAST)
+    odd = bot.evo.add_session(toAddress=FULL, accountId="acct-1", flowId="flow-daily",
+                              dateCreated=MAX_VALUE, ended=True, callState="Disconnected")
+    bot.evo.queue_outgoing(answer)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [ours] = [s for s in bot.evo.sessions if s != odd["id"]]
+    await until(lambda: any(f"`{ours}`" in text for text in texts(status)), timeout=10)
+    end_session(bot, ours, after_seconds=12, outcome="No answer")
+    await wait_for_edit(bot, status, "❌ Ended: No answer, lasted 12 s.")
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+def test_a_time_at_the_ends_of_a_datetime_is_no_date() -> None:
+    attempt = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
+    for placeholder in (MAX_VALUE, "9999-12-31T23:59:59", "/Date(253402300799999)/"):
+        assert times_within(placeholder, attempt) == []
+        assert gap(placeholder, attempt) is None

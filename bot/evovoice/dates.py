@@ -20,13 +20,16 @@ ZONE_OFFSETS = tuple(dt.timedelta(minutes=m) for m in range(-12 * 60, 14 * 60 + 
 CLOCKS_APART = dt.timedelta(seconds=30)
 # A DateTime never set comes as .NET's MinValue (0001-01-01) or the epoch: a placeholder.
 _PLACEHOLDER_YEAR = 1970
+# ...or as its MaxValue (9999-12-31T23:59:59.9999999), hours from the last moment a datetime holds:
+# read in a zone east of UTC it is beyond it (OverflowError), so it is no date either.
+_LAST_YEAR = 9999
 
 
 def parse_timestamp(value: str | None) -> dt.datetime | None:
     """ServiceStack sends ISO 8601 or the WCF form `/Date(1700000000000-0000)/`; None if neither,
-    or if it is a placeholder (`0001-01-01`, the epoch). An ISO time without an offset is given as
-    if it were UTC: good for the difference of two such times, not for comparing one with now
-    (`has_zone`, `times_within`, `gap`)."""
+    or if it is a placeholder (`0001-01-01`, the epoch, `9999-12-31`). An ISO time without an
+    offset is given as if it were UTC: good for the difference of two such times, not for
+    comparing one with now (`has_zone`, `times_within`, `gap`)."""
     if not value:
         return None
     match = _MS_DATE.fullmatch(value.strip())
@@ -44,7 +47,7 @@ def parse_timestamp(value: str | None) -> dt.datetime | None:
             return None
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=dt.UTC)
-    return parsed if parsed.year > _PLACEHOLDER_YEAR else None
+    return parsed if _PLACEHOLDER_YEAR < parsed.year < _LAST_YEAR else None
 
 
 def has_zone(value: str | None) -> bool:
