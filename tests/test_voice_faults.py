@@ -263,3 +263,33 @@ async def test_each_fault_tells_the_requester_posts_once_and_others_are_served(
         assert words in result, result
     assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts].count(FULL) == 1
     assert len(bot.evo.outgoing_posts) == 2
+
+
+@pytest.mark.parametrize("error", [
+    {"responseStatus": {"errorCode": "ArgumentException", "message": "Flow is disabled"}},
+    {"ResponseStatus": {"ErrorCode": "InvalidOperationException", "Message": "Busy"}},
+])
+async def test_a_2xx_carrying_a_servicestack_error_is_no_placed_call(
+    bot_factory: BotFactory, error: dict[str, object]
+) -> None:
+    # A service that returns its ResponseStatus instead of throwing answers 200 with the error
+    # inside: whether the call was placed is then not known. It was reported "Call placed".
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(Answered(error))  # the stand-in placed the call all the same
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    assert "Outcome unknown" in str(status.text) and "Call placed" not in str(status.text)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "🟢 Connected")
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_a_2xx_with_an_empty_response_status_is_a_placed_call(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http")
+    bot.evo.queue_outgoing(Answered({"responseStatus": {}, "id": ""}))
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    assert "Call placed" in thread_result(bot)

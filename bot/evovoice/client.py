@@ -183,8 +183,9 @@ class EvoVoiceClient(Requester):
     ) -> CallPlaced:
         """Ask Evo Voice to dial ``number_to_dial`` and run ``flow_id`` once answered.
 
-        Any 2xx is success whatever its body (the response type is undeclared). Raises
-        ``OutcomeUnknown`` when the call may have been placed without a clear answer.
+        Any 2xx is success whatever its body (the response type is undeclared), unless it carries
+        a ServiceStack error. Raises ``OutcomeUnknown`` when the call may have been placed without
+        a clear answer.
         """
         body = {"flowId": flow_id, "numberToDial": number_to_dial}
         if caller_id is not None:

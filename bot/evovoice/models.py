@@ -10,7 +10,7 @@ import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from bot.evovoice.errors import UNREADABLE_JSON, camel_field
+from bot.evovoice.errors import UNREADABLE_JSON, OutcomeUnknown, camel_field, nonempty_text, safe
 
 logger = logging.getLogger("bot.evovoice.client")
 
@@ -102,7 +102,9 @@ class CallPlaced(_ApiModel):
 
 
 def parse_call_placed(response: httpx.Response) -> CallPlaced:
-    """Read whatever a 2xx to POST /sessions/outgoing carried; the call is accepted regardless."""
+    """Read whatever a 2xx to POST /sessions/outgoing carried; the call is accepted regardless,
+    unless the answer carries a ServiceStack error (``responseStatus.errorCode``): then
+    ``OutcomeUnknown``."""
     if response.status_code == 204 or not response.content.strip():
         return CallPlaced()
     try:
@@ -112,6 +114,16 @@ def parse_call_placed(response: httpx.Response) -> CallPlaced:
         return CallPlaced()
     if not isinstance(data, dict):
         return CallPlaced()
+    status = camel_field(data, "responseStatus")
+    if isinstance(status, dict) and nonempty_text(camel_field(status, "errorCode")):
+        # A service that returns its error instead of throwing it answers 200 with the error
+        # inside (ServiceStack's ResponseStatus): an error, yet after the request was acted on.
+        logger.warning("Evo Voice POST %s: 2xx carrying an error (%s)", OUTGOING_PATH,
+                       safe(camel_field(status, "errorCode"), ""))
+        raise OutcomeUnknown(
+            "Evo Voice reported an error while placing the call; it may or may not have been "
+            "placed.", cause="an error inside a 2xx answer", status=response.status_code,
+        )
     candidate = camel_field(data, "session")
     if not isinstance(candidate, dict):
         candidate = data
