@@ -425,6 +425,22 @@ async def test_a_listing_refused_as_invalid_stops_batching(
     assert not client.polls.batching
 
 
+async def test_a_listing_answered_404_reads_each_session_alone(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    # What a listing of specific ids answers when one of them is unknown (a session deleted, or
+    # of another account) nothing public says: a 404 for the whole listing is ServiceStack's
+    # "not found". It says nothing of the others: each poll of the batch got NotFound, and a
+    # call still ringing was given up on as lost.
+    ids = [evo.add_session()["id"] for _ in range(3)]
+    evo.queue("GET", "/sessions", ErrorStatus(404, "Session not found"))
+    assert await poll_all(client, ids) == ids
+    assert sorted(r.path for r in evo.requests)[1:] == sorted(f"/sessions/{i}" for i in ids)
+    before = len(evo.requests)
+    assert await poll_all(client, ids) == ids  # batched again once listings work
+    assert [r.path for r in evo.requests[before:]] == ["/sessions"]
+
+
 async def test_a_429_to_a_batch_reaches_each_poll_and_pauses_every_request(
     evo: EvoVoiceStandIn,
 ) -> None:

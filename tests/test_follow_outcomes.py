@@ -252,6 +252,27 @@ async def test_one_404_late_in_a_call_does_not_end_its_following(bot_factory: Bo
     assert not any("stopped following" in t for t in texts(status))
 
 
+async def test_listings_answered_404_do_not_end_the_following_of_a_call_still_on(
+    bot_factory: BotFactory,
+) -> None:
+    # Polls read sessions in listings of specific ids; what a listing answers when one id is
+    # unknown nothing public says, and a 404 for it says nothing of this session. Taken as this
+    # session's 404, the call was given up on as lost after CALL_FIND_SECONDS, still ringing.
+    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": "0.3"})
+    bot.evo.default_behaviours[("GET", "/sessions")] = ErrorStatus(404, "Session not found")
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    await asyncio.sleep(0.6)  # longer than CALL_FIND_SECONDS, listings answered 404 meanwhile
+    assert len([r for r in bot.evo.requests_to("GET", "/sessions")
+                if "specificIds" in r.query]) >= 2
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "Connected")
+    end_session(bot, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_edit(bot, status, "☎️ Ended: Completed")
+    assert not any("stopped following" in t for t in texts(status))
+
+
 @on_both_databases
 async def test_an_end_slack_refused_until_a_restart_is_shown_by_the_next_start(
     bot_factory: BotFactory,

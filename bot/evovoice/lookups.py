@@ -16,7 +16,8 @@ Nothing says whether several ids are honoured, nor whether a listing leaves some
 - An id the answer leaves out is read with ``GET /sessions/{id}`` (a 404 is ``NotFound`` as
   ever); if that finds it, that id is polled on its own from then on. A listing that can't be read
   (one session of an unexpected shape, an answer too large) has each of its sessions read alone
-  this time, so one odd session fails its own call only.
+  this time, so one odd session fails its own call only; so does a listing answered 404, which
+  says nothing of the sessions that exist.
 - A batch waits for its turn in the budget (``Priority.ROUTINE``) *before* its ids are chosen:
   while polls queue behind the budget, the next batch fills up. ``MAX_BATCHES_IN_FLIGHT`` batches
   are read at once, so one slow answer does not hold up every followed call.
@@ -29,7 +30,7 @@ import logging
 from typing import Literal, Protocol
 
 from bot.evovoice.budget import Priority, RequestBudget
-from bot.evovoice.errors import BadRequest, EvoVoiceError, MalformedResponse
+from bot.evovoice.errors import BadRequest, EvoVoiceError, MalformedResponse, NotFound
 from bot.evovoice.models import Session
 
 logger = logging.getLogger(__name__)
@@ -146,7 +147,9 @@ class SessionPolls:
                     break
         except BadRequest:
             self._stop_batching("it refused the listing (400)")
-        except MalformedResponse:
+        except (MalformedResponse, NotFound):
+            # A listing answered 404 (one of its ids unknown, say) says nothing of the others:
+            # each is read alone this time, where a 404 is its own.
             missing = "unreadable"
         except EvoVoiceError as exc:
             for futures in batch.values():
