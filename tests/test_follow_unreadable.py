@@ -5,8 +5,11 @@ call is still polled, and shown as it goes once a read succeeds again."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+from bot.calls import polling
 from bot.calls.store import CallState
 from bot.evovoice.client import RateLimited, ServerError, Session
 from bot.standins.evovoice import Behaviour, ErrorStatus, MalformedJson
@@ -105,3 +108,27 @@ async def test_evo_voice_asking_to_slow_down_is_not_told_as_an_unreadable_call(
     call, notifier, _ = await follow(db, Timed(clock, script), clock=clock)
     assert not any("can't read" in m.text for m in notifier.edits)
     assert call.state == CallState.ENDED
+
+
+async def test_a_bug_reading_a_call_is_told_and_the_call_is_shown_again_after(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A bug met reading the call's session (an answer of a shape nobody foresaw, say) no longer
+    ends the following with the status frozen at Ringing until a restart: it is shown as a read
+    that fails, with the log line's reference, and the call is still followed."""
+    bot, status, session_id = await ringing_call(bot_factory)
+    real = polling.classify
+    buggy = True
+
+    def classify(*args: Any, **kwargs: Any) -> CallState:
+        if buggy:
+            raise RuntimeError("a bug")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(polling, "classify", classify)
+    await wait_for_edit(bot, status, CANT_READ)
+    assert "Something went wrong on our side (reference " in texts(status)[-1]
+    buggy = False
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await wait_for_edit(bot, status, "❌ Ended: No answer, lasted 30 s.")
+    assert CANT_READ not in texts(status)[-1]

@@ -31,7 +31,7 @@ from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK
 from bot.calls.progress import answered_by_name, classify, clip, duration_of
 from bot.calls.status_message import StatusMessages
 from bot.calls.store import CallState, CallStore, TrackedCall
-from bot.errors import describe_reading
+from bot.errors import describe_reading, log_unexpected
 from bot.evovoice.client import (
     EvoVoiceClient,
     EvoVoiceError,
@@ -97,6 +97,9 @@ class CallPoller:
         # Since when each call's session has failed to be read otherwise (or, not known yet, to
         # be looked for); forgotten once it is.
         self._failing_since: dict[int, float] = {}
+        # The words (with its log line's reference) of a bug met following each call, and since
+        # when; forgotten once a poll meets none.
+        self._bugs: dict[int, tuple[str, float]] = {}
 
     async def follow(self, call_id: int, first_poll_later: bool = False) -> None:
         timing = self._timing
@@ -113,6 +116,7 @@ class CallPoller:
         while True:
             call = await self._store.get(call_id)
             if call is None or not call.following:
+                self._bugs.pop(call_id, None)
                 return
             age = self._clock() - call.created_at
             if age > timing.follow_for:
@@ -130,6 +134,16 @@ class CallPoller:
                 logger.warning("following call %s: %s", call_id, type(exc).__name__,
                                extra={"call_id": call_id})
                 step = _Step.SAME
+            except DATABASE_FAULTS:
+                raise  # waited out by the runner (bot/runner.py)
+            except Exception as exc:
+                # A bug (an answer of a shape nobody foresaw, say): ending the following here
+                # would leave the status as last read (Ringing) until a restart. Shown as a read
+                # that fails, with the log line's reference; the call is still followed.
+                await self._bug(call, exc)
+                step = _Step.SAME
+            else:
+                self._bugs.pop(call_id, None)
             if step == _Step.DONE:
                 return
             if step == _Step.CHANGED or _may_be_answered_unseen(call, age, timing):
@@ -209,16 +223,30 @@ class CallPoller:
         self._failing_since.pop(call.id, None)
         return await self._apply(call, session)
 
+    async def _bug(self, call: TrackedCall, exc: Exception) -> None:
+        """Logged once per call, with its traceback and a reference; shown as a read failing
+        (`_show_unreadable`) once polls have met it for `find_for`."""
+        now = self._clock()
+        if call.id not in self._bugs:
+            words = log_unexpected(exc, f"following call {call.id} failed; still following it",
+                                   extra={"call_id": call.id, "session_id": call.session_id})
+            self._bugs[call.id] = (words, now)
+        words, since = self._bugs[call.id]
+        if now - since > self._timing.find_for:
+            await self._show_unreadable(call, words, "a bug")
+
     async def _cannot_read(self, call: TrackedCall, exc: EvoVoiceError) -> None:
         """Reads failing for `find_for` are shown, with why: else the status message would show
         the call as last read (ringing, say) until `follow_for`, hours on."""
         now = self._clock()
         if now - self._failing_since.setdefault(call.id, now) <= self._timing.find_for:
             return
-        why = describe_reading(exc)
+        await self._show_unreadable(call, describe_reading(exc), type(exc).__name__)
+
+    async def _show_unreadable(self, call: TrackedCall, why: str, cause: str) -> None:
         if call.unreadable == why:
             return
-        logger.warning("call %s: its session can't be read (%s)", call.id, type(exc).__name__,
+        logger.warning("call %s: its session can't be read (%s)", call.id, cause,
                        extra={"call_id": call.id, "session_id": call.session_id})
         await self._store.update(call.id, unreadable=why)
         await self._messages.refresh(call.id)
@@ -284,6 +312,7 @@ class CallPoller:
     ) -> None:
         self._unknown_since.pop(call.id, None)
         self._failing_since.pop(call.id, None)
+        self._bugs.pop(call.id, None)
         logger.info("call %s: %s", call.id, state, extra={
             "call_id": call.id, "session_id": call.session_id, "outcome": str(state)})
         # What was seen before (who answered, an acknowledging outcome) outlives the follow.
