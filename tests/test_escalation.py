@@ -628,3 +628,43 @@ async def test_where_the_bot_cannot_post_the_escalation_goes_on_and_the_requeste
     [dm] = bot.slack.channel_messages("U0ADMIN")  # no response_url from a global shortcut: a DM
     assert "I could not post the on-call escalation in <#G0PRIV>" in (dm.text or "")
     assert await state_of(bot) == EscalationState.RUNNING
+
+
+async def test_the_broadcast_names_as_tried_only_the_people_called(
+    bot_factory: BotFactory,
+) -> None:
+    # Carol has no usable number: skipped, never called nor paged. "Tried: @carol" in the
+    # channel would tell everyone she was rung and did not come.
+    bot, clock = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    for person in ("1. <@U0ALICE>", "2. <@U0BOB>", "4. <@U0MANAGER> (escalate_to)"):
+        await wait_for_edit(bot, escalation, f"{person} (+1 814 ••• ")
+        await wait_for_edit(bot, escalation, "🔔 ringing…")
+        clock.advance(91)
+    loud = str((await wait_for_post(bot, "Nobody acknowledged the on-call escalation"))
+               .params["text"])
+    assert "Tried: <@U0ALICE>, <@U0BOB>, <@U0MANAGER>." in loud, loud
+    assert "<@U0CAROL>" in loud and "no usable phone number" in loud, loud
+
+
+async def test_when_nobody_could_be_called_the_end_does_not_say_they_were_tried(
+    bot_factory: BotFactory,
+) -> None:
+    # Every number refused by the dialling policy (or missing): nobody was rung, nobody paged.
+    policy = POLICY + '[oncall]\nflow = "Escalation"\nrotation = ["U0CAROL", "U0DAVE"]\n'
+    bot, _ = await start(bot_factory, policy=policy)
+    view, message = await open_on_message(bot)
+    await submit(bot, view)
+    loud = str((await wait_for_post(bot, "on-call escalation")).params["text"])
+    while "*On-call escalation*" in loud:  # the card; the broadcast is the post after it
+        loud = str((await bot.slack.wait_for_call(
+            "chat.postMessage", lambda c: c.params.get("reply_broadcast") in (True, "true", "1"),
+            timeout=10.0)).params["text"])
+    assert "Tried:" not in loud and "Nobody acknowledged" not in loud, loud
+    assert "Nobody could be called" in loud and "usable phone number" in loud, loud
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "nobody could be called")
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []

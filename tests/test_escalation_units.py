@@ -220,10 +220,11 @@ def test_the_page_offers_i_m_on_it_until_the_escalation_is_over() -> None:
 
 
 def test_the_only_thread_posts_are_loud_ones() -> None:
-    loud = views.exhausted(_escalation(EscalationState.EXHAUSTED)).text
+    loud = views.exhausted(_escalation(EscalationState.EXHAUSTED), []).text
     assert loud.startswith("🚨 <@U0ADMIN> *Nobody acknowledged the on-call escalation.*")
     assert "<@U0ALICE>, <@U0BOB>, <@U0MANAGER>" in loud
-    answer_mode = views.exhausted(_escalation(EscalationState.EXHAUSTED, ack_mode=AckMode.ANSWER))
+    answer_mode = views.exhausted(
+        _escalation(EscalationState.EXHAUSTED, ack_mode=AckMode.ANSWER), [])
     assert "*Nobody answered the on-call escalation.*" in answer_mode.text
 
 

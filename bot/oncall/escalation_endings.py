@@ -271,7 +271,8 @@ class Endings:
         between, and never the late one first (it waits while the first is being posted)."""
         lock = self._broadcasting.setdefault(escalation.id, asyncio.Lock())
         async with lock:
-            await self._card.post(escalation, views.exhausted(escalation), broadcast=True,
+            loud = views.exhausted(escalation, await self._store.steps(escalation.id))
+            await self._card.post(escalation, loud, broadcast=True,
                                   once=self._end_claim(escalation))
             if late:
                 await self._card.post(escalation, views.acknowledged_late(escalation),
@@ -349,9 +350,8 @@ class Endings:
             self._on_finished(str(state))
 
     async def _step_call(self, escalation: Escalation) -> TrackedCall | None:
-        if escalation.step_call_id is None:
-            return None
-        return await self._callstore.get(escalation.step_call_id)
+        call_id = escalation.step_call_id
+        return None if call_id is None else await self._callstore.get(call_id)
 
     # ---------------------------------------------------------------------------- hang-ups
 

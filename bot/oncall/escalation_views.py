@@ -132,7 +132,7 @@ def _acknowledgement(escalation: Escalation) -> str:
     return f"<@{escalation.acknowledged_by}> acknowledged{how}{_at(escalation.acknowledged_at)}"
 
 
-def _headline(escalation: Escalation) -> str:
+def _headline(escalation: Escalation, steps: Sequence[Step]) -> str:
     base = f"*On-call escalation* by <@{escalation.requester_id}>"
     state = escalation.state
     if escalation.acknowledged_by is not None:
@@ -143,6 +143,8 @@ def _headline(escalation: Escalation) -> str:
         return f"✅ {base}: <@{escalation.answered_by}> answered."
     if state in (EscalationState.STOPPING, EscalationState.STOPPED):
         return f"⏹ {base}: stopped by <@{escalation.stopped_by}>."
+    if state == EscalationState.EXHAUSTED and _nobody_called(escalation, steps):
+        return f"🚨 {base}: nobody could be called (no usable phone number)."
     if state == EscalationState.EXHAUSTED:
         return f"🚨 {base}: nobody {_reached(escalation)}."
     if state == EscalationState.FAILED:
@@ -158,7 +160,7 @@ def escalation_message(
     (calling, ringing, connected…), None when it has none. `buttons` False: drawn for the
     requester alone (the card could not be posted), where a button would name no message."""
     by_index = {step.step: step for step in steps}
-    headline = _headline(escalation)
+    headline = _headline(escalation, steps)
     lines = [
         _step_line(escalation, index, target, by_index.get(index), call_state)
         for index, target in enumerate(escalation.people)
@@ -290,12 +292,35 @@ def _line(markdown: str) -> Message:
     return Message(text=markdown, blocks=[section(markdown)])
 
 
-def exhausted(escalation: Escalation) -> Message:
-    tried = ", ".join(f"<@{t.user_id}>" for t in escalation.people)
+def _skipped(escalation: Escalation, steps: Sequence[Step]) -> list[str]:
+    """The people of `escalation` skipped for want of a usable number: never rung, nor paged."""
+    skipped = {s.step for s in steps if s.outcome == StepOutcome.SKIPPED}
+    return [t.user_id for i, t in enumerate(escalation.people) if i in skipped]
+
+
+def _nobody_called(escalation: Escalation, steps: Sequence[Step]) -> bool:
+    return len(_skipped(escalation, steps)) == len(escalation.people)
+
+
+def exhausted(escalation: Escalation, steps: Sequence[Step]) -> Message:
+    """Everybody was tried: "Tried" names only those called (a person skipped for want of a
+    number was neither rung nor paged, and must not read as one who didn't come)."""
+    skipped = _skipped(escalation, steps)
+    mentions = ", ".join(f"<@{u}>" for u in skipped)
+    if len(skipped) == len(escalation.people):
+        line = (
+            f"🚨 <@{escalation.requester_id}> *Nobody could be called for the on-call "
+            f"escalation*: nobody in its order has a usable phone number ({mentions}). Nobody "
+            f"is known to be coming: reach someone another way, or escalate again once their "
+            f"numbers are fixed ([people] in the policy file, or their Slack profiles)."
+        )
+        return _line(line)
+    tried = ", ".join(f"<@{t.user_id}>" for t in escalation.people if t.user_id not in skipped)
+    not_called = f" Not called, no usable phone number: {mentions}." if skipped else ""
     line = (
         f"🚨 <@{escalation.requester_id}> *Nobody {_reached(escalation)} the on-call "
-        f"escalation.* Tried: {tried}. Nobody is known to be coming: reach someone another way, "
-        f"or escalate again."
+        f"escalation.* Tried: {tried}.{not_called} Nobody is known to be coming: reach someone "
+        f"another way, or escalate again."
     )
     return _line(line)
 
