@@ -646,7 +646,7 @@ async def test_the_broadcast_names_as_tried_only_the_people_called(
     loud = str((await wait_for_post(bot, "Nobody acknowledged the on-call escalation"))
                .params["text"])
     assert "Tried: <@U0ALICE>, <@U0BOB>, <@U0MANAGER>." in loud, loud
-    assert "<@U0CAROL>" in loud and "no usable phone number" in loud, loud
+    assert "Not called: <@U0CAROL> (no usable phone number)." in loud, loud
 
 
 async def test_when_nobody_could_be_called_the_end_does_not_say_they_were_tried(
@@ -668,3 +668,21 @@ async def test_when_nobody_could_be_called_the_end_does_not_say_they_were_tried(
     await wait_for_edit(bot, escalation, "nobody could be called")
     await bot.settle()
     assert bot.evo.outgoing_posts == []
+
+
+async def test_when_evo_voice_refuses_every_step_the_end_does_not_say_they_were_tried(
+    bot_factory: BotFactory,
+) -> None:
+    # The bot's Evo Voice login lost its role: every step's call is refused at once, nobody is
+    # rung. "Nobody acknowledged … Tried: everyone" would say they were called and didn't come.
+    bot, _ = await start(bot_factory)
+    bot.evo.default_behaviours[("POST", "/sessions/outgoing")] = ErrorStatus(403, "Invalid Role")
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    loud = str((await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.params.get("reply_broadcast") in (True, "true", "1"),
+        timeout=10.0)).params["text"])
+    assert "Tried:" not in loud and "Nobody acknowledged" not in loud, loud
+    assert "Nobody could be called" in loud and "<@U0ALICE>" in loud, loud
+    assert "couldn't be called" in loud and "usable phone number" in loud, loud  # Carol
+    await wait_for_edit(bot, await escalation_message(bot), "nobody could be called")

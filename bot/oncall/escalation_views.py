@@ -144,7 +144,7 @@ def _headline(escalation: Escalation, steps: Sequence[Step]) -> str:
     if state in (EscalationState.STOPPING, EscalationState.STOPPED):
         return f"⏹ {base}: stopped by <@{escalation.stopped_by}>."
     if state == EscalationState.EXHAUSTED and _nobody_called(escalation, steps):
-        return f"🚨 {base}: nobody could be called (no usable phone number)."
+        return f"🚨 {base}: nobody could be called."
     if state == EscalationState.EXHAUSTED:
         return f"🚨 {base}: nobody {_reached(escalation)}."
     if state == EscalationState.FAILED:
@@ -292,35 +292,40 @@ def _line(markdown: str) -> Message:
     return Message(text=markdown, blocks=[section(markdown)])
 
 
-def _skipped(escalation: Escalation, steps: Sequence[Step]) -> list[str]:
-    """The people of `escalation` skipped for want of a usable number: never rung, nor paged."""
-    skipped = {s.step for s in steps if s.outcome == StepOutcome.SKIPPED}
-    return [t.user_id for i, t in enumerate(escalation.people) if i in skipped]
+# Steps whose person was never rung: no usable number, or the call refused or failed.
+_NOT_RUNG = {StepOutcome.SKIPPED: "no usable phone number",
+             StepOutcome.FAILED: "couldn't be called"}
+
+
+def _not_rung(escalation: Escalation, steps: Sequence[Step]) -> list[tuple[str, str]]:
+    """The people of `escalation` never rung, with why (the card's step line says more)."""
+    why = {s.step: _NOT_RUNG[StepOutcome(s.outcome)] for s in steps if s.outcome in _NOT_RUNG}
+    return [(t.user_id, why[i]) for i, t in enumerate(escalation.people) if i in why]
 
 
 def _nobody_called(escalation: Escalation, steps: Sequence[Step]) -> bool:
-    return len(_skipped(escalation, steps)) == len(escalation.people)
+    return len(_not_rung(escalation, steps)) == len(escalation.people)
 
 
 def exhausted(escalation: Escalation, steps: Sequence[Step]) -> Message:
-    """Everybody was tried: "Tried" names only those called (a person skipped for want of a
-    number was neither rung nor paged, and must not read as one who didn't come)."""
-    skipped = _skipped(escalation, steps)
-    mentions = ", ".join(f"<@{u}>" for u in skipped)
-    if len(skipped) == len(escalation.people):
+    """Everybody was tried: "Tried" names only those rung (a person skipped for want of a
+    number, or whose call Evo Voice refused, was never rung, and must not read as one who
+    didn't come)."""
+    not_rung = _not_rung(escalation, steps)
+    apart = ", ".join(f"<@{user_id}> ({why})" for user_id, why in not_rung)
+    if len(not_rung) == len(escalation.people):
         line = (
             f"🚨 <@{escalation.requester_id}> *Nobody could be called for the on-call "
-            f"escalation*: nobody in its order has a usable phone number ({mentions}). Nobody "
-            f"is known to be coming: reach someone another way, or escalate again once their "
-            f"numbers are fixed ([people] in the policy file, or their Slack profiles)."
+            f"escalation*: {apart}. Nobody is known to be coming: reach someone another way, "
+            f"or escalate again once that is fixed."
         )
         return _line(line)
-    tried = ", ".join(f"<@{t.user_id}>" for t in escalation.people if t.user_id not in skipped)
-    not_called = f" Not called, no usable phone number: {mentions}." if skipped else ""
+    missed = {user_id for user_id, _ in not_rung}
+    tried = ", ".join(f"<@{t.user_id}>" for t in escalation.people if t.user_id not in missed)
     line = (
         f"🚨 <@{escalation.requester_id}> *Nobody {_reached(escalation)} the on-call "
-        f"escalation.* Tried: {tried}.{not_called} Nobody is known to be coming: reach someone "
-        f"another way, or escalate again."
+        f"escalation.* Tried: {tried}.{f' Not called: {apart}.' if apart else ''} Nobody is "
+        f"known to be coming: reach someone another way, or escalate again."
     )
     return _line(line)
 
