@@ -598,3 +598,23 @@ async def test_slack_failing_to_show_a_profile_read_before_still_rings_its_numbe
     assert dialled(bot) == [ALICE, BOB, "+18144043095"]
     await wait_for_edit(bot, escalation, "3. <@U0CAROL> (+1 814 ••• 3095) — 🔔 ringing…")
     assert "skipped" not in (escalation.text or "")
+
+
+async def test_a_deactivated_person_s_profile_phone_is_not_dialled(
+    bot_factory: BotFactory,
+) -> None:
+    # Carol left: her Slack account is deactivated, its profile still holds her own phone. An
+    # escalation must not ring someone who left (`callbot check` flags her; the chain can't wait).
+    bot, clock = await start(bot_factory)
+    bot.slack.users["U0CAROL"] = {"deleted": True, "profile": {"phone": "+18144043095"}}
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    for person in ("1. <@U0ALICE>", "2. <@U0BOB>"):
+        await wait_for_edit(bot, escalation, f"{person} (+1 814 ••• ")
+        await wait_for_edit(bot, escalation, "🔔 ringing…")
+        clock.advance(91)
+    await wait_for_edit(bot, escalation, "3. <@U0CAROL> — ⏭ skipped: no usable phone number")
+    await wait_for_edit(bot, escalation, "4. <@U0MANAGER> (escalate_to) (+1 814 ••• 3090)")
+    assert "+18144043095" not in dialled(bot)
+    assert "deactivated" in (escalation.text or "")

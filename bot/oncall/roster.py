@@ -44,6 +44,10 @@ PROFILE_CACHE_SECONDS = 120.0
 PROFILE_FALLBACK_SECONDS = 24 * 3600.0
 
 
+# A profile's phone read as this: the account is deactivated (no phone holds a NUL).
+DEACTIVATED = "\0deactivated"
+
+
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -138,6 +142,9 @@ class PhoneBook:
             logger.warning("the Slack profile of %s could not be read (%s): using the phone it "
                            "held when last read", user_id, exc.error, extra={"user_id": user_id})
             phone = last[1]
+        if phone == DEACTIVATED:
+            # Someone who left: their profile's phone is their own, no longer the team's to ring.
+            return PhoneLookup(None, "not in [people], and their Slack account is deactivated")
         if not phone.strip():
             return PhoneLookup(None, "not in [people], and the Slack profile has no phone number")
         return self._check(phone, "the Slack profile's phone number")
@@ -160,6 +167,8 @@ class PhoneBook:
         profile = (user.get("profile") or {}) if isinstance(user, dict) else {}
         phone = profile.get("phone") if isinstance(profile, dict) else None
         phone = phone if isinstance(phone, str) else ""
+        if isinstance(user, dict) and user.get("deleted") is True:
+            phone = DEACTIVATED
         self._last_read[user_id] = (self._clock(), phone)
         return phone
 
