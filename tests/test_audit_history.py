@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.standins.evovoice import ErrorStatus
+from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
 from bot.standins.slack import ApiCall, slash_command_body
 from bot.audit.trail import AuditLog
 from bot.storage.database import POSTGRESQL, Connection, Database, IntegrityError
@@ -465,3 +465,22 @@ async def test_history_reads_the_newest_attempts_off_an_index_on_both_databases(
     for plan in await db.atomic(plans):
         assert "Index Scan Backward" in plan or "USING INDEX" in plan, plan
         assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+
+
+async def test_a_call_with_a_very_long_flow_name_keeps_its_outcome_in_the_history(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn,
+) -> None:
+    # Evo Voice's flow names are the account's to choose: one of 3,000 characters made the
+    # history line longer than a section takes, and the clip cut off how the call went.
+    evo.flows.append({"id": "flow-long", "name": "Failover " * 340, "accountId": "acct-1"})
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} flow-long")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=5, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended")
+    await bot.settle()
+    answer = await history(bot)
+    [line] = lines(answer)
+    assert "❌ not answered, Completed, 5 s" in line
+    assert "❌ not answered, Completed, 5 s" in answer["blocks"][1]["text"]["text"]

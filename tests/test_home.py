@@ -13,6 +13,7 @@ import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.oncall.home_views import HOME_ACTIONS_BLOCK, HOME_CALL_ACTION, HOME_ESCALATE_ACTION
+from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import (
     block_actions_payload,
     interactive_body,
@@ -304,3 +305,22 @@ async def test_a_button_click_delivered_twice_opens_the_form_and_says_nothing_mo
     told = [c for method in ("chat.postMessage", "chat.postEphemeral")
             for c in bot.slack.calls_to(method)]
     assert [c.params.get("text") for c in told] == []
+
+
+async def test_long_flow_names_leave_every_recent_call_and_its_outcome_on_the_tab(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn,
+) -> None:
+    # Evo Voice's flow names are the account's to choose: five calls with a long one, its `&`
+    # and `<` written as entities, once ran past the 3,000 characters of the tab's context, which
+    # cut it short: the older calls and their outcomes were gone from the tab.
+    evo.flows.append({"id": "flow-long", "name": "R&D <db> failover " * 40, "accountId": "acct-1"})
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION)
+    for n in range(5):
+        await bot.command(f"+1814404309{n} flow-long")
+    await bot.evo.wait_for_posts(5)
+    await bot.settle()
+    home = await open_home(bot, "U0MANAGER")
+    [calls] = [b for b in home["blocks"] if b["type"] == "context"][-1:]
+    shown = calls["elements"][0]["text"].splitlines()
+    assert len(shown) == 5
+    assert all(line.endswith(" · placed") and "R&amp;D &lt;db&gt;" in line for line in shown)

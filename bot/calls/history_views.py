@@ -104,7 +104,9 @@ def history_line(record: AuditRecord, acknowledges: AckTest = no_ack_outcomes) -
         f"`{_when(record.at)}`",
         f"<@{record.user_id}>",
         record.number_masked,
-        f"“{escape(record.flow)}”" if record.flow else "no flow",
+        # Clipped, as Evo Voice's other words are: a flow name of thousands of characters would
+        # push the line past a section's limit, and the clip would cut off how the call went.
+        f"“{shown(record.flow)}”" if record.flow else "no flow",
         _what_happened(record, acknowledges),
     ]
     extra = []

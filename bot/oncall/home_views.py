@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.audit.trail import AuditRecord
+from bot.calls.status_views import shown
 from bot.oncall.escalation_store import Escalation, EscalationState
 from bot.oncall.escalation_views import slack_time
 from bot.oncall.roster import OnCallStatus
@@ -58,8 +59,10 @@ def escalation_line(escalation: Escalation, viewer: str) -> str:
 def call_line(record: AuditRecord) -> str:
     result = record.result
     outcome = result.kind if result is not None else record.decision
+    # The flow's name clipped: five long ones would run past the context's 3,000 characters,
+    # and the clip would take the older calls and their outcomes off the tab.
     return (f"{_when(record.at)} · {escape(record.number_masked)} · "
-            f"“{escape(record.flow)}” · {escape(outcome)}")
+            f"“{shown(record.flow)}” · {escape(outcome)}")
 
 
 def home_view(
