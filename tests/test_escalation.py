@@ -96,6 +96,21 @@ async def test_a_long_message_prefills_a_reason_the_field_can_hold(bot_factory: 
     assert reason.endswith(f"/archives/{CHANNEL}/p{message.ts.replace('.', '')}")
 
 
+async def test_a_link_the_quote_cuts_short_is_left_out_not_broken(
+    bot_factory: BotFactory,
+) -> None:
+    # A quoted alert is trimmed to fit the reason: cut inside its dashboard's address, the
+    # reason showed the head of the address, which Slack makes a link to some other page.
+    bot, _ = await start(bot_factory, "http")
+    dashboard = "https://grafana.example.com/d/db-primary?orgId=1&var-host=db1"
+    view, _ = await open_on_message(
+        bot, text="db primary is down " * 14 + f"<{dashboard}|dashboard>")
+    reason = reason_block(view.versions[-1])["element"]["initial_value"]
+    assert reason.startswith("“db primary is down db primary")
+    assert "grafana" not in reason
+    assert reason.endswith(f"/archives/{CHANNEL}/p{_.ts.replace('.', '')}")
+
+
 async def test_the_on_call_person_without_a_number_is_flagged_and_skipped(
     bot_factory: BotFactory,
 ) -> None:

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from bot.oncall.roster import OnCallPerson, Source
 from bot.oncall.roster_views import local_time, reach
 from bot.slack.blocks import (
+    ELLIPSIS,
     Block,
     clip,
     context,
@@ -73,6 +74,8 @@ _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
 _CHANNEL = re.compile(r"<#([CGD][A-Z0-9]+)(?:\|([^>]*))?>")
 _SPECIAL = re.compile(r"<!(?:subteam\^[A-Z0-9]+\|)?([^>|]*)(?:\|([^>]*))?>")
 _LINK = re.compile(r"<((?:https?|mailto):[^>|]+)(?:\|([^>]*))?>")
+# An address at the end of a quote, in the parentheses plain_message_text writes it in.
+_LAST_ADDRESS = re.compile(r"\(?(?:https?://|mailto:)\S*\Z")
 
 
 def plain_message_text(text: str) -> str:
@@ -104,9 +107,22 @@ def message_words(message: Mapping[str, Any]) -> str:
     return " · ".join(p.strip() for p in parts if p.strip())
 
 
+def _quote(text: str) -> str:
+    """`text` within MAX_QUOTE_CHARS; an address the cut would split is left out whole: its head
+    is a link to some other page (Slack links an address it sees in the text)."""
+    quoted = clip(text, MAX_QUOTE_CHARS)
+    if quoted == text:
+        return quoted
+    kept = quoted.removesuffix(ELLIPSIS)
+    address = _LAST_ADDRESS.search(kept)
+    if address is None or text[len(kept):len(kept) + 1].isspace():
+        return quoted
+    return kept[: address.start()].rstrip() + ELLIPSIS
+
+
 def quote_reason(message_text: str, permalink: str | None) -> str:
     """The reason a message shortcut prefills: the message, quoted and trimmed, and its link."""
-    quoted = clip(plain_message_text(message_text), MAX_QUOTE_CHARS)
+    quoted = _quote(plain_message_text(message_text))
     parts = [f"“{quoted}”" if quoted else ""]
     if permalink:
         parts.append(permalink)
