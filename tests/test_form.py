@@ -227,6 +227,25 @@ async def test_the_flow_menu_ranks_prefix_before_substring_and_stops_at_100(
     assert all(len(o["text"]["text"]) <= 75 for o in answer["options"])
 
 
+async def test_long_flow_names_with_a_less_than_sign_stay_apart_in_the_menu(
+    bot: BotUnderTest,
+) -> None:
+    # An option's text is plain text: a `<` in it is no markup to keep whole. Shortened as if it
+    # were, both names were cut back to the `<` ("CPU…"), two flows the person could not tell
+    # apart, one of which calls the wrong team.
+    bot.evo.flows[:] = [
+        {"id": f"flow-{side}", "accountId": "acct-1",
+         "name": f"CPU < 10% idle on the {side} cluster: page the database team's on-call DBA now"}
+        for side in ("east", "west")
+    ]
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    answer = await interact(bot, block_suggestion_payload(
+        action_id=FormField.FLOW, block_id=FormField.FLOW, value="cpu"))
+    shown = {o["value"]: o["text"]["text"] for o in answer["options"]}
+    assert all(len(text) <= 75 for text in shown.values())
+    assert "east cluster" in shown["flow-east"] and "west cluster" in shown["flow-west"]
+
+
 async def test_the_flow_menu_is_empty_for_a_user_without_a_role(bot: BotUnderTest) -> None:
     assert await options_for(bot, "", user_id="U0INTRUDER") == []
 

@@ -212,7 +212,7 @@ def _buttons(call: TrackedCall) -> list[Block]:
             },
         })
     if can_call_again(call):
-        flow = clip(call.flow_name, 60)
+        flow = clip(call.flow_name, 60, markup=False)
         elements.append({
             "type": "button",
             "action_id": CALL_AGAIN_ACTION,

@@ -55,15 +55,18 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def clip(text: str, limit: int) -> str:
+def clip(text: str, limit: int, *, markup: bool = True) -> str:
     """`text` within `limit` characters, ending "…" when shortened.
 
     A cut never splits a mention or link (`<@U123>`) nor an entity (`&amp;`): half of one shows
-    as garbage, or as markup the user never wrote.
+    as garbage, or as markup the user never wrote. `markup` False: plain text, where `<` and `&`
+    are just characters (cut back to a lone `<`, two long names would read the same).
     """
     if len(text) <= limit:
         return text
     cut = text[: max(0, limit - len(ELLIPSIS))]
+    if not markup:
+        return cut.rstrip() + ELLIPSIS
     opened, closed = cut.rfind("<"), cut.rfind(">")
     if opened > closed:
         cut = cut[:opened]
@@ -74,7 +77,7 @@ def clip(text: str, limit: int) -> str:
 
 
 def plain(text: str, limit: int = MAX_TEXT, *, emoji: bool | None = None) -> Block:
-    obj: Block = {"type": "plain_text", "text": clip(text, limit) or " "}
+    obj: Block = {"type": "plain_text", "text": clip(text, limit, markup=False) or " "}
     if emoji is not None:
         obj["emoji"] = emoji
     return obj
