@@ -111,6 +111,16 @@ async def test_a_link_the_quote_cuts_short_is_left_out_not_broken(
     assert reason.endswith(f"/archives/{CHANNEL}/p{_.ts.replace('.', '')}")
 
 
+async def test_a_long_alert_with_a_less_than_sign_is_quoted_up_to_the_limit(
+    bot_factory: BotFactory,
+) -> None:
+    # The quote is plain text until the card escapes it: its `<` is no mention to keep whole.
+    bot, _ = await start(bot_factory, "http")
+    view, _ = await open_on_message(bot, text="CPU &lt; 10% idle on db1: " + "load rising, " * 30)
+    reason = reason_block(view.versions[-1])["element"]["initial_value"]
+    assert reason.startswith("“CPU < 10% idle on db1: load rising, load rising, load rising")
+
+
 async def test_the_on_call_person_without_a_number_is_flagged_and_skipped(
     bot_factory: BotFactory,
 ) -> None:

@@ -18,6 +18,7 @@ from tests.follow_helpers import (
     audit_records,
     end_session,
     history,
+    lines,
     parent_of,
     placed_call,
     services,
@@ -335,3 +336,22 @@ async def test_a_restart_leaves_the_calls_already_shown_over_alone(bot_factory: 
     await asyncio.wait_for(asyncio.gather(*services(second).follower.tasks()), 10)
     assert len(second.slack.calls_to("chat.update")) == edits  # nothing edited again
     assert len(second.slack.calls_to("reactions.add")) == 1
+
+
+async def test_a_long_outcome_with_a_less_than_sign_is_shortened_not_cut_back_to_it(
+    bot_factory: BotFactory,
+) -> None:
+    # Evo Voice's outcome is its flow's words: a long one is shortened to fit the status line.
+    # Shortened as if its `<` began a mention, everything after the `<` went, and with it what
+    # happened on the call ("Menu…").
+    bot, status, session_id = await placed_call(bot_factory)
+    bot.evo.set_session_state(session_id, callState="Connected", answeredByName="Alice")
+    await wait_for_edit(bot, status, "Connected")
+    outcome = ("Menu < 2 s: acknowledged by pressing 1, then the callee hung up on the recorded "
+               "message before it ended")
+    end_session(bot, session_id, after_seconds=40, outcome=outcome)
+    await wait_for_edit(bot, status, "Ended")
+    assert "☎️ Ended: Menu &lt; 2 s: acknowledged by pressing 1, then the callee hung up" in (
+        status.text or "")
+    shown = lines(await history(bot))[0]
+    assert "Menu &lt; 2 s: acknowledged by pressing 1, then the callee hung up" in shown

@@ -214,7 +214,7 @@ def read_submission(
         number_text=state.text(FormField.NUMBER) or "",
         flow_id=state.selected(FormField.FLOW),
         caller_id=state.selected(FormField.CALLER_ID),
-        reason=clip(reason, MAX_REASON_CHARS) if reason else None,
+        reason=clip(reason, MAX_REASON_CHARS, markup=False) if reason else None,
         channel_id=channel_id,
         response_url=response_url,
         fields=state.input_block_ids(),

@@ -79,7 +79,7 @@ def shown(text: str | None) -> str:
     text = text.strip()
     if as_e164(text):
         return mask(as_e164(text) or "")
-    return escape(clip(text, _MAX_SHOWN))
+    return escape(clip(text, _MAX_SHOWN, markup=False))
 
 
 def format_duration(seconds: float | None) -> str:

@@ -110,7 +110,7 @@ def message_words(message: Mapping[str, Any]) -> str:
 def _quote(text: str) -> str:
     """`text` within MAX_QUOTE_CHARS; an address the cut would split is left out whole: its head
     is a link to some other page (Slack links an address it sees in the text)."""
-    quoted = clip(text, MAX_QUOTE_CHARS)
+    quoted = clip(text, MAX_QUOTE_CHARS, markup=False)
     if quoted == text:
         return quoted
     kept = quoted.removesuffix(ELLIPSIS)
@@ -126,7 +126,7 @@ def quote_reason(message_text: str, permalink: str | None) -> str:
     parts = [f"“{quoted}”" if quoted else ""]
     if permalink:
         parts.append(permalink)
-    return clip(" — ".join(p for p in parts if p), MAX_REASON_CHARS)
+    return clip(" — ".join(p for p in parts if p), MAX_REASON_CHARS, markup=False)
 
 
 # ------------------------------------------------------------------------------------------ modal
@@ -183,7 +183,7 @@ def escalation_form(
         "placeholder": plain("What is wrong, e.g. INC-1234: db primary is down"),
     }
     if reason:
-        reason_input["initial_value"] = clip(reason, MAX_REASON_CHARS)
+        reason_input["initial_value"] = clip(reason, MAX_REASON_CHARS, markup=False)
     blocks.append({
         "type": "input",
         "block_id": EscalationField.REASON,
@@ -238,7 +238,7 @@ def read_submission(
     )
     reason = state.text(EscalationField.REASON)
     return EscalationSubmission(
-        reason=clip(reason, MAX_REASON_CHARS) if reason else None,
+        reason=clip(reason, MAX_REASON_CHARS, markup=False) if reason else None,
         channel_id=channel_id,
         response_url=response_url,
         fields=state.input_block_ids(),

@@ -52,7 +52,9 @@ MAX_DETAIL_CHARS = 200
 
 
 def _detail(text: str | None) -> str:
-    return escape(clip(text.strip(), MAX_DETAIL_CHARS)) if text and text.strip() else ""
+    if not text or not text.strip():
+        return ""
+    return escape(clip(text.strip(), MAX_DETAIL_CHARS, markup=False))
 
 
 def _calling(escalation: Escalation, call_state: str | None) -> str:

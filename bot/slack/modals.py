@@ -147,7 +147,7 @@ def field_errors(
     out: dict[str, str] = {}
     for field_id, message in errors.items():
         key = str(field_id) if field_id in present else str(general)
-        text = clip(message, MAX_ERROR_CHARS)
+        text = clip(message, MAX_ERROR_CHARS, markup=False)
         out[key] = f"{out[key]} {text}" if key in out else text
     return out
 
