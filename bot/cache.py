@@ -8,7 +8,9 @@ roles after a second) leaves it to the others, who would otherwise be cancelled 
 
 Past `ttl` a value is stale: it is still served at once while one refresh runs in the background,
 so a request (and its 3-second ack) never waits on a slow upstream for data we already have. Past
-`max_stale` it is too old to trust and callers wait for a fresh load.
+`max_stale` it is too old to trust and callers wait for a fresh load; should that load fail in a
+way `stale_if_error` calls passing (an upstream that can't answer now, which says nothing of the
+data having changed), the old value is served all the same, and the next get tries again.
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ class TTLCache(Generic[K, V]):
         ttl: float,
         *,
         max_stale: float | None = None,
+        stale_if_error: Callable[[Exception], bool] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._ttl = ttl
         self._max_stale = max_stale if max_stale is not None else ttl
+        self._stale_if_error = stale_if_error
         self._clock = clock
         self._values: dict[K, tuple[float, V]] = {}
         self._loading: dict[K, asyncio.Future[V]] = {}
@@ -55,8 +59,16 @@ class TTLCache(Generic[K, V]):
                     task.add_done_callback(self._refreshes.discard)
                 return hit[1]
         pending = self._loading.get(key) or self._start(key, load)
-        # Shielded: a caller cancelled while it waits stops waiting, not the load the others share.
-        return await asyncio.shield(pending)
+        try:
+            # Shielded: a caller cancelled while it waits stops waiting, not the load the others
+            # share.
+            return await asyncio.shield(pending)
+        except Exception as exc:
+            if hit is None or self._stale_if_error is None or not self._stale_if_error(exc):
+                raise
+            logger.warning("load failed (%s): serving what was loaded %.0f s ago",
+                           type(exc).__name__, self._clock() - hit[0])
+            return hit[1]
 
     async def _refresh(self, key: K, load: Callable[[], Awaitable[V]]) -> None:
         try:

@@ -141,6 +141,26 @@ async def test_too_old_values_are_not_served() -> None:
     assert await cache.get("k", load) == "new"
 
 
+async def test_a_too_old_value_is_served_when_its_load_fails_as_stale_if_error_allows() -> None:
+    clock = Clock()
+    cache: TTLCache[str, str] = TTLCache(
+        60, max_stale=600, clock=clock, stale_if_error=lambda e: isinstance(e, TimeoutError))
+    answers: list[str | Exception] = ["old", TimeoutError(), ValueError("bad"), "new"]
+
+    async def load() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert await cache.get("k", load) == "old"
+    clock.now = 601
+    assert await cache.get("k", load) == "old"  # the upstream can't answer now
+    with pytest.raises(ValueError):  # an error stale_if_error doesn't pass
+        await cache.get("k", load)
+    assert await cache.get("k", load) == "new"  # tried again each time
+
+
 @pytest.mark.parametrize("key", [None, "k"])
 async def test_invalidate_forces_a_reload(key: str | None) -> None:
     values = iter([1, 2])

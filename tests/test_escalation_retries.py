@@ -252,3 +252,23 @@ async def test_a_step_dialled_after_a_restart_past_its_first_deadline_is_tried_a
     await second.evo.wait_for_posts(3)
     assert dialled(second) == [ALICE, BOB, BOB]  # refused "not now" once, then rang
     await wait_for_edit(second, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+
+
+@pytest.mark.parametrize("failure", [ErrorStatus(503, "Service Unavailable"),
+                                     TooManyRequests(retry_after="0.05")],
+                         ids=["503", "429"])
+async def test_a_flow_list_evo_voice_cant_give_now_doesnt_stop_the_page(
+    bot_factory: BotFactory, failure: ErrorStatus | TooManyRequests,
+) -> None:
+    """The flow list, read an hour and more ago, is read afresh at the escalation's checks; Evo
+    Voice failing to give it now says nothing of the flow having changed: the one read before
+    serves, and Alice is rung, rather than every step failing its checks at once."""
+    bot, _ = await start(bot_factory)
+    view, _ = await open_on_message(bot)  # the form reads the flows
+    catalog = services(bot).catalog
+    later = catalog.clock() + 2 * 3600
+    catalog.clock = lambda: later
+    bot.evo.default_behaviours[("GET", "/flows")] = failure
+    assert await submit(bot, view) == {}
+    await bot.evo.wait_for_posts(1)
+    assert dialled(bot) == [ALICE]
