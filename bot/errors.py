@@ -31,6 +31,7 @@
      ├─ CallNotLive                   nothing to hang up
      ├─ CallStillLive                 hang up before calling again
      ├─ AlreadyCalledAgain            one click dials once
+     ├─ SomeoneElsesTest              Call again on another person's /call test call
      ├─ CallTooOld                    the number is no longer kept
      ├─ HangUpFailed                  Evo Voice did not hang up
      ├─ NotAllowedToStop            oncall/escalation.py: Stop escalation by someone who may not
