@@ -48,7 +48,7 @@ from bot.slack.socket_mode import (
     SocketWatchdog,
     start_failure,
 )
-from bot.storage.database import SQLITE, Database, SchemaTooNew, sqlite_path
+from bot.storage.database import SQLITE, Database, DatabaseRefused, SchemaTooNew, sqlite_path
 from bot.storage.faults import DATABASE_FAULTS
 
 logger = logging.getLogger(__name__)
@@ -319,7 +319,8 @@ class Runtime:
         logger.info("callbot stopped")
 
 
-_OPEN_FAILURES: tuple[type[BaseException], ...] = (sqlite3.Error, OSError, *DATABASE_FAULTS)
+_OPEN_FAILURES: tuple[type[Exception], ...] = (
+    sqlite3.Error, OSError, DatabaseRefused, *DATABASE_FAULTS)
 
 
 async def open_database(db: Database) -> None:
@@ -332,11 +333,10 @@ async def open_database(db: Database) -> None:
 
 def describe_database_failure(db: Database, exc: BaseException) -> str:
     if db.dialect != SQLITE:
-        # Never the URL itself: it may hold the password.
-        return (
-            f"cannot open the PostgreSQL database ({type(exc).__name__}); check that the server "
-            "is running and the URL, user and database are right"
-        )
+        # Never the URL: it may hold the password; a refusal's words (no such database) don't.
+        said = f": {exc}" if isinstance(exc, DatabaseRefused) else f" ({type(exc).__name__})"
+        return (f"cannot open the PostgreSQL database{said}; check that the server is running "
+                "and the URL, user and database are right")
     where = sqlite_path(db.url)
     text = str(exc).lower()
     if isinstance(exc, IsADirectoryError) or Path(where).is_dir():

@@ -14,6 +14,7 @@ import socket
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -21,6 +22,7 @@ from bot.config import ConfigError, load_policy, load_settings
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from tests.conftest import POLICY, bot_environment
+from tests.databases import postgres_url
 from tests.entry import run_main
 from tests.processes import run_bot_process
 
@@ -255,3 +257,24 @@ async def test_a_refused_app_token_stops_start_up_with_one_line(
     assert "✗ SLACK_APP_TOKEN: Slack refused it (invalid_auth)" in text
     assert "xapp-revoked" not in text
     assert slack.socket_connections == 0
+
+
+@pytest.mark.parametrize("part", ["database", "user"])
+def test_a_postgres_database_or_user_that_does_not_exist_names_database_url(
+    part: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The server answers, but refuses the URL's database or login (a wrong password is refused the
+    # same way, once the server asks for one): the operator fixes DATABASE_URL, not a bug.
+    parts = urlsplit(postgres_url())
+    if part == "database":
+        wrong = parts._replace(path="/callbot_no_such_database")
+    else:
+        wrong = parts._replace(netloc=f"callbot_no_such_user:s3cret-pw@{parts.hostname}"
+                                      f"{f':{parts.port}' if parts.port else ''}")
+    env = bot_environment("http", slack, evo, policy_path, database_url=urlunsplit(wrong))
+    text = fail_in_process(env, policy_path.parent, monkeypatch, capsys)
+    assert "✗ DATABASE_URL: " in text, text
+    assert "does not exist" in text, text
+    assert "reference" not in text, "a refused URL, not an unexpected failure"
+    assert "s3cret-pw" not in text

@@ -37,6 +37,11 @@ class DatabaseFault(Exception):
     subclass named after the driver's error, which is its `__cause__`."""
 
 
+class DatabaseRefused(Exception):
+    """The PostgreSQL server answered and refused what DATABASE_URL names: no such database or
+    role, a wrong password. Named after the driver's error; its words name no secret."""
+
+
 class SchemaTooNew(RuntimeError):
     def __init__(self, found: int, known: int) -> None:
         super().__init__(

@@ -32,6 +32,7 @@ from bot.storage.backend import (
     POSTGRESQL,
     Connection,
     DatabaseFault,
+    DatabaseRefused,
     IntegrityError,
     Row,
     check_versions,
@@ -97,16 +98,18 @@ def _driver_faults() -> tuple[type[Exception], ...]:
     )
 
 
-_FAULTS_NAMED_AFTER: dict[type[Exception], type[DatabaseFault]] = {}
+_FAULTS_NAMED_AFTER: dict[tuple[type[Exception], type[Exception]], type[Exception]] = {}
 
 
-def _fault_named_after(driver_error: type[Exception]) -> type[DatabaseFault]:
+def _fault_named_after(
+    driver_error: type[Exception], kind: type[Exception] = DatabaseFault
+) -> type[Exception]:
     # Named as the driver's error, so what names an error's type (the start-up line, /readyz)
     # reads as before the translation.
-    fault = _FAULTS_NAMED_AFTER.get(driver_error)
+    fault = _FAULTS_NAMED_AFTER.get((driver_error, kind))
     if fault is None:
-        fault = type(driver_error.__name__, (DatabaseFault,), {"__module__": __name__})
-        _FAULTS_NAMED_AFTER[driver_error] = fault
+        fault = type(driver_error.__name__, (kind,), {"__module__": __name__})
+        _FAULTS_NAMED_AFTER[(driver_error, kind)] = fault
     return fault
 
 
@@ -167,8 +170,13 @@ class PostgresBackend:
                     timeout=CONNECT_TIMEOUT_SECONDS),
             POSTGRES_POOL_SIZE,
         )
-        with _faults_translated():
-            await pool.start()
+        try:
+            with _faults_translated():
+                await pool.start()
+        # The server refused the URL's database, role or password: DATABASE_URL to fix, not a bug.
+        except (asyncpg.InvalidAuthorizationSpecificationError,
+                asyncpg.InvalidCatalogNameError) as exc:
+            raise _fault_named_after(type(exc), DatabaseRefused)(str(exc)) from exc
         self._pool = pool
 
     async def open_read_only(self) -> None:
