@@ -148,3 +148,21 @@ async def test_people_ids_are_looked_up_too(
     assert problem.subject == "Slack IDs"
     assert problem.detail.startswith("U0GONE: "), problem
     assert problem.detail.endswith("(listed in [people])"), problem
+
+
+@pytest.mark.parametrize("other", ["evovoice.io", "https://bot:hunter2@evovoice.io"])
+async def test_a_malformed_evovoice_other_url_is_named_and_never_echoes_a_password(
+    other: str, slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # It is used only once EVOVOICE_URL refuses the login: then a host without its scheme was
+    # skipped without a word, and one with a password made the check itself fail ("report this
+    # to the callbot maintainers") and start-up an "unexpected" failure.
+    evo.refused_login = "unauthenticated"
+    evo.password = "not-the-bot's"
+    env = {**bot_environment("socket", slack, evo, policy_path), "EVOVOICE_OTHER_URL": other}
+    code, out = await check_from_environment(env, policy_path.parent, monkeypatch)
+    assert code == 1, out
+    assert "✗ Setting EVOVOICE_OTHER_URL: must" in out, out
+    assert "hunter2" not in out
+    assert "maintainers" not in out, out

@@ -191,9 +191,11 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("slack_api_url", "evovoice_url")
+    @field_validator("slack_api_url", "evovoice_url", "evovoice_other_url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         # The authority is what sits between "//" and the next "/", "?" or "#".
