@@ -191,6 +191,19 @@ async def test_startup_checks_the_oncall_flow_exists(bot_factory: BotFactory) ->
     assert "Escalation" in problem
 
 
+@pytest.mark.parametrize("start", ["9999-12-27", "9999-12-31"])
+async def test_a_start_too_far_ahead_to_count_shifts_is_named(
+    bot_factory: BotFactory, start: str
+) -> None:
+    # A rotation starting in the last days of year 9999 has no next hand-off a date can hold: it
+    # stopped start-up as an unexpected failure, or failed every /call oncall and escalation.
+    policy = POLICY + f'\n[oncall]\nflow = "page"\nrotation = ["U0MANAGER"]\nstart = {start}\n'
+    with pytest.raises(ConfigError) as raised:
+        await bot_factory("http", policy=policy)
+    [problem] = raised.value.problems
+    assert "oncall.start: " in problem and "too far ahead" in problem, problem
+
+
 async def test_startup_accepts_an_oncall_flow_by_alias(bot_factory: BotFactory) -> None:
     policy = POLICY + '\n[oncall]\nflow = "page"\nrotation = ["U0MANAGER"]\n'
     bot = await bot_factory("http", policy=policy)

@@ -27,6 +27,7 @@ ACK_ANSWER = "answer"
 RESPONDERS_EVERYONE = "everyone"
 # Escalations a responder without a role may start (`[oncall] escalations_per_person`).
 DEFAULT_ESCALATIONS_PER_PERSON = "3/1h"
+LATEST_START = dt.date(9998, 12, 31)
 
 
 class OnCallPolicy(Strict):
@@ -140,6 +141,14 @@ class OnCallPolicy(Strict):
             raise ValueError(
                 "must be a date like 2026-01-05, without a time (the time of day is handoff's)"
             )
+        return value
+
+    @field_validator("start")
+    @classmethod
+    def _start_in_range(cls, value: dt.date) -> dt.date:
+        # The rotation counts hand-offs past it: in year 9999 they soon outrun what a date holds.
+        if value > LATEST_START:
+            raise ValueError(f"{value} is too far ahead; write the date of the first shift")
         return value
 
     @field_validator("timezone")
