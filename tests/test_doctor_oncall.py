@@ -72,3 +72,30 @@ async def test_the_check_says_which_acknowledgement_rule_is_in_force(
     policy_path.write_text(ROSTER + 'ack = "answer"\n')
     ack = by_subject(await check(slack, evo, policy_path))["On-call acknowledgement"]
     assert ack.detail.startswith('ack = "answer": a step ends when its call connects')
+
+
+async def test_responders_ids_are_looked_up_too(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    # A mistyped responder group lets none of its members escalate, at the hour they need to:
+    # like every other ID of the policy file, check finds it first.
+    policy_path.write_text(ROSTER + 'responders = ["S0LEADS", "S0NOSUCH"]\n')
+    findings = await check(slack, evo, policy_path)
+    [problem] = failures(findings)
+    assert problem.subject == "Slack IDs"
+    assert problem.detail.startswith("S0NOSUCH: no user group of this workspace has this ID")
+    assert "(listed in oncall.responders)" in problem.detail
+    policy_path.write_text(ROSTER + 'responders = ["U0EXAMPLEDEV"]\n')
+    examples = by_subject(await check(slack, evo, policy_path))["Example IDs"]
+    assert examples.status is Status.FAIL and "U0EXAMPLEDEV (oncall.responders)" in examples.detail
+
+
+async def test_responder_groups_need_the_usergroups_scope(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    assert slack.bot_scopes is not None
+    slack.bot_scopes.remove("usergroups:read")
+    policy_path.write_text(ROSTER.replace(', "S0LEADS"', "") + 'responders = ["S0LEADS"]\n')
+    scopes = by_subject(await check(slack, evo, policy_path))["Slack scopes"]
+    assert scopes.status is Status.FAIL, scopes
+    assert "usergroups:read (" in scopes.detail and "S0LEADS" in scopes.detail

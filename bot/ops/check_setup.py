@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from bot.config import ConfigError, Policy, load_policy, load_settings, policy_path
+from bot.config import (
+    RESPONDERS_EVERYONE,
+    ConfigError,
+    Policy,
+    load_policy,
+    load_settings,
+    policy_path,
+)
 from bot.ops.checkup import SETTING_FIXES, Checkup, count
 from bot.ops.findings import Finding, Status, failed, passed
 
@@ -74,6 +81,9 @@ def policy_slack_ids(policy: Policy) -> dict[str, list[str]]:
             places.setdefault(slack_id, []).append("oncall.rotation")
         for slack_id in policy.oncall.escalate_to:
             places.setdefault(slack_id, []).append("oncall.escalate_to")
+        if policy.oncall.responders != RESPONDERS_EVERYONE:
+            for slack_id in policy.oncall.responders:
+                places.setdefault(slack_id, []).append("oncall.responders")
     return places
 
 

@@ -8,6 +8,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.app import SLACK_TIMEOUT_SECONDS
+from bot.config import RESPONDERS_EVERYONE
 from bot.ops.check_setup import is_example_id, policy_slack_ids
 from bot.ops.checkup import SETTING_FIXES, Checkup, count
 from bot.ops.findings import Finding, Status, failed, passed, skipped
@@ -65,8 +66,13 @@ async def check_slack_scopes(c: Checkup) -> list[Finding]:
         )
     needed = dict(REQUIRED_SCOPES)
     groups = sorted({m for ids in c.policy.roles.values() for m in ids if m.startswith("S")})
-    if groups:
-        needed[GROUP_SCOPE] = f"roles given to user groups: {', '.join(groups)}"
+    why = [f"roles given to user groups: {', '.join(groups)}"] if groups else []
+    responders = c.policy.oncall.responders if c.policy.oncall else RESPONDERS_EVERYONE
+    teams = [] if responders == RESPONDERS_EVERYONE else [m for m in responders if m[0] == "S"]
+    if teams:
+        why.append(f"oncall.responders' user groups: {', '.join(teams)}")
+    if why:
+        needed[GROUP_SCOPE] = "; ".join(why)
     missing = [scope for scope in needed if scope not in granted]
     if missing:
         return failed(
