@@ -108,6 +108,23 @@ def test_each_bad_person_is_one_line_naming_the_entry(tmp_path: Path) -> None:
     assert "555 1234" not in "\n".join(problems)  # numbers are masked, never echoed
 
 
+async def test_people_numbers_follow_the_dialling_rules_of_the_policy(
+    bot_factory: BotFactory,
+) -> None:
+    # The escalation dials [people] under [policy]'s types and blocked prefixes: a number they
+    # refuse, passed at start-up (and by `callbot check`), was the person skipped mid-incident.
+    roster = '[people]\nU0ALICE = "+18144043093"\n[oncall]\nflow = "page"\nrotation = ["U0ALICE"]\n'
+    blocked = POLICY + 'blocked_prefixes = ["+1814404"]\n' + roster
+    with pytest.raises(ConfigError) as raised:
+        await bot_factory("http", policy=blocked)
+    [problem] = raised.value.problems
+    assert "people.U0ALICE: " in problem and "a number range this bot may not call" in problem
+    # And the other way round: a number [policy] lets /call dial is a person's number too.
+    toll_free = POLICY + 'allowed_types = ["FIXED_LINE_OR_MOBILE", "TOLL_FREE"]\n' + roster
+    bot = await bot_factory("http", policy=toll_free.replace("+18144043093", "+18002752273"))
+    assert bot.runtime.ready
+
+
 def test_people_numbers_follow_the_regions_of_the_policy(tmp_path: Path) -> None:
     text = '[people]\nU0ANNE = "+44 20 7946 0018"\n'
     [problem] = problems_of(ROLES + text, tmp_path)

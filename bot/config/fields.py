@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
 
-from bot.phone import DEFAULT_ALLOWED_TYPES, DialPolicy, NumberRejected, check_dialable
+from bot.phone import DialPolicy, NumberRejected, check_dialable
 
 _QUOTES = "'\"“”‘’`"
 
@@ -51,12 +51,15 @@ def user_ids(value: tuple[str, ...]) -> tuple[str, ...]:
 def _person_number(value: str, info: ValidationInfo) -> str:
     region = info.data.get("default_region")
     regions = info.data.get("allowed_regions")
-    if region is None or regions is None:
-        return value  # the region settings are wrong themselves (and reported): nothing to check
+    # `[policy]` (Policy.rules, read before [people]): an escalation dials under its rules too.
+    rules = info.data.get("rules")
+    if region is None or regions is None or rules is None:
+        return value  # the settings it needs are wrong themselves (and reported): nothing to check
     policy = DialPolicy(
         default_region=region,
         allowed_regions=frozenset(regions),
-        allowed_types=DEFAULT_ALLOWED_TYPES,
+        allowed_types=frozenset(rules.allowed_types),
+        blocked_prefixes=rules.blocked_prefixes,
     )
     try:
         return check_dialable(value, policy).e164

@@ -134,11 +134,12 @@ class Policy(Strict):
     # Required: without it nobody may place calls, which is never what a deployment wants.
     roles: dict[str, tuple[str, ...]]
     flows: dict[str, str] = Field(default_factory=dict)
+    # The `[policy]` section; `Policy.policy` would read oddly in code. Before [people], whose
+    # numbers are checked against its rules.
+    rules: DialingRules = Field(default_factory=DialingRules, alias="policy")
     # Phone numbers by Slack user ID, for the on-call rotation (else the Slack profile's phone).
     people: dict[SlackUserId, PersonNumber] = Field(default_factory=dict)
     oncall: OnCallPolicy | None = None
-    # The `[policy]` section; `Policy.policy` would read oddly in code.
-    rules: DialingRules = Field(default_factory=DialingRules, alias="policy")
 
     @field_validator("default_region")
     @classmethod
