@@ -278,3 +278,14 @@ def test_a_postgres_database_or_user_that_does_not_exist_names_database_url(
     assert "does not exist" in text, text
     assert "reference" not in text, "a refused URL, not an unexpected failure"
     assert "s3cret-pw" not in text
+
+
+def test_a_postgres_port_out_of_range_names_database_url(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "postgresql://callbot:s3cret-pw@127.0.0.1:543200/callbot"  # two digits too many
+    env = bot_environment("http", slack, evo, policy_path, database_url=url)
+    text = fail_in_process(env, policy_path.parent, monkeypatch, capsys)
+    assert "✗ DATABASE_URL: the port is not a port number" in text, text
+    assert "reference" not in text and "s3cret-pw" not in text

@@ -140,6 +140,8 @@ def _check_postgres_authority(url: str) -> None:
                 f"a port is not a number (the host is host or host:port); should the password "
                 f"hold a character that ends the host, {_ENCODE}"
             )
+        if port and not 0 < int(port) <= 65535:
+            raise DatabaseUrlError("the port is not a port number (1 to 65535)")
     if "@" in parts.path:
         raise DatabaseUrlError(f"an @ follows the host: {_ENCODE}")
 
