@@ -178,3 +178,17 @@ def test_a_simulated_bot_starts_with_the_evovoice_lines_of_env_example_untouched
         load_settings(**base)  # live: the placeholder is still refused
     assert any(p.startswith("EVOVOICE_PASSWORD: still holds the placeholder")
                for p in refused.value.problems)
+
+
+async def test_callbot_check_passes_a_rehearsal_without_a_default_caller_id(
+    slack: object, evo: EvoVoiceStandIn, policy_path: Path,
+) -> None:
+    # callbot.example.toml leaves default_caller_id out: a rehearsal's set-up must pass, rather
+    # than fail with "the check itself failed … report this to the callbot maintainers".
+    policy_path.write_text(POLICY.replace('default_caller_id = "+18145550100"\n', ""))
+    env = bot_environment("http", slack, evo, policy_path)  # type: ignore[arg-type]
+    env.update(SIMULATE)
+    findings = await run_checkup(_env_file=None, **{k.lower(): v for k, v in env.items()})
+    assert [f for f in findings if f.status is Status.FAIL] == []
+    [caller_id] = [f for f in findings if f.subject == "Default caller ID"]
+    assert caller_id.status is Status.SKIP and "not set" in caller_id.detail

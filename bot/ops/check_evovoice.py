@@ -115,7 +115,11 @@ async def check_default_caller_id(c: Checkup) -> list[Finding]:
     subject = "Default caller ID"
     if c.policy is None:
         return skipped(subject, "not checked (fix the policy file first)")
-    if c.catalog is None and c.policy.default_caller_id is not None:
+    if c.catalog is None:
+        # Without the account (a simulated one, or a login that failed) there is nothing to check
+        # an unset caller ID against, and nothing to fix.
+        if c.policy.default_caller_id is None:
+            return skipped(subject, policy_checks.NO_DEFAULT_CALLER_ID)
         return skipped(subject, "not checked (needs the Evo Voice account)")
     return await _against_account(c, policy_checks.default_caller_id, subject, "phone numbers")
 

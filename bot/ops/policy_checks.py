@@ -41,10 +41,13 @@ async def flow_aliases(catalog: Catalog, policy: Policy, where: str) -> list[Fin
     return findings
 
 
+NO_DEFAULT_CALLER_ID = "not set (Evo Voice picks one of the account's numbers)"
+
+
 async def default_caller_id(catalog: Catalog, policy: Policy, where: str) -> list[Finding]:
     subject = "Default caller ID"
     if policy.default_caller_id is None:
-        return skipped(subject, "not set (Evo Voice picks one of the account's numbers)")
+        return skipped(subject, NO_DEFAULT_CALLER_ID)
     masked = mask(policy.default_caller_id)
     owned = await catalog.owned_numbers()
     if policy.default_caller_id not in owned:
