@@ -13,6 +13,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from bot.config import load_settings
 from bot.ops.check import report, run_checkup
 from bot.ops.init import Terminal, Wizard
 from bot.standins.evovoice import EvoVoiceStandIn
@@ -232,3 +233,22 @@ def test_env_is_never_readable_by_others_while_it_holds_the_secrets(
     assert exposed == [], f"readable by others while it held the password, at {exposed}"
     assert "EVOVOICE_PASSWORD=the-new-secret" in env.read_text()
     assert env.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.usefixtures("no_ambient_settings")
+@pytest.mark.parametrize("password", [
+    '"X7#kd$9', "'starts-with-a-quote", "Tr0ub4dor&3 #1", " spaced ", "it's", "p$ss#1", "a\\'b",
+])
+def test_the_password_init_writes_is_the_password_the_bot_reads(
+    tmp_path: Path, password: str
+) -> None:
+    # init logs in with the password as typed; the bot reads it back from .env. Written as typed,
+    # a leading quote made it empty and " #" cut it short: the login init had just checked was
+    # refused at start-up.
+    wizard = Wizard(Terminal(), tmp_path, {})
+    wizard.answers.bot_token, wizard.answers.app_token = BOT_TOKEN, APP_TOKEN
+    wizard.answers.evovoice_username, wizard.answers.evovoice_password = EVO_USER, password
+    wizard.write()
+    settings = load_settings()
+    assert settings.evovoice_password.get_secret_value() == password
+    assert settings.evovoice_username == EVO_USER

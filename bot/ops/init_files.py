@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -33,6 +34,16 @@ def _list(ids: Sequence[str]) -> str:
     return ", ".join(f'"{i}"' for i in ids)
 
 
+def _env_value(value: str) -> str:
+    """`value` as `.env` must hold it to be read back as it is (python-dotenv, which the bot reads
+    .env with): as typed (what `docker run --env-file` reads too) unless a leading quote, a " #"
+    or spaces at either end would change it; then in single quotes, where only \\ and \' are
+    escapes."""
+    if value == value.strip() and not value.startswith(("'", '"')) and not re.search(r"\s#", value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def render_env(a: Answers) -> str:
     lines = [
         "# callbot settings, written by `callbot init`. Real environment variables take "
@@ -48,8 +59,8 @@ def render_env(a: Answers) -> str:
     lines += [
         f"EVOVOICE_URL={a.evovoice_url}",
         "# The bot's own Evo Voice login; it holds the Manager role.",
-        f"EVOVOICE_USERNAME={a.evovoice_username}",
-        f"EVOVOICE_PASSWORD={a.evovoice_password}",
+        f"EVOVOICE_USERNAME={_env_value(a.evovoice_username)}",
+        f"EVOVOICE_PASSWORD={_env_value(a.evovoice_password)}",
         "# The account callbot uses (needed when the login reaches several).",
         f"EVOVOICE_ACCOUNT_ID={a.account_id if a.several_accounts else ''}",
         "CALLBOT_CONFIG=./callbot.toml",
