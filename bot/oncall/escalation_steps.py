@@ -166,7 +166,8 @@ class Chain:
                         target.user_id,
                         extra={"escalation_id": escalation.id, "user_id": target.user_id})
             return await self._conclude_step(escalation, target, StepOutcome.SKIPPED,
-                                             detail=lookup.problem, holder=holder)
+                                             detail=lookup.problem, holder=holder,
+                                             page=not lookup.left)
         total = len(escalation.people)
         request = CallRequest(
             team_id=escalation.team_id,
@@ -196,7 +197,7 @@ class Chain:
             return True
         except (CallbotError, EvoVoiceError) as exc:
             if not await self._conclude_step(escalation, target, StepOutcome.FAILED,
-                                             detail=describe(exc), holder=holder):
+                                             detail=describe(exc), holder=holder, page=True):
                 return False
             if self._audit is not None:
                 await self._audit.refused(request, exc)
@@ -263,7 +264,7 @@ class Chain:
             return
         detail = describe(result.error) if result.error is not None else "the call was not placed"
         await self._conclude_step(escalation, target, StepOutcome.FAILED, detail=detail,
-                                  number_masked=masked, call_id=result.call_id)
+                                  number_masked=masked, call_id=result.call_id, page=True)
 
     async def _watch(self, escalation: Escalation) -> tuple[_Verdict, TrackedCall | None]:
         """Wait for this step's call to be answered or end, or for its deadline."""
@@ -327,19 +328,14 @@ class Chain:
         await self._conclude_step(escalation, target, outcome, detail=note or detail)
 
     async def _conclude_step(
-        self,
-        escalation: Escalation,
-        target: Target,
-        outcome: StepOutcome,
-        *,
-        detail: str | None = None,
-        number_masked: str | None = None,
-        call_id: int | None = None,
-        holder: str | None = None,
+        self, escalation: Escalation, target: Target, outcome: StepOutcome, *,
+        detail: str | None = None, number_masked: str | None = None, call_id: int | None = None,
+        holder: str | None = None, page: bool = False,
     ) -> bool:
         """Record the step's outcome and move on; its card shows it (no post in the thread).
         `holder`: decided before dialling, by the run holding this claim of the step, and
-        written only while it still does (bot/oncall/step_claims.py); False if it no longer did."""
+        written only while it still does (bot/oncall/step_claims.py); False if it no longer did.
+        `page`: the person's phone wasn't rung; they are paged in Slack all the same."""
         n = escalation.step
         if holder is not None:
             async def conclude(conn: Connection) -> None:
@@ -367,6 +363,8 @@ class Chain:
         if holder is None:
             await self._store.advance(escalation.id, n)
         await self._card.refresh(escalation.id)
+        if page:  # a phone the chain couldn't ring: Slack is what is left to reach them
+            self._card.page(escalation, target)
         return True
 
     @staticmethod

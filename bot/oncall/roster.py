@@ -62,6 +62,8 @@ class Source(StrEnum):
 class PhoneLookup:
     number: DialableNumber | None
     problem: str | None = None  # why there is no usable number, in plain words
+    # Their Slack account is deactivated: someone who left, not paged in Slack either.
+    left: bool = False
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,8 @@ class PhoneBook:
             phone = last[1]
         if phone == DEACTIVATED:
             # Someone who left: their profile's phone is their own, no longer the team's to ring.
-            return PhoneLookup(None, "not in [people], and their Slack account is deactivated")
+            return PhoneLookup(None, "not in [people], and their Slack account is deactivated",
+                               left=True)
         if not phone.strip():
             return PhoneLookup(None, "not in [people], and the Slack profile has no phone number")
         return self._check(phone, "the Slack profile's phone number")
