@@ -8,7 +8,7 @@
     callbot_rate_limit_refusals_total{limit}            requests refused by callbot's own limits
     callbot_escalations_total{outcome}                  on-call escalations, by how they ended
                                                         (outcome="exhausted": nobody acknowledged)
-    callbot_oncall_pages_total                          people paged (their step began: DM, and call)
+    callbot_oncall_pages_total                          people paged (their step began: DM, call)
     callbot_oncall_acknowledgements_total{via}          escalations acknowledged: button, outcome
                                                         (the call's flow), answer (ack = "answer")
     callbot_oncall_time_to_acknowledge_seconds          escalation start → first acknowledgement
