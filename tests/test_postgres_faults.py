@@ -10,9 +10,11 @@ of the backend as one of DATABASE_FAULTS, not as an unexpected error.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -22,7 +24,7 @@ from bot.storage.claims import Claims
 from bot.storage.database import MIGRATIONS, Database
 from bot.storage.faults import DATABASE_FAULTS
 from tests.database_locks import tables_locked
-from tests.databases import POSTGRESQL, fresh_database
+from tests.databases import POSTGRESQL, fresh_database, postgres_url
 
 HANG_GUARD = 30.0  # seconds; only a hang would reach it
 
@@ -117,3 +119,36 @@ async def test_a_server_that_never_answers_a_connection_is_a_database_fault(
                 HANG_GUARD)
     finally:
         silent.close()
+
+
+async def test_a_login_the_server_stops_taking_while_the_bot_runs_is_a_database_fault(
+    url: str,
+) -> None:
+    """A password rotated (or a role disabled) while the bot runs: the pool's next connection is
+    refused with an authorization error. That is the database failing, waited out and told as
+    such, not a bug; once the login works again, so does the bot."""
+    role = f"callbot_{uuid.uuid4().hex[:12]}"
+    parts = urlsplit(url)
+    as_role = urlunsplit(parts._replace(netloc=f"{role}@{parts.hostname}:{parts.port}"))
+    admin = await asyncpg.connect(postgres_url())
+    await admin.execute(f"CREATE ROLE {role} LOGIN SUPERUSER")
+    try:
+        async with opened(as_role) as db:
+            row = await db.fetchone("SELECT pg_backend_pid()")
+            assert row is not None
+            await admin.execute(f"ALTER ROLE {role} NOLOGIN")
+            await admin.execute("SELECT pg_terminate_backend($1)", int(row[0]))
+            errors: list[Exception] = []
+            for _ in range(3):  # the first statement may meet the closed connection first
+                try:
+                    await asyncio.wait_for(db.fetchone("SELECT 1"), HANG_GUARD)
+                except Exception as exc:
+                    errors.append(exc)
+            assert len(errors) == 3, errors
+            assert all(isinstance(e, DATABASE_FAULTS) for e in errors), errors
+            await admin.execute(f"ALTER ROLE {role} LOGIN")
+            assert await db.fetchone("SELECT 1") is not None
+    finally:
+        await admin.execute(f"ALTER ROLE {role} LOGIN")
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()

@@ -95,7 +95,19 @@ def _driver_faults() -> tuple[type[Exception], ...]:
         # The driver's own timeouts (COMMAND_TIMEOUT_SECONDS, CONNECT_TIMEOUT_SECONDS); the pool
         # drops that connection too. Nothing else in a backend method raises it.
         TimeoutError,
+        # Once open: the login or database the pool's next connection is refused (a password
+        # rotated, a role disabled, the database renamed) is the database failing, waited out
+        # and told as such; `open` names DATABASE_URL for them instead (`_refused`).
+        *_refused(),
     )
+
+
+@cache
+def _refused() -> tuple[type[Exception], ...]:
+    """The server refusing the URL's database, role or password."""
+    import asyncpg
+
+    return (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError)
 
 
 _FAULTS_NAMED_AFTER: dict[tuple[type[Exception], type[Exception]], type[Exception]] = {}
@@ -171,12 +183,12 @@ class PostgresBackend:
             POSTGRES_POOL_SIZE,
         )
         try:
-            with _faults_translated():
-                await pool.start()
+            await pool.start()
         # The server refused the URL's database, role or password: DATABASE_URL to fix, not a bug.
-        except (asyncpg.InvalidAuthorizationSpecificationError,
-                asyncpg.InvalidCatalogNameError) as exc:
+        except _refused() as exc:
             raise _fault_named_after(type(exc), DatabaseRefused)(str(exc)) from exc
+        except _driver_faults() as exc:
+            raise _fault_named_after(type(exc))(str(exc)) from exc
         self._pool = pool
 
     async def open_read_only(self) -> None:
