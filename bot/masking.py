@@ -34,6 +34,30 @@ def mask_numbers_in(text: str) -> str:
     return _NUMBER_IN_TEXT.sub(masked, text)
 
 
+# The same in text that may be a URL (a query's `to=%2B18144043093`, an exception quoting the
+# request it failed): a plus and separators percent-encoded, and no run across lines. A run glued
+# to a letter before it (a hex address, an id) is not a number someone typed, nor is a run broken
+# by more than two separators in a row ("+18144043093 ((814) 404-3093)" holds two numbers).
+_NUMBER_IN_ANY_TEXT = re.compile(
+    r"(?<![0-9A-Za-z_])(?:\+|%2[Bb])?\d(?:(?:[ \t().-]|%(?:20|28|29|2[DdEe])){0,2}\d)*"
+)
+_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
+
+def mask_numbers_anywhere(text: str) -> str:
+    """`mask_numbers_in`, for text of unknown origin (tracebacks, errors quoting URLs): numbers
+    percent-encoded are masked too."""
+
+    def masked(found: re.Match[str]) -> str:
+        run = found.group()
+        digits = "".join(ch for ch in _PERCENT_ESCAPE.sub("", run) if ch.isdigit())
+        if len(digits) < MIN_NUMBER_DIGITS:
+            return run
+        return mask(("+" if run.startswith(("+", "%2B", "%2b")) else "") + digits)
+
+    return _NUMBER_IN_ANY_TEXT.sub(masked, text)
+
+
 def mask(e164: str) -> str:
     """Show enough of a number to recognise it, never all of it. Never raises.
 

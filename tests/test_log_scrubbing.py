@@ -11,9 +11,11 @@ import re
 import sys
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from bot.calls.confirm_views import CONFIRM_CALL_ACTION
+from bot.evovoice.client import EvoVoiceClient
 from bot.ops.logs import LogFormat, configure_logging
 from bot.standins.evovoice import DropConnection, ErrorStatus, TooManyRequests
 from bot.standins.slack import block_actions_payload, interactive_body, sign, slash_command_body
@@ -25,6 +27,7 @@ from tests.conftest import (
     SIGNING_SECRET,
     BotFactory,
     BotUnderTest,
+    until,
 )
 from tests.escalations import open_on_message, start, submit
 from tests.interactions import ask, button, click
@@ -257,3 +260,48 @@ async def test_an_evovoice_refusal_quoting_the_number_shows_it_masked(
     for digits in NUMBERS:
         assert digits not in sent, f"a full number was sent to Slack: …{digits[-4:]}"
     check_clean(production_log.getvalue())
+
+
+def quoting_bug(number: str) -> Exception:
+    """A bug whose words quote the number it was handling, in the forms a traceback may carry
+    them: as typed, national, and percent-encoded in a URL (an httpx error met on the way)."""
+    national = f"({number[2:5]}) {number[5:8]}-{number[8:]}"
+    url = f"http://evo.example/sessions?to=%2B{number[1:]}&alt=%2B1%20{number[2:5]}%20" \
+          f"{number[5:8]}%20{number[8:]}"
+    try:
+        raise httpx.ReadError(f"ClientResponseError: 400, message='Bad status line', url='{url}'")
+    except httpx.ReadError as cause:
+        try:
+            raise ValueError(f"cannot dial {number} ({national})") from cause
+        except ValueError as bug:
+            return bug
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_a_bug_quoting_the_number_is_logged_with_the_number_masked(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch, log_format: LogFormat
+) -> None:
+    # The traceback of a bug is logged whole, with its exception's words and those of the errors
+    # it was raised from: a number there, in any form, is masked as everywhere else.
+    async def buggy(self: object, flow_id: str, number_to_dial: str, *_: object) -> None:
+        raise quoting_bug(number_to_dial)
+
+    with logging_as_run(monkeypatch, log_format) as log:
+        bot, _ = await start(bot_factory)
+        monkeypatch.setattr(EvoVoiceClient, "create_outgoing_session", buggy)
+        ack, _ = await bot.command("+18144043094 escalation")
+        await bot.settle()
+        view, _ = await open_on_message(bot)  # Alice's step: +18144043093, from [people]
+        await submit(bot, view)
+        await until(lambda: log.getvalue().count("ValueError: cannot dial") >= 2)
+        await bot.runtime.stop()
+    text = log.getvalue()
+    if log_format == "json":
+        text = "\n".join(json.dumps(json.loads(line), ensure_ascii=False)
+                         for line in text.splitlines())
+    else:
+        check_clean(text)
+    for digits in ("8144043093", "8144043094", "404-309", "404%20309", "4043093", "4043094"):
+        assert digits not in text, f"a full number is in the log: {digits}"
+    assert "cannot dial +1 814 ••• 3094" in text, "the bug is still logged, the number masked"
+    assert "line " in text and "bot/calls/" in text, "the traceback is kept"

@@ -337,3 +337,22 @@ async def test_an_escalations_lines_carry_its_id(
     [ended] = [e for e in entries if "nobody answered" in e["message"]]
     assert (ended["escalation_id"], ended["outcome"]) == (escalation_id, "exhausted")
     assert 'escalations_total{outcome="exhausted"} 1.0' in metrics_text(bot)
+
+
+@pytest.mark.parametrize(("quoted", "shown"), [
+    ("+18144043093", "+1 814 ••• 3093"),
+    ("+1 (814) 404-3093", "+1 814 ••• 3093"),
+    ("(814) 404-3093", "(•••93"),
+    ("GET /sessions?to=%2B18144043093&sortField=DateCreated", "to=+1 814 ••• 3093&sortField"),
+    ("to=%2b1%20814%20404%203093", "to=+1 814 ••• 3093"),
+])
+def test_a_traceback_shows_numbers_masked_in_either_format(quoted: str, shown: str) -> None:
+    try:
+        raise ValueError(f"failed on {quoted} at 0x7f1234567890, line 1234")
+    except ValueError as exc:
+        text = OneLineFormatter(TEXT_FORMAT).format(record("failed", exc=exc))
+        entry = json.loads(JsonFormatter().format(record("failed", exc=exc)))
+    for logged_text in (text, entry["exception"]):
+        assert shown in logged_text and "4043093" not in logged_text
+        assert "404%20309" not in logged_text and "404-3093" not in logged_text
+        assert "0x7f1234567890, line 1234" in logged_text, "nothing but numbers is masked"

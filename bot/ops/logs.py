@@ -18,7 +18,9 @@ import secrets
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
+
+from bot.masking import mask_numbers_anywhere
 
 # Newlines would start a fake log line, and so would Unicode's own line breaks (NEL, LINE and
 # PARAGRAPH SEPARATOR: log viewers and str.splitlines() break there); bidi and zero-width controls
@@ -103,6 +105,8 @@ class OneLineFormatter(logging.Formatter):
         head, _, rest = super().format(record).partition("\n")
         if not rest:
             return head
+        # A traceback quotes its exceptions' words, and those of the errors they were raised from.
+        rest = mask_numbers_anywhere(rest)
         return head + "\n" + "\n  | ".join(one_line(line) for line in rest.split("\n"))
 
 
@@ -141,6 +145,12 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=True)
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        return mask_numbers_anywhere(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802 (logging's name)
+        return mask_numbers_anywhere(super().formatStack(stack_info))
 
 
 def make_handler(log_format: LogFormat = "text", stream: TextIO | None = None) -> logging.Handler:
