@@ -27,6 +27,19 @@ async def test_an_unreachable_postgresql_fails_without_showing_its_password(
     assert "Hunter2" not in database.detail + (database.fix or "")
 
 
+@pytest.mark.usefixtures("no_ambient_settings")
+async def test_a_password_given_as_a_query_parameter_is_not_shown_either(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    # libpq and asyncpg read the password from `?password=` too; the check line repeats the URL.
+    url = "postgresql://callbot@127.0.0.1:1/callbot?password=Hunter2-Secret"
+    database = by_subject(await check(slack, evo, policy_path, DATABASE_URL=url))["Database"]
+    assert database.status is Status.FAIL
+    assert database.detail.startswith("postgresql://callbot@127.0.0.1:1/callbot?password=••• "
+                                      "can't be reached (ConnectionRefusedError")
+    assert "Hunter2" not in database.detail + (database.fix or "")
+
+
 @pytest.mark.parametrize(("text", "shown"), [
     ("postgresql://callbot:Hunter2@db/callbot", "postgresql://callbot:•••@db/callbot"),
     ("postgresql://callbot:Hunter2@Secret@db:5432/callbot refused",
@@ -36,6 +49,13 @@ async def test_an_unreachable_postgresql_fails_without_showing_its_password(
     ("postgresql://callbot:Hunter2@a,b/callbot?user=me@corp",
      "postgresql://callbot:•••@a,b/callbot?user=me@corp"),
     ("postgresql://callbot@db/callbot", "postgresql://callbot@db/callbot"),
+    # libpq's and asyncpg's other place for it: a query parameter.
+    ("postgresql://callbot@db/callbot?password=Hunter2&sslmode=require",
+     "postgresql://callbot@db/callbot?password=•••&sslmode=require"),
+    ("postgresql:///callbot?host=db&user=callbot&password=Hunter2%26Secret (refused)",
+     "postgresql:///callbot?host=db&user=callbot&password=••• (refused)"),
+    ("postgresql://callbot@db/callbot?sslpassword=Hunter2",
+     "postgresql://callbot@db/callbot?sslpassword=•••"),
 ])
 def test_the_password_of_a_postgresql_url_is_hidden_whole_and_the_host_shown(
     text: str, shown: str

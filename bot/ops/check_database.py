@@ -105,11 +105,14 @@ def without_password(text: str) -> str:
     Up to the @ before the host: the first @ that the next /, ?, # or the URL's end follows with
     no @ between. So a password holding an unencoded @ or / is hidden whole, and a URL whose query
     holds an @ still shows its host. Only one with an @ and then a / in its password would show
-    part of it, and DATABASE_URL and migrate-db refuse those (check_url)."""
-    return _PASSWORD.sub(r"\1•••@", text)
+    part of it, and DATABASE_URL and migrate-db refuse those (check_url). A password given as a
+    query parameter (`?password=…`, libpq's and asyncpg's other place for it; `sslpassword`, the
+    client key's) is hidden up to the next parameter."""
+    return _QUERY_PASSWORD.sub(r"\1•••", _PASSWORD.sub(r"\1•••@", text))
 
 
 _PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)\S*?@(?=[^@/?#\s]*(?:[/?#\s]|$))")
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&#\s]*", re.IGNORECASE)
 
 
 def _existing_ancestor(path: Path) -> Path:
