@@ -29,6 +29,7 @@ from bot.app import SLACK_TIMEOUT_SECONDS, Sleep, create_app, create_slack_clien
 from bot.config import ConfigError, DependencyUnavailable, Policy, Settings
 from bot.evovoice.client import EvoVoiceClient, RequestBudget
 from bot.evovoice.simulator import SimulatedEvoVoice
+from bot.masking import mask_numbers_anywhere
 from bot.ops.metrics import Metrics
 from bot.ops.readiness import Readiness, readiness_for
 from bot.services import Services, build_services
@@ -43,11 +44,7 @@ from bot.slack.http import (
     while_starting,
 )
 from bot.slack.socket_mode import (
-    WATCHDOG_INTERVAL_SECONDS,
-    ObservedSocketModeHandler,
-    SocketWatchdog,
-    start_failure,
-)
+    WATCHDOG_INTERVAL_SECONDS, ObservedSocketModeHandler, SocketWatchdog, start_failure)
 from bot.storage.database import SQLITE, Database, DatabaseRefused, SchemaTooNew, sqlite_path
 from bot.storage.faults import DATABASE_FAULTS
 
@@ -395,6 +392,6 @@ def unexpected_start_up(exc: Exception) -> ConfigError:
     reference = uuid.uuid4().hex[:8]
     logger.debug("start-up failed (reference %s)", reference, exc_info=exc)
     return ConfigError([
-        f"start-up failed: {type(exc).__name__}: {exc} (reference {reference}; LOG_LEVEL=DEBUG "
-        "logs the details)"
+        f"start-up failed: {type(exc).__name__}: {mask_numbers_anywhere(str(exc))} (reference "
+        f"{reference}; LOG_LEVEL=DEBUG logs the details)"
     ])

@@ -289,3 +289,10 @@ def test_a_postgres_port_out_of_range_names_database_url(
     text = fail_in_process(env, policy_path.parent, monkeypatch, capsys)
     assert "✗ DATABASE_URL: the port is not a port number" in text, text
     assert "reference" not in text and "s3cret-pw" not in text
+
+
+def test_an_unforeseen_start_up_failure_quoting_a_number_shows_it_masked() -> None:
+    from bot.runtime import unexpected_start_up
+
+    [line] = unexpected_start_up(RuntimeError("dialling +18144043093 failed")).problems
+    assert "+18144043093" not in line and "3093" in line
