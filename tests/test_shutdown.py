@@ -12,7 +12,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from bot.calls import form as forms
+from bot.calls.confirm_views import CONFIRM_CALL_ACTION
 from bot.calls.status_views import HANG_UP_ACTION
+from bot.listeners import restarting
 from bot.oncall import escalation_form
 from bot.slack.modals import ModalMetadata
 from bot.standins.evovoice import EvoVoiceStandIn, Gated
@@ -40,7 +42,7 @@ from tests.conftest import (
 from tests.databases import on_both_databases
 from tests.escalations import ALICE, dialled, escalation_message, open_on_message, start, submit
 from tests.follow_helpers import services
-from tests.interactions import ask, click
+from tests.interactions import ask, button, click, open_form, state, submission
 from tests.processes import BotProcess
 
 FULL = "+18144043093"
@@ -314,3 +316,63 @@ async def test_a_stopping_replica_keeps_its_leases_while_a_step_s_call_is_still_
     assert dialled(b) == [ALICE]
     assert not [c for c in b.slack.calls_to("chat.postMessage")
                 if "restarted while placing" in str(c.params.get("text"))]
+
+
+async def delivered(bot: BotUnderTest, kind: str, payload: dict[str, object],
+                    envelope_id: str | None = None) -> tuple[dict[str, object], str]:
+    """`payload` delivered as Slack does in this mode (`envelope_id`: the same envelope again);
+    the ack's body and the envelope's id."""
+    if bot.mode == "socket":
+        if kind == "slash_commands":
+            payload = slash_command_payload(**payload)  # type: ignore[arg-type]
+        sent = await bot.slack.post_envelope(kind, payload, envelope_id=envelope_id)
+        return dict((await bot.slack.wait_for_ack(sent)).get("payload") or {}), sent
+    body = (slash_command_body(**payload) if kind == "slash_commands"  # type: ignore[arg-type]
+            else interactive_body(payload))
+    headers = sign(body, SIGNING_SECRET)
+    if envelope_id is not None:  # Slack's retry of a request it heard no 2xx to in 3 s
+        headers |= {"X-Slack-Retry-Num": "1", "X-Slack-Retry-Reason": "http_timeout"}
+    async with bot.http.post(bot.events_url, data=body, headers=headers) as response:
+        assert response.status == 200, await response.text()
+        raw = await response.text()
+    return (json.loads(raw) if raw else {}), "again"
+
+
+@on_both_databases
+@pytest.mark.parametrize("mode", ["http", "socket"])
+@pytest.mark.parametrize("request_kind", ["command", "form", "click"])
+async def test_a_request_handled_before_shutdown_and_delivered_again_during_it_is_not_denied(
+    bot_factory: BotFactory, mode: str, request_kind: str
+) -> None:
+    """Slack delivers again a request whose ack it never got (a Socket Mode envelope after the
+    socket closed, an HTTP request answered after 3 s) just as the bot begins to stop. The first
+    delivery was handled: its call is placed. The copy must not tell the requester "restarting,
+    so nothing was dialled" about a call that was dialled (nor leave a form open saying so)."""
+    bot = await bot_factory(mode)
+    url = bot.slack.response_url()
+    kind = "interactive"
+    if request_kind == "command":
+        kind = "slash_commands"
+        payload: dict[str, object] = dict(text=f"{FULL} escalation", response_url=url,
+                                          trigger_id=bot.slack.new_trigger_id())
+    elif request_kind == "form":
+        payload = submission(await open_form(bot), state())
+    else:
+        question = await ask(bot, "+14165550123 escalation")
+        payload = block_actions_payload(
+            action_id=CONFIRM_CALL_ACTION, block_id="call_confirmation",
+            value=button(question, CONFIRM_CALL_ACTION)["value"], response_url=url,
+            extra_action={"action_ts": "1700000500.000001"},
+        )
+    _, envelope_id = await delivered(bot, kind, payload)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    told = len(bot.slack.responses_to(url))
+    await services(bot).tasks.drain(0)  # the bot begins to stop
+
+    again, _ = await delivered(bot, kind, payload, envelope_id)
+    await until(lambda: not restarting.answering())  # a reply to a click goes after its ack
+    assert "restarting" not in json.dumps(again)
+    assert again.get("response_action") is None  # a form closes, as its first Submit closed it
+    assert len(bot.slack.responses_to(url)) == told
+    assert len(bot.evo.outgoing_posts) == 1

@@ -60,6 +60,8 @@ GENERAL_ERROR_FIELD = FormField.NUMBER
 
 Option = dict[str, Any]
 
+# The claims of its submissions (one start per view): bot/listeners/modals.py.
+CALL_FORM_CLAIMS = "form"
 CALL_FORM = Form(CALL_FORM_CALLBACK_ID, TITLE, SUBMIT, loading="⏳ Loading the call form…")
 
 

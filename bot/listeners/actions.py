@@ -79,9 +79,8 @@ async def once_per_click(services: Services, click: ButtonClick,
     does nothing and tells nothing (`repeated`: counts it). A click clicked again is a new click
     (its own `action_ts`), answered as every button answers it. A database failing on the claim
     lets the click through: its work says what the database did to it."""
-    if click.action_ts:
-        key = (f"click:{click.team_id}:{click.user_id}:{click.channel_id or ''}:"
-               f"{click.message_ts or ''}:{click.action_id}:{click.action_ts}")
+    key = click_key(click)
+    if key is not None:
         first = await services.claims.first_or_unsure(
             key, f"click of {click.action_id} by {click.user_id} handled")
         if not first:
@@ -91,6 +90,15 @@ async def once_per_click(services: Services, click: ButtonClick,
                 repeated()
             return
     await work()
+
+
+def click_key(click: ButtonClick) -> str | None:
+    """A click's claim: its own identity (who, where, which button, Slack's `action_ts`), the same
+    in every delivery of it. None without an `action_ts`."""
+    if not click.action_ts:
+        return None
+    return (f"click:{click.team_id}:{click.user_id}:{click.channel_id or ''}:"
+            f"{click.message_ts or ''}:{click.action_id}:{click.action_ts}")
 
 
 def command_key(command: dict[str, Any]) -> str | None:

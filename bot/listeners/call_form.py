@@ -65,7 +65,7 @@ STALE_FORM = "This form can't be used any more; nothing was dialled. Close it an
 FORM = FormSpec(
     forms.CALL_FORM,
     what="call form",
-    claim_prefix="form",
+    claim_prefix=forms.CALL_FORM_CLAIMS,
     fields=frozenset(FormField),
     read=forms.read_submission,
     wording=Wording(forms.GENERAL_ERROR_FIELD, too_slow=TOO_SLOW,

@@ -87,7 +87,7 @@ STALE_FORM = "This form can't be used any more; nobody was called. Close it and 
 FORM = FormSpec(
     forms.ESCALATION_FORM,
     what="escalation form",
-    claim_prefix="escalation-form",
+    claim_prefix=forms.ESCALATION_FORM_CLAIMS,
     fields=frozenset(EscalationField),
     read=forms.read_submission,
     wording=Wording(forms.GENERAL_ERROR_FIELD, too_slow=TOO_SLOW,

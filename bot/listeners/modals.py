@@ -143,9 +143,7 @@ async def accept_submission(
     started work answers, the ack waits for it too. `repeated` is started for a Submit of a view
     already started (acked; it records and counts it, and nothing else is done)."""
     user_id = user_of(dict(body))
-    team = body.get("team")
-    team_id = str((team.get("id") if isinstance(team, Mapping) else None)
-                  or view.get("team_id") or "")
+    team_id = _team_of(body, view)
     trusted = services.trusted_origins
     values = spec.read(view, body.get("response_urls"), trusted)
     shown = values.fields or spec.fields
@@ -171,7 +169,7 @@ async def accept_submission(
         services,
         what=what,
         user_id=user_id,
-        claim_key=f"{spec.claim_prefix}:{team_id}:{view_id}",
+        claim_key=submission_key(spec.claim_prefix, team_id, view_id),
         validation=validate(Submitted(user_id, team_id, view_id, metadata, values)),
         start=start,
         wording=wording,
@@ -179,6 +177,26 @@ async def accept_submission(
         admission=admission,
         repeated=repeated,
     )
+
+
+def submission_key(claim_prefix: str, team_id: str, view_id: str) -> str:
+    """The claim that starts a form's work once per view: every Submit of it has the same."""
+    return f"{claim_prefix}:{team_id}:{view_id}"
+
+
+def submitted_key(claim_prefix: str, body: Mapping[str, Any]) -> str | None:
+    """`submission_key` of a submission as Slack sent it; None if it names no view."""
+    view = body.get("view")
+    view_id = view.get("id") if isinstance(view, Mapping) else None
+    if not isinstance(view, Mapping) or not isinstance(view_id, str) or not view_id:
+        return None
+    return submission_key(claim_prefix, _team_of(body, view), view_id)
+
+
+def _team_of(body: Mapping[str, Any], view: Mapping[str, Any]) -> str:
+    team = body.get("team")
+    return str((team.get("id") if isinstance(team, Mapping) else None)
+               or view.get("team_id") or "")
 
 
 async def _accept_once(

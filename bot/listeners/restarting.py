@@ -12,6 +12,10 @@ something:
     a menu's options      none
 Anything else (events) goes on to the listeners, which start no work while the tasks are closed.
 
+A request handled before the shutdown began and delivered again now (Slack never got its ack: a
+Socket Mode envelope sent again after the socket closed, an HTTP request answered after 3 s) is
+acked and left alone, as its copies always are: "nothing was dialled" would be false.
+
 One click is honoured even now: I'm on it on an on-call page. Someone answering a page must never
 be told to come back later; its listener writes the acknowledgement before acking, and the next
 start acts on it (bot.oncall.escalation).
@@ -31,11 +35,15 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls import messages as views
-from bot.listeners.actions import button_click_from
+from bot.calls.form import CALL_FORM_CALLBACK_ID, CALL_FORM_CLAIMS
+from bot.listeners.actions import button_click_from, click_key, command_key
+from bot.listeners.modals import submitted_key
+from bot.oncall.escalation_form import ESCALATION_FORM_CALLBACK_ID, ESCALATION_FORM_CLAIMS
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
 from bot.ops.metrics import CommandOutcome
 from bot.services import Services
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
+from bot.storage.faults import DATABASE_FAULTS
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +87,14 @@ async def _refuse(
 ) -> BoltResponse | None:
     services: Services = context["services"]
     kind = body.get("type")
+    if kind == "block_actions" and _action_id(body) in HONOURED_WHILE_RESTARTING:
+        return await next()
+    if await _handled_already(services, body):
+        logger.info("a request handled before the shutdown, delivered again, ignored")
+        return BoltResponse(status=200, body="")
     if "command" in body:
         services.metrics.command(str(body["command"]), CommandOutcome.UNAVAILABLE)
         return BoltResponse(status=200, body={"text": RESTARTING})
-    if kind == "block_actions" and _action_id(body) in HONOURED_WHILE_RESTARTING:
-        return await next()
     if kind == "block_actions":
         answer_later(_reply(services, body), "reply to a click")
         return BoltResponse(status=200, body="")
@@ -102,6 +113,45 @@ async def _refuse(
     if kind == "block_suggestion":
         return BoltResponse(status=200, body={"options": []})
     return await next()
+
+
+# Each form's submissions' claims (bot/listeners/modals.py), by the form's callback id.
+_FORM_CLAIMS = {CALL_FORM_CALLBACK_ID: CALL_FORM_CLAIMS,
+                ESCALATION_FORM_CALLBACK_ID: ESCALATION_FORM_CLAIMS}
+
+
+def _first_claim(body: dict[str, Any]) -> str | None:
+    """The claim the first delivery of this request took (by which its copies are known)."""
+    if "command" in body:
+        return command_key(body)
+    kind = body.get("type")
+    if kind == "block_actions":
+        return click_key(button_click_from(body))
+    if kind == "view_submission":
+        view = body.get("view")
+        callback_id = view.get("callback_id") if isinstance(view, dict) else None
+        prefix = _FORM_CLAIMS.get(callback_id) if isinstance(callback_id, str) else None
+        return submitted_key(prefix, body) if prefix is not None else None
+    return None
+
+
+async def _handled_already(services: Services, body: dict[str, Any]) -> bool:
+    """Whether this request is a copy of one handled before (its claim is taken). A database
+    that can't say: not known to be, and refused as any request now is."""
+    key = _first_claim(body)
+    if key is None:
+        return False
+    try:
+        return await services.claims.taken(key)
+    except DATABASE_FAULTS as exc:
+        logger.warning("could not tell whether a request was handled already (%s)",
+                       type(exc).__name__)
+        return False
+
+
+def answering() -> bool:
+    """Whether an answer sent after a shutdown's ack is still on its way (for tests)."""
+    return bool(_answers)
 
 
 def notice_view(text: str) -> dict[str, Any]:

@@ -45,6 +45,8 @@ class EscalationField(StrEnum):
 # Errors about the whole request (role, restart) go under the reason: every form has it.
 GENERAL_ERROR_FIELD = EscalationField.REASON
 
+# The claims of its submissions (one start per view): bot/listeners/modals.py.
+ESCALATION_FORM_CLAIMS = "escalation-form"
 ESCALATION_FORM = Form(
     ESCALATION_FORM_CALLBACK_ID, TITLE, SUBMIT, loading="⏳ Looking up who is on call…"
 )

@@ -133,6 +133,12 @@ class Claims:
         row = await (on or self._db).fetchone("SELECT holder FROM claims WHERE key = ?", (key,))
         return None if row is None else row["holder"]
 
+    async def taken(self, key: str) -> bool:
+        """Whether `key` is claimed now, by anyone (a request already handled, seen again)."""
+        row = await self._db.fetchone("SELECT key FROM claims WHERE key = ? AND claimed_at >= ?",
+                                      (key, self._clock() - CLAIM_LIFETIME_SECONDS))
+        return row is not None
+
     async def release(self, key: str, *, holder: str | None = None) -> None:
         """Free `key` again: what it guarded certainly did not happen. `holder`: only if it is
         that holder's claim (it may have committed and lost its answer, or never been made)."""
