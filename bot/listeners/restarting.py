@@ -115,6 +115,8 @@ async def _refuse(
     return await next()
 
 
+HANDLED_CHECK_SECONDS = 1.0
+
 # Each form's submissions' claims (bot/listeners/modals.py), by the form's callback id.
 _FORM_CLAIMS = {CALL_FORM_CALLBACK_ID: CALL_FORM_CLAIMS,
                 ESCALATION_FORM_CALLBACK_ID: ESCALATION_FORM_CLAIMS}
@@ -142,11 +144,14 @@ async def _handled_already(services: Services, body: dict[str, Any]) -> bool:
     if key is None:
         return False
     try:
-        return await services.claims.taken(key)
+        # Within the ack's time: a database slow to say is not known to have seen it either.
+        return await asyncio.wait_for(services.claims.taken(key), HANDLED_CHECK_SECONDS)
+    except TimeoutError:
+        why = "no answer in time"
     except DATABASE_FAULTS as exc:
-        logger.warning("could not tell whether a request was handled already (%s)",
-                       type(exc).__name__)
-        return False
+        why = type(exc).__name__
+    logger.warning("could not tell whether a request was handled already (%s)", why)
+    return False
 
 
 def answering() -> bool:
