@@ -129,3 +129,23 @@ async def test_http_mode_has_no_watchdog(
 ) -> None:
     bot = await bot_factory("http")
     assert bot.runtime.watchdog is None
+
+
+async def test_the_watchdog_leaves_a_reconnect_under_way_alone(socket_bot: StartBot) -> None:
+    """Slack closed the socket and slack_sdk's own reconnect waits on apps.connections.open (a
+    slow Slack). The watchdog, finding the connection closed meanwhile, must not open a second one
+    beside it: the client would keep one and leave the other open, read by nobody, and Slack's
+    envelopes sent there would be lost."""
+    bot = await socket_bot(watchdog_interval=60)  # checked by hand below
+    watchdog = bot.runtime.watchdog
+    assert watchdog is not None
+    gate = bot.slack.hold("apps.connections.open")
+    await bot.slack.disconnect_socket()
+    await gate.wait_until_held()  # slack_sdk's reconnect, holding its connect lock
+    assert await watchdog.check() is None
+    gate.open()
+    await bot.slack.wait_socket_connections(2, timeout=10)
+    await still_works(bot, "+18144043008")
+    await asyncio.sleep(0.3)  # a second connection would be opening now
+    assert len(bot.slack.calls_to("apps.connections.open")) == 2
+    assert bot.slack.socket_connections == 2

@@ -124,6 +124,8 @@ class SocketWatchdog:
         self.max_silence = max_silence if max_silence is not None else SILENT_INTERVALS * interval
         self.reconnects = 0
         self._unanswered_since: float | None = None
+        # Since when a reconnect of slack_sdk's own has been seen under way (see check).
+        self._reconnecting_since: float | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -164,6 +166,16 @@ class SocketWatchdog:
         if reason is None:
             await self._ping()
             return None
+        if client.connect_operation_lock.locked():
+            # slack_sdk's own reconnect is under way (waiting on Slack): a second beside it would
+            # leave one connection open and read by nobody. Forced only once it seems stuck.
+            now = time.time()
+            self._reconnecting_since = self._reconnecting_since or now
+            if now - self._reconnecting_since <= self.max_silence:
+                logger.info("Socket Mode connection looks dead (%s); a reconnect is under way",
+                            reason)
+                return None
+        self._reconnecting_since = None
         self.reconnects += 1
         logger.warning("Socket Mode connection looks dead (%s); reconnecting", reason)
         self._unanswered_since = None
