@@ -86,7 +86,7 @@ class Services:
     def trusted_origins(self) -> list[str]:
         """Where a response_url may point besides Slack's own hosts: SLACK_API_URL's origin (a
         proxy, or the stand-in in tests)."""
-        return [origin_of(self.settings.slack_api_url)]
+        return self.notifier.trusted_origins
 
 
 async def login_works_at(settings: Settings) -> str | None:
@@ -206,7 +206,8 @@ async def build_services(
     groups = UserGroups(slack)
     access = AccessControl(policy.roles, groups)
     responders = Responders(access, groups, slack, policy.oncall)
-    notifier = Notifier(slack, banner=BANNER if settings.evovoice_mode == "simulate" else None)
+    notifier = Notifier(slack, banner=BANNER if settings.evovoice_mode == "simulate" else None,
+                        trusted_origins=[origin_of(settings.slack_api_url)])
     key = settings.audit_hash_key
     audit = await AuditLog.open(
         db, key.get_secret_value() if key else None, default_region=policy.default_region,

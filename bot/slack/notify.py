@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -30,6 +30,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot.calls.messages import combined
 from bot.slack.blocks import Message, context, escape
 from bot.slack.lanes import ChannelHeld, Lanes, failed_for_now
+from bot.slack.modals import is_response_url
 from bot.slack.threads import (
     KeepsPosts,
     Kept,
@@ -76,8 +77,10 @@ class Notifier:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         banner: str | None = None,
+        trusted_origins: Iterable[str] = (),
     ) -> None:
         self._client = client
+        self.trusted_origins = list(trusted_origins)  # response_url hosts besides Slack's
         # Said at the end of every message posted (EVOVOICE_MODE=simulate says calls are simulated).
         self._banner = banner
         self.lanes = Lanes(client, clock=clock, sleep=sleep)
@@ -372,6 +375,10 @@ class Notifier:
     async def _respond(
         self, url: str, message: Message, *, in_channel: bool, replace_original: bool = False
     ) -> bool:
+        if not is_response_url(url, self.trusted_origins):
+            # Whichever payload carried it (a click, a command): never post where a payload says.
+            logger.warning("response_url refused: not one of Slack's webhook hosts")
+            return False
         # The Web API client's connection pool: without it every post opens a session of its own.
         webhook = AsyncWebhookClient(url, session=self._client.session)
         try:
