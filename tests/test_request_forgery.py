@@ -7,6 +7,8 @@ post carries what the requester asked, and a live call's news): the requester is
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -15,7 +17,7 @@ from aiohttp import web
 
 from bot.calls.status_views import CALL_AGAIN_ACTION, HANG_UP_ACTION
 from bot.standins.slack import block_actions_payload
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import BotFactory, BotUnderTest, until
 from tests.interactions import interact
 
 
@@ -79,3 +81,30 @@ async def test_a_command_whose_response_url_is_not_slacks_is_never_posted_to(
     await bot.settle()
     assert elsewhere.hits == []
     assert told_privately(bot)  # the answer, the question or the refusal, another way
+
+
+async def test_a_client_holding_a_request_open_does_not_hold_back_calls(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Work waits for the acks being sent (bot/tasks.py), not for a request whose body is still
+    coming: a client that sends its headers and then nothing (forged, or just slow) held every
+    call's dial back by the acks' wait, at each of its requests. Gone without finishing, it is
+    a warning, not an error with a traceback."""
+    bot = await bot_factory("http")
+    assert bot.runtime.services is not None
+    # As long as a stuck ack could hold work back, so that being held back shows.
+    bot.runtime.services.tasks.acks.max_wait = 30.0
+    reader, writer = await asyncio.open_connection("127.0.0.1", bot.runtime.port)
+    try:
+        writer.write(b"POST /slack/events HTTP/1.1\r\nHost: callbot\r\nContent-Length: 1000\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\n\r\ntext=")
+        await writer.drain()
+        ack, _ = await bot.command("+18144043093 escalation")
+        assert ack.status == 200
+        [post] = await bot.evo.wait_for_posts(1)
+        assert post.json["numberToDial"] == "+18144043093"
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    await until(lambda: "body could not be read" in caplog.text)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -143,8 +143,8 @@ async def signed_text(request: web.Request, signing_secret: str) -> str | web.Re
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return web.json_response({"error": "body too large"}, status=400)
-    except web.RequestPayloadError:
-        # A body that ends mid-chunk: no signature can be checked over it.
+    except (web.RequestPayloadError, ConnectionResetError):
+        # A body that ends mid-chunk, or its client gone: no signature can be checked over it.
         logger.warning("rejected a request whose body could not be read")
         return _unauthorized()
     headers = request.headers
@@ -186,21 +186,25 @@ def slack_routes(
     acks: AcksFirst | None = None,
 ) -> list[web.RouteDef]:
     async def slack_events(request: web.Request) -> web.Response:
-        # Counted while it is answered: the work it starts waits for its answer (bot/tasks.py).
-        if acks is not None:
-            acks.entered()
-        try:
-            # Everything logged about this request, and by the work it starts, carries its id.
-            with request_context():
-                return await handle(request, time.perf_counter())
-        finally:
-            if acks is not None:
-                acks.left()
+        # Everything logged about this request, and by the work it starts, carries its id.
+        with request_context():
+            return await handle(request, time.perf_counter())
 
     async def handle(request: web.Request, received: float) -> web.Response:
         checked = await signed_text(request, signing_secret)
         if isinstance(checked, web.Response):
             return checked
+        # Counted while it is answered: the work it starts waits for its answer (bot/tasks.py).
+        # Not while its body comes: a client sending headers and then nothing held every dial.
+        if acks is not None:
+            acks.entered()
+        try:
+            return await dispatch(checked, request, received)
+        finally:
+            if acks is not None:
+                acks.left()
+
+    async def dispatch(checked: str, request: web.Request, received: float) -> web.Response:
         try:
             bolt_request = slack_request(checked, request.query_string, {**request.headers})
             bolt_response = await app.async_dispatch(bolt_request)
