@@ -167,15 +167,25 @@ async def signed_text(request: web.Request, signing_secret: str) -> str | web.Re
         return web.json_response({"error": "body is not UTF-8"}, status=400)
 
 
+# The ack of a slash command sent before the bot has started.
+STARTING = ("callbot is starting (it waits for Slack and Evo Voice to answer), so nothing was "
+            "dialled. Try again in a minute.")
+
+
 def while_starting(signing_secret: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     """/slack/events before the Slack app exists: checked as any request is (a forged one is told
-    401, as it would be a moment later); Slack's own is told 503, which Slack retries: by then the
-    bot may have started."""
+    401, as it would be a moment later). Slack never sends a command or an interaction again
+    (docs/slack-platform.md): a slash command is told, in its ack, that nothing was dialled;
+    anything else is told 503 (Slack retries an event; for an interaction it shows the person
+    its own error, and a form stays open to be sent again)."""
 
     async def starting(request: web.Request) -> web.Response:
         checked = await signed_text(request, signing_secret)
         if isinstance(checked, web.Response):
             return checked
+        fields = urllib.parse.parse_qs(checked)
+        if "command" in fields and "payload" not in fields:
+            return web.json_response({"response_type": "ephemeral", "text": STARTING})
         return web.json_response({"error": "callbot is starting"}, status=503)
 
     return starting
