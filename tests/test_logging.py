@@ -356,3 +356,17 @@ def test_a_traceback_shows_numbers_masked_in_either_format(quoted: str, shown: s
         assert shown in logged_text and "4043093" not in logged_text
         assert "404%20309" not in logged_text and "404-3093" not in logged_text
         assert "0x7f1234567890, line 1234" in logged_text, "nothing but numbers is masked"
+
+
+def test_a_socket_mode_ticket_is_never_logged() -> None:
+    """slack_sdk logs a failed websocket handshake at ERROR with the URL it tried, whose `ticket`
+    lets whoever holds it open the app's connection until it expires."""
+    url = "wss://wss-primary.slack.com/link/?ticket=b7e1c0de-4f2a-9d3e&app_id=A0APP"
+    try:
+        raise ConnectionError(f"handshake failed for {url}")
+    except ConnectionError as exc:
+        said = record("Failed to connect (url: %s)", url, exc=exc)
+        text = OneLineFormatter(TEXT_FORMAT).format(said)
+        entry = json.loads(JsonFormatter().format(said))
+    for shown in (text, entry["message"], entry["exception"]):
+        assert "b7e1c0de" not in shown and "ticket=•••&app_id=A0APP" in shown, shown

@@ -93,9 +93,18 @@ class QuietThirdParty(logging.Filter):
                        for name in _QUIET)
 
 
+# A Socket Mode URL's ticket opens the app's connection until it expires: slack_sdk logs the URL
+# of a failed handshake at ERROR.
+_TICKET = re.compile(r"([?&]ticket=)[^&\s'\"]+")
+
+
+def redacted(text: str) -> str:
+    return _TICKET.sub(r"\1•••", text) if "ticket=" in text else text
+
+
 class OneLineFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        return one_line(super().formatMessage(record))
+        return one_line(redacted(super().formatMessage(record)))
 
     def format(self, record: logging.LogRecord) -> str:
         rid = _request_id_of(record)
@@ -106,7 +115,7 @@ class OneLineFormatter(logging.Formatter):
         if not rest:
             return head
         # A traceback quotes its exceptions' words, and those of the errors they were raised from.
-        rest = mask_numbers_anywhere(rest)
+        rest = redacted(mask_numbers_anywhere(rest))
         return head + "\n" + "\n  | ".join(one_line(line) for line in rest.split("\n"))
 
 
@@ -133,7 +142,7 @@ class JsonFormatter(logging.Formatter):
             ).replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redacted(record.getMessage()),
             "request_id": _request_id_of(record),
         }
         for name in LOG_FIELDS:
@@ -147,10 +156,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=True)
 
     def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
-        return mask_numbers_anywhere(super().formatException(ei))
+        return redacted(mask_numbers_anywhere(super().formatException(ei)))
 
     def formatStack(self, stack_info: str) -> str:  # noqa: N802 (logging's name)
-        return mask_numbers_anywhere(super().formatStack(stack_info))
+        return redacted(mask_numbers_anywhere(super().formatStack(stack_info)))
 
 
 def make_handler(log_format: LogFormat = "text", stream: TextIO | None = None) -> logging.Handler:
