@@ -42,14 +42,20 @@ async def refused_in_form(bot: BotUnderTest, message: Message, *, user_id: str) 
     return str(answer["errors"][EscalationField.REASON])
 
 
-@on_both_databases
-async def test_a_second_escalation_of_the_same_message_is_refused_and_rings_nobody_again(
-    bot_factory: BotFactory,
-) -> None:
+async def escalated_by_the_admin(bot_factory: BotFactory) -> tuple[BotUnderTest, Message]:
+    """A bot whose admin escalated a message, Alice's phone ringing: the bot, the message."""
     bot, _ = await start(bot_factory)
     view, message = await open_on_message(bot, user_id="U0ADMIN")
     assert await submit(bot, view, user_id="U0ADMIN") == {}
     await bot.evo.wait_for_posts(1)
+    return bot, message
+
+
+@on_both_databases
+async def test_a_second_escalation_of_the_same_message_is_refused_and_rings_nobody_again(
+    bot_factory: BotFactory,
+) -> None:
+    bot, message = await escalated_by_the_admin(bot_factory)
 
     words = await refused_in_form(bot, message, user_id="U0MANAGER")
 
@@ -108,10 +114,7 @@ async def test_submissions_racing_on_one_message_start_one_chain(
 async def test_once_the_chain_is_stopped_the_message_can_be_escalated_again(
     bot_factory: BotFactory,
 ) -> None:
-    bot, _ = await start(bot_factory)
-    view, message = await open_on_message(bot, user_id="U0ADMIN")
-    assert await submit(bot, view, user_id="U0ADMIN") == {}
-    await bot.evo.wait_for_posts(1)
+    bot, message = await escalated_by_the_admin(bot_factory)
     card = await escalation_message(bot)
     await click_stop(bot, card, user_id="U0ADMIN")
     await wait_for_state(bot, "stopped")

@@ -11,7 +11,7 @@ import pytest
 
 from bot.oncall.escalation_form import EscalationField
 from tests.claim_faults import AnswerLost
-from tests.conftest import BotFactory
+from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import on_both_databases
 from tests.escalations import ALICE, IN_ALICES_SHIFT, ROSTER, open_on_message, start, submit
 from tests.follow_helpers import services
@@ -19,6 +19,24 @@ from tests.interactions import open_form, refused_then_sent_again
 
 FULL = "+18144043093"
 NOT_WRITTEN = "callbot could not write to its database, so "
+
+
+def first_insert_loses_its_answer(bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The first call row written before a POST (with its attempt's record and lease) commits,
+    then its answer is lost; the ids of the rows so written."""
+    store = services(bot).follower.store
+    real = store.insert_together
+    lost: list[int] = []
+
+    async def insert_together(values: Any, **kwargs: Any) -> Any:
+        row = await real(values, **kwargs)
+        if not lost:
+            lost.append(row.id)
+            raise ConnectionError("connection lost after COMMIT")
+        return row
+
+    monkeypatch.setattr(store, "insert_together", insert_together)
+    return lost
 
 
 @on_both_databases
@@ -100,18 +118,7 @@ async def test_a_call_whose_writes_before_the_post_lost_their_answer_can_be_made
     # again. Trying again dials, at once: it is not asked whether to call again a number it
     # "called" seconds ago, nor counted against the limits for a call never made.
     bot = await bot_factory()
-    store = services(bot).follower.store
-    real = store.insert_together
-    lost: list[int] = []
-
-    async def insert_together(values: Any, **kwargs: Any) -> Any:
-        row = await real(values, **kwargs)
-        if not lost:
-            lost.append(row.id)
-            raise ConnectionError("connection lost after COMMIT")
-        return row
-
-    monkeypatch.setattr(store, "insert_together", insert_together)
+    lost = first_insert_loses_its_answer(bot, monkeypatch)
     _, url = await bot.command(f"{FULL} escalation")
     [answer] = await bot.slack.wait_for_response(url, timeout=20)
     await bot.settle()
@@ -169,18 +176,7 @@ async def test_an_escalation_step_whose_writes_before_the_post_lost_their_answer
     # is lost: nothing was dialled. The chain dials the step when the database answers again,
     # once, and leaves no row "being dialled" behind for a restart to take for a call that rang.
     bot, _ = await start(bot_factory)
-    store = services(bot).follower.store
-    real = store.insert_together
-    lost: list[int] = []
-
-    async def insert_together(values: Any, **kwargs: Any) -> Any:
-        row = await real(values, **kwargs)
-        if not lost:
-            lost.append(row.id)
-            raise ConnectionError("connection lost after COMMIT")
-        return row
-
-    monkeypatch.setattr(store, "insert_together", insert_together)
+    lost = first_insert_loses_its_answer(bot, monkeypatch)
     view, _ = await open_on_message(bot)
     assert await submit(bot, view) == {}
     await bot.evo.wait_for_posts(1, timeout=20)
