@@ -324,3 +324,23 @@ async def test_long_flow_names_leave_every_recent_call_and_its_outcome_on_the_ta
     shown = calls["elements"][0]["text"].splitlines()
     assert len(shown) == 5
     assert all(line.endswith(" · placed") and "R&amp;D &lt;db&gt;" in line for line in shown)
+
+
+async def test_a_member_slack_wont_vouch_for_is_not_told_to_ask_to_be_added(
+    bot_factory: BotFactory,
+) -> None:
+    # U0DEV, a full member, is a responder by [oncall] responders = "everyone": while Slack fails
+    # to say who they are, the tab told them to ask an administrator to be added, and left out
+    # the button they will need at 3 a.m. It says Slack didn't answer, shows nobody as on call
+    # (a guest may be the one opening it) and keeps Escalate, whose form checks them again.
+    bot, _ = await start(bot_factory, "http")
+    bot.slack.fail("users.info", "internal_error")
+    home = json.dumps(await open_home(bot, "U0DEV"), ensure_ascii=False)
+    assert "add you to [oncall] responders" not in home
+    assert "On call now" not in home and "<@U0ALICE>" not in home
+    assert "Slack didn't answer" in home and "Open this tab again in a minute" in home
+    assert HOME_ESCALATE_ACTION in home and HOME_CALL_ACTION not in home
+
+    bot.slack.off("users.info")  # Slack answers again: the tab is drawn as for any responder
+    again = json.dumps(await open_home(bot, "U0DEV"), ensure_ascii=False)
+    assert "*On call now:* <@U0ALICE>" in again and "Slack didn't answer" not in again

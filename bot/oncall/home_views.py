@@ -74,13 +74,20 @@ def home_view(
     can_call: bool,
     may_escalate: bool,
     unreadable: bool = False,
+    unsure: bool = False,
 ) -> dict[str, Any]:
-    """`unreadable`: the database failed, so nothing it holds is shown (not even "None yet")."""
+    """`unreadable`: the database failed, so nothing it holds is shown (not even "None yet").
+    `unsure`: Slack didn't say whether the viewer is a responder, so the rotation isn't shown;
+    `may_escalate` then offers the button, whose form checks them again."""
     blocks: list[Block] = [{"type": "header", "text": plain("callbot")}]
     if unreadable:
         blocks.append(section("⚠️ callbot's database isn't answering, so this tab can't show who "
                               "is on call or your recent pages and calls just now. Open this tab "
                               "again in a minute."))
+    elif unsure:
+        blocks.append(section("⚠️ Slack didn't answer when callbot asked who you are, so this "
+                              "tab can't show who is on call just now. Open this tab again in "
+                              "a minute."))
     elif status is not None:
         blocks.append(section(f"*On call now:* {reach(status.now)} · until "
                               f"{slack_time(status.next_from.timestamp())}"))
@@ -89,7 +96,7 @@ def home_view(
     elif may_escalate:
         blocks.append(section("No on-call rotation is set up."))
     buttons: list[dict[str, Any]] = []
-    if may_escalate and (status is not None or unreadable):
+    if may_escalate and (status is not None or unreadable or unsure):
         buttons.append({"type": "button", "action_id": HOME_ESCALATE_ACTION, "style": "danger",
                         "text": plain("🚨 Escalate to on-call"), "value": "escalate"})
     if can_call:
@@ -97,7 +104,7 @@ def home_view(
                         "text": plain("📞 Place a call"), "value": "call"})
     if buttons:
         blocks.append({"type": "actions", "block_id": HOME_ACTIONS_BLOCK, "elements": buttons})
-    if may_escalate and not unreadable:
+    if may_escalate and not (unreadable or unsure):
         blocks.append({"type": "divider"})
         blocks.append(section("*Your recent pages and escalations*"))
         lines = [escalation_line(e, viewer) for e in escalations]
@@ -106,7 +113,7 @@ def home_view(
         blocks.append(section("*Your recent calls*"))
         lines = [call_line(r) for r in calls]
         blocks.append(context("\n".join(lines) if lines else "None yet."))
-    if not may_escalate and not can_call:
+    if not may_escalate and not can_call and not unsure:
         blocks.append(section("You can't escalate to on-call or place calls here: ask an "
                               "administrator of callbot to add you to [oncall] responders."))
     return {"type": "home", "blocks": blocks}
