@@ -3,6 +3,7 @@ zone), the viewer's recent pages and calls, and the buttons that open the forms.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -344,3 +345,25 @@ async def test_a_member_slack_wont_vouch_for_is_not_told_to_ask_to_be_added(
     bot.slack.off("users.info")  # Slack answers again: the tab is drawn as for any responder
     again = json.dumps(await open_home(bot, "U0DEV"), ensure_ascii=False)
     assert "*On call now:* <@U0ALICE>" in again and "Slack didn't answer" not in again
+
+
+async def test_a_tab_drawn_before_a_take_never_lands_after_the_one_drawn_since(
+    bot_factory: BotFactory,
+) -> None:
+    # The tab is opened, Slack is slow to take it; the manager takes the shift and the tab is
+    # opened again. The first drawing, still on its way, must not land last: the tab would go on
+    # saying Alice is on call, the second drawing's truth gone until the next open.
+    bot, _ = await start(bot_factory, "http")
+    slow = bot.slack.hold("views.publish", when=lambda c: c.params.get("user_id") == "U0ADMIN")
+    await send_app_home_opened(bot, "U0ADMIN", "home", event_id="EvBeforeTake")
+    await slow.wait_until_held()
+    slow.when = lambda c: False  # Slack is quick again: only the first drawing is held
+    await bot.command("oncall take", user_id="U0MANAGER")
+    await bot.slack.wait_for_call("chat.postMessage", lambda c: "📟" in str(c.params.get("text")))
+    await send_app_home_opened(bot, "U0ADMIN", "home", event_id="EvAfterTake")
+    with contextlib.suppress(AssertionError):  # drawn at once, or waiting for the first
+        await bot.slack.wait_for_call("views.publish", timeout=1.0)
+    slow.open()
+    await bot.settle()
+    home = json.dumps(bot.slack.home_views["U0ADMIN"].view, ensure_ascii=False)
+    assert "*On call now:* <@U0MANAGER>" in home

@@ -7,7 +7,11 @@ a new request: the forms they open check the person again.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
@@ -28,23 +32,59 @@ logger = logging.getLogger(__name__)
 RECENT = 5
 
 
+class HomeDraws:
+    """A person's tab drawn one drawing at a time, and only the latest asked for published.
+    Slack shows whichever publish reaches it last: a drawing slowed down (Slack or the database
+    slow to answer) landing after one made since would show who was on call before a take or a
+    hand-off, until the tab is opened again."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._latest: dict[str, int] = {}
+        self._tickets = itertools.count()
+
+    def ask(self, user_id: str) -> int:
+        ticket = next(self._tickets)
+        self._latest[user_id] = ticket
+        return ticket
+
+    @asynccontextmanager
+    async def turn(self, user_id: str, ticket: int) -> AsyncIterator[Callable[[], bool]]:
+        """Waits for the drawings asked for before; yields "has a later one been asked for?"."""
+        lock = self._locks.setdefault(user_id, asyncio.Lock())
+        try:
+            async with lock:
+                yield lambda: self._latest.get(user_id) != ticket
+        finally:
+            if self._latest.get(user_id) == ticket and not lock.locked():
+                del self._latest[user_id], self._locks[user_id]
+
+
 def register(app: AsyncApp) -> None:
+    draws = HomeDraws()
+
+    async def on_home_opened(event: dict[str, Any], client: AsyncWebClient,
+                             context: AsyncBoltContext) -> None:
+        services: Services = context["services"]
+        user_id = event.get("user")
+        if event.get("tab") != "home" or not isinstance(user_id, str) or services.tasks.closed:
+            return
+        ticket = draws.ask(user_id)
+
+        async def draw() -> None:
+            async with draws.turn(user_id, ticket) as superseded:
+                if not superseded():  # a later opening draws it afresh
+                    await publish_home(client, services, user_id, superseded)
+
+        services.tasks.spawn(draw(), name=f"home tab for {user_id}")
+
     app.event("app_home_opened")(on_home_opened)
     app.action(HOME_CALL_ACTION)(on_home_button)
     app.action(HOME_ESCALATE_ACTION)(on_home_button)
 
 
-async def on_home_opened(event: dict[str, Any], client: AsyncWebClient,
-                         context: AsyncBoltContext) -> None:
-    services: Services = context["services"]
-    user_id = event.get("user")
-    if event.get("tab") != "home" or not isinstance(user_id, str) or services.tasks.closed:
-        return
-    services.tasks.spawn(publish_home(client, services, user_id),
-                         name=f"home tab for {user_id}")
-
-
-async def publish_home(client: AsyncWebClient, services: Services, user_id: str) -> None:
+async def publish_home(client: AsyncWebClient, services: Services, user_id: str,
+                       superseded: Callable[[], bool] = lambda: False) -> None:
     try:
         can_call = bool(await services.access.roles_of(user_id))
     except CallbotError:  # a user group Slack would not list: shown without what it grants
@@ -65,7 +105,7 @@ async def publish_home(client: AsyncWebClient, services: Services, user_id: str)
     if unsure:
         view = home_view(user_id, status=None, escalations=[], calls=[], can_call=False,
                          may_escalate=True, unsure=True)
-        await _publish(client, user_id, view)
+        await _publish(client, user_id, view, superseded)
         return
     status, escalations, calls = None, [], []
     try:
@@ -87,10 +127,13 @@ async def publish_home(client: AsyncWebClient, services: Services, user_id: str)
     else:
         view = home_view(user_id, status=status, escalations=escalations, calls=calls,
                          can_call=can_call, may_escalate=may_escalate)
-    await _publish(client, user_id, view)
+    await _publish(client, user_id, view, superseded)
 
 
-async def _publish(client: AsyncWebClient, user_id: str, view: dict[str, Any]) -> None:
+async def _publish(client: AsyncWebClient, user_id: str, view: dict[str, Any],
+                   superseded: Callable[[], bool]) -> None:
+    if superseded():  # drawn from what may have changed since: the later drawing is published
+        return
     try:
         await client.views_publish(user_id=user_id, view=view)
     except SLACK_FAILURES as exc:
