@@ -152,13 +152,6 @@ class Responders:
             raise MembershipUnknown(exc.reason, action) from None
         raise NotAResponder(action, listed_only=not self.everyone)
 
-    async def allows(self, user_id: str) -> bool:
-        try:
-            await self.require(user_id)
-        except (NotAResponder, GroupLookupFailed, MembershipUnknown):
-            return False
-        return True
-
     async def _listed(self, user_id: str) -> bool:
         if self._policy is None or isinstance(self._policy.responders, str):
             return False

@@ -240,3 +240,16 @@ async def test_a_guests_help_says_placing_calls_needs_a_role_as_well_as_the_resp
     assert ("Placing calls to any number, `/call history`, `/call test` and `/call oncall take` "
             "need the Manager or SystemAdministrator role.") in guest
     assert "`/call <number> <flow>" not in guest and "`/call test`:" not in guest
+
+
+async def test_a_members_help_while_slack_cant_say_who_they_are_still_offers_escalating(
+    bot_factory: BotFactory,
+) -> None:
+    """users.info failing (Slack having a bad moment) is no "you can't": a full member told to ask
+    to be added to the responders, at 3 a.m., would not escalate. The help lists everything with
+    who may use it, as when the roles can't be read."""
+    bot, _ = await start(bot_factory, "http")
+    bot.slack.fail("users.info", "internal_error")
+    developer = await _help(bot, DEVELOPER)
+    assert "Escalate to on-call" in developer
+    assert "add you to [oncall] responders" not in developer
