@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import logging
 
 import pytest
@@ -712,3 +713,21 @@ async def test_when_evo_voice_refuses_every_step_the_end_does_not_say_they_were_
     assert "Nobody could be called" in loud and "<@U0ALICE>" in loud, loud
     assert "couldn't be called" in loud and "usable phone number" in loud, loud  # Carol
     await wait_for_edit(bot, await escalation_message(bot), "nobody could be called")
+
+
+async def test_a_long_order_in_the_form_ends_with_how_many_more_not_cut_mid_name(
+    bot_factory: BotFactory,
+) -> None:
+    """60 people after the first, none with a number: the form's "Then:" line would run past
+    Slack's 3,000 characters, and a cut would take the last ones (escalate_to) away unsaid."""
+    people = ", ".join(f'"U0P{n:03d}"' for n in range(60))
+    policy = ROSTER.replace('rotation = ["U0ALICE", "U0BOB", "U0CAROL"]',
+                            f'rotation = ["U0ALICE", {people}]')
+    bot, _ = await start(bot_factory, policy=policy)
+    view, _ = await open_on_message(bot)
+    then = next(b for b in view.versions[-1]["blocks"]
+                if b["type"] == "context" and "Then:" in b["elements"][0]["text"])
+    text = then["elements"][0]["text"]
+    assert len(text) <= 3000
+    assert re.search(r" and \d+ more\.$", text), text[-200:]
+    assert "…" not in text

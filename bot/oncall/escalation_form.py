@@ -17,10 +17,12 @@ from bot.oncall.roster import OnCallPerson, Source
 from bot.oncall.roster_views import local_time, reach
 from bot.slack.blocks import (
     ELLIPSIS,
+    MAX_TEXT,
     Block,
     clip,
     context,
     escape,
+    listing,
     plain,
     section,
 )
@@ -171,8 +173,11 @@ def escalation_form(
     blocks: list[Block] = [section(on_call)]
     timeout = seconds(preview.answer_timeout)
     if rest:
-        after = ", then ".join(next_in_line(p) for p in rest)
-        blocks.append(context(f"Each person has {timeout} to answer. Then: {after}."))
+        head = f"Each person has {timeout} to answer. Then: "
+        # A long order ends "and N more" rather than cut off mid-name, `escalate_to` unsaid.
+        after = listing([next_in_line(p) for p in rest], MAX_TEXT - len(head) - 1,
+                        separator=", then ")
+        blocks.append(context(f"{head}{after}."))
     else:
         blocks.append(context(f"They have {timeout} to answer; nobody comes after them."))
     blocks.append(section(f"*Flow:* “{escape(preview.flow_name)}”"))
