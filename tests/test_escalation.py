@@ -24,6 +24,7 @@ from bot.standins.slack import Message, block_actions_payload, interactive_body
 from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
 from tests.databases import on_both_databases
 from tests.escalations import (
+    ALICE_ONLY,
     ALICE,
     BOB,
     CHANNEL,
@@ -731,3 +732,18 @@ async def test_a_long_order_in_the_form_ends_with_how_many_more_not_cut_mid_name
     assert len(text) <= 3000
     assert re.search(r" and \d+ more\.$", text), text[-200:]
     assert "…" not in text
+
+
+async def test_the_end_of_a_long_order_still_says_what_to_do(bot_factory: BotFactory) -> None:
+    """200 people, none with a usable number: "Nobody could be called" names them all, and the
+    broadcast's section would be cut before what to do now."""
+    people = ", ".join(f'"U0P{n:03d}"' for n in range(200))
+    policy = ALICE_ONLY.replace('rotation = ["U0ALICE"]', f"rotation = [{people}]")
+    bot, _ = await start(bot_factory, policy=policy)
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    loud = await wait_for_post(bot, "Nobody could be called", timeout=30)
+    blocks = loud.params["blocks"]
+    shown = (json.loads(blocks) if isinstance(blocks, str) else blocks)[0]["text"]["text"]
+    assert shown.endswith("or escalate again once that is fixed."), shown[-200:]
+    assert re.search(r" and \d+ more\. Nobody is known", shown)

@@ -34,11 +34,13 @@ from bot.slack.blocks import (
     clip,
     context,
     escape,
+    listing,
     plain,
     section,
     sections,
 )
 
+MAX_NAMES_CHARS = 1200  # each list of people in the end's broadcast
 STOP_ESCALATION_ACTION = "escalation_stop"
 ACK_ESCALATION_ACTION = "escalation_ack"  # I'm on it, on the escalation's message and on pages
 ESCALATION_ACTIONS_BLOCK = "escalation_actions"
@@ -314,7 +316,9 @@ def exhausted(escalation: Escalation, steps: Sequence[Step]) -> Message:
     number, or whose call Evo Voice refused, was never rung, and must not read as one who
     didn't come)."""
     not_rung = _not_rung(escalation, steps)
-    apart = ", ".join(f"<@{user_id}> ({why})" for user_id, why in not_rung)
+    # Each list within its share of a section's 3,000 characters: a long order ends "and N more"
+    # rather than cutting off what to do now.
+    apart = listing([f"<@{user_id}> ({why})" for user_id, why in not_rung], MAX_NAMES_CHARS)
     if len(not_rung) == len(escalation.people):
         line = (
             f"🚨 <@{escalation.requester_id}> *Nobody could be called for the on-call "
@@ -323,7 +327,8 @@ def exhausted(escalation: Escalation, steps: Sequence[Step]) -> Message:
         )
         return _line(line)
     missed = {user_id for user_id, _ in not_rung}
-    tried = ", ".join(f"<@{t.user_id}>" for t in escalation.people if t.user_id not in missed)
+    tried = listing([f"<@{t.user_id}>" for t in escalation.people if t.user_id not in missed],
+                    MAX_NAMES_CHARS)
     line = (
         f"🚨 <@{escalation.requester_id}> *Nobody {_reached(escalation)} the on-call "
         f"escalation.* Tried: {tried}.{f' Not called: {apart}.' if apart else ''} Nobody is "
