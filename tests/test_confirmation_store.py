@@ -52,7 +52,12 @@ async def test_it_expires_and_expired_ones_are_deleted(db: Database) -> None:
     clock.now += 601
     assert (await store.take(old, "U1")).status is TakeStatus.EXPIRED
     assert await db.fetchall("SELECT id FROM pending_confirmations") == []  # `other` went too
-    assert (await store.take(other, "U1")).status is TakeStatus.GONE
+    # Erased, yet still told as expired (not as answered or cancelled): its id says when it was
+    # asked.
+    assert (await store.take(other, "U1")).status is TakeStatus.EXPIRED
+    assert store.why_gone(other) is TakeStatus.EXPIRED
+    clock.now -= 2
+    assert store.why_gone(other) is TakeStatus.GONE  # within its lifetime: answered or cancelled
 
 
 @pytest.mark.parametrize("value", ["", "short", "a" * 65, "abc def ghi jkl mno", "é" * 20, None, 7])

@@ -7,6 +7,7 @@ request (role and policy checked again) that dials at most once.
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from prometheus_client import generate_latest
@@ -281,3 +282,29 @@ async def test_a_click_naming_no_user_is_ignored(bot_factory: BotFactory) -> Non
     await click(bot, question)  # the question still stands for the requester
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 1
+
+
+@on_both_databases
+@pytest.mark.parametrize("action", [CONFIRM_CALL_ACTION, CANCEL_CALL_ACTION])
+async def test_a_question_clicked_after_it_expired_and_was_erased_says_it_expired(
+    bot_factory: BotFactory, action: str
+) -> None:
+    # The lease keeper erases an expired question within seconds (its number is in clear), long
+    # before anyone comes back to click it: the click still learns that it expired, not that it
+    # was "already answered or cancelled" (it never was, and nothing "more" was dialled).
+    bot = await bot_factory("http", LEASE_SECONDS="3")
+    question = await ask(bot, f"{CANADA} escalation")
+    services = bot.runtime.services
+    assert services is not None
+    services.confirmations.clock = lambda: time.time() + 601  # eleven minutes later
+    db = services.db
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while await db.fetchall("SELECT id FROM pending_confirmations"):
+        assert loop.time() < deadline, "the expired question was never erased"
+        await asyncio.sleep(0.05)
+    _, url = await click(bot, question, action)
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert "expired" in answer["text"] and "already answered" not in answer["text"]
+    assert bot.evo.outgoing_posts == []

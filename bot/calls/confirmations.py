@@ -4,6 +4,10 @@ The question goes out with a button whose value is only a random id; the request
 number) waits here, in the database, so that the button carries no phone number and a restart
 doesn't lose it. A pending call is used at most once: `take()` deletes it in the same statement
 that reads it. It expires after `CONFIRMATION_LIFETIME_SECONDS`.
+
+The id begins with the second it was asked (`asked_at`): an expired question is erased within
+seconds (it holds the number in clear), and a click that comes later must still hear that it
+expired, not that it was answered or cancelled.
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ logger = logging.getLogger(__name__)
 CONFIRMATION_LIFETIME_SECONDS = 600.0
 _FORGET_EXPIRED = "DELETE FROM pending_confirmations WHERE created_at < ?"
 _ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
+# An id as `create` makes it: the Unix second it was asked, in letters (so that no digits of the
+# id can be mistaken for a number's), then a random part.
+_STAMPED_ID = re.compile(r"([a-z]{7})-[A-Za-z0-9_-]{24}")
+_STAMP_DIGITS = "abcdefghijklmnopqrstuvwxyz"
 _COLUMN_NAMES = ("id", "created_at", "user_id", "reasons", "request")
 _COLUMNS = ", ".join(_COLUMN_NAMES)
 
@@ -63,6 +71,25 @@ def valid_id(value: object) -> bool:
     return isinstance(value, str) and _ID.fullmatch(value) is not None
 
 
+def new_id(now: float) -> str:
+    stamp, second = "", int(now)
+    for _ in range(7):
+        second, digit = divmod(second, len(_STAMP_DIGITS))
+        stamp = _STAMP_DIGITS[digit] + stamp
+    return f"{stamp}-{secrets.token_urlsafe(18)}"
+
+
+def asked_at(confirmation_id: str) -> float | None:
+    """When the question of this id was asked (to the second), if its id says so."""
+    match = _STAMPED_ID.fullmatch(confirmation_id)
+    if match is None:
+        return None
+    second = 0
+    for letter in match.group(1):
+        second = second * len(_STAMP_DIGITS) + _STAMP_DIGITS.index(letter)
+    return float(second)
+
+
 class Confirmations:
     def __init__(
         self,
@@ -73,7 +100,8 @@ class Confirmations:
     ) -> None:
         self._db = db
         self._lifetime = lifetime
-        self._clock = clock
+        # Public: a test moves the running bot's questions past their lifetime with it.
+        self.clock = clock
 
     @property
     def lifetime(self) -> float:
@@ -82,8 +110,8 @@ class Confirmations:
     async def create(
         self, user_id: str, reasons: frozenset[Reason], request: dict[str, Any]
     ) -> str:
-        confirmation_id = secrets.token_urlsafe(18)
-        now = self._clock()
+        now = self.clock()
+        confirmation_id = new_id(now)
         async with self._db.transaction() as tx:
             # Expired questions are only a risk kept on disk; clear them as new ones come.
             await tx.execute(_FORGET_EXPIRED, (now - self._lifetime,))
@@ -104,7 +132,7 @@ class Confirmations:
         click the refusal asks for is not ignored as a duplicate of one that dialled nothing."""
         if not valid_id(confirmation_id):
             return Taken(TakeStatus.GONE)
-        now = self._clock()
+        now = self.clock()
         holder = secrets.token_hex(16)
         removed: Row | None = None
         try:
@@ -115,7 +143,7 @@ class Confirmations:
                     f"SELECT {_COLUMNS} FROM pending_confirmations WHERE id = ?", (confirmation_id,)
                 )
                 if row is None:
-                    return Taken(TakeStatus.GONE)
+                    return Taken(self.why_gone(confirmation_id))
                 if row["user_id"] != user_id:
                     return Taken(TakeStatus.NOT_YOURS)
                 # Taken only if this transaction removes it: on PostgreSQL a Cancel (or another
@@ -144,6 +172,13 @@ class Confirmations:
         )
         return Taken(TakeStatus.TAKEN, pending)
 
+    def why_gone(self, confirmation_id: str) -> TakeStatus:
+        """Why no question of this id is found: EXPIRED if it has outlived its lifetime (and was
+        erased since), else GONE."""
+        asked = asked_at(confirmation_id)
+        expired = asked is not None and asked < self.clock() - self._lifetime
+        return TakeStatus.EXPIRED if expired else TakeStatus.GONE
+
     async def _give_back(self, row: Row, claim: str, holder: str) -> None:
         """Undo a take that may have committed: if `claim` is `holder`'s, it did, and the question
         is put back as it was. Tried once: failing, the question is lost to that click."""
@@ -164,7 +199,7 @@ class Confirmations:
         """Erase the questions that expired unanswered: each holds its number as typed, in clear.
         Run with the lease keeper's rounds (bot/runtime.py), so that a question asked before a
         quiet spell is not kept through it (new questions and answers clear them too)."""
-        erased = await self._db.execute(_FORGET_EXPIRED, (self._clock() - self._lifetime,))
+        erased = await self._db.execute(_FORGET_EXPIRED, (self.clock() - self._lifetime,))
         if erased:
             logger.info("erased %d question(s) that expired unanswered", erased)
 

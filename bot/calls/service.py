@@ -364,7 +364,7 @@ class CallService:
                                       message=views.refusal(describe(exc)))
             return
         line = ("Cancelled: nothing was dialled." if cancelled
-                else _UNUSABLE_CONFIRMATION[TakeStatus.GONE])
+                else _UNUSABLE_CONFIRMATION[self._confirmations.why_gone(confirmation_id)])
         await self._answer_question(user_id, channel_id, response_url, line)
 
     async def _answer_question(
