@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,23 @@ def test_waits_read_naturally() -> None:
     assert describe_wait(0.2) == "1 s"
     assert describe_wait(45) == "45 s"
     assert describe_wait(200.5) == "3 min 21 s"
-    assert describe_wait(3725) == "1 h 2 min"
+    assert describe_wait(3725) == "1 h 3 min"  # rounded up: "1 h 2 min" would be too early
+    assert describe_wait(3600) == "1 h" and describe_wait(3601) == "1 h 1 min"
+    assert describe_wait(24 * 3600 - 30) == "24 h"
+
+
+async def test_a_call_made_when_the_refusal_says_it_may_be_fits(db: Database, clock: Clock) -> None:
+    # Told "You may call again in 1 h 30 min" while 1 h 30 min 5 s were left, the requester came
+    # back at the time told and was refused again.
+    lim = limits(db, clock, per_user="1/2h")
+    await lim.acquire("U1", A, "f")
+    clock.now += 1795
+    with pytest.raises(LimitReached) as refused:
+        await lim.acquire("U1", B, "f")
+    told = re.search(r"You may call again in (\d+) h (\d+) min\.", refused.value.user_message)
+    assert told is not None, refused.value.user_message
+    clock.now += int(told.group(1)) * 3600 + int(told.group(2)) * 60
+    await lim.acquire("U1", B, "f")
 
 
 async def test_per_user_limit_says_when_to_try_again(db: Database, clock: Clock) -> None:

@@ -102,8 +102,11 @@ def parse_duration(text: str) -> float:
 
 
 def describe_wait(seconds: float) -> str:
-    """3725 → "1 h 2 min 5 s"; always rounded up to whole seconds, at least "1 s"."""
+    """3725 → "1 h 3 min"; always rounded up (to whole seconds, to whole minutes once an hour or
+    more), at least "1 s": the call must fit at the time told, never a moment after it."""
     total = max(1, math.ceil(seconds))
+    if total > 3600:
+        total = math.ceil(total / 60) * 60
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     parts = []
