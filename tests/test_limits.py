@@ -271,3 +271,19 @@ async def test_old_events_are_cleared(db: Database, clock: Clock) -> None:
 
 def test_rate_is_a_value() -> None:
     assert parse_rate("5/10m") == Rate(5, 600.0, "5/10m")
+
+
+async def test_a_refusal_names_the_full_window_that_frees_last(db: Database, clock: Clock) -> None:
+    # The requester's own window frees in 9 minutes, the number's in 59: "call again in 9 min"
+    # would send them back to be refused again.
+    lim = limits(db, clock, per_user="1/10m", per_number="1/1h")
+    await lim.acquire("U1", A, "f")
+    clock.now += 60
+    with pytest.raises(LimitReached) as refused:
+        await lim.acquire("U1", A, "g")
+    assert refused.value.scope == "per_number"
+    assert refused.value.retry_after == pytest.approx(3540)
+    assert "You may call again in 59 min." in refused.value.user_message
+    with pytest.raises(LimitReached) as other:  # another number: only the requester's window
+        await lim.acquire("U1", B, "g")
+    assert other.value.scope == "per_user" and other.value.retry_after == pytest.approx(540)

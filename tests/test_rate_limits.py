@@ -143,3 +143,19 @@ async def test_the_database_holds_no_phone_numbers(bot_factory: BotFactory) -> N
     rows = await db.fetchall("SELECT * FROM rate_events")
     assert len(rows) == 1
     assert "4043093" not in repr([tuple(r) for r in rows])
+
+
+@on_both_databases
+async def test_a_refusal_by_several_limits_says_when_the_last_of_them_lets_a_call_through(
+    bot_factory: BotFactory,
+) -> None:
+    # Both the requester's own limit (free again in 10 minutes) and the day's (free again in 24
+    # hours) are full: "You may call again in 10 min" would send them back to another refusal.
+    bot = await bot_factory("http", policy=limited(per_user="1/10m", per_day=2))
+    await bot.command("+18144043001 escalation", user_id="U0MANAGER")
+    await bot.command("+18144043002 escalation", user_id="U0ADMIN")
+    await bot.settle()
+    text = await refusal(bot, "+18144043003 escalation", user_id="U0MANAGER")
+    assert "callbot has placed 2 calls in the last 24 hours" in text, text
+    assert re.search(r"You may call again in (24 h|23 h \d+ min)\.", text), text
+    assert len(bot.evo.outgoing_posts) == 2

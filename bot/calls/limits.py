@@ -32,6 +32,7 @@ from typing import Any
 from bot.errors import CallbotError
 from bot.phone import mask
 from bot.storage.database import POSTGRESQL, Connection, Database
+from bot.storage.faults import DATABASE_FAULTS
 from bot.storage.number_hash import NumberHasher
 from bot.storage.together import SlotAnswer
 
@@ -126,6 +127,8 @@ class LimitReached(CallbotError):
         self.scope = scope
         self.rate = rate
         self.retry_after = retry_after
+        # The attempt refused, to read its other windows with (CallLimits.refused).
+        self.request: SlotRequest | None = None
         wait = describe_wait(retry_after)
         window = rate.window_words
         if scope == "per_user":
@@ -214,8 +217,7 @@ class CallLimits:
             # statements would hold the write lock across several turns of a busy event loop.
             return await self._db.atomic(take)
         except LimitReached as refused:
-            log_refusal(user_id, refused)
-            raise
+            raise await self.refused(refused, user_id) from None
 
     async def slot_taker(
         self, user_id: str, e164: str, flow_id: str, *, check_repeat: bool = True
@@ -240,6 +242,23 @@ class CallLimits:
         (bot/storage/together.py); taking it raises as `acquire` does."""
         return SlotRequest(dict(self._windows), self._repeat_window, self._horizon, user_id, e164,
                            await self.number_key(e164), flow_id, self._clock(), check_repeat)
+
+    async def refused(self, refusal: LimitReached, user_id: str) -> LimitReached:
+        """The refusal to tell, logged: the full window that frees last. The windows are checked
+        in turn and the first found full refuses, yet another may hold the call longer (the
+        day's, when one's own frees in minutes): its wait is the one that lets a call through."""
+        request = refusal.request
+        if request is not None:
+            try:
+                for scope in SCOPES:
+                    at = await request.full_until(self._db, scope)
+                    later = None if at is None else request.refusal(scope, at)
+                    if later is not None and later.retry_after > refusal.retry_after:
+                        refusal = later
+            except DATABASE_FAULTS as exc:  # the first refusal is still true, if short
+                logger.warning("reading the other limits of a refused call failed (%s)", exc)
+        log_refusal(user_id, refusal)
+        return refusal
 
     async def release(self, slot: Slot) -> None:
         await self._db.execute("DELETE FROM rate_events WHERE id = ?", (slot.event_id,))
@@ -287,23 +306,9 @@ class SlotRequest:
             if row is not None and row[0] is not None:
                 return "repeat", float(row[0]), None
         for scope in SCOPES:
-            where = "at > ?"
-            params: list[object] = [now - self.windows[scope].seconds]
-            if scope == "per_user":
-                where += " AND user_id = ?"
-                params.append(user_id)
-            elif scope == "per_number":
-                where += " AND number_key = ?"
-                params.append(number_key)
-            # The call that must leave the window before one more fits: the count-th newest, if
-            # the window holds that many. Only that row is read: with a large `per_day` the
-            # window holds thousands, which the database skips far faster than Python reads them.
-            row = await conn.fetchone(
-                f"SELECT at FROM rate_events WHERE {where} ORDER BY at DESC LIMIT 1 OFFSET ?",
-                (*params, self.windows[scope].count - 1),
-            )
-            if row is not None:
-                return scope, float(row[0]), None
+            at = await self.full_until(conn, scope)
+            if at is not None:
+                return scope, at, None
         inserted = await conn.fetchone(
             "INSERT INTO rate_events (at, user_id, number_key, flow_id) VALUES (?, ?, ?, ?)"
             " RETURNING id",
@@ -311,6 +316,25 @@ class SlotRequest:
         )
         assert inserted is not None
         return None, None, int(inserted[0])
+
+    async def full_until(self, conn: Connection, scope: str) -> float | None:
+        """When the call that must leave `scope`'s window before one more fits was made: the
+        count-th newest, if the window holds that many. Only that row is read: with a large
+        `per_day` the window holds thousands, which the database skips far faster than Python
+        reads them."""
+        where = "at > ?"
+        params: list[object] = [self.now - self.windows[scope].seconds]
+        if scope == "per_user":
+            where += " AND user_id = ?"
+            params.append(self.user_id)
+        elif scope == "per_number":
+            where += " AND number_key = ?"
+            params.append(self.number_key)
+        row = await conn.fetchone(
+            f"SELECT at FROM rate_events WHERE {where} ORDER BY at DESC LIMIT 1 OFFSET ?",
+            (*params, self.windows[scope].count - 1),
+        )
+        return None if row is None else float(row[0])
 
     def decide(self, answer: SlotAnswer) -> Slot:
         """The slot, or RecentlyCalled or LimitReached (then nothing is written)."""
@@ -322,8 +346,14 @@ class SlotRequest:
         assert at is not None
         if scope == "repeat":
             raise RecentlyCalled(max(0.0, self.now - at))
+        raise self.refusal(scope, at)
+
+    def refusal(self, scope: str, at: float) -> LimitReached:
         rate = self.windows[scope]
-        raise LimitReached(scope, rate, max(1.0, at + rate.seconds - self.now), mask(self.e164))
+        refusal = LimitReached(scope, rate, max(1.0, at + rate.seconds - self.now),
+                               mask(self.e164))
+        refusal.request = self
+        return refusal
 
 
 async def _answer_of(conn: Connection, arguments: tuple[Any, ...]) -> SlotAnswer:

@@ -31,7 +31,7 @@ from bot.calls.confirmations import Confirmations, Reason, TakeStatus
 from bot.calls.dials_first import DialsFirst
 from bot.calls.dialling import Dialler, GiveBack
 from bot.calls.follow import CallFollower
-from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, SlotRequest, log_refusal
+from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, SlotRequest
 from bot.calls.models import NOT_DIALLED, CallRequest, CallResult, CheckedCall, Outcome
 from bot.errors import CallbotError, DatabaseUnavailable, Expected, describe, log_unexpected
 from bot.errors import reference_id
@@ -188,9 +188,8 @@ class CallService:
                 raise ConfirmationNeeded(
                     checked, frozenset({Reason.REPEAT}), recent.seconds_ago
                 ) from None
-            except LimitReached as refused:  # the same
-                log_refusal(checked.request.user_id, refused)
-                raise
+            except LimitReached as refused:  # the same; told as the window that frees last
+                raise await self._limits.refused(refused, checked.request.user_id) from None
         except ConfirmationNeeded as needed:
             try:
                 await self._ask(needed)
