@@ -308,3 +308,15 @@ async def test_a_question_clicked_after_it_expired_and_was_erased_says_it_expire
     await bot.settle()
     assert "expired" in answer["text"] and "already answered" not in answer["text"]
     assert bot.evo.outgoing_posts == []
+
+
+async def test_a_repeat_question_says_how_long_ago_in_minutes(bot_factory: BotFactory) -> None:
+    # `repeat_window` may be minutes or hours long: "You called this number 300 s ago" makes the
+    # requester do the sum.
+    bot = await bot_factory("http", policy=policy_with(repeat_window="1h"))
+    await bot.command(f"{US} escalation")
+    await bot.settle()
+    db = bot.runtime.services.db  # type: ignore[union-attr]
+    await db.execute("UPDATE rate_events SET at = at - 330")
+    question = await ask(bot, f"{US} escalation")
+    assert "You called this number 5 min 30 s ago — call again?" in question["text"], question

@@ -5,6 +5,7 @@ The button values carry only the pending call's random id (see confirmations.py)
 
 from __future__ import annotations
 
+from bot.calls.limits import describe_ago
 from bot.slack.blocks import Block, Message, context, escape, plain, section
 
 CONFIRM_CALL_ACTION = "call_confirm"
@@ -24,7 +25,7 @@ def confirm_call(
 ) -> Message:
     """`region` set: the number is outside `home_regions`; `seconds_ago` set: a repeat."""
     if seconds_ago is not None:
-        ago = f"{max(1, round(seconds_ago))} s"
+        ago = describe_ago(seconds_ago)
         question = f"You called this number {ago} ago — call again?"
     else:
         question = f"{masked_number} is in {region} — are you sure you want to call it?"

@@ -108,6 +108,15 @@ def describe_wait(seconds: float) -> str:
     total = max(1, math.ceil(seconds))
     if total > 3600:
         total = math.ceil(total / 60) * 60
+    return _duration_words(total)
+
+
+def describe_ago(seconds: float) -> str:
+    """330 → "5 min 30 s", 3725 → "1 h 2 min": how long ago, rounded down, at least "1 s"."""
+    return _duration_words(max(1, math.floor(seconds)))
+
+
+def _duration_words(total: int) -> str:
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)
     parts = []
