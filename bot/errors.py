@@ -196,7 +196,8 @@ class EscalationLimitReached(CallbotError):
         self.count = count
         self.window = window
         super().__init__(
-            f"You have started {count} escalations in the last {window}, the most allowed without "
+            f"You have started {count} escalation{'s' if count != 1 else ''} in the last {window}, "
+            "the most allowed without "
             "a Manager or SystemAdministrator role ([oncall] escalations_per_person). Nobody was "
             "called: ask someone with a role to escalate, or reach the people on call another way."
         )

@@ -370,7 +370,7 @@ async def test_a_responder_s_own_limit_holds_for_its_whole_window(bot_factory: B
     clock.advance(59 * 60)
     view, _ = await open_on_message(bot, text="down again", user_id=DEVELOPER)
     answer = await submit(bot, view, user_id=DEVELOPER)
-    assert "You have started 1 escalations in the last hour" in str(answer.get("errors"))
+    assert "You have started 1 escalation in the last hour" in str(answer.get("errors"))
     clock.advance(2 * 60)  # an hour and a minute after the first
     view, _ = await open_on_message(bot, text="down once more", user_id=DEVELOPER)
     assert await submit(bot, view, user_id=DEVELOPER) == {}

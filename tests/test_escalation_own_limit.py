@@ -20,7 +20,7 @@ from tests.follow_helpers import everything_sent_to_slack, services
 
 DEVELOPER = "U0DEV"  # a full member of the workspace, no role, not in the rotation
 TOO_MANY = "You have started 2 escalations in the last hour"
-TOO_MANY_1 = "You have started 1 escalations in the last hour"
+TOO_MANY_1 = "You have started 1 escalation in the last hour"
 
 
 async def started_by(bot: BotUnderTest, user_id: str) -> int:

@@ -189,7 +189,7 @@ async def test_a_responder_without_a_role_has_a_limit_of_their_own(
     view, _ = await open_on_message(bot, text="still down", user_id=who)
     answer = await submit(bot, view, user_id=who)
     assert answer["response_action"] == "errors"
-    assert "You have started 1 escalations in the last hour" in (
+    assert "You have started 1 escalation in the last hour" in (
         answer["errors"][EscalationField.REASON])
     assert 'rate_limit_refusals_total{limit="escalations_per_person"} 1.0' in metrics_text(bot)
     # Role holders have no such limit (each escalation started, and counted, before the next).
