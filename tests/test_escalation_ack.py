@@ -606,6 +606,28 @@ async def test_a_call_left_on_after_nobody_came_is_watched_by_one_replica_then_b
     await heard_late_once(second, escalation, alice)
 
 
+async def test_a_late_i_m_on_it_whose_replica_stops_while_another_watches_is_still_told(
+    bot_factory: BotFactory,
+) -> None:
+    """Two replicas on one database. Nobody came, and replica A watches Alice's call left on
+    (the chain's lease is A's); Bob's late I'm on it lands on replica B, which waits for A's
+    lease to tell it, and B stops (or dies) before A lets go. A's watch, seeing the escalation
+    acknowledged, tells the channel and shows the card: it is the only one left that can."""
+    first, clock, escalation, _ = await nobody_came_with_alice_still_on(bot_factory)
+    second, _ = await start(bot_factory, policy=LEFT_ON_POLICY, clock=clock)
+    await click_ack(second, escalation, user_id="U0BOB")
+    await second.settle()  # recorded; B waits for the lease A holds to tell it
+    assert await state_of(second) == EscalationState.ACKNOWLEDGED
+    await second.runtime.stop(grace=0)
+
+    late = await wait_for_post(first, "they are on it")
+    assert late.params["reply_broadcast"] in (True, "true", "1")
+    await wait_for_edit(first, escalation, "<@U0BOB> acknowledged at")
+    await first.settle()
+    assert [c.ok for c in first.slack.calls_to("chat.postMessage")
+            if "they are on it" in str(c.params.get("text"))] == [True]
+
+
 async def test_i_m_on_it_by_the_person_who_answered_is_told_it_was_them(
     bot_factory: BotFactory,
 ) -> None:

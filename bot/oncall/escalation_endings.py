@@ -139,12 +139,10 @@ class Endings:
     async def late_by_call(
         self, escalation: Escalation, acknowledges: Callable[[str | None], bool]
     ) -> None:
-        """Once nobody acknowledged (EXHAUSTED), in the chain's task: while a call left on at
-        its deadline is still on, its person may still press 1, and an outcome that
-        `acknowledges` is then a late acknowledgement, told as loudly as a late I'm on it. After
-        a restart, or once its replica is gone, the next run watches it (left_on_when_exhausted:
-        the chains a replica runs)."""
-        runner = self._runner
+        """Once nobody acknowledged (EXHAUSTED), in the chain's task: a call left on may report
+        an acknowledging outcome (as loud as a late I'm on it), and a late I'm on it whose replica
+        may stop first is shown here. Watched by the next run after a restart or a takeover."""
+        runner, watched = self._runner, escalation.state == EscalationState.EXHAUSTED
         while escalation.state == EscalationState.EXHAUSTED and not (runner and runner.closed):
             on = False
             for step, call in await self._left_on(escalation):
@@ -161,6 +159,8 @@ class Endings:
             await self._pause(wake, self._check_every)
             wake.clear()
             escalation = await self._store.get(escalation.id) or escalation
+        if watched and escalation.state == EscalationState.ACKNOWLEDGED:  # once (claims, digest)
+            await self.show(escalation.id)
 
     async def acknowledged_late(self, escalation_id: int) -> None:
         """The channel was told nobody came; now somebody has: recorded, and told as loudly."""
