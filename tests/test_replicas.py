@@ -28,7 +28,7 @@ import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
-from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.evovoice import EvoVoiceStandIn, Gated
 from bot.storage.database import Database
 from bot.standins.slack import SlackStandIn, slash_command_payload
 from tests.conftest import BotUnderTest, bot_environment, policy_with, until
@@ -311,3 +311,55 @@ async def test_an_escalations_end_slack_refused_is_shown_by_another_replica_when
         "chat.update", lambda c: c.ok and c.params.get("ts") == escalation.ts
         and "<@U0ADMIN> acknowledged at" in str(c.params.get("text")), timeout=30)
     assert ACK_ESCALATION_ACTION not in str(escalation.blocks), "its buttons gone"
+
+
+async def parent_noted(database_url: str) -> None:
+    """Until the row of the call being dialled says where its parent went (written right after
+    Slack took the parent, since schema version 17), for at most 0.5 s (well within the POST's
+    own time-out): a bot that keeps no such thing is killed all the same."""
+    db = Database(database_url)
+    await db.open_read_only()
+    try:
+        for _ in range(50):
+            [row] = await db.fetchall("SELECT * FROM calls")
+            if "parent_posted_ts" in row.keys() and row["parent_posted_ts"] is not None:
+                return
+            await asyncio.sleep(0.01)
+    finally:
+        await db.close()
+
+
+@on_both_databases
+async def test_a_call_whose_replica_died_while_dialling_is_told_in_the_thread_it_opened(
+    replicas: Any, slack: SlackStandIn, evo: EvoVoiceStandIn, database_url: str,
+) -> None:
+    # The replica placing a call dies with its POST in flight, its parent ("📞 … is calling")
+    # already in the channel; Evo Voice places the call all the same. The other replica, running
+    # on, finds it: the channel must not read two calls, one of them never told.
+    a, b = await replicas()
+    gate = asyncio.Event()
+    evo.queue_outgoing(Gated(gate))
+    await a.command(f"{FULL} escalation")
+    await evo.wait_for_posts(1)
+    await slack.wait_for_call("chat.postMessage", lambda c: c.ok and not c.params.get("thread_ts")
+                              and "is calling" in str(c.params.get("text")))
+    await parent_noted(database_url)
+    await a.die()
+    gate.set()
+    await until(lambda: bool(evo.sessions))
+    [session_id] = evo.sessions
+
+    post = await slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and "restarted while placing" in str(c.params),
+        timeout=30)
+    assert post.response is not None
+    status = slack.messages[(post.response["channel"], post.response["ts"])]
+    await wait_for_edit(b, status, session_id, timeout=30)
+    end_session(b, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_edit(b, status, "Ended", timeout=30)
+    parents = [m for m in slack.messages.values()
+               if m.thread_ts in (None, m.ts) and "is calling" in str(texts(m)[0])]
+    assert len(parents) == 1, [texts(m) for m in parents]
+    assert await wait_for_mark(b, parents[0]) == "x"
+    assert texts(parents[0])[-1].endswith("❌ Not answered.")
+    assert len(evo.outgoing_posts) == 1

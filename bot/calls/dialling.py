@@ -157,7 +157,7 @@ class Dialler:
             return await self._place_quietly(call, retry_for, attempt_id, dialling, parent,
                                              before_retry)
         opening = asyncio.create_task(self._open_thread_after_dials(
-            request, parent
+            request, parent, dialling.id
         ), name=f"confirmation thread for {request.user_id}")
         try:
             result, message = await self._dial(call, retry_for)
@@ -197,11 +197,11 @@ class Dialler:
         ))
 
     async def _open_thread_after_dials(
-        self, request: CallRequest, parent: views.Message
+        self, request: CallRequest, parent: views.Message, call_id: int
     ) -> Thread | None:
         # Right after this call's POST has left, and those of the calls dialled with it.
         await self._dials_first.idle()
-        return await self._notifier.open_thread(
+        thread = await self._notifier.open_thread(
             request.channel_id,
             parent,
             user_id=request.user_id,
@@ -209,6 +209,9 @@ class Dialler:
             response_url_used=request.response_url_used,
             thread_ts=request.thread_ts,
         )
+        if thread is not None:  # kept in the call's row while its POST may still be answered
+            await self._follower.note_parent(call_id, thread)
+        return thread
 
     async def _place_quietly(
         self, call: CheckedCall, retry_for: TimeLeft | None, attempt_id: int,

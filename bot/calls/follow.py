@@ -143,6 +143,18 @@ class CallFollower:
         self._runner.reserved(row.id)
         return row
 
+    async def note_parent(self, call_id: int, thread: Thread) -> None:
+        """The call's parent, posted while its POST is in flight, kept in its row: a call found
+        left being dialled (`reconcile_dialling`) is told under it, not under a second parent."""
+        if thread.ts is None:
+            return  # through response_url: no thread to tell it in
+        try:
+            await self._store.note_parent(call_id, thread.channel, thread.ts,
+                                          thread.parent_ts or thread.ts)
+        except Exception:  # the dial goes on; found left dialling, it gets a parent of its own
+            logger.warning("call %s: where its parent was posted could not be kept", call_id,
+                           exc_info=True, extra={"call_id": call_id})
+
     async def track(
         self,
         call: CheckedCall,
@@ -337,10 +349,13 @@ class CallFollower:
     async def _announce(self, call: TrackedCall) -> None:
         """A status message for a call whose requester was never told of it."""
         parent = call_messages.call_parent(call.requester_id, call.number_masked, call.flow_name)
-        thread = await self._notifier.open_thread(
-            call.channel_id, parent, user_id=call.requester_id, response_url=None,
-            thread_ts=call.parent_ts,
-        )
+        if call.parent_posted_ts is not None:  # posted as it was dialled: told under that one
+            thread: Thread | None = Thread(call.channel_id, call.parent_ts, None, parent,
+                                           call.parent_posted_ts, requester=call.requester_id)
+        else:
+            thread = await self._notifier.open_thread(
+                call.channel_id, parent, user_id=call.requester_id, response_url=None,
+                thread_ts=call.parent_ts)
         if thread is None:
             return  # followed all the same: the audit trail gets its outcome
         # Kept until Slack takes it, as a call's status message is when it is dialled

@@ -83,6 +83,8 @@ class TrackedCall:
     marked: bool = False
     # Why the session can't be read now (reads failing for `find_for`), in words; None once read.
     unreadable: str | None = None
+    # The parent message posted while the call was being dialled (`parent_ts`: its thread then).
+    parent_posted_ts: str | None = None
 
     @property
     def is_final(self) -> bool:
@@ -196,6 +198,14 @@ class CallStore:
         assignments = ", ".join(f"{name} = ?" for name in values)
         await self._db.execute(
             f"UPDATE calls SET {assignments} WHERE id = ?", (*values.values(), call_id)
+        )
+
+    async def note_parent(self, call_id: int, channel: str, thread_ts: str, parent_ts: str) -> None:
+        """Where the parent of a call still being dialled was posted, in thread `thread_ts`."""
+        await self._db.execute(
+            "UPDATE calls SET channel_id = ?, parent_ts = ?, parent_posted_ts = ?"
+            " WHERE id = ? AND placement = ?",
+            (channel, thread_ts, parent_ts, call_id, str(Placement.DIALLING)),
         )
 
     @staticmethod

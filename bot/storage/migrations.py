@@ -394,4 +394,7 @@ MIGRATIONS: list[Migration] = [
         ALTER TABLE calls ADD COLUMN unreadable TEXT
         """,
     ),
+    # Its parent, posted as its POST left: a call found left dialling is told there (follow.py).
+    Migration(17, "where a call left being dialled was posted",
+              "ALTER TABLE calls ADD COLUMN parent_posted_ts TEXT"),
 ]
