@@ -45,11 +45,13 @@ from tests.follow_helpers import (
 )
 from tests.processes import BotProcess
 from tests.escalations import (
+    CHANNEL,
     ROSTER,
     click_ack,
     dialled,
     escalation_message,
     hung_up,
+    open_global,
     open_on_message,
     session_of,
     submit,
@@ -313,6 +315,17 @@ async def test_an_escalations_end_slack_refused_is_shown_by_another_replica_when
     assert ACK_ESCALATION_ACTION not in str(escalation.blocks), "its buttons gone"
 
 
+async def reconciled(database_url: str) -> None:
+    """Until no call is left "being dialled": another replica has found it."""
+    db = Database(database_url)
+    await db.open_read_only()
+    try:
+        while await db.fetchall("SELECT id FROM calls WHERE placement = 'dialling'"):
+            await asyncio.sleep(0.05)
+    finally:
+        await db.close()
+
+
 async def parent_noted(database_url: str) -> None:
     """Until the row of the call being dialled says where its parent went (written right after
     Slack took the parent, since schema version 17), for at most 0.5 s (well within the POST's
@@ -363,3 +376,29 @@ async def test_a_call_whose_replica_died_while_dialling_is_told_in_the_thread_it
     assert await wait_for_mark(b, parents[0]) == "x"
     assert texts(parents[0])[-1].endswith("❌ Not answered.")
     assert len(evo.outgoing_posts) == 1
+
+
+@on_both_databases
+async def test_an_escalation_step_whose_replica_died_while_dialling_posts_nothing_of_its_own(
+    replicas: Any, slack: SlackStandIn, evo: EvoVoiceStandIn,
+) -> None:
+    # An escalation from the ⚡ shortcut dials its first step before its card exists. The replica
+    # dies with that POST in flight; the other finds the step's call left dialling. The card tells
+    # the step (a step posts nothing of its own): no "📞 … is calling" of its own in the channel,
+    # outside the escalation's thread, with Hang up and Call again.
+    a, b = await replicas(policy=ROSTER)
+    gate = asyncio.Event()
+    evo.queue_outgoing(Gated(gate))
+    view = await open_global(a)
+    assert await submit(a, view, channel=CHANNEL) == {}
+    await evo.wait_for_posts(1)
+    await escalation_message(a)
+    await a.die()
+    gate.set()
+    await until(lambda: bool(evo.sessions))
+    [session_id] = evo.sessions
+    await reconciled(b.database_url)
+    await asyncio.sleep(0.5)  # an announcement of its own would be posted by now
+    assert not [c for c in slack.calls_to("chat.postMessage")
+                if "restarted while placing" in str(c.params) or "is calling" in str(c.params)]
+    assert session_id in evo.sessions and len(evo.outgoing_posts) == 1

@@ -16,7 +16,7 @@ from typing import Any
 
 from bot.audit.trail import AuditLog
 from bot.calls import messages as call_messages
-from bot.calls.models import CallResult, CheckedCall, Outcome
+from bot.calls.models import ESCALATION_ORIGIN, CallResult, CheckedCall, Outcome
 from bot.calls.polling import CallPoller, FollowTiming
 from bot.calls.progress import classify, duration_of
 from bot.calls.status_message import StatusMessages, digest, status_post
@@ -77,6 +77,7 @@ class CallFollower:
     ) -> None:
         self._notifier = notifier
         self._store = store
+        self._audit = audit
         self._timing = timing
         self._clock = clock
         self._runner = RowRunner(LEASE_KIND, leases, on_error=self._failed)
@@ -104,11 +105,7 @@ class CallFollower:
     # ------------------------------------------------------------------ called by CallService
 
     async def note_dialling(
-        self,
-        call: CheckedCall,
-        started: float,
-        *,
-        attempt: NewRow | None = None,
+        self, call: CheckedCall, started: float, *, attempt: NewRow | None = None,
         slot: SlotFirst[Any] | None = None,
     ) -> TrackedCall:
         """The row of a call about to be dialled: should the bot stop before the POST's answer is
@@ -121,19 +118,11 @@ class CallFollower:
         out, with nothing written."""
         request = call.request
         values: dict[str, Any] = dict(
-            created_at=started,
-            team_id=request.team_id,
-            requester_id=request.user_id,
-            channel_id=request.channel_id,
-            parent_ts=request.thread_ts,
-            e164=call.number.e164,
-            number_masked=call.number.masked,
-            flow_id=call.flow_id,
-            flow_name=call.flow_name,
-            caller_id=call.caller_id,
-            placement=str(Placement.DIALLING),
-            state=str(CallState.FINDING),
-            following=False,
+            created_at=started, team_id=request.team_id, requester_id=request.user_id,
+            channel_id=request.channel_id, parent_ts=request.thread_ts,
+            e164=call.number.e164, number_masked=call.number.masked,
+            flow_id=call.flow_id, flow_name=call.flow_name, caller_id=call.caller_id,
+            placement=str(Placement.DIALLING), state=str(CallState.FINDING), following=False,
         )
         # Leased in the row's own transaction and held while it is dialled: no replica (this one
         # included) ever sees it without its lease and takes it for a call left behind.
@@ -338,13 +327,22 @@ class CallFollower:
                 )
                 reconciled += 1
                 call = await self._store.get(call_id)
-                if call is not None:
+                if call is not None and await self._origin(call) == ESCALATION_ORIGIN:
+                    await self.begin(call, None)  # a step's card tells it: it posts nothing
+                elif call is not None:
                     await self._announce(call)
             finally:
                 if call_id not in self._runner:
                     # Not followed here (no thread, or a failure): the next round adopts it.
                     await self._runner.release(call_id)
         return reconciled
+
+    async def _origin(self, call: TrackedCall) -> str | None:
+        """Where the call's request came from (its attempt's record says: bot/audit)."""
+        if self._audit is None or call.attempt_id is None:
+            return None
+        record = await self._audit.record(call.attempt_id)
+        return record.origin if record is not None else None
 
     async def _announce(self, call: TrackedCall) -> None:
         """A status message for a call whose requester was never told of it."""

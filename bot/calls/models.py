@@ -22,6 +22,8 @@ AMBIGUOUS_LOOKUP_SLACK = dt.timedelta(seconds=30)
 # The origin of a call placed by `/call test`, which rings only its requester (CallControls).
 TEST_ORIGIN = "test"
 CALL_AGAIN_ORIGIN = "call_again"
+# An escalation step's call: its card and pages tell it (bot/oncall), it posts nothing itself.
+ESCALATION_ORIGIN = "escalation"
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from enum import Enum
 from bot.access import Responders
 from bot.audit.trail import AuditLog
 from bot.calls.follow import classify
-from bot.calls.models import CallRequest, CheckedCall, Outcome
+from bot.calls.models import ESCALATION_ORIGIN, CallRequest, CheckedCall, Outcome
 from bot.calls.service import CallService
 from bot.calls.store import FINAL_STATES, CallState, CallStore, TrackedCall
 from bot.errors import (
@@ -49,7 +49,7 @@ from bot.storage.faults import until_database_answers
 
 logger = logging.getLogger(__name__)
 
-ORIGIN = "escalation"  # in the audit trail
+ORIGIN = ESCALATION_ORIGIN  # in the audit trail
 
 
 class _Verdict(Enum):

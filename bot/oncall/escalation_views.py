@@ -76,8 +76,8 @@ def _step_line(escalation: Escalation, index: int, target: Target, step: Step | 
     number = f" ({step.number_masked})" if step is not None and step.number_masked else ""
     current = escalation.active and index == escalation.step
     if step is None:
-        if current:
-            state = "📞 calling…"
+        if current:  # its call's row says how it goes, once a call was made (after a restart)
+            state = _calling(escalation, call_state)
         elif escalation.active:
             state = "⏳ next" if index == escalation.step + 1 else "⏳ waiting"
         else:
