@@ -425,6 +425,18 @@ async def test_a_listing_refused_as_invalid_stops_batching(
     assert not client.polls.batching
 
 
+async def test_a_listing_refused_for_the_logins_role_stops_batching(
+    evo: EvoVoiceStandIn, client: EvoVoiceClient
+) -> None:
+    # Each operation has a role of its own (docs/evovoice-api.md: hanging up needs "User"): a
+    # login may be refused the listing (403) and allowed each session. Every poll failed with it,
+    # and each followed call showed "I can't read this call's status" until given up on.
+    ids = [evo.add_session()["id"] for _ in range(3)]
+    evo.queue("GET", "/sessions", ErrorStatus(403, "Invalid Role"))
+    assert await poll_all(client, ids) == ids
+    assert not client.polls.batching
+
+
 async def test_a_listing_answered_404_reads_each_session_alone(
     evo: EvoVoiceStandIn, client: EvoVoiceClient
 ) -> None:

@@ -12,7 +12,7 @@ Nothing says whether several ids are honoured, nor whether a listing leaves some
   pages while they bring what was asked for.
 - An answer holding a session that was not asked for means the server ignored ``specificIds``:
   batching stops for good (logged once) and every poll is ``GET /sessions/{id}``. A 400 to the
-  listing does the same.
+  listing does the same, and so does a 403 (the login's role refused the listing).
 - An id the answer leaves out is read with ``GET /sessions/{id}`` (a 404 is ``NotFound`` as
   ever); if that finds it, that id is polled on its own from then on. A listing that can't be read
   (one session of an unexpected shape, an answer too large) has each of its sessions read alone
@@ -30,7 +30,13 @@ import logging
 from typing import Literal, Protocol
 
 from bot.evovoice.budget import Priority, RequestBudget
-from bot.evovoice.errors import BadRequest, EvoVoiceError, MalformedResponse, NotFound
+from bot.evovoice.errors import (
+    BadRequest,
+    EvoVoiceError,
+    Forbidden,
+    MalformedResponse,
+    NotFound,
+)
 from bot.evovoice.models import Session
 
 logger = logging.getLogger(__name__)
@@ -147,6 +153,10 @@ class SessionPolls:
                     break
         except BadRequest:
             self._stop_batching("it refused the listing (400)")
+        except Forbidden:
+            # The login's role may be refused the listing and allowed each session (operations
+            # have roles of their own: docs/evovoice-api.md); a 403 on a session stays its own.
+            self._stop_batching("it refused the listing to the bot's login (403)")
         except (MalformedResponse, NotFound):
             # A listing answered 404 (one of its ids unknown, say) says nothing of the others:
             # each is read alone this time, where a 404 is its own.
