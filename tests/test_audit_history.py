@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import hashlib
 import hmac
 from typing import Any
@@ -402,6 +404,14 @@ async def test_history_by_name_reads_every_page_and_asks_which_of_several(
     ))
     answer = await history(bot, "@alex")
     assert "Several people go by @alex: U0LEAD1 (alex), U0LEAD2 (lex)" in answer["text"]
+    # A name hundreds answer to: as many as fit, then how many more, and what to do still said.
+    bot.slack.on("users.list", users_list(
+        {f"U0A{n:04d}": {"name": f"alex.{'x' * 20}{n}", "display": "Alex"} for n in range(300)}
+    ))
+    answer = await history(bot, "@alex")
+    shown = answer["blocks"][0]["text"]["text"]
+    assert re.search(r" and \d+ more\. Use the member ID of the one you mean\.", shown), (
+        shown[-300:])
 
 
 async def test_history_filters_by_number(bot: BotUnderTest) -> None:

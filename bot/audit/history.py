@@ -27,6 +27,7 @@ from bot.calls import status_views as call_views
 from bot.config import KNOWN_ROLES
 from bot.errors import CallbotError, describe
 from bot.phone import NumberRejected, fold_width, mask, to_e164
+from bot.slack.blocks import listing
 from bot.slack.notify import Notifier
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 HISTORY_LIMIT = 20
 USERS_PAGE_SIZE = 200
 MAX_USER_PAGES = 50
+MAX_PEOPLE_CHARS = 2400  # the people a name is shared by, in a refusal
 
 HISTORY_USAGE = (
     "Usage: /call history [@person | member ID | number], e.g. /call history @alex or "
@@ -169,9 +171,10 @@ class HistoryService:
                 f"ID).\n{HISTORY_USAGE}"
             )
         if len(found) > 1:
-            listing = ", ".join(f"{uid} ({found[uid]})" for uid in sorted(found))
+            # As many as fit, then how many more: what to do is still said (a section's 3,000).
+            people = listing([f"{uid} ({found[uid]})" for uid in sorted(found)], MAX_PEOPLE_CHARS)
             raise HistoryFilterRejected(
-                f"Several people go by @{name}: {listing}. Use the member ID of the one you mean."
+                f"Several people go by @{name}: {people}. Use the member ID of the one you mean."
             )
         return next(iter(found))
 
