@@ -180,3 +180,31 @@ async def test_a_page_in_your_direct_messages_links_to_its_escalation(
     await expect(paged.first).to_be_visible()
     await expect(paged.first.get_by_role("link", name="the escalation")).to_be_visible()
     assert "<https://" not in await paged.first.inner_text()
+
+
+async def test_a_narrow_window_shows_the_channel_and_the_phones_readably(
+    browser: Any, demo: Demo
+) -> None:
+    context = await browser.new_context(viewport={"width": 375, "height": 740})
+    try:
+        tab = await context.new_page()
+        await tab.goto(demo.url)
+        await tab.wait_for_selector("body[data-ready='1']")
+        await say(tab, "/call +1 814 404 3093 escalation")
+        await expect(tab.locator("#messages")).to_contain_text("is calling")
+        await expect(tab.locator(".phone.ringing")).to_contain_text("Alice Example")
+        # The channel takes the width, not a 75-pixel column beside the phones; nothing is wider
+        # than the window.
+        channel = await tab.locator("#messages").bounding_box()
+        assert channel is not None and channel["width"] >= 300, channel
+        widths = await tab.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], widths
+        phone = tab.locator(".phone.ringing")
+        await phone.scroll_into_view_if_needed()
+        box = await phone.bounding_box()
+        assert box is not None and box["width"] >= 300, box
+        await phone.get_by_role("button", name="Answer").click()
+        await expect(tab.locator(".phone.connected")).to_contain_text("Alice Example")
+    finally:
+        await context.close()
+
