@@ -208,3 +208,30 @@ async def test_a_narrow_window_shows_the_channel_and_the_phones_readably(
     finally:
         await context.close()
 
+
+async def test_a_message_can_be_escalated_with_the_keyboard_alone(page: Page, demo: Demo) -> None:
+    await page.focus("#composer-input")
+    await page.keyboard.type("the checkout is down")
+    await page.keyboard.press("Enter")
+    await expect(page.locator("#messages")).to_contain_text("the checkout is down")
+    await page.mouse.move(0, 0)  # no hover: only the keyboard shows what is there
+    more = page.get_by_role("button", name="More actions")
+    for _ in range(10):  # back from the composer, through the channel's messages
+        if await more.evaluate("b => b === document.activeElement"):
+            break
+        await page.keyboard.press("Shift+Tab")
+    await expect(more).to_be_focused()
+    await expect(more).to_be_visible()
+    await page.keyboard.press("Enter")
+    await page.keyboard.press("Tab")
+    await expect(page.get_by_role("button", name="Escalate to on-call").last).to_be_focused()
+    await page.keyboard.press("Enter")
+
+    form = page.locator("#modal-root [role=dialog]")
+    await expect(form).to_contain_text("the checkout is down")
+    # The form takes the focus, as Slack's does: typing goes into it, not behind it.
+    await expect(form.locator("textarea, input, select").first).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(form).to_have_count(0)
+    assert demo.world.evo.outgoing_posts == []
+
