@@ -235,3 +235,9 @@ async def test_a_message_can_be_escalated_with_the_keyboard_alone(page: Page, de
     await expect(form).to_have_count(0)
     assert demo.world.evo.outgoing_posts == []
 
+
+async def test_a_channel_named_in_a_message_reads_by_its_name(page: Page) -> None:
+    await say(page, "/call")
+    form = page.locator("#modal-root [role=dialog]")
+    await expect(form).to_contain_text("The confirmation will be posted in #ops.")
+
