@@ -241,3 +241,20 @@ async def test_a_channel_named_in_a_message_reads_by_its_name(page: Page) -> Non
     form = page.locator("#modal-root [role=dialog]")
     await expect(form).to_contain_text("The confirmation will be posted in #ops.")
 
+
+async def test_the_page_logs_no_error_in_the_browser_console(browser: Any, demo: Demo) -> None:
+    context = await browser.new_context()
+    errors: list[str] = []
+    try:
+        tab = await context.new_page()
+        tab.on("console", lambda m: errors.append(f"{m.text} {m.location}")
+               if m.type == "error" else None)
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        await tab.goto(demo.url)
+        await tab.wait_for_selector("body[data-ready='1']")
+        await say(tab, "/call help")
+        await expect(tab.locator("#ephemerals")).to_contain_text("/call")
+        await tab.wait_for_timeout(600)  # a poll or two
+    finally:
+        await context.close()
+    assert errors == []
