@@ -258,3 +258,17 @@ async def test_the_page_logs_no_error_in_the_browser_console(browser: Any, demo:
     finally:
         await context.close()
     assert errors == []
+
+
+async def test_replies_only_you_see_never_push_the_composer_off_the_window(page: Page) -> None:
+    for _ in range(4):  # quick repeats: each answer stays until dismissed
+        await say(page, "/call help")
+    await expect(page.locator("#ephemerals .ephemeral")).to_have_count(4)
+    composer = await page.locator("#composer").bounding_box()
+    assert composer is not None and composer["y"] + composer["height"] <= 860, composer
+    messages = await page.locator("#messages").bounding_box()
+    assert messages is not None and messages["height"] >= 150, messages
+    # The newest reply is in view, the composer still takes what is typed.
+    await expect(page.locator("#ephemerals .ephemeral").last).to_be_in_viewport()
+    await say(page, "still here")
+    await expect(page.locator("#messages")).to_contain_text("still here")
