@@ -204,3 +204,16 @@ async def test_the_demo_takes_no_setting_from_the_environment(
         assert "EVOVOICE_MODE" not in str(message.text)
     finally:
         await demo.stop()
+
+
+async def test_a_demo_phone_nobody_picks_up_stops_ringing(demo: Demo) -> None:
+    """As a real phone does: a call left ringing ends unanswered, and its status says so, rather
+    than "Ringing…" for as long as the demo runs."""
+    demo.world.phones.ring_seconds = 0.3
+    await demo.world.say("/call +1 814 404 3093 page")
+    [message] = await eventually(lambda: demo.world.slack.channel_messages(CHANNEL))
+    await eventually(lambda: "Ended" in thread_text(demo, message.ts))
+    await eventually(lambda: "Not answered" in str(
+        demo.world.slack.messages[(CHANNEL, message.ts)].text))
+    [phone] = demo.world.state()["phones"]
+    assert phone["state"] == "ended" and phone["outcome"] == "No answer"

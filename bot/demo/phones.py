@@ -18,6 +18,10 @@ JSON = dict[str, Any]
 
 # How a voicemail plays out: it picks up, records for a moment, hangs up.
 VOICEMAIL_SECONDS = 3.0
+# How long a phone nobody picks up rings before the call ends unanswered, as a real one stops
+# (else its status would say "Ringing…" for as long as the demo runs).
+RING_SECONDS = 60.0
+NO_ANSWER = "No answer"
 PHONE_ACTIONS = ("answer", "decline", "voicemail", "acknowledge", "hangup")
 
 
@@ -26,6 +30,8 @@ class Phones:
         self.evo = evo
         self.policy: Policy | None = None  # its people's numbers name who a phone belongs to
         self.voicemail_seconds = VOICEMAIL_SECONDS
+        self.ring_seconds = RING_SECONDS
+        self._ringer: asyncio.Task[None] | None = None
         # The voicemails still recording, by call: each leaves when its call ends, so a demo left
         # running for days holds none of those long over.
         self._voicemails: dict[str, asyncio.TimerHandle] = {}
@@ -60,9 +66,27 @@ class Phones:
         else:
             self._end(session_id, "Completed" if connected else "Declined")
 
+    def start(self) -> None:
+        self._ringer = asyncio.get_running_loop().create_task(self._ring_out(), name="demo phones")
+
     def stop(self) -> None:
+        if self._ringer is not None:
+            self._ringer.cancel()
+            self._ringer = None
         for session_id in list(self._voicemails):
             self._stop_voicemail(session_id)
+
+    async def _ring_out(self) -> None:
+        while True:
+            await asyncio.sleep(min(1.0, self.ring_seconds / 4))
+            now = dt.datetime.now(dt.UTC)
+            for session in list(self.evo.sessions.values()):
+                if session.get("ended") or session.get("callState") == "Connected":
+                    continue
+                created = dt.datetime.fromisoformat(
+                    str(session["dateCreated"]).replace("Z", "+00:00"))
+                if (now - created).total_seconds() >= self.ring_seconds:
+                    self._end(str(session["id"]), NO_ANSWER)
 
     def shown(self) -> list[JSON]:
         """Every phone rung so far, newest first, as the page shows it."""

@@ -100,6 +100,7 @@ class DemoWorld:
         seed(self.slack, self.evo)
         await self.slack.start()
         await self.evo.start()
+        self.phones.start()
         settings = DemoSettings(
             slack_bot_token=BOT_TOKEN,
             slack_app_token=APP_TOKEN,
