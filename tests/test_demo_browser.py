@@ -272,3 +272,27 @@ async def test_replies_only_you_see_never_push_the_composer_off_the_window(page:
     await expect(page.locator("#ephemerals .ephemeral").last).to_be_in_viewport()
     await say(page, "still here")
     await expect(page.locator("#messages")).to_contain_text("still here")
+
+
+async def test_a_link_to_a_message_stays_in_the_demo(page: Page, demo: Demo) -> None:
+    """The stand-in's permalinks name a workspace that exists nowhere (test.slack.com): followed,
+    they would leave the machine. The page shows the message instead, as Slack does."""
+    left: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(demo.url) else left.append(r.url))
+    await say(page, "/call oncall take")
+    await expect(page.locator("#messages")).to_contain_text("is now on call")
+    await say(page, "the checkout is down")
+    message = page.locator("#messages > .msg").filter(has_text="the checkout is down")
+    await message.hover()
+    await message.get_by_role("button", name="More actions").click()
+    await message.locator(".menu").get_by_role("button", name="Escalate to on-call").click()
+    await page.locator("#modal-root [role=dialog] #modal-submit").click()
+
+    link = page.locator(".msg").filter(has_text="You are being paged").first.get_by_role(
+        "link", name="the escalation")
+    await expect(link).to_be_visible()
+    assert (await link.evaluate("a => a.href")).startswith(demo.url)
+    await page.locator("#messages").evaluate("box => { box.scrollTop = box.scrollHeight; }")
+    await link.click()
+    await expect(message.locator(".thread .msg").first).to_be_in_viewport()
+    assert left == []
