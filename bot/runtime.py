@@ -74,12 +74,14 @@ class Runtime:
         watchdog_interval: float = WATCHDOG_INTERVAL_SECONDS,
         slack_sleep: Sleep = asyncio.sleep,  # waits out Slack's 429s (a test's clock)
         slack_timeout: float = SLACK_TIMEOUT_SECONDS,  # each Web API call's (a test shortens it)
+        http_host: str | None = None,  # PORT's interface: every one, but the demo's loopback
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.watchdog_interval = watchdog_interval
         self.slack_sleep = slack_sleep
         self.slack_timeout = slack_timeout
+        self.http_host = http_host
         self.watchdog: SocketWatchdog | None = None
         self.ready = False
         # Set once stop() begins: the probes say "stopping", not "starting".
@@ -243,7 +245,7 @@ class Runtime:
             auto_decompress=DECOMPRESS_BODIES,
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, port=self.settings.port, backlog=HTTP_BACKLOG)
+        site = web.TCPSite(self._runner, self.http_host, self.settings.port, backlog=HTTP_BACKLOG)
         try:
             await site.start()
         except OSError as exc:

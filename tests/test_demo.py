@@ -134,6 +134,12 @@ async def test_the_demo_reaches_nothing_beyond_this_machine(demo: Demo) -> None:
     assert settings.socket_mode  # the websocket too is the stand-in's, on the loopback
     # The page is served on the loopback only: nobody else on the network can drive it.
     assert demo.hosts == {"127.0.0.1"}
+    # Nor reach the bot's own probes and metrics (PORT), or the stand-ins the bot talks to.
+    assert runtime.port is not None and runtime._runner is not None
+    bot_hosts = {str(address[0]) for address in runtime._runner.addresses}
+    assert bot_hosts == {"127.0.0.1"}, bot_hosts
+    for url in (demo.world.slack.base_url, demo.world.evo.url):
+        assert url.startswith("http://127.0.0.1:"), url
 
 
 async def test_the_screenshots_scene_is_set_through_the_demo(demo: Demo) -> None:

@@ -117,7 +117,8 @@ class DemoWorld:
             call_poll_max_seconds=self.poll_seconds[1],
             audit_hash_key=None,
         )
-        self.runtime = Runtime(settings, self.policy)
+        # The bot's probes and metrics stay on the loopback too: none of the demo is on the network.
+        self.runtime = Runtime(settings, self.policy, http_host="127.0.0.1")
         await self.runtime.start()
         await self.slack.wait_connected()
 
