@@ -74,7 +74,7 @@ from collections.abc import Mapping, Sequence
 
 from bot.evovoice import client as evovoice
 from bot.ops.logs import current_request_id
-from bot.slack.blocks import listing
+from bot.slack.blocks import Markup, listing
 
 logger = logging.getLogger(__name__)
 
@@ -208,10 +208,10 @@ class AlreadyEscalating(CallbotError):
 
     def __init__(self, requester_id: str) -> None:
         self.requester_id = requester_id
-        super().__init__(
+        super().__init__(Markup(
             f"<@{requester_id}>'s escalation is still paging on-call in this thread. Nobody else "
             "was called: follow it in the thread, or stop it there to start a new one."
-        )
+        ))
 
 
 class CalledOff(CallbotError):

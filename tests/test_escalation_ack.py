@@ -190,6 +190,9 @@ async def test_i_m_on_it_on_the_page_stops_the_chain_and_a_later_click_hears_who
     [late] = await bot.slack.wait_for_response(url)
     assert late["response_type"] == "ephemeral"
     assert late["text"].startswith("<@U0ALICE> acknowledged this page first, at <!date^")
+    # Slack shows the blocks: the mention and the time are drawn there too, not shown as markup.
+    [block] = late["blocks"]
+    assert block["text"]["text"].startswith("<@U0ALICE> acknowledged this page first, at <!date^")
     await bot.settle()
     assert dialled(bot) == [ALICE]
 

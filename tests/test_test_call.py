@@ -145,6 +145,7 @@ async def test_call_again_on_a_test_call_rings_only_for_the_person_it_tested(
     _, url = await click(bot, status, CALL_AGAIN_ACTION, user_id="U0ADMIN")
     [answer] = await bot.slack.wait_for_response(url)
     assert "rings only <@U0MANAGER>" in str(answer["text"]), answer
+    assert "rings only <@U0MANAGER>" in str(answer["blocks"]), answer  # drawn as a mention
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 1
 

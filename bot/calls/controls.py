@@ -30,6 +30,7 @@ from bot.calls.store import CallStore, TrackedCall
 from bot.config import KNOWN_ROLES
 from bot.errors import CallbotError, describe, describe_hang_up
 from bot.evovoice.client import AlreadyEnded, EvoVoiceClient, EvoVoiceError, NotFound
+from bot.slack.blocks import Markup
 from bot.slack.notify import Notifier
 from bot.storage.faults import refused_when_database_fails, until_database_answers
 
@@ -86,10 +87,10 @@ class SomeoneElsesTest(CallbotError):
     """`/call test` rings only the person who asked (bot/listeners/test_call.py)."""
 
     def __init__(self, tester_id: str) -> None:
-        super().__init__(
+        super().__init__(Markup(
             f"This was <@{tester_id}>'s test call, and a test call rings only <@{tester_id}>: "
             "nothing was dialled. To hear one yourself, use /call test."
-        )
+        ))
 
 
 class CallTooOld(CallbotError):

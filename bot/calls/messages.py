@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bot.calls.command_text import USAGE
 from bot.slack.blocks import Block as Block
+from bot.slack.blocks import Markup
 from bot.slack.blocks import Message as Message
 from bot.slack.blocks import context, section
 from bot.slack.blocks import escape as escape
@@ -57,7 +58,8 @@ def help_message(
 
 
 def refusal(description: str) -> Message:
-    return Message(text=description, blocks=[section(escape(description))])
+    shown = description if isinstance(description, Markup) else escape(description)
+    return Message(text=description, blocks=[section(shown)])
 
 
 def call_parent(

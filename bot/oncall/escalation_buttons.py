@@ -27,6 +27,7 @@ from bot.oncall.escalation_store import (
     EscalationStore,
     Page,
 )
+from bot.slack.blocks import Markup
 from bot.slack.notify import Notifier
 from bot.storage.faults import refused_when_database_fails
 
@@ -55,9 +56,9 @@ class AlreadyAcknowledged(CallbotError):
     def __init__(self, by: str, at: float, *, you: bool) -> None:
         when = views.slack_time(at)
         who = "You" if you else f"<@{by}>"
-        super().__init__(
+        super().__init__(Markup(
             f"{who} acknowledged this page first, at {when}. Nobody else is being called."
-        )
+        ))
 
 
 class AcknowledgedTooLate(CallbotError):

@@ -50,6 +50,11 @@ MAX_LABEL = 2000
 ELLIPSIS = "…"
 
 
+class Markup(str):
+    """Words already in Slack mrkdwn (a mention, a `<!date…>`), whatever they quote escaped: a
+    refusal shows them as written, where it escapes plain words (bot/calls/messages.refusal)."""
+
+
 def escape(text: str) -> str:
     """Slack mrkdwn escaping: user text must not turn into mentions or links."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
