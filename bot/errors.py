@@ -206,12 +206,15 @@ class EscalationLimitReached(CallbotError):
 class AlreadyEscalating(CallbotError):
     """An escalation by `requester_id` is still paging on-call in the thread: no second one."""
 
-    def __init__(self, requester_id: str) -> None:
+    def __init__(self, requester_id: str, *, yours: bool = False) -> None:
         self.requester_id = requester_id
-        super().__init__(Markup(
-            f"<@{requester_id}>'s escalation is still paging on-call in this thread. Nobody else "
-            "was called: follow it in the thread, or stop it there to start a new one."
-        ))
+        then = ("is still paging on-call in this thread. Nobody else was called: follow it in the "
+                "thread, or stop it there to start a new one.")
+        # A form's error is plain text, where a mention would show as <@U…>.
+        whose = "Your" if yours else "Another responder's"
+        self.in_form = f"{whose} escalation {then}"
+        whose = "Your" if yours else f"<@{requester_id}>'s"
+        super().__init__(Markup(f"{whose} escalation {then}"))
 
 
 class CalledOff(CallbotError):

@@ -59,7 +59,11 @@ async def test_a_second_escalation_of_the_same_message_is_refused_and_rings_nobo
 
     words = await refused_in_form(bot, message, user_id="U0MANAGER")
 
-    assert "<@U0ADMIN>'s " + RUNNING_HERE in words and "Nobody else was called" in words
+    # A form's error is plain text: no <@U…> markup in it.
+    assert "Another responder's " + RUNNING_HERE in words and "Nobody else was called" in words
+    assert "<@" not in words
+    # The same person in a second tab is told it is their own.
+    assert "Your " + RUNNING_HERE in await refused_in_form(bot, message, user_id="U0ADMIN")
     await bot.settle()
     assert dialled(bot) == [ALICE]
     assert await escalations_in(bot, message.ts) == ["U0ADMIN"]

@@ -258,7 +258,7 @@ async def start_escalation(
         _refused_by_own_limit(services, request.requester_id, refused)
         await _not_started(services, admission, request, describe(refused))
     except AlreadyEscalating as running:
-        await _not_started(services, admission, request, describe(running))
+        await _not_started(services, admission, request, describe(running), running.in_form)
     except Exception as exc:
         if written:
             raise  # the chain's own (the task logs it)
@@ -273,9 +273,12 @@ async def start_escalation(
 
 
 async def _not_started(
-    services: Services, admission: Admission, request: EscalationRequest, words: str
+    services: Services, admission: Admission, request: EscalationRequest, words: str,
+    in_form: str | None = None,
 ) -> None:
-    if not admission.refuse({forms.GENERAL_ERROR_FIELD: words}):
+    """`words` told privately, or `in_form` (plain text: a form's error draws no markup) under
+    the form's reason while its ack waits."""
+    if not admission.refuse({forms.GENERAL_ERROR_FIELD: in_form or words}):
         await services.notifier.tell(
             user_id=request.requester_id, channel_id=request.channel_id,
             response_url=request.response_url, message=views.refusal(words))

@@ -267,7 +267,8 @@ class EscalationService:
                         request.requester_id, busy.escalation_id,
                         extra={"user_id": request.requester_id, "escalation_id": busy.escalation_id,
                                "outcome": "refused"})
-            raise AlreadyEscalating(busy.requester_id) from None
+            raise AlreadyEscalating(busy.requester_id,
+                                    yours=busy.requester_id == request.requester_id) from None
         except DATABASE_FAULTS as exc:  # it may have committed: given back, not left to run
             if not wrote_nothing(exc):
                 await self._unanswered.lost(request.request_key, created_at)
