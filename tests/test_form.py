@@ -246,6 +246,35 @@ async def test_long_flow_names_with_a_less_than_sign_stay_apart_in_the_menu(
     assert "east cluster" in shown["flow-east"] and "west cluster" in shown["flow-west"]
 
 
+async def test_flows_with_the_same_name_can_be_told_apart_in_the_menu(
+    bot_factory: BotFactory,
+) -> None:
+    # Two flows both named "Escalation" (one per team, say) showed as two identical options: the
+    # person picked one blind, and the call could go to the wrong team. /call refuses that name
+    # as ambiguous; the menu now shows each with its ID, which an alias in [flows] would name.
+    bot = await bot_factory("http")
+    bot.evo.flows[:] = [
+        {"id": "flow-a", "name": "Escalation", "accountId": "acct-1"},
+        {"id": "flow-b", "name": "escalation", "accountId": "acct-1"},
+        {"id": "flow-long", "accountId": "acct-1", "name": "Page the on-call DBA " + "x" * 80},
+        {"id": "flow-long2", "accountId": "acct-1", "name": "Page the on-call DBA " + "x" * 80},
+        {"id": "flow-wake", "name": "Wake Up Call", "accountId": "acct-1"},
+    ] + [{"id": f"flow-{i}", "name": f"Escalation {i:03}", "accountId": "acct-1"}
+         for i in range(120)]
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    for query in ("", "escalation", "page"):
+        answer = await interact(bot, block_suggestion_payload(
+            action_id=FormField.FLOW, block_id=FormField.FLOW, value=query))
+        texts = [o["text"]["text"] for o in answer["options"]]
+        assert len(set(map(str.casefold, texts))) == len(texts), texts
+        assert all(len(text) <= 75 for text in texts)
+    answer = await interact(bot, block_suggestion_payload(
+        action_id=FormField.FLOW, block_id=FormField.FLOW, value="escalation"))
+    shown = {o["value"]: o["text"]["text"] for o in answer["options"]}
+    assert "flow-a" in shown["flow-a"] and "flow-b" in shown["flow-b"]
+    assert shown["flow-7"] == "Escalation 007"  # a name of its own is shown as it is
+
+
 async def test_the_flow_menu_is_empty_for_a_user_without_a_role(bot: BotUnderTest) -> None:
     assert await options_for(bot, "", user_id="U0INTRUDER") == []
 
@@ -645,6 +674,10 @@ def test_flow_options_respect_slacks_limits() -> None:
     assert len(options) == 100
     assert all(len(o["text"]["text"]) <= 75 and len(o["value"]) <= 150 for o in options)
     assert forms.flow_options([Flow(id="x" * 151, name="a")]) == []
+    # Same-named flows with long IDs: each shows the end of its ID, still within 75 characters.
+    twins = [Flow(id="a" * 100 + side, name="Escalation " * 10) for side in "12"]
+    texts = [o["text"]["text"] for o in forms.flow_options(twins)]
+    assert len(set(texts)) == 2 and all(len(t) <= 75 for t in texts), texts
 
 
 def test_form_keeps_the_default_caller_id_among_the_first_hundred() -> None:

@@ -82,14 +82,34 @@ def caller_id_option(e164: str) -> Option:
     return {"text": plain(e164), "value": e164}
 
 
-def flow_option(flow: Flow) -> Option:
-    return {"text": plain(flow.name or flow.id, MAX_OPTION_TEXT), "value": flow.id}
+# Room the ID of a flow takes in an option that shares its name (a GUID's 36 characters fit whole).
+_MAX_ID_SHOWN = 40
 
 
-def flow_options(flows: Sequence[Flow]) -> list[Option]:
-    """Options for the flow search; a flow whose ID Slack can't carry is left out."""
+def _shown_name(flow: Flow) -> str:
+    return clip(flow.name or flow.id, MAX_OPTION_TEXT, markup=False).casefold()
+
+
+def flow_option(flow: Flow, *, with_id: bool = False) -> Option:
+    """`with_id`: another flow looks the same in a menu, so this one also shows its ID."""
+    if not with_id:
+        return {"text": plain(flow.name or flow.id, MAX_OPTION_TEXT), "value": flow.id}
+    shown_id = flow.id if len(flow.id) <= _MAX_ID_SHOWN else "…" + flow.id[-_MAX_ID_SHOWN:]
+    suffix = f" (ID {shown_id})"
+    name = clip(flow.name or "", MAX_OPTION_TEXT - len(suffix), markup=False)
+    return {"text": plain(name + suffix, MAX_OPTION_TEXT), "value": flow.id}
+
+
+def flow_options(flows: Sequence[Flow], account_flows: Sequence[Flow] = ()) -> list[Option]:
+    """Options for the flow search; a flow whose ID Slack can't carry is left out. A flow whose
+    name looks like another's (in `flows` or anywhere in `account_flows`) is shown with its ID:
+    two identical options would have the person pick one blind."""
     usable = [flow for flow in flows if 0 < len(flow.id) <= MAX_OPTION_VALUE]
-    return [flow_option(flow) for flow in usable[:MAX_OPTIONS]]
+    seen: dict[str, set[str]] = {}
+    for flow in (*account_flows, *flows):
+        seen.setdefault(_shown_name(flow), set()).add(flow.id)
+    return [flow_option(flow, with_id=len(seen[_shown_name(flow)]) > 1)
+            for flow in usable[:MAX_OPTIONS]]
 
 
 def call_form(

@@ -162,18 +162,23 @@ async def on_flow_options(ack: AsyncAck, body: dict[str, Any], context: AsyncBol
     user_id = str((body.get("user") or {}).get("id") or "")
     query = str(body.get("value") or "")[:MAX_QUERY_CHARS]
     try:
-        flows = await asyncio.wait_for(_flows_for(services, user_id, query), OPTIONS_BUDGET_SECONDS)
+        flows, account_flows = await asyncio.wait_for(
+            _flows_for(services, user_id, query), OPTIONS_BUDGET_SECONDS)
     except (TimeoutError, GroupLookupFailed, EvoVoiceError) as exc:
         logger.warning("flow options for %s unavailable: %s", user_id, type(exc).__name__)
-        flows = []
-    await ack(options=forms.flow_options(flows))
+        flows, account_flows = [], []
+    await ack(options=forms.flow_options(flows, account_flows))
 
 
-async def _flows_for(services: Services, user_id: str, query: str) -> list[Flow]:
+async def _flows_for(
+    services: Services, user_id: str, query: str
+) -> tuple[list[Flow], list[Flow]]:
+    """The flows matching `query`, and all the account's (to tell same-named flows apart)."""
     # Flow names are all the menu shows, but still only to people who may call.
     if not await services.access.roles_of(user_id):
-        return []
-    return await services.catalog.search_flows(query, MAX_OPTIONS)
+        return [], []
+    return (await services.catalog.search_flows(query, MAX_OPTIONS),
+            await services.catalog.flows())
 
 
 # ------------------------------------------------------------------------------------- submitting
