@@ -342,7 +342,7 @@ async def test_no_caller_id_chosen_uses_the_default(bot: BotUnderTest) -> None:
         (state(number=None), FormField.NUMBER, "No phone number"),
         (state(number="+18144043093 x12"), FormField.NUMBER, "xtension"),
         (state(flow=None), FormField.FLOW, "Choose a flow"),
-        (state(flow="flow-deleted"), FormField.FLOW, "No flow"),
+        (state(flow="flow-deleted"), FormField.FLOW, "no longer in the Evo Voice account"),
         (state(caller_id="+18145550199"), FormField.CALLER_ID, "not one of the account's"),
         (state(caller_id="not a number"), FormField.CALLER_ID, "from the list"),
     ],
@@ -359,6 +359,25 @@ async def test_each_invalid_field_gets_its_error_and_nothing_is_dialled(
     await bot.settle()
     assert bot.evo.outgoing_posts == []
     assert parents(bot) == []
+
+
+async def test_a_flow_deleted_while_the_form_was_open_is_named_and_asked_for_again(
+    bot: BotUnderTest,
+) -> None:
+    # The refusal read "No flow is called “flow-wake”. … Use a flow's name or its slug": the
+    # flow's ID, which the person never typed, and advice for /call. It now names the flow chosen.
+    view = await open_form(bot)
+    bot.evo.flows[:] = [f for f in bot.evo.flows if f["id"] != "flow-wake"]
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    values = state(flow="flow-wake")
+    values[FormField.FLOW][FormField.FLOW]["selected_option"]["text"]["text"] = "Wake Up Call"
+    answer = await interact(bot, submission(view, values))
+    assert answer["response_action"] == "errors"
+    assert answer["errors"] == {FormField.FLOW: (
+        "The flow chosen, “Wake Up Call”, is no longer in the Evo Voice account; nothing was "
+        "dialled. Choose another.")}
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
 
 
 async def test_several_bad_fields_are_reported_together(bot: BotUnderTest) -> None:

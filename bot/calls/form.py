@@ -71,6 +71,7 @@ class Submission:
 
     number_text: str
     flow_id: str | None
+    flow_label: str | None  # the chosen flow's option text, as the person saw it
     caller_id: str | None
     reason: str | None
     channel_id: str | None
@@ -235,6 +236,7 @@ def read_submission(
     return Submission(
         number_text=state.text(FormField.NUMBER) or "",
         flow_id=state.selected(FormField.FLOW),
+        flow_label=state.selected_text(FormField.FLOW),
         caller_id=state.selected(FormField.CALLER_ID),
         reason=clip(reason, MAX_REASON_CHARS, markup=False) if reason else None,
         channel_id=channel_id,

@@ -38,7 +38,7 @@ from bot.listeners.actions import user_of
 from bot.listeners.modals import FormSpec, Submitted, Wording, accept_submission, open_form
 from bot.phone import NumberRejected, check_dialable
 from bot.services import Services
-from bot.slack.blocks import MAX_OPTIONS
+from bot.slack.blocks import MAX_OPTION_TEXT, MAX_OPTIONS, clip
 from bot.slack.modals import ModalMetadata, View
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ FORM = FormSpec(
 CHOOSE_FLOW = "Choose a flow."
 CHOOSE_CHANNEL = "Choose a channel for the confirmation."
 BAD_CALLER_ID = "Choose the caller ID from the list."
+FLOW_GONE = ("The flow chosen, “{name}”, is no longer in the Evo Voice account; nothing was "
+             "dialled. Choose another.")
 
 
 def register(app: AsyncApp) -> None:
@@ -236,6 +238,11 @@ async def validate(
     )
     try:
         return await services.calls.check(request)
+    except FlowNotFound:
+        # Chosen from the menu, not typed: /call's "No flow is called …, use its slug" would
+        # quote an ID the person never saw.
+        name = clip(submission.flow_label or submission.flow_id, MAX_OPTION_TEXT, markup=False)
+        return {FormField.FLOW: FLOW_GONE.format(name=name)}
     except (CallbotError, EvoVoiceError) as exc:
         return {field_for(exc): describe(exc)}
 

@@ -176,6 +176,13 @@ class ViewState:
         value = option.get("value") if isinstance(option, Mapping) else None
         return value if isinstance(value, str) and value else None
 
+    def selected_text(self, block_id: str) -> str | None:
+        """The chosen option's text, as shown in the menu (what the person picked it by)."""
+        option = self.element(block_id).get("selected_option")
+        text = option.get("text") if isinstance(option, Mapping) else None
+        value = text.get("text") if isinstance(text, Mapping) else None
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
     def input_block_ids(self) -> frozenset[str]:
         return frozenset(_input_block_ids(self._view))
 
