@@ -380,6 +380,22 @@ async def test_a_flow_deleted_while_the_form_was_open_is_named_and_asked_for_aga
     assert bot.evo.outgoing_posts == []
 
 
+async def test_a_form_for_an_account_without_flows_says_so_under_the_flow(
+    bot: BotUnderTest,
+) -> None:
+    # The menu was empty and Call said "Choose a flow.": a dead end, with nothing to choose.
+    bot.evo.flows[:] = []
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    view = await open_form(bot)
+    answer = await interact(bot, submission(view, state(flow=None)))
+    assert answer["response_action"] == "errors"
+    assert answer["errors"] == {FormField.FLOW: (
+        "The Evo Voice account has no flows that callbot can use, so there is nothing to "
+        "choose; nothing was dialled. Ask an administrator to add one.")}
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
 async def test_several_bad_fields_are_reported_together(bot: BotUnderTest) -> None:
     view = await open_form(bot)
     answer = await interact(bot, submission(view, state(number="+1 900 555 0123", flow=None)))

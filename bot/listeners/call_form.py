@@ -50,6 +50,8 @@ VALIDATION_BUDGET_SECONDS = 2.0
 # block_suggestion likewise: the ack is the answer.
 OPTIONS_BUDGET_SECONDS = 2.0
 MAX_QUERY_CHARS = 100
+# How long "Choose a flow." waits to learn whether there was any flow to choose.
+NO_FLOWS_BUDGET_SECONDS = 0.5
 
 
 SPENT_BY_RESTART = (
@@ -73,6 +75,8 @@ FORM = FormSpec(
                     not_done=NOT_DONE),
 )
 CHOOSE_FLOW = "Choose a flow."
+NO_FLOWS = ("The Evo Voice account has no flows that callbot can use, so there is nothing to "
+            "choose; nothing was dialled. Ask an administrator to add one.")
 CHOOSE_CHANNEL = "Choose a channel for the confirmation."
 BAD_CALLER_ID = "Choose the caller ID from the list."
 FLOW_GONE = ("The flow chosen, “{name}”, is no longer in the Evo Voice account; nothing was "
@@ -215,7 +219,7 @@ async def validate(
     if channel_id is None:
         errors[FormField.CHANNEL] = CHOOSE_CHANNEL
     if submission.flow_id is None:
-        errors[FormField.FLOW] = CHOOSE_FLOW
+        errors[FormField.FLOW] = CHOOSE_FLOW if await _has_flows(services) else NO_FLOWS
     if submission.caller_id is not None and not forms.is_e164(submission.caller_id):
         errors[FormField.CALLER_ID] = BAD_CALLER_ID
     try:
@@ -245,6 +249,18 @@ async def validate(
         return {FormField.FLOW: FLOW_GONE.format(name=name)}
     except (CallbotError, EvoVoiceError) as exc:
         return {field_for(exc): describe(exc)}
+
+
+async def _has_flows(services: Services) -> bool:
+    """Whether the flow menu had anything to choose (assumed so when Evo Voice can't say soon:
+    the list is cached, and "Choose a flow." must not wait on a slow Evo Voice)."""
+    flows = asyncio.ensure_future(services.catalog.flows())
+    # Left to finish (it fills the cache); a failure after the wait is no one's to hear.
+    flows.add_done_callback(lambda task: task.cancelled() or task.exception())
+    try:
+        return bool(await asyncio.wait_for(asyncio.shield(flows), NO_FLOWS_BUDGET_SECONDS))
+    except (TimeoutError, EvoVoiceError):
+        return True
 
 
 def field_for(exc: BaseException) -> FormField:
