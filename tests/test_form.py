@@ -324,6 +324,16 @@ async def test_a_number_typed_in_full_width_digits_in_the_form_is_dialled(
     assert "障害 ＩＮＣ－４２" in parent.params["text"]  # the reason is shown as it was typed
 
 
+async def test_a_number_pasted_with_no_break_spaces_is_dialled(bot: BotUnderTest) -> None:
+    # Copied from a web page or an e-mail signature, whose numbers keep together with U+00A0.
+    view = await open_form(bot)
+    answer = await interact(bot, submission(view, state(number="+1\u00a0814\u00a0404\u00a03093")))
+    assert answer.get("response_action") in (None, "clear"), answer
+    await bot.settle()
+    [post] = bot.evo.outgoing_posts
+    assert post.json["numberToDial"] == FULL
+
+
 async def test_no_caller_id_chosen_uses_the_default(bot: BotUnderTest) -> None:
     view = await open_form(bot)
     caller = block(view.versions[-1], FormField.CALLER_ID)

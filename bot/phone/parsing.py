@@ -28,8 +28,12 @@ _EXTENSION_SUFFIX = re.compile(
 # CJK input methods type "＋１８１４" for the very digits it shows. Only these are folded;
 # superscript, circled or other scripts' digits read differently from what would be dialled,
 # so the rules below still refuse them.
+# No-break spaces (and the figure, thin and narrow ones some locales group digits with) are spaces:
+# a number pasted from a web page or an e-mail holds them.
 _FULL_WIDTH = str.maketrans({
-    ch: unicodedata.normalize("NFKC", ch) for ch in (*map(chr, range(0xFF01, 0xFF5F)), "\u3000")
+    **{ch: unicodedata.normalize("NFKC", ch)
+       for ch in (*map(chr, range(0xFF01, 0xFF5F)), "\u3000")},
+    **dict.fromkeys("\u00a0\u2007\u2009\u202f", " "),
 })
 E164_PREFIX = re.compile(r"\+[0-9]{1,15}")
 _INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
