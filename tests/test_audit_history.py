@@ -16,6 +16,7 @@ from bot.audit.trail import AuditLog
 from bot.storage.database import POSTGRESQL, Connection, Database, IntegrityError
 from bot.storage.number_hash import KEY_NAME, NumberHasher
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
+from tests.database_locks import tables_locked, with_short_lock_timeout
 from tests.databases import Noting, on_both_databases
 from tests.follow_helpers import (
     FAST,
@@ -494,3 +495,21 @@ async def test_a_call_with_a_very_long_flow_name_keeps_its_outcome_in_the_histor
     [line] = lines(answer)
     assert "❌ not answered, Completed, 5 s" in line
     assert "❌ not answered, Completed, 5 s" in answer["blocks"][1]["text"]["text"]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_history_asked_while_the_database_does_not_answer_says_so_in_words(
+    bot_factory: BotFactory, database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The history is read from the database: asked while it doesn't answer, the person is told
+    so and to try again (as every request is), not left with no answer at all."""
+    bot = await bot_factory("http", DATABASE_URL=with_short_lock_timeout(database_url))
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    async with tables_locked(database_url, "audit_attempts", reads_too=True):
+        answer = await history(bot)
+    assert "callbot could not read its database" in answer["text"], answer
+    assert "(reference " in answer["text"]
+    assert not [r for r in caplog.records if "failed" in r.getMessage()
+                and "background task" in r.getMessage()]
+    assert len(lines(await history(bot))) == 1  # once it answers, the history is as ever

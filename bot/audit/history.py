@@ -29,6 +29,7 @@ from bot.errors import CallbotError, describe
 from bot.phone import NumberRejected, fold_width, mask, to_e164
 from bot.slack.blocks import listing
 from bot.slack.notify import Notifier
+from bot.storage.faults import refused_when_database_fails
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ class HistoryService:
 
     async def show(self, request: HistoryRequest) -> None:
         try:
-            message = await self._history(request)
+            with refused_when_database_fails("the call history can't be shown", reading=True):
+                message = await self._history(request)
         except CallbotError as exc:
             message = views.refusal(describe(exc))
         await self._notifier.tell(
