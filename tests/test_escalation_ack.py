@@ -20,7 +20,7 @@ from bot.standins.evovoice import ErrorStatus, Gated
 from bot.standins.slack import Message, block_actions_payload, interactive_body
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.databases import on_both_databases
-from tests.follow_helpers import services
+from tests.follow_helpers import audit_records, history, lines, services
 from tests.escalations import (
     ALICE,
     ALICE_ONLY,
@@ -646,3 +646,22 @@ async def test_i_m_on_it_by_the_person_who_answered_is_told_it_was_them(
     assert told["response_type"] == "ephemeral"
     assert told["text"].startswith("You "), told["text"]
     assert "<@U0ALICE>" not in told["text"]
+
+
+async def test_with_ack_answer_the_answer_is_in_the_audit_trail_as_an_acknowledgement(
+    bot_factory: BotFactory,
+) -> None:
+    """`ack = "answer"`: the call connecting is the acknowledgement, counted as one (via
+    "answer"); the README's audit trail has every acknowledgement as an `acknowledged` event on
+    the acknowledging person's call, and `/call history` says so as the card does."""
+    bot, _, escalation = await running_escalation(bot_factory, policy=ROSTER + 'ack = "answer"\n')
+    bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected")
+    await wait_for_state(bot, EscalationState.ANSWERED)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ✅ answered")
+    await bot.settle()
+    assert 'oncall_acknowledgements_total{via="answer"} 1.0' in metrics_text(bot)
+    [record] = await audit_records(bot)
+    acknowledged = [e for e in record.events if e.kind == "acknowledged"]
+    assert [e.actor_id for e in acknowledged] == ["U0ALICE"], record.events
+    [line] = lines(await history(bot, user_id="U0ADMIN"))
+    assert "✅ acknowledged by <@U0ALICE>" in line, line

@@ -96,7 +96,7 @@ class Endings:
         self._pause = pause
 
     async def answered(self, escalation: Escalation, target: Target) -> None:
-        """`ack = "answer"`: the call connecting is the acknowledgement."""
+        """`ack = "answer"`: the call connecting is the acknowledgement (audit trail too)."""
         await self._store.record_step(escalation.id, escalation.step, target.user_id,
                                       StepOutcome.ANSWERED)
         now = self._clock()
@@ -109,6 +109,9 @@ class Endings:
             self._finished(EscalationState.ANSWERED)
             if self._on_acknowledged is not None:
                 self._on_acknowledged(str(AckVia.ANSWER), now - escalation.created_at)
+            await self.record_call_event(await self._step_call(escalation), EventKind.ACKNOWLEDGED,
+                                         f"escalation {escalation.id} acknowledged by "
+                                         f"{target.user_id} (answered)", actor_id=target.user_id)
         await self._card.refresh_until_shown(escalation.id)
 
     async def acknowledged_by_call(
@@ -354,11 +357,8 @@ class Endings:
         return None if call_id is None else await self._callstore.get(call_id)
 
     # ---------------------------------------------------------------------------- hang-ups
-
-    async def hang_up_unanswered(
-        self, escalation: Escalation, call: TrackedCall | None, why: str, *,
-        done: str | None = None,
-    ) -> str | None:
+    async def hang_up_unanswered(self, escalation: Escalation, call: TrackedCall | None,
+                                 why: str, *, done: str | None = None) -> str | None:
         """Hang up a call of `escalation` that is still ringing; a note for the card when that
         didn't work (`done` when it did)."""
         # A call the follower gave up on (its session never found, or lost) may still ring.
@@ -383,9 +383,9 @@ class Endings:
         return done
 
     async def record_call_event(
-        self, call: TrackedCall, kind: EventKind, reason: str, *, actor_id: str | None = None
+        self, call: TrackedCall | None, kind: EventKind, reason: str, *, actor_id: str | None = None
     ) -> None:
-        if self._audit is None or call.attempt_id is None:
+        if self._audit is None or call is None or call.attempt_id is None:
             return
         try:
             # Kept until the database answers again (bot/audit/spool.py): never lost to it. Under
