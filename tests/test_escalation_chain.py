@@ -618,3 +618,25 @@ async def test_a_deactivated_person_s_profile_phone_is_not_dialled(
     await wait_for_edit(bot, escalation, "4. <@U0MANAGER> (escalate_to) (+1 814 ••• 3090)")
     assert "+18144043095" not in dialled(bot)
     assert "deactivated" in (escalation.text or "")
+
+
+async def test_a_step_whose_call_its_checks_refuse_is_counted_as_the_audit_trail_records_it(
+    bot_factory: BotFactory,
+) -> None:
+    """Evo Voice can't list its flows when Bob's and then the manager's steps come: neither is
+    dialled ("couldn't be called"), each is in the audit trail, and each is counted in
+    callbot_calls_total, as a `/call` its checks refuse is: the metrics and the trail agree."""
+    bot, clock, escalation = await running_escalation(bot_factory)
+    services(bot).catalog.forget()
+    for _ in range(10):
+        bot.evo.queue("GET", "/flows", ErrorStatus(500))
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
+    records = await audit_records(bot)
+    assert sorted(r.decision for r in records) == ["allowed", "failed", "failed"]
+    samples = await scrape(bot)
+    assert {outcome: value(samples, "callbot_calls_total", outcome=outcome)
+            for outcome in ("placed", "failed", "refused")} == {
+        "placed": 1, "failed": 0, "refused": 2}

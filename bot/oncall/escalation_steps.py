@@ -193,6 +193,7 @@ class Chain:
                 return False
             if self._audit is not None:
                 await self._audit.refused(request, exc)
+            self._calls.count_ending(Outcome.REFUSED, exc)
             await self._endings.fail(escalation)
             return True
         except (CallbotError, EvoVoiceError) as exc:
@@ -201,6 +202,7 @@ class Chain:
                 return False
             if self._audit is not None:
                 await self._audit.refused(request, exc)
+            self._calls.count_ending(Outcome.REFUSED, exc)  # counted as the trail has it
             return True
         try:
             await self._dial(escalation, target, checked, holder)
