@@ -178,12 +178,34 @@ async def test_a_session_evo_voice_cannot_find_for_a_moment_is_still_followed(
 
 async def test_a_passive_session_is_neither_answered_nor_over(bot_factory: BotFactory) -> None:
     # `Passive` is one of callState's values whose meaning nothing public gives: not an answer.
+    # Seen ringing, the call stays so (a Passive read is no news).
     bot, status, session_id = await placed_call(bot_factory)
+    seen = len(bot.evo.reads_of(session_id))
     bot.evo.set_session_state(session_id, callState="Passive")
-    await wait_for_edit(bot, status, "⏳ Calling…")
+    await until(lambda: len(bot.evo.reads_of(session_id)) > seen + 1)  # polled while Passive
     end_session(bot, session_id, after_seconds=30, outcome="No answer")
     assert await wait_for_mark(bot, parent_of(bot, status)) == "x"
     assert not any("Connected" in t for t in texts(status))
+
+
+async def test_a_passive_read_after_an_answer_neither_unanswers_the_call_nor_hides_its_end(
+    bot_factory: BotFactory,
+) -> None:
+    # Connected, then `Passive` (a value nothing public explains), then `Disconnected` before
+    # `ended` is set: the call was picked up and is over. Read as "calling", it showed
+    # "⏳ Calling…" after the answer, and the Disconnected that ends a call seen live never did.
+    bot, status, session_id = await placed_call(bot_factory)
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "🟢 Connected")
+    seen = len(bot.evo.reads_of(session_id))
+    bot.evo.set_session_state(session_id, callState="Passive")
+    await until(lambda: len(bot.evo.reads_of(session_id)) > seen + 1)  # polled while Passive
+    bot.evo.set_session_state(
+        session_id, callState="Disconnected", dateCompleted="0001-01-01T00:00:00"
+    )
+    await wait_for_edit(bot, status, "Ended")
+    assert await wait_for_mark(bot, parent_of(bot, status)) == "phone"
+    assert not any("Calling" in t for t in texts(status)[1:])
 
 
 async def test_an_unconfirmed_call_takes_the_session_closest_to_its_attempt(

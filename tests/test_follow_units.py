@@ -183,6 +183,11 @@ def test_session_states() -> None:
     assert classify(session("Hold")) == CallState.CONNECTED
     assert classify(session("Disconnected")) == CallState.CALLING
     assert classify(session(None)) == CallState.CALLING
+    # Passive, or no callState, after the call was seen live: no news (it stays as seen).
+    for state in ("Passive", None):
+        assert classify(session(state)) == CallState.CALLING
+        assert classify(session(state), "ringing") == CallState.RINGING
+        assert classify(session(state), "connected") == CallState.CONNECTED
     assert classify(session("Connected", ended=True)) == CallState.ENDED
     assert (
         classify(session("Disconnected", dateCompleted="2027-01-15T08:00:09Z")) == CallState.ENDED

@@ -28,6 +28,8 @@ def classify(
         callState Ringing                                 RINGING
         callState Disconnected, and the call was seen ringing or connected before, or
             dateCompleted is a real time                  ENDED (but see `patched`)
+        no callState, or Passive, after the call was seen ringing or connected
+                                                          as last seen (no news)
         anything else (no callState, Passive, Disconnected before anything happened)   CALLING
 
     `patched`: the bot itself sent PatchSession `{"callState": "Disconnected"}` to hang the call
@@ -51,6 +53,12 @@ def classify(
         if previous in _LIVE:
             # What the bot patched in is no news: the call is as it was last seen.
             return CallState(previous) if patched else CallState.ENDED
+    elif previous in _LIVE:
+        # Passive (nothing public says what it means) or a read without callState: no sign the
+        # call was answered, nor that it went back to calling. Read as "calling", a call seen live
+        # would show "Calling…" after its answer, and the Disconnected that follows would not
+        # end it (it ends a call seen ringing or connected).
+        return CallState(previous)
     return CallState.CALLING
 
 
