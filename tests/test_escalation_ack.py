@@ -16,7 +16,7 @@ import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
-from bot.standins.evovoice import ErrorStatus, Gated
+from bot.standins.evovoice import ErrorStatus, Gated, Respond
 from bot.standins.slack import Message, block_actions_payload, interactive_body
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.databases import on_both_databases
@@ -159,6 +159,30 @@ async def test_a_voicemail_moves_the_chain_on_at_once(bot_factory: BotFactory, m
                                          "answered but not acknowledged (voicemail?)")
     assert not hung_up(bot, alice)
     assert await state_of(bot) == EscalationState.RUNNING
+
+
+@pytest.mark.parametrize("ended", [False, True])
+async def test_an_ack_outcome_written_one_poll_after_the_end_acknowledges(
+    bot_factory: BotFactory, ended: bool
+) -> None:
+    # Alice presses 1 and hangs up; her session reads over (Disconnected, `ended` not yet or
+    # already set) a poll before its outcome is written. Read as a voicemail, Bob was rung too.
+    bot, _, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, callState="Connected")
+    await call_seen_connected(bot, escalation)
+    gate = asyncio.Event()
+    bot.evo.queue("GET", "/sessions", Respond(), Gated(gate))  # the end read, then the next held
+    seen = len(bot.evo.reads_of(alice))
+    bot.evo.set_session_state(alice, callState="Disconnected", ended=ended,
+                              dateCompleted="0001-01-01T00:00:00")
+    await until(lambda: len(bot.evo.reads_of(alice)) > seen)  # the end read, no outcome
+    bot.evo.set_session_state(alice, ended=True, outcome="Acknowledged")
+    gate.set()
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])

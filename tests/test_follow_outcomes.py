@@ -8,6 +8,8 @@ import asyncio
 import datetime as dt
 import time
 
+import pytest
+
 from bot.standins.evovoice import EmptyObject, ErrorStatus, Gated, Respond
 from tests.conftest import BotFactory, until
 from tests.databases import on_both_databases
@@ -206,6 +208,32 @@ async def test_a_passive_read_after_an_answer_neither_unanswers_the_call_nor_hid
     await wait_for_edit(bot, status, "Ended")
     assert await wait_for_mark(bot, parent_of(bot, status)) == "phone"
     assert not any("Calling" in t for t in texts(status)[1:])
+
+
+@pytest.mark.parametrize("ended", [False, True])
+async def test_an_outcome_written_one_poll_after_the_end_is_still_told(
+    bot_factory: BotFactory, ended: bool
+) -> None:
+    # When a flow's outcome shows is unknown (README, "Acknowledging on the phone"): it may be
+    # written a moment after the session reads over (Disconnected, `ended` not yet or already
+    # set). Teams read "Ended: <outcome>" here to fill in ack_outcomes: it must not be lost.
+    bot, status, session_id = await placed_call(bot_factory)
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "🟢 Connected")
+    gate = asyncio.Event()
+    bot.evo.queue("GET", "/sessions", Respond(), Gated(gate))  # the end read, then the next held
+    seen = len(bot.evo.reads_of(session_id))
+    bot.evo.set_session_state(session_id, callState="Disconnected", ended=ended,
+                              dateCompleted="0001-01-01T00:00:00")
+    await until(lambda: len(bot.evo.reads_of(session_id)) > seen)  # the end read, no outcome
+    end_session(bot, session_id, after_seconds=30, outcome="Acknowledged")
+    gate.set()
+    await wait_for_edit(bot, status, "Ended")
+    await bot.settle()
+    assert "☎️ Ended: Acknowledged, lasted 30 s." in texts(status)[-1]
+    assert [line for line in texts(status) if "Ended" in line] == [texts(status)[-1]]
+    [answer] = lines(await history(bot))
+    assert "Acknowledged" in answer
 
 
 async def test_an_unconfirmed_call_takes_the_session_closest_to_its_attempt(

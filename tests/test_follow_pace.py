@@ -158,7 +158,8 @@ async def test_a_call_not_ringing_yet_is_polled_at_the_first_pace_too(db: Databa
     # Created and not ringing yet ("Disconnected" before anything happened) is as unanswered as
     # ringing: answered and over between two polls further apart, it would read "not answered".
     calling = session("Disconnected")
-    ended = session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z")
+    ended = session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z",
+                    outcome="Completed")
     call, _, pauses = await follow(db, FakeEvo([calling] * 6 + [ended]), state="calling")
     assert pauses == [2.0] * 7  # the first before the first poll
     assert call.state == CallState.ENDED

@@ -13,6 +13,7 @@ from bot.calls.follow import CallFollower
 from bot.calls.status_message import digest
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.evovoice.client import NotFound, Session
+from bot.evovoice.errors import ServerError
 from bot.storage.database import Database
 from tests.follow_fakes import (
     T0,
@@ -41,6 +42,26 @@ async def test_a_call_seen_connected_stays_picked_up_whatever_it_reads_after(
     assert call.state == CallState.ENDED and call.answered
     assert notifier.reactions == [call_views.MARK_PICKED_UP]
     assert "☎️ Ended: connected" in notifier.edits[-1].text
+
+
+@pytest.mark.parametrize("then", ["the same", "a 404", "a 500"])
+async def test_an_end_read_without_an_outcome_is_read_once_more_before_it_is_told(
+    db: Database, then: str
+) -> None:
+    # A flow's outcome may be written a moment after the session reads over: one more read,
+    # after the first pace. Should that read fail (the session gone, Evo Voice failing), the end
+    # is told as read, not lost to a call "no longer followed".
+    over = session("Disconnected", ended=True, dateCompleted="2027-01-15T08:01:00Z")
+    second: Session | Exception = {
+        "the same": over, "a 404": NotFound(404, "Session not found"),
+        "a 500": ServerError(500, "Internal server error"),
+    }[then]
+    evo = FakeEvo([session("Connected"), over, second])
+    call, notifier, pauses = await follow(db, evo)
+    assert evo.polls == 3 and pauses[-1] == TIMING.first_interval
+    assert call.state == CallState.ENDED and call.answered and call.duration_seconds == 60.0
+    assert notifier.reactions == [call_views.MARK_PICKED_UP]
+    assert [m.text.count("Ended") for m in notifier.edits] == [0, 1]  # told once, at the end
 
 
 async def test_who_answered_is_shown_as_soon_as_a_read_names_them(db: Database) -> None:

@@ -32,7 +32,9 @@ from tests.follow_fakes import (
 
 async def test_polls_back_off_and_start_again_after_a_change(db: Database) -> None:
     answers: list[Session | Exception] = [session("Ringing")] * 8
-    ended = session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z")
+    # (With an outcome: an end read without one is read once more, test_follow_outcomes.py.)
+    ended = session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z",
+                    outcome="Completed")
     answers += [session("Connected"), ended]
     # Ringing for longer than any phone rings: past `ring_for`.
     call, notifier, pauses = await follow(db, FakeEvo(answers), clock=Clock(T0 + TIMING.ring_for))
@@ -55,14 +57,16 @@ async def test_a_call_not_yet_answered_is_polled_at_the_first_pace_while_it_may_
 ) -> None:
     # Answered and over between two polls 15 s apart, a page that was picked up would read "not
     # answered". Once answered, or once no phone would still ring, the polls back off.
-    ended = session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z")
+    ended = session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z",
+                    outcome="Completed")
     answers = [session("Ringing")] * 8 + [session("Connected")] * 6 + [ended]
     call, _, pauses = await follow(db, FakeEvo(answers))
     assert pauses == [2.0] * 10 + [3.0, 4.5, 6.75, 10.125, 15.0]
     assert call.state == CallState.ENDED and call.answered
 
     clock = Ticking(T0)  # 5 s on at every reading
-    ringing, ended = session("Ringing", id="sess-2"), session("Ringing", id="sess-2", ended=True)
+    ringing, ended = (session("Ringing", id="sess-2"),
+                      session("Ringing", id="sess-2", ended=True, outcome="No answer"))
     call, _, pauses = await follow(db, FakeEvo([ringing] * 60 + [ended]), clock=clock,
                                    session_id="sess-2")
     rung = [p for p in pauses if p == 2.0]

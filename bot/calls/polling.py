@@ -100,6 +100,9 @@ class CallPoller:
         # The words (with its log line's reference) of a bug met following each call, and since
         # when; forgotten once a poll meets none.
         self._bugs: dict[int, tuple[str, float]] = {}
+        # Each call whose end was read without an outcome, with that read: read once more before
+        # the end is told (`_apply`); forgotten once it is.
+        self._ending: dict[int, Session] = {}
 
     async def follow(self, call_id: int, first_poll_later: bool = False) -> None:
         timing = self._timing
@@ -117,6 +120,7 @@ class CallPoller:
             call = await self._store.get(call_id)
             if call is None or not call.following:
                 self._bugs.pop(call_id, None)
+                self._ending.pop(call_id, None)
                 return
             age = self._clock() - call.created_at
             if age > timing.follow_for:
@@ -204,7 +208,14 @@ class CallPoller:
         assert call.session_id is not None
         try:
             session = await self._evo.poll_session(call.session_id, self._account_ids)
-        except NotFound:
+        except RateLimited:
+            raise  # Evo Voice asked every request to wait (the budget does): no fault of this call
+        except EvoVoiceError as exc:
+            if call.id in self._ending:
+                return await self._apply(call, self._ending[call.id])  # the end, as read before
+            if not isinstance(exc, NotFound):
+                await self._cannot_read(call, exc)
+                raise
             # Given up once it has been unknown for `find_for`: a new session may not be found at
             # once, and one 404 later on (a proxy's, say) must not end a call still going on.
             now = self._clock()
@@ -214,11 +225,6 @@ class CallPoller:
                 )
                 return _Step.DONE
             return _Step.SAME
-        except RateLimited:
-            raise  # Evo Voice asked every request to wait (the budget does): no fault of this call
-        except EvoVoiceError as exc:
-            await self._cannot_read(call, exc)
-            raise
         self._unknown_since.pop(call.id, None)
         self._failing_since.pop(call.id, None)
         return await self._apply(call, session)
@@ -263,10 +269,21 @@ class CallPoller:
         newly_answered = answered and not call.answered
         if newly_answered:
             await self._record(call, EventKind.ANSWERED, answered_by=answered_by)
+        if state != CallState.ENDED:
+            self._ending.pop(call.id, None)
         if state == CallState.ENDED:
             # Whether Evo Voice keeps `outcome` once the call ends is unknown: an ended session
             # without one keeps the one read while the call was on (a "press 1" acknowledging it).
             outcome = clip(session.outcome) or call.outcome
+            if outcome is None and call.id not in self._ending:
+                self._ending[call.id] = session
+                # When a flow's outcome is written is unknown too: maybe a moment after the
+                # session reads over. Read once more (after `first_interval`), or a "press 1"
+                # would be told as a voicemail, and an escalation ring the next person.
+                if newly_answered or answered_by != call.answered_by:
+                    await self._store.update(call.id, answered=answered, answered_by=answered_by)
+                return _Step.CHANGED
+            self._ending.pop(call.id, None)
             duration = duration_of(session)
             # The audit event first: were the bot stopped in between, the event may be written
             # twice on resuming, but never lost.
@@ -313,6 +330,7 @@ class CallPoller:
         self._unknown_since.pop(call.id, None)
         self._failing_since.pop(call.id, None)
         self._bugs.pop(call.id, None)
+        self._ending.pop(call.id, None)
         logger.info("call %s: %s", call.id, state, extra={
             "call_id": call.id, "session_id": call.session_id, "outcome": str(state)})
         # What was seen before (who answered, an acknowledging outcome) outlives the follow.
