@@ -44,6 +44,21 @@ async def test_a_call_seen_connected_stays_picked_up_whatever_it_reads_after(
     assert "☎️ Ended: connected" in notifier.edits[-1].text
 
 
+async def test_an_acknowledging_outcome_outlives_a_later_outcome(db: Database) -> None:
+    # "press 1" read while the call was on, then the session ends with an outcome of its own (a
+    # flow, or Evo Voice, writing it at the end): the call was acknowledged, as it was shown, and
+    # its end must not take that back as "picked up by a person or a voicemail".
+    answers: list[Session | Exception] = [
+        session("Connected", outcome="Pressed 1"), session(**ENDED, outcome="Completed"),
+    ]
+    call, notifier, _ = await follow(db, FakeEvo(answers),
+                                     acknowledges=lambda outcome: outcome == "Pressed 1")
+    assert "🟢 Connected: acknowledged" in notifier.edits[0].text
+    assert call.outcome == "Pressed 1"
+    assert notifier.reactions == [call_views.MARK_ACKNOWLEDGED]
+    assert "✅ Ended: Pressed 1 (acknowledged)" in notifier.edits[-1].text
+
+
 @pytest.mark.parametrize("then", ["the same", "a 404", "a 500"])
 async def test_an_end_read_without_an_outcome_is_read_once_more_before_it_is_told(
     db: Database, then: str

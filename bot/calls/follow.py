@@ -90,6 +90,7 @@ class CallFollower:
         self._poller = CallPoller(
             evo=evo, store=store, audit=audit, account_ids=account_ids, timing=timing,
             clock=clock, pause=pause, messages=self._messages, wake=self._runner.wake,
+            acknowledges=acknowledges,
         )
         self._last_purge = 0.0
 

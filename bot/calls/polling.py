@@ -30,6 +30,7 @@ from bot.audit.trail import AuditLog, EventKind
 from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK
 from bot.calls.progress import answered_by_name, classify, clip, duration_of
 from bot.calls.status_message import StatusMessages
+from bot.calls.status_views import AckTest, no_ack_outcomes
 from bot.calls.store import CallState, CallStore, TrackedCall
 from bot.errors import describe_reading, log_unexpected
 from bot.evovoice.client import (
@@ -82,7 +83,10 @@ class CallPoller:
         pause: Callable[[asyncio.Event, float], Awaitable[None]],
         messages: StatusMessages,
         wake: Callable[[int], asyncio.Event],
+        acknowledges: AckTest = no_ack_outcomes,
     ) -> None:
+        # `acknowledges`: an outcome it accepts, once read, is the call's (`_outcome`).
+        self._acknowledges = acknowledges
         self._evo = evo
         self._store = store
         self._audit = audit
@@ -274,7 +278,7 @@ class CallPoller:
         if state == CallState.ENDED:
             # Whether Evo Voice keeps `outcome` once the call ends is unknown: an ended session
             # without one keeps the one read while the call was on (a "press 1" acknowledging it).
-            outcome = clip(session.outcome) or call.outcome
+            outcome = self._outcome(call, session)
             if outcome is None and call.id not in self._ending:
                 self._ending[call.id] = session
                 # When a flow's outcome is written is unknown too: maybe a moment after the
@@ -311,7 +315,7 @@ class CallPoller:
             return _Step.DONE
         # A flow may set its outcome before the call ends (an on-call acknowledgement after
         # "press 1"): kept at once, for whoever waits on it (bot.oncall.escalation).
-        outcome = clip(session.outcome) or call.outcome
+        outcome = self._outcome(call, session)
         if (state == call.state and not newly_answered and answered_by == call.answered_by
                 and outcome == call.outcome and call.unreadable is None):
             return _Step.SAME
@@ -323,6 +327,13 @@ class CallPoller:
                     extra={"call_id": call.id, "session_id": call.session_id})
         await self._messages.refresh(call.id)
         return _Step.CHANGED
+
+    def _outcome(self, call: TrackedCall, session: Session) -> str | None:
+        """The session's outcome, else the one read before; but an acknowledging one read before
+        stays: a person pressed 1, whatever the flow (or Evo Voice) writes there afterwards."""
+        if self._acknowledges(call.outcome):
+            return call.outcome
+        return clip(session.outcome) or call.outcome
 
     async def _stop_following(
         self, call: TrackedCall, state: CallState, kind: EventKind, reason: str | None
