@@ -146,10 +146,10 @@ def end_session(bot: BotUnderTest, session_id: str, *, after_seconds: float, **f
         bot.evo.sessions[session_id]["dateCreated"].replace("Z", "+00:00")
     )
     completed = created + dt.timedelta(seconds=after_seconds)
+    fields.setdefault("callState", "Disconnected")
     bot.evo.set_session_state(
         session_id,
         ended=True,
-        callState="Disconnected",
         dateCompleted=completed.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         **fields,
     )

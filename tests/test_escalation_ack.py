@@ -342,6 +342,28 @@ async def test_a_call_answered_just_before_the_deadline_unseen_by_a_poll_is_left
     assert not hung_up(bot, alice)  # she may still be listening
 
 
+async def test_a_call_read_connected_and_ended_at_the_deadline_was_answered(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice picked up and hung up while the follower's poll was out; the deadline's fresh read
+    has `ended` set with callState still Connected: she answered (a voicemail, maybe), no "no
+    answer" and no hang-up of a call that is over."""
+    bot, clock, escalation = await running_escalation(bot_factory)
+    alice = session_of(bot, ALICE)
+    polls = len(bot.evo.requests_to("GET", "/sessions"))
+    poll_answered = asyncio.Event()
+    bot.evo.queue("GET", "/sessions", Gated(poll_answered))  # the follower's next poll hangs
+    await until(lambda: len(bot.evo.requests_to("GET", "/sessions")) > polls)
+    bot.evo.set_session_state(alice, callState="Connected", ended=True)
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    poll_answered.set()
+    assert dialled(bot) == [ALICE, BOB]
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ the call was "
+                                         "answered but not acknowledged")
+    assert not hung_up(bot, alice)
+
+
 async def test_with_ack_answer_a_call_answered_just_before_the_deadline_unseen_ends_the_chain(
     bot_factory: BotFactory,
 ) -> None:

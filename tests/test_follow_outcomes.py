@@ -210,6 +210,22 @@ async def test_a_passive_read_after_an_answer_neither_unanswers_the_call_nor_hid
     assert not any("Calling" in t for t in texts(status)[1:])
 
 
+@pytest.mark.parametrize("state", ["Connected", "Hold"])
+async def test_a_call_first_read_connected_as_it_ends_was_picked_up(
+    bot_factory: BotFactory, state: str
+) -> None:
+    # Seen ringing; the next read has `ended` set while callState still says Connected (ended
+    # flipping before callState, or answered and over between two polls): Connected is the sign
+    # of an answer, and "❌ not answered" would tell the requester nobody picked up.
+    bot, status, session_id = await placed_call(bot_factory)
+    end_session(bot, session_id, after_seconds=40, callState=state, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended")
+    assert "☎️ Ended: Completed, lasted 40 s." in texts(status)[-1]
+    assert await wait_for_mark(bot, parent_of(bot, status)) == "phone"
+    [answer] = lines(await history(bot))
+    assert "☎️ picked up (a person or a voicemail)" in answer
+
+
 @pytest.mark.parametrize("ended", [False, True])
 async def test_an_outcome_written_one_poll_after_the_end_is_still_told(
     bot_factory: BotFactory, ended: bool

@@ -28,7 +28,7 @@ from enum import Enum
 
 from bot.audit.trail import AuditLog, EventKind
 from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK
-from bot.calls.progress import answered_by_name, classify, clip, duration_of
+from bot.calls.progress import answered_by_name, classify, clip, duration_of, shows_answer
 from bot.calls.status_message import StatusMessages
 from bot.calls.status_views import AckTest, no_ack_outcomes
 from bot.calls.store import CallState, CallStore, TrackedCall
@@ -268,7 +268,8 @@ class CallPoller:
         state = classify(session, call.state, patched=patched)
         # The row shows it connected when the call was found so (`CallFollower.track`): that
         # was an answer, even if the call is over by this poll.
-        answered = call.answered or CallState.CONNECTED in (state, call.state)
+        answered = (call.answered or CallState.CONNECTED in (state, call.state)
+                    or shows_answer(session))
         answered_by = call.answered_by or answered_by_name(session, answered)
         newly_answered = answered and not call.answered
         if newly_answered:

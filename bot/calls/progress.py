@@ -62,6 +62,12 @@ def classify(
     return CallState.CALLING
 
 
+def shows_answer(session: Session) -> bool:
+    """callState Connected or Hold: the one sign of an answer, even on a read that has `ended`
+    set already (ended flipping before callState, or answered and over between two polls)."""
+    return (session.call_state or "").casefold() in ("connected", "hold")
+
+
 def answered_by_name(session: Session, answered: bool) -> str | None:
     """`answeredByName`, once the call is known to be answered; a hint, never the evidence."""
     return clip(session.answered_by_name) if answered else None

@@ -16,6 +16,7 @@ from enum import Enum
 from bot.access import Responders
 from bot.audit.trail import AuditLog
 from bot.calls.follow import classify
+from bot.calls.progress import shows_answer
 from bot.calls.models import ESCALATION_ORIGIN, CallRequest, CheckedCall, Outcome
 from bot.calls.service import CallService
 from bot.calls.store import FINAL_STATES, CallState, CallStore, TrackedCall
@@ -307,9 +308,9 @@ class Chain:
             if fresh is not None and self._is_ack_outcome(fresh.outcome):
                 await self._endings.acknowledged_by_call(escalation, target, call, fresh.outcome)
                 return
-            answered = answered or (
-                fresh is not None and classify(fresh, call.state if call else None)
-                == CallState.CONNECTED)
+            answered = answered or (fresh is not None and (
+                shows_answer(fresh)
+                or classify(fresh, call.state if call else None) == CallState.CONNECTED))
             if answered and not escalation.acknowledges:
                 await self._endings.answered(escalation, target)
                 return
