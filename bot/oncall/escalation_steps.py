@@ -35,12 +35,7 @@ from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_endings import Endings
 from bot.oncall.escalation_form import seconds
 from bot.oncall.escalation_store import (
-    Escalation,
-    EscalationState,
-    EscalationStore,
-    StepOutcome,
-    Target,
-)
+    Escalation, EscalationState, EscalationStore, StepOutcome, Target)
 from bot.oncall.roster import OnCall
 from bot.oncall.step_claims import StepClaims
 from bot.runner import RowRunner
