@@ -192,14 +192,17 @@ class OnCallNotConfigured(CallbotError):
 class EscalationLimitReached(CallbotError):
     """`[oncall] escalations_per_person`: `count` escalations in the last `window` (in words)."""
 
-    def __init__(self, count: int, window: str) -> None:
+    def __init__(self, count: int, window: str, again_in: str | None = None) -> None:
+        """`again_in`: when they may start another, in words ("12 min")."""
         self.count = count
         self.window = window
+        again = f"; you may start another in {again_in}" if again_in else ""
         super().__init__(
             f"You have started {count} escalation{'s' if count != 1 else ''} in the last {window}, "
             "the most allowed without "
-            "a Manager or SystemAdministrator role ([oncall] escalations_per_person). Nobody was "
-            "called: ask someone with a role to escalate, or reach the people on call another way."
+            f"a Manager or SystemAdministrator role ([oncall] escalations_per_person){again}. "
+            "Nobody was called: ask someone with a role to escalate, or reach the people on call "
+            "another way."
         )
 
 

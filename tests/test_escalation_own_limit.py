@@ -114,3 +114,21 @@ async def test_a_refusal_that_comes_after_the_form_closed_is_told_privately(
     assert len(told) == 1 and told[0].get("response_type") != "in_channel", told
     assert 'rate_limit_refusals_total{limit="escalations_per_person"} 1.0' in metrics_text(bot)
     assert [str(p.json["numberToDial"]) for p in bot.evo.outgoing_posts] == [ALICE]
+
+
+@on_both_databases
+async def test_the_refusal_says_when_another_escalation_may_be_started(
+    bot_factory: BotFactory,
+) -> None:
+    """Escalations at 0 and 10 min, a third asked at 20 min: the first leaves the hour 40 min
+    later, when a third may start, told in the refusal rather than left to guess at 3 a.m."""
+    bot, clock = await start(bot_factory, policy=ROSTER + 'escalations_per_person = "2/1h"\n')
+    for n in range(2):
+        form, _ = await open_on_message(bot, text=f"down {n}", user_id=DEVELOPER)
+        assert await submit(bot, form, user_id=DEVELOPER) == {}
+        clock.advance(600)
+    form, _ = await open_on_message(bot, text="down 2", user_id=DEVELOPER)
+    answer = await submit(bot, form, user_id=DEVELOPER)
+    words = answer["errors"][EscalationField.REASON]
+    assert TOO_MANY in words and "you may start another in 40 min" in words, words
+    assert await started_by(bot, DEVELOPER) == 2

@@ -28,6 +28,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls import messages as views
+from bot.calls.limits import describe_wait
 from bot.errors import (
     AlreadyEscalating,
     CallbotError,
@@ -307,14 +308,16 @@ async def validate(
     limit = None if has_role else services.oncall.policy.escalations_per_person
     if limit is not None:
         # Early, for the common case; the count made as the row is written decides.
-        since = services.escalations.clock() - limit.seconds
+        now = services.escalations.clock()
         try:
-            started = await services.escalations.store.started_by_since(user_id, since)
+            oldest = await services.escalations.store.own_limit_full(
+                user_id, now - limit.seconds, limit.count)
         except DATABASE_FAULTS as exc:
             return {forms.GENERAL_ERROR_FIELD:
                     describe(database_refusal(exc, NOT_DONE, reading=True))}
-        if started >= limit.count:
-            refused = EscalationLimitReached(limit.count, limit.window_words)
+        if oldest is not None:
+            refused = EscalationLimitReached(limit.count, limit.window_words,
+                                             describe_wait(oldest + limit.seconds - now))
             _refused_by_own_limit(services, user_id, refused)
             return {forms.GENERAL_ERROR_FIELD: describe(refused)}
     channel_id = metadata.channel_id or submission.channel_id

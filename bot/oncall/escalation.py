@@ -83,7 +83,7 @@ from bot.calls.controls import ButtonClick
 from bot.calls.follow import UNSHOWN_ENDS_WITHIN_SECONDS, CallFollower, wait_or_wake
 from bot.calls.service import CallService
 from bot.calls.store import CallStore
-from bot.calls.limits import Rate
+from bot.calls.limits import Rate, describe_wait
 from bot.errors import (
     AlreadyEscalating,
     EscalationLimitReached,
@@ -259,9 +259,11 @@ class EscalationService:
                 # every submission racing it through.
                 limit=None if limit is None else OwnLimit(limit.count, created_at - limit.seconds),
             )
-        except OwnLimitReached:
+        except OwnLimitReached as full:
             assert limit is not None
-            raise EscalationLimitReached(limit.count, limit.window_words) from None
+            raise EscalationLimitReached(
+                limit.count, limit.window_words,
+                describe_wait(full.oldest + limit.seconds - created_at)) from None
         except ThreadBusy as busy:
             logger.info("escalation by %s not started: escalation %s runs in its thread",
                         request.requester_id, busy.escalation_id,

@@ -3,7 +3,7 @@
 The count that decides is made in the transaction writing the escalation's row
 (`EscalationStore.create(limit=...)`), as the calls' rate limits are (bot/calls/limits.py): alone
 on SQLite; on PostgreSQL under the requester's advisory lock, so two submissions by one person, on
-any replica, count one after the other. The form's early check (`started_by`) only spares the
+any replica, count one after the other. The form's early check (`oldest_in_the_way`) only spares the
 common case a trip through the start.
 """
 
@@ -23,19 +23,24 @@ class OwnLimit:
 
 
 class OwnLimitReached(Exception):
-    """`create` refused the row: its requester has started `OwnLimit.count` already."""
+    """`create` refused the row: its requester has started `OwnLimit.count` already; the one
+    that must leave the window before another fits was created at `oldest`."""
+
+    def __init__(self, requester_id: str, oldest: float) -> None:
+        super().__init__(requester_id)
+        self.oldest = oldest
 
 
-async def started_by(conn: Connection, requester_id: str, since: float,
-                     *, besides: str | None = None) -> int:
-    """How many escalations `requester_id` started since `since`, the one of request key
-    `besides` (a repeat of it is ignored, not counted against itself) left out."""
+async def oldest_in_the_way(conn: Connection, requester_id: str, since: float, count: int,
+                            *, besides: str | None = None) -> float | None:
+    """When the escalation by `requester_id` that must leave the window (since `since`) before
+    one more fits was created: the `count`-th newest; None if there are fewer."""
     row = await conn.fetchone(
-        "SELECT COUNT(*) AS n FROM escalations"
-        " WHERE requester_id = ? AND created_at >= ? AND request_key <> ?",
-        (requester_id, since, besides or ""),
+        "SELECT created_at FROM escalations WHERE requester_id = ? AND created_at >= ?"
+        " AND request_key <> ? ORDER BY created_at DESC LIMIT 1 OFFSET ?",
+        (requester_id, since, besides or "", count - 1),
     )
-    return int(row["n"]) if row is not None else 0
+    return float(row["created_at"]) if row is not None else None
 
 
 async def check_within(conn: Connection, dialect: str, limit: OwnLimit, requester_id: str,
@@ -50,5 +55,7 @@ async def check_within(conn: Connection, dialect: str, limit: OwnLimit, requeste
             "hashtextextended(current_schema() || ' escalations by ' || ?, 0))",
             (requester_id,),
         )
-    if await started_by(conn, requester_id, limit.since, besides=request_key) >= limit.count:
-        raise OwnLimitReached(requester_id)
+    oldest = await oldest_in_the_way(conn, requester_id, limit.since, limit.count,
+                                     besides=request_key)
+    if oldest is not None:
+        raise OwnLimitReached(requester_id, oldest)

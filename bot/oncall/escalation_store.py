@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any
 
-from bot.oncall.escalation_limit import OwnLimit, check_within, started_by
+from bot.oncall.escalation_limit import OwnLimit, check_within, oldest_in_the_way
 from bot.oncall.one_per_thread import check_thread_free
 from bot.storage.database import Connection, Database
 from bot.storage.leases import LAPSED_ROWS
@@ -353,9 +353,10 @@ class EscalationStore:
         )
         return changed == 1
 
-    async def started_by_since(self, requester_id: str, since: float) -> int:
-        """How many escalations `requester_id` started since `since` (for their own limit)."""
-        return await started_by(self._db, requester_id, since)
+    async def own_limit_full(self, requester_id: str, since: float, count: int) -> float | None:
+        """With `count` escalations started by `requester_id` since `since` already (their own
+        limit): when the one that must leave the window first was created; else None."""
+        return await oldest_in_the_way(self._db, requester_id, since, count)
 
     async def add_page(self, page: Page) -> None:
         await self._db.execute(
