@@ -270,3 +270,13 @@ async def test_an_account_without_a_name_is_still_an_account() -> None:
     with pytest.raises(ConfigError) as raised:
         await choose_account(TwoAccountsOneName(), settings)  # type: ignore[arg-type]
     assert "set it to one of: a-1 (One), a-2 (a-2)" in str(raised.value)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_setting_that_is_no_finite_number_says_so(value: str) -> None:
+    # "nan" passes no bound, and was told "should be less than or equal to 120", which a value
+    # meant as a number of seconds isn't about.
+    with pytest.raises(ConfigError) as raised:
+        load_settings(_env_file=None, **BASE, evovoice_timeout=value)
+    [problem] = raised.value.problems
+    assert problem.startswith("EVOVOICE_TIMEOUT:") and "finite number" in problem, problem

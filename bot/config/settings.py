@@ -48,8 +48,10 @@ def _blank_to_none(value: Any) -> Any:
 class Settings(BaseSettings):
     """Environment variables (or `.env`). Secrets are `SecretStr` so they never print."""
 
+    # allow_inf_nan=False: "nan" passes no bound and would be told about one.
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", validate_default=True,
+        allow_inf_nan=False,
     )
 
     slack_bot_token: SecretStr
