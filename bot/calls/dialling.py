@@ -104,7 +104,8 @@ class Dialler:
         raises (CalledOff: the escalation went on without this step) comes out of place(), the
         call not dialled.
         `unanswered`: when the database fails on the writes before the POST (nothing dialled),
-        hears how to give back what they may have written all the same (their answer lost).
+        hears how to give back what they may have written all the same (their answer lost); not
+        after SQLite's "database is locked", which wrote nothing.
         """
         with self._dials_first.on_its_way():
             return await self._place(call, retry_for, on_dialling, quiet, slot, before_retry,
@@ -130,10 +131,12 @@ class Dialler:
                 call, started, attempt=self._audit.allowed_row(call), slot=slot
             )
         except DATABASE_FAULTS as exc:
+            if wrote_nothing(exc):  # SQLite's "locked": nothing to give back, nor to wait for
+                raise
             give_back = partial(self._give_back, call, started)
             if unanswered is not None:
                 unanswered(give_back)
-            elif not wrote_nothing(exc):
+            else:
                 # A caller with nothing of its own to give back (an escalation step, tried again
                 # once the database answers): the row must not stay "being dialled" for a
                 # restart to take for a call that may have rung.
