@@ -44,10 +44,6 @@ PROFILE_CACHE_SECONDS = 120.0
 PROFILE_FALLBACK_SECONDS = 24 * 3600.0
 
 
-# A profile's phone read as this: the account is deactivated (no phone holds a NUL).
-DEACTIVATED = "\0deactivated"
-
-
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -119,8 +115,9 @@ class PhoneBook:
         self._people = dict(people)
         self._policy = dial_policy
         self._clock = clock
-        self._profiles: TTLCache[str, str] = TTLCache(ttl, clock=clock)
-        self._last_read: dict[str, tuple[float, str]] = {}  # user ID -> (when, profile phone)
+        # A profile's phone; None: the account is deactivated (someone who left).
+        self._profiles: TTLCache[str, str | None] = TTLCache(ttl, clock=clock)
+        self._last_read: dict[str, tuple[float, str | None]] = {}  # user ID -> (when, phone)
 
     def forget(self) -> None:
         """Read people's Slack profiles afresh on the next lookup (a profile just changed)."""
@@ -144,7 +141,7 @@ class PhoneBook:
             logger.warning("the Slack profile of %s could not be read (%s): using the phone it "
                            "held when last read", user_id, exc.error, extra={"user_id": user_id})
             phone = last[1]
-        if phone == DEACTIVATED:
+        if phone is None:
             # Someone who left: their profile's phone is their own, no longer the team's to ring.
             return PhoneLookup(None, "not in [people], and their Slack account is deactivated",
                                left=True)
@@ -159,7 +156,8 @@ class PhoneBook:
             # The reason shows the masked number at most, never the raw text.
             return PhoneLookup(None, f"{what} can't be dialled: {exc.reason}")
 
-    async def _profile_phone(self, user_id: str) -> str:
+    async def _profile_phone(self, user_id: str) -> str | None:
+        """The Slack profile's phone ("" when it has none); None for a deactivated account."""
         try:
             response = await self._client.users_info(user=user_id)
         except SlackApiError as exc:
@@ -169,11 +167,10 @@ class PhoneBook:
         user = response.get("user") or {}
         profile = (user.get("profile") or {}) if isinstance(user, dict) else {}
         phone = profile.get("phone") if isinstance(profile, dict) else None
-        phone = phone if isinstance(phone, str) else ""
-        if isinstance(user, dict) and user.get("deleted") is True:
-            phone = DEACTIVATED
-        self._last_read[user_id] = (self._clock(), phone)
-        return phone
+        deleted = isinstance(user, dict) and user.get("deleted") is True
+        known = None if deleted else phone if isinstance(phone, str) else ""
+        self._last_read[user_id] = (self._clock(), known)
+        return known
 
 
 class Overrides:
