@@ -152,6 +152,17 @@ class Responders:
             raise MembershipUnknown(exc.reason, action) from None
         raise NotAResponder(action, listed_only=not self.everyone)
 
+    async def allows(self, user_id: str) -> bool | None:
+        """Whether `user_id` may escalate (`require`, answered); None when Slack can't say now (a
+        user group it won't list, users.info failing): no "you may not" for anyone to be told."""
+        try:
+            await self.require(user_id)
+        except NotAResponder:
+            return False
+        except (GroupLookupFailed, MembershipUnknown):
+            return None
+        return True
+
     async def _listed(self, user_id: str) -> bool:
         if self._policy is None or isinstance(self._policy.responders, str):
             return False

@@ -20,7 +20,7 @@ from bot.calls.command_text import (
     parse_command,
 )
 from bot.calls.models import CallRequest
-from bot.errors import CallbotError, NotAResponder
+from bot.errors import CallbotError
 from bot.listeners.actions import command_key
 from bot.listeners.call_form import open_call_form
 from bot.listeners.oncall import on_oncall_subcommand
@@ -101,14 +101,9 @@ async def help_for(services: Services, user_id: str) -> views.Message:
 
     async def tailored() -> views.Message:
         has_role = bool(await services.access.roles_of(user_id))
-        responder = True
-        if not has_role:
-            # Slack failing to say (GroupLookupFailed, MembershipUnknown) is no "you can't": the
-            # help then lists everything, as when the roles can't be read.
-            try:
-                await services.responders.require(user_id)
-            except NotAResponder:
-                responder = False
+        responder = True if has_role else await services.responders.allows(user_id)
+        if responder is None:  # Slack can't say: no "you can't", everything as when roles can't
+            return views.help_message(oncall=services.oncall.configured)
         return views.help_message(has_role=has_role, responder=responder,
                                   oncall=services.oncall.configured)
 

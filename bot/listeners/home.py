@@ -17,7 +17,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.errors import CallbotError, GroupLookupFailed, MembershipUnknown, NotAResponder
+from bot.errors import CallbotError
 from bot.listeners.actions import button_click_from, without_clicker
 from bot.listeners.call_form import open_call_form
 from bot.listeners.escalation import open_escalation_form
@@ -89,19 +89,14 @@ async def publish_home(client: AsyncWebClient, services: Services, user_id: str,
         can_call = bool(await services.access.roles_of(user_id))
     except CallbotError:  # a user group Slack would not list: shown without what it grants
         can_call = False
-    may_escalate, unsure = can_call, False
-    if not can_call:
-        try:
-            await services.responders.require(user_id)
-            may_escalate = True
-        except NotAResponder:
-            pass
-        except (GroupLookupFailed, MembershipUnknown) as exc:
-            # Not "you may not": a responder told to ask to be added, their button gone, would
-            # be wrong at the worst moment. Nobody is shown on call (it may be a guest asking).
-            logger.warning("the home tab for %s is drawn without knowing whether they are a "
-                           "responder (%s)", user_id, type(exc).__name__)
-            unsure = services.oncall.configured
+    allowed = True if can_call else await services.responders.allows(user_id)
+    may_escalate, unsure = allowed is True, False
+    if allowed is None:
+        # Not "you may not": a responder told to ask to be added, their button gone, would be
+        # wrong at the worst moment. Nobody is shown on call (it may be a guest asking).
+        logger.warning("the home tab for %s is drawn without knowing whether they are a "
+                       "responder (Slack could not say)", user_id)
+        unsure = services.oncall.configured
     if unsure:
         view = home_view(user_id, status=None, escalations=[], calls=[], can_call=False,
                          may_escalate=True, unsure=True)
