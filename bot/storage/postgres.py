@@ -182,13 +182,13 @@ class PostgresBackend:
                     timeout=CONNECT_TIMEOUT_SECONDS),
             POSTGRES_POOL_SIZE,
         )
-        try:
-            await pool.start()
-        # The server refused the URL's database, role or password: DATABASE_URL to fix, not a bug.
-        except _refused() as exc:
-            raise _fault_named_after(type(exc), DatabaseRefused)(str(exc)) from exc
-        except _driver_faults() as exc:
-            raise _fault_named_after(type(exc))(str(exc)) from exc
+        with _faults_translated():
+            try:
+                await pool.start()
+            # The server refused the URL's database, role or password: DATABASE_URL to fix, not
+            # a bug, nor a fault to wait out (as it is once the bot runs: `_driver_faults`).
+            except _refused() as exc:
+                raise _fault_named_after(type(exc), DatabaseRefused)(str(exc)) from exc
         self._pool = pool
 
     async def open_read_only(self) -> None:
