@@ -123,8 +123,7 @@ class CallPoller:
         while True:
             call = await self._store.get(call_id)
             if call is None or not call.following:
-                self._bugs.pop(call_id, None)
-                self._ending.pop(call_id, None)
+                self._forget(call_id)
                 return
             age = self._clock() - call.created_at
             if age > timing.follow_for:
@@ -336,13 +335,15 @@ class CallPoller:
             return call.outcome
         return clip(session.outcome) or call.outcome
 
+    def _forget(self, call_id: int) -> None:
+        """What this poller kept of a call it no longer follows."""
+        for kept in (self._unknown_since, self._failing_since, self._bugs, self._ending):
+            kept.pop(call_id, None)
+
     async def _stop_following(
         self, call: TrackedCall, state: CallState, kind: EventKind, reason: str | None
     ) -> None:
-        self._unknown_since.pop(call.id, None)
-        self._failing_since.pop(call.id, None)
-        self._bugs.pop(call.id, None)
-        self._ending.pop(call.id, None)
+        self._forget(call.id)
         logger.info("call %s: %s", call.id, state, extra={
             "call_id": call.id, "session_id": call.session_id, "outcome": str(state)})
         # What was seen before (who answered, an acknowledging outcome) outlives the follow.
