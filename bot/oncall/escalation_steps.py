@@ -45,8 +45,6 @@ from bot.storage.faults import until_database_answers
 
 logger = logging.getLogger(__name__)
 
-ORIGIN = ESCALATION_ORIGIN  # in the audit trail
-
 
 class _Verdict(Enum):
     ANSWERED = "answered"  # `ack = "answer"`: the call connected
@@ -173,7 +171,7 @@ class Chain:
             flow_text=escalation.flow_id,
             reason=f"on-call escalation, step {n + 1} of {total}",
             thread_ts=escalation.thread_ts,
-            origin=ORIGIN,
+            origin=ESCALATION_ORIGIN,
         )
         try:
             await self._still_allowed(escalation)
