@@ -132,12 +132,13 @@ def _duration_words(total: int) -> str:
 class LimitReached(CallbotError):
     """A rate limit refuses the call; `retry_after` is how long until one more call fits."""
 
-    def __init__(self, scope: str, rate: Rate, retry_after: float, masked_number: str) -> None:
+    def __init__(self, scope: str, rate: Rate, retry_after: float, request: SlotRequest) -> None:
         self.scope = scope
         self.rate = rate
         self.retry_after = retry_after
         # The attempt refused, to read its other windows with (CallLimits.refused).
-        self.request: SlotRequest | None = None
+        self.request = request
+        masked_number = mask(request.e164)
         wait = describe_wait(retry_after)
         window = rate.window_words
         if scope == "per_user":
@@ -257,15 +258,14 @@ class CallLimits:
         in turn and the first found full refuses, yet another may hold the call longer (the
         day's, when one's own frees in minutes): its wait is the one that lets a call through."""
         request = refusal.request
-        if request is not None:
-            try:
-                for scope in SCOPES:
-                    at = await request.full_until(self._db, scope)
-                    later = None if at is None else request.refusal(scope, at)
-                    if later is not None and later.retry_after > refusal.retry_after:
-                        refusal = later
-            except DATABASE_FAULTS as exc:  # the first refusal is still true, if short
-                logger.warning("reading the other limits of a refused call failed (%s)", exc)
+        try:
+            for scope in SCOPES:
+                at = await request.full_until(self._db, scope)
+                later = None if at is None else request.refusal(scope, at)
+                if later is not None and later.retry_after > refusal.retry_after:
+                    refusal = later
+        except DATABASE_FAULTS as exc:  # the first refusal is still true, if short
+            logger.warning("reading the other limits of a refused call failed (%s)", exc)
         log_refusal(user_id, refusal)
         return refusal
 
@@ -359,10 +359,7 @@ class SlotRequest:
 
     def refusal(self, scope: str, at: float) -> LimitReached:
         rate = self.windows[scope]
-        refusal = LimitReached(scope, rate, max(1.0, at + rate.seconds - self.now),
-                               mask(self.e164))
-        refusal.request = self
-        return refusal
+        return LimitReached(scope, rate, max(1.0, at + rate.seconds - self.now), self)
 
 
 async def _answer_of(conn: Connection, arguments: tuple[Any, ...]) -> SlotAnswer:
