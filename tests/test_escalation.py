@@ -661,8 +661,8 @@ async def test_where_the_bot_cannot_post_the_escalation_goes_on_and_the_requeste
 async def test_the_broadcast_names_as_tried_only_the_people_called(
     bot_factory: BotFactory,
 ) -> None:
-    # Carol has no usable number: skipped, never called nor paged. "Tried: @carol" in the
-    # channel would tell everyone she was rung and did not come.
+    # Carol has no usable number: skipped, never called (paged in Slack only). "Tried: @carol" in
+    # the channel would tell everyone she was rung and did not come.
     bot, clock = await start(bot_factory)
     view, _ = await open_on_message(bot)
     await submit(bot, view)
@@ -680,7 +680,8 @@ async def test_the_broadcast_names_as_tried_only_the_people_called(
 async def test_when_nobody_could_be_called_the_end_does_not_say_they_were_tried(
     bot_factory: BotFactory,
 ) -> None:
-    # Every number refused by the dialling policy (or missing): nobody was rung, nobody paged.
+    # Every number refused by the dialling policy (or missing): nobody was rung (paged in Slack
+    # only).
     policy = POLICY + '[oncall]\nflow = "Escalation"\nrotation = ["U0CAROL", "U0DAVE"]\n'
     bot, _ = await start(bot_factory, policy=policy)
     view, message = await open_on_message(bot)
