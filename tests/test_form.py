@@ -102,15 +102,10 @@ async def test_slow_data_opens_a_loading_view_then_the_form(
 ) -> None:
     monkeypatch.setattr(form_listener, "OPEN_BUDGET_SECONDS", 0.05)
     bot = await bot_factory("http")
-    release = asyncio.Event()
-
-    async def slow_groups(call: ApiCall) -> None:
-        await release.wait()
-
-    bot.slack.on("usergroups.users.list", slow_groups)
+    release = bot.slack.hold("usergroups.users.list")
     view = await open_from_shortcut(bot, user_id="U0LEAD1", ready=False)
     assert "submit" not in view.versions[0]  # the loading view, opened within the trigger's life
-    release.set()
+    release.open()
     update = await bot.slack.wait_for_call("views.update")
     assert update.ok and update.params["view_id"] == view.id
     assert block(view.versions[-1], FormField.FLOW) is not None
@@ -147,17 +142,12 @@ async def test_when_the_loading_view_cannot_be_replaced_the_user_is_told(
     # loading view up for good, with nothing said: as when views.open fails, the user is told.
     monkeypatch.setattr(form_listener, "OPEN_BUDGET_SECONDS", 0.05)
     bot = await bot_factory("http")
-    release = asyncio.Event()
-
-    async def slow_groups(call: ApiCall) -> None:
-        await release.wait()
-
-    bot.slack.on("usergroups.users.list", slow_groups)
+    release = bot.slack.hold("usergroups.users.list")
     bot.slack.fail("views.update", "internal_error")
     url = bot.slack.response_url()
     view = await open_form(bot, user_id="U0LEAD1", response_url=url, ready=False)
     assert "submit" not in view.versions[-1]  # the loading view
-    release.set()
+    release.open()
     await bot.slack.wait_for_call("views.update")
     [answer] = await bot.slack.wait_for_response(url)
     assert "could not open the call form (internal_error)" in answer["text"]
