@@ -4,11 +4,15 @@ host) can compare with its own clock; a hand-off during an escalation doesn't ch
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 
+import pytest
+
 from bot.oncall.escalation_store import EscalationState
-from tests.conftest import BotFactory
+from bot.standins.evovoice import Behaviour, ErrorStatus, Gated, TooManyRequests
+from tests.conftest import BotFactory, until
 from tests.escalations import (
     ALICE,
     BOB,
@@ -80,3 +84,27 @@ async def test_a_handoff_during_an_escalation_keeps_the_order_it_started_with(
     clock.advance(91)
     await bot.evo.wait_for_posts(3)
     assert dialled(bot) == [ALICE, BOB, MANAGER]
+
+
+@pytest.mark.parametrize(
+    "refusal", [TooManyRequests("1"), ErrorStatus(500)], ids=["429", "500"])
+async def test_a_call_evo_voice_cant_read_at_the_deadline_is_not_cut_off(
+    bot_factory: BotFactory, refusal: Behaviour
+) -> None:
+    """Alice picks up while the follower's poll is out, and at her deadline Evo Voice can't say
+    how her call is (the fresh read refused): she may be listening, so her call is not hung up on
+    a guess. The chain moves on, and her step says why her phone was left on."""
+    bot, clock, escalation = await running_escalation(bot_factory)
+    alice = session_of(bot, ALICE)
+    polls = len(bot.evo.requests_to("GET", "/sessions"))
+    poll_answered = asyncio.Event()
+    bot.evo.queue("GET", "/sessions", Gated(poll_answered))  # the follower's next poll hangs
+    await until(lambda: len(bot.evo.requests_to("GET", "/sessions")) > polls)
+    bot.evo.set_session_state(alice, callState="Connected")
+    bot.evo.queue("GET", f"/sessions/{alice}", refusal)  # the deadline's fresh read
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    poll_answered.set()
+    assert dialled(bot) == [ALICE, BOB]
+    await wait_for_edit(bot, escalation, "could not say whether it was answered")
+    assert not hung_up(bot, alice)  # she may still be listening

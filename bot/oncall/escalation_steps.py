@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from enum import Enum
+from functools import partial
 
 from bot.access import Responders
 from bot.audit.trail import AuditLog
@@ -19,7 +20,7 @@ from bot.calls.follow import classify
 from bot.calls.progress import shows_answer
 from bot.calls.models import ESCALATION_ORIGIN, CallRequest, CheckedCall, Outcome
 from bot.calls.service import CallService
-from bot.calls.store import FINAL_STATES, CallState, CallStore, TrackedCall
+from bot.calls.store import CallState, CallStore, TrackedCall
 from bot.errors import (
     CallbotError,
     ChainNotRunning,
@@ -30,7 +31,7 @@ from bot.errors import (
     StepTakenOver,
     describe,
 )
-from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, Session
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError
 from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_endings import Endings
 from bot.oncall.escalation_form import seconds
@@ -38,6 +39,7 @@ from bot.oncall.escalation_store import (
     Escalation, EscalationState, EscalationStore, StepOutcome, Target)
 from bot.oncall.roster import OnCall
 from bot.oncall.step_claims import StepClaims
+from bot.oncall.step_reads import UNREAD_AT_DEADLINE, session_now, still_ringing
 from bot.runner import RowRunner
 from bot.storage.claims import Claims
 from bot.storage.database import Connection
@@ -135,7 +137,8 @@ class Chain:
             if escalation.step not in watched:
                 # Dialled by an earlier run (a restart, a replica gone): its page, unless sent.
                 watched.add(escalation.step)
-                self._card.page(escalation, target, again=True, still_ringing=self._still_ringing)
+                self._card.page(escalation, target, again=True,
+                                still_ringing=partial(still_ringing, self._evo, self._callstore))
             verdict, call = await self._watch(escalation)
             if verdict == _Verdict.ANSWERED:
                 # Ended here, or (should Stop or I'm on it have come first) read again below and
@@ -297,7 +300,14 @@ class Chain:
         note = None
         answered = call is not None and call.answered
         if verdict == _Verdict.TIMED_OUT:
-            fresh = await self._session_now(call) if call is not None else None
+            try:
+                fresh = await session_now(self._evo, call) if call is not None else None
+                unread = False
+            except EvoVoiceError as exc:  # a 429, a 5xx: it may have been answered just now
+                fresh, unread = None, True
+                logger.warning("escalation %s: step %d's call unread at its deadline (%s); not "
+                               "hung up", escalation.id, escalation.step + 1,
+                               type(exc).__name__, extra={"escalation_id": escalation.id})
             if fresh is not None and self._is_ack_outcome(fresh.outcome):
                 await self._endings.acknowledged_by_call(escalation, target, call, fresh.outcome)
                 return
@@ -307,7 +317,9 @@ class Chain:
             if answered and not escalation.acknowledges:
                 await self._endings.answered(escalation, target)
                 return
-            if not answered:
+            if not answered and unread:
+                note = UNREAD_AT_DEADLINE
+            elif not answered:
                 why = f"no answer in {seconds(escalation.answer_timeout)}"
                 note = await self._endings.hang_up_unanswered(escalation, call, why,
                                                               done="(hung up)")
@@ -368,27 +380,6 @@ class Chain:
         logger.warning("escalation %s: step %d was taken over by another run before this one "
                        "dialled it; nothing done here", escalation.id, escalation.step + 1,
                        extra={"escalation_id": escalation.id})
-
-    async def _session_now(self, call: TrackedCall) -> Session | None:
-        """Fresh at the deadline: the follower may not have seen an answer or an ack outcome yet."""
-        if call.session_id is None or call.is_final:
-            return None
-        try:
-            return await self._evo.get_session(call.session_id)
-        except EvoVoiceError:
-            return None
-
-    async def _still_ringing(self, escalation: Escalation) -> bool:
-        """Whether the step's call may still ring, for a page sent by a run that didn't dial it:
-        the bot was down meanwhile, so the call's row is as it was left, and Evo Voice says more."""
-        call_id = escalation.step_call_id
-        call = None if call_id is None else await until_database_answers(
-            lambda: self._callstore.get(call_id), f"escalation {escalation.id}: reading its call",
-            extra={"escalation_id": escalation.id, "call_id": call_id})
-        if call is None or call.is_final:  # unknown, as on time; ended or refused, the bot down
-            return call is None
-        fresh = await self._session_now(call)
-        return fresh is None or classify(fresh, call.state) not in FINAL_STATES
 
     def _is_ack_outcome(self, outcome: str | None) -> bool:
         return self._oncall.configured and self._oncall.policy.is_ack_outcome(outcome)

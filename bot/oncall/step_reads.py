@@ -1,0 +1,42 @@
+"""A step's call read afresh from Evo Voice, where the follower's last poll (seconds old) is not
+enough: at the step's deadline, and for a page sent again by a run that didn't dial the call."""
+
+from __future__ import annotations
+
+from bot.calls.follow import classify
+from bot.calls.store import FINAL_STATES, CallStore, TrackedCall
+from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, Session
+from bot.oncall.escalation_store import Escalation
+from bot.storage.faults import until_database_answers
+
+# The step's note when the deadline's read failed: the call is left on rather than cut off.
+UNREAD_AT_DEADLINE = ("(Evo Voice could not say whether it was answered, so it was not hung up: "
+                      "it may still ring.)")
+
+
+async def session_now(evo: EvoVoiceClient, call: TrackedCall) -> Session | None:
+    """The call's session now: the follower may not have seen an answer or an ack outcome yet.
+    None: nothing to read (no session yet, over, or no longer known to Evo Voice); raises
+    EvoVoiceError when Evo Voice can't say now (a 429, a 5xx, a timeout)."""
+    if call.session_id is None or call.is_final:
+        return None
+    try:
+        return await evo.get_session(call.session_id)
+    except NotFound:
+        return None
+
+
+async def still_ringing(evo: EvoVoiceClient, calls: CallStore, escalation: Escalation) -> bool:
+    """Whether the step's call may still ring, for a page sent by a run that didn't dial it: the
+    bot was down meanwhile, so the call's row is as it was left, and Evo Voice says more."""
+    call_id = escalation.step_call_id
+    call = None if call_id is None else await until_database_answers(
+        lambda: calls.get(call_id), f"escalation {escalation.id}: reading its call",
+        extra={"escalation_id": escalation.id, "call_id": call_id})
+    if call is None or call.is_final:  # unknown, as on time; ended or refused, the bot down
+        return call is None
+    try:
+        fresh = await session_now(evo, call)
+    except EvoVoiceError:  # can't say: it may
+        return True
+    return fresh is None or classify(fresh, call.state) not in FINAL_STATES
