@@ -93,8 +93,10 @@ async def test_a_call_evo_voice_cant_read_at_the_deadline_is_not_cut_off(
 ) -> None:
     """Alice picks up while the follower's poll is out, and at her deadline Evo Voice can't say
     how her call is (the fresh read refused): she may be listening, so her call is not hung up on
-    a guess. The chain moves on, and her step says why her phone was left on."""
-    bot, clock, escalation = await running_escalation(bot_factory)
+    a guess. The chain moves on, and her step says why her phone was left on. She then presses
+    1: that is her acknowledgement, and Bob's phone, still ringing, is hung up."""
+    policy = ROSTER + 'ack_outcomes = ["Pressed 1"]\n'
+    bot, clock, escalation = await running_escalation(bot_factory, policy=policy)
     alice = session_of(bot, ALICE)
     polls = len(bot.evo.requests_to("GET", "/sessions"))
     poll_answered = asyncio.Event()
@@ -108,3 +110,7 @@ async def test_a_call_evo_voice_cant_read_at_the_deadline_is_not_cut_off(
     assert dialled(bot) == [ALICE, BOB]
     await wait_for_edit(bot, escalation, "could not say whether it was answered")
     assert not hung_up(bot, alice)  # she may still be listening
+    bot.evo.set_session_state(alice, callState="Connected", outcome="pressed 1")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    assert hung_up(bot, session_of(bot, BOB))
+    assert not hung_up(bot, alice)
