@@ -95,6 +95,10 @@ def rejection(text: str, policy: DialPolicy = US_ONLY) -> NumberRejected:
         # French and other locales group digits with) are spaces.
         ("+1\u00a0814\u00a0404\u00a03093", US_ONLY, "+18144043093", "US", "FIXED_LINE_OR_MOBILE"),
         ("+44\u202f20\u20097946\u20070958", UK, "+442079460958", "GB", "FIXED_LINE"),
+        # A tel: link (RFC 3966), as copied from a web page, a calendar or an incident tool.
+        ("tel:+18144043093", US_ONLY, "+18144043093", "US", "FIXED_LINE_OR_MOBILE"),
+        ("TEL:+1-814-404-3093", US_ONLY, "+18144043093", "US", "FIXED_LINE_OR_MOBILE"),
+        ("tel:814-404-3093", US_ONLY, "+18144043093", "US", "FIXED_LINE_OR_MOBILE"),
     ],
 )
 def test_accepts(text: str, policy: DialPolicy, e164: str, region: str, type_name: str) -> None:
@@ -134,7 +138,7 @@ def test_dialable_number_masks_itself() -> None:
         ("+18144043093,,12", US_ONLY, RejectCode.BAD_CHARACTERS),
         ("+1 814/404/3093", US_ONLY, RejectCode.BAD_CHARACTERS),
         ("*67 814 404 3093", US_ONLY, RejectCode.BAD_CHARACTERS),
-        ("tel:+18144043093", US_ONLY, RejectCode.BAD_CHARACTERS),
+        ("tel:8144043093;phone-context=x", US_ONLY, RejectCode.BAD_CHARACTERS),
         ("++18144043093", US_ONLY, RejectCode.BAD_CHARACTERS),
         ("1+8144043093", US_ONLY, RejectCode.BAD_CHARACTERS),
         ("+18144043093+", US_ONLY, RejectCode.BAD_CHARACTERS),
@@ -256,6 +260,13 @@ def assert_safe_reason(
         ("12", US_ONLY, ["+18144043093 or (814) 404-3093"]),
         ("+800 1234 5678", US_ONLY, ["non-geographic"]),
         ("404-3093", US_ONLY, ["area code"]),
+        # Another country's international prefix: the number it likely meant, and what to type.
+        ("00 44 20 7946 0958", DialPolicy(allowed_regions=frozenset({"US", "GB"})),
+         ["If you meant +44 207 ••• 0958, type + in place of the leading 00."]),
+        ("001 814 404 3093", US_ONLY, ["If you meant +1 814 ••• 3093", "leading 00"]),
+        ("011 1 814 404 3093", UK, ["If you meant +1 814 ••• 3093", "leading 011"]),
+        ("tel:+18144043093;ext=12", US_ONLY, ["xtensions can't be dialled"]),
+        ("tel:", US_ONLY, ["No phone number was given"]),
     ],
 )
 def test_reason_says_what_and_what_next(text: str, policy: DialPolicy, words: list[str]) -> None:

@@ -72,6 +72,8 @@ def parse_number(text: str, default_region: str) -> phonenumbers.PhoneNumber:
     not yet checked for validity or policy: see :func:`check_dialable`.
     """
     text = fold_width(text).strip(_ASCII_WHITESPACE)
+    if text[:4].lower() == "tel:":  # a tel: link (RFC 3966), copied from a page or an invite
+        text = text[4:].strip(_ASCII_WHITESPACE)
     if not text:
         raise NumberRejected(
             RejectCode.EMPTY, f"No phone number was given. Type one like {FORMAT_HINT}."

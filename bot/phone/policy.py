@@ -21,6 +21,7 @@ from bot.phone.parsing import (
     FORMAT_HINT,
     NumberRejected,
     RejectCode,
+    fold_width,
     parse_number,
     possible_detail,
 )
@@ -95,7 +96,7 @@ def check_dialable(text: str, policy: DialPolicy) -> DialableNumber:
         raise NumberRejected(
             RejectCode.INVALID,
             f"{mask(e164)} has more digits than a phone number can (at most 15 with the country "
-            f"code). Check the digits, like {FORMAT_HINT}.",
+            "code). " + (_abroad_hint(text) or f"Check the digits, like {FORMAT_HINT}."),
         )
     # A number's type is UNKNOWN exactly when `is_valid_number` is false: both match its digits
     # against the metadata of the region they point to. Asking once for the type, rather than
@@ -106,7 +107,7 @@ def check_dialable(text: str, policy: DialPolicy) -> DialableNumber:
         raise NumberRejected(
             RejectCode.INVALID,
             f"{mask(e164)} isn't a valid phone number ({_invalid_detail(number)}). "
-            f"Check the digits and the country code, like {FORMAT_HINT}.",
+            + (_abroad_hint(text) or f"Check the digits and the country code, like {FORMAT_HINT}."),
         )
     region = phonenumbers.region_code_for_number(number)
     if region is None or region == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY:
@@ -135,6 +136,27 @@ def check_dialable(text: str, policy: DialPolicy) -> DialableNumber:
             "Ask an admin if you think it should be allowed.",
         )
     return DialableNumber(e164=e164, region=region, type=type_name)
+
+
+# How numbers abroad are dialled from elsewhere: "00" in most of the world, "011" in North America.
+_INTERNATIONAL_PREFIXES = ("011", "00")
+
+
+def _abroad_hint(text: str) -> str | None:
+    """For a number written with another country's international prefix (00 44 … typed where
+    numbers are read as North American), the number it most likely meant, and what to type."""
+    digits = "".join(ch for ch in fold_width(text) if ch.isascii() and ch.isdigit())
+    if "+" in text or not digits.startswith(_INTERNATIONAL_PREFIXES):
+        return None
+    prefix = next(p for p in _INTERNATIONAL_PREFIXES if digits.startswith(p))
+    try:
+        meant = phonenumbers.parse("+" + digits[len(prefix):], None)
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_valid_number(meant):
+        return None
+    e164 = phonenumbers.format_number(meant, PhoneNumberFormat.E164)
+    return f"If you meant {mask(e164)}, type + in place of the leading {prefix}."
 
 
 def _invalid_detail(number: phonenumbers.PhoneNumber) -> str:
