@@ -145,7 +145,8 @@ _INTERNATIONAL_PREFIXES = ("011", "00")
 def _abroad_hint(text: str) -> str | None:
     """For a number written with another country's international prefix (00 44 … typed where
     numbers are read as North American), the number it most likely meant, and what to type."""
-    digits = "".join(ch for ch in fold_width(text) if ch.isascii() and ch.isdigit())
+    text = fold_width(text)
+    digits = "".join(ch for ch in text if ch.isascii() and ch.isdigit())
     if "+" in text or not digits.startswith(_INTERNATIONAL_PREFIXES):
         return None
     prefix = next(p for p in _INTERNATIONAL_PREFIXES if digits.startswith(p))
