@@ -159,3 +159,20 @@ async def test_a_refusal_by_several_limits_says_when_the_last_of_them_lets_a_cal
     assert "callbot has placed 2 calls in the last 24 hours" in text, text
     assert re.search(r"You may call again in (24 h|23 h \d+ min)\.", text), text
     assert len(bot.evo.outgoing_posts) == 2
+
+
+@pytest.mark.parametrize(
+    "second", [f"{US} escalation", "+14165550123 escalation"], ids=["repeat", "faraway"])
+async def test_no_question_is_asked_whose_yes_a_full_limit_would_refuse(
+    bot_factory: BotFactory, second: str
+) -> None:
+    """The person's own limit is full: calling the same number again (the repeat question) or a
+    number abroad (the region question) is refused at once with when they may call again, not
+    asked first and refused after their Yes."""
+    bot = await bot_factory("http", policy=limited(per_user="1/10m"))
+    await bot.command(f"{US} escalation")
+    await bot.settle()
+    text = await refusal(bot, second)
+    assert "You have placed 1 call in the last 10 minutes" in text, text
+    assert "You may call again in" in text
+    assert len(bot.evo.outgoing_posts) == 1

@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from bot.calls.models import CheckedCall
 from bot.errors import CallbotError
 from bot.phone import mask
 from bot.storage.database import POSTGRESQL, Connection, Database
@@ -252,6 +253,22 @@ class CallLimits:
         (bot/storage/together.py); taking it raises as `acquire` does."""
         return SlotRequest(dict(self._windows), self._repeat_window, self._horizon, user_id, e164,
                            await self.number_key(e164), flow_id, self._clock(), check_repeat)
+
+    async def full_now(self, call: CheckedCall) -> LimitReached | None:
+        """The refusal a call would meet now, were it asked for (read only; nothing taken): a
+        question whose Yes is refused anyway is not asked. None when a call fits, or when the
+        database can't say (the slot, taken on the Yes, still checks)."""
+        user_id = call.request.user_id
+        request = await self.slot_request(user_id, call.number.e164, call.flow_id,
+                                          check_repeat=False)
+        try:
+            for scope in SCOPES:
+                at = await request.full_until(self._db, scope)
+                if at is not None:
+                    return await self.refused(request.refusal(scope, at), user_id)
+        except DATABASE_FAULTS as exc:
+            logger.warning("reading the limits before asking failed (%s)", exc)
+        return None
 
     async def refused(self, refusal: LimitReached, user_id: str) -> LimitReached:
         """The refusal to tell, logged: the full window that frees last. The windows are checked

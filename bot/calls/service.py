@@ -185,12 +185,15 @@ class CallService:
             try:
                 result = await self.place(checked, slot=slot, unanswered=unanswered.append)
             except RecentlyCalled as recent:  # taking the slot: nothing was written or dialled
-                raise ConfirmationNeeded(
-                    checked, frozenset({Reason.REPEAT}), recent.seconds_ago
-                ) from None
+                raise ConfirmationNeeded(checked, frozenset({Reason.REPEAT}),
+                                         recent.seconds_ago) from None
             except LimitReached as refused:  # the same; told as the window that frees last
                 raise await self._limits.refused(refused, checked.request.user_id) from None
         except ConfirmationNeeded as needed:
+            # A Yes that a full limit would refuse: the refusal is told now, no question asked.
+            if (full := await self._limits.full_now(checked)) is not None:
+                self._on_limit(full.scope)
+                return await self._refuse(checked.request, full)
             try:
                 await self._ask(needed)
             except DATABASE_FAULTS as exc:  # the question was not written: nothing asked
@@ -253,9 +256,7 @@ class CallService:
 
     # ------------------------------------------------------------------ confirmations and limits
 
-    async def _admit(
-        self, call: CheckedCall
-    ) -> SlotRequest:
+    async def _admit(self, call: CheckedCall) -> SlotRequest:
         """Questions to ask first (ConfirmationNeeded), then what takes a slot from the rate
         limits (raising RecentlyCalled or LimitReached), for the transaction before the POST."""
         confirmed = call.request.confirmed
