@@ -160,3 +160,18 @@ async def test_call_again_on_a_test_call_rings_only_for_the_person_it_tested(
     assert "rings only <@U0MANAGER>" in str(answer["text"]), answer
     await bot.settle()
     assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == ["+18144043090"] * 2
+
+
+@pytest.mark.parametrize(
+    ("user_id", "decision"), [("U0INTRUDER", "denied"), ("U0ADMIN", "refused")],
+    ids=["no role", "no number"])
+async def test_a_refused_test_call_is_in_the_audit_trail(
+    bot_factory: BotFactory, user_id: str, decision: str
+) -> None:
+    """A `/call test` refused before its call is made (no role; no number to ring) is recorded
+    like any refused `/call`: who asked, as a test call, and why."""
+    bot = await bot_factory("http", policy=MANAGER_ONLY)
+    await answer_to(bot, "test", user_id=user_id)
+    [record] = await audit_records(bot)
+    assert (record.user_id, record.origin, str(record.decision)) == (user_id, "test", decision)
+    assert record.reason

@@ -54,20 +54,25 @@ async def place_test_call(services: Services, command: dict[str, Any]) -> None:
             message=views.refusal(describe_any(exc)),
         )
         if isinstance(exc, Expected):  # a bug is no refusal (nor counted, as in handle())
+            # In the audit trail as any refused /call is: who asked, and why.
+            await services.audit.refused(_request(command, "", ""), exc)
             services.calls.count_ending(Outcome.REFUSED, exc)
         return
-    request = CallRequest(
+    await services.calls.handle(_request(command, found.number.e164, flow))
+
+
+def _request(command: dict[str, Any], number_text: str, flow_text: str) -> CallRequest:
+    return CallRequest(
         team_id=str(command.get("team_id") or ""),
-        user_id=user_id,
+        user_id=str(command["user_id"]),
         channel_id=str(command.get("channel_id") or ""),
-        number_text=found.number.e164,
-        flow_text=flow,
+        number_text=number_text,
+        flow_text=flow_text,
         reason=TEST_REASON,
         response_url=command.get("response_url") or None,
         idempotency_key=command_key(command),
         origin=TEST_ORIGIN,
     )
-    await services.calls.handle(request)
 
 
 async def _first_answer(services: Services, command: dict[str, Any]) -> bool:
