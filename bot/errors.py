@@ -33,6 +33,7 @@
      ├─ AlreadyCalledAgain            one click dials once
      ├─ SomeoneElsesTest              Call again on another person's /call test call
      ├─ CallTooOld                    the number is no longer kept
+     ├─ FlowGone                      Call again on a call whose flow left the account
      ├─ HangUpFailed                  Evo Voice did not hang up
      ├─ NotAllowedToStop            oncall/escalation.py: Stop escalation by someone who may not
      ├─ EscalationOver                and on an escalation that already ended

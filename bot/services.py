@@ -263,6 +263,7 @@ async def build_services(
         calls=calls,
         access=access,
         evo=evo,
+        catalog=catalog,
         audit=audit,
         notifier=notifier,
     )

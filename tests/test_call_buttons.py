@@ -362,3 +362,22 @@ async def test_a_call_again_click_delivered_twice_calls_once_and_refuses_nothing
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 2  # the first call and one again
     assert [a["text"] for a in bot.slack.responses_to(url)] == []
+
+
+async def test_call_again_on_a_call_whose_flow_was_deleted_names_the_flow_it_used(
+    bot_factory: BotFactory,
+) -> None:
+    # Deleted from Evo Voice since the call: the refusal names the flow as the person saw it,
+    # not the ID nobody typed, with /call's advice about names and slugs.
+    bot, status, session_id = await placed_call(bot_factory)
+    end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await wait_for_edit(bot, status, "Ended")
+    bot.evo.flows[:] = [flow for flow in bot.evo.flows if flow["id"] != "flow-esc"]
+    services(bot).catalog.forget()  # as when the cached list expires
+    _, url = await click(bot, status, CALL_AGAIN_ACTION)
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert ("The flow this call used, “Escalation”, is no longer in the Evo Voice account"
+            in answer["text"]), answer["text"]
+    assert "flow-esc" not in answer["text"] and "slug" not in answer["text"]
+    assert len(bot.evo.outgoing_posts) == 1

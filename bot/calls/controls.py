@@ -28,7 +28,8 @@ from bot.calls.service import CallService
 from bot.calls.status_views import can_call_again, can_hang_up
 from bot.calls.store import CallStore, TrackedCall
 from bot.config import KNOWN_ROLES
-from bot.errors import CallbotError, describe, describe_hang_up
+from bot.errors import CallbotError, FlowNotFound, describe, describe_hang_up
+from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import AlreadyEnded, EvoVoiceClient, EvoVoiceError, NotFound
 from bot.slack.blocks import Markup
 from bot.slack.notify import Notifier
@@ -99,6 +100,14 @@ class CallTooOld(CallbotError):
     )
 
 
+class FlowGone(CallbotError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"The flow this call used, “{name}”, is no longer in the Evo Voice account, so it "
+            "can't be called again: nothing was dialled. Use /call with one of its flows."
+        )
+
+
 class HangUpFailed(CallbotError):
     def __init__(self, detail: str) -> None:
         super().__init__(
@@ -145,6 +154,7 @@ class CallControls:
         calls: CallService,
         access: AccessControl,
         evo: EvoVoiceClient,
+        catalog: Catalog,
         audit: AuditLog | None,
         notifier: Notifier,
     ) -> None:
@@ -153,6 +163,7 @@ class CallControls:
         self._calls = calls
         self._access = access
         self._evo = evo
+        self._catalog = catalog
         self._audit = audit
         self._notifier = notifier
 
@@ -197,6 +208,7 @@ class CallControls:
                 raise CallStillLive()
             if not can_call_again(call) or call.e164 is None:
                 raise CallTooOld()
+            await self._flow_still_there(call)
         except AlreadyCalledAgain as exc:
             await self._tell(click, exc)
             # A second click, as one racing the first is (handle()'s duplicate): recorded in the
@@ -238,6 +250,16 @@ class CallControls:
                                      f"{what} call {call.id}",
                                      extra={"call_id": call.id, "user_id": click.user_id})
         await self._follower.refresh(call.id)
+
+    async def _flow_still_there(self, call: TrackedCall) -> None:
+        """A flow deleted since the call is told by the name the person saw (FlowGone), not
+        refused as an ID they never typed, with advice about names and slugs."""
+        try:
+            await self._catalog.resolve_flow(call.flow_id)
+        except FlowNotFound:
+            raise FlowGone(call.flow_name) from None
+        except EvoVoiceError:
+            pass  # the call's own checks ask again, and tell what went wrong
 
     @staticmethod
     def _again(call: TrackedCall, click: ButtonClick) -> CallRequest:
