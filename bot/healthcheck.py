@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 
 TIMEOUT_SECONDS = 4.0
+DEFAULT_PORT = "3000"  # bot/config/settings.py's
 
 
 def healthy(port: str) -> bool:
@@ -23,8 +24,23 @@ def healthy(port: str) -> bool:
         return False
 
 
+def configured_port() -> str:
+    """PORT where the bot reads it (bot/config/settings.py): the environment, else the working
+    directory's `.env`, whatever the name's case; else the default. A PORT only in `.env` (the
+    container's environment left alone) was probed at 3000: unhealthy for ever, restarted."""
+    for key, value in os.environ.items():
+        if key.upper() == "PORT" and value:
+            return value
+    from dotenv import dotenv_values  # only when needed: this runs every 30 s
+
+    for name, read in dotenv_values(".env").items():
+        if name.upper() == "PORT" and read:
+            return read
+    return DEFAULT_PORT
+
+
 def main() -> int:
-    return 0 if healthy(os.environ.get("PORT") or "3000") else 1
+    return 0 if healthy(configured_port()) else 1
 
 
 if __name__ == "__main__":

@@ -136,7 +136,10 @@ def test_healthcheck_probes_healthz_with_python() -> None:
     assert json.loads(command) == ["python", "-m", "bot.healthcheck"]
     assert "--interval=" in options and "--timeout=" in options
     source = (ROOT / "bot" / "healthcheck.py").read_text()
-    assert "/healthz" in source and 'os.environ.get("PORT")' in source
+    assert "/healthz" in source and "PORT" in source
+    from bot import healthcheck
+    from bot.config.settings import DEFAULT_PORT
+    assert healthcheck.DEFAULT_PORT == str(DEFAULT_PORT)  # the slim probe imports no settings
 
 
 def test_configuration_comes_from_outside_and_state_goes_to_a_volume() -> None:
@@ -177,13 +180,27 @@ def test_dockerignore_keeps_secrets_state_and_clutter_out(path: str) -> None:
     assert ignored(path)
 
 
-async def healthcheck(port: int | str) -> int:
-    env = {**os.environ, "PORT": str(port)}
+async def healthcheck(port: int | str | None, cwd: Path | None = None) -> int:
+    env = {key: value for key, value in os.environ.items() if key.upper() != "PORT"}
+    if port is not None:
+        env["PORT"] = str(port)
+    env["PYTHONPATH"] = str(ROOT)  # run from `cwd`, as in the container's /app
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bot.healthcheck", env=env,
+        sys.executable, "-m", "bot.healthcheck", env=env, cwd=cwd,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )
     return await asyncio.wait_for(process.wait(), 30)
+
+
+async def test_the_healthcheck_reads_port_where_the_bot_does(
+    bot_factory: BotFactory, tmp_path: Path
+) -> None:
+    """PORT set in the working directory's .env (not the container's environment): the bot
+    listens there, and the healthcheck must probe there, or the container is restarted for
+    ever as unhealthy."""
+    bot = await bot_factory("http")
+    (tmp_path / ".env").write_text(f"SLACK_BOT_TOKEN=xoxb-x\nport={bot.runtime.port}\n")
+    assert await healthcheck(None, cwd=tmp_path) == 0
 
 
 async def test_the_healthcheck_passes_against_a_running_bot(bot_factory: BotFactory) -> None:
