@@ -80,7 +80,10 @@ async def test_a_database_not_created_yet_passes_and_is_not_created(
     assert not missing.parent.exists()
 
 
-async def test_missing_settings_are_each_a_line_and_the_rest_is_skipped(tmp_path: Path) -> None:
+async def test_missing_settings_are_each_a_line_and_the_rest_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where the default database would be
     findings = await run_checkup(_env_file=None)
     subjects = by_subject(findings)
     token = subjects["Setting SLACK_BOT_TOKEN"]
@@ -89,8 +92,11 @@ async def test_missing_settings_are_each_a_line_and_the_rest_is_skipped(tmp_path
     assert subjects["Setting EVOVOICE_PASSWORD"].status is Status.FAIL
     policy = subjects["Policy file"]
     assert policy.status is Status.FAIL and "copy callbot.example.toml" in (policy.fix or "")
-    for later in ("Slack bot token", "Evo Voice login", "Database"):
+    for later in ("Slack bot token", "Evo Voice login"):
         assert subjects[later].status is Status.SKIP
+    # DATABASE_URL needs no other setting: it is checked all the same (here, its default).
+    database = subjects["Database"]
+    assert database.status is Status.PASS and "does not exist yet" in database.detail
     assert report(findings)[1] == 1
 
 
@@ -458,13 +464,17 @@ async def test_every_id_in_the_example_file_is_recognised_as_a_placeholder() -> 
     assert all(is_example_id(slack_id) for slack_id in ids)
 
 
-async def test_checks_waiting_on_a_problem_fold_into_one_line(tmp_path: Path) -> None:
+async def test_checks_waiting_on_a_problem_fold_into_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     findings = await run_checkup(_env_file=None)
     text, code = report(findings)
     assert code == 1
     waiting = [line for line in text.splitlines() if line.startswith("– ")]
     assert len(waiting) == 1 and waiting[0].startswith("– Not checked yet: waiting on the lines")
-    assert "Slack bot token" in waiting[0] and "Database" in waiting[0]
+    assert "Slack bot token" in waiting[0] and "Evo Voice login" in waiting[0]
+    assert "Database" not in waiting[0]  # checked: it waits on no other setting
 
 
 async def test_secrets_can_come_from_files(
@@ -503,3 +513,13 @@ async def test_optional_scopes_missing_pass_with_what_works_less_well(
         " a crash, in public channels (else it is posted again)); reactions:write (the outcome's"
         " reaction on a call's parent message)"
     )
+
+
+async def test_a_wrong_database_url_is_one_line_not_also_a_database_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    subjects = by_subject(await run_checkup(_env_file=None, database_url="mysql://db/callbot"))
+    assert subjects["Setting DATABASE_URL"].status is Status.FAIL
+    assert subjects["Database"].status is Status.SKIP
+    assert "fix DATABASE_URL first" in subjects["Database"].detail

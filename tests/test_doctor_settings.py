@@ -166,3 +166,19 @@ async def test_a_malformed_evovoice_other_url_is_named_and_never_echoes_a_passwo
     assert "✗ Setting EVOVOICE_OTHER_URL: must" in out, out
     assert "hunter2" not in out
     assert "maintainers" not in out, out
+
+
+async def test_the_database_is_checked_while_another_setting_is_wrong(tmp_path: Path) -> None:
+    """A missing SLACK_BOT_TOKEN says nothing about DATABASE_URL: its line is shown all the
+    same, so a wrong database path isn't found only once the token is fixed."""
+    (tmp_path / "callbot.toml").write_text(POLICY)
+    not_a_database = tmp_path / "calls.db"
+    not_a_database.write_text("these are notes, not a database\n" * 100)
+    (tmp_path / ".env").write_text(
+        f"DATABASE_URL=sqlite:///{not_a_database}\nSLACK_APP_TOKEN=xapp-1\n"
+        "EVOVOICE_USERNAME=u\nEVOVOICE_PASSWORD=p\n"
+    )  # and no SLACK_BOT_TOKEN
+    code, out, _ = await run_cli(["check"], {}, tmp_path)
+    assert code == 1
+    assert "✗ Setting SLACK_BOT_TOKEN: is required but not set" in out
+    assert "✗ Database: " in out and "not a database" in out, out

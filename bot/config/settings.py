@@ -306,18 +306,21 @@ def policy_path(**overrides: Any) -> Path:
     return Path(configured or DEFAULT_POLICY_PATH)
 
 
-def database_url() -> str:
-    """DATABASE_URL read from where `Settings` reads it (`DATABASE_URL_FILE`, the environment,
-    `.env`), for the commands that need nothing else (`callbot backup`, `callbot migrate-db`):
-    they act on the database the bot uses even while other settings are wrong. A
-    DATABASE_URL_FILE that can't be read, or one set beside DATABASE_URL, is DatabaseUrlError."""
+def database_url(**overrides: Any) -> str:
+    """DATABASE_URL read from where `Settings` reads it (arguments, `DATABASE_URL_FILE`, the
+    environment, `.env`), for the commands that need nothing else (`callbot backup`, `callbot
+    migrate-db`, `callbot check`'s database line): they act on the database the bot uses even
+    while other settings are wrong. A DATABASE_URL_FILE that can't be read, or one set beside
+    DATABASE_URL, is DatabaseUrlError."""
     from_files, problems = settings_from_files()
     for problem in problems:
         if problem.startswith("DATABASE_URL:"):
             raise DatabaseUrlError(problem.removeprefix("DATABASE_URL: "))
-    if "database_url" in from_files:
-        return from_files["database_url"] or DEFAULT_DATABASE_URL
-    return _AloneSettings().database_url or DEFAULT_DATABASE_URL
+    arguments = {key: value for key, value in {**from_files, **overrides}.items()
+                 if key in ("database_url", "_env_file")}
+    if "database_url" in arguments:
+        return str(arguments["database_url"]) or DEFAULT_DATABASE_URL
+    return _AloneSettings(**arguments).database_url or DEFAULT_DATABASE_URL
 
 
 def audit_spool_path(database_url: str) -> Path | None:

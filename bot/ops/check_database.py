@@ -8,20 +8,28 @@ import re
 import time
 from pathlib import Path
 
+from bot.config.settings import Settings, database_url
 from bot.ops.checkup import Checkup
 from bot.ops.findings import Finding, failed, passed, skipped
+from bot.storage.backend import DatabaseUrlError, check_url
 from bot.storage.database import MIGRATIONS, POSTGRESQL, Database, dialect_of, sqlite_path
 from bot.storage.leases import LEASES_MIGRATION, Replica, replicas_alive
 
 
 async def check_database(c: Checkup) -> list[Finding]:
     subject = "Database"
-    if c.settings is None:
-        return skipped(subject, "not checked (fix the settings first)")
-    url = c.settings.database_url
+    if c.settings is not None:
+        url, lease_seconds = c.settings.database_url, c.settings.lease_seconds
+    else:  # another setting is wrong: DATABASE_URL, read alone, is checked all the same
+        try:
+            url = database_url(**c.overrides)
+            check_url(url)
+        except DatabaseUrlError:  # its own ✗ is among the settings' lines
+            return skipped(subject, "not checked (fix DATABASE_URL first)")
+        lease_seconds = float(Settings.model_fields["lease_seconds"].default)
     latest = max((m.version for m in MIGRATIONS), default=0)
     if dialect_of(url) == POSTGRESQL:
-        return await _check_postgres(url, latest, c.settings.lease_seconds)
+        return await _check_postgres(url, latest, lease_seconds)
     raw = sqlite_path(url)
     if raw == ":memory:":
         return passed(subject, "in memory: nothing is kept across restarts (set DATABASE_URL to "
@@ -43,7 +51,7 @@ async def check_database(c: Checkup) -> list[Finding]:
         await db.open_read_only()
         await db.fetchone("SELECT 1")
         version = await db.schema_version()
-        alive = await _replicas(db, version, c.settings.lease_seconds)
+        alive = await _replicas(db, version, lease_seconds)
     except Exception as exc:  # sqlite3 errors say what is wrong with the file, nothing secret
         return failed(subject, f"{path} can't be read as a database ({exc})",
                       "point DATABASE_URL at callbot's database, or move this file away so the bot "
