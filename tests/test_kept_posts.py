@@ -23,6 +23,7 @@ from bot.calls.store import CallState
 from bot.slack.outbox import REDELIVER_FOR_SECONDS
 from bot.standins.slack import ApiCall
 from bot.storage.database import Database
+from tests.budget_clock import LeapingClock
 from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import on_both_databases
 from tests.follow_helpers import FAST, FULL, end_session, is_thread_reply, services, status_message
@@ -152,7 +153,8 @@ async def test_a_thread_slack_fails_to_show_for_a_moment_is_read_again_not_poste
     assert lost.response is not None
     first.slack.fail("conversations.replies", failure, times=3, retry_after=0)
     await gone_for_a_lease(first)
-    second = await bot_factory("http", **QUICK)  # the same database
+    second = await bot_factory("http", **QUICK)  # the same database, its first round not yet run
+    services(second).outbox.sleep = LeapingClock().sleep  # its pauses take no real time
     await second.slack.wait_for_call("conversations.replies", lambda c: c.ok, timeout=30)
     status = second.slack.messages[(lost.response["channel"], lost.response["ts"])]
     end_session(second, session_id, after_seconds=20, outcome="Completed")
@@ -255,6 +257,7 @@ async def test_a_post_refused_past_a_long_restart_is_sent_again_not_given_up_at_
         await db.close()
 
     second, _ = await start(bot_factory, policy=ALICE_ONLY, clock=clock, **QUICK)
+    services(second).outbox.sleep = LeapingClock().sleep  # its pauses take no real time
     delivered = await second.slack.wait_for_call(
         "chat.postMessage", lambda c: c.ok and loud(c), timeout=30)
     assert delivered.params["thread_ts"] == (escalation.thread_ts or escalation.ts)
