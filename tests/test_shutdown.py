@@ -260,7 +260,11 @@ async def test_socket_mode_answers_what_it_received_before_it_closes(
                                         response_url=bot.slack.response_url())
         asking = asyncio.create_task(bot.slack.send_envelope("slash_commands", payload))
         await gate.wait_until_held()
-        await bot.runtime.stop()
+        stopping = asyncio.create_task(bot.runtime.stop())
+        # Nothing else running, the bot now waits for the ack: Slack lists the group then.
+        await until(lambda: services(bot).tasks.closed and services(bot).tasks.pending == 0)
+        gate.open()
+        await stopping
         ack = await asking
     finally:
         gate.open()
