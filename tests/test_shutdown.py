@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from pathlib import Path
 
 import aiohttp
@@ -279,9 +280,12 @@ async def test_a_stopping_replica_keeps_its_leases_while_a_step_s_call_is_still_
     is slow to answer it: A waits for it (chains pause only between steps) and holds its leases
     meanwhile. Replica B, on the same database, must not take that call for one a dead replica
     left halfway ("callbot restarted while placing this call, so it may or may not have been
-    placed", in the escalation's thread), nor drive the chain beside A."""
+    placed", in the escalation's thread), nor drive the chain beside A.
+
+    Rather than wait a lease in real time, A's leases and heartbeat are moved a lease into the
+    past once it is stopping, as if it had stopped renewing them that long ago: A, still renewing,
+    brings them up to date, and only then does B start (it would take them over meanwhile)."""
     a, clock = await start(bot_factory, LEASE_SECONDS="3", EVOVOICE_TIMEOUT="60")
-    b, _ = await start(bot_factory, clock=clock, LEASE_SECONDS="3")
     gate = asyncio.Event()
     a.evo.queue_outgoing(Gated(gate))
     view, _ = await open_on_message(a)
@@ -290,25 +294,26 @@ async def test_a_stopping_replica_keeps_its_leases_while_a_step_s_call_is_still_
     await a.evo.wait_for_posts(1)
     db, owner = services(a).db, services(a).leases.owner
 
-    async def expiry() -> float:
-        [row] = await db.fetchall("SELECT MAX(expires_at) AS e FROM leases WHERE owner = ?",
+    async def renewed() -> bool:
+        [row] = await db.fetchall("SELECT MIN(expires_at) AS e FROM leases WHERE owner = ?",
                                   (owner,))
-        return float(row["e"])
-
-    async def seen(replica: str) -> float:
-        [row] = await db.fetchall("SELECT seen_at FROM replicas WHERE id = ?", (replica,))
-        return float(row["seen_at"])
+        return float(row["e"]) > time.time()
 
     stopping = asyncio.create_task(a.runtime.stop())
     await until(lambda: services(a).tasks.closed)
-    lapses = await expiry()
-    # Two of B's lease rounds after A's leases would have lapsed, had A stopped renewing them: the
-    # rounds run after each renewal, so those after the first are over once the second is seen.
-    b_id = services(b).leases.owner
-    while (first := await seen(b_id)) <= lapses:
+    lease = a.runtime.settings.lease_seconds
+    await db.execute("UPDATE leases SET expires_at = expires_at - ? WHERE owner = ?",
+                     (lease, owner))
+    await db.execute("UPDATE replicas SET seen_at = seen_at - ? WHERE id = ?", (lease, owner))
+    for _ in range(200):  # A renews every half second
+        if await renewed():
+            break
         await asyncio.sleep(0.05)
-    while await seen(b_id) <= first:
-        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError("the stopping replica no longer renews its leases")
+    b, _ = await start(bot_factory, clock=clock, LEASE_SECONDS="3")
+    await services(b).escalations.take_over()  # a lease keeper's round, now
+    await services(b).follower.take_over()
     assert not stopping.done()  # still waiting for the POST's answer
     assert services(b).escalations.running == 0
     assert services(b).follower.following == 0
@@ -316,6 +321,7 @@ async def test_a_stopping_replica_keeps_its_leases_while_a_step_s_call_is_still_
     gate.set()
     await asyncio.wait_for(stopping, 30)
     # Once A has stopped, B goes on from the rows: Alice's call is followed, never dialled again.
+    await services(b).follower.take_over()  # B's next lease keeper's round, now
     await until(lambda: services(b).follower.following == 1, timeout=10)
     assert dialled(b) == [ALICE]
     assert not [c for c in b.slack.calls_to("chat.postMessage")
