@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
+from tests.budget_clock import LeapingClock
 from tests.claim_faults import AnswerLost, CommitAnswerLost
 from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import on_both_databases
@@ -43,6 +44,7 @@ async def _escalation_losing_the_answer_to(
     claims = services(bot).claims
     fault = AnswerLost(claims, *keys)
     monkeypatch.setattr(claims, "claim", fault)
+    claims.sleep = LeapingClock().sleep  # its pauses before trying again take no real time
     view, _ = await open_on_message(bot)
     await submit(bot, view)
     await escalation_message(bot)
