@@ -315,12 +315,13 @@ async def test_an_escalations_end_slack_refused_is_shown_by_another_replica_when
     assert ACK_ESCALATION_ACTION not in str(escalation.blocks), "its buttons gone"
 
 
-async def reconciled(database_url: str) -> None:
-    """Until no call is left "being dialled": another replica has found it."""
+async def session_found(database_url: str) -> None:
+    """Until the call left "being dialled" has its session: another replica reconciled it, and
+    follows it (`reconcile_dialling` posts a call's own status message before it follows it)."""
     db = Database(database_url)
     await db.open_read_only()
     try:
-        while await db.fetchall("SELECT id FROM calls WHERE placement = 'dialling'"):
+        while await db.fetchall("SELECT id FROM calls WHERE session_id IS NULL"):
             await asyncio.sleep(0.05)
     finally:
         await db.close()
@@ -397,8 +398,7 @@ async def test_an_escalation_step_whose_replica_died_while_dialling_posts_nothin
     gate.set()
     await until(lambda: bool(evo.sessions))
     [session_id] = evo.sessions
-    await reconciled(b.database_url)
-    await asyncio.sleep(0.5)  # an announcement of its own would be posted by now
+    await session_found(b.database_url)  # an announcement of its own would be posted by now
     assert not [c for c in slack.calls_to("chat.postMessage")
                 if "restarted while placing" in str(c.params) or "is calling" in str(c.params)]
     assert session_id in evo.sessions and len(evo.outgoing_posts) == 1
