@@ -57,6 +57,7 @@ def _losing_the_answer_to(
     """The escalation's first change to `state` commits and then loses its answer (a connection
     dropped after COMMIT); the states whose answers were lost."""
     store = services(bot).escalations.store
+    services(bot).escalations.fault_sleep = LeapingClock().sleep  # no real time: tried at once
     real = store.set_state
     lost: list[str] = []
 
