@@ -153,8 +153,9 @@ async def test_a_thread_slack_fails_to_show_for_a_moment_is_read_again_not_poste
     assert lost.response is not None
     first.slack.fail("conversations.replies", failure, times=3, retry_after=0)
     await gone_for_a_lease(first)
-    second = await bot_factory("http", **QUICK)  # the same database, its first round not yet run
-    services(second).outbox.sleep = LeapingClock().sleep  # its pauses take no real time
+    pauses = LeapingClock()  # the pauses after a 429 and between the outbox's tries: none
+    second = await bot_factory("http", slack_sleep=pauses.sleep, **QUICK)  # the same database
+    services(second).outbox.sleep = pauses.sleep  # before its first lease keeper's round runs
     await second.slack.wait_for_call("conversations.replies", lambda c: c.ok, timeout=30)
     status = second.slack.messages[(lost.response["channel"], lost.response["ts"])]
     end_session(second, session_id, after_seconds=20, outcome="Completed")
