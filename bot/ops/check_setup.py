@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from bot.config import (
     RESPONDERS_EVERYONE,
     ConfigError,
@@ -10,17 +12,20 @@ from bot.config import (
     load_settings,
     policy_path,
 )
+from bot.ops.check_env_file import unset_references
 from bot.ops.checkup import SETTING_FIXES, Checkup, count
 from bot.ops.findings import Finding, Status, failed, passed
 
 
 async def check_settings(c: Checkup) -> list[Finding]:
+    env_file = c.overrides.get("_env_file", ".env")
+    expanded = unset_references(Path(env_file)) if env_file is not None else []
     try:
         c.settings = load_settings(**c.overrides)
     except ConfigError as exc:
-        return [_setting_problem(problem) for problem in exc.problems]
+        return [_setting_problem(problem) for problem in exc.problems] + expanded
     mode = "Socket Mode" if c.settings.socket_mode else "HTTP mode"
-    return passed("Settings", f"complete and well-formed ({mode})")
+    return expanded or passed("Settings", f"complete and well-formed ({mode})")
 
 
 def _setting_problem(problem: str) -> Finding:
