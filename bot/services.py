@@ -54,6 +54,8 @@ from bot.tasks import BackgroundTasks
 
 logger = logging.getLogger(__name__)
 
+HELP_BUDGET_SECONDS = 1.0
+
 
 @dataclass
 class Services:
@@ -81,6 +83,9 @@ class Services:
     # Questions (abroad, repeat) waiting for their answer; what expires is erased.
     confirmations: Confirmations
     metrics: Metrics = field(default_factory=Metrics)
+    # How long `/call help` waits to learn the asker's roles before listing everything instead
+    # (the help is the ack, due within Slack's 3 s).
+    help_budget_seconds: float = HELP_BUDGET_SECONDS
 
     @property
     def trusted_origins(self) -> list[str]:

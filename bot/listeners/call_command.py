@@ -32,7 +32,6 @@ from bot.slack.modals import ModalMetadata, is_channel_id, is_response_url
 logger = logging.getLogger(__name__)
 
 CALL_COMMAND = "/call"
-HELP_BUDGET_SECONDS = 1.0
 
 
 def register(app: AsyncApp) -> None:
@@ -96,8 +95,8 @@ async def on_call_command(
 
 
 async def help_for(services: Services, user_id: str) -> views.Message:
-    """The help that fits the asker, if their roles are known within HELP_BUDGET_SECONDS (the
-    help is the ack); else all of it, saying who may use what."""
+    """The help that fits the asker, if their roles are known within the services'
+    help_budget_seconds (the help is the ack); else all of it, saying who may use what."""
 
     async def tailored() -> views.Message:
         has_role = bool(await services.access.roles_of(user_id))
@@ -108,7 +107,7 @@ async def help_for(services: Services, user_id: str) -> views.Message:
                                   oncall=services.oncall.configured)
 
     try:
-        return await asyncio.wait_for(tailored(), HELP_BUDGET_SECONDS)
+        return await asyncio.wait_for(tailored(), services.help_budget_seconds)
     except (TimeoutError, CallbotError):
         return views.help_message(oncall=services.oncall.configured)
 
