@@ -19,11 +19,11 @@ from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot.app import RateLimitRetry
 from bot.calls import status_views as call_views
 from bot.standins.slack import (
     ApiCall,
@@ -223,15 +223,20 @@ async def test_ratelimited_is_429_with_retry_after(slack: SlackStandIn) -> None:
     assert err.value.response.headers["Retry-After"] == "1"
     assert slack.calls_to("chat.postMessage")[0].status == 429
 
-    # slack_sdk's rate-limit retry handler reads Retry-After (0 here, so that it waits only its own
-    # jitter of under a second) and retries: the second try succeeds
+    # slack_sdk's rate-limit retry handler (the bot's, which waits with a sleep of its choosing:
+    # here none in real time) reads Retry-After (0 here, so that it waits only its jitter of under
+    # a second) and retries: the second try succeeds
     slack.fail("chat.postMessage", "ratelimited", times=1, retry_after=0)
-    retrying = web_client(
-        slack, retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)]
-    )
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    retrying = web_client(slack, retry_handlers=[RateLimitRetry(max_retry_count=1, sleep=pause)])
     resp = await retrying.chat_postMessage(channel="C0OPS", text="after retry")
     assert resp["ok"] is True
     assert [c.status for c in slack.calls_to("chat.postMessage")] == [429, 429, 200]
+    assert len(pauses) == 1 and 0 <= pauses[0] < 1
 
 
 async def test_usergroups_and_users(slack: SlackStandIn) -> None:
@@ -580,11 +585,13 @@ async def test_socket_mode_200_concurrent_envelopes(slack: SlackStandIn) -> None
     app = new_app(slack)
     finished: list[str] = []
     all_finished = asyncio.Event()
+    all_acked = asyncio.Event()
 
     @app.command("/call")
     async def call_command(ack: AsyncAck, command: dict[str, Any]) -> None:
         await ack(f"ack {command['text']}")
-        await asyncio.sleep(0.5)  # slow work after the ack must not hold other acks back
+        # Slow work after the ack must not hold other acks back: none ends before all are acked.
+        await all_acked.wait()
         finished.append(command["text"])
         if len(finished) == 200:
             all_finished.set()
@@ -604,6 +611,8 @@ async def test_socket_mode_200_concurrent_envelopes(slack: SlackStandIn) -> None
         assert sorted(a["payload"]["text"] for a in acks) == sorted(f"ack {i}" for i in range(200))
         assert len({a["envelope_id"] for a in acks}) == 200
         assert all(r.ack is not None and r.acked_at is not None for r in slack.envelopes.values())
+        assert finished == []
+        all_acked.set()
         await asyncio.wait_for(all_finished.wait(), WAIT)  # let the listeners finish before closing
 
 
@@ -648,10 +657,10 @@ async def test_socket_mode_reconnects_after_abrupt_drop(slack: SlackStandIn) -> 
     async def call_command(ack: AsyncAck) -> None:
         await ack("ok")
 
-    # Detection takes up to ping_interval. Don't go much lower: slack_sdk passes
-    # heartbeat=ping_interval to aiohttp, which drops the connection if no pong comes within
-    # ping_interval / 2.
-    async with socket_mode(slack, app, ping_interval=2):
+    # Detection takes up to ping_interval. Not much lower: slack_sdk passes heartbeat=ping_interval
+    # to aiohttp, which drops the connection if no pong comes within ping_interval / 2 (here only
+    # a connection quiet for half a second is pinged: the new one is used at once).
+    async with socket_mode(slack, app, ping_interval=0.5):
         await slack.disconnect_socket(abrupt=True)
         await slack.wait_socket_connections(2, timeout=WAIT)
         url = slack.response_url()
