@@ -265,7 +265,7 @@ async def test_a_status_message_slack_took_without_answering_is_kept_current_in_
     # Slack posts the call's status message in its thread but its answer never comes back (the
     # bot's Slack timeout, shortened here). The message is there: found by the id it carries, it
     # is the one edited as the call goes on, not left at "Calling…" while the news goes elsewhere.
-    bot = await bot_factory("http", slack_timeout=2.0, **FAST)
+    bot = await bot_factory("http", slack_timeout=1.0, **FAST)
     lost = bot.slack.hold("chat.postMessage", when=is_reply, after=True)  # posted, answer held
     _, url = await bot.command(f"{FULL} escalation")
     await lost.wait_until_held(1, timeout=10)
