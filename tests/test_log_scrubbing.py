@@ -29,7 +29,7 @@ from tests.conftest import (
     BotUnderTest,
     until,
 )
-from tests.escalations import open_on_message, start, submit
+from tests.escalations import open_on_message, retries_on, start, submit
 from tests.interactions import ask, button, click
 
 SECRETS = (BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, EVO_PASSWORD)
@@ -195,11 +195,13 @@ async def test_an_escalation_step_tried_again_logs_its_number_masked(
     bot_factory: BotFactory, production_log: io.StringIO
 ) -> None:
     # The chain's own path: a step refused with "not now" is dialled again, and says so.
-    bot, _ = await start(bot_factory)
+    bot, clock = await start(bot_factory)
+    pauses = retries_on(bot, clock)  # the pause before dialling again takes no real time
     bot.evo.queue_outgoing(TooManyRequests(retry_after="0.05"))
     view, _ = await open_on_message(bot)
     await submit(bot, view)
     await bot.evo.wait_for_posts(2)
+    assert len(pauses) == 1
     await bot.runtime.stop()
     log = production_log.getvalue()
     check_clean(log)
