@@ -24,10 +24,10 @@ from bot.standins.evovoice import EvoVoiceStandIn, Oversized, TooManyRequests, T
 from tests.conftest import EVO_PASSWORD, EVO_USER, FLOWS, BotFactory, BotUnderTest
 from tests.follow_helpers import FAST, FULL, end_session, status_message, wait_for_edit
 
-# A byte every tenth of a second: each pause well within the read timeouts below (0.5 s), so
-# aiohttp's own read timeout, which starts again at every byte, never trips; the whole answer (176
-# bytes for /auth/status, as many for a placed call) takes seconds, far longer than the timeout,
-# so a test could never pass by waiting it out.
+# A byte every tenth of a second: each pause well within the read timeouts below (0.5 s and
+# 0.25 s), so a read timeout that starts again at every byte (aiohttp's own) never trips; the whole
+# answer (176 bytes for /auth/status, as many for a placed call) takes seconds, far longer than the
+# timeout, so a test could never pass by waiting it out.
 TRICKLED = Trickled(seconds_per_byte=0.1)
 
 
@@ -54,7 +54,7 @@ async def test_a_trickled_lookup_is_a_timeout(evo: EvoVoiceStandIn) -> None:
     evo.queue("GET", "/auth/status", TRICKLED, TRICKLED)
     # The GET's one more try comes after a pause that is no business of this test's.
     async with EvoVoiceClient(evo.url, EVO_USER, EVO_PASSWORD,
-                              timeout=httpx.Timeout(0.5, connect=5.0),
+                              timeout=httpx.Timeout(0.25, connect=5.0),
                               retry_backoff=0.01) as client:
         with pytest.raises(EvoVoiceTimeout):
             await asyncio.wait_for(client.auth_status(), 30)
