@@ -307,7 +307,7 @@ async def alice_given_up_as_not_found(
 ) -> tuple[BotUnderTest, Clock, Message]:
     """A chain whose first step, Alice's, has a call the follower gave up looking for: her POST
     was answered 500 and no session showed up within CALL_FIND_SECONDS. Her phone may still ring."""
-    bot, clock = await start(bot_factory, CALL_FIND_SECONDS="0.5")
+    bot, clock = await start(bot_factory, CALL_FIND_SECONDS="0.3")
     bot.evo.queue_outgoing(ErrorStatus(500, "Internal server error"))
     view, _ = await open_on_message(bot)
     assert await submit(bot, view) == {}
