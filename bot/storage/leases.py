@@ -74,6 +74,7 @@ class Leases:
         self._started_at = clock()
         self._keeper: asyncio.Task[None] | None = None
         self._leaving = False  # `leaving()`: renewing only, taking nothing over
+        self._woken = asyncio.Event()  # `wake()`: the next round now, not `every` seconds on
 
     async def take(self, kind: str, row_id: int, *, on: Connection | None = None) -> bool:
         """Take the lease of (kind, row_id) if nobody holds it, it has expired, or it is ours;
@@ -160,7 +161,16 @@ class Leases:
             except Exception:
                 # The database may be briefly unreachable; the leases last several rounds.
                 logger.exception("renewing leases failed; trying again in %.1f s", self.every)
-            await asyncio.sleep(self.every)
+            try:
+                await asyncio.wait_for(self._woken.wait(), self.every)
+            except TimeoutError:
+                pass
+            self._woken.clear()
+
+    def wake(self) -> None:
+        """Start the keeper's next round now rather than at the end of its pause (or, during a
+        round, right after it): for a test that made work to take over, or to erase."""
+        self._woken.set()
 
     def leaving(self) -> None:
         """Take nothing more over, and go on renewing until `stop`: the work still winding down
