@@ -218,6 +218,41 @@ def retries_on(bot: BotUnderTest, clock: Clock) -> list[float]:
     return pauses
 
 
+class HeldPauses:
+    """A step's pauses before dialling again, each held until the test lets it end: the test
+    decides what has happened (Evo Voice's answer changed, the clock moved on) when the step
+    tries again. The request budget's 429 pauses leap on a clock of their own."""
+
+    def __init__(self, bot: BotUnderTest) -> None:
+        self.asked: list[float] = []  # each pause asked for, in seconds
+        self._gate = asyncio.Event()
+        self._held = asyncio.Condition()
+        self._waiting = 0
+        services(bot).calls.dialler.sleep = self._pause
+        leaping_budget(bot)
+
+    async def _pause(self, seconds: float) -> None:
+        gate = self._gate
+        async with self._held:
+            self.asked.append(seconds)
+            self._waiting += 1
+            self._held.notify_all()
+        await gate.wait()
+
+    async def until_held(self, n: int = 1, timeout: float = 10.0) -> None:
+        """Until the `n`-th pause (counted from the first) is being held."""
+        async def held() -> None:
+            async with self._held:
+                await self._held.wait_for(lambda: len(self.asked) >= n and self._waiting > 0)
+
+        await asyncio.wait_for(held(), timeout)
+
+    def release(self) -> None:
+        """End the pauses held now; later ones are held again."""
+        self._gate.set()
+        self._gate, self._waiting = asyncio.Event(), 0
+
+
 def leaping_budget(bot: BotUnderTest) -> None:
     """The request budget's pauses after a 429 (a Retry-After) take no real time."""
     budget, budget_clock = services(bot).evo.budget, LeapingClock()

@@ -17,6 +17,7 @@ from tests.escalations import (
     ALICE,
     BOB,
     ROSTER,
+    HeldPauses,
     click_ack,
     click_stop,
     dialled,
@@ -56,15 +57,19 @@ async def test_429s_past_the_steps_deadline_move_on_to_the_next_person(
     bot_factory: BotFactory,
 ) -> None:
     bot, clock = await start(bot_factory)
+    pauses = HeldPauses(bot)
     bot.evo.default_behaviours[OUTGOING] = TooManyRequests(retry_after="0.05")
     view, _ = await open_on_message(bot)
     await submit(bot, view)
     await escalation_message(bot)
-    await bot.evo.wait_for_posts(2)
-    assert BOB not in dialled(bot)  # still on Alice's step
+    await pauses.until_held(1)
+    pauses.release()
+    await pauses.until_held(2)  # refused twice, waiting to dial her a third time
+    assert dialled(bot) == [ALICE, ALICE]  # still on Alice's step
     bot.evo.default_behaviours[OUTGOING] = Respond()
     clock.advance(91)  # Alice's step ran out while Evo Voice kept saying "not now"
-    await bot.evo.wait_for_posts(len(bot.evo.outgoing_posts) + 1)
+    pauses.release()
+    await bot.evo.wait_for_posts(3)
     assert dialled(bot)[-1] == BOB
     assert {s.get("toAddress") for s in bot.evo.sessions.values()} == {BOB}
 
@@ -75,13 +80,16 @@ async def test_while_the_next_person_s_call_is_refused_not_now_the_card_says_how
     """Alice's step ends at her deadline; Evo Voice then says "not now" to Bob's call for a
     while. Meanwhile the card shows her step over, not her phone still ringing."""
     bot, clock, escalation = await running_escalation(bot_factory)
+    pauses = HeldPauses(bot)
     bot.evo.default_behaviours[OUTGOING] = TooManyRequests(retry_after="0.05")
     clock.advance(91)
-    await bot.evo.wait_for_posts(3)  # Bob's call refused at least once
+    await pauses.until_held()  # Bob's call refused, the step waiting to dial him again
+    assert dialled(bot) == [ALICE, BOB]
     await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ no answer after "
                                          "90 s (hung up)")
     assert {s.get("toAddress") for s in bot.evo.sessions.values()} == {ALICE}
     bot.evo.default_behaviours[OUTGOING] = Respond()
+    pauses.release()
     await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
 
 
@@ -263,7 +271,7 @@ async def test_a_flow_list_evo_voice_cant_give_now_doesnt_stop_the_page(
     """The flow list, read an hour and more ago, is read afresh at the escalation's checks; Evo
     Voice failing to give it now says nothing of the flow having changed: the one read before
     serves, and Alice is rung, rather than every step failing its checks at once."""
-    bot, _ = await start(bot_factory)
+    bot, _ = await start(bot_factory, **QUICK_VOICE_RETRY)  # the GET's one more try, at once
     view, _ = await open_on_message(bot)  # the form reads the flows
     catalog = services(bot).catalog
     later = catalog.clock() + 2 * 3600
