@@ -650,6 +650,7 @@ async def test_a_call_left_on_after_nobody_came_is_watched_by_one_replica_then_b
     await services(second).escalations.take_over()  # a lease keeper's round
     assert (services(first).escalations.running, services(second).escalations.running) == (1, 0)
     await first.runtime.stop(grace=0)  # dies: its leases are left lapsed
+    await services(second).follower.take_over()  # the next round: Alice's call, followed again
     await services(second).escalations.take_over()
     assert services(second).escalations.running == 1
     await heard_late_once(second, escalation, alice)
