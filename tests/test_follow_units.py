@@ -120,6 +120,12 @@ async def test_resume_follows_what_was_being_followed(db: Database) -> None:
     store = CallStore(db)
     live = await new_call(store)
     await new_call(store, session_id="sess-2", state="ended", following=False)
+    pauses: list[float] = []
+
+    async def pause(wake: asyncio.Event, seconds: float) -> None:  # the 2 s before a poll: none
+        pauses.append(seconds)
+        assert len(pauses) < 100, "the follower never stopped"
+
     follower = CallFollower(
         evo=FakeEvo([session(ended=True)]),
         notifier=FakeNotifier(),
@@ -127,6 +133,7 @@ async def test_resume_follows_what_was_being_followed(db: Database) -> None:
         audit=None,
         account_ids=["acct-1"],
         timing=TIMING,
+        pause=pause,
     )
     assert await follower.resume() == 1
     await asyncio.wait_for(asyncio.gather(*follower.tasks()), 5)
