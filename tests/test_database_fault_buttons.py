@@ -39,6 +39,8 @@ from tests.escalations import (
 CANADA = "+14165550123"
 REFERENCE = re.compile(r"\(reference [0-9A-Za-z_.-]+\)")
 
+pytestmark = pytest.mark.usefixtures("database_retried_quickly")  # the tests end the faults
+
 
 @pytest.fixture
 def database_url(database_url: str) -> str:

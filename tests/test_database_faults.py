@@ -22,6 +22,7 @@ from bot.standins.slack import Message
 from bot.storage.database import SQLITE, dialect_of, sqlite_path
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.database_locks import (
+    recorded,
     tables_locked,
     until_logged,
     with_short_busy_timeout,
@@ -61,6 +62,8 @@ from tests.follow_helpers import (
 )
 from tests.follow_helpers import wait_for_edit as wait_for_status
 
+pytestmark = pytest.mark.usefixtures("database_retried_quickly")  # the tests end the faults
+
 
 @pytest.fixture
 def database_url(database_url: str) -> str:
@@ -79,12 +82,7 @@ async def test_a_locked_database_dials_nothing_and_says_so_with_a_reference(
     text = str(answer)
     assert "could not write to its database, so nothing was dialled (reference " in text
     assert bot.evo.outgoing_posts == []
-
-    async def recorded() -> None:  # the refusal reaches the audit trail once the lock is gone
-        while not await audit_records(bot):
-            await asyncio.sleep(0.05)
-
-    await asyncio.wait_for(recorded(), 20)
+    await recorded(bot)  # the refusal reaches the audit trail once the lock is gone
     [record] = await audit_records(bot)
     assert record.decision != "allowed"
 

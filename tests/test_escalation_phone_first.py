@@ -195,6 +195,7 @@ async def test_without_a_card_a_requester_who_lost_the_right_hears_why_the_chain
     assert dialled(bot) == [ALICE]
 
 
+@pytest.mark.usefixtures("database_retried_quickly")  # the claim tried again at once
 async def test_without_a_card_an_end_whose_claim_lost_its_answer_is_told_all_the_same(
     bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -51,7 +51,7 @@ async def until_database_answers(
     work: Callable[[], Awaitable[T]],
     what: str,
     *,
-    first_pause: float = FIRST_PAUSE_SECONDS,
+    first_pause: float | None = None,  # FIRST_PAUSE_SECONDS, read when called
     max_pause: float = MAX_PAUSE_SECONDS,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     extra: Mapping[str, object] | None = None,
@@ -59,7 +59,7 @@ async def until_database_answers(
     """`work()`, run again after a growing pause for as long as the database fails. `extra`:
     the fields its warnings carry (the escalation_id, call_id… `what` names), so the logs find
     them by field."""
-    pause = first_pause
+    pause = FIRST_PAUSE_SECONDS if first_pause is None else first_pause
     while True:
         try:
             return await work()
