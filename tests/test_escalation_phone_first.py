@@ -13,6 +13,7 @@ import logging
 
 import pytest
 
+from bot.oncall import escalation_card
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import Gated
 from bot.standins.slack import ApiCall, ApiReply, Message
@@ -310,11 +311,13 @@ async def test_a_page_sent_by_the_next_start_asks_evo_voice_whether_its_call_sti
 
 
 async def test_a_late_page_does_not_wait_on_a_slow_evo_voice_to_say_whether_its_call_rings(
-    bot_factory: BotFactory,
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The next start asks Evo Voice whether Alice's call still rings before sending her page;
     Evo Voice doesn't answer (held): her page goes all the same, saying her phone rings, as a
     page on time does."""
+    # The page gives up on the answer after 0.1 s of real time, not the bot's 1 s.
+    monkeypatch.setattr(escalation_card, "PHONE_CHECK_SECONDS", 0.1)
     first, clock, _ = await alices_page_refused_until_the_bot_stops(bot_factory, grace=0)
     held = asyncio.Event()  # every read of her session: the restarted follower's, the page's
     first.evo.queue("GET", f"/sessions/{session_of(first, ALICE)}", *[Gated(held)] * 5)
