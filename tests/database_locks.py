@@ -67,7 +67,7 @@ async def tables_locked(
 async def until_logged(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 60) -> None:
     async def logged() -> None:
         while not any(text in r.getMessage() for r in caplog.records):
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
 
     await asyncio.wait_for(logged(), timeout)
 
