@@ -11,7 +11,7 @@ import time
 import pytest
 
 from bot.standins.evovoice import EmptyObject, ErrorStatus, Gated, Respond
-from tests.conftest import BotFactory, until
+from tests.conftest import BotFactory, BotUnderTest, until
 from tests.databases import on_both_databases
 from tests.interactions import interact, open_form, state, submission
 from tests.follow_helpers import (
@@ -291,10 +291,20 @@ async def test_a_call_still_being_looked_for_is_looked_for_again_after_a_restart
     await wait_for_edit(second, status, "Ended: Completed")
 
 
+FIND_SECONDS = "0.15"  # CALL_FIND_SECONDS: how long a session may be unknown, in real time
+
+
+async def older_than(bot: BotUnderTest, seconds: float) -> None:
+    """Until the first call was placed more than `seconds` ago."""
+    call = await services(bot).follower.store.get(1)
+    assert call is not None
+    await until(lambda: time.time() - call.created_at > seconds)
+
+
 async def test_one_404_late_in_a_call_does_not_end_its_following(bot_factory: BotFactory) -> None:
     # Long after CALL_FIND_SECONDS, the session is answered 404 once (a proxy's hiccup, say):
     # only a session unknown for CALL_FIND_SECONDS is given up, so the outcome is still told.
-    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": "0.3"})
+    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": FIND_SECONDS})
     bot.evo.omitted_from_listings.add("sess-1")  # read alone, then
     bot.evo.queue("GET", "/sessions/sess-1", ErrorStatus(404, "Session not found"))  # new: once
     await bot.command(f"{FULL} escalation")
@@ -303,15 +313,7 @@ async def test_one_404_late_in_a_call_does_not_end_its_following(bot_factory: Bo
     assert session_id == "sess-1"
     bot.evo.set_session_state(session_id, callState="Connected")
     await wait_for_edit(bot, status, "Connected")
-    store = services(bot).follower.store
-
-    async def older_than_find_seconds() -> None:
-        call = await store.get(1)
-        assert call is not None
-        while time.time() - call.created_at <= 0.3:
-            await asyncio.sleep(0.05)
-
-    await older_than_find_seconds()
+    await older_than(bot, float(FIND_SECONDS))
     bot.evo.queue("GET", f"/sessions/{session_id}", ErrorStatus(404, "Session not found"))
     await until(lambda: len(bot.evo.requests_to("GET", f"/sessions/{session_id}")) > 1)
     end_session(bot, session_id, after_seconds=20, outcome="Completed")
@@ -325,14 +327,17 @@ async def test_listings_answered_404_do_not_end_the_following_of_a_call_still_on
     # Polls read sessions in listings of specific ids; what a listing answers when one id is
     # unknown nothing public says, and a 404 for it says nothing of this session. Taken as this
     # session's 404, the call was given up on as lost after CALL_FIND_SECONDS, still ringing.
-    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": "0.3"})
+    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": FIND_SECONDS})
     bot.evo.default_behaviours[("GET", "/sessions")] = ErrorStatus(404, "Session not found")
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
-    await asyncio.sleep(0.6)  # longer than CALL_FIND_SECONDS, listings answered 404 meanwhile
-    assert len([r for r in bot.evo.requests_to("GET", "/sessions")
-                if "specificIds" in r.query]) >= 2
+    def listings() -> int:
+        return len([r for r in bot.evo.requests_to("GET", "/sessions") if "specificIds" in r.query])
+
+    await older_than(bot, 2 * float(FIND_SECONDS))  # listings answered 404 meanwhile, and after:
+    listed = listings()
+    await until(lambda: listings() > max(listed, 1))
     bot.evo.set_session_state(session_id, callState="Connected")
     await wait_for_edit(bot, status, "Connected")
     end_session(bot, session_id, after_seconds=20, outcome="Completed")
