@@ -25,7 +25,7 @@ CANT_READ = "I can't read this call's status from Evo Voice"
 async def ringing_call(bot_factory: BotFactory) -> tuple[BotUnderTest, Message, str]:
     """A call shown ringing, whose session is read alone (`GET /sessions/{id}`)."""
     # CALL_FIND_SECONDS short: how long reads may fail before the requester is told.
-    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": "0.3"})
+    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": "0.15"})
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
