@@ -25,8 +25,8 @@ import pytest
 
 from tests.databases import SKIPPED_WITHOUT_POSTGRES, copy_migrated
 
-# The database fixtures: `database_url`, `db` and the migrated databases they hand out.
-pytest_plugins = ["tests.database_fixtures"]
+# The database fixtures (`database_url`, `db`, the migrated databases); tests/bytecode.py.
+pytest_plugins = ["tests.database_fixtures", "tests.bytecode"]
 
 if TYPE_CHECKING:
     # The bot is imported where a fixture or a helper needs it, not here: pytest-xdist's main
