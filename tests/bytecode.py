@@ -23,7 +23,7 @@ import pytest
 
 ROOT = Path(__file__).parent.parent
 # The modules of tests/conftest.py's `pytest_plugins`: pytest rewrites their asserts too.
-PLUGINS = ("database_fixtures.py", "bytecode.py")
+PLUGINS = ("database_fixtures.py", "bytecode.py", "tmp_dirs.py")
 
 
 class Rewritten:

@@ -25,8 +25,8 @@ import pytest
 
 from tests.databases import SKIPPED_WITHOUT_POSTGRES, copy_migrated
 
-# The database fixtures (`database_url`, `db`, the migrated databases); tests/bytecode.py.
-pytest_plugins = ["tests.database_fixtures", "tests.bytecode"]
+# Plugins: the database fixtures (`database_url`, `db`...), early bytecode, each `tmp_path`.
+pytest_plugins = ["tests.database_fixtures", "tests.bytecode", "tests.tmp_dirs"]
 
 if TYPE_CHECKING:
     # The bot is imported where a fixture or a helper needs it, not here: pytest-xdist's main
