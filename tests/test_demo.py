@@ -57,7 +57,9 @@ async def test_callbot_demo_serves_the_page_on_the_port_it_prints(tmp_path: Path
         async with aiohttp.ClientSession() as http:
             async with http.get(match.group(0)) as response:
                 assert response.status == 200
-                assert "callbot demo" in await response.text()
+                page = await response.text()
+                assert "callbot demo" in page
+                assert 'data-poll-ms="500"' in page  # a person sees a change within 0.5 s
             async with http.get(match.group(0) + "api/state") as response:
                 state = await response.json()
         assert state["channel"]["name"] == "ops" and state["messages"] == []

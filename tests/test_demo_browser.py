@@ -46,8 +46,9 @@ async def browser() -> AsyncIterator[Any]:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
-    """tests/conftest.py's `demo`, in the module's event loop."""
-    running = Demo(0, tmp_path)
+    """tests/conftest.py's `demo` (polling the voice API as fast), in the module's event loop; its
+    page polls every 0.1 s, not 0.5: a test waits for what the demo does, not for a poll."""
+    running = Demo(0, tmp_path, poll_seconds=(0.05, 0.2), page_poll_seconds=0.1)
     await running.start()
     yield running
     await running.stop()
@@ -94,6 +95,8 @@ async def test_place_follow_and_hang_up_a_call(page: Page, demo: Demo) -> None:
 
 
 async def test_a_voicemail_reads_as_picked_up_never_as_answered(page: Page, demo: Demo) -> None:
+    phones = demo.world.phones
+    phones.voicemail_seconds = 60.0  # it records until the bot has seen it pick up (below)
     await say(page, "/call +1 814 404 3093 escalation")
     parent = page.locator("#messages > .msg").filter(has_text="is calling +1 814 ••• 3093")
     thread = parent.locator(".thread")
@@ -101,6 +104,11 @@ async def test_a_voicemail_reads_as_picked_up_never_as_answered(page: Page, demo
 
     alice = page.locator(".phone.ringing").filter(has_text="Alice Example")
     await alice.get_by_role("button", name="Voicemail").click()
+    await expect(thread).to_contain_text("Connected (answered by Voicemail of Alice")
+    # The recording ends now: a voicemail started afresh, with no time left to record.
+    [phone] = demo.world.state()["phones"]
+    phones.voicemail_seconds = 0.0
+    demo.world.phone(phone["session_id"], "voicemail")
     await expect(thread).to_contain_text("☎️ Ended: Voicemail, answered by Voicemail of Alice")
     await expect(parent.locator(".reactions")).to_have_text("☎️")  # drawn, not ":phone:"
     await expect(parent).to_contain_text("☎️ Picked up by a person or a voicemail (can't tell "
@@ -254,7 +262,9 @@ async def test_the_page_logs_no_error_in_the_browser_console(browser: Any, demo:
         await tab.wait_for_selector("body[data-ready='1']")
         await say(tab, "/call help")
         await expect(tab.locator("#ephemerals")).to_contain_text("/call")
-        await tab.wait_for_timeout(600)  # a poll or two
+        for _ in range(2):  # a poll or two, and what they draw
+            async with tab.expect_response(lambda r: r.url.endswith("/api/state")):
+                pass
     finally:
         await context.close()
     assert errors == []

@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 MAX_BODY = 64 * 1024
+# How often the page asks for the demo's state: a person sees a change within half a second.
+PAGE_POLL_SECONDS = 0.5
 
 Handler = Callable[[DemoWorld, dict[str, Any]], Awaitable[Any]]
 
@@ -32,9 +34,11 @@ def page() -> str:
     return resources.files("bot.demo").joinpath("page.html").read_text(encoding="utf-8")
 
 
-def create_demo_app(world: DemoWorld) -> web.Application:
+def create_demo_app(
+    world: DemoWorld, *, page_poll_seconds: float = PAGE_POLL_SECONDS
+) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
-    html = page()
+    html = page().replace("<body>", f'<body data-poll-ms="{round(page_poll_seconds * 1000)}">', 1)
 
     async def index(_: web.Request) -> web.Response:
         return web.Response(text=html, content_type="text/html", charset="utf-8",
@@ -124,9 +128,13 @@ class Demo:
     """The world and its page, started and stopped together (the tests use this too)."""
 
     def __init__(
-        self, port: int, data_dir: Path, *, poll_seconds: tuple[float, float] = DEMO_POLL_SECONDS
+        self, port: int, data_dir: Path, *, poll_seconds: tuple[float, float] = DEMO_POLL_SECONDS,
+        page_poll_seconds: float = PAGE_POLL_SECONDS,
     ) -> None:
+        """`poll_seconds`: the bot's checks of a call's state (bot/demo/world.py);
+        `page_poll_seconds`: the page's of the demo's."""
         self.world = DemoWorld(data_dir, poll_seconds=poll_seconds)
+        self.page_poll_seconds = page_poll_seconds
         self.requested_port = port
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -143,7 +151,8 @@ class Demo:
     async def start(self) -> None:
         await self.world.start()
         try:
-            self._runner = web.AppRunner(create_demo_app(self.world), access_log=None)
+            self._runner = web.AppRunner(create_demo_app(
+                self.world, page_poll_seconds=self.page_poll_seconds), access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, HOST, self.requested_port)
             await site.start()
