@@ -26,11 +26,11 @@ PHONE_ACTIONS = ("answer", "decline", "voicemail", "acknowledge", "hangup")
 
 
 class Phones:
-    def __init__(self, evo: EvoVoiceStandIn) -> None:
+    def __init__(self, evo: EvoVoiceStandIn, *, ring_seconds: float = RING_SECONDS) -> None:
         self.evo = evo
         self.policy: Policy | None = None  # its people's numbers name who a phone belongs to
         self.voicemail_seconds = VOICEMAIL_SECONDS
-        self.ring_seconds = RING_SECONDS
+        self.ring_seconds = ring_seconds
         self._ringer: asyncio.Task[None] | None = None
         # The voicemails still recording, by call: each leaves when its call ends, so a demo left
         # running for days holds none of those long over.

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.demo.phones import RING_SECONDS
 from bot.demo.world import DEMO_POLL_SECONDS, DemoError, DemoWorld
 
 logger = logging.getLogger(__name__)
@@ -129,11 +130,12 @@ class Demo:
 
     def __init__(
         self, port: int, data_dir: Path, *, poll_seconds: tuple[float, float] = DEMO_POLL_SECONDS,
-        page_poll_seconds: float = PAGE_POLL_SECONDS,
+        page_poll_seconds: float = PAGE_POLL_SECONDS, ring_seconds: float = RING_SECONDS,
     ) -> None:
         """`poll_seconds`: the bot's checks of a call's state (bot/demo/world.py);
-        `page_poll_seconds`: the page's of the demo's."""
-        self.world = DemoWorld(data_dir, poll_seconds=poll_seconds)
+        `page_poll_seconds`: the page's of the demo's; `ring_seconds`: how long a phone nobody
+        picks up rings (bot/demo/phones.py)."""
+        self.world = DemoWorld(data_dir, poll_seconds=poll_seconds, ring_seconds=ring_seconds)
         self.page_poll_seconds = page_poll_seconds
         self.requested_port = port
         self.port: int | None = None

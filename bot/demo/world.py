@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 from bot.config import Policy, Settings, load_policy
 from bot.demo import DemoError
-from bot.demo.phones import Phones
+from bot.demo.phones import RING_SECONDS, Phones
 from bot.demo.screen import Form, Screen
 from bot.demo.seed import (
     APP_TOKEN,
@@ -77,6 +77,7 @@ class DemoWorld:
         *,
         policy_path: Path | None = None,
         poll_seconds: tuple[float, float] = DEMO_POLL_SECONDS,
+        ring_seconds: float = RING_SECONDS,
     ) -> None:
         self.data_dir = data_dir
         self.poll_seconds = poll_seconds
@@ -86,7 +87,7 @@ class DemoWorld:
         self.runtime: Runtime | None = None
         self.policy: Policy | None = None
         self.screen = Screen(self.slack)
-        self.phones = Phones(self.evo)
+        self.phones = Phones(self.evo, ring_seconds=ring_seconds)
 
     @property
     def forms(self) -> list[Form]:
