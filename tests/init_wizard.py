@@ -37,6 +37,10 @@ def spawn(folder: Path, env: dict[str, str]) -> pexpect.spawn:
     child = pexpect.spawn(sys.executable, ["-m", "bot", "init"], cwd=str(folder), env=env,
                           encoding="utf-8", timeout=TIMEOUT)
     child.delaybeforesend = None
+    # Nor its 0.1 s sleep in close() (time.sleep too) "to give the kernel time" before it asks
+    # whether the child has exited: the tests close it once they have read its EOF, when it has
+    # exited or is exiting; if it is still running, close() ends it as before.
+    child.ptyproc.delayafterclose = 0
     return child
 
 
