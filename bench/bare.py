@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 
 from aiohttp import web
@@ -72,3 +73,7 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    # As `python -m bot` ends (bot/__main__.py): the interpreter's last collection walks
+    # everything it holds, about to be freed anyway (0.15-0.45 s before the process is gone, after
+    # the burst's figures are taken). Frozen, it is left alone.
+    gc.freeze()
