@@ -736,9 +736,9 @@ async def test_a_long_order_in_the_form_ends_with_how_many_more_not_cut_mid_name
 
 
 async def test_the_end_of_a_long_order_still_says_what_to_do(bot_factory: BotFactory) -> None:
-    """200 people, none with a usable number: "Nobody could be called" names them all, and the
+    """100 people, none with a usable number: "Nobody could be called" names them all, and the
     broadcast's section would be cut before what to do now."""
-    people = ", ".join(f'"U0P{n:03d}"' for n in range(200))
+    people = ", ".join(f'"U0P{n:03d}"' for n in range(100))
     policy = ALICE_ONLY.replace('rotation = ["U0ALICE"]', f"rotation = [{people}]")
     bot, _ = await start(bot_factory, policy=policy)
     view, _ = await open_on_message(bot)
