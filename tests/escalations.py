@@ -23,6 +23,7 @@ from bot.oncall.escalation_form import (
 )
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.oncall.roster import OnCall, Overrides, PhoneBook
+from bot.standins.evovoice import Gated
 from bot.storage.database import Database
 from bot.standins.slack import (
     ApiCall,
@@ -35,7 +36,7 @@ from bot.standins.slack import (
     view_submission_payload,
 )
 from tests.budget_clock import LeapingClock
-from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest
+from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest, until
 from tests.follow_helpers import FAST, services
 from tests.interactions import as_shown, interact
 
@@ -345,3 +346,15 @@ def on_call(db: Database, client: AsyncWebClient, policy: Policy) -> OnCall:
     `client` fixture): for the roster's own tests, without a bot."""
     return OnCall(policy.oncall, phones=PhoneBook(client, policy.people, policy.dial_policy),
                   overrides=Overrides(db))
+
+
+async def picked_up_unseen(bot: BotUnderTest, session_id: str, **state: Any) -> asyncio.Event:
+    """The phone of `session_id` is picked up (its session set to `state`, Connected unless said)
+    while the follower's poll is out: that poll hangs until the event returned is set, so only a
+    fresh read of the session sees the answer."""
+    polls = len(bot.evo.requests_to("GET", "/sessions"))
+    poll_answered = asyncio.Event()
+    bot.evo.queue("GET", "/sessions", Gated(poll_answered))  # the follower's next poll hangs
+    await until(lambda: len(bot.evo.requests_to("GET", "/sessions")) > polls)
+    bot.evo.set_session_state(session_id, **{"callState": "Connected", **state})
+    return poll_answered

@@ -35,6 +35,7 @@ from tests.escalations import (
     metrics_text,
     open_on_message,
     page_of,
+    picked_up_unseen,
     running_escalation,
     session_of,
     start,
@@ -318,11 +319,7 @@ async def alice_picks_up_unseen_at_the_deadline(
     is set), and her step's deadline comes: only the deadline's fresh read of her session sees her
     connected. Her session id, and the event that lets the poll answer."""
     alice = session_of(bot, ALICE)
-    polls = len(bot.evo.requests_to("GET", "/sessions"))
-    poll_answered = asyncio.Event()
-    bot.evo.queue("GET", "/sessions", Gated(poll_answered))  # the follower's next poll hangs
-    await until(lambda: len(bot.evo.requests_to("GET", "/sessions")) > polls)
-    bot.evo.set_session_state(alice, callState="Connected")
+    poll_answered = await picked_up_unseen(bot, alice)
     clock.advance(91)
     return alice, poll_answered
 
@@ -350,11 +347,7 @@ async def test_a_call_read_connected_and_ended_at_the_deadline_was_answered(
     answer" and no hang-up of a call that is over."""
     bot, clock, escalation = await running_escalation(bot_factory)
     alice = session_of(bot, ALICE)
-    polls = len(bot.evo.requests_to("GET", "/sessions"))
-    poll_answered = asyncio.Event()
-    bot.evo.queue("GET", "/sessions", Gated(poll_answered))  # the follower's next poll hangs
-    await until(lambda: len(bot.evo.requests_to("GET", "/sessions")) > polls)
-    bot.evo.set_session_state(alice, callState="Connected", ended=True)
+    poll_answered = await picked_up_unseen(bot, alice, ended=True)
     clock.advance(91)
     await bot.evo.wait_for_posts(2)
     poll_answered.set()

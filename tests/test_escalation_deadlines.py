@@ -4,15 +4,14 @@ host) can compare with its own clock; a hand-off during an escalation doesn't ch
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import time
 
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
-from bot.standins.evovoice import Behaviour, ErrorStatus, Gated, TooManyRequests
-from tests.conftest import BotFactory, until
+from bot.standins.evovoice import Behaviour, ErrorStatus, TooManyRequests
+from tests.conftest import BotFactory
 from tests.escalations import (
     ALICE,
     BOB,
@@ -23,6 +22,7 @@ from tests.escalations import (
     escalation_message,
     hung_up,
     open_on_message,
+    picked_up_unseen,
     running_escalation,
     session_of,
     start,
@@ -98,11 +98,7 @@ async def test_a_call_evo_voice_cant_read_at_the_deadline_is_not_cut_off(
     policy = ROSTER + 'ack_outcomes = ["Pressed 1"]\n'
     bot, clock, escalation = await running_escalation(bot_factory, policy=policy)
     alice = session_of(bot, ALICE)
-    polls = len(bot.evo.requests_to("GET", "/sessions"))
-    poll_answered = asyncio.Event()
-    bot.evo.queue("GET", "/sessions", Gated(poll_answered))  # the follower's next poll hangs
-    await until(lambda: len(bot.evo.requests_to("GET", "/sessions")) > polls)
-    bot.evo.set_session_state(alice, callState="Connected")
+    poll_answered = await picked_up_unseen(bot, alice)
     bot.evo.queue("GET", f"/sessions/{alice}", refusal)  # the deadline's fresh read
     clock.advance(91)
     await bot.evo.wait_for_posts(2)
