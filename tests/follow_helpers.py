@@ -72,6 +72,14 @@ async def placed_call(bot_factory: BotFactory) -> tuple[BotUnderTest, Message, s
     return bot, status, session_id
 
 
+async def ended_call(bot_factory: BotFactory) -> tuple[BotUnderTest, Message, str]:
+    """placed_call()'s call, ended Busy after 5 s and shown ended (Call again can be clicked)."""
+    bot, status, session_id = await placed_call(bot_factory)
+    end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await wait_for_edit(bot, status, "Ended")
+    return bot, status, session_id
+
+
 def parent_of(bot: BotUnderTest, status: Message) -> Message:
     assert status.thread_ts is not None
     return bot.slack.messages[(status.channel, status.thread_ts)]

@@ -21,6 +21,7 @@ from tests.follow_helpers import (
     buttons,
     click,
     end_session,
+    ended_call,
     history,
     parent_of,
     placed_call,
@@ -94,9 +95,7 @@ async def test_hang_up_on_a_call_evo_voice_no_longer_knows_is_not_shown_as_done(
 async def test_a_call_again_that_failed_still_uses_up_the_button(bot_factory: BotFactory) -> None:
     # Its new thread says what went wrong; the old message says it was called again, and its
     # button (which would only answer "already called again") is gone.
-    bot, status, session_id = await placed_call(bot_factory)
-    end_session(bot, session_id, after_seconds=5, outcome="Busy")
-    await wait_for_edit(bot, status, "Ended")
+    bot, status, session_id = await ended_call(bot_factory)
     bot.evo.queue_outgoing(ErrorStatus(400, "Flow is disabled"))
 
     await click(bot, status, CALL_AGAIN_ACTION)
@@ -109,9 +108,7 @@ async def test_a_call_again_that_failed_still_uses_up_the_button(bot_factory: Bo
 async def test_call_again_by_a_manager_is_the_managers_own_call(bot_factory: BotFactory) -> None:
     # Clicked by someone other than the requester (allowed: a role), the new call is theirs: its
     # message, the audit trail and the rate limits name the clicker.
-    bot, status, session_id = await placed_call(bot_factory)  # U0MANAGER's
-    end_session(bot, session_id, after_seconds=5, outcome="Busy")
-    await wait_for_edit(bot, status, "Ended")
+    bot, status, session_id = await ended_call(bot_factory)  # U0MANAGER's
     await click(bot, status, CALL_AGAIN_ACTION, user_id="U0ADMIN")
     again = await status_message(bot, 2)
     await bot.settle()
@@ -239,9 +236,7 @@ async def test_call_again_clicked_by_two_people_at_once_dials_once(
     bot_factory: BotFactory,
 ) -> None:
     # The requester and a manager both see the call end and both click: one message, one call.
-    bot, status, session_id = await placed_call(bot_factory)
-    end_session(bot, session_id, after_seconds=5, outcome="Busy")
-    await wait_for_edit(bot, status, "Ended")
+    bot, status, session_id = await ended_call(bot_factory)
     clicks = await asyncio.gather(click(bot, status, CALL_AGAIN_ACTION),
                                   click(bot, status, CALL_AGAIN_ACTION, user_id="U0ADMIN"))
     await status_message(bot, 2)
@@ -256,9 +251,7 @@ async def test_a_call_again_whose_outcome_is_unknown_uses_up_the_button(
 ) -> None:
     # The POST's answer is lost (the call may have been placed): the old message says it was
     # called again, as for any call that went to Evo Voice, and offers no second one.
-    bot, status, session_id = await placed_call(bot_factory)
-    end_session(bot, session_id, after_seconds=5, outcome="Busy")
-    await wait_for_edit(bot, status, "Ended")
+    bot, status, session_id = await ended_call(bot_factory)
     bot.evo.queue_outgoing(DropConnection())  # the stand-in places the call, then drops the answer
 
     await click(bot, status, CALL_AGAIN_ACTION)
@@ -346,9 +339,7 @@ async def test_a_call_again_click_delivered_twice_calls_once_and_refuses_nothing
 ) -> None:
     # One click reaching the bot twice (a proxy resending, a copy on each replica): one call,
     # and the person who clicked once is not told "already called again (one click dials once)".
-    bot, status, session_id = await placed_call(bot_factory)
-    end_session(bot, session_id, after_seconds=5, outcome="Busy")
-    await wait_for_edit(bot, status, "Ended")
+    bot, status, session_id = await ended_call(bot_factory)
     url = bot.slack.response_url()
     payload = block_actions_payload(
         action_id=CALL_AGAIN_ACTION, block_id=CALL_ACTIONS_BLOCK,
@@ -369,9 +360,7 @@ async def test_call_again_on_a_call_whose_flow_was_deleted_names_the_flow_it_use
 ) -> None:
     # Deleted from Evo Voice since the call: the refusal names the flow as the person saw it,
     # not the ID nobody typed, with /call's advice about names and slugs.
-    bot, status, session_id = await placed_call(bot_factory)
-    end_session(bot, session_id, after_seconds=5, outcome="Busy")
-    await wait_for_edit(bot, status, "Ended")
+    bot, status, session_id = await ended_call(bot_factory)
     bot.evo.flows[:] = [flow for flow in bot.evo.flows if flow["id"] != "flow-esc"]
     services(bot).catalog.forget()  # as when the cached list expires
     _, url = await click(bot, status, CALL_AGAIN_ACTION)
