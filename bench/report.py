@@ -74,7 +74,7 @@ def table(results: dict[str, Any]) -> str:
             f"| {run['mode']} | {database} | {replicas} | {run['n']:,} "
             f"| {_ms(run.get('slack_latency_s', 0.0) * 1000)} "
             f"| {_ms(ack['p50_ms'])} / {_ms(ack['p99_ms'])} / {_ms(ack['max_ms'])} "
-            f"| {ack['late']} | {_ms(bare['ack']['p99_ms'])} "
+            f"| {ack['late']} | {'–' if bare is None else _ms(bare['ack']['p99_ms'])} "
             f"| {'–' if ratio is None else f'{ratio:.2f}'} "
             f"| {_ms(dial['p50_ms'])} / {_ms(dial['p99_ms'])} "
             f"| {bot['posts']:,} | {bot['confirmations']:,} "

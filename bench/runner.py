@@ -51,6 +51,9 @@ class Options:
     database: str = SQLITE
     postgres_url: str = field(default_factory=default_postgres_url)
     replicas: int = 1
+    # False: the bot's runs only, without the bare Bolt app's beside each (a run's "bare" and
+    # "ratio_p99" are None): for a test about the bot's replicas, which the bare app tells nothing.
+    bare: bool = True
 
 
 def _log(message: str) -> None:
@@ -269,12 +272,14 @@ async def run_pair(mode: str, n: int, options: Options) -> dict[str, Any]:
     setup = f", {options.database} × {options.replicas}"
     _log(f"bench: {mode} N={n}{setup}{slow}: bot …")
     bot = await run_bot(mode, n, options)
-    _log(f"bench: {mode} N={n}: bare Bolt app …")
-    bare = await run_bare(mode, n, options)
+    bare = None
+    if options.bare:
+        _log(f"bench: {mode} N={n}: bare Bolt app …")
+        bare = await run_bare(mode, n, options)
     return {"mode": mode, "n": n, "slack_latency_s": options.slack_latency,
             "database": options.database, "replicas": options.replicas,
             "load_before": round(load, 2), "bot": bot, "bare": bare,
-            "ratio_p99": ratio(bot, bare)}
+            "ratio_p99": None if bare is None else ratio(bot, bare)}
 
 
 def machine() -> dict[str, Any]:

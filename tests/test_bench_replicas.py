@@ -41,9 +41,10 @@ async def test_two_replicas_on_postgresql_share_the_burst_and_dial_each_number_o
     tmp_path: Path,
 ) -> None:
     # The stand-ins in the bench process (`--standins inline`): tests/test_bench.py runs them in a
-    # process of their own, and each one costs a Python start.
+    # process of their own, and each one costs a Python start; so does the bare Bolt app, whose
+    # runs beside the bot's tests/test_bench.py covers.
     options = Options(delay=DELAY, standins="inline", logs=tmp_path / "logs",
-                      postgres_url=postgres_url())
+                      postgres_url=postgres_url(), bare=False)
 
     results = await run_benchmark(["socket", "http"], [N], options, databases=[POSTGRESQL],
                                   replicas=[2])
@@ -114,7 +115,9 @@ def test_the_report_names_each_runs_database_and_replicas() -> None:
         "options": {"delay_s": 2.0, "standins": "process"},
         "runs": [saved_before_replicas,
                  _run(_bot([80.0, 82.0], database_cpu=3.0) | {"dial_loop_cpu_ms_per_call": 3.5},
-                      database=POSTGRESQL, replicas=2)],
+                      database=POSTGRESQL, replicas=2),
+                 _run(_bot([80.0, 82.0]), database=POSTGRESQL, replicas=2) | {  # Options.bare off
+                     "bare": None, "ratio_p99": None}],
     }
 
     text = markdown(results)
@@ -127,6 +130,7 @@ def test_the_report_names_each_runs_database_and_replicas() -> None:
     # CPU per call up to the last POST, the event loops' part of it in brackets (when measured).
     assert "| 5.0 / 9.0 |" in rows[0]
     assert "| 5.0 (3.5) / 9.0 |" in rows[1]
+    assert "| 0 | – | – |" in rows[2]  # no bare Bolt app run beside it: no p99 of its own, no ratio
     assert "socket, postgresql × 2: POSTs/distinct numbers: 1,000/1,000" in text
     assert "socket: POSTs/distinct numbers: 1,000/1,000" in text
 
