@@ -10,16 +10,18 @@ One test (on both databases) waits in real time for the dead replica's leases to
 deployments do; the others, about what the survivor does once it has the work, lapse them at the
 kill (`Replica.die`), as the time going by would: the 2 s they waited each proved nothing more.
 How a lease lapses on its clock is tests/test_leases.py's.
+
+The replicas start on a database migrated already (as `bot_factory`'s bots do), except for one test
+(on both databases) whose pair finds it empty and migrates it together, as a deployment's replicas
+do at their first start: migrating a schema twice over costs PostgreSQL more than the rest of a
+test here, and proves nothing more each time.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,8 @@ from bot.oncall.escalation_views import ACK_ESCALATION_ACTION
 from bot.standins.evovoice import EvoVoiceStandIn, Gated
 from bot.storage.database import Database
 from bot.standins.slack import SlackStandIn, slash_command_payload
-from tests.conftest import BotUnderTest, bot_environment, policy_with, until
-from tests.databases import on_both_databases
+from tests.conftest import bot_environment, policy_with, until
+from tests.databases import SQLITE, fresh_database, migrated_database, on_both_databases
 from tests.follow_helpers import (
     FAST,
     FULL,
@@ -44,6 +46,13 @@ from tests.follow_helpers import (
     wait_for_mark,
 )
 from tests.processes import BotProcess
+from tests.replica_processes import (
+    Replica,
+    first_request_after,
+    parent_noted,
+    session_found,
+    until_ready,
+)
 from tests.escalations import (
     CHANNEL,
     ROSTER,
@@ -57,43 +66,31 @@ from tests.escalations import (
     submit,
 )
 from tests.interactions import interact, open_form, state, submission
+from tests.postgres_schemas import MigratedSchemas
 
 LEASE_SECONDS = "3"
 
 
-@dataclass
-class Replica(BotUnderTest):
-    """A bot running in its own process; Slack's requests reach it on its own port."""
+@pytest.fixture
+async def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Path,
+    migrated_schemas: MigratedSchemas,
+) -> AsyncIterator[str]:
+    """The replicas' database, at the SQLite path `bot_environment` names or in a PostgreSQL schema:
+    migrated already (tests/databases.py `migrated_database`), or empty for a test that asks for
+    `an_empty_database`."""
+    backend = getattr(request, "param", SQLITE)
+    if "an_empty_database" in request.fixturenames:
+        async with fresh_database(backend, tmp_path) as url:
+            yield url
+    else:
+        async with migrated_database(backend, tmp_path, migrated_sqlite, migrated_schemas) as url:
+            yield url
 
-    process: BotProcess | None = None
-    database_url: str = ""
 
-    @property
-    def bot(self) -> BotProcess:
-        assert self.process is not None
-        return self.process
-
-    @property
-    def events_url(self) -> str:
-        return f"{self.bot.base}/slack/events"
-
-    async def kill(self) -> float:
-        """SIGKILL: no shutdown, no lease released. The moment it died (monotonic clock)."""
-        await self.bot.stop(signal.SIGKILL)
-        return time.monotonic()
-
-    async def die(self) -> None:
-        """SIGKILL, and its leases lapse at once instead of within LEASE_SECONDS: it renews them
-        no more, and a lease's expiry is the only thing the time going by changes."""
-        await self.kill()
-        db = Database(self.database_url)
-        await db.open()
-        try:
-            # Replica ids are host:pid:suffix (bot/storage/leases.py).
-            await db.execute("UPDATE leases SET expires_at = ? WHERE owner LIKE ?",
-                             (time.time() - 1, f"%:{self.bot.process.pid}:%"))
-        finally:
-            await db.close()
+@pytest.fixture
+def an_empty_database() -> None:
+    """The replicas start on an empty database (see `database_url`): they migrate it together."""
 
 
 @pytest.fixture
@@ -117,7 +114,7 @@ async def replicas(
             group.append(Replica(runtime=None, mode=mode, slack=slack, evo=evo,  # type: ignore[arg-type]
                                  http=http, process=process, database_url=database_url))
         started.extend(group)
-        for replica in group:  # started together: they migrate the database at the same time
+        for replica in group:  # started together: on an empty database, they migrate it at once
             await until_ready(replica)
         return group
 
@@ -127,18 +124,8 @@ async def replicas(
     await http.close()
 
 
-async def until_ready(replica: Replica) -> None:
-    """Ready by its own log, on the port it listens on."""
-    port = await replica.bot.listening()
-    mode = "Socket Mode" if replica.mode == "socket" else "HTTP mode"
-    await replica.bot.wait_for_line(re.escape(f"callbot ready ({mode}, port {port})"))
-
-
-def first_request_after(evo: EvoVoiceStandIn, moment: float) -> float:
-    return min(r.time for r in evo.requests if r.time > moment)
-
-
 @on_both_databases
+@pytest.mark.usefixtures("an_empty_database")
 async def test_limits_are_shared_by_the_replicas(replicas: Any, evo: EvoVoiceStandIn) -> None:
     a, b = await replicas(policy=policy_with(per_user="1/10m"))
     await a.command(f"{FULL} escalation")
@@ -313,34 +300,6 @@ async def test_an_escalations_end_slack_refused_is_shown_by_another_replica_when
         "chat.update", lambda c: c.ok and c.params.get("ts") == escalation.ts
         and "<@U0ADMIN> acknowledged at" in str(c.params.get("text")), timeout=30)
     assert ACK_ESCALATION_ACTION not in str(escalation.blocks), "its buttons gone"
-
-
-async def session_found(database_url: str) -> None:
-    """Until the call left "being dialled" has its session: another replica reconciled it, and
-    follows it (`reconcile_dialling` posts a call's own status message before it follows it)."""
-    db = Database(database_url)
-    await db.open_read_only()
-    try:
-        while await db.fetchall("SELECT id FROM calls WHERE session_id IS NULL"):
-            await asyncio.sleep(0.05)
-    finally:
-        await db.close()
-
-
-async def parent_noted(database_url: str) -> None:
-    """Until the row of the call being dialled says where its parent went (written right after
-    Slack took the parent, since schema version 17), for at most 0.5 s (well within the POST's
-    own time-out): a bot that keeps no such thing is killed all the same."""
-    db = Database(database_url)
-    await db.open_read_only()
-    try:
-        for _ in range(50):
-            [row] = await db.fetchall("SELECT * FROM calls")
-            if "parent_posted_ts" in row.keys() and row["parent_posted_ts"] is not None:
-                return
-            await asyncio.sleep(0.01)
-    finally:
-        await db.close()
 
 
 @on_both_databases
