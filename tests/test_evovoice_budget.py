@@ -437,15 +437,18 @@ async def test_a_listing_refused_for_the_logins_role_stops_batching(
     assert not client.polls.batching
 
 
+@pytest.mark.parametrize("refusal", [ErrorStatus(404, "Session not found"), ErrorStatus(500)],
+                         ids=["404", "500"])
 async def test_a_listing_answered_404_reads_each_session_alone(
-    evo: EvoVoiceStandIn, client: EvoVoiceClient
+    evo: EvoVoiceStandIn, client: EvoVoiceClient, refusal: ErrorStatus
 ) -> None:
     # What a listing of specific ids answers when one of them is unknown (a session deleted, or
     # of another account) nothing public says: a 404 for the whole listing is ServiceStack's
     # "not found". It says nothing of the others: each poll of the batch got NotFound, and a
-    # call still ringing was given up on as lost.
+    # call still ringing was given up on as lost. A 500 to the listing (another operation than
+    # reading one session) likewise says nothing of each session: they are read alone.
     ids = [evo.add_session()["id"] for _ in range(3)]
-    evo.queue("GET", "/sessions", ErrorStatus(404, "Session not found"))
+    evo.queue("GET", "/sessions", refusal)
     assert await poll_all(client, ids) == ids
     assert sorted(r.path for r in evo.requests)[1:] == sorted(f"/sessions/{i}" for i in ids)
     before = len(evo.requests)

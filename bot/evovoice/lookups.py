@@ -17,7 +17,7 @@ Nothing says whether several ids are honoured, nor whether a listing leaves some
   ever); if that finds it, that id is polled on its own from then on. A listing that can't be read
   (one session of an unexpected shape, an answer too large) has each of its sessions read alone
   this time, so one odd session fails its own call only; so does a listing answered 404, which
-  says nothing of the sessions that exist.
+  says nothing of the sessions that exist, or 5xx (the gateway's 502/503/504 once tried again).
 - A batch waits for its turn in the budget (``Priority.ROUTINE``) *before* its ids are chosen:
   while polls queue behind the budget, the next batch fills up. ``MAX_BATCHES_IN_FLIGHT`` batches
   are read at once, so one slow answer does not hold up every followed call.
@@ -36,6 +36,7 @@ from bot.evovoice.errors import (
     Forbidden,
     MalformedResponse,
     NotFound,
+    ServerError,
 )
 from bot.evovoice.models import Session
 
@@ -157,9 +158,10 @@ class SessionPolls:
             # The login's role may be refused the listing and allowed each session (operations
             # have roles of their own: docs/evovoice-api.md); a 403 on a session stays its own.
             self._stop_batching("it refused the listing to the bot's login (403)")
-        except (MalformedResponse, NotFound):
+        except (MalformedResponse, NotFound, ServerError):
             # A listing answered 404 (one of its ids unknown, say) says nothing of the others:
-            # each is read alone this time, where a 404 is its own.
+            # each is read alone this time, where a 404 is its own. So does a 5xx: the listing
+            # is another operation than reading a session, and nothing says they fail together.
             missing = "unreadable"
         except EvoVoiceError as exc:
             for futures in batch.values():
