@@ -73,8 +73,6 @@ class RowRunner:
         self._after: dict[int, Work] = {}  # run by the row's task once its own work is done
         self._reserved: set[int] = set()
         self.closed = False
-        # The pauses while the database fails (public: a test may take them without waiting).
-        self.fault_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     @property
     def running(self) -> int:
@@ -283,7 +281,7 @@ class RowRunner:
             # A database that fails for a while (locked, full, read-only, a PostgreSQL failover)
             # is waited for: the call goes on ringing, the chain must go on after it.
             # Its warnings carry the row's id as a field: call_id, escalation_id.
-            await until_database_answers(work, f"{self.kind} {row_id}", sleep=self.fault_sleep,
+            await until_database_answers(work, f"{self.kind} {row_id}",
                                          extra={f"{self.kind}_id": row_id})
         except asyncio.CancelledError:
             raise

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
-from tests.budget_clock import LeapingClock
 from tests.claim_faults import AnswerLost, CommitAnswerLost
 from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import on_both_databases
@@ -36,6 +35,9 @@ from tests.follow_helpers import audit_records, services
 from tests.interactions import ask
 from tests.interactions import click as click_question
 
+# Work waiting for the database to answer tries again within 0.01 s, not the bot's 0.5 s.
+pytestmark = pytest.mark.usefixtures("database_retried_quickly")
+
 
 async def _escalation_losing_the_answer_to(
     bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch, *keys: str, policy: str = ROSTER
@@ -44,7 +46,6 @@ async def _escalation_losing_the_answer_to(
     claims = services(bot).claims
     fault = AnswerLost(claims, *keys)
     monkeypatch.setattr(claims, "claim", fault)
-    claims.sleep = LeapingClock().sleep  # its pauses before trying again take no real time
     view, _ = await open_on_message(bot)
     await submit(bot, view)
     await escalation_message(bot)
@@ -57,7 +58,6 @@ def _losing_the_answer_to(
     """The escalation's first change to `state` commits and then loses its answer (a connection
     dropped after COMMIT); the states whose answers were lost."""
     store = services(bot).escalations.store
-    services(bot).escalations.fault_sleep = LeapingClock().sleep  # no real time: tried at once
     real = store.set_state
     lost: list[str] = []
 

@@ -211,16 +211,6 @@ class EscalationService:
         """How many chains this process is driving now."""
         return self._runner.running
 
-    @property
-    def fault_sleep(self) -> Callable[[float], Awaitable[None]]:
-        """What a chain waits with before it runs again while the database fails (public: a
-        test may take the pauses without waiting)."""
-        return self._runner.fault_sleep
-
-    @fault_sleep.setter
-    def fault_sleep(self, sleep: Callable[[float], Awaitable[None]]) -> None:
-        self._runner.fault_sleep = sleep
-
     # ----------------------------------------------------------------------------- starting
 
     async def start(

@@ -18,7 +18,6 @@ being claimed, whenever the bot dies.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 import time
@@ -47,14 +46,9 @@ Guarded = Callable[[Connection], Awaitable[None]]
 
 
 class Claims:
-    def __init__(
-        self, db: Database, *, clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
+    def __init__(self, db: Database, *, clock: Callable[[], float] = time.time) -> None:
         self._db = db
         self._clock = clock
-        # The pauses of `claim_when_answered` (public: a test may take them without waiting).
-        self.sleep = sleep
         self._purged_at: float | None = None
 
     async def claim(self, key: str, *, holder: str | None = None, then: Guarded | None = None
@@ -126,7 +120,7 @@ class Claims:
         is granted the key again. `then`: as for claim()."""
         named = holder or secrets.token_hex(16)
         return await until_database_answers(lambda: self.claim(key, holder=named, then=then), what,
-                                            sleep=self.sleep, extra=extra)
+                                            extra=extra)
 
     async def take_over_in(self, conn: Connection, key: str, *, holder: str) -> None:
         """`key` claimed by `holder`, whoever held it, within the caller's transaction (which
