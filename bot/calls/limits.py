@@ -258,32 +258,36 @@ class CallLimits:
         """The refusal a call would meet now, were it asked for (read only; nothing taken): a
         question whose Yes is refused anyway is not asked. None when a call fits, or when the
         database can't say (the slot, taken on the Yes, still checks)."""
-        user_id = call.request.user_id
-        request = await self.slot_request(user_id, call.number.e164, call.flow_id,
+        request = await self.slot_request(call.request.user_id, call.number.e164, call.flow_id,
                                           check_repeat=False)
         try:
-            for scope in SCOPES:
-                at = await request.full_until(self._db, scope)
-                if at is not None:
-                    return await self.refused(request.refusal(scope, at), user_id)
+            refusal = await self._freeing_last(request)
         except DATABASE_FAULTS as exc:
             logger.warning("reading the limits before asking failed (%s)", exc)
-        return None
+            return None
+        if refusal is not None:
+            log_refusal(call.request.user_id, refusal)
+        return refusal
 
     async def refused(self, refusal: LimitReached, user_id: str) -> LimitReached:
         """The refusal to tell, logged: the full window that frees last. The windows are checked
         in turn and the first found full refuses, yet another may hold the call longer (the
         day's, when one's own frees in minutes): its wait is the one that lets a call through."""
-        request = refusal.request
         try:
-            for scope in SCOPES:
-                at = await request.full_until(self._db, scope)
-                later = None if at is None else request.refusal(scope, at)
-                if later is not None and later.retry_after > refusal.retry_after:
-                    refusal = later
+            refusal = await self._freeing_last(refusal.request, refusal) or refusal
         except DATABASE_FAULTS as exc:  # the first refusal is still true, if short
             logger.warning("reading the other limits of a refused call failed (%s)", exc)
         log_refusal(user_id, refusal)
+        return refusal
+
+    async def _freeing_last(self, request: SlotRequest,
+                            refusal: LimitReached | None = None) -> LimitReached | None:
+        """Of `refusal` and `request`'s full windows, the one that frees last; None if neither."""
+        for scope in SCOPES:
+            at = await request.full_until(self._db, scope)
+            later = None if at is None else request.refusal(scope, at)
+            if later is not None and (refusal is None or later.retry_after > refusal.retry_after):
+                refusal = later
         return refusal
 
     async def release(self, slot: Slot) -> None:
