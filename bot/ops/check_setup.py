@@ -8,6 +8,7 @@ from bot.config import (
     RESPONDERS_EVERYONE,
     ConfigError,
     Policy,
+    Settings,
     load_policy,
     load_settings,
     policy_path,
@@ -18,8 +19,9 @@ from bot.ops.findings import Finding, Status, failed, passed
 
 
 async def check_settings(c: Checkup) -> list[Finding]:
-    env_file = c.overrides.get("_env_file", ".env")
-    expanded = unset_references(Path(env_file)) if env_file is not None else []
+    # The .env that Settings reads (tests pass `_env_file=None`: none).
+    env_file = c.overrides.get("_env_file", Settings.model_config.get("env_file"))
+    expanded = unset_references(Path(str(env_file))) if env_file is not None else []
     try:
         c.settings = load_settings(**c.overrides)
     except ConfigError as exc:
