@@ -15,7 +15,16 @@ from bot.standins.evovoice import ErrorStatus, Gated
 from bot.storage.database import Database
 from bot.standins.slack import Message
 from tests.conftest import BotFactory, BotUnderTest
-from tests.follow_helpers import FAST, FULL, end_session, parent_of, services, wait_for_mark
+from tests.follow_helpers import (
+    FAST,
+    FULL,
+    buttons,
+    end_session,
+    parent_of,
+    services,
+    status_message,
+    wait_for_mark,
+)
 from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.escalations import (
     ALICE,
@@ -182,3 +191,62 @@ async def test_an_escalation_step_dialled_as_the_bot_died_is_ended_before_the_ne
 
 
 __all__ = ["Clock"]
+
+
+async def died_before_telling(first: BotUnderTest, **command: str) -> str:
+    """`first` places a call, fills its row in with Evo Voice's answer, and is stopped before its
+    status message is posted or kept (the attempt's result being written: its task cancelled
+    there, as a SIGKILL would leave it). The call's session id."""
+    reached, held = asyncio.Event(), asyncio.Event()
+
+    async def held_result(*_: object) -> None:
+        reached.set()
+        await held.wait()
+
+    services(first).audit.result = held_result  # type: ignore[method-assign]
+    await first.command(f"{FULL} escalation", **command)
+    await asyncio.wait_for(reached.wait(), 10)
+    await first.runtime.stop(grace=0)
+    assert not [c for c in first.slack.calls_to("chat.postMessage") if c.params.get("thread_ts")]
+    [session_id] = first.evo.sessions
+    return session_id
+
+
+async def test_a_call_placed_as_the_bot_died_before_its_status_was_posted_gets_one(
+    bot_factory: BotFactory,
+) -> None:
+    # The row says "placed, being followed" and no status message was ever posted: the next start
+    # follows the call and posts its status under the parent the first one posted, with its
+    # buttons, and keeps it current; never a parent with no news under it until the end.
+    first = await bot_factory("http", **FAST)
+    session_id = await died_before_telling(first)
+    [parent_post] = first.slack.calls_to("chat.postMessage")
+    assert parent_post.response is not None
+
+    second = await bot_factory("http", **FAST)  # the same database
+    status = await status_message(second)
+    assert status.thread_ts == parent_post.response["ts"]
+    assert "hang_up" in " ".join(buttons(status))
+    end_session(second, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(second, status, "Ended")
+    assert len(second.evo.outgoing_posts) == 1  # never dialled again
+    assert await wait_for_mark(second, parent_of(second, status)) == "x"
+
+
+async def test_a_call_placed_as_the_bot_died_before_its_relay_began_is_told_by_dm(
+    bot_factory: BotFactory,
+) -> None:
+    # In a channel the bot can't post in, the call was told through the command's response_url,
+    # which lived in the first process alone: the next start tells the requester by direct
+    # message, and keeps that message current.
+    first = await bot_factory("http", **FAST)
+    first.slack.fail("chat.postMessage", "channel_not_found",
+                     when=lambda c: c["channel"] == "G0PRIV")
+    session_id = await died_before_telling(first, channel_id="G0PRIV")
+
+    second = await bot_factory("http", **FAST)  # the same database
+    status = await status_message(second)
+    assert status.channel == second.slack.dm_channel("U0MANAGER")
+    end_session(second, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(second, status, "Ended")
+    assert "Ended" in (status.text or "")

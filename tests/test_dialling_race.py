@@ -91,6 +91,8 @@ class Evo:
 class Slack:
     """What one replica posts and edits in Slack."""
 
+    outbox = None  # nothing kept to be posted again
+
     def __init__(self) -> None:
         self.posts: list[str] = []
         self.edits: list[tuple[str, str]] = []  # (ts, text)
@@ -252,6 +254,34 @@ async def test_a_call_left_behind_is_announced_by_one_replica(db: Database) -> N
     await b.follower.take_over()
     await c.follower.take_over()
     assert len(b.slack.posts) + len(c.slack.posts) == 2  # the parent and the status, once
+    await b.follower.stop()
+    await c.follower.stop()
+
+
+async def test_a_call_placed_by_a_replica_that_died_before_telling_is_told_by_one(
+    db: Database,
+) -> None:
+    clock = Clock()
+    dead = Replica("dead", db, db, clock)
+    row = await dead.follower.note_dialling(CALL, T0)
+    await dead.follower.note_parent(row.id, THREAD)
+    result = CallResult(Outcome.PLACED, session_id="sess-1", session=session("Ringing"))
+    tracked = await dead.follower.track(CALL, result, THREAD, row)
+    assert tracked is not None and tracked.following  # then it died, its status never posted
+    clock.now += Leases(db).valid_for + 1  # its lease has expired
+    b, c = Replica("b", db, db, clock), Replica("c", db, db, clock)
+    await asyncio.gather(b.follower.take_over(), c.follower.take_over())
+    await asyncio.wait_for(asyncio.gather(*b.follower.tasks(), *c.follower.tasks()), 10)
+    # One replica posts the status (under the parent already posted: no second parent) and
+    # edits that message to the end.
+    [(replica, [status])] = [(r, r.slack.posts) for r in (b, c) if r.slack.posts]
+    assert "Ringing" in status or "Calling" in status
+    assert "Ended" in [text for ts, text in replica.slack.edits if ts == "9.9"][-1]
+    call = await b.store.get(row.id)
+    assert call is not None and call.status_ts == "9.9" and not call.following
+    await b.follower.take_over()
+    await c.follower.take_over()
+    assert len(b.slack.posts) + len(c.slack.posts) == 1
     await b.follower.stop()
     await c.follower.stop()
 

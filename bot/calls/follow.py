@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.audit.trail import AuditLog
-from bot.calls import messages as call_messages
+from bot.calls.announce import Announcer
 from bot.calls.models import ESCALATION_ORIGIN, CallResult, CheckedCall, Outcome
 from bot.calls.polling import CallPoller, FollowTiming
 from bot.calls.progress import classify, duration_of
-from bot.calls.status_message import StatusMessages, digest, status_post
+from bot.calls.status_message import StatusMessages, digest
 from bot.calls.status_views import AckTest, no_ack_outcomes
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.errors import describe
@@ -92,6 +92,7 @@ class CallFollower:
             clock=clock, pause=pause, messages=self._messages, wake=self._runner.wake,
             acknowledges=acknowledges,
         )
+        self._announcer = Announcer(notifier, store, audit, self._messages)
         self._last_purge = 0.0
 
     @property
@@ -230,13 +231,9 @@ class CallFollower:
         `thread`'s relay keeps the requester told instead): follow it."""
         if thread is not None:
             self._messages.keep(call.id, thread)
-        relayed = status_ts is None and self._messages.relayed(call.id)
 
         async def keep_status_ts() -> None:
-            shown = None
-            if status_ts or relayed:
-                shown = digest(self.status_message(call, buttons=not relayed))
-            await self._store.update(call.id, status_ts=status_ts, shown_digest=shown)
+            await self._messages.keep_shown(call, status_ts)
 
         try:
             if call.following:
@@ -299,7 +296,30 @@ class CallFollower:
         return [call.id for call in await self._store.being_followed()]
 
     def _work(self, call_id: int) -> Work:
-        return lambda: self._poller.follow(call_id)
+        async def work() -> None:
+            await self._tell_if_untold(call_id)
+            await self._poller.follow(call_id)
+
+        return work
+
+    async def _tell_if_untold(self, call_id: int) -> None:
+        """A call taken over (or resumed) whose replica stopped after filling in its row and
+        before posting its status message: its requester is told now, then it is followed as
+        any other. A failure here stops no following: the outcome still marks the parent."""
+        try:
+            call = await self._store.get(call_id)
+            if call is None or not await self._announcer.untold(call):
+                return
+            logger.warning("call %s was placed but its requester never told: telling them",
+                           call_id, extra={"call_id": call_id})
+            told = await self._announcer.announce(call)
+            if told is not None:
+                thread, status_ts = told
+                self._messages.keep(call.id, thread)
+                await self._messages.keep_shown(call, status_ts)
+        except Exception:
+            logger.exception("call %s: its requester could not be told of it", call_id,
+                             extra={"call_id": call_id})
 
     def _show(self, call_id: int) -> Work:
         return lambda: self._messages.refresh_until_shown(call_id)
@@ -328,7 +348,7 @@ class CallFollower:
                 )
                 reconciled += 1
                 call = await self._store.get(call_id)
-                if call is not None and await self._origin(call) == ESCALATION_ORIGIN:
+                if call is not None and await self._announcer.origin(call) == ESCALATION_ORIGIN:
                     await self.begin(call, None)  # a step's card tells it: it posts nothing
                 elif call is not None:
                     await self._announce(call)
@@ -338,33 +358,12 @@ class CallFollower:
                     await self._runner.release(call_id)
         return reconciled
 
-    async def _origin(self, call: TrackedCall) -> str | None:
-        """Where the call's request came from (its attempt's record says: bot/audit)."""
-        if self._audit is None or call.attempt_id is None:
-            return None
-        record = await self._audit.record(call.attempt_id)
-        return record.origin if record is not None else None
-
     async def _announce(self, call: TrackedCall) -> None:
         """A status message for a call whose requester was never told of it."""
-        parent = call_messages.call_parent(call.requester_id, call.number_masked, call.flow_name)
-        if call.parent_posted_ts is not None:  # posted as it was dialled: told under that one
-            thread: Thread | None = Thread(call.channel_id, call.parent_ts, None, parent,
-                                           call.parent_posted_ts, requester=call.requester_id)
-        else:
-            thread = await self._notifier.open_thread(
-                call.channel_id, parent, user_id=call.requester_id, response_url=None,
-                thread_ts=call.parent_ts)
-        if thread is None:
-            return  # followed all the same: the audit trail gets its outcome
-        # Kept until Slack takes it, as a call's status message is when it is dialled
-        # (bot/calls/status_posts.py): refused now, it is sent again and its ts recorded then.
-        posted = await self._notifier.post_reply(thread, self.status_message(call),
-                                                 kept=status_post(call.id))
-        # Where it went: the channel, else a direct message (whose channel its edits must name).
-        await self._store.update(call.id, channel_id=thread.channel,
-                                 parent_ts=thread.parent_ts or thread.ts)
-        await self.begin(call, posted.ts, thread)
+        told = await self._announcer.announce(call)
+        if told is not None:
+            thread, status_ts = told
+            await self.begin(call, status_ts, thread)
 
     async def stop(self) -> None:
         """Stop following and let go of the calls: another replica, or the next start, goes on."""

@@ -117,6 +117,14 @@ class StatusMessages:
     def relayed(self, call_id: int) -> bool:
         return call_id in self._relays
 
+    async def keep_shown(self, call: TrackedCall, status_ts: str | None) -> None:
+        """The status message's ts, and what it shows (or what a relay of it does)."""
+        relayed = status_ts is None and self.relayed(call.id)
+        shown = None
+        if status_ts or relayed:
+            shown = digest(self.draw(call, buttons=not relayed))
+        await self._store.update(call.id, status_ts=status_ts, shown_digest=shown)
+
     async def refresh(self, call_id: int) -> bool:
         """Make the status message and the parent's mark match the row; False if Slack refused."""
         lock = self._locks.setdefault(call_id, asyncio.Lock())

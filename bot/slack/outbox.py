@@ -163,6 +163,15 @@ class Outbox:
             task.add_done_callback(self._forgetting.discard)
         return posted
 
+    async def holds(self, kept: Kept) -> bool:
+        """Whether a post for `kept` waits here to be delivered (sent again by its replica, or
+        by the one that takes it over)."""
+        row = await self._db.fetchone(
+            "SELECT id FROM slack_posts WHERE purpose = ? AND subject = ?",
+            (kept.purpose, kept.subject),
+        )
+        return row is not None
+
     async def take_over(self) -> None:
         """Adopt and send again the posts of replicas that stopped or died."""
         now = self._clock()

@@ -1,0 +1,68 @@
+"""Telling requesters of calls they never heard of, after a replica stopped: a call it stopped in
+the middle of dialling (CallFollower.reconcile_dialling), or one whose row it filled in with Evo
+Voice's answer and then stopped before posting its status message, or keeping it to be posted
+(bot/calls/status_posts.py). Both are followed by another replica, or by the next start; without
+this, the requester would have a parent message with no news under it, or nothing at all where
+the call was told through `response_url` (which lived in the stopped process alone).
+"""
+
+from __future__ import annotations
+
+from bot.audit.trail import AuditLog
+from bot.calls import messages as call_messages
+from bot.calls.models import ESCALATION_ORIGIN
+from bot.calls.status_message import StatusMessages, status_post
+from bot.calls.store import CallStore, TrackedCall
+from bot.slack.notify import Notifier
+from bot.slack.threads import Thread
+
+
+class Announcer:
+    def __init__(
+        self, notifier: Notifier, store: CallStore, audit: AuditLog | None,
+        messages: StatusMessages,
+    ) -> None:
+        self._notifier = notifier
+        self._store = store
+        self._audit = audit
+        self._messages = messages
+
+    async def origin(self, call: TrackedCall) -> str | None:
+        """Where the call's request came from (its attempt's record says: bot/audit)."""
+        if self._audit is None or call.attempt_id is None:
+            return None
+        record = await self._audit.record(call.attempt_id)
+        return record.origin if record is not None else None
+
+    async def untold(self, call: TrackedCall) -> bool:
+        """Whether the requester was never shown this call: no status message, no relay of one,
+        none kept to be posted, and it isn't an escalation step's (whose card tells it)."""
+        if call.status_ts is not None or call.shown_digest is not None:
+            return False
+        outbox = self._notifier.outbox
+        if outbox is not None and await outbox.holds(status_post(call.id)):
+            return False
+        return await self.origin(call) != ESCALATION_ORIGIN
+
+    async def announce(self, call: TrackedCall) -> tuple[Thread, str | None] | None:
+        """Post the call's status message: under its parent if one was posted, else under a new
+        one, in the channel or by direct message. Its thread and the message's `ts` (None while
+        Slack refuses it: kept, and sent again); None if the requester can't be reached at all."""
+        parent = call_messages.call_parent(call.requester_id, call.number_masked, call.flow_name)
+        if call.parent_posted_ts is not None:  # posted as it was dialled: told under that one
+            thread: Thread | None = Thread(call.channel_id, call.parent_ts, None, parent,
+                                           call.parent_posted_ts, requester=call.requester_id)
+        else:
+            thread = await self._notifier.open_thread(
+                call.channel_id, parent, user_id=call.requester_id, response_url=None,
+                thread_ts=call.parent_ts)
+        if thread is None:
+            return None  # followed all the same: the audit trail gets its outcome
+        # Kept until Slack takes it, as a call's status message is when it is dialled
+        # (bot/calls/status_posts.py): refused now, it is sent again and its ts recorded then.
+        posted = await self._notifier.post_reply(thread, self._messages.draw(call),
+                                                 kept=status_post(call.id))
+        # Where it went: the channel, else a direct message (whose channel its edits must name).
+        await self._store.update(call.id, channel_id=thread.channel,
+                                 parent_ts=thread.parent_ts or thread.ts)
+        return thread, posted.ts
