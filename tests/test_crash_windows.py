@@ -173,7 +173,7 @@ async def test_an_escalation_step_dialled_as_the_bot_died_is_ended_before_the_ne
     # card alone: a step's call posts nothing of its own (no status message with Hang up and
     # Call again, in the thread or in the channel).
     escalation = await escalation_message(second)
-    await wait_for_edit(second, escalation, "<@U0ALICE> — 🔔 ringing…")
+    await wait_for_edit(second, escalation, "<@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
     assert dialled(second) == [ALICE]
     assert not [c for c in second.slack.calls_to("chat.postMessage")
                 if "restarted while placing" in str(c.params)]

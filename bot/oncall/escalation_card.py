@@ -214,7 +214,8 @@ class EscalationCard:
             call = (await self._callstore.get(current.step_call_id)
                     if current.active and current.step_call_id is not None else None)
             shown, drawn = await self._redraw(current.channel_id, ts, views.escalation_message(
-                current, steps, call.state if call else None), shown_digest)
+                current, steps, call.state if call else None,
+                call_number=call.number_masked if call else None), shown_digest)
             if drawn is None:
                 return shown
             await self._store.update(current.id, shown_digest=drawn)

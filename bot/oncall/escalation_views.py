@@ -70,11 +70,13 @@ def _calling(escalation: Escalation, call_state: str | None) -> str:
 
 
 def _step_line(escalation: Escalation, index: int, target: Target, step: Step | None,
-               call_state: str | None) -> str:
+               call_state: str | None, call_number: str | None) -> str:
     person = who(target.user_id, target.source)
     timeout = seconds(escalation.answer_timeout)
-    number = f" ({step.number_masked})" if step is not None and step.number_masked else ""
     current = escalation.active and index == escalation.step
+    # A step with no row of its own yet (its call found after a restart): its call's number.
+    masked = step.number_masked if step is not None else call_number if current else None
+    number = f" ({masked})" if masked else ""
     if step is None:
         if current:  # its call's row says how it goes, once a call was made (after a restart)
             state = _calling(escalation, call_state)
@@ -158,15 +160,16 @@ def _headline(escalation: Escalation, steps: Sequence[Step]) -> str:
 
 def escalation_message(
     escalation: Escalation, steps: Sequence[Step], call_state: str | None = None,
-    *, buttons: bool = True,
+    *, call_number: str | None = None, buttons: bool = True,
 ) -> Message:
     """The card: `call_state` is the state of the current step's call, as its row says
-    (calling, ringing, connected…), None when it has none. `buttons` False: drawn for the
-    requester alone (the card could not be posted), where a button would name no message."""
+    (calling, ringing, connected…), None when it has none; `call_number` its number, masked.
+    `buttons` False: drawn for the requester alone (the card could not be posted), where a
+    button would name no message."""
     by_index = {step.step: step for step in steps}
     headline = _headline(escalation, steps)
     lines = [
-        _step_line(escalation, index, target, by_index.get(index), call_state)
+        _step_line(escalation, index, target, by_index.get(index), call_state, call_number)
         for index, target in enumerate(escalation.people)
     ]
     footer = (
