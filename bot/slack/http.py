@@ -10,6 +10,7 @@ Slack sent (`slack_request`: Bolt misreads some slash commands).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -40,6 +41,18 @@ METRICS_PATH = "/metrics"
 MAX_BODY_BYTES = 256 * 1024
 # Slack's own rule: a timestamp more than five minutes away is a replay.
 MAX_CLOCK_SKEW_SECONDS = 300
+# A client that sent its headers and then sends its body slowly, or never (a slow-read attack,
+# or a client gone without closing): answered 408 and let go, rather than held for good. Slack
+# sends a whole body (a few KB) at once.
+BODY_READ_SECONDS = 10.0
+# After an answer given before the whole body was read (408, or 400 for a body too large), how long
+# the rest is read and dropped before the connection is closed (aiohttp's lingering_time, which
+# otherwise is 10 s): closed at once, a client still sending could lose the answer to a reset.
+UNREAD_BODY_LINGER_SECONDS = 2.0
+# How long a connection may stay open with no whole request on it (idle between requests, or its
+# headers still arriving), aiohttp's keepalive_timeout (which otherwise is an hour). Longer than
+# the idle timeout of the usual load balancers (AWS's 60 s), so that they close first.
+IDLE_CONNECTION_SECONDS = 75.0
 
 
 def _unauthorized() -> web.Response:
@@ -140,9 +153,16 @@ async def signed_text(request: web.Request, signing_secret: str) -> str | web.Re
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return web.json_response({"error": "body too large"}, status=400)
     try:
-        body = await request.read()
+        async with asyncio.timeout(BODY_READ_SECONDS):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return web.json_response({"error": "body too large"}, status=400)
+    except TimeoutError:
+        logger.warning("rejected a request whose body did not arrive within %.0f s",
+                       BODY_READ_SECONDS)
+        # Closed after the answer: what is left of the body is never read.
+        return web.json_response({"error": "request timeout"}, status=408,
+                                 headers={"Connection": "close"})
     except (web.RequestPayloadError, ConnectionResetError):
         # A body that ends mid-chunk, or its client gone: no signature can be checked over it.
         logger.warning("rejected a request whose body could not be read")
