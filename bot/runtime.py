@@ -34,11 +34,8 @@ from bot.ops.metrics import Metrics
 from bot.ops.readiness import Readiness, readiness_for
 from bot.services import Services, build_services
 from bot.slack.http import (
-    DECOMPRESS_BODIES,
-    IDLE_CONNECTION_SECONDS,
     SLACK_EVENTS_PATH,
-    UNREAD_BODY_LINGER_SECONDS,
-    create_web_app,
+    create_web_runner,
     health_routes,
     metrics_routes,
     readiness_routes,
@@ -242,11 +239,7 @@ class Runtime:
                 return
 
     async def _serve_http(self, routes: list[web.RouteDef]) -> None:
-        self._runner = web.AppRunner(
-            create_web_app(routes), handle_signals=False, shutdown_timeout=5.0,
-            auto_decompress=DECOMPRESS_BODIES, keepalive_timeout=IDLE_CONNECTION_SECONDS,
-            lingering_time=UNREAD_BODY_LINGER_SECONDS,
-        )
+        self._runner = create_web_runner(routes)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.http_host, self.settings.port, backlog=HTTP_BACKLOG)
         try:

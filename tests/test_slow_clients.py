@@ -12,7 +12,6 @@ import asyncio
 
 import pytest
 
-import bot.runtime
 import bot.slack.http
 from bot.standins.slack import sign, slash_command_body
 from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
@@ -42,7 +41,7 @@ async def test_a_body_that_stops_coming_is_answered_408_and_let_go(
     bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(bot.slack.http, "BODY_READ_SECONDS", 0.2)
-    monkeypatch.setattr(bot.runtime, "UNREAD_BODY_LINGER_SECONDS", 0.1)
+    monkeypatch.setattr(bot.slack.http, "UNREAD_BODY_LINGER_SECONDS", 0.1)
     http_bot = await bot_factory("http")
     data = command_body(http_bot)
     reader, writer = await connect(http_bot)
@@ -60,7 +59,7 @@ async def test_a_body_that_stops_coming_is_answered_408_and_let_go(
 async def test_a_connection_whose_headers_never_end_is_closed(
     bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(bot.runtime, "IDLE_CONNECTION_SECONDS", 0.2)
+    monkeypatch.setattr(bot.slack.http, "IDLE_CONNECTION_SECONDS", 0.2)
     http_bot = await bot_factory("http")
     reader, writer = await connect(http_bot)
     writer.write(b"POST /slack/events HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and then nothing

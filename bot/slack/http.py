@@ -261,3 +261,12 @@ def create_web_app(routes: list[web.RouteDef]) -> web.Application:
     web_app = web.Application(client_max_size=MAX_BODY_BYTES)
     web_app.add_routes(routes)
     return web_app
+
+
+def create_web_runner(routes: list[web.RouteDef]) -> web.AppRunner:
+    """The server of `routes`, with the limits above (the caller sets up and starts its site)."""
+    return web.AppRunner(
+        create_web_app(routes), handle_signals=False, shutdown_timeout=5.0,
+        auto_decompress=DECOMPRESS_BODIES, keepalive_timeout=IDLE_CONNECTION_SECONDS,
+        lingering_time=UNREAD_BODY_LINGER_SECONDS,
+    )
