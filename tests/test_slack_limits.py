@@ -167,6 +167,14 @@ async def test_a_refusal_listing_250_owned_caller_ids_reaches_the_requester(
     assert not bot.evo.outgoing_posts
 
 
+def test_the_stand_in_counts_characters_as_utf16_code_units() -> None:
+    assert not message_problems({"blocks": [blocks.section("🔥" * 1500)]})
+    assert message_problems({"blocks": [{"type": "section", "text": {
+        "type": "mrkdwn", "text": "🔥" * 1501}}]})
+    assert len(blocks.clip("🔥" * 2990, 3000)) == 1500  # 1,499 emoji and "…"
+    assert blocks.slack_length(blocks.clip("a🔥" * 2000, 3000)) <= 3000
+
+
 def _roster(people: int) -> str:
     ids = [f"U0P{n:03d}" for n in range(people)]
     numbers = "\n".join(f'{uid} = "+1814404{n:04d}"' for n, uid in enumerate(ids))

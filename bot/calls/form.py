@@ -31,6 +31,7 @@ from bot.slack.blocks import (
     clip,
     context,
     plain,
+    slack_length,
 )
 from bot.slack.modals import Form, ModalMetadata, View, ViewState
 
@@ -97,7 +98,7 @@ def flow_option(flow: Flow, *, with_id: bool = False) -> Option:
         return {"text": plain(flow.name or flow.id, MAX_OPTION_TEXT), "value": flow.id}
     shown_id = flow.id if len(flow.id) <= _MAX_ID_SHOWN else "…" + flow.id[-_MAX_ID_SHOWN:]
     suffix = f" (ID {shown_id})"
-    name = clip(flow.name or "", MAX_OPTION_TEXT - len(suffix), markup=False)
+    name = clip(flow.name or "", MAX_OPTION_TEXT - slack_length(suffix), markup=False)
     return {"text": plain(name + suffix, MAX_OPTION_TEXT), "value": flow.id}
 
 
@@ -105,7 +106,7 @@ def flow_options(flows: Sequence[Flow], account_flows: Sequence[Flow] = ()) -> l
     """Options for the flow search; a flow whose ID Slack can't carry is left out. A flow whose
     name looks like another's (in `flows` or anywhere in `account_flows`) is shown with its ID:
     two identical options would have the person pick one blind."""
-    usable = [flow for flow in flows if 0 < len(flow.id) <= MAX_OPTION_VALUE]
+    usable = [flow for flow in flows if 0 < slack_length(flow.id) <= MAX_OPTION_VALUE]
     seen: dict[str, set[str]] = {}
     for flow in (*account_flows, *flows):
         seen.setdefault(_shown_name(flow), set()).add(flow.id)

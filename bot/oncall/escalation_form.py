@@ -25,6 +25,7 @@ from bot.slack.blocks import (
     listing,
     plain,
     section,
+    slack_length,
 )
 from bot.slack.modals import Form, ModalMetadata, View, ViewState
 
@@ -175,7 +176,7 @@ def escalation_form(
     if rest:
         head = f"Each person has {timeout} to answer. Then: "
         # A long order ends "and N more" rather than cut off mid-name, `escalate_to` unsaid.
-        after = listing([next_in_line(p) for p in rest], MAX_TEXT - len(head) - 1,
+        after = listing([next_in_line(p) for p in rest], MAX_TEXT - slack_length(head) - 1,
                         separator=", then ")
         blocks.append(context(f"{head}{after}."))
     else:

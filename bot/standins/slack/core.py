@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from bot.standins.slack.limits import (
+    characters,
     message_problems,
 )
 from bot.standins.slack.records import (
@@ -389,6 +390,6 @@ class StandInCore:
             return "no_text"
         if message_problems(params):
             return "invalid_blocks"
-        if isinstance(text, str) and len(text) > 40000:
+        if isinstance(text, str) and characters(text) > 40000:
             return "msg_too_long"
         return None

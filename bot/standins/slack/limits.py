@@ -9,6 +9,14 @@ from bot.standins.slack.records import (
 )
 
 
+def characters(text: str) -> int:
+    """How many characters Slack counts in `text` against a limit. Slack's documentation says
+    "characters" and no more: the stand-in takes the stricter plausible reading, JavaScript's
+    (UTF-16 code units: an emoji outside the Basic Multilingual Plane is two), so a text the
+    bot measured in Python's code points alone fails a test."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def _text_of(obj: Any) -> str | None:
     if isinstance(obj, dict):
         text = obj.get("text")
@@ -27,13 +35,13 @@ def _block_problems(blocks: list[Any], pointer: str) -> list[str]:
         if not isinstance(node, dict):
             return
         block_id = node.get("block_id")
-        if isinstance(block_id, str) and len(block_id) > 255:
+        if isinstance(block_id, str) and characters(block_id) > 255:
             problems.append(
                 f"[ERROR] must be less than 256 characters [json-pointer:{ptr}/block_id]"
             )
         for key in ("label", "hint"):
             text = _text_of(node.get(key))
-            if text is not None and len(text) > 2000:
+            if text is not None and characters(text) > 2000:
                 problems.append(
                     f"[ERROR] must be less than 2001 characters [json-pointer:{ptr}/{key}/text]"
                 )
@@ -50,13 +58,13 @@ def _block_problems(blocks: list[Any], pointer: str) -> list[str]:
                 )
             for i, option in enumerate(options):
                 text = _text_of(option.get("text"))
-                if text is not None and len(text) > 75:
+                if text is not None and characters(text) > 75:
                     problems.append(
                         "[ERROR] must be less than 76 characters "
                         f"[json-pointer:{ptr}/options/{i}/text/text]"
                     )
                 value = option.get("value")
-                if isinstance(value, str) and len(value) > 150:
+                if isinstance(value, str) and characters(value) > 150:
                     problems.append(
                         "[ERROR] must be less than 151 characters "
                         f"[json-pointer:{ptr}/options/{i}/value]"
@@ -74,7 +82,7 @@ def _element_problems(node: JSONDict, ptr: str) -> list[str]:
     problems: list[str] = []
 
     def longer(value: Any, limit: int, where: str) -> None:
-        if isinstance(value, str) and len(value) > limit:
+        if isinstance(value, str) and characters(value) > limit:
             problems.append(
                 f"[ERROR] must be less than {limit + 1} characters [json-pointer:{ptr}/{where}]"
             )
@@ -204,7 +212,7 @@ def _view_problems(view: JSONDict) -> list[str]:
         title = _text_of(view.get("title"))
         if title is None:
             problems.append("[ERROR] missing required field: title [json-pointer:/view]")
-        elif len(title) > 24:
+        elif characters(title) > 24:
             problems.append(
                 "[ERROR] must be less than 25 characters [json-pointer:/view/title/text]"
             )
@@ -217,7 +225,7 @@ def _view_problems(view: JSONDict) -> list[str]:
                 )
         for key in ("submit", "close"):
             text = _text_of(view.get(key))
-            if text is not None and len(text) > 24:
+            if text is not None and characters(text) > 24:
                 problems.append(
                     f"[ERROR] must be less than 25 characters [json-pointer:/view/{key}/text]"
                 )
@@ -242,7 +250,7 @@ def _view_problems(view: JSONDict) -> list[str]:
         problems += _shape_problems(blocks, "/view/blocks")
     for key, limit in (("private_metadata", 3000), ("callback_id", 255), ("external_id", 255)):
         value = view.get(key)
-        if isinstance(value, str) and len(value) > limit:
+        if isinstance(value, str) and characters(value) > limit:
             problems.append(
                 f"[ERROR] must be less than {limit + 1} characters [json-pointer:/view/{key}]"
             )
