@@ -286,6 +286,37 @@ async def test_a_call_placed_by_a_replica_that_died_before_telling_is_told_by_on
     await c.follower.stop()
 
 
+class DeliveredJustNow:
+    """An outbox whose kept status message is delivered as it is asked about it: the post is
+    forgotten and its ts written to the call's row together (bot/slack/outbox.py), just before
+    the answer "nothing kept" comes back."""
+
+    def __init__(self, store: CallStore) -> None:
+        self._store = store
+
+    async def holds(self, kept: Any) -> bool:
+        await self._store.update(kept.subject, status_ts="7.7")
+        return False
+
+
+async def test_a_status_message_delivered_while_a_takeover_looks_is_not_posted_twice(
+    db: Database,
+) -> None:
+    clock = Clock()
+    dead = Replica("dead", db, db, clock)
+    row = await dead.follower.note_dialling(CALL, T0)
+    result = CallResult(Outcome.PLACED, session_id="sess-1", session=session("Ringing"))
+    assert await dead.follower.track(CALL, result, THREAD, row) is not None
+    clock.now += Leases(db).valid_for + 1  # it died with its status message kept to be sent
+    b = Replica("b", db, db, clock)
+    b.slack.outbox = DeliveredJustNow(b.store)  # type: ignore[assignment]
+    await b.follower.take_over()
+    await asyncio.wait_for(asyncio.gather(*b.follower.tasks()), 10)
+    assert b.slack.posts == []  # the message the outbox delivered is the one followed
+    assert "Ended" in [text for ts, text in b.slack.edits if ts == "7.7"][-1]
+    await b.follower.stop()
+
+
 async def over_call(replica: Replica, clock: Clock, **values: Any) -> int:
     """A call placed by `replica` and followed to its end, its end shown; then `values` set."""
     row = await replica.follower.note_dialling(CALL, clock())

@@ -34,15 +34,20 @@ class Announcer:
         record = await self._audit.record(call.attempt_id)
         return record.origin if record is not None else None
 
-    async def untold(self, call: TrackedCall) -> bool:
-        """Whether the requester was never shown this call: no status message, no relay of one,
-        none kept to be posted, and it isn't an escalation step's (whose card tells it)."""
-        if call.status_ts is not None or call.shown_digest is not None:
-            return False
+    async def untold(self, call_id: int) -> TrackedCall | None:
+        """The call, if its requester was never shown it: no status message, no relay of one,
+        none kept to be posted, and not an escalation step's (whose card tells it).
+
+        The outbox is asked first and the row read after: a kept post delivered in between has
+        its ts in the row by then (the outbox forgets the post and writes the ts in one
+        transaction), where the other order could see neither and post a second message."""
         outbox = self._notifier.outbox
-        if outbox is not None and await outbox.holds(status_post(call.id)):
-            return False
-        return await self.origin(call) != ESCALATION_ORIGIN
+        if outbox is not None and await outbox.holds(status_post(call_id)):
+            return None
+        call = await self._store.get(call_id)
+        if call is None or call.status_ts is not None or call.shown_digest is not None:
+            return None
+        return call if await self.origin(call) != ESCALATION_ORIGIN else None
 
     async def announce(self, call: TrackedCall) -> tuple[Thread, str | None] | None:
         """Post the call's status message: under its parent if one was posted, else under a new

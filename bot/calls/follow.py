@@ -307,8 +307,8 @@ class CallFollower:
         before posting its status message: its requester is told now, then it is followed as
         any other. A failure here stops no following: the outcome still marks the parent."""
         try:
-            call = await self._store.get(call_id)
-            if call is None or not await self._announcer.untold(call):
+            call = await self._announcer.untold(call_id)
+            if call is None:
                 return
             logger.warning("call %s was placed but its requester never told: telling them",
                            call_id, extra={"call_id": call_id})
