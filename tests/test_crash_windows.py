@@ -55,6 +55,14 @@ async def died_while_dialling(first: BotUnderTest, **command: str) -> str:
     return session_id
 
 
+async def not_in_the_channel(bot_factory: BotFactory) -> BotUnderTest:
+    """A bot (HTTP mode, following FAST) that can't post in the private channel G0PRIV."""
+    first = await bot_factory("http", **FAST)
+    first.slack.fail("chat.postMessage", "channel_not_found",
+                     when=lambda c: c["channel"] == "G0PRIV")
+    return first
+
+
 async def announced(second: BotUnderTest) -> Message:
     """The status message the next start posted (and Slack took) for the call it found."""
     post = await second.slack.wait_for_call(
@@ -135,9 +143,7 @@ async def test_a_call_dialled_as_the_bot_died_in_a_channel_it_can_t_post_in_is_f
 ) -> None:
     # The next start has no response URL for it: the requester is told by direct message, and
     # that message (not one in the channel) is edited as the call goes on.
-    first = await bot_factory("http", **FAST)
-    first.slack.fail("chat.postMessage", "channel_not_found",
-                     when=lambda c: c["channel"] == "G0PRIV")
+    first = await not_in_the_channel(bot_factory)
     session_id = await died_while_dialling(first, channel_id="G0PRIV")
 
     second = await bot_factory("http", **FAST)  # the same database
@@ -239,9 +245,7 @@ async def test_a_call_placed_as_the_bot_died_before_its_relay_began_is_told_by_d
     # In a channel the bot can't post in, the call was told through the command's response_url,
     # which lived in the first process alone: the next start tells the requester by direct
     # message, and keeps that message current.
-    first = await bot_factory("http", **FAST)
-    first.slack.fail("chat.postMessage", "channel_not_found",
-                     when=lambda c: c["channel"] == "G0PRIV")
+    first = await not_in_the_channel(bot_factory)
     session_id = await died_before_telling(first, channel_id="G0PRIV")
 
     second = await bot_factory("http", **FAST)  # the same database

@@ -19,7 +19,7 @@ from bot.audit.trail import AuditLog
 from bot.calls.follow import CallFollower, FollowTiming
 from bot.calls.limits import CallLimits, parse_rate
 from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
-from bot.calls.store import CallState, CallStore, Placement
+from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.evovoice.client import Session
 from bot.oncall.escalation_store import EscalationStore
 from bot.phone.policy import DialableNumber
@@ -258,17 +258,24 @@ async def test_a_call_left_behind_is_announced_by_one_replica(db: Database) -> N
     await c.follower.stop()
 
 
-async def test_a_call_placed_by_a_replica_that_died_before_telling_is_told_by_one(
-    db: Database,
-) -> None:
-    clock = Clock()
+async def placed_then_died(db: Database, clock: Clock) -> TrackedCall:
+    """A call a replica placed, its parent posted and its row filled in with Evo Voice's answer,
+    and then the replica died: its lease has lapsed by `clock`."""
     dead = Replica("dead", db, db, clock)
     row = await dead.follower.note_dialling(CALL, T0)
     await dead.follower.note_parent(row.id, THREAD)
     result = CallResult(Outcome.PLACED, session_id="sess-1", session=session("Ringing"))
     tracked = await dead.follower.track(CALL, result, THREAD, row)
-    assert tracked is not None and tracked.following  # then it died, its status never posted
-    clock.now += Leases(db).valid_for + 1  # its lease has expired
+    assert tracked is not None and tracked.following
+    clock.now += Leases(db).valid_for + 1
+    return tracked
+
+
+async def test_a_call_placed_by_a_replica_that_died_before_telling_is_told_by_one(
+    db: Database,
+) -> None:
+    clock = Clock()
+    row = await placed_then_died(db, clock)  # its status message never posted
     b, c = Replica("b", db, db, clock), Replica("c", db, db, clock)
     await asyncio.gather(b.follower.take_over(), c.follower.take_over())
     await asyncio.wait_for(asyncio.gather(*b.follower.tasks(), *c.follower.tasks()), 10)
@@ -303,11 +310,7 @@ async def test_a_status_message_delivered_while_a_takeover_looks_is_not_posted_t
     db: Database,
 ) -> None:
     clock = Clock()
-    dead = Replica("dead", db, db, clock)
-    row = await dead.follower.note_dialling(CALL, T0)
-    result = CallResult(Outcome.PLACED, session_id="sess-1", session=session("Ringing"))
-    assert await dead.follower.track(CALL, result, THREAD, row) is not None
-    clock.now += Leases(db).valid_for + 1  # it died with its status message kept to be sent
+    await placed_then_died(db, clock)  # with its status message kept to be sent
     b = Replica("b", db, db, clock)
     b.slack.outbox = DeliveredJustNow(b.store)  # type: ignore[assignment]
     await b.follower.take_over()
