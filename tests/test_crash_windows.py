@@ -199,10 +199,10 @@ async def test_an_escalation_step_dialled_as_the_bot_died_is_ended_before_the_ne
 __all__ = ["Clock"]
 
 
-async def died_before_telling(first: BotUnderTest, **command: str) -> str:
+async def died_before_telling(first: BotUnderTest, **command: str) -> str | None:
     """`first` places a call, fills its row in with Evo Voice's answer, and is stopped before its
     status message is posted or kept (the attempt's result being written: its task cancelled
-    there, as a SIGKILL would leave it). The call's session id."""
+    there, as a SIGKILL would leave it). The call's session id (None: Evo Voice refused it)."""
     reached, held = asyncio.Event(), asyncio.Event()
 
     async def held_result(*_: object) -> None:
@@ -214,8 +214,7 @@ async def died_before_telling(first: BotUnderTest, **command: str) -> str:
     await asyncio.wait_for(reached.wait(), 10)
     await first.runtime.stop(grace=0)
     assert not [c for c in first.slack.calls_to("chat.postMessage") if c.params.get("thread_ts")]
-    [session_id] = first.evo.sessions
-    return session_id
+    return next(iter(first.evo.sessions), None)
 
 
 async def test_a_call_placed_as_the_bot_died_before_its_status_was_posted_gets_one(
@@ -226,6 +225,7 @@ async def test_a_call_placed_as_the_bot_died_before_its_status_was_posted_gets_o
     # buttons, and keeps it current; never a parent with no news under it until the end.
     first = await bot_factory("http", **FAST)
     session_id = await died_before_telling(first)
+    assert session_id is not None
     [parent_post] = first.slack.calls_to("chat.postMessage")
     assert parent_post.response is not None
 
@@ -247,6 +247,7 @@ async def test_a_call_placed_as_the_bot_died_before_its_relay_began_is_told_by_d
     # message, and keeps that message current.
     first = await not_in_the_channel(bot_factory)
     session_id = await died_before_telling(first, channel_id="G0PRIV")
+    assert session_id is not None
 
     second = await bot_factory("http", **FAST)  # the same database
     status = await status_message(second)
@@ -254,3 +255,21 @@ async def test_a_call_placed_as_the_bot_died_before_its_relay_began_is_told_by_d
     end_session(second, session_id, after_seconds=20, outcome="Completed")
     await wait_for_status(second, status, "Ended")
     assert "Ended" in (status.text or "")
+
+
+async def test_a_call_evo_voice_refused_as_the_bot_died_before_telling_is_told_why(
+    bot_factory: BotFactory,
+) -> None:
+    # Nothing rang, and the requester, shown only "is calling …", would think a page went out:
+    # the next start tells them why it wasn't placed, and the parent says so.
+    first = await bot_factory("http", **FAST)
+    first.evo.queue_outgoing(ErrorStatus(400, "Flow is not published"))
+    assert await died_before_telling(first) is None
+
+    second = await bot_factory("http", **FAST)  # the same database
+    status = await status_message(second)
+    assert "Flow is not published" in (status.text or "")
+    parent = parent_of(second, status)
+    assert await wait_for_mark(second, parent) == "x"
+    assert "not placed" in (parent.text or "").lower()
+    assert len(second.evo.outgoing_posts) == 1  # the refused one: the next start dials nothing

@@ -20,7 +20,7 @@ from bot.calls.follow import CallFollower, FollowTiming
 from bot.calls.limits import CallLimits, parse_rate
 from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
-from bot.evovoice.client import Session
+from bot.evovoice.client import EvoVoiceError, Session
 from bot.oncall.escalation_store import EscalationStore
 from bot.phone.policy import DialableNumber
 from bot.slack.blocks import Message
@@ -291,6 +291,33 @@ async def test_a_call_placed_by_a_replica_that_died_before_telling_is_told_by_on
     assert len(b.slack.posts) + len(c.slack.posts) == 1
     await b.follower.stop()
     await c.follower.stop()
+
+
+async def test_a_call_not_placed_by_a_replica_that_died_before_telling_is_told_by_another(
+    db: Database,
+) -> None:
+    # Evo Voice refused the POST (nothing rang), the row says so, and the replica died before
+    # telling anyone: left so, the parent would say "calling" for good and the requester believe
+    # a page went out. The replica that takes over tells why, and marks the parent.
+    clock = Clock()
+    dead = Replica("dead", db, db, clock)
+    row = await dead.follower.note_dialling(CALL, T0)
+    await dead.follower.note_parent(row.id, THREAD)
+    refused = CallResult(Outcome.FAILED, error=EvoVoiceError("Flow not found: choose another"))
+    tracked = await dead.follower.track(CALL, refused, THREAD, row)
+    assert tracked is not None and not tracked.following  # then it died
+    clock.now += Leases(db).valid_for + 1
+    b = Replica("b", db, db, clock)
+    await b.follower.take_over()
+    await asyncio.wait_for(asyncio.gather(*b.follower.tasks()), 10)
+    [status] = b.slack.posts
+    assert "Flow not found" in status
+    assert PARENT_TS in [ts for ts, _ in b.slack.edits]  # the parent carries the outcome
+    call = await b.store.get(row.id)
+    assert call is not None and call.status_ts == "9.9" and call.marked
+    await b.follower.take_over()
+    assert b.slack.posts == [status]
+    await b.follower.stop()
 
 
 class DeliveredJustNow:

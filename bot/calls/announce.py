@@ -8,6 +8,8 @@ the call was told through `response_url` (which lived in the stopped process alo
 
 from __future__ import annotations
 
+import logging
+
 from bot.audit.trail import AuditLog
 from bot.calls import messages as call_messages
 from bot.calls.models import ESCALATION_ORIGIN
@@ -15,6 +17,8 @@ from bot.calls.status_message import StatusMessages, status_post
 from bot.calls.store import CallStore, TrackedCall
 from bot.slack.notify import Notifier
 from bot.slack.threads import Thread
+
+logger = logging.getLogger(__name__)
 
 
 class Announcer:
@@ -26,6 +30,26 @@ class Announcer:
         self._store = store
         self._audit = audit
         self._messages = messages
+
+    async def tell_if_untold(self, call_id: int) -> None:
+        """A call taken over (or resumed) whose replica stopped after filling in its row and
+        before posting its status message (placed, or refused by Evo Voice): its requester is
+        told now; then it is followed, or its end shown, as any other. A failure here stops
+        neither: the outcome still marks the parent."""
+        try:
+            call = await self.untold(call_id)
+            if call is None:
+                return
+            logger.warning("call %s: its requester was never told of it: telling them now",
+                           call_id, extra={"call_id": call_id})
+            told = await self.announce(call)
+            if told is not None:
+                thread, status_ts = told
+                self._messages.keep(call.id, thread)
+                await self._messages.keep_shown(call, status_ts)
+        except Exception:
+            logger.exception("call %s: its requester could not be told of it", call_id,
+                             extra={"call_id": call_id})
 
     async def origin(self, call: TrackedCall) -> str | None:
         """Where the call's request came from (its attempt's record says: bot/audit)."""

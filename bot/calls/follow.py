@@ -213,8 +213,10 @@ class CallFollower:
             state=str(state),
             following=following,
         )
-        if not following:
+        if thread is None:
             await self._runner.release(row_id)  # reserved while it was being dialled
+        # Otherwise held until begin() has told the requester: should this replica die first,
+        # the lease lapses and another replica tells them (take_over).
         return await self._store.get(row_id) if thread is not None else None
 
     def status_message(self, call: TrackedCall, *, buttons: bool = True) -> Message:
@@ -252,7 +254,9 @@ class CallFollower:
                 await keep_status_ts()
                 # Marks the parent of a call not placed; refused by Slack, tried again meanwhile,
                 # as a followed call's final edit is (never a parent left without its outcome).
-                if not await self.refresh(call.id):
+                if await self.refresh(call.id):
+                    await self._runner.release(call.id)  # held since it was dialled: all told
+                else:
                     await self._runner.start(call.id, lambda: self._messages.refresh_until_shown(
                         call.id, refused=True))
         except Exception:
@@ -297,32 +301,17 @@ class CallFollower:
 
     def _work(self, call_id: int) -> Work:
         async def work() -> None:
-            await self._tell_if_untold(call_id)
+            await self._announcer.tell_if_untold(call_id)
             await self._poller.follow(call_id)
 
         return work
 
-    async def _tell_if_untold(self, call_id: int) -> None:
-        """A call taken over (or resumed) whose replica stopped after filling in its row and
-        before posting its status message: its requester is told now, then it is followed as
-        any other. A failure here stops no following: the outcome still marks the parent."""
-        try:
-            call = await self._announcer.untold(call_id)
-            if call is None:
-                return
-            logger.warning("call %s was placed but its requester never told: telling them",
-                           call_id, extra={"call_id": call_id})
-            told = await self._announcer.announce(call)
-            if told is not None:
-                thread, status_ts = told
-                self._messages.keep(call.id, thread)
-                await self._messages.keep_shown(call, status_ts)
-        except Exception:
-            logger.exception("call %s: its requester could not be told of it", call_id,
-                             extra={"call_id": call_id})
-
     def _show(self, call_id: int) -> Work:
-        return lambda: self._messages.refresh_until_shown(call_id)
+        async def show() -> None:
+            await self._announcer.tell_if_untold(call_id)
+            await self._messages.refresh_until_shown(call_id)
+
+        return show
 
     async def reconcile_dialling(self) -> int:
         """Calls the bot stopped in the middle of dialling: their POST may have reached Evo Voice,
