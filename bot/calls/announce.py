@@ -1,9 +1,10 @@
 """Telling requesters of calls they never heard of, after a replica stopped: a call it stopped in
 the middle of dialling (CallFollower.reconcile_dialling), or one whose row it filled in with Evo
-Voice's answer and then stopped before posting its status message, or keeping it to be posted
-(bot/calls/status_posts.py). Both are followed by another replica, or by the next start; without
-this, the requester would have a parent message with no news under it, or nothing at all where
-the call was told through `response_url` (which lived in the stopped process alone).
+Voice's answer (placed, or refused) and then stopped before posting its status message, or keeping
+it to be posted (bot/calls/status_posts.py). Another replica, or the next start, follows such a
+call or shows its end; without this, the requester would have a parent message with no news under
+it, or nothing at all where the call was told through `response_url` (which lived in the stopped
+process alone).
 """
 
 from __future__ import annotations
