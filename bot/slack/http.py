@@ -160,7 +160,8 @@ async def signed_text(request: web.Request, signing_secret: str) -> str | web.Re
     except TimeoutError:
         logger.warning("rejected a request whose body did not arrive within %.0f s",
                        BODY_READ_SECONDS)
-        # Closed after the answer: what is left of the body is never read.
+        # Closed after the answer (what still comes of the body is dropped for at most
+        # UNREAD_BODY_LINGER_SECONDS), never kept for another request.
         return web.json_response({"error": "request timeout"}, status=408,
                                  headers={"Connection": "close"})
     except (web.RequestPayloadError, ConnectionResetError):
