@@ -21,6 +21,14 @@ logger = logging.getLogger(__name__)
 ACKS_FIRST_MAX_WAIT = 0.25  # seconds
 
 
+async def wait_or_wake(wake: asyncio.Event, seconds: float) -> None:
+    """Wait `seconds`, or less if `wake` is set (a poke)."""
+    try:
+        await asyncio.wait_for(wake.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
 class InFlight:
     """How many of something are under way; `idle()` returns once none is (or once `max_wait`
     seconds have passed: what waits for them is held back, never stopped)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ from bot.slack.threads import Thread
 from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.leases import Leases
 from bot.storage.together import NewRow, SlotFirst
+from bot.tasks import wait_or_wake
 
 # Also where escalations and tests have always found them.
 __all__ = ["CallFollower", "FollowTiming", "classify", "digest", "duration_of", "wait_or_wake"]
@@ -49,14 +51,6 @@ UNSHOWN_ENDS_WITHIN_SECONDS = 24 * 3600.0
 RESTARTED_WHILE_DIALLING = (
     "⚠️ callbot restarted while placing this call, so it may or may not have been placed."
 )
-
-
-async def wait_or_wake(wake: asyncio.Event, seconds: float) -> None:
-    """Wait `seconds`, or less if `wake` is set (a poke)."""
-    try:
-        await asyncio.wait_for(wake.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 
@@ -233,10 +227,7 @@ class CallFollower:
         `thread`'s relay keeps the requester told instead): follow it."""
         if thread is not None:
             self._messages.keep(call.id, thread)
-
-        async def keep_status_ts() -> None:
-            await self._messages.keep_shown(call, status_ts)
-
+        keep_status_ts = partial(self._messages.keep_shown, call, status_ts)
         try:
             if call.following:
                 async def keep_then_follow() -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from bot.storage.database import Connection, Database
 from bot.storage.together import NewRow
+from bot.tasks import wait_or_wake
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +162,7 @@ class Leases:
             except Exception:
                 # The database may be briefly unreachable; the leases last several rounds.
                 logger.exception("renewing leases failed; trying again in %.1f s", self.every)
-            try:
-                await asyncio.wait_for(self._woken.wait(), self.every)
-            except TimeoutError:
-                pass
+            await wait_or_wake(self._woken, self.every)
             self._woken.clear()
 
     def wake(self) -> None:
