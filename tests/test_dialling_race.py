@@ -258,15 +258,18 @@ async def test_a_call_left_behind_is_announced_by_one_replica(db: Database) -> N
     await c.follower.stop()
 
 
-async def placed_then_died(db: Database, clock: Clock) -> TrackedCall:
-    """A call a replica placed, its parent posted and its row filled in with Evo Voice's answer,
-    and then the replica died: its lease has lapsed by `clock`."""
+RINGING = CallResult(Outcome.PLACED, session_id="sess-1", session=session("Ringing"))
+
+
+async def placed_then_died(db: Database, clock: Clock,
+                           result: CallResult = RINGING) -> TrackedCall:
+    """A call a replica dialled, its parent posted and its row filled in with Evo Voice's
+    answer (`result`), and then the replica died: its lease has lapsed by `clock`."""
     dead = Replica("dead", db, db, clock)
     row = await dead.follower.note_dialling(CALL, T0)
     await dead.follower.note_parent(row.id, THREAD)
-    result = CallResult(Outcome.PLACED, session_id="sess-1", session=session("Ringing"))
     tracked = await dead.follower.track(CALL, result, THREAD, row)
-    assert tracked is not None and tracked.following
+    assert tracked is not None
     clock.now += Leases(db).valid_for + 1
     return tracked
 
@@ -276,6 +279,7 @@ async def test_a_call_placed_by_a_replica_that_died_before_telling_is_told_by_on
 ) -> None:
     clock = Clock()
     row = await placed_then_died(db, clock)  # its status message never posted
+    assert row.following
     b, c = Replica("b", db, db, clock), Replica("c", db, db, clock)
     await asyncio.gather(b.follower.take_over(), c.follower.take_over())
     await asyncio.wait_for(asyncio.gather(*b.follower.tasks(), *c.follower.tasks()), 10)
@@ -300,13 +304,9 @@ async def test_a_call_not_placed_by_a_replica_that_died_before_telling_is_told_b
     # telling anyone: left so, the parent would say "calling" for good and the requester believe
     # a page went out. The replica that takes over tells why, and marks the parent.
     clock = Clock()
-    dead = Replica("dead", db, db, clock)
-    row = await dead.follower.note_dialling(CALL, T0)
-    await dead.follower.note_parent(row.id, THREAD)
     refused = CallResult(Outcome.FAILED, error=EvoVoiceError("Flow not found: choose another"))
-    tracked = await dead.follower.track(CALL, refused, THREAD, row)
-    assert tracked is not None and not tracked.following  # then it died
-    clock.now += Leases(db).valid_for + 1
+    row = await placed_then_died(db, clock, refused)
+    assert not row.following
     b = Replica("b", db, db, clock)
     await b.follower.take_over()
     await asyncio.wait_for(asyncio.gather(*b.follower.tasks()), 10)
