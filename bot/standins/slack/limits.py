@@ -13,7 +13,9 @@ def characters(text: str) -> int:
     """How many characters Slack counts in `text` against a limit. Slack's documentation says
     "characters" and no more: the stand-in takes the stricter plausible reading, JavaScript's
     (UTF-16 code units: an emoji outside the Basic Multilingual Plane is two), so a text the
-    bot measured in Python's code points alone fails a test."""
+    bot measured in Python's code points alone fails a test. Counted here, not with the bot's
+    own measure (bot/slack/blocks.py's slack_length): a stand-in that measured with the bot's
+    code would agree with any mistake in it."""
     return len(text.encode("utf-16-le")) // 2
 
 
