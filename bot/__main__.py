@@ -161,14 +161,15 @@ def _backup(path: str) -> int:
 
 
 def _migrate_db(target: str) -> int:
-    from bot.config import audit_spool_path, database_url
+    from bot.config import audit_spool_path, database_url, lease_seconds
     from bot.ops.logs import one_line
     from bot.ops.migrate_db import MigrationRefused, migrate_db
     from bot.storage.database import DatabaseUrlError
 
     try:
         source = database_url()
-        copied = asyncio.run(migrate_db(source, target, audit_spool_path(source)))
+        copied = asyncio.run(migrate_db(source, target, audit_spool_path(source),
+                                        lease_seconds=lease_seconds()))
     except (MigrationRefused, DatabaseUrlError) as exc:
         print(f"callbot migrate-db: {exc}", file=sys.stderr)
         return EXIT_CONFIG

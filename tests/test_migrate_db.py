@@ -10,6 +10,7 @@ import pytest
 from bot.audit.spool import database_id
 from bot.ops.migrate_db import TABLES, MigrationRefused, migrate_db
 from bot.storage.database import Database
+from bot.storage.leases import Leases
 from bot.storage.number_hash import NumberHasher
 from tests.conftest import BotFactory
 from tests.databases import POSTGRESQL, fresh_database
@@ -123,3 +124,32 @@ async def test_a_copy_that_fails_halfway_leaves_postgresql_empty_to_try_again(
             assert copied["claims"] == 1 and copied["slack_posts"] == 1
     finally:
         await source.close()
+
+
+async def test_a_bot_still_running_on_either_database_is_refused_and_nothing_is_copied(
+    bot_factory: BotFactory, tmp_path: Path
+) -> None:
+    """A copy taken under a running bot would leave behind what it writes next (a call placed,
+    its audit record): refused until it is stopped, on the SQLite side and on the PostgreSQL one
+    (a bot started there too early)."""
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    sqlite_url = services(bot).db.url
+    async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
+        running = r"a bot is running on the SQLite database: \S+ \(seen \d+ s ago\); stop every bot"
+        with pytest.raises(MigrationRefused, match=running):
+            await migrate_db(sqlite_url, postgres_url)
+        await bot.runtime.stop(grace=0)  # a bot stopped cleanly leaves the replicas table
+
+        target = Database(postgres_url)
+        await target.open()
+        try:
+            await Leases(target).renew()  # a bot on PostgreSQL, alive, its tables still empty
+            with pytest.raises(MigrationRefused, match="a bot is running on the PostgreSQL"):
+                await migrate_db(sqlite_url, postgres_url)
+            assert await target.fetchone("SELECT 1 FROM calls") is None  # nothing copied
+            await target.execute("DELETE FROM replicas")  # as a bot stopped leaves it
+        finally:
+            await target.close()
+        assert (await migrate_db(sqlite_url, postgres_url)).rows["calls"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,15 @@ async def sqlite_installation(folder: Path) -> str:
     finally:
         await db.close()
     return url
+
+
+async def age_heartbeats(url: str, seconds: float = 3600) -> None:
+    db = Database(url)
+    await db.open()
+    try:
+        await db.execute("UPDATE replicas SET seen_at = seen_at - ?", (seconds,))
+    finally:
+        await db.close()
 
 
 async def test_python_m_bot_migrate_db_says_what_it_copied_and_refuses_a_second_copy(
@@ -61,6 +71,30 @@ async def test_postgresql_holding_callbot_data_in_any_table_is_refused(tmp_path:
             assert await target.fetchone("SELECT 1 FROM claims") is None, "nothing was copied"
         finally:
             await target.close()
+
+
+async def test_a_bot_seen_within_its_lease_seconds_is_still_running(tmp_path: Path) -> None:
+    """How recently a running bot was seen is read from LEASE_SECONDS, as the bots read it: one
+    renewing every 10 s (LEASE_SECONDS=60) was seen 20 s ago and still runs."""
+    sqlite_url = await sqlite_installation(tmp_path)
+    db = Database(sqlite_url)
+    await db.open()
+    try:
+        await db.execute("INSERT INTO replicas (id, host, started_at, seen_at)"
+                         " VALUES ('h:1:ab', 'h', 1, ?)", (time.time() - 20,))
+    finally:
+        await db.close()
+    async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
+        env = {"DATABASE_URL": sqlite_url, "LEASE_SECONDS": "60"}
+        code, out, err = await run_cli(["migrate-db", postgres_url], env, tmp_path)
+        assert code == 2 and out == "", err
+        assert err.startswith("callbot migrate-db: a bot is running on the SQLite database: h "
+                              "(seen 20 s ago); stop every bot using it, then run migrate-db "
+                              "again (a bot killed rather than stopped is forgotten 60 s after")
+        # With the default 15 s, the same bot was killed: forgotten, and the copy goes ahead.
+        code, out, err = await run_cli(["migrate-db", postgres_url], {**env, "LEASE_SECONDS": ""},
+                                       tmp_path)
+        assert code == 0 and "claims 1" in out, err
 
 
 async def test_a_database_url_naming_no_file_copies_nothing_and_creates_nothing(
@@ -130,6 +164,9 @@ async def test_audit_records_waiting_in_the_sqlite_spool_are_moved_too(
         assert "could not write to its database, so nothing was dialled" in str(answer)
         await bot.runtime.stop(grace=0)
     assert spool.read_text().count("\n") == 1
+    # Stopped with its database locked, the bot could not leave the replicas table: it reads as
+    # killed, forgotten LEASE_SECONDS after it was last seen (aged here, not waited for).
+    await age_heartbeats(database_url)
 
     async with fresh_database(POSTGRESQL, tmp_path, name="moved") as postgres_url:
         env = {"DATABASE_URL": database_url} | ({"AUDIT_SPOOL": audit_spool} if audit_spool else {})

@@ -6,11 +6,12 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -291,6 +292,7 @@ class _AloneSettings(BaseSettings):
     callbot_config: str = ""
     database_url: str = ""
     audit_spool: str = ""
+    lease_seconds: str = ""
 
 
 def policy_path(**overrides: Any) -> Path:
@@ -331,6 +333,18 @@ def audit_spool_path(database_url: str) -> Path | None:
     if setting is None:  # every field of _AloneSettings is a str: nothing there fails validation
         setting = _AloneSettings().audit_spool
     return spool_path(setting.strip() or None, database_url)
+
+
+def lease_seconds() -> float:
+    """LEASE_SECONDS read where `Settings` reads it, for `callbot migrate-db` (how recently a
+    running bot was last seen); the default where it is unset or one the bot would refuse."""
+    from_files, _ = settings_from_files()
+    setting = from_files.get("lease_seconds", _AloneSettings().lease_seconds)
+    field = Settings.model_fields["lease_seconds"]
+    try:
+        return TypeAdapter(Annotated[float, field]).validate_python(setting)
+    except ValidationError:
+        return float(field.default)
 
 
 def load_settings(**overrides: Any) -> Settings:

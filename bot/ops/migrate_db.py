@@ -1,6 +1,9 @@
 """`callbot migrate-db POSTGRES_URL`: move a SQLite installation's data to PostgreSQL.
 
-Stop the bot first: the file must not change during the copy. Both databases are brought to this
+Stop the bot first: the file must not change during the copy, and a copy made while a bot still
+writes to it would leave behind whatever it writes next (a call placed, its audit record, a post
+still to send). So a bot seen alive on either database (the replicas' heartbeats, as `callbot
+check` reads them) refuses the copy. Both databases are brought to this
 callbot's schema, the PostgreSQL one must hold no callbot data yet, and every table is copied in one
 transaction (all or nothing), ids kept, so the audit trail, limits, pending confirmations,
 overrides, escalations and the Slack posts still to deliver (bot/slack/outbox.py) carry on as they
@@ -17,6 +20,7 @@ be written.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +28,7 @@ from bot.audit.trail import AuditLog
 from bot.storage.database import (
     POSTGRESQL, SQLITE, Database, DatabaseUrlError, check_url, dialect_of, sqlite_path,
 )
+from bot.storage.leases import DEFAULT_LEASE_SECONDS, replicas_alive
 
 # In an order that satisfies the foreign keys.
 TABLES = (
@@ -56,9 +61,13 @@ class Moved:
     left_in_spool: int = 0  # records of its spool the SQLite database would not take (logged)
 
 
-async def migrate_db(sqlite_url: str, postgres_url: str, spool: Path | None = None) -> Moved:
+async def migrate_db(
+    sqlite_url: str, postgres_url: str, spool: Path | None = None, *,
+    lease_seconds: float = DEFAULT_LEASE_SECONDS,
+) -> Moved:
     """Copy every table of the SQLite database into the empty PostgreSQL one, after writing into
-    it the audit records waiting in `spool` (its bots' AUDIT_SPOOL)."""
+    it the audit records waiting in `spool` (its bots' AUDIT_SPOOL). A replica seen within
+    `lease_seconds` (the bots' LEASE_SECONDS) on either database is a bot still running there."""
     if dialect_of(sqlite_url) != SQLITE:
         raise MigrationRefused("DATABASE_URL must name the SQLite database to copy (sqlite:///…)")
     if dialect_of(postgres_url) != POSTGRESQL:
@@ -75,8 +84,12 @@ async def migrate_db(sqlite_url: str, postgres_url: str, spool: Path | None = No
                                "to copy)")
     source, target = Database(sqlite_url), Database(postgres_url)
     try:
-        await source.open()
+        await source.open()  # both migrated: the replicas table is there
         await target.open()
+        for database, name, then in ((source, "SQLite", "stop every bot using it"),
+                                     (target, "PostgreSQL", "stop it; start the bots after the "
+                                                            "copy")):
+            await _refuse_a_running_bot(database, name, then, lease_seconds)
         for table in TABLES:
             if await target.fetchone(f"SELECT 1 FROM {table} LIMIT 1") is not None:
                 raise MigrationRefused(
@@ -108,3 +121,15 @@ async def migrate_db(sqlite_url: str, postgres_url: str, spool: Path | None = No
     finally:
         await target.close()
         await source.close()
+
+
+async def _refuse_a_running_bot(db: Database, name: str, then: str, lease_seconds: float) -> None:
+    now = time.time()
+    alive = await replicas_alive(db, lease_seconds, now)
+    if alive:
+        seen = ", ".join(f"{r.host} (seen {max(now - r.seen_at, 0):.0f} s ago)" for r in alive)
+        raise MigrationRefused(
+            f"a bot is running on the {name} database: {seen}; {then}, then run migrate-db again "
+            f"(a bot killed rather than stopped is forgotten {lease_seconds:.0f} s after it was "
+            "last seen)"
+        )
