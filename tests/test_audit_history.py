@@ -145,6 +145,26 @@ async def test_a_long_flow_name_is_recorded_clipped(bot_factory: BotFactory) -> 
     assert record.decision == "refused" and record.flow == "x" * 99 + "…"
 
 
+async def test_a_number_typed_in_the_flow_s_words_is_recorded_masked(
+    bot_factory: BotFactory,
+) -> None:
+    # Whatever follows the number up to a trailing caller ID is read as the flow's name, a note
+    # with another number in it too; refused, it is recorded as typed. The trail is append-only
+    # and shown to every Manager by /call history: it keeps no number in full.
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} wake-up-call for {OTHER} (Dana)")
+    await bot.command(f"{FULL} call back on (814) 555-1234 asap")
+    await bot.settle()
+    records = await audit_records(bot)
+    assert [r.reason for r in records] == ["FlowNotFound", "FlowNotFound"]
+    assert [r.flow for r in records] == ["call back on (•••34 asap",
+                                         "wake-up-call for +1 814 ••• 1234 (Dana)"]
+    assert "5551234" not in await all_audit_text(bot)
+    assert "555-1234" not in await all_audit_text(bot)
+    shown = "\n".join(lines(await history(bot)))
+    assert "5551234" not in shown and "555-1234" not in shown
+
+
 @on_both_databases
 async def test_the_audit_trail_is_append_only(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")

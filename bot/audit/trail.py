@@ -222,7 +222,8 @@ class AuditLog:
             request,
             number_masked=masked,
             number_hash=hashed,
-            flow=clip(request.flow_text.strip(), MAX_FLOW_TEXT) or "",
+            # Typed words, kept forever and shown to Managers: a number among them is masked.
+            flow=clip(masked_numbers(request.flow_text.strip()), MAX_FLOW_TEXT) or "",
             flow_id=None,
             caller_id=None,
             decision=decision,
