@@ -19,7 +19,7 @@ from bot.errors import CallbotError
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.oncall.home_views import HOME_CALL_ACTION, HOME_ESCALATE_ACTION
 from bot.phone import check_dialable, to_e164
-from bot.calls.form import CALL_FORM_CALLBACK_ID, PLACE_CALL_SHORTCUT_ID
+from bot.calls.form import CALL_FORM_CALLBACK_ID, PLACE_CALL_SHORTCUT_ID, FormField
 from bot.oncall.escalation_form import (
     ESCALATE_GLOBAL_SHORTCUT_ID,
     ESCALATE_MESSAGE_SHORTCUT_ID,
@@ -27,6 +27,7 @@ from bot.oncall.escalation_form import (
 )
 from bot.standins.slack import (
     block_actions_payload,
+    block_suggestion_payload,
     global_shortcut_payload,
     message_shortcut_payload,
     sign,
@@ -294,21 +295,28 @@ FORMS_AND_SHORTCUTS = [
     *_whose(global_shortcut_payload(callback_id=PLACE_CALL_SHORTCUT_ID)),
     *_whose(global_shortcut_payload(callback_id=ESCALATE_GLOBAL_SHORTCUT_ID)),
     *_whose(MESSAGE_SHORTCUT),
+    # The call form's flow menu asking for options.
+    *_whose(block_suggestion_payload(action_id=FormField.FLOW.value, value="esc")),
     # A message shortcut's message and channel, likewise.
     ("message", {**MESSAGE_SHORTCUT, "message": "1700000000.000100"}),
     ("channel", {**MESSAGE_SHORTCUT, "channel": "C0OPS"}),
 ]
 
 
+def _form_id(mangled: str, payload: dict[str, Any]) -> str:
+    name = payload.get("callback_id") or payload.get("action_id") or payload["view"]["callback_id"]
+    return f"{payload['type']}-{name}-{mangled}"
+
+
 @pytest.mark.parametrize(("mangled", "payload"), FORMS_AND_SHORTCUTS,
-                         ids=[f"{p['type']}-{p.get('callback_id') or p['view']['callback_id']}-{k}"
-                              for k, p in FORMS_AND_SHORTCUTS])
+                         ids=[_form_id(k, p) for k, p in FORMS_AND_SHORTCUTS])
 async def test_forged_forms_and_shortcuts_naming_no_user_never_fail_and_never_dial(
     http_bot: BotUnderTest, caplog: pytest.LogCaptureFixture, mangled: str,
     payload: dict[str, Any],
 ) -> None:
-    """Signed forms and shortcuts whose user (or workspace) is missing or of the wrong shape: no
-    listener fails on them (as the buttons' don't), nothing is dialled, nobody is told."""
+    """Signed forms, shortcuts and the flow menu's options whose user (or workspace) is missing or
+    of the wrong shape: no listener fails on them (as the buttons' don't), nothing is dialled,
+    nobody is told."""
     if "response_url" in payload:  # the stand-in's, not Slack's own hosts
         payload = {**payload, "response_url": http_bot.slack.response_url()}
     body = _signed_interactive(payload)

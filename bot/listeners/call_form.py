@@ -165,7 +165,7 @@ async def _prepare_view(
 
 async def on_flow_options(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
     services: Services = context["services"]
-    user_id = str((body.get("user") or {}).get("id") or "")
+    user_id = user_of(body)  # "" for a payload naming no user as Slack does: no options
     query = str(body.get("value") or "")[:MAX_QUERY_CHARS]
     try:
         flows, account_flows = await asyncio.wait_for(
