@@ -127,6 +127,17 @@ def refused_port() -> Iterator[int]:
 
 
 @pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The usual umask (new files readable by everyone), whatever the test runner's is: for a
+    test of a file that must be readable by its owner only."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.fixture
 def policy_path(tmp_path: Path) -> Path:
     path = tmp_path / "callbot.toml"
     path.write_text(POLICY)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.ops.backup import backup
 from bot.storage.database import MIGRATIONS, Database
 from tests.conftest import BotFactory
 from tests.follow_helpers import FULL, services
@@ -72,3 +73,15 @@ def test_a_copy_that_fails_says_why_and_leaves_nothing_to_refuse_the_next_try(
     code, _, err = run_main(["backup", str(copy)], {"DATABASE_URL": "mysql://db/callbot"},
                             tmp_path, monkeypatch, capsys)
     assert code == 2 and "DATABASE_URL: use sqlite:///PATH" in err
+
+
+@pytest.mark.usefixtures("umask_022")
+async def test_a_backup_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """A copy holds what the database does: the audit trail's hash key, recent calls' numbers."""
+    url = f"sqlite:///{tmp_path / 'callbot.db'}"
+    db = Database(url)
+    await db.open(MIGRATIONS)
+    await db.close()
+    copy = tmp_path / "copy.db"
+    backup(url, copy)
+    assert copy.stat().st_mode & 0o777 == 0o600

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.storage.database import MIGRATIONS as BOT_MIGRATIONS
 from bot.storage.database import Connection, Database, Migration
+from bot.storage.number_hash import NumberHasher
 
 MIGRATIONS = [Migration(1, "keys", "CREATE TABLE keys (key TEXT PRIMARY KEY)")]
 
@@ -193,6 +195,23 @@ async def test_a_read_only_look_sees_what_the_running_bot_committed_and_writes_n
     finally:
         await look.close()
     assert keys(path) == ["committed"]
+
+
+@pytest.mark.usefixtures("umask_022")
+async def test_a_new_database_file_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """The file holds the audit trail's hash key (when AUDIT_HASH_KEY is empty) and the numbers of
+    recent calls and pending questions in full: like `.env`, it is no one else's to read on the
+    host, nor are its -wal and -shm files, which hold the same pages."""
+    path = tmp_path / "callbot.db"
+    db = Database(f"sqlite:///{path}")
+    await db.open(BOT_MIGRATIONS)
+    try:
+        await NumberHasher.open(db)
+        files = [path, path.with_name("callbot.db-wal"), path.with_name("callbot.db-shm")]
+        assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {
+            f.name: oct(0o600) for f in files}
+    finally:
+        await db.close()
 
 
 async def test_the_databases_directory_is_made_when_missing(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 
 from bot.storage.database import POSTGRESQL, DatabaseUrlError, dialect_of, sqlite_path
+from bot.storage.sqlite import create_owner_only
 
 
 class BackupRefused(Exception):
@@ -35,9 +36,9 @@ def backup(database_url: str, target: Path) -> int:
         raise BackupRefused(f"{target.parent} is not a directory: name a file in one")
     try:
         return _copy(source_path, target)
-    except sqlite3.Error as exc:
-        # A full disk, a file that is no database: no half-written copy is left to refuse the
-        # next try with "exists already".
+    except (sqlite3.Error, OSError) as exc:
+        # A full disk, a file that is no database, a folder it may not write in: no half-written
+        # copy is left to refuse the next try with "exists already".
         target.unlink(missing_ok=True)
         raise BackupRefused(f"the copy failed ({exc}); nothing was kept") from None
 
@@ -51,6 +52,7 @@ def _copy(source_path: Path, target: Path) -> int:
         pages = total
 
     try:
+        create_owner_only(target)  # it holds what the database holds (bot/storage/sqlite.py)
         copy = sqlite3.connect(target)
         try:
             source.backup(copy, progress=progress)

@@ -10,6 +10,7 @@ on the database thread in one trip (see bot/storage/database.py for why).
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,21 @@ from bot.storage.group_commit import GroupCommit
 from bot.storage.migrations import Migration
 
 T = TypeVar("T")
+
+# Who may read a database file the bot makes: its owner alone, whatever the umask. It holds the
+# audit trail's hash key (unless AUDIT_HASH_KEY is set) and the numbers of recent calls and pending
+# questions in full, as secret as `.env` (bot/ops/init.py). SQLite gives the -wal and -shm files
+# the database file's mode.
+OWNER_ONLY = 0o600
+
+
+def create_owner_only(path: str | Path) -> None:
+    """Make `path` an empty file (an empty SQLite database) only its owner may read, unless a file
+    is there already: an operator's own file keeps the mode they gave it."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, OWNER_ONLY))
+    except FileExistsError:
+        pass
 
 
 class SQLiteBackend:
@@ -89,6 +105,7 @@ class SQLiteBackend:
     async def open(self) -> None:
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            create_owner_only(self._path)
         await self._connect(self._path)
         await self._switch_to_wal()
         await self.execute("PRAGMA foreign_keys = ON", ())
