@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -88,9 +89,10 @@ async def test_a_bot_seen_within_its_lease_seconds_is_still_running(tmp_path: Pa
         env = {"DATABASE_URL": sqlite_url, "LEASE_SECONDS": "60"}
         code, out, err = await run_cli(["migrate-db", postgres_url], env, tmp_path)
         assert code == 2 and out == "", err
-        assert err.startswith("callbot migrate-db: a bot is running on the SQLite database: h "
-                              "(seen 20 s ago); stop every bot using it, then run migrate-db "
-                              "again (a bot killed rather than stopped is forgotten 60 s after")
+        assert re.fullmatch(  # seen 20 s before the command started, and then some
+            r"callbot migrate-db: a bot is running on the SQLite database: h \(seen 2\d s ago\); "
+            r"stop every bot using it, then run migrate-db again \(a bot killed rather than "
+            r"stopped is forgotten 60 s after it was last seen\)\n", err), err
         # With the default 15 s, the same bot was killed: forgotten, and the copy goes ahead.
         code, out, err = await run_cli(["migrate-db", postgres_url], {**env, "LEASE_SECONDS": ""},
                                        tmp_path)
