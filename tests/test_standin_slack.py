@@ -489,6 +489,23 @@ async def test_response_url(slack: SlackStandIn) -> None:
         await slack.wait_for_response(other, n=6, timeout=0.05)
 
 
+async def test_a_cut_call_is_carried_out_and_its_answer_never_comes(slack: SlackStandIn) -> None:
+    # A network or a proxy failing mid-answer: Slack did it, the client hears a closed connection.
+    slack.cut("chat.postMessage")
+    async with aiohttp.ClientSession() as session:
+        client = web_client(slack, session=session, retry_handlers=[])
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await client.chat_postMessage(channel="C1", text="posted")
+        assert [m.text for m in slack.channel_messages("C1")] == ["posted"]
+        await client.chat_postMessage(channel="C1", text="answered")  # the next one is answered
+    url = slack.response_url()
+    slack.cut_responses(when=lambda body: body.get("text") == "shown")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ServerDisconnectedError):
+            await AsyncWebhookClient(url, session=session, retry_handlers=[]).send(text="shown")
+    assert slack.responses_to(url) == [{"text": "shown"}]
+
+
 # ------------------------------------------------------------------------------------ Socket Mode
 
 

@@ -22,6 +22,7 @@ from bot.standins.slack.records import (
     DEFAULT_BOT_SCOPES,
     ApiCall,
     ApiReply,
+    Cut,
     EnvelopeRecord,
     Gate,
     Handler,
@@ -93,6 +94,7 @@ class StandInCore:
         self._handlers: dict[str, Handler] = {}
         self._failures: dict[str, list[_Failure]] = {}
         self._gates: dict[str, list[Gate]] = {}
+        self._cuts: dict[str, list[Cut]] = {}  # by method; "response_url" for its posts
         self.latency: float = 0.0
         """Seconds every Web API call waits before it is answered (0.25, 3: a slow Slack)."""
         self.posting_rate: float | None = None
@@ -219,10 +221,11 @@ class StandInCore:
         self._handlers[method] = handler
 
     def off(self, method: str) -> None:
-        """Remove an :meth:`on` handler and any :meth:`fail` injections for ``method``; open its
-        gates."""
+        """Remove an :meth:`on` handler and any :meth:`fail` or :meth:`cut` injections for
+        ``method``; open its gates."""
         self._handlers.pop(method, None)
         self._failures.pop(method, None)
+        self._cuts.pop(method, None)
         for gate in self._gates.pop(method, []):
             gate.open()
 

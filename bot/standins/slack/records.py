@@ -193,6 +193,23 @@ class _Failure:
     headers: dict[str, str]
 
 
+@dataclass
+class Cut:
+    """Calls (or response_url posts) that are carried out and then get no answer: their connection
+    is dropped (see :meth:`SlackStandIn.cut`)."""
+
+    when: Callable[[Any], bool] | None
+    remaining: int | None
+
+    def takes(self, item: Any) -> bool:
+        """Whether this cut drops the answer to ``item`` (counted against ``remaining``)."""
+        if (self.when is not None and not self.when(item)) or self.remaining == 0:
+            return False
+        if self.remaining is not None:
+            self.remaining -= 1
+        return True
+
+
 class Gate:
     """Holds the calls to one Web API method until :meth:`open` (see :meth:`SlackStandIn.hold`).
 

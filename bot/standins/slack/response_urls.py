@@ -13,6 +13,7 @@ from aiohttp import web
 
 from bot.standins.slack.core import StandInCore
 from bot.standins.slack.records import (
+    Cut,
     Gate,
     JSONDict,
     ResponsePost,
@@ -79,6 +80,13 @@ class ResponseUrls(StandInCore):
         self._response_gates.append((when, gate))
         return gate
 
+    def cut_responses(self, *, times: int | None = 1,
+                      when: Callable[[Any], bool] | None = None) -> None:
+        """Take response_url posts (the next ``times`` whose body ``when`` is true for; ``None``:
+        all) and then drop their connection without an answer (see :meth:`cut`): the post is
+        shown, and counted against the URL's uses, but the app can't know."""
+        self._cuts.setdefault("response_url", []).append(Cut(when, times))
+
     def expire_response_url(self, url: str) -> None:
         """Later posts to ``url`` (or its id) are answered 404 ``expired_url``, as Slack does."""
         self._expired_responses.add(self._response_id(url))
@@ -133,4 +141,7 @@ class ResponseUrls(StandInCore):
         for when, gate in list(self._response_gates):
             if when is None or when(body):
                 await gate._hold()
+        if status == 200 and request.transport and any(
+                cut.takes(body) for cut in self._cuts.get("response_url", [])):
+            request.transport.abort()  # taken, and the connection dropped before the answer
         return web.Response(status=status, text=answer, content_type="text/plain")

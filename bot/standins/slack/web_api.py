@@ -18,6 +18,7 @@ from bot.standins.slack.records import (
     WORKSPACE_URL,
     ApiCall,
     ApiReply,
+    Cut,
     HandlerResult,
     JSONDict,
     Message,
@@ -124,6 +125,8 @@ class WebApiMethods(ViewMethods, PeopleMethods):
         call.answered = time.monotonic()
         self.calls.append(call)
         self._notify()
+        if any(cut.takes(call) for cut in self._cuts.get(method, [])) and request.transport:
+            request.transport.abort()  # carried out, and the connection dropped before the answer
         headers = dict(reply.headers)
         if token == self.bot_token and bad_body is None and self.bot_scopes is not None:
             headers.setdefault("x-oauth-scopes", ",".join(self.bot_scopes))
@@ -182,6 +185,14 @@ class WebApiMethods(ViewMethods, PeopleMethods):
         if token in (self.bot_token, self.app_token):
             return "not_allowed_token_type"
         return "invalid_auth"
+
+    def cut(self, method: str, *, times: int | None = 1,
+            when: Callable[[ApiCall], bool] | None = None) -> None:
+        """Carry out calls to ``method`` (the next ``times`` of those ``when`` is true for;
+        ``None``: all) and then drop their connection without an answer, as a network or a proxy
+        failing mid-answer does: Slack did what was asked (the message is posted; the call is
+        recorded as answered) and the app hears only a closed connection, so it can't know."""
+        self._cuts.setdefault(method, []).append(Cut(when, times))
 
     # ---- default method implementations (each returns the JSON body or an ApiReply)
 
