@@ -16,10 +16,7 @@ from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
@@ -33,7 +30,7 @@ from bot.listeners import call_command as command
 from bot.listeners import call_form as form
 from bot.listeners.restarting import refuse_while_restarting
 from bot.services import Services
-from bot.slack.lanes import retry_after_seconds
+from bot.slack.lanes import ConnectionRetry, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +78,7 @@ def create_slack_client(
         session=session,
         timeout=SLACK_TIMEOUT_SECONDS,
         retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=1),
+            ConnectionRetry(),
             RateLimitRetry(max_retry_count=2, sleep=sleep),
         ],
     )

@@ -277,3 +277,42 @@ async def test_a_status_message_slack_took_without_answering_is_kept_current_in_
     await bot.settle()
     assert [m for m in bot.slack.messages.values() if m.is_reply] == [status]
     assert bot.slack.responses_to(url) == []  # the thread had it: no copy through response_url
+
+
+async def test_a_status_message_whose_answer_s_connection_dropped_is_posted_once(
+    bot_factory: BotFactory,
+) -> None:
+    # Slack posts the call's status message, then the connection drops before its answer (a proxy
+    # or the network failing mid-answer). Sent again blindly, it would be in the thread twice, the
+    # first copy left at "Call placed" for good: it is found by the id it carries instead.
+    bot = await bot_factory("http", **FAST)
+    bot.slack.cut("chat.postMessage", when=is_reply)
+    _, url = await bot.command(f"{FULL} escalation")
+    await bot.evo.wait_for_posts(1)
+    [session_id] = bot.evo.sessions
+    await until(lambda: any(m.is_reply for m in bot.slack.messages.values()))
+    [status] = [m for m in bot.slack.messages.values() if m.is_reply]
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await wait_for_edit(bot, status, "Ended: No answer")
+    await bot.settle()
+    assert [m for m in bot.slack.messages.values() if m.is_reply] == [status]
+    assert bot.slack.responses_to(url) == []
+
+
+async def test_a_response_url_post_whose_answer_s_connection_dropped_is_shown_once(
+    bot_factory: BotFactory,
+) -> None:
+    # In a channel the bot can't post in, the call's parent goes through the response URL, which
+    # shows it; then the connection drops before Slack's answer. Sent again, the channel would
+    # show it twice: the news takes the next way instead, the direct message, to the outcome.
+    bot = await bot_factory("http", **FAST)
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == "G0PRIV")
+    bot.slack.cut_responses()
+    _, url = await bot.command(f"{FULL} escalation", channel_id="G0PRIV")
+    await bot.evo.wait_for_posts(1)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await bot.slack.wait_for_call(
+        "chat.update", lambda c: c["channel"] == "D0MANAGER" and "Ended: No answer" in c["text"])
+    [parent] = bot.slack.responses_to(url)
+    assert MASKED in parent["text"] and "Call placed" not in parent["text"]

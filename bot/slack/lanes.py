@@ -16,8 +16,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
@@ -30,6 +37,34 @@ MAX_RATE_LIMITED = 10
 # Posts in flight per channel: enough to reach Slack's ~1 message per second per channel even when
 # each answer takes 3 s, few enough that a burst doesn't throw itself at the limit all at once.
 LANE_IN_FLIGHT = 4
+
+
+# The Web API methods the bot calls that post a message: sent twice, it is there twice.
+_POSTING_METHODS = frozenset({"chat.postMessage", "chat.postEphemeral"})
+
+
+class ConnectionRetry(AsyncConnectionErrorRetryHandler):
+    """slack_sdk's one retry after a connection error, made only where sending twice posts nothing
+    twice: the connection never opened (nothing reached Slack), or the call is no post (an edit,
+    a read, a reaction). A post whose connection dropped once it was sent (a proxy or the network
+    failing mid-answer) may be in Slack already, its answer lost: it fails as a post Slack never
+    answered does (a kept post is looked for in its thread, bot/slack/outbox.py; any other takes
+    the next way). `posts`: every request of this client posts (a response_url's)."""
+
+    def __init__(self, *, posts: bool = False) -> None:
+        super().__init__(max_retry_count=1)
+        self._posts = posts
+
+    async def _can_retry_async(
+        self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if isinstance(error, aiohttp.ClientConnectorError):
+            return True
+        if self._posts or request.url.rsplit("/", 1)[-1] in _POSTING_METHODS:
+            return False
+        return await super()._can_retry_async(state=state, request=request, response=response,
+                                              error=error)
 
 
 def retry_after(exc: SlackApiError) -> float | None:

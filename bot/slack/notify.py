@@ -29,7 +29,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.calls.messages import combined
 from bot.slack.blocks import Message, context, escape
-from bot.slack.lanes import ChannelHeld, Lanes, failed_for_now
+from bot.slack.lanes import ChannelHeld, ConnectionRetry, Lanes, failed_for_now
 from bot.slack.modals import is_response_url
 from bot.slack.threads import (
     KeepsPosts,
@@ -379,11 +379,11 @@ class Notifier:
             # Whichever payload carried it (a click, a command): never post where a payload says.
             logger.warning("response_url refused: not one of Slack's webhook hosts")
             return False
-        # The Web API client's connection pool: without it every post opens a session of its own.
-        webhook = AsyncWebhookClient(url, session=self._client.session)
+        # The Web API client's pool (else a session a post); never sent twice (ConnectionRetry).
+        webhook = AsyncWebhookClient(url, session=self._client.session,
+                                     retry_handlers=[ConnectionRetry(posts=True)])
         try:
-            # Timed here too (the shared session bounds every call at SLACK_TIMEOUT_SECONDS:
-            # bot/app.py slack_session), so a test can shorten this wait alone.
+            # Timed here too (bot/app.py slack_session bounds every call): a test shortens it.
             async with asyncio.timeout(self.response_timeout):
                 response = await webhook.send(
                     **self._out(message),
