@@ -194,6 +194,12 @@ class WebApiMethods(ViewMethods, PeopleMethods):
         recorded as answered) and the app hears only a closed connection, so it can't know."""
         self._cuts.setdefault(method, []).append(Cut(when, times))
 
+    def delete_message(self, channel: str, ts: str) -> None:
+        """A person deletes a message (a workspace's admins may delete the bot's too): it is gone
+        as after ``chat.delete``, and an edit of it is refused ``message_not_found``."""
+        self.deleted_messages.append(self.messages.pop((channel, ts)))
+        self._notify()
+
     # ---- default method implementations (each returns the JSON body or an ApiReply)
 
     def _api_test(self, call: ApiCall) -> JSONDict:
@@ -263,10 +269,16 @@ class WebApiMethods(ViewMethods, PeopleMethods):
             return None
         return "not_in_channel"
 
+    def _out_of_private(self, channel: str) -> bool:
+        """A private channel the bot is no member of (never was, or was removed from mid-call):
+        Slack shows the bot nothing of it, its own messages there included, so an edit or a
+        reaction is refused as a post is (`channel_not_found`)."""
+        return self._not_a_member(channel) == "channel_not_found"
+
     def _chat_update(self, call: ApiCall) -> JSONDict:
         p = call.params
         channel, ts = p.get("channel"), p.get("ts")
-        if not channel:
+        if not channel or self._out_of_private(channel):
             return _err("channel_not_found")
         msg = self.messages.get((channel, ts or ""))
         if msg is None:
@@ -336,6 +348,8 @@ class WebApiMethods(ViewMethods, PeopleMethods):
         if self.bot_scopes is not None and "reactions:write" not in self.bot_scopes:
             return _err("missing_scope", needed="reactions:write",
                         provided=",".join(self.bot_scopes))
+        if self._out_of_private(str(p.get("channel", ""))):
+            return _err("channel_not_found")
         msg = self.messages.get((p.get("channel", ""), p.get("timestamp", "")))
         if msg is None:
             return _err("message_not_found")
