@@ -170,3 +170,43 @@ async def test_a_call_placed_with_nobody_to_tell_still_counts_as_placed(
     [answer] = await bot.slack.wait_for_response(url)
     assert "You have placed 1 call in the last 10 minutes" in answer["text"]
     assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_a_call_whose_bot_was_removed_from_its_private_channel_tells_its_outcome_by_dm(
+    bot_factory: BotFactory,
+) -> None:
+    # Someone removes the bot from the private channel while the call rings: Slack refuses every
+    # edit there (channel_not_found) and always will. Tried again for ten minutes, the outcome
+    # would reach nobody: the requester hears it by direct message, with the call's context.
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation", channel_id="G0INCIDENT")
+    status = await status_message(bot)
+    bot.slack.channels["G0INCIDENT"] = {"is_private": True, "is_member": False}
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=42, outcome="No answer")
+    dm = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and c["channel"] == "U0MANAGER")
+    assert MASKED in dm["text"] and "Ended: No answer" in dm["text"]
+    await bot.settle()
+    assert "Ended" not in (status.text or "")  # Slack kept what it showed before
+    assert [c["channel"] for c in bot.slack.calls_to("chat.postMessage")].count("U0MANAGER") == 1
+
+
+async def test_a_status_message_someone_deleted_mid_call_tells_the_outcome_by_dm(
+    bot_factory: BotFactory,
+) -> None:
+    # An admin deletes the call's status message while the call rings: Slack refuses its edits
+    # for good (message_not_found). The requester hears how the call went by direct message, and
+    # the channel on the parent, as always.
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    bot.slack.delete_message(status.channel, status.ts)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=42, outcome="No answer")
+    dm = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and c["channel"] == "U0MANAGER")
+    assert MASKED in dm["text"] and "Ended: No answer" in dm["text"]
+    parent = parent_of(bot, status)
+    assert await wait_for_mark(bot, parent) == "x"
+    assert texts(parent)[-1].endswith("❌ Not answered.")

@@ -18,7 +18,7 @@ from bot.calls import status_views as call_views
 from bot.calls.store import CallStore, TrackedCall
 from bot.slack.blocks import Message
 from bot.slack.notify import Notifier
-from bot.slack.threads import Kept, Relay, Thread
+from bot.slack.threads import Edit, Kept, Relay, Thread
 
 # The outbox's purpose for status messages (kept posts: bot/calls/status_posts.py), here so that
 # both who posts them (dialling, the follower) and their owner can name it.
@@ -138,7 +138,11 @@ class StatusMessages:
                 message = self.draw(call)
                 drawn = digest(message)
                 while drawn != call.shown_digest:
-                    if not await self._notifier.update(call.channel_id, call.status_ts, message):
+                    edit = await self._notifier.update(call.channel_id, call.status_ts, message)
+                    if edit is Edit.GONE:
+                        call, relay = await self._relay_from_now(call)
+                        break
+                    if not edit:
                         shown = False
                         break
                     await self._store.update(call.id, shown_digest=drawn)
@@ -152,7 +156,7 @@ class StatusMessages:
                     call = replace(latest, shown_digest=drawn)
                     message = self.draw(call)
                     drawn = digest(message)
-            elif relay is not None:
+            if call.status_ts is None and relay is not None:
                 message = self.draw(call, buttons=False)
                 drawn = digest(message)
                 if drawn != call.shown_digest:
@@ -168,7 +172,10 @@ class StatusMessages:
                     call.channel_id, call.parent_ts,
                     call_views.parent_with_outcome(parent, call, self._acknowledges),
                 )
-                if edited and await self._notifier.react(call.channel_id, call.parent_ts, mark):
+                # A parent that can't be edited any more (deleted, its channel archived or the
+                # bot removed from it) is given up on: the status message tells the outcome.
+                if edited is Edit.GONE or (edited and await self._notifier.react(
+                        call.channel_id, call.parent_ts, mark)):
                     await self._store.update(call.id, marked=True)
                 else:
                     shown = False
@@ -190,6 +197,18 @@ class StatusMessages:
             relay = Relay(None, call.requester_id, parent, 0.0, uses=0)
             self._relays[call.id] = relay
         return relay
+
+    async def _relay_from_now(self, call: TrackedCall) -> tuple[TrackedCall, Relay]:
+        """The status message can't be edited any more (deleted, its channel archived, the bot
+        removed from a private channel): from now on the requester is told by direct message,
+        with the call's parent, as a relayed call is (after a restart too: see `_relay`)."""
+        await self._store.update(call.id, status_ts=None, shown_digest="")
+        call = replace(call, status_ts=None, shown_digest="")
+        parent = self._parents.get(call.id) or call_views.parent_of(call)
+        relay = self._relays[call.id] = Relay(None, call.requester_id, parent, 0.0, uses=0)
+        logger.warning("call %s: its status message can't be edited any more; told by direct "
+                       "message from now on", call.id, extra={"call_id": call.id})
+        return call, relay
 
     async def refresh_until_shown(self, call_id: int, *, refused: bool = False) -> None:
         """`refresh()` until Slack takes it (see FINAL_EDIT_FOR_SECONDS); `refused`: a try was

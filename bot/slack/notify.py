@@ -32,14 +32,7 @@ from bot.slack.blocks import Message, context, escape
 from bot.slack.lanes import ChannelHeld, ConnectionRetry, Lanes, failed_for_now
 from bot.slack.modals import is_response_url
 from bot.slack.threads import (
-    KeepsPosts,
-    Kept,
-    NotDelivered,
-    Once,
-    Posted,
-    Relay,
-    Thread,
-    ThreadUnread,
+    NOT_EDITABLE, Edit, KeepsPosts, Kept, NotDelivered, Once, Posted, Relay, Thread, ThreadUnread,
     nothing_kept,
 )
 
@@ -273,16 +266,16 @@ class Notifier:
                 return False
             relay.dm = (str(response.get("channel") or relay.user_id), str(response["ts"]))
             return True
-        return await self.update(relay.dm[0], relay.dm[1], shown)
+        return bool(await self.update(relay.dm[0], relay.dm[1], shown))
 
-    async def update(self, channel: str, ts: str, message: Message) -> bool:
-        """Edit a message the bot posted (`chat.update`); False if Slack refused."""
+    async def update(self, channel: str, ts: str, message: Message) -> Edit:
+        """Edit a message the bot posted (`chat.update`); false if Slack refused (threads.Edit)."""
         try:
             await self._client.chat_update(channel=channel, ts=ts, **self._out(message))
-            return True
+            return Edit.EDITED
         except SLACK_FAILURES as exc:
             logger.warning("editing a message in %s failed (%s)", channel, slack_error_code(exc))
-            return False
+            return Edit.GONE if slack_error_code(exc) in NOT_EDITABLE else Edit.REFUSED
 
     async def direct_message(self, user_id: str, message: Message) -> tuple[str, str] | None:
         """Post in the bot's direct messages with `user_id` (the app's Messages tab): the DM's

@@ -4,6 +4,7 @@ for the outbox). The Notifier (notify.py) does the telling."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -19,6 +20,24 @@ Once = Callable[[Callable[[Connection], Awaitable[None]]], Awaitable[bool]]
 
 async def nothing_kept(conn: Connection) -> None:
     """What a post made `Once` writes with its claim where no outbox keeps it: nothing."""
+
+
+# chat.update's answers for a message that can't be edited any more: deleted, in a channel archived
+# or deleted (`is_inactive`, `is_archived`), or in a private channel the bot was removed from.
+NOT_EDITABLE = frozenset({"message_not_found", "cant_update_message", "channel_not_found",
+                          "is_inactive", "is_archived", "edit_window_closed"})
+
+
+class Edit(enum.Enum):
+    """What an edit (`chat.update`) did; true only when Slack shows it. REFUSED: for now (tried
+    again later); GONE: never again (NOT_EDITABLE), so its news must go another way."""
+
+    EDITED = "edited"
+    REFUSED = "refused"
+    GONE = "gone"
+
+    def __bool__(self) -> bool:
+        return self is Edit.EDITED
 
 
 class NotDelivered(Exception):
