@@ -328,6 +328,21 @@ async def test_a_final_edit_slack_refuses_is_tried_again_until_it_shows_the_end(
     await wait_for_shown(bot, page, "You acknowledged this page")
 
 
+async def test_a_card_in_a_channel_the_bot_was_removed_from_has_its_end_told_privately(
+    bot_factory: BotFactory,
+) -> None:
+    """Someone removes the bot from the (private) channel while Alice's phone rings: Slack
+    refuses every edit of the card, and the thread's posts, for good. The requester hears how
+    the escalation ended privately, as when there never was a card."""
+    bot, clock, card = await running_escalation(bot_factory, policy=ALICE_ONLY)
+    bot.slack.channels[card.channel] = {"is_private": True, "is_member": False}
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await told_privately(bot, NOBODY)
+    await bot.settle()
+    assert sum(NOBODY in t for t in told(bot)) == 1
+
+
 async def test_once_nobody_came_the_card_offers_i_m_on_it_alone(bot_factory: BotFactory) -> None:
     bot, clock, card = await running_escalation(bot_factory, policy=ALICE_ONLY)
     clock.advance(91)

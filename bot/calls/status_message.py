@@ -70,6 +70,18 @@ async def until_shown(
     return True
 
 
+async def redraw(
+    notifier: Notifier, channel: str, ts: str, message: Message, shown: str | None
+) -> tuple[Edit, str | None]:
+    """Edit a message whose drawing changed (`shown`: the digest Slack shows). What Slack did, and
+    the digest to keep: None if nothing was edited (unchanged, or Slack refused)."""
+    drawn = digest(message)
+    if drawn == shown:
+        return Edit.EDITED, None
+    edit = await notifier.update(channel, ts, message)
+    return edit, drawn if edit else None
+
+
 class StatusMessages:
     def __init__(
         self,

@@ -19,7 +19,8 @@ direct message to each person paged), and the few posts its thread gets.
                 background, after a restart too, rather than never
 
 Without a card (Slack refused it: a channel the bot isn't in, a 5xx, a 429 asking to wait over a
-minute) nothing goes in the thread: the requester hears of the escalation's end privately, through
+minute; or it can't be edited any more: deleted, its channel archived or left) nothing goes in the
+thread: the requester hears of the escalation's end privately, through
 the shortcut's response_url, else a direct message, drawn like the card. That telling is part of
 showing the end: tried again while Slack refuses it (refresh_until_shown), after a restart too (by
 direct message: the response_url is kept in memory only), and made once (under a claim, freed only
@@ -37,14 +38,14 @@ from typing import Any
 
 from bot.calls import messages as common_views
 from bot.calls.follow import wait_or_wake
-from bot.calls.status_message import digest, until_shown
+from bot.calls.status_message import digest, redraw, until_shown
 from bot.calls.store import CallStore
 from bot.errors import reference_id
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_store import Escalation, EscalationState, EscalationStore, Page, Target
 from bot.runner import RowRunner
 from bot.slack.notify import Notifier
-from bot.slack.threads import Kept, NotDelivered, Once, Thread, nothing_kept
+from bot.slack.threads import Edit, Kept, NotDelivered, Once, Thread, nothing_kept
 from bot.storage.claims import Claims
 from bot.storage.faults import until_database_answers
 
@@ -84,6 +85,8 @@ class EscalationCard:
         self._opened: dict[int, asyncio.Event] = {}
         # The requester's way to hear the end when there is no card (kept in memory only).
         self._response_urls: dict[int, str] = {}
+        # Cards Slack won't let the bot edit again (Edit.GONE); a restart's first edit finds out.
+        self._gone: set[int] = set()
         # Pages and cards being sent; posts Slack refused being tried again (see post).
         self._sending: set[asyncio.Task[None]] = set()
         # The (escalation, step) pages this process is sending: never sent `again` beside them.
@@ -91,8 +94,7 @@ class EscalationCard:
 
     async def stop(self, grace: float) -> None:
         """Give the pages and cards being sent `grace` seconds (a page cut short is sent by the
-        next run of its chain, `page(again=True)`). Thread posts not delivered yet stay in the
-        outbox."""
+        next run of its chain, `page(again=True)`); undelivered thread posts stay in the outbox."""
         if self._sending:
             await asyncio.wait(list(self._sending), timeout=grace)
         for task in list(self._sending):
@@ -171,9 +173,9 @@ class EscalationCard:
             escalation = await self._store.get(escalation_id)
             if escalation is None:
                 return True
-            if escalation.message_ts is not None:
-                shown = await self._redraw_card(escalation, escalation.message_ts)
-            elif not escalation.active:
+            if (card := self._card(escalation)) is not None:
+                shown = await self._redraw_card(escalation, card)
+            if not escalation.active and self._card(escalation) is None:
                 shown = await self._tell_the_end(escalation)
             if escalation.state != EscalationState.RUNNING:
                 shown = await self._refresh_pages(escalation) and shown
@@ -183,7 +185,12 @@ class EscalationCard:
                 self._opened.pop(escalation_id, None)
             if shown:  # its end was told (or shown on the card): later words go by DM
                 self._response_urls.pop(escalation_id, None)
+                self._gone.discard(escalation_id)
         return shown
+
+    def _card(self, escalation: Escalation) -> str | None:
+        """The card's ts; None without one to edit (never posted, or gone)."""
+        return None if escalation.id in self._gone else escalation.message_ts
 
     def _opening(self, escalation_id: int) -> asyncio.Event | None:
         """While the card's first try is on, the event set when it is over; None after it (or
@@ -213,11 +220,14 @@ class EscalationCard:
             steps = await self._store.steps(current.id)
             call = (await self._callstore.get(current.step_call_id)
                     if current.active and current.step_call_id is not None else None)
-            shown, drawn = await self._redraw(current.channel_id, ts, views.escalation_message(
-                current, steps, call.state if call else None,
-                call_number=call.number_masked if call else None), shown_digest)
+            message = views.escalation_message(current, steps, call.state if call else None,
+                                               call_number=call.number_masked if call else None)
+            shown, drawn = await redraw(self._notifier, current.channel_id, ts, message,
+                                        shown_digest)
             if drawn is None:
-                return shown
+                if shown is Edit.GONE:  # deleted, in a channel archived or the bot was removed from
+                    self._gone.add(current.id)
+                return bool(shown)
             await self._store.update(current.id, shown_digest=drawn)
             current, shown_digest = await self._store.get(current.id), drawn
         return True
@@ -253,27 +263,15 @@ class EscalationCard:
         False if Slack refused one."""
         every = True
         for page in await self._store.pages(escalation.id):
-            shown, drawn = await self._redraw(
-                page.channel_id, page.message_ts,
+            shown, drawn = await redraw(
+                self._notifier, page.channel_id, page.message_ts,
                 views.page_message(escalation, page.user_id, page.step, page.link),
                 page.shown_digest,
             )
             if drawn is not None:
                 await self._store.set_page_digest(escalation.id, page.step, drawn)
-            every = every and shown
+            every = every and bool(shown)
         return every
-
-    async def _redraw(
-        self, channel: str, ts: str, message: common_views.Message, shown: str | None
-    ) -> tuple[bool, str | None]:
-        """Edit a message whose drawing changed. Whether Slack shows it now, and the digest to
-        keep: None if nothing was edited (unchanged, or Slack refused: tried again later)."""
-        drawn = digest(message)
-        if drawn == shown:
-            return True, None
-        if not await self._notifier.update(channel, ts, message):
-            return False, None
-        return True, drawn
 
     # ------------------------------------------------------------------------------ the page
 
@@ -386,7 +384,7 @@ class EscalationCard:
         current = await self._store.get(escalation.id)
         if current is None:
             return
-        if current.message_ts is None:
+        if self._card(current) is None:
             if or_tell and (once is None or await once(nothing_kept)):
                 await self._notifier.tell(user_id=current.requester_id, channel_id=None,
                                           response_url=self._response_urls.get(escalation.id),
