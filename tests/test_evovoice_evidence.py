@@ -8,6 +8,7 @@ listings under every reading of `all=true`, and the reading of a session's field
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +19,7 @@ from bot.calls.status_views import HANG_UP_ACTION
 from bot.config import ConfigError
 from bot.ops.check_evovoice_requests import PROBE_NUMBER
 from bot.ops.findings import Status
-from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, NoContent, Recorded
+from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, Gated, NoContent, Recorded
 from bot.standins.evovoice.recorded import reads
 from bot.standins.slack import SlackStandIn
 from tests.conftest import (
@@ -296,6 +297,28 @@ async def test_a_server_that_refuses_the_sort_still_finds_every_call(
     assert lookups[1]["to"] == FULL
     assert all("sortField" not in query for query in lookups[1:])
     assert [query["to"] for query in lookups[1:]] == [FULL, "+18145551234"]
+
+
+async def test_a_text_to_the_number_is_never_taken_for_the_call(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    """Sessions are voice, chat or fax (`channel`), and a call is a voice session only: a text
+    to the same person while the call was being set up (a monitoring system paging them by SMS
+    too) is closer to the attempt than the call itself, yet it is not the call."""
+    bot = await bot_factory("http", **FAST)
+    set_up = asyncio.Event()
+    bot.evo.queue_outgoing(Gated(set_up, NoContent()))  # the session is made once set up
+    await bot.command(f"{FULL} escalation")
+    await bot.evo.wait_for_posts(1)
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    bot.evo.add_session(toAddress=FULL, channel="Chat", ended=True, callState="Disconnected",
+                        dateCompleted=now)
+    set_up.set()
+    status = await status_message(bot)
+    call = list(bot.evo.sessions)[-1]
+    assert bot.evo.sessions[call]["channel"] == "Voice"
+    bot.evo.set_session_state(call, callState="Connected")
+    await wait_for_edit(bot, status, "🟢 Connected")
 
 
 async def test_a_lookup_that_keeps_failing_ends_as_not_found(

@@ -19,7 +19,7 @@ copes where it is unsure:
   alongside), items de-duplicated by id, bounded, and stopping when a page brings nothing new.
 - ``find_sessions``: ``startDate`` is a date in an unknown time zone, ``to`` matches by substring,
   ``sortField`` values are undocumented; it asks from the day before, pages through (bounded), and
-  keeps only sessions to exactly that number created since the given instant. If the server
+  keeps only voice sessions to exactly that number created since the given instant. If the server
   refuses the sort, it asks without it from then on.
 - The server rejects some clients by User-Agent: every request says ``callbot/<version>``.
 """
@@ -242,7 +242,7 @@ class EvoVoiceClient(Requester):
         since: datetime,
         priority: Priority = Priority.FIRST,
     ) -> list[Session]:
-        """Sessions to exactly ``to`` created at or after ``since``, newest first.
+        """Voice sessions to exactly ``to`` created at or after ``since``, newest first.
 
         ``to`` is a *contains* filter on the server and its sort may be ignored, so every page of
         the window is read (at most ``FIND_MAX_PAGES``) and filtered here, by ``toAddress`` and by
@@ -281,7 +281,9 @@ class EvoVoiceClient(Requester):
             batch = self._items(Session, data, "/sessions")
             new = [item for item in batch if item.id not in found]
             for session in new:
-                if as_e164(session.to_address) != to:
+                # A text or a fax to the number (a monitoring system paging the same person) is
+                # no call, however close to the attempt.
+                if as_e164(session.to_address) != to or not session.may_be_a_call:
                     continue
                 # A time without a zone is kept if it is after `since` in some zone a server may
                 # keep (bot/evovoice/dates.py): read as UTC, a server west of it had every new

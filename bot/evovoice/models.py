@@ -93,6 +93,12 @@ class Session(_ApiModel):
     answered_by_name: str | None = None
     channel: str | None = None
 
+    @property
+    def may_be_a_call(self) -> bool:
+        """Whether this session may be a phone call: sessions are voice, chat or fax (`channel`),
+        and an outgoing call is voice only. Without a channel, it can't be ruled out."""
+        return not self.channel or self.channel.casefold() == "voice"
+
 
 class CallPlaced(_ApiModel):
     """The server accepted a new outgoing call; its answer may or may not name the session."""
