@@ -35,7 +35,7 @@ from bot.errors import CallerIdNotOwned
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.dates import parse_timestamp
 from bot.evovoice.errors import status_error
-from bot.evovoice.models import OUTGOING_PATH, Session, parse_call_placed
+from bot.evovoice.models import OUTGOING_PATH, Session, is_address_of, parse_call_placed
 from bot.evovoice.requester import USER_AGENT, basic_authorization
 from bot.standins.evovoice import (
     Answered,
@@ -909,6 +909,17 @@ def test_servicestack_dates_and_nulls_are_read_as_sent() -> None:
     assert parse_timestamp("2026-11-30T14:00:00") == datetime(2026, 11, 30, 14, tzinfo=UTC)
     # ServiceStack may send null for a false flag.
     assert Session.model_validate({"id": "s1", "ended": None}).ended is False
+
+
+def test_a_sessions_address_names_the_number_in_any_form_but_never_another_number() -> None:
+    # toAddress's form is unknown (docs/evovoice-api.md names the field only).
+    for address in (CUSTOMER, "18144043093", "tel:+18144043093", "TEL:+1-814-404-3093",
+                    "sip:+18144043093@sip.example.com;user=phone", "+1 (814) 404-3093"):
+        assert is_address_of(address, CUSTOMER), address
+    # A national form may be another country's number; an extension is another line.
+    for address in ("8144043093", "+181440430930", "tel:+18144043093;ext=12", "tel:", "", None,
+                    "support@example.com"):
+        assert not is_address_of(address, CUSTOMER), address
 
 
 def test_a_placed_calls_answer_may_name_its_session_by_session_id_alone() -> None:

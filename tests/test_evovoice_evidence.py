@@ -299,6 +299,36 @@ async def test_a_server_that_refuses_the_sort_still_finds_every_call(
     assert [query["to"] for query in lookups[1:]] == [FULL, "+18145551234"]
 
 
+@pytest.mark.parametrize("form", ["tel", "digits"])
+async def test_a_call_is_followed_however_its_session_writes_the_number(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, form: str
+) -> None:
+    """Nothing public says how a session's `toAddress` writes the number dialled (sessions are
+    voice, chat or fax: not every address is a number). The POST's answer naming a session to
+    `tel:+18144043093`, or to 18144043093, names this call's session all the same."""
+    evo.to_address_form = form
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "🟢 Connected")
+
+
+async def test_a_call_without_a_session_id_is_found_when_its_session_names_a_tel_uri(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    # `to` matches by substring, so the lookup lists it; the bot must then see it is the number.
+    evo.to_address_form = "tel"
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(NoContent())
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "🟢 Connected")
+
+
 async def test_a_text_to_the_number_is_never_taken_for_the_call(
     bot_factory: BotFactory, evo: EvoVoiceStandIn
 ) -> None:

@@ -37,7 +37,7 @@ from bot.evovoice.client import (
     OutcomeUnknown,
     RateLimited,
     Session,
-    as_e164,
+    is_address_of,
 )
 from bot.evovoice.transport import REQUEST_SENT
 from bot.slack.notify import Notifier
@@ -361,7 +361,7 @@ def _only_if_this_call(placed: CallPlaced, e164: str) -> CallPlaced:
     The answer's type is undeclared ("do not rely on an id in it", docs/evovoice-api.md): an
     ``id`` alone may name anything (a call SID, a job), and followed as the session it found
     nothing, so the call was shown as calling until given up on as lost."""
-    if placed.session is not None and as_e164(placed.session.to_address) == e164:
+    if placed.session is not None and is_address_of(placed.session.to_address, e164):
         return placed
     return CallPlaced()
 

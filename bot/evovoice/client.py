@@ -65,6 +65,7 @@ from bot.evovoice.models import (
     OwnedNumber,
     Session,
     as_e164,
+    is_address_of,
     parse_call_placed,
 )
 from bot.evovoice.requester import (
@@ -86,7 +87,7 @@ __all__ = [
     "EvoVoiceUnreachable", "FieldError", "Flow", "Forbidden", "MalformedResponse", "MissingRole",
     "NotFound", "OutcomeUnknown", "OwnedNumber", "Priority", "RateLimited", "RequestBudget",
     "RequestObserved", "RequestObserver", "ServerError", "Session", "as_e164",
-    "capped_retry_after", "other_host", "parse_retry_after",
+    "capped_retry_after", "is_address_of", "other_host", "parse_retry_after",
 ]
 
 logger = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ class EvoVoiceClient(Requester):
             for session in new:
                 # A text or a fax to the number (a monitoring system paging the same person) is
                 # no call, however close to the attempt.
-                if as_e164(session.to_address) != to or not session.may_be_a_call:
+                if not is_address_of(session.to_address, to) or not session.may_be_a_call:
                     continue
                 # A time without a zone is kept if it is after `since` in some zone a server may
                 # keep (bot/evovoice/dates.py): read as UTC, a server west of it had every new

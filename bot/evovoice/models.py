@@ -17,6 +17,8 @@ logger = logging.getLogger("bot.evovoice.client")
 OUTGOING_PATH = "/sessions/outgoing"
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _NUMBER_DECORATION = re.compile(r"[\s\-().]")
+# A number as a URI (RFC 3966's tel:, or SIP's user part): a session's address may be written so.
+_ADDRESS_SCHEME = re.compile(r"^(?:tel|sips?):", re.IGNORECASE)
 
 
 # ServiceStack may send null for an empty list or a false flag.
@@ -55,6 +57,21 @@ def as_e164(text: str | None) -> str | None:
         return None
     candidate = _NUMBER_DECORATION.sub("", text)
     return candidate if _E164.match(candidate) else None
+
+
+def is_address_of(address: str | None, e164: str) -> bool:
+    """Whether a session's address names the number ``e164``.
+
+    Nothing public says how ``toAddress`` writes it (docs/evovoice-api.md names the field only):
+    as dialled (``+18144043093``), as a URI (``tel:+18144043093``, ``sip:+18144043093@host``), or
+    without its plus (``18144043093``) all name it. The digits must be the number's own, country
+    code included: a national form (``8144043093``) could be another country's number."""
+    if not address:
+        return False
+    text = _ADDRESS_SCHEME.sub("", address.strip())
+    # A tel: URI's parameters (";ext=12") are left on: a call to an extension is not this call.
+    text = _NUMBER_DECORATION.sub("", text.split("@", 1)[0])
+    return as_e164(text if text.startswith("+") else f"+{text}") == e164
 
 
 class OwnedNumber(_ApiModel):

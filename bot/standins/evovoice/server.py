@@ -28,7 +28,8 @@ from bot.standins.evovoice.listing import in_accounts, page_of
 from bot.standins.evovoice.rate import RateLimit
 from bot.standins.evovoice.recorded import Recorded, reads
 from bot.standins.evovoice.sessions import (as_read_alone, ended_hang_up, listed_sessions,
-                                            sort_refusal, unreadable_dates, without_zone)
+                                            sort_refusal, unreadable_dates, without_zone,
+                                            written_address)
 
 MANAGER_ROLES = frozenset({"Manager", "SystemAdministrator"})
 END_SESSION_ROLE = "User"
@@ -72,6 +73,7 @@ class EvoVoiceStandIn:
         self.all_reading = "everything"  # or "every_page", "ignored"
         self.sessions_utc_offset = timedelta(0)  # the zone startDate is read in
         self.session_dates_offset: timedelta | None = None  # dates without a zone (sessions.py)
+        self.to_address_form = "e164"  # how a placed call's toAddress is written (sessions.py)
         self.sort_honoured = True
         # True: a sortField it doesn't know (any, since its values are undocumented) is a 400.
         self.sort_refused = False
@@ -307,11 +309,8 @@ class EvoVoiceStandIn:
         if flow is None:
             return field_error("FlowId", "NotFound", "Flow ID is not a known flow")
         if not isinstance(number, str) or not _E164.match(number):
-            return field_error(
-                "NumberToDial",
-                "Invalid",
-                "Number to dial must be an E164 number, e.g. +18144043093",
-            )
+            return field_error("NumberToDial", "Invalid",
+                               "Number to dial must be an E164 number, e.g. +18144043093")
         # "an owned phone number" of the account the flow runs in (docs/evovoice-api.md).
         owned = [n.get("phoneNumber") for n in self.phone_numbers
                  if n.get("phoneNumber") and n.get("accountId") in (None, flow.get("accountId"))]
@@ -322,7 +321,7 @@ class EvoVoiceStandIn:
             session = self.add_session(
                 accountId=flow.get("accountId"),
                 flowId=flow_id,
-                toAddress=number,
+                toAddress=written_address(number, self.to_address_form),
                 fromAddress=caller_id or (owned[0] if owned else None),
             )
             return web.json_response(without_zone(session, self.session_dates_offset))

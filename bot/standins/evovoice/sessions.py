@@ -10,6 +10,9 @@
   even when asked for (a listing that misses some, for a reason nothing public explains).
 - The *likely* quirk of the log: ``log`` is filled in a listing and empty in ``GET /sessions/{id}``.
 - Ending a session that has ended: nothing public says what it answers (``ended_hang_up``).
+- How a session's ``toAddress`` writes the number dialled: nothing public says (the evidence
+  names the field only; sessions are voice, chat or fax, whose addresses are not all numbers).
+  ``written_address`` writes it each plausible way.
 """
 
 from __future__ import annotations
@@ -33,6 +36,18 @@ ENDED_HANG_UP_READINGS = (
 _ENDED_HANG_UP_REFUSALS = {"bad_request": (400, "ArgumentException"),
                            "conflict": (409, "Conflict"), "not_found": (404, "NotFound"),
                            "server_error": (500, "InvalidOperationException")}
+
+
+# How a placed call's `toAddress` writes its number: "e164" as dialled (+18144043093), "tel" as a
+# tel: URI (tel:+18144043093), "digits" without the plus (18144043093).
+TO_ADDRESS_FORMS = ("e164", "tel", "digits")
+
+
+def written_address(e164: str, form: str) -> str:
+    """`e164` as a session's `toAddress` written in `form` (TO_ADDRESS_FORMS)."""
+    if form not in TO_ADDRESS_FORMS:
+        raise ValueError(f"to_address_form must be one of {TO_ADDRESS_FORMS}")
+    return {"e164": e164, "tel": f"tel:{e164}", "digits": e164.lstrip("+")}[form]
 
 
 def ended_hang_up(session: Mapping[str, Any], reading: str) -> web.Response | None:
