@@ -673,6 +673,20 @@ async def test_listings_stop_at_a_page_with_nothing_new(
     assert len(standin.requests_to("GET", "/flows")) == 2
 
 
+async def test_a_lookup_stops_at_a_page_with_nothing_new_even_when_none_of_it_is_the_call(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    # A server that ignores `page` sends the first page again, "more to come": the number's
+    # earlier calls (before the attempt, so none of them the call), or another number's that
+    # contain it (`to` matches by substring). A page of sessions already seen ends the lookup.
+    standin.page_honoured = False
+    yesterday = (datetime.now(UTC) - timedelta(hours=20)).isoformat()
+    for _ in range(60):
+        standin.add_session(toAddress=CUSTOMER, dateCreated=yesterday)
+    assert await client.find_sessions([ACCOUNT], to=CUSTOMER, since=datetime.now(UTC)) == []
+    assert len(standin.requests_to("GET", "/sessions")) == 2
+
+
 async def test_a_page_without_has_more_pages_is_the_last(
     client: EvoVoiceClient, standin: EvoVoiceStandIn
 ) -> None:

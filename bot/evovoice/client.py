@@ -275,12 +275,15 @@ class EvoVoiceClient(Requester):
         self, params: dict[str, str], to: str, since: datetime, priority: Priority
     ) -> list[Session]:
         found: dict[str, Session] = {}
+        # Every id listed, the call's or not: a page of ids seen already ends the lookup.
+        seen: set[str] = set()
         for page in range(FIND_MAX_PAGES):
             data = await self._get_json(
                 "/sessions", params | {"page": str(page)}, priority=priority
             )
             batch = self._items(Session, data, "/sessions")
-            new = [item for item in batch if item.id not in found]
+            new = [item for item in batch if item.id not in seen]
+            seen.update(item.id for item in new)
             for session in new:
                 # A text or a fax to the number (a monitoring system paging the same person) is
                 # no call, however close to the attempt.
