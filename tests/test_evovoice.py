@@ -941,7 +941,9 @@ def test_a_placed_calls_answer_may_name_its_session_by_session_id_alone() -> Non
     for body in ({"sessionId": "sess-9"}, {"session": {"sessionId": "sess-9"}}, {"sessionId": 9}):
         expected = str(body.get("sessionId", "sess-9"))
         assert parse_call_placed(httpx.Response(200, json=body)).session_id == expected
-    assert parse_call_placed(httpx.Response(200, json={"sessionId": ""})).session_id is None
+    # An empty or blank id names no session: the call is looked up instead.
+    for blank in ({"sessionId": ""}, {"sessionId": " "}, {"id": " ", "toAddress": CUSTOMER}):
+        assert parse_call_placed(httpx.Response(200, json=blank)).session_id is None, blank
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])

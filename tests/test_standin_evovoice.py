@@ -76,6 +76,11 @@ async def test_delete_sessions_without_an_id_deletes_them_all_and_the_client_nev
     for dots in (".", ".."):
         with pytest.raises(MalformedResponse):
             await client.hang_up(dots)
+    # Nothing but spaces and dots names no session either, and a server that trims a path
+    # segment's trailing dots and spaces as Windows trims a file name's would read /sessions/.
+    for blank in (" ", "\t", "...", ". ."):
+        with pytest.raises(MalformedResponse):
+            await client.hang_up(blank)
     assert standin.requests == [] and len(standin.sessions) == 1
     async with httpx.AsyncClient(base_url=standin.url, headers=HONEST) as http:
         assert (await http.delete("/sessions")).status_code == 204

@@ -386,7 +386,9 @@ def _session_path(session_id: str) -> str:
     if not session_id:
         raise ValueError("session_id must not be empty")
     # Dot segments, which a URL drops: "/sessions/." is sent as "/sessions", whose DELETE deletes
-    # an account's sessions in bulk. Such an id can only have come from a malformed answer.
-    if session_id in (".", ".."):
+    # an account's sessions in bulk; so may "/sessions/..." or "/sessions/%20" be read, by a
+    # server that trims a segment's trailing dots and spaces as Windows trims a file's name. Such
+    # an id can only have come from a malformed answer.
+    if not session_id.strip(". \t\r\n"):
         raise MalformedResponse("Evo Voice named a session with an id the bot cannot use.")
     return f"/sessions/{quote(session_id, safe='')}"

@@ -154,9 +154,10 @@ def parse_call_placed(response: httpx.Response) -> CallPlaced:
         session = Session.model_validate(candidate)
     except ValidationError:
         raw_id = camel_field(candidate, "sessionId") or camel_field(data, "sessionId")
-        session_id = str(raw_id) if isinstance(raw_id, (str, int)) and raw_id != "" else None
+        usable = isinstance(raw_id, (str, int)) and str(raw_id).strip()
+        session_id = str(raw_id) if usable else None
         return CallPlaced(session_id=session_id)
-    if not session.id:
+    if not session.id.strip():
         # An empty id (a DTO's default) names no session, and no path reads one: look it up.
         return CallPlaced()
     return CallPlaced(session_id=session.id, session=session)
