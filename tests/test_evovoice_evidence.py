@@ -19,7 +19,9 @@ from bot.calls.status_views import HANG_UP_ACTION
 from bot.config import ConfigError
 from bot.ops.check_evovoice_requests import PROBE_NUMBER
 from bot.ops.findings import Status
-from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, Gated, NoContent, Recorded
+from bot.standins.evovoice import (
+    Acted, ErrorStatus, EvoVoiceStandIn, Gated, NoContent, Recorded,
+)
 from bot.standins.evovoice.recorded import reads
 from bot.standins.slack import SlackStandIn
 from tests.conftest import (
@@ -359,7 +361,25 @@ async def test_a_lookup_that_keeps_failing_ends_as_not_found(
     bot.evo.queue_outgoing(NoContent())
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
-    await wait_for_edit(bot, status, "I could not find it to follow")
+    await wait_for_edit(bot, status, "I could not look for it to follow")
+
+
+async def test_a_call_of_unknown_outcome_never_looked_up_is_not_called_most_likely_not_placed(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    """The POST failed after Evo Voice placed the call, and every lookup failed too: nothing was
+    seen either way, so the requester must not read "most likely not placed" above a Call again
+    button, and ring the person twice."""
+    evo.default_behaviours[("GET", "/sessions")] = ErrorStatus(500, "Timeout expired")
+    bot = await bot_factory("http", **(FAST | {"CALL_FIND_SECONDS": "0.3"}))
+    bot.evo.queue_outgoing(Acted(ErrorStatus(500)))
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    await wait_for_edit(bot, status, "❔")
+    shown = bot.slack.messages[(status.channel, status.ts)].text
+    assert "most likely not placed" not in shown
+    assert "whether it was placed is unknown" in shown and "HTTP 500" in shown, shown
+    assert len(bot.evo.sessions) == 1 and len(bot.evo.outgoing_posts) == 1
 
 
 # -------------------------------------------------------------------------------------- listings

@@ -76,7 +76,10 @@ async def test_a_lookup_still_failing_after_find_for_ends_as_not_found(db: Datab
         state="finding", placement=str(Placement.UNKNOWN), note="⚠️ Outcome unknown.",
     )
     assert 1 < evo.lookups < 100 and call.state == CallState.NOT_FOUND and not call.following
-    assert "most likely not placed" in notifier.edits[-1].text
+    # Never looked at: whether it rang is unknown, and the status says why (not "most likely not
+    # placed", which only a lookup that found nothing can say).
+    shown = notifier.edits[-1].text
+    assert "whether it was placed is unknown" in shown and "HTTP 503" in shown, shown
 
 
 class Ticking(Clock):

@@ -56,6 +56,17 @@ WHY = "Evo Voice is failing (HTTP 500: Internal error.)"
           "placement": Placement.UNKNOWN, "note": NOTE},
          "❔ No call to this number showed up in Evo Voice, so it was most likely not placed. "
          "Check the call log in Evo Voice before calling again."),
+        # Every lookup failed: nothing was seen either way.
+        ({"state": CallState.NOT_FOUND, "following": False, "session_id": None,
+          "unreadable": "Evo Voice is failing (HTTP 503: Unavailable.)"},
+         "❔ Evo Voice accepted the call, but I could not look for it to follow it. Evo Voice is "
+         "failing (HTTP 503: Unavailable.) Its call log shows how it went."),
+        ({"state": CallState.NOT_FOUND, "following": False, "session_id": None,
+          "placement": Placement.UNKNOWN, "note": NOTE,
+          "unreadable": "Evo Voice is failing (HTTP 503: Unavailable.)"},
+         "❔ I could not look for the call in Evo Voice, so whether it was placed is unknown. Evo "
+         "Voice is failing (HTTP 503: Unavailable.) Check the call log in Evo Voice before "
+         "calling again."),
         ({"state": CallState.LOST, "following": False},
          "⏱ I stopped following this call; the call log in Evo Voice shows how it ended."),
         # Reads failing for CALL_FIND_SECONDS: said instead of the state last seen, answered or

@@ -181,7 +181,11 @@ class CallPoller:
             if age > self._timing.find_for and failing_for > self._timing.find_for:
                 logger.warning("call %s: lookup still failing (%s)", call.id, type(exc).__name__,
                                extra={"call_id": call.id})
-                await self._stop_following(call, CallState.NOT_FOUND, EventKind.NOT_FOUND, None)
+                # Never looked at, the call may have rung: its status says why, not "no call to
+                # this number showed up" (read as "not placed", above a Call again button).
+                await self._store.update(call.id, unreadable=describe_reading(exc))
+                await self._stop_following(call, CallState.NOT_FOUND, EventKind.NOT_FOUND,
+                                           "lookup failing")
                 return _Step.DONE
             raise
         self._failing_since.pop(call.id, None)

@@ -130,6 +130,13 @@ def _state_line(call: TrackedCall, acknowledges: AckTest) -> str | None:
     if state == CallState.ENDED:
         return _ended_line(call, acknowledges)
     if state == CallState.NOT_FOUND:
+        if call.unreadable:  # never looked at: Evo Voice failed every lookup
+            why = escape(call.unreadable)
+            if call.placement == Placement.UNKNOWN:
+                return (f"❔ I could not look for the call in Evo Voice, so whether it was placed "
+                        f"is unknown. {why} Check the call log in Evo Voice before calling again.")
+            return (f"❔ Evo Voice accepted the call, but I could not look for it to follow it. "
+                    f"{why} Its call log shows how it went.")
         if call.placement == Placement.UNKNOWN:
             return (
                 "❔ No call to this number showed up in Evo Voice, so it was most likely not "
