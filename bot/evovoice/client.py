@@ -247,8 +247,9 @@ class EvoVoiceClient(Requester):
 
         ``to`` is a *contains* filter on the server and its sort may be ignored, so every page of
         the window is read (at most ``FIND_MAX_PAGES``) and filtered here, by ``toAddress`` and by
-        ``dateCreated``. A session whose ``dateCreated`` can't be read is kept (it can't be ruled
-        out), after the others.
+        ``dateCreated``; finding nothing, it is asked once more with ``to`` without its plus. A
+        session whose ``dateCreated`` can't be read is kept (it can't be ruled out), after the
+        others.
 
         The sort only brings the newest first when a window holds more than ``FIND_MAX_PAGES``
         pages, and its values are undocumented: when the server refuses it (400) and answers the
@@ -299,6 +300,10 @@ class EvoVoiceClient(Requester):
                 break
         else:
             logger.warning("Evo Voice GET /sessions: stopped after %d pages", FIND_MAX_PAGES)
+        if not found and params["to"].startswith("+"):
+            # A toAddress written without its plus has no "+1814…" in it; "1814…" is in both.
+            return await self._find_sessions(params | {"to": params["to"][1:]}, to, since,
+                                             priority)
         oldest = datetime.min.replace(tzinfo=UTC)
         return sorted(
             found.values(),
