@@ -32,6 +32,15 @@ def services(bot: BotUnderTest) -> Services:
     return bot.runtime.services
 
 
+async def stall(bot: BotUnderTest) -> None:
+    """The replica stalls (a paused VM, or cut off from its database): nothing renews its leases,
+    which lapse at once."""
+    leases = services(bot).leases
+    await leases.stop()
+    await services(bot).db.execute("UPDATE leases SET expires_at = 0 WHERE owner = ?",
+                                   (leases.owner,))
+
+
 def is_thread_reply(call: ApiCall) -> bool:
     return call.method == "chat.postMessage" and bool(call.params.get("thread_ts"))
 

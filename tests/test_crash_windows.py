@@ -20,8 +20,10 @@ from tests.follow_helpers import (
     FULL,
     buttons,
     end_session,
+    is_thread_reply,
     parent_of,
     services,
+    stall,
     status_message,
     wait_for_mark,
 )
@@ -194,6 +196,41 @@ async def test_an_escalation_step_dialled_as_the_bot_died_is_ended_before_the_ne
     assert order[0] == ("POST", "/sessions/outgoing") and hang_up < order.index(
         ("POST", "/sessions/outgoing"), 1)
     assert "may have rung" not in (escalation.text or "")
+
+
+async def test_a_call_whose_replica_stalled_while_dialling_is_told_once_by_the_one_that_took_it(
+    bot_factory: BotFactory,
+) -> None:
+    # Replica A's POST is on its way when A stalls (a paused VM, or cut off from its database for
+    # longer than its lease): B takes the call for one left behind, tells it under A's parent
+    # ("restarted while placing") and follows it. Then A comes back with Evo Voice's answer: the
+    # call is B's by then. A posts no second status message, follows nothing, and leaves B's row
+    # as it is; B's message shows the call to its end.
+    a = await bot_factory("http", LEASE_SECONDS="3", **FAST)
+    gate = asyncio.Event()
+    a.evo.queue_outgoing(Gated(gate))
+    await a.command(f"{FULL} escalation")
+    await a.evo.wait_for_posts(1)
+    db = services(a).db
+    while (await db.fetchone("SELECT parent_posted_ts FROM calls"))["parent_posted_ts"] is None:
+        await asyncio.sleep(0.01)
+    await stall(a)
+
+    b = await bot_factory("http", LEASE_SECONDS="3", **FAST)  # the same database
+    status = await announced(b)
+    gate.set()  # A comes back: Evo Voice answers its POST
+    await a.settle()
+    [session_id] = a.evo.sessions
+    await wait_for_status(b, status, session_id)  # found by B, and followed
+    end_session(b, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(b, status, "Ended")
+    replies = [c.params["text"] for c in b.slack.calls_to("chat.postMessage")
+               if is_thread_reply(c)]
+    assert len(replies) == 1 and "restarted while placing" in replies[0], replies
+    assert services(a).follower.following == 0
+    row = await db.fetchone("SELECT status_ts, session_id, state FROM calls")
+    assert (row["status_ts"], row["session_id"], row["state"]) == (status.ts, session_id, "ended")
+    assert len(b.evo.outgoing_posts) == 1
 
 
 __all__ = ["Clock"]

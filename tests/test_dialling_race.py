@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 from bot.audit.trail import AuditLog
-from bot.calls.follow import CallFollower, FollowTiming
+from bot.calls.follow import TAKEN_OVER, CallFollower, FollowTiming
 from bot.calls.limits import CallLimits, parse_rate
 from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
@@ -115,12 +115,13 @@ class Slack:
 
 class PausedAfterInsert:
     """The database, except that whoever wrote a row into `table` pauses once it is visible to
-    everyone else (its statement, or the atomic unit that made it, is over) until `go` is set."""
+    everyone else (its statement, or the atomic unit that made it, is over) until `go` is set;
+    or whoever ran a statement starting with `after`, once it is over."""
 
-    def __init__(self, db: Database, table: str = "calls") -> None:
+    def __init__(self, db: Database, table: str = "calls", *, after: str | None = None) -> None:
         self._db = db
         self.dialect = db.dialect
-        self._insert = f"INSERT INTO {table} "
+        self._insert = after or f"INSERT INTO {table} "
         self.reached = asyncio.Event()
         self.go = asyncio.Event()
 
@@ -259,6 +260,59 @@ async def test_a_call_left_behind_is_announced_by_one_replica(db: Database) -> N
 
 
 RINGING = CallResult(Outcome.PLACED, session_id="sess-1", session=session("Ringing"))
+
+
+async def test_a_call_answered_as_another_replica_reconciles_it_is_told_by_that_one_alone(
+    db: Database,
+) -> None:
+    # A stalled past its lease with its POST on its way. B's round takes the lease of the row
+    # left "being dialled" and reads it to reconcile it; then A comes back, Evo Voice's answer
+    # with it. The call is B's: A writes nothing over it and tells nothing; B tells it, once.
+    clock = Clock()
+    a = Replica("a", db, db, clock)
+    row = await a.follower.note_dialling(CALL, T0)
+    clock.now += Leases(db).valid_for + 1  # A's lease has lapsed
+    paused = PausedAfterInsert(db, after="SELECT * FROM calls WHERE id")
+    b = Replica("b", paused, db, clock)
+    reconciling = asyncio.create_task(b.follower.take_over())
+    await asyncio.wait_for(paused.reached.wait(), 10)  # B read the row: "being dialled"
+    told = await a.follower.track(CALL, RINGING, THREAD, row)
+    assert not isinstance(told, TrackedCall), "A would post a status message of its own"
+    assert told is TAKEN_OVER
+    paused.go.set()
+    await asyncio.wait_for(reconciling, 10)
+    assert "may or may not have been placed" in b.slack.posts[-1]
+    await asyncio.wait_for(asyncio.gather(*b.follower.tasks()), 10)
+    await b.follower.take_over()
+    call = await b.store.get(row.id)
+    assert call is not None and call.status_ts == "9.9" and call.state == CallState.ENDED
+    assert a.follower.following == 0 and a.slack.posts == [] and a.evo.polls == 0
+    assert len(b.slack.posts) == 2  # its parent and its status, once
+    await a.follower.stop()
+    await b.follower.stop()
+
+
+async def test_a_call_answered_after_its_lease_lapsed_is_left_to_its_replica(
+    db: Database,
+) -> None:
+    # A stalled past its lease with its POST on its way, and comes back with Evo Voice's answer
+    # before any other replica looked: it fills the row in, and holds the call's lease again in
+    # that write. B's round, right after, leaves the call to A, which tells it.
+    clock = Clock()
+    a = Replica("a", db, db, clock)
+    row = await a.follower.note_dialling(CALL, T0)
+    clock.now += Leases(db).valid_for + 1  # A's lease has lapsed
+    tracked = await a.follower.track(CALL, RINGING, THREAD, row)
+    assert isinstance(tracked, TrackedCall) and tracked.placement == Placement.PLACED
+    b = Replica("b", db, db, clock)
+    await b.follower.take_over()
+    assert b.slack.posts == [] and b.follower.following == 0, "B took a call A tells"
+    await a.follower.begin(tracked, STATUS_TS, THREAD)
+    await asyncio.wait_for(asyncio.gather(*a.follower.tasks()), 10)
+    await b.follower.take_over()
+    assert b.slack.posts == [] and b.slack.edits == [] and b.evo.polls == 0
+    await a.follower.stop()
+    await b.follower.stop()
 
 
 async def placed_then_died(db: Database, clock: Clock,

@@ -40,7 +40,13 @@ from tests.escalations import (
     wait_for_state,
 )
 from tests.databases import on_both_databases
-from tests.follow_helpers import audit_records, everything_sent_to_slack, history, services
+from tests.follow_helpers import (
+    audit_records,
+    everything_sent_to_slack,
+    history,
+    services,
+    stall,
+)
 from tests.metrics_scrape import scrape, value
 
 DEVELOPER = "U0DEV"  # a full member of the workspace, no role, not in the rotation
@@ -273,14 +279,6 @@ def hold_the_first(bot: BotUnderTest, method: str, *, user: str | None = None) -
         return len(held) == 1
 
     return bot.slack.hold(method, when=only_the_first)
-
-
-async def stall(bot: BotUnderTest) -> None:
-    """The replica stalls (a paused VM): nothing renews its leases, which lapse at once."""
-    leases = services(bot).leases
-    await leases.stop()
-    await services(bot).db.execute("UPDATE leases SET expires_at = 0 WHERE owner = ?",
-                                   (leases.owner,))
 
 
 async def test_a_step_whose_call_evo_voice_cannot_find_by_its_deadline_says_it_may_still_ring(

@@ -23,7 +23,7 @@ from typing import Any
 from bot.audit.trail import AuditLog
 from bot.calls import messages as views
 from bot.calls.dials_first import DialsFirst
-from bot.calls.follow import CallFollower
+from bot.calls.follow import TAKEN_OVER, CallFollower
 from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK, CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.retry import TimeLeft, wait_to_retry
 from bot.calls.status_posts import status_post
@@ -180,6 +180,10 @@ class Dialler:
             return self._finished(CallResult(result.outcome, result.session_id, None, result.error))
         # The thread reply becomes the call's status message, edited as the call goes on.
         tracked = await self._follower.track(call, result, thread, dialling)
+        if tracked is TAKEN_OVER:  # told and followed by the replica that took it: nothing here
+            await self._record_result(attempt_id, result)
+            return self._finished(CallResult(result.outcome, result.session_id, thread,
+                                             result.error, call_id=dialling.id))
         if tracked is not None:
             message = self._follower.status_message(tracked, buttons=thread.ts is not None)
             if tracked.session_id != result.session_id:
@@ -229,6 +233,8 @@ class Dialler:
         # A thread with nowhere to post: the call is followed, and no message is kept current.
         silent = Thread(channel=call.request.channel_id, ts=None, response_url=None, parent=parent)
         tracked = await self._follower.track(call, result, silent, dialling)
+        if tracked is TAKEN_OVER:
+            tracked = None  # followed by the replica that took it, and its chain with it
         if tracked is not None and tracked.session_id != result.session_id:
             result = dataclasses.replace(result, session_id=None, session=None)
         await self._record_result(attempt_id, result)

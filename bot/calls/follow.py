@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from enum import Enum
 from functools import partial
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -29,6 +30,7 @@ from bot.runner import RowRunner, Work
 from bot.slack.blocks import Message
 from bot.slack.notify import Notifier
 from bot.slack.threads import Thread
+from bot.storage.database import Connection
 from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.leases import Leases
 from bot.storage.together import NewRow, SlotFirst
@@ -52,6 +54,12 @@ RESTARTED_WHILE_DIALLING = (
     "⚠️ callbot restarted while placing this call, so it may or may not have been placed."
 )
 
+
+class TakenOver(Enum):
+    TAKEN_OVER = "taken over"  # `CallFollower.track`: the call is another replica's now
+
+
+TAKEN_OVER = TakenOver.TAKEN_OVER
 
 
 class CallFollower:
@@ -146,9 +154,11 @@ class CallFollower:
         result: CallResult,
         thread: Thread | None,
         dialling: TrackedCall,
-    ) -> TrackedCall | None:
+    ) -> TrackedCall | TakenOver | None:
         """Fill in the `dialling` row (written before the POST) with the POST's answer; the row,
-        or None if it needs no status message (nobody to tell).
+        or None if it needs no status message (nobody to tell), or TAKEN_OVER if another replica
+        took the call for one left behind meanwhile (this one stalled past its lease): that one
+        tells and follows it, and this one nothing more, as if it had died at the stall.
 
         A database that fails is waited for: the call may be ringing, and a row left "dialling"
         is followed by nobody (its lease, renewed by this replica, keeps every other from
@@ -168,7 +178,7 @@ class CallFollower:
 
     async def _fill_in(
         self, call: CheckedCall, result: CallResult, thread: Thread | None, row_id: int
-    ) -> TrackedCall | None:
+    ) -> TrackedCall | TakenOver | None:
         note = describe(result.error) if result.error is not None else None
         if result.outcome == Outcome.PLACED:
             placement = Placement.PLACED
@@ -196,8 +206,7 @@ class CallFollower:
             # Nobody to tell: no status message, and nothing to reconcile after a restart.
             following = False
             state = CallState.LOST if placement != Placement.FAILED else CallState.FAILED
-        await self._store.update(
-            row_id,
+        values = dict(
             channel_id=thread.channel if thread is not None else call.request.channel_id,
             # The call's own parent message: a reply when the call went into an existing thread.
             parent_ts=(thread.parent_ts or thread.ts) if thread is not None else None,
@@ -207,11 +216,22 @@ class CallFollower:
             state=str(state),
             following=following,
         )
+        if not await self._store.atomic(lambda conn: self._fill_in_leased(conn, row_id, values)):
+            await self._runner.release(row_id)  # the lease is the other replica's: not touched
+            logger.warning("call %s was taken over by another replica before its POST's answer "
+                           "came; left to it", row_id, extra={"call_id": row_id})
+            return TAKEN_OVER
         if thread is None:
             await self._runner.release(row_id)  # reserved while it was being dialled
         # Otherwise held until begin() has told the requester: should this replica die first,
         # the lease lapses and another replica tells them (take_over).
         return await self._store.get(row_id) if thread is not None else None
+
+    async def _fill_in_leased(self, conn: Connection, row_id: int, values: dict[str, Any]) -> bool:
+        """Fill the row in under its lease, taken again in the same transaction: held by another
+        replica (this one stalled past it), that one is reconciling the call, and fills it in."""
+        return (await self._runner.reserve(row_id, on=conn)
+                and await self._store.fill_in(row_id, on=conn, **values))
 
     def status_message(self, call: TrackedCall, *, buttons: bool = True) -> Message:
         return self._messages.draw(call, buttons=buttons)
@@ -322,10 +342,11 @@ class CallFollower:
                     continue
                 logger.warning("call %s was being dialled when callbot stopped: looking for it",
                                call_id, extra={"call_id": call_id})
-                await self._store.update(
+                if not await self._store.fill_in(
                     call_id, placement=str(Placement.UNKNOWN), state=str(CallState.FINDING),
                     following=True, note=RESTARTED_WHILE_DIALLING,
-                )
+                ):
+                    continue  # its POST's answer came first: its own replica tells it
                 reconciled += 1
                 call = await self._store.get(call_id)
                 if call is not None and await self._announcer.origin(call) == ESCALATION_ORIGIN:

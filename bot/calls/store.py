@@ -111,6 +111,20 @@ _FLOATS = frozenset({"created_at", "duration_seconds"})
 _DEFAULTS = {f.name: f.default for f in fields(TrackedCall) if f.default is not MISSING}
 
 
+async def _update(
+    on: Connection | Database, call_id: int, condition: str, params: tuple[Any, ...],
+    values: Mapping[str, Any],
+) -> int:
+    unknown = set(values) - _UPDATABLE
+    if unknown:
+        raise ValueError(f"not updatable: {sorted(unknown)}")
+    assignments = ", ".join(f"{name} = ?" for name in values)
+    return await on.execute(
+        f"UPDATE calls SET {assignments} WHERE id = ?{condition}",
+        (*values.values(), call_id, *params),
+    )
+
+
 def _call(row: Any) -> TrackedCall:
     values = {name: row[name] for name in _COLUMNS}
     for name in _BOOLEANS:
@@ -190,15 +204,17 @@ class CallStore:
         return _call(row) if row is not None else None
 
     async def update(self, call_id: int, **values: Any) -> None:
-        unknown = set(values) - _UPDATABLE
-        if unknown:
-            raise ValueError(f"not updatable: {sorted(unknown)}")
-        if not values:
-            return
-        assignments = ", ".join(f"{name} = ?" for name in values)
-        await self._db.execute(
-            f"UPDATE calls SET {assignments} WHERE id = ?", (*values.values(), call_id)
-        )
+        if values:
+            await _update(self._db, call_id, "", (), values)
+
+    async def fill_in(self, call_id: int, *, on: Connection | None = None, **values: Any) -> bool:
+        """`update` a row still "being dialled" (`on`: the caller's transaction), with its POST's
+        answer or as reconciled after its replica went; False if it no longer is: the first of
+        the two owns the call (a replica that stalled past its lease, its POST then answered,
+        finds it reconciled and told by another, and must neither write over that nor tell the
+        call a second time)."""
+        return await _update(on or self._db, call_id, " AND placement = ?",
+                             (str(Placement.DIALLING),), values) == 1
 
     async def note_parent(self, call_id: int, channel: str, thread_ts: str, parent_ts: str) -> None:
         """Where the parent of a call still being dialled was posted, in thread `thread_ts`."""
