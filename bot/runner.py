@@ -123,6 +123,16 @@ class RowRunner:
         if self._leases is not None:
             await self._leases.release(self.kind, row_id)
 
+    async def let_go(self, row_id: int) -> None:
+        """Leave a reserved row's lease lapsed (not given back: the row's work was cut short, not
+        done), for any replica's next round to take over, this one's included. Kept, it would be
+        renewed by this replica for as long as it runs, with nothing here working on the row."""
+        if row_id in self._tasks:
+            return
+        self._reserved.discard(row_id)
+        if self._leases is not None:
+            await self._leases.lapse(self.kind, row_id)
+
     async def unowned(self, row_ids: Iterable[int]) -> list[int]:
         """Those of `row_ids` that no replica runs or holds (this one included)."""
         ids = [i for i in row_ids if i not in self._tasks and i not in self._reserved]

@@ -41,6 +41,13 @@ async def stall(bot: BotUnderTest) -> None:
                                    (leases.owner,))
 
 
+def come_back(bot: BotUnderTest) -> None:
+    """A stalled replica (`stall`) comes back: its lease keeper runs again, its first round (renew
+    its leases, take over work, let go of work another replica took over) at once."""
+    s = services(bot)
+    s.leases.keep([s.follower.take_over, s.escalations.take_over])
+
+
 def is_thread_reply(call: ApiCall) -> bool:
     return call.method == "chat.postMessage" and bool(call.params.get("thread_ts"))
 

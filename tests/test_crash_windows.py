@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus, Gated
 from bot.storage.database import Database
 from bot.standins.slack import Message
@@ -19,6 +20,7 @@ from tests.follow_helpers import (
     FAST,
     FULL,
     buttons,
+    come_back,
     end_session,
     is_thread_reply,
     parent_of,
@@ -31,6 +33,7 @@ from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.escalations import (
     ALICE,
     BOB,
+    ROSTER,
     Clock,
     dialled,
     escalation_message,
@@ -39,6 +42,7 @@ from tests.escalations import (
     start,
     submit,
     wait_for_edit,
+    wait_for_state,
 )
 
 
@@ -231,6 +235,50 @@ async def test_a_call_whose_replica_stalled_while_dialling_is_told_once_by_the_o
     row = await db.fetchone("SELECT status_ts, session_id, state FROM calls")
     assert (row["status_ts"], row["session_id"], row["state"]) == (status.ts, session_id, "ended")
     assert len(b.evo.outgoing_posts) == 1
+
+
+async def test_a_step_s_call_whose_dial_a_stalled_replica_let_go_of_is_followed_all_the_same(
+    bot_factory: BotFactory,
+) -> None:
+    # Replica A stalls with Alice's POST on its way. Its chain's lease lapses first (renewed at
+    # its keeper's last round; the call's lease was written with the call's row, just before the
+    # POST), and B takes the chain over: it waits on Alice's call, recorded before the POST. Then
+    # A comes back before B's next round would find the call's lease lapsed too: A's keeper
+    # renews that lease, and lets the chain go (B has it), cancelling the dial still waiting for
+    # Evo Voice's answer. The call rang all the same, and Alice presses 1: someone must follow
+    # her call, or her acknowledgement is never seen and Bob is rung.
+    a, clock = await start(bot_factory, policy=WITH_OUTCOMES, LEASE_SECONDS="30")
+    gate = asyncio.Event()
+    a.evo.queue_outgoing(Gated(gate))
+    view, _ = await open_on_message(a)
+    assert await submit(a, view) == {}
+    await escalation_message(a)
+    await a.evo.wait_for_posts(1)
+    leases = services(a).leases
+    await leases.stop()  # A stalls: its chain's lease lapses, its call's not yet
+    await services(a).db.execute(
+        "UPDATE leases SET expires_at = 0 WHERE owner = ? AND kind = 'escalation'",
+        (leases.owner,))
+
+    b, _ = await start(bot_factory, policy=WITH_OUTCOMES, clock=clock, LEASE_SECONDS="30")
+    assert services(b).escalations.running == 1  # B drives the chain now
+    come_back(a)
+    while services(a).escalations.running:  # A let the chain go, its dial cancelled
+        await asyncio.sleep(0.01)
+    gate.set()  # Evo Voice places Alice's call all the same
+    while not a.evo.sessions:
+        await asyncio.sleep(0.01)
+    alice = session_of(a, ALICE)
+    a.evo.set_session_state(alice, callState="Connected", outcome="Acknowledged")
+    services(a).leases.wake()
+    services(b).leases.wake()
+    await wait_for_state(b, EscalationState.ACKNOWLEDGED)
+    clock.advance(91)
+    await b.settle()
+    assert dialled(b) == [ALICE]
+
+
+WITH_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged"]\n'
 
 
 __all__ = ["Clock"]

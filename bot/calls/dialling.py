@@ -121,7 +121,6 @@ class Dialler:
         before_retry: Callable[[], Awaitable[None]] | None = None,
         unanswered: Callable[[GiveBack], None] | None = None,
     ) -> CallResult:
-        request = call.request
         # The attempt's audit record, so that even a crash mid-call leaves a trace in the audit
         # trail, and the call's row with its lease, so that a bot stopped before the POST's answer
         # is recorded finds the call again: one write, committed before dialling.
@@ -142,6 +141,28 @@ class Dialler:
                 # restart to take for a call that may have rung.
                 await give_back(None, _nothing)
             raise
+        try:
+            return await self._place_noted(call, dialling, retry_for, on_dialling, quiet,
+                                           before_retry)
+        except asyncio.CancelledError:
+            # Cut short before the call was followed here (an escalation's chain let go, another
+            # replica having taken it over while this one stalled): the row, "being dialled" or
+            # filled in, is left to a take-over round, which looks for the call or follows it.
+            # Its lease kept, this replica would renew it, and nobody follow a call that rings.
+            try:
+                await self._follower.let_go(dialling.id)
+            except Exception:
+                logger.warning("call %s: its lease could not be let go", dialling.id,
+                               exc_info=True, extra={"call_id": dialling.id})
+            raise
+
+    async def _place_noted(
+        self, call: CheckedCall, dialling: TrackedCall, retry_for: TimeLeft | None,
+        on_dialling: Callable[[int], Awaitable[None]] | None, quiet: bool,
+        before_retry: Callable[[], Awaitable[None]] | None,
+    ) -> CallResult:
+        """`_place` once the call's row (and its lease) is written."""
+        request = call.request
         attempt_id = dialling.attempt_id
         assert attempt_id is not None
         if on_dialling is not None:

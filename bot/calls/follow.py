@@ -228,8 +228,8 @@ class CallFollower:
         return await self._store.get(row_id) if thread is not None else None
 
     async def _fill_in_leased(self, conn: Connection, row_id: int, values: dict[str, Any]) -> bool:
-        """Fill the row in under its lease, taken again in the same transaction: held by another
-        replica (this one stalled past it), that one is reconciling the call, and fills it in."""
+        """Fill the row in under its lease, taken again in the same transaction: another replica
+        holding it (this one stalled past it) is reconciling the call, and fills it in."""
         return (await self._runner.reserve(row_id, on=conn)
                 and await self._store.fill_in(row_id, on=conn, **values))
 
@@ -366,6 +366,11 @@ class CallFollower:
             thread, status_ts = told
             await self.begin(call, status_ts, thread)
 
+    async def let_go(self, call_id: int) -> None:
+        """A call whose placing was cut short here before it was followed (cancelled: its chain
+        was let go): left to any replica's next round, which reconciles or follows it."""
+        await self._runner.let_go(call_id)
+
     async def stop(self) -> None:
         """Stop following and let go of the calls: another replica, or the next start, goes on."""
         await self._runner.stop()
@@ -393,6 +398,3 @@ class CallFollower:
         erased = await self._store.forget_numbers(now - self._timing.number_retention)
         if erased:
             logger.info("erased the numbers of %d finished call(s)", erased)
-
-    # ----------------------------------------------------------------------------- following
-

@@ -126,6 +126,14 @@ class Leases:
                 (kind, row_id, self.owner),
             )
 
+    async def lapse(self, kind: str, row_id: int) -> None:
+        """Leave one lease lapsed, owned by nobody, as `release(kind)` leaves them all at
+        shutdown: its work was cut short, and is found by whoever takes it over."""
+        await self._db.execute(
+            "UPDATE leases SET owner = ?, expires_at = 0 WHERE kind = ? AND row_id = ?"
+            " AND owner = ?", (NOBODY, kind, row_id, self.owner),
+        )
+
     async def renew(self) -> None:
         """Extend every lease this replica holds, and say it is alive."""
         now = self._clock()
