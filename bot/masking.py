@@ -15,9 +15,9 @@ E164_SHAPE = re.compile(r"\+([1-9][0-9]{1,14})\Z")
 _DIGITS = frozenset("0123456789")
 
 
-# A run of digits (with the spaces, dashes, dots and brackets numbers are written with) long
-# enough to be a phone number.
-_NUMBER_IN_TEXT = re.compile(r"\+?\d[\d\s().-]{5,}\d")
+# A run of digits (with the spaces, dashes, dots, slashes and brackets numbers are written with:
+# 814/404/3093, 089/1234567) long enough to be a phone number.
+_NUMBER_IN_TEXT = re.compile(r"\+?\d[\d\s()./-]{5,}\d")
 MIN_NUMBER_DIGITS = 7
 
 
@@ -39,7 +39,7 @@ def mask_numbers_in(text: str) -> str:
 # to a letter before it (a hex address, an id) is not a number someone typed, nor is a run broken
 # by more than two separators in a row ("+18144043093 ((814) 404-3093)" holds two numbers).
 _NUMBER_IN_ANY_TEXT = re.compile(
-    r"(?<![0-9A-Za-z_])(?:\+|%2[Bb])?\d(?:(?:[ \t().-]|%(?:20|28|29|2[DdEe])){0,2}\d)*"
+    r"(?<![0-9A-Za-z_])(?:\+|%2[Bb])?\d(?:(?:[ \t()./-]|%(?:20|28|29|2[DdEeFf])){0,2}\d)*"
 )
 _PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 

@@ -165,6 +165,20 @@ async def test_a_number_typed_in_the_flow_s_words_is_recorded_masked(
     assert "5551234" not in shown and "555-1234" not in shown
 
 
+async def test_a_number_written_with_slashes_in_the_flow_s_words_is_recorded_masked(
+    bot_factory: BotFactory,
+) -> None:
+    # Slashes part a number's groups in many places' habits (814/555/1234, 089/1234567), and the
+    # bot itself reads a number so written as one: among the words, it is masked as any other.
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} call back on 814/555/1234 asap")
+    await bot.settle()
+    [record] = await audit_records(bot)
+    assert (record.reason, record.flow) == ("FlowNotFound", "call back on •••34 asap")
+    assert "555/1234" not in await all_audit_text(bot)
+    assert "555/1234" not in "\n".join(lines(await history(bot)))
+
+
 @on_both_databases
 async def test_the_audit_trail_is_append_only(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")

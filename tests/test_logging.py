@@ -19,6 +19,7 @@ from bot.errors import describe_any, reference_id
 from bot.ops.logs import (
     TEXT_FORMAT,
     JsonFormatter,
+    LogFormat,
     OneLineFormatter,
     current_request_id,
     make_handler,
@@ -345,6 +346,8 @@ async def test_an_escalations_lines_carry_its_id(
     ("(814) 404-3093", "(•••93"),
     ("GET /sessions?to=%2B18144043093&sortField=DateCreated", "to=+1 814 ••• 3093&sortField"),
     ("to=%2b1%20814%20404%203093", "to=+1 814 ••• 3093"),
+    ("814/404/3093", "•••93"),
+    ("to=814%2F404%2F3093", "to=•••93"),
 ])
 def test_a_traceback_shows_numbers_masked_in_either_format(quoted: str, shown: str) -> None:
     try:
@@ -356,6 +359,31 @@ def test_a_traceback_shows_numbers_masked_in_either_format(quoted: str, shown: s
         assert shown in logged_text and "4043093" not in logged_text
         assert "404%20309" not in logged_text and "404-3093" not in logged_text
         assert "0x7f1234567890, line 1234" in logged_text, "nothing but numbers is masked"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+async def test_a_library_s_own_words_show_numbers_masked(log_format: LogFormat) -> None:
+    """A library's record may quote what it was given in its own line, not only in a traceback:
+    asyncio's "Task exception was never retrieved" names the task's exception in its message.
+    (The bot's own lines are written with numbers masked; a library's are masked as logged.)"""
+    async def dial() -> None:
+        raise ValueError("dialling +18144043093 failed, and 814/404/3093")
+
+    task = asyncio.create_task(dial())
+    await asyncio.wait([task])
+    with logged(log_format) as stream:
+        asyncio.get_running_loop().default_exception_handler({
+            "message": "Task exception was never retrieved", "exception": task.exception(),
+            "future": task})
+    text = stream.getvalue()
+    said = text.splitlines()[0]  # the record's own line
+    if log_format == "json":
+        [entry] = [json.loads(line) for line in text.splitlines()]
+        said, text = entry["message"], entry["message"] + entry["exception"]
+    assert said.startswith("Task exception was never retrieved") or (
+        ": Task exception was never retrieved" in said)
+    assert "exception=ValueError('dialling +1 814 ••• 3093 failed, and •••93')" in said
+    assert "4043093" not in text and "404/3093" not in text, text
 
 
 def test_a_socket_mode_ticket_is_never_logged() -> None:

@@ -102,8 +102,19 @@ def redacted(text: str) -> str:
     return _TICKET.sub(r"\1•••", text) if "ticket=" in text else text
 
 
+def _said(record: logging.LogRecord, message: str) -> str:
+    """A record's message as logged: a library's with any number in it masked, since its words
+    may quote what it was given (asyncio's "Task exception was never retrieved" names the task's
+    exception); the bot's own lines are written with numbers masked already, and keep their ids
+    and times as they are."""
+    if record.name == "bot" or record.name.startswith("bot."):
+        return message
+    return mask_numbers_anywhere(message)
+
+
 class OneLineFormatter(logging.Formatter):
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = _said(record, record.message)  # set afresh by each format()
         return one_line(redacted(super().formatMessage(record)))
 
     def format(self, record: logging.LogRecord) -> str:
@@ -142,7 +153,7 @@ class JsonFormatter(logging.Formatter):
             ).replace("+00:00", "Z"),
             "level": record.levelname,
             "logger": record.name,
-            "message": redacted(record.getMessage()),
+            "message": redacted(_said(record, record.getMessage())),
             "request_id": _request_id_of(record),
         }
         for name in LOG_FIELDS:
