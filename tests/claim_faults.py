@@ -1,6 +1,6 @@
 """A write that commits and whose answer is then lost, as when the connection drops after COMMIT:
-a claim (bot/storage/claims.py: a caller that names itself is granted it again), or a
-transaction."""
+a claim (bot/storage/claims.py: a caller that names itself is granted it again), a
+transaction, or a statement."""
 
 from __future__ import annotations
 
@@ -47,6 +47,23 @@ class CommitAnswerLost:
         if seen.matched and not self.lost:
             self.lost = True
             raise ConnectionError("connection lost after COMMIT")
+
+
+class StatementAnswerLost:
+    """`Database.fetchone`, except that the first statement holding `marker`, run on its own (its
+    own transaction), commits and then loses its answer (raising as a dropped connection does)."""
+
+    def __init__(self, db: Database, marker: str) -> None:
+        self._real = db.fetchone
+        self._marker = marker
+        self.lost = False
+
+    async def __call__(self, sql: str, params: Any = ()) -> Any:
+        row = await self._real(sql, params)
+        if self._marker in sql and not self.lost:
+            self.lost = True
+            raise ConnectionError("connection lost after COMMIT")
+        return row
 
 
 class _Watched:

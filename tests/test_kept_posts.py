@@ -24,6 +24,7 @@ from bot.slack.outbox import REDELIVER_FOR_SECONDS
 from bot.standins.slack import ApiCall
 from bot.storage.database import Database
 from tests.budget_clock import LeapingClock
+from tests.claim_faults import StatementAnswerLost
 from tests.conftest import BotFactory, BotUnderTest
 from tests.databases import on_both_databases
 from tests.follow_helpers import FAST, FULL, end_session, is_thread_reply, services, status_message
@@ -185,6 +186,35 @@ async def test_a_delivered_status_message_is_not_posted_again_after_a_restart(
     await services(second).outbox.take_over()  # a lease keeper's round, now
     await second.settle()
     assert len([c for c in second.slack.calls_to("chat.postMessage") if is_thread_reply(c)]) == 1
+
+
+@on_both_databases
+async def test_a_status_message_kept_though_its_answer_was_lost_is_not_posted_again(
+    bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The row keeping the status message until Slack takes it commits, and its answer is lost
+    # (the connection dropped after COMMIT, a PostgreSQL failover): the message is posted all the
+    # same, Slack takes it, and it is kept current to the call's end. The row must not outlive
+    # it: found after a restart (or by another replica), it would be sent again, a second status
+    # message in the thread, left at "Ringing" for good.
+    first = await bot_factory("http", **QUICK)
+    fault = StatementAnswerLost(services(first).db, "INSERT INTO slack_posts")
+    monkeypatch.setattr(services(first).db, "fetchone", fault)
+    await first.command(f"{FULL} escalation")
+    status = await status_message(first)
+    assert fault.lost
+    [session_id] = first.evo.sessions
+    end_session(first, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(first, status, "Ended")
+    await first.runtime.stop()
+
+    await gone_for_a_lease(first)
+    second = await bot_factory("http", **QUICK)  # the same database
+    await services(second).outbox.take_over()  # a lease keeper's round, now
+    await second.settle()
+    replies = [c.params.get("text") for c in second.slack.calls_to("chat.postMessage")
+               if is_thread_reply(c)]
+    assert len(replies) == 1, replies
 
 
 async def test_an_escalation_post_refused_by_slack_is_delivered_after_a_restart(

@@ -139,13 +139,15 @@ class Outbox:
                 return Posted(False)
             pending = claimed
         else:
+            now = self._clock()
             try:
-                pending = await self._keep(thread, message, broadcast, kept)
+                pending = await self._keep(thread, message, broadcast, kept, now=now)
             except DATABASE_FAULTS as exc:
                 # The news comes first: posted all the same, and sent again while this replica
-                # runs; only a restart now would lose it.
+                # runs; only a restart now would lose it. The row may have been written all the
+                # same (its answer lost): forgotten with the post, found by what it holds.
                 logger.warning("a Slack post could not be kept in the database (%s)", exc)
-                pending = _Pending(None, self._clock(), self._leases.owner, kept, thread, message,
+                pending = _Pending(None, now, self._leases.owner, kept, thread, message,
                                    broadcast)
         if _thread_of(pending) in self._waiting:
             # An earlier post of this thread waits to be sent again: this one goes right after it
@@ -155,7 +157,7 @@ class Outbox:
         posted = await self._send(pending)
         if not posted.delivered:
             self._redeliver(_Waiting(pending))
-        elif pending.id is not None:
+        else:
             # The caller goes on at once (it keeps the ts itself); forgetting the row can wait.
             task = asyncio.create_task(self._forget(pending, posted.ts),
                                        name=f"forgetting a delivered post ({kept.purpose})")
@@ -233,9 +235,9 @@ class Outbox:
 
     async def _keep(
         self, thread: Thread, message: Message, broadcast: bool, kept: Kept,
-        *, on: Connection | None = None,
+        *, on: Connection | None = None, now: float | None = None,
     ) -> _Pending:
-        now = self._clock()
+        now = self._clock() if now is None else now
         row = await (on or self._db).fetchone(
             "INSERT INTO slack_posts (created_at, owner, purpose, subject, channel, thread_ts,"
             " broadcast, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -269,6 +271,12 @@ class Outbox:
                 await owner.delivered(conn, pending.kept.subject, ts)
             if pending.id is not None:
                 await conn.execute("DELETE FROM slack_posts WHERE id = ?", (pending.id,))
+            else:  # kept though its answer was lost? After a restart it would be sent again
+                await conn.execute(
+                    "DELETE FROM slack_posts WHERE owner = ? AND purpose = ? AND subject = ?"
+                    " AND created_at = ?",
+                    (pending.owner, pending.kept.purpose, pending.kept.subject,
+                     pending.created_at))
 
         await until_database_answers(lambda: self._db.atomic(forget),
                                      f"noting a delivered Slack post ({pending.kept.purpose})")
