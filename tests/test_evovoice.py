@@ -619,6 +619,7 @@ async def test_find_sessions_newest_first(client: EvoVoiceClient, standin: EvoVo
         "accountIds": ACCOUNT,
         "to": CUSTOMER,
         "startDate": (since - timedelta(days=1)).date().isoformat(),
+        "endDate": (datetime.now(UTC) + timedelta(days=2)).date().isoformat(),
         "sortField": "DateCreated",
         "sortOrder": "Descend",
         "page": "0",

@@ -17,23 +17,20 @@ copes where it is unsure:
   remembers which worked (``hang_up_method``).
 - Listing flows and numbers: one paging scheme (``page``/``countPerPage``, never ``all=true``
   alongside), items de-duplicated by id, bounded, and stopping when a page brings nothing new.
-- ``find_sessions``: ``startDate`` is a date in an unknown time zone, ``to`` matches by substring,
-  ``sortField`` values are undocumented; it asks from the day before, pages through (bounded), and
-  keeps only voice sessions to exactly that number created since the given instant. If the server
-  refuses the sort, it asks without it from then on.
+- ``find_sessions`` (finding.py): the filters' meanings are unconfirmed; it asks a wide window,
+  pages through (bounded), and keeps only voice sessions to exactly that number created since the
+  given instant.
 - The server rejects some clients by User-Agent: every request says ``callbot/<version>``.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import Self, TypeVar
 from urllib.parse import quote
 
 from bot.evovoice.budget import Priority, RequestBudget
-from bot.evovoice.dates import parse_timestamp, times_within
 from bot.evovoice.errors import (
     MAX_RETRY_AFTER_SECONDS,
     UNREADABLE_JSON,
@@ -56,6 +53,7 @@ from bot.evovoice.errors import (
     capped_retry_after,
     parse_retry_after,
 )
+from bot.evovoice.finding import FIND_MAX_PAGES, FIND_PAGE_SIZE, SESSIONS_SORT, SessionFinder
 from bot.evovoice.lookups import SessionPolls
 from bot.evovoice.models import (
     OUTGOING_PATH,
@@ -73,14 +71,14 @@ from bot.evovoice.requester import (
     DEFAULT_RETRY_BACKOFF,
     DEFAULT_TIMEOUT,
     USER_AGENT,
-    Requester,
     RequestObserved,
     RequestObserver,
     route_of,
 )
 
 __all__ = [
-    "DEFAULT_CONNECT_RETRIES", "DEFAULT_RETRY_BACKOFF", "DEFAULT_TIMEOUT", "KNOWN_HOSTS",
+    "DEFAULT_CONNECT_RETRIES", "DEFAULT_RETRY_BACKOFF", "DEFAULT_TIMEOUT", "FIND_MAX_PAGES",
+    "FIND_PAGE_SIZE", "KNOWN_HOSTS", "SESSIONS_SORT",
     "MAX_RETRY_AFTER_SECONDS", "USER_AGENT", "AlreadyEnded", "AuthStatus", "BadLogin",
     "BadRequest", "CallPlaced",
     "Conflict", "EvoVoiceClient", "EvoVoiceError", "EvoVoiceStatusError", "EvoVoiceTimeout",
@@ -107,11 +105,6 @@ def other_host(url: str) -> str | None:
 
 PAGE_SIZE = 100
 MAX_PAGES = 50
-# A session lookup pages through one or two days of sessions to one number: a few pages at most.
-FIND_MAX_PAGES = 5
-FIND_PAGE_SIZE = 50
-# Newest first: sortField's values are undocumented (the vendor's CLI passes any through).
-SESSIONS_SORT = {"sortField": "DateCreated", "sortOrder": "Descend"}
 # The role EndSession (DELETE /sessions/{id}) requires; PatchSession requires none.
 HANG_UP_ROLE = "User"
 _REFUSED_LOGIN = "Evo Voice refused the login; check the username, the password and EVOVOICE_URL."
@@ -119,13 +112,12 @@ _REFUSED_LOGIN = "Evo Voice refused the login; check the username, the password 
 _HasId = TypeVar("_HasId", Flow, OwnedNumber, Session)
 
 
-class EvoVoiceClient(Requester):
-    """The Evo Voice API's operations, each a typed answer or one of the errors above."""
+class EvoVoiceClient(SessionFinder):
+    """The Evo Voice API's operations, each a typed answer or one of the errors above (finding a
+    call's session: finding.py)."""
 
     # DELETE until the server says this login lacks the role for it, then PATCH for good.
     hang_up_method = "DELETE"
-    # Session lookups ask for SESSIONS_SORT until the server refuses it (find_sessions).
-    sorts_sessions = True
 
     async def __aenter__(self) -> Self:
         return self
@@ -222,94 +214,6 @@ class EvoVoiceClient(Requester):
         )
         more = isinstance(data, dict) and data.get("hasMorePages") is True
         return self._items(Session, data, "/sessions"), more
-
-    def find_sessions_query(
-        self, account_ids: list[str], to: str, since: datetime
-    ) -> dict[str, str]:
-        """The query ``find_sessions`` sends first (``callbot check`` sends the same)."""
-        # startDate's time zone is undocumented: the day before, in UTC, is on or before `since`
-        # in every zone from UTC-12 to UTC+14.
-        day_before = (since.astimezone(UTC) - timedelta(days=1)).date().isoformat()
-        query = {"accountIds": ",".join(account_ids), "to": to, "startDate": day_before}
-        if self.sorts_sessions:
-            query |= SESSIONS_SORT
-        return query | {"page": "0", "countPerPage": str(FIND_PAGE_SIZE)}
-
-    async def find_sessions(
-        self,
-        account_ids: list[str],
-        *,
-        to: str,
-        since: datetime,
-        priority: Priority = Priority.FIRST,
-    ) -> list[Session]:
-        """Voice sessions to exactly ``to`` created at or after ``since``, newest first.
-
-        ``to`` is a *contains* filter on the server and its sort may be ignored, so every page of
-        the window is read (at most ``FIND_MAX_PAGES``) and filtered here, by ``toAddress`` and by
-        ``dateCreated``; finding nothing, it is asked once more with ``to`` without its plus. A
-        session whose ``dateCreated`` can't be read is kept (it can't be ruled out), after the
-        others.
-
-        The sort only brings the newest first when a window holds more than ``FIND_MAX_PAGES``
-        pages, and its values are undocumented: when the server refuses it (400) and answers the
-        same lookup without it, lookups go unsorted from then on. A 400 without the sort is raised.
-        """
-        query = self.find_sessions_query(account_ids, to, since)
-        try:
-            return await self._find_sessions(query, to, since, priority)
-        except BadRequest as exc:
-            if "sortField" not in query:
-                raise
-            refused = exc
-        unsorted = {key: value for key, value in query.items() if key not in SESSIONS_SORT}
-        found = await self._find_sessions(unsorted, to, since, priority)
-        if self.sorts_sessions:
-            self.sorts_sessions = False
-            logger.warning(
-                "Evo Voice GET /sessions refused sortField=%s (400 %s): looking sessions up "
-                "unsorted from now on", SESSIONS_SORT["sortField"], refused.message,
-            )
-        return found
-
-    async def _find_sessions(
-        self, params: dict[str, str], to: str, since: datetime, priority: Priority
-    ) -> list[Session]:
-        found: dict[str, Session] = {}
-        # Every id listed, the call's or not: a page of ids seen already ends the lookup.
-        seen: set[str] = set()
-        for page in range(FIND_MAX_PAGES):
-            data = await self._get_json(
-                "/sessions", params | {"page": str(page)}, priority=priority
-            )
-            batch = self._items(Session, data, "/sessions")
-            new = [item for item in batch if item.id not in seen]
-            seen.update(item.id for item in new)
-            for session in new:
-                # A text or a fax to the number (a monitoring system paging the same person) is
-                # no call, however close to the attempt.
-                if not is_address_of(session.to_address, to) or not session.may_be_a_call:
-                    continue
-                # A time without a zone is kept if it is after `since` in some zone a server may
-                # keep (bot/evovoice/dates.py): read as UTC, a server west of it had every new
-                # session before `since`, and one east of it had earlier calls after it.
-                created = parse_timestamp(session.date_created)
-                if created is None or times_within(session.date_created, since):
-                    found[session.id] = session
-            if not new or not (isinstance(data, dict) and data.get("hasMorePages") is True):
-                break
-        else:
-            logger.warning("Evo Voice GET /sessions: stopped after %d pages", FIND_MAX_PAGES)
-        if not found and params["to"].startswith("+"):
-            # A toAddress written without its plus has no "+1814…" in it; "1814…" is in both.
-            return await self._find_sessions(params | {"to": params["to"][1:]}, to, since,
-                                             priority)
-        oldest = datetime.min.replace(tzinfo=UTC)
-        return sorted(
-            found.values(),
-            key=lambda s: parse_timestamp(s.date_created) or oldest,
-            reverse=True,
-        )
 
     async def hang_up(self, session_id: str) -> None:
         """End a live call: EndSession, or PatchSession when the login lacks the role for it.

@@ -65,7 +65,9 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   unknown: ``ended_hang_up`` gives each plausible answer (204 marking it hung up, 204 leaving
   it, 400, 409, 500, 404).
 - ``GET /sessions``: ``to`` is a *contains* filter; ``startDate`` is a date read in
-  ``sessions_utc_offset`` (unknown: tests try several); the zone of a session's ``dateCreated``
+  ``sessions_utc_offset`` (unknown: tests try several), and so is ``endDate``, which ``end_date``
+  reads inclusive, exclusive, or (``"one_day"``) inclusive with an absent one meaning the
+  startDate's day, one day only; the zone of a session's ``dateCreated``
   and ``dateCompleted`` is unknown too: ``session_dates_offset`` (a timedelta) writes them, in
   every answer, as naive local times at that offset, with no zone (None: UTC with a ``Z``);
   ``to_address_form`` writes a placed call's ``toAddress`` as dialled, as a ``tel:`` URI or

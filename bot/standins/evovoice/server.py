@@ -71,7 +71,8 @@ class EvoVoiceStandIn:
         self.basic_enabled = True  # False: only a session from /auth/credentials logs in
         self.logins = Logins()  # those sessions (auth.py)
         self.all_reading = "everything"  # or "every_page", "ignored"
-        self.sessions_utc_offset = timedelta(0)  # the zone startDate is read in
+        self.sessions_utc_offset = timedelta(0)  # the zone startDate and endDate are read in
+        self.end_date = "inclusive"  # or "exclusive", "one_day" (sessions.py)
         self.session_dates_offset: timedelta | None = None  # dates without a zone (sessions.py)
         self.to_address_form = "e164"  # how a placed call's toAddress is written (sessions.py)
         self.sort_honoured = True
@@ -335,7 +336,7 @@ class EvoVoiceStandIn:
         if self.sort_refused and "sortField" in query:
             return sort_refusal(query["sortField"])
         found = listed_sessions(
-            self.sessions, query, utc_offset=self.sessions_utc_offset,
+            self.sessions, query, utc_offset=self.sessions_utc_offset, end_date=self.end_date,
             sort_honoured=self.sort_honoured, specific_ids=self.specific_ids,
             omitted=self.omitted_from_listings, dates_offset=self.session_dates_offset,
         )

@@ -1,6 +1,8 @@
 """Which sessions ``GET /sessions`` lists, and in what form: the stand-in's reading of the evidence.
 
 - ``to`` is a *contains* filter; ``startDate`` is a date read in an unknown zone (``utc_offset``);
+  so is ``endDate``, read inclusive or exclusive, and when absent no end or the startDate's day
+  (``end_date``: END_DATE_READINGS);
   the zone of a session's dates is unknown too: ``without_zone`` writes them as naive local times;
   ``sortField``/``sortOrder`` may be ignored (``sort_honoured``): docs/evovoice-api.md.
 - ``specificIds`` (*likely*: the vendor's CLI lists one session's log with it; several ids
@@ -27,6 +29,11 @@ from bot.standins.evovoice.behaviours import error
 from bot.standins.evovoice.listing import in_accounts
 
 SPECIFIC_IDS_READINGS = ("honoured", "ignored")
+# What ``endDate`` means (its semantics are unconfirmed: docs/evovoice-api.md), each plausible way:
+# "inclusive" (sessions of that day and before; absent, no end), "exclusive" (before that day;
+# absent, no end), "one_day" (inclusive; absent, the startDate's day: one day only, as a
+# ServiceStack filter that defaults EndDate to StartDate lists).
+END_DATE_READINGS = ("inclusive", "exclusive", "one_day")
 # What ending a session that has ended answers, each plausible way: "ends_again" (ended anew, now,
 # as hung up), "accepted" (204, left as it ended), "bad_request", "conflict", "not_found", or
 # "server_error" (500: ServiceStack's answer to anything else, an exception thrown by the service).
@@ -98,11 +105,15 @@ def listed_sessions(
     specific_ids: str,
     omitted: Collection[str],
     dates_offset: timedelta | None = None,
+    end_date: str = "inclusive",
 ) -> list[dict[str, Any]]:
     """The sessions a listing with ``query`` holds, in its order, in the listing's form."""
     if specific_ids not in SPECIFIC_IDS_READINGS:
         raise ValueError(f"specific_ids must be one of {SPECIFIC_IDS_READINGS}")
+    if end_date not in END_DATE_READINGS:
+        raise ValueError(f"end_date must be one of {END_DATE_READINGS}")
     to, start = query.get("to"), query.get("startDate")
+    end = query.get("endDate", start if end_date == "one_day" else None)
     wanted = None
     if specific_ids == "honoured" and "specificIds" in query:
         wanted = {i for i in query["specificIds"].split(",") if i}
@@ -116,11 +127,17 @@ def listed_sessions(
             and (wanted is None or s["id"] in wanted)
             and (to is None or to in str(s.get("toAddress") or ""))
             and (start is None or local_date(s.get("dateCreated"), utc_offset) >= start)
+            and (end is None or _before_end(local_date(s.get("dateCreated"), utc_offset),
+                                            end[:10], end_date))
         ),
         key=lambda s: (str(s.get("dateCreated", "")), order[s["id"]]),
         reverse=sort_honoured and query.get("sortOrder") == "Descend",
     )
     return [without_zone(as_listed(s), dates_offset) for s in found]
+
+
+def _before_end(day: str, end: str, reading: str) -> bool:
+    return day < end if reading == "exclusive" else day <= end
 
 
 def without_zone(session: dict[str, Any], utc_offset: timedelta | None) -> dict[str, Any]:
