@@ -333,6 +333,11 @@ def describe_hang_up(exc: evovoice.EvoVoiceError) -> str:
     return _sentence(exc.message)
 
 
+# Why a lookup that found nothing can't say the call was not placed (bot/evovoice/finding.py).
+INCOMPLETE_LOOKUP = ("Evo Voice lists more sessions to this number (calls, texts) than I can read "
+                     "through, and the call was not among those I read.")
+
+
 def describe_reading(exc: evovoice.EvoVoiceError) -> str:
     """Why a placed call's status can't be read from Evo Voice, and who can fix it: describe()
     speaks of a call being placed ("Nothing was dialled"), wrong of a call under way."""

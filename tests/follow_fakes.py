@@ -11,7 +11,7 @@ from bot.audit.trail import AuditLog
 from bot.calls.follow import CallFollower, FollowTiming
 from bot.calls.status_views import AckTest, no_ack_outcomes
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
-from bot.evovoice.client import Session
+from bot.evovoice.client import Session, SessionsFound
 from bot.slack.blocks import Message
 from bot.storage.database import Database
 
@@ -42,8 +42,8 @@ class FakeEvo:
             raise answer
         return answer
 
-    async def find_sessions(self, *args: Any, **kwargs: Any) -> list[Session]:
-        return []
+    async def find_sessions(self, *args: Any, **kwargs: Any) -> SessionsFound:
+        return SessionsFound()
 
 
 PARENT_TS = "1.1"

@@ -20,7 +20,7 @@ from bot.calls.follow import TAKEN_OVER, CallFollower, FollowTiming
 from bot.calls.limits import CallLimits, parse_rate
 from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
-from bot.evovoice.client import EvoVoiceError, Session
+from bot.evovoice.client import EvoVoiceError, Session, SessionsFound
 from bot.oncall.escalation_store import EscalationStore
 from bot.phone.policy import DialableNumber
 from bot.slack.blocks import Message
@@ -83,9 +83,9 @@ class Evo:
             return session("Ringing")
         return session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z")
 
-    async def find_sessions(self, *args: Any, **kwargs: Any) -> list[Session]:
+    async def find_sessions(self, *args: Any, **kwargs: Any) -> SessionsFound:
         self.searches += 1
-        return [session("Ringing")]
+        return SessionsFound([session("Ringing")])
 
 
 class Slack:

@@ -684,10 +684,15 @@ async def test_a_lookup_stops_at_a_page_with_nothing_new_even_when_none_of_it_is
     yesterday = (datetime.now(UTC) - timedelta(hours=20)).isoformat()
     for _ in range(60):
         standin.add_session(toAddress=CUSTOMER, dateCreated=yesterday)
-    assert await client.find_sessions([ACCOUNT], to=CUSTOMER, since=datetime.now(UTC)) == []
+    found = await client.find_sessions([ACCOUNT], to=CUSTOMER, since=datetime.now(UTC))
+    assert found == []
     # Twice with the plus, twice without it (finding nothing, the lookup asks so too).
     asked = [r.query["to"] for r in standin.requests_to("GET", "/sessions")]
     assert asked == [CUSTOMER] * 2 + [CUSTOMER[1:]] * 2
+    # The pages it could not read may hold the call: it has not ruled it out.
+    assert not found.complete
+    standin.page_honoured = True
+    assert (await client.find_sessions([ACCOUNT], to=CUSTOMER, since=datetime.now(UTC))).complete
 
 
 async def test_a_page_without_has_more_pages_is_the_last(

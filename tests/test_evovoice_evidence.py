@@ -17,6 +17,7 @@ import pytest
 
 from bot.calls.status_views import HANG_UP_ACTION
 from bot.config import ConfigError
+from bot.evovoice.client import FIND_MAX_PAGES, FIND_PAGE_SIZE
 from bot.ops.check_evovoice_requests import PROBE_NUMBER
 from bot.ops.findings import Status
 from bot.standins.evovoice import (
@@ -391,6 +392,30 @@ async def test_a_call_of_unknown_outcome_never_looked_up_is_not_called_most_like
     assert "most likely not placed" not in shown
     assert "whether it was placed is unknown" in shown and "HTTP 500" in shown, shown
     assert len(bot.evo.sessions) == 1 and len(bot.evo.outgoing_posts) == 1
+
+
+@pytest.mark.parametrize("page_honoured", [True, False], ids=["paged", "first-page-only"])
+async def test_a_lookup_that_could_not_read_every_page_does_not_call_it_most_likely_not_placed(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, page_honoured: bool
+) -> None:
+    """More sessions to the number since the day before than a look reads (a monitoring system
+    texting the same person through Evo Voice), listed oldest first, or always the first page:
+    the call may be among those never read, so the requester must not read "most likely not
+    placed" above a Call again button."""
+    evo.sort_honoured = False
+    evo.page_honoured = page_honoured
+    yesterday = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=20)).isoformat()
+    for _ in range(FIND_MAX_PAGES * FIND_PAGE_SIZE + 10):
+        evo.add_session(toAddress=FULL, channel="Chat", dateCreated=yesterday, ended=True)
+    bot = await bot_factory("http", **(FAST | {"CALL_FIND_SECONDS": "0.3"}))
+    bot.evo.queue_outgoing(Acted(ErrorStatus(500)))
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    await wait_for_edit(bot, status, "❔")
+    shown = bot.slack.messages[(status.channel, status.ts)].text
+    assert "most likely not placed" not in shown
+    assert "whether it was placed is unknown" in shown and "more sessions" in shown, shown
+    assert len(bot.evo.outgoing_posts) == 1
 
 
 # -------------------------------------------------------------------------------------- listings

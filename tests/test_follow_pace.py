@@ -11,7 +11,7 @@ from bot.calls.follow import CallFollower
 from bot.calls.polling import FollowTiming
 from bot.calls.store import CallState, CallStore, Placement
 from bot.config import load_settings
-from bot.evovoice.client import NotFound, ServerError, Session
+from bot.evovoice.client import NotFound, ServerError, Session, SessionsFound
 from bot.services import follow_timing
 from bot.slack.blocks import Message
 from bot.storage.database import Database
@@ -46,11 +46,11 @@ class FlakyLookup(FakeEvo):
         super().__init__([found])
         self.failures, self.found, self.lookups = failures, found, 0
 
-    async def find_sessions(self, *args: Any, **kwargs: Any) -> list[Session]:
+    async def find_sessions(self, *args: Any, **kwargs: Any) -> SessionsFound:
         self.lookups += 1
         if self.lookups <= self.failures:
             raise ServerError(503, "Service unavailable")
-        return [self.found]
+        return SessionsFound([self.found])
 
 
 async def test_a_lookup_failing_for_a_moment_still_finds_an_unconfirmed_call(db: Database) -> None:

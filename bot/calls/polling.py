@@ -32,15 +32,9 @@ from bot.calls.progress import answered_by_name, classify, clip, duration_of, sh
 from bot.calls.status_message import StatusMessages
 from bot.calls.status_views import AckTest, no_ack_outcomes
 from bot.calls.store import CallState, CallStore, TrackedCall
-from bot.errors import describe_reading, log_unexpected
-from bot.evovoice.client import (
-    EvoVoiceClient,
-    EvoVoiceError,
-    NotFound,
-    Priority,
-    RateLimited,
-    Session,
-)
+from bot.errors import INCOMPLETE_LOOKUP, describe_reading, log_unexpected
+from bot.evovoice.client import (EvoVoiceClient, EvoVoiceError, NotFound, Priority, RateLimited,
+                                 Session)
 from bot.evovoice.dates import gap
 from bot.storage.faults import DATABASE_FAULTS
 
@@ -207,7 +201,12 @@ class CallPoller:
             step = await self._apply(replace(call, session_id=session.id), session)
             return _Step.DONE if step == _Step.DONE else _Step.CHANGED
         if age > self._timing.find_for:
-            await self._stop_following(call, CallState.NOT_FOUND, EventKind.NOT_FOUND, None)
+            if not sessions.complete:
+                # Not every session to the number was read: the call may be among those left, so
+                # its status says so, not "no call to this number showed up" (as above).
+                await self._store.update(call.id, unreadable=INCOMPLETE_LOOKUP)
+            await self._stop_following(call, CallState.NOT_FOUND, EventKind.NOT_FOUND,
+                                       None if sessions.complete else "lookup incomplete")
             return _Step.DONE
         return _Step.SAME
 

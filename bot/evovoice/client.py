@@ -53,7 +53,13 @@ from bot.evovoice.errors import (
     capped_retry_after,
     parse_retry_after,
 )
-from bot.evovoice.finding import FIND_MAX_PAGES, FIND_PAGE_SIZE, SESSIONS_SORT, SessionFinder
+from bot.evovoice.finding import (
+    FIND_MAX_PAGES,
+    FIND_PAGE_SIZE,
+    SESSIONS_SORT,
+    SessionFinder,
+    SessionsFound,
+)
 from bot.evovoice.lookups import SessionPolls
 from bot.evovoice.models import (
     OUTGOING_PATH,
@@ -84,7 +90,7 @@ __all__ = [
     "Conflict", "EvoVoiceClient", "EvoVoiceError", "EvoVoiceStatusError", "EvoVoiceTimeout",
     "EvoVoiceUnreachable", "FieldError", "Flow", "Forbidden", "MalformedResponse", "MissingRole",
     "NotFound", "OutcomeUnknown", "OwnedNumber", "Priority", "RateLimited", "RequestBudget",
-    "RequestObserved", "RequestObserver", "ServerError", "Session", "as_e164",
+    "RequestObserved", "RequestObserver", "ServerError", "Session", "SessionsFound", "as_e164",
     "capped_retry_after", "is_address_of", "other_host", "parse_retry_after",
 ]
 

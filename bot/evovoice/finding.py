@@ -5,12 +5,14 @@ not. ``to`` is a *contains* search; ``startDate`` and ``endDate`` are dates in a
 zone (an absent ``endDate`` may mean ``startDate``'s day); ``sortField``'s values are undocumented.
 So a lookup asks from the day before to the day after tomorrow, reads every page (bounded), and
 keeps only voice sessions to exactly that number created since the given instant; if the server
-refuses the sort, it asks without it from then on.
+refuses the sort, it asks without it from then on. A lookup that stopped before it read every
+page says so (``SessionsFound.complete``): the call may be among the sessions it did not read.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from bot.evovoice.budget import Priority
@@ -26,6 +28,16 @@ FIND_MAX_PAGES = 5
 FIND_PAGE_SIZE = 50
 # Newest first: sortField's values are undocumented (the vendor's CLI passes any through).
 SESSIONS_SORT = {"sortField": "DateCreated", "sortOrder": "Descend"}
+
+
+class SessionsFound(list[Session]):
+    """A lookup's sessions, and whether it read every page of its window (``complete``): one
+    that stopped at ``FIND_MAX_PAGES``, or at a page of sessions seen already while the server
+    said more follow, has not ruled the call out."""
+
+    def __init__(self, sessions: Iterable[Session] = (), *, complete: bool = True) -> None:
+        super().__init__(sessions)
+        self.complete = complete
 
 
 class SessionFinder(Requester):
@@ -59,14 +71,15 @@ class SessionFinder(Requester):
         to: str,
         since: datetime,
         priority: Priority = Priority.FIRST,
-    ) -> list[Session]:
+    ) -> SessionsFound:
         """Voice sessions to exactly ``to`` created at or after ``since``, newest first.
 
         ``to`` is a *contains* filter on the server and its sort may be ignored, so every page of
         the window is read (at most ``FIND_MAX_PAGES``) and filtered here, by ``toAddress`` and by
         ``dateCreated``; finding nothing, it is asked once more with ``to`` without its plus. A
         session whose ``dateCreated`` can't be read is kept (it can't be ruled out), after the
-        others.
+        others. More pages than that, or a server that repeats a page while saying more follow,
+        leave the lookup incomplete (``complete`` False).
 
         The sort only brings the newest first when a window holds more than ``FIND_MAX_PAGES``
         pages, and its values are undocumented: when the server refuses it (400) and answers the
@@ -91,8 +104,9 @@ class SessionFinder(Requester):
 
     async def _find_sessions(
         self, params: dict[str, str], to: str, since: datetime, priority: Priority
-    ) -> list[Session]:
+    ) -> SessionsFound:
         found: dict[str, Session] = {}
+        complete = True
         # Every id listed, the call's or not: a page of ids seen already ends the lookup.
         seen: set[str] = set()
         for page in range(FIND_MAX_PAGES):
@@ -113,17 +127,21 @@ class SessionFinder(Requester):
                 created = parse_timestamp(session.date_created)
                 if created is None or times_within(session.date_created, since):
                     found[session.id] = session
-            if not new or not (isinstance(data, dict) and data.get("hasMorePages") is True):
+            if not (isinstance(data, dict) and data.get("hasMorePages") is True):
+                break
+            if not new:
+                complete = False  # the server ignores `page`: what follows can't be read
                 break
         else:
+            complete = False
             logger.warning("Evo Voice GET /sessions: stopped after %d pages", FIND_MAX_PAGES)
         if not found and params["to"].startswith("+"):
-            # A toAddress written without its plus has no "+1814…" in it; "1814…" is in both.
+            # A toAddress written without its plus has no "+1814…" in it; "1814…" is in both (so
+            # that lookup's completeness is this one's too).
             return await self._find_sessions(params | {"to": params["to"][1:]}, to, since,
                                              priority)
         oldest = datetime.min.replace(tzinfo=UTC)
-        return sorted(
-            found.values(),
-            key=lambda s: parse_timestamp(s.date_created) or oldest,
-            reverse=True,
+        newest_first = sorted(
+            found.values(), key=lambda s: parse_timestamp(s.date_created) or oldest, reverse=True
         )
+        return SessionsFound(newest_first, complete=complete)
