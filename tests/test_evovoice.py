@@ -762,6 +762,40 @@ async def test_a_hang_up_refused_for_another_reason_than_a_role_is_not_sent_anot
     assert client.hang_up_method == "DELETE"
 
 
+async def test_a_patch_session_its_service_does_not_support_falls_back_to_end_session(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    # ServiceStack answers 405 to a service that throws NotSupportedException: a PatchSession
+    # that won't change callState. EndSession may still end the call.
+    standin.roles = ["Manager", "User"]
+    session = standin.add_session(toAddress=CUSTOMER, callState="Connected")
+    path = f"/sessions/{session['id']}"
+    client.hang_up_method = "PATCH"
+    standin.queue("PATCH", path, ErrorStatus(405, "PatchSession does not support callState"))
+
+    await client.hang_up(session["id"])
+
+    assert standin.hang_ups(session["id"]) == ["DELETE"]
+    assert client.hang_up_method == "DELETE"
+
+
+async def test_a_hang_up_turned_away_one_way_and_refused_the_role_the_other_says_the_role(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    # A Manager-only login (EndSession: Invalid Role) whose PatchSession a front end turns away:
+    # granting User is what makes a hang-up work.
+    session = standin.add_session(toAddress=CUSTOMER, callState="Connected")
+    standin.refused_methods = {"PATCH": 405}
+
+    with pytest.raises(MissingRole) as caught:
+        await client.hang_up(session["id"])
+
+    assert caught.value.needed == ("User",)
+    assert standin.hang_ups(session["id"]) == []
+    assert [r.method for r in standin.requests if r.path == f"/sessions/{session['id']}"] == [
+        "DELETE", "PATCH"]
+
+
 async def test_a_refused_hang_up_is_not_called_ended_when_the_session_cannot_be_read(
     client: EvoVoiceClient, standin: EvoVoiceStandIn
 ) -> None:

@@ -140,6 +140,28 @@ async def test_end_session_refused_falls_back_to_patch_and_keeps_to_it(
     assert len(deletes) == 1  # the second hang-up went straight to PatchSession
 
 
+@pytest.mark.parametrize("status", [405, 501])
+async def test_end_session_turned_away_by_a_front_end_falls_back_to_patch_and_keeps_to_it(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, status: int
+) -> None:
+    """IIS's WebDAV module answers DELETE 405 (an older IIS 501) before ServiceStack sees it, a
+    login holding User or not: the method is turned away, not the call, and PatchSession ends it."""
+    evo.roles = ["Manager", "User"]
+    evo.refused_methods = {"DELETE": status}
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION, **FAST)
+    for n in (1, 2):
+        await bot.command(f"{FULL} escalation")
+        status_post = await status_message(bot, n)
+        session_id = list(bot.evo.sessions)[-1]
+        await status_ts_recorded(bot, n)
+        await click(bot, status_post, HANG_UP_ACTION)
+        await wait_for_edit(bot, status_post, "Hung up by <@U0MANAGER>")
+        assert bot.evo.hang_ups(session_id) == ["PATCH"]
+    assert len([r for r in bot.evo.requests if r.method == "DELETE"]) == 1  # then PATCH at once
+    assert all(r.path.startswith("/sessions/sess-") for r in bot.evo.requests
+               if r.method in ("DELETE", "PATCH"))
+
+
 # ServiceStack's role attributes long answered with "Invalid Role" in the status line and no body
 # (StatusDescription, then EndRequest); later ones write it in an error body too.
 ROLE_REFUSALS = pytest.mark.parametrize("role_refusal", ["body", "status_line"])

@@ -13,8 +13,8 @@ copes where it is unsure:
   in with ``POST /auth/credentials`` is refused too (a server may not read Basic at all: login.py).
 - Hanging up: ``DELETE /sessions/{id}`` (EndSession) needs the role User, which a Manager-only
   login lacks; ``PATCH /sessions/{id}`` ``{"callState": "Disconnected"}`` (PatchSession) needs
-  authentication only. ``hang_up`` tries one, falls back to the other on 403 "Invalid Role", and
-  remembers which worked (``hang_up_method``).
+  authentication only. ``hang_up`` tries one, falls back to the other on 403 "Invalid Role" or
+  on the method turned away (405, 501), and remembers which worked (``hang_up_method``).
 - Listing flows and numbers: one paging scheme (``page``/``countPerPage``, never ``all=true``
   alongside), items de-duplicated by id, bounded, and stopping when a page brings nothing new.
 - ``find_sessions`` (finding.py): the filters' meanings are unconfirmed; it asks a wide window,
@@ -113,6 +113,10 @@ PAGE_SIZE = 100
 MAX_PAGES = 50
 # The role EndSession (DELETE /sessions/{id}) requires; PatchSession requires none.
 HANG_UP_ROLE = "User"
+# A hang-up's method turned away, not the call: 405 is ServiceStack's answer to a service that
+# throws NotSupportedException, and IIS's WebDAV module's to DELETE before ServiceStack sees it
+# (an older IIS answers 501). The other method may work.
+METHOD_TURNED_AWAY = frozenset({405, 501})
 _REFUSED_LOGIN = "Evo Voice refused the login; check the username, the password and EVOVOICE_URL."
 
 _HasId = TypeVar("_HasId", Flow, OwnedNumber, Session)
@@ -222,7 +226,8 @@ class EvoVoiceClient(SessionFinder):
         return self._items(Session, data, "/sessions"), more
 
     async def hang_up(self, session_id: str) -> None:
-        """End a live call: EndSession, or PatchSession when the login lacks the role for it.
+        """End a live call: EndSession, or PatchSession when the login lacks the role for it, or
+        when the method is turned away (405, 501: ``METHOD_TURNED_AWAY``).
 
         Whichever works is remembered; a 403 other than "Invalid Role" is not a missing role and is
         raised as it is. The path is built from a non-empty id only: ``DELETE /sessions`` without
@@ -252,20 +257,28 @@ class EvoVoiceClient(SessionFinder):
     async def _end_session(self, session_id: str) -> None:
         path = _session_path(session_id)
         first = self.hang_up_method
+        refusals: list[EvoVoiceStatusError] = []
         for method in (first, "PATCH" if first == "DELETE" else "DELETE"):
             try:
                 if method == "DELETE":
                     await self._send("DELETE", path)
                 else:
                     await self._send("PATCH", path, json={"callState": "Disconnected"})
-            except MissingRole as exc:
-                logger.warning("Evo Voice %s %s: Invalid Role", method, route_of(path))
-                refused = exc
+            except EvoVoiceStatusError as exc:
+                if not isinstance(exc, MissingRole) and exc.status not in METHOD_TURNED_AWAY:
+                    raise
+                logger.warning("Evo Voice %s %s: %d %s", method, route_of(path), exc.status,
+                               "Invalid Role" if isinstance(exc, MissingRole) else "turned away")
+                refusals.append(exc)
                 continue
             if method != self.hang_up_method:
                 logger.info("Evo Voice: hanging up with %s from now on", method)
                 self.hang_up_method = method
             return
+        # A role is what the bot's operators can grant: said first, whatever the other answered.
+        refused = next((r for r in refusals if isinstance(r, MissingRole)), refusals[0])
+        if not isinstance(refused, MissingRole):
+            raise refused
         refused.needed = (HANG_UP_ROLE,)
         refused.message = (
             "Evo Voice refused to end the call: the bot's login lacks the role needed to hang up "

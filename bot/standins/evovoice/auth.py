@@ -34,6 +34,16 @@ def refused_agent(request: web.Request) -> web.Response | None:
     return None
 
 
+def refused_method(request: web.Request, refused: dict[str, int]) -> web.Response | None:
+    """The answer of a front end that turns ``request``'s method away (``refused``: method →
+    status), before the server sees it; None for others. IIS's WebDAV module answers DELETE and
+    PUT 405, an older IIS 501: a plain page, no ServiceStack error body, no role named."""
+    status = refused.get(request.method)
+    if status is None:
+        return None
+    return web.Response(status=status, text=f"{status} The HTTP verb used is not allowed.")
+
+
 def invalid_role(refusal: str) -> web.Response:
     """The 403 for a login lacking the role a route requires: "Invalid Role" in a ServiceStack
     error body, or (``refusal="status_line"``) in the status line alone, with no body, as

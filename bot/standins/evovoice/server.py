@@ -14,7 +14,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from bot.standins import ports
-from bot.standins.evovoice.auth import Logins, basic_login, invalid_role, no_login, refused_agent
+from bot.standins.evovoice.auth import (Logins, basic_login, invalid_role, no_login, refused_agent,
+                                        refused_method)
 from bot.standins.evovoice.behaviours import (
     Behaviour,
     Respond,
@@ -26,20 +27,20 @@ from bot.standins.evovoice.behaviours import (
 )
 from bot.standins.evovoice.listing import in_accounts, page_of
 from bot.standins.evovoice.rate import RateLimit
-from bot.standins.evovoice.recorded import Recorded, reads
+from bot.standins.evovoice.recorded import OUTGOING_PATH, Recorded, RequestLog
 from bot.standins.evovoice.sessions import (as_read_alone, ended_hang_up, listed_sessions,
                                             sort_refusal, unreadable_dates, without_zone,
                                             written_address)
 
 MANAGER_ROLES = frozenset({"Manager", "SystemAdministrator"})
 END_SESSION_ROLE = "User"
-OUTGOING_PATH = "/sessions/outgoing"
 CREDENTIALS_PATH = "/auth/credentials"
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 
 
-class EvoVoiceStandIn:
-    """The Evo Voice API on a free loopback port. All public attributes may be changed by tests."""
+class EvoVoiceStandIn(RequestLog):
+    """The Evo Voice API on a free loopback port. All public attributes may be changed by tests.
+    What it received: ``requests`` and the ways to read them (recorded.py)."""
 
     def __init__(
         self,
@@ -82,6 +83,8 @@ class EvoVoiceStandIn:
         self.specific_ids = "honoured"  # or "ignored" (sessions.py)
         self.omitted_from_listings: set[str] = set()  # session ids no listing holds
         self.patch_ends_calls = True  # False: PatchSession is accepted, the call goes on
+        # Methods a front end turns away on every path, and with what: {"DELETE": 405} (auth.py).
+        self.refused_methods: dict[str, int] = {}
         self.patch_writes_fields = False  # True: that PatchSession stores the callState sent
         self.ended_hang_up = "ends_again"  # ending a session that has ended (sessions.py)
         # None: no limit (nothing public says Evo Voice has one); else 429 past it (rate.py).
@@ -154,31 +157,9 @@ class EvoVoiceStandIn:
         """Script the next answers to POST /sessions/outgoing."""
         self.queue("POST", OUTGOING_PATH, *behaviours)
 
-    def requests_to(self, method: str, path: str) -> list[Recorded]:
-        return [r for r in self.requests if r.method == method.upper() and r.path == path]
-
-    def reads_of(self, session_id: str) -> list[Recorded]:
-        """The requests that read ``session_id``: alone, or in a listing of specific ids."""
-        return [r for r in self.requests if reads(r, session_id)]
-
     def hang_ups(self, session_id: str) -> list[str]:
         """How ``session_id`` was ended by a request, each time: ``"DELETE"`` or ``"PATCH"``."""
         return [method for method, sid in self.ended_by if sid == session_id]
-
-    @property
-    def outgoing_posts(self) -> list[Recorded]:
-        return self.requests_to("POST", OUTGOING_PATH)
-
-    async def wait_for_posts(self, n: int, timeout: float = 5.0) -> list[Recorded]:
-        """Wait until at least ``n`` POST /sessions/outgoing arrived; return them all."""
-        try:
-            async with self._changed:
-                await asyncio.wait_for(self._changed.wait_for(
-                    lambda: len(self.outgoing_posts) >= n), timeout)
-        except TimeoutError:
-            got = len(self.outgoing_posts)
-            raise AssertionError(f"expected {n} POST {OUTGOING_PATH}, got {got}") from None
-        return self.outgoing_posts
 
     def add_session(self, **fields: Any) -> dict[str, Any]:
         """Store a session as if a call had been placed; ``fields`` (camelCase) override."""
@@ -223,7 +204,7 @@ class EvoVoiceStandIn:
                 headers=CIMultiDict(request.headers), body=body,
             ))
             self._changed.notify_all()
-        if (refused := refused_agent(request)) is not None:
+        if (refused := refused_agent(request) or refused_method(request, self.refused_methods)):
             return refused
         if request.path != CREDENTIALS_PATH and not self._authenticated(request):
             return no_login(request, self.refused_login)
