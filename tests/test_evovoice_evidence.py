@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.calls.form import FormField
 from bot.calls.status_views import HANG_UP_ACTION
 from bot.config import ConfigError
 from bot.evovoice.client import FIND_MAX_PAGES, FIND_PAGE_SIZE
@@ -39,6 +40,7 @@ from tests.follow_helpers import (
     FAST, FULL, click, placed_call, status_message, status_ts_recorded, wait_for_edit,
 )
 from tests.checkups import by_subject, check
+from tests.interactions import open_form
 from tests.escalations import (
     ALICE,
     BOB,
@@ -438,6 +440,29 @@ async def test_a_lookup_that_could_not_read_every_page_does_not_call_it_most_lik
     assert "most likely not placed" not in shown
     assert "whether it was placed is unknown" in shown and "more sessions" in shown, shown
     assert len(bot.evo.outgoing_posts) == 1
+
+
+# ------------------------------------------------------------------------------- owned numbers
+
+
+@pytest.mark.parametrize("form", ["tel", "digits"])
+async def test_owned_numbers_are_caller_ids_however_evo_voice_writes_them(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, form: str
+) -> None:
+    """That an endpoint's `phoneNumber` holds the E.164 is only likely, and nothing says how it
+    writes it: as a `tel:` URI, or without its plus, it is the same number. The policy's
+    default caller ID is one of them (start-up checks it), a /call may name another, and the
+    form offers them to choose from; Evo Voice is sent each as the E.164 it wants."""
+    evo.phone_number_form = form
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION, **FAST)
+    await bot.command(f"{FULL} escalation")
+    await bot.command(f"{FULL} escalation +1 814 555 0101")
+    first, second = await bot.evo.wait_for_posts(2)
+    assert first.json["callerId"] == "+18145550100" and second.json["callerId"] == "+18145550101"
+    caller = next(b for b in (await open_form(bot)).versions[-1]["blocks"]
+                  if b.get("block_id") == FormField.CALLER_ID)
+    assert caller["element"]["initial_option"]["value"] == "+18145550100"
+    assert [o["value"] for o in caller["element"]["options"]] == ["+18145550100", "+18145550101"]
 
 
 # -------------------------------------------------------------------------------------- listings

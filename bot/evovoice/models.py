@@ -59,6 +59,16 @@ def as_e164(text: str | None) -> str | None:
     return candidate if _E164.match(candidate) else None
 
 
+def address_number(address: str | None) -> str | None:
+    """The E.164 number an address names, read as ``is_address_of`` reads it; else None."""
+    if not address:
+        return None
+    text = _ADDRESS_SCHEME.sub("", address.strip())
+    # A tel: URI's parameters (";ext=12") are left on: a call to an extension is not this call.
+    text = _NUMBER_DECORATION.sub("", text.split("@", 1)[0])
+    return as_e164(text if text.startswith("+") else f"+{text}")
+
+
 def is_address_of(address: str | None, e164: str) -> bool:
     """Whether a session's address names the number ``e164``.
 
@@ -66,12 +76,7 @@ def is_address_of(address: str | None, e164: str) -> bool:
     as dialled (``+18144043093``), as a URI (``tel:+18144043093``, ``sip:+18144043093@host``), or
     without its plus (``18144043093``) all name it. The digits must be the number's own, country
     code included: a national form (``8144043093``) could be another country's number."""
-    if not address:
-        return False
-    text = _ADDRESS_SCHEME.sub("", address.strip())
-    # A tel: URI's parameters (";ext=12") are left on: a call to an extension is not this call.
-    text = _NUMBER_DECORATION.sub("", text.split("@", 1)[0])
-    return as_e164(text if text.startswith("+") else f"+{text}") == e164
+    return address_number(address) == e164
 
 
 class OwnedNumber(_ApiModel):
@@ -91,9 +96,11 @@ class OwnedNumber(_ApiModel):
 
     @model_validator(mode="after")
     def _number_from_display_name(self) -> Self:
-        # The E.164 is only *likely* in phoneNumber; the display name often holds it instead.
-        if not self.phone_number:
-            self.phone_number = as_e164(self.display_name)
+        # The E.164 is only *likely* in phoneNumber, written in a form nothing public gives: read
+        # as a session's address is (`tel:+1814…`, `1814…`), so the policy's E.164 caller ID is
+        # found among them, and Evo Voice is sent the E.164 it wants. The display name often
+        # holds it instead.
+        self.phone_number = address_number(self.phone_number) or as_e164(self.display_name)
         return self
 
 

@@ -74,7 +74,8 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   and ``dateCompleted`` is unknown too: ``session_dates_offset`` (a timedelta) writes them, in
   every answer, as naive local times at that offset, with no zone (None: UTC with a ``Z``);
   ``to_address_form`` writes a placed call's ``toAddress`` as dialled, as a ``tel:`` URI or
-  without its plus (its form is unknown: sessions.py);
+  without its plus (its form is unknown: sessions.py), and ``phone_number_form`` an owned
+  number's ``phoneNumber`` in ``GET /endpoints`` so (only likely the E.164);
   ``sort_honoured`` False ignores ``sortField`` (oldest first); ``sort_refused`` answers 400 to
   any ``sortField``, whose values are undocumented; lists default to ``countPerPage=25``.
   ``specificIds=a,b`` lists those sessions (``specific_ids="honoured"``) or is ignored

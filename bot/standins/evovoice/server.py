@@ -30,7 +30,7 @@ from bot.standins.evovoice.rate import RateLimit
 from bot.standins.evovoice.recorded import OUTGOING_PATH, Recorded, RequestLog
 from bot.standins.evovoice.sessions import (as_read_alone, ended_hang_up, listed_sessions,
                                             sort_refusal, unreadable_dates, without_zone,
-                                            written_address)
+                                            written_address, written_number)
 
 MANAGER_ROLES = frozenset({"Manager", "SystemAdministrator"})
 END_SESSION_ROLE = "User"
@@ -76,6 +76,7 @@ class EvoVoiceStandIn(RequestLog):
         self.end_date = "inclusive"  # or "exclusive", "one_day" (sessions.py)
         self.session_dates_offset: timedelta | None = None  # dates without a zone (sessions.py)
         self.to_address_form = "e164"  # how a placed call's toAddress is written (sessions.py)
+        self.phone_number_form = "e164"  # how GET /endpoints writes phoneNumber (sessions.py)
         self.sort_honoured = True
         # True: a sortField it doesn't know (any, since its values are undocumented) is a 400.
         self.sort_refused = False
@@ -270,7 +271,7 @@ class EvoVoiceStandIn(RequestLog):
     async def _list_endpoints(self, request: web.Request) -> web.StreamResponse:
         query = request.query
         numbers = [
-            n
+            written_number(n, self.phone_number_form)
             for n in self.phone_numbers
             if in_accounts(n, query) and query.get("type", "PhoneNumber") == "PhoneNumber"
         ]

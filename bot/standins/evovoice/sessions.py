@@ -14,7 +14,8 @@
 - Ending a session that has ended: nothing public says what it answers (``ended_hang_up``).
 - How a session's ``toAddress`` writes the number dialled: nothing public says (the evidence
   names the field only; sessions are voice, chat or fax, whose addresses are not all numbers).
-  ``written_address`` writes it each plausible way.
+  ``written_address`` writes it each plausible way; ``written_number`` writes an owned number's
+  ``phoneNumber`` so too.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ def written_address(e164: str, form: str) -> str:
     if form not in TO_ADDRESS_FORMS:
         raise ValueError(f"to_address_form must be one of {TO_ADDRESS_FORMS}")
     return {"e164": e164, "tel": f"tel:{e164}", "digits": e164.lstrip("+")}[form]
+
+
+def written_number(endpoint: dict[str, Any], form: str) -> dict[str, Any]:
+    """An owned number's endpoint as ``GET /endpoints`` writes it: its E.164 ``phoneNumber`` in
+    ``form`` (TO_ADDRESS_FORMS). That the field holds the E.164 is only likely
+    (docs/evovoice-api.md), and its form as unknown as ``toAddress``'s."""
+    number = endpoint.get("phoneNumber")
+    if form == "e164" or not isinstance(number, str):
+        return endpoint
+    return endpoint | {"phoneNumber": written_address(number, form)}
 
 
 def ended_hang_up(session: Mapping[str, Any], reading: str) -> web.Response | None:
