@@ -12,6 +12,7 @@ from bot.calls.follow import CallFollower, FollowTiming
 from bot.calls.status_views import AckTest, no_ack_outcomes
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.evovoice.client import Session, SessionsFound
+from bot.evovoice.clock import ServerClock
 from bot.slack.blocks import Message
 from bot.storage.database import Database
 
@@ -30,6 +31,7 @@ class FakeEvo:
     """Answers polls of a session from a script; the last answer repeats."""
 
     hang_up_method = "DELETE"  # as the client's: PatchSession only once EndSession is refused
+    clock = ServerClock()  # Evo Voice's, as the client's: agreeing with the bot's
 
     def __init__(self, answers: list[Session | Exception]) -> None:
         self.answers = answers

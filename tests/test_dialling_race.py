@@ -21,6 +21,7 @@ from bot.calls.limits import CallLimits, parse_rate
 from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.evovoice.client import EvoVoiceError, Session, SessionsFound
+from bot.evovoice.clock import ServerClock
 from bot.oncall.escalation_store import EscalationStore
 from bot.phone.policy import DialableNumber
 from bot.slack.blocks import Message
@@ -72,6 +73,8 @@ class Clock:
 
 class Evo:
     """Evo Voice as one replica sees it: the session rings once, then ends answered."""
+
+    clock = ServerClock()  # its clock agrees with the bot's
 
     def __init__(self) -> None:
         self.polls = 0

@@ -31,6 +31,7 @@ from bot.evovoice.client import (
     other_host,
     parse_retry_after,
 )
+from bot.evovoice.clock import ServerClock
 from bot.errors import CallerIdNotOwned
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.dates import parse_timestamp
@@ -625,6 +626,20 @@ async def test_find_sessions_newest_first(client: EvoVoiceClient, standin: EvoVo
         "page": "0",
         "countPerPage": "50",
     }
+
+
+def test_evo_voice_s_clock_is_its_answers_date_header_unless_that_is_broken() -> None:
+    clock = ServerClock()
+    received = datetime(2027, 1, 15, 8, 0, 0, 500_000, tzinfo=UTC)
+    clock.note("Fri, 15 Jan 2027 07:58:00 GMT", None, received)
+    assert clock.offset == timedelta(minutes=-2, seconds=-0.5)
+    clock.note("Fri, 15 Jan 2027 07:57:00 GMT", "60", received)  # kept a minute by a cache
+    assert clock.offset == timedelta(minutes=-2, seconds=-0.5)
+    for broken in ("Thu, 01 Jan 1970 00:00:00 GMT", "Fri, 15 Jan 2027 09:01:00 GMT",
+                   "yesterday", "", None, "Fri, 15 Jan 99999 07:58:00 GMT"):
+        clock.note(broken, None, received)  # a broken header, not a clock
+    assert clock.offset == timedelta(minutes=-2, seconds=-0.5)
+    assert clock.on_server(received) == datetime(2027, 1, 15, 7, 58, tzinfo=UTC)
 
 
 async def test_find_sessions_finds_a_call_to_a_number_of_the_longest_e164_length(

@@ -313,6 +313,29 @@ async def test_a_call_without_a_session_id_is_found_whatever_the_filters_mean(
     assert "all" not in query
 
 
+@pytest.mark.parametrize("ahead", [-120, 120], ids=["evo-voice-behind", "evo-voice-ahead"])
+@pytest.mark.parametrize("zone", [True, False], ids=["dates-in-utc", "dates-without-zone"])
+async def test_a_call_without_a_session_id_is_found_whatever_evo_voice_s_clock_says(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, ahead: int, zone: bool
+) -> None:
+    """Nothing says Evo Voice's clock and the bot's host's agree: two minutes apart, the call's
+    session is dated two minutes from the attempt, and someone else's call to the number ten
+    seconds before it is closer to the attempt on the bot's clock. Each answer's Date header
+    says how far apart the clocks are."""
+    evo.clock_offset = dt.timedelta(seconds=ahead)
+    evo.session_dates_offset = None if zone else dt.timedelta(0)
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(NoContent())
+    earlier = (evo.now() - dt.timedelta(seconds=10)).isoformat(timespec="milliseconds")
+    bot.evo.add_session(toAddress=FULL, dateCreated=earlier.replace("+00:00", "Z"), ended=True,
+                        callState="Disconnected", outcome="Completed")
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    session_id = list(bot.evo.sessions)[-1]
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await wait_for_edit(bot, status, "🟢 Connected")
+
+
 async def test_a_server_that_refuses_the_sort_still_finds_every_call(
     bot_factory: BotFactory, evo: EvoVoiceStandIn
 ) -> None:

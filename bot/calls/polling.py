@@ -187,9 +187,10 @@ class CallPoller:
         # each gets its own session, and an older call to the number loses to a newer one. A time
         # without a zone is measured in the zone that brings it closest (bot/evovoice/dates.py):
         # a server keeps one zone, so this call's session is seconds from the attempt in it, an
-        # earlier call's as far from it as it is older (unless by a whole quarter hour).
-        started = dt.datetime.fromtimestamp(call.created_at, dt.UTC)
-        unknown = (started - since).total_seconds()
+        # earlier call's as far from it as it is older (unless by a whole quarter hour). The
+        # attempt on Evo Voice's clock, as its sessions are dated (bot/evovoice/clock.py).
+        started = self._evo.clock.on_server(dt.datetime.fromtimestamp(call.created_at, dt.UTC))
+        unknown = AMBIGUOUS_LOOKUP_SLACK.total_seconds()
         fresh = sorted(sessions, key=lambda s: _gap_or(gap(s.date_created, started), unknown))
         taken = await self._store.sessions_taken([s.id for s in fresh])
         for session in fresh:

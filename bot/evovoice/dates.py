@@ -61,17 +61,19 @@ def has_zone(value: str | None) -> bool:
 
 
 def times_within(
-    value: str | None, earliest: dt.datetime, latest: dt.datetime | None = None
+    value: str | None, earliest: dt.datetime, latest: dt.datetime | None = None, *,
+    now: dt.datetime | None = None,
 ) -> list[dt.datetime]:
     """The moments `value` may be that lie in [`earliest`, `latest`]: the one it names, or, for a
     time without a zone, that time in each zone from UTC-12 to UTC+14 (`latest` None: no bound
-    for a time with its zone; for one without, now, give or take how far clocks may be apart)."""
+    for a time with its zone; for one without, `now` (default this host's), give or take how far
+    clocks may be apart)."""
     parsed = parse_timestamp(value)
     if parsed is None:
         return []
     if has_zone(value):
         return [parsed] if parsed >= earliest and (latest is None or parsed <= latest) else []
-    latest = latest or dt.datetime.now(dt.UTC) + CLOCKS_APART
+    latest = latest or (now or dt.datetime.now(dt.UTC)) + CLOCKS_APART
     return [t for t in (parsed - offset for offset in ZONE_OFFSETS) if earliest <= t <= latest]
 
 

@@ -50,13 +50,15 @@ class SessionFinder(Requester):
         self, account_ids: list[str], to: str, since: datetime
     ) -> dict[str, str]:
         """The query ``find_sessions`` sends first (``callbot check`` sends the same)."""
+        # Its dates are on Evo Voice's clock (clock.py).
+        since, now = self.clock.on_server(since), self.clock.on_server(datetime.now(UTC))
         # startDate's time zone is undocumented: the day before, in UTC, is on or before `since`
         # in every zone from UTC-12 to UTC+14.
         day_before = (since.astimezone(UTC) - timedelta(days=1)).date().isoformat()
         # endDate too, or a server defaulting it to startDate (a ServiceStack filter may) lists
         # that one day only, and none of today's calls. The day after tomorrow, in UTC, is after
         # today in every zone to UTC+14, whether the server reads it inclusive or exclusive.
-        today = max(since, datetime.now(UTC)).astimezone(UTC).date()
+        today = max(since, now).astimezone(UTC).date()
         day_after_next = (today + timedelta(days=2)).isoformat()
         query = {"accountIds": ",".join(account_ids), "to": to, "startDate": day_before,
                  "endDate": day_after_next}
@@ -72,7 +74,8 @@ class SessionFinder(Requester):
         since: datetime,
         priority: Priority = Priority.FIRST,
     ) -> SessionsFound:
-        """Voice sessions to exactly ``to`` created at or after ``since``, newest first.
+        """Voice sessions to exactly ``to`` created at or after ``since`` (on this host's clock,
+        moved onto Evo Voice's: clock.py), newest first.
 
         ``to`` is a *contains* filter on the server and its sort may be ignored, so every page of
         the window is read (at most ``FIND_MAX_PAGES``) and filtered here, by ``toAddress`` and by
@@ -86,6 +89,7 @@ class SessionFinder(Requester):
         same lookup without it, lookups go unsorted from then on. A 400 without the sort is raised.
         """
         query = self.find_sessions_query(account_ids, to, since)
+        since = self.clock.on_server(since)
         try:
             return await self._find_sessions(query, to, since, priority)
         except BadRequest as exc:
@@ -125,7 +129,8 @@ class SessionFinder(Requester):
                 # keep (bot/evovoice/dates.py): read as UTC, a server west of it had every new
                 # session before `since`, and one east of it had earlier calls after it.
                 created = parse_timestamp(session.date_created)
-                if created is None or times_within(session.date_created, since):
+                now = self.clock.on_server(datetime.now(UTC))
+                if created is None or times_within(session.date_created, since, now=now):
                     found[session.id] = session
             if not (isinstance(data, dict) and data.get("hasMorePages") is True):
                 break

@@ -24,6 +24,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from bot.evovoice.budget import Priority, RequestBudget
+from bot.evovoice.clock import ServerClock
 from bot.evovoice.errors import (
     UNREADABLE_JSON,
     EvoVoiceTimeout,
@@ -123,6 +124,7 @@ class Requester:
         self._observer = observer
         # Every request of this client waits its turn here, and a 429 pauses them all.
         self.budget = budget if budget is not None else RequestBudget()
+        self.clock = ServerClock()  # Evo Voice's, from its answers' Date headers
         # Basic auth on every request is the whole session: refuse the ss-id cookies the server
         # hands out, so no state outlives a request.
         no_cookies = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
@@ -336,6 +338,7 @@ class Requester:
                 raise EvoVoiceTimeout(f"Evo Voice did not answer ({cause}).") from exc
 
             elapsed_ms = (time.perf_counter() - started) * 1000
+            self.clock.note(response.headers.get("Date"), response.headers.get("Age"))
             self._observe(method, path, started, response.status_code, error_kind(response))
             # Successes are DEBUG: routine reads (a followed call's poll, every few seconds) were
             # 9 lines in 10, and what a success means (a call placed, hung up) its caller logs.

@@ -81,6 +81,8 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   ``specificIds=a,b`` lists those sessions (``specific_ids="honoured"``) or is ignored
   (``"ignored"``); ids in ``omitted_from_listings`` are in no listing. A listing fills each
   session's ``log``; ``GET /sessions/{id}`` leaves it empty (the likely quirk). See sessions.py.
+- Its clock: nothing says it agrees with the bot's host's. ``clock_offset`` sets it ahead
+  (behind, negative): the sessions' dates and every answer's ``Date`` header are on it.
 - Rate limits: nothing public says Evo Voice has one. ``rate_limit = RateLimit(n, seconds)``
   answers 429 past ``n`` requests a window, with ``Retry-After`` in seconds, as a date, or
   absent (rate.py).

@@ -8,6 +8,7 @@ import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any, Self
 
 from aiohttp import web
@@ -73,6 +74,8 @@ class EvoVoiceStandIn(RequestLog):
         self.logins = Logins()  # those sessions (auth.py)
         self.all_reading = "everything"  # or "every_page", "ignored"
         self.sessions_utc_offset = timedelta(0)  # the zone startDate and endDate are read in
+        # How far its clock is ahead of the bot's host's (its dates, its Date headers).
+        self.clock_offset = timedelta(0)
         self.end_date = "inclusive"  # or "exclusive", "one_day" (sessions.py)
         self.session_dates_offset: timedelta | None = None  # dates without a zone (sessions.py)
         self.to_address_form = "e164"  # how a placed call's toAddress is written (sessions.py)
@@ -106,7 +109,7 @@ class EvoVoiceStandIn(RequestLog):
 
     async def start(self, port: int = 0) -> None:
         """Bind 127.0.0.1 on ``port`` (0: a free one) and set ``url``."""
-        app = web.Application(middlewares=[self._record_and_authenticate])
+        app = web.Application(middlewares=[self._dated, self._record_and_authenticate])
         app.router.add_get("/auth/status", self._auth_status)
         app.router.add_post(CREDENTIALS_PATH, self._sign_in)
         app.router.add_get("/flows", self._list_flows)
@@ -185,9 +188,22 @@ class EvoVoiceStandIn(RequestLog):
 
     def _next_timestamp(self) -> str:
         # Strictly increasing, so "newest first" is well defined even within one millisecond.
-        now = max(datetime.now(UTC), self._last_created + timedelta(milliseconds=1))
+        now = max(self.now(), self._last_created + timedelta(milliseconds=1))
         self._last_created = now
         return now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    def now(self) -> datetime:
+        """The time on Evo Voice's clock, ``clock_offset`` from the bot's."""
+        return datetime.now(UTC) + self.clock_offset
+
+    @web.middleware
+    async def _dated(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        response = await handler(request)
+        if self.clock_offset and not response.prepared:  # its Date header, on its clock
+            response.headers["Date"] = format_datetime(self.now(), usegmt=True)
+        return response
 
     @web.middleware
     async def _record_and_authenticate(
