@@ -15,19 +15,22 @@ repaired and test_a_post_its_live_replica_still_sends_again_is_not_taken_over.""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from bot.calls.store import CallState
 from bot.slack.outbox import REDELIVER_FOR_SECONDS
-from bot.standins.slack import ApiCall
+from bot.standins.slack import ApiCall, SlackStandIn
 from bot.storage.database import Database
 from tests.budget_clock import LeapingClock
 from tests.claim_faults import StatementAnswerLost
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import BotFactory, BotUnderTest, until
 from tests.databases import on_both_databases
-from tests.follow_helpers import FAST, FULL, end_session, is_thread_reply, services, status_message
+from tests.follow_helpers import (
+    FAST, FULL, MASKED, end_session, is_thread_reply, services, status_message,
+)
 from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.escalations import (
     ALICE,
@@ -140,6 +143,84 @@ async def test_without_the_history_scopes_the_status_message_is_posted_again(
     end_session(second, session_id, after_seconds=20, outcome="Completed")
     await wait_for_status(second, status, "Ended", timeout=30)  # the outcome lands
     assert len(second.evo.outgoing_posts) == 1
+
+
+async def a_status_message_refused_as_the_bot_died(bot_factory: BotFactory) -> str:
+    """A call in the private channel G0INCIDENT whose status message Slack refused (an error of
+    its own) while its bot died waiting for the answer: the post is kept, for the next start to
+    send again. The call's session."""
+    first = await bot_factory("http", **QUICK)
+    gate = first.slack.hold("chat.postMessage", when=is_thread_reply)
+    first.slack.fail("chat.postMessage", "internal_error", times=1, when=is_thread_reply)
+    await first.command(f"{FULL} escalation", channel_id="G0INCIDENT")
+    await gate.wait_until_held(1, timeout=20)
+    await first.runtime.stop(grace=0)
+    gate.open()  # refused: Slack never had it
+    await first.slack.wait_for_call("chat.postMessage", lambda c: not c.ok and is_thread_reply(c))
+    [session_id] = first.evo.sessions
+    await gone_for_a_lease(first)
+    return session_id
+
+
+async def test_a_kept_status_message_its_channel_refuses_for_good_is_told_by_dm(
+    bot_factory: BotFactory, slack: SlackStandIn,
+) -> None:
+    # While the bot was down, someone removed it from the private channel: the next start's
+    # status message is refused there for good (channel_not_found). Tried again for ten minutes
+    # and dropped, the requester would never hear how the call went: they hear it by direct
+    # message, with the call's context, at once, as when the first post is refused.
+    session_id = await a_status_message_refused_as_the_bot_died(bot_factory)
+    slack.channels["G0INCIDENT"] = {"is_private": True, "is_member": False}
+    try_again = asyncio.Event()
+
+    async def held(_: float) -> None:
+        await try_again.wait()  # a try again waits for the test: none is needed
+
+    second = await bot_factory("http", **QUICK)  # the same database
+    services(second).outbox.sleep = held  # before its first lease keeper's round runs
+    await slack.wait_for_call(
+        "chat.postMessage", lambda c: c["channel"] == "G0INCIDENT" and is_thread_reply(c)
+        and c.response is not None and c.response.get("error") == "channel_not_found",
+        timeout=30)
+    end_session(second, session_id, after_seconds=42, outcome="No answer")
+    dm = await slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and c["channel"] == "U0MANAGER", timeout=30)
+    assert MASKED in dm["text"] and dm.response is not None
+    shown = slack.messages[(dm.response["channel"], dm.response["ts"])]
+    await until(lambda: "Ended: No answer" in (shown.text or ""), timeout=30)  # kept current
+    await second.settle()
+    assert [c["channel"] for c in slack.calls_to("chat.postMessage")].count("U0MANAGER") == 1
+    assert await services(second).db.fetchall("SELECT id FROM slack_posts") == []
+    assert len(second.evo.outgoing_posts) == 1  # never dialled again
+
+
+async def test_a_kept_status_message_given_up_on_after_a_restart_is_told_by_dm(
+    bot_factory: BotFactory, slack: SlackStandIn,
+) -> None:
+    # Slack fails the call's thread through the next start's ten minutes of tries too: given up
+    # on there, the status message goes to the requester by direct message rather than nowhere.
+    session_id = await a_status_message_refused_as_the_bot_died(bot_factory)
+    slack.fail("chat.postMessage", "internal_error", when=is_thread_reply)
+    skipped = 0.0
+
+    async def sleep(seconds: float) -> None:  # the pauses between tries take no real time
+        nonlocal skipped
+        skipped += seconds
+        await asyncio.sleep(0)
+
+    second = await bot_factory("http", **QUICK)  # the same database
+    outbox = services(second).outbox
+    outbox.sleep, outbox.clock = sleep, lambda: time.time() + skipped
+    dm = await slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and c["channel"] == "U0MANAGER", timeout=30)
+    assert MASKED in dm["text"] and dm.response is not None
+    assert skipped >= REDELIVER_FOR_SECONDS - 60  # tried again in the thread first
+    end_session(second, session_id, after_seconds=42, outcome="No answer")
+    shown = slack.messages[(dm.response["channel"], dm.response["ts"])]
+    await until(lambda: "Ended: No answer" in (shown.text or ""), timeout=30)  # kept current
+    await second.settle()
+    assert [c["channel"] for c in slack.calls_to("chat.postMessage")].count("U0MANAGER") == 1
+    assert await services(second).db.fetchall("SELECT id FROM slack_posts") == []
 
 
 @pytest.mark.parametrize("failure", ["ratelimited", "internal_error"])
@@ -464,3 +545,4 @@ async def test_nobody_acknowledged_claimed_as_the_bot_died_is_broadcast_after_a_
     await second.settle()
     assert [c.ok for c in second.slack.calls_to("chat.postMessage")
             if "Nobody acknowledged" in str(c.params.get("text"))] == [True]
+

@@ -232,6 +232,17 @@ class CallStore:
             "UPDATE calls SET status_ts = ? WHERE id = ? AND status_ts IS NULL", (ts, call_id)
         )
 
+    @staticmethod
+    async def status_by_dm(conn: Connection, call_id: int) -> None:
+        """The status message will never be in the call's thread (its kept post refused there
+        for good, or given up on): the status goes to the requester by direct message from now
+        on, as a relayed call's does (`shown_digest` without `status_ts`: status_message.py),
+        unless the message is shown somewhere already."""
+        await conn.execute(
+            "UPDATE calls SET shown_digest = '' WHERE id = ? AND status_ts IS NULL"
+            " AND shown_digest IS NULL", (call_id,)
+        )
+
     async def claim_session(self, call_id: int, session_id: str) -> bool:
         """Tie a session to the call, unless another call already has it."""
         try:

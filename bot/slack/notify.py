@@ -32,8 +32,8 @@ from bot.slack.blocks import Message, context, escape
 from bot.slack.lanes import ChannelHeld, ConnectionRetry, Lanes, failed_for_now
 from bot.slack.modals import is_response_url
 from bot.slack.threads import (
-    NOT_EDITABLE, Edit, KeepsPosts, Kept, NotDelivered, Once, Posted, Relay, Thread, ThreadUnread,
-    nothing_kept,
+    NOT_EDITABLE, NOT_POSTABLE, Edit, KeepsPosts, Kept, NotDelivered, Once, Posted, Relay, Thread,
+    ThreadUnread, nothing_kept,
 )
 
 logger = logging.getLogger(__name__)
@@ -214,7 +214,7 @@ class Notifier:
                                              in_channel=False)
                     return Posted(await self.relay_status(thread.relay, message, final=False))
                 if thread.response_url is None:
-                    return Posted(False)
+                    return Posted(False, gone=slack_error_code(exc) in NOT_POSTABLE)
                 return Posted(await self._respond(
                     thread.response_url, combined(thread.parent, message), in_channel=False
                 ))

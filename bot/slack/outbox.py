@@ -9,7 +9,9 @@ sent, and forgotten once delivered:
                   again after 1 s, 2 s, 4 s… (at most a minute apart) for REDELIVER_FOR_SECONDS,
                   each time looked for in its thread first (Slack's answer may have been lost).
                   A thread reads in order: while one of its posts waits to be sent again, its
-                  later posts wait behind it (kept, sent right after it)
+                  later posts wait behind it (kept, sent right after it). Sent again, a post goes
+                  to its thread alone; refused there for good (the bot removed from the channel,
+                  the channel archived) or given up on, its owner tells its news another way
     take_over()   a lease keeper's round (the first one right after start-up): the rows of
                   replicas that stopped or died are adopted and sent again, each to its thread,
                   and their owners told the new `ts`
@@ -20,7 +22,9 @@ own replica may still be waiting for Slack's answer.
 
 What the guarantee is: at least once. A post Slack received just before its replica died (its
 answer lost) is posted again, and the first copy keeps what it said then; its owner (a call's
-status message) is told the new copy's `ts` and keeps that one current, so the outcome lands.
+status message) is told the new copy's `ts` and keeps that one current, so the outcome lands. A post
+its thread will never take is no exception: its owner, told so, takes the news to the requester
+(a call's status by direct message; an escalation's card tells its end, bot/oncall).
 """
 
 from __future__ import annotations
@@ -55,8 +59,12 @@ class PostOwner(Protocol):
     async def delivered(self, conn: Connection, subject: int | None, ts: str) -> None:
         """Keep `ts`, in the transaction that forgets the post."""
 
+    async def undelivered(self, conn: Connection, subject: int | None) -> None:
+        """The post will never be in its thread (refused there for good, or given up on): note
+        that its news goes another way, in the transaction that forgets the post."""
+
     async def repaired(self, subject: int | None) -> None:
-        """The post was sent again after a restart: bring it up to date."""
+        """The post was sent again after a restart (or given up on): bring it up to date."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,8 @@ class Outbox:
         self._db = db
         self._notifier = notifier
         self._leases = leases
-        self._clock = clock
+        # The time posts are kept and sent again on (public: a test may move it on).
+        self.clock = clock
         # The pauses between deliveries (public: a test may take them without waiting).
         self.sleep = sleep
         self._owners: dict[str, PostOwner] = {}
@@ -139,7 +148,7 @@ class Outbox:
                 return Posted(False)
             pending = claimed
         else:
-            now = self._clock()
+            now = self.clock()
             try:
                 pending = await self._keep(thread, message, broadcast, kept, now=now)
             except DATABASE_FAULTS as exc:
@@ -176,7 +185,7 @@ class Outbox:
 
     async def take_over(self) -> None:
         """Adopt and send again the posts of replicas that stopped or died."""
-        now = self._clock()
+        now = self.clock()
         alive = {replica.id for replica in await self._leases.alive()} | {self._leases.owner}
         rows = await self._db.fetchall(
             "SELECT * FROM slack_posts WHERE owner != ? AND created_at < ? ORDER BY id",
@@ -237,7 +246,7 @@ class Outbox:
         self, thread: Thread, message: Message, broadcast: bool, kept: Kept,
         *, on: Connection | None = None, now: float | None = None,
     ) -> _Pending:
-        now = self._clock() if now is None else now
+        now = self.clock() if now is None else now
         row = await (on or self._db).fetchone(
             "INSERT INTO slack_posts (created_at, owner, purpose, subject, channel, thread_ts,"
             " broadcast, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
@@ -255,19 +264,28 @@ class Outbox:
             return None
         return {"event_type": METADATA_EVENT, "event_payload": {"post": pending.id}}
 
-    async def _send(self, pending: _Pending) -> Posted:
+    async def _send(self, pending: _Pending, *, alone: bool = False) -> Posted:
+        """`alone`: to the thread and nowhere else. A post sent again goes so: a fallback taken
+        then (a direct message drawn when the post was first asked for) would be one its owner
+        knows nothing of, never kept current; the owner tells another way (`_lost`)."""
+        thread = pending.thread
+        if alone:
+            thread = replace(thread, response_url=None, relay=None, requester=None)
         return await self._notifier.send_reply(
-            pending.thread, pending.message, broadcast=pending.broadcast,
+            thread, pending.message, broadcast=pending.broadcast,
             metadata=self._metadata(pending),
         )
 
-    async def _forget(self, pending: _Pending, ts: str | None) -> None:
+    async def _forget(self, pending: _Pending, ts: str | None, *, lost: bool = False) -> None:
         """Delivered: its owner keeps `ts` and the row goes, in one transaction (waiting for a
-        failing database: forgotten too early, a restart would post it again)."""
+        failing database: forgotten too early, a restart would post it again). `lost`: never
+        to be delivered, its owner told so instead."""
         owner = self._owners.get(pending.kept.purpose)
 
         async def forget(conn: Connection) -> None:
-            if owner is not None and ts is not None:
+            if owner is not None and lost:
+                await owner.undelivered(conn, pending.kept.subject)
+            elif owner is not None and ts is not None:
                 await owner.delivered(conn, pending.kept.subject, ts)
             if pending.id is not None:
                 await conn.execute("DELETE FROM slack_posts WHERE id = ?", (pending.id,))
@@ -300,13 +318,27 @@ class Outbox:
         return True
 
     async def _deliver(self, pending: _Pending) -> bool:
-        """Send a post again; once delivered, forgotten and its owner brought up to date."""
-        posted = await self._send(pending)
+        """Send a post again; once delivered (or refused for good), forgotten and its owner
+        brought up to date."""
+        posted = await self._send(pending, alone=True)
+        if posted.gone:
+            # Ten minutes more of tries would change nothing, and keep the news from the
+            # requester all that time.
+            logger.warning("a Slack post (%s) is refused for good in its channel; its news goes "
+                           "another way", pending.kept.purpose)
+            await self._lost(pending)
+            return True
         if not posted.delivered:
             return False
         await self._forget(pending, posted.ts)
         await self._repaired(pending)
         return True
+
+    async def _lost(self, pending: _Pending) -> None:
+        """Never to be delivered in its thread: forgotten, its owner told so and brought up to
+        date (a call's status then goes by direct message)."""
+        await self._forget(pending, None, lost=True)
+        await self._repaired(pending)
 
     async def _repaired(self, pending: _Pending) -> None:
         owner = self._owners.get(pending.kept.purpose)
@@ -341,13 +373,13 @@ class Outbox:
         """Each try looks for the post in its thread first: a try whose answer was lost (no
         answer in time), or a replica gone, may have left it there."""
         pause = REDELIVER_FIRST_SECONDS
-        while self._clock() - pending.created_at < REDELIVER_FOR_SECONDS:
+        while self.clock() - pending.created_at < REDELIVER_FOR_SECONDS:
             await self.sleep(pause)
             if await self._repair(pending):
-                logger.info("a Slack post (%s) delivered after %.0f s", pending.kept.purpose,
-                            self._clock() - pending.created_at)
+                logger.info("a Slack post (%s) settled after %.0f s", pending.kept.purpose,
+                            self.clock() - pending.created_at)
                 return
             pause = min(pause * 2, REDELIVER_MAX_PAUSE)
         logger.error("a Slack post (%s) could not be delivered in %.0f s; given up",
                      pending.kept.purpose, REDELIVER_FOR_SECONDS)
-        await self._forget(pending, None)
+        await self._lost(pending)

@@ -28,6 +28,11 @@ NOT_EDITABLE = frozenset({"message_not_found", "cant_update_message", "channel_n
                           "is_inactive", "is_archived", "edit_window_closed"})
 
 
+# chat.postMessage's answers for a channel that won't take the bot's posts until a person acts: a
+# private channel the bot is out of (or was removed from), a public one it isn't in, one archived.
+NOT_POSTABLE = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
+
+
 class Edit(enum.Enum):
     """What an edit (`chat.update`) did; true only when Slack shows it. REFUSED: for now (tried
     again later); GONE: never again (NOT_EDITABLE), so its news must go another way."""
@@ -86,10 +91,12 @@ class Thread:
 
 @dataclass(frozen=True)
 class Posted:
-    """Whether a reply reached anyone, and its `ts` when it is a message in the thread."""
+    """Whether a reply reached anyone, and its `ts` when it is a message in the thread. `gone`:
+    not delivered, and never will be where it was sent (NOT_POSTABLE), with nowhere else to go."""
 
     delivered: bool
     ts: str | None = None
+    gone: bool = False
 
 
 @dataclass(frozen=True)
