@@ -546,3 +546,40 @@ async def test_nobody_acknowledged_claimed_as_the_bot_died_is_broadcast_after_a_
     assert [c.ok for c in second.slack.calls_to("chat.postMessage")
             if "Nobody acknowledged" in str(c.params.get("text"))] == [True]
 
+
+async def test_an_escalation_whose_channel_refuses_its_posts_for_good_tells_its_end_privately(
+    bot_factory: BotFactory, slack: SlackStandIn,
+) -> None:
+    """Nobody came, and Slack refused both "Nobody acknowledged" and the card's end until the
+    bot stopped; meanwhile the bot was removed from the (private) channel. The next start can
+    post neither there, ever: the requester hears how the escalation ended privately, once."""
+    clock = Clock()
+    first, _ = await start(bot_factory, policy=ALICE_ONLY, clock=clock, **QUICK)
+    view, _ = await open_on_message(first)
+    await submit(first, view)
+    escalation = await escalation_message(first)
+    refusing = True
+
+    def nobody(c: ApiCall) -> bool:
+        return refusing and "obody acknowledged" in str(c.params.get("text"))
+
+    slack.fail("chat.postMessage", "internal_error", when=nobody)
+    slack.fail("chat.update", "internal_error", when=nobody)
+    await wait_for_edit(first, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔")
+    clock.advance(91)
+    await slack.wait_for_call("chat.postMessage", lambda c: not c.ok and nobody(c))
+    await slack.wait_for_call("chat.update", lambda c: not c.ok and nobody(c))
+    await first.runtime.stop()
+    refusing = False
+    slack.channels[escalation.channel] = {"is_private": True, "is_member": False}
+
+    await gone_for_a_lease(first)
+    second, _ = await start(bot_factory, policy=ALICE_ONLY, clock=clock, **QUICK)
+    dm = await slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and c["channel"] == "U0ADMIN"
+        and "nobody acknowledged." in str(c["text"]), timeout=30)
+    assert "Alice" in str(dm["text"]) or "U0ALICE" in str(dm["text"])
+    await services(second).outbox.take_over()  # another lease keeper's round: nothing more
+    await second.settle()
+    assert [c["channel"] for c in slack.calls_to("chat.postMessage")].count("U0ADMIN") == 1
+    assert await services(second).db.fetchall("SELECT id FROM slack_posts") == []
