@@ -5,7 +5,8 @@ Every request to /slack/events is checked here before Bolt sees it: size, timest
 (over the body as sent), UTF-8. A forged or malformed request of any kind gets 401 (400 when too
 large or undecodable after a valid signature), never a 500, and its body is never logged: it
 carries phone numbers and a live `response_url`. A signed form body is then read as the fields
-Slack sent (`slack_request`: Bolt misreads some slash commands).
+Slack sent (`slack_request`: Bolt misreads some slash commands), and one with a part of a type
+Slack never sends, which Bolt would fail on, is told 400 too (shapes.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bot.errors import reference_id
 from bot.ops.logs import request_context
 from bot.ops.metrics import Metrics, request_kind
 from bot.ops.readiness import Readiness
+from bot.slack.shapes import MalformedRequest, unreadable_part
 from bot.tasks import AcksFirst
 
 logger = logging.getLogger(__name__)
@@ -238,14 +240,18 @@ def slack_routes(
     async def dispatch(checked: str, request: web.Request, received: float) -> web.Response:
         try:
             bolt_request = slack_request(checked, request.query_string, {**request.headers})
+            if (part := unreadable_part(bolt_request.body)) is not None:
+                # Bolt would fail on it (bot/slack/shapes.py): refused as unreadable.
+                raise MalformedRequest(part)
             bolt_response = await app.async_dispatch(bolt_request)
             if metrics is not None:
                 metrics.slack_acked(request_kind(bolt_request.body), time.perf_counter() - received)
         except Exception as exc:
-            # A signed body Bolt can't parse (bad form, bad JSON payload): the sender's fault.
+            # A signed body Bolt can't parse (bad form, bad JSON payload, a part of a type Slack
+            # never sends): the sender's fault.
             ref = reference_id()
             logger.warning("signed request could not be handled, reference %s: %s", ref,
-                           type(exc).__name__)
+                           exc if isinstance(exc, MalformedRequest) else type(exc).__name__)
             return web.json_response({"error": "malformed request", "reference": ref}, status=400)
         return await to_aiohttp_response(bolt_response)
 

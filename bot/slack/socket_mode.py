@@ -11,7 +11,8 @@ receiving while believing it is connected (python-slack-sdk#1701, bolt-python#15
 It pings in the client's own format (`sdk-ping-pong:<time>`), so the client's receiver records the
 answer in `last_ping_pong_time`, which the watchdog reads.
 
-`ObservedSocketModeHandler` gives each envelope a request id (for the logs; Bolt's aiohttp handler
+`ObservedSocketModeHandler` refuses an envelope Bolt would fail on (bot/slack/shapes.py), gives
+each envelope a request id (for the logs; Bolt's aiohttp handler
 runs every envelope in a task of its own, so the id is seen by that envelope's listener and the work
 it starts, and by nothing else), times its ack for the metrics, and counts the envelopes being
 handled, so that shutdown can let their acks go out before it closes the connection, and so that
@@ -34,6 +35,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from bot.config import ConfigError, DependencyUnavailable
 from bot.ops.logs import request_context
 from bot.ops.metrics import Metrics, request_kind
+from bot.slack.shapes import MalformedRequest, unreadable_part
 from bot.tasks import AcksFirst
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,11 @@ class ObservedSocketModeHandler(AsyncSocketModeHandler):
         self._acks.entered()
         try:
             with request_context():
+                if (part := unreadable_part(req.payload)) is not None:
+                    # Bolt would fail on it (bot/slack/shapes.py): left unacknowledged, as Bolt
+                    # leaves a request no listener takes (HTTP mode answers it 400).
+                    logger.warning("envelope refused: %s", MalformedRequest(part))
+                    return
                 # Returns once the ack has been sent back over the websocket.
                 await super().handle(client, req)
                 if self._metrics is not None:

@@ -1,0 +1,96 @@
+"""Requests of shapes Slack never sends, whose parts Bolt reads without checking their types
+(bot/slack/shapes.py): refused before Bolt sees them, in both modes, with a warning and never an
+ERROR, a 500 or "Something went wrong"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.parse
+from typing import Any
+
+import pytest
+
+from bot.calls.form import CALL_FORM_CALLBACK_ID
+from bot.calls.status_views import HANG_UP_ACTION
+from bot.standins.slack import sign
+from tests.conftest import SIGNING_SECRET, BotUnderTest
+
+TEAM = {"team_id": "T0TEAM", "api_app_id": "A0APP"}
+CLICKER = {"team": {"id": "T0TEAM"}, "user": {"id": "U0MANAGER"}}
+ACTION = {"action_id": HANG_UP_ACTION, "block_id": "b", "value": "1"}
+
+# (the Socket Mode envelope's type, the payload, the part it gets wrong)
+MALFORMED: list[tuple[str, dict[str, Any], str]] = [
+    ("events_api", {"type": "event_callback", **TEAM, "event": "app_home_opened"}, "event"),
+    ("events_api", {"type": "event_callback", **TEAM, "event": ["x"]}, "event"),
+    ("events_api", {"type": "event_callback", **TEAM, "event": None}, "event"),
+    ("events_api", {"type": "event_callback", **TEAM,
+                    "event": {"type": "app_home_opened", "user": 5}}, "event.user"),
+    ("events_api", {"type": "event_callback", **TEAM, "authorizations": "x",
+                    "event": {"type": "app_home_opened", "user": "U0MANAGER"}},
+     "authorizations"),
+    ("interactive", {"type": "view_submission", **CLICKER, "view": "x"}, "view"),
+    ("interactive", {"type": "view_submission", **CLICKER, "view": ["x"]}, "view"),
+    ("interactive", {"type": "view_submission", **CLICKER,
+                     "view": {"callback_id": CALL_FORM_CALLBACK_ID, "state": {}}}, "view.type"),
+    ("interactive", {"type": "view_submission", **CLICKER, "response_urls": "x",
+                     "view": {"type": "modal", "callback_id": CALL_FORM_CALLBACK_ID}},
+     "response_urls"),
+    ("interactive", {"type": "view_closed", **CLICKER, "view": "x"}, "view"),
+    ("interactive", {"type": "block_suggestion", **CLICKER, "action_id": "flow", "view": "x"},
+     "view"),
+    ("interactive", {"type": "block_actions", **CLICKER, "actions": "x"}, "actions"),
+    ("interactive", {"type": "block_actions", **CLICKER, "actions": ["x"]}, "actions"),
+    ("interactive", {"type": "block_actions", **CLICKER, "actions": []}, "actions"),
+    ("interactive", {"type": "block_actions", **CLICKER, "actions": [{"value": "1"}]}, "actions"),
+    ("interactive", {"type": "block_actions", "team": {"id": "T0TEAM"}, "user": 5,
+                     "actions": [ACTION]}, "user"),
+]
+
+
+def _id(case: tuple[str, dict[str, Any], str]) -> str:
+    return f"{case[1]['type']}-{case[2]}-{json.dumps(case[1])[-12:]}"
+
+
+async def _refused_over_socket_mode(
+    bot: BotUnderTest, envelope: str, payload: dict[str, Any], part: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    envelope_id = await bot.slack.post_envelope(envelope, payload)
+
+    async def warned() -> None:
+        while not any(f"({part})" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(warned(), 10)
+    await bot.settle()
+    # Unacknowledged, as Bolt leaves a request no listener of it takes.
+    assert bot.slack.envelopes[envelope_id].ack is None
+
+
+@pytest.mark.parametrize(("envelope", "payload", "part"), MALFORMED, ids=map(_id, MALFORMED))
+async def test_a_payload_bolt_would_fail_on_is_refused_before_it(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture, envelope: str,
+    payload: dict[str, Any], part: str,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    if bot.mode == "socket":
+        await _refused_over_socket_mode(bot, envelope, payload, part, caplog)
+    else:
+        if envelope == "events_api":  # the Events API posts JSON; interactions a form
+            body = json.dumps(payload).encode()
+            headers = {**sign(body, SIGNING_SECRET), "Content-Type": "application/json"}
+        else:
+            body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+            headers = sign(body, SIGNING_SECRET)
+        async with bot.http.post(bot.events_url, data=body, headers=headers) as response:
+            answer = await response.text()
+            assert response.status == 400, answer
+        assert "Something went wrong" not in answer
+    await bot.settle()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert json.dumps(payload) not in caplog.text  # its part named, never its content
+    assert bot.evo.outgoing_posts == []
+
