@@ -94,3 +94,28 @@ async def test_a_payload_bolt_would_fail_on_is_refused_before_it(
     assert json.dumps(payload) not in caplog.text  # its part named, never its content
     assert bot.evo.outgoing_posts == []
 
+
+@pytest.mark.parametrize("kind", [[], {"a": 1}, 5])
+async def test_a_payload_whose_type_is_no_word_is_left_unhandled(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture, kind: Any,
+) -> None:
+    # No listener takes it; Bolt leaves it unhandled (HTTP: 404; Socket Mode: no ack), and the
+    # bot's own bookkeeping of the request (its kind, for the metrics) does not fail on it.
+    caplog.set_level(logging.WARNING)
+    payload = {"type": kind, **CLICKER}
+    if bot.mode == "socket":
+        envelope_id = await bot.slack.post_envelope("interactive", payload)
+
+        async def unhandled() -> None:
+            while not any("Unhandled request" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(unhandled(), 10)
+        assert bot.slack.envelopes[envelope_id].ack is None
+    else:
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
+        async with bot.http.post(bot.events_url, data=body,
+                                 headers=sign(body, SIGNING_SECRET)) as response:
+            assert response.status == 404, await response.text()
+    await bot.settle()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

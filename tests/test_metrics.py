@@ -167,6 +167,7 @@ def test_rate_limit_refusals_have_a_counter_for_the_limits_to_use() -> None:
      ({"type": "message_action"}, "message_action"),
      ({"type": "event_callback", "event": {}}, "event"),
      ({"type": "something new"}, "other"),
+     ({"type": ["block_actions"]}, "other"),
      ({}, "other")],
 )
 def test_request_kinds_are_a_small_fixed_set(body: dict[str, object], kind: str) -> None:

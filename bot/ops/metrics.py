@@ -65,8 +65,8 @@ def request_kind(body: Mapping[str, Any]) -> str:
     kind = body.get("type")
     if kind == "event_callback":
         return "event"
-    if kind in _INTERACTIVE_KINDS:
-        return str(kind)
+    if isinstance(kind, str) and kind in _INTERACTIVE_KINDS:  # a list or an object: no kind
+        return kind
     return "other"
 
 
