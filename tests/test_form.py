@@ -22,7 +22,9 @@ from bot.standins.slack import (
     block_suggestion_payload,
 )
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest, manifest
-from tests.interactions import interact, open_form, open_from_shortcut, state, submission
+from tests.interactions import (
+    interact, open_form, open_from_shortcut, send_call, state, submission,
+)
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
@@ -133,6 +135,60 @@ async def test_data_ready_while_the_loading_view_opens_still_replaces_it(
     assert "submit" not in view.versions[0]
     await bot.settle()
     assert block(view.versions[-1], FormField.FLOW) is not None
+
+
+@pytest.mark.parametrize("retry_meets", ["exchanged_trigger_id", "duplicate_external_id"])
+async def test_a_loading_view_whose_answer_was_lost_is_still_replaced_by_the_form(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch, retry_meets: str,
+) -> None:
+    # Slack opens the loading view and the connection drops before its answer comes: the
+    # client's one retry (views.open posts nothing) meets the trigger spent, or the view's
+    # external id taken (which Slack checks first, its documentation doesn't say). Without the
+    # view's id, the loading view stayed up for good; the form replaces it all the same.
+    monkeypatch.setattr(form_listener, "OPEN_BUDGET_SECONDS", 0.05)
+    bot = await bot_factory("http")
+    release = bot.slack.hold("usergroups.users.list")
+    bot.slack.cut("views.open")
+    if retry_meets == "duplicate_external_id":
+        bot.slack.fail("views.open", retry_meets, times=1,
+                       when=lambda _: len(bot.slack.calls_to("views.open")) == 1)
+    url = bot.slack.response_url()
+    view = await open_form(bot, user_id="U0LEAD1", response_url=url, ready=False)
+    assert "submit" not in view.versions[-1]  # the loading view
+    await bot.slack.wait_for_call("views.open", lambda c: c.response is not None
+                                  and c.response.get("error") == retry_meets)
+    release.open()
+    await bot.settle()
+    assert block(view.versions[-1], FormField.FLOW) is not None
+    assert bot.slack.responses_to(url) == []  # never told it could not open
+
+
+@pytest.mark.parametrize("opened", [True, False])
+async def test_a_loading_view_slack_gave_no_answer_for_is_replaced_or_its_absence_told(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch, opened: bool,
+) -> None:
+    # No answer to views.open in time: Slack may have opened the loading view (replaced by its
+    # name, nothing more said) or not (not found by it: the person is told, as when views.open
+    # fails). They were told "could not open" even with the loading view up for good.
+    monkeypatch.setattr(form_listener, "OPEN_BUDGET_SECONDS", 0.05)
+    bot = await bot_factory("http", slack_timeout=0.3)
+    release = bot.slack.hold("usergroups.users.list")
+    answer = bot.slack.hold("views.open", after=opened)  # carried out (opened), or not yet
+    url = bot.slack.response_url()
+    await send_call(bot, "", trigger_id=bot.slack.new_trigger_id(), user_id="U0LEAD1",
+                    response_url=url)
+    await answer.wait_until_held(1)
+    release.open()
+    if opened:
+        await bot.slack.wait_for_call("views.update")
+        await bot.settle()
+        [view] = bot.slack.views.values()
+        assert block(view.versions[-1], FormField.FLOW) is not None
+        assert bot.slack.responses_to(url) == []
+    else:
+        [told] = await bot.slack.wait_for_response(url)
+        assert "could not open the call form (TimeoutError)" in told["text"]
+        assert bot.slack.views == {}
 
 
 async def test_when_the_loading_view_cannot_be_replaced_the_user_is_told(

@@ -55,7 +55,7 @@ def test_a_response_url_too_long_for_slack_is_dropped_not_the_form() -> None:
 
 @pytest.mark.parametrize("form", [CALL_FORM, ESCALATION_FORM])
 def test_every_view_of_a_form_reaches_its_listener(form: Form) -> None:
-    loading = form.loading_view(ModalMetadata("C0OPS"))
+    loading = form.loading_view(ModalMetadata("C0OPS"), "12345.98765.abcd2358fdea")
     notice = form.notice_view("You can't <do> this.")
     for view in (loading, notice):
         assert view["callback_id"] == form.callback_id and view["title"]["text"] == form.title

@@ -421,6 +421,23 @@ async def test_views(slack: SlackStandIn) -> None:
         await client.views_open(trigger_id="123.456.abc", view=view)
     assert err.value.response["error"] == "invalid_trigger_id"
 
+    # a view's external_id names one view of the workspace, found by views.update
+    named = await client.views_open(trigger_id=slack.new_trigger_id(),
+                                    view={**view, "external_id": "loading-1"})
+    with pytest.raises(SlackApiError) as err:
+        await client.views_open(trigger_id=slack.new_trigger_id(),
+                                view={**view, "external_id": "loading-1"})
+    assert err.value.response["error"] == "duplicate_external_id"
+    with pytest.raises(SlackApiError) as err:
+        await client.views_open(trigger_id=slack.new_trigger_id(),
+                                view={**view, "external_id": "x" * 256})
+    assert err.value.response["error"] == "invalid_arguments"
+    await client.views_update(external_id="loading-1", view={**view, "external_id": "loading-1"})
+    assert len(slack.views[named["view"]["id"]].versions) == 2
+    with pytest.raises(SlackApiError) as err:
+        await client.views_update(external_id="loading-2", view=view)
+    assert err.value.response["error"] == "not_found"
+
 
 async def test_wait_for_call_future_and_timeout_dump(slack: SlackStandIn) -> None:
     client = web_client(slack)

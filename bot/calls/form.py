@@ -6,7 +6,7 @@ same title:
     call_form()                 number, flow (searched through `block_suggestion`), caller ID,
                                 reason, and, opened from the global shortcut, the channel to post
                                 the confirmation in
-    CALL_FORM.loading_view()    what the trigger opens when the data behind the form is slow
+    CALL_FORM.loading_view(…)   what the trigger opens when the data behind the form is slow
     CALL_FORM.notice_view()     a closed door in words (not allowed, or the form could not be built)
 
 The channel a `/call` form posts to travels in `private_metadata` (`ModalMetadata`). It comes back

@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from slack_bolt.async_app import AsyncAck
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls.messages import refusal
 from bot.errors import DatabaseUnavailable
 from bot.listeners.actions import user_of
 from bot.services import Services
-from bot.slack.modals import Form, MetadataInvalid, ModalMetadata, field_errors
+from bot.slack.modals import Form, MetadataInvalid, ModalMetadata, field_errors, loading_id
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
 from bot.storage.faults import refused_when_database_fails
 
@@ -36,8 +37,9 @@ logger = logging.getLogger(__name__)
 
 # Leaves Slack's 3 s for the claim, the ack and the network.
 VALIDATION_BUDGET_SECONDS = 2.0
-# Slack's answer to views.open with a trigger_id that has already opened a view: it works once.
-EXCHANGED_TRIGGER = "exchanged_trigger_id"
+# Slack's answers to views.open when a view was opened already by this trigger (it works once),
+# or under the loading view's name (which Slack checks first, its documentation doesn't say).
+OPENED_ALREADY = frozenset({"exchanged_trigger_id", "duplicate_external_id"})
 
 Checked = TypeVar("Checked")
 View = dict[str, Any]
@@ -285,11 +287,25 @@ async def open_form(
     try:
         opened = await client.views_open(
             trigger_id=trigger_id,
-            view=spec.views.loading_view(metadata) if loading else prepared.result(),
+            view=spec.views.loading_view(metadata, trigger_id) if loading else prepared.result(),
         )
     except SLACK_FAILURES as exc:
+        code = slack_error_code(exc)
+        if loading and (code in OPENED_ALREADY or not isinstance(exc, SlackApiError)):
+            # Slack may show the loading view though its answer never came (the connection
+            # dropped: the client's retry met the trigger spent, or the view's name taken; no
+            # answer in time), or an earlier delivery of this request opened it: replaced by its
+            # name, else it stays up for good. Not found, nothing was opened by this trigger's
+            # loading view, and only no answer leaves the person untold.
+            logger.info("views.open of the %s for %s: %s; the loading view is replaced by its "
+                        "name", spec.what, user_id, code)
+            await _replace_loading(
+                client, services, spec, user_id, metadata, await prepared,
+                {"external_id": loading_id(trigger_id)},
+                unopened=None if code in OPENED_ALREADY else code)
+            return
         prepared.cancel()
-        if slack_error_code(exc) == EXCHANGED_TRIGGER:
+        if code in OPENED_ALREADY:
             # The same request delivered again (a Socket Mode envelope after a reconnect, a
             # proxy resending, a copy on each replica): its first delivery used the trigger and
             # opened the modal, or told why not. Told "could not open", the person would go
@@ -297,23 +313,33 @@ async def open_form(
             logger.info("views.open of the %s for %s: trigger used by an earlier delivery",
                         spec.what, user_id)
             return
-        logger.warning("views.open of the %s for %s failed (%s)", spec.what, user_id,
-                       slack_error_code(exc))
-        await _not_opened(services, spec, user_id, metadata, slack_error_code(exc))
+        logger.warning("views.open of the %s for %s failed (%s)", spec.what, user_id, code)
+        await _not_opened(services, spec, user_id, metadata, code)
         return
     if not loading:
         return
-    ready = await prepared
     opened_view = opened.get("view") or {}
+    await _replace_loading(
+        client, services, spec, user_id, metadata, await prepared,
+        {"view_id": str(opened_view.get("id")), "hash": opened_view.get("hash")})
+
+
+async def _replace_loading(
+    client: AsyncWebClient, services: Services, spec: FormSpec[Any], user_id: str,
+    metadata: ModalMetadata, ready: View, which: dict[str, Any], *, unopened: str | None = None,
+) -> None:
+    """Replace the loading view (`which`: its id and hash, or its name) with the form, ready.
+    `unopened`: why views.open may not have opened it; not found, the requester is told that."""
     try:
-        await client.views_update(
-            view_id=str(opened_view.get("id")), hash=opened_view.get("hash"), view=ready
-        )
+        await client.views_update(view=ready, **which)
     except SLACK_FAILURES as exc:
-        # not_found: the user closed the loading view; hash_conflict: it changed meanwhile.
+        # not_found: the user closed the loading view (or it never opened); hash_conflict: it
+        # changed meanwhile.
         code = slack_error_code(exc)
         logger.info("views.update of the %s for %s failed (%s)", spec.what, user_id, code)
-        if code not in ("not_found", "hash_conflict"):
+        if code == "not_found" and unopened is not None:
+            await _not_opened(services, spec, user_id, metadata, unopened)
+        elif code not in ("not_found", "hash_conflict"):
             # Slack's own trouble: the loading view would stay up for good, unexplained.
             await _not_opened(services, spec, user_id, metadata, code)
 

@@ -2,7 +2,8 @@
 
     ModalMetadata   where the outcome goes (channel, thread, response_url), carried through Slack in
                     `private_metadata` and parsed back as untrusted input
-    Form            one form's callback id, title and labels: its modal, loading view and notice
+    Form            one form's callback id, title and labels: its modal, loading view (named by
+                    `loading_id`, found without the answer to views.open) and notice
     ViewState       a submitted view's values, read so that no shape raises
     field_errors    `response_action: errors` keyed by block id, with a general spot for the rest
     is_channel_id, is_response_url, origin_of   the checks metadata and submissions share
@@ -12,6 +13,7 @@ Pure functions and values, no I/O.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -127,12 +129,23 @@ class Form:
             view["submit"] = plain(self.submit)
         return view
 
-    def loading_view(self, metadata: ModalMetadata) -> View:
-        return self.modal([section(self.loading)], metadata, submit=False)
+    def loading_view(self, metadata: ModalMetadata, trigger_id: str) -> View:
+        """The loading view opened with `trigger_id`, named by `loading_id(trigger_id)`: should
+        the answer to views.open be lost, it is still replaced by that name."""
+        view = self.modal([section(self.loading)], metadata, submit=False)
+        view["external_id"] = loading_id(trigger_id)
+        return view
 
     def notice_view(self, text: str) -> View:
         """A closed door in words (not allowed, or the form could not be built)."""
         return self.modal([section(escape(text))], ModalMetadata(), submit=False)
+
+
+def loading_id(trigger_id: str) -> str:
+    """The `external_id` of the loading view opened with `trigger_id` (Slack: unique in the
+    workspace, at most 255 characters): a trigger opens one view, and every delivery of the same
+    request carries the same trigger, so each finds the view by it."""
+    return "loading-" + hashlib.sha256(trigger_id.encode()).hexdigest()[:40]
 
 
 _FieldId = TypeVar("_FieldId", bound=str)
