@@ -10,7 +10,13 @@ import pytest
 from bot.ops.check import Status
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
-from tests.checkups import by_subject, check, check_from_environment, failures
+from tests.checkups import (
+    by_subject,
+    check,
+    check_from_environment,
+    failures,
+    migrated_database,
+)
 from tests.conftest import POLICY, bot_environment
 from tests.processes import run_cli
 
@@ -23,6 +29,28 @@ async def test_lower_case_log_level_and_format_are_accepted(
     findings = await check(slack, evo, policy_path, LOG_LEVEL="debug", LOG_FORMAT=" JSON ")
     settings = by_subject(findings)["Settings"]
     assert settings.status is Status.PASS, failures(findings)
+
+
+async def test_settings_with_spaces_around_them_are_read_without(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # `docker run --env-file` and a quoted Kubernetes value keep the spaces a line was written
+    # with (.env's own reader drops them). A URL kept them: Evo Voice "could not be reached"
+    # (the bot waited, not ready, for ever), and a SQLite file was named with the space, a new
+    # and empty database beside the one meant; LOG_LEVEL refused " info " where LOG_FORMAT
+    # took " json ".
+    database = await migrated_database(policy_path)
+    env = bot_environment("socket", slack, evo, policy_path)
+    env.update({
+        "EVOVOICE_URL": f" {evo.url} ", "SLACK_API_URL": f" {slack.api_url}\t",
+        "DATABASE_URL": f"sqlite:///{database} ", "LOG_LEVEL": " info ",
+        "EVOVOICE_ACCOUNT_ID": " acct-1 ",
+    })
+    code, out = await check_from_environment(env, policy_path.parent, monkeypatch)
+    assert code == 0, out
+    assert f"✓ Database: {database} is reachable and migrated" in out, out
+    assert f"logs in at {evo.url}\n" in out, out
 
 
 async def test_a_setting_given_twice_fails_even_when_everything_else_is_right(

@@ -107,6 +107,16 @@ class Settings(BaseSettings):
     def _optional(cls, value: Any) -> Any:
         return _blank_to_none(value)
 
+    @field_validator(
+        "slack_api_url", "evovoice_url", "evovoice_other_url", "evovoice_account_id",
+        "database_url", mode="before",
+    )
+    @classmethod
+    def _trimmed(cls, value: Any) -> Any:
+        # `docker run --env-file` and a quoted Kubernetes value keep the spaces around a value
+        # (.env's reader drops them): a URL holding them named another host or SQLite file.
+        return value.strip() if isinstance(value, str) else value
+
     @field_validator("callbot_config", mode="before")
     @classmethod
     def _default_when_blank(cls, value: Any) -> Any:
@@ -170,7 +180,7 @@ class Settings(BaseSettings):
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("evovoice_mode", "log_format", mode="before")
     @classmethod
@@ -321,8 +331,8 @@ def database_url(**overrides: Any) -> str:
     arguments = {key: value for key, value in {**from_files, **overrides}.items()
                  if key in ("database_url", "_env_file")}
     if "database_url" in arguments:
-        return str(arguments["database_url"]) or DEFAULT_DATABASE_URL
-    return _AloneSettings(**arguments).database_url or DEFAULT_DATABASE_URL
+        return str(arguments["database_url"]).strip() or DEFAULT_DATABASE_URL
+    return _AloneSettings(**arguments).database_url.strip() or DEFAULT_DATABASE_URL
 
 
 def audit_spool_path(database_url: str) -> Path | None:
