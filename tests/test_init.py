@@ -13,7 +13,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from bot.config import load_settings
+from bot.config import ConfigError, load_settings
 from bot.ops.check import report, run_checkup
 from bot.ops.init import Terminal, Wizard
 from bot.standins.evovoice import EvoVoiceStandIn
@@ -252,3 +252,43 @@ def test_the_password_init_writes_is_the_password_the_bot_reads(
     settings = load_settings()
     assert settings.evovoice_password.get_secret_value() == password
     assert settings.evovoice_username == EVO_USER
+
+
+@pytest.mark.usefixtures("no_ambient_settings")
+def test_a_password_dotenv_would_expand_is_left_to_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # .env expands ${NAME} even in quotes, and nothing escapes it: written there, this password
+    # was read as "p" + $HOME + "ss", a login refused though the file showed the right one.
+    password = "p${HOME}ss"
+    wizard = Wizard(Terminal(), tmp_path, {})
+    wizard.answers.bot_token, wizard.answers.app_token = BOT_TOKEN, APP_TOKEN
+    wizard.answers.evovoice_username, wizard.answers.evovoice_password = EVO_USER, password
+    wizard.write()
+    assert "set EVOVOICE_PASSWORD in the environment" in capsys.readouterr().out
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    assert refused.value.problems == ["EVOVOICE_PASSWORD: is required but not set"]
+    monkeypatch.setenv("EVOVOICE_PASSWORD", password)
+    assert load_settings().evovoice_password.get_secret_value() == password
+
+
+@pytest.mark.usefixtures("no_ambient_settings")
+@pytest.mark.parametrize("flow", ['On-call "P1"', "Ops \\ night"])
+async def test_the_oncall_flow_init_writes_is_the_flow_the_bot_reads(
+    workspace: SlackStandIn, evo: EvoVoiceStandIn, tmp_path: Path, flow: str
+) -> None:
+    # The flow's name is the account's, as Evo Voice lists it: written between quotes as it
+    # stood, a quote or a backslash in it left callbot.toml no TOML at all.
+    evo.flows.append({"id": "flow-odd", "name": flow, "accountId": "acct-1"})
+    wizard = Wizard(Terminal(), tmp_path, {})
+    a = wizard.answers
+    a.slack_api_url, a.bot_token, a.app_token = workspace.api_url, BOT_TOKEN, APP_TOKEN
+    a.evovoice_url, a.evovoice_username, a.evovoice_password = evo.url, EVO_USER, EVO_PASSWORD
+    a.account_id, a.managers = "acct-1", [("U0LEAD1", "lead@example.com (Lea Lead)")]
+    a.oncall_flow, a.rotation = flow, [("U0ALICE1", "@alice"), ("U0BOB1", "@bob")]
+    wizard.write()
+    assert tomllib.loads((tmp_path / "callbot.toml").read_text())["oncall"]["flow"] == flow
+    out, code = report(await run_checkup())
+    assert code == 0, out
+    assert f"✓ On-call flow: {flow!r} → “{flow}” (flow-odd)" in out, out

@@ -23,6 +23,12 @@ from bot.ops.findings import Finding, Status
 _REFERENCE = re.compile(r"\$\{(?P<name>[^}:]*)(?::-(?P<default>[^}]*))?\}")
 
 
+def expands(value: str) -> bool:
+    """Whether `.env` would read `value` as something else: it holds a `${…}`, which python-dotenv
+    replaces even in quotes, and which nothing in `.env` keeps as written."""
+    return _REFERENCE.search(value) is not None
+
+
 def unset_references(path: Path, environ: Mapping[str, str] | None = None) -> list[Finding]:
     """A ✗ for each setting in `path` whose value names a variable set nowhere."""
     environ = os.environ if environ is None else environ

@@ -23,6 +23,7 @@ import phonenumbers
 
 from bot.config import DEFAULT_SLACK_API_URL
 from bot.evovoice.client import Flow
+from bot.ops.check_env_file import expands
 from bot.ops.init_checks import auth_test, catalog, login, members, socket_mode
 from bot.ops.init_files import Answers, render_env, render_policy
 from bot.phone import DialPolicy, NumberRejected, check_dialable
@@ -227,6 +228,10 @@ class Wizard:
         write_secret(env, render_env(self.answers))
         toml.write_text(render_policy(self.answers), encoding="utf-8")
         self.t.say(f"\nWrote {env} (secrets; readable by you only) and {toml}.")
+        if expands(self.answers.evovoice_password):
+            self.t.say("Your Evo Voice password holds ${…}, which .env would read as a variable, "
+                       "so it is not in .env: set EVOVOICE_PASSWORD in the environment, or "
+                       "EVOVOICE_PASSWORD_FILE to a file holding it.")
         self.t.say("Next: `callbot check` tries it all, then `callbot` starts the bot.")
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bot.config import DEFAULT_EVOVOICE_URL, DEFAULT_SLACK_API_URL, MANAGER
+from bot.ops.check_env_file import expands
 
 
 @dataclass
@@ -44,6 +45,19 @@ def _env_value(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _toml_string(value: str) -> str:
+    """`value` as a TOML basic string: the quote, the backslash and control characters escaped
+    (a flow's name is the account's: nothing keeps them out of it)."""
+    escaped = "".join(
+        _TOML_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if c < " " or c == "\x7f" else c)
+        for c in value
+    )
+    return f'"{escaped}"'
+
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
 def render_env(a: Answers) -> str:
     lines = [
         "# callbot settings, written by `callbot init`. Real environment variables take "
@@ -60,6 +74,9 @@ def render_env(a: Answers) -> str:
         f"EVOVOICE_URL={a.evovoice_url}",
         "# The bot's own Evo Voice login; it holds the Manager role.",
         f"EVOVOICE_USERNAME={_env_value(a.evovoice_username)}",
+        # .env would read a ${…} in it as a variable (Wizard.write says where to put it instead).
+        "# EVOVOICE_PASSWORD is not written here: .env would read the ${…} in it as a variable"
+        if expands(a.evovoice_password) else
         f"EVOVOICE_PASSWORD={_env_value(a.evovoice_password)}",
         "# The account callbot uses (needed when the login reaches several).",
         f"EVOVOICE_ACCOUNT_ID={a.account_id if a.several_accounts else ''}",
@@ -91,7 +108,7 @@ def render_policy(a: Answers) -> str:
         lines += ["[people]                             # phone numbers; others: their Slack "
                   "profile's"]
         lines += [f'{member} = "{number}"' for member, number in a.people.items()]
-        lines += ["", "[oncall]", f'flow = "{a.oncall_flow}"',
+        lines += ["", "[oncall]", f"flow = {_toml_string(a.oncall_flow)}",
                   "# The rotation, in order:"]
         lines += [f"#   {member}: {who}" for member, who in a.rotation]
         lines += [f"rotation = [{_list([m for m, _ in a.rotation])}]",
