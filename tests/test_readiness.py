@@ -90,6 +90,19 @@ async def test_a_login_evovoice_no_longer_takes_is_named(bot_factory: BotFactory
         "and EVOVOICE_URL.")
 
 
+async def test_a_login_that_lost_its_role_is_named(bot_factory: BotFactory) -> None:
+    # Start-up refuses a login without the role, and every call it places is refused 403
+    # "Invalid Role": it can't do its job any more than with a wrong password.
+    bot = await bot_factory("http")
+    bot.evo.roles = ["User"]  # taken away in Evo Voice after the bot started
+    status, body = await readyz(bot)
+    assert status == 503, body
+    assert body["failed"] == ["evovoice"]
+    assert body["checks"]["evovoice"] == (
+        "the bot's login lacks the Manager or SystemAdministrator role, which placing calls "
+        "requires")
+
+
 async def test_a_slack_that_hangs_fails_the_probe_after_3_s(bot_factory: BotFactory) -> None:
     # README's promise, which an orchestrator's probe timeout is set by: the running bot's.
     bot = await bot_factory("http")

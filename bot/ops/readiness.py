@@ -18,6 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.cache import TTLCache
+from bot.config import KNOWN_ROLES
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, RateLimited
 from bot.storage.database import Database
 
@@ -109,6 +110,11 @@ def evovoice_probe(evo: EvoVoiceClient) -> Probe:
             raise ProbeFailed(f"GET /auth/status failed: {exc.message}") from None
         if not status.is_authenticated:
             raise ProbeFailed("the bot's login is not authenticated")
+        # Start-up refuses such a login (bot.services.choose_account): every call it placed
+        # would be refused "Invalid Role", as surely as with a wrong password.
+        if not set(status.roles).intersection(KNOWN_ROLES):
+            raise ProbeFailed("the bot's login lacks the Manager or SystemAdministrator role, "
+                              "which placing calls requires")
 
     return probe
 
