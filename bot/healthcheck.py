@@ -10,6 +10,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 TIMEOUT_SECONDS = 4.0
 DEFAULT_PORT = "3000"  # bot/config/settings.py's
@@ -25,17 +26,23 @@ def healthy(port: str) -> bool:
 
 
 def configured_port() -> str:
-    """PORT where the bot reads it (bot/config/settings.py): the environment, else the working
-    directory's `.env`, whatever the name's case; else the default. A PORT only in `.env` (the
-    container's environment left alone) was probed at 3000: unhealthy for ever, restarted."""
-    for key, value in os.environ.items():
-        if key.upper() == "PORT" and value:
-            return value
+    """PORT where the bot reads it (bot/config/settings.py): the file PORT_FILE names, else the
+    environment, else the working directory's `.env`, whatever the name's case, spaces around it
+    dropped; else the default. A PORT only in `.env` (the container's environment left alone)
+    was probed at 3000: unhealthy for ever, restarted."""
+    environ = {key.upper(): value for key, value in os.environ.items()}
+    if environ.get("PORT_FILE"):
+        try:
+            return Path(environ["PORT_FILE"]).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            return ""  # the bot can't read it either: it never started
+    if environ.get("PORT", "").strip():
+        return environ["PORT"].strip()
     from dotenv import dotenv_values  # only when needed: this runs every 30 s
 
     for name, read in dotenv_values(".env").items():
-        if name.upper() == "PORT" and read:
-            return read
+        if name.upper() == "PORT" and read and read.strip():
+            return read.strip()
     return DEFAULT_PORT
 
 

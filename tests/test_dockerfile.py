@@ -180,10 +180,13 @@ def test_dockerignore_keeps_secrets_state_and_clutter_out(path: str) -> None:
     assert ignored(path)
 
 
-async def healthcheck(port: int | str | None, cwd: Path | None = None) -> int:
-    env = {key: value for key, value in os.environ.items() if key.upper() != "PORT"}
+async def healthcheck(port: int | str | None, cwd: Path | None = None,
+                      **extra: str) -> int:
+    env = {key: value for key, value in os.environ.items()
+           if key.upper() not in ("PORT", "PORT_FILE")}
     if port is not None:
         env["PORT"] = str(port)
+    env.update(extra)
     env["PYTHONPATH"] = str(ROOT)  # run from `cwd`, as in the container's /app
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot.healthcheck", env=env, cwd=cwd,
@@ -201,6 +204,18 @@ async def test_the_healthcheck_reads_port_where_the_bot_does(
     bot = await bot_factory("http")
     (tmp_path / ".env").write_text(f"SLACK_BOT_TOKEN=xoxb-x\nport={bot.runtime.port}\n")
     assert await healthcheck(None, cwd=tmp_path) == 0
+
+
+async def test_the_healthcheck_reads_port_as_the_bot_does_from_a_file_or_with_spaces(
+    bot_factory: BotFactory, tmp_path: Path
+) -> None:
+    # The bot reads PORT from PORT_FILE too, as every setting, and " 3000 " as 3000: the
+    # healthcheck probed 3000, or no URL at all, and the container was unhealthy for ever.
+    bot = await bot_factory("http")
+    assert await healthcheck(f" {bot.runtime.port} ") == 0
+    port_file = tmp_path / "port"
+    port_file.write_text(f"{bot.runtime.port}\n")
+    assert await healthcheck(None, cwd=tmp_path, PORT_FILE=str(port_file)) == 0
 
 
 async def test_the_healthcheck_passes_against_a_running_bot(bot_factory: BotFactory) -> None:
