@@ -179,6 +179,21 @@ async def test_with_one_person_after_the_first_the_form_names_them(
     assert "Then: <@U0ALICE>." in text and "nobody comes after" not in text
 
 
+@pytest.mark.parametrize(("ack", "said"), [
+    ("", "Each person has 90 s to acknowledge the page. Then:"),
+    ('ack = "answer"\n', "Each person has 90 s to answer. Then:"),
+])
+async def test_the_form_says_what_each_person_has_the_time_to_do(
+    bot_factory: BotFactory, ack: str, said: str
+) -> None:
+    # With acknowledgements (the default) a call answered but not acknowledged moves on at the
+    # deadline: a form saying "to answer" told the requester an answer was enough.
+    bot, _ = await start(bot_factory, policy=ROSTER + ack)
+    view, _ = await open_on_message(bot)
+    text = json.dumps(view.versions[-1]["blocks"], ensure_ascii=False)
+    assert said in text, text
+
+
 async def test_a_guest_gets_a_notice(bot_factory: BotFactory) -> None:
     bot, _ = await start(bot_factory)
     bot.slack.users["U0INTRUDER"] = {"is_restricted": True}

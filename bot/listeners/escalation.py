@@ -217,7 +217,8 @@ async def _prepare_view(
         text, ts = quoted
         link = await services.notifier.permalink(metadata.channel_id, ts)
         reason = forms.quote_reason(text, link)
-    preview = EscalationPreview(people, flow_name, policy.answer_timeout, oncall.rotation.tz)
+    preview = EscalationPreview(people, flow_name, policy.answer_timeout, oncall.rotation.tz,
+                                policy.acknowledges)
     return forms.escalation_form(preview, metadata, reason=reason,
                                  ask_channel=metadata.channel_id is None)
 

@@ -63,6 +63,7 @@ class EscalationPreview:
     flow_name: str
     answer_timeout: float
     tz: ZoneInfo
+    acknowledges: bool = True  # `[oncall] ack`: "acknowledge" (else the call connecting ends it)
 
 
 @dataclass(frozen=True)
@@ -172,15 +173,17 @@ def escalation_form(
             "to their Slack profiles."
         )
     blocks: list[Block] = [section(on_call)]
+    # With acknowledgements a call answered but not acknowledged moves on at the deadline.
+    to_do = "acknowledge the page" if preview.acknowledges else "answer"
     timeout = seconds(preview.answer_timeout)
     if rest:
-        head = f"Each person has {timeout} to answer. Then: "
+        head = f"Each person has {timeout} to {to_do}. Then: "
         # A long order ends "and N more" rather than cut off mid-name, `escalate_to` unsaid.
         after = listing([next_in_line(p) for p in rest], MAX_TEXT - slack_length(head) - 1,
                         separator=", then ")
         blocks.append(context(f"{head}{after}."))
     else:
-        blocks.append(context(f"They have {timeout} to answer; nobody comes after them."))
+        blocks.append(context(f"They have {timeout} to {to_do}; nobody comes after them."))
     blocks.append(section(f"*Flow:* “{escape(preview.flow_name)}”"))
 
     reason_input: dict[str, Any] = {
