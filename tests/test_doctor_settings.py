@@ -83,6 +83,32 @@ async def test_an_unreadable_secrets_file_is_one_line_not_also_a_missing_setting
                            f"({tmp_path / 'missing'}): No such file or directory"], out
 
 
+async def test_a_secrets_file_named_in_dot_env_is_a_problem_not_a_silent_default(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # NAME_FILE is read from the environment only. Named in .env it was ignored without a
+    # word: DATABASE_URL fell back to ./callbot.db, a new and empty database, and `callbot
+    # check` passed it.
+    database = await migrated_database(policy_path)
+    secret = policy_path.parent / "database_url"
+    secret.write_text(f"sqlite:///{database}\n")
+    env = bot_environment("socket", slack, evo, policy_path)
+    del env["DATABASE_URL"]
+    folder = policy_path.parent / "app"
+    folder.mkdir()
+    (folder / ".env").write_text(f"DATABASE_URL_FILE={secret}\n")
+    code, out = await check_from_environment(env, folder, monkeypatch)
+    assert code == 1, out
+    assert (f"✗ Setting DATABASE_URL_FILE: named in {Path('.env')}, where NAME_FILE is not read "
+            "(the environment only): set it in the environment, or DATABASE_URL itself in "
+            ".env") in out, out
+
+    code, _, err = await run_cli([], env, folder)
+    assert code == 2
+    assert "  ✗ DATABASE_URL_FILE: named in .env, where NAME_FILE is not read" in err, err
+
+
 async def test_an_empty_callbot_config_means_the_default_file(
     slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

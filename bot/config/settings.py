@@ -262,6 +262,7 @@ class Settings(BaseSettings):
 
 
 FILE_SUFFIX = "_FILE"
+_ENV_FILE = Settings.model_config.get("env_file")
 
 
 def settings_from_files(
@@ -291,6 +292,21 @@ def settings_from_files(
             reason = getattr(exc, "strerror", None) or type(exc).__name__
             problems.append(f"{name}: cannot read {name}{FILE_SUFFIX} ({path}): {reason}")
     return values, problems
+
+
+def unread_file_settings(env_file: Any, environ: Mapping[str, str] | None = None) -> list[str]:
+    """A problem for each `NAME_FILE` in `.env` that nothing else in the environment stands in
+    for: it is not read (the environment only), and the setting was left at its default."""
+    if not isinstance(env_file, str | Path) or not Path(env_file).is_file():
+        return []
+    from dotenv import dotenv_values  # pydantic-settings' own reader of .env
+
+    present = {key.upper() for key in (os.environ if environ is None else environ)}
+    named = {key.upper() for key in dotenv_values(env_file, interpolate=False)}
+    return [f"{name}{FILE_SUFFIX}: named in {env_file}, where NAME_FILE is not read (the "
+            f"environment only): set it in the environment, or {name} itself in {env_file}"
+            for name in (field.upper() for field in Settings.model_fields)
+            if name + FILE_SUFFIX in named and not {name, name + FILE_SUFFIX} & present]
 
 
 class _AloneSettings(BaseSettings):
@@ -325,8 +341,9 @@ def database_url(**overrides: Any) -> str:
     while other settings are wrong. A DATABASE_URL_FILE that can't be read, or one set beside
     DATABASE_URL, is DatabaseUrlError."""
     from_files, problems = settings_from_files()
+    problems += unread_file_settings(overrides.get("_env_file", _ENV_FILE))
     for problem in problems:
-        if problem.startswith("DATABASE_URL:"):
+        if problem.startswith(("DATABASE_URL:", "DATABASE_URL_FILE:")):
             raise DatabaseUrlError(problem.removeprefix("DATABASE_URL: "))
     arguments = {key: value for key, value in {**from_files, **overrides}.items()
                  if key in ("database_url", "_env_file")}
@@ -359,12 +376,13 @@ def lease_seconds() -> float:
 
 def load_settings(**overrides: Any) -> Settings:
     from_files, problems = settings_from_files()
+    problems += unread_file_settings(overrides.get("_env_file", _ENV_FILE))
     arguments = {**from_files, **overrides}
     try:
         settings = Settings(**arguments)
     except ValidationError as exc:
         described = describe_problems(exc, prefix="", env=True)
-        named = {problem.partition(":")[0] for problem in problems}
+        named = {problem.partition(":")[0].removesuffix(FILE_SUFFIX) for problem in problems}
         raise ConfigError(problems + [p for p in described
                                       if p.partition(":")[0] not in named]) from None
     if problems:
