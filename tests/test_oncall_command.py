@@ -256,6 +256,10 @@ async def test_the_person_on_call_may_take_their_own_shift(bot_factory: BotFacto
     await bot.settle()
     [announcement] = bot.slack.calls_to("chat.postMessage")
     assert "<@U0ALICE> stays on call until Mon 16 Mar 09:00 EDT" in announcement.params["text"]
+    # Not "<@U0ALICE> took the shift from <@U0ALICE>".
+    status = str((await ask(bot))["blocks"])
+    assert ("Override: <@U0ALICE> took their own shift at Tue 10 Mar 11:00 EDT, until Mon 16 Mar "
+            "09:00 EDT.") in status, status
 
 
 async def test_oncall_words_are_read_whatever_their_case(bot_factory: BotFactory) -> None:

@@ -56,8 +56,10 @@ def status_message(status: OnCallStatus) -> Message:
 
 
 def override_note(override: Override, tz: ZoneInfo) -> str:
+    took = ("took their own shift" if override.replaces == override.user_id
+            else f"took the shift from <@{override.replaces}>")
     return (
-        f"Override: <@{override.user_id}> took the shift from <@{override.replaces}> "
+        f"Override: <@{override.user_id}> {took} "
         f"at {local_time(override.starts, tz)}, until {local_time(override.ends, tz)}."
     )
 
