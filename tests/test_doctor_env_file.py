@@ -47,3 +47,15 @@ async def test_a_reference_to_a_variable_that_is_set_is_no_problem(
         slack, evo, policy_path, monkeypatch, "EVOVOICE_PASSWORD=${CALLBOT_TEST_EVO_SECRET}")
     assert code == 0, out
     assert "naming a variable set nowhere" not in out
+
+
+async def test_a_reference_to_a_line_further_down_is_pointed_out(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # python-dotenv expands from the environment and the lines above: one set further down is
+    # not set yet, and the password was read with nothing in its place.
+    code, out = await check_with_password_in_dot_env(
+        slack, evo, policy_path, monkeypatch, "EVOVOICE_PASSWORD=pW9${Q7ZZ}xK4\nQ7ZZ=later")
+    assert code == 1, out
+    assert "✗ Setting EVOVOICE_PASSWORD: " in out and "naming a variable set nowhere" in out, out

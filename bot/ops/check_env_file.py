@@ -3,8 +3,9 @@
 python-dotenv, which the bot reads `.env` with, expands `${NAME}` (quoted or not) from the
 environment and the lines above it. A password holding `${` (generated ones may) is then read with
 a piece missing, and Evo Voice or the database refuses a login that looks right in the file. Only a
-reference to a variable set nowhere, with no `:-default`, is reported: a `${HOME}` meant as one
-works. The value itself is never shown: the reference may be part of a secret.
+reference to a variable set nowhere before it (a line further down is not read yet), with no
+`:-default`, is reported: a `${HOME}` meant as one works. The value itself is never shown: the
+reference may be part of a secret.
 """
 
 from __future__ import annotations
@@ -37,15 +38,18 @@ def unset_references(path: Path, environ: Mapping[str, str] | None = None) -> li
     raw = dotenv_values(path, interpolate=False)
     fields = {name.upper() for name in Settings.model_fields}
     findings = []
+    above: set[str] = set()  # python-dotenv expands from the lines above, not those below
     for key, value in raw.items():
+        looked_up = above.copy()
+        above.add(key)
         if value is None or key.upper() not in fields:
             continue
         if any(m.group("default") is None and m.group("name") not in environ
-               and m.group("name") not in raw for m in _REFERENCE.finditer(value)):
+               and m.group("name") not in looked_up for m in _REFERENCE.finditer(value)):
             findings.append(Finding(
                 Status.FAIL, f"Setting {key.upper()}",
-                f"{path} holds ${{…}} in its value, naming a variable set nowhere: it is read "
-                "with nothing in its place",
+                f"{path} holds ${{…}} in its value, naming a variable set nowhere before it (in "
+                "the environment or a line above): it is read with nothing in its place",
                 f"if the $ is part of the value, set {key.upper()} in the environment or in a "
                 f"file named by {key.upper()}_FILE (.env expands ${{…}} even in quotes)"))
     return findings
