@@ -544,6 +544,41 @@ async def test_stop_or_i_m_on_it_while_the_next_step_waits_on_slack_s_checks_rin
     assert "⏹️ not dialled: the escalation went on without it (ChainNotRunning)" in line
 
 
+@pytest.mark.parametrize("button", ["stop", "ack"])
+async def test_stop_or_i_m_on_it_while_the_next_step_reads_a_profile_pages_nobody_else(
+    bot_factory: BotFactory, button: str
+) -> None:
+    """At Alice's deadline Bob's step reads his Slack profile (he is not in [people]), Slack slow
+    to answer. Stop escalation (or I'm on it) is clicked meanwhile, and his profile has no phone:
+    he is neither skipped nor paged in Slack afterwards (nobody else is called, in Slack either),
+    and the card says he was not called."""
+    policy = ROSTER.replace('U0BOB = "+18144043094"\n', "")
+    bot, clock = await start(bot_factory, policy=policy, LEASE_SECONDS="300")
+    bot.slack.users["U0BOB"] = {"profile": {"phone": ""}}
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    services(bot).oncall.phones.forget()  # read when the form showed who comes next
+    gate = hold_the_first(bot, "users.info", user="U0BOB")
+    clock.advance(91)
+    await gate.wait_until_held()
+    if button == "stop":
+        await click_stop(bot, escalation, user_id="U0ADMIN")
+    else:
+        await click_ack(bot, escalation, user_id="U0ADMIN")
+    await wait_for_state(bot, "stopping" if button == "stop" else "acknowledging")
+    gate.open()
+    await wait_for_state(bot, EscalationState.STOPPED if button == "stop"
+                         else EscalationState.ACKNOWLEDGED)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
+    assert not [c for c in bot.slack.calls_to("chat.postMessage")
+                if c.params.get("channel") == "U0BOB"]  # no page after the end
+    await wait_for_edit(bot, escalation, "2. <@U0BOB> — – not called")
+    assert "skipped" not in (escalation.text or "")
+
+
 async def test_stop_while_the_next_step_finds_the_requester_no_longer_allowed_is_no_failure(
     bot_factory: BotFactory,
 ) -> None:

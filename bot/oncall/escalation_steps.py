@@ -343,6 +343,7 @@ class Chain:
         """Record the step's outcome and move on; its card shows it (no post in the thread).
         `holder`: decided before dialling, by the run holding this claim of the step, and
         written only while it still does (bot/oncall/step_claims.py); False if it no longer did.
+        Nothing is written, nor paged, once the chain was stopped or acknowledged meanwhile.
         `page`: the person's phone wasn't rung; they are paged in Slack all the same."""
         n = escalation.step
         if holder is not None:
@@ -352,11 +353,15 @@ class Chain:
                                               call_id=call_id, on=conn)
                 await self._store.advance(escalation.id, n, on=conn)
 
-            if not await until_database_answers(
-                lambda: self._steps.if_held(escalation.id, n, holder, conclude),
-                f"escalation {escalation.id}: recording step {n + 1}",
-                extra={"escalation_id": escalation.id},
-            ):
+            try:
+                held = await until_database_answers(
+                    lambda: self._steps.conclude(escalation.id, n, holder, conclude),
+                    f"escalation {escalation.id}: recording step {n + 1}",
+                    extra={"escalation_id": escalation.id},
+                )
+            except ChainNotRunning:  # the row, read again, winds the chain down as it says
+                return True
+            if not held:
                 self._taken_over(escalation)
                 return False
         else:

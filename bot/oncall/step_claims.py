@@ -86,6 +86,21 @@ class StepClaims:
 
         return await self.if_held(escalation_id, step, holder, write)
 
+    async def conclude(
+        self, escalation_id: int, step: int, holder: str,
+        write: Callable[[Connection], Awaitable[None]],
+    ) -> bool:
+        """`write(conn)`, the step's outcome decided before dialling (skipped, couldn't be
+        called), if `holder` still holds the step's claim; False if another run took it over.
+        ChainNotRunning, with nothing written, if the escalation was stopped or acknowledged
+        meanwhile (while Slack was slow to show the person's profile, say): then that person is
+        neither skipped nor paged, as nobody more is rung."""
+        async def unit(conn: Connection) -> None:
+            await _require_running(conn, escalation_id)
+            await write(conn)
+
+        return await self.if_held(escalation_id, step, holder, unit)
+
     async def before_retry(self, escalation_id: int, step: int, holder: str) -> None:
         """Before the step's call is dialled again after a "not now" (bot/calls/retry.py), the
         same as before its first POST: ChainNotRunning if the escalation was stopped or
