@@ -14,6 +14,7 @@ service alone) the rules are the same within the process.
   (for about ten minutes, until this runner stops), so `work()` runs once that replica lets go.
 - `adopt(ids, work_for)`: start each row not running anywhere (its lease expired: its replica died).
 - `take_over(row_ids, work_for)`: a lease keeper's round: `drop_lost`, then `adopt`.
+- `leave_lapsed(row_id)`: while stopping, work for a row left to whoever takes its lapsed lease.
 - `drop_lost(held, running)`: stop the tasks whose lease this replica no longer holds (it stalled
   so long that another replica took them over).
 - `stop(grace)`: wake every task, give them `grace` seconds to reach a safe point (work that
@@ -131,6 +132,16 @@ class RowRunner:
             return
         self._reserved.discard(row_id)
         if self._leases is not None:
+            await self._leases.lapse(self.kind, row_id)
+
+    async def leave_lapsed(self, row_id: int) -> None:
+        """Work for a row that this runner, stopping, will not do: the row's lease is taken, if
+        nobody holds it, and left lapsed, as `stop` leaves its tasks', so that the next start or
+        another replica's round finds the row and does what it asks (a row's own task here has
+        its lease left so by `stop`; one held elsewhere is that replica's)."""
+        if self._leases is None or row_id in self._tasks:
+            return
+        if await self._leases.take(self.kind, row_id):
             await self._leases.lapse(self.kind, row_id)
 
     async def unowned(self, row_ids: Iterable[int]) -> list[int]:

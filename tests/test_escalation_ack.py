@@ -503,6 +503,33 @@ async def test_a_late_i_m_on_it_whose_bot_stops_before_showing_it_is_shown_after
     assert "nobody acknowledged" not in (escalation.text or "")
 
 
+async def test_a_late_i_m_on_it_while_the_bot_restarts_is_told_by_the_next_start(
+    bot_factory: BotFactory,
+) -> None:
+    """Nobody came, and the chain's run is over. The bot is shutting down when Alice clicks I'm
+    on it on her page: the acknowledgement is written at once, and the next start tells the
+    channel she is on it, as loudly as "nobody came", and the card says so."""
+    bot, clock, escalation = await running_escalation(bot_factory, policy=ALICE_ONLY)
+    page = await page_of(bot, "U0ALICE")
+    clock.advance(91)
+    await wait_for_post(bot, "Nobody acknowledged the on-call escalation")
+    await wait_for_edit(bot, escalation, "nobody acknowledged")
+    async with asyncio.timeout(10):  # Alice's call, hung up, ends: nothing left to watch
+        while services(bot).escalations.running:
+            await asyncio.sleep(0.01)
+    await services(bot).tasks.drain(5)
+    await services(bot).escalations.stop()
+    await click_ack(bot, page, user_id="U0ALICE")
+    assert await state_of(bot) == EscalationState.ACKNOWLEDGED
+    await bot.runtime.stop(grace=5)
+
+    second, _ = await start(bot_factory, policy=ALICE_ONLY, clock=clock)
+    late = await wait_for_post(second, "they are on it")
+    assert late.params["reply_broadcast"] in (True, "true", "1")
+    await wait_for_edit(second, escalation, "<@U0ALICE> acknowledged at")
+    assert "nobody acknowledged" not in (escalation.text or "")
+
+
 async def test_an_ack_outcome_on_a_call_left_on_past_its_deadline_acknowledges(
     bot_factory: BotFactory,
 ) -> None:

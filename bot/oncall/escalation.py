@@ -371,8 +371,12 @@ class EscalationService:
         """An end Slack refused to show (or tell, without a card), shown here, tried again while
         Slack refuses it, under the escalation's lease: a replica that dies meanwhile leaves it
         to another (take_over). A task of the escalation's already here is woken to show it, and
-        shows it again once its own work is done (it may have been ending as the end came)."""
-        await self._runner.start_or_after(escalation_id, self._show(escalation_id))
+        shows it again once its own work is done (it may have been ending as the end came).
+        While the bot stops (a late I'm on it written as it restarts), it is left to the next
+        start or another replica, which show the ends of escalations whose lease lapsed."""
+        if (not await self._runner.start_or_after(escalation_id, self._show(escalation_id))
+                and self._runner.closed):
+            await self._runner.leave_lapsed(escalation_id)
 
     async def refresh(self, escalation_id: int) -> None:
         """Make the escalation's message match its rows (escalation_card)."""
