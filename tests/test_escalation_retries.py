@@ -12,6 +12,7 @@ from yarl import URL
 from bot.calls.retry import FIRST_RETRY_SECONDS
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import Acted, DropConnection, ErrorStatus, Respond, TooManyRequests
+from tests.budget_clock import LeapingClock
 from tests.conftest import QUICK_VOICE_RETRY, BotFactory, until
 from tests.escalations import (
     ALICE,
@@ -208,6 +209,59 @@ async def test_stop_or_i_m_on_it_while_evo_voice_says_not_now_rings_nobody(
     assert dialled(bot) == [ALICE]  # the one refused with a 429: no call was placed after it
     assert bot.evo.sessions == {}
     [attempt] = [r for r in await audit_records(bot) if r.number_masked == "+1 814 ••• 3093"]
+    assert attempt.result is not None
+    assert (attempt.result.kind, attempt.result.reason) == ("called_off", "ChainNotRunning")
+
+
+@pytest.mark.parametrize("button", ["stop", "ack"])
+async def test_stop_or_i_m_on_it_while_the_next_call_waits_out_evo_voice_s_pause_rings_nobody(
+    bot_factory: BotFactory, button: str
+) -> None:
+    """Bob's call is recorded and on its way when every request to Evo Voice must wait (a 429 to
+    any of them asked for 30 s): his POST waits its turn. Stop escalation (or I'm on it) is clicked
+    meanwhile (the card says it is stopped): when the pause ends, Bob is not rung."""
+    bot, clock = await start(bot_factory, policy=ROSTER.replace('U0BOB = "+18144043094"\n', ""))
+    bot.slack.users["U0BOB"] = {"profile": {"phone": BOB}}
+    budget, budget_clock = services(bot).evo.budget, LeapingClock()
+    pausing, pause_over = asyncio.Event(), asyncio.Event()
+
+    async def sleep(seconds: float) -> None:
+        if seconds >= 30:  # the pause Evo Voice asked for: held until the test ends it
+            pausing.set()
+            await pause_over.wait()
+        await budget_clock.sleep(seconds)
+
+    budget.clock, budget.sleep = budget_clock, sleep
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    services(bot).oncall.phones.forget()  # read when the form showed who comes next
+    profile = bot.slack.hold("users.info", when=lambda c: c.params.get("user") == "U0BOB")
+    clock.advance(91)
+    await profile.wait_until_held()  # Bob's step: Alice's call is hung up, his number read
+    budget.back_off(30)  # as a 429 to a poll does
+    profile.open()
+    await asyncio.wait_for(pausing.wait(), 10)
+
+    async def bobs_call_recorded() -> bool:
+        [row] = await services(bot).db.fetchall("SELECT step, step_call_id FROM escalations")
+        return row["step"] == 1 and row["step_call_id"] is not None
+
+    while not await bobs_call_recorded():
+        await asyncio.sleep(0.01)
+    if button == "stop":
+        await click_stop(bot, escalation, user_id="U0ADMIN")
+        await wait_for_edit(bot, escalation, "stopped by <@U0ADMIN>")
+    else:
+        await click_ack(bot, escalation, user_id="U0ADMIN")
+        await wait_for_state(bot, EscalationState.ACKNOWLEDGING)
+    pause_over.set()
+    await wait_for_state(bot, EscalationState.STOPPED if button == "stop"
+                         else EscalationState.ACKNOWLEDGED)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]  # nobody rung after the card said it was over
+    [attempt] = [r for r in await audit_records(bot) if r.number_masked == "+1 814 ••• 3094"]
     assert attempt.result is not None
     assert (attempt.result.kind, attempt.result.reason) == ("called_off", "ChainNotRunning")
 

@@ -285,7 +285,8 @@ async def test_a_bug_quoting_the_number_is_logged_with_the_number_masked(
 ) -> None:
     # The traceback of a bug is logged whole, with its exception's words and those of the errors
     # it was raised from: a number there, in any form, is masked as everywhere else.
-    async def buggy(self: object, flow_id: str, number_to_dial: str, *_: object) -> None:
+    async def buggy(self: object, flow_id: str, number_to_dial: str, *_: object,
+                    **__: object) -> None:
         raise quoting_bug(number_to_dial)
 
     with logging_as_run(monkeypatch, log_format) as log:

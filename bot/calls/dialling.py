@@ -84,7 +84,7 @@ class Dialler:
         on_dialling: Callable[[int], Awaitable[None]] | None = None,
         quiet: bool = False,
         slot: SlotFirst[Any] | None = None,
-        before_retry: Callable[[], Awaitable[None]] | None = None,
+        before_post: Callable[[], Awaitable[None]] | None = None,
         unanswered: Callable[[GiveBack], None] | None = None,
     ) -> CallResult:
         """Dial at once; the confirmation thread is opened alongside and told the result.
@@ -100,15 +100,16 @@ class Dialler:
         a caller that tells its own story (an escalation step: its card and the person's page).
         `slot`: a rate-limit slot, taken first in the write of the attempt's record and the call's
         row; what taking it raises comes out of place(), with nothing written or dialled.
-        `before_retry`: (quiet calls) heard before each try again after a "not now"; what it
-        raises (CalledOff: the escalation went on without this step) comes out of place(), the
-        call not dialled.
+        `before_post`: (quiet calls) heard right before each POST leaves, once Evo Voice's request
+        budget lets it go (after a 429's pause, or the wait before a try again after a "not now");
+        what it raises (CalledOff: the escalation went on without this step) comes out of place(),
+        the call not dialled.
         `unanswered`: when the database fails on the writes before the POST (nothing dialled),
         hears how to give back what they may have written all the same (their answer lost); not
         after SQLite's "database is locked", which wrote nothing.
         """
         with self._dials_first.on_its_way():
-            return await self._place(call, retry_for, on_dialling, quiet, slot, before_retry,
+            return await self._place(call, retry_for, on_dialling, quiet, slot, before_post,
                                      unanswered)
 
     async def _place(
@@ -118,7 +119,7 @@ class Dialler:
         on_dialling: Callable[[int], Awaitable[None]] | None,
         quiet: bool,
         slot: SlotFirst[Any] | None,
-        before_retry: Callable[[], Awaitable[None]] | None = None,
+        before_post: Callable[[], Awaitable[None]] | None = None,
         unanswered: Callable[[GiveBack], None] | None = None,
     ) -> CallResult:
         # The attempt's audit record, so that even a crash mid-call leaves a trace in the audit
@@ -143,7 +144,7 @@ class Dialler:
             raise
         try:
             return await self._place_noted(call, dialling, retry_for, on_dialling, quiet,
-                                           before_retry)
+                                           before_post)
         except asyncio.CancelledError:
             # Cut short before the call was followed here (an escalation's chain let go, another
             # replica having taken it over while this one stalled): the row, "being dialled" or
@@ -159,7 +160,7 @@ class Dialler:
     async def _place_noted(
         self, call: CheckedCall, dialling: TrackedCall, retry_for: TimeLeft | None,
         on_dialling: Callable[[int], Awaitable[None]] | None, quiet: bool,
-        before_retry: Callable[[], Awaitable[None]] | None,
+        before_post: Callable[[], Awaitable[None]] | None,
     ) -> CallResult:
         """`_place` once the call's row (and its lease) is written."""
         request = call.request
@@ -179,7 +180,7 @@ class Dialler:
         )
         if quiet:
             return await self._place_quietly(call, retry_for, attempt_id, dialling, parent,
-                                             before_retry)
+                                             before_post)
         opening = asyncio.create_task(self._open_thread_after_dials(
             request, parent, dialling.id
         ), name=f"confirmation thread for {request.user_id}")
@@ -244,11 +245,11 @@ class Dialler:
     async def _place_quietly(
         self, call: CheckedCall, retry_for: TimeLeft | None, attempt_id: int,
         dialling: TrackedCall, parent: views.Message,
-        before_retry: Callable[[], Awaitable[None]] | None = None,
+        before_post: Callable[[], Awaitable[None]] | None = None,
     ) -> CallResult:
         try:
-            result, _ = await self._dial(call, retry_for, before_retry)
-        except CalledOff as exc:  # from before_retry: only "not now"s were answered, no call
+            result, _ = await self._dial(call, retry_for, before_post)
+        except CalledOff as exc:  # from before_post: nothing dialled, or only "not now"s
             await self._not_dialled(call, attempt_id, dialling, exc)
             raise
         # A thread with nowhere to post: the call is followed, and no message is kept current.
@@ -311,12 +312,12 @@ class Dialler:
 
     async def _dial(
         self, call: CheckedCall, retry_for: TimeLeft | None = None,
-        before_retry: Callable[[], Awaitable[None]] | None = None,
+        before_post: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[CallResult, views.Message]:
         started = dt.datetime.now(dt.UTC)
         log_args = (call.request.user_id, call.number.masked, call.flow_id)
         try:
-            placed = await self._post_call(call, retry_for, before_retry)
+            placed = await self._post_call(call, retry_for, before_post)
         except OutcomeUnknown as exc:
             logger.warning("call by %s to %s (flow %s): outcome unknown", *log_args,
                            extra={"user_id": call.request.user_id, "outcome": "unknown"})
@@ -341,25 +342,23 @@ class Dialler:
 
     async def _post_call(
         self, call: CheckedCall, retry_for: TimeLeft | None,
-        before_retry: Callable[[], Awaitable[None]] | None = None,
+        before_post: Callable[[], Awaitable[None]] | None = None,
     ) -> CallPlaced:
         """POST /sessions/outgoing, again after a "not now" while `retry_for` leaves time (and
-        `before_retry` raises nothing)."""
+        `before_post` raises nothing). The waits before a POST may be long (a Retry-After, the
+        budget's pause after any 429): whoever asked for the call may no longer want it then (an
+        escalation stopped or acknowledged meanwhile), so it is asked right before each."""
         attempt = 0
         while True:
             heard = REQUEST_SENT.set(self._dials_first.dialled)
             try:
                 return await self._evo.create_outgoing_session(
-                    call.flow_id, call.number.e164, call.caller_id
+                    call.flow_id, call.number.e164, call.caller_id, before_send=before_post
                 )
             except (RateLimited, EvoVoiceUnreachable) as exc:
                 attempt += 1
                 if not await wait_to_retry(exc, attempt, retry_for, self.sleep):
                     raise
-                if before_retry is not None:
-                    # The wait may be long (a Retry-After): whoever asked for the call may no
-                    # longer want it (an escalation stopped or acknowledged meanwhile).
-                    await before_retry()
                 logger.info("call by %s to %s: %s, trying again", call.request.user_id,
                             call.number.masked, type(exc).__name__,
                             extra={"user_id": call.request.user_id})

@@ -90,6 +90,10 @@ class RequestBudget:
                 self._tokens += 1  # admitted, then cancelled before sending: nothing was spent
             raise
 
+    def unused(self) -> None:
+        """A request admitted and then not sent (its caller no longer wanted it): its turn back."""
+        self._tokens += 1
+
     def back_off(self, retry_after: float | None) -> None:
         """Evo Voice answered 429: nothing is sent until the pause ends."""
         if retry_after is None or retry_after <= 0:

@@ -26,6 +26,7 @@ copes where it is unsure:
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from functools import cached_property
 from typing import Self, TypeVar
 from urllib.parse import quote
@@ -182,18 +183,22 @@ class EvoVoiceClient(SessionFinder):
         )
 
     async def create_outgoing_session(
-        self, flow_id: str, number_to_dial: str, caller_id: str | None = None
+        self, flow_id: str, number_to_dial: str, caller_id: str | None = None, *,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> CallPlaced:
         """Ask Evo Voice to dial ``number_to_dial`` and run ``flow_id`` once answered.
 
         Any 2xx is success whatever its body (the response type is undeclared), unless it carries
         a ServiceStack error. Raises ``OutcomeUnknown`` when the call may have been placed without
-        a clear answer.
+        a clear answer. ``before_send``: awaited once the POST's turn has come, just before it
+        leaves (the budget may hold it back up to a minute after a 429): whoever asked for the
+        call may no longer want it (an escalation stopped meanwhile); what it raises comes out,
+        nothing sent.
         """
         body = {"flowId": flow_id, "numberToDial": number_to_dial}
         if caller_id is not None:
             body["callerId"] = caller_id
-        response = await self._send("POST", OUTGOING_PATH, json=body)
+        response = await self._send("POST", OUTGOING_PATH, json=body, before_send=before_send)
         return parse_call_placed(response)
 
     async def get_session(

@@ -268,11 +268,13 @@ class Requester:
         json: dict[str, str] | None = None,
         priority: Priority = Priority.FIRST,
         admitted: bool = False,
+        before_send: Callable[[], Awaitable[None]] | None = None,
     ) -> httpx.Response:
         """Send with the retry rules of the module docstring; return only a 2xx response.
 
         Each attempt waits its turn in the budget, but the first when the caller was ``admitted``
-        already (it chose what to ask for once its turn came: bot/evovoice/lookups.py).
+        already (it chose what to ask for once its turn came: bot/evovoice/lookups.py). Each is
+        then preceded by ``before_send()``: what it raises comes out, nothing sent.
         """
         places_call = method == "POST" and path == OUTGOING_PATH
         after_send_retries = 1 if method == "GET" else 0
@@ -282,6 +284,12 @@ class Requester:
             if not admitted:
                 await self.budget.admit(priority)
             admitted = False
+            if before_send is not None:
+                try:  # its turn may come long after it was asked for (a 429's pause)
+                    await before_send()
+                except BaseException:
+                    self.budget.unused()
+                    raise
             started = time.perf_counter()
             generation = self.login.generation
             try:

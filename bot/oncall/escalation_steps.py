@@ -246,7 +246,7 @@ class Chain:
             checked,
             retry_for=lambda: deadline - self._clock(),
             on_dialling=keep_step_call,
-            before_retry=lambda: self._steps.before_retry(escalation.id, n, holder),
+            before_post=lambda: self._steps.before_post(escalation.id, n, holder),
             quiet=True,  # the card and the page tell it: no posts per step in the thread
         )
         masked = checked.number.masked

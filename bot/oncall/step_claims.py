@@ -101,11 +101,12 @@ class StepClaims:
 
         return await self.if_held(escalation_id, step, holder, unit)
 
-    async def before_retry(self, escalation_id: int, step: int, holder: str) -> None:
-        """Before the step's call is dialled again after a "not now" (bot/calls/retry.py), the
-        same as before its first POST: ChainNotRunning if the escalation was stopped or
-        acknowledged while Evo Voice said "not now", StepTakenOver if another run took the step
-        over; then nothing more is dialled."""
+    async def before_post(self, escalation_id: int, step: int, holder: str) -> None:
+        """Right before each POST of the step's call (its first, once the request budget lets
+        it go after a 429's pause, and each try again after a "not now": bot/calls/retry.py), the
+        same as before its record: ChainNotRunning if the escalation was stopped or acknowledged
+        while the POST waited, StepTakenOver if another run took the step over; then nothing more
+        is dialled."""
         async def check(conn: Connection) -> None:
             await _require_running(conn, escalation_id)
 
