@@ -110,6 +110,54 @@ async def test_an_escalation_whose_row_lost_its_answer_can_be_sent_again_and_rin
 
 
 @on_both_databases
+@pytest.mark.usefixtures("database_retried_quickly")  # the test ends the fault
+async def test_an_escalation_row_the_database_kept_failing_to_give_back_holds_no_thread(
+    bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The escalation's row (with its lease) commits, its answer is lost, and the database still
+    # fails as that row is given back: the requester is told nobody was called. That is so, and
+    # stays so: the row does not hold the message's thread as an escalation "still paging" there,
+    # so a new form on the message (the first one may have closed) starts one, and rings Alice
+    # once; no chain is left to ring people after the next restart.
+    bot, _ = await start(bot_factory)
+    form, message = await open_on_message(bot)
+    store = services(bot).escalations.store
+    db, real_create = store.db, store.create
+    real_atomic = db.atomic
+    lost: list[int] = []
+    refused: list[object] = []  # the give-back's tries the database refused
+
+    async def create(**kwargs: Any) -> Any:
+        made = await real_create(**kwargs)
+        if not lost:
+            assert made is not None
+            lost.append(made.id)
+            raise ConnectionError("connection lost after COMMIT")
+        return made
+
+    async def atomic(unit: Any) -> Any:
+        if getattr(unit, "__qualname__", "").startswith("Unanswered.") and not refused:
+            refused.append(unit)
+            raise ConnectionError("the database is still failing")
+        return await real_atomic(unit)
+
+    monkeypatch.setattr(store, "create", create)
+    monkeypatch.setattr(db, "atomic", atomic)
+    answer = await submit(bot, form)
+    await bot.settle()
+    assert lost and refused
+    told = answer.get("errors", {}).get(EscalationField.REASON) or str(answer)
+    assert NOT_WRITTEN + "nobody was called (reference " in told, answer
+    again, _ = await open_on_message(bot, on=message)
+    assert await submit(bot, again) == {}
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [ALICE]
+    rows = await db.fetchall("SELECT id FROM escalations")
+    assert [row["id"] for row in rows] != lost and len(rows) == 1
+
+
+@on_both_databases
 async def test_a_call_whose_writes_before_the_post_lost_their_answer_can_be_made_again_at_once(
     bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -4,10 +4,12 @@ COMMIT, a PostgreSQL failover).
 The requester is told that nobody was called and to try again. Left as it was, the row (running,
 its lease this replica's and renewed) was driven by nobody until the replica stopped, and then
 its chain rang people long after; and the Submit the refusal asked for (the same form: the same
-`request_key`) was ignored as a repeat. Such a row is given back: at once, or, when the database
-fails then too, by the try of the same request that finds it (on this replica: the only one that
-knows the row is not a repeat's). Only a row nothing has touched: running, at its first step,
-with no step or page written.
+`request_key`) was ignored as a repeat. Such a row is given back before the requester is told
+(on this replica: the only one that knows the row is not a repeat's), once the database answers
+if it fails then too: kept, the row held the message's thread for nobody (every new form on it
+refused as an escalation "still paging" there) until a restart ran its chain. The try of the same
+request that finds it meanwhile gives it back too. Only a row nothing has touched: running, at
+its first step, with no step or page written.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import logging
 
 from bot.runner import RowRunner
 from bot.storage.database import Connection, Database
-from bot.storage.faults import DATABASE_FAULTS
+from bot.storage.faults import until_database_answers
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +40,11 @@ class Unanswered:
 
     async def lost(self, request_key: str, created_at: float) -> None:
         """The write of `request_key`'s row (made at `created_at`) failed: it may have committed.
-        Given back now if the database answers; else by the next try of the same request."""
+        Given back, waiting for the database to answer."""
         self._kept[request_key] = created_at
-        try:
-            await self.give_back(request_key)
-        except DATABASE_FAULTS as exc:
-            logger.warning("escalation request %s: a row written without an answer may be kept "
-                           "until it is tried again (%s)", request_key, exc)
+        await until_database_answers(
+            lambda: self.give_back(request_key),
+            f"escalation request {request_key}: giving back a row written without an answer")
 
     async def give_back(self, request_key: str) -> bool:
         """True if a row of `request_key` whose answer was lost was given back; raises what the
@@ -63,7 +63,7 @@ class Unanswered:
             return ids
 
         ids = await self._db.atomic(unit)
-        del self._kept[request_key]
+        self._kept.pop(request_key, None)  # by this try, or by the request's own try meanwhile
         for row_id in ids:
             logger.warning("escalation %s, written but its answer lost, given back", row_id,
                            extra={"escalation_id": row_id})
