@@ -5,8 +5,9 @@
              (dialling.py)
 
 Between the two, `handle()` asks the requester to confirm a number outside the home regions or a
-repeat of the same call within a minute (a button; `confirm()` takes the click), and takes a slot
-from the rate limits (see limits.py), given back if the call certainly did not happen.
+repeat of the same call within a minute (a button; `confirm()` takes the click: questions.py),
+and takes a slot from the rate limits (see limits.py), given back if the call certainly did not
+happen.
 
 Once a call passed its checks, `POST /sessions/outgoing` leaves at once: the confirmation thread is
 posted alongside and told the result when it comes, so Slack (slow, rate-limited, failing) never
@@ -18,33 +19,28 @@ is reported as "outcome unknown", never retried (see evovoice).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from functools import partial
 
 from bot.access import AccessControl
 from bot.audit.trail import AuditLog
-from bot.calls import confirm_views
 from bot.calls import messages as views
-from bot.calls.confirmations import Confirmations, Reason, TakeStatus
+from bot.calls.confirmations import Confirmations, Reason
 from bot.calls.dials_first import DialsFirst
 from bot.calls.dialling import Dialler, GiveBack
 from bot.calls.follow import CallFollower
 from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, SlotRequest
 from bot.calls.models import NOT_DIALLED, CallRequest, CallResult, CheckedCall, Outcome
+from bot.calls.questions import ConfirmationNeeded, Questions
 from bot.errors import CallbotError, DatabaseUnavailable, Expected, describe, log_unexpected
 from bot.errors import reference_id
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError
-from bot.phone import DialPolicy, check_dialable, describe_region, to_e164
+from bot.phone import DialPolicy, check_dialable, to_e164
 from bot.slack.notify import Notifier
 from bot.storage.claims import Claims
-from bot.storage.faults import (
-    DATABASE_FAULTS,
-    refused_when_database_fails,
-    until_database_answers,
-)
+from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +83,12 @@ class CallService:
         # Hears every request's final outcome (metrics); never sees the number.
         self._on_result = on_result
         self._limits = limits
-        self._confirmations = confirmations
+        # "Are you sure?": asked by proceed(), answered by a click (`confirm`, `cancel`).
+        self.questions = Questions(
+            confirmations=confirmations, notifier=notifier, confirm_outside=confirm_outside,
+            handle=self.handle, finished=self._finished,
+        )
+        self.confirm, self.cancel = self.questions.confirm, self.questions.cancel
         # None: never ask about regions (the allowed ones are all fine).
         self._confirm_outside = confirm_outside
         # Hears which limit refused a call (metrics).
@@ -195,7 +196,7 @@ class CallService:
                 self._on_limit(full.scope)
                 return await self._refuse(checked.request, full)
             try:
-                await self._ask(needed)
+                await self.questions.ask(needed)
             except DATABASE_FAULTS as exc:  # the question was not written: nothing asked
                 return await self._database_failed(checked.request, exc)
             return self._finished(CallResult(Outcome.CONFIRMING))
@@ -279,122 +280,3 @@ class CallService:
             call.flow_id,
             check_repeat=Reason.REPEAT not in confirmed,
         )
-
-    async def _ask(self, needed: ConfirmationNeeded) -> None:
-        call, request = needed.call, needed.call.request
-        fields = dataclasses.asdict(request)
-        # The click brings a fresh response_url; the stored request needs none.
-        fields.update(response_url=None, response_url_used=0, idempotency_key=None,
-                      confirmed=sorted(request.confirmed))
-        confirmation_id = await self._confirmations.create(
-            request.user_id, needed.reasons | {Reason(r) for r in request.confirmed}, fields
-        )
-        home = ", ".join(sorted(self._confirm_outside or ()))
-        message = confirm_views.confirm_call(
-            confirmation_id,
-            masked_number=call.number.masked,
-            flow_name=call.flow_name,
-            region=describe_region(call.number.region) if Reason.REGION in needed.reasons else None,
-            home_regions=home,
-            seconds_ago=needed.seconds_ago,
-            expires_minutes=round(self._confirmations.lifetime / 60),
-        )
-        logger.info("call by %s to %s: asked to confirm (%s)", request.user_id, call.number.masked,
-                    ", ".join(sorted(needed.reasons)),
-                    extra={"user_id": request.user_id, "outcome": str(Outcome.CONFIRMING)})
-        await self._notifier.tell(
-            user_id=request.user_id,
-            channel_id=request.channel_id,
-            response_url=request.response_url,
-            message=message,
-        )
-
-    async def confirm(
-        self, confirmation_id: str, *, user_id: str, channel_id: str | None,
-        response_url: str | None,
-    ) -> CallResult:
-        """A click on "Call" under a question: a new request, checked again from the start."""
-        try:
-            with refused_when_database_fails("nothing was dialled"):
-                # A double click or a redelivered click dials at most once. The click is claimed
-                # in the transaction that takes the question: a database failing there leaves
-                # neither done, so the click the refusal asks for is not dropped as a duplicate.
-                taken = await self._confirmations.take(
-                    confirmation_id, user_id, claim=f"confirm:{confirmation_id}:{user_id}"
-                )
-        except DatabaseUnavailable as exc:  # the question stays: "Call" may be clicked again
-            await self._notifier.tell(user_id=user_id, channel_id=channel_id,
-                                      response_url=response_url,
-                                      message=views.refusal(describe(exc)))
-            return self._finished(CallResult(Outcome.REFUSED, error=exc))
-        if taken.status is TakeStatus.DUPLICATE:
-            logger.info("duplicate confirmation click by %s ignored", user_id,
-                        extra={"user_id": user_id, "outcome": str(Outcome.DUPLICATE)})
-            # Counted like every request's end; not audited: the question it answered is gone
-            # (taken by the first click), so there is no number to record.
-            return self._finished(CallResult(Outcome.DUPLICATE))
-        if taken.status is not TakeStatus.TAKEN or taken.pending is None:
-            await self._answer_question(
-                user_id, channel_id, response_url, _UNUSABLE_CONFIRMATION[taken.status]
-            )
-            # Refused like any request (expired, someone else's, already answered); not audited,
-            # as a duplicate click isn't.
-            return self._finished(CallResult(Outcome.REFUSED))
-        known = {f.name for f in dataclasses.fields(CallRequest)}
-        fields = {k: v for k, v in taken.pending.request.items() if k in known}
-        fields["confirmed"] = frozenset(fields.get("confirmed") or ()) | taken.pending.reasons
-        answered = await self._answer_question(user_id, channel_id, response_url,
-                                               "📞 Confirmed: checking again, then calling.")
-        request = dataclasses.replace(
-            CallRequest(**fields), response_url=response_url, idempotency_key=None,
-            response_url_used=1 if answered else 0,
-        )
-        return await self.handle(request)
-
-    async def cancel(
-        self, confirmation_id: str, *, user_id: str, channel_id: str | None,
-        response_url: str | None,
-    ) -> None:
-        try:
-            with refused_when_database_fails("the call was not cancelled"):
-                cancelled = await self._confirmations.cancel(confirmation_id, user_id)
-        except DatabaseUnavailable as exc:  # the question stays, its buttons with it
-            await self._notifier.tell(user_id=user_id, channel_id=channel_id,
-                                      response_url=response_url,
-                                      message=views.refusal(describe(exc)))
-            return
-        line = ("Cancelled: nothing was dialled." if cancelled
-                else _UNUSABLE_CONFIRMATION[self._confirmations.why_gone(confirmation_id)])
-        await self._answer_question(user_id, channel_id, response_url, line)
-
-    async def _answer_question(
-        self, user_id: str, channel_id: str | None, response_url: str | None, line: str
-    ) -> bool:
-        """Replace the question (and its buttons) with `line`; else tell the clicker. True if
-        `response_url` carried it (one of its posts is used)."""
-        message = confirm_views.confirmation_answered(line)
-        if response_url is not None and await self._notifier.replace(response_url, message):
-            return True
-        await self._notifier.tell(
-            user_id=user_id, channel_id=channel_id, response_url=None, message=message
-        )
-        return False
-
-
-class ConfirmationNeeded(Exception):
-    def __init__(
-        self, call: CheckedCall, reasons: frozenset[Reason], seconds_ago: float | None
-    ) -> None:
-        super().__init__(", ".join(sorted(reasons)))
-        self.call = call
-        self.reasons = reasons
-        self.seconds_ago = seconds_ago
-
-
-_UNUSABLE_CONFIRMATION = {
-    TakeStatus.GONE: "This question was already answered or cancelled; nothing more was dialled. "
-                     "Use /call to call again.",
-    TakeStatus.EXPIRED: "This question expired, so nothing was dialled. Use /call to call again.",
-    TakeStatus.NOT_YOURS: "Only the person who asked for this call can confirm it.",
-}
-
