@@ -204,9 +204,11 @@ class Runtime:
         # So are the escalation chains that were running: each goes on from its step.
         await services.escalations.resume()
         # From now on: keep this replica's leases, take over those of replicas that die (and, at
-        # once, the Slack posts a stopped one left), erase numbers kept past their use (README).
+        # once, the Slack posts a stopped one left, and the requests it took and never dialled),
+        # erase numbers kept past their use (README).
         services.leases.keep([services.follower.take_over, services.escalations.take_over,
-                              services.outbox.take_over, services.follower.erase_numbers,
+                              services.outbox.take_over, services.untold.take_over,
+                              services.follower.erase_numbers,
                               services.confirmations.forget_expired])
         self.waiting_for = None
         self.ready = True

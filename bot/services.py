@@ -25,6 +25,7 @@ from bot.calls.service import CallService
 from bot.calls.status_posts import STATUS_POST, StatusPosts
 from bot.calls.status_views import no_ack_outcomes
 from bot.calls.store import CallStore
+from bot.calls.untold import UntoldRequests
 from bot.config import KNOWN_ROLES, ConfigError, DependencyUnavailable, Policy, Settings
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import (
@@ -82,6 +83,8 @@ class Services:
     claims: Claims
     # Questions (abroad, repeat) waiting for their answer; what expires is erased.
     confirmations: Confirmations
+    # Requests whose replica stopped after taking them and before dialling: their requesters told.
+    untold: UntoldRequests
     metrics: Metrics = field(default_factory=Metrics)
     # How long `/call help` waits to learn the asker's roles before listing everything instead
     # (the help is the ack, due within Slack's 3 s).
@@ -236,6 +239,7 @@ async def build_services(
     outbox = Outbox(db, notifier, leases)
     claims = Claims(db)
     confirmations = Confirmations(db)
+    untold = UntoldRequests(claims, notifier, leases)
     notifier.outbox = outbox
     outbox.belongs_to(STATUS_POST, StatusPosts(follower))
     calls = CallService(
@@ -259,6 +263,7 @@ async def build_services(
             hasher=audit.hasher,
         ),
         confirmations=confirmations,
+        untold=untold,
         confirm_outside=policy.confirm_outside,
         on_limit=metrics.rate_limit_refused,
     )
@@ -326,6 +331,7 @@ async def build_services(
         outbox=outbox,
         claims=claims,
         confirmations=confirmations,
+        untold=untold,
         metrics=metrics,
     )
 

@@ -13,6 +13,7 @@ from bot.audit.trail import AuditRecord
 from bot.calls.status_views import CALL_ACTIONS_BLOCK
 from bot.services import Services
 from bot.standins.slack import ApiCall, Message, block_actions_payload, interactive_body
+from bot.storage.database import Database
 from tests.budget_clock import BudgetClock
 from tests.conftest import Ack, BotFactory, BotUnderTest
 
@@ -50,6 +51,21 @@ def come_back(bot: BotUnderTest) -> None:
 
 def is_thread_reply(call: ApiCall) -> bool:
     return call.method == "chat.postMessage" and bool(call.params.get("thread_ts"))
+
+
+async def gone_for_a_lease(stopped: BotUnderTest) -> None:
+    """Move the rows that `stopped` left a lease into the past, as if that long had gone by since
+    it stopped: its kept posts, leases, heartbeat and claims (a request it never finished)."""
+    settings = stopped.runtime.settings
+    db = Database(settings.database_url)
+    await db.open()
+    try:
+        for table, column in (("slack_posts", "created_at"), ("leases", "expires_at"),
+                              ("replicas", "seen_at"), ("claims", "claimed_at")):
+            await db.execute(f"UPDATE {table} SET {column} = {column} - ?",
+                             (settings.lease_seconds,))
+    finally:
+        await db.close()
 
 
 async def status_message(bot: BotUnderTest, n: int = 1) -> Message:

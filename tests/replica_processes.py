@@ -36,16 +36,24 @@ class Replica(BotUnderTest):
         await self.bot.stop(signal.SIGKILL)
         return time.monotonic()
 
-    async def die(self) -> None:
+    async def die(self, lease_seconds: float = 0.0) -> None:
         """SIGKILL, and its leases lapse at once instead of within LEASE_SECONDS: it renews them
-        no more, and a lease's expiry is the only thing the time going by changes."""
+        no more, and a lease's expiry is the only thing the time going by changes for its work.
+        `lease_seconds`: its heartbeat and the claims are moved that far into the past too, as if
+        it had died that long ago (a request it took and never dialled is told after that)."""
         await self.kill()
         db = Database(self.database_url)
         await db.open()
         try:
             # Replica ids are host:pid:suffix (bot/storage/leases.py).
+            owner = f"%:{self.bot.process.pid}:%"
             await db.execute("UPDATE leases SET expires_at = ? WHERE owner LIKE ?",
-                             (time.time() - 1, f"%:{self.bot.process.pid}:%"))
+                             (time.time() - 1, owner))
+            if lease_seconds:
+                await db.execute("UPDATE replicas SET seen_at = seen_at - ? WHERE id LIKE ?",
+                                 (lease_seconds, owner))
+                await db.execute("UPDATE claims SET claimed_at = claimed_at - ?",
+                                 (lease_seconds,))
         finally:
             await db.close()
 

@@ -29,7 +29,14 @@ from tests.claim_faults import StatementAnswerLost
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.databases import on_both_databases
 from tests.follow_helpers import (
-    FAST, FULL, MASKED, end_session, is_thread_reply, services, status_message,
+    FAST,
+    FULL,
+    MASKED,
+    end_session,
+    gone_for_a_lease,
+    is_thread_reply,
+    services,
+    status_message,
 )
 from tests.follow_helpers import wait_for_edit as wait_for_status
 from tests.escalations import (
@@ -55,20 +62,6 @@ async def on_call_bot(bot_factory: BotFactory, clock: Clock) -> BotUnderTest:
     test starts one after the other), with QUICK leases."""
     bot, _ = await start(bot_factory, clock=clock, LEASE_SECONDS=QUICK["LEASE_SECONDS"])
     return bot
-
-
-async def gone_for_a_lease(stopped: BotUnderTest) -> None:
-    """Move the rows that `stopped` left a lease into the past (see the module's text)."""
-    settings = stopped.runtime.settings
-    db = Database(settings.database_url)
-    await db.open()
-    try:
-        for table, column in (("slack_posts", "created_at"), ("leases", "expires_at"),
-                              ("replicas", "seen_at")):
-            await db.execute(f"UPDATE {table} SET {column} = {column} - ?",
-                             (settings.lease_seconds,))
-    finally:
-        await db.close()
 
 
 async def crash_while_posting_the_status(

@@ -65,6 +65,7 @@ from tests.escalations import (
     session_of,
     submit,
 )
+from tests.interactions import click as answer
 from tests.interactions import interact, open_form, state, submission
 from tests.postgres_schemas import MigratedSchemas
 
@@ -361,3 +362,22 @@ async def test_an_escalation_step_whose_replica_died_while_dialling_posts_nothin
     assert not [c for c in slack.calls_to("chat.postMessage")
                 if "restarted while placing" in str(c.params) or "is calling" in str(c.params)]
     assert session_id in evo.sessions and len(evo.outgoing_posts) == 1
+
+
+async def test_a_confirmed_call_whose_replica_was_killed_before_dialling_is_told_by_the_other(
+    replicas: Any, slack: SlackStandIn, evo: EvoVoiceStandIn,
+) -> None:
+    # A takes the click on "Call" and tells the requester "Confirmed: checking again, then
+    # calling."; Slack's answer to that is held while A is killed. Nothing was dialled: B's next
+    # round replaces "Confirmed" with the news that the call was not placed, and dials nothing.
+    a, _ = await replicas()
+    _, url = await a.command("+14165550123 escalation")
+    [question] = await slack.wait_for_response(url)
+    held = slack.hold_responses(when=lambda body: "Confirmed" in str(body))
+    _, clicked = await answer(a, question)
+    await slack.wait_for_response(clicked)
+    await a.die(lease_seconds=float(LEASE_SECONDS))
+    held.open()
+    told = (await slack.wait_for_response(clicked, n=2, timeout=10))[1]
+    assert "was *not* placed" in str(told["text"]) and told["replace_original"] is True, told
+    assert evo.outgoing_posts == []

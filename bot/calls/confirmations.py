@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from bot.storage.claims import claim_in
+from bot.storage.claims import claim_in, note_in
 from bot.storage.database import Connection, Database, Row
 from bot.storage.faults import DATABASE_FAULTS
 
@@ -59,6 +59,7 @@ class Pending:
     reasons: frozenset[Reason]
     request: dict[str, Any]  # the CallRequest's fields (see calls.py); no response_url
     created_at: float
+    note: str | None = None  # what its claim keeps for its requester (take's `note`)
 
 
 @dataclass(frozen=True)
@@ -122,19 +123,24 @@ class Confirmations:
             )
         return confirmation_id
 
-    async def take(self, confirmation_id: str, user_id: str, *, claim: str | None = None) -> Taken:
+    async def take(self, confirmation_id: str, user_id: str, *, claim: str | None = None,
+                   note: Callable[[dict[str, Any]], str] | None = None) -> Taken:
         """Remove and return the pending call, if it exists, belongs to `user_id` and is fresh.
 
         `claim`: a key claimed in the same transaction (bot/storage/claims.py), DUPLICATE when it
         was claimed before. Together, so that a database failing in between leaves neither taken
         and the next click finds the question as it was. A take that committed and then lost its
         answer is given back (the claim, under this take's own holder, and the question), so the
-        click the refusal asks for is not ignored as a duplicate of one that dialled nothing."""
+        click the refusal asks for is not ignored as a duplicate of one that dialled nothing.
+        `note`: what the claim keeps for the requester of a question taken (from its request's
+        fields; bot/calls/untold.py), written in the same transaction: no question is ever gone
+        without it, whenever the bot dies."""
         if not valid_id(confirmation_id):
             return Taken(TakeStatus.GONE)
         now = self.clock()
         holder = secrets.token_hex(16)
         removed: Row | None = None
+        written: str | None = None
         try:
             async with self._db.transaction() as tx:
                 if claim is not None and not await claim_in(tx, claim, now, holder=holder):
@@ -156,6 +162,10 @@ class Confirmations:
                     return Taken(TakeStatus.GONE)
                 removed = row
                 await tx.execute(_FORGET_EXPIRED, (now - self._lifetime,))
+                if claim is not None and note is not None and (
+                        float(row["created_at"]) >= now - self._lifetime):
+                    written = note(json.loads(row["request"]))
+                    await note_in(tx, claim, written)
         except DATABASE_FAULTS:
             if removed is not None and claim is not None:
                 await self._give_back(removed, claim, holder)
@@ -169,6 +179,7 @@ class Confirmations:
             reasons=reasons,
             request=json.loads(row["request"]),
             created_at=float(row["created_at"]),
+            note=written,
         )
         return Taken(TakeStatus.TAKEN, pending)
 

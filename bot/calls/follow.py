@@ -117,9 +117,9 @@ class CallFollower:
         that may ring. Raises when the database fails: then nothing must be dialled.
 
         Written together with `attempt`, the attempt's audit record (the row keeps its id as
-        `attempt_id`), and the row's lease, after `slot` (a rate-limit slot) is taken: all or
-        nothing, in one round trip (bot/storage/together.py). What taking the slot raises comes
-        out, with nothing written."""
+        `attempt_id`), and the row's lease, after `slot` (a rate-limit slot) is taken, the
+        request's note cleared (bot/calls/untold.py): all or nothing, in one round trip
+        (bot/storage/together.py). What taking the slot raises, or AlreadyTold, comes out."""
         request = call.request
         values: dict[str, Any] = dict(
             created_at=started, team_id=request.team_id, requester_id=request.user_id,
@@ -131,8 +131,8 @@ class CallFollower:
         # Leased in the row's own transaction and held while it is dialled: no replica (this one
         # included) ever sees it without its lease and takes it for a call left behind.
         row = await self._store.insert_together(
-            values, attempt=attempt, lease=self._runner.new_lease(CALLS_TABLE), slot=slot
-        )
+            values, attempt=attempt, lease=self._runner.new_lease(CALLS_TABLE), slot=slot,
+            untold=request.untold)
         self._runner.reserved(row.id)
         return row
 

@@ -97,3 +97,15 @@ def call_unknown(description: str, session_id: str | None = None) -> Message:
 def combined(parent: Message, result: Message) -> Message:
     """One message for where no thread is possible (a `response_url` keeps no `ts`)."""
     return Message(text=f"{parent.text}\n{result.text}", blocks=parent.blocks + result.blocks)
+
+
+def not_placed(number: str | None, *, again: bool = False) -> Message:
+    """A request whose replica stopped after taking it and before dialling (calls/untold.py)."""
+    shown = escape(number) if number else None
+    if again:
+        line = (f"⚠️ callbot stopped before calling {shown or 'this number'} again, so the call "
+                "was *not* placed: nothing was dialled. Click Call again once more, or use /call.")
+    else:
+        line = (f"⚠️ callbot stopped before placing your call{f' to {shown}' if shown else ''}, "
+                "so it was *not* placed: nothing was dialled. Use /call to call again.")
+    return Message(text=line, blocks=[section(line)])

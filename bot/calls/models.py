@@ -14,6 +14,7 @@ from bot.errors import Expected
 from bot.evovoice.client import Session
 from bot.phone import DialableNumber
 from bot.slack.threads import Thread
+from bot.storage.claims import Untold
 
 # How far back a session may have been created to count as the one an ambiguous attempt placed.
 AMBIGUOUS_LOOKUP_SLACK = dt.timedelta(seconds=30)
@@ -51,6 +52,8 @@ class CallRequest:
     repeat_of: int | None = None  # audit id of the attempt this one repeats
     # Questions the requester already answered "Call" to (see confirmations.Reason).
     confirmed: frozenset[str] = frozenset()
+    # The note its claim keeps of whom to tell until its call's row is written (calls/untold.py).
+    untold: Untold | None = None
 
 
 @dataclass(frozen=True)

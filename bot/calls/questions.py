@@ -3,7 +3,8 @@ the same call within the repeat window (CallService decides when; confirmations.
 question, confirm_views.py draws it).
 
 A click on "Call" is a new request, checked again from the start (`CallService.handle`), once:
-the click is claimed in the transaction that takes the question.
+the click is claimed in the transaction that takes the question, with the note that tells its
+requester the call was not placed should the bot die before dialling it (calls/untold.py).
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from bot.calls import confirm_views
 from bot.calls import messages as views
 from bot.calls.confirmations import Confirmations, Reason, TakeStatus
 from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
+from bot.calls.untold import Kind, UntoldRequests
 from bot.errors import DatabaseUnavailable, describe
 from bot.phone import describe_region
 from bot.slack.notify import Notifier
+from bot.storage.claims import Untold
 from bot.storage.faults import refused_when_database_fails
 
 # The name operators filter on for these lines, kept from before the split.
@@ -41,12 +45,14 @@ class Questions:
         *,
         confirmations: Confirmations,
         notifier: Notifier,
+        untold: UntoldRequests,
         confirm_outside: frozenset[str] | None,
         handle: Callable[[CallRequest], Awaitable[CallResult]],
         finished: Callable[[CallResult], CallResult],
     ) -> None:
         self._confirmations = confirmations
         self._notifier = notifier
+        self._untold = untold
         self._confirm_outside = confirm_outside
         # CallService's: a confirmed request is handled as any, and its end counted as any.
         self._handle = handle
@@ -57,7 +63,8 @@ class Questions:
         fields = dataclasses.asdict(request)
         # The click brings a fresh response_url; the stored request needs none.
         fields.update(response_url=None, response_url_used=0, idempotency_key=None,
-                      confirmed=sorted(request.confirmed))
+                      confirmed=sorted(request.confirmed), untold=None,
+                      number_masked=call.number.masked)  # for the note of a take (untold.py)
         confirmation_id = await self._confirmations.create(
             request.user_id, needed.reasons | {Reason(r) for r in request.confirmed}, fields
         )
@@ -86,14 +93,21 @@ class Questions:
         response_url: str | None,
     ) -> CallResult:
         """A click on "Call" under a question: a new request, checked again from the start."""
+        claim = f"confirm:{confirmation_id}:{user_id}"
+
+        def note(asked: dict[str, Any]) -> str:  # its question's message is where it was told
+            number = asked.get("number_masked")
+            return self._untold.note(claim, user_id=user_id, response_url=response_url,
+                                     number=number if isinstance(number, str) else None,
+                                     kind=Kind.QUESTION).note
+
         try:
             with refused_when_database_fails("nothing was dialled"):
                 # A double click or a redelivered click dials at most once. The click is claimed
                 # in the transaction that takes the question: a database failing there leaves
                 # neither done, so the click the refusal asks for is not dropped as a duplicate.
-                taken = await self._confirmations.take(
-                    confirmation_id, user_id, claim=f"confirm:{confirmation_id}:{user_id}"
-                )
+                taken = await self._confirmations.take(confirmation_id, user_id, claim=claim,
+                                                       note=note)
         except DatabaseUnavailable as exc:  # the question stays: "Call" may be clicked again
             await self._notifier.tell(user_id=user_id, channel_id=channel_id,
                                       response_url=response_url,
@@ -120,6 +134,7 @@ class Questions:
         request = dataclasses.replace(
             CallRequest(**fields), response_url=response_url, idempotency_key=None,
             response_url_used=1 if answered else 0,
+            untold=Untold(claim, taken.pending.note) if taken.pending.note else None,
         )
         return await self._handle(request)
 

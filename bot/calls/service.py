@@ -19,6 +19,7 @@ is reported as "outcome unknown", never retried (see evovoice).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from functools import partial
@@ -33,14 +34,16 @@ from bot.calls.follow import CallFollower
 from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, SlotRequest
 from bot.calls.models import NOT_DIALLED, CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.questions import ConfirmationNeeded, Questions
+from bot.calls.untold import UntoldRequests
 from bot.errors import CallbotError, DatabaseUnavailable, Expected, describe, log_unexpected
 from bot.errors import reference_id
 from bot.evovoice.catalog import Catalog
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError
 from bot.phone import DialPolicy, check_dialable, to_e164
 from bot.slack.notify import Notifier
-from bot.storage.claims import Claims
+from bot.storage.claims import Claims, Untold
 from bot.storage.faults import DATABASE_FAULTS, until_database_answers
+from bot.storage.together import AlreadyTold
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +64,7 @@ class CallService:
         follower: CallFollower,
         limits: CallLimits,
         confirmations: Confirmations,
+        untold: UntoldRequests,
         confirm_outside: frozenset[str] | None,
         on_result: Callable[[CallResult], None],
         on_limit: Callable[[str], None],
@@ -83,10 +87,11 @@ class CallService:
         # Hears every request's final outcome (metrics); never sees the number.
         self._on_result = on_result
         self._limits = limits
+        self._untold = untold
         # "Are you sure?": asked by proceed(), answered by a click (`confirm`, `cancel`).
         self.questions = Questions(
-            confirmations=confirmations, notifier=notifier, confirm_outside=confirm_outside,
-            handle=self.handle, finished=self._finished,
+            confirmations=confirmations, notifier=notifier, untold=untold,
+            confirm_outside=confirm_outside, handle=self.handle, finished=self._finished,
         )
         self.confirm, self.cancel = self.questions.confirm, self.questions.cancel
         # None: never ask about regions (the allowed ones are all fine).
@@ -112,22 +117,31 @@ class CallService:
 
     async def handle(self, request: CallRequest) -> CallResult:
         """check() then proceed(); refusals go to the requester alone, as does a bug, with its log
-        line's reference (acked: no other way to hear of it); UNKNOWN then, uncounted."""
+        line's reference (acked: no other way to hear of it); UNKNOWN then, uncounted. The note
+        its claim keeps (calls/untold.py) goes once it ends told, without a call's row."""
+        noted = [request.untold] if request.untold is not None else []
         try:
-            return await self._handle_request(request)
+            result = await self._handle_request(request, noted)
         except Exception as exc:
             words = log_unexpected(exc, f"call by {request.user_id} failed",
                                    extra={"user_id": request.user_id})
             await self._notifier.tell(user_id=request.user_id, channel_id=request.channel_id,
                                       response_url=request.response_url,
                                       message=views.refusal(words))
-            return CallResult(Outcome.UNKNOWN)
+            result = CallResult(Outcome.UNKNOWN)
+        for untold in noted:
+            await self._untold.settled(untold, result)
+        return result
 
-    async def _handle_request(self, request: CallRequest) -> CallResult:
+    async def proceed_noted(self, checked: CheckedCall) -> CallResult:
+        """proceed() for the call form, whose claim kept the request's note (as handle())."""
+        return await self._untold.settled(checked.request.untold, await self.proceed(checked))
+
+    async def _handle_request(self, request: CallRequest, noted: list[Untold]) -> CallResult:
         claimed: list[str] = []
         try:
             with self.dials_first.on_its_way():
-                result = await self._handle(request, claimed)
+                result = await self._handle(request, claimed, noted)
             if result.outcome is not Outcome.REFUSED:
                 return result
             refused = result
@@ -152,22 +166,31 @@ class CallService:
                      request.user_id, exc, reference)
         return await self._refuse(request, DatabaseUnavailable(reference))
 
-    async def _handle(self, request: CallRequest, claimed: list[str]) -> CallResult:
+    async def _handle(self, request: CallRequest, claimed: list[str], noted: list[Untold]
+                      ) -> CallResult:
         """`claimed`: hears a key claimed after the checks (Call again), given back if the
-        call is refused after all (a rate limit) or the database fails before the POST."""
-        if request.idempotency_key and not request.claim_after_check:
-            if not await self._claims.claim(request.idempotency_key):
+        call is refused after all (a rate limit) or the database fails before the POST.
+        `noted`: hears the note a claim keeps for the requester (calls/untold.py)."""
+        key = request.idempotency_key
+        if key and not request.claim_after_check:
+            untold = self._untold.note_request(key, request)
+            if not await self._untold.claim_noted(partial(self._claims.claim, key), untold, noted):
                 return await self._duplicate(request)
+            request = dataclasses.replace(request, untold=untold)
         try:
             checked = await self.check(request)
         except (CallbotError, EvoVoiceError) as exc:
             return await self._refuse(request, exc)
-        if request.idempotency_key and request.claim_after_check:
+        if key and request.claim_after_check:
+            untold = self._untold.note_request(key, request, checked.number.masked)
             # Given back when the database fails on it (its answer lost): the click the refusal
             # asks for is not told the call was made already.
-            if not await self._claims.claim_or_give_back(request.idempotency_key):
+            claim = partial(self._claims.claim_or_give_back, key)
+            if not await self._untold.claim_noted(claim, untold, noted):
                 return await self._duplicate(request)
-            claimed.append(request.idempotency_key)
+            claimed.append(key)
+            request = dataclasses.replace(request, untold=untold)
+            checked = dataclasses.replace(checked, request=request)
         return await self.proceed(checked)
 
     async def proceed(self, checked: CheckedCall) -> CallResult:
@@ -190,6 +213,10 @@ class CallService:
                                          recent.seconds_ago) from None
             except LimitReached as refused:  # the same; told as the window that frees last
                 raise await self._limits.refused(refused, checked.request.user_id) from None
+            except AlreadyTold:  # this replica stalled; the one that took over told "not placed"
+                logger.warning("call by %s not placed: its requester was told so meanwhile",
+                               checked.request.user_id, extra={"user_id": checked.request.user_id})
+                return self._finished(CallResult(Outcome.REFUSED))
         except ConfirmationNeeded as needed:
             # A Yes that a full limit would refuse: the refusal is told now, no question asked.
             if (full := await self._limits.full_now(checked)) is not None:

@@ -17,6 +17,7 @@ from dataclasses import MISSING, dataclass, fields
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from bot.storage.claims import Untold
 from bot.storage.database import Connection, Database, IntegrityError
 from bot.storage.leases import LAPSED_ROWS
 from bot.storage.together import NewRow, SlotFirst, write_together
@@ -176,10 +177,12 @@ class CallStore:
     async def insert_together(
         self, values: Mapping[str, Any], *, attempt: NewRow | None = None,
         lease: NewRow | None = None, slot: SlotFirst[Any] | None = None,
+        untold: Untold | None = None,
     ) -> TrackedCall:
         """A new row with its `attempt`'s record (whose id it keeps as `attempt_id`) and its
-        `lease`, after `slot` is taken: all together or none, in one round trip
-        (bot/storage/together.py). Raises what taking the slot raises, with nothing written."""
+        `lease`, after `slot` is taken, its request's note (`untold`) cleared: all together or
+        none, in one round trip (bot/storage/together.py). Raises what taking the slot raises, or
+        AlreadyTold, with nothing written."""
         unknown = set(values) - set(_COLUMNS) | {"id", "attempt_id"} & set(values)
         if unknown:
             raise ValueError(f"unknown columns: {sorted(unknown)}")
@@ -187,7 +190,7 @@ class CallStore:
                  if name not in ("id", "attempt_id")}
         row = NewRow("calls", whole, ids={"attempt_id": attempt.table} if attempt else {})
         rows = [r for r in (attempt, row, lease) if r is not None]
-        _, inserted = await write_together(self._db, rows, slot)
+        _, inserted = await write_together(self._db, rows, slot, untold)
         return _call(inserted["calls"])
 
     async def unanswered(self, requester_id: str, created_at: float) -> TrackedCall | None:

@@ -13,6 +13,7 @@ through `block_suggestion`, validated in the ack of its submission, then dialled
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from functools import partial
 from typing import Any
@@ -23,6 +24,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.calls import form as forms
 from bot.calls.form import FormField, Submission
 from bot.calls.models import CallRequest, CheckedCall
+from bot.calls.untold import untold_note
 from bot.errors import (
     CallbotError,
     CallerIdNotOwned,
@@ -36,6 +38,7 @@ from bot.errors import (
 from bot.evovoice.client import EvoVoiceError, Flow
 from bot.listeners.actions import user_of
 from bot.listeners.modals import FormSpec, Submitted, Wording, accept_submission, open_form
+from bot.listeners.modals import submission_key
 from bot.phone import NumberRejected, check_dialable
 from bot.services import Services
 from bot.slack.blocks import MAX_OPTION_TEXT, MAX_OPTIONS, clip
@@ -197,9 +200,10 @@ async def on_form_submitted(
     await accept_submission(
         ack, body, view, services, FORM,
         validate=partial(validate, services),
-        start=services.calls.proceed,
+        start=services.calls.proceed_noted,
         budget=VALIDATION_BUDGET_SECONDS,
         repeated=services.calls.repeated,
+        untold=untold_note,
     )
 
 
@@ -241,7 +245,7 @@ async def validate(
         response_url=metadata.response_url if metadata.channel_id else submission.response_url,
     )
     try:
-        return await services.calls.check(request)
+        checked = await services.calls.check(request)
     except FlowNotFound:
         # Chosen from the menu, not typed: /call's "No flow is called …, use its slug" would
         # quote an ID the person never saw.
@@ -249,6 +253,10 @@ async def validate(
         return {FormField.FLOW: FLOW_GONE.format(name=name)}
     except (CallbotError, EvoVoiceError) as exc:
         return {field_for(exc): describe(exc)}
+    # What the view's claim keeps for the requester until the call's row is written.
+    key = submission_key(FORM.claim_prefix, submitted.team_id, submitted.view_id)
+    untold = services.untold.note_request(key, request, checked.number.masked)
+    return dataclasses.replace(checked, request=dataclasses.replace(request, untold=untold))
 
 
 async def _has_flows(services: Services) -> bool:

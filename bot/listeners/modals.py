@@ -31,6 +31,7 @@ from bot.listeners.actions import user_of
 from bot.services import Services
 from bot.slack.modals import Form, MetadataInvalid, ModalMetadata, field_errors, loading_id
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
+from bot.storage.claims import Untold
 from bot.storage.faults import refused_when_database_fails
 
 logger = logging.getLogger(__name__)
@@ -138,12 +139,14 @@ async def accept_submission(
     budget: float = VALIDATION_BUDGET_SECONDS,
     admission: Admission | None = None,
     repeated: Callable[[Checked], Coroutine[Any, Any, Any]] | None = None,
+    untold: Callable[[Checked], str | None] | None = None,
 ) -> None:
     """A form's Submit: read it back, check it with `validate` (the checked request, or an error
     per field), then start it once per view; every refusal goes back in the ack, under its field
     (any of the form's fields when the view doesn't list its own). With `admission`, which the
     started work answers, the ack waits for it too. `repeated` is started for a Submit of a view
-    already started (acked; it records and counts it, and nothing else is done)."""
+    already started (acked; it records and counts it, and nothing else is done). `untold`: the
+    note the view's claim keeps for its requester (bot/calls/untold.py)."""
     user_id = user_of(dict(body))
     team_id = _team_of(body, view)
     trusted = services.trusted_origins
@@ -178,6 +181,7 @@ async def accept_submission(
         budget=budget,
         admission=admission,
         repeated=repeated,
+        untold=untold,
     )
 
 
@@ -215,6 +219,7 @@ async def _accept_once(
     budget: float = VALIDATION_BUDGET_SECONDS,
     admission: Admission | None = None,
     repeated: Callable[[Checked], Coroutine[Any, Any, Any]] | None = None,
+    untold: Callable[[Checked], str | None] | None = None,
 ) -> None:
     """Validate, claim `claim_key`, start the work; every refusal goes back in the ack."""
     began = asyncio.get_running_loop().time()
@@ -230,9 +235,10 @@ async def _accept_once(
         return
     # One start per view: a second Submit, or a racing duplicate, finds the claim taken; not the
     # Submit a refusal asks for (a claim that committed and lost its answer is given back).
+    note = untold(checked) if untold is not None else None
     try:
         with refused_when_database_fails(wording.not_done):
-            claimed = await services.claims.claim_or_give_back(claim_key)
+            claimed = await services.claims.claim_or_give_back(claim_key, untold=note)
     except DatabaseUnavailable as exc:  # nothing started: this form may be submitted again
         await refuse({wording.general_field: exc.user_message})
         return
@@ -252,6 +258,11 @@ async def _accept_once(
                              after_acks=admission is None)
     except RuntimeError:  # shutdown began after the checks; this view is spent
         await refuse({wording.general_field: wording.spent_by_restart})
+        if note is not None:  # told here: nothing more to tell after the restart
+            try:
+                await services.claims.told(Untold(claim_key, note))
+            except Exception as exc:  # told twice, then: "not placed" after the restart too
+                logger.warning("claim %s keeps its note (%s)", claim_key, type(exc).__name__)
         return
     if admission is not None:
         errors = await admission.heard(budget - (asyncio.get_running_loop().time() - began))

@@ -14,6 +14,10 @@ background (an escalation's step, its page, the telling of its end).
 What a claim guards can be written in the claim's own transaction (`then`): a post kept in the
 outbox (bot/slack/outbox.py) is then never claimed without being written, nor written without
 being claimed, whenever the bot dies.
+
+A request's claim keeps a note of whom to tell (`untold`) until its call's row is written, in the
+same statement as the claim: should its replica die in between, nothing was dialled and a take-over
+round tells the requester so (bot/calls/untold.py). The note is compared as written, whole.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 from bot.storage.database import POSTGRESQL, Connection, Database
 from bot.storage.faults import DATABASE_FAULTS, until_database_answers, wrote_nothing
@@ -32,8 +37,9 @@ logger = logging.getLogger(__name__)
 CLAIM_LIFETIME_SECONDS = 24 * 3600
 # The key written as claimed by a holder, whoever held it: a takeover (`take_over_in`).
 _TAKE = (
-    "INSERT INTO claims (key, claimed_at, holder) VALUES (?, ?, ?)"
-    " ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at, holder = excluded.holder"
+    "INSERT INTO claims (key, claimed_at, holder, untold) VALUES (?, ?, ?, ?)"
+    " ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at, holder = excluded.holder,"
+    " untold = excluded.untold"
 )
 # The claim itself, one statement on both databases: a new key, an expired claim of it, or the same
 # named holder's own claim again is taken (one row written); anyone else's live claim is left as
@@ -43,6 +49,16 @@ _CLAIM = _TAKE + " WHERE claims.claimed_at < ? OR claims.holder = excluded.holde
 CLAIM_PURGE_EVERY_SECONDS = 60.0
 # What a claim guards, written in the claim's transaction if it is granted.
 Guarded = Callable[[Connection], Awaitable[None]]
+# A request's note cleared, if it is there as written: (key, note).
+_TOLD = "UPDATE claims SET untold = NULL WHERE key = ? AND untold = ?"
+
+
+@dataclass(frozen=True)
+class Untold:
+    """A claimed request's note of whom to tell (bot/calls/untold.py), as its claim keeps it."""
+
+    key: str
+    note: str
 
 
 class Claims:
@@ -51,16 +67,16 @@ class Claims:
         self._clock = clock
         self._purged_at: float | None = None
 
-    async def claim(self, key: str, *, holder: str | None = None, then: Guarded | None = None
-                    ) -> bool:
+    async def claim(self, key: str, *, holder: str | None = None, then: Guarded | None = None,
+                    untold: str | None = None) -> bool:
         """True for the first claim of `key`; False for every later one (until it expires),
         except one by the same `holder` (its earlier try committed, its answer was lost).
         `then`: written in the claim's own transaction, if it is granted (again, to its holder:
-        `then` finds its own earlier write)."""
+        `then` finds its own earlier write). `untold`: the request's note, kept with the claim."""
         now = self._clock()
         if then is not None:
             async def claim_and_write(conn: Connection) -> bool:
-                if not await claim_in(conn, key, now, holder=holder):
+                if not await claim_in(conn, key, now, holder=holder, untold=untold):
                     return False
                 await then(conn)
                 return True
@@ -76,12 +92,13 @@ class Claims:
                 )
                 self._purged_at = now
             taken = await self._db.execute(
-                _CLAIM, (key, now, holder, now - CLAIM_LIFETIME_SECONDS)
+                _CLAIM, (key, now, holder, untold, now - CLAIM_LIFETIME_SECONDS)
             )
             return taken == 1
-        return await self._db.atomic(lambda conn: claim_in(conn, key, now, holder=holder))
+        return await self._db.atomic(
+            lambda conn: claim_in(conn, key, now, holder=holder, untold=untold))
 
-    async def claim_or_give_back(self, key: str) -> bool:
+    async def claim_or_give_back(self, key: str, *, untold: str | None = None) -> bool:
         """`claim(key)` for a request whose person is told to try again when the database fails
         on it: made under a holder of its own and, when the database fails, given back (only if
         it is that holder's: it committed and lost its answer), so that the try the refusal asks
@@ -90,7 +107,7 @@ class Claims:
         claim raised."""
         holder = secrets.token_hex(16)
         try:
-            return await self.claim(key, holder=holder)
+            return await self.claim(key, holder=holder, untold=untold)
         except DATABASE_FAULTS as exc:
             if not wrote_nothing(exc):
                 try:
@@ -125,7 +142,7 @@ class Claims:
     async def take_over_in(self, conn: Connection, key: str, *, holder: str) -> None:
         """`key` claimed by `holder`, whoever held it, within the caller's transaction (which
         decided that the claim's holder will never act on it: bot/oncall/step_claims.py)."""
-        await conn.execute(_TAKE, (key, self._clock(), holder))
+        await conn.execute(_TAKE, (key, self._clock(), holder, None))
 
     async def holder(self, key: str, *, on: Connection | None = None) -> str | None:
         """Who holds `key`: None if nobody does, or a claim that named no holder. `on`: the
@@ -149,9 +166,44 @@ class Claims:
                                    (key, holder))
 
 
-async def claim_in(conn: Connection, key: str, now: float, *, holder: str | None = None
-                   ) -> bool:
+    # ------------------------------------------------------------------ requests' notes
+
+    async def untold(self) -> list[tuple[str, str, float]]:
+        """The notes kept (key, note, when claimed): requests whose call's row is not written yet,
+        nor their requester told otherwise."""
+        rows = await self._db.fetchall(
+            "SELECT key, untold, claimed_at FROM claims WHERE untold IS NOT NULL")
+        return [(str(row[0]), str(row[1]), float(row[2])) for row in rows]
+
+    async def renote(self, key: str, note: str, new: str) -> bool:
+        """`note` replaced with `new`, if it is there as written (a take-over round adopting it)."""
+        return await self._db.execute("UPDATE claims SET untold = ? WHERE key = ? AND untold = ?",
+                                      (new, key, note)) == 1
+
+    async def told(self, untold: Untold, *, release: bool = False) -> None:
+        """The request's requester was told (its note goes), if the note is there as written.
+        `release`: the claim goes with it (what it guards may be asked for again)."""
+        if release:
+            await self._db.execute("DELETE FROM claims WHERE key = ? AND untold = ?",
+                                   (untold.key, untold.note))
+        else:
+            await self._db.execute(_TOLD, (untold.key, untold.note))
+
+
+async def claim_in(conn: Connection, key: str, now: float, *, holder: str | None = None,
+                   untold: str | None = None) -> bool:
     """`Claims.claim` within the caller's own transaction (what it guards is written in it too)."""
     cutoff = now - CLAIM_LIFETIME_SECONDS
     await conn.execute("DELETE FROM claims WHERE claimed_at < ?", (cutoff,))
-    return await conn.execute(_CLAIM, (key, now, holder, cutoff)) == 1
+    return await conn.execute(_CLAIM, (key, now, holder, untold, cutoff)) == 1
+
+
+async def note_in(conn: Connection, key: str, untold: str) -> None:
+    """The note of `key`'s request, written within the transaction that claimed it."""
+    await conn.execute("UPDATE claims SET untold = ? WHERE key = ?", (untold, key))
+
+
+async def told_in(conn: Connection, untold: Untold) -> bool:
+    """`untold` cleared within the caller's transaction (the one writing the call's row); False
+    if it is not there as written (a take-over round told the requester)."""
+    return await conn.execute(_TOLD, (untold.key, untold.note)) == 1

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.storage.append_only import PG_APPEND_ONLY, pg_append_only, sqlite_append_only
-from bot.storage.rate_slot import RATE_SLOT_FUNCTION, WRITE_TOGETHER_FUNCTION
+from bot.storage import rate_slot
 
 SQLITE_POSTGRES_TYPES = {
     "id": ("INTEGER PRIMARY KEY AUTOINCREMENT",
@@ -320,20 +320,12 @@ MIGRATIONS: list[Migration] = [
         CREATE INDEX slack_posts_by_owner ON slack_posts (owner)
         """,
     ),
-    Migration(
-        10,
-        "rate limits checked and taken in one statement on PostgreSQL",
-        # SQLite needs nothing: BEGIN IMMEDIATE already runs one writer at a time.
-        "",
-        postgres=RATE_SLOT_FUNCTION,
-    ),
-    Migration(
-        11,
-        "the writes before a call's POST in one statement on PostgreSQL",
-        # SQLite needs nothing: the same writes are one BEGIN IMMEDIATE transaction there.
-        "",
-        postgres=WRITE_TOGETHER_FUNCTION,
-    ),
+    # SQLite needs nothing: BEGIN IMMEDIATE already runs one writer at a time.
+    Migration(10, "rate limits checked and taken in one statement on PostgreSQL", "",
+              postgres=rate_slot.RATE_SLOT_FUNCTION),
+    # SQLite needs nothing: the same writes are one BEGIN IMMEDIATE transaction there.
+    Migration(11, "the writes before a call's POST in one statement on PostgreSQL", "",
+              postgres=rate_slot.WRITE_TOGETHER_FUNCTION),
     Migration(
         12,
         "spooled audit records keep their key",
@@ -397,4 +389,8 @@ MIGRATIONS: list[Migration] = [
     # Its parent, posted as its POST left: a call found left dialling is told there (follow.py).
     Migration(17, "where a call left being dialled was posted",
               "ALTER TABLE calls ADD COLUMN parent_posted_ts TEXT"),
+    # What a request's claim keeps, until its call's row is written, for a take-over round to tell
+    # its requester should its replica die first (bot/calls/untold.py); that write clears it.
+    Migration(18, "a claimed request's note of whom to tell", rate_slot.UNTOLD_COLUMN,
+              postgres=rate_slot.UNTOLD_COLUMN + ";" + rate_slot.WRITE_TOGETHER_UNTOLD_FUNCTION),
 ]

@@ -166,3 +166,43 @@ WRITE_TOGETHER_FUNCTION = """
         END
         $$
 """
+
+# Migration 18: what a request's claim keeps for its requester until its call's row is written
+# (bot/calls/untold.py; NULL: nothing to tell), and the few notes kept found without reading every
+# claim (the literal predicate, as calls_dialling's).
+UNTOLD_COLUMN = """
+        ALTER TABLE claims ADD COLUMN untold TEXT;
+        CREATE INDEX claims_untold ON claims (key) WHERE untold IS NOT NULL
+"""
+
+# The writes before a call's POST for a request whose claim keeps a note (bot/storage/together.py):
+# callbot_write_together's arguments, then the claim's key and its note as written. The note is
+# locked first and cleared once the rows are written, in the same statement. A note not there as
+# written (a take-over round has told the requester the call was not placed: this replica stalled
+# meanwhile) writes nothing and answers 'told'; a slot refused leaves the note as it was.
+WRITE_TOGETHER_UNTOLD_FUNCTION = """
+        CREATE FUNCTION callbot_write_together(p_slot JSONB, p_rows JSONB, p_key TEXT,
+                                               p_untold TEXT)
+        RETURNS TABLE (refused_by TEXT, refused_at DOUBLE PRECISION, slot_id BIGINT,
+                       inserted JSONB)
+        LANGUAGE plpgsql VOLATILE AS $$
+        DECLARE
+            v_written RECORD;
+        BEGIN
+            PERFORM 1 FROM claims AS c WHERE c.key = p_key AND c.untold = p_untold FOR UPDATE;
+            IF NOT FOUND THEN
+                RETURN QUERY SELECT 'told'::TEXT, NULL::DOUBLE PRECISION, NULL::BIGINT,
+                                    NULL::JSONB;
+                RETURN;
+            END IF;
+            SELECT w.refused_by AS w_refused_by, w.refused_at AS w_refused_at,
+                   w.slot_id AS w_slot_id, w.inserted AS w_inserted
+                INTO v_written FROM callbot_write_together(p_slot, p_rows) AS w;
+            IF v_written.w_refused_by IS NULL THEN
+                UPDATE claims AS c SET untold = NULL WHERE c.key = p_key;
+            END IF;
+            RETURN QUERY SELECT v_written.w_refused_by, v_written.w_refused_at,
+                                v_written.w_slot_id, v_written.w_inserted;
+        END
+        $$
+"""

@@ -14,6 +14,8 @@ The rows are data, their column values computed once in Python for both database
 
 Either way the slot and every row are written together or not at all: a refused slot writes no row,
 and a row refused (a constraint, a lease held already) takes the slot and the rows before it away.
+A request whose claim keeps a note for its requester (`untold`, bot/storage/claims.py) has it
+cleared in the same write, and nothing is written if it is gone (`AlreadyTold`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from bot.storage.claims import Untold, told_in
 from bot.storage.database import POSTGRESQL, Connection, Database, Row
 
 S = TypeVar("S")
@@ -31,6 +34,8 @@ S_co = TypeVar("S_co", covariant=True)
 # What a slot's taking answers, on either database: (the scope that refused it, when the attempt it
 # waits for was made, None) or (None, None, the new slot's id). See bot/storage/rate_slot.py.
 SlotAnswer = tuple[str | None, float | None, int | None]
+# What callbot_write_together answers for a request's note that is gone (bot/storage/rate_slot.py).
+TOLD = "told"
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,11 @@ class NewRow:
         return {"table": self.table, "values": values, "ids": dict(self.ids)}
 
 
+class AlreadyTold(Exception):
+    """The request's note was taken by a take-over round, which told its requester the call was
+    not placed (this replica stalled past its lease meanwhile): nothing was written."""
+
+
 class SlotFirst(Protocol[S_co]):
     """A rate-limit slot taken first, in the same transaction (bot/calls/limits.py)."""
 
@@ -63,14 +73,18 @@ class SlotFirst(Protocol[S_co]):
 
 
 async def write_together(
-    db: Database, rows: Sequence[NewRow], slot: SlotFirst[S] | None = None
+    db: Database, rows: Sequence[NewRow], slot: SlotFirst[S] | None = None,
+    untold: Untold | None = None,
 ) -> tuple[S | None, dict[str, Row]]:
     """Take `slot`, then insert `rows` in order, all in one transaction and one round trip; what
-    `slot.decide` raises comes out, with nothing written. The slot and each table's new row."""
+    `slot.decide` raises comes out, with nothing written. The slot and each table's new row.
+    `untold`: cleared in the same transaction; AlreadyTold, with nothing written, if it is gone."""
     if db.dialect == POSTGRESQL:
-        return await _in_one_statement(db, rows, slot)
+        return await _in_one_statement(db, rows, slot, untold)
 
     async def unit(conn: Connection) -> tuple[S | None, dict[str, Row]]:
+        if untold is not None and not await told_in(conn, untold):
+            raise AlreadyTold()  # the slot refused after it: the note is there again (rollback)
         taken = slot.decide(await slot.take_in(conn)) if slot is not None else None
         return taken, await insert_rows(conn, rows)
 
@@ -96,14 +110,19 @@ async def insert_rows(conn: Connection, rows: Sequence[NewRow]) -> dict[str, Row
 
 
 async def _in_one_statement(
-    db: Database, rows: Sequence[NewRow], slot: SlotFirst[S] | None
+    db: Database, rows: Sequence[NewRow], slot: SlotFirst[S] | None, untold: Untold | None
 ) -> tuple[S | None, dict[str, Row]]:
+    arguments: tuple[Any, ...] = (
+        json.dumps(list(slot.arguments())) if slot is not None else None,
+        json.dumps([row.as_json() for row in rows]))
+    if untold is not None:  # its overload (migration 18): the note first, cleared with the rows
+        arguments += (untold.key, untold.note)
     found = await db.fetchone(
-        "SELECT refused_by, refused_at, slot_id, inserted FROM callbot_write_together(?, ?)",
-        (json.dumps(list(slot.arguments())) if slot is not None else None,
-         json.dumps([row.as_json() for row in rows])),
-    )
+        "SELECT refused_by, refused_at, slot_id, inserted FROM callbot_write_together("
+        f"{', '.join('?' * len(arguments))})", arguments)
     assert found is not None
+    if found["refused_by"] == TOLD:
+        raise AlreadyTold()
     answer: SlotAnswer = (found["refused_by"], found["refused_at"], found["slot_id"])
     taken = slot.decide(answer) if slot is not None else None
     written: list[dict[str, Any]] = json.loads(found["inserted"])

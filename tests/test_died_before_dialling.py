@@ -1,0 +1,208 @@
+"""The bot died (SIGKILL, a lost host, stopped past its grace) after taking a request and before
+the call's row was written: nothing was dialled, and the request's claim keeps a second delivery or
+click from acting. The requester is told, once, by the next start or another replica's take-over
+round, that the call was NOT placed, where they were last told; nothing is dialled on its own.
+
+The bot is stopped with no grace while its task waits at a gate (Slack's answer to "Confirmed", or
+the write of the call's row held): cancelled there, as a SIGKILL would leave it. The rows it left
+are then moved a lease into the past, as if that long had gone by (`gone_for_a_lease`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.calls.status_views import CALL_AGAIN_ACTION
+from tests.conftest import BotFactory, BotUnderTest, policy_with
+from tests.databases import on_both_databases
+from tests.follow_helpers import (
+    FAST,
+    FULL,
+    MASKED,
+    OTHER,
+    click,
+    ended_call,
+    gone_for_a_lease,
+    services,
+    stall,
+)
+from tests.interactions import ask, interact, open_from_shortcut, state, submission
+from tests.interactions import click as answer
+
+CANADA = "+14165550123"
+CANADA_MASKED = "+1 416 ••• 0123"
+QUICK = {**FAST, "LEASE_SECONDS": "3"}
+
+
+def held_before_its_row(bot: BotUnderTest) -> asyncio.Event:
+    """The bot's next call waits just before its row is written, until the bot is stopped: the
+    event is set once it waits there."""
+    reached = asyncio.Event()
+
+    async def held(*_: object, **__: object) -> None:
+        reached.set()
+        await asyncio.Event().wait()
+
+    services(bot).follower.note_dialling = held  # type: ignore[method-assign]
+    return reached
+
+
+async def died_there(bot: BotUnderTest, reached: asyncio.Event) -> None:
+    """Once `bot` waits before its call's row (`held_before_its_row`): stopped with no grace, a
+    lease ago."""
+    await asyncio.wait_for(reached.wait(), 10)
+    await bot.runtime.stop(grace=0)
+    await gone_for_a_lease(bot)
+
+
+def not_placed(told: dict[str, object], number: str) -> None:
+    text = str(told["text"])
+    assert "was *not* placed" in text and "nothing was dialled" in text, text
+    assert number in text, text
+
+
+async def told_once(bot: BotUnderTest, url: str, n: int) -> dict[str, object]:
+    """The n-th post to `url`, and no more after another take-over round."""
+    answers = await bot.slack.wait_for_response(url, n=n)
+    await services(bot).untold.take_over()
+    assert len(bot.slack.responses_to(url)) == n
+    return answers[-1]
+
+
+@on_both_databases
+async def test_a_confirmed_call_whose_bot_died_before_dialling_is_told_in_its_question(
+    bot_factory: BotFactory,
+) -> None:
+    # "📞 Confirmed: checking again, then calling." is the last the requester heard; the question
+    # is gone (taken) and a second click would say it was already answered.
+    first = await bot_factory("http", **QUICK)
+    question = await ask(first, f"{CANADA} escalation")
+    held = first.slack.hold_responses(when=lambda body: "Confirmed" in str(body))
+    _, url = await answer(first, question)
+    [confirmed] = await first.slack.wait_for_response(url)  # shown; Slack's answer held
+    assert "Confirmed" in str(confirmed["text"])
+    await first.runtime.stop(grace=0)
+    held.open()
+    await gone_for_a_lease(first)
+
+    second = await bot_factory("http", **QUICK)  # the same database
+    told = await told_once(second, url, 2)
+    not_placed(told, CANADA_MASKED)
+    assert told["replace_original"] is True  # "Confirmed: … calling" is gone
+    assert "/call" in str(told["text"])
+    await second.settle()
+    assert second.evo.outgoing_posts == []  # never dialled on its own
+    assert not second.slack.calls_to("chat.postMessage")
+
+
+async def test_call_again_whose_bot_died_before_dialling_is_told_and_works_again(
+    bot_factory: BotFactory,
+) -> None:
+    # The click said nothing yet; a second click would hear "already called again from this
+    # message" of a call that never was.
+    first, status, _ = await ended_call(bot_factory)
+    reached = held_before_its_row(first)
+    _, url = await click(first, status, CALL_AGAIN_ACTION)
+    await died_there(first, reached)
+
+    second = await bot_factory("http", **FAST)
+    told = await told_once(second, url, 1)
+    not_placed(told, MASKED)
+    assert "Call again" in str(told["text"])
+    assert len(second.evo.outgoing_posts) == 1  # the first call only
+
+    _, url = await click(second, status, CALL_AGAIN_ACTION)  # a new click dials
+    await second.evo.wait_for_posts(2)
+    await second.settle()
+    assert not [a for a in second.slack.responses_to(url) if "already" in str(a["text"])]
+
+
+async def test_a_call_command_whose_bot_died_before_dialling_is_told(
+    bot_factory: BotFactory,
+) -> None:
+    first = await bot_factory("http", **FAST)
+    reached = held_before_its_row(first)
+    _, url = await first.command("+1 814 404 3093 escalation")
+    await died_there(first, reached)
+
+    second = await bot_factory("http", **FAST)
+    not_placed(await told_once(second, url, 1), MASKED)
+    assert second.evo.outgoing_posts == []
+
+
+async def test_a_call_form_whose_bot_died_before_dialling_is_told_by_direct_message(
+    bot_factory: BotFactory,
+) -> None:
+    # From the shortcut: the form closed, and there is no response URL to answer through.
+    first = await bot_factory("http", **FAST)
+    view = await open_from_shortcut(first)
+    reached = held_before_its_row(first)
+    closed = await interact(first, submission(view, state(FULL, channel="C0OPS")))
+    assert closed.get("response_action") is None, closed
+    await died_there(first, reached)
+
+    second = await bot_factory("http", **FAST)
+    dm = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: "not* placed" in str(c.params.get("text")))
+    assert dm.params["channel"] == "U0MANAGER"
+    not_placed(dm.params, MASKED)
+    await services(second).untold.take_over()
+    assert len(second.slack.calls_to("chat.postMessage")) == 1
+    assert second.evo.outgoing_posts == []
+
+
+@on_both_databases
+async def test_a_replica_that_stalled_before_dialling_dials_nothing_once_the_other_told(
+    bot_factory: BotFactory,
+) -> None:
+    # Replica A takes "Call" and stalls before its call's row (a paused VM): B tells the requester
+    # the call was not placed. A comes back and goes on: its write before the POST finds the
+    # request told, so nothing is dialled, and nothing more is said.
+    a = await bot_factory("http", **QUICK)
+    question = await ask(a, f"{CANADA} escalation")
+    held = a.slack.hold_responses(when=lambda body: "Confirmed" in str(body))
+    _, url = await answer(a, question)
+    await a.slack.wait_for_response(url)
+    await stall(a)
+    await gone_for_a_lease(a)
+
+    b = await bot_factory("http", **QUICK)  # the same database
+    not_placed(await told_once(b, url, 2), CANADA_MASKED)
+    held.open()  # A comes back
+    await a.settle()
+    assert a.evo.outgoing_posts == []
+    assert len(a.slack.responses_to(url)) == 2
+    assert not a.slack.calls_to("chat.postMessage")
+
+
+@on_both_databases
+async def test_requests_that_end_as_ever_leave_nothing_to_tell(bot_factory: BotFactory) -> None:
+    # Placed, refused (a role, a number, a rate limit), asked, confirmed, a copy, the form, Call
+    # again: each ends told, and keeps no note that a restart would take for a request never
+    # dialled.
+    first = await bot_factory("http", policy=policy_with(per_user="3/10m"), **QUICK)
+    await first.command(f"{FULL} escalation")
+    await first.command(f"{FULL} escalation", user_id="U0NOBODY")
+    await first.command("+44 20 7946 0000 escalation")
+    await answer(first, await ask(first, f"{CANADA} escalation"))
+    await ask(first, f"{CANADA} wake-up-call")
+    view = await open_from_shortcut(first)
+    await interact(first, submission(view, state(OTHER, channel="C0OPS")))
+    await first.command(f"{OTHER} escalation")  # over the limit
+    await first.settle()
+    assert len(first.evo.outgoing_posts) == 3
+    assert await notes(first) == []
+    await first.runtime.stop()
+    await gone_for_a_lease(first)
+
+    second = await bot_factory("http", **QUICK)
+    await services(second).untold.take_over()
+    await second.settle()
+    told = [c.params for c in second.slack.calls if "stopped before" in str(c.params)]
+    told += [p.body for p in second.slack.response_posts if "stopped before" in str(p.body)]
+    assert told == []
+
+
+async def notes(bot: BotUnderTest) -> list[str]:
+    rows = await services(bot).db.fetchall("SELECT key FROM claims WHERE untold IS NOT NULL")
+    return [str(row["key"]) for row in rows]
