@@ -623,7 +623,9 @@ def test_example_numbers_accepted_iff_region_and_type_allowed(
         default_region=region, allowed_regions=allowed_regions, allowed_types=allowed_types
     )
 
-    expected_ok = actual_region in allowed_regions and actual_type in allowed_types
+    # A "landline or mobile" number is one of the two: allowed where both are.
+    both = {"FIXED_LINE", "MOBILE"} <= allowed_types and actual_type == "FIXED_LINE_OR_MOBILE"
+    expected_ok = actual_region in allowed_regions and (actual_type in allowed_types or both)
     try:
         result = check_dialable(text, policy)
     except NumberRejected as error:

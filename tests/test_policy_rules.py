@@ -125,3 +125,21 @@ async def test_a_blocked_prefix_is_refused_end_to_end(bot_factory: BotFactory) -
     await bot.settle()
     assert "range this bot may not call" in answer["text"]
     assert bot.evo.outgoing_posts == []
+
+
+async def test_landlines_and_mobiles_allowed_take_us_numbers(
+    bot_factory: BotFactory,
+) -> None:
+    """phonenumbers can't tell a US or Canadian landline from a mobile: every such number is
+    "landline or mobile", which is one of the two. `allowed_types = ["FIXED_LINE", "MOBILE"]`
+    allows both, so it dials them; a refusal never says a number is of a type it allows."""
+    bot = await bot_factory("http", policy=policy_with(allowed_types=["FIXED_LINE", "MOBILE"]))
+    await bot.command("+18144043093 escalation")
+    [post] = await bot.evo.wait_for_posts(1)
+    assert post.json["numberToDial"] == "+18144043093"
+    mobiles = await bot_factory("http", policy=policy_with(allowed_types=["MOBILE"]))
+    _, url = await mobiles.command("+18144043093 escalation")
+    [answer] = await mobiles.slack.wait_for_response(url)
+    await mobiles.settle()
+    assert "is a landline or mobile number; only mobile numbers can be called" in answer["text"]
+    assert mobiles.evo.outgoing_posts == [post]  # the stand-in both bots dial: the first's only

@@ -39,7 +39,12 @@ class DialPolicy:
     def __post_init__(self) -> None:
         # Configuration loaders hand in lists and sets; keep the instance hashable and immutable.
         object.__setattr__(self, "allowed_regions", frozenset(self.allowed_regions))
-        object.__setattr__(self, "allowed_types", frozenset(self.allowed_types))
+        allowed_types = frozenset(self.allowed_types)
+        if {"FIXED_LINE", "MOBILE"} <= allowed_types:
+            # phonenumbers types US and Canadian numbers "landline or mobile" (it can't tell
+            # which): one of the two either way, so allowing both allows it too.
+            allowed_types |= {"FIXED_LINE_OR_MOBILE"}
+        object.__setattr__(self, "allowed_types", allowed_types)
         object.__setattr__(self, "blocked_prefixes", _as_tuple(self.blocked_prefixes))
 
         supported = phonenumbers.SUPPORTED_REGIONS
