@@ -267,6 +267,7 @@ async def build_services(
         confirm_outside=policy.confirm_outside,
         on_limit=metrics.rate_limit_refused,
     )
+    phones = PhoneBook(slack, policy.people, policy.dial_policy)
     controls = CallControls(
         store=follower.store,
         follower=follower,
@@ -276,6 +277,7 @@ async def build_services(
         catalog=catalog,
         audit=audit,
         notifier=notifier,
+        own_number=phones.e164_of,  # what a test call's Call again may ring
     )
     history = HistoryService(
         access=access,
@@ -287,7 +289,7 @@ async def build_services(
     )
     oncall = OnCall(
         policy.oncall,
-        phones=PhoneBook(slack, policy.people, policy.dial_policy),
+        phones=phones,
         overrides=Overrides(db),
     )
     escalations = EscalationService(

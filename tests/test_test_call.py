@@ -13,6 +13,7 @@ from tests.follow_helpers import (
     audit_records,
     click,
     end_session,
+    services,
     status_message,
     wait_for_edit,
 )
@@ -160,6 +161,40 @@ async def test_call_again_on_a_test_call_rings_only_for_the_person_it_tested(
     assert "rings only <@U0MANAGER>" in str(answer["text"]), answer
     await bot.settle()
     assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == ["+18144043090"] * 2
+
+
+async def test_call_again_on_a_test_call_never_rings_a_number_no_longer_yours(
+    bot_factory: BotFactory,
+) -> None:
+    """A test call rings the number you have now. Its Call again, once your number changed (the
+    test rang someone else's phone: a typo in your profile, now fixed), would ring the old one, a
+    stranger's, again; nothing rings, and you are told to run the test again."""
+    bot = await bot_factory("http", policy=MANAGER_ONLY, **FAST)
+    bot.slack.users["U0ADMIN"] = {"profile": {"phone": "+1 814 404 3099"}}
+    await bot.command("test", user_id="U0ADMIN")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await wait_for_edit(bot, status, "Ended")
+
+    bot.slack.users["U0ADMIN"] = {"profile": {"phone": "+1 814 404 3098"}}
+    services(bot).oncall.phones.forget()  # as when the cached profile expires
+    _, url = await click(bot, status, CALL_AGAIN_ACTION, user_id="U0ADMIN")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert "/call test" in str(answer["text"]), answer
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == ["+18144043099"]
+
+    # The number you have now rings with /call test, and its own Call again rings it again.
+    await bot.command("test", user_id="U0ADMIN")
+    again = await status_message(bot, 2)
+    [_, session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=5, outcome="Completed")
+    await wait_for_edit(bot, again, "Ended")
+    await click(bot, again, CALL_AGAIN_ACTION, user_id="U0ADMIN")
+    await bot.evo.wait_for_posts(3)
+    assert [p.json["numberToDial"] for p in bot.evo.outgoing_posts] == [
+        "+18144043099", "+18144043098", "+18144043098"]
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bot.access import AccessControl
@@ -94,6 +95,19 @@ class SomeoneElsesTest(CallbotError):
         ))
 
 
+class NoLongerTheirNumber(CallbotError):
+    user_message = (
+        "A test call rings the number you have now, and this one rang another: your Slack profile "
+        "or [people] now gives a new number, or none the bot can read. Nothing was dialled. Use "
+        "/call test to ring the number you have now."
+    )
+
+
+# The number a person's own test call rings now (their [people] entry, else their Slack profile:
+# bot/oncall/roster.py), None without a usable one.
+OwnNumber = Callable[[str], Awaitable[str | None]]
+
+
 class CallTooOld(CallbotError):
     user_message = (
         "This call is too old to repeat: its number is no longer kept. Use /call with the number."
@@ -157,7 +171,9 @@ class CallControls:
         catalog: Catalog,
         audit: AuditLog | None,
         notifier: Notifier,
+        own_number: OwnNumber | None = None,
     ) -> None:
+        self._own_number = own_number
         self._store = store
         self._follower = follower
         self._calls = calls
@@ -200,7 +216,8 @@ class CallControls:
         try:
             with refused_when_database_fails("nothing was dialled"):
                 call = await self._authorised(click)
-                if click.user_id != call.requester_id and await self._a_test_call(call):
+                test_call = await self._a_test_call(call)
+                if click.user_id != call.requester_id and test_call:
                     raise SomeoneElsesTest(call.requester_id)
             if call.called_again_by is not None:
                 raise AlreadyCalledAgain()
@@ -209,6 +226,8 @@ class CallControls:
             if not can_call_again(call) or call.e164 is None:
                 raise CallTooOld()
             await self._flow_still_there(call)
+            if test_call:
+                await self._still_their_number(call)
         except AlreadyCalledAgain as exc:
             await self._tell(click, exc)
             # A second click, as one racing the first is (handle()'s duplicate): recorded in the
@@ -240,6 +259,13 @@ class CallControls:
                 return record is not None and record.origin == TEST_ORIGIN
             attempt_id = record.repeat_of
         return False
+
+    async def _still_their_number(self, call: TrackedCall) -> None:
+        """A test call rings only its tester's own number (`/call test`): once their profile or
+        [people] gives another (the test rang a stranger: a typo since fixed), the number this
+        call kept is no longer theirs to ring again."""
+        if self._own_number is not None and await self._own_number(call.requester_id) != call.e164:
+            raise NoLongerTheirNumber()
 
     async def _noted(self, call: TrackedCall, kind: EventKind, click: ButtonClick, what: str,
                      **fields: str) -> None:

@@ -149,6 +149,11 @@ class PhoneBook:
             return PhoneLookup(None, "not in [people], and the Slack profile has no phone number")
         return self._check(phone, "the Slack profile's phone number")
 
+    async def e164_of(self, user_id: str) -> str | None:
+        """The number a call to `user_id` rings now, as `lookup` finds it; None without one."""
+        found = await self.lookup(user_id)
+        return found.number.e164 if found.number is not None else None
+
     def _check(self, text: str, what: str) -> PhoneLookup:
         try:
             return PhoneLookup(check_dialable(text, self._policy))
