@@ -39,11 +39,25 @@ def thread_text(demo: Demo, parent_ts: str) -> str:
 
 
 async def test_callbot_demo_serves_the_page_on_the_port_it_prints(tmp_path: Path) -> None:
+    """…and talks to its stand-ins directly, though a proxy is set as in many offices: the Slack
+    SDK sends through HTTP(S)_PROXY whatever NO_PROXY says, which would take the demo's requests
+    off the machine (and leave the demo unable to start)."""
     env = with_one_ca_certificate({k: v for k, v in os.environ.items()
                                    if not k.startswith(("SLACK_", "EVOVOICE_", "CALLBOT_",
                                                         "DATABASE_"))})
     port = port_no_other_socket_takes()  # PORT, not the default, is used
     env["PORT"] = str(port)  # no --port: PORT decides
+    proxied: list[str] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        proxied.append((await reader.readline()).decode(errors="replace"))
+        writer.close()
+
+    proxy_server = await asyncio.start_server(proxy, "127.0.0.1", 0)
+    proxy_url = f"http://127.0.0.1:{proxy_server.sockets[0].getsockname()[1]}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        env[name] = proxy_url
+    env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "demo", env=env, cwd=tmp_path,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -62,11 +76,20 @@ async def test_callbot_demo_serves_the_page_on_the_port_it_prints(tmp_path: Path
                 assert 'data-poll-ms="500"' in page  # a person sees a change within 0.5 s
             async with http.get(match.group(0) + "api/state") as response:
                 state = await response.json()
-        assert state["channel"]["name"] == "ops" and state["messages"] == []
+            assert state["channel"]["name"] == "ops" and state["messages"] == []
+            async with http.post(match.group(0) + "api/say",
+                                 json={"text": "/call +1 814 404 3093 page"}) as response:
+                assert response.status == 200
+            while not state["phones"]:  # the call reached the Evo Voice stand-in
+                async with http.get(match.group(0) + "api/state") as response:
+                    state = await response.json()
     finally:
-        process.send_signal(signal.SIGTERM)
+        if process.returncode is None:
+            process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 30)
+        proxy_server.close()
     assert process.returncode == 0
+    assert proxied == []
     assert list(tmp_path.iterdir()) == [], "the demo keeps its database in a temporary directory"
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bot.demo.web import Demo
+from bot.demo.web import Demo, drop_proxy_settings
 
 DEFAULT_FILE = Path("docs/demo.png")
 CHROMIUM_FLAGS = [
@@ -94,6 +94,7 @@ async def take(path: Path) -> None:
 
 def main(argv: list[str]) -> int:
     path = Path(argv[0]) if argv else DEFAULT_FILE
+    drop_proxy_settings()
     asyncio.run(take(path))
     print(f"wrote {path}")
     return 0

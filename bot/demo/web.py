@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -170,7 +171,17 @@ class Demo:
         await self.world.stop()
 
 
+def drop_proxy_settings() -> None:
+    """Forget this process's HTTP_PROXY, HTTPS_PROXY, ALL_PROXY… (what urllib and aiohttp read:
+    any variable named *_proxy): everything the demo talks to is on the loopback, yet the Slack
+    SDK sends through HTTP(S)_PROXY whatever NO_PROXY says. Through a proxy, the demo's requests
+    would leave the machine, and the demo would not start (the proxy can't reach its stand-ins)."""
+    for name in [name for name in os.environ if name.lower().endswith("_proxy")]:
+        del os.environ[name]
+
+
 async def serve(port: int) -> None:
+    drop_proxy_settings()
     with tempfile.TemporaryDirectory(prefix="callbot-demo-") as data_dir:
         demo = Demo(port, Path(data_dir))
         await demo.start()
