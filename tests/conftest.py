@@ -417,5 +417,19 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
     # the demo does, not for its polls.
     running = Demo(0, tmp_path, poll_seconds=(0.05, 0.2))
     await running.start()
+    leap_over_posting_waits(running)
     yield running
     await running.stop()
+
+
+def leap_over_posting_waits(demo: Demo) -> None:
+    """The demo's Slack limits posting as Slack does, in real time; in a test, its bucket and the
+    bot's posting lanes share a clock that leaps wherever a lane waits out a Retry-After (as
+    `bot_factory`'s do), so no test waits for the limit in real time."""
+    from tests.budget_clock import LeapingClock
+
+    assert demo.world.runtime is not None and demo.world.runtime.services is not None
+    clock = LeapingClock()
+    demo.world.slack.posting_clock = clock
+    lanes = demo.world.runtime.services.notifier.lanes
+    lanes.clock, lanes.sleep = clock, clock.sleep

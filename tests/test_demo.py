@@ -254,3 +254,17 @@ async def test_a_demo_phone_nobody_picks_up_stops_ringing(tmp_path: Path) -> Non
         assert phone["state"] == "ended" and phone["outcome"] == "No answer"
     finally:
         await demo.stop()
+
+
+async def test_the_demo_s_slack_keeps_to_slack_s_posting_limit(demo: Demo) -> None:
+    """As the tests' Slack does (tests/conftest.py): about a message a second in a channel, a burst
+    of 3; a post over it is answered 429 and the bot sends it again after the Retry-After. The
+    demo showed a burst of calls in one channel posted at once, as no workspace would take it."""
+    world = demo.world
+    await asyncio.gather(*(world.command(f"+1 814 404 309{n} page") for n in (3, 4, 5, 6)))
+    parents = await eventually(lambda: len(world.slack.channel_messages(CHANNEL)) == 4
+                               and world.slack.channel_messages(CHANNEL))
+    for parent in parents:  # every call's thread, in the end
+        await eventually(lambda parent=parent: "Call placed" in thread_text(demo, parent.ts))
+    assert any(call.method == "chat.postMessage" and call.status == 429
+               for call in world.slack.calls)

@@ -16,6 +16,7 @@ import pytest_asyncio
 
 from bot.demo.screenshot import CHROMIUM_FLAGS, chromium_path
 from bot.demo.web import Demo
+from tests.conftest import leap_over_posting_waits
 
 CHROMIUM = chromium_path()
 WAIT_MS = 15_000
@@ -52,10 +53,12 @@ async def new_context(browser: Any, **options: Any) -> Any:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
-    """tests/conftest.py's `demo` (polling the voice API as fast), in the module's event loop; its
-    page polls every 0.1 s, not 0.5: a test waits for what the demo does, not for a poll."""
+    """tests/conftest.py's `demo` (polling the voice API as fast, posting without waiting), in the
+    module's event loop; its page polls every 0.1 s, not 0.5: a test waits for what the demo
+    does, not for a poll."""
     running = Demo(0, tmp_path, poll_seconds=(0.05, 0.2), page_poll_seconds=0.1)
     await running.start()
+    leap_over_posting_waits(running)
     yield running
     await running.stop()
 

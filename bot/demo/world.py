@@ -83,6 +83,9 @@ class DemoWorld:
         self.poll_seconds = poll_seconds
         self.policy_path = policy_path or sample_policy_path()
         self.slack = SlackStandIn(bot_token=BOT_TOKEN, app_token=APP_TOKEN)
+        # Slack's posting limit, as every test's Slack has it (about a message a second in a
+        # channel, a burst of 3): a burst of calls shows their threads as Slack would let them.
+        self.slack.limit_posting()
         self.evo = EvoVoiceStandIn(username=EVO_USER, password=EVO_PASSWORD)
         self.runtime: Runtime | None = None
         self.policy: Policy | None = None
