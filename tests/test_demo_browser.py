@@ -96,7 +96,7 @@ async def test_place_follow_and_hang_up_a_call(page: Page, demo: Demo) -> None:
     await expect(page.locator(".phone.connected")).to_contain_text("Alice Example")
 
     await thread.get_by_role("button", name="Hang up").click()
-    dialog = page.locator("#confirm-root [role=alertdialog]")
+    dialog = page.get_by_role("alertdialog", name="Hang up?")  # named by its title, as a form is
     await expect(dialog).to_contain_text("Hang up?")
     await dialog.get_by_role("button", name="Hang up").click()
     await expect(thread).to_contain_text("Ended")
@@ -256,6 +256,21 @@ async def test_a_message_can_be_escalated_with_the_keyboard_alone(page: Page, de
     await page.keyboard.press("Escape")
     await expect(form).to_have_count(0)
     assert demo.world.evo.outgoing_posts == []
+
+
+async def test_a_form_keeps_the_keyboard_and_gives_it_back(page: Page) -> None:
+    """As Slack's forms do: the form is named by its title, Tab goes round its fields and buttons
+    and never to the page hidden behind it, and once it closes the keyboard is where it was."""
+    await say(page, "/call")
+    form = page.get_by_role("dialog", name="Place a call")
+    await expect(form).to_be_visible()
+    inside = "f => f.contains(document.activeElement)"
+    for key in ["Tab"] * 7 + ["Shift+Tab"] * 7:  # more than the form has fields and buttons
+        await page.keyboard.press(key)
+        assert await form.evaluate(inside), key
+    await page.keyboard.press("Escape")
+    await expect(form).to_have_count(0)
+    await expect(page.locator("#composer-input")).to_be_focused()
 
 
 async def test_a_channel_named_in_a_message_reads_by_its_name(page: Page) -> None:
