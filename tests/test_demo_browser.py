@@ -75,6 +75,31 @@ async def page(browser: Any, demo: Demo) -> AsyncIterator[Any]:
     await context.close()
 
 
+# WCAG's contrast ratio of an element's text against the background drawn behind it, the
+# opacity of the element and its ancestors up to that background included (4.5 is the least for
+# text of its size).
+CONTRAST = r"""el => {
+  const rgba = s => {
+    const v = s.match(/[\d.]+/g).map(Number);
+    return v.length === 3 ? [...v, 1] : v;
+  };
+  const lum = c => c.slice(0, 3).map(v => v / 255)
+    .map(v => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4)
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  let alpha = 1, background = null, behind = [255, 255, 255, 1];
+  for (let node = el; node; node = node.parentElement) {
+    const style = getComputedStyle(node), colour = rgba(style.backgroundColor);
+    if (!background) alpha *= Number(style.opacity);
+    if (colour[3] === 1 && background) { behind = colour; break; }
+    if (colour[3] === 1) background = colour;
+  }
+  const seen = c => c.slice(0, 3).map((v, i) => alpha * v + (1 - alpha) * behind[i]);
+  const [light, dark] = [lum(seen(rgba(getComputedStyle(el).color))), lum(seen(background))]
+    .sort((a, b) => b - a);
+  return (light + 0.05) / (dark + 0.05);
+}"""
+
+
 async def say(page: Page, text: str) -> None:
     await page.fill("#composer-input", text)
     await page.press("#composer-input", "Enter")
@@ -100,7 +125,10 @@ async def test_place_follow_and_hang_up_a_call(page: Page, demo: Demo) -> None:
     await expect(dialog).to_contain_text("Hang up?")
     await dialog.get_by_role("button", name="Hang up").click()
     await expect(thread).to_contain_text("Ended")
-    await expect(page.locator(".phone.ended")).to_contain_text("Alice Example")
+    ended = page.locator(".phone.ended")
+    await expect(ended).to_contain_text("Alice Example")
+    # How it ended reads as well as the rest of the page: not faded below WCAG's contrast.
+    assert await ended.locator(".status").evaluate(CONTRAST) >= 4.5
     await expect(thread.get_by_role("button", name="Call again")).to_be_visible()
     assert len(demo.world.evo.outgoing_posts) == 1
 
