@@ -98,11 +98,22 @@ async def test_the_page_api_turns_bad_requests_away(demo: Demo) -> None:
         for name, body in [("say", b"not json"), ("say", b"[1]"), ("phone", b'{"session_id": "x"}'),
                            ("phone", b'{"session_id": "nope", "action": "answer"}'),
                            ("shortcut", b'{"callback_id": "rm -rf"}'),
-                           ("escalate", b'{"channel": "C0OPS", "ts": "1.2"}')]:
+                           ("escalate", b'{"channel": "C0OPS", "ts": "1.2"}'),
+                           ("dismiss", b'{"id": 1e400}')]:
             async with http.post(demo.url + "api/" + name, data=body,
                                  headers={"Content-Type": "application/json"}) as response:
                 assert response.status == 400, (name, body)
                 assert "error" in await response.json()
+        # A form's values are {block_id: {action_id: {…}}}: anything else is turned away too.
+        await demo.world.say("/call")
+        form = await demo.world.form_opened()
+        for values in ({"call_form.number": "+18144043093"}, {"call_form.number": {"n": "x"}}):
+            body = json.dumps({"view_id": form.view_id, "values": values}).encode()
+            async with http.post(demo.url + "api/submit", data=body,
+                                 headers={"Content-Type": "application/json"}) as response:
+                assert response.status == 400, values
+        assert demo.world.forms == [form]
+        demo.world.close(form.view_id)
         # Slack's other commands are not the demo's: it says so.
         await demo.world.say("/remind me in 5 minutes")
         assert "This demo knows one command: /call (not /remind)" in str(

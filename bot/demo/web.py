@@ -59,7 +59,8 @@ def create_demo_app(
                 return web.json_response({"error": "send a JSON object"}, status=400)
             try:
                 result = await handler(world, body)
-            except (DemoError, KeyError, TypeError, ValueError) as exc:
+            # OverflowError: a number JSON allows and int() can't take (1e400).
+            except (DemoError, KeyError, TypeError, ValueError, OverflowError) as exc:
                 return web.json_response({"error": str(exc) or type(exc).__name__}, status=400)
             except AssertionError:
                 # The stand-in's "no ack in time": the bot is busy or stopping.
@@ -102,8 +103,11 @@ async def _suggest(world: DemoWorld, body: dict[str, Any]) -> list[dict[str, Any
 
 async def _submit(world: DemoWorld, body: dict[str, Any]) -> None:
     values = body["values"]
-    if not isinstance(values, dict):
-        raise DemoError("values must be an object")
+    if not isinstance(values, dict) or not all(
+        isinstance(actions, dict) and all(isinstance(value, dict) for value in actions.values())
+        for actions in values.values()
+    ):
+        raise DemoError("values must be {block_id: {action_id: {…}}}")
     await world.submit(str(body["view_id"]), values)
 
 
