@@ -133,6 +133,31 @@ async def test_place_follow_and_hang_up_a_call(page: Page, demo: Demo) -> None:
     assert len(demo.world.evo.outgoing_posts) == 1
 
 
+async def test_a_change_redraws_only_what_changed(page: Page, demo: Demo) -> None:
+    """The channel, the replies only you see and the phones are live regions: a screen reader
+    reads out what is added or redrawn there. A status edited redraws its message alone; the
+    channel redrawn whole at every edit was read out whole, every message again."""
+    for part in ("#messages", "#ephemerals", "#phone-list"):
+        await expect(page.locator(part)).to_have_attribute("aria-live", "polite")
+    await say(page, "the checkout is down")
+    await say(page, "/call +1 814 404 3093 escalation")
+    call = page.locator("#messages > .msg").filter(has_text="is calling")
+    await expect(call.locator(".thread")).to_contain_text("Ringing")
+    await page.evaluate("() => document.querySelectorAll('#messages > *, #phone-list > *')"
+                        ".forEach(e => { e.dataset.seen = 'before'; })")
+    await say(page, "/call help")
+    await expect(page.locator("#ephemerals")).to_contain_text("/call")
+    [phone] = demo.world.state()["phones"]
+    demo.world.phone(phone["session_id"], "answer")
+    await expect(call.locator(".thread")).to_contain_text("Connected")
+    await expect(page.locator(".phone.connected")).to_be_visible()
+
+    untouched = page.locator("#messages > .msg[data-seen]")
+    await expect(untouched).to_have_count(1)
+    await expect(untouched).to_contain_text("the checkout is down")
+    await expect(page.locator("#phone-list > [data-seen]")).to_have_count(0)  # it was answered
+
+
 async def test_a_voicemail_reads_as_picked_up_never_as_answered(page: Page, demo: Demo) -> None:
     phones = demo.world.phones
     phones.voicemail_seconds = 60.0  # it records until the bot has seen it pick up (below)
