@@ -326,6 +326,25 @@ async def test_a_form_keeps_the_keyboard_and_gives_it_back(page: Page) -> None:
     await expect(page.locator("#composer-input")).to_be_focused()
 
 
+async def test_the_page_says_when_the_demo_is_not_running(page: Page) -> None:
+    """The demo stopped (Ctrl-C) under an open page: the page went on showing phones ringing and
+    buttons that did nothing, without a word, and what was typed was lost. It now says the demo
+    is not running, keeps what was typed, and carries on once the demo answers again."""
+    gone = page.locator("#offline")
+    await expect(gone).to_be_hidden()
+    await page.route("**/api/**", lambda route: route.abort("connectionrefused"))
+    await expect(gone).to_be_visible()
+    await expect(gone).to_have_attribute("role", "alert")
+    await expect(gone).to_contain_text("not running")
+    await say(page, "/call help")
+    await expect(page.locator("#composer-input")).to_have_value("/call help")
+
+    await page.unroute("**/api/**")
+    await expect(gone).to_be_hidden()
+    await page.press("#composer-input", "Enter")
+    await expect(page.locator("#ephemerals")).to_contain_text("/call oncall")
+
+
 async def test_a_channel_named_in_a_message_reads_by_its_name(page: Page) -> None:
     await say(page, "/call")
     form = page.locator("#modal-root [role=dialog]")
