@@ -32,6 +32,7 @@
      ├─ CallStillLive                 hang up before calling again
      ├─ AlreadyCalledAgain            one click dials once
      ├─ SomeoneElsesTest              Call again on another person's /call test call
+     ├─ NoLongerTheirNumber           … on your own, when your number is another now
      ├─ CallTooOld                    the number is no longer kept
      ├─ FlowGone                      Call again on a call whose flow left the account
      ├─ HangUpFailed                  Evo Voice did not hang up
