@@ -14,7 +14,7 @@ import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.oncall.home_views import HOME_ACTIONS_BLOCK, HOME_CALL_ACTION, HOME_ESCALATE_ACTION
-from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
 from bot.standins.slack import (
     block_actions_payload,
     interactive_body,
@@ -22,7 +22,15 @@ from bot.standins.slack import (
     slash_command_body,
 )
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, SIGNING_SECRET, BotFactory, BotUnderTest
-from tests.follow_helpers import services
+from tests.follow_helpers import (
+    FAST,
+    FULL,
+    MASKED,
+    end_session,
+    services,
+    status_message,
+    wait_for_edit,
+)
 from tests.escalations import (
     IN_ALICES_SHIFT,
     ROSTER,
@@ -109,7 +117,7 @@ async def test_my_recent_calls_are_mine_alone(bot_factory: BotFactory) -> None:
     admin = json.dumps(await open_home(bot, "U0ADMIN"), ensure_ascii=False)
     assert "Your recent calls" in admin and "+1 814 ••• 3094" in admin
     assert "+1 814 ••• 3093" not in admin  # the Manager's call is theirs to see
-    assert "· placed" in admin  # what dialling did, not only that the call was allowed
+    assert "· 📞 placed, in progress" in admin  # what dialling did, not only that it was allowed
 
 
 async def click_home_button(bot: BotUnderTest, user_id: str, action_id: str) -> dict[str, Any]:
@@ -249,7 +257,7 @@ async def test_a_flow_typed_with_markup_is_shown_as_typed(bot_factory: BotFactor
                       user_id="U0MANAGER")
     await bot.settle()
     home = json.dumps(await open_home(bot, "U0MANAGER"), ensure_ascii=False)
-    assert "“&lt;http://evil.example|Escalation&gt; &lt;!channel&gt;” · refused" in home
+    assert "“&lt;http://evil.example|Escalation&gt; &lt;!channel&gt;” · 🚫 refused" in home
     assert "<http://evil.example" not in home and "<!channel>" not in home
 
 
@@ -313,18 +321,27 @@ async def test_long_flow_names_leave_every_recent_call_and_its_outcome_on_the_ta
 ) -> None:
     # Evo Voice's flow names are the account's to choose: five calls with a long one, its `&`
     # and `<` written as entities, once ran past the 3,000 characters of the tab's context, which
-    # cut it short: the older calls and their outcomes were gone from the tab.
+    # cut it short: the older calls and their outcomes were gone from the tab. Who answered and
+    # the outcome are Evo Voice's words too, as long as it likes.
     evo.flows.append({"id": "flow-long", "name": "R&D <db> failover " * 40, "accountId": "acct-1"})
-    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION)
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION, **FAST)
     for n in range(5):
         await bot.command(f"+1814404309{n} flow-long")
-    await bot.evo.wait_for_posts(5)
+        status = await status_message(bot, n + 1)
+        [session_id] = list(bot.evo.sessions)[n:]
+        bot.evo.set_session_state(session_id, callState="Connected",
+                                  answeredByName="Q&A <desk> " * 40)
+        await wait_for_edit(bot, status, "Connected")
+        end_session(bot, session_id, after_seconds=65, outcome="Done & <dusted> " * 40)
+        await wait_for_edit(bot, status, "Ended")
     await bot.settle()
     home = await open_home(bot, "U0MANAGER")
     [calls] = [b for b in home["blocks"] if b["type"] == "context"][-1:]
     shown = calls["elements"][0]["text"].splitlines()
     assert len(shown) == 5
-    assert all(line.endswith(" · placed") and "R&amp;D &lt;db&gt;" in line for line in shown)
+    assert all(line.endswith(", 1m 05s") and "R&amp;D &lt;db&gt;" in line
+               and "answered by Q&amp;A &lt;desk&gt;" in line
+               and "Done &amp; &lt;dusted&gt;" in line for line in shown)
 
 
 async def test_a_member_slack_wont_vouch_for_is_not_told_to_ask_to_be_added(
@@ -367,3 +384,39 @@ async def test_a_tab_drawn_before_a_take_never_lands_after_the_one_drawn_since(
     await bot.settle()
     home = json.dumps(bot.slack.home_views["U0ADMIN"].view, ensure_ascii=False)
     assert "*On call now:* <@U0MANAGER>" in home
+
+
+async def test_my_recent_calls_say_how_each_ended_as_the_status_message_did(
+    bot_factory: BotFactory,
+) -> None:
+    # The tab once said only "placed" for every call dialled: whether it was picked up, not
+    # answered or is still ringing, the requester had to open the thread or `/call history`.
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION, **FAST)
+    await bot.command(f"{FULL} escalation")  # picked up
+    status = await status_message(bot)
+    [picked_up] = bot.evo.sessions
+    bot.evo.set_session_state(picked_up, callState="Connected")
+    await wait_for_edit(bot, status, "Connected")
+    end_session(bot, picked_up, after_seconds=65, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended")
+    await bot.command(f"{FULL} escalation")  # not answered
+    status = await status_message(bot, 2)
+    [not_answered] = [s for s in bot.evo.sessions if s != picked_up]
+    end_session(bot, not_answered, after_seconds=30, outcome="NoAnswer")
+    await wait_for_edit(bot, status, "Ended")
+    bot.evo.queue_outgoing(ErrorStatus(400, "Flow is disabled"))
+    await bot.command(f"{FULL} escalation")  # not placed
+    await bot.command(f"{FULL} escalation")  # still ringing
+    await bot.evo.wait_for_posts(4)
+    await bot.settle()
+
+    home = await open_home(bot, "U0MANAGER")
+    [calls] = [b for b in home["blocks"] if b["type"] == "context"][-1:]
+    shown = calls["elements"][0]["text"].splitlines()
+    assert [line.split(" · ", 3)[3] for line in shown] == [
+        "📞 placed, in progress",  # never ✅ before the outcome is known
+        "❌ not placed (BadRequest:400)",
+        "❌ not answered, NoAnswer, 30 s",
+        "☎️ picked up (a person or a voicemail), Completed, 1m 05s",
+    ]
+    assert all(MASKED in line and FULL not in line for line in shown)

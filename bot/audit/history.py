@@ -105,7 +105,8 @@ class HistoryService:
         acknowledges: call_views.AckTest = call_views.no_ack_outcomes,
     ) -> None:
         self._access = access
-        self._acknowledges = acknowledges
+        # Public: the Home tab's recent calls say how each went as this history does.
+        self.acknowledges = acknowledges
         self._audit = audit
         self._notifier = notifier
         self._slack = slack
@@ -145,7 +146,7 @@ class HistoryService:
             heading += f" by <@{user_id}>"
         if wanted.e164 is not None:
             heading += f" to {mask(wanted.e164)}"
-        return history_views.history(records, heading, self._acknowledges)
+        return history_views.history(records, heading, self.acknowledges)
 
     async def _user_named(self, name: str) -> str:
         wanted = name.casefold()

@@ -35,7 +35,8 @@ def _when(iso: str) -> str:
     return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _what_happened(record: AuditRecord, acknowledges: AckTest) -> str:
+def what_happened(record: AuditRecord, acknowledges: AckTest) -> str:
+    """How the request went, in the status message's words (the Home tab's recent calls too)."""
     reason = f" ({escape(record.reason)})" if record.reason else ""
     if record.decision == Decision.DENIED:
         return f"⛔ denied{reason}"
@@ -107,7 +108,7 @@ def history_line(record: AuditRecord, acknowledges: AckTest = no_ack_outcomes) -
         # Clipped, as Evo Voice's other words are: a flow name of thousands of characters would
         # push the line past a section's limit, and the clip would cut off how the call went.
         f"“{shown(record.flow)}”" if record.flow else "no flow",
-        _what_happened(record, acknowledges),
+        what_happened(record, acknowledges),
     ]
     extra = []
     session = record.session_id

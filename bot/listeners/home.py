@@ -121,7 +121,8 @@ async def publish_home(client: AsyncWebClient, services: Services, user_id: str,
                          unreadable=True)
     else:
         view = home_view(user_id, status=status, escalations=escalations, calls=calls,
-                         can_call=can_call, may_escalate=may_escalate)
+                         can_call=can_call, may_escalate=may_escalate,
+                         acknowledges=services.history.acknowledges)
     await _publish(client, user_id, view, superseded)
 
 

@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.audit.trail import AuditRecord
-from bot.calls.status_views import shown
+from bot.calls.history_views import what_happened
+from bot.calls.status_views import AckTest, no_ack_outcomes, shown
 from bot.oncall.escalation_store import Escalation, EscalationState
 from bot.oncall.escalation_views import slack_time
 from bot.oncall.roster import OnCallStatus
 from bot.oncall.roster_views import reach
-from bot.slack.blocks import Block, context, escape, plain, section
+from bot.slack.blocks import MAX_TEXT, Block, clip, context, escape, plain, section
 
 HOME_CALL_ACTION = "home_place_call"
 HOME_ESCALATE_ACTION = "home_escalate"
@@ -56,13 +57,13 @@ def escalation_line(escalation: Escalation, viewer: str) -> str:
             f"{ending}")
 
 
-def call_line(record: AuditRecord) -> str:
-    result = record.result
-    outcome = result.kind if result is not None else record.decision
+def call_line(record: AuditRecord, acknowledges: AckTest = no_ack_outcomes) -> str:
+    # How the call went in `/call history`'s words (which are the status message's): "placed"
+    # alone left the requester to open the thread to learn whether anyone picked up.
     # The flow's name clipped: five long ones would run past the context's 3,000 characters,
     # and the clip would take the older calls and their outcomes off the tab.
     return (f"{_when(record.at)} · {escape(record.number_masked)} · "
-            f"“{shown(record.flow)}” · {escape(outcome)}")
+            f"“{shown(record.flow)}” · {what_happened(record, acknowledges)}")
 
 
 def home_view(
@@ -75,10 +76,12 @@ def home_view(
     may_escalate: bool,
     unreadable: bool = False,
     unsure: bool = False,
+    acknowledges: AckTest = no_ack_outcomes,
 ) -> dict[str, Any]:
     """`unreadable`: the database failed, so nothing it holds is shown (not even "None yet").
     `unsure`: Slack didn't say whether the viewer is a responder, so the rotation isn't shown;
-    `may_escalate` then offers the button, whose form checks them again."""
+    `may_escalate` then offers the button, whose form checks them again. `acknowledges`: which
+    session outcomes say a person heard a call (`[oncall] ack_outcomes`), as in `/call history`."""
     blocks: list[Block] = [{"type": "header", "text": plain("callbot")}]
     if unreadable:
         blocks.append(section("⚠️ callbot's database isn't answering, so this tab can't show who "
@@ -111,7 +114,11 @@ def home_view(
         blocks.append(context("\n".join(lines) if lines else "None yet."))
     if can_call and not unreadable:
         blocks.append(section("*Your recent calls*"))
-        lines = [call_line(r) for r in calls]
+        # Each line within its share of the context's 3,000 characters (five lines of Evo Voice's
+        # longest words, about 590 characters each, just fit): a line clipped loses its own end,
+        # never another call.
+        share = (MAX_TEXT - len(calls) + 1) // max(1, len(calls))
+        lines = [clip(call_line(r, acknowledges), share) for r in calls]
         blocks.append(context("\n".join(lines) if lines else "None yet."))
     if not may_escalate and not can_call and not unsure:
         blocks.append(section("You can't escalate to on-call or place calls here: ask an "
