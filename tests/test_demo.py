@@ -279,3 +279,37 @@ async def test_the_demo_s_slack_keeps_to_slack_s_posting_limit(demo: Demo) -> No
         await eventually(lambda parent=parent: "Call placed" in thread_text(demo, parent.ts))
     assert any(call.method == "chat.postMessage" and call.status == 429
                for call in world.slack.calls)
+
+
+async def test_the_page_api_answers_only_its_own_page(demo: Demo) -> None:
+    # Any page open in the same browser could POST plain text to the demo's API (no preflight),
+    # and one whose name was rebound to 127.0.0.1 could read its state too: a request for
+    # another host, or a change sent from another page, is refused.
+    port = demo.port
+    say = json.dumps({"text": "hello from elsewhere"}).encode()
+    async with aiohttp.ClientSession() as http:
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.1:1", f"127.0.0.2:{port}"):
+            for method, path in (("GET", "api/state"), ("GET", ""), ("POST", "api/say")):
+                async with http.request(method, demo.url + path, data=say,
+                                        headers={"Host": host,
+                                                 "Content-Type": "text/plain"}) as response:
+                    assert response.status == 403, (host, method, path)
+                    assert "refused" in await response.text()
+        for origin in ("http://evil.example", f"http://localhost.evil.example:{port}", "null",
+                       f"https://127.0.0.1:{port}", "http://127.0.0.1:1"):
+            async with http.post(demo.url + "api/say", data=say,
+                                 headers={"Origin": origin, "Content-Type": "text/plain"}
+                                 ) as response:
+                assert response.status == 403, origin
+        assert demo.world.state()["messages"] == []
+        # The page itself, as 127.0.0.1 or as localhost, and a client that sends no Origin.
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
+            async with http.get(demo.url + "api/state", headers={"Host": host}) as response:
+                assert response.status == 200, host
+            async with http.post(demo.url + "api/say", data=say,
+                                 headers={"Host": host, "Origin": f"http://{host}"}
+                                 ) as response:
+                assert response.status == 200, host
+        async with http.post(demo.url + "api/say", data=say) as response:
+            assert response.status == 200
+    assert len(demo.world.state()["messages"]) == 4

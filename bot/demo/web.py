@@ -1,7 +1,8 @@
 """`callbot demo`: the demo world behind a local web page that plays Slack's part.
 
 The page (page.html) polls `GET /api/state` and sends what a person does as small JSON POSTs; this
-module turns them into `DemoWorld` calls. It listens on 127.0.0.1 only.
+module turns them into `DemoWorld` calls. It listens on 127.0.0.1 only, and answers only its own
+page (`own_page_only`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,31 @@ MAX_BODY = 64 * 1024
 PAGE_POLL_SECONDS = 0.5
 
 Handler = Callable[[DemoWorld, dict[str, Any]], Awaitable[Any]]
+Endpoint = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Names the demo's page is reached by; any other in Host is a page whose name was rebound here.
+LOOPBACK_NAMES = (HOST, "localhost")
+
+
+def _own_hosts(request: web.Request) -> set[str]:
+    """The Host headers of the demo's own page: the loopback's name and the port it serves."""
+    port = request.transport.get_extra_info("sockname")[1] if request.transport else None
+    hosts = {f"{name}:{port}" for name in LOOPBACK_NAMES}
+    return hosts | set(LOOPBACK_NAMES) if port == 80 else hosts
+
+
+@web.middleware
+async def own_page_only(request: web.Request, handler: Endpoint) -> web.StreamResponse:
+    """Refuses what another web page in the same browser can send: a plain-text POST needs no
+    preflight, so without the Origin check any site could drive the demo; and one whose name is
+    rebound to 127.0.0.1 (DNS rebinding) is same-origin to the browser, so only Host tells it."""
+    host = request.headers.get("Host", "").lower()
+    if host not in _own_hosts(request):
+        return web.json_response({"error": "refused: not this demo's address"}, status=403)
+    origin = request.headers.get("Origin")
+    if request.method not in ("GET", "HEAD") and origin is not None and (
+            origin.lower() != f"http://{host}"):
+        return web.json_response({"error": "refused: sent from another page"}, status=403)
+    return await handler(request)
 
 
 def page() -> str:
@@ -39,7 +65,7 @@ def page() -> str:
 def create_demo_app(
     world: DemoWorld, *, page_poll_seconds: float = PAGE_POLL_SECONDS
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[own_page_only])
     html = page().replace("<body>", f'<body data-poll-ms="{round(page_poll_seconds * 1000)}">', 1)
 
     async def index(_: web.Request) -> web.Response:
