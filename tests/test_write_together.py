@@ -24,6 +24,7 @@ from bot.storage.database import (
     Database,
     IntegrityError,
 )
+from bot.storage.claims import Claims, Untold
 from bot.storage.leases import Leases
 from bot.storage.together import insert_rows
 from tests.databases import BACKENDS, fresh_database
@@ -248,3 +249,36 @@ async def test_the_rows_written_together_name_every_column_of_their_tables(db: D
         assert {*row.values, *row.ids} == await columns_of(db, table) - {"id"}, table
     # The call's row is TrackedCall, whole (CallStore.insert_together).
     assert {f.name for f in dataclasses.fields(TrackedCall)} == await columns_of(db, "calls")
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+async def test_migration_18_applies_to_a_database_holding_claims(kind: str,
+                                                                 tmp_path: Path) -> None:
+    async with fresh_database(kind, tmp_path) as url:
+        db = Database(url)
+        await db.open([m for m in MIGRATIONS if m.version < 18])
+        try:
+            clock = Clock()
+            # Claims as version 17 wrote them: a request's, a step's with its holder.
+            for key, holder in (("cmd:T0:abc", None), ("step:1:0", "h-1")):
+                await db.execute("INSERT INTO claims (key, claimed_at, holder) VALUES (?, ?, ?)",
+                                 (key, T0, holder))
+            assert await db.migrate(MIGRATIONS) == [18]
+            claims = Claims(db, clock=clock)
+            assert await claims.untold() == []  # none of them has a note to tell
+            assert await claims.holder("step:1:0") == "h-1"
+            assert not await claims.claim("cmd:T0:abc")  # still claimed: no second call
+            # A note written and cleared by the call's row on the migrated database.
+            untold = Untold("cmd:T0:new", '{"user": "U1"}')
+            assert await claims.claim(untold.key, untold=untold.note)
+            assert await claims.untold() == [(untold.key, untold.note, T0)]
+            audit = await AuditLog.open(db)
+            await CallStore(db).insert_together(
+                {"created_at": T0, "team_id": "T0", "requester_id": "U1", "channel_id": "C0",
+                 "e164": E164, "number_masked": "+1 814-***-**93", "flow_id": "flow-esc",
+                 "flow_name": "Escalation", "placement": "dialling", "state": "finding",
+                 "following": False},
+                attempt=audit.allowed_row(checked("U1")), untold=untold)
+            assert await claims.untold() == []
+        finally:
+            await db.close()
