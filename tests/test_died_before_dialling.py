@@ -206,3 +206,46 @@ async def test_requests_that_end_as_ever_leave_nothing_to_tell(bot_factory: BotF
 async def notes(bot: BotUnderTest) -> list[str]:
     rows = await services(bot).db.fetchall("SELECT key FROM claims WHERE untold IS NOT NULL")
     return [str(row["key"]) for row in rows]
+
+
+def gated_before_its_row(bot: BotUnderTest) -> tuple[asyncio.Event, asyncio.Event]:
+    """The bot's next call waits just before its row is written until the second event is set
+    (then it is written as ever): the first is set once it waits there."""
+    reached, go_on = asyncio.Event(), asyncio.Event()
+    follower = services(bot).follower
+    real = follower.note_dialling
+
+    async def gated(*args: object, **kwargs: object) -> object:
+        if not reached.is_set():
+            reached.set()
+            await go_on.wait()
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    follower.note_dialling = gated  # type: ignore[method-assign, assignment]
+    return reached, go_on
+
+
+async def test_a_stalled_call_again_coming_back_leaves_the_next_click_alone(
+    bot_factory: BotFactory,
+) -> None:
+    # A takes Call again and stalls before the call's row; B tells the requester it was not
+    # placed and gives the button back. The requester clicks it again, on B. A comes back: its
+    # write finds its request told and dials nothing; the click B is handling must still dial.
+    a, status, _ = await ended_call(bot_factory)
+    a_waits, a_goes_on = gated_before_its_row(a)
+    await click(a, status, CALL_AGAIN_ACTION)
+    await asyncio.wait_for(a_waits.wait(), 10)
+    await stall(a)
+    await gone_for_a_lease(a)
+
+    b = await bot_factory("http", **FAST)  # the same database
+    await services(b).untold.take_over()
+    b_waits, b_goes_on = gated_before_its_row(b)
+    _, url = await click(b, status, CALL_AGAIN_ACTION)
+    await asyncio.wait_for(b_waits.wait(), 10)
+    a_goes_on.set()  # A comes back
+    await a.settle()
+    b_goes_on.set()
+    await b.evo.wait_for_posts(2)
+    await b.settle()
+    assert len(b.evo.outgoing_posts) == 2  # the first call, and B's click: A dialled nothing

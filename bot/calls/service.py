@@ -47,6 +47,11 @@ from bot.storage.together import AlreadyTold
 
 logger = logging.getLogger(__name__)
 
+# What proceed() answers for a request that a take-over round told "not placed" while this replica
+# stalled (AlreadyTold). Its claim is that round's to give back (Call again's), never this one's:
+# given back here, it would be a new click's by then, and that click would dial nothing, untold.
+TOLD_MEANWHILE = CallResult(Outcome.REFUSED)
+
 
 class CallService:
     def __init__(
@@ -142,7 +147,7 @@ class CallService:
         try:
             with self.dials_first.on_its_way():
                 result = await self._handle(request, claimed, noted)
-            if result.outcome is not Outcome.REFUSED:
+            if result.outcome is not Outcome.REFUSED or result is TOLD_MEANWHILE:
                 return result
             refused = result
             # Refused after the claim (a rate limit): nothing was dialled either, and the refusal
@@ -216,7 +221,7 @@ class CallService:
             except AlreadyTold:  # this replica stalled; the one that took over told "not placed"
                 logger.warning("call by %s not placed: its requester was told so meanwhile",
                                checked.request.user_id, extra={"user_id": checked.request.user_id})
-                return self._finished(CallResult(Outcome.REFUSED))
+                return self._finished(TOLD_MEANWHILE)
         except ConfirmationNeeded as needed:
             # A Yes that a full limit would refuse: the refusal is told now, no question asked.
             if (full := await self._limits.full_now(checked)) is not None:
