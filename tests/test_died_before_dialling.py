@@ -249,3 +249,26 @@ async def test_a_stalled_call_again_coming_back_leaves_the_next_click_alone(
     await b.evo.wait_for_posts(2)
     await b.settle()
     assert len(b.evo.outgoing_posts) == 2  # the first call, and B's click: A dialled nothing
+
+
+async def test_a_request_never_dialled_that_slack_refused_to_tell_is_told_by_a_later_round(
+    bot_factory: BotFactory,
+) -> None:
+    # The form closed; the only way left is a direct message, and Slack refuses it in the round
+    # that finds the request: the note is kept, and a later round tells the requester.
+    first = await bot_factory("http", **FAST)
+    view = await open_from_shortcut(first)
+    reached = held_before_its_row(first)
+    await interact(first, submission(view, state(FULL, channel="C0OPS")))
+    await died_there(first, reached)
+    first.slack.fail("chat.postMessage", "fatal_error")
+
+    second = await bot_factory("http", **FAST)  # the same database, and Slack
+    await services(second).untold.take_over()
+    assert not [c for c in second.slack.calls_to("chat.postMessage") if c.ok]
+    second.slack.off("chat.postMessage")
+    await services(second).untold.take_over()
+    dm = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and "not* placed" in str(c.params.get("text")))
+    not_placed(dm.params, MASKED)
+    assert second.evo.outgoing_posts == []

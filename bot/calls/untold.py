@@ -102,7 +102,8 @@ class UntoldRequests:
     async def take_over(self) -> None:
         """A lease keeper's round: tell the requesters of the requests that replicas gone for a
         lease took and never dialled. A note is adopted first (one replica tells it), and goes
-        once told; should this replica die (or fail to forget it) meanwhile, it is told again
+        once told (one nobody heard, Slack failing, is handed back for a later round, until its
+        claim expires); should this replica die (or fail to forget it) meanwhile, it is told again
         once this one is gone too: at least once, as the outbox's posts."""
         kept = await self._claims.untold()
         if not kept:
@@ -120,10 +121,15 @@ class UntoldRequests:
                 logger.warning("a call requested by %s was never dialled (its replica stopped "
                                "first): telling them", note["user"],
                                extra={"user_id": note["user"]})
-                await self._tell(note)
+                if not await self._tell(note):
+                    # Nobody heard it (Slack failing): handed back as it was found, for a later
+                    # round to tell (adopted, it would wait for this replica to be gone).
+                    await self._claims.renote(key, adopted.note, text)
+                    continue
             await self._claims.told(adopted, release=note.get("kind") == Kind.AGAIN)
 
-    async def _tell(self, note: dict[str, Any]) -> None:
+    async def _tell(self, note: dict[str, Any]) -> bool:
+        """True once the requester was told, some way."""
         kind, url = note.get("kind"), note.get("url")
         number = note.get("number") if isinstance(note.get("number"), str) else None
         message = views.not_placed(number, again=kind == Kind.AGAIN)
@@ -133,10 +139,10 @@ class UntoldRequests:
             url = None
         if url is not None and kind == Kind.QUESTION:
             if await self._notifier.replace(url, message):
-                return
+                return True
             url = None
-        await self._notifier.tell(user_id=note["user"], channel_id=None, response_url=url,
-                                  message=message)
+        return await self._notifier.tell(user_id=note["user"], channel_id=None, response_url=url,
+                                         message=message)
 
 
 def untold_note(checked: CheckedCall) -> str | None:
