@@ -11,7 +11,7 @@ import pytest
 
 from bot.oncall.escalation_form import EscalationField
 from tests.claim_faults import AnswerLost
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import BotFactory, BotUnderTest, until
 from tests.databases import on_both_databases
 from tests.escalations import ALICE, IN_ALICES_SHIFT, ROSTER, open_on_message, start, submit
 from tests.follow_helpers import services
@@ -111,14 +111,17 @@ async def test_an_escalation_whose_row_lost_its_answer_can_be_sent_again_and_rin
 
 @on_both_databases
 @pytest.mark.usefixtures("database_retried_quickly")  # the test ends the fault
+@pytest.mark.usefixtures("database_retried_quickly")
 async def test_an_escalation_row_the_database_kept_failing_to_give_back_holds_no_thread(
     bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The escalation's row (with its lease) commits, its answer is lost, and the database still
-    # fails as that row is given back: the requester is told nobody was called. That is so, and
-    # stays so: the row does not hold the message's thread as an escalation "still paging" there,
-    # so a new form on the message (the first one may have closed) starts one, and rings Alice
-    # once; no chain is left to ring people after the next restart.
+    # fails as that row is given back: the requester is told nobody was called at once, not once
+    # the database answers (they would hear nothing meanwhile, and could believe on-call paged).
+    # That is so, and stays so: once the database answers, the row is given back in the
+    # background and does not hold the message's thread as an escalation "still paging" there, so
+    # a new form on the message starts one, and rings Alice once; no chain is left to ring people
+    # after the next restart.
     bot, _ = await start(bot_factory)
     form, message = await open_on_message(bot)
     store = services(bot).escalations.store
@@ -126,6 +129,7 @@ async def test_an_escalation_row_the_database_kept_failing_to_give_back_holds_no
     real_atomic = db.atomic
     lost: list[int] = []
     refused: list[object] = []  # the give-back's tries the database refused
+    answers = asyncio.Event()  # the database answers the give-back again
 
     async def create(**kwargs: Any) -> Any:
         made = await real_create(**kwargs)
@@ -136,7 +140,7 @@ async def test_an_escalation_row_the_database_kept_failing_to_give_back_holds_no
         return made
 
     async def atomic(unit: Any) -> Any:
-        if getattr(unit, "__qualname__", "").startswith("Unanswered.") and not refused:
+        if getattr(unit, "__qualname__", "").startswith("Unanswered.") and not answers.is_set():
             refused.append(unit)
             raise ConnectionError("the database is still failing")
         return await real_atomic(unit)
@@ -144,10 +148,18 @@ async def test_an_escalation_row_the_database_kept_failing_to_give_back_holds_no
     monkeypatch.setattr(store, "create", create)
     monkeypatch.setattr(db, "atomic", atomic)
     answer = await submit(bot, form)
-    await bot.settle()
     assert lost and refused
     told = answer.get("errors", {}).get(EscalationField.REASON) or str(answer)
     assert NOT_WRITTEN + "nobody was called (reference " in told, answer
+    await until(lambda: len(refused) >= 2)  # tried again in the background, still failing
+    answers.set()
+
+    async def given_back() -> bool:
+        return not await real_atomic(lambda conn: conn.fetchall(
+            "SELECT id FROM escalations WHERE id = ?", (lost[0],)))
+
+    while not await given_back():
+        await asyncio.sleep(0.01)
     again, _ = await open_on_message(bot, on=message)
     assert await submit(bot, again) == {}
     await bot.evo.wait_for_posts(1)
