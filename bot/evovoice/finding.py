@@ -118,6 +118,7 @@ class SessionFinder(Requester):
                 "/sessions", params | {"page": str(page)}, priority=priority
             )
             batch = self._items(Session, data, "/sessions")
+            now = self.clock.on_server(datetime.now(UTC))  # as the page was read
             new = [item for item in batch if item.id not in seen]
             seen.update(item.id for item in new)
             for session in new:
@@ -129,7 +130,6 @@ class SessionFinder(Requester):
                 # keep (bot/evovoice/dates.py): read as UTC, a server west of it had every new
                 # session before `since`, and one east of it had earlier calls after it.
                 created = parse_timestamp(session.date_created)
-                now = self.clock.on_server(datetime.now(UTC))
                 if created is None or times_within(session.date_created, since, now=now):
                     found[session.id] = session
             if not (isinstance(data, dict) and data.get("hasMorePages") is True):
