@@ -22,7 +22,7 @@ import pytest
 
 from bot.calls.store import CallState
 from bot.slack.outbox import REDELIVER_FOR_SECONDS
-from bot.standins.slack import ApiCall, SlackStandIn
+from bot.standins.slack import ApiCall, Message, SlackStandIn
 from bot.storage.database import Database
 from tests.budget_clock import LeapingClock
 from tests.claim_faults import StatementAnswerLost
@@ -240,6 +240,23 @@ async def test_a_thread_slack_fails_to_show_for_a_moment_is_read_again_not_poste
     assert await services(second).db.fetchall("SELECT id FROM slack_posts") == []
 
 
+async def ended_then_taken_over(
+    bot_factory: BotFactory, first: BotUnderTest, status: Message
+) -> BotUnderTest:
+    """`first`'s call ended and shown ended in `status`, `first` stopped, and a lease later a
+    second bot on the same database past its first lease keeper's round of the outbox."""
+    [session_id] = first.evo.sessions
+    end_session(first, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_status(first, status, "Ended")
+    await first.runtime.stop()
+
+    await gone_for_a_lease(first)
+    second = await bot_factory("http", **QUICK)  # the same database
+    await services(second).outbox.take_over()  # a lease keeper's round, now
+    await second.settle()
+    return second
+
+
 async def test_a_delivered_status_message_is_not_posted_again_after_a_restart(
     bot_factory: BotFactory,
 ) -> None:
@@ -250,15 +267,7 @@ async def test_a_delivered_status_message_is_not_posted_again_after_a_restart(
     first.slack.bot_scopes = [s for s in first.slack.bot_scopes if not s.endswith(":history")]
     await first.command(f"{FULL} escalation")
     status = await status_message(first)
-    [session_id] = first.evo.sessions
-    end_session(first, session_id, after_seconds=20, outcome="Completed")
-    await wait_for_status(first, status, "Ended")
-    await first.runtime.stop()
-
-    await gone_for_a_lease(first)
-    second = await bot_factory("http", **QUICK)  # the same database
-    await services(second).outbox.take_over()  # a lease keeper's round, now
-    await second.settle()
+    second = await ended_then_taken_over(bot_factory, first, status)
     assert len([c for c in second.slack.calls_to("chat.postMessage") if is_thread_reply(c)]) == 1
 
 
@@ -277,15 +286,7 @@ async def test_a_status_message_kept_though_its_answer_was_lost_is_not_posted_ag
     await first.command(f"{FULL} escalation")
     status = await status_message(first)
     assert fault.lost
-    [session_id] = first.evo.sessions
-    end_session(first, session_id, after_seconds=20, outcome="Completed")
-    await wait_for_status(first, status, "Ended")
-    await first.runtime.stop()
-
-    await gone_for_a_lease(first)
-    second = await bot_factory("http", **QUICK)  # the same database
-    await services(second).outbox.take_over()  # a lease keeper's round, now
-    await second.settle()
+    second = await ended_then_taken_over(bot_factory, first, status)
     replies = [c.params.get("text") for c in second.slack.calls_to("chat.postMessage")
                if is_thread_reply(c)]
     assert len(replies) == 1, replies
