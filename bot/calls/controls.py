@@ -171,7 +171,7 @@ class CallControls:
         catalog: Catalog,
         audit: AuditLog | None,
         notifier: Notifier,
-        own_number: OwnNumber | None = None,
+        own_number: OwnNumber,
     ) -> None:
         self._own_number = own_number
         self._store = store
@@ -264,7 +264,7 @@ class CallControls:
         """A test call rings only its tester's own number (`/call test`): once their profile or
         [people] gives another (the test rang a stranger: a typo since fixed), the number this
         call kept is no longer theirs to ring again."""
-        if self._own_number is not None and await self._own_number(call.requester_id) != call.e164:
+        if await self._own_number(call.requester_id) != call.e164:
             raise NoLongerTheirNumber()
 
     async def _noted(self, call: TrackedCall, kind: EventKind, click: ButtonClick, what: str,
