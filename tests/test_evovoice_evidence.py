@@ -423,6 +423,17 @@ async def test_a_lookup_that_keeps_failing_ends_as_not_found(
     await wait_for_edit(bot, status, "I could not look for it to follow")
 
 
+async def outcome_unknown_then_not_found(bot_factory: BotFactory) -> tuple[BotUnderTest, str]:
+    """A call whose POST Evo Voice carried out and answered 500, given up as not found after
+    0.3 s: the bot, and its status message's text then."""
+    bot = await bot_factory("http", **(FAST | {"CALL_FIND_SECONDS": "0.3"}))
+    bot.evo.queue_outgoing(Acted(ErrorStatus(500)))
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    await wait_for_edit(bot, status, "❔")
+    return bot, bot.slack.messages[(status.channel, status.ts)].text
+
+
 async def test_a_call_of_unknown_outcome_never_looked_up_is_not_called_most_likely_not_placed(
     bot_factory: BotFactory, evo: EvoVoiceStandIn
 ) -> None:
@@ -430,12 +441,7 @@ async def test_a_call_of_unknown_outcome_never_looked_up_is_not_called_most_like
     seen either way, so the requester must not read "most likely not placed" above a Call again
     button, and ring the person twice."""
     evo.default_behaviours[("GET", "/sessions")] = ErrorStatus(500, "Timeout expired")
-    bot = await bot_factory("http", **(FAST | {"CALL_FIND_SECONDS": "0.3"}))
-    bot.evo.queue_outgoing(Acted(ErrorStatus(500)))
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    await wait_for_edit(bot, status, "❔")
-    shown = bot.slack.messages[(status.channel, status.ts)].text
+    bot, shown = await outcome_unknown_then_not_found(bot_factory)
     assert "most likely not placed" not in shown
     assert "whether it was placed is unknown" in shown and "HTTP 500" in shown, shown
     assert len(bot.evo.sessions) == 1 and len(bot.evo.outgoing_posts) == 1
@@ -454,12 +460,7 @@ async def test_a_lookup_that_could_not_read_every_page_does_not_call_it_most_lik
     yesterday = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=20)).isoformat()
     for _ in range(FIND_MAX_PAGES * FIND_PAGE_SIZE + 10):
         evo.add_session(toAddress=FULL, channel="Chat", dateCreated=yesterday, ended=True)
-    bot = await bot_factory("http", **(FAST | {"CALL_FIND_SECONDS": "0.3"}))
-    bot.evo.queue_outgoing(Acted(ErrorStatus(500)))
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    await wait_for_edit(bot, status, "❔")
-    shown = bot.slack.messages[(status.channel, status.ts)].text
+    bot, shown = await outcome_unknown_then_not_found(bot_factory)
     assert "most likely not placed" not in shown
     assert "whether it was placed is unknown" in shown and "more sessions" in shown, shown
     assert len(bot.evo.outgoing_posts) == 1
