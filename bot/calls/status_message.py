@@ -205,9 +205,14 @@ class StatusMessages:
         in that process's memory alone, so the requester is told by direct message from now on."""
         relay = self._relays.get(call.id)
         if relay is None and call.status_ts is None and call.shown_digest is not None:
-            parent = self._parents.get(call.id) or call_views.parent_of(call)
-            relay = Relay(None, call.requester_id, parent, 0.0, uses=0)
-            self._relays[call.id] = relay
+            relay = self._relay_by_dm(call)
+        return relay
+
+    def _relay_by_dm(self, call: TrackedCall) -> Relay:
+        """A relay with no response_url: the requester is told by direct message, with the
+        call's parent."""
+        parent = self._parents.get(call.id) or call_views.parent_of(call)
+        relay = self._relays[call.id] = Relay(None, call.requester_id, parent, 0.0, uses=0)
         return relay
 
     async def _relay_from_now(self, call: TrackedCall) -> tuple[TrackedCall, Relay]:
@@ -216,8 +221,7 @@ class StatusMessages:
         with the call's parent, as a relayed call is (after a restart too: see `_relay`)."""
         await self._store.update(call.id, status_ts=None, shown_digest="")
         call = replace(call, status_ts=None, shown_digest="")
-        parent = self._parents.get(call.id) or call_views.parent_of(call)
-        relay = self._relays[call.id] = Relay(None, call.requester_id, parent, 0.0, uses=0)
+        relay = self._relay_by_dm(call)
         logger.warning("call %s: its status message can't be edited any more; told by direct "
                        "message from now on", call.id, extra={"call_id": call.id})
         return call, relay
