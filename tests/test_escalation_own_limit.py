@@ -132,3 +132,24 @@ async def test_the_refusal_says_when_another_escalation_may_be_started(
     words = answer["errors"][EscalationField.REASON]
     assert TOO_MANY in words and "you may start another in 40 min" in words, words
     assert await started_by(bot, DEVELOPER) == 2
+
+
+@on_both_databases
+async def test_another_escalation_starts_at_the_moment_the_refusal_named(
+    bot_factory: BotFactory,
+) -> None:
+    """The window is counted as the calls' limits count theirs: an escalation started exactly a
+    window ago no longer counts. At the very second the refusal said ("in 40 min") another
+    starts, rather than being refused again with "in 1 s"."""
+    bot, clock = await start(bot_factory, policy=ROSTER + 'escalations_per_person = "2/1h"\n')
+    for n in range(2):
+        form, _ = await open_on_message(bot, text=f"down {n}", user_id=DEVELOPER)
+        assert await submit(bot, form, user_id=DEVELOPER) == {}
+        clock.advance(600)
+    form, _ = await open_on_message(bot, text="down 2", user_id=DEVELOPER)
+    words = (await submit(bot, form, user_id=DEVELOPER))["errors"][EscalationField.REASON]
+    assert "you may start another in 40 min" in words, words
+    clock.advance(2400)
+    assert await submit(bot, form, user_id=DEVELOPER) == {}
+    await bot.settle()
+    assert await started_by(bot, DEVELOPER) == 3

@@ -16,7 +16,8 @@ from bot.storage.database import POSTGRESQL, Connection
 
 @dataclass(frozen=True)
 class OwnLimit:
-    """At most `count` escalations by the requester created since `since` (Unix time)."""
+    """At most `count` escalations by the requester created after `since` (Unix time): one
+    created exactly a window ago has left it, as a call has left the calls' windows."""
 
     count: int
     since: float
@@ -34,9 +35,10 @@ class OwnLimitReached(Exception):
 async def oldest_in_the_way(conn: Connection, requester_id: str, since: float, count: int,
                             *, besides: str | None = None) -> float | None:
     """When the escalation by `requester_id` that must leave the window (since `since`) before
-    one more fits was created: the `count`-th newest; None if there are fewer."""
+    one more fits was created: the `count`-th newest; None if there are fewer. The window is
+    open at its old end (as bot/calls/limits.py's): at the instant a refusal names, one fits."""
     row = await conn.fetchone(
-        "SELECT created_at FROM escalations WHERE requester_id = ? AND created_at >= ?"
+        "SELECT created_at FROM escalations WHERE requester_id = ? AND created_at > ?"
         " AND request_key <> ? ORDER BY created_at DESC LIMIT 1 OFFSET ?",
         (requester_id, since, besides or "", count - 1),
     )
