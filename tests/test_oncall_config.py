@@ -221,6 +221,18 @@ async def test_a_start_too_far_ahead_to_count_shifts_is_named(
     assert "oncall.start: " in problem and "too far ahead" in problem, problem
 
 
+async def test_a_start_too_far_back_for_its_zone_is_named(bot_factory: BotFactory) -> None:
+    # In a zone ahead of UTC, a hand-off in the first days of year 1 falls before the first
+    # instant a datetime holds: the file was accepted, and then every /call oncall, Home tab and
+    # escalation failed with an unexpected error (OverflowError).
+    policy = POLICY + ('\n[oncall]\nflow = "page"\nrotation = ["U0MANAGER"]\nstart = 0001-01-01\n'
+                       'timezone = "Asia/Tokyo"\nhandoff = "daily 00:30"\n')
+    with pytest.raises(ConfigError) as raised:
+        await bot_factory("http", policy=policy)
+    [problem] = raised.value.problems
+    assert "oncall.start: " in problem and "too far back" in problem, problem
+
+
 async def test_startup_accepts_an_oncall_flow_by_alias(bot_factory: BotFactory) -> None:
     policy = POLICY + '\n[oncall]\nflow = "page"\nrotation = ["U0MANAGER"]\n'
     bot = await bot_factory("http", policy=policy)

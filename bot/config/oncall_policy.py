@@ -8,7 +8,7 @@ import re
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from bot.calls.limits import Rate, parse_rate
 from bot.config.fields import SLACK_USER_OR_GROUP, Strict, user_ids
@@ -145,10 +145,20 @@ class OnCallPolicy(Strict):
 
     @field_validator("start")
     @classmethod
-    def _start_in_range(cls, value: dt.date) -> dt.date:
+    def _start_in_range(cls, value: dt.date, info: ValidationInfo) -> dt.date:
         # The rotation counts hand-offs past it: in year 9999 they soon outrun what a date holds.
         if value > LATEST_START:
             raise ValueError(f"{value} is too far ahead; write the date of the first shift")
+        # And in a zone ahead of UTC, a hand-off early on 0001-01-01 is before any instant
+        # a datetime holds. (`handoff` and `timezone` come first: absent here if they are wrong.)
+        handoff, zone = info.data.get("handoff"), info.data.get("timezone")
+        if handoff is not None and zone is not None:
+            try:
+                Rotation(("U0",), parse_handoff(handoff), ZoneInfo(zone), value).handoff(0)
+            except OverflowError:
+                raise ValueError(
+                    f"{value} is too far back for {zone}; write the date of the first shift"
+                ) from None
         return value
 
     @field_validator("timezone")
