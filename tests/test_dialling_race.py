@@ -17,7 +17,8 @@ import pytest
 
 from bot.audit.trail import AuditLog
 from bot.calls.follow import TAKEN_OVER, CallFollower, FollowTiming
-from bot.calls.limits import CallLimits, parse_rate
+from bot.calls.limits import CallLimits
+from bot.calls.rates import parse_rate
 from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.evovoice.client import EvoVoiceError, Session, SessionsFound

@@ -8,14 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.calls.limits import (
-    CallLimits,
-    LimitReached,
-    Rate,
-    RecentlyCalled,
-    describe_wait,
-    parse_rate,
-)
+from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled
+from bot.calls.rates import Rate, describe_wait, parse_rate
 from bot.storage.database import Database
 from tests.databases import BACKENDS, fresh_database
 

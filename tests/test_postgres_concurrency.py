@@ -17,7 +17,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot.calls.limits import CallLimits, LimitReached, parse_rate
+from bot.calls.limits import CallLimits, LimitReached
+from bot.calls.rates import parse_rate
 from bot.storage.claims import Claims
 from bot.storage.database import Database
 from bot.storage.number_hash import NumberHasher

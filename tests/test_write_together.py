@@ -13,7 +13,8 @@ import pytest
 
 from bot.audit.trail import AuditLog
 from bot.calls.follow import CallFollower
-from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled, parse_rate
+from bot.calls.limits import CallLimits, LimitReached, RecentlyCalled
+from bot.calls.rates import parse_rate
 from bot.calls.models import CallRequest, CheckedCall
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
 from bot.phone.policy import DialableNumber

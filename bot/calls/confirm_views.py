@@ -5,7 +5,7 @@ The button values carry only the pending call's random id (see confirmations.py)
 
 from __future__ import annotations
 
-from bot.calls.limits import describe_ago
+from bot.calls.rates import describe_ago
 from bot.slack.blocks import Block, Message, context, escape, plain, section
 
 CONFIRM_CALL_ACTION = "call_confirm"

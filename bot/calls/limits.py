@@ -22,14 +22,13 @@ say "this number was called 3 times" without saying which number.
 from __future__ import annotations
 
 import logging
-import math
-import re
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from bot.calls.models import CheckedCall
+from bot.calls.rates import DAY_SECONDS, REPEAT_WINDOW_SECONDS, Rate, describe_wait
 from bot.errors import CallbotError
 from bot.phone import mask
 from bot.storage.database import POSTGRESQL, Connection, Database
@@ -39,95 +38,7 @@ from bot.storage.together import SlotAnswer
 
 logger = logging.getLogger(__name__)
 
-DAY_SECONDS = 24 * 3600
-REPEAT_WINDOW_SECONDS = 60.0
-# The longest window a rate may use; longer ones would keep numbers' hashes for weeks.
-MAX_WINDOW_SECONDS = 7 * DAY_SECONDS
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": DAY_SECONDS}
-_UNIT_WORDS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
 SCOPES = ("per_user", "per_number", "per_day")  # in the order they are checked
-_RATE = re.compile(r"\s*(\d{1,6})\s*/\s*(\d{0,6})\s*([smhd])\s*", re.ASCII)
-
-
-@dataclass(frozen=True)
-class Rate:
-    """`count` calls per `seconds`; `text` is how the policy file wrote it."""
-
-    count: int
-    seconds: float
-    text: str
-
-    @property
-    def window_words(self) -> str:
-        """"10m" → "10 minutes", "1h" → "hour" (as in "in the last hour")."""
-        match = _RATE.fullmatch(self.text)
-        if match is None:
-            return f"{self.seconds:g} seconds"
-        amount = int(match.group(2) or 1)
-        word = _UNIT_WORDS[match.group(3)]
-        return word if amount == 1 else f"{amount} {word}s"
-
-
-def parse_rate(text: str) -> Rate:
-    """"5/10m" → Rate(5, 600). Units s, m, h, d; "5/h" means per hour. Raises ValueError."""
-    match = _RATE.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(
-            f"{text!r} is not a rate; write calls/window like \"5/10m\", \"20/1h\" or \"3/30s\""
-        )
-    count, amount, unit = int(match.group(1)), int(match.group(2) or 1), match.group(3)
-    seconds = amount * _UNITS[unit]
-    if count < 1:
-        raise ValueError(f"{text!r} allows no calls at all; the count must be at least 1")
-    if seconds < 1:
-        raise ValueError(f"{text!r} has an empty window; use at least 1s")
-    if seconds > MAX_WINDOW_SECONDS:
-        raise ValueError(f"{text!r}: the window may be at most 7 days")
-    return Rate(count=count, seconds=float(seconds), text=f"{count}/{amount}{unit}")
-
-
-_DURATION = re.compile(r"(\d{1,7})([smhd])")
-
-
-def parse_duration(text: str) -> float:
-    """"60s" → 60.0, "2m" → 120.0, "0s" → 0.0 (off). Units s, m, h, d. Raises ValueError."""
-    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
-    if match is None:
-        raise ValueError(
-            f"{text!r} is not a duration; write it like \"60s\", \"2m\" or \"0s\" (off)"
-        )
-    seconds = int(match.group(1)) * _UNITS[match.group(2)]
-    if seconds > MAX_WINDOW_SECONDS:
-        raise ValueError(f"{text!r}: at most 7 days")
-    return float(seconds)
-
-
-def describe_wait(seconds: float) -> str:
-    """3725 → "1 h 3 min"; always rounded up (to whole seconds, to whole minutes once an hour or
-    more), at least "1 s": the call must fit at the time told, never a moment after it."""
-    total = max(1, math.ceil(seconds))
-    if total > 3600:
-        total = math.ceil(total / 60) * 60
-    return _duration_words(total)
-
-
-def describe_ago(seconds: float) -> str:
-    """330 → "5 min 30 s", 3725 → "1 h 2 min": how long ago, rounded down, at least "1 s"."""
-    return _duration_words(max(1, math.floor(seconds)))
-
-
-def _duration_words(total: int) -> str:
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = []
-    if hours:
-        parts.append(f"{hours} h")
-    if minutes:
-        parts.append(f"{minutes} min")
-    if secs and not hours:
-        parts.append(f"{secs} s")
-    return " ".join(parts) or f"{secs} s"
 
 
 class LimitReached(CallbotError):

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from bot.calls.limits import Rate, parse_rate
+from bot.calls.rates import Rate, parse_rate
 from bot.config.fields import SLACK_USER_OR_GROUP, Strict, user_ids
 from bot.oncall.rotation import DEFAULT_HANDOFF, DEFAULT_START, HandoffRule, Rotation, parse_handoff
 

@@ -9,7 +9,7 @@ from typing import Any
 import phonenumbers
 from pydantic import Field, field_validator, model_validator
 
-from bot.calls.limits import REPEAT_WINDOW_SECONDS, Rate, parse_duration, parse_rate
+from bot.calls.rates import REPEAT_WINDOW_SECONDS, Rate, parse_duration, parse_rate
 from bot.config.fields import (
     SLACK_USER_OR_GROUP,
     PersonNumber,

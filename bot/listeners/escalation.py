@@ -28,7 +28,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.calls import messages as views
-from bot.calls.limits import describe_wait
+from bot.calls.rates import describe_wait
 from bot.errors import (
     AlreadyEscalating,
     CallbotError,

@@ -83,7 +83,7 @@ from bot.calls.controls import ButtonClick
 from bot.calls.follow import UNSHOWN_ENDS_WITHIN_SECONDS, CallFollower, wait_or_wake
 from bot.calls.service import CallService
 from bot.calls.store import CallStore
-from bot.calls.limits import Rate, describe_wait
+from bot.calls.rates import Rate, describe_wait
 from bot.errors import (
     AlreadyEscalating,
     EscalationLimitReached,
