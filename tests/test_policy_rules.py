@@ -90,6 +90,27 @@ def test_per_day_must_be_a_positive_whole_number(tmp_path: Path, value: str) -> 
     assert problem.startswith(f"{tmp_path / 'callbot.toml'}: policy.per_day:")
 
 
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # Written as a rate should be, only too large: the line says which part and how far,
+        # not "is not a rate; write calls/window like "5/10m"", which it already is.
+        ('per_user = "5000000/1h"', "policy.per_user: '5000000/1h' allows too many calls; "
+                                    "the count may be at most 1000000"),
+        ('per_number = "3/9999999m"', "policy.per_number: '3/9999999m': the window may be at "
+                                      "most 7 days"),
+        ('per_user = "5/99999999999999999999999999h"', "policy.per_user: "
+                                                       "'5/99999999999999999999999999h': the "
+                                                       "window may be at most 7 days"),
+        ('repeat_window = "99999999d"', "policy.repeat_window: '99999999d': at most 7 days"),
+        ('per_day = 1000001', "policy.per_day: Input should be less than or equal to 1000000"),
+    ],
+)
+def test_a_number_too_large_says_so(tmp_path: Path, line: str, expected: str) -> None:
+    [problem] = problems_of(BASE + f"[policy]\n{line}\n", tmp_path)
+    assert problem == f"{tmp_path / 'callbot.toml'}: {expected}", problem
+
+
 def test_empty_allowed_types_would_refuse_everything(tmp_path: Path) -> None:
     [problem] = problems_of(BASE + "[policy]\nallowed_types = []\n", tmp_path)
     assert "no call could be placed" in problem

@@ -16,7 +16,9 @@ MAX_WINDOW_SECONDS = 7 * DAY_SECONDS
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": DAY_SECONDS}
 _UNIT_WORDS = {"s": "second", "m": "minute", "h": "hour", "d": "day"}
-_RATE = re.compile(r"\s*(\d{1,6})\s*/\s*(\d{0,6})\s*([smhd])\s*", re.ASCII)
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d*)\s*([smhd])\s*", re.ASCII)
+# The most calls a rate may allow in its window, as `per_day`'s most.
+MAX_COUNT = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,13 @@ class Rate:
         return word if amount == 1 else f"{amount} {word}s"
 
 
+def _whole(digits: str) -> int:
+    """The number `digits` write, or 10**12 for any larger: past every bound here, and Python
+    won't read an int of thousands of digits."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 12 else 10**12
+
+
 def parse_rate(text: str) -> Rate:
     """"5/10m" → Rate(5, 600). Units s, m, h, d; "5/h" means per hour. Raises ValueError."""
     match = _RATE.fullmatch(text) if isinstance(text, str) else None
@@ -45,8 +54,10 @@ def parse_rate(text: str) -> Rate:
         raise ValueError(
             f"{text!r} is not a rate; write calls/window like \"5/10m\", \"20/1h\" or \"3/30s\""
         )
-    count, amount, unit = int(match.group(1)), int(match.group(2) or 1), match.group(3)
+    count, amount, unit = _whole(match.group(1)), _whole(match.group(2) or "1"), match.group(3)
     seconds = amount * _UNITS[unit]
+    if count > MAX_COUNT:
+        raise ValueError(f"{text!r} allows too many calls; the count may be at most {MAX_COUNT}")
     if count < 1:
         raise ValueError(f"{text!r} allows no calls at all; the count must be at least 1")
     if seconds < 1:
@@ -56,7 +67,7 @@ def parse_rate(text: str) -> Rate:
     return Rate(count=count, seconds=float(seconds), text=f"{count}/{amount}{unit}")
 
 
-_DURATION = re.compile(r"(\d{1,7})([smhd])")
+_DURATION = re.compile(r"(\d+)([smhd])")
 
 
 def parse_duration(text: str) -> float:
@@ -66,7 +77,7 @@ def parse_duration(text: str) -> float:
         raise ValueError(
             f"{text!r} is not a duration; write it like \"60s\", \"2m\" or \"0s\" (off)"
         )
-    seconds = int(match.group(1)) * _UNITS[match.group(2)]
+    seconds = _whole(match.group(1)) * _UNITS[match.group(2)]
     if seconds > MAX_WINDOW_SECONDS:
         raise ValueError(f"{text!r}: at most 7 days")
     return float(seconds)
