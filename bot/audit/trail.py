@@ -202,15 +202,17 @@ class AuditLog:
         key: str | None = None,
     ) -> None:
         """Write one event. `wait_for_database`: when the database fails, the event is kept
-        (spool.py) and written once it answers, instead of raising; then `key`: the fact's own
-        key (else a random one), for work the database's failing may repeat: one row however
-        often it is written."""
+        (spool.py) and written once it answers, instead of raising. `key`: the fact's own key
+        (else a random one), for work the database's failing, or a restart, may repeat: one row
+        however often it is written, whether it waits for the database or raises."""
         values = dict(zip(EVENT_COLUMNS, (
             attempt_id, iso(self._clock()), str(kind), actor_id, clip(reason), session_id,
             clip(masked_numbers(outcome)), clip(masked_numbers(answered_by)), duration_seconds,
         ), strict=True))
         if wait_for_database:
             await self._insert_or_wait("audit_events", values, tried=True, key=key)
+        elif key is not None:
+            await self._insert_once("audit_events", values, key)
         else:
             await self._insert("audit_events", values)
 

@@ -293,8 +293,8 @@ class CallPoller:
                 return _Step.CHANGED
             self._ending.pop(call.id, None)
             duration = duration_of(session)
-            # The audit event first: were the bot stopped in between, the event may be written
-            # twice on resuming, but never lost.
+            # The audit event first: were the bot stopped in between, the event is tried again
+            # on resuming (its key keeps it one), never lost.
             await self._record(
                 call,
                 EventKind.ENDED,
@@ -371,13 +371,13 @@ class CallPoller:
             return
         try:
             await self._audit.event(
-                call.attempt_id,
-                kind,
+                call.attempt_id, kind,
                 session_id=session_id or call.session_id,
                 reason=reason,
                 outcome=outcome,
                 answered_by=answered_by,
                 duration_seconds=duration_seconds,
+                key=f"call:{call.attempt_id}:{kind}",  # once a call, however often it is tried
             )
         except DATABASE_FAULTS:
             raise  # the follow task tries again once the database answers: the event is not lost
