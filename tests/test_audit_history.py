@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import hashlib
@@ -271,6 +272,23 @@ async def test_history_shows_the_last_20_newest_first(bot_factory: BotFactory) -
     assert "no-such-flow-20" in shown[1] and "refused (FlowNotFound)" in shown[1]
     assert "no-such-flow-2”" in shown[-1]  # the oldest two are left out
     assert not any("no-such-flow-1”" in line or "no-such-flow-0”" in line for line in shown)
+
+
+async def test_history_shows_each_time_in_the_readers_own_time_zone(
+    bot_factory: BotFactory,
+) -> None:
+    # Each line's time was UTC in a code span: a Manager in Berlin or Tokyo had to work out
+    # when a call was made. Slack's `<!date>` shows every reader their own zone, UTC the fallback.
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    [record] = await audit_records(bot)
+    at = dt.datetime.fromisoformat(record.at.replace("Z", "+00:00"))
+    answer = await history(bot)
+    [line] = lines(answer)
+    assert line.startswith(f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time}}"
+                           f"|{at:%Y-%m-%d %H:%M} UTC> · <@U0MANAGER> · {MASKED} · ")
+    assert line in answer["blocks"][1]["text"]["text"]
 
 
 async def test_history_counts_a_call_answered_by_nobody_named_as_picked_up(

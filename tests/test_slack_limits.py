@@ -92,6 +92,11 @@ def test_a_message_keeps_its_buttons_when_shortened_to_fifty_blocks() -> None:
     {"text": "t", "blocks": [{"type": "actions", "elements": [
         {"type": "button", "action_id": "a", "text": {"type": "mrkdwn", "text": "b"}}]}]},
     {"text": "t", "blocks": [{"type": "divider", "block_id": "same"}] * 2},
+    # dates Slack can't format (shown as written): no fallback, a fraction, a token it lacks
+    {"text": "t", "blocks": [blocks.section("at <!date^1700000000^{date_short_pretty} {time}>")]},
+    {"text": "t", "blocks": [blocks.section("at <!date^1700000000.5^{time}|10:00 UTC>")]},
+    {"text": "t", "blocks": [blocks.context("at <!date^1700000000^{hour}:{minute}|10:00 UTC>")]},
+    {"text": "at <!date^^{time}|10:00 UTC>", "blocks": [blocks.section("x")]},
 ])
 async def test_the_stand_in_refuses_what_slack_refuses_on_a_response_url(
     slack: SlackStandIn, body: dict[str, object]
@@ -165,6 +170,16 @@ async def test_a_refusal_listing_250_owned_caller_ids_reaches_the_requester(
     assert " more. Leave it out to use the default." in answer["text"]
     assert not message_problems(answer)
     assert not bot.evo.outgoing_posts
+
+
+def test_the_stand_in_takes_the_dates_slack_formats() -> None:
+    # `<!date^timestamp^token_string^optional_link|fallback_text>`, in blocks and in the text.
+    when = blocks.slack_time(1700000000.75)
+    assert when == "<!date^1700000000^{date_short_pretty} {time}|2023-11-14 22:13 UTC>"
+    linked = "<!date^1700000000^Posted {date_num} {time_secs}^https://example.com/|Posted then>"
+    body = {"text": f"at {when}", "blocks": [blocks.section(f"at {when}, {linked}"),
+                                             blocks.context(when)]}
+    assert not message_problems(body)
 
 
 def test_the_stand_in_counts_characters_as_utf16_code_units() -> None:

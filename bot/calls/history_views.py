@@ -18,7 +18,7 @@ from bot.calls.status_views import (
     no_ack_outcomes,
     shown,
 )
-from bot.slack.blocks import Message, escape, section, sections
+from bot.slack.blocks import Message, escape, section, sections, slack_time
 
 _HISTORY_ENDINGS = {
     Ending.ACKNOWLEDGED: "✅ acknowledged",
@@ -27,12 +27,14 @@ _HISTORY_ENDINGS = {
 }
 
 
-def _when(iso: str) -> str:
+def when(iso: str) -> str:
+    """When a record was made, as each reader's own time zone shows it (UTC the fallback); the
+    Home tab's lines too."""
     try:
-        when = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+        at = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:
         return escape(iso)
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return slack_time(at.timestamp())
 
 
 def what_happened(record: AuditRecord, acknowledges: AckTest) -> str:
@@ -102,7 +104,7 @@ def _not_ended(
 
 def history_line(record: AuditRecord, acknowledges: AckTest = no_ack_outcomes) -> str:
     parts = [
-        f"`{_when(record.at)}`",
+        when(record.at),  # no code span: Slack formats no `<!date>` in one
         f"<@{record.user_id}>",
         record.number_masked,
         # Clipped, as Evo Voice's other words are: a flow name of thousands of characters would

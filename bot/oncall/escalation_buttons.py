@@ -17,7 +17,6 @@ from bot.calls import messages as common_views
 from bot.calls.controls import ButtonClick, EscalationButtonExpired
 from bot.config import KNOWN_ROLES
 from bot.errors import CallbotError, NotAResponder, describe
-from bot.oncall import escalation_views as views
 from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_endings import Endings
 from bot.oncall.escalation_store import (
@@ -27,7 +26,7 @@ from bot.oncall.escalation_store import (
     EscalationStore,
     Page,
 )
-from bot.slack.blocks import Markup
+from bot.slack.blocks import Markup, slack_time
 from bot.slack.notify import Notifier
 from bot.storage.faults import refused_when_database_fails
 
@@ -54,7 +53,7 @@ class NotAllowedToAcknowledge(CallbotError):
 
 class AlreadyAcknowledged(CallbotError):
     def __init__(self, by: str, at: float, *, you: bool) -> None:
-        when = views.slack_time(at)
+        when = slack_time(at)
         who = "You" if you else f"<@{by}>"
         super().__init__(Markup(
             f"{who} acknowledged this page first, at {when}. Nobody else is being called."

@@ -15,7 +15,6 @@ user ids become mentions; numbers are always masked.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,6 +37,7 @@ from bot.slack.blocks import (
     plain,
     section,
     sections,
+    slack_time,
 )
 
 MAX_NAMES_CHARS = 1200  # each list of people in the end's broadcast
@@ -124,12 +124,6 @@ def _at(at: float | None) -> str:
 _NOTED_OUTCOMES = frozenset({
     StepOutcome.NO_ANSWER, StepOutcome.STOPPED, StepOutcome.CALLED_OFF, StepOutcome.ACKNOWLEDGED,
 })
-
-
-def slack_time(at: float) -> str:
-    """A time every reader sees in their own time zone (Slack's `<!date>`), UTC as fallback."""
-    when = dt.datetime.fromtimestamp(at, dt.UTC)
-    return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{when:%Y-%m-%d %H:%M} UTC>"
 
 
 def _acknowledgement(escalation: Escalation) -> str:

@@ -7,18 +7,17 @@ Times are Slack's `<!date^…>`, so each viewer reads them in their own time zon
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
 from bot.audit.trail import AuditRecord
-from bot.calls.history_views import what_happened
+from bot.calls.history_views import what_happened, when
 from bot.calls.status_views import AckTest, no_ack_outcomes, shown
 from bot.oncall.escalation_store import Escalation, EscalationState
-from bot.oncall.escalation_views import slack_time
 from bot.oncall.roster import OnCallStatus
 from bot.oncall.roster_views import reach
-from bot.slack.blocks import MAX_TEXT, Block, clip, context, escape, plain, section
+from bot.slack.blocks import (MAX_TEXT, Block, clip, context, escape, plain, section,
+                              slack_time)
 
 HOME_CALL_ACTION = "home_place_call"
 HOME_ESCALATE_ACTION = "home_escalate"
@@ -35,14 +34,7 @@ _ENDINGS = {
 
 
 def _when(iso_or_ts: str | float) -> str:
-    if isinstance(iso_or_ts, str):
-        try:
-            at = dt.datetime.fromisoformat(iso_or_ts.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return escape(iso_or_ts)
-    else:
-        at = iso_or_ts
-    return slack_time(at)
+    return when(iso_or_ts) if isinstance(iso_or_ts, str) else slack_time(iso_or_ts)
 
 
 def escalation_line(escalation: Escalation, viewer: str) -> str:

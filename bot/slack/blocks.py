@@ -5,6 +5,7 @@ posts can exceed what Slack accepts. Slack does not shorten an oversized post: i
 of it (`invalid_blocks`, or a 400 on a `response_url`), and the person waiting hears nothing. So:
 
     escape()             user text can't become a mention or a link
+    slack_time()         a time each reader sees in their own time zone (`<!date^…>`)
     clip()               a string within a limit, ending "…"; never cut inside `<…>` or `&…;`
     plain(), mrkdwn()    text objects, clipped to the place's limit
     section(), context() the two blocks every view uses, clipped to 3,000 characters
@@ -20,6 +21,7 @@ stand-in (bot/standins/slack.py) refuses the same posts, so a builder that forge
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +99,12 @@ def clip(text: str, limit: int, *, markup: bool = True) -> str:
     if amp != -1 and ";" not in cut[amp:] and len(cut) - amp <= 5:
         cut = cut[:amp]
     return cut.rstrip() + ELLIPSIS
+
+
+def slack_time(at: float) -> str:
+    """A time every reader sees in their own time zone (Slack's `<!date>`), UTC as fallback."""
+    when = dt.datetime.fromtimestamp(int(at), dt.UTC)
+    return f"<!date^{int(at)}^{{date_short_pretty}} {{time}}|{when:%Y-%m-%d %H:%M} UTC>"
 
 
 def plain(text: str, limit: int = MAX_TEXT, *, emoji: bool | None = None) -> Block:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from bot.standins.slack.records import (
@@ -17,6 +18,35 @@ def characters(text: str) -> int:
     own measure (bot/slack/blocks.py's slack_length): a stand-in that measured with the bot's
     code would agree with any mistake in it."""
     return len(text.encode("utf-16-le")) // 2
+
+
+# Slack's date formatting in mrkdwn ("Formatting text for app surfaces", Date formatting):
+# `<!date^timestamp^token_string^optional_link|fallback_text>`, the timestamp a Unix time in
+# seconds, the token string text with `{tokens}` in it, the fallback what a client that can't
+# format the date shows. Slack refuses no post for a token it can't read: it shows the token's
+# text as written, garbage to the reader. The stand-in takes the stricter reading and refuses it
+# (invalid_blocks), so a test fails where a person would have read `<!date^…>`.
+_DATE = re.compile(r"<!date\^(?P<rest>[^>]*)>")
+_DATE_PARTS = re.compile(
+    r"(?P<timestamp>[0-9]+)\^(?P<tokens>[^^|]+)(?:\^(?P<link>[^^|]+))?\|(?P<fallback>[^|]+)"
+)
+DATE_TOKENS = frozenset({
+    "date_num", "date", "date_short", "date_long", "date_pretty", "date_short_pretty",
+    "date_long_pretty", "time", "time_secs", "ago", "day_divider_pretty", "date_slash",
+    "date_long_full",
+})
+
+
+def date_problems(text: str, pointer: str) -> list[str]:
+    """Why Slack could not format a `<!date^…>` in mrkdwn `text` (empty: none, or all fine)."""
+    problems = []
+    for found in _DATE.finditer(text):
+        parts = _DATE_PARTS.fullmatch(found.group("rest"))
+        tokens = re.findall(r"\{([^{}]*)\}", parts.group("tokens")) if parts else []
+        if parts is None or not tokens or not set(tokens) <= DATE_TOKENS:
+            problems.append(f"[ERROR] unreadable date {found.group()[:80]!r} "
+                            f"[json-pointer:{pointer}]")
+    return problems
 
 
 def _text_of(obj: Any) -> str | None:
@@ -101,6 +131,8 @@ def _element_problems(node: JSONDict, ptr: str) -> list[str]:
         if not isinstance(text, str) or not text:
             problems.append(f"[ERROR] must be more than 0 characters [json-pointer:{ptr}/text]")
         longer(text, 3000, "text")
+        if kind == "mrkdwn" and isinstance(text, str):
+            problems.extend(date_problems(text, f"{ptr}/text"))
     limits: tuple[tuple[str, int], ...] = ()
     if kind == "button":
         limits = (("text", 75),)
@@ -194,12 +226,15 @@ def message_problems(body: Any) -> list[str]:
     """Why Slack would refuse ``body`` as a message (an ack, a ``response_url`` post): blocks."""
     if not isinstance(body, dict):
         return []
+    # A message's own text is mrkdwn too (what notifications and the blocks' fallback show).
+    text = body.get("text")
+    problems = date_problems(text, "/text") if isinstance(text, str) else []
     blocks = body.get("blocks")
     if blocks is None:
-        return []
+        return problems
     if not isinstance(blocks, list):
-        return ["[ERROR] must be an array [json-pointer:/blocks]"]
-    problems = _block_problems(blocks, "/blocks") + _shape_problems(blocks, "/blocks")
+        return [*problems, "[ERROR] must be an array [json-pointer:/blocks]"]
+    problems += _block_problems(blocks, "/blocks") + _shape_problems(blocks, "/blocks")
     if len(blocks) > 50:
         problems.append("[ERROR] must provide no more than 50 items [json-pointer:/blocks]")
     return problems
