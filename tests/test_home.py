@@ -26,6 +26,7 @@ from tests.follow_helpers import (
     FAST,
     FULL,
     MASKED,
+    OTHER,
     end_session,
     services,
     status_message,
@@ -420,3 +421,20 @@ async def test_my_recent_calls_say_how_each_ended_as_the_status_message_did(
         "☎️ picked up (a person or a voicemail), Completed, 1m 05s",
     ]
     assert all(MASKED in line and FULL not in line for line in shown)
+
+
+async def test_my_recent_calls_mark_the_calls_my_escalation_made(bot_factory: BotFactory) -> None:
+    # An escalation's steps are recorded as its requester's calls: on their tab the call that
+    # rang Alice read as if they had dialled her themselves, beside the calls they did make.
+    bot, _ = await start(bot_factory, "http")
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await bot.evo.wait_for_posts(1)
+    await bot.command(f"{OTHER} escalation", user_id="U0ADMIN")
+    await bot.evo.wait_for_posts(2)
+    await bot.settle()
+    home = await open_home(bot, "U0ADMIN")
+    [calls] = [b for b in home["blocks"] if b["type"] == "context"][-1:]
+    mine, alices = calls["elements"][0]["text"].splitlines()
+    assert " · 🚨 escalation step · " + MASKED + " · " in alices
+    assert "escalation step" not in mine and "+1 814 ••• 1234" in mine

@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.audit.trail import AuditRecord
 from bot.calls.history_views import what_happened, when
+from bot.calls.models import ESCALATION_ORIGIN
 from bot.calls.status_views import AckTest, no_ack_outcomes, shown
 from bot.oncall.escalation_store import Escalation, EscalationState
 from bot.oncall.roster import OnCallStatus
@@ -54,7 +55,10 @@ def call_line(record: AuditRecord, acknowledges: AckTest = no_ack_outcomes) -> s
     # alone left the requester to open the thread to learn whether anyone picked up.
     # The flow's name clipped: five long ones would run past the context's 3,000 characters,
     # and the clip would take the older calls and their outcomes off the tab.
-    return (f"{_when(record.at)} · {escape(record.number_masked)} · "
+    # An escalation's steps are recorded as its requester's calls: marked, or the call that rang
+    # the person on call reads as one the viewer dialled.
+    step = "🚨 escalation step · " if record.origin == ESCALATION_ORIGIN else ""
+    return (f"{_when(record.at)} · {step}{escape(record.number_masked)} · "
             f"“{shown(record.flow)}” · {what_happened(record, acknowledges)}")
 
 
