@@ -226,10 +226,13 @@ class PostgresBackend:
                 "SELECT pg_advisory_lock(hashtext(current_schema()), $1)", PG_MIGRATION_LOCK
             )
             try:
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
-                    " name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-                )
+                # Created only where missing: a role that may change rows but not the schema
+                # (README, "Databases") is refused even CREATE TABLE IF NOT EXISTS.
+                if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+                    await conn.execute(
+                        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                        " name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+                    )
                 applied = [r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")]
                 check_versions(applied, migrations)
                 for migration in migrations:
