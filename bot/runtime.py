@@ -83,8 +83,7 @@ class Runtime:
         self.http_host = http_host
         self.watchdog: SocketWatchdog | None = None
         self.ready = False
-        # Set once stop() begins: the probes say "stopping", not "starting".
-        self.stopping = False
+        self.stopping = False  # from stop() on: the probes say "stopping", not "starting"
         self.services: Services | None = None
         self.app: AsyncApp | None = None
         self.port: int | None = None
@@ -140,7 +139,8 @@ class Runtime:
         self._db = Database(settings.database_url)
         try:
             await open_database(self._db)
-            self.readiness = readiness_for(slack, self.evo, self._db)
+            socket = self._socket_problem if settings.socket_mode else None
+            self.readiness = readiness_for(slack, self.evo, self._db, socket)
             await self._serve_http(self._routes(self.readiness))
             try:
                 await self._connect(slack)
@@ -167,6 +167,9 @@ class Runtime:
         """Started, or up and waiting for Slack or Evo Voice (alive: a restart would not help);
         never once stopping, even while it was still waiting."""
         return not self.stopping and (self.ready or self.waiting_for is not None)
+
+    async def _socket_problem(self) -> str | None:  # no watchdog: not started, said first
+        return await self.watchdog.readiness_problem() if self.watchdog is not None else None
 
     async def _slack_events(self, request: web.Request) -> web.StreamResponse:
         return await self._slack_handler(request)

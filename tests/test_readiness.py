@@ -24,8 +24,10 @@ async def readyz(bot: BotUnderTest) -> tuple[int, dict[str, Any]]:
 async def test_ready_when_everything_answers(bot: BotUnderTest) -> None:
     status, body = await readyz(bot)
     assert status == 200
+    # Socket Mode's connection is checked too: Slack reaches the bot over nothing else.
+    socket = {"socket_mode": "ok"} if bot.mode == "socket" else {}
     assert body == {"status": "ready",
-                    "checks": {"slack": "ok", "evovoice": "ok", "database": "ok"}}
+                    "checks": {"slack": "ok", "evovoice": "ok", "database": "ok", **socket}}
 
 
 async def test_slack_refusing_the_token_is_named(

@@ -7,15 +7,17 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from bot.config import load_policy, load_settings
 from bot.runtime import Runtime
+from bot.slack.socket_mode import SOCKET_DOWN_READY_SECONDS
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
-from tests.conftest import BotUnderTest, bot_environment
+from tests.conftest import APP_TOKEN, BotUnderTest, bot_environment, until
 
 StartBot = Callable[..., Awaitable[BotUnderTest]]
 
@@ -149,3 +151,79 @@ async def test_the_watchdog_leaves_a_reconnect_under_way_alone(socket_bot: Start
     await asyncio.sleep(0.3)  # a second connection would be opening now
     assert len(bot.slack.calls_to("apps.connections.open")) == 2
     assert bot.slack.socket_connections == 2
+
+
+async def readyz(bot: BotUnderTest) -> tuple[int, dict[str, Any]]:
+    async with bot.http.get(f"http://127.0.0.1:{bot.runtime.port}/readyz") as response:
+        return response.status, await response.json()
+
+
+class StoppedClock:
+    """The watchdog's clock, moved by the test: how long the connection has been down."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_readyz_says_not_ready_once_socket_mode_stays_down(socket_bot: StartBot) -> None:
+    """In Socket Mode Slack reaches the bot only over its websocket: with it down, /call fails
+    whatever auth.test says. A reconnect under way is ready for a while (Slack refreshes every
+    connection now and then); one that takes longer than SOCKET_DOWN_READY_SECONDS is not, so an
+    orchestrator or an alert sees it."""
+    bot = await socket_bot(watchdog_interval=60)  # the probes observe; no check of its own
+    watchdog = bot.runtime.watchdog
+    assert watchdog is not None
+    clock = watchdog.clock = StoppedClock()
+    assert await readyz(bot) == (200, {"status": "ready", "checks": {
+        "slack": "ok", "evovoice": "ok", "database": "ok", "socket_mode": "ok"}})
+    gate = bot.slack.hold("apps.connections.open")
+    await bot.slack.disconnect_socket()
+    await gate.wait_until_held()  # slack_sdk's reconnect, waiting on Slack
+
+    status, body = await readyz(bot)
+    assert (status, body["checks"]["socket_mode"]) == (200, "ok")  # a reconnect may take a while
+    clock.now += SOCKET_DOWN_READY_SECONDS + 1
+    status, body = await readyz(bot)
+    assert status == 503 and body["failed"] == ["socket_mode"]
+    assert body["checks"]["socket_mode"].startswith(
+        f"Socket Mode connection to Slack down for {SOCKET_DOWN_READY_SECONDS + 1:.0f} s")
+
+    gate.open()
+    await bot.slack.wait_socket_connections(2, timeout=10)
+    await until(lambda: bot.runtime.watchdog is not None)
+    for _ in range(100):  # the client takes its new connection a moment after Slack accepts it
+        if (await readyz(bot))[0] == 200:
+            break
+        await asyncio.sleep(0.02)
+    assert (await readyz(bot))[1]["checks"]["socket_mode"] == "ok"
+    await still_works(bot, "+18144043009")
+
+
+async def test_an_app_token_revoked_while_running_is_named_by_readyz(
+    socket_bot: StartBot, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection drops and Slack now refuses the app-level token (revoked, Socket Mode
+    turned off): reconnecting can't work until someone fixes it, and /readyz and the log say
+    what to fix rather than only that something failed."""
+    bot = await socket_bot(watchdog_interval=0.1)
+    watchdog = bot.runtime.watchdog
+    assert watchdog is not None
+    clock = watchdog.clock = StoppedClock()
+    bot.slack.fail("apps.connections.open", "invalid_auth")
+    await bot.slack.disconnect_socket()
+    await bot.slack.wait_for_calls("apps.connections.open", 3, lambda c: not c.ok, timeout=10)
+    clock.now += SOCKET_DOWN_READY_SECONDS + 1
+    status, body = await readyz(bot)
+    assert status == 503 and body["failed"] == ["socket_mode"]
+    problem = body["checks"]["socket_mode"]
+    assert "SLACK_APP_TOKEN: Slack refused it (invalid_auth)" in problem
+    assert APP_TOKEN not in caplog.text
+    logged = [r for r in caplog.records if "SLACK_APP_TOKEN: Slack refused it" in r.getMessage()]
+    assert logged and logged[0].levelname == "ERROR"
+
+    bot.slack.off("apps.connections.open")
+    await bot.slack.wait_socket_connections(2, timeout=10)
+    await still_works(bot, "+18144043010")

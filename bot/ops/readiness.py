@@ -129,13 +129,28 @@ def database_probe(db: Database) -> Probe:
     return probe
 
 
-def readiness_for(slack: AsyncWebClient, evo: EvoVoiceClient, db: Database) -> Readiness:
-    # The database is local and cheap: checked on every probe.
-    return Readiness(
-        {
-            "slack": slack_probe(slack),
-            "evovoice": evovoice_probe(evo),
-            "database": database_probe(db),
-        },
-        uncached=frozenset({"database"}),
-    )
+def socket_mode_probe(problem: Callable[[], Awaitable[str | None]]) -> Probe:
+    """Socket Mode's connection (`problem`: the watchdog's `readiness_problem`): auth.test
+    answering says nothing of the websocket, the only way Slack's requests reach the bot."""
+
+    async def probe() -> None:
+        if (found := await problem()) is not None:
+            raise ProbeFailed(found)
+
+    return probe
+
+
+def readiness_for(
+    slack: AsyncWebClient, evo: EvoVoiceClient, db: Database,
+    socket_problem: Callable[[], Awaitable[str | None]] | None = None,
+) -> Readiness:
+    """`socket_problem`: Socket Mode's, checked as "socket_mode" (HTTP mode has none)."""
+    probes = {
+        "slack": slack_probe(slack),
+        "evovoice": evovoice_probe(evo),
+        "database": database_probe(db),
+    }
+    if socket_problem is not None:
+        probes["socket_mode"] = socket_mode_probe(socket_problem)
+    # The database and the websocket are local and cheap: checked on every probe.
+    return Readiness(probes, uncached=frozenset({"database", "socket_mode"}))

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 
 import aiohttp
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
@@ -43,6 +44,10 @@ logger = logging.getLogger(__name__)
 WATCHDOG_INTERVAL_SECONDS = 10.0
 # A ping unanswered this many intervals means the connection is dead, even if it looks open.
 SILENT_INTERVALS = 3
+# Socket Mode seen down this long (reconnects failing, or stuck) and /readyz says not ready: Slack
+# reaches the bot over nothing else. A routine reconnect (Slack refreshing the connection, one
+# dropped) takes a second or two, a few failed tries (retried every 5-10 s) stay under it.
+SOCKET_DOWN_READY_SECONDS = 30.0
 
 
 def start_failure(
@@ -60,6 +65,18 @@ def start_failure(
             )
         return ConfigError([f"{token}: Slack refused it ({error}); {fix}"])
     return DependencyUnavailable([f"SLACK_API_URL: cannot reach {url} ({type(exc).__name__})"])
+
+
+def connection_refused(
+    exc: SlackApiError | TimeoutError | aiohttp.ClientError, client: SocketModeClient
+) -> ConfigError:
+    """What a failed `apps.connections.open` (at start-up, or reconnecting) means."""
+    return start_failure(
+        exc, method="apps.connections.open", token="SLACK_APP_TOKEN",
+        fix="create an app-level token with the connections:write scope (Basic Information → "
+        "App-Level Tokens) and turn Socket Mode on, or leave it empty for HTTP mode",
+        url=client.web_client.base_url,
+    )
 
 
 class ObservedSocketModeHandler(AsyncSocketModeHandler):
@@ -105,13 +122,7 @@ class ObservedSocketModeHandler(AsyncSocketModeHandler):
         try:
             answer = await client.web_client.apps_connections_open(app_token=client.app_token)
         except (SlackApiError, TimeoutError, aiohttp.ClientError) as exc:
-            raise start_failure(
-                exc, method="apps.connections.open", token="SLACK_APP_TOKEN",
-                fix="create an app-level token with the connections:write scope (Basic "
-                "Information → App-Level Tokens) and turn Socket Mode on, or leave it empty for "
-                "HTTP mode",
-                url=client.web_client.base_url,
-            ) from None
+            raise connection_refused(exc, client) from None
         client.wss_uri = answer["url"]
         await self.connect_async()  # type: ignore[no-untyped-call]
 
@@ -134,6 +145,11 @@ class SocketWatchdog:
         # Since when a reconnect of slack_sdk's own has been seen under way (see check).
         self._reconnecting_since: float | None = None
         self._task: asyncio.Task[None] | None = None
+        # Since when the connection has been seen down (by a check or a probe), on `clock`; and
+        # why the watchdog's last reconnect failed, in words an operator acts on.
+        self.clock: Callable[[], float] = time.monotonic  # public: a test moves it
+        self._down_since: float | None = None
+        self._last_failure: str | None = None
 
     @property
     def client(self) -> SocketModeClient:
@@ -169,7 +185,7 @@ class SocketWatchdog:
         client = self._client
         if client.closed:
             return None
-        reason = await self._problem()
+        reason = await self._observe()
         if reason is None:
             await self._ping()
             return None
@@ -186,8 +202,36 @@ class SocketWatchdog:
         self.reconnects += 1
         logger.warning("Socket Mode connection looks dead (%s); reconnecting", reason)
         self._unanswered_since = None
-        await client.connect_to_new_endpoint(force=True)
+        try:
+            await client.connect_to_new_endpoint(force=True)
+        except (SlackApiError, TimeoutError, aiohttp.ClientError) as exc:
+            # Tried again at the next check; /readyz says it once it has lasted (readiness_problem).
+            self._last_failure = "; ".join(connection_refused(exc, client).problems)
+            logger.error("Socket Mode could not reconnect: %s", self._last_failure)
+            return reason
         logger.info("Socket Mode reconnected by the watchdog")
+        return reason
+
+    async def readiness_problem(self) -> str | None:
+        """For /readyz: None while connected, or down for at most SOCKET_DOWN_READY_SECONDS (a
+        reconnect under way); else how long it has been down and why."""
+        reason = await self._observe()
+        if reason is None or self._down_since is None:
+            return None
+        down = self.clock() - self._down_since
+        if down <= SOCKET_DOWN_READY_SECONDS:
+            return None
+        tried = (f"; the last reconnect failed: {self._last_failure}" if self._last_failure
+                 else "; reconnecting")
+        return f"Socket Mode connection to Slack down for {down:.0f} s ({reason}){tried}"
+
+    async def _observe(self) -> str | None:
+        """What is wrong with the connection now, remembering since when it has been wrong."""
+        reason = await self._problem()
+        if reason is None:
+            self._down_since = self._last_failure = None
+        elif self._down_since is None:
+            self._down_since = self.clock()
         return reason
 
     async def _problem(self) -> str | None:
