@@ -227,3 +227,21 @@ async def test_an_app_token_revoked_while_running_is_named_by_readyz(
     bot.slack.off("apps.connections.open")
     await bot.slack.wait_socket_connections(2, timeout=10)
     await still_works(bot, "+18144043010")
+
+
+async def test_a_websocket_host_down_until_the_urls_expired_is_reconnected_to(
+    socket_bot: StartBot,
+) -> None:
+    """Slack's websocket host refuses connections while its Web API answers, for longer than
+    the URLs apps.connections.open gave meanwhile last (they are temporary). slack_sdk's
+    connect() tries the URL it has again for as long as it fails, never a fresh one: the
+    watchdog's own reconnect, waiting on it, hung with it, and the bot never came back."""
+    bot = await socket_bot(watchdog_interval=0.1)
+    bot.slack.refuse_sockets()
+    await bot.slack.disconnect_socket()
+    # slack_sdk's reconnect and the watchdog's, each refused.
+    await until(lambda: bot.slack.refused_sockets >= 2, timeout=10)
+    bot.slack.expire_tickets()
+    bot.slack.refuse_sockets(False)
+    await bot.slack.wait_socket_connections(2, timeout=10)
+    await still_works(bot, "+18144043011")

@@ -127,6 +127,10 @@ class ObservedSocketModeHandler(AsyncSocketModeHandler):
         await self.connect_async()  # type: ignore[no-untyped-call]
 
 
+class NoConnection(Exception):
+    """The websocket refused (or never answered) every try within the watchdog's time."""
+
+
 class SocketWatchdog:
     def __init__(
         self,
@@ -203,14 +207,48 @@ class SocketWatchdog:
         logger.warning("Socket Mode connection looks dead (%s); reconnecting", reason)
         self._unanswered_since = None
         try:
-            await client.connect_to_new_endpoint(force=True)
+            await self._reconnect()
+        except NoConnection:
+            # connect() turns slack_sdk's own reconnects off until it succeeds: back on.
+            client.auto_reconnect_enabled = client.default_auto_reconnect_enabled
+            self._failed(f"no connection within {self.max_silence:g} s")
+            return reason
         except (SlackApiError, TimeoutError, aiohttp.ClientError) as exc:
-            # Tried again at the next check; /readyz says it once it has lasted (readiness_problem).
-            self._last_failure = "; ".join(connection_refused(exc, client).problems)
-            logger.error("Socket Mode could not reconnect: %s", self._last_failure)
+            self._failed("; ".join(connection_refused(exc, client).problems))
             return reason
         logger.info("Socket Mode reconnected by the watchdog")
         return reason
+
+    async def _reconnect(self) -> None:
+        """slack_sdk's `connect_to_new_endpoint(force=True)`, without waiting 5 s for a lock held
+        by a reconnect of its own that is stuck (see check): a fresh URL (the Web API client
+        waits out a 429), then a connection, given up after `max_silence` (NoConnection).
+
+        slack_sdk's connect() tries the URL it has again, every ping interval, for as long as the
+        websocket refuses it. The URL is temporary: once it expired, the watchdog waiting on that
+        waited for good, and the bot never came back. Given up, the next check asks for a fresh
+        one (which a reconnect of slack_sdk's, sharing `wss_uri`, then tries too)."""
+        client = self._client
+        lock = client.connect_operation_lock
+        owned = not lock.locked()
+        if owned:
+            await lock.acquire()
+        try:
+            answer = await client.web_client.apps_connections_open(app_token=client.app_token)
+            client.wss_uri = answer["url"]
+            try:
+                async with asyncio.timeout(self.max_silence):
+                    await client.connect()  # type: ignore[no-untyped-call]
+            except TimeoutError:
+                raise NoConnection from None
+        finally:
+            if owned:
+                lock.release()
+
+    def _failed(self, why: str) -> None:
+        # Tried again at the next check; /readyz says it once it has lasted (readiness_problem).
+        self._last_failure = why
+        logger.error("Socket Mode could not reconnect: %s", why)
 
     async def readiness_problem(self) -> str | None:
         """For /readyz: None while connected, or down for at most SOCKET_DOWN_READY_SECONDS (a

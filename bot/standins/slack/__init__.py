@@ -10,7 +10,8 @@ One aiohttp server on 127.0.0.1 (free port) plays three parts of Slack:
   :meth:`SlackStandIn.limit_posting`.
 * **response_url** endpoints (``/response/<id>``): mint one with :meth:`SlackStandIn.response_url`,
   put it in a slash-command or interactive payload, and read what the app posted back.
-* **Socket Mode** (``/link/``): ``apps.connections.open`` answers ``ws_url``; the stand-in sends
+* **Socket Mode** (``/link/``): ``apps.connections.open`` answers ``ws_url`` with a ticket, which
+  expires when a test says (:meth:`SlackStandIn.expire_tickets`); the stand-in sends
   ``hello``, then envelopes (:meth:`SlackStandIn.send_envelope`) and routes the client's acks back
   by ``envelope_id``.
 

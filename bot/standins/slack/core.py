@@ -12,10 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.standins.slack.limits import (
-    characters,
-    message_problems,
-)
+from bot.standins.slack.limits import characters, message_problems
 from bot.standins.slack.records import (
     APP_ID,
     BOT_ID,
@@ -130,6 +127,11 @@ class StandInCore:
         self.spread_envelopes = False
         self._spread_turn = 0
         self._ack_futures: dict[str, asyncio.Future[JSONDict]] = {}
+        # apps.connections.open's tickets, and the websocket host refusing (socket_mode.py).
+        self._tickets: set[str] = set()
+        self._expired_tickets: set[str] = set()
+        self.refusing_sockets = False
+        self.refused_sockets = 0
 
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None

@@ -60,9 +60,28 @@ class SocketMode(StandInCore):
         lines += [f"  {c.brief()}" for c in opens[-5:]]
         return "\n".join(lines)
 
+    def expire_tickets(self) -> None:
+        """Every ticket issued so far no longer opens a connection (a fresh URL still does).
+        apps.connections.open's URLs (``…/link/?ticket=…&app_id=…``) are temporary, in Slack's
+        words; how long one lasts is not documented, so a test ends them when it needs to."""
+        self._expired_tickets |= self._tickets
+
+    def refuse_sockets(self, refuse: bool = True) -> None:
+        """The websocket host down while the Web API answers: each connection attempt is refused
+        with 503 (``refused_sockets`` counts them) until ``refuse_sockets(False)``."""
+        self.refusing_sockets = refuse
+
     async def _handle_ws(self, request: web.Request) -> web.StreamResponse:
         if self._stopping:
             return web.Response(status=503, text="stopping")
+        if self.refusing_sockets:
+            self.refused_sockets += 1
+            self._notify()
+            return web.Response(status=503, text="service unavailable")
+        if request.query.get("ticket") in self._expired_tickets:
+            self.refused_sockets += 1
+            self._notify()
+            return web.Response(status=401, text="invalid ticket")
         # Pings are answered by hand, so that silence_socket() can stop answering them.
         ws = web.WebSocketResponse(autoping=False, max_msg_size=0)
         await ws.prepare(request)

@@ -7,6 +7,7 @@ import inspect
 import json
 import time
 import urllib.parse
+import uuid
 from collections.abc import Callable
 
 from aiohttp import web
@@ -221,7 +222,9 @@ class WebApiMethods(ViewMethods, PeopleMethods):
     def _apps_connections_open(self, call: ApiCall) -> JSONDict:
         if self._stopping:
             return _err("service_unavailable")
-        return {"ok": True, "url": self.ws_url}
+        ticket = str(uuid.uuid4())  # the URL is temporary: its ticket expires (expire_tickets)
+        self._tickets.add(ticket)
+        return {"ok": True, "url": f"{self.ws_url}?ticket={ticket}&app_id={self.app_id}"}
 
     def _chat_post_message(self, call: ApiCall) -> JSONDict:
         p = call.params
