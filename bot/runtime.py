@@ -21,9 +21,7 @@ import aiohttp
 import httpx
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
-from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.app import SLACK_TIMEOUT_SECONDS, Sleep, create_app, create_slack_client, slack_session
 from bot.config import ConfigError, DependencyUnavailable, Policy, Settings
@@ -43,7 +41,8 @@ from bot.slack.http import (
     while_starting,
 )
 from bot.slack.socket_mode import (
-    WATCHDOG_INTERVAL_SECONDS, ObservedSocketModeHandler, SocketWatchdog, start_failure)
+    WATCHDOG_INTERVAL_SECONDS, ObservedSocketModeHandler, SocketWatchdog)
+from bot.slack.start_up import check_slack_token
 from bot.storage.database import SQLITE, Database, DatabaseRefused, SchemaTooNew, sqlite_path
 from bot.storage.faults import DATABASE_FAULTS
 
@@ -181,7 +180,7 @@ class Runtime:
         services = await build_services(
             settings, self.policy, slack, self.evo, self._db, metrics=self.metrics
         )
-        identity = await check_slack_token(slack, settings)
+        identity = await check_slack_token(slack, settings.slack_api_url)
         self.services = services
         self.app = create_app(settings, services, slack, identity)
         if not settings.socket_mode:
@@ -283,11 +282,12 @@ class Runtime:
             await self.watchdog.stop()
             self.watchdog = None
         if self.services is not None:
+            # Other replicas alive: this connection closes first (its acks out), so Slack sends
+            # them what comes next instead of this one answering "restarting" while it drains.
+            if self._socket is not None and await self.services.leases.others_alive():
+                await self._close_socket()
             await self.services.tasks.drain(grace)
-        if self._socket is not None:
-            await self._socket.wait_acks(ACK_GRACE_SECONDS)
-            await self._socket.close_async()  # type: ignore[no-untyped-call]
-            self._socket = None
+        await self._close_socket()
         if self._runner is not None:
             # Stops listening and lets requests being answered (acks) finish first.
             await self._runner.cleanup()
@@ -317,6 +317,12 @@ class Runtime:
             await self._db.close()
             self._db = None
         logger.info("callbot stopped")
+
+    async def _close_socket(self) -> None:
+        if self._socket is not None:
+            await self._socket.wait_acks(ACK_GRACE_SECONDS)
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+            self._socket = None
 
 
 _OPEN_FAILURES: tuple[type[Exception], ...] = (
@@ -354,17 +360,6 @@ def describe_database_failure(db: Database, exc: BaseException) -> str:
             "move it aside to start with an empty one"
         )
     return f"cannot open {where} ({exc}); check the path, its permissions and the disk"
-
-
-async def check_slack_token(slack: AsyncWebClient, settings: Settings) -> AsyncSlackResponse:
-    try:
-        return await slack.auth_test()
-    except (SlackApiError, TimeoutError, aiohttp.ClientError) as exc:
-        raise start_failure(
-            exc, method="auth.test", token="SLACK_BOT_TOKEN",
-            fix="copy the Bot User OAuth Token (xoxb-…) from the app's OAuth & Permissions page",
-            url=settings.slack_api_url,
-        ) from None
 
 
 async def run_until_signalled(runtime: Runtime) -> None:

@@ -386,3 +386,31 @@ async def test_a_request_handled_before_shutdown_and_delivered_again_during_it_i
     assert again.get("response_action") is None  # a form closes, as its first Submit closed it
     assert len(bot.slack.responses_to(url)) == told
     assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_a_stopping_socket_mode_replica_leaves_what_comes_next_to_the_others(
+    bot_factory: BotFactory, slack: SlackStandIn, evo: EvoVoiceStandIn,
+) -> None:
+    """Two replicas in Socket Mode (a rolling update), Slack spreading envelopes over their
+    connections. One is told to stop while a call it placed is still being answered: what Slack
+    sends meanwhile goes to the other, which places the calls, rather than half of the /calls
+    being told "callbot is restarting" while a replica able to take them runs beside it."""
+    other = await bot_factory("socket")
+    await slack.wait_socket_connections(1)
+    leaving = await bot_factory("socket", EVOVOICE_TIMEOUT="60")  # its call waits for the gate
+    await slack.wait_socket_connections(2)
+    gate = asyncio.Event()
+    evo.queue_outgoing(Gated(gate))
+    await leaving.command(f"{FULL} escalation")  # the newest connection: the leaving replica's
+    await evo.wait_for_posts(1)
+    stopping = asyncio.create_task(leaving.runtime.stop())
+    await until(lambda: services(leaving).tasks.closed)
+
+    slack.spread_envelopes = True
+    numbers = [f"+1814404310{i}" for i in range(4)]
+    acks = [(await other.command(f"{number} escalation"))[0] for number in numbers]
+    assert not [ack.text for ack in acks if "restarting" in ack.text]
+    await evo.wait_for_posts(5)
+    assert sorted(str(p.json["numberToDial"]) for p in evo.outgoing_posts[1:]) == numbers
+    gate.set()
+    await asyncio.wait_for(stopping, 10)

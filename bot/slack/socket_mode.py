@@ -33,10 +33,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.socket_mode.aiohttp import SocketModeClient
 from slack_sdk.socket_mode.request import SocketModeRequest
 
-from bot.config import ConfigError, DependencyUnavailable
+from bot.config import ConfigError
 from bot.ops.logs import request_context
 from bot.ops.metrics import Metrics, request_kind
 from bot.slack.shapes import MalformedRequest, unreadable_part
+from bot.slack.start_up import start_failure
 from bot.tasks import AcksFirst
 
 logger = logging.getLogger(__name__)
@@ -48,23 +49,6 @@ SILENT_INTERVALS = 3
 # reaches the bot over nothing else. A routine reconnect (Slack refreshing the connection, one
 # dropped) takes a second or two, a few failed tries (retried every 5-10 s) stay under it.
 SOCKET_DOWN_READY_SECONDS = 30.0
-
-
-def start_failure(
-    exc: SlackApiError | TimeoutError | aiohttp.ClientError, *, method: str, token: str, fix: str,
-    url: str,
-) -> ConfigError:
-    """What a start-up call to Slack (`method`, made with `token`) that failed means: Slack
-    refusing the token is a setting to fix, so start-up stops; Slack failing (5xx, 429) or out of
-    reach is a dependency to wait for."""
-    if isinstance(exc, SlackApiError):
-        status, error = exc.response.status_code, exc.response.get("error", "unknown error")
-        if status >= 500 or status == 429:
-            return DependencyUnavailable(
-                [f"SLACK_API_URL: Slack answered {method} with HTTP {status} ({error})"]
-            )
-        return ConfigError([f"{token}: Slack refused it ({error}); {fix}"])
-    return DependencyUnavailable([f"SLACK_API_URL: cannot reach {url} ({type(exc).__name__})"])
 
 
 def connection_refused(

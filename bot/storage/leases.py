@@ -152,6 +152,17 @@ class Leases:
         """The replicas seen within one lease period, oldest first (reads only)."""
         return await replicas_alive(self._db, self.lease_seconds, self._clock())
 
+    async def others_alive(self, timeout: float = 1.0) -> bool:
+        """Whether another replica renewed within a lease period; a database that doesn't say
+        within `timeout` seconds: not known to be, so no."""
+        try:
+            async with asyncio.timeout(timeout):
+                alive = await self.alive()
+        except Exception:
+            logger.warning("could not tell whether other replicas are alive", exc_info=True)
+            return False
+        return any(replica.id != self.owner for replica in alive)
+
     # ---------------------------------------------------------------------------- keeping
 
     def keep(self, rounds: list[Callable[[], Awaitable[None]]]) -> None:
