@@ -99,3 +99,102 @@ def test_the_development_map_lists_every_module_of_bot_where_it_lives() -> None:
         for name in re.findall(r"(?<![\w/.])(\w+\.py)\b", text):
             assert (folder / name).is_file() or (bot / name).is_file(), (
                 f"docs/development.md lists {name} under bot/{where}, where there is none")
+
+
+def _keys_by_section(toml_text: str) -> dict[str, set[str]]:
+    """The keys a TOML text shows, commented out or not, by section ("" for the top level)."""
+    keys: dict[str, set[str]] = {"": set()}
+    section = ""
+    for line in toml_text.splitlines():
+        line = line.strip().removeprefix("#").strip()
+        header = re.match(r"^\[(\w+)\]", line)
+        if header:
+            section = header.group(1)
+            keys.setdefault(section, set())
+            continue
+        key = re.match(r"^(\w+)\s*=", line)
+        if key:
+            keys[section].add(key.group(1))
+    return keys
+
+
+def _policy_keys() -> dict[str, set[str]]:
+    """The policy file's keys, by section, as the code reads them. [roles], [flows] and [people]
+    are tables of names the operator chooses."""
+    from bot.config import DialingRules, OnCallPolicy, Policy
+
+    top = {field.alias or name for name, field in Policy.model_fields.items()}
+    return {"": top - {"roles", "flows", "people", "policy", "oncall"},
+            "policy": set(DialingRules.model_fields), "oncall": set(OnCallPolicy.model_fields)}
+
+
+def test_the_example_policy_file_shows_every_key_and_no_other() -> None:
+    """`callbot check`'s fix for a bad policy file says "callbot.example.toml shows every key"."""
+    shown = _keys_by_section((ROOT / "callbot.example.toml").read_text())
+    for section, keys in _policy_keys().items():
+        assert shown.get(section) == keys, (
+            f"callbot.example.toml [{section or 'top level'}]: missing "
+            f"{sorted(keys - shown.get(section, set()))}, unknown "
+            f"{sorted(shown.get(section, set()) - keys)}")
+
+
+def test_the_readme_documents_every_policy_key_and_no_other() -> None:
+    section = README.split("### The policy file", 1)[1].split("\n## ", 1)[0]
+    blocks = "\n".join(re.findall(r"```toml\n(.*?)```", section, re.S))
+    shown = _keys_by_section(blocks)
+    table = set(re.findall(r"^\| `(\w+)` \|", section.split("[oncall]", 1)[1], re.M))
+    expected = _policy_keys()
+    assert shown[""] == expected[""]
+    assert shown["policy"] == expected["policy"]
+    assert table == expected["oncall"], (
+        f"README's [oncall] table: missing {sorted(expected['oncall'] - table)}, unknown "
+        f"{sorted(table - expected['oncall'])}")
+
+
+def _uncommented_section(toml_text: str, name: str) -> dict[str, object]:
+    """A section of a TOML text as it reads with its commented-out keys put back."""
+    import tomllib
+
+    body = re.split(r"\n#?\s*\[", toml_text.split(f"[{name}]", 1)[1], maxsplit=1)[0]
+    lines = [re.sub(r"^#\s?(?=\w+\s*=)", "", line.strip()) for line in body.splitlines()[1:]]
+    return tomllib.loads("\n".join(lines))
+
+
+def test_the_policy_sections_defaults_are_the_ones_shown() -> None:
+    """README and callbot.example.toml show `[policy]` with "defaults shown"."""
+    from bot.config import Policy
+
+    readme_section = README.split("### The policy file", 1)[1].split("```", 2)[1]
+    for where, text in (("README.md", readme_section),
+                        ("callbot.example.toml", (ROOT / "callbot.example.toml").read_text())):
+        shown = _uncommented_section(text, "policy")
+        base = {"roles": {"Manager": ["U0MANAGER"]}}
+        defaults = Policy.model_validate(base)
+        written = Policy.model_validate({**base, "policy": shown})
+        assert set(written.rules.allowed_types) == set(defaults.rules.allowed_types), where
+        assert written.confirm_outside == defaults.confirm_outside, where
+        for key in ("blocked_prefixes", "per_user", "per_number", "per_day", "repeat_window"):
+            assert getattr(written.rules, key) == getattr(defaults.rules, key), (where, key)
+
+
+def test_the_readme_gives_each_oncall_key_its_default() -> None:
+    import tomllib
+
+    from bot.config import OnCallPolicy
+
+    section = README.split("### On-call roster", 1)[1].split("\n### ", 1)[0]
+    rows = re.findall(r"^\| `(\w+)` \| .* \| ([^|]*) \|$", section, re.M)
+    assert len(rows) == len(OnCallPolicy.model_fields)
+    required = {"flow": "page", "rotation": ["U0ALICE"]}
+    defaults = OnCallPolicy.model_validate(required)
+    for key, default in rows:
+        if default.strip() == "required":
+            assert OnCallPolicy.model_fields[key].is_required(), key
+            continue
+        assert not OnCallPolicy.model_fields[key].is_required(), key
+        if default.strip() == "none":
+            assert not getattr(defaults, key), key
+            continue
+        value = tomllib.loads(f"v = {re.match(r'`([^`]*)`', default.strip()).group(1)}")["v"]
+        assert getattr(OnCallPolicy.model_validate({**required, key: value}), key) == (
+            getattr(defaults, key)), key
