@@ -12,7 +12,7 @@ from bot.ops import check as doctor
 from bot.ops.check import Status, report, run_checkup
 from bot.ops.checkup import Checkup
 from bot.ops.findings import Finding, passed
-from bot.ops.check_setup import is_example_id
+from bot.config import is_example_id
 from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from bot.storage.database import MIGRATIONS, Database, Migration

@@ -173,6 +173,27 @@ def test_policy_files_an_operator_could_write_are_one_line(
     assert expected in text
 
 
+def test_the_example_policy_files_placeholder_ids_stop_start_up(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """README's quick start: `make run` (which copies callbot.example.toml to callbot.toml) stops
+    with one line per problem until callbot.toml lists who may call, as it does for .env's
+    placeholders; a bot whose roles name nobody real would tell every caller they lack a role."""
+    example = Path(__file__).parent.parent / "callbot.example.toml"
+    policy_path.write_text(example.read_text())
+    env = bot_environment("http", slack, evo, policy_path)
+    code, _, text = run_main([], env, policy_path.parent, monkeypatch, capsys, deadline=15)
+    assert code == 2, text
+    assert "callbot cannot start" in text and "Traceback" not in text, text
+    [line] = [line for line in text.splitlines() if "U0EXAMPLEMANAGER" in line]
+    assert line.startswith(f"  ✗ {policy_path}: still the placeholders of callbot.example.toml")
+    for placeholder in ("S0EXAMPLELEADS", "U0EXAMPLEADMIN"):
+        assert placeholder in line
+    assert "Copy member ID" in line and "callbot init" in line
+    assert slack.calls == []  # stopped before trying anything: no network needed to learn it
+
+
 def test_a_policy_path_that_never_ends_is_refused(
     slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],

@@ -35,6 +35,9 @@ from bot.config.policy import (
     SYSTEM_ADMINISTRATOR,
     DialingRules,
     Policy,
+    example_ids,
+    is_example_id,
+    policy_slack_ids,
 )
 from bot.config.problems import ConfigError, DependencyUnavailable
 from bot.config.settings import (
@@ -83,10 +86,13 @@ __all__ = [
     "Settings",
     "audit_spool_path",
     "database_url",
+    "example_ids",
+    "is_example_id",
     "lease_seconds",
     "load_configuration",
     "load_policy",
     "load_settings",
     "policy_path",
+    "policy_slack_ids",
     "settings_from_files",
 ]

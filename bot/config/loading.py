@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bot.config.policy import Policy
+from bot.config.policy import Policy, example_ids
 from bot.config.problems import ConfigError, describe_problems
 from bot.config.settings import Settings, load_settings, policy_path
 
@@ -65,6 +65,9 @@ def load_configuration(**overrides: Any) -> tuple[Settings, Policy]:
         policy = load_policy(path)
     except ConfigError as exc:
         problems += exc.problems
+    placeholders = example_ids(policy, path) if policy is not None else None
+    if placeholders:  # like .env's placeholders: nobody real could call, every caller refused
+        problems.append(f"{path}: {placeholders[0]}; {placeholders[1]}")
     if problems or settings is None or policy is None:
         raise ConfigError(problems)
     return settings, policy

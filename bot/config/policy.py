@@ -17,7 +17,7 @@ from bot.config.fields import (
     Strict,
     flow_key,
 )
-from bot.config.oncall_policy import OnCallPolicy
+from bot.config.oncall_policy import RESPONDERS_EVERYONE, OnCallPolicy
 from bot.phone import DEFAULT_ALLOWED_TYPES, NUMBER_TYPE_NAMES, DialPolicy, NumberRejected, to_e164
 
 # Evo Voice roles that may create calls; the bot's own login must hold one, and the `[roles]` table
@@ -228,3 +228,40 @@ class Policy(Strict):
         if self.rules.confirm_outside is None:
             return frozenset({self.default_region})
         return frozenset(self.rules.confirm_outside)
+
+
+def is_example_id(slack_id: str) -> bool:
+    """callbot.example.toml's IDs all say EXAMPLE: real Slack IDs are random letters and digits."""
+    return "EXAMPLE" in slack_id
+
+
+def policy_slack_ids(policy: Policy) -> dict[str, list[str]]:
+    """Every Slack user or group ID the policy file names, with where it names it."""
+    places: dict[str, list[str]] = {}
+    for role, ids in policy.roles.items():
+        for slack_id in ids:
+            places.setdefault(slack_id, []).append(f"[roles] {role}")
+    for slack_id in policy.people:
+        places.setdefault(slack_id, []).append("[people]")
+    if policy.oncall is not None:
+        for slack_id in policy.oncall.rotation:
+            places.setdefault(slack_id, []).append("oncall.rotation")
+        for slack_id in policy.oncall.escalate_to:
+            places.setdefault(slack_id, []).append("oncall.escalate_to")
+        if policy.oncall.responders != RESPONDERS_EVERYONE:
+            for slack_id in policy.oncall.responders:
+                places.setdefault(slack_id, []).append("oncall.responders")
+    return places
+
+
+def example_ids(policy: Policy, path: object) -> tuple[str, str] | None:
+    """What is wrong and the fix when the policy file at `path` still names the placeholder IDs of
+    callbot.example.toml (`make run` copies it): start-up stops on it, `callbot check` fails it."""
+    examples = {slack_id: where for slack_id, where in policy_slack_ids(policy).items()
+                if is_example_id(slack_id)}
+    if not examples:
+        return None
+    listing = "; ".join(f"{slack_id} ({', '.join(where)})" for slack_id, where in examples.items())
+    return (f"still the placeholders of callbot.example.toml: {listing}",
+            f"in {path}, replace them with your people's member IDs (Slack: a profile's ⋮ menu → "
+            "Copy member ID) or user group IDs, or let `callbot init` look them up by email")

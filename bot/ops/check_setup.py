@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot.config import (
-    RESPONDERS_EVERYONE,
     ConfigError,
-    Policy,
     Settings,
+    example_ids,
     load_policy,
     load_settings,
     policy_path,
@@ -58,41 +57,8 @@ async def check_policy(c: Checkup) -> list[Finding]:
         f"{path} is valid ({count(callers, 'Slack user or group', 'Slack users or groups')} "
         f"may call, {count(len(c.policy.flows), 'flow alias', 'flow aliases')})",
     )
-    examples = {slack_id: places for slack_id, places in policy_slack_ids(c.policy).items()
-                if is_example_id(slack_id)}
-    if examples:
-        findings += failed(
-            "Example IDs",
-            "still the placeholders of callbot.example.toml: " + _listing(examples),
-            f"in {path}, replace them with your people's member IDs (Slack: a profile's ⋮ menu → "
-            "Copy member ID) or user group IDs, or let `callbot init` look them up by email",
-        )
+    placeholders = example_ids(c.policy, path)
+    if placeholders:
+        findings += failed("Example IDs", *placeholders)
     return findings
 
-
-def is_example_id(slack_id: str) -> bool:
-    """callbot.example.toml's IDs all say EXAMPLE: real Slack IDs are random letters and digits."""
-    return "EXAMPLE" in slack_id
-
-
-def policy_slack_ids(policy: Policy) -> dict[str, list[str]]:
-    """Every Slack user or group ID the policy file names, with where it names it."""
-    places: dict[str, list[str]] = {}
-    for role, ids in policy.roles.items():
-        for slack_id in ids:
-            places.setdefault(slack_id, []).append(f"[roles] {role}")
-    for slack_id in policy.people:
-        places.setdefault(slack_id, []).append("[people]")
-    if policy.oncall is not None:
-        for slack_id in policy.oncall.rotation:
-            places.setdefault(slack_id, []).append("oncall.rotation")
-        for slack_id in policy.oncall.escalate_to:
-            places.setdefault(slack_id, []).append("oncall.escalate_to")
-        if policy.oncall.responders != RESPONDERS_EVERYONE:
-            for slack_id in policy.oncall.responders:
-                places.setdefault(slack_id, []).append("oncall.responders")
-    return places
-
-
-def _listing(places: dict[str, list[str]]) -> str:
-    return "; ".join(f"{slack_id} ({', '.join(where)})" for slack_id, where in places.items())

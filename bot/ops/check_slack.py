@@ -8,8 +8,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.app import SLACK_TIMEOUT_SECONDS
-from bot.config import RESPONDERS_EVERYONE
-from bot.ops.check_setup import is_example_id, policy_slack_ids
+from bot.config import RESPONDERS_EVERYONE, is_example_id, policy_slack_ids
 from bot.ops.checkup import SETTING_FIXES, Checkup, count
 from bot.ops.findings import Finding, Status, failed, passed, skipped
 
