@@ -36,7 +36,8 @@ EXIT_CONFIG = 2
 GC_THRESHOLDS = (20_000, 20, 20)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """`callbot`'s command line: its commands and their options (README names each one)."""
     parser = argparse.ArgumentParser(
         prog="callbot", description="Slack bot that places phone calls through Evo Voice."
     )
@@ -75,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         "migrate-db", help="copy the SQLite database at DATABASE_URL into an empty PostgreSQL one"
     )
     move.add_argument("target", metavar="POSTGRES_URL", help="postgresql://USER:PASSWORD@HOST/DB")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.action == "init":
         from bot.ops.init import main as init

@@ -198,3 +198,27 @@ def test_the_readme_gives_each_oncall_key_its_default() -> None:
         value = tomllib.loads(f"v = {re.match(r'`([^`]*)`', default.strip()).group(1)}")["v"]
         assert getattr(OnCallPolicy.model_validate({**required, key: value}), key) == (
             getattr(defaults, key)), key
+
+
+def test_every_callbot_command_and_option_is_in_the_readme_and_no_other() -> None:
+    """`callbot --help`'s commands and each one's options are the ones README names."""
+    import argparse
+
+    from bot.__main__ import build_parser
+
+    [commands] = [action for action in build_parser()._actions
+                  if isinstance(action, argparse._SubParsersAction)]
+    parsers: dict[str, argparse.ArgumentParser] = dict(commands.choices)
+    assert commands.metavar == "{" + ",".join(parsers) + "}", "callbot --help's usage line"
+    code = "\n".join(re.findall(r"```.*?```|`[^`\n]+`", README, re.S))
+    code = re.sub(r"#.*|\"[^\"\n]*\"", "", code)  # comments, and messages the bot writes
+    named = set(re.findall(r"(?<![\w-])(?:callbot|python -m bot) (?!callbot)([a-z][a-z-]*)", code))
+    assert named == set(parsers), (
+        f"README names {sorted(named - set(parsers))} that callbot lacks, and leaves out "
+        f"{sorted(set(parsers) - named)}")
+    for name, parser in parsers.items():
+        for action in parser._actions:
+            for option in action.option_strings:
+                if option not in ("-h", "--help"):
+                    shown = rf"callbot {name}[^`\n]*? {re.escape(option)}\b|`{re.escape(option)}\b"
+                    assert re.search(shown, README), f"README lacks `callbot {name} {option}`"
