@@ -18,8 +18,11 @@ DEFAULT_PORT = "3000"  # bot/config/settings.py's
 
 def healthy(port: str) -> bool:
     url = f"http://127.0.0.1:{port}/healthz"
+    # Straight to the bot: a proxy the container names for the bot's own requests (HTTP_PROXY,
+    # without NO_PROXY) can't reach this container's loopback, and urlopen would go through it.
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
+        with direct.open(url, timeout=TIMEOUT_SECONDS) as response:
             return int(response.status) == 200
     except (urllib.error.URLError, OSError, ValueError):  # 503 (HTTPError) included
         return False

@@ -225,6 +225,20 @@ async def test_the_healthcheck_passes_against_a_running_bot(bot_factory: BotFact
     assert await healthcheck(bot.runtime.port or 0) == 0
 
 
+async def test_the_healthcheck_probes_the_bot_directly_whatever_proxy_the_container_names(
+    bot_factory: BotFactory, refused_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A container behind a forward proxy (`-e HTTP_PROXY=…`, for the bot's requests to Slack and
+    Evo Voice) without NO_PROXY: urllib sent the probe of 127.0.0.1 to the proxy, which can't reach
+    the container's loopback, and the bot was unhealthy for ever."""
+    bot = await bot_factory("http")
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    proxy = f"http://127.0.0.1:{refused_port}"
+    assert await healthcheck(bot.runtime.port or 0, HTTP_PROXY=proxy, http_proxy=proxy,
+                             HTTPS_PROXY=proxy, ALL_PROXY=proxy) == 0
+
+
 async def test_the_healthcheck_fails_when_the_bot_is_down_or_not_ready(
     bot_factory: BotFactory, refused_port: int
 ) -> None:
