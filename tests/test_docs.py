@@ -22,6 +22,14 @@ def test_every_setting_is_in_the_readme_and_env_example() -> None:
         )
 
 
+def test_the_proxy_variables_the_bot_reads_are_in_the_readme() -> None:
+    """Not settings, but read all the same: slack_sdk reads HTTPS_PROXY and HTTP_PROXY for every
+    Slack request, bot/evovoice/transport.py those and NO_PROXY for Evo Voice's."""
+    settings = README.split("### Settings", 1)[1].split("\n### ", 1)[0]
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY"):
+        assert f"`{name}`" in settings, f"README's Settings do not say how {name} is read"
+
+
 def test_quick_start_commands_are_what_ci_runs() -> None:
     quick_start = README.split("## Quick start", 1)[1].split("##", 1)[0]
     assert "make run" in quick_start and "make test" in quick_start

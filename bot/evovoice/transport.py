@@ -21,9 +21,9 @@ The errors keep the meaning the client's retry rules depend on, erring towards "
     anything else                                                    ReadError
 
 aiohttp would quietly resend a GET or DELETE once when a kept-alive connection turns out dead;
-that is switched off, so the client alone decides what is repeated. HTTP(S)_PROXY, ALL_PROXY and
-NO_PROXY are read once per host, as httpx reads them once per client (aiohttp's own `trust_env`
-would ask a thread for them, and for ~/.netrc, on every request).
+that is switched off, so the client alone decides what is repeated. HTTP(S)_PROXY and NO_PROXY
+are read once per host, as httpx reads them once per client (aiohttp's own `trust_env` would ask a
+thread for them, and for ~/.netrc, on every request); aiohttp's reader ignores ALL_PROXY.
 """
 
 from __future__ import annotations
