@@ -39,6 +39,7 @@ from tests.follow_helpers import (
     services,
     wait_for_edit,
 )
+from tests.interactions import interact, open_form, state, submission
 from tests.log_capture import entries_of, logged, the_line
 
 
@@ -159,3 +160,52 @@ async def test_a_call_never_found_says_how_its_following_ended(
     await until(lambda: "not_found" in json_lines.getvalue())
     stopped = the_line(entries_of(json_lines), ": not_found")
     assert (stopped["level"], stopped["outcome"]) == ("INFO", "not_found")
+
+
+async def test_a_form_refused_or_submitted_twice_says_who_and_what(
+    bot_factory: BotFactory, json_lines: io.StringIO,
+) -> None:
+    bot = await bot_factory("http")
+    view = await open_form(bot)
+    refused = await interact(bot, submission(view, state(number="+1 900 555 0123")))
+    assert refused["response_action"] == "errors"
+    await interact(bot, submission(view, state()))  # fixed: placed
+    await bot.evo.wait_for_posts(1)
+    await interact(bot, submission(view, state()))  # Submit again: nothing more
+    await bot.settle()
+    entries = entries_of(json_lines)
+    line = the_line(entries, " refused: ")
+    assert (line["level"], line["user_id"], line["outcome"]) == ("INFO", "U0MANAGER", "refused")
+    again = the_line(entries, "duplicate delivery")
+    assert (again["user_id"], again["outcome"]) == ("U0MANAGER", "duplicate")
+
+
+async def test_an_escalation_form_submitted_twice_says_who_and_what(
+    bot_factory: BotFactory, json_lines: io.StringIO,
+) -> None:
+    bot, _ = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    await escalation_message(bot)
+    await submit(bot, view)  # Escalate pressed again: nothing more
+    await bot.settle()
+    again = the_line(entries_of(json_lines), "repeated submission")
+    assert (again["level"], again["user_id"], again["outcome"]) == (
+        "INFO", "U0ADMIN", "duplicate")
+
+
+async def test_taking_the_on_call_shift_says_who(
+    bot_factory: BotFactory, json_lines: io.StringIO,
+) -> None:
+    bot, _ = await start(bot_factory)
+    bot.slack.users["U0ADMIN"] = {"profile": {"phone": "+18144043099"}}
+    await bot.command("oncall take", user_id="U0ADMIN")
+    await bot.settle()
+    await bot.command("oncall take", user_id="U0NOBODY")  # no role: refused
+    await bot.settle()
+    entries = entries_of(json_lines)
+    taken = the_line(entries, "on-call shift taken by U0ADMIN")
+    assert (taken["level"], taken["user_id"]) == ("INFO", "U0ADMIN")
+    refused = the_line(entries, "not taken by U0NOBODY")
+    assert (refused["level"], refused["user_id"], refused["outcome"]) == (
+        "INFO", "U0NOBODY", "refused")

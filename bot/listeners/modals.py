@@ -165,7 +165,8 @@ async def accept_submission(
     try:
         view_id, metadata = _submitted_view(view, trusted)
     except MetadataInvalid as exc:
-        logger.warning("%s from %s with unusable private_metadata (%s)", what, user_id, exc)
+        logger.warning("%s from %s with unusable private_metadata (%s)", what, user_id, exc,
+                       extra=_refused(user_id))
         await refuse({wording.general_field: wording.stale_form})
         return
     await _accept_once(
@@ -183,6 +184,11 @@ async def accept_submission(
         repeated=repeated,
         untold=untold,
     )
+
+
+def _refused(user_id: str) -> dict[str, str]:
+    """The structured fields of a line refusing `user_id`'s submission (bot/ops/logs.py)."""
+    return {"user_id": user_id, "outcome": "refused"}
 
 
 def submission_key(claim_prefix: str, team_id: str, view_id: str) -> str:
@@ -226,11 +232,13 @@ async def _accept_once(
     try:
         checked = await asyncio.wait_for(validation, budget)
     except TimeoutError:
-        logger.warning("%s from %s: validation took too long", what, user_id)
+        logger.warning("%s from %s: validation took too long", what, user_id,
+                       extra=_refused(user_id))
         await refuse({wording.general_field: wording.too_slow})
         return
     if isinstance(checked, Mapping):
-        logger.info("%s from %s refused: %s", what, user_id, ", ".join(map(str, checked)))
+        logger.info("%s from %s refused: %s", what, user_id, ", ".join(map(str, checked)),
+                    extra=_refused(user_id))
         await refuse(checked)
         return
     # One start per view: a second Submit, or a racing duplicate, finds the claim taken; not the
@@ -245,12 +253,14 @@ async def _accept_once(
     if not claimed:
         await ack()
         if repeated is None:
-            logger.info("repeated submission of a %s by %s ignored", what, user_id)
+            logger.info("repeated submission of a %s by %s ignored", what, user_id,
+                        extra={"user_id": user_id, "outcome": "duplicate"})
             return
         try:
             services.tasks.spawn(repeated(checked), name=f"repeated {what} by {user_id}")
         except RuntimeError:  # shutting down: only the log knows
-            logger.info("repeated submission of a %s by %s ignored", what, user_id)
+            logger.info("repeated submission of a %s by %s ignored", what, user_id,
+                        extra={"user_id": user_id, "outcome": "duplicate"})
         return
     try:
         # With `admission` this ack waits on the work: it must not wait for this ack in turn.
@@ -268,7 +278,7 @@ async def _accept_once(
         errors = await admission.heard(budget - (asyncio.get_running_loop().time() - began))
         if errors is not None:
             logger.info("%s from %s refused as it began: %s", what, user_id,
-                        ", ".join(map(str, errors)))
+                        ", ".join(map(str, errors)), extra=_refused(user_id))
             try:  # nothing was started: Submit on this form again is checked afresh
                 await services.claims.release(claim_key)
             except Exception as exc:  # the refusal is still owed, within Slack's 3 s

@@ -357,7 +357,7 @@ class OnCall:
             raise
         logger.info(
             "on-call shift taken by %s from %s until %s",
-            user_id, override.replaces, override.ends.isoformat(),
+            user_id, override.replaces, override.ends.isoformat(), extra={"user_id": user_id},
         )
         return override, OnCallPerson(user_id, lookup.number, override.ends, Source.OVERRIDE)
 

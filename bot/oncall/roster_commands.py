@@ -6,18 +6,21 @@ so the team knows whom the pager reaches. Every failure reaches the requester in
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from bot.access import AccessControl, Responders
 from bot.calls import messages as views
 from bot.config import MANAGER, SYSTEM_ADMINISTRATOR
-from bot.errors import describe_any
+from bot.errors import Expected, describe_any
 from bot.oncall.roster import OnCall
 from bot.oncall.roster_views import status_message, taken_message
 from bot.slack.notify import Notifier
 from bot.slack.threads import NotDelivered
 from bot.storage.claims import Claims
 from bot.storage.faults import refused_when_database_fails
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,10 @@ class RosterCommands:
                 )
                 override, person = await self._oncall.take(request.user_id, self._oncall.now())
         except Exception as exc:
+            if isinstance(exc, Expected):  # anything else is logged with its reference
+                logger.info("on-call shift not taken by %s: %s", request.user_id,
+                            type(exc).__name__,
+                            extra={"user_id": request.user_id, "outcome": "refused"})
             await self._tell(request, views.refusal(describe_any(exc)))
             return
         message = taken_message(override, person, self._oncall.rotation.tz)
