@@ -136,11 +136,11 @@ def _run() -> int:
     try:
         asyncio.run(run_until_signalled(Runtime(settings, policy)))
     except ConfigError as exc:
-        _report(exc)
+        _report(exc, settings.log_format)
         return EXIT_CONFIG
     except SchemaTooNew as exc:
         # Never run on a schema this code doesn't know: it could write what a newer one forbids.
-        print(f"callbot cannot start: {exc}", file=sys.stderr)
+        _say(f"callbot cannot start: {exc}", settings.log_format)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         pass
@@ -244,10 +244,25 @@ def _manifest(parser: argparse.ArgumentParser, http: str | None) -> int:
     return 0
 
 
-def _report(exc: ConfigError) -> None:
+def _report(exc: ConfigError, log_format: str = "text") -> None:
+    if log_format == "json":
+        for problem in exc.problems:
+            _say(f"callbot cannot start; fix the configuration: {problem}", log_format)
+        return
     print("callbot cannot start; fix the configuration:", file=sys.stderr)
     for problem in exc.problems:
         print(f"  ✗ {problem}", file=sys.stderr)
+
+
+def _say(line: str, log_format: str) -> None:
+    """Why the bot stops. With LOG_FORMAT=json (logging set up by then) a record: a collector
+    reading JSON lines would drop a plain one, and with it the only words saying what to fix."""
+    if log_format == "json":
+        import logging
+
+        logging.getLogger("bot").critical(line)
+    else:
+        print(line, file=sys.stderr)
 
 
 if __name__ == "__main__":

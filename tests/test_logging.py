@@ -38,7 +38,7 @@ from tests.conftest import (
     until,
 )
 from tests.log_capture import logged
-from tests.processes import BotProcess
+from tests.processes import BotProcess, run_cli
 
 FULL = "+18144043093"
 SECRETS = (FULL, "4043093", EVO_PASSWORD, BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, "/response/")
@@ -398,3 +398,19 @@ def test_a_socket_mode_ticket_is_never_logged() -> None:
         entry = json.loads(JsonFormatter().format(said))
     for shown in (text, entry["message"], entry["exception"]):
         assert "b7e1c0de" not in shown and "ticket=•••&app_id=A0APP" in shown, shown
+
+
+async def test_a_refused_start_up_is_said_in_json_lines_too(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    """With LOG_FORMAT=json every line is a JSON object, the one saying why the bot stopped too:
+    a collector that reads JSON lines would drop anything else, and with it the only line that
+    says what to fix."""
+    env = bot_environment("http", slack, evo, policy_path)
+    env.update(LOG_FORMAT="json", EVOVOICE_PASSWORD="not-the-password")
+    code, out, err = await run_cli([], env, policy_path.parent)
+    assert code == 2 and out == "", err
+    entries = [json.loads(line) for line in err.splitlines()]  # every line is one JSON object
+    [stopped] = [e for e in entries if e["message"].startswith("callbot cannot start")]
+    assert stopped["level"] == "CRITICAL" and "EVOVOICE_PASSWORD" in stopped["message"]
+    assert "not-the-password" not in err
