@@ -7,6 +7,7 @@ Evo Voice client can mask what the server says too: a refusal quoting the number
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import phonenumbers
 
@@ -35,25 +36,35 @@ def mask_numbers_in(text: str) -> str:
 
 
 # The same in text that may be a URL (a query's `to=%2B18144043093`, an exception quoting the
-# request it failed): a plus and separators percent-encoded, and no run across lines. A run glued
-# to a letter before it (a hex address, an id) is not a number someone typed, nor is a run broken
-# by more than two separators in a row ("+18144043093 ((814) 404-3093)" holds two numbers).
+# request it failed): a plus and separators percent-encoded, and no run across lines. Between two
+# digits of one number: spaces (no-break and narrow ones too, as pasted; or their escapes, as a
+# repr writes them) or marks (brackets, dots, slashes, any dash, full-width ones too): up to two
+# spaces, a mark with a space either side ("+1 - 814 - 404 - 3093" is one number), or two marks
+# ("(814)-404"). More breaks the run ("+18144043093 ((814) 404-3093)" holds two numbers), and so
+# does a letter before it (a hex address, an id: not a number someone typed).
+_SPACE = (r"(?:[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]|%20|%C2%A0|%E2%80%AF|"
+          r"\\(?:xa0|u20(?:0[0-9a]|2f|5f)|u3000))")
+_MARK = (r"(?:[()./\-\u2010-\u2015\u2212\uff08\uff09\uff0d\uff0e\uff0f]|"
+         r"%(?:28|29|2[DdEeFf])|%E2%80%9[0-5])")
+_GAP = rf"(?:{_SPACE}?{_MARK}{_SPACE}?|{_MARK}{{2}}|{_SPACE}{{0,2}})"
 _NUMBER_IN_ANY_TEXT = re.compile(
-    r"(?<![0-9A-Za-z_])(?:\+|%2[Bb])?\d(?:(?:[ \t()./-]|%(?:20|28|29|2[DdEeFf])){0,2}\d)*"
+    rf"(?<![0-9A-Za-z_])(?:\+|\uff0b|%2[Bb])?\d(?:{_GAP}\d)*", re.IGNORECASE
 )
-_PERCENT_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}|\\(?:x[0-9a-f]{2}|u[0-9a-f]{4})")
 
 
 def mask_numbers_anywhere(text: str) -> str:
     """`mask_numbers_in`, for text of unknown origin (tracebacks, errors quoting URLs): numbers
-    percent-encoded are masked too."""
+    percent-encoded are masked too, and numbers written as people paste them."""
 
     def masked(found: re.Match[str]) -> str:
         run = found.group()
-        digits = "".join(ch for ch in _PERCENT_ESCAPE.sub("", run) if ch.isdigit())
+        digits = "".join(str(unicodedata.decimal(ch)) for ch in _ESCAPE.sub("", run)
+                         if ch.isdecimal())
         if len(digits) < MIN_NUMBER_DIGITS:
             return run
-        return mask(("+" if run.startswith(("+", "%2B", "%2b")) else "") + digits)
+        plus = run.startswith(("+", "\uff0b", "%2B", "%2b"))
+        return mask(("+" if plus else "") + digits)
 
     return _NUMBER_IN_ANY_TEXT.sub(masked, text)
 

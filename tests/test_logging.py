@@ -7,7 +7,9 @@ import asyncio
 import io
 import json
 import logging
+import re
 import signal
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -348,6 +350,10 @@ async def test_an_escalations_lines_carry_its_id(
     ("to=%2b1%20814%20404%203093", "to=+1 814 ••• 3093"),
     ("814/404/3093", "•••93"),
     ("to=814%2F404%2F3093", "to=•••93"),
+    ("+1\u00a0814\u00a0404\u00a03093", "+1 814 ••• 3093"),
+    # As a repr writes it (asyncio's "exception=ValueError('…')"): the no-break spaces escaped.
+    ("'+1\\xa0814\\xa0404\\u202f3093'", "'+1 814 ••• 3093'"),
+    ("+1%C2%A0814%E2%80%93404%E2%80%933093", "+1 814 ••• 3093"),
 ])
 def test_a_traceback_shows_numbers_masked_in_either_format(quoted: str, shown: str) -> None:
     try:
@@ -414,3 +420,34 @@ async def test_a_refused_start_up_is_said_in_json_lines_too(
     [stopped] = [e for e in entries if e["message"].startswith("callbot cannot start")]
     assert stopped["level"] == "CRITICAL" and "EVOVOICE_PASSWORD" in stopped["message"]
     assert "not-the-password" not in err
+
+
+@pytest.mark.parametrize("typed", [
+    "+1\u00a0814\u00a0404\u00a03093",  # pasted from a web page: no-break spaces
+    "+1\u202f814\u202f404\u202f3093",  # narrow no-break spaces (what phones' formatters write)
+    "+1 814\u2013404\u20133093",  # en dashes (what editors turn hyphens into)
+    "814\u2011404\u20113093",  # non-breaking hyphens
+    "\uff0b\uff11 \uff08\uff18\uff11\uff14\uff09\uff14\uff10\uff14\uff0d\uff13\uff10\uff19\uff13",
+    "+1 - 814 - 404 - 3093",
+])
+async def test_a_bug_quoting_a_number_as_typed_logs_it_masked(
+    bot: BotUnderTest, captured: tuple[str, io.StringIO], monkeypatch: pytest.MonkeyPatch,
+    typed: str,
+) -> None:
+    """A number written the way people paste it, quoted by a bug's words, is masked in its
+    traceback like one written with plain spaces and hyphens."""
+    log_format, stream = captured
+
+    def bug(text: str) -> None:
+        raise ValueError(f"cannot read {text}")
+
+    monkeypatch.setattr("bot.listeners.call_command.parse_command", bug)
+    ack, _ = await bot.command(f"{typed} escalation")
+    assert "(reference " in ack.text
+    text = stream.getvalue()
+    if log_format == "json":
+        text = "\n".join(json.dumps(json.loads(line), ensure_ascii=False)
+                         for line in text.splitlines())
+    assert "ValueError: cannot read " in text, "the bug is logged"
+    plain = re.sub(r"[\s()\-\u2010-\u2015]", "", unicodedata.normalize("NFKC", text))
+    assert "4043093" not in plain, text
