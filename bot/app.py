@@ -122,7 +122,7 @@ def create_app(
 
     app.middleware(InjectServices(services))
     app.middleware(refuse_while_restarting)
-    command.register(app)
+    command.register(app, on_error)
     form.register(app)
     actions.register(app)
     escalation.register(app)

@@ -12,6 +12,7 @@ from slack_bolt.async_app import AsyncAck
 from slack_bolt.response import BoltResponse
 
 from bot.app import on_error
+from bot.errors import unexpected_words
 from bot.standins.slack import block_actions_payload, interactive_body
 from tests.conftest import BotUnderTest
 from tests.follow_helpers import services
@@ -78,6 +79,27 @@ async def test_a_form_whose_submission_meets_a_bug_shows_the_reference_in_the_fo
     reference = words.split("reference ")[1].split(")")[0]
     assert words == f"Something went wrong on our side (reference {reference}). Tell the " \
         "callbot operators."
+    assert f"unhandled error in a listener, reference {reference}" in caplog.text
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
+async def test_a_call_command_that_meets_a_bug_before_its_ack_answers_with_the_reference(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/call reaches its listener from a middleware of its own (CallCommandFirst), not Bolt's
+    listener runner: a bug before its ack is still answered by the app's error handler, in the
+    ack, with the reference of the log line that holds the traceback."""
+    caplog.set_level(logging.ERROR)
+
+    async def a_bug(*_: object, **__: object) -> None:
+        raise RuntimeError("a bug in reading roles")
+
+    monkeypatch.setattr(services(bot).access, "roles_of", a_bug)
+    ack, _ = await bot.command("help")
+    assert ack.status == 200
+    reference = ack.text.split("reference ")[1].split(")")[0]
+    assert unexpected_words(reference) in ack.text
     assert f"unhandled error in a listener, reference {reference}" in caplog.text
     await bot.settle()
     assert bot.evo.outgoing_posts == []
