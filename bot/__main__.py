@@ -182,10 +182,10 @@ def _migrate_db(target: str) -> int:
     except Exception as exc:  # PostgreSQL unreachable or refusing, a row it won't take: one line
         from bot.ops.check_database import without_password
 
-        from bot.masking import mask_numbers_anywhere
+        from bot.masking import mask_numbers_in
 
         # A row the server refused is quoted in its words ("Failing row contains (…)").
-        reason = mask_numbers_anywhere(without_password(f"{type(exc).__name__}: {exc}"))
+        reason = mask_numbers_in(without_password(f"{type(exc).__name__}: {exc}"))
         print(f"callbot migrate-db: the copy failed ({one_line(reason)}); nothing was copied: "
               "fix that and run it again", file=sys.stderr)
         return 1

@@ -14,48 +14,33 @@ import phonenumbers
 MASK = "•••"
 E164_SHAPE = re.compile(r"\+([1-9][0-9]{1,14})\Z")
 _DIGITS = frozenset("0123456789")
+MIN_NUMBER_DIGITS = 7  # fewer digits: a count, a time, an id's part, not a phone number
 
 
-# A run of digits (with the spaces, dashes, dots, slashes and brackets numbers are written with:
-# 814/404/3093, 089/1234567) long enough to be a phone number.
-_NUMBER_IN_TEXT = re.compile(r"\+?\d[\d\s()./-]{5,}\d")
-MIN_NUMBER_DIGITS = 7
-
-
-def mask_numbers_in(text: str) -> str:
-    """`text` with every phone number in it masked (`mask`): what Evo Voice says of a call (who
-    answered, its outcome) may be or hold a number, and the bot keeps and shows none in full."""
-
-    def masked(found: re.Match[str]) -> str:
-        digits = "".join(ch for ch in found.group() if ch.isdigit())
-        if len(digits) < MIN_NUMBER_DIGITS:
-            return found.group()
-        return mask(("+" if found.group().startswith("+") else "") + digits)
-
-    return _NUMBER_IN_TEXT.sub(masked, text)
-
-
-# The same in text that may be a URL (a query's `to=%2B18144043093`, an exception quoting the
-# request it failed): a plus and separators percent-encoded, and no run across lines. Between two
-# digits of one number: spaces (no-break and narrow ones too, as pasted; or their escapes, as a
-# repr writes them) or marks (brackets, dots, slashes, any dash, full-width ones too): up to two
-# spaces, a mark with a space either side ("+1 - 814 - 404 - 3093" is one number), or two marks
-# ("(814)-404"). More breaks the run ("+18144043093 ((814) 404-3093)" holds two numbers), and so
-# does a letter before it (a hex address, an id: not a number someone typed).
+# A phone number in text, written as people type and paste it, or as a URL carries it (a query's
+# `to=%2B18144043093`, an exception quoting the request it failed): a plus and separators
+# percent-encoded too, and no run across lines. Between two digits of one number: spaces
+# (no-break and narrow ones too, as pasted; or their escapes, as a repr writes them) or marks
+# (brackets, dots, slashes, any dash, full-width ones too): up to two spaces, a mark with a space
+# either side ("+1 - 814 - 404 - 3093" is one number), or two marks ("(814)-404"). More breaks
+# the run ("+18144043093 ((814) 404-3093)" holds two numbers), and so does a letter before it (a
+# hex address, an id: not a number someone typed).
 _SPACE = (r"(?:[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]|%20|%C2%A0|%E2%80%AF|"
           r"\\(?:xa0|u20(?:0[0-9a]|2f|5f)|u3000))")
 _MARK = (r"(?:[()./\-\u2010-\u2015\u2212\uff08\uff09\uff0d\uff0e\uff0f]|"
          r"%(?:28|29|2[DdEeFf])|%E2%80%9[0-5])")
 _GAP = rf"(?:{_SPACE}?{_MARK}{_SPACE}?|{_MARK}{{2}}|{_SPACE}{{0,2}})"
-_NUMBER_IN_ANY_TEXT = re.compile(
+_NUMBER_IN_TEXT = re.compile(
     rf"(?<![0-9A-Za-z_])(?:\+|\uff0b|%2[Bb])?\d(?:{_GAP}\d)*", re.IGNORECASE
 )
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}|\\(?:x[0-9a-f]{2}|u[0-9a-f]{4})")
 
 
-def mask_numbers_anywhere(text: str) -> str:
-    """`mask_numbers_in`, for text of unknown origin (tracebacks, errors quoting URLs): numbers
-    percent-encoded are masked too, and numbers written as people paste them."""
+def mask_numbers_in(text: str) -> str:
+    """`text` with every phone number in it masked (`mask`): what Evo Voice says of a call (who
+    answered, its outcome), words typed beside a number, tracebacks, errors quoting URLs. One
+    reading for all of them: a number pasted into a flow's words with en dashes is the same number
+    in the audit trail as in a log line."""
 
     def masked(found: re.Match[str]) -> str:
         run = found.group()
@@ -66,7 +51,7 @@ def mask_numbers_anywhere(text: str) -> str:
         plus = run.startswith(("+", "\uff0b", "%2B", "%2b"))
         return mask(("+" if plus else "") + digits)
 
-    return _NUMBER_IN_ANY_TEXT.sub(masked, text)
+    return _NUMBER_IN_TEXT.sub(masked, text)
 
 
 def mask(e164: str) -> str:

@@ -27,7 +27,7 @@ from bot.app import SLACK_TIMEOUT_SECONDS, Sleep, create_app, create_slack_clien
 from bot.config import ConfigError, DependencyUnavailable, Policy, Settings
 from bot.evovoice.client import EvoVoiceClient, RequestBudget
 from bot.evovoice.simulator import SimulatedEvoVoice
-from bot.masking import mask_numbers_anywhere
+from bot.masking import mask_numbers_in
 from bot.ops.metrics import Metrics
 from bot.ops.readiness import Readiness, readiness_for
 from bot.services import Services, build_services
@@ -390,6 +390,6 @@ def unexpected_start_up(exc: Exception) -> ConfigError:
     reference = uuid.uuid4().hex[:8]
     logger.debug("start-up failed (reference %s)", reference, exc_info=exc)
     return ConfigError([
-        f"start-up failed: {type(exc).__name__}: {mask_numbers_anywhere(str(exc))} (reference "
+        f"start-up failed: {type(exc).__name__}: {mask_numbers_in(str(exc))} (reference "
         f"{reference}; LOG_LEVEL=DEBUG logs the details)"
     ])

@@ -180,6 +180,26 @@ async def test_a_number_written_with_slashes_in_the_flow_s_words_is_recorded_mas
     assert "555/1234" not in "\n".join(lines(await history(bot)))
 
 
+@pytest.mark.parametrize("written", [
+    "814\u2013555\u20131234",  # en dashes: what editors and chat apps turn hyphens into
+    "814\u2011555\u20111234",  # non-breaking hyphens
+    "814\u00a0555\u00a01234",  # no-break spaces, as pasted from a web page
+    "(814)\u2212555\u22121234",  # minus signs
+])
+async def test_a_number_written_as_pasted_in_the_flow_s_words_is_recorded_masked(
+    bot_factory: BotFactory, written: str,
+) -> None:
+    # Pasted from a document or a chat, a number's groups are parted by dashes and spaces other
+    # than ASCII's: among the words, it is masked as one typed with plain hyphens is.
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} call back on {written} asap")
+    await bot.settle()
+    [record] = await audit_records(bot)
+    assert record.reason == "FlowNotFound" and "•••34 asap" in (record.flow or ""), record.flow
+    plain = re.sub(r"\D", "", await all_audit_text(bot) + "\n".join(lines(await history(bot))))
+    assert "5551234" not in plain
+
+
 @on_both_databases
 async def test_the_audit_trail_is_append_only(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")

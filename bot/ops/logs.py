@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal, TextIO
 
-from bot.masking import mask_numbers_anywhere
+from bot.masking import mask_numbers_in
 
 # Newlines would start a fake log line, and so would Unicode's own line breaks (NEL, LINE and
 # PARAGRAPH SEPARATOR: log viewers and str.splitlines() break there); bidi and zero-width controls
@@ -109,7 +109,7 @@ def _said(record: logging.LogRecord, message: str) -> str:
     and times as they are."""
     if record.name == "bot" or record.name.startswith("bot."):
         return message
-    return mask_numbers_anywhere(message)
+    return mask_numbers_in(message)
 
 
 class OneLineFormatter(logging.Formatter):
@@ -126,7 +126,7 @@ class OneLineFormatter(logging.Formatter):
         if not rest:
             return head
         # A traceback quotes its exceptions' words, and those of the errors they were raised from.
-        rest = redacted(mask_numbers_anywhere(rest))
+        rest = redacted(mask_numbers_in(rest))
         return head + "\n" + "\n  | ".join(one_line(line) for line in rest.split("\n"))
 
 
@@ -167,10 +167,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=True)
 
     def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
-        return redacted(mask_numbers_anywhere(super().formatException(ei)))
+        return redacted(mask_numbers_in(super().formatException(ei)))
 
     def formatStack(self, stack_info: str) -> str:  # noqa: N802 (logging's name)
-        return redacted(mask_numbers_anywhere(super().formatStack(stack_info)))
+        return redacted(mask_numbers_in(super().formatStack(stack_info)))
 
 
 def make_handler(log_format: LogFormat = "text", stream: TextIO | None = None) -> logging.Handler:
