@@ -4,6 +4,8 @@ database answers again."""
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from pathlib import Path
@@ -57,6 +59,24 @@ async def test_a_refusal_spooled_while_the_database_is_locked_is_written_once_it
     [record] = await audit_records(bot)
     assert record.decision == "refused" and record.reason == "DatabaseUnavailable"
     assert spool.read_text() == ""
+
+
+async def test_the_spool_only_its_owner_may_read_whatever_the_umask(
+    bot_factory: BotFactory, database_url: str
+) -> None:
+    # The spool holds what the audit trail holds (who called, the number's hash), as secret as
+    # the database file beside it, which is made for its owner alone.
+    bot = await bot_factory("http", DATABASE_URL=with_short_busy_timeout(database_url))
+    spool = Path(sqlite_path(services(bot).db.url) + ".audit-spool")
+    previous = os.umask(0o022)
+    try:
+        with write_lock(bot):
+            _, url = await bot.command(f"{FULL} escalation")
+            await bot.slack.wait_for_response(url, timeout=20)
+    finally:
+        os.umask(previous)
+    assert spool.read_text().count("\n") == 1
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o600
 
 
 # What a /call writes before it is dialled.

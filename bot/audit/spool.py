@@ -42,6 +42,7 @@ from typing import IO, Any
 from bot.storage.database import SQLITE, Connection, Database, dialect_of, sqlite_path
 from bot.storage.faults import DATABASE_FAULTS, until_database_answers
 from bot.storage.number_hash import kept_value
+from bot.storage.sqlite import create_owner_only
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ class Spool:
             fields["database"] = self._database
         line = json.dumps(fields)
         try:
+            create_owner_only(self.path)  # it holds what the audit trail holds: owner only
             with self._locked("a") as file:
                 file.write(line + "\n")
                 file.flush()
