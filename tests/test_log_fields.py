@@ -15,6 +15,7 @@ from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
 from bot.standins.slack import slash_command_body
 from tests.conftest import BotFactory, until
+from tests.database_locks import with_short_busy_timeout, write_lock
 from tests.escalations import (
     ALICE,
     ROSTER,
@@ -209,3 +210,15 @@ async def test_taking_the_on_call_shift_says_who(
     refused = the_line(entries, "not taken by U0NOBODY")
     assert (refused["level"], refused["user_id"], refused["outcome"]) == (
         "INFO", "U0NOBODY", "refused")
+
+
+async def test_a_call_the_database_stopped_says_whose_it_was(
+    bot_factory: BotFactory, json_lines: io.StringIO, database_url: str,
+) -> None:
+    # The ERROR line is the one an alert fires on: searching by user_id must find it.
+    bot = await bot_factory("http", DATABASE_URL=with_short_busy_timeout(database_url))
+    with write_lock(bot):
+        _, url = await bot.command(f"{FULL} escalation", user_id="U0ADMIN")
+        await bot.slack.wait_for_response(url, timeout=20)
+    failed = the_line(entries_of(json_lines), "not placed: the database failed")
+    assert (failed["level"], failed["user_id"]) == ("ERROR", "U0ADMIN")

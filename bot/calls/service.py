@@ -168,7 +168,7 @@ class CallService:
         database fault met while handling a request came before anything was dialled."""
         reference = reference_id()
         logger.error("call by %s not placed: the database failed (%s), reference %s",
-                     request.user_id, exc, reference)
+                     request.user_id, exc, reference, extra={"user_id": request.user_id})
         return await self._refuse(request, DatabaseUnavailable(reference))
 
     async def _handle(self, request: CallRequest, claimed: list[str], noted: list[Untold]
