@@ -210,7 +210,7 @@ class Confirmations:
         """Erase the questions that expired unanswered: each holds its number as typed, in clear.
         Run with the lease keeper's rounds (bot/runtime.py), so that a question asked before a
         quiet spell is not kept through it (new questions and answers clear them too)."""
-        erased = await self._db.execute(_FORGET_EXPIRED, (self.clock() - self._lifetime,))
+        erased = await self._db.erase(_FORGET_EXPIRED, (self.clock() - self._lifetime,))
         if erased:
             logger.info("erased %d question(s) that expired unanswered", erased)
 

@@ -308,7 +308,7 @@ class CallStore:
 
     async def forget_numbers(self, created_before: float) -> int:
         """Erase the full number of calls that are over and older than `created_before`."""
-        return await self._db.execute(
+        return await self._db.erase(
             "UPDATE calls SET e164 = NULL WHERE e164 IS NOT NULL AND following = 0"
             " AND created_at < ?",
             (created_before,),

@@ -133,6 +133,17 @@ class Database:
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
         return await self._backend.fetchall(sql, tuple(params))
 
+    async def erase(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """A statement erasing what must not be kept (a number past its retention); its rowcount.
+
+        On SQLite the erased bytes are then gone from the files too, not only from what a query
+        returns: secure_delete zeroes them in the pages, and the -wal file, which keeps earlier
+        images of each page it changed, is checkpointed and emptied. When another process reading
+        the database keeps it from being emptied, the next `erase` tries again. On PostgreSQL, old
+        row versions stay until the server's VACUUM reclaims them.
+        """
+        return await self._backend.erase(sql, tuple(params))
+
 
 
 def _applied(migration: Migration) -> None:

@@ -290,6 +290,11 @@ class PostgresBackend:
             async with self.pool.connection() as conn:
                 return await _PostgresConnection(conn).execute(sql, params)
 
+    async def erase(self, sql: str, params: tuple[Any, ...]) -> int:
+        # The old row versions are the server's to reclaim (VACUUM, autovacuum); nothing here
+        # reaches the files.
+        return await self.execute(sql, params)
+
     async def fetchone(self, sql: str, params: tuple[Any, ...]) -> Row | None:
         with _faults_translated():
             async with self.pool.connection() as conn:

@@ -60,6 +60,8 @@ class SQLiteBackend:
         self._lock = asyncio.Lock()
         # Writes outside transaction(): those arriving together are committed together.
         self._writes = GroupCommit(self._send, self._lock)
+        # An erasure's -wal file not emptied yet (another process was reading): tried again.
+        self._wipe_owed = False
 
     @property
     def path(self) -> str:
@@ -109,6 +111,9 @@ class SQLiteBackend:
         await self._connect(self._path)
         await self._switch_to_wal()
         await self.execute("PRAGMA foreign_keys = ON", ())
+        # Deleted content is overwritten with zeros, not left in the pages' free space: an erased
+        # number must be gone from the file (`erase`). Builds of SQLite differ in their default.
+        await self.execute("PRAGMA secure_delete = ON", ())
 
     async def _switch_to_wal(self) -> None:
         """`PRAGMA journal_mode = WAL`, waited for as long as any lock is.
@@ -247,6 +252,13 @@ class SQLiteBackend:
         await self._outside_transactions()
         return await _SQLiteTrips(self).fetchone(sql, params)
 
+    async def erase(self, sql: str, params: tuple[Any, ...]) -> int:
+        erased = await self.execute(sql, params)
+        if erased or self._wipe_owed:
+            await self._outside_transactions()
+            self._wipe_owed = not await self.run(_empty_wal, self.conn, self._busy_timeout_ms)
+        return erased
+
     async def fetchall(self, sql: str, params: tuple[Any, ...]) -> list[Row]:
         if _writes_rows(sql):
             return await self._writes.write(
@@ -254,6 +266,19 @@ class SQLiteBackend:
             )
         await self._outside_transactions()
         return await _SQLiteTrips(self).fetchall(sql, params)
+
+
+def _empty_wal(conn: sqlite3.Connection, busy_timeout_ms: int) -> bool:
+    """Copy the -wal file's pages into the database and empty it; False when another process's
+    read kept it from being emptied. SQLite leaves a page's earlier images in the -wal file until
+    a checkpoint (in WAL mode, after 1,000 pages), and one reset but not truncated keeps them."""
+    # Not waiting for those readers: the busy timeout would hold every write of this bot meanwhile.
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()  # never None
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+    return bool(busy == 0)
 
 
 def _roll_back(conn: sqlite3.Connection) -> None:

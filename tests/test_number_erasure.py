@@ -1,0 +1,47 @@
+"""A full number kept past its retention (README: Audit trail) is erased: from the files holding the
+database, not only from what a query returns."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bot.calls.polling import FollowTiming
+from bot.storage.database import Database, sqlite_path
+from tests.conftest import BotFactory, BotUnderTest
+from tests.follow_helpers import FAST, FULL, end_session, services, status_message, wait_for_edit
+
+RETENTION = FollowTiming().number_retention
+# The number as the calls table keeps it, less its "+": the bytes looked for in the raw files.
+DIGITS = FULL.removeprefix("+").encode()
+
+
+async def a_call_that_ended(bot: BotUnderTest) -> Database:
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=42, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended")
+    await bot.settle()
+    db = services(bot).db
+    # A day and a minute ago: its number is past its retention.
+    await db.execute("UPDATE calls SET created_at = created_at - ?", (RETENTION + 60,))
+    return db
+
+
+async def test_a_number_erased_while_the_bot_runs_leaves_no_bytes_in_its_files(
+    bot_factory: BotFactory,
+) -> None:
+    # SQLite writes a changed page to the -wal file and leaves its earlier images there until a
+    # checkpoint, which in WAL mode comes only after 1,000 pages: erased from the row, the number
+    # was still in the file beside it, for anyone reading the disk or a copy of the folder.
+    bot = await bot_factory("http", **FAST)
+    db = await a_call_that_ended(bot)
+    path = Path(sqlite_path(db.url))
+    files = [path, path.with_name(path.name + "-wal")]
+    assert any(DIGITS in f.read_bytes() for f in files if f.exists())  # kept while of use
+    await services(bot).follower.erase_numbers(force=True)
+    row = await db.fetchone("SELECT e164 FROM calls")
+    assert row is not None and row[0] is None
+    for file in files:
+        if file.exists():
+            assert DIGITS not in file.read_bytes(), f"the erased number is still in {file.name}"
