@@ -24,6 +24,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app import SLACK_TIMEOUT_SECONDS, Sleep, create_app, create_slack_client, slack_session
+from bot.calls.retention import NumberRetention
 from bot.config import ConfigError, DependencyUnavailable, Policy, Settings
 from bot.evovoice.client import EvoVoiceClient, RequestBudget
 from bot.evovoice.simulator import SimulatedEvoVoice
@@ -94,6 +95,7 @@ class Runtime:
         self.evo: EvoVoiceClient | None = None
         self._http: aiohttp.ClientSession | None = None
         self._db: Database | None = None
+        self._retention: NumberRetention | None = None
         self.readiness: Readiness | None = None  # /readyz's checks, once serving
         self.simulator: SimulatedEvoVoice | None = None
         # Set while Slack or Evo Voice is awaited at start-up: what is missing, for /readyz.
@@ -138,6 +140,7 @@ class Runtime:
         self._db = Database(settings.database_url)
         try:
             await open_database(self._db)
+            self._retention = NumberRetention.of(self._db)
             socket = self._socket_problem if settings.socket_mode else None
             self.readiness = readiness_for(slack, self.evo, self._db, socket)
             await self._serve_http(self._routes(self.readiness))
@@ -176,7 +179,9 @@ class Runtime:
     async def _connect(self, slack: AsyncWebClient) -> None:
         """Log in to Evo Voice and Slack, start serving Slack, resume the work left running."""
         settings = self.settings
-        assert self.evo is not None and self._db is not None
+        assert self.evo is not None and self._db is not None and self._retention is not None
+        # Numbers past their retention are erased while Slack and Evo Voice are awaited too.
+        await self._retention.erase_due_meanwhile()
         services = await build_services(
             settings, self.policy, slack, self.evo, self._db, metrics=self.metrics
         )

@@ -1,13 +1,16 @@
 """A full number kept past its retention (README: Audit trail) is erased: from the files holding the
-database, not only from what a query returns."""
+database, not only from what a query returns, and while start-up still waits for Slack."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from bot.calls.polling import FollowTiming
+from bot.standins.slack import SlackStandIn
 from bot.storage.database import Database, sqlite_path
-from tests.conftest import BotFactory, BotUnderTest
+from tests.conftest import BotFactory, BotUnderTest, until
+from tests.databases import on_both_databases
 from tests.follow_helpers import FAST, FULL, end_session, services, status_message, wait_for_edit
 
 RETENTION = FollowTiming().number_retention
@@ -45,3 +48,33 @@ async def test_a_number_erased_while_the_bot_runs_leaves_no_bytes_in_its_files(
     for file in files:
         if file.exists():
             assert DIGITS not in file.read_bytes(), f"the erased number is still in {file.name}"
+
+
+@on_both_databases
+async def test_numbers_due_are_erased_while_start_up_waits_for_slack(
+    bot_factory: BotFactory, slack: SlackStandIn, database_url: str,
+) -> None:
+    # Erasing was the lease keeper's, which starts once Slack and Evo Voice have answered: a bot
+    # kept waiting for Slack (down for days, a token revoked and not yet replaced) kept every
+    # number past its retention for as long.
+    first = await bot_factory("http", **FAST)
+    await a_call_that_ended(first)
+    await first.runtime.stop(grace=5)
+    gate = slack.hold("auth.test")
+    starting = asyncio.create_task(bot_factory("http", **FAST))
+    try:
+        await gate.wait_until_held()
+        db = Database(database_url)
+        await db.open()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while (await db.fetchone("SELECT e164 FROM calls"))[0] is not None:  # type: ignore[index]
+                assert loop.time() < deadline, "the number was not erased while Slack was awaited"
+                await asyncio.sleep(0.05)
+        finally:
+            await db.close()
+    finally:
+        gate.open()
+    second = await starting
+    await until(lambda: second.runtime.ready, timeout=20)

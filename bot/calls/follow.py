@@ -21,6 +21,7 @@ from bot.calls.announce import Announcer
 from bot.calls.models import ESCALATION_ORIGIN, CallResult, CheckedCall, Outcome
 from bot.calls.polling import CallPoller, FollowTiming
 from bot.calls.progress import classify, duration_of
+from bot.calls.retention import NumberRetention
 from bot.calls.status_message import StatusMessages, digest
 from bot.calls.status_views import AckTest, no_ack_outcomes
 from bot.calls.store import CallState, CallStore, Placement, TrackedCall
@@ -43,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMING = FollowTiming()
 
-NUMBER_PURGE_EVERY_SECONDS = 3600.0
 LEASE_KIND = "call"  # a followed call's lease (bot/storage/leases.py)
 CALLS_TABLE = "calls"  # the rows LEASE_KIND leases
 # A call that ended while Slack refused its final edit until the bot stopped is shown by the next
@@ -95,7 +95,7 @@ class CallFollower:
             acknowledges=acknowledges,
         )
         self._announcer = Announcer(notifier, store, audit, self._messages)
-        self._last_purge = 0.0
+        self._retention = NumberRetention(store, timing.number_retention, clock)
 
     @property
     def store(self) -> CallStore:
@@ -389,12 +389,6 @@ class CallFollower:
 
     async def erase_numbers(self, *, force: bool = False) -> None:
         """Erase the full numbers of calls over for longer than the retention: at start, then at
-        most every NUMBER_PURGE_EVERY_SECONDS, run by the lease keeper's rounds (bot/runtime.py),
-        so a quiet spell keeps none past it."""
-        now = self._clock()
-        if not force and now - self._last_purge < NUMBER_PURGE_EVERY_SECONDS:
-            return
-        self._last_purge = now
-        erased = await self._store.forget_numbers(now - self._timing.number_retention)
-        if erased:
-            logger.info("erased the numbers of %d finished call(s)", erased)
+        most hourly, run by the lease keeper's rounds (bot/runtime.py), so a quiet spell keeps
+        none past it (bot/calls/retention.py)."""
+        await self._retention.erase_due(force=force)
