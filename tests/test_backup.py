@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,7 @@ def test_a_copy_that_fails_says_why_and_leaves_nothing_to_refuse_the_next_try(
     code, _, err = run_main(["backup", str(copy)], env, tmp_path, monkeypatch, capsys)
     assert code == 2 and "the copy failed (file is not a database); nothing was kept" in err
     assert not copy.exists()
+    assert not list(tmp_path.glob(".callbot-backup-*"))  # nor the folder it was made in
     code, _, err = run_main(["backup", str(tmp_path / "no" / "copy.db")], env, tmp_path,
                             monkeypatch, capsys)
     assert code == 2 and "is not a directory" in err
@@ -85,3 +87,33 @@ async def test_a_backup_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     copy = tmp_path / "copy.db"
     backup(url, copy)
     assert copy.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_backup_is_never_written_through_a_link_nor_over_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The copy holds what the database does: a link left where the operator names it (by anyone
+    # who may write in that folder) must not send it elsewhere, nor make it replace another file.
+    with sqlite3.connect(tmp_path / "callbot.db") as con:
+        con.execute("CREATE TABLE t (x)")
+    con.close()
+    env = {"DATABASE_URL": "sqlite:///./callbot.db"}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    someones = elsewhere / "someones.txt"
+    someones.write_text("someone's file\n")
+    (tmp_path / "to-nothing.db").symlink_to(elsewhere / "new.db")
+    (tmp_path / "to-a-file.db").symlink_to(someones)
+    for link in ("to-nothing.db", "to-a-file.db"):
+        code, _, err = run_main(["backup", link], env, tmp_path, monkeypatch, capsys)
+        assert code == 2, link
+        assert f"{link} is a symbolic link: name a new file, not a link" in err
+        assert (tmp_path / link).is_symlink()
+    assert not (elsewhere / "new.db").exists()
+    assert someones.read_text() == "someone's file\n"
+
+    (tmp_path / "there.db").write_text("an operator's file\n")
+    code, _, err = run_main(["backup", "there.db"], env, tmp_path, monkeypatch, capsys)
+    assert code == 2 and "there.db exists already: name a new file" in err
+    assert (tmp_path / "there.db").read_text() == "an operator's file\n"
+
