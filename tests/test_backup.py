@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from bot.ops.backup import backup
-from bot.storage.database import MIGRATIONS, Database
+from bot.storage.database import MIGRATIONS, Database, sqlite_path
 from tests.conftest import BotFactory
-from tests.follow_helpers import FULL, services
+from tests.follow_helpers import FULL, MASKED, OTHER, audit_records, services
 from tests.entry import run_main
 from tests.processes import run_cli
 
@@ -117,3 +117,27 @@ def test_a_backup_is_never_written_through_a_link_nor_over_a_file(
     assert code == 2 and "there.db exists already: name a new file" in err
     assert (tmp_path / "there.db").read_text() == "an operator's file\n"
 
+
+async def test_a_backup_restores_to_a_database_a_bot_starts_on_and_calls_from(
+    bot_factory: BotFactory, tmp_path: Path,
+) -> None:
+    bot = await bot_factory("http")
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    url = services(bot).db.url
+    copy = tmp_path / "copy.db"
+    code, _, err = await run_cli(["backup", str(copy)], {"DATABASE_URL": url}, tmp_path)
+    assert code == 0, err
+    await bot.command(f"{OTHER} escalation")  # after the copy: not in it
+    await bot.settle()
+    await bot.runtime.stop(grace=5)
+
+    # README, Databases: stop the bot, put the copy in place of the file.
+    copy.replace(sqlite_path(url))
+    restored = await bot_factory("http")
+    assert [r.number_masked for r in await audit_records(restored)] == [MASKED]
+    ack, _ = await restored.command(f"{OTHER} escalation")
+    assert ack.status == 200
+    await restored.settle()
+    await restored.evo.wait_for_posts(3)
+    assert len(await audit_records(restored)) == 2
