@@ -5,16 +5,30 @@ request has left."""
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 import httpx
 import pytest
 
 from bot.calls.dials_first import DialsFirst
 from bot.evovoice.transport import REQUEST_SENT, AiohttpTransport
-from bot.standins.evovoice import Delayed, EvoVoiceStandIn, Respond
-from tests.conftest import QUICK_VOICE_RETRY, BotFactory, BotUnderTest
+from bot.standins.evovoice import Delayed, EvoVoiceStandIn, Gated, Respond
+from bot.standins.slack import ApiCall
+from tests.conftest import QUICK_VOICE_RETRY, BotFactory, BotUnderTest, until
 
 FULL = "+18144043093"
+OTHER = "+18145550199"
+
+
+def is_parent_post(call: ApiCall) -> bool:
+    return call.ok and not call.params.get("thread_ts")
+
+
+def dialled_before_each_parent_post(bot: BotUnderTest) -> list[int]:
+    """For each parent post, how many POSTs Evo Voice had received when it reached Slack."""
+    dialled = [post.time for post in bot.evo.outgoing_posts]
+    return [sum(sent < call.time for sent in dialled)
+            for call in bot.slack.calls_to("chat.postMessage") if is_parent_post(call)]
 
 
 async def test_a_call_counts_until_it_is_dialled_or_its_work_ends() -> None:
@@ -35,6 +49,37 @@ async def test_a_call_counts_until_it_is_dialled_or_its_work_ends() -> None:
         pass  # refused, or a question asked: it ends without a POST
     assert first.count == 0
     await first.idle()  # nobody on the way: at once
+
+
+async def test_a_call_acked_counts_from_its_ack_until_its_work_has_dialled_or_ended() -> None:
+    first = DialsFirst(max_wait=60)
+    go = asyncio.Event()
+
+    async def work(dial: bool) -> None:
+        await go.wait()  # the acks still being sent
+        with first.on_its_way():  # handle(): the same call, still counted once
+            assert first.count == 1
+            with first.on_its_way():  # place()
+                assert first.count == 1
+            if dial:
+                first.dialled()
+                assert first.count == 0
+        assert first.count == 0
+        with first.on_its_way():  # the next call in this task: counted afresh
+            assert first.count == 1
+
+    for dial in (True, False):  # dialled, or ended without a POST
+        go.clear()
+        call = first.acked(partial(asyncio.create_task, work(dial)))
+        await asyncio.sleep(0)
+        assert first.count == 1  # before its work has begun
+        go.set()
+        await call
+        assert first.count == 0
+    dropped = first.acked(partial(asyncio.create_task, work(dial=True)))
+    dropped.cancel()  # before it began (a shutdown): counted no more all the same
+    await asyncio.gather(dropped, return_exceptions=True)
+    assert first.count == 0
 
 
 async def test_idle_waits_for_the_calls_on_their_way_and_no_longer_than_max_wait() -> None:
@@ -107,3 +152,29 @@ async def test_a_call_that_fails_before_its_post_does_not_hold_its_own_parent_po
     await asyncio.wait_for(bot.settle(), 10)
     replies = [c for c in bot.slack.calls_to("chat.postMessage") if c.params.get("thread_ts")]
     assert len(replies) == 1 and "nothing was dialled" in replies[0].params["text"]
+
+
+async def test_a_wave_of_calls_posts_only_once_the_calls_acked_after_it_have_dialled(
+    bot: BotUnderTest,
+) -> None:
+    assert bot.runtime.services is not None
+    services = bot.runtime.services
+    services.calls.dials_first.max_wait = 60
+    # The first call's work is under way, held before its POST (the flows are read afresh).
+    services.catalog.forget()
+    flows = asyncio.Event()
+    bot.evo.queue("GET", "/flows", Gated(flows))
+    read = len(bot.evo.requests_to("GET", "/flows"))
+    await bot.command(f"{FULL} escalation")
+    await until(lambda: len(bot.evo.requests_to("GET", "/flows")) > read)
+    # The wave goes on: with a request still being answered (never, here), the second call's
+    # work waits for the acks being sent (at most their cap) once it is acked itself.
+    services.tasks.acks.entered()
+    try:
+        await bot.command(f"{OTHER} escalation")
+        flows.set()
+        await bot.settle()
+    finally:
+        services.tasks.acks.left()
+    # The first call's parent post waited for the second call, acked before it was posted.
+    assert dialled_before_each_parent_post(bot) == [2, 2]

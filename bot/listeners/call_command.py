@@ -144,7 +144,9 @@ async def on_call_command(
     services.metrics.command(CALL_COMMAND, CommandOutcome.ACCEPTED)
     await ack()
     request = call_request_from(command, parsed)
-    services.tasks.spawn(services.calls.handle(request), name=f"call by {request.user_id}")
+    # On its way to the phone from now: the parent posts of calls acked before it wait for it.
+    services.calls.dials_first.acked(lambda: services.tasks.spawn(
+        services.calls.handle(request), name=f"call by {request.user_id}"))
 
 
 async def help_for(services: Services, user_id: str) -> views.Message:
