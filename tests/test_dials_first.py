@@ -14,7 +14,7 @@ from bot.calls.dials_first import DialsFirst
 from bot.evovoice.transport import REQUEST_SENT, AiohttpTransport
 from bot.standins.evovoice import Delayed, EvoVoiceStandIn, Gated, Respond
 from bot.standins.slack import ApiCall
-from tests.conftest import QUICK_VOICE_RETRY, BotFactory, BotUnderTest, until
+from tests.conftest import QUICK_VOICE_RETRY, BotFactory, BotUnderTest, policy_with, until
 
 FULL = "+18144043093"
 OTHER = "+18145550199"
@@ -178,3 +178,46 @@ async def test_a_wave_of_calls_posts_only_once_the_calls_acked_after_it_have_dia
         services.tasks.acks.left()
     # The first call's parent post waited for the second call, acked before it was posted.
     assert dialled_before_each_parent_post(bot) == [2, 2]
+
+
+@pytest.mark.parametrize(("text", "user_id"), [
+    (f"{FULL} escalation", "U0NOBODY"),  # no role
+    ("+44 20 7946 0018 escalation", "U0MANAGER"),  # a region the policy doesn't allow
+    ("+14165550123 escalation", "U0MANAGER"),  # outside the home region: a question first
+    ], ids=["role", "number", "question"])
+async def test_a_refused_call_does_not_hold_the_others_posts_while_it_is_told(
+    bot: BotUnderTest, text: str, user_id: str,
+) -> None:
+    await told_slowly_while_another_dials(bot, text, user_id)
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_call_over_a_limit_does_not_hold_the_others_posts_while_it_is_told(
+    bot_factory: BotFactory, mode: str,
+) -> None:
+    bot = await bot_factory(mode, policy=policy_with(per_number="1/10m"))
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    await told_slowly_while_another_dials(bot, f"{FULL} escalation", "U0MANAGER")
+
+
+async def told_slowly_while_another_dials(bot: BotUnderTest, text: str, user_id: str) -> None:
+    """`/call text` by `user_id` is told it is not placed (or asked first), Slack slow to take
+    it; meanwhile another call dials, and its parent post goes."""
+    assert bot.runtime.services is not None
+    bot.runtime.services.calls.dials_first.max_wait = 60
+    dialled = len(bot.evo.outgoing_posts)
+    telling = bot.slack.hold_responses()
+    await bot.command(text, user_id=user_id)
+    await telling.wait_until_held()
+    await bot.command(f"{OTHER} escalation")
+    await bot.evo.wait_for_posts(dialled + 1)
+    try:
+        # Its parent post goes once its own POST has left, the other call still being told.
+        await bot.slack.wait_for_call(
+            "chat.postMessage", lambda c: is_parent_post(c) and OTHER[-4:] in c.params["text"]
+        )
+    finally:
+        telling.open()
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == dialled + 1

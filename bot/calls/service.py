@@ -217,12 +217,14 @@ class CallService:
                 raise ConfirmationNeeded(checked, frozenset({Reason.REPEAT}),
                                          recent.seconds_ago) from None
             except LimitReached as refused:  # the same; told as the window that frees last
+                self.dials_first.ended()
                 raise await self._limits.refused(refused, checked.request.user_id) from None
             except AlreadyTold:  # this replica stalled; the one that took over told "not placed"
                 logger.warning("call by %s not placed: its requester was told so meanwhile",
                                checked.request.user_id, extra={"user_id": checked.request.user_id})
                 return self._finished(TOLD_MEANWHILE)
         except ConfirmationNeeded as needed:
+            self.dials_first.ended()  # nothing dialled before the answer: see _refuse
             # A Yes that a full limit would refuse: the refusal is told now, no question asked.
             if (full := await self._limits.full_now(checked)) is not None:
                 self._on_limit(full.scope)
@@ -246,6 +248,9 @@ class CallService:
         return result
 
     async def _refuse(self, request: CallRequest, exc: Expected) -> CallResult:
+        # No POST comes of it: the other calls' parent posts need not wait while the refusal is
+        # recorded and told (Slack's work, as slow as Slack is: bot/calls/dials_first.py).
+        self.dials_first.ended()
         logger.info("call refused for %s: %s", request.user_id, type(exc).__name__,
                     extra={"user_id": request.user_id, "outcome": str(Outcome.REFUSED)})
         await self._record_refusal(request, exc)
@@ -266,6 +271,7 @@ class CallService:
         )
 
     async def _duplicate(self, request: CallRequest) -> CallResult:
+        self.dials_first.ended()  # no POST comes of it: see _refuse
         logger.info("duplicate delivery of a request by %s ignored", request.user_id,
                     extra={"user_id": request.user_id, "outcome": str(Outcome.DUPLICATE)})
         await self._audit.duplicate(request)
