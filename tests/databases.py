@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 import pytest
 
@@ -50,11 +50,26 @@ def postgres_url() -> str:
     pytest.skip(SKIPPED_WITHOUT_POSTGRES)
 
 
+# The settings of every session the tests open on the test server (their bots' too, through
+# `with_schema`): a commit does not wait for its WAL to reach the disk. Nothing a test checks
+# outlives a crash of the server, which no test causes (a server that stops cleanly writes it all);
+# a commit is seen by the other sessions at once either way. Per session, not ALTER ROLE or
+# DATABASE: the server's own default stays, and nothing is left behind in it.
+TEST_SESSION = {"synchronous_commit": "off"}
+
+
 def with_schema(url: str, schema: str) -> str:
-    """The URL with `search_path` set (asyncpg passes unknown query parameters to the server)."""
+    """The URL with `search_path` and `TEST_SESSION` set (asyncpg passes unknown query parameters
+    to the server)."""
     parts = urlsplit(url)
-    query = "&".join(q for q in (parts.query, urlencode({"search_path": schema})) if q)
+    settings = urlencode({"search_path": schema, **TEST_SESSION})
+    query = "&".join(q for q in (parts.query, settings) if q)
     return urlunsplit(parts._replace(query=query))
+
+
+def schema_of(url: str) -> str:
+    """The schema a URL of `with_schema` names."""
+    return parse_qs(urlsplit(url).query)["search_path"][-1]
 
 
 @asynccontextmanager
@@ -69,7 +84,7 @@ async def fresh_database(
 
     server = postgres_url()
     schema = f"test_{uuid.uuid4().hex[:16]}"
-    admin = await asyncpg.connect(server)
+    admin = await asyncpg.connect(server, server_settings=TEST_SESSION)
     try:
         await admin.execute(f"CREATE SCHEMA {schema}")
         yield with_schema(server, schema)

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from tests.databases import postgres_url, with_schema
+from tests.databases import TEST_SESSION, postgres_url, schema_of, with_schema
 
 # What migrating makes in a schema, as text (names, types, flags). Found through pg_depend's index
 # on what a schema holds, then by oid: scanning pg_class and pg_attribute whole costs 25 times as
@@ -95,7 +95,7 @@ class MigratedSchemas:
             await self.give_back(url)
 
     async def give_back(self, url: str) -> None:
-        schema = url.rpartition("search_path=")[2]
+        schema = schema_of(url)
         if await self._admin.run(postgres_url(), self._reusable, schema):
             self._clean.append(schema)
         else:
@@ -197,7 +197,8 @@ class AdminConnection:
         async with self._lock:
             for attempt in (1, 2):
                 if self._connection is None or self._connection.is_closed():
-                    self._connection = await asyncpg.connect(server)
+                    self._connection = await asyncpg.connect(
+                        server, server_settings=TEST_SESSION)
                 try:
                     return await work(self._connection, *args)
                 # A test cut this connection (a server restart, pg_terminate_backend of every
