@@ -1,5 +1,6 @@
-"""The two database backends for tests: SQLite in the test's own directory, PostgreSQL in a fresh
-schema of the database at CALLBOT_TEST_POSTGRES_URL (dropped afterwards).
+"""The two database backends for tests: SQLite in the test's own directory, PostgreSQL in a schema
+of the database at CALLBOT_TEST_POSTGRES_URL: an empty database is a fresh schema, dropped
+afterwards; a migrated one is lent, emptied and reused (tests/postgres_schemas.py).
 
 Without CALLBOT_TEST_POSTGRES_URL the PostgreSQL cases are skipped and the summary says how many;
 with CALLBOT_TEST_REQUIRE_POSTGRES=1 (CI sets it) that skip is a failure instead.
