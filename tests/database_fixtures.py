@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from bot.storage import faults
 from tests.databases import (
     BACKENDS,
     POSTGRESQL,
@@ -78,4 +77,6 @@ def database_retried_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
     """Work waiting for a failing database tries again 0.01 s after its first failure (then twice
     as long each time), not the bot's 0.5 s: for tests that end the fault themselves
     (`pytestmark = pytest.mark.usefixtures("database_retried_quickly")`)."""
+    from bot.storage import faults
+
     monkeypatch.setattr(faults, "FIRST_PAUSE_SECONDS", 0.01)

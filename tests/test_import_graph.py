@@ -1,7 +1,8 @@
 """bot/ imports form no cycle, counting the imports made only for type checking; no module of bot/
 is longer than a reader takes in (issue 11: split by what the parts are for, past 400 lines); no
 module of tests/ imports a test module (issue 11: what tests share lives in a helper module, like
-tests/follow_helpers.py, that the test modules import)."""
+tests/follow_helpers.py, that the test modules import); tests/conftest.py and its plugins import
+no module of bot/ when loaded (pytest-xdist's main process loads them and runs no test)."""
 
 from __future__ import annotations
 
@@ -147,3 +148,49 @@ def test_no_module_of_tests_imports_a_test_module() -> None:
     # tests/metrics_scrape.py...): a test module's helpers are its own to rename or drop, and a
     # `test_*` name imported into another module is collected and run there a second time.
     assert importing == {}
+
+
+def imported_at_load(source: str) -> set[str]:
+    """The modules a module imports when it is loaded: its top-level imports, not those inside a
+    function or under `if TYPE_CHECKING:`."""
+    modules: set[str] = set()
+
+    def visit(statements: list[ast.stmt]) -> None:
+        for node in statements:
+            if isinstance(node, ast.Import):
+                modules.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module)
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+                visit(node.body)
+                visit(node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body)
+                for handler in node.handlers:
+                    visit(handler.body)
+                visit(node.orelse)
+                visit(node.finalbody)
+
+    visit(ast.parse(source).body)
+    return modules
+
+
+def test_the_xdist_main_process_imports_no_module_of_bot() -> None:
+    # pytest-xdist's main process loads tests/conftest.py and its plugins, runs no test, and starts
+    # the workers only afterwards: importing the bot there (a quarter CPU-second) delays them all.
+    pending = ["tests.conftest"]
+    pending += ast.literal_eval(
+        next(line for line in (TESTS / "conftest.py").read_text().splitlines()
+             if line.startswith("pytest_plugins = ")).partition(" = ")[2])
+    loaded: dict[str, set[str]] = {}
+    while pending:
+        module = pending.pop()
+        if module in loaded:
+            continue
+        path = TESTS.parent.joinpath(*module.split(".")).with_suffix(".py")
+        loaded[module] = imported_at_load(path.read_text(encoding="utf-8"))
+        pending += [name for name in loaded[module] if name.startswith("tests.")]
+    importing = {module: sorted(name for name in names if name.split(".")[0] == "bot")
+                 for module, names in loaded.items()}
+    assert {module: names for module, names in importing.items() if names} == {}
+    assert "tests.database_fixtures" in loaded and "tests.databases" in loaded
