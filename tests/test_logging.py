@@ -9,6 +9,8 @@ import json
 import logging
 import re
 import signal
+import subprocess
+import sys
 import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
@@ -451,3 +453,24 @@ async def test_a_bug_quoting_a_number_as_typed_logs_it_masked(
     assert "ValueError: cannot read " in text, "the bug is logged"
     plain = re.sub(r"[\s()\-\u2010-\u2015]", "", unicodedata.normalize("NFKC", text))
     assert "4043093" not in plain, text
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_library_s_warning_is_a_log_line_of_the_bot_s_own(log_format: LogFormat) -> None:
+    """A library's `warnings.warn` (a deprecation, a misuse it noticed) goes through the bot's own
+    handler: one line in the chosen format, numbers masked. Printed by Python's own hook, it
+    would be raw text a JSON collector drops, with whatever it quotes in full."""
+    program = (
+        "import warnings\n"
+        "from bot.ops.logs import configure_logging\n"
+        f"configure_logging('INFO', {log_format!r})\n"
+        "warnings.warn('retrying POST /sessions?to=%2B18144043093', UserWarning)\n"
+    )
+    done = subprocess.run([sys.executable, "-W", "always", "-c", program],
+                          capture_output=True, text=True, timeout=60, check=True)
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    if log_format == "json":
+        entry = json.loads(lines[0])
+        assert entry["level"] == "WARNING" and "UserWarning" in entry["message"]
+    assert "4043093" not in done.stderr and "retrying POST" in done.stderr

@@ -185,5 +185,8 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "text") -> No
     root = logging.getLogger()
     root.handlers[:] = [make_handler(log_format)]
     root.setLevel(level)
+    # A library's warnings.warn is a line of ours too (the `py.warnings` logger): in the chosen
+    # format, numbers masked. Python's own hook prints raw text a JSON collector would drop.
+    logging.captureWarnings(True)
     for name in _QUIET:
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
