@@ -5,6 +5,7 @@ request has left."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import httpx
@@ -13,8 +14,14 @@ import pytest
 from bot.calls.dials_first import DialsFirst
 from bot.evovoice.transport import REQUEST_SENT, AiohttpTransport
 from bot.standins.evovoice import Delayed, EvoVoiceStandIn, Gated, Respond
-from bot.standins.slack import ApiCall
+from bot.standins.slack import ApiCall, Message
+from bot.calls.status_views import CALL_AGAIN_ACTION
 from tests.conftest import QUICK_VOICE_RETRY, BotFactory, BotUnderTest, policy_with, until
+from tests.escalations import MANAGER_ONLY
+from tests.follow_helpers import FAST, click, end_session, status_message, status_ts_recorded
+from tests.follow_helpers import wait_for_edit
+from tests.interactions import ask, interact, open_form, state, submission
+from tests.interactions import click as answer
 
 FULL = "+18144043093"
 OTHER = "+18145550199"
@@ -204,11 +211,19 @@ async def test_a_call_over_a_limit_does_not_hold_the_others_posts_while_it_is_to
 async def told_slowly_while_another_dials(bot: BotUnderTest, text: str, user_id: str) -> None:
     """`/call text` by `user_id` is told it is not placed (or asked first), Slack slow to take
     it; meanwhile another call dials, and its parent post goes."""
+    await refused_slowly_while_another_dials(bot, lambda: bot.command(text, user_id=user_id))
+
+
+async def refused_slowly_while_another_dials(
+    bot: BotUnderTest, asking: Callable[[], Awaitable[object]],
+) -> None:
+    """`asking` is told its call is not placed (or asked first), Slack slow to take it;
+    meanwhile another call dials, and its parent post goes."""
     assert bot.runtime.services is not None
     bot.runtime.services.calls.dials_first.max_wait = 60
     dialled = len(bot.evo.outgoing_posts)
     telling = bot.slack.hold_responses()
-    await bot.command(text, user_id=user_id)
+    await asking()
     await telling.wait_until_held()
     await bot.command(f"{OTHER} escalation")
     await bot.evo.wait_for_posts(dialled + 1)
@@ -221,3 +236,113 @@ async def told_slowly_while_another_dials(bot: BotUnderTest, text: str, user_id:
         telling.open()
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == dialled + 1
+
+
+# ------------------------------------------------------------- the other ways to ask for a call
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_wave_waits_for_a_call_form_submitted_after_it(
+    bot_factory: BotFactory, mode: str,
+) -> None:
+    bot = await bot_factory(mode)
+    view = await open_form(bot)
+    await in_a_wave(bot, lambda: interact(bot, submission(view, state(FULL))), "call form by")
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_wave_waits_for_a_call_again_clicked_after_it(
+    bot_factory: BotFactory, mode: str,
+) -> None:
+    bot, status = await an_ended_call(bot_factory, mode)
+    await in_a_wave(bot, lambda: click(bot, status, CALL_AGAIN_ACTION), "call again by")
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_wave_waits_for_a_call_confirmed_after_it(
+    bot_factory: BotFactory, mode: str,
+) -> None:
+    bot = await bot_factory(mode)
+    question = await ask(bot, "+14165550123 escalation")  # outside the home region
+    await in_a_wave(bot, lambda: answer(bot, question), "confirmed call by")
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_wave_waits_for_a_test_call_asked_after_it(
+    bot_factory: BotFactory, mode: str,
+) -> None:
+    bot = await bot_factory(mode, policy=MANAGER_ONLY)
+    await in_a_wave(bot, lambda: bot.command("test"), "test call by")
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_call_again_refused_does_not_hold_the_others_posts_while_it_is_told(
+    bot_factory: BotFactory, mode: str,
+) -> None:
+    bot, status = await an_ended_call(bot_factory, mode)
+    # Someone with no role may not use the call's buttons.
+    await refused_slowly_while_another_dials(
+        bot, lambda: click(bot, status, CALL_AGAIN_ACTION, user_id="U0NOBODY"))
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_confirmation_refused_does_not_hold_the_others_posts_while_it_is_told(
+    bot_factory: BotFactory, mode: str,
+) -> None:
+    bot = await bot_factory(mode)
+    question = await ask(bot, "+14165550123 escalation")
+    # Only the person who asked may confirm: the question is answered so, in its place.
+    await refused_slowly_while_another_dials(bot, lambda: answer(bot, question, user_id="U0ADMIN"))
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_test_call_refused_does_not_hold_the_others_posts_while_it_is_told(
+    bot_factory: BotFactory, mode: str,
+) -> None:
+    bot = await bot_factory(mode, policy=MANAGER_ONLY)
+    # Not in [people], and nothing in the Slack profile: no number to ring.
+    await refused_slowly_while_another_dials(bot, lambda: bot.command("test", user_id="U0ADMIN"))
+
+
+async def an_ended_call(bot_factory: BotFactory, mode: str) -> tuple[BotUnderTest, Message]:
+    """A bot that placed a call to FULL, ended since (Call again can be clicked); its status
+    message."""
+    bot = await bot_factory(mode, **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    await status_ts_recorded(bot, 1)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await wait_for_edit(bot, status, "Ended")
+    return bot, status
+
+
+async def in_a_wave(bot: BotUnderTest, later: Callable[[], Awaitable[object]], work: str) -> None:
+    """A wave: a /call to OTHER is under way, held before its POST (its requester's role comes
+    from a user group, which Slack is slow to list); then `later` asks for another call, acked
+    while an ack is still being sent (its `work` waits for that before it starts). The held
+    call's parent post goes once the call acked after it has dialled too."""
+    assert bot.runtime.services is not None
+    services = bot.runtime.services
+    services.calls.dials_first.max_wait = 60
+    services.access.forget_groups()
+    listing = bot.slack.hold("usergroups.users.list")
+    await bot.command(f"{OTHER} escalation", user_id="U0LEAD1")
+    await listing.wait_until_held()
+    services.tasks.acks.entered()
+    try:
+        await later()
+        # Acked, its work spawned (right after the ack): only then does the held call go on.
+        await until(lambda: any(t.get_name().startswith(work) for t in asyncio.all_tasks()))
+        listing.open()
+        await bot.settle()
+    finally:
+        services.tasks.acks.left()
+    await bot.settle()
+    [held] = [c for c in bot.slack.calls_to("chat.postMessage")
+              if is_parent_post(c) and OTHER[-4:] in c.params["text"]]
+    dialled = [post.time for post in bot.evo.outgoing_posts]
+    assert OTHER in [post.json["numberToDial"] for post in bot.evo.outgoing_posts]
+    assert len(dialled) >= 2  # the held call, the one acked after it (and any before)
+    # How many of the POSTs Evo Voice had when the held call's parent post reached Slack: all.
+    assert sum(sent < held.time for sent in dialled) == len(dialled)

@@ -229,12 +229,15 @@ class CallControls:
             if test_call:
                 await self._still_their_number(call)
         except AlreadyCalledAgain as exc:
+            # Nothing is dialled: the other calls' posts need not wait while Slack is told.
+            self._calls.dials_first.ended()
             await self._tell(click, exc)
             # A second click, as one racing the first is (handle()'s duplicate): recorded in the
             # audit trail, logged and counted as one.
             await self._calls.repeated(self._again(call, click))
             return
         except CallbotError as exc:
+            self._calls.dials_first.ended()  # as above
             await self._tell(click, exc)
             self._calls.count_ending(Outcome.REFUSED, exc)
             return

@@ -17,6 +17,7 @@ from typing import Any
 from bot.calls import confirm_views
 from bot.calls import messages as views
 from bot.calls.confirmations import Confirmations, Reason, TakeStatus
+from bot.calls.dials_first import DialsFirst
 from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.untold import Kind, UntoldRequests
 from bot.errors import DatabaseUnavailable, describe
@@ -109,6 +110,8 @@ class Questions:
                 taken = await self._confirmations.take(confirmation_id, user_id, claim=claim,
                                                        note=note)
         except DatabaseUnavailable as exc:  # the question stays: "Call" may be clicked again
+            # Nothing is dialled: the other calls' posts need not wait while Slack is told.
+            DialsFirst.ended()
             await self._notifier.tell(user_id=user_id, channel_id=channel_id,
                                       response_url=response_url,
                                       message=views.refusal(describe(exc)))
@@ -120,6 +123,7 @@ class Questions:
             # (taken by the first click), so there is no number to record.
             return self._finished(CallResult(Outcome.DUPLICATE))
         if taken.status is not TakeStatus.TAKEN or taken.pending is None:
+            DialsFirst.ended()  # as above
             await self._answer_question(
                 user_id, channel_id, response_url, _UNUSABLE_CONFIRMATION[taken.status]
             )
@@ -129,6 +133,8 @@ class Questions:
         known = {f.name for f in dataclasses.fields(CallRequest)}
         fields = {k: v for k, v in taken.pending.request.items() if k in known}
         fields["confirmed"] = frozenset(fields.get("confirmed") or ()) | taken.pending.reasons
+        # Still on its way to the phone if the click was acked so (bot/listeners/confirm.py):
+        # this answer is on the dial's path too, and each of Slack's calls is timed out in seconds.
         answered = await self._answer_question(user_id, channel_id, response_url,
                                                "📞 Confirmed: checking again, then calling.")
         request = dataclasses.replace(

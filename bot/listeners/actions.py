@@ -37,11 +37,14 @@ async def on_call_again(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltC
     click = button_click_from(body)
     if without_clicker(click):
         return
-    services.tasks.spawn(
+    # On its way to the phone from now (bot/calls/dials_first.py): its work dials (handle()) or
+    # soon ends: a repeated click, or a refusal, which ends the count before it is told.
+    services.calls.dials_first.acked(partial(
+        services.tasks.spawn,
         once_per_click(services, click, partial(services.controls.call_again, click),
                        partial(services.calls.count_ending, Outcome.DUPLICATE)),
         name=f"call again by {click.user_id}",
-    )
+    ))
 
 
 def without_clicker(click: ButtonClick) -> bool:

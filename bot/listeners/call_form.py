@@ -204,6 +204,9 @@ async def on_form_submitted(
         budget=VALIDATION_BUDGET_SECONDS,
         repeated=services.calls.repeated,
         untold=untold_note,
+        # proceed_noted() dials, or ends soon: a question, a refusal, the database failing (told
+        # at once, never waited out: CallService.proceed), each ending the count before it is told.
+        dials_first=services.calls.dials_first,
     )
 
 

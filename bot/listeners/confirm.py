@@ -34,9 +34,17 @@ async def on_answer(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltConte
         return
     confirming = click.action_id == CONFIRM_CALL_ACTION
     answer = services.calls.confirm if confirming else services.calls.cancel
-    services.tasks.spawn(
+    spawn = partial(
+        services.tasks.spawn,
         once_per_click(services, click, partial(
             answer, click.value, user_id=click.user_id, channel_id=click.channel_id,
             response_url=click.response_url)),
         name=f"{'confirmed' if confirming else 'cancelled'} call by {click.user_id}",
     )
+    if not confirming:
+        spawn()
+        return
+    # "Call": on its way to the phone from now (bot/calls/dials_first.py). Its work dials
+    # (handle()) or soon ends: a repeated click, or a question gone, expired or failing to be
+    # taken, which ends the count before it is told (Questions.confirm).
+    services.calls.dials_first.acked(spawn)

@@ -19,12 +19,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 from slack_bolt.async_app import AsyncAck
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.calls.dials_first import DialsFirst
 from bot.calls.messages import refusal
 from bot.errors import DatabaseUnavailable
 from bot.listeners.actions import user_of
@@ -140,13 +142,16 @@ async def accept_submission(
     admission: Admission | None = None,
     repeated: Callable[[Checked], Coroutine[Any, Any, Any]] | None = None,
     untold: Callable[[Checked], str | None] | None = None,
+    dials_first: DialsFirst | None = None,
 ) -> None:
     """A form's Submit: read it back, check it with `validate` (the checked request, or an error
     per field), then start it once per view; every refusal goes back in the ack, under its field
     (any of the form's fields when the view doesn't list its own). With `admission`, which the
     started work answers, the ack waits for it too. `repeated` is started for a Submit of a view
     already started (acked; it records and counts it, and nothing else is done). `untold`: the
-    note the view's claim keeps for its requester (bot/calls/untold.py)."""
+    note the view's claim keeps for its requester (bot/calls/untold.py). `dials_first`: the work
+    dials, and is counted as on its way to the phone from its start here (DialsFirst.acked): only
+    for work that soon dials or ends, never for long work such as an escalation's."""
     user_id = user_of(dict(body))
     team_id = _team_of(body, view)
     trusted = services.trusted_origins
@@ -183,6 +188,7 @@ async def accept_submission(
         admission=admission,
         repeated=repeated,
         untold=untold,
+        dials_first=dials_first,
     )
 
 
@@ -226,6 +232,7 @@ async def _accept_once(
     admission: Admission | None = None,
     repeated: Callable[[Checked], Coroutine[Any, Any, Any]] | None = None,
     untold: Callable[[Checked], str | None] | None = None,
+    dials_first: DialsFirst | None = None,
 ) -> None:
     """Validate, claim `claim_key`, start the work; every refusal goes back in the ack."""
     began = asyncio.get_running_loop().time()
@@ -264,8 +271,12 @@ async def _accept_once(
         return
     try:
         # With `admission` this ack waits on the work: it must not wait for this ack in turn.
-        services.tasks.spawn(start(checked), name=f"{what} by {user_id}",
-                             after_acks=admission is None)
+        spawn = partial(services.tasks.spawn, start(checked), name=f"{what} by {user_id}",
+                        after_acks=admission is None)
+        if dials_first is None:
+            spawn()
+        else:  # on its way to the phone from now: the posts of calls acked before it wait for it
+            dials_first.acked(spawn)
     except RuntimeError:  # shutdown began after the checks; this view is spent
         await refuse({wording.general_field: wording.spent_by_restart})
         if note is not None:  # told here: nothing more to tell after the restart

@@ -30,8 +30,10 @@ async def on_test_subcommand(
         )))
         return
     await ack()
-    services.tasks.spawn(place_test_call(services, command),
-                         name=f"test call by {command.get('user_id')}")
+    # On its way to the phone from now (bot/calls/dials_first.py), as any /call: its work dials
+    # (handle()) or soon ends, the count ended before a refusal is told.
+    services.calls.dials_first.acked(lambda: services.tasks.spawn(
+        place_test_call(services, command), name=f"test call by {command.get('user_id')}"))
 
 
 async def place_test_call(services: Services, command: dict[str, Any]) -> None:
@@ -44,6 +46,7 @@ async def place_test_call(services: Services, command: dict[str, Any]) -> None:
             await services.access.require(user_id)
             raise NoUsableNumber(user_id, found.problem or "none found", "get a test call")
     except Exception as exc:  # every refusal reaches the requester, in words
+        services.calls.dials_first.ended()  # nothing is dialled: other calls' posts go on
         if not await _first_answer(services, command):
             # The same command delivered again, refused again: told once, as a call is placed once.
             services.calls.count_ending(Outcome.DUPLICATE)
