@@ -38,7 +38,8 @@ async def on_call_again(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltC
     if without_clicker(click):
         return
     # On its way to the phone from now (bot/calls/dials_first.py): its work dials (handle()) or
-    # soon ends: a repeated click, or a refusal, which ends the count before it is told.
+    # soon ends: a repeated click, or a refusal, which ends the count before it is told. Its
+    # checks (the database, a role, the flow) are those of a dial, each timed out in seconds.
     services.calls.dials_first.acked(partial(
         services.tasks.spawn,
         once_per_click(services, click, partial(services.controls.call_again, click),

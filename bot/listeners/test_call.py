@@ -31,7 +31,8 @@ async def on_test_subcommand(
         return
     await ack()
     # On its way to the phone from now (bot/calls/dials_first.py), as any /call: its work dials
-    # (handle()) or soon ends, the count ended before a refusal is told.
+    # (handle()) or soon ends, the count ended before a refusal is told. Looking up the number
+    # is a check before the dial, as handle()'s role check is; Slack's calls time out in seconds.
     services.calls.dials_first.acked(lambda: services.tasks.spawn(
         place_test_call(services, command), name=f"test call by {command.get('user_id')}"))
 
