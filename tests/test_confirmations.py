@@ -51,6 +51,26 @@ async def test_number_outside_the_home_region_asks_before_dialling(bot: BotUnder
     assert "blocks" not in answered or all(b["type"] != "actions" for b in answered["blocks"])
 
 
+async def test_a_confirmed_call_dials_while_slack_is_slow_to_replace_its_question(
+    bot_factory: BotFactory,
+) -> None:
+    # "Confirmed: checking again, then calling." goes alongside the dial: Slack slow to take it
+    # (an incident's Slack) holds no call back, as no other message of a call does.
+    bot = await bot_factory("http")
+    question = await ask(bot, f"{CANADA} escalation")
+    replacing = bot.slack.hold_responses(when=lambda body: "Confirmed" in str(body.get("text")))
+    _, url = await click(bot, question)
+    await replacing.wait_until_held()
+    try:
+        await bot.evo.wait_for_posts(1)
+    finally:
+        replacing.open()
+    await bot.settle()
+    [answered] = bot.slack.responses_to(url)
+    assert answered["replace_original"] is True and "Confirmed" in answered["text"]
+    assert "Call placed" in results(bot)[0]
+
+
 async def test_home_region_numbers_are_dialled_without_asking(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
     await bot.command(f"{US} escalation")

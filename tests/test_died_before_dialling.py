@@ -3,14 +3,15 @@ the call's row was written: nothing was dialled, and the request's claim keeps a
 click from acting. The requester is told, once, by the next start or another replica's take-over
 round, that the call was NOT placed, where they were last told; nothing is dialled on its own.
 
-The bot is stopped with no grace while its task waits at a gate (Slack's answer to "Confirmed", or
-the write of the call's row held): cancelled there, as a SIGKILL would leave it. The rows it left
+The bot is stopped with no grace while its task waits at a gate (the write of the call's row
+held): cancelled there, as a SIGKILL would leave it. The rows it left
 are then moved a lease into the past, as if that long had gone by (`gone_for_a_lease`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from bot.calls.status_views import CALL_AGAIN_ACTION
 from tests.conftest import BotFactory, BotUnderTest, policy_with
@@ -34,16 +35,20 @@ CANADA_MASKED = "+1 416 ••• 0123"
 QUICK = {**FAST, "LEASE_SECONDS": "3"}
 
 
-def held_before_its_row(bot: BotUnderTest) -> asyncio.Event:
-    """The bot's next call waits just before its row is written, until the bot is stopped: the
-    event is set once it waits there."""
+def held_before_its_row(bot: BotUnderTest, back: asyncio.Event | None = None) -> asyncio.Event:
+    """The bot's next call waits just before its row is written, until `back` is set (it goes on,
+    as a stalled replica come back does) or the bot is stopped: the event returned is set once it
+    waits there."""
     reached = asyncio.Event()
+    follower = services(bot).follower
+    note_dialling = follower.note_dialling
 
-    async def held(*_: object, **__: object) -> None:
+    async def held(*args: Any, **kwargs: Any) -> Any:
         reached.set()
-        await asyncio.Event().wait()
+        await (back or asyncio.Event()).wait()
+        return await note_dialling(*args, **kwargs)
 
-    services(bot).follower.note_dialling = held  # type: ignore[method-assign]
+    follower.note_dialling = held  # type: ignore[method-assign]
     return reached
 
 
@@ -77,13 +82,11 @@ async def test_a_confirmed_call_whose_bot_died_before_dialling_is_told_in_its_qu
     # is gone (taken) and a second click would say it was already answered.
     first = await bot_factory("http", **QUICK)
     question = await ask(first, f"{CANADA} escalation")
-    held = first.slack.hold_responses(when=lambda body: "Confirmed" in str(body))
+    reached = held_before_its_row(first)
     _, url = await answer(first, question)
-    [confirmed] = await first.slack.wait_for_response(url)  # shown; Slack's answer held
+    [confirmed] = await first.slack.wait_for_response(url)
     assert "Confirmed" in str(confirmed["text"])
-    await first.runtime.stop(grace=0)
-    held.open()
-    await gone_for_a_lease(first)
+    await died_there(first, reached)
 
     second = await bot_factory("http", **QUICK)  # the same database
     told = await told_once(second, url, 2)
@@ -160,15 +163,17 @@ async def test_a_replica_that_stalled_before_dialling_dials_nothing_once_the_oth
     # request told, so nothing is dialled, and nothing more is said.
     a = await bot_factory("http", **QUICK)
     question = await ask(a, f"{CANADA} escalation")
-    held = a.slack.hold_responses(when=lambda body: "Confirmed" in str(body))
+    back = asyncio.Event()
+    reached = held_before_its_row(a, back)
     _, url = await answer(a, question)
     await a.slack.wait_for_response(url)
+    await asyncio.wait_for(reached.wait(), 10)
     await stall(a)
     await gone_for_a_lease(a)
 
     b = await bot_factory("http", **QUICK)  # the same database
     not_placed(await told_once(b, url, 2), CANADA_MASKED)
-    held.open()  # A comes back
+    back.set()  # A comes back
     await a.settle()
     assert a.evo.outgoing_posts == []
     assert len(a.slack.responses_to(url)) == 2

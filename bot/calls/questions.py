@@ -9,6 +9,7 @@ requester the call was not placed should the bot die before dialling it (calls/u
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
@@ -133,16 +134,21 @@ class Questions:
         known = {f.name for f in dataclasses.fields(CallRequest)}
         fields = {k: v for k, v in taken.pending.request.items() if k in known}
         fields["confirmed"] = frozenset(fields.get("confirmed") or ()) | taken.pending.reasons
-        # Still on its way to the phone if the click was acked so (bot/listeners/confirm.py):
-        # this answer is on the dial's path too, and each of Slack's calls is timed out in seconds.
-        answered = await self._answer_question(user_id, channel_id, response_url,
-                                               "📞 Confirmed: checking again, then calling.")
         request = dataclasses.replace(
             CallRequest(**fields), response_url=response_url, idempotency_key=None,
-            response_url_used=1 if answered else 0,
+            # One of its posts goes to the answer below, taken or not: counted either way.
+            response_url_used=1 if response_url is not None else 0,
             untold=Untold(claim, taken.pending.note) if taken.pending.note else None,
         )
-        return await self._handle(request)
+        # The question's answer goes alongside the call, never before it: a Slack slow to take
+        # it (an incident's Slack) must not hold the dial. Started first, it is sent before
+        # anything the call itself says through the same response_url.
+        _, result = await asyncio.gather(
+            self._answer_question(user_id, channel_id, response_url,
+                                  "📞 Confirmed: checking again, then calling."),
+            self._handle(request),
+        )
+        return result
 
     async def cancel(
         self, confirmation_id: str, *, user_id: str, channel_id: str | None,
