@@ -155,8 +155,13 @@ async def signed_text(request: web.Request, signing_secret: str) -> str | web.Re
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         return web.json_response({"error": "body too large"}, status=400)
     try:
-        async with asyncio.timeout(BODY_READ_SECONDS):
+        if request.content.is_eof():
+            # All of it has arrived (Slack sends its few KB at once): read without waiting, and
+            # without arming and cancelling a timer (8-9 µs of the route's 80-90 µs a /call).
             body = await request.read()
+        else:
+            async with asyncio.timeout(BODY_READ_SECONDS):
+                body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return web.json_response({"error": "body too large"}, status=400)
     except TimeoutError:
