@@ -115,6 +115,10 @@ class Metrics:
             "Seconds from the start of an on-call escalation to its acknowledgement.",
             buckets=ACKNOWLEDGE_BUCKETS, registry=self.registry,
         )
+        # The children every Slack request counts in, once looked up: labels() checks its values
+        # and takes a lock each time (3-4 µs of the HTTP route's 75-80 µs a /call).
+        self._commands: dict[tuple[str, str], Counter] = {}
+        self._acks: dict[str, Histogram] = {}
         # Known label values start at 0, so a rate() over them works before the first event.
         for outcome in Outcome:
             self.calls.labels(outcome.value)
@@ -124,13 +128,20 @@ class Metrics:
             self.acknowledgements.labels(via)
 
     def command(self, command: str, outcome: CommandOutcome) -> None:
-        self.commands.labels(command, outcome.value).inc()
+        key = (command, outcome.value)
+        child = self._commands.get(key)
+        if child is None:
+            child = self._commands[key] = self.commands.labels(*key)
+        child.inc()
 
     def call_finished(self, result: CallResult) -> None:
         self.calls.labels(result.outcome.value).inc()
 
     def slack_acked(self, kind: str, seconds: float) -> None:
-        self.ack_seconds.labels(kind).observe(seconds)
+        child = self._acks.get(kind)
+        if child is None:
+            child = self._acks[kind] = self.ack_seconds.labels(kind)
+        child.observe(seconds)
 
     def evovoice_request(self, observed: RequestObserved) -> None:
         self.evovoice_seconds.labels(observed.method, observed.route).observe(observed.seconds)
