@@ -367,17 +367,19 @@ async def test_an_escalation_step_whose_replica_died_while_dialling_posts_nothin
 async def test_a_confirmed_call_whose_replica_was_killed_before_dialling_is_told_by_the_other(
     replicas: Any, slack: SlackStandIn, evo: EvoVoiceStandIn,
 ) -> None:
-    # A takes the click on "Call" and tells the requester "Confirmed: checking again, then
-    # calling."; Slack's answer to that is held while A is killed. Nothing was dialled: B's next
-    # round replaces "Confirmed" with the news that the call was not placed, and dials nothing.
-    a, _ = await replicas()
-    _, url = await a.command("+14165550123 escalation")
+    # B asks the question; A takes the click on "Call", tells the requester "Confirmed: checking
+    # again, then calling." and checks the role again: the user group that gives it, which only B
+    # has looked up so far. Slack's answer to that is held while A is killed. Nothing was dialled:
+    # B's next round replaces "Confirmed" with the news that the call was not placed.
+    a, b = await replicas()
+    _, url = await b.command("+14165550123 escalation", user_id="U0LEAD1")
     [question] = await slack.wait_for_response(url)
-    held = slack.hold_responses(when=lambda body: "Confirmed" in str(body))
-    _, clicked = await answer(a, question)
+    looking_up = slack.hold("usergroups.users.list")
+    _, clicked = await answer(a, question, user_id="U0LEAD1")
+    await looking_up.wait_until_held()
     await slack.wait_for_response(clicked)
     await a.die(lease_seconds=float(LEASE_SECONDS))
-    held.open()
+    looking_up.open()
     told = (await slack.wait_for_response(clicked, n=2, timeout=10))[1]
     assert "was *not* placed" in str(told["text"]) and told["replace_original"] is True, told
     assert evo.outgoing_posts == []
