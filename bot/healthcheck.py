@@ -36,7 +36,8 @@ def configured_port() -> str:
     environ = {key.upper(): value for key, value in os.environ.items()}
     if environ.get("PORT_FILE"):
         try:
-            return Path(environ["PORT_FILE"]).read_text(encoding="utf-8").strip()
+            # A byte order mark, as some editors begin a file with, dropped as the bot drops it.
+            return Path(environ["PORT_FILE"]).read_text(encoding="utf-8-sig").strip()
         except (OSError, UnicodeDecodeError):
             return ""  # the bot can't read it either: it never started
     if environ.get("PORT", "").strip():

@@ -216,6 +216,8 @@ async def test_the_healthcheck_reads_port_as_the_bot_does_from_a_file_or_with_sp
     port_file = tmp_path / "port"
     port_file.write_text(f"{bot.runtime.port}\n")
     assert await healthcheck(None, cwd=tmp_path, PORT_FILE=str(port_file)) == 0
+    port_file.write_text(f"{bot.runtime.port}\r\n", encoding="utf-8-sig")  # as Notepad saved it
+    assert await healthcheck(None, cwd=tmp_path, PORT_FILE=str(port_file)) == 0
 
 
 async def test_the_healthcheck_passes_against_a_running_bot(bot_factory: BotFactory) -> None:

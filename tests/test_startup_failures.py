@@ -24,7 +24,7 @@ from bot.standins.slack import SlackStandIn
 from tests.conftest import POLICY, bot_environment
 from tests.databases import postgres_url
 from tests.entry import run_main
-from tests.processes import run_bot_process
+from tests.processes import BotProcess, run_bot_process
 
 BASE = {
     "slack_bot_token": "xoxb-1",
@@ -317,3 +317,21 @@ def test_an_unforeseen_start_up_failure_quoting_a_number_shows_it_masked() -> No
 
     [line] = unexpected_start_up(RuntimeError("dialling +18144043093 failed")).problems
     assert "+18144043093" not in line and "3093" in line
+
+
+async def test_a_secret_file_saved_with_a_byte_order_mark_holds_only_its_secret(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    # Windows' Notepad saved UTF-8 with a byte order mark until 2019: invisible in every editor,
+    # it was read as the token's first character, and Slack refused the token.
+    env = bot_environment("http", slack, evo, policy_path)
+    token = env.pop("SLACK_BOT_TOKEN")
+    secret = policy_path.parent / "slack-bot-token"
+    secret.write_text(token + "\r\n", encoding="utf-8-sig")
+    env["SLACK_BOT_TOKEN_FILE"] = str(secret)
+    bot = await BotProcess.start(env, policy_path.parent)
+    try:
+        await bot.wait_for_line("callbot ready")
+    finally:
+        code = await bot.stop()
+    assert code == 0, bot.output()

@@ -286,8 +286,10 @@ def settings_from_files(
             problems.append(f"{name}: both {name} and {name}{FILE_SUFFIX} are set; keep one")
             continue
         try:
-            # Secret files usually end with a newline that is no part of the secret.
-            values[field] = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            # Secret files usually end with a newline that is no part of the secret; some editors
+            # (Windows' Notepad until 2019) begin them with a byte order mark, invisible, which
+            # is no part of it either ("utf-8-sig" drops it).
+            values[field] = Path(path).read_text(encoding="utf-8-sig").rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             reason = getattr(exc, "strerror", None) or type(exc).__name__
             problems.append(f"{name}: cannot read {name}{FILE_SUFFIX} ({path}): {reason}")
