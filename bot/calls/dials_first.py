@@ -1,14 +1,15 @@
 """The phone rings first: a call's Slack messages wait until the calls on their way to Evo Voice
 have sent their `POST /sessions/outgoing`, at most `DIALS_FIRST_MAX_WAIT` seconds.
 
-Slack is already off the dialling path (a call never waits for Slack). This is the other half: in a
-burst, the calls' own Slack messages (their parent posts, each a Web API round trip of event-loop
-work) would otherwise share the one event loop with the calls still on their way to the phone, and
-every later POST would wait for them. A call a person asks for (/call, /call test, the call form,
-Call again, the Call of an "are you sure?") is counted from its ack (`acked`), an escalation's
-calls from the moment their work starts (`on_its_way`, around CallService.handle and
-Dialler.place: an escalation's task lives for minutes, and would hold the count meanwhile), until
-the POST has been sent (the Evo Voice transport says so, `REQUEST_SENT` in
+Slack is already off the dialling path: no message of a call is waited for before its POST (only
+its checks may ask Slack, when a role comes through a user group not in the cache). This is the
+other half: in a burst, the calls' own Slack messages (their parent posts, each a Web API round
+trip of event-loop work) would otherwise share the one event loop with the calls still on their way
+to the phone, and every later POST would wait for them. A call a person asks for (/call, /call
+test, the call form, Call again, the Call of an "are you sure?") is counted from its ack (`acked`),
+an escalation's calls from the moment their work starts (`on_its_way`, around CallService.handle
+and Dialler.place: an escalation's task lives for minutes, and would hold the count meanwhile),
+until the POST has been sent (the Evo Voice transport says so, `REQUEST_SENT` in
 bot/evovoice/transport.py) or the call ends without one: refused, turned into a question, a
 duplicate, failed. Those go at once, before the requester is told (that is Slack's work too). A
 lone call's parent post leaves right after its POST; the cap keeps a call stuck before its POST
