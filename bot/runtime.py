@@ -180,10 +180,10 @@ class Runtime:
         """Log in to Evo Voice and Slack, start serving Slack, resume the work left running."""
         settings = self.settings
         assert self.evo is not None and self._db is not None and self._retention is not None
-        # Numbers past their retention are erased while Slack and Evo Voice are awaited too.
-        await self._retention.erase_due_meanwhile()
+        await self._retention.erase_due_meanwhile()  # while Slack and Evo Voice are awaited too
         services = await build_services(
-            settings, self.policy, slack, self.evo, self._db, metrics=self.metrics
+            settings, self.policy, slack, self.evo, self._db, metrics=self.metrics,
+            retention=self._retention,
         )
         identity = await check_slack_token(slack, settings.slack_api_url)
         self.services = services

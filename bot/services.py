@@ -21,6 +21,7 @@ from bot.calls.confirmations import Confirmations
 from bot.calls.controls import CallControls
 from bot.calls.follow import CallFollower, FollowTiming
 from bot.calls.limits import CallLimits
+from bot.calls.retention import NumberRetention
 from bot.calls.service import CallService
 from bot.calls.status_posts import STATUS_POST, StatusPosts
 from bot.calls.status_views import no_ack_outcomes
@@ -200,6 +201,7 @@ async def build_services(
     evo: EvoVoiceClient,
     db: Database,
     metrics: Metrics | None = None,
+    retention: NumberRetention | None = None,
 ) -> Services:
     metrics = metrics or Metrics()
     account_id = await choose_account(evo, settings)
@@ -234,6 +236,7 @@ async def build_services(
         timing=follow_timing(settings),
         leases=leases,
         acknowledges=acknowledges,
+        retention=retention,
     )
     # A call's status message and an escalation's thread posts are kept until delivered.
     outbox = Outbox(db, notifier, leases)

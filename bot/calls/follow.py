@@ -76,6 +76,7 @@ class CallFollower:
         pause: Callable[[asyncio.Event, float], Awaitable[None]] = wait_or_wake,
         leases: Leases | None = None,
         acknowledges: AckTest = no_ack_outcomes,
+        retention: NumberRetention | None = None,
     ) -> None:
         self._notifier = notifier
         self._store = store
@@ -95,7 +96,8 @@ class CallFollower:
             acknowledges=acknowledges,
         )
         self._announcer = Announcer(notifier, store, audit, self._messages)
-        self._retention = NumberRetention(store, timing.number_retention, clock)
+        # The runtime's, which has erased while start-up waited: one hourly rhythm, not two.
+        self._retention = retention or NumberRetention(store, timing.number_retention, clock)
 
     @property
     def store(self) -> CallStore:
@@ -279,7 +281,7 @@ class CallFollower:
     async def resume(self) -> int:
         """Follow again every call that was being followed when the bot last stopped, and the
         calls it stopped in the middle of dialling (`reconcile_dialling`)."""
-        await self.erase_numbers(force=True)
+        await self.erase_numbers()  # unless start-up just did
         await self.reconcile_dialling()
         count = len(await self._runner.adopt(await self._followed(), self._work))
         if count:
