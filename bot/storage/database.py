@@ -145,6 +145,5 @@ class Database:
         return await self._backend.erase(sql, tuple(params))
 
 
-
 def _applied(migration: Migration) -> None:
     logger.info("database migrated to version %d (%s)", migration.version, migration.name)
