@@ -11,24 +11,20 @@ from bot.standins.slack import SlackStandIn
 from bot.storage.database import Database, sqlite_path
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.databases import on_both_databases
-from tests.follow_helpers import FAST, FULL, end_session, services, status_message, wait_for_edit
+from tests.follow_helpers import FAST, FULL, ended_call, services
 
 RETENTION = FollowTiming().number_retention
 # The number as the calls table keeps it, less its "+": the bytes looked for in the raw files.
 DIGITS = FULL.removeprefix("+").encode()
 
 
-async def a_call_that_ended(bot: BotUnderTest) -> Database:
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
-    end_session(bot, session_id, after_seconds=42, outcome="Completed")
-    await wait_for_edit(bot, status, "Ended")
+async def a_call_that_ended(bot_factory: BotFactory) -> tuple[BotUnderTest, Database]:
+    """A bot with one call that ended a day and a minute ago: its number past its retention."""
+    bot, _, _ = await ended_call(bot_factory)
     await bot.settle()
     db = services(bot).db
-    # A day and a minute ago: its number is past its retention.
     await db.execute("UPDATE calls SET created_at = created_at - ?", (RETENTION + 60,))
-    return db
+    return bot, db
 
 
 async def test_a_number_erased_while_the_bot_runs_leaves_no_bytes_in_its_files(
@@ -37,8 +33,7 @@ async def test_a_number_erased_while_the_bot_runs_leaves_no_bytes_in_its_files(
     # SQLite writes a changed page to the -wal file and leaves its earlier images there until a
     # checkpoint, which in WAL mode comes only after 1,000 pages: erased from the row, the number
     # was still in the file beside it, for anyone reading the disk or a copy of the folder.
-    bot = await bot_factory("http", **FAST)
-    db = await a_call_that_ended(bot)
+    bot, db = await a_call_that_ended(bot_factory)
     path = Path(sqlite_path(db.url))
     files = [path, path.with_name(path.name + "-wal")]
     assert any(DIGITS in f.read_bytes() for f in files if f.exists())  # kept while of use
@@ -57,8 +52,7 @@ async def test_numbers_due_are_erased_while_start_up_waits_for_slack(
     # Erasing was the lease keeper's, which starts once Slack and Evo Voice have answered: a bot
     # kept waiting for Slack (down for days, a token revoked and not yet replaced) kept every
     # number past its retention for as long.
-    first = await bot_factory("http", **FAST)
-    await a_call_that_ended(first)
+    first, _ = await a_call_that_ended(bot_factory)
     await first.runtime.stop(grace=5)
     gate = slack.hold("auth.test")
     starting = asyncio.create_task(bot_factory("http", **FAST))
