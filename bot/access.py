@@ -16,7 +16,8 @@ who may escalate to on-call and see the rotation (responders).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -25,11 +26,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.cache import TTLCache
 from bot.config import KNOWN_ROLES, RESPONDERS_EVERYONE, OnCallPolicy
 from bot.errors import GroupLookupFailed, MembershipUnknown, NotAResponder, RoleDenied
+from bot.slack.lanes import retry_after, without_rate_limit_waits
 from bot.slack.notify import SLACK_FAILURES, slack_error_code
 
 logger = logging.getLogger(__name__)
 
 GROUP_CACHE_SECONDS = 300.0
+# Past GROUP_CACHE_SECONDS, a group's members are still used, up to this age, while one request asks
+# Slack again in the background: a role check on the way to a dial never waits on Slack for a group
+# read minutes ago (a removal takes effect once Slack has answered that request).
+GROUP_STALE_SECONDS = 900.0
 RESPONDER_CACHE_SECONDS = 300.0
 # Slack's answer to usergroups.users.list for a group ID the workspace doesn't have.
 NO_SUCH_GROUP = "no_such_subteam"
@@ -37,11 +43,16 @@ NO_SUCH_GROUP = "no_such_subteam"
 
 class UserGroups:
     """Members of Slack user groups (`usergroups.users.list`), cached and shared by concurrent
-    asks."""
+    asks. A 429 is not waited out (slack_sdk's way would hold the call behind it for twice its
+    Retry-After): the person is told when to try again."""
 
-    def __init__(self, client: AsyncWebClient, *, ttl: float = GROUP_CACHE_SECONDS) -> None:
-        self._client = client
-        self._cache: TTLCache[str, frozenset[str]] = TTLCache(ttl)
+    def __init__(
+        self, client: AsyncWebClient, *, ttl: float = GROUP_CACHE_SECONDS,
+        max_stale: float = GROUP_STALE_SECONDS, clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = without_rate_limit_waits(client)
+        self._cache: TTLCache[str, frozenset[str]] = TTLCache(ttl, max_stale=max_stale,
+                                                              clock=clock)
 
     def forget(self) -> None:
         self._cache.invalidate()
@@ -61,7 +72,7 @@ class UserGroups:
                         "lists every ID Slack doesn't know)", group_id, error,
                     )
                     return frozenset()
-                raise GroupLookupFailed(group_id, error) from None
+                raise GroupLookupFailed(group_id, error, retry_after(exc)) from None
             return frozenset(response.get("users") or ())
 
         return await self._cache.get(group_id, load)
@@ -91,7 +102,7 @@ class AccessControl:
                         held.add(role)
                         break
                 except GroupLookupFailed as exc:
-                    logger.warning("user group %s lookup failed: %s", group, exc.group_id)
+                    logger.warning("user group %s lookup failed: %s", group, exc.reason)
                     failure = exc
         if not held and failure is not None:
             raise failure

@@ -71,6 +71,7 @@ places that catch everything so that nobody is left without an answer.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 from collections.abc import Mapping, Sequence
 
@@ -126,8 +127,17 @@ class MembershipUnknown(CallbotError):
 
 
 class GroupLookupFailed(CallbotError):
-    def __init__(self, group_id: str, reason: str) -> None:
+    def __init__(self, group_id: str, reason: str, retry_after: float | None = None) -> None:
         self.group_id = group_id
+        self.reason = reason  # Slack's error code
+        self.retry_after = retry_after  # Slack's 429: seconds before it answers again
+        if retry_after is not None:
+            super().__init__(
+                f"I could not check your membership of user group {group_id}: Slack is limiting "
+                f"how often the bot may ask. Try again in "
+                f"{max(1, math.ceil(retry_after))} s."
+            )
+            return
         super().__init__(
             f"I could not check your membership of user group {group_id} ({reason}). "
             "Try again in a minute; if it persists, an administrator should check that the bot "

@@ -78,6 +78,17 @@ def retry_after(exc: SlackApiError) -> float | None:
     return retry_after_seconds(raw)
 
 
+def without_rate_limit_waits(client: AsyncWebClient) -> AsyncWebClient:
+    """`client` (its token, URL, connection pool, timeout and connection retries) without its
+    waiting out of 429s: the caller decides what a Retry-After is worth."""
+    return AsyncWebClient(
+        token=client.token, base_url=client.base_url, session=client.session,
+        timeout=client.timeout,
+        retry_handlers=[h for h in client.retry_handlers
+                        if not isinstance(h, AsyncRateLimitErrorRetryHandler)],
+    )
+
+
 def retry_after_seconds(given: str | None) -> float:
     """A 429's Retry-After in seconds; a second when it is missing or not a number of seconds
     (a proxy's HTTP date, say): unread, it would fail the call it was meant to delay."""
@@ -128,12 +139,7 @@ class Lanes:
     ) -> None:
         # Posts wait out Retry-After in their channel's lane, in order; a client that waited on its
         # own would hold a lane's later posts behind one it retries blindly.
-        self._poster = AsyncWebClient(
-            token=client.token, base_url=client.base_url, session=client.session,
-            timeout=client.timeout,
-            retry_handlers=[h for h in client.retry_handlers
-                            if not isinstance(h, AsyncRateLimitErrorRetryHandler)],
-        )
+        self._poster = without_rate_limit_waits(client)
         # The clock Retry-After is waited out on (public: a test may run it faster).
         self.clock = clock
         self.sleep = sleep

@@ -1,0 +1,81 @@
+"""A role held through a Slack user group is checked on the way to the dial: Slack's slowness or
+rate limits there must not hold a page for longer than it takes to say so (issue 15)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiohttp
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.access import UserGroups
+from bot.standins.slack import SlackStandIn
+from tests.budget_clock import BudgetClock
+from tests.conftest import BOT_TOKEN, BotFactory
+from tests.follow_helpers import audit_records
+
+FULL = "+18144043093"
+T = TypeVar("T")
+
+
+async def test_a_rate_limited_group_lookup_says_when_to_try_again_without_waiting_it_out(
+    bot_factory: BotFactory,
+) -> None:
+    # Slack answers the lookup of S0LEADS (the Manager role's group) with 429 and Retry-After: 30.
+    # Waiting that out twice (slack_sdk's way) held the lead's call a minute, then told them to
+    # check the usergroups:read scope. The lead is told at once when to try again.
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    bot = await bot_factory("http", slack_sleep=pause)
+    bot.slack.fail("usergroups.users.list", "ratelimited", retry_after=30)
+    _, url = await bot.command(f"{FULL} escalation", user_id="U0LEAD1")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert pauses == []
+    assert "Try again in 30 s." in answer["text"] and "usergroups:read" not in answer["text"]
+    assert bot.evo.outgoing_posts == []
+    [record] = await audit_records(bot)
+    assert (record.decision, record.reason) == ("denied", "GroupLookupFailed")
+
+
+async def test_a_group_read_minutes_ago_is_used_while_slack_is_asked_again(
+    slack: SlackStandIn,
+) -> None:
+    # Past its five minutes a group's members are still used (up to a quarter of an hour in all)
+    # while one request asks Slack again: a role check never waits on a Slack that hangs for a
+    # group it read minutes ago. A removal still takes effect once Slack has answered.
+    clock = BudgetClock()
+    session = aiohttp.ClientSession()
+    try:
+        groups = UserGroups(AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url,
+                                           session=session), clock=clock)
+        assert "U0LEAD1" in await groups.members("S0LEADS")
+        slack.usergroups["S0LEADS"] = ["U0LEAD2"]  # U0LEAD1 has left the group
+        clock.advance(301)
+        gate = slack.hold("usergroups.users.list")
+        # Not waiting on the held lookup (which would time out here).
+        assert "U0LEAD1" in await asyncio.wait_for(groups.members("S0LEADS"), 5)
+        await gate.wait_until_held()
+        gate.open()
+        await until_async(lambda: groups.members("S0LEADS"), lambda m: "U0LEAD1" not in m)
+        clock.advance(901)  # too old to use: the next check waits for Slack's answer
+        slack.usergroups["S0LEADS"] = ["U0LEAD1"]
+        assert "U0LEAD1" in await groups.members("S0LEADS")
+        assert len(slack.calls_to("usergroups.users.list")) == 3
+    finally:
+        await session.close()
+
+
+async def until_async(
+    read: Callable[[], Awaitable[T]], holds: Callable[[T], bool], timeout: float = 5.0
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not holds(await read()):
+        assert loop.time() < deadline, "condition never held"
+        await asyncio.sleep(0.01)
