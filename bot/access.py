@@ -132,7 +132,8 @@ class Responders:
     ) -> None:
         self._access = access
         self._groups = groups
-        self._client = client
+        # As for user groups: a 429 is told (when to try again), not waited out before the page.
+        self._client = without_rate_limit_waits(client)
         self._policy = policy
         self._members: TTLCache[str, bool] = TTLCache(ttl)
         # This workspace's team and, in an Enterprise Grid, its organisation (auth.test).
@@ -160,7 +161,7 @@ class Responders:
             ):
                 return False
         except MembershipUnknown as exc:  # told for what the person asked to do
-            raise MembershipUnknown(exc.reason, action) from None
+            raise MembershipUnknown(exc.reason, action, exc.retry_after) from None
         raise NotAResponder(action, listed_only=not self.everyone)
 
     async def allows(self, user_id: str) -> bool | None:
@@ -201,7 +202,7 @@ class Responders:
             except SLACK_FAILURES as exc:
                 logger.warning("users.info for %s failed (%s): not counted as a responder",
                                user_id, slack_error_code(exc))
-                raise MembershipUnknown(slack_error_code(exc)) from None
+                raise _unknown(exc) from None
             user = response.get("user")
             if not isinstance(user, dict):
                 return False
@@ -226,10 +227,16 @@ class Responders:
             # is told to try again, and the next check asks Slack again.
             logger.warning("auth.test failed (%s): nobody is counted as a full member for now",
                            slack_error_code(exc))
-            raise MembershipUnknown(slack_error_code(exc)) from None
+            raise _unknown(exc) from None
         team, enterprise = response.get("team_id"), response.get("enterprise_id")
         return (team if isinstance(team, str) else "",
                 enterprise if isinstance(enterprise, str) else "")
+
+
+def _unknown(exc: Exception) -> MembershipUnknown:
+    """Slack's failure to say who someone is; with a 429, when it will answer again."""
+    wait = retry_after(exc) if isinstance(exc, SlackApiError) else None
+    return MembershipUnknown(slack_error_code(exc), retry_after=wait)
 
 
 def _enterprise_of(user: dict[str, Any]) -> object:

@@ -117,12 +117,21 @@ class NotAResponder(CallbotError):
         )
 
 
+def _seconds(wait: float) -> str:
+    """A Retry-After in whole seconds, never "0 s"."""
+    return f"{max(1, math.ceil(wait))} s"
+
+
 class MembershipUnknown(CallbotError):
-    def __init__(self, reason: str, action: str = "escalate to on-call") -> None:
+    def __init__(
+        self, reason: str, action: str = "escalate to on-call", retry_after: float | None = None,
+    ) -> None:
         self.reason = reason
+        self.retry_after = retry_after  # Slack's 429: seconds before it answers again
+        when = _seconds(retry_after) if retry_after is not None else "a minute"
         super().__init__(
             f"I could not check whether you may {action}: Slack did not tell me who you are "
-            f"({reason}). Try again in a minute."
+            f"({reason}). Try again in {when}."
         )
 
 
@@ -134,8 +143,7 @@ class GroupLookupFailed(CallbotError):
         if retry_after is not None:
             super().__init__(
                 f"I could not check your membership of user group {group_id}: Slack is limiting "
-                f"how often the bot may ask. Try again in "
-                f"{max(1, math.ceil(retry_after))} s."
+                f"how often the bot may ask. Try again in {_seconds(retry_after)}."
             )
             return
         super().__init__(

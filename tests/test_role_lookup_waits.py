@@ -14,6 +14,7 @@ from bot.access import UserGroups
 from bot.standins.slack import SlackStandIn
 from tests.budget_clock import BudgetClock
 from tests.conftest import BOT_TOKEN, BotFactory
+from tests.escalations import ROSTER
 from tests.follow_helpers import audit_records
 
 FULL = "+18144043093"
@@ -79,3 +80,21 @@ async def until_async(
     while not holds(await read()):
         assert loop.time() < deadline, "condition never held"
         await asyncio.sleep(0.01)
+
+
+async def test_a_rate_limited_users_info_says_when_to_try_again_without_waiting_it_out(
+    bot_factory: BotFactory,
+) -> None:
+    # Whether someone without a role may escalate ("everyone": a full member) is users.info's
+    # answer: its 429 held them twice Retry-After before "try again in a minute".
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    bot = await bot_factory("http", policy=ROSTER, slack_sleep=pause)
+    bot.slack.fail("users.info", "ratelimited", retry_after=20)
+    _, url = await bot.command("oncall", user_id="U0DEV")
+    [answer] = await bot.slack.wait_for_response(url)
+    assert pauses == []
+    assert "(ratelimited). Try again in 20 s." in answer["text"]
