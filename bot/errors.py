@@ -117,40 +117,30 @@ class NotAResponder(CallbotError):
         )
 
 
-def _seconds(wait: float) -> str:
-    """A Retry-After in whole seconds, never "0 s"."""
-    return f"{max(1, math.ceil(wait))} s"
+def _when(retry_after: float | None) -> str:
+    """When to try again: Slack's Retry-After in whole seconds (never "0 s"), else in a minute."""
+    return "a minute" if retry_after is None else f"{max(1, math.ceil(retry_after))} s"
 
 
 class MembershipUnknown(CallbotError):
     def __init__(
         self, reason: str, action: str = "escalate to on-call", retry_after: float | None = None,
     ) -> None:
-        self.reason = reason
-        self.retry_after = retry_after  # Slack's 429: seconds before it answers again
-        when = _seconds(retry_after) if retry_after is not None else "a minute"
+        self.reason, self.retry_after = reason, retry_after  # Slack's 429: seconds to wait
         super().__init__(
             f"I could not check whether you may {action}: Slack did not tell me who you are "
-            f"({reason}). Try again in {when}."
+            f"({reason}). Try again in {_when(retry_after)}."
         )
 
 
 class GroupLookupFailed(CallbotError):
     def __init__(self, group_id: str, reason: str, retry_after: float | None = None) -> None:
-        self.group_id = group_id
-        self.reason = reason  # Slack's error code
-        self.retry_after = retry_after  # Slack's 429: seconds before it answers again
-        if retry_after is not None:
-            super().__init__(
-                f"I could not check your membership of user group {group_id}: Slack is limiting "
-                f"how often the bot may ask. Try again in {_seconds(retry_after)}."
-            )
-            return
-        super().__init__(
-            f"I could not check your membership of user group {group_id} ({reason}). "
-            "Try again in a minute; if it persists, an administrator should check that the bot "
-            "has the usergroups:read scope."
-        )
+        self.group_id, self.reason = group_id, reason  # Slack's error code
+        self.retry_after = retry_after  # Slack's 429: seconds to wait
+        scope = ("" if retry_after is not None else "; if it persists, an administrator should "
+                 "check that the bot has the usergroups:read scope")
+        super().__init__(f"I could not check your membership of user group {group_id} "
+                         f"({reason}). Try again in {_when(retry_after)}{scope}.")
 
 
 class FlowNotFound(CallbotError):

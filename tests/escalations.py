@@ -9,6 +9,7 @@ import datetime as dt
 import itertools
 import json
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import generate_latest
@@ -93,9 +94,12 @@ class Clock:
 
 async def start(
     bot_factory: BotFactory, mode: str = "http", *, policy: str = ROSTER,
-    at: dt.datetime = IN_ALICES_SHIFT, clock: Clock | None = None, **env: str,
+    at: dt.datetime = IN_ALICES_SHIFT, clock: Clock | None = None,
+    slack_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, **env: str,
 ) -> tuple[BotUnderTest, Clock]:
-    bot = await bot_factory(mode, policy=policy, **{**FAST, **env})  # env over FAST
+    """`slack_sleep`: what the bot's Slack client waits out 429s with (bot_factory's)."""
+    bot = await bot_factory(mode, policy=policy, slack_sleep=slack_sleep,
+                            **{**FAST, **env})  # env over FAST
     clock = clock or Clock()
     services(bot).oncall.clock = lambda: at
     services(bot).escalations.clock = clock

@@ -38,7 +38,8 @@ async def test_a_rate_limited_group_lookup_says_when_to_try_again_without_waitin
     [answer] = await bot.slack.wait_for_response(url)
     await bot.settle()
     assert pauses == []
-    assert "Try again in 30 s." in answer["text"] and "usergroups:read" not in answer["text"]
+    assert "(ratelimited). Try again in 30 s." in answer["text"]
+    assert "usergroups:read" not in answer["text"]
     assert bot.evo.outgoing_posts == []
     [record] = await audit_records(bot)
     assert (record.decision, record.reason) == ("denied", "GroupLookupFailed")
