@@ -22,6 +22,13 @@ keeps, the same whatever URL reaches it), so two deployments sharing a file (the
 `./callbot.audit-spool`, in one working directory) never write each other's records: a drain leaves
 another database's records in the file, for a bot of that database to write. Lines written before
 records named their database are written by whichever bot drains them first.
+
+A drain never rewrites the file in place: truncated, the lines it keeps (another database's, those
+the database refused, those appended meanwhile) would be only in memory until written back, and a
+full disk or a crash then loses them. They go to a new file beside it, on disk before it takes the
+spool's place (`os.replace`). So whoever takes the lock checks that the file it locked is still the
+one at the path, and opens the path again if not: a process that opened the spool before it was
+replaced, and locked it after, would otherwise append to a file no longer there.
 """
 
 from __future__ import annotations
@@ -32,8 +39,10 @@ import json
 import logging
 import os
 import secrets
+import stat
+import tempfile
 from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -109,7 +118,6 @@ class Spool:
             fields["database"] = self._database
         line = json.dumps(fields)
         try:
-            create_owner_only(self.path)  # it holds what the audit trail holds: owner only
             with self._locked("a") as file:
                 file.write(line + "\n")
                 file.flush()
@@ -185,12 +193,17 @@ class Spool:
                 continue
             written.add(record.key)
         with self._locked("r+") as file:
-            rest = [line for line in file if _key_of(line) not in written | {None}]
-            file.seek(0)
-            file.truncate()
-            file.writelines(rest)
-            file.flush()
-            os.fsync(file.fileno())
+            lines = file.readlines()
+            rest = [line for line in lines if _key_of(line) not in written | {None}]
+            try:
+                self._rewrite(file, lines, rest)
+            except OSError as exc:
+                # The spool is as it was: a later drain finds the records written (their keys).
+                logger.error(
+                    "audit spool: could not take the records written out of %s (%s): it keeps "
+                    "them all; the bot needs room on its disk and leave to make files in its "
+                    "folder", self.path, exc,
+                )
         if written:
             logger.info("wrote %d spooled audit record(s) to the database", len(written))
         return len(written)
@@ -214,16 +227,78 @@ class Spool:
             await asyncio.gather(self._draining, return_exceptions=True)
             self._draining = None
 
+    def _rewrite(self, file: IO[str], lines: list[str], rest: list[str]) -> None:
+        """Leave only `rest` of `lines` in the spool, held locked as `file`; the module's docstring
+        says why never in place, unless to empty it (then nothing is left to lose)."""
+        if len(rest) == len(lines):
+            return
+        if not rest:
+            file.truncate(0)
+            os.fsync(file.fileno())
+            return
+        # Where a symbolic link (AUDIT_SPOOL) points: the link stays, the file it names is replaced.
+        spool = Path(os.path.realpath(self.path))
+        # mkstemp makes it for its owner alone; then it takes the mode the spool has (an operator's
+        # own file keeps the mode they gave it, as create_owner_only leaves it).
+        fd, new = tempfile.mkstemp(dir=spool.parent, prefix=f".{spool.name}.", suffix=".new")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as replacement:
+                os.fchmod(fd, stat.S_IMODE(os.fstat(file.fileno()).st_mode))
+                replacement.writelines(rest)
+                replacement.flush()
+                os.fsync(fd)
+            os.replace(new, spool)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(new)
+            raise
+        _sync_folder(spool.parent)
+
     @contextmanager
     def _locked(self, mode: str) -> Iterator[IO[str]]:
-        """The file, opened in `mode` and locked against the other processes on this host. Never
-        held across an await: within one process the event loop already keeps them apart."""
-        with self.path.open(mode, encoding="utf-8") as file:
-            fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+        """The file at the path, opened in `mode` and locked against the other processes on this
+        host; "a" makes it if need be, for its owner alone (it holds what the audit trail holds).
+        Never held across an await: within one process the event loop already keeps them apart."""
+        while True:
+            if mode == "a":
+                create_owner_only(self.path)
+            file = self.path.open(mode, encoding="utf-8")
+            try:
+                fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+                if _same_file(os.fstat(file.fileno()), self.path):
+                    break
+            except BaseException:
+                file.close()
+                raise
+            # A drain replaced the file while this one waited for the lock: open the new one.
+            file.close()
+        with file:
             try:
                 yield file
             finally:
                 fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+
+
+def _sync_folder(folder: Path) -> None:
+    """The rename on disk: else a power cut could bring the old file back, and with it records
+    written (a drain skips them: their keys). Some file systems cannot sync a folder, as SQLite
+    finds (it ignores the failure): the spool is replaced all the same."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        logger.warning("audit spool: could not sync folder %s (%s)", folder, exc)
+
+
+def _same_file(held: os.stat_result, path: Path) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _read(file: IO[str]) -> Iterator[Spooled]:
