@@ -200,3 +200,30 @@ async def test_a_record_appended_to_the_spool_a_drain_replaced_is_in_the_new_one
 def _state(pid: int) -> str:
     """The process's state letter (`T`: stopped), from /proc/PID/stat."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+async def test_an_append_that_finds_the_disk_full_costs_no_record_appended_after_it(
+    db: Database, tmp_path: Path
+) -> None:
+    path = tmp_path / "spool"
+    ours = await database_id(db)
+    create_owner_only(path)
+    path.write_text(line("k1", "audit_attempts", attempt("U1"), ours))
+
+    async with process("keep", db.url, str(path), "k2", "U2") as appender:
+        with locked(path):
+            await until(lambda: waits_for_lock(appender.pid, path), timeout=30)
+            # Room for the start of its line only.
+            _, hard = resource.prlimit(appender.pid, resource.RLIMIT_FSIZE)
+            room = path.stat().st_size + ROOM
+            resource.prlimit(appender.pid, resource.RLIMIT_FSIZE, (room, hard))
+        said, _ = await appender.communicate()
+    assert said == b"not kept\n"  # it waits in that process's memory
+    assert path.stat().st_size == room  # and the part of it written stays in the file
+    # Room again: the next record is kept, and written.
+    async with process("keep", db.url, str(path), "k3", "U3") as appender:
+        said, _ = await appender.communicate()
+    assert said == b"kept\n"
+    spool = await AuditLog.spool_of(db, path)
+    await spool.drain()
+    assert await written(db) == ["k1", "k3"]

@@ -118,7 +118,12 @@ class Spool:
             fields["database"] = self._database
         line = json.dumps(fields)
         try:
-            with self._locked("a") as file:
+            with self._locked("a+") as file:
+                # After a line cut short (a crash, or a full disk, mid-append), on a line of its
+                # own: else the two are one line no drain can read, and this record is lost too.
+                end = os.fstat(file.fileno()).st_size
+                if end and os.pread(file.fileno(), 1, end - 1) != b"\n":
+                    line = "\n" + line
                 file.write(line + "\n")
                 file.flush()
                 os.fsync(file.fileno())
@@ -257,10 +262,10 @@ class Spool:
     @contextmanager
     def _locked(self, mode: str) -> Iterator[IO[str]]:
         """The file at the path, opened in `mode` and locked against the other processes on this
-        host; "a" makes it if need be, for its owner alone (it holds what the audit trail holds).
+        host; "a+" makes it if need be, for its owner alone (it holds what the audit trail holds).
         Never held across an await: within one process the event loop already keeps them apart."""
         while True:
-            if mode == "a":
+            if mode.startswith("a"):
                 create_owner_only(self.path)
             file = self.path.open(mode, encoding="utf-8")
             try:
