@@ -4,12 +4,14 @@ tests/test_audit_spool_rewrite.py: `python -m tests.spool_processes drain DATABA
 
 `drain` says `read` on its output once the drain has read the spool, and waits there, before its
 first database write, for a line on its input: meanwhile the test appends to the spool, or takes its
-lock so as to find the drain's rewrite waiting for it. SIGXFSZ is ignored, so that a file size limit
-the test then sets on the process (`prlimit`) fails a write with EFBIG, as a full disk fails it with
-ENOSPC, rather than killing the process. It ends saying `drained N`.
+lock so as to find the drain's rewrite waiting for it. It ends saying `drained N`.
 
 `keep` appends an attempt of USER (`attempt`) under KEY, as a bot whose database fails, and ends
 saying `kept`, or `not kept` if it could not be (and waits in memory).
+
+Either ignores SIGXFSZ, so that a file size limit the test sets on it (`prlimit`) as it waits for
+the spool's lock fails its write with EFBIG, as a full disk fails one with ENOSPC, rather than
+killing it.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A drain takes the records it wrote out of the audit spool (bot/audit/spool.py) without the ones
 it leaves ever being only in memory: a full disk as it rewrites the file loses none of them, nor a
 record appended meanwhile by another process, nor one appended by a process that opened the file
-before the drain put a new one in its place. Each is written once all the same.
+before the drain put a new one in its place. Each is written once all the same. Nor does an append
+that finds the disk full cost the record appended after it.
 
 The drain or the appender is a process of its own (tests/spool_processes.py), held at the moment
 that matters by the spool's own lock, taken by the test: /proc/locks shows it waiting there."""
