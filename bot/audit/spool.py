@@ -285,9 +285,9 @@ class Spool:
 
 
 def _sync_folder(folder: Path) -> None:
-    """The rename on disk: else a power cut could bring the old file back, and with it records
-    written (a drain skips them: their keys). Some file systems cannot sync a folder, as SQLite
-    finds (it ignores the failure): the spool is replaced all the same."""
+    """The rename on disk before the lock is let go: else a power cut could put the old file back
+    at the path, without the records appended to the new one since. Some file systems cannot sync
+    a folder, as SQLite finds (it ignores the failure): the spool is replaced all the same."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
         try:
