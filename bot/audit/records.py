@@ -1,5 +1,6 @@
-"""What the audit trail holds: attempts and their events, as the code reads them back, and the
-words (decisions, event kinds, reasons) they are written with. The writing is in trail.py."""
+"""What the audit trail holds: attempts and their events, as the code reads them back (the queries
+too), and the words (decisions, event kinds, reasons) they are written with. The writing is in
+trail.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from bot.calls.models import Outcome
 from bot.errors import GroupLookupFailed, NotAResponder, RoleDenied
 from bot.evovoice.client import EvoVoiceError, EvoVoiceStatusError, OutcomeUnknown
 from bot.phone import NumberRejected, mask_numbers_in
+from bot.storage.database import Database
 
 MAX_FLOW_TEXT = 100
 MAX_TEXT = 200
@@ -174,3 +176,54 @@ def record_from_row(row: Any, events: Sequence[AuditEvent]) -> AuditRecord:
         reason=row["reason"],
         events=tuple(events),
     )
+
+
+async def latest_records(
+    db: Database,
+    team_id: str | None = None,
+    *,
+    user_id: str | None = None,
+    number_hash: str | None = None,
+    limit: int = 20,
+) -> list[AuditRecord]:
+    """The latest attempts, newest first, with their events; of one Slack team, or (None) of
+    every team whose people used this installation. Newest by when each happened (`at`), not
+    by when it was written: a record from the spool is written after later ones."""
+    where: list[str] = ["1 = 1"]
+    params: list[str] = []
+    if team_id is not None:
+        where.append("team_id = ?")
+        params.append(team_id)
+    if user_id is not None:
+        where.append("user_id = ?")
+        params.append(user_id)
+    if number_hash is not None:
+        where.append("number_hash = ?")
+        params.append(number_hash)
+    attempts = await db.fetchall(
+        f"SELECT * FROM audit_attempts WHERE {' AND '.join(where)}"
+        " ORDER BY at DESC, id DESC LIMIT ?",
+        (*params, limit),
+    )
+    if not attempts:
+        return []
+    ids = [int(row["id"]) for row in attempts]
+    events = await db.fetchall(
+        f"SELECT * FROM audit_events WHERE attempt_id IN ({','.join('?' * len(ids))})"
+        " ORDER BY id",
+        ids,
+    )
+    by_attempt: dict[int, list[AuditEvent]] = {i: [] for i in ids}
+    for row in events:
+        by_attempt[int(row["attempt_id"])].append(event_from_row(row))
+    return [record_from_row(row, by_attempt[int(row["id"])]) for row in attempts]
+
+
+async def record_of(db: Database, attempt_id: int) -> AuditRecord | None:
+    row = await db.fetchone("SELECT * FROM audit_attempts WHERE id = ?", (attempt_id,))
+    if row is None:
+        return None
+    events = await db.fetchall(
+        "SELECT * FROM audit_events WHERE attempt_id = ? ORDER BY id", (attempt_id,)
+    )
+    return record_from_row(row, [event_from_row(e) for e in events])

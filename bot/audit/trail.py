@@ -44,11 +44,11 @@ from bot.audit.records import (
     EventKind,
     clip,
     decision_for,
-    event_from_row,
     iso,
+    latest_records,
     masked_numbers,
     reason_of,
-    record_from_row,
+    record_of,
 )
 from bot.audit.spool import CLAIM_PREFIX, Spool, Spooled, database_id
 from bot.calls.models import CallRequest, CallResult, CheckedCall
@@ -327,47 +327,12 @@ class AuditLog:
         number_hash: str | None = None,
         limit: int = 20,
     ) -> list[AuditRecord]:
-        """The latest attempts, newest first, with their events; of one Slack team, or (None) of
-        every team whose people used this installation. Newest by when each happened (`at`), not
-        by when it was written: a record from the spool is written after later ones."""
-        where: list[str] = ["1 = 1"]
-        params: list[str] = []
-        if team_id is not None:
-            where.append("team_id = ?")
-            params.append(team_id)
-        if user_id is not None:
-            where.append("user_id = ?")
-            params.append(user_id)
-        if number_hash is not None:
-            where.append("number_hash = ?")
-            params.append(number_hash)
-        attempts = await self._db.fetchall(
-            f"SELECT * FROM audit_attempts WHERE {' AND '.join(where)}"
-            " ORDER BY at DESC, id DESC LIMIT ?",
-            (*params, limit),
-        )
-        if not attempts:
-            return []
-        ids = [int(row["id"]) for row in attempts]
-        events = await self._db.fetchall(
-            f"SELECT * FROM audit_events WHERE attempt_id IN ({','.join('?' * len(ids))})"
-            " ORDER BY id",
-            ids,
-        )
-        by_attempt: dict[int, list[AuditEvent]] = {i: [] for i in ids}
-        for row in events:
-            by_attempt[int(row["attempt_id"])].append(event_from_row(row))
-        return [record_from_row(row, by_attempt[int(row["id"])]) for row in attempts]
+        """The latest attempts, newest first, with their events (records.py: latest_records)."""
+        return await latest_records(self._db, team_id, user_id=user_id, number_hash=number_hash,
+                                    limit=limit)
 
     async def record(self, attempt_id: int) -> AuditRecord | None:
-        row = await self._db.fetchone("SELECT * FROM audit_attempts WHERE id = ?", (attempt_id,))
-        if row is None:
-            return None
-        events = await self._db.fetchall(
-            "SELECT * FROM audit_events WHERE attempt_id = ? ORDER BY id", (attempt_id,)
-        )
-        return record_from_row(row, [event_from_row(e) for e in events])
-
+        return await record_of(self._db, attempt_id)
 
 __all__ = [
     "AuditEvent",
