@@ -241,7 +241,7 @@ async def build_services(
     # A call's status message and an escalation's thread posts are kept until delivered.
     outbox = Outbox(db, notifier, leases)
     claims = Claims(db)
-    confirmations = Confirmations(db)
+    confirmations = Confirmations(db, audit=audit)  # each question's end in the audit trail
     untold = UntoldRequests(claims, notifier, leases)
     notifier.outbox = outbox
     outbox.belongs_to(STATUS_POST, StatusPosts(follower))

@@ -128,7 +128,8 @@ async def test_two_processes_draining_one_spool_at_once_write_each_record_once(
     await other.open()
     first = await AuditLog.open(db, spool=path)
     second = await AuditLog.open(other, spool=path)
-    values = dict(zip(ATTEMPT_COLUMNS, (
+    # A line as a callbot from before migration 19 spooled it: no `confirmed_question`.
+    values = dict(zip([c for c in ATTEMPT_COLUMNS if c != "confirmed_question"], (
         "2026-01-01T00:00:00+00:00", "T1", "U1", "C1", "command", None, "+1 814 ••• 3093", None,
         "escalation", None, None, "refused", "DatabaseUnavailable",
     ), strict=True))
@@ -157,7 +158,8 @@ async def test_a_record_the_database_refuses_holds_up_none_of_the_others(
         "attempt_id": 999, "at": "2026-01-01T00:00:00.000Z", "kind": "placed"}}
     attempt = dict.fromkeys(ATTEMPT_COLUMNS, "x") | {"repeat_of": None, "number_hash": None,
                                                       "flow_id": None, "caller_id": None,
-                                                      "reason": None}
+                                                      "reason": None,
+                                                      "confirmed_question": None}
     ok = {"key": "k2", "table": "audit_attempts", "values": attempt}
     path.write_text(json.dumps(refused) + "\n" + json.dumps(ok) + "\n")
     try:

@@ -39,8 +39,8 @@ async def test_only_the_requester_may_take_or_cancel_it(db: Database) -> None:
     store = Confirmations(db, clock=Clock())
     cid = await store.create("U1", frozenset({Reason.REGION}), REQUEST)
     assert (await store.take(cid, "U2")).status is TakeStatus.NOT_YOURS
-    assert await store.cancel(cid, "U2") is False
-    assert await store.cancel(cid, "U1") is True
+    assert await store.cancel(cid, "U2") is TakeStatus.GONE
+    assert await store.cancel(cid, "U1") is TakeStatus.TAKEN
     assert (await store.take(cid, "U1")).status is TakeStatus.GONE
 
 
@@ -64,7 +64,7 @@ async def test_it_expires_and_expired_ones_are_deleted(db: Database) -> None:
 async def test_malformed_ids_are_refused_before_the_database(db: Database, value: object) -> None:
     store = Confirmations(db)
     assert (await store.take(value, "U1")).status is TakeStatus.GONE  # type: ignore[arg-type]
-    assert await store.cancel(value, "U1") is False  # type: ignore[arg-type]
+    assert await store.cancel(value, "U1") is TakeStatus.GONE  # type: ignore[arg-type]
 
 
 async def test_a_cancel_that_wins_the_race_on_postgresql_leaves_nothing_to_take(

@@ -74,8 +74,10 @@ async def test_confirming_or_cancelling_with_a_locked_database_is_told_and_dials
     await bot.evo.wait_for_posts(1)
     await bot.settle()
     assert len(bot.evo.outgoing_posts) == 1
-    [record] = await audit_records(bot)
+    record, asked = await audit_records(bot)
     assert record.decision == "allowed" and record.result is not None
+    # The clicks the database refused left no answer in the trail: the one taken did.
+    assert [(e.kind, e.actor_id) for e in asked.events] == [("confirmed", "U0MANAGER")]
 
 
 async def test_hang_up_with_a_locked_database_hangs_up_and_records_it_once_it_answers(

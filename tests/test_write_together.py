@@ -264,7 +264,8 @@ async def test_migration_18_applies_to_a_database_holding_claims(kind: str,
             for key, holder in (("cmd:T0:abc", None), ("step:1:0", "h-1")):
                 await db.execute("INSERT INTO claims (key, claimed_at, holder) VALUES (?, ?, ?)",
                                  (key, T0, holder))
-            assert await db.migrate(MIGRATIONS) == [18]
+            assert await db.migrate(MIGRATIONS) == [m.version for m in MIGRATIONS
+                                                    if m.version >= 18]
             claims = Claims(db, clock=clock)
             assert await claims.untold() == []  # none of them has a note to tell
             assert await claims.holder("step:1:0") == "h-1"

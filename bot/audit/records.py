@@ -26,6 +26,9 @@ class Decision(StrEnum):
     REFUSED = "refused"  # the policy refused the number, flow or caller ID
     FAILED = "failed"  # the checks could not be completed (e.g. Evo Voice unreachable)
     DUPLICATE = "duplicate"  # a redelivery or double click of a request already handled
+    # Asked "are you sure?" first (reason: what was asked about, e.g. `region,repeat`); how the
+    # question ended follows as an event: confirmed, cancelled or expired.
+    ASKED = "asked"
 
 
 class EventKind(StrEnum):
@@ -43,8 +46,14 @@ class EventKind(StrEnum):
     CALLED_AGAIN = "called_again"
     UNFOLLOWED = "unfollowed"  # following stopped before the call was seen to end
     ACKNOWLEDGED = "acknowledged"  # an on-call page was acknowledged (by actor_id; reason: how)
+    # How an `asked` attempt's question ended. Confirmed: its Call was clicked (by actor_id), and
+    # the request it started is an attempt of its own naming this one (`confirmed_question`).
+    CONFIRMED = "confirmed"
+    CANCELLED = "cancelled"  # its Cancel was clicked (by actor_id): nothing dialled
+    EXPIRED = "expired"  # unanswered past its lifetime: recorded when the bot erased it
 
 
+QUESTION_ENDINGS = frozenset({EventKind.CONFIRMED, EventKind.CANCELLED, EventKind.EXPIRED})
 RESULT_KINDS = frozenset({EventKind.PLACED, EventKind.FAILED, EventKind.UNKNOWN, EventKind.UNTOLD,
                           EventKind.CALLED_OFF})
 RESULT_OF_OUTCOME = {
@@ -87,6 +96,8 @@ class AuditRecord:
     decision: str
     reason: str | None
     events: tuple[AuditEvent, ...] = ()
+    # The `asked` attempt whose question this request's Call confirmed (None: none was asked).
+    confirmed_question: int | None = None
 
     def last(self, *kinds: str) -> AuditEvent | None:
         for event in reversed(self.events):
@@ -175,6 +186,7 @@ def record_from_row(row: Any, events: Sequence[AuditEvent]) -> AuditRecord:
         decision=row["decision"],
         reason=row["reason"],
         events=tuple(events),
+        confirmed_question=row["confirmed_question"],
     )
 
 

@@ -1,14 +1,19 @@
 """The audit trail: every call attempt and what became of it, append-only, in the database.
 
     audit_attempts   one row per attempt: when (UTC), Slack team/user/channel, the number (masked,
-                     plus a keyed hash), flow, caller ID, decision and reason
+                     plus a keyed hash), flow, caller ID, decision and reason; the question it
+                     confirmed, if its request is a question's Call
     audit_events     what happened to an attempt afterwards, one row per fact: placed, failed,
                      unknown, untold, called_off, session_found, not_found, answered, ended
-                     (outcome and duration), hang_up, hang_up_failed, called_again, unfollowed
+                     (outcome and duration), hang_up, hang_up_failed, called_again, unfollowed;
+                     for a question (`asked`), how it ended: confirmed, cancelled, expired
 
 Both tables are append-only: triggers in the database refuse UPDATE and DELETE, so a record stays
 as it was written, whatever the code above it does. The attempt row is written *before* dialling
 (decision `allowed`); the result follows as an event, so a crash mid-call still leaves a trace.
+An "are you sure?" question is an attempt too (`asked`), written with the question itself, and
+its end in the transaction that ends it (bot/calls/confirmations.py): a question that can't be
+recorded is not asked, and an answer that can't be is not taken (the question stays).
 
 A record that must not wait for a failing database (a refusal, a call's result, what a button did)
 is kept in the spool (spool.py: AUDIT_SPOOL, by default beside a SQLite file or in the working
@@ -28,7 +33,7 @@ import datetime as dt
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -63,10 +68,12 @@ logger = logging.getLogger(__name__)
 
 ATTEMPT_COLUMNS = ("at", "team_id", "user_id", "channel_id", "origin", "repeat_of",
                    "number_masked", "number_hash", "flow", "flow_id", "caller_id", "decision",
-                   "reason")
+                   "reason", "confirmed_question")
 EVENT_COLUMNS = ("attempt_id", "at", "kind", "actor_id", "reason", "session_id", "outcome",
                  "answered_by", "duration_seconds")
 _TABLES = {"audit_attempts": ATTEMPT_COLUMNS, "audit_events": EVENT_COLUMNS}
+# Columns added since records were first spooled: a line written by an older callbot has none.
+_ADDED_LATER: dict[str, dict[str, Any]] = {"audit_attempts": {"confirmed_question": None}}
 
 
 def _columns_of(table: str, values: dict[str, Any]) -> tuple[str, ...]:
@@ -161,17 +168,32 @@ class AuditLog:
     def allowed_row(self, call: CheckedCall) -> NewRow:
         """The attempt's record, to write with the call's row before dialling (bot/calls/follow.py,
         bot/storage/together.py): if it can't be written, nothing is dialled."""
-        request = call.request
+        return self._checked_row(call, Decision.ALLOWED, None)
+
+    def asked_row(self, call: CheckedCall, reasons: Iterable[str]) -> NewRow:
+        """The record of an "are you sure?" question, to write with the question (reason: what
+        it asks about): if it can't be written, nothing is asked."""
+        return self._checked_row(call, Decision.ASKED, ",".join(sorted(reasons)))
+
+    def _checked_row(self, call: CheckedCall, decision: Decision, reason: str | None) -> NewRow:
         return NewRow("audit_attempts", self._attempt_values(
-            request,
+            call.request,
             number_masked=call.number.masked,
             number_hash=self.number_hash(call.number.e164),
             flow=call.flow_name,
             flow_id=call.flow_id,
             caller_id=call.caller_id,
-            decision=Decision.ALLOWED,
-            reason=None,
+            decision=decision,
+            reason=reason,
         ) | {"spool_key": None})  # never spooled; a row written together names every column
+
+    async def question_ended(self, conn: Connection, attempt_id: int, kind: EventKind,
+                             actor_id: str | None = None) -> None:
+        """How a question (an `asked` attempt) ended, on `conn`: in the transaction that takes,
+        cancels or erases it. Once per question and kind, however often it is tried (the sweep
+        and a late click may both find one expired)."""
+        values = self._event_values(attempt_id, kind, actor_id=actor_id)
+        await self._insert_once("audit_events", values, f"question:{attempt_id}:{kind}", conn)
 
     async def result(self, attempt_id: int, result: CallResult) -> None:
         kind = RESULT_OF_OUTCOME.get(result.outcome)
@@ -205,16 +227,25 @@ class AuditLog:
         (spool.py) and written once it answers, instead of raising. `key`: the fact's own key
         (else a random one), for work the database's failing, or a restart, may repeat: one row
         however often it is written, whether it waits for the database or raises."""
-        values = dict(zip(EVENT_COLUMNS, (
-            attempt_id, iso(self._clock()), str(kind), actor_id, clip(reason), session_id,
-            clip(masked_numbers(outcome)), clip(masked_numbers(answered_by)), duration_seconds,
-        ), strict=True))
+        values = self._event_values(
+            attempt_id, kind, actor_id=actor_id, reason=reason, session_id=session_id,
+            outcome=outcome, answered_by=answered_by, duration_seconds=duration_seconds)
         if wait_for_database:
             await self._insert_or_wait("audit_events", values, tried=True, key=key)
         elif key is not None:
             await self._insert_once("audit_events", values, key)
         else:
             await self._insert("audit_events", values)
+
+    def _event_values(
+        self, attempt_id: int, kind: EventKind, *, actor_id: str | None = None,
+        reason: str | None = None, session_id: str | None = None, outcome: str | None = None,
+        answered_by: str | None = None, duration_seconds: float | None = None,
+    ) -> dict[str, Any]:
+        return dict(zip(EVENT_COLUMNS, (
+            attempt_id, iso(self._clock()), str(kind), actor_id, clip(reason), session_id,
+            clip(masked_numbers(outcome)), clip(masked_numbers(answered_by)), duration_seconds,
+        ), strict=True))
 
     def _attempt_from_request(
         self, request: CallRequest, decision: Decision, reason: str | None
@@ -256,7 +287,7 @@ class AuditLog:
         return dict(zip(ATTEMPT_COLUMNS, (
             iso(self._clock()), request.team_id, request.user_id, request.channel_id,
             request.origin, request.repeat_of, number_masked, number_hash, flow, flow_id,
-            caller_id, str(decision), reason,
+            caller_id, str(decision), reason, request.confirmed_question,
         ), strict=True))
 
     async def _insert(self, table: str, values: dict[str, Any], conn: Connection | None = None
@@ -315,7 +346,8 @@ class AuditLog:
         # a record it wrote, and a process of it draining the same file, are only known by it.
         if not await claim_in(conn, CLAIM_PREFIX + record.key, time.time()):
             return False
-        return await self._insert_once(record.table, record.values, record.key, conn) is not None
+        values = _ADDED_LATER.get(record.table, {}) | record.values
+        return await self._insert_once(record.table, values, record.key, conn) is not None
 
     # -------------------------------------------------------------------------------- history
 

@@ -8,6 +8,14 @@ that reads it. It expires after `CONFIRMATION_LIFETIME_SECONDS`.
 The id begins with the second it was asked (`asked_at`): an expired question is erased within
 seconds (it holds the number in clear), and a click that comes later must still hear that it
 expired, not that it was answered or cancelled.
+
+Each question is in the audit trail (bot/audit/trail.py): an attempt `asked`, written in the
+transaction that stores the question, whose id its row keeps (`attempt_id`). Whatever ends it is
+that attempt's event, in the transaction that removes the row: `confirmed` (a take), `cancelled`,
+or `expired` when an expired row is erased by a new question or a click that finds it; the lease
+keeper's sweep, which erases the rest within seconds of their expiry while a bot runs (else at the
+next start), records them just before, each event once however often it is written. A click after
+its erasure finds no row and records nothing more.
 """
 
 from __future__ import annotations
@@ -22,20 +30,25 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from bot.audit.records import EventKind
+from bot.audit.trail import AuditLog
 from bot.storage.claims import claim_in, note_in
 from bot.storage.database import Connection, Database, Row
 from bot.storage.faults import DATABASE_FAULTS
+from bot.storage.together import NewRow, insert_rows
 
 logger = logging.getLogger(__name__)
 
 CONFIRMATION_LIFETIME_SECONDS = 600.0
 _FORGET_EXPIRED = "DELETE FROM pending_confirmations WHERE created_at < ?"
+_EXPIRED = ("SELECT attempt_id FROM pending_confirmations"
+            " WHERE created_at < ? AND attempt_id IS NOT NULL")
 _ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 # An id as `create` makes it: the Unix second it was asked, in letters (so that no digits of the
 # id can be mistaken for a number's), then a random part.
 _STAMPED_ID = re.compile(r"([a-z]{7})-[A-Za-z0-9_-]{24}")
 _STAMP_DIGITS = "abcdefghijklmnopqrstuvwxyz"
-_COLUMN_NAMES = ("id", "created_at", "user_id", "reasons", "request")
+_COLUMN_NAMES = ("id", "created_at", "user_id", "reasons", "request", "attempt_id")
 _COLUMNS = ", ".join(_COLUMN_NAMES)
 
 
@@ -60,6 +73,7 @@ class Pending:
     request: dict[str, Any]  # the CallRequest's fields (see calls.py); no response_url
     created_at: float
     note: str | None = None  # what its claim keeps for its requester (take's `note`)
+    attempt_id: int | None = None  # its `asked` record in the audit trail (None: not recorded)
 
 
 @dataclass(frozen=True)
@@ -98,8 +112,11 @@ class Confirmations:
         *,
         lifetime: float = CONFIRMATION_LIFETIME_SECONDS,
         clock: Callable[[], float] = time.time,
+        audit: AuditLog | None = None,
     ) -> None:
+        """`audit`: where each question's end is recorded; None, nowhere (a store on its own)."""
         self._db = db
+        self._audit = audit
         self._lifetime = lifetime
         # Public: a test moves the running bot's questions past their lifetime with it.
         self.clock = clock
@@ -109,17 +126,21 @@ class Confirmations:
         return self._lifetime
 
     async def create(
-        self, user_id: str, reasons: frozenset[Reason], request: dict[str, Any]
+        self, user_id: str, reasons: frozenset[Reason], request: dict[str, Any],
+        asked: NewRow | None = None,
     ) -> str:
+        """`asked`: the question's audit record (AuditLog.asked_row), written with it."""
         now = self.clock()
         confirmation_id = new_id(now)
         async with self._db.transaction() as tx:
             # Expired questions are only a risk kept on disk; clear them as new ones come.
-            await tx.execute(_FORGET_EXPIRED, (now - self._lifetime,))
+            await self._forget_expired_in(tx, now - self._lifetime)
+            attempt_id = (await insert_rows(tx, [asked]))[asked.table]["id"] if asked else None
             await tx.execute(
-                "INSERT INTO pending_confirmations (id, created_at, user_id, reasons, request)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (confirmation_id, now, user_id, ",".join(sorted(reasons)), json.dumps(request)),
+                f"INSERT INTO pending_confirmations ({_COLUMNS})"
+                f" VALUES ({', '.join('?' * len(_COLUMN_NAMES))})",
+                (confirmation_id, now, user_id, ",".join(sorted(reasons)), json.dumps(request),
+                 attempt_id),
             )
         return confirmation_id
 
@@ -161,9 +182,12 @@ class Confirmations:
                 if deleted != 1:
                     return Taken(TakeStatus.GONE)
                 removed = row
-                await tx.execute(_FORGET_EXPIRED, (now - self._lifetime,))
-                if claim is not None and note is not None and (
-                        float(row["created_at"]) >= now - self._lifetime):
+                expired = float(row["created_at"]) < now - self._lifetime
+                await self._ended_in(tx, row["attempt_id"],
+                                     EventKind.EXPIRED if expired else EventKind.CONFIRMED,
+                                     None if expired else user_id)
+                await self._forget_expired_in(tx, now - self._lifetime)
+                if claim is not None and note is not None and not expired:
                     written = note(json.loads(row["request"]))
                     await note_in(tx, claim, written)
         except DATABASE_FAULTS:
@@ -180,6 +204,7 @@ class Confirmations:
             request=json.loads(row["request"]),
             created_at=float(row["created_at"]),
             note=written,
+            attempt_id=row["attempt_id"],
         )
         return Taken(TakeStatus.TAKEN, pending)
 
@@ -192,12 +217,14 @@ class Confirmations:
 
     async def _give_back(self, row: Row, claim: str, holder: str) -> None:
         """Undo a take that may have committed: if `claim` is `holder`'s, it did, and the question
-        is put back as it was. Tried once: failing, the question is lost to that click."""
+        is put back as it was. Tried once: failing, the question is lost to that click. (Its
+        `confirmed` record stays, the trail being append-only: no attempt names it as confirmed.)"""
         async def undo(conn: Connection) -> None:
             if await conn.execute("DELETE FROM claims WHERE key = ? AND holder = ?",
                                   (claim, holder)) == 1:
                 await conn.execute(
-                    f"INSERT INTO pending_confirmations ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)",
+                    f"INSERT INTO pending_confirmations ({_COLUMNS})"
+                    f" VALUES ({', '.join('?' * len(_COLUMN_NAMES))})",
                     tuple(row[c] for c in _COLUMN_NAMES),
                 )
         try:
@@ -210,16 +237,43 @@ class Confirmations:
         """Erase the questions that expired unanswered: each holds its number as typed, in clear.
         Run with the lease keeper's rounds (bot/runtime.py), so that a question asked before a
         quiet spell is not kept through it (new questions and answers clear them too)."""
-        erased = await self._db.erase(_FORGET_EXPIRED, (self.clock() - self._lifetime,))
+        before = self.clock() - self._lifetime
+        if self._audit is not None and (expired := await self._db.fetchall(_EXPIRED, (before,))):
+            # Recorded first, then erased (`erase` is one statement): a question erased since, or
+            # again after a failure, is still recorded once (AuditLog.question_ended).
+            async def record(conn: Connection) -> None:
+                for row in expired:
+                    await self._ended_in(conn, row["attempt_id"], EventKind.EXPIRED)
+            await self._db.atomic(record)
+        erased = await self._db.erase(_FORGET_EXPIRED, (before,))
         if erased:
             logger.info("erased %d question(s) that expired unanswered", erased)
 
-    async def cancel(self, confirmation_id: str, user_id: str) -> bool:
+    async def _forget_expired_in(self, tx: Connection, before: float) -> None:
+        for row in await tx.fetchall(_FORGET_EXPIRED + " RETURNING attempt_id", (before,)):
+            await self._ended_in(tx, row["attempt_id"], EventKind.EXPIRED)
+
+    async def _ended_in(self, tx: Connection, attempt_id: int | None, kind: EventKind,
+                        actor_id: str | None = None) -> None:
+        if self._audit is not None and attempt_id is not None:
+            await self._audit.question_ended(tx, int(attempt_id), kind, actor_id)
+
+    async def cancel(self, confirmation_id: str, user_id: str) -> TakeStatus:
+        """TAKEN if this cancelled the question; else why not (an expired one is erased)."""
         if not valid_id(confirmation_id):
-            return False
+            return TakeStatus.GONE
+        now = self.clock()
         async with self._db.transaction() as tx:
-            deleted = await tx.execute(
-                "DELETE FROM pending_confirmations WHERE id = ? AND user_id = ?",
+            row = await tx.fetchone(
+                "DELETE FROM pending_confirmations WHERE id = ? AND user_id = ?"
+                " RETURNING created_at, attempt_id",
                 (confirmation_id, user_id),
             )
-        return deleted == 1
+            if row is None:
+                return self.why_gone(confirmation_id)
+            # Past its lifetime it had expired, whoever clicks: recorded as what it was.
+            expired = float(row["created_at"]) < now - self._lifetime
+            await self._ended_in(tx, row["attempt_id"],
+                                 EventKind.EXPIRED if expired else EventKind.CANCELLED,
+                                 None if expired else user_id)
+        return TakeStatus.EXPIRED if expired else TakeStatus.TAKEN

@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from bot.audit.records import QUESTION_ENDINGS
 from bot.audit.trail import AuditEvent, AuditRecord, Decision, EventKind
 from bot.calls.status_views import (
     AckTest,
@@ -48,6 +49,8 @@ def what_happened(record: AuditRecord, acknowledges: AckTest) -> str:
         return f"⚠️ could not be checked{reason}"
     if record.decision == Decision.DUPLICATE:
         return "♻️ duplicate, ignored"
+    if record.decision == Decision.ASKED:
+        return _question(record)
     result = record.result
     if result is None:
         return "❔ allowed, no result recorded"
@@ -80,6 +83,26 @@ def what_happened(record: AuditRecord, acknowledges: AckTest) -> str:
         return ", ".join(parts)
     went = _not_ended(record, result, result_reason, acknowledges)
     return f"{_HISTORY_ENDINGS[Ending.ACKNOWLEDGED]}{by}; {went}" if acked is not None else went
+
+
+# What a question asked about (its reason: `region`, `repeat` or both), in the question's words.
+_ASKED_ABOUT = {"region": "outside the home regions", "repeat": "a repeat call"}
+
+
+def _question(record: AuditRecord) -> str:
+    """An "are you sure?" question, and how it ended: the call a confirmed one led to is an
+    attempt (and a line) of its own, marked `confirmed`."""
+    about = ", ".join(_ASKED_ABOUT.get(r, r) for r in (record.reason or "").split(",") if r)
+    asked = f"❓ asked to confirm ({escape(about)})" if about else "❓ asked to confirm"
+    ended = record.last(*QUESTION_ENDINGS)
+    if ended is None:
+        return f"{asked}, not answered yet"
+    by = f" by <@{ended.actor_id}>" if ended.actor_id else ""
+    if ended.kind == EventKind.CONFIRMED:
+        return f"{asked}: confirmed{by}"
+    if ended.kind == EventKind.CANCELLED:
+        return f"{asked}: cancelled{by}, nothing dialled"
+    return f"{asked}: expired unanswered, nothing dialled"
 
 
 def _not_ended(
@@ -120,6 +143,8 @@ def history_line(record: AuditRecord, acknowledges: AckTest = no_ack_outcomes) -
         extra.append(f"from {record.caller_id}")
     if record.origin != "command":
         extra.append(escape(record.origin.replace("_", " ")))
+    if record.confirmed_question is not None:
+        extra.append("confirmed")  # after a question, an older line of its own
     line = " · ".join(parts)
     return line + (f" ({', '.join(extra)})" if extra else "")
 

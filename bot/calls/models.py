@@ -50,6 +50,8 @@ class CallRequest:
     claim_after_check: bool = False
     origin: str = "command"  # for the audit trail: command, call_again, …
     repeat_of: int | None = None  # audit id of the attempt this one repeats
+    # Audit id of the question (an `asked` attempt) whose Call this request is (questions.py).
+    confirmed_question: int | None = None
     # Questions the requester already answered "Call" to (see confirmations.Reason).
     confirmed: frozenset[str] = frozenset()
     # The note its claim keeps of whom to tell until its call's row is written (calls/untold.py).

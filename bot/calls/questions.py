@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from bot.audit.trail import AuditLog
 from bot.calls import confirm_views
 from bot.calls import messages as views
 from bot.calls.confirmations import Confirmations, Reason, TakeStatus
@@ -46,6 +47,7 @@ class Questions:
         self,
         *,
         confirmations: Confirmations,
+        audit: AuditLog,
         notifier: Notifier,
         untold: UntoldRequests,
         confirm_outside: frozenset[str] | None,
@@ -53,6 +55,7 @@ class Questions:
         finished: Callable[[CallResult], CallResult],
     ) -> None:
         self._confirmations = confirmations
+        self._audit = audit
         self._notifier = notifier
         self._untold = untold
         self._confirm_outside = confirm_outside
@@ -68,7 +71,8 @@ class Questions:
                       confirmed=sorted(request.confirmed), untold=None,
                       number_masked=call.number.masked)  # for the note of a take (untold.py)
         confirmation_id = await self._confirmations.create(
-            request.user_id, needed.reasons | {Reason(r) for r in request.confirmed}, fields
+            request.user_id, needed.reasons | {Reason(r) for r in request.confirmed}, fields,
+            asked=self._audit.asked_row(call, needed.reasons),  # in the audit trail with it
         )
         home = ", ".join(sorted(self._confirm_outside or ()))
         message = confirm_views.confirm_call(
@@ -139,6 +143,8 @@ class Questions:
             # One of its posts goes to the answer below, taken or not: counted either way.
             response_url_used=1 if response_url is not None else 0,
             untold=Untold(claim, taken.pending.note) if taken.pending.note else None,
+            # Its attempt names the question it confirms, whatever becomes of it (the audit trail).
+            confirmed_question=taken.pending.attempt_id,
         )
         # The question's answer goes alongside the call, never before it: a Slack slow to take
         # it (an incident's Slack) must not hold the dial. Started first, it is sent before
@@ -162,8 +168,8 @@ class Questions:
                                       response_url=response_url,
                                       message=views.refusal(describe(exc)))
             return
-        line = ("Cancelled: nothing was dialled." if cancelled
-                else _UNUSABLE_CONFIRMATION[self._confirmations.why_gone(confirmation_id)])
+        line = ("Cancelled: nothing was dialled." if cancelled is TakeStatus.TAKEN
+                else _UNUSABLE_CONFIRMATION[cancelled])
         await self._answer_question(user_id, channel_id, response_url, line)
 
     async def _answer_question(

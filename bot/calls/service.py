@@ -95,7 +95,7 @@ class CallService:
         self._untold = untold
         # "Are you sure?": asked by proceed(), answered by a click (`confirm`, `cancel`).
         self.questions = Questions(
-            confirmations=confirmations, notifier=notifier, untold=untold,
+            confirmations=confirmations, audit=audit, notifier=notifier, untold=untold,
             confirm_outside=confirm_outside, handle=self.handle, finished=self._finished,
         )
         self.confirm, self.cancel = self.questions.confirm, self.questions.cancel

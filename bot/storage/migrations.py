@@ -359,4 +359,17 @@ MIGRATIONS: list[Migration] = [
     # its requester should its replica die first (bot/calls/untold.py); that write clears it.
     Migration(18, "a claimed request's note of whom to tell", rate_slot.UNTOLD_COLUMN,
               postgres=rate_slot.UNTOLD_COLUMN + ";" + rate_slot.WRITE_TOGETHER_UNTOLD_FUNCTION),
+    Migration.written_once(
+        19,
+        "an \"are you sure?\" question in the audit trail",
+        # A question asked is an attempt of its own (decision `asked`): its pending row keeps that
+        # attempt's id, so whatever ends it (a click, its expiry) is recorded as that attempt's
+        # event; the attempt of the request its Call started names it. NULL: asked, or made, by a
+        # callbot from before this migration (bot/audit/trail.py, bot/calls/confirmations.py).
+        """
+        ALTER TABLE pending_confirmations ADD COLUMN attempt_id {id_ref};
+        ALTER TABLE audit_attempts ADD COLUMN confirmed_question {id_ref}
+            REFERENCES audit_attempts (id)
+        """,
+    ),
 ]
