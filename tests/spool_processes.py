@@ -32,7 +32,7 @@ def attempt(user: str) -> dict[str, Any]:
     """The values of a refused /call's attempt by `user`, as the bot spools it."""
     return dict(zip(ATTEMPT_COLUMNS, (
         "2026-01-01T00:00:00+00:00", "T1", user, "C1", "command", None, "+1 814 ••• 3093", None,
-        "escalation", None, None, "refused", "DatabaseUnavailable",
+        "escalation", None, None, "refused", "DatabaseUnavailable", None,
     ), strict=True))
 
 
