@@ -60,3 +60,11 @@ class LeapingClock(BudgetClock):
         if seconds > 0:
             self.now += seconds
         await asyncio.sleep(0)
+
+
+class Pauses(list[float]):
+    """A sleep that returns at once and keeps every pause it was asked for (e.g. the bot's Slack
+    client waiting out a 429's Retry-After): a test asserts what was waited, never waits."""
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)

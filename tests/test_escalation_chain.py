@@ -15,6 +15,7 @@ import pytest
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
 from bot.standins.slack import ApiCall, Gate, Message
+from tests.budget_clock import Pauses
 from tests.conftest import BotFactory, BotUnderTest
 from tests.escalations import (
     ALICE,
@@ -618,12 +619,8 @@ async def test_slack_failing_to_show_a_profile_read_before_still_rings_its_numbe
     begins, that read has expired and Slack fails to answer users.info: she is rung at the number
     read before, not skipped (Slack failing stops no dial), and at once: a 429's Retry-After (30 s)
     was waited out twice before that number was used."""
-    pauses: list[float] = []
-
-    async def pause(seconds: float) -> None:
-        pauses.append(seconds)
-
-    bot, clock = await start(bot_factory, slack_sleep=pause)
+    pauses = Pauses()
+    bot, clock = await start(bot_factory, slack_sleep=pauses)
     bot.slack.users["U0CAROL"] = {"profile": {"phone": "+18144043095"}}
     view, _ = await open_on_message(bot)
     assert await submit(bot, view) == {}

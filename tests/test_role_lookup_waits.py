@@ -12,7 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.access import UserGroups
 from bot.standins.slack import SlackStandIn
-from tests.budget_clock import BudgetClock
+from tests.budget_clock import BudgetClock, Pauses
 from tests.conftest import BOT_TOKEN, BotFactory
 from tests.escalations import ROSTER
 from tests.follow_helpers import audit_records
@@ -27,12 +27,8 @@ async def test_a_rate_limited_group_lookup_says_when_to_try_again_without_waitin
     # Slack answers the lookup of S0LEADS (the Manager role's group) with 429 and Retry-After: 30.
     # Waiting that out twice (slack_sdk's way) held the lead's call a minute, then told them to
     # check the usergroups:read scope. The lead is told at once when to try again.
-    pauses: list[float] = []
-
-    async def pause(seconds: float) -> None:
-        pauses.append(seconds)
-
-    bot = await bot_factory("http", slack_sleep=pause)
+    pauses = Pauses()
+    bot = await bot_factory("http", slack_sleep=pauses)
     bot.slack.fail("usergroups.users.list", "ratelimited", retry_after=30)
     _, url = await bot.command(f"{FULL} escalation", user_id="U0LEAD1")
     [answer] = await bot.slack.wait_for_response(url)
@@ -88,12 +84,8 @@ async def test_a_rate_limited_users_info_says_when_to_try_again_without_waiting_
 ) -> None:
     # Whether someone without a role may escalate ("everyone": a full member) is users.info's
     # answer: its 429 held them twice Retry-After before "try again in a minute".
-    pauses: list[float] = []
-
-    async def pause(seconds: float) -> None:
-        pauses.append(seconds)
-
-    bot = await bot_factory("http", policy=ROSTER, slack_sleep=pause)
+    pauses = Pauses()
+    bot = await bot_factory("http", policy=ROSTER, slack_sleep=pauses)
     bot.slack.fail("users.info", "ratelimited", retry_after=20)
     _, url = await bot.command("oncall", user_id="U0DEV")
     [answer] = await bot.slack.wait_for_response(url)
