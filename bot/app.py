@@ -70,15 +70,15 @@ def slack_session(timeout: float = SLACK_TIMEOUT_SECONDS) -> aiohttp.ClientSessi
 def create_slack_client(
     settings: Settings, session: aiohttp.ClientSession, *, sleep: Sleep = asyncio.sleep
 ) -> AsyncWebClient:
-    """`session`: `slack_session()`'s, which bounds each call; `sleep`: what a 429's pause is
-    waited out with (a test's clock)."""
+    """`session`: `slack_session()`'s, which bounds each call; `sleep`: what the pauses before a
+    retry (a 429's, a dropped connection's) are waited out with (a test's clock)."""
     return AsyncWebClient(
         token=settings.slack_bot_token.get_secret_value(),
         base_url=settings.slack_api_url,
         session=session,
         timeout=SLACK_TIMEOUT_SECONDS,
         retry_handlers=[
-            ConnectionRetry(),
+            ConnectionRetry(sleep=sleep),
             RateLimitRetry(max_retry_count=2, sleep=sleep),
         ],
     )

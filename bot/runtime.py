@@ -71,7 +71,7 @@ class Runtime:
         policy: Policy,
         *,
         watchdog_interval: float = WATCHDOG_INTERVAL_SECONDS,
-        slack_sleep: Sleep = asyncio.sleep,  # waits out Slack's 429s (a test's clock)
+        slack_sleep: Sleep = asyncio.sleep,  # waits out Slack's retry pauses (a test's clock)
         slack_timeout: float = SLACK_TIMEOUT_SECONDS,  # each Web API call's (a test shortens it)
         http_host: str | None = None,  # PORT's interface: every one, but the demo's loopback
     ) -> None:

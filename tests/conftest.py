@@ -338,7 +338,7 @@ async def bot_factory(
         slack_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         slack_timeout: float | None = None, **env: str,
     ) -> BotUnderTest:
-        """`slack_sleep`: what the bot's Slack client waits out 429s with (a test's clock);
+        """`slack_sleep`: what the bot's Slack client waits out retry pauses with (a test's clock);
         `slack_timeout`: how long it waits for each Web API call (default: the bot's)."""
         if policy is not None:
             policy_path.write_text(policy)

@@ -21,6 +21,7 @@ from bot.standins.slack import (
     ApiCall,
     block_suggestion_payload,
 )
+from tests.budget_clock import LeapingClock
 from tests.conftest import POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest, manifest
 from tests.interactions import (
     interact, open_form, open_from_shortcut, send_call, state, submission,
@@ -146,7 +147,8 @@ async def test_a_loading_view_whose_answer_was_lost_is_still_replaced_by_the_for
     # external id taken (which Slack checks first, its documentation doesn't say). Without the
     # view's id, the loading view stayed up for good; the form replaces it all the same.
     monkeypatch.setattr(form_listener, "OPEN_BUDGET_SECONDS", 0.05)
-    bot = await bot_factory("http")
+    # The retry's pause (a second or so) on a clock that leaps: how long it is is no business here.
+    bot = await bot_factory("http", slack_sleep=LeapingClock().sleep)
     release = bot.slack.hold("usergroups.users.list")
     bot.slack.cut("views.open")
     if retry_meets == "duplicate_external_id":

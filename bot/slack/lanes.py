@@ -49,11 +49,16 @@ class ConnectionRetry(AsyncConnectionErrorRetryHandler):
     a read, a reaction). A post whose connection dropped once it was sent (a proxy or the network
     failing mid-answer) may be in Slack already, its answer lost: it fails as a post Slack never
     answered does (a kept post is looked for in its thread, bot/slack/outbox.py; any other takes
-    the next way). `posts`: every request of this client posts (a response_url's)."""
+    the next way). `posts`: every request of this client posts (a response_url's). `sleep`
+    waits out the pause before the retry (half a second plus up to a second of jitter): slack_sdk's
+    own calls asyncio.sleep, so a test whose Slack drops a connection would wait it in real time."""
 
-    def __init__(self, *, posts: bool = False) -> None:
+    def __init__(
+        self, *, posts: bool = False, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    ) -> None:
         super().__init__(max_retry_count=1)
         self._posts = posts
+        self.sleep = sleep
 
     async def _can_retry_async(
         self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
@@ -65,6 +70,14 @@ class ConnectionRetry(AsyncConnectionErrorRetryHandler):
             return False
         return await super()._can_retry_async(state=state, request=request, response=response,
                                               error=error)
+
+    async def prepare_for_next_attempt_async(
+        self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        state.next_attempt_requested = True
+        await self.sleep(self.interval_calculator.calculate_sleep_duration(state.current_attempt))
+        state.increment_current_attempt()
 
 
 def retry_after(exc: SlackApiError) -> float | None:
