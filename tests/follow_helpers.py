@@ -195,6 +195,16 @@ def end_session(bot: BotUnderTest, session_id: str, *, after_seconds: float, **f
     )
 
 
+async def poll_now(bot: BotUnderTest) -> None:
+    """The follower reads each call it follows now rather than at its next poll, as it does after
+    a hang-up (`CallFollower.poke`): after a test changed a session in Evo Voice, how soon the bot
+    would have polled is no business of the test's. The bot still learns the change by reading
+    the session; a poke during a read is kept for the next one (bot/calls/polling.py)."""
+    follower = services(bot).follower
+    for call in await follower.store.being_followed():
+        follower.poke(call.id)
+
+
 async def audit_records(bot: BotUnderTest, limit: int = 100) -> list[AuditRecord]:
     return await services(bot).audit.history(bot.slack.team_id, limit=limit)
 

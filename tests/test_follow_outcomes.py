@@ -23,6 +23,7 @@ from tests.follow_helpers import (
     lines,
     parent_of,
     placed_call,
+    poll_now,
     services,
     status_message,
     texts,
@@ -41,6 +42,7 @@ async def test_a_call_disconnected_after_ringing_has_ended_before_evo_voice_says
     bot.evo.set_session_state(
         session_id, callState="Disconnected", dateCompleted="0001-01-01T00:00:00"
     )
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
     assert "❌ Ended: not answered." in (status.text or "")
     assert await wait_for_mark(bot, parent_of(bot, status)) == "x"
@@ -54,8 +56,10 @@ async def test_a_name_shown_while_ringing_never_makes_the_call_answered(
     bot, status, session_id = await placed_call(bot_factory)
     seen = len(bot.evo.reads_of(session_id))
     bot.evo.set_session_state(session_id, callState="Ringing", answeredByName="Voicemail of Alice")
+    await poll_now(bot)
     await until(lambda: len(bot.evo.reads_of(session_id)) > seen)  # polled with the name showing
     end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
     assert await wait_for_mark(bot, parent_of(bot, status)) == "x"
     assert "❌ Ended: No answer, lasted 30 s." in (status.text or "")
@@ -78,6 +82,7 @@ async def test_an_edit_lost_before_a_restart_is_made_by_the_next_start(
     [session_id] = first.evo.sessions
     first.slack.fail("chat.update", "internal_error", times=1)
     first.evo.set_session_state(session_id, callState="Connected", answeredByName="Bo")
+    await poll_now(first)
     refused = await first.slack.wait_for_call("chat.update", lambda c: not c.ok)
     assert "Connected" in str(refused.params.get("text"))
     await first.runtime.stop(grace=5)
@@ -98,6 +103,7 @@ async def test_the_parents_outcome_edit_keeps_the_reason_it_was_posted_with(
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
     end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await poll_now(bot)
     parent = parent_of(bot, status)
     assert await wait_for_mark(bot, parent) == "x"
     assert "INC-42 db down" in texts(parent)[-1] and texts(parent)[-1].endswith("❌ Not answered.")
@@ -112,6 +118,7 @@ async def test_a_parent_edit_slack_refuses_is_tried_again(bot_factory: BotFactor
     bot.slack.fail("chat.update", "internal_error", times=1,
                    when=lambda c: c.params.get("ts") == parent.ts)
     end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await poll_now(bot)
     assert await wait_for_mark(bot, parent) == "x"
     assert texts(parent)[-1].endswith("❌ Not answered.")
 
@@ -152,6 +159,7 @@ async def test_a_call_seen_connected_as_it_was_found_counts_as_picked_up(
     status = await status_message(bot)
     assert "Connected" in texts(status)[0]
     end_session(bot, session["id"], after_seconds=40, outcome="Completed")
+    await poll_now(bot)
     first_poll.set()
     assert await wait_for_mark(bot, parent_of(bot, status)) == "phone"
     assert "☎️ Ended: Completed, answered by Alice Example, lasted 40 s." in (status.text or "")
@@ -174,6 +182,7 @@ async def test_a_session_evo_voice_cannot_find_for_a_moment_is_still_followed(
     assert session_id == "sess-1"
     await until(lambda: len(bot.evo.requests_to("GET", "/sessions/sess-1")) > 2)
     end_session(bot, session_id, after_seconds=20, outcome="Completed")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
     assert not any("stopped following" in t for t in texts(status))
 
@@ -184,8 +193,10 @@ async def test_a_passive_session_is_neither_answered_nor_over(bot_factory: BotFa
     bot, status, session_id = await placed_call(bot_factory)
     seen = len(bot.evo.reads_of(session_id))
     bot.evo.set_session_state(session_id, callState="Passive")
+    await poll_now(bot)
     await until(lambda: len(bot.evo.reads_of(session_id)) > seen + 1)  # polled while Passive
     end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await poll_now(bot)
     assert await wait_for_mark(bot, parent_of(bot, status)) == "x"
     assert not any("Connected" in t for t in texts(status))
 
@@ -198,13 +209,16 @@ async def test_a_passive_read_after_an_answer_neither_unanswers_the_call_nor_hid
     # "⏳ Calling…" after the answer, and the Disconnected that ends a call seen live never did.
     bot, status, session_id = await placed_call(bot_factory)
     bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "🟢 Connected")
     seen = len(bot.evo.reads_of(session_id))
     bot.evo.set_session_state(session_id, callState="Passive")
+    await poll_now(bot)
     await until(lambda: len(bot.evo.reads_of(session_id)) > seen + 1)  # polled while Passive
     bot.evo.set_session_state(
         session_id, callState="Disconnected", dateCompleted="0001-01-01T00:00:00"
     )
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
     assert await wait_for_mark(bot, parent_of(bot, status)) == "phone"
     assert not any("Calling" in t for t in texts(status)[1:])
@@ -219,6 +233,7 @@ async def test_a_call_first_read_connected_as_it_ends_was_picked_up(
     # of an answer, and "❌ not answered" would tell the requester nobody picked up.
     bot, status, session_id = await placed_call(bot_factory)
     end_session(bot, session_id, after_seconds=40, callState=state, outcome="Completed")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
     assert "☎️ Ended: Completed, lasted 40 s." in texts(status)[-1]
     assert await wait_for_mark(bot, parent_of(bot, status)) == "phone"
@@ -235,14 +250,17 @@ async def test_an_outcome_written_one_poll_after_the_end_is_still_told(
     # set). Teams read "Ended: <outcome>" here to fill in ack_outcomes: it must not be lost.
     bot, status, session_id = await placed_call(bot_factory)
     bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "🟢 Connected")
     gate = asyncio.Event()
     bot.evo.queue("GET", "/sessions", Respond(), Gated(gate))  # the end read, then the next held
     seen = len(bot.evo.reads_of(session_id))
     bot.evo.set_session_state(session_id, callState="Disconnected", ended=ended,
                               dateCompleted="0001-01-01T00:00:00")
+    await poll_now(bot)
     await until(lambda: len(bot.evo.reads_of(session_id)) > seen)  # the end read, no outcome
     end_session(bot, session_id, after_seconds=30, outcome="Acknowledged")
+    await poll_now(bot)
     gate.set()
     await wait_for_edit(bot, status, "Ended")
     await bot.settle()
@@ -270,6 +288,7 @@ async def test_an_unconfirmed_call_takes_the_session_closest_to_its_attempt(
     await wait_for_edit(bot, status, f"session `{ours}`")
     end_session(bot, other["id"], after_seconds=30, outcome="Completed")
     end_session(bot, ours, after_seconds=12, outcome="No answer")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "❌ Ended: No answer, lasted 12 s.")
     assert other["id"] not in str(texts(status))
 
@@ -288,6 +307,7 @@ async def test_a_call_still_being_looked_for_is_looked_for_again_after_a_restart
     second = await bot_factory("http", **FAST)  # the same database
     await wait_for_edit(second, status, session["id"])
     end_session(second, session["id"], after_seconds=9, outcome="Completed")
+    await poll_now(second)
     await wait_for_edit(second, status, "Ended: Completed")
 
 
@@ -312,11 +332,13 @@ async def test_one_404_late_in_a_call_does_not_end_its_following(bot_factory: Bo
     [session_id] = bot.evo.sessions
     assert session_id == "sess-1"
     bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Connected")
     await older_than(bot, float(FIND_SECONDS))
     bot.evo.queue("GET", f"/sessions/{session_id}", ErrorStatus(404, "Session not found"))
     await until(lambda: len(bot.evo.requests_to("GET", f"/sessions/{session_id}")) > 1)
     end_session(bot, session_id, after_seconds=20, outcome="Completed")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "☎️ Ended: Completed")
     assert not any("stopped following" in t for t in texts(status))
 
@@ -343,8 +365,10 @@ async def test_listings_answered_404_do_not_end_the_following_of_a_call_still_on
     listed = listings()
     await until(lambda: listings() > max(listed, 1))
     bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Connected")
     end_session(bot, session_id, after_seconds=20, outcome="Completed")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "☎️ Ended: Completed")
     assert not any("stopped following" in t for t in texts(status))
 
@@ -362,6 +386,7 @@ async def test_an_end_slack_refused_until_a_restart_is_shown_by_the_next_start(
     [session_id] = first.evo.sessions
     first.slack.fail("chat.update", "internal_error")
     end_session(first, session_id, after_seconds=30, outcome="No answer")
+    await poll_now(first)
     await first.slack.wait_for_call(
         "chat.update", lambda c: not c.ok and "Ended" in str(c.params.get("text")))
     await first.runtime.stop(grace=1)
@@ -388,6 +413,7 @@ async def test_an_end_slack_refused_while_its_bot_stops_is_shown_by_another_runn
     [session_id] = first.evo.sessions
     first.slack.fail("chat.update", "internal_error")
     end_session(first, session_id, after_seconds=30, outcome="No answer")
+    await poll_now(first)
     await first.slack.wait_for_call(
         "chat.update", lambda c: not c.ok and "Ended" in str(c.params.get("text")))
     await first.runtime.stop(grace=1)
@@ -403,6 +429,7 @@ async def test_a_restart_leaves_the_calls_already_shown_over_alone(bot_factory: 
     status = await status_message(first)
     [session_id] = first.evo.sessions
     end_session(first, session_id, after_seconds=30, outcome="No answer")
+    await poll_now(first)
     assert await wait_for_mark(first, parent_of(first, status)) == "x"
     await first.runtime.stop(grace=1)
     edits = len(first.slack.calls_to("chat.update"))
@@ -421,10 +448,12 @@ async def test_a_long_outcome_with_a_less_than_sign_is_shortened_not_cut_back_to
     # happened on the call ("Menu…").
     bot, status, session_id = await placed_call(bot_factory)
     bot.evo.set_session_state(session_id, callState="Connected", answeredByName="Alice")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Connected")
     outcome = ("Menu < 2 s: acknowledged by pressing 1, then the callee hung up on the recorded "
                "message before it ended")
     end_session(bot, session_id, after_seconds=40, outcome=outcome)
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
     assert "☎️ Ended: Menu &lt; 2 s: acknowledged by pressing 1, then the callee hung up" in (
         status.text or "")
