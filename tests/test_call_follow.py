@@ -26,6 +26,7 @@ from tests.follow_helpers import (
     history,
     parent_of,
     placed_call,
+    poll_now,
     services,
     status_message,
     status_ts_recorded,
@@ -39,6 +40,7 @@ async def test_a_number_given_as_who_answered_is_masked(bot_factory: BotFactory)
     # Evo Voice names the answering party as it likes: a phone number too.
     bot, status, session_id = await placed_call(bot_factory)
     bot.evo.set_session_state(session_id, callState="Connected", answeredByName=FULL)
+    await poll_now(bot)
     await wait_for_edit(bot, status, f"answered by {MASKED}")
     # /call history while the call is on: picked up, and by whom nowhere in full.
     [line] = str((await history(bot))["text"]).splitlines()[1:]
@@ -55,8 +57,10 @@ async def test_a_number_inside_evo_voice_s_words_is_masked_everywhere(
     bot, status, session_id = await placed_call(bot_factory)
     bot.evo.set_session_state(session_id, callState="Connected",
                               answeredByName=f"Voicemail of {FULL}")
+    await poll_now(bot)
     await wait_for_edit(bot, status, f"answered by Voicemail of {MASKED}")
     end_session(bot, session_id, after_seconds=20, outcome=f"Left a message for {FULL}")
+    await poll_now(bot)
     await wait_for_edit(bot, status, f"☎️ Ended: Left a message for {MASKED}")
     [line] = str((await history(bot))["text"]).splitlines()[1:]
     assert f"Left a message for {MASKED}" in line
@@ -81,8 +85,10 @@ async def test_one_status_message_follows_the_call_to_its_end(fast_bot: BotUnder
     assert status.versions[0]["blocks"][-1]["elements"][0]["action_id"] == HANG_UP_ACTION
 
     bot.evo.set_session_state(session_id, callState="Connected", answeredByName="Alice Example")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Connected (answered by Alice Example)")
     end_session(bot, session_id, after_seconds=125, outcome="Completed")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
     parent = parent_of(bot, status)
     # Connected and ended without an acknowledging outcome (this policy lists none): picked up,
@@ -117,6 +123,7 @@ async def test_one_status_message_follows_the_call_to_its_end(fast_bot: BotUnder
 async def test_an_unanswered_call_is_marked_with_a_cross(bot_factory: BotFactory) -> None:
     bot, status, session_id = await placed_call(bot_factory)
     end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
     assert await wait_for_mark(bot, parent_of(bot, status)) == "x"
     assert "❌ Ended: No answer, lasted 30 s." in status.text
@@ -132,6 +139,7 @@ async def test_without_the_reactions_scope_the_parent_still_carries_the_outcome(
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
     end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
     parent = parent_of(bot, status)
     mark = await bot.slack.wait_for_call(
@@ -247,6 +255,7 @@ async def test_hang_up_after_the_end_sends_nothing(bot_factory: BotFactory) -> N
     bot, status, session_id = await placed_call(bot_factory)
     hang_up_value = buttons(status)[HANG_UP_ACTION]
     end_session(bot, session_id, after_seconds=10, outcome="Completed")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
 
     # A stale client still shows the button.
@@ -276,6 +285,7 @@ async def test_call_again_dials_once_with_the_same_number_flow_and_caller_id(
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
     end_session(bot, session_id, after_seconds=20, outcome="No answer")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
     [first] = bot.evo.outgoing_posts
     call_again_value = buttons(status)[CALL_AGAIN_ACTION]
@@ -319,6 +329,7 @@ async def test_call_again_goes_through_the_same_checks(bot_factory: BotFactory) 
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
     end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
 
     _, url = await click(bot, status, CALL_AGAIN_ACTION, user_id="U0INTRUDER")
@@ -371,6 +382,7 @@ async def test_call_again_under_a_flow_with_a_very_long_name_is_accepted_by_slac
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
     end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
     assert set(buttons(status)) == {CALL_AGAIN_ACTION}
     assert all(c.ok for c in bot.slack.calls_to("chat.update"))
@@ -404,6 +416,7 @@ async def test_a_restart_while_a_call_is_followed(bot_factory: BotFactory) -> No
     assert services(second).follower.following == 1
     await wait_for_edit(second, status, "Connected (answered by Bo)")
     end_session(second, session_id, after_seconds=61, outcome="Completed")
+    await poll_now(second)
     await wait_for_edit(second, status, "Ended")
     assert await wait_for_mark(second, parent_of(second, status)) == "phone"
 
@@ -439,6 +452,7 @@ async def test_an_unconfirmed_call_is_resolved_when_its_session_shows_up(
     [line] = str((await history(bot))["text"]).splitlines()[1:]
     assert line.split(" · ")[4].startswith("📞 placed, in progress")
     end_session(bot, session["id"], after_seconds=3, outcome="Completed")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
     assert len(bot.evo.outgoing_posts) == 1
 
@@ -477,6 +491,7 @@ async def test_a_call_accepted_without_a_session_id_is_found_and_followed(
     [session_id] = bot.evo.sessions
     await wait_for_edit(bot, status, session_id)
     end_session(bot, session_id, after_seconds=8, outcome="Completed")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
 
 
@@ -503,6 +518,7 @@ async def test_without_a_thread_the_outcome_is_still_recorded(bot_factory: BotFa
     assert "Call placed" in answers[1]["text"]
     [session_id] = bot.evo.sessions
     end_session(bot, session_id, after_seconds=42, outcome="Completed")
+    await poll_now(bot)
     await wait_until_ended(bot)
     [record] = await audit_records(bot)
     ended = record.last("ended")
@@ -555,6 +571,7 @@ async def test_many_calls_are_followed_at_once(bot_factory: BotFactory) -> None:
     assert services(bot).follower.following == len(numbers)
     for session_id in list(bot.evo.sessions):
         end_session(bot, session_id, after_seconds=12, outcome="Completed")
+    await poll_now(bot)
     for status in statuses:
         await wait_for_edit(bot, status, "Ended")
     assert all(len(texts(s)) == 2 for s in statuses)  # Ringing, then Ended: nothing in between
@@ -570,6 +587,7 @@ async def test_a_status_relayed_through_the_response_url_has_no_buttons(
     await bot.evo.wait_for_posts(1)
     [session_id] = bot.evo.sessions
     end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await poll_now(bot)
 
     async def ended() -> list[dict[str, object]]:
         while not any("Ended" in str(a.get("text")) for a in bot.slack.responses_to(url)):

@@ -20,7 +20,7 @@ from bot.standins.evovoice import ErrorStatus, Gated, Respond
 from bot.standins.slack import Message, block_actions_payload, interactive_body
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.databases import on_both_databases
-from tests.follow_helpers import audit_records, history, lines, services
+from tests.follow_helpers import audit_records, history, lines, poll_now, services
 from tests.escalations import (
     ALICE,
     ALICE_ONLY,
@@ -150,9 +150,11 @@ async def test_a_voicemail_moves_the_chain_on_at_once(bot_factory: BotFactory, m
     bot, _, escalation = await running_escalation(bot_factory, mode)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Connected", answeredByName="Voicemail")
+    await poll_now(bot)
     await call_seen_connected(bot, escalation)
     assert dialled(bot) == [ALICE]  # connected is not acknowledged: still waiting, not moving on
     bot.evo.set_session_state(alice, callState="Disconnected", ended=True, outcome="Completed")
+    await poll_now(bot)
     # No clock moved: the call ended without an acknowledgement, so the next person at once.
     await bot.evo.wait_for_posts(2)
     assert dialled(bot) == [ALICE, BOB]
@@ -171,14 +173,17 @@ async def test_an_ack_outcome_written_one_poll_after_the_end_acknowledges(
     bot, _, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Connected")
+    await poll_now(bot)
     await call_seen_connected(bot, escalation)
     gate = asyncio.Event()
     bot.evo.queue("GET", "/sessions", Respond(), Gated(gate))  # the end read, then the next held
     seen = len(bot.evo.reads_of(alice))
     bot.evo.set_session_state(alice, callState="Disconnected", ended=ended,
                               dateCompleted="0001-01-01T00:00:00")
+    await poll_now(bot)
     await until(lambda: len(bot.evo.reads_of(alice)) > seen)  # the end read, no outcome
     bot.evo.set_session_state(alice, ended=True, outcome="Acknowledged")
+    await poll_now(bot)
     gate.set()
     await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
@@ -244,14 +249,18 @@ async def test_a_flow_outcome_in_ack_outcomes_acknowledges(
     alice = session_of(bot, ALICE)
     if when == "while connected":
         bot.evo.set_session_state(alice, callState="Connected", outcome="pressed 1")
+        await poll_now(bot)
     elif when == "after it connected":
         # She listens a while, then presses 1: the outcome is the only thing that changes.
         bot.evo.set_session_state(alice, callState="Connected")
+        await poll_now(bot)
         await wait_for_edit(bot, escalation, "on the phone, not acknowledged yet")
         bot.evo.set_session_state(alice, outcome="pressed 1")
+        await poll_now(bot)
     else:
         bot.evo.set_session_state(alice, callState="Disconnected", ended=True,
                                   outcome="Acknowledged")
+        await poll_now(bot)
     await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
     clock.advance(1000)
@@ -292,6 +301,7 @@ async def test_an_outcome_not_listed_is_no_acknowledgement(
     bot, _, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
     bot.evo.set_session_state(session_of(bot, ALICE), callState="Disconnected", ended=True,
                               outcome=outcome)
+    await poll_now(bot)
     await bot.evo.wait_for_posts(2)
     assert dialled(bot) == [ALICE, BOB]
     assert await state_of(bot) == EscalationState.RUNNING
@@ -303,6 +313,7 @@ async def test_a_call_connected_at_the_deadline_is_left_on_and_the_chain_moves_o
     bot, clock, escalation = await running_escalation(bot_factory)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Connected")
+    await poll_now(bot)
     await call_seen_connected(bot, escalation)
     clock.advance(91)
     await bot.evo.wait_for_posts(2)
@@ -539,12 +550,14 @@ async def test_an_ack_outcome_on_a_call_left_on_past_its_deadline_acknowledges(
     bot, clock, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Connected")
+    await poll_now(bot)
     await call_seen_connected(bot, escalation)
     clock.advance(91)
     await bot.evo.wait_for_posts(2)
     bob = session_of(bot, BOB)
     await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
     bot.evo.set_session_state(alice, outcome="pressed 1")  # still on the phone, she presses 1
+    await poll_now(bot)
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
     await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ called off: "
                                          "someone else acknowledged")
@@ -573,6 +586,7 @@ async def test_pressing_1_on_a_call_whose_hang_up_failed_at_its_deadline_acknowl
     bob = session_of(bot, BOB)
     await wait_for_edit(bot, escalation, "Internal server error. It may still ring.)")
     bot.evo.set_session_state(alice, callState="Connected", outcome="pressed 1")
+    await poll_now(bot)
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
     await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — ⏹ called off: "
                                          "someone else acknowledged")
@@ -594,6 +608,7 @@ async def nobody_came_with_alice_still_on(
     bot, clock, escalation = await running_escalation(bot_factory, policy=LEFT_ON_POLICY)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Connected")
+    await poll_now(bot)
     await call_seen_connected(bot, escalation)
     clock.advance(91)
     await wait_for_post(bot, "Nobody acknowledged the on-call escalation")
@@ -603,6 +618,7 @@ async def nobody_came_with_alice_still_on(
 async def heard_late_once(bot: BotUnderTest, escalation: Message, alice: str) -> None:
     """Alice, still on the phone, presses 1: a late acknowledgement, announced once."""
     bot.evo.set_session_state(alice, outcome="pressed 1")
+    await poll_now(bot)
     late = await wait_for_post(bot, "they are on it")
     assert late.params["reply_broadcast"] in (True, "true", "1")
     await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
@@ -639,6 +655,7 @@ async def test_an_ack_outcome_on_the_last_call_not_hung_up_after_nobody_came_is_
     clock.advance(91)
     await wait_for_post(bot, "Nobody acknowledged the on-call escalation")
     bot.evo.set_session_state(alice, callState="Connected", outcome="pressed 1")
+    await poll_now(bot)
     late = await wait_for_post(bot, "they are on it")
     assert late.params["reply_broadcast"] in (True, "true", "1")
     await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
@@ -707,6 +724,7 @@ async def test_i_m_on_it_by_the_person_who_answered_is_told_it_was_them(
     bot, _, escalation = await running_escalation(bot_factory, policy=ROSTER + 'ack = "answer"\n')
     page = as_first_drawn(await page_of(bot, "U0ALICE"))
     bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected")
+    await poll_now(bot)
     await wait_for_state(bot, EscalationState.ANSWERED)
     _, url = await click_ack(bot, page, user_id="U0ALICE")
     [told] = await bot.slack.wait_for_response(url)
@@ -723,6 +741,7 @@ async def test_with_ack_answer_the_answer_is_in_the_audit_trail_as_an_acknowledg
     the acknowledging person's call, and `/call history` says so as the card does."""
     bot, _, escalation = await running_escalation(bot_factory, policy=ROSTER + 'ack = "answer"\n')
     bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected")
+    await poll_now(bot)
     await wait_for_state(bot, EscalationState.ANSWERED)
     await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ✅ answered")
     await bot.settle()

@@ -45,6 +45,7 @@ from tests.follow_helpers import (
     audit_records,
     everything_sent_to_slack,
     history,
+    poll_now,
     services,
     stall,
 )
@@ -437,6 +438,7 @@ async def test_stop_escalation_leaves_a_call_already_answered_on(bot_factory: Bo
     bot, clock, escalation = await running_escalation(bot_factory)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🟢 on the phone")
     await click_stop(bot, escalation, user_id="U0ADMIN")
     await wait_for_state(bot, EscalationState.STOPPED)
@@ -493,6 +495,7 @@ async def test_acknowledging_an_earlier_page_leaves_the_next_person_s_answered_c
     await bot.evo.wait_for_posts(2)
     bob = session_of(bot, BOB)
     bot.evo.set_session_state(bob, callState="Connected")  # Bob is listening to the page
+    await poll_now(bot)
     await wait_for_edit(bot, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🟢 on the phone")
     await click_ack(bot, alices_page, user_id="U0ALICE")  # Alice saw her page late
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
@@ -507,6 +510,7 @@ async def test_with_ack_answer_a_later_i_m_on_it_hears_who_answered_first(
 ) -> None:
     bot, _, escalation = await running_escalation(bot_factory, policy=ROSTER + 'ack = "answer"\n')
     bot.evo.set_session_state(session_of(bot, ALICE), callState="Connected")
+    await poll_now(bot)
     await wait_for_state(bot, EscalationState.ANSWERED)
     stale = as_first_drawn(escalation)  # Bob's client hadn't refreshed
     _, url = await click_ack(bot, stale, user_id="U0BOB")

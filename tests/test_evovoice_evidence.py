@@ -37,7 +37,7 @@ from tests.conftest import (
     until,
 )
 from tests.follow_helpers import (
-    FAST, FULL, click, placed_call, status_message, status_ts_recorded, wait_for_edit,
+    FAST, FULL, click, placed_call, poll_now, status_message, status_ts_recorded, wait_for_edit,
 )
 from tests.checkups import by_subject, check
 from tests.interactions import open_form
@@ -98,6 +98,7 @@ async def test_a_patch_session_that_ends_nothing_never_shows_the_call_as_ended(
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
     bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "🟢 Connected")
     await click(bot, status, HANG_UP_ACTION)
     [patch] = await until_sent(bot, lambda r: r.method == "PATCH")
@@ -110,6 +111,7 @@ async def test_a_patch_session_that_ends_nothing_never_shows_the_call_as_ended(
     assert "🟢 Connected" in str(shown.text) and HANG_UP_ACTION in str(shown.blocks)
     assert "Ended" not in str(shown.text)
     bot.evo.set_session_state(session_id, callState="Disconnected", ended=True, outcome="Completed")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended: Completed")
 
 
@@ -231,6 +233,7 @@ async def test_answered_by_name_while_ringing_does_not_stop_the_escalation(
     await bot.evo.wait_for_posts(1)
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, callState="Ringing", answeredByName="Alice's phone")
+    await poll_now(bot)
     await wait_for_escalation_edit(bot, escalation, "🔔 ringing…")
     clock.advance(91)
     await wait_for_escalation_edit(bot, escalation, NO_ANSWER_FROM_ALICE)
@@ -245,8 +248,10 @@ async def test_a_placeholder_date_completed_does_not_end_a_ringing_call(
 ) -> None:
     bot, status, session_id = await placed_call(bot_factory)
     bot.evo.set_session_state(session_id, callState="Connected", dateCompleted=placeholder)
+    await poll_now(bot)
     await wait_for_edit(bot, status, "🟢 Connected")
     bot.evo.set_session_state(session_id, callState="Disconnected")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")  # Disconnected after being live: over
 
 
@@ -259,6 +264,7 @@ async def test_a_date_out_of_range_is_unreadable_and_the_call_still_ends(
     bot, status, session_id = await placed_call(bot_factory)
     bot.evo.set_session_state(session_id, callState="Disconnected", ended=True,
                               outcome="Completed", dateCompleted=unreadable)
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
 
 
@@ -272,8 +278,10 @@ async def test_disconnected_before_anything_happened_is_not_the_end(
     [session_id] = bot.evo.sessions
     bot.evo.set_session_state(session_id, callState="Disconnected",
                               dateCompleted="0001-01-01T00:00:00")
+    await poll_now(bot)
     status = await status_message(bot)
     bot.evo.set_session_state(session_id, callState="Ringing")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "🔔 Ringing")
 
 
@@ -303,6 +311,7 @@ async def test_a_call_without_a_session_id_is_found_whatever_the_filters_mean(
     status = await status_message(bot)
     session_id = list(bot.evo.sessions)[-1]
     bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "🟢 Connected")
     query = bot.evo.requests_to("GET", "/sessions")[0].query
     asked = dt.date.fromisoformat(query["startDate"])
@@ -333,6 +342,7 @@ async def test_a_call_without_a_session_id_is_found_whatever_evo_voice_s_clock_s
     status = await status_message(bot)
     session_id = list(bot.evo.sessions)[-1]
     bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "🟢 Connected")
 
 
@@ -350,6 +360,7 @@ async def test_a_server_that_refuses_the_sort_still_finds_every_call(
         session_id = list(bot.evo.sessions)[-1]
         await status_ts_recorded(bot, n)
         bot.evo.set_session_state(session_id, callState="Connected")
+        await poll_now(bot)
         await wait_for_edit(bot, status, "🟢 Connected")
     lookups = [r.query for r in bot.evo.requests_to("GET", "/sessions") if "to" in r.query]
     assert "sortField" in lookups[0] and "sortField" not in lookups[1]
@@ -371,6 +382,7 @@ async def test_a_call_is_followed_however_its_session_writes_the_number(
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
     bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "🟢 Connected")
 
 
@@ -387,6 +399,7 @@ async def test_a_call_without_a_session_id_is_found_however_its_session_writes_t
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
     bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "🟢 Connected")
 
 
@@ -409,6 +422,7 @@ async def test_a_text_to_the_number_is_never_taken_for_the_call(
     call = list(bot.evo.sessions)[-1]
     assert bot.evo.sessions[call]["channel"] == "Voice"
     bot.evo.set_session_state(call, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "🟢 Connected")
 
 
