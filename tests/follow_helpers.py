@@ -7,6 +7,7 @@ import asyncio
 
 import datetime as dt
 import itertools
+import time
 from typing import Any
 
 from bot.audit.trail import AuditRecord
@@ -15,7 +16,7 @@ from bot.services import Services
 from bot.standins.slack import ApiCall, Message, block_actions_payload, interactive_body
 from bot.storage.database import Database
 from tests.budget_clock import BudgetClock
-from tests.conftest import Ack, BotFactory, BotUnderTest
+from tests.conftest import Ack, BotFactory, BotUnderTest, until
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
@@ -203,6 +204,22 @@ async def poll_now(bot: BotUnderTest) -> None:
     follower = services(bot).follower
     for call in await follower.store.being_followed():
         follower.poke(call.id)
+
+
+async def looked_for_long_enough(bot: BotUnderTest) -> None:
+    """CALL_FIND_SECONDS go by for the follower's look for a call's session, as measured by its
+    polls (`poll_clock`), instead of in real time: once a look has been answered (the one after it
+    has been sent), the clock leaps past them and the follower looks again at once."""
+    follower, ahead = services(bot).follower, [0.0]
+    follower.poll_clock = lambda: time.time() + ahead[0]
+
+    def lookups() -> int:  # a poll reads sessions by id instead
+        return len([r for r in bot.evo.requests_to("GET", "/sessions") if "to" in r.query])
+
+    looked = lookups()
+    await until(lambda: lookups() > looked + 1)
+    ahead[0] = bot.runtime.settings.call_find_seconds + 1
+    await poll_now(bot)
 
 
 async def audit_records(bot: BotUnderTest, limit: int = 100) -> list[AuditRecord]:

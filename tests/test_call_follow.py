@@ -24,6 +24,7 @@ from tests.follow_helpers import (
     end_session,
     everything_sent_to_slack,
     history,
+    looked_for_long_enough,
     parent_of,
     placed_call,
     poll_now,
@@ -464,10 +465,11 @@ async def test_an_unconfirmed_call_is_resolved_when_its_session_shows_up(
 async def test_an_unconfirmed_call_is_reported_not_found_after_a_while(
     bot_factory: BotFactory,
 ) -> None:
-    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": "0.3"})
+    bot = await bot_factory("http", **FAST)
     bot.evo.queue_outgoing(ErrorStatus(503))
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
+    await looked_for_long_enough(bot)
     await wait_for_edit(bot, status, "most likely not placed")
     assert await wait_for_mark(bot, parent_of(bot, status)) == "warning"
     assert texts(parent_of(bot, status))[-1].endswith("\n⚠️ Outcome unclear: see the thread.")
@@ -540,9 +542,7 @@ async def wait_until_ended(bot: BotUnderTest, timeout: float = 10.0) -> None:
 async def test_an_unconfirmed_call_never_takes_another_calls_session(
     bot_factory: BotFactory,
 ) -> None:
-    bot = await bot_factory(
-        "http", policy=POLICY_NO_REPEAT_QUESTION, **{**FAST, "CALL_FIND_SECONDS": "0.3"}
-    )
+    bot = await bot_factory("http", policy=POLICY_NO_REPEAT_QUESTION, **FAST)
     await bot.command(f"{FULL} escalation")
     await status_message(bot)
     bot.evo.queue_outgoing(ErrorStatus(500))  # nothing placed this time
@@ -550,6 +550,7 @@ async def test_an_unconfirmed_call_never_takes_another_calls_session(
     second = await status_message(bot, 2)
     [session_id] = bot.evo.sessions
     assert session_id not in texts(second)[0]
+    await looked_for_long_enough(bot)
     await wait_for_edit(bot, second, "most likely not placed")
     assert session_id not in second.text
     newest, oldest = await audit_records(bot)

@@ -45,6 +45,7 @@ from tests.follow_helpers import (
     audit_records,
     everything_sent_to_slack,
     history,
+    looked_for_long_enough,
     poll_now,
     services,
     stall,
@@ -307,12 +308,13 @@ async def alice_given_up_as_not_found(
 ) -> tuple[BotUnderTest, Clock, Message]:
     """A chain whose first step, Alice's, has a call the follower gave up looking for: her POST
     was answered 500 and no session showed up within CALL_FIND_SECONDS. Her phone may still ring."""
-    bot, clock = await start(bot_factory, CALL_FIND_SECONDS="0.3")
+    bot, clock = await start(bot_factory)
     bot.evo.queue_outgoing(ErrorStatus(500, "Internal server error"))
     view, _ = await open_on_message(bot)
     assert await submit(bot, view) == {}
     escalation = await escalation_message(bot)
     await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 📞 calling…")
+    await looked_for_long_enough(bot)  # on the follower's clock: the chain's stays put
     db = services(bot).db
     async with asyncio.timeout(10):
         while (await db.fetchone("SELECT state FROM calls"))["state"] != "not_found":

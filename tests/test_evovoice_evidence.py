@@ -37,7 +37,8 @@ from tests.conftest import (
     until,
 )
 from tests.follow_helpers import (
-    FAST, FULL, click, placed_call, poll_now, status_message, status_ts_recorded, wait_for_edit,
+    FAST, FULL, click, looked_for_long_enough, placed_call, poll_now, status_message,
+    status_ts_recorded, wait_for_edit,
 )
 from tests.checkups import by_subject, check
 from tests.interactions import open_form
@@ -430,20 +431,22 @@ async def test_a_lookup_that_keeps_failing_ends_as_not_found(
     bot_factory: BotFactory, evo: EvoVoiceStandIn
 ) -> None:
     evo.default_behaviours[("GET", "/sessions")] = ErrorStatus(400, "Invalid sortField")
-    bot = await bot_factory("http", **(FAST | {"CALL_FIND_SECONDS": "0.3"}))
+    bot = await bot_factory("http", **FAST)
     bot.evo.queue_outgoing(NoContent())
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
+    await looked_for_long_enough(bot)
     await wait_for_edit(bot, status, "I could not look for it to follow")
 
 
 async def outcome_unknown_then_not_found(bot_factory: BotFactory) -> tuple[BotUnderTest, str]:
     """A call whose POST Evo Voice carried out and answered 500, given up as not found after
-    0.3 s: the bot, and its status message's text then."""
-    bot = await bot_factory("http", **(FAST | {"CALL_FIND_SECONDS": "0.3"}))
+    CALL_FIND_SECONDS: the bot, and its status message's text then."""
+    bot = await bot_factory("http", **FAST)
     bot.evo.queue_outgoing(Acted(ErrorStatus(500)))
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
+    await looked_for_long_enough(bot)
     await wait_for_edit(bot, status, "❔")
     return bot, bot.slack.messages[(status.channel, status.ts)].text
 

@@ -83,6 +83,9 @@ class CallFollower:
         self._audit = audit
         self._timing = timing
         self._clock = clock
+        # Public, like EscalationService.clock: what a poll measures (how long a call has gone
+        # unfound or unreadable, its age) is timed on it, and a test moves it rather than wait.
+        self.poll_clock = clock
         self._runner = RowRunner(LEASE_KIND, leases, on_error=self._failed)
         # `acknowledges`: which session outcomes say a person heard the call ([oncall]
         # ack_outcomes); any other connected call was picked up by a person or a voicemail.
@@ -92,8 +95,8 @@ class CallFollower:
         )
         self._poller = CallPoller(
             evo=evo, store=store, audit=audit, account_ids=account_ids, timing=timing,
-            clock=clock, pause=pause, messages=self._messages, wake=self._runner.wake,
-            acknowledges=acknowledges,
+            clock=lambda: self.poll_clock(), pause=pause, messages=self._messages,
+            wake=self._runner.wake, acknowledges=acknowledges,
         )
         self._announcer = Announcer(notifier, store, audit, self._messages)
         # The runtime's, which has erased while start-up waited: one hourly rhythm, not two.
