@@ -418,6 +418,7 @@ async def test_an_end_slack_refused_while_its_bot_stops_is_shown_by_another_runn
         "chat.update", lambda c: not c.ok and "Ended" in str(c.params.get("text")))
     await first.runtime.stop(grace=1)
     first.slack.off("chat.update")
+    services(second).leases.wake()  # its lease keeper's next round now, not in half a second
 
     await wait_for_edit(second, status, "❌ Ended: No answer, lasted 30 s.")
     assert await wait_for_mark(second, parent) == "x"
