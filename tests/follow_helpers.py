@@ -206,19 +206,23 @@ async def poll_now(bot: BotUnderTest) -> None:
         follower.poke(call.id)
 
 
+def polls_ahead(bot: BotUnderTest, seconds: float) -> None:
+    """From now on the follower's polls (`poll_clock`) see `seconds` more gone by than have: in
+    a call's age, and in how long its session has gone unfound or unreadable."""
+    services(bot).follower.poll_clock = lambda: time.time() + seconds
+
+
 async def looked_for_long_enough(bot: BotUnderTest) -> None:
-    """CALL_FIND_SECONDS go by for the follower's look for a call's session, as measured by its
-    polls (`poll_clock`), instead of in real time: once a look has been answered (the one after it
-    has been sent), the clock leaps past them and the follower looks again at once."""
-    follower, ahead = services(bot).follower, [0.0]
-    follower.poll_clock = lambda: time.time() + ahead[0]
+    """CALL_FIND_SECONDS go by for the follower's look for a call's session, as its polls measure
+    them, instead of in real time: once a look has been answered (the one after it has been
+    sent), they leap past and the follower looks again at once."""
 
     def lookups() -> int:  # a poll reads sessions by id instead
         return len([r for r in bot.evo.requests_to("GET", "/sessions") if "to" in r.query])
 
     looked = lookups()
     await until(lambda: lookups() > looked + 1)
-    ahead[0] = bot.runtime.settings.call_find_seconds + 1
+    polls_ahead(bot, bot.runtime.settings.call_find_seconds + 1)
     await poll_now(bot)
 
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 
 import pytest
 
 from bot.standins.evovoice import EmptyObject, ErrorStatus, Gated, Respond
-from tests.conftest import BotFactory, BotUnderTest, until
+from tests.conftest import BotFactory, until
 from tests.databases import on_both_databases
 from tests.interactions import interact, open_form, state, submission
 from tests.follow_helpers import (
@@ -24,6 +23,7 @@ from tests.follow_helpers import (
     parent_of,
     placed_call,
     poll_now,
+    polls_ahead,
     services,
     status_message,
     texts,
@@ -311,20 +311,13 @@ async def test_a_call_still_being_looked_for_is_looked_for_again_after_a_restart
     await wait_for_edit(second, status, "Ended: Completed")
 
 
-FIND_SECONDS = "0.15"  # CALL_FIND_SECONDS: how long a session may be unknown, in real time
-
-
-async def older_than(bot: BotUnderTest, seconds: float) -> None:
-    """Until the first call was placed more than `seconds` ago."""
-    call = await services(bot).follower.store.get(1)
-    assert call is not None
-    await until(lambda: time.time() - call.created_at > seconds)
+FIND_SECONDS = float(FAST["CALL_FIND_SECONDS"])  # how long a session may be unknown
 
 
 async def test_one_404_late_in_a_call_does_not_end_its_following(bot_factory: BotFactory) -> None:
     # Long after CALL_FIND_SECONDS, the session is answered 404 once (a proxy's hiccup, say):
     # only a session unknown for CALL_FIND_SECONDS is given up, so the outcome is still told.
-    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": FIND_SECONDS})
+    bot = await bot_factory("http", **FAST)
     bot.evo.omitted_from_listings.add("sess-1")  # read alone, then
     bot.evo.queue("GET", "/sessions/sess-1", ErrorStatus(404, "Session not found"))  # new: once
     await bot.command(f"{FULL} escalation")
@@ -334,7 +327,7 @@ async def test_one_404_late_in_a_call_does_not_end_its_following(bot_factory: Bo
     bot.evo.set_session_state(session_id, callState="Connected")
     await poll_now(bot)
     await wait_for_edit(bot, status, "Connected")
-    await older_than(bot, float(FIND_SECONDS))
+    polls_ahead(bot, FIND_SECONDS + 1)  # placed longer ago than that, as its polls see it
     bot.evo.queue("GET", f"/sessions/{session_id}", ErrorStatus(404, "Session not found"))
     await until(lambda: len(bot.evo.requests_to("GET", f"/sessions/{session_id}")) > 1)
     end_session(bot, session_id, after_seconds=20, outcome="Completed")
@@ -353,7 +346,7 @@ async def test_listings_answered_404_do_not_end_the_following_of_a_call_still_on
     # Polls read sessions in listings of specific ids; what a listing answers when one id is
     # unknown nothing public says, and a 404 for it says nothing of this session. Taken as this
     # session's 404, the call was given up on as lost after CALL_FIND_SECONDS, still ringing.
-    bot = await bot_factory("http", **{**FAST, "CALL_FIND_SECONDS": FIND_SECONDS})
+    bot = await bot_factory("http", **FAST)
     bot.evo.default_behaviours[("GET", "/sessions")] = refusal
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
@@ -361,9 +354,13 @@ async def test_listings_answered_404_do_not_end_the_following_of_a_call_still_on
     def listings() -> int:
         return len([r for r in bot.evo.requests_to("GET", "/sessions") if "specificIds" in r.query])
 
-    await older_than(bot, 2 * float(FIND_SECONDS))  # listings answered 404 meanwhile, and after:
+    # A listing refused (the next one is sent once it has been answered); then, as the polls see
+    # it, twice CALL_FIND_SECONDS go by, and a listing is refused after that too.
+    await until(lambda: listings() >= 2)
+    polls_ahead(bot, 2 * FIND_SECONDS)
+    await poll_now(bot)
     listed = listings()
-    await until(lambda: listings() > max(listed, 1))
+    await until(lambda: listings() > listed + 1)
     bot.evo.set_session_state(session_id, callState="Connected")
     await poll_now(bot)
     await wait_for_edit(bot, status, "Connected")
