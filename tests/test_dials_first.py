@@ -19,7 +19,7 @@ from bot.calls.status_views import CALL_AGAIN_ACTION
 from tests.conftest import QUICK_VOICE_RETRY, BotFactory, BotUnderTest, policy_with, until
 from tests.escalations import MANAGER_ONLY
 from tests.follow_helpers import FAST, click, end_session, status_message, status_ts_recorded
-from tests.follow_helpers import wait_for_edit
+from tests.follow_helpers import poll_now, wait_for_edit
 from tests.interactions import ask, interact, open_form, state, submission
 from tests.interactions import click as answer
 
@@ -313,6 +313,7 @@ async def an_ended_call(bot_factory: BotFactory, mode: str) -> tuple[BotUnderTes
     await status_ts_recorded(bot, 1)
     [session_id] = bot.evo.sessions
     end_session(bot, session_id, after_seconds=5, outcome="Busy")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "Ended")
     return bot, status
 

@@ -22,7 +22,7 @@ from bot.standins.evovoice import (
     TooManyRequests,
 )
 from tests.conftest import QUICK_VOICE_RETRY, BotFactory, BotUnderTest
-from tests.follow_helpers import FAST, status_message, wait_for_edit
+from tests.follow_helpers import FAST, poll_now, status_message, wait_for_edit
 
 FULL = "+18144043093"
 
@@ -88,6 +88,7 @@ async def test_a_5xx_for_a_call_that_was_placed_names_the_session_and_dials_once
     [session_id] = bot.evo.sessions
     assert "Outcome unknown" in str(status_message_.text)
     bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, status_message_, "🟢 Connected")
     assert len(bot.evo.outgoing_posts) == 1
 
@@ -107,6 +108,7 @@ async def test_an_id_in_the_answer_that_names_no_session_does_not_lose_the_call(
     status = await status_message(bot)
     [session_id] = bot.evo.sessions
     bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "🟢 Connected")
     assert len(bot.evo.outgoing_posts) == 1
 
@@ -281,6 +283,7 @@ async def test_a_2xx_carrying_a_servicestack_error_is_no_placed_call(
     assert "Outcome unknown" in str(status.text) and "Call placed" not in str(status.text)
     [session_id] = bot.evo.sessions
     bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
     await wait_for_edit(bot, status, "🟢 Connected")
     assert len(bot.evo.outgoing_posts) == 1
 
