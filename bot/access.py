@@ -9,8 +9,9 @@ who may escalate to on-call and see the rotation (responders).
                         not from another organisation through Slack Connect);
                       - else: the users and the members of the user groups it lists (a guest or
                         an external person only this way, by being listed).
-                    Slack's answers are cached (RESPONDER_CACHE_SECONDS): a person removed from a
-                    group or made a guest is refused within minutes.
+                    Slack's answers are cached (RESPONDER_CACHE_SECONDS), then used while Slack
+                    is asked again, up to GROUP_STALE_SECONDS old: a person removed from a group
+                    or made a guest is refused within minutes, once Slack has answered.
 """
 
 from __future__ import annotations
@@ -129,15 +130,18 @@ class Responders:
         policy: OnCallPolicy | None,
         *,
         ttl: float = RESPONDER_CACHE_SECONDS,
+        max_stale: float = GROUP_STALE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._access = access
         self._groups = groups
         # As for user groups: a 429 is told (when to try again), not waited out before the page.
         self._client = without_rate_limit_waits(client)
         self._policy = policy
-        self._members: TTLCache[str, bool] = TTLCache(ttl)
+        # As a group's members: an escalation doesn't wait on Slack for someone read minutes ago.
+        self._members: TTLCache[str, bool] = TTLCache(ttl, max_stale=max_stale, clock=clock)
         # This workspace's team and, in an Enterprise Grid, its organisation (auth.test).
-        self._team: TTLCache[str, tuple[str, str]] = TTLCache(24 * 3600.0)
+        self._team: TTLCache[str, tuple[str, str]] = TTLCache(24 * 3600.0, clock=clock)
 
     @property
     def everyone(self) -> bool:

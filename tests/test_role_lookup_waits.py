@@ -10,7 +10,7 @@ from typing import TypeVar
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.access import UserGroups
+from bot.access import AccessControl, Responders, UserGroups
 from bot.standins.slack import SlackStandIn
 from tests.budget_clock import BudgetClock, Pauses
 from tests.conftest import BOT_TOKEN, BotFactory
@@ -65,6 +65,32 @@ async def test_a_group_read_minutes_ago_is_used_while_slack_is_asked_again(
         slack.usergroups["S0LEADS"] = ["U0LEAD1"]
         assert "U0LEAD1" in await groups.members("S0LEADS")
         assert len(slack.calls_to("usergroups.users.list")) == 3
+    finally:
+        await session.close()
+
+
+async def test_a_responder_read_minutes_ago_escalates_while_slack_is_asked_again(
+    slack: SlackStandIn,
+) -> None:
+    # The same for who may escalate without a role ("everyone": a full member, users.info).
+    clock = BudgetClock()
+    session = aiohttp.ClientSession()
+    try:
+        client = AsyncWebClient(token=BOT_TOKEN, base_url=slack.api_url, session=session)
+        groups = UserGroups(client, clock=clock)
+        responders = Responders(AccessControl({}, groups), groups, client, None, clock=clock)
+        assert await responders.require("U0DEV") is False  # a responder, holding no role
+        slack.users["U0DEV"] = {"is_restricted": True}  # made a guest
+        clock.advance(301)
+        gate = slack.hold("users.info")
+        await asyncio.wait_for(responders.require("U0DEV"), 5)  # not waiting on the held read
+        await gate.wait_until_held()
+        gate.open()
+        await until_async(lambda: responders.allows("U0DEV"), lambda allowed: allowed is False)
+        slack.users["U0DEV"] = {}  # a full member again
+        clock.advance(901)  # too old to use: the next check waits for Slack's answer
+        assert await responders.allows("U0DEV") is True
+        assert len(slack.calls_to("users.info")) == 3
     finally:
         await session.close()
 
