@@ -242,7 +242,7 @@ async def build_services(
     outbox = Outbox(db, notifier, leases)
     claims = Claims(db)
     confirmations = Confirmations(db, audit=audit)  # each question's end in the audit trail
-    untold = UntoldRequests(claims, notifier, leases)
+    untold = UntoldRequests(claims, notifier, leases, audit)
     notifier.outbox = outbox
     outbox.belongs_to(STATUS_POST, StatusPosts(follower))
     calls = CallService(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from bot.audit.records import NOT_DIALLED
 from bot.calls.status_views import CALL_AGAIN_ACTION
 from tests.conftest import BotFactory, BotUnderTest, policy_with
 from tests.databases import on_both_databases
@@ -20,6 +21,8 @@ from tests.follow_helpers import (
     FAST,
     FULL,
     MASKED,
+    audit_records,
+    history,
     OTHER,
     click,
     ended_call,
@@ -66,6 +69,16 @@ def not_placed(told: dict[str, object], number: str) -> None:
     assert number in text, text
 
 
+async def recorded_once(bot: BotUnderTest, number: str, origin: str = "command") -> None:
+    """The audit trail holds the request never dialled, once (told_once ran a round more)."""
+    [record] = [r for r in await audit_records(bot) if r.reason == NOT_DIALLED]
+    assert (record.decision, record.user_id, record.team_id, record.channel_id, record.origin,
+            record.number_masked, record.number_hash) == (
+        "failed", "U0MANAGER", bot.slack.team_id, "C0OPS", origin, number, None)
+    line = (await history(bot))["text"]
+    assert "not placed: the bot stopped before dialling" in str(line), line
+
+
 async def told_once(bot: BotUnderTest, url: str, n: int) -> dict[str, object]:
     """The n-th post to `url`, and no more after another take-over round."""
     answers = await bot.slack.wait_for_response(url, n=n)
@@ -95,6 +108,7 @@ async def test_a_confirmed_call_whose_bot_died_before_dialling_is_told_in_its_qu
     assert "/call" in str(told["text"])
     await second.settle()
     assert second.evo.outgoing_posts == []  # never dialled on its own
+    await recorded_once(second, CANADA_MASKED)
     assert not second.slack.calls_to("chat.postMessage")
 
 
@@ -131,6 +145,7 @@ async def test_a_call_command_whose_bot_died_before_dialling_is_told(
     second = await bot_factory("http", **FAST)
     not_placed(await told_once(second, url, 1), MASKED)
     assert second.evo.outgoing_posts == []
+    await recorded_once(second, MASKED)
 
 
 async def test_a_call_form_whose_bot_died_before_dialling_is_told_by_direct_message(

@@ -53,6 +53,8 @@ class EventKind(StrEnum):
     EXPIRED = "expired"  # unanswered past its lifetime: recorded when the bot erased it
 
 
+# The reason of a `failed` attempt whose replica stopped before dialling it (bot/calls/untold.py).
+NOT_DIALLED = "StoppedBeforeDialling"
 QUESTION_ENDINGS = frozenset({EventKind.CONFIRMED, EventKind.CANCELLED, EventKind.EXPIRED})
 RESULT_KINDS = frozenset({EventKind.PLACED, EventKind.FAILED, EventKind.UNKNOWN, EventKind.UNTOLD,
                           EventKind.CALLED_OFF})

@@ -42,6 +42,7 @@ import phonenumbers
 
 from bot.audit.records import (
     MAX_FLOW_TEXT,
+    NOT_DIALLED,
     RESULT_OF_OUTCOME,
     AuditEvent,
     AuditRecord,
@@ -164,6 +165,20 @@ class AuditLog:
         for the database, as a refusal's does."""
         values = self._attempt_from_request(request, Decision.DUPLICATE, None)
         return await self._insert_or_wait("audit_attempts", values, tried=True)
+
+    async def not_dialled(
+        self, key: str, *, team_id: str, user_id: str, channel_id: str, origin: str,
+        number_masked: str,
+    ) -> None:
+        """A request whose replica stopped after taking it and before its call's row (and this
+        record) could be written, as the replica that told its requester knows it (bot/calls/
+        untold.py): the number masked as typed, no hash, no flow. Once per `key`."""
+        request = CallRequest(team_id, user_id, channel_id, "", "", origin=origin)
+        values = self._attempt_values(
+            request, number_masked=number_masked, number_hash=None, flow="", flow_id=None,
+            caller_id=None, decision=Decision.FAILED, reason=NOT_DIALLED,
+        )
+        await self._insert_or_wait("audit_attempts", values, tried=True, key=key)
 
     def allowed_row(self, call: CheckedCall) -> NewRow:
         """The attempt's record, to write with the call's row before dialling (bot/calls/follow.py,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from bot.audit.records import QUESTION_ENDINGS
+from bot.audit.records import NOT_DIALLED, QUESTION_ENDINGS
 from bot.audit.trail import AuditEvent, AuditRecord, Decision, EventKind
 from bot.calls.status_views import (
     AckTest,
@@ -45,6 +45,8 @@ def what_happened(record: AuditRecord, acknowledges: AckTest) -> str:
         return f"⛔ denied{reason}"
     if record.decision == Decision.REFUSED:
         return f"🚫 refused{reason}"
+    if record.decision == Decision.FAILED and record.reason == NOT_DIALLED:
+        return "❌ not placed: the bot stopped before dialling; its requester was told"
     if record.decision == Decision.FAILED:
         return f"⚠️ could not be checked{reason}"
     if record.decision == Decision.DUPLICATE:

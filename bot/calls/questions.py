@@ -105,7 +105,9 @@ class Questions:
             number = asked.get("number_masked")
             return self._untold.note(claim, user_id=user_id, response_url=response_url,
                                      number=number if isinstance(number, str) else None,
-                                     kind=Kind.QUESTION).note
+                                     kind=Kind.QUESTION, team_id=asked.get("team_id"),
+                                     channel_id=asked.get("channel_id"),
+                                     origin=asked.get("origin")).note
 
         try:
             with refused_when_database_fails("nothing was dialled"):

@@ -30,6 +30,7 @@ from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
+from bot.audit.trail import AuditLog
 from bot.calls import messages as views
 from bot.calls.models import CALL_AGAIN_ORIGIN, CallRequest, CallResult, CheckedCall, Outcome
 from bot.masking import mask_numbers_in
@@ -53,19 +54,23 @@ class Kind(StrEnum):
 
 
 class UntoldRequests:
-    def __init__(self, claims: Claims, notifier: Notifier, leases: Leases, *,
+    def __init__(self, claims: Claims, notifier: Notifier, leases: Leases, audit: AuditLog, *,
                  clock: Callable[[], float] = time.time) -> None:
         self._claims = claims
         self._notifier = notifier
         self._leases = leases
+        self._audit = audit
         self._clock = clock
 
     def note(self, key: str, *, user_id: str, response_url: str | None, number: str | None,
-             kind: Kind = Kind.CALL) -> Untold:
-        """What `key`'s claim keeps for its requester: `number` masked (None: not known)."""
+             kind: Kind = Kind.CALL, team_id: str | None = None, channel_id: str | None = None,
+             origin: str | None = None) -> Untold:
+        """What `key`'s claim keeps for its requester: `number` masked (None: not known); the
+        team, channel and origin, for the audit trail's record of a request never dialled."""
         return Untold(key, json.dumps({
             "owner": self._leases.owner, "at": self._clock(), "kind": str(kind), "user": user_id,
-            "url": response_url, "number": number}))
+            "url": response_url, "number": number, "team": team_id, "channel": channel_id,
+            "origin": origin}))
 
     def note_request(self, key: str, request: CallRequest, number: str | None = None) -> Untold:
         """`note` for `request` (a /call's number as typed, masked, unless `number` is given)."""
@@ -73,7 +78,8 @@ class UntoldRequests:
             number = clip(mask_numbers_in(request.number_text), MAX_NUMBER_SHOWN, markup=False)
         kind = Kind.AGAIN if request.origin == CALL_AGAIN_ORIGIN else Kind.CALL
         return self.note(key, user_id=request.user_id, response_url=request.response_url,
-                         number=number or None, kind=kind)
+                         number=number or None, kind=kind, team_id=request.team_id,
+                         channel_id=request.channel_id, origin=request.origin)
 
     @staticmethod
     async def claim_noted(claim: Callable[..., Awaitable[bool]], untold: Untold,
@@ -126,6 +132,12 @@ class UntoldRequests:
                     # round to tell (adopted, it would wait for this replica to be gone).
                     await self._claims.renote(key, adopted.note, text)
                     continue
+                # Once, however many rounds tell it (one that dies before forgetting the note).
+                await self._audit.not_dialled(
+                    f"untold:{key}", team_id=_text(note, "team"), user_id=note["user"],
+                    channel_id=_text(note, "channel"), origin=_text(note, "origin") or "command",
+                    number_masked=_text(note, "number"),
+                )
             await self._claims.told(adopted, release=note.get("kind") == Kind.AGAIN)
 
     async def _tell(self, note: dict[str, Any]) -> bool:
@@ -148,6 +160,12 @@ class UntoldRequests:
 def untold_note(checked: CheckedCall) -> str | None:
     """The note a checked request's claim keeps (the call form's kit writes it with its claim)."""
     return checked.request.untold.note if checked.request.untold is not None else None
+
+
+def _text(note: dict[str, Any], name: str) -> str:
+    """A note's text field; "" if it has none (a note from before it was kept)."""
+    value = note.get(name)
+    return value if isinstance(value, str) else ""
 
 
 def _read(text: str) -> dict[str, Any]:
