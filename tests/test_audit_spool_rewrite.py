@@ -228,3 +228,22 @@ async def test_an_append_that_finds_the_disk_full_costs_no_record_appended_after
     spool = await AuditLog.spool_of(db, path)
     await spool.drain()
     assert await written(db) == ["k1", "k3"]
+
+
+async def test_a_new_file_a_drain_killed_mid_rewrite_left_is_removed_by_the_next_drain(
+    db: Database, tmp_path: Path
+) -> None:
+    # Killed between writing its new file and renaming it over the spool: the spool holds every
+    # record still, and the new file (audit records, on disk for good) is only clutter.
+    path = tmp_path / "spool"
+    ours = await database_id(db)
+    path.write_text(line("k1", "audit_attempts", attempt("U1"), ours))
+    leftover = tmp_path / ".spool.x1y2z3.new"
+    create_owner_only(leftover)
+    leftover.write_text(line("k1", "audit_attempts", attempt("U1"), ours))
+    unrelated = tmp_path / ".spool-other.x1y2z3.new"  # another file's: not this spool's to remove
+    unrelated.write_text("")
+    spool = await AuditLog.spool_of(db, path)
+    await spool.drain()
+    assert await written(db) == ["k1"]
+    assert not leftover.exists() and unrelated.exists()

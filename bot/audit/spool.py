@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -235,14 +236,15 @@ class Spool:
     def _rewrite(self, file: IO[str], lines: list[str], rest: list[str]) -> None:
         """Leave only `rest` of `lines` in the spool, held locked as `file`; the module's docstring
         says why never in place, unless to empty it (then nothing is left to lose)."""
+        # Where a symbolic link (AUDIT_SPOOL) points: the link stays, the file it names is replaced.
+        spool = Path(os.path.realpath(self.path))
+        _forget_leftovers(spool)
         if len(rest) == len(lines):
             return
         if not rest:
             file.truncate(0)
             os.fsync(file.fileno())
             return
-        # Where a symbolic link (AUDIT_SPOOL) points: the link stays, the file it names is replaced.
-        spool = Path(os.path.realpath(self.path))
         # mkstemp makes it for its owner alone; then it takes the mode the spool has (an operator's
         # own file keeps the mode they gave it, as create_owner_only leaves it).
         fd, new = tempfile.mkstemp(dir=spool.parent, prefix=f".{spool.name}.", suffix=".new")
@@ -282,6 +284,22 @@ class Spool:
                 yield file
             finally:
                 fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+
+
+def _forget_leftovers(spool: Path) -> None:
+    """Remove the new files a drain killed mid-rewrite left beside the spool (0600, audit records
+    the spool still holds: it is only replaced by the rename). Called under the spool's lock, which
+    every rewrite holds while its own new file exists: none found then is being written."""
+    for leftover in spool.parent.glob(f".{glob.escape(spool.name)}.*.new"):
+        try:
+            leftover.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # it holds nothing the spool doesn't: only room is lost
+            logger.warning("audit spool: could not remove %s (%s)", leftover, exc)
+            continue
+        logger.info("audit spool: removed %s, left by a drain that stopped mid-rewrite",
+                    leftover)
 
 
 def _sync_folder(folder: Path) -> None:
