@@ -148,6 +148,23 @@ async def test_a_call_command_whose_bot_died_before_dialling_is_told(
     await recorded_once(second, MASKED)
 
 
+async def test_a_number_typed_with_odd_dashes_is_masked_in_the_record_of_a_request_never_dialled(
+    bot_factory: BotFactory,
+) -> None:
+    # "814---404---3093" is dialled as +18144043093; text masking reads three dashes as a break
+    # between numbers, so the note kept it whole. The record of it is kept forever, append-only:
+    # masked as every other record's number, whatever the text between its digits.
+    first = await bot_factory("http", **FAST)
+    reached = held_before_its_row(first)
+    _, url = await first.command("814---404---3093 escalation")
+    await died_there(first, reached)
+
+    second = await bot_factory("http", **FAST)
+    told = await told_once(second, url, 1)
+    await recorded_once(second, MASKED)
+    not_placed(told, MASKED)
+    assert "404" not in str(told["text"]) + str((await history(second))["text"])
+
 async def test_a_call_form_whose_bot_died_before_dialling_is_told_by_direct_message(
     bot_factory: BotFactory,
 ) -> None:

@@ -278,6 +278,11 @@ class AuditLog:
             reason=reason,
         )
 
+    def masked_as_typed(self, text: str) -> str:
+        """A number as typed, masked as a record holds it: text masking reads "814---404---3093"
+        as three short numbers and leaves it whole, though it is dialled as +18144043093."""
+        return self._number_facts(text)[0]
+
     def _number_facts(self, text: str) -> tuple[str, str | None]:
         """Masked and hashed forms of whatever number was typed, as far as it can be read."""
         try:

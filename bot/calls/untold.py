@@ -33,7 +33,6 @@ from typing import Any
 from bot.audit.trail import AuditLog
 from bot.calls import messages as views
 from bot.calls.models import CALL_AGAIN_ORIGIN, CallRequest, CallResult, CheckedCall, Outcome
-from bot.masking import mask_numbers_in
 from bot.slack.blocks import clip
 from bot.slack.notify import RESPONSE_URL_LIFETIME_SECONDS, Notifier
 from bot.storage.claims import Claims, Untold
@@ -75,7 +74,9 @@ class UntoldRequests:
     def note_request(self, key: str, request: CallRequest, number: str | None = None) -> Untold:
         """`note` for `request` (a /call's number as typed, masked, unless `number` is given)."""
         if number is None:
-            number = clip(mask_numbers_in(request.number_text), MAX_NUMBER_SHOWN, markup=False)
+            # As the audit trail masks it: the record of a request never dialled is made from this.
+            number = clip(self._audit.masked_as_typed(request.number_text), MAX_NUMBER_SHOWN,
+                          markup=False)
         kind = Kind.AGAIN if request.origin == CALL_AGAIN_ORIGIN else Kind.CALL
         return self.note(key, user_id=request.user_id, response_url=request.response_url,
                          number=number or None, kind=kind, team_id=request.team_id,
