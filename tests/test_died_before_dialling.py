@@ -134,6 +134,33 @@ async def test_call_again_whose_bot_died_before_dialling_is_told_and_works_again
     assert not [a for a in second.slack.responses_to(url) if "already" in str(a["text"])]
 
 
+async def test_call_again_never_dialled_twice_is_recorded_twice(bot_factory: BotFactory) -> None:
+    # Told, Call again's claim is given back (its button works again) and the next click claims
+    # the same key: the record of that click, never dialled either, is a record of its own.
+    first, status, _ = await ended_call(bot_factory)
+    reached = held_before_its_row(first)
+    await click(first, status, CALL_AGAIN_ACTION)
+    await died_there(first, reached)
+
+    second = await bot_factory("http", **FAST)
+    await wait_for_records(second, 1)
+    reached = held_before_its_row(second)
+    _, url = await click(second, status, CALL_AGAIN_ACTION)
+    await died_there(second, reached)
+
+    third = await bot_factory("http", **FAST)
+    not_placed(await told_once(third, url, 1), MASKED)
+    await wait_for_records(third, 2)
+    assert len(third.evo.outgoing_posts) == 1  # the first call only
+
+
+async def wait_for_records(bot: BotUnderTest, n: int) -> None:
+    """Once the bot's take-over round has told a request never dialled: `n` records of such."""
+    await services(bot).untold.take_over()
+    records = [r for r in await audit_records(bot) if r.reason == NOT_DIALLED]
+    assert [r.origin for r in records] == ["call_again"] * n, records
+
+
 async def test_a_call_command_whose_bot_died_before_dialling_is_told(
     bot_factory: BotFactory,
 ) -> None:

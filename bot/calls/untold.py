@@ -133,9 +133,12 @@ class UntoldRequests:
                     # round to tell (adopted, it would wait for this replica to be gone).
                     await self._claims.renote(key, adopted.note, text)
                     continue
-                # Once, however many rounds tell it (one that dies before forgetting the note).
+                # Once, however many rounds tell it (one that dies before forgetting the note);
+                # keyed by the claim's time too: Call again's claim, given back once told, is
+                # claimed again under the same key by its next click.
                 await self._audit.not_dialled(
-                    f"untold:{key}", team_id=_text(note, "team"), user_id=note["user"],
+                    f"untold:{key}:{note.get('at')}", team_id=_text(note, "team"),
+                    user_id=note["user"],
                     channel_id=_text(note, "channel"), origin=_text(note, "origin") or "command",
                     number_masked=_text(note, "number"),
                 )
