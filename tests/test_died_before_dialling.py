@@ -70,11 +70,14 @@ def not_placed(told: dict[str, object], number: str) -> None:
 
 
 async def recorded_once(bot: BotUnderTest, number: str, origin: str = "command") -> None:
-    """The audit trail holds the request never dialled, once (told_once ran a round more)."""
-    [record] = [r for r in await audit_records(bot) if r.reason == NOT_DIALLED]
+    """The audit trail holds the request never dialled, once (told_once ran a round more); a
+    question's Call names the question, as every attempt of such a Call does."""
+    records = await audit_records(bot)
+    [record] = [r for r in records if r.reason == NOT_DIALLED]
+    question = next((r.id for r in records if r.decision == "asked"), None)
     assert (record.decision, record.user_id, record.team_id, record.channel_id, record.origin,
-            record.number_masked, record.number_hash) == (
-        "failed", "U0MANAGER", bot.slack.team_id, "C0OPS", origin, number, None)
+            record.number_masked, record.number_hash, record.confirmed_question) == (
+        "failed", "U0MANAGER", bot.slack.team_id, "C0OPS", origin, number, None, question)
     line = (await history(bot))["text"]
     assert "not placed: the bot stopped before dialling" in str(line), line
 

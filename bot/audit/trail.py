@@ -168,12 +168,13 @@ class AuditLog:
 
     async def not_dialled(
         self, key: str, *, team_id: str, user_id: str, channel_id: str, origin: str,
-        number_masked: str,
+        number_masked: str, confirmed_question: int | None = None,
     ) -> None:
         """A request whose replica stopped after taking it and before its call's row (and this
         record) could be written, as the replica that told its requester knows it (bot/calls/
         untold.py): the number masked as typed, no hash, no flow. Once per `key`."""
-        request = CallRequest(team_id, user_id, channel_id, "", "", origin=origin)
+        request = CallRequest(team_id, user_id, channel_id, "", "", origin=origin,
+                              confirmed_question=confirmed_question)
         values = self._attempt_values(
             request, number_masked=number_masked, number_hash=None, flow="", flow_id=None,
             caller_id=None, decision=Decision.FAILED, reason=NOT_DIALLED,

@@ -188,7 +188,9 @@ class Confirmations:
                                      None if expired else user_id)
                 await self._forget_expired_in(tx, now - self._lifetime)
                 if claim is not None and note is not None and not expired:
-                    written = note(json.loads(row["request"]))
+                    # Its request as the take starts it: naming the question it confirms.
+                    written = note(json.loads(row["request"])
+                                   | {"confirmed_question": row["attempt_id"]})
                     await note_in(tx, claim, written)
         except DATABASE_FAULTS:
             if removed is not None and claim is not None:

@@ -107,7 +107,8 @@ class Questions:
                                      number=number if isinstance(number, str) else None,
                                      kind=Kind.QUESTION, team_id=asked.get("team_id"),
                                      channel_id=asked.get("channel_id"),
-                                     origin=asked.get("origin")).note
+                                     origin=asked.get("origin"),
+                                     question=asked.get("confirmed_question")).note
 
         try:
             with refused_when_database_fails("nothing was dialled"):

@@ -63,13 +63,14 @@ class UntoldRequests:
 
     def note(self, key: str, *, user_id: str, response_url: str | None, number: str | None,
              kind: Kind = Kind.CALL, team_id: str | None = None, channel_id: str | None = None,
-             origin: str | None = None) -> Untold:
+             origin: str | None = None, question: int | None = None) -> Untold:
         """What `key`'s claim keeps for its requester: `number` masked (None: not known); the
-        team, channel and origin, for the audit trail's record of a request never dialled."""
+        team, channel, origin and question confirmed (a question's Call), for the audit trail's
+        record of a request never dialled."""
         return Untold(key, json.dumps({
             "owner": self._leases.owner, "at": self._clock(), "kind": str(kind), "user": user_id,
             "url": response_url, "number": number, "team": team_id, "channel": channel_id,
-            "origin": origin}))
+            "origin": origin, "question": question}))
 
     def note_request(self, key: str, request: CallRequest, number: str | None = None) -> Untold:
         """`note` for `request` (a /call's number as typed, masked, unless `number` is given)."""
@@ -141,6 +142,8 @@ class UntoldRequests:
                     user_id=note["user"],
                     channel_id=_text(note, "channel"), origin=_text(note, "origin") or "command",
                     number_masked=_text(note, "number"),
+                    confirmed_question=question if isinstance(question := note.get("question"),
+                                                              int) else None,
                 )
             await self._claims.told(adopted, release=note.get("kind") == Kind.AGAIN)
 
