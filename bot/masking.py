@@ -22,14 +22,17 @@ MIN_NUMBER_DIGITS = 7  # fewer digits: a count, a time, an id's part, not a phon
 # percent-encoded too, and no run across lines. Between two digits of one number: spaces
 # (no-break and narrow ones too, as pasted; or their escapes, as a repr writes them) or marks
 # (brackets, dots, slashes, any dash, full-width ones too): up to two spaces, a mark with a space
-# either side ("+1 - 814 - 404 - 3093" is one number), or two marks ("(814)-404"). More breaks
-# the run ("+18144043093 ((814) 404-3093)" holds two numbers), and so does a letter before it (a
-# hex address, an id: not a number someone typed).
+# either side ("+1 - 814 - 404 - 3093" is one number), two marks ("(814)-404"), a mark, a space
+# and a mark ("(814) (404)"), or a run of marks alone ("814---404---3093", "+1.814...404"), all
+# of which phonenumbers reads, and the bot dials, as one number. A space before two marks breaks
+# the run ("+18144043093 ((814) 404-3093)" holds two numbers, each masked), and so does a letter
+# before it (a hex address, an id: not a number someone typed).
 _SPACE = (r"(?:[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]|%20|%C2%A0|%E2%80%AF|"
           r"\\(?:xa0|u20(?:0[0-9a]|2f|5f)|u3000))")
 _MARK = (r"(?:[()./\-\u2010-\u2015\u2212\uff08\uff09\uff0d\uff0e\uff0f]|"
          r"%(?:28|29|2[DdEeFf])|%E2%80%9[0-5])")
-_GAP = rf"(?:{_SPACE}?{_MARK}{_SPACE}?|{_MARK}{{2}}|{_SPACE}{{0,2}})"
+_GAP = (rf"(?:{_SPACE}?{_MARK}{_SPACE}?|{_MARK}{_SPACE}{_MARK}|{_MARK}{{2,}}|"
+        rf"{_SPACE}{{0,2}})")
 _NUMBER_IN_TEXT = re.compile(
     rf"(?<![0-9A-Za-z_])(?:\+|\uff0b|%2[Bb])?\d(?:{_GAP}\d)*", re.IGNORECASE
 )

@@ -185,6 +185,7 @@ async def test_a_number_written_with_slashes_in_the_flow_s_words_is_recorded_mas
     "814\u2011555\u20111234",  # non-breaking hyphens
     "814\u00a0555\u00a01234",  # no-break spaces, as pasted from a web page
     "(814)\u2212555\u22121234",  # minus signs
+    "814---555---1234",  # more marks than a number is written with
 ])
 async def test_a_number_written_as_pasted_in_the_flow_s_words_is_recorded_masked(
     bot_factory: BotFactory, written: str,

@@ -431,6 +431,10 @@ async def test_a_refused_start_up_is_said_in_json_lines_too(
     "814\u2011404\u20113093",  # non-breaking hyphens
     "\uff0b\uff11 \uff08\uff18\uff11\uff14\uff09\uff14\uff10\uff14\uff0d\uff13\uff10\uff19\uff13",
     "+1 - 814 - 404 - 3093",
+    # More marks than a number is written with, which the bot dials all the same: masked too.
+    "814---404---3093",
+    "+1.814...404...3093",
+    "+1 (814) (404) (3093)",
 ])
 async def test_a_bug_quoting_a_number_as_typed_logs_it_masked(
     bot: BotUnderTest, captured: tuple[str, io.StringIO], monkeypatch: pytest.MonkeyPatch,
