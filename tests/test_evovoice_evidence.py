@@ -37,8 +37,8 @@ from tests.conftest import (
     until,
 )
 from tests.follow_helpers import (
-    FAST, FULL, click, looked_for_long_enough, placed_call, poll_now, status_message,
-    status_ts_recorded, wait_for_edit,
+    FAST, FULL, click, looked_for_long_enough, placed_call, poll_now, polls_ahead,
+    status_message, status_ts_recorded, wait_for_edit,
 )
 from tests.checkups import by_subject, check
 from tests.interactions import open_form
@@ -436,6 +436,25 @@ async def test_a_lookup_that_keeps_failing_ends_as_not_found(
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
     await looked_for_long_enough(bot)
+    await wait_for_edit(bot, status, "I could not look for it to follow")
+
+
+async def test_a_failing_lookup_answered_late_counts_its_failure_from_when_it_was_sent(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn
+) -> None:
+    # The first look fails only once CALL_FIND_SECONDS have gone by (a slow 400): the lookup has
+    # been failing since it was sent, not since its answer came. Timed from the answer, a look
+    # answered late started the count afresh, and the call was looked for longer than said.
+    gate = asyncio.Event()
+    slow = Gated(gate, ErrorStatus(400, "Invalid sortField"))
+    evo.default_behaviours[("GET", "/sessions")] = slow
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(NoContent())
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    await until(lambda: any("to" in r.query for r in bot.evo.requests_to("GET", "/sessions")))
+    polls_ahead(bot, bot.runtime.settings.call_find_seconds + 1)
+    gate.set()
     await wait_for_edit(bot, status, "I could not look for it to follow")
 
 

@@ -162,16 +162,16 @@ class CallPoller:
             await self._stop_following(call, CallState.LOST, EventKind.UNFOLLOWED, "no number")
             return _Step.DONE
         since = dt.datetime.fromtimestamp(call.created_at, dt.UTC) - AMBIGUOUS_LOOKUP_SLACK
+        asked_at = self._clock()
         try:
             sessions = await self._evo.find_sessions(
                 self._account_ids, to=call.e164, since=since, priority=Priority.ROUTINE
             )
         except EvoVoiceError as exc:
             # A lookup that keeps failing (400, 403, 5xx) ends like one that finds nothing, once
-            # it has failed for `find_for` here too: the first look after a restart long after the
-            # attempt (the call reconciled then, bot/calls/follow.py) is no reason to give up.
-            now = self._clock()
-            failing_for = now - self._failing_since.setdefault(call.id, now)
+            # it has failed for `find_for` here too (since the first failing look was sent): the
+            # first look after a restart long after the attempt is no reason to give up.
+            failing_for = self._clock() - self._failing_since.setdefault(call.id, asked_at)
             if age > self._timing.find_for and failing_for > self._timing.find_for:
                 logger.warning("call %s: lookup still failing (%s)", call.id, type(exc).__name__,
                                extra={"call_id": call.id})
