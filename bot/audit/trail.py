@@ -170,9 +170,8 @@ class AuditLog:
         self, key: str, *, team_id: str, user_id: str, channel_id: str, origin: str,
         number_masked: str, confirmed_question: int | None = None,
     ) -> None:
-        """A request whose replica stopped after taking it and before its call's row (and this
-        record) could be written, as the replica that told its requester knows it (bot/calls/
-        untold.py): the number masked as typed, no hash, no flow. Once per `key`."""
+        """A request whose replica stopped after taking it, before its call's row and this record,
+        as the one telling its requester knows it (calls/untold.py): no hash, no flow; once a key"""
         request = CallRequest(team_id, user_id, channel_id, "", "", origin=origin,
                               confirmed_question=confirmed_question)
         values = self._attempt_values(
@@ -280,18 +279,21 @@ class AuditLog:
         )
 
     def masked_as_typed(self, text: str) -> str:
-        """A number as typed, masked as a record holds it: text masking reads "814---404---3093"
-        as three short numbers and leaves it whole, though it is dialled as +18144043093."""
-        return self._number_facts(text)[0]
+        """A number as typed, masked as a record holds it: read in the default region ("814-404-
+        3093": `+1 814 ••• 3093`, not text masking's `•••93`); no hash (a /call's note asks it)."""
+        return mask(self._e164_of(text) or text)
 
     def _number_facts(self, text: str) -> tuple[str, str | None]:
         """Masked and hashed forms of whatever number was typed, as far as it can be read."""
+        e164 = self._e164_of(text)
+        return (mask(text), None) if e164 is None else (mask(e164), self.number_hash(e164))
+
+    def _e164_of(self, text: str) -> str | None:
         try:
             number = parse_number(text, self._default_region)
         except NumberRejected:
-            return mask(text), None
-        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-        return mask(e164), self.number_hash(e164)
+            return None
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
     def _attempt_values(
         self,
