@@ -50,6 +50,8 @@ _STAMPED_ID = re.compile(r"([a-z]{7})-[A-Za-z0-9_-]{24}")
 _STAMP_DIGITS = "abcdefghijklmnopqrstuvwxyz"
 _COLUMN_NAMES = ("id", "created_at", "user_id", "reasons", "request", "attempt_id")
 _COLUMNS = ", ".join(_COLUMN_NAMES)
+_INSERT = (f"INSERT INTO pending_confirmations ({_COLUMNS})"
+           f" VALUES ({', '.join('?' * len(_COLUMN_NAMES))})")
 
 
 class Reason(StrEnum):
@@ -137,8 +139,7 @@ class Confirmations:
             await self._forget_expired_in(tx, now - self._lifetime)
             attempt_id = (await insert_rows(tx, [asked]))[asked.table]["id"] if asked else None
             await tx.execute(
-                f"INSERT INTO pending_confirmations ({_COLUMNS})"
-                f" VALUES ({', '.join('?' * len(_COLUMN_NAMES))})",
+                _INSERT,
                 (confirmation_id, now, user_id, ",".join(sorted(reasons)), json.dumps(request),
                  attempt_id),
             )
@@ -225,8 +226,7 @@ class Confirmations:
             if await conn.execute("DELETE FROM claims WHERE key = ? AND holder = ?",
                                   (claim, holder)) == 1:
                 await conn.execute(
-                    f"INSERT INTO pending_confirmations ({_COLUMNS})"
-                    f" VALUES ({', '.join('?' * len(_COLUMN_NAMES))})",
+                    _INSERT,
                     tuple(row[c] for c in _COLUMN_NAMES),
                 )
         try:
