@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-BUILD_REQUIREMENTS = ["setuptools>=68", "wheel"]
+BUILD_REQUIREMENTS = ["setuptools>=77", "wheel"]  # 77: a license given as an SPDX expression
 
 
 def resolve(*targets: str) -> list[tuple[str, str, str]]:
