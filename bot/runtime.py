@@ -57,9 +57,7 @@ SHUTDOWN_GRACE_SECONDS = 20.0
 # overflows the queue: the kernel drops connection attempts, and the sender retries only after a
 # second (benchmark, 1,000 at once: a fifth of them, acked after more than 1 s).
 HTTP_BACKLOG = 1024
-# Slack or Evo Voice unreachable at start-up: the longest pause before trying again (the first is
-# STARTUP_RETRY_SECONDS).
-RECONNECT_MAX_SECONDS = 30.0
+RECONNECT_MAX_SECONDS = 30.0  # start-up's longest pause before asking Slack, Evo Voice again
 # How long it then waits for Socket Mode acks still being sent.
 ACK_GRACE_SECONDS = 3.0
 
@@ -87,6 +85,7 @@ class Runtime:
         self.services: Services | None = None
         self.app: AsyncApp | None = None
         self.port: int | None = None
+        self.addresses: list[tuple[object, ...]] = []  # where PORT listens: (host, port, ...)
         # This bot's own registry: several bots in one process (tests) keep separate counts.
         self.metrics = Metrics()
         self._runner: web.AppRunner | None = None
@@ -262,11 +261,11 @@ class Runtime:
             raise ConfigError([
                 f"PORT: cannot listen on {self.settings.port}: {exc.strerror or exc}"
             ]) from None
-        # With PORT=0 each interface (IPv4, IPv6) gets its own free port; report the IPv4 one.
-        addresses = self._runner.addresses  # (host, port) for IPv4, 4-tuples for IPv6
+        # With PORT=0 each interface (IPv4, IPv6) gets its own free port; report the IPv4 one,
+        # in the line that tells a supervisor (or a test) where /healthz is.
+        self.addresses = addresses = list(self._runner.addresses)
         ipv4 = [a for a in addresses if len(a) == 2] or addresses
         self.port = int(ipv4[0][1]) if ipv4 else self.settings.port
-        # With PORT=0 this line is how a supervisor (or a test) learns where /healthz is.
         logger.info("listening on port %s", self.port)
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:

@@ -38,7 +38,7 @@ def attempt(user: str) -> dict[str, Any]:
 
 async def drain(db: Database, path: Path) -> None:
     spool = await AuditLog.spool_of(db, path)
-    write = spool._write  # the bot's own writer, behind the pause
+    write = spool.write  # the bot's own writer, behind the pause
     paused = False
 
     async def write_once_the_test_says(conn: Connection, record: Spooled) -> bool:
@@ -50,7 +50,7 @@ async def drain(db: Database, path: Path) -> None:
             sys.stdin.readline()
         return await write(conn, record)
 
-    spool._write = write_once_the_test_says
+    spool.write = write_once_the_test_says
     print(f"drained {await spool.drain()}", flush=True)
 
 

@@ -171,8 +171,8 @@ async def test_the_demo_reaches_nothing_beyond_this_machine(demo: Demo) -> None:
     # The page is served on the loopback only: nobody else on the network can drive it.
     assert demo.hosts == {"127.0.0.1"}
     # Nor reach the bot's own probes and metrics (PORT), or the stand-ins the bot talks to.
-    assert runtime.port is not None and runtime._runner is not None
-    bot_hosts = {str(address[0]) for address in runtime._runner.addresses}
+    assert runtime.port is not None
+    bot_hosts = {str(address[0]) for address in runtime.addresses}
     assert bot_hosts == {"127.0.0.1"}, bot_hosts
     for url in (demo.world.slack.base_url, demo.world.evo.url):
         assert url.startswith("http://127.0.0.1:"), url

@@ -103,7 +103,7 @@ class Spool:
         compared when draining; empty, records are kept without it and every record is written."""
         self.path = path
         self._db = db
-        self._write = write
+        self.write = write  # each record into the database (a test may hold it back)
         self._database = database
         self._draining: asyncio.Task[None] | None = None
         # A record kept since the running drain read the file: it drains again once it is done.
@@ -225,7 +225,7 @@ class Spool:
         return not (record.database and self._database and record.database != self._database)
 
     async def _write_one(self, record: Spooled, conn: Connection) -> bool:
-        return await self._write(conn, record)
+        return await self.write(conn, record)
 
     async def stop(self) -> None:
         if self._draining is not None:
