@@ -4,12 +4,14 @@ transaction, or a statement."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.storage.claims import Claims
 from bot.storage.database import Connection, Database
+
+T = TypeVar("T")
 
 
 class AnswerLost:
@@ -47,6 +49,29 @@ class CommitAnswerLost:
         if seen.matched and not self.lost:
             self.lost = True
             raise ConnectionError("connection lost after COMMIT")
+
+
+class AtomicAnswerLost:
+    """`Database.atomic`, except that the first unit that runs a statement holding `marker`
+    commits and then loses its answer (raising as a dropped connection does)."""
+
+    def __init__(self, db: Database, marker: str) -> None:
+        self._real = db.atomic
+        self._marker = marker
+        self.lost = False
+
+    async def __call__(self, unit: Callable[[Connection], Awaitable[T]], **kwargs: Any) -> T:
+        watched: list[_Watched] = []
+
+        async def run(tx: Connection) -> T:
+            watched.append(_Watched(tx, self._marker))  # the last try's, if the unit is retried
+            return await unit(watched[-1])
+
+        result = await self._real(run, **kwargs)
+        if watched and watched[-1].matched and not self.lost:
+            self.lost = True
+            raise ConnectionError("connection lost after COMMIT")
+        return result
 
 
 class StatementAnswerLost:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bot.oncall.escalation_form import EscalationField
-from tests.claim_faults import AnswerLost
+from tests.claim_faults import AnswerLost, AtomicAnswerLost
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.databases import on_both_databases
 from tests.escalations import ALICE, IN_ALICES_SHIFT, ROSTER, open_on_message, start, submit
@@ -202,22 +202,13 @@ async def test_an_oncall_take_whose_override_lost_its_answer_leaves_the_shift_as
     # That is so: Alice is still on call, and taking again announces who was replaced.
     bot = await bot_factory(policy=ROSTER)
     services(bot).oncall.clock = lambda: IN_ALICES_SHIFT
-    overrides = services(bot).oncall._overrides  # the one Overrides of the service
-    real = overrides.add
-    lost: list[str] = []
-
-    async def add(override: Any) -> Any:
-        taken = await real(override)
-        if not lost:
-            lost.append(override.user_id)
-            raise ConnectionError("connection lost after COMMIT")
-        return taken
-
-    monkeypatch.setattr(overrides, "add", add)
+    db = services(bot).db
+    fault = AtomicAnswerLost(db, "INSERT INTO oncall_overrides")
+    monkeypatch.setattr(db, "atomic", fault)
     _, url = await bot.command("oncall take", user_id="U0MANAGER")
     [answer] = await bot.slack.wait_for_response(url, timeout=20)
     await bot.settle()
-    assert lost
+    assert fault.lost
     assert NOT_WRITTEN + "the on-call shift was not taken (reference " in str(answer), answer
     _, url = await bot.command("oncall", user_id="U0ADMIN")
     [status] = await bot.slack.wait_for_response(url, timeout=20)
