@@ -210,3 +210,30 @@ async def test_a_status_message_someone_deleted_mid_call_tells_the_outcome_by_dm
     parent = parent_of(bot, status)
     assert await wait_for_mark(bot, parent) == "x"
     assert texts(parent)[-1].endswith("❌ Not answered.")
+
+
+async def test_a_not_placed_outcome_whose_direct_message_slack_fails_once_still_arrives(
+    bot_factory: BotFactory,
+) -> None:
+    # In a private channel without the bot, the command's response URL carries the parent and
+    # has no use left; Evo Voice refuses the call, and Slack fails the direct message telling so
+    # once (a 5xx). The call is over at once, so no later change of it would tell it: the
+    # outcome must still arrive, once.
+    bot = await bot_factory("http", **FAST)
+    bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == "G0PRIV")
+    bot.slack.response_url_max_posts = 1
+    bot.slack.fail("chat.postMessage", "internal_error", times=1,
+                   when=lambda c: c["channel"] == "U0MANAGER")
+    bot.evo.queue_outgoing(ErrorStatus(400, "Flow is disabled"))
+    _, url = await bot.command(f"{FULL} escalation", channel_id="G0PRIV")
+    [parent] = await bot.slack.wait_for_response(url)
+    assert MASKED in parent["text"]
+
+    def told() -> list[str]:
+        return [c["text"] for c in bot.slack.calls_to("chat.postMessage")
+                if c.ok and c["channel"] == "U0MANAGER"]
+
+    await until(lambda: told(), timeout=10)
+    await bot.settle()
+    [dm] = told()
+    assert MASKED in dm and "Call not placed" in dm

@@ -219,7 +219,7 @@ class Dialler:
             logger.error("call %s outcome could not be posted for %s", result.outcome,
                          request.user_id, extra=_fields(request, result))
         if tracked is not None:
-            await self._follower.begin(tracked, posted.ts, thread)
+            await self._follower.begin(tracked, posted.ts, thread, delivered=posted.delivered)
         return self._finished(CallResult(
             result.outcome, result.session_id, thread, result.error,
             call_id=tracked.id if tracked is not None else None,

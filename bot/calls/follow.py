@@ -245,14 +245,14 @@ class CallFollower:
         """Make the status message and the parent's mark match the row; False if Slack refused."""
         return await self._messages.refresh(call_id)
 
-    async def begin(
-        self, call: TrackedCall, status_ts: str | None, thread: Thread | None = None
-    ) -> None:
+    async def begin(self, call: TrackedCall, status_ts: str | None,
+                    thread: Thread | None = None, *, delivered: bool = True) -> None:
         """The status message is posted (`status_ts`; None where there is no thread, and the
-        `thread`'s relay keeps the requester told instead): follow it."""
+        `thread`'s relay keeps the requester told instead; `delivered` False if that relay
+        reached nobody): follow it."""
         if thread is not None:
             self._messages.keep(call.id, thread)
-        keep_status_ts = partial(self._messages.keep_shown, call, status_ts)
+        keep_status_ts = partial(self._messages.keep_shown, call, status_ts, delivered=delivered)
         try:
             if call.following:
                 async def keep_then_follow() -> None:

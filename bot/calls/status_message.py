@@ -129,9 +129,12 @@ class StatusMessages:
     def relayed(self, call_id: int) -> bool:
         return call_id in self._relays
 
-    async def keep_shown(self, call: TrackedCall, status_ts: str | None) -> None:
-        """The status message's ts, and what it shows (or what a relay of it does)."""
-        relayed = status_ts is None and self.relayed(call.id)
+    async def keep_shown(self, call: TrackedCall, status_ts: str | None, *,
+                         delivered: bool = True) -> None:
+        """The status message's ts, and what it shows (or what a relay of it does). `delivered`
+        False: its relay reached nobody (Slack failing), so nothing is shown yet and the next
+        refresh relays it again (noted as shown, a call over at once was never told)."""
+        relayed = status_ts is None and delivered and self.relayed(call.id)
         shown = None
         if status_ts or relayed:
             shown = digest(self.draw(call, buttons=not relayed))
