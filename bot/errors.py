@@ -48,6 +48,7 @@
      ├─ EvoVoiceTimeout             a GET or DELETE got no answer
      ├─ MalformedResponse           a 2xx whose body is not what the API documents
      ├─ AlreadyEnded                a hang-up refused for a call whose session says it ended
+     ├─ StillGoingOn                a hang-up answered 404 for a call whose session goes on
      └─ EvoVoiceStatusError         a non-2xx answer (`.status`)
          ├─ BadRequest              400
          ├─ BadLogin                401 or /auth/status saying "not authenticated", once a sign-in

@@ -92,6 +92,27 @@ async def test_hang_up_on_a_call_evo_voice_no_longer_knows_is_not_shown_as_done(
     assert record.last("hang_up") is None
 
 
+async def test_a_hang_up_answered_404_for_a_call_evo_voice_still_shows_ringing_is_not_done(
+    bot_factory: BotFactory,
+) -> None:
+    # Evo Voice answers 404 to ending the session (both ways), yet lists it as ringing when read
+    # right after: nothing ended it, so the clicker must not hear "nothing to hang up" while the
+    # phone still rings.
+    bot, status, session_id = await placed_call(bot_factory)
+    for method in ("DELETE", "PATCH"):
+        bot.evo.queue(method, f"/sessions/{session_id}", ErrorStatus(404, "Session not found"))
+
+    _, url = await click(bot, status, HANG_UP_ACTION)
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "nothing to hang up" not in answer["text"]
+    assert "Evo Voice did not hang up" in answer["text"] and "may still be going on" in answer[
+        "text"]
+    await bot.settle()
+    assert "Hung up by" not in (status.text or "")
+    [record] = await audit_records(bot)
+    assert record.last("hang_up") is None and record.last("hang_up_failed") is not None
+
+
 async def test_a_call_again_that_failed_still_uses_up_the_button(bot_factory: BotFactory) -> None:
     # Its new thread says what went wrong; the old message says it was called again, and its
     # button (which would only answer "already called again") is gone.

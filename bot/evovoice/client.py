@@ -51,6 +51,7 @@ from bot.evovoice.errors import (
     OutcomeUnknown,
     RateLimited,
     ServerError,
+    StillGoingOn,
     capped_retry_after,
     parse_retry_after,
 )
@@ -91,7 +92,8 @@ __all__ = [
     "Conflict", "EvoVoiceClient", "EvoVoiceError", "EvoVoiceStatusError", "EvoVoiceTimeout",
     "EvoVoiceUnreachable", "FieldError", "Flow", "Forbidden", "MalformedResponse", "MissingRole",
     "NotFound", "OutcomeUnknown", "OwnedNumber", "Priority", "RateLimited", "RequestBudget",
-    "RequestObserved", "RequestObserver", "ServerError", "Session", "SessionsFound", "as_e164",
+    "RequestObserved", "RequestObserver", "ServerError", "Session", "SessionsFound",
+    "StillGoingOn", "as_e164",
     "capped_retry_after", "is_address_of", "other_host", "parse_retry_after",
 ]
 
@@ -250,13 +252,20 @@ class EvoVoiceClient(SessionFinder):
                             type(refused).__name__, extra={"session_id": session_id})
                 raise AlreadyEnded("The call had already ended.") from refused
             raise
+        except NotFound as missing:
+            # Most often a session Evo Voice has forgotten (over). One it still shows going on
+            # was not ended: never told "nothing to hang up" while the phone rings.
+            if await self._has_ended(session_id) is False:
+                raise StillGoingOn("Evo Voice answered that it found no call to end (HTTP 404), "
+                                   "yet still shows it going on.") from missing
+            raise
 
-    async def _has_ended(self, session_id: str) -> bool:
-        """Whether the session says it has ended; False when it can't be read."""
+    async def _has_ended(self, session_id: str) -> bool | None:
+        """Whether the session says it has ended; None when it can't be read."""
         try:
             session = await self.get_session(session_id, priority=Priority.FIRST)
         except EvoVoiceError:
-            return False
+            return None
         return bool(session.ended)
 
     async def _end_session(self, session_id: str) -> None:

@@ -9,6 +9,8 @@ Every failure reaches callers as one of these (never an ``httpx`` exception or a
     ├── MalformedResponse           a GET answered 2xx with a body of the wrong shape
     ├── AlreadyEnded                a hang-up refused (400, 409, 5xx) for a call that had ended:
     │                               the session, read right after, says so
+    ├── StillGoingOn                a hang-up answered 404 for a call whose session, read right
+    │                               after, says it goes on: nothing ended it
     └── EvoVoiceStatusError         the server answered with an error status
         ├── BadRequest              400 (.field_errors)
         ├── BadLogin                401, or /auth/status saying "not authenticated" (200 or 204),
@@ -91,6 +93,11 @@ class AlreadyEnded(EvoVoiceError):
     """A hang-up the server refused, for a call that had already ended (its session says so):
     nothing rings, as with a 404. Nothing public says what Evo Voice answers to ending a session
     that has ended (docs/evovoice-api.md): this is how a refusal of it reads."""
+
+
+class StillGoingOn(EvoVoiceError):
+    """A hang-up answered 404 ("not found") for a call whose session, read right after, is listed
+    as going on: nothing ended it, so it is no call that "ended on its own" (NotFound's reading)."""
 
 
 class EvoVoiceStatusError(EvoVoiceError):
