@@ -47,6 +47,15 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
     ("interactive", {"type": "block_actions", **CLICKER, "actions": [{"value": "1"}]}, "actions"),
     ("interactive", {"type": "block_actions", "team": {"id": "T0TEAM"}, "user": 5,
                      "actions": [ACTION]}, "user"),
+    # JSON's "\ud800" escape: half a UTF-16 pair, which no database, log or post can encode.
+    ("interactive", {"type": "block_actions", **CLICKER, "user": {"id": "U0\ud800"},
+                     "actions": [{**ACTION, "action_ts": "1700000000.1"}]}, "unpaired surrogate"),
+    ("interactive", {"type": "block_actions", **CLICKER,
+                     "actions": [{**ACTION, "action_ts": "1700000000.\udfff"}]},
+     "unpaired surrogate"),
+    ("events_api", {"type": "event_callback", **TEAM, "event": {
+        "type": "app_home_opened", "user": "U0MANAGER", "tab": "home\ud800"}},
+     "unpaired surrogate"),
 ]
 
 

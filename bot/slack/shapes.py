@@ -7,15 +7,22 @@ authorisation middleware reads `event` as an object, its listener matchers `acti
 request that does (signed by whoever holds the signing secret, or Slack getting it wrong) made Bolt
 raise: inside its middleware chain, the one error handler logged an ERROR and answered "Something
 went wrong" with 200; outside it (the context, the listeners' arguments), the HTTP side answered
-400 while Socket Mode logged slack_sdk's own ERROR. Such a request is refused here instead, with a
-warning naming the part (never its content): 400 in HTTP mode (bot/slack/http.py), no ack in
-Socket Mode (bot/slack/socket_mode.py), as Bolt leaves a request it has no listener for.
+400 while Socket Mode logged slack_sdk's own ERROR. A text holding half of a UTF-16 pair (a
+lone surrogate, from a JSON escape), which no database, log line or Slack post can encode, failed
+after the ack likewise (a click's claim). Such a request is refused here instead, with a warning
+naming the part (never its content): 400 in HTTP mode (bot/slack/http.py), no ack in Socket Mode
+(bot/slack/socket_mode.py), as Bolt leaves a request it has no listener for.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+# Half of a UTF-16 pair, which JSON's "\ud800" escape decodes to (Slack never sends one): no
+# database, log line or Slack post can encode it as UTF-8, so whatever stored or sent the text of
+# such a request failed after its ack, as an unhandled error.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # The ids Bolt reads as a string or an object (`"id" in user`), wherever it looks for them.
 _IDS = ("user", "team", "channel", "enterprise")
 # Where Bolt looks for those ids besides the payload itself (each only when it is an object).
@@ -73,7 +80,25 @@ def unreadable_part(body: object) -> str | None:
     for part, where in [(body, ""), *((each, "authorizations.") for each in authorizations or [])]:
         if (found := _unreadable_ids(part, where)) is not None:
             return found
+    if _holds_surrogate(body):
+        return "unpaired surrogate"
     return None
+
+
+def _holds_surrogate(body: dict[str, Any]) -> bool:
+    """Whether a text anywhere in `body` (a key too) holds half of a UTF-16 pair."""
+    parts: list[object] = [body]
+    while parts:
+        part = parts.pop()
+        if isinstance(part, str):
+            if not part.isascii() and _SURROGATE.search(part):
+                return True
+        elif isinstance(part, dict):
+            parts.extend(part)
+            parts.extend(part.values())
+        elif isinstance(part, list):
+            parts.extend(part)
+    return False
 
 
 def _objects(items: list[Any]) -> bool:
