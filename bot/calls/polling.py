@@ -10,32 +10,30 @@ which also holds them all back when Evo Voice answers 429 (bot/evovoice/budget.p
 
 A call whose creation was unconfirmed ("outcome unknown"), or accepted without a session id, has no
 session yet: its task looks for it (`GET /sessions?to=…`, created since the attempt, not already
-tied to another call) until `find_for` has passed (and, while the look fails, for `find_for` after
-its first failure in this run), then reports it as not found. A known session
-whose reads keep failing (a login refused after a password change, a 403, 5xx, answers that can't
-be read) for `find_for` is shown so, with why, and still polled: the next read that works shows the
-call as it goes. No call is followed for longer than `follow_for`.
+tied to another call: bot/calls/session_lookup.py) until `find_for` has passed (and, while the
+look fails, for `find_for` after its first failure in this run), then reports it as not found. A
+known session whose reads keep failing (a login refused after a password change, a 403, 5xx,
+answers that can't be read) for `find_for` is shown so, with why, and still polled: the next read
+that works shows the call as it goes. No call is followed for longer than `follow_for`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from enum import Enum
 
 from bot.audit.trail import AuditLog, EventKind
-from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK
 from bot.calls.progress import answered_by_name, classify, clip, duration_of, shows_answer
+from bot.calls.session_lookup import claim_closest, sessions_to
 from bot.calls.status_message import StatusMessages
 from bot.calls.status_views import AckTest, no_ack_outcomes
 from bot.calls.store import CallState, CallStore, TrackedCall
 from bot.errors import INCOMPLETE_LOOKUP, describe_reading, log_unexpected
 from bot.evovoice.client import (EvoVoiceClient, EvoVoiceError, NotFound, Priority, RateLimited,
                                  Session)
-from bot.evovoice.dates import gap
 from bot.storage.faults import DATABASE_FAULTS
 
 logger = logging.getLogger("bot.calls.follow")
@@ -161,12 +159,9 @@ class CallPoller:
         if call.e164 is None:
             await self._stop_following(call, CallState.LOST, EventKind.UNFOLLOWED, "no number")
             return _Step.DONE
-        since = dt.datetime.fromtimestamp(call.created_at, dt.UTC) - AMBIGUOUS_LOOKUP_SLACK
         asked_at = self._clock()
         try:
-            sessions = await self._evo.find_sessions(
-                self._account_ids, to=call.e164, since=since, priority=Priority.ROUTINE
-            )
+            sessions = await sessions_to(self._evo, self._account_ids, call, Priority.ROUTINE)
         except EvoVoiceError as exc:
             # A lookup that keeps failing (400, 403, 5xx) ends like one that finds nothing, once
             # it has failed for `find_for` here too (since the first failing look was sent): the
@@ -183,22 +178,9 @@ class CallPoller:
                 return _Step.DONE
             raise
         self._failing_since.pop(call.id, None)
-        # Closest in time to the attempt first: of two calls to one number a few seconds apart,
-        # each gets its own session, and an older call to the number loses to a newer one. A time
-        # without a zone is measured in the zone that brings it closest (bot/evovoice/dates.py):
-        # a server keeps one zone, so this call's session is seconds from the attempt in it, an
-        # earlier call's as far from it as it is older (unless by a whole quarter hour). The
-        # attempt on Evo Voice's clock, as its sessions are dated (bot/evovoice/clock.py).
-        started = self._evo.clock.on_server(dt.datetime.fromtimestamp(call.created_at, dt.UTC))
-        unknown = AMBIGUOUS_LOOKUP_SLACK.total_seconds()
-        fresh = sorted(sessions, key=lambda s: _gap_or(gap(s.date_created, started), unknown))
-        taken = await self._store.sessions_taken([s.id for s in fresh])
-        for session in fresh:
-            if session.id in taken or not await self._store.claim_session(call.id, session.id):
-                continue
-            logger.info("call %s: found its session %s", call.id, session.id,
-                        extra={"call_id": call.id, "session_id": session.id})
-            await self._record(call, EventKind.SESSION_FOUND, session_id=session.id)
+        session = await claim_closest(self._evo, self._store, call, sessions)
+        if session is not None:
+            await self._found(call, session)
             step = await self._apply(replace(call, session_id=session.id), session)
             return _Step.DONE if step == _Step.DONE else _Step.CHANGED
         if age > self._timing.find_for:
@@ -210,6 +192,11 @@ class CallPoller:
                                        None if sessions.complete else "lookup incomplete")
             return _Step.DONE
         return _Step.SAME
+
+    async def _found(self, call: TrackedCall, session: Session) -> None:
+        logger.info("call %s: found its session %s", call.id, session.id,
+                    extra={"call_id": call.id, "session_id": session.id})
+        await self._record(call, EventKind.SESSION_FOUND, session_id=session.id)
 
     async def _check_session(self, call: TrackedCall) -> _Step:
         assert call.session_id is not None
@@ -384,10 +371,6 @@ class CallPoller:
         except Exception:
             logger.exception("recording %s of call %s failed", kind, call.id,
                              extra={"call_id": call.id})
-
-
-def _gap_or(seconds: float | None, unknown: float) -> float:
-    return unknown if seconds is None else seconds
 
 
 def _may_be_answered_unseen(call: TrackedCall, age: float, timing: FollowTiming) -> bool:
