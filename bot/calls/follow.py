@@ -98,6 +98,7 @@ class CallFollower:
             clock=lambda: self.poll_clock(), pause=pause, messages=self._messages,
             wake=self._runner.wake, acknowledges=acknowledges,
         )
+        self.find_session = self._poller.find_session  # an escalation step's, at its deadline
         self._announcer = Announcer(notifier, store, audit, self._messages)
         # The runtime's, which has erased while start-up waited: one hourly rhythm, not two.
         self._retention = retention or NumberRetention(store, timing.number_retention, clock)

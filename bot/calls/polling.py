@@ -11,10 +11,11 @@ which also holds them all back when Evo Voice answers 429 (bot/evovoice/budget.p
 A call whose creation was unconfirmed ("outcome unknown"), or accepted without a session id, has no
 session yet: its task looks for it (`GET /sessions?to=…`, created since the attempt, not already
 tied to another call: bot/calls/session_lookup.py) until `find_for` has passed (and, while the
-look fails, for `find_for` after its first failure in this run), then reports it as not found. A
-known session whose reads keep failing (a login refused after a password change, a 403, 5xx,
-answers that can't be read) for `find_for` is shown so, with why, and still polled: the next read
-that works shows the call as it goes. No call is followed for longer than `follow_for`.
+look fails, for `find_for` after its first failure in this run), then reports it as not found; an
+escalation step looks once itself at its deadline (`find_session`). A known session whose reads
+keep failing (a login refused after a password change, a 403, 5xx, answers that can't be read) for
+`find_for` is shown so, with why, and still polled: the next read that works shows the call as it
+goes. No call is followed for longer than `follow_for`.
 """
 
 from __future__ import annotations
@@ -183,6 +184,8 @@ class CallPoller:
             await self._found(call, session)
             step = await self._apply(replace(call, session_id=session.id), session)
             return _Step.DONE if step == _Step.DONE else _Step.CHANGED
+        if sessions and (await self._store.get(call.id) or call).session_id is not None:
+            return _Step.CHANGED  # claimed meanwhile by its escalation step (`find_session`)
         if age > self._timing.find_for:
             if not sessions.complete:
                 # Not every session to the number was read: the call may be among those left, so
@@ -192,6 +195,20 @@ class CallPoller:
                                        None if sessions.complete else "lookup incomplete")
             return _Step.DONE
         return _Step.SAME
+
+    async def find_session(self, call: TrackedCall) -> TrackedCall:
+        """One look now for the session of `call`, unfound and not given up on: an escalation
+        step's at its deadline, which must hang the call up before the next person is dialled,
+        while the follower's own look may not have found it yet (or not be over). The call's row
+        then: with the session this look claimed, or the one the follower claimed meanwhile.
+        Raises EvoVoiceError if the look fails."""
+        if call.session_id is not None or call.is_final or call.e164 is None:
+            return call
+        sessions = await sessions_to(self._evo, self._account_ids, call, Priority.FIRST)
+        session = await claim_closest(self._evo, self._store, call, sessions)
+        if session is not None:
+            await self._found(call, session)
+        return await self._store.get(call.id) or call
 
     async def _found(self, call: TrackedCall, session: Session) -> None:
         logger.info("call %s: found its session %s", call.id, session.id,

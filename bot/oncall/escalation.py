@@ -196,7 +196,7 @@ class EscalationService:
             store=store, oncall=oncall, calls=calls, callstore=callstore, evo=evo,
             claims=claims, responders=responders, audit=audit, runner=self._runner,
             card=self._card, endings=self._endings, clock=self._now, check_every=check_every,
-            pause=pause,
+            pause=pause, find_session=follower.find_session,
         )
         self._buttons = EscalationButtons(
             store=store, notifier=notifier, access=access, responders=responders, card=self._card,

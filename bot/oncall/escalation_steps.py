@@ -39,7 +39,8 @@ from bot.oncall.escalation_store import (
     Escalation, EscalationState, EscalationStore, StepOutcome, Target)
 from bot.oncall.roster import OnCall
 from bot.oncall.step_claims import StepClaims
-from bot.oncall.step_reads import UNREAD_AT_DEADLINE, session_now, still_ringing
+from bot.oncall.step_reads import (
+    UNREAD_AT_DEADLINE, call_at_deadline, session_now, still_ringing)
 from bot.runner import RowRunner
 from bot.storage.claims import Claims
 from bot.storage.database import Connection
@@ -75,6 +76,7 @@ class Chain:
         clock: Callable[[], float],
         check_every: float,
         pause: Callable[[asyncio.Event, float], Awaitable[None]],
+        find_session: Callable[[TrackedCall], Awaitable[TrackedCall]],
     ) -> None:
         self._runner = runner  # the task driving each chain, its wake-ups, whether closing
         self._card = card
@@ -85,6 +87,7 @@ class Chain:
         self._responders = responders
         self._calls = calls
         self._evo = evo
+        self._find_session = find_session  # the follower's one look for an unfound call's session
         self._steps = StepClaims(store, claims)
         self._audit = audit
         self._clock = clock
@@ -300,6 +303,8 @@ class Chain:
         note = None
         answered = call is not None and call.answered
         if verdict == _Verdict.TIMED_OUT:
+            call = await call_at_deadline(self._callstore, self._find_session, escalation, call)
+            answered = call is not None and call.answered
             try:
                 fresh = await session_now(self._evo, call) if call is not None else None
                 unread = False
@@ -308,8 +313,11 @@ class Chain:
                 logger.warning("escalation %s: step %d's call unread at its deadline (%s); not "
                                "hung up", escalation.id, escalation.step + 1,
                                type(exc).__name__, extra={"escalation_id": escalation.id})
-            if fresh is not None and self._is_ack_outcome(fresh.outcome):
-                await self._endings.acknowledged_by_call(escalation, target, call, fresh.outcome)
+            # The row read again may hold an acknowledging outcome too: pressed 1 since `_watch`.
+            said = [o for o in (fresh.outcome if fresh else None, call.outcome if call else None)
+                    if self._is_ack_outcome(o)]
+            if said:
+                await self._endings.acknowledged_by_call(escalation, target, call, said[0])
                 return
             answered = answered or (fresh is not None and (
                 shows_answer(fresh)
