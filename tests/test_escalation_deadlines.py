@@ -23,6 +23,8 @@ from tests.escalations import (
     MANAGER,
     ROSTER,
     Clock,
+    click_ack,
+    click_stop,
     dialled,
     escalation_message,
     hung_up,
@@ -234,3 +236,25 @@ async def test_a_call_the_follower_claims_while_its_step_looks_is_hung_up_once(
     await wait_for_edit(bot, escalation, HUNG_UP)
     assert "may still ring" not in (escalation.text or "")
     assert await session_of_row(bot) == alice
+
+
+@pytest.mark.parametrize("ending", ["stop", "ack"])
+async def test_a_call_unfound_when_its_escalation_ends_is_looked_for_and_hung_up(
+    bot_factory: BotFactory, ending: str,
+) -> None:
+    """The follower's look for Alice's session is not over when the escalation is stopped, or
+    acknowledged by Bob (I'm on it on the escalation's message): the end looks once itself, finds
+    her call and hangs it up, rather than leave her phone ringing with "it may still ring"."""
+    bot, _, escalation, alice, held = await alice_unfound_after_a_restart(bot_factory)
+    if ending == "stop":
+        await click_stop(bot, escalation, user_id="U0ADMIN")
+        await wait_for_state(bot, EscalationState.STOPPED)
+    else:
+        await click_ack(bot, escalation, user_id="U0BOB")
+        await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await until(lambda: hung_up(bot, alice))
+    assert len(bot.evo.hang_ups(alice)) == 1
+    assert dialled(bot) == [ALICE]
+    assert await session_of_row(bot) == alice
+    assert "may still ring" not in (escalation.text or "")
+    held.set()

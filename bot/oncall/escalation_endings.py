@@ -32,14 +32,8 @@ from bot.evovoice.client import AlreadyEnded, EvoVoiceClient, EvoVoiceError, Not
 from bot.oncall import escalation_views as views
 from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_store import (
-    AckVia,
-    Escalation,
-    EscalationState,
-    EscalationStore,
-    Step,
-    StepOutcome,
-    Target,
-)
+    AckVia, Escalation, EscalationState, EscalationStore, Step, StepOutcome, Target)
+from bot.oncall.step_reads import step_call_now
 from bot.runner import RowRunner
 from bot.slack.threads import Once
 from bot.storage.claims import Claims
@@ -353,8 +347,9 @@ class Endings:
             self._on_finished(str(state))
 
     async def _step_call(self, escalation: Escalation) -> TrackedCall | None:
-        call_id = escalation.step_call_id
-        return None if call_id is None else await self._callstore.get(call_id)
+        """The step's call, its row read now; still unfound (the bot died mid-dial, the follower's
+        look not over), looked for once: else Stop or I'm on it could not hang it up."""
+        return await step_call_now(self._callstore, self._follower.find_session, escalation, None)
 
     # ---------------------------------------------------------------------------- hang-ups
     async def hang_up_unanswered(self, escalation: Escalation, call: TrackedCall | None,

@@ -40,7 +40,7 @@ from bot.oncall.escalation_store import (
 from bot.oncall.roster import OnCall
 from bot.oncall.step_claims import StepClaims
 from bot.oncall.step_reads import (
-    UNREAD_AT_DEADLINE, call_at_deadline, session_now, still_ringing)
+    UNREAD_AT_DEADLINE, step_call_now, session_now, still_ringing)
 from bot.runner import RowRunner
 from bot.storage.claims import Claims
 from bot.storage.database import Connection
@@ -303,7 +303,7 @@ class Chain:
         note = None
         answered = call is not None and call.answered
         if verdict == _Verdict.TIMED_OUT:
-            call = await call_at_deadline(self._callstore, self._find_session, escalation, call)
+            call = await step_call_now(self._callstore, self._find_session, escalation, call)
             answered = call is not None and call.answered
             try:
                 fresh = await session_now(self._evo, call) if call is not None else None

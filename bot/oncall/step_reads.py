@@ -19,15 +19,16 @@ UNREAD_AT_DEADLINE = ("(Evo Voice could not say whether it was answered, so it w
                       "it may still ring.)")
 
 
-async def call_at_deadline(
+async def step_call_now(
     calls: CallStore, find_session: Callable[[TrackedCall], Awaitable[TrackedCall]],
     escalation: Escalation, call: TrackedCall | None,
 ) -> TrackedCall | None:
-    """The step's call at its deadline, its row read again: the one the chain last read may
-    predate the follower's finding its session. Still unfound and not given up on (the bot died
-    mid-dial, and the follower's look is not over), it is looked for once here (`find_session`,
-    bot/calls/polling.py), else it could not be hung up before the next person is dialled. A look
-    that fails leaves it unfound: the card says it may still ring."""
+    """The step's call at its deadline, or as its escalation ends (stopped, acknowledged), its
+    row read again: the one last read may predate the follower's finding its session. Still
+    unfound and not given up on (the bot died mid-dial, and the follower's look is not over), it
+    is looked for once here (`find_session`, bot/calls/polling.py), else it could not be hung up
+    before the next person is dialled, or as nobody else is. A look that fails leaves it
+    unfound: the card says it may still ring."""
     call_id = escalation.step_call_id if call is None else call.id
     call = call if call_id is None else (await calls.get(call_id) or call)
     if call is None or call.session_id is not None or call.is_final:
@@ -35,8 +36,8 @@ async def call_at_deadline(
     try:
         return await find_session(call)
     except EvoVoiceError as exc:
-        logger.warning("escalation %s: step %d's call unfound at its deadline, and looking for it "
-                       "failed (%s)", escalation.id, escalation.step + 1, type(exc).__name__,
+        logger.warning("escalation %s: step %d's call unfound, and looking for it failed (%s)",
+                       escalation.id, escalation.step + 1, type(exc).__name__,
                        extra={"escalation_id": escalation.id, "call_id": call.id})
         return call
 
