@@ -202,8 +202,14 @@ class Notifier:
                 logger.warning(
                     "thread reply in %s failed (%s)", thread.channel, slack_error_code(exc)
                 )
-                if (found := await self._landed(thread, metadata, exc)) is not None:
-                    return Posted(True, found)
+                try:
+                    if (found := await self._landed(thread, metadata, exc)) is not None:
+                        return Posted(True, found)
+                except ThreadUnread:
+                    # Slack may have taken it: told another way now, the one in the thread
+                    # would stay at "Ringing…" for good. Its outbox looks for it again (and sends
+                    # it again only if it isn't there).
+                    return Posted(False)
                 if thread.requester is not None:
                     # Out of the thread, the status alone would lack context: the relay sends
                     # both together, and keeps them current (never a status left at Ringing).
@@ -228,15 +234,13 @@ class Notifier:
         self, thread: Thread, metadata: dict[str, Any] | None, exc: Exception
     ) -> str | None:
         """The `ts` of a reply carrying `metadata` that Slack took though its answer was lost
-        (no answer in time, a 5xx): found in the thread, else None. A refusal posted nothing."""
+        (no answer in time, a 5xx): found in the thread, else None. A refusal posted nothing.
+        ThreadUnread if Slack failed to show the thread: whether it is there is unknown."""
         refused = isinstance(exc, ChannelHeld) or (
             isinstance(exc, SlackApiError) and exc.response.status_code < 500)
         if metadata is None or thread.ts is None or refused:
             return None
-        try:
-            return await self.find_reply(thread.channel, thread.ts, metadata)
-        except ThreadUnread:
-            return None
+        return await self.find_reply(thread.channel, thread.ts, metadata)
 
     async def relay_status(self, relay: Relay, message: Message, *, final: bool) -> bool:
         """Show `message` under the relay's parent: replace the response_url's message while it

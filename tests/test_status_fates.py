@@ -1,0 +1,43 @@
+"""A call's status message whose fate Slack leaves unknown, or whose relay reaches nobody, still
+ends shown: never a message left at "Ringing…" with a live Hang up button for a call that ended,
+and the requester always learns the outcome."""
+
+from __future__ import annotations
+
+from bot.calls.status_views import HANG_UP_ACTION
+from tests.budget_clock import LeapingClock
+from tests.conftest import BotFactory
+from tests.follow_helpers import (
+    FAST,
+    FULL,
+    buttons,
+    end_session,
+    is_thread_reply,
+    services,
+    status_message,
+    wait_for_edit,
+)
+
+
+async def test_a_status_message_slack_took_while_its_thread_was_unreadable_shows_the_outcome(
+    bot_factory: BotFactory,
+) -> None:
+    # Slack takes the status message but the connection drops before its answer, and reading the
+    # thread to look for it fails once (an error of Slack's own). Whether it is there is unknown
+    # for a moment: it is looked for again and adopted, not told through the command's response
+    # URL instead while the one in the thread stays at "Ringing…" with its Hang up button.
+    bot = await bot_factory("http", **FAST)
+    services(bot).outbox.sleep = LeapingClock().sleep  # the outbox's pauses take no real time
+    bot.slack.cut("chat.postMessage", when=is_thread_reply)
+    bot.slack.fail("conversations.replies", "internal_error", times=1)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    assert "Ringing" in (status.text or "")
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended", timeout=20)  # the same message, edited
+    await bot.settle()
+    assert HANG_UP_ACTION not in buttons(status)
+    assert len([c for c in bot.slack.calls_to("chat.postMessage")
+                if is_thread_reply(c) and c.ok]) == 1
+    assert await services(bot).db.fetchall("SELECT id FROM slack_posts") == []
