@@ -113,6 +113,24 @@ async def ended_call(bot_factory: BotFactory) -> tuple[BotUnderTest, Message, st
     return bot, status, session_id
 
 
+async def died_before_telling(first: BotUnderTest, **command: str) -> str | None:
+    """`first` places a call, fills its row in with Evo Voice's answer, and is stopped before its
+    status message is posted or kept (the attempt's result being written: its task cancelled
+    there, as a SIGKILL would leave it). The call's session id (None: Evo Voice refused it)."""
+    reached, held = asyncio.Event(), asyncio.Event()
+
+    async def held_result(*_: object) -> None:
+        reached.set()
+        await held.wait()
+
+    services(first).audit.result = held_result  # type: ignore[method-assign]
+    await first.command(f"{FULL} escalation", **command)
+    await asyncio.wait_for(reached.wait(), 10)
+    await first.runtime.stop(grace=0)
+    assert not [c for c in first.slack.calls_to("chat.postMessage") if c.params.get("thread_ts")]
+    return next(iter(first.evo.sessions), None)
+
+
 def parent_of(bot: BotUnderTest, status: Message) -> Message:
     assert status.thread_ts is not None
     return bot.slack.messages[(status.channel, status.thread_ts)]

@@ -21,6 +21,7 @@ from tests.follow_helpers import (
     FULL,
     buttons,
     come_back,
+    died_before_telling,
     end_session,
     is_thread_reply,
     parent_of,
@@ -282,24 +283,6 @@ WITH_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged"]\n'
 
 
 __all__ = ["Clock"]
-
-
-async def died_before_telling(first: BotUnderTest, **command: str) -> str | None:
-    """`first` places a call, fills its row in with Evo Voice's answer, and is stopped before its
-    status message is posted or kept (the attempt's result being written: its task cancelled
-    there, as a SIGKILL would leave it). The call's session id (None: Evo Voice refused it)."""
-    reached, held = asyncio.Event(), asyncio.Event()
-
-    async def held_result(*_: object) -> None:
-        reached.set()
-        await held.wait()
-
-    services(first).audit.result = held_result  # type: ignore[method-assign]
-    await first.command(f"{FULL} escalation", **command)
-    await asyncio.wait_for(reached.wait(), 10)
-    await first.runtime.stop(grace=0)
-    assert not [c for c in first.slack.calls_to("chat.postMessage") if c.params.get("thread_ts")]
-    return next(iter(first.evo.sessions), None)
 
 
 async def test_a_call_placed_as_the_bot_died_before_its_status_was_posted_gets_one(

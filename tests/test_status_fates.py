@@ -5,12 +5,14 @@ and the requester always learns the outcome."""
 from __future__ import annotations
 
 from bot.calls.status_views import HANG_UP_ACTION
+from bot.standins.evovoice import ErrorStatus
 from tests.budget_clock import LeapingClock
-from tests.conftest import BotFactory
+from tests.conftest import BotFactory, until
 from tests.follow_helpers import (
     FAST,
     FULL,
     buttons,
+    died_before_telling,
     end_session,
     is_thread_reply,
     services,
@@ -41,3 +43,32 @@ async def test_a_status_message_slack_took_while_its_thread_was_unreadable_shows
     assert len([c for c in bot.slack.calls_to("chat.postMessage")
                 if is_thread_reply(c) and c.ok]) == 1
     assert await services(bot).db.fetchall("SELECT id FROM slack_posts") == []
+
+
+async def test_a_not_placed_call_told_after_a_restart_whose_relay_slack_fails_once_is_told(
+    bot_factory: BotFactory,
+) -> None:
+    # The bot died after Evo Voice refused the call and before telling it. Meanwhile the bot was
+    # removed from the private channel: the next start's status message is refused there for
+    # good, and the direct message relaying it instead fails once (a 5xx). The call is over, so
+    # no later change of it would tell it: the outcome must still reach the requester, once.
+    first = await bot_factory("http", **FAST)
+    first.evo.queue_outgoing(ErrorStatus(400, "Flow is not published"))
+    assert await died_before_telling(first, channel_id="G0INCIDENT") is None
+    first.slack.fail("chat.postMessage", "channel_not_found",
+                     when=lambda c: c["channel"] == "G0INCIDENT")
+    first.slack.fail("chat.update", "channel_not_found",
+                     when=lambda c: c["channel"] == "G0INCIDENT")
+    first.slack.fail("chat.postMessage", "internal_error", times=1,
+                     when=lambda c: c["channel"] == "U0MANAGER")
+
+    second = await bot_factory("http", **FAST)  # the same database
+
+    def told() -> list[str]:
+        return [c["text"] for c in second.slack.calls_to("chat.postMessage")
+                if c.ok and c["channel"] == "U0MANAGER"]
+
+    await until(lambda: told(), timeout=20)
+    await second.settle()
+    [dm] = told()
+    assert "Flow is not published" in dm

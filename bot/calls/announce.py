@@ -17,7 +17,7 @@ from bot.calls.models import ESCALATION_ORIGIN
 from bot.calls.status_message import StatusMessages, status_post
 from bot.calls.store import CallStore, TrackedCall
 from bot.slack.notify import Notifier
-from bot.slack.threads import Thread
+from bot.slack.threads import Posted, Thread
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +45,11 @@ class Announcer:
                            call_id, extra={"call_id": call_id})
             told = await self.announce(call)
             if told is not None:
-                thread, status_ts = told
+                thread, posted = told
                 self._messages.keep(call.id, thread)
-                await self._messages.keep_shown(call, status_ts)
+                # A relay that reached nobody is not shown: the refresh that follows tries it
+                # again (noted as shown, the requester of a call over already is never told).
+                await self._messages.keep_shown(call, posted.ts, delivered=posted.delivered)
         except Exception:
             logger.exception("call %s: its requester could not be told of it", call_id,
                              extra={"call_id": call_id})
@@ -74,10 +76,11 @@ class Announcer:
             return None
         return call if await self.origin(call) != ESCALATION_ORIGIN else None
 
-    async def announce(self, call: TrackedCall) -> tuple[Thread, str | None] | None:
+    async def announce(self, call: TrackedCall) -> tuple[Thread, Posted] | None:
         """Post the call's status message: under its parent if one was posted, else under a new
-        one, in the channel or by direct message. Its thread and the message's `ts` (None while
-        Slack refuses it: kept, and sent again); None if the requester can't be reached at all."""
+        one, in the channel or by direct message. Its thread and what the post did (its `ts` None
+        while Slack refuses it: kept, and sent again; not `delivered` if nobody was told yet);
+        None if the requester can't be reached at all."""
         parent = call_messages.call_parent(call.requester_id, call.number_masked, call.flow_name)
         if call.parent_posted_ts is not None:  # posted as it was dialled: told under that one
             thread: Thread | None = Thread(call.channel_id, call.parent_ts, None, parent,
@@ -95,4 +98,4 @@ class Announcer:
         # Where it went: the channel, else a direct message (whose channel its edits must name).
         await self._store.update(call.id, channel_id=thread.channel,
                                  parent_ts=thread.parent_ts or thread.ts)
-        return thread, posted.ts
+        return thread, posted

@@ -369,8 +369,8 @@ class CallFollower:
         """A status message for a call whose requester was never told of it."""
         told = await self._announcer.announce(call)
         if told is not None:
-            thread, status_ts = told
-            await self.begin(call, status_ts, thread)
+            thread, posted = told
+            await self.begin(call, posted.ts, thread, delivered=posted.delivered)
 
     async def let_go(self, call_id: int) -> None:
         """A call whose placing was cut short here before it was followed (cancelled: its chain
