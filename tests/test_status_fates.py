@@ -4,8 +4,14 @@ and the requester always learns the outcome."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
 from bot.calls.status_views import HANG_UP_ACTION
 from bot.standins.evovoice import ErrorStatus
+from bot.storage.database import Database
 from tests.budget_clock import LeapingClock
 from tests.conftest import BotFactory, until
 from tests.follow_helpers import (
@@ -72,3 +78,48 @@ async def test_a_not_placed_call_told_after_a_restart_whose_relay_slack_fails_on
     await second.settle()
     [dm] = told()
     assert "Flow is not published" in dm
+
+
+class FailsUntil:
+    """`Database.execute`, except that a statement holding `marker` fails as a failing database
+    does (a dropped connection) until `answers()` holds: who waits it out commits last."""
+
+    def __init__(self, db: Database, marker: str, answers: Callable[[], Awaitable[bool]]) -> None:
+        self._real = db.execute
+        self._marker = marker
+        self._answers = answers
+        self.failed = 0
+
+    async def __call__(self, sql: str, params: Any = ()) -> int:
+        if self._marker in sql and not await self._answers():
+            self.failed += 1
+            raise ConnectionError("the database is failing")
+        return await self._real(sql, params)
+
+
+@pytest.mark.usefixtures("database_retried_quickly")
+async def test_a_status_message_ts_kept_by_the_outbox_first_is_not_erased_by_the_follower(
+    bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The status message's fate is unknown for a moment (as above), so the outbox looks for it
+    # again while the follower notes that nothing is shown yet; both wait out a failing
+    # database, and the outbox's note of the message's ts commits first. The follower's must not
+    # write over it: without its ts the message would never be edited again.
+    bot = await bot_factory("http", **FAST)
+    services(bot).outbox.sleep = LeapingClock().sleep
+    db = services(bot).db
+
+    async def ts_kept() -> bool:
+        row = await db.fetchone("SELECT status_ts FROM calls WHERE id = 1")
+        return row is not None and row["status_ts"] is not None
+
+    fault = FailsUntil(db, "UPDATE calls SET status_ts = ?, shown_digest = ?", ts_kept)
+    monkeypatch.setattr(db, "execute", fault)
+    bot.slack.cut("chat.postMessage", when=is_thread_reply)
+    bot.slack.fail("conversations.replies", "internal_error", times=1)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    end_session(bot, session_id, after_seconds=20, outcome="Completed")
+    await wait_for_edit(bot, status, "Ended", timeout=20)
+    assert HANG_UP_ACTION not in buttons(status)

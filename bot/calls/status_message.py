@@ -138,7 +138,11 @@ class StatusMessages:
         shown = None
         if status_ts or relayed:
             shown = digest(self.draw(call, buttons=not relayed))
-        await self._store.update(call.id, status_ts=status_ts, shown_digest=shown)
+        # Only what is known is written: the row says nothing shown until then, and the outbox
+        # may have kept the message's ts meanwhile (both waiting out a failing database), which
+        # a None written after it would erase: the message never edited again.
+        known = {"status_ts": status_ts, "shown_digest": shown}
+        await self._store.update(call.id, **{k: v for k, v in known.items() if v is not None})
 
     async def refresh(self, call_id: int) -> bool:
         """Make the status message and the parent's mark match the row; False if Slack refused."""
