@@ -26,6 +26,7 @@ from bot.calls.dials_first import DialsFirst
 from bot.calls.follow import TAKEN_OVER, CallFollower
 from bot.calls.models import AMBIGUOUS_LOOKUP_SLACK, CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.retry import TimeLeft, wait_to_retry
+from bot.calls.session_lookup import closest_first
 from bot.calls.status_posts import status_post
 from bot.calls.store import TrackedCall
 from bot.errors import CallbotError, CalledOff, Expected, describe
@@ -374,7 +375,8 @@ class Dialler:
         except EvoVoiceError as exc:
             logger.warning("session lookup after ambiguous call failed: %s", type(exc).__name__)
             return None
-        return sessions[0] if sessions else None
+        # Not the newest: a later call to the number, placed while this answer was lost, may be.
+        return next(iter(closest_first(self._evo, sessions, started)), None)
 
 
 async def _nothing() -> None:

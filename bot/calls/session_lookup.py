@@ -38,14 +38,23 @@ async def claim_closest(
     # a server keeps one zone, so this call's session is seconds from the attempt in it, an
     # earlier call's as far from it as it is older (unless by a whole quarter hour). The
     # attempt on Evo Voice's clock, as its sessions are dated (bot/evovoice/clock.py).
-    started = evo.clock.on_server(dt.datetime.fromtimestamp(call.created_at, dt.UTC))
-    unknown = AMBIGUOUS_LOOKUP_SLACK.total_seconds()
-    fresh = sorted(sessions, key=lambda s: _gap_or(gap(s.date_created, started), unknown))
+    fresh = closest_first(evo, sessions, dt.datetime.fromtimestamp(call.created_at, dt.UTC))
     taken = await store.sessions_taken([s.id for s in fresh])
     for session in fresh:
         if session.id not in taken and await store.claim_session(call.id, session.id):
             return session
     return None
+
+
+def closest_first(
+    evo: EvoVoiceClient, sessions: list[Session], attempt: dt.datetime
+) -> list[Session]:
+    """`sessions`, closest in time to `attempt` (this host's clock, moved onto Evo Voice's) first;
+    one whose date can't be read as if `AMBIGUOUS_LOOKUP_SLACK` away; equals in their order. Also
+    the pick of the one look right after a POST whose answer was lost (bot/calls/dialling.py)."""
+    started = evo.clock.on_server(attempt)
+    unknown = AMBIGUOUS_LOOKUP_SLACK.total_seconds()
+    return sorted(sessions, key=lambda s: _gap_or(gap(s.date_created, started), unknown))
 
 
 def _gap_or(seconds: float | None, unknown: float) -> float:
