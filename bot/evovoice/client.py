@@ -28,8 +28,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from functools import cached_property
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 from urllib.parse import quote
+
+from pydantic import ValidationError
 
 from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.errors import (
@@ -314,13 +316,31 @@ class EvoVoiceClient(SessionFinder):
         items: dict[str, _HasId] = {}
         for page in range(MAX_PAGES):
             data = await self._get_json(path, self.list_query(path, params, page))
-            batch = self._items(model, data, path)
+            batch = self._readable_items(model, data, path)
             new = [item for item in batch if item.id not in items]
             items.update((item.id, item) for item in new)
             if not (isinstance(data, dict) and data.get("hasMorePages") is True) or not new:
                 return list(items.values())
         logger.warning("Evo Voice GET %s: stopped after %d pages", path, MAX_PAGES)
         return list(items.values())
+
+    def _readable_items(self, model: type[_HasId], data: Any, path: str) -> list[_HasId]:
+        """A page's flows or numbers, less those of a shape the bot can't read (a null name, say):
+        nothing says what types their fields take, and one such flow made every flow unreadable,
+        so that callbot would not start, nor any call be placed with another flow."""
+        raw = data.get("items") if isinstance(data, dict) else data
+        if not isinstance(raw, list):
+            return self._items(model, data, path)  # its MalformedResponse, or no items
+        readable = []
+        for item in raw:
+            try:
+                readable.append(model.model_validate(item))
+            except ValidationError:
+                pass
+        if len(readable) < len(raw):
+            logger.warning("Evo Voice GET %s: left out %d item(s) of an unexpected shape", path,
+                           len(raw) - len(readable))
+        return readable
 
 
 
