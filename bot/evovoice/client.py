@@ -28,10 +28,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from functools import cached_property
-from typing import Any, Self, TypeVar
+from typing import Self, TypeVar
 from urllib.parse import quote
-
-from pydantic import ValidationError
 
 from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.errors import (
@@ -76,6 +74,7 @@ from bot.evovoice.models import (
     is_address_of,
     parse_call_placed,
 )
+from bot.evovoice.reading import read_items, read_model
 from bot.evovoice.requester import (
     DEFAULT_CONNECT_RETRIES,
     DEFAULT_RETRY_BACKOFF,
@@ -165,7 +164,7 @@ class EvoVoiceClient(SessionFinder):
                     raise MalformedResponse(
                         "Evo Voice sent an answer the bot could not read."
                     ) from None
-                status = self._model(AuthStatus, data, "/auth/status")
+                status = read_model(AuthStatus, data, "/auth/status")
                 if status.is_authenticated:
                     return status
             # The server did not read the login (bot/evovoice/login.py): sign in, ask again.
@@ -210,7 +209,7 @@ class EvoVoiceClient(SessionFinder):
     ) -> Session:
         """One session by id (routine: a poll, unless the caller says otherwise)."""
         path = _session_path(session_id)
-        return self._model(Session, await self._get_json(path, priority=priority), path)
+        return read_model(Session, await self._get_json(path, priority=priority), path)
 
     @cached_property
     def polls(self) -> SessionPolls:
@@ -232,7 +231,7 @@ class EvoVoiceClient(SessionFinder):
             "/sessions", params, priority=Priority.ROUTINE, admitted=admitted
         )
         more = isinstance(data, dict) and data.get("hasMorePages") is True
-        return self._items(Session, data, "/sessions"), more
+        return read_items(Session, data, "/sessions"), more
 
     async def hang_up(self, session_id: str) -> None:
         """End a live call: EndSession, or PatchSession when the login lacks the role for it, or
@@ -316,7 +315,8 @@ class EvoVoiceClient(SessionFinder):
         items: dict[str, _HasId] = {}
         for page in range(MAX_PAGES):
             data = await self._get_json(path, self.list_query(path, params, page))
-            batch = self._readable_items(model, data, path)
+            # One flow or number of an odd shape is left out, not every one with it.
+            batch = read_items(model, data, path, each=True)
             new = [item for item in batch if item.id not in items]
             items.update((item.id, item) for item in new)
             if not (isinstance(data, dict) and data.get("hasMorePages") is True) or not new:
@@ -324,23 +324,6 @@ class EvoVoiceClient(SessionFinder):
         logger.warning("Evo Voice GET %s: stopped after %d pages", path, MAX_PAGES)
         return list(items.values())
 
-    def _readable_items(self, model: type[_HasId], data: Any, path: str) -> list[_HasId]:
-        """A page's flows or numbers, less those of a shape the bot can't read (a null name, say):
-        nothing says what types their fields take, and one such flow made every flow unreadable,
-        so that callbot would not start, nor any call be placed with another flow."""
-        raw = data.get("items") if isinstance(data, dict) else data
-        if not isinstance(raw, list):
-            return self._items(model, data, path)  # its MalformedResponse, or no items
-        readable = []
-        for item in raw:
-            try:
-                readable.append(model.model_validate(item))
-            except ValidationError:
-                pass
-        if len(readable) < len(raw):
-            logger.warning("Evo Voice GET %s: left out %d item(s) of an unexpected shape", path,
-                           len(raw) - len(readable))
-        return readable
 
 
 

@@ -19,6 +19,7 @@ from bot.evovoice.budget import Priority
 from bot.evovoice.dates import parse_timestamp, times_within
 from bot.evovoice.errors import BadRequest
 from bot.evovoice.models import Session, is_address_of
+from bot.evovoice.reading import read_items
 from bot.evovoice.requester import Requester
 
 logger = logging.getLogger("bot.evovoice.client")
@@ -117,7 +118,10 @@ class SessionFinder(Requester):
             data = await self._get_json(
                 "/sessions", params | {"page": str(page)}, priority=priority
             )
-            batch = self._items(Session, data, "/sessions")
+            # A session of an odd shape (another call to the number, say) is left out; it might
+            # be the one looked for, so the lookup is not complete.
+            batch = read_items(Session, data, "/sessions", each=True)
+            complete = complete and not batch.left_out
             now = self.clock.on_server(datetime.now(UTC))  # as the page was read
             new = [item for item in batch if item.id not in seen]
             seen.update(item.id for item in new)

@@ -18,10 +18,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, ValidationError
 
 from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.clock import ServerClock
@@ -65,8 +64,6 @@ DEFAULT_RETRY_BACKOFF = 0.5
 # Failures that happen before any byte of the request left: always safe to repeat.
 _CONNECT_FAILURES = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 _GATEWAY_STATUSES = frozenset({502, 503, 504})
-
-_Item = TypeVar("_Item", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -241,23 +238,6 @@ class Requester:
             return response.json()
         except UNREADABLE_JSON:
             raise MalformedResponse("Evo Voice sent an answer the bot could not read.") from None
-
-    def _model(self, model: type[_Item], data: Any, path: str) -> _Item:
-        try:
-            return model.model_validate(data)
-        except ValidationError:
-            logger.warning("Evo Voice GET %s: unexpected body shape for %s", path, model.__name__)
-            raise MalformedResponse("Evo Voice sent an answer the bot could not read.") from None
-
-    def _items(self, model: type[_Item], data: Any, path: str) -> list[_Item]:
-        # ServiceStack leaves out null properties, so a missing "items" is an empty page.
-        raw = data.get("items") if isinstance(data, dict) else data
-        if raw is None and isinstance(data, dict):
-            raw = []
-        if not isinstance(raw, list):
-            logger.warning("Evo Voice GET %s: expected a list of items", path)
-            raise MalformedResponse("Evo Voice sent an answer the bot could not read.")
-        return [self._model(model, item, path) for item in raw]
 
     async def _send(
         self,
