@@ -345,13 +345,20 @@ class OnCall:
                 unique.append((user_id, source, until))
         return list(await asyncio.gather(*(self._person(*entry) for entry in unique)))
 
-    async def take(self, user_id: str, now: dt.datetime) -> tuple[Override, OnCallPerson]:
-        """`user_id` covers the current shift until its hand-off. They need a usable number."""
+    async def take(self, user_id: str, now: dt.datetime | None = None
+                   ) -> tuple[Override, OnCallPerson]:
+        """`user_id` covers the current shift until its hand-off. They need a usable number.
+        `now`: the instant it is taken at; None (the bot's own takes): the clock's, read once
+        the number is."""
         rotation = self.rotation
         lookup = await self.phones.lookup(user_id)
         if lookup.number is None:
             raise NoUsableNumber(user_id, lookup.problem or "none known",
                                  action="take the on-call shift")
+        # Read as the take is written, not as it was asked for: Slack can be slow to show the
+        # number (and the role), and a take held across a hand-off would cover a shift already
+        # over, written after (so in place of) a take of the shift that began meanwhile.
+        now = self.now() if now is None else now
         shift = rotation.shift_at(now)
         override = Override(
             user_id=user_id,

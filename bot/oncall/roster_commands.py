@@ -68,7 +68,7 @@ class RosterCommands:
                     request.user_id, roles=(MANAGER, SYSTEM_ADMINISTRATOR),
                     action="take the on-call shift",
                 )
-                override, person = await self._oncall.take(request.user_id, self._oncall.now())
+                override, person = await self._oncall.take(request.user_id)
         except Exception as exc:
             if isinstance(exc, Expected):  # anything else is logged with its reference
                 logger.info("on-call shift not taken by %s: %s", request.user_id,
