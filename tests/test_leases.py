@@ -469,3 +469,35 @@ async def test_a_row_left_to_another_replica_is_logged_with_its_id_as_a_field(
         await until(lambda: a.running == 0)
     line = the_line(entries_of(stream), "taken over by another replica")
     assert line["escalation_id"] == 5
+
+
+async def test_a_round_held_up_on_slack_does_not_let_the_replicas_own_leases_lapse(
+    db: Database,
+) -> None:
+    """A round of the keeper may wait a long time on Slack (a dead replica's posts sent again and
+    its never-dialled requesters told, bot/slack/outbox.py and bot/calls/untold.py; a call it
+    left being dialled announced, bot/calls/follow.py): this replica is alive and its own work
+    goes on, so its leases are renewed meanwhile. They lapsed: another replica took that work
+    over while it still ran here (two chains driving one escalation, two followers of one call)."""
+    clock = Clock()
+    a = Leases(db, lease_seconds=0.3, owner="a", clock=clock)
+    b = Leases(db, lease_seconds=0.3, owner="b", clock=clock)
+    assert await a.take("call", 1)
+    in_the_round, slack_answers = asyncio.Event(), asyncio.Event()
+
+    async def telling_a_dead_replicas_requester() -> None:
+        in_the_round.set()
+        await slack_answers.wait()
+
+    a.keep([telling_a_dead_replicas_requester])
+    await asyncio.wait_for(in_the_round.wait(), 5)
+    clock.now += a.valid_for + 1  # Slack has not answered for longer than a lease lasts
+
+    async def renewed() -> None:
+        while await b.unowned("call", [1]):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(renewed(), 5)
+    assert not await b.take("call", 1), "a's own work stays a's"
+    slack_answers.set()
+    await a.stop()

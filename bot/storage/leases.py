@@ -10,9 +10,10 @@ lost host) stops renewing; once its leases expire another replica takes the work
 state in the database.
 
 Timing, for `LEASE_SECONDS` = L: a lease is valid for 2/3 L after each renewal, renewals and the
-search for work to take over happen every L/6, so a dead replica's work is taken over within
-5/6 L (and a replica that misses three renewals in a row still keeps its work). Expiry times are
-read on each replica's own clock: keep the hosts' clocks in sync (NTP), as every cluster does.
+search for work to take over happen every L/6 (renewals go on while a search waits, on Slack say),
+so a dead replica's work is taken over within 5/6 L (and a replica that misses three renewals in a
+row still keeps its work). Expiry times are read on each replica's own clock: keep the hosts'
+clocks in sync (NTP), as every cluster does.
 
 The replicas table is each replica's heartbeat, for `callbot check` ("which replicas are alive").
 """
@@ -174,8 +175,8 @@ class Leases:
         while True:
             try:
                 await self.renew()
-                for round_ in [] if self._leaving else rounds:
-                    await round_()
+                if not self._leaving:
+                    await self._renewing_meanwhile(rounds)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -183,6 +184,28 @@ class Leases:
                 logger.exception("renewing leases failed; trying again in %.1f s", self.every)
             await wait_or_wake(self._woken, self.every)
             self._woken.clear()
+
+    async def _renewing_meanwhile(self, rounds: list[Callable[[], Awaitable[None]]]) -> None:
+        """Run `rounds`, renewing every `every` seconds until they are over: a round may wait
+        on Slack for long (a dead replica's posts sent again, its requesters told), and this
+        replica's own work, going on meanwhile, must not lapse and be taken over while it runs."""
+        async def run() -> None:
+            for round_ in rounds:
+                await round_()
+
+        running = asyncio.create_task(run(), name="lease keeper's rounds")
+        try:
+            while not (await asyncio.wait({running}, timeout=self.every))[0]:
+                try:
+                    await self.renew()
+                except Exception:
+                    logger.warning("renewing leases during a long round failed",
+                                   exc_info=True)
+        finally:
+            if not running.done():  # stopping
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+        await running  # what a round raised
 
     def wake(self) -> None:
         """Start the keeper's next round now rather than at the end of its pause (or, during a
