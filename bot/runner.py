@@ -73,6 +73,10 @@ class RowRunner:
         self._failed: set[int] = set()
         self._after: dict[int, Work] = {}  # run by the row's task once its own work is done
         self._reserved: set[int] = set()
+        # Leases whose give-back failed (the database out for a moment), given back at the next
+        # round (True: left lapsed, `let_go`): kept, they would be renewed with this replica's
+        # others for as long as it runs, and the rows' work done by nobody.
+        self._not_given_back: dict[int, bool] = {}
         self.closed = False
 
     @property
@@ -119,10 +123,32 @@ class RowRunner:
         self._reserved.add(row_id)
 
     async def release(self, row_id: int) -> None:
-        """Give back a reserved row's lease: its work will not start here."""
+        """Give back a reserved row's lease: its work will not start here. Raises what the
+        database raised (the lease is then given back at the next round)."""
         self._reserved.discard(row_id)
-        if self._leases is not None:
+        await self._give_back(row_id)
+
+    async def _give_back(self, row_id: int, *, lapse: bool = False) -> None:
+        """The row's lease deleted (`lapse`: left lapsed); tried again at the next round
+        (`take_over`) if the database fails now."""
+        if self._leases is None:
+            return
+        self._not_given_back[row_id] = lapse
+        if lapse:
+            await self._leases.lapse(self.kind, row_id)
+        else:
             await self._leases.release(self.kind, row_id)
+        if self._not_given_back.get(row_id) is lapse:
+            del self._not_given_back[row_id]
+
+    async def _give_back_again(self) -> None:
+        """The leases whose give-back failed, given back now, unless their row is at work here
+        again (its lease taken anew)."""
+        for row_id, lapse in list(self._not_given_back.items()):
+            if row_id in self._tasks or row_id in self._reserved:
+                self._not_given_back.pop(row_id, None)
+            elif self._not_given_back.get(row_id) is lapse:
+                await self._give_back(row_id, lapse=lapse)
 
     async def let_go(self, row_id: int) -> None:
         """Leave a reserved row's lease lapsed (not given back: the row's work was cut short, not
@@ -131,8 +157,7 @@ class RowRunner:
         if row_id in self._tasks:
             return
         self._reserved.discard(row_id)
-        if self._leases is not None:
-            await self._leases.lapse(self.kind, row_id)
+        await self._give_back(row_id, lapse=True)
 
     async def leave_lapsed(self, row_id: int) -> None:
         """Work for a row that this runner, stopping, will not do: the row's lease is taken, if
@@ -152,6 +177,7 @@ class RowRunner:
     async def start(self, row_id: int, work: Work) -> bool:
         if self.closed or row_id in self._tasks:
             return False
+        self._not_given_back.pop(row_id, None)  # its lease is this work's now
         if row_id in self._reserved:
             self._reserved.discard(row_id)  # its lease was taken a moment ago: no second trip
         elif self._leases is not None and not await self._leases.take(self.kind, row_id):
@@ -259,6 +285,7 @@ class RowRunner:
         """One round of the lease keeper: let go of the rows another replica has taken, and start
         those whose replica stopped or died."""
         if self._leases is not None:
+            await self._give_back_again()
             # Only the tasks that ran before the leases were read: one started meanwhile (a call
             # just placed, its lease written with its row) may be missing from what was read.
             running = dict(self._tasks)
@@ -282,10 +309,11 @@ class RowRunner:
                 # Not while stopping: work that gave up for that (an end Slack refused, still to
                 # be shown) is left with its lease lapsed by `stop`, for whoever takes over.
                 try:
-                    await self._leases.release(self.kind, row_id)
+                    await self._give_back(row_id)
                 except Exception:
-                    logger.warning("%s %s: giving its lease back failed; it expires on its own",
-                                   self.kind, row_id, exc_info=True, extra=self._fields(row_id))
+                    logger.warning("%s %s: giving its lease back failed; given back at the next "
+                                   "round", self.kind, row_id, exc_info=True,
+                                   extra=self._fields(row_id))
                 # Work handed over while the lease was given back: taken again, and done.
                 after = self._after.pop(row_id, None)
                 if after is not None and not self.closed and await until_database_answers(
