@@ -1,5 +1,6 @@
-"""A lease given back while the database fails: its replica, renewing every lease it holds, must
-not keep it for good, or the work the lease stands for is done by nobody while that replica lives.
+"""A replica renews the leases of its own work, and only those: a lease given back while the
+database fails is not kept for good (the work it stands for would be done by nobody while that
+replica lives), and one of work still going on is renewed while a take-over round waits on Slack.
 The running bot against the stand-ins, two replicas on one database."""
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ import asyncio
 import sqlite3
 from typing import Any
 
+from bot.standins.evovoice import Gated
 from bot.storage.database import Database
 from tests.conftest import BotFactory, until
-from tests.follow_helpers import FAST, services, wait_for_edit
+from tests.follow_helpers import FAST, FULL, services, status_message, wait_for_edit
 from tests.test_crash_windows import announced, died_while_dialling
 
 
@@ -68,3 +70,43 @@ async def test_a_call_left_dialling_is_told_once_the_database_failing_on_its_fir
     leases.wake()
     status = await announced(survivor)
     await wait_for_edit(survivor, status, session_id)  # found in Evo Voice, and followed
+
+
+async def test_a_replica_whose_round_waits_on_slack_keeps_renewing_its_own_calls_lease(
+    bot_factory: BotFactory,
+) -> None:
+    # The survivor follows a call of its own. Its peer dies while dialling; the survivor's
+    # take-over round announces that call ("restarted while placing"), and Slack holds the post.
+    # The survivor is alive and still follows its own call: its lease must go on being renewed,
+    # or after 2/3 of LEASE_SECONDS another replica takes the call over while it runs here.
+    # (The bot's lease clock is the wall clock: the renewal is waited for, never a set time.)
+    survivor = await bot_factory("http", LEASE_SECONDS="3", **FAST)
+    await survivor.command(f"{FULL} escalation")
+    await status_message(survivor)
+    db, leases = services(survivor).db, services(survivor).leases
+    [own] = await db.fetchall("SELECT row_id, expires_at FROM leases WHERE owner = ?",
+                              (leases.owner,))
+
+    first = await bot_factory("http", LEASE_SECONDS="3", **FAST)  # the same database
+    await services(first).leases.stop()  # it dies, rather than stop: no round of its own
+    post = asyncio.Event()
+    survivor.evo.queue_outgoing(Gated(post))
+    held = survivor.slack.hold(
+        "chat.postMessage", when=lambda c: "restarted while placing" in str(c.params.get("text")))
+    await first.command(f"{FULL} escalation", user_id="U0ADMIN")  # the limit is per person
+    await survivor.evo.wait_for_posts(2)
+    await first.runtime.stop(grace=0)
+    post.set()
+    leases.wake()
+    await held.wait_until_held()  # the survivor's round waits on Slack
+
+    async def renewed_since(expires_at: float) -> None:
+        while (await db.fetchone("SELECT expires_at FROM leases WHERE kind = 'call'"
+                                 " AND row_id = ?", (own["row_id"],)))["expires_at"] <= expires_at:
+            await asyncio.sleep(0.01)
+
+    now = await db.fetchone("SELECT expires_at FROM leases WHERE kind = 'call' AND row_id = ?",
+                            (own["row_id"],))
+    await asyncio.wait_for(renewed_since(now["expires_at"]), 5)
+    held.open()
+    await announced(survivor)
