@@ -13,6 +13,7 @@ from typing import Any
 from bot.audit.trail import AuditRecord
 from bot.calls.status_views import CALL_ACTIONS_BLOCK
 from bot.services import Services
+from bot.standins.evovoice import Gated
 from bot.standins.slack import ApiCall, Message, block_actions_payload, interactive_body
 from bot.storage.database import Database
 from tests.budget_clock import BudgetClock
@@ -279,3 +280,27 @@ def lanes_on(bot: BotUnderTest, clock: BudgetClock) -> list[float]:
     lanes.clock, lanes.sleep = clock, sleep
     bot.slack.posting_clock = clock
     return waits
+
+
+async def died_while_dialling(first: BotUnderTest, **command: str) -> str:
+    """`first` is asked for a call and stopped with its POST in flight (its task cancelled there,
+    the answer never recorded); then Evo Voice places the call all the same: its session id."""
+    gate = asyncio.Event()
+    first.evo.queue_outgoing(Gated(gate))
+    await first.command(f"{FULL} escalation", **command)
+    await first.evo.wait_for_posts(1)
+    await first.runtime.stop(grace=0)
+    gate.set()
+    while not first.evo.sessions:
+        await asyncio.sleep(0.01)
+    [session_id] = first.evo.sessions
+    return session_id
+
+
+async def announced(second: BotUnderTest) -> Message:
+    """The status message the next start posted (and Slack took) for the call it found."""
+    post = await second.slack.wait_for_call(
+        "chat.postMessage",
+        lambda c: c.ok and "restarted while placing" in str(c.params.get("text")))
+    assert post.response is not None
+    return second.slack.messages[(post.response["channel"], post.response["ts"])]

@@ -14,11 +14,12 @@ import json
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus, Gated
 from bot.storage.database import Database
-from bot.standins.slack import Message
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import (
     FAST,
     FULL,
+    announced,
+    died_while_dialling,
     buttons,
     come_back,
     died_before_telling,
@@ -47,36 +48,12 @@ from tests.escalations import (
 )
 
 
-async def died_while_dialling(first: BotUnderTest, **command: str) -> str:
-    """`first` is asked for a call and stopped with its POST in flight (its task cancelled there,
-    the answer never recorded); then Evo Voice places the call all the same: its session id."""
-    gate = asyncio.Event()
-    first.evo.queue_outgoing(Gated(gate))
-    await first.command(f"{FULL} escalation", **command)
-    await first.evo.wait_for_posts(1)
-    await first.runtime.stop(grace=0)
-    gate.set()
-    while not first.evo.sessions:
-        await asyncio.sleep(0.01)
-    [session_id] = first.evo.sessions
-    return session_id
-
-
 async def not_in_the_channel(bot_factory: BotFactory) -> BotUnderTest:
     """A bot (HTTP mode, following FAST) that can't post in the private channel G0PRIV."""
     first = await bot_factory("http", **FAST)
     first.slack.fail("chat.postMessage", "channel_not_found",
                      when=lambda c: c["channel"] == "G0PRIV")
     return first
-
-
-async def announced(second: BotUnderTest) -> Message:
-    """The status message the next start posted (and Slack took) for the call it found."""
-    post = await second.slack.wait_for_call(
-        "chat.postMessage",
-        lambda c: c.ok and "restarted while placing" in str(c.params.get("text")))
-    assert post.response is not None
-    return second.slack.messages[(post.response["channel"], post.response["ts"])]
 
 
 async def test_a_call_dialled_as_the_bot_died_is_found_followed_and_reported(

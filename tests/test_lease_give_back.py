@@ -12,8 +12,15 @@ from typing import Any
 from bot.standins.evovoice import Gated
 from bot.storage.database import Database
 from tests.conftest import BotFactory, until
-from tests.follow_helpers import FAST, FULL, services, status_message, wait_for_edit
-from tests.test_crash_windows import announced, died_while_dialling
+from tests.follow_helpers import (
+    FAST,
+    FULL,
+    announced,
+    died_while_dialling,
+    services,
+    status_message,
+    wait_for_edit,
+)
 
 
 class FailingFor:

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from bot.standins.slack import slash_command_body
+from bot.standins.slack import ApiCall, slash_command_body
 from tests.conftest import BotFactory, BotUnderTest
 from tests.database_locks import (
     tables_locked,
@@ -459,3 +459,36 @@ async def test_two_takes_at_once_on_two_replicas_each_say_whom_they_took_over_fr
     assert len(announced) == 2
     assert any(f"<@{before}> is now on call instead of <@U0ALICE>" in t for t in announced)
     assert any(f"<@{now}> is now on call instead of <@{before}>" in t for t in announced), announced
+
+
+def _admin_profile(call: ApiCall) -> bool:
+    return call.params.get("user") == "U0ADMIN"
+
+
+async def test_a_take_held_across_the_handoff_takes_the_shift_in_effect_as_it_is_written(
+    bot_factory: BotFactory,
+) -> None:
+    # The admin takes Alice's shift a second before it ends; Slack is slow to show their profile
+    # (their number), and the hand-off passes meanwhile. Bob's shift begins, and the manager
+    # takes it: the channel is told the pager reaches the manager. The admin's take, written
+    # last, used to cover Alice's shift, over already, and so hand Bob's back to Bob behind
+    # everyone's back: the pager rang Bob, the channel believed it rang the manager.
+    bot = await start(bot_factory, "http", HANDOFF - dt.timedelta(seconds=1))
+    bot.slack.users["U0ADMIN"] = {"profile": {"phone": "+1 (814) 404-3099"}}
+    profile = bot.slack.hold("users.info", when=_admin_profile)
+    await bot.command("oncall take", user_id="U0ADMIN")
+    await profile.wait_until_held()
+
+    set_clock(bot, HANDOFF + dt.timedelta(minutes=1))
+    await bot.command("oncall take", user_id="U0MANAGER")
+    announced = await bot.slack.wait_for_call("chat.postMessage")
+    assert "<@U0MANAGER> is now on call instead of <@U0BOB>" in str(announced.params["text"])
+
+    profile.open()
+    await bot.settle()
+    # The admin's take is of the shift in effect as it is written, Bob's: the manager's.
+    status = str((await ask(bot, user_id="U0ADMIN"))["text"])
+    assert "On call now:* <@U0ADMIN>" in status, status
+    assert "Override: <@U0ADMIN> took the shift from <@U0MANAGER>" in status, status
+    last = str(bot.slack.calls_to("chat.postMessage")[-1].params["text"])
+    assert "<@U0ADMIN> is now on call instead of <@U0MANAGER>, until Mon 23 Mar" in last, last
