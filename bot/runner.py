@@ -99,7 +99,10 @@ class RowRunner:
     async def reserve(self, row_id: int, *, on: Connection | None = None) -> bool:
         """Take the lease of a row just created here, before its work starts (so no other
         replica adopts it meanwhile): best `on` the transaction that creates the row, else the
-        row is seen for a moment without its lease, as if its replica had stopped."""
+        row is seen for a moment without its lease, as if its replica had stopped. False once
+        stopped: a keeper's round still under way would keep the lease `stop` let go of."""
+        if self.closed:
+            return False
         if self._leases is not None and not await self._leases.take(self.kind, row_id, on=on):
             return False
         self._reserved.add(row_id)
@@ -111,7 +114,8 @@ class RowRunner:
         On SQLite it runs on the database thread (an atomic unit): it touches no loop state but
         the `_reserved` set, whose single operations are atomic."""
         if not await self.reserve(row_id, on=conn):
-            raise RuntimeError(f"{self.kind} {row_id}: a new row's lease is held already")
+            raise RuntimeError(f"{self.kind} {row_id}: a new row's lease is held already, or "
+                               "its runner stopped")
 
     def new_lease(self, table: str) -> NewRow | None:
         """The lease of a row about to be inserted into `table`, to write in the same transaction

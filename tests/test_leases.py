@@ -501,3 +501,22 @@ async def test_a_round_held_up_on_slack_does_not_let_the_replicas_own_leases_lap
     assert not await b.take("call", 1), "a's own work stays a's"
     slack_answers.set()
     await a.stop()
+
+
+async def test_a_stopped_runner_takes_no_lease_a_round_still_under_way_asks_for(
+    db: Database,
+) -> None:
+    # A lease keeper's round (reconciling a call left being dialled, say) that reaches a row after
+    # its runner stopped and let every lease go: taken then, the lease would stay this stopped
+    # replica's for a lease period, and the next start or another replica find the row owned and
+    # leave its call unlooked-for and its requester untold until then.
+    clock = Clock()
+    a, b = two_replicas(db, clock)
+
+    async def nothing(row_id: int, exc: Exception) -> None:
+        raise AssertionError(exc)
+
+    runner = RowRunner("call", a, on_error=nothing)
+    await runner.stop()
+    assert not await runner.reserve(1)
+    assert await b.unowned("call", [1]) == [1]
