@@ -31,15 +31,8 @@ from bot.calls.status_posts import status_post
 from bot.calls.store import TrackedCall
 from bot.errors import CallbotError, CalledOff, Expected, describe
 from bot.evovoice.client import (
-    CallPlaced,
-    EvoVoiceClient,
-    EvoVoiceError,
-    EvoVoiceUnreachable,
-    OutcomeUnknown,
-    RateLimited,
-    Session,
-    is_address_of,
-)
+    CallPlaced, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable, OutcomeUnknown, RateLimited,
+    Session, is_address_of)
 from bot.evovoice.transport import REQUEST_SENT
 from bot.slack.notify import Notifier
 from bot.slack.threads import Thread
@@ -188,9 +181,8 @@ class Dialler:
         try:
             result, message = await self._dial(call, retry_for)
         finally:
-            # Dialled or not (unreachable, refused), this call is no longer on its way to Evo
-            # Voice: its own parent post, waiting for the calls on their way, goes now rather than
-            # after DIALS_FIRST_MAX_WAIT.
+            # Dialled or not (unreachable, refused), this call is no longer on its way to Evo Voice:
+            # its parent post, waiting for the calls on their way, goes now (not after the cap).
             self._dials_first.dialled()
             # Even when dialling broke, the parent post finishes (and is never left unawaited).
             thread = await opening
@@ -216,9 +208,11 @@ class Dialler:
         posted = await self._notifier.post_reply(
             thread, message, kept=status_post(tracked.id) if tracked is not None else None
         )
-        if not posted.delivered:
-            logger.error("call %s outcome could not be posted for %s", result.outcome,
-                         request.user_id, extra=_fields(request, result))
+        if not posted.delivered:  # an error when nothing will send it again
+            lost = posted.gone or tracked is None
+            logger.log(logging.ERROR if lost else logging.WARNING, "call %s outcome could not be "
+                       "posted for %s%s", result.outcome, request.user_id,
+                       "" if lost else " yet: kept, and sent again", extra=_fields(request, result))
         if tracked is not None:
             await self._follower.begin(tracked, posted.ts, thread, delivered=posted.delivered)
         return self._finished(CallResult(
