@@ -520,3 +520,29 @@ async def test_a_stopped_runner_takes_no_lease_a_round_still_under_way_asks_for(
     await runner.stop()
     assert not await runner.reserve(1)
     assert await b.unowned("call", [1]) == [1]
+
+
+async def test_a_round_waiting_on_slack_or_failing_holds_no_other_round_back(db: Database) -> None:
+    """The follower's round may wait on Slack (a call a dead replica left being dialled, its
+    requester told), or fail every time (a bug on one row): the escalations' round, which takes
+    over a dead replica's chains and dials their next person, runs all the same, every time."""
+    leases = Leases(db, lease_seconds=0.3, owner="a")
+    slack_answers, escalations_taken_over = asyncio.Event(), asyncio.Event()
+    follower_rounds = 0
+
+    async def follower_waiting_on_slack() -> None:
+        nonlocal follower_rounds
+        follower_rounds += 1
+        if follower_rounds == 1:
+            await slack_answers.wait()
+
+    async def failing_every_time() -> None:
+        raise RuntimeError("a bug on one row")
+
+    async def escalations() -> None:
+        escalations_taken_over.set()
+
+    leases.keep([follower_waiting_on_slack, failing_every_time, escalations])
+    await asyncio.wait_for(escalations_taken_over.wait(), 5)
+    slack_answers.set()
+    await leases.stop()

@@ -167,7 +167,8 @@ class Leases:
     # ---------------------------------------------------------------------------- keeping
 
     def keep(self, rounds: list[Callable[[], Awaitable[None]]]) -> None:
-        """Every `every` seconds: renew, then run each of `rounds` (check and take over work)."""
+        """Every `every` seconds: renew, then run `rounds` side by side (check and take over
+        work)."""
         if self._keeper is None:
             self._keeper = asyncio.create_task(self._keep(rounds), name="lease keeper")
 
@@ -190,8 +191,15 @@ class Leases:
         on Slack for long (a dead replica's posts sent again, its requesters told), and this
         replica's own work, going on meanwhile, must not lapse and be taken over while it runs."""
         async def run() -> None:
-            for round_ in rounds:
-                await round_()
+            # Side by side, each on its own: one waiting on Slack, or failing every time (a bug on
+            # one row), holds no other back; the escalations' round dials a dead replica's next
+            # person, and must not wait for a call's requester to be told.
+            ended = await asyncio.gather(*(round_() for round_ in rounds), return_exceptions=True)
+            for round_, result in zip(rounds, ended, strict=True):
+                if isinstance(result, Exception):
+                    logger.error("the lease keeper's round %s failed; trying again in %.1f s",
+                                 getattr(round_, "__qualname__", round_), self.every,
+                                 exc_info=result)
 
         running = asyncio.create_task(run(), name="lease keeper's rounds")
         try:
