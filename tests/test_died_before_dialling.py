@@ -72,6 +72,11 @@ def not_placed(told: dict[str, object], number: str) -> None:
 async def recorded_once(bot: BotUnderTest, number: str, origin: str = "command") -> None:
     """The audit trail holds the request never dialled, once (told_once ran a round more); a
     question's Call names the question, as every attempt of such a Call does."""
+    # Written once the requester is told, by whichever round told them: the keeper's own, beside
+    # the others, may still be writing it as the test's round returns.
+    async with asyncio.timeout(10):
+        while not [r for r in await audit_records(bot) if r.reason == NOT_DIALLED]:
+            await asyncio.sleep(0.01)
     records = await audit_records(bot)
     [record] = [r for r in records if r.reason == NOT_DIALLED]
     question = next((r.id for r in records if r.decision == "asked"), None)
