@@ -175,7 +175,7 @@ class StatusMessages:
                     call = replace(latest, shown_digest=drawn)
                     message = self.draw(call)
                     drawn = digest(message)
-            if call.status_ts is None and relay is not None:
+            if call.status_ts is None and relay is not None and not await self._held(call_id):
                 message = self.draw(call, buttons=False)
                 drawn = digest(message)
                 if drawn != call.shown_digest:
@@ -204,6 +204,14 @@ class StatusMessages:
                 self._parents.pop(call_id, None)
                 self._relays.pop(call_id, None)
         return shown
+
+    async def _held(self, call_id: int) -> bool:
+        """Whether its status message waits in the outbox to be sent into the thread again (its
+        first try failed, and so did the relay's): relayed again meanwhile, the requester would
+        get it twice, and the relay be left at "Ringing…" once the thread's arrives and is the
+        one kept current. Given up on there, it is relayed then (`status_by_dm`)."""
+        outbox = self._notifier.outbox
+        return outbox is not None and await outbox.holds(status_post(call_id))
 
     def _relay(self, call: TrackedCall) -> Relay | None:
         """The relay of a call without a status message in a thread. A call shown through one
