@@ -60,7 +60,6 @@ class FollowTiming:
     number_retention: float = 24 * 3600.0  # the full number is erased this long after the call
 
 
-
 class CallPoller:
     """The follow task of one call at a time (`follow`); `CallFollower` decides which calls."""
 

@@ -325,8 +325,6 @@ class EvoVoiceClient(SessionFinder):
         return list(items.values())
 
 
-
-
 def _session_path(session_id: str) -> str:
     if not session_id:
         raise ValueError("session_id must not be empty")

@@ -362,7 +362,6 @@ async def on_stop_escalation(
                          name=f"stop escalation by {click.user_id}")
 
 
-
 # ------------------------------------------------------------------------------- acknowledging
 
 

@@ -146,7 +146,6 @@ def _check_postgres_authority(url: str) -> None:
         raise DatabaseUrlError(f"an @ follows the host: {_ENCODE}")
 
 
-
 class Backend(Protocol):
     """One dialect's side of `Database` (see its docstring for what each method promises)."""
 

@@ -203,7 +203,6 @@ def field_error(field_name: str, error_code: str, message: str) -> web.Response:
     )
 
 
-
 async def perform(
     behaviour: Behaviour,
     request: web.Request,
