@@ -327,7 +327,7 @@ def describe(exc: Expected) -> str:
         return f"Evo Voice is rate-limiting calls, so nothing was dialled. Try again{wait}."
     if isinstance(exc, evovoice.Forbidden):
         return (
-            f"Evo Voice refused the request (HTTP 403: {exc.message}); this is not a missing role. "
+            f"Evo Voice refused the request ({exc.status_and_words}); this is not a missing role. "
             "Nothing was dialled. Tell the callbot operators."
         )
     if isinstance(exc, evovoice.EvoVoiceStatusError):
@@ -358,7 +358,7 @@ def describe_reading(exc: evovoice.EvoVoiceError) -> str:
         return ("The bot's Evo Voice login lacks the Manager role needed to read calls. An "
                 "operator must grant it in Evo Voice.")
     if isinstance(exc, evovoice.Forbidden):
-        return (f"Evo Voice refuses to show it (HTTP 403: {_sentence(exc.message)}) Tell the "
+        return (f"Evo Voice refuses to show it ({_sentence(exc.status_and_words)}) Tell the "
                 "callbot operators.")
     if isinstance(exc, evovoice.ServerError):
         return f"Evo Voice is failing (HTTP {exc.status}: {_sentence(exc.message)})"

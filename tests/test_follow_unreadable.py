@@ -37,6 +37,8 @@ async def ringing_call(bot_factory: BotFactory) -> tuple[BotUnderTest, Message, 
 @pytest.mark.parametrize(("failure", "why"), [
     (ErrorStatus(500, "Internal error"), "Evo Voice is failing (HTTP 500: Internal error.)"),
     (ErrorStatus(403, "Forbidden"), "Evo Voice refuses to show it (HTTP 403: Forbidden.)"),
+    # No words of its own: its status alone, not the default's words inside the sentence again.
+    (ErrorStatus(403, ""), "Evo Voice refuses to show it (HTTP 403.) Tell the callbot operators."),
     (MalformedJson(), "Evo Voice's answers can't be read"),
 ])
 async def test_reads_failing_for_find_seconds_are_told_and_the_call_is_shown_again_after(

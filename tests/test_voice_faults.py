@@ -113,6 +113,23 @@ async def test_an_id_in_the_answer_that_names_no_session_does_not_lose_the_call(
     assert len(bot.evo.outgoing_posts) == 1
 
 
+@pytest.mark.parametrize(("message", "told"), [
+    ("This account may not call abroad", "refused the request (HTTP 403: This account may not "
+     "call abroad); this is not a missing role."),
+    # No words of its own: its status alone, not the default's words inside the sentence again.
+    ("", "refused the request (HTTP 403); this is not a missing role."),
+], ids=["with-words", "bare"])
+async def test_a_403_to_the_post_that_is_no_missing_role_is_told_in_its_own_words(
+    bot_factory: BotFactory, message: str, told: str
+) -> None:
+    bot = await bot_factory("http")
+    bot.evo.queue_outgoing(ErrorStatus(403, message))
+    await bot.command(f"{FULL} escalation")
+    await bot.settle()
+    result = thread_result(bot)
+    assert told in result and "Nothing was dialled" in result, result
+
+
 @pytest.mark.parametrize(("status", "message"), [
     (404, "Flow not found"), (409, "The flow is being edited"), (400, "Flow is disabled"),
     # ServiceStack's validation messages are sentences of their own, full stop included.

@@ -118,6 +118,14 @@ class EvoVoiceStatusError(EvoVoiceError):
         self.field_errors: list[FieldError] = list(field_errors or [])
         # Only a 429 carries one (RateLimited); kept here so every status error is built alike.
         self.retry_after = retry_after
+        # Whether `message` is the server's own words, not the status's default (status_error).
+        self.server_said = True
+
+    @property
+    def status_and_words(self) -> str:
+        """"HTTP 403: the server's words", or "HTTP 403" when it gave none (not the default's
+        words again: "HTTP 403: Evo Voice refused the request (HTTP 403).")."""
+        return f"HTTP {self.status}: {self.message}" if self.server_said else f"HTTP {self.status}"
 
 
 class BadRequest(EvoVoiceStatusError):
@@ -277,7 +285,9 @@ def status_error(response: httpx.Response, password: str) -> EvoVoiceStatusError
     retry_after = None
     if error_class is RateLimited:
         retry_after = capped_retry_after(response.headers.get("Retry-After"))
-    return error_class(status, message, error_code, field_errors, retry_after=retry_after)
+    error = error_class(status, message, error_code, field_errors, retry_after=retry_after)
+    error.server_said = message != default
+    return error
 
 
 def safe(text: str | None, password: str) -> str:
