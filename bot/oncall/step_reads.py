@@ -31,10 +31,10 @@ async def step_call_now(
     unfound: the card says it may still ring."""
     call_id = escalation.step_call_id if call is None else call.id
     call = call if call_id is None else (await calls.get(call_id) or call)
-    if call is None or call.session_id is not None or call.is_final:
-        return call
+    if call is None:
+        return None
     try:
-        return await find_session(call)
+        return await find_session(call)  # as it is, found already or given up on
     except EvoVoiceError as exc:
         logger.warning("escalation %s: step %d's call unfound, and looking for it failed (%s)",
                        escalation.id, escalation.step + 1, type(exc).__name__,

@@ -213,7 +213,7 @@ class Leases:
             if not running.done():  # stopping
                 running.cancel()
                 await asyncio.gather(running, return_exceptions=True)
-        await running  # what a round raised
+        await running  # its own failure, if any (each round's is logged in `run`)
 
     def wake(self) -> None:
         """Start the keeper's next round now rather than at the end of its pause (or, during a
