@@ -22,6 +22,7 @@ from bot.oncall.escalation_form import (
     ESCALATION_FORM_CALLBACK_ID,
     EscalationField,
 )
+from bot.oncall.escalation_store import EscalationState
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.oncall.roster import OnCall, Overrides, PhoneBook
 from bot.standins.evovoice import Gated
@@ -269,6 +270,23 @@ def session_of(bot: BotUnderTest, number: str) -> str:
     return session_id
 
 
+async def died_dialling_alice(bot_factory: BotFactory) -> tuple[BotUnderTest, Clock, str]:
+    """An escalation whose bot died with Alice's step POST in flight, a POST Evo Voice answered
+    all the same (placing her call): the stopped bot (its stand-ins are the next start's), the
+    escalation's clock, her session."""
+    first, clock = await start(bot_factory)
+    dial = asyncio.Event()
+    first.evo.queue_outgoing(Gated(dial))
+    view, _ = await open_on_message(first)
+    await submit(first, view)
+    await escalation_message(first)
+    await first.evo.wait_for_posts(1)
+    await first.runtime.stop(grace=0)
+    dial.set()
+    await until(lambda: first.evo.sessions)
+    return first, clock, session_of(first, ALICE)
+
+
 def hung_up(bot: BotUnderTest, session_id: str) -> bool:
     return bool(bot.evo.hang_ups(session_id))
 
@@ -302,6 +320,19 @@ async def click(
         envelope = await bot.slack.send_envelope("interactive", payload)
         return Ack(200, envelope.get("payload") or {}), url
     return await bot.post_signed(interactive_body(payload)), url
+
+
+async def end_from_its_message(
+    bot: BotUnderTest, escalation: Message, ending: str, *, acknowledged_by: str
+) -> None:
+    """`ending` "stop": Stop escalation (by a SystemAdministrator); "ack": I'm on it, by
+    `acknowledged_by`. Returns once the escalation has ended so."""
+    if ending == "stop":
+        await click_stop(bot, escalation, user_id="U0ADMIN")
+        await wait_for_state(bot, EscalationState.STOPPED)
+    else:
+        await click_ack(bot, escalation, user_id=acknowledged_by)
+        await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
 
 
 def as_first_drawn(message: Message) -> Message:

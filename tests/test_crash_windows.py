@@ -38,6 +38,7 @@ from tests.escalations import (
     ROSTER,
     Clock,
     dialled,
+    died_dialling_alice,
     escalation_message,
     open_on_message,
     session_of,
@@ -145,18 +146,7 @@ async def test_a_call_dialled_as_the_bot_died_in_a_channel_it_can_t_post_in_is_f
 async def test_an_escalation_step_dialled_as_the_bot_died_is_ended_before_the_next_person(
     bot_factory: BotFactory,
 ) -> None:
-    bot, clock = await start(bot_factory)
-    gate = asyncio.Event()
-    bot.evo.queue_outgoing(Gated(gate))
-    view, _ = await open_on_message(bot)
-    await submit(bot, view)
-    await escalation_message(bot)
-    await bot.evo.wait_for_posts(1)
-    await bot.runtime.stop(grace=0)
-    gate.set()
-    while not bot.evo.sessions:
-        await asyncio.sleep(0.01)
-    alice = session_of(bot, ALICE)
+    _, clock, alice = await died_dialling_alice(bot_factory)
 
     second, _ = await start(bot_factory, clock=clock)
     # Alice's call is found and followed: nobody else is dialled while it may ring. Told by the

@@ -26,6 +26,7 @@ from tests.escalations import (
     click_ack,
     click_stop,
     dialled,
+    end_from_its_message,
     escalation_message,
     has_stop_button,
     hung_up,
@@ -348,12 +349,7 @@ async def test_stop_or_i_m_on_it_while_a_call_is_given_up_as_not_found_says_it_m
     the card says her phone may still ring rather than that her call was ended or no longer
     followed; nobody else is rung."""
     bot, _, escalation = await alice_given_up_as_not_found(bot_factory)
-    if ending == "stop":
-        await click_stop(bot, escalation, user_id="U0ADMIN")
-        await wait_for_state(bot, EscalationState.STOPPED)
-    else:
-        await click_ack(bot, escalation, user_id="U0ADMIN")
-        await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await end_from_its_message(bot, escalation, ending, acknowledged_by="U0ADMIN")
     await wait_for_edit(bot, escalation, "(Its call could not be found in Evo Voice to hang it "
                                          "up; it may still ring.)")
     assert "no longer followed" not in (escalation.text or "")

@@ -23,9 +23,9 @@ from tests.escalations import (
     MANAGER,
     ROSTER,
     Clock,
-    click_ack,
-    click_stop,
     dialled,
+    died_dialling_alice,
+    end_from_its_message,
     escalation_message,
     hung_up,
     open_on_message,
@@ -147,17 +147,7 @@ async def alice_unfound_after_a_restart(
     test sets the event returned, so at her deadline her call's row has no session. `then`: how
     Evo Voice answers the next requests to `GET /sessions`. The bot, its clock, the card, her
     session."""
-    first, clock = await start(bot_factory)
-    dial = asyncio.Event()
-    first.evo.queue_outgoing(Gated(dial))
-    view, _ = await open_on_message(first)
-    await submit(first, view)
-    await escalation_message(first)
-    await first.evo.wait_for_posts(1)
-    await first.runtime.stop(grace=0)
-    dial.set()
-    await until(lambda: first.evo.sessions)
-    alice = session_of(first, ALICE)
+    first, clock, alice = await died_dialling_alice(bot_factory)
     held = asyncio.Event()
     first.evo.queue("GET", "/sessions", Gated(held), *then)
     # Held for as long as the test needs: not given up at the tests' usual 2 s and asked again.
@@ -246,12 +236,7 @@ async def test_a_call_unfound_when_its_escalation_ends_is_looked_for_and_hung_up
     acknowledged by Bob (I'm on it on the escalation's message): the end looks once itself, finds
     her call and hangs it up, rather than leave her phone ringing with "it may still ring"."""
     bot, _, escalation, alice, held = await alice_unfound_after_a_restart(bot_factory)
-    if ending == "stop":
-        await click_stop(bot, escalation, user_id="U0ADMIN")
-        await wait_for_state(bot, EscalationState.STOPPED)
-    else:
-        await click_ack(bot, escalation, user_id="U0BOB")
-        await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await end_from_its_message(bot, escalation, ending, acknowledged_by="U0BOB")
     await until(lambda: hung_up(bot, alice))
     assert len(bot.evo.hang_ups(alice)) == 1
     assert dialled(bot) == [ALICE]
