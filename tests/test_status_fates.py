@@ -4,16 +4,19 @@ and the requester always learns the outcome."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
+from bot.calls.status_message import FINAL_RELAY_AFTER_SECONDS
 from bot.calls.status_views import HANG_UP_ACTION
+from bot.slack.outbox import REDELIVER_MAX_PAUSE
 from bot.standins.evovoice import ErrorStatus
 from bot.storage.database import Database
-from tests.budget_clock import LeapingClock
-from tests.conftest import BotFactory, until
+from tests.budget_clock import BudgetClock, LeapingClock
+from tests.conftest import BotFactory, BotUnderTest, until
 from tests.follow_helpers import (
     FAST,
     FULL,
@@ -23,6 +26,7 @@ from tests.follow_helpers import (
     is_thread_reply,
     services,
     status_message,
+    status_ts_recorded,
     wait_for_edit,
 )
 
@@ -48,6 +52,55 @@ async def test_a_status_message_slack_took_while_its_thread_was_unreadable_shows
     assert HANG_UP_ACTION not in buttons(status)
     assert len([c for c in bot.slack.calls_to("chat.postMessage")
                 if is_thread_reply(c) and c.ok]) == 1
+    assert await services(bot).db.fetchall("SELECT id FROM slack_posts") == []
+
+
+@pytest.mark.parametrize("placed", [True, False], ids=["ended", "not_placed"])
+async def test_a_call_over_while_its_status_message_is_of_unknown_fate_is_told_by_dm(
+    bot_factory: BotFactory, placed: bool,
+) -> None:
+    # As above, but the thread stays unreadable (Slack's own errors, an incident of Slack's):
+    # the outbox holds the status message and looks for it again now and then, for up to ten
+    # minutes. The call ends meanwhile. Its requester must not wait those ten minutes for the
+    # outcome: once it has been held FINAL_RELAY_AFTER_SECONDS, the outcome goes by direct
+    # message (a final one, never left at "Ringing…"). When Slack shows the thread again, the
+    # message found there is brought up to the outcome too, and the requester is told once.
+    # The same for a call Evo Voice refused, over as soon as it is told.
+    bot = await bot_factory("http", **FAST)
+    if not placed:
+        bot.evo.queue_outgoing(ErrorStatus(400, "Flow is not published"))
+    clock = BudgetClock()  # the outbox's: time stands still until the test moves it
+    outbox = services(bot).outbox
+    outbox.clock, outbox.sleep = clock, clock.sleep
+    bot.slack.cut("chat.postMessage", when=is_thread_reply)
+    bot.slack.fail("conversations.replies", "internal_error")
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    if placed:
+        [session_id] = bot.evo.sessions
+        end_session(bot, session_id, after_seconds=20, outcome="Completed")
+    outcome = "Ended" if placed else "Flow is not published"
+
+    def told() -> list[str]:
+        return [c["text"] for c in bot.slack.calls_to("chat.postMessage")
+                if c.ok and c["channel"] == "U0MANAGER"]
+
+    await call_over(bot)
+    assert told() == []  # held a moment: Slack may show the thread again soon
+    clock.advance(FINAL_RELAY_AFTER_SECONDS)
+    await until(told, timeout=10)
+    [dm] = told()
+    assert outcome in dm and "Ringing" not in dm
+
+    bot.slack.off("conversations.replies")
+    clock.advance(REDELIVER_MAX_PAUSE)  # the outbox's next look finds the message
+    if placed:
+        await wait_for_edit(bot, status, outcome, timeout=10)
+    else:  # posted not placed: found, its row's ts kept
+        await status_ts_recorded(bot, 1)
+    await bot.settle()
+    assert HANG_UP_ACTION not in buttons(status)
+    assert len(told()) == 1
     assert await services(bot).db.fetchall("SELECT id FROM slack_posts") == []
 
 
@@ -123,3 +176,15 @@ async def test_a_status_message_ts_kept_by_the_outbox_first_is_not_erased_by_the
     end_session(bot, session_id, after_seconds=20, outcome="Completed")
     await wait_for_edit(bot, status, "Ended", timeout=20)
     assert HANG_UP_ACTION not in buttons(status)
+
+
+async def call_over(bot: BotUnderTest) -> None:
+    """Until the bot has seen call 1 end (and tried to show it)."""
+
+    async def over() -> None:
+        while (await services(bot).db.fetchone(
+                "SELECT following FROM calls WHERE id = 1"))["following"]:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(over(), 10)
+    await bot.settle()

@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 # storm of a minute must not leave a call at "Ringing" for good.
 FINAL_EDIT_FOR_SECONDS = 600.0
 FINAL_EDIT_MAX_PAUSE = 60.0
+# A call over while its status message is held by the outbox, its fate unknown (Slack took the
+# post, perhaps, and fails to show the thread): its outcome goes to the requester by direct
+# message once the message has been held this long, not after the outbox's ten minutes. A
+# moment's failure of Slack's is waited out first, so that the outcome is told once.
+FINAL_RELAY_AFTER_SECONDS = 30.0
 
 
 def digest(message: Message) -> str:
@@ -175,7 +180,10 @@ class StatusMessages:
                     call = replace(latest, shown_digest=drawn)
                     message = self.draw(call)
                     drawn = digest(message)
-            if call.status_ts is None and relay is not None and not await self._held(call_id):
+            if call.status_ts is None and (relay is not None or call.is_final):
+                relay, told = await self._relay_unless_held(call, relay)
+                shown = shown and told
+            if call.status_ts is None and relay is not None:
                 message = self.draw(call, buttons=False)
                 drawn = digest(message)
                 if drawn != call.shown_digest:
@@ -205,13 +213,27 @@ class StatusMessages:
                 self._relays.pop(call_id, None)
         return shown
 
-    async def _held(self, call_id: int) -> bool:
-        """Whether its status message waits in the outbox to be sent into the thread again (its
-        first try failed, and so did the relay's): relayed again meanwhile, the requester would
-        get it twice, and the relay be left at "Ringing…" once the thread's arrives and is the
-        one kept current. Given up on there, it is relayed then (`status_by_dm`)."""
+    async def _relay_unless_held(
+        self, call: TrackedCall, relay: Relay | None
+    ) -> tuple[Relay | None, bool]:
+        """The relay to tell a call without a status message through, None while its message
+        waits in the outbox to be sent into the thread again (its first try failed, and so did
+        the relay's, or its fate is unknown); and False if its outcome waits so, to be told.
+
+        Relayed meanwhile, the requester would get it twice, and the relay be left at
+        "Ringing…" once the thread's arrives and is the one kept current; given up on there,
+        it is relayed then (`status_by_dm`). A call over is another matter: its outcome must
+        not wait the outbox's ten minutes, and a relay of it can't be left behind. Held
+        FINAL_RELAY_AFTER_SECONDS, it is relayed (by direct message if nothing else is kept)."""
         outbox = self._notifier.outbox
-        return outbox is not None and await outbox.holds(status_post(call_id))
+        held = None if outbox is None else await outbox.held_for(status_post(call.id))
+        if held is None:
+            return relay, True
+        if not call.is_final:
+            return None, True
+        if held < FINAL_RELAY_AFTER_SECONDS:
+            return None, False
+        return relay or self._relay_by_dm(call), True
 
     def _relay(self, call: TrackedCall) -> Relay | None:
         """The relay of a call without a status message in a thread. A call shown through one

@@ -230,9 +230,12 @@ class CallStore:
     @staticmethod
     async def keep_status_ts(conn: Connection, call_id: int, ts: str) -> None:
         """The status message's `ts`, in the transaction that forgets its kept post
-        (bot/slack/outbox.py), unless the follower kept it already."""
+        (bot/slack/outbox.py), unless the follower kept it already. What it shows is not known
+        (drawn when the post was kept; the outcome, say, relayed meanwhile): the next refresh
+        draws it again."""
         await conn.execute(
-            "UPDATE calls SET status_ts = ? WHERE id = ? AND status_ts IS NULL", (ts, call_id)
+            "UPDATE calls SET status_ts = ?, shown_digest = NULL WHERE id = ?"
+            " AND status_ts IS NULL", (ts, call_id)
         )
 
     @staticmethod

@@ -177,11 +177,16 @@ class Outbox:
     async def holds(self, kept: Kept) -> bool:
         """Whether a post for `kept` waits here to be delivered (sent again by its replica, or
         by the one that takes it over)."""
+        return await self.held_for(kept) is not None
+
+    async def held_for(self, kept: Kept) -> float | None:
+        """How long a post for `kept` has waited here to be delivered (since it was kept, or
+        adopted from a replica gone); None if none waits."""
         row = await self._db.fetchone(
-            "SELECT id FROM slack_posts WHERE purpose = ? AND subject = ?",
+            "SELECT created_at FROM slack_posts WHERE purpose = ? AND subject = ?",
             (kept.purpose, kept.subject),
         )
-        return row is not None
+        return None if row is None else max(0.0, self.clock() - float(row["created_at"]))
 
     async def take_over(self) -> None:
         """Adopt and send again the posts of replicas that stopped or died."""
