@@ -155,6 +155,34 @@ async def test_cancel_dials_nothing_and_the_question_cannot_be_used_after(
     assert bot.evo.outgoing_posts == []
 
 
+@on_both_databases
+async def test_cancel_clicked_after_call_says_the_call_is_on_its_way(bot: BotUnderTest) -> None:
+    # Call clicked by mistake, Cancel right after (the question still shows while Slack is slow
+    # to replace it): too late, the call is placed. Told "nothing more was dialled", the person
+    # would leave a wrong call ringing instead of hanging it up.
+    question = await ask(bot, f"{CANADA} escalation")
+    await click(bot, question)
+    await bot.settle()
+    assert len(bot.evo.outgoing_posts) == 1
+    _, url = await click(bot, question, CANCEL_CALL_ACTION)
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    assert "Too late to cancel" in answer["text"] and "Hang up" in answer["text"]
+    assert "nothing" not in answer["text"]
+    assert len(bot.evo.outgoing_posts) == 1
+    # Cancelled first, the question tells a later Cancel nothing of a call.
+    question = await ask(bot, f"{CANADA} wake-up-call")
+    for _ in range(2):
+        _, url = await click(bot, question, CANCEL_CALL_ACTION)
+        [answer] = await bot.slack.wait_for_response(url)
+    await click(bot, question)
+    await bot.settle()
+    _, url = await click(bot, question, CANCEL_CALL_ACTION)
+    [answer] = await bot.slack.wait_for_response(url)
+    assert "already answered or cancelled" in answer["text"]
+    assert len(bot.evo.outgoing_posts) == 1
+
+
 @pytest.mark.parametrize(("action", "answer"), [(CANCEL_CALL_ACTION, "Cancelled"),
                                                  (CONFIRM_CALL_ACTION, "Confirmed")])
 async def test_an_answer_the_click_s_response_url_refuses_is_told_another_way(

@@ -65,6 +65,7 @@ class TakeStatus(StrEnum):
     EXPIRED = "expired"
     NOT_YOURS = "not_yours"
     DUPLICATE = "duplicate"  # this click was already taken (a double or redelivered click)
+    CONFIRMED = "confirmed"  # (cancel) gone: its requester's Call took it first
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,11 @@ class Pending:
 class Taken:
     status: TakeStatus
     pending: Pending | None = None
+
+
+def confirm_claim(confirmation_id: str, user_id: str) -> str:
+    """The claim a Call click takes with the question (`take`): kept only if it took it."""
+    return f"confirm:{confirmation_id}:{user_id}"
 
 
 def valid_id(value: object) -> bool:
@@ -150,8 +156,9 @@ class Confirmations:
         """Remove and return the pending call, if it exists, belongs to `user_id` and is fresh.
 
         `claim`: a key claimed in the same transaction (bot/storage/claims.py), DUPLICATE when it
-        was claimed before. Together, so that a database failing in between leaves neither taken
-        and the next click finds the question as it was. A take that committed and then lost its
+        was claimed before; kept only when the question is taken (`cancel` reads it). Together,
+        so that a database failing in between leaves neither taken and the next click finds the
+        question as it was. A take that committed and then lost its
         answer is given back (the claim, under this take's own holder, and the question), so the
         click the refusal asks for is not ignored as a duplicate of one that dialled nothing.
         `note`: what the claim keeps for the requester of a question taken (from its request's
@@ -170,20 +177,29 @@ class Confirmations:
                 row = await tx.fetchone(
                     f"SELECT {_COLUMNS} FROM pending_confirmations WHERE id = ?", (confirmation_id,)
                 )
-                if row is None:
-                    return Taken(self.why_gone(confirmation_id))
-                if row["user_id"] != user_id:
-                    return Taken(TakeStatus.NOT_YOURS)
                 # Taken only if this transaction removes it: on PostgreSQL a Cancel (or another
                 # replica's take) may have deleted it since the SELECT, which READ COMMITTED
                 # allows.
-                deleted = await tx.execute(
-                    "DELETE FROM pending_confirmations WHERE id = ?", (confirmation_id,)
-                )
-                if deleted != 1:
-                    return Taken(TakeStatus.GONE)
-                removed = row
-                expired = float(row["created_at"]) < now - self._lifetime
+                if row is None:
+                    status = self.why_gone(confirmation_id)
+                elif row["user_id"] != user_id:
+                    status = TakeStatus.NOT_YOURS
+                elif await tx.execute("DELETE FROM pending_confirmations WHERE id = ?",
+                                      (confirmation_id,)) != 1:
+                    status = TakeStatus.GONE
+                elif float(row["created_at"]) < now - self._lifetime:
+                    status = TakeStatus.EXPIRED
+                else:
+                    status = TakeStatus.TAKEN
+                if claim is not None and status is not TakeStatus.TAKEN:
+                    # The claim stays only with the Call that took the question: a Cancel
+                    # clicked after it learns the call went ahead (`cancel`).
+                    await tx.execute("DELETE FROM claims WHERE key = ? AND holder = ?",
+                                     (claim, holder))
+                if row is None or status not in (TakeStatus.TAKEN, TakeStatus.EXPIRED):
+                    return Taken(status)
+                expired = status is TakeStatus.EXPIRED
+                removed = None if expired else row  # an expired one is not given back
                 await self._ended_in(tx, row["attempt_id"],
                                      EventKind.EXPIRED if expired else EventKind.CONFIRMED,
                                      None if expired else user_id)
@@ -261,7 +277,8 @@ class Confirmations:
             await self._audit.question_ended(tx, int(attempt_id), kind, actor_id)
 
     async def cancel(self, confirmation_id: str, user_id: str) -> TakeStatus:
-        """TAKEN if this cancelled the question; else why not (an expired one is erased)."""
+        """TAKEN if this cancelled the question; else why not (an expired one is erased):
+        CONFIRMED when its requester's Call took it first, whose call is then on its way."""
         if not valid_id(confirmation_id):
             return TakeStatus.GONE
         now = self.clock()
@@ -272,7 +289,12 @@ class Confirmations:
                 (confirmation_id, user_id),
             )
             if row is None:
-                return self.why_gone(confirmation_id)
+                gone = self.why_gone(confirmation_id)
+                if gone is TakeStatus.GONE and await tx.fetchone(
+                        "SELECT key FROM claims WHERE key = ?",
+                        (confirm_claim(confirmation_id, user_id),)):
+                    return TakeStatus.CONFIRMED
+                return gone
             # Past its lifetime it had expired, whoever clicks: recorded as what it was.
             expired = float(row["created_at"]) < now - self._lifetime
             await self._ended_in(tx, row["attempt_id"],

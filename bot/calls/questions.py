@@ -18,7 +18,7 @@ from typing import Any
 from bot.audit.trail import AuditLog
 from bot.calls import confirm_views
 from bot.calls import messages as views
-from bot.calls.confirmations import Confirmations, Reason, TakeStatus
+from bot.calls.confirmations import Confirmations, Reason, TakeStatus, confirm_claim
 from bot.calls.dials_first import DialsFirst
 from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.untold import Kind, UntoldRequests
@@ -99,7 +99,7 @@ class Questions:
         response_url: str | None,
     ) -> CallResult:
         """A click on "Call" under a question: a new request, checked again from the start."""
-        claim = f"confirm:{confirmation_id}:{user_id}"
+        claim = confirm_claim(confirmation_id, user_id)
 
         def note(asked: dict[str, Any]) -> str:  # its question's message is where it was told
             number = asked.get("number_masked")
@@ -194,4 +194,7 @@ _UNUSABLE_CONFIRMATION = {
                      "Use /call to call again.",
     TakeStatus.EXPIRED: "This question expired, so nothing was dialled. Use /call to call again.",
     TakeStatus.NOT_YOURS: "Only the person who asked for this call can confirm it.",
+    TakeStatus.CONFIRMED: "Too late to cancel: Call was clicked first, so this call went ahead "
+                          "(unless you were told it was refused). To end it, use Hang up on its "
+                          "status message.",
 }
