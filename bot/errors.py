@@ -45,6 +45,7 @@
     EvoVoiceError                   evovoice/client.py: the voice API failed; `.message`
      ├─ EvoVoiceUnreachable         the connection never opened: nothing was sent
      ├─ OutcomeUnknown              the call may or may not have been placed: never retried
+     │   └─ ConflictPlacing         … answered 409, a conflict met maybe after the call rang
      ├─ EvoVoiceTimeout             a GET or DELETE got no answer
      ├─ MalformedResponse           a 2xx whose body is not what the API documents
      ├─ AlreadyEnded                a hang-up refused for a call whose session says it ended
@@ -286,15 +287,12 @@ def reference_id() -> str:
 
 Expected = CallbotError | evovoice.EvoVoiceError
 
-
-# The voice API's failures in fixed words, looked up in class order (MissingRole before Forbidden);
-# the others say the server's message.
+_UNKNOWN = ("⚠️ Outcome unknown: Evo Voice {}, so the call may or may not have been placed. I "
+            "did not retry, to avoid ringing twice. Check the call log in Evo Voice before "
+            "calling again.")
+# The voice API's failures in fixed words, by class (MissingRole before Forbidden); else its own.
 _VOICE_WORDS: dict[type[evovoice.EvoVoiceError], str] = {
-    evovoice.OutcomeUnknown: (
-        "⚠️ Outcome unknown: Evo Voice did not answer clearly, so the call may or may not have "
-        "been placed. I did not retry, to avoid ringing twice. Check the call log in Evo Voice "
-        "before calling again."
-    ),
+    evovoice.OutcomeUnknown: _UNKNOWN.format("did not answer clearly"),
     evovoice.EvoVoiceUnreachable: (
         "Evo Voice could not be reached, so nothing was dialled. Try again in a minute; if "
         "it persists, check the voice service's status."
@@ -319,6 +317,9 @@ def describe(exc: Expected) -> str:
             f"{exc.message} An operator can grant the bot's Evo Voice login the "
             f"{evovoice.HANG_UP_ROLE} role."
         )
+    if isinstance(exc, evovoice.ConflictPlacing):
+        return _UNKNOWN.format(f"refused the call with a conflict ({exc.said}), an answer it may "
+                               "give after placing the call")
     words = next((_VOICE_WORDS[c] for c in type(exc).__mro__ if c in _VOICE_WORDS), None)
     if words is not None:
         return words

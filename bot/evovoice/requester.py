@@ -26,6 +26,7 @@ from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.clock import ServerClock
 from bot.evovoice.errors import (
     UNREADABLE_JSON,
+    ConflictPlacing,
     EvoVoiceTimeout,
     EvoVoiceUnreachable,
     MalformedResponse,
@@ -354,6 +355,13 @@ class Requester:
                     status=response.status_code,
                 )
             error = status_error(response, self._password)
+            if places_call and response.status_code == 409:
+                # A save's conflict, which the service may meet after creating the session.
+                raise ConflictPlacing(
+                    "Evo Voice answered the call with a conflict (HTTP 409); it may or may not "
+                    "have been placed.",
+                    server_words=error.message if error.server_said else None,
+                ) from error
             if isinstance(error, RateLimited):
                 self.budget.back_off(error.retry_after)
             raise error

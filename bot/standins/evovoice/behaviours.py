@@ -79,7 +79,9 @@ class Acted:
     "A POST /sessions/outgoing that timed out after the request was sent, or answered 5xx, may
     still have placed the call" (docs/evovoice-api.md, "Retrying safely"): ``Acted(ErrorStatus())``
     is a 500 for a call that was placed, ``Acted(Gated(gate))`` a call placed long before its
-    answer comes."""
+    answer comes. ``Acted(ErrorStatus(409))``: ServiceStack's 409 is an optimistic-concurrency
+    conflict on a save, which a service may meet after it created the session (not ruled out);
+    ``ErrorStatus(409)`` is the other reading, nothing created."""
 
     then: Behaviour
 
