@@ -34,10 +34,9 @@ from bot.evovoice.client import (
     BadLogin,
     EvoVoiceClient,
     EvoVoiceError,
-    EvoVoiceTimeout,
     EvoVoiceUnreachable,
-    RateLimited,
-    ServerError,
+    MalformedResponse,
+    cannot_answer_now,
     other_host,
 )
 from bot.evovoice.simulator import BANNER
@@ -55,6 +54,9 @@ from bot.storage.leases import Leases
 from bot.tasks import BackgroundTasks
 
 logger = logging.getLogger(__name__)
+
+# Where the Evo Voice API is (the vendor's CLI), for the words that ask to check EVOVOICE_URL.
+API_HOSTS = "production https://evovoice.io, staging https://team.evovoice.io"
 
 HELP_BUDGET_SECONDS = 1.0
 
@@ -125,7 +127,7 @@ def refused_login_problem(settings: Settings, works_at: str | None) -> str:
         f"EVOVOICE_USERNAME / EVOVOICE_PASSWORD / EVOVOICE_URL: Evo Voice at "
         f"{settings.evovoice_url} refused the login; check the username and password (the bot "
         "logs in as an ordinary Evo Voice user) and that EVOVOICE_URL is the host the login "
-        "belongs to (production https://evovoice.io, staging https://team.evovoice.io)"
+        f"belongs to ({API_HOSTS})"
     )
 
 
@@ -179,11 +181,15 @@ async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
 
 
 def start_up_error(exc: EvoVoiceError, problem: str) -> ConfigError:
-    """Evo Voice failing (unreachable, slow, 5xx, 429) is waited for; any other answer is a
-    problem with the set-up."""
-    if isinstance(exc, (EvoVoiceUnreachable, EvoVoiceTimeout, ServerError, RateLimited)):
-        return DependencyUnavailable([problem])
-    return ConfigError([problem])
+    """Evo Voice failing (unreachable, slow, 5xx, 429, an answer that is not its API's) is waited
+    for, as the flows catalog waits it out (`cannot_answer_now`): exiting on a vendor's
+    maintenance page would restart the bot into it until its supervisor gave up. Any other
+    answer is a problem with the set-up. An unreadable answer may also be a web site's where
+    EVOVOICE_URL names no API: said, for an operator to fix while the bot waits."""
+    if isinstance(exc, MalformedResponse):
+        problem += (" A maintenance page passes on its own; if this lasts, check that "
+                    f"EVOVOICE_URL is the Evo Voice API ({API_HOSTS}).")
+    return DependencyUnavailable([problem]) if cannot_answer_now(exc) else ConfigError([problem])
 
 
 async def check_policy_against_account(catalog: Catalog, policy: Policy) -> None:

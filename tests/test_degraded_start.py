@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
+from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, HtmlPage
 from bot.standins.slack import ApiCall, ApiReply, SlackStandIn, sign, slash_command_body
 from tests.conftest import (
     QUICK_VOICE_RETRY,
@@ -206,3 +206,27 @@ async def test_evo_voice_rate_limiting_or_failing_the_login_at_start_up_is_waite
     code, ready = await probe(base_of(bot), "/readyz")
     assert code == 503 and "EVOVOICE_URL" in ready["checks"]["callbot"], ready
     await until_ready(bot)
+
+
+@pytest.mark.parametrize("route", ["/auth/status", "/flows"])
+async def test_a_maintenance_page_at_start_up_is_waited_for_and_named(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, route: str
+) -> None:
+    # A front end's page for people, answered 200 while the vendor works (HtmlPage): the flows
+    # catalog reads it as Evo Voice unable to answer now; start-up exited on it as a set-up
+    # error, so a maintenance window restarted the bot into it until its supervisor gave up.
+    evo.default_behaviours[("GET", route)] = HtmlPage()
+    bot = await bot_factory("http", **QUICK_RETRY)
+    assert not bot.runtime.ready
+    code, health = await probe(base_of(bot), "/healthz")
+    assert code == 200, health
+    code, ready = await probe(base_of(bot), "/readyz")
+    problem = ready["checks"]["callbot"]
+    assert code == 503 and problem.startswith("waiting to start: EVOVOICE_URL: "), problem
+    # Named, should it be no maintenance but a URL that is no API.
+    assert "(an HTML page, not JSON)" in problem and "https://evovoice.io" in problem, problem
+    del evo.default_behaviours[("GET", route)]  # the maintenance is over
+    await until_ready(bot)
+    ack, _ = await bot.command(f"{FULL} escalation")
+    assert ack.status == 200
+    await bot.evo.wait_for_posts(1)

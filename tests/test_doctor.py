@@ -13,7 +13,7 @@ from bot.ops.check import Status, report, run_checkup
 from bot.ops.checkup import Checkup
 from bot.ops.findings import Finding, passed
 from bot.config import is_example_id
-from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn
+from bot.standins.evovoice import ErrorStatus, EvoVoiceStandIn, HtmlPage
 from bot.standins.slack import SlackStandIn
 from bot.storage.database import MIGRATIONS, Database, Migration
 from tests.checkups import (
@@ -217,6 +217,18 @@ async def test_evovoice_server_error(
     evo.queue("GET", "/auth/status", ErrorStatus(500, "Database is down"))
     login = by_subject(await check(slack, evo, policy_path))["Evo Voice login"]
     assert login.status is Status.FAIL and "Database is down" in login.detail
+
+
+async def test_evovoice_answering_a_maintenance_page(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    # What start-up waits for (tests/test_degraded_start.py): said as such, with the URL to check
+    # should it last.
+    evo.queue("GET", "/auth/status", HtmlPage())
+    login = by_subject(await check(slack, evo, policy_path))["Evo Voice login"]
+    assert login.status is Status.FAIL and "(an HTML page, not JSON)" in login.detail
+    assert login.fix is not None and "maintenance page" in login.fix
+    assert f"EVOVOICE_URL ({evo.url})" in login.fix and "https://evovoice.io" in login.fix
 
 
 async def test_login_without_the_manager_role(

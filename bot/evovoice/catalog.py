@@ -13,33 +13,19 @@ from collections.abc import Callable, Mapping, Sequence
 from bot.cache import TTLCache
 from bot.config.fields import flow_key
 from bot.errors import CallbotError, CallerIdNotOwned, FlowAmbiguous, FlowNotFound
-from bot.evovoice.client import (
-    EvoVoiceClient,
-    EvoVoiceTimeout,
-    EvoVoiceUnreachable,
-    Flow,
-    MalformedResponse,
-    OwnedNumber,
-    RateLimited,
-    ServerError,
-)
+from bot.evovoice.client import EvoVoiceClient, Flow, OwnedNumber, cannot_answer_now
 from bot.phone import mask
 
 CATALOG_CACHE_SECONDS = 60.0
 # Flows and numbers change rarely: for up to an hour a stale list is served while a refresh runs,
 # so a slow Evo Voice never delays a modal's validation or a command's checks. Older than that, a
-# list is read afresh, and still served when Evo Voice can't answer now (`_cannot_answer_now`):
+# list is read afresh, and still served when Evo Voice can't answer now (`cannot_answer_now`):
 # a struggling Evo Voice must not stop a page at its checks, when its POST would be tried again
 # until the step's deadline (an escalation) or told "try again" (a /call).
 CATALOG_MAX_STALE_SECONDS = 3600.0
 # "All of them when the account has only a few": up to this many, an unknown flow lists every flow.
 LIST_ALL_FLOWS_UP_TO = 10
 MAX_SUGGESTIONS = 5
-
-def _cannot_answer_now(exc: Exception) -> bool:
-    """Evo Voice failing in a way that says nothing of its flows or numbers having changed."""
-    return isinstance(exc, (EvoVoiceUnreachable, EvoVoiceTimeout, RateLimited, ServerError,
-                            MalformedResponse))
 
 
 class Catalog:
@@ -58,10 +44,10 @@ class Catalog:
         # The lists' ages are read on it (a test moves it on).
         self.clock = clock
         self._flows: TTLCache[str, list[Flow]] = TTLCache(
-            ttl, max_stale=CATALOG_MAX_STALE_SECONDS, stale_if_error=_cannot_answer_now,
+            ttl, max_stale=CATALOG_MAX_STALE_SECONDS, stale_if_error=cannot_answer_now,
             clock=lambda: self.clock())
         self._numbers: TTLCache[str, list[OwnedNumber]] = TTLCache(
-            ttl, max_stale=CATALOG_MAX_STALE_SECONDS, stale_if_error=_cannot_answer_now,
+            ttl, max_stale=CATALOG_MAX_STALE_SECONDS, stale_if_error=cannot_answer_now,
             clock=lambda: self.clock())
 
     @property

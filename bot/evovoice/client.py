@@ -53,8 +53,10 @@ from bot.evovoice.errors import (
     RateLimited,
     ServerError,
     StillGoingOn,
+    cannot_answer_now,
     capped_retry_after,
     parse_retry_after,
+    unreadable_answer,
 )
 from bot.evovoice.finding import (
     FIND_MAX_PAGES,
@@ -96,7 +98,7 @@ __all__ = [
     "NotFound", "OutcomeUnknown", "OwnedNumber", "Priority", "RateLimited", "RequestBudget",
     "RequestObserved", "RequestObserver", "ServerError", "Session", "SessionsFound",
     "StillGoingOn", "as_e164",
-    "capped_retry_after", "is_address_of", "other_host", "parse_retry_after",
+    "cannot_answer_now", "capped_retry_after", "is_address_of", "other_host", "parse_retry_after",
 ]
 
 logger = logging.getLogger(__name__)
@@ -162,9 +164,7 @@ class EvoVoiceClient(SessionFinder):
                 try:
                     data = response.json()
                 except UNREADABLE_JSON:
-                    raise MalformedResponse(
-                        "Evo Voice sent an answer the bot could not read."
-                    ) from None
+                    raise unreadable_answer(response) from None
                 status = read_model(AuthStatus, data, "/auth/status")
                 if status.is_authenticated:
                     return status

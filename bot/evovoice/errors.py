@@ -98,6 +98,14 @@ class MalformedResponse(EvoVoiceError):
     """A GET answered 2xx with a body that is not the expected JSON shape."""
 
 
+def unreadable_answer(response: httpx.Response) -> MalformedResponse:
+    """A 2xx whose body is no JSON; one that is a page for people says so: a front end's
+    maintenance page, a proxy's, or a web site where the API was expected."""
+    kind = response.headers.get("Content-Type", "").split(";")[0].strip().casefold()
+    page = " (an HTML page, not JSON)" if kind in ("text/html", "application/xhtml+xml") else ""
+    return MalformedResponse(f"Evo Voice sent an answer the bot could not read{page}.")
+
+
 @dataclass(frozen=True)
 class FieldError:
     """One entry of ServiceStack's ``responseStatus.errors``."""
@@ -178,6 +186,16 @@ class RateLimited(EvoVoiceStatusError):
 
 class ServerError(EvoVoiceStatusError):
     """5xx on a call that cannot have placed a phone call."""
+
+
+def cannot_answer_now(exc: BaseException) -> bool:
+    """Evo Voice failing in a way that says nothing of the set-up nor of the account having
+    changed: out of reach, slow, 5xx, 429, or an answer that is not its API's (a maintenance page
+    a front end serves with 200 while the vendor works). Start-up waits for it, and the cached
+    flows and numbers are served meanwhile: one reading, so that neither exits nor refuses a call
+    over what the other waits out."""
+    return isinstance(exc, (EvoVoiceUnreachable, EvoVoiceTimeout, RateLimited, ServerError,
+                            MalformedResponse))
 
 
 _STATUS_ERRORS: dict[int, tuple[type[EvoVoiceStatusError], str]] = {

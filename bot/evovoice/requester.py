@@ -34,6 +34,7 @@ from bot.evovoice.errors import (
     RateLimited,
     error_kind,
     status_error,
+    unreadable_answer,
 )
 from bot.evovoice.login import (
     CREDENTIALS_PATH,
@@ -238,7 +239,7 @@ class Requester:
         try:
             return response.json()
         except UNREADABLE_JSON:
-            raise MalformedResponse("Evo Voice sent an answer the bot could not read.") from None
+            raise unreadable_answer(response) from None
 
     async def _send(
         self,

@@ -10,12 +10,13 @@ from bot.evovoice.client import (
     BadLogin,
     EvoVoiceError,
     EvoVoiceUnreachable,
+    MalformedResponse,
 )
 from bot.ops import policy_checks
 from bot.ops.checkup import Checkup
 from bot.ops.findings import Finding, Status, failed, passed, skipped
 from bot.phone import mask
-from bot.services import choose_account, login_works_at
+from bot.services import API_HOSTS, choose_account, login_works_at
 
 HANG_UP_SUBJECT = "Evo Voice hang-up"
 
@@ -37,12 +38,16 @@ async def check_evovoice_login(c: Checkup) -> list[Finding]:
                                    f"{works_at}", f"set EVOVOICE_URL={works_at}")
         return failed(subject, f"Evo Voice refused the login {user!r} at {url}",
                       f"check EVOVOICE_USERNAME and EVOVOICE_PASSWORD by logging in at {url}, and "
-                      "that EVOVOICE_URL is the host the login belongs to (production "
-                      "https://evovoice.io, staging https://team.evovoice.io)")
+                      f"that EVOVOICE_URL is the host the login belongs to ({API_HOSTS})")
     except EvoVoiceUnreachable:
         return failed(subject, f"cannot connect to {url}",
                       "check EVOVOICE_URL (https://team.evovoice.io or https://evovoice.io) and "
                       "that this host may make outgoing HTTPS connections")
+    except MalformedResponse as exc:
+        # What start-up waits for: a maintenance page, or a URL that is no API (start_up_error).
+        return failed(subject, f"GET /auth/status failed: {exc.message}",
+                      "try again later: a maintenance page passes on its own; if it lasts, check "
+                      f"that EVOVOICE_URL ({url}) is the Evo Voice API ({API_HOSTS})")
     except EvoVoiceError as exc:
         return failed(subject, f"GET /auth/status failed: {exc.message}",
                       f"check EVOVOICE_URL ({url}) points at the Evo Voice API; try again later")

@@ -27,6 +27,7 @@ behaviour              answer                                                   
 ``DropConnection()``   closes the socket after reading the request, no answer     yes
 ``ErrorStatus(s, m)``  status ``s`` with a ServiceStack error body (message m)    no
 ``TooManyRequests()``  429 with a ``Retry-After`` header                          no
+``HtmlPage(s)``        ``s`` (default 200), an HTML page (a maintenance page)      no
 ``Redirected(u, s)``   status ``s`` (default 307) with ``Location: u``            no
 ``Delayed(n, then)``   waits ``n`` seconds, then does ``then`` (default Respond)  as ``then``
 ``Gated(gate, then)``  waits until the test sets ``gate`` (an asyncio.Event)       as ``then``
@@ -107,6 +108,7 @@ from bot.standins.evovoice.behaviours import (
     EmptyObject,
     ErrorStatus,
     Gated,
+    HtmlPage,
     MalformedJson,
     NoContent,
     Oversized,
@@ -131,6 +133,7 @@ __all__ = [
     "ErrorStatus",
     "EvoVoiceStandIn",
     "Gated",
+    "HtmlPage",
     "MalformedJson",
     "NoContent",
     "Oversized",

@@ -62,6 +62,18 @@ class ErrorStatus:
 
 
 @dataclass(frozen=True)
+class HtmlPage:
+    """Answer ``status`` with an HTML page, whatever the client asked for; no side effect.
+
+    A front end before the API (a load balancer, a CDN, IIS) may answer for it while the vendor
+    works on it, often 200 with a page for people: nothing public says Evo Voice's does, nor that
+    it doesn't. A web site answers so too where EVOVOICE_URL names no API."""
+
+    status: int = 200
+    body: str = "<!doctype html><html><body><h1>Down for maintenance</h1></body></html>"
+
+
+@dataclass(frozen=True)
 class Redirected:
     """Answer ``status`` with ``Location: location``; no side effect.
 
@@ -142,6 +154,7 @@ Behaviour = (
     | MalformedJson
     | DropConnection
     | ErrorStatus
+    | HtmlPage
     | Redirected
     | TooManyRequests
     | Delayed
@@ -230,6 +243,8 @@ async def perform(
         return error(
             behaviour.status, behaviour.error_code, behaviour.message, behaviour.field_errors
         )
+    if isinstance(behaviour, HtmlPage):
+        return web.Response(status=behaviour.status, text=behaviour.body, content_type="text/html")
     if isinstance(behaviour, Redirected):
         return web.Response(status=behaviour.status, headers={"Location": behaviour.location})
     if isinstance(behaviour, TooManyRequests):
