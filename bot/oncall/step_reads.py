@@ -1,5 +1,6 @@
 """A step's call read afresh from Evo Voice, where the follower's last poll (seconds old) is not
-enough: at the step's deadline, and for a page sent again by a run that didn't dial the call."""
+enough: at the step's deadline, for a page sent again by a run that didn't dial the call, and
+right after Evo Voice accepted hanging it up."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.calls.follow import classify
-from bot.calls.store import FINAL_STATES, CallStore, TrackedCall
-from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, NotFound, Session
+from bot.calls.store import FINAL_STATES, CallState, CallStore, TrackedCall
+from bot.evovoice.client import (
+    EvoVoiceClient, EvoVoiceError, NotFound, Priority, Session, StillGoingOn)
 from bot.oncall.escalation_store import Escalation
 from bot.storage.faults import until_database_answers
 
@@ -17,6 +19,33 @@ logger = logging.getLogger(__name__)
 # The step's note when the deadline's read failed: the call is left on rather than cut off.
 UNREAD_AT_DEADLINE = ("(Evo Voice could not say whether it was answered, so it was not hung up: "
                       "it may still ring.)")
+
+
+# Reads of a call's session once Evo Voice accepted hanging it up, a pause apart: a server may end
+# the call a moment after it answers, or never (a PatchSession that only stores the field sent).
+HANG_UP_READS = 3
+UNENDED = "Evo Voice accepted hanging it up, yet still shows it going on."
+
+
+async def check_it_ended(
+    evo: EvoVoiceClient, call: TrackedCall, pause: Callable[[], Awaitable[None]]
+) -> None:
+    """After a hang-up Evo Voice accepted, StillGoingOn if the call's session still shows it
+    going on: read up to HANG_UP_READS times, `pause` between. Nothing once it is over or
+    forgotten (404), nor when it can't be read (accepted: no sign that the hang-up failed)."""
+    assert call.session_id is not None
+    # The callState the bot's own PatchSession sent is no news (bot/calls/progress.py).
+    patched = evo.hang_up_method == "PATCH"
+    for read in range(HANG_UP_READS):
+        if read:
+            await pause()
+        try:
+            session = await evo.get_session(call.session_id, priority=Priority.FIRST)
+        except EvoVoiceError:  # NotFound among them
+            return
+        if classify(session, call.state, patched=patched) == CallState.ENDED:
+            return
+    raise StillGoingOn(UNENDED)
 
 
 async def step_call_now(
