@@ -6,10 +6,14 @@ stand-in's ``patch_ends_calls = False`` accepts it and lets the call ring on (wi
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.conftest import BotFactory
 from bot.oncall.escalation_store import EscalationState
+from bot.standins.evovoice.recorded import reads
+from tests.follow_helpers import audit_records, poll_now, services
 from tests.escalations import (
     ALICE,
     BOB,
@@ -68,3 +72,45 @@ async def test_stop_whose_hang_up_ends_nothing_says_the_phone_may_still_ring(
     await wait_for_edit(bot, escalation,
                         f"1. <@U0ALICE> (+1 814 ••• 3093) — ⏹ stopped while ringing {UNENDED}")
     assert dialled(bot) == [ALICE]
+
+
+async def test_a_step_s_call_its_patch_only_wrote_disconnected_to_is_followed_until_it_ends(
+    bot_factory: BotFactory,
+) -> None:
+    # The session then reads Disconnected, what the chain's own PatchSession sent: no news, as
+    # after a /call's Hang up. Read as the end, her call's row and the trail said "ended" while
+    # her phone rang, and nothing followed it any more (a "press 1" of hers went unseen).
+    bot, clock, escalation = await running_escalation(bot_factory)
+    bot.evo.patch_ends_calls = False
+    bot.evo.patch_writes_fields = True
+    alice = session_of(bot, ALICE)
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    [patch] = bot.evo.requests_to("PATCH", f"/sessions/{alice}")
+    db = services(bot).db
+
+    async def row() -> dict[str, object]:
+        found = await db.fetchone("SELECT id, state, following FROM calls WHERE session_id = ?",
+                                  (alice,))
+        assert found is not None
+        return dict(found)
+
+    def polls_since_patch() -> int:  # the follower's (the chain's own reads are by id)
+        return len([r for r in bot.evo.requests
+                    if r.time > patch.time and r.path == "/sessions" and reads(r, alice)])
+
+    async with asyncio.timeout(10):  # two polls read her session Disconnected, or one ended it
+        while polls_since_patch() < 2 and (await row())["following"]:
+            await poll_now(bot)
+            await asyncio.sleep(0.01)
+    assert (await row())["state"] == "ringing" and (await row())["following"], await row()
+    bot.evo.set_session_state(alice, ended=True, callState="Disconnected", outcome="No answer")
+    await poll_now(bot)
+
+    async with asyncio.timeout(10):
+        while (await row())["state"] != "ended":
+            await asyncio.sleep(0.01)
+    [record] = [r for r in await audit_records(bot) if r.session_id == alice]
+    kinds = [e.kind for e in record.events]
+    assert kinds.index("hang_up_failed") < kinds.index("ended"), kinds
+    assert patch.json == {"callState": "Disconnected"}

@@ -33,7 +33,7 @@ from bot.oncall import escalation_views as views
 from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_store import (
     AckVia, Escalation, EscalationState, EscalationStore, Step, StepOutcome, Target)
-from bot.oncall.step_reads import check_it_ended, step_call_now
+from bot.oncall.step_reads import hang_up_and_check, step_call_now
 from bot.runner import RowRunner
 from bot.slack.threads import Once
 from bot.storage.claims import Claims
@@ -362,9 +362,8 @@ class Endings:
         if call.session_id is None:
             return "(Its call could not be found in Evo Voice to hang it up; it may still ring.)"
         try:
-            await self._evo.hang_up(call.session_id)
-            await check_it_ended(self._evo, call,  # else a failed hang-up: "it may still ring"
-                                 lambda: self._pause(asyncio.Event(), self._check_every))
+            await hang_up_and_check(self._evo, self._callstore, call,  # StillGoingOn: failed
+                                    lambda: self._pause(asyncio.Event(), self._check_every))
         except (NotFound, AlreadyEnded):
             done = None  # it ended on its own
         except EvoVoiceError as exc:

@@ -25,16 +25,25 @@ UNREAD_AT_DEADLINE = ("(Evo Voice could not say whether it was answered, so it w
 # the call a moment after it answers, or never (a PatchSession that only stores the field sent).
 HANG_UP_READS = 3
 UNENDED = "Evo Voice accepted hanging it up, yet still shows it going on."
+# Who hung a step's call up, on its row: the escalation itself (its deadline, Stop, I'm on it).
+# Its calls have no status message to say so in; the follower reads it as "the bot hung it up".
+HUNG_UP_BY_CHAIN = "escalation"
 
 
-async def check_it_ended(
-    evo: EvoVoiceClient, call: TrackedCall, pause: Callable[[], Awaitable[None]]
+async def hang_up_and_check(
+    evo: EvoVoiceClient, calls: CallStore, call: TrackedCall,
+    pause: Callable[[], Awaitable[None]],
 ) -> None:
-    """After a hang-up Evo Voice accepted, StillGoingOn if the call's session still shows it
-    going on: read up to HANG_UP_READS times, `pause` between. Nothing once it is over or
-    forgotten (404), nor when it can't be read (accepted: no sign that the hang-up failed)."""
+    """Hang the step's call up; StillGoingOn if, though Evo Voice accepted it, the call's session
+    still shows it going on: read up to HANG_UP_READS times, `pause` between. Nothing more once
+    it is over or forgotten (404), nor when it can't be read (accepted: no sign it failed)."""
     assert call.session_id is not None
-    # The callState the bot's own PatchSession sent is no news (bot/calls/progress.py).
+    # First on its row, for its follower: the Disconnected a PatchSession stores may be no end
+    # (bot/calls/progress.py), and read as one the call would be left unfollowed as it rang.
+    await until_database_answers(
+        lambda: calls.update(call.id, hung_up_by=call.hung_up_by or HUNG_UP_BY_CHAIN),
+        f"call {call.id}: noting its escalation's hang-up", extra={"call_id": call.id})
+    await evo.hang_up(call.session_id)
     patched = evo.hang_up_method == "PATCH"
     for read in range(HANG_UP_READS):
         if read:
