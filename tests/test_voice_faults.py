@@ -17,12 +17,14 @@ from bot.standins.evovoice import (
     EmptyObject,
     ErrorStatus,
     Gated,
+    HtmlPage,
     MalformedJson,
     NoContent,
     TooManyRequests,
 )
 from tests.conftest import QUICK_VOICE_RETRY, BotFactory, BotUnderTest
-from tests.follow_helpers import FAST, poll_now, status_message, wait_for_edit
+from tests.follow_helpers import (
+    FAST, looked_for_long_enough, poll_now, status_message, wait_for_edit)
 
 FULL = "+18144043093"
 
@@ -314,3 +316,33 @@ async def test_a_2xx_with_an_empty_response_status_is_a_placed_call(
     await bot.command(f"{FULL} escalation")
     await bot.settle()
     assert "Call placed" in thread_result(bot)
+
+
+async def test_a_web_page_answered_200_to_the_post_is_no_placed_call(
+    bot_factory: BotFactory,
+) -> None:
+    # A front end's maintenance page (HtmlPage) answers for a service that may never have run: it
+    # was told "📲 Call placed" and, the call never found, "Evo Voice accepted the call".
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(HtmlPage())
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    assert "Outcome unknown" in str(status.text) and "Call placed" not in str(status.text)
+    await looked_for_long_enough(bot)
+    await wait_for_edit(bot, status, "most likely not placed")
+    assert len(bot.evo.outgoing_posts) == 1
+
+
+async def test_a_web_page_answered_200_for_a_call_that_rings_finds_and_follows_it(
+    bot_factory: BotFactory,
+) -> None:
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(Acted(HtmlPage()))
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    assert "Outcome unknown" in str(status.text) and session_id in str(status.text)
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
+    await wait_for_edit(bot, status, "🟢 Connected")
+    assert len(bot.evo.outgoing_posts) == 1

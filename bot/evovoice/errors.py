@@ -98,11 +98,16 @@ class MalformedResponse(EvoVoiceError):
     """A GET answered 2xx with a body that is not the expected JSON shape."""
 
 
-def unreadable_answer(response: httpx.Response) -> MalformedResponse:
-    """A 2xx whose body is no JSON; one that is a page for people says so: a front end's
-    maintenance page, a proxy's, or a web site where the API was expected."""
+def is_web_page(response: httpx.Response) -> bool:
+    """An answer that is a page for people: a front end's maintenance page, a proxy's, or a web
+    site's where the API was expected; never the API's own answer to a client asking for JSON."""
     kind = response.headers.get("Content-Type", "").split(";")[0].strip().casefold()
-    page = " (an HTML page, not JSON)" if kind in ("text/html", "application/xhtml+xml") else ""
+    return kind in ("text/html", "application/xhtml+xml")
+
+
+def unreadable_answer(response: httpx.Response) -> MalformedResponse:
+    """A 2xx whose body is no JSON; one that is a page for people says so."""
+    page = " (an HTML page, not JSON)" if is_web_page(response) else ""
     return MalformedResponse(f"Evo Voice sent an answer the bot could not read{page}.")
 
 

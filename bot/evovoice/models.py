@@ -10,7 +10,8 @@ import httpx
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from bot.evovoice.errors import UNREADABLE_JSON, OutcomeUnknown, camel_field, nonempty_text, safe
+from bot.evovoice.errors import (
+    UNREADABLE_JSON, OutcomeUnknown, camel_field, is_web_page, nonempty_text, safe)
 
 logger = logging.getLogger("bot.evovoice.client")
 
@@ -133,8 +134,15 @@ class CallPlaced(_ApiModel):
 
 def parse_call_placed(response: httpx.Response) -> CallPlaced:
     """Read whatever a 2xx to POST /sessions/outgoing carried; the call is accepted regardless,
-    unless the answer carries a ServiceStack error (``responseStatus.errorCode``): then
-    ``OutcomeUnknown``."""
+    unless the answer carries a ServiceStack error (``responseStatus.errorCode``), or is a page
+    for people (a front end's maintenance page, answered 200 on the service's behalf, which may
+    never have run): then ``OutcomeUnknown``."""
+    if is_web_page(response):
+        logger.warning("Evo Voice POST %s: 2xx answered with a web page", OUTGOING_PATH)
+        raise OutcomeUnknown(
+            "Evo Voice answered with a web page, not the API's answer; the call may or may not "
+            "have been placed.", cause="a web page in a 2xx answer", status=response.status_code,
+        )
     if response.status_code == 204 or not response.content.strip():
         return CallPlaced()
     try:
