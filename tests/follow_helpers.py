@@ -165,6 +165,15 @@ def buttons(message: Message) -> dict[str, str]:
     return found
 
 
+def confirm_dialog(message: Message, action_id: str) -> str | None:
+    """The text of the confirm dialog Slack shows before sending a click of that button."""
+    for block in message.blocks or []:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element["action_id"] == action_id:
+                return str(element["confirm"]["text"]["text"]) if "confirm" in element else None
+    return None
+
+
 def texts(message: Message) -> list[str]:
     return [str(v.get("text")) for v in message.versions]
 

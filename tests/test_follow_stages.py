@@ -188,6 +188,7 @@ def test_each_button_asks_first_naming_the_number_masked() -> None:
         "confirm": "Hang up", "deny": "Keep it",
     }
     assert confirm({"state": CallState.ENDED, "following": False}) == {
-        "title": "Call again?", "text": "Call +1 814 ••• 3093 again with “Escalation”?",
+        "title": "Call again?",
+        "text": "Call +1 814 ••• 3093 again with “Escalation”? It is in the United States (US).",
         "confirm": "Call", "deny": "Cancel",
     }

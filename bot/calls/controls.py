@@ -305,7 +305,8 @@ class CallControls:
             claim_after_check=True,
             origin=CALL_AGAIN_ORIGIN,
             repeat_of=call.attempt_id,
-            # The button's own confirm dialog already asked "call again?"; don't ask twice.
+            # The button's own confirm dialog asked "call again?" and named the number's country
+            # (status_views.py), for whoever clicks: don't ask twice.
             confirmed=frozenset({Reason.REPEAT, Reason.REGION}),
         )
 

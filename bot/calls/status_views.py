@@ -12,7 +12,7 @@ from enum import StrEnum
 from bot.calls.messages import call_parent
 from bot.calls.store import CallState, Placement, TrackedCall
 from bot.evovoice.client import as_e164
-from bot.phone import mask
+from bot.phone import country_of, mask
 from bot.slack.blocks import Block, Message, clip, context, escape, plain, section
 
 HANG_UP_ACTION = "call_hang_up"
@@ -220,6 +220,13 @@ def _buttons(call: TrackedCall) -> list[Block]:
         })
     if can_call_again(call):
         flow = clip(call.flow_name, 60, markup=False)
+        asked = f"Call {call.number_masked} again with “{flow}”?"
+        # What "are you sure?" asks of a number abroad, for whoever clicks (a Manager who never
+        # saw the first call's question included): Call again asks nothing more (controls.py).
+        # Named wherever the number is, so no change of the policy's home regions since the
+        # message was drawn leaves a number abroad unnamed.
+        if call.e164 is not None and (country := country_of(call.e164)) is not None:
+            asked += f" It is in {country}."
         elements.append({
             "type": "button",
             "action_id": CALL_AGAIN_ACTION,
@@ -227,7 +234,7 @@ def _buttons(call: TrackedCall) -> list[Block]:
             "value": value,
             "confirm": {
                 "title": plain("Call again?"),
-                "text": plain(f"Call {call.number_masked} again with “{flow}”?"),
+                "text": plain(asked),
                 "confirm": plain("Call"),
                 "deny": plain("Cancel"),
             },

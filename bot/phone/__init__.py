@@ -17,7 +17,7 @@ in the policy file stops the bot at start-up instead of at the first call.
 """
 
 from bot.masking import mask, mask_numbers_in
-from bot.phone.names import DEFAULT_ALLOWED_TYPES, NUMBER_TYPE_NAMES, describe_region
+from bot.phone.names import DEFAULT_ALLOWED_TYPES, NUMBER_TYPE_NAMES, country_of, describe_region
 from bot.phone.parsing import (
     FORMAT_HINT,
     MAX_NUMBER_CHARS,
@@ -39,6 +39,7 @@ __all__ = [
     "NumberRejected",
     "RejectCode",
     "check_dialable",
+    "country_of",
     "describe_region",
     "fold_width",
     "mask",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from phonenumbers import PhoneNumberType
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumberType
 
 # phonenumbers exposes the types as plain ints; the policy and DialableNumber use their names.
 NUMBER_TYPE_NAMES: dict[int, str] = {
@@ -99,6 +100,18 @@ def describe_region(region: str) -> str:
     """``"DO"`` -> ``"the Dominican Republic (DO)"``; unknown codes come back as they are."""
     name = REGION_NAMES.get(region.upper())
     return f"{name} ({region.upper()})" if name else region
+
+
+def country_of(e164: str) -> str | None:
+    """The country of a number already checked (E.164), in words as `describe_region` says it
+    (``"+14165550123"`` -> ``"Canada (CA)"``); None where it names none."""
+    try:
+        region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
+    except NumberParseException:
+        return None
+    if region is None or region == phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY:
+        return None
+    return describe_region(region)
 
 
 def kind_of_number(type_name: str) -> str:
