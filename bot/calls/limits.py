@@ -12,8 +12,10 @@ and the repeat check: the same requester calling the same number with the same f
 `acquire()` checks every window and records the attempt atomically (SQLite: one `BEGIN IMMEDIATE`
 transaction; PostgreSQL: one statement, bot/storage/rate_slot.py), just before dialling: a request
 refused earlier (role, number, flow) consumes nothing, and two racing requests can't both take the
-last slot, whichever process they run in. A call that certainly did not happen (nobody could be
-told, Evo Voice refused or was unreachable) gives its slot back with `release()`.
+last slot, whichever process they run in. A call that certainly did not happen (Evo Voice refused
+or was unreachable) gives its slot back with `release()`, and one whose writes before the POST lost
+their answer with `give_back()`. A call nobody could be told of keeps it: it is dialled without
+waiting for Slack.
 
 Numbers are stored as their keyed hash (bot/storage/number_hash.py), never in clear: the table can
 say "this number was called 3 times" without saying which number.

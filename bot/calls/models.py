@@ -91,4 +91,5 @@ class CallResult:
 
 
 # Outcomes after which the call certainly did not ring: its rate-limit slot is given back.
+# (UNTOLD only in records made before calls were dialled first: nothing ends so now.)
 NOT_DIALLED = frozenset({Outcome.FAILED, Outcome.UNTOLD, Outcome.CALLED_OFF})
