@@ -236,6 +236,8 @@ async def test_a_click_checks_the_role_again(bot_factory: BotFactory) -> None:
     await bot.settle()
     assert "not allowed to place calls" in answers[1]["text"]
     assert bot.evo.outgoing_posts == []
+    # Not a refusal for a while (tests/test_question_asked_again.py): the question stays answered.
+    assert len(bot.slack.responses_to(url)) == 2
 
 
 async def test_a_click_checks_the_number_policy_again(

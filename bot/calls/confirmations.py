@@ -3,7 +3,8 @@
 The question goes out with a button whose value is only a random id; the request itself (with its
 number) waits here, in the database, so that the button carries no phone number and a restart
 doesn't lose it. A pending call is used at most once: `take()` deletes it in the same statement
-that reads it. It expires after `CONFIRMATION_LIFETIME_SECONDS`.
+that reads it (`put_back()` asks it again, as it was, once its Call was refused for a while and
+dialled nothing). It expires after `CONFIRMATION_LIFETIME_SECONDS`.
 
 The id begins with the second it was asked (`asked_at`): an expired question is erased within
 seconds (it holds the number in clear), and a click that comes later must still hear that it
@@ -77,6 +78,7 @@ class Pending:
     created_at: float
     note: str | None = None  # what its claim keeps for its requester (take's `note`)
     attempt_id: int | None = None  # its `asked` record in the audit trail (None: not recorded)
+    holder: str | None = None  # who holds the claim its take made (`put_back` gives it back)
 
 
 @dataclass(frozen=True)
@@ -224,8 +226,32 @@ class Confirmations:
             created_at=float(row["created_at"]),
             note=written,
             attempt_id=row["attempt_id"],
+            holder=holder if claim is not None else None,
         )
         return Taken(TakeStatus.TAKEN, pending)
+
+    async def put_back(self, pending: Pending, claim: str) -> bool:
+        """The question `pending` was taken from, asked again as it was (its id, its time, its
+        record), and the claim its take made given back, in one transaction: its Call was refused
+        for a while (a limit full, the database failing) and dialled nothing, so that a next click
+        is a new request, checked again, not a duplicate. Only if that take's claim is still
+        its own and the question has not expired (nor erased: it held its number as typed).
+        True if the question is there to answer."""
+        if pending.holder is None or pending.created_at < self.clock() - self._lifetime:
+            return False
+
+        async def put(conn: Connection) -> bool:
+            if await conn.execute("DELETE FROM claims WHERE key = ? AND holder = ?",
+                                  (claim, pending.holder)) == 1:
+                await conn.execute(_INSERT, (
+                    pending.id, pending.created_at, pending.user_id,
+                    ",".join(sorted(pending.reasons)), json.dumps(pending.request),
+                    pending.attempt_id))
+                return True
+            # Put back already, its answer lost (a try again after a database fault)?
+            return await conn.fetchone("SELECT id FROM pending_confirmations WHERE id = ?",
+                                       (pending.id,)) is not None
+        return await self._db.atomic(put)
 
     def why_gone(self, confirmation_id: str) -> TakeStatus:
         """Why no question of this id is found: EXPIRED if it has outlived its lifetime (and was

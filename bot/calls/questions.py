@@ -4,7 +4,10 @@ question, confirm_views.py draws it).
 
 A click on "Call" is a new request, checked again from the start (`CallService.handle`), once:
 the click is claimed in the transaction that takes the question, with the note that tells its
-requester the call was not placed should the bot die before dialling it (calls/untold.py).
+requester the call was not placed should the bot die before dialling it (calls/untold.py). Refused
+for a while (a limit filled since it was asked, the database failing before the dial), it dialled
+nothing: the question is put back and asked again, and the claim given back with it, in one
+transaction (`Confirmations.put_back`), so that the next click is a new request too.
 """
 
 from __future__ import annotations
@@ -12,21 +15,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from bot.audit.trail import AuditLog
 from bot.calls import confirm_views
 from bot.calls import messages as views
-from bot.calls.confirmations import Confirmations, Reason, TakeStatus, confirm_claim
+from bot.calls.confirmations import Confirmations, Pending, Reason, TakeStatus, confirm_claim
 from bot.calls.dials_first import DialsFirst
+from bot.calls.limits import LimitReached
 from bot.calls.models import CallRequest, CallResult, CheckedCall, Outcome
 from bot.calls.untold import Kind, UntoldRequests
 from bot.errors import DatabaseUnavailable, describe
 from bot.phone import describe_region
 from bot.slack.notify import Notifier
 from bot.storage.claims import Untold
-from bot.storage.faults import refused_when_database_fails
+from bot.storage.faults import refused_when_database_fails, until_database_answers
 
 # The name operators filter on for these lines, kept from before the split.
 logger = logging.getLogger("bot.calls.service")
@@ -66,24 +72,22 @@ class Questions:
     async def ask(self, needed: ConfirmationNeeded) -> None:
         call, request = needed.call, needed.call.request
         fields = dataclasses.asdict(request)
+        view = confirm_views.Asked(
+            masked_number=call.number.masked, flow_name=call.flow_name,
+            region=describe_region(call.number.region) if Reason.REGION in needed.reasons else None,
+            home_regions=", ".join(sorted(self._confirm_outside or ())),
+            seconds_ago=needed.seconds_ago)
         # The click brings a fresh response_url; the stored request needs none.
         fields.update(response_url=None, response_url_used=0, idempotency_key=None,
                       confirmed=sorted(request.confirmed), untold=None,
-                      number_masked=call.number.masked)  # for the note of a take (untold.py)
+                      number_masked=call.number.masked,  # for the note of a take (untold.py)
+                      asked=dataclasses.asdict(view))  # asked again as it was (_ask_again)
         confirmation_id = await self._confirmations.create(
             request.user_id, needed.reasons | {Reason(r) for r in request.confirmed}, fields,
             asked=self._audit.asked_row(call, needed.reasons),  # in the audit trail with it
         )
-        home = ", ".join(sorted(self._confirm_outside or ()))
         message = confirm_views.confirm_call(
-            confirmation_id,
-            masked_number=call.number.masked,
-            flow_name=call.flow_name,
-            region=describe_region(call.number.region) if Reason.REGION in needed.reasons else None,
-            home_regions=home,
-            seconds_ago=needed.seconds_ago,
-            expires_minutes=round(self._confirmations.lifetime / 60),
-        )
+            confirmation_id, view, expires_minutes=round(self._confirmations.lifetime / 60))
         logger.info("call by %s to %s: asked to confirm (%s)", request.user_id, call.number.masked,
                     ", ".join(sorted(needed.reasons)),
                     extra={"user_id": request.user_id, "outcome": str(Outcome.CONFIRMING)})
@@ -157,7 +161,35 @@ class Questions:
                                   "📞 Confirmed: checking again, then calling."),
             self._handle(request),
         )
+        if result.outcome is Outcome.REFUSED and isinstance(result.error, _FOR_A_WHILE):
+            await self._ask_again(taken.pending, claim, channel_id, response_url)
         return result
+
+    async def _ask_again(self, pending: Pending, claim: str, channel_id: str | None,
+                         response_url: str | None) -> None:
+        """The question whose Call was just refused for a while (told with when, or to try again
+        in a minute), nothing dialled, put back with its buttons: the person clicks Call again
+        rather than type the /call once more. That click is a new request, checked again."""
+        asked = confirm_views.Asked.read(pending.request.get("asked"))
+        if asked is None:
+            return  # asked before what it says was kept with it
+        user_id = pending.user_id
+        if not await until_database_answers(
+                partial(self._confirmations.put_back, pending, claim),
+                f"putting back the question of {user_id}", extra={"user_id": user_id}):
+            return  # expired meanwhile: its Call would only say so
+        logger.info("question of %s asked again: its Call was refused for a while", user_id,
+                    extra={"user_id": user_id})
+        now = self._confirmations.clock()
+        if asked.seconds_ago is not None:  # "You called this number … ago", as it is now
+            asked = dataclasses.replace(
+                asked, seconds_ago=asked.seconds_ago + max(0.0, now - pending.created_at))
+        left = pending.created_at + self._confirmations.lifetime - now
+        message = confirm_views.confirm_call(
+            pending.id, asked, expires_minutes=max(1, math.ceil(left / 60)), refused=True)
+        if response_url is None or not await self._notifier.replace(response_url, message):
+            await self._notifier.tell(user_id=user_id, channel_id=channel_id, response_url=None,
+                                      message=message)
 
     async def cancel(
         self, confirmation_id: str, *, user_id: str, channel_id: str | None,
@@ -188,6 +220,9 @@ class Questions:
         )
         return False
 
+
+# Refusals of a question's Call that hold only for a while: the question is asked again.
+_FOR_A_WHILE = (LimitReached, DatabaseUnavailable)
 
 _UNUSABLE_CONFIRMATION = {
     TakeStatus.GONE: "This question was already answered or cancelled; nothing more was dialled. "
