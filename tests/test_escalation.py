@@ -470,6 +470,8 @@ async def test_every_step_s_call_leaves_one_audit_record_with_its_outcome(
     assert [(r.origin, r.number_masked, r.decision) for r in records] == [
         ("escalation", "+1 814 ••• 3093", "allowed"), ("escalation", "+1 814 ••• 3094", "allowed")]
     assert [[e.kind for e in r.events] for r in records] == [["failed"], ["placed"]]
+    [bobs_session] = bot.evo.sessions  # the placed call's record names its session
+    assert [r.result.session_id for r in records if r.result] == [None, bobs_session]
 
 
 async def test_a_step_its_checks_refuse_leaves_one_audit_record_of_the_refusal(

@@ -14,7 +14,7 @@ from tests.claim_faults import AnswerLost, AtomicAnswerLost
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.databases import on_both_databases
 from tests.escalations import ALICE, IN_ALICES_SHIFT, ROSTER, open_on_message, start, submit
-from tests.follow_helpers import services
+from tests.follow_helpers import audit_records, services
 from tests.interactions import open_form, refused_then_sent_again
 
 FULL = "+18144043093"
@@ -185,6 +185,9 @@ async def test_a_call_whose_writes_before_the_post_lost_their_answer_can_be_made
     assert lost
     assert NOT_WRITTEN + "nothing was dialled (reference " in str(answer), answer
     assert bot.evo.outgoing_posts == []
+    # The attempt's record, committed with the row, says how it ended.
+    [record] = [r for r in await audit_records(bot) if r.decision == "allowed"]
+    assert [e.kind for e in record.events] == ["failed"]
     _, url = await bot.command(f"{FULL} escalation")
     await bot.settle()
     assert "ago" not in str(bot.slack.responses_to(url)), bot.slack.responses_to(url)
