@@ -37,7 +37,7 @@ from tests.conftest import (
     until,
 )
 from tests.follow_helpers import (
-    FAST, FULL, click, looked_for_long_enough, placed_call, poll_now, polls_ahead,
+    FAST, FULL, click, looked_for_long_enough, placed_call, poll_now, polls_ahead, services,
     status_message, status_ts_recorded, wait_for_edit,
 )
 from tests.checkups import by_subject, check
@@ -111,6 +111,41 @@ async def test_a_patch_session_that_ends_nothing_never_shows_the_call_as_ended(
     shown = bot.slack.messages[(status.channel, status.ts)]
     assert "🟢 Connected" in str(shown.text) and HANG_UP_ACTION in str(shown.blocks)
     assert "Ended" not in str(shown.text)
+    bot.evo.set_session_state(session_id, callState="Disconnected", ended=True, outcome="Completed")
+    await poll_now(bot)
+    await wait_for_edit(bot, status, "Ended: Completed")
+
+
+async def test_a_patch_session_read_back_before_its_answer_arrives_is_no_end(
+    bot_factory: BotFactory,
+) -> None:
+    # As above (the session stores the callState sent, the call goes on), but the PatchSession's
+    # answer is slow, and the follower reads the session before it comes: the Disconnected it
+    # reads then is the bot's own as well. Taken for the end, the call was shown "Ended" and
+    # followed no more while its phone rang.
+    bot = await bot_factory("http", EVOVOICE_TIMEOUT="30", **FAST)
+    bot.evo.patch_ends_calls = False
+    bot.evo.patch_writes_fields = True
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
+    await wait_for_edit(bot, status, "🟢 Connected")
+    answered = asyncio.Event()
+    bot.evo.queue("PATCH", f"/sessions/{session_id}", Acted(Gated(answered)))
+    await click(bot, status, HANG_UP_ACTION)
+    [patch] = await until_sent(bot, lambda r: r.method == "PATCH")
+    after = patch
+    for _ in range(2):  # the first read after it taken in once the second is made
+        await poll_now(bot)
+        [after, *_] = await until_sent(
+            bot, lambda r, t=after.time: r.time > t and bool(reads(r, session_id)))
+    assert bot.evo.sessions[session_id]["callState"] == "Disconnected"
+    row = await services(bot).db.fetchone("SELECT state, following FROM calls WHERE id = 1")
+    assert row is not None and (row["state"], row["following"]) == ("connected", 1)
+    answered.set()
+    await wait_for_edit(bot, status, "📴 Hanging up (asked by <@U0MANAGER>)… If the call goes on")
     bot.evo.set_session_state(session_id, callState="Disconnected", ended=True, outcome="Completed")
     await poll_now(bot)
     await wait_for_edit(bot, status, "Ended: Completed")

@@ -210,6 +210,12 @@ class CallStore:
         if values:
             await _update(self._db, call_id, "", (), values)
 
+    async def unnote_hang_up(self, call_id: int, by: str, before: str | None) -> None:
+        """`by`'s hang-up, noted before it was asked for, did nothing: `hung_up_by` as it was
+        `before`, unless another hang-up has been noted since."""
+        await self._db.execute("UPDATE calls SET hung_up_by = ? WHERE id = ? AND hung_up_by = ?",
+                               (before, call_id, by))
+
     async def fill_in(self, call_id: int, *, on: Connection | None = None, **values: Any) -> bool:
         """`update` a row still "being dialled" (`on`: the caller's transaction), with its POST's
         answer or as reconciled after its replica went; False if it no longer is: the first of
