@@ -45,6 +45,20 @@ async def test_slack_refusing_the_token_is_named(
     assert logged.levelname == "WARNING" and "invalid_auth" in logged.getMessage()
 
 
+async def test_slack_asking_the_bot_to_slow_down_keeps_it_ready(bot_factory: BotFactory) -> None:
+    """auth.test answered 429 is Slack answering, the token included. Its limit is the app's, so
+    every replica's probe meets it at once: not ready would take them all out of the load
+    balancer while a page could still be placed. Nor is the Retry-After waited out (30 s here):
+    the probe would give up after its 3 s."""
+    bot = await bot_factory("http")
+    readiness = bot.runtime.readiness
+    assert readiness is not None
+    readiness.timeout = 0.5  # what the probe may take here, rather than its 3 s
+    bot.slack.fail("auth.test", "ratelimited", retry_after=30)
+    status, body = await readyz(bot)
+    assert (status, body["checks"]["slack"]) == (200, "ok"), body
+
+
 async def test_evovoice_failing_is_named(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
     bot.evo.queue("GET", "/auth/status", ErrorStatus(500, "maintenance"))

@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.cache import TTLCache
 from bot.config import KNOWN_ROLES
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, RateLimited
+from bot.slack.lanes import without_rate_limit_waits
 from bot.storage.database import Database
 
 logger = logging.getLogger(__name__)
@@ -80,10 +81,18 @@ class ProbeFailed(Exception):
 
 
 def slack_probe(client: AsyncWebClient) -> Probe:
+    """Slack asking the bot to slow down (auth.test answered 429) passes, unwaited: it answered,
+    the token included. Its limits are the app's, met by every replica's probe at once, and a
+    Retry-After waited out would outlast the probe's deadline: either would take every replica
+    out of its load balancer while pages could still be placed."""
+    client = without_rate_limit_waits(client)
+
     async def probe() -> None:
         try:
             await client.auth_test()
         except SlackApiError as exc:
+            if exc.response.status_code == 429 or exc.response.get("error") == "ratelimited":
+                return
             raise ProbeFailed(
                 f"auth.test failed: {exc.response.get('error', 'unknown error')}"
             ) from None
