@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.ops.migrate_db import MigrationRefused, migrate_db
-from bot.storage.database import Database, sqlite_path
+from bot.storage.database import MIGRATIONS, Database, Migration, sqlite_path
 from tests.conftest import BotFactory
 from tests.database_locks import with_short_busy_timeout, write_lock
 from tests.databases import POSTGRESQL, fresh_database
@@ -97,6 +97,67 @@ async def test_a_bot_seen_within_its_lease_seconds_is_still_running(tmp_path: Pa
         code, out, err = await run_cli(["migrate-db", postgres_url], {**env, "LEASE_SECONDS": ""},
                                        tmp_path)
         assert code == 0 and "claims 1" in out, err
+
+
+async def an_older_bot_running_on(url: str) -> None:
+    """`url`'s database as an older callbot left it (the last migration not applied), that bot
+    still running: its heartbeat a second old."""
+    db = Database(url)
+    await db.open(MIGRATIONS[:-1])
+    try:
+        await db.execute("INSERT INTO replicas (id, host, started_at, seen_at)"
+                         " VALUES ('old:1:ab', 'old', 1, ?)", (time.time() - 1,))
+    finally:
+        await db.close()
+
+
+async def schema_version(url: str) -> int:
+    db = Database(url)
+    await db.open_read_only()
+    try:
+        return await db.schema_version()
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("running_on", ["SQLite", "PostgreSQL"])
+async def test_a_bot_still_running_is_refused_before_its_database_is_migrated(
+    tmp_path: Path, running_on: str
+) -> None:
+    """An older bot still running (the operator ran the newer image's migrate-db first) is
+    refused without migrating its database under it: migrated, the older bot would run on a
+    schema it doesn't know, and refuse to start again once stopped (newer than it knows)."""
+    older = MIGRATIONS[-2].version
+    async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
+        if running_on == "SQLite":
+            sqlite_url = f"sqlite:///{tmp_path / 'callbot.db'}"
+            await an_older_bot_running_on(sqlite_url)
+        else:
+            sqlite_url = await sqlite_installation(tmp_path)
+            await an_older_bot_running_on(postgres_url)
+        running = postgres_url if running_on == "PostgreSQL" else sqlite_url
+        code, out, err = await run_cli(["migrate-db", postgres_url],
+                                       {"DATABASE_URL": sqlite_url}, tmp_path)
+        assert code == 2 and out == "", err
+        assert err.startswith(f"callbot migrate-db: a bot is running on the {running_on} "
+                              "database: old (seen "), err
+        assert await schema_version(running) == older
+
+
+async def test_a_database_a_newer_callbot_migrated_is_refused_naming_it(tmp_path: Path) -> None:
+    sqlite_url = await sqlite_installation(tmp_path)
+    newer = MIGRATIONS[-1].version + 1
+    db = Database(sqlite_url)
+    await db.open([*MIGRATIONS, Migration(newer, "from a newer callbot", "SELECT 1")])
+    await db.close()
+    async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
+        code, out, err = await run_cli(["migrate-db", postgres_url],
+                                       {"DATABASE_URL": sqlite_url}, tmp_path)
+        assert code == 2 and out == "", err
+        assert err == (f"callbot migrate-db: the SQLite database is at schema version {newer}, "
+                       f"newer than this callbot knows ({newer - 1}): run migrate-db of the "
+                       "callbot version that migrated it, or a newer one\n")
+        assert await schema_version(postgres_url) == 0, "the target was left as it was"
 
 
 async def test_a_database_url_naming_no_file_copies_nothing_and_creates_nothing(

@@ -3,8 +3,10 @@
 Stop the bot first: the file must not change during the copy, and a copy made while a bot still
 writes to it would leave behind whatever it writes next (a call placed, its audit record, a post
 still to send). So a bot seen alive on either database (the replicas' heartbeats, as `callbot
-check` reads them) refuses the copy. Both databases are brought to this
-callbot's schema, the PostgreSQL one must hold no callbot data yet, and every table is copied in one
+check` reads them) refuses the copy, before either database is changed (an older bot still
+running would otherwise go on under a schema it doesn't know); so does a database a newer callbot
+migrated. Then both are brought to this callbot's schema, the PostgreSQL one must hold no callbot
+data yet, and every table is copied in one
 transaction (all or nothing), ids kept, so the audit trail, limits, pending confirmations,
 overrides, escalations and the Slack posts still to deliver (bot/slack/outbox.py) carry on as they
 were; the number hash key comes along, so `/call history` still finds the numbers recorded before,
@@ -26,9 +28,9 @@ from pathlib import Path
 
 from bot.audit.trail import AuditLog
 from bot.storage.database import (
-    POSTGRESQL, SQLITE, Database, DatabaseUrlError, check_url, dialect_of, sqlite_path,
+    MIGRATIONS, POSTGRESQL, SQLITE, Database, DatabaseUrlError, check_url, dialect_of, sqlite_path,
 )
-from bot.storage.leases import DEFAULT_LEASE_SECONDS, replicas_alive
+from bot.storage.leases import DEFAULT_LEASE_SECONDS, LEASES_MIGRATION, replicas_alive
 
 # In an order that satisfies the foreign keys.
 TABLES = (
@@ -82,14 +84,16 @@ async def migrate_db(
     if path == ":memory:" or not Path(path).is_file():
         raise MigrationRefused(f"{path} does not exist: check DATABASE_URL (the SQLite database "
                                "to copy)")
+    # Before either is migrated: a bot still running there (an older one, its operator running
+    # the newer callbot's migrate-db first) would go on under a schema it doesn't know, and refuse
+    # to start again once stopped.
+    for url, name, then in ((sqlite_url, "SQLite", "stop every bot using it"),
+                            (postgres_url, "PostgreSQL", "stop it; start the bots after the copy")):
+        await _refuse_a_running_bot(url, name, then, lease_seconds)
     source, target = Database(sqlite_url), Database(postgres_url)
     try:
-        await source.open()  # both migrated: the replicas table is there
+        await source.open()
         await target.open()
-        for database, name, then in ((source, "SQLite", "stop every bot using it"),
-                                     (target, "PostgreSQL", "stop it; start the bots after the "
-                                                            "copy")):
-            await _refuse_a_running_bot(database, name, then, lease_seconds)
         for table in TABLES:
             if await target.fetchone(f"SELECT 1 FROM {table} LIMIT 1") is not None:
                 raise MigrationRefused(
@@ -123,9 +127,24 @@ async def migrate_db(
         await source.close()
 
 
-async def _refuse_a_running_bot(db: Database, name: str, then: str, lease_seconds: float) -> None:
-    now = time.time()
-    alive = await replicas_alive(db, lease_seconds, now)
+async def _refuse_a_running_bot(url: str, name: str, then: str, lease_seconds: float) -> None:
+    """Read only: a database a newer callbot migrated, or one a bot still runs on, is refused
+    before anything is written to it."""
+    db = Database(url)
+    await db.open_read_only()
+    try:
+        version = await db.schema_version()
+        if version > (known := max(m.version for m in MIGRATIONS)):
+            raise MigrationRefused(
+                f"the {name} database is at schema version {version}, newer than this callbot "
+                f"knows ({known}): run migrate-db of the callbot version that migrated it, or a "
+                "newer one")
+        if version < LEASES_MIGRATION:  # no replicas table: no bot of it says it runs
+            return
+        now = time.time()
+        alive = await replicas_alive(db, lease_seconds, now)
+    finally:
+        await db.close()
     if alive:
         seen = ", ".join(f"{r.host} (seen {max(now - r.seen_at, 0):.0f} s ago)" for r in alive)
         raise MigrationRefused(
