@@ -145,6 +145,46 @@ async def test_init_told_to_replace_but_stopped_at_the_last_questions_keeps_the_
     assert not (tmp_path / "callbot.toml").exists()
 
 
+@pytest.mark.usefixtures("no_ambient_settings")  # and in tmp_path, where init writes
+async def test_init_replacing_a_running_installations_env_keeps_what_it_does_not_ask_for(
+    workspace: SlackStandIn, evo: EvoVoiceStandIn, tmp_path: Path
+) -> None:
+    """Run again on an installation (new tokens after the Slack app was reinstalled), init must not
+    move the bot to an empty database of its own nor change the number hash key: years of audit
+    trail, its limits and escalations would seem gone, and old numbers never found again."""
+    postgres = "postgresql://callbot:pa%40ss@db.internal:5432/callbot"
+    hash_key = "chosen before the first start, kept since"
+    (tmp_path / ".env").write_text(
+        "SLACK_BOT_TOKEN=xoxb-revoked\n"
+        "EVOVOICE_PASSWORD_FILE=/run/secrets/evovoice  # init asks for the password instead\n"
+        f"DATABASE_URL={postgres}\n"
+        f"export AUDIT_HASH_KEY='{hash_key}'\n"
+        "LOG_FORMAT=json\n")
+    child = spawn_init(tmp_path, workspace)
+    try:
+        await answer(child, "exist already; replace them", "y")
+        await connect_slack_and_evovoice(child, evo)
+        await answer(child, "Home region", "")
+        await answer(child, "People who may call", "lead@example.com")
+        await answer(child, "on-call rotation", "n")
+        await child.expect("Wrote", async_=True)
+        await child.expect(pexpect.EOF, async_=True)
+    finally:
+        child.close()
+    assert child.exitstatus == 0, child.before
+
+    assert (tmp_path / ".env").stat().st_mode & 0o077 == 0, ".env holds secrets"
+    settings = load_settings()  # as the bot reads .env
+    assert settings.database_url == postgres
+    assert settings.audit_hash_key is not None
+    assert settings.audit_hash_key.get_secret_value() == hash_key
+    assert settings.log_format == "json"
+    # What init asked for is the new answer, not the old setting.
+    assert settings.slack_bot_token.get_secret_value() == BOT_TOKEN
+    assert settings.evovoice_password.get_secret_value() == EVO_PASSWORD
+    assert "EVOVOICE_PASSWORD_FILE" not in (tmp_path / ".env").read_text()
+
+
 async def test_without_the_email_scope_it_says_so_and_handles_still_work(
     workspace: SlackStandIn, evo: EvoVoiceStandIn, tmp_path: Path
 ) -> None:

@@ -25,7 +25,7 @@ from bot.config import DEFAULT_SLACK_API_URL
 from bot.evovoice.client import Flow
 from bot.ops.check_env_file import expands
 from bot.ops.init_checks import auth_test, catalog, login, members, socket_mode
-from bot.ops.init_files import Answers, render_env, render_policy
+from bot.ops.init_files import Answers, kept_settings, render_env, render_policy
 from bot.phone import DialPolicy, NumberRejected, check_dialable
 
 T = TypeVar("T")
@@ -225,9 +225,12 @@ class Wizard:
 
     def write(self) -> None:
         env, toml = self.folder / ".env", self.folder / "callbot.toml"
-        write_secret(env, render_env(self.answers))
+        replaced = env.read_text(encoding="utf-8") if env.exists() else ""
+        write_secret(env, render_env(self.answers, replaced))
         toml.write_text(render_policy(self.answers), encoding="utf-8")
         self.t.say(f"\nWrote {env} (secrets; readable by you only) and {toml}.")
+        if kept := kept_settings(replaced):
+            self.t.say(f"Kept from the .env it replaced: {', '.join(kept)}.")
         if expands(self.answers.evovoice_password):
             self.t.say("Your Evo Voice password holds ${…}, which .env would read as a variable, "
                        "so it is not in .env: set EVOVOICE_PASSWORD in the environment, or "

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from dotenv.parser import parse_stream
 
 from bot.config import DEFAULT_EVOVOICE_URL, DEFAULT_SLACK_API_URL, MANAGER
 from bot.ops.check_env_file import expands
@@ -58,7 +61,34 @@ def _toml_string(value: str) -> str:
 _TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
 
 
-def render_env(a: Answers) -> str:
+# The settings init writes from its answers (and the policy file it writes): a replaced .env's
+# lines for them, or for their _FILE forms, go.
+ANSWERED = frozenset({
+    "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_API_URL", "EVOVOICE_URL",
+    "EVOVOICE_USERNAME", "EVOVOICE_PASSWORD", "EVOVOICE_ACCOUNT_ID", "CALLBOT_CONFIG",
+})
+# Written as a new installation's, unless the replaced .env set them.
+FRESH = {"DATABASE_URL": "sqlite:///./callbot.db", "PORT": "3000", "LOG_LEVEL": "INFO"}
+
+
+def kept_settings(replaced: str) -> dict[str, str]:
+    """The settings of a replaced .env that init does not ask for, each as it was written there
+    (by its name in capitals): its database above all, and the number hash key. Without them
+    the bot would start on an empty database of its own, or hash numbers under another key."""
+    kept: dict[str, str] = {}
+    for binding in parse_stream(io.StringIO(replaced)):
+        if binding.key is None:  # a comment, a blank line, a line dotenv can't read
+            continue
+        name = binding.key.upper()
+        if name in ANSWERED or name.removesuffix("_FILE") in ANSWERED:
+            continue
+        kept[name] = binding.original.string.rstrip("\n")
+    return kept
+
+
+def render_env(a: Answers, replaced: str = "") -> str:
+    """`replaced`: the .env this one replaces, whose settings init does not ask for are kept."""
+    kept = kept_settings(replaced)
     lines = [
         "# callbot settings, written by `callbot init`. Real environment variables take "
         "precedence;",
@@ -81,10 +111,11 @@ def render_env(a: Answers) -> str:
         "# The account callbot uses (needed when the login reaches several).",
         f"EVOVOICE_ACCOUNT_ID={a.account_id if a.several_accounts else ''}",
         "CALLBOT_CONFIG=./callbot.toml",
-        "DATABASE_URL=sqlite:///./callbot.db",
-        "PORT=3000",
-        "LOG_LEVEL=INFO",
     ]
+    lines += [f"{name}={value}" for name, value in FRESH.items() if name not in kept]
+    if kept:
+        lines += ["# Kept from the .env this file replaced (init does not ask for these):",
+                  *kept.values()]
     return "\n".join(lines) + "\n"
 
 
