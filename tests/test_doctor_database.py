@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 from bot.ops.check import Status
@@ -65,21 +68,66 @@ def test_the_password_of_a_postgresql_url_is_hidden_whole_and_the_host_shown(
 
 # Not `no_ambient_settings`: it would take CALLBOT_TEST_POSTGRES_URL away; `check` passes every
 # setting itself.
-async def test_an_empty_postgresql_database_is_not_migrated_by_the_check(
+async def test_an_empty_postgresql_database_passes_and_is_not_migrated_by_the_check(
     slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
 ) -> None:
+    """A first deployment on PostgreSQL (README: an empty database, then start the bots): the bot
+    migrates it at start-up, as it creates a SQLite file, so a gate on the check lets it start."""
     async with fresh_database(POSTGRESQL, policy_path.parent) as url:
         database = by_subject(await check(slack, evo, policy_path, DATABASE_URL=url))["Database"]
-        assert database.status is Status.FAIL
+        assert database.status is Status.PASS, database
         latest = max(m.version for m in MIGRATIONS)
-        assert f"schema version 0; this callbot needs {latest} (not migrated)" in database.detail
-        assert "take a backup first (pg_dump)" in (database.fix or "")
+        assert (f"at schema version 0; the bot migrates it to {latest} at start-up (take a "
+                "backup first: pg_dump)") in database.detail
         db = Database(url)
         await db.open_read_only()
         try:
             assert await db.schema_version() == 0, "the doctor must not migrate"
         finally:
             await db.close()
+
+
+async def test_a_role_that_may_not_migrate_an_older_schema_is_told_before_start_up(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    """README (Databases): bots run as a role that owns nothing, the owner migrating after each
+    upgrade. Checked as that role before the owner did, the bot would fail at start-up: that is
+    the ✗, not the schema being behind."""
+    async with fresh_database(POSTGRESQL, policy_path.parent) as url:
+        owner = Database(url)
+        await owner.open(migrations=MIGRATIONS[:-1])
+        await owner.close()
+        parts = urlsplit(url)
+        [schema] = parse_qs(parts.query)["search_path"]
+        role = f"callbot_limited_{uuid.uuid4().hex[:8]}"
+        admin = await asyncpg.connect(url)
+        try:
+            await admin.execute(f"""
+                CREATE ROLE {role} LOGIN;
+                GRANT USAGE ON SCHEMA {schema} TO {role};
+                GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
+            """)
+            limited = urlunsplit(parts._replace(
+                netloc=f"{role}@{parts.netloc.rpartition('@')[2]}"))
+            database = by_subject(
+                await check(slack, evo, policy_path, DATABASE_URL=limited))["Database"]
+            assert database.status is Status.FAIL, database
+            latest = max(m.version for m in MIGRATIONS)
+            assert database.detail.endswith(
+                f"is at schema version {latest - 1}; this callbot needs {latest}, and {role} may "
+                "not migrate it (it owns none of its tables)"), database.detail
+            assert database.fix == (
+                "start this callbot once as the role that owns the tables (it migrates them at "
+                "start-up; take a backup first: pg_dump), then the bots as this one "
+                "(README: Databases)")
+            # As the owner: passes.
+            database = by_subject(
+                await check(slack, evo, policy_path, DATABASE_URL=url))["Database"]
+            assert database.status is Status.PASS, database
+        finally:
+            await admin.execute(f"DROP OWNED BY {role}")
+            await admin.execute(f"DROP ROLE IF EXISTS {role}")
+            await admin.close()
 
 
 @pytest.mark.usefixtures("no_ambient_settings")

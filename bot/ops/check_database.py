@@ -1,4 +1,4 @@
-"""`callbot check`: the database is reachable, writable and migrated."""
+"""`callbot check`: the database is reachable, writable, and migrated or migratable by the bot."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.config.settings import Settings, database_url
 from bot.ops.checkup import Checkup
-from bot.ops.findings import Finding, failed, passed, skipped
+from bot.ops.findings import LIST_AT_MOST, Finding, failed, passed, skipped
 from bot.storage.backend import DatabaseUrlError, check_url
 from bot.storage.database import MIGRATIONS, POSTGRESQL, Database, dialect_of, sqlite_path
 from bot.storage.leases import LEASES_MIGRATION, Replica, replicas_alive
@@ -58,7 +58,8 @@ async def check_database(c: Checkup) -> list[Finding]:
                       "creates a new one")
     finally:
         await db.close()
-    return _schema_finding(str(path), version, latest, "back the file up first", alive)
+    return _schema_finding(str(path), version, latest, "back the file up first: callbot backup",
+                           alive)
 
 
 async def _check_postgres(url: str, latest: int, lease_seconds: float) -> list[Finding]:
@@ -69,6 +70,7 @@ async def _check_postgres(url: str, latest: int, lease_seconds: float) -> list[F
         await db.open_read_only()
         version = await db.schema_version()
         alive = await _replicas(db, version, lease_seconds)
+        cannot = await _why_it_may_not_migrate(db) if version < latest else None
     except Exception as exc:  # the driver's words say what failed (refused, auth, no database)
         return failed(subject, f"{where} can't be reached ({type(exc).__name__}: "
                                f"{without_password(str(exc))})",
@@ -76,7 +78,38 @@ async def _check_postgres(url: str, latest: int, lease_seconds: float) -> list[F
                       "PostgreSQL accepts connections from here")
     finally:
         await db.close()
-    return _schema_finding(where, version, latest, "take a backup first (pg_dump)", alive)
+    backup = "take a backup first: pg_dump"
+    if cannot is not None:
+        return failed(subject, f"{where} is at schema version {version}; this callbot needs "
+                               f"{latest}, and {cannot}",
+                      f"start this callbot once as the role that owns the tables (it migrates "
+                      f"them at start-up; {backup}), then the bots as this one (README: "
+                      "Databases)")
+    return _schema_finding(where, version, latest, backup, alive)
+
+
+async def _why_it_may_not_migrate(db: Database) -> str | None:
+    """Why this role can't apply the migrations at start-up (README, "Databases": the bots may
+    run as a role that owns nothing, the owner migrating after each upgrade); None if it can."""
+    row = await db.fetchone(
+        "SELECT current_user, current_schema(),"
+        " COALESCE(has_schema_privilege(current_schema(), 'CREATE'), false),"
+        " array(SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "  WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')"
+        "  AND NOT pg_has_role(c.relowner, 'USAGE') ORDER BY 1),"
+        " (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        "  WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p'))")
+    assert row is not None
+    user, schema, may_create, not_owned, tables = row[0], row[1], row[2], list(row[3]), row[4]
+    if not_owned:
+        owns = ("it owns none of its tables" if len(not_owned) == tables else
+                f"it does not own {', '.join(not_owned[:LIST_AT_MOST])}"
+                + (f" and {len(not_owned) - LIST_AT_MOST} more" if len(not_owned) > LIST_AT_MOST
+                   else ""))
+        return f"{user} may not migrate it ({owns})"
+    if not may_create:
+        return f"{user} may not migrate it (it may not create tables in schema {schema})"
+    return None
 
 
 async def _replicas(db: Database, version: int, lease_seconds: float) -> list[Replica]:
@@ -89,16 +122,17 @@ def _schema_finding(
     where: str, version: int, latest: int, backup: str, alive: list[Replica]
 ) -> list[Finding]:
     subject = "Database"
-    if version < latest:
-        return failed(subject, f"{where} is at schema version {version}; this callbot needs "
-                               f"{latest} (not migrated)",
-                      f"start the bot (`callbot`): it applies the missing migrations at start-up; "
-                      f"{backup}")
     if version > latest:
         return failed(subject, f"{where} is at schema version {version}, newer than this callbot "
                                f"knows ({latest})",
                       "run the callbot version that migrated it (or a newer one)")
     running = ", ".join(f"{r.id} (up since {_utc(r.started_at)})" for r in alive) or "none"
+    if version < latest:
+        # An upgrade's check before its first start, or a first start on PostgreSQL: the bot
+        # migrates it then (a gate on this check would otherwise never let it start).
+        return passed(subject, f"{where} is reachable, at schema version {version}; the bot "
+                               f"migrates it to {latest} at start-up ({backup}); replicas alive: "
+                               f"{running}")
     return passed(subject, f"{where} is reachable and migrated (schema version {version}); "
                            f"replicas alive: {running}")
 
