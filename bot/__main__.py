@@ -115,7 +115,7 @@ def _run() -> int:
 
         from bot.ops.logs import configure_logging
         from bot.runtime import Runtime, run_until_signalled
-        from bot.storage.database import SchemaTooNew
+        from bot.storage.database import SchemaRefused
 
         configure_logging(settings.log_level, settings.log_format)
         # It lives as long as the process: out of the garbage collector's sight, a full
@@ -138,8 +138,9 @@ def _run() -> int:
     except ConfigError as exc:
         _report(exc, settings.log_format)
         return EXIT_CONFIG
-    except SchemaTooNew as exc:
+    except SchemaRefused as exc:
         # Never run on a schema this code doesn't know: it could write what a newer one forbids.
+        # Nor start with a role that may not migrate it (MigrationNotAllowed).
         _say(f"callbot cannot start: {exc}", settings.log_format)
         return EXIT_CONFIG
     except KeyboardInterrupt:

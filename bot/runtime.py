@@ -44,7 +44,7 @@ from bot.slack.http import (
 from bot.slack.socket_mode import (
     WATCHDOG_INTERVAL_SECONDS, ObservedSocketModeHandler, SocketWatchdog)
 from bot.slack.start_up import check_slack_token
-from bot.storage.database import SQLITE, Database, DatabaseRefused, SchemaTooNew, sqlite_path
+from bot.storage.database import SQLITE, Database, DatabaseRefused, SchemaRefused, sqlite_path
 from bot.storage.faults import DATABASE_FAULTS
 
 logger = logging.getLogger(__name__)
@@ -373,7 +373,7 @@ async def run_until_signalled(runtime: Runtime) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await runtime.start()
-    except (ConfigError, SchemaTooNew):
+    except (ConfigError, SchemaRefused):
         raise  # each said in plain words by the entry point: not an unexpected failure
     except Exception as exc:
         raise unexpected_start_up(exc) from None

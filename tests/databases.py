@@ -95,6 +95,30 @@ async def fresh_database(
 
 
 @asynccontextmanager
+async def role_owning_nothing(url: str) -> AsyncIterator[str]:
+    """`url` (a `fresh_database`'s) for a role of its own that may read and change the rows of its
+    schema's tables but owns none and may create none: the bots' role of README's "Databases",
+    the schema migrated by its owner."""
+    import asyncpg
+
+    schema = schema_of(url)
+    role = f"callbot_limited_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute(f"""
+            CREATE ROLE {role} LOGIN;
+            GRANT USAGE ON SCHEMA {schema} TO {role};
+            GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
+        """)
+        parts = urlsplit(url)
+        yield urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.rpartition('@')[2]}"))
+    finally:
+        await admin.execute(f"DROP OWNED BY {role}")
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
+
+
+@asynccontextmanager
 async def migrated_database(
     backend: str, directory: Path, sqlite_template: Path, schemas: MigratedSchemas
 ) -> AsyncIterator[str]:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import asyncpg
 import pytest
 
 from bot.ops.check import Status
@@ -15,7 +13,7 @@ from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
 from bot.storage.database import MIGRATIONS, Database
 from tests.checkups import by_subject, check
-from tests.databases import POSTGRESQL, fresh_database
+from tests.databases import POSTGRESQL, fresh_database, role_owning_nothing
 
 @pytest.mark.usefixtures("no_ambient_settings")
 async def test_an_unreachable_postgresql_fails_without_showing_its_password(
@@ -97,37 +95,22 @@ async def test_a_role_that_may_not_migrate_an_older_schema_is_told_before_start_
         owner = Database(url)
         await owner.open(migrations=MIGRATIONS[:-1])
         await owner.close()
-        parts = urlsplit(url)
-        [schema] = parse_qs(parts.query)["search_path"]
-        role = f"callbot_limited_{uuid.uuid4().hex[:8]}"
-        admin = await asyncpg.connect(url)
-        try:
-            await admin.execute(f"""
-                CREATE ROLE {role} LOGIN;
-                GRANT USAGE ON SCHEMA {schema} TO {role};
-                GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
-            """)
-            limited = urlunsplit(parts._replace(
-                netloc=f"{role}@{parts.netloc.rpartition('@')[2]}"))
+        async with role_owning_nothing(url) as limited:
             database = by_subject(
                 await check(slack, evo, policy_path, DATABASE_URL=limited))["Database"]
-            assert database.status is Status.FAIL, database
-            latest = max(m.version for m in MIGRATIONS)
-            assert database.detail.endswith(
-                f"is at schema version {latest - 1}; this callbot needs {latest}, and {role} may "
-                "not migrate it (it owns none of its tables)"), database.detail
-            assert database.fix == (
-                "start this callbot once as the role that owns the tables (it migrates them at "
-                "start-up; take a backup first: pg_dump), then the bots as this one "
-                "(README: Databases)")
-            # As the owner: passes.
-            database = by_subject(
-                await check(slack, evo, policy_path, DATABASE_URL=url))["Database"]
-            assert database.status is Status.PASS, database
-        finally:
-            await admin.execute(f"DROP OWNED BY {role}")
-            await admin.execute(f"DROP ROLE IF EXISTS {role}")
-            await admin.close()
+            role = urlsplit(limited).username
+        assert database.status is Status.FAIL, database
+        latest = max(m.version for m in MIGRATIONS)
+        assert database.detail.endswith(
+            f"is at schema version {latest - 1}; this callbot needs {latest}, and {role} may "
+            "not migrate it (it owns none of its tables)"), database.detail
+        assert database.fix == (
+            "start this callbot once as the role that owns the tables (it migrates them at "
+            "start-up; take a backup first: pg_dump), then the bots as this one "
+            "(README: Databases)")
+        # As the owner: passes.
+        database = by_subject(await check(slack, evo, policy_path, DATABASE_URL=url))["Database"]
+        assert database.status is Status.PASS, database
 
 
 @pytest.mark.usefixtures("no_ambient_settings")

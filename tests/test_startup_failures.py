@@ -12,7 +12,7 @@ import asyncio
 import shutil
 import socket
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,8 +21,9 @@ import pytest
 from bot.config import ConfigError, load_policy, load_settings
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
+from bot.storage.database import MIGRATIONS, Database
 from tests.conftest import POLICY, bot_environment
-from tests.databases import postgres_url
+from tests.databases import POSTGRESQL, fresh_database, postgres_url, role_owning_nothing
 from tests.entry import run_main
 from tests.processes import BotProcess, run_bot_process
 
@@ -299,6 +300,37 @@ def test_a_postgres_database_or_user_that_does_not_exist_names_database_url(
     assert "does not exist" in text, text
     assert "reference" not in text, "a refused URL, not an unexpected failure"
     assert "s3cret-pw" not in text
+
+
+def test_a_role_that_may_not_migrate_the_schema_is_one_line(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """README (Databases): the bots run as a role that owns nothing, the owner migrating after
+    each upgrade. Started before the owner did, the bot was a traceback of the driver's."""
+    async def as_the_bots_role() -> AsyncIterator[str]:
+        async with fresh_database(POSTGRESQL, tmp_path) as url:
+            owner = Database(url)
+            await owner.open(migrations=MIGRATIONS[:-1])  # before the upgrade
+            await owner.close()
+            async with role_owning_nothing(url) as limited:
+                yield limited
+
+    roles = as_the_bots_role()
+    with asyncio.Runner() as setup:  # one loop for the role's making and dropping
+        limited = setup.run(anext(roles))
+        try:
+            env = bot_environment("http", slack, evo, policy_path, database_url=limited)
+            text = fail_in_process(env, policy_path.parent, monkeypatch, capsys)
+        finally:
+            with pytest.raises(StopAsyncIteration):
+                setup.run(anext(roles))
+    latest = max(m.version for m in MIGRATIONS)
+    [line] = [line for line in text.splitlines() if "callbot cannot start" in line]
+    assert (f"the database is at schema version {latest - 1} and this callbot needs {latest}, "
+            "but this role may not migrate it (must be owner of table ") in line, text
+    assert "start this callbot once as the role that owns the tables" in line, text
+    assert "reference" not in text, "a known refusal, not an unexpected failure"
 
 
 def test_a_postgres_port_out_of_range_names_database_url(

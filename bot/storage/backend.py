@@ -42,7 +42,12 @@ class DatabaseRefused(Exception):
     role, a wrong password. Named after the driver's error; its words name no secret."""
 
 
-class SchemaTooNew(RuntimeError):
+class SchemaRefused(RuntimeError):
+    """The database's schema is not one this callbot may run on, and it can't make it so: the
+    words say what to do. Start-up stops with them."""
+
+
+class SchemaTooNew(SchemaRefused):
     def __init__(self, found: int, known: int) -> None:
         super().__init__(
             f"the database is at schema version {found}, newer than this callbot knows ({known}): "
@@ -50,6 +55,19 @@ class SchemaTooNew(RuntimeError):
         )
         self.found = found
         self.known = known
+
+
+class MigrationNotAllowed(SchemaRefused):
+    """The role in DATABASE_URL may not apply the migrations this callbot needs (PostgreSQL: it
+    owns not the tables, or may not create any); nothing was migrated."""
+
+    def __init__(self, found: int, known: int, server_said: str) -> None:
+        super().__init__(
+            f"the database is at schema version {found} and this callbot needs {known}, but this "
+            f"role may not migrate it ({server_said}): start this callbot once as the role that "
+            "owns the tables (it migrates them at start-up; take a backup first: pg_dump), then "
+            "the bots as this one (README: Databases)"
+        )
 
 
 class Row(Protocol):

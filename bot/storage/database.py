@@ -33,7 +33,8 @@ to `write_together` (bot/storage/together.py), a rate-limit slot taken first.
 Migrations (bot/storage/migrations.py) are applied once, in version order, each inside a
 transaction, and recorded in `schema_migrations`; replicas starting together migrate once (SQLite:
 the write lock; PostgreSQL: an advisory lock). A database migrated by a newer callbot is refused
-(`SchemaTooNew`): running old code on a schema it doesn't know could corrupt it.
+(`SchemaTooNew`): running old code on a schema it doesn't know could corrupt it. So is one this
+callbot's role may not migrate (`MigrationNotAllowed`, PostgreSQL).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ from bot.storage.backend import (
     DatabaseRefused,
     DatabaseUrlError,
     IntegrityError,
+    MigrationNotAllowed,
     Row,
+    SchemaRefused,
     SchemaTooNew,
     check_url,
     dialect_of,
@@ -75,7 +78,9 @@ __all__ = [
     "DatabaseUrlError",
     "IntegrityError",
     "Migration",
+    "MigrationNotAllowed",
     "Row",
+    "SchemaRefused",
     "SchemaTooNew",
     "check_url",
     "dialect_of",

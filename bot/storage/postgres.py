@@ -34,6 +34,7 @@ from bot.storage.backend import (
     DatabaseFault,
     DatabaseRefused,
     IntegrityError,
+    MigrationNotAllowed,
     Row,
     check_versions,
 )
@@ -141,6 +142,14 @@ def _rowcount(status: str) -> int:
     return int(last) if last.isdigit() else 0
 
 
+async def _version(conn: Any) -> int:
+    """The highest migration applied (0: never migrated), on a driver connection."""
+    if not await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL"):
+        return 0
+    version = await conn.fetchval("SELECT MAX(version) FROM schema_migrations")
+    return int(version) if version is not None else 0
+
+
 class _PostgresConnection:
     def __init__(self, conn: Any) -> None:
         self._conn = conn
@@ -216,7 +225,6 @@ class PostgresBackend:
     ) -> list[int]:
         import asyncpg
 
-        done = []
         # Not a pooled connection: its session-level lock ends with it, whatever happens here.
         conn = await asyncpg.connect(self._url, command_timeout=COMMAND_TIMEOUT_SECONDS,
                                      timeout=CONNECT_TIMEOUT_SECONDS)
@@ -226,47 +234,51 @@ class PostgresBackend:
                 "SELECT pg_advisory_lock(hashtext(current_schema()), $1)", PG_MIGRATION_LOCK
             )
             try:
-                # Created only where missing: a role that may change rows but not the schema
-                # (README, "Databases") is refused even CREATE TABLE IF NOT EXISTS.
-                if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
-                    await conn.execute(
-                        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
-                        " name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-                    )
-                applied = [r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")]
-                check_versions(applied, migrations)
-                for migration in migrations:
-                    if migration.version in applied:
-                        continue
-                    async with conn.transaction():
-                        # No parameters: the simple protocol runs the whole script at once.
-                        await conn.execute(migration.text_for(POSTGRESQL))
-                        await conn.execute(
-                            "INSERT INTO schema_migrations (version, name, applied_at) VALUES"
-                            " ($1, $2, to_char(now() AT TIME ZONE 'UTC',"
-                            " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))",
-                            migration.version, migration.name,
-                        )
-                    on_applied(migration)
-                    done.append(migration.version)
+                return await self._apply(conn, migrations, on_applied)
+            except asyncpg.InsufficientPrivilegeError as exc:
+                # The README's role that owns nothing, started before the owner migrated.
+                raise MigrationNotAllowed(await _version(conn), max(
+                    (m.version for m in migrations), default=0), str(exc)) from exc
             finally:
                 await conn.execute(
                     "SELECT pg_advisory_unlock(hashtext(current_schema()), $1)", PG_MIGRATION_LOCK
                 )
         finally:
             await conn.close()
+
+    async def _apply(
+        self, conn: Any, migrations: Sequence[Migration], on_applied: Callable[[Migration], None]
+    ) -> list[int]:
+        done = []
+        # Created only where missing: a role that may change rows but not the schema
+        # (README, "Databases") is refused even CREATE TABLE IF NOT EXISTS.
+        if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+                " name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+            )
+        applied = [r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+        check_versions(applied, migrations)
+        for migration in migrations:
+            if migration.version in applied:
+                continue
+            async with conn.transaction():
+                # No parameters: the simple protocol runs the whole script at once.
+                await conn.execute(migration.text_for(POSTGRESQL))
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES"
+                    " ($1, $2, to_char(now() AT TIME ZONE 'UTC',"
+                    " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))",
+                    migration.version, migration.name,
+                )
+            on_applied(migration)
+            done.append(migration.version)
         return done
 
     async def schema_version(self) -> int:
         with _faults_translated():
             async with self.pool.connection() as conn:
-                exists = await conn.fetchval(
-                    "SELECT to_regclass('schema_migrations') IS NOT NULL"
-                )
-                if not exists:
-                    return 0
-                version = await conn.fetchval("SELECT MAX(version) FROM schema_migrations")
-        return int(version) if version is not None else 0
+                return await _version(conn)
 
     @asynccontextmanager
     async def transaction(self, *, exclusive: bool = False) -> AsyncIterator[Connection]:
