@@ -37,26 +37,12 @@ from tests.escalations import (
     wait_for_edit,
     wait_for_state,
 )
+from tests.escalation_ends import (
+    to_the_requester, told, told_privately, without_a_card_nor_the_shortcut_s_response_url,
+)
 from tests.follow_helpers import services
 
 NOBODY = "nobody acknowledged."
-
-
-def told(bot: BotUnderTest) -> list[str]:
-    """What the requester was told privately (the shortcut's response_url, else a DM)."""
-    said = [str(p.body.get("text")) for p in bot.slack.response_posts
-            if p.status == 200 and isinstance(p.body, dict)]
-    dms = bot.slack.channel_messages(bot.slack.dm_channel("U0ADMIN"))
-    return said + [m.text or "" for m in dms]
-
-
-async def told_privately(bot: BotUnderTest, text: str, timeout: float = 10.0) -> str:
-    async def wait() -> str:
-        while not (seen := [t for t in told(bot) if text in t]):
-            await asyncio.sleep(0.01)
-        return seen[0]
-
-    return await asyncio.wait_for(wait(), timeout)
 
 
 async def test_an_end_that_came_while_a_refused_card_hung_is_told_to_the_requester(
@@ -173,23 +159,6 @@ async def test_without_a_card_nobody_came_then_a_late_i_m_on_it_are_each_told_on
     await bot.settle()
     assert sum("nobody acknowledged." in t for t in told(bot)) == 1
     assert sum("<@U0ALICE> acknowledged at" in t for t in told(bot)) == 1
-
-
-async def without_a_card_nor_the_shortcut_s_response_url(bot: BotUnderTest) -> Message:
-    """An escalation whose card Slack refused (not_in_channel), the requester told so through
-    the shortcut's response_url, which then expires: the ends are told by direct message. Alice's
-    page."""
-    view, _ = await open_on_message(bot)
-    bot.slack.fail("chat.postMessage", "not_in_channel", when=in_the_channel)
-    assert await submit(bot, view) == {}
-    await told_privately(bot, NOT_POSTED)
-    [url] = {p.url for p in bot.slack.response_posts if NOT_POSTED in str(p.body)}
-    bot.slack.expire_response_url(url)
-    return await page_of(bot, "U0ALICE")
-
-
-def to_the_requester(call: ApiCall) -> bool:
-    return call.params.get("channel") == "U0ADMIN"
 
 
 async def test_without_a_card_an_end_slack_refuses_to_tell_is_told_on_the_next_try(

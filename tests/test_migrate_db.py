@@ -13,8 +13,15 @@ from bot.storage.database import Database
 from bot.storage.leases import Leases
 from bot.storage.number_hash import NumberHasher
 from tests.conftest import BotFactory
+from bot.oncall.escalation_store import EscalationState
 from tests.databases import POSTGRESQL, fresh_database
-from tests.follow_helpers import FULL, is_thread_reply, services
+from tests.escalations import ALICE_ONLY, start, wait_for_state
+from tests.escalation_ends import (
+    to_the_requester, told_privately, without_a_card_nor_the_shortcut_s_response_url,
+)
+from tests.follow_helpers import (
+    FAST, FULL, end_session, is_thread_reply, services, status_message, wait_for_edit,
+)
 
 
 async def test_a_sqlite_installation_moves_to_postgresql_as_it_was(
@@ -81,6 +88,58 @@ async def test_a_sqlite_installation_moves_to_postgresql_as_it_was(
             await migrate_db(sqlite_url, postgres_url)
 
 
+async def test_an_end_slack_refused_until_the_bot_stopped_is_shown_by_a_bot_on_postgresql(
+    bot_factory: BotFactory, tmp_path: Path
+) -> None:
+    """A call ended while Slack refused its final edit, and the bot was stopped for the move: the
+    lease it left lapsed says the end is still to show (bot/storage/leases.py), to whoever starts
+    next. Started on PostgreSQL after the copy, that bot must show it: the requester would
+    otherwise never learn the outcome, the status message left at "Ringing"."""
+    bot = await bot_factory("http", **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.slack.fail("chat.update", "internal_error")
+    end_session(bot, session_id, after_seconds=30, outcome="No answer")
+    await bot.slack.wait_for_call(
+        "chat.update", lambda c: not c.ok and "Ended" in str(c.params.get("text")), timeout=10)
+    sqlite_url = services(bot).db.url
+    await bot.runtime.stop(grace=0)
+    bot.slack.off("chat.update")
+    assert "Ringing" in (status.text or "")
+
+    async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
+        await migrate_db(sqlite_url, postgres_url)
+        on_postgresql = await bot_factory("http", DATABASE_URL=postgres_url, **FAST)
+        await wait_for_edit(on_postgresql, status, "❌ Ended: No answer, lasted 30 s.", timeout=15)
+        await on_postgresql.runtime.stop(grace=5)
+
+
+async def test_an_escalation_s_end_slack_refused_until_the_bot_stopped_is_told_on_postgresql(
+    bot_factory: BotFactory, tmp_path: Path
+) -> None:
+    """Nobody acknowledged, and Slack refused to tell the requester until the bot was stopped for
+    the move: the lease it left lapsed says the end is still to tell (bot/storage/leases.py), to
+    whoever starts next, on PostgreSQL after the copy as on the same database."""
+    first, clock = await start(bot_factory, policy=ALICE_ONLY)
+    await without_a_card_nor_the_shortcut_s_response_url(first)
+    first.slack.fail("chat.postMessage", "fatal_error", when=to_the_requester)
+    clock.advance(91)
+    await wait_for_state(first, EscalationState.EXHAUSTED)
+    await first.slack.wait_for_call("chat.postMessage",
+                                    lambda c: to_the_requester(c) and not c.ok, timeout=10.0)
+    sqlite_url = services(first).db.url
+    await first.runtime.stop(grace=5)
+    first.slack.off("chat.postMessage")  # Slack takes direct messages again
+
+    async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
+        await migrate_db(sqlite_url, postgres_url)
+        second, _ = await start(bot_factory, policy=ALICE_ONLY, clock=clock,
+                                DATABASE_URL=postgres_url)
+        await told_privately(second, "nobody acknowledged.")
+        await second.runtime.stop(grace=5)
+
+
 async def test_every_table_of_the_schema_is_copied_but_those_of_running_processes(
     tmp_path: Path,
 ) -> None:
@@ -91,7 +150,8 @@ async def test_every_table_of_the_schema_is_copied_but_those_of_running_processe
                                  " AND name NOT LIKE 'sqlite_%'")
     finally:
         await db.close()
-    # The target keeps its own schema_migrations; leases and replicas belong to running bots.
+    # The target keeps its own schema_migrations; replicas belong to running bots; leases are
+    # copied apart (left lapsed).
     assert {row[0] for row in rows} - {"schema_migrations", "leases", "replicas"} == set(TABLES)
 
 

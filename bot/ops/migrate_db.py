@@ -11,8 +11,10 @@ transaction (all or nothing), ids kept, so the audit trail, limits, pending conf
 overrides, escalations and the Slack posts still to deliver (bot/slack/outbox.py) carry on as they
 were; the number hash key comes along, so `/call history` still finds the numbers recorded before,
 and so does the database's id, so audit records spooled for the SQLite database are still written
-(bot/audit/spool.py). Leases and the replicas' heartbeats are not copied: they belong to running
-processes. Then point DATABASE_URL at PostgreSQL and start the bots.
+(bot/audit/spool.py). The replicas' heartbeats are not copied: they belong to running processes.
+Leases are, each left lapsed as a bot stopping leaves them, so the first bot on PostgreSQL takes
+over the work they name (an end Slack refused to show until the bot stopped). Then point
+DATABASE_URL at PostgreSQL and start the bots.
 
 Audit records a bot of the SQLite database left in its spool (the database failed, then the bot
 stopped) are written into the SQLite database first, as its next start would have: the PostgreSQL
@@ -30,7 +32,7 @@ from bot.audit.trail import AuditLog
 from bot.storage.database import (
     MIGRATIONS, POSTGRESQL, SQLITE, Database, DatabaseUrlError, check_url, dialect_of, sqlite_path,
 )
-from bot.storage.leases import DEFAULT_LEASE_SECONDS, LEASES_MIGRATION, replicas_alive
+from bot.storage.leases import DEFAULT_LEASE_SECONDS, LEASES_MIGRATION, NOBODY, replicas_alive
 
 # In an order that satisfies the foreign keys.
 TABLES = (
@@ -94,7 +96,7 @@ async def migrate_db(
     try:
         await source.open()
         await target.open()
-        for table in TABLES:
+        for table in (*TABLES, "leases"):
             if await target.fetchone(f"SELECT 1 FROM {table} LIMIT 1") is not None:
                 raise MigrationRefused(
                     f"the PostgreSQL database already holds callbot data ({table}): copy into an "
@@ -116,6 +118,14 @@ async def migrate_db(
                     for row in rows:
                         await tx.execute(insert, [row[column] for column in columns])
                 copied[table] = len(rows)
+            # Each lease left lapsed, as a bot stopping leaves them: the work it names (an end
+            # Slack refused to show until the bot stopped) is the first PostgreSQL bot's to take
+            # over, as the next start's on the same database (bot/storage/leases.py).
+            leases = await source.fetchall("SELECT kind, row_id FROM leases")
+            for lease in leases:
+                await tx.execute("INSERT INTO leases (kind, row_id, owner, expires_at)"
+                                 " VALUES (?, ?, ?, 0)", (lease[0], lease[1], NOBODY))
+            copied["leases"] = len(leases)
             for table in GENERATED_IDS:
                 await tx.execute(
                     f"SELECT setval(pg_get_serial_sequence('{table}', 'id'),"
