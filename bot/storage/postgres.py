@@ -226,7 +226,12 @@ class PostgresBackend:
         import asyncpg
 
         # Not a pooled connection: its session-level lock ends with it, whatever happens here.
-        conn = await asyncpg.connect(self._url, command_timeout=COMMAND_TIMEOUT_SECONDS,
+        # Nor bounded by COMMAND_TIMEOUT_SECONDS: a migration waits behind what holds its tables
+        # (a pg_dump, an hour on a large database) and may take long itself (an index over years
+        # of audit trail); failed after 30 s, every start failed alike and it was never applied.
+        # The replicas starting meanwhile wait for it here too. The server's own statement_timeout
+        # and lock_timeout, when set, still hold.
+        conn = await asyncpg.connect(self._url, command_timeout=None,
                                      timeout=CONNECT_TIMEOUT_SECONDS)
         try:
             # Replicas starting together wait here, then find the work done.
