@@ -97,8 +97,9 @@ async def fresh_database(
 @asynccontextmanager
 async def role_owning_nothing(url: str) -> AsyncIterator[str]:
     """`url` (a `fresh_database`'s) for a role of its own that may read and change the rows of its
-    schema's tables but owns none and may create none: the bots' role of README's "Databases",
-    the schema migrated by its owner."""
+    schema's tables, and only read and add to the audit trail's, but owns none and may create
+    none: the bots' role of README's "Databases" (its GRANTs), the schema migrated by its
+    owner."""
     import asyncpg
 
     schema = schema_of(url)
@@ -109,7 +110,11 @@ async def role_owning_nothing(url: str) -> AsyncIterator[str]:
             CREATE ROLE {role} LOGIN;
             GRANT USAGE ON SCHEMA {schema} TO {role};
             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role};
+            GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role};
         """)
+        for table in ("audit_attempts", "audit_events"):
+            if await admin.fetchval("SELECT to_regclass($1)", f"{schema}.{table}"):
+                await admin.execute(f"REVOKE UPDATE, DELETE ON {schema}.{table} FROM {role}")
         parts = urlsplit(url)
         yield urlunsplit(parts._replace(netloc=f"{role}@{parts.netloc.rpartition('@')[2]}"))
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 
 from bot.ops.check import Status
@@ -111,6 +112,37 @@ async def test_a_role_that_may_not_migrate_an_older_schema_is_told_before_start_
         # As the owner: passes.
         database = by_subject(await check(slack, evo, policy_path, DATABASE_URL=url))["Database"]
         assert database.status is Status.PASS, database
+
+
+async def test_a_table_the_bots_role_was_never_granted_is_told_before_the_first_call(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    """README's GRANTs ON ALL TABLES cover the tables there were when they ran: a table an
+    upgrade's migration added later (as slack_posts once was) is not the bots' role's, and the
+    first call's status message, kept there before it is sent, would fail. The check says so."""
+    async with fresh_database(POSTGRESQL, policy_path.parent) as url:
+        owner = Database(url)
+        await owner.open()
+        await owner.close()
+        async with role_owning_nothing(url) as limited:
+            role = urlsplit(limited).username
+            database = by_subject(
+                await check(slack, evo, policy_path, DATABASE_URL=limited))["Database"]
+            assert database.status is Status.PASS, database  # README's GRANTs, all of them
+            admin = await asyncpg.connect(url)
+            try:
+                # As if slack_posts had come with an upgrade after the GRANTs.
+                await admin.execute(f"REVOKE ALL ON slack_posts FROM {role}")
+                database = by_subject(
+                    await check(slack, evo, policy_path, DATABASE_URL=limited))["Database"]
+            finally:
+                await admin.close()
+        assert database.status is Status.FAIL, database
+        assert database.detail.endswith(
+            f"is migrated, but {role} may not SELECT, INSERT, UPDATE, DELETE slack_posts"), database
+        assert database.fix == (
+            "as the tables' owner, run README's GRANT statements (Databases) again: a migration's "
+            "new tables are not covered by the GRANTs run before it")
 
 
 @pytest.mark.usefixtures("no_ambient_settings")

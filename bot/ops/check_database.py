@@ -11,6 +11,7 @@ from pathlib import Path
 from bot.config.settings import Settings, database_url
 from bot.ops.checkup import Checkup
 from bot.ops.findings import LIST_AT_MOST, Finding, failed, passed, skipped
+from bot.ops.migrate_db import TABLES
 from bot.storage.backend import DatabaseUrlError, check_url
 from bot.storage.database import MIGRATIONS, POSTGRESQL, Database, dialect_of, sqlite_path
 from bot.storage.leases import LEASES_MIGRATION, Replica, replicas_alive
@@ -71,6 +72,7 @@ async def _check_postgres(url: str, latest: int, lease_seconds: float) -> list[F
         version = await db.schema_version()
         alive = await _replicas(db, version, lease_seconds)
         cannot = await _why_it_may_not_migrate(db) if version < latest else None
+        missing = await _missing_privileges(db) if version == latest else None
     except Exception as exc:  # the driver's words say what failed (refused, auth, no database)
         return failed(subject, f"{where} can't be reached ({type(exc).__name__}: "
                                f"{without_password(str(exc))})",
@@ -79,6 +81,10 @@ async def _check_postgres(url: str, latest: int, lease_seconds: float) -> list[F
     finally:
         await db.close()
     backup = "take a backup first: pg_dump"
+    if missing:
+        return failed(subject, f"{where} is migrated, but {missing}",
+                      "as the tables' owner, run README's GRANT statements (Databases) again: a "
+                      "migration's new tables are not covered by the GRANTs run before it")
     if cannot is not None:
         return failed(subject, f"{where} is at schema version {version}; this callbot needs "
                                f"{latest}, and {cannot}",
@@ -110,6 +116,30 @@ async def _why_it_may_not_migrate(db: Database) -> str | None:
     if not may_create:
         return f"{user} may not migrate it (it may not create tables in schema {schema})"
     return None
+
+
+# What the bots do with each table (README, "Databases": the audit trail only read and added to).
+_APPEND_ONLY = ("audit_attempts", "audit_events")
+_ROWS_CHANGED = (*(t for t in TABLES if t not in _APPEND_ONLY), "leases", "replicas")
+
+
+async def _missing_privileges(db: Database) -> str | None:
+    """What this role may not do to the rows of a table the bots use, in words; None when
+    nothing. A role owning nothing was granted what the tables were when its GRANTs ran."""
+    rows = await db.fetchall(
+        "SELECT current_user, t.name, string_agg(p.priv, ', ' ORDER BY p.n)"
+        " FROM unnest(?::text[], ?::int[]) AS t(name, append_only)"
+        " CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'])"
+        "  WITH ORDINALITY AS p(priv, n)"
+        " WHERE to_regclass(t.name) IS NOT NULL AND (t.append_only = 0 OR p.n <= 2)"
+        " AND NOT has_table_privilege(to_regclass(t.name), p.priv)"
+        " GROUP BY t.name ORDER BY t.name",
+        ([*_APPEND_ONLY, *_ROWS_CHANGED], [1] * len(_APPEND_ONLY) + [0] * len(_ROWS_CHANGED)))
+    if not rows:
+        return None
+    said = "; ".join(f"{row[2]} {row[1]}" for row in rows[:LIST_AT_MOST])
+    more = f" and {len(rows) - LIST_AT_MOST} more tables" if len(rows) > LIST_AT_MOST else ""
+    return f"{rows[0][0]} may not {said}{more}"
 
 
 async def _replicas(db: Database, version: int, lease_seconds: float) -> list[Replica]:
