@@ -12,6 +12,7 @@ as soon as its own ack is out; the cap keeps a steady stream of requests from ho
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -22,11 +23,12 @@ ACKS_FIRST_MAX_WAIT = 0.25  # seconds
 
 
 async def wait_or_wake(wake: asyncio.Event, seconds: float) -> None:
-    """Wait `seconds`, or less if `wake` is set (a poke)."""
-    try:
-        await asyncio.wait_for(wake.wait(), seconds)
-    except TimeoutError:
-        pass
+    """Wait `seconds`, or less if `wake` is set (a poke). Not `asyncio.wait_for`: cancelled as
+    the poke came (Python 3.11), it returned as if poked, and the cancellation was lost (a lease
+    keeper woken and stopped at once ran on, and its `stop` waited for it for ever)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await wake.wait()
 
 
 class InFlight:

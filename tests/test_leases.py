@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Awaitable, Callable
 
 from bot.runner import RowRunner, Work
 from bot.storage.database import Database
@@ -546,3 +547,28 @@ async def test_a_round_waiting_on_slack_or_failing_holds_no_other_round_back(db:
     await asyncio.wait_for(escalations_taken_over.wait(), 5)
     slack_answers.set()
     await leases.stop()
+
+
+def ran_at_once(ran: asyncio.Event) -> Callable[[], Awaitable[None]]:
+    async def round_() -> None:
+        ran.set()
+
+    return round_
+
+
+async def test_a_keeper_woken_just_as_it_is_stopped_stops(db: Database) -> None:
+    """A wake-up (a new round asked for) and a stop in the same turn of the event loop: the
+    keeper's pause returned as if woken and the cancellation was lost (asyncio.wait_for, Python
+    3.11), so it ran on and `stop`, waiting for it, never returned: a replica that never left
+    the replicas table, nor finished stopping."""
+    for _ in range(5):
+        leases = Leases(db)
+        ran = asyncio.Event()
+
+        leases.keep([ran_at_once(ran)])
+        await ran.wait()
+        for _ in range(20):  # the round over, the keeper reaches its pause
+            await asyncio.sleep(0)
+        leases.wake()
+        await asyncio.wait_for(leases.stop(), 5)
+        assert not await db.fetchall("SELECT 1 FROM replicas WHERE id = ?", (leases.owner,))
