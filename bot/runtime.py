@@ -12,10 +12,8 @@ import contextlib
 import errno
 import logging
 import signal
-import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 import httpx
@@ -44,8 +42,9 @@ from bot.slack.http import (
 from bot.slack.socket_mode import (
     WATCHDOG_INTERVAL_SECONDS, ObservedSocketModeHandler, SocketWatchdog)
 from bot.slack.start_up import check_slack_token
-from bot.storage.database import SQLITE, Database, DatabaseRefused, SchemaRefused, sqlite_path
-from bot.storage.faults import DATABASE_FAULTS
+from bot.storage.database import Database, SchemaRefused
+from bot.storage.leases import Leases
+from bot.storage.opening import open_database
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +93,7 @@ class Runtime:
         self.evo: EvoVoiceClient | None = None
         self._http: aiohttp.ClientSession | None = None
         self._db: Database | None = None
+        self._leases: Leases | None = None  # this replica's heartbeat from the database's opening
         self._retention: NumberRetention | None = None
         self.readiness: Readiness | None = None  # /readyz's checks, once serving
         self.simulator: SimulatedEvoVoice | None = None
@@ -139,6 +139,10 @@ class Runtime:
         self._db = Database(settings.database_url)
         try:
             await open_database(self._db)
+            # Alive from now on, waiting for Slack and Evo Voice included: it uses the database
+            # (migrate-db refuses a running bot by this; `callbot check` lists it).
+            self._leases = Leases(self._db, lease_seconds=settings.lease_seconds)
+            self._leases.keep([])
             self._retention = NumberRetention.of(self._db)
             socket = self._socket_problem if settings.socket_mode else None
             self.readiness = readiness_for(slack, self.evo, self._db, socket)
@@ -182,7 +186,7 @@ class Runtime:
         await self._retention.erase_due_meanwhile()  # while Slack and Evo Voice are awaited too
         services = await build_services(
             settings, self.policy, slack, self.evo, self._db, metrics=self.metrics,
-            retention=self._retention,
+            retention=self._retention, leases=self._leases,
         )
         identity = await check_slack_token(slack, settings.slack_api_url)
         self.services = services
@@ -308,6 +312,8 @@ class Runtime:
             await self.services.leases.stop()  # gone from the replicas: its posts are anyone's
             # Audit records waiting for the database stay in the spool, for the next start.
             await self.services.audit.stop()
+        elif self._leases is not None:  # never connected: only its heartbeat to stop
+            await self._leases.stop()
         if self.evo is not None:
             await self.evo.aclose()
             self.evo = None
@@ -327,43 +333,6 @@ class Runtime:
             await self._socket.wait_acks(ACK_GRACE_SECONDS)
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
-
-
-_OPEN_FAILURES: tuple[type[Exception], ...] = (
-    sqlite3.Error, OSError, DatabaseRefused, *DATABASE_FAULTS)
-
-
-async def open_database(db: Database) -> None:
-    """Open and migrate the database; what stops it is a ConfigError naming DATABASE_URL."""
-    try:
-        await db.open()
-    except _OPEN_FAILURES as exc:
-        raise ConfigError([f"DATABASE_URL: {describe_database_failure(db, exc)}"]) from None
-
-
-def describe_database_failure(db: Database, exc: BaseException) -> str:
-    if db.dialect != SQLITE:
-        # Never the URL: it may hold the password; a refusal's words (no such database) don't.
-        said = f": {exc}" if isinstance(exc, DatabaseRefused) else f" ({type(exc).__name__})"
-        return (f"cannot open the PostgreSQL database{said}; check that the server is running "
-                "and the URL, user and database are right")
-    where = sqlite_path(db.url)
-    text = str(exc).lower()
-    if isinstance(exc, IsADirectoryError) or Path(where).is_dir():
-        return f"{where} is a folder; name a file inside it, like sqlite:///{where}/callbot.db"
-    if "readonly" in text or "read-only" in text or isinstance(exc, PermissionError):
-        return (
-            f"{where} is read-only (the file, its folder or the disk); callbot must write there: "
-            "fix the permissions or mount it writable"
-        )
-    if "full" in text:
-        return f"the disk holding {where} is full; free some space and start again"
-    if "not a database" in text or "malformed" in text or "corrupt" in text:
-        return (
-            f"{where} is not a usable SQLite database ({exc}); restore it from a backup, or "
-            "move it aside to start with an empty one"
-        )
-    return f"cannot open {where} ({exc}); check the path, its permissions and the disk"
 
 
 async def run_until_signalled(runtime: Runtime) -> None:

@@ -208,7 +208,9 @@ async def build_services(
     db: Database,
     metrics: Metrics | None = None,
     retention: NumberRetention | None = None,
+    leases: Leases | None = None,
 ) -> Services:
+    """`leases`: this replica's, its heartbeat already kept (bot/runtime.py); else new ones."""
     metrics = metrics or Metrics()
     account_id = await choose_account(evo, settings)
     account_ids = [account_id]
@@ -229,7 +231,7 @@ async def build_services(
         db, key.get_secret_value() if key else None, default_region=policy.default_region,
         spool=settings.audit_spool_path,
     )
-    leases = Leases(db, lease_seconds=settings.lease_seconds)
+    leases = leases or Leases(db, lease_seconds=settings.lease_seconds)
     # A call that connected was picked up by a person or a voicemail: only an outcome the flow
     # sets after "press 1" (`[oncall] ack_outcomes`, as escalations read it) says a person heard.
     acknowledges = policy.oncall.is_ack_outcome if policy.oncall else no_ack_outcomes

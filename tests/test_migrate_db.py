@@ -12,7 +12,8 @@ from bot.ops.migrate_db import TABLES, MigrationRefused, migrate_db
 from bot.storage.database import Database
 from bot.storage.leases import Leases
 from bot.storage.number_hash import NumberHasher
-from tests.conftest import BotFactory
+from bot.standins.evovoice import EvoVoiceStandIn
+from tests.conftest import QUICK_VOICE_RETRY, BotFactory
 from bot.oncall.escalation_store import EscalationState
 from tests.databases import POSTGRESQL, fresh_database
 from tests.escalations import ALICE_ONLY, start, wait_for_state
@@ -138,6 +139,24 @@ async def test_an_escalation_s_end_slack_refused_until_the_bot_stopped_is_told_o
                                 DATABASE_URL=postgres_url)
         await told_privately(second, "nobody acknowledged.")
         await second.runtime.stop(grace=5)
+
+
+async def test_a_bot_up_but_waiting_for_evo_voice_is_a_bot_running_on_the_database(
+    bot_factory: BotFactory, evo: EvoVoiceStandIn, tmp_path: Path
+) -> None:
+    """A bot started while Evo Voice (or Slack) is down waits for it, on its database (README:
+    "Slack unreachable … at start-up"): copied from under it, what it writes once Evo Voice is
+    back (every call it places) stays in SQLite. It says it runs as soon as its database is open,
+    and leaves the replicas table when stopped."""
+    await evo.stop(keep_port=True)
+    bot = await bot_factory("http", STARTUP_RETRY_SECONDS="0.1", **QUICK_VOICE_RETRY)
+    assert not bot.runtime.ready and bot.runtime.waiting_for is not None
+    sqlite_url = bot.runtime.settings.database_url
+    async with fresh_database(POSTGRESQL, tmp_path) as postgres_url:
+        with pytest.raises(MigrationRefused, match="a bot is running on the SQLite database"):
+            await migrate_db(sqlite_url, postgres_url)
+        await bot.runtime.stop(grace=1)
+        assert (await migrate_db(sqlite_url, postgres_url)).rows is not None
 
 
 async def test_every_table_of_the_schema_is_copied_but_those_of_running_processes(

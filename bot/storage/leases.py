@@ -75,6 +75,7 @@ class Leases:
         self._clock = clock
         self._started_at = clock()
         self._keeper: asyncio.Task[None] | None = None
+        self._rounds: list[Callable[[], Awaitable[None]]] = []
         self._leaving = False  # `leaving()`: renewing only, taking nothing over
         self._woken = asyncio.Event()  # `wake()`: the next round now, not `every` seconds on
 
@@ -168,16 +169,20 @@ class Leases:
 
     def keep(self, rounds: list[Callable[[], Awaitable[None]]]) -> None:
         """Every `every` seconds: renew, then run `rounds` side by side (check and take over
-        work)."""
+        work). Kept already (with no rounds: the heartbeat of a bot waiting for Slack and Evo
+        Voice), these rounds are run from now on, the next at once."""
+        self._rounds = rounds
         if self._keeper is None:
-            self._keeper = asyncio.create_task(self._keep(rounds), name="lease keeper")
+            self._keeper = asyncio.create_task(self._keep(), name="lease keeper")
+        else:
+            self.wake()
 
-    async def _keep(self, rounds: list[Callable[[], Awaitable[None]]]) -> None:
+    async def _keep(self) -> None:
         while True:
             try:
                 await self.renew()
                 if not self._leaving:
-                    await self._renewing_meanwhile(rounds)
+                    await self._renewing_meanwhile(self._rounds)
             except asyncio.CancelledError:
                 raise
             except Exception:
