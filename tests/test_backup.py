@@ -9,7 +9,12 @@ import pytest
 
 from bot.ops.backup import backup
 from bot.storage.database import MIGRATIONS, Database, sqlite_path
+from bot.oncall.escalation_store import EscalationState
 from tests.conftest import BotFactory
+from tests.escalations import (
+    ALICE, ROSTER, click_ack, dialled, escalation_message, open_on_message, start, submit,
+    wait_for_state,
+)
 from tests.follow_helpers import FULL, MASKED, OTHER, audit_records, services
 from tests.entry import run_main
 from tests.processes import run_cli
@@ -141,3 +146,42 @@ async def test_a_backup_restores_to_a_database_a_bot_starts_on_and_calls_from(
     await restored.settle()
     await restored.evo.wait_for_posts(3)
     assert len(await audit_records(restored)) == 2
+
+
+async def test_an_escalation_a_restored_copy_would_resume_is_listed_and_stopped_as_the_readme_says(
+    bot_factory: BotFactory, tmp_path: Path,
+) -> None:
+    """README, Backups: a copy taken while an escalation ran drives it again when the bot starts
+    on it (acknowledged since or not); the query it gives lists it in the copy, and marked stopped
+    there nobody is called for it."""
+    bot, clock = await start(bot_factory, policy=ROSTER)
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    card = await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)  # Alice's phone rings
+    url = services(bot).db.url
+    copy = tmp_path / "copy.db"
+    backup(url, copy)
+    await click_ack(bot, card, user_id="U0ADMIN")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await bot.runtime.stop(grace=5)
+
+    conn = sqlite3.connect(copy)
+    try:
+        listed = conn.execute("SELECT id, created_at, state FROM escalations WHERE state IN"
+                              " ('running', 'stopping', 'acknowledging')").fetchall()
+        assert [(row[0], row[2]) for row in listed] == [(1, "running")]
+        conn.execute("UPDATE escalations SET state = 'stopped' WHERE id = 1")
+        # The restore comes later: the leases of the bot the copy was taken under have lapsed.
+        conn.execute("UPDATE leases SET expires_at = 0")
+        conn.commit()
+    finally:
+        conn.close()
+    copy.replace(sqlite_path(url))
+    clock.advance(200)  # Alice's step is long past its deadline
+    restored, _ = await start(bot_factory, policy=ROSTER, clock=clock)
+    # Started, it resumed nothing: unmarked, the chain would be driven again now, and Bob, next,
+    # called at once.
+    assert services(restored).escalations.running == 0
+    await restored.settle()
+    assert dialled(restored) == [ALICE], "nobody called for an escalation over"
