@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.oncall.escalation_store import EscalationState
 from bot.standins.slack import ApiCall, Message
-from tests.conftest import BotUnderTest
-from tests.escalations import NOT_POSTED, in_the_channel, open_on_message, page_of, submit
+from tests.conftest import BotFactory, BotUnderTest
+from tests.escalations import (
+    ALICE_ONLY, NOT_POSTED, Clock, in_the_channel, open_on_message, page_of, start, submit,
+    wait_for_state,
+)
 
 
 def told(bot: BotUnderTest) -> list[str]:
@@ -42,3 +46,17 @@ async def without_a_card_nor_the_shortcut_s_response_url(bot: BotUnderTest) -> M
 
 def to_the_requester(call: ApiCall) -> bool:
     return call.params.get("channel") == "U0ADMIN"
+
+
+async def an_end_slack_refused_to_tell(bot_factory: BotFactory) -> tuple[BotUnderTest, Clock]:
+    """A bot (Alice alone on call) whose escalation ended unacknowledged, Slack refusing to tell
+    its requester (no card, the shortcut's response_url expired, the direct message refused);
+    the bot and its clock, for a test to stop it and start the next."""
+    first, clock = await start(bot_factory, policy=ALICE_ONLY)
+    await without_a_card_nor_the_shortcut_s_response_url(first)
+    first.slack.fail("chat.postMessage", "fatal_error", when=to_the_requester)
+    clock.advance(91)
+    await wait_for_state(first, EscalationState.EXHAUSTED)
+    await first.slack.wait_for_call("chat.postMessage",
+                                    lambda c: to_the_requester(c) and not c.ok, timeout=10.0)
+    return first, clock

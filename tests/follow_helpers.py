@@ -10,6 +10,8 @@ import itertools
 import time
 from typing import Any
 
+import pytest
+
 from bot.audit.trail import AuditRecord
 from bot.calls.status_views import CALL_ACTIONS_BLOCK
 from bot.services import Services
@@ -313,3 +315,33 @@ async def announced(second: BotUnderTest) -> Message:
         lambda c: c.ok and "restarted while placing" in str(c.params.get("text")))
     assert post.response is not None
     return second.slack.messages[(post.response["channel"], post.response["ts"])]
+
+
+def first_insert_loses_its_answer(bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The first call row written before a POST (with its attempt's record and lease) commits,
+    then its answer is lost; the ids of the rows so written."""
+    store = services(bot).follower.store
+    real = store.insert_together
+    lost: list[int] = []
+
+    async def insert_together(values: Any, **kwargs: Any) -> Any:
+        row = await real(values, **kwargs)
+        if not lost:
+            lost.append(row.id)
+            raise ConnectionError("connection lost after COMMIT")
+        return row
+
+    monkeypatch.setattr(store, "insert_together", insert_together)
+    return lost
+
+
+async def connected_call(bot: BotUnderTest) -> tuple[Message, str]:
+    """A `/call` placed and answered: its status message, showing "🟢 Connected", and its
+    session's id."""
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected")
+    await poll_now(bot)
+    await wait_for_edit(bot, status, "🟢 Connected")
+    return status, session_id

@@ -38,7 +38,8 @@ from tests.escalations import (
     wait_for_state,
 )
 from tests.escalation_ends import (
-    to_the_requester, told, told_privately, without_a_card_nor_the_shortcut_s_response_url,
+    an_end_slack_refused_to_tell, to_the_requester, told, told_privately,
+    without_a_card_nor_the_shortcut_s_response_url,
 )
 from tests.follow_helpers import services
 
@@ -220,13 +221,7 @@ async def test_without_a_card_an_end_whose_response_url_post_timed_out_is_not_po
 async def test_without_a_card_an_end_slack_refused_until_the_bot_stopped_is_told_after_it(
     bot_factory: BotFactory,
 ) -> None:
-    first, clock = await start(bot_factory, policy=ALICE_ONLY)
-    await without_a_card_nor_the_shortcut_s_response_url(first)
-    first.slack.fail("chat.postMessage", "fatal_error", when=to_the_requester)
-    clock.advance(91)
-    await wait_for_state(first, EscalationState.EXHAUSTED)
-    await first.slack.wait_for_call("chat.postMessage",
-                                    lambda c: to_the_requester(c) and not c.ok, timeout=10.0)
+    first, clock = await an_end_slack_refused_to_tell(bot_factory)
     await first.runtime.stop(grace=5)
     first.slack.off("chat.postMessage")  # Slack takes direct messages again
     second, _ = await start(bot_factory, policy=ALICE_ONLY, clock=clock)

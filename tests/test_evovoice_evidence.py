@@ -37,8 +37,8 @@ from tests.conftest import (
     until,
 )
 from tests.follow_helpers import (
-    FAST, FULL, click, looked_for_long_enough, placed_call, poll_now, polls_ahead, services,
-    status_message, status_ts_recorded, wait_for_edit,
+    FAST, FULL, click, connected_call, looked_for_long_enough, placed_call, poll_now, polls_ahead,
+    services, status_message, status_ts_recorded, wait_for_edit,
 )
 from tests.checkups import by_subject, check
 from tests.interactions import open_form
@@ -95,12 +95,7 @@ async def test_a_patch_session_that_ends_nothing_never_shows_the_call_as_ended(
     bot = await bot_factory("http", **FAST)
     bot.evo.patch_ends_calls = False
     bot.evo.patch_writes_fields = writes_fields
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
-    bot.evo.set_session_state(session_id, callState="Connected")
-    await poll_now(bot)
-    await wait_for_edit(bot, status, "🟢 Connected")
+    status, session_id = await connected_call(bot)
     await click(bot, status, HANG_UP_ACTION)
     [patch] = await until_sent(bot, lambda r: r.method == "PATCH")
     await until_sent(bot, lambda r: r.time > patch.time and bool(reads(r, session_id)))
@@ -126,12 +121,7 @@ async def test_a_patch_session_read_back_before_its_answer_arrives_is_no_end(
     bot = await bot_factory("http", EVOVOICE_TIMEOUT="30", **FAST)
     bot.evo.patch_ends_calls = False
     bot.evo.patch_writes_fields = True
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
-    bot.evo.set_session_state(session_id, callState="Connected")
-    await poll_now(bot)
-    await wait_for_edit(bot, status, "🟢 Connected")
+    status, session_id = await connected_call(bot)
     answered = asyncio.Event()
     bot.evo.queue("PATCH", f"/sessions/{session_id}", Acted(Gated(answered)))
     await click(bot, status, HANG_UP_ACTION)
@@ -414,12 +404,7 @@ async def test_a_call_is_followed_however_its_session_writes_the_number(
     `tel:+18144043093`, or to 18144043093, names this call's session all the same."""
     evo.to_address_form = form
     bot = await bot_factory("http", **FAST)
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
-    bot.evo.set_session_state(session_id, callState="Connected")
-    await poll_now(bot)
-    await wait_for_edit(bot, status, "🟢 Connected")
+    status, session_id = await connected_call(bot)
 
 
 @pytest.mark.parametrize("form", ["tel", "digits"])
@@ -431,12 +416,7 @@ async def test_a_call_without_a_session_id_is_found_however_its_session_writes_t
     evo.to_address_form = form
     bot = await bot_factory("http", **FAST)
     bot.evo.queue_outgoing(NoContent())
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
-    bot.evo.set_session_state(session_id, callState="Connected")
-    await poll_now(bot)
-    await wait_for_edit(bot, status, "🟢 Connected")
+    status, session_id = await connected_call(bot)
 
 
 async def test_a_text_to_the_number_is_never_taken_for_the_call(

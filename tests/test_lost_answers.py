@@ -11,32 +11,14 @@ import pytest
 
 from bot.oncall.escalation_form import EscalationField
 from tests.claim_faults import AnswerLost, AtomicAnswerLost
-from tests.conftest import BotFactory, BotUnderTest, until
+from tests.conftest import BotFactory, until
 from tests.databases import on_both_databases
 from tests.escalations import ALICE, IN_ALICES_SHIFT, ROSTER, open_on_message, start, submit
-from tests.follow_helpers import audit_records, services
+from tests.follow_helpers import audit_records, first_insert_loses_its_answer, services
 from tests.interactions import open_form, refused_then_sent_again
 
 FULL = "+18144043093"
 NOT_WRITTEN = "callbot could not write to its database, so "
-
-
-def first_insert_loses_its_answer(bot: BotUnderTest, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The first call row written before a POST (with its attempt's record and lease) commits,
-    then its answer is lost; the ids of the rows so written."""
-    store = services(bot).follower.store
-    real = store.insert_together
-    lost: list[int] = []
-
-    async def insert_together(values: Any, **kwargs: Any) -> Any:
-        row = await real(values, **kwargs)
-        if not lost:
-            lost.append(row.id)
-            raise ConnectionError("connection lost after COMMIT")
-        return row
-
-    monkeypatch.setattr(store, "insert_together", insert_together)
-    return lost
 
 
 @on_both_databases

@@ -14,11 +14,10 @@ from bot.storage.leases import Leases
 from bot.storage.number_hash import NumberHasher
 from bot.standins.evovoice import EvoVoiceStandIn
 from tests.conftest import QUICK_VOICE_RETRY, BotFactory
-from bot.oncall.escalation_store import EscalationState
 from tests.databases import POSTGRESQL, fresh_database
-from tests.escalations import ALICE_ONLY, start, wait_for_state
+from tests.escalations import ALICE_ONLY, start
 from tests.escalation_ends import (
-    to_the_requester, told_privately, without_a_card_nor_the_shortcut_s_response_url,
+    an_end_slack_refused_to_tell, told_privately,
 )
 from tests.follow_helpers import (
     FAST, FULL, end_session, is_thread_reply, services, status_message, wait_for_edit,
@@ -122,13 +121,7 @@ async def test_an_escalation_s_end_slack_refused_until_the_bot_stopped_is_told_o
     """Nobody acknowledged, and Slack refused to tell the requester until the bot was stopped for
     the move: the lease it left lapsed says the end is still to tell (bot/storage/leases.py), to
     whoever starts next, on PostgreSQL after the copy as on the same database."""
-    first, clock = await start(bot_factory, policy=ALICE_ONLY)
-    await without_a_card_nor_the_shortcut_s_response_url(first)
-    first.slack.fail("chat.postMessage", "fatal_error", when=to_the_requester)
-    clock.advance(91)
-    await wait_for_state(first, EscalationState.EXHAUSTED)
-    await first.slack.wait_for_call("chat.postMessage",
-                                    lambda c: to_the_requester(c) and not c.ok, timeout=10.0)
+    first, clock = await an_end_slack_refused_to_tell(bot_factory)
     sqlite_url = services(first).db.url
     await first.runtime.stop(grace=5)
     first.slack.off("chat.postMessage")  # Slack takes direct messages again

@@ -14,7 +14,7 @@ from bot.calls.confirm_views import CONFIRM_CALL_ACTION
 from bot.standins.evovoice import ErrorStatus, Gated
 from tests.conftest import BotFactory, BotUnderTest, policy_with
 from tests.databases import on_both_databases
-from tests.follow_helpers import audit_records, services
+from tests.follow_helpers import audit_records, first_insert_loses_its_answer
 from tests.interactions import ask, button, click
 
 US = "+18144043093"
@@ -79,17 +79,7 @@ async def test_a_question_whose_call_the_database_failed_is_asked_again_and_dial
     # minute" is said, and the question is back to try again with, not gone with its buttons.
     bot = await bot_factory("http")
     question = await ask(bot, f"{CANADA} escalation")
-    store = services(bot).follower.store
-    real, lost = store.insert_together, []
-
-    async def insert_together(values: Any, **kwargs: Any) -> Any:
-        row = await real(values, **kwargs)
-        if not lost:
-            lost.append(row.id)
-            raise ConnectionError("connection lost after COMMIT")
-        return row
-
-    monkeypatch.setattr(store, "insert_together", insert_together)
+    lost = first_insert_loses_its_answer(bot, monkeypatch)
     _, url = await click(bot, question)
     await bot.settle()
     assert lost

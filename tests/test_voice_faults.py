@@ -24,7 +24,7 @@ from bot.standins.evovoice import (
 )
 from tests.conftest import QUICK_VOICE_RETRY, BotFactory, BotUnderTest
 from tests.follow_helpers import (
-    FAST, looked_for_long_enough, poll_now, status_message, wait_for_edit)
+    FAST, connected_call, looked_for_long_enough, poll_now, status_message, wait_for_edit)
 
 FULL = "+18144043093"
 
@@ -106,12 +106,7 @@ async def test_an_id_in_the_answer_that_names_no_session_does_not_lose_the_call(
     # The response type is not declared: "do not rely on an id in it" (docs/evovoice-api.md).
     bot = await bot_factory("http", **FAST)
     bot.evo.queue_outgoing(Answered(answer))
-    await bot.command(f"{FULL} escalation")
-    status = await status_message(bot)
-    [session_id] = bot.evo.sessions
-    bot.evo.set_session_state(session_id, callState="Connected")
-    await poll_now(bot)
-    await wait_for_edit(bot, status, "🟢 Connected")
+    status, session_id = await connected_call(bot)
     assert len(bot.evo.outgoing_posts) == 1
 
 
