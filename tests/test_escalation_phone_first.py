@@ -15,7 +15,7 @@ import pytest
 
 from bot.oncall import escalation_card
 from bot.oncall.escalation_store import EscalationState
-from bot.standins.evovoice import Gated
+from bot.standins.evovoice import ErrorStatus, Gated
 from bot.standins.slack import ApiCall, ApiReply, Message
 from bot.storage.database import Database
 from tests.claim_faults import AnswerLost
@@ -308,6 +308,39 @@ async def test_a_page_sent_by_the_next_start_asks_evo_voice_whether_its_call_sti
     held.set()
     alice = str(went.params.get("text"))
     assert "You are being paged" in alice and "ringing" not in alice
+
+
+async def test_a_page_sent_by_the_next_start_says_a_phone_still_ringing_rings(
+    bot_factory: BotFactory,
+) -> None:
+    """Slack refuses Alice's page and the bot dies; her phone rings on. The next start sends her
+    page, and Evo Voice, asked, shows her call ringing: her page says her phone is ringing too.
+    (Pins step_reads.still_ringing's last line: a mutant reading every session as over survived.)"""
+    first, clock, _ = await alices_page_refused_until_the_bot_stops(bot_factory, grace=0)
+    alice = session_of(first, ALICE)
+    reads = len(first.evo.requests_to("GET", f"/sessions/{alice}"))
+    second, _ = await start(bot_factory, clock=clock)
+    went = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: to_alice(c) and c.ok, timeout=10.0)
+    assert "Your phone is ringing too" in str(went.params.get("text"))
+    assert len(second.evo.requests_to("GET", f"/sessions/{alice}")) > reads  # Evo Voice asked
+    assert dialled(second) == [ALICE]
+
+
+async def test_a_page_sent_by_the_next_start_says_a_phone_rings_when_evo_voice_cant_say(
+    bot_factory: BotFactory,
+) -> None:
+    """As above, but Evo Voice refuses every read of Alice's session (500): whether her phone
+    still rings is unknown, and it may, so her page says it is ringing, as a page on time does."""
+    first, clock, _ = await alices_page_refused_until_the_bot_stops(bot_factory, grace=0)
+    alice = session_of(first, ALICE)
+    reads = len(first.evo.requests_to("GET", f"/sessions/{alice}"))
+    first.evo.queue("GET", f"/sessions/{alice}", *[ErrorStatus(500)] * 10)
+    second, _ = await start(bot_factory, clock=clock)
+    went = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: to_alice(c) and c.ok, timeout=10.0)
+    assert "Your phone is ringing too" in str(went.params.get("text"))
+    assert len(second.evo.requests_to("GET", f"/sessions/{alice}")) > reads  # Evo Voice asked
 
 
 async def test_a_late_page_does_not_wait_on_a_slow_evo_voice_to_say_whether_its_call_rings(
