@@ -1,17 +1,20 @@
 """What an escalation's steps say and do at their edges, each pinned where a mutation of
 bot/oncall/escalation_steps.py went unnoticed by the other escalation tests (/work/tools/mutate.py):
-why a step's call couldn't be placed, …"""
+why a step's call couldn't be placed, what a step that timed out says when its call ended on
+its own."""
 
 from __future__ import annotations
 
 from bot.standins.evovoice import ErrorStatus
-from tests.conftest import BotFactory
+from tests.conftest import BotFactory, until
 from tests.escalations import (
     ALICE,
     BOB,
     dialled,
+    died_dialling_alice,
     escalation_message,
     open_on_message,
+    picked_up_unseen,
     start,
     submit,
     wait_for_edit,
@@ -31,3 +34,26 @@ async def test_a_step_whose_call_evo_voice_refused_says_why(bot_factory: BotFact
     assert dialled(bot) == [ALICE, BOB]
     assert ("1. <@U0ALICE> (+1 814 ••• 3093) — ⚠️ couldn't be called: Evo Voice refused the "
             "call: Invalid flow. Nothing was dialled." in (escalation.text or ""))
+
+
+async def test_a_step_whose_call_ended_on_its_own_at_its_deadline_says_no_more(
+    bot_factory: BotFactory,
+) -> None:
+    """The bot died dialling Alice; the next start finds her call (its row noted "callbot
+    restarted while placing this call"). It ends unanswered unseen by the follower, and at her
+    deadline hanging it up finds it gone (404): her step says no answer, and nothing of how her
+    call was placed (that note is for a call's own status message), and Bob is rung."""
+    first, clock, alice = await died_dialling_alice(bot_factory)
+    second, _ = await start(bot_factory, clock=clock)
+    escalation = await escalation_message(second)
+    await until(lambda: "🔔 ringing…" in (escalation.text or ""))
+    # Her call ends unanswered while the follower's poll is out: unseen until her deadline.
+    poll_answered = await picked_up_unseen(second, alice, callState="Disconnected", ended=True)
+    for method in ("DELETE", "PATCH"):  # and Evo Voice no longer knows it to hang it up
+        second.evo.queue(method, f"/sessions/{alice}", ErrorStatus(404, "Not found"))
+    clock.advance(91)
+    await second.evo.wait_for_posts(2)
+    await wait_for_edit(second, escalation, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    poll_answered.set()
+    assert "1. <@U0ALICE> — ❌ no answer after 90 s\n" in (escalation.text or ""), escalation.text
+    assert dialled(second) == [ALICE, BOB]
