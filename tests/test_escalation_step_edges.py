@@ -1,20 +1,24 @@
 """What an escalation's steps say and do at their edges, each pinned where a mutation of
 bot/oncall/escalation_steps.py went unnoticed by the other escalation tests (/work/tools/mutate.py):
 why a step's call couldn't be placed, what a step that timed out says when its call ended on
-its own."""
+its own, and a call the follower saw answered whose session can't be read at the deadline."""
 
 from __future__ import annotations
 
 from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory, until
+from tests.follow_helpers import poll_now
 from tests.escalations import (
     ALICE,
     BOB,
     dialled,
     died_dialling_alice,
     escalation_message,
+    hung_up,
     open_on_message,
     picked_up_unseen,
+    running_escalation,
+    session_of,
     start,
     submit,
     wait_for_edit,
@@ -57,3 +61,25 @@ async def test_a_step_whose_call_ended_on_its_own_at_its_deadline_says_no_more(
     poll_answered.set()
     assert "1. <@U0ALICE> — ❌ no answer after 90 s\n" in (escalation.text or ""), escalation.text
     assert dialled(second) == [ALICE, BOB]
+
+
+async def test_a_call_seen_answered_is_not_acknowledged_though_its_deadline_read_fails(
+    bot_factory: BotFactory,
+) -> None:
+    """Alice picks up (the follower sees it) but doesn't press 1. At her deadline Evo Voice
+    refuses the fresh read of her session (500): her call's row already says it was answered, so
+    her step says so, not that Evo Voice could not say; her call is left on and Bob is rung."""
+    bot, clock, escalation = await running_escalation(bot_factory)
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, callState="Connected")
+    await poll_now(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🟢 on the phone, "
+                                         "not acknowledged yet")
+    bot.evo.queue("GET", f"/sessions/{alice}", ErrorStatus(500, "Internal server error"))
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — ❌ the call was "
+                                         "answered but not acknowledged")
+    assert "could not say whether it was answered" not in (escalation.text or "")
+    assert not hung_up(bot, alice)
