@@ -5,9 +5,10 @@ its own, and a call the follower saw answered whose session can't be read at the
 
 from __future__ import annotations
 
+from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory, until
-from tests.follow_helpers import poll_now
+from tests.follow_helpers import poll_now, services
 from tests.escalations import (
     ALICE,
     BOB,
@@ -22,6 +23,7 @@ from tests.escalations import (
     start,
     submit,
     wait_for_edit,
+    wait_for_state,
 )
 
 
@@ -83,3 +85,20 @@ async def test_a_call_seen_answered_is_not_acknowledged_though_its_deadline_read
                                          "answered but not acknowledged")
     assert "could not say whether it was answered" not in (escalation.text or "")
     assert not hung_up(bot, alice)
+
+
+async def test_a_step_its_checks_refuse_goes_on_to_the_next_person_at_once(
+    bot_factory: BotFactory,
+) -> None:
+    """Evo Voice can't list its flows when Bob's and the manager's steps come, so their checks
+    refuse them: the same run of the chain goes on past each at once, to its end, not at the
+    lease keeper's next round (none comes here: the keeper is stopped)."""
+    bot, clock, escalation = await running_escalation(bot_factory)
+    await services(bot).leases.stop()
+    services(bot).catalog.forget()
+    for _ in range(10):
+        bot.evo.queue("GET", "/flows", ErrorStatus(500))
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await wait_for_edit(bot, escalation, "4. <@U0MANAGER> (escalate_to) — ⚠️ couldn't be called")
+    assert dialled(bot) == [ALICE]
