@@ -9,6 +9,7 @@ from __future__ import annotations
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory
+from tests.follow_helpers import services
 from tests.escalations import (
     ALICE,
     BOB,
@@ -18,6 +19,7 @@ from tests.escalations import (
     escalation_message,
     open_on_message,
     page_of,
+    running_escalation,
     start,
     submit,
     wait_for_edit,
@@ -70,3 +72,19 @@ async def test_someone_who_left_is_not_paged(bot_factory: BotFactory) -> None:
     await bot.settle()
     assert not [c for c in bot.slack.calls_to("chat.postMessage")
                 if c.params.get("channel") == "U0CAROL"]
+
+
+async def test_someone_whose_step_its_checks_refuse_is_paged_in_slack(
+    bot_factory: BotFactory,
+) -> None:
+    """Evo Voice can't list its flows when Bob's step comes, so his step's checks refuse it and
+    his phone is not rung: he is paged in Slack all the same, without "your phone is ringing"."""
+    bot, clock, _ = await running_escalation(bot_factory)
+    services(bot).catalog.forget()
+    for _ in range(10):
+        bot.evo.queue("GET", "/flows", ErrorStatus(500))
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    page = await page_of(bot, "U0BOB")
+    assert PAGED in (page.text or "") and RINGING not in (page.text or "")
+    assert dialled(bot) == [ALICE]
