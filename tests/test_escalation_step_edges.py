@@ -63,6 +63,9 @@ async def test_a_step_whose_call_ended_on_its_own_at_its_deadline_says_no_more(
     poll_answered.set()
     assert "1. <@U0ALICE> — ❌ no answer after 90 s\n" in (escalation.text or ""), escalation.text
     assert dialled(second) == [ALICE, BOB]
+    await second.settle()  # paged once, by the start that followed her call: not again at its end
+    assert len([c for c in second.slack.calls_to("chat.postMessage")
+                if c.params.get("channel") == "U0ALICE" and c.ok]) == 1
 
 
 async def test_a_call_seen_answered_is_not_acknowledged_though_its_deadline_read_fails(
