@@ -35,8 +35,7 @@ from bot.evovoice.client import (
     AlreadyEnded, EvoVoiceClient, EvoVoiceError, EvoVoiceTimeout, NotFound, ServerError)
 from bot.slack.blocks import Markup
 from bot.slack.notify import Notifier
-from bot.storage.faults import (
-    DATABASE_FAULTS, refused_when_database_fails, until_database_answers)
+from bot.storage.faults import refused_when_database_fails, until_database_answers
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +191,7 @@ class CallControls:
             if not can_hang_up(call):
                 raise CallNotLive()
             assert call.session_id is not None
-            await self._hanging_up(call, click.user_id)
+            await self._store.note_hang_up(call.id, click.user_id)
             try:
                 await self._evo.hang_up(call.session_id)
             except (NotFound, AlreadyEnded):
@@ -217,17 +216,6 @@ class CallControls:
         await self._noted(call, EventKind.HANG_UP, click, "noting who hung up",
                           hung_up_by=click.user_id)
         self._follower.poke(call.id)
-
-    async def _hanging_up(self, call: TrackedCall, user_id: str) -> None:
-        """Who hangs the call up, on its row before Evo Voice is asked: a PatchSession may only
-        store the `Disconnected` it sends (bot/calls/progress.py), and a poll reading it before
-        the answer comes would take it for the end, the call left unfollowed as it rang. Tried
-        once: a failing database must not hold the hang-up back."""
-        try:
-            await self._store.update(call.id, hung_up_by=user_id)
-        except DATABASE_FAULTS as exc:
-            logger.warning("call %s: who hangs it up could not be noted first (the database "
-                           "failed: %s)", call.id, exc, extra={"call_id": call.id})
 
     async def _not_hanging_up(self, call: TrackedCall, user_id: str) -> None:
         """The hang-up did nothing (refused, or the call ended on its own): the row names who

@@ -12,6 +12,7 @@ an unconfirmed call): `forget_numbers()` erases it once a call is over and older
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import MISSING, dataclass, fields
 from enum import StrEnum
@@ -19,8 +20,11 @@ from typing import Any, TypeVar
 
 from bot.storage.claims import Untold
 from bot.storage.database import Connection, Database, IntegrityError
+from bot.storage.faults import DATABASE_FAULTS
 from bot.storage.leases import LAPSED_ROWS
 from bot.storage.together import NewRow, SlotFirst, write_together
+
+logger = logging.getLogger(__name__)
 
 
 T = TypeVar("T")
@@ -209,6 +213,19 @@ class CallStore:
     async def update(self, call_id: int, **values: Any) -> None:
         if values:
             await _update(self._db, call_id, "", (), values)
+
+    async def note_hang_up(self, call_id: int, by: str) -> None:
+        """Who hangs the call up (`by`), on its row before Evo Voice is asked: a PatchSession may
+        only store the `Disconnected` it sends (bot/calls/progress.py), and a poll reading it
+        before the hang-up's answer would take it for the end, the call left unfollowed as it
+        rang. Tried once: a failing database must not hold the hang-up back (a /call's Hang up,
+        an escalation's, nor the chain's next step)."""
+        try:
+            await self.update(call_id, hung_up_by=by)
+        except DATABASE_FAULTS as exc:
+            logger.warning("call %s: who hangs it up could not be noted first (the database "
+                           "failed: %s); hung up all the same", call_id, exc,
+                           extra={"call_id": call_id})
 
     async def unnote_hang_up(self, call_id: int, by: str, before: str | None) -> None:
         """`by`'s hang-up, noted before it was asked for, did nothing: `hung_up_by` as it was

@@ -12,7 +12,7 @@ from bot.calls.store import FINAL_STATES, CallState, CallStore, TrackedCall
 from bot.evovoice.client import (
     EvoVoiceClient, EvoVoiceError, NotFound, Priority, Session, StillGoingOn)
 from bot.oncall.escalation_store import Escalation
-from bot.storage.faults import DATABASE_FAULTS, until_database_answers
+from bot.storage.faults import until_database_answers
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +38,8 @@ async def hang_up_and_check(
     still shows it going on: read up to HANG_UP_READS times, `pause` between. Nothing more once
     it is over or forgotten (404), nor when it can't be read (accepted: no sign it failed)."""
     assert call.session_id is not None
-    # First on its row, for its follower: the Disconnected a PatchSession stores may be no end
-    # (bot/calls/progress.py), and read as one the call would be left unfollowed as it rang.
-    # Tried once: a failing database must not hold the hang-up back, nor the chain's next step.
-    try:
-        await calls.update(call.id, hung_up_by=call.hung_up_by or HUNG_UP_BY_CHAIN)
-    except DATABASE_FAULTS as exc:
-        logger.warning("call %s: its escalation's hang-up could not be noted (the database "
-                       "failed: %s); hung up all the same", call.id, exc,
-                       extra={"call_id": call.id})
+    # First on its row, for its follower (tried once: see CallStore.note_hang_up).
+    await calls.note_hang_up(call.id, call.hung_up_by or HUNG_UP_BY_CHAIN)
     await evo.hang_up(call.session_id)
     patched = evo.hang_up_method == "PATCH"
     for read in range(HANG_UP_READS):
