@@ -6,7 +6,7 @@ Every failure reaches callers as one of these (never an ``httpx`` exception or a
     ├── EvoVoiceUnreachable         could not connect after retries: nothing was sent
     ├── OutcomeUnknown              POST /sessions/outgoing may have placed the call (.cause)
     │   └── ConflictPlacing         … answered 409: a conflict the service may raise after it
-    │                               saved the session (.server_words)
+    │                               saved the session (.conflict)
     ├── EvoVoiceTimeout             a GET/DELETE was sent but no answer came back
     ├── MalformedResponse           a GET answered 2xx with a body of the wrong shape
     ├── AlreadyEnded                a hang-up refused (400, 409, 5xx) for a call that had ended:
@@ -78,16 +78,16 @@ class ConflictPlacing(OutcomeUnknown):
     """409 to POST /sessions/outgoing. ServiceStack answers 409 for an optimistic-concurrency
     conflict on a save, which a service may meet after it created the session: nothing public
     says a call never rings after one (docs/evovoice-api.md, Errors), so it is no refusal that
-    dialled nothing. ``server_words``: the server's message, made safe, or None."""
+    dialled nothing. ``conflict``: the answer read as any 409 is."""
 
-    def __init__(self, message: str, *, server_words: str | None) -> None:
+    def __init__(self, message: str, *, conflict: EvoVoiceStatusError) -> None:
         super().__init__(message, cause="HTTP 409", status=409)
-        self.server_words = server_words
+        self.conflict = conflict
 
     @property
     def said(self) -> str:
         """"HTTP 409: the server's words" (no full stop), or "HTTP 409" when it gave none."""
-        return f"HTTP 409: {self.server_words.rstrip('.')}" if self.server_words else "HTTP 409"
+        return self.conflict.status_and_words.rstrip(".")
 
 
 class EvoVoiceTimeout(EvoVoiceError):

@@ -361,7 +361,7 @@ class Requester:
                 raise ConflictPlacing(
                     "Evo Voice answered the call with a conflict (HTTP 409); it may or may not "
                     "have been placed.",
-                    server_words=error.message if error.server_said else None,
+                    conflict=error,
                 ) from error
             if isinstance(error, RateLimited):
                 self.budget.back_off(error.retry_after)
