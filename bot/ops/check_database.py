@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot.config.settings import Settings, database_url
 from bot.ops.checkup import Checkup
-from bot.ops.findings import LIST_AT_MOST, Finding, failed, passed, skipped
+from bot.ops.findings import Finding, at_most, failed, passed, skipped
 from bot.ops.migrate_db import TABLES
 from bot.storage.backend import DatabaseUrlError, check_url
 from bot.storage.database import MIGRATIONS, POSTGRESQL, Database, dialect_of, sqlite_path
@@ -109,9 +109,7 @@ async def _why_it_may_not_migrate(db: Database) -> str | None:
     user, schema, may_create, not_owned, tables = row[0], row[1], row[2], list(row[3]), row[4]
     if not_owned:
         owns = ("it owns none of its tables" if len(not_owned) == tables else
-                f"it does not own {', '.join(not_owned[:LIST_AT_MOST])}"
-                + (f" and {len(not_owned) - LIST_AT_MOST} more" if len(not_owned) > LIST_AT_MOST
-                   else ""))
+                f"it does not own {at_most(not_owned)}")
         return f"{user} may not migrate it ({owns})"
     if not may_create:
         return f"{user} may not migrate it (it may not create tables in schema {schema})"
@@ -137,9 +135,8 @@ async def _missing_privileges(db: Database) -> str | None:
         ([*_APPEND_ONLY, *_ROWS_CHANGED], [1] * len(_APPEND_ONLY) + [0] * len(_ROWS_CHANGED)))
     if not rows:
         return None
-    said = "; ".join(f"{row[2]} {row[1]}" for row in rows[:LIST_AT_MOST])
-    more = f" and {len(rows) - LIST_AT_MOST} more tables" if len(rows) > LIST_AT_MOST else ""
-    return f"{rows[0][0]} may not {said}{more}"
+    said = at_most([f"{row[2]} {row[1]}" for row in rows], sep="; ", more="more tables")
+    return f"{rows[0][0]} may not {said}"
 
 
 async def _replicas(db: Database, version: int, lease_seconds: float) -> list[Replica]:

@@ -6,10 +6,17 @@ of the same checks (policy_checks.py), so both say the same thing in the same wo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 LIST_AT_MOST = 10
+
+
+def at_most(items: Sequence[str], *, sep: str = ", ", more: str = "more") -> str:
+    """`items` joined, LIST_AT_MOST of them at most, then how many `more` there are."""
+    left = len(items) - LIST_AT_MOST
+    return sep.join(items[:LIST_AT_MOST]) + (f" and {left} {more}" if left > 0 else "")
 
 
 class Status(StrEnum):
