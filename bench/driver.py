@@ -16,6 +16,7 @@ import itertools
 import time
 import urllib.parse
 import uuid
+from typing import cast
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -127,8 +128,8 @@ class _OneRequest(asyncio.Protocol):
         self.buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(self.request)
+        # An asyncio.Transport, or uvloop's (which is no subclass of it): both can write.
+        cast(asyncio.WriteTransport, transport).write(self.request)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data

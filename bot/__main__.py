@@ -113,6 +113,7 @@ def _run() -> int:
             _report(exc)
             return EXIT_CONFIG
 
+        from bot.ops import event_loop
         from bot.ops.logs import configure_logging
         from bot.runtime import Runtime, run_until_signalled
         from bot.storage.database import SchemaRefused
@@ -134,7 +135,7 @@ def _run() -> int:
     # leaves (cycles), so memory stays where it was (benchmark: peak RSS 100 MB either way).
     gc.set_threshold(*GC_THRESHOLDS)
     try:
-        asyncio.run(run_until_signalled(Runtime(settings, policy)))
+        event_loop.run(run_until_signalled(Runtime(settings, policy)), settings.event_loop)
     except ConfigError as exc:
         _report(exc, settings.log_format)
         return EXIT_CONFIG

@@ -27,6 +27,7 @@ from bot.config import ConfigError, DependencyUnavailable, Policy, Settings
 from bot.evovoice.client import EvoVoiceClient, RequestBudget
 from bot.evovoice.simulator import SimulatedEvoVoice
 from bot.masking import mask_numbers_in
+from bot.ops.event_loop import running_loop_name
 from bot.ops.metrics import Metrics
 from bot.ops.readiness import Readiness, readiness_for
 from bot.services import Services, build_services
@@ -223,7 +224,8 @@ class Runtime:
         self.waiting_for = None
         self.ready = True
         mode = "Socket Mode" if settings.socket_mode else "HTTP mode"
-        logger.info("callbot ready (%s, port %s)", mode, self.port)
+        logger.info("callbot ready (%s, port %s, event loop %s)", mode, self.port,
+                    running_loop_name())
 
     def _wait_for_dependencies(self, slack: AsyncWebClient, exc: DependencyUnavailable) -> None:
         self.waiting_for = "; ".join(exc.problems)

@@ -151,6 +151,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.set_threshold(5000, 20, 20)
 
 
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Every test runs on the loop the bot runs on: EVENT_LOOP's default, uvloop, where it is
+    installed; `CALLBOT_TEST_EVENT_LOOP=asyncio` runs them all on asyncio's own."""
+    from bot.ops.event_loop import loop_factory
+
+    name = "asyncio" if os.environ.get("CALLBOT_TEST_EVENT_LOOP") == "asyncio" else "uvloop"
+    return {name: loop_factory(name) or asyncio.new_event_loop}
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     skipped = [report for report in terminalreporter.stats.get("skipped", [])
                if SKIPPED_WITHOUT_POSTGRES in str(report.longrepr)]

@@ -62,7 +62,7 @@ async def until_ready(replica: Replica) -> None:
     """Ready by its own log, on the port it listens on."""
     port = await replica.bot.listening()
     mode = "Socket Mode" if replica.mode == "socket" else "HTTP mode"
-    await replica.bot.wait_for_line(re.escape(f"callbot ready ({mode}, port {port})"))
+    await replica.bot.wait_for_line(re.escape(f"callbot ready ({mode}, port {port}, "))
 
 
 def first_request_after(evo: EvoVoiceStandIn, moment: float) -> float:

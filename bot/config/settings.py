@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     call_find_seconds: float = Field(default=120.0, gt=0, le=3600)
     call_follow_max_minutes: float = Field(default=240.0, gt=0, le=24 * 60)
     log_format: Literal["text", "json"] = "text"  # json: one object per line, for log collectors
+    # uvloop: libuv's loop, in C (bot/ops/event_loop.py); asyncio: Python's own.
+    event_loop: Literal["uvloop", "asyncio"] = "uvloop"
     # Several replicas: a replica that dies has its followed calls and escalations taken over by
     # another within this many seconds (bot/storage/leases.py).
     lease_seconds: float = Field(default=15.0, ge=3, le=300)
@@ -182,7 +184,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
 
-    @field_validator("evovoice_mode", "log_format", mode="before")
+    @field_validator("evovoice_mode", "log_format", "event_loop", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
