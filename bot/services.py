@@ -24,6 +24,8 @@ from bot.calls.limits import CallLimits
 from bot.calls.retention import NumberRetention
 from bot.calls.service import CallService
 from bot.calls.status_posts import STATUS_POST, StatusPosts
+from bot.certificates import FIX as CERTIFICATE_FIX
+from bot.certificates import untrusted
 from bot.calls.status_views import no_ack_outcomes
 from bot.calls.store import CallStore
 from bot.calls.untold import UntoldRequests
@@ -141,13 +143,13 @@ async def choose_account(evo: EvoVoiceClient, settings: Settings) -> str:
     except BadLogin:
         works_at = await login_works_at(settings)
         raise ConfigError([refused_login_problem(settings, works_at)]) from None
-    except EvoVoiceUnreachable:
-        raise DependencyUnavailable(
-            [
-                f"EVOVOICE_URL: cannot connect to {settings.evovoice_url}; "
-                "check the URL and the network"
-            ]
-        ) from None
+    except EvoVoiceUnreachable as exc:
+        refused = untrusted(settings.evovoice_url, exc)
+        raise DependencyUnavailable([
+            f"EVOVOICE_URL: {refused}; {CERTIFICATE_FIX}" if refused is not None else
+            f"EVOVOICE_URL: cannot connect to {settings.evovoice_url}; check the URL and the "
+            "network"
+        ]) from None
     except EvoVoiceError as exc:
         raise start_up_error(exc, f"EVOVOICE_URL: GET /auth/status failed: {exc.message}") from None
     evo.hang_up_method = "DELETE" if HANG_UP_ROLE in status.roles else "PATCH"

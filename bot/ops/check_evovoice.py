@@ -14,7 +14,7 @@ from bot.evovoice.client import (
 )
 from bot.ops import policy_checks
 from bot.ops.checkup import Checkup
-from bot.ops.findings import Finding, Status, failed, passed, skipped
+from bot.ops.findings import Finding, Status, failed, passed, skipped, unreachable
 from bot.phone import mask
 from bot.services import API_HOSTS, choose_account, login_works_at
 
@@ -39,10 +39,10 @@ async def check_evovoice_login(c: Checkup) -> list[Finding]:
         return failed(subject, f"Evo Voice refused the login {user!r} at {url}",
                       f"check EVOVOICE_USERNAME and EVOVOICE_PASSWORD by logging in at {url}, and "
                       f"that EVOVOICE_URL is the host the login belongs to ({API_HOSTS})")
-    except EvoVoiceUnreachable:
-        return failed(subject, f"cannot connect to {url}",
-                      "check EVOVOICE_URL (https://team.evovoice.io or https://evovoice.io) and "
-                      "that this host may make outgoing HTTPS connections")
+    except EvoVoiceUnreachable as exc:
+        return unreachable(subject, url, exc, f"cannot connect to {url}",
+                           "check EVOVOICE_URL (https://team.evovoice.io or https://evovoice.io) "
+                           "and that this host may make outgoing HTTPS connections")
     except MalformedResponse as exc:
         # What start-up waits for: a maintenance page, or a URL that is no API (start_up_error).
         return failed(subject, f"GET /auth/status failed: {exc.message}",

@@ -10,7 +10,7 @@ from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from bot.app import SLACK_TIMEOUT_SECONDS
 from bot.config import RESPONDERS_EVERYONE, is_example_id, policy_slack_ids
 from bot.ops.checkup import SETTING_FIXES, Checkup, count
-from bot.ops.findings import Finding, Status, failed, passed, skipped
+from bot.ops.findings import Finding, Status, failed, passed, skipped, unreachable
 
 SCOPES_HEADER = "x-oauth-scopes"
 # Scope → what needs it; usergroups:read only when [roles] lists user groups.
@@ -44,8 +44,9 @@ async def check_slack_token(c: Checkup) -> list[Finding]:
         return failed(subject, f"Slack refused it ({error})", SETTING_FIXES["SLACK_BOT_TOKEN"]
                       + "; a reinstalled app or a revoked token needs the new token")
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return failed(
-            subject, f"cannot reach {c.settings.slack_api_url} ({type(exc).__name__})",
+        url = c.settings.slack_api_url
+        return unreachable(
+            subject, url, exc, f"cannot reach {url} ({type(exc).__name__})",
             "check SLACK_API_URL (normally https://slack.com/api/) and that this host may make "
             "outgoing HTTPS connections",
         )
@@ -167,6 +168,7 @@ async def check_socket_mode_token(c: Checkup) -> list[Finding]:
             "socket_mode_enabled: true in the manifest)",
         )
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return failed(subject, f"cannot reach {c.settings.slack_api_url} ({type(exc).__name__})",
-                      "check SLACK_API_URL and outgoing HTTPS from this host")
+        url = c.settings.slack_api_url
+        return unreachable(subject, url, exc, f"cannot reach {url} ({type(exc).__name__})",
+                           "check SLACK_API_URL and outgoing HTTPS from this host")
     return passed(subject, "valid (Slack hands out Socket Mode connections for it)")

@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bot.certificates import FIX as CERTIFICATE_FIX
+from bot.certificates import untrusted
+
 LIST_AT_MOST = 10
 
 
@@ -47,6 +50,16 @@ def passed(subject: str, detail: str) -> list[Finding]:
 
 def failed(subject: str, detail: str, fix: str) -> list[Finding]:
     return [Finding(Status.FAIL, subject, detail, fix)]
+
+
+def unreachable(subject: str, url: str, exc: BaseException, detail: str, fix: str
+                ) -> list[Finding]:
+    """✗ `detail` (`url` could not be reached: `exc`), `fix`; or, when `url`'s certificate was
+    refused, that and what to do about it (bot/certificates.py)."""
+    refused = untrusted(url, exc)
+    if refused is not None:
+        return failed(subject, refused, CERTIFICATE_FIX)
+    return failed(subject, detail, fix)
 
 
 def skipped(subject: str, why: str) -> list[Finding]:

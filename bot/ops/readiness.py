@@ -18,6 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.cache import TTLCache
+from bot.certificates import untrusted
 from bot.config import KNOWN_ROLES
 from bot.evovoice.client import EvoVoiceClient, EvoVoiceError, RateLimited
 from bot.slack.lanes import without_rate_limit_waits
@@ -97,7 +98,8 @@ def slack_probe(client: AsyncWebClient) -> Probe:
                 f"auth.test failed: {exc.response.get('error', 'unknown error')}"
             ) from None
         except aiohttp.ClientError as exc:
-            raise ProbeFailed(f"cannot reach Slack ({type(exc).__name__})") from None
+            raise ProbeFailed(untrusted("Slack", exc) or f"cannot reach Slack "
+                              f"({type(exc).__name__})") from None
 
     return probe
 
@@ -116,7 +118,8 @@ def evovoice_probe(evo: EvoVoiceClient) -> Probe:
         except RateLimited:
             return
         except EvoVoiceError as exc:
-            raise ProbeFailed(f"GET /auth/status failed: {exc.message}") from None
+            raise ProbeFailed(untrusted("Evo Voice", exc) or f"GET /auth/status failed: "
+                              f"{exc.message}") from None
         if not status.is_authenticated:
             raise ProbeFailed("the bot's login is not authenticated")
         # Start-up refuses such a login (bot.services.choose_account): every call it placed

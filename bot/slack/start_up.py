@@ -7,6 +7,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bot.certificates import FIX as CERTIFICATE_FIX
+from bot.certificates import untrusted
 from bot.config import ConfigError, DependencyUnavailable
 
 
@@ -24,6 +26,9 @@ def start_failure(
                 [f"SLACK_API_URL: Slack answered {method} with HTTP {status} ({error})"]
             )
         return ConfigError([f"{token}: Slack refused it ({error}); {fix}"])
+    refused = untrusted(url, exc)
+    if refused is not None:
+        return DependencyUnavailable([f"SLACK_API_URL: {refused}; {CERTIFICATE_FIX}"])
     return DependencyUnavailable([f"SLACK_API_URL: cannot reach {url} ({type(exc).__name__})"])
 
 

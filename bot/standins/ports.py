@@ -9,6 +9,7 @@ server, an outgoing connection's), and serving on it again would fail with "addr
 from __future__ import annotations
 
 import socket
+import ssl
 
 from aiohttp import web
 
@@ -22,11 +23,12 @@ def keep(port: int) -> socket.socket:
     return kept
 
 
-def site(runner: web.AppRunner, port: int, kept: socket.socket | None, *, backlog: int
-         ) -> web.BaseSite:
-    """Where `runner` serves: on `kept`, if it holds `port`; else on `port` (0: a free one)."""
+def site(runner: web.AppRunner, port: int, kept: socket.socket | None, *, backlog: int,
+         tls: ssl.SSLContext | None = None) -> web.BaseSite:
+    """Where `runner` serves: on `kept`, if it holds `port`; else on `port` (0: a free one).
+    `tls`: HTTPS (the certificate and key loaded in it), as the real services serve."""
     if kept is not None and kept.getsockname()[1] == port:
-        return web.SockSite(runner, kept, backlog=backlog)
+        return web.SockSite(runner, kept, backlog=backlog, ssl_context=tls)
     if kept is not None:
         kept.close()
-    return web.TCPSite(runner, HOST, port, backlog=backlog)
+    return web.TCPSite(runner, HOST, port, backlog=backlog, ssl_context=tls)

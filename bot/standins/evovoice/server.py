@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import re
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -107,8 +108,8 @@ class EvoVoiceStandIn(RequestLog):
 
     # ------------------------------------------------------------------------------ lifecycle
 
-    async def start(self, port: int = 0) -> None:
-        """Bind 127.0.0.1 on ``port`` (0: a free one) and set ``url``."""
+    async def start(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        """Bind 127.0.0.1 on ``port`` (0: a free one; ``tls``: HTTPS) and set ``url``."""
         app = web.Application(middlewares=[self._dated, self._record_and_authenticate])
         app.router.add_get("/auth/status", self._auth_status)
         app.router.add_post(CREDENTIALS_PATH, self._sign_in)
@@ -126,9 +127,9 @@ class EvoVoiceStandIn(RequestLog):
         await self._runner.setup()
         # A burst of calls opens many connections at once (the benchmark); don't drop their SYNs.
         kept, self._kept = self._kept, None
-        await ports.site(self._runner, port, kept, backlog=1024).start()
+        await ports.site(self._runner, port, kept, backlog=1024, tls=tls).start()
         host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        self.url = f"{'https' if tls else 'http'}://{host}:{port}"
 
     async def stop(self, *, keep_port: bool = False) -> None:
         """Stop serving; requests still waiting in ``Delayed`` are released at once.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 from aiohttp import web
 
@@ -18,7 +19,8 @@ class SlackStandIn(WebApiMethods, ResponseUrls, SocketMode):
     Use as ``async with SlackStandIn() as slack: ...`` or call :meth:`start`/:meth:`stop`.
     """
 
-    async def start(self) -> None:
+    async def start(self, tls: ssl.SSLContext | None = None) -> None:
+        """``tls``: HTTPS and wss:// (the certificate and key loaded in it), as Slack serves."""
         if self._runner is not None:
             raise RuntimeError("SlackStandIn already started")
         app = web.Application()
@@ -31,12 +33,13 @@ class SlackStandIn(WebApiMethods, ResponseUrls, SocketMode):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        site = web.SockSite(runner, sock, backlog=1024)
+        site = web.SockSite(runner, sock, backlog=1024, ssl_context=tls)
         await site.start()
         self._runner = runner
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        secure = "s" if tls is not None else ""
+        self.base_url = f"http{secure}://127.0.0.1:{self.port}"
         self.api_url = f"{self.base_url}/api/"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/link/"
+        self.ws_url = f"ws{secure}://127.0.0.1:{self.port}/link/"
 
     async def stop(self) -> None:
         if self._runner is None:

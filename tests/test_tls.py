@@ -1,0 +1,138 @@
+"""Slack and Evo Voice over TLS, as they really are: HTTPS for the Web API, the response_urls and
+Evo Voice, wss:// for Socket Mode. The other tests speak plain HTTP to the loopback stand-ins;
+these serve the same stand-ins with a certificate of the tests' own authority (tests/tls.py),
+which the bot trusts through SSL_CERT_FILE, on either event loop (TLS is the loop's work, and
+uvloop has its own). A certificate the bot does not trust is refused, never ignored: nothing is
+dialled, and the bot says which service it could not trust."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.certificates import FIX as CERTIFICATE_FIX
+from bot.evovoice.client import EvoVoiceClient
+from bot.ops.readiness import Readiness, evovoice_probe, slack_probe
+from bot.standins.evovoice import EvoVoiceStandIn
+from bot.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
+from tests.conftest import (
+    APP_TOKEN,
+    BOT_TOKEN,
+    EVO_PASSWORD,
+    EVO_USER,
+    FLOWS,
+    OWNED,
+    SIGNING_SECRET,
+    bot_environment,
+)
+from tests.processes import BotProcess, run_cli
+from tests.tls import ca_file, server_context
+
+FULL = "+18144043093"
+
+
+@pytest.fixture
+async def evo() -> AsyncIterator[EvoVoiceStandIn]:
+    standin = EvoVoiceStandIn(username=EVO_USER, password=EVO_PASSWORD)
+    standin.flows[:] = [dict(f) for f in FLOWS]
+    standin.phone_numbers[:] = [dict(n) for n in OWNED]
+    await standin.start(tls=server_context())
+    yield standin
+    await standin.stop()
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[SlackStandIn]:
+    standin = SlackStandIn(bot_token=BOT_TOKEN, app_token=APP_TOKEN)
+    await standin.start(tls=server_context())
+    yield standin
+    await standin.stop()
+
+
+@pytest.fixture
+def fresh_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`python -m bot` itself, not forked from the tests' zygote: aiohttp reads SSL_CERT_FILE
+    when it is imported, and the zygote imported it with the tests' own."""
+    monkeypatch.setenv("CALLBOT_TEST_EXEC", "1")
+
+
+@pytest.mark.usefixtures("fresh_interpreter")
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("mode", ["socket", "http"])
+async def test_a_call_is_placed_and_told_over_tls(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path, mode: str, event_loop: str
+) -> None:
+    assert slack.api_url.startswith("https://") and evo.url.startswith("https://")
+    env = bot_environment(mode, slack, evo, policy_path)
+    env.update(SSL_CERT_FILE=ca_file(), EVENT_LOOP=event_loop)
+    bot = await BotProcess.start(env, policy_path.parent)
+    try:
+        await bot.wait_for_line(rf"callbot ready \(.*event loop {event_loop}\)")
+        fields = dict(text=f"{FULL} escalation", response_url=slack.response_url())
+        assert fields["response_url"].startswith("https://")
+        if mode == "socket":
+            assert slack.ws_url.startswith("wss://")
+            await slack.send_envelope("slash_commands", slash_command_payload(**fields))
+        else:
+            body = slash_command_body(**fields)
+            async with aiohttp.ClientSession() as http, http.post(
+                bot.base + "/slack/events", data=body, headers=sign(body, SIGNING_SECRET)
+            ) as response:
+                assert response.status == 200
+        await slack.wait_for_call("chat.postMessage", lambda c: "Call placed" in
+                                  str(c.params.get("text")), timeout=10)
+        assert [r.json["numberToDial"] for r in evo.outgoing_posts] == [FULL]
+    finally:
+        code = await bot.stop(signal.SIGTERM)
+    assert code == 0, bot.output()
+
+
+@pytest.mark.usefixtures("fresh_interpreter")
+async def test_a_certificate_the_bot_does_not_trust_is_refused_and_named(
+    slack: SlackStandIn, evo: EvoVoiceStandIn, policy_path: Path
+) -> None:
+    # SSL_CERT_FILE names another authority (tests/processes.py): as for a host whose HTTPS is
+    # inspected by a proxy whose authority it was never given.
+    env = bot_environment("http", slack, evo, policy_path)
+    bot = await BotProcess.start(env, policy_path.parent)
+    try:
+        [waiting] = await bot.wait_for_line(r"callbot is up but not ready: (.*) \(trying again\)")
+        assert waiting == (
+            f"EVOVOICE_URL: the certificate of {evo.url} is not trusted here (unable to get local "
+            f"issuer certificate); {CERTIFICATE_FIX}"
+        )
+        async with aiohttp.ClientSession() as http, http.get(bot.base + "/readyz") as response:
+            assert response.status == 503
+            assert (await response.json())["checks"]["callbot"] == f"waiting to start: {waiting}"
+        code, out, _ = await run_cli(["check"], env, policy_path.parent)
+    finally:
+        assert await bot.stop(signal.SIGTERM) == 0
+    assert evo.requests == [] and slack.calls == []  # nothing got past the handshake
+    assert code == 1
+    lines = out.splitlines()
+    for url in (slack.api_url, evo.url):
+        i = next(i for i, line in enumerate(lines)
+                 if "✗ " in line and f"the certificate of {url} is not trusted here" in line)
+        assert "set SSL_CERT_FILE" in " ".join(lines[i:i + 3]), out
+
+
+async def test_readyz_names_a_certificate_it_does_not_trust(
+    slack: SlackStandIn, evo: EvoVoiceStandIn
+) -> None:
+    # This process trusts no certificate of the tests' authority: as a running bot whose network
+    # put a proxy that inspects HTTPS in its way.
+    refused = "is not trusted here (unable to get local issuer certificate)"
+    async with aiohttp.ClientSession() as http, EvoVoiceClient(
+        evo.url, EVO_USER, EVO_PASSWORD, connect_retries=1
+    ) as voice:
+        slack_client = AsyncWebClient(token=BOT_TOKEN, session=http, retry_handlers=[],
+                                      base_url=slack.api_url)
+        readiness = Readiness({"slack": slack_probe(slack_client),
+                               "evovoice": evovoice_probe(voice)})
+        assert await readiness.check() == {"slack": f"the certificate of Slack {refused}",
+                                           "evovoice": f"the certificate of Evo Voice {refused}"}
