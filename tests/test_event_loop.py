@@ -10,14 +10,14 @@ import signal
 import sys
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from bot.ops.event_loop import loop_factory, run, running_loop_name
 from bot.standins.evovoice import EvoVoiceStandIn
-from bot.standins.slack import SlackStandIn, sign, slash_command_body
-from tests.conftest import SIGNING_SECRET, bot_environment
+from bot.standins.slack import SlackStandIn
+from tests.conftest import bot_environment
 from tests.entry import run_main
+from tests.process_calls import place_a_call
 from tests.processes import BotProcess
 
 FULL = "+18144043093"
@@ -36,14 +36,7 @@ async def test_the_bot_places_a_call_on_the_loop_event_loop_names(
     try:
         [said] = await bot.wait_for_line(r"callbot ready \(HTTP mode, port \d+, event loop (\w+)\)")
         assert said == loop
-        data = slash_command_body(text=f"{FULL} escalation", response_url=slack.response_url())
-        async with aiohttp.ClientSession() as http, http.post(
-            bot.base + "/slack/events", data=data, headers=sign(data, SIGNING_SECRET)
-        ) as response:
-            assert response.status == 200
-        await slack.wait_for_call("chat.postMessage", lambda c: "Call placed" in
-                                  str(c.params.get("text")), timeout=10)
-        assert [r.json["numberToDial"] for r in evo.outgoing_posts] == [FULL]
+        await place_a_call(bot, slack, evo, "http", FULL)
     finally:
         code = await bot.stop(signal.SIGTERM)
     assert code == 0, bot.output()

@@ -19,7 +19,7 @@ from bot.certificates import FIX as CERTIFICATE_FIX
 from bot.evovoice.client import EvoVoiceClient
 from bot.ops.readiness import Readiness, evovoice_probe, slack_probe
 from bot.standins.evovoice import EvoVoiceStandIn
-from bot.standins.slack import SlackStandIn, sign, slash_command_body, slash_command_payload
+from bot.standins.slack import SlackStandIn
 from tests.conftest import (
     APP_TOKEN,
     BOT_TOKEN,
@@ -27,9 +27,9 @@ from tests.conftest import (
     EVO_USER,
     FLOWS,
     OWNED,
-    SIGNING_SECRET,
     bot_environment,
 )
+from tests.process_calls import place_a_call
 from tests.processes import BotProcess, run_cli
 from tests.tls import ca_file, server_context
 
@@ -73,20 +73,9 @@ async def test_a_call_is_placed_and_told_over_tls(
     bot = await BotProcess.start(env, policy_path.parent)
     try:
         await bot.wait_for_line(rf"callbot ready \(.*event loop {event_loop}\)")
-        fields = dict(text=f"{FULL} escalation", response_url=slack.response_url())
-        assert fields["response_url"].startswith("https://")
-        if mode == "socket":
-            assert slack.ws_url.startswith("wss://")
-            await slack.send_envelope("slash_commands", slash_command_payload(**fields))
-        else:
-            body = slash_command_body(**fields)
-            async with aiohttp.ClientSession() as http, http.post(
-                bot.base + "/slack/events", data=body, headers=sign(body, SIGNING_SECRET)
-            ) as response:
-                assert response.status == 200
-        await slack.wait_for_call("chat.postMessage", lambda c: "Call placed" in
-                                  str(c.params.get("text")), timeout=10)
-        assert [r.json["numberToDial"] for r in evo.outgoing_posts] == [FULL]
+        assert slack.response_url().startswith("https://")
+        assert slack.ws_url.startswith("wss://")
+        await place_a_call(bot, slack, evo, mode, FULL)
     finally:
         code = await bot.stop(signal.SIGTERM)
     assert code == 0, bot.output()
