@@ -68,6 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--standins", choices=["process", "inline"], default="process",
                         help="where the Slack Web API and Evo Voice stand-ins run (default: a "
                         "process of their own; inline: on the driver's event loop)")
+    parser.add_argument("--tls", action="store_true",
+                        help="the stand-ins serve HTTPS and wss:// (a certificate of their own "
+                        "authority, which the bot and the bare app are told to trust), as Slack "
+                        "and Evo Voice do")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT,
                         help=f"JSON results (default: {DEFAULT_OUTPUT.relative_to(REPO_ROOT)})")
     # The flag kept its name when the results moved from README.md to docs/benchmark.md.
@@ -93,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         options = Options(delay=args.delay, standins=args.standins,
                           logs=args.output.parent / "logs", profile_dir=args.profile,
-                          postgres_url=args.postgres_url)
+                          postgres_url=args.postgres_url, tls=args.tls)
         try:
             results = asyncio.run(run_benchmark(modes, ns, options, repeat=args.repeat,
                                                 slack_latencies=args.slack_latency,

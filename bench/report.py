@@ -140,7 +140,8 @@ def describe_run(results: dict[str, Any]) -> str:
     return (
         f"Measured {results['date'][:10]} on {m['cpus']} × {m['cpu_model']}, Python {m['python']}, "
         f"{m['system']}{commit}. Evo Voice stand-in answers every POST after {o['delay_s']:g} s; "
-        f"stand-ins {where}."
+        f"stand-ins {where}"
+        + ("; they serve HTTPS and wss:// (--tls)." if o.get("tls") else ", over plain HTTP.")
     )
 
 

@@ -31,6 +31,7 @@ from bench.scenario import (
 from bench.standins import InlineStandIns, ProcessStandIns, StandIns, create_slack
 from bench.stats import summary
 from bot.standins.slack import SlackStandIn
+from bot.standins.tls import ca_file, make_certificates, server_context
 
 LATE_ACK_SECONDS = 3.0  # Slack gives up (and retries) after 3 s
 CONFIRMED = "Call placed"
@@ -51,6 +52,9 @@ class Options:
     database: str = SQLITE
     postgres_url: str = field(default_factory=default_postgres_url)
     replicas: int = 1
+    # True: the stand-ins serve HTTPS and wss:// (bot/standins/tls.py), which the bot and the
+    # bare app trust through SSL_CERT_FILE, as Slack and Evo Voice are served.
+    tls: bool = False
     # False: the bot's runs only, without the bare Bolt app's beside each (a run's "bare" and
     # "ratio_p99" are None): for a test about the bot's replicas, which the bare app tells nothing.
     bare: bool = True
@@ -75,15 +79,15 @@ def lag_figures(sampler: Sampler) -> dict[str, Any]:
 
 
 async def _start_standins(
-    slack: SlackStandIn, options: Options, workdir: Path, tag: str
+    slack: SlackStandIn, options: Options, workdir: Path, tag: str, certificates: Path | None
 ) -> StandIns:
     standins: StandIns
     if options.standins == "process":
         standins = ProcessStandIns(options.delay, slack.ws_url, workdir=workdir,
                                    log_path=options.logs / f"{tag}-standins.log",
-                                   latency=options.slack_latency)
+                                   latency=options.slack_latency, certificates=certificates)
     else:
-        standins = InlineStandIns(slack, options.delay, options.slack_latency)
+        standins = InlineStandIns(slack, options.delay, options.slack_latency, certificates)
     await standins.start()
     return standins
 
@@ -96,6 +100,23 @@ def tag_of(mode: str, n: int, options: Options) -> str:
     return tag
 
 
+def _certificates(workdir: Path, options: Options) -> Path | None:
+    """With --tls, the stand-ins' certificates (in `workdir`, removed with it)."""
+    return make_certificates(workdir / "tls") if options.tls else None
+
+
+async def _start_slack(certificates: Path | None) -> SlackStandIn:
+    """The driver's Slack stand-in: Socket Mode envelopes and response_urls."""
+    slack = create_slack()
+    await slack.start(tls=server_context(certificates) if certificates is not None else None)
+    return slack
+
+
+def _trusting(env: dict[str, str], certificates: Path | None) -> dict[str, str]:
+    """`env` with SSL_CERT_FILE naming the stand-ins' authority, with --tls."""
+    return env if certificates is None else {**env, "SSL_CERT_FILE": ca_file(certificates)}
+
+
 async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
     """Start `python -m bot` (`options.replicas` of them on one database), warm each up with one
     call, send N at once, wait for every outcome."""
@@ -104,10 +125,10 @@ async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
     tag = tag_of(mode, n, options)
     workdir = Path(tempfile.mkdtemp(prefix="callbot-bench-"))
     (workdir / "callbot.toml").write_text(policy_toml(users))
-    slack = create_slack()  # the driver's: Socket Mode envelopes and response_urls
+    certificates = _certificates(workdir, options)
+    slack = await _start_slack(certificates)
     slack.spread_envelopes = True  # over the replicas' connections, as Slack does
-    await slack.start()
-    standins = await _start_standins(slack, options, workdir, tag)
+    standins = await _start_standins(slack, options, workdir, tag, certificates)
     lag = Sampler()  # the driver's event-loop lag
 
     async def outcomes_at_least(k: int) -> bool:
@@ -119,9 +140,9 @@ async def run_bot(mode: str, n: int, options: Options) -> dict[str, Any]:
             bots = create_replicas(
                 options.replicas, workdir=workdir, logs=options.logs, tag=tag,
                 profile_dir=options.profile_dir,
-                environment=lambda port: bot_environment(
+                environment=lambda port: _trusting(bot_environment(
                     mode, slack_api_url=standins.slack_api_url, evo_url=standins.evo_url,
-                    workdir=workdir, port=port, database_url=database.url),
+                    workdir=workdir, port=port, database_url=database.url), certificates),
             )
             try:
                 await start_replicas(bots)
@@ -218,9 +239,9 @@ async def run_bare(mode: str, n: int, options: Options) -> dict[str, Any]:
     users = callers(n)
     tag = f"{mode}-{n}"
     workdir = Path(tempfile.mkdtemp(prefix="callbot-bench-"))
-    slack = create_slack()
-    await slack.start()
-    bare = Child("bench.bare", clean_environment(), cwd=workdir,
+    certificates = _certificates(workdir, options)
+    slack = await _start_slack(certificates)
+    bare = Child("bench.bare", _trusting(clean_environment(), certificates), cwd=workdir,
                  log_path=options.logs / f"{tag}-bare.log",
                  args=[mode, slack.api_url, str(options.delay)], read_stdout=True)
     sampler = Sampler(bare)
@@ -335,8 +356,9 @@ async def run_benchmark(
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "commit": git_commit(),
-        "options": {"delay_s": options.delay, "standins": options.standins, "modes": list(modes),
-                    "n": list(ns), "repeat": repeat, "slack_latencies_s": list(slack_latencies),
-                    "databases": list(databases), "replicas": list(replicas)},
+        "options": {"delay_s": options.delay, "standins": options.standins, "tls": options.tls,
+                    "modes": list(modes), "n": list(ns), "repeat": repeat,
+                    "slack_latencies_s": list(slack_latencies), "databases": list(databases),
+                    "replicas": list(replicas)},
         "runs": runs,
     }

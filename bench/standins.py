@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from bench.scenario import (
 )
 from bot.standins.evovoice import OUTGOING_PATH, Delayed, EvoVoiceStandIn, Respond
 from bot.standins.slack import ApiCall, SlackStandIn
+from bot.standins.tls import server_context
 
 
 @dataclass(frozen=True)
@@ -110,16 +112,18 @@ class StandIns(Protocol):
 
 
 class InlineStandIns:
-    def __init__(self, slack: SlackStandIn, delay: float, latency: float = 0.0) -> None:
+    def __init__(self, slack: SlackStandIn, delay: float, latency: float = 0.0,
+                 certificates: Path | None = None) -> None:
         self.slack = slack
         slack.latency = latency
         self.evo = create_evo(delay)
+        self._certificates = certificates
         self._tally = _Tally(slack, self.evo)
         self.slack_api_url = slack.api_url
         self.evo_url = ""
 
     async def start(self) -> None:
-        await self.evo.start()
+        await self.evo.start(tls=_served_with(self._certificates))
         self.evo_url = self.evo.url
 
     async def counts(self) -> tuple[int, int]:
@@ -137,11 +141,12 @@ class InlineStandIns:
 
 class ProcessStandIns:
     def __init__(
-        self, delay: float, ws_url: str, *, workdir: Path, log_path: Path, latency: float = 0.0
+        self, delay: float, ws_url: str, *, workdir: Path, log_path: Path, latency: float = 0.0,
+        certificates: Path | None = None,
     ) -> None:
         self.child = Child("bench.standins", clean_environment(), cwd=workdir, log_path=log_path,
-                           args=[str(delay), ws_url, str(latency)], read_stdout=True,
-                           write_stdin=True)
+                           args=[str(delay), ws_url, str(latency), str(certificates or "")],
+                           read_stdout=True, write_stdin=True)
         self.slack_api_url = ""
         self.evo_url = ""
 
@@ -171,10 +176,17 @@ class ProcessStandIns:
         return cpu_seconds(self.child.pid)
 
 
-async def serve(delay: float, ws_url: str, latency: float = 0.0) -> None:
+def _served_with(certificates: Path | None) -> ssl.SSLContext | None:
+    """HTTPS with the certificates in that folder (--tls), or plain HTTP."""
+    return server_context(certificates) if certificates is not None else None
+
+
+async def serve(
+    delay: float, ws_url: str, latency: float = 0.0, certificates: Path | None = None
+) -> None:
     slack, evo = create_slack(ws_url, latency), create_evo(delay)
-    await slack.start()
-    await evo.start()
+    await slack.start(tls=_served_with(certificates))
+    await evo.start(tls=_served_with(certificates))
     tally = _Tally(slack, evo)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
@@ -197,4 +209,5 @@ async def serve(delay: float, ws_url: str, latency: float = 0.0) -> None:
 
 if __name__ == "__main__":
     asyncio.run(serve(float(sys.argv[1]), sys.argv[2],
-                      float(sys.argv[3]) if len(sys.argv) > 3 else 0.0))
+                      float(sys.argv[3]) if len(sys.argv) > 3 else 0.0,
+                      Path(sys.argv[4]) if len(sys.argv) > 4 and sys.argv[4] else None))

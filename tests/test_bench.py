@@ -56,6 +56,21 @@ async def test_bench_counts_every_call_in_both_modes(tmp_path: Path) -> None:
     assert after.split(README_END)[1] == before.split(README_END)[1]
 
 
+async def test_bench_runs_over_tls(tmp_path: Path) -> None:
+    # --tls: the stand-ins (a process of their own) and the driver's Socket Mode serve HTTPS and
+    # wss:// only, so every call counted went over TLS, the bare app's acks too.
+    options = Options(delay=DELAY, logs=tmp_path / "logs", tls=True)
+
+    results = await run_benchmark(["socket"], [N], options)
+
+    [run] = results["runs"]
+    assert run["bot"]["posts"] == run["bot"]["confirmations"] == N
+    assert run["bare"]["ack"]["acked"] == N
+    assert "they serve HTTPS and wss:// (--tls)" in markdown(results)
+    log = (tmp_path / "logs" / f"socket-{N}-bot.log").read_text()
+    assert "callbot ready (Socket Mode" in log
+
+
 async def test_bench_runs_the_slack_latency_rows(tmp_path: Path) -> None:
     # The stand-ins in the bench process (`--standins inline`): a process of their own is the test
     # above's, and each one costs a Python start.
