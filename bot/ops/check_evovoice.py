@@ -41,8 +41,8 @@ async def check_evovoice_login(c: Checkup) -> list[Finding]:
                       f"that EVOVOICE_URL is the host the login belongs to ({API_HOSTS})")
     except EvoVoiceUnreachable as exc:
         return unreachable(subject, url, exc, f"cannot connect to {url}",
-                           "check EVOVOICE_URL (https://team.evovoice.io or https://evovoice.io) "
-                           "and that this host may make outgoing HTTPS connections")
+                           f"check EVOVOICE_URL ({API_HOSTS}) and that this host may make "
+                           "outgoing HTTPS connections")
     except MalformedResponse as exc:
         # What start-up waits for: a maintenance page, or a URL that is no API (start_up_error).
         return failed(subject, f"GET /auth/status failed: {exc.message}",
