@@ -20,6 +20,9 @@ from tests.conftest import SIGNING_SECRET, BotUnderTest
 TEAM = {"team_id": "T0TEAM", "api_app_id": "A0APP"}
 CLICKER = {"team": {"id": "T0TEAM"}, "user": {"id": "U0MANAGER"}}
 ACTION = {"action_id": HANG_UP_ACTION, "block_id": "b", "value": "1"}
+HOOK = "https://hooks.slack.com/actions/T0TEAM/1/x"
+FORM_VIEW = {"type": "modal", "id": "V0VIEW", "callback_id": CALL_FORM_CALLBACK_ID,
+             "state": {"values": {}}}
 
 # (the Socket Mode envelope's type, the payload, the part it gets wrong)
 MALFORMED: list[tuple[str, dict[str, Any], str]] = [
@@ -38,6 +41,11 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
     ("interactive", {"type": "view_submission", **CLICKER, "response_urls": "x",
                      "view": {"type": "modal", "callback_id": CALL_FORM_CALLBACK_ID}},
      "response_urls"),
+    # Beside a response_url, which Bolt reads instead: the forms' listeners read it all the same.
+    ("interactive", {"type": "view_submission", **CLICKER, "response_url": HOOK,
+                     "response_urls": ["x"], "view": FORM_VIEW}, "response_urls"),
+    ("interactive", {"type": "view_submission", **CLICKER, "response_url": HOOK,
+                     "response_urls": {"block_id": "x"}, "view": FORM_VIEW}, "response_urls"),
     ("interactive", {"type": "view_closed", **CLICKER, "view": "x"}, "view"),
     ("interactive", {"type": "block_suggestion", **CLICKER, "action_id": "flow", "view": "x"},
      "view"),

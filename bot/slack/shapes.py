@@ -9,7 +9,8 @@ raise: inside its middleware chain, the one error handler logged an ERROR and an
 went wrong" with 200; outside it (the context, the listeners' arguments), the HTTP side answered
 400 while Socket Mode logged slack_sdk's own ERROR. A text holding half of a UTF-16 pair (a
 lone surrogate, from a JSON escape), which no database, log line or Slack post can encode, failed
-after the ack likewise (a click's claim). Such a request is refused here instead, with a warning
+after the ack likewise (a click's claim). A form's `response_urls` that is no list of objects
+failed the forms' own listeners. Such a request is refused here instead, with a warning
 naming the part (never its content): 400 in HTTP mode (bot/slack/http.py), no ack in Socket Mode
 (bot/slack/socket_mode.py), as Bolt leaves a request it has no listener for.
 """
@@ -71,11 +72,13 @@ def unreadable_part(body: object) -> str | None:
     if authorizations is not None and not (isinstance(authorizations, list)
                                            and _objects(authorizations)):
         return "authorizations"
-    # A form's channel choices (response_url_enabled; the call form has one). Two or more make
+    # A form's channel choices (response_url_enabled; the call form has one), read by the forms'
+    # listeners as a list of objects, beside a response_url too. Without one, two or more make
     # Bolt write a debug line to a context that has no logger yet: it fails on them itself.
     urls = body.get("response_urls")
-    if "response_urls" in body and "response_url" not in body and not (
-            isinstance(urls, list) and len(urls) <= 1 and _objects(urls)):
+    if "response_urls" in body and not (
+            isinstance(urls, list) and _objects(urls)
+            and ("response_url" in body or len(urls) <= 1)):
         return "response_urls"
     for part, where in [(body, ""), *((each, "authorizations.") for each in authorizations or [])]:
         if (found := _unreadable_ids(part, where)) is not None:
