@@ -14,8 +14,12 @@ import pytest
 
 from bot.calls.form import CALL_FORM_CALLBACK_ID
 from bot.calls.status_views import HANG_UP_ACTION
-from bot.standins.slack import sign
-from tests.conftest import SIGNING_SECRET, BotUnderTest
+from bot.oncall.escalation_form import ESCALATION_FORM_CALLBACK_ID, EscalationField
+from bot.standins.slack import interactive_body, sign, view_submission_payload
+from tests import escalations
+from tests.conftest import SIGNING_SECRET, BotFactory, BotUnderTest
+from tests.databases import on_both_databases
+from tests.follow_helpers import services
 
 TEAM = {"team_id": "T0TEAM", "api_app_id": "A0APP"}
 CLICKER = {"team": {"id": "T0TEAM"}, "user": {"id": "U0MANAGER"}}
@@ -64,6 +68,12 @@ MALFORMED: list[tuple[str, dict[str, Any], str]] = [
     ("events_api", {"type": "event_callback", **TEAM, "event": {
         "type": "app_home_opened", "user": "U0MANAGER", "tab": "home\ud800"}},
      "unpaired surrogate"),
+    # JSON's "\u0000" escape: a NUL, which no PostgreSQL text can hold (nor Slack sends).
+    ("interactive", {"type": "block_actions", **CLICKER,
+                     "actions": [{**ACTION, "action_ts": "1700000000.1\u0000"}]}, "NUL"),
+    ("interactive", {"type": "view_submission", **CLICKER, "view": {**FORM_VIEW, "state": {
+        "values": {"call_form.reason": {"call_form.reason": {"value": "INC\u0000-42"}}}}}},
+     "NUL"),
 ]
 
 
@@ -136,3 +146,38 @@ async def test_a_payload_whose_type_is_no_word_is_left_unhandled(
             assert response.status == 404, await response.text()
     await bot.settle()
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@on_both_databases
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_nul_in_a_forms_text_is_refused_before_the_database_meets_it(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture, mode: str,
+) -> None:
+    """The escalation form's reason holding a NUL (JSON's "\\u0000", which Slack never sends):
+    PostgreSQL can store no text holding one, so writing the escalation's row failed, and the
+    form said "Something went wrong on our side" under an unhandled ERROR. Refused before Bolt
+    now, as any request of a shape Slack never sends, on either database."""
+    caplog.set_level(logging.WARNING)
+    bot, _ = await escalations.start(bot_factory, mode)
+    view = await escalations.open_global(bot)
+    payload = view_submission_payload(
+        callback_id=ESCALATION_FORM_CALLBACK_ID, view=view.view, view_id=view.id,
+        user_id="U0ADMIN", values={
+            EscalationField.REASON: {EscalationField.REASON: {
+                "type": "plain_text_input", "value": "db primary\u0000 is down"}},
+            EscalationField.CHANNEL: {EscalationField.CHANNEL: {
+                "type": "conversations_select", "selected_conversation": "C0OPS"}},
+        })
+    if mode == "socket":
+        await _refused_over_socket_mode(bot, "interactive", payload, "NUL", caplog)
+    else:
+        body = interactive_body(payload)
+        async with bot.http.post(bot.events_url, data=body,
+                                 headers=sign(body, SIGNING_SECRET)) as response:
+            answer = await response.text()
+            assert response.status == 400, answer
+        assert "Something went wrong" not in answer
+    await bot.settle()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert await services(bot).db.fetchall("SELECT id FROM escalations") == []
+    assert bot.evo.outgoing_posts == []

@@ -9,8 +9,9 @@ raise: inside its middleware chain, the one error handler logged an ERROR and an
 went wrong" with 200; outside it (the context, the listeners' arguments), the HTTP side answered
 400 while Socket Mode logged slack_sdk's own ERROR. A text holding half of a UTF-16 pair (a
 lone surrogate, from a JSON escape), which no database, log line or Slack post can encode, failed
-after the ack likewise (a click's claim). A form's `response_urls` that is no list of objects
-failed the forms' own listeners. Such a request is refused here instead, with a warning
+after the ack likewise (a click's claim), and so did one holding a NUL on PostgreSQL (a click's
+claim, an escalation's reason). A form's `response_urls` that is no list of objects failed the
+forms' own listeners. Such a request is refused here instead, with a warning
 naming the part (never its content): 400 in HTTP mode (bot/slack/http.py), no ack in Socket Mode
 (bot/slack/socket_mode.py), as Bolt leaves a request it has no listener for.
 """
@@ -22,7 +23,8 @@ from typing import Any
 
 # Half of a UTF-16 pair, which JSON's "\ud800" escape decodes to (Slack never sends one): no
 # database, log line or Slack post can encode it as UTF-8, so whatever stored or sent the text of
-# such a request failed after its ack, as an unhandled error.
+# such a request failed after its ack, as an unhandled error. A NUL (JSON's "\u0000", a form's
+# "%00") likewise: PostgreSQL stores no text holding one.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # The ids Bolt reads as a string or an object (`"id" in user`), wherever it looks for them.
 _IDS = ("user", "team", "channel", "enterprise")
@@ -83,25 +85,26 @@ def unreadable_part(body: object) -> str | None:
     for part, where in [(body, ""), *((each, "authorizations.") for each in authorizations or [])]:
         if (found := _unreadable_ids(part, where)) is not None:
             return found
-    if _holds_surrogate(body):
-        return "unpaired surrogate"
-    return None
+    return _unstorable_text(body)
 
 
-def _holds_surrogate(body: dict[str, Any]) -> bool:
-    """Whether a text anywhere in `body` (a key too) holds half of a UTF-16 pair."""
+def _unstorable_text(body: dict[str, Any]) -> str | None:
+    """What makes a text anywhere in `body` (a key too) unstorable: half of a UTF-16 pair, or a
+    NUL; else None."""
     parts: list[object] = [body]
     while parts:
         part = parts.pop()
         if isinstance(part, str):
+            if "\0" in part:
+                return "NUL"
             if not part.isascii() and _SURROGATE.search(part):
-                return True
+                return "unpaired surrogate"
         elif isinstance(part, dict):
             parts.extend(part)
             parts.extend(part.values())
         elif isinstance(part, list):
             parts.extend(part)
-    return False
+    return None
 
 
 def _objects(items: list[Any]) -> bool:
