@@ -625,6 +625,24 @@ async def test_forged_private_metadata_is_refused(bot_factory: BotFactory) -> No
     assert bot.evo.outgoing_posts == []
 
 
+@pytest.mark.parametrize("metadata", ["[" * 1500 + "]" * 1500, '[{"":' * 600],
+                         ids=["nested-lists", "unclosed-nesting"])
+async def test_private_metadata_nested_too_deep_to_read_is_refused_as_forged(
+    bot: BotUnderTest, caplog: pytest.LogCaptureFixture, metadata: str
+) -> None:
+    """JSON nested deeper than Python reads (within the 3,000 characters Slack allows) made the
+    decoder raise RecursionError, not the ValueError of JSON it can't read: the form said
+    "Something went wrong" under an unhandled ERROR. It is metadata the bot did not write."""
+    view = await open_form(bot)
+    view.view["private_metadata"] = metadata
+    answer = await interact(bot, submission(view, state()))
+    assert answer["response_action"] == "errors", answer
+    assert "open a new one" in answer["errors"][FormField.NUMBER]
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
 @pytest.mark.parametrize("url", ["https://hooks.slack.com:99999/actions/x",
                                  "https://hooks.slack.com:x/actions/x"])
 async def test_a_commands_response_url_with_an_unreadable_port_is_not_kept_and_the_form_opens(

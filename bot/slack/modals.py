@@ -89,7 +89,7 @@ class ModalMetadata:
             raise MetadataInvalid("too long")
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # nested deeper than Python reads: not ours either
             raise MetadataInvalid("not JSON") from None
         if not isinstance(data, dict) or set(data) - _METADATA_KEYS:
             raise MetadataInvalid("unexpected shape")
