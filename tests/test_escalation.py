@@ -123,6 +123,24 @@ async def test_a_long_alert_with_a_less_than_sign_is_quoted_up_to_the_limit(
     assert reason.startswith("“CPU < 10% idle on db1: load rising, load rising, load rising")
 
 
+@pytest.mark.parametrize("mode", ["http", "socket"])
+@pytest.mark.parametrize("unclosed", ["<!", "<http:"])
+async def test_a_message_full_of_unclosed_markup_is_quoted_and_the_form_opens(
+    bot_factory: BotFactory, mode: str, unclosed: str
+) -> None:
+    # A message at Slack's 40,000 characters of text, from an integration that posts markup as
+    # it comes (an alert quoting what it saw): each `<!` or `<http:` left unclosed made
+    # the quoting read on to the end of the text from there, over and over, holding the event
+    # loop for many seconds. The trigger (3 s) expired meanwhile, and the form never opened.
+    bot, _ = await start(bot_factory, mode)
+    text = (unclosed * (40_000 // len(unclosed)))[:40_000]
+    view, _ = await open_on_message(bot, text=text)
+    reason = reason_block(view.versions[-1])["element"]["initial_value"]
+    assert reason.startswith("“" + unclosed * 3)
+    await bot.settle()
+    assert bot.evo.outgoing_posts == []
+
+
 async def test_the_on_call_person_without_a_number_is_flagged_and_skipped(
     bot_factory: BotFactory,
 ) -> None:

@@ -76,10 +76,13 @@ class EscalationSubmission:
 
 # ------------------------------------------------------------------------------- quoting a message
 
-_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^>]*))?>")
-_CHANNEL = re.compile(r"<#([CGD][A-Z0-9]+)(?:\|([^>]*))?>")
-_SPECIAL = re.compile(r"<!(?:subteam\^[A-Z0-9]+\|)?([^>|]*)(?:\|([^>]*))?>")
-_LINK = re.compile(r"<((?:https?|mailto):[^>|]+)(?:\|([^>]*))?>")
+# Slack's markup never holds a `<` (text escapes it as `&lt;`): read up to the next one, each
+# pattern stops there. Read on past it, every `<!` or `<http:` left unclosed in a message read to
+# the end of the text, over and over: a 40,000-character alert held the event loop for seconds.
+_MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|([^<>]*))?>")
+_CHANNEL = re.compile(r"<#([CGD][A-Z0-9]+)(?:\|([^<>]*))?>")
+_SPECIAL = re.compile(r"<!(?:subteam\^[A-Z0-9]+\|)?([^<>|]*)(?:\|([^<>]*))?>")
+_LINK = re.compile(r"<((?:https?|mailto):[^<>|]+)(?:\|([^<>]*))?>")
 # An address at the end of a quote, in the parentheses plain_message_text writes it in.
 _LAST_ADDRESS = re.compile(r"\(?(?:https?://|mailto:)\S*\Z")
 
