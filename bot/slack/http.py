@@ -5,8 +5,9 @@ Every request to /slack/events is checked here before Bolt sees it: size, timest
 (over the body as sent), UTF-8. A forged or malformed request of any kind gets 401 (400 when too
 large or undecodable after a valid signature), never a 500, and its body is never logged: it
 carries phone numbers and a live `response_url`. A signed form body is then read as the fields
-Slack sent (`slack_request`: Bolt misreads some slash commands), and one with a part of a type
-Slack never sends, which Bolt would fail on, is told 400 too (shapes.py).
+Slack sent (`slack_request`: Bolt misreads some slash commands), a NUL in its text written as
+U+FFFD, and one with a part of a type Slack never sends, which Bolt would fail on, is told 400 too
+(shapes.py).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from bot.errors import reference_id
 from bot.ops.logs import request_context
 from bot.ops.metrics import Metrics, request_kind
 from bot.ops.readiness import Readiness
-from bot.slack.shapes import MalformedRequest, unreadable_part
+from bot.slack.shapes import MalformedRequest, replace_nul, unreadable_part
 from bot.tasks import AcksFirst
 
 logger = logging.getLogger(__name__)
@@ -245,6 +246,9 @@ def slack_routes(
     async def dispatch(checked: str, request: web.Request, received: float) -> web.Response:
         try:
             bolt_request = slack_request(checked, request.query_string, {**request.headers})
+            if replace_nul(bolt_request.body):  # Bolt's context, read from the body, too
+                logger.warning("a NUL in the request's text was replaced (shapes.replace_nul)")
+                bolt_request.context = build_async_context(AsyncBoltContext(), bolt_request.body)
             if (part := unreadable_part(bolt_request.body)) is not None:
                 # Bolt would fail on it (bot/slack/shapes.py): refused as unreadable.
                 raise MalformedRequest(part)

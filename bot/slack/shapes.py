@@ -9,11 +9,16 @@ raise: inside its middleware chain, the one error handler logged an ERROR and an
 went wrong" with 200; outside it (the context, the listeners' arguments), the HTTP side answered
 400 while Socket Mode logged slack_sdk's own ERROR. A text holding half of a UTF-16 pair (a
 lone surrogate, from a JSON escape), which no database, log line or Slack post can encode, failed
-after the ack likewise (a click's claim), and so did one holding a NUL on PostgreSQL (a click's
-claim, an escalation's reason). A form's `response_urls` that is no list of objects failed the
-forms' own listeners. Such a request is refused here instead, with a warning
+after the ack likewise (a click's claim). A form's `response_urls` that is no list of objects
+failed the forms' own listeners. Such a request is refused here instead, with a warning
 naming the part (never its content): 400 in HTTP mode (bot/slack/http.py), no ack in Socket Mode
 (bot/slack/socket_mode.py), as Bolt leaves a request it has no listener for.
+
+A NUL (JSON's "\u0000") is a character of its own, which a message posted by an integration may
+hold, but PostgreSQL stores no text holding one: an escalation's reason quoting it failed as its
+row was written ("Something went wrong"), a click's claim after its ack. `replace_nul` writes
+each as U+FFFD before Bolt reads the request, which then goes on as any other: a number holding
+one is still refused by the number rules, as any symbol in it is.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from typing import Any
 
 # Half of a UTF-16 pair, which JSON's "\ud800" escape decodes to (Slack never sends one): no
 # database, log line or Slack post can encode it as UTF-8, so whatever stored or sent the text of
-# such a request failed after its ack, as an unhandled error. A NUL (JSON's "\u0000", a form's
-# "%00") likewise: PostgreSQL stores no text holding one.
+# such a request failed after its ack, as an unhandled error.
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# What a NUL in a request's text is written as (replace_nul): the replacement character.
+NUL_STAND_IN = "\ufffd"
 # The ids Bolt reads as a string or an object (`"id" in user`), wherever it looks for them.
 _IDS = ("user", "team", "channel", "enterprise")
 # Where Bolt looks for those ids besides the payload itself (each only when it is an object).
@@ -85,26 +91,52 @@ def unreadable_part(body: object) -> str | None:
     for part, where in [(body, ""), *((each, "authorizations.") for each in authorizations or [])]:
         if (found := _unreadable_ids(part, where)) is not None:
             return found
-    return _unstorable_text(body)
+    if _holds_surrogate(body):
+        return "unpaired surrogate"
+    return None
 
 
-def _unstorable_text(body: dict[str, Any]) -> str | None:
-    """What makes a text anywhere in `body` (a key too) unstorable: half of a UTF-16 pair, or a
-    NUL; else None."""
+def _holds_surrogate(body: dict[str, Any]) -> bool:
+    """Whether a text anywhere in `body` (a key too) holds half of a UTF-16 pair."""
     parts: list[object] = [body]
     while parts:
         part = parts.pop()
         if isinstance(part, str):
-            if "\0" in part:
-                return "NUL"
             if not part.isascii() and _SURROGATE.search(part):
-                return "unpaired surrogate"
+                return True
         elif isinstance(part, dict):
             parts.extend(part)
             parts.extend(part.values())
         elif isinstance(part, list):
             parts.extend(part)
-    return None
+    return False
+
+
+def replace_nul(body: object) -> bool:
+    """Every NUL in `body`'s texts (its keys too) written as U+FFFD, in place; True if any was."""
+    replaced = False
+    parts: list[object] = [body]
+    while parts:
+        part = parts.pop()
+        if isinstance(part, dict):
+            for key, value in list(part.items()):
+                if isinstance(value, str) and "\0" in value:
+                    part[key] = value = value.replace("\0", NUL_STAND_IN)
+                    replaced = True
+                if isinstance(key, str) and "\0" in key:
+                    del part[key]
+                    part[key.replace("\0", NUL_STAND_IN)] = value
+                    replaced = True
+                if isinstance(value, (dict, list)):
+                    parts.append(value)
+        elif isinstance(part, list):
+            for index, value in enumerate(part):
+                if isinstance(value, str) and "\0" in value:
+                    part[index] = value.replace("\0", NUL_STAND_IN)
+                    replaced = True
+                elif isinstance(value, (dict, list)):
+                    parts.append(value)
+    return replaced
 
 
 def _objects(items: list[Any]) -> bool:

@@ -11,7 +11,8 @@ receiving while believing it is connected (python-slack-sdk#1701, bolt-python#15
 It pings in the client's own format (`sdk-ping-pong:<time>`), so the client's receiver records the
 answer in `last_ping_pong_time`, which the watchdog reads.
 
-`ObservedSocketModeHandler` refuses an envelope Bolt would fail on (bot/slack/shapes.py), gives
+`ObservedSocketModeHandler` refuses an envelope Bolt would fail on (bot/slack/shapes.py), writes
+a NUL in its text as U+FFFD (shapes.replace_nul), gives
 each envelope a request id (for the logs; Bolt's aiohttp handler
 runs every envelope in a task of its own, so the id is seen by that envelope's listener and the work
 it starts, and by nothing else), times its ack for the metrics, and counts the envelopes being
@@ -36,7 +37,7 @@ from slack_sdk.socket_mode.request import SocketModeRequest
 from bot.config import ConfigError
 from bot.ops.logs import request_context
 from bot.ops.metrics import Metrics, request_kind
-from bot.slack.shapes import MalformedRequest, unreadable_part
+from bot.slack.shapes import MalformedRequest, replace_nul, unreadable_part
 from bot.slack.start_up import start_failure
 from bot.tasks import AcksFirst
 
@@ -80,6 +81,9 @@ class ObservedSocketModeHandler(AsyncSocketModeHandler):
         self._acks.entered()
         try:
             with request_context():
+                if replace_nul(req.payload):
+                    logger.warning("a NUL in the envelope's text was replaced "
+                                   "(shapes.replace_nul)")
                 if (part := unreadable_part(req.payload)) is not None:
                     # Bolt would fail on it (bot/slack/shapes.py): left unacknowledged, as Bolt
                     # leaves a request no listener takes (HTTP mode answers it 400).
