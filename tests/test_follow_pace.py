@@ -164,7 +164,7 @@ async def test_a_call_not_ringing_yet_is_polled_at_the_first_pace_too(db: Databa
     ended = session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z",
                     outcome="Completed")
     call, _, pauses = await follow(db, FakeEvo([calling] * 6 + [ended]), state="calling")
-    assert pauses == [2.0] * 7  # the first before the first poll
+    assert pauses == [2.0] * 8  # the first before the first poll, the last before its end's
     assert call.state == CallState.ENDED
 
 

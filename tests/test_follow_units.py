@@ -32,14 +32,15 @@ from tests.follow_fakes import (
 
 async def test_polls_back_off_and_start_again_after_a_change(db: Database) -> None:
     answers: list[Session | Exception] = [session("Ringing")] * 8
-    # (With an outcome: an end read without one is read once more, test_follow_outcomes.py.)
+    # An answered call's end read without an acknowledging outcome is read once more, after the
+    # first pace (the last pause): the flow may write one a moment later (test_ack_end_reads.py).
     ended = session("Connected", ended=True, dateCompleted="2027-01-15T08:01:00Z",
                     outcome="Completed")
     answers += [session("Connected"), ended]
     # Ringing for longer than any phone rings: past `ring_for`.
     call, notifier, pauses = await follow(db, FakeEvo(answers), clock=Clock(T0 + TIMING.ring_for))
     # Polled after 2 s, then less and less often; a change starts over.
-    assert pauses == [2.0, 3.0, 4.5, 6.75, 10.125, 15.0, 15.0, 15.0, 15.0, 2.0]
+    assert pauses == [2.0, 3.0, 4.5, 6.75, 10.125, 15.0, 15.0, 15.0, 15.0, 2.0, 2.0]
     assert call.state == CallState.ENDED and not call.following and call.answered
     assert call.duration_seconds == 60.0
     assert [("Connected" in m.text, "Ended" in m.text) for m in notifier.edits] == [
@@ -61,7 +62,7 @@ async def test_a_call_not_yet_answered_is_polled_at_the_first_pace_while_it_may_
                     outcome="Completed")
     answers = [session("Ringing")] * 8 + [session("Connected")] * 6 + [ended]
     call, _, pauses = await follow(db, FakeEvo(answers))
-    assert pauses == [2.0] * 10 + [3.0, 4.5, 6.75, 10.125, 15.0]
+    assert pauses == [2.0] * 10 + [3.0, 4.5, 6.75, 10.125, 15.0, 2.0]  # then its end read again
     assert call.state == CallState.ENDED and call.answered
 
     clock = Ticking(T0)  # 5 s on at every reading

@@ -284,13 +284,14 @@ class CallPoller:
             self._ending.pop(call.id, None)
         if state == CallState.ENDED:
             # Whether Evo Voice keeps `outcome` once the call ends is unknown: an ended session
-            # without one keeps the one read while the call was on (a "press 1" acknowledging it).
+            # without one keeps the one read while the call was on (a "press 1"). When a flow
+            # writes it is unknown too: maybe a moment after the session reads over, with none yet
+            # or (answered: the flow ran) an earlier one. Read once more (`first_interval` on), or
+            # a "press 1" would be told as a voicemail, and an escalation ring the next person.
             outcome = self._outcome(call, session)
-            if outcome is None and call.id not in self._ending:
+            late = outcome is None or (answered and not self._acknowledges(outcome))
+            if late and call.id not in self._ending:
                 self._ending[call.id] = session
-                # When a flow's outcome is written is unknown too: maybe a moment after the
-                # session reads over. Read once more (after `first_interval`), or a "press 1"
-                # would be told as a voicemail, and an escalation ring the next person.
                 if newly_answered or answered_by != call.answered_by:
                     await self._store.update(call.id, answered=answered, answered_by=answered_by)
                 return _Step.CHANGED

@@ -1,0 +1,76 @@
+"""A call's end is read once more before it is told, unless it already says the call was
+acknowledged: when a flow writes its outcome is unknown (README, "Acknowledging on the phone"),
+so a "press 1" may land a moment after the session reads over, over an outcome the flow wrote
+earlier in the call, and the read that would bring it may fail. Read as "not acknowledged", the
+next person's phone would ring while the first is on it, and their acknowledgement be lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+from bot.oncall.escalation_store import EscalationState
+from bot.standins.evovoice import Gated, Respond
+from tests.conftest import BotFactory, BotUnderTest, until
+from tests.escalations import (
+    ALICE,
+    ROSTER,
+    dialled,
+    running_escalation,
+    session_of,
+    wait_for_edit,
+    wait_for_state,
+)
+from tests.follow_helpers import end_session, placed_call, poll_now, texts
+from tests.follow_helpers import wait_for_edit as wait_for_status
+
+WITH_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n'
+
+
+async def read_over(bot: BotUnderTest, session_id: str, *then: object) -> None:
+    """The session reads over (Disconnected, its outcome as the flow last wrote it) on the next
+    poll; the listing after that answers with `then` (held, or failing)."""
+    bot.evo.queue("GET", "/sessions", Respond(), *then)  # type: ignore[arg-type]
+    seen = len(bot.evo.reads_of(session_id))
+    bot.evo.set_session_state(session_id, callState="Disconnected", ended=True,
+                              dateCompleted="0001-01-01T00:00:00")
+    await poll_now(bot)
+    await until(lambda: len(bot.evo.reads_of(session_id)) > seen)  # the end read
+
+
+async def test_a_press_1_written_after_the_end_over_an_earlier_outcome_acknowledges(
+    bot_factory: BotFactory,
+) -> None:
+    # Alice's flow wrote "Answered" as it picked up; she presses 1 and hangs up, and the session
+    # reads over a poll before "Acknowledged" replaces it. Read as a voicemail, Bob was rung.
+    bot, _, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, callState="Connected", outcome="Answered")
+    await poll_now(bot)
+    await wait_for_edit(bot, escalation, "on the phone, not acknowledged yet")
+    gate = asyncio.Event()
+    await read_over(bot, alice, Gated(gate))
+    bot.evo.set_session_state(alice, outcome="Acknowledged")
+    await poll_now(bot)
+    gate.set()
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
+
+
+async def test_a_call_s_status_tells_the_outcome_written_after_the_end_not_the_earlier_one(
+    bot_factory: BotFactory,
+) -> None:
+    # A team reads "Ended: <outcome>" to fill in ack_outcomes: the word its flow wrote last.
+    bot, status, session_id = await placed_call(bot_factory)
+    bot.evo.set_session_state(session_id, callState="Connected", outcome="Answered")
+    await poll_now(bot)
+    await wait_for_status(bot, status, "🟢 Connected")
+    gate = asyncio.Event()
+    await read_over(bot, session_id, Gated(gate))
+    end_session(bot, session_id, after_seconds=30, outcome="Pressed 1")
+    await poll_now(bot)
+    gate.set()
+    await wait_for_status(bot, status, "Ended")
+    await bot.settle()
+    assert "Ended: Pressed 1" in texts(status)[-1]
