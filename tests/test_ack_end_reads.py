@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from bot.oncall.escalation_store import EscalationState
-from bot.standins.evovoice import Gated, Respond
+from bot.standins.evovoice import ErrorStatus, Gated, Respond
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.escalations import (
     ALICE,
@@ -74,3 +76,33 @@ async def test_a_call_s_status_tells_the_outcome_written_after_the_end_not_the_e
     await wait_for_status(bot, status, "Ended")
     await bot.settle()
     assert "Ended: Pressed 1" in texts(status)[-1]
+
+
+@pytest.mark.parametrize("status", [500, 503])
+async def test_a_press_1_is_not_lost_to_a_failed_read_after_the_end(
+    bot_factory: BotFactory, status: int
+) -> None:
+    # The session reads over without an outcome; the read that would bring Alice's "press 1"
+    # fails (the listing, then the session read alone). That says nothing of her outcome: it is
+    # read again, not taken for "not acknowledged" (which rang Bob and lost her acknowledgement).
+    bot, _, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, callState="Connected")
+    await poll_now(bot)
+    await wait_for_edit(bot, escalation, "on the phone, not acknowledged yet")
+    tries = 1 if status == 500 else 2  # a 503 is tried again once by the client
+    failing = [ErrorStatus(status, "Service unavailable")] * tries
+    bot.evo.queue("GET", f"/sessions/{alice}", *failing)
+    gate = asyncio.Event()
+    await read_over(bot, alice, Gated(gate, failing[0]), *failing[1:])
+    ended = len(bot.evo.reads_of(alice))
+    await poll_now(bot)
+    await until(lambda: len(bot.evo.reads_of(alice)) > ended)  # the read after the end, held
+    bot.evo.set_session_state(alice, outcome="Acknowledged")
+    gate.set()
+    await until(lambda: len(bot.evo.requests_to("GET", f"/sessions/{alice}")) == tries)
+    await poll_now(bot)
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]

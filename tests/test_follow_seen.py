@@ -59,21 +59,43 @@ async def test_an_acknowledging_outcome_outlives_a_later_outcome(db: Database) -
     assert "✅ Ended: Pressed 1 (acknowledged)" in notifier.edits[-1].text
 
 
-@pytest.mark.parametrize("then", ["the same", "a 404", "a 500"])
+@pytest.mark.parametrize("then", ["the same", "a 404"])
 async def test_an_end_read_without_an_outcome_is_read_once_more_before_it_is_told(
     db: Database, then: str
 ) -> None:
     # A flow's outcome may be written a moment after the session reads over: one more read,
-    # after the first pace. Should that read fail (the session gone, Evo Voice failing), the end
-    # is told as read, not lost to a call "no longer followed".
+    # after the first pace. Should the session be gone by then, the end is told as read, not
+    # lost to a call "no longer followed".
     over = session("Disconnected", ended=True, dateCompleted="2027-01-15T08:01:00Z")
     second: Session | Exception = {
         "the same": over, "a 404": NotFound(404, "Session not found"),
-        "a 500": ServerError(500, "Internal server error"),
     }[then]
     evo = FakeEvo([session("Connected"), over, second])
     call, notifier, pauses = await follow(db, evo)
     assert evo.polls == 3 and pauses[-1] == TIMING.first_interval
+    assert call.state == CallState.ENDED and call.answered and call.duration_seconds == 60.0
+    assert notifier.reactions == [call_views.MARK_PICKED_UP]
+    assert [m.text.count("Ended") for m in notifier.edits] == [0, 1]  # told once, at the end
+
+
+class Ticking(Clock):
+    """A clock 10 s on at every reading."""
+
+    def __call__(self) -> float:
+        self.now += 10.0
+        return self.now
+
+
+async def test_an_end_read_once_more_while_evo_voice_fails_is_told_once_reads_failed_long(
+    db: Database,
+) -> None:
+    # The read after the end fails (Evo Voice failing): that says nothing of an outcome written
+    # since, so it is tried at each poll; once reads have failed for `find_for`, the end is told
+    # as read, not lost to a call "no longer followed" (test_ack_end_reads.py: through the bot).
+    over = session("Disconnected", ended=True, dateCompleted="2027-01-15T08:01:00Z")
+    evo = FakeEvo([session("Connected"), over, ServerError(500, "Internal server error")])
+    call, notifier, _ = await follow(db, evo, clock=Ticking())
+    assert evo.polls > 3
     assert call.state == CallState.ENDED and call.answered and call.duration_seconds == 60.0
     assert notifier.reactions == [call_views.MARK_PICKED_UP]
     assert [m.text.count("Ended") for m in notifier.edits] == [0, 1]  # told once, at the end

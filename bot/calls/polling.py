@@ -96,8 +96,8 @@ class CallPoller:
         # The words (with its log line's reference) of a bug met following each call, and since
         # when; forgotten once a poll meets none.
         self._bugs: dict[int, tuple[str, float]] = {}
-        # Each call whose end was read without an outcome, with that read: read once more before
-        # the end is told (`_apply`); forgotten once it is.
+        # Each call whose end was read without an acknowledging outcome, with that read: read
+        # once more before the end is told (`_apply`); forgotten once it is.
         self._ending: dict[int, Session] = {}
 
     async def follow(self, call_id: int, first_poll_later: bool = False) -> None:
@@ -222,7 +222,13 @@ class CallPoller:
             raise  # Evo Voice asked every request to wait (the budget does): no fault of this call
         except EvoVoiceError as exc:
             if call.id in self._ending:
-                return await self._apply(call, self._ending[call.id])  # the end, as read before
+                # The read that would bring an outcome written after the end failed: that says
+                # nothing of it. Read again until reads have failed for `find_for`, or Evo Voice
+                # no longer knows the session; then the end, as read before.
+                since = self._failing_since.setdefault(call.id, now := self._clock())
+                if isinstance(exc, NotFound) or now - since > self._timing.find_for:
+                    return await self._apply(call, self._ending[call.id])
+                raise
             if not isinstance(exc, NotFound):
                 await self._cannot_read(call, exc)
                 raise
@@ -361,14 +367,8 @@ class CallPoller:
         await self._messages.refresh_until_shown(call.id)
 
     async def _record(
-        self,
-        call: TrackedCall,
-        kind: EventKind,
-        *,
-        session_id: str | None = None,
-        reason: str | None = None,
-        outcome: str | None = None,
-        answered_by: str | None = None,
+        self, call: TrackedCall, kind: EventKind, *, session_id: str | None = None,
+        reason: str | None = None, outcome: str | None = None, answered_by: str | None = None,
         duration_seconds: float | None = None,
     ) -> None:
         if self._audit is None or call.attempt_id is None:
