@@ -17,6 +17,7 @@ from tests.escalations import (
     ALICE,
     ROSTER,
     dialled,
+    picked_up_unseen,
     running_escalation,
     session_of,
     wait_for_edit,
@@ -103,6 +104,32 @@ async def test_a_press_1_is_not_lost_to_a_failed_read_after_the_end(
     await until(lambda: len(bot.evo.requests_to("GET", f"/sessions/{alice}")) == tries)
     await poll_now(bot)
     await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
+
+
+async def test_a_press_1_written_just_after_the_deadline_s_read_of_the_end_rings_nobody_else(
+    bot_factory: BotFactory,
+) -> None:
+    # Alice listens, presses 1 and hangs up as her deadline comes; the follower's poll is out.
+    # The deadline's fresh read finds her session over, its outcome not written yet: read as
+    # "answered but not acknowledged", Bob was rung (and paged) until her "press 1" was seen.
+    bot, clock, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, callState="Connected")
+    await poll_now(bot)
+    await wait_for_edit(bot, escalation, "on the phone, not acknowledged yet")
+    second_read = asyncio.Event()
+    bot.evo.queue("GET", f"/sessions/{alice}", Respond(), Gated(second_read))
+    poll_answered = await picked_up_unseen(bot, alice, callState="Disconnected", ended=True)
+    clock.advance(91)
+    await until(lambda: len(bot.evo.requests_to("GET", f"/sessions/{alice}")) == 2
+                or len(bot.evo.outgoing_posts) == 2)
+    bot.evo.set_session_state(alice, outcome="Acknowledged")
+    second_read.set()
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
+    poll_answered.set()
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
     await bot.settle()
     assert dialled(bot) == [ALICE]

@@ -16,8 +16,6 @@ from functools import partial
 
 from bot.access import Responders
 from bot.audit.trail import AuditLog
-from bot.calls.follow import classify
-from bot.calls.progress import shows_answer
 from bot.calls.models import ESCALATION_ORIGIN, CallRequest, CheckedCall, Outcome
 from bot.calls.service import CallService
 from bot.calls.store import CallState, CallStore, TrackedCall
@@ -40,7 +38,7 @@ from bot.oncall.escalation_store import (
 from bot.oncall.roster import OnCall
 from bot.oncall.step_claims import StepClaims
 from bot.oncall.step_reads import (
-    UNREAD_AT_DEADLINE, step_call_now, session_now, still_ringing)
+    UNREAD_AT_DEADLINE, answered_in, deadline_reads, step_call_now, still_ringing)
 from bot.runner import RowRunner
 from bot.storage.claims import Claims
 from bot.storage.database import Connection
@@ -306,22 +304,21 @@ class Chain:
             call = await step_call_now(self._callstore, self._find_session, escalation, call)
             answered = call is not None and call.answered
             try:
-                fresh = await session_now(self._evo, call) if call is not None else None
+                reads = await deadline_reads(self._evo, call, self._is_ack_outcome, partial(
+                    self._pause, asyncio.Event(), self._check_every))
                 unread = False
             except EvoVoiceError as exc:  # a 429, a 5xx: it may have been answered just now
-                fresh, unread = None, True
+                reads, unread = [], True
                 logger.warning("escalation %s: step %d's call unread at its deadline (%s); not "
                                "hung up", escalation.id, escalation.step + 1,
                                type(exc).__name__, extra={"escalation_id": escalation.id})
             # The row read again may hold an acknowledging outcome too: pressed 1 since `_watch`.
-            said = [o for o in (fresh.outcome if fresh else None, call.outcome if call else None)
+            said = [o for o in (*(r.outcome for r in reads), call.outcome if call else None)
                     if self._is_ack_outcome(o)]
             if said:
                 await self._endings.acknowledged_by_call(escalation, target, call, said[0])
                 return
-            answered = answered or (fresh is not None and (
-                shows_answer(fresh)
-                or classify(fresh, call.state if call else None) == CallState.CONNECTED))
+            answered = answered or answered_in(reads, call)
             if answered and not escalation.acknowledges:
                 await self._endings.answered(escalation, target)
                 return

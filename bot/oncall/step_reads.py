@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot.calls.follow import classify
+from bot.calls.progress import shows_answer
 from bot.calls.store import FINAL_STATES, CallState, CallStore, TrackedCall
 from bot.evovoice.client import (
     EvoVoiceClient, EvoVoiceError, NotFound, Priority, Session, StillGoingOn)
@@ -87,6 +88,34 @@ async def session_now(evo: EvoVoiceClient, call: TrackedCall) -> Session | None:
         return await evo.get_session(call.session_id)
     except NotFound:
         return None
+
+
+async def deadline_reads(
+    evo: EvoVoiceClient, call: TrackedCall | None, acknowledges: Callable[[str | None], bool],
+    pause: Callable[[], Awaitable[None]],
+) -> list[Session]:
+    """The step's call read afresh at its deadline (`session_now`), the newest read last. One
+    that shows it over without an acknowledging outcome is read once more after `pause`, as the
+    follower reads an end (bot/calls/polling.py): the flow may write a "press 1" a moment after
+    the session reads over, and the next person must not be rung for want of it. Raises
+    EvoVoiceError when the first read fails; the second failing, the first stands."""
+    fresh = None if call is None else await session_now(evo, call)
+    if call is None or fresh is None:
+        return []
+    if acknowledges(fresh.outcome) or classify(fresh, call.state) != CallState.ENDED:
+        return [fresh]
+    await pause()
+    try:
+        again = await session_now(evo, call)
+    except EvoVoiceError:
+        again = None
+    return [fresh] if again is None else [fresh, again]
+
+
+def answered_in(reads: list[Session], call: TrackedCall | None) -> bool:
+    """Whether a read of the step's call shows it answered: connected, even as it ends."""
+    previous = call.state if call is not None else None
+    return any(shows_answer(r) or classify(r, previous) == CallState.CONNECTED for r in reads)
 
 
 async def still_ringing(evo: EvoVoiceClient, calls: CallStore, escalation: Escalation) -> bool:
