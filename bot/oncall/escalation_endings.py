@@ -33,7 +33,7 @@ from bot.oncall import escalation_views as views
 from bot.oncall.escalation_card import EscalationCard
 from bot.oncall.escalation_store import (
     AckVia, Escalation, EscalationState, EscalationStore, Step, StepOutcome, Target)
-from bot.oncall.step_reads import hang_up_and_check, step_call_now
+from bot.oncall.step_reads import hang_up_and_check, seen_now, step_call_now
 from bot.runner import RowRunner
 from bot.slack.threads import Once
 from bot.storage.claims import Claims
@@ -199,7 +199,7 @@ class Endings:
         by = escalation.acknowledged_by or ""
         target = escalation.target
         if target is not None and escalation.step_started_at is not None:
-            call = await self._step_call(escalation)
+            call = await seen_now(self._evo, await self._step_call(escalation))
             note = None
             # Acknowledged through this very call: it was answered, whatever its row says (the
             # deadline's fresh read of the session can be ahead of the follower's poll).
@@ -295,7 +295,7 @@ class Endings:
     async def stopped(self, escalation: Escalation) -> None:
         target = escalation.target
         if target is not None and escalation.step_started_at is not None:
-            call = await self._step_call(escalation)
+            call = await seen_now(self._evo, await self._step_call(escalation))
             if call is not None and not call.answered and not call.known_over:
                 note = await self.hang_up_unanswered(escalation, call, "escalation stopped")
                 await self._store.record_step(escalation.id, escalation.step, target.user_id,

@@ -1,11 +1,12 @@
 """A step's call read afresh from Evo Voice, where the follower's last poll (seconds old) is not
-enough: at the step's deadline, for a page sent again by a run that didn't dial the call, and
-right after Evo Voice accepted hanging it up."""
+enough: at the step's deadline, as its escalation is stopped or acknowledged, for a page sent
+again by a run that didn't dial the call, and right after Evo Voice accepted hanging it up."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from bot.calls.follow import classify
 from bot.calls.progress import shows_answer
@@ -116,6 +117,20 @@ def answered_in(reads: list[Session], call: TrackedCall | None) -> bool:
     """Whether a read of the step's call shows it answered: connected, even as it ends."""
     previous = call.state if call is not None else None
     return any(shows_answer(r) or classify(r, previous) == CallState.CONNECTED for r in reads)
+
+
+async def seen_now(evo: EvoVoiceClient, call: TrackedCall | None) -> TrackedCall | None:
+    """The step's call as its escalation ends (stopped, acknowledged), answered if a fresh read
+    shows it so though its row doesn't yet (picked up since the follower's last poll): such a
+    call is left on, as at the deadline, not hung up as ringing. A read that fails leaves it as
+    its row says."""
+    if call is None or call.answered or call.known_over:
+        return call
+    try:
+        fresh = await session_now(evo, call)
+    except EvoVoiceError:
+        return call
+    return replace(call, answered=True) if fresh and answered_in([fresh], call) else call
 
 
 async def still_ringing(evo: EvoVoiceClient, calls: CallStore, escalation: Escalation) -> bool:
