@@ -23,7 +23,7 @@ from tests.escalations import (
     wait_for_edit,
     wait_for_state,
 )
-from tests.follow_helpers import end_session, placed_call, poll_now, texts
+from tests.follow_helpers import audit_records, end_session, placed_call, poll_now, texts
 from tests.follow_helpers import wait_for_edit as wait_for_status
 
 WITH_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n'
@@ -132,4 +132,27 @@ async def test_a_press_1_written_just_after_the_deadline_s_read_of_the_end_rings
     poll_answered.set()
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
     await bot.settle()
+    assert dialled(bot) == [ALICE]
+
+
+async def test_an_acknowledgement_seen_only_by_the_deadlines_read_is_audited_with_its_outcome(
+    bot_factory: BotFactory,
+) -> None:
+    # Alice presses 1 while the follower's poll is out: only the deadline's fresh read sees her
+    # outcome. The audit trail said "(call outcome None)", reading her call's row, which lagged.
+    bot, clock, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
+    alice = session_of(bot, ALICE)
+    poll_answered = await picked_up_unseen(bot, alice, outcome="Pressed 1")
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+
+    async def acknowledged() -> list[str | None]:
+        while not (reasons := [e.reason for r in await audit_records(bot) for e in r.events
+                               if e.kind == "acknowledged"]):
+            await asyncio.sleep(0.01)
+        return reasons
+
+    assert await asyncio.wait_for(acknowledged(), 5) == [
+        "escalation 1 acknowledged by U0ALICE (call outcome 'Pressed 1')"]
+    poll_answered.set()
     assert dialled(bot) == [ALICE]

@@ -112,7 +112,11 @@ class Endings:
         self, escalation: Escalation, target: Target, call: TrackedCall | None,
         outcome: str | None = None,
     ) -> None:
-        """The step's call reports an outcome listed in ack_outcomes: its person acknowledged."""
+        """The step's call reports an outcome listed in ack_outcomes: its person acknowledged.
+        One only a fresh read saw goes on the call's row first, where the audit trail's record
+        of it reads it (`record_acknowledgement`, maybe in another run)."""
+        if call is not None and outcome is not None and call.outcome != outcome:
+            await self._callstore.update(call.id, outcome=outcome)
         if await self._store.acknowledge(escalation.id, by=target.user_id, at=self._clock(),
                                          via=AckVia.OUTCOME):
             logger.info("escalation %s: %s acknowledged through the call (outcome %r)",
