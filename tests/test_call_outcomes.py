@@ -129,12 +129,13 @@ async def test_an_acknowledgement_seen_only_once_the_call_is_over_counts(
     assert "✅ acknowledged, Acknowledged, 20 s" in await history_line(bot)
 
 
-@pytest.mark.parametrize("final_outcome", ["", None])
-async def test_an_acknowledgement_seen_during_the_call_is_kept_when_the_end_clears_the_outcome(
+@pytest.mark.parametrize("final_outcome", ["", None, "Completed", "Hung up"])
+async def test_an_acknowledgement_seen_during_the_call_is_kept_whatever_the_end_says(
     bot_factory: BotFactory, final_outcome: str | None
 ) -> None:
     # Whether Evo Voice keeps a session's `outcome` once the call ends is unknown
-    # (docs/evovoice-api.md): the "press 1" read while the call was on still counts at its end.
+    # (docs/evovoice-api.md): cleared, or another word written over it (the flow's last step, a
+    # hang-up's), the "press 1" read while the call was on still counts at its end.
     bot = await bot_factory("http", policy=WITH_ACK_OUTCOMES, **FAST)
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
