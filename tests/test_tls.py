@@ -17,6 +17,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.certificates import FIX as CERTIFICATE_FIX
 from bot.evovoice.client import EvoVoiceClient
+from bot.ops import init_checks
+from bot.ops.init_files import Answers
 from bot.ops.readiness import Readiness, evovoice_probe, slack_probe
 from bot.standins.evovoice import EvoVoiceStandIn
 from bot.standins.slack import SlackStandIn
@@ -125,3 +127,18 @@ async def test_readyz_names_a_certificate_it_does_not_trust(
                                "evovoice": evovoice_probe(voice)})
         assert await readiness.check() == {"slack": f"the certificate of Slack {refused}",
                                            "evovoice": f"the certificate of Evo Voice {refused}"}
+
+
+async def test_callbot_init_names_a_certificate_it_does_not_trust(
+    slack: SlackStandIn, evo: EvoVoiceStandIn
+) -> None:
+    # `callbot init`'s live checks of the tokens and the login, in this process (which trusts no
+    # certificate of the tests' authority). Each client tries the connection again after a
+    # pause first (Slack's once, Evo Voice's twice): about 2.5 s of this test.
+    answers = Answers(slack_api_url=slack.api_url, bot_token=BOT_TOKEN, evovoice_url=evo.url,
+                      evovoice_username=EVO_USER, evovoice_password=EVO_PASSWORD)
+    refused = "is not trusted here (unable to get local issuer certificate)"
+    assert await init_checks.auth_test(answers, BOT_TOKEN) == (
+        False, f"the certificate of {slack.api_url} {refused}; {CERTIFICATE_FIX}.")
+    assert await init_checks.login(answers) == (
+        False, f"the certificate of {evo.url} {refused}; {CERTIFICATE_FIX}.", [])

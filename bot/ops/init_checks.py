@@ -11,6 +11,8 @@ import httpx
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.certificates import FIX as CERTIFICATE_FIX
+from bot.certificates import untrusted
 from bot.config import KNOWN_ROLES
 from bot.evovoice.client import BadLogin, EvoVoiceClient, EvoVoiceError, Flow
 from bot.ops.init_files import Answers
@@ -27,6 +29,8 @@ async def auth_test(a: Answers, token: str) -> tuple[bool, str]:
     except SlackApiError as exc:
         return False, f"Slack refused it ({exc.response.get('error')}); copy it again."
     except (aiohttp.ClientError, TimeoutError) as exc:
+        if (refused := untrusted(a.slack_api_url, exc)) is not None:
+            return False, f"{refused}; {CERTIFICATE_FIX}."
         return False, f"cannot reach {a.slack_api_url} ({type(exc).__name__})."
     a.workspace = str(identity.get("team"))
     return True, f"connected to {identity.get('team')} as @{identity.get('user')}"
@@ -57,6 +61,8 @@ async def login(a: Answers) -> tuple[bool, str, list[tuple[str, str]]]:
     except BadLogin:
         return False, "Evo Voice refused the login; try again.", []
     except EvoVoiceError as exc:
+        if (refused := untrusted(a.evovoice_url, exc)) is not None:
+            return False, f"{refused}; {CERTIFICATE_FIX}.", []
         return False, f"{exc.message}; check the address.", []
     finally:
         await evo.aclose()
