@@ -39,7 +39,7 @@ from bot.standins.slack import (
 )
 from tests.budget_clock import LeapingClock
 from tests.conftest import POLICY, Ack, BotFactory, BotUnderTest, until
-from tests.follow_helpers import FAST, services
+from tests.follow_helpers import FAST, poll_now, services
 from tests.interactions import as_shown, interact
 
 ROSTER = POLICY + """
@@ -374,6 +374,34 @@ async def running_escalation(
     await bot.evo.wait_for_posts(1)
     await wait_for_edit(bot, escalation, "🔔 ringing…")
     return bot, clock, escalation
+
+
+# A roster whose flow writes "Acknowledged" or "Pressed 1" when its person presses 1.
+WITH_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n'
+
+
+async def alice_on_the_phone(
+    bot_factory: BotFactory, **state: Any
+) -> tuple[BotUnderTest, Clock, Message, str]:
+    """running_escalation() with WITH_OUTCOMES, Alice's call seen answered (her session set to
+    `state`, Connected unless said) and not acknowledged: the bot, its clock, the escalation's
+    message and Alice's session."""
+    bot, clock, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
+    alice = session_of(bot, ALICE)
+    bot.evo.set_session_state(alice, **{"callState": "Connected", **state})
+    await poll_now(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🟢 on the phone, "
+                                         "not acknowledged yet")
+    return bot, clock, escalation, alice
+
+
+async def acknowledged_on_the_call_alone(bot: BotUnderTest, escalation: Message) -> None:
+    """The card says Alice acknowledged on the call, the escalation is over, and nobody else's
+    phone rang."""
+    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    await bot.settle()
+    assert dialled(bot) == [ALICE]
 
 
 def on_call(db: Database, client: AsyncWebClient, policy: Policy) -> OnCall:

@@ -15,7 +15,9 @@ from bot.standins.evovoice import ErrorStatus, Gated, Respond
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.escalations import (
     ALICE,
-    ROSTER,
+    WITH_OUTCOMES,
+    acknowledged_on_the_call_alone,
+    alice_on_the_phone,
     dialled,
     picked_up_unseen,
     running_escalation,
@@ -26,7 +28,6 @@ from tests.escalations import (
 from tests.follow_helpers import audit_records, end_session, placed_call, poll_now, texts
 from tests.follow_helpers import wait_for_edit as wait_for_status
 
-WITH_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n'
 
 
 async def read_over(bot: BotUnderTest, session_id: str, *then: object) -> None:
@@ -45,20 +46,13 @@ async def test_a_press_1_written_after_the_end_over_an_earlier_outcome_acknowled
 ) -> None:
     # Alice's flow wrote "Answered" as it picked up; she presses 1 and hangs up, and the session
     # reads over a poll before "Acknowledged" replaces it. Read as a voicemail, Bob was rung.
-    bot, _, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
-    alice = session_of(bot, ALICE)
-    bot.evo.set_session_state(alice, callState="Connected", outcome="Answered")
-    await poll_now(bot)
-    await wait_for_edit(bot, escalation, "on the phone, not acknowledged yet")
+    bot, _, escalation, alice = await alice_on_the_phone(bot_factory, outcome="Answered")
     gate = asyncio.Event()
     await read_over(bot, alice, Gated(gate))
     bot.evo.set_session_state(alice, outcome="Acknowledged")
     await poll_now(bot)
     gate.set()
-    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
-    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
-    await bot.settle()
-    assert dialled(bot) == [ALICE]
+    await acknowledged_on_the_call_alone(bot, escalation)
 
 
 async def test_a_call_s_status_tells_the_outcome_written_after_the_end_not_the_earlier_one(
@@ -86,11 +80,7 @@ async def test_a_press_1_is_not_lost_to_a_failed_read_after_the_end(
     # The session reads over without an outcome; the read that would bring Alice's "press 1"
     # fails (the listing, then the session read alone). That says nothing of her outcome: it is
     # read again, not taken for "not acknowledged" (which rang Bob and lost her acknowledgement).
-    bot, _, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
-    alice = session_of(bot, ALICE)
-    bot.evo.set_session_state(alice, callState="Connected")
-    await poll_now(bot)
-    await wait_for_edit(bot, escalation, "on the phone, not acknowledged yet")
+    bot, _, escalation, alice = await alice_on_the_phone(bot_factory)
     tries = 1 if status == 500 else 2  # a 503 is tried again once by the client
     failing = [ErrorStatus(status, "Service unavailable")] * tries
     bot.evo.queue("GET", f"/sessions/{alice}", *failing)
@@ -103,10 +93,7 @@ async def test_a_press_1_is_not_lost_to_a_failed_read_after_the_end(
     gate.set()
     await until(lambda: len(bot.evo.requests_to("GET", f"/sessions/{alice}")) == tries)
     await poll_now(bot)
-    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
-    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
-    await bot.settle()
-    assert dialled(bot) == [ALICE]
+    await acknowledged_on_the_call_alone(bot, escalation)
 
 
 async def test_a_press_1_written_just_after_the_deadline_s_read_of_the_end_rings_nobody_else(
@@ -115,11 +102,7 @@ async def test_a_press_1_written_just_after_the_deadline_s_read_of_the_end_rings
     # Alice listens, presses 1 and hangs up as her deadline comes; the follower's poll is out.
     # The deadline's fresh read finds her session over, its outcome not written yet: read as
     # "answered but not acknowledged", Bob was rung (and paged) until her "press 1" was seen.
-    bot, clock, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
-    alice = session_of(bot, ALICE)
-    bot.evo.set_session_state(alice, callState="Connected")
-    await poll_now(bot)
-    await wait_for_edit(bot, escalation, "on the phone, not acknowledged yet")
+    bot, clock, escalation, alice = await alice_on_the_phone(bot_factory)
     second_read = asyncio.Event()
     bot.evo.queue("GET", f"/sessions/{alice}", Respond(), Gated(second_read))
     poll_answered = await picked_up_unseen(bot, alice, callState="Disconnected", ended=True)

@@ -26,9 +26,12 @@ from tests.escalations import (
     ALICE_ONLY,
     BOB,
     ROSTER,
-    Clock,
+    WITH_OUTCOMES,
+    acknowledged_on_the_call_alone,
+    alice_on_the_phone,
     as_first_drawn,
     click_ack,
+    Clock,
     dialled,
     escalation_message,
     hung_up,
@@ -46,7 +49,6 @@ from tests.escalations import (
     wait_for_state,
 )
 
-WITH_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n'
 
 
 async def call_seen_connected(bot: BotUnderTest, escalation: Message) -> None:
@@ -170,11 +172,7 @@ async def test_an_ack_outcome_written_one_poll_after_the_end_acknowledges(
 ) -> None:
     # Alice presses 1 and hangs up; her session reads over (Disconnected, `ended` not yet or
     # already set) a poll before its outcome is written. Read as a voicemail, Bob was rung too.
-    bot, _, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
-    alice = session_of(bot, ALICE)
-    bot.evo.set_session_state(alice, callState="Connected")
-    await poll_now(bot)
-    await call_seen_connected(bot, escalation)
+    bot, _, escalation, alice = await alice_on_the_phone(bot_factory)
     gate = asyncio.Event()
     bot.evo.queue("GET", "/sessions", Respond(), Gated(gate))  # the end read, then the next held
     seen = len(bot.evo.reads_of(alice))
@@ -185,10 +183,7 @@ async def test_an_ack_outcome_written_one_poll_after_the_end_acknowledges(
     bot.evo.set_session_state(alice, ended=True, outcome="Acknowledged")
     await poll_now(bot)
     gate.set()
-    await wait_for_edit(bot, escalation, "<@U0ALICE> acknowledged on the call at")
-    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
-    await bot.settle()
-    assert dialled(bot) == [ALICE]
+    await acknowledged_on_the_call_alone(bot, escalation)
 
 
 @pytest.mark.parametrize("mode", ["http", "socket"])
@@ -547,11 +542,7 @@ async def test_an_ack_outcome_on_a_call_left_on_past_its_deadline_acknowledges(
     """Alice answered but had not pressed 1 by her deadline: her call is left on (she may still be
     listening) and Bob's phone rings. She then presses 1: that is her acknowledgement, as I'm on
     it on her page would be. Nobody else is called, and Bob's phone, still ringing, is hung up."""
-    bot, clock, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
-    alice = session_of(bot, ALICE)
-    bot.evo.set_session_state(alice, callState="Connected")
-    await poll_now(bot)
-    await call_seen_connected(bot, escalation)
+    bot, clock, escalation, alice = await alice_on_the_phone(bot_factory)
     clock.advance(91)
     await bot.evo.wait_for_posts(2)
     bob = session_of(bot, BOB)
