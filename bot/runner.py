@@ -274,6 +274,16 @@ class RowRunner:
                 started.append(row_id)
         return started
 
+    async def lost(self, row_id: int) -> bool:
+        """Whether the row's work has been taken over by another replica while this one stalled
+        (a paused VM, a database that hung): its task here must then do nothing more, now rather
+        than at the lease keeper's next round (`drop_lost`), which may come after it acted."""
+        if self._leases is None or await self._leases.holds(self.kind, row_id):
+            return False
+        logger.warning("%s %s: its lease was taken over by another replica; leaving it to them",
+                       self.kind, row_id, extra=self._fields(row_id))
+        return True
+
     def drop_lost(self, held: set[int], running: dict[int, asyncio.Task[None]]) -> None:
         """Cancel those of the `running` tasks (read before `held`) whose lease is not held."""
         for row_id, task in running.items():

@@ -20,6 +20,7 @@ from tests.conftest import BotFactory, BotUnderTest
 from tests.escalations import (
     ALICE,
     BOB,
+    MANAGER,
     ROSTER,
     Clock,
     as_first_drawn,
@@ -680,3 +681,39 @@ async def test_a_step_whose_call_its_checks_refuse_is_counted_as_the_audit_trail
     assert {outcome: value(samples, "callbot_calls_total", outcome=outcome)
             for outcome in ("placed", "failed", "refused")} == {
         "placed": 1, "failed": 0, "refused": 2}
+
+
+ALICE_RINGING = "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…"
+
+
+@on_both_databases
+async def test_a_stalled_replica_s_run_leaves_the_step_it_watched_to_the_one_that_took_it_over(
+    bot_factory: BotFactory,
+) -> None:
+    """Replica A rings Alice and stalls while her phone rings (its leases lapse); B takes the
+    escalation over. A's run of the chain is still there, as a replica's is when it comes back,
+    before its lease keeper's next round lets go of it. At Alice's deadline A's run sees the
+    chain is B's and ends, doing nothing: her call is hung up once and Bob rung once, by B; and
+    so on at Bob's deadline, with no second run driving the chain beside B's."""
+    a, clock = await start(bot_factory, LEASE_SECONDS="3")
+    view, _ = await open_on_message(a)
+    assert await submit(a, view) == {}
+    escalation = await escalation_message(a)
+    await wait_for_edit(a, escalation, ALICE_RINGING)
+    await stall(a)
+    b, _ = await start(bot_factory, clock=clock, LEASE_SECONDS="3")
+    async with asyncio.timeout(10):
+        while not services(b).escalations.running:  # B's lease keeper took the chain over
+            await asyncio.sleep(0.01)
+    clock.advance(91)
+    await b.evo.wait_for_posts(2)
+    await wait_for_edit(b, escalation, BOB_RINGING)
+    await run_ended(a)
+    await b.settle()
+    assert dialled(b) == [ALICE, BOB]
+    assert len(b.evo.hang_ups(session_of(b, ALICE))) == 1
+    clock.advance(91)  # Bob's deadline: B alone ends his step and moves on
+    await b.evo.wait_for_posts(3)
+    await b.settle()
+    assert len(b.evo.hang_ups(session_of(b, BOB))) == 1
+    assert dialled(b) == [ALICE, BOB, MANAGER]  # Carol, without a number, is skipped

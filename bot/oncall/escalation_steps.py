@@ -141,6 +141,8 @@ class Chain:
                 self._card.page(escalation, target, again=True,
                                 still_ringing=partial(still_ringing, self._evo, self._callstore))
             verdict, call = await self._watch(escalation)
+            if verdict != _Verdict.CLOSING and await self._runner.lost(escalation_id):
+                return  # another replica took the chain over while this one stalled: theirs now
             if verdict == _Verdict.ANSWERED:
                 # Ended here, or (should Stop or I'm on it have come first) read again below and
                 # wound down as that said, now rather than at the next lease round.

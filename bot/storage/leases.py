@@ -108,6 +108,13 @@ class Leases:
         leased = {int(row[0]) for row in rows}
         return [row_id for row_id in row_ids if row_id not in leased]
 
+    async def holds(self, kind: str, row_id: int) -> bool:
+        """Whether this replica still owns the lease of (kind, row_id): not once another replica
+        took it over (this one stalled past it), nor once it was given back or left lapsed."""
+        row = await self._db.fetchone(
+            "SELECT owner FROM leases WHERE kind = ? AND row_id = ?", (kind, row_id))
+        return row is not None and row[0] == self.owner
+
     async def held(self, kind: str) -> set[int]:
         rows = await self._db.fetchall(
             "SELECT row_id FROM leases WHERE kind = ? AND owner = ?", (kind, self.owner)
