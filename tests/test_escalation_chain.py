@@ -170,6 +170,7 @@ async def test_a_stalled_replica_comes_back_to_a_step_another_took_over_and_does
                 rows[1]["placement"] == "dialling"):
             await asyncio.sleep(0.01)
     assert [row["placement"] for row in rows] == ["placed", "failed"]
+    await run_ended(a)  # refused, A's run leaves the chain to B at once
     await a.settle()
     await b.settle()
     assert dialled(b) == [ALICE, BOB]  # Bob rung once, by B
@@ -181,6 +182,7 @@ async def test_a_stalled_replica_comes_back_to_a_step_another_took_over_and_does
             await asyncio.sleep(0.01)
     assert sorted(ended) == [("called_off", "StepTakenOver"), ("placed", None)]
     assert await calls_counted(a) == {"placed": 1, "failed": 0, "called_off": 1}
+    await the_rest_is_b_s_alone(a, b)
 
 
 async def test_a_stalled_replica_does_not_stop_a_chain_another_took_over(
@@ -198,6 +200,8 @@ async def test_a_stalled_replica_does_not_stop_a_chain_another_took_over(
     assert await state_of(b) == EscalationState.RUNNING
     assert BOB_RINGING in (escalation.text or "")
     assert "escalation stopped" not in everything_sent_to_slack(b)
+    services(b).access.forget_groups()  # B's own check, at the next step, stops the chain
+    await the_rest_is_b_s_alone(a, b, stops=True)
 
 
 @on_both_databases
@@ -230,6 +234,45 @@ async def test_a_stalled_replica_does_not_skip_a_step_another_took_over_and_is_r
     await b.settle()
     assert dialled(b) == [ALICE, BOB]  # Carol is not rung while Bob's phone rings
     assert BOB_RINGING in (escalation.text or "") and "skipped" not in (escalation.text or "")
+    await the_rest_is_b_s_alone(a, b)
+
+
+async def the_rest_is_b_s_alone(a: BotUnderTest, b: BotUnderTest, *, stops: bool = False) -> None:
+    """After A's run came back to Bob's step and was refused it: Bob's deadline is met by B
+    alone (his call hung up once, the next person rung once, or the chain stopped, `stops`, for
+    a requester no longer allowed), and A's run has ended."""
+    services(b).escalations.clock.advance(91)  # type: ignore[attr-defined]
+    if stops:
+        await wait_for_state(b, EscalationState.FAILED)
+    else:
+        await b.evo.wait_for_posts(3)
+    await run_ended(a)
+    await a.settle()
+    await b.settle()
+    assert len(b.evo.hang_ups(session_of(b, BOB))) == 1
+    # Carol, without a number, is skipped.
+    assert dialled(b) == [ALICE, BOB] if stops else [ALICE, BOB, MANAGER]
+
+
+async def test_a_stalled_replica_whose_step_cannot_be_called_leaves_the_step_to_the_other(
+    bot_factory: BotFactory,
+) -> None:
+    """Replica A claims Bob's step and stalls; B takes it over and rings Bob. The flow then
+    disappears from the account, so A, coming back, finds Bob's step can't be called: that is no
+    longer A's to write. Bob's step is not marked "couldn't be called" while his phone rings, he
+    is not paged again, and A's run leaves the chain to B at once."""
+    a, b, escalation, gate = await bobs_step_taken_over_from_a_stalled_replica(bot_factory)
+    a.evo.flows = []
+    services(a).catalog.forget()
+    gate.open()  # A comes back to Bob's step, and finds no flow to call him with
+    await run_ended(a)
+    await a.settle()
+    await b.settle()
+    assert dialled(b) == [ALICE, BOB]
+    assert BOB_RINGING in (escalation.text or "")
+    assert "couldn't be called" not in (escalation.text or "")
+    assert len([c for c in b.slack.calls if c.method == "chat.postMessage"
+                and c.params.get("channel") == "U0BOB"]) == 1  # paged once, by B
 
 
 BOB_RINGING = "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…"
