@@ -299,7 +299,8 @@ class CallPoller:
             if late and call.id not in self._ending:
                 self._ending[call.id] = session
                 if newly_answered or answered_by != call.answered_by:
-                    await self._store.update(call.id, answered=answered, answered_by=answered_by)
+                    await self._store.update_followed(call.id, answered=answered,
+                                                      answered_by=answered_by)
                 return _Step.CHANGED
             self._ending.pop(call.id, None)
             duration = duration_of(session)
@@ -312,16 +313,12 @@ class CallPoller:
                 answered_by=answered_by,
                 duration_seconds=duration,
             )
-            await self._store.update(
-                call.id,
-                state=str(state),
-                following=False,
-                answered=answered,
-                answered_by=answered_by,
-                outcome=outcome,
-                duration_seconds=duration,
+            if not await self._store.update_followed(
+                call.id, state=str(state), following=False, answered=answered,
+                answered_by=answered_by, outcome=outcome, duration_seconds=duration,
                 unreadable=None,
-            )
+            ):
+                return _Step.DONE  # ended by another replica while this one stalled: its to show
             verdict = "answered" if answered else "not answered"
             logger.info("call %s ended (%s)", call.id, verdict, extra={
                 "call_id": call.id, "session_id": call.session_id, "outcome": verdict})
@@ -333,10 +330,11 @@ class CallPoller:
         if (state == call.state and not newly_answered and answered_by == call.answered_by
                 and outcome == call.outcome and call.unreadable is None):
             return _Step.SAME
-        await self._store.update(
+        if not await self._store.update_followed(
             call.id, state=str(state), answered=answered, answered_by=answered_by, outcome=outcome,
             unreadable=None,
-        )
+        ):
+            return _Step.DONE  # over meanwhile (another replica's): this read came too late
         logger.info("call %s: %s", call.id, state,
                     extra={"call_id": call.id, "session_id": call.session_id})
         await self._messages.refresh(call.id)
@@ -363,8 +361,8 @@ class CallPoller:
         # What was seen before (who answered, an acknowledging outcome) outlives the follow.
         await self._record(call, kind, reason=reason, outcome=call.outcome,
                            answered_by=call.answered_by)
-        await self._store.update(call.id, state=str(state), following=False)
-        await self._messages.refresh_until_shown(call.id)
+        if await self._store.update_followed(call.id, state=str(state), following=False):
+            await self._messages.refresh_until_shown(call.id)  # unless another replica's end
 
     async def _record(
         self, call: TrackedCall, kind: EventKind, *, session_id: str | None = None,

@@ -214,6 +214,12 @@ class CallStore:
         if values:
             await _update(self._db, call_id, "", (), values)
 
+    async def update_followed(self, call_id: int, **values: Any) -> bool:
+        """`update` a call still being followed; False if it no longer is: its end was recorded
+        meanwhile (by the replica that took it over while this one stalled), and a read of the
+        call from before that end must not write over it."""
+        return await _update(self._db, call_id, " AND following = 1", (), values) == 1
+
     async def note_hang_up(self, call_id: int, by: str) -> None:
         """Who hangs the call up (`by`), on its row before Evo Voice is asked: a PatchSession may
         only store the `Disconnected` it sends (bot/calls/progress.py), and a poll reading it
