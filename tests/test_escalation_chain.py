@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
-from bot.standins.evovoice import ErrorStatus
+from bot.standins.evovoice import ErrorStatus, Gated
 from bot.standins.slack import ApiCall, Gate, Message
 from tests.budget_clock import Pauses
 from tests.conftest import BotFactory, BotUnderTest
@@ -315,13 +315,16 @@ async def hold_bobs_step(bot: BotUnderTest, clock: Clock) -> tuple[Message, Gate
     return escalation, gate
 
 
-def hold_the_first(bot: BotUnderTest, method: str, *, user: str | None = None) -> Gate:
-    """Hold the next call to `method` (about `user`, if given) only: the replica that makes it,
-    not the calls after it."""
+def hold_the_first(bot: BotUnderTest, method: str, *, user: str | None = None,
+                   channel: str | None = None) -> Gate:
+    """Hold the next call to `method` (about `user`, or to `channel`, if given) only: the replica
+    that makes it, not the calls after it."""
     held: list[ApiCall] = []
 
     def only_the_first(call: ApiCall) -> bool:
         if user is not None and call.params.get("user") != user:
+            return False
+        if channel is not None and call.params.get("channel") != channel:
             return False
         held.append(call)
         return len(held) == 1
@@ -760,3 +763,41 @@ async def test_a_stalled_replica_s_run_leaves_the_step_it_watched_to_the_one_tha
     await b.settle()
     assert len(b.evo.hang_ups(session_of(b, BOB))) == 1
     assert dialled(b) == [ALICE, BOB, MANAGER]  # Carol, without a number, is skipped
+
+
+@on_both_databases
+async def test_a_replica_that_stalled_reading_a_step_at_its_deadline_leaves_the_step_to_the_other(
+    bot_factory: BotFactory,
+) -> None:
+    """Replica A reads Alice's call afresh at her deadline, and stalls while that read is out. B
+    takes the escalation over, hangs her call up and rings Bob; his page is on its way. A then
+    comes back with its read (not answered): the step is B's. Alice's call is not hung up a
+    second time, and Bob is paged once."""
+    a, clock = await start(bot_factory, LEASE_SECONDS="3")
+    view, _ = await open_on_message(a)
+    assert await submit(a, view) == {}
+    escalation = await escalation_message(a)
+    await wait_for_edit(a, escalation, ALICE_RINGING)
+    alice = session_of(a, ALICE)
+    read_answered = asyncio.Event()
+    a.evo.queue("GET", f"/sessions/{alice}", Gated(read_answered))  # A's read at her deadline
+    clock.advance(91)
+    async with asyncio.timeout(10):
+        while not a.evo.requests_to("GET", f"/sessions/{alice}"):
+            await asyncio.sleep(0.01)
+    await stall(a)
+    bobs_page = hold_the_first(a, "chat.postMessage", channel="U0BOB")
+
+    b, _ = await start(bot_factory, clock=clock, LEASE_SECONDS="3")
+    await b.evo.wait_for_posts(2)
+    await bobs_page.wait_until_held()  # B's page to Bob, on its way
+    read_answered.set()  # A comes back with its read: Alice's call, not answered
+    await run_ended(a)
+    bobs_page.open()
+    await page_of(b, "U0BOB")
+    await a.settle()
+    await b.settle()
+    assert dialled(b) == [ALICE, BOB]
+    assert len(b.evo.hang_ups(alice)) == 1  # by B
+    pages = [c for c in b.slack.calls_to("chat.postMessage") if c.params.get("channel") == "U0BOB"]
+    assert len(pages) == 1

@@ -137,6 +137,8 @@ class Chain:
                 continue  # read the row again: the call recorded, or the chain moved on
             if escalation.step not in watched:
                 # Dialled by an earlier run (a restart, a replica gone): its page, unless sent.
+                if await self._runner.lost(escalation_id):
+                    return  # this run stalled as another replica took the chain over: theirs
                 watched.add(escalation.step)
                 self._card.page(escalation, target, again=True,
                                 still_ringing=partial(still_ringing, self._evo, self._callstore))
@@ -152,7 +154,6 @@ class Chain:
                 await self._endings.acknowledged_by_call(escalation, target, call)
             elif verdict in (_Verdict.ENDED, _Verdict.TIMED_OUT):
                 await self._end_step(escalation, target, verdict, call)
-            # ACK_OUTCOME, STATE_CHANGED: look again; CLOSING: the loop ends.
         logger.info("escalation %s paused: the bot is stopping", escalation_id,
                     extra={"escalation_id": escalation_id})
 
@@ -326,6 +327,8 @@ class Chain:
                 return
             if not answered and unread:
                 note = UNREAD_AT_DEADLINE
+            elif not answered and await self._runner.lost(escalation.id):
+                return  # read as another replica took the chain over (and ended the step)
             elif not answered:
                 why = f"no answer in {seconds(escalation.answer_timeout)}"
                 note = await self._endings.hang_up_unanswered(escalation, call, why,
