@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from bot.certificates import refused_certificate
 from bot.evovoice.budget import Priority, RequestBudget
 from bot.evovoice.clock import ServerClock
 from bot.evovoice.errors import (
@@ -280,7 +281,8 @@ class Requester:
                 connect_failures += 1
                 self._log_failure(method, path, exc, started)
                 self._observe(method, path, started, None, "unreachable")
-                if connect_failures >= self._connect_retries:
+                # A certificate refused now is refused a second later: said at once.
+                if connect_failures >= self._connect_retries or refused_certificate(exc):
                     raise EvoVoiceUnreachable(
                         "Could not connect to Evo Voice; nothing was sent.",
                         attempts=connect_failures,
