@@ -791,18 +791,26 @@ def test_flow_options_respect_slacks_limits() -> None:
     assert len(set(texts)) == 2 and all(len(t) <= 75 for t in texts), texts
 
 
-def test_form_keeps_the_default_caller_id_among_the_first_hundred() -> None:
-    owned = [f"+1814555{i:04}" for i in range(150)]
+def test_form_keeps_the_default_caller_id_first_among_a_hundred() -> None:
+    owned = [f"+1814555{i:04}" for i in range(100)]
     view = forms.call_form(
-        ModalMetadata("C0OPS"), owned_numbers=owned, default_caller_id=owned[140]
+        ModalMetadata("C0OPS"), owned_numbers=owned, default_caller_id=owned[90]
     )
     caller = block(view, FormField.CALLER_ID)
     assert caller is not None
     assert len(caller["element"]["options"]) == 100
-    assert caller["element"]["initial_option"]["value"] == owned[140]
+    assert caller["element"]["initial_option"]["value"] == owned[90]
+    assert caller["element"]["options"][0]["value"] == owned[90]
     # Slack refuses a view whose initial option is not one of its options.
     assert caller["element"]["initial_option"] in caller["element"]["options"]
     assert len(view["private_metadata"]) <= 3000
+    many = forms.call_form(
+        ModalMetadata("C0OPS"), owned_numbers=[*owned, "+18145559999"], default_caller_id=owned[90]
+    )
+    caller = block(many, FormField.CALLER_ID)
+    assert caller is not None and caller["element"]["type"] == "external_select"
+    assert forms.caller_id_options([*owned, "+18145559999"], "", owned[90])[0]["value"] == (
+        owned[90])
 
 
 def test_form_without_owned_numbers_has_no_caller_id_select() -> None:
@@ -849,3 +857,50 @@ def test_read_submission_takes_the_channel_selects_preset_and_its_response_url()
     assert read.response_url == "https://hooks.slack.com/c"
     assert read.number_text == FULL and read.flow_id == "flow-esc" and read.caller_id is None
     assert FormField.CHANNEL in read.fields
+
+
+async def test_every_owned_number_can_be_chosen_as_caller_id_past_the_first_hundred(
+    bot_factory: BotFactory,
+) -> None:
+    # An account with 150 numbers showed a menu of the first 100: the other 50 could not be
+    # chosen at all, and nothing said they were missing. Past 100, the menu searches them.
+    bot = await bot_factory("http")
+    bot.evo.phone_numbers[:] = [
+        {"id": f"ep-{i}", "displayName": f"Line {i}", "phoneNumber": f"+1814555{i:04}",
+         "accountId": "acct-1"} for i in range(100, 250)
+    ]
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    view = await open_form(bot)
+    caller = block(view.versions[-1], FormField.CALLER_ID)
+    assert caller is not None
+    assert caller["element"]["type"] == "external_select"
+    assert caller["element"]["initial_option"]["value"] == "+18145550100"  # the default
+    assert "150" in caller["hint"]["text"]  # says how many there are, and to type digits
+
+    async def offered(text: str) -> list[str]:
+        answer = await interact(bot, block_suggestion_payload(
+            action_id=FormField.CALLER_ID, block_id=FormField.CALLER_ID, value=text))
+        return [option["value"] for option in answer["options"]]
+
+    assert len(await offered("")) == 100
+    assert await offered("555 0240") == ["+18145550240"]
+    assert await offered("(814) 555-0240") == ["+18145550240"]
+    assert await offered("24") == ["+18145550124", "+18145550224", "+18145550240",
+                                   "+18145550241", "+18145550242", "+18145550243",
+                                   "+18145550244", "+18145550245", "+18145550246",
+                                   "+18145550247", "+18145550248", "+18145550249"]
+    assert await offered("0240") == ["+18145550240"]
+    assert await offered("x") == []
+    # Only to people who may call.
+    answer = await interact(bot, block_suggestion_payload(
+        action_id=FormField.CALLER_ID, block_id=FormField.CALLER_ID, value="",
+        user_id="U0INTRUDER"))
+    assert answer["options"] == []
+
+    values = state(caller_id="+18145550240")
+    values[FormField.CALLER_ID][FormField.CALLER_ID]["type"] = "external_select"
+    answer = await interact(bot, submission(view, values))
+    assert answer == {} or answer.get("response_action") == "clear", answer
+    await bot.settle()
+    [post] = bot.evo.outgoing_posts
+    assert post.json["callerId"] == "+18145550240"

@@ -84,6 +84,27 @@ def caller_id_option(e164: str) -> Option:
     return {"text": plain(e164), "value": e164}
 
 
+def caller_id_options(
+    owned_numbers: Sequence[str], query: str, default_caller_id: str | None = None
+) -> list[Option]:
+    """The caller IDs a search offers (a menu of more than Slack's 100 options): the numbers whose
+    digits hold the digits typed, in any format ("(814) 555-0240"), the default first."""
+    wanted = re.sub(r"[^0-9]", "", query)
+    if query.strip() and not wanted:
+        return []
+    numbers = _default_first(owned_numbers, default_caller_id)
+    return [caller_id_option(n) for n in numbers
+            if wanted in re.sub(r"[^0-9]", "", n)][:MAX_OPTIONS]
+
+
+def _default_first(owned_numbers: Sequence[str] | None, default: str | None) -> list[str]:
+    numbers = list(dict.fromkeys(owned_numbers or ()))
+    if default in numbers:
+        numbers.remove(default)
+        numbers.insert(0, default)
+    return numbers
+
+
 # Room the ID of a flow takes in an option that shares its name (a GUID's 36 characters fit whole).
 _MAX_ID_SHOWN = 40
 
@@ -162,21 +183,24 @@ def call_form(
         "hint": plain("What the call does once answered: the Evo Voice flow."),
     })
 
-    numbers = list(dict.fromkeys(owned_numbers or ()))
+    numbers = _default_first(owned_numbers, default_caller_id)
     if numbers:
-        if default_caller_id in numbers:
-            # Keep the default among the first hundred, so it can be preselected.
-            numbers.remove(default_caller_id)
-            numbers.insert(0, default_caller_id)
-        options = [caller_id_option(n) for n in numbers[:MAX_OPTIONS]]
+        preselected = default_caller_id in numbers
         select: dict[str, Any] = {
-            "type": "static_select",
             "action_id": FormField.CALLER_ID,
             "placeholder": plain("Choose one of the account's numbers"),
-            "options": options,
         }
-        if default_caller_id in numbers:
-            select["initial_option"] = caller_id_option(default_caller_id)
+        if len(numbers) <= MAX_OPTIONS:
+            select.update(type="static_select", options=[caller_id_option(n) for n in numbers])
+            how = ""
+        else:
+            # A menu holds at most 100 options: past that, the first 100 alone left the others
+            # impossible to choose, unsaid. A search (`block_suggestion`) reaches every one.
+            select.update(type="external_select", min_query_length=0)
+            how = (f"The account has {len(numbers)} numbers: type some of the digits to find "
+                   "one. ")
+        if preselected:
+            select["initial_option"] = caller_id_option(default_caller_id or "")
         blocks.append({
             "type": "input",
             "block_id": FormField.CALLER_ID,
@@ -184,9 +208,8 @@ def call_form(
             "label": plain("Caller ID"),
             "element": select,
             "hint": plain(
-                "The number the callee sees. "
-                + ("Preselected: the default, also used when left empty."
-                   if default_caller_id in numbers
+                "The number the callee sees. " + how
+                + ("Preselected: the default, also used when left empty." if preselected
                    else "Left empty, Evo Voice picks one of the account's numbers.")
             ),
         })

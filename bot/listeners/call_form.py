@@ -89,6 +89,7 @@ FLOW_GONE = ("The flow chosen, “{name}”, is no longer in the Evo Voice accou
 def register(app: AsyncApp) -> None:
     app.global_shortcut(forms.PLACE_CALL_SHORTCUT_ID)(on_place_call_shortcut)
     app.block_suggestion(FormField.FLOW.value)(on_flow_options)
+    app.block_suggestion(FormField.CALLER_ID.value)(on_caller_id_options)
     app.view_submission(forms.CALL_FORM_CALLBACK_ID)(on_form_submitted)
 
 
@@ -177,6 +178,27 @@ async def on_flow_options(ack: AsyncAck, body: dict[str, Any], context: AsyncBol
         logger.warning("flow options for %s unavailable: %s", user_id, type(exc).__name__)
         flows, account_flows = [], []
     await ack(options=forms.flow_options(flows, account_flows))
+
+
+async def on_caller_id_options(
+    ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext
+) -> None:
+    """The caller ID menu's search, for an account of more numbers than a menu holds."""
+    services: Services = context["services"]
+    user_id = user_of(body)
+    query = str(body.get("value") or "")[:MAX_QUERY_CHARS]
+    try:
+        owned = await asyncio.wait_for(_owned_for(services, user_id), OPTIONS_BUDGET_SECONDS)
+    except (TimeoutError, GroupLookupFailed, EvoVoiceError) as exc:
+        logger.warning("caller ID options for %s unavailable: %s", user_id, type(exc).__name__)
+        owned = []
+    await ack(options=forms.caller_id_options(owned, query, services.policy.default_caller_id))
+
+
+async def _owned_for(services: Services, user_id: str) -> list[str]:
+    if not await services.access.roles_of(user_id):
+        return []
+    return await services.catalog.owned_numbers()
 
 
 async def _flows_for(
