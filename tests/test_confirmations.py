@@ -379,3 +379,21 @@ async def test_a_repeat_question_says_how_long_ago_in_minutes(bot_factory: BotFa
     await db.execute("UPDATE rate_events SET at = at - 330")
     question = await ask(bot, f"{US} escalation")
     assert "You called this number 5 min 30 s ago — call again?" in question["text"], question
+
+
+async def test_a_flow_of_a_very_long_name_leaves_the_question_its_region_and_expiry(
+    bot: BotUnderTest,
+) -> None:
+    # A flow named in thousands of characters (Evo Voice sets no limit) filled the question's
+    # details: Slack's clip at 3,000 took off where the number is, that nothing was dialled and
+    # when the question expires. The name is shortened, as in the status message.
+    for flow in bot.evo.flows:
+        if flow["id"] == "flow-page":
+            flow["name"] = "Page " + "the database team " * 200
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    question = await ask(bot, f"{CANADA} page")
+    shown = "\n".join(e["text"] for b in question["blocks"] if b["type"] == "context"
+                      for e in b["elements"])
+    assert "Canada (CA)" in shown and "Nothing has been dialled" in shown
+    assert "This question expires in 10 minutes." in shown
+    assert "Page the database team" in shown

@@ -285,3 +285,25 @@ async def test_a_scripted_429_holds_its_channel_for_its_retry_after(slack: Slack
         assert await post(session, "C0OTHER") == 200
         now[0] += 1
         assert await post(session, "C0HELD") == 200
+
+
+async def test_an_escalation_flow_of_a_very_long_name_leaves_the_card_its_timeout(
+    bot_factory: BotFactory,
+) -> None:
+    # The card's footer named the flow whole: one named in thousands of characters (Evo Voice
+    # sets no limit) took the context's 3,000, and the clip cut off how long each person has and
+    # how to acknowledge. The name is shortened, as in a call's status message.
+    policy = _roster(3).replace('flow = "Escalation"', 'flow = "flow-esc"')
+    bot, _ = await start(bot_factory, policy=policy)
+    for flow in bot.evo.flows:
+        if flow["id"] == "flow-esc":
+            flow["name"] = "Escalation " + "for the database team " * 200
+    bot.runtime.services.catalog.forget()  # type: ignore[union-attr]
+    view, _ = await open_on_message(bot)
+    await submit(bot, view)
+    escalation = await escalation_message(bot)
+    footer = escalation.blocks[-2]["elements"][0]["text"]
+    assert footer.startswith("Flow “Escalation for the database team")
+    assert "each person has" in footer and "to acknowledge" in footer
+    await click_stop(bot, escalation, user_id="U0ADMIN")
+    await wait_for_edit(bot, escalation, "stopped by <@U0ADMIN>.")

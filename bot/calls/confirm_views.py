@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bot.calls.rates import describe_ago
+from bot.calls.status_views import shown
 from bot.slack.blocks import Block, Message, context, escape, plain, section
 
 CONFIRM_CALL_ACTION = "call_confirm"
@@ -53,7 +54,9 @@ def confirm_call(
         question = f"You called this number {ago} ago — call again?"
     else:
         question = f"{masked_number} is in {region} — are you sure you want to call it?"
-    details = [f"{masked_number} with flow “{escape(flow_name)}”."]
+    # The flow's name shortened, as the status message shows it: one of thousands of characters
+    # took the context's 3,000 and left out where the number is, and when the question expires.
+    details = [f"{masked_number} with flow “{shown(flow_name)}”."]
     if region is not None:
         details.append(
             f"It is in {escape(region)}; calls outside {escape(home_regions)} ask first."

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from bot.calls.status_views import shown
 from bot.oncall.escalation_form import seconds, who
 from bot.oncall.escalation_store import (
     AckVia,
@@ -166,8 +167,10 @@ def escalation_message(
         _step_line(escalation, index, target, by_index.get(index), call_state, call_number)
         for index, target in enumerate(escalation.people)
     ]
+    # The flow's name shortened (as a call's status message shows it): one of thousands of
+    # characters took the footer's 3,000, and how long each person has went with them.
     footer = (
-        f"Flow “{escape(escalation.flow_name)}” · each person has "
+        f"Flow “{shown(escalation.flow_name)}” · each person has "
         f"{seconds(escalation.answer_timeout)} to "
         + ("acknowledge (I'm on it, here or in the page they get)" if escalation.acknowledges
            else "answer")
