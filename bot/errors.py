@@ -79,7 +79,7 @@ from collections.abc import Mapping, Sequence
 
 from bot.evovoice import client as evovoice
 from bot.ops.logs import current_request_id
-from bot.slack.blocks import Markup, listing
+from bot.slack.blocks import Markup, listing, quoted
 
 logger = logging.getLogger(__name__)
 
@@ -149,11 +149,9 @@ class FlowNotFound(CallbotError):
     def __init__(self, text: str, suggestions: Sequence[str]) -> None:
         self.text = text
         self.suggestions = tuple(suggestions)
-        hint = (
-            "Closest flows: " + ", ".join(f"“{name}”" for name in self.suggestions) + "."
-            if self.suggestions
-            else "The account has no flows that callbot can use."
-        )
+        names = listing([quoted(name) for name in self.suggestions], MAX_LISTING_CHARS)
+        hint = (f"Closest flows: {names}." if self.suggestions
+                else "The account has no flows that callbot can use.")
         super().__init__(f"No flow is called “{text}”. {hint} Use a flow's name or its slug "
                          "(wake-up-call for “Wake Up Call”).")
 
@@ -164,7 +162,7 @@ class FlowAmbiguous(CallbotError):
         self.candidates = tuple(candidates)
         super().__init__(
             f"“{text}” matches several flows: "
-            + listing([f"“{name}”" for name in self.candidates], MAX_LISTING_CHARS)
+            + listing([quoted(name) for name in self.candidates], MAX_LISTING_CHARS)
             + ". Ask an administrator to give each a distinct alias in the policy file's [flows]."
         )
 

@@ -345,6 +345,26 @@ async def test_unknown_flow_among_as_many_as_are_all_listed_lists_every_one(
     assert bot.evo.outgoing_posts == []
 
 
+async def test_unknown_flow_among_long_named_flows_still_says_what_to_do(
+    bot_factory: BotFactory,
+) -> None:
+    # Ten flows named in hundreds of characters each were listed whole: the refusal ran past a
+    # section's 3,000 characters, and Slack's clip took off the last names and what to type.
+    bot = await bot_factory("http")
+    bot.evo.flows[:] = [
+        {"id": f"flow-{i}", "name": f"Team {i} " + "rota for the platform group " * 15,
+         "accountId": "acct-1"} for i in range(LIST_ALL_FLOWS_UP_TO)
+    ]
+    services(bot).catalog.forget()
+    _, url = await bot.command(f"{FULL} escalate-now")
+    [answer] = await bot.slack.wait_for_response(url)
+    await bot.settle()
+    shown = answer["blocks"][0]["text"]["text"]
+    assert shown.endswith("Use a flow's name or its slug (wake-up-call for “Wake Up Call”).")
+    assert all(f"“Team {i} rota" in shown for i in range(LIST_ALL_FLOWS_UP_TO))
+    assert bot.evo.outgoing_posts == []
+
+
 async def test_unknown_flow_among_many_lists_the_closest(bot_factory: BotFactory) -> None:
     bot = await bot_factory("http")
     bot.evo.flows.extend(

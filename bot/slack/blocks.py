@@ -7,6 +7,7 @@ of it (`invalid_blocks`, or a 400 on a `response_url`), and the person waiting h
     escape()             user text can't become a mention or a link
     slack_time()         a time each reader sees in their own time zone (`<!date^…>`)
     clip()               a string within a limit, ending "…"; never cut inside `<…>` or `&…;`
+    quoted()             a name in quotes, shortened: it can't crowd out the words after it
     plain(), mrkdwn()    text objects, clipped to the place's limit
     section(), context() the two blocks every view uses, clipped to 3,000 characters
     listing()            "a, b, c and 197 more": a list that fits a length
@@ -99,6 +100,12 @@ def clip(text: str, limit: int, *, markup: bool = True) -> str:
     if amp != -1 and ";" not in cut[amp:] and len(cut) - amp <= 5:
         cut = cut[:amp]
     return cut.rstrip() + ELLIPSIS
+
+
+def quoted(name: str, limit: int = 80) -> str:
+    """`“name”`, plain text, the name within `limit`: a name of hundreds of characters (Evo Voice
+    sets no limit on a flow's) would crowd what follows it out of its block."""
+    return f"“{clip(name, limit, markup=False)}”"
 
 
 def slack_time(at: float) -> str:
