@@ -70,6 +70,14 @@ def test_a_message_keeps_its_buttons_when_shortened_to_fifty_blocks() -> None:
 # ---------------------------------------------------------------------------- the Slack stand-in
 
 
+def _plain(text: str) -> dict[str, str]:
+    return {"type": "plain_text", "text": text}
+
+
+def _option(n: int) -> dict[str, object]:
+    return {"text": _plain(f"option {n}"), "value": f"v{n}"}
+
+
 @pytest.mark.parametrize("body", [
     {"text": "t", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "x" * 3001}}]},
     {"text": "t", "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": ""}}]},
@@ -85,6 +93,24 @@ def test_a_message_keeps_its_buttons_when_shortened_to_fifty_blocks() -> None:
                      "text": {"type": "plain_text", "text": "x" * 301},
                      "confirm": {"type": "plain_text", "text": "ok"},
                      "deny": {"type": "plain_text", "text": "no"}}}]}]},
+    # menus: placeholders, option descriptions, overflow and checkbox counts, option groups
+    {"text": "t", "blocks": [{"type": "actions", "elements": [
+        {"type": "static_select", "action_id": "s", "placeholder": _plain("p" * 151),
+         "options": [_option(0)]}]}]},
+    {"text": "t", "blocks": [{"type": "actions", "elements": [
+        {"type": "static_select", "action_id": "s",
+         "options": [{**_option(0), "description": _plain("d" * 76)}]}]}]},
+    {"text": "t", "blocks": [{"type": "actions", "elements": [
+        {"type": "overflow", "action_id": "o", "options": [_option(i) for i in range(6)]}]}]},
+    {"text": "t", "blocks": [{"type": "actions", "elements": [
+        {"type": "checkboxes", "action_id": "c", "options": [_option(i) for i in range(11)]}]}]},
+    {"text": "t", "blocks": [{"type": "actions", "elements": [
+        {"type": "static_select", "action_id": "s", "option_groups": [
+            {"label": _plain(f"g{g}"), "options": [_option(g * 60 + i) for i in range(60)]}
+            for g in range(2)]}]}]},
+    {"text": "t", "blocks": [{"type": "actions", "elements": [
+        {"type": "static_select", "action_id": "s", "option_groups": [
+            {"label": _plain("g" * 76), "options": [_option(0)]}]}]}]},
     # shapes
     {"text": "t", "blocks": [{"type": "sektion", "text": {"type": "mrkdwn", "text": "x"}}]},
     {"text": "t", "blocks": [{"type": "section", "block_id": "b"}]},
@@ -135,9 +161,15 @@ _OPTION = {"text": {"type": "plain_text", "text": "Escalation"}, "value": "flow-
     ({"type": "block_suggestion"}, {"options": [_OPTION] * 100}, False),
     ({"type": "block_suggestion"}, {"options": [_OPTION] * 101}, True),
     ({"type": "block_suggestion"}, {"options": [{**_OPTION, "value": "v" * 151}]}, True),
+    ({"type": "block_suggestion"}, {"option_groups": [
+        {"label": _plain("A"), "options": [_OPTION] * 50},
+        {"label": _plain("B"), "options": [_OPTION] * 50}]}, False),
+    ({"type": "block_suggestion"}, {"option_groups": [
+        {"label": _plain("A"), "options": [_OPTION] * 60},
+        {"label": _plain("B"), "options": [_OPTION] * 60}]}, True),
 ], ids=["error-under-an-input", "error-under-no-input", "no-errors", "unknown-action", "text",
         "update-too-long-title", "push-mrkdwn-title", "update-input-without-element",
-        "100-options", "101-options", "long-value"])
+        "100-options", "101-options", "long-value", "100-grouped", "120-grouped"])
 def test_the_stand_in_refuses_an_ack_slack_refuses(
     payload: dict[str, object], ack: dict[str, object], refused: bool
 ) -> None:

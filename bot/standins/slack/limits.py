@@ -84,17 +84,21 @@ def _block_problems(blocks: list[Any], pointer: str) -> list[str]:
             and options
             and all(isinstance(o, dict) and "value" in o for o in options)
         ):
-            if len(options) > 100:
+            # An overflow menu holds up to five options, checkboxes and radio buttons ten, a
+            # select menu (or an option group, or a block_suggestion's answer) 100.
+            most = _MOST_OPTIONS.get(str(node.get("type")), 100)
+            if len(options) > most:
                 problems.append(
-                    f"[ERROR] must provide no more than 100 items [json-pointer:{ptr}/options]"
+                    f"[ERROR] must provide no more than {most} items [json-pointer:{ptr}/options]"
                 )
             for i, option in enumerate(options):
-                text = _text_of(option.get("text"))
-                if text is not None and characters(text) > 75:
-                    problems.append(
-                        "[ERROR] must be less than 76 characters "
-                        f"[json-pointer:{ptr}/options/{i}/text/text]"
-                    )
+                for key in ("text", "description"):
+                    text = _text_of(option.get(key))
+                    if text is not None and characters(text) > 75:
+                        problems.append(
+                            "[ERROR] must be less than 76 characters "
+                            f"[json-pointer:{ptr}/options/{i}/{key}/text]"
+                        )
                 value = option.get("value")
                 if isinstance(value, str) and characters(value) > 150:
                     problems.append(
@@ -106,6 +110,34 @@ def _block_problems(blocks: list[Any], pointer: str) -> list[str]:
                 walk(value, f"{ptr}/{key}")
 
     walk(blocks, pointer)
+    return problems
+
+
+_MOST_OPTIONS = {"overflow": 5, "checkboxes": 10, "radio_buttons": 10}
+
+
+def _option_group_problems(node: JSONDict, ptr: str) -> list[str]:
+    """Option groups (Block Kit reference, option group object): "a maximum number of 100 option
+    groups with a maximum of 100 options", each label at most 75 characters. Whether the 100
+    options are per group or in all, the reference doesn't say: the stand-in takes the stricter
+    reading, 100 in all (each group's own list is checked as any list of options)."""
+    groups = node.get("option_groups")
+    if not isinstance(groups, list):
+        return []
+    problems = []
+    if len(groups) > 100:
+        problems.append(
+            f"[ERROR] must provide no more than 100 items [json-pointer:{ptr}/option_groups]"
+        )
+    in_all = sum(len(g.get("options") or []) for g in groups if isinstance(g, dict))
+    if in_all > 100:
+        problems.append(f"[ERROR] must provide no more than 100 options in all "
+                        f"[json-pointer:{ptr}/option_groups]")
+    for i, group in enumerate(groups):
+        label = _text_of(group.get("label")) if isinstance(group, dict) else None
+        if label is not None and characters(label) > 75:
+            problems.append(f"[ERROR] must be less than 76 characters "
+                            f"[json-pointer:{ptr}/option_groups/{i}/label/text]")
     return problems
 
 
@@ -144,6 +176,13 @@ def _element_problems(node: JSONDict, ptr: str) -> list[str]:
     for key, limit in limits:
         longer(_text_of(node.get(key)), limit, f"{key}/text")
     longer(node.get("action_id"), 255, "action_id")
+    # Any element's placeholder: at most 150 characters (Block Kit reference, e.g. select menus).
+    longer(_text_of(node.get("placeholder")), 150, "placeholder/text")
+    if kind == "plain_text_input" and isinstance(node.get("max_length"), int) and (
+        node["max_length"] > 3000
+    ):
+        problems.append(f"[ERROR] must be no more than 3000 [json-pointer:{ptr}/max_length]")
+    problems.extend(_option_group_problems(node, ptr))
     if kind == "plain_text_input" and isinstance(node.get("max_length"), int):
         # Whether Slack opens a text input prefilled beyond its max_length is not documented
         # (docs/slack-platform.md is silent): the stand-in takes the stricter reading and refuses
