@@ -266,6 +266,7 @@ async def test_a_stalled_replica_whose_step_cannot_be_called_leaves_the_step_to_
     services(a).catalog.forget()
     gate.open()  # A comes back to Bob's step, and finds no flow to call him with
     await run_ended(a)
+    await page_of(b, "U0BOB")  # B's page: its post may wait for the calls being dialled
     await a.settle()
     await b.settle()
     assert dialled(b) == [ALICE, BOB]
