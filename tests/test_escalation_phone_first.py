@@ -310,6 +310,24 @@ async def test_a_page_sent_by_the_next_start_asks_evo_voice_whether_its_call_sti
     assert "You are being paged" in alice and "ringing" not in alice
 
 
+async def test_a_page_sent_by_the_next_start_to_someone_on_the_call_says_no_phone_rings(
+    bot_factory: BotFactory,
+) -> None:
+    """Slack refuses Alice's page and the bot dies; while it is down she picks up. The next
+    start's page, Evo Voice asked, does not tell her that her phone is ringing: she is on it."""
+    first, clock, _ = await alices_page_refused_until_the_bot_stops(bot_factory, grace=0)
+    first.evo.set_session_state(session_of(first, ALICE), callState="Connected")
+    held = asyncio.Event()  # the restarted follower's polls: its row still says ringing
+    first.evo.queue("GET", "/sessions", *[Gated(held)] * 5)
+    second, _ = await start(bot_factory, clock=clock)
+    went = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: to_alice(c) and c.ok, timeout=10.0)
+    held.set()
+    alice = str(went.params.get("text"))
+    assert "You are being paged" in alice and "ringing" not in alice
+    assert "I'm on it" in str(went.params.get("blocks"))
+
+
 async def test_a_page_sent_by_the_next_start_says_a_phone_still_ringing_rings(
     bot_factory: BotFactory,
 ) -> None:

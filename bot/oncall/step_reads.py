@@ -135,15 +135,17 @@ async def seen_now(evo: EvoVoiceClient, call: TrackedCall | None) -> TrackedCall
 
 async def still_ringing(evo: EvoVoiceClient, calls: CallStore, escalation: Escalation) -> bool:
     """Whether the step's call may still ring, for a page sent by a run that didn't dial it: the
-    bot was down meanwhile, so the call's row is as it was left, and Evo Voice says more."""
+    bot was down meanwhile, so the call's row is as it was left, and Evo Voice says more. Not
+    once it was picked up: its person is on it."""
     call_id = escalation.step_call_id
     call = None if call_id is None else await until_database_answers(
         lambda: calls.get(call_id), f"escalation {escalation.id}: reading its call",
         extra={"escalation_id": escalation.id, "call_id": call_id})
-    if call is None or call.is_final:  # unknown, as on time; ended or refused, the bot down
+    if call is None or call.is_final or call.answered:  # unknown: as on time; else over or on
         return call is None
     try:
         fresh = await session_now(evo, call)
     except EvoVoiceError:  # can't say: it may
         return True
-    return fresh is None or classify(fresh, call.state) not in FINAL_STATES
+    return fresh is None or not (classify(fresh, call.state) in FINAL_STATES
+                                 or answered_in([fresh], call))
