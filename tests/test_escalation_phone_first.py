@@ -290,34 +290,20 @@ async def test_a_page_sent_by_the_next_start_never_says_a_phone_rings_that_no_lo
     assert dialled(second) == [ALICE, BOB]
 
 
+@pytest.mark.parametrize("meanwhile", [
+    {"ended": True, "callState": "Disconnected", "outcome": "Busy"},  # she declined it
+    {"callState": "Connected"},  # she picked up: she is on the call
+], ids=["declined", "picked up"])
 async def test_a_page_sent_by_the_next_start_asks_evo_voice_whether_its_call_still_rings(
-    bot_factory: BotFactory,
+    bot_factory: BotFactory, meanwhile: dict[str, object]
 ) -> None:
-    """Slack refuses Alice's page and the bot dies; while it is down she declines the call. The
-    next start's follower has not seen that yet (its poll held), so her call's row still says
-    ringing: her page, sent by that start, reads the session from Evo Voice and does not say
-    her phone is ringing."""
+    """Slack refuses Alice's page and the bot dies; while it is down she declines the call, or
+    picks up. The next start's follower has not seen that yet (its poll held), so her call's row
+    still says ringing: her page, sent by that start, reads the session from Evo Voice and does
+    not say her phone is ringing."""
     first, clock, _ = await alices_page_refused_until_the_bot_stops(bot_factory, grace=0)
-    first.evo.set_session_state(session_of(first, ALICE), ended=True,
-                                callState="Disconnected", outcome="Busy")
+    first.evo.set_session_state(session_of(first, ALICE), **meanwhile)
     held = asyncio.Event()  # the restarted follower's polls (GET /sessions?specificIds=…)
-    first.evo.queue("GET", "/sessions", *[Gated(held)] * 5)
-    second, _ = await start(bot_factory, clock=clock)
-    went = await second.slack.wait_for_call(
-        "chat.postMessage", lambda c: to_alice(c) and c.ok, timeout=10.0)
-    held.set()
-    alice = str(went.params.get("text"))
-    assert "You are being paged" in alice and "ringing" not in alice
-
-
-async def test_a_page_sent_by_the_next_start_to_someone_on_the_call_says_no_phone_rings(
-    bot_factory: BotFactory,
-) -> None:
-    """Slack refuses Alice's page and the bot dies; while it is down she picks up. The next
-    start's page, Evo Voice asked, does not tell her that her phone is ringing: she is on it."""
-    first, clock, _ = await alices_page_refused_until_the_bot_stops(bot_factory, grace=0)
-    first.evo.set_session_state(session_of(first, ALICE), callState="Connected")
-    held = asyncio.Event()  # the restarted follower's polls: its row still says ringing
     first.evo.queue("GET", "/sessions", *[Gated(held)] * 5)
     second, _ = await start(bot_factory, clock=clock)
     went = await second.slack.wait_for_call(
