@@ -25,7 +25,7 @@ from bot.oncall.escalation_form import (
 from bot.oncall.escalation_store import EscalationState
 from bot.oncall.escalation_views import ACK_ESCALATION_ACTION, STOP_ESCALATION_ACTION
 from bot.oncall.roster import OnCall, Overrides, PhoneBook
-from bot.standins.evovoice import Gated
+from bot.standins.evovoice import ErrorStatus, Gated
 from bot.storage.database import Database
 from bot.standins.slack import (
     ApiCall,
@@ -402,6 +402,17 @@ async def acknowledged_on_the_call_alone(bot: BotUnderTest, escalation: Message)
     await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
     await bot.settle()
     assert dialled(bot) == [ALICE]
+
+
+async def steps_past_alices_refused(bot: BotUnderTest, clock: Clock) -> None:
+    """Evo Voice can't list its flows from now on (the catalog forgotten, its next ten listings
+    answered 500), so the checks of the steps after Alice's refuse them; her deadline passes,
+    and the chain goes down the rest to its end (EXHAUSTED)."""
+    services(bot).catalog.forget()
+    for _ in range(10):
+        bot.evo.queue("GET", "/flows", ErrorStatus(500))
+    clock.advance(91)
+    await wait_for_state(bot, EscalationState.EXHAUSTED)
 
 
 def on_call(db: Database, client: AsyncWebClient, policy: Policy) -> OnCall:

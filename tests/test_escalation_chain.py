@@ -22,10 +22,10 @@ from tests.escalations import (
     BOB,
     MANAGER,
     ROSTER,
-    Clock,
     as_first_drawn,
     click_ack,
     click_stop,
+    Clock,
     dialled,
     end_from_its_message,
     escalation_message,
@@ -37,6 +37,7 @@ from tests.escalations import (
     session_of,
     start,
     state_of,
+    steps_past_alices_refused,
     submit,
     wait_for_edit,
     wait_for_post,
@@ -715,11 +716,7 @@ async def test_a_step_whose_call_its_checks_refuse_is_counted_as_the_audit_trail
     dialled ("couldn't be called"), each is in the audit trail, and each is counted in
     callbot_calls_total, as a `/call` its checks refuse is: the metrics and the trail agree."""
     bot, clock, escalation = await running_escalation(bot_factory)
-    services(bot).catalog.forget()
-    for _ in range(10):
-        bot.evo.queue("GET", "/flows", ErrorStatus(500))
-    clock.advance(91)
-    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await steps_past_alices_refused(bot, clock)
     await bot.settle()
     assert dialled(bot) == [ALICE]
     records = await audit_records(bot)

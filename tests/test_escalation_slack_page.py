@@ -9,7 +9,6 @@ from __future__ import annotations
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory
-from tests.follow_helpers import services
 from tests.escalations import (
     ALICE,
     BOB,
@@ -21,6 +20,7 @@ from tests.escalations import (
     page_of,
     running_escalation,
     start,
+    steps_past_alices_refused,
     submit,
     wait_for_edit,
     wait_for_state,
@@ -80,11 +80,7 @@ async def test_someone_whose_step_its_checks_refuse_is_paged_in_slack(
     """Evo Voice can't list its flows when Bob's step comes, so his step's checks refuse it and
     his phone is not rung: he is paged in Slack all the same, without "your phone is ringing"."""
     bot, clock, _ = await running_escalation(bot_factory)
-    services(bot).catalog.forget()
-    for _ in range(10):
-        bot.evo.queue("GET", "/flows", ErrorStatus(500))
-    clock.advance(91)
-    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await steps_past_alices_refused(bot, clock)
     # The page as posted: by now the chain's end may have edited it to "Nobody acknowledged".
     posted = await bot.slack.wait_for_call(
         "chat.postMessage", lambda c: c.params.get("channel") == "U0BOB", timeout=10.0)

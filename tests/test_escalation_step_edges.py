@@ -5,7 +5,6 @@ its own, and a call the follower saw answered whose session can't be read at the
 
 from __future__ import annotations
 
-from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory, until
 from tests.follow_helpers import poll_now, services
@@ -21,9 +20,9 @@ from tests.escalations import (
     running_escalation,
     session_of,
     start,
+    steps_past_alices_refused,
     submit,
     wait_for_edit,
-    wait_for_state,
 )
 
 
@@ -98,10 +97,6 @@ async def test_a_step_its_checks_refuse_goes_on_to_the_next_person_at_once(
     lease keeper's next round (none comes here: the keeper is stopped)."""
     bot, clock, escalation = await running_escalation(bot_factory)
     await services(bot).leases.stop()
-    services(bot).catalog.forget()
-    for _ in range(10):
-        bot.evo.queue("GET", "/flows", ErrorStatus(500))
-    clock.advance(91)
-    await wait_for_state(bot, EscalationState.EXHAUSTED)
+    await steps_past_alices_refused(bot, clock)
     await wait_for_edit(bot, escalation, "4. <@U0MANAGER> (escalate_to) — ⚠️ couldn't be called")
     assert dialled(bot) == [ALICE]
