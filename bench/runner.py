@@ -28,10 +28,10 @@ from bench.scenario import (
     policy_toml,
     warm_ups,
 )
-from bench.standins import InlineStandIns, ProcessStandIns, StandIns, create_slack
+from bench.standins import InlineStandIns, ProcessStandIns, StandIns, create_slack, served_with
 from bench.stats import summary
 from bot.standins.slack import SlackStandIn
-from bot.standins.tls import ca_file, make_certificates, server_context
+from bot.standins.tls import ca_file, make_certificates
 
 LATE_ACK_SECONDS = 3.0  # Slack gives up (and retries) after 3 s
 CONFIRMED = "Call placed"
@@ -108,7 +108,7 @@ def _certificates(workdir: Path, options: Options) -> Path | None:
 async def _start_slack(certificates: Path | None) -> SlackStandIn:
     """The driver's Slack stand-in: Socket Mode envelopes and response_urls."""
     slack = create_slack()
-    await slack.start(tls=server_context(certificates) if certificates is not None else None)
+    await slack.start(tls=served_with(certificates))
     return slack
 
 

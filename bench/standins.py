@@ -123,7 +123,7 @@ class InlineStandIns:
         self.evo_url = ""
 
     async def start(self) -> None:
-        await self.evo.start(tls=_served_with(self._certificates))
+        await self.evo.start(tls=served_with(self._certificates))
         self.evo_url = self.evo.url
 
     async def counts(self) -> tuple[int, int]:
@@ -176,7 +176,7 @@ class ProcessStandIns:
         return cpu_seconds(self.child.pid)
 
 
-def _served_with(certificates: Path | None) -> ssl.SSLContext | None:
+def served_with(certificates: Path | None) -> ssl.SSLContext | None:
     """HTTPS with the certificates in that folder (--tls), or plain HTTP."""
     return server_context(certificates) if certificates is not None else None
 
@@ -185,8 +185,8 @@ async def serve(
     delay: float, ws_url: str, latency: float = 0.0, certificates: Path | None = None
 ) -> None:
     slack, evo = create_slack(ws_url, latency), create_evo(delay)
-    await slack.start(tls=_served_with(certificates))
-    await evo.start(tls=_served_with(certificates))
+    await slack.start(tls=served_with(certificates))
+    await evo.start(tls=served_with(certificates))
     tally = _Tally(slack, evo)
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
