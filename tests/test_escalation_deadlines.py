@@ -118,6 +118,33 @@ async def test_a_call_evo_voice_cant_read_at_the_deadline_is_not_cut_off(
     assert hung_up(bot, session_of(bot, BOB))
     assert not hung_up(bot, alice)
 
+@pytest.mark.parametrize("state", ["Passive", None], ids=["Passive", "no callState"])
+async def test_a_call_whose_state_reads_neither_ringing_nor_answered_is_not_cut_off(
+    bot_factory: BotFactory, state: str | None
+) -> None:
+    """Alice's phone rang, and at her deadline her session reads Passive (a value nothing public
+    explains) or without a callState: neither ringing nor answered, so she may be listening, and
+    her call is not hung up on a guess. The chain moves on, her step says why her phone was left
+    on, and her press 1 then acknowledges."""
+    policy = ROSTER + 'ack_outcomes = ["Pressed 1"]\n'
+    bot, clock, escalation = await running_escalation(bot_factory, policy=policy)
+    alice = session_of(bot, ALICE)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    if state is None:
+        bot.evo.sessions[alice].pop("callState")
+    else:
+        bot.evo.set_session_state(alice, callState=state)
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    assert dialled(bot) == [ALICE, BOB]
+    await wait_for_edit(bot, escalation, "could not say whether it was answered")
+    assert not hung_up(bot, alice)
+    bot.evo.set_session_state(alice, callState="Connected", outcome="pressed 1")
+    await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    assert hung_up(bot, session_of(bot, BOB))
+    assert not hung_up(bot, alice)
+
+
 # Alice's step on the card once her deadline passed unanswered (dialled by the bot that died, her
 # number is not on it) and her call was hung up.
 HUNG_UP = "1. <@U0ALICE> — ❌ no answer after 90 s (hung up)"

@@ -38,7 +38,7 @@ from bot.oncall.escalation_store import (
 from bot.oncall.roster import OnCall
 from bot.oncall.step_claims import StepClaims
 from bot.oncall.step_reads import (
-    UNREAD_AT_DEADLINE, answered_in, deadline_reads, step_call_now, still_ringing)
+    UNREAD_AT_DEADLINE, answered_in, deadline_reads, reads_neither, step_call_now, still_ringing)
 from bot.runner import RowRunner
 from bot.storage.claims import Claims
 from bot.storage.database import Connection
@@ -309,7 +309,7 @@ class Chain:
             try:
                 reads = await deadline_reads(self._evo, call, self._is_ack_outcome, partial(
                     self._pause, asyncio.Event(), self._check_every))
-                unread = False
+                unread = reads_neither(reads, escalation)  # Passive, say: may be listening
             except EvoVoiceError as exc:  # a 429, a 5xx: it may have been answered just now
                 reads, unread = [], True
                 logger.warning("escalation %s: step %d's call unread at its deadline (%s); not "

@@ -113,6 +113,21 @@ async def deadline_reads(
     return [fresh] if again is None else [fresh, again]
 
 
+def reads_neither(reads: list[Session], escalation: Escalation) -> bool:
+    """Whether the newest read at the deadline shows the call neither ringing nor answered nor
+    over: Passive (nothing public says what it means), another value, or no callState. Someone
+    may be listening, so it is left on rather than hung up on a guess (as when it can't be read)."""
+    if not reads or reads[-1].ended:
+        return False
+    state = reads[-1].call_state
+    if (state or "").casefold() in ("ringing", "connected", "hold", "disconnected"):
+        return False
+    logger.warning("escalation %s: step %d's call reads callState %r at its deadline; not hung up",
+                   escalation.id, escalation.step + 1, (state or "")[:40],
+                   extra={"escalation_id": escalation.id})
+    return True
+
+
 def answered_in(reads: list[Session], call: TrackedCall | None) -> bool:
     """Whether a read of the step's call shows it answered: connected, even as it ends."""
     previous = call.state if call is not None else None
