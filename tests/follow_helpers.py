@@ -4,9 +4,9 @@ trail."""
 from __future__ import annotations
 
 import asyncio
-
 import datetime as dt
 import itertools
+import re
 import time
 from typing import Any
 
@@ -258,6 +258,10 @@ async def looked_for_long_enough(bot: BotUnderTest) -> None:
 
 async def audit_records(bot: BotUnderTest, limit: int = 100) -> list[AuditRecord]:
     return await services(bot).audit.history(bot.slack.team_id, limit=limit)
+
+
+# A bidi embedding, override or isolate, as sent or as escaped in a repr or a JSON string.
+BIDI_CONTROL = re.compile(r"[\u202a-\u202e\u2066-\u2069]|\\u20(?:2[a-e]|6[6-9])", re.IGNORECASE)
 
 
 def everything_sent_to_slack(bot: BotUnderTest) -> str:

@@ -12,7 +12,7 @@ from bot.evovoice.catalog import LIST_ALL_FLOWS_UP_TO
 from bot.standins.evovoice import Gated, Respond
 from bot.standins.slack import ApiCall, SlackStandIn
 from tests.conftest import POLICY, POLICY_NO_REPEAT_QUESTION, BotFactory, BotUnderTest
-from tests.follow_helpers import audit_records, services
+from tests.follow_helpers import BIDI_CONTROL, audit_records, services
 
 FULL = "+18144043093"
 MASKED = "+1 814 ••• 3093"
@@ -108,6 +108,21 @@ async def test_a_flow_name_with_markup_is_shown_escaped_in_the_parent(bot: BotUn
     )
     assert "Ops &lt;!channel&gt; &amp; &lt;@U0ADMIN&gt;" in parent.params["text"]
     assert "<!channel>" not in str(parent.params) and "<@U0ADMIN>" not in str(parent.params)
+
+
+async def test_a_flow_name_cant_turn_the_parent_s_line_around(bot: BotUnderTest) -> None:
+    # A right-to-left override in a flow's name would show what follows it backwards: the flow
+    # "Ops \u202e3903" reads "Ops 3093", and a number after it in the line reversed too.
+    bot.evo.flows.append({"id": "flow-rlo", "name": "Ops \u202e3903 \u2067x\u2069",
+                          "accountId": "acct-1"})
+    services(bot).catalog.forget()
+    await bot.command(f"{FULL} flow-rlo")
+    await bot.settle()
+    parent = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: "thread_ts" not in c.params
+    )
+    assert f"{MASKED} with flow “Ops 3903 x”" in parent.params["text"]
+    assert not BIDI_CONTROL.search(all_text(bot.slack))
 
 
 async def test_flow_alias_and_case_insensitive_names(bot_factory: BotFactory) -> None:

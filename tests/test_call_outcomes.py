@@ -14,6 +14,7 @@ from bot.standins.evovoice import ErrorStatus
 from tests.conftest import BotFactory, BotUnderTest
 from tests.escalations import ROSTER
 from tests.follow_helpers import (
+    BIDI_CONTROL,
     FAST,
     FULL,
     audit_records,
@@ -64,6 +65,22 @@ async def test_a_call_acknowledged_on_the_phone_says_so_everywhere(
     [record] = await audit_records(bot)
     assert [e.kind for e in record.events] == ["placed", "answered", "ended"]
     assert record.events[-1].outcome == "PRESSED 1"
+
+
+async def test_evo_voice_s_words_cant_turn_a_line_around(bot_factory: BotFactory) -> None:
+    # Who answered and the outcome are Evo Voice's words: a right-to-left override in them would
+    # show the rest of the status line backwards. They are shown, and matched, without it.
+    bot = await bot_factory("http", policy=WITH_ACK_OUTCOMES, **FAST)
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [session_id] = bot.evo.sessions
+    bot.evo.set_session_state(session_id, callState="Connected", answeredByName="Alice \u202eB",
+                              outcome="\u2067PRESSED 1\u2069")
+    await wait_for_edit(bot, status, "🟢 Connected (answered by Alice B): acknowledged")
+    end_session(bot, session_id, after_seconds=40)
+    assert await wait_for_mark(bot, parent_of(bot, status)) == "white_check_mark"
+    assert "✅ acknowledged, answered by Alice B, PRESSED 1, 40 s" in await history_line(bot)
+    assert not BIDI_CONTROL.search(everything_sent_to_slack(bot))
 
 
 async def test_a_voicemail_is_never_told_as_a_person_answering(bot_factory: BotFactory) -> None:

@@ -25,6 +25,12 @@ _ADDRESS_SCHEME = re.compile(r"^(?:tel|sips?):", re.IGNORECASE)
 # ServiceStack may send null for an empty list or a false flag.
 _StrList = Annotated[list[str], BeforeValidator(lambda v: [] if v is None else v)]
 _Flag = Annotated[bool, BeforeValidator(lambda v: False if v is None else v)]
+# Bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069). In a name shown in Slack,
+# one turns the rest of its line around: after a right-to-left override "3093" reads "3903". Words
+# meant for people lose them; right-to-left scripts need none (their letters order themselves).
+_BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
+_Words = Annotated[str, BeforeValidator(
+    lambda v: _BIDI_CONTROLS.sub("", v) if isinstance(v, str) else v)]
 
 
 class _ApiModel(BaseModel):
@@ -42,13 +48,13 @@ class AuthStatus(_ApiModel):
     roles: _StrList = Field(default_factory=list)
     account_ids: _StrList = Field(default_factory=list)
     account_names: _StrList = Field(default_factory=list)
-    display_name: str | None = None
+    display_name: _Words | None = None
 
 
 class Flow(_ApiModel):
     id: str
-    name: str = ""
-    description: str | None = None
+    name: _Words = ""
+    description: _Words | None = None
     account_id: str | None = None
 
 
@@ -83,7 +89,7 @@ def is_address_of(address: str | None, e164: str) -> bool:
 class OwnedNumber(_ApiModel):
     id: str
     phone_number: str | None = None
-    display_name: str | None = None
+    display_name: _Words | None = None
     account_id: str | None = None
     # The endpoint's field names as sent, for `callbot check` when no E.164 number is found.
     fields_seen: tuple[str, ...] = ()
@@ -114,8 +120,8 @@ class Session(_ApiModel):
     call_state: str | None = None
     dial_state: str | None = None
     ended: _Flag = False
-    outcome: str | None = None
-    answered_by_name: str | None = None
+    outcome: _Words | None = None
+    answered_by_name: _Words | None = None
     channel: str | None = None
 
     @property
