@@ -13,12 +13,18 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.run-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e .
+# The versions the image ships (requirements.lock), without their hashes: pip checks hashes for
+# everything once one file has them, and callbot itself, installed editable, has none. `make run`
+# and `make test` install within them, so the tests run what the container runs.
+$(VENV)/constraints.txt: requirements.lock | $(BIN)/python
+	sed -n 's/^\([A-Za-z0-9_.-]*==[^ ;]*\).*/\1/p' requirements.lock > $@
+
+$(VENV)/.run-deps: pyproject.toml $(VENV)/constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e .
 	touch $@
 
-$(VENV)/.test-deps: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test]'
+$(VENV)/.test-deps: pyproject.toml $(VENV)/constraints.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -c $(VENV)/constraints.txt -e '.[test]'
 	touch $@
 
 run: $(VENV)/.run-deps

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fnmatch
+import importlib.metadata
 import json
 import os
 import re
@@ -286,6 +287,17 @@ def test_the_lock_pins_every_runtime_dependency_within_its_range() -> None:
         assert name in pins, f"{name} is not in requirements.lock: run `make lock`"
         assert requirement.specifier.contains(pins[name][0]), f"{name} {pins[name][0]}"
     assert {"setuptools", "wheel"} <= set(lock_pins("requirements-build.lock"))
+
+
+def test_the_tests_run_the_versions_the_image_ships() -> None:
+    # `make test` installs within requirements.lock (the Makefile's constraints.txt): a test that
+    # passed on another httpx or aiohttp than the image's would say nothing of the image.
+    installed = {canonicalize_name(d.metadata["Name"]): d.version
+                 for d in importlib.metadata.distributions()}
+    differ = {name: f"{installed[name]}, locked {version}"
+              for name, (version, _) in lock_pins("requirements.lock").items()
+              if name in installed and installed[name] != version}
+    assert not differ, f"{differ}: run `make test`, which installs the locked versions"
 
 
 def test_the_image_is_labelled_with_the_projects_version() -> None:
