@@ -25,9 +25,11 @@ from tests.escalations import (
     ROSTER,
     click_ack,
     click_stop,
+    dialled,
     escalation_message,
     in_the_channel,
     has_stop_button,
+    hung_up,
     open_on_message,
     page_of,
     running_escalation,
@@ -44,6 +46,35 @@ from tests.escalation_ends import (
 from tests.follow_helpers import services
 
 NOBODY = "nobody acknowledged."
+
+
+@pytest.mark.parametrize("button", ["stop", "I'm on it"])
+async def test_a_click_on_the_card_before_the_bot_knows_its_ts_is_honoured(
+    bot_factory: BotFactory, button: str
+) -> None:
+    """Slack shows the card as soon as it takes it; the bot writes down its ts once Slack's
+    answer comes (held here: a slow Slack, or a database failing meanwhile). Stop escalation or
+    I'm on it clicked on the card meanwhile is honoured: told "This button no longer works: its
+    escalation is over", the clicker would believe it ended while the phones went on ringing."""
+    bot, _ = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    held = bot.slack.hold("chat.postMessage", after=True,
+                          when=lambda c: "*On-call escalation*" in str(c.params.get("text")))
+    assert await submit(bot, view) == {}
+    await held.wait_until_held()
+    [card] = [m for m in bot.slack.messages.values() if "*On-call escalation*" in (m.text or "")]
+    await bot.evo.wait_for_posts(1)  # Alice's phone rings, the card's answer still held
+    if button == "stop":
+        _, url = await click_stop(bot, card, user_id="U0ADMIN")
+        await wait_for_state(bot, EscalationState.STOPPED)
+    else:
+        _, url = await click_ack(bot, card, user_id="U0ADMIN")
+        await wait_for_state(bot, EscalationState.ACKNOWLEDGED)
+    assert hung_up(bot, session_of(bot, ALICE))
+    assert not any("no longer works" in str(answer) for answer in bot.slack.responses.get(url, []))
+    held.open()
+    await wait_for_edit(bot, card, "stopped by <@U0ADMIN>." if button == "stop" else "U0ADMIN")
+    assert dialled(bot) == [ALICE]
 
 
 async def test_an_end_that_came_while_a_refused_card_hung_is_told_to_the_requester(

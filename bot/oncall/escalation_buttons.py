@@ -190,6 +190,11 @@ class EscalationButtons:
             raise EscalationButtonExpired()
         if click.came_from(escalation.team_id, escalation.channel_id, escalation.message_ts):
             return escalation
+        if escalation.message_ts is None and click.came_from(
+                escalation.team_id, escalation.channel_id, click.message_ts):
+            # The card, shown by Slack as it took it, its ts not written down yet (longer while
+            # the database fails): only the card has these buttons in the escalation's channel.
+            return escalation
         if not pages:
             raise EscalationButtonExpired()
         recorded = await self._store.pages(escalation.id)
