@@ -288,10 +288,18 @@ class EscalationService:
     async def take_over(self) -> None:
         """A lease keeper's round: drive the chains whose replica stopped or died, and show the
         ends their replica was still trying to show (Slack refused the card's last edit)."""
-        await self._runner.take_over(self._active, self._work)
+        active: list[int] = []
+
+        async def chains() -> list[int]:
+            active[:] = await self._active()
+            return active
+
+        await self._runner.take_over(chains, self._work)
         lapsed = await self.store.over_with_lapsed_lease(
             LEASE_KIND, self.clock(), self.clock() - UNSHOWN_ENDS_WITHIN_SECONDS)
-        shown = await self._runner.adopt([e.id for e in lapsed], self._show)
+        # Not a chain to drive (nobody came, a call left on): its lease may have lapsed just
+        # after the round above looked, and shown only, it would go unwatched until the next.
+        shown = await self._runner.adopt([e.id for e in lapsed if e.id not in active], self._show)
         if shown:
             logger.info("showing the end of %d escalation(s) another replica left", len(shown))
 
