@@ -62,6 +62,13 @@ def classify(
     return CallState.CALLING
 
 
+def says_neither(session: Session) -> bool:
+    """Not ended, and a callState that says neither ringing nor answered nor over: Passive
+    (nothing public says what it means), another value, or none (`classify`: no news)."""
+    state = (session.call_state or "").casefold()
+    return not session.ended and state not in ("ringing", "connected", "hold", "disconnected")
+
+
 def shows_answer(session: Session) -> bool:
     """callState Connected or Hold: the one sign of an answer, even on a read that has `ended`
     set already (ended flipping before callState, or answered and over between two polls)."""

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from bot.calls.follow import classify
-from bot.calls.progress import shows_answer
+from bot.calls.progress import says_neither, shows_answer
 from bot.calls.store import FINAL_STATES, CallState, CallStore, TrackedCall
 from bot.evovoice.client import (
     EvoVoiceClient, EvoVoiceError, NotFound, Priority, Session, StillGoingOn)
@@ -117,13 +117,10 @@ def reads_neither(reads: list[Session], escalation: Escalation) -> bool:
     """Whether the newest read at the deadline shows the call neither ringing nor answered nor
     over: Passive (nothing public says what it means), another value, or no callState. Someone
     may be listening, so it is left on rather than hung up on a guess (as when it can't be read)."""
-    if not reads or reads[-1].ended:
-        return False
-    state = reads[-1].call_state
-    if (state or "").casefold() in ("ringing", "connected", "hold", "disconnected"):
+    if not reads or not says_neither(reads[-1]):
         return False
     logger.warning("escalation %s: step %d's call reads callState %r at its deadline; not hung up",
-                   escalation.id, escalation.step + 1, (state or "")[:40],
+                   escalation.id, escalation.step + 1, (reads[-1].call_state or "")[:40],
                    extra={"escalation_id": escalation.id})
     return True
 
