@@ -824,6 +824,27 @@ async def test_stop_while_connected_fails_pending_acks() -> None:
             await asyncio.sleep(0)
 
 
+async def test_a_client_whose_socket_stop_closed_finds_nothing_to_connect_again_to() -> None:
+    # A Socket Mode client connects again as soon as its websocket is closed. Were the stand-in
+    # still listening then, that connection would be accepted as aiohttp shuts down and hold
+    # stop() for the server's whole shutdown_timeout (5 s), its first request never read.
+    slack = SlackStandIn()
+    await slack.start()
+    stopping: asyncio.Task[None] | None = None
+    async with aiohttp.ClientSession() as http, http.ws_connect(slack.ws_url) as ws:
+        try:
+            assert json.loads((await ws.receive(WAIT)).data)["type"] == "hello"
+            stopping = asyncio.create_task(slack.stop())
+            closing = await ws.receive(WAIT)
+            assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), closing
+            with pytest.raises(ConnectionRefusedError):
+                _, writer = await asyncio.open_connection("127.0.0.1", slack.port)
+                writer.close()
+        finally:
+            await ws.close()
+            await asyncio.wait_for(stopping or slack.stop(), WAIT)
+
+
 # ------------------------------------------------------------------------------------ HTTP mode
 
 

@@ -45,6 +45,11 @@ class SlackStandIn(WebApiMethods, ResponseUrls, SocketMode):
         if self._runner is None:
             return
         self._stopping = True
+        # No new connection from here on: a Socket Mode client whose websocket is closed below
+        # connects again at once, and a connection accepted while aiohttp shuts down, its first
+        # request not yet read, holds cleanup() for its whole shutdown_timeout.
+        for site in list(self._runner.sites):
+            await site.stop()
         for gates in self._gates.values():
             for gate in gates:
                 gate.open()
