@@ -363,11 +363,11 @@ def metrics_text(bot: BotUnderTest) -> str:
 
 
 async def running_escalation(
-    bot_factory: BotFactory, mode: str = "http", policy: str = ROSTER
+    bot_factory: BotFactory, mode: str = "http", policy: str = ROSTER, **env: str
 ) -> tuple[BotUnderTest, Clock, Message]:
     """An escalation started from a message's shortcut, Alice's phone ringing: the bot, the
-    escalation service's clock, the escalation's message."""
-    bot, clock = await start(bot_factory, mode, policy=policy)
+    escalation service's clock, the escalation's message. `env`: the bot's settings (`start`)."""
+    bot, clock = await start(bot_factory, mode, policy=policy, **env)
     view, _ = await open_on_message(bot)
     assert await submit(bot, view) == {}
     escalation = await escalation_message(bot)
@@ -381,12 +381,13 @@ WITH_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged", "Pressed 1"]\n'
 
 
 async def alice_on_the_phone(
-    bot_factory: BotFactory, **state: Any
+    bot_factory: BotFactory, env: dict[str, str] | None = None, **state: Any
 ) -> tuple[BotUnderTest, Clock, Message, str]:
-    """running_escalation() with WITH_OUTCOMES, Alice's call seen answered (her session set to
-    `state`, Connected unless said) and not acknowledged: the bot, its clock, the escalation's
-    message and Alice's session."""
-    bot, clock, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES)
+    """running_escalation() with WITH_OUTCOMES (and `env`), Alice's call seen answered (her
+    session set to `state`, Connected unless said) and not acknowledged: the bot, its clock, the
+    escalation's message and Alice's session."""
+    bot, clock, escalation = await running_escalation(bot_factory, policy=WITH_OUTCOMES,
+                                                      **(env or {}))
     alice = session_of(bot, ALICE)
     bot.evo.set_session_state(alice, **{"callState": "Connected", **state})
     await poll_now(bot)

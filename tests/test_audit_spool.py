@@ -27,6 +27,8 @@ from tests.database_locks import (
     write_lock,
 )
 
+pytestmark = pytest.mark.usefixtures("database_retried_quickly")  # the tests end the faults
+
 
 async def test_a_refusal_recorded_while_the_database_is_locked_outlives_a_restart(
     bot_factory: BotFactory, database_url: str

@@ -14,6 +14,7 @@ import json
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus, Gated
 from bot.storage.database import Database
+from tests.budget_clock import LeapingClock
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import (
     FAST,
@@ -114,6 +115,7 @@ async def test_a_found_call_s_status_slack_refused_at_first_is_posted_again_and_
                      when=lambda c: "restarted while placing" in str(c.params.get("text")))
 
     second = await bot_factory("http", **FAST)  # the same database
+    services(second).outbox.sleep = LeapingClock().sleep  # its pauses take no real time
     status = await announced(second)
     await wait_for_status(second, status, session_id)  # found in Evo Voice, and followed
     end_session(second, session_id, after_seconds=20, outcome="Completed")

@@ -28,6 +28,7 @@ from tests.escalations import (
     end_from_its_message,
     escalation_message,
     hung_up,
+    leaping_budget,
     open_on_message,
     picked_up_unseen,
     running_escalation,
@@ -104,6 +105,7 @@ async def test_a_call_evo_voice_cant_read_at_the_deadline_is_not_cut_off(
     1: that is her acknowledgement, and Bob's phone, still ringing, is hung up."""
     policy = ROSTER + 'ack_outcomes = ["Pressed 1"]\n'
     bot, clock, escalation = await running_escalation(bot_factory, policy=policy)
+    leaping_budget(bot)  # the 429's Retry-After takes no real time
     alice = session_of(bot, ALICE)
     poll_answered = await picked_up_unseen(bot, alice)
     bot.evo.queue("GET", f"/sessions/{alice}", refusal)  # the deadline's fresh read

@@ -306,7 +306,9 @@ async def test_each_page_of_a_batch_waits_its_turn(evo: EvoVoiceStandIn) -> None
         for pages in (1, 2, 3):
             clock.advance(1)
             await until(lambda pages=pages: len(evo.requests) >= pages)
-            await asyncio.sleep(0.2)
+            # The next page asks for its token (the last one: the batch is read), or is sent.
+            await until(lambda pages=pages: budget.waiting == 1 or polls.done()
+                        or len(evo.requests) > pages)
             assert len(evo.requests) == pages  # the next page waits for the next token
         assert await asyncio.wait_for(polls, 5) == ids
 

@@ -93,7 +93,6 @@ async def test_an_escalation_whose_row_lost_its_answer_can_be_sent_again_and_rin
 
 @on_both_databases
 @pytest.mark.usefixtures("database_retried_quickly")  # the test ends the fault
-@pytest.mark.usefixtures("database_retried_quickly")
 async def test_an_escalation_row_the_database_kept_failing_to_give_back_holds_no_thread(
     bot_factory: BotFactory, database_url: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -205,6 +204,7 @@ async def test_an_oncall_take_whose_override_lost_its_answer_leaves_the_shift_as
 
 
 @on_both_databases
+@pytest.mark.usefixtures("database_retried_quickly")  # the fault is one lost answer
 async def test_an_escalation_step_whose_writes_before_the_post_lost_their_answer_rings_once(
     bot_factory: BotFactory, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
