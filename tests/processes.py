@@ -171,6 +171,61 @@ class ForkedBot:
         return stdout, stderr
 
 
+class ForkedModule(ForkedBot):
+    """A module of the tests' own forked by the zygote (`run_test_module`), seen as an
+    `asyncio.subprocess.Process` whose three streams are piped: `stdin`, `stdout`, `stderr`."""
+
+    def __init__(self, pid: int, status: int, stdin: asyncio.StreamWriter,
+                 stdout: asyncio.StreamReader, stderr: asyncio.StreamReader,
+                 transports: list[asyncio.BaseTransport]) -> None:
+        super().__init__(pid, status, None)
+        self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
+        self._transports = transports
+
+    async def communicate(self) -> tuple[bytes, bytes]:
+        stdout, stderr = await asyncio.gather(self.stdout.read(), self.stderr.read())
+        await self.wait()
+        return stdout, stderr
+
+    def close(self) -> None:
+        """Its pipes, at the end of the test (the process itself is not waited for)."""
+        for transport in self._transports:
+            transport.close()
+
+
+async def run_test_module(
+    module: str, *args: str, cwd: Path
+) -> ForkedModule | asyncio.subprocess.Process:
+    """`python -m MODULE ARGS` (a module of tests/ using the bot's) with this process's
+    environment and its streams piped, forked from the zygote unless `CALLBOT_TEST_EXEC=1`."""
+    if os.environ.get("CALLBOT_TEST_EXEC") == "1":
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", module, *args, cwd=cwd, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+    pid, status, (out, err), stdin = _zygote().fork_module(module, list(args), cwd)
+    loop = asyncio.get_running_loop()
+    readers: list[asyncio.StreamReader] = []
+    transports: list[asyncio.BaseTransport] = []
+    for fd in (out, err):
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda reader=reader: asyncio.StreamReaderProtocol(reader),  # type: ignore[misc]
+            _pipe(fd, "rb"))
+        readers.append(reader)
+        transports.append(transport)
+    sending, protocol = await loop.connect_write_pipe(
+        asyncio.streams.FlowControlMixin, _pipe(stdin, "wb"))
+    transports.append(sending)
+    writer = asyncio.StreamWriter(sending, protocol, None, loop)
+    return ForkedModule(pid, status, writer, readers[0], readers[1], transports)
+
+
+def _pipe(fd: int, mode: str) -> Any:
+    """A file over the end of a pipe, for the event loop's pipe transports (no disk to wait on)."""
+    return open(fd, mode, buffering=0)
+
+
 async def _readable(fd: int) -> None:
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
@@ -216,6 +271,25 @@ class _Zygote:
 
     def fork(self, args: list[str], env: dict[str, str], cwd: Path, output: Path | None
              ) -> ForkedBot:
+        pid, status_r, pipes = self._fork("bot", args, env, cwd, output)
+        return ForkedBot(pid, status_r, pipes)
+
+    def fork_module(self, module: str, args: list[str], cwd: Path
+                    ) -> tuple[int, int, tuple[int, int], int]:
+        """`python -m MODULE ARGS` with this process's environment: its pid, its status pipe,
+        its stdout and stderr pipes and its stdin (the write end of each: non-blocking)."""
+        stdin_r, stdin_w = os.pipe()
+        os.set_blocking(stdin_w, False)
+        try:
+            pid, status_r, pipes = self._fork(module, args, dict(os.environ), cwd, None, stdin_r)
+        finally:
+            os.close(stdin_r)
+        assert pipes is not None
+        return pid, status_r, pipes, stdin_w
+
+    def _fork(self, module: str, args: list[str], env: dict[str, str], cwd: Path,
+              output: Path | None, stdin: int | None = None
+              ) -> tuple[int, int, tuple[int, int] | None]:
         status_r, status_w = os.pipe()
         os.set_blocking(status_r, False)
         if output is None:
@@ -229,13 +303,14 @@ class _Zygote:
                 log = os.dup(sink.fileno())
             given, pipes = [log, log, status_w], None
         try:
-            request = json.dumps({"args": args, "env": env, "cwd": str(cwd)}).encode()
-            socket.send_fds(self._socket, [request], given)
+            request = json.dumps({"module": module, "args": args, "env": env, "cwd": str(cwd)})
+            socket.send_fds(self._socket, [request.encode()],
+                            given if stdin is None else [*given, stdin])
             pid = json.loads(self._socket.recv(4096))["pid"]
         finally:
             for fd in set(given):
                 os.close(fd)
-        return ForkedBot(pid, status_r, pipes)
+        return pid, status_r, pipes
 
     def close(self) -> None:
         self._socket.close()

@@ -16,7 +16,6 @@ import os
 import resource
 import signal
 import stat
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -27,6 +26,7 @@ from bot.audit.trail import EVENT_COLUMNS, AuditLog
 from bot.storage.database import Database
 from bot.storage.sqlite import create_owner_only
 from tests.conftest import ROOT, until
+from tests.processes import ForkedModule, run_test_module
 from tests.spool_processes import attempt
 
 # The room left on the "disk" for the rewrite: less than one record's line.
@@ -84,18 +84,17 @@ def waits_for_lock(pid: int, path: Path) -> bool:
 
 
 @asynccontextmanager
-async def process(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.spool_processes", *args, cwd=ROOT,
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+async def process(*args: str) -> AsyncIterator[ForkedModule | asyncio.subprocess.Process]:
+    """`python -m tests.spool_processes ARGS`, forked from the tests' zygote (tests/zygote.py)."""
+    child = await run_test_module("tests.spool_processes", *args, cwd=ROOT)
     try:
         yield child
     finally:
         if child.returncode is None:
             child.kill()
             await child.wait()
+        if isinstance(child, ForkedModule):
+            child.close()
 
 
 async def drained_without_room(

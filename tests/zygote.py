@@ -10,11 +10,16 @@ environment, working folder and arguments it was asked for. What it does not rep
 modules from disk, so what only a fresh interpreter shows (an import that fails, a start-up cost)
 is tested with `CALLBOT_TEST_EXEC=1`, which starts every bot with `python -m bot`.
 
-The protocol, on a Unix socket pair: the test sends one JSON request (args, env, cwd) with three
-file descriptors (stdout, stderr, and a pipe for the exit status); the zygote forks, answers with
+The protocol, on a Unix socket pair: the test sends one JSON request (args, env, cwd, and the
+module to run, `bot` unless said) with three file descriptors (stdout, stderr, and a pipe for the
+exit status) and a fourth for stdin if it has one for the child; the zygote forks, answers with
 the child's pid, and writes the child's exit code (negative: the signal that ended it, as
 asyncio's `Process.returncode`) into the status pipe once it has ended. End of file on the socket:
 the test process is gone, and so is the zygote (its children run on, as they would have).
+
+A module of the tests' own that uses the bot's modules in a process of its own
+(tests/spool_processes.py) is forked the same way: `python -m tests.spool_processes` would import
+them all again too.
 
 It never starts a thread or an event loop before forking: the children start with neither.
 """
@@ -57,12 +62,15 @@ def preload() -> None:
 
 
 def _child(request: dict[str, object], fds: list[int]) -> None:
-    """In the forked process: become `python -m bot ARGS` and never return."""
+    """In the forked process: become `python -m MODULE ARGS` (`bot` unless the request names
+    another) and never return."""
     code = 70
     try:
         out, err = fds[0], fds[1]
         os.dup2(out, 1)
         os.dup2(err, 2)
+        if len(fds) > 3:
+            os.dup2(fds[3], 0)
         for fd in fds:
             os.close(fd)
         os.chdir(str(request["cwd"]))
@@ -76,7 +84,8 @@ def _child(request: dict[str, object], fds: list[int]) -> None:
         sys.path[0] = os.getcwd()  # as `python -m` puts it
         code = 0
         try:
-            runpy.run_module("bot", run_name="__main__", alter_sys=True)
+            runpy.run_module(str(request.get("module", "bot")), run_name="__main__",
+                             alter_sys=True)
         except SystemExit as exc:
             if exc.code is None:
                 code = 0
@@ -120,7 +129,7 @@ def serve(control: socket.socket) -> None:
             os.read(wake_r, 4096)
             _reap(statuses)
         if control in ready:
-            message, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST_BYTES, 3)
+            message, fds, _, _ = socket.recv_fds(control, _MAX_REQUEST_BYTES, 4)
             if not message:
                 return
             request = json.loads(message)
@@ -132,8 +141,8 @@ def serve(control: socket.socket) -> None:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 _child(request, fds)
-            os.close(fds[0])
-            os.close(fds[1])
+            for fd in (fds[0], fds[1], *fds[3:]):
+                os.close(fd)
             statuses[pid] = fds[2]
             control.sendall(json.dumps({"pid": pid}).encode())
             _reap(statuses)
