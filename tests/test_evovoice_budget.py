@@ -306,9 +306,11 @@ async def test_each_page_of_a_batch_waits_its_turn(evo: EvoVoiceStandIn) -> None
         for pages in (1, 2, 3):
             clock.advance(1)
             await until(lambda pages=pages: len(evo.requests) >= pages)
-            # The next page asks for its token (the last one: the batch is read), or is sent.
-            await until(lambda pages=pages: budget.waiting == 1 or polls.done()
-                        or len(evo.requests) > pages)
+            # The next page waits for its token, asleep on the clock till the next advance (the
+            # last one: the batch is read), or is sent. Counted waiting, it may not sleep yet,
+            # and an advance before it does would be lost on it.
+            await until(lambda pages=pages: (budget.waiting == 1 and clock.sleepers == 1)
+                        or polls.done() or len(evo.requests) > pages)
             assert len(evo.requests) == pages  # the next page waits for the next token
         assert await asyncio.wait_for(polls, 5) == ids
 
