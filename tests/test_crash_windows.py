@@ -20,6 +20,7 @@ from tests.follow_helpers import (
     FAST,
     FULL,
     announced,
+    audit_records,
     died_while_dialling,
     buttons,
     come_back,
@@ -33,6 +34,7 @@ from tests.follow_helpers import (
     wait_for_mark,
 )
 from tests.follow_helpers import wait_for_edit as wait_for_status
+from tests.metrics_scrape import scrape, value
 from tests.escalations import (
     ALICE,
     BOB,
@@ -310,3 +312,32 @@ async def test_a_call_evo_voice_refused_as_the_bot_died_before_telling_is_told_w
     assert await wait_for_mark(second, parent) == "x"
     assert "not placed" in (parent.text or "").lower()
     assert len(second.evo.outgoing_posts) == 1  # the refused one: the next start dials nothing
+
+
+async def test_a_call_taken_over_while_its_replica_stalled_is_recorded_and_counted_as_placed(
+    bot_factory: BotFactory,
+) -> None:
+    """A replica that stalls with its POST on its way, and comes back with Evo Voice's answer once
+    another replica took the call over, still writes that answer where operators read it: the
+    attempt in /call history is "placed" with its session, and `callbot_calls_total` counts it
+    once (the call rang; neither may say it was never finished)."""
+    a = await bot_factory("http", LEASE_SECONDS="3", **FAST)
+    gate = asyncio.Event()
+    a.evo.queue_outgoing(Gated(gate))
+    await a.command(f"{FULL} escalation")
+    await a.evo.wait_for_posts(1)
+    db = services(a).db
+    while (await db.fetchone("SELECT parent_posted_ts FROM calls"))["parent_posted_ts"] is None:
+        await asyncio.sleep(0.01)
+    await stall(a)
+    b = await bot_factory("http", LEASE_SECONDS="3", **FAST)  # the same database
+    await announced(b)
+    gate.set()  # A comes back: Evo Voice answers its POST, the call B's by then
+    await a.settle()
+    [session_id] = a.evo.sessions
+    [record] = await audit_records(a)
+    assert record.result is not None
+    assert (record.result.kind, record.result.session_id) == ("placed", session_id)
+    samples = await scrape(a)
+    assert value(samples, "callbot_calls_total", outcome="placed") == 1
+    assert len(a.evo.outgoing_posts) == 1
