@@ -528,6 +528,31 @@ async def test_without_a_thread_the_outcome_is_still_recorded(bot_factory: BotFa
     assert bot.slack.calls_to("chat.update") == []
 
 
+async def test_a_call_nobody_could_be_told_of_is_not_announced_later_as_one_cut_short(
+    bot_factory: BotFactory,
+) -> None:
+    """A call placed while Slack reached its requester nowhere (no channel, an expired
+    response_url, no direct message) is the operators' to know of (logged, in the audit trail). The
+    next start does not tell the requester the bot "restarted while placing" it, which never
+    happened, nor look for it again, nor dial it again."""
+    first = await bot_factory("http", **FAST)
+    first.slack.fail("chat.postMessage", "channel_not_found")
+    url = first.slack.response_url()
+    first.slack.expire_response_url(url)
+    await first.command(f"{FULL} escalation", response_url=url)
+    await first.settle()
+    [record] = await audit_records(first)
+    assert record.result is not None and record.result.kind == "placed"
+    await first.runtime.stop()
+    first.slack.off("chat.postMessage")
+
+    second = await bot_factory("http", **FAST)  # the same database, Slack back
+    await services(second).follower.take_over()
+    await second.settle()
+    assert "restarted while" not in everything_sent_to_slack(second)
+    assert len(second.evo.outgoing_posts) == 1
+
+
 async def wait_until_ended(bot: BotUnderTest, timeout: float = 10.0) -> None:
     """Without a status message there is nothing in Slack to wait for: watch the call's row."""
     store = services(bot).follower.store
