@@ -650,6 +650,30 @@ async def test_stop_while_the_next_step_finds_the_requester_no_longer_allowed_is
                    for c in bot.slack.calls_to("chat.postMessage"))
 
 
+async def test_each_step_s_call_is_recorded_with_the_session_it_rang(
+    bot_factory: BotFactory,
+) -> None:
+    """The audit trail names the Evo Voice session each step's call rang (what an operator looks
+    up in Evo Voice after an incident), Alice's and Bob's alike."""
+    bot, clock = await start(bot_factory)
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    clock.advance(91)
+    await wait_for_edit(bot, escalation, BOB_RINGING)
+
+    async def recorded() -> dict[str, tuple[str, str | None] | None]:
+        return {r.number_masked: (r.result.kind, r.result.session_id) if r.result else None
+                for r in await audit_records(bot)}
+
+    async with asyncio.timeout(10):  # the step's result is written as its card is drawn
+        while None in (await recorded()).values():
+            await asyncio.sleep(0.01)
+    assert await recorded() == {"+1 814 ••• 3093": ("placed", session_of(bot, ALICE)),
+                        "+1 814 ••• 3094": ("placed", session_of(bot, BOB))}
+
+
 async def attempts_to_ring_bob(bot: BotUnderTest) -> list[tuple[str | None, str | None]]:
     """How each attempt to ring Bob ended in the audit trail: (result, reason)."""
     return [(r.result.kind, r.result.reason) if r.result else (None, None)
