@@ -353,6 +353,34 @@ async def test_a_step_whose_call_evo_voice_cannot_find_by_its_deadline_says_it_m
                         "still ring.)")
 
 
+async def test_a_step_whose_post_failed_is_not_recorded_with_another_call_s_session(
+    bot_factory: BotFactory,
+) -> None:
+    """A /call rang Alice a moment ago; then her step's POST is answered 500, and the one session
+    Evo Voice shows for her number is that /call's. The audit trail does not record it as her
+    step's call (an operator would read that the step rang her): her step's attempt names no
+    session, the /call's still names its own."""
+    bot, clock = await start(bot_factory)
+    await bot.command(f"{ALICE} escalation")
+    await bot.evo.wait_for_posts(1)
+    await bot.settle()
+    [earlier] = bot.evo.sessions
+    bot.evo.queue_outgoing(ErrorStatus(500, "Internal server error"))
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    escalation = await escalation_message(bot)
+    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 📞 calling…")
+    async with asyncio.timeout(10):  # the step's result is written as its card is drawn
+        while (step := (await audit_records(bot))[0]).result is None:
+            await asyncio.sleep(0.01)
+    call = (await audit_records(bot))[1]
+    assert step.origin != call.origin
+    assert step.result is not None and call.result is not None
+    assert (step.result.kind, step.result.session_id) == ("unknown", None)
+    assert (call.result.kind, call.result.session_id) == ("placed", earlier)
+    assert list(bot.evo.sessions) == [earlier]
+
+
 async def alice_given_up_as_not_found(
     bot_factory: BotFactory,
 ) -> tuple[BotUnderTest, Clock, Message]:
