@@ -344,3 +344,28 @@ async def test_a_request_never_dialled_that_slack_refused_to_tell_is_told_by_a_l
         "chat.postMessage", lambda c: c.ok and "not* placed" in str(c.params.get("text")))
     not_placed(dm.params, MASKED)
     assert second.evo.outgoing_posts == []
+
+
+async def test_a_request_its_live_replica_is_slow_to_dial_is_not_told_as_never_dialled(
+    bot_factory: BotFactory,
+) -> None:
+    """Replica A took a /call more than a lease ago and is still working on it (its database slow
+    to write the call's row), alive all along. Another replica's round does not tell the requester
+    the call was not placed: A goes on, and the call is dialled, once."""
+    a = await bot_factory("http", **QUICK)
+    back = asyncio.Event()
+    reached = held_before_its_row(a, back)
+    _, url = await a.command(f"{FULL} escalation")
+    await asyncio.wait_for(reached.wait(), 10)
+    await services(a).db.execute("UPDATE claims SET claimed_at = claimed_at - ?",
+                                 (a.runtime.settings.lease_seconds + 1,))
+
+    b = await bot_factory("http", **QUICK)  # the same database
+    await services(b).untold.take_over()
+    back.set()  # A's write goes through
+    await a.evo.wait_for_posts(1)
+    await a.settle()
+    await b.settle()
+    told = [str(r) for r in a.slack.responses_to(url)] + [str(c.params) for c in a.slack.calls]
+    assert not [t for t in told if "was *not* placed" in t]
+    assert len(a.evo.outgoing_posts) == 1
