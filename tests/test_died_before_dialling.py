@@ -369,3 +369,43 @@ async def test_a_request_its_live_replica_is_slow_to_dial_is_not_told_as_never_d
     told = [str(r) for r in a.slack.responses_to(url)] + [str(c.params) for c in a.slack.calls]
     assert not [t for t in told if "was *not* placed" in t]
     assert len(a.evo.outgoing_posts) == 1
+
+
+async def test_a_call_told_the_database_failed_on_its_claim_is_not_told_again_after_a_restart(
+    bot_factory: BotFactory,
+) -> None:
+    """A /call's claim commits and its answer is lost (a connection dropped after COMMIT): the
+    requester is told at once that the database failed and nothing was dialled. A later start's
+    round does not tell them a second time, as a request its bot stopped before dialling, nor
+    record one."""
+    first = await bot_factory("http", **QUICK)
+    claims = services(first).claims
+    real, lost = claims.claim, []
+
+    async def claim(key: str, **kwargs: Any) -> bool:
+        taken = await real(key, **kwargs)
+        if key.startswith("command:") and not lost:
+            lost.append(key)
+            raise ConnectionError("connection lost after COMMIT")
+        return taken
+
+    claims.claim = claim  # type: ignore[method-assign]
+    _, url = await first.command(f"{FULL} escalation")
+    [told] = await first.slack.wait_for_response(url, timeout=20)
+    assert "could not write to its database" in str(told["text"]), told
+    await first.settle()
+    assert lost and first.evo.outgoing_posts == []
+    await first.runtime.stop()
+    await gone_for_a_lease(first)
+
+    second = await bot_factory("http", **QUICK)  # the same database
+    await services(second).untold.take_over()
+    await second.settle()
+    assert len(second.slack.responses_to(url)) == 1
+    assert "stopped before" not in everything_sent(second)
+    assert not [r for r in await audit_records(second) if r.reason == NOT_DIALLED]
+
+
+def everything_sent(bot: BotUnderTest) -> str:
+    return "\n".join([str(c.params) for c in bot.slack.calls]
+                     + [str(p.body) for p in bot.slack.response_posts])
