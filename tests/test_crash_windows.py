@@ -9,7 +9,10 @@ call. Nothing here waits on a timing guess.
 from __future__ import annotations
 
 import asyncio
+import logging
 import json
+
+import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus, Gated
@@ -248,6 +251,54 @@ async def test_a_step_s_call_whose_dial_a_stalled_replica_let_go_of_is_followed_
     clock.advance(91)
     await b.settle()
     assert dialled(b) == [ALICE]
+
+
+async def test_a_step_s_call_answered_after_another_replica_took_it_over_is_left_to_that_one(
+    bot_factory: BotFactory, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Replica A stalls with Alice's POST on its way, past every lease: B takes the chain and the
+    call over. Then Evo Voice answers A's POST (her call rings) and A comes back. A says nothing
+    (no error in the thread, none in its log for the operators) and rings nobody; B follows
+    Alice's call, sees her acknowledge it, and Bob is never rung."""
+    a, clock = await start(bot_factory, policy=WITH_OUTCOMES, LEASE_SECONDS="30")
+    gate = asyncio.Event()
+    a.evo.queue_outgoing(Gated(gate))
+    view, _ = await open_on_message(a)
+    assert await submit(a, view) == {}
+    await escalation_message(a)
+    await a.evo.wait_for_posts(1)
+    await stall(a)
+
+    b, _ = await start(bot_factory, policy=WITH_OUTCOMES, clock=clock, LEASE_SECONDS="30")
+    assert services(b).escalations.running == 1  # B drives the chain now
+    db = services(a).db
+    async with asyncio.timeout(10):
+        while (await db.fetchone("SELECT placement FROM calls"))["placement"] == "dialling":
+            await asyncio.sleep(0.01)  # B took Alice's call for one left behind
+    posted_by_a = len(a.slack.calls)
+    gate.set()  # Evo Voice answers A's POST: A records it, the call B's
+    async with asyncio.timeout(10):
+        while (await audit_records(a))[0].result is None:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # A's step goes on from its answer
+    come_back(a)
+    async with asyncio.timeout(10):
+        while services(a).escalations.running:
+            await asyncio.sleep(0.01)
+    await a.settle()
+    alice = session_of(a, ALICE)
+    a.evo.set_session_state(alice, callState="Connected", outcome="Acknowledged")
+    services(b).leases.wake()
+    await wait_for_state(b, EscalationState.ACKNOWLEDGED)
+    clock.advance(91)
+    await b.settle()
+    assert dialled(b) == [ALICE]
+    said = [str(c.params.get("text")) for c in a.slack.calls[posted_by_a:]
+            if c.method == "chat.postMessage"]
+    assert not [t for t in said if "reference" in t or "went wrong" in t], said
+    assert len([t for t in said if "You are being paged" in t]) == 1, said
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
 
 
 WITH_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged"]\n'

@@ -29,7 +29,7 @@ from bot.calls.retry import TimeLeft, wait_to_retry
 from bot.calls.session_lookup import closest_first
 from bot.calls.status_posts import status_post
 from bot.calls.store import TrackedCall
-from bot.errors import CallbotError, CalledOff, Expected, describe
+from bot.errors import CallbotError, CalledOff, Expected, StepTakenOver, describe
 from bot.evovoice.client import (
     CallPlaced, EvoVoiceClient, EvoVoiceError, EvoVoiceUnreachable, OutcomeUnknown, RateLimited,
     Session, is_address_of)
@@ -91,7 +91,8 @@ class Dialler:
         `on_dialling`: hears the call's row id before anything is dialled (an escalation step
         keeps it, so a restart finds the step's call).
         `quiet`: nothing is posted; the call is followed all the same (its row kept current) for
-        a caller that tells its own story (an escalation step: its card and the person's page).
+        a caller that tells its own story (an escalation step: its card and the person's page);
+        StepTakenOver once it is dialled if another replica took the call (and its chain) over.
         `slot`: a rate-limit slot, taken first in the write of the attempt's record and the call's
         row; what taking it raises comes out of place(), with nothing written or dialled.
         `before_post`: (quiet calls) heard right before each POST leaves, once Evo Voice's request
@@ -250,8 +251,11 @@ class Dialler:
         # A thread with nowhere to post: the call is followed, and no message is kept current.
         silent = Thread(channel=call.request.channel_id, ts=None, response_url=None, parent=parent)
         tracked = await self._follower.track(call, result, silent, dialling)
-        if tracked is TAKEN_OVER:
-            tracked = None  # followed by the replica that took it, and its chain with it
+        if tracked is TAKEN_OVER:  # followed by the replica that took it, and its chain with it:
+            await self._record_result(attempt_id, result)  # this run goes no further (its page)
+            self._finished(CallResult(result.outcome, result.session_id, None, result.error,
+                                      call_id=dialling.id))
+            raise StepTakenOver()
         if tracked is not None and tracked.session_id != result.session_id:
             result = dataclasses.replace(result, session_id=None, session=None)
         await self._record_result(attempt_id, result)
