@@ -134,6 +134,8 @@ async def test_call_again_whose_bot_died_before_dialling_is_told_and_works_again
     told = await told_once(second, url, 1)
     not_placed(told, MASKED)
     assert "Call again" in str(told["text"])
+    # A message of its own: the ended call's status message, where Call again was clicked, stays.
+    assert not told.get("replace_original")
     assert len(second.evo.outgoing_posts) == 1  # the first call only
 
     _, url = await click(second, status, CALL_AGAIN_ACTION)  # a new click dials
