@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from bot.storage.claims import CLAIM_LIFETIME_SECONDS, CLAIM_PURGE_EVERY_SECONDS, Claims
-from bot.storage.database import Database
+from bot.storage.database import Connection, Database
 from tests.round_trips import Counting
 
 
@@ -51,6 +51,23 @@ async def test_a_claim_is_granted_again_to_its_holder_and_to_nobody_else(db: Dat
     assert await claims.claim("unnamed")
     assert not await claims.claim("unnamed")  # without a holder, never granted twice
     assert not await claims.claim("unnamed", holder="first try")
+
+
+async def test_what_a_claim_guards_is_written_once_and_its_later_claims_are_refused(
+    db: Database,
+) -> None:
+    """A post kept in the outbox with its claim (`then`): a second delivery of the same request
+    is refused, and the post is not written a second time (Slack would show it twice)."""
+    claims = Claims(db)
+    written: list[str] = []
+
+    async def keep_the_post(conn: Connection) -> None:
+        written.append("post")
+
+    assert await claims.claim("k", then=keep_the_post)
+    assert not await claims.claim("k", then=keep_the_post)
+    assert not await claims.claim("k", holder="someone else", then=keep_the_post)
+    assert written == ["post"]
 
 
 async def test_a_claim_from_before_holders_is_granted_to_nobody(db: Database) -> None:
