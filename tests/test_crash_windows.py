@@ -257,9 +257,9 @@ async def test_a_step_s_call_answered_after_another_replica_took_it_over_is_left
     bot_factory: BotFactory, caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Replica A stalls with Alice's POST on its way, past every lease: B takes the chain and the
-    call over. Then Evo Voice answers A's POST (her call rings) and A comes back. A says nothing
-    (no error in the thread, none in its log for the operators) and rings nobody; B follows
-    Alice's call, sees her acknowledge it, and Bob is never rung."""
+    call over. Then Evo Voice answers A's POST (her call rings) and A comes back. A counts her
+    call, and goes no further: no second page to Alice, no error in the thread nor in its log;
+    B follows her call, sees her acknowledge it, and Bob is never rung."""
     a, clock = await start(bot_factory, policy=WITH_OUTCOMES, LEASE_SECONDS="30")
     gate = asyncio.Event()
     a.evo.queue_outgoing(Gated(gate))
@@ -299,6 +299,8 @@ async def test_a_step_s_call_answered_after_another_replica_took_it_over_is_left
     assert len([t for t in said if "You are being paged" in t]) == 1, said
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == []
+    # Alice's call rang: the replica that placed it counts it.
+    assert value(await scrape(a), "callbot_calls_total", outcome="placed") == 1
 
 
 WITH_OUTCOMES = ROSTER + 'ack_outcomes = ["Acknowledged"]\n'
