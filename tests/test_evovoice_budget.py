@@ -47,6 +47,13 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+def turn_awaited(budget: RequestBudget, clock: BudgetClock) -> bool:
+    """A request waits for its turn and the budget's timer sleeps on the clock. The timer is a task
+    of its own that starts sleeping a moment after the request queued: advancing the clock in
+    that moment wakes nobody, and the timer then sleeps a whole turn from the new time."""
+    return budget.waiting == 1 and clock.sleepers == 1
+
+
 # ----------------------------------------------------------------------------------- budget
 
 
@@ -330,7 +337,7 @@ async def test_a_batch_tried_again_after_a_503_waits_its_turn_again(
         clock.advance(1)
         await until(lambda: len(evo.requests) == 1 and clock.sleepers == 1)  # 503: a pause
         clock.advance(0.5)  # the pause is over; half a token earned
-        await until(lambda: budget.waiting == 1 or len(evo.requests) > 1)
+        await until(lambda: turn_awaited(budget, clock) or len(evo.requests) > 1)
         assert len(evo.requests) == 1  # the try again waits for a whole token
         clock.advance(0.5)
         assert await asyncio.wait_for(polls, 5) == ids
@@ -349,7 +356,7 @@ async def test_a_session_read_without_a_priority_is_routine_and_waits_its_turn(
         for _ in range(5):
             await budget.admit(Priority.ROUTINE)  # the burst spent
         read = asyncio.ensure_future(client.get_session(session_id))
-        await until(lambda: budget.waiting == 1 or len(evo.requests) > 0)
+        await until(lambda: turn_awaited(budget, clock) or len(evo.requests) > 0)
         assert evo.requests == []
         clock.advance(1)
         assert (await asyncio.wait_for(read, 5)).id == session_id
