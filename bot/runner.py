@@ -77,6 +77,9 @@ class RowRunner:
         # round (True: left lapsed, `let_go`): kept, they would be renewed with this replica's
         # others for as long as it runs, and the rows' work done by nobody.
         self._not_given_back: dict[int, bool] = {}
+        # Rows whose task, its work done, gives its lease back (and may take it again for work
+        # handed over meanwhile): not held, yet not lost to another replica either.
+        self._giving_back: set[int] = set()
         self.closed = False
 
     @property
@@ -287,7 +290,8 @@ class RowRunner:
     def drop_lost(self, held: set[int], running: dict[int, asyncio.Task[None]]) -> None:
         """Cancel those of the `running` tasks (read before `held`) whose lease is not held."""
         for row_id, task in running.items():
-            if row_id not in held and self._tasks.get(row_id) is task:
+            if row_id not in held and row_id not in self._giving_back \
+                    and self._tasks.get(row_id) is task:
                 logger.warning("%s %s: its lease was taken over by another replica; "
                                "leaving it to them", self.kind, row_id,
                                extra=self._fields(row_id))
@@ -322,21 +326,31 @@ class RowRunner:
             if self._leases is not None and not self.closed:
                 # Not while stopping: work that gave up for that (an end Slack refused, still to
                 # be shown) is left with its lease lapsed by `stop`, for whoever takes over.
+                self._giving_back.add(row_id)
                 try:
-                    await self._give_back(row_id)
-                except Exception:
-                    logger.warning("%s %s: giving its lease back failed; given back at the next "
-                                   "round", self.kind, row_id, exc_info=True,
-                                   extra=self._fields(row_id))
-                # Work handed over while the lease was given back: taken again, and done.
-                after = self._after.pop(row_id, None)
-                if after is not None and not self.closed and await until_database_answers(
-                        partial(self._leases.take, self.kind, row_id), f"{self.kind} {row_id}"):
-                    next_work = after
+                    next_work = await self._give_back_then_after(row_id)
+                finally:
+                    self._giving_back.discard(row_id)
         # Gone from the tasks at once (no await since the last look for work handed over): work
         # handed over from now on starts a task of its own.
         if self._tasks.get(row_id) is asyncio.current_task():
             del self._tasks[row_id]
+
+    async def _give_back_then_after(self, row_id: int) -> Work | None:
+        """The lease of a row whose work is done given back; the work handed over meanwhile, if
+        any, with the lease taken again."""
+        assert self._leases is not None
+        try:
+            await self._give_back(row_id)
+        except Exception:
+            logger.warning("%s %s: giving its lease back failed; given back at the next round",
+                           self.kind, row_id, exc_info=True, extra=self._fields(row_id))
+        # Work handed over while the lease was given back: taken again, and done.
+        after = self._after.pop(row_id, None)
+        if after is not None and not self.closed and await until_database_answers(
+                partial(self._leases.take, self.kind, row_id), f"{self.kind} {row_id}"):
+            return after
+        return None
 
     async def _work(self, row_id: int, work: Work) -> bool:
         """Run `work()`; False if it failed (a bug: reported, its lease kept)."""
