@@ -16,6 +16,7 @@ import pytest
 
 from bot.oncall.escalation_store import EscalationState
 from bot.standins.evovoice import ErrorStatus, Gated
+from bot.standins.slack import Message
 from bot.storage.database import Database
 from tests.budget_clock import LeapingClock
 from tests.conftest import BotFactory, BotUnderTest
@@ -177,14 +178,12 @@ async def test_an_escalation_step_dialled_as_the_bot_died_is_ended_before_the_ne
     assert "may have rung" not in (escalation.text or "")
 
 
-async def test_a_call_whose_replica_stalled_while_dialling_is_told_once_by_the_one_that_took_it(
+async def stalled_with_its_post_out(
     bot_factory: BotFactory,
-) -> None:
-    # Replica A's POST is on its way when A stalls (a paused VM, or cut off from its database for
-    # longer than its lease): B takes the call for one left behind, tells it under A's parent
-    # ("restarted while placing") and follows it. Then A comes back with Evo Voice's answer: the
-    # call is B's by then. A posts no second status message, follows nothing, and leaves B's row
-    # as it is; B's message shows the call to its end.
+) -> tuple[BotUnderTest, BotUnderTest, asyncio.Event, Message]:
+    """Replica A's POST on its way (held by the gate returned) when A stalls; replica B, on the
+    same database, takes the call over and tells it under A's parent ("restarted while placing"):
+    A, B, the gate, B's status message."""
     a = await bot_factory("http", LEASE_SECONDS="3", **FAST)
     gate = asyncio.Event()
     a.evo.queue_outgoing(Gated(gate))
@@ -194,9 +193,19 @@ async def test_a_call_whose_replica_stalled_while_dialling_is_told_once_by_the_o
     while (await db.fetchone("SELECT parent_posted_ts FROM calls"))["parent_posted_ts"] is None:
         await asyncio.sleep(0.01)
     await stall(a)
-
     b = await bot_factory("http", LEASE_SECONDS="3", **FAST)  # the same database
-    status = await announced(b)
+    return a, b, gate, await announced(b)
+
+
+async def test_a_call_whose_replica_stalled_while_dialling_is_told_once_by_the_one_that_took_it(
+    bot_factory: BotFactory,
+) -> None:
+    # Replica A's POST is on its way when A stalls (a paused VM, or cut off from its database for
+    # longer than its lease): B takes the call for one left behind, tells it under A's parent
+    # ("restarted while placing") and follows it. Then A comes back with Evo Voice's answer: the
+    # call is B's by then. A posts no second status message, follows nothing, and leaves B's row
+    # as it is; B's message shows the call to its end.
+    a, b, gate, status = await stalled_with_its_post_out(bot_factory)
     gate.set()  # A comes back: Evo Voice answers its POST
     await a.settle()
     [session_id] = a.evo.sessions
@@ -207,7 +216,7 @@ async def test_a_call_whose_replica_stalled_while_dialling_is_told_once_by_the_o
                if is_thread_reply(c)]
     assert len(replies) == 1 and "restarted while placing" in replies[0], replies
     assert services(a).follower.following == 0
-    row = await db.fetchone("SELECT status_ts, session_id, state FROM calls")
+    row = await services(a).db.fetchone("SELECT status_ts, session_id, state FROM calls")
     assert (row["status_ts"], row["session_id"], row["state"]) == (status.ts, session_id, "ended")
     assert len(b.evo.outgoing_posts) == 1
 
@@ -374,17 +383,7 @@ async def test_a_call_taken_over_while_its_replica_stalled_is_recorded_and_count
     another replica took the call over, still writes that answer where operators read it: the
     attempt in /call history is "placed" with its session, and `callbot_calls_total` counts it
     once (the call rang; neither may say it was never finished)."""
-    a = await bot_factory("http", LEASE_SECONDS="3", **FAST)
-    gate = asyncio.Event()
-    a.evo.queue_outgoing(Gated(gate))
-    await a.command(f"{FULL} escalation")
-    await a.evo.wait_for_posts(1)
-    db = services(a).db
-    while (await db.fetchone("SELECT parent_posted_ts FROM calls"))["parent_posted_ts"] is None:
-        await asyncio.sleep(0.01)
-    await stall(a)
-    b = await bot_factory("http", LEASE_SECONDS="3", **FAST)  # the same database
-    await announced(b)
+    a, b, gate, _ = await stalled_with_its_post_out(bot_factory)
     gate.set()  # A comes back: Evo Voice answers its POST, the call B's by then
     await a.settle()
     [session_id] = a.evo.sessions
