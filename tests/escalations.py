@@ -270,17 +270,26 @@ def session_of(bot: BotUnderTest, number: str) -> str:
     return session_id
 
 
+async def alices_post_held(
+    bot_factory: BotFactory, *, policy: str = ROSTER, **env: str
+) -> tuple[BotUnderTest, Clock, asyncio.Event]:
+    """An escalation whose first step's POST (Alice's) has reached Evo Voice, its answer held
+    until the event returned is set: the bot, the escalation's clock, that event."""
+    bot, clock = await start(bot_factory, policy=policy, **env)
+    gate = asyncio.Event()
+    bot.evo.queue_outgoing(Gated(gate))
+    view, _ = await open_on_message(bot)
+    assert await submit(bot, view) == {}
+    await escalation_message(bot)
+    await bot.evo.wait_for_posts(1)
+    return bot, clock, gate
+
+
 async def died_dialling_alice(bot_factory: BotFactory) -> tuple[BotUnderTest, Clock, str]:
     """An escalation whose bot died with Alice's step POST in flight, a POST Evo Voice answered
     all the same (placing her call): the stopped bot (its stand-ins are the next start's), the
     escalation's clock, her session."""
-    first, clock = await start(bot_factory)
-    dial = asyncio.Event()
-    first.evo.queue_outgoing(Gated(dial))
-    view, _ = await open_on_message(first)
-    await submit(first, view)
-    await escalation_message(first)
-    await first.evo.wait_for_posts(1)
+    first, clock, dial = await alices_post_held(bot_factory)
     await first.runtime.stop(grace=0)
     dial.set()
     await until(lambda: first.evo.sessions)

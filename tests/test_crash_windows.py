@@ -42,15 +42,14 @@ from tests.metrics_scrape import scrape, value
 from tests.escalations import (
     ALICE,
     BOB,
+    alices_post_held,
     ROSTER,
     Clock,
     dialled,
     died_dialling_alice,
     escalation_message,
-    open_on_message,
     session_of,
     start,
-    submit,
     wait_for_edit,
     wait_for_state,
 )
@@ -231,13 +230,7 @@ async def test_a_step_s_call_whose_dial_a_stalled_replica_let_go_of_is_followed_
     # renews that lease, and lets the chain go (B has it), cancelling the dial still waiting for
     # Evo Voice's answer. The call rang all the same, and Alice presses 1: someone must follow
     # her call, or her acknowledgement is never seen and Bob is rung.
-    a, clock = await start(bot_factory, policy=WITH_OUTCOMES, LEASE_SECONDS="30")
-    gate = asyncio.Event()
-    a.evo.queue_outgoing(Gated(gate))
-    view, _ = await open_on_message(a)
-    assert await submit(a, view) == {}
-    await escalation_message(a)
-    await a.evo.wait_for_posts(1)
+    a, clock, gate = await alices_post_held(bot_factory, policy=WITH_OUTCOMES, LEASE_SECONDS="30")
     leases = services(a).leases
     await leases.stop()  # A stalls: its chain's lease lapses, its call's not yet
     await services(a).db.execute(
@@ -269,13 +262,7 @@ async def test_a_step_s_call_answered_after_another_replica_took_it_over_is_left
     call over. Then Evo Voice answers A's POST (her call rings) and A comes back. A counts her
     call, and goes no further: no second page to Alice, no error in the thread nor in its log;
     B follows her call, sees her acknowledge it, and Bob is never rung."""
-    a, clock = await start(bot_factory, policy=WITH_OUTCOMES, LEASE_SECONDS="30")
-    gate = asyncio.Event()
-    a.evo.queue_outgoing(Gated(gate))
-    view, _ = await open_on_message(a)
-    assert await submit(a, view) == {}
-    await escalation_message(a)
-    await a.evo.wait_for_posts(1)
+    a, clock, gate = await alices_post_held(bot_factory, policy=WITH_OUTCOMES, LEASE_SECONDS="30")
     await stall(a)
 
     b, _ = await start(bot_factory, policy=WITH_OUTCOMES, clock=clock, LEASE_SECONDS="30")

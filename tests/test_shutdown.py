@@ -41,7 +41,7 @@ from tests.conftest import (
     until,
 )
 from tests.databases import on_both_databases
-from tests.escalations import ALICE, dialled, escalation_message, open_on_message, start, submit
+from tests.escalations import ALICE, alices_post_held, dialled, start
 from tests.follow_helpers import services
 from tests.interactions import ask, button, click, open_form, state, submission
 from tests.processes import BotProcess
@@ -285,13 +285,7 @@ async def test_a_stopping_replica_keeps_its_leases_while_a_step_s_call_is_still_
     Rather than wait a lease in real time, A's leases and heartbeat are moved a lease into the
     past once it is stopping, as if it had stopped renewing them that long ago: A, still renewing,
     brings them up to date, and only then does B start (it would take them over meanwhile)."""
-    a, clock = await start(bot_factory, LEASE_SECONDS="3", EVOVOICE_TIMEOUT="60")
-    gate = asyncio.Event()
-    a.evo.queue_outgoing(Gated(gate))
-    view, _ = await open_on_message(a)
-    assert await submit(a, view) == {}
-    await escalation_message(a)
-    await a.evo.wait_for_posts(1)
+    a, clock, gate = await alices_post_held(bot_factory, LEASE_SECONDS="3", EVOVOICE_TIMEOUT="60")
     db, owner = services(a).db, services(a).leases.owner
 
     async def renewed() -> bool:
