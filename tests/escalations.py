@@ -377,12 +377,18 @@ async def running_escalation(
     """An escalation started from a message's shortcut, Alice's phone ringing: the bot, the
     escalation service's clock, the escalation's message. `env`: the bot's settings (`start`)."""
     bot, clock = await start(bot_factory, mode, policy=policy, **env)
+    return bot, clock, await escalated(bot)
+
+
+async def escalated(bot: BotUnderTest) -> Message:
+    """An escalation started from a message's shortcut on `bot`, Alice's phone ringing: its
+    message."""
     view, _ = await open_on_message(bot)
     assert await submit(bot, view) == {}
     escalation = await escalation_message(bot)
     await bot.evo.wait_for_posts(1)
     await wait_for_edit(bot, escalation, "🔔 ringing…")
-    return bot, clock, escalation
+    return escalation
 
 
 # A roster whose flow writes "Acknowledged" or "Pressed 1" when its person presses 1.

@@ -18,6 +18,7 @@ from bot.standins.slack import ApiCall, Gate, Message
 from tests.budget_clock import Pauses
 from tests.conftest import BotFactory, BotUnderTest
 from tests.escalations import (
+    escalated,
     ALICE,
     BOB,
     MANAGER,
@@ -684,10 +685,7 @@ async def test_each_step_s_call_is_recorded_with_the_session_it_rang(
     """The audit trail names the Evo Voice session each step's call rang (what an operator looks
     up in Evo Voice after an incident), Alice's and Bob's alike."""
     bot, clock = await start(bot_factory)
-    view, _ = await open_on_message(bot)
-    assert await submit(bot, view) == {}
-    escalation = await escalation_message(bot)
-    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    escalation = await escalated(bot)
     clock.advance(91)
     await wait_for_edit(bot, escalation, BOB_RINGING)
 
@@ -725,10 +723,7 @@ async def test_slack_failing_to_show_a_profile_read_before_still_rings_its_numbe
     pauses = Pauses()
     bot, clock = await start(bot_factory, slack_sleep=pauses)
     bot.slack.users["U0CAROL"] = {"profile": {"phone": "+18144043095"}}
-    view, _ = await open_on_message(bot)
-    assert await submit(bot, view) == {}
-    escalation = await escalation_message(bot)
-    await wait_for_edit(bot, escalation, "1. <@U0ALICE> (+1 814 ••• 3093) — 🔔 ringing…")
+    escalation = await escalated(bot)
     clock.advance(91)
     await wait_for_edit(bot, escalation, BOB_RINGING)
     bot.slack.fail("users.info", error, retry_after=30)  # Slack fails for a while...
