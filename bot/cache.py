@@ -52,13 +52,13 @@ class TTLCache(Generic[K, V]):
             if age < self._ttl:
                 return hit[1]
             if age < self._max_stale:
-                if key not in self._loading and key not in self._refreshing:
+                if self._in_progress(key) is None and key not in self._refreshing:
                     self._refreshing.add(key)
                     task = asyncio.create_task(self._refresh(key, load))
                     self._refreshes.add(task)
                     task.add_done_callback(self._refreshes.discard)
                 return hit[1]
-        pending = self._loading.get(key) or self._start(key, load)
+        pending = self._in_progress(key) or self._start(key, load)
         try:
             # Shielded: a caller cancelled while it waits stops waiting, not the load the others
             # share.
@@ -77,6 +77,12 @@ class TTLCache(Generic[K, V]):
             logger.warning("background refresh failed: %s", type(exc).__name__)
         finally:
             self._refreshing.discard(key)
+
+    def _in_progress(self, key: K) -> asyncio.Future[V] | None:
+        """The load of `key` still running. One that is done leaves `_loading` a turn of the loop
+        later: its value may be one an invalidate or max_stale has since ruled out."""
+        pending = self._loading.get(key)
+        return pending if pending is not None and not pending.done() else None
 
     def _start(self, key: K, load: Callable[[], Awaitable[V]]) -> asyncio.Future[V]:
         task = asyncio.ensure_future(self._load(key, load))

@@ -172,3 +172,31 @@ async def test_invalidate_forces_a_reload(key: str | None) -> None:
     assert await cache.get("k", load) == 1
     cache.invalidate(key)
     assert await cache.get("k", load) == 2
+
+
+@pytest.mark.parametrize("step", ["invalidate", "too old"])
+async def test_a_load_that_just_finished_is_not_reused_for_a_value_it_no_longer_gives(
+    step: str,
+) -> None:
+    # A load's task is done one turn of the loop before it leaves the table of loads in progress.
+    # A get in that turn, after an invalidate (a group just changed) or past max_stale, reused it
+    # and got the value it was told not to trust (test_role_lookup_waits failed this way in CI).
+    clock = Clock()
+    cache: TTLCache[str, str] = TTLCache(60, max_stale=600, clock=clock)
+    values = iter(["old", "new"])
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def load() -> str:
+        await gate
+        return next(values)
+
+    first = asyncio.create_task(cache.get("k", load))
+    await asyncio.sleep(0)
+    gate.set_result(None)  # the load finishes in the next turn, just before this test resumes
+    await asyncio.sleep(0)
+    if step == "invalidate":
+        cache.invalidate("k")
+    else:
+        clock.now = 601
+    assert await cache.get("k", load) == "new"
+    assert await first == "old"
