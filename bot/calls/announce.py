@@ -17,7 +17,7 @@ from bot.calls.models import ESCALATION_ORIGIN
 from bot.calls.status_message import StatusMessages, status_post
 from bot.calls.store import CallStore, TrackedCall
 from bot.slack.notify import Notifier
-from bot.slack.threads import Posted, Thread
+from bot.slack.threads import Posted, Thread, untold
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +43,11 @@ class Announcer:
                 return
             logger.warning("call %s: its requester was never told of it: telling them now",
                            call_id, extra={"call_id": call_id})
-            told = await self.announce(call)
-            if told is not None:
-                thread, posted = told
-                self._messages.keep(call.id, thread)
-                # A relay that reached nobody is not shown: the refresh that follows tries it
-                # again (noted as shown, the requester of a call over already is never told).
-                await self._messages.keep_shown(call, posted.ts, delivered=posted.delivered)
+            thread, posted = await self.announce(call)
+            self._messages.keep(call.id, thread)
+            # A relay that reached nobody is not shown: the refresh that follows tries it again
+            # (noted as shown, the requester of a call over already is never told).
+            await self._messages.keep_shown(call, posted.ts, delivered=posted.delivered)
         except Exception:
             logger.exception("call %s: its requester could not be told of it", call_id,
                              extra={"call_id": call_id})
@@ -76,11 +74,11 @@ class Announcer:
             return None
         return call if await self.origin(call) != ESCALATION_ORIGIN else None
 
-    async def announce(self, call: TrackedCall) -> tuple[Thread, Posted] | None:
+    async def announce(self, call: TrackedCall) -> tuple[Thread, Posted]:
         """Post the call's status message: under its parent if one was posted, else under a new
         one, in the channel or by direct message. Its thread and what the post did (its `ts` None
         while Slack refuses it: kept, and sent again; not `delivered` if nobody was told yet);
-        None if the requester can't be reached at all."""
+        its relay, tried again as the call goes on, if Slack took the parent nowhere."""
         parent = call_messages.call_parent(call.requester_id, call.number_masked, call.flow_name)
         if call.parent_posted_ts is not None:  # posted as it was dialled: told under that one
             thread: Thread | None = Thread(call.channel_id, call.parent_ts, None, parent,
@@ -89,8 +87,10 @@ class Announcer:
             thread = await self._notifier.open_thread(
                 call.channel_id, parent, user_id=call.requester_id, response_url=None,
                 thread_ts=call.parent_ts)
-        if thread is None:
-            return None  # followed all the same: the audit trail gets its outcome
+        if thread is None:  # Slack failing everywhere: by direct message once it answers again
+            thread = untold(call.channel_id, parent, call.requester_id, None, uses=0,
+                            opened=self._notifier.clock())
+            return thread, await self._notifier.post_reply(thread, self._messages.draw(call))
         # Kept until Slack takes it, as a call's status message is when it is dialled
         # (bot/calls/status_posts.py): refused now, it is sent again and its ts recorded then.
         posted = await self._notifier.post_reply(thread, self._messages.draw(call),

@@ -35,7 +35,7 @@ from bot.evovoice.client import (
     Session, is_address_of)
 from bot.evovoice.transport import REQUEST_SENT
 from bot.slack.notify import Notifier
-from bot.slack.threads import Thread
+from bot.slack.threads import Thread, untold
 from bot.storage.faults import DATABASE_FAULTS, until_database_answers, wrote_nothing
 from bot.storage.together import SlotFirst
 
@@ -187,13 +187,6 @@ class Dialler:
             self._dials_first.dialled()
             # Even when dialling broke, the parent post finishes (and is never left unawaited).
             thread = await opening
-        if thread is None:
-            await self._follower.track(call, result, None, dialling)
-            await self._record_result(attempt_id, result)
-            # Placed (or not) with nobody to tell: the operators are the last ones who can know.
-            logger.error("call %s outcome could not be posted for %s", result.outcome,
-                         request.user_id, extra=_fields(request, result))
-            return self._finished(CallResult(result.outcome, result.session_id, None, result.error))
         # The thread reply becomes the call's status message, edited as the call goes on.
         tracked = await self._follower.track(call, result, thread, dialling)
         if tracked is TAKEN_OVER:  # told and followed by the replica that took it: nothing here
@@ -211,9 +204,10 @@ class Dialler:
         )
         if not posted.delivered:  # an error when nothing will send it again
             lost = posted.gone or tracked is None
+            later = " yet: kept, and sent again" if thread.ts else " yet: tried again as it goes on"
             logger.log(logging.ERROR if lost else logging.WARNING, "call %s outcome could not be "
                        "posted for %s%s", result.outcome, request.user_id,
-                       "" if lost else " yet: kept, and sent again", extra=_fields(request, result))
+                       "" if lost else later, extra=_fields(request, result))
         if tracked is not None:
             await self._follower.begin(tracked, posted.ts, thread, delivered=posted.delivered)
         return self._finished(CallResult(
@@ -223,7 +217,7 @@ class Dialler:
 
     async def _open_thread_after_dials(
         self, request: CallRequest, parent: views.Message, call_id: int
-    ) -> Thread | None:
+    ) -> Thread:
         # Right after this call's POST has left, and those of the calls dialled with it.
         await self._dials_first.idle()
         thread = await self._notifier.open_thread(
@@ -234,8 +228,11 @@ class Dialler:
             response_url_used=request.response_url_used,
             thread_ts=request.thread_ts,
         )
-        if thread is not None:  # kept in the call's row while its POST may still be answered
-            await self._follower.note_parent(call_id, thread)
+        if thread is None:  # the phone rings all the same: told once Slack answers again
+            return untold(request.channel_id, parent, request.user_id, request.response_url,
+                          uses=request.response_url_used + bool(request.response_url),
+                          opened=self._notifier.clock())
+        await self._follower.note_parent(call_id, thread)  # kept while its POST may be answered
         return thread
 
     async def _place_quietly(

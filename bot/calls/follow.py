@@ -367,10 +367,8 @@ class CallFollower:
 
     async def _announce(self, call: TrackedCall) -> None:
         """A status message for a call whose requester was never told of it."""
-        told = await self._announcer.announce(call)
-        if told is not None:
-            thread, posted = told
-            await self.begin(call, posted.ts, thread, delivered=posted.delivered)
+        thread, posted = await self._announcer.announce(call)
+        await self.begin(call, posted.ts, thread, delivered=posted.delivered)
 
     async def let_go(self, call_id: int) -> None:
         """A call whose placing was cut short here before it was followed (cancelled: its chain

@@ -145,6 +145,8 @@ class CallPoller:
                 self._bugs.pop(call_id, None)
             if step == _Step.DONE:
                 return
+            if step == _Step.SAME and self._messages.untold(call):
+                await self._messages.refresh(call_id)  # nobody told yet: each poll tries again
             if step == _Step.CHANGED or _may_be_answered_unseen(call, age, timing):
                 interval = pause = timing.first_interval
             await self._pause(call_id, pause)

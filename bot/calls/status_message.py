@@ -134,6 +134,11 @@ class StatusMessages:
     def relayed(self, call_id: int) -> bool:
         return call_id in self._relays
 
+    def untold(self, call: TrackedCall) -> bool:
+        """Whether the call's relay reached nobody yet (Slack refused its parent everywhere, and
+        its status since): each poll tries again, not only a change of the call."""
+        return call.status_ts is None and call.shown_digest is None and self.relayed(call.id)
+
     async def keep_shown(self, call: TrackedCall, status_ts: str | None, *,
                          delivered: bool = True) -> None:
         """The status message's ts, and what it shows (or what a relay of it does). `delivered`

@@ -259,7 +259,9 @@ class Notifier:
                 if await self._respond(relay.url, shown, in_channel=relay.in_channel,
                                        replace_original=replace):
                     return True
-                relay.uses = RESPONSE_URL_USES  # refused: expired or used up
+                # Refused (expired, used up): by direct message from now on, not taken for the
+                # last use kept for the outcome (which would tell nobody until the call ends).
+                relay.url = None
             elif fresh and not final:
                 return True  # not worth the last use: the outcome will replace it
             try:

@@ -89,6 +89,19 @@ class Thread:
     response_url_uses: int = 0
 
 
+def untold(channel: str, parent: Message, user_id: str, response_url: str | None, *,
+           uses: int, opened: float) -> Thread:
+    """Where a call's news goes when Slack took its parent nowhere (the channel, `response_url`
+    and the direct message all refused: Slack failing): no thread, a relay nothing reached yet.
+    The call is followed as any other, and the relay tried again at each poll until it reaches
+    the requester, parent and status together (`response_url` while it lives, else a direct
+    message). `uses`: posts `response_url` may have carried (a refused one included: a post
+    whose answer was lost may have been shown)."""
+    relay = Relay(response_url, user_id, parent, opened, uses=uses)
+    return Thread(channel=channel, ts=None, response_url=response_url, parent=parent,
+                  relay=relay, requester=user_id, response_url_uses=uses)
+
+
 @dataclass(frozen=True)
 class Posted:
     """Whether a reply reached anyone, and its `ts` when it is a message in the thread. `gone`:
