@@ -27,8 +27,14 @@ MIN_NUMBER_DIGITS = 7  # fewer digits: a count, a time, an id's part, not a phon
 # of which phonenumbers reads, and the bot dials, as one number. A space before two marks breaks
 # the run ("+18144043093 ((814) 404-3093)" holds two numbers, each masked), and so does a letter
 # before it (a hex address, an id: not a number someone typed).
+# Characters that show nothing (zero-width spaces and joiners, the word joiner, a byte order mark,
+# a soft hyphen, direction marks, embeddings and isolates), sent or escaped: between two digits
+# they hide no digit, so the digits either side are one number ("8\u200b1\u200b4…" included).
+_INVISIBLE = (r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]|"
+              r"%C2%AD|%E2%80%(?:8[B-F]|A[A-E])|%E2%81%(?:A[0-4]|A[6-9])|%EF%BB%BF|"
+              r"\\(?:xad|u20(?:0[b-f]|2[a-e]|6[0-4]|6[6-9])|ufeff)")
 _SPACE = (r"(?:[ \t\u00a0\u2000-\u200a\u202f\u205f\u3000]|%20|%C2%A0|%E2%80%AF|"
-          r"\\(?:xa0|u20(?:0[0-9a]|2f|5f)|u3000))")
+          r"\\(?:xa0|u20(?:0[0-9a]|2f|5f)|u3000)|" + _INVISIBLE + ")")
 _MARK = (r"(?:[()./\-\u2010-\u2015\u2212\uff08\uff09\uff0d\uff0e\uff0f]|"
          r"%(?:28|29|2[DdEeFf])|%E2%80%9[0-5])")
 _GAP = (rf"(?:{_SPACE}?{_MARK}{_SPACE}?|{_MARK}{_SPACE}{_MARK}|{_MARK}{{2,}}|"

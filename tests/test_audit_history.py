@@ -376,6 +376,25 @@ async def test_numbers_in_what_evo_voice_says_of_a_call_are_kept_and_shown_maske
     assert "5551234" not in await all_audit_text(bot)
 
 
+@pytest.mark.parametrize("invisible", ["\u200b", "\u200c", "\u2060", "\ufeff", "\u00ad",
+                                       "\u200e", "\u200f"])
+async def test_a_number_evo_voice_spells_with_invisible_characters_is_masked_too(
+    bot_factory: BotFactory, invisible: str
+) -> None:
+    # A zero-width space, a joiner or a direction mark between each digit (a caller's keypad
+    # entry, written back by a flow): no two digits touched, so every digit showed, one "number"
+    # each, in Slack, the calls table and the audit trail.
+    bot, status, session_id = await placed_call(bot_factory)
+    end_session(bot, session_id, after_seconds=65,
+                outcome="Call back on " + invisible.join("8145551234"))
+    await wait_for_edit(bot, status, "Ended")
+    await bot.settle()
+    [row] = await services(bot).db.fetchall("SELECT outcome FROM calls")
+    for seen in (status.text or "", row[0], await all_audit_text(bot)):
+        assert "5551234" not in "".join(ch for ch in seen if ch.isdigit()), seen
+    assert "Call back on •••34" in (status.text or "")
+
+
 def users_list(members: dict[str, dict[str, str]]) -> Any:
     def answer(call: ApiCall) -> dict[str, Any]:
         return {
