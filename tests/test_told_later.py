@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.standins.evovoice import ErrorStatus
 from bot.standins.slack import ApiCall
 from tests.conftest import BotFactory, BotUnderTest
 from tests.follow_helpers import FAST, end_session, services
@@ -23,15 +24,19 @@ async def dialled_while_slack_tells_nobody(bot: BotUnderTest, times: int | None 
     """`/call` in a private channel the bot isn't in, its response_url expired, and direct
     messages failing (the next `times`; None: until `slack_answers_again`): the session id, once
     the direct message was refused."""
+    await call_while_slack_tells_nobody(bot, times)
+    [session_id] = bot.evo.sessions
+    return session_id
+
+
+async def call_while_slack_tells_nobody(bot: BotUnderTest, times: int | None) -> None:
     bot.slack.fail("chat.postMessage", "channel_not_found", when=lambda c: c["channel"] == "G0PRIV")
     bot.slack.fail("chat.postMessage", "internal_error", times, when=to_requester)
     url = bot.slack.response_url()
     bot.slack.expire_response_url(url)
     await bot.command(f"{FULL} escalation", channel_id="G0PRIV", response_url=url)
     await bot.evo.wait_for_posts(1)
-    [session_id] = bot.evo.sessions
     await refused_to_requester(bot, 1)
-    return session_id
 
 
 async def refused_to_requester(bot: BotUnderTest, n: int) -> None:
@@ -97,3 +102,17 @@ async def test_a_call_nobody_could_be_told_of_before_a_restart_is_told_by_the_ne
     await second.slack.wait_for_call("chat.update", lambda c: c.ok and c["channel"] == dm.response[
         "channel"] and "Ended: Completed" in c["text"])
 
+
+
+async def test_a_call_not_placed_while_slack_told_nobody_is_told_so_once_slack_answers(
+    bot_factory: BotFactory,
+) -> None:
+    # Evo Voice refuses the call: over at once, so no change of it would tell it again.
+    bot = await bot_factory("http", **FAST)
+    bot.evo.queue_outgoing(ErrorStatus(400, "Flow is disabled"))
+    await call_while_slack_tells_nobody(bot, times=3)
+    dm = await bot.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and to_requester(c), timeout=10)
+    await bot.settle()
+    assert MASKED in dm["text"] and "Call not placed" in dm["text"]
+    assert len([c for c in bot.slack.calls_to("chat.postMessage") if c.ok]) == 1
