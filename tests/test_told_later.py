@@ -116,3 +116,20 @@ async def test_a_call_not_placed_while_slack_told_nobody_is_told_so_once_slack_a
     await bot.settle()
     assert MASKED in dm["text"] and "Call not placed" in dm["text"]
     assert len([c for c in bot.slack.calls_to("chat.postMessage") if c.ok]) == 1
+
+
+async def test_a_call_not_placed_nobody_was_told_of_before_a_restart_is_told_by_the_next_start(
+    bot_factory: BotFactory,
+) -> None:
+    first = await bot_factory("http", **FAST)
+    first.evo.queue_outgoing(ErrorStatus(400, "Flow is disabled"))
+    await call_while_slack_tells_nobody(first, None)
+    await first.runtime.stop(grace=1)
+    slack_answers_again(first)
+
+    second = await bot_factory("http", **FAST)  # the same database
+    parent = await second.slack.wait_for_call(
+        "chat.postMessage", lambda c: c.ok and to_requester(c), timeout=10)
+    assert MASKED in parent["text"] and parent.response is not None
+    await second.slack.wait_for_call("chat.postMessage", lambda c: c.ok and c.get(
+        "thread_ts") == parent.response["ts"] and "Call not placed" in c["text"])
