@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 
 from bot.evovoice.dates import gap, has_zone, times_within
-from bot.standins.evovoice import Acted, Behaviour, EmptyObject, ErrorStatus
+from bot.standins.evovoice import Acted, Behaviour, EmptyObject, ErrorStatus, Respond
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.follow_helpers import (
     FAST,
@@ -54,6 +54,34 @@ async def test_a_call_finds_its_session_dated_in_the_servers_own_zone(
         for ago in (dt.timedelta(minutes=20, seconds=7), dt.timedelta(hours=3, seconds=461))
     ]
     bot.evo.queue_outgoing(answer)  # placed; the answer names no session, or is a 500
+    await bot.command(f"{FULL} escalation")
+    status = await status_message(bot)
+    [ours] = [s for s in bot.evo.sessions if s not in {e["id"] for e in earlier}]
+    await until(lambda: any(f"`{ours}`" in text for text in texts(status)), timeout=10)
+    await ended(bot, ours)
+    await wait_for_edit(bot, status, "❌ Ended: No answer, lasted 12 s.")
+    assert not any(e["id"] in str(texts(status)) for e in earlier)
+
+
+@pytest.mark.parametrize("answer", [Respond(), EmptyObject(), Acted(ErrorStatus(500))],
+                         ids=["session_named", "no_session_named", "outcome_unknown"])
+@pytest.mark.parametrize("hours", [None, -5, 5.75], ids=["utc", "utc-5", "utc+5:45"])
+async def test_a_call_is_found_and_timed_with_its_dates_in_servicestack_s_default_form(
+    bot_factory: BotFactory, hours: float | None, answer: Behaviour
+) -> None:
+    # ServiceStack's default JSON dates are `/Date(ms)/` (a local time with its offset after the
+    # milliseconds): nothing public says Evo Voice sends ISO 8601 instead. The call's own session
+    # is found among earlier ones to the number, and its length read, all the same.
+    bot = await bot_factory("http", **FAST)
+    bot.evo.session_dates_form = "wcf"
+    bot.evo.session_dates_offset = None if hours is None else dt.timedelta(hours=hours)
+    now = dt.datetime.now(dt.UTC)
+    earlier = [
+        bot.evo.add_session(toAddress=FULL, accountId="acct-1", flowId="flow-daily",
+                            dateCreated=stamp(now - ago), ended=True, callState="Disconnected")
+        for ago in (dt.timedelta(minutes=20, seconds=7), dt.timedelta(hours=3, seconds=461))
+    ]
+    bot.evo.queue_outgoing(answer)
     await bot.command(f"{FULL} escalation")
     status = await status_message(bot)
     [ours] = [s for s in bot.evo.sessions if s not in {e["id"] for e in earlier}]

@@ -119,3 +119,20 @@ async def test_a_stand_in_stopped_keeping_its_port_refuses_connections_and_serve
         await standin.start(port=port)
         assert standin.url == url
         assert (await http.get(f"{url}/auth/status")).status_code == 200
+
+
+@pytest.mark.parametrize(("offset", "suffix"), [(None, ""), (timedelta(hours=-5), "-0500"),
+                                                (timedelta(hours=5, minutes=45), "+0545")])
+async def test_session_dates_in_servicestack_s_default_form_name_the_moment(
+    standin: EvoVoiceStandIn, offset: timedelta | None, suffix: str
+) -> None:
+    standin.session_dates_form, standin.session_dates_offset = "wcf", offset
+    session = standin.add_session(toAddress=CUSTOMER, dateCreated="2026-12-01T12:00:00.250Z",
+                                  dateCompleted="0001-01-01T00:00:00")
+    async with httpx.AsyncClient(base_url=standin.url, headers=HONEST) as http:
+        alone = (await http.get(f"/sessions/{session['id']}", params={"format": "json"})).json()
+        listed = (await http.get("/sessions", params={"format": "json"})).json()["items"][0]
+    moment = int(datetime(2026, 12, 1, 12, 0, 0, 250000, tzinfo=UTC).timestamp() * 1000)
+    for shown in (alone, listed):
+        assert shown["dateCreated"] == f"/Date({moment}{suffix})/"
+        assert shown["dateCompleted"] == "0001-01-01T00:00:00"  # a placeholder is left as it is

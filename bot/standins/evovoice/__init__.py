@@ -74,6 +74,8 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   startDate's day, one day only; the zone of a session's ``dateCreated``
   and ``dateCompleted`` is unknown too: ``session_dates_offset`` (a timedelta) writes them, in
   every answer, as naive local times at that offset, with no zone (None: UTC with a ``Z``);
+  ``session_dates_form = "wcf"`` writes them as ServiceStack does by default, ``/Date(ms)/``
+  (with ``session_dates_offset``, ``/Date(ms-0500)/``: the same moment, a local time's offset);
   ``to_address_form`` writes a placed call's ``toAddress`` as dialled, as a ``tel:`` URI or
   without its plus (its form is unknown: sessions.py), and ``phone_number_form`` an owned
   number's ``phoneNumber`` in ``GET /endpoints`` so (only likely the E.164);

@@ -18,15 +18,8 @@ from multidict import CIMultiDict
 from bot.standins import ports
 from bot.standins.evovoice.auth import (Logins, basic_login, invalid_role, no_login, refused_agent,
                                         refused_method)
-from bot.standins.evovoice.behaviours import (
-    Behaviour,
-    Respond,
-    error,
-    field_error,
-    in_the_format_asked,
-    json_object,
-    perform,
-)
+from bot.standins.evovoice.behaviours import (Behaviour, Respond, error, field_error,
+                                              in_the_format_asked, json_object, perform)
 from bot.standins.evovoice.listing import in_accounts, page_of
 from bot.standins.evovoice.rate import RateLimit
 from bot.standins.evovoice.recorded import OUTGOING_PATH, Recorded, RequestLog
@@ -79,6 +72,7 @@ class EvoVoiceStandIn(RequestLog):
         self.clock_offset = timedelta(0)
         self.end_date = "inclusive"  # or "exclusive", "one_day" (sessions.py)
         self.session_dates_offset: timedelta | None = None  # dates without a zone (sessions.py)
+        self.session_dates_form = "iso"  # or "wcf": /Date(ms)/ (sessions.py)
         self.to_address_form = "e164"  # how a placed call's toAddress is written (sessions.py)
         self.phone_number_form = "e164"  # how GET /endpoints writes phoneNumber (sessions.py)
         self.sort_honoured = True
@@ -257,6 +251,9 @@ class EvoVoiceStandIn(RequestLog):
         )
         return await perform(behaviour, request, produce, self._stopping)
 
+    def _dated_as_written(self, session: dict[str, Any]) -> dict[str, Any]:
+        return without_zone(session, self.session_dates_offset, self.session_dates_form)
+
     def _page(self, items: list[dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
         return page_of(items, query, max_page_size=self.max_page_size,
                        all_reading=self.all_reading, page_honoured=self.page_honoured)
@@ -324,7 +321,7 @@ class EvoVoiceStandIn(RequestLog):
                 toAddress=written_address(number, self.to_address_form),
                 fromAddress=caller_id or (owned[0] if owned else None),
             )
-            return web.json_response(without_zone(session, self.session_dates_offset))
+            return web.json_response(self._dated_as_written(session))
 
         return await self._behave(request, place_call)
 
@@ -338,6 +335,7 @@ class EvoVoiceStandIn(RequestLog):
             self.sessions, query, utc_offset=self.sessions_utc_offset, end_date=self.end_date,
             sort_honoured=self.sort_honoured, specific_ids=self.specific_ids,
             omitted=self.omitted_from_listings, dates_offset=self.session_dates_offset,
+            dates_form=self.session_dates_form,
         )
         return await self._behave(request, lambda: web.json_response(self._page(found, query)))
 
@@ -347,7 +345,8 @@ class EvoVoiceStandIn(RequestLog):
         def answer() -> web.Response:
             if session_id not in self.sessions:
                 return error(404, "NotFound", "Session not found")
-            session = as_read_alone(self.sessions[session_id], self.session_dates_offset)
+            session = as_read_alone(self.sessions[session_id], self.session_dates_offset,
+                                    self.session_dates_form)
             return web.json_response(session)
 
         return await self._behave(request, answer)
@@ -384,8 +383,7 @@ class EvoVoiceStandIn(RequestLog):
                 return error(404, "NotFound", "Session not found")
             if self.patch_writes_fields and "callState" in body:  # a patch of the record
                 self.sessions[session_id]["callState"] = body["callState"]
-            return web.json_response(without_zone(self.sessions[session_id],
-                                                  self.session_dates_offset))
+            return web.json_response(self._dated_as_written(self.sessions[session_id]))
 
         return await self._behave(request, patch)
 

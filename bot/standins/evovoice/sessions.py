@@ -12,6 +12,10 @@
   even when asked for (a listing that misses some, for a reason nothing public explains).
 - The *likely* quirk of the log: ``log`` is filled in a listing and empty in ``GET /sessions/{id}``.
 - Ending a session that has ended: nothing public says what it answers (``ended_hang_up``).
+- How a session's dates are written: nothing public says. ServiceStack writes ISO 8601 when so
+  configured, else (its default) the WCF form ``/Date(1700000000000)/``, the milliseconds since
+  the epoch in UTC, with the server's offset after them for a local time
+  (``/Date(1700000000000-0500)/``): ``without_zone``'s ``form`` (DATES_FORMS).
 - How a session's ``toAddress`` writes the number dialled: nothing public says (the evidence
   names the field only; sessions are voice, chat or fax, whose addresses are not all numbers).
   ``written_address`` writes it each plausible way; ``written_number`` writes an owned number's
@@ -116,6 +120,7 @@ def listed_sessions(
     specific_ids: str,
     omitted: Collection[str],
     dates_offset: timedelta | None = None,
+    dates_form: str = "iso",
     end_date: str = "inclusive",
 ) -> list[dict[str, Any]]:
     """The sessions a listing with ``query`` holds, in its order, in the listing's form."""
@@ -144,17 +149,27 @@ def listed_sessions(
         key=lambda s: (str(s.get("dateCreated", "")), order[s["id"]]),
         reverse=sort_honoured and query.get("sortOrder") == "Descend",
     )
-    return [without_zone(as_listed(s), dates_offset) for s in found]
+    return [without_zone(as_listed(s), dates_offset, dates_form) for s in found]
 
 
 def _before_end(day: str, end: str, reading: str) -> bool:
     return day < end if reading == "exclusive" else day <= end
 
 
-def without_zone(session: dict[str, Any], utc_offset: timedelta | None) -> dict[str, Any]:
+# How a session's dates are written: "iso" (ISO 8601) or "wcf" (ServiceStack's default,
+# `/Date(ms)/`, or `/Date(ms-0500)/` for a local time).
+DATES_FORMS = ("iso", "wcf")
+
+
+def without_zone(
+    session: dict[str, Any], utc_offset: timedelta | None, form: str = "iso"
+) -> dict[str, Any]:
     """`session` as a server on local time may write it: its dates naive local times at
-    ``utc_offset`` (no zone named); None: as kept, in UTC with a ``Z``."""
-    if utc_offset is None:
+    ``utc_offset`` (no zone named); None: as kept, in UTC with a ``Z``. ``form`` "wcf": each date
+    as ``/Date(ms)/`` (the moment, in UTC), ``utc_offset`` after the milliseconds if given."""
+    if form not in DATES_FORMS:
+        raise ValueError(f"session_dates_form must be one of {DATES_FORMS}")
+    if utc_offset is None and form == "iso":
         return session
     shown = dict(session)
     for name in ("dateCreated", "dateCompleted"):
@@ -162,16 +177,31 @@ def without_zone(session: dict[str, Any], utc_offset: timedelta | None) -> dict[
             when = datetime.fromisoformat(str(session.get(name)).replace("Z", "+00:00"))
         except ValueError:
             continue
-        if when.tzinfo is not None and when.year > 1970:  # a placeholder stays as it is
-            local = when.astimezone(UTC) + utc_offset
+        if when.tzinfo is None or when.year <= 1970:  # a placeholder stays as it is
+            continue
+        if form == "wcf":
+            shown[name] = _wcf_date(when, utc_offset)
+        else:
+            local = when.astimezone(UTC) + (utc_offset or timedelta(0))
             shown[name] = local.replace(tzinfo=None).isoformat(timespec="milliseconds")
     return shown
+
+
+def _wcf_date(when: datetime, utc_offset: timedelta | None) -> str:
+    millis = round(when.timestamp() * 1000)
+    if utc_offset is None:
+        return f"/Date({millis})/"
+    minutes = int(utc_offset.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"/Date({millis}{sign}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d})/"
 
 
 def as_listed(session: dict[str, Any]) -> dict[str, Any]:
     return session | {"log": [{"type": "Info", "message": f"Session {session['id']} created"}]}
 
 
-def as_read_alone(session: dict[str, Any], dates_offset: timedelta | None = None) -> dict[str, Any]:
+def as_read_alone(
+    session: dict[str, Any], dates_offset: timedelta | None = None, dates_form: str = "iso"
+) -> dict[str, Any]:
     """``GET /sessions/{id}``: the same session with its ``log`` empty."""
-    return without_zone(session | {"log": []}, dates_offset)
+    return without_zone(session | {"log": []}, dates_offset, dates_form)
