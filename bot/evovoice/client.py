@@ -17,6 +17,8 @@ copes where it is unsure:
   on the method turned away (405, 501), and remembers which worked (``hang_up_method``).
 - Listing flows and numbers: one paging scheme (``page``/``countPerPage``, never ``all=true``
   alongside), items de-duplicated by id, bounded, and stopping when a page brings nothing new.
+- ``get_session``: a session the server doesn't have is a 404, or (a ServiceStack service that
+  returned null) a 204 No Content: both are ``NotFound``.
 - ``find_sessions`` (finding.py): the filters' meanings are unconfirmed; it asks a wide window,
   pages through (bounded), and keeps only voice sessions to exactly that number created since the
   given instant.
@@ -208,9 +210,20 @@ class EvoVoiceClient(SessionFinder):
     async def get_session(
         self, session_id: str, *, priority: Priority = Priority.ROUTINE
     ) -> Session:
-        """One session by id (routine: a poll, unless the caller says otherwise)."""
+        """One session by id (routine: a poll, unless the caller says otherwise).
+
+        NotFound for a 404, and for a 204: ServiceStack answers a service that returned null (no
+        such session) with 204 No Content, as readily as a service throws a 404. Any other
+        answer without a body is unreadable, as ever (a front end's, say)."""
         path = _session_path(session_id)
-        return read_model(Session, await self._get_json(path, priority=priority), path)
+        response = await self._send("GET", path, priority=priority)
+        if response.status_code == 204:
+            raise NotFound(204, "Evo Voice has no such session.")
+        try:
+            data = response.json()
+        except UNREADABLE_JSON:
+            raise unreadable_answer(response) from None
+        return read_model(Session, data, path)
 
     @cached_property
     def polls(self) -> SessionPolls:

@@ -64,10 +64,12 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   lets the call go on (with ``patch_writes_fields``, storing the ``callState`` it was sent, as
   a patch of the session's record would). What ending a session that has ended answers is
   unknown: ``ended_hang_up`` gives each plausible answer (204 marking it hung up, 204 leaving
-  it, 400, 409, 500, 404). ``refused_methods`` (e.g. ``{"DELETE": 405}``) has a front end turn
-  a method away on every path before the server sees it, as IIS's WebDAV module does to DELETE
-  (405, or 501 on an older IIS); ServiceStack itself answers 405 to a service that throws
-  NotSupportedException (``ErrorStatus(405)``).
+  it, 400, 409, 500, 404); ``missing_session`` what reading a session it does not have
+  answers (404, or ``"no_content"``: 204, a ServiceStack service's null). ``refused_methods``
+  (e.g. ``{"DELETE": 405}``) has a front end turn a method away on every path before the
+  server sees it, as IIS's WebDAV module does to DELETE (405, or 501 on an older IIS);
+  ServiceStack itself answers 405 to a service that throws NotSupportedException
+  (``ErrorStatus(405)``).
 - ``GET /sessions``: ``to`` is a *contains* filter; ``startDate`` is a date read in
   ``sessions_utc_offset`` (unknown: tests try several), and so is ``endDate``, which ``end_date``
   reads inclusive, exclusive, or (``"one_day"``) inclusive with an absent one meaning the

@@ -24,8 +24,8 @@ from bot.standins.evovoice.listing import in_accounts, page_of
 from bot.standins.evovoice.rate import RateLimit
 from bot.standins.evovoice.recorded import OUTGOING_PATH, Recorded, RequestLog
 from bot.standins.evovoice.sessions import (as_read_alone, ended_hang_up, listed_sessions,
-                                            sort_refusal, unreadable_dates, without_zone,
-                                            written_address, written_number)
+                                            no_session, sort_refusal, unreadable_dates,
+                                            without_zone, written_address, written_number)
 
 MANAGER_ROLES = frozenset({"Manager", "SystemAdministrator"})
 END_SESSION_ROLE = "User"
@@ -86,6 +86,7 @@ class EvoVoiceStandIn(RequestLog):
         self.refused_methods: dict[str, int] = {}
         self.patch_writes_fields = False  # True: that PatchSession stores the callState sent
         self.ended_hang_up = "ends_again"  # ending a session that has ended (sessions.py)
+        self.missing_session = "not_found"  # or "no_content": reading one it lacks (sessions.py)
         # None: no limit (nothing public says Evo Voice has one); else 429 past it (rate.py).
         self.rate_limit: RateLimit | None = None
         # What a request does when its queue is empty, by (method, path); else Respond(). E.g.
@@ -344,7 +345,7 @@ class EvoVoiceStandIn(RequestLog):
 
         def answer() -> web.Response:
             if session_id not in self.sessions:
-                return error(404, "NotFound", "Session not found")
+                return no_session(self.missing_session)
             session = as_read_alone(self.sessions[session_id], self.session_dates_offset,
                                     self.session_dates_form)
             return web.json_response(session)

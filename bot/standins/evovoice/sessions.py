@@ -12,6 +12,9 @@
   even when asked for (a listing that misses some, for a reason nothing public explains).
 - The *likely* quirk of the log: ``log`` is filled in a listing and empty in ``GET /sessions/{id}``.
 - Ending a session that has ended: nothing public says what it answers (``ended_hang_up``).
+- ``GET /sessions/{id}`` of a session it does not have (one it has forgotten): a ServiceStack
+  service throws 404, or returns null, which ServiceStack answers 204 with no body; nothing
+  public says which Evo Voice's does (``no_session``: NO_SESSION_READINGS).
 - How a session's dates are written: nothing public says. ServiceStack writes ISO 8601 when so
   configured, else (its default) the WCF form ``/Date(1700000000000)/``, the milliseconds since
   the epoch in UTC, with the server's offset after them for a local time
@@ -70,6 +73,20 @@ def written_number(endpoint: dict[str, Any], form: str) -> dict[str, Any]:
     if form == "e164" or not isinstance(number, str):
         return endpoint
     return endpoint | {"phoneNumber": written_address(number, form)}
+
+
+# What GET /sessions/{id} answers for a session the server does not have: "not_found" (404, a
+# ServiceStack error body), or "no_content" (204: the service returned null).
+NO_SESSION_READINGS = ("not_found", "no_content")
+
+
+def no_session(reading: str) -> web.Response:
+    """The answer to reading a session the server does not have (NO_SESSION_READINGS)."""
+    if reading not in NO_SESSION_READINGS:
+        raise ValueError(f"missing_session must be one of {NO_SESSION_READINGS}")
+    if reading == "no_content":
+        return web.Response(status=204)
+    return error(404, "NotFound", "Session not found")
 
 
 def ended_hang_up(session: Mapping[str, Any], reading: str) -> web.Response | None:
