@@ -15,7 +15,7 @@ import asyncio
 import pytest
 
 from bot.oncall.escalation_store import EscalationState
-from bot.standins.evovoice import ErrorStatus, Gated
+from bot.standins.evovoice import ErrorStatus, Gated, TooManyRequests
 from bot.standins.slack import ApiCall
 from tests.conftest import BotFactory, BotUnderTest, until
 from tests.escalations import (
@@ -26,6 +26,7 @@ from tests.escalations import (
     click_ack,
     click_stop,
     hung_up,
+    leaping_budget,
     metrics_text,
     page_of,
     running_escalation,
@@ -324,3 +325,23 @@ async def test_i_m_on_it_after_a_nobody_came_slack_refused_is_posted_after_it(
     thread = [m.text or "" for m in bot.slack.thread(card.channel, card.thread_ts or card.ts)
               if m.ts != card.ts]
     assert said(thread) == ["nobody came", "on it"]  # in the thread's order too
+
+
+@pytest.mark.parametrize("retry_after", ["1", None], ids=["retry-after", "no-retry-after"])
+async def test_a_hang_up_evo_voice_answers_429_is_sent_again_and_the_phone_stops(
+    bot_factory: BotFactory, retry_after: str | None
+) -> None:
+    # Nothing public says Evo Voice limits requests; a 429 says "not now": nothing was done, as
+    # the bot reads it when it dials again. Alice's phone, rung past her deadline, is hung up
+    # once the wait is over, not left ringing with a card saying it "may still ring".
+    bot, clock, card = await running_escalation(bot_factory)
+    leaping_budget(bot)  # the budget's pause after the 429 takes no real time
+    alice = session_of(bot, ALICE)
+    bot.evo.queue("PATCH", f"/sessions/{alice}", TooManyRequests(retry_after))
+    clock.advance(91)
+    await bot.evo.wait_for_posts(2)
+    await until(lambda: hung_up(bot, alice))
+    await wait_for_edit(bot, card, "2. <@U0BOB> (+1 814 ••• 3094) — 🔔 ringing…")
+    await bot.settle()
+    assert "may still ring" not in str(card.text), card.text
+    assert len(bot.evo.requests_to("PATCH", f"/sessions/{alice}")) == 2

@@ -50,6 +50,7 @@ from bot.standins.evovoice import (
     Respond,
     TooManyRequests,
 )
+from tests.budget_clock import LeapingClock
 from tests.conftest import until
 
 USERNAME = "bot@example.com"
@@ -604,6 +605,28 @@ async def test_hang_up_is_not_retried_after_it_was_sent(
         await client.hang_up(session["id"])
 
     assert len(standin.requests_to("DELETE", path)) == 2
+
+
+async def test_a_hang_up_answered_429_is_sent_again_after_the_pause_a_bounded_number_of_times(
+    client: EvoVoiceClient, standin: EvoVoiceStandIn
+) -> None:
+    # A 429 did nothing; ending a call twice ends nothing more. The budget's pause is waited out
+    # (here leapt over), then the hang-up sent again; three "not now"s in a row are raised.
+    budget_clock = LeapingClock()
+    client.budget.clock, client.budget.sleep = budget_clock, budget_clock.sleep
+    session = standin.add_session(toAddress=CUSTOMER, callState="Ringing")
+    path = f"/sessions/{session['id']}"
+    standin.queue("PATCH", path, TooManyRequests("5"))
+    await client.hang_up(session["id"])
+    assert standin.hang_ups(session["id"]) == ["PATCH"]
+    assert budget_clock.now >= 5  # after the pause Evo Voice asked for
+
+    other = standin.add_session(toAddress=CUSTOMER, callState="Ringing")
+    standin.queue("PATCH", f"/sessions/{other['id']}", *[TooManyRequests("1")] * 3)
+    with pytest.raises(RateLimited):
+        await client.hang_up(other["id"])
+    assert len(standin.requests_to("PATCH", f"/sessions/{other['id']}")) == 3
+    assert standin.requests_to("DELETE", f"/sessions/{other['id']}") == []  # a 429: no role
 
 
 async def test_find_sessions_newest_first(client: EvoVoiceClient, standin: EvoVoiceStandIn) -> None:

@@ -14,7 +14,8 @@ copes where it is unsure:
 - Hanging up: ``DELETE /sessions/{id}`` (EndSession) needs the role User, which a Manager-only
   login lacks; ``PATCH /sessions/{id}`` ``{"callState": "Disconnected"}`` (PatchSession) needs
   authentication only. ``hang_up`` tries one, falls back to the other on 403 "Invalid Role" or
-  on the method turned away (405, 501), and remembers which worked (``hang_up_method``).
+  on the method turned away (405, 501), and remembers which worked (``hang_up_method``); a 429
+  is waited out and the hang-up sent again (``HANG_UP_TRIES``).
 - Listing flows and numbers: one paging scheme (``page``/``countPerPage``, never ``all=true``
   alongside), items de-duplicated by id, bounded, and stopping when a page brings nothing new.
 - ``get_session``: a session the server doesn't have is a 404, or (a ServiceStack service that
@@ -126,6 +127,8 @@ HANG_UP_ROLE = "User"
 # throws NotSupportedException, and IIS's WebDAV module's to DELETE before ServiceStack sees it
 # (an older IIS answers 501). The other method may work.
 METHOD_TURNED_AWAY = frozenset({405, 501})
+# A hang-up answered 429 is sent again after the pause, this many times in all (_send_hang_up).
+HANG_UP_TRIES = 3
 _REFUSED_LOGIN = "Evo Voice refused the login; check the username, the password and EVOVOICE_URL."
 
 _HasId = TypeVar("_HasId", Flow, OwnedNumber, Session)
@@ -289,10 +292,7 @@ class EvoVoiceClient(SessionFinder):
         refusals: list[EvoVoiceStatusError] = []
         for method in (first, "PATCH" if first == "DELETE" else "DELETE"):
             try:
-                if method == "DELETE":
-                    await self._send("DELETE", path)
-                else:
-                    await self._send("PATCH", path, json={"callState": "Disconnected"})
+                await self._send_hang_up(method, path)
             except EvoVoiceStatusError as exc:
                 if not isinstance(exc, MissingRole) and exc.status not in METHOD_TURNED_AWAY:
                     raise
@@ -314,6 +314,24 @@ class EvoVoiceClient(SessionFinder):
             f"(EndSession needs {HANG_UP_ROLE}; PatchSession was refused too)."
         )
         raise refused
+
+    async def _send_hang_up(self, method: str, path: str) -> None:
+        """One hang-up by ``method``; a 429 is sent again once the budget's pause is over (every
+        request waits it out: budget.py), up to ``HANG_UP_TRIES`` times. A 429 did nothing, and
+        ending a call twice ends nothing more: a phone must not ring on, past a step's deadline
+        or a Stop, for a "not now" nobody asks again."""
+        for attempt in range(1, HANG_UP_TRIES + 1):
+            try:
+                if method == "DELETE":
+                    await self._send("DELETE", path)
+                else:
+                    await self._send("PATCH", path, json={"callState": "Disconnected"})
+                return
+            except RateLimited:
+                if attempt == HANG_UP_TRIES:
+                    raise
+                logger.warning("Evo Voice %s %s: 429; sending it again after the pause", method,
+                               route_of(path))
 
     # ------------------------------------------------------------------------------ plumbing
 
