@@ -66,14 +66,17 @@ async def test_a_call_finds_its_session_dated_in_the_servers_own_zone(
 @pytest.mark.parametrize("answer", [Respond(), EmptyObject(), Acted(ErrorStatus(500))],
                          ids=["session_named", "no_session_named", "outcome_unknown"])
 @pytest.mark.parametrize("hours", [None, -5, 5.75], ids=["utc", "utc-5", "utc+5:45"])
+@pytest.mark.parametrize("form", ["wcf", "wcf_unspecified"])
 async def test_a_call_is_found_and_timed_with_its_dates_in_servicestack_s_default_form(
-    bot_factory: BotFactory, hours: float | None, answer: Behaviour
+    bot_factory: BotFactory, hours: float | None, answer: Behaviour, form: str
 ) -> None:
     # ServiceStack's default JSON dates are `/Date(ms)/` (a local time with its offset after the
     # milliseconds): nothing public says Evo Voice sends ISO 8601 instead. The call's own session
-    # is found among earlier ones to the number, and its length read, all the same.
+    # is found among earlier ones to the number, and its length read, all the same. A time of no
+    # zone (`/Date(ms-0000)/`) has its milliseconds off by the zone its wall time was in: read
+    # as exact, a call's session (5 h off) was taken for one made before the call, and missed.
     bot = await bot_factory("http", **FAST)
-    bot.evo.session_dates_form = "wcf"
+    bot.evo.session_dates_form = form
     bot.evo.session_dates_offset = None if hours is None else dt.timedelta(hours=hours)
     now = dt.datetime.now(dt.UTC)
     earlier = [
@@ -89,6 +92,18 @@ async def test_a_call_is_found_and_timed_with_its_dates_in_servicestack_s_defaul
     await ended(bot, ours)
     await wait_for_edit(bot, status, "❌ Ended: No answer, lasted 12 s.")
     assert not any(e["id"] in str(texts(status)) for e in earlier)
+
+
+@pytest.mark.parametrize(("value", "zoned"), [
+    ("/Date(1764590400000)/", True),  # a UTC DateTime
+    ("/Date(1764590400000+0000)/", True),  # a local one, on a server on UTC
+    ("/Date(1764590400000-0500)/", True),  # a local one, on a server at UTC-5
+    ("/Date(1764590400000-0000)/", False),  # one of no kind: its wall time taken for local
+    ("2026-12-01T12:00:00Z", True),
+    ("2026-12-01T12:00:00", False),
+])
+def test_which_dates_name_their_moment(value: str, zoned: bool) -> None:
+    assert has_zone(value) is zoned
 
 
 def test_a_time_without_a_zone_is_read_in_every_zone_a_server_may_keep() -> None:

@@ -136,3 +136,17 @@ async def test_session_dates_in_servicestack_s_default_form_name_the_moment(
     for shown in (alone, listed):
         assert shown["dateCreated"] == f"/Date({moment}{suffix})/"
         assert shown["dateCompleted"] == "0001-01-01T00:00:00"  # a placeholder is left as it is
+
+
+async def test_session_dates_of_no_zone_in_servicestack_s_form_are_off_by_their_zone(
+    standin: EvoVoiceStandIn,
+) -> None:
+    # ServiceStack.Text's ToUnixTimeMs takes a DateTime of unspecified kind for the server
+    # process's local time: a naive time at UTC-5, written by a process on UTC, comes 5 h early.
+    standin.session_dates_form = "wcf_unspecified"
+    standin.session_dates_offset = timedelta(hours=-5)
+    session = standin.add_session(toAddress=CUSTOMER, dateCreated="2026-12-01T12:00:00.250Z")
+    async with httpx.AsyncClient(base_url=standin.url, headers=HONEST) as http:
+        alone = (await http.get(f"/sessions/{session['id']}", params={"format": "json"})).json()
+    wall = int(datetime(2026, 12, 1, 7, 0, 0, 250000, tzinfo=UTC).timestamp() * 1000)
+    assert alone["dateCreated"] == f"/Date({wall}-0000)/"

@@ -1,10 +1,11 @@
 """ServiceStack's dates, as the Evo Voice API sends them.
 
-A session's ``dateCreated`` may come without a zone (an ISO time with no offset): nothing public
-says which zone the server writes it in (docs/evovoice-api.md), so such a time is never compared
-with the bot's clock as if it were UTC. ``times_within`` reads it in every zone a server may keep,
-UTC-12 to UTC+14 in quarter hours, and ``gap`` measures it from a moment in the zone that brings
-it closest. Differences between two times of one session (a call's duration) need no zone.
+A session's ``dateCreated`` may come without a zone (an ISO time with no offset, or ServiceStack's
+``/Date(ms-0000)/``: see ``has_zone``): nothing public says which zone the server writes it in
+(docs/evovoice-api.md), so such a time is never compared with the bot's clock as if it were UTC.
+``times_within`` reads it in every zone a server may keep, UTC-12 to UTC+14 in quarter hours, and
+``gap`` measures it from a moment in the zone that brings it closest. Differences between two
+times of one session (a call's duration) need no zone.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import datetime as dt
 import re
 
 _MS_DATE = re.compile(r"/Date\((-?\d+)([+-]\d{4})?\)/")
+# The suffix ServiceStack.Text writes after the milliseconds of a DateTime of unspecified kind (as
+# read from a database column without a zone); a local time gets its real offset ("+0000" on a
+# server on UTC), a UTC one none.
+UNSPECIFIED_OFFSET = "-0000"
 # The offsets from UTC that zones use: quarter hours (Nepal's +05:45, Chatham's +12:45), UTC-12
 # to UTC+14.
 ZONE_OFFSETS = tuple(dt.timedelta(minutes=m) for m in range(-12 * 60, 14 * 60 + 1, 15))
@@ -51,9 +56,13 @@ def parse_timestamp(value: str | None) -> dt.datetime | None:
 
 
 def has_zone(value: str | None) -> bool:
-    """Whether a date says which moment it is (an offset, a `Z`, or `/Date(ms)/`)."""
-    if not value or _MS_DATE.fullmatch(value.strip()):
-        return bool(value)
+    """Whether a date says which moment it is (an offset, a `Z`, or `/Date(ms)/`, but not
+    `/Date(ms-0000)/`: ServiceStack's form of a time of no zone, whose milliseconds took its wall
+    time for the server process's own zone, which nothing says it was written in)."""
+    if not value:
+        return False
+    if (match := _MS_DATE.fullmatch(value.strip())) is not None:
+        return match.group(2) != UNSPECIFIED_OFFSET
     try:
         return dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00")).tzinfo is not None
     except ValueError:

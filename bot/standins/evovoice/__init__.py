@@ -77,7 +77,9 @@ It follows the evidence (docs/evovoice-api.md), not the bot's expectations:
   and ``dateCompleted`` is unknown too: ``session_dates_offset`` (a timedelta) writes them, in
   every answer, as naive local times at that offset, with no zone (None: UTC with a ``Z``);
   ``session_dates_form = "wcf"`` writes them as ServiceStack does by default, ``/Date(ms)/``
-  (with ``session_dates_offset``, ``/Date(ms-0500)/``: the same moment, a local time's offset);
+  (with ``session_dates_offset``, ``/Date(ms-0500)/``: the same moment, a local time's offset),
+  and ``"wcf_unspecified"`` as it writes a time of no zone, ``/Date(ms-0000)/``, its
+  milliseconds off by ``session_dates_offset`` (a process on UTC reading naive local times);
   ``to_address_form`` writes a placed call's ``toAddress`` as dialled, as a ``tel:`` URI or
   without its plus (its form is unknown: sessions.py), and ``phone_number_form`` an owned
   number's ``phoneNumber`` in ``GET /endpoints`` so (only likely the E.164);

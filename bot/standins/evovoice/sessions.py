@@ -174,8 +174,11 @@ def _before_end(day: str, end: str, reading: str) -> bool:
 
 
 # How a session's dates are written: "iso" (ISO 8601) or "wcf" (ServiceStack's default,
-# `/Date(ms)/`, or `/Date(ms-0500)/` for a local time).
-DATES_FORMS = ("iso", "wcf")
+# `/Date(ms)/`, or `/Date(ms-0500)/` for a local time), or "wcf_unspecified": ServiceStack's
+# default for a DateTime of no kind (read from a column without a zone), `/Date(ms-0000)/`,
+# whose milliseconds take its wall time for the server process's own (ServiceStack.Text's
+# ToUnixTimeMs): naive times at `utc_offset` written by a process on UTC.
+DATES_FORMS = ("iso", "wcf", "wcf_unspecified")
 
 
 def without_zone(
@@ -198,6 +201,9 @@ def without_zone(
             continue
         if form == "wcf":
             shown[name] = _wcf_date(when, utc_offset)
+        elif form == "wcf_unspecified":
+            wall = when.astimezone(UTC) + (utc_offset or timedelta(0))
+            shown[name] = f"/Date({round(wall.timestamp() * 1000)}-0000)/"
         else:
             local = when.astimezone(UTC) + (utc_offset or timedelta(0))
             shown[name] = local.replace(tzinfo=None).isoformat(timespec="milliseconds")
