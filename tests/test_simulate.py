@@ -13,7 +13,7 @@ from bot.config import ConfigError, load_settings
 from bot.evovoice.simulator import BANNER, RING_SECONDS
 from bot.ops.check import Status, run_checkup
 from bot.standins.evovoice import EvoVoiceStandIn
-from tests.conftest import POLICY, BotFactory, bot_environment
+from tests.conftest import POLICY, BotFactory, bot_environment, until
 from tests.escalations import open_on_message, page_of, start, submit
 from tests.follow_helpers import FAST
 
@@ -157,6 +157,8 @@ async def test_a_restarted_simulated_bot_follows_its_own_new_calls(
     await second.command("+1 814 404 3094 escalation")
     await simulator.standin.wait_for_posts(1)
     [session_id] = simulator.standin.sessions
+    # Posted alongside the dial, maybe after it.
+    await until(lambda: len(second.slack.channel_messages("C0OPS")) == 2)
     [old, new] = second.slack.channel_messages("C0OPS")
     for _ in range(100):
         await second.settle()
