@@ -233,6 +233,12 @@ class StatusMessages:
         outbox = self._notifier.outbox
         held = None if outbox is None else await outbox.held_for(status_post(call.id))
         if held is None:
+            # The row, read before the outbox was asked, may be older than its answer: a post
+            # delivered in between had its ts written with the outbox's row gone. Relayed then,
+            # the requester would get it twice, and the relay stay at "Ringing…" for good.
+            if outbox is not None and (latest := await self._store.get(call.id)) is not None \
+                    and latest.status_ts is not None:
+                return None, True
             return relay, True
         if not call.is_final:
             return None, True
