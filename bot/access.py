@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -33,6 +34,12 @@ from bot.slack.notify import SLACK_FAILURES, slack_error_code
 logger = logging.getLogger(__name__)
 
 GROUP_CACHE_SECONDS = 300.0
+# The lease keeper's rounds read the groups [roles] and `responders` name again once their members
+# are this old (before GROUP_CACHE_SECONDS), a pass a minute at most (the first a minute after
+# start): once read, a group's members never go stale while Slack answers, so a check after a
+# quiet spell never waits on Slack for them; a Slack failing is asked once a minute.
+GROUP_KEEP_FRESH_AFTER = 180.0
+GROUP_KEEP_FRESH_EVERY = 60.0
 # Past GROUP_CACHE_SECONDS, a group's members are still used, up to this age, while one request asks
 # Slack again in the background: a role check on the way to a dial never waits on Slack for a group
 # read minutes ago (a removal takes effect once Slack has answered that request).
@@ -52,37 +59,60 @@ class UserGroups:
         max_stale: float = GROUP_STALE_SECONDS, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = without_rate_limit_waits(client)
+        # The clock members' ages are read on (public: a test may move it on).
+        self.clock = clock
         self._cache: TTLCache[str, frozenset[str]] = TTLCache(ttl, max_stale=max_stale,
-                                                              clock=clock)
+                                                              clock=lambda: self.clock())
+        self._next_pass = clock() + GROUP_KEEP_FRESH_EVERY
 
     def forget(self) -> None:
         self._cache.invalidate()
 
     async def members(self, group_id: str) -> frozenset[str]:
-        async def load() -> frozenset[str]:
-            try:
-                response = await self._client.usergroups_users_list(usergroup=group_id)
-            except SlackApiError as exc:
-                error = str(exc.response.get("error", "unknown error"))
-                if error == NO_SUCH_GROUP:
-                    # A mistake in the policy file, not a passing failure: asking again won't
-                    # help, so the group grants nothing and the operators hear about it.
-                    logger.warning(
-                        "user group %s in [roles] does not exist in this workspace (%s): it "
-                        "grants nobody a role; fix [roles] in the policy file (`callbot check` "
-                        "lists every ID Slack doesn't know)", group_id, error,
-                    )
-                    return frozenset()
-                raise GroupLookupFailed(group_id, error, retry_after(exc)) from None
-            return frozenset(response.get("users") or ())
+        return await self._cache.get(group_id, partial(self._load, group_id))
 
-        return await self._cache.get(group_id, load)
+    def keep_fresh(self, group_ids: Iterable[str]) -> None:
+        """Read `group_ids` again in the background, those read GROUP_KEEP_FRESH_AFTER ago or
+        more (one never read is read by the first check that needs it); a pass every
+        GROUP_KEEP_FRESH_EVERY at most (the lease keeper's rounds call it)."""
+        now = self.clock()
+        if now < self._next_pass:
+            return
+        self._next_pass = now + GROUP_KEEP_FRESH_EVERY
+        for group_id in group_ids:
+            self._cache.keep_fresh(group_id, partial(self._load, group_id),
+                                   due_after=GROUP_KEEP_FRESH_AFTER)
+
+    def age(self, group_id: str) -> float | None:
+        """Seconds since the group's members were read; None if never."""
+        return self._cache.age(group_id)
+
+    async def _load(self, group_id: str) -> frozenset[str]:
+        try:
+            response = await self._client.usergroups_users_list(usergroup=group_id)
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", "unknown error"))
+            if error == NO_SUCH_GROUP:
+                # A mistake in the policy file, not a passing failure: asking again won't help,
+                # so the group grants nothing and the operators hear about it.
+                logger.warning(
+                    "user group %s in [roles] does not exist in this workspace (%s): it grants "
+                    "nobody a role; fix [roles] in the policy file (`callbot check` lists every "
+                    "ID Slack doesn't know)", group_id, error,
+                )
+                return frozenset()
+            raise GroupLookupFailed(group_id, error, retry_after(exc)) from None
+        return frozenset(response.get("users") or ())
 
 
 class AccessControl:
     def __init__(self, roles: Mapping[str, Iterable[str]], groups: UserGroups) -> None:
         self._roles = {role: frozenset(ids) for role, ids in roles.items()}
         self._groups = groups
+
+    def group_ids(self) -> list[str]:
+        """The user groups that grant a role."""
+        return sorted({i for ids in self._roles.values() for i in ids if i.startswith("S")})
 
     def forget_groups(self) -> None:
         """Ask Slack for user groups' members afresh on the next check (a group just changed)."""
@@ -142,6 +172,13 @@ class Responders:
         self._members: TTLCache[str, bool] = TTLCache(ttl, max_stale=max_stale, clock=clock)
         # This workspace's team and, in an Enterprise Grid, its organisation (auth.test).
         self._team: TTLCache[str, tuple[str, str]] = TTLCache(24 * 3600.0, clock=clock)
+
+    async def keep_groups_fresh(self) -> None:
+        """A lease keeper's round: the user groups of [roles] and `responders`, read again before
+        their members go stale (UserGroups.keep_fresh)."""
+        policy = self._policy
+        listed = () if policy is None or isinstance(policy.responders, str) else policy.responders
+        self._groups.keep_fresh([*self._access.group_ids(), *(i for i in listed if i[0] == "S")])
 
     @property
     def everyone(self) -> bool:

@@ -52,11 +52,7 @@ class TTLCache(Generic[K, V]):
             if age < self._ttl:
                 return hit[1]
             if age < self._max_stale:
-                if self._in_progress(key) is None and key not in self._refreshing:
-                    self._refreshing.add(key)
-                    task = asyncio.create_task(self._refresh(key, load))
-                    self._refreshes.add(task)
-                    task.add_done_callback(self._refreshes.discard)
+                self._refresh_in_background(key, load)
                 return hit[1]
         pending = self._in_progress(key) or self._start(key, load)
         try:
@@ -69,6 +65,26 @@ class TTLCache(Generic[K, V]):
             logger.warning("load failed (%s): serving what was loaded %.0f s ago",
                            type(exc).__name__, self._clock() - hit[0])
             return hit[1]
+
+    def keep_fresh(self, key: K, load: Callable[[], Awaitable[V]], *, due_after: float) -> None:
+        """Load `key` again in the background, without waiting, if its value is `due_after` old
+        (less than `ttl`: a get then finds it fresh), unless a load of it is on. A key with no
+        value is left to the first get."""
+        age = self.age(key)
+        if age is not None and age >= due_after:
+            self._refresh_in_background(key, load)
+
+    def age(self, key: K) -> float | None:
+        """Seconds since `key`'s value was loaded; None if it has none."""
+        hit = self._values.get(key)
+        return None if hit is None else self._clock() - hit[0]
+
+    def _refresh_in_background(self, key: K, load: Callable[[], Awaitable[V]]) -> None:
+        if self._in_progress(key) is None and key not in self._refreshing:
+            self._refreshing.add(key)
+            task = asyncio.create_task(self._refresh(key, load))
+            self._refreshes.add(task)
+            task.add_done_callback(self._refreshes.discard)
 
     async def _refresh(self, key: K, load: Callable[[], Awaitable[V]]) -> None:
         try:

@@ -216,11 +216,12 @@ class Runtime:
         await services.escalations.resume()
         # From now on: keep this replica's leases, take over those of replicas that die (and, at
         # once, the Slack posts a stopped one left, and the requests it took and never dialled),
-        # erase numbers kept past their use (README).
+        # erase numbers kept past their use (README), read the role groups before they go stale.
         services.leases.keep([services.follower.take_over, services.escalations.take_over,
                               services.outbox.take_over, services.untold.take_over,
                               services.follower.erase_numbers,
-                              services.confirmations.forget_expired])
+                              services.confirmations.forget_expired,
+                              services.responders.keep_groups_fresh])
         self.waiting_for = None
         self.ready = True
         mode = "Socket Mode" if settings.socket_mode else "HTTP mode"

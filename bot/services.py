@@ -70,6 +70,7 @@ class Services:
     evo: EvoVoiceClient
     catalog: Catalog
     access: AccessControl
+    groups: UserGroups
     notifier: Notifier
     calls: CallService
     tasks: BackgroundTasks
@@ -330,6 +331,7 @@ async def build_services(
         evo=evo,
         catalog=catalog,
         access=access,
+        groups=groups,
         notifier=notifier,
         calls=calls,
         tasks=BackgroundTasks(),

@@ -200,3 +200,28 @@ async def test_a_load_that_just_finished_is_not_reused_for_a_value_it_no_longer_
         clock.now = 601
     assert await cache.get("k", load) == "new"
     assert await first == "old"
+
+
+async def test_keep_fresh_loads_again_only_what_is_due_and_leaves_the_rest_to_the_first_get(
+) -> None:
+    clock = Clock()
+    cache: TTLCache[str, int] = TTLCache(300, max_stale=900, clock=clock)
+    loads: list[str] = []
+
+    async def load(key: str) -> int:
+        loads.append(key)
+        return len(loads)
+
+    cache.keep_fresh("never read", lambda: load("never read"), due_after=180)
+    assert await cache.get("k", lambda: load("k")) == 1
+    clock.now = 179
+    cache.keep_fresh("k", lambda: load("k"), due_after=180)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert loads == ["k"] and cache.age("k") == 179
+    clock.now = 180
+    cache.keep_fresh("k", lambda: load("k"), due_after=180)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert loads == ["k", "k"] and cache.age("k") == 0
+    assert cache.age("never read") is None

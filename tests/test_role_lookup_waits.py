@@ -13,9 +13,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.access import AccessControl, Responders, UserGroups
 from bot.standins.slack import SlackStandIn
 from tests.budget_clock import BudgetClock, Pauses
-from tests.conftest import BOT_TOKEN, BotFactory
+from tests.conftest import BOT_TOKEN, BotFactory, until
 from tests.escalations import ROSTER
-from tests.follow_helpers import audit_records
+from tests.follow_helpers import audit_records, services
 
 FULL = "+18144043093"
 T = TypeVar("T")
@@ -117,3 +117,27 @@ async def test_a_rate_limited_users_info_says_when_to_try_again_without_waiting_
     [answer] = await bot.slack.wait_for_response(url)
     assert pauses == []
     assert "(ratelimited). Try again in 20 s." in answer["text"]
+
+
+async def test_a_role_s_group_is_kept_fresh_so_a_call_after_a_quiet_spell_never_waits_on_slack(
+    bot_factory: BotFactory,
+) -> None:
+    # Nobody called for 15 minutes: the members read by the last call were too old to use, and
+    # the lead's call (10 s, then a refusal, if Slack hung) waited for Slack. The lease keeper's
+    # rounds read them again before then.
+    bot = await bot_factory("http")
+    clock = BudgetClock()
+    groups = services(bot).groups
+    groups.clock = clock
+    await bot.command(f"{FULL} escalation", user_id="U0LEAD1")
+    await bot.evo.wait_for_posts(1)
+    read = len(bot.slack.calls_to("usergroups.users.list"))
+    clock.advance(250)
+    services(bot).leases.wake()
+    await bot.slack.wait_for_calls("usergroups.users.list", read + 1)
+    await until(lambda: groups.age("S0LEADS") == 0)
+    gate = bot.slack.hold("usergroups.users.list")
+    clock.advance(700)  # 950 s after the first read: read again since
+    await bot.command("+18144043094 escalation", user_id="U0LEAD1")
+    await bot.evo.wait_for_posts(2)  # while Slack hangs
+    gate.open()
